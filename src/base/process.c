@@ -1,0 +1,112 @@
+/* base/process.c: fork/exec with argv. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/macro.h"
+#include "base/process.h"
+#include "base/strutil.h"
+
+char *find_executable(const char *name) {
+        if (strchr(name, '/'))
+                return access(name, X_OK) == 0 ? strdup(name) : NULL;
+
+        const char *path = getenv("PATH");
+        if (isempty(path))
+                path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+                return NULL;
+        char *save = NULL;
+        for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+                char *p = strdup_printf("%s/%s", dir, name);
+                if (!p)
+                        return NULL;
+                struct stat st;
+                if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0)
+                        return p;
+                free(p);
+        }
+        /* Many tools live in sbin, which a user's PATH may lack. */
+        static const char *const extra[] = { "/usr/sbin", "/sbin" };
+        for (size_t i = 0; i < ELEMENTSOF(extra); i++) {
+                char *p = strdup_printf("%s/%s", extra[i], name);
+                if (p && access(p, X_OK) == 0)
+                        return p;
+                free(p);
+        }
+        return NULL;
+}
+
+int process_run(char *const argv[], size_t max_output, char **ret_output) {
+        _cleanup_free_ char *exe = find_executable(argv[0]);
+        if (!exe)
+                return -ENOENT;
+
+        int pipefd[2];
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return negative_errno();
+
+        pid_t pid = fork();
+        if (pid < 0) {
+                int r = negative_errno();
+                close(pipefd[0]);
+                close(pipefd[1]);
+                return r;
+        }
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDONLY);
+                if (null >= 0)
+                        dup2(null, STDIN_FILENO);
+                dup2(pipefd[1], STDOUT_FILENO);
+                dup2(pipefd[1], STDERR_FILENO);
+                execv(exe, argv);
+                _exit(127);
+        }
+        close(pipefd[1]);
+
+        size_t cap = max_output + 1, len = 0;
+        _cleanup_free_ char *buf = malloc(cap);
+        char drain[4096];
+        for (;;) {
+                ssize_t k;
+                if (buf && len < max_output)
+                        k = read(pipefd[0], buf + len, max_output - len);
+                else
+                        k = read(pipefd[0], drain, sizeof(drain));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                if (buf && len < max_output)
+                        len += (size_t) k;
+        }
+        close(pipefd[0]);
+
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return negative_errno();
+
+        if (buf)
+                buf[len] = '\0';
+        if (ret_output)
+                *ret_output = TAKE_PTR(buf);
+
+        if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+        if (WIFSIGNALED(status))
+                return 128 + WTERMSIG(status);
+        return -EIO;
+}
+
+bool process_alive(int pid) {
+        if (pid <= 0)
+                return false;
+        return kill(pid, 0) == 0 || errno == EPERM;
+}

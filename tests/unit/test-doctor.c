@@ -1,0 +1,2 @@
+/* tests/unit/test-doctor.c: unit tests for src/doctor/. */
+#include "test.h"

@@ -1,0 +1,2 @@
+/* tests/unit/test-image.c: unit tests for src/image/. */
+#include "test.h"

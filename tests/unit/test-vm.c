@@ -1,0 +1,2 @@
+/* tests/unit/test-vm.c: unit tests for src/vm/. */
+#include "test.h"
