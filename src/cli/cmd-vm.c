@@ -1,8 +1,508 @@
-/* cli/cmd-vm.c: 'vmhost vm'. */
+/* cli/cmd-vm.c: 'vmhost vm ...': define, start, stop and reach VMs. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/json-writer.h"
 #include "base/log.h"
+#include "base/paths.h"
+#include "base/strutil.h"
 #include "cli/cli.h"
+#include "vm/vm-image.h"
+#include "vm/vm.h"
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "Usage: vmhost vm COMMAND NAME [OPTIONS]\n"
+                "\n"
+                "Commands:\n"
+                "  create NAME [OPTIONS]   define a VM (options below)\n"
+                "  start NAME [--wait] [--timeout SEC]\n"
+                "                          start it; --wait waits for the guest's ready line\n"
+                "  stop NAME [--timeout SEC]\n"
+                "                          stop it (QEMU shuts down; killed after the timeout)\n"
+                "  status NAME [--json]    state, pid, accelerator, forwarded ports\n"
+                "  list [--json]           all VMs of this vmhost home\n"
+                "  console NAME            attach to the serial console (detach: Ctrl-])\n"
+                "  delete NAME             remove a stopped VM and its own disk (never a shared base)\n"
+                "\n"
+                "Options of create:\n"
+                "  --cpus N                virtual CPUs (default 1)\n"
+                "  --memory SIZE           memory, e.g. 512M or 2G (default 256M)\n"
+                "  --disk FILE             use this disk image as it is\n"
+                "  --base IMAGE            make the VM its own qcow2 overlay on this base\n"
+                "  --disk-size SIZE        virtual size of the overlay (default: the base's)\n"
+                "  --cdrom ISO             attach an ISO image\n"
+                "  --boot disk|cdrom|kernel  boot device (default disk)\n"
+                "  --kernel FILE --initrd FILE --append TEXT   direct kernel boot\n"
+                "  --net user|none         user-mode NAT network (default user)\n"
+                "  --forward PROTO:HOST:GUEST  forward a host port on 127.0.0.1 to the guest,\n"
+                "                          e.g. tcp:auto:22 (port allocated at start) or tcp:2222:22\n"
+                "  --accel auto|kvm|tcg    accelerator (auto: KVM only where it really works)\n"
+                "  --cpu MODEL             CPU model, e.g. host (nested virtualization)\n"
+                "  --localtime             guest clock in local time\n"
+                "\n"
+                "Example:\n"
+                "  vmhost vm create web --base /var/lib/vmhost/guest/disk.qcow2 --forward tcp:auto:7777\n"
+                "  vmhost vm start web --wait && vmhost vm status web\n");
+}
+
+static int report(int r, const struct vh_error *err) {
+        log_error("%s", vh_error_message(err, r));
+        return 1;
+}
+
+enum {
+        OPT_CPUS = 0x100, OPT_MEMORY, OPT_DISK, OPT_BASE, OPT_DISK_SIZE, OPT_CDROM, OPT_BOOT, OPT_KERNEL,
+        OPT_INITRD, OPT_APPEND, OPT_NET, OPT_FORWARD, OPT_ACCEL, OPT_CPU, OPT_LOCALTIME, OPT_WAIT, OPT_TIMEOUT,
+        OPT_JSON,
+};
+
+static int set_key(struct vm_def *def, const char *key, const char *value) {
+        /* Options go through the same checks as the definition file's keys. */
+        struct vh_error err = {};
+        int r = vm_def_set(def, key, value, &err);
+        if (r < 0)
+                return log_error_errno(r, "--%s %s: %s", key, value, vh_error_message(&err, r));
+        return 0;
+}
+
+static int vm_create_cmd(int argc, char **argv) {
+        static const struct option options[] = {
+                { "cpus", required_argument, NULL, OPT_CPUS },
+                { "memory", required_argument, NULL, OPT_MEMORY },
+                { "disk", required_argument, NULL, OPT_DISK },
+                { "base", required_argument, NULL, OPT_BASE },
+                { "disk-size", required_argument, NULL, OPT_DISK_SIZE },
+                { "cdrom", required_argument, NULL, OPT_CDROM },
+                { "boot", required_argument, NULL, OPT_BOOT },
+                { "kernel", required_argument, NULL, OPT_KERNEL },
+                { "initrd", required_argument, NULL, OPT_INITRD },
+                { "append", required_argument, NULL, OPT_APPEND },
+                { "net", required_argument, NULL, OPT_NET },
+                { "forward", required_argument, NULL, OPT_FORWARD },
+                { "accel", required_argument, NULL, OPT_ACCEL },
+                { "cpu", required_argument, NULL, OPT_CPU },
+                { "localtime", no_argument, NULL, OPT_LOCALTIME },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        if (argc < 2 || argv[1][0] == '-') {
+                log_error("vm create: missing VM name. Example: vmhost vm create web --base base.qcow2");
+                return 2;
+        }
+        const char *name = argv[1];
+        if (!name_is_valid(name)) {
+                log_error("Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', starting with a letter or digit.",
+                          name, VH_NAME_MAX);
+                return 2;
+        }
+        if (vm_exists(name)) {
+                log_error("VM %s already exists. Use 'vmhost vm delete %s' first, or another name.", name, name);
+                return 1;
+        }
+
+        _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new(name);
+        if (!def)
+                return log_error_errno(-ENOMEM, "Out of memory"), 1;
+        def->net_user = true;
+        const char *base = NULL, *disk_size = NULL;
+
+        optind = 2;
+        int c;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                const char *key = NULL;
+                switch (c) {
+                case 'h': usage(stdout); return 0;
+                case OPT_CPUS: key = "cpus"; break;
+                case OPT_MEMORY: key = "memory"; break;
+                case OPT_DISK: key = "disk"; break;
+                case OPT_BASE: base = optarg; break;
+                case OPT_DISK_SIZE: disk_size = optarg; break;
+                case OPT_CDROM: key = "cdrom"; break;
+                case OPT_BOOT: key = "boot"; break;
+                case OPT_KERNEL: key = "kernel"; break;
+                case OPT_INITRD: key = "initrd"; break;
+                case OPT_APPEND: key = "append"; break;
+                case OPT_NET: key = "net"; break;
+                case OPT_FORWARD: key = "forward"; break;
+                case OPT_ACCEL: key = "accel"; break;
+                case OPT_CPU: key = "cpu"; break;
+                case OPT_LOCALTIME: key = "localtime"; break;
+                default: return 2;
+                }
+                if (key && set_key(def, key, c == OPT_LOCALTIME ? "yes" : optarg) < 0)
+                        return 2;
+        }
+        if (optind < argc) {
+                log_error("vm create: unexpected argument '%s'", argv[optind]);
+                return 2;
+        }
+        if (base && def->disk) {
+                log_error("vm create: --disk and --base exclude each other");
+                return 2;
+        }
+        if (disk_size && !base) {
+                log_error("vm create: --disk-size needs --base");
+                return 2;
+        }
+        for (const char *f = def->disk; f; f = NULL)
+                if (!file_exists(f))
+                        return log_error("Disk %s does not exist", f), 1;
+        if (def->cdrom && !file_exists(def->cdrom))
+                return log_error("CD-ROM image %s does not exist", def->cdrom), 1;
+
+        struct vh_error err = {};
+        int r;
+        if (base) {
+                uint64_t size = 0;
+                if (disk_size && parse_size(disk_size, &size) < 0) {
+                        log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
+                        return 2;
+                }
+                r = vm_image_create_overlay(def, base, size, &err);
+                if (r < 0)
+                        return report(r, &err);
+        }
+        r = vm_save(def, &err);
+        if (r < 0) {
+                if (base)
+                        vm_image_remove_own_disk(def);
+                return report(r, &err);
+        }
+        printf("Created VM %s", name);
+        if (base)
+                printf(" with overlay %s on %s", def->disk, def->base);
+        printf(".\nStart it with: vmhost vm start %s --wait\n", name);
+        return 0;
+}
+
+static void print_forwards(const struct vm_def *def, const struct vm_status *st) {
+        for (unsigned i = 0; i < def->n_forwards; i++)
+                printf("forward:     %s 127.0.0.1:%u -> guest port %u\n",
+                       def->forwards[i].proto == VM_FWD_UDP ? "udp" : "tcp", st->host_ports[i],
+                       def->forwards[i].guest_port);
+}
+
+static int vm_start_cmd(int argc, char **argv) {
+        static const struct option options[] = {
+                { "wait", no_argument, NULL, OPT_WAIT },
+                { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        bool wait = false;
+        long timeout = 300;
+        int c;
+        optind = 2;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h': usage(stdout); return 0;
+                case OPT_WAIT: wait = true; break;
+                case OPT_TIMEOUT:
+                        if (parse_int_range(optarg, 1, 86400, &timeout) < 0)
+                                return log_error("--timeout %s: expected seconds (1..86400)", optarg), 2;
+                        break;
+                default: return 2;
+                }
+        if (argc < 2 || argv[1][0] == '-')
+                return log_error("vm start: missing VM name"), 2;
+        const char *name = argv[1];
+
+        struct vh_error err = {};
+        struct vm_status st;
+        int r = vm_start(name, NULL, &st, &err);
+        if (r < 0)
+                return report(r, &err);
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(name, &def, &err);
+        if (r < 0)
+                return report(r, &err);
+
+        printf("VM %s started (pid %d, accelerator %s).\n", name, st.pid, st.accel);
+        print_forwards(def, &st);
+        if (wait) {
+                _cleanup_free_ char *line = NULL;
+                r = vm_wait_ready(name, (unsigned) timeout * 1000, &line, &err);
+                if (r < 0)
+                        return report(r, &err);
+                printf("ready:       %s\n", line);
+        }
+        printf("console:     vmhost vm console %s   (detach with Ctrl-])\n", name);
+        printf("stop:        vmhost vm stop %s\n", name);
+        return 0;
+}
+
+static int vm_stop_cmd(int argc, char **argv) {
+        static const struct option options[] = {
+                { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        long timeout = 30;
+        int c;
+        optind = 2;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h': usage(stdout); return 0;
+                case OPT_TIMEOUT:
+                        if (parse_int_range(optarg, 0, 3600, &timeout) < 0)
+                                return log_error("--timeout %s: expected seconds (0..3600)", optarg), 2;
+                        break;
+                default: return 2;
+                }
+        if (argc < 2 || argv[1][0] == '-')
+                return log_error("vm stop: missing VM name"), 2;
+        struct vh_error err = {};
+        int r = vm_stop(argv[1], (unsigned) timeout * 1000, &err);
+        if (r < 0)
+                return report(r, &err);
+        printf("VM %s stopped.\n", argv[1]);
+        return 0;
+}
+
+static void status_json(struct json_writer *w, const struct vm_def *def, const struct vm_status *st) {
+        json_object_begin(w);
+        json_kv_string(w, "name", def->name);
+        json_kv_string(w, "state", vm_state_to_string(st->state));
+        if (st->state == VM_STATE_RUNNING) {
+                json_kv_int(w, "pid", st->pid);
+                json_kv_string(w, "accel", st->accel);
+        }
+        json_kv_uint(w, "cpus", def->cpus);
+        json_kv_uint(w, "memory", def->memory);
+        json_kv_string(w, "disk", def->disk);
+        json_kv_string(w, "base", def->base);
+        json_key(w, "forwards");
+        json_array_begin(w);
+        for (unsigned i = 0; i < def->n_forwards; i++) {
+                json_object_begin(w);
+                json_kv_string(w, "proto", def->forwards[i].proto == VM_FWD_UDP ? "udp" : "tcp");
+                json_kv_string(w, "host", "127.0.0.1");
+                if (st->state == VM_STATE_RUNNING)
+                        json_kv_uint(w, "host-port", st->host_ports[i]);
+                else if (def->forwards[i].host_port)
+                        json_kv_uint(w, "host-port", def->forwards[i].host_port);
+                json_kv_uint(w, "guest-port", def->forwards[i].guest_port);
+                json_object_end(w);
+        }
+        json_array_end(w);
+        if (st->exit_reason[0])
+                json_kv_string(w, "exit-reason", st->exit_reason);
+        json_object_end(w);
+}
+
+static int print_json(struct json_writer *w) {
+        int r = 0;
+        _cleanup_free_ char *s = json_writer_finish(w, &r);
+        if (!s)
+                return log_error_errno(r, "Cannot format JSON: %m"), 1;
+        fputs(s, stdout);
+        return 0;
+}
+
+static int vm_status_cmd(int argc, char **argv) {
+        bool json = false;
+        const char *name = NULL;
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--json"))
+                        json = true;
+                else if (streq(argv[i], "-h") || streq(argv[i], "--help"))
+                        return usage(stdout), 0;
+                else if (!name && argv[i][0] != '-')
+                        name = argv[i];
+                else
+                        return log_error("vm status: unexpected argument '%s'", argv[i]), 2;
+        }
+        if (!name)
+                return log_error("vm status: missing VM name"), 2;
+        struct vh_error err = {};
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        int r = vm_load(name, &def, &err);
+        if (r < 0)
+                return report(r, &err);
+        struct vm_status st;
+        r = vm_get_status(name, &st, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (st.state == VM_STATE_STOPPED) {
+                /* A crash seen by an earlier command is remembered until the next start. */
+                vm_last_exit(name, st.exit_reason, sizeof(st.exit_reason));
+        }
+        if (json) {
+                struct json_writer w;
+                json_writer_init(&w, true);
+                status_json(&w, def, &st);
+                return print_json(&w);
+        }
+        printf("name:        %s\n", name);
+        printf("state:       %s\n", vm_state_to_string(st.state));
+        if (st.state == VM_STATE_RUNNING) {
+                printf("pid:         %d\n", st.pid);
+                printf("accelerator: %s\n", st.accel);
+                print_forwards(def, &st);
+        }
+        if (st.exit_reason[0])
+                printf("last exit:   %s\n", st.exit_reason);
+        char b[32];
+        printf("cpus:        %u\nmemory:      %s\n", def->cpus, format_size(def->memory, b, sizeof(b)));
+        if (def->disk)
+                printf("disk:        %s\n", def->disk);
+        if (def->base)
+                printf("base:        %s\n", def->base);
+        return 0;
+}
+
+/* Names of all defined VMs, sorted. */
+static int list_names(char ***ret, size_t *ret_n) {
+        _cleanup_free_ char *state = vh_state_dir();
+        _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
+        if (!dir)
+                return -ENOMEM;
+        struct dirent **entries = NULL;
+        int n = scandir(dir, &entries, NULL, alphasort);
+        if (n < 0) {
+                *ret = NULL;
+                *ret_n = 0;
+                return errno == ENOENT ? 0 : negative_errno();
+        }
+        char **names = calloc((size_t) n + 1, sizeof(char *));
+        size_t k = 0;
+        for (int i = 0; i < n; i++) {
+                if (names && name_is_valid(entries[i]->d_name) && vm_exists(entries[i]->d_name))
+                        names[k++] = strdup(entries[i]->d_name);
+                free(entries[i]);
+        }
+        free(entries);
+        if (!names)
+                return -ENOMEM;
+        *ret = names;
+        *ret_n = k;
+        return 0;
+}
+
+static int vm_list_cmd(int argc, char **argv) {
+        bool json = false;
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--json"))
+                        json = true;
+                else if (streq(argv[i], "-h") || streq(argv[i], "--help"))
+                        return usage(stdout), 0;
+                else
+                        return log_error("vm list: unexpected argument '%s'", argv[i]), 2;
+        }
+        char **names;
+        size_t n;
+        int r = list_names(&names, &n);
+        if (r < 0)
+                return log_error_errno(r, "Cannot list VMs: %m"), 1;
+
+        struct json_writer w;
+        json_writer_init(&w, true);
+        if (json)
+                json_array_begin(&w);
+        else
+                printf("%-20s %-9s %-7s %-5s %-8s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS");
+        int rc = 0;
+        for (size_t i = 0; i < n; i++) {
+                struct vh_error err = {};
+                _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+                struct vm_status st;
+                if (vm_load(names[i], &def, &err) < 0 || vm_get_status(names[i], &st, &err) < 0) {
+                        /* One broken definition must not hide the others. */
+                        log_warning("%s", err.msg);
+                        rc = 1;
+                        free(names[i]);
+                        continue;
+                }
+                if (json)
+                        status_json(&w, def, &st);
+                else {
+                        char mem[32], fwd[256] = "", pid[16] = "-";
+                        size_t used = 0;
+                        for (unsigned f = 0; f < def->n_forwards && used < sizeof(fwd); f++) {
+                                unsigned host = st.state == VM_STATE_RUNNING ? st.host_ports[f] : def->forwards[f].host_port;
+                                char hp[8];
+                                snprintf(hp, sizeof(hp), "%u", host);
+                                used += (size_t) snprintf(fwd + used, sizeof(fwd) - used, "%s%s->%u", f ? "," : "",
+                                                          host ? hp : "auto", def->forwards[f].guest_port);
+                        }
+                        if (st.state == VM_STATE_RUNNING)
+                                snprintf(pid, sizeof(pid), "%d", st.pid);
+                        printf("%-20s %-9s %-7s %-5u %-8s %s\n", def->name, vm_state_to_string(st.state), pid, def->cpus,
+                               format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-");
+                }
+                free(names[i]);
+        }
+        free(names);
+        if (json) {
+                json_array_end(&w);
+                if (print_json(&w))
+                        return 1;
+        } else
+                json_writer_free(&w);
+        return rc;
+}
+
+static int vm_console_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (argc != 2)
+                return log_error("vm console: expected exactly one VM name"), 2;
+        if (isatty(STDIN_FILENO))
+                fprintf(stderr, "Connected to the console of %s. Detach with Ctrl-].\r\n", argv[1]);
+        struct vh_error err = {};
+        int r = vm_console(argv[1], STDIN_FILENO, STDOUT_FILENO, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (isatty(STDIN_FILENO))
+                fprintf(stderr, "\r\nDetached from %s.\n", argv[1]);
+        return 0;
+}
+
+static int vm_delete_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (argc != 2)
+                return log_error("vm delete: expected exactly one VM name"), 2;
+        const char *name = argv[1];
+        struct vh_error err = {};
+        struct vm_status st;
+        int r = vm_get_status(name, &st, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (st.state == VM_STATE_RUNNING)
+                return log_error("VM %s is running (pid %d); stop it first with 'vmhost vm stop %s'.", name, st.pid,
+                                 name), 1;
+        r = vm_delete(name, &err);
+        if (r < 0)
+                return report(r, &err);
+        printf("Deleted VM %s.\n", name);
+        return 0;
+}
 
 int cmd_vm(int argc, char **argv) {
-        log_error("'vmhost vm' is not built yet.");
-        return 1;
+        static const struct {
+                const char *name;
+                int (*run)(int argc, char **argv);
+        } commands[] = {
+                { "create", vm_create_cmd },   { "start", vm_start_cmd },     { "stop", vm_stop_cmd },
+                { "status", vm_status_cmd },   { "list", vm_list_cmd },       { "console", vm_console_cmd },
+                { "delete", vm_delete_cmd },
+        };
+        if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
+                usage(argc < 2 ? stderr : stdout);
+                return argc < 2 ? 2 : 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (streq(argv[1], commands[i].name))
+                        return commands[i].run(argc - 1, argv + 1);
+        log_error("Unknown command 'vm %s'. See 'vmhost vm --help'.", argv[1]);
+        return 2;
 }

@@ -1,2 +1,183 @@
-/* tests/unit/test-vm.c: unit tests for src/vm/. */
+/* tests/unit/test-vm.c: unit tests for src/vm/: definitions, the QEMU
+ * command line, MAC derivation. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "base/strv.h"
+#include "vm/vm-cmdline.h"
+#include "vm/vm-def.h"
+#include "vm/vm.h"
 #include "test.h"
+
+TEST(vm_def_parse_roundtrip) {
+        const char *text = "# comment\n"
+                           "name = web1\n"
+                           "cpus = 2\n"
+                           "memory = 512M\n"
+                           "boot = disk\n"
+                           "disk = /var/lib/vmhost/vms/web1/disk.qcow2\n"
+                           "net = user\n"
+                           "forward = tcp:auto:22\n"
+                           "forward = udp:5353:53\n"
+                           "localtime = yes\n";
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        CHECK_EQ_INT(vm_def_parse(text, "t.conf", &def, &err), 0);
+        if (!def)
+                return;
+        CHECK_STREQ(def->name, "web1");
+        CHECK_EQ_INT(def->cpus, 2);
+        CHECK_EQ_U64(def->memory, 512ULL << 20);
+        CHECK_EQ_INT(def->n_forwards, 2);
+        CHECK_EQ_INT(def->forwards[0].host_port, 0);
+        CHECK_EQ_INT(def->forwards[1].proto, VM_FWD_UDP);
+        CHECK(def->localtime);
+
+        char *again = vm_def_format(def);
+        struct vm_def *def2 = NULL;
+        CHECK_EQ_INT(vm_def_parse(again, "again", &def2, &err), 0);
+        char *again2 = def2 ? vm_def_format(def2) : NULL;
+        CHECK_STREQ(again, again2);
+        free(again);
+        free(again2);
+        vm_def_free(def2);
+        vm_def_free(def);
+}
+
+TEST(vm_def_parse_errors_name_the_line) {
+        static const struct {
+                const char *text;
+                const char *msg;
+        } cases[] = {
+                { "name = a\ncpuz = 2\ndisk = x\n", "t.conf:2: unknown key 'cpuz'" },
+                { "name = a\ncpus = 0\ndisk = x\n", "t.conf:2: cpus must be 1..256, not '0'" },
+                { "name = a\ndisk = x\nmemory = lots\n", "t.conf:3: memory must be a size like 512M or 2G, not 'lots'" },
+                { "name = a\ndisk = x\nmemory = 1\n", "t.conf:3: memory must be between 16M and 1T, not '1'" },
+                { "name = a b\n", "t.conf:1: invalid name 'a b' (1-32 letters, digits, '-' or '_')" },
+                { "name = a\njunk\n", "t.conf:2: expected 'key = value', got 'junk'" },
+                { "name = a\ndisk =\n", "t.conf:2: key 'disk' has no value" },
+                { "cpus = 1\n", "t.conf: missing key 'name'" },
+                { "name = a\n", "VM a boots from disk but has no 'disk'" },
+                { "name = a\ndisk = x\nnet = none\nforward = tcp:1:2\n", "VM a has forwards but no user-mode network ('net = user')" },
+                { "name = a\ndisk = x\nnet = user\nforward = tcp:70000:2\n",
+                  "t.conf:4: Invalid forward 'tcp:70000:2': host port must be 1..65535 or 'auto'" },
+                { "name = a\ndisk = x\nnet = user\nforward = sctp:1:2\n",
+                  "t.conf:4: Invalid forward 'sctp:1:2': protocol must be tcp or udp" },
+                { "name = a\ndisk = x\nmac = 01:00:00:00:00:01\n",
+                  "t.conf:3: mac must be a unicast address like 52:54:00:12:34:56, not '01:00:00:00:00:01'" },
+                { "name = a\ndisk = x\nboot = floppy\n", "t.conf:3: boot must be disk, cdrom or kernel, not 'floppy'" },
+                { "name = a\nboot = cdrom\ndisk = x\n", "VM a boots from cdrom but has no 'cdrom'" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct vm_def *def = NULL;
+                struct vh_error err = {};
+                int r = vm_def_parse(cases[i].text, "t.conf", &def, &err);
+                if (r >= 0) {
+                        test_fail(__FILE__, __LINE__, "case %zu parsed but should fail", i);
+                        vm_def_free(def);
+                        continue;
+                }
+                CHECK(def == NULL);
+                CHECK_STREQ(err.msg, cases[i].msg);
+        }
+}
+
+TEST(vm_def_limits) {
+        /* A line past the limit and a file past the limit are refused. */
+        size_t n = VM_CONF_MAX_LINE + 10;
+        char *text = malloc(n + 32);
+        strcpy(text, "name = a\nappend = ");
+        memset(text + strlen(text), 'x', n);
+        text[18 + n] = '\0';
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        CHECK_EQ_INT(vm_def_parse(text, "t.conf", &def, &err), -EINVAL);
+        CHECK(strstr(err.msg, "t.conf:2: line longer than") != NULL);
+        free(text);
+
+        text = malloc(VM_CONF_MAX_BYTES + 2);
+        memset(text, '\n', VM_CONF_MAX_BYTES + 1);
+        text[VM_CONF_MAX_BYTES + 1] = '\0';
+        CHECK_EQ_INT(vm_def_parse(text, "t.conf", &def, &err), -EFBIG);
+        free(text);
+}
+
+static char *build_cmdline(const char *conf, const struct vm_launch *l) {
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        if (vm_def_parse(conf, "t", &def, &err) < 0) {
+                test_fail(__FILE__, __LINE__, "parse: %s", err.msg);
+                return NULL;
+        }
+        struct strv argv = {};
+        char *s = NULL;
+        if (vm_cmdline_build(def, l, &argv, &err) < 0)
+                test_fail(__FILE__, __LINE__, "build: %s", err.msg);
+        else
+                s = strv_join(argv.v, " ");
+        strv_done(&argv);
+        vm_def_free(def);
+        return s;
+}
+
+TEST(vm_cmdline_golden) {
+        struct vm_launch l = {
+                .qemu_binary = "qemu-system-x86_64",
+                .accel = "tcg",
+                .qmp_socket = "/run/vmhost/vms/demo/qmp.sock",
+                .serial_socket = "/run/vmhost/vms/demo/serial.sock",
+                .serial_log = "/var/lib/vmhost/vms/demo/serial.log",
+                .pidfile = "/run/vmhost/vms/demo/qemu.pid",
+                .mac = "52:54:00:aa:bb:cc",
+                .host_ports = { 40001 },
+                .daemonize = true,
+        };
+        char *s = build_cmdline("name = demo\ndisk = /v/d,isk.qcow2\nnet = user\nforward = tcp:auto:7777\n"
+                                "forward = udp:5353:53\nlocaltime = yes\n", &l);
+        CHECK_STREQ(s,
+                    "qemu-system-x86_64 -name demo,process=vmhost-demo -nodefaults -no-user-config "
+                    "-machine pc,accel=tcg -smp 1 -m 256M "
+                    "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny "
+                    "-display none "
+                    "-drive file=/v/d,,isk.qcow2,format=qcow2,if=virtio,id=disk0,cache=writeback,discard=unmap "
+                    "-boot order=c "
+                    "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40001-:7777,hostfwd=udp:127.0.0.1:5353-:53 "
+                    "-device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc "
+                    "-chardev socket,id=serial0,path=/run/vmhost/vms/demo/serial.sock,server=on,wait=off,"
+                    "logfile=/var/lib/vmhost/vms/demo/serial.log,logappend=on -serial chardev:serial0 "
+                    "-chardev socket,id=qmp0,path=/run/vmhost/vms/demo/qmp.sock,server=on,wait=off "
+                    "-mon chardev=qmp0,mode=control -rtc base=localtime "
+                    "-pidfile /run/vmhost/vms/demo/qemu.pid -daemonize");
+        free(s);
+
+        /* No TCP endpoint other than the 127.0.0.1 forwards, ever. */
+        s = build_cmdline("name = k\nboot = kernel\nkernel = /k\ninitrd = /i\nappend = console=ttyS0\ncdrom = /c.iso\n"
+                          "net = none\ncpu = host\n", &l);
+        CHECK(s && strstr(s, "-kernel /k -initrd /i -append console=ttyS0"));
+        CHECK(s && strstr(s, "-cpu host"));
+        CHECK(s && strstr(s, "file=/c.iso,format=raw,media=cdrom,readonly=on"));
+        CHECK(s && !strstr(s, "tcp:") && !strstr(s, "-netdev") && !strstr(s, "-vnc"));
+        free(s);
+}
+
+TEST(vm_mac_is_stable_local_unicast) {
+        char a[18], b[18], c[18];
+        CHECK_EQ_INT(vm_derive_mac("demo", a), 0);
+        CHECK_EQ_INT(vm_derive_mac("demo", b), 0);
+        CHECK_EQ_INT(vm_derive_mac("demo2", c), 0);
+        CHECK_STREQ(a, b);
+        CHECK(strcmp(a, c) != 0);
+        CHECK(strncmp(a, "52:54:", 6) == 0);
+}
+
+TEST(vm_forward_format_roundtrip) {
+        struct vm_forward f;
+        char b[64];
+        CHECK_EQ_INT(vm_forward_parse("tcp:auto:22", &f, NULL), 0);
+        CHECK_STREQ(vm_forward_format(&f, b, sizeof(b)), "tcp:auto:22");
+        CHECK_EQ_INT(vm_forward_parse("udp:1:65535", &f, NULL), 0);
+        CHECK_STREQ(vm_forward_format(&f, b, sizeof(b)), "udp:1:65535");
+        CHECK_EQ_INT(vm_forward_parse("tcp:1:2:3", &f, NULL), -EINVAL);
+        CHECK_EQ_INT(vm_forward_parse("tcp:1", &f, NULL), -EINVAL);
+        CHECK_EQ_INT(vm_forward_parse("tcp:0:2", &f, NULL), -EINVAL);
+}

@@ -1,0 +1,140 @@
+/* vm/vm-cmdline.c: QEMU's argv from a VM definition.
+ *
+ * Security defaults live here: -nodefaults and -no-user-config (nothing we
+ * did not ask for), QMP and the serial console only on unix sockets (the
+ * caller creates them in a 0700 directory with umask 077, so 0600), no
+ * TCP monitor, forwards bound to 127.0.0.1, and -sandbox on. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/macro.h"
+#include "base/strutil.h"
+#include "vm/vm-cmdline.h"
+
+char *qemu_opt_escape(const char *value) {
+        size_t n = 0;
+        for (const char *p = value; *p; p++)
+                n += *p == ',' ? 2 : 1;
+        char *out = malloc(n + 1), *o = out;
+        if (!out)
+                return NULL;
+        for (const char *p = value; *p; p++) {
+                *o++ = *p;
+                if (*p == ',')
+                        *o++ = ',';
+        }
+        *o = '\0';
+        return out;
+}
+
+int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct strv *a, struct vh_error *err) {
+        int r = vm_def_validate(def, err);
+        if (r < 0)
+                return r;
+
+        _cleanup_free_ char *disk = def->disk ? qemu_opt_escape(def->disk) : NULL;
+        _cleanup_free_ char *cdrom = def->cdrom ? qemu_opt_escape(def->cdrom) : NULL;
+        _cleanup_free_ char *qmp = qemu_opt_escape(l->qmp_socket);
+        _cleanup_free_ char *serial = qemu_opt_escape(l->serial_socket);
+        _cleanup_free_ char *serial_log = qemu_opt_escape(l->serial_log);
+        if ((def->disk && !disk) || (def->cdrom && !cdrom) || !qmp || !serial || !serial_log)
+                return -ENOMEM;
+
+        strv_add(a, l->qemu_binary);
+        strv_add(a, "-name");
+        strv_addf(a, "%s,process=vmhost-%s", def->name, def->name);
+        strv_add(a, "-nodefaults");
+        strv_add(a, "-no-user-config");
+        strv_add(a, "-machine");
+        strv_addf(a, "pc,accel=%s", l->accel);
+        if (def->cpu_model) {
+                strv_add(a, "-cpu");
+                strv_add(a, def->cpu_model);
+        }
+        strv_add(a, "-smp");
+        strv_addf(a, "%u", def->cpus);
+        strv_add(a, "-m");
+        strv_addf(a, "%" PRIu64 "M", def->memory >> 20);
+
+        /* The sandbox denies obsolete and privilege-raising system calls,
+         * process spawning and resource control changes. */
+        strv_add(a, "-sandbox");
+        strv_add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+
+        strv_add(a, "-display");
+        strv_add(a, "none");
+
+        if (def->disk) {
+                strv_add(a, "-drive");
+                strv_addf(a, "file=%s,format=%s,if=virtio,id=disk0,cache=writeback,discard=unmap", disk,
+                          def->disk_format);
+        }
+        if (def->cdrom) {
+                strv_add(a, "-drive");
+                strv_addf(a, "file=%s,format=raw,media=cdrom,readonly=on,id=cd0,if=ide,index=2", cdrom);
+        }
+        strv_add(a, "-boot");
+        strv_add(a, def->boot == VM_BOOT_CDROM ? "order=d" : "order=c");
+        if (def->boot == VM_BOOT_KERNEL) {
+                strv_add(a, "-kernel");
+                strv_add(a, def->kernel);
+                if (def->initrd) {
+                        strv_add(a, "-initrd");
+                        strv_add(a, def->initrd);
+                }
+                if (def->append) {
+                        strv_add(a, "-append");
+                        strv_add(a, def->append);
+                }
+        }
+
+        if (def->net_user) {
+                _cleanup_free_ char *netdev = strdup("user,id=net0");
+                if (!netdev)
+                        return -ENOMEM;
+                for (unsigned i = 0; i < def->n_forwards; i++) {
+                        const struct vm_forward *f = &def->forwards[i];
+                        uint16_t host = f->host_port ? f->host_port : l->host_ports[i];
+                        if (host == 0)
+                                return vh_error_set(err, -EINVAL, "Forward %u of VM %s has no host port allocated", i,
+                                                    def->name);
+                        char *n = strdup_printf("%s,hostfwd=%s:127.0.0.1:%u-:%u", netdev,
+                                                f->proto == VM_FWD_UDP ? "udp" : "tcp", host, f->guest_port);
+                        if (!n)
+                                return -ENOMEM;
+                        free(netdev);
+                        netdev = n;
+                }
+                strv_add(a, "-netdev");
+                strv_add(a, netdev);
+                strv_add(a, "-device");
+                if (l->mac)
+                        strv_addf(a, "virtio-net-pci,netdev=net0,mac=%s", l->mac);
+                else
+                        strv_add(a, "virtio-net-pci,netdev=net0");
+        }
+
+        strv_add(a, "-chardev");
+        strv_addf(a, "socket,id=serial0,path=%s,server=on,wait=off,logfile=%s,logappend=on", serial, serial_log);
+        strv_add(a, "-serial");
+        strv_add(a, "chardev:serial0");
+        strv_add(a, "-chardev");
+        strv_addf(a, "socket,id=qmp0,path=%s,server=on,wait=off", qmp);
+        strv_add(a, "-mon");
+        strv_add(a, "chardev=qmp0,mode=control");
+
+        if (def->localtime) {
+                strv_add(a, "-rtc");
+                strv_add(a, "base=localtime");
+        }
+        if (l->pidfile) {
+                strv_add(a, "-pidfile");
+                strv_add(a, l->pidfile);
+        }
+        if (l->daemonize)
+                strv_add(a, "-daemonize");
+
+        return a->error;
+}

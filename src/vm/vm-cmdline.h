@@ -1,0 +1,29 @@
+/* vm/vm-cmdline.h: turns a VM definition into QEMU's argv. A pure function
+ * of its inputs (no files touched, nothing probed) so its output can be
+ * compared with golden command lines in tests. */
+#pragma once
+
+#include <stdint.h>
+
+#include "base/strv.h"
+#include "vm/vm-def.h"
+
+/* What is decided at start time, not stored in the definition. */
+struct vm_launch {
+        const char *qemu_binary;   /* e.g. "qemu-system-x86_64" */
+        const char *accel;         /* "kvm" or "tcg": already resolved */
+        const char *qmp_socket;
+        const char *serial_socket;
+        const char *serial_log;
+        const char *pidfile;
+        const char *mac;           /* resolved MAC of the user-mode NIC */
+        uint16_t host_ports[VM_MAX_FORWARDS]; /* resolved host port per forward */
+        bool daemonize;
+};
+
+/* Appends QEMU's arguments (argv[0] included) to 'ret_argv'. */
+int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *launch, struct strv *ret_argv,
+                     struct vh_error *err);
+
+/* QEMU option values separate with ','; a literal ',' is written ',,'. */
+char *qemu_opt_escape(const char *value);

@@ -1,0 +1,401 @@
+/* vm/vm-def.c: VM definitions: parse, validate, format. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/macro.h"
+#include "base/strutil.h"
+#include "vm/vm-def.h"
+
+struct vm_def *vm_def_new(const char *name) {
+        struct vm_def *def = calloc(1, sizeof(*def));
+        if (!def)
+                return NULL;
+        def->name = strdup(name);
+        def->disk_format = strdup("qcow2");
+        if (!def->name || !def->disk_format)
+                return vm_def_free(def);
+        def->cpus = 1;
+        def->memory = 256ULL << 20;
+        def->boot = VM_BOOT_DISK;
+        def->accel = VM_ACCEL_AUTO;
+        return def;
+}
+
+struct vm_def *vm_def_free(struct vm_def *def) {
+        if (!def)
+                return NULL;
+        free(def->name);
+        free(def->disk);
+        free(def->disk_format);
+        free(def->base);
+        free(def->cdrom);
+        free(def->kernel);
+        free(def->initrd);
+        free(def->append);
+        free(def->cpu_model);
+        free(def->mac);
+        free(def);
+        return NULL;
+}
+
+static const char *const boot_names[] = {
+        [VM_BOOT_DISK] = "disk",
+        [VM_BOOT_CDROM] = "cdrom",
+        [VM_BOOT_KERNEL] = "kernel",
+};
+static const char *const accel_names[] = {
+        [VM_ACCEL_AUTO] = "auto",
+        [VM_ACCEL_KVM] = "kvm",
+        [VM_ACCEL_TCG] = "tcg",
+};
+
+const char *vm_boot_to_string(enum vm_boot b) {
+        return b < ELEMENTSOF(boot_names) ? boot_names[b] : NULL;
+}
+
+int vm_boot_from_string(const char *s, enum vm_boot *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(boot_names); i++)
+                if (streq(s, boot_names[i])) {
+                        *ret = (enum vm_boot) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+const char *vm_accel_to_string(enum vm_accel a) {
+        return a < ELEMENTSOF(accel_names) ? accel_names[a] : NULL;
+}
+
+int vm_accel_from_string(const char *s, enum vm_accel *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(accel_names); i++)
+                if (streq(s, accel_names[i])) {
+                        *ret = (enum vm_accel) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+static int parse_port(const char *s, bool allow_auto, uint16_t *ret) {
+        long v;
+        if (allow_auto && streq(s, "auto")) {
+                *ret = 0;
+                return 0;
+        }
+        if (parse_int_range(s, 1, 65535, &v) < 0)
+                return -EINVAL;
+        *ret = (uint16_t) v;
+        return 0;
+}
+
+int vm_forward_parse(const char *s, struct vm_forward *ret, struct vh_error *err) {
+        char proto[8], host[16], guest[16];
+        const char *a = strchr(s, ':');
+        const char *b = a ? strchr(a + 1, ':') : NULL;
+        if (!a || !b || strchr(b + 1, ':') || (size_t) (a - s) >= sizeof(proto) ||
+            (size_t) (b - a - 1) >= sizeof(host) || strlen(b + 1) >= sizeof(guest))
+                return vh_error_set(err, -EINVAL, "Invalid forward '%s': expected PROTO:HOSTPORT:GUESTPORT, e.g. tcp:auto:22 or tcp:2222:22", s);
+        memcpy(proto, s, (size_t) (a - s));
+        proto[a - s] = '\0';
+        memcpy(host, a + 1, (size_t) (b - a - 1));
+        host[b - a - 1] = '\0';
+        strcpy(guest, b + 1);
+
+        struct vm_forward f;
+        if (streq(proto, "tcp"))
+                f.proto = VM_FWD_TCP;
+        else if (streq(proto, "udp"))
+                f.proto = VM_FWD_UDP;
+        else
+                return vh_error_set(err, -EINVAL, "Invalid forward '%s': protocol must be tcp or udp", s);
+        if (parse_port(host, true, &f.host_port) < 0)
+                return vh_error_set(err, -EINVAL, "Invalid forward '%s': host port must be 1..65535 or 'auto'", s);
+        if (parse_port(guest, false, &f.guest_port) < 0)
+                return vh_error_set(err, -EINVAL, "Invalid forward '%s': guest port must be 1..65535", s);
+        *ret = f;
+        return 0;
+}
+
+const char *vm_forward_format(const struct vm_forward *f, char *buf, size_t len) {
+        const char *proto = f->proto == VM_FWD_UDP ? "udp" : "tcp";
+        if (f->host_port == 0)
+                snprintf(buf, len, "%s:auto:%u", proto, f->guest_port);
+        else
+                snprintf(buf, len, "%s:%u:%u", proto, f->host_port, f->guest_port);
+        return buf;
+}
+
+static bool mac_is_valid(const char *s) {
+        unsigned v[6];
+        char tail;
+        if (strlen(s) != 17)
+                return false;
+        if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+                return false;
+        for (int i = 0; i < 17; i++)
+                if ((i % 3 == 2) ? s[i] != ':' : !isxdigit((unsigned char) s[i]))
+                        return false;
+        /* A unicast address: multicast bit clear. */
+        return (v[0] & 1) == 0;
+}
+
+static int set_string(char **field, const char *value) {
+        char *c = strdup(value);
+        if (!c)
+                return -ENOMEM;
+        free(*field);
+        *field = c;
+        return 0;
+}
+
+static bool bool_from_string(const char *s, bool *ret) {
+        if (streq(s, "yes") || streq(s, "true") || streq(s, "on") || streq(s, "1"))
+                *ret = true;
+        else if (streq(s, "no") || streq(s, "false") || streq(s, "off") || streq(s, "0"))
+                *ret = false;
+        else
+                return false;
+        return true;
+}
+
+/* Applies one key; on a bad value returns -EINVAL with the reason in 'why'. */
+static int apply_key(struct vm_def *def, const char *key, const char *value, char *why, size_t why_len) {
+        if (streq(key, "name")) {
+                if (!name_is_valid(value)) {
+                        snprintf(why, why_len, "invalid name '%s' (1-%d letters, digits, '-' or '_')", value, VH_NAME_MAX);
+                        return -EINVAL;
+                }
+                return set_string(&def->name, value);
+        }
+        if (streq(key, "cpus")) {
+                long v;
+                if (parse_int_range(value, 1, 256, &v) < 0) {
+                        snprintf(why, why_len, "cpus must be 1..256, not '%s'", value);
+                        return -EINVAL;
+                }
+                def->cpus = (unsigned) v;
+                return 0;
+        }
+        if (streq(key, "memory")) {
+                uint64_t v;
+                /* A bare number means MiB, as in qemu's -m. */
+                uint64_t mib;
+                if (parse_u64(value, &mib) == 0)
+                        v = mib << 20;
+                else if (parse_size(value, &v) < 0) {
+                        snprintf(why, why_len, "memory must be a size like 512M or 2G, not '%s'", value);
+                        return -EINVAL;
+                }
+                if (v < (16ULL << 20) || v > (1ULL << 40)) {
+                        snprintf(why, why_len, "memory must be between 16M and 1T, not '%s'", value);
+                        return -EINVAL;
+                }
+                def->memory = v;
+                return 0;
+        }
+        if (streq(key, "disk"))
+                return set_string(&def->disk, value);
+        if (streq(key, "disk-format")) {
+                if (!streq(value, "qcow2") && !streq(value, "raw")) {
+                        snprintf(why, why_len, "disk-format must be qcow2 or raw, not '%s'", value);
+                        return -EINVAL;
+                }
+                return set_string(&def->disk_format, value);
+        }
+        if (streq(key, "base"))
+                return set_string(&def->base, value);
+        if (streq(key, "cdrom"))
+                return set_string(&def->cdrom, value);
+        if (streq(key, "kernel"))
+                return set_string(&def->kernel, value);
+        if (streq(key, "initrd"))
+                return set_string(&def->initrd, value);
+        if (streq(key, "append"))
+                return set_string(&def->append, value);
+        if (streq(key, "cpu"))
+                return set_string(&def->cpu_model, value);
+        if (streq(key, "boot")) {
+                if (vm_boot_from_string(value, &def->boot) < 0) {
+                        snprintf(why, why_len, "boot must be disk, cdrom or kernel, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (streq(key, "accel")) {
+                if (vm_accel_from_string(value, &def->accel) < 0) {
+                        snprintf(why, why_len, "accel must be auto, kvm or tcg, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (streq(key, "net")) {
+                if (streq(value, "user"))
+                        def->net_user = true;
+                else if (streq(value, "none"))
+                        def->net_user = false;
+                else {
+                        snprintf(why, why_len, "net must be user or none, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (streq(key, "mac")) {
+                if (!mac_is_valid(value)) {
+                        snprintf(why, why_len, "mac must be a unicast address like 52:54:00:12:34:56, not '%s'", value);
+                        return -EINVAL;
+                }
+                return set_string(&def->mac, value);
+        }
+        if (streq(key, "forward")) {
+                struct vh_error e = {};
+                if (def->n_forwards >= VM_MAX_FORWARDS) {
+                        snprintf(why, why_len, "at most %d forwards", VM_MAX_FORWARDS);
+                        return -EINVAL;
+                }
+                if (vm_forward_parse(value, &def->forwards[def->n_forwards], &e) < 0) {
+                        snprintf(why, why_len, "%.400s", e.msg);
+                        return -EINVAL;
+                }
+                def->n_forwards++;
+                return 0;
+        }
+        if (streq(key, "localtime")) {
+                if (!bool_from_string(value, &def->localtime)) {
+                        snprintf(why, why_len, "localtime must be yes or no, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        snprintf(why, why_len, "unknown key '%s'", key);
+        return -ENOKEY;
+}
+
+int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err) {
+        char why[VH_ERROR_MAX - 64] = "";
+        int r = apply_key(def, key, value, why, sizeof(why));
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return vh_error_set(err, -EINVAL, "%s", why);
+        return 0;
+}
+
+int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err) {
+        if (strlen(text) > VM_CONF_MAX_BYTES)
+                return vh_error_set(err, -EFBIG, "%s: larger than %d bytes", origin, VM_CONF_MAX_BYTES);
+
+        _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new("unnamed");
+        if (!def)
+                return -ENOMEM;
+
+        unsigned line_no = 0;
+        bool have_name = false;
+        for (const char *p = text; *p;) {
+                const char *eol = strchr(p, '\n');
+                size_t n = eol ? (size_t) (eol - p) : strlen(p);
+                line_no++;
+                if (n >= VM_CONF_MAX_LINE)
+                        return vh_error_set(err, -EINVAL, "%s:%u: line longer than %d bytes", origin, line_no, VM_CONF_MAX_LINE);
+                char line[VM_CONF_MAX_LINE];
+                memcpy(line, p, n);
+                line[n] = '\0';
+                p = eol ? eol + 1 : p + n;
+
+                strstrip(line);
+                if (line[0] == '\0' || line[0] == '#')
+                        continue;
+                char *eq = strchr(line, '=');
+                if (!eq)
+                        return vh_error_set(err, -EINVAL, "%s:%u: expected 'key = value', got '%s'", origin, line_no, line);
+                *eq = '\0';
+                char *key = strstrip(line), *value = strstrip(eq + 1);
+                if (value[0] == '\0')
+                        return vh_error_set(err, -EINVAL, "%s:%u: key '%s' has no value", origin, line_no, key);
+
+                struct vh_error e = {};
+                int r = vm_def_set(def, key, value, &e);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return vh_error_set(err, r, "%s:%u: %.400s", origin, line_no, e.msg);
+                if (streq(key, "name"))
+                        have_name = true;
+        }
+        if (!have_name)
+                return vh_error_set(err, -EINVAL, "%s: missing key 'name'", origin);
+
+        int r = vm_def_validate(def, err);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(def);
+        return 0;
+}
+
+int vm_def_validate(const struct vm_def *def, struct vh_error *err) {
+        if (!name_is_valid(def->name))
+                return vh_error_set(err, -EINVAL, "Invalid VM name '%s'", def->name);
+        switch (def->boot) {
+        case VM_BOOT_DISK:
+                if (!def->disk)
+                        return vh_error_set(err, -EINVAL, "VM %s boots from disk but has no 'disk'", def->name);
+                break;
+        case VM_BOOT_CDROM:
+                if (!def->cdrom)
+                        return vh_error_set(err, -EINVAL, "VM %s boots from cdrom but has no 'cdrom'", def->name);
+                break;
+        case VM_BOOT_KERNEL:
+                if (!def->kernel)
+                        return vh_error_set(err, -EINVAL, "VM %s boots a kernel but has no 'kernel'", def->name);
+                break;
+        }
+        if (def->n_forwards > 0 && !def->net_user)
+                return vh_error_set(err, -EINVAL, "VM %s has forwards but no user-mode network ('net = user')", def->name);
+        return 0;
+}
+
+char *vm_def_format(const struct vm_def *def) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return NULL;
+
+        fprintf(f, "# vmhost VM definition (see docs/vm-definition.md). Edit with care:\n"
+                   "# it is validated when loaded.\n");
+        fprintf(f, "name = %s\n", def->name);
+        fprintf(f, "cpus = %u\n", def->cpus);
+        fprintf(f, "memory = %" PRIu64 "M\n", def->memory >> 20);
+        fprintf(f, "accel = %s\n", vm_accel_to_string(def->accel));
+        if (def->cpu_model)
+                fprintf(f, "cpu = %s\n", def->cpu_model);
+        fprintf(f, "boot = %s\n", vm_boot_to_string(def->boot));
+        if (def->disk)
+                fprintf(f, "disk = %s\ndisk-format = %s\n", def->disk, def->disk_format);
+        if (def->base)
+                fprintf(f, "base = %s\n", def->base);
+        if (def->cdrom)
+                fprintf(f, "cdrom = %s\n", def->cdrom);
+        if (def->kernel)
+                fprintf(f, "kernel = %s\n", def->kernel);
+        if (def->initrd)
+                fprintf(f, "initrd = %s\n", def->initrd);
+        if (def->append)
+                fprintf(f, "append = %s\n", def->append);
+        fprintf(f, "net = %s\n", def->net_user ? "user" : "none");
+        if (def->mac)
+                fprintf(f, "mac = %s\n", def->mac);
+        for (unsigned i = 0; i < def->n_forwards; i++) {
+                char b[64];
+                fprintf(f, "forward = %s\n", vm_forward_format(&def->forwards[i], b, sizeof(b)));
+        }
+        if (def->localtime)
+                fprintf(f, "localtime = yes\n");
+        if (fclose(f) != 0) {
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}

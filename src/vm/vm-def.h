@@ -1,0 +1,72 @@
+/* vm/vm-def.h: a VM definition: what the user asked for, stored as one
+ * readable "key = value" file per VM (vms/NAME/vm.conf under the state
+ * directory), documented in docs/vm-definition.md and validated on load
+ * with line-numbered errors. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/macro.h"
+#include "vmhost/error.h"
+
+#define VM_MAX_FORWARDS 16
+#define VM_CONF_MAX_BYTES (64 * 1024)
+#define VM_CONF_MAX_LINE 4096
+
+enum vm_boot { VM_BOOT_DISK, VM_BOOT_CDROM, VM_BOOT_KERNEL };
+enum vm_accel { VM_ACCEL_AUTO, VM_ACCEL_KVM, VM_ACCEL_TCG };
+enum vm_fwd_proto { VM_FWD_TCP, VM_FWD_UDP };
+
+/* A user-mode network forward: host port (0 = allocate at start) to guest port. */
+struct vm_forward {
+        enum vm_fwd_proto proto;
+        uint16_t host_port;
+        uint16_t guest_port;
+};
+
+struct vm_def {
+        char *name;
+        unsigned cpus;
+        uint64_t memory;     /* bytes */
+        char *disk;          /* path of the VM's disk image */
+        char *disk_format;   /* "qcow2" or "raw" */
+        char *base;          /* the shared base the disk overlays, if any */
+        char *cdrom;
+        enum vm_boot boot;
+        char *kernel, *initrd, *append;
+        enum vm_accel accel;
+        char *cpu_model;     /* NULL: QEMU's default for the accelerator */
+        bool net_user;       /* user-mode NAT NIC */
+        char *mac;
+        struct vm_forward forwards[VM_MAX_FORWARDS];
+        unsigned n_forwards;
+        bool localtime;
+};
+
+struct vm_def *vm_def_new(const char *name);
+struct vm_def *vm_def_free(struct vm_def *def);
+static inline void vm_def_freep(struct vm_def **p) { vm_def_free(*p); }
+
+/* Parses "tcp:HOST:GUEST" or "tcp:auto:GUEST" (udp likewise). */
+int vm_forward_parse(const char *s, struct vm_forward *ret, struct vh_error *err);
+/* "tcp:auto:7777" or "tcp:2222:22" */
+const char *vm_forward_format(const struct vm_forward *f, char *buf, size_t len);
+
+const char *vm_boot_to_string(enum vm_boot b);
+int vm_boot_from_string(const char *s, enum vm_boot *ret);
+const char *vm_accel_to_string(enum vm_accel a);
+int vm_accel_from_string(const char *s, enum vm_accel *ret);
+
+/* Parses a definition from text; 'origin' names it in errors
+ * ("vm.conf:12: unknown key 'cpuz'"). */
+int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err);
+/* Sets one key as the definition file would ("cpus", "2"); the error
+ * says what is wrong with the value. Whole-definition checks are left to
+ * vm_def_validate(). */
+int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err);
+/* Formats a definition as the text vm_def_parse() reads back. */
+char *vm_def_format(const struct vm_def *def);
+/* Checks a definition as a whole (required keys, consistent boot). */
+int vm_def_validate(const struct vm_def *def, struct vh_error *err);

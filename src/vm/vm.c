@@ -1,0 +1,691 @@
+/* vm/vm.c: VM lifecycle: load/save definitions, start QEMU, status,
+ * wait for the guest, stop, console. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/macro.h"
+#include "base/paths.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "base/strv.h"
+#include "vm/vm-accel.h"
+#include "vm/vm-cmdline.h"
+#include "vm/vm.h"
+
+#define SERIAL_LOG_SCAN_MAX (16u << 20)
+
+int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
+        if (!name_is_valid(name))
+                return vh_error_set(err, -EINVAL,
+                                    "Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', starting with a letter or digit",
+                                    name, VH_NAME_MAX);
+        _cleanup_free_ char *state = vh_state_dir(), *run = vh_runtime_dir();
+        if (!state || !run)
+                return -ENOMEM;
+
+        struct vm_paths p = {
+                .state_dir = strdup_printf("%s/vms/%s", state, name),
+                .conf = strdup_printf("%s/vms/%s/vm.conf", state, name),
+                .runtime_dir = strdup_printf("%s/vms/%s", run, name),
+                .qmp_socket = strdup_printf("%s/vms/%s/qmp.sock", run, name),
+                .serial_socket = strdup_printf("%s/vms/%s/serial.sock", run, name),
+                .serial_log = strdup_printf("%s/vms/%s/serial.log", state, name),
+                .pidfile = strdup_printf("%s/vms/%s/qemu.pid", run, name),
+                .qemu_log = strdup_printf("%s/vms/%s/qemu.log", state, name),
+                .runtime_state = strdup_printf("%s/vms/%s/state", run, name),
+        };
+        if (!p.state_dir || !p.conf || !p.runtime_dir || !p.qmp_socket || !p.serial_socket || !p.serial_log ||
+            !p.pidfile || !p.qemu_log || !p.runtime_state) {
+                vm_paths_done(&p);
+                return -ENOMEM;
+        }
+        /* sun_path holds 108 bytes; say so instead of letting QEMU fail. */
+        if (strlen(p.qmp_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path) ||
+            strlen(p.serial_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+                int r = vh_error_set(err, -ENAMETOOLONG, "Runtime directory %s is too long for unix socket paths",
+                                     p.runtime_dir);
+                vm_paths_done(&p);
+                return r;
+        }
+        *ret = p;
+        return 0;
+}
+
+void vm_paths_done(struct vm_paths *p) {
+        free(p->state_dir);
+        free(p->conf);
+        free(p->runtime_dir);
+        free(p->qmp_socket);
+        free(p->serial_socket);
+        free(p->serial_log);
+        free(p->pidfile);
+        free(p->qemu_log);
+        free(p->runtime_state);
+        *p = (struct vm_paths) {};
+}
+
+static void vm_paths_donep(struct vm_paths *p) {
+        vm_paths_done(p);
+}
+#define _cleanup_paths_ _cleanup_(vm_paths_donep)
+
+bool vm_exists(const char *name) {
+        _cleanup_paths_ struct vm_paths p = {};
+        return vm_paths_get(name, &p, NULL) >= 0 && file_exists(p.conf);
+}
+
+int vm_load(const char *name, struct vm_def **ret, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *text = NULL;
+        r = read_full_file(p.conf, VM_CONF_MAX_BYTES, &text, NULL);
+        if (r == -ENOENT)
+                return vh_error_set(err, r, "No VM named '%s' (no %s). See 'vmhost vm list'.", name, p.conf);
+        if (r == -EFBIG)
+                return vh_error_set(err, r, "%s: larger than %d bytes", p.conf, VM_CONF_MAX_BYTES);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot read %s: %s", p.conf, strerror(-r));
+        struct vm_def *def;
+        r = vm_def_parse(text, p.conf, &def, err);
+        if (r < 0)
+                return r;
+        if (!streq(def->name, name)) {
+                r = vh_error_set(err, -EINVAL, "%s: name '%s' does not match its directory '%s'", p.conf, def->name,
+                                 name);
+                vm_def_free(def);
+                return r;
+        }
+        *ret = def;
+        return 0;
+}
+
+int vm_save(const struct vm_def *def, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(def->name, &p, err);
+        if (r < 0)
+                return r;
+        r = vm_def_validate(def, err);
+        if (r < 0)
+                return r;
+        r = mkdir_p(p.state_dir, 0700);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create %s: %s", p.state_dir, strerror(-r));
+        _cleanup_free_ char *text = vm_def_format(def);
+        if (!text)
+                return -ENOMEM;
+        r = write_file_atomic(p.conf, text, strlen(text), 0600);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot write %s: %s", p.conf, strerror(-r));
+        return 0;
+}
+
+const char *vm_state_to_string(enum vm_state s) {
+        switch (s) {
+        case VM_STATE_STOPPED: return "stopped";
+        case VM_STATE_RUNNING: return "running";
+        case VM_STATE_CRASHED: return "crashed";
+        }
+        return "unknown";
+}
+
+/* Whether 'pid' is the QEMU we started: its command line names our QMP
+ * socket. Guards against a recycled pid after a crash or reboot. */
+static bool pid_is_our_qemu(int pid, const char *qmp_socket) {
+        if (!process_alive(pid))
+                return false;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+        _cleanup_free_ char *cmdline = NULL;
+        size_t len;
+        if (read_full_file(path, 1 << 20, &cmdline, &len) < 0)
+                return false;
+        for (size_t i = 0; i < len; i += strlen(cmdline + i) + 1)
+                if (strstr(cmdline + i, qmp_socket))
+                        return true;
+        return false;
+}
+
+static int runtime_state_read(const char *path, struct vm_status *st) {
+        _cleanup_free_ char *text = NULL;
+        int r = read_full_file(path, 64 * 1024, &text, NULL);
+        if (r < 0)
+                return r;
+        char *save = NULL;
+        for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *eq = strchr(line, '=');
+                if (!eq)
+                        continue;
+                *eq = '\0';
+                const char *k = line, *v = eq + 1;
+                uint64_t u;
+                if (streq(k, "pid") && parse_u64(v, &u) == 0 && u < INT32_MAX)
+                        st->pid = (int) u;
+                else if (streq(k, "accel"))
+                        snprintf(st->accel, sizeof(st->accel), "%s", v);
+                else if (streq(k, "serial-log-offset") && parse_u64(v, &u) == 0)
+                        st->serial_log_offset = u;
+                else if (startswith(k, "forward.")) {
+                        uint64_t idx;
+                        if (parse_u64(k + strlen("forward."), &idx) == 0 && idx < VM_MAX_FORWARDS &&
+                            parse_u64(v, &u) == 0 && u <= 65535)
+                                st->host_ports[idx] = (uint16_t) u;
+                }
+        }
+        return 0;
+}
+
+static int runtime_state_write(const char *path, const struct vm_status *st, unsigned n_forwards) {
+        char buf[2048];
+        int n = snprintf(buf, sizeof(buf), "pid=%d\naccel=%s\nserial-log-offset=%" PRIu64 "\n", st->pid, st->accel,
+                         st->serial_log_offset);
+        for (unsigned i = 0; i < n_forwards && n < (int) sizeof(buf); i++)
+                n += snprintf(buf + n, sizeof(buf) - (size_t) n, "forward.%u=%u\n", i, st->host_ports[i]);
+        if (n >= (int) sizeof(buf))
+                return -ENOBUFS;
+        return write_file_atomic(path, buf, (size_t) n, 0600);
+}
+
+/* Removes what a running QEMU leaves in the runtime directory. */
+static void runtime_clean(const struct vm_paths *p) {
+        unlink(p->qmp_socket);
+        unlink(p->serial_socket);
+        unlink(p->pidfile);
+        unlink(p->runtime_state);
+        rmdir(p->runtime_dir);
+}
+
+/* The last non-empty line of QEMU's stderr log: why it exited. */
+static void last_log_line(const char *path, char *buf, size_t len) {
+        _cleanup_free_ char *text = NULL;
+        size_t n;
+        buf[0] = '\0';
+        if (read_full_file(path, 1 << 20, &text, &n) < 0)
+                return;
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+                text[--n] = '\0';
+        char *start = strrchr(text, '\n');
+        snprintf(buf, len, "%s", start ? start + 1 : text);
+}
+
+int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        if (!file_exists(p.conf))
+                return vh_error_set(err, -ENOENT, "No VM named '%s'. See 'vmhost vm list'.", name);
+
+        struct vm_status st = { .state = VM_STATE_STOPPED };
+        r = runtime_state_read(p.runtime_state, &st);
+        if (r == -ENOENT) {
+                *ret = st;
+                return 0;
+        }
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot read %s: %s", p.runtime_state, strerror(-r));
+
+        if (pid_is_our_qemu(st.pid, p.qmp_socket)) {
+                st.state = VM_STATE_RUNNING;
+                *ret = st;
+                return 0;
+        }
+
+        /* Recorded as running but gone: QEMU died or the host rebooted.
+         * Report why and clean the stale runtime files. A clean stop removes
+         * the state file first, so reaching here means it was not one. */
+        st.state = VM_STATE_CRASHED;
+        last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
+        if (!st.exit_reason[0])
+                snprintf(st.exit_reason, sizeof(st.exit_reason), "QEMU (pid %d) is gone; its log is empty", st.pid);
+        runtime_clean(&p);
+        /* Remember the crash for the next 'status' until the next start. */
+        _cleanup_free_ char *crash = strdup_printf("%s/last-exit", p.state_dir);
+        if (crash)
+                (void) write_file_atomic(crash, st.exit_reason, strlen(st.exit_reason), 0600);
+        st.pid = 0;
+        *ret = st;
+        return 0;
+}
+
+void vm_last_exit(const char *name, char *buf, size_t len) {
+        buf[0] = '\0';
+        _cleanup_paths_ struct vm_paths p = {};
+        if (vm_paths_get(name, &p, NULL) < 0)
+                return;
+        _cleanup_free_ char *path = strdup_printf("%s/last-exit", p.state_dir), *text = NULL;
+        if (path && read_one_line_file(path, &text) >= 0)
+                snprintf(buf, len, "%s", text);
+}
+
+int vm_allocate_port(bool udp, uint16_t *ret) {
+        _cleanup_close_ int fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return negative_errno();
+        socklen_t len = sizeof(sa);
+        if (getsockname(fd, (struct sockaddr *) &sa, &len) < 0)
+                return negative_errno();
+        *ret = ntohs(sa.sin_port);
+        return 0;
+}
+
+int vm_derive_mac(const char *name, char ret[18]) {
+        _cleanup_free_ char *machine_id = NULL;
+        if (read_one_line_file("/etc/machine-id", &machine_id) < 0)
+                machine_id = strdup("no-machine-id");
+        if (!machine_id)
+                return -ENOMEM;
+        /* FNV-1a over "machine-id/name": stable, cheap, well spread. */
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (const char *s = machine_id; *s; s++)
+                h = (h ^ (unsigned char) *s) * 0x100000001b3ULL;
+        h = (h ^ '/') * 0x100000001b3ULL;
+        for (const char *s = name; *s; s++)
+                h = (h ^ (unsigned char) *s) * 0x100000001b3ULL;
+        /* 0x52: locally administered (bit 1 set), unicast (bit 0 clear). */
+        snprintf(ret, 18, "52:54:%02x:%02x:%02x:%02x", (unsigned) (h >> 24) & 0xff, (unsigned) (h >> 16) & 0xff,
+                 (unsigned) (h >> 8) & 0xff, (unsigned) h & 0xff);
+        return 0;
+}
+
+static uint64_t file_size_or_zero(const char *path) {
+        struct stat st;
+        return stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
+}
+
+int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        int r = vm_load(name, &def, err);
+        if (r < 0)
+                return r;
+        _cleanup_paths_ struct vm_paths p = {};
+        r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+
+        struct vm_status cur;
+        r = vm_get_status(name, &cur, err);
+        if (r < 0)
+                return r;
+        if (cur.state == VM_STATE_RUNNING)
+                return vh_error_set(err, -EBUSY, "VM %s is already running (pid %d)", name, cur.pid);
+
+        if (def->disk && !file_exists(def->disk))
+                return vh_error_set(err, -ENOENT, "Disk %s of VM %s does not exist", def->disk, name);
+        if (def->cdrom && !file_exists(def->cdrom))
+                return vh_error_set(err, -ENOENT, "CD-ROM image %s of VM %s does not exist", def->cdrom, name);
+
+        struct vm_status st = { .state = VM_STATE_RUNNING };
+        const char *accel;
+        r = vm_accel_resolve(def->accel, &accel, err);
+        if (r < 0)
+                return r;
+        snprintf(st.accel, sizeof(st.accel), "%s", accel);
+
+        for (unsigned i = 0; i < def->n_forwards; i++) {
+                st.host_ports[i] = def->forwards[i].host_port;
+                if (st.host_ports[i] == 0) {
+                        r = vm_allocate_port(def->forwards[i].proto == VM_FWD_UDP, &st.host_ports[i]);
+                        if (r < 0)
+                                return vh_error_set(err, r, "Cannot allocate a host port for VM %s: %s", name,
+                                                    strerror(-r));
+                }
+        }
+        char mac[18];
+        if (def->mac)
+                snprintf(mac, sizeof(mac), "%s", def->mac);
+        else if ((r = vm_derive_mac(name, mac)) < 0)
+                return r;
+
+        r = mkdir_p(p.runtime_dir, 0700);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create %s: %s", p.runtime_dir, strerror(-r));
+        r = mkdir_p(p.state_dir, 0700);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create %s: %s", p.state_dir, strerror(-r));
+        runtime_clean(&p);
+        (void) mkdir_p(p.runtime_dir, 0700);
+
+        struct vm_launch launch = {
+                .qemu_binary = opts && opts->qemu_binary ? opts->qemu_binary : "qemu-system-x86_64",
+                .accel = accel,
+                .qmp_socket = p.qmp_socket,
+                .serial_socket = p.serial_socket,
+                .serial_log = p.serial_log,
+                .pidfile = p.pidfile,
+                .mac = def->net_user ? mac : NULL,
+                .daemonize = true,
+        };
+        memcpy(launch.host_ports, st.host_ports, sizeof(launch.host_ports));
+
+        struct strv argv = {};
+        r = vm_cmdline_build(def, &launch, &argv, err);
+        if (r < 0) {
+                strv_done(&argv);
+                runtime_clean(&p);
+                return r;
+        }
+
+        st.serial_log_offset = file_size_or_zero(p.serial_log);
+        _cleanup_free_ char *exe = find_executable(launch.qemu_binary);
+        if (!exe) {
+                strv_done(&argv);
+                runtime_clean(&p);
+                return vh_error_set(err, -ENOENT, "%s not found; install qemu-system-x86 (see 'vmhost doctor')",
+                                    launch.qemu_binary);
+        }
+
+        pid_t pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                strv_done(&argv);
+                runtime_clean(&p);
+                return r;
+        }
+        if (pid == 0) {
+                /* Sockets and logs QEMU creates are for us alone: 0600. */
+                umask(077);
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                int log = open(p.qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                if (null >= 0) {
+                        dup2(null, STDIN_FILENO);
+                        dup2(null, STDOUT_FILENO);
+                }
+                if (log >= 0)
+                        dup2(log, STDERR_FILENO);
+                setsid();
+                execv(exe, argv.v);
+                dprintf(STDERR_FILENO, "exec %s: %s\n", exe, strerror(errno));
+                _exit(127);
+        }
+        strv_done(&argv);
+
+        /* With -daemonize the first process exits once QEMU is initialized
+         * (sockets listening) or has failed; its status tells which. */
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return negative_errno();
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                char why[256];
+                last_log_line(p.qemu_log, why, sizeof(why));
+                runtime_clean(&p);
+                return vh_error_set(err, -EIO, "QEMU failed to start VM %s: %s (full log: %s)", name,
+                                    why[0] ? why : "no message", p.qemu_log);
+        }
+
+        _cleanup_free_ char *pidtext = NULL;
+        uint64_t qpid = 0;
+        if (read_one_line_file(p.pidfile, &pidtext) < 0 || parse_u64(pidtext, &qpid) < 0 || qpid == 0 ||
+            qpid > INT32_MAX) {
+                runtime_clean(&p);
+                return vh_error_set(err, -EIO, "QEMU started VM %s but wrote no valid pid to %s", name, p.pidfile);
+        }
+        st.pid = (int) qpid;
+        r = runtime_state_write(p.runtime_state, &st, def->n_forwards);
+        if (r < 0) {
+                kill(st.pid, SIGKILL);
+                runtime_clean(&p);
+                return vh_error_set(err, r, "Cannot record the state of VM %s in %s: %s", name, p.runtime_state,
+                                    strerror(-r));
+        }
+        _cleanup_free_ char *crash = strdup_printf("%s/last-exit", p.state_dir);
+        if (crash)
+                unlink(crash);
+        if (ret)
+                *ret = st;
+        return 0;
+}
+
+static uint64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        struct vm_status st;
+        r = vm_get_status(name, &st, err);
+        if (r < 0)
+                return r;
+        if (st.state != VM_STATE_RUNNING)
+                return vh_error_set(err, -ESRCH, "VM %s is not running%s%s", name,
+                                    st.exit_reason[0] ? ": " : "", st.exit_reason);
+
+        uint64_t deadline = now_ms() + timeout_ms;
+        uint64_t offset = st.serial_log_offset;
+        char tail[8192];
+        size_t tail_len = 0;
+        for (;;) {
+                _cleanup_close_ int fd = open(p.serial_log, O_RDONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                        for (;;) {
+                                if (tail_len == sizeof(tail) - 1) {
+                                        /* Keep the last partial line only. */
+                                        memmove(tail, tail + tail_len / 2, tail_len - tail_len / 2);
+                                        tail_len -= tail_len / 2;
+                                }
+                                ssize_t k = pread(fd, tail + tail_len, sizeof(tail) - 1 - tail_len, (off_t) offset);
+                                if (k <= 0)
+                                        break;
+                                offset += (uint64_t) k;
+                                tail_len += (size_t) k;
+                                tail[tail_len] = '\0';
+                                /* The log may hold NULs from the guest; search line by line. */
+                                for (size_t i = 0; i < tail_len; i++)
+                                        if (tail[i] == '\0')
+                                                tail[i] = ' ';
+                                char *m = strstr(tail, VM_READY_MARKER);
+                                if (m) {
+                                        char *eol = strpbrk(m, "\r\n");
+                                        if (eol || tail_len < sizeof(tail) - 1) {
+                                                if (eol)
+                                                        *eol = '\0';
+                                                if (ret_line) {
+                                                        *ret_line = strdup(m);
+                                                        if (!*ret_line)
+                                                                return -ENOMEM;
+                                                }
+                                                if (eol)
+                                                        return 0;
+                                        }
+                                        if (!eol)
+                                                break; /* wait for the rest of the line */
+                                }
+                                if (offset - st.serial_log_offset > SERIAL_LOG_SCAN_MAX)
+                                        return vh_error_set(err, -E2BIG,
+                                                            "VM %s printed %u MiB without a ready line", name,
+                                                            SERIAL_LOG_SCAN_MAX >> 20);
+                        }
+                }
+                if (ret_line && *ret_line) {
+                        free(*ret_line);
+                        *ret_line = NULL;
+                }
+                struct vm_status now;
+                r = vm_get_status(name, &now, err);
+                if (r < 0)
+                        return r;
+                if (now.state != VM_STATE_RUNNING)
+                        return vh_error_set(err, -ESRCH, "VM %s stopped before it was ready: %s", name,
+                                            now.exit_reason[0] ? now.exit_reason : "no reason logged");
+                if (now_ms() >= deadline)
+                        return vh_error_set(err, -ETIMEDOUT,
+                                            "VM %s printed no ready line within %u s (console log: %s)", name,
+                                            timeout_ms / 1000, p.serial_log);
+                usleep(50 * 1000);
+        }
+}
+
+int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        struct vm_status st;
+        r = vm_get_status(name, &st, err);
+        if (r < 0)
+                return r;
+        if (st.state != VM_STATE_RUNNING)
+                return 0;
+
+        /* Forget the state first: from here on a vanished QEMU is a stop,
+         * not a crash. */
+        unlink(p.runtime_state);
+        if (kill(st.pid, SIGTERM) < 0 && errno != ESRCH)
+                return vh_error_set(err, negative_errno(), "Cannot signal QEMU (pid %d) of VM %s: %m", st.pid, name);
+        uint64_t deadline = now_ms() + timeout_ms;
+        while (process_alive(st.pid) && now_ms() < deadline)
+                usleep(20 * 1000);
+        if (process_alive(st.pid)) {
+                kill(st.pid, SIGKILL);
+                while (process_alive(st.pid))
+                        usleep(10 * 1000);
+        }
+        runtime_clean(&p);
+        return 0;
+}
+
+static void drain_output(int fd, int out_fd) {
+        char buf[4096];
+        uint64_t deadline = now_ms() + 30 * 1000;
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        while (now_ms() < deadline && poll(&pfd, 1, 1000) > 0) {
+                ssize_t k = read(fd, buf, sizeof(buf));
+                if (k <= 0 || write(out_fd, buf, (size_t) k) < 0)
+                        break;
+        }
+}
+
+int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        struct vm_status st;
+        r = vm_get_status(name, &st, err);
+        if (r < 0)
+                return r;
+        if (st.state != VM_STATE_RUNNING)
+                return vh_error_set(err, -ESRCH, "VM %s is not running", name);
+
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p.serial_socket);
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return vh_error_set(err, negative_errno(), "Cannot connect to the console of VM %s (%s): %m", name,
+                                    p.serial_socket);
+
+        struct termios saved;
+        bool is_tty = tcgetattr(in_fd, &saved) == 0;
+        if (is_tty) {
+                struct termios raw = saved;
+                cfmakeraw(&raw);
+                tcsetattr(in_fd, TCSANOW, &raw);
+        }
+
+        r = 0;
+        struct pollfd fds[2] = { { .fd = in_fd, .events = POLLIN }, { .fd = fd, .events = POLLIN } };
+        char buf[4096];
+        for (;;) {
+                if (poll(fds, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = negative_errno();
+                        break;
+                }
+                if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+                        ssize_t k = read(fd, buf, sizeof(buf));
+                        if (k <= 0)
+                                break; /* QEMU went away */
+                        if (write(out_fd, buf, (size_t) k) < 0) {
+                                r = negative_errno();
+                                break;
+                        }
+                }
+                if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                        ssize_t k = read(in_fd, buf, sizeof(buf));
+                        if (k <= 0) {
+                                /* End of piped input: the answers are still
+                                 * on their way, so relay output until the
+                                 * console has been quiet for a second. */
+                                drain_output(fd, out_fd);
+                                break;
+                        }
+                        char *detach = memchr(buf, VM_CONSOLE_DETACH_KEY, (size_t) k);
+                        size_t n = detach ? (size_t) (detach - buf) : (size_t) k;
+                        if (n > 0 && write(fd, buf, n) < 0) {
+                                r = negative_errno();
+                                break;
+                        }
+                        if (detach)
+                                break;
+                }
+        }
+        if (is_tty)
+                tcsetattr(in_fd, TCSANOW, &saved);
+        return r;
+}
+
+int vm_delete(const char *name, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        struct vm_status st;
+        r = vm_get_status(name, &st, err);
+        if (r < 0)
+                return r;
+        if (st.state == VM_STATE_RUNNING)
+                return vh_error_set(err, -EBUSY, "VM %s is running (pid %d)", name, st.pid);
+
+        /* Only files vmhost made for this VM live in its state directory;
+         * a disk elsewhere (a shared base, a user's image) stays. The
+         * definition goes last, so an interrupted delete can be repeated. */
+        DIR *d = opendir(p.state_dir);
+        if (d) {
+                struct dirent *de;
+                while ((de = readdir(d)))
+                        if (!streq(de->d_name, ".") && !streq(de->d_name, "..") && !streq(de->d_name, "vm.conf")) {
+                                _cleanup_free_ char *f = strdup_printf("%s/%s", p.state_dir, de->d_name);
+                                if (f && unlink(f) < 0 && errno != ENOENT) {
+                                        r = negative_errno();
+                                        closedir(d);
+                                        return vh_error_set(err, r, "Cannot remove %s: %s", f, strerror(-r));
+                                }
+                        }
+                closedir(d);
+        }
+        if (unlink(p.conf) < 0 && errno != ENOENT)
+                return vh_error_set(err, negative_errno(), "Cannot remove %s: %m", p.conf);
+        rmdir(p.state_dir);
+        runtime_clean(&p);
+        return 0;
+}
