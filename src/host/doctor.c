@@ -1,0 +1,881 @@
+/* host/doctor.c: the checks behind 'vmhost doctor'. Each check looks at one
+ * thing vmhost relies on and records a status, a short value and a reason
+ * that says why and what to do. The KVM probe runs in its own process while
+ * the other checks are made, so the doctor costs about one probe budget.
+ * The parsing is in host-parse.c; this file only gathers the inputs. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "base/fileio.h"
+#include "base/json-writer.h"
+#include "base/macro.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "host/host-parse.h"
+#include "host/kvm-probe.h"
+#include "vmhost/doctor.h"
+
+/* Limits on what the doctor reads. */
+#define TOOL_OUTPUT_MAX (16 * 1024)
+#define PROC_FILE_MAX (4 * 1024 * 1024)
+#define MODULES_DEP_MAX (16 * 1024 * 1024)
+#define KCONFIG_MAX (8 * 1024 * 1024)
+#define MODPROBE_FILES_MAX 128
+#define MODPROBE_FILE_MAX (64 * 1024)
+#define PATH_DIRS_MAX 64
+#define OTHER_TARGETS_MAX 32
+
+/* Rows are gathered in the order the checks finish and shown in this one. */
+enum section {
+        SECTION_QEMU,
+        SECTION_KVM,
+        SECTION_CPU,
+        SECTION_NET,
+        SECTION_TOOLS,
+};
+
+struct doctor {
+        struct host_report *report;
+        enum section sections[HOST_REPORT_MAX_CHECKS];
+
+        struct utsname uts;
+        char *proc_modules, *modules_builtin, *modules_dep, *config;
+        char config_name[512];
+        struct host_kernel_sources kernel;
+
+        bool qemu_present, qemu_has_tcg, qemu_has_kvm;
+        char qemu_name[48];
+        struct host_cpu_info cpu;
+        bool cpu_known;
+};
+
+const char *host_check_status_to_string(enum host_check_status s) {
+        switch (s) {
+        case HOST_CHECK_OK: return "ok";
+        case HOST_CHECK_WARN: return "warn";
+        case HOST_CHECK_MISSING: return "missing";
+        case HOST_CHECK_UNUSABLE: break;
+        }
+        return "unusable";
+}
+
+struct host_report *host_report_free(struct host_report *r) {
+        free(r);
+        return NULL;
+}
+
+const struct host_check *host_report_find(const struct host_report *r, const char *name) {
+        for (unsigned i = 0; r && i < r->n_checks; i++)
+                if (streq(r->checks[i].name, name))
+                        return &r->checks[i];
+        return NULL;
+}
+
+_printf_(5, 6)
+static struct host_check *check_add(struct doctor *d, enum section section, const char *name,
+                                    enum host_check_status status, const char *reason_fmt, ...) {
+        struct host_report *r = d->report;
+        /* The table of checks is fixed; running out is a programming error
+         * that must not overwrite memory. */
+        if (r->n_checks >= HOST_REPORT_MAX_CHECKS)
+                return NULL;
+        d->sections[r->n_checks] = section;
+        struct host_check *c = &r->checks[r->n_checks++];
+        *c = (struct host_check) { .status = status };
+        snprintf(c->name, sizeof(c->name), "%s", name);
+        va_list ap;
+        va_start(ap, reason_fmt);
+        vsnprintf(c->reason, sizeof(c->reason), reason_fmt, ap);
+        va_end(ap);
+        return c;
+}
+
+_printf_(2, 3)
+static void check_value(struct host_check *c, const char *fmt, ...) {
+        if (!c)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->value, sizeof(c->value), fmt, ap);
+        va_end(ap);
+}
+
+/* Runs "TOOL ARG" and parses the version from its first line. Returns 0,
+ * -ENOENT when the tool is not installed, -EINVAL when it printed no
+ * version, or another -errno. */
+static int tool_version(const char *tool, const char *arg, struct host_version *ret) {
+        _cleanup_free_ char *out = NULL;
+        char *argv[] = { (char *) tool, (char *) arg, NULL };
+        int r = process_run(argv, TOOL_OUTPUT_MAX, &out);
+        if (r < 0)
+                return r;
+        if (!out)
+                return -ENOMEM;
+        return host_parse_version(out, ret);
+}
+
+/* Reads a file that may be gzip-compressed (/proc/config.gz) or plain
+ * (/boot/config-R): zlib reads both. */
+static int read_maybe_gz(const char *path, size_t max, char **ret) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        gzFile f = gzdopen(fd, "rb");
+        if (!f) {
+                close(fd);
+                return -ENOMEM;
+        }
+        size_t cap = 64 * 1024, len = 0;
+        _cleanup_free_ char *buf = malloc(cap + 1);
+        int r = buf ? 0 : -ENOMEM;
+        while (r == 0) {
+                if (len == cap) {
+                        if (cap >= max) {
+                                r = -EFBIG;
+                                break;
+                        }
+                        size_t ncap = MIN(cap * 2, max);
+                        char *n = realloc(buf, ncap + 1);
+                        if (!n) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        buf = n;
+                        cap = ncap;
+                }
+                int k = gzread(f, buf + len, (unsigned) (cap - len));
+                if (k < 0)
+                        r = -EIO;
+                else if (k == 0)
+                        break;
+                else
+                        len += (size_t) k;
+        }
+        gzclose(f);
+        if (r < 0)
+                return r;
+        buf[len] = '\0';
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+static void kernel_load(struct doctor *d) {
+        if (uname(&d->uts) < 0)
+                snprintf(d->uts.release, sizeof(d->uts.release), "unknown");
+        char path[512];
+
+        /* Each source is optional: a kernel without module support has no
+         * /proc/modules, a custom kernel may have no /lib/modules. */
+        (void) read_full_file("/proc/modules", PROC_FILE_MAX, &d->proc_modules, NULL);
+        snprintf(path, sizeof(path), "/lib/modules/%s/modules.builtin", d->uts.release);
+        (void) read_full_file(path, PROC_FILE_MAX, &d->modules_builtin, NULL);
+        snprintf(path, sizeof(path), "/lib/modules/%s/modules.dep", d->uts.release);
+        (void) read_full_file(path, MODULES_DEP_MAX, &d->modules_dep, NULL);
+
+        if (read_maybe_gz("/proc/config.gz", KCONFIG_MAX, &d->config) >= 0)
+                snprintf(d->config_name, sizeof(d->config_name), "/proc/config.gz");
+        else {
+                snprintf(path, sizeof(path), "/boot/config-%s", d->uts.release);
+                if (read_maybe_gz(path, KCONFIG_MAX, &d->config) >= 0)
+                        snprintf(d->config_name, sizeof(d->config_name), "%s", path);
+        }
+
+        d->kernel = (struct host_kernel_sources) {
+                .release = d->uts.release,
+                .proc_modules = d->proc_modules,
+                .modules_builtin = d->modules_builtin,
+                .modules_dep = d->modules_dep,
+                .config = d->config,
+                .config_name = d->config_name[0] ? d->config_name : NULL,
+        };
+}
+
+static bool sys_module_exists(const char *module) {
+        char path[128];
+        snprintf(path, sizeof(path), "/sys/module/%s", module);
+        return file_exists(path);
+}
+
+static enum host_kmod_state kmod(struct doctor *d, const char *module, const char *symbol, char *how, size_t size) {
+        return host_kmod_resolve(&d->kernel, module, symbol, sys_module_exists(module), how, size);
+}
+
+/* ---- QEMU ---- */
+
+static const struct {
+        const char *machine, *target, *package;
+} qemu_targets[] = {
+        { "x86_64", "x86_64", "qemu-system-x86" },
+        { "i686", "i386", "qemu-system-x86" },
+        { "aarch64", "aarch64", "qemu-system-arm" },
+        { "ppc64le", "ppc64", "qemu-system-ppc" },
+        { "s390x", "s390x", "qemu-system-misc" },
+        { "riscv64", "riscv64", "qemu-system-misc" },
+};
+
+static void check_qemu(struct doctor *d) {
+        const char *target = "x86_64", *package = "qemu-system-x86";
+        for (size_t i = 0; i < ELEMENTSOF(qemu_targets); i++)
+                if (streq(d->uts.machine, qemu_targets[i].machine)) {
+                        target = qemu_targets[i].target;
+                        package = qemu_targets[i].package;
+                }
+        snprintf(d->qemu_name, sizeof(d->qemu_name), "qemu-system-%s", target);
+
+        _cleanup_free_ char *path = find_executable(d->qemu_name);
+        if (!path) {
+                struct host_check *c = check_add(d, SECTION_QEMU, d->qemu_name, HOST_CHECK_MISSING,
+                                                 "not in PATH; install %s", package);
+                check_value(c, "not found");
+                return;
+        }
+        d->qemu_present = true;
+
+        struct host_version v;
+        int r = tool_version(d->qemu_name, "--version", &v);
+        if (r < 0) {
+                struct host_check *c = check_add(d, SECTION_QEMU, d->qemu_name, HOST_CHECK_WARN,
+                                                 "%s --version printed no version (%s)", path, strerror(-r));
+                check_value(c, "unknown version");
+        } else {
+                char vb[HOST_CHECK_VALUE_MAX];
+                /* Older QEMUs may lack options vmhost passes; 7.2 is what
+                 * vmhost is tested with. */
+                bool old = v.major < 6;
+                struct host_check *c = check_add(d, SECTION_QEMU, d->qemu_name,
+                                                 old ? HOST_CHECK_WARN : HOST_CHECK_OK,
+                                                 old ? "%s is older than 6.0; vmhost is tested with 7.2" : "%s runs the guests",
+                                                 path);
+                check_value(c, "%s", host_version_format(&v, vb, sizeof(vb)));
+        }
+
+        _cleanup_free_ char *out = NULL;
+        char *argv[] = { d->qemu_name, (char *) "-accel", (char *) "help", NULL };
+        r = process_run(argv, TOOL_OUTPUT_MAX, &out);
+        if (r != 0 || !out) {
+                /* Every Debian build has TCG; assume it rather than refuse to run. */
+                d->qemu_has_tcg = true;
+                struct host_check *c = check_add(d, SECTION_QEMU, "qemu-accelerators", HOST_CHECK_WARN,
+                                                 "'%s -accel help' failed; assuming TCG is built in", d->qemu_name);
+                check_value(c, "unknown");
+        } else {
+                d->qemu_has_tcg = host_accel_help_has(out, "tcg");
+                d->qemu_has_kvm = host_accel_help_has(out, "kvm");
+                struct host_check *c = check_add(
+                        d, SECTION_QEMU, "qemu-accelerators", d->qemu_has_tcg ? HOST_CHECK_OK : HOST_CHECK_WARN,
+                        d->qemu_has_tcg ? "built into %s (from -accel help)"
+                                        : "%s has no TCG: guests can only run with KVM",
+                        d->qemu_name);
+                check_value(c, "%s%s%s", d->qemu_has_kvm ? "kvm" : "",
+                            d->qemu_has_kvm && d->qemu_has_tcg ? ", " : "", d->qemu_has_tcg ? "tcg" : "");
+                if (!d->qemu_has_kvm && !d->qemu_has_tcg)
+                        check_value(c, "none");
+        }
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Other qemu-system-* binaries in PATH: listed, not run, since a machine with
+ * every target installed would spend seconds on --version alone. */
+static void check_qemu_targets(struct doctor *d) {
+        char *names[OTHER_TARGETS_MAX];
+        size_t n = 0;
+        bool more = false;
+        const char *pathenv = getenv("PATH");
+        _cleanup_free_ char *copy = strdup(isempty(pathenv) ? "/usr/local/bin:/usr/bin:/bin" : pathenv);
+        if (!copy)
+                return;
+        char *save = NULL;
+        size_t dirs = 0;
+        for (char *dir = strtok_r(copy, ":", &save); dir && dirs < PATH_DIRS_MAX;
+             dir = strtok_r(NULL, ":", &save), dirs++) {
+                DIR *dp = opendir(dir);
+                if (!dp)
+                        continue;
+                struct dirent *de;
+                while ((de = readdir(dp))) {
+                        if (!startswith(de->d_name, "qemu-system-") || streq(de->d_name, d->qemu_name))
+                                continue;
+                        const char *suffix = de->d_name + strlen("qemu-system-");
+                        bool dup = false;
+                        for (size_t i = 0; i < n && !dup; i++)
+                                dup = streq(names[i], suffix);
+                        if (dup)
+                                continue;
+                        if (n >= OTHER_TARGETS_MAX) {
+                                more = true;
+                                continue;
+                        }
+                        char *s = strdup(suffix);
+                        if (s)
+                                names[n++] = s;
+                }
+                closedir(dp);
+        }
+        qsort(names, n, sizeof(names[0]), cmp_str);
+
+        char value[HOST_CHECK_VALUE_MAX] = "";
+        size_t len = 0;
+        for (size_t i = 0; i < n; i++) {
+                int k = snprintf(value + len, sizeof(value) - len, "%s%s", i ? ", " : "", names[i]);
+                if (k < 0 || (size_t) k >= sizeof(value) - len) {
+                        more = true;
+                        break;
+                }
+                len += (size_t) k;
+        }
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+
+        struct host_check *c = check_add(d, SECTION_QEMU, "qemu-other-targets", HOST_CHECK_OK,
+                                         n ? "other qemu-system-* programs in PATH; vmhost uses %s"
+                                           : "no other qemu-system-* programs in PATH; vmhost uses %s",
+                                         d->qemu_name);
+        check_value(c, "%s%s", n ? value : "none", more ? ", ..." : "");
+}
+
+static void check_qemu_img(struct doctor *d) {
+        struct host_version v;
+        int r = tool_version("qemu-img", "--version", &v);
+        if (r == -ENOENT) {
+                struct host_check *c = check_add(d, SECTION_QEMU, "qemu-img", HOST_CHECK_MISSING,
+                                                 "not in PATH; install qemu-utils for interoperability checks "
+                                                 "of vmhost's images");
+                check_value(c, "not found");
+                return;
+        }
+        if (r < 0) {
+                struct host_check *c = check_add(d, SECTION_QEMU, "qemu-img", HOST_CHECK_WARN,
+                                                 "qemu-img --version printed no version (%s)", strerror(-r));
+                check_value(c, "unknown version");
+                return;
+        }
+        char vb[HOST_CHECK_VALUE_MAX];
+        struct host_check *c = check_add(d, SECTION_QEMU, "qemu-img", HOST_CHECK_OK,
+                                         "checks and converts images for interoperability with vmhost's own engine");
+        check_value(c, "%s", host_version_format(&v, vb, sizeof(vb)));
+}
+
+/* ---- KVM ---- */
+
+static void check_kvm_module(struct doctor *d) {
+        const char *vendor_module = d->cpu_known ? host_kvm_vendor_module(d->cpu.vendor) : NULL;
+        static const char *const hw[] = { "kvm_intel", "kvm_amd" };
+        for (size_t i = 0; i < ELEMENTSOF(hw); i++)
+                if (sys_module_exists(hw[i])) {
+                        struct host_check *c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_OK,
+                                                         "hardware-assisted KVM (/sys/module/%s exists)", hw[i]);
+                        check_value(c, "%s", hw[i]);
+                        return;
+                }
+        if (sys_module_exists("kvm_pvm")) {
+                struct host_check *c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_WARN,
+                                                 "paravirtualized KVM (PVM): runs guests without hardware "
+                                                 "virtualization, which is slow for unmodified guests");
+                check_value(c, "kvm_pvm");
+                return;
+        }
+        if (!vendor_module) {
+                struct host_check *c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_MISSING,
+                                                 "no KVM module is loaded and the CPU vendor '%s' has none vmhost knows",
+                                                 d->cpu_known ? d->cpu.vendor : "unknown");
+                check_value(c, "none");
+                return;
+        }
+        char how[256];
+        enum host_kmod_state s = kmod(d, vendor_module, streq(vendor_module, "kvm_intel") ? "KVM_INTEL" : "KVM_AMD",
+                                      how, sizeof(how));
+        struct host_check *c;
+        if (s == HOST_KMOD_LOADABLE)
+                c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_WARN, "not loaded: run 'modprobe %s' (%s)",
+                              vendor_module, how);
+        else
+                c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_MISSING, "%s cannot be used: %s",
+                              vendor_module, how);
+        check_value(c, "%s %s", vendor_module, host_kmod_state_to_string(s));
+}
+
+static void check_kvm(struct doctor *d) {
+        const struct host_kvm_probe_result *k = &d->report->kvm;
+        struct host_check *c;
+        char rate[32];
+
+        if (!k->present) {
+                c = check_add(d, SECTION_KVM, "kvm-device", HOST_CHECK_MISSING,
+                              "the device node does not exist (see 'kvm' for why)");
+                check_value(c, "no %s", HOST_KVM_DEVICE);
+        } else if (!k->openable) {
+                c = check_add(d, SECTION_KVM, "kvm-device", HOST_CHECK_UNUSABLE, "%s", k->reason);
+                check_value(c, "%s, not openable", HOST_KVM_DEVICE);
+        } else {
+                c = check_add(d, SECTION_KVM, "kvm-device", HOST_CHECK_OK, "opens read-write");
+                check_value(c, "%s", HOST_KVM_DEVICE);
+                if (k->api_version >= 0) {
+                        bool good = k->api_version == HOST_KVM_API_VERSION;
+                        c = check_add(d, SECTION_KVM, "kvm-api", good ? HOST_CHECK_OK : HOST_CHECK_UNUSABLE,
+                                      good ? "KVM_GET_API_VERSION returns the stable API version %d"
+                                           : "KVM_GET_API_VERSION must return %d",
+                                      HOST_KVM_API_VERSION);
+                        check_value(c, "%d", k->api_version);
+                }
+        }
+
+        /* The line that says whether KVM will be used. */
+        switch (k->status) {
+        case HOST_KVM_USABLE:
+                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_OK,
+                              "%s (%" PRIu64 " loop iterations in %.1f ms)", k->reason, k->iterations,
+                              k->seconds * 1e3);
+                check_value(c, "usable, %s instr/s",
+                            host_format_rate(k->instructions_per_second, rate, sizeof(rate)));
+                break;
+        case HOST_KVM_MISSING:
+                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_MISSING, "%s", k->reason);
+                check_value(c, "missing");
+                break;
+        case HOST_KVM_NO_ACCESS:
+                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_UNUSABLE, "%s", k->reason);
+                check_value(c, "present but not accessible");
+                break;
+        case HOST_KVM_UNUSABLE:
+                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_UNUSABLE, "%s", k->reason);
+                if (k->ran && k->seconds > 0 && !k->killed)
+                        check_value(c, "present but unusable, %s instr/s",
+                                    host_format_rate(k->instructions_per_second, rate, sizeof(rate)));
+                else
+                        check_value(c, "present but unusable");
+                break;
+        }
+}
+
+static void decide_accel(struct doctor *d) {
+        struct host_report *r = d->report;
+        const struct host_kvm_probe_result *k = &r->kvm;
+
+        if (!d->qemu_present) {
+                r->accel = HOST_ACCEL_NONE;
+                snprintf(r->accel_reason, sizeof(r->accel_reason), "%s is not installed", d->qemu_name);
+        } else if (k->status == HOST_KVM_USABLE && d->qemu_has_kvm) {
+                r->accel = HOST_ACCEL_KVM;
+                snprintf(r->accel_reason, sizeof(r->accel_reason), "%s", k->reason);
+        } else if (d->qemu_has_tcg) {
+                r->accel = HOST_ACCEL_TCG;
+                snprintf(r->accel_reason, sizeof(r->accel_reason), "%s; QEMU's TCG emulates the CPU, slower but able to boot any guest",
+                         k->status == HOST_KVM_USABLE ? "QEMU was built without KVM support"
+                         : k->status == HOST_KVM_MISSING ? "no KVM on this host"
+                         : k->status == HOST_KVM_NO_ACCESS ? "KVM is not accessible"
+                                                           : "KVM is present but unusable");
+        } else {
+                r->accel = HOST_ACCEL_NONE;
+                snprintf(r->accel_reason, sizeof(r->accel_reason),
+                         "KVM is not usable and %s has no TCG", d->qemu_name);
+        }
+        r->can_run_vms = r->accel != HOST_ACCEL_NONE;
+
+        struct host_check *c = check_add(d, SECTION_KVM, "accelerator",
+                                         r->accel == HOST_ACCEL_KVM ? HOST_CHECK_OK
+                                         : r->accel == HOST_ACCEL_TCG ? HOST_CHECK_WARN
+                                                                      : HOST_CHECK_UNUSABLE,
+                                         "%s", r->accel_reason);
+        check_value(c, "%s", host_accel_to_string(r->accel));
+}
+
+/* ---- CPU and nested virtualization ---- */
+
+static void check_cpu(struct doctor *d) {
+        _cleanup_free_ char *text = NULL;
+        int r = read_full_file("/proc/cpuinfo", 16 * 1024 * 1024, &text, NULL);
+        if (r >= 0)
+                r = host_parse_cpuinfo(text, &d->cpu);
+        if (r < 0) {
+                struct host_check *c = check_add(d, SECTION_CPU, "cpu", HOST_CHECK_WARN,
+                                                 "cannot read /proc/cpuinfo: %s", strerror(-r));
+                check_value(c, "unknown");
+                return;
+        }
+        d->cpu_known = true;
+
+        const char *flag = d->cpu.vmx ? "vmx" : d->cpu.svm ? "svm" : NULL;
+        struct host_check *c;
+        if (flag)
+                c = check_add(d, SECTION_CPU, "cpu", HOST_CHECK_OK,
+                              "the CPU offers hardware virtualization (%s flag in /proc/cpuinfo)", flag);
+        else
+                c = check_add(d, SECTION_CPU, "cpu", HOST_CHECK_WARN,
+                              "no vmx or svm flag in /proc/cpuinfo: no hardware virtualization%s",
+                              d->cpu.hypervisor ? " (this host is itself a VM whose hypervisor does not pass it on)" : "");
+        check_value(c, "%s%s%s, %s", d->cpu.vendor[0] ? d->cpu.vendor : "unknown vendor",
+                    d->cpu.model[0] ? " " : "", d->cpu.model, flag ? flag : "no vmx/svm");
+}
+
+/* The last "options MODULE nested=..." in the /etc/modprobe.d .conf files (in
+ * name order, as modprobe reads them). */
+static int modprobe_nested(const char *module, char *value, size_t vsize, char *file, size_t fsize) {
+        struct dirent **list = NULL;
+        int n = scandir("/etc/modprobe.d", &list, NULL, alphasort);
+        if (n < 0)
+                return 0;
+        int found = 0;
+        for (int i = 0; i < n; i++) {
+                if (i < MODPROBE_FILES_MAX && endswith(list[i]->d_name, ".conf")) {
+                        char path[512];
+                        snprintf(path, sizeof(path), "/etc/modprobe.d/%s", list[i]->d_name);
+                        _cleanup_free_ char *text = NULL;
+                        if (read_full_file(path, MODPROBE_FILE_MAX, &text, NULL) >= 0 &&
+                            host_modprobe_find_option(text, module, "nested", value, vsize) > 0) {
+                                snprintf(file, fsize, "%s", path);
+                                found = 1;
+                        }
+                }
+                free(list[i]);
+        }
+        free(list);
+        return found;
+}
+
+static void check_nested(struct doctor *d) {
+        const char *module = d->cpu_known ? host_kvm_vendor_module(d->cpu.vendor) : NULL;
+        struct host_check *c;
+        if (!module) {
+                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_MISSING,
+                              "unknown CPU vendor: no kvm_intel or kvm_amd nested parameter to read");
+                check_value(c, "unknown");
+                return;
+        }
+
+        char mp_value[32] = "", mp_file[512] = "", mp[600] = "";
+        bool mp_on = false;
+        if (modprobe_nested(module, mp_value, sizeof(mp_value), mp_file, sizeof(mp_file)) > 0) {
+                (void) host_parse_bool_param(mp_value, &mp_on);
+                snprintf(mp, sizeof(mp), "; %s sets nested=%s", mp_file, mp_value);
+        } else
+                snprintf(mp, sizeof(mp), "; to enable: 'options %s nested=1' in /etc/modprobe.d/kvm-nested.conf", module);
+
+        char path[128];
+        snprintf(path, sizeof(path), "/sys/module/%s/parameters/nested", module);
+        _cleanup_free_ char *param = NULL;
+        bool on = false;
+        if (read_one_line_file(path, &param) < 0 || host_parse_bool_param(param, &on) < 0) {
+                bool pvm = sys_module_exists("kvm_pvm");
+                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_MISSING, "%s%s",
+                              pvm ? "KVM here is kvm_pvm, which has no nested parameter: guests get no KVM"
+                                  : "no nested parameter: the module is not loaded",
+                              pvm ? "" : mp);
+                check_value(c, "%s not loaded", module);
+                return;
+        }
+        if (on) {
+                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_OK, "%s = %s: guests can run KVM themselves",
+                              path, param);
+                check_value(c, "enabled");
+        } else {
+                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_WARN, "%s = %s%s%s", path, param, mp,
+                              mp_on ? " (reload the module, with no VM running, to apply)"
+                                    : ", then reload the module with no VM running");
+                check_value(c, "disabled");
+        }
+}
+
+/* ---- networking ---- */
+
+static void check_tun(struct doctor *d) {
+        char how[256];
+        enum host_kmod_state s = kmod(d, "tun", "TUN", how, sizeof(how));
+        int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+        int e = errno;
+        struct host_check *c;
+        if (fd >= 0) {
+                close(fd);
+                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_OK,
+                              "/dev/net/tun opens read-write: tap devices for VM NICs (%s)", how);
+                check_value(c, "usable");
+        } else if (e == EACCES || e == EPERM) {
+                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_UNUSABLE,
+                              "cannot open /dev/net/tun: %s; taps need root or CAP_NET_ADMIN", strerror(e));
+                check_value(c, "no access");
+        } else if (s == HOST_KMOD_LOADABLE) {
+                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_WARN, "/dev/net/tun: %s; run 'modprobe tun' (%s)",
+                              strerror(e), how);
+                check_value(c, "module not loaded");
+        } else {
+                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_MISSING,
+                              "/dev/net/tun: %s; VMs can only use user-mode networking (%s)", strerror(e), how);
+                check_value(c, "missing");
+        }
+}
+
+static const struct {
+        const char *name, *module, *symbol, *purpose;
+} module_checks[] = {
+        { "bridge", "bridge", "BRIDGE", "Linux bridges connect VM taps" },
+        { "veth", "veth", "VETH", "veth pairs link network namespaces" },
+        { "vxlan", "vxlan", "VXLAN", "kernel VXLAN tunnels join bridges across hosts" },
+        { "gre", "ip_gre", "NET_IPGRE", "kernel GRE tunnels" },
+        { "8021q", "8021q", "VLAN_8021Q", "VLAN sub-interfaces (Open vSwitch VLAN tags do not need it)" },
+        { "vhost-net", "vhost_net", "VHOST_NET",
+          "in-kernel virtio-net data path (without it QEMU moves packets itself, slower)" },
+};
+
+static void check_modules(struct doctor *d) {
+        for (size_t i = 0; i < ELEMENTSOF(module_checks); i++) {
+                char how[256];
+                enum host_kmod_state s = kmod(d, module_checks[i].module, module_checks[i].symbol, how, sizeof(how));
+                struct host_check *c = check_add(d, SECTION_NET, module_checks[i].name,
+                                                 host_kmod_available(s) ? HOST_CHECK_OK
+                                                 : s == HOST_KMOD_UNKNOWN ? HOST_CHECK_WARN
+                                                                          : HOST_CHECK_MISSING,
+                                                 "%s; %s", module_checks[i].purpose, how);
+                check_value(c, "%s", host_kmod_state_to_string(s));
+        }
+}
+
+static void check_netns(struct doctor *d) {
+        int k = d->config ? host_kconfig_lookup(d->config, "NET_NS") : 0;
+        bool have = file_exists("/proc/self/ns/net");
+        struct host_check *c;
+        if (have)
+                c = check_add(d, SECTION_NET, "netns", HOST_CHECK_OK,
+                              "/proc/self/ns/net exists%s: tests and tunnels use network namespaces",
+                              k == 'y' ? " and CONFIG_NET_NS=y" : "");
+        else
+                c = check_add(d, SECTION_NET, "netns", HOST_CHECK_MISSING, "no /proc/self/ns/net%s",
+                              k == 'n' ? " (CONFIG_NET_NS is not set)" : "");
+        check_value(c, have ? "supported" : "missing");
+}
+
+static void check_nftables(struct doctor *d) {
+        char how[256], vb[64] = "";
+        enum host_kmod_state s = kmod(d, "nf_tables", "NF_TABLES", how, sizeof(how));
+        struct host_version v;
+        int r = tool_version("nft", "--version", &v);
+        if (r >= 0)
+                snprintf(vb, sizeof(vb), "nft %s", v.text);
+        else if (r == -ENOENT)
+                snprintf(vb, sizeof(vb), "no nft");
+        else
+                snprintf(vb, sizeof(vb), "nft (unknown version)");
+
+        struct host_check *c;
+        if (!host_kmod_available(s) && s != HOST_KMOD_UNKNOWN)
+                c = check_add(d, SECTION_NET, "nftables", HOST_CHECK_MISSING,
+                              "no nf_tables in the kernel: no NAT for VM networks (%s)", how);
+        else if (r == -ENOENT)
+                c = check_add(d, SECTION_NET, "nftables", HOST_CHECK_MISSING,
+                              "nft is not installed (install nftables); NAT for VM networks needs it (%s)", how);
+        else
+                c = check_add(d, SECTION_NET, "nftables", s == HOST_KMOD_UNKNOWN ? HOST_CHECK_WARN : HOST_CHECK_OK,
+                              "NAT for VM networks (%s)", how);
+        check_value(c, "%s, nf_tables %s", vb, host_kmod_state_to_string(s));
+}
+
+static void check_ovs(struct doctor *d) {
+        static const char *const tools[] = { "ovs-vsctl", "ovs-vswitchd", "ovsdb-server" };
+        char missing[128] = "";
+        size_t n_missing = 0;
+        for (size_t i = 0; i < ELEMENTSOF(tools); i++) {
+                _cleanup_free_ char *p = find_executable(tools[i]);
+                if (!p) {
+                        size_t l = strlen(missing);
+                        snprintf(missing + l, sizeof(missing) - l, "%s%s", n_missing ? ", " : "", tools[i]);
+                        n_missing++;
+                }
+        }
+        struct host_check *c;
+        if (n_missing == ELEMENTSOF(tools)) {
+                c = check_add(d, SECTION_NET, "openvswitch", HOST_CHECK_MISSING,
+                              "not installed (install openvswitch-switch); Linux bridges still work");
+                check_value(c, "not found");
+        } else if (n_missing > 0) {
+                c = check_add(d, SECTION_NET, "openvswitch", HOST_CHECK_UNUSABLE, "missing %s", missing);
+                check_value(c, "incomplete");
+        } else {
+                struct host_version v;
+                int r = tool_version("ovs-vsctl", "--version", &v);
+                c = check_add(d, SECTION_NET, "openvswitch", HOST_CHECK_OK,
+                              "ovs-vsctl, ovs-vswitchd and ovsdb-server are installed");
+                check_value(c, "%s", r >= 0 ? v.text : "unknown version");
+        }
+
+        char how[256];
+        enum host_kmod_state s = kmod(d, "openvswitch", "OPENVSWITCH", how, sizeof(how));
+        if (host_kmod_available(s)) {
+                c = check_add(d, SECTION_NET, "ovs-datapath", HOST_CHECK_OK,
+                              "the kernel datapath is available (%s)", how);
+                check_value(c, "kernel (system)");
+        } else {
+                c = check_add(d, SECTION_NET, "ovs-datapath", HOST_CHECK_WARN,
+                              "no openvswitch kernel module: bridges need datapath_type=netdev (%s)", how);
+                check_value(c, "userspace (netdev) only");
+        }
+}
+
+static void check_tool(struct doctor *d, const char *name, const char *tool, const char *arg,
+                       const char *purpose, const char *package) {
+        struct host_version v;
+        int r = tool_version(tool, arg, &v);
+        struct host_check *c;
+        if (r == -ENOENT) {
+                c = check_add(d, SECTION_TOOLS, name, HOST_CHECK_MISSING, "not installed (install %s); %s",
+                              package, purpose);
+                check_value(c, "not found");
+        } else if (r < 0) {
+                c = check_add(d, SECTION_TOOLS, name, HOST_CHECK_OK, "%s (version not recognized)", purpose);
+                check_value(c, "installed");
+        } else {
+                c = check_add(d, SECTION_TOOLS, name, HOST_CHECK_OK, "%s", purpose);
+                check_value(c, "%s", v.text);
+        }
+}
+
+static void check_tools(struct doctor *d) {
+        check_tool(d, "dnsmasq", "dnsmasq", "--version", "DHCP and DNS for VM networks", "dnsmasq-base");
+        check_tool(d, "ssh", "ssh", "-V", "reaches remote hosts and drives migration between them",
+                   "openssh-client");
+        _cleanup_free_ char *sshd = find_executable("sshd");
+        struct host_check *c;
+        if (sshd) {
+                c = check_add(d, SECTION_TOOLS, "sshd", HOST_CHECK_OK,
+                              "lets other vmhost hosts reach this one over ssh");
+                check_value(c, "%s", sshd);
+        } else {
+                c = check_add(d, SECTION_TOOLS, "sshd", HOST_CHECK_MISSING,
+                              "optional: only needed for other hosts to reach this one (install openssh-server)");
+                check_value(c, "not found");
+        }
+}
+
+/* Stable sort of the rows by section, keeping each section's order. */
+static void sort_sections(struct doctor *d) {
+        struct host_report *r = d->report;
+        for (unsigned i = 1; i < r->n_checks; i++) {
+                struct host_check c = r->checks[i];
+                enum section s = d->sections[i];
+                unsigned j = i;
+                for (; j > 0 && d->sections[j - 1] > s; j--) {
+                        r->checks[j] = r->checks[j - 1];
+                        d->sections[j] = d->sections[j - 1];
+                }
+                r->checks[j] = c;
+                d->sections[j] = s;
+        }
+}
+
+int host_doctor_run(const struct host_doctor_options *opts, struct host_report **ret_report, struct vh_error *err) {
+        uint64_t t0 = host_now_ns();
+        struct doctor d = {};
+        d.report = calloc(1, sizeof(*d.report));
+        if (!d.report)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+
+        /* The probe runs first, in its own process, while we look at the rest. */
+        struct host_kvm_probe_job job;
+        int r = host_kvm_probe_start(opts ? &opts->kvm : NULL, NULL, &job, err);
+        if (r < 0) {
+                host_report_free(d.report);
+                return r;
+        }
+
+        kernel_load(&d);
+        check_qemu(&d);
+        check_qemu_targets(&d);
+        check_qemu_img(&d);
+        check_cpu(&d);
+        check_kvm_module(&d);
+        check_nested(&d);
+        check_tun(&d);
+        check_modules(&d);
+        check_netns(&d);
+        check_nftables(&d);
+        check_ovs(&d);
+        check_tools(&d);
+
+        r = host_kvm_probe_finish(&job, &d.report->kvm, err);
+        if (r >= 0) {
+                check_kvm(&d);
+                decide_accel(&d);
+                sort_sections(&d);
+                if (opts && opts->store_kvm_cache)
+                        (void) host_kvm_probe_cache_store(&d.report->kvm, NULL);
+        }
+
+        free(d.proc_modules);
+        free(d.modules_builtin);
+        free(d.modules_dep);
+        free(d.config);
+        if (r < 0) {
+                host_report_free(d.report);
+                return r;
+        }
+        d.report->seconds = (double) (host_now_ns() - t0) / 1e9;
+        *ret_report = d.report;
+        return 0;
+}
+
+int host_report_to_json(const struct host_report *r, bool pretty, char **ret_json) {
+        struct json_writer w;
+        json_writer_init(&w, pretty);
+        json_object_begin(&w);
+        json_key(&w, "checks");
+        json_array_begin(&w);
+        for (unsigned i = 0; i < r->n_checks; i++) {
+                const struct host_check *c = &r->checks[i];
+                json_object_begin(&w);
+                json_kv_string(&w, "name", c->name);
+                json_kv_string(&w, "status", host_check_status_to_string(c->status));
+                json_kv_string(&w, "value", c->value);
+                json_kv_string(&w, "reason", c->reason);
+                json_object_end(&w);
+        }
+        json_array_end(&w);
+        json_kv_string(&w, "accelerator", host_accel_to_string(r->accel));
+        json_kv_string(&w, "accelerator-reason", r->accel_reason);
+        json_kv_bool(&w, "can-run-vms", r->can_run_vms);
+
+        const struct host_kvm_probe_result *k = &r->kvm;
+        json_key(&w, "kvm-probe");
+        json_object_begin(&w);
+        json_kv_string(&w, "status", host_kvm_status_to_string(k->status));
+        json_kv_bool(&w, "present", k->present);
+        json_kv_bool(&w, "openable", k->openable);
+        json_key(&w, "api-version");
+        if (k->api_version >= 0)
+                json_int(&w, k->api_version);
+        else
+                json_null(&w);
+        json_kv_bool(&w, "ran", k->ran);
+        json_kv_bool(&w, "finished", k->finished);
+        json_kv_bool(&w, "killed", k->killed);
+        json_kv_uint(&w, "iterations", k->iterations);
+        json_kv_uint(&w, "iterations-target", k->iterations_target);
+        json_key(&w, "seconds");
+        json_double(&w, k->seconds);
+        json_key(&w, "instructions-per-second");
+        json_double(&w, k->instructions_per_second);
+        json_key(&w, "probe-seconds");
+        json_double(&w, k->probe_seconds);
+        json_kv_string(&w, "reason", k->reason);
+        json_object_end(&w);
+
+        json_key(&w, "seconds");
+        json_double(&w, r->seconds);
+        json_object_end(&w);
+
+        int e = 0;
+        char *text = json_writer_finish(&w, &e);
+        if (!text)
+                return e < 0 ? e : -ENOMEM;
+        *ret_json = text;
+        return 0;
+}
