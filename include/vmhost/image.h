@@ -1,0 +1,180 @@
+/* vmhost/image.h: vmhost's own disk image engine for raw and qcow2 files.
+ *
+ * An image is opened by path into an opaque 'struct vh_image'. Opening
+ * probes the format (unless one is given), validates the header against the
+ * limits below, resolves the backing chain (a relative backing name is taken
+ * relative to the directory of the image that names it, as QEMU does) and
+ * takes the same OFD byte locks QEMU takes, so that vmhost and QEMU see each
+ * other's use of a file.
+ *
+ *     struct vh_image_open_options o = { .format = VH_IMAGE_FORMAT_PROBE };
+ *     struct vh_image *img;
+ *     r = vh_image_open("vm1.qcow2", &o, &img, &err);
+ *     r = vh_image_read(img, 0, buf, 512, &err);   (follows the backing chain)
+ *     img = vh_image_free(img);
+ *
+ * The qcow2 on-disk format is the one of QEMU's docs/interop/qcow2.rst;
+ * files written here are meant to be read by QEMU and the other way round.
+ * All functions return 0 (or a count) on success and -errno on failure, and
+ * fill 'err' (which may be NULL) with the cause, naming the file and, for a
+ * bad header, the field. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmhost/error.h"
+
+/* Longest backing chain that is followed (the image itself is depth 0). */
+#define VH_IMAGE_MAX_CHAIN_DEPTH 64
+/* Largest virtual size accepted by create and convert (256 TiB). */
+#define VH_IMAGE_MAX_VIRTUAL_SIZE (UINT64_C(256) << 40)
+/* Longest backing file name in a qcow2 header (the spec's limit). */
+#define VH_IMAGE_MAX_BACKING_NAME 1023
+
+enum vh_image_format {
+        VH_IMAGE_FORMAT_PROBE = -1, /* as input: detect from the file's first bytes */
+        VH_IMAGE_FORMAT_RAW = 0,
+        VH_IMAGE_FORMAT_QCOW2 = 1,
+        _VH_IMAGE_FORMAT_MAX,
+};
+
+/* "raw", "qcow2"; NULL for anything else. */
+const char *vh_image_format_to_string(enum vh_image_format format);
+/* Returns the format or -EINVAL. */
+int vh_image_format_from_string(const char *s);
+
+/* Detects the format of the file at 'path' by its magic. Files that look
+ * like a format vmhost does not handle (qcow version 1, vmdk, vdi, vhdx,
+ * qed, luks) give -EOPNOTSUPP rather than being taken for raw. */
+int vh_image_probe(const char *path, enum vh_image_format *ret_format, struct vh_error *err);
+
+enum {
+        /* Open for writing: takes QEMU's write lock and refuses images
+         * marked corrupt. Backing files are always opened read-only. */
+        VH_IMAGE_OPEN_READ_WRITE = 1 << 0,
+        /* Do not open the backing chain; reads of unallocated clusters then
+         * return zeros. */
+        VH_IMAGE_OPEN_NO_BACKING = 1 << 1,
+        /* Take no locks (qemu-img's -U): for looking at an image a running
+         * VM holds. Reads may see data in flux. */
+        VH_IMAGE_OPEN_FORCE_SHARE = 1 << 2,
+};
+
+struct vh_image_open_options {
+        enum vh_image_format format; /* VH_IMAGE_FORMAT_PROBE to detect it */
+        unsigned flags;              /* VH_IMAGE_OPEN_* */
+};
+
+struct vh_image;
+
+/* Opens 'path' and, unless told not to, its whole backing chain. 'opts' may
+ * be NULL (probe, read-only). The caller owns '*ret_image'. */
+int vh_image_open(const char *path, const struct vh_image_open_options *opts,
+                  struct vh_image **ret_image, struct vh_error *err);
+
+/* Closes the image and its backing chain; accepts NULL, returns NULL. */
+struct vh_image *vh_image_free(struct vh_image *img);
+
+/* The name the image was opened by (for a backing file: the path built
+ * from the overlay's directory and the backing name). */
+const char *vh_image_filename(const struct vh_image *img);
+enum vh_image_format vh_image_get_format(const struct vh_image *img);
+uint64_t vh_image_virtual_size(const struct vh_image *img);
+/* The backing image, owned by 'img'; NULL when there is none (or it was
+ * not opened). */
+struct vh_image *vh_image_backing(const struct vh_image *img);
+
+/* Reads 'len' bytes of guest data at 'offset', following the backing chain;
+ * parts past the virtual size are an error (-EINVAL). */
+int vh_image_read(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
+
+/* What a range of the guest disk holds, seen through the backing chain. */
+struct vh_image_extent {
+        uint64_t offset;
+        uint64_t length;
+        bool zero;      /* reads as zeros, without having to read it */
+        bool data;      /* backed by data somewhere in the chain */
+        unsigned depth; /* chain depth that answered (0 = the image itself) */
+};
+
+/* Describes the range starting at 'offset' (at most 'max_len' bytes) that
+ * has one status. 'ret_extent->length' is at least 1 when offset is below
+ * the virtual size. */
+int vh_image_map(struct vh_image *img, uint64_t offset, uint64_t max_len,
+                 struct vh_image_extent *ret_extent, struct vh_error *err);
+
+/* What 'qemu-img info' shows, with its field names in the JSON output. */
+struct vh_image_info {
+        char *filename;
+        enum vh_image_format format;
+        uint64_t virtual_size;
+        uint64_t actual_size;           /* bytes allocated on the host file system */
+        uint32_t cluster_size;          /* 0 for raw */
+        char *backing_filename;         /* as stored in the image, or NULL */
+        char *full_backing_filename;    /* resolved against the image's directory */
+        char *backing_filename_format;  /* from the header, or NULL */
+        bool dirty_flag;
+        /* qcow2 only: */
+        unsigned qcow2_version;         /* 2 ("0.10") or 3 ("1.1") */
+        bool lazy_refcounts;
+        unsigned refcount_bits;
+        bool corrupt;
+        bool extended_l2;
+        const char *compression_type;   /* "zlib" or "zstd" (static) */
+};
+
+int vh_image_get_info(struct vh_image *img, struct vh_image_info **ret_info, struct vh_error *err);
+struct vh_image_info *vh_image_info_free(struct vh_image_info *info);
+
+enum vh_image_info_output {
+        VH_IMAGE_INFO_HUMAN,
+        VH_IMAGE_INFO_JSON,
+};
+
+/* Renders the information on 'img' (and, with 'backing_chain', on every
+ * image below it: a JSON array then) as 'qemu-img info' does. The caller
+ * owns '*ret_text'. */
+int vh_image_info_format(struct vh_image *img, enum vh_image_info_output output, bool backing_chain,
+                         char **ret_text, struct vh_error *err);
+
+struct vh_image_create_options {
+        enum vh_image_format format;
+        /* Virtual size in bytes, rounded up to 512 like qemu-img does. May be
+         * 0 with a backing file: the backing file's virtual size is taken. */
+        uint64_t size;
+        /* qcow2 only: */
+        const char *backing_file;       /* stored as given; resolved relative to the new image */
+        /* Must be given with backing_file, and must be the backing file's
+         * real format (qemu-img refuses a missing one since QEMU 6.1). */
+        enum vh_image_format backing_format;
+        uint32_t cluster_size;          /* 0: 64 KiB; a power of two in 512..2 MiB */
+        unsigned version;               /* 0: 3 (compat=1.1); or 2 (compat=0.10) */
+        bool lazy_refcounts;            /* version 3 only */
+        unsigned refcount_bits;         /* 0: 16; a power of two in 1..64 */
+};
+
+/* Creates (or, like qemu-img, replaces) the image at 'path'. The new file
+ * appears whole or not at all: it is written next to 'path' and renamed.
+ * An existing file that another process holds open with QEMU's locks is
+ * not replaced (-EBUSY). */
+int vh_image_create(const char *path, const struct vh_image_create_options *opts, struct vh_error *err);
+
+struct vh_image_convert_options {
+        enum vh_image_format format;    /* output format */
+        uint32_t cluster_size;          /* qcow2 output: 0 for 64 KiB */
+        unsigned version;               /* qcow2 output: 0 for 3 */
+        unsigned refcount_bits;         /* qcow2 output: 0 for 16 */
+        bool lazy_refcounts;
+        /* Called now and then with the bytes of the virtual disk done so far. */
+        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+};
+
+/* Writes the guest-visible content of 'src' (through its backing chain) as
+ * a standalone image at 'dst_path'. Zero ranges are not written: raw output
+ * is sparse, qcow2 output leaves them unallocated. As with create, the new
+ * file replaces 'dst_path' only once it is complete. */
+int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
+                     struct vh_error *err);

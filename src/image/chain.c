@@ -1,0 +1,64 @@
+/* image/chain.c: backing chains. A qcow2 image may name a backing file
+ * whose content shows through wherever the image has no cluster of its
+ * own; that file may have a backing file in turn. Names are resolved as
+ * QEMU resolves them (relative to the directory of the image that names
+ * them, by plain string concatenation), the chain is at most
+ * VH_IMAGE_MAX_CHAIN_DEPTH deep, and a file that appears twice is a loop.
+ * Backing files are always opened read-only. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/macro.h"
+#include "base/strutil.h"
+#include "image/image-internal.h"
+
+/* QEMU takes "proto:rest" (a ':' before any '/') as a protocol, and
+ * "json:{...}" as an inline description; neither is a plain file. */
+static bool has_protocol(const char *name) {
+        size_t n = strcspn(name, ":/");
+        return name[n] == ':';
+}
+
+int image_backing_path(const char *overlay_path, const char *backing_name, char **ret_path) {
+        if (isempty(backing_name) || has_protocol(backing_name))
+                return -EOPNOTSUPP;
+
+        char *path;
+        const char *slash = strrchr(overlay_path, '/');
+        if (backing_name[0] == '/' || !slash)
+                path = strdup(backing_name);
+        else
+                path = strdup_printf("%.*s%s", (int) (slash - overlay_path + 1), overlay_path, backing_name);
+        if (!path)
+                return -ENOMEM;
+        *ret_path = path;
+        return 0;
+}
+
+int image_chain_open(struct vh_image *top, unsigned flags, struct vh_error *err) {
+        /* Backing files are only read; the force-share choice carries over. */
+        unsigned backing_flags = flags & VH_IMAGE_OPEN_FORCE_SHARE;
+
+        for (struct vh_image *cur = top; cur->backing_name; cur = cur->backing) {
+                if (!cur->backing_path)
+                        return vh_error_set(err, -EOPNOTSUPP,
+                                            "%s: backing file name '%s' uses a protocol or json: syntax, which is not "
+                                            "supported",
+                                            cur->filename, cur->backing_name);
+                if (cur->depth + 1 > VH_IMAGE_MAX_CHAIN_DEPTH)
+                        return vh_error_set(err, -ELOOP, "%s: backing chain is deeper than %d images", top->filename,
+                                            VH_IMAGE_MAX_CHAIN_DEPTH);
+
+                struct vh_image *b;
+                int r = image_open_one(cur->backing_path, cur->backing_format, backing_flags, cur->depth + 1, top, &b,
+                                       err);
+                if (r < 0) {
+                        char prefix[VH_ERROR_MAX];
+                        snprintf(prefix, sizeof(prefix), "%s: backing file '%s'", cur->filename, cur->backing_name);
+                        return image_error_prefix(err, r, prefix);
+                }
+                cur->backing = b;
+        }
+        return 0;
+}

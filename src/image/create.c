@@ -1,0 +1,97 @@
+/* image/create.c: 'img create': new empty raw or qcow2 images, optionally
+ * as an overlay on a backing file. The backing file must exist and open
+ * (with its whole chain) and its real format must be the one given, so
+ * that a typo does not produce an overlay QEMU cannot start from. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/macro.h"
+#include "image/image-internal.h"
+
+/* Opens the backing file the way the new overlay will see it, checks its
+ * format and returns its virtual size. */
+static int check_backing(const char *path, const struct vh_image_create_options *opts, uint64_t *ret_size,
+                         struct vh_error *err) {
+        _cleanup_free_ char *resolved = NULL;
+        int r = image_backing_path(path, opts->backing_file, &resolved);
+        if (r == -EOPNOTSUPP)
+                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
+                                    opts->backing_file);
+        if (r < 0)
+                return vh_error_set(err, r, "out of memory");
+
+        struct stat a, b;
+        if (stat(path, &a) == 0 && stat(resolved, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+                return vh_error_set(err, -ELOOP, "%s: an image cannot be its own backing file", path);
+
+        enum vh_image_format detected;
+        r = vh_image_probe(resolved, &detected, err);
+        if (r < 0)
+                return image_error_prefix(err, r, "cannot use the backing file");
+
+        if (opts->backing_format == VH_IMAGE_FORMAT_PROBE)
+                /* qemu-img refuses this since QEMU 6.1: a probed format is how a
+                 * guest could make the host read any file. */
+                return vh_error_set(err, -EINVAL,
+                                    "backing file '%s' given without its format; it looks like %s: add -F %s",
+                                    opts->backing_file, vh_image_format_to_string(detected),
+                                    vh_image_format_to_string(detected));
+        if (detected != opts->backing_format)
+                return vh_error_set(err, -EINVAL, "backing file '%s' is a %s image, not %s (-F)", resolved,
+                                    vh_image_format_to_string(detected),
+                                    vh_image_format_to_string(opts->backing_format));
+
+        struct vh_image_open_options o = { .format = opts->backing_format };
+        struct vh_image *img = NULL;
+        r = vh_image_open(resolved, &o, &img, err);
+        if (r < 0)
+                return image_error_prefix(err, r, "cannot use the backing file");
+        *ret_size = vh_image_virtual_size(img);
+        vh_image_free(img);
+        return 0;
+}
+
+int vh_image_create(const char *path, const struct vh_image_create_options *opts, struct vh_error *err) {
+        int r;
+
+        if (opts->format != VH_IMAGE_FORMAT_RAW && opts->format != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EINVAL, "unknown output format");
+        if (opts->backing_file && opts->format != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EINVAL, "only qcow2 images can have a backing file");
+        if (opts->backing_file && strlen(opts->backing_file) > VH_IMAGE_MAX_BACKING_NAME)
+                return vh_error_set(err, -ENAMETOOLONG, "backing file name is longer than %d bytes",
+                                    VH_IMAGE_MAX_BACKING_NAME);
+
+        uint64_t size = opts->size;
+        if (opts->backing_file) {
+                uint64_t backing_size = 0;
+                r = check_backing(path, opts, &backing_size, err);
+                if (r < 0)
+                        return r;
+                if (size == 0)
+                        size = backing_size;
+        }
+        if (size > VH_IMAGE_MAX_VIRTUAL_SIZE)
+                return vh_error_set(err, -EFBIG, "size %" PRIu64 " is larger than the limit of %" PRIu64 " bytes",
+                                    size, VH_IMAGE_MAX_VIRTUAL_SIZE);
+        /* Sizes are whole sectors; qemu-img rounds up the same way. */
+        size = ALIGN_UP(size, (uint64_t) 512);
+
+        struct image_output out = IMAGE_OUTPUT_INIT;
+        r = image_output_begin(path, &out, err);
+        if (r < 0)
+                return r;
+        if (opts->format == VH_IMAGE_FORMAT_RAW)
+                r = raw_create(out.fd, size, err);
+        else
+                r = qcow2_create(out.fd, opts, size, err);
+        if (r >= 0)
+                r = image_output_commit(&out, err);
+        else
+                r = image_error_prefix(err, r, path);
+        image_output_done(&out);
+        return r;
+}

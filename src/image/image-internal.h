@@ -1,0 +1,148 @@
+/* image/image-internal.h: what the format drivers (raw.c, qcow2.c) share
+ * with the format-independent layer (image.c, chain.c, convert.c): the
+ * image object, the driver table and big-endian helpers. Not installed. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vmhost/error.h"
+#include "vmhost/image.h"
+
+/* How one layer (not the chain) stores a guest range. */
+enum image_extent_kind {
+        IMAGE_EXTENT_DATA,        /* in this file at host_offset */
+        IMAGE_EXTENT_ZERO,        /* reads as zeros; the backing file is not consulted */
+        IMAGE_EXTENT_UNALLOCATED, /* not here: ask the backing file, or zeros */
+        IMAGE_EXTENT_COMPRESSED,  /* one compressed cluster; the driver decodes it */
+};
+
+struct image_layer_extent {
+        uint64_t length;
+        enum image_extent_kind kind;
+        uint64_t host_offset; /* for DATA */
+};
+
+struct image_driver {
+        enum vh_image_format format;
+        /* Reads and validates the metadata; sets virtual_size and, for
+         * formats that have one, backing_name and backing_format. */
+        int (*open)(struct vh_image *img, struct vh_error *err);
+        void (*close)(struct vh_image *img);
+        /* Describes [offset, offset + max_len) of this layer alone; offset is
+         * below the virtual size and max_len is clipped to it by the caller. */
+        int (*map)(struct vh_image *img, uint64_t offset, uint64_t max_len, struct image_layer_extent *ret,
+                   struct vh_error *err);
+        /* Reads from an extent that map() called COMPRESSED. */
+        int (*read_compressed)(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
+        /* Adds the format's own fields to 'info'. */
+        int (*fill_info)(struct vh_image *img, struct vh_image_info *info, struct vh_error *err);
+};
+
+struct vh_image {
+        char *filename;
+        int fd;
+        enum vh_image_format format;
+        const struct image_driver *driver;
+        void *priv; /* the driver's state */
+
+        bool read_write;
+        unsigned depth; /* 0 for the image opened by the user */
+        dev_t dev;
+        ino_t ino;
+        uint64_t file_size; /* at open time */
+
+        uint64_t virtual_size;
+
+        /* From the image's header (qcow2); NULL when there is none. */
+        char *backing_name;
+        enum vh_image_format backing_format; /* VH_IMAGE_FORMAT_PROBE when not recorded */
+        char *backing_path;                  /* backing_name resolved against our directory */
+        struct vh_image *backing;
+};
+
+extern const struct image_driver image_driver_raw;
+extern const struct image_driver image_driver_qcow2;
+
+/* Reads exactly 'len' bytes at 'offset'; what lies past the end of the
+ * file reads as zeros (a qcow2 file may end inside its last cluster). */
+int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err);
+
+/* Opens one file, without its backing chain. 'chain_top', when given, is
+ * the chain this file is about to join: a file already in it is a loop,
+ * found before locking (our own locks would otherwise make it look like
+ * "in use"). */
+int image_open_one(const char *path, enum vh_image_format format, unsigned flags, unsigned depth,
+                   const struct vh_image *chain_top, struct vh_image **ret, struct vh_error *err);
+
+/* Opens the backing chain below 'img' (chain.c). */
+int image_chain_open(struct vh_image *img, unsigned flags, struct vh_error *err);
+
+/* Builds the path QEMU would open for 'backing_name' named by the image at
+ * 'overlay_path': absolute names as they are, relative ones appended to the
+ * overlay's directory as written ("sub/a.qcow2" + "../b" = "sub/../b"). */
+int image_backing_path(const char *overlay_path, const char *backing_name, char **ret_path);
+
+/* QEMU's OFD byte locks (lock.c). A reader holds "consistent read" and
+ * refuses to share "write" and "resize"; a writer also holds those two. */
+enum image_lock_mode {
+        IMAGE_LOCK_READ,
+        IMAGE_LOCK_WRITE,
+};
+int image_lock(int fd, enum image_lock_mode mode, const char *filename, struct vh_error *err);
+
+/* A new image file written beside its final path and renamed over it
+ * (output.c). */
+struct image_output {
+        char *path;     /* final path (symlinks resolved) */
+        char *tmp_path;
+        int fd;         /* the temporary file, open for writing */
+        int old_fd;     /* the file being replaced, held locked; -1 if none */
+};
+int image_output_begin(const char *path, struct image_output *ret, struct vh_error *err);
+int image_output_commit(struct image_output *out, struct vh_error *err);
+/* Closes everything and removes the temporary file (if not committed).
+ * Safe on a struct that begin failed to fill, if it was set up as
+ * IMAGE_OUTPUT_INIT. */
+#define IMAGE_OUTPUT_INIT { .fd = -1, .old_fd = -1 }
+void image_output_done(struct image_output *out);
+
+/* Writes all of 'buf' at 'offset'. */
+int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
+
+/* True if all 'len' bytes are zero. */
+bool image_buffer_is_zero(const void *buf, size_t len);
+
+/* raw.c: sets the size of a new raw file. */
+int raw_create(int fd, uint64_t size, struct vh_error *err);
+
+/* Format-specific create into an open file (qcow2-write.c). */
+int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t size, struct vh_error *err);
+
+/* Copies the message of 'err' behind "PREFIX: ", keeping the code. */
+int image_error_prefix(struct vh_error *err, int code, const char *prefix);
+
+static inline uint16_t be16_load(const uint8_t *p) {
+        return (uint16_t) ((unsigned) p[0] << 8 | p[1]);
+}
+static inline uint32_t be32_load(const uint8_t *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+static inline uint64_t be64_load(const uint8_t *p) {
+        return (uint64_t) be32_load(p) << 32 | be32_load(p + 4);
+}
+static inline void be16_store(uint8_t *p, uint16_t v) {
+        p[0] = (uint8_t) (v >> 8);
+        p[1] = (uint8_t) v;
+}
+static inline void be32_store(uint8_t *p, uint32_t v) {
+        p[0] = (uint8_t) (v >> 24);
+        p[1] = (uint8_t) (v >> 16);
+        p[2] = (uint8_t) (v >> 8);
+        p[3] = (uint8_t) v;
+}
+static inline void be64_store(uint8_t *p, uint64_t v) {
+        be32_store(p, (uint32_t) (v >> 32));
+        be32_store(p + 4, (uint32_t) v);
+}

@@ -1,0 +1,99 @@
+/* image/raw.c: raw images: the file is the disk. The virtual size is the
+ * file size rounded up to 512 bytes (as QEMU reports it; the tail reads as
+ * zeros), and holes found with SEEK_DATA/SEEK_HOLE are reported as zero
+ * extents so that convert need not read them. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "base/macro.h"
+#include "image/image-internal.h"
+
+struct raw_state {
+        /* The last data range SEEK_DATA/SEEK_HOLE found, so that walking a
+         * file cluster by cluster costs one lseek pair per data range. */
+        uint64_t data_start, data_end;
+        bool seek_works;
+};
+
+static int raw_open(struct vh_image *img, struct vh_error *err) {
+        struct raw_state *s = calloc(1, sizeof(*s));
+        if (!s)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        s->seek_works = true;
+        img->priv = s;
+        img->virtual_size = ALIGN_UP(img->file_size, (uint64_t) 512);
+        return 0;
+}
+
+static void raw_close(struct vh_image *img) {
+        free(img->priv);
+        img->priv = NULL;
+}
+
+static int raw_map(struct vh_image *img, uint64_t offset, uint64_t max_len, struct image_layer_extent *ret,
+                   struct vh_error *err) {
+        struct raw_state *s = img->priv;
+
+        if (offset >= img->file_size) {
+                /* The tail up to the next 512 bytes. */
+                *ret = (struct image_layer_extent) { .length = max_len, .kind = IMAGE_EXTENT_ZERO };
+                return 0;
+        }
+        uint64_t file_left = img->file_size - offset;
+
+        if (s->seek_works && !(offset >= s->data_start && offset < s->data_end)) {
+                off_t data = lseek(img->fd, (off_t) offset, SEEK_DATA);
+                if (data < 0 && errno == ENXIO) {
+                        /* A hole up to the end of the file. */
+                        *ret = (struct image_layer_extent) { .length = max_len, .kind = IMAGE_EXTENT_ZERO };
+                        return 0;
+                }
+                if (data < 0) {
+                        /* File systems without SEEK_DATA: everything is data. */
+                        s->seek_works = false;
+                } else if ((uint64_t) data > offset) {
+                        *ret = (struct image_layer_extent) {
+                                .length = MIN(max_len, (uint64_t) data - offset),
+                                .kind = IMAGE_EXTENT_ZERO,
+                        };
+                        return 0;
+                } else {
+                        off_t hole = lseek(img->fd, (off_t) offset, SEEK_HOLE);
+                        if (hole < 0 || (uint64_t) hole <= offset)
+                                s->seek_works = false;
+                        else {
+                                s->data_start = offset;
+                                s->data_end = (uint64_t) hole;
+                        }
+                }
+        }
+
+        uint64_t length = MIN(max_len, file_left);
+        if (s->seek_works)
+                length = MIN(length, s->data_end - offset);
+        *ret = (struct image_layer_extent) { .length = length, .kind = IMAGE_EXTENT_DATA, .host_offset = offset };
+        (void) err;
+        return 0;
+}
+
+static int raw_fill_info(struct vh_image *img, struct vh_image_info *info, struct vh_error *err) {
+        return 0;
+}
+
+int raw_create(int fd, uint64_t size, struct vh_error *err) {
+        /* Sparse: the file system gives zeros for the holes, like qemu-img's
+         * default preallocation=off. */
+        if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t) size) < 0)
+                return vh_error_set(err, negative_errno(), "cannot set the file size to %" PRIu64 ": %m", size);
+        return 0;
+}
+
+const struct image_driver image_driver_raw = {
+        .format = VH_IMAGE_FORMAT_RAW,
+        .open = raw_open,
+        .close = raw_close,
+        .map = raw_map,
+        .fill_info = raw_fill_info,
+};
