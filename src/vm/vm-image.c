@@ -12,8 +12,6 @@
 #include "vm/vm-image.h"
 #include "vm/vm.h"
 #include "vmhost/image.h"
-#define vh_image_probe(a,b,c) vh_error_set(c, -EOPNOTSUPP, "image engine not linked yet")
-#define vh_image_create(a,b,c) (-EOPNOTSUPP)
 
 int vm_image_create_overlay(struct vm_def *def, const char *base, uint64_t size, struct vh_error *err) {
         char abs_base[PATH_MAX];

@@ -309,6 +309,32 @@ int vm_derive_mac(const char *name, char ret[18]) {
         return 0;
 }
 
+static uint64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+/* Waits until a unix socket accepts a connection, 'pid' dies (-ESRCH) or
+ * the time is up (-ETIMEDOUT). */
+static int wait_for_socket(const char *path, int pid, unsigned timeout_ms) {
+        uint64_t deadline = now_ms() + timeout_ms;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        for (;;) {
+                _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return negative_errno();
+                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                        return 0;
+                if (!process_alive(pid))
+                        return -ESRCH;
+                if (now_ms() >= deadline)
+                        return -ETIMEDOUT;
+                usleep(10 * 1000);
+        }
+}
+
 static uint64_t file_size_or_zero(const char *path) {
         struct stat st;
         return stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
@@ -375,7 +401,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 .serial_log = p.serial_log,
                 .pidfile = p.pidfile,
                 .mac = def->net_user ? mac : NULL,
-                .daemonize = true,
+                .daemonize = false,
         };
         memcpy(launch.host_ports, st.host_ports, sizeof(launch.host_ports));
 
@@ -396,53 +422,76 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                                     launch.qemu_binary);
         }
 
-        pid_t pid = fork();
-        if (pid < 0) {
+        /* QEMU runs in the foreground of its own session, double-forked so
+         * it is nobody's zombie: -daemonize would need fork() and setsid()
+         * after the sandbox is in place, which spawn=deny and
+         * elevateprivileges=deny forbid. */
+        int pidpipe[2];
+        if (pipe2(pidpipe, O_CLOEXEC) < 0) {
                 r = negative_errno();
                 strv_done(&argv);
                 runtime_clean(&p);
                 return r;
         }
-        if (pid == 0) {
-                /* Sockets and logs QEMU creates are for us alone: 0600. */
-                umask(077);
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                int log = open(p.qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-                if (null >= 0) {
-                        dup2(null, STDIN_FILENO);
-                        dup2(null, STDOUT_FILENO);
-                }
-                if (log >= 0)
-                        dup2(log, STDERR_FILENO);
-                setsid();
-                execv(exe, argv.v);
-                dprintf(STDERR_FILENO, "exec %s: %s\n", exe, strerror(errno));
-                _exit(127);
+        pid_t middle = fork();
+        if (middle < 0) {
+                r = negative_errno();
+                close(pidpipe[0]);
+                close(pidpipe[1]);
+                strv_done(&argv);
+                runtime_clean(&p);
+                return r;
         }
+        if (middle == 0) {
+                setsid();
+                pid_t qemu = fork();
+                if (qemu == 0) {
+                        /* Sockets and logs QEMU creates are for us alone: 0600. */
+                        umask(0177);
+                        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                        int log = open(p.qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                        if (null >= 0) {
+                                dup2(null, STDIN_FILENO);
+                                dup2(null, STDOUT_FILENO);
+                        }
+                        if (log >= 0)
+                                dup2(log, STDERR_FILENO);
+                        execv(exe, argv.v);
+                        dprintf(STDERR_FILENO, "exec %s: %s\n", exe, strerror(errno));
+                        _exit(127);
+                }
+                int32_t v = qemu;
+                _exit(write(pidpipe[1], &v, sizeof(v)) == sizeof(v) && qemu > 0 ? 0 : 1);
+        }
+        close(pidpipe[1]);
         strv_done(&argv);
-
-        /* With -daemonize the first process exits once QEMU is initialized
-         * (sockets listening) or has failed; its status tells which. */
+        int32_t qpid = 0;
+        ssize_t got = read(pidpipe[0], &qpid, sizeof(qpid));
+        close(pidpipe[0]);
         int status;
-        while (waitpid(pid, &status, 0) < 0)
+        while (waitpid(middle, &status, 0) < 0)
                 if (errno != EINTR)
-                        return negative_errno();
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                        break;
+        if (got != sizeof(qpid) || qpid <= 0) {
+                runtime_clean(&p);
+                return vh_error_set(err, -EIO, "Could not start QEMU for VM %s", name);
+        }
+
+        /* QEMU is initialized once its QMP socket accepts connections; if it
+         * dies first, its log says why. */
+        r = wait_for_socket(p.qmp_socket, qpid, 30 * 1000);
+        if (r < 0) {
                 char why[256];
+                if (process_alive(qpid))
+                        kill(qpid, SIGKILL);
                 last_log_line(p.qemu_log, why, sizeof(why));
                 runtime_clean(&p);
                 return vh_error_set(err, -EIO, "QEMU failed to start VM %s: %s (full log: %s)", name,
-                                    why[0] ? why : "no message", p.qemu_log);
+                                    why[0] ? why : r == -ETIMEDOUT ? "QMP socket did not appear within 30 s" : "no message",
+                                    p.qemu_log);
         }
 
-        _cleanup_free_ char *pidtext = NULL;
-        uint64_t qpid = 0;
-        if (read_one_line_file(p.pidfile, &pidtext) < 0 || parse_u64(pidtext, &qpid) < 0 || qpid == 0 ||
-            qpid > INT32_MAX) {
-                runtime_clean(&p);
-                return vh_error_set(err, -EIO, "QEMU started VM %s but wrote no valid pid to %s", name, p.pidfile);
-        }
-        st.pid = (int) qpid;
+        st.pid = qpid;
         r = runtime_state_write(p.runtime_state, &st, def->n_forwards);
         if (r < 0) {
                 kill(st.pid, SIGKILL);
@@ -458,11 +507,6 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         return 0;
 }
 
-static uint64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
 
 int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};

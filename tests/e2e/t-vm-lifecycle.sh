@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The minimal VM lifecycle against real QEMU (TCG): create with a direct
+# kernel boot, start and wait for the ready line, a console round trip
+# through 'vmhost vm console', security of the endpoints (0600 unix sockets,
+# no TCP listener but the 127.0.0.1 forward), kill -9 noticed by 'status',
+# stale runtime files cleaned, restart, stop, delete keeps the base, and
+# clear errors for bad input.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+e2e_init vm-lifecycle
+source "$here/vmhost-env.sh"
+trap 'vmhost_cleanup_vms; e2e_cleanup' EXIT
+need python3 ss
+
+# expect_error DESC PATTERN CMD...: CMD must fail and print PATTERN.
+expect_error() {
+	local desc=$1 pat=$2 out; shift 2
+	if out=$("$@" 2>&1); then
+		fail "$desc" "succeeded: $out"
+	elif grep -qE -- "$pat" <<<"$out"; then
+		pass "$desc" "$out"
+	else
+		fail "$desc" "wrong message: $out"
+	fi
+}
+
+"$VMHOST" vm create k1 --boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" \
+	--append "console=ttyS0 quiet panic=-1 vmhost.name=k1 vmhost.net=dhcp vmhost.tcp=7777" \
+	--forward tcp:auto:7777 --memory 256M >/dev/null && pass create || fail create
+
+t0=$(e2e_now)
+if out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1); then
+	pass start-ready "$(grep -o 'VMHOST-READY.*' <<<"$out") after $(e2e_elapsed "$t0") s"
+else
+	fail start-ready "$out"; tail -c 1000 "$VMHOST_HOME/vms/k1/serial.log"; e2e_finish
+fi
+pid=$(vm_json k1 pid)
+[ "$(vm_json k1 state)" = running ] && [ -n "$pid" ] && pass status-running "pid $pid" || fail status-running
+
+# Console round trip: piped input, answers relayed until the console is quiet.
+out=$(printf 'echo $((6*7))\n' | timeout 20 "$VMHOST" vm console k1 2>&1)
+grep -qx '42' <<<"${out//$'\r'/}" && pass console-roundtrip || fail console-roundtrip "got: $out"
+
+# Endpoints: unix sockets 0600 in a 0700 directory; QEMU listens on no TCP
+# port except the forward on 127.0.0.1.
+rt=$VMHOST_HOME/run/vms/k1
+m1=$(stat -c %a "$rt/qmp.sock") m2=$(stat -c %a "$rt/serial.sock") md=$(stat -c %a "$rt")
+[ "$m1" = 600 ] && [ "$m2" = 600 ] && [ "$md" = 700 ] && pass sockets-private "qmp $m1, serial $m2, dir $md" ||
+	fail sockets-private "qmp $m1, serial $m2, dir $md"
+port=$(vm_json k1 forwards 0 host-port)
+listeners=$(ss -Hltnup | grep "pid=$pid," | awk '{print $5}' | sort -u | tr '\n' ' ')
+[ "$listeners" = "127.0.0.1:$port " ] && pass only-forward-on-tcp "$listeners" || fail only-forward-on-tcp "listening: '$listeners'"
+line=$(tcp_read_line 127.0.0.1 "$port" 20) && [[ $line == *"k1 hello"* ]] && pass forward "$line" || fail forward "$line"
+
+# -sandbox on is in force.
+tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- '-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny' &&
+	grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status" && pass sandboxed "seccomp filter mode" || fail sandboxed
+
+expect_error start-twice "already running" "$VMHOST" vm start k1
+expect_error delete-running "is running" "$VMHOST" vm delete k1
+
+# A QEMU killed behind vmhost's back shows up as crashed, with the reason,
+# and the stale runtime files are gone.
+kill -9 "$pid"
+sleep 0.5
+st=$(vm_json k1 state)
+[ "$st" = crashed ] && pass kill9-noticed "state $st, reason: $(vm_json k1 exit-reason)" || fail kill9-noticed "state $st"
+[ ! -e "$rt/qmp.sock" ] && [ ! -e "$rt/state" ] && pass stale-runtime-cleaned || fail stale-runtime-cleaned "$(ls -la "$rt")"
+[ "$(vm_json k1 state)" = stopped ] && "$VMHOST" vm status k1 | grep -q "last exit" && pass crash-remembered ||
+	fail crash-remembered "$("$VMHOST" vm status k1)"
+
+"$VMHOST" vm start k1 --wait --timeout 120 >/dev/null 2>&1 && pass restart-after-crash || fail restart-after-crash
+t0=$(e2e_now)
+"$VMHOST" vm stop k1 >/dev/null && [ "$(vm_json k1 state)" = stopped ] && [ ! -e "$rt/serial.sock" ] &&
+	pass stop "$(e2e_elapsed "$t0") s" || fail stop
+
+# An overlay VM: delete removes its own disk, never the base.
+"$VMHOST" vm create o1 --base "$GUEST_DIR/disk.qcow2" >/dev/null && pass create-overlay || fail create-overlay
+sum0=$(sha256sum <"$GUEST_DIR/disk.qcow2")
+"$VMHOST" vm delete o1 >/dev/null && [ ! -e "$VMHOST_HOME/vms/o1" ] && [ "$(sha256sum <"$GUEST_DIR/disk.qcow2")" = "$sum0" ] &&
+	pass delete-keeps-base || fail delete-keeps-base
+
+# Bad input: clear errors naming the problem, nothing made.
+expect_error bad-name "Invalid VM name 'a/b'" "$VMHOST" vm create a/b --disk /dev/null
+expect_error bad-forward "Invalid forward 'tcp:99999:22'" "$VMHOST" vm create f1 --disk /dev/null --forward tcp:99999:22
+expect_error bad-memory "memory must be" "$VMHOST" vm create f2 --disk /dev/null --memory lots
+expect_error missing-disk "Disk /nonexistent.qcow2 does not exist" "$VMHOST" vm create f3 --disk /nonexistent.qcow2
+expect_error missing-base "Base image /nonexistent.qcow2" "$VMHOST" vm create f4 --base /nonexistent.qcow2
+expect_error unknown-vm "No VM named 'nope'" "$VMHOST" vm start nope
+expect_error duplicate "VM k1 already exists" "$VMHOST" vm create k1 --disk /dev/null
+[ -z "$(ls "$VMHOST_HOME/vms" | grep -v '^k1$')" ] && pass bad-input-made-nothing || fail bad-input-made-nothing "$(ls "$VMHOST_HOME/vms")"
+
+# A hand-edited definition with a typo is refused with its line number.
+cp "$VMHOST_HOME/vms/k1/vm.conf" "$E2E_TMP/vm.conf.good"
+echo "cpuz = 2" >>"$VMHOST_HOME/vms/k1/vm.conf"
+expect_error bad-definition "vm.conf:[0-9]+: unknown key 'cpuz'" "$VMHOST" vm start k1
+cp "$E2E_TMP/vm.conf.good" "$VMHOST_HOME/vms/k1/vm.conf"
+e2e_finish
