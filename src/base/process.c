@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -108,5 +109,23 @@ int process_run(char *const argv[], size_t max_output, char **ret_output) {
 bool process_alive(int pid) {
         if (pid <= 0)
                 return false;
-        return kill(pid, 0) == 0 || errno == EPERM;
+        if (kill(pid, 0) < 0 && errno != EPERM)
+                return false;
+        /* A zombie still answers kill(); it is dead all the same. Our QEMUs
+         * are reparented to PID 1, which on some machines reaps late. */
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return true; /* no procfs: trust kill() */
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        /* "pid (comm) S ...": comm may contain ')' itself, so take the last. */
+        const char *p = strrchr(buf, ')');
+        if (!p || p[1] != ' ')
+                return true;
+        return p[2] != 'Z' && p[2] != 'X';
 }

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
@@ -136,4 +138,29 @@ TEST(process_run_captures) {
         CHECK_EQ_INT(process_run(argv3, 10, &out), 0);
         CHECK_EQ_INT(strlen(out), 10);
         free(out);
+}
+
+TEST(process_alive_sees_zombies_as_dead) {
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(0);
+        CHECK(pid > 0);
+        /* Not reaped yet: a zombie. */
+        for (int i = 0; i < 200; i++) {
+                char path[64], buf[256] = "";
+                snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+                FILE *f = fopen(path, "r");
+                if (f) {
+                        if (!fgets(buf, sizeof(buf), f))
+                                buf[0] = '\0';
+                        fclose(f);
+                }
+                if (strstr(buf, ") Z "))
+                        break;
+                usleep(5000);
+        }
+        CHECK(!process_alive(pid));
+        CHECK(process_alive(getpid()));
+        CHECK(!process_alive(0));
+        waitpid(pid, NULL, 0);
 }
