@@ -14,6 +14,7 @@
 #include "base/paths.h"
 #include "base/strutil.h"
 #include "cli/cli.h"
+#include "vm/vm-alloc.h"
 #include "vm/vm-image.h"
 #include "vm/vm.h"
 
@@ -41,7 +42,10 @@ static void usage(FILE *f) {
                 "  --cdrom ISO             attach an ISO image\n"
                 "  --boot disk|cdrom|kernel  boot device (default disk)\n"
                 "  --kernel FILE --initrd FILE --append TEXT   direct kernel boot\n"
-                "  --net user|none         user-mode NAT network (default user)\n"
+                "  --net SPEC              a NIC: user (QEMU user-mode NAT, the default), none, or\n"
+                "                          NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR];\n"
+                "                          repeat for several NICs. MACs are allocated unless given\n"
+                "  --vnc auto|none|HOST:DISPLAY  VNC display (auto: a free one on 127.0.0.1)\n"
                 "  --forward PROTO:HOST:GUEST  forward a host port on 127.0.0.1 to the guest,\n"
                 "                          e.g. tcp:auto:22 (port allocated at start) or tcp:2222:22\n"
                 "  --accel auto|kvm|tcg    accelerator (auto: KVM only where it really works)\n"
@@ -61,7 +65,7 @@ static int report(int r, const struct vh_error *err) {
 enum {
         OPT_CPUS = 0x100, OPT_MEMORY, OPT_DISK, OPT_BASE, OPT_DISK_SIZE, OPT_CDROM, OPT_BOOT, OPT_KERNEL,
         OPT_INITRD, OPT_APPEND, OPT_NET, OPT_FORWARD, OPT_ACCEL, OPT_CPU, OPT_LOCALTIME, OPT_WAIT, OPT_TIMEOUT,
-        OPT_JSON,
+        OPT_JSON, OPT_VNC,
 };
 
 static int set_key(struct vm_def *def, const char *key, const char *value) {
@@ -86,6 +90,7 @@ static int vm_create_cmd(int argc, char **argv) {
                 { "initrd", required_argument, NULL, OPT_INITRD },
                 { "append", required_argument, NULL, OPT_APPEND },
                 { "net", required_argument, NULL, OPT_NET },
+                { "vnc", required_argument, NULL, OPT_VNC },
                 { "forward", required_argument, NULL, OPT_FORWARD },
                 { "accel", required_argument, NULL, OPT_ACCEL },
                 { "cpu", required_argument, NULL, OPT_CPU },
@@ -103,16 +108,13 @@ static int vm_create_cmd(int argc, char **argv) {
                           name, VH_NAME_MAX);
                 return 2;
         }
-        if (vm_exists(name)) {
-                log_error("VM %s already exists. Use 'vmhost vm delete %s' first, or another name.", name, name);
-                return 1;
-        }
-
         _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new(name);
         if (!def)
                 return log_error_errno(-ENOMEM, "Out of memory"), 1;
-        def->net_user = true;
-        const char *base = NULL, *disk_size = NULL;
+        const char *base = NULL, *disk_size = NULL, *vnc = "auto";
+        const char *nets[VM_MAX_NICS];
+        unsigned n_nets = 0;
+        bool no_net = false;
 
         optind = 2;
         int c;
@@ -130,7 +132,15 @@ static int vm_create_cmd(int argc, char **argv) {
                 case OPT_KERNEL: key = "kernel"; break;
                 case OPT_INITRD: key = "initrd"; break;
                 case OPT_APPEND: key = "append"; break;
-                case OPT_NET: key = "net"; break;
+                case OPT_NET:
+                        if (streq(optarg, "none"))
+                                no_net = true;
+                        else if (n_nets >= VM_MAX_NICS)
+                                return log_error("At most %d --net options", VM_MAX_NICS), 2;
+                        else
+                                nets[n_nets++] = optarg;
+                        break;
+                case OPT_VNC: vnc = optarg; break;
                 case OPT_FORWARD: key = "forward"; break;
                 case OPT_ACCEL: key = "accel"; break;
                 case OPT_CPU: key = "cpu"; break;
@@ -158,14 +168,53 @@ static int vm_create_cmd(int argc, char **argv) {
         if (def->cdrom && !file_exists(def->cdrom))
                 return log_error("CD-ROM image %s does not exist", def->cdrom), 1;
 
-        struct vh_error err = {};
-        int r;
-        if (base) {
-                uint64_t size = 0;
-                if (disk_size && parse_size(disk_size, &size) < 0) {
-                        log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
+        if (no_net && n_nets > 0)
+                return log_error("vm create: --net none excludes other --net options"), 2;
+        if (!no_net && n_nets == 0)
+                nets[n_nets++] = VM_NET_USER;
+        for (unsigned i = 0; i < n_nets; i++)
+                if (set_key(def, "nic", nets[i]) < 0)
                         return 2;
-                }
+        if (!streq(vnc, "auto") && set_key(def, "vnc", vnc) < 0)
+                return 2;
+
+        struct vh_error err = {};
+        uint64_t size = 0;
+        if (disk_size && parse_size(disk_size, &size) < 0) {
+                log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
+                return 2;
+        }
+        /* With --base the disk is made below; the rest is checked now. */
+        int r = base ? 0 : vm_def_validate(def, &err);
+        if (r < 0)
+                return report(r, &err);
+
+        /* Allocation and saving happen under the home's lock, so parallel
+         * creates never share an id, a MAC or a VNC display. */
+        _cleanup_close_ int lock = -1;
+        r = vm_home_lock(&lock, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (vm_exists(name)) {
+                log_error("VM %s already exists. Use 'vmhost vm delete %s' first, or another name.", name, name);
+                return 1;
+        }
+        r = vm_alloc_id(&def->id, &err);
+        if (r < 0)
+                return report(r, &err);
+        for (unsigned i = 0; i < def->n_nics; i++)
+                if (!def->nics[i].mac[0])
+                        (void) vm_derive_mac(def->id, i, def->nics[i].mac);
+        if (streq(vnc, "auto")) {
+                def->vnc_host = strdup("127.0.0.1");
+                if (!def->vnc_host)
+                        return log_error_errno(-ENOMEM, "Out of memory"), 1;
+                r = vm_alloc_vnc_display(def->vnc_host, &def->vnc_display, &err);
+                if (r < 0)
+                        return report(r, &err);
+                def->vnc = true;
+        }
+        if (base) {
                 r = vm_image_create_overlay(def, base, size, &err);
                 if (r < 0)
                         return report(r, &err);
@@ -179,7 +228,12 @@ static int vm_create_cmd(int argc, char **argv) {
         printf("Created VM %s", name);
         if (base)
                 printf(" with overlay %s on %s", def->disk, def->base);
-        printf(".\nStart it with: vmhost vm start %s --wait\n", name);
+        printf(".\n");
+        for (unsigned i = 0; i < def->n_nics; i++)
+                printf("NIC %u: network %s, MAC %s\n", i, def->nics[i].network, def->nics[i].mac);
+        if (def->vnc)
+                printf("VNC: %s:%u (port %u)\n", def->vnc_host, def->vnc_display, 5900 + def->vnc_display);
+        printf("Start it with: vmhost vm start %s --wait\n", name);
         return 0;
 }
 
@@ -227,6 +281,8 @@ static int vm_start_cmd(int argc, char **argv) {
 
         printf("VM %s started (pid %d, accelerator %s).\n", name, st.pid, st.accel);
         print_forwards(def, &st);
+        if (def->vnc)
+                printf("vnc:         %s:%u (port %u)\n", def->vnc_host, def->vnc_display, 5900 + def->vnc_display);
         if (wait) {
                 _cleanup_free_ char *line = NULL;
                 r = vm_wait_ready(name, (unsigned) timeout * 1000, &line, &err);
@@ -277,8 +333,32 @@ static void status_json(struct json_writer *w, const struct vm_def *def, const s
         }
         json_kv_uint(w, "cpus", def->cpus);
         json_kv_uint(w, "memory", def->memory);
+        json_kv_uint(w, "id", def->id);
         json_kv_string(w, "disk", def->disk);
         json_kv_string(w, "base", def->base);
+        json_key(w, "vnc");
+        if (def->vnc) {
+                json_object_begin(w);
+                json_kv_string(w, "host", def->vnc_host);
+                json_kv_uint(w, "display", def->vnc_display);
+                json_kv_uint(w, "port", 5900 + def->vnc_display);
+                json_object_end(w);
+        } else
+                json_null(w);
+        json_key(w, "nics");
+        json_array_begin(w);
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                json_object_begin(w);
+                json_kv_string(w, "network", def->nics[i].network);
+                json_kv_string(w, "mac", def->nics[i].mac);
+                if (def->nics[i].vlan >= 0)
+                        json_kv_int(w, "vlan", def->nics[i].vlan);
+                json_kv_string(w, "model", def->nics[i].model == VM_NIC_E1000 ? "e1000" : "virtio");
+                if (def->nics[i].ip)
+                        json_kv_string(w, "ip", def->nics[i].ip);
+                json_object_end(w);
+        }
+        json_array_end(w);
         json_key(w, "forwards");
         json_array_begin(w);
         for (unsigned i = 0; i < def->n_forwards; i++) {
@@ -352,6 +432,12 @@ static int vm_status_cmd(int argc, char **argv) {
                 printf("last exit:   %s\n", st.exit_reason);
         char b[32];
         printf("cpus:        %u\nmemory:      %s\n", def->cpus, format_size(def->memory, b, sizeof(b)));
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                _cleanup_free_ char *nic = vm_nic_format(&def->nics[i]);
+                printf("nic %u:       %s\n", i, nic ? nic : "?");
+        }
+        if (def->vnc)
+                printf("vnc:         %s:%u (port %u)\n", def->vnc_host, def->vnc_display, 5900 + def->vnc_display);
         if (def->disk)
                 printf("disk:        %s\n", def->disk);
         if (def->base)

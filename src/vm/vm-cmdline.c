@@ -90,30 +90,53 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
                 }
         }
 
-        if (def->net_user) {
-                _cleanup_free_ char *netdev = strdup("user,id=net0");
-                if (!netdev)
-                        return -ENOMEM;
-                for (unsigned i = 0; i < def->n_forwards; i++) {
-                        const struct vm_forward *f = &def->forwards[i];
-                        uint16_t host = f->host_port ? f->host_port : l->host_ports[i];
-                        if (host == 0)
-                                return vh_error_set(err, -EINVAL, "Forward %u of VM %s has no host port allocated", i,
-                                                    def->name);
-                        char *n = strdup_printf("%s,hostfwd=%s:127.0.0.1:%u-:%u", netdev,
-                                                f->proto == VM_FWD_UDP ? "udp" : "tcp", host, f->guest_port);
-                        if (!n)
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                const struct vm_nic *nic = &def->nics[i];
+                if (!nic->mac[0])
+                        return vh_error_set(err, -EINVAL, "NIC %u of VM %s has no MAC allocated", i, def->name);
+                if (streq(nic->network, VM_NET_USER)) {
+                        _cleanup_free_ char *netdev = strdup_printf("user,id=net%u", i);
+                        if (!netdev)
                                 return -ENOMEM;
-                        free(netdev);
-                        netdev = n;
+                        /* Forwards go to the first user-mode NIC. */
+                        for (unsigned f = 0; nic == vm_def_user_nic(def) && f < def->n_forwards; f++) {
+                                const struct vm_forward *fw = &def->forwards[f];
+                                uint16_t host = fw->host_port ? fw->host_port : l->host_ports[f];
+                                if (host == 0)
+                                        return vh_error_set(err, -EINVAL, "Forward %u of VM %s has no host port allocated",
+                                                            f, def->name);
+                                char *n = strdup_printf("%s,hostfwd=%s:127.0.0.1:%u-:%u", netdev,
+                                                        fw->proto == VM_FWD_UDP ? "udp" : "tcp", host, fw->guest_port);
+                                if (!n)
+                                        return -ENOMEM;
+                                free(netdev);
+                                netdev = n;
+                        }
+                        strv_add(a, "-netdev");
+                        strv_add(a, netdev);
+                } else {
+                        const struct vm_launch_nic *ln = &l->nics[i];
+                        if (!ln->tap)
+                                return vh_error_set(err, -EINVAL, "NIC %u of VM %s (network %s) has no tap attached", i,
+                                                    def->name, nic->network);
+                        strv_add(a, "-netdev");
+                        strv_addf(a, "tap,id=net%u,ifname=%s,script=no,downscript=no", i, ln->tap);
                 }
-                strv_add(a, "-netdev");
-                strv_add(a, netdev);
                 strv_add(a, "-device");
-                if (l->mac)
-                        strv_addf(a, "virtio-net-pci,netdev=net0,mac=%s", l->mac);
+                bool no_offload = !streq(nic->network, VM_NET_USER) && l->nics[i].disable_offload;
+                if (nic->model == VM_NIC_E1000)
+                        strv_addf(a, "e1000,netdev=net%u,mac=%s", i, nic->mac);
                 else
-                        strv_add(a, "virtio-net-pci,netdev=net0");
+                        strv_addf(a, "virtio-net-pci,netdev=net%u,mac=%s%s", i, nic->mac,
+                                  no_offload ? ",csum=off,guest_csum=off" : "");
+        }
+
+        if (def->vnc) {
+                /* -nodefaults leaves no display adapter; VNC needs one. */
+                strv_add(a, "-vga");
+                strv_add(a, "std");
+                strv_add(a, "-vnc");
+                strv_addf(a, "%s:%u", def->vnc_host, def->vnc_display);
         }
 
         strv_add(a, "-chardev");

@@ -3,6 +3,7 @@
  * compared with golden command lines in tests. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/strv.h"
@@ -16,7 +17,11 @@ struct vm_launch {
         const char *serial_socket;
         const char *serial_log;
         const char *pidfile;
-        const char *mac;           /* resolved MAC of the user-mode NIC */
+        /* Per NIC on a vmhost network: the tap the network attached. */
+        struct vm_launch_nic {
+                const char *tap;
+                bool disable_offload;  /* OVS userspace datapath: no checksum offload */
+        } nics[VM_MAX_NICS];
         uint16_t host_ports[VM_MAX_FORWARDS]; /* resolved host port per forward */
         bool daemonize;
 };

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -37,7 +38,9 @@ struct vm_def *vm_def_free(struct vm_def *def) {
         free(def->initrd);
         free(def->append);
         free(def->cpu_model);
-        free(def->mac);
+        free(def->vnc_host);
+        for (unsigned i = 0; i < def->n_nics; i++)
+                vm_nic_done(&def->nics[i]);
         free(def);
         return NULL;
 }
@@ -128,7 +131,7 @@ const char *vm_forward_format(const struct vm_forward *f, char *buf, size_t len)
         return buf;
 }
 
-static bool mac_is_valid(const char *s) {
+bool vm_mac_is_valid(const char *s) {
         unsigned v[6];
         char tail;
         if (strlen(s) != 17)
@@ -140,6 +143,101 @@ static bool mac_is_valid(const char *s) {
                         return false;
         /* A unicast address: multicast bit clear. */
         return (v[0] & 1) == 0;
+}
+
+void vm_nic_done(struct vm_nic *nic) {
+        free(nic->network);
+        free(nic->ip);
+        *nic = (struct vm_nic) { .vlan = -1 };
+}
+
+static bool ipv4_is_valid(const char *s) {
+        unsigned a, b, c, d;
+        char tail;
+        return sscanf(s, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &tail) == 4 && a < 256 && b < 256 && c < 256 &&
+               d < 256;
+}
+
+int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
+        if (strlen(s) > 256)
+                return vh_error_set(err, -EINVAL, "Invalid NIC '%.40s...': too long", s);
+        _cleanup_free_ char *copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        struct vm_nic nic = { .vlan = -1, .model = VM_NIC_VIRTIO };
+        char *save = NULL;
+        char *network = strtok_r(copy, ",", &save);
+        if (!network || (!streq(network, VM_NET_USER) && !name_is_valid(network)))
+                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': expected NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR] "
+                                    "where NETWORK is 'user' or a network's name", s);
+        for (char *opt = strtok_r(NULL, ",", &save); opt; opt = strtok_r(NULL, ",", &save)) {
+                char *eq = strchr(opt, '=');
+                if (!eq)
+                        goto bad_opt;
+                *eq = '\0';
+                const char *k = opt, *v = eq + 1;
+                long n;
+                if (streq(k, "mac")) {
+                        if (streq(v, "auto"))
+                                nic.mac[0] = '\0';
+                        else if (vm_mac_is_valid(v))
+                                snprintf(nic.mac, sizeof(nic.mac), "%s", v);
+                        else
+                                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': mac must be auto or a unicast address like 52:54:00:12:34:56", s);
+                } else if (streq(k, "vlan")) {
+                        if (parse_int_range(v, 1, 4094, &n) < 0)
+                                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': vlan must be 1..4094", s);
+                        nic.vlan = (int) n;
+                } else if (streq(k, "model")) {
+                        if (streq(v, "virtio"))
+                                nic.model = VM_NIC_VIRTIO;
+                        else if (streq(v, "e1000"))
+                                nic.model = VM_NIC_E1000;
+                        else
+                                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': model must be virtio or e1000", s);
+                } else if (streq(k, "ip")) {
+                        if (!ipv4_is_valid(v))
+                                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': ip must be an IPv4 address", s);
+                        free(nic.ip);
+                        nic.ip = strdup(v);
+                        if (!nic.ip)
+                                return -ENOMEM;
+                } else {
+                        *eq = '=';
+                        goto bad_opt;
+                }
+                continue;
+        bad_opt:
+                free(nic.ip);
+                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': unknown option '%s' (mac, vlan, model, ip)", s, opt);
+        }
+        if (streq(network, VM_NET_USER) && (nic.vlan >= 0 || nic.ip)) {
+                free(nic.ip);
+                return vh_error_set(err, -EINVAL, "Invalid NIC '%s': vlan and ip need a vmhost network, not user-mode NAT", s);
+        }
+        nic.network = strdup(network);
+        if (!nic.network) {
+                free(nic.ip);
+                return -ENOMEM;
+        }
+        *ret = nic;
+        return 0;
+}
+
+char *vm_nic_format(const struct vm_nic *nic) {
+        char vlan[16] = "";
+        if (nic->vlan >= 0)
+                snprintf(vlan, sizeof(vlan), ",vlan=%d", nic->vlan);
+        return strdup_printf("%s%s%s%s%s%s%s", nic->network, nic->mac[0] ? ",mac=" : "", nic->mac, vlan,
+                             nic->model == VM_NIC_E1000 ? ",model=e1000" : "", nic->ip ? ",ip=" : "",
+                             nic->ip ? nic->ip : "");
+}
+
+const struct vm_nic *vm_def_user_nic(const struct vm_def *def) {
+        for (unsigned i = 0; i < def->n_nics; i++)
+                if (streq(def->nics[i].network, VM_NET_USER))
+                        return &def->nics[i];
+        return NULL;
 }
 
 static int set_string(char **field, const char *value) {
@@ -231,23 +329,52 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
                 }
                 return 0;
         }
-        if (streq(key, "net")) {
-                if (streq(value, "user"))
-                        def->net_user = true;
-                else if (streq(value, "none"))
-                        def->net_user = false;
-                else {
-                        snprintf(why, why_len, "net must be user or none, not '%s'", value);
+        if (streq(key, "id")) {
+                long v;
+                if (parse_int_range(value, 1, 65535, &v) < 0) {
+                        snprintf(why, why_len, "id must be 1..65535, not '%s'", value);
                         return -EINVAL;
                 }
+                def->id = (unsigned) v;
                 return 0;
         }
-        if (streq(key, "mac")) {
-                if (!mac_is_valid(value)) {
-                        snprintf(why, why_len, "mac must be a unicast address like 52:54:00:12:34:56, not '%s'", value);
+        if (streq(key, "nic")) {
+                struct vh_error e = {};
+                if (def->n_nics >= VM_MAX_NICS) {
+                        snprintf(why, why_len, "at most %d NICs", VM_MAX_NICS);
                         return -EINVAL;
                 }
-                return set_string(&def->mac, value);
+                int r = vm_nic_parse(value, &def->nics[def->n_nics], &e);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        snprintf(why, why_len, "%.400s", e.msg);
+                        return -EINVAL;
+                }
+                def->n_nics++;
+                return 0;
+        }
+        if (streq(key, "vnc")) {
+                if (streq(value, "none")) {
+                        def->vnc = false;
+                        return 0;
+                }
+                const char *colon = strrchr(value, ':');
+                long d;
+                if (!colon || colon == value || (size_t) (colon - value) > 63 ||
+                    parse_int_range(colon + 1, 0, 99, &d) < 0) {
+                        snprintf(why, why_len, "vnc must be none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '%s'",
+                                 value);
+                        return -EINVAL;
+                }
+                char *host = strndup(value, (size_t) (colon - value));
+                if (!host)
+                        return -ENOMEM;
+                free(def->vnc_host);
+                def->vnc_host = host;
+                def->vnc_display = (unsigned) d;
+                def->vnc = true;
+                return 0;
         }
         if (streq(key, "forward")) {
                 struct vh_error e = {};
@@ -351,8 +478,13 @@ int vm_def_validate(const struct vm_def *def, struct vh_error *err) {
                         return vh_error_set(err, -EINVAL, "VM %s boots a kernel but has no 'kernel'", def->name);
                 break;
         }
-        if (def->n_forwards > 0 && !def->net_user)
-                return vh_error_set(err, -EINVAL, "VM %s has forwards but no user-mode network ('net = user')", def->name);
+        if (def->n_forwards > 0 && !vm_def_user_nic(def))
+                return vh_error_set(err, -EINVAL, "VM %s has forwards but no user-mode NIC ('nic = user')", def->name);
+        for (unsigned i = 0; i < def->n_nics; i++)
+                for (unsigned j = 0; j < i; j++)
+                        if (def->nics[i].mac[0] && strcasecmp(def->nics[i].mac, def->nics[j].mac) == 0)
+                                return vh_error_set(err, -EINVAL, "VM %s: NICs %u and %u have the same MAC %s", def->name,
+                                                    j, i, def->nics[i].mac);
         return 0;
 }
 
@@ -384,9 +516,19 @@ char *vm_def_format(const struct vm_def *def) {
                 fprintf(f, "initrd = %s\n", def->initrd);
         if (def->append)
                 fprintf(f, "append = %s\n", def->append);
-        fprintf(f, "net = %s\n", def->net_user ? "user" : "none");
-        if (def->mac)
-                fprintf(f, "mac = %s\n", def->mac);
+        if (def->id)
+                fprintf(f, "id = %u\n", def->id);
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                _cleanup_free_ char *n = vm_nic_format(&def->nics[i]);
+                if (!n) {
+                        fclose(f);
+                        free(buf);
+                        return NULL;
+                }
+                fprintf(f, "nic = %s\n", n);
+        }
+        if (def->vnc)
+                fprintf(f, "vnc = %s:%u\n", def->vnc_host, def->vnc_display);
         for (unsigned i = 0; i < def->n_forwards; i++) {
                 char b[64];
                 fprintf(f, "forward = %s\n", vm_forward_format(&def->forwards[i], b, sizeof(b)));

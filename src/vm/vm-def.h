@@ -12,12 +12,29 @@
 #include "vmhost/error.h"
 
 #define VM_MAX_FORWARDS 16
+#define VM_MAX_NICS 8
+/* VNC display numbers vmhost hands out: ports 5901..5999. */
+#define VM_VNC_DISPLAY_MIN 1
+#define VM_VNC_DISPLAY_MAX 99
+/* The network name that means QEMU's user-mode NAT (no vmhost network). */
+#define VM_NET_USER "user"
 #define VM_CONF_MAX_BYTES (64 * 1024)
 #define VM_CONF_MAX_LINE 4096
 
 enum vm_boot { VM_BOOT_DISK, VM_BOOT_CDROM, VM_BOOT_KERNEL };
 enum vm_accel { VM_ACCEL_AUTO, VM_ACCEL_KVM, VM_ACCEL_TCG };
 enum vm_fwd_proto { VM_FWD_TCP, VM_FWD_UDP };
+
+enum vm_nic_model { VM_NIC_VIRTIO, VM_NIC_E1000 };
+
+/* One NIC: "NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR]". */
+struct vm_nic {
+        char *network;           /* VM_NET_USER or a vmhost network's name */
+        char mac[18];            /* "" until allocated */
+        int vlan;                /* 1..4094, or -1 for untagged */
+        enum vm_nic_model model;
+        char *ip;                /* an address reserved on a managed network, or NULL */
+};
 
 /* A user-mode network forward: host port (0 = allocate at start) to guest port. */
 struct vm_forward {
@@ -38,8 +55,12 @@ struct vm_def {
         char *kernel, *initrd, *append;
         enum vm_accel accel;
         char *cpu_model;     /* NULL: QEMU's default for the accelerator */
-        bool net_user;       /* user-mode NAT NIC */
-        char *mac;
+        unsigned id;         /* 1..65535, unique in this vmhost home; 0: none yet */
+        struct vm_nic nics[VM_MAX_NICS];
+        unsigned n_nics;
+        bool vnc;            /* VNC display enabled */
+        char *vnc_host;      /* address VNC listens on (127.0.0.1 unless asked) */
+        unsigned vnc_display; /* port 5900 + display */
         struct vm_forward forwards[VM_MAX_FORWARDS];
         unsigned n_forwards;
         bool localtime;
@@ -48,6 +69,15 @@ struct vm_def {
 struct vm_def *vm_def_new(const char *name);
 struct vm_def *vm_def_free(struct vm_def *def);
 static inline void vm_def_freep(struct vm_def **p) { vm_def_free(*p); }
+
+/* A unicast MAC written as six colon-separated hex pairs. */
+bool vm_mac_is_valid(const char *s);
+/* Parses a NIC spec (see struct vm_nic); mac=auto leaves mac empty. */
+int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err);
+char *vm_nic_format(const struct vm_nic *nic);
+void vm_nic_done(struct vm_nic *nic);
+/* The first user-mode NIC, or NULL. */
+const struct vm_nic *vm_def_user_nic(const struct vm_def *def);
 
 /* Parses "tcp:HOST:GUEST" or "tcp:auto:GUEST" (udp likewise). */
 int vm_forward_parse(const char *s, struct vm_forward *ret, struct vh_error *err);

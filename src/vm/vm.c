@@ -26,6 +26,7 @@
 #include "base/strutil.h"
 #include "base/strv.h"
 #include "vm/vm-accel.h"
+#include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm.h"
 
@@ -290,25 +291,6 @@ int vm_allocate_port(bool udp, uint16_t *ret) {
         return 0;
 }
 
-int vm_derive_mac(const char *name, char ret[18]) {
-        _cleanup_free_ char *machine_id = NULL;
-        if (read_one_line_file("/etc/machine-id", &machine_id) < 0)
-                machine_id = strdup("no-machine-id");
-        if (!machine_id)
-                return -ENOMEM;
-        /* FNV-1a over "machine-id/name": stable, cheap, well spread. */
-        uint64_t h = 0xcbf29ce484222325ULL;
-        for (const char *s = machine_id; *s; s++)
-                h = (h ^ (unsigned char) *s) * 0x100000001b3ULL;
-        h = (h ^ '/') * 0x100000001b3ULL;
-        for (const char *s = name; *s; s++)
-                h = (h ^ (unsigned char) *s) * 0x100000001b3ULL;
-        /* 0x52: locally administered (bit 1 set), unicast (bit 0 clear). */
-        snprintf(ret, 18, "52:54:%02x:%02x:%02x:%02x", (unsigned) (h >> 24) & 0xff, (unsigned) (h >> 16) & 0xff,
-                 (unsigned) (h >> 8) & 0xff, (unsigned) h & 0xff);
-        return 0;
-}
-
 static uint64_t now_ms(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -378,11 +360,17 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                                                     strerror(-r));
                 }
         }
-        char mac[18];
-        if (def->mac)
-                snprintf(mac, sizeof(mac), "%s", def->mac);
-        else if ((r = vm_derive_mac(name, mac)) < 0)
-                return r;
+        /* MACs are allocated at create; a hand-written NIC without one gets
+         * the derived MAC, which is the same at every start. */
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                if (!streq(def->nics[i].network, VM_NET_USER))
+                        return vh_error_set(err, -EOPNOTSUPP,
+                                            "NIC %u of VM %s is on network '%s'; vmhost networks are not wired into VMs yet",
+                                            i, name, def->nics[i].network);
+                if (!def->nics[i].mac[0] && (r = vm_derive_mac(def->id, i, def->nics[i].mac)) < 0)
+                        return vh_error_set(err, r, "VM %s has no id to derive the MAC of NIC %u from; set 'mac=' or 'id ='",
+                                            name, i);
+        }
 
         r = mkdir_p(p.runtime_dir, 0700);
         if (r < 0)
@@ -400,7 +388,6 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 .serial_socket = p.serial_socket,
                 .serial_log = p.serial_log,
                 .pidfile = p.pidfile,
-                .mac = def->net_user ? mac : NULL,
                 .daemonize = false,
         };
         memcpy(launch.host_ports, st.host_ports, sizeof(launch.host_ports));

@@ -82,7 +82,3 @@ int vm_delete(const char *name, struct vh_error *err);
 
 /* Allocates a free TCP or UDP port on 127.0.0.1 (asks the kernel). */
 int vm_allocate_port(bool udp, uint16_t *ret);
-
-/* A locally administered unicast MAC derived from the host's machine id and
- * the VM's name, so the same VM keeps its MAC and two hosts differ. */
-int vm_derive_mac(const char *name, char ret[18]);

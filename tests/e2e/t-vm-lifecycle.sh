@@ -49,8 +49,11 @@ m1=$(stat -c %a "$rt/qmp.sock") m2=$(stat -c %a "$rt/serial.sock") md=$(stat -c 
 [ "$m1" = 600 ] && [ "$m2" = 600 ] && [ "$md" = 700 ] && pass sockets-private "qmp $m1, serial $m2, dir $md" ||
 	fail sockets-private "qmp $m1, serial $m2, dir $md"
 port=$(vm_json k1 forwards 0 host-port)
+vnc=$(vm_json k1 vnc port)
 listeners=$(ss -Hltnup | grep "pid=$pid," | awk '{print $5}' | sort -u | tr '\n' ' ')
-[ "$listeners" = "127.0.0.1:$port " ] && pass only-forward-on-tcp "$listeners" || fail only-forward-on-tcp "listening: '$listeners'"
+expected=$(printf '%s\n' "127.0.0.1:$port" "127.0.0.1:$vnc" | sort | tr '\n' ' ')
+[ "$listeners" = "$expected" ] && pass only-forward-and-vnc-on-loopback "$listeners" ||
+	fail only-forward-and-vnc-on-loopback "listening: '$listeners', expected '$expected'"
 line=$(tcp_read_line 127.0.0.1 "$port" 20) && [[ $line == *"k1 hello"* ]] && pass forward "$line" || fail forward "$line"
 
 # -sandbox on is in force.
@@ -89,7 +92,25 @@ expect_error missing-disk "Disk /nonexistent.qcow2 does not exist" "$VMHOST" vm 
 expect_error missing-base "Base image /nonexistent.qcow2" "$VMHOST" vm create f4 --base /nonexistent.qcow2
 expect_error unknown-vm "No VM named 'nope'" "$VMHOST" vm start nope
 expect_error duplicate "VM k1 already exists" "$VMHOST" vm create k1 --disk /dev/null
-[ -z "$(ls "$VMHOST_HOME/vms" | grep -v '^k1$')" ] && pass bad-input-made-nothing || fail bad-input-made-nothing "$(ls "$VMHOST_HOME/vms")"
+[ -z "$(find "$VMHOST_HOME/vms" -mindepth 1 -maxdepth 1 ! -name k1 ! -name .lock)" ] && pass bad-input-made-nothing || fail bad-input-made-nothing "$(ls "$VMHOST_HOME/vms")"
+
+# 20 creates at once: 20 distinct ids, MACs and VNC displays.
+for i in $(seq 1 20); do
+	"$VMHOST" vm create p$i --disk "$GUEST_DIR/disk.qcow2" >/dev/null 2>"$E2E_TMP/p$i.err" &
+done
+wait
+"$VMHOST" vm list --json >"$E2E_TMP/list.json"
+python3 - "$E2E_TMP/list.json" <<'EOF2' && pass parallel-creates-distinct || fail parallel-creates-distinct "$(cat "$E2E_TMP"/p*.err)"
+import json, sys
+vms = [v for v in json.load(open(sys.argv[1])) if v["name"].startswith("p")]
+assert len(vms) == 20, len(vms)
+macs = {v["nics"][0]["mac"] for v in vms}
+vncs = {v["vnc"]["port"] for v in vms}
+ids = {v["id"] for v in vms}
+assert len(macs) == 20 and len(vncs) == 20 and len(ids) == 20, (macs, vncs, ids)
+print("20 MACs, 20 VNC ports %d..%d, 20 ids" % (min(vncs), max(vncs)))
+EOF2
+for i in $(seq 1 20); do "$VMHOST" vm delete p$i >/dev/null; done
 
 # A hand-edited definition with a typo is refused with its line number.
 cp "$VMHOST_HOME/vms/k1/vm.conf" "$E2E_TMP/vm.conf.good"

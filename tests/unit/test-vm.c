@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "base/strv.h"
+#include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
 #include "vm/vm.h"
@@ -16,7 +17,10 @@ TEST(vm_def_parse_roundtrip) {
                            "memory = 512M\n"
                            "boot = disk\n"
                            "disk = /var/lib/vmhost/vms/web1/disk.qcow2\n"
-                           "net = user\n"
+                           "id = 7\n"
+                           "nic = user,mac=02:aa:bb:cc:00:07\n"
+                           "nic = lan,vlan=2,model=e1000,ip=10.0.0.5\n"
+                           "vnc = 127.0.0.1:5\n"
                            "forward = tcp:auto:22\n"
                            "forward = udp:5353:53\n"
                            "localtime = yes\n";
@@ -32,6 +36,16 @@ TEST(vm_def_parse_roundtrip) {
         CHECK_EQ_INT(def->forwards[0].host_port, 0);
         CHECK_EQ_INT(def->forwards[1].proto, VM_FWD_UDP);
         CHECK(def->localtime);
+        CHECK_EQ_INT(def->id, 7);
+        CHECK_EQ_INT(def->n_nics, 2);
+        CHECK_STREQ(def->nics[0].network, "user");
+        CHECK_STREQ(def->nics[0].mac, "02:aa:bb:cc:00:07");
+        CHECK_EQ_INT(def->nics[1].vlan, 2);
+        CHECK_EQ_INT(def->nics[1].model, VM_NIC_E1000);
+        CHECK_STREQ(def->nics[1].ip, "10.0.0.5");
+        CHECK(def->vnc);
+        CHECK_STREQ(def->vnc_host, "127.0.0.1");
+        CHECK_EQ_INT(def->vnc_display, 5);
 
         char *again = vm_def_format(def);
         struct vm_def *def2 = NULL;
@@ -58,13 +72,24 @@ TEST(vm_def_parse_errors_name_the_line) {
                 { "name = a\ndisk =\n", "t.conf:2: key 'disk' has no value" },
                 { "cpus = 1\n", "t.conf: missing key 'name'" },
                 { "name = a\n", "VM a boots from disk but has no 'disk'" },
-                { "name = a\ndisk = x\nnet = none\nforward = tcp:1:2\n", "VM a has forwards but no user-mode network ('net = user')" },
-                { "name = a\ndisk = x\nnet = user\nforward = tcp:70000:2\n",
+                { "name = a\ndisk = x\nforward = tcp:1:2\n", "VM a has forwards but no user-mode NIC ('nic = user')" },
+                { "name = a\ndisk = x\nnic = user\nforward = tcp:70000:2\n",
                   "t.conf:4: Invalid forward 'tcp:70000:2': host port must be 1..65535 or 'auto'" },
-                { "name = a\ndisk = x\nnet = user\nforward = sctp:1:2\n",
+                { "name = a\ndisk = x\nnic = user\nforward = sctp:1:2\n",
                   "t.conf:4: Invalid forward 'sctp:1:2': protocol must be tcp or udp" },
-                { "name = a\ndisk = x\nmac = 01:00:00:00:00:01\n",
-                  "t.conf:3: mac must be a unicast address like 52:54:00:12:34:56, not '01:00:00:00:00:01'" },
+                { "name = a\ndisk = x\nnic = user,mac=01:00:00:00:00:01\n",
+                  "t.conf:3: Invalid NIC 'user,mac=01:00:00:00:00:01': mac must be auto or a unicast address like 52:54:00:12:34:56" },
+                { "name = a\ndisk = x\nnic = user,vlan=2\n",
+                  "t.conf:3: Invalid NIC 'user,vlan=2': vlan and ip need a vmhost network, not user-mode NAT" },
+                { "name = a\ndisk = x\nnic = lan,vlan=4095\n", "t.conf:3: Invalid NIC 'lan,vlan=4095': vlan must be 1..4094" },
+                { "name = a\ndisk = x\nnic = lan,speed=10\n",
+                  "t.conf:3: Invalid NIC 'lan,speed=10': unknown option 'speed=10' (mac, vlan, model, ip)" },
+                { "name = a\ndisk = x\nnic = ../x\n",
+                  "t.conf:3: Invalid NIC '../x': expected NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR] where NETWORK is 'user' or a network's name" },
+                { "name = a\ndisk = x\nnic = user,mac=02:00:00:00:00:01\nnic = lan,mac=02:00:00:00:00:01\n",
+                  "VM a: NICs 0 and 1 have the same MAC 02:00:00:00:00:01" },
+                { "name = a\ndisk = x\nvnc = 0.0.0.0\n",
+                  "t.conf:3: vnc must be none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '0.0.0.0'" },
                 { "name = a\ndisk = x\nboot = floppy\n", "t.conf:3: boot must be disk, cdrom or kernel, not 'floppy'" },
                 { "name = a\nboot = cdrom\ndisk = x\n", "VM a boots from cdrom but has no 'cdrom'" },
         };
@@ -128,11 +153,12 @@ TEST(vm_cmdline_golden) {
                 .serial_socket = "/run/vmhost/vms/demo/serial.sock",
                 .serial_log = "/var/lib/vmhost/vms/demo/serial.log",
                 .pidfile = "/run/vmhost/vms/demo/qemu.pid",
-                .mac = "52:54:00:aa:bb:cc",
                 .host_ports = { 40001 },
+                .nics = { [1] = { .tap = "vh-demo-1", .disable_offload = true } },
                 .daemonize = true,
         };
-        char *s = build_cmdline("name = demo\ndisk = /v/d,isk.qcow2\nnet = user\nforward = tcp:auto:7777\n"
+        char *s = build_cmdline("name = demo\ndisk = /v/d,isk.qcow2\nnic = user,mac=52:54:00:aa:bb:cc\n"
+                                "nic = lan,mac=52:54:00:aa:bb:cd,vlan=3\nvnc = 127.0.0.1:7\nforward = tcp:auto:7777\n"
                                 "forward = udp:5353:53\nlocaltime = yes\n", &l);
         CHECK_STREQ(s,
                     "qemu-system-x86_64 -name demo,process=vmhost-demo -nodefaults -no-user-config "
@@ -143,6 +169,9 @@ TEST(vm_cmdline_golden) {
                     "-boot order=c "
                     "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40001-:7777,hostfwd=udp:127.0.0.1:5353-:53 "
                     "-device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc "
+                    "-netdev tap,id=net1,ifname=vh-demo-1,script=no,downscript=no "
+                    "-device virtio-net-pci,netdev=net1,mac=52:54:00:aa:bb:cd,csum=off,guest_csum=off "
+                    "-vga std -vnc 127.0.0.1:7 "
                     "-chardev socket,id=serial0,path=/run/vmhost/vms/demo/serial.sock,server=on,wait=off,"
                     "logfile=/var/lib/vmhost/vms/demo/serial.log,logappend=on -serial chardev:serial0 "
                     "-chardev socket,id=qmp0,path=/run/vmhost/vms/demo/qmp.sock,server=on,wait=off "
@@ -152,7 +181,7 @@ TEST(vm_cmdline_golden) {
 
         /* No TCP endpoint other than the 127.0.0.1 forwards, ever. */
         s = build_cmdline("name = k\nboot = kernel\nkernel = /k\ninitrd = /i\nappend = console=ttyS0\ncdrom = /c.iso\n"
-                          "net = none\ncpu = host\n", &l);
+                          "cpu = host\n", &l);
         CHECK(s && strstr(s, "-kernel /k -initrd /i -append console=ttyS0"));
         CHECK(s && strstr(s, "-cpu host"));
         CHECK(s && strstr(s, "file=/c.iso,format=raw,media=cdrom,readonly=on"));
@@ -161,13 +190,20 @@ TEST(vm_cmdline_golden) {
 }
 
 TEST(vm_mac_is_stable_local_unicast) {
-        char a[18], b[18], c[18];
-        CHECK_EQ_INT(vm_derive_mac("demo", a), 0);
-        CHECK_EQ_INT(vm_derive_mac("demo", b), 0);
-        CHECK_EQ_INT(vm_derive_mac("demo2", c), 0);
+        char a[18], b[18], c[18], d[18];
+        CHECK_EQ_INT(vm_derive_mac(1, 0, a), 0);
+        CHECK_EQ_INT(vm_derive_mac(1, 0, b), 0);
+        CHECK_EQ_INT(vm_derive_mac(2, 0, c), 0);
+        CHECK_EQ_INT(vm_derive_mac(1, 1, d), 0);
         CHECK_STREQ(a, b);
-        CHECK(strcmp(a, c) != 0);
-        CHECK(strncmp(a, "52:54:", 6) == 0);
+        CHECK(strcmp(a, c) != 0 && strcmp(a, d) != 0);
+        CHECK(vm_mac_is_valid(a) && vm_mac_is_valid(d));
+        /* Locally administered, unicast; NIC index in the first octet, the
+         * VM id in the last two. */
+        CHECK(strncmp(a, "02:", 3) == 0 && strncmp(d, "12:", 3) == 0);
+        CHECK(strcmp(a + 12, "00:01") == 0);
+        CHECK_EQ_INT(vm_derive_mac(0, 0, a), -EINVAL);
+        CHECK_EQ_INT(vm_derive_mac(1, 16, a), -EINVAL);
 }
 
 TEST(vm_forward_format_roundtrip) {

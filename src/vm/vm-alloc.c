@@ -1,0 +1,141 @@
+/* vm/vm-alloc.c: ids, VNC displays, MACs. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/macro.h"
+#include "base/paths.h"
+#include "base/strutil.h"
+#include "vm/vm-alloc.h"
+#include "vm/vm.h"
+
+int vm_home_lock(int *ret_fd, struct vh_error *err) {
+        _cleanup_free_ char *dir = NULL;
+        int r = vh_state_subdir("vms", &dir);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create the VM directory: %s", strerror(-r));
+        _cleanup_free_ char *path = strdup_printf("%s/.lock", dir);
+        if (!path)
+                return -ENOMEM;
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "Cannot open %s: %m", path);
+        while (flock(fd, LOCK_EX) < 0)
+                if (errno != EINTR) {
+                        r = vh_error_set(err, negative_errno(), "Cannot lock %s: %m", path);
+                        close(fd);
+                        return r;
+                }
+        *ret_fd = fd;
+        return 0;
+}
+
+/* Calls 'fn' for every definition in this home that loads. */
+static int for_each_def(void (*fn)(const struct vm_def *def, void *userdata), void *userdata) {
+        _cleanup_free_ char *state = vh_state_dir();
+        _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
+        if (!dir)
+                return -ENOMEM;
+        DIR *d = opendir(dir);
+        if (!d)
+                return errno == ENOENT ? 0 : negative_errno();
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (!name_is_valid(de->d_name))
+                        continue;
+                struct vm_def *def = NULL;
+                if (vm_load(de->d_name, &def, NULL) >= 0) {
+                        fn(def, userdata);
+                        vm_def_free(def);
+                }
+        }
+        closedir(d);
+        return 0;
+}
+
+struct used {
+        uint8_t ids[65536 / 8];
+        uint8_t displays[VM_VNC_DISPLAY_MAX + 1];
+};
+
+static void mark_used(const struct vm_def *def, void *userdata) {
+        struct used *u = userdata;
+        if (def->id)
+                u->ids[def->id / 8] |= (uint8_t) (1u << (def->id % 8));
+        if (def->vnc && def->vnc_display <= VM_VNC_DISPLAY_MAX)
+                u->displays[def->vnc_display] = 1;
+}
+
+int vm_alloc_id(unsigned *ret, struct vh_error *err) {
+        _cleanup_free_ struct used *u = calloc(1, sizeof(*u));
+        if (!u)
+                return -ENOMEM;
+        int r = for_each_def(mark_used, u);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot read the VM definitions: %s", strerror(-r));
+        for (unsigned id = 1; id < 65536; id++)
+                if (!(u->ids[id / 8] & (1u << (id % 8)))) {
+                        *ret = id;
+                        return 0;
+                }
+        return vh_error_set(err, -ENOSPC, "All 65535 VM ids of this vmhost home are taken");
+}
+
+static bool tcp_port_free(const char *host, unsigned port) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port) };
+        if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+                sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        return bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+}
+
+int vm_alloc_vnc_display(const char *host, unsigned *ret, struct vh_error *err) {
+        _cleanup_free_ struct used *u = calloc(1, sizeof(*u));
+        if (!u)
+                return -ENOMEM;
+        int r = for_each_def(mark_used, u);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot read the VM definitions: %s", strerror(-r));
+        for (unsigned d = VM_VNC_DISPLAY_MIN; d <= VM_VNC_DISPLAY_MAX; d++)
+                if (!u->displays[d] && tcp_port_free(host, 5900 + d)) {
+                        *ret = d;
+                        return 0;
+                }
+        return vh_error_set(err, -ENOSPC, "No free VNC display in :%d..:%d (ports %d..%d)", VM_VNC_DISPLAY_MIN,
+                            VM_VNC_DISPLAY_MAX, 5900 + VM_VNC_DISPLAY_MIN, 5900 + VM_VNC_DISPLAY_MAX);
+}
+
+uint32_t vm_host_id(void) {
+        _cleanup_free_ char *machine_id = NULL, *state = vh_state_dir();
+        if (read_one_line_file("/etc/machine-id", &machine_id) < 0)
+                machine_id = NULL;
+        /* FNV-1a over "machine-id\0state-dir": stable for a home, different
+         * for two homes on one machine and for two machines. */
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (const char *s = machine_id ? machine_id : "no-machine-id"; *s; s++)
+                h = (h ^ (unsigned char) *s) * 0x100000001b3ULL;
+        h *= 0x100000001b3ULL;
+        for (const char *s = state ? state : ""; *s; s++)
+                h = (h ^ (unsigned char) *s) * 0x100000001b3ULL;
+        return (uint32_t) ((h >> 40) ^ (h >> 16) ^ h) & 0xffffff;
+}
+
+int vm_derive_mac(unsigned id, unsigned index, char ret[18]) {
+        if (id == 0 || id > 65535 || index >= 16)
+                return -EINVAL;
+        uint32_t host = vm_host_id();
+        snprintf(ret, 18, "%02x:%02x:%02x:%02x:%02x:%02x", (index << 4) | 0x02, (host >> 16) & 0xff, (host >> 8) & 0xff,
+                 host & 0xff, (id >> 8) & 0xff, id & 0xff);
+        return 0;
+}
