@@ -234,10 +234,6 @@ static int img_create(int argc, char **argv) {
                                   size_arg);
                         return 2;
                 }
-                if (co.size == 0 && !backing) {
-                        log_error("Size must be above 0.");
-                        return 2;
-                }
         } else if (!backing) {
                 log_error("Size missing: give SIZE, or a backing file with -b.");
                 return 2;

@@ -69,6 +69,11 @@ extern const struct image_driver image_driver_qcow2;
  * file reads as zeros (a qcow2 file may end inside its last cluster). */
 int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err);
 
+/* True if [offset, offset + len) does not lie within the file. The size
+ * is looked up again before saying so: an image opened with force-share
+ * may be growing under a running VM. */
+bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len);
+
 /* Opens one file, without its backing chain. 'chain_top', when given, is
  * the chain this file is about to join: a file already in it is a loop,
  * found before locking (our own locks would otherwise make it look like

@@ -67,6 +67,16 @@ int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, st
         return 0;
 }
 
+bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len) {
+        if (offset <= img->file_size && len <= img->file_size - offset)
+                return false;
+        struct stat st;
+        if (fstat(img->fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t) st.st_size <= img->file_size)
+                return true;
+        img->file_size = (uint64_t) st.st_size;
+        return offset > img->file_size || len > img->file_size - offset;
+}
+
 int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset) {
         const uint8_t *p = buf;
         while (len > 0) {

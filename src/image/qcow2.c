@@ -475,7 +475,7 @@ static int l2_lookup(struct vh_image *img, uint64_t cluster, const uint8_t **ret
         if (l2_offset & (s->h.cluster_size - 1))
                 return vh_error_set(err, -EINVAL, "L1 entry %" PRIu64 ": L2 table offset %#" PRIx64 " is not aligned",
                                     l1_index, l2_offset);
-        if (l2_offset > img->file_size || s->h.cluster_size > img->file_size - l2_offset)
+        if (image_past_eof(img, l2_offset, s->h.cluster_size))
                 return vh_error_set(err, -EINVAL,
                                     "L1 entry %" PRIu64 ": L2 table offset %#" PRIx64 " is past the end of the file",
                                     l1_index, l2_offset);
@@ -530,7 +530,7 @@ static int classify(struct vh_image *img, const uint8_t *table, uint64_t index, 
         if (host & (s->h.cluster_size - 1))
                 return vh_error_set(err, -EINVAL, "L2 entry %" PRIu64 ": data offset %#" PRIx64 " is not aligned", index,
                                     host);
-        if (host >= img->file_size)
+        if (image_past_eof(img, host, 1))
                 return vh_error_set(err, -EINVAL,
                                     "L2 entry %" PRIu64 ": data offset %#" PRIx64 " is past the end of the file", index,
                                     host);
@@ -674,7 +674,7 @@ static int qcow2_read_compressed(struct vh_image *img, uint64_t offset, void *bu
                 uint64_t nb_sectors = ((entry >> csize_shift) & csize_mask) + 1;
                 uint64_t csize = nb_sectors * 512 - (coffset & 511);
 
-                if (coffset == 0 || coffset >= img->file_size)
+                if (coffset == 0 || image_past_eof(img, coffset, 1))
                         return vh_error_set(err, -EINVAL,
                                             "L2 entry %" PRIu64 ": compressed data offset %#" PRIx64
                                             " is outside the file",
