@@ -225,7 +225,7 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
 }
 
 char *vm_nic_format(const struct vm_nic *nic) {
-        char vlan[16] = "";
+        char vlan[32] = "";
         if (nic->vlan >= 0)
                 snprintf(vlan, sizeof(vlan), ",vlan=%d", nic->vlan);
         return strdup_printf("%s%s%s%s%s%s%s", nic->network, nic->mac[0] ? ",mac=" : "", nic->mac, vlan,
