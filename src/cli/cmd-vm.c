@@ -32,6 +32,8 @@ static void usage(FILE *f) {
                 "  list [--json]           all VMs of this vmhost home\n"
                 "  console NAME            attach to the serial console (detach: Ctrl-])\n"
                 "  delete NAME             remove a stopped VM and its own disk (never a shared base)\n"
+                "  set NAME KEY=VALUE...   change the definition, e.g. boot=disk after installing,\n"
+                "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
                 "\n"
                 "Options of create:\n"
                 "  --cpus N                virtual CPUs (default 1)\n"
@@ -334,6 +336,8 @@ static void status_json(struct json_writer *w, const struct vm_def *def, const s
         json_kv_uint(w, "cpus", def->cpus);
         json_kv_uint(w, "memory", def->memory);
         json_kv_uint(w, "id", def->id);
+        json_kv_string(w, "boot", vm_boot_to_string(def->boot));
+        json_kv_string(w, "cdrom", def->cdrom);
         json_kv_string(w, "disk", def->disk);
         json_kv_string(w, "base", def->base);
         json_key(w, "vnc");
@@ -438,8 +442,11 @@ static int vm_status_cmd(int argc, char **argv) {
         }
         if (def->vnc)
                 printf("vnc:         %s:%u (port %u)\n", def->vnc_host, def->vnc_display, 5900 + def->vnc_display);
+        printf("boot:        %s\n", vm_boot_to_string(def->boot));
         if (def->disk)
                 printf("disk:        %s\n", def->disk);
+        if (def->cdrom)
+                printf("cdrom:       %s\n", def->cdrom);
         if (def->base)
                 printf("base:        %s\n", def->base);
         return 0;
@@ -573,6 +580,57 @@ static int vm_delete_cmd(int argc, char **argv) {
         return 0;
 }
 
+static int vm_set_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (argc < 3)
+                return log_error("vm set: expected a VM name and KEY=VALUE, e.g. vmhost vm set web boot=disk"), 2;
+        const char *name = argv[1];
+        struct vh_error err = {};
+        _cleanup_close_ int lock = -1;
+        int r = vm_home_lock(&lock, &err);
+        if (r < 0)
+                return report(r, &err);
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(name, &def, &err);
+        if (r < 0)
+                return report(r, &err);
+
+        for (int i = 2; i < argc; i++) {
+                char *eq = strchr(argv[i], '=');
+                if (!eq || eq == argv[i])
+                        return log_error("vm set: expected KEY=VALUE, not '%s'", argv[i]), 2;
+                *eq = '\0';
+                const char *key = argv[i], *value = eq + 1;
+                /* Identity and what vmhost allocated stay as they are. */
+                if (streq(key, "name") || streq(key, "id"))
+                        return log_error("vm set: '%s' cannot be changed", key), 2;
+                if (streq(key, "nic") || streq(key, "forward")) {
+                        return log_error("vm set: '%s' adds to a list; edit %s in the definition file instead", key,
+                                         key), 2;
+                }
+                if (streq(key, "cdrom") && (streq(value, "none") || !value[0])) {
+                        def->cdrom = mfree(def->cdrom);
+                        continue;
+                }
+                if ((streq(key, "disk") || streq(key, "cdrom") || streq(key, "kernel") || streq(key, "initrd")) &&
+                    !file_exists(value))
+                        return log_error("vm set: %s %s does not exist", key, value), 1;
+                r = vm_def_set(def, key, value, &err);
+                if (r < 0)
+                        return log_error("vm set %s=%s: %s", key, value, vh_error_message(&err, r)), 2;
+        }
+        r = vm_save(def, &err);
+        if (r < 0)
+                return report(r, &err);
+        struct vm_status st;
+        if (vm_get_status(name, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING)
+                printf("Saved; VM %s is running, so the change applies at its next start.\n", name);
+        else
+                printf("Saved.\n");
+        return 0;
+}
+
 int cmd_vm(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -580,7 +638,7 @@ int cmd_vm(int argc, char **argv) {
         } commands[] = {
                 { "create", vm_create_cmd },   { "start", vm_start_cmd },     { "stop", vm_stop_cmd },
                 { "status", vm_status_cmd },   { "list", vm_list_cmd },       { "console", vm_console_cmd },
-                { "delete", vm_delete_cmd },
+                { "delete", vm_delete_cmd },   { "set", vm_set_cmd },
         };
         if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
                 usage(argc < 2 ? stderr : stdout);
