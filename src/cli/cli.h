@@ -9,6 +9,7 @@ int cmd_doctor(int argc, char **argv);
 int cmd_img(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_guest(int argc, char **argv);
+int cmd_net(int argc, char **argv);
 
 /* True if argv has -h or --help before any "--". */
 bool cli_wants_help(int argc, char **argv);

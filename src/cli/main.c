@@ -14,6 +14,7 @@ static const struct {
         { "doctor", cmd_doctor, "what this host can do (QEMU, KVM, networking) and why" },
         { "img", cmd_img, "raw and qcow2 images (create, info, convert, ...)" },
         { "vm", cmd_vm, "define, start, stop and reach virtual machines" },
+        { "net", cmd_net, "networks: user-mode, Linux bridge, Open vSwitch; tunnels, uplinks" },
         { "guest", cmd_guest, "build the small test guest (kernel, disk image, ISO)" },
 };
 

@@ -1,0 +1,610 @@
+/* net/net-def.c: network definitions: parse, complete, validate, format. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/macro.h"
+#include "base/strutil.h"
+#include "net/net-def.h"
+
+struct net_def *net_def_new(const char *name) {
+        struct net_def *def = calloc(1, sizeof(*def));
+        if (!def)
+                return NULL;
+        def->name = strdup(name);
+        if (!def->name)
+                return net_def_free(def);
+        def->type = NET_TYPE_BRIDGE;
+        return def;
+}
+
+struct net_def *net_def_free(struct net_def *def) {
+        if (!def)
+                return NULL;
+        free(def->name);
+        free(def->nat_interface);
+        free(def->bridge);
+        free(def->ovs_db);
+        free(def->domain);
+        free(def->uplink_port);
+        free(def);
+        return NULL;
+}
+
+static const char *const type_names[] = {
+        [NET_TYPE_USER] = "user",
+        [NET_TYPE_BRIDGE] = "bridge",
+        [NET_TYPE_OVS] = "ovs",
+};
+static const char *const datapath_names[] = {
+        [NET_DATAPATH_AUTO] = "auto",
+        [NET_DATAPATH_SYSTEM] = "system",
+        [NET_DATAPATH_NETDEV] = "netdev",
+};
+static const char *const tunnel_names[] = {
+        [NET_TUNNEL_GRE] = "gre",
+        [NET_TUNNEL_VXLAN] = "vxlan",
+};
+
+const char *net_type_to_string(enum net_type t) {
+        return (size_t) t < ELEMENTSOF(type_names) ? type_names[t] : NULL;
+}
+
+int net_type_from_string(const char *s, enum net_type *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(type_names); i++)
+                if (streq(s, type_names[i])) {
+                        *ret = (enum net_type) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+const char *net_datapath_to_string(enum net_datapath d) {
+        return (size_t) d < ELEMENTSOF(datapath_names) ? datapath_names[d] : NULL;
+}
+
+const char *net_tunnel_type_to_string(enum net_tunnel_type t) {
+        return (size_t) t < ELEMENTSOF(tunnel_names) ? tunnel_names[t] : NULL;
+}
+
+int net_tunnel_type_from_string(const char *s, enum net_tunnel_type *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(tunnel_names); i++)
+                if (streq(s, tunnel_names[i])) {
+                        *ret = (enum net_tunnel_type) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+int net_tunnel_parse(const char *s, struct net_tunnel *ret, struct vh_error *err) {
+        char buf[64];
+        if (strlen(s) >= sizeof(buf))
+                return vh_error_set(err, -EINVAL, "tunnel '%.80s' is too long", s);
+        strcpy(buf, s);
+        char *remote = strchr(buf, ':');
+        if (!remote)
+                return vh_error_set(err, -EINVAL, "tunnel must be TYPE:REMOTE[:KEY] (e.g. gre:172.16.0.2), not '%s'", s);
+        *remote++ = '\0';
+        char *key = strchr(remote, ':');
+        if (key)
+                *key++ = '\0';
+        struct net_tunnel t = {};
+        if (net_tunnel_type_from_string(buf, &t.type) < 0)
+                return vh_error_set(err, -EINVAL, "tunnel type must be gre or vxlan, not '%s'", buf);
+        if (net_ipv4_parse(remote, &t.remote) < 0 || t.remote == 0)
+                return vh_error_set(err, -EINVAL, "tunnel remote must be an IPv4 address, not '%s'", remote);
+        if (key) {
+                uint64_t k;
+                /* VXLAN VNIs have 24 bits; GRE keys 32. */
+                uint64_t max = t.type == NET_TUNNEL_VXLAN ? 0xffffff : 0xffffffff;
+                if (parse_u64(key, &k) < 0 || k > max || (t.type == NET_TUNNEL_VXLAN && k == 0))
+                        return vh_error_set(err, -EINVAL, "tunnel key must be a number 0..%" PRIu64 "%s, not '%s'", max,
+                                            t.type == NET_TUNNEL_VXLAN ? " (VNI, not 0)" : "", key);
+                t.has_key = true;
+                t.key = (uint32_t) k;
+        }
+        *ret = t;
+        return 0;
+}
+
+char *net_tunnel_format(const struct net_tunnel *t) {
+        char a[NET_IPV4_STRLEN];
+        if (t->has_key)
+                return strdup_printf("%s:%s:%" PRIu32, net_tunnel_type_to_string(t->type), net_ipv4_format(t->remote, a),
+                                     t->key);
+        return strdup_printf("%s:%s", net_tunnel_type_to_string(t->type), net_ipv4_format(t->remote, a));
+}
+
+int net_range_parse(const char *s, uint32_t *ret_first, uint32_t *ret_last) {
+        char buf[2 * NET_IPV4_STRLEN];
+        if (strlen(s) >= sizeof(buf))
+                return -EINVAL;
+        strcpy(buf, s);
+        char *dash = strchr(buf, '-');
+        if (!dash)
+                return -EINVAL;
+        *dash = '\0';
+        uint32_t a, b;
+        if (net_ipv4_parse(buf, &a) < 0 || net_ipv4_parse(dash + 1, &b) < 0 || a > b)
+                return -EINVAL;
+        *ret_first = a;
+        *ret_last = b;
+        return 0;
+}
+
+static bool bool_from_string(const char *s, bool *ret) {
+        if (streq(s, "yes") || streq(s, "true") || streq(s, "on") || streq(s, "1")) {
+                *ret = true;
+                return true;
+        }
+        if (streq(s, "no") || streq(s, "false") || streq(s, "off") || streq(s, "0")) {
+                *ret = false;
+                return true;
+        }
+        return false;
+}
+
+static int set_string(char **field, const char *value) {
+        char *v = strdup(value);
+        if (!v)
+                return -ENOMEM;
+        free(*field);
+        *field = v;
+        return 0;
+}
+
+/* DNS labels, so the domain can go into dnsmasq's config verbatim. */
+static bool domain_is_valid(const char *s) {
+        size_t n = strlen(s), label = 0;
+        if (n == 0 || n > 63 || s[0] == '.' || s[n - 1] == '.')
+                return false;
+        for (const char *p = s; *p; p++) {
+                if (*p == '.') {
+                        if (label == 0)
+                                return false;
+                        label = 0;
+                        continue;
+                }
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'))
+                        return false;
+                label++;
+        }
+        return true;
+}
+
+/* OVSDB remotes ovs-vsctl understands; a path stays one argv element, so
+ * the only concern is keeping it a plausible remote and bounded. */
+static bool ovs_db_is_valid(const char *s) {
+        if (strlen(s) > 200)
+                return false;
+        if (!startswith(s, "unix:") && !startswith(s, "tcp:") && !startswith(s, "ssl:"))
+                return false;
+        for (const char *p = s; *p; p++)
+                if ((unsigned char) *p < 0x21 || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+static int apply_key(struct net_def *def, const char *key, const char *value, char *why, size_t why_len) {
+        if (streq(key, "name")) {
+                if (!name_is_valid(value)) {
+                        snprintf(why, why_len, "name must be 1..%d characters of [a-zA-Z0-9_-], not '%s'", VH_NAME_MAX,
+                                 value);
+                        return -EINVAL;
+                }
+                return set_string(&def->name, value);
+        }
+        if (streq(key, "type")) {
+                if (net_type_from_string(value, &def->type) < 0) {
+                        snprintf(why, why_len, "type must be user, bridge or ovs, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (streq(key, "subnet")) {
+                int r = net_prefix_parse(value, false, &def->subnet);
+                if (r == -EDOM) {
+                        struct net_prefix p;
+                        char b[NET_PREFIX_STRLEN];
+                        (void) net_prefix_parse(value, true, &p);
+                        p.addr = net_prefix_network(&p);
+                        snprintf(why, why_len, "subnet '%s' has host bits set: did you mean %s?", value,
+                                 net_prefix_format(&p, b));
+                        return -EINVAL;
+                }
+                if (r < 0 || def->subnet.len < 8 || def->subnet.len > 30) {
+                        snprintf(why, why_len, "subnet must be an IPv4 prefix /8../30 like 10.10.0.0/24, not '%s'", value);
+                        return -EINVAL;
+                }
+                def->has_subnet = true;
+                return 0;
+        }
+        if (streq(key, "gateway")) {
+                if (streq(value, "none")) {
+                        def->gateway = 0;
+                        return 0;
+                }
+                if (net_ipv4_parse(value, &def->gateway) < 0 || def->gateway == 0) {
+                        snprintf(why, why_len, "gateway must be an IPv4 address or none, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (streq(key, "dhcp")) {
+                if (bool_from_string(value, &def->dhcp)) {
+                        def->dhcp_first = def->dhcp_last = 0;
+                        return 0;
+                }
+                if (net_range_parse(value, &def->dhcp_first, &def->dhcp_last) < 0) {
+                        snprintf(why, why_len, "dhcp must be yes, no or a range FIRST-LAST like 10.0.0.100-10.0.0.150, not '%s'",
+                                 value);
+                        return -EINVAL;
+                }
+                def->dhcp = true;
+                return 0;
+        }
+        if (streq(key, "nat")) {
+                if (!bool_from_string(value, &def->nat)) {
+                        snprintf(why, why_len, "nat must be yes or no, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (streq(key, "nat-interface")) {
+                if (!net_ifname_is_valid(value)) {
+                        snprintf(why, why_len, "nat-interface must be an interface name (1..15 characters), not '%s'", value);
+                        return -EINVAL;
+                }
+                return set_string(&def->nat_interface, value);
+        }
+        if (streq(key, "mtu")) {
+                long v;
+                if (parse_int_range(value, NET_MTU_MIN, NET_MTU_MAX, &v) < 0) {
+                        snprintf(why, why_len, "mtu must be a number %d..%d, not '%s'", NET_MTU_MIN, NET_MTU_MAX, value);
+                        return -EINVAL;
+                }
+                def->mtu = (unsigned) v;
+                return 0;
+        }
+        if (streq(key, "bridge")) {
+                if (!net_ifname_is_valid(value)) {
+                        snprintf(why, why_len, "bridge must be an interface name (1..15 characters), not '%s'", value);
+                        return -EINVAL;
+                }
+                return set_string(&def->bridge, value);
+        }
+        if (streq(key, "ovs-db")) {
+                if (!ovs_db_is_valid(value)) {
+                        snprintf(why, why_len, "ovs-db must be an OVSDB remote like unix:/run/openvswitch/db.sock, not '%.200s'",
+                                 value);
+                        return -EINVAL;
+                }
+                return set_string(&def->ovs_db, value);
+        }
+        if (streq(key, "datapath")) {
+                for (size_t i = 0; i < ELEMENTSOF(datapath_names); i++)
+                        if (streq(value, datapath_names[i])) {
+                                def->datapath = (enum net_datapath) i;
+                                return 0;
+                        }
+                snprintf(why, why_len, "datapath must be auto, system or netdev, not '%s'", value);
+                return -EINVAL;
+        }
+        if (streq(key, "domain")) {
+                if (!domain_is_valid(value)) {
+                        snprintf(why, why_len, "domain must be DNS labels like lan or vms.example, not '%s'", value);
+                        return -EINVAL;
+                }
+                return set_string(&def->domain, value);
+        }
+        if (streq(key, "tunnel")) {
+                struct vh_error e = {};
+                if (def->n_tunnels >= NET_MAX_TUNNELS) {
+                        snprintf(why, why_len, "at most %d tunnels", NET_MAX_TUNNELS);
+                        return -EINVAL;
+                }
+                if (net_tunnel_parse(value, &def->tunnels[def->n_tunnels], &e) < 0) {
+                        snprintf(why, why_len, "%.400s", e.msg);
+                        return -EINVAL;
+                }
+                def->n_tunnels++;
+                return 0;
+        }
+        if (streq(key, "uplink-port")) {
+                if (!net_ifname_is_valid(value)) {
+                        snprintf(why, why_len, "uplink-port must be an interface name (1..15 characters), not '%s'", value);
+                        return -EINVAL;
+                }
+                return set_string(&def->uplink_port, value);
+        }
+        if (streq(key, "uplink-host-ip")) {
+                if (net_prefix_parse(value, true, &def->uplink_host_ip) < 0 || def->uplink_host_ip.len == 0) {
+                        snprintf(why, why_len, "uplink-host-ip must be ADDRESS/PREFIX like 192.168.1.10/24, not '%s'", value);
+                        return -EINVAL;
+                }
+                def->has_uplink_host_ip = true;
+                return 0;
+        }
+        if (streq(key, "uplink-gateway")) {
+                if (net_ipv4_parse(value, &def->uplink_gateway) < 0 || def->uplink_gateway == 0) {
+                        snprintf(why, why_len, "uplink-gateway must be an IPv4 address, not '%s'", value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        snprintf(why, why_len, "unknown key '%s'", key);
+        return -ENOKEY;
+}
+
+int net_def_set(struct net_def *def, const char *key, const char *value, struct vh_error *err) {
+        char why[VH_ERROR_MAX - 64] = "";
+        int r = apply_key(def, key, value, why, sizeof(why));
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return vh_error_set(err, -EINVAL, "%s", why);
+        return 0;
+}
+
+unsigned net_def_mtu(const struct net_def *def) {
+        return def->mtu ? def->mtu : NET_MTU_DEFAULT;
+}
+
+const char *net_def_domain(const struct net_def *def) {
+        return def->domain ? def->domain : def->name;
+}
+
+int net_def_bridge_name(const struct net_def *def, char ret[static NET_IFNAME_MAX + 1]) {
+        if (def->bridge) {
+                snprintf(ret, NET_IFNAME_MAX + 1, "%s", def->bridge);
+                return 0;
+        }
+        return net_ifname_derive("vb-", def->name, "", ret);
+}
+
+int net_tap_name(const char *vm, unsigned index, char ret[static NET_IFNAME_MAX + 1]) {
+        char suffix[8];
+        if (index > 99)
+                return -ERANGE;
+        snprintf(suffix, sizeof(suffix), "-%u", index);
+        return net_ifname_derive("vh-", vm, suffix, ret);
+}
+
+int net_tunnel_ifname(const struct net_def *def, const struct net_tunnel *t, char ret[static NET_IFNAME_MAX + 1]) {
+        char a[NET_IPV4_STRLEN], suffix[8];
+        net_ipv4_format(t->remote, a);
+        /* The endpoint identifies the tunnel within a network; its hash keeps
+         * the name short and stable when other tunnels come and go. */
+        snprintf(suffix, sizeof(suffix), "-%04x", (unsigned) (net_name_hash(a) & 0xffff));
+        return net_ifname_derive("vt-", def->name, suffix, ret);
+}
+
+unsigned net_tunnel_overhead(const struct net_tunnel *t) {
+        /* outer IPv4 (20) + tunnel header + the inner Ethernet header (14) */
+        if (t->type == NET_TUNNEL_VXLAN)
+                return 20 + 8 + 8 + 14;
+        return 20 + 4 + (t->has_key ? 4 : 0) + 14;
+}
+
+int net_def_complete(struct net_def *def, struct vh_error *err) {
+        if (def->type == NET_TYPE_USER) {
+                /* QEMU's user-mode defaults: 10.0.2.0/24, host at .2. */
+                if (!def->has_subnet) {
+                        def->has_subnet = true;
+                        def->subnet = (struct net_prefix) { .addr = 0x0a000200, .len = 24 };
+                }
+                if (!def->gateway)
+                        def->gateway = net_prefix_network(&def->subnet) + 2;
+                return 0;
+        }
+        if (!def->has_subnet)
+                return 0;
+        if (!def->gateway)
+                def->gateway = net_prefix_network(&def->subnet) + 1;
+        if (def->dhcp && !def->dhcp_first) {
+                uint32_t net = net_prefix_network(&def->subnet), bcast = net_prefix_broadcast(&def->subnet);
+                uint32_t size = bcast - net + 1;
+                def->dhcp_first = net + size / 2;
+                def->dhcp_last = bcast - 1;
+                /* Keep the gateway out of the pool: dnsmasq with no-ping would hand it out. */
+                if (def->gateway == def->dhcp_last)
+                        def->dhcp_last--;
+                else if (def->gateway == def->dhcp_first)
+                        def->dhcp_first++;
+                if (def->dhcp_first > def->dhcp_last)
+                        return vh_error_set(err, -EINVAL, "subnet is too small for a DHCP range");
+        }
+        return 0;
+}
+
+int net_def_validate(const struct net_def *def, struct vh_error *err) {
+        char b[NET_IPV4_STRLEN], s[NET_PREFIX_STRLEN], p[NET_PREFIX_STRLEN];
+        if (!name_is_valid(def->name))
+                return vh_error_set(err, -EINVAL, "invalid network name '%s'", def->name);
+
+        if (def->type == NET_TYPE_USER) {
+                if (def->nat || def->nat_interface || def->bridge || def->ovs_db || def->n_tunnels || def->uplink_port ||
+                    def->mtu || def->datapath != NET_DATAPATH_AUTO)
+                        return vh_error_set(err, -EINVAL,
+                                            "network '%s' is type user (QEMU's own NAT inside each VM): nat, bridge, mtu, "
+                                            "ovs-db, datapath, tunnels and uplinks do not apply",
+                                            def->name);
+                if (def->dhcp_first)
+                        return vh_error_set(err, -EINVAL, "user networks always run QEMU's DHCP; a dhcp range does not apply");
+        }
+        if (def->type != NET_TYPE_OVS && (def->ovs_db || def->datapath != NET_DATAPATH_AUTO))
+                return vh_error_set(err, -EINVAL, "ovs-db and datapath apply only to type ovs");
+
+        if (def->gateway && !def->has_subnet)
+                return vh_error_set(err, -EINVAL, "a gateway needs a subnet");
+        if (def->has_subnet && def->gateway && !net_prefix_is_host(&def->subnet, def->gateway))
+                return vh_error_set(err, -EINVAL, "gateway %s is not a host address of subnet %s",
+                                    net_ipv4_format(def->gateway, b), net_prefix_format(&def->subnet, s));
+        if (def->dhcp && def->type != NET_TYPE_USER) {
+                if (!def->has_subnet || !def->gateway)
+                        return vh_error_set(err, -EINVAL, "dhcp needs a subnet and a gateway (dnsmasq listens on the gateway)");
+                if (def->dhcp_first) {
+                        if (!net_prefix_is_host(&def->subnet, def->dhcp_first) ||
+                            !net_prefix_is_host(&def->subnet, def->dhcp_last) || def->dhcp_first > def->dhcp_last)
+                                return vh_error_set(err, -EINVAL, "the DHCP range is not inside subnet %s",
+                                                    net_prefix_format(&def->subnet, s));
+                        if (def->gateway >= def->dhcp_first && def->gateway <= def->dhcp_last)
+                                return vh_error_set(err, -EINVAL, "the DHCP range contains the gateway %s",
+                                                    net_ipv4_format(def->gateway, b));
+                }
+        }
+        if (def->nat && (!def->has_subnet || !def->gateway))
+                return vh_error_set(err, -EINVAL, "nat needs a subnet and a gateway (the VMs' route out)");
+        if (def->nat_interface && !def->nat)
+                return vh_error_set(err, -EINVAL, "nat-interface is set but nat is not");
+        for (unsigned i = 0; i < def->n_tunnels; i++)
+                for (unsigned j = 0; j < i; j++)
+                        if (def->tunnels[i].remote == def->tunnels[j].remote)
+                                return vh_error_set(err, -EINVAL, "two tunnels to %s",
+                                                    net_ipv4_format(def->tunnels[i].remote, b));
+        if (def->uplink_port && !def->has_uplink_host_ip)
+                return vh_error_set(err, -EINVAL, "uplink-port needs uplink-host-ip");
+        if ((def->has_uplink_host_ip || def->uplink_gateway) && !def->uplink_port)
+                return vh_error_set(err, -EINVAL, "uplink-host-ip and uplink-gateway need uplink-port");
+        if (def->has_uplink_host_ip && def->has_subnet &&
+            net_prefix_overlap(&def->uplink_host_ip, &def->subnet))
+                return vh_error_set(err, -EINVAL, "the uplink's host address %s overlaps the network's subnet %s",
+                                    net_prefix_format(&def->uplink_host_ip, s), net_prefix_format(&def->subnet, p));
+        if (def->uplink_gateway && !net_prefix_is_host(&def->uplink_host_ip, def->uplink_gateway))
+                return vh_error_set(err, -EINVAL, "uplink-gateway %s is not inside the uplink's host prefix",
+                                    net_ipv4_format(def->uplink_gateway, b));
+        if (def->uplink_port && def->nat_interface && streq(def->uplink_port, def->nat_interface))
+                return vh_error_set(err, -EINVAL, "nat-interface %s is the port moved into this network's bridge",
+                                    def->nat_interface);
+        return 0;
+}
+
+int net_def_parse(const char *text, const char *origin, struct net_def **ret, struct vh_error *err) {
+        if (strlen(text) > NET_CONF_MAX_BYTES)
+                return vh_error_set(err, -EFBIG, "%s: larger than %d bytes", origin, NET_CONF_MAX_BYTES);
+
+        _cleanup_(net_def_freep) struct net_def *def = net_def_new("unnamed");
+        if (!def)
+                return -ENOMEM;
+        bool have_name = false, have_type = false;
+        unsigned line_no = 0, n_seen = 0;
+        char seen[24][20];
+        for (const char *p = text; *p;) {
+                const char *nl = strchr(p, '\n');
+                size_t n = nl ? (size_t) (nl - p) : strlen(p);
+                line_no++;
+                if (n >= NET_CONF_MAX_LINE)
+                        return vh_error_set(err, -EINVAL, "%s:%u: line longer than %d bytes", origin, line_no,
+                                            NET_CONF_MAX_LINE);
+                char line[NET_CONF_MAX_LINE];
+                memcpy(line, p, n);
+                line[n] = '\0';
+                p = nl ? nl + 1 : p + n;
+
+                char *l = strstrip(line);
+                if (l[0] == '\0' || l[0] == '#')
+                        continue;
+                char *eq = strchr(l, '=');
+                if (!eq)
+                        return vh_error_set(err, -EINVAL, "%s:%u: expected 'key = value', got '%.200s'", origin, line_no, l);
+                *eq = '\0';
+                char *key = strstrip(l), *value = strstrip(eq + 1);
+                if (key[0] == '\0')
+                        return vh_error_set(err, -EINVAL, "%s:%u: missing key before '='", origin, line_no);
+                if (value[0] == '\0')
+                        return vh_error_set(err, -EINVAL, "%s:%u: key '%.100s' has no value", origin, line_no, key);
+                /* Repeating a key other than 'tunnel' is almost always an
+                 * editing mistake: the later line would silently win. */
+                if (!streq(key, "tunnel")) {
+                        for (unsigned i = 0; i < n_seen; i++)
+                                if (streq(seen[i], key))
+                                        return vh_error_set(err, -EINVAL, "%s:%u: key '%.100s' given twice", origin,
+                                                            line_no, key);
+                }
+                char why[VH_ERROR_MAX - 64] = "";
+                int r = apply_key(def, key, value, why, sizeof(why));
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return vh_error_set(err, -EINVAL, "%s:%u: %s", origin, line_no, why);
+                if (!streq(key, "tunnel") && n_seen < ELEMENTSOF(seen)) {
+                        /* apply_key() accepted it, so it is one of the known keys: bounded. */
+                        snprintf(seen[n_seen++], sizeof(seen[0]), "%s", key);
+                }
+                if (streq(key, "name"))
+                        have_name = true;
+                if (streq(key, "type"))
+                        have_type = true;
+        }
+        if (!have_name)
+                return vh_error_set(err, -EINVAL, "%s: missing 'name = ...'", origin);
+        if (!have_type)
+                return vh_error_set(err, -EINVAL, "%s: missing 'type = user|bridge|ovs'", origin);
+
+        struct vh_error e = {};
+        int r = net_def_validate(def, &e);
+        if (r < 0)
+                return vh_error_set(err, r, "%s: %s", origin, e.msg);
+        *ret = TAKE_PTR(def);
+        return 0;
+}
+
+char *net_def_format(const struct net_def *def) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return NULL;
+        char a[NET_IPV4_STRLEN], b[NET_IPV4_STRLEN], p[NET_PREFIX_STRLEN];
+
+        fprintf(f, "# vmhost network definition (see docs/networks.md); validated when loaded.\n");
+        fprintf(f, "name = %s\n", def->name);
+        fprintf(f, "type = %s\n", net_type_to_string(def->type));
+        if (def->has_subnet)
+                fprintf(f, "subnet = %s\n", net_prefix_format(&def->subnet, p));
+        if (def->gateway)
+                fprintf(f, "gateway = %s\n", net_ipv4_format(def->gateway, a));
+        if (def->dhcp && def->dhcp_first)
+                fprintf(f, "dhcp = %s-%s\n", net_ipv4_format(def->dhcp_first, a), net_ipv4_format(def->dhcp_last, b));
+        else
+                fprintf(f, "dhcp = %s\n", def->dhcp ? "yes" : "no");
+        if (def->type != NET_TYPE_USER)
+                fprintf(f, "nat = %s\n", def->nat ? "yes" : "no");
+        if (def->nat_interface)
+                fprintf(f, "nat-interface = %s\n", def->nat_interface);
+        if (def->mtu)
+                fprintf(f, "mtu = %u\n", def->mtu);
+        if (def->bridge)
+                fprintf(f, "bridge = %s\n", def->bridge);
+        if (def->ovs_db)
+                fprintf(f, "ovs-db = %s\n", def->ovs_db);
+        if (def->datapath != NET_DATAPATH_AUTO)
+                fprintf(f, "datapath = %s\n", net_datapath_to_string(def->datapath));
+        if (def->domain)
+                fprintf(f, "domain = %s\n", def->domain);
+        for (unsigned i = 0; i < def->n_tunnels; i++) {
+                char *t = net_tunnel_format(&def->tunnels[i]);
+                if (!t) {
+                        fclose(f);
+                        free(buf);
+                        return NULL;
+                }
+                fprintf(f, "tunnel = %s\n", t);
+                free(t);
+        }
+        if (def->uplink_port)
+                fprintf(f, "uplink-port = %s\n", def->uplink_port);
+        if (def->has_uplink_host_ip) {
+                char hp[NET_PREFIX_STRLEN];
+                fprintf(f, "uplink-host-ip = %s\n", net_prefix_format(&def->uplink_host_ip, hp));
+        }
+        if (def->uplink_gateway)
+                fprintf(f, "uplink-gateway = %s\n", net_ipv4_format(def->uplink_gateway, a));
+        if (fclose(f) != 0) {
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}
