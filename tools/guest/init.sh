@@ -32,9 +32,17 @@ dmesg -n 1 2>/dev/null
 
 # Dependencies first; this order is what the cloud kernel's modules.dep needs.
 for m in virtio_ring virtio failover net_failover virtio_net \
-         virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+         virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button; do
 	[ -f "/lib/mod/$m.ko" ] && insmod "/lib/mod/$m.ko" 2>/dev/null
 done
+
+# ACPI power button (QMP system_powerdown, 'vmhost vm stop'): busybox acpid
+# runs /etc/acpi/PWRF/00000080, which powers the machine off; QEMU then exits.
+mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\necho "VMHOST-POWERDOWN"\nsync\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+chmod +x /etc/acpi/PWRF/00000080
+echo "PWRF PWRF/00000080" > /etc/acpid.conf
+acpid -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log 2>/dev/null
 
 NAME=guest IP='' GW='' MTU='' NET=none TCP='' COUNTER=''
 set -f # split the command line into words, but never glob them
