@@ -10,6 +10,7 @@
 #include "net/net-def.h"
 #include "net/net.h"
 #include "net/netlink.h"
+#include "net/ovs.h"
 #include "vmhost/error.h"
 
 #define NET_RUNTIME_MAX_BYTES (16 * 1024)
@@ -29,7 +30,15 @@ struct net_runtime {
         unsigned uplink_orig_mtu;
         uint32_t uplink_gateway;
         bool uplink_had_ip;      /* the host address was on the NIC before (else only added) */
+        /* ovs: the database the switch was made in, so that teardown talks
+         * to the same one whatever the environment says later. */
+        char ovs_db[256];
 };
+
+/* The OVSDB remote of a running network (recorded), else the definition's. */
+static inline const char *net_runtime_ovs_db(const struct net_def *def, const struct net_runtime *rt) {
+        return rt && rt->ovs_db[0] ? rt->ovs_db : ovs_db_for(def);
+}
 
 /* STATE/networks/NAME.conf */
 int net_conf_path(const char *name, char **ret);

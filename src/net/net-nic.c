@@ -226,10 +226,11 @@ int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err) {
 }
 
 /* Removes a tap and its switch port; quiet when they are already gone. */
-static void tap_remove(struct nl_conn *nl, const struct net_def *def, const char *bridge, const char *tap) {
+static void tap_remove(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt, const char *bridge,
+                       const char *tap) {
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_port(&argv, ovs_db_for(def), bridge, tap);
+                ovs_argv_del_port(&argv, net_runtime_ovs_db(def, rt), bridge, tap);
                 if (!argv.error)
                         (void) ovs_vsctl(argv.v, NULL, NULL);
                 strv_done(&argv);
@@ -251,11 +252,12 @@ static int detach_locked(struct nl_conn *nl, const struct net_def *def, const ch
                 return 0;
         char bridge[NET_IFNAME_MAX + 1] = "";
         struct net_runtime rt;
-        if (net_runtime_read(def->name, &rt) >= 0)
+        bool running = net_runtime_read(def->name, &rt) >= 0;
+        if (running)
                 snprintf(bridge, sizeof(bridge), "%s", rt.bridge);
         else
                 (void) net_def_bridge_name(def, bridge);
-        tap_remove(nl, def, bridge, tap);
+        tap_remove(nl, def, running ? &rt : NULL, bridge, tap);
         port_remove(def->name, vm, index);
         if (had_record && p.ip[0] && def->dhcp && net_runtime_read(def->name, &rt) >= 0)
                 return net_dnsmasq_sync(def, &rt, false, err);
@@ -398,7 +400,7 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
         }
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                const char *db = ovs_db_for(def);
+                const char *db = net_runtime_ovs_db(def, &rt);
                 ovs_argv_add_vm_port(&argv, db, rt.bridge, p.tap, req->vlan, req->trunks, def->name, req->vm_name);
                 r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
                 strv_done(&argv);
@@ -426,6 +428,6 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
         return 0;
 
 fail:
-        tap_remove(nl, def, rt.bridge, p.tap);
+        tap_remove(nl, def, &rt, rt.bridge, p.tap);
         return r;
 }

@@ -27,7 +27,7 @@
 
 static int ovs_tunnel_setup(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
                             const struct net_tunnel *t, const char *ifname, struct vh_error *err) {
-        const char *db = ovs_db_for(def);
+        const char *db = net_runtime_ovs_db(def, rt);
         char a[NET_IPV4_STRLEN];
         net_ipv4_format(t->remote, a);
         if (rt->datapath == NET_DATAPATH_NETDEV) {
@@ -131,7 +131,7 @@ int net_tunnel_teardown(struct nl_conn *nl, const struct net_def *def, const str
                 return r;
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_port(&argv, ovs_db_for(def), rt->bridge, ifname);
+                ovs_argv_del_port(&argv, net_runtime_ovs_db(def, rt), rt->bridge, ifname);
                 r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, NULL);
                 strv_done(&argv);
                 return r;
@@ -165,7 +165,7 @@ static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_
         free(ports);
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_begin(&argv, ovs_db_for(def));
+                ovs_argv_begin(&argv, net_runtime_ovs_db(def, rt));
                 strv_add(&argv, "set");
                 strv_add(&argv, "Interface");
                 strv_add(&argv, rt->bridge);

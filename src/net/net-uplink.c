@@ -32,6 +32,7 @@ enum uplink_step {
 struct uplink {
         struct nl_conn *nl;
         const struct net_def *def;
+        const char *db;          /* ovs: the switch's database */
         const char *bridge;
         const char *port;
         struct net_prefix host_ip;
@@ -56,7 +57,7 @@ static int port_attach(struct uplink *u, struct vh_error *err) {
         int r;
         if (u->def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                const char *db = ovs_db_for(u->def);
+                const char *db = u->db;
                 ovs_argv_add_uplink_port(&argv, db, u->bridge, u->port, u->def->name, u->mtu != u->orig_mtu ? u->mtu : 0);
                 r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
                 strv_done(&argv);
@@ -92,7 +93,7 @@ static int port_detach(struct uplink *u) {
         int r = 0, pi = link_index(u->nl, u->port);
         if (u->def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_port(&argv, ovs_db_for(u->def), u->bridge, u->port);
+                ovs_argv_del_port(&argv, u->db, u->bridge, u->port);
                 r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, NULL);
                 strv_done(&argv);
         } else if (pi > 0)
@@ -282,6 +283,7 @@ int net_uplink_apply(struct nl_conn *nl, const struct net_def *def, struct net_r
         struct uplink u = {
                 .nl = nl,
                 .def = def,
+                .db = net_runtime_ovs_db(def, rt),
                 .bridge = rt->bridge,
                 .port = def->uplink_port,
                 .host_ip = def->uplink_host_ip,
@@ -355,6 +357,7 @@ int net_uplink_revert(struct nl_conn *nl, const struct net_def *def, struct net_
         struct uplink u = {
                 .nl = nl,
                 .def = def,
+                .db = net_runtime_ovs_db(def, rt),
                 .bridge = rt->bridge,
                 .port = rt->uplink_port,
                 .host_ip = def->uplink_host_ip,

@@ -240,6 +240,8 @@ int net_runtime_parse(const char *text, struct net_runtime *ret) {
                         (void) net_ipv4_parse(v, &rt.uplink_gateway);
                 else if (streq(k, "uplink-had-ip"))
                         rt.uplink_had_ip = streq(v, "yes");
+                else if (streq(k, "ovs-db") && strlen(v) < sizeof(rt.ovs_db))
+                        snprintf(rt.ovs_db, sizeof(rt.ovs_db), "%s", v);
         }
         if (!rt.bridge[0])
                 return -EINVAL;
@@ -250,11 +252,11 @@ int net_runtime_parse(const char *text, struct net_runtime *ret) {
 char *net_runtime_format(const struct net_runtime *rt) {
         char a[NET_IPV4_STRLEN];
         return strdup_printf("bridge=%s\ndatapath=%s\ndatapath-why=%s\nmtu=%u\nmtu-why=%s\nnat=%s\n"
-                             "uplink-port=%s\nuplink-orig-mtu=%u\nuplink-gateway=%s\nuplink-had-ip=%s\n",
+                             "uplink-port=%s\nuplink-orig-mtu=%u\nuplink-gateway=%s\nuplink-had-ip=%s\novs-db=%s\n",
                              rt->bridge, net_datapath_to_string(rt->datapath), rt->datapath_why, rt->mtu, rt->mtu_why,
                              rt->nat ? "yes" : "no", rt->uplink_port, rt->uplink_orig_mtu,
                              rt->uplink_gateway ? net_ipv4_format(rt->uplink_gateway, a) : "",
-                             rt->uplink_had_ip ? "yes" : "no");
+                             rt->uplink_had_ip ? "yes" : "no", rt->ovs_db);
 }
 
 int net_runtime_read(const char *name, struct net_runtime *ret) {
@@ -341,7 +343,11 @@ static int check_overlap(struct nl_conn *nl, const struct net_def *def, int own_
         int r = 0;
         for (int i = 0; i < nr; i++) {
                 const struct nl_route *rt = &routes[i];
-                if (rt->table != RT_TABLE_MAIN || rt->type != RTN_UNICAST || rt->dst.len == 0)
+                /* Unicast routes of the main table, and the host's own
+                 * addresses (local table), such as an AnyIP prefix on lo. */
+                bool relevant = (rt->table == RT_TABLE_MAIN && rt->type == RTN_UNICAST) ||
+                                (rt->table == RT_TABLE_LOCAL && rt->type == RTN_LOCAL);
+                if (!relevant || rt->dst.len == 0)
                         continue;
                 if (own_ifindex > 0 && rt->oif == own_ifindex)
                         continue;
@@ -393,7 +399,15 @@ int net_create(struct net_def *def, struct vh_error *err) {
                                             def->nat_interface);
         }
         if (def->type == NET_TYPE_OVS) {
-                r = ovs_check_available(ovs_db_for(def), err);
+                /* The database in use now becomes part of the definition:
+                 * every later command must reach the same switch. */
+                const char *db = ovs_db_for(def);
+                if (db && !def->ovs_db) {
+                        r = net_def_set(def, "ovs-db", db, err);
+                        if (r < 0)
+                                return r;
+                }
+                r = ovs_check_available(db, err);
                 if (r < 0)
                         return r;
         }
@@ -655,7 +669,8 @@ static int bridge_setup(struct nl_conn *nl, const struct net_def *def, struct ne
 
 static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, struct nl_link *ret_link,
                      struct vh_error *err) {
-        const char *db = ovs_db_for(def);
+        const char *db = net_runtime_ovs_db(def, rt);
+        snprintf(rt->ovs_db, sizeof(rt->ovs_db), "%s", db ? db : "");
         int r = ovs_check_available(db, err);
         if (r < 0)
                 return r;
@@ -685,7 +700,10 @@ static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_r
         return 0;
 }
 
-static void teardown(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt) {
+/* Removes what start made; returns the first failure of removing the
+ * bridge itself (the rest is best effort, and quiet when already gone). */
+static int teardown(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, struct vh_error *err) {
+        int r = 0;
         _cleanup_free_ char *conf = NULL, *pid = NULL;
         if (net_run_path(def->name, "dnsmasq.conf", &conf) >= 0 && net_run_path(def->name, "dnsmasq.pid", &pid) >= 0)
                 (void) dnsmasq_stop(pid, conf);
@@ -695,17 +713,20 @@ static void teardown(struct nl_conn *nl, const struct net_def *def, struct net_r
                 (void) net_tunnel_teardown(nl, def, rt, &def->tunnels[i]);
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_bridge(&argv, ovs_db_for(def), rt->bridge);
-                if (!argv.error)
-                        (void) ovs_vsctl(argv.v, NULL, NULL);
+                ovs_argv_del_bridge(&argv, net_runtime_ovs_db(def, rt), rt->bridge);
+                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
                 strv_done(&argv);
         } else {
                 struct nl_link l;
                 /* Only a bridge: never delete some other device that happens
                  * to carry the name. */
-                if (nl_link_get(nl, rt->bridge, &l) == 0 && streq(l.kind, "bridge"))
-                        (void) nl_link_del(nl, l.ifindex);
+                if (nl_link_get(nl, rt->bridge, &l) == 0 && streq(l.kind, "bridge")) {
+                        r = nl_link_del(nl, l.ifindex);
+                        if (r < 0)
+                                vh_error_set(err, r, "cannot remove bridge %s: %s", rt->bridge, strerror(-r));
+                }
         }
+        return r;
 }
 
 int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, struct vh_error *err) {
@@ -800,7 +821,7 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
 
 fail:
         if (!was_running) {
-                teardown(nl, def, &rt);
+                (void) teardown(nl, def, &rt, NULL);
                 if (def->nat)
                         (void) nat_sync(NULL, def->name, NULL);
                 run_dir_remove(def->name);
@@ -865,8 +886,13 @@ static int stop_locked(const struct net_def *def, struct vh_error *err) {
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
         if (def->type == NET_TYPE_OVS && rt.datapath == NET_DATAPATH_AUTO)
                 rt.datapath = ovs_choose_datapath(def->datapath, NULL);
-        teardown(nl, def, &rt);
-        r = 0;
+        r = teardown(nl, def, &rt, err);
+        if (r < 0) {
+                /* Keep the record: 'stop' again once the cause is fixed. */
+                char msg[VH_ERROR_MAX];
+                snprintf(msg, sizeof(msg), "%s", err ? err->msg : "");
+                return vh_error_set(err, r, "%.400s (network '%s' is still recorded as running)", msg, def->name);
+        }
         if (def->nat || rt.nat)
                 r = nat_sync(NULL, def->name, err);
         run_dir_remove(def->name);
