@@ -178,3 +178,123 @@ struct vh_image_convert_options {
  * file replaces 'dst_path' only once it is complete. */
 int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                      struct vh_error *err);
+
+/* ---- Inspection: check, map, compare, measure (check.c, map.c,
+ * compare.c, measure.c), with qemu-img's semantics and output. ---- */
+
+enum {
+        VH_IMAGE_CHECK_REPAIR_LEAKS = 1 << 0,  /* -r leaks: lower refcounts that are too high */
+        VH_IMAGE_CHECK_REPAIR_ERRORS = 1 << 1,
+        /* -r all: also raise refcounts that are too low, rebuild a broken
+         * refcount table, fix COPIED flags */
+        VH_IMAGE_CHECK_REPAIR_ALL = VH_IMAGE_CHECK_REPAIR_LEAKS | VH_IMAGE_CHECK_REPAIR_ERRORS,
+};
+
+struct vh_image_check_options {
+        enum vh_image_format format;    /* VH_IMAGE_FORMAT_PROBE to detect it */
+        unsigned repair;                /* VH_IMAGE_CHECK_REPAIR_* */
+        bool force_share;               /* take no lock (read-only check only) */
+        /* Each problem as the line qemu-img prints for it ("Leaked cluster 9
+         * refcount=1 reference=0"); may be NULL. */
+        void (*report)(const char *line, void *userdata);
+        /* After a repair, before the image is checked again. */
+        void (*repaired)(uint64_t leaks_fixed, uint64_t corruptions_fixed, void *userdata);
+        void *userdata;
+};
+
+/* qemu-img's ImageCheck, field for field. */
+struct vh_image_check_result {
+        uint64_t check_errors;          /* the check could not read something */
+        uint64_t corruptions;           /* refcount too low, bad offsets, wrong COPIED flags */
+        uint64_t leaks;                 /* refcount higher than the references */
+        uint64_t corruptions_fixed;
+        uint64_t leaks_fixed;
+        uint64_t image_end_offset;      /* end of the last cluster in use */
+        uint64_t total_clusters;        /* guest clusters */
+        uint64_t allocated_clusters;
+        uint64_t fragmented_clusters;
+        uint64_t compressed_clusters;
+};
+
+/* Checks (and with opts->repair, repairs) the qcow2 image at 'path'. A
+ * format without checks (raw) gives -EOPNOTSUPP. Returns < 0 when the
+ * check could not be completed (qemu-img's exit code 1); otherwise the
+ * result says whether there were corruptions (2) or only leaks (3). */
+int vh_image_check(const char *path, const struct vh_image_check_options *opts,
+                   struct vh_image_check_result *ret, struct vh_error *err);
+/* The result as 'qemu-img check' prints it (human text or JSON). */
+int vh_image_check_format(const char *filename, const struct vh_image_check_result *result,
+                          enum vh_image_info_output output, char **ret_text, struct vh_error *err);
+
+/* One line of 'qemu-img map'. */
+struct vh_image_map_entry {
+        uint64_t start;
+        uint64_t length;
+        unsigned depth;                 /* layer that answered: 0 = the image itself */
+        bool present;                   /* allocated in that layer */
+        bool zero;
+        bool data;
+        bool has_offset;
+        uint64_t offset;                /* where the data is in 'filename' */
+        const char *filename;           /* valid during the callback only */
+};
+
+/* Walks [start, start + length) of 'img' through its backing chain the
+ * way 'qemu-img map' does, and calls 'emit' for each merged entry with
+ * the entry after it (NULL for the last). With 'human', ranges are merged
+ * as the human format does (zero and unallocated ranges alike). 'emit'
+ * returning < 0 stops the walk with that value. */
+int vh_image_map_walk(struct vh_image *img, uint64_t start, uint64_t length, bool human,
+                      int (*emit)(const struct vh_image_map_entry *e, const struct vh_image_map_entry *next,
+                                  void *userdata),
+                      void *userdata, struct vh_error *err);
+
+struct vh_image_compare_options {
+        bool strict;                    /* -s: sizes and allocation must match too */
+        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+};
+
+enum vh_image_compare_outcome {
+        VH_IMAGE_COMPARE_IDENTICAL,
+        VH_IMAGE_COMPARE_CONTENT_MISMATCH,  /* at 'offset' (a 512-byte sector) */
+        VH_IMAGE_COMPARE_SIZE_MISMATCH,     /* strict mode only */
+        VH_IMAGE_COMPARE_STATUS_MISMATCH,   /* strict mode only, at 'offset' */
+};
+
+struct vh_image_compare_result {
+        enum vh_image_compare_outcome outcome;
+        uint64_t offset;
+        bool size_mismatch;             /* sizes differ (a warning unless strict) */
+        bool read_error;                /* a failure was a read error (qemu-img exit 4), else a status error (3) */
+};
+
+/* Compares what a guest sees in 'a' and 'b' as 'qemu-img compare' does:
+ * the first differing 512-byte sector; past the smaller size the larger
+ * image must read as zeros (unless strict). */
+int vh_image_compare(struct vh_image *a, struct vh_image *b, const struct vh_image_compare_options *opts,
+                     struct vh_image_compare_result *ret, struct vh_error *err);
+
+struct vh_image_measure_options {
+        enum vh_image_format format;    /* of the image to be created */
+        uint64_t size;                  /* without a source image: its virtual size */
+        /* qcow2: 0 for the defaults */
+        uint32_t cluster_size;
+        unsigned refcount_bits;
+        unsigned version;
+        bool extended_l2;
+        bool preallocate_data;          /* preallocation=falloc|full */
+        bool backing;                   /* the new image will have a backing file */
+};
+
+struct vh_image_measure_result {
+        uint64_t required;              /* bytes the new file needs for what the source holds */
+        uint64_t fully_allocated;       /* bytes once every cluster is written */
+        bool has_bitmaps;
+        uint64_t bitmaps;               /* bytes for the source's persistent bitmaps */
+};
+
+/* 'qemu-img measure': how large a new image of opts->format holding 'src'
+ * (or, with src NULL, of opts->size bytes) would be. */
+int vh_image_measure(struct vh_image *src, const struct vh_image_measure_options *opts,
+                     struct vh_image_measure_result *ret, struct vh_error *err);

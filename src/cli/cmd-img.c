@@ -12,6 +12,7 @@
 #include "base/macro.h"
 #include "base/strutil.h"
 #include "cli/cli.h"
+#include "cli/cmd-img.h"
 #include "vmhost/image.h"
 
 static void usage(FILE *f) {
@@ -24,6 +25,10 @@ static void usage(FILE *f) {
                 "  create   create a new image, or an overlay on a backing file\n"
                 "  info     show the format, sizes and backing chain of an image\n"
                 "  convert  copy an image (through its backing chain) to a new standalone image\n"
+                "  check    check (and repair) the refcounts and tables of a qcow2 image\n"
+                "  map      show where each range of the guest disk lives in the backing chain\n"
+                "  compare  compare what a guest sees in two images\n"
+                "  measure  compute the file size a new image needs\n"
                 "\n"
                 "'vmhost img COMMAND --help' for one command.\n"
                 "\n"
@@ -455,6 +460,10 @@ int cmd_img(int argc, char **argv) {
                 { "create", img_create },
                 { "info", img_info },
                 { "convert", img_convert },
+                { "check", cmd_img_check },
+                { "map", cmd_img_map },
+                { "compare", cmd_img_compare },
+                { "measure", cmd_img_measure },
         };
 
         if (argc < 2) {

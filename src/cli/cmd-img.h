@@ -1,0 +1,10 @@
+/* cli/cmd-img.h: the 'vmhost img' verbs that live outside cmd-img.c, each
+ * taking the arguments after 'img' (argv[0] is the verb) and returning
+ * the exit status qemu-img would return. */
+#pragma once
+
+/* cmd-img-inspect.c */
+int cmd_img_check(int argc, char **argv);
+int cmd_img_map(int argc, char **argv);
+int cmd_img_compare(int argc, char **argv);
+int cmd_img_measure(int argc, char **argv);
