@@ -25,31 +25,40 @@
 #define VXLAN_PORT 4789
 #define VXLAN_DEFAULT_VNI 1
 
+/* What must hold before a tunnel can work: a route to the peer, and with
+ * the OVS userspace datapath, that route leaving through an OVS bridge. */
+static int tunnel_check(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
+                        const struct net_tunnel *t, struct vh_error *err) {
+        char a[NET_IPV4_STRLEN];
+        net_ipv4_format(t->remote, a);
+        struct nl_route route;
+        struct nl_link l;
+        int r = nl_route_get(nl, t->remote, &route);
+        if (r < 0)
+                return vh_error_set(err, r, "no route to tunnel endpoint %s: %s", a, strerror(-r));
+        r = nl_link_get_by_index(nl, route.oif, &l);
+        if (r < 0)
+                return vh_error_set(err, r, "cannot read the route's interface to %s", a);
+        if (def->type == NET_TYPE_OVS && rt->datapath == NET_DATAPATH_NETDEV &&
+            ovs_bridge_exists(net_runtime_ovs_db(def, rt), l.name) != 1)
+                return vh_error_set(err, -ENETUNREACH,
+                                    "the route to tunnel endpoint %s leaves through %s, which is not an Open vSwitch "
+                                    "bridge; the userspace datapath can only send tunnel packets through an OVS "
+                                    "bridge that holds the underlay address and the NIC: e.g. 'vmhost net create phy "
+                                    "--type ovs' and 'vmhost net uplink phy --port %s --host-ip ADDRESS/PREFIX'",
+                                    a, l.name, l.name);
+        return 0;
+}
+
 static int ovs_tunnel_setup(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
                             const struct net_tunnel *t, const char *ifname, struct vh_error *err) {
         const char *db = net_runtime_ovs_db(def, rt);
-        char a[NET_IPV4_STRLEN];
-        net_ipv4_format(t->remote, a);
-        if (rt->datapath == NET_DATAPATH_NETDEV) {
-                struct nl_route route;
-                struct nl_link l;
-                int r = nl_route_get(nl, t->remote, &route);
-                if (r < 0)
-                        return vh_error_set(err, r, "no route to tunnel endpoint %s: %s", a, strerror(-r));
-                r = nl_link_get_by_index(nl, route.oif, &l);
-                if (r < 0)
-                        return vh_error_set(err, r, "cannot read the route's interface to %s", a);
-                if (ovs_bridge_exists(db, l.name) != 1)
-                        return vh_error_set(err, -ENETUNREACH,
-                                            "the route to tunnel endpoint %s leaves through %s, which is not an Open vSwitch "
-                                            "bridge; the userspace datapath can only send tunnel packets through an OVS "
-                                            "bridge that holds the underlay address and the NIC: e.g. 'vmhost net create phy "
-                                            "--type ovs' and 'vmhost net uplink phy --port %s --host-ip ADDRESS/PREFIX'",
-                                            a, l.name, l.name);
-        }
+        int r = tunnel_check(nl, def, rt, t, err);
+        if (r < 0)
+                return r;
         struct strv argv = {};
         ovs_argv_add_tunnel_port(&argv, db, rt->bridge, ifname, t, def->name);
-        int r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+        r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
         strv_done(&argv);
         if (r < 0)
                 return r;
@@ -210,12 +219,20 @@ int net_tunnel_add(const char *name, const struct net_tunnel *t, struct vh_error
         if (r < 0)
                 return r;
 
+        _cleanup_(nl_closep) struct nl_conn *nl = NULL;
+        r = nl_open(&nl);
+        if (r < 0)
+                return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
         struct net_runtime rt;
-        if (net_runtime_read(name, &rt) >= 0) {
-                _cleanup_(nl_closep) struct nl_conn *nl = NULL;
-                r = nl_open(&nl);
+        if (net_runtime_read(name, &rt) < 0) {
+                /* Not running: check now what start would trip over. */
+                struct net_runtime planned = { .datapath = NET_DATAPATH_AUTO };
+                if (def->type == NET_TYPE_OVS)
+                        planned.datapath = ovs_choose_datapath(def->datapath, NULL);
+                r = tunnel_check(nl, def, &planned, t, err);
                 if (r < 0)
-                        return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
+                        return r;
+        } else {
                 r = mtu_update(nl, def, &rt, err);
                 if (r >= 0)
                         r = net_tunnel_setup(nl, def, &rt, t, err);

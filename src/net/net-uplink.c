@@ -450,6 +450,8 @@ int net_uplink(const char *name, const struct net_uplink_request *req, char ***r
         r = net_uplink_apply(nl, def, &rt, ret_plan, req->dry_run, err);
         if (r < 0 || req->dry_run)
                 return r;
+        /* The default route found on the NIC is part of the uplink now. */
+        def->uplink_gateway = rt.uplink_gateway;
         r = net_runtime_write(name, &rt);
         if (r >= 0)
                 r = net_save(def, err);
