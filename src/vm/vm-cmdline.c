@@ -114,6 +114,9 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
                         }
                         strv_add(a, "-netdev");
                         strv_add(a, netdev);
+                } else if (l->nics[i].user_subnet) {
+                        strv_add(a, "-netdev");
+                        strv_addf(a, "user,id=net%u,net=%s", i, l->nics[i].user_subnet);
                 } else {
                         const struct vm_launch_nic *ln = &l->nics[i];
                         if (!ln->tap)

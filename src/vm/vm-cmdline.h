@@ -20,6 +20,7 @@ struct vm_launch {
         /* Per NIC on a vmhost network: the tap the network attached. */
         struct vm_launch_nic {
                 const char *tap;
+                const char *user_subnet; /* a vmhost network of type user: -netdev user,net=THIS */
                 bool disable_offload;  /* OVS userspace datapath: no checksum offload */
         } nics[VM_MAX_NICS];
         uint16_t host_ports[VM_MAX_FORWARDS]; /* resolved host port per forward */

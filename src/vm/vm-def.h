@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "base/macro.h"
+#include "base/strutil.h"
 #include "vmhost/error.h"
 
 #define VM_MAX_FORWARDS 16

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -28,6 +29,7 @@
 #include "vm/vm-accel.h"
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
+#include "vm/vm-net.h"
 #include "vm/vm.h"
 
 #define SERIAL_LOG_SCAN_MAX (16u << 20)
@@ -184,7 +186,13 @@ static int runtime_state_read(const char *path, struct vm_status *st) {
                         snprintf(st->accel, sizeof(st->accel), "%s", v);
                 else if (streq(k, "serial-log-offset") && parse_u64(v, &u) == 0)
                         st->serial_log_offset = u;
-                else if (startswith(k, "forward.")) {
+                else if (streq(k, "netns"))
+                        snprintf(st->netns, sizeof(st->netns), "%s", v);
+                else if (startswith(k, "nic.")) {
+                        uint64_t idx;
+                        if (parse_u64(k + strlen("nic."), &idx) == 0 && idx < VM_MAX_NICS && name_is_valid(v))
+                                snprintf(st->nic_networks[idx], sizeof(st->nic_networks[idx]), "%s", v);
+                } else if (startswith(k, "forward.")) {
                         uint64_t idx;
                         if (parse_u64(k + strlen("forward."), &idx) == 0 && idx < VM_MAX_FORWARDS &&
                             parse_u64(v, &u) == 0 && u <= 65535)
@@ -200,6 +208,11 @@ static int runtime_state_write(const char *path, const struct vm_status *st, uns
                          st->serial_log_offset);
         for (unsigned i = 0; i < n_forwards && n < (int) sizeof(buf); i++)
                 n += snprintf(buf + n, sizeof(buf) - (size_t) n, "forward.%u=%u\n", i, st->host_ports[i]);
+        for (unsigned i = 0; i < VM_MAX_NICS && n < (int) sizeof(buf); i++)
+                if (st->nic_networks[i][0])
+                        n += snprintf(buf + n, sizeof(buf) - (size_t) n, "nic.%u=%s\n", i, st->nic_networks[i]);
+        if (st->netns[0] && n < (int) sizeof(buf))
+                n += snprintf(buf + n, sizeof(buf) - (size_t) n, "netns=%s\n", st->netns);
         if (n >= (int) sizeof(buf))
                 return -ENOBUFS;
         return write_file_atomic(path, buf, (size_t) n, 0600);
@@ -254,6 +267,8 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
          * Report why and clean the stale runtime files. A clean stop removes
          * the state file first, so reaching here means it was not one. */
         st.state = VM_STATE_CRASHED;
+        /* Its taps and switch ports go with it. */
+        (void) vm_net_detach(name, st.nic_networks, VM_MAX_NICS, NULL);
         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
         if (!st.exit_reason[0])
                 snprintf(st.exit_reason, sizeof(st.exit_reason), "QEMU (pid %d) is gone; its log is empty", st.pid);
@@ -322,6 +337,12 @@ static uint64_t file_size_or_zero(const char *path) {
         return stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
 }
 
+/* Undoes a start that failed after the NICs were attached. */
+static void start_undo(const char *name, const struct vm_paths *p, struct vm_status *st) {
+        (void) vm_net_detach(name, st->nic_networks, VM_MAX_NICS, NULL);
+        runtime_clean(p);
+}
+
 int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
         int r = vm_load(name, &def, err);
@@ -362,15 +383,10 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         }
         /* MACs are allocated at create; a hand-written NIC without one gets
          * the derived MAC, which is the same at every start. */
-        for (unsigned i = 0; i < def->n_nics; i++) {
-                if (!streq(def->nics[i].network, VM_NET_USER))
-                        return vh_error_set(err, -EOPNOTSUPP,
-                                            "NIC %u of VM %s is on network '%s'; vmhost networks are not wired into VMs yet",
-                                            i, name, def->nics[i].network);
+        for (unsigned i = 0; i < def->n_nics; i++)
                 if (!def->nics[i].mac[0] && (r = vm_derive_mac(def->id, i, def->nics[i].mac)) < 0)
                         return vh_error_set(err, r, "VM %s has no id to derive the MAC of NIC %u from; set 'mac=' or 'id ='",
                                             name, i);
-        }
 
         r = mkdir_p(p.runtime_dir, 0700);
         if (r < 0)
@@ -380,6 +396,17 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 return vh_error_set(err, r, "Cannot create %s: %s", p.state_dir, strerror(-r));
         runtime_clean(&p);
         (void) mkdir_p(p.runtime_dir, 0700);
+
+        /* Taps exist only while the VM runs: made now, removed at stop, at
+         * the first command after a crash, or below if the start fails. */
+        struct vm_net_attachments nets;
+        r = vm_net_attach(def, &nets, err);
+        if (r < 0) {
+                runtime_clean(&p);
+                return r;
+        }
+        memcpy(st.nic_networks, nets.network, sizeof(st.nic_networks));
+        snprintf(st.netns, sizeof(st.netns), "%s", nets.netns);
 
         struct vm_launch launch = {
                 .qemu_binary = opts && opts->qemu_binary ? opts->qemu_binary : "qemu-system-x86_64",
@@ -391,12 +418,13 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 .daemonize = false,
         };
         memcpy(launch.host_ports, st.host_ports, sizeof(launch.host_ports));
+        vm_net_fill_launch(&nets, &launch);
 
         struct strv argv = {};
         r = vm_cmdline_build(def, &launch, &argv, err);
         if (r < 0) {
                 strv_done(&argv);
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return r;
         }
 
@@ -404,7 +432,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         _cleanup_free_ char *exe = find_executable(launch.qemu_binary);
         if (!exe) {
                 strv_done(&argv);
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return vh_error_set(err, -ENOENT, "%s not found; install qemu-system-x86 (see 'vmhost doctor')",
                                     launch.qemu_binary);
         }
@@ -417,7 +445,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         if (pipe2(pidpipe, O_CLOEXEC) < 0) {
                 r = negative_errno();
                 strv_done(&argv);
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return r;
         }
         pid_t middle = fork();
@@ -426,7 +454,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 close(pidpipe[0]);
                 close(pidpipe[1]);
                 strv_done(&argv);
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return r;
         }
         if (middle == 0) {
@@ -443,6 +471,17 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                         }
                         if (log >= 0)
                                 dup2(log, STDERR_FILENO);
+                        /* QEMU must run in the namespace that owns its taps. */
+                        if (nets.netns[0]) {
+                                char ns[128];
+                                snprintf(ns, sizeof(ns), "/run/netns/%s", nets.netns);
+                                int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
+                                if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
+                                        dprintf(STDERR_FILENO, "cannot enter network namespace %s: %s\n", nets.netns,
+                                                strerror(errno));
+                                        _exit(127);
+                                }
+                        }
                         execv(exe, argv.v);
                         dprintf(STDERR_FILENO, "exec %s: %s\n", exe, strerror(errno));
                         _exit(127);
@@ -460,7 +499,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 if (errno != EINTR)
                         break;
         if (got != sizeof(qpid) || qpid <= 0) {
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return vh_error_set(err, -EIO, "Could not start QEMU for VM %s", name);
         }
 
@@ -472,7 +511,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 if (process_alive(qpid))
                         kill(qpid, SIGKILL);
                 last_log_line(p.qemu_log, why, sizeof(why));
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return vh_error_set(err, -EIO, "QEMU failed to start VM %s: %s (full log: %s)", name,
                                     why[0] ? why : r == -ETIMEDOUT ? "QMP socket did not appear within 30 s" : "no message",
                                     p.qemu_log);
@@ -482,7 +521,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         r = runtime_state_write(p.runtime_state, &st, def->n_forwards);
         if (r < 0) {
                 kill(st.pid, SIGKILL);
-                runtime_clean(&p);
+                start_undo(name, &p, &st);
                 return vh_error_set(err, r, "Cannot record the state of VM %s in %s: %s", name, p.runtime_state,
                                     strerror(-r));
         }
@@ -598,8 +637,9 @@ int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
                 while (process_alive(st.pid))
                         usleep(10 * 1000);
         }
+        r = vm_net_detach(name, st.nic_networks, VM_MAX_NICS, err);
         runtime_clean(&p);
-        return 0;
+        return r;
 }
 
 static void drain_output(int fd, int out_fd) {

@@ -42,6 +42,8 @@ struct vm_status {
         uint16_t host_ports[VM_MAX_FORWARDS];
         uint64_t serial_log_offset;   /* where this boot's console output starts */
         char exit_reason[256];        /* for CRASHED: last line of QEMU's log */
+        char nic_networks[VM_MAX_NICS][VH_NAME_MAX + 1]; /* vmhost network per NIC, "" if none */
+        char netns[64];               /* network namespace QEMU runs in, "" for ours */
 };
 
 const char *vm_state_to_string(enum vm_state s);
