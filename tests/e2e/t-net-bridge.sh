@@ -11,6 +11,7 @@
 #     table are the same before, during and after; ip_forward goes 0 -> 1 -> 0
 #   - delete is refused while VMs are attached; a NIC whose QEMU was killed
 #     is detached cleanly; after delete no link, nft table or dnsmasq is left
+# shellcheck disable=SC2154 # PID_name, TAP_name, rc: set through eval and in traps
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -100,7 +101,7 @@ if [ "$(ip -n "$H" -j link show "$TAP1" | python3 -c 'import json,sys; print(jso
 else
 	fail tap-on-bridge "$(ip -n "$H" link show "$TAP1")"
 fi
-if ip -n "$H" -4 addr show dev vb-lan | grep -q '10.61.0.1/24'; then pass gateway-address; else fail gateway-address; fi
+if ip -n "$H" -4 addr show dev vb-lan | grep '10.61.0.1/24' >/dev/null; then pass gateway-address; else fail gateway-address; fi
 if grep -q '^dhcp-host=52:54:00:3d:00:01,10.61.0.42,vm1$' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf" &&
    grep -q '^no-ping$' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf"; then
 	pass dnsmasq-config "reservation and no-ping"
@@ -108,7 +109,7 @@ else
 	fail dnsmasq-config "$(cat "$VMHOST_HOME/run/networks/lan/dnsmasq.conf")"
 fi
 [ "$(ip netns exec "$H" cat /proc/sys/net/ipv4/ip_forward)" = 1 ] && pass ip-forward-on "was $FWD_BEFORE" || fail ip-forward-on
-if [ "$(foreign_rules)" = "$RULES_BEFORE" ] && ip netns exec "$H" nft list table ip vmhost | grep -q 'masquerade'; then
+if [ "$(foreign_rules)" = "$RULES_BEFORE" ] && ip netns exec "$H" nft list table ip vmhost | grep 'masquerade' >/dev/null; then
 	pass nft-own-table "other tables unchanged"
 else
 	fail nft-own-table "$(ip netns exec "$H" nft list ruleset)"
@@ -126,9 +127,7 @@ for v in vm1 vm2; do
 		fail "boot-$v"; qemu_dump "$v"; e2e_finish
 	fi
 done
-# shellcheck disable=SC2154
 ip2=$(grep -o 'ip=[0-9.]*' <<<"$READY_vm2" | cut -d= -f2)
-# shellcheck disable=SC2154
 if grep -q 'ip=10.61.0.42 ' <<<"$READY_vm1"; then pass dhcp-reserved "vm1 got its fixed 10.61.0.42"; else fail dhcp-reserved "$READY_vm1"; fi
 case "$ip2" in 10.61.0.1[2-9][0-9]|10.61.0.2[0-5][0-9]) pass dhcp-pool "vm2 got $ip2 from the pool" ;; *) fail dhcp-pool "vm2: $ip2" ;; esac
 if grep -q '10.61.0.42 vm1' "$VMHOST_HOME/run/networks/lan/dnsmasq.leases"; then pass lease-file; else fail lease-file "$(cat "$VMHOST_HOME/run/networks/lan/dnsmasq.leases")"; fi
@@ -162,7 +161,7 @@ if out=$(serial_cmd "$E2E_TMP/vm1.sock" 20 'timeout 5 nc 203.0.113.1 8080') && [
 else
 	fail nat-tcp "${out:-}"
 fi
-if ip netns exec "$H" nft list table ip vmhost | grep -qE 'counter packets [1-9]'; then
+if ip netns exec "$H" nft list table ip vmhost | grep -E 'counter packets [1-9]' >/dev/null; then
 	pass nat-counter "$(ip netns exec "$H" nft list table ip vmhost | grep -o 'counter packets [0-9]* bytes [0-9]*')"
 else
 	fail nat-counter
@@ -179,7 +178,7 @@ if vh net detach lan vm2 >/dev/null && ! ip -n "$H" link show "$TAP2" >/dev/null
 else
 	fail detach-after-kill
 fi
-if ! grep -q 'dhcp-host' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf" 2>/dev/null || grep -q 'vm1$' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf"; then
+if ! grep -q 'dhcp-host' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf" 2>/dev/null || grep 'vm1$' >/dev/null "$VMHOST_HOME/run/networks/lan/dnsmasq.conf"; then
 	pass reservations-follow-ports
 else
 	fail reservations-follow-ports

@@ -13,6 +13,7 @@
 #          underlay: vmhost lowers the network MTU to 1450 and says why;
 #          guests at that MTU move a 512 KiB transfer
 #   after delete, no tunnel link or port is left
+# shellcheck disable=SC2154 # PID_name, TAP_name, rc: set through eval and in traps
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -79,7 +80,7 @@ pass hosts "two namespaces, two OVS instances, two underlays"
 boot() {
 	local n=$1 name=$2 net=$3 append=$4 mac att tap off; shift 4
 	mac=$(printf '52:54:00:5e:%02x:%02x' "$n" "${#VMS[@]}")
-	if ! att=$(VMHOST_OVS_DB= vh "$n" net attach "$net" "$name" --mac "$mac" --json "$@" 2>&1); then
+	if ! att=$(vh "$n" net attach "$net" "$name" --mac "$mac" --json "$@" 2>&1); then
 		fail "attach-$name" "$att"; return 1
 	fi
 	VMS+=("$n $net $name")
@@ -128,7 +129,7 @@ for n in 1 2; do
 	vh $n net create lan --type ovs --subnet 10.91.0.0/24 --gateway 10.91.0.25$n >/dev/null
 	rc=$?
 	unset VMHOST_OVS_DB
-	if [ $rc = 0 ] && ip -n vhnt$n-$$ -4 addr show dev vb-phy | grep -q "172.16.0.$n/24"; then
+	if [ $rc = 0 ] && ip -n vhnt$n-$$ -4 addr show dev vb-phy | grep "172.16.0.$n/24" >/dev/null; then
 		pass "uplink-host$n" "$(tr '\n' ';' <<<"$out")"
 	else
 		fail "uplink-host$n" "$out"; e2e_finish
@@ -167,7 +168,6 @@ done
 port=$(vh 1 net show lan --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnels"][0]["interface"])')
 [ "$(ovsctl 1 get Interface "$port" type)" = vxlan ] && pass vxlan-port "$port: $(ovsctl 1 get Interface "$port" options)" || fail vxlan-port
 cross vxlan g1 10.91.0.12 g2
-# shellcheck disable=SC2154
 stop_pid "$PID_g1"; stop_pid "$PID_g2"
 vh 1 net detach lan g1 >/dev/null; vh 2 net detach lan g2 >/dev/null
 
@@ -182,7 +182,7 @@ else
 	fail kvxlan-mtu-lowered "$out"
 fi
 vx=$(vh 1 net show klan --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnels"][0]["interface"])')
-if ip -n vhnt1-$$ -d link show "$vx" | grep -q 'vxlan id 7 remote 172.17.0.2 .*dev kv-h1'; then
+if ip -n vhnt1-$$ -d link show "$vx" | grep 'vxlan id 7 remote 172.17.0.2 .*dev kv-h1' >/dev/null; then
 	pass kvxlan-link "$(ip -n vhnt1-$$ -d link show "$vx" | grep -o 'vxlan id.*' | cut -c1-70)"
 else
 	fail kvxlan-link "$(ip -n vhnt1-$$ -d link show "$vx")"
@@ -191,7 +191,6 @@ boot 1 k1 klan "vmhost.ip=10.92.0.11/24 vmhost.mtu=1450"
 boot 2 k2 klan "vmhost.ip=10.92.0.12/24 vmhost.mtu=1450"
 wait_ready k1 && wait_ready k2
 cross kvxlan k1 10.92.0.12 k2
-# shellcheck disable=SC2154
 stop_pid "$PID_k1"; stop_pid "$PID_k2"
 vh 1 net detach klan k1 >/dev/null; vh 2 net detach klan k2 >/dev/null
 
@@ -203,7 +202,7 @@ left=$(for n in 1 2; do ip -n vhnt$n-$$ -o link show | grep -oE ' (vb-|vh-|vt-)[
 [ -z "$left" ] && pass no-links-left || fail no-links-left "$left"
 bridges=$(ovsctl 1 list-br; ovsctl 2 list-br)
 [ -z "$bridges" ] && pass no-ovs-bridges-left || fail no-ovs-bridges-left "$bridges"
-if ip -n vhnt1-$$ -4 addr show dev veth-h1 | grep -q '172.16.0.1/24' && [ "$(ip -n vhnt1-$$ -j link show veth-h1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["mtu"])')" = 1600 ]; then
+if ip -n vhnt1-$$ -4 addr show dev veth-h1 | grep '172.16.0.1/24' >/dev/null && [ "$(ip -n vhnt1-$$ -j link show veth-h1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["mtu"])')" = 1600 ]; then
 	pass uplink-restored-on-delete "172.16.0.1/24 back on veth-h1, MTU 1600"
 else
 	fail uplink-restored-on-delete "$(ip -n vhnt1-$$ addr show dev veth-h1)"

@@ -9,6 +9,7 @@
 #     address, default route, bridge membership and MTU are as before
 #   - the real move keeps the host reachable (ping and TCP to the LAN through
 #     the bridge); '--remove' and 'delete' put the NIC back as it was
+# shellcheck disable=SC2154 # PID_name, TAP_name, rc: set through eval and in traps
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -93,7 +94,7 @@ done
 if out=$(vh net uplink ex --port eth1 --host-ip 192.0.2.10/24 2>&1); then pass uplink "$(tr '\n' ';' <<<"$out")"; else fail uplink "$out"; fi
 after=$(nic_state)
 if grep -q 'master: vb-ex' <<<"$after" && grep -q 'default via 192.0.2.1 dev vb-ex' <<<"$after" &&
-   ip -n "$U" -4 -o addr show dev vb-ex | grep -q '192.0.2.10/24' && ! ip -n "$U" -4 -o addr show dev eth1 | grep -q inet; then
+   ip -n "$U" -4 -o addr show dev vb-ex | grep '192.0.2.10/24' >/dev/null && ! ip -n "$U" -4 -o addr show dev eth1 | grep inet >/dev/null; then
 	pass moved "$(tr '\n' ';' <<<"$after")"
 else
 	fail moved "$after / $(ip -n "$U" -4 -o addr)"

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# tests/e2e/t-net-cli.sh: 'vmhost net' definitions and errors, no guests
+# (runs in a few seconds), in a network namespace playing the host:
+#   - errors name the problem: a subnet overlapping a host route or another
+#     vmhost network, a NAT uplink that does not exist, bad values, a
+#     hand-edited definition with a bad line (file:line in the message)
+#   - list/show --json; a user-mode network needs nothing on the host
+#   - eight NICs attached at once from parallel commands (the lock) all get
+#     their tap and DHCP reservation; detached in parallel, nothing is left
+# shellcheck disable=SC2154 # PID_name, TAP_name, rc: set through eval and in traps
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+e2e_init net-cli
+source "$here/vmhost-env.sh"
+need python3 ip dnsmasq
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (network namespaces)"; exit 77; }
+
+H=vhnc-h$$
+vh() { ip netns exec "$H" "$VMHOST" "$@"; }
+net_cleanup() {
+	local i
+	for i in $(seq 0 7); do vh net detach par "p$i" >/dev/null 2>&1; done
+	for n in a b par u; do vh net delete $n >/dev/null 2>&1; done
+	ip netns del "$H" 2>/dev/null
+}
+trap 'rc=$?; net_cleanup; (exit $rc); e2e_cleanup' EXIT
+ip netns add "$H" && ip -n "$H" link set lo up
+ip link add eth0 netns "$H" type veth peer name peer0 netns "$H"
+ip -n "$H" addr add 192.168.50.2/24 dev eth0 && ip -n "$H" link set eth0 up
+ip -n "$H" route add 10.200.0.0/16 via 192.168.50.1
+
+# expect_error DESC PATTERN CMD...: CMD must fail and print PATTERN.
+expect_error() {
+	local desc=$1 pat=$2 out; shift 2
+	if out=$("$@" 2>&1); then
+		fail "$desc" "succeeded: $out"
+	elif grep -qE -- "$pat" <<<"$out"; then
+		pass "$desc" "$out"
+	else
+		fail "$desc" "wrong message: $out"
+	fi
+}
+
+expect_error overlap-connected-route 'subnet 192.168.0.0/16 overlaps the host route 192.168.50.0/24 dev eth0' \
+	vh net create a --type bridge --subnet 192.168.0.0/16
+expect_error overlap-static-route 'overlaps the host route 10.200.0.0/16 dev eth0' \
+	vh net create a --type bridge --subnet 10.200.7.0/24
+vh net create a --type bridge --subnet 10.201.0.0/24 --dhcp >/dev/null && pass create-a || fail create-a
+expect_error overlap-vmhost-network "overlaps vmhost network 'a' \(10.201.0.0/24\)" \
+	vh net create b --type bridge --subnet 10.201.0.128/25
+expect_error missing-nat-uplink 'uplink interface wan9 does not exist' \
+	vh net create b --type bridge --subnet 10.202.0.0/24 --nat --uplink wan9
+expect_error host-bits 'did you mean 10.202.0.0/24' vh net create b --type bridge --subnet 10.202.0.1/24
+expect_error gateway-outside 'gateway 10.9.9.9 is not a host address of subnet 10.202.0.0/24' \
+	vh net create b --type bridge --subnet 10.202.0.0/24 --gateway 10.9.9.9
+expect_error dhcp-over-gateway 'the DHCP range contains the gateway 10.202.0.1' \
+	vh net create b --type bridge --subnet 10.202.0.0/24 --dhcp 10.202.0.1-10.202.0.20
+expect_error type-required 'type user\|bridge\|ovs is required' vh net create b --subnet 10.202.0.0/24
+expect_error duplicate-name "network 'a' exists already" vh net create a --type bridge --subnet 10.203.0.0/24
+expect_error vlan-needs-ovs 'VLAN tags need an Open vSwitch network' vh net attach a vm1 --vlan 3
+expect_error unknown-network "no network 'zz'" vh net start zz
+expect_error bad-name 'invalid network name' vh net show 'x/y'
+
+# a user-mode network: nothing on the host
+vh net create u --type user >/dev/null && pass create-user || fail create-user
+if out=$(vh net attach u vm1 --json) && python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+assert a["type"] == "user" and a["tap"] is None and a["user_subnet"] == "10.0.2.0/24", a' <<<"$out"; then
+	pass user-attach "$(tr -d '\n ' <<<"$out")"
+else
+	fail user-attach "$out"
+fi
+
+# list / show --json
+if out=$(vh net list --json) && python3 -c '
+import json, sys
+nets = {n["name"]: n for n in json.load(sys.stdin)}
+assert set(nets) == {"a", "u"}, nets
+a = nets["a"]
+assert a["type"] == "bridge" and a["state"] == "stopped" and a["subnet"] == "10.201.0.0/24", a
+assert a["gateway"] == "10.201.0.1" and a["dhcp"] == {"first": "10.201.0.128", "last": "10.201.0.254"}, a
+assert a["bridge"] == "vb-a" and a["mtu"] == 1500 and a["vms"] == [], a
+assert nets["u"]["state"] == "available" and nets["u"]["gateway"] == "10.0.2.2"' <<<"$out"; then
+	pass list-json
+else
+	fail list-json "$out"
+fi
+if vh net list | grep -E '^a +bridge +stopped +10.201.0.0/24 +vb-a' >/dev/null; then pass list-table; else fail list-table "$(vh net list)"; fi
+
+# a hand-edited definition with a mistake
+cp "$VMHOST_HOME/networks/a.conf" "$E2E_TMP/a.conf.good"
+echo "mtu = lots" >>"$VMHOST_HOME/networks/a.conf"
+line=$(wc -l <"$VMHOST_HOME/networks/a.conf")
+expect_error bad-conf-line "a.conf:$line: mtu must be a number 576..9000, not 'lots'" vh net show a
+cp "$E2E_TMP/a.conf.good" "$VMHOST_HOME/networks/a.conf"
+
+# ------------------------------------------------------------------ parallel attach
+vh net create par --type bridge --subnet 10.204.0.0/24 --dhcp >/dev/null || fail create-par
+t=$(e2e_now)
+pids=()
+for i in $(seq 0 7); do
+	vh net attach par "p$i" --mac "52:54:00:77:00:0$i" --ip "10.204.0.$((10 + i))" >"$E2E_TMP/att$i.out" 2>&1 &
+	pids+=($!)
+done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+taps=$(ip -n "$H" -o link show master vb-par | grep -c ' vh-p[0-7]-0')
+hosts=$(grep -c '^dhcp-host=' "$VMHOST_HOME/run/networks/par/dnsmasq.conf")
+dpid=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
+if [ "$ok" = 8 ] && [ "$taps" = 8 ] && [ "$hosts" = 8 ] && [ -n "$dpid" ] && kill -0 "$dpid"; then
+	pass parallel-attach "8 attaches in $(e2e_elapsed "$t") s: 8 taps on vb-par, 8 reservations, dnsmasq $dpid"
+else
+	fail parallel-attach "ok=$ok taps=$taps hosts=$hosts dnsmasq=$dpid $(cat "$E2E_TMP"/att*.out)"
+fi
+expect_error reserved-twice 'address 10.204.0.10 is reserved for VM p0' \
+	vh net attach par other --mac 52:54:00:77:01:01 --ip 10.204.0.10
+pids=()
+for i in $(seq 0 7); do vh net detach par "p$i" >/dev/null 2>&1 & pids+=($!); done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+left=$(ip -n "$H" -o link show | grep -c ' vh-' || true)
+if [ "$ok" = 8 ] && [ "$left" = 0 ] && ! grep -q '^dhcp-host=' "$VMHOST_HOME/run/networks/par/dnsmasq.conf"; then
+	pass parallel-detach "no taps, no reservations left"
+else
+	fail parallel-detach "ok=$ok taps left=$left"
+fi
+for n in a par u; do vh net delete $n >/dev/null || fail "delete-$n"; done
+if [ -z "$(ls "$VMHOST_HOME/networks")" ] && ! ip -n "$H" -o link show | grep ' vb-' >/dev/null &&
+   ! { [ -n "$dpid" ] && grep -q "$VMHOST_HOME" "/proc/$dpid/cmdline" 2>/dev/null; }; then
+	pass all-deleted
+else
+	fail all-deleted "$(ls "$VMHOST_HOME/networks"; ip -n "$H" -o link show)"
+fi
+e2e_finish
