@@ -40,6 +40,7 @@ static void usage(FILE *f) {
                 "  attach NAME VM [--index N] [--mac MAC] [--ip ADDR] [--vlan N] [--trunks LIST] [--json]\n"
                 "  detach NAME VM [--index N]    a VM NIC's tap by hand (normally 'vmhost vm' does it)\n"
                 "  ports NAME [--json]           the attached NICs\n"
+                "  release VM                    detach all NICs of VM from every network (after a crash)\n"
                 "\n"
                 "Options of create:\n"
                 "  --subnet CIDR        IPv4 subnet, e.g. 10.10.0.0/24 (user default: 10.0.2.0/24)\n"
@@ -752,6 +753,18 @@ int cmd_net(int argc, char **argv) {
                 return net_tunnel_cmd(argc, argv);
         if (streq(cmd, "uplink"))
                 return net_uplink_cmd(argc, argv);
+        if (streq(cmd, "release")) {
+                if (argc != 3) {
+                        log_error("Usage: vmhost net release VM");
+                        return 2;
+                }
+                struct vh_error err = {};
+                int r = net_nic_detach_all(argv[2], &err);
+                if (r < 0)
+                        return fail(r, &err, "Cannot release the NICs");
+                printf("released %d NIC%s of %s\n", r, r == 1 ? "" : "s", argv[2]);
+                return 0;
+        }
         if (streq(cmd, "attach") || streq(cmd, "detach"))
                 return net_attach_cmd(argc, argv, streq(cmd, "attach"));
         log_error("Unknown command 'net %s'. See 'vmhost net --help'.", cmd);

@@ -286,6 +286,42 @@ int net_nic_detach(const char *net_name, const char *vm_name, unsigned index, st
         return detach_locked(nl, def, vm_name, index, err);
 }
 
+int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
+        if (!name_is_valid(vm_name))
+                return vh_error_set(err, -EINVAL, "invalid VM name '%s'", vm_name);
+        _cleanup_net_lock_ int lock = net_lock_take(err);
+        if (lock < 0)
+                return lock;
+        char **names = NULL;
+        int n = net_list_names(&names, err);
+        if (n < 0)
+                return n;
+        _cleanup_(nl_closep) struct nl_conn *nl = NULL;
+        int r = nl_open(&nl);
+        if (r < 0) {
+                net_strv_free(names);
+                return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
+        }
+        int count = 0;
+        for (int i = 0; i < n && r >= 0; i++) {
+                struct net_port *ports = NULL;
+                int np = net_ports_read(names[i], &ports);
+                struct net_def *def = NULL;
+                struct vh_error e = {};
+                if (np > 0 && net_load(names[i], &def, &e) >= 0)
+                        for (int k = 0; k < np && r >= 0; k++)
+                                if (streq(ports[k].vm, vm_name)) {
+                                        r = detach_locked(nl, def, vm_name, ports[k].index, err);
+                                        if (r >= 0)
+                                                count++;
+                                }
+                net_def_free(def);
+                free(ports);
+        }
+        net_strv_free(names);
+        return r < 0 ? r : count;
+}
+
 int net_nic_attach(const char *net_name, const struct net_nic_request *req, struct net_nic_attachment *ret,
                    struct vh_error *err) {
         char mac[18] = "", ipbuf[NET_IPV4_STRLEN] = "";

@@ -57,6 +57,11 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
  * call twice, for a NIC never attached, and after QEMU crashed. */
 int net_nic_detach(const char *net_name, const char *vm_name, unsigned index, struct vh_error *err);
 
+/* Detaches every NIC of the VM from every network (cleanup after a crash
+ * when the caller no longer knows which networks it used). Returns the
+ * number of NICs detached. */
+int net_nic_detach_all(const char *vm_name, struct vh_error *err);
+
 /* The VMs with NICs attached to the network: returns their number and, when
  * ret_vms is not NULL, a NULL-terminated array of names (net_strv_free()). */
 int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err);

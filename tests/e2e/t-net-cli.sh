@@ -116,6 +116,14 @@ else
 fi
 expect_error reserved-twice 'address 10.204.0.10 is reserved for VM p0' \
 	vh net attach par other --mac 52:54:00:77:01:01 --ip 10.204.0.10
+# a VM on two networks, released from both at once (cleanup after a crash)
+vh net attach a p0 --mac 52:54:00:77:02:00 >/dev/null
+if out=$(vh net release p0) && [ "$out" = "released 2 NICs of p0" ] && ! ip -n "$H" link show vh-p0-0 >/dev/null 2>&1 &&
+   [ "$(vh net ports a --json)" = "[]" ]; then
+	pass release "$out"
+else
+	fail release "${out:-}"
+fi
 pids=()
 for i in $(seq 0 7); do vh net detach par "p$i" >/dev/null 2>&1 & pids+=($!); done
 ok=0
