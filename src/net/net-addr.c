@@ -102,8 +102,12 @@ bool net_ifname_is_valid(const char *name) {
         size_t n = strlen(name);
         if (n == 0 || n > NET_IFNAME_MAX || streq(name, ".") || streq(name, ".."))
                 return false;
+        /* Beyond what the kernel refuses ('/', ':', white space), quotes,
+         * backslashes and config punctuation are refused too: names end up
+         * in nft rule files and dnsmasq configs. */
         for (const char *p = name; *p; p++)
-                if (*p == '/' || *p == ':' || isspace((unsigned char) *p) || !isprint((unsigned char) *p))
+                if (*p == '/' || *p == ':' || isspace((unsigned char) *p) || !isprint((unsigned char) *p) ||
+                    strchr("\"'\\;#{}", *p))
                         return false;
         return true;
 }

@@ -36,7 +36,9 @@ bool net_prefix_overlap(const struct net_prefix *a, const struct net_prefix *b);
  * address (for prefixes shorter than /31). */
 bool net_prefix_is_host(const struct net_prefix *p, uint32_t addr);
 
-/* Linux interface names: 1..15 bytes, no '/', ':' or white space, not "." or "..". */
+/* Interface names: 1..15 printable bytes, not "." or "..", none of '/', ':',
+ * white space (the kernel's rules) nor quotes, backslash, ';', '#', '{', '}'
+ * (they go into nft and dnsmasq files). */
 bool net_ifname_is_valid(const char *name);
 
 /* prefix + name + suffix when that fits in 15 characters; else the name is

@@ -94,6 +94,9 @@ TEST(net_ifname_derivation) {
         CHECK(!net_ifname_is_valid("a:1"));
         CHECK(!net_ifname_is_valid("sixteen-chars-xx"));
         CHECK(!net_ifname_is_valid(".."));
+        CHECK(!net_ifname_is_valid("a\"b"));
+        CHECK(!net_ifname_is_valid("x;y"));
+        CHECK(net_ifname_is_valid("veth-h1.2_x"));
 
         struct net_def *d = net_def_new("lan");
         CHECK(d && net_def_bridge_name(d, n) == 0);
