@@ -90,6 +90,106 @@ struct vh_image *vh_image_backing(const struct vh_image *img);
  * parts past the virtual size are an error (-EINVAL). */
 int vh_image_read(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
 
+/* ---- Writing (images opened with VH_IMAGE_OPEN_READ_WRITE) ----
+ *
+ * Writes change the image in place. qcow2 clusters are allocated (with
+ * copy-on-write from the backing file for partial clusters, and from
+ * snapshots), and metadata goes to disk in a crash-safe order: a crash at
+ * any point leaves an image that opens and whose only damage is leaked
+ * clusters. Metadata is cached: call vh_image_flush() to put everything on
+ * stable storage (vh_image_free() flushes too, but cannot report errors).
+ * Images marked corrupt or dirty, with unknown incompatible features or
+ * with extended L2 entries are refused at open for writing. */
+
+/* Writes 'len' bytes of guest data at 'offset' (within the virtual size). */
+int vh_image_write(struct vh_image *img, uint64_t offset, const void *buf, size_t len, struct vh_error *err);
+/* Makes the range read as zeros: the zero flag on qcow2 version 3, holes
+ * where nothing below shows through, zeros written otherwise. */
+int vh_image_write_zeroes(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err);
+/* Gives the space of whole clusters back, as QEMU's discard does: on qcow2
+ * v3 they read as zeros afterwards; on v2 without a backing file too, and
+ * v2 with one is left alone; partial clusters are left alone; raw files
+ * get holes. */
+int vh_image_discard(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err);
+/* Puts all data and metadata written so far on stable storage. */
+int vh_image_flush(struct vh_image *img, struct vh_error *err);
+
+/* Changes the virtual size. Growing a qcow2 image zeroes what its backing
+ * file would otherwise show in the new area; shrinking needs 'shrink' and
+ * is refused while data is allocated past the new end. */
+int vh_image_resize(struct vh_image *img, uint64_t new_size, bool shrink, struct vh_error *err);
+
+/* ---- Operations on chains: commit, rebase ---- */
+
+struct vh_image_commit_options {
+        /* Commit into this image of the chain (a path, compared by file
+         * identity; relative names are also tried against the directory of
+         * the top image). NULL: the top image's backing file. */
+        const char *base;
+        /* Leave the top image as it is (qemu-img's -d). Implied by 'base',
+         * as in qemu-img: the images between top and base would otherwise
+         * no longer read right. */
+        bool keep_top;
+        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+};
+
+/* Writes what 'top' (opened read-write unless opts->keep_top or base)
+ * shows from the layers above the base into the base, growing the base
+ * when it is smaller, then empties 'top' (its clusters are freed, so it
+ * reads through to the base again). The base is reopened for writing
+ * (QEMU's write lock: refused while a VM uses it). The base is flushed
+ * before 'top' is touched, so a crash loses nothing. */
+int vh_image_commit(struct vh_image *top, const struct vh_image_commit_options *opts, struct vh_error *err);
+
+struct vh_image_rebase_options {
+        /* The new backing file name, stored as given (relative names are
+         * relative to the image's directory); NULL or "" for none. */
+        const char *backing_file;
+        enum vh_image_format backing_format; /* required with a backing file */
+        /* Only rewrite the header (qemu-img's -u): no data is compared or
+         * copied, and the backing files need not exist. */
+        bool unsafe;
+        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+};
+
+/* Changes the backing file of the qcow2 image 'img' (opened read-write;
+ * with its chain unless unsafe). In safe mode every range 'img' does not
+ * hold itself and where the old and the new backing chains differ is
+ * copied into 'img' first, so that the guest sees the same disk. */
+int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *opts, struct vh_error *err);
+
+/* ---- Internal snapshots (qcow2) ---- */
+
+/* One entry of the snapshot table, as 'qemu-img snapshot -l' lists it. */
+struct vh_image_snapshot {
+        char *id;                /* unique, "1", "2", ... */
+        char *name;              /* the tag */
+        uint64_t vm_state_size;  /* 0: a disk-only snapshot */
+        int64_t date_sec;
+        uint32_t date_nsec;
+        uint64_t vm_clock_nsec;
+        uint64_t icount;         /* UINT64_MAX when not recorded */
+        uint64_t disk_size;      /* virtual size when taken */
+};
+
+/* The snapshots of 'img' (none for raw). The caller frees the array with
+ * vh_image_snapshots_free(). */
+int vh_image_snapshot_list(struct vh_image *img, struct vh_image_snapshot **ret, size_t *ret_n,
+                           struct vh_error *err);
+struct vh_image_snapshot *vh_image_snapshots_free(struct vh_image_snapshot *list, size_t n);
+/* "Snapshot list:" and the table, as 'qemu-img snapshot -l' prints it. */
+int vh_image_snapshots_format(const struct vh_image_snapshot *list, size_t n, char **ret_text,
+                              struct vh_error *err);
+/* Takes a disk-only snapshot of the current state, named 'name' (unique). */
+int vh_image_snapshot_create(struct vh_image *img, const char *name, struct vh_error *err);
+/* Makes the snapshot with this name (or id) the current state; what was
+ * written since is lost. */
+int vh_image_snapshot_apply(struct vh_image *img, const char *name, struct vh_error *err);
+/* Removes the snapshot with this name (or id) and frees what only it used. */
+int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_error *err);
+
 /* What a range of the guest disk holds, seen through the backing chain. */
 struct vh_image_extent {
         uint64_t offset;
@@ -123,6 +223,8 @@ struct vh_image_info {
         bool corrupt;
         bool extended_l2;
         const char *compression_type;   /* "zlib" or "zstd" (static) */
+        struct vh_image_snapshot *snapshots; /* internal snapshots (qcow2) */
+        size_t n_snapshots;
 };
 
 int vh_image_get_info(struct vh_image *img, struct vh_image_info **ret_info, struct vh_error *err);

@@ -38,6 +38,17 @@ struct image_driver {
         int (*read_compressed)(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
         /* Adds the format's own fields to 'info'. */
         int (*fill_info)(struct vh_image *img, struct vh_image_info *info, struct vh_error *err);
+
+        /* The in-place write path, for images opened read-write. Ranges lie
+         * within the virtual size (checked by image.c). */
+        int (*write)(struct vh_image *img, uint64_t offset, const void *buf, size_t len, struct vh_error *err);
+        int (*write_zeroes)(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err);
+        int (*discard)(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err);
+        int (*flush)(struct vh_image *img, struct vh_error *err);
+        int (*resize)(struct vh_image *img, uint64_t new_size, struct vh_error *err);
+        /* Called once the file was reopened for writing (image_reopen_rw):
+         * refuses what cannot be written and sets up the write state. */
+        int (*reopen_rw)(struct vh_image *img, struct vh_error *err);
 };
 
 struct vh_image {
@@ -81,6 +92,15 @@ bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len);
 int image_open_one(const char *path, enum vh_image_format format, unsigned flags, unsigned depth,
                    const struct vh_image *chain_top, struct vh_image **ret, struct vh_error *err);
 
+/* Reads what the backing chain of 'img' shows at [offset, offset + len)
+ * (within img's virtual size): zeros past the backing file's end or
+ * without one. */
+int image_read_backing(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
+
+/* Makes an image opened read-only (a backing file, say) writable: reopens
+ * the file for writing and swaps QEMU's read lock for the write lock. */
+int image_reopen_rw(struct vh_image *img, struct vh_error *err);
+
 /* Opens the backing chain below 'img' (chain.c). */
 int image_chain_open(struct vh_image *img, unsigned flags, struct vh_error *err);
 
@@ -96,6 +116,8 @@ enum image_lock_mode {
         IMAGE_LOCK_WRITE,
 };
 int image_lock(int fd, enum image_lock_mode mode, const char *filename, struct vh_error *err);
+/* Drops every lock this open file description holds on the file. */
+void image_unlock(int fd);
 
 /* A new image file written beside its final path and renamed over it
  * (output.c). */
@@ -113,7 +135,12 @@ int image_output_commit(struct image_output *out, struct vh_error *err);
 #define IMAGE_OUTPUT_INIT { .fd = -1, .old_fd = -1 }
 void image_output_done(struct image_output *out);
 
-/* Writes all of 'buf' at 'offset'. */
+/* Writes all of 'buf' at 'offset'.
+ *
+ * Test knob: with VMHOST_FAULT_KILL_AFTER_WRITES=N in the environment the
+ * process raises SIGKILL right after its Nth call returns, so that the
+ * crash-safety tests (tests/e2e/t-img-crash.sh) can stop a writer between
+ * any two of its writes. Unset, it costs one getenv() per process. */
 int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
 
 /* True if all 'len' bytes are zero. */

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -77,21 +78,53 @@ bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len) {
         return offset > img->file_size || len > img->file_size - offset;
 }
 
+/* The fault-injection knob described in image-internal.h: the number of
+ * writes after which to die, read once; 0 when unset. */
+static uint64_t fault_kill_after(void) {
+        static int loaded;
+        static uint64_t after;
+        if (!loaded) {
+                const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
+                char *end;
+                if (e && *e) {
+                        errno = 0;
+                        unsigned long long v = strtoull(e, &end, 10);
+                        if (errno == 0 && *end == '\0')
+                                after = v;
+                }
+                loaded = 1;
+        }
+        return after;
+}
+
+static void fault_count_write(void) {
+        static uint64_t writes;
+        uint64_t after = fault_kill_after();
+        if (after > 0 && ++writes >= after)
+                raise(SIGKILL);
+}
+
 int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset) {
+        int r = 0;
         const uint8_t *p = buf;
         while (len > 0) {
                 ssize_t n = pwrite(fd, p, MIN(len, (size_t) 1 << 30), (off_t) offset);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0)
-                        return negative_errno();
-                if (n == 0)
-                        return -EIO;
+                if (n < 0) {
+                        r = negative_errno();
+                        break;
+                }
+                if (n == 0) {
+                        r = -EIO;
+                        break;
+                }
                 p += n;
                 len -= (size_t) n;
                 offset += (uint64_t) n;
         }
-        return 0;
+        fault_count_write();
+        return r;
 }
 
 bool image_buffer_is_zero(const void *buf, size_t len) {
@@ -308,6 +341,8 @@ static int layer_map(struct vh_image *img, uint64_t offset, uint64_t len, struct
         return 0;
 }
 
+int image_read_backing(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
+
 /* Reads [offset, offset + len), which lies within img's virtual size. */
 static int read_chain(struct vh_image *img, uint64_t offset, uint8_t *buf, size_t len, struct vh_error *err) {
         while (len > 0) {
@@ -329,18 +364,11 @@ static int read_chain(struct vh_image *img, uint64_t offset, uint8_t *buf, size_
                         if (r < 0)
                                 r = image_error_prefix(err, r, img->filename);
                         break;
-                case IMAGE_EXTENT_UNALLOCATED: {
+                case IMAGE_EXTENT_UNALLOCATED:
                         /* From the backing file as far as it reaches; zeros
                          * beyond its end, or without one. */
-                        size_t from_backing = 0;
-                        struct vh_image *b = img->backing;
-                        if (b && offset < b->virtual_size) {
-                                from_backing = (size_t) MIN((uint64_t) n, b->virtual_size - offset);
-                                r = read_chain(b, offset, buf, from_backing, err);
-                        }
-                        memset(buf + from_backing, 0, n - from_backing);
+                        r = image_read_backing(img, offset, buf, n, err);
                         break;
-                }
                 }
                 if (r < 0)
                         return r;
@@ -348,6 +376,19 @@ static int read_chain(struct vh_image *img, uint64_t offset, uint8_t *buf, size_
                 offset += n;
                 len -= n;
         }
+        return 0;
+}
+
+int image_read_backing(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err) {
+        size_t from_backing = 0;
+        struct vh_image *b = img->backing;
+        if (b && offset < b->virtual_size) {
+                from_backing = (size_t) MIN((uint64_t) len, b->virtual_size - offset);
+                int r = read_chain(b, offset, buf, from_backing, err);
+                if (r < 0)
+                        return r;
+        }
+        memset((uint8_t *) buf + from_backing, 0, len - from_backing);
         return 0;
 }
 
@@ -404,6 +445,7 @@ struct vh_image_info *vh_image_info_free(struct vh_image_info *info) {
                 free(info->backing_filename);
                 free(info->full_backing_filename);
                 free(info->backing_filename_format);
+                vh_image_snapshots_free(info->snapshots, info->n_snapshots);
                 free(info);
         }
         return NULL;
@@ -440,5 +482,83 @@ int vh_image_get_info(struct vh_image *img, struct vh_image_info **ret_info, str
                 return image_error_prefix(err, r, img->filename);
 
         *ret_info = TAKE_PTR(info);
+        return 0;
+}
+
+/* ---- the write path ---- */
+
+static int check_write(struct vh_image *img, uint64_t offset, uint64_t len, const char *what, struct vh_error *err) {
+        if (!img->read_write)
+                return vh_error_set(err, -EROFS, "%s: cannot %s: the image is open read-only", img->filename, what);
+        if (offset > img->virtual_size || len > img->virtual_size - offset)
+                return vh_error_set(err, -EINVAL,
+                                    "%s: %s of %" PRIu64 " bytes at %" PRIu64 " is past the virtual size (%" PRIu64 ")",
+                                    img->filename, what, len, offset, img->virtual_size);
+        return 0;
+}
+
+static int driver_result(struct vh_image *img, int r, struct vh_error *err) {
+        return r < 0 ? image_error_prefix(err, r, img->filename) : r;
+}
+
+int vh_image_write(struct vh_image *img, uint64_t offset, const void *buf, size_t len, struct vh_error *err) {
+        int r = check_write(img, offset, len, "write", err);
+        if (r < 0 || len == 0)
+                return r;
+        return driver_result(img, img->driver->write(img, offset, buf, len, err), err);
+}
+
+int vh_image_write_zeroes(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err) {
+        int r = check_write(img, offset, len, "write zeroes", err);
+        if (r < 0 || len == 0)
+                return r;
+        return driver_result(img, img->driver->write_zeroes(img, offset, len, err), err);
+}
+
+int vh_image_discard(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err) {
+        int r = check_write(img, offset, len, "discard", err);
+        if (r < 0 || len == 0)
+                return r;
+        return driver_result(img, img->driver->discard(img, offset, len, err), err);
+}
+
+int vh_image_flush(struct vh_image *img, struct vh_error *err) {
+        if (!img->read_write)
+                return 0;
+        return driver_result(img, img->driver->flush(img, err), err);
+}
+
+int image_reopen_rw(struct vh_image *img, struct vh_error *err) {
+        if (img->read_write)
+                return 0;
+        _cleanup_close_ int fd = open(img->filename, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "%s: cannot open for writing: %m", img->filename);
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return vh_error_set(err, negative_errno(), "%s: cannot stat: %m", img->filename);
+        if (st.st_dev != img->dev || st.st_ino != img->ino)
+                return vh_error_set(err, -ESTALE, "%s: the file was replaced while open", img->filename);
+
+        /* OFD locks belong to the open file description: our own read lock
+         * (which refuses to share "write") would make the write lock on the
+         * new descriptor fail, so it goes first. If the write lock cannot be
+         * had, the read lock is taken back. */
+        image_unlock(img->fd);
+        int r = image_lock(fd, IMAGE_LOCK_WRITE, img->filename, err);
+        if (r < 0) {
+                (void) image_lock(img->fd, IMAGE_LOCK_READ, img->filename, NULL);
+                return r;
+        }
+        safe_close(img->fd);
+        img->fd = TAKE_FD(fd);
+        img->read_write = true;
+        if (img->driver->reopen_rw) {
+                r = img->driver->reopen_rw(img, err);
+                if (r < 0) {
+                        img->read_write = false;
+                        return image_error_prefix(err, r, img->filename);
+                }
+        }
         return 0;
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/json-writer.h"
 #include "base/macro.h"
@@ -26,8 +27,68 @@ static void human_size(uint64_t bytes, char *buf, size_t len) {
         snprintf(buf, len, "%0.3g %s", v, units[i]);
 }
 
+static void snapshots_json(struct json_writer *w, const struct vh_image_info *i) {
+        json_key(w, "snapshots");
+        json_array_begin(w);
+        for (size_t k = 0; k < i->n_snapshots; k++) {
+                const struct vh_image_snapshot *sn = &i->snapshots[k];
+                json_object_begin(w);
+                if (sn->icount != UINT64_MAX)
+                        json_kv_uint(w, "icount", sn->icount);
+                json_kv_uint(w, "vm-clock-nsec", sn->vm_clock_nsec % 1000000000);
+                json_kv_string(w, "name", sn->name);
+                json_kv_uint(w, "date-sec", (uint64_t) sn->date_sec);
+                json_kv_uint(w, "date-nsec", sn->date_nsec);
+                json_kv_uint(w, "vm-clock-sec", sn->vm_clock_nsec / 1000000000);
+                json_kv_string(w, "id", sn->id);
+                json_kv_uint(w, "vm-state-size", sn->vm_state_size);
+                json_object_end(w);
+        }
+        json_array_end(w);
+}
+
+/* The table 'qemu-img snapshot -l' and 'qemu-img info' print: fixed
+ * columns, the date in local time, the VM clock as hh:mm:ss.mmm. */
+static void snapshots_human(FILE *f, const struct vh_image_snapshot *list, size_t n) {
+        fprintf(f, "%-9s %-17s %7s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+        for (size_t k = 0; k < n; k++) {
+                const struct vh_image_snapshot *sn = &list[k];
+                char size[32], date[32] = "", clock[32], icount[32] = "";
+                human_size(sn->vm_state_size, size, sizeof(size));
+                time_t t = (time_t) sn->date_sec;
+                struct tm tm;
+                if (localtime_r(&t, &tm))
+                        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+                uint64_t secs = sn->vm_clock_nsec / 1000000000;
+                snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int) (secs / 3600), (int) ((secs / 60) % 60),
+                         (int) (secs % 60), (int) ((sn->vm_clock_nsec / 1000000) % 1000));
+                if (sn->icount != UINT64_MAX)
+                        snprintf(icount, sizeof(icount), "%" PRIu64, sn->icount);
+                fprintf(f, "%-9s %-17s %7s%20s%13s%11s\n", sn->id, sn->name, size, date, clock, icount);
+        }
+}
+
+int vh_image_snapshots_format(const struct vh_image_snapshot *list, size_t n, char **ret_text,
+                              struct vh_error *err) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (!f)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        fprintf(f, "Snapshot list:\n");
+        snapshots_human(f, list, n);
+        if (fclose(f) != 0 || !text) {
+                free(text);
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        }
+        *ret_text = text;
+        return 0;
+}
+
 static void info_json(struct json_writer *w, const struct vh_image_info *i) {
         json_object_begin(w);
+        if (i->n_snapshots > 0)
+                snapshots_json(w, i);
         json_kv_string(w, "filename", i->filename);
         json_kv_string(w, "format", vh_image_format_to_string(i->format));
         json_kv_uint(w, "virtual-size", i->virtual_size);
@@ -84,6 +145,10 @@ static int info_human(FILE *f, const struct vh_image_info *i) {
         }
         if (i->dirty_flag)
                 fprintf(f, "cleanly shut down: no\n");
+        if (i->n_snapshots > 0) {
+                fprintf(f, "Snapshot list:\n");
+                snapshots_human(f, i->snapshots, i->n_snapshots);
+        }
         if (i->format == VH_IMAGE_FORMAT_QCOW2) {
                 fprintf(f, "Format specific information:\n");
                 fprintf(f, "    compat: %s\n", i->qcow2_version >= 3 ? "1.1" : "0.10");

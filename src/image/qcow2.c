@@ -30,32 +30,6 @@
 #define QCOW2_L2_CACHE_MIN 4
 #define QCOW2_L2_CACHE_MAX 64
 
-struct qcow2_l2_slot {
-        uint64_t offset; /* 0: empty */
-        uint64_t last_used;
-        uint8_t *table;  /* one cluster, big-endian as on disk */
-};
-
-struct qcow2_state {
-        struct qcow2_header h;
-        uint64_t *l1; /* host byte order */
-
-        struct qcow2_l2_slot *l2_cache;
-        size_t n_l2_slots;
-        uint64_t clock;
-
-        /* The last compressed cluster decoded, keyed by its L2 entry. */
-        uint8_t *cbuf; /* compressed input, up to two clusters */
-        uint8_t *dbuf; /* one decoded cluster */
-        uint64_t dbuf_entry;
-        bool dbuf_valid;
-        z_stream zs;
-        bool zs_ready;
-#ifdef HAVE_ZSTD
-        ZSTD_DCtx *zstd;
-#endif
-};
-
 uint64_t qcow2_l1_entries_for(uint64_t size, unsigned cluster_bits, uint32_t l2_entry_size) {
         /* One L1 entry maps cluster_size / l2_entry_size clusters. */
         unsigned shift = 2 * cluster_bits - (l2_entry_size == 16 ? 4 : 3);
@@ -334,14 +308,16 @@ static void qcow2_close(struct vh_image *img) {
         struct qcow2_state *s = img->priv;
         if (!s)
                 return;
+        if (s->rw)
+                qcow2_rw_close(img);
         free(s->l1);
-        for (size_t i = 0; i < s->n_l2_slots; i++)
-                free(s->l2_cache[i].table);
-        free(s->l2_cache);
+        qcow2_cache_free(s->l2_cache);
         free(s->cbuf);
         free(s->dbuf);
-        if (s->zs_ready)
-                inflateEnd(&s->zs);
+        if (s->zs) {
+                inflateEnd(s->zs);
+                free(s->zs);
+        }
 #ifdef HAVE_ZSTD
         ZSTD_freeDCtx(s->zstd);
 #endif
@@ -375,16 +351,8 @@ static int qcow2_open(struct vh_image *img, struct vh_error *err) {
                 return r;
         const struct qcow2_header *h = &s->h;
 
-        if (img->read_write) {
-                if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT)
-                        return vh_error_set(err, -EROFS,
-                                            "image is marked corrupt; it can only be opened read-only "
-                                            "(repair it with 'qemu-img check -r all')");
-                if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY)
-                        return vh_error_set(err, -EROFS,
-                                            "image is marked dirty (lazy refcounts) and needs a refcount repair "
-                                            "before writing ('qemu-img check -r all')");
-        }
+        /* Read-write opens are checked (corrupt, dirty, features we cannot
+         * write) by qcow2_rw_open() at the end, before anything is written. */
 
         if (h->l1_size > 0) {
                 s->l1 = calloc(h->l1_size, sizeof(uint64_t));
@@ -398,10 +366,10 @@ static int qcow2_open(struct vh_image *img, struct vh_error *err) {
                         s->l1[i] = be64_load((const uint8_t *) &s->l1[i]);
         }
 
-        s->n_l2_slots = (size_t) (QCOW2_L2_CACHE_BYTES >> h->cluster_bits);
-        s->n_l2_slots = MAX(s->n_l2_slots, (size_t) QCOW2_L2_CACHE_MIN);
-        s->n_l2_slots = MIN(s->n_l2_slots, (size_t) QCOW2_L2_CACHE_MAX);
-        s->l2_cache = calloc(s->n_l2_slots, sizeof(*s->l2_cache));
+        size_t n_slots = (size_t) (QCOW2_L2_CACHE_BYTES >> h->cluster_bits);
+        n_slots = MAX(n_slots, (size_t) QCOW2_L2_CACHE_MIN);
+        n_slots = MIN(n_slots, (size_t) QCOW2_L2_CACHE_MAX);
+        s->l2_cache = qcow2_cache_new(n_slots, h->cluster_size, NULL);
         if (!s->l2_cache)
                 return vh_error_set(err, -ENOMEM, "out of memory");
 
@@ -420,41 +388,8 @@ static int qcow2_open(struct vh_image *img, struct vh_error *err) {
                         img->backing_format = f;
                 }
         }
-        return 0;
-}
-
-/* Returns the L2 table at 'offset' (validated by the caller) from the
- * cache, reading it on a miss into the least recently used slot. */
-static int l2_table_get(struct vh_image *img, uint64_t offset, const uint8_t **ret, struct vh_error *err) {
-        struct qcow2_state *s = state(img);
-        struct qcow2_l2_slot *victim = &s->l2_cache[0];
-
-        s->clock++;
-        for (size_t i = 0; i < s->n_l2_slots; i++) {
-                struct qcow2_l2_slot *slot = &s->l2_cache[i];
-                if (slot->table && slot->offset == offset) {
-                        slot->last_used = s->clock;
-                        *ret = slot->table;
-                        return 0;
-                }
-                if (!slot->table || slot->last_used < victim->last_used)
-                        victim = slot;
-                if (!victim->table)
-                        break;
-        }
-
-        if (!victim->table) {
-                victim->table = malloc(s->h.cluster_size);
-                if (!victim->table)
-                        return vh_error_set(err, -ENOMEM, "out of memory for an L2 table");
-        }
-        victim->offset = 0;
-        int r = image_pread(img, victim->table, s->h.cluster_size, offset, err);
-        if (r < 0)
-                return r;
-        victim->offset = offset;
-        victim->last_used = s->clock;
-        *ret = victim->table;
+        if (img->read_write)
+                return qcow2_rw_open(img, err);
         return 0;
 }
 
@@ -479,7 +414,32 @@ static int l2_lookup(struct vh_image *img, uint64_t cluster, const uint8_t **ret
                 return vh_error_set(err, -EINVAL,
                                     "L1 entry %" PRIu64 ": L2 table offset %#" PRIx64 " is past the end of the file",
                                     l1_index, l2_offset);
-        return l2_table_get(img, l2_offset, ret_table, err);
+        uint8_t *table;
+        int r = qcow2_cache_get(img, s->l2_cache, l2_offset, &table, err);
+        if (r < 0)
+                return r;
+        *ret_table = table;
+        return 0;
+}
+
+int qcow2_l2_load(struct vh_image *img, uint64_t l2_offset, uint8_t **ret, struct vh_error *err) {
+        struct qcow2_state *s = state(img);
+        if ((l2_offset & (s->h.cluster_size - 1)) || l2_offset == 0)
+                return vh_error_set(err, -EINVAL, "L2 table offset %#" PRIx64 " is not aligned", l2_offset);
+        if (image_past_eof(img, l2_offset, s->h.cluster_size))
+                return vh_error_set(err, -EINVAL, "L2 table offset %#" PRIx64 " is past the end of the file",
+                                    l2_offset);
+        return qcow2_cache_get(img, s->l2_cache, l2_offset, ret, err);
+}
+
+void qcow2_compressed_range(const struct qcow2_header *h, uint64_t entry, uint64_t *ret_offset,
+                            uint64_t *ret_bytes) {
+        unsigned csize_shift = 62 - (h->cluster_bits - 8);
+        uint64_t csize_mask = (UINT64_C(1) << (h->cluster_bits - 8)) - 1;
+        uint64_t coffset = entry & ((UINT64_C(1) << csize_shift) - 1);
+        uint64_t nb_sectors = ((entry >> csize_shift) & csize_mask) + 1;
+        *ret_offset = coffset & ~UINT64_C(511);
+        *ret_bytes = nb_sectors * 512;
 }
 
 /* Classifies unit 'sub' (a subcluster with extended L2 entries, else the
@@ -606,22 +566,28 @@ static int qcow2_map(struct vh_image *img, uint64_t offset, uint64_t max_len, st
 }
 
 static int decompress_zlib(struct qcow2_state *s, size_t in_len, struct vh_error *err) {
-        if (!s->zs_ready) {
+        z_stream *zs = s->zs;
+        if (!zs) {
+                zs = calloc(1, sizeof(*zs));
+                if (!zs)
+                        return vh_error_set(err, -ENOMEM, "out of memory");
                 /* Raw deflate (no zlib header); -15 accepts every window size. */
-                if (inflateInit2(&s->zs, -15) != Z_OK)
+                if (inflateInit2(zs, -15) != Z_OK) {
+                        free(zs);
                         return vh_error_set(err, -ENOMEM, "cannot set up zlib");
-                s->zs_ready = true;
-        } else if (inflateReset(&s->zs) != Z_OK)
+                }
+                s->zs = zs;
+        } else if (inflateReset(zs) != Z_OK)
                 return vh_error_set(err, -EIO, "cannot reset zlib");
 
-        s->zs.next_in = s->cbuf;
-        s->zs.avail_in = (uInt) in_len;
-        s->zs.next_out = s->dbuf;
-        s->zs.avail_out = s->h.cluster_size;
-        int z = inflate(&s->zs, Z_FINISH);
+        zs->next_in = s->cbuf;
+        zs->avail_in = (uInt) in_len;
+        zs->next_out = s->dbuf;
+        zs->avail_out = s->h.cluster_size;
+        int z = inflate(zs, Z_FINISH);
         /* The compressed size is rounded up to sectors, so input may be
          * left over: what counts is a whole cluster of output. */
-        if ((z != Z_STREAM_END && z != Z_BUF_ERROR && z != Z_OK) || s->zs.avail_out != 0)
+        if ((z != Z_STREAM_END && z != Z_BUF_ERROR && z != Z_OK) || zs->avail_out != 0)
                 return -EINVAL;
         return 0;
 }
@@ -721,6 +687,11 @@ static int qcow2_fill_info(struct vh_image *img, struct vh_image_info *info, str
         info->extended_l2 = h->incompatible_features & QCOW2_INCOMPAT_EXTL2;
         info->dirty_flag = h->incompatible_features & QCOW2_INCOMPAT_DIRTY;
         info->compression_type = h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib";
+        if (h->nb_snapshots > 0) {
+                int r = qcow2_snapshots_describe(img, &info->snapshots, &info->n_snapshots, err);
+                if (r < 0)
+                        return r;
+        }
         if (h->backing_file[0] && h->backing_format[0]) {
                 info->backing_filename_format = strdup(h->backing_format);
                 if (!info->backing_filename_format)
@@ -736,4 +707,10 @@ const struct image_driver image_driver_qcow2 = {
         .map = qcow2_map,
         .read_compressed = qcow2_read_compressed,
         .fill_info = qcow2_fill_info,
+        .write = qcow2_write,
+        .write_zeroes = qcow2_write_zeroes,
+        .discard = qcow2_discard,
+        .flush = qcow2_flush,
+        .resize = qcow2_resize,
+        .reopen_rw = qcow2_rw_open,
 };

@@ -142,3 +142,155 @@ struct qcow2_writer *qcow2_writer_free(struct qcow2_writer *w);
 /* Checks the create parameters that do not depend on the file (cluster
  * size, refcount bits, version, lazy refcounts, backing name length). */
 int qcow2_writer_params_check(const struct qcow2_writer_params *p, struct vh_error *err);
+
+/* ---- The driver state, shared by the reader (qcow2.c) and the in-place
+ * write path (qcow2-alloc.c, qcow2-cache.c, snapshot.c). ---- */
+
+struct vh_image;
+struct vh_image_snapshot;
+struct qcow2_cache;
+
+/* A refcount decrement that must wait until no table on disk points at
+ * the clusters any more (see qcow2_flush()). */
+struct qcow2_pending_free {
+        uint64_t offset; /* host byte offset of the first cluster */
+        uint64_t bytes;  /* every cluster touched by [offset, offset + bytes) */
+};
+
+/* Ranges of clusters being set up by an allocation that the free-cluster
+ * scan must step over (their refcounts are not set yet). */
+#define QCOW2_MAX_RESERVED 4
+
+struct qcow2_state {
+        struct qcow2_header h;
+        uint64_t *l1; /* host byte order, h.l1_size entries */
+
+        struct qcow2_cache *l2_cache;
+
+        /* The last compressed cluster decoded, keyed by its L2 entry. */
+        uint8_t *cbuf; /* compressed input, up to two clusters */
+        uint8_t *dbuf; /* one decoded cluster */
+        uint64_t dbuf_entry;
+        bool dbuf_valid;
+        void *zs;      /* z_stream, allocated on first use */
+        void *zstd;    /* ZSTD_DCtx */
+
+        /* ---- read-write opens only (qcow2-alloc.c) ---- */
+        bool rw;
+        struct qcow2_cache *rb_cache; /* refcount blocks */
+        uint64_t *reftable;           /* host order */
+        uint64_t reftable_entries;    /* in memory; may be ahead of the file */
+        uint64_t reftable_offset;     /* where the table lives (or will) */
+        uint32_t reftable_clusters;
+        bool reftable_moved;          /* a grown table not yet named by the header */
+        uint64_t reftable_dirty_lo, reftable_dirty_hi; /* entries to write, [lo, hi) */
+        uint64_t old_reftable_offset; /* freed once the header names the new one */
+        uint32_t old_reftable_clusters;
+        uint64_t l1_dirty_lo, l1_dirty_hi;              /* entries to write, [lo, hi) */
+        uint64_t refblock_entries;    /* refcounts per refcount block */
+        uint64_t refcount_max;
+        uint64_t free_hint;           /* no free cluster below this one */
+        uint64_t end_cluster;         /* nothing is allocated at or past this cluster */
+        uint64_t reserved_lo[QCOW2_MAX_RESERVED], reserved_hi[QCOW2_MAX_RESERVED];
+        unsigned n_reserved;
+        struct qcow2_pending_free *pending;
+        size_t n_pending, pending_cap;
+        bool data_unsynced;    /* guest data written since the last fsync */
+        bool flushing;         /* inside qcow2_flush(): evictions write directly */
+        bool marked_dirty;     /* we set the dirty bit (lazy refcounts) */
+        bool header_checked;   /* autoclear bits cleared, first write prepared */
+        uint8_t *cow_buf;      /* one cluster */
+        uint8_t *zero_buf;     /* one cluster of zeros */
+};
+
+/* ---- qcow2-cache.c: L2 tables and refcount blocks, one cluster each,
+ * kept in memory and written back in the order qcow2_flush() imposes. ---- */
+
+/* Called when a dirty table must leave the cache to make room. */
+typedef int (*qcow2_cache_evict_fn)(struct vh_image *img, struct vh_error *err);
+
+struct qcow2_cache *qcow2_cache_new(size_t n_slots, uint32_t table_size, qcow2_cache_evict_fn evict);
+struct qcow2_cache *qcow2_cache_free(struct qcow2_cache *c);
+/* The table at host 'offset' (validated by the caller), read on a miss. The
+ * pointer stays valid until the next get from the same cache. */
+int qcow2_cache_get(struct vh_image *img, struct qcow2_cache *c, uint64_t offset, uint8_t **ret,
+                    struct vh_error *err);
+/* A table for a newly allocated cluster: zero-filled, dirty, not read. */
+int qcow2_cache_get_new(struct vh_image *img, struct qcow2_cache *c, uint64_t offset, uint8_t **ret,
+                        struct vh_error *err);
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, const uint8_t *table);
+bool qcow2_cache_is_dirty(const struct qcow2_cache *c);
+/* Writes every dirty table (no fsync); 'what' names them in errors. */
+int qcow2_cache_write_dirty(struct vh_image *img, struct qcow2_cache *c, const char *what, struct vh_error *err);
+/* Writes the least recently used dirty table (for an eviction while the
+ * caller is already writing tables back in order). */
+int qcow2_cache_write_one(struct vh_image *img, struct qcow2_cache *c, const char *what, struct vh_error *err);
+/* Forgets the table at 'offset' (its cluster was freed), dirty or not. */
+void qcow2_cache_drop(struct qcow2_cache *c, uint64_t offset);
+
+/* ---- qcow2-alloc.c: the in-place write path. ---- */
+
+/* Sets up the write state of an image opened read-write (refcount table,
+ * caches) and refuses what cannot be written. Writes nothing. */
+int qcow2_rw_open(struct vh_image *img, struct vh_error *err);
+/* Flushes (best effort: errors leave at most leaked clusters) and clears
+ * the dirty bit we set. */
+void qcow2_rw_close(struct vh_image *img);
+
+/* Before the first change to the file: clears autoclear bits we do not
+ * maintain and, with lazy refcounts, sets the dirty bit. */
+int qcow2_prepare_write(struct vh_image *img, struct vh_error *err);
+
+int qcow2_write(struct vh_image *img, uint64_t offset, const void *buf, size_t len, struct vh_error *err);
+int qcow2_write_zeroes(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err);
+int qcow2_discard(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err);
+/* Puts everything on disk in the crash-safe order (see qcow2-alloc.c). */
+int qcow2_flush(struct vh_image *img, struct vh_error *err);
+
+/* Refcount of the cluster at host 'offset' (0 past the table). */
+int qcow2_refcount_get(struct vh_image *img, uint64_t offset, uint64_t *ret, struct vh_error *err);
+/* Adds 'delta' (+1 or -1) to the refcount of every cluster touched by
+ * [offset, offset + bytes), now (in the cache). Decrements that could free
+ * a cluster still named on disk must go through qcow2_free_later(). */
+int qcow2_refcount_update(struct vh_image *img, uint64_t offset, uint64_t bytes, int delta, struct vh_error *err);
+/* Queues a decrement for the next qcow2_flush(), after the tables that
+ * stopped pointing at the clusters are on disk. */
+int qcow2_free_later(struct vh_image *img, uint64_t offset, uint64_t bytes, struct vh_error *err);
+/* Queues the decrement(s) an L2 entry's clusters need when the entry goes
+ * away (standard, preallocated zero or compressed). */
+int qcow2_free_l2_entry_later(struct vh_image *img, uint64_t entry, struct vh_error *err);
+/* Allocates 'n' contiguous clusters with refcount 1; returns the offset. */
+int qcow2_alloc_contiguous(struct vh_image *img, uint64_t n, uint64_t *ret_offset, struct vh_error *err);
+
+/* Reads an L2 table (a cached copy; the offset is checked). */
+int qcow2_l2_load(struct vh_image *img, uint64_t l2_offset, uint8_t **ret, struct vh_error *err);
+/* Host byte range [*ret_offset, + *ret_bytes) that a compressed L2 entry
+ * refers to (whole sectors, as the refcounts count them). */
+void qcow2_compressed_range(const struct qcow2_header *h, uint64_t entry, uint64_t *ret_offset,
+                            uint64_t *ret_bytes);
+
+/* Writes the fixed header fields from s->h (everything up to
+ * header_length), then fsync. */
+int qcow2_header_update(struct vh_image *img, struct vh_error *err);
+/* Rewrites the first cluster with a new backing file name and format (both
+ * may be NULL: none), keeping the other header extensions. */
+int qcow2_header_set_backing(struct vh_image *img, const char *backing, const char *backing_format,
+                             struct vh_error *err);
+/* Writes L1 entries [lo, hi) of the active table (whole sectors). */
+int qcow2_l1_write(struct vh_image *img, uint64_t lo, uint64_t hi, struct vh_error *err);
+/* Sets COPIED on the active L1 and L2 entries whose refcount is one and
+ * clears it elsewhere (after a snapshot changed refcounts). */
+int qcow2_fix_copied_flags(struct vh_image *img, struct vh_error *err);
+/* Grows the guest-visible size (L1 table included) or, when nothing is
+ * allocated past it, shrinks it. */
+int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err);
+
+/* The snapshot table as the public API describes it (snapshot.c). */
+int qcow2_snapshots_describe(struct vh_image *img, struct vh_image_snapshot **ret, size_t *ret_n,
+                             struct vh_error *err);
+
+/* fsync with the reason in the error message. */
+int qcow2_sync(struct vh_image *img, const char *after, struct vh_error *err);
+/* Refcount entry 'index' of a refcount block, and setting it. */
+uint64_t qcow2_refblock_get(const uint8_t *block, uint64_t index, unsigned order);
+void qcow2_refblock_set(uint8_t *block, uint64_t index, unsigned order, uint64_t value);

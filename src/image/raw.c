@@ -3,8 +3,11 @@
  * zeros), and holes found with SEEK_DATA/SEEK_HOLE are reported as zero
  * extents so that convert need not read them. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/macro.h"
@@ -82,6 +85,69 @@ static int raw_fill_info(struct vh_image *img, struct vh_image_info *info, struc
         return 0;
 }
 
+/* Writes invalidate the data range remembered by raw_map(). */
+static void raw_forget_extent(struct vh_image *img) {
+        struct raw_state *s = img->priv;
+        s->data_start = s->data_end = 0;
+}
+
+static int raw_write(struct vh_image *img, uint64_t offset, const void *buf, size_t len, struct vh_error *err) {
+        raw_forget_extent(img);
+        int r = image_pwrite_all(img->fd, buf, len, offset);
+        if (r < 0)
+                return vh_error_set(err, r, "write of %zu bytes at %" PRIu64 " failed: %s", len, offset, strerror(-r));
+        img->file_size = MAX(img->file_size, offset + len);
+        return 0;
+}
+
+/* Zeros without writing them where the file system can: a hole reads as
+ * zeros and frees the space, as QEMU's raw driver does for discard and
+ * for zero writes that may unmap. */
+static int raw_write_zeroes(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err) {
+        raw_forget_extent(img);
+        /* The tail past the file's end (up to the next 512 bytes) already
+         * reads as zeros. */
+        if (offset >= img->file_size)
+                return 0;
+        len = MIN(len, img->file_size - offset);
+        if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) len) == 0)
+                return 0;
+        if (fallocate(img->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) len) == 0)
+                return 0;
+        static const uint8_t zeros[65536];
+        while (len > 0) {
+                size_t n = (size_t) MIN(len, (uint64_t) sizeof(zeros));
+                int r = image_pwrite_all(img->fd, zeros, n, offset);
+                if (r < 0)
+                        return vh_error_set(err, r, "writing zeros at %" PRIu64 " failed: %s", offset, strerror(-r));
+                offset += n;
+                len -= n;
+        }
+        return 0;
+}
+
+static int raw_flush(struct vh_image *img, struct vh_error *err) {
+        if (fsync(img->fd) < 0)
+                return vh_error_set(err, negative_errno(), "fsync failed: %m");
+        return 0;
+}
+
+static int raw_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err) {
+        struct stat st;
+        if (fstat(img->fd, &st) < 0)
+                return vh_error_set(err, negative_errno(), "cannot stat: %m");
+        if (!S_ISREG(st.st_mode))
+                return vh_error_set(err, -EOPNOTSUPP, "only regular files can be resized, not block devices");
+        raw_forget_extent(img);
+        if (ftruncate(img->fd, (off_t) new_size) < 0)
+                return vh_error_set(err, negative_errno(), "cannot set the file size to %" PRIu64 ": %m", new_size);
+        if (fsync(img->fd) < 0)
+                return vh_error_set(err, negative_errno(), "fsync failed: %m");
+        img->file_size = new_size;
+        img->virtual_size = ALIGN_UP(new_size, (uint64_t) 512);
+        return 0;
+}
+
 int raw_create(int fd, uint64_t size, struct vh_error *err) {
         /* Sparse: the file system gives zeros for the holes, like qemu-img's
          * default preallocation=off. */
@@ -96,4 +162,9 @@ const struct image_driver image_driver_raw = {
         .close = raw_close,
         .map = raw_map,
         .fill_info = raw_fill_info,
+        .write = raw_write,
+        .write_zeroes = raw_write_zeroes,
+        .discard = raw_write_zeroes,
+        .flush = raw_flush,
+        .resize = raw_resize,
 };

@@ -1,0 +1,178 @@
+/* image/commit.c: 'img commit': folding an overlay back into a backing
+ * file, as 'qemu-img commit' does.
+ *
+ * Everything the layers above the base answer themselves (data, and zeros
+ * that hide the base's data) is written into the base; ranges the base or
+ * something below it answers are skipped. The base is flushed before the
+ * top image is emptied, so that at every moment the top image reads the
+ * same as before: a crash during the copy leaves a base with some of the
+ * new data and an intact top; a crash while emptying leaves a top image
+ * whose remaining clusters equal what the base now holds. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/macro.h"
+#include "image/image-internal.h"
+#include "image/qcow2.h"
+
+/* Bytes read and written at a time (a multiple of every cluster size). */
+#define COMMIT_CHUNK (UINT64_C(4) << 20)
+
+static int find_base(struct vh_image *top, const char *base, struct vh_image **ret, struct vh_error *err) {
+        struct stat st;
+        _cleanup_free_ char *rel = NULL;
+        if (stat(base, &st) < 0) {
+                /* As qemu-img: the name may also be relative to the top image. */
+                if (image_backing_path(top->filename, base, &rel) < 0 || stat(rel, &st) < 0)
+                        return vh_error_set(err, -ENOENT, "base image '%s' does not exist", base);
+        }
+        for (struct vh_image *x = top->backing; x; x = x->backing)
+                if (x->dev == st.st_dev && x->ino == st.st_ino) {
+                        *ret = x;
+                        return 0;
+                }
+        if (top->dev == st.st_dev && top->ino == st.st_ino)
+                return vh_error_set(err, -EINVAL, "base image '%s' is the image itself", base);
+        return vh_error_set(err, -EINVAL, "'%s' is not in the backing chain of %s", base, top->filename);
+}
+
+/* Writes zeros into 'base' over [off, off + len) where it does not read as
+ * zeros already. */
+static int zero_where_needed(struct vh_image *base, uint64_t off, uint64_t len, struct vh_error *err) {
+        while (len > 0) {
+                struct vh_image_extent e;
+                int r = vh_image_map(base, off, len, &e, err);
+                if (r < 0)
+                        return r;
+                if (e.length == 0)
+                        return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, base->filename, off);
+                if (!e.zero) {
+                        r = vh_image_write_zeroes(base, off, e.length, err);
+                        if (r < 0)
+                                return r;
+                }
+                off += e.length;
+                len -= e.length;
+        }
+        return 0;
+}
+
+static int copy_down(struct vh_image *top, struct vh_image *base, const struct vh_image_commit_options *opts,
+                     struct vh_error *err) {
+        const uint64_t size = top->virtual_size;
+        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, (size_t) COMMIT_CHUNK);
+        if (!buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+
+        uint64_t off = 0;
+        while (off < size) {
+                if (opts->progress)
+                        opts->progress(off, size, opts->userdata);
+                struct vh_image_extent e;
+                int r = vh_image_map(top, off, MIN(size - off, COMMIT_CHUNK), &e, err);
+                if (r < 0)
+                        return r;
+                if (e.length == 0)
+                        return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, top->filename, off);
+                if (e.depth >= base->depth) {
+                        /* The base (or what is below it) answers: nothing to do. */
+                } else if (e.zero) {
+                        r = zero_where_needed(base, off, e.length, err);
+                } else {
+                        r = vh_image_read(top, off, buf, (size_t) e.length, err);
+                        if (r >= 0)
+                                r = image_buffer_is_zero(buf, (size_t) e.length)
+                                            ? zero_where_needed(base, off, e.length, err)
+                                            : vh_image_write(base, off, buf, (size_t) e.length, err);
+                }
+                if (r < 0)
+                        return r;
+                off += e.length;
+        }
+        return 0;
+}
+
+/* Drops every cluster of the active state of 'img' (qemu-img's "empty"):
+ * the L1 entries go first, the tables and data they reached are freed
+ * after, so each L2 range of the image reads either its old clusters or
+ * the backing file, which holds the same data now. */
+static int qcow2_make_empty(struct vh_image *img, struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        const struct qcow2_header *h = &s->h;
+        int r = qcow2_prepare_write(img, err);
+        if (r < 0)
+                return r;
+        for (uint64_t i = 0; i < h->l1_size; i++) {
+                uint64_t l2 = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+                if (!l2)
+                        continue;
+                uint8_t *table;
+                r = qcow2_l2_load(img, l2, &table, err);
+                if (r < 0)
+                        return r;
+                for (uint64_t j = 0; j < h->l2_entries; j++) {
+                        r = qcow2_free_l2_entry_later(img, be64_load(table + j * 8), err);
+                        if (r < 0)
+                                return r;
+                }
+                r = qcow2_free_later(img, l2, h->cluster_size, err);
+                if (r < 0)
+                        return r;
+                s->l1[i] = 0;
+                s->l1_dirty_lo = MIN(s->l1_dirty_lo, i);
+                s->l1_dirty_hi = MAX(s->l1_dirty_hi, i + 1);
+        }
+        return qcow2_flush(img, err);
+}
+
+int vh_image_commit(struct vh_image *top, const struct vh_image_commit_options *opts, struct vh_error *err) {
+        struct vh_image *base = top->backing;
+        int r;
+
+        if (!top->backing_name)
+                return vh_error_set(err, -EINVAL, "%s: the image has no backing file to commit into", top->filename);
+        if (!top->backing)
+                return vh_error_set(err, -EINVAL, "%s: the backing chain was not opened", top->filename);
+        bool empty_top = !opts->keep_top && !opts->base;
+        if (opts->base) {
+                r = find_base(top, opts->base, &base, err);
+                if (r < 0)
+                        return r;
+        }
+        if (empty_top && !top->read_write)
+                return vh_error_set(err, -EROFS, "%s: must be open read-write to be emptied after the commit",
+                                    top->filename);
+
+        r = image_reopen_rw(base, err);
+        if (r < 0)
+                return r;
+        if (base->virtual_size < top->virtual_size) {
+                /* As qemu-img: a smaller base grows to the top's size. */
+                r = vh_image_resize(base, top->virtual_size, false, err);
+                if (r < 0)
+                        return r;
+        }
+
+        r = copy_down(top, base, opts, err);
+        if (r < 0)
+                return r;
+        /* The base holds everything on stable storage before the top
+         * forgets any of it. */
+        r = vh_image_flush(base, err);
+        if (r < 0)
+                return r;
+        if (empty_top) {
+                if (top->format != VH_IMAGE_FORMAT_QCOW2)
+                        return vh_error_set(err, -EOPNOTSUPP, "%s: only qcow2 images can be emptied",
+                                            top->filename);
+                r = qcow2_make_empty(top, err);
+                if (r < 0)
+                        return image_error_prefix(err, r, top->filename);
+        }
+        if (opts->progress)
+                opts->progress(top->virtual_size, top->virtual_size, opts->userdata);
+        return 0;
+}

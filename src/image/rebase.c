@@ -1,0 +1,293 @@
+/* image/rebase.c: 'img rebase': giving a qcow2 image another backing file
+ * (or none), as 'qemu-img rebase' does.
+ *
+ * Safe mode keeps what the guest sees: every range the image does not hold
+ * itself is read through the old chain and through the new one, and where
+ * they differ the old content is written into the image (whole clusters).
+ * Only then, with the image flushed, is the header rewritten to name the
+ * new backing file. A crash before that leaves the old backing file named
+ * and an image whose new clusters hold exactly what the old chain showed.
+ * Unsafe mode (-u) only rewrites the header. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/macro.h"
+#include "image/image-internal.h"
+#include "image/qcow2.h"
+
+/* Bytes compared at a time (a multiple of every cluster size). */
+#define REBASE_CHUNK (UINT64_C(2) << 20)
+
+int qcow2_header_set_backing(struct vh_image *img, const char *backing, const char *backing_format,
+                             struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        struct qcow2_header *h = &s->h;
+        const uint32_t cs = h->cluster_size;
+        size_t name_len = backing ? strlen(backing) : 0;
+        size_t fmt_len = backing_format ? strlen(backing_format) : 0;
+        int r;
+
+        if (name_len > VH_IMAGE_MAX_BACKING_NAME)
+                return vh_error_set(err, -ENAMETOOLONG, "backing file name is longer than %d bytes",
+                                    VH_IMAGE_MAX_BACKING_NAME);
+        if (fmt_len > QCOW2_MAX_BACKING_FORMAT)
+                return vh_error_set(err, -EINVAL, "backing format name is too long");
+
+        _cleanup_free_ uint8_t *old = malloc(cs), *buf = calloc(1, cs);
+        if (!old || !buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        r = image_pread(img, old, cs, 0, err);
+        if (r < 0)
+                return r;
+
+        /* The fixed header, then the extensions we keep (all but the
+         * backing format, which is rebuilt), in their order. */
+        memcpy(buf, old, h->header_length);
+        size_t out = h->header_length;
+        if (fmt_len) {
+                be32_store(buf + out, QCOW2_EXT_BACKING_FORMAT);
+                be32_store(buf + out + 4, (uint32_t) fmt_len);
+                memcpy(buf + out + 8, backing_format, fmt_len);
+                out += 8 + ALIGN_UP(fmt_len, (size_t) 8);
+        }
+        uint64_t ext_end = h->backing_file_offset ? MIN(h->backing_file_offset, (uint64_t) cs) : cs;
+        uint64_t in = h->header_length;
+        for (unsigned n = 0; n < QCOW2_MAX_HEADER_EXTENSIONS && in + 8 <= ext_end; n++) {
+                uint32_t type = be32_load(old + in), len = be32_load(old + in + 4);
+                if (type == QCOW2_EXT_END)
+                        break;
+                size_t whole = 8 + ALIGN_UP((size_t) len, (size_t) 8);
+                if (len > ext_end - in - 8)
+                        return vh_error_set(err, -EINVAL, "header extension %#010" PRIx32 " is too long", type);
+                if (type != QCOW2_EXT_BACKING_FORMAT) {
+                        if (out + whole + 8 > cs)
+                                return vh_error_set(err, -ENAMETOOLONG, "the header extensions do not fit");
+                        memcpy(buf + out, old + in, MIN(whole, (size_t) (ext_end - in)));
+                        out += whole;
+                }
+                in += whole;
+        }
+        out += 8; /* end of the extensions: zeros */
+        if (out + name_len > cs)
+                return vh_error_set(err, -ENAMETOOLONG,
+                                    "the backing file name does not fit in the first cluster (%" PRIu32 " bytes)", cs);
+        if (name_len) {
+                memcpy(buf + out, backing, name_len);
+                be64_store(buf + 8, out);
+                be32_store(buf + 16, (uint32_t) name_len);
+        } else {
+                be64_store(buf + 8, 0);
+                be32_store(buf + 16, 0);
+        }
+
+        /* One write of the first cluster, as QEMU updates it. */
+        r = image_pwrite_all(img->fd, buf, cs, 0);
+        if (r < 0)
+                return vh_error_set(err, r, "writing the header failed: %s", strerror(-r));
+        r = qcow2_sync(img, "header", err);
+        if (r < 0)
+                return r;
+
+        h->backing_file_offset = name_len ? out : 0;
+        h->backing_file_size = (uint32_t) name_len;
+        memcpy(h->backing_file, backing ? backing : "", name_len);
+        h->backing_file[name_len] = '\0';
+        memcpy(h->backing_format, backing_format ? backing_format : "", fmt_len);
+        h->backing_format[fmt_len] = '\0';
+        return 0;
+}
+
+/* Opens the new backing file as the image will see it, checking its format
+ * and that the image is not part of the new chain. */
+static int open_new_backing(struct vh_image *img, const struct vh_image_rebase_options *opts, char **ret_path,
+                            struct vh_image **ret, struct vh_error *err) {
+        _cleanup_free_ char *path = NULL;
+        int r = image_backing_path(img->filename, opts->backing_file, &path);
+        if (r == -EOPNOTSUPP)
+                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
+                                    opts->backing_file);
+        if (r < 0)
+                return vh_error_set(err, r, "out of memory");
+
+        enum vh_image_format detected;
+        r = vh_image_probe(path, &detected, err);
+        if (r < 0)
+                return image_error_prefix(err, r, "cannot use the new backing file");
+        if (detected != opts->backing_format)
+                return vh_error_set(err, -EINVAL, "new backing file '%s' is a %s image, not %s (-F)", path,
+                                    vh_image_format_to_string(detected),
+                                    vh_image_format_to_string(opts->backing_format));
+        struct vh_image_open_options o = { .format = opts->backing_format };
+        struct vh_image *b = NULL;
+        r = vh_image_open(path, &o, &b, err);
+        if (r < 0)
+                return image_error_prefix(err, r, "cannot use the new backing file");
+        for (struct vh_image *x = b; x; x = x->backing)
+                if (x->dev == img->dev && x->ino == img->ino) {
+                        vh_image_free(b);
+                        return vh_error_set(err, -ELOOP, "%s would be its own backing file (through %s)",
+                                            img->filename, x->filename);
+                }
+        *ret_path = TAKE_PTR(path);
+        *ret = b;
+        return 0;
+}
+
+/* Reads what 'b' (may be NULL: nothing) shows at [off, off + len), zeros
+ * past its end. */
+static int read_view(struct vh_image *b, uint64_t off, uint8_t *buf, uint64_t len, struct vh_error *err) {
+        uint64_t n = 0;
+        if (b && off < b->virtual_size) {
+                n = MIN(len, b->virtual_size - off);
+                int r = vh_image_read(b, off, buf, (size_t) n, err);
+                if (r < 0)
+                        return r;
+        }
+        memset(buf + n, 0, (size_t) (len - n));
+        return 0;
+}
+
+/* Whether 'b' (may be NULL) reads as zeros over [off, off + len). */
+static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *ret, struct vh_error *err) {
+        *ret = true;
+        while (b && len > 0 && off < b->virtual_size) {
+                struct vh_image_extent e;
+                int r = vh_image_map(b, off, MIN(len, b->virtual_size - off), &e, err);
+                if (r < 0)
+                        return r;
+                if (!e.zero || e.length == 0) {
+                        *ret = false;
+                        return 0;
+                }
+                off += e.length;
+                len -= e.length;
+        }
+        return 0;
+}
+
+static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
+                            const struct vh_image_rebase_options *opts, struct vh_error *err) {
+        const uint64_t size = img->virtual_size;
+        const uint64_t cs = img->format == VH_IMAGE_FORMAT_QCOW2 ? ((struct qcow2_state *) img->priv)->h.cluster_size
+                                                                 : 512;
+        _cleanup_free_ uint8_t *a = aligned_alloc(4096, (size_t) REBASE_CHUNK);
+        _cleanup_free_ uint8_t *b = aligned_alloc(4096, (size_t) REBASE_CHUNK);
+        if (!a || !b)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+
+        uint64_t off = 0;
+        while (off < size) {
+                if (opts->progress)
+                        opts->progress(off, size, opts->userdata);
+                struct vh_image_extent e;
+                int r = vh_image_map(img, off, MIN(size - off, REBASE_CHUNK), &e, err);
+                if (r < 0)
+                        return r;
+                if (e.length == 0)
+                        return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, off);
+                uint64_t len = e.length;
+                if (e.depth == 0) {
+                        /* The image answers itself; the backing file does
+                         * not matter here. */
+                        off += len;
+                        continue;
+                }
+                if (e.zero) {
+                        bool zero;
+                        r = view_is_zero(new_backing, off, len, &zero, err);
+                        if (r < 0)
+                                return r;
+                        if (zero) {
+                                off += len;
+                                continue;
+                        }
+                }
+                r = vh_image_read(img, off, a, (size_t) len, err);
+                if (r < 0)
+                        return r;
+                r = read_view(new_backing, off, b, len, err);
+                if (r < 0)
+                        return r;
+                /* Cluster by cluster (ranges the image does not hold start
+                 * and end on cluster boundaries, or at the end of the disk). */
+                for (uint64_t p = 0; p < len;) {
+                        uint64_t n = MIN(cs - ((off + p) % cs), len - p);
+                        if (memcmp(a + p, b + p, (size_t) n) != 0) {
+                                r = vh_image_write(img, off + p, a + p, (size_t) n, err);
+                                if (r < 0)
+                                        return r;
+                        }
+                        p += n;
+                }
+                off += len;
+        }
+        return 0;
+}
+
+int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *opts, struct vh_error *err) {
+        const char *name = isempty(opts->backing_file) ? NULL : opts->backing_file;
+        int r;
+
+        if (img->format != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EOPNOTSUPP, "%s: only qcow2 images have a backing file", img->filename);
+        if (!img->read_write)
+                return vh_error_set(err, -EROFS, "%s: cannot rebase: the image is open read-only", img->filename);
+        if (name && (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX))
+                return vh_error_set(err, -EINVAL,
+                                    "the format of the new backing file must be given (-F), as qemu-img asks");
+
+        _cleanup_free_ char *new_path = NULL;
+        struct vh_image *new_backing = NULL;
+        if (name && !opts->unsafe) {
+                r = open_new_backing(img, opts, &new_path, &new_backing, err);
+                if (r < 0)
+                        return r;
+        } else if (name) {
+                if (image_backing_path(img->filename, name, &new_path) < 0)
+                        new_path = NULL; /* a protocol name: stored, not opened */
+        }
+
+        if (!opts->unsafe) {
+                if (img->backing_name && !img->backing) {
+                        vh_image_free(new_backing);
+                        return vh_error_set(err, -EINVAL,
+                                            "%s: the old backing file is not open; safe mode needs it (or use -u)",
+                                            img->filename);
+                }
+                r = copy_differences(img, new_backing, opts, err);
+                if (r >= 0)
+                        r = vh_image_flush(img, err);
+                if (r < 0) {
+                        vh_image_free(new_backing);
+                        return r;
+                }
+        }
+
+        r = qcow2_header_set_backing(img, name, name ? vh_image_format_to_string(opts->backing_format) : NULL, err);
+        if (r < 0) {
+                vh_image_free(new_backing);
+                return image_error_prefix(err, r, img->filename);
+        }
+
+        /* The image object follows: reads now go to the new chain. */
+        char *bn = name ? strdup(name) : NULL;
+        if (name && !bn) {
+                vh_image_free(new_backing);
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        }
+        vh_image_free(img->backing);
+        free(img->backing_name);
+        free(img->backing_path);
+        img->backing = new_backing;
+        img->backing_name = bn;
+        img->backing_path = TAKE_PTR(new_path);
+        img->backing_format = name ? opts->backing_format : VH_IMAGE_FORMAT_PROBE;
+        for (struct vh_image *x = img->backing; x; x = x->backing)
+                x->depth++;
+        if (opts->progress)
+                opts->progress(img->virtual_size, img->virtual_size, opts->userdata);
+        return 0;
+}
