@@ -269,6 +269,16 @@ struct vh_image_convert_options {
         unsigned version;               /* qcow2 output: 0 for 3 */
         unsigned refcount_bits;         /* qcow2 output: 0 for 16 */
         bool lazy_refcounts;
+        bool compress;                  /* qcow2 output: zlib-compressed clusters (-c) */
+        /* qcow2 output: an overlay of this file (-B), stored as given and
+         * resolved against the output's directory; only clusters that
+         * differ from it are written. backing_format must match it. */
+        const char *backing_file;
+        enum vh_image_format backing_format;
+        /* Runs of zeros shorter than this are written anyway (-S); 0 means
+         * qemu-img's 4 KiB. A multiple of 512. */
+        uint64_t sparse_size;
+        bool fully_allocated;           /* -S 0: write zeros too */
         /* Called now and then with the bytes of the virtual disk done so far. */
         void (*progress)(uint64_t done, uint64_t total, void *userdata);
         void *userdata;

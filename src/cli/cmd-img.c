@@ -29,6 +29,10 @@ static void usage(FILE *f) {
                 "  map      show where each range of the guest disk lives in the backing chain\n"
                 "  compare  compare what a guest sees in two images\n"
                 "  measure  compute the file size a new image needs\n"
+                "  commit   write an overlay's data into its backing file and empty it\n"
+                "  rebase   change the backing file, keeping what the guest sees\n"
+                "  resize   grow or shrink the virtual disk\n"
+                "  snapshot list, create, apply or delete internal qcow2 snapshots\n"
                 "\n"
                 "'vmhost img COMMAND --help' for one command.\n"
                 "\n"
@@ -72,7 +76,8 @@ static void usage_info(FILE *f) {
 
 static void usage_convert(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-p] [-U] [-q] SRC DST\n"
+                "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
+                "                          [-S SIZE] [-p] [-U] [-q] SRC DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
                 "standalone image. Zeros are not written: raw output is sparse, qcow2 output\n"
@@ -82,12 +87,19 @@ static void usage_convert(FILE *f) {
                 "  -O FMT         output format: raw (default) or qcow2\n"
                 "  -o OPTIONS     qcow2 output: cluster_size=SIZE, compat=1.1|0.10,\n"
                 "                 lazy_refcounts=on|off, refcount_bits=N\n"
+                "  -c             qcow2 output: zlib-compressed clusters\n"
+                "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
+                "                 directory) holding only what differs from it; needs -F\n"
+                "  -F FMT         format of BACKING\n"
+                "  -S SIZE        leave out only runs of zeros at least SIZE long (4k);\n"
+                "                 0 writes everything (a fully allocated output)\n"
                 "  -p             show progress on stderr\n"
                 "  -U             take no lock on the source\n"
                 "  -q             quiet\n"
                 "\n"
-                "Example:\n"
-                "  vmhost img convert -f raw -O qcow2 disk.raw disk.qcow2\n");
+                "Examples:\n"
+                "  vmhost img convert -f raw -O qcow2 disk.raw disk.qcow2\n"
+                "  vmhost img convert -c -O qcow2 -B base.qcow2 -F qcow2 vm1.qcow2 vm1-small.qcow2\n");
 }
 
 static int parse_format(const char *s, const char *flag, enum vh_image_format *ret) {
@@ -384,7 +396,8 @@ static int img_convert(int argc, char **argv) {
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUq", options, NULL)) >= 0)
+        const char *backing_fmt = NULL;
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         usage_convert(stdout);
@@ -410,10 +423,37 @@ static int img_convert(int argc, char **argv) {
                 case 'q':
                         quiet = true;
                         break;
+                case 'c':
+                        co.compress = true;
+                        break;
+                case 'B':
+                        co.backing_file = optarg;
+                        break;
+                case 'F':
+                        backing_fmt = optarg;
+                        break;
+                case 'S':
+                        if (parse_size(optarg, &co.sparse_size) < 0 || co.sparse_size % 512) {
+                                log_error("-S takes a size that is a multiple of 512, not '%s'.", optarg);
+                                return 2;
+                        }
+                        co.fully_allocated = co.sparse_size == 0;
+                        break;
                 default:
                         usage_convert(stderr);
                         return 2;
                 }
+        co.backing_format = VH_IMAGE_FORMAT_PROBE;
+        if (backing_fmt && parse_format(backing_fmt, "-F", &co.backing_format) < 0)
+                return 2;
+        if ((co.compress || co.backing_file) && co.format != VH_IMAGE_FORMAT_QCOW2) {
+                log_error("-c and -B need qcow2 output (-O qcow2).");
+                return 2;
+        }
+        if (co.backing_file && co.backing_format == VH_IMAGE_FORMAT_PROBE) {
+                log_error("-B needs the backing file's format: add -F qcow2 or -F raw.");
+                return 2;
+        }
         if (argc - optind != 2) {
                 log_error("Expected SRC DST. See 'vmhost img convert --help'.");
                 return 2;
@@ -464,6 +504,10 @@ int cmd_img(int argc, char **argv) {
                 { "map", cmd_img_map },
                 { "compare", cmd_img_compare },
                 { "measure", cmd_img_measure },
+                { "commit", cmd_img_commit },
+                { "rebase", cmd_img_rebase },
+                { "resize", cmd_img_resize },
+                { "snapshot", cmd_img_snapshot },
         };
 
         if (argc < 2) {

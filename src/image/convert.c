@@ -8,7 +8,15 @@
  * were written out as data still converts to a small file: raw output is
  * sparse (ftruncate, then only non-zero blocks are written), qcow2 output
  * leaves all-zero clusters unallocated and writes the rest sequentially
- * (see qcow2-write.c for the order of the metadata). */
+ * (see qcow2-write.c for the order of the metadata).
+ *
+ * Like qemu-img, zeros are left out only in runs of at least the sparse
+ * size (-S, 4 KiB by default); -S 0 writes everything. With -c, qcow2
+ * clusters are stored zlib-compressed. With -B the output is an overlay of
+ * the given backing file and holds only the clusters whose content differs
+ * from it (zero clusters where the backing file has data and the source
+ * has zeros); when that file is part of the source's own chain, ranges the
+ * source takes from it are skipped without reading. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -22,9 +30,13 @@
 /* How much is read from the source at a time; a multiple of every qcow2
  * cluster size. */
 #define CONVERT_CHUNK (UINT64_C(2) << 20)
-/* Granularity of zero detection for raw output (qemu-img's default
- * min_sparse is 4 KiB as well). */
-#define RAW_SPARSE_BLOCK UINT64_C(4096)
+/* qemu-img's default sparse size: runs of zeros at least this long are
+ * not written. */
+#define DEFAULT_SPARSE_SIZE UINT64_C(4096)
+/* Source depth that never matches. */
+#define NO_DEPTH UINT32_MAX
+
+DEFINE_FREE_FUNC(struct vh_image, vh_image_free)
 
 struct convert_target {
         uint64_t unit; /* zero detection granularity; divides CONVERT_CHUNK */
@@ -34,40 +46,125 @@ struct convert_target {
         int fd;
         struct qcow2_writer *qcow2;
         const char *path; /* for messages */
+        uint64_t sparse;  /* minimal run of zeros left out; 0: write everything */
+        bool compress;
+        bool zero_clusters; /* qcow2 version 3: zero flags can hide backing data */
+        struct vh_image *backing; /* -B: the output's backing file */
+        unsigned backing_depth;   /* where it sits in the source's chain, or NO_DEPTH */
+        uint8_t *bbuf;            /* the backing file's content of a chunk */
 };
 
 static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
                     struct vh_error *err) {
-        /* Write runs of non-zero blocks; zero blocks stay holes. */
-        uint64_t run_start = 0, run_len = 0;
-        for (uint64_t pos = 0; pos < len; pos += t->unit) {
-                uint64_t n = MIN(t->unit, len - pos);
-                bool zero = image_buffer_is_zero(buf + pos, (size_t) n);
-                if (!zero) {
-                        if (run_len == 0)
-                                run_start = pos;
-                        run_len += n;
+        /* Write everything but runs of zero units at least t->sparse long;
+         * those stay holes. */
+        uint64_t pos = 0;
+        while (pos < len) {
+                uint64_t start = pos, zeros = 0;
+                /* Data up to the next long enough run of zeros. */
+                while (pos < len) {
+                        uint64_t n = MIN(t->unit, len - pos);
+                        if (t->sparse && image_buffer_is_zero(buf + pos, (size_t) n)) {
+                                uint64_t z = pos;
+                                while (z < len && image_buffer_is_zero(buf + z, (size_t) MIN(t->unit, len - z)))
+                                        z += MIN(t->unit, len - z);
+                                if (z - pos >= t->sparse || z == len) {
+                                        zeros = z - pos;
+                                        break;
+                                }
+                                pos = z;
+                                continue;
+                        }
+                        pos += n;
                 }
-                if ((zero || pos + n >= len) && run_len > 0) {
-                        int r = image_pwrite_all(t->fd, buf + run_start, (size_t) run_len, offset + run_start);
+                if (pos > start) {
+                        int r = image_pwrite_all(t->fd, buf + start, (size_t) (pos - start), offset + start);
                         if (r < 0)
                                 return vh_error_set(err, r, "%s: write at %" PRIu64 " failed: %s", t->path,
-                                                    offset + run_start, strerror(-r));
-                        run_len = 0;
+                                                    offset + start, strerror(-r));
                 }
+                pos += zeros;
         }
+        return 0;
+}
+
+/* Reads what 'b' shows at [off, off + len), zeros past its end. */
+static int read_view(struct vh_image *b, uint64_t off, uint8_t *buf, uint64_t len, struct vh_error *err) {
+        uint64_t n = 0;
+        if (off < b->virtual_size) {
+                n = MIN(len, b->virtual_size - off);
+                int r = vh_image_read(b, off, buf, (size_t) n, err);
+                if (r < 0)
+                        return r;
+        }
+        memset(buf + n, 0, (size_t) (len - n));
         return 0;
 }
 
 static int emit_qcow2(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
                       struct vh_error *err) {
+        int r;
+        if (t->backing) {
+                r = read_view(t->backing, offset, t->bbuf, ALIGN_UP(len, t->unit), err);
+                if (r < 0)
+                        return r;
+        }
+        uint64_t zero_run = 0; /* zero clusters just before 'pos' not yet decided on */
         for (uint64_t pos = 0; pos < len; pos += t->unit) {
                 /* A partial last cluster is zero-padded by the caller. */
-                if (image_buffer_is_zero(buf + pos, (size_t) t->unit))
+                const uint8_t *c = buf + pos;
+                uint64_t guest = (offset + pos) / t->unit;
+                bool zero = image_buffer_is_zero(c, (size_t) t->unit);
+
+                if (t->backing && t->sparse && memcmp(c, t->bbuf + pos, (size_t) t->unit) == 0)
+                        continue; /* the backing file has it already */
+                if (t->backing && zero && t->zero_clusters && t->sparse) {
+                        r = qcow2_writer_add_zero_cluster(t->qcow2, guest, err);
+                        if (r < 0)
+                                return image_error_prefix(err, r, t->path);
                         continue;
-                int r = qcow2_writer_add_cluster(t->qcow2, (offset + pos) / t->unit, buf + pos, err);
+                }
+                if (!t->backing && zero && t->sparse) {
+                        /* Decided once the run of zero clusters ends: runs
+                         * shorter than the sparse size are written. */
+                        zero_run++;
+                        bool last = pos + t->unit >= len ||
+                                    !image_buffer_is_zero(c + t->unit, (size_t) t->unit);
+                        if (!last)
+                                continue;
+                        if (zero_run * t->unit >= t->sparse) {
+                                zero_run = 0;
+                                continue;
+                        }
+                        for (uint64_t k = zero_run; k > 1; k--) {
+                                r = qcow2_writer_add_cluster(t->qcow2, guest - (k - 1), c, err);
+                                if (r < 0)
+                                        return image_error_prefix(err, r, t->path);
+                        }
+                        zero_run = 0;
+                }
+                r = t->compress ? qcow2_writer_add_compressed(t->qcow2, guest, c, err)
+                                : qcow2_writer_add_cluster(t->qcow2, guest, c, err);
                 if (r < 0)
                         return image_error_prefix(err, r, t->path);
+        }
+        return 0;
+}
+
+/* Whether 'b' reads as zeros over [off, off + len) (past its end it does). */
+static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *ret, struct vh_error *err) {
+        *ret = true;
+        while (len > 0 && off < b->virtual_size) {
+                struct vh_image_extent e;
+                int r = vh_image_map(b, off, MIN(len, b->virtual_size - off), &e, err);
+                if (r < 0)
+                        return r;
+                if (!e.zero || e.length == 0) {
+                        *ret = false;
+                        return 0;
+                }
+                off += e.length;
+                len -= e.length;
         }
         return 0;
 }
@@ -91,8 +188,24 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                 if (r < 0)
                         return r;
 
+                /* Ranges the output need not hold: zeros (where the output's
+                 * backing file reads as zeros too), and what the source
+                 * takes from the output's own backing file. */
+                bool skip = false;
+                if (!t->sparse)
+                        skip = false;
+                else if (t->backing_depth != NO_DEPTH && e.depth >= t->backing_depth)
+                        skip = true;
+                else if (e.zero && !t->backing)
+                        skip = true;
+                else if (e.zero) {
+                        r = view_is_zero(t->backing, off, e.length, &skip, err);
+                        if (r < 0)
+                                return r;
+                }
+
                 uint64_t n;
-                if (e.zero) {
+                if (skip) {
                         /* Skip the whole units the zero range covers. */
                         uint64_t end = off + e.length;
                         if (end >= size) {
@@ -125,6 +238,44 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
         return 0;
 }
 
+/* Opens the -B backing file as the new image will see it (relative to the
+ * output's directory), checks its format and finds it in the source's
+ * chain. */
+static int open_output_backing(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
+                               struct vh_image **ret, unsigned *ret_depth, struct vh_error *err) {
+        _cleanup_free_ char *path = NULL;
+        int r = image_backing_path(dst_path, opts->backing_file, &path);
+        if (r == -EOPNOTSUPP)
+                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
+                                    opts->backing_file);
+        if (r < 0)
+                return vh_error_set(err, r, "out of memory");
+        if (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX)
+                return vh_error_set(err, -EINVAL, "the format of the backing file '%s' must be given (-F)",
+                                    opts->backing_file);
+        enum vh_image_format detected;
+        r = vh_image_probe(path, &detected, err);
+        if (r < 0)
+                return image_error_prefix(err, r, "cannot use the backing file");
+        if (detected != opts->backing_format)
+                return vh_error_set(err, -EINVAL, "backing file '%s' is a %s image, not %s (-F)", path,
+                                    vh_image_format_to_string(detected),
+                                    vh_image_format_to_string(opts->backing_format));
+        struct vh_image_open_options o = { .format = opts->backing_format };
+        struct vh_image *b = NULL;
+        r = vh_image_open(path, &o, &b, err);
+        if (r < 0)
+                return image_error_prefix(err, r, "cannot use the backing file");
+        *ret_depth = NO_DEPTH;
+        for (struct vh_image *x = vh_image_backing(src); x; x = vh_image_backing(x))
+                if (x->dev == b->dev && x->ino == b->ino) {
+                        *ret_depth = x->depth;
+                        break;
+                }
+        *ret = b;
+        return 0;
+}
+
 /* Writing over a file the source reads from would feed the copy its own
  * output. */
 static int check_not_in_chain(struct vh_image *src, const char *dst_path, struct vh_error *err) {
@@ -152,7 +303,30 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         if (r < 0)
                 return r;
 
-        struct convert_target t = { .fd = -1 };
+        if (opts->format != VH_IMAGE_FORMAT_QCOW2 && (opts->compress || opts->backing_file))
+                return vh_error_set(err, -EINVAL, "compression and a backing file need qcow2 output");
+        if (!opts->fully_allocated && opts->sparse_size % 512)
+                return vh_error_set(err, -EINVAL, "the sparse size must be a multiple of 512 bytes");
+
+        struct convert_target t = {
+                .fd = -1,
+                .sparse = opts->fully_allocated ? 0 : opts->sparse_size ? opts->sparse_size : DEFAULT_SPARSE_SIZE,
+                .compress = opts->compress,
+                .backing_depth = NO_DEPTH,
+        };
+        _cleanup_free_ uint8_t *bbuf = NULL;
+        _cleanup_(vh_image_freep) struct vh_image *backing = NULL;
+        if (opts->backing_file) {
+                r = open_output_backing(src, dst_path, opts, &backing, &t.backing_depth, err);
+                if (r < 0)
+                        return r;
+                bbuf = malloc((size_t) CONVERT_CHUNK);
+                if (!bbuf)
+                        return vh_error_set(err, -ENOMEM, "out of memory");
+                t.backing = backing;
+                t.bbuf = bbuf;
+        }
+
         struct qcow2_writer_params p = {};
         if (opts->format == VH_IMAGE_FORMAT_QCOW2) {
                 uint32_t cs = opts->cluster_size ? opts->cluster_size : UINT32_C(1) << QCOW2_DEFAULT_CLUSTER_BITS;
@@ -168,7 +342,10 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
                         .version = opts->version ? opts->version : 3,
                         .refcount_order = (unsigned) __builtin_ctz(rb),
                         .lazy_refcounts = opts->lazy_refcounts,
+                        .backing_file = opts->backing_file,
+                        .backing_format = opts->backing_file ? vh_image_format_to_string(opts->backing_format) : NULL,
                 };
+                t.zero_clusters = p.version >= 3;
                 r = qcow2_writer_params_check(&p, err);
                 if (r < 0)
                         return r;
@@ -182,7 +359,9 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         t.path = dst_path;
 
         if (opts->format == VH_IMAGE_FORMAT_RAW) {
-                t.unit = RAW_SPARSE_BLOCK;
+                /* Zero runs are found in 4 KiB units, or sectors when the
+                 * sparse size asks for finer ones. */
+                t.unit = t.sparse % 4096 == 0 ? 4096 : 512;
                 t.emit = emit_raw;
                 r = raw_create(out.fd, size, err);
                 if (r < 0)

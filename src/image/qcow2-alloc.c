@@ -141,6 +141,15 @@ int qcow2_header_update(struct vh_image *img, struct vh_error *err) {
         return qcow2_sync(img, "header", err);
 }
 
+/* Guest writes need the backing file: for copy-on-write, and to know
+ * whether a cluster must be hidden by a zero flag. */
+static int check_backing_open(struct vh_image *img, struct vh_error *err) {
+        if (img->backing_name && !img->backing)
+                return vh_error_set(err, -EINVAL,
+                                    "the image was opened without its backing file, which guest writes need");
+        return qcow2_prepare_write(img, err);
+}
+
 /* Before the first change to the file: autoclear bits we do not maintain
  * (bitmaps) are cleared, as the spec asks of a writer that does not know
  * them, and with lazy refcounts the dirty bit is set. */
@@ -148,9 +157,6 @@ int qcow2_prepare_write(struct vh_image *img, struct vh_error *err) {
         struct qcow2_state *s = st(img);
         if (s->header_checked)
                 return 0;
-        if (img->backing_name && !img->backing)
-                return vh_error_set(err, -EINVAL,
-                                    "the image was opened without its backing file, which copy-on-write needs");
         bool update = false;
         if (s->h.version >= 3 && s->h.autoclear_features) {
                 s->h.autoclear_features = 0;
@@ -1052,7 +1058,7 @@ static uint64_t table_piece(const struct qcow2_state *s, uint64_t offset, uint64
 
 int qcow2_write(struct vh_image *img, uint64_t offset, const void *buf, size_t len, struct vh_error *err) {
         struct qcow2_state *s = st(img);
-        int r = qcow2_prepare_write(img, err);
+        int r = check_backing_open(img, err);
         if (r < 0)
                 return r;
         const uint8_t *p = buf;
@@ -1194,7 +1200,7 @@ static int zero_clusters(struct vh_image *img, uint64_t offset, uint64_t len, en
 int qcow2_write_zeroes(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err) {
         struct qcow2_state *s = st(img);
         const uint64_t cs = s->h.cluster_size;
-        int r = qcow2_prepare_write(img, err);
+        int r = check_backing_open(img, err);
         if (r < 0)
                 return r;
 
@@ -1242,7 +1248,7 @@ int qcow2_write_zeroes(struct vh_image *img, uint64_t offset, uint64_t len, stru
 int qcow2_discard(struct vh_image *img, uint64_t offset, uint64_t len, struct vh_error *err) {
         struct qcow2_state *s = st(img);
         const uint64_t cs = s->h.cluster_size;
-        int r = qcow2_prepare_write(img, err);
+        int r = check_backing_open(img, err);
         if (r < 0)
                 return r;
         /* QEMU leaves a version 2 image with a backing file alone: taking a

@@ -15,6 +15,14 @@
  * the image has no leaks by construction. All L1/L2 entries carry the
  * COPIED flag (refcount is exactly one), as qemu-img check expects.
  *
+ * Compressed clusters (convert -c) are the exception: they are packed one
+ * right after the other, several to a host cluster, and a
+ * host cluster is referenced once by each compressed cluster that touches
+ * it. Those counts are kept per data cluster (only once the first
+ * compressed cluster is added) and never exceed what refcount_bits can
+ * hold: a compressed cluster that would overflow its first host cluster
+ * starts a fresh one.
+ *
  * Writes happen in the order a crash-safe qcow2 writer must follow:
  * data before the refcounts that account for it, refcounts before the L2
  * tables that point at data, L2 tables before the L1 table, the L1 table
@@ -24,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <zlib.h>
 
 #include "base/macro.h"
 #include "image/image-internal.h"
@@ -48,10 +58,17 @@ struct qcow2_writer {
         uint64_t **l2;    /* per L1 index: a table of host-order entries, or NULL */
         uint64_t n_l2;
 
-        uint64_t next_cluster; /* next free host cluster */
+        uint64_t data_end;     /* host byte offset where the data written so far ends */
         uint8_t *wbuf;
         size_t wbuf_size, wbuf_used;
-        uint64_t wbuf_offset;  /* host offset of wbuf[0] */
+        uint64_t wbuf_offset;  /* host offset of wbuf[0]; wbuf_offset + wbuf_used == data_end */
+
+        /* Compression (qcow2_writer_add_compressed). */
+        uint32_t *refs;        /* references per host cluster of the data area, or NULL: all 1 */
+        uint64_t n_refs;
+        uint64_t refcount_max;
+        uint8_t *cbuf;
+        z_stream *zs;
 };
 
 /* The feature name table QEMU writes, so that older readers can name
@@ -120,6 +137,12 @@ struct qcow2_writer *qcow2_writer_free(struct qcow2_writer *w) {
                 free(w->l2[i]);
         free(w->l2);
         free(w->wbuf);
+        free(w->refs);
+        free(w->cbuf);
+        if (w->zs) {
+                deflateEnd(w->zs);
+                free(w->zs);
+        }
         free(w->backing_file);
         free(w->backing_format);
         free(w);
@@ -159,8 +182,10 @@ int qcow2_writer_new(int fd, const struct qcow2_writer_params *params, struct qc
         w->wbuf = malloc(w->wbuf_size);
         if (!w->wbuf)
                 return vh_error_set(err, -ENOMEM, "out of memory");
-        w->next_cluster = 1; /* cluster 0 is the header */
+        w->data_end = w->cluster_size; /* cluster 0 is the header */
         w->wbuf_offset = w->cluster_size;
+        w->refcount_max = params->refcount_order >= 6 ? UINT64_MAX
+                                                      : (UINT64_C(1) << (1u << params->refcount_order)) - 1;
 
         *ret = TAKE_PTR(w);
         return 0;
@@ -178,8 +203,8 @@ static int flush_data(struct qcow2_writer *w, struct vh_error *err) {
         return 0;
 }
 
-int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
-                             struct vh_error *err) {
+/* The L2 slot of 'guest_cluster', which must not be set yet. */
+static int l2_slot(struct qcow2_writer *w, uint64_t guest_cluster, uint64_t **ret, struct vh_error *err) {
         uint64_t l1_index = guest_cluster / w->l2_entries;
         uint64_t l2_index = guest_cluster % w->l2_entries;
 
@@ -197,16 +222,140 @@ int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, con
         }
         if (w->l2[l1_index][l2_index])
                 return vh_error_set(err, -EEXIST, "guest cluster %" PRIu64 " written twice", guest_cluster);
+        *ret = &w->l2[l1_index][l2_index];
+        return 0;
+}
 
-        if (w->wbuf_used + w->cluster_size > w->wbuf_size) {
+/* Appends 'len' bytes at host offset 'at' (>= data_end; the gap is zero
+ * padding). */
+static int append(struct qcow2_writer *w, const void *data, size_t len, uint64_t at, struct vh_error *err) {
+        size_t pad = (size_t) (at - w->data_end);
+        if (w->wbuf_used + pad + len > w->wbuf_size) {
                 int r = flush_data(w, err);
                 if (r < 0)
                         return r;
         }
-        memcpy(w->wbuf + w->wbuf_used, data, w->cluster_size);
-        w->wbuf_used += w->cluster_size;
-        w->l2[l1_index][l2_index] = (w->next_cluster << w->p.cluster_bits) | QCOW2_OFLAG_COPIED;
-        w->next_cluster++;
+        if (w->wbuf_used == 0)
+                w->wbuf_offset = w->data_end;
+        memset(w->wbuf + w->wbuf_used, 0, pad);
+        memcpy(w->wbuf + w->wbuf_used + pad, data, len);
+        w->wbuf_used += pad + len;
+        w->data_end = at + len;
+        return 0;
+}
+
+/* Grows the per-cluster reference counts to cover host cluster 'c'. */
+static int refs_reserve(struct qcow2_writer *w, uint64_t c, struct vh_error *err) {
+        if (c < w->n_refs)
+                return 0;
+        uint64_t n = MAX(c + 1, w->n_refs * 2);
+        uint32_t *refs = realloc(w->refs, n * sizeof(uint32_t));
+        if (!refs)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        memset(refs + w->n_refs, 0, (n - w->n_refs) * sizeof(uint32_t));
+        w->refs = refs;
+        w->n_refs = n;
+        return 0;
+}
+
+int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
+                             struct vh_error *err) {
+        uint64_t *slot;
+        int r = l2_slot(w, guest_cluster, &slot, err);
+        if (r < 0)
+                return r;
+        uint64_t at = ALIGN_UP(w->data_end, (uint64_t) w->cluster_size);
+        r = append(w, data, w->cluster_size, at, err);
+        if (r < 0)
+                return r;
+        if (w->refs) {
+                r = refs_reserve(w, at >> w->p.cluster_bits, err);
+                if (r < 0)
+                        return r;
+                w->refs[at >> w->p.cluster_bits] = 1;
+        }
+        *slot = at | QCOW2_OFLAG_COPIED;
+        return 0;
+}
+
+int qcow2_writer_add_zero_cluster(struct qcow2_writer *w, uint64_t guest_cluster, struct vh_error *err) {
+        if (w->p.version < 3)
+                return vh_error_set(err, -EINVAL, "zero clusters need compat=1.1");
+        uint64_t *slot;
+        int r = l2_slot(w, guest_cluster, &slot, err);
+        if (r < 0)
+                return r;
+        *slot = QCOW2_OFLAG_ZERO;
+        return 0;
+}
+
+/* Raw deflate with a 4 KiB window, which is what QEMU's reader expects
+ * (it inflates with windowBits -12). Returns the compressed length, or 0
+ * when the cluster does not get smaller than a cluster. */
+static int compress_cluster(struct qcow2_writer *w, const void *data, size_t *ret_len, struct vh_error *err) {
+        if (!w->zs) {
+                w->zs = calloc(1, sizeof(*w->zs));
+                w->cbuf = malloc(w->cluster_size);
+                if (!w->zs || !w->cbuf)
+                        return vh_error_set(err, -ENOMEM, "out of memory");
+                if (deflateInit2(w->zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK) {
+                        free(w->zs);
+                        w->zs = NULL;
+                        return vh_error_set(err, -ENOMEM, "cannot set up zlib");
+                }
+        } else if (deflateReset(w->zs) != Z_OK)
+                return vh_error_set(err, -EIO, "cannot reset zlib");
+        w->zs->next_in = (Bytef *) data;
+        w->zs->avail_in = w->cluster_size;
+        w->zs->next_out = w->cbuf;
+        w->zs->avail_out = w->cluster_size - 1;
+        int z = deflate(w->zs, Z_FINISH);
+        *ret_len = z == Z_STREAM_END ? (w->cluster_size - 1) - w->zs->avail_out : 0;
+        return 0;
+}
+
+int qcow2_writer_add_compressed(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
+                                struct vh_error *err) {
+        const unsigned cb = w->p.cluster_bits;
+        size_t clen = 0;
+        int r = compress_cluster(w, data, &clen, err);
+        if (r < 0)
+                return r;
+        if (clen == 0)
+                return qcow2_writer_add_cluster(w, guest_cluster, data, err);
+
+        uint64_t *slot;
+        r = l2_slot(w, guest_cluster, &slot, err);
+        if (r < 0)
+                return r;
+        if (!w->refs) {
+                /* From now on counts are kept: every data cluster so far is
+                 * a whole one, referenced once. */
+                uint64_t end = DIV_ROUND_UP(w->data_end, (uint64_t) w->cluster_size);
+                r = refs_reserve(w, end, err);
+                if (r < 0)
+                        return r;
+                for (uint64_t c = 1; c < end; c++)
+                        w->refs[c] = 1;
+        }
+        /* Packed byte by byte, as QEMU does; the descriptor counts the
+         * sectors touched. */
+        uint64_t at = w->data_end;
+        if ((at & (w->cluster_size - 1)) && w->refs[at >> cb] >= w->refcount_max)
+                at = ALIGN_UP(w->data_end, (uint64_t) w->cluster_size);
+        uint64_t last = (at + clen - 1) >> cb;
+        r = refs_reserve(w, last, err);
+        if (r < 0)
+                return r;
+        r = append(w, w->cbuf, clen, at, err);
+        if (r < 0)
+                return r;
+        for (uint64_t c = at >> cb; c <= last; c++)
+                w->refs[c]++;
+
+        unsigned csize_shift = 62 - (cb - 8);
+        uint64_t sectors = ((at + clen - 1) >> 9) - (at >> 9) + 1;
+        *slot = QCOW2_OFLAG_COMPRESSED | ((sectors - 1) << csize_shift) | at;
         return 0;
 }
 
@@ -224,15 +373,6 @@ static int sync_step(struct qcow2_writer *w, const char *after, struct vh_error 
         return 0;
 }
 
-static void set_refcount_one(uint8_t *block, uint64_t index, unsigned order) {
-        unsigned bits = 1u << order;
-        if (bits < 8)
-                /* Sub-byte entries: entry 0 in the least significant bits. */
-                block[index * bits / 8] |= (uint8_t) (1u << (index * bits % 8));
-        else
-                /* Big-endian: the value 1 is in the entry's last byte. */
-                block[(index + 1) * (bits / 8) - 1] = 1;
-}
 
 /* Builds cluster 0: header, extensions, backing file name. */
 static int build_header(struct qcow2_writer *w, uint8_t *buf, uint64_t l1_offset, uint64_t reftable_offset,
@@ -309,7 +449,7 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
         /* Layout of the metadata behind the data. The refcount blocks must
          * cover every cluster including themselves and the refcount table,
          * so their count is found by iterating to a fixed point. */
-        uint64_t data_clusters = w->next_cluster - 1;
+        uint64_t data_clusters = DIV_ROUND_UP(w->data_end, (uint64_t) cs) - 1;
         uint64_t l1_clusters = DIV_ROUND_UP(w->l1_size * 8, cs);
         uint64_t fixed = 1 + data_clusters + w->n_l2 + l1_clusters;
         uint64_t refblock_entries = (cs * 8) >> w->p.refcount_order;
@@ -341,8 +481,11 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
                 memset(block, 0, cs);
                 uint64_t first = b * refblock_entries;
                 uint64_t n = MIN(refblock_entries, total - first);
-                for (uint64_t i = 0; i < n; i++)
-                        set_refcount_one(block, i, w->p.refcount_order);
+                for (uint64_t i = 0; i < n; i++) {
+                        uint64_t c = first + i;
+                        uint64_t v = w->refs && c >= 1 && c <= data_clusters && c < w->n_refs ? w->refs[c] : 1;
+                        qcow2_refblock_set(block, i, w->p.refcount_order, v);
+                }
                 r = write_at(w, block, cs, (refblocks_at + b) << cb, "refcount block", err);
                 if (r < 0)
                         return r;

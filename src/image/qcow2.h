@@ -134,6 +134,13 @@ int qcow2_writer_new(int fd, const struct qcow2_writer_params *params, struct qc
  * guest cluster may be written once. */
 int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
                              struct vh_error *err);
+/* Maps guest cluster 'guest_cluster' to zeros (the zero flag; version 3
+ * only), hiding what a backing file holds there. */
+int qcow2_writer_add_zero_cluster(struct qcow2_writer *w, uint64_t guest_cluster, struct vh_error *err);
+/* Appends one cluster zlib-compressed, or as it is when it does not get
+ * smaller. */
+int qcow2_writer_add_compressed(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
+                                struct vh_error *err);
 /* Writes refcounts, L2 tables, L1 and header behind the data, in that order
  * with fsync between the steps, and leaves everything on stable storage. */
 int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err);

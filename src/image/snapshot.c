@@ -117,7 +117,10 @@ static int table_read(struct vh_image *img, struct snapshot **ret, size_t *ret_n
                 }
                 uint64_t var = (uint64_t) sn->extra_size + id_len + name_len;
                 uint64_t entry = ALIGN_UP(40 + var, (uint64_t) 8);
-                if (off - h->snapshots_offset + entry > SNAPSHOT_TABLE_MAX_BYTES || image_past_eof(img, off, entry)) {
+                /* The padding of the last entry may lie past the end of
+                 * the file (QEMU does not write it). */
+                if (off - h->snapshots_offset + entry > SNAPSHOT_TABLE_MAX_BYTES ||
+                    image_past_eof(img, off, 40 + var)) {
                         r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end",
                                          n, off);
                         goto fail;
