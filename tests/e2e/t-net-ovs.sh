@@ -171,6 +171,15 @@ assert tags == {"va": 1, "vb": 1, "vc": 2}, tags
 assert d["datapath"] == "netdev" and d["disable_offload"] is True
 ' <<<"$out"; then pass show-json-ports; else fail show-json-ports "$out"; fi
 
+# a trunk port (no guest needed to see what OVS was told)
+if vh net attach sw trunk --trunks 1,2 >/dev/null && [ "$(ovsctl get Port vh-trunk-0 trunks)" = "[1, 2]" ] &&
+   [ "$(ovsctl get Port vh-trunk-0 tag)" = "[]" ]; then
+	pass trunk-port "vh-trunk-0 trunks $(ovsctl get Port vh-trunk-0 trunks)"
+else
+	fail trunk-port "$(ovsctl list Port vh-trunk-0 | grep -E '^(tag|trunks)')"
+fi
+vh net detach sw trunk >/dev/null
+
 # ------------------------------------------------------------------ teardown
 for v in va vb vc; do eval "stop_pid \$PID_$v"; done
 if out=$(vh net delete sw 2>&1); then fail delete-refused-in-use "$out"; else pass delete-refused-in-use "$out"; fi
