@@ -332,10 +332,11 @@ static int net_show_cmd(const char *name, bool json) {
         if (def->gateway)
                 printf("gateway:   %s\n", net_ipv4_format(def->gateway, a));
         if (def->type != NET_TYPE_USER) {
-                if (def->dhcp)
-                        printf("dhcp:      %s-", net_ipv4_format(def->dhcp_first, a)), printf("%s%s\n",
-                               net_ipv4_format(def->dhcp_last, a), st.dnsmasq_pid > 0 ? " (dnsmasq running)" : "");
-                else
+                if (def->dhcp) {
+                        char last[NET_IPV4_STRLEN];
+                        printf("dhcp:      %s-%s%s\n", net_ipv4_format(def->dhcp_first, a),
+                               net_ipv4_format(def->dhcp_last, last), st.dnsmasq_pid > 0 ? " (dnsmasq running)" : "");
+                } else
                         printf("dhcp:      no\n");
                 printf("nat:       %s%s%s\n", def->nat ? "yes" : "no", def->nat_interface ? " via " : "",
                        def->nat_interface ? def->nat_interface : "");
