@@ -901,6 +901,8 @@ int vh_image_check_format(const char *filename, const struct vh_image_check_resu
                 json_object_begin(&w);
                 if (r->image_end_offset)
                         json_kv_uint(&w, "image-end-offset", r->image_end_offset);
+                if (r->compressed_clusters)
+                        json_kv_uint(&w, "compressed-clusters", r->compressed_clusters);
                 if (r->total_clusters)
                         json_kv_uint(&w, "total-clusters", r->total_clusters);
                 if (r->corruptions)
@@ -918,8 +920,6 @@ int vh_image_check_format(const char *filename, const struct vh_image_check_resu
                 json_kv_string(&w, "format", "qcow2");
                 if (r->fragmented_clusters)
                         json_kv_uint(&w, "fragmented-clusters", r->fragmented_clusters);
-                if (r->compressed_clusters)
-                        json_kv_uint(&w, "compressed-clusters", r->compressed_clusters);
                 json_object_end(&w);
                 int e = 0;
                 _cleanup_free_ char *text = json_writer_finish(&w, &e);

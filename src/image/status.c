@@ -364,8 +364,9 @@ int bstat_layer(struct bstat_chain *c, struct vh_image *img, uint64_t offset, ui
                     (ret->flags & BSTAT_OFFSET_VALID)) {
                         struct bstat f;
                         file_status(l, ret->map, ret->pnum, &f);
-                        if ((f.flags & BSTAT_EOF) && (f.pnum == 0 || (f.flags & BSTAT_DATA)))
-                                /* Past the end of the file reads as zeros. */
+                        if ((f.flags & BSTAT_EOF) && (f.pnum == 0 || (f.flags & BSTAT_ZERO)))
+                                /* Zeros up to the end of the file, and past
+                                 * it: the whole range reads as zeros. */
                                 ret->flags |= BSTAT_ZERO;
                         else {
                                 ret->pnum = f.pnum;
