@@ -142,6 +142,9 @@ void image_output_done(struct image_output *out);
  * crash-safety tests (tests/e2e/t-img-crash.sh) can stop a writer between
  * any two of its writes. Unset, it costs one getenv() per process. */
 int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
+/* The same knob set from code (unit tests, in a forked child): 0 turns it
+ * off; the count restarts. */
+void image_fault_set_kill_after(uint64_t n);
 
 /* True if all 'len' bytes are zero. */
 bool image_buffer_is_zero(const void *buf, size_t len);

@@ -80,9 +80,18 @@ bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len) {
 
 /* The fault-injection knob described in image-internal.h: the number of
  * writes after which to die, read once; 0 when unset. */
+static int fault_loaded;
+static uint64_t fault_after, fault_writes;
+
+void image_fault_set_kill_after(uint64_t n) {
+        fault_loaded = 1;
+        fault_after = n;
+        fault_writes = 0;
+}
+
 static uint64_t fault_kill_after(void) {
-        static int loaded;
-        static uint64_t after;
+        int loaded = fault_loaded;
+        uint64_t after = fault_after;
         if (!loaded) {
                 const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
                 char *end;
@@ -92,15 +101,15 @@ static uint64_t fault_kill_after(void) {
                         if (errno == 0 && *end == '\0')
                                 after = v;
                 }
-                loaded = 1;
+                fault_after = after;
+                fault_loaded = 1;
         }
         return after;
 }
 
 static void fault_count_write(void) {
-        static uint64_t writes;
         uint64_t after = fault_kill_after();
-        if (after > 0 && ++writes >= after)
+        if (after > 0 && ++fault_writes >= after)
                 raise(SIGKILL);
 }
 

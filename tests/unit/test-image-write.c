@@ -1,0 +1,937 @@
+/* tests/unit/test-image-write.c: unit tests for the image write path
+ * (qcow2-alloc.c, qcow2-cache.c) and what is built on it: allocation and
+ * copy-on-write checked against an in-memory model of the guest disk and
+ * against qemu-io doing the same operations, 'qemu-img check' (no errors,
+ * no leaks) after every operation, refcount widths 1..64 and cluster sizes
+ * 512..2M, refcount table growth, lazy refcounts, refusals (read-only,
+ * corrupt, dirty, unknown features, extended L2, locks), internal
+ * snapshots in both directions with qemu-img, commit / rebase / resize
+ * compared with qemu-img doing the same on a copy, convert -c / -B / -S,
+ * and a writer killed after its Nth write. Tests that need qemu-img or
+ * qemu-io say SKIP when they are missing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/macro.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "image/image-internal.h"
+#include "image/qcow2.h"
+#include "test.h"
+#include "vmhost/image.h"
+
+/* ---- helpers ---- */
+
+/* A path below the test directory, valid until the next call with the
+ * same slot. */
+static const char *P(unsigned slot, const char *name) {
+        static char *paths[16];
+        free(paths[slot]);
+        paths[slot] = strdup_printf("%s/%s", test_tmpdir(), name);
+        if (!paths[slot])
+                abort();
+        return paths[slot];
+}
+
+static bool have_qemu(void) {
+        char *a = find_executable("qemu-img"), *b = find_executable("qemu-io");
+        bool ok = a && b;
+        free(a);
+        free(b);
+        if (!ok)
+                fprintf(stderr, "  SKIP: qemu-img/qemu-io are not installed (apt-get install qemu-utils)\n");
+        return ok;
+}
+
+/* Runs a program (argv from the arguments, NULL-terminated); returns its
+ * exit status and keeps its output in 'ret_out' when not NULL. */
+static int run(char **ret_out, const char *arg0, ...) {
+        const char *argv[64];
+        size_t n = 0;
+        va_list ap;
+        va_start(ap, arg0);
+        for (const char *a = arg0; a && n < ELEMENTSOF(argv) - 1; a = va_arg(ap, const char *))
+                argv[n++] = a;
+        va_end(ap);
+        argv[n] = NULL;
+        char *out = NULL;
+        int r = process_run((char *const *) argv, 1 << 20, &out);
+        if (r != 0 && getenv("VERBOSE"))
+                fprintf(stderr, "  (%s %s exited %d: %s)\n", arg0, n > 1 ? argv[1] : "", r, out ? out : "");
+        if (ret_out)
+                *ret_out = out;
+        else
+                free(out);
+        return r;
+}
+
+static int run_argv(const char *const *argv) {
+        char *out = NULL;
+        int r = process_run((char *const *) argv, 1 << 20, &out);
+        if (r != 0 && getenv("VERBOSE"))
+                fprintf(stderr, "  (%s exited %d: %s)\n", argv[0], r, out ? out : "");
+        free(out);
+        return r;
+}
+
+/* 'qemu-img check' exit status: 0 clean, 2 corrupt, 3 leaks only. */
+static int qcheck(const char *path) {
+        return run(NULL, "qemu-img", "check", "-q", path, NULL);
+}
+
+static bool qsame(const char *a, const char *b) {
+        return run(NULL, "qemu-img", "compare", "-q", a, b, NULL) == 0;
+}
+
+static struct vh_image *open_img(const char *path, unsigned flags) {
+        struct vh_image_open_options o = { .format = VH_IMAGE_FORMAT_PROBE, .flags = flags };
+        struct vh_image *img = NULL;
+        struct vh_error err = {};
+        int r = vh_image_open(path, &o, &img, &err);
+        if (r < 0 && getenv("VERBOSE"))
+                fprintf(stderr, "  open %s: %s\n", path, err.msg);
+        return img;
+}
+
+static int create_qcow2(const char *path, uint64_t size, uint32_t cs, unsigned rb, unsigned version, bool lazy,
+                        const char *backing) {
+        struct vh_image_create_options o = {
+                .format = VH_IMAGE_FORMAT_QCOW2,
+                .size = size,
+                .cluster_size = cs,
+                .refcount_bits = rb,
+                .version = version,
+                .lazy_refcounts = lazy,
+                .backing_file = backing,
+                .backing_format = backing ? VH_IMAGE_FORMAT_QCOW2 : VH_IMAGE_FORMAT_PROBE,
+        };
+        struct vh_error err = {};
+        int r = vh_image_create(path, &o, &err);
+        if (r < 0 && getenv("VERBOSE"))
+                fprintf(stderr, "  create %s: %s\n", path, err.msg);
+        return r;
+}
+
+/* The guest view of an image, whole. */
+static uint8_t *read_view(const char *path, uint64_t *ret_size) {
+        struct vh_image *img = open_img(path, 0);
+        if (!img)
+                return NULL;
+        uint64_t size = vh_image_virtual_size(img);
+        uint8_t *buf = malloc(MAX(size, (uint64_t) 1));
+        struct vh_error err = {};
+        if (buf && vh_image_read(img, 0, buf, (size_t) size, &err) < 0) {
+                free(buf);
+                buf = NULL;
+        }
+        vh_image_free(img);
+        *ret_size = size;
+        return buf;
+}
+
+/* The guest view as qemu-img sees it (convert to raw). */
+static uint8_t *qemu_view(const char *path, uint64_t *ret_size) {
+        const char *raw = P(15, "qemu-view.raw");
+        if (run(NULL, "qemu-img", "convert", "-O", "raw", path, raw, NULL) != 0)
+                return NULL;
+        char *data = NULL;
+        size_t len = 0;
+        if (read_full_file(raw, 512 << 20, &data, &len) < 0)
+                return NULL;
+        unlink(raw);
+        *ret_size = len;
+        return (uint8_t *) data;
+}
+
+/* qemu-img convert -O raw of both, then cmp. */
+static bool same_raw_views(const char *a, const char *b) {
+        const char *ra = P(13, "view-a.raw"), *rb = P(14, "view-b.raw");
+        bool ok = run(NULL, "qemu-img", "convert", "-O", "raw", a, ra, NULL) == 0 &&
+                  run(NULL, "qemu-img", "convert", "-O", "raw", b, rb, NULL) == 0 &&
+                  run(NULL, "cmp", "-s", ra, rb, NULL) == 0;
+        unlink(ra);
+        unlink(rb);
+        return ok;
+}
+
+static int copy_file(const char *from, const char *to) {
+        return run(NULL, "cp", "--sparse=always", from, to, NULL) == 0 ? 0 : -EIO;
+}
+
+/* xorshift64*: deterministic, so a failure reproduces. */
+static uint64_t rng_next(uint64_t *s) {
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        return *s * UINT64_C(2685821657736338717);
+}
+
+/* ---- random operations, against a model and against qemu-io ---- */
+
+enum op_kind { OP_WRITE, OP_ZERO, OP_DISCARD };
+
+struct op {
+        enum op_kind kind;
+        uint64_t off, len;
+        uint8_t pattern;
+};
+
+static struct op random_op(uint64_t *seed, uint64_t size) {
+        static const uint64_t lens[] = { 512, 1024, 4096, 65536, 100 * 1024, 1 << 20, 3 << 20, 7 * 512 };
+        struct op o;
+        uint64_t k = rng_next(seed) % 8;
+        o.kind = k < 5 ? OP_WRITE : k < 7 ? OP_ZERO : OP_DISCARD;
+        o.len = MIN(lens[rng_next(seed) % ELEMENTSOF(lens)], size);
+        o.off = rng_next(seed) % ((size - o.len) / 512 + 1) * 512;
+        o.pattern = (uint8_t) (rng_next(seed) % 255 + 1);
+        return o;
+}
+
+static void op_format(const struct op *o, char *buf, size_t len) {
+        if (o->kind == OP_WRITE)
+                snprintf(buf, len, "write -P 0x%02x %" PRIu64 " %" PRIu64, o->pattern, o->off, o->len);
+        else if (o->kind == OP_ZERO)
+                snprintf(buf, len, "write -z %" PRIu64 " %" PRIu64, o->off, o->len);
+        else
+                snprintf(buf, len, "discard %" PRIu64 " %" PRIu64, o->off, o->len);
+}
+
+/* What the operation does to the guest disk, as QEMU defines it: discard
+ * zeroes whole clusters (the last one counts as whole when the range
+ * reaches the end of the disk), except on version 2 with a backing file,
+ * where it does nothing. */
+static void model_apply(uint8_t *model, uint64_t size, const struct op *o, uint64_t cs, bool v2_backing) {
+        if (o->kind == OP_WRITE)
+                memset(model + o->off, o->pattern, (size_t) o->len);
+        else if (o->kind == OP_ZERO)
+                memset(model + o->off, 0, (size_t) o->len);
+        else if (!v2_backing) {
+                uint64_t start = ALIGN_UP(o->off, cs);
+                uint64_t end = o->off + o->len == size ? size : (o->off + o->len) / cs * cs;
+                if (start < end)
+                        memset(model + start, 0, (size_t) (end - start));
+        }
+}
+
+static int op_do(struct vh_image *img, const struct op *o) {
+        struct vh_error err = {};
+        int r;
+        if (o->kind == OP_WRITE) {
+                uint8_t *buf = malloc((size_t) o->len);
+                if (!buf)
+                        return -ENOMEM;
+                memset(buf, o->pattern, (size_t) o->len);
+                r = vh_image_write(img, o->off, buf, (size_t) o->len, &err);
+                free(buf);
+        } else if (o->kind == OP_ZERO)
+                r = vh_image_write_zeroes(img, o->off, o->len, &err);
+        else
+                r = vh_image_discard(img, o->off, o->len, &err);
+        if (r < 0)
+                fprintf(stderr, "  op failed: %s\n", err.msg);
+        return r;
+}
+
+struct write_case {
+        uint32_t cluster_size;
+        unsigned refcount_bits;
+        unsigned version;
+        bool lazy;
+        bool backing;
+        uint64_t size;
+};
+
+/* Runs 'n_ops' random operations on a vmhost-written image: each one is
+ * done by vmhost (open, operate, close) and followed by 'qemu-img check'
+ * (clean, no leaks) and a read-back against the model; qemu-io does the
+ * same list on a copy, and the two must compare identical at the end. */
+static void run_case(const struct write_case *c, uint64_t seed, unsigned n_ops) {
+        const char *img = P(1, "w.qcow2"), *copy = P(2, "q.qcow2"), *base = P(3, "wbase.qcow2");
+        const uint64_t size = c->size;
+        uint8_t *model = calloc(1, (size_t) size);
+        if (!model)
+                abort();
+
+        if (c->backing) {
+                unlink(base);
+                CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", base, "6M", NULL), 0);
+                CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x5a 0 5M", "-c", "write -z 1M 64k", base, NULL), 0);
+                memset(model, 0x5a, 5 << 20);
+                memset(model + (1 << 20), 0, 65536);
+        }
+        CHECK_EQ_INT(create_qcow2(img, size, c->cluster_size, c->refcount_bits, c->version, c->lazy,
+                                  c->backing ? "wbase.qcow2" : NULL),
+                     0);
+        CHECK_EQ_INT(copy_file(img, copy), 0);
+        bool v2_backing = c->version == 2 && c->backing;
+
+        const char *qargv[2 * 64 + 3] = { "qemu-io" };
+        size_t qn = 1;
+        char cmds[64][96];
+        unsigned failures = 0;
+        for (unsigned i = 0; i < n_ops && i < 64 && failures == 0; i++) {
+                struct op o = random_op(&seed, size);
+                op_format(&o, cmds[i], sizeof(cmds[i]));
+                qargv[qn++] = "-c";
+                qargv[qn++] = cmds[i];
+
+                struct vh_image *w = open_img(img, VH_IMAGE_OPEN_READ_WRITE);
+                CHECK(w);
+                if (!w)
+                        break;
+                CHECK_EQ_INT(op_do(w, &o), 0);
+                struct vh_error err = {};
+                CHECK_EQ_INT(vh_image_flush(w, &err), 0);
+                vh_image_free(w);
+                model_apply(model, size, &o, c->cluster_size, v2_backing);
+
+                int rc = qcheck(img);
+                if (rc != 0) {
+                        test_fail(__FILE__, __LINE__, "cs=%u rb=%u v%u: qemu-img check says %d after op %u '%s'",
+                                  c->cluster_size, c->refcount_bits, c->version, rc, i, cmds[i]);
+                        failures++;
+                }
+                uint64_t got_size = 0;
+                uint8_t *got = read_view(img, &got_size);
+                if (!got || got_size != size || memcmp(got, model, (size_t) size) != 0) {
+                        test_fail(__FILE__, __LINE__, "cs=%u rb=%u v%u: content differs from the model after '%s'",
+                                  c->cluster_size, c->refcount_bits, c->version, cmds[i]);
+                        failures++;
+                }
+                free(got);
+        }
+        qargv[qn++] = copy;
+        qargv[qn] = NULL;
+        CHECK_EQ_INT(run_argv(qargv), 0);
+        CHECK(qsame(img, copy));
+        uint64_t qsize = 0;
+        uint8_t *q = qemu_view(img, &qsize);
+        CHECK(q && qsize == size && memcmp(q, model, (size_t) size) == 0);
+        free(q);
+        free(model);
+}
+
+static const struct write_case write_cases[] = {
+        { 65536, 16, 3, false, false, 8 << 20 },
+        { 512, 16, 3, false, false, (4 << 20) + 3 * 512 },
+        { 4096, 1, 3, false, false, 8 << 20 },
+        { 4096, 2, 3, false, true, 8 << 20 },
+        { 65536, 64, 3, false, true, (8 << 20) + 512 },
+        { 2 << 20, 16, 3, false, true, 8 << 20 },
+        { 65536, 16, 2, false, false, 8 << 20 },
+        { 4096, 16, 2, false, true, 8 << 20 },
+        { 4096, 8, 3, true, true, 8 << 20 },
+};
+
+TEST(image_write_random_ops_checked_after_each) {
+        if (!have_qemu())
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(write_cases); i++)
+                run_case(&write_cases[i], 1000 + i, 12);
+}
+
+TEST(image_write_partial_cow_from_backing) {
+        if (!have_qemu())
+                return;
+        const char *base = P(3, "cbase.qcow2"), *top = P(1, "ctop.qcow2");
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M", NULL), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x11 0 4M", base, NULL), 0);
+        CHECK_EQ_INT(create_qcow2(top, 0, 65536, 0, 0, false, "cbase.qcow2"), 0);
+
+        struct vh_image *img = open_img(top, VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img);
+        if (!img)
+                return;
+        struct vh_error err = {};
+        uint8_t buf[1000];
+        memset(buf, 0x22, sizeof(buf));
+        /* 1000 bytes in the middle of a cluster, and across a boundary. */
+        CHECK_EQ_INT(vh_image_write(img, 70000, buf, sizeof(buf), &err), 0);
+        CHECK_EQ_INT(vh_image_write(img, 131072 - 500, buf, sizeof(buf), &err), 0);
+        uint8_t got[3 * 65536];
+        CHECK_EQ_INT(vh_image_read(img, 65536, got, sizeof(got), &err), 0);
+        for (size_t i = 0; i < sizeof(got); i++) {
+                uint64_t off = 65536 + i;
+                uint8_t want = (off >= 70000 && off < 71000) || (off >= 131072 - 500 && off < 131072 + 500) ? 0x22
+                                                                                                               : 0x11;
+                if (got[i] != want) {
+                        test_fail(__FILE__, __LINE__, "byte %" PRIu64 " is %#x, not %#x", off, got[i], want);
+                        break;
+                }
+        }
+        CHECK_EQ_INT(vh_image_flush(img, &err), 0);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(top), 0);
+        /* QEMU sees the same: three clusters allocated in the overlay. */
+        char *map = NULL;
+        CHECK_EQ_INT(run(&map, "qemu-img", "map", "--output=json", top, NULL), 0);
+        CHECK(map && strstr(map, "\"start\": 65536, \"length\": 131072, \"depth\": 0"));
+        free(map);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "read -P 0x22 70000 1000", "-c", "read -P 0x11 71000 1000", top,
+                         NULL),
+                     0);
+}
+
+TEST(image_write_refcount_table_grows) {
+        if (!have_qemu())
+                return;
+        /* 512-byte clusters with 64-bit refcounts: a refcount block covers
+         * 64 clusters and one table cluster 64 blocks (2 MiB), so 6 MiB of
+         * data needs the table to move twice. */
+        const char *path = P(1, "grow.qcow2");
+        CHECK_EQ_INT(create_qcow2(path, 16 << 20, 512, 64, 3, false, NULL), 0);
+        struct vh_image *img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img);
+        if (!img)
+                return;
+        uint8_t *buf = malloc(65536);
+        struct vh_error err = {};
+        for (uint64_t off = 0; off < (6 << 20); off += 65536) {
+                memset(buf, (int) (off >> 16) + 1, 65536);
+                CHECK_EQ_INT(vh_image_write(img, off * 2 % (16 << 20), buf, 65536, &err), 0);
+        }
+        CHECK_EQ_INT(vh_image_flush(img, &err), 0);
+        vh_image_free(img);
+        free(buf);
+        CHECK_EQ_INT(qcheck(path), 0);
+        char *info = NULL;
+        CHECK_EQ_INT(run(&info, "qemu-img", "info", path, NULL), 0);
+        free(info);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "read -P 0x01 0 64k", "-c", "read -P 0x02 128k 64k", path, NULL), 0);
+
+        /* And the image stays writable by QEMU. */
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x7f 15M 1M", path, NULL), 0);
+        CHECK_EQ_INT(qcheck(path), 0);
+}
+
+static void set_header_bit(const char *path, size_t byte, uint8_t bit) {
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        uint8_t v = 0;
+        CHECK(fd >= 0 && pread(fd, &v, 1, (off_t) byte) == 1);
+        v |= bit;
+        CHECK(pwrite(fd, &v, 1, (off_t) byte) == 1);
+        close(fd);
+}
+
+static bool file_unchanged(const char *path, const char *saved) {
+        char *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        bool same = read_full_file(path, 64 << 20, &a, &na) >= 0 && read_full_file(saved, 64 << 20, &b, &nb) >= 0 &&
+                    na == nb && memcmp(a, b, na) == 0;
+        free(a);
+        free(b);
+        return same;
+}
+
+TEST(image_write_refusals) {
+        const char *path = P(1, "r.qcow2"), *saved = P(2, "r.saved");
+        struct vh_error err = {};
+        uint8_t buf[512] = { 1 };
+        struct vh_image_open_options rw = { .format = VH_IMAGE_FORMAT_PROBE, .flags = VH_IMAGE_OPEN_READ_WRITE };
+        struct vh_image *img = NULL;
+
+        CHECK_EQ_INT(create_qcow2(path, 1 << 20, 0, 0, 0, false, NULL), 0);
+        /* Read-only opens do not write. */
+        img = open_img(path, 0);
+        CHECK(img);
+        if (img) {
+                CHECK_EQ_INT(vh_image_write(img, 0, buf, sizeof(buf), &err), -EROFS);
+                CHECK_EQ_INT(vh_image_write_zeroes(img, 0, 512, &err), -EROFS);
+                CHECK_EQ_INT(vh_image_discard(img, 0, 512, &err), -EROFS);
+                vh_image_free(img);
+        }
+        /* Past the virtual size. */
+        img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img);
+        if (img) {
+                CHECK_EQ_INT(vh_image_write(img, (1 << 20) - 256, buf, sizeof(buf), &err), -EINVAL);
+                /* A second writer, even in this process, is refused by the
+                 * lock, which names the holder. */
+                struct vh_image *second = NULL;
+                CHECK_EQ_INT(vh_image_open(path, &rw, &second, &err), -EBUSY);
+                CHECK(strstr(err.msg, "in use by process"));
+                vh_image_free(img);
+        }
+
+        /* Corrupt, dirty, unknown incompatible feature: refused at open,
+         * and the file is left as it was. */
+        static const struct {
+                size_t byte;
+                uint8_t bit;
+                int code;
+        } bad[] = {
+                { 79, 0x02, -EROFS },      /* corrupt */
+                { 79, 0x01, -EROFS },      /* dirty */
+                { 77, 0x10, -EOPNOTSUPP }, /* bit 20: unknown */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                CHECK_EQ_INT(create_qcow2(path, 1 << 20, 0, 0, 0, false, NULL), 0);
+                set_header_bit(path, bad[i].byte, bad[i].bit);
+                CHECK_EQ_INT(copy_file(path, saved), 0);
+                img = NULL;
+                CHECK_EQ_INT(vh_image_open(path, &rw, &img, &err), bad[i].code);
+                vh_image_free(img);
+                CHECK(file_unchanged(path, saved));
+        }
+
+        /* Extended L2 entries are read, not written. */
+        if (have_qemu()) {
+                CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", path, "1M",
+                                 NULL),
+                             0);
+                img = NULL;
+                CHECK_EQ_INT(vh_image_open(path, &rw, &img, &err), -EOPNOTSUPP);
+                CHECK(strstr(err.msg, "extended L2"));
+                vh_image_free(img);
+        }
+}
+
+TEST(image_write_lazy_refcounts_dirty_bit) {
+        if (!have_qemu())
+                return;
+        const char *path = P(1, "lazy.qcow2");
+        CHECK_EQ_INT(create_qcow2(path, 4 << 20, 0, 0, 3, true, NULL), 0);
+        struct vh_image *img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img);
+        if (!img)
+                return;
+        struct vh_error err = {};
+        uint8_t buf[4096];
+        memset(buf, 0x33, sizeof(buf));
+        CHECK_EQ_INT(vh_image_write(img, 8192, buf, sizeof(buf), &err), 0);
+        CHECK_EQ_INT(vh_image_flush(img, &err), 0);
+        /* While the writer has it open, the image is marked dirty. */
+        struct vh_image *peek = open_img(path, VH_IMAGE_OPEN_FORCE_SHARE);
+        struct vh_image_info *info = NULL;
+        CHECK(peek && vh_image_get_info(peek, &info, &err) == 0 && info && info->dirty_flag);
+        vh_image_info_free(info);
+        vh_image_free(peek);
+        /* A clean close clears it. */
+        vh_image_free(img);
+        peek = open_img(path, 0);
+        info = NULL;
+        CHECK(peek && vh_image_get_info(peek, &info, &err) == 0 && info && !info->dirty_flag);
+        vh_image_info_free(info);
+        vh_image_free(peek);
+        CHECK_EQ_INT(qcheck(path), 0);
+}
+
+/* ---- snapshots ---- */
+
+static bool snapshot_listed(const char *path, const char *name) {
+        char *out = NULL;
+        bool ok = run(&out, "qemu-img", "snapshot", "-l", path, NULL) == 0 && out && strstr(out, name);
+        free(out);
+        return ok;
+}
+
+TEST(image_snapshots_with_qemu_img) {
+        if (!have_qemu())
+                return;
+        const char *path = P(1, "snap.qcow2");
+        struct vh_error err = {};
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", path, "8M", NULL),
+                     0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x11 0 2M", "-c", "write -c -P 0x12 4M 4k", path, NULL), 0);
+        uint64_t n0 = 0, n1 = 0, n;
+        uint8_t *v0 = read_view(path, &n0);
+
+        /* vmhost creates, qemu-img lists. */
+        struct vh_image *img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img && vh_image_snapshot_create(img, "first", &err) == 0);
+        CHECK(img && vh_image_snapshot_create(img, "first", &err) == -EEXIST);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(path), 0);
+        CHECK(snapshot_listed(path, "first"));
+
+        /* Writes after the snapshot copy on write: shared clusters,
+         * compressed ones, zero writes and discards. */
+        img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        uint8_t buf[65536];
+        memset(buf, 0x21, sizeof(buf));
+        CHECK(img && vh_image_write(img, 100000, buf, sizeof(buf), &err) == 0);
+        CHECK(img && vh_image_write(img, 4 << 20, buf, 1000, &err) == 0);
+        CHECK(img && vh_image_write_zeroes(img, 1 << 20, 65536, &err) == 0);
+        CHECK(img && vh_image_discard(img, 1536 << 10, 65536, &err) == 0);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(path), 0);
+        uint8_t *v1 = read_view(path, &n1);
+
+        /* qemu-img creates one too, and goes back to vmhost's. */
+        CHECK_EQ_INT(run(NULL, "qemu-img", "snapshot", "-c", "second", path, NULL), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-img", "snapshot", "-a", "first", path, NULL), 0);
+        CHECK_EQ_INT(qcheck(path), 0);
+        uint8_t *v = read_view(path, &n);
+        CHECK(v && v0 && n == n0 && memcmp(v, v0, (size_t) n) == 0);
+        free(v);
+
+        /* vmhost lists both and goes to qemu-img's. */
+        img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        struct vh_image_snapshot *list = NULL;
+        size_t count = 0;
+        CHECK(img && vh_image_snapshot_list(img, &list, &count, &err) == 0);
+        CHECK_EQ_INT(count, 2);
+        if (count == 2) {
+                CHECK_STREQ(list[0].name, "first");
+                CHECK_STREQ(list[0].id, "1");
+                CHECK_STREQ(list[1].name, "second");
+                CHECK_EQ_U64(list[1].disk_size, 8 << 20);
+        }
+        vh_image_snapshots_free(list, count);
+        CHECK(img && vh_image_snapshot_apply(img, "second", &err) == 0);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(path), 0);
+        v = read_view(path, &n);
+        CHECK(v && v1 && n == n1 && memcmp(v, v1, (size_t) n) == 0);
+        free(v);
+
+        /* Delete both (one by id), then the image is as if none had been. */
+        img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img && vh_image_snapshot_delete(img, "1", &err) == 0);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(path), 0);
+        CHECK(!snapshot_listed(path, "first"));
+        CHECK_EQ_INT(run(NULL, "qemu-img", "snapshot", "-d", "second", path, NULL), 0);
+        CHECK_EQ_INT(qcheck(path), 0);
+        /* With no snapshot left every cluster is ours alone: QEMU writes in
+         * place again (check would flag wrong COPIED flags). */
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x44 0 64k", path, NULL), 0);
+        CHECK_EQ_INT(qcheck(path), 0);
+        free(v0);
+        free(v1);
+}
+
+/* ---- commit, rebase, resize against qemu-img on a copy ---- */
+
+/* A 3-deep chain in directory 'dir' ("base", "mid" with 4k clusters,
+ * "top" larger than its backing files), filled by qemu-io. */
+static void make_chain(const char *dir) {
+        char b[512], m[512], t[512];
+        snprintf(b, sizeof(b), "%s/base.qcow2", dir);
+        snprintf(m, sizeof(m), "%s/mid.qcow2", dir);
+        snprintf(t, sizeof(t), "%s/top.qcow2", dir);
+        CHECK_EQ_INT(mkdir_p(dir, 0755), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", b, "8M", NULL), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x11 0 3M", "-c", "write -P 0x12 5M 1M", b, NULL), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "base.qcow2",
+                         "-F", "qcow2", m, NULL),
+                     0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x21 1M 100k", "-c", "write -z 5M 64k", "-c",
+                         "write -P 0x22 7M 8k", m, NULL),
+                     0);
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", t, "12M",
+                         NULL),
+                     0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x31 512k 1M", "-c", "write -z 2M 128k", "-c",
+                         "write -P 0x32 10M 300k", "-c", "discard 5M 64k", t, NULL),
+                     0);
+}
+
+static void compare_chains(const char *qdir, const char *vdir, const char *what) {
+        static const char *const names[] = { "base.qcow2", "mid.qcow2", "top.qcow2" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                char a[512], b[512];
+                snprintf(a, sizeof(a), "%s/%s", qdir, names[i]);
+                snprintf(b, sizeof(b), "%s/%s", vdir, names[i]);
+                if (!qsame(a, b) || !same_raw_views(a, b))
+                        test_fail(__FILE__, __LINE__, "%s: %s differs from what qemu-img made", what, names[i]);
+                if (qcheck(b) != 0)
+                        test_fail(__FILE__, __LINE__, "%s: qemu-img check fails on %s", what, names[i]);
+        }
+}
+
+static const char *chain_file(unsigned slot, const char *dir, const char *name) {
+        static char buf[4][512];
+        snprintf(buf[slot], sizeof(buf[slot]), "%s/%s", dir, name);
+        return buf[slot];
+}
+
+TEST(image_commit_like_qemu_img) {
+        if (!have_qemu())
+                return;
+        for (int variant = 0; variant < 3; variant++) {
+                char qdir[256], vdir[256];
+                snprintf(qdir, sizeof(qdir), "%s/q%d", test_tmpdir(), variant);
+                snprintf(vdir, sizeof(vdir), "%s/v%d", test_tmpdir(), variant);
+                make_chain(qdir);
+                CHECK_EQ_INT(run(NULL, "cp", "-r", qdir, vdir, NULL), 0);
+
+                struct vh_image_commit_options co = {};
+                const char *qargs[8] = { "qemu-img", "commit", "-q" };
+                size_t n = 3;
+                if (variant == 1) {
+                        co.keep_top = true;
+                        qargs[n++] = "-d";
+                } else if (variant == 2) {
+                        co.base = chain_file(0, vdir, "base.qcow2");
+                        qargs[n++] = "-b";
+                        qargs[n++] = chain_file(1, qdir, "base.qcow2");
+                }
+                qargs[n++] = chain_file(2, qdir, "top.qcow2");
+                qargs[n] = NULL;
+                CHECK_EQ_INT(run_argv(qargs), 0);
+
+                struct vh_image *top = open_img(chain_file(3, vdir, "top.qcow2"),
+                                                variant == 0 ? VH_IMAGE_OPEN_READ_WRITE : 0);
+                CHECK(top);
+                struct vh_error err = {};
+                if (top) {
+                        int r = vh_image_commit(top, &co, &err);
+                        if (r < 0)
+                                fprintf(stderr, "  commit: %s\n", err.msg);
+                        CHECK_EQ_INT(r, 0);
+                        vh_image_free(top);
+                }
+                compare_chains(qdir, vdir, variant == 0 ? "commit" : variant == 1 ? "commit -d" : "commit -b");
+        }
+}
+
+TEST(image_rebase_like_qemu_img) {
+        if (!have_qemu())
+                return;
+        /* Safe onto base, safe onto nothing, unsafe. */
+        static const char *const targets[] = { "base.qcow2", "", "base.qcow2" };
+        for (int variant = 0; variant < 3; variant++) {
+                char qdir[256], vdir[256];
+                snprintf(qdir, sizeof(qdir), "%s/rq%d", test_tmpdir(), variant);
+                snprintf(vdir, sizeof(vdir), "%s/rv%d", test_tmpdir(), variant);
+                make_chain(qdir);
+                CHECK_EQ_INT(run(NULL, "cp", "-r", qdir, vdir, NULL), 0);
+                bool unsafe = variant == 2;
+                const char *t = targets[variant];
+                const char *qargs[12] = { "qemu-img", "rebase", "-q", "-b", t };
+                size_t n = 5;
+                if (*t) {
+                        qargs[n++] = "-F";
+                        qargs[n++] = "qcow2";
+                }
+                if (unsafe)
+                        qargs[n++] = "-u";
+                qargs[n++] = chain_file(0, qdir, "top.qcow2");
+                qargs[n] = NULL;
+                CHECK_EQ_INT(run_argv(qargs), 0);
+
+                struct vh_image *top = open_img(chain_file(1, vdir, "top.qcow2"),
+                                                VH_IMAGE_OPEN_READ_WRITE | (unsafe ? VH_IMAGE_OPEN_NO_BACKING : 0));
+                CHECK(top);
+                struct vh_error err = {};
+                struct vh_image_rebase_options ro = {
+                        .backing_file = t,
+                        .backing_format = VH_IMAGE_FORMAT_QCOW2,
+                        .unsafe = unsafe,
+                };
+                if (top) {
+                        int r = vh_image_rebase(top, &ro, &err);
+                        if (r < 0)
+                                fprintf(stderr, "  rebase: %s\n", err.msg);
+                        CHECK_EQ_INT(r, 0);
+                        vh_image_free(top);
+                }
+                compare_chains(qdir, vdir, variant == 0 ? "rebase" : variant == 1 ? "rebase -b ''" : "rebase -u");
+                char *info = NULL;
+                CHECK_EQ_INT(run(&info, "qemu-img", "info", chain_file(2, vdir, "top.qcow2"), NULL), 0);
+                CHECK(info && (*t ? strstr(info, "backing file: base.qcow2") != NULL
+                                  : strstr(info, "backing file") == NULL));
+                free(info);
+        }
+}
+
+TEST(image_resize_like_qemu_img) {
+        if (!have_qemu())
+                return;
+        static const struct {
+                const char *file;
+                uint64_t size;
+                const char *arg;
+        } cases[] = {
+                { "mid.qcow2", 16 << 20, "16M" }, /* grows past the backing file: zeroed, as QEMU does */
+                { "base.qcow2", UINT64_C(520) << 20, "520M" }, /* needs a larger L1 table */
+                { "top.qcow2", 10 << 20, "10M" }, /* shrink, nothing allocated past the end */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char qdir[256], vdir[256];
+                snprintf(qdir, sizeof(qdir), "%s/zq%zu", test_tmpdir(), i);
+                snprintf(vdir, sizeof(vdir), "%s/zv%zu", test_tmpdir(), i);
+                make_chain(qdir);
+                if (streq(cases[i].file, "top.qcow2"))
+                        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "discard 10M 2M", chain_file(0, qdir, "top.qcow2"),
+                                         NULL),
+                                     0);
+                CHECK_EQ_INT(run(NULL, "cp", "-r", qdir, vdir, NULL), 0);
+                CHECK_EQ_INT(run(NULL, "qemu-img", "resize", "-q", "--shrink", chain_file(1, qdir, cases[i].file),
+                                 cases[i].arg, NULL),
+                             0);
+                struct vh_image *img = open_img(chain_file(2, vdir, cases[i].file), VH_IMAGE_OPEN_READ_WRITE);
+                CHECK(img);
+                struct vh_error err = {};
+                if (img) {
+                        CHECK_EQ_INT(vh_image_resize(img, cases[i].size, true, &err), 0);
+                        vh_image_free(img);
+                }
+                compare_chains(qdir, vdir, "resize");
+        }
+
+        /* Shrinking over allocated data is refused, and nothing changes. */
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/zr", test_tmpdir());
+        make_chain(dir);
+        struct vh_image *img = open_img(chain_file(0, dir, "top.qcow2"), VH_IMAGE_OPEN_READ_WRITE);
+        struct vh_error err = {};
+        CHECK(img && vh_image_resize(img, 4 << 20, true, &err) == -ENOTEMPTY);
+        CHECK(img && vh_image_resize(img, 4 << 20, false, &err) == -EINVAL);
+        CHECK(img && vh_image_virtual_size(img) == 12 << 20);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(chain_file(0, dir, "top.qcow2")), 0);
+}
+
+/* ---- convert -c, -B, -S ---- */
+
+TEST(image_convert_compress_backing_sparse) {
+        if (!have_qemu())
+                return;
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/cv", test_tmpdir());
+        make_chain(dir);
+        const char *top = chain_file(0, dir, "top.qcow2");
+        struct vh_image *src = open_img(top, 0);
+        CHECK(src);
+        if (!src)
+                return;
+        struct vh_error err = {};
+        static const unsigned rbs[] = { 1, 4, 16 };
+        for (size_t i = 0; i < ELEMENTSOF(rbs); i++) {
+                struct vh_image_convert_options co = {
+                        .format = VH_IMAGE_FORMAT_QCOW2, .compress = true, .refcount_bits = rbs[i],
+                };
+                CHECK_EQ_INT(vh_image_convert(src, P(1, "c.qcow2"), &co, &err), 0);
+                CHECK_EQ_INT(qcheck(P(1, "c.qcow2")), 0);
+                CHECK(qsame(top, P(1, "c.qcow2")));
+                char *out = NULL;
+                CHECK_EQ_INT(run(&out, "qemu-img", "check", P(1, "c.qcow2"), NULL), 0);
+                CHECK(out && strstr(out, "100.00% compressed"));
+                free(out);
+        }
+
+        /* -B: an overlay of mid holding only what differs from it. */
+        struct vh_image_convert_options bo = {
+                .format = VH_IMAGE_FORMAT_QCOW2,
+                .backing_file = "mid.qcow2",
+                .backing_format = VH_IMAGE_FORMAT_QCOW2,
+        };
+        char out_path[512];
+        snprintf(out_path, sizeof(out_path), "%s/ov.qcow2", dir);
+        CHECK_EQ_INT(vh_image_convert(src, out_path, &bo, &err), 0);
+        CHECK_EQ_INT(qcheck(out_path), 0);
+        CHECK(qsame(top, out_path));
+        char *map = NULL;
+        CHECK_EQ_INT(run(&map, "qemu-img", "map", "--output=json", out_path, NULL), 0);
+        /* Mid's data at 7M is not copied; top's at 10M is. */
+        CHECK(map && strstr(map, "\"start\": 7340032, \"length\": 8192, \"depth\": 1"));
+        CHECK(map && strstr(map, "\"depth\": 0, \"present\": true, \"zero\": false, \"data\": true"));
+        free(map);
+
+        /* -S 0: fully allocated raw; default: sparse. */
+        struct vh_image_convert_options ro = { .format = VH_IMAGE_FORMAT_RAW, .fully_allocated = true };
+        CHECK_EQ_INT(vh_image_convert(src, P(2, "full.raw"), &ro, &err), 0);
+        ro.fully_allocated = false;
+        CHECK_EQ_INT(vh_image_convert(src, P(3, "sparse.raw"), &ro, &err), 0);
+        struct stat a, b;
+        CHECK(stat(P(2, "full.raw"), &a) == 0 && stat(P(3, "sparse.raw"), &b) == 0);
+        CHECK((uint64_t) a.st_blocks * 512 >= 12 << 20);
+        CHECK(b.st_blocks < a.st_blocks / 2);
+        CHECK(qsame(P(2, "full.raw"), top));
+        vh_image_free(src);
+}
+
+/* ---- a writer killed after its Nth write ---- */
+
+/* The operations the child does: disjoint ranges, so that "old or new"
+ * is defined for every byte. */
+static int crash_writes(const char *path) {
+        struct vh_image *img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        if (!img)
+                return -EIO;
+        struct vh_error err = {};
+        uint8_t *buf = malloc(300000);
+        int r = buf ? 0 : -ENOMEM;
+        for (int i = 0; r >= 0 && i < 12; i++) {
+                memset(buf, 0x40 + i, 300000);
+                r = vh_image_write(img, (uint64_t) i * 600000 + 1000, buf, 250000 + (size_t) i * 4000, &err);
+        }
+        if (r >= 0)
+                r = vh_image_write_zeroes(img, 7500000, 300000, &err);
+        if (r >= 0)
+                r = vh_image_flush(img, &err);
+        free(buf);
+        vh_image_free(img);
+        return r;
+}
+
+TEST(image_write_killed_after_nth_write) {
+        if (!have_qemu())
+                return;
+        const char *path = P(1, "k.qcow2"), *base = P(3, "kbase.qcow2"), *pristine = P(2, "k.pristine");
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", base, "8M", NULL), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x0b 0 8M", base, NULL), 0);
+        CHECK_EQ_INT(create_qcow2(path, 0, 4096, 0, 0, false, "kbase.qcow2"), 0);
+        CHECK_EQ_INT(copy_file(path, pristine), 0);
+
+        uint64_t n_old = 0, n_new = 0;
+        uint8_t *old_view = read_view(path, &n_old);
+        CHECK_EQ_INT(crash_writes(path), 0);
+        uint8_t *new_view = read_view(path, &n_new);
+        CHECK(old_view && new_view && n_old == n_new);
+        if (!old_view || !new_view) {
+                free(old_view);
+                free(new_view);
+                return;
+        }
+
+        unsigned killed = 0, completed = 0;
+        for (uint64_t n = 1; n <= 400 && completed == 0; n += n < 40 ? 1 : 7) {
+                CHECK_EQ_INT(copy_file(pristine, path), 0);
+                pid_t pid = fork();
+                if (pid == 0) {
+                        image_fault_set_kill_after(n);
+                        _exit(crash_writes(path) < 0 ? 1 : 0);
+                }
+                int status = 0;
+                CHECK(waitpid(pid, &status, 0) == pid);
+                if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+                        killed++;
+                else {
+                        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                        completed++;
+                }
+                int rc = qcheck(path);
+                if (rc != 0 && rc != 3)
+                        test_fail(__FILE__, __LINE__, "killed after write %" PRIu64 ": qemu-img check says %d", n, rc);
+                uint64_t sz = 0;
+                uint8_t *v = read_view(path, &sz);
+                CHECK(v && sz == n_old);
+                for (uint64_t i = 0; v && i < sz; i++)
+                        if (v[i] != old_view[i] && v[i] != new_view[i]) {
+                                test_fail(__FILE__, __LINE__,
+                                          "killed after write %" PRIu64 ": byte %" PRIu64 " is neither old nor new", n,
+                                          i);
+                                break;
+                        }
+                free(v);
+                if (rc == 3) {
+                        CHECK_EQ_INT(run(NULL, "qemu-img", "check", "-q", "-r", "leaks", path, NULL), 0);
+                        CHECK_EQ_INT(qcheck(path), 0);
+                }
+        }
+        CHECK(killed >= 20);
+        CHECK_EQ_INT(completed, 1);
+        free(old_view);
+        free(new_view);
+}
