@@ -761,8 +761,7 @@ static int check_pass(struct check_ctx *c, int fd, const char *path, unsigned fi
         int r = load_meta(c, fd, path);
         if (r < 0)
                 return r;
-        const struct qcow2_header *h = &c->m->h;
-        res->total_clusters = DIV_ROUND_UP(ALIGN_UP(h->size, (uint64_t) 512), h->cluster_size);
+        res->total_clusters = DIV_ROUND_UP(ALIGN_UP(c->m->h.size, (uint64_t) 512), c->m->h.cluster_size);
 
         r = calculate_refcounts(c);
         if (r < 0)
@@ -824,7 +823,8 @@ static int check_pass(struct check_ctx *c, int fd, const char *path, unsigned fi
         r = check_oflag_copied(c);
         if (r < 0)
                 return vh_error_set(c->err, r, "%s: the check could not be completed", path);
-        res->image_end_offset = (c->highest + 1) << h->cluster_bits;
+        /* c->m may have been reloaded by a rebuild: not 'h'. */
+        res->image_end_offset = (c->highest + 1) << c->m->h.cluster_bits;
 
         if (fix && res->check_errors == 0 && res->corruptions == 0) {
                 r = mark_clean(c);
