@@ -63,6 +63,7 @@ struct check_ctx {
         uint64_t refs_alloc;  /* entries allocated in refs */
         uint8_t *l2buf;       /* one L2 table */
         bool rebuild;         /* the refcount structure itself is broken */
+        bool wrote;           /* a repair changed the file */
         uint64_t highest;     /* highest cluster in use */
 };
 
@@ -150,6 +151,7 @@ static void compressed_range(const struct qcow2_header *h, uint64_t entry, uint6
 }
 
 static int write_sync(struct check_ctx *c, const void *buf, size_t len, uint64_t offset, const char *what) {
+        c->wrote = true;
         int r = image_pwrite_all(c->m->fd, buf, len, offset);
         if (r >= 0 && fdatasync(c->m->fd) < 0)
                 r = negative_errno();
@@ -445,6 +447,7 @@ static int sync_refblocks(struct check_ctx *c, const bool *dirty) {
         for (uint64_t i = 0; i < c->m->reftable_entries; i++) {
                 if (!dirty[i])
                         continue;
+                c->wrote = true;
                 int r = qcow2_meta_refblock_sync(c->m, i, c->err);
                 if (r < 0)
                         return r;
@@ -534,6 +537,7 @@ static int rebuild_refcounts(struct check_ctx *c) {
         const uint64_t cs = h->cluster_size;
         int r;
 
+        c->wrote = true;
         /* The old structure is no longer referenced once the header points
          * at the new one. */
         uint64_t old_rt = h->refcount_table_offset >> h->cluster_bits;
@@ -715,6 +719,7 @@ static int mark_clean(struct check_ctx *c) {
         if (h->version < 3 || !(h->incompatible_features & bits))
                 return 0;
         uint8_t buf[8];
+        c->wrote = true;
         be64_store(buf, h->incompatible_features & ~bits);
         int r = image_pwrite_all(c->m->fd, buf, sizeof(buf), 72);
         if (r >= 0 && fsync(c->m->fd) < 0)
@@ -871,11 +876,14 @@ int vh_image_check(const char *path, const struct vh_image_check_options *opts, 
         struct check_ctx c = { .opts = opts, .err = err };
         struct vh_image_check_result res = {};
         int r = check_pass(&c, fd, path, opts->repair, &res);
-        if (r >= 0 && (res.corruptions_fixed || res.leaks_fixed)) {
+        if (r >= 0 && (res.corruptions_fixed || res.leaks_fixed || c.wrote)) {
                 /* Check the repaired image again; report that, with the
-                 * number of repairs. */
+                 * number of repairs. (qemu-img checks again only when it
+                 * counted a repair; a rebuild of a badly broken refcount
+                 * table can change the file without fixing a counted
+                 * problem, and the result must describe the file.) */
                 uint64_t cf = res.corruptions_fixed, lf = res.leaks_fixed;
-                if (opts->repaired)
+                if (opts->repaired && (cf || lf))
                         opts->repaired(lf, cf, opts->userdata);
                 r = check_pass(&c, fd, path, 0, &res);
                 res.corruptions_fixed = cf;
