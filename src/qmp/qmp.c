@@ -1,0 +1,712 @@
+/* qmp/qmp.c: QMP client: line framing with a limit, greeting and
+ * capabilities, commands matched to replies by id, an event queue. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/json-writer.h"
+#include "base/macro.h"
+#include "base/strutil.h"
+#include "qmp/qmp.h"
+
+#define READ_CHUNK (64u * 1024)
+#define COMMAND_NAME_MAX 128
+
+struct qmp_client {
+        int fd;
+        char *name; /* the socket path (or caller's name), for messages */
+        int timeout_ms;
+        size_t max_line;
+        struct json_limits limits;
+        uint64_t last_id;
+
+        /* Bytes received and not yet consumed are buf[start..len).
+         * buf[start..scanned) is known to hold no '\n', so a line arriving
+         * in many pieces is scanned once. */
+        char *buf;
+        size_t start, len, cap, scanned;
+
+        struct qmp_event *head, *tail;
+        size_t n_events;
+        uint64_t dropped;
+
+        struct qmp_version version;
+        char error_class[64];
+
+        /* Sticky failure of the connection: its -errno and message. */
+        int broken;
+        char broken_msg[VH_ERROR_MAX];
+};
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* -1 for "no deadline". */
+static int64_t deadline_after(int timeout_ms) {
+        return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+}
+
+static int remaining_ms(int64_t deadline) {
+        if (deadline < 0)
+                return -1;
+        int64_t left = deadline - now_ms();
+        return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int) left;
+}
+
+struct qmp_event *qmp_event_free(struct qmp_event *e) {
+        if (!e)
+                return NULL;
+        free(e->name);
+        json_value_free(e->data);
+        free(e);
+        return NULL;
+}
+
+/* Marks the connection as unusable: 'code' and the message are returned by
+ * every later call. Closes the socket since nothing more can be read from
+ * it in a known state. */
+static int set_broken(struct qmp_client *q, struct vh_error *err, int code, const char *fmt, ...) _printf_(4, 5);
+static int set_broken(struct qmp_client *q, struct vh_error *err, int code, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(q->broken_msg, sizeof(q->broken_msg), fmt, ap);
+        va_end(ap);
+        q->broken = code;
+        q->fd = safe_close(q->fd);
+        return vh_error_set(err, code, "%s", q->broken_msg);
+}
+
+static int check_usable(struct qmp_client *q, struct vh_error *err) {
+        if (q->broken)
+                return vh_error_set(err, q->broken, "%s", q->broken_msg);
+        if (q->fd < 0)
+                return vh_error_set(err, -ENOTCONN, "QMP connection to %s is closed", q->name);
+        return 0;
+}
+
+/* Takes the next complete line out of the buffer, or returns 0 with
+ * *ret NULL if there is none yet. The line is NUL-terminated in place,
+ * without its "\r\n", and stays valid until the next buffer operation. */
+static int take_line(struct qmp_client *q, char **ret, size_t *ret_len, size_t *ret_consumed, struct vh_error *err) {
+        char *nl = q->len > q->scanned ? memchr(q->buf + q->scanned, '\n', q->len - q->scanned) : NULL;
+        if (!nl) {
+                q->scanned = q->len;
+                if (q->len - q->start >= q->max_line)
+                        return set_broken(q, err, -EMSGSIZE,
+                                          "QMP message from %s is longer than %zu bytes; connection dropped", q->name,
+                                          q->max_line);
+                *ret = NULL;
+                return 0;
+        }
+        char *line = q->buf + q->start;
+        size_t n = (size_t) (nl - line);
+        if (n + 1 > q->max_line)
+                return set_broken(q, err, -EMSGSIZE, "QMP message from %s is longer than %zu bytes; connection dropped",
+                                  q->name, q->max_line);
+        *ret_consumed = n + 1;
+        if (n > 0 && line[n - 1] == '\r')
+                n--;
+        line[n] = '\0';
+        *ret = line;
+        *ret_len = n;
+        return 0;
+}
+
+/* Drops the first 'n' unread bytes (a line that has been handled). */
+static void consume(struct qmp_client *q, size_t n) {
+        q->start += n;
+        if (q->start == q->len)
+                q->start = q->len = 0;
+        q->scanned = q->start;
+}
+
+/* Makes room to read into and returns how much may be read (0 when out
+ * of memory). Never more than one line's worth is held: take_line()
+ * refuses a buffer that is full without a newline. */
+static size_t make_room(struct qmp_client *q) {
+        if (q->start > 0) {
+                memmove(q->buf, q->buf + q->start, q->len - q->start);
+                q->len -= q->start;
+                q->scanned -= q->start;
+                q->start = 0;
+        }
+        size_t want = MIN((size_t) READ_CHUNK, q->max_line - q->len);
+        if (q->len + want + 1 > q->cap) {
+                size_t ncap = MIN(MAX(q->cap * 2, q->len + want + 1), q->max_line + 1);
+                char *b = realloc(q->buf, ncap);
+                if (!b)
+                        return 0;
+                q->buf = b;
+                q->cap = ncap;
+        }
+        return want;
+}
+
+/* Reads more bytes, waiting until 'deadline'. -ETIMEDOUT is not sticky;
+ * end of file and I/O errors are. */
+static int fill(struct qmp_client *q, int64_t deadline, struct vh_error *err) {
+        for (;;) {
+                struct pollfd p = { .fd = q->fd, .events = POLLIN };
+                int r = poll(&p, 1, remaining_ms(deadline));
+                if (r < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return set_broken(q, err, negative_errno(), "Cannot wait for QMP data from %s: %m", q->name);
+                }
+                if (r == 0)
+                        return vh_error_set(err, -ETIMEDOUT, "No QMP message from %s in time", q->name);
+
+                size_t want = make_room(q);
+                if (want == 0)
+                        return vh_error_set(err, -ENOMEM, "Out of memory reading from %s", q->name);
+                ssize_t n = recv(q->fd, q->buf + q->len, want, 0);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        int e = negative_errno();
+                        return set_broken(q, err, e, "Cannot read from QMP socket %s: %s", q->name, strerror(-e));
+                }
+                if (n == 0)
+                        return set_broken(q, err, -ECONNRESET, "QEMU closed the QMP connection %s%s", q->name,
+                                          q->len > q->start ? " in the middle of a message" : "");
+                q->len += (size_t) n;
+                return 0;
+        }
+}
+
+/* Reads the next JSON message, an object, waiting until 'deadline'. */
+static int read_message(struct qmp_client *q, int64_t deadline, struct json_value **ret, struct vh_error *err) {
+        for (;;) {
+                int r = check_usable(q, err);
+                if (r < 0)
+                        return r;
+                char *line = NULL;
+                size_t len = 0, consumed = 0;
+                r = take_line(q, &line, &len, &consumed, err);
+                if (r < 0)
+                        return r;
+                if (!line) {
+                        r = fill(q, deadline, err);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (strspn(line, " \t") == len) { /* blank line: nothing to parse */
+                        consume(q, consumed);
+                        continue;
+                }
+                struct json_value *v = NULL;
+                struct vh_error jerr = {};
+                r = json_parse(line, len, &q->limits, &v, &jerr);
+                consume(q, consumed);
+                if (r == -ENOMEM)
+                        return vh_error_set(err, r, "Out of memory parsing a QMP message from %s", q->name);
+                if (r < 0)
+                        return set_broken(q, err, -EPROTO, "QMP message from %s is not valid JSON: %s", q->name,
+                                          jerr.msg);
+                if (v->type != JSON_OBJECT) {
+                        json_value_free(v);
+                        return set_broken(q, err, -EPROTO, "QMP message from %s is not a JSON object", q->name);
+                }
+                *ret = v;
+                return 0;
+        }
+}
+
+/* Turns an {"event": ...} message into a struct qmp_event. */
+static int event_from_message(struct qmp_client *q, struct json_value *msg, struct qmp_event **ret,
+                              struct vh_error *err) {
+        const char *name;
+        if (json_get_string(json_object_get(msg, "event"), &name) < 0)
+                return set_broken(q, err, -EPROTO, "QMP event from %s has no event name", q->name);
+        struct qmp_event *e = calloc(1, sizeof(*e));
+        if (!e || !(e->name = strdup(name))) {
+                free(e);
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        }
+        e->data = json_object_steal(msg, "data");
+        struct json_value *ts = json_object_get(msg, "timestamp");
+        if (json_get_int(json_object_get(ts, "seconds"), &e->seconds) < 0)
+                e->seconds = -1;
+        if (json_get_int(json_object_get(ts, "microseconds"), &e->microseconds) < 0)
+                e->microseconds = -1;
+        *ret = e;
+        return 0;
+}
+
+static void queue_event(struct qmp_client *q, struct qmp_event *e) {
+        if (q->n_events >= QMP_MAX_QUEUED_EVENTS) {
+                struct qmp_event *old = q->head;
+                q->head = old->next;
+                if (!q->head)
+                        q->tail = NULL;
+                q->n_events--;
+                q->dropped++;
+                qmp_event_free(old);
+        }
+        e->next = NULL;
+        if (q->tail)
+                q->tail->next = e;
+        else
+                q->head = e;
+        q->tail = e;
+        q->n_events++;
+}
+
+/* Takes the first queued event named 'name' (any if NULL) out of the queue. */
+static struct qmp_event *unqueue_event(struct qmp_client *q, const char *name) {
+        struct qmp_event *prev = NULL;
+        for (struct qmp_event *e = q->head; e; prev = e, e = e->next) {
+                if (name && !streq(e->name, name))
+                        continue;
+                if (prev)
+                        prev->next = e->next;
+                else
+                        q->head = e->next;
+                if (q->tail == e)
+                        q->tail = prev;
+                e->next = NULL;
+                q->n_events--;
+                return e;
+        }
+        return NULL;
+}
+
+/* When QEMU has gone away, a command cannot be sent, but what it sent
+ * before leaving (a SHUTDOWN event, typically) may still be unread in the
+ * socket. Queue those events so that a caller's qmp_wait_event() finds
+ * them, and drop the rest. */
+static void drain_events(struct qmp_client *q) {
+        for (;;) {
+                char *line = q->buf + q->start;
+                char *nl = q->len > q->start ? memchr(line, '\n', q->len - q->start) : NULL;
+                if (nl) {
+                        size_t n = (size_t) (nl - line);
+                        struct json_value *v = NULL;
+                        struct qmp_event *e = NULL;
+                        if (n + 1 <= q->max_line && json_parse(line, n, &q->limits, &v, NULL) == 0 &&
+                            json_object_get(v, "event") && event_from_message(q, v, &e, NULL) == 0)
+                                queue_event(q, e);
+                        json_value_free(v);
+                        consume(q, n + 1);
+                        continue;
+                }
+                if (q->len - q->start >= q->max_line)
+                        return;
+                size_t want = make_room(q);
+                if (want == 0)
+                        return;
+                ssize_t got = recv(q->fd, q->buf + q->len, want, MSG_DONTWAIT);
+                if (got <= 0)
+                        return;
+                q->len += (size_t) got;
+        }
+}
+
+static int send_all(struct qmp_client *q, const char *data, size_t len, int64_t deadline, struct vh_error *err) {
+        while (len > 0) {
+                /* MSG_NOSIGNAL: a dead QEMU must give -EPIPE, not kill us. */
+                ssize_t n = send(q->fd, data, len, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                struct pollfd p = { .fd = q->fd, .events = POLLOUT };
+                                int r = poll(&p, 1, remaining_ms(deadline));
+                                if (r == 0)
+                                        return set_broken(q, err, -ETIMEDOUT,
+                                                          "QEMU did not take a QMP command on %s in time", q->name);
+                                continue;
+                        }
+                        int e = negative_errno();
+                        if (e == -EPIPE || e == -ECONNRESET) {
+                                drain_events(q);
+                                return set_broken(q, err, e, "QEMU closed the QMP connection %s", q->name);
+                        }
+                        return set_broken(q, err, e, "Cannot write to QMP socket %s: %s", q->name, strerror(-e));
+                }
+                data += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+static bool command_name_is_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > COMMAND_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                      c == '_' || c == '.'))
+                        return false;
+        }
+        return true;
+}
+
+/* Maps a QMP error class to the errno the caller gets. */
+static int errno_for_class(const char *class) {
+        if (streq(class, "CommandNotFound"))
+                return -EOPNOTSUPP;
+        if (streq(class, "DeviceNotFound"))
+                return -ENODEV;
+        return -EREMOTEIO;
+}
+
+static int reply_error(struct qmp_client *q, const char *command, const struct json_value *error, bool had_id,
+                       struct vh_error *err) {
+        const char *class = "GenericError", *desc = "(no description)";
+        (void) json_get_string(json_object_get(error, "class"), &class);
+        (void) json_get_string(json_object_get(error, "desc"), &desc);
+        snprintf(q->error_class, sizeof(q->error_class), "%s", class);
+        return vh_error_set(err, errno_for_class(class), "QMP command '%s' failed: %s: %s%s", command, class, desc,
+                            had_id ? "" : " (reply without id)");
+}
+
+int qmp_execute(struct qmp_client *q, const char *command, const char *args_json, struct json_value **ret_value,
+                struct vh_error *err) {
+        int r = check_usable(q, err);
+        if (r < 0)
+                return r;
+        if (!command || !command_name_is_valid(command))
+                return vh_error_set(err, -EINVAL, "Invalid QMP command name '%s'", command ? command : "(null)");
+        if (args_json) {
+                /* Checked to be one object so that the text spliced below
+                 * cannot close ours and start another command. */
+                struct json_value *args = NULL;
+                struct vh_error jerr = {};
+                r = json_parse(args_json, strlen(args_json), &q->limits, &args, &jerr);
+                if (r < 0)
+                        return vh_error_set(err, r, "Arguments of QMP command '%s' are not valid JSON: %s", command,
+                                            jerr.msg);
+                bool is_object = args->type == JSON_OBJECT;
+                json_value_free(args);
+                if (!is_object)
+                        return vh_error_set(err, -EINVAL, "Arguments of QMP command '%s' must be a JSON object",
+                                            command);
+        }
+
+        uint64_t id = ++q->last_id;
+        _cleanup_free_ char *msg = args_json
+                ? strdup_printf("{\"execute\":\"%s\",\"arguments\":%s,\"id\":%" PRIu64 "}\n", command, args_json, id)
+                : strdup_printf("{\"execute\":\"%s\",\"id\":%" PRIu64 "}\n", command, id);
+        if (!msg)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+
+        q->error_class[0] = '\0';
+        int64_t deadline = deadline_after(q->timeout_ms);
+        r = send_all(q, msg, strlen(msg), deadline, err);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                _cleanup_(json_value_freep) struct json_value *reply = NULL;
+                r = read_message(q, deadline, &reply, err);
+                if (r == -ETIMEDOUT)
+                        return vh_error_set(err, r, "QMP command '%s' got no reply from %s within %d ms", command,
+                                            q->name, q->timeout_ms);
+                if (r < 0)
+                        return r;
+
+                if (json_object_get(reply, "event")) {
+                        struct qmp_event *e;
+                        r = event_from_message(q, reply, &e, err);
+                        if (r < 0)
+                                return r;
+                        queue_event(q, e);
+                        continue;
+                }
+
+                struct json_value *idv = json_object_get(reply, "id"), *error = json_object_get(reply, "error");
+                if (!idv) {
+                        /* QEMU answers without an id only when it could not
+                         * read the command at all; with one command in
+                         * flight, that answer is ours. */
+                        if (error)
+                                return reply_error(q, command, error, false, err);
+                        return vh_error_set(err, -EPROTO, "QMP reply from %s to command '%s' has no id", q->name,
+                                            command);
+                }
+                uint64_t got;
+                if (json_get_uint(idv, &got) < 0 || got != id)
+                        continue; /* the late reply of a command that timed out */
+                if (error)
+                        return reply_error(q, command, error, true, err);
+                struct json_value *value = json_object_steal(reply, "return");
+                if (!value)
+                        return vh_error_set(err, -EPROTO,
+                                            "QMP reply from %s to command '%s' has neither 'return' nor 'error'",
+                                            q->name, command);
+                if (ret_value)
+                        *ret_value = value;
+                else
+                        json_value_free(value);
+                return 0;
+        }
+}
+
+int qmp_human_command(struct qmp_client *q, const char *command_line, char **ret_text, struct vh_error *err) {
+        struct json_writer w;
+        int r = 0;
+        if (!command_line)
+                return vh_error_set(err, -EINVAL, "No human monitor command");
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_string(&w, "command-line", command_line);
+        json_object_end(&w);
+        _cleanup_free_ char *args = json_writer_finish(&w, &r);
+        if (!args)
+                return vh_error_set(err, r < 0 ? r : -ENOMEM, "Cannot build the human monitor command");
+
+        _cleanup_(json_value_freep) struct json_value *ret = NULL;
+        r = qmp_execute(q, "human-monitor-command", args, &ret, err);
+        if (r < 0)
+                return r;
+        const char *text;
+        if (json_get_string(ret, &text) < 0)
+                return vh_error_set(err, -EPROTO, "human-monitor-command '%s' returned a %s, not a string",
+                                    command_line, json_type_to_string(ret->type));
+        if (ret_text) {
+                char *s = strdup(text);
+                if (!s)
+                        return vh_error_set(err, -ENOMEM, "Out of memory");
+                *ret_text = s;
+        }
+        return 0;
+}
+
+/* Reads messages until an event named 'name' (any if NULL) arrives; other
+ * events are queued, stray replies dropped. */
+static int read_event(struct qmp_client *q, const char *name, int timeout_ms, struct qmp_event **ret,
+                      struct vh_error *err) {
+        int64_t deadline = deadline_after(timeout_ms);
+        for (;;) {
+                _cleanup_(json_value_freep) struct json_value *msg = NULL;
+                int r = read_message(q, deadline, &msg, err);
+                if (r == -ETIMEDOUT)
+                        return vh_error_set(err, r, "No QMP event%s%s from %s within %d ms", name ? " " : "",
+                                            name ? name : "", q->name, timeout_ms);
+                if (r < 0)
+                        return r;
+                if (!json_object_get(msg, "event"))
+                        continue; /* a late reply to a timed-out command */
+                struct qmp_event *e;
+                r = event_from_message(q, msg, &e, err);
+                if (r < 0)
+                        return r;
+                if (!name || streq(e->name, name)) {
+                        if (ret)
+                                *ret = e;
+                        else
+                                qmp_event_free(e);
+                        return 0;
+                }
+                queue_event(q, e);
+        }
+}
+
+int qmp_next_event(struct qmp_client *q, int timeout_ms, struct qmp_event **ret, struct vh_error *err) {
+        struct qmp_event *e = unqueue_event(q, NULL);
+        if (e) {
+                *ret = e;
+                return 0;
+        }
+        return read_event(q, NULL, timeout_ms, ret, err);
+}
+
+int qmp_wait_event(struct qmp_client *q, const char *name, int timeout_ms, struct qmp_event **ret,
+                   struct vh_error *err) {
+        if (!name)
+                return vh_error_set(err, -EINVAL, "No event name to wait for");
+        struct qmp_event *e = unqueue_event(q, name);
+        if (e) {
+                if (ret)
+                        *ret = e;
+                else
+                        qmp_event_free(e);
+                return 0;
+        }
+        return read_event(q, name, timeout_ms, ret, err);
+}
+
+size_t qmp_events_queued(const struct qmp_client *q) {
+        return q->n_events;
+}
+
+uint64_t qmp_events_dropped(const struct qmp_client *q) {
+        return q->dropped;
+}
+
+const struct qmp_version *qmp_get_version(const struct qmp_client *q) {
+        return &q->version;
+}
+
+const char *qmp_last_error_class(const struct qmp_client *q) {
+        return q->error_class[0] ? q->error_class : NULL;
+}
+
+void qmp_set_timeout(struct qmp_client *q, int timeout_ms) {
+        q->timeout_ms = timeout_ms > 0 ? timeout_ms : QMP_TIMEOUT_DEFAULT_MS;
+}
+
+void qmp_close(struct qmp_client *q) {
+        if (q)
+                q->fd = safe_close(q->fd);
+}
+
+struct qmp_client *qmp_free(struct qmp_client *q) {
+        if (!q)
+                return NULL;
+        qmp_close(q);
+        struct qmp_event *e;
+        while ((e = unqueue_event(q, NULL)))
+                qmp_event_free(e);
+        free(q->buf);
+        free(q->name);
+        free(q->version.package);
+        free(q);
+        return NULL;
+}
+
+/* Reads the greeting, {"QMP": {"version": {"qemu": {...}, "package": ...},
+ * "capabilities": [...]}}, and records the version. */
+static int read_greeting(struct qmp_client *q, int64_t deadline, struct vh_error *err) {
+        _cleanup_(json_value_freep) struct json_value *msg = NULL;
+        struct vh_error inner = {};
+        int r;
+        for (;;) {
+                r = read_message(q, deadline, &msg, &inner);
+                if (r == -ETIMEDOUT)
+                        return vh_error_set(err, r,
+                                            "No QMP greeting from %s in time (QEMU serves one client per QMP socket: "
+                                            "is another one connected?)",
+                                            q->name);
+                if (r < 0)
+                        return vh_error_set(err, r, "No QMP greeting from %s: %s", q->name, inner.msg);
+                /* A client connecting while QEMU starts can get an event
+                 * (RESUME, seen here with QEMU 7.2) before the greeting:
+                 * keep it like any other. */
+                if (!json_object_get(msg, "event"))
+                        break;
+                struct qmp_event *e;
+                r = event_from_message(q, msg, &e, &inner);
+                if (r < 0)
+                        return vh_error_set(err, r, "No QMP greeting from %s: %s", q->name, inner.msg);
+                queue_event(q, e);
+                msg = json_value_free(msg);
+        }
+        struct json_value *qmp = json_object_get(msg, "QMP");
+        if (!qmp || qmp->type != JSON_OBJECT) {
+                _cleanup_free_ char *text = NULL;
+                (void) json_value_format(msg, false, &text);
+                return vh_error_set(err, -EPROTO,
+                                    "%s sent no QMP greeting (no \"QMP\" object but %.80s%s): is it a QMP socket?",
+                                    q->name, text ? text : "?", text && strlen(text) > 80 ? "..." : "");
+        }
+        struct json_value *version = json_object_get(qmp, "version"), *qemu = json_object_get(version, "qemu");
+        int64_t major = 0, minor = 0, micro = 0;
+        if (json_get_int(json_object_get(qemu, "major"), &major) < 0 ||
+            json_get_int(json_object_get(qemu, "minor"), &minor) < 0 ||
+            json_get_int(json_object_get(qemu, "micro"), &micro) < 0 || major < 0 || major > 1000 || minor < 0 ||
+            minor > 1000 || micro < 0 || micro > 1000)
+                return vh_error_set(err, -EPROTO, "QMP greeting from %s has no valid QEMU version", q->name);
+        const char *package = "";
+        (void) json_get_string(json_object_get(version, "package"), &package);
+        q->version = (struct qmp_version) { .major = (int) major, .minor = (int) minor, .micro = (int) micro };
+        q->version.package = strdup(package);
+        if (!q->version.package)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        return 0;
+}
+
+/* Sets up a client on connected 'fd' (taking it over, even on failure):
+ * greeting and negotiation before 'deadline', then 'timeout_ms' per
+ * command. */
+static int client_setup(int fd, const char *name, int timeout_ms, int64_t deadline, size_t max_line,
+                        struct qmp_client **ret, struct vh_error *err) {
+        _cleanup_close_ int owned = fd;
+        if (fd < 0)
+                return vh_error_set(err, -EBADF, "No QMP socket");
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return vh_error_set(err, negative_errno(), "Cannot set up the QMP socket: %m");
+
+        _cleanup_(qmp_freep) struct qmp_client *q = calloc(1, sizeof(*q));
+        if (!q)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        q->fd = TAKE_FD(owned);
+        q->name = strdup(name ? name : "QMP peer");
+        if (!q->name)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        q->max_line = max_line ? max_line : QMP_MAX_LINE_DEFAULT;
+        q->limits = (struct json_limits) { .max_bytes = q->max_line, .max_string = q->max_line };
+
+        int r = read_greeting(q, deadline, err);
+        if (r < 0)
+                return r;
+
+        /* Until qmp_capabilities QEMU accepts no other command. It gets
+         * what remains of the connect timeout. */
+        q->timeout_ms = MAX(remaining_ms(deadline), 1);
+        r = qmp_execute(q, "qmp_capabilities", NULL, NULL, err);
+        if (r < 0)
+                return r;
+        qmp_set_timeout(q, timeout_ms);
+        *ret = TAKE_PTR(q);
+        return 0;
+}
+
+int qmp_connect_fd(int fd, const char *name, int timeout_ms, size_t max_line, struct qmp_client **ret,
+                   struct vh_error *err) {
+        if (timeout_ms <= 0)
+                timeout_ms = QMP_TIMEOUT_DEFAULT_MS;
+        return client_setup(fd, name, timeout_ms, deadline_after(timeout_ms), max_line, ret, err);
+}
+
+int qmp_connect(const char *path, int timeout_ms, struct qmp_client **ret, struct vh_error *err) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (!path || strlen(path) >= sizeof(sa.sun_path))
+                return vh_error_set(err, -ENAMETOOLONG, "QMP socket path %s is too long for a unix socket",
+                                    path ? path : "(null)");
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        if (timeout_ms <= 0)
+                timeout_ms = QMP_TIMEOUT_DEFAULT_MS;
+        int64_t deadline = deadline_after(timeout_ms);
+
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "Cannot create a unix socket: %m");
+        for (;;) {
+                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                        break;
+                int e = negative_errno();
+                if (e == -EINTR)
+                        continue;
+                /* A full listen backlog: unix sockets cannot be polled for
+                 * that, so retry until the deadline. */
+                if (e == -EAGAIN && remaining_ms(deadline) > 0) {
+                        usleep(10 * 1000);
+                        continue;
+                }
+                if (e == -ENOENT)
+                        return vh_error_set(err, e, "No QMP socket at %s: is the VM running?", path);
+                if (e == -ECONNREFUSED)
+                        return vh_error_set(err, e, "Nothing listens on QMP socket %s: has QEMU exited?", path);
+                if (e == -EAGAIN)
+                        return vh_error_set(err, -ETIMEDOUT, "QMP socket %s accepted no connection in time", path);
+                return vh_error_set(err, e, "Cannot connect to QMP socket %s: %s", path, strerror(-e));
+        }
+        return client_setup(TAKE_FD(fd), path, timeout_ms, deadline, 0, ret, err);
+}
