@@ -16,9 +16,16 @@
  * the given backing file and holds only the clusters whose content differs
  * from it (zero clusters where the backing file has data and the source
  * has zeros); when that file is part of the source's own chain, ranges the
- * source takes from it are skipped without reading. */
+ * source takes from it are skipped without reading.
+ *
+ * Reading and writing overlap: a reader thread maps and reads the source
+ * a few chunks ahead of the writer (convert_loop_threaded), and writeback
+ * of the output is started as it goes, so that the fsync that makes the
+ * output durable before it is renamed into place has little left to do. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -169,22 +176,17 @@ static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *re
         return 0;
 }
 
-static int convert_loop(struct vh_image *src, struct convert_target *t, const struct vh_image_convert_options *opts,
-                        struct vh_error *err) {
+/* Finds the next range at or after '*off' that the output must hold,
+ * reads it into 'buf' (CONVERT_CHUNK bytes) and sets '*off' to its start
+ * and '*ret_n' to its length; 0 at the end of the disk. */
+static int next_chunk(struct vh_image *src, struct convert_target *t, uint64_t *off, uint8_t *buf, uint64_t *ret_n,
+                      struct vh_error *err) {
         const uint64_t size = vh_image_virtual_size(src);
         const uint64_t unit = t->unit;
 
-        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, (size_t) CONVERT_CHUNK);
-        if (!buf)
-                return vh_error_set(err, -ENOMEM, "out of memory");
-
-        uint64_t off = 0; /* always unit aligned */
-        while (off < size) {
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
-
+        while (*off < size) {
                 struct vh_image_extent e;
-                int r = vh_image_map(src, off, size - off, &e, err);
+                int r = vh_image_map(src, *off, size - *off, &e, err);
                 if (r < 0)
                         return r;
 
@@ -199,7 +201,7 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                 else if (e.zero && !t->backing)
                         skip = true;
                 else if (e.zero) {
-                        r = view_is_zero(t->backing, off, e.length, &skip, err);
+                        r = view_is_zero(t->backing, *off, e.length, &skip, err);
                         if (r < 0)
                                 return r;
                 }
@@ -207,30 +209,198 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                 uint64_t n;
                 if (skip) {
                         /* Skip the whole units the zero range covers. */
-                        uint64_t end = off + e.length;
+                        uint64_t end = *off + e.length;
                         if (end >= size) {
-                                off = size;
-                                continue;
+                                *off = size;
+                                break;
                         }
                         uint64_t skip_to = end / unit * unit;
-                        if (skip_to > off) {
-                                off = skip_to;
+                        if (skip_to > *off) {
+                                *off = skip_to;
                                 continue;
                         }
                         n = unit; /* zeros and data share this unit */
                 } else
                         n = MIN(CONVERT_CHUNK, ALIGN_UP(e.length, unit));
-                n = MIN(n, size - off);
+                n = MIN(n, size - *off);
 
-                r = vh_image_read(src, off, buf, (size_t) n, err);
+                r = vh_image_read(src, *off, buf, (size_t) n, err);
                 if (r < 0)
                         return r;
-                uint64_t padded = ALIGN_UP(n, unit);
-                memset(buf + n, 0, (size_t) (padded - n));
+                memset(buf + n, 0, (size_t) (ALIGN_UP(n, unit) - n));
+                *ret_n = n;
+                return 0;
+        }
+        *ret_n = 0;
+        return 0;
+}
 
+/* Starts writing back what was written so far, without waiting, every
+ * CONVERT_WRITEBACK bytes: the disk then writes while the copy goes on,
+ * and the fsync before the output is renamed into place finds little
+ * left to do. */
+#define CONVERT_WRITEBACK (UINT64_C(64) << 20)
+
+static void kick_writeback(struct convert_target *t, uint64_t *since, uint64_t n) {
+        *since += n;
+        if (*since < CONVERT_WRITEBACK)
+                return;
+        *since = 0;
+        (void) sync_file_range(t->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/* The reader thread fills a ring of chunks while the main thread writes
+ * them out, so that reading the source (often from a cold cache) and
+ * writing the output overlap. Only the reader touches the source images
+ * and only the writer the output. */
+#define CONVERT_RING 4
+
+struct convert_ring {
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        struct {
+                uint8_t *buf;
+                uint64_t off, n; /* n == 0: the end */
+        } slot[CONVERT_RING];
+        unsigned head, count; /* filled slots start at 'head' */
+        bool stop;            /* the writer gave up */
+        int error;            /* the reader's, once it ended */
+        struct vh_error err;
+
+        struct vh_image *src;
+        struct convert_target *t;
+};
+
+static void *convert_reader(void *userdata) {
+        struct convert_ring *q = userdata;
+        uint64_t off = 0;
+        for (;;) {
+                pthread_mutex_lock(&q->lock);
+                while (q->count == CONVERT_RING && !q->stop)
+                        pthread_cond_wait(&q->changed, &q->lock);
+                bool stop = q->stop;
+                unsigned i = (q->head + q->count) % CONVERT_RING;
+                pthread_mutex_unlock(&q->lock);
+                if (stop)
+                        return NULL;
+
+                /* The slot is ours until it is counted. */
+                uint64_t n = 0;
+                int r = next_chunk(q->src, q->t, &off, q->slot[i].buf, &n, &q->err);
+
+                pthread_mutex_lock(&q->lock);
+                q->slot[i].off = off;
+                q->slot[i].n = r < 0 ? 0 : n;
+                q->count++;
+                if (r < 0)
+                        q->error = r;
+                pthread_cond_broadcast(&q->changed);
+                pthread_mutex_unlock(&q->lock);
+                if (r < 0 || n == 0)
+                        return NULL;
+                off += n;
+        }
+}
+
+static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
+                                 const struct vh_image_convert_options *opts, struct vh_error *err) {
+        const uint64_t size = vh_image_virtual_size(src);
+        struct convert_ring q = { .src = src, .t = t };
+        int r = 0;
+
+        for (unsigned i = 0; i < CONVERT_RING; i++) {
+                q.slot[i].buf = aligned_alloc(4096, (size_t) CONVERT_CHUNK);
+                if (!q.slot[i].buf)
+                        r = vh_error_set(err, -ENOMEM, "out of memory");
+        }
+        pthread_t reader;
+        bool started = false;
+        if (r >= 0) {
+                pthread_mutex_init(&q.lock, NULL);
+                pthread_cond_init(&q.changed, NULL);
+                int e = pthread_create(&reader, NULL, convert_reader, &q);
+                if (e != 0)
+                        r = vh_error_set(err, -e, "cannot start the reader thread: %s", strerror(e));
+                else
+                        started = true;
+        }
+
+        uint64_t since_kick = 0;
+        while (r >= 0) {
+                pthread_mutex_lock(&q.lock);
+                while (q.count == 0)
+                        pthread_cond_wait(&q.changed, &q.lock);
+                unsigned i = q.head;
+                uint64_t off = q.slot[i].off, n = q.slot[i].n;
+                int error = q.error;
+                pthread_mutex_unlock(&q.lock);
+
+                if (n == 0) {
+                        if (error < 0) {
+                                if (err)
+                                        *err = q.err;
+                                r = error;
+                        }
+                        break;
+                }
+                if (opts->progress)
+                        opts->progress(off, size, opts->userdata);
+                r = t->emit(t, off, q.slot[i].buf, n, err);
+                kick_writeback(t, &since_kick, n);
+
+                pthread_mutex_lock(&q.lock);
+                q.head = (q.head + 1) % CONVERT_RING;
+                q.count--;
+                pthread_cond_broadcast(&q.changed);
+                pthread_mutex_unlock(&q.lock);
+        }
+
+        if (started) {
+                pthread_mutex_lock(&q.lock);
+                q.stop = true;
+                pthread_cond_broadcast(&q.changed);
+                pthread_mutex_unlock(&q.lock);
+                pthread_join(reader, NULL);
+                pthread_cond_destroy(&q.changed);
+                pthread_mutex_destroy(&q.lock);
+        }
+        for (unsigned i = 0; i < CONVERT_RING; i++)
+                free(q.slot[i].buf);
+        if (r >= 0 && opts->progress)
+                opts->progress(size, size, opts->userdata);
+        return r;
+}
+
+static int convert_loop(struct vh_image *src, struct convert_target *t, const struct vh_image_convert_options *opts,
+                        struct vh_error *err) {
+        const uint64_t size = vh_image_virtual_size(src);
+
+        /* Sequential reads: ask the kernel for a larger read-ahead. */
+        for (struct vh_image *x = src; x; x = vh_image_backing(x))
+                (void) posix_fadvise(x->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+        /* With -B the writer reads the output's backing file while it
+         * writes, so reading and writing stay in one thread. */
+        if (!t->backing)
+                return convert_loop_threaded(src, t, opts, err);
+
+        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, (size_t) CONVERT_CHUNK);
+        if (!buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        uint64_t off = 0, since_kick = 0;
+        for (;;) {
+                if (opts->progress)
+                        opts->progress(off, size, opts->userdata);
+                uint64_t n;
+                int r = next_chunk(src, t, &off, buf, &n, err);
+                if (r < 0)
+                        return r;
+                if (n == 0)
+                        break;
                 r = t->emit(t, off, buf, n, err);
                 if (r < 0)
                         return r;
+                kick_writeback(t, &since_kick, n);
                 off += n;
         }
         if (opts->progress)
