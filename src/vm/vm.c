@@ -34,6 +34,23 @@
 
 #define SERIAL_LOG_SCAN_MAX (16u << 20)
 
+/* "DIR/vms/NAME" or "DIR/vms/NAME/LEAF", copied rather than formatted:
+ * 'vm list' builds these nine paths three times per VM, and vasprintf() was
+ * about half of its instructions with 500 VMs. */
+static char *vm_path(const char *dir, const char *name, const char *leaf) {
+        size_t ld = strlen(dir), ln = strlen(name), ll = leaf ? strlen(leaf) : 0;
+        char *s = malloc(ld + strlen("/vms/") + ln + 1 + ll + 1);
+        if (!s)
+                return NULL;
+        char *e = mempcpy(mempcpy(mempcpy(s, dir, ld), "/vms/", strlen("/vms/")), name, ln);
+        if (leaf) {
+                *e++ = '/';
+                e = mempcpy(e, leaf, ll);
+        }
+        *e = '\0';
+        return s;
+}
+
 int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
         if (!name_is_valid(name))
                 return vh_error_set(err, -EINVAL,
@@ -44,15 +61,15 @@ int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
                 return -ENOMEM;
 
         struct vm_paths p = {
-                .state_dir = strdup_printf("%s/vms/%s", state, name),
-                .conf = strdup_printf("%s/vms/%s/vm.conf", state, name),
-                .runtime_dir = strdup_printf("%s/vms/%s", run, name),
-                .qmp_socket = strdup_printf("%s/vms/%s/qmp.sock", run, name),
-                .serial_socket = strdup_printf("%s/vms/%s/serial.sock", run, name),
-                .serial_log = strdup_printf("%s/vms/%s/serial.log", state, name),
-                .pidfile = strdup_printf("%s/vms/%s/qemu.pid", run, name),
-                .qemu_log = strdup_printf("%s/vms/%s/qemu.log", state, name),
-                .runtime_state = strdup_printf("%s/vms/%s/state", run, name),
+                .state_dir = vm_path(state, name, NULL),
+                .conf = vm_path(state, name, "vm.conf"),
+                .runtime_dir = vm_path(run, name, NULL),
+                .qmp_socket = vm_path(run, name, "qmp.sock"),
+                .serial_socket = vm_path(run, name, "serial.sock"),
+                .serial_log = vm_path(state, name, "serial.log"),
+                .pidfile = vm_path(run, name, "qemu.pid"),
+                .qemu_log = vm_path(state, name, "qemu.log"),
+                .runtime_state = vm_path(run, name, "state"),
         };
         if (!p.state_dir || !p.conf || !p.runtime_dir || !p.qmp_socket || !p.serial_socket || !p.serial_log ||
             !p.pidfile || !p.qemu_log || !p.runtime_state) {
@@ -328,7 +345,10 @@ static int wait_for_socket(const char *path, int pid, unsigned timeout_ms) {
                         return -ESRCH;
                 if (now_ms() >= deadline)
                         return -ETIMEDOUT;
-                usleep(10 * 1000);
+                /* QEMU takes 0.1-0.5 s to get here; polling every 1 ms (a
+                 * few cheap syscalls) answers at once, every 10 ms added
+                 * 5 ms on average to every start. */
+                usleep(1000);
         }
 }
 
