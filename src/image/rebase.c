@@ -182,28 +182,31 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
         while (off < size) {
                 if (opts->progress)
                         opts->progress(off, size, opts->userdata);
-                struct vh_image_extent e;
-                int r = vh_image_map(img, off, MIN(size - off, REBASE_CHUNK), &e, err);
+                /* The image's own layer, not the chain: a range past the
+                 * end of a short backing file reads as zeros "at depth 0"
+                 * in vh_image_map(), yet the image does not hold it. */
+                struct image_layer_extent le;
+                int r = img->driver->map(img, off, MIN(size - off, REBASE_CHUNK), &le, err);
                 if (r < 0)
-                        return r;
-                if (e.length == 0)
+                        return image_error_prefix(err, r, img->filename);
+                if (le.length == 0)
                         return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, off);
-                uint64_t len = e.length;
-                if (e.depth == 0) {
+                uint64_t len = MIN(le.length, size - off);
+                if (le.kind != IMAGE_EXTENT_UNALLOCATED) {
                         /* The image answers itself; the backing file does
                          * not matter here. */
                         off += len;
                         continue;
                 }
-                if (e.zero) {
-                        bool zero;
-                        r = view_is_zero(new_backing, off, len, &zero, err);
-                        if (r < 0)
-                                return r;
-                        if (zero) {
-                                off += len;
-                                continue;
-                        }
+                bool old_zero, new_zero;
+                r = view_is_zero(img, off, len, &old_zero, err);
+                if (r >= 0 && old_zero)
+                        r = view_is_zero(new_backing, off, len, &new_zero, err);
+                if (r < 0)
+                        return r;
+                if (old_zero && new_zero) {
+                        off += len;
+                        continue;
                 }
                 r = vh_image_read(img, off, a, (size_t) len, err);
                 if (r < 0)

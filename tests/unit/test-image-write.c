@@ -697,13 +697,20 @@ TEST(image_commit_like_qemu_img) {
 TEST(image_rebase_like_qemu_img) {
         if (!have_qemu())
                 return;
-        /* Safe onto base, safe onto nothing, unsafe. */
-        static const char *const targets[] = { "base.qcow2", "", "base.qcow2" };
-        for (int variant = 0; variant < 3; variant++) {
+        /* Safe onto base, safe onto nothing, unsafe, and safe onto a file
+         * longer than the old backing file (top's tail past mid's end read
+         * as zeros before; it must still). */
+        static const char *const targets[] = { "base.qcow2", "", "base.qcow2", "big.qcow2" };
+        for (int variant = 0; variant < 4; variant++) {
                 char qdir[256], vdir[256];
                 snprintf(qdir, sizeof(qdir), "%s/rq%d", test_tmpdir(), variant);
                 snprintf(vdir, sizeof(vdir), "%s/rv%d", test_tmpdir(), variant);
                 make_chain(qdir);
+                if (variant == 3) {
+                        const char *big = chain_file(3, qdir, "big.qcow2");
+                        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", big, "12M", NULL), 0);
+                        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -P 0x66 0 12M", big, NULL), 0);
+                }
                 CHECK_EQ_INT(run(NULL, "cp", "-r", qdir, vdir, NULL), 0);
                 bool unsafe = variant == 2;
                 const char *t = targets[variant];
@@ -735,11 +742,15 @@ TEST(image_rebase_like_qemu_img) {
                         CHECK_EQ_INT(r, 0);
                         vh_image_free(top);
                 }
-                compare_chains(qdir, vdir, variant == 0 ? "rebase" : variant == 1 ? "rebase -b ''" : "rebase -u");
+                compare_chains(qdir, vdir, variant == 0   ? "rebase"
+                                           : variant == 1 ? "rebase -b ''"
+                                           : variant == 2 ? "rebase -u"
+                                                          : "rebase onto a longer file");
                 char *info = NULL;
                 CHECK_EQ_INT(run(&info, "qemu-img", "info", chain_file(2, vdir, "top.qcow2"), NULL), 0);
-                CHECK(info && (*t ? strstr(info, "backing file: base.qcow2") != NULL
-                                  : strstr(info, "backing file") == NULL));
+                char want[64];
+                snprintf(want, sizeof(want), "backing file: %s", t);
+                CHECK(info && (*t ? strstr(info, want) != NULL : strstr(info, "backing file") == NULL));
                 free(info);
         }
 }
@@ -752,8 +763,10 @@ TEST(image_resize_like_qemu_img) {
                 uint64_t size;
                 const char *arg;
         } cases[] = {
-                { "mid.qcow2", 16 << 20, "16M" }, /* grows past the backing file: zeroed, as QEMU does */
-                { "base.qcow2", UINT64_C(520) << 20, "520M" }, /* needs a larger L1 table */
+                /* Grows past the backing file (zeroed, as QEMU does) and
+                 * needs a larger L1 table (4k clusters: 2 MiB per entry). */
+                { "mid.qcow2", 16 << 20, "16M" },
+                { "base.qcow2", 24 << 20, "24M" },
                 { "top.qcow2", 10 << 20, "10M" }, /* shrink, nothing allocated past the end */
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
