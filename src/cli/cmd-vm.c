@@ -15,6 +15,7 @@
 #include "base/strutil.h"
 #include "cli/cli.h"
 #include "vm/vm-alloc.h"
+#include "vm/vm-control.h"
 #include "vm/vm-image.h"
 #include "vm/vm.h"
 
@@ -27,10 +28,19 @@ static void usage(FILE *f) {
                 "  start NAME [--wait] [--timeout SEC]\n"
                 "                          start it; --wait waits for the guest's ready line\n"
                 "  stop NAME [--timeout SEC]\n"
-                "                          stop it (QEMU shuts down; killed after the timeout)\n"
+                "                          ACPI power button; after SEC (default 30) QEMU quits\n"
+                "  kill NAME               stop at once (QEMU quits, no guest shutdown)\n"
+                "  restart NAME [--wait]   stop, then start\n"
                 "  status NAME [--json]    state, pid, accelerator, forwarded ports\n"
                 "  list [--json]           all VMs of this vmhost home\n"
                 "  console NAME            attach to the serial console (detach: Ctrl-])\n"
+                "  monitor NAME 'CMD'      a human monitor command, e.g. 'info status'\n"
+                "  qmp NAME 'JSON'         a raw QMP command, e.g. '{\"execute\":\"query-status\"}'\n"
+                "  vnc NAME                print the VNC endpoint\n"
+                "  screenshot NAME FILE    save the screen as PNG\n"
+                "  cdrom NAME eject|insert ISO   change the CD while it runs\n"
+                "  snapshot create|list|revert|delete NAME [SNAP]\n"
+                "                          running: full machine state; stopped: the disk's snapshot\n"
                 "  delete NAME             remove a stopped VM and its own disk (never a shared base)\n"
                 "  set NAME KEY=VALUE...   change the definition, e.g. boot=disk after installing,\n"
                 "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
@@ -303,6 +313,7 @@ static int vm_stop_cmd(int argc, char **argv) {
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
+        bool kill_now = streq(argv[0], "kill");
         long timeout = 30;
         int c;
         optind = 2;
@@ -316,12 +327,161 @@ static int vm_stop_cmd(int argc, char **argv) {
                 default: return 2;
                 }
         if (argc < 2 || argv[1][0] == '-')
-                return log_error("vm stop: missing VM name"), 2;
+                return log_error("vm %s: missing VM name", argv[0]), 2;
         struct vh_error err = {};
-        int r = vm_stop(argv[1], (unsigned) timeout * 1000, &err);
+        enum vm_stop_how how;
+        int r = vm_stop_graceful(argv[1], kill_now ? 0 : (unsigned) timeout * 1000, &how, &err);
         if (r < 0)
                 return report(r, &err);
-        printf("VM %s stopped.\n", argv[1]);
+        static const char *const what[] = {
+                [VM_STOP_GUEST] = "the guest powered off",
+                [VM_STOP_QUIT] = "QEMU quit",
+                [VM_STOP_KILLED] = "QEMU was killed",
+                [VM_STOP_NOT_RUNNING] = "it was not running",
+        };
+        printf("VM %s stopped (%s).\n", argv[1], what[how]);
+        return 0;
+}
+
+static int vm_restart_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (argc < 2)
+                return log_error("vm restart: missing VM name"), 2;
+        struct vh_error err = {};
+        int r = vm_stop_graceful(argv[1], 30 * 1000, NULL, &err);
+        if (r < 0)
+                return report(r, &err);
+        return vm_start_cmd(argc, argv);
+}
+
+/* For commands of the form 'vm VERB NAME ARG': checks the count. */
+static int want_args(int argc, char **argv, int n, const char *example) {
+        if (argc != n + 1) {
+                log_error("vm %s: expected %d argument%s. Example: %s", argv[0], n, n == 1 ? "" : "s", example);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int vm_monitor_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (want_args(argc, argv, 2, "vmhost vm monitor web 'info status'") < 0)
+                return 2;
+        struct vh_error err = {};
+        _cleanup_free_ char *out = NULL;
+        int r = vm_monitor(argv[1], argv[2], &out, &err);
+        if (r < 0)
+                return report(r, &err);
+        /* The human monitor ends lines with CR LF; a terminal or a script
+         * wants LF. */
+        for (const char *c = out ? out : ""; *c; c++)
+                if (!(c[0] == '\r' && c[1] == '\n'))
+                        fputc(*c, stdout);
+        return 0;
+}
+
+static int vm_qmp_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (want_args(argc, argv, 2, "vmhost vm qmp web '{\"execute\":\"query-status\"}'") < 0)
+                return 2;
+        struct vh_error err = {};
+        _cleanup_free_ char *out = NULL;
+        int r = vm_qmp_raw(argv[1], argv[2], &out, &err);
+        if (r < 0)
+                return report(r, &err);
+        fputs(out, stdout);
+        if (!endswith(out, "\n"))
+                fputc('\n', stdout);
+        return 0;
+}
+
+static int vm_vnc_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (want_args(argc, argv, 1, "vmhost vm vnc web") < 0)
+                return 2;
+        struct vh_error err = {};
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        int r = vm_load(argv[1], &def, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (!def->vnc)
+                return log_error("VM %s has no VNC display (vnc = none). Enable it with 'vmhost vm set %s vnc=127.0.0.1:N'.",
+                                 argv[1], argv[1]), 1;
+        printf("%s:%u\n", def->vnc_host, 5900 + def->vnc_display);
+        return 0;
+}
+
+static int vm_screenshot_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (want_args(argc, argv, 2, "vmhost vm screenshot web screen.png") < 0)
+                return 2;
+        struct vh_error err = {};
+        int r = vm_screenshot(argv[1], argv[2], &err);
+        if (r < 0)
+                return report(r, &err);
+        printf("Wrote %s.\n", argv[2]);
+        return 0;
+}
+
+static int vm_cdrom_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        struct vh_error err = {};
+        int r;
+        if (argc == 3 && streq(argv[2], "eject"))
+                r = vm_cdrom_change(argv[1], NULL, &err);
+        else if (argc == 4 && streq(argv[2], "insert"))
+                r = vm_cdrom_change(argv[1], argv[3], &err);
+        else
+                return log_error("vm cdrom: expected 'vmhost vm cdrom NAME eject' or 'vmhost vm cdrom NAME insert ISO'"), 2;
+        if (r < 0)
+                return report(r, &err);
+        printf(argc == 3 ? "Ejected the CD of %s.\n" : "Inserted the CD into %s.\n", argv[1]);
+        return 0;
+}
+
+static int vm_snapshot_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        /* vm snapshot create|list|revert|delete NAME [SNAP] */
+        if (argc < 3)
+                return log_error("vm snapshot: expected create|list|revert|delete NAME [SNAPSHOT]"), 2;
+        const char *op = argv[1], *name = argv[2];
+        struct vh_error err = {};
+        int r;
+        if (streq(op, "list")) {
+                if (argc != 3)
+                        return log_error("vm snapshot list: expected only the VM name"), 2;
+                _cleanup_free_ char *text = NULL;
+                r = vm_snapshot_list(name, &text, &err);
+                if (r < 0)
+                        return report(r, &err);
+                fputs(text, stdout);
+                return 0;
+        }
+        enum vm_snapshot_op o;
+        if (streq(op, "create"))
+                o = VM_SNAPSHOT_CREATE;
+        else if (streq(op, "revert"))
+                o = VM_SNAPSHOT_REVERT;
+        else if (streq(op, "delete"))
+                o = VM_SNAPSHOT_DELETE;
+        else
+                return log_error("vm snapshot: unknown operation '%s' (create, list, revert, delete)", op), 2;
+        if (argc != 4)
+                return log_error("vm snapshot %s: expected NAME SNAPSHOT", op), 2;
+        bool running;
+        r = vm_snapshot(name, o, argv[3], &running, &err);
+        if (r < 0)
+                return report(r, &err);
+        printf("Snapshot %s of VM %s: %s (%s).\n", argv[3], name,
+               o == VM_SNAPSHOT_CREATE ? "created" : o == VM_SNAPSHOT_REVERT ? "reverted to" : "deleted",
+               running ? "full machine state, VM running" : "disk only, VM stopped");
         return 0;
 }
 
@@ -638,7 +798,10 @@ int cmd_vm(int argc, char **argv) {
         } commands[] = {
                 { "create", vm_create_cmd },   { "start", vm_start_cmd },     { "stop", vm_stop_cmd },
                 { "status", vm_status_cmd },   { "list", vm_list_cmd },       { "console", vm_console_cmd },
-                { "delete", vm_delete_cmd },   { "set", vm_set_cmd },
+                { "delete", vm_delete_cmd },   { "set", vm_set_cmd },         { "kill", vm_stop_cmd },
+                { "restart", vm_restart_cmd }, { "monitor", vm_monitor_cmd }, { "qmp", vm_qmp_cmd },
+                { "vnc", vm_vnc_cmd },         { "screenshot", vm_screenshot_cmd },
+                { "cdrom", vm_cdrom_cmd },     { "snapshot", vm_snapshot_cmd },
         };
         if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
                 usage(argc < 2 ? stderr : stdout);

@@ -315,10 +315,33 @@ static void drain_events(struct qmp_client *q) {
         }
 }
 
-static int send_all(struct qmp_client *q, const char *data, size_t len, int64_t deadline, struct vh_error *err) {
+/* Sends 'data'; 'pass_fd' (>= 0) rides along with its first byte as
+ * SCM_RIGHTS, which is how QEMU takes a file descriptor for add-fd and
+ * getfd: with the command that uses it. */
+static int send_all(struct qmp_client *q, const char *data, size_t len, int pass_fd, int64_t deadline,
+                    struct vh_error *err) {
         while (len > 0) {
                 /* MSG_NOSIGNAL: a dead QEMU must give -EPIPE, not kill us. */
-                ssize_t n = send(q->fd, data, len, MSG_NOSIGNAL);
+                ssize_t n;
+                if (pass_fd >= 0) {
+                        char control[CMSG_SPACE(sizeof(int))] = {};
+                        struct iovec iov = { .iov_base = (void *) data, .iov_len = len };
+                        struct msghdr mh = {
+                                .msg_iov = &iov,
+                                .msg_iovlen = 1,
+                                .msg_control = control,
+                                .msg_controllen = sizeof(control),
+                        };
+                        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                        c->cmsg_level = SOL_SOCKET;
+                        c->cmsg_type = SCM_RIGHTS;
+                        c->cmsg_len = CMSG_LEN(sizeof(int));
+                        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+                        n = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
+                        if (n > 0)
+                                pass_fd = -1;
+                } else
+                        n = send(q->fd, data, len, MSG_NOSIGNAL);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -377,6 +400,11 @@ static int reply_error(struct qmp_client *q, const char *command, const struct j
 
 int qmp_execute(struct qmp_client *q, const char *command, const char *args_json, struct json_value **ret_value,
                 struct vh_error *err) {
+        return qmp_execute_fd(q, command, args_json, -1, ret_value, err);
+}
+
+int qmp_execute_fd(struct qmp_client *q, const char *command, const char *args_json, int pass_fd,
+                   struct json_value **ret_value, struct vh_error *err) {
         int r = check_usable(q, err);
         if (r < 0)
                 return r;
@@ -407,7 +435,7 @@ int qmp_execute(struct qmp_client *q, const char *command, const char *args_json
 
         q->error_class[0] = '\0';
         int64_t deadline = deadline_after(q->timeout_ms);
-        r = send_all(q, msg, strlen(msg), deadline, err);
+        r = send_all(q, msg, strlen(msg), pass_fd, deadline, err);
         if (r < 0)
                 return r;
 

@@ -79,6 +79,11 @@ int qmp_connect_fd(int fd, const char *name, int timeout_ms, size_t max_line, st
 int qmp_execute(struct qmp_client *q, const char *command, const char *args_json, struct json_value **ret_value,
                 struct vh_error *err);
 
+/* The same, passing the file descriptor 'pass_fd' (not taken over; the
+ * caller closes it) with the command, for add-fd and getfd. */
+int qmp_execute_fd(struct qmp_client *q, const char *command, const char *args_json, int pass_fd,
+                   struct json_value **ret_value, struct vh_error *err);
+
 /* Runs a human monitor command ("info status") through
  * human-monitor-command and stores its text output in *ret_text (may be
  * NULL), owned by the caller. */

@@ -58,10 +58,18 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
         strv_add(a, "-m");
         strv_addf(a, "%" PRIu64 "M", def->memory >> 20);
 
-        /* The sandbox denies obsolete and privilege-raising system calls,
-         * process spawning and resource control changes. */
+        /* The sandbox denies obsolete system calls, process spawning and
+         * resource control changes. It also denies set*uid unless QEMU has
+         * to drop to 'run_as' itself: that happens after the filter is in
+         * place, and once every id is the unprivileged user's there is no
+         * way back to root anyway. */
         strv_add(a, "-sandbox");
-        strv_add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        strv_addf(a, "on,obsolete=deny,elevateprivileges=%s,spawn=deny,resourcecontrol=deny",
+                  l->run_as ? "allow" : "deny");
+        if (l->run_as) {
+                strv_add(a, "-runas");
+                strv_add(a, l->run_as);
+        }
 
         strv_add(a, "-display");
         strv_add(a, "none");
@@ -71,10 +79,13 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
                 strv_addf(a, "file=%s,format=%s,if=virtio,id=disk0,cache=writeback,discard=unmap", disk,
                           def->disk_format);
         }
-        if (def->cdrom) {
-                strv_add(a, "-drive");
-                strv_addf(a, "file=%s,format=raw,media=cdrom,readonly=on,id=cd0,if=ide,index=2", cdrom);
-        }
+        strv_add(a, "-drive");
+        if (def->cdrom)
+                strv_addf(a, "if=none,id=%s-media,media=cdrom,readonly=on,file=%s,format=raw", VM_CDROM_DEVICE_ID, cdrom);
+        else
+                strv_addf(a, "if=none,id=%s-media,media=cdrom,readonly=on", VM_CDROM_DEVICE_ID);
+        strv_add(a, "-device");
+        strv_addf(a, "ide-cd,drive=%s-media,id=%s,bus=ide.1,unit=0", VM_CDROM_DEVICE_ID, VM_CDROM_DEVICE_ID);
         strv_add(a, "-boot");
         strv_add(a, def->boot == VM_BOOT_CDROM ? "order=d" : "order=c");
         if (def->boot == VM_BOOT_KERNEL) {

@@ -9,6 +9,10 @@
 #include "base/strv.h"
 #include "vm/vm-def.h"
 
+/* The CD-ROM drive every VM has (empty unless 'cdrom' is set), so an ISO
+ * can be inserted while it runs: QMP addresses it by this device id. */
+#define VM_CDROM_DEVICE_ID "cd0"
+
 /* What is decided at start time, not stored in the definition. */
 struct vm_launch {
         const char *qemu_binary;   /* e.g. "qemu-system-x86_64" */
@@ -25,6 +29,9 @@ struct vm_launch {
         } nics[VM_MAX_NICS];
         uint16_t host_ports[VM_MAX_FORWARDS]; /* resolved host port per forward */
         bool daemonize;
+        /* Drop to this user once QEMU has opened its disks, sockets and
+         * devices (-runas); NULL: stay as the caller. */
+        const char *run_as;
 };
 
 /* Appends QEMU's arguments (argv[0] included) to 'ret_argv'. */

@@ -30,6 +30,7 @@
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-net.h"
+#include "vm/vm-user.h"
 #include "vm/vm.h"
 
 #define SERIAL_LOG_SCAN_MAX (16u << 20)
@@ -428,7 +429,18 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         memcpy(st.nic_networks, nets.network, sizeof(st.nic_networks));
         snprintf(st.netns, sizeof(st.netns), "%s", nets.netns);
 
+        /* QEMU drops to an unprivileged user once it has opened its disks,
+         * sockets and taps; files it needs later (screenshots, a new CD)
+         * are opened by vmhost and passed to it (see vm-control.c). */
+        const char *qemu_user;
+        r = vm_qemu_user(&qemu_user, NULL, NULL, err);
+        if (r < 0) {
+                start_undo(name, &p, &st);
+                return r;
+        }
+
         struct vm_launch launch = {
+                .run_as = qemu_user,
                 .qemu_binary = opts && opts->qemu_binary ? opts->qemu_binary : "qemu-system-x86_64",
                 .accel = accel,
                 .qmp_socket = p.qmp_socket,

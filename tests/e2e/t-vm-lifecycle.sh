@@ -57,8 +57,14 @@ expected=$(printf '%s\n' "127.0.0.1:$port" "127.0.0.1:$vnc" | sort | tr '\n' ' '
 line=$(tcp_read_line 127.0.0.1 "$port" 20) && [[ $line == *"k1 hello"* ]] && pass forward "$line" || fail forward "$line"
 
 # -sandbox on is in force.
-tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- '-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny' &&
+tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE -- '-sandbox on,obsolete=deny,elevateprivileges=(deny|allow),spawn=deny,resourcecontrol=deny' &&
 	grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status" && pass sandboxed "seccomp filter mode" || fail sandboxed
+
+# As root, QEMU drops to the unprivileged vmhost-qemu user.
+if [ "$(id -u)" = 0 ]; then
+	u=$(ps -o user= -p "$pid")
+	[ "$u" = vmhost-qemu ] && pass qemu-unprivileged "runs as $u" || fail qemu-unprivileged "runs as $u"
+fi
 
 expect_error start-twice "already running" "$VMHOST" vm start k1
 expect_error delete-running "is running" "$VMHOST" vm delete k1
@@ -73,7 +79,7 @@ st=$(vm_json k1 state)
 [ "$(vm_json k1 state)" = stopped ] && "$VMHOST" vm status k1 | grep -q "last exit" && pass crash-remembered ||
 	fail crash-remembered "$("$VMHOST" vm status k1)"
 
-"$VMHOST" vm start k1 --wait --timeout 120 >/dev/null 2>&1 && pass restart-after-crash || fail restart-after-crash
+out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1) && pass restart-after-crash || fail restart-after-crash "$out"
 t0=$(e2e_now)
 "$VMHOST" vm stop k1 >/dev/null && [ "$(vm_json k1 state)" = stopped ] && [ ! -e "$rt/serial.sock" ] &&
 	pass stop "$(e2e_elapsed "$t0") s" || fail stop

@@ -166,6 +166,7 @@ TEST(vm_cmdline_golden) {
                     "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny "
                     "-display none "
                     "-drive file=/v/d,,isk.qcow2,format=qcow2,if=virtio,id=disk0,cache=writeback,discard=unmap "
+                    "-drive if=none,id=cd0-media,media=cdrom,readonly=on -device ide-cd,drive=cd0-media,id=cd0,bus=ide.1,unit=0 "
                     "-boot order=c "
                     "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40001-:7777,hostfwd=udp:127.0.0.1:5353-:53 "
                     "-device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc "
@@ -184,7 +185,7 @@ TEST(vm_cmdline_golden) {
                           "cpu = host\n", &l);
         CHECK(s && strstr(s, "-kernel /k -initrd /i -append console=ttyS0"));
         CHECK(s && strstr(s, "-cpu host"));
-        CHECK(s && strstr(s, "file=/c.iso,format=raw,media=cdrom,readonly=on"));
+        CHECK(s && strstr(s, "-drive if=none,id=cd0-media,media=cdrom,readonly=on,file=/c.iso,format=raw"));
         CHECK(s && !strstr(s, "tcp:") && !strstr(s, "-netdev") && !strstr(s, "-vnc"));
         free(s);
 }

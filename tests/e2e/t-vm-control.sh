@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A running VM through QMP: 'monitor info status' says running, raw QMP,
+# a PNG screenshot, CD eject/insert while running, snapshots of the full
+# machine (savevm/loadvm) that undo a file written after them, disk
+# snapshots while stopped (the disk's internal qcow2 snapshot, seen by
+# qemu-img), the graceful stop through the ACPI button, kill and restart.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+e2e_init vm-control
+source "$here/vmhost-env.sh"
+trap 'vmhost_cleanup_vms; e2e_cleanup' EXIT
+need python3 qemu-img
+
+"$VMHOST" vm create c1 --base "$GUEST_DIR/disk.qcow2" --disk-size 64M >/dev/null && pass create || fail create
+"$VMHOST" vm start c1 --wait --timeout 120 >/dev/null && pass start || { fail start; e2e_finish; }
+S=$VMHOST_HOME/run/vms/c1/serial.sock
+DISK=$VMHOST_HOME/vms/c1/disk.qcow2
+
+out=$("$VMHOST" vm monitor c1 'info status')
+[ "$out" = "VM status: running" ] && pass monitor-info-status "$out" || fail monitor-info-status "$out"
+out=$("$VMHOST" vm qmp c1 '{"execute":"query-status"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+[ "$out" = running ] && pass qmp-query-status || fail qmp-query-status "$out"
+out=$("$VMHOST" vm qmp c1 '{"execute":"no-such-command"}' 2>&1) && fail qmp-error || {
+	[[ $out == *CommandNotFound* ]] && pass qmp-error "$out" || fail qmp-error "$out"; }
+"$VMHOST" vm qmp c1 '{"execute":"query-status"}{"execute":"quit"}' >/dev/null 2>&1 && fail qmp-one-command-only || pass qmp-one-command-only
+"$VMHOST" vm screenshot c1 "$E2E_TMP/screen.png" >/dev/null &&
+	[ "$(head -c 8 "$E2E_TMP/screen.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] && pass screenshot-png "$(stat -c %s "$E2E_TMP/screen.png") bytes" || fail screenshot-png
+[ "$("$VMHOST" vm vnc c1)" = "127.0.0.1:$(vm_json c1 vnc port)" ] && pass vnc-endpoint "$("$VMHOST" vm vnc c1)" || fail vnc-endpoint
+
+# CD while running: insert, the guest's drive has media; eject.
+# QEMU (unprivileged) gets the ISO as a file descriptor vmhost opened.
+"$VMHOST" vm cdrom c1 insert "$GUEST_DIR/guest.iso" >/dev/null &&
+	"$VMHOST" vm monitor c1 'info block cd0-media' | grep -q "cd0-media.*/dev/fdset/.*read-only" &&
+	[ "$(vm_json c1 cdrom)" = "$(readlink -f "$GUEST_DIR/guest.iso")" ] &&
+	pass cdrom-insert || fail cdrom-insert "$("$VMHOST" vm monitor c1 'info block')"
+"$VMHOST" vm cdrom c1 eject >/dev/null && "$VMHOST" vm monitor c1 'info block cd0-media' | grep -q "not inserted" &&
+	[ -z "$(vm_json c1 cdrom)" ] && pass cdrom-eject || fail cdrom-eject "$("$VMHOST" vm monitor c1 'info block cd0-media')"
+
+# Full machine snapshot: a file written after it is gone after revert.
+serial_cmd "$S" 10 "echo before > /tmp/marker" >/dev/null
+"$VMHOST" vm snapshot create c1 live1 >/dev/null && pass snapshot-create-running || fail snapshot-create-running
+serial_cmd "$S" 10 "echo after > /tmp/marker; echo x > /tmp/written-after" >/dev/null
+"$VMHOST" vm snapshot revert c1 live1 >/dev/null && pass snapshot-revert-running || fail snapshot-revert-running
+out=$(serial_cmd "$S" 10 "cat /tmp/marker; test -e /tmp/written-after && echo STILL-THERE")
+[ "$out" = before ] && pass revert-undoes-file "$out" || fail revert-undoes-file "$out"
+"$VMHOST" vm snapshot list c1 | grep -q live1 && pass snapshot-list || fail snapshot-list
+
+# Graceful stop: the guest sees the ACPI button and powers off.
+t0=$(e2e_now)
+out=$("$VMHOST" vm stop c1)
+[[ $out == *"guest powered off"* ]] && pass stop-acpi "$out in $(e2e_elapsed "$t0") s" || fail stop-acpi "$out"
+
+# Disk snapshot while stopped: bytes written after it are undone.
+"$VMHOST" vm start c1 --wait >/dev/null
+serial_cmd "$S" 10 "echo disk-v1 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/dev/null" >/dev/null
+"$VMHOST" vm stop c1 >/dev/null
+"$VMHOST" vm snapshot create c1 disk1 >/dev/null && qemu-img snapshot -l "$DISK" | grep -q disk1 &&
+	pass snapshot-create-stopped "qemu-img lists it" || fail snapshot-create-stopped "$(qemu-img snapshot -l "$DISK")"
+"$VMHOST" vm start c1 --wait >/dev/null
+serial_cmd "$S" 10 "echo disk-v2 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/dev/null" >/dev/null
+"$VMHOST" vm kill c1 | grep -q "QEMU quit" && pass kill || fail kill
+"$VMHOST" vm snapshot revert c1 disk1 >/dev/null && pass snapshot-revert-stopped || fail snapshot-revert-stopped
+qemu-img check "$DISK" >/dev/null 2>&1 && pass disk-check-clean || fail disk-check-clean "$(qemu-img check "$DISK" 2>&1 | tail -3)"
+"$VMHOST" vm start c1 --wait >/dev/null
+out=$(serial_cmd "$S" 10 "dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | head -1")
+[ "$out" = disk-v1 ] && pass disk-revert-undoes-write "$out" || fail disk-revert-undoes-write "$out"
+"$VMHOST" vm restart c1 --wait >/dev/null && [ "$(vm_json c1 state)" = running ] && pass restart || fail restart
+"$VMHOST" vm snapshot delete c1 live1 >/dev/null && ! "$VMHOST" vm snapshot list c1 | grep -q live1 &&
+	pass snapshot-delete-running || fail snapshot-delete-running
+"$VMHOST" vm stop c1 >/dev/null
+"$VMHOST" vm snapshot create c1 'bad name' >/dev/null 2>&1 && fail snapshot-bad-name || pass snapshot-bad-name
+"$VMHOST" vm monitor c1 'info status' >/dev/null 2>&1 && fail monitor-stopped || pass monitor-stopped
+e2e_finish
