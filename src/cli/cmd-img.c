@@ -13,6 +13,7 @@
 #include "base/strutil.h"
 #include "cli/cli.h"
 #include "cli/cmd-img.h"
+#include "vm/vm-image.h"
 #include "vmhost/image.h"
 
 static void usage(FILE *f) {
@@ -267,7 +268,13 @@ static int img_create(int argc, char **argv) {
         co.refcount_bits = o.refcount_bits;
 
         struct vh_error err = {};
-        int r = vh_image_create(file, &co, &err);
+        /* An image that backs a VM's disk is never replaced. */
+        int r = vm_image_check_not_base(file, "overwrite", &err);
+        if (r < 0) {
+                log_error("%s", vh_error_message(&err, r));
+                return 1;
+        }
+        r = vh_image_create(file, &co, &err);
         if (r < 0) {
                 log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
                 return 1;
@@ -476,7 +483,13 @@ static int img_convert(int argc, char **argv) {
 
         struct vh_error err = {};
         struct vh_image *img = NULL;
-        int r = vh_image_open(src, &oo, &img, &err);
+        /* An image that backs a VM's disk is never replaced. */
+        int r = vm_image_check_not_base(dst, "overwrite", &err);
+        if (r < 0) {
+                log_error("%s", vh_error_message(&err, r));
+                return 1;
+        }
+        r = vh_image_open(src, &oo, &img, &err);
         if (r < 0) {
                 log_error("Cannot open %s: %s", src, vh_error_message(&err, r));
                 return 1;

@@ -41,6 +41,7 @@ static void usage(FILE *f) {
                 "  cdrom NAME eject|insert ISO   change the CD while it runs\n"
                 "  snapshot create|list|revert|delete NAME [SNAP]\n"
                 "                          running: full machine state; stopped: the disk's snapshot\n"
+                "  commit NAME             merge the VM's overlay into its base (all VMs on it stopped)\n"
                 "  delete NAME             remove a stopped VM and its own disk (never a shared base)\n"
                 "  set NAME KEY=VALUE...   change the definition, e.g. boot=disk after installing,\n"
                 "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
@@ -733,6 +734,12 @@ static int vm_delete_cmd(int argc, char **argv) {
         if (st.state == VM_STATE_RUNNING)
                 return log_error("VM %s is running (pid %d); stop it first with 'vmhost vm stop %s'.", name, st.pid,
                                  name), 1;
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(name, &def, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (def->disk && (r = vm_image_check_not_base(def->disk, "delete", &err)) < 0)
+                return report(r, &err);
         r = vm_delete(name, &err);
         if (r < 0)
                 return report(r, &err);
@@ -791,6 +798,30 @@ static int vm_set_cmd(int argc, char **argv) {
         return 0;
 }
 
+static void commit_progress(uint64_t done, uint64_t total, void *userdata) {
+        if (isatty(STDERR_FILENO) && total > 0)
+                fprintf(stderr, "\r    (%.2f/100%%)", 100.0 * (double) done / (double) total);
+}
+
+static int vm_commit_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (want_args(argc, argv, 1, "vmhost vm commit web") < 0)
+                return 2;
+        struct vh_error err = {};
+        char **others = NULL;
+        int r = vm_image_commit(argv[1], &others, commit_progress, &err);
+        if (isatty(STDERR_FILENO))
+                fputc('\n', stderr);
+        if (r < 0)
+                return report(r, &err);
+        printf("Committed the overlay of VM %s into its base; the overlay is empty again.\n", argv[1]);
+        for (char **o = others; o && *o; o++)
+                printf("Note: VM %s uses the same base and now sees the committed data.\n", *o);
+        vm_names_free(others);
+        return 0;
+}
+
 int cmd_vm(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -801,7 +832,7 @@ int cmd_vm(int argc, char **argv) {
                 { "delete", vm_delete_cmd },   { "set", vm_set_cmd },         { "kill", vm_stop_cmd },
                 { "restart", vm_restart_cmd }, { "monitor", vm_monitor_cmd }, { "qmp", vm_qmp_cmd },
                 { "vnc", vm_vnc_cmd },         { "screenshot", vm_screenshot_cmd },
-                { "cdrom", vm_cdrom_cmd },     { "snapshot", vm_snapshot_cmd },
+                { "cdrom", vm_cdrom_cmd },     { "snapshot", vm_snapshot_cmd }, { "commit", vm_commit_cmd },
         };
         if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
                 usage(argc < 2 ? stderr : stdout);

@@ -3,6 +3,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -71,4 +73,170 @@ void vm_image_remove_own_disk(const struct vm_def *def) {
         if (startswith(def->disk, p.state_dir))
                 unlink(def->disk);
         vm_paths_done(&p);
+}
+
+char **vm_names_free(char **names) {
+        for (char **n = names; n && *n; n++)
+                free(*n);
+        free(names);
+        return NULL;
+}
+
+static bool same_file(const char *a, const struct stat *b) {
+        struct stat st;
+        return a && stat(a, &st) == 0 && st.st_dev == b->st_dev && st.st_ino == b->st_ino;
+}
+
+/* The backing file recorded in 'disk's header, resolved, or NULL. */
+static char *disk_backing(const char *disk) {
+        struct vh_image_open_options o = {
+                .format = VH_IMAGE_FORMAT_PROBE,
+                .flags = VH_IMAGE_OPEN_NO_BACKING | VH_IMAGE_OPEN_FORCE_SHARE,
+        };
+        struct vh_image *img = NULL;
+        if (vh_image_open(disk, &o, &img, NULL) < 0)
+                return NULL;
+        struct vh_image_info *info = NULL;
+        char *b = NULL;
+        if (vh_image_get_info(img, &info, NULL) >= 0 && info->full_backing_filename)
+                b = strdup(info->full_backing_filename);
+        vh_image_info_free(info);
+        vh_image_free(img);
+        return b;
+}
+
+static int compare_names(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *err) {
+        struct stat target;
+        if (stat(path, &target) < 0)
+                return 0; /* nothing there: nothing depends on it */
+        _cleanup_free_ char *state = vh_state_dir();
+        _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
+        if (!dir)
+                return -ENOMEM;
+        DIR *d = opendir(dir);
+        if (!d) {
+                if (ret_names)
+                        *ret_names = calloc(1, sizeof(char *));
+                return errno == ENOENT ? 0 : vh_error_set(err, negative_errno(), "Cannot read %s: %m", dir);
+        }
+        char **names = calloc(1, sizeof(char *));
+        size_t n = 0;
+        struct dirent *de;
+        while (names && (de = readdir(d))) {
+                if (!name_is_valid(de->d_name))
+                        continue;
+                struct vm_def *def = NULL;
+                if (vm_load(de->d_name, &def, NULL) < 0)
+                        continue;
+                bool dep = same_file(def->base, &target);
+                if (!dep && def->disk) {
+                        _cleanup_free_ char *b = disk_backing(def->disk);
+                        dep = same_file(b, &target);
+                }
+                if (dep) {
+                        char **nn = realloc(names, (n + 2) * sizeof(char *));
+                        if (nn) {
+                                names = nn;
+                                names[n] = strdup(def->name);
+                                if (names[n])
+                                        names[++n] = NULL;
+                        }
+                }
+                vm_def_free(def);
+        }
+        closedir(d);
+        if (!names)
+                return -ENOMEM;
+        qsort(names, n, sizeof(char *), compare_names);
+        if (ret_names)
+                *ret_names = names;
+        else
+                vm_names_free(names);
+        return (int) n;
+}
+
+static char *join_names(char **names) {
+        size_t len = 1;
+        for (char **n = names; n && *n; n++)
+                len += strlen(*n) + 2;
+        char *out = calloc(1, len);
+        for (char **n = names; out && n && *n; n++) {
+                if (n != names)
+                        strcat(out, ", ");
+                strcat(out, *n);
+        }
+        return out;
+}
+
+int vm_image_check_not_base(const char *path, const char *action, struct vh_error *err) {
+        char **names = NULL;
+        int n = vm_image_dependents(path, &names, err);
+        if (n <= 0) {
+                vm_names_free(names);
+                return n;
+        }
+        _cleanup_free_ char *list = join_names(names);
+        vm_names_free(names);
+        return vh_error_set(err, -EBUSY, "Refusing to %s %s: it is the base of VM%s %s", action, path, n > 1 ? "s" : "",
+                            list ? list : "?");
+}
+
+int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint64_t, uint64_t, void *),
+                    struct vh_error *err) {
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        int r = vm_load(name, &def, err);
+        if (r < 0)
+                return r;
+        if (!def->base || !def->disk)
+                return vh_error_set(err, -EINVAL, "VM %s has no base image to commit into (its disk is %s)", name,
+                                    def->disk ? def->disk : "none");
+
+        char **users = NULL;
+        r = vm_image_dependents(def->base, &users, err);
+        if (r < 0)
+                return r;
+        /* Nobody may run on the base while it changes under them. */
+        char **others = calloc((size_t) r + 1, sizeof(char *));
+        size_t n_others = 0;
+        for (char **u = users; others && u && *u; u++) {
+                struct vm_status st;
+                if (vm_get_status(*u, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING) {
+                        r = vh_error_set(err, -EBUSY, "Refusing to commit VM %s into %s while VM %s (on the same base) runs",
+                                         name, def->base, *u);
+                        vm_names_free(users);
+                        vm_names_free(others);
+                        return r;
+                }
+                if (!streq(*u, name))
+                        others[n_others++] = strdup(*u);
+        }
+        vm_names_free(users);
+        if (!others)
+                return -ENOMEM;
+
+        struct vh_image_open_options o = { .format = VH_IMAGE_FORMAT_PROBE, .flags = VH_IMAGE_OPEN_READ_WRITE };
+        struct vh_image *top = NULL;
+        r = vh_image_open(def->disk, &o, &top, err);
+        if (r < 0) {
+                vm_names_free(others);
+                return r;
+        }
+        struct vh_image_commit_options co = {
+                .progress = progress,
+        };
+        r = vh_image_commit(top, &co, err);
+        vh_image_free(top);
+        if (r < 0) {
+                vm_names_free(others);
+                return r;
+        }
+        if (ret_others)
+                *ret_others = others;
+        else
+                vm_names_free(others);
+        return 0;
 }

@@ -13,3 +13,20 @@ int vm_image_create_overlay(struct vm_def *def, const char *base, uint64_t size,
 
 /* Removes the overlay made above after a failed create. */
 void vm_image_remove_own_disk(const struct vm_def *def);
+
+/* The VMs of this home whose disk is backed by 'path' (directly: a vmhost
+ * overlay's base, or the backing file recorded in the disk's header),
+ * compared by file identity. Returns the count; *ret_names (may be NULL)
+ * gets a NULL-terminated list to free with vm_names_free(). */
+int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *err);
+char **vm_names_free(char **names);
+
+/* -EBUSY with the dependent VMs named when 'path' backs any VM's disk:
+ * such an image must not be overwritten or deleted. */
+int vm_image_check_not_base(const char *path, const char *action, struct vh_error *err);
+
+/* Merges VM 'name's overlay into its base (vmhost vm commit). Refused while
+ * this VM or any VM on the same base runs; the others are listed in
+ * *ret_others (may be NULL), since they see the changed base from now on. */
+int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint64_t, uint64_t, void *),
+                    struct vh_error *err);
