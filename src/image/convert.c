@@ -371,6 +371,363 @@ static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
         return r;
 }
 
+/* ---- Parallel copy ----
+ *
+ * Several workers, each with its own handle on the source chain (the
+ * image objects are not shared between threads), read fixed windows of
+ * the disk. Raw output is position-independent: each worker writes what
+ * it read. For qcow2 output the main thread goes through the windows in
+ * guest order and assigns host clusters (qcow2_writer_reserve_cluster),
+ * so the file is laid out exactly as the sequential path lays it out, and
+ * the worker that read a window then writes it there. Both the reads
+ * (from a cold cache) and the page-cache writes then run on every core,
+ * as qemu-img's coroutines do. */
+#define CONVERT_WORKERS 4
+#define CONVERT_SLOTS (2 * CONVERT_WORKERS)
+#define CONVERT_WINDOW (UINT64_C(4) << 20) /* a multiple of every cluster size */
+
+struct convert_window {
+        enum { WINDOW_EMPTY, WINDOW_READ, WINDOW_PLANNED } state;
+        uint64_t index;
+        uint8_t *buf;              /* CONVERT_WINDOW bytes, read data zero padded to units */
+        uint64_t *seg_off, *seg_len; /* guest ranges read */
+        size_t n_seg;
+        uint64_t *plan_buf, *plan_host, *plan_len; /* qcow2: where each run goes */
+        size_t n_plan;
+        int error;
+        struct vh_error err;
+};
+
+struct convert_par {
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        struct convert_target *t;
+        uint64_t size, n_windows;
+        struct convert_window slot[CONVERT_SLOTS];
+        bool stop;
+        int error; /* the first write error */
+        struct vh_error err;
+        uint64_t next_raw; /* raw output: the next window to claim */
+        uint64_t done;     /* raw output: bytes of windows finished */
+};
+
+struct convert_worker {
+        struct convert_par *par;
+        struct vh_image *src; /* this worker's own handle on the chain */
+        unsigned id;
+        pthread_t thread;
+        bool started;
+};
+
+/* Reads window [a, end) of 'src' into 'w'. */
+static int read_window(struct vh_image *src, struct convert_target *t, uint64_t a, uint64_t end,
+                       struct convert_window *w, struct vh_error *err) {
+        const uint64_t unit = t->unit;
+        uint64_t pos = a;
+        w->n_seg = 0;
+        while (pos < end) {
+                struct vh_image_extent e;
+                int r = vh_image_map(src, pos, end - pos, &e, err);
+                if (r < 0)
+                        return r;
+                uint64_t n;
+                if (t->sparse && e.zero) {
+                        uint64_t zend = pos + e.length;
+                        if (zend >= end)
+                                break;
+                        uint64_t skip_to = zend / unit * unit;
+                        if (skip_to > pos) {
+                                pos = skip_to;
+                                continue;
+                        }
+                        n = unit; /* zeros and data share this unit */
+                } else
+                        n = ALIGN_UP(e.length, unit);
+                n = MIN(n, end - pos);
+                r = vh_image_read(src, pos, w->buf + (pos - a), (size_t) n, err);
+                if (r < 0)
+                        return r;
+                memset(w->buf + (pos - a) + n, 0, (size_t) (ALIGN_UP(n, unit) - n));
+                if (w->n_seg > 0 && w->seg_off[w->n_seg - 1] + w->seg_len[w->n_seg - 1] == pos)
+                        w->seg_len[w->n_seg - 1] += n;
+                else {
+                        w->seg_off[w->n_seg] = pos;
+                        w->seg_len[w->n_seg] = n;
+                        w->n_seg++;
+                }
+                pos += n;
+        }
+        return 0;
+}
+
+static void par_fail(struct convert_par *p, int r, const struct vh_error *err) {
+        pthread_mutex_lock(&p->lock);
+        if (p->error >= 0) {
+                p->error = r;
+                if (err)
+                        p->err = *err;
+        }
+        p->stop = true;
+        pthread_cond_broadcast(&p->changed);
+        pthread_mutex_unlock(&p->lock);
+}
+
+static int write_plan(struct convert_par *p, const struct convert_window *w, struct vh_error *err) {
+        for (size_t i = 0; i < w->n_plan; i++) {
+                int r = image_pwrite_all(p->t->fd, w->buf + w->plan_buf[i], (size_t) w->plan_len[i], w->plan_host[i]);
+                if (r < 0)
+                        return vh_error_set(err, r, "%s: write at %" PRIu64 " failed: %s", p->t->path, w->plan_host[i],
+                                            strerror(-r));
+        }
+        return 0;
+}
+
+static void *convert_worker_run(void *userdata) {
+        struct convert_worker *k = userdata;
+        struct convert_par *p = k->par;
+        struct convert_target *t = p->t;
+        bool raw = t->emit == emit_raw;
+        struct vh_error err = {};
+
+        if (raw) {
+                /* No order to keep: claim windows one by one. */
+                struct convert_window *w = &p->slot[k->id];
+                for (;;) {
+                        pthread_mutex_lock(&p->lock);
+                        uint64_t j = p->next_raw++;
+                        bool stop = p->stop;
+                        pthread_mutex_unlock(&p->lock);
+                        if (stop || j >= p->n_windows)
+                                return NULL;
+                        uint64_t a = j * CONVERT_WINDOW, end = MIN(a + CONVERT_WINDOW, p->size);
+                        int r = read_window(k->src, t, a, end, w, &err);
+                        for (size_t i = 0; r >= 0 && i < w->n_seg; i++)
+                                r = emit_raw(t, w->seg_off[i], w->buf + (w->seg_off[i] - a), w->seg_len[i], &err);
+                        if (r < 0) {
+                                par_fail(p, r, &err);
+                                return NULL;
+                        }
+                        pthread_mutex_lock(&p->lock);
+                        p->done += end - a;
+                        pthread_cond_broadcast(&p->changed);
+                        pthread_mutex_unlock(&p->lock);
+                }
+        }
+
+        for (uint64_t j = k->id; j < p->n_windows; j += CONVERT_WORKERS) {
+                struct convert_window *w = &p->slot[j % CONVERT_SLOTS];
+                pthread_mutex_lock(&p->lock);
+                while (w->state != WINDOW_EMPTY && !p->stop)
+                        pthread_cond_wait(&p->changed, &p->lock);
+                bool stop = p->stop;
+                pthread_mutex_unlock(&p->lock);
+                if (stop)
+                        return NULL;
+
+                uint64_t a = j * CONVERT_WINDOW, end = MIN(a + CONVERT_WINDOW, p->size);
+                int r = read_window(k->src, t, a, end, w, &w->err);
+
+                pthread_mutex_lock(&p->lock);
+                w->index = j;
+                w->error = r < 0 ? r : 0;
+                w->state = WINDOW_READ;
+                pthread_cond_broadcast(&p->changed);
+                while (w->state != WINDOW_PLANNED && !p->stop)
+                        pthread_cond_wait(&p->changed, &p->lock);
+                stop = p->stop;
+                pthread_mutex_unlock(&p->lock);
+                if (stop || r < 0)
+                        return NULL;
+
+                r = write_plan(p, w, &err);
+                if (r < 0) {
+                        par_fail(p, r, &err);
+                        return NULL;
+                }
+                pthread_mutex_lock(&p->lock);
+                w->state = WINDOW_EMPTY;
+                pthread_cond_broadcast(&p->changed);
+                pthread_mutex_unlock(&p->lock);
+        }
+        return NULL;
+}
+
+/* qcow2 output: assigns host clusters to what window 'w' holds, in guest
+ * order, leaving out zero clusters (the sparse size is at most a cluster
+ * on this path). */
+static int plan_window(struct convert_target *t, struct convert_window *w, struct vh_error *err) {
+        uint64_t a = w->index * CONVERT_WINDOW;
+        w->n_plan = 0;
+        for (size_t i = 0; i < w->n_seg; i++)
+                for (uint64_t pos = w->seg_off[i]; pos < w->seg_off[i] + w->seg_len[i]; pos += t->unit) {
+                        uint64_t boff = pos - a;
+                        if (t->sparse && image_buffer_is_zero(w->buf + boff, (size_t) t->unit))
+                                continue;
+                        uint64_t host;
+                        int r = qcow2_writer_reserve_cluster(t->qcow2, pos / t->unit, &host, err);
+                        if (r < 0)
+                                return image_error_prefix(err, r, t->path);
+                        size_t n = w->n_plan;
+                        if (n > 0 && w->plan_host[n - 1] + w->plan_len[n - 1] == host &&
+                            w->plan_buf[n - 1] + w->plan_len[n - 1] == boff)
+                                w->plan_len[n - 1] += t->unit;
+                        else {
+                                w->plan_buf[n] = boff;
+                                w->plan_host[n] = host;
+                                w->plan_len[n] = t->unit;
+                                w->n_plan++;
+                        }
+                }
+        return 0;
+}
+
+/* A handle on the same chain for a worker; fails (and the caller copies
+ * in one thread) if reopening does not give the same files. */
+static int reopen_chain(struct vh_image *src, struct vh_image **ret) {
+        struct vh_image_open_options o = {
+                .format = src->format,
+                .flags = VH_IMAGE_OPEN_FORCE_SHARE | (src->backing ? 0 : VH_IMAGE_OPEN_NO_BACKING),
+        };
+        struct vh_image *img = NULL;
+        int r = vh_image_open(src->filename, &o, &img, NULL);
+        if (r < 0)
+                return r;
+        struct vh_image *x = src, *y = img;
+        for (; x && y; x = x->backing, y = y->backing)
+                if (x->dev != y->dev || x->ino != y->ino || x->virtual_size != y->virtual_size ||
+                    x->format != y->format)
+                        break;
+        if (x || y) {
+                vh_image_free(img);
+                return -ESTALE;
+        }
+        *ret = img;
+        return 0;
+}
+
+/* Returns -EAGAIN when the parallel path does not apply; the caller then
+ * copies with the pipeline. */
+static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
+                                 const struct vh_image_convert_options *opts, struct vh_error *err) {
+        const uint64_t size = vh_image_virtual_size(src);
+        bool raw = t->emit == emit_raw;
+        /* Zero runs longer than a cluster need the sequential decision
+         * across windows; compression and -B need the one writer. */
+        if (t->backing || t->compress || (!raw && t->sparse > t->unit) || size == 0)
+                return -EAGAIN;
+        /* qcow2 output visits every window in order: for huge sparse disks
+         * the pipeline, which skips unallocated ranges in one step, is
+         * cheaper. */
+        if (!raw && size > (UINT64_C(256) << 30))
+                return -EAGAIN;
+
+        struct convert_par p = { .t = t, .size = size, .n_windows = DIV_ROUND_UP(size, CONVERT_WINDOW) };
+        struct convert_worker k[CONVERT_WORKERS] = {};
+        size_t max_units = CONVERT_WINDOW / t->unit + 1;
+        int r = 0;
+
+        for (unsigned i = 0; i < CONVERT_WORKERS; i++) {
+                k[i].par = &p;
+                k[i].id = i;
+                if (reopen_chain(src, &k[i].src) < 0)
+                        r = -EAGAIN;
+        }
+        for (unsigned i = 0; r >= 0 && i < CONVERT_SLOTS; i++) {
+                struct convert_window *w = &p.slot[i];
+                w->buf = aligned_alloc(4096, (size_t) CONVERT_WINDOW);
+                w->seg_off = calloc(max_units, sizeof(uint64_t));
+                w->seg_len = calloc(max_units, sizeof(uint64_t));
+                w->plan_buf = calloc(max_units, sizeof(uint64_t));
+                w->plan_host = calloc(max_units, sizeof(uint64_t));
+                w->plan_len = calloc(max_units, sizeof(uint64_t));
+                if (!w->buf || !w->seg_off || !w->seg_len || !w->plan_buf || !w->plan_host || !w->plan_len)
+                        r = vh_error_set(err, -ENOMEM, "out of memory");
+        }
+        if (r >= 0) {
+                pthread_mutex_init(&p.lock, NULL);
+                pthread_cond_init(&p.changed, NULL);
+                for (unsigned i = 0; i < CONVERT_WORKERS; i++) {
+                        int e = pthread_create(&k[i].thread, NULL, convert_worker_run, &k[i]);
+                        if (e != 0) {
+                                par_fail(&p, -e, NULL);
+                                r = vh_error_set(err, -e, "cannot start a worker thread: %s", strerror(e));
+                                break;
+                        }
+                        k[i].started = true;
+                }
+        }
+
+        uint64_t since_kick = 0;
+        if (r >= 0 && raw) {
+                pthread_mutex_lock(&p.lock);
+                while (p.done < size && !p.stop) {
+                        uint64_t done = p.done;
+                        pthread_mutex_unlock(&p.lock);
+                        if (opts->progress)
+                                opts->progress(done, size, opts->userdata);
+                        pthread_mutex_lock(&p.lock);
+                        if (p.done == done && !p.stop)
+                                pthread_cond_wait(&p.changed, &p.lock);
+                }
+                pthread_mutex_unlock(&p.lock);
+        } else
+                for (uint64_t j = 0; r >= 0 && j < p.n_windows; j++) {
+                        struct convert_window *w = &p.slot[j % CONVERT_SLOTS];
+                        pthread_mutex_lock(&p.lock);
+                        while ((w->state != WINDOW_READ || w->index != j) && !p.stop)
+                                pthread_cond_wait(&p.changed, &p.lock);
+                        bool stop = p.stop;
+                        pthread_mutex_unlock(&p.lock);
+                        if (stop)
+                                break;
+                        if (w->error < 0) {
+                                if (err)
+                                        *err = w->err;
+                                r = w->error;
+                                break;
+                        }
+                        if (opts->progress)
+                                opts->progress(j * CONVERT_WINDOW, size, opts->userdata);
+                        r = plan_window(t, w, err);
+                        if (r < 0)
+                                break;
+                        pthread_mutex_lock(&p.lock);
+                        w->state = WINDOW_PLANNED;
+                        pthread_cond_broadcast(&p.changed);
+                        pthread_mutex_unlock(&p.lock);
+                        kick_writeback(t, &since_kick, CONVERT_WINDOW);
+                }
+
+        if (r < 0)
+                par_fail(&p, r, NULL);
+        for (unsigned i = 0; i < CONVERT_WORKERS; i++)
+                if (k[i].started)
+                        pthread_join(k[i].thread, NULL);
+        if (r >= 0 && p.error < 0) {
+                if (err)
+                        *err = p.err;
+                r = p.error;
+        }
+        if (k[0].started) {
+                pthread_cond_destroy(&p.changed);
+                pthread_mutex_destroy(&p.lock);
+        }
+        for (unsigned i = 0; i < CONVERT_SLOTS; i++) {
+                struct convert_window *w = &p.slot[i];
+                free(w->buf);
+                free(w->seg_off);
+                free(w->seg_len);
+                free(w->plan_buf);
+                free(w->plan_host);
+                free(w->plan_len);
+        }
+        for (unsigned i = 0; i < CONVERT_WORKERS; i++)
+                vh_image_free(k[i].src);
+        if (r >= 0 && opts->progress)
+                opts->progress(size, size, opts->userdata);
+        return r;
+}
+
 static int convert_loop(struct vh_image *src, struct convert_target *t, const struct vh_image_convert_options *opts,
                         struct vh_error *err) {
         const uint64_t size = vh_image_virtual_size(src);
@@ -379,6 +736,9 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
         for (struct vh_image *x = src; x; x = vh_image_backing(x))
                 (void) posix_fadvise(x->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
+        int r = convert_loop_parallel(src, t, opts, err);
+        if (r != -EAGAIN)
+                return r;
         /* With -B the writer reads the output's backing file while it
          * writes, so reading and writing stay in one thread. */
         if (!t->backing)
@@ -392,7 +752,7 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                 if (opts->progress)
                         opts->progress(off, size, opts->userdata);
                 uint64_t n;
-                int r = next_chunk(src, t, &off, buf, &n, err);
+                r = next_chunk(src, t, &off, buf, &n, err);
                 if (r < 0)
                         return r;
                 if (n == 0)

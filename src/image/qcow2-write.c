@@ -278,6 +278,30 @@ int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, con
         return 0;
 }
 
+int qcow2_writer_reserve_cluster(struct qcow2_writer *w, uint64_t guest_cluster, uint64_t *ret_host,
+                                 struct vh_error *err) {
+        uint64_t *slot;
+        int r = l2_slot(w, guest_cluster, &slot, err);
+        if (r < 0)
+                return r;
+        /* Whatever is buffered lies before the reserved cluster: write it
+         * now, so that the buffer never covers a cluster the caller writes. */
+        r = flush_data(w, err);
+        if (r < 0)
+                return r;
+        uint64_t at = ALIGN_UP(w->data_end, (uint64_t) w->cluster_size);
+        w->data_end = at + w->cluster_size;
+        if (w->refs) {
+                r = refs_reserve(w, at >> w->p.cluster_bits, err);
+                if (r < 0)
+                        return r;
+                w->refs[at >> w->p.cluster_bits] = 1;
+        }
+        *slot = at | QCOW2_OFLAG_COPIED;
+        *ret_host = at;
+        return 0;
+}
+
 int qcow2_writer_add_zero_cluster(struct qcow2_writer *w, uint64_t guest_cluster, struct vh_error *err) {
         if (w->p.version < 3)
                 return vh_error_set(err, -EINVAL, "zero clusters need compat=1.1");

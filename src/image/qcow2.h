@@ -134,6 +134,12 @@ int qcow2_writer_new(int fd, const struct qcow2_writer_params *params, struct qc
  * guest cluster may be written once. */
 int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
                              struct vh_error *err);
+/* Like qcow2_writer_add_cluster(), but the caller writes the cluster's
+ * data itself at '*ret_host' (from any thread), before
+ * qcow2_writer_finish(). Reserved clusters follow each other in the file
+ * in the order they are reserved. */
+int qcow2_writer_reserve_cluster(struct qcow2_writer *w, uint64_t guest_cluster, uint64_t *ret_host,
+                                 struct vh_error *err);
 /* Maps guest cluster 'guest_cluster' to zeros (the zero flag; version 3
  * only), hiding what a backing file holds there. */
 int qcow2_writer_add_zero_cluster(struct qcow2_writer *w, uint64_t guest_cluster, struct vh_error *err);
