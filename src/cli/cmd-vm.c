@@ -42,6 +42,7 @@ static void usage(FILE *f) {
                 "  snapshot create|list|revert|delete NAME [SNAP]\n"
                 "                          running: full machine state; stopped: the disk's snapshot\n"
                 "  commit NAME             merge the VM's overlay into its base (all VMs on it stopped)\n"
+                "  forward NAME add PROTO:HOST|auto:GUEST  add a user-mode forward, also while it runs\n"
                 "  delete NAME             remove a stopped VM and its own disk (never a shared base)\n"
                 "  set NAME KEY=VALUE...   change the definition, e.g. boot=disk after installing,\n"
                 "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
@@ -798,6 +799,23 @@ static int vm_set_cmd(int argc, char **argv) {
         return 0;
 }
 
+static int vm_forward_cmd(int argc, char **argv) {
+        if (cli_wants_help(argc, argv))
+                return usage(stdout), 0;
+        if (argc != 4 || !streq(argv[2], "add"))
+                return log_error("vm forward: expected 'vmhost vm forward NAME add PROTO:HOSTPORT|auto:GUESTPORT'"), 2;
+        struct vh_error err = {};
+        uint16_t port = 0;
+        int r = vm_forward_add(argv[1], argv[3], &port, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (port)
+                printf("forward:     127.0.0.1:%u -> guest port %s\n", port, strrchr(argv[3], ':') + 1);
+        else
+                printf("Added; the host port is allocated when VM %s starts.\n", argv[1]);
+        return 0;
+}
+
 static void commit_progress(uint64_t done, uint64_t total, void *userdata) {
         if (isatty(STDERR_FILENO) && total > 0)
                 fprintf(stderr, "\r    (%.2f/100%%)", 100.0 * (double) done / (double) total);
@@ -833,6 +851,7 @@ int cmd_vm(int argc, char **argv) {
                 { "restart", vm_restart_cmd }, { "monitor", vm_monitor_cmd }, { "qmp", vm_qmp_cmd },
                 { "vnc", vm_vnc_cmd },         { "screenshot", vm_screenshot_cmd },
                 { "cdrom", vm_cdrom_cmd },     { "snapshot", vm_snapshot_cmd }, { "commit", vm_commit_cmd },
+                { "forward", vm_forward_cmd },
         };
         if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
                 usage(argc < 2 ? stderr : stdout);

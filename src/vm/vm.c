@@ -28,6 +28,7 @@
 #include "base/strv.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-alloc.h"
+#include "qmp/qmp.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-net.h"
 #include "vm/vm-user.h"
@@ -330,9 +331,11 @@ static uint64_t now_ms(void) {
         return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
-/* Waits until a unix socket accepts a connection, 'pid' dies (-ESRCH) or
- * the time is up (-ETIMEDOUT). */
-static int wait_for_socket(const char *path, int pid, unsigned timeout_ms) {
+/* Waits until QEMU's QMP socket sends its greeting, 'pid' dies (-ESRCH) or
+ * the time is up (-ETIMEDOUT). The socket listens before QEMU has opened
+ * its disks; the greeting only comes from the main loop, once QEMU is fully
+ * initialized. Only the greeting is read: no command is sent. */
+static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms) {
         uint64_t deadline = now_ms() + timeout_ms;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -340,16 +343,34 @@ static int wait_for_socket(const char *path, int pid, unsigned timeout_ms) {
                 _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (fd < 0)
                         return negative_errno();
-                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0)
-                        return 0;
+                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0) {
+                        char buf[512];
+                        size_t len = 0;
+                        while (now_ms() < deadline) {
+                                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                                int n = poll(&pfd, 1, 50);
+                                if (n < 0 && errno != EINTR)
+                                        return negative_errno();
+                                if (n > 0) {
+                                        ssize_t k = read(fd, buf + len, sizeof(buf) - 1 - len);
+                                        if (k <= 0)
+                                                break; /* closed: QEMU failed, or is going */
+                                        len += (size_t) k;
+                                        buf[len] = '\0';
+                                        if (strstr(buf, "\"QMP\""))
+                                                return 0;
+                                        if (len == sizeof(buf) - 1)
+                                                return 0; /* a long greeting is still one */
+                                }
+                                if (!process_alive(pid))
+                                        return -ESRCH;
+                        }
+                }
                 if (!process_alive(pid))
                         return -ESRCH;
                 if (now_ms() >= deadline)
                         return -ETIMEDOUT;
-                /* QEMU takes 0.1-0.5 s to get here; polling every 1 ms (a
-                 * few cheap syscalls) answers at once, every 10 ms added
-                 * 5 ms on average to every start. */
-                usleep(1000);
+                usleep(10 * 1000);
         }
 }
 
@@ -537,7 +558,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
 
         /* QEMU is initialized once its QMP socket accepts connections; if it
          * dies first, its log says why. */
-        r = wait_for_socket(p.qmp_socket, qpid, 30 * 1000);
+        r = wait_for_qmp_greeting(p.qmp_socket, qpid, 30 * 1000);
         if (r < 0) {
                 char why[256];
                 if (process_alive(qpid))
@@ -790,5 +811,72 @@ int vm_delete(const char *name, struct vh_error *err) {
                 return vh_error_set(err, negative_errno(), "Cannot remove %s: %m", p.conf);
         rmdir(p.state_dir);
         runtime_clean(&p);
+        return 0;
+}
+
+int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, struct vh_error *err) {
+        struct vm_forward f;
+        int r = vm_forward_parse(spec, &f, err);
+        if (r < 0)
+                return r;
+        _cleanup_close_ int lock = -1;
+        r = vm_home_lock(&lock, err);
+        if (r < 0)
+                return r;
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(name, &def, err);
+        if (r < 0)
+                return r;
+        const struct vm_nic *nic = vm_def_user_nic(def);
+        if (!nic)
+                return vh_error_set(err, -EINVAL, "VM %s has no user-mode NIC to forward to", name);
+        if (def->n_forwards >= VM_MAX_FORWARDS)
+                return vh_error_set(err, -ENOSPC, "VM %s has %d forwards already", name, VM_MAX_FORWARDS);
+        for (unsigned i = 0; i < def->n_forwards; i++)
+                if (def->forwards[i].proto == f.proto && def->forwards[i].guest_port == f.guest_port &&
+                    (f.host_port == 0 || def->forwards[i].host_port == f.host_port))
+                        return vh_error_set(err, -EEXIST, "VM %s already forwards to guest port %u", name, f.guest_port);
+
+        struct vm_status st;
+        r = vm_get_status(name, &st, err);
+        if (r < 0)
+                return r;
+        uint16_t host = f.host_port;
+        if (st.state == VM_STATE_RUNNING) {
+                if (host == 0 && (r = vm_allocate_port(f.proto == VM_FWD_UDP, &host)) < 0)
+                        return vh_error_set(err, r, "Cannot allocate a host port: %s", strerror(-r));
+                _cleanup_paths_ struct vm_paths p = {};
+                r = vm_paths_get(name, &p, err);
+                if (r < 0)
+                        return r;
+                _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+                r = qmp_connect(p.qmp_socket, 5000, &q, err);
+                if (r < 0)
+                        return r;
+                _cleanup_free_ char *cmd = strdup_printf("hostfwd_add net%u %s:127.0.0.1:%u-:%u",
+                                                         (unsigned) (nic - def->nics),
+                                                         f.proto == VM_FWD_UDP ? "udp" : "tcp", host, f.guest_port);
+                _cleanup_free_ char *out = NULL;
+                if (!cmd)
+                        return -ENOMEM;
+                r = qmp_human_command(q, cmd, &out, err);
+                if (r < 0)
+                        return r;
+                /* The human monitor says what went wrong as text. */
+                if (out && *strstrip(out))
+                        return vh_error_set(err, -EIO, "QEMU refused the forward %s: %s", spec, out);
+                st.host_ports[def->n_forwards] = host;
+                r = runtime_state_write(p.runtime_state, &st, def->n_forwards + 1);
+                if (r < 0)
+                        return vh_error_set(err, r, "Cannot record the forward in %s: %s", p.runtime_state, strerror(-r));
+        }
+        /* Kept in the definition: the next start has it too ('auto' gets a
+         * new port then). */
+        def->forwards[def->n_forwards++] = f;
+        r = vm_save(def, err);
+        if (r < 0)
+                return r;
+        if (ret_host_port)
+                *ret_host_port = host;
         return 0;
 }

@@ -78,6 +78,11 @@ int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err);
 #define VM_CONSOLE_DETACH_KEY 0x1d
 int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err);
 
+/* Adds a user-mode forward ("tcp:auto:22") to the definition and, when
+ * the VM runs, to QEMU at once. *ret_host_port: the host port (0 when the
+ * VM is stopped and the port is 'auto'). */
+int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, struct vh_error *err);
+
 /* Removes a stopped VM: its definition, logs and its own disk (a disk
  * under its state directory); a shared base is never touched. */
 int vm_delete(const char *name, struct vh_error *err);

@@ -60,6 +60,13 @@ line=$(tcp_read_line 127.0.0.1 "$port" 20) && [[ $line == *"k1 hello"* ]] && pas
 tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE -- '-sandbox on,obsolete=deny,elevateprivileges=(deny|allow),spawn=deny,resourcecontrol=deny' &&
 	grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status" && pass sandboxed "seccomp filter mode" || fail sandboxed
 
+# A forward added to the running VM works at once and is shown by status.
+p2=$(free_port)
+out=$("$VMHOST" vm forward k1 add "tcp:$p2:7777" 2>&1) && line=$(tcp_read_line 127.0.0.1 "$p2" 20) &&
+	[[ $line == *"k1 hello"* ]] && [ "$(vm_json k1 forwards 1 host-port)" = "$p2" ] &&
+	pass forward-added-while-running "127.0.0.1:$p2 -> '$line'" || fail forward-added-while-running "$out"
+expect_error forward-duplicate "already forwards" "$VMHOST" vm forward k1 add tcp:auto:7777
+
 # As root, QEMU drops to the unprivileged vmhost-qemu user.
 if [ "$(id -u)" = 0 ]; then
 	u=$(ps -o user= -p "$pid")
