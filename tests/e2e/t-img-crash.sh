@@ -1,0 +1,331 @@
+#!/bin/bash
+# tests/e2e/t-img-crash.sh: crash safety of vmhost's image writers. Each
+# writer is killed with SIGKILL after its Nth write through the engine's
+# test knob VMHOST_FAULT_KILL_AFTER_WRITES=N (src/image/image.c raises
+# SIGKILL right after the Nth pwrite returns), at 30 points spread over the
+# whole run, and after each kill:
+#   - the image opens ('vmhost img info'),
+#   - 'qemu-img check' finds at most leaks (exit 0 or 3), and
+#     'qemu-img check -r leaks' repairs those (exit 0 after),
+#   - every byte QEMU reads is either the old or the new data.
+# Writers:
+#   writes-*    image-io (vmhost's write path) doing allocating writes, copy on
+#               write of partial clusters from a backing file, zero writes and
+#               discards on disjoint ranges: a v3 overlay with 64k clusters, a
+#               v2 overlay with 4k clusters, and 512-byte clusters with 64-bit
+#               refcounts (so refcount blocks and the refcount table grow);
+#               each killed image is then written again to completion, which
+#               must give exactly the new data
+#   lazy        the same on an image with lazy_refcounts: the dirty bit is set
+#               while writing, so a kill leaves it dirty; 'qemu-img check -r
+#               all' must repair it clean, and bytes are old or new
+#   commit      'vmhost img commit': the top keeps reading exactly as before,
+#               the base reads old or new per byte
+#   convert-*   'vmhost img convert -O qcow2 [-c]' over an existing file: the
+#               destination is the old file or the complete new one, clean
+#               (the converter makes few, large writes: every one is a kill
+#               point then)
+# Env: VMHOST, IMAGE_IO (see t-img-diff.sh); SEED=N replays; POINTS=30.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$HERE/lib.sh"
+e2e_init img-crash
+need qemu-img qemu-io python3 cmp
+
+VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
+IMAGE_IO=${IMAGE_IO:-$(dirname "$(dirname "$(dirname "$VMHOST")")")/tests/unit/image-io}
+for b in "$VMHOST" "$IMAGE_IO"; do
+	[ -x "$b" ] || { fail built "$b is not built (ninja -C build)"; e2e_finish; }
+done
+# Private copies: a rebuild of the tree while the test runs must not swap
+# the binaries under it.
+mkdir -p "$E2E_TMP/bin"
+cp "$VMHOST" "$IMAGE_IO" "$E2E_TMP/bin/"
+VMHOST=$E2E_TMP/bin/$(basename "$VMHOST")
+IMAGE_IO=$E2E_TMP/bin/$(basename "$IMAGE_IO")
+SEED=${SEED:-$RANDOM}
+POINTS=${POINTS:-30}
+echo "seed $SEED (SEED=$SEED replays this run), $POINTS kill points per writer"
+RANDOM=$SEED
+cd "$E2E_TMP"
+T0=$(e2e_now)
+KILLS=0 COMPLETED=0
+
+# disjoint_ops SIZE: qemu-io style arguments (one per line) on 40 disjoint
+# slots of the disk: pattern writes (partial clusters included), zero writes
+# and discards.
+disjoint_ops() {
+	local size=$1 slot i off len kind
+	slot=$((size / 40 / 512 * 512))
+	for i in $(seq 0 39); do
+		len=$(((RANDOM % (slot / 512 - 1) + 1) * 512))
+		off=$((i * slot + (RANDOM % ((slot - len) / 512 + 1)) * 512))
+		kind=$((RANDOM % 6))
+		echo "-c"
+		case $kind in
+		0) echo "write -z $off $len" ;;
+		1) echo "discard $off $len" ;;
+		*) printf 'write -P 0x%02x %d %d\n' $((RANDOM % 255 + 1)) "$off" "$len" ;;
+		esac
+	done
+}
+
+# completes N CMD...: does CMD run to its end with the knob at N (files
+# restored first by the caller's 'restore')?
+completes() {
+	local n=$1
+	shift
+	restore
+	(VMHOST_FAULT_KILL_AFTER_WRITES=$n "$@" >/dev/null 2>&1; exit $?) 2>/dev/null
+}
+
+# count_writes CMD...: how many engine writes a full run of CMD does: the
+# smallest N at which it is not killed, minus one (doubling, then bisection).
+count_writes() {
+	local lo=0 hi=1 mid
+	until completes "$hi" "$@"; do
+		lo=$hi
+		hi=$((hi * 2))
+		[ "$hi" -le 1048576 ] || { echo 1; return; }
+	done
+	while [ $((hi - lo)) -gt 1 ]; do
+		mid=$(((lo + hi) / 2))
+		if completes "$mid" "$@"; then hi=$mid; else lo=$mid; fi
+	done
+	echo $((hi > 1 ? hi - 1 : 1))
+}
+
+# kill_points W: POINTS numbers spread over 1..W.
+kill_points() {
+	local w=$1 k
+	for k in $(seq 0 $((POINTS - 1))); do
+		echo $((1 + k * (w - 1) / (POINTS - 1)))
+	done | uniq
+}
+
+# run_killed N CMD...: run CMD with the knob, set RC (137: killed).
+run_killed() {
+	local n=$1
+	shift
+	RC=0
+	# In a subshell, so that bash's "Killed" notice goes nowhere.
+	(VMHOST_FAULT_KILL_AFTER_WRITES=$n "$@" >/dev/null 2>&1; exit $?) 2>/dev/null || RC=$?
+	if [ "$RC" = 137 ]; then KILLS=$((KILLS + 1)); elif [ "$RC" = 0 ]; then COMPLETED=$((COMPLETED + 1)); fi
+}
+
+# after_crash IMAGE: opens, check finds at most leaks, -r leaks repairs them.
+# Prints nothing when fine, else what is wrong.
+after_crash() {
+	local img=$1 rc=0
+	"$VMHOST" img info "$img" >/dev/null 2>&1 || { echo "does not open"; return; }
+	qemu-img check -q "$img" >/dev/null 2>&1 || rc=$?
+	case $rc in
+	0) ;;
+	3) qemu-img check -q -r leaks "$img" >/dev/null 2>&1 || true
+	   qemu-img check -q "$img" >/dev/null 2>&1 || echo "leaks not repaired" ;;
+	*) echo "qemu-img check exit $rc" ;;
+	esac
+}
+
+# old_or_new OLD NEW GOT...: per file, "ok" or the first offset whose byte
+# is neither old nor new (one python run for all the files).
+old_or_new() {
+	python3 - "$@" <<'EOF'
+import sys
+old, new = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+for path in sys.argv[3:]:
+    got = open(path, "rb").read()
+    bad = None
+    if len(got) != len(old):
+        bad = "size %d" % len(got)
+    else:
+        step = 1 << 16
+        for o in range(0, len(got), step):
+            g = got[o:o + step]
+            if g == old[o:o + step] or g == new[o:o + step]:
+                continue
+            for i in range(len(g)):
+                if g[i] != old[o + i] and g[i] != new[o + i]:
+                    bad = "byte %d" % (o + i)
+                    break
+            if bad:
+                break
+    print(path, "ok" if bad is None else bad)
+EOF
+}
+
+# ---- allocating writes through image-io ----
+
+# writes_case NAME CREATE-OPTS BACKING: an 8 MiB image (an overlay of a
+# base full of data when BACKING is 1).
+writes_case() {
+	local name=$1 opts=$2 backing=$3 w n rc problems=0 p
+	local -a ops
+	mkdir -p "$name" && cd "$name"
+	if [ "$backing" = 1 ]; then
+		qemu-img create -q -f qcow2 base.qcow2 8M
+		qemu-io -c "write -P 0x5b 0 8M" -c "write -z 3M 1M" base.qcow2 >/dev/null
+		qemu-img create -q -f qcow2 -o "$opts" -b base.qcow2 -F qcow2 img.qcow2 8M
+	else
+		qemu-img create -q -f qcow2 -o "$opts" img.qcow2 8M
+	fi
+	# Something there already: old data that the writes replace.
+	qemu-io -c "write -P 0x3c 1M 2M" -c "write -P 0x3d 5M 512k" img.qcow2 >/dev/null
+	cp img.qcow2 pristine.qcow2
+	mapfile -t ops < <(disjoint_ops $((8 << 20)))
+	restore() { cp pristine.qcow2 img.qcow2; }
+	qemu-img convert -O raw img.qcow2 old.raw
+	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
+	qemu-img convert -O raw img.qcow2 new.raw
+	w=$(count_writes "$IMAGE_IO" -q "${ops[@]}" img.qcow2)
+	local got=()
+	for n in $(kill_points "$w"); do
+		restore
+		run_killed "$n" "$IMAGE_IO" -q "${ops[@]}" img.qcow2
+		p=$(after_crash img.qcow2)
+		[ -z "$p" ] || { fail "$name-kill-$n" "$p"; problems=$((problems + 1)); }
+		qemu-img convert -O raw img.qcow2 "got-$n.raw"
+		got+=("got-$n.raw")
+		# Writing again from there finishes the job (every third point).
+		if [ $((${#got[@]} % 3)) != 1 ]; then
+			:
+		elif ! "$IMAGE_IO" -q "${ops[@]}" img.qcow2 || ! qemu-img check -q img.qcow2 >/dev/null 2>&1; then
+			fail "$name-rewrite-$n" "writing again after the kill failed or left the image unclean"
+			problems=$((problems + 1))
+		else
+			qemu-img convert -O raw img.qcow2 again.raw
+			cmp -s again.raw new.raw || { fail "$name-rewrite-$n" "not the new data"; problems=$((problems + 1)); }
+		fi
+	done
+	while read -r path verdict; do
+		[ "$verdict" = ok ] || { fail "$name-${path%.raw}" "neither old nor new at $verdict"; problems=$((problems + 1)); }
+	done < <(old_or_new old.raw new.raw "${got[@]}")
+	[ "$problems" = 0 ] && pass "$name" "${#got[@]} kill points over $w writes, $(e2e_elapsed "$T0") s"
+	cd ..
+	rm -rf "$name"
+}
+
+writes_case writes-v3-64k "cluster_size=64k" 1
+writes_case writes-v2-4k "cluster_size=4k,compat=0.10" 1
+writes_case writes-512-refcount64 "cluster_size=512,refcount_bits=64" 0
+
+# ---- lazy refcounts: the dirty bit ----
+lazy_case() {
+	local w n rc problems=0 dirty=0
+	local -a ops
+	mkdir -p lazy && cd lazy
+	qemu-img create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on img.qcow2 16M
+	qemu-io -c "write -P 0x3c 1M 2M" img.qcow2 >/dev/null
+	cp img.qcow2 pristine.qcow2
+	restore() { cp pristine.qcow2 img.qcow2; }
+	mapfile -t ops < <(disjoint_ops $((16 << 20)))
+	qemu-img convert -O raw img.qcow2 old.raw
+	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
+	qemu-img info img.qcow2 | grep -q "cleanly shut down: no" && { fail lazy-clean-close "dirty after a clean close"; problems=1; }
+	qemu-img convert -O raw img.qcow2 new.raw
+	w=$(count_writes "$IMAGE_IO" -q "${ops[@]}" img.qcow2)
+	local got=()
+	for n in $(kill_points "$w"); do
+		restore
+		run_killed "$n" "$IMAGE_IO" -q "${ops[@]}" img.qcow2
+		[ "$RC" = 137 ] && qemu-img info img.qcow2 | grep -q "cleanly shut down: no" && dirty=$((dirty + 1))
+		"$VMHOST" img info img.qcow2 >/dev/null 2>&1 || { fail "lazy-kill-$n" "does not open"; problems=$((problems + 1)); }
+		qemu-img check -q -r all img.qcow2 >/dev/null 2>&1 || true
+		qemu-img check -q img.qcow2 >/dev/null 2>&1 || { fail "lazy-kill-$n" "not clean after -r all"; problems=$((problems + 1)); }
+		qemu-img convert -O raw img.qcow2 "got-$n.raw"
+		got+=("got-$n.raw")
+	done
+	while read -r path verdict; do
+		[ "$verdict" = ok ] || { fail "lazy-${path%.raw}" "neither old nor new at $verdict"; problems=$((problems + 1)); }
+	done < <(old_or_new old.raw new.raw "${got[@]}")
+	[ "$dirty" -gt 0 ] || { fail lazy-dirty "no killed run left the dirty bit set"; problems=$((problems + 1)); }
+	[ "$problems" = 0 ] && pass lazy "${#got[@]} kill points over $w writes, $dirty left dirty and were repaired, $(e2e_elapsed "$T0") s"
+	cd ..
+	rm -rf lazy
+}
+lazy_case
+
+# ---- commit ----
+commit_case() {
+	local w n rc problems=0 p
+	mkdir -p commit && cd commit
+	qemu-img create -q -f qcow2 -o cluster_size=4k base.qcow2 8M
+	qemu-io -c "write -P 0x11 0 6M" -c "write -z 2M 1M" base.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 10M
+	local -a ops
+	mapfile -t ops < <(disjoint_ops $((10 << 20)))
+	qemu-io "${ops[@]}" top.qcow2 >/dev/null
+	mkdir pristine && cp base.qcow2 top.qcow2 pristine/
+	restore() { cp pristine/base.qcow2 pristine/top.qcow2 .; }
+	qemu-img convert -O raw top.qcow2 top.raw
+	qemu-img convert -O raw base.qcow2 old.raw
+	truncate -s 10M old.raw # the base grows to the top's size; the tail reads as zeros
+	"$VMHOST" img commit -q top.qcow2
+	qemu-img convert -O raw base.qcow2 new.raw
+	w=$(count_writes "$VMHOST" img commit -q top.qcow2)
+	local got=()
+	for n in $(kill_points "$w"); do
+		restore
+		run_killed "$n" "$VMHOST" img commit -q top.qcow2
+		for f in base.qcow2 top.qcow2; do
+			p=$(after_crash "$f")
+			[ -z "$p" ] || { fail "commit-kill-$n-$f" "$p"; problems=$((problems + 1)); }
+		done
+		# The top reads as before at every point of the commit.
+		qemu-img convert -O raw top.qcow2 now.raw
+		cmp -s now.raw top.raw || { fail "commit-kill-$n-top" "the top's guest view changed"; problems=$((problems + 1)); }
+		qemu-img convert -O raw base.qcow2 "got-$n.raw"
+		[ "$(stat -c %s "got-$n.raw")" = "$(stat -c %s old.raw)" ] || truncate -s 10M "got-$n.raw"
+		got+=("got-$n.raw")
+	done
+	while read -r path verdict; do
+		[ "$verdict" = ok ] || { fail "commit-${path%.raw}" "base: neither old nor new at $verdict"; problems=$((problems + 1)); }
+	done < <(old_or_new old.raw new.raw "${got[@]}")
+	[ "$problems" = 0 ] && pass commit "${#got[@]} kill points over $w writes, $(e2e_elapsed "$T0") s"
+	cd ..
+	rm -rf commit
+}
+commit_case
+
+# ---- convert over an existing file ----
+convert_case() {
+	local name=$1 w n rc problems=0 leftovers=0
+	shift
+	mkdir -p "$name" && cd "$name"
+	# Random data, so that even compressed output takes many writes.
+	head -c 12M /dev/urandom >rnd.bin
+	qemu-img create -q -f qcow2 base.qcow2 16M
+	qemu-io -c "write -s rnd.bin 0 12M" base.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 src.qcow2
+	local -a ops
+	mapfile -t ops < <(disjoint_ops $((16 << 20)))
+	qemu-io "${ops[@]}" src.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 dst.qcow2 16M
+	qemu-io -c "write -P 0x77 0 16M" dst.qcow2 >/dev/null
+	cp dst.qcow2 pristine.qcow2
+	restore() { cp pristine.qcow2 dst.qcow2; rm -f .dst.qcow2.vmhost-*.tmp; }
+	qemu-img convert -O raw dst.qcow2 old.raw
+	qemu-img convert -O raw src.qcow2 new.raw
+	w=$(count_writes "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2)
+	for n in $(kill_points "$w"); do
+		restore
+		run_killed "$n" "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2
+		qemu-img check -q dst.qcow2 >/dev/null 2>&1 || { fail "$name-kill-$n" "destination not clean"; problems=$((problems + 1)); }
+		qemu-img convert -O raw dst.qcow2 got.raw
+		if ! cmp -s got.raw old.raw && ! cmp -s got.raw new.raw; then
+			fail "$name-kill-$n" "destination is neither the old file nor the complete new one"
+			problems=$((problems + 1))
+		fi
+		if [ "$RC" = 137 ] && ls .dst.qcow2.vmhost-*.tmp >/dev/null 2>&1; then leftovers=$((leftovers + 1)); fi
+	done
+	[ "$problems" = 0 ] && pass "$name" "$(kill_points "$w" | wc -l) kill points over $w writes ($leftovers left a temporary file beside it), $(e2e_elapsed "$T0") s"
+	cd ..
+	rm -rf "$name"
+}
+convert_case convert-qcow2
+convert_case convert-compressed -c
+
+echo "seed $SEED: $KILLS runs killed, $COMPLETED ran to completion at their kill point, $(e2e_elapsed "$T0") s"
+e2e_finish
