@@ -48,26 +48,33 @@ IMAGE_IO=$E2E_TMP/bin/$(basename "$IMAGE_IO")
 SEED=${SEED:-$RANDOM}
 POINTS=${POINTS:-30}
 echo "seed $SEED (SEED=$SEED replays this run), $POINTS kill points per writer"
-RANDOM=$SEED
 cd "$E2E_TMP"
 T0=$(e2e_now)
 KILLS=0 COMPLETED=0
 
-# disjoint_ops SIZE: qemu-io style arguments (one per line) on 40 disjoint
-# slots of the disk: pattern writes (partial clusters included), zero writes
-# and discards.
+# rnd: the next number of a linear congruential generator in LCG (bash's
+# $RANDOM cannot be replayed: bash reseeds it in every subshell).
+rnd() {
+	LCG=$(((LCG * 1103515245 + 12345) % 2147483648))
+	R=$((LCG >> 8))
+}
+
+# disjoint_ops SIZE SALT: qemu-io style arguments (one per line) on 40
+# disjoint slots of the disk: pattern writes (partial clusters included),
+# zero writes and discards, from the seed and SALT.
 disjoint_ops() {
 	local size=$1 slot i off len kind
+	LCG=$((SEED * 7919 + $2))
 	slot=$((size / 40 / 512 * 512))
 	for i in $(seq 0 39); do
-		len=$(((RANDOM % (slot / 512 - 1) + 1) * 512))
-		off=$((i * slot + (RANDOM % ((slot - len) / 512 + 1)) * 512))
-		kind=$((RANDOM % 6))
+		rnd; len=$(((R % (slot / 512 - 1) + 1) * 512))
+		rnd; off=$((i * slot + (R % ((slot - len) / 512 + 1)) * 512))
+		rnd; kind=$((R % 6))
 		echo "-c"
 		case $kind in
 		0) echo "write -z $off $len" ;;
 		1) echo "discard $off $len" ;;
-		*) printf 'write -P 0x%02x %d %d\n' $((RANDOM % 255 + 1)) "$off" "$len" ;;
+		*) rnd; printf 'write -P 0x%02x %d %d\n' $((R % 255 + 1)) "$off" "$len" ;;
 		esac
 	done
 }
@@ -174,7 +181,7 @@ writes_case() {
 	# Something there already: old data that the writes replace.
 	qemu-io -c "write -P 0x3c 1M 2M" -c "write -P 0x3d 5M 512k" img.qcow2 >/dev/null
 	cp img.qcow2 pristine.qcow2
-	mapfile -t ops < <(disjoint_ops $((8 << 20)))
+	mapfile -t ops < <(disjoint_ops $((8 << 20)) "${#name}")
 	restore() { cp pristine.qcow2 img.qcow2; }
 	qemu-img convert -O raw img.qcow2 old.raw
 	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
@@ -220,7 +227,7 @@ lazy_case() {
 	qemu-io -c "write -P 0x3c 1M 2M" img.qcow2 >/dev/null
 	cp img.qcow2 pristine.qcow2
 	restore() { cp pristine.qcow2 img.qcow2; }
-	mapfile -t ops < <(disjoint_ops $((16 << 20)))
+	mapfile -t ops < <(disjoint_ops $((16 << 20)) 5)
 	qemu-img convert -O raw img.qcow2 old.raw
 	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
 	qemu-img info img.qcow2 | grep -q "cleanly shut down: no" && { fail lazy-clean-close "dirty after a clean close"; problems=1; }
@@ -255,7 +262,7 @@ commit_case() {
 	qemu-io -c "write -P 0x11 0 6M" -c "write -z 2M 1M" base.qcow2 >/dev/null
 	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 10M
 	local -a ops
-	mapfile -t ops < <(disjoint_ops $((10 << 20)))
+	mapfile -t ops < <(disjoint_ops $((10 << 20)) 6)
 	qemu-io "${ops[@]}" top.qcow2 >/dev/null
 	mkdir pristine && cp base.qcow2 top.qcow2 pristine/
 	restore() { cp pristine/base.qcow2 pristine/top.qcow2 .; }
@@ -300,7 +307,7 @@ convert_case() {
 	qemu-io -c "write -s rnd.bin 0 12M" base.qcow2 >/dev/null
 	qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 src.qcow2
 	local -a ops
-	mapfile -t ops < <(disjoint_ops $((16 << 20)))
+	mapfile -t ops < <(disjoint_ops $((16 << 20)) 7)
 	qemu-io "${ops[@]}" src.qcow2 >/dev/null
 	qemu-img create -q -f qcow2 dst.qcow2 16M
 	qemu-io -c "write -P 0x77 0 16M" dst.qcow2 >/dev/null
