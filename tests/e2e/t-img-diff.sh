@@ -287,5 +287,21 @@ for depth in $DEPTHS; do
 	fi
 done
 
+# An image a QEMU process holds is not written, and the error names it.
+qemu-img create -q -f qcow2 held.qcow2 8M
+qemu-io -c "sleep 20000" held.qcow2 >/dev/null 2>&1 &
+holder=$!
+track_pid "$holder"
+for _ in $(seq 50); do grep -qs "^lock:" /proc/"$holder"/fdinfo/* && break; sleep 0.1; done
+cp held.qcow2 before.qcow2
+if out=$("$VMHOST" img resize held.qcow2 +1M 2>&1); then
+	fail locked-image "resize of an image qemu-io holds succeeded"
+elif grep -q "in use by process $holder (qemu-io)" <<<"$out" && cmp -s held.qcow2 before.qcow2; then
+	pass locked-image "$out"
+else
+	fail locked-image "$out"
+fi
+stop_pid "$holder"
+
 echo "seed $SEED: $N_COMPARED image pairs compared, $N_CHECKED qemu-img checks, $N_OPS random write ops replayed through vmhost, $(e2e_elapsed "$T0") s"
 e2e_finish
