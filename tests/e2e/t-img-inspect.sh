@@ -115,6 +115,9 @@ for n, depth in enumerate(plans):
 print(" ".join(tops))
 EOF
 TOPS=$(python3 build.py "$SEED")
+# Both tools read st_blocks (QEMU's test for metadata preallocation): let
+# the file system settle it first, or the answer depends on writeback timing.
+sync
 # QEMU's block status asks whether an image looks preallocated by comparing
 # its refcounts with the blocks the file system has allocated (st_blocks),
 # which moves while delayed allocation is written back: settle it first.
@@ -296,6 +299,7 @@ for f in $victims; do
 	for c in $cases; do
 		cp --sparse=always "$f" "x.qcow2"
 		python3 corrupt.py x.qcow2 "$c" 2>/dev/null || continue
+		sync x.qcow2
 		n=$((n + 1))
 		same "check $c $f" check --output=json x.qcow2 || bad=$((bad + 1))
 		[ "$f" != "$first_victim" ] || same "check $c $f (text)" check x.qcow2 || bad=$((bad + 1))
@@ -306,6 +310,7 @@ for f in $victims; do
 			rn=$((rn + 1))
 			cp --sparse=always x.qcow2 q.qcow2
 			cp --sparse=always x.qcow2 v.qcow2
+			sync q.qcow2 v.qcow2
 			qemu-img check -r $mode q.qcow2 >/dev/null 2>&1 || true
 			$VMHOST img check -r $mode v.qcow2 >/dev/null 2>&1 || true
 			qrc=0 vrc=0
