@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/macro.h"
@@ -128,4 +129,20 @@ bool process_alive(int pid) {
         if (!p || p[1] != ' ')
                 return true;
         return p[2] != 'Z' && p[2] != 'X';
+}
+
+uint64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+bool process_wait_gone(int pid, unsigned timeout_ms) {
+        uint64_t deadline = now_ms() + timeout_ms;
+        while (process_alive(pid)) {
+                if (now_ms() >= deadline)
+                        return false;
+                usleep(10 * 1000);
+        }
+        return true;
 }

@@ -55,22 +55,6 @@ static int open_qmp(const char *name, struct qmp_client **ret, struct vh_error *
         return r;
 }
 
-static uint64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
-static bool wait_gone(int pid, unsigned timeout_ms) {
-        uint64_t deadline = now_ms() + timeout_ms;
-        while (process_alive(pid)) {
-                if (now_ms() >= deadline)
-                        return false;
-                usleep(10 * 1000);
-        }
-        return true;
-}
-
 int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how, struct vh_error *err) {
         struct vm_status st;
         int r = vm_get_status(name, &st, err);
@@ -87,10 +71,10 @@ int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *re
         struct vh_error qerr = {};
         if (open_qmp(name, &q, &qerr) >= 0) {
                 if (timeout_ms > 0 && qmp_execute(q, "system_powerdown", NULL, NULL, &qerr) >= 0 &&
-                    wait_gone(st.pid, timeout_ms))
+                    process_wait_gone(st.pid, timeout_ms))
                         how = VM_STOP_GUEST;
                 else if (qmp_execute(q, "quit", NULL, NULL, &qerr) >= 0 || process_alive(st.pid) == false) {
-                        if (wait_gone(st.pid, 5000))
+                        if (process_wait_gone(st.pid, 5000))
                                 how = VM_STOP_QUIT;
                 }
         }

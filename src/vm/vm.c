@@ -325,12 +325,6 @@ int vm_allocate_port(bool udp, uint16_t *ret) {
         return 0;
 }
 
-static uint64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
 /* Waits until QEMU's QMP socket sends its greeting, 'pid' dies (-ESRCH) or
  * the time is up (-ETIMEDOUT). The socket listens before QEMU has opened
  * its disks; the greeting only comes from the main loop, once QEMU is fully
@@ -685,10 +679,7 @@ int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
         unlink(p.runtime_state);
         if (kill(st.pid, SIGTERM) < 0 && errno != ESRCH)
                 return vh_error_set(err, negative_errno(), "Cannot signal QEMU (pid %d) of VM %s: %m", st.pid, name);
-        uint64_t deadline = now_ms() + timeout_ms;
-        while (process_alive(st.pid) && now_ms() < deadline)
-                usleep(20 * 1000);
-        if (process_alive(st.pid)) {
+        if (!process_wait_gone(st.pid, timeout_ms)) {
                 kill(st.pid, SIGKILL);
                 while (process_alive(st.pid))
                         usleep(10 * 1000);
