@@ -90,6 +90,11 @@ struct vh_image *vh_image_backing(const struct vh_image *img);
  * parts past the virtual size are an error (-EINVAL). */
 int vh_image_read(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
 
+/* Starts reading, in the background, what a later vh_image_read() of
+ * [offset, offset + len) will need from each file of the chain (only the
+ * data, not holes or zero clusters). A hint: errors are ignored. */
+void vh_image_prefetch(struct vh_image *img, uint64_t offset, uint64_t len);
+
 /* ---- Writing (images opened with VH_IMAGE_OPEN_READ_WRITE) ----
  *
  * Writes change the image in place. qcow2 clusters are allocated (with
@@ -263,8 +268,32 @@ struct vh_image_create_options {
  * not replaced (-EBUSY). */
 int vh_image_create(const char *path, const struct vh_image_create_options *opts, struct vh_error *err);
 
+/* How a new output file reaches the disk (qemu-img's -t). The output is
+ * always written to a temporary file and renamed into place, so a process
+ * that dies half-way never leaves a partial image under the destination
+ * name; the mode says whether that holds across a power loss too. */
+enum vh_image_cache {
+        /* Flushed before the rename: after a power loss the destination is
+         * the old file or the complete new one. */
+        VH_IMAGE_CACHE_WRITEBACK,
+        /* Not flushed (qemu-img convert's default): the new file may still
+         * be in the page cache when the call returns. A file that is being
+         * replaced is flushed anyway, so what was stored is never lost. */
+        VH_IMAGE_CACHE_UNSAFE,
+        /* Data written with O_DIRECT, past the page cache, then flushed
+         * before the rename like WRITEBACK. */
+        VH_IMAGE_CACHE_NONE,
+        _VH_IMAGE_CACHE_MAX,
+};
+
+/* Parses qemu-img's cache mode names: writeback, unsafe, none, and
+ * writethrough and directsync, which for an output that is renamed into
+ * place at the end give what writeback and none give. -EINVAL if unknown. */
+int vh_image_cache_from_string(const char *s, enum vh_image_cache *ret);
+
 struct vh_image_convert_options {
         enum vh_image_format format;    /* output format */
+        enum vh_image_cache cache;      /* 0: writeback */
         uint32_t cluster_size;          /* qcow2 output: 0 for 64 KiB */
         unsigned version;               /* qcow2 output: 0 for 3 */
         unsigned refcount_bits;         /* qcow2 output: 0 for 16 */

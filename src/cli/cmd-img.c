@@ -78,11 +78,12 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-S SIZE] [-p] [-U] [-q] SRC DST\n"
+                "                          [-S SIZE] [-t CACHE] [-p] [-U] [-q] SRC DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
                 "standalone image. Zeros are not written: raw output is sparse, qcow2 output\n"
-                "leaves zero clusters unallocated. DST replaces an existing file once complete.\n"
+                "leaves zero clusters unallocated. The output is written beside DST and\n"
+                "renamed to DST once complete, so DST is never a half-written image.\n"
                 "\n"
                 "  -f FMT         source format (default: probe)\n"
                 "  -O FMT         output format: raw (default) or qcow2\n"
@@ -94,13 +95,21 @@ static void usage_convert(FILE *f) {
                 "  -F FMT         format of BACKING\n"
                 "  -S SIZE        leave out only runs of zeros at least SIZE long (4k);\n"
                 "                 0 writes everything (a fully allocated output)\n"
+                "  -t CACHE       how the output reaches the disk, as in qemu-img:\n"
+                "                 unsafe (default, like qemu-img): no flush; a power loss\n"
+                "                 soon after may lose the new file (never an old one: a\n"
+                "                 file that is replaced is always flushed first);\n"
+                "                 writeback (or writethrough): flushed before DST appears;\n"
+                "                 none (or directsync): written past the page cache\n"
+                "                 (O_DIRECT), then flushed\n"
                 "  -p             show progress on stderr\n"
                 "  -U             take no lock on the source\n"
                 "  -q             quiet\n"
                 "\n"
                 "Examples:\n"
                 "  vmhost img convert -f raw -O qcow2 disk.raw disk.qcow2\n"
-                "  vmhost img convert -c -O qcow2 -B base.qcow2 -F qcow2 vm1.qcow2 vm1-small.qcow2\n");
+                "  vmhost img convert -c -O qcow2 -B base.qcow2 -F qcow2 vm1.qcow2 vm1-small.qcow2\n"
+                "  vmhost img convert -p -t writeback -O raw vm1.qcow2 /backup/vm1.raw\n");
 }
 
 static int parse_format(const char *s, const char *flag, enum vh_image_format *ret) {
@@ -397,14 +406,15 @@ static int img_convert(int argc, char **argv) {
                 {},
         };
         struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
-        struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW };
+        /* qemu-img convert's default cache mode is unsafe: no flush. */
+        struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .cache = VH_IMAGE_CACHE_UNSAFE };
         struct img_options o = {};
         bool progress = false, quiet = false;
         int c;
 
         optind = 0;
         const char *backing_fmt = NULL;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         usage_convert(stdout);
@@ -445,6 +455,13 @@ static int img_convert(int argc, char **argv) {
                                 return 2;
                         }
                         co.fully_allocated = co.sparse_size == 0;
+                        break;
+                case 't':
+                        if (vh_image_cache_from_string(optarg, &co.cache) < 0) {
+                                log_error("Unknown cache mode '%s' for -t: use unsafe, writeback, "
+                                          "writethrough, none or directsync.", optarg);
+                                return 2;
+                        }
                         break;
                 default:
                         usage_convert(stderr);

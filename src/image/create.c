@@ -89,7 +89,7 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
         else
                 r = qcow2_create(out.fd, opts, size, err);
         if (r >= 0)
-                r = image_output_commit(&out, err);
+                r = image_output_commit(&out, true, err);
         else
                 r = image_error_prefix(err, r, path);
         image_output_done(&out);

@@ -128,7 +128,10 @@ struct image_output {
         int old_fd;     /* the file being replaced, held locked; -1 if none */
 };
 int image_output_begin(const char *path, struct image_output *ret, struct vh_error *err);
-int image_output_commit(struct image_output *out, struct vh_error *err);
+/* Renames the finished temporary file into place. 'flush': fsync the file
+ * first and the directory after, so both survive a power loss; a file
+ * that replaces another is always flushed. */
+int image_output_commit(struct image_output *out, bool flush, struct vh_error *err);
 /* Closes everything and removes the temporary file (if not committed).
  * Safe on a struct that begin failed to fill, if it was set up as
  * IMAGE_OUTPUT_INIT. */

@@ -39,6 +39,25 @@ int vh_image_format_from_string(const char *s) {
         return -EINVAL;
 }
 
+int vh_image_cache_from_string(const char *s, enum vh_image_cache *ret) {
+        static const struct {
+                const char *name;
+                enum vh_image_cache mode;
+        } modes[] = {
+                { "writeback", VH_IMAGE_CACHE_WRITEBACK },
+                { "writethrough", VH_IMAGE_CACHE_WRITEBACK },
+                { "unsafe", VH_IMAGE_CACHE_UNSAFE },
+                { "none", VH_IMAGE_CACHE_NONE },
+                { "directsync", VH_IMAGE_CACHE_NONE },
+        };
+        for (size_t i = 0; s && i < ELEMENTSOF(modes); i++)
+                if (streq(s, modes[i].name)) {
+                        *ret = modes[i].mode;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 int image_error_prefix(struct vh_error *err, int code, const char *prefix) {
         if (err) {
                 char msg[VH_ERROR_MAX];
@@ -407,6 +426,28 @@ int vh_image_read(struct vh_image *img, uint64_t offset, void *buf, size_t len, 
                                     "%s: read of %zu bytes at %" PRIu64 " is past the virtual size (%" PRIu64 ")",
                                     img->filename, len, offset, img->virtual_size);
         return read_chain(img, offset, buf, len, err);
+}
+
+/* Asks the kernel to start reading the data that [offset, offset + len)
+ * of 'img' is made of, in every layer, without waiting for it. */
+static void prefetch_chain(struct vh_image *img, uint64_t offset, uint64_t len) {
+        while (len > 0) {
+                struct image_layer_extent e;
+                if (layer_map(img, offset, len, &e, NULL) < 0)
+                        return;
+                if (e.kind == IMAGE_EXTENT_DATA)
+                        (void) posix_fadvise(img->fd, (off_t) e.host_offset, (off_t) e.length, POSIX_FADV_WILLNEED);
+                else if (e.kind == IMAGE_EXTENT_UNALLOCATED && img->backing && offset < img->backing->virtual_size)
+                        prefetch_chain(img->backing, offset, MIN(e.length, img->backing->virtual_size - offset));
+                offset += e.length;
+                len -= e.length;
+        }
+}
+
+void vh_image_prefetch(struct vh_image *img, uint64_t offset, uint64_t len) {
+        if (offset >= img->virtual_size)
+                return;
+        prefetch_chain(img, offset, MIN(len, img->virtual_size - offset));
 }
 
 int vh_image_map(struct vh_image *img, uint64_t offset, uint64_t max_len, struct vh_image_extent *ret_extent,

@@ -1,7 +1,8 @@
 /* image/output.c: how create and convert put a new image file in place.
  *
  * The image is written to a temporary file in the destination directory,
- * flushed, and renamed over the destination, so a crash or an error leaves
+ * flushed (unless the caller asks for no flush and nothing is replaced),
+ * and renamed over the destination, so a crash or an error leaves
  * either the old file or the complete new one, never a half-written image
  * that QEMU might probe as something else. Like qemu-img, an existing file
  * is replaced, unless another process holds it with QEMU's locks (a VM
@@ -101,8 +102,13 @@ fail:
         return r;
 }
 
-int image_output_commit(struct image_output *out, struct vh_error *err) {
-        if (fsync(out->fd) < 0)
+int image_output_commit(struct image_output *out, bool flush, struct vh_error *err) {
+        /* A file that is replaced is flushed whatever the caller asked: the
+         * rename must not reach the disk before the new content does, or a
+         * power loss could leave neither the old file nor the new one. */
+        if (out->old_fd >= 0)
+                flush = true;
+        if (flush && fsync(out->fd) < 0)
                 return vh_error_set(err, negative_errno(), "%s: fsync failed: %m", out->tmp_path);
         if (rename(out->tmp_path, out->path) < 0)
                 return vh_error_set(err, negative_errno(), "%s: cannot rename %s into place: %m", out->path,
@@ -110,6 +116,8 @@ int image_output_commit(struct image_output *out, struct vh_error *err) {
         free(out->tmp_path);
         out->tmp_path = NULL;
 
+        if (!flush)
+                return 0;
         /* The rename itself must reach the disk too. */
         _cleanup_free_ char *dir = NULL;
         const char *slash = strrchr(out->path, '/');

@@ -23,10 +23,14 @@
  * hold: a compressed cluster that would overflow its first host cluster
  * starts a fresh one.
  *
- * Writes happen in the order a crash-safe qcow2 writer must follow:
- * data before the refcounts that account for it, refcounts before the L2
- * tables that point at data, L2 tables before the L1 table, the L1 table
- * before the header that makes it reachable, with fsync between the steps. */
+ * Writes happen in the order a crash-safe qcow2 writer follows: data
+ * before the refcounts that account for it, refcounts before the L2 tables
+ * that point at data, L2 tables before the L1 table, the L1 table before
+ * the header that makes it reachable. There is no fsync between the steps:
+ * the file being written is a temporary file that no name points at
+ * (output.c), so a crash in the middle leaves nothing anybody opens, and
+ * the one flush before it is renamed into place (when the caller asks for
+ * durability) covers every step. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -391,12 +395,6 @@ static int write_at(struct qcow2_writer *w, const void *buf, size_t len, uint64_
         return 0;
 }
 
-static int sync_step(struct qcow2_writer *w, const char *after, struct vh_error *err) {
-        if (fsync(w->fd) < 0)
-                return vh_error_set(err, negative_errno(), "fsync after writing the %s failed: %m", after);
-        return 0;
-}
-
 
 /* Builds cluster 0: header, extensions, backing file name. */
 static int build_header(struct qcow2_writer *w, uint8_t *buf, uint64_t l1_offset, uint64_t reftable_offset,
@@ -460,13 +458,8 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
         const uint64_t cs = w->cluster_size;
         int r;
 
-        /* Step 1: data. It must be on disk before any table points at it,
-         * or a crash could expose whatever the blocks held before as guest
-         * data. */
+        /* Step 1: data, before any table points at it. */
         r = flush_data(w, err);
-        if (r < 0)
-                return r;
-        r = sync_step(w, "data clusters", err);
         if (r < 0)
                 return r;
 
@@ -526,11 +519,8 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
                      "refcount table", err);
         if (r < 0)
                 return r;
-        r = sync_step(w, "refcounts", err);
-        if (r < 0)
-                return r;
 
-        /* Step 3: L2 tables, which point at data that is now on disk and
+        /* Step 3: L2 tables, which point at data that is written and
          * accounted for. */
         _cleanup_free_ uint64_t *l1 = calloc(MAX(l1_clusters * cs / 8, (uint64_t) 1), sizeof(uint64_t));
         if (!l1)
@@ -547,9 +537,6 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
                 l1[i] = (next_l2 << cb) | QCOW2_OFLAG_COPIED;
                 next_l2++;
         }
-        r = sync_step(w, "L2 tables", err);
-        if (r < 0)
-                return r;
 
         /* Step 4: the L1 table, then the header that makes it all
          * reachable. Until the header is written the file is not an
@@ -565,9 +552,6 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
         }
         if (ftruncate(w->fd, (off_t) (total << cb)) < 0)
                 return vh_error_set(err, negative_errno(), "cannot set the file size: %m");
-        r = sync_step(w, "L1 table", err);
-        if (r < 0)
-                return r;
 
         r = build_header(w, block, l1_clusters ? l1_at << cb : 0, reftable_at << cb, reftable_clusters);
         if (r < 0)
@@ -575,7 +559,7 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
         r = write_at(w, block, cs, 0, "header", err);
         if (r < 0)
                 return r;
-        return sync_step(w, "header", err);
+        return 0;
 }
 
 int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t size, struct vh_error *err) {

@@ -7,6 +7,8 @@
 #             random data, zeroes, compressed clusters
 #   raw       vmhost img convert -O raw vs qemu-img convert -O raw, cmp
 #   qcow2     vmhost img convert -O qcow2: qemu-img check clean, compare identical
+#   cache     -t unsafe|writeback|writethrough|none|directsync: same output;
+#             flushes and O_DIRECT seen with strace; a bad mode is refused
 #   guest     the guest builder's path: raw (sparse, ~64 MiB, 30% data) -> qcow2
 #             -> raw, and QEMU writing into a vmhost overlay
 #   info      vmhost img info --output=json vs qemu-img info --output=json,
@@ -22,7 +24,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$HERE/lib.sh"
 e2e_init img-interop
-need qemu-img qemu-io python3 cmp
+need qemu-img qemu-io python3 cmp strace
 
 VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
 if [ ! -x "$VMHOST" ]; then
@@ -153,6 +155,53 @@ if "$VMHOST" img convert -O raw v.qcow2 back.raw && cmp back.raw q.raw; then
 	pass qcow2-to-raw "vmhost's qcow2 reads back byte for byte"
 else
 	fail qcow2-to-raw
+fi
+
+# ------------------------------------------------------------------ cache
+# -t: every mode writes the same image; which ones flush and which open the
+# output with O_DIRECT is seen with strace (the real system calls).
+for t in unsafe writeback writethrough none directsync; do
+	if "$VMHOST" img convert -t $t -O qcow2 top.qcow2 "t-$t.qcow2" && check_clean "t-$t.qcow2" &&
+	   qemu-img compare -q "t-$t.qcow2" q.raw && "$VMHOST" img convert -t $t -O raw top.qcow2 "t-$t.raw" &&
+	   cmp "t-$t.raw" q.raw; then
+		pass "cache-$t" "qcow2 and raw output identical to qemu-img's"
+	else
+		fail "cache-$t"
+	fi
+done
+# trace_convert FILE ARGS...: a convert under strace, its fsync, fdatasync
+# and O_DIRECT opens in FILE.
+trace_convert() {
+	local out=$1
+	shift
+	strace -f -qq -e trace=fsync,fdatasync,openat -o "$out" "$VMHOST" img convert "$@"
+}
+n_fsync() { grep -cE '(fsync|fdatasync)\(' "$1" || true; }
+rm -f new.raw
+trace_convert st-unsafe.txt -O raw top.qcow2 new.raw
+trace_convert st-replace.txt -O raw top.qcow2 new.raw
+trace_convert st-writeback.txt -t writeback -O raw top.qcow2 new-wb.raw
+trace_convert st-none.txt -t none -O qcow2 top.qcow2 new-none.qcow2
+if [ "$(n_fsync st-unsafe.txt)" -eq 0 ] && [ "$(n_fsync st-replace.txt)" -ge 2 ] &&
+   [ "$(n_fsync st-writeback.txt)" -ge 2 ] && [ "$(n_fsync st-none.txt)" -ge 2 ]; then
+	pass cache-flushes "default (unsafe): no fsync for a new file, file and directory flushed when replacing one; writeback and none flush"
+else
+	fail cache-flushes "fsync counts: unsafe new $(n_fsync st-unsafe.txt), unsafe replacing $(n_fsync st-replace.txt), writeback $(n_fsync st-writeback.txt), none $(n_fsync st-none.txt)"
+fi
+# (O_DIRECTORY, the directory opened to flush the rename, is not it.)
+if grep -qE 'O_DIRECT([^O]|$)' st-none.txt && ! grep -qE 'O_DIRECT([^O]|$)' st-writeback.txt &&
+   check_clean new-none.qcow2 &&
+   qemu-img compare -q new-none.qcow2 q.raw; then
+	pass cache-none-direct "-t none writes through an O_DIRECT descriptor, image clean and identical"
+else
+	fail cache-none-direct "$(grep -cE 'O_DIRECT([^O]|$)' st-none.txt) O_DIRECT opens with -t none"
+fi
+rc=0
+out=$("$VMHOST" img convert -t sometimes -O raw top.qcow2 never.raw 2>&1) || rc=$?
+if [ $rc -eq 2 ] && [[ $out == *"'sometimes'"* ]] && [ ! -e never.raw ]; then
+	pass cache-bad-mode "exit 2: $out"
+else
+	fail cache-bad-mode "rc $rc: $out"
 fi
 
 # ------------------------------------------------------------------ guest

@@ -840,6 +840,62 @@ TEST(image_convert_round_trips) {
         CHECK(files_equal(raw, P(3, "e.raw")));
 }
 
+TEST(image_convert_cache_modes) {
+        static const struct {
+                const char *name;
+                int r;
+                enum vh_image_cache mode;
+        } names[] = {
+                { "writeback", 0, VH_IMAGE_CACHE_WRITEBACK },   { "writethrough", 0, VH_IMAGE_CACHE_WRITEBACK },
+                { "unsafe", 0, VH_IMAGE_CACHE_UNSAFE },         { "none", 0, VH_IMAGE_CACHE_NONE },
+                { "directsync", 0, VH_IMAGE_CACHE_NONE },       { "", -EINVAL, 0 },
+                { "Writeback", -EINVAL, 0 },                    { "none ", -EINVAL, 0 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                enum vh_image_cache m = _VH_IMAGE_CACHE_MAX;
+                CHECK_EQ_INT(vh_image_cache_from_string(names[i].name, &m), names[i].r);
+                CHECK(names[i].r < 0 ? m == _VH_IMAGE_CACHE_MAX : m == names[i].mode);
+        }
+        enum vh_image_cache m = VH_IMAGE_CACHE_NONE;
+        CHECK_EQ_INT(vh_image_cache_from_string(NULL, &m), -EINVAL);
+
+        /* Every mode writes the same bytes, raw and qcow2, over a chain;
+         * prefetching any range (past the end too) changes nothing. */
+        const uint64_t size = (5 << 20) + 4096;
+        _cleanup_free_ char *raw = tpath("cache.raw");
+        make_pattern_raw(raw, size);
+        struct vh_error err = {};
+        struct vh_image_create_options co = { .format = VH_IMAGE_FORMAT_QCOW2,
+                                              .backing_file = "cache.raw",
+                                              .backing_format = VH_IMAGE_FORMAT_RAW };
+        CHECK_EQ_INT(vh_image_create(P(1, "cache-ov.qcow2"), &co, &err), 0);
+        for (enum vh_image_cache c = 0; c < _VH_IMAGE_CACHE_MAX; c++) {
+                struct vh_image *img = open_image(P(1, "cache-ov.qcow2"), 0, &err);
+                CHECK(img);
+                if (!img)
+                        continue;
+                vh_image_prefetch(img, 0, UINT64_MAX);
+                vh_image_prefetch(img, size - 1, 1 << 20);
+                vh_image_prefetch(img, size + 1, 1);
+                struct vh_image_convert_options q = { .format = VH_IMAGE_FORMAT_QCOW2, .cache = c };
+                CHECK_EQ_INT(vh_image_convert(img, P(2, "cache-out.qcow2"), &q, &err), 0);
+                struct vh_image_convert_options r = { .format = VH_IMAGE_FORMAT_RAW, .cache = c };
+                CHECK_EQ_INT(vh_image_convert(img, P(3, "cache-out.raw"), &r, &err), 0);
+                CHECK(files_equal(raw, P(3, "cache-out.raw")));
+                vh_image_free(img);
+                CHECK_EQ_INT(convert(P(2, "cache-out.qcow2"), P(4, "cache-back.raw"), VH_IMAGE_FORMAT_RAW, 0), 0);
+                CHECK(files_equal(raw, P(4, "cache-back.raw")));
+        }
+        struct vh_image *img = open_image(raw, 0, &err);
+        CHECK(img);
+        if (img) {
+                struct vh_image_convert_options bad = { .format = VH_IMAGE_FORMAT_RAW, .cache = _VH_IMAGE_CACHE_MAX };
+                CHECK_EQ_INT(vh_image_convert(img, P(5, "bad.raw"), &bad, &err), -EINVAL);
+                CHECK(access(P(5, "bad.raw"), F_OK) < 0);
+                vh_image_free(img);
+        }
+}
+
 /* ---- interop with qemu-img / qemu-io ---- */
 
 TEST(interop_qemu_writes_vmhost_reads) {
