@@ -246,6 +246,21 @@ enum vh_image_info_output {
 int vh_image_info_format(struct vh_image *img, enum vh_image_info_output output, bool backing_chain,
                          char **ret_text, struct vh_error *err);
 
+/* How much of a new image is allocated up front (qemu-img's -o
+ * preallocation=). */
+enum vh_image_prealloc {
+        VH_IMAGE_PREALLOC_OFF,          /* nothing: a sparse file, clusters allocated on write */
+        /* qcow2: every cluster mapped in the L2 tables to its own place in
+         * the file, which stays sparse (reads as zeros); not for raw. */
+        VH_IMAGE_PREALLOC_METADATA,
+        VH_IMAGE_PREALLOC_FALLOC,       /* also the file's blocks reserved (fallocate) */
+        VH_IMAGE_PREALLOC_FULL,         /* also zeros written to every block */
+        _VH_IMAGE_PREALLOC_MAX,
+};
+
+/* "off", "metadata", "falloc", "full"; -EINVAL if unknown. */
+int vh_image_prealloc_from_string(const char *s, enum vh_image_prealloc *ret);
+
 struct vh_image_create_options {
         enum vh_image_format format;
         /* Virtual size in bytes, rounded up to 512 like qemu-img does. May be
@@ -260,6 +275,9 @@ struct vh_image_create_options {
         unsigned version;               /* 0: 3 (compat=1.1); or 2 (compat=0.10) */
         bool lazy_refcounts;            /* version 3 only */
         unsigned refcount_bits;         /* 0: 16; a power of two in 1..64 */
+        /* Not with a backing file (allocated clusters would hide its data,
+         * as qemu-img refuses too); metadata is for qcow2 only. */
+        enum vh_image_prealloc preallocation;
 };
 
 /* Creates (or, like qemu-img, replaces) the image at 'path'. The new file

@@ -61,6 +61,14 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
                 return vh_error_set(err, -EINVAL, "unknown output format");
         if (opts->backing_file && opts->format != VH_IMAGE_FORMAT_QCOW2)
                 return vh_error_set(err, -EINVAL, "only qcow2 images can have a backing file");
+        if (opts->preallocation < 0 || opts->preallocation >= _VH_IMAGE_PREALLOC_MAX)
+                return vh_error_set(err, -EINVAL, "unknown preallocation mode");
+        if (opts->preallocation == VH_IMAGE_PREALLOC_METADATA && opts->format != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EINVAL, "preallocation=metadata is for qcow2 images; raw takes falloc or full");
+        if (opts->preallocation != VH_IMAGE_PREALLOC_OFF && opts->backing_file)
+                /* Preallocated clusters read as zeros and would hide the
+                 * backing file's data; qemu-img refuses this too. */
+                return vh_error_set(err, -EINVAL, "an image with a backing file cannot be preallocated");
         if (opts->backing_file && strlen(opts->backing_file) > VH_IMAGE_MAX_BACKING_NAME)
                 return vh_error_set(err, -ENAMETOOLONG, "backing file name is longer than %d bytes",
                                     VH_IMAGE_MAX_BACKING_NAME);
@@ -84,9 +92,11 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
         r = image_output_begin(path, &out, err);
         if (r < 0)
                 return r;
-        if (opts->format == VH_IMAGE_FORMAT_RAW)
+        if (opts->format == VH_IMAGE_FORMAT_RAW) {
                 r = raw_create(out.fd, size, err);
-        else
+                if (r >= 0)
+                        r = image_preallocate(out.fd, 0, size, opts->preallocation, err);
+        } else
                 r = qcow2_create(out.fd, opts, size, err);
         if (r >= 0)
                 r = image_output_commit(&out, true, err);

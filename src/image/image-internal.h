@@ -155,6 +155,10 @@ bool image_buffer_is_zero(const void *buf, size_t len);
 /* raw.c: sets the size of a new raw file. */
 int raw_create(int fd, uint64_t size, struct vh_error *err);
 
+/* Allocates [offset, offset + len) of a new file: falloc reserves the
+ * blocks, full writes zeros; off and metadata do nothing (raw.c). */
+int image_preallocate(int fd, uint64_t offset, uint64_t len, enum vh_image_prealloc mode, struct vh_error *err);
+
 /* Format-specific create into an open file (qcow2-write.c). */
 int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t size, struct vh_error *err);
 

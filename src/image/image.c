@@ -39,6 +39,21 @@ int vh_image_format_from_string(const char *s) {
         return -EINVAL;
 }
 
+int vh_image_prealloc_from_string(const char *s, enum vh_image_prealloc *ret) {
+        static const char *const names[_VH_IMAGE_PREALLOC_MAX] = {
+                [VH_IMAGE_PREALLOC_OFF] = "off",
+                [VH_IMAGE_PREALLOC_METADATA] = "metadata",
+                [VH_IMAGE_PREALLOC_FALLOC] = "falloc",
+                [VH_IMAGE_PREALLOC_FULL] = "full",
+        };
+        for (int i = 0; s && i < _VH_IMAGE_PREALLOC_MAX; i++)
+                if (streq(s, names[i])) {
+                        *ret = (enum vh_image_prealloc) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 int vh_image_cache_from_string(const char *s, enum vh_image_cache *ret) {
         static const struct {
                 const char *name;

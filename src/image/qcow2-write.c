@@ -583,5 +583,19 @@ int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t si
         int r = qcow2_writer_new(fd, &p, &w, err);
         if (r < 0)
                 return r;
-        return qcow2_writer_finish(w, err);
+        /* Preallocation maps every guest cluster, in order, to the data
+         * area right after the header: [cs, cs + n * cs). The area is not
+         * written, so it reads as zeros; falloc and full then allocate it
+         * in the file too. */
+        uint64_t n = opts->preallocation != VH_IMAGE_PREALLOC_OFF ? DIV_ROUND_UP(size, (uint64_t) cs) : 0;
+        for (uint64_t c = 0; c < n; c++) {
+                uint64_t host;
+                r = qcow2_writer_reserve_cluster(w, c, &host, err);
+                if (r < 0)
+                        return r;
+        }
+        r = qcow2_writer_finish(w, err);
+        if (r < 0)
+                return r;
+        return image_preallocate(fd, cs, n * cs, opts->preallocation, err);
 }

@@ -164,6 +164,32 @@ int raw_create(int fd, uint64_t size, struct vh_error *err) {
         return 0;
 }
 
+int image_preallocate(int fd, uint64_t offset, uint64_t len, enum vh_image_prealloc mode, struct vh_error *err) {
+        if (len == 0 || mode == VH_IMAGE_PREALLOC_OFF || mode == VH_IMAGE_PREALLOC_METADATA)
+                return 0;
+        int e = posix_fallocate(fd, (off_t) offset, (off_t) len);
+        if (e == EOPNOTSUPP || e == EINVAL)
+                return vh_error_set(err, -EOPNOTSUPP, "the file system cannot preallocate (fallocate): %s",
+                                    strerror(e));
+        if (e != 0)
+                return vh_error_set(err, -e, "cannot preallocate %" PRIu64 " bytes: %s", len, strerror(e));
+        if (mode != VH_IMAGE_PREALLOC_FULL)
+                return 0;
+        /* full: the blocks are reserved above, so writing zeros over them
+         * cannot fail for lack of space half-way. */
+        const size_t chunk = (size_t) 1 << 20;
+        _cleanup_free_ uint8_t *zeros = calloc(1, chunk);
+        if (!zeros)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        for (uint64_t pos = offset; pos < offset + len; pos += chunk) {
+                size_t n = (size_t) MIN((uint64_t) chunk, offset + len - pos);
+                int r = image_pwrite_all(fd, zeros, n, pos);
+                if (r < 0)
+                        return vh_error_set(err, r, "writing zeros at %" PRIu64 " failed: %s", pos, strerror(-r));
+        }
+        return 0;
+}
+
 const struct image_driver image_driver_raw = {
         .format = VH_IMAGE_FORMAT_RAW,
         .open = raw_open,

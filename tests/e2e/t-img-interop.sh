@@ -7,6 +7,7 @@
 #             random data, zeroes, compressed clusters
 #   raw       vmhost img convert -O raw vs qemu-img convert -O raw, cmp
 #   qcow2     vmhost img convert -O qcow2: qemu-img check clean, compare identical
+#   prealloc  create -o preallocation=off|metadata|falloc|full against qemu-img's
 #   cache     -t unsafe|writeback|writethrough|none|directsync: same output;
 #             flushes and O_DIRECT seen with strace; a bad mode is refused
 #   guest     the guest builder's path: raw (sparse, ~64 MiB, 30% data) -> qcow2
@@ -202,6 +203,49 @@ if [ $rc -eq 2 ] && [[ $out == *"'sometimes'"* ]] && [ ! -e never.raw ]; then
 	pass cache-bad-mode "exit 2: $out"
 else
 	fail cache-bad-mode "rc $rc: $out"
+fi
+
+# ------------------------------------------------------------------ prealloc
+# -o preallocation=: vmhost's image against qemu-img's of the same mode:
+# clean, same content, same allocation in the file (du) and the same map
+# shape from qemu-img; QEMU writes into the preallocated image and vmhost
+# reads what it wrote.
+for m in off metadata falloc full; do
+	"$VMHOST" img create -q -f qcow2 -o preallocation=$m "p-$m.qcow2" 20M
+	qemu-img create -q -f qcow2 -o preallocation=$m "pq-$m.qcow2" 20M
+	vk=$(du -k "p-$m.qcow2" | cut -f1) qk=$(du -k "pq-$m.qcow2" | cut -f1)
+	# qemu-img's metadata sits in other clusters: compare all but the offsets.
+	vm=$(qemu-img map --output=json "p-$m.qcow2" | sed 's/, "offset": [0-9]*//')
+	qm=$(qemu-img map --output=json "pq-$m.qcow2" | sed 's/, "offset": [0-9]*//')
+	if check_clean "p-$m.qcow2" && qemu-img compare -q "p-$m.qcow2" "pq-$m.qcow2" && [ "$vm" = "$qm" ] &&
+	   [ $((vk - qk)) -le 256 ] && [ $((qk - vk)) -le 256 ] &&
+	   qemu-io -c "write -P 0x3c 1M 3M" "p-$m.qcow2" >/dev/null && check_clean "p-$m.qcow2" &&
+	   "$VMHOST" img convert -O raw "p-$m.qcow2" "p-$m.raw" && qemu-img convert -O raw "p-$m.qcow2" "pq-$m.raw" &&
+	   cmp "p-$m.raw" "pq-$m.raw"; then
+		pass "prealloc-qcow2-$m" "${vk} KiB allocated (qemu-img's: ${qk} KiB), same map, QEMU's writes read back"
+	else
+		fail "prealloc-qcow2-$m" "vmhost ${vk} KiB, qemu-img ${qk} KiB; map $vm vs $qm"
+	fi
+done
+for m in off falloc full; do
+	"$VMHOST" img create -q -f raw -o preallocation=$m "p-$m.img" 8M
+	qemu-img create -q -f raw -o preallocation=$m "pq-$m.img" 8M
+	vk=$(du -k "p-$m.img" | cut -f1) qk=$(du -k "pq-$m.img" | cut -f1)
+	if cmp "p-$m.img" "pq-$m.img" && [ $((vk - qk)) -le 8 ] && [ $((qk - vk)) -le 8 ]; then
+		pass "prealloc-raw-$m" "${vk} KiB allocated (qemu-img's: ${qk} KiB)"
+	else
+		fail "prealloc-raw-$m" "vmhost ${vk} KiB, qemu-img ${qk} KiB"
+	fi
+done
+rc=0
+out=$("$VMHOST" img create -f raw -o preallocation=metadata p-bad.img 1M 2>&1) || rc=$?
+rc2=0
+out2=$("$VMHOST" img create -f qcow2 -b base.qcow2 -F qcow2 -o preallocation=full p-bad.qcow2 2>&1) || rc2=$?
+if [ $rc -eq 1 ] && [[ $out == *metadata* ]] && [ $rc2 -eq 1 ] && [[ $out2 == *"cannot be preallocated"* ]] &&
+   [ ! -e p-bad.img ] && [ ! -e p-bad.qcow2 ]; then
+	pass prealloc-refused "raw metadata and preallocated overlays refused, nothing created"
+else
+	fail prealloc-refused "rc $rc: $out / rc $rc2: $out2"
 fi
 
 # ------------------------------------------------------------------ guest

@@ -896,6 +896,63 @@ TEST(image_convert_cache_modes) {
         }
 }
 
+TEST(image_create_preallocation) {
+        static const struct {
+                const char *name;
+                int r;
+                enum vh_image_prealloc mode;
+        } names[] = {
+                { "off", 0, VH_IMAGE_PREALLOC_OFF },       { "metadata", 0, VH_IMAGE_PREALLOC_METADATA },
+                { "falloc", 0, VH_IMAGE_PREALLOC_FALLOC }, { "full", 0, VH_IMAGE_PREALLOC_FULL },
+                { "Full", -EINVAL, 0 },                    { "", -EINVAL, 0 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                enum vh_image_prealloc m = _VH_IMAGE_PREALLOC_MAX;
+                CHECK_EQ_INT(vh_image_prealloc_from_string(names[i].name, &m), names[i].r);
+                CHECK(names[i].r < 0 ? m == _VH_IMAGE_PREALLOC_MAX : m == names[i].mode);
+        }
+
+        /* Every cluster mapped, the data reading as zeros; falloc and full
+         * also take the blocks. Sizes not a multiple of the cluster too. */
+        const uint64_t size = (3 << 20) + 512;
+        for (enum vh_image_prealloc m = 0; m < _VH_IMAGE_PREALLOC_MAX; m++) {
+                struct vh_error err = {};
+                struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = size,
+                                                     .preallocation = m };
+                CHECK_EQ_INT(vh_image_create(P(1, "pre.qcow2"), &o, &err), 0);
+                struct vh_image *img = open_image(P(1, "pre.qcow2"), 0, &err);
+                CHECK(img);
+                if (!img)
+                        continue;
+                struct vh_image_extent e;
+                CHECK_EQ_INT(vh_image_map(img, 0, UINT64_MAX, &e, &err), 0);
+                CHECK_EQ_INT(e.data, m != VH_IMAGE_PREALLOC_OFF);
+                CHECK_EQ_U64(e.length, size);
+                uint8_t buf[4096];
+                CHECK_EQ_INT(vh_image_read(img, size - sizeof(buf), buf, sizeof(buf), &err), 0);
+                CHECK(image_buffer_is_zero(buf, sizeof(buf)));
+                vh_image_free(img);
+                struct stat st;
+                CHECK_EQ_INT(stat(P(1, "pre.qcow2"), &st), 0);
+                if (m >= VH_IMAGE_PREALLOC_FALLOC)
+                        CHECK((uint64_t) st.st_blocks * 512 >= size);
+                else
+                        CHECK((uint64_t) st.st_blocks * 512 < (1 << 20));
+
+                struct vh_image_create_options r = { .format = VH_IMAGE_FORMAT_RAW, .size = size,
+                                                     .preallocation = m };
+                int rr = vh_image_create(P(2, "pre.raw"), &r, &err);
+                CHECK_EQ_INT(rr, m == VH_IMAGE_PREALLOC_METADATA ? -EINVAL : 0);
+        }
+        struct vh_error err = {};
+        struct vh_image_create_options b = { .format = VH_IMAGE_FORMAT_QCOW2,
+                                             .backing_file = "pre.qcow2",
+                                             .backing_format = VH_IMAGE_FORMAT_QCOW2,
+                                             .preallocation = VH_IMAGE_PREALLOC_METADATA };
+        CHECK_EQ_INT(vh_image_create(P(1, "pre-ov.qcow2"), &b, &err), -EINVAL);
+        CHECK(strstr(err.msg, "backing"));
+}
+
 /* ---- interop with qemu-img / qemu-io ---- */
 
 TEST(interop_qemu_writes_vmhost_reads) {
