@@ -6,6 +6,7 @@
  * VH_IMAGE_MAX_CHAIN_DEPTH deep, and a file that appears twice is a loop.
  * Backing files are always opened read-only. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,39 @@
 static bool has_protocol(const char *name) {
         size_t n = strcspn(name, ":/");
         return name[n] == ':';
+}
+
+int image_open_backing_file(const char *overlay_path, const char *backing_name, enum vh_image_format format,
+                            const char *what, char **ret_path, struct vh_image **ret, struct vh_error *err) {
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "cannot use the %s", what);
+        _cleanup_free_ char *path = NULL;
+        int r = image_backing_path(overlay_path, backing_name, &path);
+        if (r == -EOPNOTSUPP)
+                return vh_error_set(err, r, "%s '%s': protocol and json: names are not supported", what, backing_name);
+        if (r < 0)
+                return vh_error_set(err, r, "out of memory");
+
+        enum vh_image_format detected;
+        r = vh_image_probe(path, &detected, err);
+        if (r < 0)
+                return image_error_prefix(err, r, prefix);
+        if (format < 0 || format >= _VH_IMAGE_FORMAT_MAX)
+                /* qemu-img refuses this since QEMU 6.1. */
+                return vh_error_set(err, -EINVAL, "%s '%s' given without its format; it looks like %s: add -F %s",
+                                    what, backing_name, vh_image_format_to_string(detected),
+                                    vh_image_format_to_string(detected));
+        if (detected != format)
+                return vh_error_set(err, -EINVAL, "%s '%s' is a %s image, not %s (-F)", what, path,
+                                    vh_image_format_to_string(detected), vh_image_format_to_string(format));
+
+        struct vh_image_open_options o = { .format = format };
+        r = vh_image_open(path, &o, ret, err);
+        if (r < 0)
+                return image_error_prefix(err, r, prefix);
+        if (ret_path)
+                *ret_path = TAKE_PTR(path);
+        return 0;
 }
 
 int image_backing_path(const char *overlay_path, const char *backing_name, char **ret_path) {

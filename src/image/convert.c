@@ -797,29 +797,11 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
  * chain. */
 static int open_output_backing(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                                struct vh_image **ret, unsigned *ret_depth, struct vh_error *err) {
-        _cleanup_free_ char *path = NULL;
-        int r = image_backing_path(dst_path, opts->backing_file, &path);
-        if (r == -EOPNOTSUPP)
-                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
-                                    opts->backing_file);
-        if (r < 0)
-                return vh_error_set(err, r, "out of memory");
-        if (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX)
-                return vh_error_set(err, -EINVAL, "the format of the backing file '%s' must be given (-F)",
-                                    opts->backing_file);
-        enum vh_image_format detected;
-        r = vh_image_probe(path, &detected, err);
-        if (r < 0)
-                return image_error_prefix(err, r, "cannot use the backing file");
-        if (detected != opts->backing_format)
-                return vh_error_set(err, -EINVAL, "backing file '%s' is a %s image, not %s (-F)", path,
-                                    vh_image_format_to_string(detected),
-                                    vh_image_format_to_string(opts->backing_format));
-        struct vh_image_open_options o = { .format = opts->backing_format };
         struct vh_image *b = NULL;
-        r = vh_image_open(path, &o, &b, err);
+        int r = image_open_backing_file(dst_path, opts->backing_file, opts->backing_format, "backing file", NULL, &b,
+                                        err);
         if (r < 0)
-                return image_error_prefix(err, r, "cannot use the backing file");
+                return r;
         *ret_depth = NO_DEPTH;
         for (struct vh_image *x = vh_image_backing(src); x; x = vh_image_backing(x))
                 if (x->dev == b->dev && x->ino == b->ino) {
@@ -887,26 +869,11 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
 
         struct qcow2_writer_params p = {};
         if (opts->format == VH_IMAGE_FORMAT_QCOW2) {
-                uint32_t cs = opts->cluster_size ? opts->cluster_size : UINT32_C(1) << QCOW2_DEFAULT_CLUSTER_BITS;
-                unsigned rb = opts->refcount_bits ? opts->refcount_bits : 16;
-                if (cs & (cs - 1))
-                        return vh_error_set(err, -EINVAL, "cluster size %" PRIu32 " is not a power of two", cs);
-                if (rb & (rb - 1) || rb > 64)
-                        return vh_error_set(err, -EINVAL, "refcount_bits %u is not a power of two between 1 and 64",
-                                            rb);
-                p = (struct qcow2_writer_params) {
-                        .virtual_size = size,
-                        .cluster_bits = (unsigned) __builtin_ctz(cs),
-                        .version = opts->version ? opts->version : 3,
-                        .refcount_order = (unsigned) __builtin_ctz(rb),
-                        .lazy_refcounts = opts->lazy_refcounts,
-                        .backing_file = opts->backing_file,
-                        .backing_format = opts->backing_file ? vh_image_format_to_string(opts->backing_format) : NULL,
-                };
-                t.zero_clusters = p.version >= 3;
-                r = qcow2_writer_params_check(&p, err);
+                r = qcow2_writer_params_from(size, opts->cluster_size, opts->version, opts->refcount_bits,
+                                             opts->lazy_refcounts, opts->backing_file, opts->backing_format, &p, err);
                 if (r < 0)
                         return r;
+                t.zero_clusters = p.version >= 3;
         }
 
         struct image_output out = IMAGE_OUTPUT_INIT;

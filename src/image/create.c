@@ -17,38 +17,16 @@ static int check_backing(const char *path, const struct vh_image_create_options 
                          struct vh_error *err) {
         _cleanup_free_ char *resolved = NULL;
         int r = image_backing_path(path, opts->backing_file, &resolved);
-        if (r == -EOPNOTSUPP)
-                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
-                                    opts->backing_file);
-        if (r < 0)
+        if (r == -ENOMEM)
                 return vh_error_set(err, r, "out of memory");
-
         struct stat a, b;
-        if (stat(path, &a) == 0 && stat(resolved, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        if (r >= 0 && stat(path, &a) == 0 && stat(resolved, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
                 return vh_error_set(err, -ELOOP, "%s: an image cannot be its own backing file", path);
 
-        enum vh_image_format detected;
-        r = vh_image_probe(resolved, &detected, err);
-        if (r < 0)
-                return image_error_prefix(err, r, "cannot use the backing file");
-
-        if (opts->backing_format == VH_IMAGE_FORMAT_PROBE)
-                /* qemu-img refuses this since QEMU 6.1: a probed format is how a
-                 * guest could make the host read any file. */
-                return vh_error_set(err, -EINVAL,
-                                    "backing file '%s' given without its format; it looks like %s: add -F %s",
-                                    opts->backing_file, vh_image_format_to_string(detected),
-                                    vh_image_format_to_string(detected));
-        if (detected != opts->backing_format)
-                return vh_error_set(err, -EINVAL, "backing file '%s' is a %s image, not %s (-F)", resolved,
-                                    vh_image_format_to_string(detected),
-                                    vh_image_format_to_string(opts->backing_format));
-
-        struct vh_image_open_options o = { .format = opts->backing_format };
         struct vh_image *img = NULL;
-        r = vh_image_open(resolved, &o, &img, err);
+        r = image_open_backing_file(path, opts->backing_file, opts->backing_format, "backing file", NULL, &img, err);
         if (r < 0)
-                return image_error_prefix(err, r, "cannot use the backing file");
+                return r;
         *ret_size = vh_image_virtual_size(img);
         vh_image_free(img);
         return 0;

@@ -109,6 +109,16 @@ int image_chain_open(struct vh_image *img, unsigned flags, struct vh_error *err)
  * overlay's directory as written ("sub/a.qcow2" + "../b" = "sub/../b"). */
 int image_backing_path(const char *overlay_path, const char *backing_name, char **ret_path);
 
+/* Opens 'backing_name' as the image at 'overlay_path' will see it as its
+ * backing file (create, convert -B, rebase): resolved against the
+ * overlay's directory, its real format checked against the one given with
+ * -F (which must be given: a probed format lets a guest make the host
+ * read any file), then opened with its own chain. 'what' names it in
+ * errors ("backing file", "new backing file"). The resolved path is
+ * returned too when 'ret_path' is not NULL. */
+int image_open_backing_file(const char *overlay_path, const char *backing_name, enum vh_image_format format,
+                            const char *what, char **ret_path, struct vh_image **ret, struct vh_error *err);
+
 /* QEMU's OFD byte locks (lock.c). A reader holds "consistent read" and
  * refuses to share "write" and "resize"; a writer also holds those two. */
 enum image_lock_mode {

@@ -102,6 +102,31 @@ static size_t header_fixed_bytes(const struct qcow2_writer_params *p) {
         return n;
 }
 
+int qcow2_writer_params_from(uint64_t virtual_size, uint32_t cluster_size, unsigned version, unsigned refcount_bits,
+                             bool lazy_refcounts, const char *backing_file, enum vh_image_format backing_format,
+                             struct qcow2_writer_params *ret, struct vh_error *err) {
+        uint32_t cs = cluster_size ? cluster_size : UINT32_C(1) << QCOW2_DEFAULT_CLUSTER_BITS;
+        unsigned rb = refcount_bits ? refcount_bits : 16;
+        if (cs & (cs - 1))
+                return vh_error_set(err, -EINVAL, "cluster size %" PRIu32 " is not a power of two", cs);
+        if (rb & (rb - 1) || rb > 64)
+                return vh_error_set(err, -EINVAL, "refcount_bits %u is not a power of two between 1 and 64", rb);
+        struct qcow2_writer_params p = {
+                .virtual_size = virtual_size,
+                .cluster_bits = (unsigned) __builtin_ctz(cs),
+                .version = version ? version : 3,
+                .refcount_order = (unsigned) __builtin_ctz(rb),
+                .lazy_refcounts = lazy_refcounts,
+                .backing_file = backing_file,
+                .backing_format = backing_file ? vh_image_format_to_string(backing_format) : NULL,
+        };
+        int r = qcow2_writer_params_check(&p, err);
+        if (r < 0)
+                return r;
+        *ret = p;
+        return 0;
+}
+
 int qcow2_writer_params_check(const struct qcow2_writer_params *p, struct vh_error *err) {
         if (p->cluster_bits < QCOW2_MIN_CLUSTER_BITS || p->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
                 return vh_error_set(err, -EINVAL, "cluster size must be a power of two between 512 and 2M");
@@ -556,38 +581,25 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
         r = build_header(w, block, l1_clusters ? l1_at << cb : 0, reftable_at << cb, reftable_clusters);
         if (r < 0)
                 return vh_error_set(err, r, "the header does not fit in the first cluster");
-        r = write_at(w, block, cs, 0, "header", err);
-        if (r < 0)
-                return r;
-        return 0;
+        return write_at(w, block, cs, 0, "header", err);
 }
 
 int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t size, struct vh_error *err) {
-        uint32_t cs = opts->cluster_size ? opts->cluster_size : UINT32_C(1) << QCOW2_DEFAULT_CLUSTER_BITS;
-        unsigned rb = opts->refcount_bits ? opts->refcount_bits : 16;
-        if (cs & (cs - 1))
-                return vh_error_set(err, -EINVAL, "cluster size %" PRIu32 " is not a power of two", cs);
-        if (rb & (rb - 1) || rb > 64)
-                return vh_error_set(err, -EINVAL, "refcount_bits %u is not a power of two between 1 and 64", rb);
-
-        struct qcow2_writer_params p = {
-                .virtual_size = size,
-                .cluster_bits = (unsigned) __builtin_ctz(cs),
-                .version = opts->version ? opts->version : 3,
-                .refcount_order = (unsigned) __builtin_ctz(rb),
-                .lazy_refcounts = opts->lazy_refcounts,
-                .backing_file = opts->backing_file,
-                .backing_format = opts->backing_file ? vh_image_format_to_string(opts->backing_format) : NULL,
-        };
+        struct qcow2_writer_params p;
+        int r = qcow2_writer_params_from(size, opts->cluster_size, opts->version, opts->refcount_bits,
+                                         opts->lazy_refcounts, opts->backing_file, opts->backing_format, &p, err);
+        if (r < 0)
+                return r;
+        const uint64_t cs = UINT64_C(1) << p.cluster_bits;
         _cleanup_(qcow2_writer_freep) struct qcow2_writer *w = NULL;
-        int r = qcow2_writer_new(fd, &p, &w, err);
+        r = qcow2_writer_new(fd, &p, &w, err);
         if (r < 0)
                 return r;
         /* Preallocation maps every guest cluster, in order, to the data
          * area right after the header: [cs, cs + n * cs). The area is not
          * written, so it reads as zeros; falloc and full then allocate it
          * in the file too. */
-        uint64_t n = opts->preallocation != VH_IMAGE_PREALLOC_OFF ? DIV_ROUND_UP(size, (uint64_t) cs) : 0;
+        uint64_t n = opts->preallocation != VH_IMAGE_PREALLOC_OFF ? DIV_ROUND_UP(size, cs) : 0;
         for (uint64_t c = 0; c < n; c++) {
                 uint64_t host;
                 r = qcow2_writer_reserve_cluster(w, c, &host, err);

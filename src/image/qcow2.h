@@ -155,6 +155,12 @@ struct qcow2_writer *qcow2_writer_free(struct qcow2_writer *w);
 /* Checks the create parameters that do not depend on the file (cluster
  * size, refcount bits, version, lazy refcounts, backing name length). */
 int qcow2_writer_params_check(const struct qcow2_writer_params *p, struct vh_error *err);
+/* Fills the parameters from create's and convert's options, where 0 means
+ * qemu-img's default (64 KiB clusters, compat 1.1, 16 refcount bits), and
+ * checks them. The backing file name is not copied. */
+int qcow2_writer_params_from(uint64_t virtual_size, uint32_t cluster_size, unsigned version, unsigned refcount_bits,
+                             bool lazy_refcounts, const char *backing_file, enum vh_image_format backing_format,
+                             struct qcow2_writer_params *ret, struct vh_error *err);
 
 /* ---- The driver state, shared by the reader (qcow2.c) and the in-place
  * write path (qcow2-alloc.c, qcow2-cache.c, snapshot.c). ---- */

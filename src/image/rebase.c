@@ -105,26 +105,11 @@ int qcow2_header_set_backing(struct vh_image *img, const char *backing, const ch
 static int open_new_backing(struct vh_image *img, const struct vh_image_rebase_options *opts, char **ret_path,
                             struct vh_image **ret, struct vh_error *err) {
         _cleanup_free_ char *path = NULL;
-        int r = image_backing_path(img->filename, opts->backing_file, &path);
-        if (r == -EOPNOTSUPP)
-                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
-                                    opts->backing_file);
-        if (r < 0)
-                return vh_error_set(err, r, "out of memory");
-
-        enum vh_image_format detected;
-        r = vh_image_probe(path, &detected, err);
-        if (r < 0)
-                return image_error_prefix(err, r, "cannot use the new backing file");
-        if (detected != opts->backing_format)
-                return vh_error_set(err, -EINVAL, "new backing file '%s' is a %s image, not %s (-F)", path,
-                                    vh_image_format_to_string(detected),
-                                    vh_image_format_to_string(opts->backing_format));
-        struct vh_image_open_options o = { .format = opts->backing_format };
         struct vh_image *b = NULL;
-        r = vh_image_open(path, &o, &b, err);
+        int r = image_open_backing_file(img->filename, opts->backing_file, opts->backing_format, "new backing file",
+                                        &path, &b, err);
         if (r < 0)
-                return image_error_prefix(err, r, "cannot use the new backing file");
+                return r;
         for (struct vh_image *x = b; x; x = x->backing)
                 if (x->dev == img->dev && x->ino == img->ino) {
                         vh_image_free(b);

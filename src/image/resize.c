@@ -37,6 +37,18 @@ static int entry_at(struct vh_image *img, uint64_t cluster, uint64_t *ret, struc
         return 0;
 }
 
+/* The last step of a resize: the header gets the new size, once every
+ * table it depends on is on disk. */
+static int set_size(struct vh_image *img, uint64_t new_size, struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        s->h.size = new_size;
+        int r = qcow2_header_update(img, err);
+        if (r < 0)
+                return r;
+        img->virtual_size = new_size;
+        return 0;
+}
+
 static int qcow2_shrink(struct vh_image *img, uint64_t new_size, struct vh_error *err) {
         struct qcow2_state *s = img->priv;
         const struct qcow2_header *h = &s->h;
@@ -101,12 +113,7 @@ static int qcow2_shrink(struct vh_image *img, uint64_t new_size, struct vh_error
         r = qcow2_flush(img, err);
         if (r < 0)
                 return r;
-        s->h.size = new_size;
-        r = qcow2_header_update(img, err);
-        if (r < 0)
-                return r;
-        img->virtual_size = new_size;
-        return 0;
+        return set_size(img, new_size, err);
 }
 
 static int qcow2_grow_l1(struct vh_image *img, uint64_t entries, struct vh_error *err) {
@@ -193,11 +200,9 @@ int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err) 
                 if (r < 0)
                         return r;
         }
-        s->h.size = new_size;
-        r = qcow2_header_update(img, err);
+        r = set_size(img, new_size, err);
         if (r < 0)
                 return r;
-        img->virtual_size = new_size;
 
         /* What the backing file holds past the old end must not appear in
          * the new area. */

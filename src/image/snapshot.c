@@ -389,6 +389,23 @@ static int begin(struct vh_image *img, const char *what, struct snapshot **ret_t
         return r < 0 ? image_error_prefix(err, r, img->filename) : 0;
 }
 
+/* begin(), then finds the snapshot 'name' (-ENOENT if there is none). */
+static int begin_named(struct vh_image *img, const char *what, const char *name, struct snapshot **ret_t,
+                       size_t *ret_n, size_t *ret_i, struct vh_error *err) {
+        struct snapshot *t = NULL;
+        size_t n = 0;
+        int r = begin(img, what, &t, &n, err);
+        if (r < 0)
+                return r;
+        if (find(t, n, name, ret_i) < 0) {
+                snapshots_free(t, n);
+                return vh_error_set(err, -ENOENT, "%s: no snapshot named '%s'", img->filename, name);
+        }
+        *ret_t = t;
+        *ret_n = n;
+        return 0;
+}
+
 int vh_image_snapshot_create(struct vh_image *img, const char *name, struct vh_error *err) {
         _cleanup_free_ uint64_t *copy = NULL;
         struct snapshot *t = NULL;
@@ -485,14 +502,10 @@ int vh_image_snapshot_apply(struct vh_image *img, const char *name, struct vh_er
         _cleanup_free_ uint64_t *sn_l1 = NULL;
         struct snapshot *t = NULL;
         size_t n = 0, i;
-        int r = begin(img, "apply", &t, &n, err);
+        int r = begin_named(img, "apply", name, &t, &n, &i, err);
         if (r < 0)
                 return r;
         struct qcow2_state *s = img->priv;
-        if (find(t, n, name, &i) < 0) {
-                r = vh_error_set(err, -ENOENT, "%s: no snapshot named '%s'", img->filename, name);
-                goto out;
-        }
         const struct snapshot *sn = &t[i];
         uint64_t size = s->h.size;
         (void) sn_disk_size(sn, &size);
@@ -573,14 +586,10 @@ int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_e
         _cleanup_free_ uint64_t *sn_l1 = NULL;
         struct snapshot *t = NULL;
         size_t n = 0, i;
-        int r = begin(img, "delete", &t, &n, err);
+        int r = begin_named(img, "delete", name, &t, &n, &i, err);
         if (r < 0)
                 return r;
         struct qcow2_state *s = img->priv;
-        if (find(t, n, name, &i) < 0) {
-                r = vh_error_set(err, -ENOENT, "%s: no snapshot named '%s'", img->filename, name);
-                goto out;
-        }
         struct snapshot gone = t[i];
         uint64_t old_offset = s->h.snapshots_offset, old_bytes = table_bytes(t, n);
         memmove(&t[i], &t[i + 1], (n - i - 1) * sizeof(*t));
@@ -612,7 +621,6 @@ int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_e
         free(gone.extra);
         if (r < 0)
                 r = image_error_prefix(err, r, img->filename);
-out:
         snapshots_free(t, n);
         return r;
 }
