@@ -858,8 +858,15 @@ int cmd_vm(int argc, char **argv) {
                 return argc < 2 ? 2 : 0;
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (streq(argv[1], commands[i].name))
+                if (streq(argv[1], commands[i].name)) {
+                        /* 'vmhost vm COMMAND --help': the usage covers every
+                         * command, with examples. */
+                        if (argc > 2 && (streq(argv[2], "-h") || streq(argv[2], "--help"))) {
+                                usage(stdout);
+                                return 0;
+                        }
                         return commands[i].run(argc - 1, argv + 1);
+                }
         log_error("Unknown command 'vm %s'. See 'vmhost vm --help'.", argv[1]);
         return 2;
 }
