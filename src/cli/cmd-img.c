@@ -13,6 +13,7 @@
 #include "base/strutil.h"
 #include "cli/cli.h"
 #include "cli/cmd-img.h"
+#include "cli/img-common.h"
 #include "vm/vm-image.h"
 #include "vmhost/image.h"
 
@@ -117,16 +118,6 @@ static void usage_convert(FILE *f) {
                 "  vmhost img convert -p -t writeback -O raw vm1.qcow2 /backup/vm1.raw\n");
 }
 
-static int parse_format(const char *s, const char *flag, enum vh_image_format *ret) {
-        int f = vh_image_format_from_string(s);
-        if (f < 0) {
-                log_error("Unknown format '%s' for %s: use raw or qcow2.", s, flag);
-                return -EINVAL;
-        }
-        *ret = f;
-        return 0;
-}
-
 static int parse_on_off(const char *key, const char *v, bool *ret) {
         if (streq(v, "on") || streq(v, "true")) {
                 *ret = true;
@@ -210,30 +201,35 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
         return 0;
 }
 
+/* True if 'o' has options that only a qcow2 image can take. */
+static bool img_options_qcow2_only(const struct img_options *o) {
+        return o->cluster_size || o->version || o->lazy_refcounts || o->refcount_bits;
+}
+
+/* An image that backs a VM's disk is never replaced. */
+static int check_not_vm_base(const char *file) {
+        struct vh_error err = {};
+        int r = vm_image_check_not_base(file, "overwrite", &err);
+        if (r < 0)
+                log_error("%s", vh_error_message(&err, r));
+        return r;
+}
+
 static int img_create(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
+                IMG_CLI_OPTION_HELP,
                 {},
         };
-        struct vh_image_create_options co = {
-                .format = VH_IMAGE_FORMAT_RAW,
-                .backing_format = VH_IMAGE_FORMAT_PROBE,
-        };
+        struct img_cli cli = IMG_CLI_INIT("create", usage_create, 2);
+        struct vh_image_create_options co = { .backing_format = VH_IMAGE_FORMAT_PROBE };
         struct img_options o = {};
         const char *backing = NULL, *backing_fmt = NULL;
-        bool quiet = false;
-        int c;
+        int c, status;
 
+        cli.format = VH_IMAGE_FORMAT_RAW; /* -f is the new image's format, raw unless given */
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:b:F:o:q", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_create(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_format(optarg, "-f", &co.format) < 0)
-                                return 2;
-                        break;
                 case 'b':
                         backing = optarg;
                         break;
@@ -242,43 +238,39 @@ static int img_create(int argc, char **argv) {
                         break;
                 case 'o':
                         if (parse_o(optarg, &o, true) < 0)
-                                return 2;
-                        break;
-                case 'q':
-                        quiet = true;
+                                return cli.usage_status;
                         break;
                 default:
-                        usage_create(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
 
+        co.format = cli.format;
         if (!backing)
                 backing = o.backing_file;
         if (!backing_fmt)
                 backing_fmt = o.backing_fmt;
-        if (backing_fmt && parse_format(backing_fmt, "-F", &co.backing_format) < 0)
-                return 2;
+        if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
+                return cli.usage_status;
 
         int left = argc - optind;
-        if (left < 1 || left > 2) {
-                log_error("Expected FILE [SIZE]. See 'vmhost img create --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, left, 1, 2, "FILE [SIZE]") < 0)
+                return cli.usage_status;
         const char *file = argv[optind];
         const char *size_arg = left == 2 ? argv[optind + 1] : o.size;
         if (size_arg) {
                 if (parse_size(size_arg, &co.size) < 0) {
                         log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T suffix.",
                                   size_arg);
-                        return 2;
+                        return cli.usage_status;
                 }
         } else if (!backing) {
                 log_error("Size missing: give SIZE, or a backing file with -b.");
-                return 2;
+                return cli.usage_status;
         }
-        if (co.format == VH_IMAGE_FORMAT_RAW && (o.cluster_size || o.version || o.lazy_refcounts || o.refcount_bits)) {
+        if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 only.");
-                return 2;
+                return cli.usage_status;
         }
 
         co.backing_file = backing;
@@ -288,19 +280,15 @@ static int img_create(int argc, char **argv) {
         co.refcount_bits = o.refcount_bits;
         co.preallocation = o.preallocation;
 
-        struct vh_error err = {};
-        /* An image that backs a VM's disk is never replaced. */
-        int r = vm_image_check_not_base(file, "overwrite", &err);
-        if (r < 0) {
-                log_error("%s", vh_error_message(&err, r));
+        if (check_not_vm_base(file) < 0)
                 return 1;
-        }
-        r = vh_image_create(file, &co, &err);
+        struct vh_error err = {};
+        int r = vh_image_create(file, &co, &err);
         if (r < 0) {
                 log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
                 return 1;
         }
-        if (!quiet) {
+        if (!cli.quiet) {
                 struct vh_image *img = NULL;
                 struct vh_image_open_options oo = { .format = co.format, .flags = VH_IMAGE_OPEN_NO_BACKING };
                 uint64_t size = co.size;
@@ -326,134 +314,86 @@ static int img_create(int argc, char **argv) {
 }
 
 static int img_info(int argc, char **argv) {
-        enum { ARG_OUTPUT = 0x100, ARG_BACKING_CHAIN };
+        enum { ARG_BACKING_CHAIN = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "output", required_argument, NULL, ARG_OUTPUT },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_OUTPUT,
                 { "backing-chain", no_argument, NULL, ARG_BACKING_CHAIN },
-                { "force-share", no_argument, NULL, 'U' },
+                IMG_CLI_OPTION_FORCE_SHARE,
                 {},
         };
-        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
-        enum vh_image_info_output output = VH_IMAGE_INFO_HUMAN;
+        struct img_cli cli = IMG_CLI_INIT("info", usage_info, 2);
         bool chain = false;
-        int c;
+        int c, status;
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:U", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_info(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_format(optarg, "-f", &oo.format) < 0)
-                                return 2;
-                        break;
-                case 'U':
-                        oo.flags |= VH_IMAGE_OPEN_FORCE_SHARE;
-                        break;
-                case ARG_OUTPUT:
+                case IMG_CLI_ARG_OUTPUT:
+                        /* Not the shared --output: info's message has always
+                         * been worded differently, and scripts may match it. */
                         if (streq(optarg, "json"))
-                                output = VH_IMAGE_INFO_JSON;
+                                cli.output = VH_IMAGE_INFO_JSON;
                         else if (streq(optarg, "human"))
-                                output = VH_IMAGE_INFO_HUMAN;
+                                cli.output = VH_IMAGE_INFO_HUMAN;
                         else {
                                 log_error("--output takes human or json, not '%s'.", optarg);
-                                return 2;
+                                return cli.usage_status;
                         }
                         break;
                 case ARG_BACKING_CHAIN:
                         chain = true;
                         break;
                 default:
-                        usage_info(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 1) {
-                log_error("Expected one FILE. See 'vmhost img info --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
+                return cli.usage_status;
         const char *file = argv[optind];
 
         /* Without --backing-chain the chain is not needed; qemu-img still
          * opens it, and so do we, so that a broken chain shows up here. */
-        struct vh_error err = {};
         struct vh_image *img = NULL;
-        int r = vh_image_open(file, &oo, &img, &err);
-        if (r < 0) {
-                log_error("Cannot open %s: %s", file, vh_error_message(&err, r));
+        if (img_cli_open(&cli, file, cli.format, 0, &img) < 0)
                 return 1;
-        }
+        struct vh_error err = {};
         _cleanup_free_ char *text = NULL;
-        r = vh_image_info_format(img, output, chain, &text, &err);
+        int r = vh_image_info_format(img, cli.output, chain, &text, &err);
         vh_image_free(img);
         if (r < 0) {
                 log_error("Cannot describe %s: %s", file, vh_error_message(&err, r));
                 return 1;
         }
         fputs(text, stdout);
-        if (output == VH_IMAGE_INFO_JSON)
+        if (cli.output == VH_IMAGE_INFO_JSON)
                 fputc('\n', stdout);
         return 0;
 }
 
-struct progress_state {
-        int last; /* hundredths of a percent last printed, -1 for none */
-};
-
-static void progress_print(uint64_t done, uint64_t total, void *userdata) {
-        struct progress_state *p = userdata;
-        int now = total ? (int) ((double) done * 10000.0 / (double) total) : 10000;
-        /* Every whole percent, and the end. */
-        if (p->last >= 0 && now / 100 == p->last / 100 && now != 10000)
-                return;
-        if (now == p->last)
-                return;
-        p->last = now;
-        fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
-        fflush(stderr);
-}
-
 static int img_convert(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "force-share", no_argument, NULL, 'U' },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_FORCE_SHARE,
                 {},
         };
-        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
+        struct img_cli cli = IMG_CLI_INIT("convert", usage_convert, 2);
         /* qemu-img convert's default cache mode is unsafe: no flush. */
         struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .cache = VH_IMAGE_CACHE_UNSAFE };
         struct img_options o = {};
-        bool progress = false, quiet = false;
-        int c;
+        const char *backing_fmt = NULL;
+        int c, status;
 
         optind = 0;
-        const char *backing_fmt = NULL;
         while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_convert(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_format(optarg, "-f", &oo.format) < 0)
-                                return 2;
-                        break;
                 case 'O':
-                        if (parse_format(optarg, "-O", &co.format) < 0)
-                                return 2;
+                        if (img_cli_parse_format(optarg, "-O", &co.format) < 0)
+                                return cli.usage_status;
                         break;
                 case 'o':
                         if (parse_o(optarg, &o, false) < 0)
-                                return 2;
-                        break;
-                case 'p':
-                        progress = true;
-                        break;
-                case 'U':
-                        oo.flags |= VH_IMAGE_OPEN_FORCE_SHARE;
-                        break;
-                case 'q':
-                        quiet = true;
+                                return cli.usage_status;
                         break;
                 case 'c':
                         co.compress = true;
@@ -467,7 +407,7 @@ static int img_convert(int argc, char **argv) {
                 case 'S':
                         if (parse_size(optarg, &co.sparse_size) < 0 || co.sparse_size % 512) {
                                 log_error("-S takes a size that is a multiple of 512, not '%s'.", optarg);
-                                return 2;
+                                return cli.usage_status;
                         }
                         co.fully_allocated = co.sparse_size == 0;
                         break;
@@ -475,61 +415,46 @@ static int img_convert(int argc, char **argv) {
                         if (vh_image_cache_from_string(optarg, &co.cache) < 0) {
                                 log_error("Unknown cache mode '%s' for -t: use unsafe, writeback, "
                                           "writethrough, none or directsync.", optarg);
-                                return 2;
+                                return cli.usage_status;
                         }
                         break;
                 default:
-                        usage_convert(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
         co.backing_format = VH_IMAGE_FORMAT_PROBE;
-        if (backing_fmt && parse_format(backing_fmt, "-F", &co.backing_format) < 0)
-                return 2;
+        if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
+                return cli.usage_status;
         if ((co.compress || co.backing_file) && co.format != VH_IMAGE_FORMAT_QCOW2) {
                 log_error("-c and -B need qcow2 output (-O qcow2).");
-                return 2;
+                return cli.usage_status;
         }
         if (co.backing_file && co.backing_format == VH_IMAGE_FORMAT_PROBE) {
                 log_error("-B needs the backing file's format: add -F qcow2 or -F raw.");
-                return 2;
+                return cli.usage_status;
         }
-        if (argc - optind != 2) {
-                log_error("Expected SRC DST. See 'vmhost img convert --help'.");
-                return 2;
-        }
-        if (co.format == VH_IMAGE_FORMAT_RAW && (o.cluster_size || o.version || o.lazy_refcounts || o.refcount_bits)) {
+        if (img_cli_check_args(&cli, argc - optind, 2, 2, "SRC DST") < 0)
+                return cli.usage_status;
+        if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 output only.");
-                return 2;
+                return cli.usage_status;
         }
         const char *src = argv[optind], *dst = argv[optind + 1];
         co.cluster_size = o.cluster_size;
         co.version = o.version;
         co.lazy_refcounts = o.lazy_refcounts;
         co.refcount_bits = o.refcount_bits;
+        img_cli_progress_hook(&cli, &co.progress, &co.userdata);
 
-        struct progress_state ps = { .last = -1 };
-        if (progress && !quiet) {
-                co.progress = progress_print;
-                co.userdata = &ps;
-        }
-
-        struct vh_error err = {};
+        if (check_not_vm_base(dst) < 0)
+                return 1;
         struct vh_image *img = NULL;
-        /* An image that backs a VM's disk is never replaced. */
-        int r = vm_image_check_not_base(dst, "overwrite", &err);
-        if (r < 0) {
-                log_error("%s", vh_error_message(&err, r));
+        if (img_cli_open(&cli, src, cli.format, 0, &img) < 0)
                 return 1;
-        }
-        r = vh_image_open(src, &oo, &img, &err);
-        if (r < 0) {
-                log_error("Cannot open %s: %s", src, vh_error_message(&err, r));
-                return 1;
-        }
-        r = vh_image_convert(img, dst, &co, &err);
+        struct vh_error err = {};
+        int r = vh_image_convert(img, dst, &co, &err);
         vh_image_free(img);
-        if (co.progress)
-                fputc('\n', stderr);
+        img_cli_progress_end(&cli);
         if (r < 0) {
                 log_error("Cannot convert %s to %s: %s", src, dst, vh_error_message(&err, r));
                 return 1;

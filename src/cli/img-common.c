@@ -1,0 +1,116 @@
+/* cli/img-common.c: the flags, checks and output the 'vmhost img' verbs
+ * share (see img-common.h). Messages are kept word for word as the verbs
+ * printed them, since scripts match them. */
+#include <errno.h>
+
+#include "base/log.h"
+#include "base/strutil.h"
+#include "cli/img-common.h"
+
+int img_cli_parse_format(const char *s, const char *flag, enum vh_image_format *ret) {
+        int f = vh_image_format_from_string(s);
+        if (f < 0) {
+                log_error("Unknown format '%s' for %s: use raw or qcow2.", s, flag);
+                return -EINVAL;
+        }
+        *ret = f;
+        return 0;
+}
+
+static int parse_output(const char *s, enum vh_image_info_output *ret) {
+        if (streq(s, "json"))
+                *ret = VH_IMAGE_INFO_JSON;
+        else if (streq(s, "human"))
+                *ret = VH_IMAGE_INFO_HUMAN;
+        else {
+                log_error("--output must be human or json, not '%s'.", s);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+bool img_cli_parse_flag(struct img_cli *cli, int c, const char *arg, int *ret_status) {
+        switch (c) {
+        case 'h':
+                cli->usage(stdout);
+                *ret_status = 0;
+                return false;
+        case 'f':
+                if (img_cli_parse_format(arg, "-f", &cli->format) < 0)
+                        break;
+                return true;
+        case 'U':
+                cli->force_share = true;
+                return true;
+        case 'q':
+                cli->quiet = true;
+                return true;
+        case 'p':
+                cli->progress = true;
+                return true;
+        case IMG_CLI_ARG_OUTPUT:
+                if (parse_output(arg, &cli->output) < 0)
+                        break;
+                return true;
+        default:
+                /* getopt_long() has said what is wrong ('?' or ':'). */
+                cli->usage(stderr);
+                break;
+        }
+        *ret_status = cli->usage_status;
+        return false;
+}
+
+int img_cli_check_args(const struct img_cli *cli, int n, int min, int max, const char *what) {
+        if (n >= min && n <= max)
+                return 0;
+        log_error("Expected %s. See 'vmhost img %s --help'.", what, cli->verb);
+        return -EINVAL;
+}
+
+int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_format format, unsigned flags,
+                 struct vh_image **ret) {
+        struct vh_image_open_options oo = {
+                .format = format,
+                .flags = flags | (cli->force_share ? VH_IMAGE_OPEN_FORCE_SHARE : 0),
+        };
+        struct vh_error err = {};
+        int r = vh_image_open(file, &oo, ret, &err);
+        if (r < 0) {
+                if (cli->qemu_img_messages)
+                        log_error("Could not open '%s': %s", file, vh_error_message(&err, r));
+                else
+                        log_error("Cannot open %s: %s", file, vh_error_message(&err, r));
+        }
+        return r;
+}
+
+bool img_cli_shows_progress(const struct img_cli *cli) {
+        return cli->progress && !cli->quiet;
+}
+
+static void progress_print(uint64_t done, uint64_t total, void *userdata) {
+        struct img_cli *cli = userdata;
+        int now = total ? (int) ((double) done * 10000.0 / (double) total) : 10000;
+        /* Every whole percent, and the end. */
+        if (cli->progress_last >= 0 && now / 100 == cli->progress_last / 100 && now != 10000)
+                return;
+        if (now == cli->progress_last)
+                return;
+        cli->progress_last = now;
+        fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
+        fflush(stderr);
+}
+
+void img_cli_progress_hook(struct img_cli *cli, void (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
+                           void **ret_userdata) {
+        if (!img_cli_shows_progress(cli))
+                return;
+        *ret_progress = progress_print;
+        *ret_userdata = cli;
+}
+
+void img_cli_progress_end(const struct img_cli *cli) {
+        if (img_cli_shows_progress(cli))
+                fputc('\n', stderr);
+}

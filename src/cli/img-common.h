@@ -1,0 +1,85 @@
+/* cli/img-common.h: what the 'vmhost img' verbs (cmd-img.c,
+ * cmd-img-inspect.c, cmd-img-write.c) share: the flags most of them take
+ * (-h, -f FMT, -U, -q, -p, --output), the argument count check, opening an
+ * image with the failure reported, and the progress line on stderr. The
+ * exit status of bad usage and the wording of some messages differ between
+ * verbs, as they do in qemu-img, so 'struct img_cli' carries them. */
+#pragma once
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vmhost/image.h"
+
+/* getopt_long() codes of long options that have no short form. A verb
+ * numbers its own from IMG_CLI_ARG_VERB on. */
+enum {
+        IMG_CLI_ARG_OUTPUT = 0x100,
+        IMG_CLI_ARG_VERB,
+};
+
+/* Entries for a verb's long option table. */
+#define IMG_CLI_OPTION_HELP { "help", no_argument, NULL, 'h' }
+#define IMG_CLI_OPTION_FORCE_SHARE { "force-share", no_argument, NULL, 'U' }
+#define IMG_CLI_OPTION_FORMAT { "format", required_argument, NULL, 'f' }
+#define IMG_CLI_OPTION_OUTPUT { "output", required_argument, NULL, IMG_CLI_ARG_OUTPUT }
+
+/* One run of a verb: how it reports bad usage, and the shared flags it
+ * was given. Start it with IMG_CLI_INIT(). */
+struct img_cli {
+        const char *verb;       /* "map", for "See 'vmhost img map --help'." */
+        void (*usage)(FILE *f); /* the verb's --help text */
+        int usage_status;       /* exit status of bad usage: 2, or 1 where qemu-img uses 1 */
+        bool qemu_img_messages; /* "Could not open 'FILE': ..." (qemu-img's words), not "Cannot open FILE: ..." */
+
+        enum vh_image_format format;      /* -f FMT; VH_IMAGE_FORMAT_PROBE without */
+        bool force_share;                 /* -U, --force-share: take no lock */
+        bool quiet;                       /* -q */
+        bool progress;                    /* -p */
+        enum vh_image_info_output output; /* --output=human|json */
+
+        int progress_last; /* hundredths of a percent last printed, -1 for none */
+};
+
+#define IMG_CLI_INIT(verb_name, usage_fn, bad_usage_status)                                                    \
+        {                                                                                                      \
+                .verb = (verb_name), .usage = (usage_fn), .usage_status = (bad_usage_status),                 \
+                .format = VH_IMAGE_FORMAT_PROBE, .output = VH_IMAGE_INFO_HUMAN, .progress_last = -1,          \
+        }
+
+/* Parses a format name given with 'flag' ("-f", "-O", "-F"); reports a bad
+ * one and returns -EINVAL. */
+int img_cli_parse_format(const char *s, const char *flag, enum vh_image_format *ret);
+
+/* For the 'default:' of a verb's getopt_long() switch, so that the verb
+ * handles only its own flags: takes -f, -U, -q, -p and --output into 'cli'
+ * (the verb's option string decides which of them it accepts); -h prints
+ * the usage on stdout; an unknown option or a missing argument prints it on
+ * stderr. Returns true to go on parsing, false when the command ends, with
+ * its exit status in *ret_status (0 after -h, else cli->usage_status). */
+bool img_cli_parse_flag(struct img_cli *cli, int c, const char *arg, int *ret_status);
+
+/* Checks that the verb got between 'min' and 'max' arguments after its
+ * flags; if not, reports "Expected WHAT. See 'vmhost img VERB --help'."
+ * and returns -EINVAL. */
+int img_cli_check_args(const struct img_cli *cli, int n, int min, int max, const char *what);
+
+/* Opens 'file' as 'format' with 'flags' (VH_IMAGE_OPEN_*), adding
+ * VH_IMAGE_OPEN_FORCE_SHARE after -U. Reports a failure in the verb's
+ * words and returns it. */
+int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_format format, unsigned flags,
+                 struct vh_image **ret);
+
+/* True if the verb shows progress: -p without -q. */
+bool img_cli_shows_progress(const struct img_cli *cli);
+
+/* If the verb shows progress, points an operation's 'progress' and
+ * 'userdata' options at the shared printer (whole percents on stderr),
+ * whose state lives in 'cli'. */
+void img_cli_progress_hook(struct img_cli *cli, void (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
+                           void **ret_userdata);
+
+/* Ends the progress line, if the verb shows progress. */
+void img_cli_progress_end(const struct img_cli *cli);
