@@ -7,6 +7,7 @@
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
+#include "base/keyfile.h"
 #include "base/process.h"
 #include "base/strutil.h"
 #include "test.h"
@@ -163,4 +164,145 @@ TEST(process_alive_sees_zombies_as_dead) {
         CHECK(process_alive(getpid()));
         CHECK(!process_alive(0));
         waitpid(pid, NULL, 0);
+}
+
+/* Reads all of 'text' as "t.conf": the entries as "key=value|" each, or on
+ * failure the error message; returns what keyfile_new()/keyfile_next() did. */
+static int keyfile_read_all(const char *text, const struct keyfile_syntax *syntax, char *out, size_t len) {
+        struct vh_error e = {};
+        struct keyfile *kf = NULL;
+        out[0] = '\0';
+        int r = keyfile_new(text, "t.conf", syntax, &kf, &e);
+        if (r >= 0) {
+                const char *key, *value;
+                while ((r = keyfile_next(kf, &key, &value, &e)) > 0) {
+                        size_t n = strlen(out);
+                        snprintf(out + n, len - n, "%s=%s|", key, value);
+                }
+                kf = keyfile_free(kf);
+        }
+        if (r < 0)
+                snprintf(out, len, "%s", e.msg);
+        return r;
+}
+
+/* 47 comment lines, 94 bytes: with "a = 1\n" exactly at the 100-byte limit. */
+#define LINES_10 "#\n#\n#\n#\n#\n#\n#\n#\n#\n#\n"
+#define LINES_47 LINES_10 LINES_10 LINES_10 LINES_10 "#\n#\n#\n#\n#\n#\n#\n"
+
+TEST(keyfile_read_table) {
+        static const char *const repeatable[] = { "tag", NULL };
+        /* Small limits, so the tests reach them: 100 bytes, lines under 20. */
+        static const struct keyfile_syntax strict = {
+                .max_bytes = 100,
+                .max_line = 20,
+                .repeatable = repeatable,
+                .quote_line_max = 12,
+                .quote_key_max = 6,
+        };
+        static const struct keyfile_syntax lenient = {
+                .max_bytes = 100,
+                .max_line = 20,
+                .allow_repeats = true,
+                .allow_empty_key = true,
+        };
+        static const struct {
+                const struct keyfile_syntax *syntax;
+                const char *text;
+                int r;
+                const char *want;
+        } cases[] = {
+                /* Good lines, comments and blank lines. */
+                { &strict, "", 0, "" },
+                { &strict, "a = 1\nb=2\n", 0, "a=1|b=2|" },
+                { &strict, "  a  =  x y  \n", 0, "a=x y|" },
+                { &strict, "a = 1\r\n\tb = 2", 0, "a=1|b=2|" },
+                { &strict, "# a = 1\n\n   \n\t\n  # b\nc = 3\n", 0, "c=3|" },
+                { &strict, "a = b = c\n", 0, "a=b = c|" },
+                { &strict, "a = 1 # no\n", 0, "a=1 # no|" },
+                { &strict, "a = \"q\"\n", 0, "a=\"q\"|" },
+                { &strict, "tag = 1\ntag = 2\n", 0, "tag=1|tag=2|" },
+                /* Malformed lines name file and line. */
+                { &strict, "a = 1\njunk\n", -EINVAL, "t.conf:2: expected 'key = value', got 'junk'" },
+                { &strict, "abcdefghijklmnopq\n", -EINVAL, "t.conf:1: expected 'key = value', got 'abcdefghijkl'" },
+                { &strict, "# x\n = 1\n", -EINVAL, "t.conf:2: missing key before '='" },
+                { &strict, "a = 1\nb =  \n", -EINVAL, "t.conf:2: key 'b' has no value" },
+                { &strict, "abcdefghij =\n", -EINVAL, "t.conf:1: key 'abcdef' has no value" },
+                { &strict, "a = 1\n# a = 2\nb = 2\na = 3\n", -EINVAL, "t.conf:4: key 'a' given twice" },
+                /* Limits: a line must be shorter than max_line, before stripping. */
+                { &strict, "a = 0123456789abcde\n", 0, "a=0123456789abcde|" },
+                { &strict, "a = 1\na = 0123456789abcdef\n", -EINVAL, "t.conf:2: line longer than 20 bytes" },
+                { &strict, "a = 1\n                    \n", -EINVAL, "t.conf:2: line longer than 20 bytes" },
+                /* Lines past the byte limit: that bounds the number of lines too. */
+                { &strict, LINES_47 "a = 1\n", 0, "a=1|" },
+                { &strict, LINES_47 "a = 12\n", -EFBIG, "t.conf: larger than 100 bytes" },
+                /* What a lenient format lets through. */
+                { &lenient, "a = 1\na = 2\n", 0, "a=1|a=2|" },
+                { &lenient, " = 1\n", 0, "=1|" },
+                { &lenient, "abcdefghijklmnopq\n", -EINVAL, "t.conf:1: expected 'key = value', got 'abcdefghijklmnopq'" },
+                { &lenient, "abcdefghij =\n", -EINVAL, "t.conf:1: key 'abcdefghij' has no value" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char out[512];
+                int r = keyfile_read_all(cases[i].text, cases[i].syntax, out, sizeof(out));
+                if (r != cases[i].r)
+                        test_fail(__FILE__, __LINE__, "case %zu: r = %d, want %d (%s)", i, r, cases[i].r, out);
+                if (!streq(out, cases[i].want))
+                        test_fail(__FILE__, __LINE__, "case %zu: got \"%s\", want \"%s\"", i, out, cases[i].want);
+        }
+}
+
+TEST(keyfile_error_names_the_line) {
+        static const struct keyfile_syntax syntax = { .max_bytes = 1024, .max_line = 128 };
+        struct keyfile *kf = NULL;
+        struct vh_error e = {};
+        const char *key, *value;
+        CHECK_EQ_INT(keyfile_new("a = 1\n# b\n\nc = 7\n", "x/vm.conf", &syntax, &kf, &e), 0);
+        if (!kf)
+                return;
+        CHECK_EQ_INT(keyfile_next(kf, &key, &value, &e), 1);
+        CHECK_EQ_INT(keyfile_line(kf), 1);
+        CHECK_EQ_INT(keyfile_next(kf, &key, &value, &e), 1);
+        CHECK_STREQ(key, "c");
+        CHECK_STREQ(value, "7");
+        CHECK_EQ_INT(keyfile_line(kf), 4);
+        CHECK_EQ_INT(keyfile_error(kf, &e, -ERANGE, "%s must be 1..5, not '%s'", key, value), -ERANGE);
+        CHECK_STREQ(e.msg, "x/vm.conf:4: c must be 1..5, not '7'");
+        CHECK_EQ_INT(e.code, -ERANGE);
+        CHECK_EQ_INT(keyfile_next(kf, &key, &value, &e), 0);
+        CHECK_EQ_INT(keyfile_next(kf, &key, &value, &e), 0);
+        kf = keyfile_free(kf);
+        CHECK(keyfile_free(NULL) == NULL);
+}
+
+TEST(keyfile_value_helpers) {
+        static const struct {
+                const char *in;
+                int r;
+                bool v;
+        } bools[] = {
+                { "yes", 0, true }, { "true", 0, true }, { "on", 0, true }, { "1", 0, true },
+                { "no", 0, false }, { "false", 0, false }, { "off", 0, false }, { "0", 0, false },
+                { "", -EINVAL, false }, { "Yes", -EINVAL, false }, { "2", -EINVAL, false }, { "y", -EINVAL, false },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bools); i++) {
+                bool v = !bools[i].v;
+                int r = keyfile_parse_bool(bools[i].in, &v);
+                if (r != bools[i].r || (r == 0 && v != bools[i].v))
+                        test_fail(__FILE__, __LINE__, "keyfile_parse_bool(\"%s\") = %d, %d", bools[i].in, r, v);
+                if (r < 0 && v != !bools[i].v)
+                        test_fail(__FILE__, __LINE__, "keyfile_parse_bool(\"%s\") changed its output", bools[i].in);
+        }
+
+        static const char *const names[] = { "disk", NULL, "kernel" };
+        CHECK_EQ_INT(keyfile_parse_choice("disk", names, ELEMENTSOF(names)), 0);
+        CHECK_EQ_INT(keyfile_parse_choice("kernel", names, ELEMENTSOF(names)), 2);
+        CHECK_EQ_INT(keyfile_parse_choice("cdrom", names, ELEMENTSOF(names)), -EINVAL);
+        CHECK_EQ_INT(keyfile_parse_choice("", names, ELEMENTSOF(names)), -EINVAL);
+
+        char *s = NULL;
+        CHECK_EQ_INT(keyfile_set_string(&s, "one"), 0);
+        CHECK_EQ_INT(keyfile_set_string(&s, "two"), 0);
+        CHECK_STREQ(s, "two");
+        free(s);
 }
