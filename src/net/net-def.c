@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/keyfile.h"
 #include "base/macro.h"
 #include "base/strutil.h"
 #include "net/net-def.h"
@@ -53,12 +54,11 @@ const char *net_type_to_string(enum net_type t) {
 }
 
 int net_type_from_string(const char *s, enum net_type *ret) {
-        for (size_t i = 0; i < ELEMENTSOF(type_names); i++)
-                if (streq(s, type_names[i])) {
-                        *ret = (enum net_type) i;
-                        return 0;
-                }
-        return -EINVAL;
+        int i = keyfile_parse_choice(s, type_names, ELEMENTSOF(type_names));
+        if (i < 0)
+                return i;
+        *ret = (enum net_type) i;
+        return 0;
 }
 
 const char *net_datapath_to_string(enum net_datapath d) {
@@ -70,12 +70,11 @@ const char *net_tunnel_type_to_string(enum net_tunnel_type t) {
 }
 
 int net_tunnel_type_from_string(const char *s, enum net_tunnel_type *ret) {
-        for (size_t i = 0; i < ELEMENTSOF(tunnel_names); i++)
-                if (streq(s, tunnel_names[i])) {
-                        *ret = (enum net_tunnel_type) i;
-                        return 0;
-                }
-        return -EINVAL;
+        int i = keyfile_parse_choice(s, tunnel_names, ELEMENTSOF(tunnel_names));
+        if (i < 0)
+                return i;
+        *ret = (enum net_tunnel_type) i;
+        return 0;
 }
 
 int net_tunnel_parse(const char *s, struct net_tunnel *ret, struct vh_error *err) {
@@ -134,27 +133,6 @@ int net_range_parse(const char *s, uint32_t *ret_first, uint32_t *ret_last) {
         return 0;
 }
 
-static bool bool_from_string(const char *s, bool *ret) {
-        if (streq(s, "yes") || streq(s, "true") || streq(s, "on") || streq(s, "1")) {
-                *ret = true;
-                return true;
-        }
-        if (streq(s, "no") || streq(s, "false") || streq(s, "off") || streq(s, "0")) {
-                *ret = false;
-                return true;
-        }
-        return false;
-}
-
-static int set_string(char **field, const char *value) {
-        char *v = strdup(value);
-        if (!v)
-                return -ENOMEM;
-        free(*field);
-        *field = v;
-        return 0;
-}
-
 /* DNS labels, so the domain can go into dnsmasq's config verbatim. */
 static bool domain_is_valid(const char *s) {
         size_t n = strlen(s), label = 0;
@@ -194,7 +172,7 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                                  value);
                         return -EINVAL;
                 }
-                return set_string(&def->name, value);
+                return keyfile_set_string(&def->name, value);
         }
         if (streq(key, "type")) {
                 if (net_type_from_string(value, &def->type) < 0) {
@@ -233,7 +211,7 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                 return 0;
         }
         if (streq(key, "dhcp")) {
-                if (bool_from_string(value, &def->dhcp)) {
+                if (keyfile_parse_bool(value, &def->dhcp) == 0) {
                         def->dhcp_first = def->dhcp_last = 0;
                         return 0;
                 }
@@ -246,7 +224,7 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                 return 0;
         }
         if (streq(key, "nat")) {
-                if (!bool_from_string(value, &def->nat)) {
+                if (keyfile_parse_bool(value, &def->nat) < 0) {
                         snprintf(why, why_len, "nat must be yes or no, not '%s'", value);
                         return -EINVAL;
                 }
@@ -257,7 +235,7 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                         snprintf(why, why_len, "nat-interface must be an interface name (1..15 characters), not '%s'", value);
                         return -EINVAL;
                 }
-                return set_string(&def->nat_interface, value);
+                return keyfile_set_string(&def->nat_interface, value);
         }
         if (streq(key, "mtu")) {
                 long v;
@@ -273,7 +251,7 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                         snprintf(why, why_len, "bridge must be an interface name (1..15 characters), not '%s'", value);
                         return -EINVAL;
                 }
-                return set_string(&def->bridge, value);
+                return keyfile_set_string(&def->bridge, value);
         }
         if (streq(key, "ovs-db")) {
                 if (!ovs_db_is_valid(value)) {
@@ -281,23 +259,23 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                                  value);
                         return -EINVAL;
                 }
-                return set_string(&def->ovs_db, value);
+                return keyfile_set_string(&def->ovs_db, value);
         }
         if (streq(key, "datapath")) {
-                for (size_t i = 0; i < ELEMENTSOF(datapath_names); i++)
-                        if (streq(value, datapath_names[i])) {
-                                def->datapath = (enum net_datapath) i;
-                                return 0;
-                        }
-                snprintf(why, why_len, "datapath must be auto, system or netdev, not '%s'", value);
-                return -EINVAL;
+                int i = keyfile_parse_choice(value, datapath_names, ELEMENTSOF(datapath_names));
+                if (i < 0) {
+                        snprintf(why, why_len, "datapath must be auto, system or netdev, not '%s'", value);
+                        return -EINVAL;
+                }
+                def->datapath = (enum net_datapath) i;
+                return 0;
         }
         if (streq(key, "domain")) {
                 if (!domain_is_valid(value)) {
                         snprintf(why, why_len, "domain must be DNS labels like lan or vms.example, not '%s'", value);
                         return -EINVAL;
                 }
-                return set_string(&def->domain, value);
+                return keyfile_set_string(&def->domain, value);
         }
         if (streq(key, "tunnel")) {
                 struct vh_error e = {};
@@ -317,7 +295,7 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
                         snprintf(why, why_len, "uplink-port must be an interface name (1..15 characters), not '%s'", value);
                         return -EINVAL;
                 }
-                return set_string(&def->uplink_port, value);
+                return keyfile_set_string(&def->uplink_port, value);
         }
         if (streq(key, "uplink-host-ip")) {
                 if (net_prefix_parse(value, true, &def->uplink_host_ip) < 0 || def->uplink_host_ip.len == 0) {
@@ -481,70 +459,47 @@ int net_def_validate(const struct net_def *def, struct vh_error *err) {
         return 0;
 }
 
-int net_def_parse(const char *text, const char *origin, struct net_def **ret, struct vh_error *err) {
-        if (strlen(text) > NET_CONF_MAX_BYTES)
-                return vh_error_set(err, -EFBIG, "%s: larger than %d bytes", origin, NET_CONF_MAX_BYTES);
+/* The file format: 'tunnel' is the one key given once per tunnel. */
+static const char *const repeatable_keys[] = { "tunnel", NULL };
+static const struct keyfile_syntax net_conf_syntax = {
+        .max_bytes = NET_CONF_MAX_BYTES,
+        .max_line = NET_CONF_MAX_LINE,
+        .repeatable = repeatable_keys,
+        .quote_line_max = 200,
+        .quote_key_max = 100,
+};
 
+int net_def_parse(const char *text, const char *origin, struct net_def **ret, struct vh_error *err) {
+        _cleanup_(keyfile_freep) struct keyfile *kf = NULL;
+        int r = keyfile_new(text, origin, &net_conf_syntax, &kf, err);
+        if (r < 0)
+                return r;
         _cleanup_(net_def_freep) struct net_def *def = net_def_new("unnamed");
         if (!def)
                 return -ENOMEM;
         bool have_name = false, have_type = false;
-        unsigned line_no = 0, n_seen = 0;
-        char seen[24][20];
-        for (const char *p = text; *p;) {
-                const char *nl = strchr(p, '\n');
-                size_t n = nl ? (size_t) (nl - p) : strlen(p);
-                line_no++;
-                if (n >= NET_CONF_MAX_LINE)
-                        return vh_error_set(err, -EINVAL, "%s:%u: line longer than %d bytes", origin, line_no,
-                                            NET_CONF_MAX_LINE);
-                char line[NET_CONF_MAX_LINE];
-                memcpy(line, p, n);
-                line[n] = '\0';
-                p = nl ? nl + 1 : p + n;
-
-                char *l = strstrip(line);
-                if (l[0] == '\0' || l[0] == '#')
-                        continue;
-                char *eq = strchr(l, '=');
-                if (!eq)
-                        return vh_error_set(err, -EINVAL, "%s:%u: expected 'key = value', got '%.200s'", origin, line_no, l);
-                *eq = '\0';
-                char *key = strstrip(l), *value = strstrip(eq + 1);
-                if (key[0] == '\0')
-                        return vh_error_set(err, -EINVAL, "%s:%u: missing key before '='", origin, line_no);
-                if (value[0] == '\0')
-                        return vh_error_set(err, -EINVAL, "%s:%u: key '%.100s' has no value", origin, line_no, key);
-                /* Repeating a key other than 'tunnel' is almost always an
-                 * editing mistake: the later line would silently win. */
-                if (!streq(key, "tunnel")) {
-                        for (unsigned i = 0; i < n_seen; i++)
-                                if (streq(seen[i], key))
-                                        return vh_error_set(err, -EINVAL, "%s:%u: key '%.100s' given twice", origin,
-                                                            line_no, key);
-                }
-                char why[VH_ERROR_MAX - 64] = "";
-                int r = apply_key(def, key, value, why, sizeof(why));
+        const char *key, *value;
+        while ((r = keyfile_next(kf, &key, &value, err)) > 0) {
+                struct vh_error e = {};
+                r = net_def_set(def, key, value, &e);
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0)
-                        return vh_error_set(err, -EINVAL, "%s:%u: %s", origin, line_no, why);
-                if (!streq(key, "tunnel") && n_seen < ELEMENTSOF(seen)) {
-                        /* apply_key() accepted it, so it is one of the known keys: bounded. */
-                        snprintf(seen[n_seen++], sizeof(seen[0]), "%s", key);
-                }
+                        return keyfile_error(kf, err, -EINVAL, "%s", e.msg);
                 if (streq(key, "name"))
                         have_name = true;
                 if (streq(key, "type"))
                         have_type = true;
         }
+        if (r < 0)
+                return r;
         if (!have_name)
                 return vh_error_set(err, -EINVAL, "%s: missing 'name = ...'", origin);
         if (!have_type)
                 return vh_error_set(err, -EINVAL, "%s: missing 'type = user|bridge|ovs'", origin);
 
         struct vh_error e = {};
-        int r = net_def_validate(def, &e);
+        r = net_def_validate(def, &e);
         if (r < 0)
                 return vh_error_set(err, r, "%s: %s", origin, e.msg);
         *ret = TAKE_PTR(def);

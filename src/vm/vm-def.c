@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/keyfile.h"
 #include "base/macro.h"
 #include "base/strutil.h"
 #include "vm/vm-def.h"
@@ -61,12 +62,11 @@ const char *vm_boot_to_string(enum vm_boot b) {
 }
 
 int vm_boot_from_string(const char *s, enum vm_boot *ret) {
-        for (size_t i = 0; i < ELEMENTSOF(boot_names); i++)
-                if (streq(s, boot_names[i])) {
-                        *ret = (enum vm_boot) i;
-                        return 0;
-                }
-        return -EINVAL;
+        int i = keyfile_parse_choice(s, boot_names, ELEMENTSOF(boot_names));
+        if (i < 0)
+                return i;
+        *ret = (enum vm_boot) i;
+        return 0;
 }
 
 const char *vm_accel_to_string(enum vm_accel a) {
@@ -74,12 +74,11 @@ const char *vm_accel_to_string(enum vm_accel a) {
 }
 
 int vm_accel_from_string(const char *s, enum vm_accel *ret) {
-        for (size_t i = 0; i < ELEMENTSOF(accel_names); i++)
-                if (streq(s, accel_names[i])) {
-                        *ret = (enum vm_accel) i;
-                        return 0;
-                }
-        return -EINVAL;
+        int i = keyfile_parse_choice(s, accel_names, ELEMENTSOF(accel_names));
+        if (i < 0)
+                return i;
+        *ret = (enum vm_accel) i;
+        return 0;
 }
 
 static int parse_port(const char *s, bool allow_auto, uint16_t *ret) {
@@ -240,25 +239,6 @@ const struct vm_nic *vm_def_user_nic(const struct vm_def *def) {
         return NULL;
 }
 
-static int set_string(char **field, const char *value) {
-        char *c = strdup(value);
-        if (!c)
-                return -ENOMEM;
-        free(*field);
-        *field = c;
-        return 0;
-}
-
-static bool bool_from_string(const char *s, bool *ret) {
-        if (streq(s, "yes") || streq(s, "true") || streq(s, "on") || streq(s, "1"))
-                *ret = true;
-        else if (streq(s, "no") || streq(s, "false") || streq(s, "off") || streq(s, "0"))
-                *ret = false;
-        else
-                return false;
-        return true;
-}
-
 /* Applies one key; on a bad value returns -EINVAL with the reason in 'why'. */
 static int apply_key(struct vm_def *def, const char *key, const char *value, char *why, size_t why_len) {
         if (streq(key, "name")) {
@@ -266,7 +246,7 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
                         snprintf(why, why_len, "invalid name '%s' (1-%d letters, digits, '-' or '_')", value, VH_NAME_MAX);
                         return -EINVAL;
                 }
-                return set_string(&def->name, value);
+                return keyfile_set_string(&def->name, value);
         }
         if (streq(key, "cpus")) {
                 long v;
@@ -295,26 +275,26 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
                 return 0;
         }
         if (streq(key, "disk"))
-                return set_string(&def->disk, value);
+                return keyfile_set_string(&def->disk, value);
         if (streq(key, "disk-format")) {
                 if (!streq(value, "qcow2") && !streq(value, "raw")) {
                         snprintf(why, why_len, "disk-format must be qcow2 or raw, not '%s'", value);
                         return -EINVAL;
                 }
-                return set_string(&def->disk_format, value);
+                return keyfile_set_string(&def->disk_format, value);
         }
         if (streq(key, "base"))
-                return set_string(&def->base, value);
+                return keyfile_set_string(&def->base, value);
         if (streq(key, "cdrom"))
-                return set_string(&def->cdrom, value);
+                return keyfile_set_string(&def->cdrom, value);
         if (streq(key, "kernel"))
-                return set_string(&def->kernel, value);
+                return keyfile_set_string(&def->kernel, value);
         if (streq(key, "initrd"))
-                return set_string(&def->initrd, value);
+                return keyfile_set_string(&def->initrd, value);
         if (streq(key, "append"))
-                return set_string(&def->append, value);
+                return keyfile_set_string(&def->append, value);
         if (streq(key, "cpu"))
-                return set_string(&def->cpu_model, value);
+                return keyfile_set_string(&def->cpu_model, value);
         if (streq(key, "boot")) {
                 if (vm_boot_from_string(value, &def->boot) < 0) {
                         snprintf(why, why_len, "boot must be disk, cdrom or kernel, not '%s'", value);
@@ -390,7 +370,7 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
                 return 0;
         }
         if (streq(key, "localtime")) {
-                if (!bool_from_string(value, &def->localtime)) {
+                if (keyfile_parse_bool(value, &def->localtime) < 0) {
                         snprintf(why, why_len, "localtime must be yes or no, not '%s'", value);
                         return -EINVAL;
                 }
@@ -410,51 +390,43 @@ int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh
         return 0;
 }
 
-int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err) {
-        if (strlen(text) > VM_CONF_MAX_BYTES)
-                return vh_error_set(err, -EFBIG, "%s: larger than %d bytes", origin, VM_CONF_MAX_BYTES);
+/* The file format: nic and forward repeat, and a repeated single key has
+ * always let the later line win. An empty key reaches vm_def_set(), which
+ * names it as an unknown key. */
+static const struct keyfile_syntax vm_conf_syntax = {
+        .max_bytes = VM_CONF_MAX_BYTES,
+        .max_line = VM_CONF_MAX_LINE,
+        .allow_repeats = true,
+        .allow_empty_key = true,
+};
 
+int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err) {
+        _cleanup_(keyfile_freep) struct keyfile *kf = NULL;
+        int r = keyfile_new(text, origin, &vm_conf_syntax, &kf, err);
+        if (r < 0)
+                return r;
         _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new("unnamed");
         if (!def)
                 return -ENOMEM;
 
-        unsigned line_no = 0;
         bool have_name = false;
-        for (const char *p = text; *p;) {
-                const char *eol = strchr(p, '\n');
-                size_t n = eol ? (size_t) (eol - p) : strlen(p);
-                line_no++;
-                if (n >= VM_CONF_MAX_LINE)
-                        return vh_error_set(err, -EINVAL, "%s:%u: line longer than %d bytes", origin, line_no, VM_CONF_MAX_LINE);
-                char line[VM_CONF_MAX_LINE];
-                memcpy(line, p, n);
-                line[n] = '\0';
-                p = eol ? eol + 1 : p + n;
-
-                strstrip(line);
-                if (line[0] == '\0' || line[0] == '#')
-                        continue;
-                char *eq = strchr(line, '=');
-                if (!eq)
-                        return vh_error_set(err, -EINVAL, "%s:%u: expected 'key = value', got '%s'", origin, line_no, line);
-                *eq = '\0';
-                char *key = strstrip(line), *value = strstrip(eq + 1);
-                if (value[0] == '\0')
-                        return vh_error_set(err, -EINVAL, "%s:%u: key '%s' has no value", origin, line_no, key);
-
+        const char *key, *value;
+        while ((r = keyfile_next(kf, &key, &value, err)) > 0) {
                 struct vh_error e = {};
-                int r = vm_def_set(def, key, value, &e);
+                r = vm_def_set(def, key, value, &e);
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0)
-                        return vh_error_set(err, r, "%s:%u: %.400s", origin, line_no, e.msg);
+                        return keyfile_error(kf, err, r, "%.400s", e.msg);
                 if (streq(key, "name"))
                         have_name = true;
         }
+        if (r < 0)
+                return r;
         if (!have_name)
                 return vh_error_set(err, -EINVAL, "%s: missing key 'name'", origin);
 
-        int r = vm_def_validate(def, err);
+        r = vm_def_validate(def, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(def);
