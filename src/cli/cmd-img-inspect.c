@@ -13,36 +13,14 @@
 #include "base/macro.h"
 #include "base/strutil.h"
 #include "cli/cmd-img.h"
+#include "cli/img-common.h"
 #include "vmhost/image.h"
 
 enum {
-        ARG_OUTPUT = 0x100,
-        ARG_SIZE,
+        ARG_SIZE = IMG_CLI_ARG_VERB,
         ARG_START_OFFSET,
         ARG_MAX_LENGTH,
 };
-
-static int parse_output(const char *s, enum vh_image_info_output *ret) {
-        if (streq(s, "json"))
-                *ret = VH_IMAGE_INFO_JSON;
-        else if (streq(s, "human"))
-                *ret = VH_IMAGE_INFO_HUMAN;
-        else {
-                log_error("--output must be human or json, not '%s'.", s);
-                return -EINVAL;
-        }
-        return 0;
-}
-
-static int parse_fmt(const char *s, const char *flag, enum vh_image_format *ret) {
-        int f = vh_image_format_from_string(s);
-        if (f < 0) {
-                log_error("Unknown format '%s' for %s: use raw or qcow2.", s, flag);
-                return -EINVAL;
-        }
-        *ret = f;
-        return 0;
-}
 
 /* ---- check ---- */
 
@@ -71,14 +49,9 @@ static void check_report(const char *line, void *userdata) {
         fprintf(stderr, "%s\n", line);
 }
 
-struct check_cli {
-        bool quiet;
-        enum vh_image_info_output output;
-};
-
 static void check_repaired(uint64_t leaks_fixed, uint64_t corruptions_fixed, void *userdata) {
-        const struct check_cli *c = userdata;
-        if (c->quiet || c->output != VH_IMAGE_INFO_HUMAN)
+        const struct img_cli *cli = userdata;
+        if (cli->quiet || cli->output != VH_IMAGE_INFO_HUMAN)
                 return;
         printf("The following inconsistencies were found and repaired:\n\n"
                "    %" PRIu64 " leaked clusters\n"
@@ -89,32 +62,24 @@ static void check_repaired(uint64_t leaks_fixed, uint64_t corruptions_fixed, voi
 
 int cmd_img_check(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "output", required_argument, NULL, ARG_OUTPUT },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_OUTPUT,
                 { "repair", required_argument, NULL, 'r' },
-                { "force-share", no_argument, NULL, 'U' },
-                { "format", required_argument, NULL, 'f' },
+                IMG_CLI_OPTION_FORCE_SHARE,
+                IMG_CLI_OPTION_FORMAT,
                 {},
         };
-        struct check_cli cli = { .output = VH_IMAGE_INFO_HUMAN };
+        struct img_cli cli = IMG_CLI_INIT("check", usage_check, 1);
         struct vh_image_check_options o = {
-                .format = VH_IMAGE_FORMAT_PROBE,
                 .report = check_report,
                 .repaired = check_repaired,
                 .userdata = &cli,
         };
-        int c;
+        int c, status;
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:r:Uq", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_check(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &o.format) < 0)
-                                return 1;
-                        break;
                 case 'r':
                         if (streq(optarg, "leaks"))
                                 o.repair = VH_IMAGE_CHECK_REPAIR_LEAKS;
@@ -122,32 +87,22 @@ int cmd_img_check(int argc, char **argv) {
                                 o.repair = VH_IMAGE_CHECK_REPAIR_ALL;
                         else {
                                 log_error("Unknown option value for -r (expecting 'leaks' or 'all'): %s", optarg);
-                                return 1;
+                                return cli.usage_status;
                         }
                         break;
-                case 'U':
-                        o.force_share = true;
-                        break;
-                case 'q':
-                        cli.quiet = true;
-                        break;
-                case ARG_OUTPUT:
-                        if (parse_output(optarg, &cli.output) < 0)
-                                return 1;
-                        break;
                 default:
-                        usage_check(stderr);
-                        return 1;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 1) {
-                log_error("Expected one FILE. See 'vmhost img check --help'.");
-                return 1;
-        }
-        if (o.force_share && o.repair) {
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
+                return cli.usage_status;
+        if (cli.force_share && o.repair) {
                 log_error("-U cannot be used with -r: a repair must lock the image.");
-                return 1;
+                return cli.usage_status;
         }
         const char *file = argv[optind];
+        o.format = cli.format;
+        o.force_share = cli.force_share;
 
         struct vh_error err = {};
         struct vh_image_check_result res;
@@ -203,13 +158,9 @@ static void usage_map(FILE *f) {
                 "  vmhost img map --output=json vm1.qcow2\n");
 }
 
-struct map_cli {
-        enum vh_image_info_output output;
-};
-
 static int map_emit(const struct vh_image_map_entry *e, const struct vh_image_map_entry *next, void *userdata) {
-        const struct map_cli *m = userdata;
-        if (m->output == VH_IMAGE_INFO_HUMAN) {
+        const struct img_cli *cli = userdata;
+        if (cli->output == VH_IMAGE_INFO_HUMAN) {
                 if (e->data && !e->has_offset) {
                         log_error("File contains external, encrypted or compressed clusters.");
                         return -EINVAL;
@@ -233,43 +184,29 @@ static int map_emit(const struct vh_image_map_entry *e, const struct vh_image_ma
 
 int cmd_img_map(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "output", required_argument, NULL, ARG_OUTPUT },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_OUTPUT,
                 { "start-offset", required_argument, NULL, ARG_START_OFFSET },
                 { "max-length", required_argument, NULL, ARG_MAX_LENGTH },
-                { "force-share", no_argument, NULL, 'U' },
-                { "format", required_argument, NULL, 'f' },
+                IMG_CLI_OPTION_FORCE_SHARE,
+                IMG_CLI_OPTION_FORMAT,
                 {},
         };
-        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
-        struct map_cli m = { .output = VH_IMAGE_INFO_HUMAN };
+        struct img_cli cli = IMG_CLI_INIT("map", usage_map, 1);
         uint64_t start = 0, max_length = UINT64_MAX;
-        int c;
+        int c, status;
 
+        cli.qemu_img_messages = true;
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:U", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_map(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &oo.format) < 0)
-                                return 1;
-                        break;
-                case 'U':
-                        oo.flags |= VH_IMAGE_OPEN_FORCE_SHARE;
-                        break;
-                case ARG_OUTPUT:
-                        if (parse_output(optarg, &m.output) < 0)
-                                return 1;
-                        break;
                 case ARG_START_OFFSET:
                 case ARG_MAX_LENGTH: {
                         uint64_t v;
                         if (parse_size(optarg, &v) < 0) {
                                 log_error("Invalid %s '%s'.", c == ARG_START_OFFSET ? "start offset" : "max length",
                                           optarg);
-                                return 1;
+                                return cli.usage_status;
                         }
                         if (c == ARG_START_OFFSET)
                                 start = v;
@@ -278,36 +215,31 @@ int cmd_img_map(int argc, char **argv) {
                         break;
                 }
                 default:
-                        usage_map(stderr);
-                        return 1;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 1) {
-                log_error("Expected one FILE. See 'vmhost img map --help'.");
-                return 1;
-        }
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
+                return cli.usage_status;
         const char *file = argv[optind];
 
-        struct vh_error err = {};
         struct vh_image *img = NULL;
-        int r = vh_image_open(file, &oo, &img, &err);
-        if (r < 0) {
-                log_error("Could not open '%s': %s", file, vh_error_message(&err, r));
+        if (img_cli_open(&cli, file, cli.format, 0, &img) < 0)
                 return 1;
-        }
-        if (m.output == VH_IMAGE_INFO_HUMAN)
+        struct vh_error err = {};
+        if (cli.output == VH_IMAGE_INFO_HUMAN)
                 printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
         else
                 putchar('[');
-        r = vh_image_map_walk(img, start, max_length, m.output == VH_IMAGE_INFO_HUMAN, map_emit, &m, &err);
+        int r = vh_image_map_walk(img, start, max_length, cli.output == VH_IMAGE_INFO_HUMAN, map_emit, &cli, &err);
         vh_image_free(img);
-        if (r == -EINVAL && m.output == VH_IMAGE_INFO_HUMAN && !err.msg[0])
+        if (r == -EINVAL && cli.output == VH_IMAGE_INFO_HUMAN && !err.msg[0])
                 return 1; /* reported by map_emit */
         if (r < 0) {
                 fflush(stdout);
                 log_error("Could not read file metadata: %s", vh_error_message(&err, r));
                 return 1;
         }
-        if (m.output == VH_IMAGE_INFO_JSON)
+        if (cli.output == VH_IMAGE_INFO_JSON)
                 puts("]");
         return 0;
 }
@@ -339,75 +271,51 @@ static void compare_progress(uint64_t done, uint64_t total, void *userdata) {
 
 int cmd_img_compare(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "force-share", no_argument, NULL, 'U' },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_FORCE_SHARE,
                 {},
         };
-        struct vh_image_open_options o1 = { .format = VH_IMAGE_FORMAT_PROBE };
-        struct vh_image_open_options o2 = { .format = VH_IMAGE_FORMAT_PROBE };
+        struct img_cli cli = IMG_CLI_INIT("compare", usage_compare, 2);
+        enum vh_image_format format2 = VH_IMAGE_FORMAT_PROBE;
         struct vh_image_compare_options co = {};
-        bool quiet = false, progress = false;
-        int c;
+        int c, status;
 
+        cli.qemu_img_messages = true;
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:F:spqU", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_compare(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &o1.format) < 0)
-                                return 2;
-                        break;
                 case 'F':
-                        if (parse_fmt(optarg, "-F", &o2.format) < 0)
-                                return 2;
+                        if (img_cli_parse_format(optarg, "-F", &format2) < 0)
+                                return cli.usage_status;
                         break;
                 case 's':
                         co.strict = true;
                         break;
-                case 'p':
-                        progress = true;
-                        break;
-                case 'q':
-                        quiet = true;
-                        break;
-                case 'U':
-                        o1.flags |= VH_IMAGE_OPEN_FORCE_SHARE;
-                        o2.flags |= VH_IMAGE_OPEN_FORCE_SHARE;
-                        break;
                 default:
-                        usage_compare(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 2) {
-                log_error("Expected FILE1 FILE2. See 'vmhost img compare --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, argc - optind, 2, 2, "FILE1 FILE2") < 0)
+                return cli.usage_status;
         const char *f1 = argv[optind], *f2 = argv[optind + 1];
-        if (progress && !quiet)
+        if (img_cli_shows_progress(&cli))
                 co.progress = compare_progress;
 
-        struct vh_error err = {};
+        /* 2 when an image cannot be opened, as qemu-img. */
         struct vh_image *a = NULL, *b = NULL;
-        int r = vh_image_open(f1, &o1, &a, &err);
-        if (r < 0) {
-                log_error("Could not open '%s': %s", f1, vh_error_message(&err, r));
+        if (img_cli_open(&cli, f1, cli.format, 0, &a) < 0)
                 return 2;
-        }
-        r = vh_image_open(f2, &o2, &b, &err);
-        if (r < 0) {
-                log_error("Could not open '%s': %s", f2, vh_error_message(&err, r));
+        if (img_cli_open(&cli, f2, format2, 0, &b) < 0) {
                 vh_image_free(a);
                 return 2;
         }
+        struct vh_error err = {};
         struct vh_image_compare_result res;
-        r = vh_image_compare(a, b, &co, &res, &err);
+        int r = vh_image_compare(a, b, &co, &res, &err);
         vh_image_free(a);
         vh_image_free(b);
-        if (co.progress)
-                fputc('\n', stderr);
-        if (res.size_mismatch && !quiet)
+        img_cli_progress_end(&cli);
+        if (res.size_mismatch && !cli.quiet)
                 printf("Warning: Image size mismatch!\n");
         if (r < 0) {
                 log_error("%s", vh_error_message(&err, r));
@@ -415,19 +323,19 @@ int cmd_img_compare(int argc, char **argv) {
         }
         switch (res.outcome) {
         case VH_IMAGE_COMPARE_IDENTICAL:
-                if (!quiet)
+                if (!cli.quiet)
                         printf("Images are identical.\n");
                 return 0;
         case VH_IMAGE_COMPARE_CONTENT_MISMATCH:
-                if (!quiet)
+                if (!cli.quiet)
                         printf("Content mismatch at offset %" PRIu64 "!\n", res.offset);
                 return 1;
         case VH_IMAGE_COMPARE_SIZE_MISMATCH:
-                if (!quiet)
+                if (!cli.quiet)
                         printf("Strict mode: Image size mismatch!\n");
                 return 1;
         case VH_IMAGE_COMPARE_STATUS_MISMATCH:
-                if (!quiet)
+                if (!cli.quiet)
                         printf("Strict mode: Offset %" PRIu64 " block status mismatch!\n", res.offset);
                 return 1;
         }
@@ -523,74 +431,55 @@ static int measure_o(char *s, struct vh_image_measure_options *mo) {
 
 int cmd_img_measure(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "output", required_argument, NULL, ARG_OUTPUT },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_OUTPUT,
                 { "size", required_argument, NULL, ARG_SIZE },
-                { "force-share", no_argument, NULL, 'U' },
+                IMG_CLI_OPTION_FORCE_SHARE,
                 {},
         };
-        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
+        struct img_cli cli = IMG_CLI_INIT("measure", usage_measure, 1);
         struct vh_image_measure_options mo = { .format = VH_IMAGE_FORMAT_RAW };
-        enum vh_image_info_output output = VH_IMAGE_INFO_HUMAN;
         bool have_size = false;
-        int c;
+        int c, status;
 
+        cli.qemu_img_messages = true;
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:O:o:U", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_measure(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &oo.format) < 0)
-                                return 1;
-                        break;
                 case 'O':
-                        if (parse_fmt(optarg, "-O", &mo.format) < 0)
-                                return 1;
+                        if (img_cli_parse_format(optarg, "-O", &mo.format) < 0)
+                                return cli.usage_status;
                         break;
                 case 'o':
                         if (measure_o(optarg, &mo) < 0)
-                                return 1;
-                        break;
-                case 'U':
-                        oo.flags |= VH_IMAGE_OPEN_FORCE_SHARE;
-                        break;
-                case ARG_OUTPUT:
-                        if (parse_output(optarg, &output) < 0)
-                                return 1;
+                                return cli.usage_status;
                         break;
                 case ARG_SIZE:
                         if (parse_size(optarg, &mo.size) < 0) {
                                 log_error("Invalid image size specified. Must be between 0 and %" PRIu64 ".",
                                           VH_IMAGE_MAX_VIRTUAL_SIZE);
-                                return 1;
+                                return cli.usage_status;
                         }
                         have_size = true;
                         break;
                 default:
-                        usage_measure(stderr);
-                        return 1;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
         int left = argc - optind;
         if (left > 1 || (!have_size && left == 0)) {
                 log_error("Either --size N or one filename must be specified.");
-                return 1;
+                return cli.usage_status;
         }
         if (have_size && left == 1) {
                 log_error("--size N cannot be used together with a filename.");
-                return 1;
+                return cli.usage_status;
         }
 
-        struct vh_error err = {};
         struct vh_image *img = NULL;
-        if (left == 1) {
-                int r = vh_image_open(argv[optind], &oo, &img, &err);
-                if (r < 0) {
-                        log_error("Could not open '%s': %s", argv[optind], vh_error_message(&err, r));
-                        return 1;
-                }
-        }
+        if (left == 1 && img_cli_open(&cli, argv[optind], cli.format, 0, &img) < 0)
+                return 1;
+        struct vh_error err = {};
         struct vh_image_measure_result res;
         int r = vh_image_measure(img, &mo, &res, &err);
         vh_image_free(img);
@@ -598,7 +487,7 @@ int cmd_img_measure(int argc, char **argv) {
                 log_error("%s", vh_error_message(&err, r));
                 return 1;
         }
-        if (output == VH_IMAGE_INFO_HUMAN) {
+        if (cli.output == VH_IMAGE_INFO_HUMAN) {
                 printf("required size: %" PRIu64 "\n", res.required);
                 printf("fully allocated size: %" PRIu64 "\n", res.fully_allocated);
                 if (res.has_bitmaps)
