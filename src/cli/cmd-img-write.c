@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,45 +15,8 @@
 #include "base/strutil.h"
 #include "cli/cli.h"
 #include "cli/cmd-img.h"
+#include "cli/img-common.h"
 #include "vmhost/image.h"
-
-static int parse_fmt(const char *s, const char *flag, enum vh_image_format *ret) {
-        int f = vh_image_format_from_string(s);
-        if (f < 0) {
-                log_error("Unknown format '%s' for %s: use raw or qcow2.", s, flag);
-                return -EINVAL;
-        }
-        *ret = f;
-        return 0;
-}
-
-struct progress {
-        int last; /* hundredths of a percent last printed, -1 for none */
-};
-
-static void progress_print(uint64_t done, uint64_t total, void *userdata) {
-        struct progress *p = userdata;
-        int now = total ? (int) ((double) done * 10000.0 / (double) total) : 10000;
-        if (p->last >= 0 && now / 100 == p->last / 100 && now != 10000)
-                return;
-        if (now == p->last)
-                return;
-        p->last = now;
-        fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
-        fflush(stderr);
-}
-
-static struct vh_image *open_or_log(const char *file, enum vh_image_format format, unsigned flags) {
-        struct vh_image_open_options o = { .format = format, .flags = flags };
-        struct vh_error err = {};
-        struct vh_image *img = NULL;
-        int r = vh_image_open(file, &o, &img, &err);
-        if (r < 0) {
-                log_error("Cannot open %s: %s", file, vh_error_message(&err, r));
-                return NULL;
-        }
-        return img;
-}
 
 /* Flushes and closes; a failed flush is a failed command. */
 static int close_image(struct vh_image *img, const char *file) {
@@ -88,61 +52,40 @@ static void usage_commit(FILE *f) {
 
 int cmd_img_commit(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
+                IMG_CLI_OPTION_HELP,
                 {},
         };
-        enum vh_image_format format = VH_IMAGE_FORMAT_PROBE;
+        struct img_cli cli = IMG_CLI_INIT("commit", usage_commit, 2);
         struct vh_image_commit_options co = {};
-        bool progress = false, quiet = false;
-        int c;
+        int c, status;
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:b:dpqt:", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_commit(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &format) < 0)
-                                return 2;
-                        break;
                 case 'b':
                         co.base = optarg;
                         break;
                 case 'd':
                         co.keep_top = true;
                         break;
-                case 'p':
-                        progress = true;
-                        break;
-                case 'q':
-                        quiet = true;
-                        break;
                 case 't':
                         break; /* qemu-img's cache mode: we always write through the page cache and fsync */
                 default:
-                        usage_commit(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 1) {
-                log_error("Expected one FILE. See 'vmhost img commit --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
+                return cli.usage_status;
         const char *file = argv[optind];
-        struct progress ps = { .last = -1 };
-        if (progress && !quiet) {
-                co.progress = progress_print;
-                co.userdata = &ps;
-        }
+        img_cli_progress_hook(&cli, &co.progress, &co.userdata);
 
         bool empty = !co.keep_top && !co.base;
-        struct vh_image *img = open_or_log(file, format, empty ? VH_IMAGE_OPEN_READ_WRITE : 0);
-        if (!img)
+        struct vh_image *img = NULL;
+        if (img_cli_open(&cli, file, cli.format, empty ? VH_IMAGE_OPEN_READ_WRITE : 0, &img) < 0)
                 return 1;
         struct vh_error err = {};
         int r = vh_image_commit(img, &co, &err);
-        if (co.progress)
-                fputc('\n', stderr);
+        img_cli_progress_end(&cli);
         if (r < 0) {
                 log_error("Cannot commit %s: %s", file, vh_error_message(&err, r));
                 vh_image_free(img);
@@ -151,7 +94,7 @@ int cmd_img_commit(int argc, char **argv) {
         r = close_image(img, file);
         if (r < 0)
                 return 1;
-        if (!quiet)
+        if (!cli.quiet)
                 printf("Image committed.\n");
         return 0;
 }
@@ -182,79 +125,59 @@ static void usage_rebase(FILE *f) {
 
 int cmd_img_rebase(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
+                IMG_CLI_OPTION_HELP,
                 {},
         };
-        enum vh_image_format format = VH_IMAGE_FORMAT_PROBE;
+        struct img_cli cli = IMG_CLI_INIT("rebase", usage_rebase, 2);
         struct vh_image_rebase_options ro = { .backing_format = VH_IMAGE_FORMAT_PROBE };
-        bool progress = false, quiet = false, have_b = false;
-        int c;
+        bool have_b = false;
+        int c, status;
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:b:F:upqt:T:U", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_rebase(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &format) < 0)
-                                return 2;
-                        break;
                 case 'b':
                         ro.backing_file = optarg;
                         have_b = true;
                         break;
                 case 'F':
-                        if (parse_fmt(optarg, "-F", &ro.backing_format) < 0)
-                                return 2;
+                        if (img_cli_parse_format(optarg, "-F", &ro.backing_format) < 0)
+                                return cli.usage_status;
                         break;
                 case 'u':
                         ro.unsafe = true;
-                        break;
-                case 'p':
-                        progress = true;
-                        break;
-                case 'q':
-                        quiet = true;
                         break;
                 case 't':
                 case 'T':
                         break; /* cache modes: see commit */
                 case 'U':
                         log_error("-U (no locks) cannot be used to change an image.");
-                        return 2;
+                        return cli.usage_status;
                 default:
-                        usage_rebase(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 1) {
-                log_error("Expected one FILE. See 'vmhost img rebase --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
+                return cli.usage_status;
         if (!have_b) {
                 log_error("The new backing file must be given with -b (-b \"\" for none).");
-                return 2;
+                return cli.usage_status;
         }
         const char *file = argv[optind];
         if (!isempty(ro.backing_file) && ro.backing_format == VH_IMAGE_FORMAT_PROBE) {
                 log_error("The format of the new backing file must be given with -F (qcow2 or raw).");
-                return 2;
+                return cli.usage_status;
         }
-        struct progress ps = { .last = -1 };
-        if (progress && !quiet) {
-                ro.progress = progress_print;
-                ro.userdata = &ps;
-        }
+        img_cli_progress_hook(&cli, &ro.progress, &ro.userdata);
 
         /* Unsafe mode must work when the old backing file is gone. */
         unsigned flags = VH_IMAGE_OPEN_READ_WRITE | (ro.unsafe ? VH_IMAGE_OPEN_NO_BACKING : 0);
-        struct vh_image *img = open_or_log(file, format, flags);
-        if (!img)
+        struct vh_image *img = NULL;
+        if (img_cli_open(&cli, file, cli.format, flags, &img) < 0)
                 return 1;
         struct vh_error err = {};
         int r = vh_image_rebase(img, &ro, &err);
-        if (ro.progress)
-                fputc('\n', stderr);
+        img_cli_progress_end(&cli);
         if (r < 0) {
                 log_error("Cannot rebase %s: %s", file, vh_error_message(&err, r));
                 vh_image_free(img);
@@ -284,16 +207,16 @@ static void usage_resize(FILE *f) {
 }
 
 int cmd_img_resize(int argc, char **argv) {
-        enum { ARG_SHRINK = 0x100, ARG_PREALLOC };
+        enum { ARG_SHRINK = IMG_CLI_ARG_VERB, ARG_PREALLOC };
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
+                IMG_CLI_OPTION_HELP,
                 { "shrink", no_argument, NULL, ARG_SHRINK },
                 { "preallocation", required_argument, NULL, ARG_PREALLOC },
                 {},
         };
-        enum vh_image_format format = VH_IMAGE_FORMAT_PROBE;
-        bool shrink = false, quiet = false;
-        int c;
+        struct img_cli cli = IMG_CLI_INIT("resize", usage_resize, 2);
+        bool shrink = false;
+        int c, status;
 
         if (cli_wants_help(argc, argv)) {
                 usage_resize(stdout);
@@ -301,52 +224,38 @@ int cmd_img_resize(int argc, char **argv) {
         }
         /* The size is taken off before getopt sees it: "-1G" is not an
          * option (qemu-img does the same). */
-        if (argc < 3) {
-                log_error("Expected FILE SIZE. See 'vmhost img resize --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, argc - 1, 2, INT_MAX, "FILE SIZE") < 0)
+                return cli.usage_status;
         const char *size_arg = argv[--argc];
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:q", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_resize(stdout);
-                        return 0;
-                case 'f':
-                        if (parse_fmt(optarg, "-f", &format) < 0)
-                                return 2;
-                        break;
-                case 'q':
-                        quiet = true;
-                        break;
                 case ARG_SHRINK:
                         shrink = true;
                         break;
                 case ARG_PREALLOC:
                         if (!streq(optarg, "off")) {
                                 log_error("Only --preallocation=off is supported.");
-                                return 2;
+                                return cli.usage_status;
                         }
                         break;
                 default:
-                        usage_resize(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
-        if (argc - optind != 1) {
-                log_error("Expected FILE SIZE. See 'vmhost img resize --help'.");
-                return 2;
-        }
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "FILE SIZE") < 0)
+                return cli.usage_status;
         const char *file = argv[optind];
         int sign = size_arg[0] == '+' ? 1 : size_arg[0] == '-' ? -1 : 0;
         uint64_t amount;
         if (parse_size(size_arg + (sign != 0), &amount) < 0) {
                 log_error("Invalid size '%s': use [+|-]NUMBER with an optional k, M, G, T suffix.", size_arg);
-                return 2;
+                return cli.usage_status;
         }
 
-        struct vh_image *img = open_or_log(file, format, VH_IMAGE_OPEN_READ_WRITE);
-        if (!img)
+        struct vh_image *img = NULL;
+        if (img_cli_open(&cli, file, cli.format, VH_IMAGE_OPEN_READ_WRITE, &img) < 0)
                 return 1;
         uint64_t cur = vh_image_virtual_size(img), size = amount;
         if (sign > 0)
@@ -368,7 +277,7 @@ int cmd_img_resize(int argc, char **argv) {
         }
         if (close_image(img, file) < 0)
                 return 1;
-        if (!quiet)
+        if (!cli.quiet)
                 printf("Image resized.\n");
         return 0;
 }
@@ -396,21 +305,18 @@ static void usage_snapshot(FILE *f) {
 
 int cmd_img_snapshot(int argc, char **argv) {
         static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "force-share", no_argument, NULL, 'U' },
+                IMG_CLI_OPTION_HELP,
+                IMG_CLI_OPTION_FORCE_SHARE,
                 {},
         };
+        struct img_cli cli = IMG_CLI_INIT("snapshot", usage_snapshot, 2);
         enum { LIST, CREATE, APPLY, DELETE } action = LIST;
         const char *name = NULL;
-        bool force_share = false;
-        int actions = 0, c;
+        int actions = 0, c, status;
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "hlc:a:d:Uqf:", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        usage_snapshot(stdout);
-                        return 0;
                 case 'l':
                         action = LIST;
                         actions++;
@@ -422,32 +328,26 @@ int cmd_img_snapshot(int argc, char **argv) {
                         name = optarg;
                         actions++;
                         break;
-                case 'U':
-                        force_share = true;
-                        break;
-                case 'q':
                 case 'f':
-                        break;
+                        break; /* accepted for qemu-img's sake; snapshots are qcow2's, so the format is probed */
                 default:
-                        usage_snapshot(stderr);
-                        return 2;
+                        if (!img_cli_parse_flag(&cli, c, optarg, &status))
+                                return status;
                 }
         if (actions != 1) {
                 log_error("Give exactly one of -l, -c, -a, -d. See 'vmhost img snapshot --help'.");
-                return 2;
+                return cli.usage_status;
         }
-        if (argc - optind != 1) {
-                log_error("Expected one FILE. See 'vmhost img snapshot --help'.");
-                return 2;
-        }
-        if (force_share && action != LIST) {
+        if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
+                return cli.usage_status;
+        if (cli.force_share && action != LIST) {
                 log_error("-U only goes with -l: a snapshot cannot be changed without the image's lock.");
-                return 2;
+                return cli.usage_status;
         }
         const char *file = argv[optind];
-        unsigned flags = action == LIST ? (force_share ? VH_IMAGE_OPEN_FORCE_SHARE : 0) : VH_IMAGE_OPEN_READ_WRITE;
-        struct vh_image *img = open_or_log(file, VH_IMAGE_FORMAT_PROBE, flags | VH_IMAGE_OPEN_NO_BACKING);
-        if (!img)
+        unsigned flags = (action == LIST ? 0 : VH_IMAGE_OPEN_READ_WRITE) | VH_IMAGE_OPEN_NO_BACKING;
+        struct vh_image *img = NULL;
+        if (img_cli_open(&cli, file, VH_IMAGE_FORMAT_PROBE, flags, &img) < 0)
                 return 1;
 
         struct vh_error err = {};
