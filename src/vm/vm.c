@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sched.h>
 #include <sys/un.h>
@@ -584,6 +586,29 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
 }
 
 
+/* Sleeps until the serial log changes (inotify on 'log'; '*inotify_fd'
+ * is set up on first use, once the log exists) or QEMU exits ('pid_fd', a
+ * pidfd), so vm_wait_ready() sees the ready line as soon as QEMU writes
+ * it. Where either cannot be had it wakes up in short steps instead, and
+ * at the latest after a second, for the caller's status check. */
+static void wait_for_log(const char *log, int *inotify_fd, int pid_fd, uint64_t deadline) {
+        if (*inotify_fd < 0) {
+                *inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+                if (*inotify_fd >= 0 && inotify_add_watch(*inotify_fd, log, IN_MODIFY | IN_CLOSE_WRITE) < 0)
+                        *inotify_fd = safe_close(*inotify_fd);
+        }
+        uint64_t now = now_ms();
+        int timeout = (int) MIN(deadline > now ? deadline - now : 0, (uint64_t) 1000);
+        if (*inotify_fd < 0)
+                timeout = MIN(timeout, 50);
+        struct pollfd fds[2] = { { .fd = *inotify_fd, .events = POLLIN }, { .fd = pid_fd, .events = POLLIN } };
+        if (poll(fds, 2, timeout) > 0 && (fds[0].revents & POLLIN)) {
+                char buf[4096];
+                while (read(*inotify_fd, buf, sizeof(buf)) > 0)
+                        ;
+        }
+}
+
 int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
         int r = vm_paths_get(name, &p, err);
@@ -599,6 +624,8 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
 
         uint64_t deadline = now_ms() + timeout_ms;
         uint64_t offset = st.serial_log_offset;
+        _cleanup_close_ int pid_fd = (int) syscall(SYS_pidfd_open, st.pid, 0);
+        _cleanup_close_ int inotify_fd = -1;
         char tail[8192];
         size_t tail_len = 0;
         for (;;) {
@@ -658,7 +685,7 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
                         return vh_error_set(err, -ETIMEDOUT,
                                             "VM %s printed no ready line within %u s (console log: %s)", name,
                                             timeout_ms / 1000, p.serial_log);
-                usleep(50 * 1000);
+                wait_for_log(p.serial_log, &inotify_fd, pid_fd, deadline);
         }
 }
 
