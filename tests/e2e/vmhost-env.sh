@@ -10,14 +10,17 @@ if [ -n "${VMHOST_GUEST_DIR:-}" ]; then
 fi
 GUEST_DIR=$VMHOST_HOME/guest
 
-# Stop every VM of this home on exit, whatever happened.
+# Stop every VM of this home on exit, whatever happened. It returns the
+# status it was called with, so that in "trap 'vmhost_cleanup_vms;
+# e2e_cleanup' EXIT" the test's own exit status reaches e2e_cleanup.
 vmhost_cleanup_vms() {
-	local n
+	local rc=$? n
 	for n in $("$VMHOST" vm list --json 2>/dev/null | python3 -c 'import json,sys
 for v in json.load(sys.stdin):
     print(v["name"])' 2>/dev/null); do
 		"$VMHOST" vm stop "$n" --timeout 5 >/dev/null 2>&1 || true
 	done
+	return $rc
 }
 
 # vm_json NAME KEY...: a field of 'vmhost vm status NAME --json'
