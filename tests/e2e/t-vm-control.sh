@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A running VM through QMP: 'monitor info status' says running, raw QMP,
-# a PNG screenshot, CD eject/insert while running, snapshots of the full
+# a PNG screenshot, CD eject/insert while running (the guest mounts the
+# inserted ISO, and no longer can after the eject), snapshots of the full
 # machine (savevm/loadvm) that undo a file written after them, disk
 # snapshots while stopped (the disk's internal qcow2 snapshot, seen by
 # qemu-img), the graceful stop through the ACPI button, kill and restart.
@@ -34,8 +35,20 @@ out=$("$VMHOST" vm qmp c1 '{"execute":"no-such-command"}' 2>&1) && fail qmp-erro
 	"$VMHOST" vm monitor c1 'info block cd0-media' | grep -q "cd0-media.*/dev/fdset/.*read-only" &&
 	[ "$(vm_json c1 cdrom)" = "$(readlink -f "$GUEST_DIR/guest.iso")" ] &&
 	pass cdrom-insert || fail cdrom-insert "$("$VMHOST" vm monitor c1 'info block')"
+# Inside the guest: its IDE CD drive (/dev/sr0, drivers loaded after the
+# ready line) holds the ISO: mount it and list it. The first open after a
+# media change fails (EINVAL) while Linux takes note of the new disc, so
+# the mount is tried up to 5 times.
+cd_ls='n=0; while [ ! -b /dev/sr0 ] && [ $n -lt 150 ]; do usleep 100000; n=$((n+1)); done; mkdir -p /mnt/cd; for i in 1 2 3 4 5; do if mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/tmp/mount.err; then ls /mnt/cd; umount /mnt/cd; exit 0; fi; usleep 200000; done; cat /tmp/mount.err; exit 1'
+out=$(serial_cmd "$S" 30 "$cd_ls")
+[[ $out == *vmlinuz* && $out == *isolinux* ]] && pass cdrom-guest-reads "the guest mounted /dev/sr0: $(echo $out)" ||
+	fail cdrom-guest-reads "$out"
 "$VMHOST" vm cdrom c1 eject >/dev/null && "$VMHOST" vm monitor c1 'info block cd0-media' | grep -q "not inserted" &&
 	[ -z "$(vm_json c1 cdrom)" ] && pass cdrom-eject || fail cdrom-eject "$("$VMHOST" vm monitor c1 'info block cd0-media')"
+out=$(serial_cmd "$S" 30 "$cd_ls" 2>&1)
+rc=$?
+[ $rc -ne 0 ] && [[ $out == *"No medium found"* ]] && pass cdrom-guest-ejected "$(echo $out | tail -c 120)" ||
+	fail cdrom-guest-ejected "rc $rc: $out"
 
 # Full machine snapshot: a file written after it is gone after revert.
 serial_cmd "$S" 10 "echo before > /tmp/marker" >/dev/null

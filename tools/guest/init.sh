@@ -14,6 +14,9 @@
 #   vmhost.tcp=PORT|off     TCP greeting service (default 7777 when eth0 exists)
 #   vmhost.counter=1        print "CNT n" every 100 ms after the ready line (migration tests)
 #
+# After the ready line the CD-ROM drivers load in the background: /dev/sr0 is the
+# VM's CD drive (mount -t iso9660 -o ro /dev/sr0 DIR).
+#
 # Contract with the host (tests grep for it; keep it stable):
 #   exactly one line "VMHOST-READY name=NAME ip=ADDR|none uptime=SECONDS" on the console,
 #   then each console line is run with sh -c (stdin /dev/null, so a command cannot eat
@@ -115,6 +118,15 @@ esac
 # sends a command right after seeing it never gets its own line back.
 stty -echo 2>/dev/null
 echo "VMHOST-READY name=$NAME ip=$ADDR uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+# The CD-ROM drivers (IDE CD on QEMU's ATA controller, ISO 9660) load after
+# the ready line, in the background, so they do not slow the boot; /dev/sr0
+# appears a moment later (tests wait for it before mounting).
+(
+	for m in scsi_common scsi_mod cdrom isofs sr_mod libata ata_piix; do
+		[ -f "/lib/mod/$m.ko" ] && insmod "/lib/mod/$m.ko" 2>/dev/null
+	done
+) </dev/null >/dev/null 2>&1 &
 
 if [ "$COUNTER" = 1 ]; then
 	( i=0; while :; do echo "CNT $i"; i=$((i+1)); usleep 100000; done ) &
