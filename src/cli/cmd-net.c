@@ -711,8 +711,19 @@ static int net_ports_cmd(const char *name, bool json) {
 }
 
 int cmd_net(int argc, char **argv) {
+        static const char *const commands[] = { "list",   "show",   "ports",   "create", "start",  "stop",
+                                                "delete", "tunnel", "uplink",  "release", "attach", "detach" };
         if (argc < 2) {
                 usage(stderr);
+                return 2;
+        }
+        bool known = streq(argv[1], "-h") || streq(argv[1], "--help");
+        for (size_t i = 0; !known && i < ELEMENTSOF(commands); i++)
+                known = streq(argv[1], commands[i]);
+        if (!known) {
+                /* Also with --help: help for a command that does not exist
+                 * would tell the user it does. */
+                log_error("Unknown command 'net %s'. See 'vmhost net --help'.", argv[1]);
                 return 2;
         }
         if (cli_wants_help(argc, argv)) {
