@@ -50,7 +50,7 @@ POINTS=${POINTS:-30}
 echo "seed $SEED (SEED=$SEED replays this run), $POINTS kill points per writer"
 cd "$E2E_TMP"
 T0=$(e2e_now)
-KILLS=0 COMPLETED=0
+KILLS=0 COMPLETED=0 ODD=0 ODD_RC=
 
 # rnd: the next number of a linear congruential generator in LCG (bash's
 # $RANDOM cannot be replayed: bash reseeds it in every subshell).
@@ -90,18 +90,57 @@ completes() {
 
 # count_writes CMD...: how many engine writes a full run of CMD does: the
 # smallest N at which it is not killed, minus one (doubling, then bisection).
+# 0 when it never completes, or completes without a single write.
 count_writes() {
 	local lo=0 hi=1 mid
 	until completes "$hi" "$@"; do
 		lo=$hi
 		hi=$((hi * 2))
-		[ "$hi" -le 1048576 ] || { echo 1; return; }
+		[ "$hi" -le 1048576 ] || { echo 0; return; }
 	done
 	while [ $((hi - lo)) -gt 1 ]; do
 		mid=$(((lo + hi) / 2))
 		if completes "$mid" "$@"; then hi=$mid; else lo=$mid; fi
 	done
-	echo $((hi > 1 ? hi - 1 : 1))
+	echo $((hi - 1))
+}
+
+# kills_ok NAME W KILLS_BEFORE ODD_BEFORE: the case's kill points really
+# killed the writer: it wrote at least twice, every kill point but perhaps
+# the last ended in SIGKILL, and no run ended any other way than killed or
+# complete. Prints a failure and returns 1 otherwise.
+kills_ok() {
+	local name=$1 w=$2 k=$((KILLS - $3)) odd=$((ODD - $4)) points
+	points=$(kill_points "$w" | wc -l)
+	if [ "$w" -lt 2 ]; then
+		fail "$name-writes" "the command made $w engine writes: the kill knob cannot interrupt it"
+	elif [ "$k" -lt $((points - 1)) ]; then
+		fail "$name-kills" "only $k of $points runs were killed"
+	elif [ "$odd" -gt 0 ]; then
+		fail "$name-exits" "$odd runs exited neither killed nor complete (last status $ODD_RC)"
+	else
+		return 0
+	fi
+	return 1
+}
+
+# verdicts NAME OLD NEW GOT...: every GOT image reads as OLD or NEW,
+# block by block; counts the bad ones in PROBLEMS.
+verdicts() {
+	local name=$1 old=$2 new=$3 out path verdict
+	shift 3
+	if ! out=$(old_or_new "$old" "$new" "$@"); then
+		fail "$name-verdicts" "the comparison failed: $out"
+		PROBLEMS=$((PROBLEMS + 1))
+		return
+	fi
+	if [ "$(grep -c . <<<"$out")" != $# ]; then
+		fail "$name-verdicts" "$(grep -c . <<<"$out") verdicts for $# images"
+		PROBLEMS=$((PROBLEMS + 1))
+	fi
+	while read -r path verdict; do
+		[ "$verdict" = ok ] || { fail "$name-${path%.raw}" "neither old nor new at $verdict"; PROBLEMS=$((PROBLEMS + 1)); }
+	done <<<"$out"
 }
 
 # kill_points W: POINTS numbers spread over 1..W.
@@ -119,7 +158,8 @@ run_killed() {
 	RC=0
 	# In a subshell, so that bash's "Killed" notice goes nowhere.
 	(VMHOST_FAULT_KILL_AFTER_WRITES=$n "$@" >/dev/null 2>&1; exit $?) 2>/dev/null || RC=$?
-	if [ "$RC" = 137 ]; then KILLS=$((KILLS + 1)); elif [ "$RC" = 0 ]; then COMPLETED=$((COMPLETED + 1)); fi
+	if [ "$RC" = 137 ]; then KILLS=$((KILLS + 1)); elif [ "$RC" = 0 ]; then COMPLETED=$((COMPLETED + 1)); else
+		ODD=$((ODD + 1)) ODD_RC=$RC; fi
 }
 
 # after_crash IMAGE: opens, check finds at most leaks, -r leaks repairs them.
@@ -142,6 +182,8 @@ old_or_new() {
 	python3 - "$@" <<'EOF'
 import sys
 old, new = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+if len(old) != len(new):
+    sys.exit("old and new differ in size: %d and %d" % (len(old), len(new)))
 for path in sys.argv[3:]:
     got = open(path, "rb").read()
     bad = None
@@ -187,7 +229,7 @@ writes_case() {
 	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
 	qemu-img convert -O raw img.qcow2 new.raw
 	w=$(count_writes "$IMAGE_IO" -q "${ops[@]}" img.qcow2)
-	local got=()
+	local got=() k0=$KILLS o0=$ODD
 	for n in $(kill_points "$w"); do
 		restore
 		run_killed "$n" "$IMAGE_IO" -q "${ops[@]}" img.qcow2
@@ -206,9 +248,10 @@ writes_case() {
 			cmp -s again.raw new.raw || { fail "$name-rewrite-$n" "not the new data"; problems=$((problems + 1)); }
 		fi
 	done
-	while read -r path verdict; do
-		[ "$verdict" = ok ] || { fail "$name-${path%.raw}" "neither old nor new at $verdict"; problems=$((problems + 1)); }
-	done < <(old_or_new old.raw new.raw "${got[@]}")
+	PROBLEMS=0
+	verdicts "$name" old.raw new.raw "${got[@]}"
+	problems=$((problems + PROBLEMS))
+	kills_ok "$name" "$w" "$k0" "$o0" || problems=$((problems + 1))
 	[ "$problems" = 0 ] && pass "$name" "${#got[@]} kill points over $w writes, $(e2e_elapsed "$T0") s"
 	cd ..
 	rm -rf "$name"
@@ -233,7 +276,7 @@ lazy_case() {
 	qemu-img info img.qcow2 | grep -q "cleanly shut down: no" && { fail lazy-clean-close "dirty after a clean close"; problems=1; }
 	qemu-img convert -O raw img.qcow2 new.raw
 	w=$(count_writes "$IMAGE_IO" -q "${ops[@]}" img.qcow2)
-	local got=()
+	local got=() k0=$KILLS o0=$ODD
 	for n in $(kill_points "$w"); do
 		restore
 		run_killed "$n" "$IMAGE_IO" -q "${ops[@]}" img.qcow2
@@ -244,9 +287,10 @@ lazy_case() {
 		qemu-img convert -O raw img.qcow2 "got-$n.raw"
 		got+=("got-$n.raw")
 	done
-	while read -r path verdict; do
-		[ "$verdict" = ok ] || { fail "lazy-${path%.raw}" "neither old nor new at $verdict"; problems=$((problems + 1)); }
-	done < <(old_or_new old.raw new.raw "${got[@]}")
+	PROBLEMS=0
+	verdicts lazy old.raw new.raw "${got[@]}"
+	problems=$((problems + PROBLEMS))
+	kills_ok lazy "$w" "$k0" "$o0" || problems=$((problems + 1))
 	[ "$dirty" -gt 0 ] || { fail lazy-dirty "no killed run left the dirty bit set"; problems=$((problems + 1)); }
 	[ "$problems" = 0 ] && pass lazy "${#got[@]} kill points over $w writes, $dirty left dirty and were repaired, $(e2e_elapsed "$T0") s"
 	cd ..
@@ -272,7 +316,7 @@ commit_case() {
 	"$VMHOST" img commit -q top.qcow2
 	qemu-img convert -O raw base.qcow2 new.raw
 	w=$(count_writes "$VMHOST" img commit -q top.qcow2)
-	local got=()
+	local got=() k0=$KILLS o0=$ODD
 	for n in $(kill_points "$w"); do
 		restore
 		run_killed "$n" "$VMHOST" img commit -q top.qcow2
@@ -287,9 +331,10 @@ commit_case() {
 		[ "$(stat -c %s "got-$n.raw")" = "$(stat -c %s old.raw)" ] || truncate -s 10M "got-$n.raw"
 		got+=("got-$n.raw")
 	done
-	while read -r path verdict; do
-		[ "$verdict" = ok ] || { fail "commit-${path%.raw}" "base: neither old nor new at $verdict"; problems=$((problems + 1)); }
-	done < <(old_or_new old.raw new.raw "${got[@]}")
+	PROBLEMS=0
+	verdicts commit old.raw new.raw "${got[@]}"
+	problems=$((problems + PROBLEMS))
+	kills_ok commit "$w" "$k0" "$o0" || problems=$((problems + 1))
 	[ "$problems" = 0 ] && pass commit "${#got[@]} kill points over $w writes, $(e2e_elapsed "$T0") s"
 	cd ..
 	rm -rf commit
@@ -316,6 +361,7 @@ convert_case() {
 	qemu-img convert -O raw dst.qcow2 old.raw
 	qemu-img convert -O raw src.qcow2 new.raw
 	w=$(count_writes "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2)
+	local k0=$KILLS o0=$ODD
 	for n in $(kill_points "$w"); do
 		restore
 		run_killed "$n" "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2
@@ -327,6 +373,14 @@ convert_case() {
 		fi
 		if [ "$RC" = 137 ] && ls .dst.qcow2.vmhost-*.tmp >/dev/null 2>&1; then leftovers=$((leftovers + 1)); fi
 	done
+	kills_ok "$name" "$w" "$k0" "$o0" || problems=$((problems + 1))
+	# A run that is not killed gives the new image.
+	restore
+	if ! "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2 || ! qemu-img convert -O raw dst.qcow2 got.raw ||
+	   ! cmp -s got.raw new.raw; then
+		fail "$name-complete" "a run without the kill knob did not give the new image"
+		problems=$((problems + 1))
+	fi
 	[ "$problems" = 0 ] && pass "$name" "$(kill_points "$w" | wc -l) kill points over $w writes ($leftovers left a temporary file beside it), $(e2e_elapsed "$T0") s"
 	cd ..
 	rm -rf "$name"

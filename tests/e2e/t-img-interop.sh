@@ -175,7 +175,7 @@ done
 trace_convert() {
 	local out=$1
 	shift
-	strace -f -qq -e trace=fsync,fdatasync,openat -o "$out" "$VMHOST" img convert "$@"
+	strace -f -qq -e trace=fsync,fdatasync,openat,pwrite64 -o "$out" "$VMHOST" img convert "$@"
 }
 n_fsync() { grep -cE '(fsync|fdatasync)\(' "$1" || true; }
 rm -f new.raw
@@ -189,11 +189,17 @@ if [ "$(n_fsync st-unsafe.txt)" -eq 0 ] && [ "$(n_fsync st-replace.txt)" -ge 2 ]
 else
 	fail cache-flushes "fsync counts: unsafe new $(n_fsync st-unsafe.txt), unsafe replacing $(n_fsync st-replace.txt), writeback $(n_fsync st-writeback.txt), none $(n_fsync st-none.txt)"
 fi
-# (O_DIRECTORY, the directory opened to flush the rename, is not it.)
-if grep -qE 'O_DIRECT([^O]|$)' st-none.txt && ! grep -qE 'O_DIRECT([^O]|$)' st-writeback.txt &&
+# (O_DIRECTORY, the directory opened to flush the rename, is not it.) The
+# O_DIRECT open must succeed and data must be written through it.
+direct_writes() {
+	local fd
+	fd=$(grep -E 'O_DIRECT([^O]|$).* = [0-9]+$' "$1" | grep -oE '[0-9]+$' | head -1)
+	[ -n "$fd" ] && grep -cE "pwrite64\($fd, " "$1" || echo 0
+}
+if [ "$(direct_writes st-none.txt)" -gt 0 ] && ! grep -qE 'O_DIRECT([^O]|$)' st-writeback.txt &&
    check_clean new-none.qcow2 &&
    qemu-img compare -q new-none.qcow2 q.raw; then
-	pass cache-none-direct "-t none writes through an O_DIRECT descriptor, image clean and identical"
+	pass cache-none-direct "-t none: $(direct_writes st-none.txt) writes through the O_DIRECT descriptor, image clean and identical"
 else
 	fail cache-none-direct "$(grep -cE 'O_DIRECT([^O]|$)' st-none.txt) O_DIRECT opens with -t none"
 fi

@@ -75,7 +75,11 @@ table inet someone_else {
 EOF
 RULES_BEFORE=$(foreign_rules)
 grep -q someone_else <<<"$RULES_BEFORE" || { fail foreign-table "could not set up the foreign nft table"; e2e_finish; }
+# A new namespace may inherit forwarding from the host (devconf_inherit_init_net);
+# start from 0 so that "switched on" and "restored" mean something.
+ip netns exec "$H" sysctl -qw net.ipv4.ip_forward=0
 FWD_BEFORE=$(ip netns exec "$H" cat /proc/sys/net/ipv4/ip_forward)
+[ "$FWD_BEFORE" = 0 ] || { fail ip-forward-off-at-start "$FWD_BEFORE"; e2e_finish; }
 # The "internet": a TCP server that answers with the address it saw.
 ip netns exec "$I" socat TCP-LISTEN:8080,bind=203.0.113.1,reuseaddr,fork SYSTEM:'echo peer=$SOCAT_PEERADDR' &
 track_pid $!
@@ -178,14 +182,23 @@ if vh net detach lan vm2 >/dev/null && ! ip -n "$H" link show "$TAP2" >/dev/null
 else
 	fail detach-after-kill
 fi
-if ! grep -q 'dhcp-host' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf" 2>/dev/null || grep 'vm1$' >/dev/null "$VMHOST_HOME/run/networks/lan/dnsmasq.conf"; then
-	pass reservations-follow-ports
+# vm1's reservation stays while vm1 is attached, and goes with its port.
+CONF=$VMHOST_HOME/run/networks/lan/dnsmasq.conf
+if grep -qx 'dhcp-host=52:54:00:3d:00:01,10.61.0.42,vm1' "$CONF" && ! grep -q 'vm2' "$CONF"; then
+	pass reservations-follow-ports "vm1's reservation kept after vm2's detach"
 else
-	fail reservations-follow-ports
+	fail reservations-follow-ports "$(cat "$CONF" 2>&1)"
 fi
 stop_pid "$PID_vm1"
-vh net detach lan vm1 >/dev/null
 dnsmasq_pid=$(cat "$VMHOST_HOME/run/networks/lan/dnsmasq.pid" 2>/dev/null)
+[ -n "$dnsmasq_pid" ] && kill -0 "$dnsmasq_pid" 2>/dev/null && pass dnsmasq-running-before-delete "pid $dnsmasq_pid" ||
+	fail dnsmasq-running-before-delete "pid '${dnsmasq_pid}'"
+vh net detach lan vm1 >/dev/null
+if [ -e "$CONF" ] && ! grep -q 'dhcp-host=52:54:00:3d:00:01' "$CONF"; then
+	pass reservation-gone-with-port
+else
+	fail reservation-gone-with-port "$(cat "$CONF" 2>&1)"
+fi
 if out=$(vh net delete lan 2>&1); then pass delete "$out"; else fail delete "$out"; fi
 left=$(ip -n "$H" -o link show | grep -oE ' (vb-|vh-|vt-)[^:@]*' || true)
 [ -z "$left" ] && pass no-links-left || fail no-links-left "$left"

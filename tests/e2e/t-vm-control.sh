@@ -53,11 +53,14 @@ rc=$?
 # Full machine snapshot: a file written after it is gone after revert.
 serial_cmd "$S" 10 "echo before > /tmp/marker" >/dev/null
 "$VMHOST" vm snapshot create c1 live1 >/dev/null && pass snapshot-create-running || fail snapshot-create-running
-serial_cmd "$S" 10 "echo after > /tmp/marker; echo x > /tmp/written-after" >/dev/null
+# The write after the snapshot must have happened, or the revert proves nothing.
+out=$(serial_cmd "$S" 10 "echo after > /tmp/marker; echo x > /tmp/written-after; cat /tmp/marker")
+[ "$out" = after ] && pass written-after-snapshot || fail written-after-snapshot "$out"
 "$VMHOST" vm snapshot revert c1 live1 >/dev/null && pass snapshot-revert-running || fail snapshot-revert-running
 out=$(serial_cmd "$S" 10 "cat /tmp/marker; test -e /tmp/written-after && echo STILL-THERE")
 [ "$out" = before ] && pass revert-undoes-file "$out" || fail revert-undoes-file "$out"
-"$VMHOST" vm snapshot list c1 | grep -q live1 && pass snapshot-list || fail snapshot-list
+"$VMHOST" vm snapshot list c1 | grep -q live1 && "$VMHOST" vm monitor c1 'info snapshots' | grep -q live1 &&
+	pass snapshot-list "vmhost and QEMU's 'info snapshots' list it" || fail snapshot-list
 
 # Graceful stop: the guest sees the ACPI button and powers off.
 t0=$(e2e_now)
@@ -71,16 +74,20 @@ serial_cmd "$S" 10 "echo disk-v1 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/de
 "$VMHOST" vm snapshot create c1 disk1 >/dev/null && qemu-img snapshot -l "$DISK" | grep -q disk1 &&
 	pass snapshot-create-stopped "qemu-img lists it" || fail snapshot-create-stopped "$(qemu-img snapshot -l "$DISK")"
 "$VMHOST" vm start c1 --wait >/dev/null
-serial_cmd "$S" 10 "echo disk-v2 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/dev/null" >/dev/null
+out=$(serial_cmd "$S" 10 "echo disk-v2 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/dev/null; dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | head -1")
+[ "$out" = disk-v2 ] && pass disk-written-after-snapshot || fail disk-written-after-snapshot "$out"
 "$VMHOST" vm kill c1 | grep -q "QEMU quit" && pass kill || fail kill
 "$VMHOST" vm snapshot revert c1 disk1 >/dev/null && pass snapshot-revert-stopped || fail snapshot-revert-stopped
 qemu-img check "$DISK" >/dev/null 2>&1 && pass disk-check-clean || fail disk-check-clean "$(qemu-img check "$DISK" 2>&1 | tail -3)"
 "$VMHOST" vm start c1 --wait >/dev/null
 out=$(serial_cmd "$S" 10 "dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | head -1")
 [ "$out" = disk-v1 ] && pass disk-revert-undoes-write "$out" || fail disk-revert-undoes-write "$out"
-"$VMHOST" vm restart c1 --wait >/dev/null && [ "$(vm_json c1 state)" = running ] && pass restart || fail restart
-"$VMHOST" vm snapshot delete c1 live1 >/dev/null && ! "$VMHOST" vm snapshot list c1 | grep -q live1 &&
-	pass snapshot-delete-running || fail snapshot-delete-running
+pid0=$(vm_json c1 pid)
+"$VMHOST" vm restart c1 --wait >/dev/null && [ "$(vm_json c1 state)" = running ] && [ -n "$pid0" ] &&
+	[ "$(vm_json c1 pid)" != "$pid0" ] && pass restart "QEMU pid $pid0 -> $(vm_json c1 pid)" || fail restart
+# Deleted, as QEMU itself lists the snapshots of the running VM.
+"$VMHOST" vm snapshot delete c1 live1 >/dev/null && info=$("$VMHOST" vm monitor c1 'info snapshots') &&
+	! grep -q live1 <<<"$info" && pass snapshot-delete-running || fail snapshot-delete-running "$info"
 "$VMHOST" vm stop c1 >/dev/null
 "$VMHOST" vm snapshot create c1 'bad name' >/dev/null 2>&1 && fail snapshot-bad-name || pass snapshot-bad-name
 "$VMHOST" vm monitor c1 'info status' >/dev/null 2>&1 && fail monitor-stopped || pass monitor-stopped

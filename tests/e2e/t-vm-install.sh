@@ -34,9 +34,11 @@ serial_cmd "$sock" 10 "cat /sys/block/vda/size" >"$E2E_TMP/vda" 2>&1
 [ "$(tail -1 "$E2E_TMP/vda")" = 131072 ] && pass installer-sees-empty-disk "vda 64 MiB" || fail installer-sees-empty-disk "$(cat "$E2E_TMP/vda")"
 
 t0=$(e2e_now)
-if serial_cmd "$sock" 180 "wget -q -O - http://10.0.2.2:$port/system.raw | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null; sync; echo written" >"$E2E_TMP/install" 2>&1 &&
-	grep -q written "$E2E_TMP/install"; then
-	pass install-to-disk "$size bytes in $(e2e_elapsed "$t0") s"
+# Written, then read back from the disk and compared with the host's copy.
+want=$(md5sum <"$E2E_TMP/www/system.raw" | cut -d' ' -f1)
+if serial_cmd "$sock" 180 "wget -q -O - http://10.0.2.2:$port/system.raw | dd of=/dev/vda bs=1M conv=fsync 2>/dev/null; sync; echo 3 > /proc/sys/vm/drop_caches; head -c $size /dev/vda | md5sum" >"$E2E_TMP/install" 2>&1 &&
+	grep -q "^$want " "$E2E_TMP/install"; then
+	pass install-to-disk "$size bytes in $(e2e_elapsed "$t0") s, read back with md5 $want"
 else
 	fail install-to-disk "$(cat "$E2E_TMP/install")"
 fi
@@ -45,14 +47,17 @@ fi
 [ "$(vm_json inst boot)" = disk ] && [ -z "$(vm_json inst cdrom)" ] && pass definition-updated || fail definition-updated
 
 t0=$(e2e_now)
+log_size=$(stat -c %s "$VMHOST_HOME/vms/inst/serial.log")
 if out=$("$VMHOST" vm start inst --wait --timeout 120 2>&1); then
 	pass boot-from-installed-disk "$(grep -o 'VMHOST-READY.*' <<<"$out") after $(e2e_elapsed "$t0") s"
 else
 	fail boot-from-installed-disk "$out"; tail -c 1500 "$VMHOST_HOME/vms/inst/serial.log"
 fi
-# The installed system came up through the disk's bootloader, not the CD.
-grep -a "SYSLINUX" "$VMHOST_HOME/vms/inst/serial.log" | tail -1 | grep -q SYSLINUX && pass booted-via-disk-bootloader ||
-	fail booted-via-disk-bootloader
+# The installed system came up through the disk's bootloader, not the CD:
+# the console of this boot (the log is appended to) shows SYSLINUX, not ISOLINUX.
+this_boot=$(tail -c +$((log_size + 1)) "$VMHOST_HOME/vms/inst/serial.log" | tr -d '\0')
+grep -q SYSLINUX <<<"$this_boot" && ! grep -q ISOLINUX <<<"$this_boot" && pass booted-via-disk-bootloader ||
+	fail booted-via-disk-bootloader "$(grep -aoE '(ISO|SYS)LINUX[^\r]*' <<<"$this_boot" | head -3)"
 "$VMHOST" vm stop inst >/dev/null
 qemu-img check "$E2E_TMP/inst.qcow2" >/dev/null 2>&1 && pass disk-clean || fail disk-clean
 e2e_finish

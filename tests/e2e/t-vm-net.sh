@@ -53,7 +53,8 @@ out=$(vh vm start a3 2>&1) && fail failed-start-cleans "started: $out" || {
 		fail failed-start-cleans "left: $(ip -n "$H" -o link | grep a3) $(ls "$VMHOST_HOME/run/vms/a3" 2>&1)"
 	fi
 }
-vh net delete lan >/dev/null 2>&1 && fail delete-refused-in-use "deleted while VMs run" || pass delete-refused-in-use
+if out=$(vh net delete lan 2>&1); then fail delete-refused-in-use "deleted while VMs run"
+elif grep -q 'in use by' <<<"$out"; then pass delete-refused-in-use "$out"; else fail delete-refused-in-use "$out"; fi
 
 # Stop removes the tap; a crash's tap goes at the next command.
 vh vm stop a1 >/dev/null
