@@ -247,10 +247,20 @@ for depth in $DEPTHS; do
 			(cd "$dir" && qemu-img convert "${args[@]}" "$top" out-q.qcow2)
 			same_image "$dir/out-v.qcow2" "$dir/out-q.qcow2" || ok=0
 		fi
+		# The flag took effect, as qemu-img sees the file: -c left compressed
+		# clusters, -B named the backing file.
+		case $mode in
+		compressed)
+			[ "$(qemu-img check --output=json "$dir/out-v.qcow2" | python3 -c 'import json,sys
+print(json.load(sys.stdin).get("compressed-clusters", 0) > 0)')" = True ] || ok=0 ;;
+		overlay | overlay-lower)
+			[ "$(qemu-img info --output=json "$dir/out-v.qcow2" | python3 -c 'import json,sys
+print(json.load(sys.stdin).get("backing-filename"))')" = "${args[3]}" ] || ok=0 ;;
+		esac
 		if [ $ok = 1 ] && qemu-img compare -q "$dir/out-v.qcow2" "$dir/$top" && clean "$dir/out-v.qcow2"; then
 			pass "depth$depth-convert-$mode"
 		else
-			fail "depth$depth-convert-$mode" "differs from qemu-img's or the source, or check fails"
+			fail "depth$depth-convert-$mode" "differs from qemu-img's or the source, check fails, or -c/-B did not take effect"
 		fi
 		rm -f "$dir/out-v.qcow2" "$dir/out-q.qcow2"
 	done
