@@ -166,6 +166,23 @@ copies() {
 
 # same_chains QDIR VDIR WHAT CHANGED...: the layers the operation changes
 # compare the same as qemu-img's and are clean.
+# top_layer_map IMAGE: the ranges IMAGE itself holds (depth 0 in qemu-img
+# map), merged, one "start length data zero" per line.
+top_layer_map() {
+	qemu-img map --output=json "$1" | python3 -c 'import json, sys
+out = []
+for e in json.load(sys.stdin):
+    if e["depth"] != 0:
+        continue
+    k = (e["data"], e["zero"])
+    if out and out[-1][0] + out[-1][1] == e["start"] and out[-1][2:] == k:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"], *k])
+for r in out:
+    print(*r)'
+}
+
 same_chains() {
 	local q=$1 v=$2 what=$3 i bad=""
 	shift 3
@@ -202,6 +219,17 @@ for depth in $DEPTHS; do
 			fail "$what" "vmhost img commit failed"
 		elif qerr=$(cd Q && qemu-img commit -q "${args[@]}" "$top" 2>&1); then
 			same_chains Q V "$what" "$base" "$depth"
+			# What the top itself holds afterwards (emptied by a plain commit,
+			# kept with -b): the same depth-0 ranges in qemu-img's map as
+			# qemu-img's top. (Deeper layers may differ in form: where the
+			# top had zeros over an empty base, QEMU writes zero clusters
+			# into the base and vmhost leaves it unallocated; both read
+			# as zeros, which same_chains checked.)
+			if [ "$(top_layer_map "Q/$top")" = "$(top_layer_map "V/$top")" ]; then
+				pass "$what-top-map" "$(top_layer_map "V/$top" | grep -c .) ranges of its own"
+			else
+				fail "$what-top-map" "the top's own ranges differ from qemu-img's top"
+			fi
 		elif qemu-img compare -q "$dir/$top" "V/$top" && qemu-img compare -q "$dir/$top" "V/l$base.qcow2" &&
 			clean "V/l$base.qcow2" && clean "V/$top"; then
 			# QEMU 7.2's commit job gives up on some chains (v2 bases that

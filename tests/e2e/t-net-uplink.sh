@@ -142,9 +142,13 @@ OVS_RUNDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR ip netns exec "$U" ov
 	--pidfile="$OVS_DIR/ovs-vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" --log-file="$OVS_DIR/ovs-vswitchd.log" \
 	--detach 2>/dev/null
 vh net create exo --type ovs --subnet 10.94.0.0/24 --ovs-db unix:"$OVS_DIR/db.sock" >/dev/null && pass ovs-create || fail ovs-create
+# The fault is the injected one at the last step, the four before it are
+# undone, and the OVS bridge (which must still exist) has no port left.
 if out=$(VMHOST_NET_FAULT=uplink:5 vh net uplink exo --port eth1 --host-ip 192.0.2.10/24 2>&1); then
 	fail ovs-rollback "succeeded despite the fault"
-elif [ "$(nic_state)" = "$BEFORE" ] && reach && [ -z "$(ovs-vsctl --db=unix:"$OVS_DIR/db.sock" list-ports vb-exo)" ]; then
+elif grep -q 'fault injected by VMHOST_NET_FAULT' <<<"$out" && [ "$(grep -c '^rollback: undo .*: ok' <<<"$out")" = 4 ] &&
+   [ "$(nic_state)" = "$BEFORE" ] && reach && ovs-vsctl --db=unix:"$OVS_DIR/db.sock" br-exists vb-exo &&
+   ports=$(ovs-vsctl --db=unix:"$OVS_DIR/db.sock" list-ports vb-exo) && [ -z "$ports" ]; then
 	pass ovs-rollback "$(grep -c '^rollback: undo .*: ok' <<<"$out") steps undone, eth1 out of the switch again"
 else
 	fail ovs-rollback "$out / $(nic_state)"
