@@ -9,10 +9,12 @@
  * new data and an intact top; a crash while emptying leaves a top image
  * whose remaining clusters equal what the base now holds. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/macro.h"
 #include "image/image-internal.h"
@@ -95,6 +97,47 @@ static int copy_down(struct vh_image *top, struct vh_image *base, const struct v
         return 0;
 }
 
+/* Gives the space of the freed clusters back to the file system, as
+ * qemu-img's commit does for the emptied top: runs of free clusters become
+ * holes (where the file system can punch them) and the file is cut after
+ * the last cluster still in use. Only called after a flush, so nothing on
+ * disk names the clusters given back; the refcounts do not change. */
+static int release_free_clusters(struct vh_image *img, struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        const unsigned cb = s->h.cluster_bits;
+        struct stat st;
+        if (fstat(img->fd, &st) < 0)
+                return vh_error_set(err, negative_errno(), "%s: cannot stat: %m", img->filename);
+        uint64_t n = DIV_ROUND_UP((uint64_t) st.st_size, UINT64_C(1) << cb), used_end = 1, run = 0;
+        for (uint64_t c = 1; c <= n; c++) {
+                uint64_t rc = 1;
+                if (c < n) {
+                        int r = qcow2_refcount_get(img, c << cb, &rc, err);
+                        if (r < 0)
+                                return r;
+                }
+                if (rc == 0) {
+                        if (!run)
+                                run = c;
+                        continue;
+                }
+                if (c < n)
+                        used_end = c + 1;
+                if (run && c < n)
+                        /* Best effort: without hole punching the space stays
+                         * allocated, as it was. */
+                        (void) fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) (run << cb),
+                                         (off_t) ((c - run) << cb));
+                run = 0;
+        }
+        if ((used_end << cb) >= (uint64_t) st.st_size)
+                return 0;
+        if (ftruncate(img->fd, (off_t) (used_end << cb)) < 0)
+                return vh_error_set(err, negative_errno(), "%s: cannot give back the freed space: %m", img->filename);
+        img->file_size = used_end << cb;
+        return 0;
+}
+
 /* Drops every cluster of the active state of 'img' (qemu-img's "empty"):
  * the L1 entries go first, the tables and data they reached are freed
  * after, so each L2 range of the image reads either its old clusters or
@@ -125,7 +168,10 @@ static int qcow2_make_empty(struct vh_image *img, struct vh_error *err) {
                 s->l1_dirty_lo = MIN(s->l1_dirty_lo, i);
                 s->l1_dirty_hi = MAX(s->l1_dirty_hi, i + 1);
         }
-        return qcow2_flush(img, err);
+        r = qcow2_flush(img, err);
+        if (r < 0)
+                return r;
+        return release_free_clusters(img, err);
 }
 
 int vh_image_commit(struct vh_image *top, const struct vh_image_commit_options *opts, struct vh_error *err) {
