@@ -260,6 +260,8 @@ enum vh_image_prealloc {
 
 /* "off", "metadata", "falloc", "full"; -EINVAL if unknown. */
 int vh_image_prealloc_from_string(const char *s, enum vh_image_prealloc *ret);
+/* The name of a mode; NULL if out of range. */
+const char *vh_image_prealloc_to_string(enum vh_image_prealloc mode);
 
 struct vh_image_create_options {
         enum vh_image_format format;

@@ -305,9 +305,8 @@ static int img_create(int argc, char **argv) {
                 if (co.format == VH_IMAGE_FORMAT_QCOW2)
                         printf(" compat=%s lazy_refcounts=%s refcount_bits=%u", co.version == 2 ? "0.10" : "1.1",
                                co.lazy_refcounts ? "on" : "off", co.refcount_bits ? co.refcount_bits : 16);
-                static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full" };
                 if (co.preallocation != VH_IMAGE_PREALLOC_OFF)
-                        printf(" preallocation=%s", prealloc_names[co.preallocation]);
+                        printf(" preallocation=%s", vh_image_prealloc_to_string(co.preallocation));
                 printf("\n");
         }
         return 0;

@@ -109,26 +109,25 @@ static int release_free_clusters(struct vh_image *img, struct vh_error *err) {
         if (fstat(img->fd, &st) < 0)
                 return vh_error_set(err, negative_errno(), "%s: cannot stat: %m", img->filename);
         uint64_t n = DIV_ROUND_UP((uint64_t) st.st_size, UINT64_C(1) << cb), used_end = 1, run = 0;
-        for (uint64_t c = 1; c <= n; c++) {
-                uint64_t rc = 1;
-                if (c < n) {
-                        int r = qcow2_refcount_get(img, c << cb, &rc, err);
-                        if (r < 0)
-                                return r;
-                }
+        /* Runs of free clusters between used ones become holes; the run
+         * after the last used cluster goes with the truncation below. */
+        for (uint64_t c = 1; c < n; c++) {
+                uint64_t rc;
+                int r = qcow2_refcount_get(img, c << cb, &rc, err);
+                if (r < 0)
+                        return r;
                 if (rc == 0) {
                         if (!run)
                                 run = c;
                         continue;
                 }
-                if (c < n)
-                        used_end = c + 1;
-                if (run && c < n)
+                if (run)
                         /* Best effort: without hole punching the space stays
                          * allocated, as it was. */
                         (void) fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) (run << cb),
                                          (off_t) ((c - run) << cb));
                 run = 0;
+                used_end = c + 1;
         }
         if ((used_end << cb) >= (uint64_t) st.st_size)
                 return 0;

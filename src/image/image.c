@@ -39,15 +39,22 @@ int vh_image_format_from_string(const char *s) {
         return -EINVAL;
 }
 
+static const char *const prealloc_names[_VH_IMAGE_PREALLOC_MAX] = {
+        [VH_IMAGE_PREALLOC_OFF] = "off",
+        [VH_IMAGE_PREALLOC_METADATA] = "metadata",
+        [VH_IMAGE_PREALLOC_FALLOC] = "falloc",
+        [VH_IMAGE_PREALLOC_FULL] = "full",
+};
+
+const char *vh_image_prealloc_to_string(enum vh_image_prealloc mode) {
+        if (mode < 0 || mode >= _VH_IMAGE_PREALLOC_MAX)
+                return NULL;
+        return prealloc_names[mode];
+}
+
 int vh_image_prealloc_from_string(const char *s, enum vh_image_prealloc *ret) {
-        static const char *const names[_VH_IMAGE_PREALLOC_MAX] = {
-                [VH_IMAGE_PREALLOC_OFF] = "off",
-                [VH_IMAGE_PREALLOC_METADATA] = "metadata",
-                [VH_IMAGE_PREALLOC_FALLOC] = "falloc",
-                [VH_IMAGE_PREALLOC_FULL] = "full",
-        };
         for (int i = 0; s && i < _VH_IMAGE_PREALLOC_MAX; i++)
-                if (streq(s, names[i])) {
+                if (streq(s, prealloc_names[i])) {
                         *ret = (enum vh_image_prealloc) i;
                         return 0;
                 }

@@ -287,6 +287,19 @@ static int refs_reserve(struct qcow2_writer *w, uint64_t c, struct vh_error *err
         return 0;
 }
 
+/* Points L2 entry 'slot' at the whole data cluster at host offset 'at',
+ * counting the reference when counts are kept (see refs). */
+static int map_data_cluster(struct qcow2_writer *w, uint64_t *slot, uint64_t at, struct vh_error *err) {
+        if (w->refs) {
+                int r = refs_reserve(w, at >> w->p.cluster_bits, err);
+                if (r < 0)
+                        return r;
+                w->refs[at >> w->p.cluster_bits] = 1;
+        }
+        *slot = at | QCOW2_OFLAG_COPIED;
+        return 0;
+}
+
 int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, const void *data,
                              struct vh_error *err) {
         uint64_t *slot;
@@ -297,14 +310,7 @@ int qcow2_writer_add_cluster(struct qcow2_writer *w, uint64_t guest_cluster, con
         r = append(w, data, w->cluster_size, at, err);
         if (r < 0)
                 return r;
-        if (w->refs) {
-                r = refs_reserve(w, at >> w->p.cluster_bits, err);
-                if (r < 0)
-                        return r;
-                w->refs[at >> w->p.cluster_bits] = 1;
-        }
-        *slot = at | QCOW2_OFLAG_COPIED;
-        return 0;
+        return map_data_cluster(w, slot, at, err);
 }
 
 int qcow2_writer_reserve_cluster(struct qcow2_writer *w, uint64_t guest_cluster, uint64_t *ret_host,
@@ -320,13 +326,9 @@ int qcow2_writer_reserve_cluster(struct qcow2_writer *w, uint64_t guest_cluster,
                 return r;
         uint64_t at = ALIGN_UP(w->data_end, (uint64_t) w->cluster_size);
         w->data_end = at + w->cluster_size;
-        if (w->refs) {
-                r = refs_reserve(w, at >> w->p.cluster_bits, err);
-                if (r < 0)
-                        return r;
-                w->refs[at >> w->p.cluster_bits] = 1;
-        }
-        *slot = at | QCOW2_OFLAG_COPIED;
+        r = map_data_cluster(w, slot, at, err);
+        if (r < 0)
+                return r;
         *ret_host = at;
         return 0;
 }

@@ -65,6 +65,18 @@ e2e_finish() {
 	exit 1
 }
 
+# need_vmhost_and_image_io: VMHOST (default: ROOT's build) and IMAGE_IO
+# (the image-io helper beside that build's tests/unit), both built, or the
+# test fails here.
+need_vmhost_and_image_io() {
+	VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
+	IMAGE_IO=${IMAGE_IO:-$(dirname "$(dirname "$(dirname "$VMHOST")")")/tests/unit/image-io}
+	local b
+	for b in "$VMHOST" "$IMAGE_IO"; do
+		[ -x "$b" ] || { fail built "$b is not built (ninja -C build)"; e2e_finish; }
+	done
+}
+
 # need CMD...: fail the test early, with the package hint, if a tool is missing.
 need() {
 	local c

@@ -34,11 +34,7 @@ source "$HERE/lib.sh"
 e2e_init img-crash
 need qemu-img qemu-io python3 cmp
 
-VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
-IMAGE_IO=${IMAGE_IO:-$(dirname "$(dirname "$(dirname "$VMHOST")")")/tests/unit/image-io}
-for b in "$VMHOST" "$IMAGE_IO"; do
-	[ -x "$b" ] || { fail built "$b is not built (ninja -C build)"; e2e_finish; }
-done
+need_vmhost_and_image_io
 # Private copies: a rebuild of the tree while the test runs must not swap
 # the binaries under it.
 mkdir -p "$E2E_TMP/bin"
@@ -124,12 +120,15 @@ kills_ok() {
 	return 1
 }
 
-# verdicts NAME OLD NEW GOT...: every GOT image reads as OLD or NEW,
-# block by block; counts the bad ones in PROBLEMS.
-verdicts() {
-	local name=$1 old=$2 new=$3 out path verdict
-	shift 3
-	if ! out=$(old_or_new "$old" "$new" "$@"); then
+# judge NAME W KILLS_BEFORE ODD_BEFORE GOT...: every GOT image (made at
+# a kill point) reads as old.raw or new.raw, block by block, and kills_ok;
+# sets PROBLEMS to the number of failures.
+judge() {
+	local name=$1 w=$2 k0=$3 o0=$4 out path verdict
+	shift 4
+	PROBLEMS=0
+	kills_ok "$name" "$w" "$k0" "$o0" || PROBLEMS=1
+	if ! out=$(old_or_new old.raw new.raw "$@"); then
 		fail "$name-verdicts" "the comparison failed: $out"
 		PROBLEMS=$((PROBLEMS + 1))
 		return
@@ -248,10 +247,8 @@ writes_case() {
 			cmp -s again.raw new.raw || { fail "$name-rewrite-$n" "not the new data"; problems=$((problems + 1)); }
 		fi
 	done
-	PROBLEMS=0
-	verdicts "$name" old.raw new.raw "${got[@]}"
+	judge "$name" "$w" "$k0" "$o0" "${got[@]}"
 	problems=$((problems + PROBLEMS))
-	kills_ok "$name" "$w" "$k0" "$o0" || problems=$((problems + 1))
 	[ "$problems" = 0 ] && pass "$name" "${#got[@]} kill points over $w writes, $(e2e_elapsed "$T0") s"
 	cd ..
 	rm -rf "$name"
@@ -287,10 +284,8 @@ lazy_case() {
 		qemu-img convert -O raw img.qcow2 "got-$n.raw"
 		got+=("got-$n.raw")
 	done
-	PROBLEMS=0
-	verdicts lazy old.raw new.raw "${got[@]}"
+	judge lazy "$w" "$k0" "$o0" "${got[@]}"
 	problems=$((problems + PROBLEMS))
-	kills_ok lazy "$w" "$k0" "$o0" || problems=$((problems + 1))
 	[ "$dirty" -gt 0 ] || { fail lazy-dirty "no killed run left the dirty bit set"; problems=$((problems + 1)); }
 	[ "$problems" = 0 ] && pass lazy "${#got[@]} kill points over $w writes, $dirty left dirty and were repaired, $(e2e_elapsed "$T0") s"
 	cd ..
@@ -331,10 +326,8 @@ commit_case() {
 		[ "$(stat -c %s "got-$n.raw")" = "$(stat -c %s old.raw)" ] || truncate -s 10M "got-$n.raw"
 		got+=("got-$n.raw")
 	done
-	PROBLEMS=0
-	verdicts commit old.raw new.raw "${got[@]}"
+	judge commit "$w" "$k0" "$o0" "${got[@]}"
 	problems=$((problems + PROBLEMS))
-	kills_ok commit "$w" "$k0" "$o0" || problems=$((problems + 1))
 	[ "$problems" = 0 ] && pass commit "${#got[@]} kill points over $w writes, $(e2e_elapsed "$T0") s"
 	cd ..
 	rm -rf commit

@@ -29,11 +29,7 @@ source "$HERE/lib.sh"
 e2e_init img-diff
 need qemu-img qemu-io python3 cmp
 
-VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
-IMAGE_IO=${IMAGE_IO:-$(dirname "$(dirname "$(dirname "$VMHOST")")")/tests/unit/image-io}
-for b in "$VMHOST" "$IMAGE_IO"; do
-	[ -x "$b" ] || { fail built "$b is not built (ninja -C build)"; e2e_finish; }
-done
+need_vmhost_and_image_io
 SEED=${SEED:-$RANDOM}
 DEPTHS=${DEPTHS:-1 2 3 4 5 6 7 8 9 10}
 echo "seed $SEED (SEED=$SEED replays this run)"
