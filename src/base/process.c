@@ -1,11 +1,13 @@
 /* base/process.c: fork/exec with argv. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -137,8 +139,55 @@ uint64_t now_ms(void) {
         return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
+int process_pidfd_open(int pid) {
+        if (pid <= 0)
+                return -EINVAL;
+        int fd = (int) syscall(SYS_pidfd_open, pid, 0);
+        return fd < 0 ? negative_errno() : fd;
+}
+
+/* Sleeps until the process behind 'pid_fd' has exited, at most until
+ * 'deadline' (now_ms() clock). A pidfd polls readable only after the whole
+ * exit path has run, file descriptors included; that is what matters to
+ * whoever wants the process's sockets or locks next. */
+static bool pidfd_wait_until(int pid_fd, uint64_t deadline) {
+        for (;;) {
+                struct pollfd pfd = { .fd = pid_fd, .events = POLLIN };
+                uint64_t now = now_ms();
+                int timeout = now >= deadline ? 0 : (int) MIN(deadline - now, (uint64_t) INT32_MAX);
+                int k = poll(&pfd, 1, timeout);
+                if (k > 0)
+                        return true;
+                if (k == 0)
+                        return false;
+                if (errno != EINTR)
+                        return false;
+        }
+}
+
+int process_pidfd_terminate(int pid_fd, unsigned term_timeout_ms, unsigned kill_timeout_ms) {
+        if (syscall(SYS_pidfd_send_signal, pid_fd, SIGTERM, NULL, 0) < 0 && errno != ESRCH)
+                return negative_errno();
+        if (pidfd_wait_until(pid_fd, now_ms() + term_timeout_ms))
+                return 0;
+        if (syscall(SYS_pidfd_send_signal, pid_fd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+                return negative_errno();
+        if (pidfd_wait_until(pid_fd, now_ms() + kill_timeout_ms))
+                return 1;
+        return -ETIMEDOUT;
+}
+
 bool process_wait_gone(int pid, unsigned timeout_ms) {
         uint64_t deadline = now_ms() + timeout_ms;
+        int pid_fd = process_pidfd_open(pid);
+        if (pid_fd >= 0) {
+                bool gone = pidfd_wait_until(pid_fd, deadline);
+                close(pid_fd);
+                return gone;
+        }
+        if (pid_fd == -ESRCH)
+                return true;
+        /* No pidfds (a kernel before 5.3): poll the process's state. */
         while (process_alive(pid)) {
                 if (now_ms() >= deadline)
                         return false;

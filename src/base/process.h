@@ -20,9 +20,21 @@ char *find_executable(const char *name);
 /* Milliseconds on the monotonic clock, for deadlines. */
 uint64_t now_ms(void);
 
-/* Waits until 'pid' is gone (see process_alive) or 'timeout_ms' passes;
- * returns whether it is gone. */
+/* Waits until 'pid' has fully exited (a pidfd, so its file descriptors
+ * are closed too; polling its state where pidfds are missing) or
+ * 'timeout_ms' passes; returns whether it is gone. */
 bool process_wait_gone(int pid, unsigned timeout_ms);
 
 /* Whether a process with this pid exists (kill(pid, 0)). */
 bool process_alive(int pid);
+
+/* A pidfd for 'pid' (close it), or -errno (-ESRCH: no such process). Open
+ * it before checking who the process is: signals sent through it can then
+ * never reach a process that reused the pid. */
+int process_pidfd_open(int pid);
+
+/* SIGTERM through 'pid_fd', up to 'term_timeout_ms' for the process to be
+ * gone, then SIGKILL and up to 'kill_timeout_ms' more. Returns 0 if it
+ * exited on SIGTERM, 1 if it took SIGKILL, -ETIMEDOUT if it is still
+ * there, or another -errno. */
+int process_pidfd_terminate(int pid_fd, unsigned term_timeout_ms, unsigned kill_timeout_ms);

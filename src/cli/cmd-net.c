@@ -661,6 +661,8 @@ static int net_attach_cmd(int argc, char **argv, bool attach) {
         int r = net_nic_attach(name, &req, &att, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot attach");
+        if (att.warning[0])
+                log_warning("%s.", att.warning);
         if (json) {
                 struct json_writer w;
                 json_writer_init(&w, true);
@@ -672,6 +674,7 @@ static int net_attach_cmd(int argc, char **argv, bool attach) {
                 json_kv_uint(&w, "mtu", att.mtu);
                 json_kv_string(&w, "netns", att.netns[0] ? att.netns : NULL);
                 json_kv_string(&w, "user_subnet", att.user_subnet[0] ? att.user_subnet : NULL);
+                json_kv_string(&w, "warning", att.warning[0] ? att.warning : NULL);
                 json_object_end(&w);
                 return print_json(&w);
         }

@@ -1,8 +1,9 @@
 /* net/dnsmasq.h: DHCP and DNS for a bridge or OVS network from a dnsmasq
  * that vmhost starts and stops itself, with its own config, lease, pid and
  * log files in the network's runtime directory (never the system dnsmasq
- * service). Reservations (dhcp-host=MAC,IP,NAME) come from the VM NICs
- * attached with a fixed address; a changed reservation set restarts it.
+ * service). Reservations (MAC,IP,NAME) come from the VM NICs attached with
+ * a fixed address; they are kept in a hosts file that dnsmasq re-reads on
+ * SIGHUP, so only a change of range, address or interface restarts it.
  *
  * 'no-ping' because the network is private: dnsmasq would otherwise ping
  * each address before offering it, delaying every lease by ~3 s. */
@@ -30,11 +31,26 @@ struct dnsmasq_config {
         unsigned mtu;            /* advertised when not 1500 */
         const char *domain;
         const char *lease_file, *pid_file, *log_file;
+        const char *hosts_file;  /* the reservations' file (see dnsmasq_hosts_format()), or NULL:
+                                  * then 'hosts' go into the config itself */
         const struct dnsmasq_host *hosts;
         size_t n_hosts;
 };
 
 char *dnsmasq_config_format(const struct dnsmasq_config *c);
+
+/* The text of the reservations file (--dhcp-hostsfile): a line per host. */
+char *dnsmasq_hosts_format(const struct dnsmasq_host *hosts, size_t n);
+
+/* Whether a dnsmasq that has dropped to its unprivileged user (nobody) can
+ * read 'path' again: the file is world-readable and every directory above
+ * it world-searchable. Where not, a SIGHUP would only make it log
+ * "Permission denied" and keep the old reservations. */
+bool dnsmasq_can_reread(const char *path);
+
+/* Makes the running dnsmasq re-read its reservations (SIGHUP); -ESRCH when
+ * it is not running. Only worth it where dnsmasq_can_reread(). */
+int dnsmasq_reload(const char *pid_path, const char *conf_path);
 
 /* Starts dnsmasq with this config file (it daemonizes and writes its pid
  * file; its exit status reports config and bind errors). */
@@ -44,8 +60,9 @@ int dnsmasq_start(const char *conf_path, const char *log_path, struct vh_error *
  * recycled pid is never mistaken for it), or 0. */
 int dnsmasq_pid(const char *pid_path, const char *conf_path);
 
-/* Stops it (SIGTERM, SIGKILL after 3 s) and removes the pid file; 0 if it
- * was not running. */
+/* Stops it (SIGTERM, SIGKILL after 3 s) and waits until it has exited with
+ * its sockets closed (a pidfd), then removes the pid file. Returns 1 if it
+ * was stopped, 0 if it was not running, -ETIMEDOUT if it would not go. */
 int dnsmasq_stop(const char *pid_path, const char *conf_path);
 
 /* A DNS-safe host name from a VM name and NIC index ("web_1", 0 -> "web-1"). */

@@ -64,9 +64,11 @@ char *net_runtime_format(const struct net_runtime *rt);
 /* Start without taking the lock (the caller holds it). */
 int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, struct vh_error *err);
 
-/* Rewrites dnsmasq's config from the port records and restarts it when the
- * config changed (or 'force'). No-op for networks without DHCP. */
-int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, bool force, struct vh_error *err);
+/* Rewrites dnsmasq's reservations from the port records and makes it
+ * re-read them (SIGHUP); starts it when it is not running and restarts it
+ * only when its config (range, address, interface) changed. No-op for
+ * networks without DHCP. */
+int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, struct vh_error *err);
 
 /* The effective MTU: the definition's, lowered where a tunnel's underlay
  * cannot carry full frames plus the encapsulation. why gets an explanation

@@ -259,8 +259,17 @@ static int detach_locked(struct nl_conn *nl, const struct net_def *def, const ch
                 (void) net_def_bridge_name(def, bridge);
         tap_remove(nl, def, running ? &rt : NULL, bridge, tap);
         port_remove(def->name, vm, index);
-        if (had_record && p.ip[0] && def->dhcp && net_runtime_read(def->name, &rt) >= 0)
-                return net_dnsmasq_sync(def, &rt, false, err);
+        /* The NIC is gone whatever dnsmasq does next: a failure here is
+         * reported, and the detach stays done (never half a port). */
+        if (had_record && p.ip[0] && def->dhcp && running) {
+                struct vh_error e = {};
+                int r = net_dnsmasq_sync(def, &rt, &e);
+                if (r < 0)
+                        return vh_error_set(err, r,
+                                            "NIC %u of VM %s is detached from '%s' (tap, port and reservation removed), "
+                                            "but its DHCP server was not updated: %.300s; run 'vmhost net start %s'",
+                                            index, vm, def->name, vh_error_message(&e, r), def->name);
+        }
         return 0;
 }
 
@@ -302,24 +311,27 @@ int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
                 net_strv_free(names);
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
         }
-        int count = 0;
-        for (int i = 0; i < n && r >= 0; i++) {
+        /* Every NIC is detached even when one step fails; the first failure
+         * is returned. */
+        int count = 0, first = 0;
+        for (int i = 0; i < n; i++) {
                 struct net_port *ports = NULL;
                 int np = net_ports_read(names[i], &ports);
                 struct net_def *def = NULL;
                 struct vh_error e = {};
                 if (np > 0 && net_load(names[i], &def, &e) >= 0)
-                        for (int k = 0; k < np && r >= 0; k++)
+                        for (int k = 0; k < np; k++)
                                 if (streq(ports[k].vm, vm_name)) {
-                                        r = detach_locked(nl, def, vm_name, ports[k].index, err);
-                                        if (r >= 0)
-                                                count++;
+                                        r = detach_locked(nl, def, vm_name, ports[k].index, first < 0 ? NULL : err);
+                                        count++;
+                                        if (r < 0 && first == 0)
+                                                first = r;
                                 }
                 net_def_free(def);
                 free(ports);
         }
         net_strv_free(names);
-        return r < 0 ? r : count;
+        return first < 0 ? first : count;
 }
 
 int net_nic_attach(const char *net_name, const struct net_nic_request *req, struct net_nic_attachment *ret,
@@ -451,12 +463,23 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
                 goto fail;
         }
         if (ip && def->dhcp) {
-                r = net_dnsmasq_sync(def, &rt, false, err);
+                r = net_dnsmasq_sync(def, &rt, err);
                 if (r < 0) {
                         port_remove(def->name, p.vm, p.index);
+                        /* Takes the reservation out of dnsmasq's hosts file
+                         * again (written before dnsmasq failed). */
+                        (void) net_dnsmasq_sync(def, &rt, NULL);
                         goto fail;
                 }
         }
+        /* dnsmasq and the gateway sit on the switch's own port, which carries
+         * the untagged segment only: a NIC in a tagged VLAN is cut off from
+         * both, which the user would only notice as a guest without an address. */
+        if (def->dhcp && req->vlan >= 1)
+                snprintf(att.warning, sizeof(att.warning),
+                         "NIC %u of %s is in VLAN %d, but the DHCP server and gateway of '%s' serve only the untagged "
+                         "segment: the guest gets no address there%s",
+                         req->index, req->vm_name, req->vlan, def->name, ip ? " (its reservation cannot be served)" : "");
         snprintf(att.tap, sizeof(att.tap), "%s", p.tap);
         att.mtu = rt.mtu;
         att.disable_offload = def->type == NET_TYPE_OVS && rt.datapath == NET_DATAPATH_NETDEV;
@@ -464,6 +487,14 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
         return 0;
 
 fail:
+        /* Rolled back: no tap, switch port, port record or reservation is
+         * left, and the error says so. */
         tap_remove(nl, def, &rt, rt.bridge, p.tap);
+        if (err) {
+                char msg[VH_ERROR_MAX];
+                snprintf(msg, sizeof(msg), "%s", vh_error_message(err, r));
+                vh_error_set(err, r, "%.400s (attach of %s NIC %u rolled back: no tap or reservation left)", msg,
+                             req->vm_name, req->index);
+        }
         return r;
 }

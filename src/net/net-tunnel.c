@@ -194,7 +194,7 @@ static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_
         r = net_runtime_write(def->name, rt);
         if (r < 0)
                 return r;
-        return net_dnsmasq_sync(def, rt, false, err);
+        return net_dnsmasq_sync(def, rt, err);
 }
 
 int net_tunnel_add(const char *name, const struct net_tunnel *t, struct vh_error *err) {

@@ -58,11 +58,27 @@ int net_run_path(const char *name, const char *file, char **ret) {
 }
 
 int net_run_dir_make(const char *name, const char *sub) {
-        _cleanup_free_ char *dir = NULL;
+        _cleanup_free_ char *dir = NULL, *top = NULL, *run = vh_runtime_dir();
         int r = net_run_path(name, sub, &dir);
-        if (r < 0)
+        if (r >= 0)
+                r = net_run_path(name, NULL, &top);
+        if (r < 0 || !run)
+                return r < 0 ? r : -ENOMEM;
+        r = mkdir_p(dir, 0700);
+        if (r < 0 || sub)
                 return r;
-        return mkdir_p(dir, 0700);
+        /* Searchable, not listable, down to the network's own directory, so
+         * that dnsmasq, once it is 'nobody', can re-read its reservations
+         * file there. What is private has its own mode: a VM's runtime
+         * directory stays 0700, the files here hold nothing secret. */
+        _cleanup_free_ char *networks = strdup_printf("%s/networks", run);
+        if (!networks)
+                return -ENOMEM;
+        const char *dirs[] = { run, networks, top };
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++)
+                if (chmod(dirs[i], 0711) < 0)
+                        return negative_errno();
+        return 0;
 }
 
 int net_lock_take(struct vh_error *err) {
@@ -287,7 +303,8 @@ static void run_dir_remove(const char *name) {
         _cleanup_free_ char *dir = NULL;
         if (net_run_path(name, NULL, &dir) < 0)
                 return;
-        static const char *const files[] = { "state", "dnsmasq.conf", "dnsmasq.pid", "dnsmasq.leases", "dnsmasq.log" };
+        static const char *const files[] = { "state", "dnsmasq.conf", "dnsmasq.pid", "dnsmasq.leases", "dnsmasq.log",
+                                              "dnsmasq.hosts" };
         for (size_t i = 0; i < ELEMENTSOF(files); i++) {
                 _cleanup_free_ char *p = strdup_printf("%s/%s", dir, files[i]);
                 if (p)
@@ -512,10 +529,49 @@ static int nat_sync(const char *starting, const char *stopping, struct vh_error 
 
 /* ------------------------------------------------------------------ dnsmasq */
 
-int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, bool force, struct vh_error *err) {
+/* The reservations of a network: a host per port with a fixed address;
+ * the hosts point into 'ports' and 'names'. */
+struct dnsmasq_reservations {
+        struct net_port *ports;
+        struct dnsmasq_host *hosts;
+        char (*names)[VH_NAME_MAX + 8];
+        size_t n;
+};
+
+static void dnsmasq_reservations_done(struct dnsmasq_reservations *r) {
+        free(r->ports);
+        free(r->hosts);
+        free(r->names);
+}
+
+static int dnsmasq_reservations_load(const char *net_name, struct dnsmasq_reservations *ret) {
+        struct dnsmasq_reservations res = {};
+        int np = net_ports_read(net_name, &res.ports);
+        if (np < 0)
+                return np;
+        res.hosts = calloc((size_t) np + 1, sizeof(*res.hosts));
+        res.names = calloc((size_t) np + 1, sizeof(*res.names));
+        if (!res.hosts || !res.names) {
+                dnsmasq_reservations_done(&res);
+                return -ENOMEM;
+        }
+        for (int i = 0; i < np; i++) {
+                const struct net_port *p = &res.ports[i];
+                uint32_t ip;
+                if (!p->ip[0] || !p->mac[0] || net_ipv4_parse(p->ip, &ip) < 0)
+                        continue;
+                dnsmasq_host_name(p->vm, p->index, res.names[res.n], sizeof(res.names[res.n]));
+                res.hosts[res.n] = (struct dnsmasq_host) { .mac = p->mac, .ip = ip, .name = res.names[res.n] };
+                res.n++;
+        }
+        *ret = res;
+        return 0;
+}
+
+int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, struct vh_error *err) {
         if (!def->dhcp || def->type == NET_TYPE_USER)
                 return 0;
-        _cleanup_free_ char *conf = NULL, *pid = NULL, *leases = NULL, *log = NULL;
+        _cleanup_free_ char *conf = NULL, *pid = NULL, *leases = NULL, *log = NULL, *hostsfile = NULL;
         int r = net_run_dir_make(def->name, NULL);
         if (r >= 0)
                 r = net_run_path(def->name, "dnsmasq.conf", &conf);
@@ -525,30 +581,24 @@ int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, bo
                 r = net_run_path(def->name, "dnsmasq.leases", &leases);
         if (r >= 0)
                 r = net_run_path(def->name, "dnsmasq.log", &log);
+        if (r >= 0)
+                r = net_run_path(def->name, "dnsmasq.hosts", &hostsfile);
         if (r < 0)
                 return vh_error_set(err, r, "cannot make the runtime directory of '%s': %s", def->name, strerror(-r));
 
-        struct net_port *ports = NULL;
-        int np = net_ports_read(def->name, &ports);
-        if (np < 0)
-                return vh_error_set(err, np, "cannot read the ports of '%s': %s", def->name, strerror(-np));
-        struct dnsmasq_host *hosts = calloc((size_t) np + 1, sizeof(*hosts));
-        char (*hostnames)[VH_NAME_MAX + 8] = calloc((size_t) np + 1, sizeof(*hostnames));
-        if (!hosts || !hostnames) {
-                free(ports);
-                free(hosts);
-                free(hostnames);
-                return -ENOMEM;
-        }
-        size_t nh = 0;
-        for (int i = 0; i < np; i++) {
-                uint32_t ip;
-                if (!ports[i].ip[0] || !ports[i].mac[0] || net_ipv4_parse(ports[i].ip, &ip) < 0)
-                        continue;
-                dnsmasq_host_name(ports[i].vm, ports[i].index, hostnames[nh], sizeof(hostnames[nh]));
-                hosts[nh] = (struct dnsmasq_host) { .mac = ports[i].mac, .ip = ip, .name = hostnames[nh] };
-                nh++;
-        }
+        struct dnsmasq_reservations res = {};
+        r = dnsmasq_reservations_load(def->name, &res);
+        if (r < 0)
+                return vh_error_set(err, r, "cannot read the ports of '%s': %s", def->name, strerror(-r));
+        _cleanup_free_ char *hosts = dnsmasq_hosts_format(res.hosts, res.n), *old_hosts = NULL;
+        bool hosts_same = hosts && read_full_file(hostsfile, 1 << 20, &old_hosts, NULL) >= 0 && streq(old_hosts, hosts);
+        if (hosts && !hosts_same)
+                r = write_file_atomic(hostsfile, hosts, strlen(hosts), 0644);
+        /* dnsmasq reads its hosts file as 'nobody', at start and on SIGHUP.
+         * Where that user cannot reach it (a runtime directory inside a
+         * private one), the reservations go into the config, which dnsmasq
+         * reads as root; each change then restarts it: slower, as correct. */
+        bool reread = hosts && r >= 0 && dnsmasq_can_reread(hostsfile);
         struct dnsmasq_config c = {
                 .net_name = def->name,
                 .interface = rt->bridge,
@@ -561,21 +611,32 @@ int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, bo
                 .lease_file = leases,
                 .pid_file = pid,
                 .log_file = log,
-                .hosts = hosts,
-                .n_hosts = nh,
+                .hosts_file = reread ? hostsfile : NULL,
+                .hosts = res.hosts,
+                .n_hosts = res.n,
         };
-        _cleanup_free_ char *text = dnsmasq_config_format(&c), *old = NULL;
-        free(hosts);
-        free(hostnames);
-        free(ports);
+        _cleanup_free_ char *text = hosts ? dnsmasq_config_format(&c) : NULL, *old = NULL;
+        dnsmasq_reservations_done(&res);
         if (!text)
                 return -ENOMEM;
+        if (r < 0)
+                return vh_error_set(err, r, "cannot write %s: %s", hostsfile, strerror(-r));
 
         bool running = dnsmasq_pid(pid, conf) > 0;
         bool same = read_full_file(conf, 1 << 20, &old, NULL) >= 0 && streq(old, text);
-        if (running && same && !force)
-                return 0;
-        (void) dnsmasq_stop(pid, conf);
+        if (running && same) {
+                if (hosts_same || !reread)
+                        return 0;
+                r = dnsmasq_reload(pid, conf);
+                if (r >= 0)
+                        return 0;
+                if (r != -ESRCH) /* it exited meanwhile: start it again below */
+                        return vh_error_set(err, r, "cannot make dnsmasq of '%s' re-read its reservations: %s",
+                                            def->name, strerror(-r));
+        }
+        r = dnsmasq_stop(pid, conf);
+        if (r < 0)
+                return vh_error_set(err, r, "the old dnsmasq of '%s' did not stop: %s", def->name, strerror(-r));
         r = write_file_atomic(conf, text, strlen(text), 0644);
         if (r < 0)
                 return vh_error_set(err, r, "cannot write %s: %s", conf, strerror(-r));
@@ -802,7 +863,7 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
                         goto fail;
                 (void) net_runtime_write(def->name, &rt);
         }
-        r = net_dnsmasq_sync(def, &rt, false, err);
+        r = net_dnsmasq_sync(def, &rt, err);
         if (r < 0)
                 goto fail;
         if (def->nat) {

@@ -44,6 +44,8 @@ struct net_nic_attachment {
         char netns[64];          /* network namespace QEMU must run in; empty: the caller's own */
         enum net_type type;
         char user_subnet[NET_PREFIX_STRLEN]; /* user networks: -netdev user,net=THIS */
+        char warning[256];       /* attached, but something will not work as the user may expect
+                                  * (a tagged NIC on a network whose DHCP is untagged); empty if none */
 };
 
 /* Makes the tap, puts it on the bridge or switch (with the VLAN tag), adds

@@ -106,9 +106,11 @@ else
 	fail tap-on-bridge "$(ip -n "$H" link show "$TAP1")"
 fi
 if ip -n "$H" -4 addr show dev vb-lan | grep '10.61.0.1/24' >/dev/null; then pass gateway-address; else fail gateway-address; fi
-if grep -q '^dhcp-host=52:54:00:3d:00:01,10.61.0.42,vm1$' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf" &&
+HOSTS=$VMHOST_HOME/run/networks/lan/dnsmasq.hosts
+if grep -qx '52:54:00:3d:00:01,10.61.0.42,vm1' "$HOSTS" &&
+   grep -qx "dhcp-hostsfile=$HOSTS" "$VMHOST_HOME/run/networks/lan/dnsmasq.conf" &&
    grep -q '^no-ping$' "$VMHOST_HOME/run/networks/lan/dnsmasq.conf"; then
-	pass dnsmasq-config "reservation and no-ping"
+	pass dnsmasq-config "reservation in the hosts file, no-ping"
 else
 	fail dnsmasq-config "$(cat "$VMHOST_HOME/run/networks/lan/dnsmasq.conf")"
 fi
@@ -184,20 +186,21 @@ else
 fi
 # vm1's reservation stays while vm1 is attached, and goes with its port.
 CONF=$VMHOST_HOME/run/networks/lan/dnsmasq.conf
-if grep -qx 'dhcp-host=52:54:00:3d:00:01,10.61.0.42,vm1' "$CONF" && ! grep -q 'vm2' "$CONF"; then
+if grep -qx '52:54:00:3d:00:01,10.61.0.42,vm1' "$HOSTS" && ! grep -q 'vm2' "$HOSTS"; then
 	pass reservations-follow-ports "vm1's reservation kept after vm2's detach"
 else
-	fail reservations-follow-ports "$(cat "$CONF" 2>&1)"
+	fail reservations-follow-ports "$(cat "$HOSTS" 2>&1)"
 fi
 stop_pid "$PID_vm1"
 dnsmasq_pid=$(cat "$VMHOST_HOME/run/networks/lan/dnsmasq.pid" 2>/dev/null)
 [ -n "$dnsmasq_pid" ] && kill -0 "$dnsmasq_pid" 2>/dev/null && pass dnsmasq-running-before-delete "pid $dnsmasq_pid" ||
 	fail dnsmasq-running-before-delete "pid '${dnsmasq_pid}'"
 vh net detach lan vm1 >/dev/null
-if [ -e "$CONF" ] && ! grep -q 'dhcp-host=52:54:00:3d:00:01' "$CONF"; then
-	pass reservation-gone-with-port
+if [ -e "$HOSTS" ] && ! grep -q '52:54:00:3d:00:01' "$HOSTS" &&
+   [ "$(cat "$VMHOST_HOME/run/networks/lan/dnsmasq.pid" 2>/dev/null)" = "$dnsmasq_pid" ]; then
+	pass reservation-gone-with-port "the same dnsmasq $dnsmasq_pid re-read its hosts file"
 else
-	fail reservation-gone-with-port "$(cat "$CONF" 2>&1)"
+	fail reservation-gone-with-port "$(cat "$HOSTS" 2>&1)"
 fi
 if out=$(vh net delete lan 2>&1); then pass delete "$out"; else fail delete "$out"; fi
 left=$(ip -n "$H" -o link show | grep -oE ' (vb-|vh-|vt-)[^:@]*' || true)

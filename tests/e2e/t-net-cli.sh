@@ -6,7 +6,10 @@
 #     hand-edited definition with a bad line (file:line in the message)
 #   - list/show --json; a user-mode network needs nothing on the host
 #   - eight NICs attached at once from parallel commands (the lock) all get
-#     their tap and DHCP reservation; detached in parallel, nothing is left
+#     their tap and DHCP reservation, with one dnsmasq that re-reads its
+#     hosts file (never restarted); detached in parallel, nothing is left
+#   - with dnsmasq unable to start (its address taken), an attach is rolled
+#     back whole and a detach finishes and says what failed
 # shellcheck disable=SC2154 # PID_name, TAP_name, rc: set through eval and in traps
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,6 +101,11 @@ cp "$E2E_TMP/a.conf.good" "$VMHOST_HOME/networks/a.conf"
 
 # ------------------------------------------------------------------ parallel attach
 vh net create par --type bridge --subnet 10.204.0.0/24 --dhcp >/dev/null || fail create-par
+HOSTS=$VMHOST_HOME/run/networks/par/dnsmasq.hosts
+# reservations: the lines of dnsmasq's hosts file that are not comments
+reservations() { grep -c '^[^#]' "$HOSTS" 2>/dev/null || true; }
+vh net start par >/dev/null || fail start-par
+dpid0=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
 t=$(e2e_now)
 pids=()
 for i in $(seq 0 7); do
@@ -107,12 +115,25 @@ done
 ok=0
 for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
 taps=$(ip -n "$H" -o link show master vb-par | grep -c ' vh-p[0-7]-0')
-hosts=$(grep -c '^dhcp-host=' "$VMHOST_HOME/run/networks/par/dnsmasq.conf")
+hosts=$(reservations)
 dpid=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
 if [ "$ok" = 8 ] && [ "$taps" = 8 ] && [ "$hosts" = 8 ] && [ -n "$dpid" ] && kill -0 "$dpid"; then
 	pass parallel-attach "8 attaches in $(e2e_elapsed "$t") s: 8 taps on vb-par, 8 reservations, dnsmasq $dpid"
 else
 	fail parallel-attach "ok=$ok taps=$taps hosts=$hosts dnsmasq=$dpid $(cat "$E2E_TMP"/att*.out)"
+fi
+# Reservations change without a restart: the same dnsmasq re-read its hosts
+# file (SIGHUP), and its config holds no reservation of its own.
+if [ -n "$dpid0" ] && [ "$dpid" = "$dpid0" ] && ! grep -q '^dhcp-host=' "$VMHOST_HOME/run/networks/par/dnsmasq.conf" &&
+   grep -qx "dhcp-hostsfile=$HOSTS" "$VMHOST_HOME/run/networks/par/dnsmasq.conf"; then
+	pass attach-no-restart "dnsmasq $dpid0 served all 8 attaches"
+else
+	fail attach-no-restart "dnsmasq was $dpid0, now $dpid"
+fi
+if [ "$(grep -c "dnsmasq-dhcp\[$dpid0\]: read $HOSTS$" "$VMHOST_HOME/run/networks/par/dnsmasq.log")" -ge 2 ]; then
+	pass hosts-reread "$(grep -c "read $HOSTS" "$VMHOST_HOME/run/networks/par/dnsmasq.log") reads of the hosts file"
+else
+	fail hosts-reread "$(tail -5 "$VMHOST_HOME/run/networks/par/dnsmasq.log")"
 fi
 expect_error reserved-twice 'address 10.204.0.10 is reserved for VM p0' \
 	vh net attach par other --mac 52:54:00:77:01:01 --ip 10.204.0.10
@@ -129,11 +150,84 @@ for i in $(seq 0 7); do vh net detach par "p$i" >/dev/null 2>&1 & pids+=($!); do
 ok=0
 for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
 left=$(ip -n "$H" -o link show | grep -c ' vh-' || true)
-if [ "$ok" = 8 ] && [ "$left" = 0 ] && ! grep -q '^dhcp-host=' "$VMHOST_HOME/run/networks/par/dnsmasq.conf"; then
-	pass parallel-detach "no taps, no reservations left"
+dpid1=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
+if ! grep -q 'Permission denied' "$VMHOST_HOME/run/networks/par/dnsmasq.log"; then
+	pass hosts-readable
 else
-	fail parallel-detach "ok=$ok taps left=$left"
+	fail hosts-readable "$(grep 'Permission denied' "$VMHOST_HOME/run/networks/par/dnsmasq.log" | head -3)"
 fi
+if [ "$ok" = 8 ] && [ "$left" = 0 ] && [ "$(reservations)" = 0 ] && [ "$dpid1" = "$dpid0" ]; then
+	pass parallel-detach "no taps, no reservations left, dnsmasq $dpid1 still the same"
+else
+	fail parallel-detach "ok=$ok taps left=$left reservations=$(reservations) dnsmasq $dpid0 -> $dpid1"
+fi
+
+# Where dnsmasq, as 'nobody', could not read its hosts file (the home inside
+# a private directory), the reservation goes into its config, read as root,
+# and vmhost restarts it.
+chmod 0700 "$E2E_TMP"
+CONF=$VMHOST_HOME/run/networks/par/dnsmasq.conf
+if vh net attach par r1 --mac 52:54:00:77:04:01 --ip 10.204.0.40 >/dev/null &&
+   dpid2=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid") && [ "$dpid2" != "$dpid1" ] && kill -0 "$dpid2" &&
+   grep -qx 'dhcp-host=52:54:00:77:04:01,10.204.0.40,r1' "$CONF" && ! grep -q '^dhcp-hostsfile' "$CONF" &&
+   ! grep -q "\[$dpid2\]: cannot read" "$VMHOST_HOME/run/networks/par/dnsmasq.log"; then
+	pass private-home-restarts "dnsmasq $dpid1 -> $dpid2, the reservation in its config"
+else
+	fail private-home-restarts "dnsmasq $dpid1 -> ${dpid2:-}; reservations=$(reservations) $(tail -4 "$VMHOST_HOME/run/networks/par/dnsmasq.log")"
+fi
+vh net detach par r1 >/dev/null || fail detach-r1
+chmod 0711 "$E2E_TMP"
+
+# ------------------------------------------------------------------ a DHCP server that cannot start
+# A real fault: dnsmasq is gone and something else holds its DNS address
+# (10.204.0.1:53), so a new one cannot bind. An attach that needs it must be
+# rolled back whole; a detach must finish and say what it could not do.
+block_dns() {
+	ip netns exec "$H" python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.204.0.1", 53))
+print("bound", flush=True)
+time.sleep(60)' >"$E2E_TMP/block.out" 2>&1 &
+	BLOCK_PID=$!
+	track_pid "$BLOCK_PID"
+	for _ in $(seq 50); do grep -q bound "$E2E_TMP/block.out" && return 0; sleep 0.1; done
+	return 1
+}
+unblock_dns() { stop_pid "$BLOCK_PID"; }
+kill_dnsmasq() {
+	local p
+	p=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
+	[ -n "$p" ] && kill "$p" && while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+}
+kill_dnsmasq
+block_dns || fail block-dns "$(cat "$E2E_TMP/block.out")"
+if out=$(vh net attach par q1 --mac 52:54:00:77:03:01 --ip 10.204.0.30 2>&1); then
+	fail attach-rollback "succeeded with dnsmasq unable to start: $out"
+elif grep -q 'rolled back' <<<"$out" && grep -q 'Address already in use' <<<"$out" &&
+     ! ip -n "$H" link show vh-q1-0 >/dev/null 2>&1 && [ "$(vh net ports par --json)" = "[]" ] &&
+     [ "$(reservations)" = 0 ]; then
+	pass attach-rollback "$out"
+else
+	fail attach-rollback "$out; ports=$(vh net ports par --json) reservations=$(reservations)"
+fi
+unblock_dns
+if vh net attach par q1 --mac 52:54:00:77:03:01 --ip 10.204.0.30 >/dev/null && [ "$(reservations)" = 1 ]; then
+	pass attach-after-fault
+else
+	fail attach-after-fault "reservations=$(reservations)"
+fi
+kill_dnsmasq
+block_dns || fail block-dns "$(cat "$E2E_TMP/block.out")"
+if out=$(vh net detach par q1 2>&1); then
+	fail detach-finishes "succeeded with dnsmasq unable to start: $out"
+elif grep -q 'is detached from .par. (tap, port and reservation removed), but its DHCP server was not updated' <<<"$out" &&
+     ! ip -n "$H" link show vh-q1-0 >/dev/null 2>&1 && [ "$(vh net ports par --json)" = "[]" ] &&
+     [ "$(reservations)" = 0 ]; then
+	pass detach-finishes "$out"
+else
+	fail detach-finishes "$out; ports=$(vh net ports par --json) reservations=$(reservations)"
+fi
+unblock_dns
 for n in a par u; do vh net delete $n >/dev/null || fail "delete-$n"; done
 if [ -z "$(ls "$VMHOST_HOME/networks")" ] && ! ip -n "$H" -o link show | grep ' vb-' >/dev/null &&
    ! { [ -n "$dpid" ] && grep -q "$VMHOST_HOME" "/proc/$dpid/cmdline" 2>/dev/null; }; then

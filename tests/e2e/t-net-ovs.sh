@@ -60,8 +60,8 @@ chmod +x "$E2E_TMP/qemu-$H/qemu-system-x86_64"
 attach_boot() {
 	local name=$1 append=$2 mac att tap off; shift 2
 	mac=$(printf '52:54:00:4f:00:%02x' "${#VMS[@]}")
-	if ! att=$(vh net attach sw "$name" --mac "$mac" --json "$@" 2>&1); then
-		fail "attach-$name" "$att"; return 1
+	if ! att=$(vh net attach sw "$name" --mac "$mac" --json "$@" 2>"$E2E_TMP/attach-$name.err"); then
+		fail "attach-$name" "$att $(cat "$E2E_TMP/attach-$name.err")"; return 1
 	fi
 	VMS+=("$name")
 	tap=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["tap"])' <<<"$att")
@@ -174,6 +174,13 @@ attach_boot vc "vmhost.ip=10.82.0.3/24" --vlan 2
 attach_boot ve "vmhost.ip=10.82.0.5/24" --vlan 2
 attach_boot vd "vmhost.ip=10.81.0.61/24" --vlan 1
 [ "$(ovsctl get Port "$TAP_vc" tag)" = 2 ] && pass vlan-tag-set "$TAP_vc tag 2" || fail vlan-tag-set
+# DHCP and the gateway are untagged: a tagged NIC is told it gets no address.
+if grep -q "NIC 0 of vc is in VLAN 2, but the DHCP server and gateway of 'sw' serve only the untagged segment" \
+	"$E2E_TMP/attach-vc.err" && [ ! -s "$E2E_TMP/attach-vm1.err" ]; then
+	pass vlan-dhcp-warning "$(cat "$E2E_TMP/attach-vc.err")"
+else
+	fail vlan-dhcp-warning "vc: $(cat "$E2E_TMP/attach-vc.err") vm1: $(cat "$E2E_TMP/attach-vm1.err")"
+fi
 wait_ready va && wait_ready vb && wait_ready vc && wait_ready ve && wait_ready vd
 tcp va 10.82.0.2 7777 "vmhost-guest vb hello"
 tcp vb 10.82.0.1 7777 "vmhost-guest va hello"

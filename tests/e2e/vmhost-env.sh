@@ -4,6 +4,9 @@
 # is linked in, so 'vmhost guest build' finds it up to date.
 VMHOST=${VMHOST:?VMHOST must name the vmhost binary}
 export VMHOST_HOME=$E2E_TMP/home
+# Searchable by others, as /run and /var/lib are: dnsmasq, once it has
+# dropped to 'nobody', re-reads its reservations file below the home.
+chmod 0711 "$E2E_TMP"
 mkdir -p "$VMHOST_HOME"
 if [ -n "${VMHOST_GUEST_DIR:-}" ]; then
 	ln -s "$VMHOST_GUEST_DIR" "$VMHOST_HOME/guest"

@@ -1,6 +1,10 @@
 /* tests/unit/test-base.c: unit tests for src/base/. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -164,6 +168,69 @@ TEST(process_alive_sees_zombies_as_dead) {
         CHECK(process_alive(getpid()));
         CHECK(!process_alive(0));
         waitpid(pid, NULL, 0);
+}
+
+/* A child that listens on 127.0.0.1:port and tells 'ready' when it does;
+ * with 'stubborn' it ignores SIGTERM. */
+static pid_t listening_child(int *port, bool stubborn) {
+        int pipefd[2];
+        if (pipe(pipefd) < 0)
+                return -1;
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+        if (s < 0 || bind(s, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(s, 1) < 0 ||
+            getsockname(s, (struct sockaddr *) &a, &len) < 0)
+                return -1;
+        *port = ntohs(a.sin_port);
+        pid_t pid = fork();
+        if (pid == 0) {
+                if (stubborn)
+                        signal(SIGTERM, SIG_IGN);
+                (void) !write(pipefd[1], "x", 1);
+                for (;;)
+                        pause();
+        }
+        close(s);
+        char c;
+        close(pipefd[1]);
+        (void) !read(pipefd[0], &c, 1);
+        close(pipefd[0]);
+        return pid;
+}
+
+static bool port_free(int port) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        bool ok = s >= 0 && bind(s, (struct sockaddr *) &a, sizeof(a)) == 0;
+        if (s >= 0)
+                close(s);
+        return ok;
+}
+
+TEST(process_pidfd_terminate_waits_for_sockets) {
+        for (int stubborn = 0; stubborn <= 1; stubborn++) {
+                int port = 0;
+                pid_t pid = listening_child(&port, stubborn);
+                CHECK(pid > 0);
+                CHECK(!port_free(port));
+                int fd = process_pidfd_open(pid);
+                CHECK(fd >= 0);
+                /* The stubborn one takes SIGKILL after the 200 ms for SIGTERM. */
+                CHECK_EQ_INT(process_pidfd_terminate(fd, 200, 2000), stubborn);
+                /* Gone means its socket is closed: the port binds at once. */
+                CHECK(port_free(port));
+                close(fd);
+                waitpid(pid, NULL, 0);
+        }
+        CHECK_EQ_INT(process_pidfd_open(0), -EINVAL);
+        /* A reaped child has no process behind its pid any more. */
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(0);
+        waitpid(pid, NULL, 0);
+        CHECK(process_wait_gone(pid, 10));
 }
 
 /* Reads all of 'text' as "t.conf": the entries as "key=value|" each, or on
