@@ -225,20 +225,25 @@ int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err) {
         return count;
 }
 
-/* Removes a tap and its switch port; quiet when they are already gone. */
-static void tap_remove(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt, const char *bridge,
-                       const char *tap) {
+/* Removes a tap and its switch port; quiet when they are already gone.
+ * With 'strict' (the switch is running), a switch that refuses to drop the
+ * port fails the call before the tap is touched, so that nothing is half
+ * removed; otherwise that is best effort (the switch may be gone). */
+static int tap_remove(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt, const char *bridge,
+                      const char *tap, bool strict, struct vh_error *err) {
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
                 ovs_argv_del_port(&argv, net_runtime_ovs_db(def, rt), bridge, tap);
-                if (!argv.error)
-                        (void) ovs_vsctl(argv.v, NULL, NULL);
+                int r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, strict ? err : NULL);
                 strv_done(&argv);
+                if (r < 0 && strict)
+                        return r;
         }
         struct nl_link l;
         /* Only a tun/tap of that name: never some other device. */
         if (nl_link_get(nl, tap, &l) == 0 && streq(l.kind, "tun"))
                 (void) nl_link_del(nl, l.ifindex);
+        return 0;
 }
 
 static int detach_locked(struct nl_conn *nl, const struct net_def *def, const char *vm, unsigned index,
@@ -257,13 +262,19 @@ static int detach_locked(struct nl_conn *nl, const struct net_def *def, const ch
                 snprintf(bridge, sizeof(bridge), "%s", rt.bridge);
         else
                 (void) net_def_bridge_name(def, bridge);
-        tap_remove(nl, def, running ? &rt : NULL, bridge, tap);
+        int r = tap_remove(nl, def, running ? &rt : NULL, bridge, tap, running, err);
+        if (r < 0) {
+                char msg[VH_ERROR_MAX];
+                snprintf(msg, sizeof(msg), "%s", vh_error_message(err, r));
+                return vh_error_set(err, r, "%.400s (NIC %u of VM %s stays attached to '%s': nothing was removed)", msg,
+                                    index, vm, def->name);
+        }
         port_remove(def->name, vm, index);
         /* The NIC is gone whatever dnsmasq does next: a failure here is
          * reported, and the detach stays done (never half a port). */
         if (had_record && p.ip[0] && def->dhcp && running) {
                 struct vh_error e = {};
-                int r = net_dnsmasq_sync(def, &rt, &e);
+                r = net_dnsmasq_sync(def, &rt, &e);
                 if (r < 0)
                         return vh_error_set(err, r,
                                             "NIC %u of VM %s is detached from '%s' (tap, port and reservation removed), "
@@ -489,7 +500,7 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
 fail:
         /* Rolled back: no tap, switch port, port record or reservation is
          * left, and the error says so. */
-        tap_remove(nl, def, &rt, rt.bridge, p.tap);
+        (void) tap_remove(nl, def, &rt, rt.bridge, p.tap, false, NULL);
         if (err) {
                 char msg[VH_ERROR_MAX];
                 snprintf(msg, sizeof(msg), "%s", vh_error_message(err, r));

@@ -43,9 +43,12 @@ ip netns add "$H" && NETNS+=("$H") && ip -n "$H" link set lo up
 OVS_DIR=$E2E_TMP/ovs
 mkdir -p "$OVS_DIR"
 ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-OVS_RUNDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR ip netns exec "$H" ovsdb-server "$OVS_DIR/conf.db" \
-	--remote=punix:"$OVS_DIR/db.sock" --pidfile="$OVS_DIR/ovsdb-server.pid" --unixctl="$OVS_DIR/ovsdb-server.ctl" \
-	--log-file="$OVS_DIR/ovsdb-server.log" --detach
+ovsdb_start() {
+	OVS_RUNDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR ip netns exec "$H" ovsdb-server "$OVS_DIR/conf.db" \
+		--remote=punix:"$OVS_DIR/db.sock" --pidfile="$OVS_DIR/ovsdb-server.pid" --unixctl="$OVS_DIR/ovsdb-server.ctl" \
+		--log-file="$OVS_DIR/ovsdb-server.log" --detach
+}
+ovsdb_start
 ovs-vsctl --db=unix:"$OVS_DIR/db.sock" --no-wait init
 OVS_RUNDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR ip netns exec "$H" ovs-vswitchd unix:"$OVS_DIR/db.sock" \
 	--pidfile="$OVS_DIR/ovs-vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" --log-file="$OVS_DIR/ovs-vswitchd.log" --detach
@@ -204,6 +207,27 @@ else
 	fail trunk-port "$(ovsctl list Port vh-trunk-0 | grep -E '^(tag|trunks)')"
 fi
 vh net detach sw trunk >/dev/null
+
+# A switch that cannot drop the port (its database is down: a real fault)
+# fails the detach before anything else is touched: tap and record stay,
+# and the detach completes once the database is back.
+vh net attach sw half >/dev/null || fail attach-half
+stop_pid "$(cat "$OVS_DIR/ovsdb-server.pid")"
+if out=$(vh net detach sw half 2>&1); then
+	fail detach-switch-down "succeeded with the database down: $out"
+elif grep -q "stays attached to 'sw': nothing was removed" <<<"$out" && ip -n "$H" link show vh-half-0 >/dev/null 2>&1 &&
+     vh net ports sw | grep -q 'half'; then
+	pass detach-switch-down "refused, nothing removed: $out"
+else
+	fail detach-switch-down "$out; ports: $(vh net ports sw)"
+fi
+ovsdb_start
+if vh net detach sw half >/dev/null && ! ip -n "$H" link show vh-half-0 >/dev/null 2>&1 &&
+   ! vh net ports sw | grep -q 'half' && [ -z "$(ovsctl --timeout=10 port-to-br vh-half-0 2>/dev/null)" ]; then
+	pass detach-after-switch-back
+else
+	fail detach-after-switch-back "$(vh net ports sw; ovsctl show)"
+fi
 
 # ------------------------------------------------------------------ teardown
 for v in va vb vc vd ve; do eval "stop_pid \$PID_$v"; done
