@@ -297,11 +297,13 @@ static int img_create(int argc, char **argv) {
         if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
                 return cli.usage_status;
 
-        int left = argc - optind + (negative_size != NULL);
-        if (img_cli_check_args(&cli, left, 1, 2, "FILE [SIZE]") < 0)
+        /* A negative SIZE counts only behind a FILE. */
+        int left = argc - optind;
+        int n_args = negative_size && left == 0 ? 0 : left + (negative_size != NULL);
+        if (img_cli_check_args(&cli, n_args, 1, 2, "FILE [SIZE]") < 0)
                 return cli.usage_status;
         const char *file = argv[optind];
-        const char *size_arg = negative_size ? negative_size : left == 2 ? argv[optind + 1] : o.size;
+        const char *size_arg = negative_size ? negative_size : n_args == 2 ? argv[optind + 1] : o.size;
         if (size_arg) {
                 if (parse_size(size_arg, &co.size) < 0) {
                         log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T suffix.",
