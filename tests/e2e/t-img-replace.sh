@@ -50,9 +50,9 @@ print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["da
 # vsize IMAGE: its virtual size, as qemu-img says.
 vsize() { qemu-img info -U --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
 
-# refused NAME EXPECT CMD...: CMD exits 1, its message contains every
-# pattern of EXPECT (separated by '|'), and the files named after CMD's
-# last argument are unchanged (checked by the caller). Sets OUT.
+# refused NAME EXPECT CMD...: CMD exits 1 and its message contains every
+# pattern of EXPECT (separated by '|'); fails NAME otherwise. Sets OUT. The
+# caller then checks that the file is unchanged and passes NAME.
 refused() {
 	local name=$1 expect=$2 rc=0 p
 	shift 2

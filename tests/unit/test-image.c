@@ -1,7 +1,8 @@
 /* tests/unit/test-image.c: unit tests for src/image/: qcow2 header
  * validation (table-driven: each bad field gives its own error), create,
  * reopen and read, backing chain resolution (relative names, loops,
- * depth), convert round trips, locks, and interop with qemu-img and
+ * depth), convert round trips, locks, what create and convert may replace
+ * (vh_image_replace_check, table-driven), and interop with qemu-img and
  * qemu-io in both directions (skipped with a reason when they are not
  * installed). */
 #include <errno.h>
