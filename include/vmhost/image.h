@@ -280,12 +280,16 @@ struct vh_image_create_options {
         /* Not with a backing file (allocated clusters would hide its data,
          * as qemu-img refuses too); metadata is for qcow2 only. */
         enum vh_image_prealloc preallocation;
+        /* Replace an existing file that holds data (the CLI's --force); see
+         * vh_image_replace_check(). */
+        bool replace_data;
 };
 
-/* Creates (or, like qemu-img, replaces) the image at 'path'. The new file
- * appears whole or not at all: it is written next to 'path' and renamed.
- * An existing file that another process holds open with QEMU's locks is
- * not replaced (-EBUSY). */
+/* Creates the image at 'path'. The new file appears whole or not at all:
+ * it is written next to 'path' and renamed. An existing file is replaced
+ * as vh_image_replace_check() says (unlike qemu-img, not one that holds
+ * data, unless opts->replace_data), checked under its write lock, which
+ * is held until the rename. */
 int vh_image_create(const char *path, const struct vh_image_create_options *opts, struct vh_error *err);
 
 /* How a new output file reaches the disk (qemu-img's -t). The output is
@@ -328,6 +332,9 @@ struct vh_image_convert_options {
          * qemu-img's 4 KiB. A multiple of 512. */
         uint64_t sparse_size;
         bool fully_allocated;           /* -S 0: write zeros too */
+        /* Replace an existing 'dst_path' that holds data (--force); see
+         * vh_image_replace_check(). */
+        bool replace_data;
         /* Called now and then with the bytes of the virtual disk done so far. */
         void (*progress)(uint64_t done, uint64_t total, void *userdata);
         void *userdata;
@@ -336,9 +343,28 @@ struct vh_image_convert_options {
 /* Writes the guest-visible content of 'src' (through its backing chain) as
  * a standalone image at 'dst_path'. Zero ranges are not written: raw output
  * is sparse, qcow2 output leaves them unallocated. As with create, the new
- * file replaces 'dst_path' only once it is complete. */
+ * file replaces 'dst_path' only once it is complete, and only
+ * as vh_image_replace_check() allows. */
 int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                      struct vh_error *err);
+
+/* Whether a new image may replace the file at 'path', as create and
+ * convert decide it (they check again under the file's lock):
+ *   0        nothing there, a zero-length file, an image with no data of
+ *            its own (a new qcow2, an empty overlay, a sparse raw file), or
+ *            any other regular file when 'replace_data' is set;
+ *   -EEXIST  it holds data and 'replace_data' is not set: guest data of
+ *            its own (not its backing file's; zero clusters and clusters
+ *            that metadata preallocation mapped onto holes do not count,
+ *            blocks reserved by falloc or full preallocation do), internal
+ *            snapshots, or, for a file that cannot be read as an image, any
+ *            block on disk. A file that is not an image (text) is raw data.
+ *            The message names the file and the amount;
+ *   -EBUSY   another process holds it with QEMU's locks (a running VM,
+ *            qemu-io), whatever 'replace_data' says; the message names the
+ *            process where /proc tells;
+ *   -EINVAL  it is not a regular file. */
+int vh_image_replace_check(const char *path, bool replace_data, struct vh_error *err);
 
 /* ---- Inspection: check, map, compare, measure (check.c, map.c,
  * compare.c, measure.c), with qemu-img's semantics and output. ---- */

@@ -44,11 +44,14 @@ static void usage(FILE *f) {
 
 static void usage_create(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img create [-q] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS] FILE [SIZE]\n"
+                "Usage: vmhost img create [-q] [--force] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS]\n"
+                "                         FILE [SIZE]\n"
                 "\n"
-                "Creates FILE (replacing an existing one, like qemu-img, unless a VM holds it).\n"
-                "SIZE takes k, M, G, T suffixes and is rounded up to 512 bytes; with -b it may be\n"
-                "omitted and is then the backing file's virtual size.\n"
+                "Creates FILE. SIZE takes k, M, G, T suffixes and is rounded up to 512 bytes;\n"
+                "with -b it may be omitted and is then the backing file's virtual size.\n"
+                "An existing FILE is replaced only if it holds no data (empty, or an image\n"
+                "with no data of its own), or with --force; unlike qemu-img. Never one a VM\n"
+                "uses as its disk or base, nor one another process holds (a running QEMU).\n"
                 "\n"
                 "  -f FMT         raw (default) or qcow2\n"
                 "  -b BACKING     backing file, stored as given: a relative name is relative\n"
@@ -60,10 +63,12 @@ static void usage_create(FILE *f) {
                 "                 (blocks reserved) | full (zeros written), and for\n"
                 "                 qcow2 metadata (every cluster mapped, file sparse);\n"
                 "                 not with a backing file\n"
+                "  --force        replace an existing FILE that holds data (it is lost)\n"
                 "  -q             quiet\n"
                 "\n"
                 "Examples:\n"
                 "  vmhost img create -f qcow2 disk.qcow2 10G\n"
+                "  vmhost img create --force -f qcow2 scratch.qcow2 10G\n"
                 "  vmhost img create -f qcow2 -o preallocation=metadata fast.qcow2 20G\n"
                 "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n");
 }
@@ -84,12 +89,14 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-S SIZE] [-t CACHE] [-p] [-U] [-q] SRC DST\n"
+                "                          [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
                 "standalone image. Zeros are not written: raw output is sparse, qcow2 output\n"
                 "leaves zero clusters unallocated. The output is written beside DST and\n"
                 "renamed to DST once complete, so DST is never a half-written image.\n"
+                "An existing DST is replaced only if it holds no data, or with --force\n"
+                "(unlike qemu-img); never one a VM uses or another process holds.\n"
                 "\n"
                 "  -f FMT         source format (default: probe)\n"
                 "  -O FMT         output format: raw (default) or qcow2\n"
@@ -110,10 +117,12 @@ static void usage_convert(FILE *f) {
                 "                 (O_DIRECT), then flushed\n"
                 "  -p             show progress on stderr\n"
                 "  -U             take no lock on the source\n"
+                "  --force        replace an existing DST that holds data (it is lost)\n"
                 "  -q             quiet\n"
                 "\n"
                 "Examples:\n"
                 "  vmhost img convert -f raw -O qcow2 disk.raw disk.qcow2\n"
+                "  vmhost img convert --force -O qcow2 vm1.qcow2 /backup/vm1.qcow2\n"
                 "  vmhost img convert -c -O qcow2 -B base.qcow2 -F qcow2 vm1.qcow2 vm1-small.qcow2\n"
                 "  vmhost img convert -p -t writeback -O raw vm1.qcow2 /backup/vm1.raw\n");
 }
@@ -206,18 +215,37 @@ static bool img_options_qcow2_only(const struct img_options *o) {
         return o->cluster_size || o->version || o->lazy_refcounts || o->refcount_bits;
 }
 
-/* An image that backs a VM's disk is never replaced. */
-static int check_not_vm_base(const char *file) {
+/* A VM's disk, or an image that backs one, is never replaced, --force or
+ * not. */
+static int check_not_vm_image(const char *file) {
         struct vh_error err = {};
-        int r = vm_image_check_not_base(file, "overwrite", &err);
+        int r = vm_image_check_not_in_use(file, "overwrite", &err);
         if (r < 0)
                 log_error("%s", vh_error_message(&err, r));
         return r;
 }
 
+/* If create or convert failed because the file it would replace holds
+ * data (-EEXIST from the engine's replace check, whose message names the
+ * file and the amount), reports that with the way out and returns true. */
+static bool report_holds_data(const struct vh_error *err, int r) {
+        if (r != -EEXIST || !startswith(vh_error_message(err, r), "Refusing to replace "))
+                return false;
+        log_error("%s. Use --force to replace it.", vh_error_message(err, r));
+        return true;
+}
+
+/* True for an argument getopt would take for an option but that is a
+ * negative number ("-1", "-5M"): no verb has a digit option. */
+static bool looks_negative(const char *s) {
+        return s[0] == '-' && s[1] >= '0' && s[1] <= '9';
+}
+
 static int img_create(int argc, char **argv) {
+        enum { ARG_FORCE = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
                 IMG_CLI_OPTION_HELP,
+                { "force", no_argument, NULL, ARG_FORCE },
                 {},
         };
         struct img_cli cli = IMG_CLI_INIT("create", usage_create, 2);
@@ -226,10 +254,26 @@ static int img_create(int argc, char **argv) {
         const char *backing = NULL, *backing_fmt = NULL;
         int c, status;
 
+        /* A negative SIZE ("-1", "-5M") is taken off before getopt sees it,
+         * as resize does, so that it gets the error of any bad size rather
+         * than getopt's "invalid option". It is the last argument; after
+         * "--" getopt takes it as an argument anyway. */
+        const char *negative_size = NULL;
+        if (argc > 2 && looks_negative(argv[argc - 1])) {
+                bool after_dashes = false;
+                for (int i = 1; i < argc - 1; i++)
+                        after_dashes = after_dashes || streq(argv[i], "--");
+                if (!after_dashes)
+                        negative_size = argv[--argc];
+        }
+
         cli.format = VH_IMAGE_FORMAT_RAW; /* -f is the new image's format, raw unless given */
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:b:F:o:q", options, NULL)) >= 0)
                 switch (c) {
+                case ARG_FORCE:
+                        co.replace_data = true;
+                        break;
                 case 'b':
                         backing = optarg;
                         break;
@@ -253,11 +297,13 @@ static int img_create(int argc, char **argv) {
         if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
                 return cli.usage_status;
 
+        /* A negative SIZE counts only behind a FILE. */
         int left = argc - optind;
-        if (img_cli_check_args(&cli, left, 1, 2, "FILE [SIZE]") < 0)
+        int n_args = negative_size && left == 0 ? 0 : left + (negative_size != NULL);
+        if (img_cli_check_args(&cli, n_args, 1, 2, "FILE [SIZE]") < 0)
                 return cli.usage_status;
         const char *file = argv[optind];
-        const char *size_arg = left == 2 ? argv[optind + 1] : o.size;
+        const char *size_arg = negative_size ? negative_size : n_args == 2 ? argv[optind + 1] : o.size;
         if (size_arg) {
                 if (parse_size(size_arg, &co.size) < 0) {
                         log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T suffix.",
@@ -280,12 +326,13 @@ static int img_create(int argc, char **argv) {
         co.refcount_bits = o.refcount_bits;
         co.preallocation = o.preallocation;
 
-        if (check_not_vm_base(file) < 0)
+        if (check_not_vm_image(file) < 0)
                 return 1;
         struct vh_error err = {};
         int r = vh_image_create(file, &co, &err);
         if (r < 0) {
-                log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
+                if (!report_holds_data(&err, r))
+                        log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
                 return 1;
         }
         if (!cli.quiet) {
@@ -371,9 +418,11 @@ static int img_info(int argc, char **argv) {
 }
 
 static int img_convert(int argc, char **argv) {
+        enum { ARG_FORCE = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
                 IMG_CLI_OPTION_HELP,
                 IMG_CLI_OPTION_FORCE_SHARE,
+                { "force", no_argument, NULL, ARG_FORCE },
                 {},
         };
         struct img_cli cli = IMG_CLI_INIT("convert", usage_convert, 2);
@@ -386,6 +435,9 @@ static int img_convert(int argc, char **argv) {
         optind = 0;
         while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:", options, NULL)) >= 0)
                 switch (c) {
+                case ARG_FORCE:
+                        co.replace_data = true;
+                        break;
                 case 'O':
                         if (img_cli_parse_format(optarg, "-O", &co.format) < 0)
                                 return cli.usage_status;
@@ -445,7 +497,7 @@ static int img_convert(int argc, char **argv) {
         co.refcount_bits = o.refcount_bits;
         img_cli_progress_hook(&cli, &co.progress, &co.userdata);
 
-        if (check_not_vm_base(dst) < 0)
+        if (check_not_vm_image(dst) < 0)
                 return 1;
         struct vh_image *img = NULL;
         if (img_cli_open(&cli, src, cli.format, 0, &img) < 0)
@@ -455,7 +507,8 @@ static int img_convert(int argc, char **argv) {
         vh_image_free(img);
         img_cli_progress_end(&cli);
         if (r < 0) {
-                log_error("Cannot convert %s to %s: %s", src, dst, vh_error_message(&err, r));
+                if (!report_holds_data(&err, r))
+                        log_error("Cannot convert %s to %s: %s", src, dst, vh_error_message(&err, r));
                 return 1;
         }
         return 0;

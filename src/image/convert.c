@@ -877,7 +877,7 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         }
 
         struct image_output out = IMAGE_OUTPUT_INIT;
-        r = image_output_begin(dst_path, &out, err);
+        r = image_output_begin(dst_path, opts->replace_data, &out, err);
         if (r < 0)
                 return r;
         t.fd = out.fd;

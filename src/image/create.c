@@ -67,7 +67,7 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
         size = ALIGN_UP(size, (uint64_t) 512);
 
         struct image_output out = IMAGE_OUTPUT_INIT;
-        r = image_output_begin(path, &out, err);
+        r = image_output_begin(path, opts->replace_data, &out, err);
         if (r < 0)
                 return r;
         if (opts->format == VH_IMAGE_FORMAT_RAW) {

@@ -137,7 +137,11 @@ struct image_output {
         int fd;         /* the temporary file, open for writing */
         int old_fd;     /* the file being replaced, held locked; -1 if none */
 };
-int image_output_begin(const char *path, struct image_output *ret, struct vh_error *err);
+/* Refuses (-EEXIST, see replace.c) to replace an existing file that holds
+ * data, unless 'replace_data'; never replaces one another process holds
+ * with QEMU's locks (-EBUSY). The old file stays locked until
+ * image_output_done(), so the check holds until the rename. */
+int image_output_begin(const char *path, bool replace_data, struct image_output *ret, struct vh_error *err);
 /* Renames the finished temporary file into place. 'flush': fsync the file
  * first and the directory after, so both survive a power loss; a file
  * that replaces another is always flushed. */
@@ -147,6 +151,12 @@ int image_output_commit(struct image_output *out, bool flush, struct vh_error *e
  * IMAGE_OUTPUT_INIT. */
 #define IMAGE_OUTPUT_INIT { .fd = -1, .old_fd = -1 }
 void image_output_done(struct image_output *out);
+
+/* -EEXIST, with the file and what it holds named in 'err', when the
+ * existing file open as 'fd' (write-locked by the caller) holds data:
+ * anything but a zero-length file or an image without data of its own
+ * (replace.c). */
+int image_replace_check_locked(int fd, const char *path, struct vh_error *err);
 
 /* Writes all of 'buf' at 'offset'.
  *

@@ -4,10 +4,11 @@
  * flushed (unless the caller asks for no flush and nothing is replaced),
  * and renamed over the destination, so a crash or an error leaves
  * either the old file or the complete new one, never a half-written image
- * that QEMU might probe as something else. Like qemu-img, an existing file
- * is replaced, unless another process holds it with QEMU's locks (a VM
- * using it): we take the write lock on the old file first and keep it
- * until the rename. */
+ * that QEMU might probe as something else. An existing file is replaced
+ * only if it holds no data or the caller says so (replace.c; qemu-img
+ * replaces anything), and never while another process holds it with
+ * QEMU's locks (a VM using it): we take the write lock on the old file
+ * first and keep it until the rename. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,7 +27,7 @@
  * of the temporary file, to stay below NAME_MAX. */
 #define TMP_NAME_KEEP 128
 
-int image_output_begin(const char *path, struct image_output *ret, struct vh_error *err) {
+int image_output_begin(const char *path, bool replace_data, struct image_output *ret, struct vh_error *err) {
         struct image_output o = { .fd = -1, .old_fd = -1 };
         int r;
 
@@ -58,6 +59,14 @@ int image_output_begin(const char *path, struct image_output *ret, struct vh_err
                 r = image_lock(o.old_fd, IMAGE_LOCK_WRITE, path, err);
                 if (r < 0)
                         goto fail;
+                /* Under the lock, which is kept until the rename: nobody
+                 * that honours it can put data into the file between this
+                 * look and the replacement. */
+                if (!replace_data) {
+                        r = image_replace_check_locked(o.old_fd, path, err);
+                        if (r < 0)
+                                goto fail;
+                }
                 old_mode = st.st_mode & 07777;
         } else if (errno != ENOENT) {
                 r = vh_error_set(err, negative_errno(), "%s: cannot stat: %m", path);

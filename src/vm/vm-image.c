@@ -109,7 +109,24 @@ static int compare_names(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *err) {
+/* Which relation to 'path' find_vms() looks for. */
+enum vm_image_relation {
+        VM_IMAGE_BASE_OF, /* 'path' backs the VM's disk */
+        VM_IMAGE_DISK_OF, /* 'path' is the VM's disk */
+};
+
+static bool vm_has_relation(const struct vm_def *def, const struct stat *target, enum vm_image_relation rel) {
+        if (rel == VM_IMAGE_DISK_OF)
+                return same_file(def->disk, target);
+        if (same_file(def->base, target))
+                return true;
+        if (!def->disk)
+                return false;
+        _cleanup_free_ char *b = disk_backing(def->disk);
+        return same_file(b, target);
+}
+
+static int find_vms(const char *path, enum vm_image_relation rel, char ***ret_names, struct vh_error *err) {
         struct stat target;
         if (stat(path, &target) < 0)
                 return 0; /* nothing there: nothing depends on it */
@@ -132,12 +149,7 @@ int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *er
                 struct vm_def *def = NULL;
                 if (vm_load(de->d_name, &def, NULL) < 0)
                         continue;
-                bool dep = same_file(def->base, &target);
-                if (!dep && def->disk) {
-                        _cleanup_free_ char *b = disk_backing(def->disk);
-                        dep = same_file(b, &target);
-                }
-                if (dep) {
+                if (vm_has_relation(def, &target, rel)) {
                         char **nn = realloc(names, (n + 2) * sizeof(char *));
                         if (nn) {
                                 names = nn;
@@ -157,6 +169,10 @@ int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *er
         else
                 vm_names_free(names);
         return (int) n;
+}
+
+int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *err) {
+        return find_vms(path, VM_IMAGE_BASE_OF, ret_names, err);
 }
 
 static char *join_names(char **names) {
@@ -182,6 +198,23 @@ int vm_image_check_not_base(const char *path, const char *action, struct vh_erro
         _cleanup_free_ char *list = join_names(names);
         vm_names_free(names);
         return vh_error_set(err, -EBUSY, "Refusing to %s %s: it is the base of VM%s %s", action, path, n > 1 ? "s" : "",
+                            list ? list : "?");
+}
+
+int vm_image_check_not_in_use(const char *path, const char *action, struct vh_error *err) {
+        char **names = NULL;
+        int n = find_vms(path, VM_IMAGE_DISK_OF, &names, err);
+        if (n < 0) {
+                vm_names_free(names);
+                return n;
+        }
+        if (n == 0) {
+                vm_names_free(names);
+                return vm_image_check_not_base(path, action, err);
+        }
+        _cleanup_free_ char *list = join_names(names);
+        vm_names_free(names);
+        return vh_error_set(err, -EBUSY, "Refusing to %s %s: it is the disk of VM%s %s", action, path, n > 1 ? "s" : "",
                             list ? list : "?");
 }
 

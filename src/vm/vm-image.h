@@ -25,6 +25,11 @@ char **vm_names_free(char **names);
  * such an image must not be overwritten or deleted. */
 int vm_image_check_not_base(const char *path, const char *action, struct vh_error *err);
 
+/* The same, and also -EBUSY with the VMs named when 'path' is the disk of
+ * any VM (running or only defined): what 'img create' and 'img convert'
+ * must never replace, --force or not. */
+int vm_image_check_not_in_use(const char *path, const char *action, struct vh_error *err);
+
 /* Merges VM 'name's overlay into its base (vmhost vm commit). Refused while
  * this VM or any VM on the same base runs; the others are listed in
  * *ret_others (may be NULL), since they see the changed base from now on. */

@@ -335,6 +335,7 @@ commit_case() {
 commit_case
 
 # ---- convert over an existing file ----
+# dst.qcow2 holds data, so replacing it takes --force.
 convert_case() {
 	local name=$1 w n rc problems=0 leftovers=0
 	shift
@@ -353,11 +354,11 @@ convert_case() {
 	restore() { cp pristine.qcow2 dst.qcow2; rm -f .dst.qcow2.vmhost-*.tmp; }
 	qemu-img convert -O raw dst.qcow2 old.raw
 	qemu-img convert -O raw src.qcow2 new.raw
-	w=$(count_writes "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2)
+	w=$(count_writes "$VMHOST" img convert --force -O qcow2 "$@" src.qcow2 dst.qcow2)
 	local k0=$KILLS o0=$ODD
 	for n in $(kill_points "$w"); do
 		restore
-		run_killed "$n" "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2
+		run_killed "$n" "$VMHOST" img convert --force -O qcow2 "$@" src.qcow2 dst.qcow2
 		qemu-img check -q dst.qcow2 >/dev/null 2>&1 || { fail "$name-kill-$n" "destination not clean"; problems=$((problems + 1)); }
 		qemu-img convert -O raw dst.qcow2 got.raw
 		if ! cmp -s got.raw old.raw && ! cmp -s got.raw new.raw; then
@@ -369,7 +370,7 @@ convert_case() {
 	kills_ok "$name" "$w" "$k0" "$o0" || problems=$((problems + 1))
 	# A run that is not killed gives the new image.
 	restore
-	if ! "$VMHOST" img convert -O qcow2 "$@" src.qcow2 dst.qcow2 || ! qemu-img convert -O raw dst.qcow2 got.raw ||
+	if ! "$VMHOST" img convert --force -O qcow2 "$@" src.qcow2 dst.qcow2 || ! qemu-img convert -O raw dst.qcow2 got.raw ||
 	   ! cmp -s got.raw new.raw; then
 		fail "$name-complete" "a run without the kill knob did not give the new image"
 		problems=$((problems + 1))

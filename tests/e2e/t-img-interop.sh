@@ -153,8 +153,9 @@ for c in "|65536 1.1 16" "-o cluster_size=4k|4096 1.1 16" "-o cluster_size=2M,re
 	"-o compat=0.10|65536 0.10 16"; do
 	opts=${c%|*} want=${c#*|}
 	name="qcow2-convert${opts:+ $opts}"
+	# Each round replaces the last round's v.qcow2: --force.
 	# shellcheck disable=SC2086 # opts is split on purpose
-	if "$VMHOST" img convert -O qcow2 $opts top.qcow2 v.qcow2 && check_clean v.qcow2 &&
+	if "$VMHOST" img convert --force -O qcow2 $opts top.qcow2 v.qcow2 && check_clean v.qcow2 &&
 	   [ "$(qcow2_fields v.qcow2)" = "$want" ] &&
 	   qemu-img compare -q top.qcow2 v.qcow2 && qemu-img compare -q v.qcow2 q.raw; then
 		pass "$name" "qemu-img reads cluster size, compat, refcount bits: $want; check clean, compare identical, $(du -k v.qcow2 | cut -f1) KiB"
@@ -190,7 +191,8 @@ trace_convert() {
 n_fsync() { grep -cE '(fsync|fdatasync)\(' "$1" || true; }
 rm -f new.raw
 trace_convert st-unsafe.txt -O raw top.qcow2 new.raw
-trace_convert st-replace.txt -O raw top.qcow2 new.raw
+# new.raw now holds data: replacing it takes --force.
+trace_convert st-replace.txt --force -O raw top.qcow2 new.raw
 trace_convert st-writeback.txt -t writeback -O raw top.qcow2 new-wb.raw
 trace_convert st-none.txt -t none -O qcow2 top.qcow2 new-none.qcow2
 if [ "$(n_fsync st-unsafe.txt)" -eq 0 ] && [ "$(n_fsync st-replace.txt)" -ge 2 ] &&

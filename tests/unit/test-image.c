@@ -1,7 +1,8 @@
 /* tests/unit/test-image.c: unit tests for src/image/: qcow2 header
  * validation (table-driven: each bad field gives its own error), create,
  * reopen and read, backing chain resolution (relative names, loops,
- * depth), convert round trips, locks, and interop with qemu-img and
+ * depth), convert round trips, locks, what create and convert may replace
+ * (vh_image_replace_check, table-driven), and interop with qemu-img and
  * qemu-io in both directions (skipped with a reason when they are not
  * installed). */
 #include <errno.h>
@@ -501,24 +502,212 @@ TEST(image_create_refuses) {
         CHECK_EQ_INT(qcow2_writer_params_check(&p, &err), -ENAMETOOLONG);
 }
 
-TEST(image_create_replaces_like_qemu_img) {
+/* Writes 'len' bytes of 0x5a at 'offset' of the image at 'path'. */
+static int put_data(const char *path, uint64_t offset, size_t len) {
+        struct vh_error err = {};
+        struct vh_image *img = open_image(path, VH_IMAGE_OPEN_READ_WRITE, &err);
+        if (!img)
+                return err.code ? err.code : -EIO;
+        uint8_t *buf = malloc(len);
+        int r = buf ? 0 : -ENOMEM;
+        if (buf) {
+                memset(buf, 0x5a, len);
+                r = vh_image_write(img, offset, buf, len, &err);
+        }
+        if (r >= 0)
+                r = vh_image_flush(img, &err);
+        free(buf);
+        vh_image_free(img);
+        return r;
+}
+
+/* What may be replaced without consent: table-driven over the kinds of
+ * existing file, each asked through vh_image_replace_check() without and
+ * with replace_data. */
+TEST(image_replace_check_table) {
+        enum kind {
+                NONE, ZERO_LENGTH, NEW_QCOW2, NEW_OVERLAY, PREALLOC_METADATA, SPARSE_RAW,
+                QCOW2_DATA, OVERLAY_DATA, RAW_DATA, TEXT, SNAPSHOT_ONLY, BROKEN_QCOW2, DIRECTORY,
+        };
+        static const struct {
+                enum kind kind;
+                const char *name;
+                int r;              /* without replace_data */
+                int r_forced;       /* with it */
+                const char *amount; /* in the message of a refusal */
+        } cases[] = {
+                { NONE, "none", 0, 0, NULL },
+                { ZERO_LENGTH, "zero-length", 0, 0, NULL },
+                { NEW_QCOW2, "new-qcow2", 0, 0, NULL },
+                { NEW_OVERLAY, "new-overlay", 0, 0, NULL },
+                { PREALLOC_METADATA, "prealloc-metadata", 0, 0, NULL },
+                { SPARSE_RAW, "sparse-raw", 0, 0, NULL },
+                { QCOW2_DATA, "qcow2-data", -EEXIST, 0, "it holds 128 KiB (131072 bytes) of data" },
+                { OVERLAY_DATA, "overlay-data", -EEXIST, 0, "it holds 64 KiB (65536 bytes) of data" },
+                { RAW_DATA, "raw-data", -EEXIST, 0, "it holds 1 MiB (1048576 bytes) of data" },
+                { TEXT, "text", -EEXIST, 0, "it holds 6 bytes of data" },
+                { SNAPSHOT_ONLY, "snapshot-only", -EEXIST, 0, "it holds 1 internal snapshot" },
+                { BROKEN_QCOW2, "broken-qcow2", -EEXIST, 0, "that cannot be read as an image" },
+                { DIRECTORY, "directory", -EINVAL, -EINVAL, "not a regular file" },
+        };
+        struct vh_error err = {};
+        struct vh_image_create_options q = { .format = VH_IMAGE_FORMAT_QCOW2, .size = 4 << 20 };
+        CHECK_EQ_INT(vh_image_create(P(0, "rbase.qcow2"), &q, &err), 0);
+        CHECK_EQ_INT(put_data(P(0, "rbase.qcow2"), 0, 4 << 20), 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *path = strdup_printf("%s/r-%s", test_tmpdir(), cases[i].name);
+                struct vh_image_create_options o = q;
+                int r = 0;
+                switch (cases[i].kind) {
+                case NONE:
+                        break;
+                case ZERO_LENGTH:
+                        r = write_bytes(path, "", 0);
+                        break;
+                case NEW_QCOW2:
+                        r = vh_image_create(path, &o, &err);
+                        break;
+                case NEW_OVERLAY:
+                        o.backing_file = "rbase.qcow2";
+                        o.backing_format = VH_IMAGE_FORMAT_QCOW2;
+                        r = vh_image_create(path, &o, &err);
+                        break;
+                case PREALLOC_METADATA:
+                        o.preallocation = VH_IMAGE_PREALLOC_METADATA;
+                        r = vh_image_create(path, &o, &err);
+                        break;
+                case SPARSE_RAW:
+                        o.format = VH_IMAGE_FORMAT_RAW;
+                        r = vh_image_create(path, &o, &err);
+                        break;
+                case QCOW2_DATA:
+                        r = vh_image_create(path, &o, &err);
+                        if (r >= 0)
+                                r = put_data(path, 1 << 20, 128 << 10);
+                        break;
+                case OVERLAY_DATA:
+                        /* Only its own cluster counts, not the base's 4 MiB;
+                         * the base need not even be there. */
+                        o.backing_file = "rbase.qcow2";
+                        o.backing_format = VH_IMAGE_FORMAT_QCOW2;
+                        r = vh_image_create(path, &o, &err);
+                        if (r >= 0)
+                                r = put_data(path, 0, 512);
+                        break;
+                case RAW_DATA:
+                        o.format = VH_IMAGE_FORMAT_RAW;
+                        r = vh_image_create(path, &o, &err);
+                        if (r >= 0)
+                                r = put_data(path, 2 << 20, 1 << 20);
+                        break;
+                case TEXT:
+                        r = write_bytes(path, "hello\n", 6);
+                        break;
+                case SNAPSHOT_ONLY: {
+                        r = vh_image_create(path, &o, &err);
+                        struct vh_image *img = r >= 0 ? open_image(path, VH_IMAGE_OPEN_READ_WRITE, &err) : NULL;
+                        r = img ? vh_image_snapshot_create(img, "s1", &err) : -EIO;
+                        vh_image_free(img);
+                        break;
+                }
+                case BROKEN_QCOW2: {
+                        /* The qcow2 magic, then a version nobody knows. */
+                        uint8_t hdr[4096] = { 'Q', 'F', 'I', 0xfb, 0, 0, 0, 9 };
+                        r = write_bytes(path, hdr, sizeof(hdr));
+                        break;
+                }
+                case DIRECTORY:
+                        r = mkdir(path, 0700) < 0 ? -errno : 0;
+                        break;
+                }
+                if (r < 0) {
+                        test_fail(__FILE__, __LINE__, "%s: setup failed: %d %s", cases[i].name, r, err.msg);
+                        continue;
+                }
+                if (cases[i].kind == OVERLAY_DATA)
+                        CHECK_EQ_INT(rename(P(0, "rbase.qcow2"), P(1, "rbase.away")), 0);
+
+                vh_error_clear(&err);
+                r = vh_image_replace_check(path, false, &err);
+                if (r != cases[i].r)
+                        test_fail(__FILE__, __LINE__, "%s: %d, expected %d (%s)", cases[i].name, r, cases[i].r,
+                                  err.msg);
+                if (cases[i].amount && (!strstr(err.msg, cases[i].amount) || !strstr(err.msg, path)))
+                        test_fail(__FILE__, __LINE__, "%s: message does not say \"%s\" and name the file: %s",
+                                  cases[i].name, cases[i].amount, err.msg);
+                r = vh_image_replace_check(path, true, &err);
+                if (r != cases[i].r_forced)
+                        test_fail(__FILE__, __LINE__, "%s (replace_data): %d, expected %d (%s)", cases[i].name, r,
+                                  cases[i].r_forced, err.msg);
+
+                if (cases[i].kind == OVERLAY_DATA)
+                        CHECK_EQ_INT(rename(P(1, "rbase.away"), P(0, "rbase.qcow2")), 0);
+        }
+}
+
+/* create and convert follow the check: what holds data is kept unless
+ * replace_data says so; what another process holds is kept whatever
+ * replace_data says. */
+TEST(image_create_convert_replace) {
         const char *path = P(1, "again.qcow2");
         struct vh_error err = {};
         struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = 1 << 20 };
         CHECK_EQ_INT(vh_image_create(path, &o, &err), 0);
+        /* An empty image is replaced as qemu-img would. */
         o.size = 2 << 20;
         CHECK_EQ_INT(vh_image_create(path, &o, &err), 0);
         struct vh_image *img = open_image(path, 0, &err);
         CHECK(img && vh_image_virtual_size(img) == 2 << 20);
+        vh_image_free(img);
 
-        /* Held by a reader (like a VM's backing file): not replaced. */
+        /* With data: refused, the image untouched. */
+        CHECK_EQ_INT(put_data(path, 65536, 4096), 0);
+        _cleanup_free_ uint8_t *before = NULL, *after = NULL;
+        size_t before_len = 0, after_len = 0;
+        CHECK_EQ_INT(read_bytes(path, &before, &before_len), 0);
         o.size = 3 << 20;
+        CHECK_EQ_INT(vh_image_create(path, &o, &err), -EEXIST);
+        CHECK(strstr(err.msg, path) && strstr(err.msg, "64 KiB (65536 bytes) of data"));
+        CHECK_EQ_INT(vh_image_create(P(2, "src.qcow2"), &o, &err), 0);
+        struct vh_image *src = open_image(P(2, "src.qcow2"), 0, &err);
+        CHECK(src);
+        struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_QCOW2 };
+        if (src)
+                CHECK_EQ_INT(vh_image_convert(src, path, &co, &err), -EEXIST);
+        CHECK(strstr(err.msg, path) && strstr(err.msg, "of data"));
+        CHECK_EQ_INT(read_bytes(path, &after, &after_len), 0);
+        CHECK(before && after && before_len == after_len && memcmp(before, after, before_len) == 0);
+
+        /* Held by a reader (a VM's backing file, say): refused even with
+         * replace_data, and the file untouched. */
+        img = open_image(path, 0, &err);
+        CHECK(img);
+        o.replace_data = co.replace_data = true;
         CHECK_EQ_INT(vh_image_create(path, &o, &err), -EBUSY);
         CHECK(strstr(err.msg, "in use"));
+        if (src)
+                CHECK_EQ_INT(vh_image_convert(src, path, &co, &err), -EBUSY);
+        CHECK_EQ_INT(vh_image_replace_check(path, true, &err), -EBUSY);
         vh_image_free(img);
+        free(after);
+        after = NULL;
+        CHECK_EQ_INT(read_bytes(path, &after, &after_len), 0);
+        CHECK(before && after && before_len == after_len && memcmp(before, after, before_len) == 0);
+
+        /* With replace_data and no holder: replaced. */
+        if (src)
+                CHECK_EQ_INT(vh_image_convert(src, path, &co, &err), 0);
         img = open_image(path, 0, &err);
-        CHECK(img && vh_image_virtual_size(img) == 2 << 20);
+        CHECK(img && vh_image_virtual_size(img) == 3 << 20);
         vh_image_free(img);
+        CHECK_EQ_INT(put_data(path, 0, 512), 0);
+        o.size = 1 << 20;
+        CHECK_EQ_INT(vh_image_create(path, &o, &err), 0);
+        img = open_image(path, 0, &err);
+        CHECK(img && vh_image_virtual_size(img) == 1 << 20);
+        vh_image_free(img);
+        vh_image_free(src);
 
         /* No temporary files left behind. */
         char *out = NULL;
@@ -789,7 +978,8 @@ static int convert(const char *src, const char *dst, enum vh_image_format f, uin
                         fprintf(stderr, "  %s\n", err.msg);
                 return err.code ? err.code : -EIO;
         }
-        struct vh_image_convert_options o = { .format = f, .cluster_size = cluster_size };
+        /* Callers convert into the same name again (cluster size loops). */
+        struct vh_image_convert_options o = { .format = f, .cluster_size = cluster_size, .replace_data = true };
         int r = vh_image_convert(img, dst, &o, &err);
         if (r < 0 && getenv("VERBOSE"))
                 fprintf(stderr, "  convert: %s\n", err.msg);
@@ -877,9 +1067,10 @@ TEST(image_convert_cache_modes) {
                 vh_image_prefetch(img, 0, UINT64_MAX);
                 vh_image_prefetch(img, size - 1, 1 << 20);
                 vh_image_prefetch(img, size + 1, 1);
-                struct vh_image_convert_options q = { .format = VH_IMAGE_FORMAT_QCOW2, .cache = c };
+                /* Each mode replaces the last one's output. */
+                struct vh_image_convert_options q = { .format = VH_IMAGE_FORMAT_QCOW2, .cache = c, .replace_data = true };
                 CHECK_EQ_INT(vh_image_convert(img, P(2, "cache-out.qcow2"), &q, &err), 0);
-                struct vh_image_convert_options r = { .format = VH_IMAGE_FORMAT_RAW, .cache = c };
+                struct vh_image_convert_options r = { .format = VH_IMAGE_FORMAT_RAW, .cache = c, .replace_data = true };
                 CHECK_EQ_INT(vh_image_convert(img, P(3, "cache-out.raw"), &r, &err), 0);
                 CHECK(files_equal(raw, P(3, "cache-out.raw")));
                 vh_image_free(img);
@@ -917,8 +1108,10 @@ TEST(image_create_preallocation) {
         const uint64_t size = (3 << 20) + 512;
         for (enum vh_image_prealloc m = 0; m < _VH_IMAGE_PREALLOC_MAX; m++) {
                 struct vh_error err = {};
+                /* falloc and full leave blocks that count as data for
+                 * the next mode's create. */
                 struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = size,
-                                                     .preallocation = m };
+                                                     .preallocation = m, .replace_data = true };
                 CHECK_EQ_INT(vh_image_create(P(1, "pre.qcow2"), &o, &err), 0);
                 struct vh_image *img = open_image(P(1, "pre.qcow2"), 0, &err);
                 CHECK(img);
@@ -940,7 +1133,7 @@ TEST(image_create_preallocation) {
                         CHECK((uint64_t) st.st_blocks * 512 < (1 << 20));
 
                 struct vh_image_create_options r = { .format = VH_IMAGE_FORMAT_RAW, .size = size,
-                                                     .preallocation = m };
+                                                     .preallocation = m, .replace_data = true };
                 int rr = vh_image_create(P(2, "pre.raw"), &r, &err);
                 CHECK_EQ_INT(rr, m == VH_IMAGE_PREALLOC_METADATA ? -EINVAL : 0);
         }
