@@ -143,7 +143,7 @@ def session(s, password):
     result = struct.unpack('!I', recv_exact(s, 4))[0]
     if result != 0:
         try:
-            reason = recv_exact(s, struct.unpack('!I', recv_exact(s, 4))[0]).decode(errors='replace')
+            reason = recv_exact(s, struct.unpack('!I', recv_exact(s, 4))[0]).decode(errors='replace').rstrip('\0')
         except Failure:
             reason = '(no reason given)'
         raise Failure(3, 'authentication failed (security types offered %s): %s' % (types, reason))
