@@ -127,7 +127,7 @@ int vm_vnc_get_password(const char *name, char **ret, struct vh_error *err) {
         else if ((r = read_one_line_file(p.vnc_password, ret)) < 0)
                 r = vh_error_set(err, r, "Cannot read the VNC password of VM %s (%s): %s%s", name, p.vnc_password,
                                  strerror(-r),
-                                 r == -ENOENT ? "; it runs since before vmhost set one: restart it" : "");
+                                 r == -ENOENT ? "; it was started without this TCP display (restart it)" : "");
         vm_paths_done(&p);
         return r;
 }
@@ -164,6 +164,11 @@ int vm_vnc_session_open(const char *name, struct vm_vnc_session **ret, struct vh
         if (def->vnc == VM_VNC_TCP)
                 return vh_error_set(err, -EINVAL, "VM %s has a TCP VNC display (%s:%u), not a unix socket to relay to",
                                     name, def->vnc_host, def->vnc_display);
+
+        /* 'vm set' changes the definition for the next start only. */
+        if (access(s->vnc_socket, F_OK) < 0)
+                return vh_error_set(err, -ENOENT, "VM %s has no VNC socket %s: it was started without vnc = unix "
+                                    "(restart it)", name, s->vnc_socket);
 
         s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (s->listen_fd < 0)

@@ -213,6 +213,12 @@ vh vm create v3 --disk "$GUEST_DIR/disk.qcow2" --vnc none >/dev/null
 e=$(vh vm vnc v3 2>&1) && fail vnc-none "$e" || { [[ $e == *"has no VNC display"* ]] && pass vnc-none "$e" || fail vnc-none "$e"; }
 e=$(vh vm vnc v1 --bogus 2>&1); rc=$?
 [ $rc = 2 ] && pass vnc-bad-option || fail vnc-bad-option "rc $rc: $e"
+# 'vm set' takes effect at the next start: a session on a VM still running
+# its TCP display says so instead of relaying to a socket that is not there.
+vh vm set v1 vnc=unix >/dev/null
+e=$(vh vm vnc v1 --timeout 5 2>&1) && fail vnc-changed-while-running "$e" ||
+	{ [[ $e == *"started without vnc = unix (restart it)"* ]] && pass vnc-changed-while-running "$e" ||
+		fail vnc-changed-while-running "$e"; }
 vh vm stop v1 >/dev/null
 [ ! -e "$rt/vnc.password" ] && [ ! -e "$rt/vnc.sock" ] && pass stop-removes-vnc-files || fail stop-removes-vnc-files "$(ls -la "$rt")"
 e2e_finish
