@@ -143,7 +143,7 @@ static void vnc_tcp_notice(const struct vm_def *def) {
                def->vnc_host, def->vnc_display, 5900 + def->vnc_display, def->name);
 }
 
-/* "unix socket PATH" or "HOST:DISPLAY (port N, password)" for status lines. */
+/* The "vnc:" line of start and status. */
 static void print_vnc_line(const struct vm_def *def) {
         if (def->vnc == VM_VNC_TCP)
                 printf("vnc:         %s:%u (port %u, password: vmhost vm vnc %s)\n", def->vnc_host, def->vnc_display,
