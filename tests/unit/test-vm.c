@@ -7,6 +7,7 @@
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
+#include "vm/vm-vnc.h"
 #include "vm/vm.h"
 #include "test.h"
 
@@ -261,6 +262,24 @@ TEST(vm_def_vnc_values) {
         CHECK(!vm_vnc_host_is_loopback("127.example"));
         CHECK(!vm_vnc_host_is_loopback("192.168.1.2"));
         CHECK(!vm_vnc_host_is_loopback("[::]"));
+}
+
+TEST(vm_vnc_passwords) {
+        /* 8 characters (all VNC authentication uses), from the alphabet
+         * without look-alikes, and a new one each time. */
+        char first[VM_VNC_PASSWORD_LEN + 1] = "";
+        bool all_same = true;
+        for (int i = 0; i < 200; i++) {
+                char pw[VM_VNC_PASSWORD_LEN + 1];
+                CHECK_EQ_INT(vm_vnc_password_new(pw), 0);
+                CHECK_EQ_INT(strlen(pw), VM_VNC_PASSWORD_LEN);
+                CHECK(strspn(pw, "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789") == VM_VNC_PASSWORD_LEN);
+                if (i == 0)
+                        memcpy(first, pw, sizeof(pw));
+                else if (!streq(pw, first))
+                        all_same = false;
+        }
+        CHECK(!all_same);
 }
 
 TEST(vm_cmdline_vnc) {
