@@ -71,7 +71,7 @@ static void mark_used(const struct vm_def *def, void *userdata) {
         struct used *u = userdata;
         if (def->id)
                 u->ids[def->id / 8] |= (uint8_t) (1u << (def->id % 8));
-        if (def->vnc && def->vnc_display <= VM_VNC_DISPLAY_MAX)
+        if (def->vnc == VM_VNC_TCP && def->vnc_display <= VM_VNC_DISPLAY_MAX)
                 u->displays[def->vnc_display] = 1;
 }
 

@@ -2,8 +2,10 @@
  *
  * Security defaults live here: -nodefaults and -no-user-config (nothing we
  * did not ask for), QMP and the serial console only on unix sockets (the
- * caller creates them in a 0700 directory with umask 077, so 0600), no
- * TCP monitor, forwards bound to 127.0.0.1, and -sandbox on. */
+ * caller creates them in a 0700 directory with umask 077, so 0600), VNC
+ * on a unix socket beside them unless a TCP display is asked for, every
+ * VNC display with password=on, no TCP monitor, forwards bound to
+ * 127.0.0.1, and -sandbox on. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -149,8 +151,20 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
                 /* -nodefaults leaves no display adapter; VNC needs one. */
                 strv_add(a, "-vga");
                 strv_add(a, "std");
+                /* password=on on both kinds: until vmhost sets a password
+                 * through QMP (set_password) QEMU lets nobody in, and a
+                 * one-time password is what guards the relay 'vm vnc'
+                 * opens on 127.0.0.1 in front of the unix socket. */
                 strv_add(a, "-vnc");
-                strv_addf(a, "%s:%u", def->vnc_host, def->vnc_display);
+                if (def->vnc == VM_VNC_UNIX) {
+                        if (!l->vnc_socket)
+                                return vh_error_set(err, -EINVAL, "VM %s has no VNC socket path", def->name);
+                        _cleanup_free_ char *vnc = qemu_opt_escape(l->vnc_socket);
+                        if (!vnc)
+                                return -ENOMEM;
+                        strv_addf(a, "unix:%s,password=on", vnc);
+                } else
+                        strv_addf(a, "%s:%u,password=on", def->vnc_host, def->vnc_display);
         }
 
         strv_add(a, "-chardev");

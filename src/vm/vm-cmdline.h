@@ -20,6 +20,7 @@ struct vm_launch {
         const char *qmp_socket;
         const char *serial_socket;
         const char *serial_log;
+        const char *vnc_socket;    /* for vnc = unix */
         const char *pidfile;
         /* Per NIC on a vmhost network: the tap the network attached. */
         struct vm_launch_nic {

@@ -239,6 +239,27 @@ const struct vm_nic *vm_def_user_nic(const struct vm_def *def) {
         return NULL;
 }
 
+/* The HOST of "vnc = HOST:DISPLAY" (the first 'len' bytes of 's'): a host
+ * name or IPv4 address, or an IPv6 address in brackets, 1..63 bytes. */
+static bool vnc_host_is_valid(const char *s, size_t len) {
+        if (len == 0 || len > 63)
+                return false;
+        bool bracketed = s[0] == '[';
+        if (bracketed && (len < 3 || s[len - 1] != ']'))
+                return false;
+        for (size_t i = bracketed ? 1 : 0; i < (bracketed ? len - 1 : len); i++) {
+                unsigned char c = (unsigned char) s[i];
+                bool ok = bracketed ? isxdigit(c) || c == ':' || c == '.' : isalnum(c) || c == '.' || c == '-';
+                if (!ok)
+                        return false;
+        }
+        return true;
+}
+
+bool vm_vnc_host_is_loopback(const char *host) {
+        return (startswith(host, "127.") && ipv4_is_valid(host)) || streq(host, "localhost") || streq(host, "[::1]");
+}
+
 /* Applies one key; on a bad value returns -EINVAL with the reason in 'why'. */
 static int apply_key(struct vm_def *def, const char *key, const char *value, char *why, size_t why_len) {
         if (streq(key, "name")) {
@@ -336,14 +357,22 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
         }
         if (streq(key, "vnc")) {
                 if (streq(value, "none")) {
-                        def->vnc = false;
+                        def->vnc = VM_VNC_NONE;
                         return 0;
                 }
+                if (streq(value, "unix")) {
+                        def->vnc = VM_VNC_UNIX;
+                        return 0;
+                }
+                /* HOST goes into QEMU's -vnc option as it is: only the
+                 * characters of a host name or an address, so no ',' can add
+                 * an option (",password=off") to it. */
                 const char *colon = strrchr(value, ':');
                 long d;
-                if (!colon || colon == value || (size_t) (colon - value) > 63 ||
+                if (!colon || !vnc_host_is_valid(value, (size_t) (colon - value)) ||
                     parse_int_range(colon + 1, 0, 99, &d) < 0) {
-                        snprintf(why, why_len, "vnc must be none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '%s'",
+                        snprintf(why, why_len,
+                                 "vnc must be unix, none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '%s'",
                                  value);
                         return -EINVAL;
                 }
@@ -353,7 +382,7 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
                 free(def->vnc_host);
                 def->vnc_host = host;
                 def->vnc_display = (unsigned) d;
-                def->vnc = true;
+                def->vnc = VM_VNC_TCP;
                 return 0;
         }
         if (streq(key, "forward")) {
@@ -499,7 +528,9 @@ char *vm_def_format(const struct vm_def *def) {
                 }
                 fprintf(f, "nic = %s\n", n);
         }
-        if (def->vnc)
+        if (def->vnc == VM_VNC_UNIX)
+                fprintf(f, "vnc = unix\n");
+        else if (def->vnc == VM_VNC_TCP)
                 fprintf(f, "vnc = %s:%u\n", def->vnc_host, def->vnc_display);
         for (unsigned i = 0; i < def->n_forwards; i++) {
                 char b[64];

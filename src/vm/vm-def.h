@@ -28,6 +28,14 @@ enum vm_fwd_proto { VM_FWD_TCP, VM_FWD_UDP };
 
 enum vm_nic_model { VM_NIC_VIRTIO, VM_NIC_E1000 };
 
+/* Where QEMU's VNC server listens. VM_VNC_NONE is 0 so that 'if (def->vnc)'
+ * asks "has a display". */
+enum vm_vnc {
+        VM_VNC_NONE,
+        VM_VNC_UNIX,  /* "unix": a socket in the VM's runtime directory (0600 in 0700) */
+        VM_VNC_TCP,   /* "HOST:DISPLAY": TCP port 5900 + display, always with a password */
+};
+
 /* One NIC: "NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR]". */
 struct vm_nic {
         char *network;           /* VM_NET_USER or a vmhost network's name */
@@ -59,9 +67,9 @@ struct vm_def {
         unsigned id;         /* 1..65535, unique in this vmhost home; 0: none yet */
         struct vm_nic nics[VM_MAX_NICS];
         unsigned n_nics;
-        bool vnc;            /* VNC display enabled */
-        char *vnc_host;      /* address VNC listens on (127.0.0.1 unless asked) */
-        unsigned vnc_display; /* port 5900 + display */
+        enum vm_vnc vnc;
+        char *vnc_host;      /* VM_VNC_TCP: the address QEMU listens on */
+        unsigned vnc_display; /* VM_VNC_TCP: port 5900 + display */
         struct vm_forward forwards[VM_MAX_FORWARDS];
         unsigned n_forwards;
         bool localtime;
@@ -79,6 +87,10 @@ char *vm_nic_format(const struct vm_nic *nic);
 void vm_nic_done(struct vm_nic *nic);
 /* The first user-mode NIC, or NULL. */
 const struct vm_nic *vm_def_user_nic(const struct vm_def *def);
+
+/* Whether a TCP display's host is a loopback address (127.0.0.0/8, ::1,
+ * localhost): anything else is reachable from the network. */
+bool vm_vnc_host_is_loopback(const char *host);
 
 /* Parses "tcp:HOST:GUEST" or "tcp:auto:GUEST" (udp likewise). */
 int vm_forward_parse(const char *s, struct vm_forward *ret, struct vh_error *err);

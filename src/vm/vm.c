@@ -34,6 +34,7 @@
 #include "vm/vm-cmdline.h"
 #include "vm/vm-net.h"
 #include "vm/vm-user.h"
+#include "vm/vm-vnc.h"
 #include "vm/vm.h"
 
 #define SERIAL_LOG_SCAN_MAX (16u << 20)
@@ -74,15 +75,18 @@ int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
                 .pidfile = vm_path(run, name, "qemu.pid"),
                 .qemu_log = vm_path(state, name, "qemu.log"),
                 .runtime_state = vm_path(run, name, "state"),
+                .vnc_socket = vm_path(run, name, "vnc.sock"),
+                .vnc_password = vm_path(run, name, "vnc.password"),
         };
         if (!p.state_dir || !p.conf || !p.runtime_dir || !p.qmp_socket || !p.serial_socket || !p.serial_log ||
-            !p.pidfile || !p.qemu_log || !p.runtime_state) {
+            !p.pidfile || !p.qemu_log || !p.runtime_state || !p.vnc_socket || !p.vnc_password) {
                 vm_paths_done(&p);
                 return -ENOMEM;
         }
         /* sun_path holds 108 bytes; say so instead of letting QEMU fail. */
         if (strlen(p.qmp_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path) ||
-            strlen(p.serial_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+            strlen(p.serial_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path) ||
+            strlen(p.vnc_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
                 int r = vh_error_set(err, -ENAMETOOLONG, "Runtime directory %s is too long for unix socket paths",
                                      p.runtime_dir);
                 vm_paths_done(&p);
@@ -102,6 +106,8 @@ void vm_paths_done(struct vm_paths *p) {
         free(p->pidfile);
         free(p->qemu_log);
         free(p->runtime_state);
+        free(p->vnc_socket);
+        free(p->vnc_password);
         *p = (struct vm_paths) {};
 }
 
@@ -243,6 +249,8 @@ static int runtime_state_write(const char *path, const struct vm_status *st, uns
 static void runtime_clean(const struct vm_paths *p) {
         unlink(p->qmp_socket);
         unlink(p->serial_socket);
+        unlink(p->vnc_socket);
+        unlink(p->vnc_password);
         unlink(p->pidfile);
         unlink(p->runtime_state);
         rmdir(p->runtime_dir);
@@ -466,6 +474,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 .qmp_socket = p.qmp_socket,
                 .serial_socket = p.serial_socket,
                 .serial_log = p.serial_log,
+                .vnc_socket = p.vnc_socket,
                 .pidfile = p.pidfile,
                 .daemonize = false,
         };
@@ -567,6 +576,15 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 return vh_error_set(err, -EIO, "QEMU failed to start VM %s: %s (full log: %s)", name,
                                     why[0] ? why : r == -ETIMEDOUT ? "QMP socket did not appear within 30 s" : "no message",
                                     p.qemu_log);
+        }
+
+        /* A TCP display gets this start's password now; until then its
+         * password=on let nobody in. */
+        r = vm_vnc_start(def, &p, err);
+        if (r < 0) {
+                kill(qpid, SIGKILL);
+                start_undo(name, &p, &st);
+                return r;
         }
 
         st.pid = qpid;

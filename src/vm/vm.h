@@ -1,6 +1,6 @@
 /* vm/vm.h: VM lifecycle over the state directory: definitions stored in
- * STATE/vms/NAME/vm.conf, runtime files (QMP and serial sockets, serial log,
- * pid file, state) in RUN/vms/NAME/ (mode 0700). */
+ * STATE/vms/NAME/vm.conf, runtime files (QMP, serial and VNC sockets, pid
+ * file, state) in RUN/vms/NAME/ (mode 0700). */
 #pragma once
 
 #include <stdbool.h>
@@ -23,6 +23,8 @@ struct vm_paths {
         char *pidfile;
         char *qemu_log;       /* QEMU's own stderr */
         char *runtime_state;  /* key=value: pid, accel, resolved ports */
+        char *vnc_socket;     /* QEMU's VNC server for vnc = unix */
+        char *vnc_password;   /* this start's password of a TCP display (0600) */
 };
 
 int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err);

@@ -7,6 +7,7 @@
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
+#include "vm/vm-vnc.h"
 #include "vm/vm.h"
 #include "test.h"
 
@@ -43,7 +44,7 @@ TEST(vm_def_parse_roundtrip) {
         CHECK_EQ_INT(def->nics[1].vlan, 2);
         CHECK_EQ_INT(def->nics[1].model, VM_NIC_E1000);
         CHECK_STREQ(def->nics[1].ip, "10.0.0.5");
-        CHECK(def->vnc);
+        CHECK_EQ_INT(def->vnc, VM_VNC_TCP);
         CHECK_STREQ(def->vnc_host, "127.0.0.1");
         CHECK_EQ_INT(def->vnc_display, 5);
 
@@ -89,7 +90,7 @@ TEST(vm_def_parse_errors_name_the_line) {
                 { "name = a\ndisk = x\nnic = user,mac=02:00:00:00:00:01\nnic = lan,mac=02:00:00:00:00:01\n",
                   "VM a: NICs 0 and 1 have the same MAC 02:00:00:00:00:01" },
                 { "name = a\ndisk = x\nvnc = 0.0.0.0\n",
-                  "t.conf:3: vnc must be none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '0.0.0.0'" },
+                  "t.conf:3: vnc must be unix, none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '0.0.0.0'" },
                 { "name = a\ndisk = x\nboot = floppy\n", "t.conf:3: boot must be disk, cdrom or kernel, not 'floppy'" },
                 { "name = a\nboot = cdrom\ndisk = x\n", "VM a boots from cdrom but has no 'cdrom'" },
         };
@@ -172,7 +173,7 @@ TEST(vm_cmdline_golden) {
                     "-device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc "
                     "-netdev tap,id=net1,ifname=vh-demo-1,script=no,downscript=no "
                     "-device virtio-net-pci,netdev=net1,mac=52:54:00:aa:bb:cd,csum=off,guest_csum=off "
-                    "-vga std -vnc 127.0.0.1:7 "
+                    "-vga std -vnc 127.0.0.1:7,password=on "
                     "-chardev socket,id=serial0,path=/run/vmhost/vms/demo/serial.sock,server=on,wait=off,"
                     "logfile=/var/lib/vmhost/vms/demo/serial.log,logappend=on -serial chardev:serial0 "
                     "-chardev socket,id=qmp0,path=/run/vmhost/vms/demo/qmp.sock,server=on,wait=off "
@@ -188,6 +189,128 @@ TEST(vm_cmdline_golden) {
         CHECK(s && strstr(s, "-drive if=none,id=cd0-media,media=cdrom,readonly=on,file=/c.iso,format=raw"));
         CHECK(s && !strstr(s, "tcp:") && !strstr(s, "-netdev") && !strstr(s, "-vnc"));
         free(s);
+}
+
+TEST(vm_def_vnc_values) {
+        /* The vnc key: what each value parses to and writes back as. An old
+         * "127.0.0.1:N" stays a TCP display (password protected now). */
+        static const struct {
+                const char *value;
+                enum vm_vnc kind;
+                const char *host;
+                unsigned display;
+                const char *written; /* NULL: no vnc line */
+        } ok[] = {
+                { "unix", VM_VNC_UNIX, NULL, 0, "vnc = unix\n" },
+                { "none", VM_VNC_NONE, NULL, 0, NULL },
+                { "127.0.0.1:5", VM_VNC_TCP, "127.0.0.1", 5, "vnc = 127.0.0.1:5\n" },
+                { "0.0.0.0:99", VM_VNC_TCP, "0.0.0.0", 99, "vnc = 0.0.0.0:99\n" },
+                { "vm-host.example:0", VM_VNC_TCP, "vm-host.example", 0, "vnc = vm-host.example:0\n" },
+                { "[::1]:3", VM_VNC_TCP, "[::1]", 3, "vnc = [::1]:3\n" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+                struct vh_error err = {};
+                _cleanup_free_ char *text = strdup_printf("name = a\ndisk = x\nvnc = %s\n", ok[i].value);
+                struct vm_def *def = NULL;
+                CHECK_EQ_INT(vm_def_parse(text, "t.conf", &def, &err), 0);
+                if (!def)
+                        continue;
+                CHECK_EQ_INT(def->vnc, ok[i].kind);
+                if (ok[i].host) {
+                        CHECK_STREQ(def->vnc_host, ok[i].host);
+                        CHECK_EQ_INT(def->vnc_display, ok[i].display);
+                }
+                _cleanup_free_ char *out = vm_def_format(def);
+                const char *line = out ? strstr(out, "vnc = ") : NULL;
+                if (ok[i].written)
+                        CHECK(line && strneq(line, ok[i].written, strlen(ok[i].written)));
+                else
+                        CHECK(out && !line);
+                vm_def_free(def);
+        }
+        /* No vnc key: no display (definitions written before vnc existed). */
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        CHECK_EQ_INT(vm_def_parse("name = a\ndisk = x\n", "t.conf", &def, &err), 0);
+        CHECK(def && def->vnc == VM_VNC_NONE);
+        vm_def_free(def);
+
+        /* Refused: anything that could smuggle a QEMU option or is no
+         * host, and displays out of range. */
+        static const char *const bad[] = {
+                "127.0.0.1,password=off:5", "127.0.0.1:5,password=off", "0.0.0.0", ":5", "127.0.0.1:100",
+                "127.0.0.1:-1", "a b:1", "[::1:2", "[]:1", "unix:/tmp/x", "auto", "",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:1",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                def = vm_def_new("a");
+                err = (struct vh_error) {};
+                int r = def ? vm_def_set(def, "vnc", bad[i], &err) : -ENOMEM;
+                if (r != -EINVAL)
+                        test_fail(__FILE__, __LINE__, "vnc '%s': %d, expected -EINVAL", bad[i], r);
+                else
+                        CHECK(strstr(err.msg, "vnc must be unix, none or HOST:DISPLAY") != NULL);
+                CHECK(def && def->vnc == VM_VNC_NONE);
+                vm_def_free(def);
+        }
+
+        CHECK(vm_vnc_host_is_loopback("127.0.0.1"));
+        CHECK(vm_vnc_host_is_loopback("127.1.2.3"));
+        CHECK(vm_vnc_host_is_loopback("localhost"));
+        CHECK(vm_vnc_host_is_loopback("[::1]"));
+        CHECK(!vm_vnc_host_is_loopback("0.0.0.0"));
+        CHECK(!vm_vnc_host_is_loopback("127.example"));
+        CHECK(!vm_vnc_host_is_loopback("192.168.1.2"));
+        CHECK(!vm_vnc_host_is_loopback("[::]"));
+}
+
+TEST(vm_vnc_passwords) {
+        /* 8 characters (all VNC authentication uses), from the alphabet
+         * without look-alikes, and a new one each time. */
+        char first[VM_VNC_PASSWORD_LEN + 1] = "";
+        bool all_same = true;
+        for (int i = 0; i < 200; i++) {
+                char pw[VM_VNC_PASSWORD_LEN + 1];
+                CHECK_EQ_INT(vm_vnc_password_new(pw), 0);
+                CHECK_EQ_INT(strlen(pw), VM_VNC_PASSWORD_LEN);
+                CHECK(strspn(pw, "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789") == VM_VNC_PASSWORD_LEN);
+                if (i == 0)
+                        memcpy(first, pw, sizeof(pw));
+                else if (!streq(pw, first))
+                        all_same = false;
+        }
+        CHECK(!all_same);
+}
+
+TEST(vm_cmdline_vnc) {
+        /* Every VNC display QEMU opens requires a password; the default one
+         * is a unix socket (its path escaped like the others). */
+        struct vm_launch l = {
+                .qemu_binary = "qemu-system-x86_64",
+                .accel = "tcg",
+                .qmp_socket = "/run/q.sock",
+                .serial_socket = "/run/s.sock",
+                .serial_log = "/var/s.log",
+                .vnc_socket = "/run/vm,s/vnc.sock",
+        };
+        char *s = build_cmdline("name = a\ndisk = /d\nvnc = unix\n", &l);
+        CHECK(s && strstr(s, " -vga std -vnc unix:/run/vm,,s/vnc.sock,password=on "));
+        free(s);
+        s = build_cmdline("name = a\ndisk = /d\nvnc = 0.0.0.0:7\n", &l);
+        CHECK(s && strstr(s, " -vnc 0.0.0.0:7,password=on "));
+        free(s);
+        s = build_cmdline("name = a\ndisk = /d\nvnc = none\n", &l);
+        CHECK(s && !strstr(s, "-vnc") && !strstr(s, "-vga"));
+        free(s);
+        /* A unix display needs its socket path; no silent TCP fallback. */
+        l.vnc_socket = NULL;
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        struct strv argv = {};
+        CHECK_EQ_INT(vm_def_parse("name = a\ndisk = /d\nvnc = unix\n", "t", &def, &err), 0);
+        CHECK_EQ_INT(def ? vm_cmdline_build(def, &l, &argv, &err) : -ENOMEM, -EINVAL);
+        strv_done(&argv);
+        vm_def_free(def);
 }
 
 TEST(vm_mac_is_stable_local_unicast) {
