@@ -14,10 +14,32 @@
 #include "base/paths.h"
 #include "base/strutil.h"
 #include "cli/cli.h"
+#include "vm/vm-accel.h"
 #include "vm/vm-alloc.h"
 #include "vm/vm-control.h"
 #include "vm/vm-image.h"
 #include "vm/vm.h"
+
+/* The options of 'vm create', in both the group's usage and create's own. */
+#define VM_CREATE_OPTIONS \
+                "  --cpus N                virtual CPUs (default 1)\n" \
+                "  --memory SIZE           memory, e.g. 512M or 2G (default 256M)\n" \
+                "  --disk FILE             use this disk image as it is (its format is probed)\n" \
+                "  --disk-format raw|qcow2 the format --disk must have (refused if the file differs)\n" \
+                "  --base IMAGE            make the VM its own qcow2 overlay on this base\n" \
+                "  --disk-size SIZE        virtual size of the overlay (default: the base's)\n" \
+                "  --cdrom ISO             attach an ISO image\n" \
+                "  --boot disk|cdrom|kernel  boot device (default disk)\n" \
+                "  --kernel FILE --initrd FILE --append TEXT   direct kernel boot\n" \
+                "  --net SPEC              a NIC: user (QEMU user-mode NAT, the default), none, or\n" \
+                "                          NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR];\n" \
+                "                          repeat for several NICs. MACs are allocated unless given\n" \
+                "  --vnc auto|none|HOST:DISPLAY  VNC display (auto: a free one on 127.0.0.1)\n" \
+                "  --forward PROTO:HOST:GUEST  forward a host port on 127.0.0.1 to the guest,\n" \
+                "                          e.g. tcp:auto:22 (port allocated at start) or tcp:2222:22\n" \
+                "  --accel auto|kvm|tcg    accelerator (auto: KVM only where it really works)\n" \
+                "  --cpu MODEL             CPU model: host (KVM only; nested virtualization) or max\n" \
+                "  --localtime             guest clock in local time\n"
 
 static void usage(FILE *f) {
         fprintf(f,
@@ -31,10 +53,11 @@ static void usage(FILE *f) {
                 "                          ACPI power button; after SEC (default 30) QEMU quits\n"
                 "  kill NAME               stop at once (QEMU quits, no guest shutdown)\n"
                 "  restart NAME [--wait]   stop, then start\n"
-                "  status NAME [--json]    state, pid, accelerator, forwarded ports\n"
+                "  status NAME [--json]    state, pid, accelerator, forwarded ports, guest addresses\n"
                 "  list [--json]           all VMs of this vmhost home\n"
                 "  console NAME            attach to the serial console (detach: Ctrl-])\n"
-                "  monitor NAME 'CMD'      a human monitor command, e.g. 'info status'\n"
+                "  monitor NAME ['CMD']    a human monitor command, e.g. 'info status';\n"
+                "                          without CMD an interactive prompt (leave with Ctrl-D)\n"
                 "  qmp NAME 'JSON'         a raw QMP command, e.g. '{\"execute\":\"query-status\"}'\n"
                 "  vnc NAME                print the VNC endpoint\n"
                 "  screenshot NAME FILE    save the screen as PNG\n"
@@ -48,27 +71,198 @@ static void usage(FILE *f) {
                 "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
                 "\n"
                 "Options of create:\n"
-                "  --cpus N                virtual CPUs (default 1)\n"
-                "  --memory SIZE           memory, e.g. 512M or 2G (default 256M)\n"
-                "  --disk FILE             use this disk image as it is\n"
-                "  --base IMAGE            make the VM its own qcow2 overlay on this base\n"
-                "  --disk-size SIZE        virtual size of the overlay (default: the base's)\n"
-                "  --cdrom ISO             attach an ISO image\n"
-                "  --boot disk|cdrom|kernel  boot device (default disk)\n"
-                "  --kernel FILE --initrd FILE --append TEXT   direct kernel boot\n"
-                "  --net SPEC              a NIC: user (QEMU user-mode NAT, the default), none, or\n"
-                "                          NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR];\n"
-                "                          repeat for several NICs. MACs are allocated unless given\n"
-                "  --vnc auto|none|HOST:DISPLAY  VNC display (auto: a free one on 127.0.0.1)\n"
-                "  --forward PROTO:HOST:GUEST  forward a host port on 127.0.0.1 to the guest,\n"
-                "                          e.g. tcp:auto:22 (port allocated at start) or tcp:2222:22\n"
-                "  --accel auto|kvm|tcg    accelerator (auto: KVM only where it really works)\n"
-                "  --cpu MODEL             CPU model, e.g. host (nested virtualization)\n"
-                "  --localtime             guest clock in local time\n"
+                VM_CREATE_OPTIONS
                 "\n"
                 "Example:\n"
                 "  vmhost vm create web --base /var/lib/vmhost/guest/disk.qcow2 --forward tcp:auto:7777\n"
                 "  vmhost vm start web --wait && vmhost vm status web\n");
+}
+
+/* 'vmhost vm COMMAND --help': that command's usage, what it does, its
+ * options and an example; the group's usage above lists all commands. */
+struct command_help {
+        const char *name;
+        const char *text; /* from the "Usage:" line to the last example */
+};
+
+static const struct command_help command_helps[] = {
+        { "create",
+          "Usage: vmhost vm create NAME [OPTIONS]\n"
+          "\n"
+          "Defines VM NAME: one readable definition file (docs/vm-definition.md); the VM\n"
+          "id, the NICs' MACs and a VNC display are allocated under a lock. A --disk's\n"
+          "format is probed; a CPU model the accelerator cannot run is refused.\n"
+          "\n"
+          "Options:\n"
+          VM_CREATE_OPTIONS
+          "\n"
+          "Examples:\n"
+          "  vmhost vm create web --base /var/lib/vmhost/guest/disk.qcow2 --forward tcp:auto:7777\n"
+          "  vmhost vm create db --disk db.raw --cpus 2 --memory 1G --net lan\n" },
+        { "start",
+          "Usage: vmhost vm start NAME [--wait] [--timeout SEC]\n"
+          "\n"
+          "Starts QEMU for VM NAME (attaching its NICs, allocating auto forwards) and\n"
+          "prints the accelerator, forwards and how to reach it.\n"
+          "\n"
+          "  --wait          wait for the guest's ready line on the serial console\n"
+          "  --timeout SEC   how long --wait waits (default 300)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm start web --wait\n" },
+        { "stop",
+          "Usage: vmhost vm stop NAME [--timeout SEC]\n"
+          "\n"
+          "Presses the ACPI power button; if the guest has not powered off after SEC\n"
+          "seconds, QEMU is told to quit, and killed if it does not.\n"
+          "\n"
+          "  --timeout SEC   seconds the guest gets to shut down (default 30, 0: quit now)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm stop web --timeout 60\n" },
+        { "kill",
+          "Usage: vmhost vm kill NAME\n"
+          "\n"
+          "Stops VM NAME at once: QEMU quits without a guest shutdown (like pulling the\n"
+          "plug). Its NICs are detached.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm kill web\n" },
+        { "restart",
+          "Usage: vmhost vm restart NAME [--wait] [--timeout SEC]\n"
+          "\n"
+          "Stops VM NAME (as 'vm stop', 30 seconds), then starts it again.\n"
+          "\n"
+          "  --wait          wait for the guest's ready line\n"
+          "  --timeout SEC   how long --wait waits (default 300)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm restart web --wait\n" },
+        { "status",
+          "Usage: vmhost vm status NAME [--json]\n"
+          "\n"
+          "State (running, stopped, crashed), pid, accelerator, forwarded ports, the\n"
+          "guest's addresses (DHCP leases, reservations, the user-mode NAT address),\n"
+          "VNC and the definition's main keys.\n"
+          "\n"
+          "  --json   the same as one JSON object\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm status web --json\n" },
+        { "list",
+          "Usage: vmhost vm list [--json]\n"
+          "\n"
+          "All VMs of this vmhost home: state, pid, CPUs, memory, forwards and guest\n"
+          "addresses.\n"
+          "\n"
+          "  --json   an array of the objects 'vm status --json' prints\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm list\n" },
+        { "console",
+          "Usage: vmhost vm console NAME\n"
+          "\n"
+          "Attaches the terminal to the VM's serial console; Ctrl-] detaches and the\n"
+          "VM runs on. With piped input, the answers are relayed until the console is\n"
+          "quiet.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm console web\n" },
+        { "monitor",
+          "Usage: vmhost vm monitor NAME ['COMMAND']\n"
+          "\n"
+          "Runs one QEMU human monitor command and prints its answer, or without\n"
+          "COMMAND opens an interactive monitor prompt (QEMU's Ctrl-Alt-2 monitor) with\n"
+          "line editing and history (arrow keys). Ctrl-D or 'quit' leaves the prompt;\n"
+          "the VM runs on ('quit' is not passed to QEMU).\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm monitor web 'info status'\n"
+          "  vmhost vm monitor web\n" },
+        { "qmp",
+          "Usage: vmhost vm qmp NAME 'JSON'\n"
+          "\n"
+          "Sends one raw QMP command to the VM and prints QEMU's answer.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm qmp web '{\"execute\":\"query-status\"}'\n" },
+        { "vnc",
+          "Usage: vmhost vm vnc NAME\n"
+          "\n"
+          "Prints the VNC endpoint HOST:PORT of the VM's display, for a VNC viewer.\n"
+          "\n"
+          "Example:\n"
+          "  vncviewer $(vmhost vm vnc web)\n" },
+        { "screenshot",
+          "Usage: vmhost vm screenshot NAME FILE\n"
+          "\n"
+          "Saves the VM's screen as a PNG image in FILE.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm screenshot web screen.png\n" },
+        { "cdrom",
+          "Usage: vmhost vm cdrom NAME eject|insert [ISO]\n"
+          "\n"
+          "Changes the CD of a running VM: eject it, or insert ISO.\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm cdrom web insert debian.iso\n"
+          "  vmhost vm cdrom web eject\n" },
+        { "snapshot",
+          "Usage: vmhost vm snapshot create|list|revert|delete NAME [SNAPSHOT]\n"
+          "\n"
+          "Snapshots of VM NAME. While it runs: the full machine state (memory and\n"
+          "disk); while it is stopped: the disk's internal qcow2 snapshot.\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm snapshot create web before-upgrade\n"
+          "  vmhost vm snapshot revert web before-upgrade\n" },
+        { "commit",
+          "Usage: vmhost vm commit NAME\n"
+          "\n"
+          "Merges the VM's overlay into its shared base and empties the overlay. Refused\n"
+          "while this VM or any VM on the same base runs; those VMs are named, since\n"
+          "they see the changed base from now on.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm commit web\n" },
+        { "forward",
+          "Usage: vmhost vm forward NAME add PROTO:HOSTPORT|auto:GUESTPORT\n"
+          "\n"
+          "Adds a user-mode forward from 127.0.0.1:HOSTPORT to the guest's port; auto\n"
+          "allocates the host port. A running VM gets it at once.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm forward web add tcp:auto:22\n" },
+        { "delete",
+          "Usage: vmhost vm delete NAME\n"
+          "\n"
+          "Removes a stopped VM: its definition and its own disk (an overlay made by\n"
+          "--base), never a shared base or a --disk it was given.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm delete web\n" },
+        { "set",
+          "Usage: vmhost vm set NAME KEY=VALUE...\n"
+          "\n"
+          "Changes keys of the definition (docs/vm-definition.md), checked as at create:\n"
+          "a new disk's format is probed, a cpu the accelerator cannot run is refused.\n"
+          "A running VM gets the change at its next start. cdrom=none removes the CD.\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm set web boot=disk cdrom=none\n"
+          "  vmhost vm set web memory=1G cpus=2\n" },
+};
+
+static int command_usage(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(command_helps); i++)
+                if (streq(command_helps[i].name, name)) {
+                        fputs(command_helps[i].text, stdout);
+                        return 0;
+                }
+        /* A command without its own help still gets the group's. */
+        usage(stdout);
+        return 0;
 }
 
 static int report(int r, const struct vh_error *err) {
@@ -79,7 +273,7 @@ static int report(int r, const struct vh_error *err) {
 enum {
         OPT_CPUS = 0x100, OPT_MEMORY, OPT_DISK, OPT_BASE, OPT_DISK_SIZE, OPT_CDROM, OPT_BOOT, OPT_KERNEL,
         OPT_INITRD, OPT_APPEND, OPT_NET, OPT_FORWARD, OPT_ACCEL, OPT_CPU, OPT_LOCALTIME, OPT_WAIT, OPT_TIMEOUT,
-        OPT_JSON, OPT_VNC,
+        OPT_JSON, OPT_VNC, OPT_DISK_FORMAT,
 };
 
 static int set_key(struct vm_def *def, const char *key, const char *value) {
@@ -96,6 +290,7 @@ static int vm_create_cmd(int argc, char **argv) {
                 { "cpus", required_argument, NULL, OPT_CPUS },
                 { "memory", required_argument, NULL, OPT_MEMORY },
                 { "disk", required_argument, NULL, OPT_DISK },
+                { "disk-format", required_argument, NULL, OPT_DISK_FORMAT },
                 { "base", required_argument, NULL, OPT_BASE },
                 { "disk-size", required_argument, NULL, OPT_DISK_SIZE },
                 { "cdrom", required_argument, NULL, OPT_CDROM },
@@ -125,7 +320,7 @@ static int vm_create_cmd(int argc, char **argv) {
         _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new(name);
         if (!def)
                 return log_error_errno(-ENOMEM, "Out of memory"), 1;
-        const char *base = NULL, *disk_size = NULL, *vnc = "auto";
+        const char *base = NULL, *disk_size = NULL, *vnc = "auto", *disk_format = NULL;
         const char *nets[VM_MAX_NICS];
         unsigned n_nets = 0;
         bool no_net = false;
@@ -139,6 +334,7 @@ static int vm_create_cmd(int argc, char **argv) {
                 case OPT_CPUS: key = "cpus"; break;
                 case OPT_MEMORY: key = "memory"; break;
                 case OPT_DISK: key = "disk"; break;
+                case OPT_DISK_FORMAT: disk_format = optarg; break;
                 case OPT_BASE: base = optarg; break;
                 case OPT_DISK_SIZE: disk_size = optarg; break;
                 case OPT_CDROM: key = "cdrom"; break;
@@ -176,6 +372,10 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("vm create: --disk-size needs --base");
                 return 2;
         }
+        if (disk_format && !def->disk) {
+                log_error("vm create: --disk-format needs --disk (an overlay made with --base is always qcow2)");
+                return 2;
+        }
         for (const char *f = def->disk; f; f = NULL)
                 if (!file_exists(f))
                         return log_error("Disk %s does not exist", f), 1;
@@ -198,8 +398,16 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
                 return 2;
         }
+        /* The format QEMU is told is the one the file has: probed here,
+         * so a wrong one is refused now rather than by QEMU at start. */
+        int r = def->disk ? vm_image_record_disk_format(def, disk_format, &err) : 0;
+        if (r < 0)
+                return report(r, &err);
         /* With --base the disk is made below; the rest is checked now. */
-        int r = base ? 0 : vm_def_validate(def, &err);
+        r = base ? 0 : vm_def_validate(def, &err);
+        if (r < 0)
+                return report(r, &err);
+        r = vm_accel_check_def(def, &err);
         if (r < 0)
                 return report(r, &err);
 
@@ -764,6 +972,8 @@ static int vm_set_cmd(int argc, char **argv) {
         if (r < 0)
                 return report(r, &err);
 
+        const char *disk_format = NULL;
+        bool disk_changed = false, cpu_changed = false;
         for (int i = 2; i < argc; i++) {
                 char *eq = strchr(argv[i], '=');
                 if (!eq || eq == argv[i])
@@ -787,7 +997,18 @@ static int vm_set_cmd(int argc, char **argv) {
                 r = vm_def_set(def, key, value, &err);
                 if (r < 0)
                         return log_error("vm set %s=%s: %s", key, value, vh_error_message(&err, r)), 2;
+                if (streq(key, "disk-format"))
+                        disk_format = value;
+                disk_changed = disk_changed || streq(key, "disk");
+                cpu_changed = cpu_changed || streq(key, "cpu") || streq(key, "accel");
         }
+        /* The same checks as at create: the disk's format is probed (a
+         * format given here must agree), and the CPU model must suit the
+         * accelerator. */
+        if ((disk_changed || disk_format) && def->disk && (r = vm_image_record_disk_format(def, disk_format, &err)) < 0)
+                return report(r, &err);
+        if (cpu_changed && (r = vm_accel_check_def(def, &err)) < 0)
+                return report(r, &err);
         r = vm_save(def, &err);
         if (r < 0)
                 return report(r, &err);
@@ -859,12 +1080,9 @@ int cmd_vm(int argc, char **argv) {
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (streq(argv[1], commands[i].name)) {
-                        /* 'vmhost vm COMMAND --help': the usage covers every
-                         * command, with examples. */
-                        if (argc > 2 && (streq(argv[2], "-h") || streq(argv[2], "--help"))) {
-                                usage(stdout);
-                                return 0;
-                        }
+                        /* 'vmhost vm COMMAND ... --help': that command's own usage. */
+                        if (cli_wants_help(argc - 1, argv + 1))
+                                return command_usage(commands[i].name);
                         return commands[i].run(argc - 1, argv + 1);
                 }
         log_error("Unknown command 'vm %s'. See 'vmhost vm --help'.", argv[1]);
