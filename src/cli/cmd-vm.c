@@ -7,6 +7,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <unistd.h>
+#include <editline/readline.h>
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
@@ -574,9 +575,88 @@ static int want_args(int argc, char **argv, int n, const char *example) {
         return 0;
 }
 
+/* The human monitor ends lines with CR LF; a terminal or a script wants LF. */
+static void print_monitor_answer(const char *out) {
+        for (const char *c = out ? out : ""; *c; c++)
+                if (!(c[0] == '\r' && c[1] == '\n'))
+                        fputc(*c, stdout);
+        fflush(stdout);
+}
+
+/* The next command line: from libedit's editor on a terminal (arrows,
+ * history), else one line of stdin, so that a script can pipe commands in.
+ * NULL at the end of input (Ctrl-D). */
+static char *monitor_read_line(bool tty) {
+        if (tty)
+                return readline("(qemu) ");
+        char *line = NULL;
+        size_t n = 0;
+        if (getline(&line, &n, stdin) < 0) {
+                free(line);
+                return NULL;
+        }
+        line[strcspn(line, "\n")] = '\0';
+        return line;
+}
+
+/* 'vm monitor NAME' without a command: QEMU's monitor as a prompt. Each
+ * line connects to the VM's QMP socket, runs as a human monitor command and
+ * disconnects: QMP serves one client at a time, and a prompt left open must
+ * not lock out 'vm stop' or the other commands. */
+static int monitor_interactive(const char *name) {
+        bool tty = isatty(STDIN_FILENO);
+        struct vh_error err = {};
+        struct vm_status st;
+        int r = vm_get_status(name, &st, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (st.state != VM_STATE_RUNNING)
+                return log_error("VM %s is not running; start it with 'vmhost vm start %s'.", name, name), 1;
+        if (tty) {
+                printf("Monitor of VM %s: QEMU's human monitor commands, e.g. 'info status'.\n"
+                       "Leave with Ctrl-D (or 'quit'); the VM runs on.\n", name);
+                using_history();
+                stifle_history(500);
+                /* Tab would complete file names of this machine, which mean
+                 * nothing to QEMU. */
+                rl_bind_key('\t', rl_insert);
+        }
+        for (;;) {
+                _cleanup_free_ char *line = monitor_read_line(tty);
+                if (!line)
+                        break;
+                const char *cmd = line + strspn(line, " \t");
+                if (!*cmd)
+                        continue;
+                if (tty)
+                        add_history(cmd);
+                /* QEMU's own 'quit' would end the VM behind vmhost's back;
+                 * here it leaves the prompt, as Ctrl-D does. */
+                if (streq(cmd, "quit") || streq(cmd, "q"))
+                        break;
+                _cleanup_free_ char *out = NULL;
+                err = (struct vh_error) {};
+                r = vm_monitor(name, cmd, &out, &err);
+                if (r == -ESRCH)
+                        return report(r, &err);
+                if (r < 0) {
+                        log_error("%s", vh_error_message(&err, r));
+                        continue;
+                }
+                print_monitor_answer(out);
+        }
+        if (tty) {
+                clear_history();
+                printf("\nLeft the monitor of %s; the VM runs on (stop it with 'vmhost vm stop %s').\n", name, name);
+        }
+        return 0;
+}
+
 static int vm_monitor_cmd(int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
+        if (argc == 2 && argv[1][0] != '-')
+                return monitor_interactive(argv[1]);
         if (want_args(argc, argv, 2, "vmhost vm monitor web 'info status'") < 0)
                 return 2;
         struct vh_error err = {};
@@ -584,11 +664,7 @@ static int vm_monitor_cmd(int argc, char **argv) {
         int r = vm_monitor(argv[1], argv[2], &out, &err);
         if (r < 0)
                 return report(r, &err);
-        /* The human monitor ends lines with CR LF; a terminal or a script
-         * wants LF. */
-        for (const char *c = out ? out : ""; *c; c++)
-                if (!(c[0] == '\r' && c[1] == '\n'))
-                        fputc(*c, stdout);
+        print_monitor_answer(out);
         return 0;
 }
 

@@ -53,6 +53,65 @@ expect_error set-format-contradicting-refused "is raw" "qcow2" -- "$VMHOST" vm s
 	pass set-disk-reprobes || fail set-disk-reprobes "disk-format = $(conf_key r3 disk-format)"
 expect_error disk-format-bad-value "qcow2 or raw" -- "$VMHOST" vm create r4 --disk "$RAW" --disk-format vmdk --vnc none
 
+# ---- interactive monitor, through a pty ----
+# r1 runs (the raw disk above). The script types 'info status', recalls it
+# with the up arrow (history), runs a one-shot 'vm monitor' from outside
+# while the prompt is open (the socket is not held), and leaves with Ctrl-D.
+if [ "$(vm_json r1 state)" = running ]; then
+	out=$(timeout 60 python3 - "$VMHOST" r1 <<'PY' 2>&1
+import os, pty, select, subprocess, sys, time
+vmhost, name = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(vmhost, [vmhost, "vm", "monitor", name])
+buf = b""
+def expect(what, timeout=20):
+    global buf
+    end = time.time() + timeout
+    while what.encode() not in buf:
+        left = end - time.time()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise SystemExit("timeout waiting for %r; got %r" % (what, buf[-400:]))
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            raise SystemExit("monitor ended waiting for %r; got %r" % (what, buf[-400:]))
+        buf += data
+    i = buf.index(what.encode()) + len(what)
+    seen, buf = buf[:i], buf[i:]
+    return seen
+expect("(qemu) ")
+os.write(fd, b"info status\r")
+expect("VM status: running"); expect("(qemu) ")
+print("typed: VM status: running")
+os.write(fd, b"\x1b[A\r")          # up arrow: the previous line again
+expect("VM status: running"); expect("(qemu) ")
+print("history: VM status: running")
+other = subprocess.run([vmhost, "vm", "monitor", name, "info status"], capture_output=True, text=True, timeout=20)
+if "VM status: running" not in other.stdout:
+    raise SystemExit("one-shot monitor while the prompt is open: %r %r" % (other.stdout, other.stderr))
+print("one-shot beside the prompt: ok")
+os.write(fd, b"\x04")              # Ctrl-D
+expect("Left the monitor")
+_, status = os.waitpid(pid, 0)
+if os.waitstatus_to_exitcode(status) != 0:
+    raise SystemExit("exit status %d" % os.waitstatus_to_exitcode(status))
+print("Ctrl-D: left, exit 0")
+PY
+)
+	rc=$?
+	[ $rc -eq 0 ] && pass monitor-interactive "$(tr '\n' ';' <<<"$out")" || fail monitor-interactive "$out"
+	[ "$(vm_json r1 state)" = running ] && out=$("$VMHOST" vm monitor r1 'info status') && [[ $out == *"VM status: running"* ]] &&
+		pass vm-runs-after-monitor "$out" || fail vm-runs-after-monitor "state $(vm_json r1 state)"
+	# Piped commands work without a terminal; 'quit' leaves, QEMU stays.
+	out=$(printf 'info status\nquit\ninfo status\n' | timeout 20 "$VMHOST" vm monitor r1 2>&1)
+	[ "$(grep -c 'VM status: running' <<<"$out")" = 1 ] && [ "$(vm_json r1 state)" = running ] &&
+		pass monitor-piped-quit-leaves "$out" || fail monitor-piped-quit-leaves "$out; state $(vm_json r1 state)"
+else
+	fail monitor-interactive "r1 is not running"
+fi
+expect_error monitor-stopped-vm "is not running" -- "$VMHOST" vm monitor q1
+
 # ---- CPU model host without KVM ----
 accel=$("$VMHOST" doctor --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accelerator"])')
 KARGS=(--boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" --vnc none)
