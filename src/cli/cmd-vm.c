@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <dirent.h>
 #include <unistd.h>
 #include <editline/readline.h>
@@ -16,6 +17,7 @@
 #include "base/strutil.h"
 #include "cli/cli.h"
 #include "vm/vm-accel.h"
+#include "vm/vm-addr.h"
 #include "vm/vm-alloc.h"
 #include "vm/vm-control.h"
 #include "vm/vm-image.h"
@@ -771,6 +773,19 @@ static int vm_snapshot_cmd(int argc, char **argv) {
         return 0;
 }
 
+/* The guest's addresses (none while it does not run); a failure to find
+ * them is only logged, as status has more to say. Returns the count. */
+static int get_addresses(const struct vm_def *def, const struct vm_status *st, struct vm_address **ret) {
+        struct vh_error err = {};
+        int n = vm_addresses(def, st, (int64_t) time(NULL), ret, &err);
+        if (n < 0) {
+                log_warning("VM %s: cannot tell its addresses: %s", def->name, vh_error_message(&err, n));
+                *ret = NULL;
+                return 0;
+        }
+        return n;
+}
+
 static void status_json(struct json_writer *w, const struct vm_def *def, const struct vm_status *st) {
         json_object_begin(w);
         json_kv_string(w, "name", def->name);
@@ -820,6 +835,20 @@ static void status_json(struct json_writer *w, const struct vm_def *def, const s
                 else if (def->forwards[i].host_port)
                         json_kv_uint(w, "host-port", def->forwards[i].host_port);
                 json_kv_uint(w, "guest-port", def->forwards[i].guest_port);
+                json_object_end(w);
+        }
+        json_array_end(w);
+        json_key(w, "addresses");
+        json_array_begin(w);
+        _cleanup_free_ struct vm_address *addrs = NULL;
+        int n_addrs = get_addresses(def, st, &addrs);
+        for (int i = 0; i < n_addrs; i++) {
+                json_object_begin(w);
+                json_kv_uint(w, "nic", addrs[i].nic);
+                json_kv_string(w, "network", addrs[i].network);
+                json_kv_string(w, "mac", addrs[i].mac);
+                json_kv_string(w, "ip", addrs[i].ip);
+                json_kv_string(w, "source", vm_addr_source_to_string(addrs[i].source));
                 json_object_end(w);
         }
         json_array_end(w);
@@ -877,6 +906,11 @@ static int vm_status_cmd(int argc, char **argv) {
                 printf("pid:         %d\n", st.pid);
                 printf("accelerator: %s\n", st.accel);
                 print_forwards(def, &st);
+                _cleanup_free_ struct vm_address *addrs = NULL;
+                int n = get_addresses(def, &st, &addrs);
+                for (int i = 0; i < n; i++)
+                        printf("address:     %s on nic %u (%s, %s)\n", addrs[i].ip, addrs[i].nic, addrs[i].network,
+                               vm_addr_source_to_string(addrs[i].source));
         }
         if (st.exit_reason[0])
                 printf("last exit:   %s\n", st.exit_reason);
@@ -947,7 +981,8 @@ static int vm_list_cmd(int argc, char **argv) {
         if (json)
                 json_array_begin(&w);
         else
-                printf("%-20s %-9s %-7s %-5s %-8s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS");
+                printf("%-20s %-9s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS",
+                       "ADDRESSES");
         int rc = 0;
         for (size_t i = 0; i < n; i++) {
                 struct vh_error err = {};
@@ -974,8 +1009,14 @@ static int vm_list_cmd(int argc, char **argv) {
                         }
                         if (st.state == VM_STATE_RUNNING)
                                 snprintf(pid, sizeof(pid), "%d", st.pid);
-                        printf("%-20s %-9s %-7s %-5u %-8s %s\n", def->name, vm_state_to_string(st.state), pid, def->cpus,
-                               format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-");
+                        char ips[VM_MAX_NICS * NET_IPV4_STRLEN] = "";
+                        _cleanup_free_ struct vm_address *addrs = NULL;
+                        int n_addrs = get_addresses(def, &st, &addrs);
+                        for (int a = 0, u = 0; a < n_addrs; a++)
+                                u += snprintf(ips + u, sizeof(ips) - (size_t) u, "%s%s", a ? "," : "", addrs[a].ip);
+                        printf("%-20s %-9s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
+                               def->cpus, format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-",
+                               ips[0] ? ips : "-");
                 }
                 free(names[i]);
         }

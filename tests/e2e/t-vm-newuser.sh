@@ -5,8 +5,9 @@
 # create, at set and at start (a hand-edited definition) naming TCG and
 # suggesting --cpu max, and doctor's nested line says so too; 'vm monitor
 # NAME' without a command is an interactive prompt (driven through a pty)
-# that leaves the VM running on Ctrl-D; 'vm status' and 'vm list' show the
-# guest's user-mode NAT address.
+# that leaves the VM running on Ctrl-D; 'vm status', '--json' and 'vm list'
+# show the guest's addresses: the user-mode NAT address, the DHCP lease on a
+# bridge network (inside a namespace host), a reservation not leased yet.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -112,6 +113,27 @@ else
 fi
 expect_error monitor-stopped-vm "is not running" -- "$VMHOST" vm monitor q1
 
+# ---- where is my guest: the user-mode NAT address ----
+# r1 (user-mode NIC) said its address in its ready line; status, --json and
+# list must show the same one, and a stopped VM none.
+ready_ip=$(grep -o 'VMHOST-READY.*' "$VMHOST_HOME/vms/r1/serial.log" | tail -1 | sed -n 's/.* ip=\([0-9.]*\).*/\1/p')
+addr_json() { # addr_json VM: "nic network mac ip source" per address
+	"$VMHOST" vm status "$1" --json | python3 -c 'import json,sys
+for a in json.load(sys.stdin)["addresses"]:
+    print(a["nic"], a["network"], a["mac"], a["ip"], a["source"])'
+}
+mac_r1=$(vm_json r1 nics 0 mac)
+got=$(addr_json r1)
+[ -n "$ready_ip" ] && [ "$got" = "0 user $mac_r1 $ready_ip user-nat" ] && pass status-json-user-nat-address "$got (guest says ip=$ready_ip)" ||
+	fail status-json-user-nat-address "json '$got', guest says '$ready_ip'"
+got=$("$VMHOST" vm status r1 | grep '^address:')
+[ "$got" = "address:     $ready_ip on nic 0 (user, user-nat)" ] && pass status-text-address "$got" || fail status-text-address "'$got'"
+got=$("$VMHOST" vm list | awk '$1 == "r1" { print $NF }')
+[ "$got" = "$ready_ip" ] && pass list-address "$got" || fail list-address "'$got': $("$VMHOST" vm list)"
+got=$("$VMHOST" vm list --json | python3 -c 'import json,sys
+print([v["addresses"] for v in json.load(sys.stdin) if v["name"] == "q1"])')
+[ "$got" = "[[]]" ] && pass stopped-vm-no-address || fail stopped-vm-no-address "$got"
+
 # ---- CPU model host without KVM ----
 accel=$("$VMHOST" doctor --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accelerator"])')
 KARGS=(--boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" --vnc none)
@@ -138,5 +160,48 @@ if [ "$accel" != kvm ]; then
 	line=$("$VMHOST" doctor | grep '^nested ')
 	grep -q "TCG" <<<"$line" && grep -q -- "--cpu max" <<<"$line" && pass doctor-nested-says-cpu-max "$line" ||
 		fail doctor-nested-says-cpu-max "$line"
+fi
+
+# ---- where is my guest: DHCP leases on a bridge network ----
+# Inside a namespace host, as t-vm-net.sh: b1 asks dnsmasq for an address
+# and must show the lease (the address its ready line reports); b2 has a
+# reservation but does no DHCP, so the reserved address is what is known.
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v dnsmasq >/dev/null; then
+	H=vhnu-h$$
+	ip netns add "$H" && ip -n "$H" link set lo up
+	vh() { ip netns exec "$H" "$VMHOST" "$@"; }
+	trap 'rc=$?; for n in b1 b2; do vh vm stop $n --timeout 5 >/dev/null 2>&1; done; vh net delete nu >/dev/null 2>&1;
+		ip netns del "$H" 2>/dev/null; vmhost_cleanup_vms; (exit $rc); e2e_cleanup' EXIT
+	vh net create nu --type bridge --subnet 10.63.0.0/24 --dhcp >/dev/null || fail net-create-nu
+	vh vm create b1 "${KARGS[@]}" --net nu --append "console=ttyS0 quiet panic=-1 vmhost.name=b1 vmhost.net=dhcp" >/dev/null &&
+		vh vm create b2 "${KARGS[@]}" --net nu,ip=10.63.0.77 --append "console=ttyS0 quiet panic=-1 vmhost.name=b2 vmhost.net=none" >/dev/null &&
+		vh vm start b1 >/dev/null && vh vm start b2 >/dev/null && pass bridge-vms-start || fail bridge-vms-start
+	w1=$(wait_for_line "$VMHOST_HOME/vms/b1/serial.log" "VMHOST-READY" 120) && wait_for_line "$VMHOST_HOME/vms/b2/serial.log" "VMHOST-READY" 120 >/dev/null ||
+		fail bridge-vms-ready "$w1"
+	ip_b1=$(sed -n 's/.* ip=\([0-9.]*\) .*/\1/p' <<<"$w1")
+	mac_b1=$(vh vm status b1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nics"][0]["mac"])')
+	leases=$VMHOST_HOME/run/networks/nu/dnsmasq.leases
+	got=$(ip netns exec "$H" bash -c "$(declare -f addr_json); VMHOST=$VMHOST; addr_json b1" 2>&1)
+	[[ $ip_b1 == 10.63.0.* ]] && [ "$got" = "0 nu $mac_b1 $ip_b1 dhcp-lease" ] && grep -q "$mac_b1 $ip_b1" "$leases" &&
+		pass status-json-dhcp-lease "$got; lease file: $(grep "$mac_b1" "$leases")" ||
+		fail status-json-dhcp-lease "json '$got', guest '$ip_b1', leases: $(cat "$leases" 2>&1)"
+	mac_b2=$(vh vm status b2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nics"][0]["mac"])')
+	got=$(ip netns exec "$H" bash -c "$(declare -f addr_json); VMHOST=$VMHOST; addr_json b2" 2>&1)
+	[ "$got" = "0 nu $mac_b2 10.63.0.77 reserved" ] && ! grep -q "$mac_b2" "$leases" && pass status-json-reserved "$got" ||
+		fail status-json-reserved "'$got'"
+	got=$(vh vm list | awk '$1 == "b1" { print $NF }')
+	[ "$got" = "$ip_b1" ] && pass list-dhcp-address "$got" || fail list-dhcp-address "'$got'"
+	# A lease file with damaged lines (its bytes come from outside) still
+	# gives b1's lease; status neither fails nor shows garbage.
+	cp "$leases" "$E2E_TMP/leases.orig"
+	{ printf 'garbage line\n\001\002\003\n99999999999999999999999 %s 10.63.0.250 x *\n' "$mac_b1"; cat "$E2E_TMP/leases.orig"; } >"$leases"
+	got=$(ip netns exec "$H" bash -c "$(declare -f addr_json); VMHOST=$VMHOST; addr_json b1" 2>&1)
+	[ "$got" = "0 nu $mac_b1 $ip_b1 dhcp-lease" ] && pass damaged-lease-file "$got" || fail damaged-lease-file "'$got'"
+	cp "$E2E_TMP/leases.orig" "$leases"
+	vh vm stop b1 --timeout 5 >/dev/null; vh vm stop b2 --timeout 5 >/dev/null
+	vh net delete nu >/dev/null || fail net-delete-nu
+else
+	echo "SKIP (part): bridge addresses need root, ip and dnsmasq"
+	[ "${E2E_NO_SKIP:-}" = 1 ] && fail bridge-addresses "cannot run here"
 fi
 e2e_finish
