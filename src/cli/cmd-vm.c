@@ -401,15 +401,11 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
                 return 2;
         }
-        /* The format QEMU is told is the one the file has: probed here,
-         * so a wrong one is refused now rather than by QEMU at start. */
-        int r = def->disk ? vm_image_record_disk_format(def, disk_format, &err) : 0;
-        if (r < 0)
-                return report(r, &err);
         /* With --base the disk is made below; the rest is checked now. */
-        r = base ? 0 : vm_def_validate(def, &err);
+        int r = base ? 0 : vm_def_validate(def, &err);
         if (r < 0)
                 return report(r, &err);
+        /* Before the lock: resolving the accelerator may run the KVM probe. */
         r = vm_accel_check_def(def, &err);
         if (r < 0)
                 return report(r, &err);
@@ -424,6 +420,10 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("VM %s already exists. Use 'vmhost vm delete %s' first, or another name.", name, name);
                 return 1;
         }
+        /* The format QEMU is told is the one the file has: probed here,
+         * so a wrong one is refused now rather than by QEMU at start. */
+        if (def->disk && (r = vm_image_record_disk_format(def, disk_format, &err)) < 0)
+                return report(r, &err);
         r = vm_alloc_id(&def->id, &err);
         if (r < 0)
                 return report(r, &err);

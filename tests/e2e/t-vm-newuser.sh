@@ -53,6 +53,7 @@ expect_error set-format-contradicting-refused "is raw" "qcow2" -- "$VMHOST" vm s
 "$VMHOST" vm set r3 disk="$GUEST_DIR/disk.qcow2" >/dev/null && [ "$(conf_key r3 disk-format)" = qcow2 ] &&
 	pass set-disk-reprobes || fail set-disk-reprobes "disk-format = $(conf_key r3 disk-format)"
 expect_error disk-format-bad-value "qcow2 or raw" -- "$VMHOST" vm create r4 --disk "$RAW" --disk-format vmdk --vnc none
+expect_error disk-not-an-image "/dev/null: not a regular file or block device" -- "$VMHOST" vm create r4 --disk /dev/null --vnc none
 
 # ---- interactive monitor, through a pty ----
 # r1 runs (the raw disk above). The script types 'info status', recalls it
