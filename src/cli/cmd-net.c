@@ -15,6 +15,19 @@
 #include "cli/cli.h"
 #include "net/net.h"
 
+/* The options of 'net create', in both the group's usage and create's own. */
+#define NET_CREATE_OPTIONS \
+                "  --subnet CIDR        IPv4 subnet, e.g. 10.10.0.0/24 (user default: 10.0.2.0/24)\n" \
+                "  --gateway IP         the host's address on it (default: the first host address)\n" \
+                "  --dhcp [FIRST-LAST]  DHCP and DNS from dnsmasq (default range: upper half of the subnet)\n" \
+                "  --nat                masquerade the subnet to the outside (nftables table ip vmhost)\n" \
+                "  --uplink IF          with --nat: only out of this interface\n" \
+                "  --mtu N              MTU of the bridge and the VM NICs (default 1500)\n" \
+                "  --bridge IF          name of the bridge interface (default vb-NAME)\n" \
+                "  --ovs-db REMOTE      ovs: the OVSDB to use (default $VMHOST_OVS_DB or OVS's own)\n" \
+                "  --datapath auto|system|netdev   ovs: auto uses netdev when the kernel module is missing\n" \
+                "  --domain DOMAIN      DNS domain of the VMs (default: the network's name)\n"
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: vmhost net COMMAND [ARGS...]\n"
@@ -43,22 +56,150 @@ static void usage(FILE *f) {
                 "  release VM                    detach all NICs of VM from every network (after a crash)\n"
                 "\n"
                 "Options of create:\n"
-                "  --subnet CIDR        IPv4 subnet, e.g. 10.10.0.0/24 (user default: 10.0.2.0/24)\n"
-                "  --gateway IP         the host's address on it (default: the first host address)\n"
-                "  --dhcp [FIRST-LAST]  DHCP and DNS from dnsmasq (default range: upper half of the subnet)\n"
-                "  --nat                masquerade the subnet to the outside (nftables table ip vmhost)\n"
-                "  --uplink IF          with --nat: only out of this interface\n"
-                "  --mtu N              MTU of the bridge and the VM NICs (default 1500)\n"
-                "  --bridge IF          name of the bridge interface (default vb-NAME)\n"
-                "  --ovs-db REMOTE      ovs: the OVSDB to use (default $VMHOST_OVS_DB or OVS's own)\n"
-                "  --datapath auto|system|netdev   ovs: auto uses netdev when the kernel module is missing\n"
-                "  --domain DOMAIN      DNS domain of the VMs (default: the network's name)\n"
+                NET_CREATE_OPTIONS
                 "\n"
                 "Examples:\n"
                 "  vmhost net create lan --type bridge --subnet 10.10.0.0/24 --dhcp --nat\n"
                 "  vmhost net create sw --type ovs --subnet 10.20.0.0/24 --dhcp\n"
                 "  vmhost net tunnel add sw --remote 172.16.0.2 --type vxlan --key 42\n"
                 "  vmhost net uplink phy --port eth1 --host-ip 192.168.1.10/24 --dry-run\n");
+}
+
+/* 'vmhost net COMMAND --help': that command's usage, options and example;
+ * the group's usage above lists all commands. */
+static const struct {
+        const char *name;
+        const char *text;
+} command_helps[] = {
+        { "create",
+          "Usage: vmhost net create NAME --type user|bridge|ovs [OPTIONS]\n"
+          "\n"
+          "Defines network NAME (it starts when a VM attaches, or with 'net start').\n"
+          "\n"
+          "Options:\n"
+          "  --type TYPE          user (QEMU's NAT inside each VM), bridge or ovs\n"
+          NET_CREATE_OPTIONS
+          "\n"
+          "Examples:\n"
+          "  vmhost net create lan --type bridge --subnet 10.10.0.0/24 --dhcp --nat\n"
+          "  vmhost net create sw --type ovs --subnet 10.20.0.0/24 --dhcp\n" },
+        { "list",
+          "Usage: vmhost net list [--json]\n"
+          "\n"
+          "All networks, their type, subnet and whether they run.\n"
+          "\n"
+          "  --json   the same as a JSON array\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net list --json\n" },
+        { "show",
+          "Usage: vmhost net show NAME [--json]\n"
+          "\n"
+          "The definition and state of network NAME, its tunnels and attached NICs.\n"
+          "\n"
+          "  --json   the same as one JSON object\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net show lan\n" },
+        { "ports",
+          "Usage: vmhost net ports NAME [--json]\n"
+          "\n"
+          "The VM NICs attached to network NAME: VM, NIC index, tap, MAC, IP, VLAN.\n"
+          "\n"
+          "  --json   the same as a JSON array\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net ports lan\n" },
+        { "start",
+          "Usage: vmhost net start NAME\n"
+          "\n"
+          "Brings network NAME up: its bridge, dnsmasq, NAT rules and tunnels (attaching\n"
+          "a VM does this too).\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net start lan\n" },
+        { "stop",
+          "Usage: vmhost net stop NAME\n"
+          "\n"
+          "Takes network NAME down; refused while VMs use it.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net stop lan\n" },
+        { "delete",
+          "Usage: vmhost net delete NAME\n"
+          "\n"
+          "Stops network NAME and removes it: no link, nft rule, dnsmasq or OVS port is\n"
+          "left. Refused while VMs use it.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net delete lan\n" },
+        { "tunnel",
+          "Usage: vmhost net tunnel add NAME --remote IP --type gre|vxlan [--key N]\n"
+          "       vmhost net tunnel remove NAME --remote IP\n"
+          "\n"
+          "Joins network NAME with the same network on another host.\n"
+          "\n"
+          "  --remote IP          the other host's address\n"
+          "  --type gre|vxlan     tunnel type\n"
+          "  --key N              GRE key or VXLAN network id\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net tunnel add sw --remote 172.16.0.2 --type vxlan --key 42\n" },
+        { "uplink",
+          "Usage: vmhost net uplink NAME --port IF --host-ip ADDR/PREFIX [--gateway IP] [--dry-run]\n"
+          "       vmhost net uplink NAME --remove\n"
+          "\n"
+          "Moves host NIC IF into the switch of network NAME and the host's address onto\n"
+          "the bridge; every step is rolled back if one fails.\n"
+          "\n"
+          "  --port IF            the host NIC to move\n"
+          "  --host-ip ADDR/PREFIX  the host's address, moved onto the bridge\n"
+          "  --gateway IP         the host's default gateway (its route moves to the bridge)\n"
+          "  --dry-run            print the plan, change nothing\n"
+          "  --remove             undo: the NIC and its address go back\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net uplink phy --port eth1 --host-ip 192.168.1.10/24 --dry-run\n" },
+        { "attach",
+          "Usage: vmhost net attach NAME VM [--index N] [--mac MAC] [--ip ADDR] [--vlan N] [--trunks LIST] [--json]\n"
+          "\n"
+          "Makes the tap of NIC N of VM on network NAME by hand (normally 'vmhost vm\n"
+          "start' does it).\n"
+          "\n"
+          "  --index N            the NIC's index (default 0)\n"
+          "  --mac MAC            its MAC\n"
+          "  --ip ADDR            an address reserved for it in dnsmasq\n"
+          "  --vlan N             ovs: access VLAN tag\n"
+          "  --trunks LIST        ovs: trunk VLANs, e.g. 10,20\n"
+          "  --json               print the port as JSON\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net attach lan web --index 0 --mac 02:00:00:00:00:01\n" },
+        { "detach",
+          "Usage: vmhost net detach NAME VM [--index N]\n"
+          "\n"
+          "Removes the tap of NIC N of VM from network NAME by hand.\n"
+          "\n"
+          "  --index N            the NIC's index (default 0)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net detach lan web --index 0\n" },
+        { "release",
+          "Usage: vmhost net release VM\n"
+          "\n"
+          "Detaches every NIC of VM from every network (after a crash).\n"
+          "\n"
+          "Example:\n"
+          "  vmhost net release web\n" },
+};
+
+static void command_usage(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(command_helps); i++)
+                if (streq(command_helps[i].name, name)) {
+                        fputs(command_helps[i].text, stdout);
+                        return;
+                }
+        usage(stdout);
 }
 
 /* A tiny option reader: "--opt value" and "--opt=value"; positional
@@ -730,7 +871,10 @@ int cmd_net(int argc, char **argv) {
                 return 2;
         }
         if (cli_wants_help(argc, argv)) {
-                usage(stdout);
+                if (streq(argv[1], "-h") || streq(argv[1], "--help"))
+                        usage(stdout);
+                else
+                        command_usage(argv[1]);
                 return 0;
         }
         const char *cmd = argv[1];

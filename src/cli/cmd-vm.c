@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <dirent.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <editline/readline.h>
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
@@ -17,11 +19,40 @@
 #include "base/paths.h"
 #include "base/strutil.h"
 #include "cli/cli.h"
+#include "vm/vm-accel.h"
+#include "vm/vm-addr.h"
 #include "vm/vm-alloc.h"
 #include "vm/vm-control.h"
 #include "vm/vm-image.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
+
+/* The options of 'vm create', in both the group's usage and create's own. */
+#define VM_CREATE_OPTIONS \
+                "  --cpus N                virtual CPUs (default 1)\n" \
+                "  --memory SIZE           memory, e.g. 512M or 2G (default 256M)\n" \
+                "  --disk FILE             use this disk image as it is (its format is probed)\n" \
+                "  --disk-format raw|qcow2 the format --disk must have (refused if the file differs)\n" \
+                "  --base IMAGE            make the VM its own qcow2 overlay on this base\n" \
+                "  --disk-size SIZE        virtual size of the overlay (default: the base's)\n" \
+                "  --cdrom ISO             attach an ISO image\n" \
+                "  --boot disk|cdrom|kernel  boot device (default disk)\n" \
+                "  --kernel FILE --initrd FILE --append TEXT   direct kernel boot\n" \
+                "  --net SPEC              a NIC: user (QEMU user-mode NAT, the default), none, or\n" \
+                "                          NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR];\n" \
+                "                          repeat for several NICs. MACs are allocated unless given\n" \
+                "  --vnc auto|unix|none|HOST:DISPLAY|HOST:auto\n" \
+                "                          VNC display. auto = unix (default): a unix socket only this\n" \
+                "                          user reaches, through 'vmhost vm vnc'. HOST:DISPLAY: TCP port\n" \
+                "                          5900+DISPLAY (HOST:auto: a free one), always with a password\n" \
+                "                          made at each start. A VNC password is worth little: DES with\n" \
+                "                          8 characters, and the screen is sent unencrypted; keep TCP\n" \
+                "                          displays on 127.0.0.1 or a trusted network\n" \
+                "  --forward PROTO:HOST:GUEST  forward a host port on 127.0.0.1 to the guest,\n" \
+                "                          e.g. tcp:auto:22 (port allocated at start) or tcp:2222:22\n" \
+                "  --accel auto|kvm|tcg    accelerator (auto: KVM only where it really works)\n" \
+                "  --cpu MODEL             CPU model: host (KVM only; nested virtualization) or max\n" \
+                "  --localtime             guest clock in local time\n"
 
 static void usage(FILE *f) {
         fprintf(f,
@@ -35,10 +66,11 @@ static void usage(FILE *f) {
                 "                          ACPI power button; after SEC (default 30) QEMU quits\n"
                 "  kill NAME               stop at once (QEMU quits, no guest shutdown)\n"
                 "  restart NAME [--wait]   stop, then start\n"
-                "  status NAME [--json]    state, pid, accelerator, forwarded ports\n"
+                "  status NAME [--json]    state, pid, accelerator, forwarded ports, guest addresses\n"
                 "  list [--json]           all VMs of this vmhost home\n"
                 "  console NAME            attach to the serial console (detach: Ctrl-])\n"
-                "  monitor NAME 'CMD'      a human monitor command, e.g. 'info status'\n"
+                "  monitor NAME ['CMD']    a human monitor command, e.g. 'info status';\n"
+                "                          without CMD an interactive prompt (leave with Ctrl-D)\n"
                 "  qmp NAME 'JSON'         a raw QMP command, e.g. '{\"execute\":\"query-status\"}'\n"
                 "  vnc NAME [--timeout SEC] [--print]\n"
                 "                          the screen and keyboard: for a unix display (the default) a\n"
@@ -57,34 +89,207 @@ static void usage(FILE *f) {
                 "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
                 "\n"
                 "Options of create:\n"
-                "  --cpus N                virtual CPUs (default 1)\n"
-                "  --memory SIZE           memory, e.g. 512M or 2G (default 256M)\n"
-                "  --disk FILE             use this disk image as it is\n"
-                "  --base IMAGE            make the VM its own qcow2 overlay on this base\n"
-                "  --disk-size SIZE        virtual size of the overlay (default: the base's)\n"
-                "  --cdrom ISO             attach an ISO image\n"
-                "  --boot disk|cdrom|kernel  boot device (default disk)\n"
-                "  --kernel FILE --initrd FILE --append TEXT   direct kernel boot\n"
-                "  --net SPEC              a NIC: user (QEMU user-mode NAT, the default), none, or\n"
-                "                          NETWORK[,mac=MAC][,vlan=N][,model=virtio|e1000][,ip=ADDR];\n"
-                "                          repeat for several NICs. MACs are allocated unless given\n"
-                "  --vnc auto|unix|none|HOST:DISPLAY|HOST:auto\n"
-                "                          VNC display. auto = unix (default): a unix socket only this\n"
-                "                          user reaches, through 'vmhost vm vnc'. HOST:DISPLAY: TCP port\n"
-                "                          5900+DISPLAY (HOST:auto: a free one), always with a password\n"
-                "                          made at each start. A VNC password is worth little: DES with\n"
-                "                          8 characters, and the screen is sent unencrypted; keep TCP\n"
-                "                          displays on 127.0.0.1 or a trusted network\n"
-                "  --forward PROTO:HOST:GUEST  forward a host port on 127.0.0.1 to the guest,\n"
-                "                          e.g. tcp:auto:22 (port allocated at start) or tcp:2222:22\n"
-                "  --accel auto|kvm|tcg    accelerator (auto: KVM only where it really works)\n"
-                "  --cpu MODEL             CPU model, e.g. host (nested virtualization)\n"
-                "  --localtime             guest clock in local time\n"
+                VM_CREATE_OPTIONS
                 "\n"
                 "Example:\n"
                 "  vmhost vm create web --base /var/lib/vmhost/guest/disk.qcow2 --forward tcp:auto:7777\n"
                 "  vmhost vm start web --wait && vmhost vm status web\n"
                 "  vmhost vm vnc web       # then: vncviewer 127.0.0.1::PORT, with the printed password\n");
+}
+
+/* 'vmhost vm COMMAND --help': that command's usage, what it does, its
+ * options and an example; the group's usage above lists all commands. */
+struct command_help {
+        const char *name;
+        const char *text; /* from the "Usage:" line to the last example */
+};
+
+static const struct command_help command_helps[] = {
+        { "create",
+          "Usage: vmhost vm create NAME [OPTIONS]\n"
+          "\n"
+          "Defines VM NAME: one readable definition file (docs/vm-definition.md); the VM\n"
+          "id, the NICs' MACs and a VNC display are allocated under a lock. A --disk's\n"
+          "format is probed; a CPU model the accelerator cannot run is refused.\n"
+          "\n"
+          "Options:\n"
+          VM_CREATE_OPTIONS
+          "\n"
+          "Examples:\n"
+          "  vmhost vm create web --base /var/lib/vmhost/guest/disk.qcow2 --forward tcp:auto:7777\n"
+          "  vmhost vm create db --disk db.raw --cpus 2 --memory 1G --net lan\n" },
+        { "start",
+          "Usage: vmhost vm start NAME [--wait] [--timeout SEC]\n"
+          "\n"
+          "Starts QEMU for VM NAME (attaching its NICs, allocating auto forwards) and\n"
+          "prints the accelerator, forwards and how to reach it.\n"
+          "\n"
+          "  --wait          wait for the guest's ready line on the serial console\n"
+          "  --timeout SEC   how long --wait waits (default 300)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm start web --wait\n" },
+        { "stop",
+          "Usage: vmhost vm stop NAME [--timeout SEC]\n"
+          "\n"
+          "Presses the ACPI power button; if the guest has not powered off after SEC\n"
+          "seconds, QEMU is told to quit, and killed if it does not.\n"
+          "\n"
+          "  --timeout SEC   seconds the guest gets to shut down (default 30, 0: quit now)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm stop web --timeout 60\n" },
+        { "kill",
+          "Usage: vmhost vm kill NAME\n"
+          "\n"
+          "Stops VM NAME at once: QEMU quits without a guest shutdown (like pulling the\n"
+          "plug). Its NICs are detached.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm kill web\n" },
+        { "restart",
+          "Usage: vmhost vm restart NAME [--wait] [--timeout SEC]\n"
+          "\n"
+          "Stops VM NAME (as 'vm stop', 30 seconds), then starts it again.\n"
+          "\n"
+          "  --wait          wait for the guest's ready line\n"
+          "  --timeout SEC   how long --wait waits (default 300)\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm restart web --wait\n" },
+        { "status",
+          "Usage: vmhost vm status NAME [--json]\n"
+          "\n"
+          "State (running, stopped, crashed), pid, accelerator, forwarded ports, the\n"
+          "guest's addresses (DHCP leases, reservations, the user-mode NAT address),\n"
+          "VNC and the definition's main keys.\n"
+          "\n"
+          "  --json   the same as one JSON object\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm status web --json\n" },
+        { "list",
+          "Usage: vmhost vm list [--json]\n"
+          "\n"
+          "All VMs of this vmhost home: state, pid, CPUs, memory, forwards and guest\n"
+          "addresses.\n"
+          "\n"
+          "  --json   an array of the objects 'vm status --json' prints\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm list\n" },
+        { "console",
+          "Usage: vmhost vm console NAME\n"
+          "\n"
+          "Attaches the terminal to the VM's serial console; Ctrl-] detaches and the\n"
+          "VM runs on. With piped input, the answers are relayed until the console is\n"
+          "quiet.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm console web\n" },
+        { "monitor",
+          "Usage: vmhost vm monitor NAME ['COMMAND']\n"
+          "\n"
+          "Runs one QEMU human monitor command and prints its answer, or without\n"
+          "COMMAND opens an interactive monitor prompt (QEMU's Ctrl-Alt-2 monitor) with\n"
+          "line editing and history (arrow keys). Ctrl-D or 'quit' leaves the prompt;\n"
+          "the VM runs on ('quit' is not passed to QEMU).\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm monitor web 'info status'\n"
+          "  vmhost vm monitor web\n" },
+        { "qmp",
+          "Usage: vmhost vm qmp NAME 'JSON'\n"
+          "\n"
+          "Sends one raw QMP command to the VM and prints QEMU's answer.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm qmp web '{\"execute\":\"query-status\"}'\n" },
+        { "vnc",
+          "Usage: vmhost vm vnc NAME [--timeout SEC] [--print]\n"
+          "\n"
+          "The VM's screen and keyboard for a VNC viewer. For a unix display (the default)\n"
+          "it opens a session for one client on 127.0.0.1 with a one-time password, both\n"
+          "printed here only; the password expires when the client leaves, on Ctrl-C, or\n"
+          "when nobody came within SEC. For a TCP display it prints the address and this\n"
+          "start's password. A VNC password is weak (DES, 8 characters, no encryption).\n"
+          "\n"
+          "Options:\n"
+          "  --timeout SEC  how long the session waits for its client (default 300)\n"
+          "  --print        only print the socket path or HOST:PORT, open no session\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm vnc web       # then: vncviewer 127.0.0.1::PORT, with the printed password\n" },
+        { "screenshot",
+          "Usage: vmhost vm screenshot NAME FILE\n"
+          "\n"
+          "Saves the VM's screen as a PNG image in FILE.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm screenshot web screen.png\n" },
+        { "cdrom",
+          "Usage: vmhost vm cdrom NAME eject|insert [ISO]\n"
+          "\n"
+          "Changes the CD of a running VM: eject it, or insert ISO.\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm cdrom web insert debian.iso\n"
+          "  vmhost vm cdrom web eject\n" },
+        { "snapshot",
+          "Usage: vmhost vm snapshot create|list|revert|delete NAME [SNAPSHOT]\n"
+          "\n"
+          "Snapshots of VM NAME. While it runs: the full machine state (memory and\n"
+          "disk); while it is stopped: the disk's internal qcow2 snapshot.\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm snapshot create web before-upgrade\n"
+          "  vmhost vm snapshot revert web before-upgrade\n" },
+        { "commit",
+          "Usage: vmhost vm commit NAME\n"
+          "\n"
+          "Merges the VM's overlay into its shared base and empties the overlay. Refused\n"
+          "while this VM or any VM on the same base runs; those VMs are named, since\n"
+          "they see the changed base from now on.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm commit web\n" },
+        { "forward",
+          "Usage: vmhost vm forward NAME add PROTO:HOSTPORT|auto:GUESTPORT\n"
+          "\n"
+          "Adds a user-mode forward from 127.0.0.1:HOSTPORT to the guest's port; auto\n"
+          "allocates the host port. A running VM gets it at once.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm forward web add tcp:auto:22\n" },
+        { "delete",
+          "Usage: vmhost vm delete NAME\n"
+          "\n"
+          "Removes a stopped VM: its definition and its own disk (an overlay made by\n"
+          "--base), never a shared base or a --disk it was given.\n"
+          "\n"
+          "Example:\n"
+          "  vmhost vm delete web\n" },
+        { "set",
+          "Usage: vmhost vm set NAME KEY=VALUE...\n"
+          "\n"
+          "Changes keys of the definition (docs/vm-definition.md), checked as at create:\n"
+          "a new disk's format is probed, a cpu the accelerator cannot run is refused.\n"
+          "A running VM gets the change at its next start. cdrom=none removes the CD.\n"
+          "\n"
+          "Examples:\n"
+          "  vmhost vm set web boot=disk cdrom=none\n"
+          "  vmhost vm set web memory=1G cpus=2\n" },
+};
+
+static int command_usage(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(command_helps); i++)
+                if (streq(command_helps[i].name, name)) {
+                        fputs(command_helps[i].text, stdout);
+                        return 0;
+                }
+        /* A command without its own help still gets the group's. */
+        usage(stdout);
+        return 0;
 }
 
 static int report(int r, const struct vh_error *err) {
@@ -95,7 +300,7 @@ static int report(int r, const struct vh_error *err) {
 enum {
         OPT_CPUS = 0x100, OPT_MEMORY, OPT_DISK, OPT_BASE, OPT_DISK_SIZE, OPT_CDROM, OPT_BOOT, OPT_KERNEL,
         OPT_INITRD, OPT_APPEND, OPT_NET, OPT_FORWARD, OPT_ACCEL, OPT_CPU, OPT_LOCALTIME, OPT_WAIT, OPT_TIMEOUT,
-        OPT_JSON, OPT_VNC, OPT_PRINT,
+        OPT_JSON, OPT_VNC, OPT_PRINT, OPT_DISK_FORMAT,
 };
 
 static int set_key(struct vm_def *def, const char *key, const char *value) {
@@ -157,6 +362,7 @@ static int vm_create_cmd(int argc, char **argv) {
                 { "cpus", required_argument, NULL, OPT_CPUS },
                 { "memory", required_argument, NULL, OPT_MEMORY },
                 { "disk", required_argument, NULL, OPT_DISK },
+                { "disk-format", required_argument, NULL, OPT_DISK_FORMAT },
                 { "base", required_argument, NULL, OPT_BASE },
                 { "disk-size", required_argument, NULL, OPT_DISK_SIZE },
                 { "cdrom", required_argument, NULL, OPT_CDROM },
@@ -186,7 +392,7 @@ static int vm_create_cmd(int argc, char **argv) {
         _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new(name);
         if (!def)
                 return log_error_errno(-ENOMEM, "Out of memory"), 1;
-        const char *base = NULL, *disk_size = NULL, *vnc = "auto";
+        const char *base = NULL, *disk_size = NULL, *vnc = "auto", *disk_format = NULL;
         const char *nets[VM_MAX_NICS];
         unsigned n_nets = 0;
         bool no_net = false;
@@ -200,6 +406,7 @@ static int vm_create_cmd(int argc, char **argv) {
                 case OPT_CPUS: key = "cpus"; break;
                 case OPT_MEMORY: key = "memory"; break;
                 case OPT_DISK: key = "disk"; break;
+                case OPT_DISK_FORMAT: disk_format = optarg; break;
                 case OPT_BASE: base = optarg; break;
                 case OPT_DISK_SIZE: disk_size = optarg; break;
                 case OPT_CDROM: key = "cdrom"; break;
@@ -237,6 +444,10 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("vm create: --disk-size needs --base");
                 return 2;
         }
+        if (disk_format && !def->disk) {
+                log_error("vm create: --disk-format needs --disk (an overlay made with --base is always qcow2)");
+                return 2;
+        }
         for (const char *f = def->disk; f; f = NULL)
                 if (!file_exists(f))
                         return log_error("Disk %s does not exist", f), 1;
@@ -264,6 +475,10 @@ static int vm_create_cmd(int argc, char **argv) {
         int r = base ? 0 : vm_def_validate(def, &err);
         if (r < 0)
                 return report(r, &err);
+        /* Before the lock: resolving the accelerator may run the KVM probe. */
+        r = vm_accel_check_def(def, &err);
+        if (r < 0)
+                return report(r, &err);
 
         /* Allocation and saving happen under the home's lock, so parallel
          * creates never share an id, a MAC or a VNC display. */
@@ -275,6 +490,10 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("VM %s already exists. Use 'vmhost vm delete %s' first, or another name.", name, name);
                 return 1;
         }
+        /* The format QEMU is told is the one the file has: probed here,
+         * so a wrong one is refused now rather than by QEMU at start. */
+        if (def->disk && (r = vm_image_record_disk_format(def, disk_format, &err)) < 0)
+                return report(r, &err);
         r = vm_alloc_id(&def->id, &err);
         if (r < 0)
                 return report(r, &err);
@@ -424,9 +643,88 @@ static int want_args(int argc, char **argv, int n, const char *example) {
         return 0;
 }
 
+/* The human monitor ends lines with CR LF; a terminal or a script wants LF. */
+static void print_monitor_answer(const char *out) {
+        for (const char *c = out ? out : ""; *c; c++)
+                if (!(c[0] == '\r' && c[1] == '\n'))
+                        fputc(*c, stdout);
+        fflush(stdout);
+}
+
+/* The next command line: from libedit's editor on a terminal (arrows,
+ * history), else one line of stdin, so that a script can pipe commands in.
+ * NULL at the end of input (Ctrl-D). */
+static char *monitor_read_line(bool tty) {
+        if (tty)
+                return readline("(qemu) ");
+        char *line = NULL;
+        size_t n = 0;
+        if (getline(&line, &n, stdin) < 0) {
+                free(line);
+                return NULL;
+        }
+        line[strcspn(line, "\n")] = '\0';
+        return line;
+}
+
+/* 'vm monitor NAME' without a command: QEMU's monitor as a prompt. Each
+ * line connects to the VM's QMP socket, runs as a human monitor command and
+ * disconnects: QMP serves one client at a time, and a prompt left open must
+ * not lock out 'vm stop' or the other commands. */
+static int monitor_interactive(const char *name) {
+        bool tty = isatty(STDIN_FILENO);
+        struct vh_error err = {};
+        struct vm_status st;
+        int r = vm_get_status(name, &st, &err);
+        if (r < 0)
+                return report(r, &err);
+        if (st.state != VM_STATE_RUNNING)
+                return log_error("VM %s is not running; start it with 'vmhost vm start %s'.", name, name), 1;
+        if (tty) {
+                printf("Monitor of VM %s: QEMU's human monitor commands, e.g. 'info status'.\n"
+                       "Leave with Ctrl-D (or 'quit'); the VM runs on.\n", name);
+                using_history();
+                stifle_history(500);
+                /* Tab would complete file names of this machine, which mean
+                 * nothing to QEMU. */
+                rl_bind_key('\t', rl_insert);
+        }
+        for (;;) {
+                _cleanup_free_ char *line = monitor_read_line(tty);
+                if (!line)
+                        break;
+                const char *cmd = line + strspn(line, " \t");
+                if (!*cmd)
+                        continue;
+                if (tty)
+                        add_history(cmd);
+                /* QEMU's own 'quit' would end the VM behind vmhost's back;
+                 * here it leaves the prompt, as Ctrl-D does. */
+                if (streq(cmd, "quit") || streq(cmd, "q"))
+                        break;
+                _cleanup_free_ char *out = NULL;
+                err = (struct vh_error) {};
+                r = vm_monitor(name, cmd, &out, &err);
+                if (r == -ESRCH)
+                        return report(r, &err);
+                if (r < 0) {
+                        log_error("%s", vh_error_message(&err, r));
+                        continue;
+                }
+                print_monitor_answer(out);
+        }
+        if (tty) {
+                clear_history();
+                printf("\nLeft the monitor of %s; the VM runs on (stop it with 'vmhost vm stop %s').\n", name, name);
+        }
+        return 0;
+}
+
 static int vm_monitor_cmd(int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
+        if (argc == 2 && argv[1][0] != '-')
+                return monitor_interactive(argv[1]);
         if (want_args(argc, argv, 2, "vmhost vm monitor web 'info status'") < 0)
                 return 2;
         struct vh_error err = {};
@@ -434,11 +732,7 @@ static int vm_monitor_cmd(int argc, char **argv) {
         int r = vm_monitor(argv[1], argv[2], &out, &err);
         if (r < 0)
                 return report(r, &err);
-        /* The human monitor ends lines with CR LF; a terminal or a script
-         * wants LF. */
-        for (const char *c = out ? out : ""; *c; c++)
-                if (!(c[0] == '\r' && c[1] == '\n'))
-                        fputc(*c, stdout);
+        print_monitor_answer(out);
         return 0;
 }
 
@@ -635,6 +929,19 @@ static const char *vnc_socket_path(const char *name) {
         return n > 0 && (size_t) n < sizeof(buf) ? buf : NULL;
 }
 
+/* The guest's addresses (none while it does not run); a failure to find
+ * them is only logged, as status has more to say. Returns the count. */
+static int get_addresses(const struct vm_def *def, const struct vm_status *st, struct vm_address **ret) {
+        struct vh_error err = {};
+        int n = vm_addresses(def, st, (int64_t) time(NULL), ret, &err);
+        if (n < 0) {
+                log_warning("VM %s: cannot tell its addresses: %s", def->name, vh_error_message(&err, n));
+                *ret = NULL;
+                return 0;
+        }
+        return n;
+}
+
 static void status_json(struct json_writer *w, const struct vm_def *def, const struct vm_status *st) {
         json_object_begin(w);
         json_kv_string(w, "name", def->name);
@@ -694,6 +1001,20 @@ static void status_json(struct json_writer *w, const struct vm_def *def, const s
                 json_object_end(w);
         }
         json_array_end(w);
+        json_key(w, "addresses");
+        json_array_begin(w);
+        _cleanup_free_ struct vm_address *addrs = NULL;
+        int n_addrs = get_addresses(def, st, &addrs);
+        for (int i = 0; i < n_addrs; i++) {
+                json_object_begin(w);
+                json_kv_uint(w, "nic", addrs[i].nic);
+                json_kv_string(w, "network", addrs[i].network);
+                json_kv_string(w, "mac", addrs[i].mac);
+                json_kv_string(w, "ip", addrs[i].ip);
+                json_kv_string(w, "source", vm_addr_source_to_string(addrs[i].source));
+                json_object_end(w);
+        }
+        json_array_end(w);
         if (st->exit_reason[0])
                 json_kv_string(w, "exit-reason", st->exit_reason);
         json_object_end(w);
@@ -748,6 +1069,11 @@ static int vm_status_cmd(int argc, char **argv) {
                 printf("pid:         %d\n", st.pid);
                 printf("accelerator: %s\n", st.accel);
                 print_forwards(def, &st);
+                _cleanup_free_ struct vm_address *addrs = NULL;
+                int n = get_addresses(def, &st, &addrs);
+                for (int i = 0; i < n; i++)
+                        printf("address:     %s on nic %u (%s, %s)\n", addrs[i].ip, addrs[i].nic, addrs[i].network,
+                               vm_addr_source_to_string(addrs[i].source));
         }
         if (st.exit_reason[0])
                 printf("last exit:   %s\n", st.exit_reason);
@@ -817,7 +1143,8 @@ static int vm_list_cmd(int argc, char **argv) {
         if (json)
                 json_array_begin(&w);
         else
-                printf("%-20s %-9s %-7s %-5s %-8s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS");
+                printf("%-20s %-9s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS",
+                       "ADDRESSES");
         int rc = 0;
         for (size_t i = 0; i < n; i++) {
                 struct vh_error err = {};
@@ -844,8 +1171,14 @@ static int vm_list_cmd(int argc, char **argv) {
                         }
                         if (st.state == VM_STATE_RUNNING)
                                 snprintf(pid, sizeof(pid), "%d", st.pid);
-                        printf("%-20s %-9s %-7s %-5u %-8s %s\n", def->name, vm_state_to_string(st.state), pid, def->cpus,
-                               format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-");
+                        char ips[VM_MAX_NICS * NET_IPV4_STRLEN] = "";
+                        _cleanup_free_ struct vm_address *addrs = NULL;
+                        int n_addrs = get_addresses(def, &st, &addrs);
+                        for (int a = 0, u = 0; a < n_addrs; a++)
+                                u += snprintf(ips + u, sizeof(ips) - (size_t) u, "%s%s", a ? "," : "", addrs[a].ip);
+                        printf("%-20s %-9s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
+                               def->cpus, format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-",
+                               ips[0] ? ips : "-");
                 }
                 free(names[i]);
         }
@@ -919,6 +1252,8 @@ static int vm_set_cmd(int argc, char **argv) {
                 return report(r, &err);
 
         bool vnc_set = false;
+        const char *disk_format = NULL;
+        bool disk_changed = false, cpu_changed = false;
         for (int i = 2; i < argc; i++) {
                 char *eq = strchr(argv[i], '=');
                 if (!eq || eq == argv[i])
@@ -952,7 +1287,18 @@ static int vm_set_cmd(int argc, char **argv) {
                 r = vm_def_set(def, key, value, &err);
                 if (r < 0)
                         return log_error("vm set %s=%s: %s", key, value, vh_error_message(&err, r)), 2;
+                if (streq(key, "disk-format"))
+                        disk_format = value;
+                disk_changed = disk_changed || streq(key, "disk");
+                cpu_changed = cpu_changed || streq(key, "cpu") || streq(key, "accel");
         }
+        /* The same checks as at create: the disk's format is probed (a
+         * format given here must agree), and the CPU model must suit the
+         * accelerator. */
+        if ((disk_changed || disk_format) && def->disk && (r = vm_image_record_disk_format(def, disk_format, &err)) < 0)
+                return report(r, &err);
+        if (cpu_changed && (r = vm_accel_check_def(def, &err)) < 0)
+                return report(r, &err);
         r = vm_save(def, &err);
         if (r < 0)
                 return report(r, &err);
@@ -1026,12 +1372,9 @@ int cmd_vm(int argc, char **argv) {
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (streq(argv[1], commands[i].name)) {
-                        /* 'vmhost vm COMMAND --help': the usage covers every
-                         * command, with examples. */
-                        if (argc > 2 && (streq(argv[2], "-h") || streq(argv[2], "--help"))) {
-                                usage(stdout);
-                                return 0;
-                        }
+                        /* 'vmhost vm COMMAND ... --help': that command's own usage. */
+                        if (cli_wants_help(argc - 1, argv + 1))
+                                return command_usage(commands[i].name);
                         return commands[i].run(argc - 1, argv + 1);
                 }
         log_error("Unknown command 'vm %s'. See 'vmhost vm --help'.", argv[1]);

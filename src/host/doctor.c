@@ -588,6 +588,26 @@ static void check_nested(struct doctor *d) {
         }
 }
 
+/* The nested line says what a VM asking for the host's CPU gets: without
+ * KVM, 'vmhost vm create --cpu host' is refused (QEMU cannot pass the host
+ * CPU through under TCG), which the user should learn here first. */
+static void nested_note_accel(struct doctor *d) {
+        const struct host_report *r = d->report;
+        if (r->accel == HOST_ACCEL_KVM)
+                return;
+        for (unsigned i = 0; i < r->n_checks; i++) {
+                struct host_check *c = &d->report->checks[i];
+                if (!streq(c->name, "nested"))
+                        continue;
+                size_t n = strlen(c->reason);
+                snprintf(c->reason + n, sizeof(c->reason) - n,
+                         "; the accelerator is %s, so '--cpu host' (which needs KVM) is refused: use --cpu max",
+                         r->accel == HOST_ACCEL_TCG ? "TCG" : "none");
+                if (c->status == HOST_CHECK_OK)
+                        c->status = HOST_CHECK_WARN;
+        }
+}
+
 /* ---- networking ---- */
 
 static void check_tun(struct doctor *d) {
@@ -805,6 +825,7 @@ int host_doctor_run(const struct host_doctor_options *opts, struct host_report *
         if (r >= 0) {
                 check_kvm(&d);
                 decide_accel(&d);
+                nested_note_accel(&d);
                 sort_sections(&d);
                 if (opts && opts->store_kvm_cache)
                         (void) host_kvm_probe_cache_store(&d.report->kvm, NULL);

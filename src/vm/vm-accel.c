@@ -2,6 +2,7 @@
  * saw it run guest code at full speed; the probe's answer is cached for the
  * boot, so a start does not pay for it twice. */
 #include <errno.h>
+#include <string.h>
 
 #include "vm/vm-accel.h"
 #include "vmhost/doctor.h"
@@ -24,4 +25,24 @@ int vm_accel_resolve(enum vm_accel want, const char **ret, struct vh_error *err)
                                     probe.reason);
         *ret = kvm ? "kvm" : "tcg";
         return 0;
+}
+
+int vm_accel_check_cpu(const char *vm_name, const char *cpu_model, const char *accel, struct vh_error *err) {
+        if (!cpu_model || strcmp(cpu_model, "host") != 0 || strcmp(accel, "kvm") == 0)
+                return 0;
+        return vh_error_set(err, -EINVAL,
+                            "VM %s: CPU model 'host' needs KVM, but the accelerator is %s (see 'vmhost doctor'); "
+                            "use --cpu max (or 'vmhost vm set %s cpu=max'), the emulator's model with every feature "
+                            "it implements",
+                            vm_name, strcmp(accel, "tcg") == 0 ? "TCG" : accel, vm_name);
+}
+
+int vm_accel_check_def(const struct vm_def *def, struct vh_error *err) {
+        if (!def->cpu_model)
+                return 0;
+        const char *accel;
+        int r = vm_accel_resolve(def->accel, &accel, err);
+        if (r < 0)
+                return r;
+        return vm_accel_check_cpu(def->name, def->cpu_model, accel, err);
 }

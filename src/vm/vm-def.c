@@ -462,6 +462,38 @@ int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, stru
         return 0;
 }
 
+int vm_disk_format_choose(const char *disk, const char *probed, const char *explicit_format, const char **ret,
+                          struct vh_error *err) {
+        static const char *const formats[] = { "qcow2", "raw" };
+        const char *p = NULL, *e = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
+                if (probed && streq(probed, formats[i]))
+                        p = formats[i];
+                if (explicit_format && streq(explicit_format, formats[i]))
+                        e = formats[i];
+        }
+        if (explicit_format && !e)
+                return vh_error_set(err, -EINVAL, "disk-format must be qcow2 or raw, not '%s'", explicit_format);
+        if (!p)
+                return vh_error_set(err, -EINVAL, "Disk %s is a %s image; a VM disk must be qcow2 or raw", disk,
+                                    probed ? probed : "unknown");
+        if (e && e != p) {
+                /* Raw is what the probe says when there is no header: a raw
+                 * disk called qcow2 would not open, and a qcow2 image used as
+                 * raw would show the guest its metadata. */
+                if (streq(e, "qcow2"))
+                        return vh_error_set(err, -EINVAL,
+                                            "Disk %s is raw (no qcow2 header), but the disk format given is qcow2; "
+                                            "leave the format out to use it as raw, or convert it: vmhost img convert -O qcow2 %s NEW.qcow2",
+                                            disk, disk);
+                return vh_error_set(err, -EINVAL,
+                                    "Disk %s is qcow2 (it has a qcow2 header), but the disk format given is raw; "
+                                    "leave the format out to use it as qcow2", disk);
+        }
+        *ret = p;
+        return 0;
+}
+
 int vm_def_validate(const struct vm_def *def, struct vh_error *err) {
         if (!name_is_valid(def->name))
                 return vh_error_set(err, -EINVAL, "Invalid VM name '%s'", def->name);

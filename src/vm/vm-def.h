@@ -111,5 +111,12 @@ int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, stru
 int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err);
 /* Formats a definition as the text vm_def_parse() reads back. */
 char *vm_def_format(const struct vm_def *def);
+/* The disk format a VM records: 'probed' (what the image engine read from
+ * the file's first bytes, "raw" when no known header is there) unless
+ * 'explicit' is given. An explicit format the probe contradicts is an
+ * error naming both, so that a wrong format fails at create or set, not
+ * when QEMU opens the disk at start. Sets *ret to a static string. */
+int vm_disk_format_choose(const char *disk, const char *probed, const char *explicit_format, const char **ret,
+                          struct vh_error *err);
 /* Checks a definition as a whole (required keys, consistent boot). */
 int vm_def_validate(const struct vm_def *def, struct vh_error *err);

@@ -66,6 +66,23 @@ int vm_image_create_overlay(struct vm_def *def, const char *base, uint64_t size,
         return 0;
 }
 
+int vm_image_record_disk_format(struct vm_def *def, const char *explicit_format, struct vh_error *err) {
+        enum vh_image_format fmt;
+        int r = vh_image_probe(def->disk, &fmt, err);
+        if (r < 0)
+                return r;
+        const char *chosen;
+        r = vm_disk_format_choose(def->disk, vh_image_format_to_string(fmt), explicit_format, &chosen, err);
+        if (r < 0)
+                return r;
+        char *f = strdup(chosen);
+        if (!f)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        free(def->disk_format);
+        def->disk_format = f;
+        return 0;
+}
+
 void vm_image_remove_own_disk(const struct vm_def *def) {
         struct vm_paths p;
         if (!def->disk || vm_paths_get(def->name, &p, NULL) < 0)

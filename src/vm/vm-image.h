@@ -11,6 +11,11 @@
  * def->base. 'size' 0 means the base's virtual size. */
 int vm_image_create_overlay(struct vm_def *def, const char *base, uint64_t size, struct vh_error *err);
 
+/* Probes def->disk with the image engine and records its format in
+ * def->disk_format; 'explicit_format' (may be NULL) is what the user gave
+ * and must agree with the probe (see vm_disk_format_choose()). */
+int vm_image_record_disk_format(struct vm_def *def, const char *explicit_format, struct vh_error *err);
+
 /* Removes the overlay made above after a failed create. */
 void vm_image_remove_own_disk(const struct vm_def *def);
 

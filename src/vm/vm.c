@@ -419,6 +419,11 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         r = vm_accel_resolve(def->accel, &accel, err);
         if (r < 0)
                 return r;
+        /* Before anything is attached: a definition edited by hand may ask
+         * for a CPU model this accelerator cannot run. */
+        r = vm_accel_check_cpu(name, def->cpu_model, accel, err);
+        if (r < 0)
+                return r;
         snprintf(st.accel, sizeof(st.accel), "%s", accel);
 
         for (unsigned i = 0; i < def->n_forwards; i++) {

@@ -42,9 +42,11 @@ ip_a2=$(sed -n 's/.* ip=\([0-9.]*\) .*/\1/p' <<<"$w2")
 out=$(serial_cmd "$VMHOST_HOME/run/vms/a1/serial.sock" 20 "echo | nc -w 3 $ip_a2 7777") 
 [[ $out == *"a2 hello"* ]] && pass vm-to-vm-tcp "$out" || fail vm-to-vm-tcp "$out"
 # A start that fails half-way (QEMU rejects the disk) leaves no tap and no
-# runtime files behind.
-head -c 1048576 /dev/urandom >"$E2E_TMP/junk.qcow2"
+# runtime files behind. The disk is a qcow2 image at create (whose format
+# is probed) and junk by the time of the start.
+cp "$GUEST_DIR/disk.qcow2" "$E2E_TMP/junk.qcow2"
 vh vm create a3 --disk "$E2E_TMP/junk.qcow2" --net lan --vnc none >/dev/null
+head -c 1048576 /dev/urandom >"$E2E_TMP/junk.qcow2"
 out=$(vh vm start a3 2>&1) && fail failed-start-cleans "started: $out" || {
 	if ! ip -n "$H" link show vh-a3-0 >/dev/null 2>&1 && [ ! -e "$VMHOST_HOME/run/vms/a3" ] &&
 		[ "$(vh vm status a3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')" = stopped ]; then

@@ -1,6 +1,7 @@
 /* tests/unit/test-net.c: the pure parts of the network library: IPv4
  * prefixes, network definitions and their errors, derived interface names,
  * and the text vmhost hands to nft, dnsmasq and ovs-vsctl (golden). */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "net/net-addr.h"
 #include "net/net-def.h"
 #include "net/net-internal.h"
+#include "net/net-lease.h"
 #include "net/nft.h"
 #include "net/ovs.h"
 #include "test.h"
@@ -386,4 +388,96 @@ TEST(net_runtime_roundtrip) {
         CHECK_EQ_U64(back.uplink_gateway, 0xac100001);
         free(text);
         CHECK(net_runtime_parse("mtu=1500\n", &back) < 0);
+}
+
+TEST(net_leases_parse_dnsmasq_file) {
+        /* As dnsmasq writes it: IPv4 leases, then DHCPv6's duid line and a
+         * v6 lease, plus lines a damaged or hostile file may hold. */
+        static const char text[] =
+                "1764770000 52:54:00:aa:bb:01 10.62.0.120 guest 01:52:54:00:aa:bb:01\n"
+                "0 52:54:00:AA:BB:02 10.62.0.77 * *\n"
+                "1764770100 52:54:00:aa:bb:01 10.62.0.121 guest2 *\n"
+                "duid 00:01:00:01:2c:aa:bb:cc:52:54:00:00:00:01\n"
+                "1764770000 1234567 fd00::5 guest6 00:01:00:01\n"
+                "1764770000 52:54:00:aa:bb:03 10.62.0.300 bad *\n"
+                "1764770000 52:54:00:aa:bb 10.62.0.5 shortmac *\n"
+                "-5 52:54:00:aa:bb:04 10.62.0.6 negative *\n"
+                "1764770000 52:54:00:aa:bb:05 10.62.0.7 \x1b[31mred *\n"
+                "1764770000 52:54:00:aa:bb:06\n"
+                "\n"
+                "1764770000 52:54:00:aa:bb:07 10.62.0.8 last";
+        struct net_lease *l = NULL;
+        size_t n = 0, skipped = 0;
+        struct vh_error err = {};
+        CHECK_EQ_INT(net_leases_parse(text, sizeof(text) - 1, &l, &n, &skipped, &err), 0);
+        CHECK_EQ_INT(n, 5);
+        CHECK_EQ_INT(skipped, 6);
+        if (n == 5) {
+                CHECK_STREQ(l[0].mac, "52:54:00:aa:bb:01");
+                CHECK_STREQ(l[0].ip, "10.62.0.120");
+                CHECK_STREQ(l[0].hostname, "guest");
+                CHECK_EQ_U64(l[0].expiry, 1764770000);
+                CHECK_STREQ(l[1].mac, "52:54:00:aa:bb:02");
+                CHECK_STREQ(l[1].hostname, "");
+                CHECK_EQ_U64(l[1].expiry, 0);
+                /* A hostname that is no DNS name is not passed on. */
+                CHECK_STREQ(l[3].ip, "10.62.0.7");
+                CHECK_STREQ(l[3].hostname, "");
+                CHECK_STREQ(l[4].hostname, "last");
+
+                /* The newest valid lease of a MAC, in any case; expired ones
+                 * and 0 (never expires) handled. */
+                const struct net_lease *f = net_leases_find(l, n, "52:54:00:AA:BB:01", 1764760000);
+                CHECK(f && streq(f->ip, "10.62.0.121"));
+                f = net_leases_find(l, n, "52:54:00:aa:bb:01", 1764770050);
+                CHECK(f && streq(f->ip, "10.62.0.121"));
+                CHECK(net_leases_find(l, n, "52:54:00:aa:bb:01", 1764770100) == NULL);
+                f = net_leases_find(l, n, "52:54:00:aa:bb:02", INT64_MAX);
+                CHECK(f && streq(f->ip, "10.62.0.77"));
+                CHECK(net_leases_find(l, n, "52:54:00:aa:bb:09", 0) == NULL);
+        }
+        free(l);
+
+        /* Nothing there: no leases, no array. */
+        l = (struct net_lease *) &err;
+        CHECK_EQ_INT(net_leases_parse("", 0, &l, &n, NULL, &err), 0);
+        CHECK(l == NULL && n == 0);
+}
+
+TEST(net_leases_parse_limits) {
+        struct net_lease *l = NULL;
+        size_t n = 0;
+        struct vh_error err = {};
+        /* A line longer than the limit, the file past its size, more leases
+         * than allowed: each a clear error, nothing returned. */
+        size_t len = NET_LEASES_MAX_LINE + 10;
+        char *s = malloc(len + 1);
+        memset(s, 'a', len);
+        s[len] = '\0';
+        CHECK_EQ_INT(net_leases_parse(s, len, &l, &n, NULL, &err), -E2BIG);
+        CHECK(strstr(err.msg, "line") != NULL);
+        free(s);
+        CHECK_EQ_INT(net_leases_parse("", NET_LEASES_MAX_BYTES + 1, &l, &n, NULL, &err), -E2BIG);
+
+        const char *line = "0 52:54:00:00:00:01 10.0.0.1 h *\n";
+        size_t ll = strlen(line), total = ll * (NET_LEASES_MAX + 1);
+        s = malloc(total + 1);
+        for (size_t i = 0; i <= NET_LEASES_MAX; i++)
+                memcpy(s + i * ll, line, ll);
+        s[total] = '\0';
+        CHECK_EQ_INT(net_leases_parse(s, total, &l, &n, NULL, &err), -E2BIG);
+        CHECK(strstr(err.msg, "leases") != NULL);
+        CHECK_EQ_INT(net_leases_parse(s, total - ll, &l, &n, NULL, &err), 0);
+        CHECK_EQ_INT(n, NET_LEASES_MAX);
+        free(l);
+        free(s);
+
+        /* A NUL inside a line damages that line only. */
+        static const char nul[] = "0 52:54:00:00:00:01 10.0.0.1 h\0x *\n0 52:54:00:00:00:02 10.0.0.2 g *\n";
+        size_t skipped = 0;
+        CHECK_EQ_INT(net_leases_parse(nul, sizeof(nul) - 1, &l, &n, &skipped, &err), 0);
+        CHECK_EQ_INT(n, 1);
+        CHECK_EQ_INT(skipped, 1);
+        CHECK(n == 1 && streq(l[0].ip, "10.0.0.2"));
+        free(l);
 }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 
 #include "base/strv.h"
+#include "vm/vm-accel.h"
+#include "vm/vm-addr.h"
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
@@ -340,4 +342,79 @@ TEST(vm_forward_format_roundtrip) {
         CHECK_EQ_INT(vm_forward_parse("tcp:1:2:3", &f, NULL), -EINVAL);
         CHECK_EQ_INT(vm_forward_parse("tcp:1", &f, NULL), -EINVAL);
         CHECK_EQ_INT(vm_forward_parse("tcp:0:2", &f, NULL), -EINVAL);
+}
+
+TEST(vm_disk_format_choose_table) {
+        static const struct {
+                const char *probed, *explicit_format, *want; /* want NULL: refused */
+                const char *msg;                             /* in the error */
+        } cases[] = {
+                { "raw", NULL, "raw", NULL },
+                { "qcow2", NULL, "qcow2", NULL },
+                { "raw", "raw", "raw", NULL },
+                { "qcow2", "qcow2", "qcow2", NULL },
+                /* The probe contradicts what was given: both are named. */
+                { "raw", "qcow2", NULL, "is raw (no qcow2 header), but the disk format given is qcow2" },
+                { "qcow2", "raw", NULL, "is qcow2 (it has a qcow2 header), but the disk format given is raw" },
+                { "raw", "vmdk", NULL, "qcow2 or raw, not 'vmdk'" },
+                { "vpc", NULL, NULL, "is a vpc image" },
+                { NULL, NULL, NULL, "unknown" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const char *got = "untouched";
+                struct vh_error err = {};
+                int r = vm_disk_format_choose("d.img", cases[i].probed, cases[i].explicit_format, &got, &err);
+                if (cases[i].want) {
+                        CHECK_EQ_INT(r, 0);
+                        CHECK_STREQ(got, cases[i].want);
+                } else {
+                        CHECK_EQ_INT(r, -EINVAL);
+                        CHECK_STREQ(got, "untouched");
+                        CHECK(strstr(err.msg, cases[i].msg) != NULL);
+                        CHECK(strstr(err.msg, "d.img") != NULL || cases[i].explicit_format);
+                }
+        }
+}
+
+TEST(vm_accel_check_cpu_host_needs_kvm) {
+        struct vh_error err = {};
+        CHECK_EQ_INT(vm_accel_check_cpu("web", NULL, "tcg", &err), 0);
+        CHECK_EQ_INT(vm_accel_check_cpu("web", "max", "tcg", &err), 0);
+        CHECK_EQ_INT(vm_accel_check_cpu("web", "host", "kvm", &err), 0);
+        CHECK_EQ_INT(vm_accel_check_cpu("web", "qemu64", "kvm", &err), 0);
+        CHECK_EQ_INT(vm_accel_check_cpu("web", "host", "tcg", &err), -EINVAL);
+        CHECK(strstr(err.msg, "VM web") && strstr(err.msg, "TCG") && strstr(err.msg, "--cpu max"));
+}
+
+TEST(vm_user_nat_address) {
+        /* QEMU's user-mode DHCP starts at the 15th host: 10.0.2.15 by default. */
+        struct net_prefix p = { .addr = 0x0a000200, .len = 24 };
+        char b[NET_IPV4_STRLEN];
+        CHECK_STREQ(net_ipv4_format(vm_user_nat_guest_address(&p), b), "10.0.2.15");
+        p = (struct net_prefix) { .addr = 0xac100000, .len = 16 };
+        CHECK_STREQ(net_ipv4_format(vm_user_nat_guest_address(&p), b), "172.16.0.15");
+
+        /* A running VM with a user-mode NIC (no files read for it); a
+         * stopped one has no addresses. */
+        const char *text = "name = u1\nboot = kernel\nkernel = /k\nid = 3\nnic = user,mac=02:00:00:00:00:03\n";
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        CHECK_EQ_INT(vm_def_parse(text, "t.conf", &def, &err), 0);
+        if (!def)
+                return;
+        struct vm_status st = { .state = VM_STATE_RUNNING };
+        struct vm_address *a = NULL;
+        CHECK_EQ_INT(vm_addresses(def, &st, 0, &a, &err), 1);
+        if (a) {
+                CHECK_STREQ(a[0].ip, "10.0.2.15");
+                CHECK_STREQ(a[0].mac, "02:00:00:00:00:03");
+                CHECK_STREQ(a[0].network, "user");
+                CHECK_STREQ(vm_addr_source_to_string(a[0].source), "user-nat");
+        }
+        free(a);
+        st.state = VM_STATE_STOPPED;
+        a = (struct vm_address *) &st;
+        CHECK_EQ_INT(vm_addresses(def, &st, 0, &a, &err), 0);
+        CHECK(a == NULL);
+        vm_def_free(def);
 }
