@@ -572,6 +572,8 @@ static int vm_start_cmd(int argc, char **argv) {
                 return report(r, &err);
 
         printf("VM %s started (pid %d, accelerator %s).\n", name, st.pid, st.accel);
+        if (st.warning[0])
+                log_warning("%s.", st.warning);
         print_forwards(def, &st);
         print_vnc_line(def);
         if (wait) {

@@ -29,6 +29,10 @@ int vm_net_attach(const struct vm_def *def, struct vm_net_attachments *ret, stru
                 snprintf(a.tap[i], sizeof(a.tap[i]), "%s", at.tap);
                 snprintf(a.user_subnet[i], sizeof(a.user_subnet[i]), "%s", at.type == NET_TYPE_USER ? at.user_subnet : "");
                 a.disable_offload[i] = at.disable_offload;
+                if (at.warning[0]) {
+                        size_t used = strlen(a.warning);
+                        snprintf(a.warning + used, sizeof(a.warning) - used, "%s%s", used ? "; " : "", at.warning);
+                }
                 /* QEMU runs in one namespace: every tap must be in it. */
                 if (at.netns[0]) {
                         if (a.netns[0] && !streq(a.netns, at.netns)) {

@@ -13,6 +13,7 @@ struct vm_net_attachments {
         char user_subnet[VM_MAX_NICS][32];
         bool disable_offload[VM_MAX_NICS];
         char netns[64];                            /* where QEMU must run; "" for ours */
+        char warning[512];                         /* the NICs' attach warnings, "; "-joined */
         unsigned n;
 };
 

@@ -461,6 +461,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         }
         memcpy(st.nic_networks, nets.network, sizeof(st.nic_networks));
         snprintf(st.netns, sizeof(st.netns), "%s", nets.netns);
+        snprintf(st.warning, sizeof(st.warning), "%s", nets.warning);
 
         /* QEMU drops to an unprivileged user once it has opened its disks,
          * sockets and taps; files it needs later (screenshots, a new CD)

@@ -46,6 +46,8 @@ struct vm_status {
         char exit_reason[256];        /* for CRASHED: last line of QEMU's log */
         char nic_networks[VM_MAX_NICS][VH_NAME_MAX + 1]; /* vmhost network per NIC, "" if none */
         char netns[64];               /* network namespace QEMU runs in, "" for ours */
+        char warning[512];            /* vm_start only: what will not work as the user may expect
+                                       * (a tagged NIC cut off from its network's DHCP); "" if none */
 };
 
 const char *vm_state_to_string(enum vm_state s);

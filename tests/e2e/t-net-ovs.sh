@@ -177,6 +177,15 @@ attach_boot vc "vmhost.ip=10.82.0.3/24" --vlan 2
 attach_boot ve "vmhost.ip=10.82.0.5/24" --vlan 2
 attach_boot vd "vmhost.ip=10.81.0.61/24" --vlan 1
 [ "$(ovsctl get Port "$TAP_vc" tag)" = 2 ] && pass vlan-tag-set "$TAP_vc tag 2" || fail vlan-tag-set
+# The same warning when a VM's start attaches a tagged NIC.
+if PATH="$E2E_TMP/qemu-$H:$PATH" vh vm create vw --boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" \
+	--vnc none --net sw,vlan=3 >/dev/null && PATH="$E2E_TMP/qemu-$H:$PATH" vh vm start vw >"$E2E_TMP/vw.out" 2>"$E2E_TMP/vw.err" &&
+   grep -q "NIC 0 of vw is in VLAN 3, but the DHCP server and gateway of 'sw' serve only the untagged segment" "$E2E_TMP/vw.err"; then
+	pass vm-start-vlan-warning "$(cat "$E2E_TMP/vw.err")"
+else
+	fail vm-start-vlan-warning "$(cat "$E2E_TMP/vw.out" "$E2E_TMP/vw.err" 2>&1)"
+fi
+vh vm kill vw >/dev/null 2>&1; vh vm delete vw >/dev/null 2>&1
 # DHCP and the gateway are untagged: a tagged NIC is told it gets no address.
 if grep -q "NIC 0 of vc is in VLAN 2, but the DHCP server and gateway of 'sw' serve only the untagged segment" \
 	"$E2E_TMP/attach-vc.err" && [ ! -s "$E2E_TMP/attach-vm1.err" ]; then
