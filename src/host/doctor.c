@@ -730,7 +730,8 @@ static void check_ovs(struct doctor *d) {
 /* ---- Open vSwitch daemons ---- */
 
 /* Sends one JSON-RPC request to the unix socket 'path' and waits, at most
- * 'timeout_ms' in all, for the start of a reply that carries a result. Both
+ * 'timeout_ms' in all, for the start of a JSON-RPC reply (every reply has a
+ * "result" member, null on an error: either way the daemon answered). Both
  * ovsdb-server (method "echo") and ovs-vswitchd's control socket ("version")
  * answer such a request; a listener that accepts but never answers (a hung
  * daemon) is -ETIMEDOUT, not running. */
