@@ -667,6 +667,8 @@ static int bridge_setup(struct nl_conn *nl, const struct net_def *def, struct ne
         return 0;
 }
 
+/* The decision itself sits in ovs.c with the rest of Open vSwitch; this is
+ * its name in net.h, for 'net show' and for start below. */
 enum net_datapath net_datapath_choose(enum net_datapath configured, const char **ret_why) {
         return ovs_choose_datapath(configured, ret_why);
 }
