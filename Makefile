@@ -16,9 +16,11 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
-# Builds the guest, boots the 'demo' VM on an overlay of it and waits
-# until the guest says it is ready.
+# Starts Open vSwitch if it is installed but stopped (no systemd: nothing
+# else does), builds the guest, boots the 'demo' VM on an overlay of it and
+# waits until the guest says it is ready.
 run: build
+	tools/start-services
 	VMHOST=$(VMHOST) tools/demo
 
 # Everything CI runs: -Werror build, unit tests, the same under

@@ -6,8 +6,9 @@
  *    child process, bounded in time. 'vm start --accel auto' uses it to pick
  *    kvm or tcg; host_kvm_probe_cached() keeps the answer for one boot.
  *  - the doctor report: one check per thing vmhost relies on (QEMU, KVM,
- *    nested virtualization, kernel networking, Open vSwitch, nftables,
- *    dnsmasq, ssh), each with a status, a short value and a reason.
+ *    nested virtualization, kernel networking, Open vSwitch (installed and
+ *    its daemons answering), nftables, dnsmasq, ssh), each with a status, a
+ *    short value and a reason.
  *
  * Nothing here prints; 'vmhost doctor' shows the report. */
 #pragma once
@@ -146,7 +147,45 @@ struct host_report {
 struct host_doctor_options {
         struct host_kvm_probe_options kvm;   /* zeroes: the defaults */
         bool store_kvm_cache;                /* refresh the per-boot probe cache */
+        const char *ovs_db;                  /* NULL: unix:OVS_RUNDIR/db.sock */
+        const char *ovs_rundir;              /* NULL: HOST_OVS_RUNDIR (ovs-vswitchd's pid file and socket) */
 };
+
+/* ---- Open vSwitch daemons ----
+ *
+ * Installed is not running: without systemd nothing starts ovsdb-server and
+ * ovs-vswitchd, and every OVS network fails until someone does. The probe
+ * asks each daemon over its unix socket (a JSON-RPC request it must answer
+ * within the timeout); judging the answers is pure so that the unit tests
+ * feed it every combination. */
+
+#define HOST_OVS_RUNDIR "/var/run/openvswitch"
+#define HOST_OVS_TIMEOUT_MS 1000u
+#define HOST_OVS_START_HINT "service openvswitch-switch start"
+
+struct host_ovs_daemons {
+        bool installed;             /* ovsdb-server and ovs-vswitchd are in PATH */
+        bool default_paths;         /* the system's database and run directory, not an override */
+        char db[256];               /* the database remote asked: "unix:PATH" */
+        int db_error;               /* 0: ovsdb-server answered; -ENOENT no socket, -ECONNREFUSED nobody
+                                     * listens, -ETIMEDOUT no answer, -EPROTO not JSON-RPC, -EOPNOTSUPP
+                                     * a tcp:/ssl: remote (not probed) */
+        char rundir[200];
+        int vswitchd_pid;           /* from RUNDIR/ovs-vswitchd.pid, 0 when unread */
+        int vswitchd_error;         /* 0: the process lives and its control socket answered; -ENOENT no
+                                     * pid file, -ESRCH the pid is not running, else as db_error */
+        char vswitchd_ctl[256];     /* the control socket asked, "" when none was found */
+};
+
+/* Fills 'ret' for database 'db' (NULL: unix:RUNDIR/db.sock) and run
+ * directory 'rundir' (NULL: HOST_OVS_RUNDIR), waiting at most 'timeout_ms'
+ * (0: HOST_OVS_TIMEOUT_MS) per daemon. Never fails: what could not be asked
+ * is recorded as an error in 'ret'. */
+void host_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct host_ovs_daemons *ret);
+
+/* The doctor's "ovs-daemons" row from a probe: which daemon is not running,
+ * why, and the command that starts them. */
+void host_ovs_daemons_judge(const struct host_ovs_daemons *s, struct host_check *ret);
 
 /* Runs every check ('opts' may be NULL). The KVM probe runs in a child
  * process while the other checks run. Returns 0 with a report (owned by the

@@ -2,10 +2,12 @@
  * (QEMU, KVM, nested virtualization, networking, tools) and why, as an
  * aligned table or as JSON. The exit status says whether VMs can run. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
 #include "base/macro.h"
+#include "base/strutil.h"
 #include "cli/cli.h"
 #include "vmhost/doctor.h"
 
@@ -16,8 +18,14 @@ static void doctor_usage(FILE *f) {
                 "Shows what this host can do for virtual machines, and why: QEMU and\n"
                 "qemu-img, KVM (probed by running a tiny guest for at most %u ms),\n"
                 "nested virtualization, kernel networking (tun, bridge, veth, vxlan,\n"
-                "netns, nftables), Open vSwitch, dnsmasq and ssh. Each check is ok,\n"
-                "warn, missing or unusable, with the reason.\n"
+                "netns, nftables), Open vSwitch (installed, and whether ovsdb-server\n"
+                "and ovs-vswitchd answer), dnsmasq and ssh. Each check is ok, warn,\n"
+                "missing or unusable, with the reason.\n"
+                "\n"
+                "Environment:\n"
+                "  VMHOST_OVS_DB  the OVS database to ask (unix:PATH), as for 'vmhost net'\n"
+                "  OVS_RUNDIR     OVS's run directory (db.sock, ovs-vswitchd.pid);\n"
+                "                 default /var/run/openvswitch\n"
                 "\n"
                 "Exit status: 0 when VMs can run here (QEMU with a working\n"
                 "accelerator, KVM or TCG), 1 otherwise.\n"
@@ -78,7 +86,14 @@ int cmd_doctor(int argc, char **argv) {
                 }
         }
 
-        struct host_doctor_options opts = { .store_kvm_cache = true };
+        /* The same variables the rest of vmhost and OVS's own tools read:
+         * a private database (tests) is checked instead of the system's. */
+        const char *ovs_db = getenv("VMHOST_OVS_DB"), *ovs_rundir = getenv("OVS_RUNDIR");
+        struct host_doctor_options opts = {
+                .store_kvm_cache = true,
+                .ovs_db = isempty(ovs_db) ? NULL : ovs_db,
+                .ovs_rundir = isempty(ovs_rundir) ? NULL : ovs_rundir,
+        };
         struct host_report *report = NULL;
         struct vh_error err = {};
         int r = host_doctor_run(&opts, &report, &err);

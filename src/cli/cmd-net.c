@@ -385,10 +385,14 @@ static void def_json(struct json_writer *w, const struct net_def *def, const str
                 json_kv_string(w, "mtu_note", st->mtu_why);
         json_kv_string(w, "bridge", def->type == NET_TYPE_USER ? NULL : st->bridge);
         if (def->type == NET_TYPE_OVS) {
+                /* "datapath" is the definition's while stopped (auto, say);
+                 * "datapath_effective" is what runs, or what start would choose. */
+                const char *why = st->datapath_why;
+                enum net_datapath eff = st->running ? st->datapath : net_datapath_choose(def->datapath, &why);
                 json_kv_string(w, "datapath", st->running ? net_datapath_to_string(st->datapath)
                                                           : net_datapath_to_string(def->datapath));
-                if (st->running)
-                        json_kv_string(w, "datapath_note", st->datapath_why);
+                json_kv_string(w, "datapath_effective", net_datapath_to_string(eff));
+                json_kv_string(w, "datapath_note", why);
                 json_kv_bool(w, "disable_offload", st->running && st->datapath == NET_DATAPATH_NETDEV);
         }
         json_kv_string(w, "domain", net_def_domain(def));
@@ -487,8 +491,14 @@ static int net_show_cmd(const char *name, bool json) {
         if (def->type == NET_TYPE_OVS) {
                 if (st.running)
                         printf("datapath:  %s (%s)\n", net_datapath_to_string(st.datapath), st.datapath_why);
-                else
-                        printf("datapath:  %s\n", net_datapath_to_string(def->datapath));
+                else {
+                        const char *why = NULL;
+                        enum net_datapath eff = net_datapath_choose(def->datapath, &why);
+                        if (def->datapath == NET_DATAPATH_AUTO)
+                                printf("datapath:  auto (%s here: %s)\n", net_datapath_to_string(eff), why);
+                        else
+                                printf("datapath:  %s (%s)\n", net_datapath_to_string(eff), why);
+                }
         }
         for (unsigned i = 0; i < def->n_tunnels; i++) {
                 char ifname[NET_IFNAME_MAX + 1] = "";

@@ -7,11 +7,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -57,6 +61,8 @@ struct doctor {
         char qemu_name[48];
         struct host_cpu_info cpu;
         bool cpu_known;
+
+        const char *ovs_db, *ovs_rundir;
 };
 
 const char *host_check_status_to_string(enum host_check_status s) {
@@ -741,6 +747,193 @@ static void check_ovs(struct doctor *d) {
         }
 }
 
+/* ---- Open vSwitch daemons ---- */
+
+/* Sends one JSON-RPC request to the unix socket 'path' and waits, at most
+ * 'timeout_ms' in all, for the start of a JSON-RPC reply (every reply has a
+ * "result" member, null on an error: either way the daemon answered). Both
+ * ovsdb-server (method "echo") and ovs-vswitchd's control socket ("version")
+ * answer such a request; a listener that accepts but never answers (a hung
+ * daemon) is -ETIMEDOUT, not running. */
+static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_ms) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return negative_errno();
+        uint64_t deadline = host_now_ns() + (uint64_t) timeout_ms * 1000000u;
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                if (errno != EINPROGRESS && errno != EAGAIN)
+                        return negative_errno();
+        }
+        size_t len = strlen(request), sent = 0;
+        char reply[512];
+        size_t got = 0;
+        for (;;) {
+                uint64_t now = host_now_ns();
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                struct pollfd p = { .fd = fd, .events = sent < len ? POLLOUT : POLLIN };
+                int k = poll(&p, 1, (int) ((deadline - now + 999999) / 1000000));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return negative_errno();
+                if (k == 0)
+                        return -ETIMEDOUT;
+                if (sent < len) {
+                        ssize_t n = send(fd, request + sent, len - sent, MSG_NOSIGNAL);
+                        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                                continue;
+                        if (n < 0)
+                                return negative_errno();
+                        sent += (size_t) n;
+                        continue;
+                }
+                ssize_t n = recv(fd, reply + got, sizeof(reply) - 1 - got, 0);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        return -EPROTO;
+                got += (size_t) n;
+                reply[got] = '\0';
+                /* The reply's first bytes are enough: {"id":...,"result":...}. */
+                if (strstr(reply, "\"result\""))
+                        return 0;
+                if (reply[0] != '{' || got == sizeof(reply) - 1)
+                        return -EPROTO;
+        }
+}
+
+void host_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct host_ovs_daemons *ret) {
+        struct host_ovs_daemons s = {};
+        if (!timeout_ms)
+                timeout_ms = HOST_OVS_TIMEOUT_MS;
+        snprintf(s.rundir, sizeof(s.rundir), "%s", rundir ? rundir : HOST_OVS_RUNDIR);
+        if (db)
+                snprintf(s.db, sizeof(s.db), "%s%s", startswith(db, "unix:") || strchr(db, ':') ? "" : "unix:", db);
+        else
+                snprintf(s.db, sizeof(s.db), "unix:%s/db.sock", s.rundir);
+
+        s.default_paths = streq(s.rundir, HOST_OVS_RUNDIR) && streq(s.db, "unix:" HOST_OVS_RUNDIR "/db.sock");
+
+        _cleanup_free_ char *server = find_executable("ovsdb-server"), *vswitchd = find_executable("ovs-vswitchd");
+        s.installed = server && vswitchd;
+
+        if (startswith(s.db, "unix:"))
+                s.db_error = jsonrpc_ask(s.db + strlen("unix:"), "{\"method\":\"echo\",\"params\":[],\"id\":0}",
+                                         timeout_ms);
+        else
+                s.db_error = -EOPNOTSUPP;
+
+        char path[sizeof(s.rundir) + 32];
+        _cleanup_free_ char *line = NULL;
+        snprintf(path, sizeof(path), "%s/ovs-vswitchd.pid", s.rundir);
+        long pid = 0;
+        if (read_one_line_file(path, &line) < 0)
+                s.vswitchd_error = -ENOENT;
+        else if (parse_int_range(strstrip(line), 1, INT32_MAX, &pid) < 0)
+                s.vswitchd_error = -EPROTO;
+        else {
+                s.vswitchd_pid = (int) pid;
+                /* A pid file outlives a killed daemon; the process must exist. */
+                if (kill((pid_t) pid, 0) < 0 && errno == ESRCH)
+                        s.vswitchd_error = -ESRCH;
+        }
+        if (s.vswitchd_pid && !s.vswitchd_error) {
+                /* OVS names the control socket after the pid unless --unixctl
+                 * gave it a name; the tests' private daemons use the plain one. */
+                snprintf(s.vswitchd_ctl, sizeof(s.vswitchd_ctl), "%s/ovs-vswitchd.%d.ctl", s.rundir, s.vswitchd_pid);
+                if (!file_exists(s.vswitchd_ctl))
+                        snprintf(s.vswitchd_ctl, sizeof(s.vswitchd_ctl), "%s/ovs-vswitchd.ctl", s.rundir);
+                s.vswitchd_error = jsonrpc_ask(s.vswitchd_ctl, "{\"method\":\"version\",\"params\":[],\"id\":0}",
+                                               timeout_ms);
+        }
+        *ret = s;
+}
+
+/* Why one daemon is not running, for the reason text. */
+static const char *daemon_error_string(int e, char *buf, size_t len) {
+        switch (e) {
+        case -ENOENT: return "no socket";
+        case -ECONNREFUSED: return "nobody listens on the socket";
+        case -ETIMEDOUT: return "no answer within the timeout";
+        case -EPROTO: return "not an Open vSwitch answer";
+        case -ESRCH: return "the pid file names no running process";
+        default: break;
+        }
+        snprintf(buf, len, "%s", strerror(e < 0 ? -e : e));
+        return buf;
+}
+
+void host_ovs_daemons_judge(const struct host_ovs_daemons *s, struct host_check *ret) {
+        struct host_check c = { .status = HOST_CHECK_OK };
+        snprintf(c.name, sizeof(c.name), "ovs-daemons");
+        if (!s->installed) {
+                c.status = HOST_CHECK_MISSING;
+                snprintf(c.value, sizeof(c.value), "not installed");
+                snprintf(c.reason, sizeof(c.reason),
+                         "ovsdb-server and ovs-vswitchd are not installed (install openvswitch-switch)");
+                *ret = c;
+                return;
+        }
+        const char *db_path = startswith(s->db, "unix:") ? s->db + strlen("unix:") : s->db;
+        bool db_ok = s->db_error == 0, db_unknown = s->db_error == -EOPNOTSUPP, sw_ok = s->vswitchd_error == 0;
+        /* Paths are cut at 100 characters so that both halves and the hint
+         * fit the reason (each half at most 120). */
+        char b1[64], b2[64], db_part[200], sw_part[200];
+
+        if (db_ok)
+                snprintf(db_part, sizeof(db_part), "ovsdb-server answers on %.100s", db_path);
+        else if (db_unknown)
+                snprintf(db_part, sizeof(db_part), "database %.100s is not a unix socket (not checked)", s->db);
+        else
+                snprintf(db_part, sizeof(db_part), "ovsdb-server: %.50s (%.100s)", daemon_error_string(s->db_error, b1, sizeof(b1)),
+                         db_path);
+        if (sw_ok)
+                snprintf(sw_part, sizeof(sw_part), "ovs-vswitchd runs (pid %d)", s->vswitchd_pid);
+        else if (s->vswitchd_error == -ENOENT && !s->vswitchd_pid)
+                snprintf(sw_part, sizeof(sw_part), "ovs-vswitchd: no pid file %.100s/ovs-vswitchd.pid", s->rundir);
+        else if (s->vswitchd_error == -ESRCH || s->vswitchd_error == -EPROTO)
+                snprintf(sw_part, sizeof(sw_part), "ovs-vswitchd: %.40s (%.100s/ovs-vswitchd.pid)",
+                         s->vswitchd_error == -EPROTO ? "unreadable pid file"
+                                                      : daemon_error_string(s->vswitchd_error, b2, sizeof(b2)),
+                         s->rundir);
+        else
+                snprintf(sw_part, sizeof(sw_part), "ovs-vswitchd pid %d: control socket %.80s: %.40s", s->vswitchd_pid,
+                         s->vswitchd_ctl, daemon_error_string(s->vswitchd_error, b2, sizeof(b2)));
+
+        if ((db_ok || db_unknown) && sw_ok) {
+                c.status = db_ok ? HOST_CHECK_OK : HOST_CHECK_WARN;
+                snprintf(c.value, sizeof(c.value), "running");
+                snprintf(c.reason, sizeof(c.reason), "%.120s; %.120s", db_part, sw_part);
+                *ret = c;
+                return;
+        }
+        c.status = HOST_CHECK_UNUSABLE;
+        snprintf(c.value, sizeof(c.value), "%s",
+                 !db_ok && !db_unknown && !sw_ok ? "not running"
+                 : !sw_ok                        ? "ovs-vswitchd not running"
+                                                 : "ovsdb-server not running");
+        /* The system's daemons have a start command; an override (a test's
+         * private database) is whoever started it. */
+        snprintf(c.reason, sizeof(c.reason), "%.120s; %.120s; OVS networks fail until %s", db_part, sw_part,
+                 s->default_paths ? "they run: " HOST_OVS_START_HINT : "the daemons for this database run");
+        *ret = c;
+}
+
+static void check_ovs_daemons(struct doctor *d) {
+        struct host_ovs_daemons s;
+        host_ovs_daemons_probe(d->ovs_db, d->ovs_rundir, 0, &s);
+        struct host_check *c = check_add(d, SECTION_NET, "ovs-daemons", HOST_CHECK_OK, "%s", "");
+        if (c)
+                host_ovs_daemons_judge(&s, c);
+}
+
 static void check_tool(struct doctor *d, const char *name, const char *tool, const char *arg,
                        const char *purpose, const char *package) {
         struct host_version v;
@@ -794,7 +987,10 @@ static void sort_sections(struct doctor *d) {
 
 int host_doctor_run(const struct host_doctor_options *opts, struct host_report **ret_report, struct vh_error *err) {
         uint64_t t0 = host_now_ns();
-        struct doctor d = {};
+        struct doctor d = {
+                .ovs_db = opts ? opts->ovs_db : NULL,
+                .ovs_rundir = opts ? opts->ovs_rundir : NULL,
+        };
         d.report = calloc(1, sizeof(*d.report));
         if (!d.report)
                 return vh_error_set(err, -ENOMEM, "Out of memory");
@@ -819,6 +1015,7 @@ int host_doctor_run(const struct host_doctor_options *opts, struct host_report *
         check_netns(&d);
         check_nftables(&d);
         check_ovs(&d);
+        check_ovs_daemons(&d);
         check_tools(&d);
 
         r = host_kvm_probe_finish(&job, &d.report->kvm, err);

@@ -165,6 +165,25 @@ static bool ovs_db_is_valid(const char *s) {
         return true;
 }
 
+/* Every key a network definition may hold: net_def_set() refuses any
+ * other, and the unit tests compare this list with docs/networks.md. */
+static const char *const net_def_key_names[] = {
+        "name", "type", "subnet", "gateway", "dhcp", "nat", "nat-interface", "mtu", "bridge", "ovs-db",
+        "datapath", "domain", "tunnel", "uplink-port", "uplink-host-ip", "uplink-gateway",
+};
+
+const char *const *net_def_keys(size_t *ret_n) {
+        *ret_n = ELEMENTSOF(net_def_key_names);
+        return net_def_key_names;
+}
+
+static bool net_def_key_known(const char *key) {
+        for (size_t i = 0; i < ELEMENTSOF(net_def_key_names); i++)
+                if (streq(key, net_def_key_names[i]))
+                        return true;
+        return false;
+}
+
 static int apply_key(struct net_def *def, const char *key, const char *value, char *why, size_t why_len) {
         if (streq(key, "name")) {
                 if (!name_is_valid(value)) {
@@ -317,6 +336,8 @@ static int apply_key(struct net_def *def, const char *key, const char *value, ch
 }
 
 int net_def_set(struct net_def *def, const char *key, const char *value, struct vh_error *err) {
+        if (!net_def_key_known(key))
+                return vh_error_set(err, -EINVAL, "unknown key '%.100s'", key);
         char why[VH_ERROR_MAX - 64] = "";
         int r = apply_key(def, key, value, why, sizeof(why));
         if (r == -ENOMEM)

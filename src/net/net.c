@@ -728,6 +728,12 @@ static int bridge_setup(struct nl_conn *nl, const struct net_def *def, struct ne
         return 0;
 }
 
+/* The decision itself sits in ovs.c with the rest of Open vSwitch; this is
+ * its name in net.h, for 'net show' and for start below. */
+enum net_datapath net_datapath_choose(enum net_datapath configured, const char **ret_why) {
+        return ovs_choose_datapath(configured, ret_why);
+}
+
 static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, struct nl_link *ret_link,
                      struct vh_error *err) {
         const char *db = net_runtime_ovs_db(def, rt);
@@ -736,7 +742,7 @@ static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_r
         if (r < 0)
                 return r;
         const char *why = NULL;
-        rt->datapath = ovs_choose_datapath(def->datapath, &why);
+        rt->datapath = net_datapath_choose(def->datapath, &why);
         snprintf(rt->datapath_why, sizeof(rt->datapath_why), "%s", why);
 
         struct strv argv = {};

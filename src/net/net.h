@@ -108,6 +108,13 @@ struct net_status {
 };
 int net_get_status(const char *name, struct net_status *ret, struct vh_error *err);
 
+/* The datapath an OVS network gets when it starts on this host now: the
+ * configured one ("as configured"), or for auto what start would choose
+ * (system when the openvswitch kernel module is there, else netdev) and why.
+ * Changes nothing, so 'net show' of a stopped network can say it; 'net
+ * start' uses the same answer. 'ret_why' (may be NULL) is a static string. */
+enum net_datapath net_datapath_choose(enum net_datapath configured, const char **ret_why);
+
 /* Brings the network up (idempotent). A start that fails half-way removes
  * what it made. ret may be NULL. */
 int net_start(const char *name, struct net_status *ret, struct vh_error *err);

@@ -237,6 +237,8 @@ enum net_datapath ovs_choose_datapath(enum net_datapath requested, const char **
                         *ret_why = "as configured";
                 return requested;
         }
+        /* Only asks the kernel (one generic netlink lookup): 'net show' calls
+         * this for a stopped network, so it must not load modules or touch OVS. */
         int r = nl_genl_family_exists("ovs_datapath");
         if (r > 0) {
                 if (ret_why)
@@ -244,6 +246,7 @@ enum net_datapath ovs_choose_datapath(enum net_datapath requested, const char **
                 return NET_DATAPATH_SYSTEM;
         }
         if (ret_why)
-                *ret_why = "no openvswitch kernel datapath on this host: using the userspace datapath";
+                *ret_why = r < 0 ? "the kernel did not say whether it has the openvswitch datapath"
+                                 : "no openvswitch kernel datapath on this host";
         return NET_DATAPATH_NETDEV;
 }

@@ -62,5 +62,6 @@ int ovs_bridge_exists(const char *db, const char *bridge);
 
 /* The datapath to use: 'requested' unless auto; auto picks system when the
  * kernel module (generic netlink family ovs_datapath) is there, else netdev.
- * ret_why explains the choice for the user. */
+ * ret_why explains the choice for the user. No side effects (see
+ * net_datapath_choose(), its public face). */
 enum net_datapath ovs_choose_datapath(enum net_datapath requested, const char **ret_why);

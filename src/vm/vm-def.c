@@ -260,6 +260,26 @@ bool vm_vnc_host_is_loopback(const char *host) {
         return (startswith(host, "127.") && ipv4_is_valid(host)) || streq(host, "localhost") || streq(host, "[::1]");
 }
 
+/* Every key vm.conf may hold: vm_def_set() refuses any other, so a key
+ * handled in apply_key() but missing here cannot be used, and the unit
+ * tests compare this list with docs/vm-definition.md (both ways). */
+static const char *const vm_def_key_names[] = {
+        "name", "cpus", "memory", "accel", "cpu", "boot", "disk", "disk-format", "base", "cdrom",
+        "kernel", "initrd", "append", "id", "nic", "vnc", "forward", "localtime",
+};
+
+const char *const *vm_def_keys(size_t *ret_n) {
+        *ret_n = ELEMENTSOF(vm_def_key_names);
+        return vm_def_key_names;
+}
+
+static bool vm_def_key_known(const char *key) {
+        for (size_t i = 0; i < ELEMENTSOF(vm_def_key_names); i++)
+                if (streq(key, vm_def_key_names[i]))
+                        return true;
+        return false;
+}
+
 /* Applies one key; on a bad value returns -EINVAL with the reason in 'why'. */
 static int apply_key(struct vm_def *def, const char *key, const char *value, char *why, size_t why_len) {
         if (streq(key, "name")) {
@@ -410,6 +430,8 @@ static int apply_key(struct vm_def *def, const char *key, const char *value, cha
 }
 
 int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err) {
+        if (!vm_def_key_known(key))
+                return vh_error_set(err, -EINVAL, "unknown key '%.100s'", key);
         char why[VH_ERROR_MAX - 64] = "";
         int r = apply_key(def, key, value, why, sizeof(why));
         if (r == -ENOMEM)

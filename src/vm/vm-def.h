@@ -109,6 +109,8 @@ int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, stru
  * says what is wrong with the value. Whole-definition checks are left to
  * vm_def_validate(). */
 int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err);
+/* The keys vm.conf may hold (what vm_def_set() accepts), 'ret_n' of them. */
+const char *const *vm_def_keys(size_t *ret_n);
 /* Formats a definition as the text vm_def_parse() reads back. */
 char *vm_def_format(const struct vm_def *def);
 /* The disk format a VM records: 'probed' (what the image engine read from

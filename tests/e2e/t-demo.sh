@@ -2,8 +2,10 @@
 # The README's first command in a private vmhost home: tools/demo makes the
 # VM 'demo' as an overlay on the guest disk (created by vmhost's own image
 # code), boots it through the disk's bootloader with user-mode NAT and a
-# forwarded port, and waits for the ready line. Then: the forwarded port
-# reaches the guest's TCP service, the overlay is what QEMU expects.
+# forwarded port, and waits for the ready line. Then: the command it prints
+# for the guest's TCP service works here, the README's quote of its output
+# is true, the forwarded port reaches the guest's TCP service, the overlay
+# is what QEMU expects.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -24,8 +26,36 @@ fi
 cat "$E2E_TMP/demo.out"
 
 grep -q "vm console demo" "$E2E_TMP/demo.out" && grep -q "vm stop demo" "$E2E_TMP/demo.out" &&
-	grep -qE "nc 127.0.0.1 [0-9]+" "$E2E_TMP/demo.out" && pass demo-prints-how-to-reach ||
+	grep -qE "^  guest service:  .*127\.0\.0\.1.*[0-9]+" "$E2E_TMP/demo.out" && pass demo-prints-how-to-reach ||
 	fail demo-prints-how-to-reach
+
+# The hint for the guest service is a command that works on this machine:
+# run as printed, it shows the guest's greeting.
+reach=$(sed -n 's/^  guest service:  \(.*[^ ]\)      (user-mode NAT.*/\1/p' "$E2E_TMP/demo.out")
+if [ -n "$reach" ] && out=$(timeout 20 bash -c "$reach" </dev/null 2>&1) && grep -qE '^vmhost-guest [^ ]+ hello$' <<<"$out"; then
+	pass demo-hint-works "'$reach' -> '$out'"
+else
+	fail demo-hint-works "'$reach' -> '${out:-}'"
+fi
+# The README quotes the demo's last lines (PORT for the port number, the
+# build's path for vmhost): each must be what the demo printed. The guest
+# service line names nc, which deps/packages.txt installs; without it the
+# demo names another client (checked just above).
+sed -n "/^The VM 'demo' is running.\$/,/^\`\`\`\$/p" "$here/../../README.md" | sed '$d' >"$E2E_TMP/readme.lines"
+missing=()
+while IFS= read -r line; do
+	case $line in *"guest service:  nc "*) command -v nc >/dev/null || continue ;; esac
+	line=${line//build\/src\/cli\/vmhost/$VMHOST}
+	port_re='[0-9]+'
+	pat=$(printf '%s' "$line" | sed -e 's/[][\.*^$()|+?{}]/\\&/g')
+	pat=${pat//PORT/$port_re}
+	grep -qxE -- "$pat" "$E2E_TMP/demo.out" || missing+=("$line")
+done <"$E2E_TMP/readme.lines"
+if [ "$(wc -l <"$E2E_TMP/readme.lines")" -ge 4 ] && [ ${#missing[@]} -eq 0 ]; then
+	pass readme-output-true "$(wc -l <"$E2E_TMP/readme.lines") lines of README.md found in the demo's output"
+else
+	fail readme-output-true "not printed: ${missing[*]:-} (README lines: $(wc -l <"$E2E_TMP/readme.lines"))"
+fi
 
 port=$(vm_json demo forwards 0 host-port)
 if line=$(tcp_read_line 127.0.0.1 "$port" 30); then

@@ -5,6 +5,7 @@
 #     vmhost network, a NAT uplink that does not exist, bad values, a
 #     hand-edited definition with a bad line (file:line in the message)
 #   - list/show --json; a user-mode network needs nothing on the host
+#   - show of a stopped OVS network says what datapath auto chooses here
 #   - eight NICs attached at once from parallel commands (the lock) all get
 #     their tap and DHCP reservation, with one dnsmasq that re-reads its
 #     hosts file (never restarted); detached in parallel, nothing is left
@@ -98,6 +99,35 @@ echo "mtu = lots" >>"$VMHOST_HOME/networks/a.conf"
 line=$(wc -l <"$VMHOST_HOME/networks/a.conf")
 expect_error bad-conf-line "a.conf:$line: mtu must be a number 576..9000, not 'lots'" vh net show a
 cp "$E2E_TMP/a.conf.good" "$VMHOST_HOME/networks/a.conf"
+
+# A stopped OVS network: show says what datapath auto means on this host
+# (the same choice 'net start' makes; no kernel module here: netdev). The
+# definitions are written by hand: 'create' would need a running OVS.
+if [ -e /sys/module/openvswitch ]; then dp=system why='the openvswitch kernel module is loaded'
+else dp=netdev why='no openvswitch kernel datapath on this host'; fi
+printf 'name = o\ntype = ovs\nsubnet = 10.205.0.0/24\n' >"$VMHOST_HOME/networks/o.conf"
+printf 'name = o2\ntype = ovs\nsubnet = 10.206.0.0/24\ndatapath = system\n' >"$VMHOST_HOME/networks/o2.conf"
+if out=$(vh net show o) && grep -qx "datapath:  auto ($dp here: $why)" <<<"$out"; then
+	pass show-datapath-auto "$(grep datapath: <<<"$out")"
+else
+	fail show-datapath-auto "$out"
+fi
+if out=$(vh net show o --json) && python3 -c '
+import json, sys
+n = json.load(sys.stdin)
+assert n["state"] == "stopped" and n["datapath"] == "auto", n
+assert n["datapath_effective"] == sys.argv[1] and n["datapath_note"] == sys.argv[2], n' "$dp" "$why" <<<"$out"; then
+	pass show-datapath-auto-json "datapath auto, datapath_effective $dp"
+else
+	fail show-datapath-auto-json "$out"
+fi
+if out=$(vh net show o2) && grep -qx 'datapath:  system (as configured)' <<<"$out" &&
+   vh net show o2 --json | grep -q '"datapath_effective": *"system"'; then
+	pass show-datapath-configured "$(grep datapath: <<<"$out")"
+else
+	fail show-datapath-configured "$out"
+fi
+rm -f "$VMHOST_HOME/networks/o.conf" "$VMHOST_HOME/networks/o2.conf"
 
 # ------------------------------------------------------------------ parallel attach
 vh net create par --type bridge --subnet 10.204.0.0/24 --dhcp >/dev/null || fail create-par

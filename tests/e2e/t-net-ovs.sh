@@ -2,7 +2,8 @@
 # tests/e2e/t-net-ovs.sh: a vmhost Open vSwitch network end to end, in a
 # network namespace with its own ovsdb-server and ovs-vswitchd (no kernel
 # datapath here, so vmhost must pick the userspace one and say so):
-#   - create/start reports datapath netdev; the gateway sits on the
+#   - show before start says auto means netdev here, and start reports
+#     datapath netdev with the same reason; the gateway sits on the
 #     bridge's internal port; attach says to turn checksum offload off
 #   - two TCG guests get DHCP leases from dnsmasq, reach the gateway port
 #     and each other over TCP (TCP, not ping: the checksum-offload trap)
@@ -127,7 +128,13 @@ else
 	fail create "$out"; e2e_finish
 fi
 unset VMHOST_OVS_DB
-if out=$(vh net start sw 2>&1) && grep -q 'datapath netdev: no openvswitch kernel datapath' <<<"$out"; then
+# Stopped, show says what auto will choose; start must then choose that.
+if out=$(vh net show sw 2>&1) && grep -qx 'datapath:  auto (netdev here: no openvswitch kernel datapath on this host)' <<<"$out"; then
+	pass show-datapath-before-start "$(grep datapath: <<<"$out")"
+else
+	fail show-datapath-before-start "$out"
+fi
+if out=$(vh net start sw 2>&1) && grep -qx 'datapath netdev: no openvswitch kernel datapath on this host' <<<"$out"; then
 	pass start-datapath-reported "$(tr '\n' ' ' <<<"$out")"
 else
 	fail start-datapath-reported "$out"

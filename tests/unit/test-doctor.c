@@ -5,6 +5,10 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -675,4 +679,205 @@ TEST(doctor_report_json) {
         free(json);
         host_report_free(r);
         CHECK(host_report_free(NULL) == NULL);
+}
+
+/* ---- Open vSwitch daemons ---- */
+
+TEST(doctor_ovs_daemons_judge_table) {
+        static const struct {
+                bool installed, default_paths;
+                int db_error, vswitchd_pid, vswitchd_error;
+                enum host_check_status status;
+                const char *value, *reason;
+        } cases[] = {
+                { true, true, 0, 42, 0, HOST_CHECK_OK, "running",
+                  "ovsdb-server answers on /var/run/openvswitch/db.sock; ovs-vswitchd runs (pid 42)" },
+                { true, true, -ENOENT, 0, -ENOENT, HOST_CHECK_UNUSABLE, "not running",
+                  "ovsdb-server: no socket (/var/run/openvswitch/db.sock); ovs-vswitchd: no pid file "
+                  "/var/run/openvswitch/ovs-vswitchd.pid; OVS networks fail until they run: service openvswitch-switch start" },
+                { true, true, 0, 0, -ENOENT, HOST_CHECK_UNUSABLE, "ovs-vswitchd not running",
+                  "ovsdb-server answers on /var/run/openvswitch/db.sock; ovs-vswitchd: no pid file "
+                  "/var/run/openvswitch/ovs-vswitchd.pid; OVS networks fail until they run: service openvswitch-switch start" },
+                /* A pid file left by a killed daemon. */
+                { true, true, 0, 4242, -ESRCH, HOST_CHECK_UNUSABLE, "ovs-vswitchd not running",
+                  "ovsdb-server answers on /var/run/openvswitch/db.sock; ovs-vswitchd: the pid file names no running "
+                  "process (/var/run/openvswitch/ovs-vswitchd.pid); OVS networks fail until they run: service "
+                  "openvswitch-switch start" },
+                { true, true, -ECONNREFUSED, 7, 0, HOST_CHECK_UNUSABLE, "ovsdb-server not running",
+                  "ovsdb-server: nobody listens on the socket (/var/run/openvswitch/db.sock); ovs-vswitchd runs (pid 7); "
+                  "OVS networks fail until they run: service openvswitch-switch start" },
+                /* A hung daemon accepts but does not answer: not running either. */
+                { true, true, -ETIMEDOUT, 7, -ETIMEDOUT, HOST_CHECK_UNUSABLE, "not running",
+                  "ovsdb-server: no answer within the timeout (/var/run/openvswitch/db.sock); ovs-vswitchd pid 7: control "
+                  "socket /var/run/openvswitch/ovs-vswitchd.7.ctl: no answer within the timeout; OVS networks fail until "
+                  "they run: service openvswitch-switch start" },
+                /* An override (a test's private database): no system start command. */
+                { true, false, -ENOENT, 0, -ENOENT, HOST_CHECK_UNUSABLE, "not running",
+                  "ovsdb-server: no socket (/var/run/openvswitch/db.sock); ovs-vswitchd: no pid file "
+                  "/var/run/openvswitch/ovs-vswitchd.pid; OVS networks fail until the daemons for this database run" },
+                /* A tcp: remote is not probed: the row says so and warns. */
+                { true, false, -EOPNOTSUPP, 7, 0, HOST_CHECK_WARN, "running", NULL },
+                { false, true, -ENOENT, 0, -ENOENT, HOST_CHECK_MISSING, "not installed",
+                  "ovsdb-server and ovs-vswitchd are not installed (install openvswitch-switch)" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct host_ovs_daemons s = {
+                        .installed = cases[i].installed,
+                        .default_paths = cases[i].default_paths,
+                        .db_error = cases[i].db_error,
+                        .vswitchd_pid = cases[i].vswitchd_pid,
+                        .vswitchd_error = cases[i].vswitchd_error,
+                };
+                snprintf(s.rundir, sizeof(s.rundir), "%s", HOST_OVS_RUNDIR);
+                snprintf(s.db, sizeof(s.db), cases[i].db_error == -EOPNOTSUPP ? "tcp:192.0.2.1:6640" : "unix:%s/db.sock",
+                         HOST_OVS_RUNDIR);
+                if (s.vswitchd_pid)
+                        snprintf(s.vswitchd_ctl, sizeof(s.vswitchd_ctl), "%s/ovs-vswitchd.%d.ctl", HOST_OVS_RUNDIR,
+                                 s.vswitchd_pid);
+                struct host_check c;
+                host_ovs_daemons_judge(&s, &c);
+                CHECK_STREQ(c.name, "ovs-daemons");
+                if (c.status != cases[i].status)
+                        test_fail(__FILE__, __LINE__, "case %zu: status %s, want %s", i, host_check_status_to_string(c.status),
+                                  host_check_status_to_string(cases[i].status));
+                CHECK_STREQ(c.value, cases[i].value);
+                if (cases[i].reason)
+                        CHECK_STREQ(c.reason, cases[i].reason);
+                else
+                        CHECK(strstr(c.reason, "database tcp:192.0.2.1:6640 is not a unix socket (not checked)"));
+        }
+}
+
+/* A unix socket at 'path' that listens; with 'reply', a child answers one
+ * connection with it (after reading the request) and exits. Returns the
+ * listening fd (the parent keeps it open) and the child's pid in ret_pid. */
+static int ovs_fake_listen(const char *path, const char *reply, pid_t *ret_pid) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+                test_fail(__FILE__, __LINE__, "cannot listen on %s", path);
+                if (fd >= 0)
+                        close(fd);
+                return -1;
+        }
+        *ret_pid = 0;
+        if (!reply)
+                return fd;
+        pid_t pid = fork();
+        if (pid == 0) {
+                int c = accept(fd, NULL, NULL);
+                char buf[256];
+                if (c >= 0 && read(c, buf, sizeof(buf)) > 0 && write(c, reply, strlen(reply)) < 0)
+                        _exit(1);
+                _exit(0);
+        }
+        *ret_pid = pid;
+        return fd;
+}
+
+static void write_text(const char *path, const char *text) {
+        FILE *f = fopen(path, "w");
+        CHECK(f != NULL);
+        if (f) {
+                fputs(text, f);
+                fclose(f);
+        }
+}
+
+TEST(doctor_ovs_daemons_probe) {
+        char dir[256], db[300], pidfile[300], ctl[300], text[32];
+        snprintf(dir, sizeof(dir), "%s/ovs", test_tmpdir());
+        CHECK(mkdir(dir, 0700) == 0);
+        snprintf(db, sizeof(db), "%s/db.sock", dir);
+        snprintf(pidfile, sizeof(pidfile), "%s/ovs-vswitchd.pid", dir);
+        struct host_ovs_daemons s;
+
+        /* Nothing there. */
+        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        CHECK_EQ_INT(s.db_error, -ENOENT);
+        CHECK_EQ_INT(s.vswitchd_error, -ENOENT);
+        CHECK(!s.default_paths);
+        CHECK(strstr(s.db, "unix:") == s.db && strstr(s.db, "/ovs/db.sock"));
+
+        /* A socket file nobody listens on (a daemon that was killed). */
+        {
+                pid_t none;
+                int fd = ovs_fake_listen(db, NULL, &none);
+                if (fd >= 0)
+                        close(fd);
+                host_ovs_daemons_probe(NULL, dir, 200, &s);
+                CHECK_EQ_INT(s.db_error, -ECONNREFUSED);
+                unlink(db);
+        }
+
+        /* Listening, never answering: bounded by the timeout. */
+        pid_t child;
+        int fd = ovs_fake_listen(db, NULL, &child);
+        uint64_t t0 = host_now_ns();
+        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        uint64_t ms = (host_now_ns() - t0) / 1000000;
+        CHECK_EQ_INT(s.db_error, -ETIMEDOUT);
+        CHECK(ms >= 150 && ms < 2000);
+        if (fd >= 0)
+                close(fd);
+        unlink(db);
+
+        /* An answer that is not JSON-RPC. */
+        fd = ovs_fake_listen(db, "HTTP/1.0 400 Bad Request\r\n\r\n", &child);
+        host_ovs_daemons_probe(NULL, dir, 1000, &s);
+        CHECK_EQ_INT(s.db_error, -EPROTO);
+        if (child > 0)
+                waitpid(child, NULL, 0);
+        if (fd >= 0)
+                close(fd);
+        unlink(db);
+
+        /* ovsdb-server's answer to echo; the database named by its remote. */
+        fd = ovs_fake_listen(db, "{\"id\":0,\"result\":[],\"error\":null}", &child);
+        char remote[320];
+        snprintf(remote, sizeof(remote), "unix:%s", db);
+        host_ovs_daemons_probe(remote, dir, 1000, &s);
+        CHECK_EQ_INT(s.db_error, 0);
+        CHECK_STREQ(s.db, remote);
+        if (child > 0)
+                waitpid(child, NULL, 0);
+        if (fd >= 0)
+                close(fd);
+
+        /* A pid file that is not a pid, then one naming a process that exited. */
+        write_text(pidfile, "garbage\n");
+        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        CHECK_EQ_INT(s.vswitchd_error, -EPROTO);
+        pid_t gone = fork();
+        if (gone == 0)
+                _exit(0);
+        waitpid(gone, NULL, 0);
+        snprintf(text, sizeof(text), "%d\n", (int) gone);
+        write_text(pidfile, text);
+        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        CHECK_EQ_INT(s.vswitchd_pid, gone);
+        CHECK_EQ_INT(s.vswitchd_error, -ESRCH);
+
+        /* A live process (this one) without a control socket, then with the
+         * socket OVS names after the pid, answering "version". */
+        snprintf(text, sizeof(text), "%d\n", (int) getpid());
+        write_text(pidfile, text);
+        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        CHECK_EQ_INT(s.vswitchd_pid, getpid());
+        CHECK_EQ_INT(s.vswitchd_error, -ENOENT);
+        snprintf(ctl, sizeof(ctl), "%s/ovs-vswitchd.%d.ctl", dir, (int) getpid());
+        fd = ovs_fake_listen(ctl, "{\"id\":0,\"result\":\"ovs-vswitchd (Open vSwitch) 3.1.0\\n\",\"error\":null}", &child);
+        host_ovs_daemons_probe(NULL, dir, 1000, &s);
+        CHECK_EQ_INT(s.vswitchd_error, 0);
+        CHECK_STREQ(s.vswitchd_ctl, ctl);
+        if (child > 0)
+                waitpid(child, NULL, 0);
+        if (fd >= 0)
+                close(fd);
+
+        /* The defaults are the system's paths. */
+        host_ovs_daemons_probe(NULL, NULL, 200, &s);
+        CHECK(s.default_paths);
+        CHECK_STREQ(s.db, "unix:/var/run/openvswitch/db.sock");
 }
