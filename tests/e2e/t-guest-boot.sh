@@ -65,7 +65,7 @@ if python3 - "$GDIR" <<'EOF'
 import json, os, sys
 d = sys.argv[1]
 m = json.load(open(os.path.join(d, 'manifest.json')))
-assert m['cmdline'] == 'console=ttyS0 quiet panic=-1 vmhost.net=dhcp vmhost.tcp=7777', m['cmdline']
+assert m['cmdline'] == 'console=ttyS0 quiet panic=-1 no_timer_check vmhost.net=dhcp vmhost.tcp=7777', m['cmdline']
 assert m['kernel_version'] and m['ready_prefix'] == 'VMHOST-READY '
 for key in ('kernel', 'initrd', 'disk', 'iso'):
     a = m['artifacts'][key]
@@ -111,7 +111,7 @@ one_ready() {
 
 # (a) direct kernel boot, static address, console round trip
 if boot direct -kernel "$GDIR/vmlinuz" -initrd "$GDIR/initrd.img" \
-	-append "console=ttyS0 quiet panic=-1 vmhost.name=direct vmhost.ip=10.0.2.15/24 vmhost.gw=10.0.2.2" \
+	-append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=direct vmhost.ip=10.0.2.15/24 vmhost.gw=10.0.2.2" \
 	-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0; then
 	if grep -q 'name=direct ip=10.0.2.15 ' <<<"$READY"; then pass direct-static-ip; else fail direct-static-ip "$READY"; fi
 	t=$(e2e_now)
@@ -147,7 +147,7 @@ if boot disk -drive file="$GDIR/disk.qcow2",format=qcow2,if=virtio,snapshot=on -
 		fail disk-tcp-hello "expected 'vmhost-guest guest hello', got '${out:-}'"
 	fi
 	if out=$(serial_cmd "$E2E_TMP/disk.sock" 20 'cat /proc/cmdline') &&
-	   grep -q 'console=ttyS0 quiet panic=-1 vmhost.net=dhcp vmhost.tcp=7777' <<<"$out"; then
+	   grep -q 'console=ttyS0 quiet panic=-1 no_timer_check vmhost.net=dhcp vmhost.tcp=7777' <<<"$out"; then
 		pass disk-cmdline
 	else
 		fail disk-cmdline "${out:-}"
@@ -168,7 +168,7 @@ fi
 
 # (d) counter mode
 if boot counter -kernel "$GDIR/vmlinuz" -initrd "$GDIR/initrd.img" \
-	-append "console=ttyS0 quiet panic=-1 vmhost.name=counter vmhost.counter=1"; then
+	-append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=counter vmhost.counter=1"; then
 	if wait_for_line "$E2E_TMP/counter.log" '^CNT 15' 30 "$QEMU_PID" >/dev/null; then
 		if seq_out=$(grep -aoE '^CNT [0-9]+' "$E2E_TMP/counter.log" | awk '
 			{ n = $2 + 0; if (NR > 1 && n != prev + 1) bad++; prev = n; cnt++ }

@@ -47,7 +47,7 @@ chmod +x "$E2E_TMP/qemu-$H/qemu-system-x86_64"
 boot() {
 	local name=$1 tap=$2 mac=$3 extra=${4:-}
 	PATH="$E2E_TMP/qemu-$H:$PATH" qemu_start "$name" -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initrd.img" \
-		-append "console=ttyS0 quiet panic=-1 vmhost.name=$name vmhost.net=dhcp vmhost.tcp=7777" \
+		-append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=$name vmhost.net=dhcp vmhost.tcp=7777" \
 		-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac$extra"
 	eval "PID_$name=$QEMU_PID"
 }

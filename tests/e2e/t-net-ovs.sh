@@ -71,7 +71,7 @@ attach_boot() {
 	tap=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["tap"])' <<<"$att")
 	off=$(python3 -c 'import json,sys; print("yes" if json.load(sys.stdin)["disable_offload"] else "")' <<<"$att")
 	PATH="$E2E_TMP/qemu-$H:$PATH" qemu_start "$name" -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initrd.img" \
-		-append "console=ttyS0 quiet panic=-1 vmhost.name=$name vmhost.tcp=7777 $append" \
+		-append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=$name vmhost.tcp=7777 $append" \
 		-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" \
 		-device "virtio-net-pci,netdev=n0,mac=$mac${off:+,csum=off,guest_csum=off}"
 	eval "PID_$name=$QEMU_PID TAP_$name=$tap"

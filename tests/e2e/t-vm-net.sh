@@ -25,8 +25,8 @@ trap 'rc=$?; cleanup_ns; (exit $rc); e2e_cleanup' EXIT
 
 KARGS=(--boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" --vnc none)
 vh net create lan --type bridge --subnet 10.62.0.0/24 --dhcp >/dev/null && pass net-create || fail net-create
-vh vm create a1 "${KARGS[@]}" --net lan --append "console=ttyS0 quiet panic=-1 vmhost.name=a1 vmhost.net=dhcp" >/dev/null &&
-	vh vm create a2 "${KARGS[@]}" --net lan,ip=10.62.0.77 --append "console=ttyS0 quiet panic=-1 vmhost.name=a2 vmhost.net=dhcp" >/dev/null &&
+vh vm create a1 "${KARGS[@]}" --net lan --append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=a1 vmhost.net=dhcp" >/dev/null &&
+	vh vm create a2 "${KARGS[@]}" --net lan,ip=10.62.0.77 --append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=a2 vmhost.net=dhcp" >/dev/null &&
 	pass vm-create-on-network || fail vm-create-on-network
 
 vh vm start a1 >/dev/null && vh vm start a2 >/dev/null && pass start-both || fail start-both

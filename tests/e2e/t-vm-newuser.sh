@@ -174,8 +174,8 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v dnsmasq >/dev/nu
 	trap 'rc=$?; for n in b1 b2; do vh vm stop $n --timeout 5 >/dev/null 2>&1; done; vh net delete nu >/dev/null 2>&1;
 		ip netns del "$H" 2>/dev/null; vmhost_cleanup_vms; (exit $rc); e2e_cleanup' EXIT
 	vh net create nu --type bridge --subnet 10.63.0.0/24 --dhcp >/dev/null || fail net-create-nu
-	vh vm create b1 "${KARGS[@]}" --net nu --append "console=ttyS0 quiet panic=-1 vmhost.name=b1 vmhost.net=dhcp" >/dev/null &&
-		vh vm create b2 "${KARGS[@]}" --net nu,ip=10.63.0.77 --append "console=ttyS0 quiet panic=-1 vmhost.name=b2 vmhost.net=none" >/dev/null &&
+	vh vm create b1 "${KARGS[@]}" --net nu --append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=b1 vmhost.net=dhcp" >/dev/null &&
+		vh vm create b2 "${KARGS[@]}" --net nu,ip=10.63.0.77 --append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=b2 vmhost.net=none" >/dev/null &&
 		vh vm start b1 >/dev/null && vh vm start b2 >/dev/null && pass bridge-vms-start || fail bridge-vms-start
 	w1=$(wait_for_line "$VMHOST_HOME/vms/b1/serial.log" "VMHOST-READY" 120) && wait_for_line "$VMHOST_HOME/vms/b2/serial.log" "VMHOST-READY" 120 >/dev/null ||
 		fail bridge-vms-ready "$w1"
