@@ -451,9 +451,10 @@ static int open_disk_layers(const struct vm_def *def, struct vm_launch_files *f,
         /* No locks: QEMU takes its own on the descriptors. */
         struct vh_image_open_options o = { .format = fmt, .flags = VH_IMAGE_OPEN_FORCE_SHARE };
         _cleanup_(vh_image_freep) struct vh_image *img = NULL;
-        int r = vh_image_open(def->disk, &o, &img, err);
+        struct vh_error why = {};
+        int r = vh_image_open(def->disk, &o, &img, &why);
         if (r < 0)
-                return r;
+                return vh_error_set(err, r, "Cannot open the disk of VM %s: %s", def->name, vh_error_message(&why, r));
         for (const struct vh_image *cur = img; cur; cur = vh_image_backing(cur)) {
                 if (f->n_disk_layers == VM_MAX_DISK_LAYERS)
                         return vh_error_set(err, -ELOOP, "The disk of VM %s has more than %d backing files", def->name,
