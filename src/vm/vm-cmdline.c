@@ -5,11 +5,14 @@
  * caller creates them in a 0700 directory with umask 077, so 0600), VNC
  * on a unix socket beside them unless a TCP display is asked for, every
  * VNC display with password=on, no TCP monitor, forwards bound to
- * 127.0.0.1, and -sandbox on. */
+ * 127.0.0.1, and -sandbox on. QEMU opens no disk, CD or kernel by path:
+ * vmhost opens them and QEMU gets the descriptors (struct vm_launch_file). */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -31,18 +34,94 @@ char *qemu_opt_escape(const char *value) {
         return out;
 }
 
+static bool has_fd(int fd) {
+        return fd > STDERR_FILENO;
+}
+
+/* Puts the descriptors of 'f' into fd set 'set' (-add-fd); 'what' names
+ * them in QEMU's query-fdsets. */
+static void add_fd_set(struct strv *a, const struct vm_launch_file *f, unsigned set, const char *what) {
+        if (has_fd(f->fd_read)) {
+                strv_add(a, "-add-fd");
+                strv_addf(a, "fd=%d,set=%u,opaque=%s-read", f->fd_read, set, what);
+        }
+        if (has_fd(f->fd_write)) {
+                strv_add(a, "-add-fd");
+                strv_addf(a, "fd=%d,set=%u,opaque=%s-write", f->fd_write, set, what);
+        }
+}
+
+/* The disk as -blockdev nodes, one protocol and one format node per file
+ * of its chain, the base first (a node's backing must exist before the
+ * node that names it). JSON syntax: only it can say "backing": null. The
+ * VM's own file is read-write, the files below it read-only: they may be
+ * shared with other VMs, and vmhost commits into them itself with QEMU
+ * stopped (vm-image.c), so QEMU never needs to write them. */
+static int add_disk(const struct vm_def *def, const struct vm_launch *l, unsigned *next_set, struct strv *a,
+                    struct vh_error *err) {
+        if (l->files.n_disk_layers == 0 || l->files.n_disk_layers > VM_MAX_DISK_LAYERS)
+                return vh_error_set(err, -EINVAL, "Disk %s of VM %s was not opened for QEMU", def->disk, def->name);
+        for (unsigned i = l->files.n_disk_layers; i-- > 0;) {
+                const struct vm_launch_layer *y = &l->files.disk_layers[i];
+                bool own = i == 0;
+                if (!has_fd(y->file.fd_read) || (own && !has_fd(y->file.fd_write)) || (!own && has_fd(y->file.fd_write)))
+                        return vh_error_set(err, -EINVAL, "Layer %u of the disk of VM %s has the wrong descriptors", i,
+                                            def->name);
+                bool qcow2 = streq(y->format, "qcow2");
+                if (!qcow2 && !streq(y->format, "raw"))
+                        return vh_error_set(err, -EINVAL, "Layer %u of the disk of VM %s has format '%s'", i, def->name,
+                                            y->format);
+                if (!qcow2 && i + 1 < l->files.n_disk_layers)
+                        return vh_error_set(err, -EINVAL, "Layer %u of the disk of VM %s is raw but has a backing file",
+                                            i, def->name);
+                char what[32];
+                snprintf(what, sizeof(what), "disk0-layer%u", i);
+                unsigned set = (*next_set)++;
+                add_fd_set(a, &y->file, set, what);
+
+                const char *access = own ? "\"discard\":\"unmap\"" : "\"read-only\":true";
+                strv_add(a, "-blockdev");
+                strv_addf(a, "{\"driver\":\"%s\",\"filename\":\"/dev/fdset/%u\",\"node-name\":\"disk0-file%u\",%s}",
+                          y->driver, set, i, access);
+                char backing[48] = "";
+                if (qcow2 && i + 1 < l->files.n_disk_layers)
+                        snprintf(backing, sizeof(backing), ",\"backing\":\"disk0-layer%u\"", i + 1);
+                else if (qcow2)
+                        snprintf(backing, sizeof(backing), ",\"backing\":null");
+                strv_add(a, "-blockdev");
+                strv_addf(a, "{\"driver\":\"%s\",\"file\":\"disk0-file%u\",\"node-name\":\"disk0-layer%u\",%s%s}",
+                          y->format, i, i, access, backing);
+        }
+        return 0;
+}
+
+/* A file QEMU reads once while it starts (kernel, initrd). Its loader
+ * opens plain paths and knows no fd sets, so it gets /proc/self/fd/N,
+ * which opens the file vmhost opened without looking at the directories
+ * on its path. Not an fd set: -add-fd moves a descriptor to a new number
+ * and closes N. QEMU keeps N open, unused, until it exits. */
+static int add_boot_file(const struct vm_def *def, const char *opt, const struct vm_launch_file *f, struct strv *a,
+                         struct vh_error *err) {
+        if (!has_fd(f->fd_read))
+                return vh_error_set(err, -EINVAL, "The %s file of VM %s was not opened for QEMU", opt + 1, def->name);
+        strv_add(a, opt);
+        strv_addf(a, "/proc/self/fd/%d", f->fd_read);
+        return 0;
+}
+
 int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct strv *a, struct vh_error *err) {
         int r = vm_def_validate(def, err);
         if (r < 0)
                 return r;
 
-        _cleanup_free_ char *disk = def->disk ? qemu_opt_escape(def->disk) : NULL;
-        _cleanup_free_ char *cdrom = def->cdrom ? qemu_opt_escape(def->cdrom) : NULL;
         _cleanup_free_ char *qmp = qemu_opt_escape(l->qmp_socket);
         _cleanup_free_ char *serial = qemu_opt_escape(l->serial_socket);
         _cleanup_free_ char *serial_log = qemu_opt_escape(l->serial_log);
-        if ((def->disk && !disk) || (def->cdrom && !cdrom) || !qmp || !serial || !serial_log)
+        if (!qmp || !serial || !serial_log)
                 return -ENOMEM;
+        /* Sets are numbered from 0 in the order they appear; QMP add-fd
+         * later takes the lowest number not in use. */
+        unsigned next_set = 0;
 
         strv_add(a, l->qemu_binary);
         strv_add(a, "-name");
@@ -76,27 +155,30 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
         strv_add(a, "-display");
         strv_add(a, "none");
 
-        if (def->disk) {
+        if (def->disk && (r = add_disk(def, l, &next_set, a, err)) < 0)
+                return r;
+        if (def->cdrom) {
+                if (!has_fd(l->files.cdrom.fd_read))
+                        return vh_error_set(err, -EINVAL, "CD-ROM image %s of VM %s was not opened for QEMU", def->cdrom,
+                                            def->name);
+                unsigned set = next_set++;
+                add_fd_set(a, &l->files.cdrom, set, VM_CDROM_DEVICE_ID);
                 strv_add(a, "-drive");
-                strv_addf(a, "file=%s,format=%s,if=virtio,id=disk0,cache=writeback,discard=unmap", disk,
-                          def->disk_format);
-        }
-        strv_add(a, "-drive");
-        if (def->cdrom)
-                strv_addf(a, "if=none,id=%s-media,media=cdrom,readonly=on,file=%s,format=raw", VM_CDROM_DEVICE_ID, cdrom);
-        else
+                strv_addf(a, "if=none,id=%s-media,media=cdrom,readonly=on,file=/dev/fdset/%u,format=raw",
+                          VM_CDROM_DEVICE_ID, set);
+        } else {
+                strv_add(a, "-drive");
                 strv_addf(a, "if=none,id=%s-media,media=cdrom,readonly=on", VM_CDROM_DEVICE_ID);
+        }
         strv_add(a, "-device");
         strv_addf(a, "ide-cd,drive=%s-media,id=%s,bus=ide.1,unit=0", VM_CDROM_DEVICE_ID, VM_CDROM_DEVICE_ID);
         strv_add(a, "-boot");
         strv_add(a, def->boot == VM_BOOT_CDROM ? "order=d" : "order=c");
         if (def->boot == VM_BOOT_KERNEL) {
-                strv_add(a, "-kernel");
-                strv_add(a, def->kernel);
-                if (def->initrd) {
-                        strv_add(a, "-initrd");
-                        strv_add(a, def->initrd);
-                }
+                if ((r = add_boot_file(def, "-kernel", &l->files.kernel, a, err)) < 0)
+                        return r;
+                if (def->initrd && (r = add_boot_file(def, "-initrd", &l->files.initrd, a, err)) < 0)
+                        return r;
                 if (def->append) {
                         strv_add(a, "-append");
                         strv_add(a, def->append);
@@ -175,6 +257,15 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
         strv_addf(a, "socket,id=qmp0,path=%s,server=on,wait=off", qmp);
         strv_add(a, "-mon");
         strv_add(a, "chardev=qmp0,mode=control");
+
+        /* The disk's device comes after every other -device, where -drive
+         * if=virtio put it: the guest keeps the PCI addresses it had (an
+         * installed guest names its NICs after them). write-cache=on is
+         * -drive's cache=writeback. */
+        if (def->disk) {
+                strv_add(a, "-device");
+                strv_add(a, "virtio-blk-pci,drive=disk0-layer0,id=disk0,write-cache=on");
+        }
 
         if (def->localtime) {
                 strv_add(a, "-rtc");

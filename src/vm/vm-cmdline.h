@@ -8,10 +8,49 @@
 
 #include "base/strv.h"
 #include "vm/vm-def.h"
+#include "vmhost/image.h"
 
 /* The CD-ROM drive every VM has (empty unless 'cdrom' is set), so an ISO
  * can be inserted while it runs: QMP addresses it by this device id. */
 #define VM_CDROM_DEVICE_ID "cd0"
+
+/* Longest chain of files under one disk: the VM's own disk and the
+ * backing files the image engine follows. */
+#define VM_MAX_DISK_LAYERS (VH_IMAGE_MAX_CHAIN_DEPTH + 1)
+
+/* A file vmhost opened for QEMU. QEMU inherits the descriptors as one fd
+ * set (-add-fd) and opens "/dev/fdset/N" instead of the path, so the rights
+ * of whoever runs vmhost decide, not those of QEMU's unprivileged user, and
+ * that holds for every later reopen as well (a reopen that changes a node
+ * from read-write to read-only or back, e.g. when migration hands the disks
+ * over). QEMU picks from the set the descriptor whose access mode matches
+ * the open it would have done; a mode the set lacks fails with EACCES, so
+ * what is left out here is what QEMU can never do with the file.
+ * Descriptors 0-2 are QEMU's stdio and never a passed file: 0 means none,
+ * so a zeroed struct passes nothing. */
+struct vm_launch_file {
+        int fd_read;  /* opened O_RDONLY */
+        int fd_write; /* opened O_RDWR */
+};
+
+/* One file of a disk's chain. */
+struct vm_launch_layer {
+        struct vm_launch_file file;
+        const char *driver; /* QEMU's protocol driver: "file", or "host_device" for a block device */
+        const char *format; /* "qcow2" or "raw" */
+};
+
+/* The files QEMU gets as descriptors. */
+struct vm_launch_files {
+        /* The files of the disk, the VM's own first, then its backing
+         * files in chain order; every one is a -blockdev node with its
+         * backing named explicitly, so that QEMU opens no backing file by
+         * the path in an image header. Required when the VM has a disk. */
+        struct vm_launch_layer disk_layers[VM_MAX_DISK_LAYERS];
+        unsigned n_disk_layers;
+        /* Required when the VM has a CD, a kernel, an initrd. */
+        struct vm_launch_file cdrom, kernel, initrd;
+};
 
 /* What is decided at start time, not stored in the definition. */
 struct vm_launch {
@@ -29,6 +68,7 @@ struct vm_launch {
                 bool disable_offload;  /* OVS userspace datapath: no checksum offload */
         } nics[VM_MAX_NICS];
         uint16_t host_ports[VM_MAX_FORWARDS]; /* resolved host port per forward */
+        struct vm_launch_files files;
         bool daemonize;
         /* Drop to this user once QEMU has opened its disks, sockets and
          * devices (-runas); NULL: stay as the caller. */

@@ -36,6 +36,7 @@
 #include "vm/vm-user.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
+#include "vmhost/image.h"
 
 #define SERIAL_LOG_SCAN_MAX (16u << 20)
 
@@ -386,6 +387,143 @@ static uint64_t file_size_or_zero(const char *path) {
         return stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
 }
 
+static void vh_image_freep(struct vh_image **p) {
+        vh_image_free(*p);
+}
+
+/* Opens 'path' for QEMU to inherit: close-on-exec until the child that
+ * becomes QEMU clears the flag, and above 0-2, which that child replaces
+ * with /dev/null and its log. */
+static int open_for_qemu(const char *path, int flags) {
+        int fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        if (fd <= STDERR_FILENO) {
+                int moved = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+                int r = moved < 0 ? negative_errno() : moved;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static void launch_file_close(struct vm_launch_file *f) {
+        if (f->fd_read > STDERR_FILENO)
+                close(f->fd_read);
+        if (f->fd_write > STDERR_FILENO)
+                close(f->fd_write);
+        *f = (struct vm_launch_file) {};
+}
+
+static void launch_files_close(struct vm_launch_files *f) {
+        for (unsigned i = 0; i < f->n_disk_layers; i++)
+                launch_file_close(&f->disk_layers[i].file);
+        f->n_disk_layers = 0;
+        launch_file_close(&f->cdrom);
+        launch_file_close(&f->kernel);
+        launch_file_close(&f->initrd);
+}
+
+/* Every descriptor in 'f', for the child to pass on; returns the count. */
+static size_t launch_files_fds(const struct vm_launch_files *f, int *ret_fds, size_t max) {
+        size_t n = 0;
+        const struct vm_launch_file *all[VM_MAX_DISK_LAYERS + 3];
+        size_t n_all = 0;
+        for (unsigned i = 0; i < f->n_disk_layers; i++)
+                all[n_all++] = &f->disk_layers[i].file;
+        all[n_all++] = &f->cdrom;
+        all[n_all++] = &f->kernel;
+        all[n_all++] = &f->initrd;
+        for (size_t i = 0; i < n_all; i++) {
+                if (all[i]->fd_read > STDERR_FILENO && n < max)
+                        ret_fds[n++] = all[i]->fd_read;
+                if (all[i]->fd_write > STDERR_FILENO && n < max)
+                        ret_fds[n++] = all[i]->fd_write;
+        }
+        return n;
+}
+
+/* Opens the disk and every file of its backing chain. The chain is the
+ * one the image engine reads (relative backing names resolved against the
+ * directory of the image naming them, as QEMU does); QEMU gets exactly
+ * these files and opens no other. The VM's own file is opened read-only
+ * and read-write: QEMU writes it, and reopens it read-only when it turns
+ * into a backing file (the old top of a live external snapshot). A backing
+ * file only read-only: it may be shared, and QEMU never writes one (see
+ * vm-cmdline.c), so a base the user may only read (0444) is fine. */
+static int open_disk_layers(const struct vm_def *def, struct vm_launch_files *f, struct vh_error *err) {
+        int fmt = vh_image_format_from_string(def->disk_format);
+        if (fmt < 0)
+                return vh_error_set(err, -EINVAL, "Disk %s of VM %s has format '%s'; vmhost runs qcow2 and raw",
+                                    def->disk, def->name, def->disk_format);
+        /* No locks: QEMU takes its own on the descriptors. */
+        struct vh_image_open_options o = { .format = fmt, .flags = VH_IMAGE_OPEN_FORCE_SHARE };
+        _cleanup_(vh_image_freep) struct vh_image *img = NULL;
+        struct vh_error why = {};
+        int r = vh_image_open(def->disk, &o, &img, &why);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot open the disk of VM %s: %s", def->name, vh_error_message(&why, r));
+        for (const struct vh_image *cur = img; cur; cur = vh_image_backing(cur)) {
+                if (f->n_disk_layers == VM_MAX_DISK_LAYERS)
+                        return vh_error_set(err, -ELOOP, "The disk of VM %s has more than %d backing files", def->name,
+                                            VM_MAX_DISK_LAYERS - 1);
+                struct vm_launch_layer *y = &f->disk_layers[f->n_disk_layers];
+                const char *path = vh_image_filename(cur);
+                bool own = f->n_disk_layers == 0;
+                r = open_for_qemu(path, O_RDONLY);
+                if (r < 0)
+                        return own ? vh_error_set(err, r, "Cannot open disk %s of VM %s: %s", path, def->name, strerror(-r))
+                                   : vh_error_set(err, r, "Cannot open %s (backing file of the disk of VM %s): %s", path,
+                                                  def->name, strerror(-r));
+                y->file.fd_read = r;
+                f->n_disk_layers++;
+                if (own) {
+                        r = open_for_qemu(path, O_RDWR);
+                        if (r < 0)
+                                return vh_error_set(err, r, "Cannot open disk %s of VM %s for writing: %s", path,
+                                                    def->name, strerror(-r));
+                        y->file.fd_write = r;
+                }
+                struct stat st;
+                if (fstat(y->file.fd_read, &st) < 0)
+                        return vh_error_set(err, negative_errno(), "Cannot stat %s: %m", path);
+                y->driver = S_ISBLK(st.st_mode) ? "host_device" : "file";
+                y->format = vh_image_format_to_string(vh_image_get_format(cur));
+        }
+        return 0;
+}
+
+/* Opens every file QEMU needs: the disk's chain, the CD, kernel and
+ * initrd, with the rights of whoever runs vmhost. QEMU gets descriptors
+ * (see struct vm_launch_file), so neither its first open nor any later
+ * reopen depends on what QEMU's unprivileged user may open. */
+static int launch_files_open(const struct vm_def *def, struct vm_launch_files *f, struct vh_error *err) {
+        int r = 0;
+        if (def->disk)
+                r = open_disk_layers(def, f, err);
+        struct {
+                const char *path, *what;
+                struct vm_launch_file *file;
+        } ro[] = {
+                { def->cdrom, "CD-ROM image", &f->cdrom },
+                { def->boot == VM_BOOT_KERNEL ? def->kernel : NULL, "kernel", &f->kernel },
+                { def->boot == VM_BOOT_KERNEL ? def->initrd : NULL, "initrd", &f->initrd },
+        };
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(ro); i++) {
+                if (!ro[i].path)
+                        continue;
+                r = open_for_qemu(ro[i].path, O_RDONLY);
+                if (r < 0)
+                        r = vh_error_set(err, r, "Cannot open %s %s of VM %s: %s", ro[i].what, ro[i].path, def->name,
+                                         strerror(-r));
+                else
+                        ro[i].file->fd_read = r;
+        }
+        if (r < 0)
+                launch_files_close(f);
+        return r < 0 ? r : 0;
+}
+
 /* Undoes a start that failed after the NICs were attached. */
 static void start_undo(const char *name, const struct vm_paths *p, struct vm_status *st) {
         (void) vm_net_detach(name, st->nic_networks, VM_MAX_NICS, NULL);
@@ -442,6 +580,13 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                         return vh_error_set(err, r, "VM %s has no id to derive the MAC of NIC %u from; set 'mac=' or 'id ='",
                                             name, i);
 
+        /* Opened before anything is set up, so that a file the caller may
+         * not open fails the start with nothing to undo. */
+        _cleanup_(launch_files_close) struct vm_launch_files files = {};
+        r = launch_files_open(def, &files, err);
+        if (r < 0)
+                return r;
+
         r = mkdir_p(p.runtime_dir, 0700);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create %s: %s", p.runtime_dir, strerror(-r));
@@ -463,9 +608,10 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         snprintf(st.netns, sizeof(st.netns), "%s", nets.netns);
         snprintf(st.warning, sizeof(st.warning), "%s", nets.warning);
 
-        /* QEMU drops to an unprivileged user once it has opened its disks,
-         * sockets and taps; files it needs later (screenshots, a new CD)
-         * are opened by vmhost and passed to it (see vm-control.c). */
+        /* QEMU drops to an unprivileged user once it has opened its
+         * sockets and taps; its disks, CD and kernel are descriptors opened
+         * above, and files it needs later (screenshots, a new CD) are
+         * opened by vmhost and passed to it too (see vm-control.c). */
         const char *qemu_user;
         r = vm_qemu_user(&qemu_user, NULL, NULL, err);
         if (r < 0) {
@@ -486,6 +632,11 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         };
         memcpy(launch.host_ports, st.host_ports, sizeof(launch.host_ports));
         vm_net_fill_launch(&nets, &launch);
+        /* A copy of the descriptors; 'files' owns them and closes them when
+         * this function returns, after QEMU has its own. */
+        launch.files = files;
+        int qemu_fds[2 * VM_MAX_DISK_LAYERS + 3];
+        size_t n_qemu_fds = launch_files_fds(&files, qemu_fds, ELEMENTSOF(qemu_fds));
 
         struct strv argv = {};
         r = vm_cmdline_build(def, &launch, &argv, err);
@@ -549,6 +700,9 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                                         _exit(127);
                                 }
                         }
+                        /* QEMU inherits the files vmhost opened for it. */
+                        for (size_t i = 0; i < n_qemu_fds; i++)
+                                fcntl(qemu_fds[i], F_SETFD, 0);
                         execv(exe, argv.v);
                         dprintf(STDERR_FILENO, "exec %s: %s\n", exe, strerror(errno));
                         _exit(127);

@@ -158,6 +158,16 @@ TEST(vm_cmdline_golden) {
                 .pidfile = "/run/vmhost/vms/demo/qemu.pid",
                 .host_ports = { 40001 },
                 .nics = { [1] = { .tap = "vh-demo-1", .disable_offload = true } },
+                .files = {
+                        .disk_layers = {
+                                { .file = { .fd_read = 10, .fd_write = 11 }, .driver = "file", .format = "qcow2" },
+                                { .file = { .fd_read = 12 }, .driver = "host_device", .format = "raw" },
+                        },
+                        .n_disk_layers = 2,
+                        .cdrom = { .fd_read = 13 },
+                        .kernel = { .fd_read = 14 },
+                        .initrd = { .fd_read = 15 },
+                },
                 .daemonize = true,
         };
         char *s = build_cmdline("name = demo\ndisk = /v/d,isk.qcow2\nnic = user,mac=52:54:00:aa:bb:cc\n"
@@ -168,7 +178,12 @@ TEST(vm_cmdline_golden) {
                     "-machine pc,accel=tcg -smp 1 -m 256M "
                     "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny "
                     "-display none "
-                    "-drive file=/v/d,,isk.qcow2,format=qcow2,if=virtio,id=disk0,cache=writeback,discard=unmap "
+                    "-add-fd fd=12,set=0,opaque=disk0-layer1-read "
+                    "-blockdev {\"driver\":\"host_device\",\"filename\":\"/dev/fdset/0\",\"node-name\":\"disk0-file1\",\"read-only\":true} "
+                    "-blockdev {\"driver\":\"raw\",\"file\":\"disk0-file1\",\"node-name\":\"disk0-layer1\",\"read-only\":true} "
+                    "-add-fd fd=10,set=1,opaque=disk0-layer0-read -add-fd fd=11,set=1,opaque=disk0-layer0-write "
+                    "-blockdev {\"driver\":\"file\",\"filename\":\"/dev/fdset/1\",\"node-name\":\"disk0-file0\",\"discard\":\"unmap\"} "
+                    "-blockdev {\"driver\":\"qcow2\",\"file\":\"disk0-file0\",\"node-name\":\"disk0-layer0\",\"discard\":\"unmap\",\"backing\":\"disk0-layer1\"} "
                     "-drive if=none,id=cd0-media,media=cdrom,readonly=on -device ide-cd,drive=cd0-media,id=cd0,bus=ide.1,unit=0 "
                     "-boot order=c "
                     "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40001-:7777,hostfwd=udp:127.0.0.1:5353-:53 "
@@ -179,18 +194,83 @@ TEST(vm_cmdline_golden) {
                     "-chardev socket,id=serial0,path=/run/vmhost/vms/demo/serial.sock,server=on,wait=off,"
                     "logfile=/var/lib/vmhost/vms/demo/serial.log,logappend=on -serial chardev:serial0 "
                     "-chardev socket,id=qmp0,path=/run/vmhost/vms/demo/qmp.sock,server=on,wait=off "
-                    "-mon chardev=qmp0,mode=control -rtc base=localtime "
+                    "-mon chardev=qmp0,mode=control "
+                    "-device virtio-blk-pci,drive=disk0-layer0,id=disk0,write-cache=on -rtc base=localtime "
                     "-pidfile /run/vmhost/vms/demo/qemu.pid -daemonize");
         free(s);
 
         /* No TCP endpoint other than the 127.0.0.1 forwards, ever. */
         s = build_cmdline("name = k\nboot = kernel\nkernel = /k\ninitrd = /i\nappend = console=ttyS0\ncdrom = /c.iso\n"
                           "cpu = host\n", &l);
-        CHECK(s && strstr(s, "-kernel /k -initrd /i -append console=ttyS0"));
+        CHECK(s && strstr(s, "-kernel /proc/self/fd/14 -initrd /proc/self/fd/15 -append console=ttyS0"));
+        CHECK(s && !strstr(s, "fd=14") && !strstr(s, "fd=15"));
         CHECK(s && strstr(s, "-cpu host"));
-        CHECK(s && strstr(s, "-drive if=none,id=cd0-media,media=cdrom,readonly=on,file=/c.iso,format=raw"));
+        CHECK(s && strstr(s, "-add-fd fd=13,set=0,opaque=cd0-read "
+                             "-drive if=none,id=cd0-media,media=cdrom,readonly=on,file=/dev/fdset/0,format=raw"));
         CHECK(s && !strstr(s, "tcp:") && !strstr(s, "-netdev") && !strstr(s, "-vnc"));
+        /* No disk: no disk device, and the layers given are not passed. */
+        CHECK(s && !strstr(s, "virtio-blk") && !strstr(s, "-blockdev") && !strstr(s, "fd=10"));
         free(s);
+
+        /* The bottom of a qcow2 chain has "backing": null: QEMU must not
+         * follow a backing name in its header. */
+        struct vm_launch one = l;
+        one.files.n_disk_layers = 1;
+        s = build_cmdline("name = d\ndisk = /d.qcow2\n", &one);
+        CHECK(s && strstr(s, "\"node-name\":\"disk0-layer0\",\"discard\":\"unmap\",\"backing\":null}"));
+        free(s);
+}
+
+/* Files the definition names but the launch did not open are refused, as
+ * are descriptors that would give QEMU more than it needs. */
+TEST(vm_cmdline_files_refused) {
+        static const struct {
+                const char *conf;
+                struct vm_launch_files files;
+                const char *msg;
+        } cases[] = {
+                { "name = d\ndisk = /d.qcow2\n", {}, "Disk /d.qcow2 of VM d was not opened for QEMU" },
+                /* The VM's own file must be writable. */
+                { "name = d\ndisk = /d.qcow2\n",
+                  { .disk_layers = { { .file = { .fd_read = 10 }, .driver = "file", .format = "qcow2" } }, .n_disk_layers = 1 },
+                  "Layer 0 of the disk of VM d has the wrong descriptors" },
+                /* A backing file is never writable by QEMU. */
+                { "name = d\ndisk = /d.qcow2\n",
+                  { .disk_layers = { { .file = { .fd_read = 10, .fd_write = 11 }, .driver = "file", .format = "qcow2" },
+                                     { .file = { .fd_read = 12, .fd_write = 13 }, .driver = "file", .format = "raw" } },
+                    .n_disk_layers = 2 },
+                  "Layer 1 of the disk of VM d has the wrong descriptors" },
+                { "name = d\ndisk = /d.raw\ndisk-format = raw\n",
+                  { .disk_layers = { { .file = { .fd_read = 10, .fd_write = 11 }, .driver = "file", .format = "raw" },
+                                     { .file = { .fd_read = 12 }, .driver = "file", .format = "raw" } },
+                    .n_disk_layers = 2 },
+                  "Layer 0 of the disk of VM d is raw but has a backing file" },
+                { "name = d\ncdrom = /c.iso\nboot = cdrom\n", {}, "CD-ROM image /c.iso of VM d was not opened for QEMU" },
+                { "name = d\nboot = kernel\nkernel = /k\n", {}, "The kernel file of VM d was not opened for QEMU" },
+                { "name = d\nboot = kernel\nkernel = /k\ninitrd = /i\n", { .kernel = { .fd_read = 10 } },
+                  "The initrd file of VM d was not opened for QEMU" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct vm_launch l = {
+                        .qemu_binary = "qemu-system-x86_64",
+                        .accel = "tcg",
+                        .qmp_socket = "/q",
+                        .serial_socket = "/s",
+                        .serial_log = "/l",
+                        .files = cases[i].files,
+                };
+                struct vm_def *def = NULL;
+                struct vh_error err = {};
+                if (vm_def_parse(cases[i].conf, "t", &def, &err) < 0) {
+                        test_fail(__FILE__, __LINE__, "case %zu: parse: %s", i, err.msg);
+                        continue;
+                }
+                struct strv argv = {};
+                CHECK_EQ_INT(vm_cmdline_build(def, &l, &argv, &err), -EINVAL);
+                CHECK_STREQ(err.msg, cases[i].msg);
+                strv_done(&argv);
+                vm_def_free(def);
+        }
 }
 
 TEST(vm_def_vnc_values) {
@@ -294,6 +374,10 @@ TEST(vm_cmdline_vnc) {
                 .serial_socket = "/run/s.sock",
                 .serial_log = "/var/s.log",
                 .vnc_socket = "/run/vm,s/vnc.sock",
+                .files = {
+                        .disk_layers = { { .file = { .fd_read = 10, .fd_write = 11 }, .driver = "file", .format = "raw" } },
+                        .n_disk_layers = 1,
+                },
         };
         char *s = build_cmdline("name = a\ndisk = /d\nvnc = unix\n", &l);
         CHECK(s && strstr(s, " -vga std -vnc unix:/run/vm,,s/vnc.sock,password=on "));
