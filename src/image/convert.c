@@ -427,6 +427,14 @@ struct convert_par {
         bool stop;
         int error; /* the first write error */
         struct vh_error err;
+        /* Held by a worker while it writes a window through the page
+         * cache. The file system takes the file's inode lock for every
+         * such write anyway (ext4 does), so they never ran in parallel; but
+         * workers waiting for that lock spin on it, on the core the other
+         * workers would map and check their next windows on. Waiting here
+         * sleeps instead: raw -> qcow2 spent 6 to 10% of its samples
+         * spinning (rwsem_spin_on_owner) before. */
+        pthread_mutex_t write_lock;
         uint64_t next_raw; /* raw output: the next window to claim */
         uint64_t done;     /* raw output: bytes of windows finished */
 };
@@ -617,6 +625,18 @@ static void prefetch_ahead(struct convert_worker *k, uint64_t j) {
                 vh_image_prefetch(k->src, next * CONVERT_WINDOW, CONVERT_WINDOW);
 }
 
+/* Writes with -t none go past the page cache and are left to the file
+ * system to order. */
+static void write_lock(struct convert_par *p) {
+        if (p->t->direct_fd < 0)
+                pthread_mutex_lock(&p->write_lock);
+}
+
+static void write_unlock(struct convert_par *p) {
+        if (p->t->direct_fd < 0)
+                pthread_mutex_unlock(&p->write_lock);
+}
+
 static void *convert_worker_run(void *userdata) {
         struct convert_worker *k = userdata;
         struct convert_par *p = k->par;
@@ -637,8 +657,12 @@ static void *convert_worker_run(void *userdata) {
                         uint64_t a = j * CONVERT_WINDOW, end = MIN(a + CONVERT_WINDOW, p->size);
                         prefetch_ahead(k, j);
                         int r = read_window(k->src, k->map_ok, t, a, end, w, &err);
-                        for (size_t i = 0; r >= 0 && i < w->n_seg; i++)
-                                r = emit_raw(t, w->seg_off[i], w->seg_data[i], w->seg_len[i], &err);
+                        if (r >= 0 && w->n_seg > 0) {
+                                write_lock(p);
+                                for (size_t i = 0; r >= 0 && i < w->n_seg; i++)
+                                        r = emit_raw(t, w->seg_off[i], w->seg_data[i], w->seg_len[i], &err);
+                                write_unlock(p);
+                        }
                         unmap_window(w);
                         if (r < 0) {
                                 par_fail(p, r, &err);
@@ -677,7 +701,9 @@ static void *convert_worker_run(void *userdata) {
                 if (stop || r < 0)
                         return NULL;
 
+                write_lock(p);
                 r = write_plan(p, w, &err);
+                write_unlock(p);
                 unmap_window(w);
                 if (r < 0) {
                         par_fail(p, r, &err);
@@ -792,6 +818,7 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
         }
         if (r >= 0) {
                 pthread_mutex_init(&p.lock, NULL);
+                pthread_mutex_init(&p.write_lock, NULL);
                 pthread_cond_init(&p.changed, NULL);
                 for (unsigned i = 0; i < CONVERT_WORKERS; i++) {
                         int e = pthread_create(&k[i].thread, NULL, convert_worker_run, &k[i]);
@@ -855,6 +882,7 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
         }
         if (k[0].started) {
                 pthread_cond_destroy(&p.changed);
+                pthread_mutex_destroy(&p.write_lock);
                 pthread_mutex_destroy(&p.lock);
         }
         for (unsigned i = 0; i < CONVERT_SLOTS; i++) {
