@@ -866,6 +866,79 @@ TEST(image_convert_compress_backing_sparse) {
         vh_image_free(src);
 }
 
+/* convert's workers map the source's data instead of reading it when the
+ * source is locked against resizing (convert.c, map_safe()); opened with
+ * force-share they read it. Both must give the same bytes, for data in
+ * every layer of a chain, host clusters out of guest order, compressed
+ * clusters, output clusters larger than the source's, and a raw file
+ * whose size is not a multiple of the page. */
+TEST(image_convert_mapped_same_as_read) {
+        if (!have_qemu())
+                return;
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/cvmap", test_tmpdir());
+        make_chain(dir);
+        /* mid has 4 KiB clusters: written backwards, its host clusters
+         * run against guest order. */
+        const char *mid = chain_file(1, dir, "mid.qcow2");
+        const char *qio[64] = { "qemu-io" };
+        size_t n = 1;
+        char cmds[16][64];
+        for (int i = 15; i >= 0; i--) {
+                snprintf(cmds[i], sizeof(cmds[i]), "write -P 0x%x %d %d", 0x40 + i, (4 << 20) + i * 8192, 4096);
+                qio[n++] = "-c";
+                qio[n++] = cmds[i];
+        }
+        qio[n++] = mid;
+        qio[n] = NULL;
+        CHECK_EQ_INT(run_argv(qio), 0);
+        const char *top = chain_file(0, dir, "top.qcow2");
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-c", "write -c -P 0x33 11M 64k", top, NULL), 0);
+
+        /* A raw file of 1 MiB + 1000 bytes: data, a hole, data at the tail. */
+        const char *raw = chain_file(2, dir, "odd.raw");
+        CHECK_EQ_INT(run(NULL, "qemu-img", "create", "-q", "-f", "raw", raw, "1049576", NULL), 0);
+        CHECK_EQ_INT(run(NULL, "qemu-io", "-f", "raw", "-c", "write -P 0x51 0 64k", "-c", "write -P 0x52 1044480 5096",
+                         raw, NULL),
+                     0);
+
+        static const struct {
+                enum vh_image_format format;
+                uint32_t cluster_size;
+        } outs[] = {
+                { VH_IMAGE_FORMAT_RAW, 0 },
+                { VH_IMAGE_FORMAT_QCOW2, 0 },
+                { VH_IMAGE_FORMAT_QCOW2, 2 << 20 },
+        };
+        const char *srcs[] = { top, raw };
+        for (size_t s = 0; s < ELEMENTSOF(srcs); s++)
+                for (size_t o = 0; o < ELEMENTSOF(outs); o++) {
+                        const char *mapped = P(1, "mapped.out"), *read = P(2, "read.out");
+                        struct vh_image_convert_options co = {
+                                .format = outs[o].format, .cluster_size = outs[o].cluster_size,
+                        };
+                        struct vh_error err = {};
+                        struct vh_image *a = open_img(srcs[s], 0);
+                        struct vh_image *b = open_img(srcs[s], VH_IMAGE_OPEN_FORCE_SHARE);
+                        CHECK(a && b);
+                        if (!a || !b) {
+                                vh_image_free(a);
+                                vh_image_free(b);
+                                continue;
+                        }
+                        CHECK_EQ_INT(vh_image_convert(a, mapped, &co, &err), 0);
+                        CHECK_EQ_INT(vh_image_convert(b, read, &co, &err), 0);
+                        vh_image_free(a);
+                        vh_image_free(b);
+                        CHECK(qsame(srcs[s], mapped));
+                        CHECK_EQ_INT(run(NULL, "cmp", mapped, read, NULL), 0);
+                        if (outs[o].format == VH_IMAGE_FORMAT_QCOW2)
+                                CHECK_EQ_INT(qcheck(mapped), 0);
+                        unlink(mapped);
+                        unlink(read);
+                }
+}
+
 /* ---- a writer killed after its Nth write ---- */
 
 /* The operations the child does: disjoint ranges, so that "old or new"
