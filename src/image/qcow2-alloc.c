@@ -7,6 +7,8 @@
  * disk still points at it. Writes therefore go out in this order (see
  * qcow2_flush()):
  *
+ *   0. the file grows over every cluster counted (so that
+ *      'qemu-img check' sees a leak left by a crash)
  *   1. guest data (new clusters, copy-on-write results)       fsync
  *   2. refcount blocks, then the refcount table entries       fsync
  *   3. L2 tables                                              fsync
@@ -31,6 +33,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/macro.h"
@@ -629,12 +632,40 @@ static int flush_refcounts(struct vh_image *img, struct vh_error *err) {
         return 0;
 }
 
+/* Every cluster the refcounts count must lie inside the file before they
+ * reach the disk. A table is counted in step 2 and written only in step 3,
+ * and 'qemu-img check' looks at no cluster past the end of the file: after
+ * a crash in between, with the table the last cluster, it would neither
+ * see nor repair that leak ('-r leaks'), which would come to light once the
+ * file grows past it. The file grows before step 1's fsync, which makes the
+ * new size durable before any refcount that needs it. */
+static int cover_counted_clusters(struct vh_image *img, struct vh_error *err) {
+        struct qcow2_state *s = st(img);
+        uint64_t end = s->end_cluster << s->h.cluster_bits;
+        struct stat sb;
+        if (fstat(img->fd, &sb) < 0)
+                return vh_error_set(err, negative_errno(), "%s: fstat failed: %m", img->filename);
+        if (!S_ISREG(sb.st_mode) || (uint64_t) sb.st_size >= end)
+                return 0;
+        if (ftruncate(img->fd, (off_t) end) < 0)
+                return vh_error_set(err, negative_errno(), "%s: growing the file to %" PRIu64 " bytes failed: %m",
+                                    img->filename, end);
+        s->data_unsynced = true;
+        return 0;
+}
+
 static int do_flush(struct vh_image *img, struct vh_error *err) {
         struct qcow2_state *s = st(img);
         int r;
         bool meta = qcow2_cache_is_dirty(s->rb_cache) || qcow2_cache_is_dirty(s->l2_cache) || s->reftable_moved ||
                     s->reftable_dirty_lo < s->reftable_dirty_hi || s->l1_dirty_lo < s->l1_dirty_hi ||
                     s->n_pending > 0;
+
+        if (meta) {
+                r = cover_counted_clusters(img, err);
+                if (r < 0)
+                        return r;
+        }
 
         /* 1. Guest data must be on disk before any table points at it. */
         if (s->data_unsynced) {

@@ -98,23 +98,48 @@ static int victim(struct vh_image *img, struct qcow2_cache *c, struct qcow2_cach
         }
 }
 
+/* The slot for the table at 'offset': the one that holds it, or a clean
+ * one made free for it (*ret_loaded false then). Making room may run the
+ * owner's flush, and that flush may itself read this very table into
+ * another slot (step 5 of qcow2_flush() decrements refcounts in whatever
+ * block the freed clusters lie in). So the table is looked for again
+ * afterwards: two slots for one table would each take part of the updates,
+ * and the one written back last would undo the other's. */
+static int slot_for(struct vh_image *img, struct qcow2_cache *c, uint64_t offset, struct qcow2_cache_slot **ret,
+                    bool *ret_loaded, struct vh_error *err) {
+        struct qcow2_cache_slot *s = find(c, offset);
+        if (!s) {
+                struct qcow2_cache_slot *v = NULL;
+                int r = victim(img, c, &v, err);
+                if (r < 0)
+                        return r;
+                s = find(c, offset);
+                if (!s) {
+                        *ret = v;
+                        *ret_loaded = false;
+                        return 0;
+                }
+        }
+        *ret = s;
+        *ret_loaded = true;
+        return 0;
+}
+
 int qcow2_cache_get(struct vh_image *img, struct qcow2_cache *c, uint64_t offset, uint8_t **ret,
                     struct vh_error *err) {
         c->clock++;
-        struct qcow2_cache_slot *s = find(c, offset);
-        if (s) {
-                s->last_used = c->clock;
-                *ret = s->table;
-                return 0;
+        struct qcow2_cache_slot *s;
+        bool loaded;
+        int r = slot_for(img, c, offset, &s, &loaded, err);
+        if (r < 0)
+                return r;
+        if (!loaded) {
+                s->offset = 0;
+                r = image_pread(img, s->table, c->table_size, offset, err);
+                if (r < 0)
+                        return r;
+                s->offset = offset;
         }
-        int r = victim(img, c, &s, err);
-        if (r < 0)
-                return r;
-        s->offset = 0;
-        r = image_pread(img, s->table, c->table_size, offset, err);
-        if (r < 0)
-                return r;
-        s->offset = offset;
         s->last_used = c->clock;
         *ret = s->table;
         return 0;
@@ -123,12 +148,11 @@ int qcow2_cache_get(struct vh_image *img, struct qcow2_cache *c, uint64_t offset
 int qcow2_cache_get_new(struct vh_image *img, struct qcow2_cache *c, uint64_t offset, uint8_t **ret,
                         struct vh_error *err) {
         c->clock++;
-        struct qcow2_cache_slot *s = find(c, offset);
-        if (!s) {
-                int r = victim(img, c, &s, err);
-                if (r < 0)
-                        return r;
-        }
+        struct qcow2_cache_slot *s;
+        bool loaded;
+        int r = slot_for(img, c, offset, &s, &loaded, err);
+        if (r < 0)
+                return r;
         memset(s->table, 0, c->table_size);
         s->offset = offset;
         s->dirty = true;

@@ -13,9 +13,11 @@
 #               write of partial clusters from a backing file, zero writes and
 #               discards on disjoint ranges: a v3 overlay with 64k clusters, a
 #               v2 overlay with 4k clusters, and 512-byte clusters with 64-bit
-#               refcounts (so refcount blocks and the refcount table grow);
-#               each killed image is then written again to completion, which
-#               must give exactly the new data
+#               refcounts (so refcount blocks and the refcount table grow,
+#               and the 64 cached refcount blocks are evicted often); the
+#               uninterrupted run must leave the image clean, and each
+#               killed image is then written again to completion, which must
+#               give a clean image with exactly the new data
 #   lazy        the same on an image with lazy_refcounts: the dirty bit is set
 #               while writing, so a kill leaves it dirty; 'qemu-img check -r
 #               all' must repair it clean, and bytes are old or new
@@ -175,6 +177,14 @@ after_crash() {
 	esac
 }
 
+# unclean IMAGE: nothing when 'qemu-img check' finds IMAGE clean, else its
+# exit status and its first finding.
+unclean() {
+	local out rc=0
+	out=$(qemu-img check "$1" 2>&1) || rc=$?
+	[ "$rc" = 0 ] || echo "qemu-img check exit $rc: $(grep -m1 -E '^(ERROR|Leaked)' <<<"$out" || head -1 <<<"$out")"
+}
+
 # old_or_new OLD NEW GOT...: per file, "ok" or the first offset whose byte
 # is neither old nor new (one python run for all the files).
 old_or_new() {
@@ -206,6 +216,24 @@ EOF
 
 # ---- allocating writes through image-io ----
 
+# rewrite OPS...: writes OPS again into img.qcow2, after a kill; prints
+# what went wrong, if anything: image-io's error, what 'qemu-img check'
+# finds, or data other than new.raw.
+rewrite() {
+	local out p
+	if ! out=$("$IMAGE_IO" -q "$@" img.qcow2 2>&1); then
+		echo "writing again after the kill failed: $out"
+		return
+	fi
+	p=$(unclean img.qcow2)
+	if [ -n "$p" ]; then
+		echo "writing again after the kill left the image unclean: $p"
+		return
+	fi
+	qemu-img convert -O raw img.qcow2 again.raw
+	cmp -s again.raw new.raw || echo "writing again after the kill did not give the new data"
+}
+
 # writes_case NAME CREATE-OPTS BACKING: an 8 MiB image (an overlay of a
 # base full of data when BACKING is 1).
 writes_case() {
@@ -226,6 +254,8 @@ writes_case() {
 	restore() { cp pristine.qcow2 img.qcow2; }
 	qemu-img convert -O raw img.qcow2 old.raw
 	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
+	p=$(unclean img.qcow2)
+	[ -z "$p" ] || { fail "$name-complete" "a run without the kill knob left the image unclean: $p"; problems=$((problems + 1)); }
 	qemu-img convert -O raw img.qcow2 new.raw
 	w=$(count_writes "$IMAGE_IO" -q "${ops[@]}" img.qcow2)
 	local got=() k0=$KILLS o0=$ODD
@@ -237,14 +267,9 @@ writes_case() {
 		qemu-img convert -O raw img.qcow2 "got-$n.raw"
 		got+=("got-$n.raw")
 		# Writing again from there finishes the job (every third point).
-		if [ $((${#got[@]} % 3)) != 1 ]; then
-			:
-		elif ! "$IMAGE_IO" -q "${ops[@]}" img.qcow2 || ! qemu-img check -q img.qcow2 >/dev/null 2>&1; then
-			fail "$name-rewrite-$n" "writing again after the kill failed or left the image unclean"
-			problems=$((problems + 1))
-		else
-			qemu-img convert -O raw img.qcow2 again.raw
-			cmp -s again.raw new.raw || { fail "$name-rewrite-$n" "not the new data"; problems=$((problems + 1)); }
+		if [ $((${#got[@]} % 3)) = 1 ]; then
+			p=$(rewrite "${ops[@]}")
+			[ -z "$p" ] || { fail "$name-rewrite-$n" "$p"; problems=$((problems + 1)); }
 		fi
 	done
 	judge "$name" "$w" "$k0" "$o0" "${got[@]}"
@@ -260,7 +285,7 @@ writes_case writes-512-refcount64 "cluster_size=512,refcount_bits=64" 0
 
 # ---- lazy refcounts: the dirty bit ----
 lazy_case() {
-	local w n rc problems=0 dirty=0
+	local w n rc p problems=0 dirty=0
 	local -a ops
 	mkdir -p lazy && cd lazy
 	qemu-img create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on img.qcow2 16M
@@ -271,6 +296,8 @@ lazy_case() {
 	qemu-img convert -O raw img.qcow2 old.raw
 	"$IMAGE_IO" -q "${ops[@]}" img.qcow2
 	qemu-img info img.qcow2 | grep -q "cleanly shut down: no" && { fail lazy-clean-close "dirty after a clean close"; problems=1; }
+	p=$(unclean img.qcow2)
+	[ -z "$p" ] || { fail lazy-complete "a run without the kill knob left the image unclean: $p"; problems=$((problems + 1)); }
 	qemu-img convert -O raw img.qcow2 new.raw
 	w=$(count_writes "$IMAGE_IO" -q "${ops[@]}" img.qcow2)
 	local got=() k0=$KILLS o0=$ODD
