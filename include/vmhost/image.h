@@ -80,6 +80,9 @@ struct vh_image *vh_image_free(struct vh_image *img);
 /* The name the image was opened by (for a backing file: the path built
  * from the overlay's directory and the backing name). */
 const char *vh_image_filename(const struct vh_image *img);
+/* Whether 'fd' is the file 'img' was opened from (same device and inode):
+ * for whoever opens the path again and must not get another file. */
+bool vh_image_is_file(const struct vh_image *img, int fd);
 enum vh_image_format vh_image_get_format(const struct vh_image *img);
 uint64_t vh_image_virtual_size(const struct vh_image *img);
 /* The backing image, owned by 'img'; NULL when there is none (or it was

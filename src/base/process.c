@@ -165,13 +165,19 @@ static bool pidfd_wait_until(int pid_fd, uint64_t deadline) {
         }
 }
 
+int process_pidfd_signal(int pid_fd, int sig) {
+        return syscall(SYS_pidfd_send_signal, pid_fd, sig, NULL, 0) < 0 ? negative_errno() : 0;
+}
+
 int process_pidfd_terminate(int pid_fd, unsigned term_timeout_ms, unsigned kill_timeout_ms) {
-        if (syscall(SYS_pidfd_send_signal, pid_fd, SIGTERM, NULL, 0) < 0 && errno != ESRCH)
-                return negative_errno();
+        int r = process_pidfd_signal(pid_fd, SIGTERM);
+        if (r < 0 && r != -ESRCH)
+                return r;
         if (pidfd_wait_until(pid_fd, now_ms() + term_timeout_ms))
                 return 0;
-        if (syscall(SYS_pidfd_send_signal, pid_fd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
-                return negative_errno();
+        r = process_pidfd_signal(pid_fd, SIGKILL);
+        if (r < 0 && r != -ESRCH)
+                return r;
         if (pidfd_wait_until(pid_fd, now_ms() + kill_timeout_ms))
                 return 1;
         return -ETIMEDOUT;

@@ -33,6 +33,9 @@ bool process_alive(int pid);
  * never reach a process that reused the pid. */
 int process_pidfd_open(int pid);
 
+/* Sends 'sig' to the process behind 'pid_fd'; -ESRCH once it has exited. */
+int process_pidfd_signal(int pid_fd, int sig);
+
 /* SIGTERM through 'pid_fd', up to 'term_timeout_ms' for the process to be
  * gone, then SIGKILL and up to 'kill_timeout_ms' more. Returns 0 if it
  * exited on SIGTERM, 1 if it took SIGKILL, -ETIMEDOUT if it is still

@@ -673,6 +673,15 @@ static char *monitor_read_line(bool tty) {
  * line connects to the VM's QMP socket, runs as a human monitor command and
  * disconnects: QMP serves one client at a time, and a prompt left open must
  * not lock out 'vm stop' or the other commands. */
+/* Whether a monitor line is QEMU's 'quit' (or 'q'), whatever the spaces
+ * around it: QEMU would end the VM without vmhost knowing. */
+static bool monitor_is_quit(const char *line) {
+        line += strspn(line, " \t");
+        size_t n = strcspn(line, " \t");
+        return ((n == 4 && strncmp(line, "quit", 4) == 0) || (n == 1 && line[0] == 'q')) &&
+               line[n + strspn(line + n, " \t")] == '\0';
+}
+
 static int monitor_interactive(const char *name) {
         bool tty = isatty(STDIN_FILENO);
         struct vh_error err = {};
@@ -702,7 +711,7 @@ static int monitor_interactive(const char *name) {
                         add_history(cmd);
                 /* QEMU's own 'quit' would end the VM behind vmhost's back;
                  * here it leaves the prompt, as Ctrl-D does. */
-                if (streq(cmd, "quit") || streq(cmd, "q"))
+                if (monitor_is_quit(cmd))
                         break;
                 _cleanup_free_ char *out = NULL;
                 err = (struct vh_error) {};
@@ -729,6 +738,10 @@ static int vm_monitor_cmd(int argc, char **argv) {
                 return monitor_interactive(argv[1]);
         if (want_args(argc, argv, 2, "vmhost vm monitor web 'info status'") < 0)
                 return 2;
+        if (monitor_is_quit(argv[2]))
+                return log_error("'quit' would end VM %s behind vmhost's back: use 'vmhost vm stop %s' (or 'vm kill').",
+                                 argv[1], argv[1]),
+                       2;
         struct vh_error err = {};
         _cleanup_free_ char *out = NULL;
         int r = vm_monitor(argv[1], argv[2], &out, &err);

@@ -368,6 +368,11 @@ const char *vh_image_filename(const struct vh_image *img) {
         return img->filename;
 }
 
+bool vh_image_is_file(const struct vh_image *img, int fd) {
+        struct stat st;
+        return fstat(fd, &st) == 0 && st.st_dev == img->dev && st.st_ino == img->ino;
+}
+
 enum vh_image_format vh_image_get_format(const struct vh_image *img) {
         return img->format;
 }

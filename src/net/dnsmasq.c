@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -189,9 +188,7 @@ int dnsmasq_reload(const char *pid_path, const char *conf_path) {
         _cleanup_close_ int fd = dnsmasq_pidfd(pid_path, conf_path);
         if (fd < 0)
                 return fd;
-        if (syscall(SYS_pidfd_send_signal, fd, SIGHUP, NULL, 0) < 0)
-                return negative_errno();
-        return 0;
+        return process_pidfd_signal(fd, SIGHUP);
 }
 
 int dnsmasq_stop(const char *pid_path, const char *conf_path) {

@@ -484,6 +484,12 @@ static int open_disk_layers(const struct vm_def *def, struct vm_launch_files *f,
                                                     def->name, strerror(-r));
                         y->file.fd_write = r;
                 }
+                /* The path is opened again: it must still be the file whose
+                 * format and chain were just read, or QEMU would get another
+                 * (a qcow2 put in its place would be served as raw). */
+                if (!vh_image_is_file(cur, y->file.fd_read) || (own && !vh_image_is_file(cur, y->file.fd_write)))
+                        return vh_error_set(err, -ESTALE, "%s (%s VM %s) was replaced while vmhost opened it; start again",
+                                            path, own ? "the disk of" : "a backing file of the disk of", def->name);
                 struct stat st;
                 if (fstat(y->file.fd_read, &st) < 0)
                         return vh_error_set(err, negative_errno(), "Cannot stat %s: %m", path);
@@ -525,6 +531,15 @@ static int launch_files_open(const struct vm_def *def, struct vm_launch_files *f
 }
 
 /* Undoes a start that failed after the NICs were attached. */
+/* SIGKILL, and a bounded wait until QEMU is gone with its descriptors
+ * (disks, taps, sockets), so that nothing is undone under it. A QEMU that
+ * outlives the wait (stuck in the kernel) is reported as still there. */
+static bool qemu_kill_wait(int pid) {
+        if (kill(pid, SIGKILL) < 0 && errno == ESRCH)
+                return true;
+        return process_wait_gone(pid, 5000);
+}
+
 static void start_undo(const char *name, const struct vm_paths *p, struct vm_status *st) {
         (void) vm_net_detach(name, st->nic_networks, VM_MAX_NICS, NULL);
         runtime_clean(p);
@@ -730,7 +745,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         if (r < 0) {
                 char why[256];
                 if (process_alive(qpid))
-                        kill(qpid, SIGKILL);
+                        (void) qemu_kill_wait(qpid);
                 last_log_line(p.qemu_log, why, sizeof(why));
                 start_undo(name, &p, &st);
                 return vh_error_set(err, -EIO, "QEMU failed to start VM %s: %s (full log: %s)", name,
@@ -742,7 +757,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
          * password=on let nobody in. */
         r = vm_vnc_start(def, &p, err);
         if (r < 0) {
-                kill(qpid, SIGKILL);
+                (void) qemu_kill_wait(qpid);
                 start_undo(name, &p, &st);
                 return r;
         }
@@ -750,7 +765,7 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         st.pid = qpid;
         r = runtime_state_write(p.runtime_state, &st, def->n_forwards);
         if (r < 0) {
-                kill(st.pid, SIGKILL);
+                (void) qemu_kill_wait(st.pid);
                 start_undo(name, &p, &st);
                 return vh_error_set(err, r, "Cannot record the state of VM %s in %s: %s", name, p.runtime_state,
                                     strerror(-r));
@@ -884,11 +899,9 @@ int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
         unlink(p.runtime_state);
         if (kill(st.pid, SIGTERM) < 0 && errno != ESRCH)
                 return vh_error_set(err, negative_errno(), "Cannot signal QEMU (pid %d) of VM %s: %m", st.pid, name);
-        if (!process_wait_gone(st.pid, timeout_ms)) {
-                kill(st.pid, SIGKILL);
-                while (process_alive(st.pid))
-                        usleep(10 * 1000);
-        }
+        if (!process_wait_gone(st.pid, timeout_ms) && !qemu_kill_wait(st.pid))
+                return vh_error_set(err, -ETIMEDOUT, "QEMU (pid %d) of VM %s is still there 5 s after SIGKILL", st.pid,
+                                    name);
         r = vm_net_detach(name, st.nic_networks, VM_MAX_NICS, err);
         runtime_clean(&p);
         return r;

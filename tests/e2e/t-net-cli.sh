@@ -181,7 +181,7 @@ ok=0
 for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
 left=$(ip -n "$H" -o link show | grep -c ' vh-' || true)
 dpid1=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
-if ! grep -q 'Permission denied' "$VMHOST_HOME/run/networks/par/dnsmasq.log"; then
+if [ -s "$VMHOST_HOME/run/networks/par/dnsmasq.log" ] && ! grep -q 'Permission denied' "$VMHOST_HOME/run/networks/par/dnsmasq.log"; then
 	pass hosts-readable
 else
 	fail hosts-readable "$(grep 'Permission denied' "$VMHOST_HOME/run/networks/par/dnsmasq.log" | head -3)"
@@ -227,7 +227,9 @@ unblock_dns() { stop_pid "$BLOCK_PID"; }
 kill_dnsmasq() {
 	local p
 	p=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
-	[ -n "$p" ] && kill "$p" && while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+	[ -n "$p" ] && kill "$p" || return 1
+	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.05; done
+	fail kill-dnsmasq "dnsmasq $p still there 5 s after SIGTERM"
 }
 kill_dnsmasq
 block_dns || fail block-dns "$(cat "$E2E_TMP/block.out")"

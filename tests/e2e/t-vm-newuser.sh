@@ -109,6 +109,15 @@ PY
 	out=$(printf 'info status\nquit\ninfo status\n' | timeout 20 "$VMHOST" vm monitor r1 2>&1)
 	[ "$(grep -c 'VM status: running' <<<"$out")" = 1 ] && [ "$(vm_json r1 state)" = running ] &&
 		pass monitor-piped-quit-leaves "$out" || fail monitor-piped-quit-leaves "$out; state $(vm_json r1 state)"
+	# ' quit ' with spaces leaves too; a one-shot 'quit' is refused.
+	out=$(printf ' quit 
+info status
+' | timeout 20 "$VMHOST" vm monitor r1 2>&1)
+	! grep -q 'VM status' <<<"$out" && [ "$(vm_json r1 state)" = running ] &&
+		pass monitor-spaced-quit-leaves "$out" || fail monitor-spaced-quit-leaves "$out; state $(vm_json r1 state)"
+	out=$("$VMHOST" vm monitor r1 'quit' 2>&1); rc=$?
+	[ $rc = 2 ] && grep -q "would end VM r1 behind vmhost's back" <<<"$out" && [ "$(vm_json r1 state)" = running ] &&
+		pass monitor-one-shot-quit-refused "$out" || fail monitor-one-shot-quit-refused "rc=$rc $out; state $(vm_json r1 state)"
 else
 	fail monitor-interactive "r1 is not running"
 fi

@@ -1217,3 +1217,27 @@ TEST(interop_vmhost_writes_qemu_checks) {
         CHECK(json && strstr(json, "\"backing-filename\": \"out.qcow2\""));
         free(json);
 }
+
+TEST(image_is_file_tells_a_replaced_path) {
+        /* vm start opens each file of a chain again by path for QEMU: a file
+         * put in its place in between must be told from the one read. */
+        char path[512], other[512];
+        snprintf(path, sizeof(path), "%s/a.raw", test_tmpdir());
+        snprintf(other, sizeof(other), "%s/b.raw", test_tmpdir());
+        make_pattern_raw(path, 2 << 20);
+        make_pattern_raw(other, 2 << 20);
+        struct vh_error err = {};
+        struct vh_image *img = open_image(path, 0, &err);
+        CHECK(img != NULL);
+        if (!img)
+                return;
+        int same = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(same >= 0 && vh_image_is_file(img, same));
+        CHECK_EQ_INT(rename(other, path), 0);
+        int replaced = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(replaced >= 0 && !vh_image_is_file(img, replaced));
+        CHECK(!vh_image_is_file(img, -1));
+        close(same);
+        close(replaced);
+        vh_image_free(img);
+}
