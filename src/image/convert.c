@@ -35,6 +35,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -92,8 +94,48 @@ static int write_data(struct convert_target *t, const uint8_t *buf, size_t len, 
         return image_pwrite_all(t->fd, buf, len, offset);
 }
 
-static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
-                    struct vh_error *err) {
+/* Mapped source data (see map_data()) faults when it is read after the
+ * file shrank under the mapping, SIGBUS: QEMU's locks keep QEMU and vmhost
+ * from resizing it, but not truncate(1) or another machine's writer on a
+ * shared file system. Code that reads mapped data in user space runs under
+ * a guard that turns that fault into an error of this convert. The
+ * handler is installed once, and only where SIGBUS has its default action:
+ * a program with a SIGBUS handler of its own gets no mappings. A SIGBUS
+ * outside a guard gets the default action again, as if there were none.
+ * (The kernel's own reads of a mapping, pwrite() from it, return EFAULT.) */
+static __thread sigjmp_buf *bus_guard;
+static bool bus_guard_installed;
+static pthread_once_t bus_guard_once = PTHREAD_ONCE_INIT;
+
+static void bus_handler(int sig) {
+        sigjmp_buf *jb = bus_guard;
+        if (jb) {
+                bus_guard = NULL;
+                siglongjmp(*jb, 1);
+        }
+        /* Not a guarded read: the faulting access runs again and ends the
+         * process, as without this handler. */
+        signal(sig, SIG_DFL);
+}
+
+static void bus_guard_install(void) {
+        struct sigaction old;
+        if (sigaction(SIGBUS, NULL, &old) < 0 || (old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL)
+                return;
+        /* SA_NODEFER: SIGBUS stays unblocked after the jump, which does
+         * not restore the signal mask (sigsetjmp(.., 0): no syscall). */
+        struct sigaction sa = { .sa_handler = bus_handler, .sa_flags = SA_NODEFER };
+        sigemptyset(&sa.sa_mask);
+        bus_guard_installed = sigaction(SIGBUS, &sa, NULL) == 0;
+}
+
+static int source_shrank(struct vh_error *err) {
+        return vh_error_set(err, -EIO, "the source image shrank while it was being converted "
+                                       "(truncated by a program that ignores image locks?)");
+}
+
+static int emit_raw_unguarded(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
+                              struct vh_error *err) {
         /* Write everything but runs of zero units at least t->sparse long;
          * those stay holes. */
         uint64_t pos = 0;
@@ -117,6 +159,8 @@ static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *bu
                 }
                 if (pos > start) {
                         int r = write_data(t, buf + start, (size_t) (pos - start), offset + start);
+                        if (r == -EFAULT) /* only mapped source data can be a bad address */
+                                return source_shrank(err);
                         if (r < 0)
                                 return vh_error_set(err, r, "%s: write at %" PRIu64 " failed: %s", t->path,
                                                     offset + start, strerror(-r));
@@ -124,6 +168,18 @@ static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *bu
                 pos += zeros;
         }
         return 0;
+}
+
+/* 'buf' may be mapped source data: its zero checks run under the guard. */
+static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
+                    struct vh_error *err) {
+        sigjmp_buf jb;
+        if (sigsetjmp(jb, 0))
+                return source_shrank(err);
+        bus_guard = &jb;
+        int r = emit_raw_unguarded(t, offset, buf, len, err);
+        bus_guard = NULL;
+        return r;
 }
 
 /* Reads what 'b' shows at [off, off + len), zeros past its end. */
@@ -581,6 +637,9 @@ static int read_window(struct vh_image *src, const bool *map_ok, struct convert_
  * the worker's descriptor, which holds none, and not from the caller's,
  * which only sees other descriptors' locks. Regular files only. */
 static bool map_safe(struct vh_image *caller, struct vh_image *x) {
+        pthread_once(&bus_guard_once, bus_guard_install);
+        if (!bus_guard_installed)
+                return false;
         struct stat st;
         if (fstat(x->fd, &st) < 0 || !S_ISREG(st.st_mode))
                 return false;
@@ -606,6 +665,8 @@ static void par_fail(struct convert_par *p, int r, const struct vh_error *err) {
 static int write_plan(struct convert_par *p, const struct convert_window *w, struct vh_error *err) {
         for (size_t i = 0; i < w->n_plan; i++) {
                 int r = write_data(p->t, w->plan_data[i], (size_t) w->plan_len[i], w->plan_host[i]);
+                if (r == -EFAULT) /* only mapped source data can be a bad address */
+                        return source_shrank(err);
                 if (r < 0)
                         return vh_error_set(err, r, "%s: write at %" PRIu64 " failed: %s", p->t->path, w->plan_host[i],
                                             strerror(-r));
@@ -720,7 +781,7 @@ static void *convert_worker_run(void *userdata) {
 /* qcow2 output: assigns host clusters to what window 'w' holds, in guest
  * order, leaving out zero clusters (the sparse size is at most a cluster
  * on this path). */
-static int plan_window(struct convert_target *t, struct convert_window *w, struct vh_error *err) {
+static int plan_window_unguarded(struct convert_target *t, struct convert_window *w, struct vh_error *err) {
         w->n_plan = 0;
         for (size_t i = 0; i < w->n_seg; i++)
                 for (uint64_t pos = w->seg_off[i]; pos < w->seg_off[i] + w->seg_len[i]; pos += t->unit) {
@@ -743,6 +804,17 @@ static int plan_window(struct convert_target *t, struct convert_window *w, struc
                         }
                 }
         return 0;
+}
+
+/* The window's segments may be mapped source data: read under the guard. */
+static int plan_window(struct convert_target *t, struct convert_window *w, struct vh_error *err) {
+        sigjmp_buf jb;
+        if (sigsetjmp(jb, 0))
+                return source_shrank(err);
+        bus_guard = &jb;
+        int r = plan_window_unguarded(t, w, err);
+        bus_guard = NULL;
+        return r;
 }
 
 /* A handle on the same chain for a worker; fails (and the caller copies

@@ -1233,3 +1233,62 @@ TEST(image_write_killed_after_nth_write) {
         free(old_view);
         free(new_view);
 }
+
+/* Truncates the file at *userdata once, at the first progress report. */
+static void truncate_at_first_progress(uint64_t done, uint64_t total, void *userdata) {
+        (void) done;
+        (void) total;
+        const char **path = userdata;
+        if (*path) {
+                CHECK_EQ_INT(truncate(*path, 0), 0);
+                *path = NULL;
+        }
+}
+
+TEST(image_convert_source_truncated_is_an_error) {
+        /* Someone truncates the source mid-convert, as truncate(1) may
+         * whatever QEMU's locks say. Mapped source data faults (SIGBUS)
+         * once the file shrinks under the mapping; convert must fail with
+         * an error, not die. To qcow2, the first progress report comes
+         * after window 0 was mapped and before it is read for its zeros,
+         * so the truncation always lands there. Where SIGBUS has a
+         * handler already (a sanitizer's), nothing is mapped and the
+         * convert only must not crash. */
+        struct sigaction sa;
+        CHECK_EQ_INT(sigaction(SIGBUS, NULL, &sa), 0);
+        bool mapping = !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+        char src[512], out[512];
+        snprintf(src, sizeof(src), "%s/shrinks.raw", test_tmpdir());
+        snprintf(out, sizeof(out), "%s/shrinks.qcow2", test_tmpdir());
+        int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        uint8_t *chunk = malloc(1 << 20);
+        CHECK(fd >= 0 && chunk != NULL);
+        if (fd < 0 || !chunk) {
+                free(chunk);
+                return;
+        }
+        memset(chunk, 0x5a, 1 << 20);
+        for (int i = 0; i < 64; i++)
+                CHECK_EQ_INT(image_pwrite_all(fd, chunk, 1 << 20, (uint64_t) i << 20), 0);
+        free(chunk);
+        close(fd);
+        struct vh_image *img = open_img(src, 0);
+        CHECK(img != NULL);
+        if (!img)
+                return;
+        const char *victim = src;
+        struct vh_image_convert_options co = {
+                .format = VH_IMAGE_FORMAT_QCOW2, .progress = truncate_at_first_progress, .userdata = &victim,
+        };
+        struct vh_error err = {};
+        int r = vh_image_convert(img, out, &co, &err);
+        vh_image_free(img);
+        CHECK(victim == NULL);
+        if (mapping) {
+                CHECK_EQ_INT(r, -EIO);
+                if (!strstr(err.msg, "shrank while it was being converted"))
+                        test_fail(__FILE__, __LINE__, "the error names no shrunk source: '%s'", err.msg);
+                CHECK(access(out, F_OK) < 0); /* no output left behind */
+        }
+        unlink(out);
+}
