@@ -4,7 +4,7 @@
  *  - the KVM probe, which answers "can KVM really run guest code here, and
  *    how fast?" by running a tiny real-mode loop through the KVM API in a
  *    child process, bounded in time. 'vm start --accel auto' uses it to pick
- *    kvm or tcg; host_kvm_probe_cached() keeps the answer for one boot.
+ *    kvm or tcg; probe_kvm_cached() keeps the answer for one boot.
  *  - the doctor report: one check per thing vmhost relies on (QEMU, KVM,
  *    nested virtualization, kernel networking, Open vSwitch (installed and
  *    its daemons answering), nftables, dnsmasq, ssh), each with a status, a
@@ -18,53 +18,53 @@
 
 #include "vmhost/error.h"
 
-enum host_accel {
-        HOST_ACCEL_NONE,  /* no way to run a guest */
-        HOST_ACCEL_TCG,   /* QEMU's CPU emulator */
-        HOST_ACCEL_KVM,
+enum probe_accel {
+        PROBE_ACCEL_NONE,  /* no way to run a guest */
+        PROBE_ACCEL_TCG,   /* QEMU's CPU emulator */
+        PROBE_ACCEL_KVM,
 };
 
-const char *host_accel_to_string(enum host_accel a);
+const char *probe_accel_to_string(enum probe_accel a);
 
 /* ---- KVM probe ---- */
 
-#define HOST_KVM_DEVICE "/dev/kvm"
+#define PROBE_KVM_DEVICE "/dev/kvm"
 /* KVM_GET_API_VERSION has returned 12 since Linux 2.6.22; anything else is
  * an interface vmhost (and QEMU) does not speak. */
-#define HOST_KVM_API_VERSION 12
+#define PROBE_KVM_API_VERSION 12
 /* Loop iterations of the probe guest (2 instructions each). Real KVM runs
  * them in 1 to 4 ms; the rate threshold below needs at most 40 ms. */
-#define HOST_KVM_PROBE_ITERATIONS 2000000u
+#define PROBE_KVM_ITERATIONS 2000000u
 /* How long the guest may run before the probe stops it and measures. */
-#define HOST_KVM_PROBE_BUDGET_MS 300u
+#define PROBE_KVM_BUDGET_MS 300u
 /* When the probe process is killed, whatever it is doing. */
-#define HOST_KVM_PROBE_HARD_TIMEOUT_MS 2000u
+#define PROBE_KVM_HARD_TIMEOUT_MS 2000u
 /* Below this many guest instructions per second KVM is not used: real KVM
  * does billions; a paravirtual KVM that traps every instruction does about
  * a million, where a stock kernel does not finish booting. */
-#define HOST_KVM_PROBE_MIN_IPS 100e6
+#define PROBE_KVM_MIN_IPS 100e6
 
-enum host_kvm_status {
-        HOST_KVM_USABLE,      /* ran the guest loop fast enough: use KVM */
-        HOST_KVM_MISSING,     /* no device node */
-        HOST_KVM_NO_ACCESS,   /* the device cannot be opened (permissions) */
-        HOST_KVM_UNUSABLE,    /* opened, but the API, the guest run or its speed failed */
+enum probe_kvm_status {
+        PROBE_KVM_USABLE,      /* ran the guest loop fast enough: use KVM */
+        PROBE_KVM_MISSING,     /* no device node */
+        PROBE_KVM_NO_ACCESS,   /* the device cannot be opened (permissions) */
+        PROBE_KVM_UNUSABLE,    /* opened, but the API, the guest run or its speed failed */
 };
 
-const char *host_kvm_status_to_string(enum host_kvm_status s);
+const char *probe_kvm_status_to_string(enum probe_kvm_status s);
 
-struct host_kvm_probe_options {
-        const char *device;        /* NULL: HOST_KVM_DEVICE */
-        uint32_t iterations;       /* 0: HOST_KVM_PROBE_ITERATIONS */
-        unsigned budget_ms;        /* 0: HOST_KVM_PROBE_BUDGET_MS */
-        unsigned hard_timeout_ms;  /* 0: HOST_KVM_PROBE_HARD_TIMEOUT_MS */
-        double min_ips;            /* 0: HOST_KVM_PROBE_MIN_IPS */
+struct probe_kvm_options {
+        const char *device;        /* NULL: PROBE_KVM_DEVICE */
+        uint32_t iterations;       /* 0: PROBE_KVM_ITERATIONS */
+        unsigned budget_ms;        /* 0: PROBE_KVM_BUDGET_MS */
+        unsigned hard_timeout_ms;  /* 0: PROBE_KVM_HARD_TIMEOUT_MS */
+        double min_ips;            /* 0: PROBE_KVM_MIN_IPS */
 };
 
-#define HOST_KVM_REASON_MAX 256
+#define PROBE_KVM_REASON_MAX 256
 
-struct host_kvm_probe_result {
-        enum host_kvm_status status;
+struct probe_kvm_result {
+        enum probe_kvm_status status;
         bool present;                   /* the device node exists */
         bool openable;                  /* it opened read-write */
         int api_version;                /* -1 when not read */
@@ -76,79 +76,79 @@ struct host_kvm_probe_result {
         double seconds;                 /* time spent in KVM_RUN */
         double instructions_per_second; /* 2 per iteration over 'seconds' */
         double probe_seconds;           /* the whole probe, process start included */
-        char reason[HOST_KVM_REASON_MAX]; /* one sentence: why usable or not */
+        char reason[PROBE_KVM_REASON_MAX]; /* one sentence: why usable or not */
 };
 
 /* Probes 'opts->device' (opts may be NULL for the defaults). Returns 0 with
  * a verdict in 'ret_result' whatever KVM did (missing, unusable, slow,
  * hung: the reason says which); -errno only when the probe itself could not
  * run (fork, pipe, memory). Never takes longer than the hard timeout. */
-int host_kvm_probe(const struct host_kvm_probe_options *opts, struct host_kvm_probe_result *ret_result,
+int probe_kvm_probe(const struct probe_kvm_options *opts, struct probe_kvm_result *ret_result,
                    struct vh_error *err);
 
 /* The answer for this boot: read from <runtime dir>/kvm-probe when it was
  * written during the current boot (keyed by /proc/sys/kernel/random/boot_id),
  * else probed with the defaults and stored there. A cache that cannot be
  * read or written only costs a probe. 'ret_from_cache' may be NULL. */
-int host_kvm_probe_cached(struct host_kvm_probe_result *ret_result, bool *ret_from_cache,
+int probe_kvm_cached(struct probe_kvm_result *ret_result, bool *ret_from_cache,
                           struct vh_error *err);
 
 /* Stores a fresh result as the answer for this boot ('vmhost doctor' calls
  * this after each probe, so a changed host is seen at once). */
-int host_kvm_probe_cache_store(const struct host_kvm_probe_result *r, struct vh_error *err);
+int probe_kvm_cache_store(const struct probe_kvm_result *r, struct vh_error *err);
 
 /* Serializes a result as "key=value" lines keyed by 'boot_id', and reads it
  * back: -ESTALE when the boot id differs, -EINVAL when malformed. */
-int host_kvm_probe_cache_format(const struct host_kvm_probe_result *r, const char *boot_id, char **ret_text);
-int host_kvm_probe_cache_parse(const char *text, const char *boot_id, struct host_kvm_probe_result *ret_result);
+int probe_kvm_cache_format(const struct probe_kvm_result *r, const char *boot_id, char **ret_text);
+int probe_kvm_cache_parse(const char *text, const char *boot_id, struct probe_kvm_result *ret_result);
 
 /* Decides from the measured numbers ('finished', 'iterations', 'seconds')
  * whether a guest that ran is usable: it must have finished and reached
  * 'min_ips' (0: the default). Sets status, instructions_per_second and
  * reason. Pure: the unit tests feed it numbers. */
-void host_kvm_probe_classify(struct host_kvm_probe_result *r, double min_ips);
+void probe_kvm_classify(struct probe_kvm_result *r, double min_ips);
 
 /* kvm when the probe says usable, else tcg ('qemu_has_tcg' false: none). */
-enum host_accel host_kvm_probe_accel(const struct host_kvm_probe_result *r, bool qemu_has_tcg);
+enum probe_accel probe_kvm_accel(const struct probe_kvm_result *r, bool qemu_has_tcg);
 
 /* ---- Doctor report ---- */
 
-enum host_check_status {
-        HOST_CHECK_OK,
-        HOST_CHECK_WARN,      /* works, with a limit worth knowing */
-        HOST_CHECK_MISSING,   /* not installed, or not in this kernel */
-        HOST_CHECK_UNUSABLE,  /* present, but does not work */
+enum probe_check_status {
+        PROBE_CHECK_OK,
+        PROBE_CHECK_WARN,      /* works, with a limit worth knowing */
+        PROBE_CHECK_MISSING,   /* not installed, or not in this kernel */
+        PROBE_CHECK_UNUSABLE,  /* present, but does not work */
 };
 
-const char *host_check_status_to_string(enum host_check_status s);
+const char *probe_check_status_to_string(enum probe_check_status s);
 
-#define HOST_CHECK_NAME_MAX 32
-#define HOST_CHECK_VALUE_MAX 128
-#define HOST_CHECK_REASON_MAX 320
-#define HOST_REPORT_MAX_CHECKS 48
+#define PROBE_CHECK_NAME_MAX 32
+#define PROBE_CHECK_VALUE_MAX 128
+#define PROBE_CHECK_REASON_MAX 320
+#define PROBE_REPORT_MAX_CHECKS 48
 
-struct host_check {
-        char name[HOST_CHECK_NAME_MAX];      /* "qemu-system-x86_64", "kvm", "bridge" */
-        enum host_check_status status;
-        char value[HOST_CHECK_VALUE_MAX];    /* "7.2.22 (Debian ...)", "built in" */
-        char reason[HOST_CHECK_REASON_MAX];  /* one sentence: why, and what to do */
+struct probe_check {
+        char name[PROBE_CHECK_NAME_MAX];      /* "qemu-system-x86_64", "kvm", "bridge" */
+        enum probe_check_status status;
+        char value[PROBE_CHECK_VALUE_MAX];    /* "7.2.22 (Debian ...)", "built in" */
+        char reason[PROBE_CHECK_REASON_MAX];  /* one sentence: why, and what to do */
 };
 
-struct host_report {
-        struct host_check checks[HOST_REPORT_MAX_CHECKS];
+struct probe_report {
+        struct probe_check checks[PROBE_REPORT_MAX_CHECKS];
         unsigned n_checks;
-        struct host_kvm_probe_result kvm;
-        enum host_accel accel;
-        char accel_reason[HOST_CHECK_REASON_MAX];
+        struct probe_kvm_result kvm;
+        enum probe_accel accel;
+        char accel_reason[PROBE_CHECK_REASON_MAX];
         bool can_run_vms;                    /* QEMU is there and some accelerator works */
         double seconds;                      /* how long the doctor took */
 };
 
-struct host_doctor_options {
-        struct host_kvm_probe_options kvm;   /* zeroes: the defaults */
+struct probe_doctor_options {
+        struct probe_kvm_options kvm;   /* zeroes: the defaults */
         bool store_kvm_cache;                /* refresh the per-boot probe cache */
         const char *ovs_db;                  /* NULL: unix:OVS_RUNDIR/db.sock */
-        const char *ovs_rundir;              /* NULL: HOST_OVS_RUNDIR (ovs-vswitchd's pid file and socket) */
+        const char *ovs_rundir;              /* NULL: PROBE_OVS_RUNDIR (ovs-vswitchd's pid file and socket) */
 };
 
 /* ---- Open vSwitch daemons ----
@@ -159,11 +159,11 @@ struct host_doctor_options {
  * within the timeout); judging the answers is pure so that the unit tests
  * feed it every combination. */
 
-#define HOST_OVS_RUNDIR "/var/run/openvswitch"
-#define HOST_OVS_TIMEOUT_MS 1000u
-#define HOST_OVS_START_HINT "service openvswitch-switch start"
+#define PROBE_OVS_RUNDIR "/var/run/openvswitch"
+#define PROBE_OVS_TIMEOUT_MS 1000u
+#define PROBE_OVS_START_HINT "service openvswitch-switch start"
 
-struct host_ovs_daemons {
+struct probe_ovs_daemons {
         bool installed;             /* ovsdb-server and ovs-vswitchd are in PATH */
         bool default_paths;         /* the system's database and run directory, not an override */
         char db[256];               /* the database remote asked: "unix:PATH" */
@@ -178,27 +178,27 @@ struct host_ovs_daemons {
 };
 
 /* Fills 'ret' for database 'db' (NULL: unix:RUNDIR/db.sock) and run
- * directory 'rundir' (NULL: HOST_OVS_RUNDIR), waiting at most 'timeout_ms'
- * (0: HOST_OVS_TIMEOUT_MS) per daemon. Never fails: what could not be asked
+ * directory 'rundir' (NULL: PROBE_OVS_RUNDIR), waiting at most 'timeout_ms'
+ * (0: PROBE_OVS_TIMEOUT_MS) per daemon. Never fails: what could not be asked
  * is recorded as an error in 'ret'. */
-void host_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct host_ovs_daemons *ret);
+void probe_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct probe_ovs_daemons *ret);
 
 /* The doctor's "ovs-daemons" row from a probe: which daemon is not running,
  * why, and the command that starts them. */
-void host_ovs_daemons_judge(const struct host_ovs_daemons *s, struct host_check *ret);
+void probe_ovs_daemons_judge(const struct probe_ovs_daemons *s, struct probe_check *ret);
 
 /* Runs every check ('opts' may be NULL). The KVM probe runs in a child
  * process while the other checks run. Returns 0 with a report (owned by the
- * caller, free with host_report_free) even when the host can run nothing;
+ * caller, free with probe_report_free) even when the host can run nothing;
  * -errno only when the checks could not be made at all. */
-int host_doctor_run(const struct host_doctor_options *opts, struct host_report **ret_report,
+int probe_doctor_run(const struct probe_doctor_options *opts, struct probe_report **ret_report,
                     struct vh_error *err);
 
-struct host_report *host_report_free(struct host_report *r);
+struct probe_report *probe_report_free(struct probe_report *r);
 
 /* The check called 'name', or NULL. */
-const struct host_check *host_report_find(const struct host_report *r, const char *name);
+const struct probe_check *probe_report_find(const struct probe_report *r, const char *name);
 
 /* The report as JSON: {"checks": [{name, status, value, reason}...],
  * "accelerator", "accelerator-reason", "can-run-vms", "kvm-probe": {...}}. */
-int host_report_to_json(const struct host_report *r, bool pretty, char **ret_json);
+int probe_report_to_json(const struct probe_report *r, bool pretty, char **ret_json);

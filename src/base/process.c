@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/macro.h"
 #include "base/process.h"
 #include "base/strutil.h"
@@ -133,12 +134,6 @@ bool process_alive(int pid) {
         return p[2] != 'Z' && p[2] != 'X';
 }
 
-uint64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
 int process_pidfd_open(int pid) {
         if (pid <= 0)
                 return -EINVAL;
@@ -147,13 +142,13 @@ int process_pidfd_open(int pid) {
 }
 
 /* Sleeps until the process behind 'pid_fd' has exited, at most until
- * 'deadline' (now_ms() clock). A pidfd polls readable only after the whole
+ * 'deadline' (vh_clock_ms() clock). A pidfd polls readable only after the whole
  * exit path has run, file descriptors included; that is what matters to
  * whoever wants the process's sockets or locks next. */
 static bool pidfd_wait_until(int pid_fd, uint64_t deadline) {
         for (;;) {
                 struct pollfd pfd = { .fd = pid_fd, .events = POLLIN };
-                uint64_t now = now_ms();
+                uint64_t now = vh_clock_ms();
                 int timeout = now >= deadline ? 0 : (int) MIN(deadline - now, (uint64_t) INT32_MAX);
                 int k = poll(&pfd, 1, timeout);
                 if (k > 0)
@@ -173,18 +168,18 @@ int process_pidfd_terminate(int pid_fd, unsigned term_timeout_ms, unsigned kill_
         int r = process_pidfd_signal(pid_fd, SIGTERM);
         if (r < 0 && r != -ESRCH)
                 return r;
-        if (pidfd_wait_until(pid_fd, now_ms() + term_timeout_ms))
+        if (pidfd_wait_until(pid_fd, vh_clock_ms() + term_timeout_ms))
                 return 0;
         r = process_pidfd_signal(pid_fd, SIGKILL);
         if (r < 0 && r != -ESRCH)
                 return r;
-        if (pidfd_wait_until(pid_fd, now_ms() + kill_timeout_ms))
+        if (pidfd_wait_until(pid_fd, vh_clock_ms() + kill_timeout_ms))
                 return 1;
         return -ETIMEDOUT;
 }
 
 bool process_wait_gone(int pid, unsigned timeout_ms) {
-        uint64_t deadline = now_ms() + timeout_ms;
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
         int pid_fd = process_pidfd_open(pid);
         if (pid_fd >= 0) {
                 bool gone = pidfd_wait_until(pid_fd, deadline);
@@ -195,7 +190,7 @@ bool process_wait_gone(int pid, unsigned timeout_ms) {
                 return true;
         /* No pidfds (a kernel before 5.3): poll the process's state. */
         while (process_alive(pid)) {
-                if (now_ms() >= deadline)
+                if (vh_clock_ms() >= deadline)
                         return false;
                 usleep(10 * 1000);
         }

@@ -18,7 +18,6 @@ int process_run(char *const argv[], size_t max_output, char **ret_output);
 char *find_executable(const char *name);
 
 /* Milliseconds on the monotonic clock, for deadlines. */
-uint64_t now_ms(void);
 
 /* Waits until 'pid' has fully exited (a pidfd, so its file descriptors
  * are closed too; polling its state where pidfds are missing) or

@@ -37,37 +37,37 @@ static void doctor_usage(FILE *f) {
                 "Example:\n"
                 "  vmhost doctor\n"
                 "  vmhost doctor --json | jq -r .accelerator\n",
-                HOST_KVM_PROBE_BUDGET_MS);
+                PROBE_KVM_BUDGET_MS);
 }
 
-static const char *kvm_summary(const struct host_kvm_probe_result *k) {
+static const char *kvm_summary(const struct probe_kvm_result *k) {
         switch (k->status) {
-        case HOST_KVM_USABLE: return "usable";
-        case HOST_KVM_MISSING: return "missing";
-        case HOST_KVM_NO_ACCESS: return "present but not accessible";
-        case HOST_KVM_UNUSABLE: break;
+        case PROBE_KVM_USABLE: return "usable";
+        case PROBE_KVM_MISSING: return "missing";
+        case PROBE_KVM_NO_ACCESS: return "present but not accessible";
+        case PROBE_KVM_UNUSABLE: break;
         }
         return "present but unusable";
 }
 
-static void print_table(const struct host_report *r) {
+static void print_table(const struct probe_report *r) {
         static const char *const head[] = { "CHECK", "STATUS", "VALUE" };
         size_t w[3] = { strlen(head[0]), strlen(head[1]), strlen(head[2]) };
         for (unsigned i = 0; i < r->n_checks; i++) {
-                const struct host_check *c = &r->checks[i];
+                const struct probe_check *c = &r->checks[i];
                 w[0] = MAX(w[0], strlen(c->name));
-                w[1] = MAX(w[1], strlen(host_check_status_to_string(c->status)));
+                w[1] = MAX(w[1], strlen(probe_check_status_to_string(c->status)));
                 w[2] = MAX(w[2], strlen(c->value));
         }
         printf("%-*s  %-*s  %-*s  %s\n", (int) w[0], head[0], (int) w[1], head[1], (int) w[2], head[2], "REASON");
         for (unsigned i = 0; i < r->n_checks; i++) {
-                const struct host_check *c = &r->checks[i];
+                const struct probe_check *c = &r->checks[i];
                 printf("%-*s  %-*s  %-*s  %s\n", (int) w[0], c->name, (int) w[1],
-                       host_check_status_to_string(c->status), (int) w[2], c->value, c->reason);
+                       probe_check_status_to_string(c->status), (int) w[2], c->value, c->reason);
         }
         printf("\n");
         printf("KVM: %s (%s)\n", kvm_summary(&r->kvm), r->kvm.reason);
-        printf("accelerator: %s (%s)\n", host_accel_to_string(r->accel), r->accel_reason);
+        printf("accelerator: %s (%s)\n", probe_accel_to_string(r->accel), r->accel_reason);
         printf("VMs can run here: %s\n", r->can_run_vms ? "yes" : "no");
 }
 
@@ -89,14 +89,14 @@ int cmd_doctor(int argc, char **argv) {
         /* The same variables the rest of vmhost and OVS's own tools read:
          * a private database (tests) is checked instead of the system's. */
         const char *ovs_db = getenv("VMHOST_OVS_DB"), *ovs_rundir = getenv("OVS_RUNDIR");
-        struct host_doctor_options opts = {
+        struct probe_doctor_options opts = {
                 .store_kvm_cache = true,
                 .ovs_db = isempty(ovs_db) ? NULL : ovs_db,
                 .ovs_rundir = isempty(ovs_rundir) ? NULL : ovs_rundir,
         };
-        struct host_report *report = NULL;
+        struct probe_report *report = NULL;
         struct vh_error err = {};
-        int r = host_doctor_run(&opts, &report, &err);
+        int r = probe_doctor_run(&opts, &report, &err);
         if (r < 0) {
                 log_error_errno(r, "Cannot check this host: %s", vh_error_message(&err, r));
                 return 1;
@@ -104,9 +104,9 @@ int cmd_doctor(int argc, char **argv) {
 
         if (json) {
                 _cleanup_free_ char *text = NULL;
-                r = host_report_to_json(report, true, &text);
+                r = probe_report_to_json(report, true, &text);
                 if (r < 0) {
-                        host_report_free(report);
+                        probe_report_free(report);
                         log_error_errno(r, "Cannot format the report as JSON: %m");
                         return 1;
                 }
@@ -115,6 +115,6 @@ int cmd_doctor(int argc, char **argv) {
                 print_table(report);
 
         int status = report->can_run_vms ? 0 : 1;
-        host_report_free(report);
+        probe_report_free(report);
         return status;
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/json-writer.h"
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -48,9 +49,7 @@ struct qmp_client {
 };
 
 static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (int64_t) vh_clock_ms();
 }
 
 /* -1 for "no deadline". */

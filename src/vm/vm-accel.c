@@ -13,12 +13,12 @@ int vm_accel_resolve(enum vm_accel want, const char **ret, struct vh_error *err)
                 return 0;
         }
 
-        struct host_kvm_probe_result probe;
+        struct probe_kvm_result probe;
         bool cached;
-        int r = host_kvm_probe_cached(&probe, &cached, err);
+        int r = probe_kvm_cached(&probe, &cached, err);
         if (r < 0)
                 return r;
-        bool kvm = probe.status == HOST_KVM_USABLE;
+        bool kvm = probe.status == PROBE_KVM_USABLE;
 
         if (want == VM_ACCEL_KVM && !kvm)
                 return vh_error_set(err, -ENODEV, "KVM was asked for but is not usable here: %s (see 'vmhost doctor')",

@@ -1,5 +1,5 @@
 /* vm/vm-accel.h: which accelerator a VM gets. 'auto' asks the host probe
- * (src/host/) whether KVM really runs guest code here, not merely whether
+ * (src/probe/) whether KVM really runs guest code here, not merely whether
  * /dev/kvm exists. */
 #pragma once
 

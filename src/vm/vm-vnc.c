@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/macro.h"
@@ -277,13 +278,13 @@ static int relay(struct vm_vnc_session *s, int client, int server, int cancel_fd
 int vm_vnc_session_run(struct vm_vnc_session *s, int accept_timeout_ms, int cancel_fd, struct vh_error *err) {
         if (s->listen_fd < 0)
                 return vh_error_set(err, -EALREADY, "This VNC session of VM %s has had its client", s->name);
-        uint64_t deadline = accept_timeout_ms >= 0 ? now_ms() + (uint64_t) accept_timeout_ms : 0;
+        uint64_t deadline = accept_timeout_ms >= 0 ? vh_clock_ms() + (uint64_t) accept_timeout_ms : 0;
         _cleanup_close_ int client = -1;
         while (client < 0) {
                 struct pollfd fds[2] = { { .fd = s->listen_fd, .events = POLLIN }, { .fd = cancel_fd, .events = POLLIN } };
                 int timeout = -1;
                 if (accept_timeout_ms >= 0) {
-                        uint64_t now = now_ms();
+                        uint64_t now = vh_clock_ms();
                         timeout = now >= deadline ? 0 : (int) MIN(deadline - now, (uint64_t) INT32_MAX);
                 }
                 int n = poll(fds, cancel_fd >= 0 ? 2 : 1, timeout);

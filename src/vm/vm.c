@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/macro.h"
 #include "base/paths.h"
@@ -341,7 +342,7 @@ int vm_allocate_port(bool udp, uint16_t *ret) {
  * its disks; the greeting only comes from the main loop, once QEMU is fully
  * initialized. Only the greeting is read: no command is sent. */
 static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms) {
-        uint64_t deadline = now_ms() + timeout_ms;
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
         for (;;) {
@@ -351,7 +352,7 @@ static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms)
                 if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0) {
                         char buf[512];
                         size_t len = 0;
-                        while (now_ms() < deadline) {
+                        while (vh_clock_ms() < deadline) {
                                 struct pollfd pfd = { .fd = fd, .events = POLLIN };
                                 int n = poll(&pfd, 1, 50);
                                 if (n < 0 && errno != EINTR)
@@ -373,7 +374,7 @@ static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms)
                 }
                 if (!process_alive(pid))
                         return -ESRCH;
-                if (now_ms() >= deadline)
+                if (vh_clock_ms() >= deadline)
                         return -ETIMEDOUT;
                 /* QEMU takes 0.1-0.5 s to listen; polling every 1 ms (a few
                  * cheap syscalls) notices at once, every 10 ms added 5 ms on
@@ -790,7 +791,7 @@ static void wait_for_log(const char *log, int *inotify_fd, int pid_fd, uint64_t 
                 if (*inotify_fd >= 0 && inotify_add_watch(*inotify_fd, log, IN_MODIFY | IN_CLOSE_WRITE) < 0)
                         *inotify_fd = safe_close(*inotify_fd);
         }
-        uint64_t now = now_ms();
+        uint64_t now = vh_clock_ms();
         int timeout = (int) MIN(deadline > now ? deadline - now : 0, (uint64_t) 1000);
         if (*inotify_fd < 0)
                 timeout = MIN(timeout, 50);
@@ -815,7 +816,7 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
                 return vh_error_set(err, -ESRCH, "VM %s is not running%s%s", name,
                                     st.exit_reason[0] ? ": " : "", st.exit_reason);
 
-        uint64_t deadline = now_ms() + timeout_ms;
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
         uint64_t offset = st.serial_log_offset;
         _cleanup_close_ int pid_fd = (int) syscall(SYS_pidfd_open, st.pid, 0);
         _cleanup_close_ int inotify_fd = -1;
@@ -874,7 +875,7 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
                 if (now.state != VM_STATE_RUNNING)
                         return vh_error_set(err, -ESRCH, "VM %s stopped before it was ready: %s", name,
                                             now.exit_reason[0] ? now.exit_reason : "no reason logged");
-                if (now_ms() >= deadline)
+                if (vh_clock_ms() >= deadline)
                         return vh_error_set(err, -ETIMEDOUT,
                                             "VM %s printed no ready line within %u s (console log: %s)", name,
                                             timeout_ms / 1000, p.serial_log);
@@ -909,9 +910,9 @@ int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
 
 static void drain_output(int fd, int out_fd) {
         char buf[4096];
-        uint64_t deadline = now_ms() + 30 * 1000;
+        uint64_t deadline = vh_clock_ms() + 30 * 1000;
         struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        while (now_ms() < deadline && poll(&pfd, 1, 1000) > 0) {
+        while (vh_clock_ms() < deadline && poll(&pfd, 1, 1000) > 0) {
                 ssize_t k = read(fd, buf, sizeof(buf));
                 if (k <= 0 || write(out_fd, buf, (size_t) k) < 0)
                         break;

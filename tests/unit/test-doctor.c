@@ -1,4 +1,4 @@
-/* tests/unit/test-doctor.c: unit tests for src/host/ (the doctor's parsers,
+/* tests/unit/test-doctor.c: unit tests for src/probe/ (the doctor's parsers,
  * the KVM probe's verdicts, its per-boot cache, the probe process harness
  * and one real probe of this machine's /dev/kvm). The parser inputs are
  * real outputs of the programs and files they read. */
@@ -11,9 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
-#include "host/host-parse.h"
-#include "host/kvm-probe.h"
+#include "probe/probe-parse.h"
+#include "probe/kvm-probe.h"
 #include "test.h"
 #include "vmhost/doctor.h"
 
@@ -45,10 +46,10 @@ TEST(doctor_parse_version_table) {
                 { "deb12u18 1.5", 0, 1, 5, 0, "1.5", "" },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct host_version v;
-                int r = host_parse_version(cases[i].in, &v);
+                struct probe_version v;
+                int r = probe_parse_version(cases[i].in, &v);
                 if (r != cases[i].r) {
-                        test_fail(__FILE__, __LINE__, "case %zu: host_parse_version = %d, want %d", i, r, cases[i].r);
+                        test_fail(__FILE__, __LINE__, "case %zu: probe_parse_version = %d, want %d", i, r, cases[i].r);
                         continue;
                 }
                 if (r < 0)
@@ -58,25 +59,25 @@ TEST(doctor_parse_version_table) {
                 CHECK_STREQ(v.text, cases[i].text);
                 CHECK_STREQ(v.detail, cases[i].detail);
         }
-        CHECK(host_parse_version(NULL, &(struct host_version) {}) == -EINVAL);
+        CHECK(probe_parse_version(NULL, &(struct probe_version) {}) == -EINVAL);
 }
 
 TEST(doctor_version_format) {
-        struct host_version v;
+        struct probe_version v;
         char buf[128];
-        CHECK(host_parse_version("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)", &v) == 0);
-        CHECK_STREQ(host_version_format(&v, buf, sizeof(buf)), "7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)");
-        CHECK(host_parse_version("Dnsmasq version 2.90", &v) == 0);
-        CHECK_STREQ(host_version_format(&v, buf, sizeof(buf)), "2.90");
+        CHECK(probe_parse_version("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)", &v) == 0);
+        CHECK_STREQ(probe_version_format(&v, buf, sizeof(buf)), "7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)");
+        CHECK(probe_parse_version("Dnsmasq version 2.90", &v) == 0);
+        CHECK_STREQ(probe_version_format(&v, buf, sizeof(buf)), "2.90");
 }
 
 TEST(doctor_accel_help) {
         const char *out = "Accelerators supported in QEMU binary:\ntcg\nkvm\n";
-        CHECK(host_accel_help_has(out, "tcg"));
-        CHECK(host_accel_help_has(out, "kvm"));
-        CHECK(!host_accel_help_has(out, "xen"));
-        CHECK(!host_accel_help_has("Accelerators supported in QEMU binary:\nkvm\n", "tcg"));
-        CHECK(!host_accel_help_has("", "tcg"));
+        CHECK(probe_accel_help_has(out, "tcg"));
+        CHECK(probe_accel_help_has(out, "kvm"));
+        CHECK(!probe_accel_help_has(out, "xen"));
+        CHECK(!probe_accel_help_has("Accelerators supported in QEMU binary:\nkvm\n", "tcg"));
+        CHECK(!probe_accel_help_has("", "tcg"));
 }
 
 TEST(doctor_bool_param_table) {
@@ -91,14 +92,14 @@ TEST(doctor_bool_param_table) {
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 bool v = !cases[i].v;
-                int r = host_parse_bool_param(cases[i].in, &v);
+                int r = probe_parse_bool_param(cases[i].in, &v);
                 if (r != cases[i].r)
-                        test_fail(__FILE__, __LINE__, "host_parse_bool_param(\"%s\") = %d", cases[i].in, r);
+                        test_fail(__FILE__, __LINE__, "probe_parse_bool_param(\"%s\") = %d", cases[i].in, r);
                 else if (r == 0 && v != cases[i].v)
-                        test_fail(__FILE__, __LINE__, "host_parse_bool_param(\"%s\") wrong value", cases[i].in);
+                        test_fail(__FILE__, __LINE__, "probe_parse_bool_param(\"%s\") wrong value", cases[i].in);
         }
         bool v;
-        CHECK(host_parse_bool_param(NULL, &v) == -EINVAL);
+        CHECK(probe_parse_bool_param(NULL, &v) == -EINVAL);
 }
 
 TEST(doctor_cpuinfo_table) {
@@ -127,10 +128,10 @@ TEST(doctor_cpuinfo_table) {
                 { "", -EINVAL, NULL, NULL, false, false, false },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct host_cpu_info c;
-                int r = host_parse_cpuinfo(cases[i].in, &c);
+                struct probe_cpu_info c;
+                int r = probe_parse_cpuinfo(cases[i].in, &c);
                 if (r != cases[i].r) {
-                        test_fail(__FILE__, __LINE__, "case %zu: host_parse_cpuinfo = %d", i, r);
+                        test_fail(__FILE__, __LINE__, "case %zu: probe_parse_cpuinfo = %d", i, r);
                         continue;
                 }
                 if (r < 0)
@@ -141,11 +142,11 @@ TEST(doctor_cpuinfo_table) {
                         test_fail(__FILE__, __LINE__, "case %zu: flags vmx=%d svm=%d hypervisor=%d", i, c.vmx, c.svm,
                                   c.hypervisor);
         }
-        CHECK_STREQ(host_kvm_vendor_module("GenuineIntel"), "kvm_intel");
-        CHECK_STREQ(host_kvm_vendor_module("AuthenticAMD"), "kvm_amd");
-        CHECK_STREQ(host_kvm_vendor_module("HygonGenuine"), "kvm_amd");
-        CHECK(host_kvm_vendor_module("CentaurHauls") == NULL);
-        CHECK(host_kvm_vendor_module(NULL) == NULL);
+        CHECK_STREQ(probe_kvm_vendor_module("GenuineIntel"), "kvm_intel");
+        CHECK_STREQ(probe_kvm_vendor_module("AuthenticAMD"), "kvm_amd");
+        CHECK_STREQ(probe_kvm_vendor_module("HygonGenuine"), "kvm_amd");
+        CHECK(probe_kvm_vendor_module("CentaurHauls") == NULL);
+        CHECK(probe_kvm_vendor_module(NULL) == NULL);
 }
 
 TEST(doctor_modprobe_option_table) {
@@ -167,9 +168,9 @@ TEST(doctor_modprobe_option_table) {
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char v[16] = "";
-                int r = host_modprobe_find_option(cases[i].text, cases[i].module, "nested", v, sizeof(v));
+                int r = probe_modprobe_find_option(cases[i].text, cases[i].module, "nested", v, sizeof(v));
                 if (r != cases[i].r)
-                        test_fail(__FILE__, __LINE__, "case %zu: host_modprobe_find_option = %d", i, r);
+                        test_fail(__FILE__, __LINE__, "case %zu: probe_modprobe_find_option = %d", i, r);
                 else if (r > 0)
                         CHECK_STREQ(v, cases[i].value);
         }
@@ -191,25 +192,25 @@ static const char proc_modules[] =
         "bridge 311296 0 - Live 0x0000000000000000\n";
 
 TEST(doctor_module_lists) {
-        CHECK(host_modules_list_has(modules_dep, "tun"));
-        CHECK(host_modules_list_has(modules_dep, "bridge"));
-        CHECK(host_modules_list_has(modules_dep, "kvm_intel"));
-        CHECK(host_modules_list_has(modules_dep, "kvm-intel"));
-        CHECK(host_modules_list_has(modules_dep, "openvswitch"));
+        CHECK(probe_modules_list_has(modules_dep, "tun"));
+        CHECK(probe_modules_list_has(modules_dep, "bridge"));
+        CHECK(probe_modules_list_has(modules_dep, "kvm_intel"));
+        CHECK(probe_modules_list_has(modules_dep, "kvm-intel"));
+        CHECK(probe_modules_list_has(modules_dep, "openvswitch"));
         /* Dependencies are not targets: stp.ko is only needed by bridge here. */
-        CHECK(!host_modules_list_has(modules_dep, "stp"));
-        CHECK(!host_modules_list_has(modules_dep, "kvm_amd"));
-        CHECK(!host_modules_list_has(modules_dep, "tu"));
-        CHECK(!host_modules_list_has(modules_dep, "vxla"));
-        CHECK(host_modules_list_has(modules_builtin, "ipv6"));
-        CHECK(!host_modules_list_has(modules_builtin, "bridge"));
-        CHECK(!host_modules_list_has(NULL, "bridge"));
+        CHECK(!probe_modules_list_has(modules_dep, "stp"));
+        CHECK(!probe_modules_list_has(modules_dep, "kvm_amd"));
+        CHECK(!probe_modules_list_has(modules_dep, "tu"));
+        CHECK(!probe_modules_list_has(modules_dep, "vxla"));
+        CHECK(probe_modules_list_has(modules_builtin, "ipv6"));
+        CHECK(!probe_modules_list_has(modules_builtin, "bridge"));
+        CHECK(!probe_modules_list_has(NULL, "bridge"));
 
-        CHECK(host_proc_modules_has(proc_modules, "kvm_amd"));
-        CHECK(host_proc_modules_has(proc_modules, "kvm-amd"));
-        CHECK(host_proc_modules_has(proc_modules, "bridge"));
-        CHECK(!host_proc_modules_has(proc_modules, "kvm"));
-        CHECK(!host_proc_modules_has(NULL, "kvm"));
+        CHECK(probe_proc_modules_has(proc_modules, "kvm_amd"));
+        CHECK(probe_proc_modules_has(proc_modules, "kvm-amd"));
+        CHECK(probe_proc_modules_has(proc_modules, "bridge"));
+        CHECK(!probe_proc_modules_has(proc_modules, "kvm"));
+        CHECK(!probe_proc_modules_has(NULL, "kvm"));
 }
 
 static const char kconfig[] =
@@ -235,16 +236,16 @@ TEST(doctor_kconfig_table) {
                 { "KVM_", 0 }, { "NET", 0 }, { "VLAN_8021Q", 0 },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                int k = host_kconfig_lookup(kconfig, cases[i].symbol);
+                int k = probe_kconfig_lookup(kconfig, cases[i].symbol);
                 if (k != cases[i].want)
-                        test_fail(__FILE__, __LINE__, "host_kconfig_lookup(%s) = %d, want %d", cases[i].symbol, k,
+                        test_fail(__FILE__, __LINE__, "probe_kconfig_lookup(%s) = %d, want %d", cases[i].symbol, k,
                                   cases[i].want);
         }
-        CHECK_EQ_INT(host_kconfig_lookup(NULL, "KVM"), 0);
+        CHECK_EQ_INT(probe_kconfig_lookup(NULL, "KVM"), 0);
 }
 
 TEST(doctor_kmod_resolve_table) {
-        static const struct host_kernel_sources full = {
+        static const struct probe_kernel_sources full = {
                 .release = "6.1.0-56-cloud-amd64",
                 .proc_modules = proc_modules,
                 .modules_builtin = modules_builtin,
@@ -253,73 +254,73 @@ TEST(doctor_kmod_resolve_table) {
                 .config_name = "/boot/config-6.1.0-56-cloud-amd64",
         };
         /* This machine: no module support, only /proc/config.gz. */
-        static const struct host_kernel_sources nomod = {
+        static const struct probe_kernel_sources nomod = {
                 .release = "6.18.44-fc-v782",
                 .config = "# CONFIG_MODULES is not set\nCONFIG_BRIDGE=y\nCONFIG_VXLAN=y\n# CONFIG_OPENVSWITCH is not set\n",
                 .config_name = "/proc/config.gz",
         };
-        static const struct host_kernel_sources lists_only = {
+        static const struct probe_kernel_sources lists_only = {
                 .release = "6.1.0",
                 .modules_builtin = modules_builtin,
                 .modules_dep = modules_dep,
         };
-        static const struct host_kernel_sources nothing = { .release = "6.1.0" };
-        static const struct host_kernel_sources dep_no_config = { .release = "6.1.0", .config = "CONFIG_GENEVE=m\n" };
+        static const struct probe_kernel_sources nothing = { .release = "6.1.0" };
+        static const struct probe_kernel_sources dep_no_config = { .release = "6.1.0", .config = "CONFIG_GENEVE=m\n" };
         static const struct {
-                const struct host_kernel_sources *src;
+                const struct probe_kernel_sources *src;
                 const char *module, *symbol;
                 bool in_sysfs;
-                enum host_kmod_state want;
+                enum probe_kmod_state want;
                 const char *how;
         } cases[] = {
-                { &full, "bridge", "BRIDGE", true, HOST_KMOD_LOADED, "bridge is listed in /proc/modules" },
-                { &full, "ipv6", "IPV6", true, HOST_KMOD_BUILTIN, "ipv6 is in modules.builtin of 6.1.0-56-cloud-amd64" },
-                { &full, "tun", "TUN", false, HOST_KMOD_BUILTIN, "CONFIG_TUN=y in /boot/config-6.1.0-56-cloud-amd64" },
-                { &full, "vxlan", "VXLAN", false, HOST_KMOD_LOADABLE,
+                { &full, "bridge", "BRIDGE", true, PROBE_KMOD_LOADED, "bridge is listed in /proc/modules" },
+                { &full, "ipv6", "IPV6", true, PROBE_KMOD_BUILTIN, "ipv6 is in modules.builtin of 6.1.0-56-cloud-amd64" },
+                { &full, "tun", "TUN", false, PROBE_KMOD_BUILTIN, "CONFIG_TUN=y in /boot/config-6.1.0-56-cloud-amd64" },
+                { &full, "vxlan", "VXLAN", false, PROBE_KMOD_LOADABLE,
                   "vxlan.ko is in modules.dep of 6.1.0-56-cloud-amd64 (modprobe vxlan)" },
-                { &full, "openvswitch", "OPENVSWITCH", false, HOST_KMOD_ABSENT,
+                { &full, "openvswitch", "OPENVSWITCH", false, PROBE_KMOD_ABSENT,
                   "CONFIG_OPENVSWITCH is not set in /boot/config-6.1.0-56-cloud-amd64" },
-                { &full, "8021q", "VLAN_8021Q", false, HOST_KMOD_ABSENT,
+                { &full, "8021q", "VLAN_8021Q", false, PROBE_KMOD_ABSENT,
                   "8021q is in neither modules.builtin nor modules.dep of 6.1.0-56-cloud-amd64" },
                 /* In /sys/module but not in /proc/modules: built in. */
-                { &full, "kvm", NULL, true, HOST_KMOD_BUILTIN, "/sys/module/kvm exists" },
-                { &nomod, "bridge", "BRIDGE", true, HOST_KMOD_BUILTIN, "CONFIG_BRIDGE=y in /proc/config.gz" },
-                { &nomod, "openvswitch", "OPENVSWITCH", false, HOST_KMOD_ABSENT,
+                { &full, "kvm", NULL, true, PROBE_KMOD_BUILTIN, "/sys/module/kvm exists" },
+                { &nomod, "bridge", "BRIDGE", true, PROBE_KMOD_BUILTIN, "CONFIG_BRIDGE=y in /proc/config.gz" },
+                { &nomod, "openvswitch", "OPENVSWITCH", false, PROBE_KMOD_ABSENT,
                   "CONFIG_OPENVSWITCH is not set in /proc/config.gz" },
-                { &nomod, "ip_gre", "NET_IPGRE", false, HOST_KMOD_ABSENT,
+                { &nomod, "ip_gre", "NET_IPGRE", false, PROBE_KMOD_ABSENT,
                   "CONFIG_NET_IPGRE does not appear in /proc/config.gz" },
-                { &nomod, "kvm_pvm", NULL, true, HOST_KMOD_BUILTIN,
+                { &nomod, "kvm_pvm", NULL, true, PROBE_KMOD_BUILTIN,
                   "/sys/module/kvm_pvm exists and the kernel has no module support" },
-                { &lists_only, "tun", "TUN", false, HOST_KMOD_LOADABLE, "tun.ko is in modules.dep of 6.1.0 (modprobe tun)" },
-                { &lists_only, "geneve", "GENEVE", false, HOST_KMOD_ABSENT,
+                { &lists_only, "tun", "TUN", false, PROBE_KMOD_LOADABLE, "tun.ko is in modules.dep of 6.1.0 (modprobe tun)" },
+                { &lists_only, "geneve", "GENEVE", false, PROBE_KMOD_ABSENT,
                   "geneve is in neither modules.builtin nor modules.dep of 6.1.0" },
-                { &nothing, "bridge", "BRIDGE", true, HOST_KMOD_PRESENT, "/sys/module/bridge exists" },
-                { &nothing, "bridge", "BRIDGE", false, HOST_KMOD_UNKNOWN,
+                { &nothing, "bridge", "BRIDGE", true, PROBE_KMOD_PRESENT, "/sys/module/bridge exists" },
+                { &nothing, "bridge", "BRIDGE", false, PROBE_KMOD_UNKNOWN,
                   "no /proc/modules, modules.builtin, modules.dep or kernel config for 6.1.0" },
-                { &dep_no_config, "geneve", "GENEVE", false, HOST_KMOD_LOADABLE, "CONFIG_GENEVE=m in kernel config" },
+                { &dep_no_config, "geneve", "GENEVE", false, PROBE_KMOD_LOADABLE, "CONFIG_GENEVE=m in kernel config" },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char how[256] = "";
-                enum host_kmod_state s = host_kmod_resolve(cases[i].src, cases[i].module, cases[i].symbol,
+                enum probe_kmod_state s = probe_kmod_resolve(cases[i].src, cases[i].module, cases[i].symbol,
                                                            cases[i].in_sysfs, how, sizeof(how));
                 if (s != cases[i].want)
                         test_fail(__FILE__, __LINE__, "case %zu (%s): state %s, want %s", i, cases[i].module,
-                                  host_kmod_state_to_string(s), host_kmod_state_to_string(cases[i].want));
+                                  probe_kmod_state_to_string(s), probe_kmod_state_to_string(cases[i].want));
                 CHECK_STREQ(how, cases[i].how);
         }
-        CHECK(host_kmod_available(HOST_KMOD_LOADABLE));
-        CHECK(!host_kmod_available(HOST_KMOD_ABSENT));
-        CHECK(!host_kmod_available(HOST_KMOD_UNKNOWN));
+        CHECK(probe_kmod_available(PROBE_KMOD_LOADABLE));
+        CHECK(!probe_kmod_available(PROBE_KMOD_ABSENT));
+        CHECK(!probe_kmod_available(PROBE_KMOD_UNKNOWN));
 }
 
 TEST(doctor_format_rate) {
         char b[32];
-        CHECK_STREQ(host_format_rate(1.1e6, b, sizeof(b)), "1.1 M");
-        CHECK_STREQ(host_format_rate(3.24e9, b, sizeof(b)), "3.2 G");
-        CHECK_STREQ(host_format_rate(850e3, b, sizeof(b)), "850 k");
-        CHECK_STREQ(host_format_rate(12, b, sizeof(b)), "12");
-        CHECK_STREQ(host_format_rate(100e6, b, sizeof(b)), "100.0 M");
-        CHECK_STREQ(host_format_rate(-1, b, sizeof(b)), "?");
+        CHECK_STREQ(probe_format_rate(1.1e6, b, sizeof(b)), "1.1 M");
+        CHECK_STREQ(probe_format_rate(3.24e9, b, sizeof(b)), "3.2 G");
+        CHECK_STREQ(probe_format_rate(850e3, b, sizeof(b)), "850 k");
+        CHECK_STREQ(probe_format_rate(12, b, sizeof(b)), "12");
+        CHECK_STREQ(probe_format_rate(100e6, b, sizeof(b)), "100.0 M");
+        CHECK_STREQ(probe_format_rate(-1, b, sizeof(b)), "?");
 }
 
 TEST(doctor_kvm_classify_table) {
@@ -327,99 +328,99 @@ TEST(doctor_kvm_classify_table) {
                 bool finished;
                 uint64_t iterations;
                 double seconds;
-                enum host_kvm_status want;
+                enum probe_kvm_status want;
                 const char *reason_part;
         } cases[] = {
                 /* Real KVM: 2 M iterations in 1.5 ms. */
-                { true, 2000000, 0.0015, HOST_KVM_USABLE, "KVM ran the probe guest at 2.7 G instructions/s" },
+                { true, 2000000, 0.0015, PROBE_KVM_USABLE, "KVM ran the probe guest at 2.7 G instructions/s" },
                 /* This kind of machine: a paravirtual KVM trapping every instruction. */
-                { false, 165000, 0.300, HOST_KVM_UNUSABLE,
+                { false, 165000, 0.300, PROBE_KVM_UNUSABLE,
                   "KVM runs guest code at 1.1 M instructions/s, below the 100.0 M/s needed; a stock kernel would not boot" },
                 /* Finished, but too slow. */
-                { true, 2000000, 0.100, HOST_KVM_UNUSABLE, "KVM runs guest code at 40.0 M instructions/s" },
+                { true, 2000000, 0.100, PROBE_KVM_UNUSABLE, "KVM runs guest code at 40.0 M instructions/s" },
                 /* Just above the threshold is usable. */
-                { true, 2000000, 0.039, HOST_KVM_USABLE, "102.6 M instructions/s" },
-                { false, 0, 0.300, HOST_KVM_UNUSABLE, "ran no loop iteration in 300 ms" },
+                { true, 2000000, 0.039, PROBE_KVM_USABLE, "102.6 M instructions/s" },
+                { false, 0, 0.300, PROBE_KVM_UNUSABLE, "ran no loop iteration in 300 ms" },
                 /* Fast while running, but it never finished: a stall. */
-                { false, 1000000, 0.005, HOST_KVM_UNUSABLE, "ran 1000000 of 2000000 probe iterations" },
-                { true, 2000000, 0.0, HOST_KVM_UNUSABLE, "0 instructions/s" },
+                { false, 1000000, 0.005, PROBE_KVM_UNUSABLE, "ran 1000000 of 2000000 probe iterations" },
+                { true, 2000000, 0.0, PROBE_KVM_UNUSABLE, "0 instructions/s" },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct host_kvm_probe_result r = {
+                struct probe_kvm_result r = {
                         .finished = cases[i].finished,
                         .iterations = cases[i].iterations,
                         .iterations_target = 2000000,
                         .seconds = cases[i].seconds,
                 };
-                host_kvm_probe_classify(&r, 0);
+                probe_kvm_classify(&r, 0);
                 if (r.status != cases[i].want)
                         test_fail(__FILE__, __LINE__, "case %zu: status %s (%s)", i,
-                                  host_kvm_status_to_string(r.status), r.reason);
+                                  probe_kvm_status_to_string(r.status), r.reason);
                 if (!strstr(r.reason, cases[i].reason_part))
                         test_fail(__FILE__, __LINE__, "case %zu: reason \"%s\" lacks \"%s\"", i, r.reason,
                                   cases[i].reason_part);
         }
 
-        struct host_kvm_probe_result fast = { .finished = true, .iterations = 2000000, .seconds = 0.002 };
-        host_kvm_probe_classify(&fast, 0);
+        struct probe_kvm_result fast = { .finished = true, .iterations = 2000000, .seconds = 0.002 };
+        probe_kvm_classify(&fast, 0);
         CHECK(fast.instructions_per_second > 1.9e9 && fast.instructions_per_second < 2.1e9);
-        CHECK(host_kvm_probe_accel(&fast, true) == HOST_ACCEL_KVM);
+        CHECK(probe_kvm_accel(&fast, true) == PROBE_ACCEL_KVM);
         /* A stricter threshold turns the same numbers down. */
-        host_kvm_probe_classify(&fast, 5e9);
-        CHECK(fast.status == HOST_KVM_UNUSABLE);
-        CHECK(host_kvm_probe_accel(&fast, true) == HOST_ACCEL_TCG);
-        CHECK(host_kvm_probe_accel(&fast, false) == HOST_ACCEL_NONE);
+        probe_kvm_classify(&fast, 5e9);
+        CHECK(fast.status == PROBE_KVM_UNUSABLE);
+        CHECK(probe_kvm_accel(&fast, true) == PROBE_ACCEL_TCG);
+        CHECK(probe_kvm_accel(&fast, false) == PROBE_ACCEL_NONE);
 }
 
 TEST(doctor_kvm_judge_table) {
-        const struct host_kvm_probe_options opts = {
+        const struct probe_kvm_options opts = {
                 .device = "/dev/kvm", .iterations = 2000000, .budget_ms = 300, .hard_timeout_ms = 2000, .min_ips = 100e6,
         };
         static const struct {
-                struct host_kvm_report rep;
+                struct probe_kvm_report rep;
                 bool have, killed;
                 int sig;
-                enum host_kvm_status want;
+                enum probe_kvm_status want;
                 bool openable;
                 const char *reason_part;
         } cases[] = {
-                { { .stage = HOST_KVM_STAGE_OPEN, .error = EACCES, .api_version = -1 }, true, false, 0,
-                  HOST_KVM_NO_ACCESS, false, "cannot open /dev/kvm read-write: Permission denied (add the user to group 'kvm')" },
-                { { .stage = HOST_KVM_STAGE_OPEN, .error = ENODEV, .api_version = -1 }, true, false, 0,
-                  HOST_KVM_UNUSABLE, false, "/dev/kvm exists but no KVM driver answers it" },
-                { { .stage = HOST_KVM_STAGE_API, .error = EPROTO, .api_version = 11 }, true, false, 0,
-                  HOST_KVM_UNUSABLE, true, "KVM API version 11, vmhost needs 12" },
-                { { .stage = HOST_KVM_STAGE_API, .error = ENOTTY, .api_version = -1 }, true, false, 0,
-                  HOST_KVM_UNUSABLE, true, "KVM_GET_API_VERSION failed: Inappropriate ioctl for device" },
-                { { .stage = HOST_KVM_STAGE_CREATE_VM, .error = ENOMEM, .api_version = 12 }, true, false, 0,
-                  HOST_KVM_UNUSABLE, true, "KVM_CREATE_VM failed: Cannot allocate memory" },
-                { { .stage = HOST_KVM_STAGE_RUN, .api_version = 12, .ran = 1 }, true, true, 0,
-                  HOST_KVM_UNUSABLE, true, "KVM_RUN did not return within 2000 ms even when interrupted; killed the probe" },
-                { { .stage = HOST_KVM_STAGE_CREATE_VCPU, .api_version = 12 }, true, true, 0,
-                  HOST_KVM_UNUSABLE, true, "KVM_CREATE_VCPU did not return within 2000 ms" },
-                { { .stage = 0 }, false, true, 0, HOST_KVM_UNUSABLE, false, "did not start within 2000 ms" },
-                { { .stage = HOST_KVM_STAGE_MEMORY, .api_version = 12 }, true, false, SIGSEGV,
-                  HOST_KVM_UNUSABLE, true, "died with signal 11" },
-                { { .stage = HOST_KVM_STAGE_EXIT, .api_version = 12, .ran = 1, .exit_reason = 8, .rip = 0x1008 },
-                  true, false, 0, HOST_KVM_UNUSABLE, true, "KVM exit 8 (shutdown (triple fault)" },
-                { { .stage = HOST_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .finished = 1, .rcx = 5, .seconds = 0.002 },
-                  true, false, 0, HOST_KVM_UNUSABLE, true, "ecx=5" },
-                { { .stage = HOST_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .finished = 1, .rcx = 0, .seconds = 0.002 },
-                  true, false, 0, HOST_KVM_USABLE, true, "2.0 G instructions/s" },
+                { { .stage = PROBE_KVM_STAGE_OPEN, .error = EACCES, .api_version = -1 }, true, false, 0,
+                  PROBE_KVM_NO_ACCESS, false, "cannot open /dev/kvm read-write: Permission denied (add the user to group 'kvm')" },
+                { { .stage = PROBE_KVM_STAGE_OPEN, .error = ENODEV, .api_version = -1 }, true, false, 0,
+                  PROBE_KVM_UNUSABLE, false, "/dev/kvm exists but no KVM driver answers it" },
+                { { .stage = PROBE_KVM_STAGE_API, .error = EPROTO, .api_version = 11 }, true, false, 0,
+                  PROBE_KVM_UNUSABLE, true, "KVM API version 11, vmhost needs 12" },
+                { { .stage = PROBE_KVM_STAGE_API, .error = ENOTTY, .api_version = -1 }, true, false, 0,
+                  PROBE_KVM_UNUSABLE, true, "KVM_GET_API_VERSION failed: Inappropriate ioctl for device" },
+                { { .stage = PROBE_KVM_STAGE_CREATE_VM, .error = ENOMEM, .api_version = 12 }, true, false, 0,
+                  PROBE_KVM_UNUSABLE, true, "KVM_CREATE_VM failed: Cannot allocate memory" },
+                { { .stage = PROBE_KVM_STAGE_RUN, .api_version = 12, .ran = 1 }, true, true, 0,
+                  PROBE_KVM_UNUSABLE, true, "KVM_RUN did not return within 2000 ms even when interrupted; killed the probe" },
+                { { .stage = PROBE_KVM_STAGE_CREATE_VCPU, .api_version = 12 }, true, true, 0,
+                  PROBE_KVM_UNUSABLE, true, "KVM_CREATE_VCPU did not return within 2000 ms" },
+                { { .stage = 0 }, false, true, 0, PROBE_KVM_UNUSABLE, false, "did not start within 2000 ms" },
+                { { .stage = PROBE_KVM_STAGE_MEMORY, .api_version = 12 }, true, false, SIGSEGV,
+                  PROBE_KVM_UNUSABLE, true, "died with signal 11" },
+                { { .stage = PROBE_KVM_STAGE_EXIT, .api_version = 12, .ran = 1, .exit_reason = 8, .rip = 0x1008 },
+                  true, false, 0, PROBE_KVM_UNUSABLE, true, "KVM exit 8 (shutdown (triple fault)" },
+                { { .stage = PROBE_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .finished = 1, .rcx = 5, .seconds = 0.002 },
+                  true, false, 0, PROBE_KVM_UNUSABLE, true, "ecx=5" },
+                { { .stage = PROBE_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .finished = 1, .rcx = 0, .seconds = 0.002 },
+                  true, false, 0, PROBE_KVM_USABLE, true, "2.0 G instructions/s" },
                 /* The budget ran out: ecx tells how far the loop got. */
-                { { .stage = HOST_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .rcx = 2000000 - 165000, .seconds = 0.3 },
-                  true, false, 0, HOST_KVM_UNUSABLE, true, "1.1 M instructions/s" },
+                { { .stage = PROBE_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .rcx = 2000000 - 165000, .seconds = 0.3 },
+                  true, false, 0, PROBE_KVM_UNUSABLE, true, "1.1 M instructions/s" },
                 /* The upper half of rcx is not part of ecx. */
-                { { .stage = HOST_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .finished = 1, .rcx = 0xdead00000000ull,
+                { { .stage = PROBE_KVM_STAGE_DONE, .api_version = 12, .ran = 1, .finished = 1, .rcx = 0xdead00000000ull,
                     .seconds = 0.002 },
-                  true, false, 0, HOST_KVM_USABLE, true, "instructions/s" },
+                  true, false, 0, PROBE_KVM_USABLE, true, "instructions/s" },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct host_kvm_probe_result r = { .iterations_target = 2000000, .api_version = -1, .present = true };
-                host_kvm_probe_judge(&opts, &cases[i].rep, cases[i].have, cases[i].killed, cases[i].sig, &r);
+                struct probe_kvm_result r = { .iterations_target = 2000000, .api_version = -1, .present = true };
+                probe_kvm_judge(&opts, &cases[i].rep, cases[i].have, cases[i].killed, cases[i].sig, &r);
                 if (r.status != cases[i].want)
                         test_fail(__FILE__, __LINE__, "case %zu: status %s (%s)", i,
-                                  host_kvm_status_to_string(r.status), r.reason);
+                                  probe_kvm_status_to_string(r.status), r.reason);
                 if (r.openable != cases[i].openable)
                         test_fail(__FILE__, __LINE__, "case %zu: openable %d", i, r.openable);
                 if (!strstr(r.reason, cases[i].reason_part))
@@ -429,18 +430,18 @@ TEST(doctor_kvm_judge_table) {
 }
 
 TEST(doctor_kvm_cache_roundtrip) {
-        struct host_kvm_probe_result r = {
-                .status = HOST_KVM_UNUSABLE, .present = true, .openable = true, .api_version = 12, .ran = true,
+        struct probe_kvm_result r = {
+                .status = PROBE_KVM_UNUSABLE, .present = true, .openable = true, .api_version = 12, .ran = true,
                 .iterations = 165000, .iterations_target = 2000000, .seconds = 0.3, .probe_seconds = 0.31,
         };
         snprintf(r.reason, sizeof(r.reason), "KVM runs guest code at 1.1 M instructions/s\nsecond line");
         char *text = NULL;
-        CHECK(host_kvm_probe_cache_format(&r, "bb335092-13fe-42da-a8bd-937218b20b1c", &text) == 0);
+        CHECK(probe_kvm_cache_format(&r, "bb335092-13fe-42da-a8bd-937218b20b1c", &text) == 0);
         CHECK(text && !strstr(text, "\nsecond line"));
 
-        struct host_kvm_probe_result back;
-        CHECK(host_kvm_probe_cache_parse(text, "bb335092-13fe-42da-a8bd-937218b20b1c", &back) == 0);
-        CHECK(back.status == HOST_KVM_UNUSABLE);
+        struct probe_kvm_result back;
+        CHECK(probe_kvm_cache_parse(text, "bb335092-13fe-42da-a8bd-937218b20b1c", &back) == 0);
+        CHECK(back.status == PROBE_KVM_UNUSABLE);
         CHECK(back.present && back.openable && back.ran && !back.finished && !back.killed);
         CHECK_EQ_INT(back.api_version, 12);
         CHECK_EQ_U64(back.iterations, 165000);
@@ -450,7 +451,7 @@ TEST(doctor_kvm_cache_roundtrip) {
         CHECK_STREQ(back.reason, "KVM runs guest code at 1.1 M instructions/s second line");
 
         /* Another boot: the answer may have changed (modules, BIOS). */
-        CHECK(host_kvm_probe_cache_parse(text, "00000000-0000-0000-0000-000000000000", &back) == -ESTALE);
+        CHECK(probe_kvm_cache_parse(text, "00000000-0000-0000-0000-000000000000", &back) == -ESTALE);
         free(text);
 
         static const char *const bad[] = {
@@ -466,18 +467,18 @@ TEST(doctor_kvm_cache_roundtrip) {
                 "vmhost-kvm-probe 2\nboot-id=x\nstatus=usable\n",
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-                if (host_kvm_probe_cache_parse(bad[i], "x", &back) != -EINVAL)
+                if (probe_kvm_cache_parse(bad[i], "x", &back) != -EINVAL)
                         test_fail(__FILE__, __LINE__, "bad cache %zu accepted", i);
         /* Keys from a newer vmhost are ignored. */
-        CHECK(host_kvm_probe_cache_parse("vmhost-kvm-probe 1\nboot-id=x\nstatus=usable\nfuture=1\n", "x", &back) == 0);
-        CHECK(back.status == HOST_KVM_USABLE);
+        CHECK(probe_kvm_cache_parse("vmhost-kvm-probe 1\nboot-id=x\nstatus=usable\nfuture=1\n", "x", &back) == 0);
+        CHECK(back.status == PROBE_KVM_USABLE);
 }
 
 TEST(doctor_kvm_probe_missing_device) {
-        struct host_kvm_probe_options o = { .device = "/nonexistent/kvm" };
-        struct host_kvm_probe_result r;
-        CHECK(host_kvm_probe(&o, &r, NULL) == 0);
-        CHECK(r.status == HOST_KVM_MISSING);
+        struct probe_kvm_options o = { .device = "/nonexistent/kvm" };
+        struct probe_kvm_result r;
+        CHECK(probe_kvm_probe(&o, &r, NULL) == 0);
+        CHECK(r.status == PROBE_KVM_MISSING);
         CHECK(!r.present && !r.openable && !r.ran);
         CHECK(strstr(r.reason, "no /nonexistent/kvm") != NULL);
 }
@@ -485,18 +486,18 @@ TEST(doctor_kvm_probe_missing_device) {
 /* /dev/null opens read-write but is no KVM: the whole process harness runs
  * and the API step fails. */
 TEST(doctor_kvm_probe_not_kvm) {
-        struct host_kvm_probe_options o = { .device = "/dev/null" };
-        struct host_kvm_probe_result r;
-        CHECK(host_kvm_probe(&o, &r, NULL) == 0);
-        CHECK(r.status == HOST_KVM_UNUSABLE);
+        struct probe_kvm_options o = { .device = "/dev/null" };
+        struct probe_kvm_result r;
+        CHECK(probe_kvm_probe(&o, &r, NULL) == 0);
+        CHECK(r.status == PROBE_KVM_UNUSABLE);
         CHECK(r.present && r.openable && !r.ran && !r.killed);
         CHECK(strstr(r.reason, "KVM_GET_API_VERSION failed") != NULL);
         CHECK(r.probe_seconds < 1.0);
 }
 
-static void child_hangs(const struct host_kvm_probe_options *opts, struct host_kvm_report *report,
-                        void (*emit)(const struct host_kvm_report *)) {
-        report->stage = HOST_KVM_STAGE_RUN;
+static void child_hangs(const struct probe_kvm_options *opts, struct probe_kvm_report *report,
+                        void (*emit)(const struct probe_kvm_report *)) {
+        report->stage = PROBE_KVM_STAGE_RUN;
         report->api_version = 12;
         report->ran = 1;
         emit(report);
@@ -506,37 +507,37 @@ static void child_hangs(const struct host_kvm_probe_options *opts, struct host_k
                 pause();
 }
 
-static void child_crashes(const struct host_kvm_probe_options *opts, struct host_kvm_report *report,
-                          void (*emit)(const struct host_kvm_report *)) {
-        report->stage = HOST_KVM_STAGE_CREATE_VM;
+static void child_crashes(const struct probe_kvm_options *opts, struct probe_kvm_report *report,
+                          void (*emit)(const struct probe_kvm_report *)) {
+        report->stage = PROBE_KVM_STAGE_CREATE_VM;
         report->api_version = 12;
         emit(report);
         kill(getpid(), SIGKILL);
 }
 
 TEST(doctor_kvm_probe_hard_timeout) {
-        struct host_kvm_probe_options o = { .device = "/dev/null", .hard_timeout_ms = 300 };
-        struct host_kvm_probe_job job;
-        struct host_kvm_probe_result r;
-        uint64_t t0 = host_now_ns();
-        CHECK(host_kvm_probe_start(&o, child_hangs, &job, NULL) == 0);
-        CHECK(host_kvm_probe_finish(&job, &r, NULL) == 0);
-        double took = (double) (host_now_ns() - t0) / 1e9;
+        struct probe_kvm_options o = { .device = "/dev/null", .hard_timeout_ms = 300 };
+        struct probe_kvm_job job;
+        struct probe_kvm_result r;
+        uint64_t t0 = vh_clock_ns();
+        CHECK(probe_kvm_start(&o, child_hangs, &job, NULL) == 0);
+        CHECK(probe_kvm_finish(&job, &r, NULL) == 0);
+        double took = (double) (vh_clock_ns() - t0) / 1e9;
         CHECK(took >= 0.29 && took < 1.5);
         CHECK(r.killed);
-        CHECK(r.status == HOST_KVM_UNUSABLE);
+        CHECK(r.status == PROBE_KVM_UNUSABLE);
         CHECK(strstr(r.reason, "KVM_RUN did not return within 300 ms") != NULL);
 }
 
 /* The doctor collects the probe after its other checks, maybe after the
  * hard timeout: a probe that had finished must not count as hung. */
 TEST(doctor_kvm_probe_collected_late) {
-        struct host_kvm_probe_options o = { .device = "/dev/null", .hard_timeout_ms = 200 };
-        struct host_kvm_probe_job job;
-        struct host_kvm_probe_result r;
-        CHECK(host_kvm_probe_start(&o, NULL, &job, NULL) == 0);
+        struct probe_kvm_options o = { .device = "/dev/null", .hard_timeout_ms = 200 };
+        struct probe_kvm_job job;
+        struct probe_kvm_result r;
+        CHECK(probe_kvm_start(&o, NULL, &job, NULL) == 0);
         usleep(400 * 1000);
-        CHECK(host_kvm_probe_finish(&job, &r, NULL) == 0);
+        CHECK(probe_kvm_finish(&job, &r, NULL) == 0);
         CHECK(!r.killed);
         CHECK(strstr(r.reason, "KVM_GET_API_VERSION failed") != NULL);
         /* Its own duration, not the time until we asked. */
@@ -544,43 +545,43 @@ TEST(doctor_kvm_probe_collected_late) {
 }
 
 TEST(doctor_kvm_probe_child_dies) {
-        struct host_kvm_probe_options o = { .device = "/dev/null" };
-        struct host_kvm_probe_job job;
-        struct host_kvm_probe_result r;
-        CHECK(host_kvm_probe_start(&o, child_crashes, &job, NULL) == 0);
-        CHECK(host_kvm_probe_finish(&job, &r, NULL) == 0);
+        struct probe_kvm_options o = { .device = "/dev/null" };
+        struct probe_kvm_job job;
+        struct probe_kvm_result r;
+        CHECK(probe_kvm_start(&o, child_crashes, &job, NULL) == 0);
+        CHECK(probe_kvm_finish(&job, &r, NULL) == 0);
         CHECK(!r.killed);
-        CHECK(r.status == HOST_KVM_UNUSABLE);
+        CHECK(r.status == PROBE_KVM_UNUSABLE);
         CHECK(strstr(r.reason, "died with signal 9") != NULL);
         CHECK(strstr(r.reason, "KVM_CREATE_VM") != NULL);
 }
 
 /* The real thing: this machine's /dev/kvm. */
 TEST(doctor_kvm_probe_real) {
-        struct host_kvm_probe_result r;
-        uint64_t t0 = host_now_ns();
-        CHECK(host_kvm_probe(NULL, &r, NULL) == 0);
-        double took = (double) (host_now_ns() - t0) / 1e9;
+        struct probe_kvm_result r;
+        uint64_t t0 = vh_clock_ns();
+        CHECK(probe_kvm_probe(NULL, &r, NULL) == 0);
+        double took = (double) (vh_clock_ns() - t0) / 1e9;
         CHECK(took < 2.5);
         CHECK(r.reason[0] != '\0');
 
-        if (!file_exists(HOST_KVM_DEVICE)) {
-                CHECK(r.status == HOST_KVM_MISSING);
+        if (!file_exists(PROBE_KVM_DEVICE)) {
+                CHECK(r.status == PROBE_KVM_MISSING);
                 CHECK(strstr(r.reason, "no /dev/kvm") != NULL);
-                fprintf(stderr, "  SKIP doctor_kvm_probe_real: no %s on this machine (%s)\n", HOST_KVM_DEVICE, r.reason);
+                fprintf(stderr, "  SKIP doctor_kvm_probe_real: no %s on this machine (%s)\n", PROBE_KVM_DEVICE, r.reason);
                 return;
         }
         CHECK(r.present);
-        CHECK(r.status != HOST_KVM_MISSING);
+        CHECK(r.status != PROBE_KVM_MISSING);
         if (r.ran && !r.killed) {
                 CHECK(r.seconds > 0);
                 /* The budget plus scheduling slack. */
-                CHECK(r.seconds < (HOST_KVM_PROBE_BUDGET_MS + 500) / 1000.0);
+                CHECK(r.seconds < (PROBE_KVM_BUDGET_MS + 500) / 1000.0);
                 CHECK(r.iterations <= r.iterations_target);
                 CHECK(r.finished || r.iterations < r.iterations_target);
         }
         fprintf(stderr, "  kvm probe: %s: %s; %" PRIu64 " iterations in %.1f ms = %.3g instr/s, probe %.1f ms\n",
-                host_kvm_status_to_string(r.status), r.reason, r.iterations, r.seconds * 1e3,
+                probe_kvm_status_to_string(r.status), r.reason, r.iterations, r.seconds * 1e3,
                 r.instructions_per_second, r.probe_seconds * 1e3);
 }
 
@@ -599,11 +600,11 @@ static void with_tmp_home(void (*f)(void)) {
 }
 
 static void cached_body(void) {
-        struct host_kvm_probe_result a, b;
+        struct probe_kvm_result a, b;
         bool from_cache = true;
-        CHECK(host_kvm_probe_cached(&a, &from_cache, NULL) == 0);
+        CHECK(probe_kvm_cached(&a, &from_cache, NULL) == 0);
         CHECK(!from_cache);
-        CHECK(host_kvm_probe_cached(&b, &from_cache, NULL) == 0);
+        CHECK(probe_kvm_cached(&b, &from_cache, NULL) == 0);
         CHECK(from_cache);
         CHECK(a.status == b.status);
         CHECK_STREQ(a.reason, b.reason);
@@ -615,21 +616,21 @@ TEST(doctor_kvm_probe_cached) {
 }
 
 static void doctor_body(void) {
-        struct host_doctor_options o = { .store_kvm_cache = true };
-        struct host_report *r = NULL;
+        struct probe_doctor_options o = { .store_kvm_cache = true };
+        struct probe_report *r = NULL;
         struct vh_error err = {};
-        CHECK(host_doctor_run(&o, &r, &err) == 0);
+        CHECK(probe_doctor_run(&o, &r, &err) == 0);
         if (!r)
                 return;
         CHECK(r->n_checks > 10);
         CHECK(r->seconds < 5);
-        CHECK(host_report_find(r, "kvm") != NULL);
-        CHECK(host_report_find(r, "accelerator") != NULL);
-        CHECK(host_report_find(r, "tun") != NULL);
-        CHECK(host_report_find(r, "openvswitch") != NULL);
-        CHECK(host_report_find(r, "no-such-check") == NULL);
-        CHECK_STREQ(host_report_find(r, "accelerator")->value, host_accel_to_string(r->accel));
-        CHECK(r->can_run_vms == (r->accel != HOST_ACCEL_NONE));
+        CHECK(probe_report_find(r, "kvm") != NULL);
+        CHECK(probe_report_find(r, "accelerator") != NULL);
+        CHECK(probe_report_find(r, "tun") != NULL);
+        CHECK(probe_report_find(r, "openvswitch") != NULL);
+        CHECK(probe_report_find(r, "no-such-check") == NULL);
+        CHECK_STREQ(probe_report_find(r, "accelerator")->value, probe_accel_to_string(r->accel));
+        CHECK(r->can_run_vms == (r->accel != PROBE_ACCEL_NONE));
         for (unsigned i = 0; i < r->n_checks; i++)
                 if (!r->checks[i].name[0] || !r->checks[i].value[0] || !r->checks[i].reason[0])
                         test_fail(__FILE__, __LINE__, "check %u (%s) has an empty field", i, r->checks[i].name);
@@ -639,12 +640,12 @@ static void doctor_body(void) {
         CHECK(file_exists(path));
 
         char *json = NULL;
-        CHECK(host_report_to_json(r, false, &json) == 0);
+        CHECK(probe_report_to_json(r, false, &json) == 0);
         CHECK(json && strstr(json, "\"checks\":[{\"name\":"));
         CHECK(json && strstr(json, "\"can-run-vms\":"));
         CHECK(json && strstr(json, "\"instructions-per-second\":"));
         free(json);
-        host_report_free(r);
+        probe_report_free(r);
 }
 
 TEST(doctor_run_on_this_host) {
@@ -652,23 +653,23 @@ TEST(doctor_run_on_this_host) {
 }
 
 TEST(doctor_report_json) {
-        struct host_report *r = calloc(1, sizeof(*r));
+        struct probe_report *r = calloc(1, sizeof(*r));
         CHECK(r != NULL);
         if (!r)
                 return;
         r->n_checks = 1;
         snprintf(r->checks[0].name, sizeof(r->checks[0].name), "kvm");
-        r->checks[0].status = HOST_CHECK_UNUSABLE;
+        r->checks[0].status = PROBE_CHECK_UNUSABLE;
         snprintf(r->checks[0].value, sizeof(r->checks[0].value), "present but unusable");
         snprintf(r->checks[0].reason, sizeof(r->checks[0].reason), "runs at \"1.1 M\"");
-        r->accel = HOST_ACCEL_TCG;
+        r->accel = PROBE_ACCEL_TCG;
         r->can_run_vms = true;
-        r->kvm = (struct host_kvm_probe_result) {
-                .status = HOST_KVM_UNUSABLE, .api_version = -1, .iterations = 4, .seconds = 0.5,
+        r->kvm = (struct probe_kvm_result) {
+                .status = PROBE_KVM_UNUSABLE, .api_version = -1, .iterations = 4, .seconds = 0.5,
                 .instructions_per_second = 16,
         };
         char *json = NULL;
-        CHECK(host_report_to_json(r, false, &json) == 0);
+        CHECK(probe_report_to_json(r, false, &json) == 0);
         CHECK(json && strstr(json, "{\"checks\":[{\"name\":\"kvm\",\"status\":\"unusable\","
                                    "\"value\":\"present but unusable\",\"reason\":\"runs at \\\"1.1 M\\\"\"}],"
                                    "\"accelerator\":\"tcg\","));
@@ -677,8 +678,8 @@ TEST(doctor_report_json) {
         CHECK(json && strstr(json, "\"iterations\":4,"));
         CHECK(json && strstr(json, "\"seconds\":0.5,\"instructions-per-second\":16,"));
         free(json);
-        host_report_free(r);
-        CHECK(host_report_free(NULL) == NULL);
+        probe_report_free(r);
+        CHECK(probe_report_free(NULL) == NULL);
 }
 
 /* ---- Open vSwitch daemons ---- */
@@ -687,59 +688,59 @@ TEST(doctor_ovs_daemons_judge_table) {
         static const struct {
                 bool installed, default_paths;
                 int db_error, vswitchd_pid, vswitchd_error;
-                enum host_check_status status;
+                enum probe_check_status status;
                 const char *value, *reason;
         } cases[] = {
-                { true, true, 0, 42, 0, HOST_CHECK_OK, "running",
+                { true, true, 0, 42, 0, PROBE_CHECK_OK, "running",
                   "ovsdb-server answers on /var/run/openvswitch/db.sock; ovs-vswitchd runs (pid 42)" },
-                { true, true, -ENOENT, 0, -ENOENT, HOST_CHECK_UNUSABLE, "not running",
+                { true, true, -ENOENT, 0, -ENOENT, PROBE_CHECK_UNUSABLE, "not running",
                   "ovsdb-server: no socket (/var/run/openvswitch/db.sock); ovs-vswitchd: no pid file "
                   "/var/run/openvswitch/ovs-vswitchd.pid; OVS networks fail until they run: service openvswitch-switch start" },
-                { true, true, 0, 0, -ENOENT, HOST_CHECK_UNUSABLE, "ovs-vswitchd not running",
+                { true, true, 0, 0, -ENOENT, PROBE_CHECK_UNUSABLE, "ovs-vswitchd not running",
                   "ovsdb-server answers on /var/run/openvswitch/db.sock; ovs-vswitchd: no pid file "
                   "/var/run/openvswitch/ovs-vswitchd.pid; OVS networks fail until they run: service openvswitch-switch start" },
                 /* A pid file left by a killed daemon. */
-                { true, true, 0, 4242, -ESRCH, HOST_CHECK_UNUSABLE, "ovs-vswitchd not running",
+                { true, true, 0, 4242, -ESRCH, PROBE_CHECK_UNUSABLE, "ovs-vswitchd not running",
                   "ovsdb-server answers on /var/run/openvswitch/db.sock; ovs-vswitchd: the pid file names no running "
                   "process (/var/run/openvswitch/ovs-vswitchd.pid); OVS networks fail until they run: service "
                   "openvswitch-switch start" },
-                { true, true, -ECONNREFUSED, 7, 0, HOST_CHECK_UNUSABLE, "ovsdb-server not running",
+                { true, true, -ECONNREFUSED, 7, 0, PROBE_CHECK_UNUSABLE, "ovsdb-server not running",
                   "ovsdb-server: nobody listens on the socket (/var/run/openvswitch/db.sock); ovs-vswitchd runs (pid 7); "
                   "OVS networks fail until they run: service openvswitch-switch start" },
                 /* A hung daemon accepts but does not answer: not running either. */
-                { true, true, -ETIMEDOUT, 7, -ETIMEDOUT, HOST_CHECK_UNUSABLE, "not running",
+                { true, true, -ETIMEDOUT, 7, -ETIMEDOUT, PROBE_CHECK_UNUSABLE, "not running",
                   "ovsdb-server: no answer within the timeout (/var/run/openvswitch/db.sock); ovs-vswitchd pid 7: control "
                   "socket /var/run/openvswitch/ovs-vswitchd.7.ctl: no answer within the timeout; OVS networks fail until "
                   "they run: service openvswitch-switch start" },
                 /* An override (a test's private database): no system start command. */
-                { true, false, -ENOENT, 0, -ENOENT, HOST_CHECK_UNUSABLE, "not running",
+                { true, false, -ENOENT, 0, -ENOENT, PROBE_CHECK_UNUSABLE, "not running",
                   "ovsdb-server: no socket (/var/run/openvswitch/db.sock); ovs-vswitchd: no pid file "
                   "/var/run/openvswitch/ovs-vswitchd.pid; OVS networks fail until the daemons for this database run" },
                 /* A tcp: remote is not probed: the row says so and warns. */
-                { true, false, -EOPNOTSUPP, 7, 0, HOST_CHECK_WARN, "running", NULL },
-                { false, true, -ENOENT, 0, -ENOENT, HOST_CHECK_MISSING, "not installed",
+                { true, false, -EOPNOTSUPP, 7, 0, PROBE_CHECK_WARN, "running", NULL },
+                { false, true, -ENOENT, 0, -ENOENT, PROBE_CHECK_MISSING, "not installed",
                   "ovsdb-server and ovs-vswitchd are not installed (install openvswitch-switch)" },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct host_ovs_daemons s = {
+                struct probe_ovs_daemons s = {
                         .installed = cases[i].installed,
                         .default_paths = cases[i].default_paths,
                         .db_error = cases[i].db_error,
                         .vswitchd_pid = cases[i].vswitchd_pid,
                         .vswitchd_error = cases[i].vswitchd_error,
                 };
-                snprintf(s.rundir, sizeof(s.rundir), "%s", HOST_OVS_RUNDIR);
+                snprintf(s.rundir, sizeof(s.rundir), "%s", PROBE_OVS_RUNDIR);
                 snprintf(s.db, sizeof(s.db), cases[i].db_error == -EOPNOTSUPP ? "tcp:192.0.2.1:6640" : "unix:%s/db.sock",
-                         HOST_OVS_RUNDIR);
+                         PROBE_OVS_RUNDIR);
                 if (s.vswitchd_pid)
-                        snprintf(s.vswitchd_ctl, sizeof(s.vswitchd_ctl), "%s/ovs-vswitchd.%d.ctl", HOST_OVS_RUNDIR,
+                        snprintf(s.vswitchd_ctl, sizeof(s.vswitchd_ctl), "%s/ovs-vswitchd.%d.ctl", PROBE_OVS_RUNDIR,
                                  s.vswitchd_pid);
-                struct host_check c;
-                host_ovs_daemons_judge(&s, &c);
+                struct probe_check c;
+                probe_ovs_daemons_judge(&s, &c);
                 CHECK_STREQ(c.name, "ovs-daemons");
                 if (c.status != cases[i].status)
-                        test_fail(__FILE__, __LINE__, "case %zu: status %s, want %s", i, host_check_status_to_string(c.status),
-                                  host_check_status_to_string(cases[i].status));
+                        test_fail(__FILE__, __LINE__, "case %zu: status %s, want %s", i, probe_check_status_to_string(c.status),
+                                  probe_check_status_to_string(cases[i].status));
                 CHECK_STREQ(c.value, cases[i].value);
                 if (cases[i].reason)
                         CHECK_STREQ(c.reason, cases[i].reason);
@@ -791,10 +792,10 @@ TEST(doctor_ovs_daemons_probe) {
         CHECK(mkdir(dir, 0700) == 0);
         snprintf(db, sizeof(db), "%s/db.sock", dir);
         snprintf(pidfile, sizeof(pidfile), "%s/ovs-vswitchd.pid", dir);
-        struct host_ovs_daemons s;
+        struct probe_ovs_daemons s;
 
         /* Nothing there. */
-        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(NULL, dir, 200, &s);
         CHECK_EQ_INT(s.db_error, -ENOENT);
         CHECK_EQ_INT(s.vswitchd_error, -ENOENT);
         CHECK(!s.default_paths);
@@ -806,7 +807,7 @@ TEST(doctor_ovs_daemons_probe) {
                 int fd = ovs_fake_listen(db, NULL, &none);
                 if (fd >= 0)
                         close(fd);
-                host_ovs_daemons_probe(NULL, dir, 200, &s);
+                probe_ovs_daemons_probe(NULL, dir, 200, &s);
                 CHECK_EQ_INT(s.db_error, -ECONNREFUSED);
                 unlink(db);
         }
@@ -814,9 +815,9 @@ TEST(doctor_ovs_daemons_probe) {
         /* Listening, never answering: bounded by the timeout. */
         pid_t child;
         int fd = ovs_fake_listen(db, NULL, &child);
-        uint64_t t0 = host_now_ns();
-        host_ovs_daemons_probe(NULL, dir, 200, &s);
-        uint64_t ms = (host_now_ns() - t0) / 1000000;
+        uint64_t t0 = vh_clock_ns();
+        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        uint64_t ms = (vh_clock_ns() - t0) / 1000000;
         CHECK_EQ_INT(s.db_error, -ETIMEDOUT);
         CHECK(ms >= 150 && ms < 2000);
         if (fd >= 0)
@@ -825,7 +826,7 @@ TEST(doctor_ovs_daemons_probe) {
 
         /* An answer that is not JSON-RPC. */
         fd = ovs_fake_listen(db, "HTTP/1.0 400 Bad Request\r\n\r\n", &child);
-        host_ovs_daemons_probe(NULL, dir, 1000, &s);
+        probe_ovs_daemons_probe(NULL, dir, 1000, &s);
         CHECK_EQ_INT(s.db_error, -EPROTO);
         if (child > 0)
                 waitpid(child, NULL, 0);
@@ -837,7 +838,7 @@ TEST(doctor_ovs_daemons_probe) {
         fd = ovs_fake_listen(db, "{\"id\":0,\"result\":[],\"error\":null}", &child);
         char remote[320];
         snprintf(remote, sizeof(remote), "unix:%s", db);
-        host_ovs_daemons_probe(remote, dir, 1000, &s);
+        probe_ovs_daemons_probe(remote, dir, 1000, &s);
         CHECK_EQ_INT(s.db_error, 0);
         CHECK_STREQ(s.db, remote);
         if (child > 0)
@@ -847,7 +848,7 @@ TEST(doctor_ovs_daemons_probe) {
 
         /* A pid file that is not a pid, then one naming a process that exited. */
         write_text(pidfile, "garbage\n");
-        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(NULL, dir, 200, &s);
         CHECK_EQ_INT(s.vswitchd_error, -EPROTO);
         pid_t gone = fork();
         if (gone == 0)
@@ -855,7 +856,7 @@ TEST(doctor_ovs_daemons_probe) {
         waitpid(gone, NULL, 0);
         snprintf(text, sizeof(text), "%d\n", (int) gone);
         write_text(pidfile, text);
-        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(NULL, dir, 200, &s);
         CHECK_EQ_INT(s.vswitchd_pid, gone);
         CHECK_EQ_INT(s.vswitchd_error, -ESRCH);
 
@@ -863,12 +864,12 @@ TEST(doctor_ovs_daemons_probe) {
          * socket OVS names after the pid, answering "version". */
         snprintf(text, sizeof(text), "%d\n", (int) getpid());
         write_text(pidfile, text);
-        host_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(NULL, dir, 200, &s);
         CHECK_EQ_INT(s.vswitchd_pid, getpid());
         CHECK_EQ_INT(s.vswitchd_error, -ENOENT);
         snprintf(ctl, sizeof(ctl), "%s/ovs-vswitchd.%d.ctl", dir, (int) getpid());
         fd = ovs_fake_listen(ctl, "{\"id\":0,\"result\":\"ovs-vswitchd (Open vSwitch) 3.1.0\\n\",\"error\":null}", &child);
-        host_ovs_daemons_probe(NULL, dir, 1000, &s);
+        probe_ovs_daemons_probe(NULL, dir, 1000, &s);
         CHECK_EQ_INT(s.vswitchd_error, 0);
         CHECK_STREQ(s.vswitchd_ctl, ctl);
         if (child > 0)
@@ -877,7 +878,7 @@ TEST(doctor_ovs_daemons_probe) {
                 close(fd);
 
         /* The defaults are the system's paths. */
-        host_ovs_daemons_probe(NULL, NULL, 200, &s);
+        probe_ovs_daemons_probe(NULL, NULL, 200, &s);
         CHECK(s.default_paths);
         CHECK_STREQ(s.db, "unix:/var/run/openvswitch/db.sock");
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/json.h"
 #include "base/process.h"
 #include "base/strutil.h"
@@ -24,9 +25,7 @@
 #define QEMU_BINARY "qemu-system-x86_64"
 
 static long long clock_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (long long) vh_clock_ms();
 }
 
 /* ---- a real QEMU ---- */

@@ -1,4 +1,4 @@
-/* host/kvm-probe.c: does KVM really run guest code here, and how fast?
+/* probe/kvm-probe.c: does KVM really run guest code here, and how fast?
  *
  * A /dev/kvm that opens and answers KVM_GET_API_VERSION can still be unable
  * to run a normal guest: a paravirtual KVM that traps every instruction runs
@@ -36,12 +36,13 @@
 
 #include <linux/kvm.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/macro.h"
 #include "base/paths.h"
 #include "base/strutil.h"
-#include "host/host-parse.h"
-#include "host/kvm-probe.h"
+#include "probe/probe-parse.h"
+#include "probe/kvm-probe.h"
 
 #define REPORT_MAGIC 0x4b564d50u /* "KVMP" */
 
@@ -57,82 +58,76 @@
 /* Longest cache file we read. */
 #define CACHE_MAX 8192
 
-uint64_t host_now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
-}
-
-const char *host_accel_to_string(enum host_accel a) {
+const char *probe_accel_to_string(enum probe_accel a) {
         switch (a) {
-        case HOST_ACCEL_KVM: return "kvm";
-        case HOST_ACCEL_TCG: return "tcg";
-        case HOST_ACCEL_NONE: break;
+        case PROBE_ACCEL_KVM: return "kvm";
+        case PROBE_ACCEL_TCG: return "tcg";
+        case PROBE_ACCEL_NONE: break;
         }
         return "none";
 }
 
-const char *host_kvm_status_to_string(enum host_kvm_status s) {
+const char *probe_kvm_status_to_string(enum probe_kvm_status s) {
         switch (s) {
-        case HOST_KVM_USABLE: return "usable";
-        case HOST_KVM_MISSING: return "missing";
-        case HOST_KVM_NO_ACCESS: return "no-access";
-        case HOST_KVM_UNUSABLE: break;
+        case PROBE_KVM_USABLE: return "usable";
+        case PROBE_KVM_MISSING: return "missing";
+        case PROBE_KVM_NO_ACCESS: return "no-access";
+        case PROBE_KVM_UNUSABLE: break;
         }
         return "unusable";
 }
 
-static enum host_kvm_status kvm_status_from_string(const char *s, bool *ok) {
-        static const enum host_kvm_status all[] = {
-                HOST_KVM_USABLE, HOST_KVM_MISSING, HOST_KVM_NO_ACCESS, HOST_KVM_UNUSABLE,
+static enum probe_kvm_status kvm_status_from_string(const char *s, bool *ok) {
+        static const enum probe_kvm_status all[] = {
+                PROBE_KVM_USABLE, PROBE_KVM_MISSING, PROBE_KVM_NO_ACCESS, PROBE_KVM_UNUSABLE,
         };
         for (size_t i = 0; i < ELEMENTSOF(all); i++)
-                if (streq(s, host_kvm_status_to_string(all[i]))) {
+                if (streq(s, probe_kvm_status_to_string(all[i]))) {
                         *ok = true;
                         return all[i];
                 }
         *ok = false;
-        return HOST_KVM_UNUSABLE;
+        return PROBE_KVM_UNUSABLE;
 }
 
-static void options_fill(const struct host_kvm_probe_options *in, struct host_kvm_probe_options *out) {
-        *out = in ? *in : (struct host_kvm_probe_options) {};
+static void options_fill(const struct probe_kvm_options *in, struct probe_kvm_options *out) {
+        *out = in ? *in : (struct probe_kvm_options) {};
         if (!out->device)
-                out->device = HOST_KVM_DEVICE;
+                out->device = PROBE_KVM_DEVICE;
         if (!out->iterations)
-                out->iterations = HOST_KVM_PROBE_ITERATIONS;
+                out->iterations = PROBE_KVM_ITERATIONS;
         if (!out->budget_ms)
-                out->budget_ms = HOST_KVM_PROBE_BUDGET_MS;
+                out->budget_ms = PROBE_KVM_BUDGET_MS;
         if (!out->hard_timeout_ms)
-                out->hard_timeout_ms = HOST_KVM_PROBE_HARD_TIMEOUT_MS;
+                out->hard_timeout_ms = PROBE_KVM_HARD_TIMEOUT_MS;
         if (!(out->min_ips > 0))
-                out->min_ips = HOST_KVM_PROBE_MIN_IPS;
+                out->min_ips = PROBE_KVM_MIN_IPS;
 }
 
-static void result_init(struct host_kvm_probe_result *r, const struct host_kvm_probe_options *opts) {
-        *r = (struct host_kvm_probe_result) {
-                .status = HOST_KVM_UNUSABLE,
+static void result_init(struct probe_kvm_result *r, const struct probe_kvm_options *opts) {
+        *r = (struct probe_kvm_result) {
+                .status = PROBE_KVM_UNUSABLE,
                 .api_version = -1,
                 .iterations_target = opts->iterations,
         };
 }
 
-void host_kvm_probe_classify(struct host_kvm_probe_result *r, double min_ips) {
+void probe_kvm_classify(struct probe_kvm_result *r, double min_ips) {
         char rate[32], need[32];
         if (!(min_ips > 0))
-                min_ips = HOST_KVM_PROBE_MIN_IPS;
+                min_ips = PROBE_KVM_MIN_IPS;
         r->instructions_per_second = r->seconds > 0 ? 2.0 * (double) r->iterations / r->seconds : 0;
-        host_format_rate(r->instructions_per_second, rate, sizeof(rate));
-        host_format_rate(min_ips, need, sizeof(need));
+        probe_format_rate(r->instructions_per_second, rate, sizeof(rate));
+        probe_format_rate(min_ips, need, sizeof(need));
 
         if (r->iterations == 0 && !r->finished) {
-                r->status = HOST_KVM_UNUSABLE;
+                r->status = PROBE_KVM_UNUSABLE;
                 snprintf(r->reason, sizeof(r->reason),
                          "KVM entered the probe guest but it ran no loop iteration in %.0f ms", r->seconds * 1e3);
                 return;
         }
         if (r->instructions_per_second < min_ips) {
-                r->status = HOST_KVM_UNUSABLE;
+                r->status = PROBE_KVM_UNUSABLE;
                 snprintf(r->reason, sizeof(r->reason),
                          "KVM runs guest code at %s instructions/s, below the %s/s needed; a stock kernel would not boot",
                          rate, need);
@@ -140,20 +135,20 @@ void host_kvm_probe_classify(struct host_kvm_probe_result *r, double min_ips) {
         }
         if (!r->finished) {
                 /* Fast while it ran, yet stopped: stalls, not speed, are the problem. */
-                r->status = HOST_KVM_UNUSABLE;
+                r->status = PROBE_KVM_UNUSABLE;
                 snprintf(r->reason, sizeof(r->reason),
                          "KVM ran %" PRIu64 " of %" PRIu64 " probe iterations (%s instructions/s) but did not finish within %.0f ms",
                          r->iterations, r->iterations_target, rate, r->seconds * 1e3);
                 return;
         }
-        r->status = HOST_KVM_USABLE;
+        r->status = PROBE_KVM_USABLE;
         snprintf(r->reason, sizeof(r->reason), "KVM ran the probe guest at %s instructions/s", rate);
 }
 
-enum host_accel host_kvm_probe_accel(const struct host_kvm_probe_result *r, bool qemu_has_tcg) {
-        if (r && r->status == HOST_KVM_USABLE)
-                return HOST_ACCEL_KVM;
-        return qemu_has_tcg ? HOST_ACCEL_TCG : HOST_ACCEL_NONE;
+enum probe_accel probe_kvm_accel(const struct probe_kvm_result *r, bool qemu_has_tcg) {
+        if (r && r->status == PROBE_KVM_USABLE)
+                return PROBE_ACCEL_KVM;
+        return qemu_has_tcg ? PROBE_ACCEL_TCG : PROBE_ACCEL_NONE;
 }
 
 /* ---- the probe process ---- */
@@ -169,55 +164,55 @@ static void probe_alarm_handler(int sig) {
                 probe_run->immediate_exit = 1;
 }
 
-static int probe_step_failed(struct host_kvm_report *report, enum host_kvm_stage stage, int error,
-                             void (*emit)(const struct host_kvm_report *)) {
+static int probe_step_failed(struct probe_kvm_report *report, enum probe_kvm_stage stage, int error,
+                             void (*emit)(const struct probe_kvm_report *)) {
         report->stage = stage;
         report->error = error > 0 ? error : EIO;
         emit(report);
         return -report->error;
 }
 
-static void probe_child(const struct host_kvm_probe_options *opts, struct host_kvm_report *report,
-                        void (*emit)(const struct host_kvm_report *)) {
-        report->stage = HOST_KVM_STAGE_OPEN;
+static void probe_child(const struct probe_kvm_options *opts, struct probe_kvm_report *report,
+                        void (*emit)(const struct probe_kvm_report *)) {
+        report->stage = PROBE_KVM_STAGE_OPEN;
         emit(report);
         int kvm = open(opts->device, O_RDWR | O_CLOEXEC);
         if (kvm < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_OPEN, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_OPEN, errno, emit);
                 return;
         }
 
-        report->stage = HOST_KVM_STAGE_API;
+        report->stage = PROBE_KVM_STAGE_API;
         emit(report);
         int api = ioctl(kvm, KVM_GET_API_VERSION, 0);
         if (api < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_API, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_API, errno, emit);
                 return;
         }
         report->api_version = api;
-        if (api != HOST_KVM_API_VERSION) {
-                probe_step_failed(report, HOST_KVM_STAGE_API, EPROTO, emit);
+        if (api != PROBE_KVM_API_VERSION) {
+                probe_step_failed(report, PROBE_KVM_STAGE_API, EPROTO, emit);
                 return;
         }
 
 #if defined(__x86_64__) || defined(__i386__)
-        report->stage = HOST_KVM_STAGE_CREATE_VM;
+        report->stage = PROBE_KVM_STAGE_CREATE_VM;
         emit(report);
         int vm = ioctl(kvm, KVM_CREATE_VM, 0);
         if (vm < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_CREATE_VM, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_CREATE_VM, errno, emit);
                 return;
         }
         /* Needed for real mode on Intel CPUs without unrestricted guest;
          * elsewhere it is accepted and unused, so its result does not matter. */
         (void) ioctl(vm, KVM_SET_TSS_ADDR, GUEST_TSS_ADDR);
 
-        report->stage = HOST_KVM_STAGE_MEMORY;
+        report->stage = PROBE_KVM_STAGE_MEMORY;
         emit(report);
         uint8_t *mem = mmap(NULL, GUEST_MEMORY_SIZE, PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (mem == MAP_FAILED) {
-                probe_step_failed(report, HOST_KVM_STAGE_MEMORY, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_MEMORY, errno, emit);
                 return;
         }
         const uint32_t n = opts->iterations;
@@ -237,42 +232,42 @@ static void probe_child(const struct host_kvm_probe_options *opts, struct host_k
                 .userspace_addr = (uint64_t) (uintptr_t) mem,
         };
         if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_MEMORY, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_MEMORY, errno, emit);
                 return;
         }
 
-        report->stage = HOST_KVM_STAGE_CREATE_VCPU;
+        report->stage = PROBE_KVM_STAGE_CREATE_VCPU;
         emit(report);
         int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
         if (vcpu < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_CREATE_VCPU, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_CREATE_VCPU, errno, emit);
                 return;
         }
 
-        report->stage = HOST_KVM_STAGE_MMAP_RUN;
+        report->stage = PROBE_KVM_STAGE_MMAP_RUN;
         emit(report);
         int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
         if (run_size < (int) sizeof(struct kvm_run)) {
-                probe_step_failed(report, HOST_KVM_STAGE_MMAP_RUN, run_size < 0 ? errno : EPROTO, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_MMAP_RUN, run_size < 0 ? errno : EPROTO, emit);
                 return;
         }
         struct kvm_run *run = mmap(NULL, (size_t) run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
         if (run == MAP_FAILED) {
-                probe_step_failed(report, HOST_KVM_STAGE_MMAP_RUN, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_MMAP_RUN, errno, emit);
                 return;
         }
 
-        report->stage = HOST_KVM_STAGE_REGISTERS;
+        report->stage = PROBE_KVM_STAGE_REGISTERS;
         emit(report);
         struct kvm_sregs sregs;
         if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_REGISTERS, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_REGISTERS, errno, emit);
                 return;
         }
         sregs.cs.base = 0;
         sregs.cs.selector = 0;
         if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_REGISTERS, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_REGISTERS, errno, emit);
                 return;
         }
         /* ecx starts at N as well, so a guest stopped before its first
@@ -284,18 +279,18 @@ static void probe_child(const struct host_kvm_probe_options *opts, struct host_k
                 .rsp = GUEST_MEMORY_SIZE - 16,
         };
         if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_REGISTERS, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_REGISTERS, errno, emit);
                 return;
         }
 
-        report->stage = HOST_KVM_STAGE_TIMER;
+        report->stage = PROBE_KVM_STAGE_TIMER;
         emit(report);
         struct sigaction sa = { .sa_handler = probe_alarm_handler };
         sigemptyset(&sa.sa_mask);
         /* No SA_RESTART: KVM_RUN must come back with EINTR. */
         sa.sa_flags = 0;
         if (sigaction(SIGALRM, &sa, NULL) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_TIMER, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_TIMER, errno, emit);
                 return;
         }
         sigset_t alrm;
@@ -308,14 +303,14 @@ static void probe_child(const struct host_kvm_probe_options *opts, struct host_k
                 .it_interval = { .tv_sec = 0, .tv_usec = TIMER_REPEAT_MS * 1000 },
         };
         if (setitimer(ITIMER_REAL, &budget, NULL) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_TIMER, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_TIMER, errno, emit);
                 return;
         }
 
-        report->stage = HOST_KVM_STAGE_RUN;
+        report->stage = PROBE_KVM_STAGE_RUN;
         report->ran = 1;
         emit(report);
-        uint64_t t0 = host_now_ns();
+        uint64_t t0 = vh_clock_ns();
         int run_error = 0;
         bool unexpected_exit = false;
         for (;;) {
@@ -341,26 +336,26 @@ static void probe_child(const struct host_kvm_probe_options *opts, struct host_k
                 unexpected_exit = true;
                 break;
         }
-        report->seconds = (double) (host_now_ns() - t0) / 1e9;
+        report->seconds = (double) (vh_clock_ns() - t0) / 1e9;
         struct itimerval off = {};
         setitimer(ITIMER_REAL, &off, NULL);
         probe_run = NULL;
 
         if (run_error) {
-                probe_step_failed(report, HOST_KVM_STAGE_RUN, run_error, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_RUN, run_error, emit);
                 return;
         }
 
         if (ioctl(vcpu, KVM_GET_REGS, &regs) < 0) {
-                probe_step_failed(report, HOST_KVM_STAGE_GET_REGS, errno, emit);
+                probe_step_failed(report, PROBE_KVM_STAGE_GET_REGS, errno, emit);
                 return;
         }
         report->rip = regs.rip;
         report->rcx = regs.rcx;
-        report->stage = unexpected_exit ? HOST_KVM_STAGE_EXIT : HOST_KVM_STAGE_DONE;
+        report->stage = unexpected_exit ? PROBE_KVM_STAGE_EXIT : PROBE_KVM_STAGE_DONE;
         emit(report);
 #else
-        probe_step_failed(report, HOST_KVM_STAGE_ARCH, ENOTSUP, emit);
+        probe_step_failed(report, PROBE_KVM_STAGE_ARCH, ENOTSUP, emit);
 #endif
 }
 
@@ -369,11 +364,11 @@ static void probe_child(const struct host_kvm_probe_options *opts, struct host_k
 static int probe_report_fd = -1;
 static uint64_t probe_start_ns;
 
-static void probe_emit(const struct host_kvm_report *report) {
+static void probe_emit(const struct probe_kvm_report *report) {
         /* The parent may collect the reports late (it makes other checks
          * meanwhile), so the probe's own duration travels with them. */
-        struct host_kvm_report stamped = *report;
-        stamped.elapsed = (double) (host_now_ns() - probe_start_ns) / 1e9;
+        struct probe_kvm_report stamped = *report;
+        stamped.elapsed = (double) (vh_clock_ns() - probe_start_ns) / 1e9;
         /* Smaller than PIPE_BUF, so each report arrives whole. */
         ssize_t k;
         do
@@ -381,25 +376,25 @@ static void probe_emit(const struct host_kvm_report *report) {
         while (k < 0 && errno == EINTR);
 }
 
-int host_kvm_probe_start(const struct host_kvm_probe_options *opts, host_kvm_child_func child,
-                         struct host_kvm_probe_job *job, struct vh_error *err) {
-        *job = (struct host_kvm_probe_job) { .pid = -1, .fd = -1 };
+int probe_kvm_start(const struct probe_kvm_options *opts, probe_kvm_child_func child,
+                         struct probe_kvm_job *job, struct vh_error *err) {
+        *job = (struct probe_kvm_job) { .pid = -1, .fd = -1 };
         options_fill(opts, &job->opts);
         result_init(&job->result, &job->opts);
-        job->start_ns = host_now_ns();
+        job->start_ns = vh_clock_ns();
 
         struct stat st;
         if (stat(job->opts.device, &st) < 0) {
                 int e = errno;
                 job->done = true;
-                job->result.probe_seconds = (double) (host_now_ns() - job->start_ns) / 1e9;
+                job->result.probe_seconds = (double) (vh_clock_ns() - job->start_ns) / 1e9;
                 if (e == ENOENT) {
-                        job->result.status = HOST_KVM_MISSING;
+                        job->result.status = PROBE_KVM_MISSING;
                         snprintf(job->result.reason, sizeof(job->result.reason),
                                  "no %s: no KVM driver serves this CPU; load kvm_intel or kvm_amd, "
                                  "or enable hardware virtualization", job->opts.device);
                 } else {
-                        job->result.status = e == EACCES ? HOST_KVM_NO_ACCESS : HOST_KVM_UNUSABLE;
+                        job->result.status = e == EACCES ? PROBE_KVM_NO_ACCESS : PROBE_KVM_UNUSABLE;
                         snprintf(job->result.reason, sizeof(job->result.reason), "cannot stat %s: %s",
                                  job->opts.device, strerror(e));
                 }
@@ -425,7 +420,7 @@ int host_kvm_probe_start(const struct host_kvm_probe_options *opts, host_kvm_chi
                 signal(SIGPIPE, SIG_DFL);
                 probe_report_fd = fds[1];
                 probe_start_ns = job->start_ns;
-                struct host_kvm_report report = { .magic = REPORT_MAGIC, .api_version = -1 };
+                struct probe_kvm_report report = { .magic = REPORT_MAGIC, .api_version = -1 };
                 (child ? child : probe_child)(&job->opts, &report, probe_emit);
                 _exit(0);
         }
@@ -435,21 +430,21 @@ int host_kvm_probe_start(const struct host_kvm_probe_options *opts, host_kvm_chi
         return 0;
 }
 
-static const char *stage_to_string(enum host_kvm_stage s) {
+static const char *stage_to_string(enum probe_kvm_stage s) {
         switch (s) {
-        case HOST_KVM_STAGE_OPEN: return "open";
-        case HOST_KVM_STAGE_API: return "KVM_GET_API_VERSION";
-        case HOST_KVM_STAGE_ARCH: return "architecture check";
-        case HOST_KVM_STAGE_CREATE_VM: return "KVM_CREATE_VM";
-        case HOST_KVM_STAGE_MEMORY: return "KVM_SET_USER_MEMORY_REGION";
-        case HOST_KVM_STAGE_CREATE_VCPU: return "KVM_CREATE_VCPU";
-        case HOST_KVM_STAGE_MMAP_RUN: return "mmap of kvm_run";
-        case HOST_KVM_STAGE_REGISTERS: return "setting the registers";
-        case HOST_KVM_STAGE_TIMER: return "arming the timer";
-        case HOST_KVM_STAGE_RUN: return "KVM_RUN";
-        case HOST_KVM_STAGE_EXIT: return "guest exit";
-        case HOST_KVM_STAGE_GET_REGS: return "KVM_GET_REGS";
-        case HOST_KVM_STAGE_DONE: return "done";
+        case PROBE_KVM_STAGE_OPEN: return "open";
+        case PROBE_KVM_STAGE_API: return "KVM_GET_API_VERSION";
+        case PROBE_KVM_STAGE_ARCH: return "architecture check";
+        case PROBE_KVM_STAGE_CREATE_VM: return "KVM_CREATE_VM";
+        case PROBE_KVM_STAGE_MEMORY: return "KVM_SET_USER_MEMORY_REGION";
+        case PROBE_KVM_STAGE_CREATE_VCPU: return "KVM_CREATE_VCPU";
+        case PROBE_KVM_STAGE_MMAP_RUN: return "mmap of kvm_run";
+        case PROBE_KVM_STAGE_REGISTERS: return "setting the registers";
+        case PROBE_KVM_STAGE_TIMER: return "arming the timer";
+        case PROBE_KVM_STAGE_RUN: return "KVM_RUN";
+        case PROBE_KVM_STAGE_EXIT: return "guest exit";
+        case PROBE_KVM_STAGE_GET_REGS: return "KVM_GET_REGS";
+        case PROBE_KVM_STAGE_DONE: return "done";
         }
         return "unknown step";
 }
@@ -467,14 +462,14 @@ static const char *exit_reason_to_string(uint32_t reason) {
         return "other";
 }
 
-void host_kvm_probe_judge(const struct host_kvm_probe_options *opts, const struct host_kvm_report *rep,
+void probe_kvm_judge(const struct probe_kvm_options *opts, const struct probe_kvm_report *rep,
                           bool have_report, bool killed, int death_signal,
-                          struct host_kvm_probe_result *r) {
+                          struct probe_kvm_result *r) {
         char *reason = r->reason;
         size_t rsize = sizeof(r->reason);
 
         r->killed = killed;
-        r->status = HOST_KVM_UNUSABLE;
+        r->status = PROBE_KVM_UNUSABLE;
         if (!have_report) {
                 if (killed)
                         snprintf(reason, rsize, "the KVM probe process did not start within %u ms; killed it",
@@ -485,15 +480,15 @@ void host_kvm_probe_judge(const struct host_kvm_probe_options *opts, const struc
                 return;
         }
 
-        enum host_kvm_stage stage = (enum host_kvm_stage) rep->stage;
-        r->openable = stage > HOST_KVM_STAGE_OPEN;
+        enum probe_kvm_stage stage = (enum probe_kvm_stage) rep->stage;
+        r->openable = stage > PROBE_KVM_STAGE_OPEN;
         r->api_version = rep->api_version;
         r->ran = rep->ran;
         r->finished = rep->finished;
         r->seconds = rep->seconds;
 
         if (killed) {
-                if (stage == HOST_KVM_STAGE_RUN)
+                if (stage == PROBE_KVM_STAGE_RUN)
                         snprintf(reason, rsize,
                                  "KVM_RUN did not return within %u ms even when interrupted; killed the probe",
                                  opts->hard_timeout_ms);
@@ -502,15 +497,15 @@ void host_kvm_probe_judge(const struct host_kvm_probe_options *opts, const struc
                                  stage_to_string(stage), opts->hard_timeout_ms);
                 return;
         }
-        if (death_signal > 0 && stage != HOST_KVM_STAGE_DONE && stage != HOST_KVM_STAGE_EXIT && !rep->error) {
+        if (death_signal > 0 && stage != PROBE_KVM_STAGE_DONE && stage != PROBE_KVM_STAGE_EXIT && !rep->error) {
                 snprintf(reason, rsize, "the KVM probe process died with signal %d (%s) during %s",
                          death_signal, strsignal(death_signal), stage_to_string(stage));
                 return;
         }
         if (rep->error) {
-                if (stage == HOST_KVM_STAGE_OPEN) {
+                if (stage == PROBE_KVM_STAGE_OPEN) {
                         if (rep->error == EACCES || rep->error == EPERM) {
-                                r->status = HOST_KVM_NO_ACCESS;
+                                r->status = PROBE_KVM_NO_ACCESS;
                                 snprintf(reason, rsize,
                                          "cannot open %s read-write: %s (add the user to group 'kvm')",
                                          opts->device, strerror(rep->error));
@@ -519,22 +514,22 @@ void host_kvm_probe_judge(const struct host_kvm_probe_options *opts, const struc
                                          opts->device, strerror(rep->error));
                         } else
                                 snprintf(reason, rsize, "cannot open %s: %s", opts->device, strerror(rep->error));
-                } else if (stage == HOST_KVM_STAGE_API && rep->error == EPROTO)
+                } else if (stage == PROBE_KVM_STAGE_API && rep->error == EPROTO)
                         snprintf(reason, rsize, "KVM API version %d, vmhost needs %d", rep->api_version,
-                                 HOST_KVM_API_VERSION);
-                else if (stage == HOST_KVM_STAGE_ARCH)
+                                 PROBE_KVM_API_VERSION);
+                else if (stage == PROBE_KVM_STAGE_ARCH)
                         snprintf(reason, rsize, "the guest-run probe is written for x86 hosts only");
                 else
                         snprintf(reason, rsize, "%s failed: %s", stage_to_string(stage), strerror(rep->error));
                 return;
         }
-        if (stage == HOST_KVM_STAGE_EXIT) {
+        if (stage == PROBE_KVM_STAGE_EXIT) {
                 snprintf(reason, rsize, "the probe guest stopped with KVM exit %u (%s, detail 0x%" PRIx64
                          ") at rip 0x%" PRIx64 " instead of halting", rep->exit_reason,
                          exit_reason_to_string(rep->exit_reason), rep->exit_detail, rep->rip);
                 return;
         }
-        if (stage != HOST_KVM_STAGE_DONE) {
+        if (stage != PROBE_KVM_STAGE_DONE) {
                 snprintf(reason, rsize, "the KVM probe process stopped during %s", stage_to_string(stage));
                 return;
         }
@@ -546,17 +541,17 @@ void host_kvm_probe_judge(const struct host_kvm_probe_options *opts, const struc
                 return;
         }
         r->iterations = n - ecx;
-        host_kvm_probe_classify(r, opts->min_ips);
+        probe_kvm_classify(r, opts->min_ips);
 }
 
-int host_kvm_probe_finish(struct host_kvm_probe_job *job, struct host_kvm_probe_result *ret_result,
+int probe_kvm_finish(struct probe_kvm_job *job, struct probe_kvm_result *ret_result,
                           struct vh_error *err) {
         if (job->done) {
                 *ret_result = job->result;
                 return 0;
         }
 
-        struct host_kvm_report last = {}, cur;
+        struct probe_kvm_report last = {}, cur;
         size_t have = 0;
         bool got = false, killed = false;
         uint64_t deadline = job->start_ns + (uint64_t) job->opts.hard_timeout_ms * 1000000ull;
@@ -565,7 +560,7 @@ int host_kvm_probe_finish(struct host_kvm_probe_job *job, struct host_kvm_probe_
                 /* Past the deadline we still take what the process already
                  * wrote: the caller may come late, after a probe that ended
                  * in time. Only a process with nothing more to say is killed. */
-                uint64_t now = host_now_ns();
+                uint64_t now = vh_clock_ns();
                 struct pollfd pfd = { .fd = job->fd, .events = POLLIN };
                 int timeout = now >= deadline ? 0 : (int) DIV_ROUND_UP(deadline - now, 1000000ull);
                 int k = poll(&pfd, 1, timeout);
@@ -576,7 +571,7 @@ int host_kvm_probe_finish(struct host_kvm_probe_job *job, struct host_kvm_probe_
                         break;
                 }
                 if (k == 0) {
-                        if (host_now_ns() >= deadline) {
+                        if (vh_clock_ns() >= deadline) {
                                 killed = true;
                                 break;
                         }
@@ -606,7 +601,7 @@ int host_kvm_probe_finish(struct host_kvm_probe_job *job, struct host_kvm_probe_
         /* Reap it; a process stuck in the kernel even after SIGKILL is left
          * behind rather than hanging vmhost. */
         int status = 0, death_signal = 0;
-        uint64_t reap_deadline = host_now_ns() + 1000000000ull;
+        uint64_t reap_deadline = vh_clock_ns() + 1000000000ull;
         for (;;) {
                 pid_t w = waitpid(job->pid, &status, killed ? WNOHANG : 0);
                 if (w == job->pid) {
@@ -617,36 +612,36 @@ int host_kvm_probe_finish(struct host_kvm_probe_job *job, struct host_kvm_probe_
                 if (w < 0 && errno != EINTR)
                         break;
                 if (w == 0) {
-                        if (host_now_ns() >= reap_deadline)
+                        if (vh_clock_ns() >= reap_deadline)
                                 break;
                         usleep(5000);
                 }
         }
         job->pid = -1;
 
-        host_kvm_probe_judge(&job->opts, &last, got, killed, death_signal, &job->result);
+        probe_kvm_judge(&job->opts, &last, got, killed, death_signal, &job->result);
         /* A killed probe took as long as we waited; a finished one says. */
-        job->result.probe_seconds = killed || !got ? (double) (host_now_ns() - job->start_ns) / 1e9 : last.elapsed;
+        job->result.probe_seconds = killed || !got ? (double) (vh_clock_ns() - job->start_ns) / 1e9 : last.elapsed;
         *ret_result = job->result;
         (void) err;
         return 0;
 }
 
-int host_kvm_probe(const struct host_kvm_probe_options *opts, struct host_kvm_probe_result *ret_result,
+int probe_kvm_probe(const struct probe_kvm_options *opts, struct probe_kvm_result *ret_result,
                    struct vh_error *err) {
-        struct host_kvm_probe_job job;
-        int r = host_kvm_probe_start(opts, NULL, &job, err);
+        struct probe_kvm_job job;
+        int r = probe_kvm_start(opts, NULL, &job, err);
         if (r < 0)
                 return r;
-        return host_kvm_probe_finish(&job, ret_result, err);
+        return probe_kvm_finish(&job, ret_result, err);
 }
 
 /* ---- the per-boot cache ---- */
 
 #define CACHE_HEADER "vmhost-kvm-probe 1"
 
-int host_kvm_probe_cache_format(const struct host_kvm_probe_result *r, const char *boot_id, char **ret_text) {
-        char reason[HOST_KVM_REASON_MAX];
+int probe_kvm_cache_format(const struct probe_kvm_result *r, const char *boot_id, char **ret_text) {
+        char reason[PROBE_KVM_REASON_MAX];
         snprintf(reason, sizeof(reason), "%s", r->reason);
         /* One line per key: a newline in the reason would end it early. */
         for (char *p = reason; *p; p++)
@@ -667,7 +662,7 @@ int host_kvm_probe_cache_format(const struct host_kvm_probe_result *r, const cha
                 "seconds=%.9f\n"
                 "probe-seconds=%.9f\n"
                 "reason=%s\n",
-                boot_id, host_kvm_status_to_string(r->status), r->present, r->openable, r->api_version,
+                boot_id, probe_kvm_status_to_string(r->status), r->present, r->openable, r->api_version,
                 r->ran, r->finished, r->killed, r->iterations, r->iterations_target, r->seconds,
                 r->probe_seconds, reason);
         if (!text)
@@ -694,14 +689,14 @@ static int parse_seconds(const char *v, double *ret) {
         return 0;
 }
 
-int host_kvm_probe_cache_parse(const char *text, const char *boot_id, struct host_kvm_probe_result *ret_result) {
+int probe_kvm_cache_parse(const char *text, const char *boot_id, struct probe_kvm_result *ret_result) {
         if (!text || strlen(text) > CACHE_MAX)
                 return -EINVAL;
         _cleanup_free_ char *copy = strdup(text);
         if (!copy)
                 return -ENOMEM;
 
-        struct host_kvm_probe_result r = { .api_version = -1 };
+        struct probe_kvm_result r = { .api_version = -1 };
         bool header = false, boot_ok = false, status_ok = false;
         char *save = NULL;
         for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -784,7 +779,7 @@ static int cache_path(char **ret) {
         return 0;
 }
 
-int host_kvm_probe_cache_store(const struct host_kvm_probe_result *res, struct vh_error *err) {
+int probe_kvm_cache_store(const struct probe_kvm_result *res, struct vh_error *err) {
         _cleanup_free_ char *boot_id = NULL, *path = NULL, *text = NULL;
         int r = read_boot_id(&boot_id);
         if (r < 0)
@@ -792,7 +787,7 @@ int host_kvm_probe_cache_store(const struct host_kvm_probe_result *res, struct v
         r = cache_path(&path);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create the runtime directory: %s", strerror(-r));
-        r = host_kvm_probe_cache_format(res, boot_id, &text);
+        r = probe_kvm_cache_format(res, boot_id, &text);
         if (r < 0)
                 return vh_error_set(err, r, "Out of memory");
         r = write_file_atomic(path, text, strlen(text), 0644);
@@ -801,12 +796,12 @@ int host_kvm_probe_cache_store(const struct host_kvm_probe_result *res, struct v
         return 0;
 }
 
-int host_kvm_probe_cached(struct host_kvm_probe_result *ret_result, bool *ret_from_cache, struct vh_error *err) {
+int probe_kvm_cached(struct probe_kvm_result *ret_result, bool *ret_from_cache, struct vh_error *err) {
         _cleanup_free_ char *boot_id = NULL, *path = NULL, *text = NULL;
         if (read_boot_id(&boot_id) >= 0 && cache_path(&path) >= 0 &&
             read_full_file(path, CACHE_MAX, &text, NULL) >= 0) {
-                struct host_kvm_probe_result cached;
-                if (host_kvm_probe_cache_parse(text, boot_id, &cached) >= 0) {
+                struct probe_kvm_result cached;
+                if (probe_kvm_cache_parse(text, boot_id, &cached) >= 0) {
                         *ret_result = cached;
                         if (ret_from_cache)
                                 *ret_from_cache = true;
@@ -814,12 +809,12 @@ int host_kvm_probe_cached(struct host_kvm_probe_result *ret_result, bool *ret_fr
                 }
         }
 
-        struct host_kvm_probe_result fresh;
-        int r = host_kvm_probe(NULL, &fresh, err);
+        struct probe_kvm_result fresh;
+        int r = probe_kvm_probe(NULL, &fresh, err);
         if (r < 0)
                 return r;
         /* A cache we cannot write costs the next caller a probe, nothing more. */
-        (void) host_kvm_probe_cache_store(&fresh, NULL);
+        (void) probe_kvm_cache_store(&fresh, NULL);
         *ret_result = fresh;
         if (ret_from_cache)
                 *ret_from_cache = false;

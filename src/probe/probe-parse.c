@@ -1,4 +1,4 @@
-/* host/host-parse.c: pure parsers for the doctor's inputs (program version
+/* probe/probe-parse.c: pure parsers for the doctor's inputs (program version
  * lines, /proc/cpuinfo, module parameters and lists, kernel config). They
  * take text and never read files, so tests can feed them real outputs. */
 #include <ctype.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/macro.h"
-#include "host/host-parse.h"
+#include "probe/probe-parse.h"
 
 /* Steps over one line of 'text': sets *line and *len (without the newline)
  * and returns the start of the next line, or NULL at the end. */
@@ -51,12 +51,12 @@ static void copy_span(char *buf, size_t size, const char *s, size_t n) {
         buf[n] = '\0';
 }
 
-int host_parse_version(const char *text, struct host_version *ret) {
+int probe_parse_version(const char *text, struct probe_version *ret) {
         if (!text)
                 return -EINVAL;
         size_t n = strcspn(text, "\n");
-        if (n > HOST_VERSION_LINE_MAX)
-                n = HOST_VERSION_LINE_MAX;
+        if (n > PROBE_VERSION_LINE_MAX)
+                n = PROBE_VERSION_LINE_MAX;
 
         for (size_t i = 0; i < n; i++) {
                 if (!isdigit((unsigned char) text[i]))
@@ -80,7 +80,7 @@ int host_parse_version(const char *text, struct host_version *ret) {
                 while (end < n && (isalnum((unsigned char) text[end]) || strchr(".+~-", text[end])))
                         end++;
 
-                struct host_version v = {};
+                struct probe_version v = {};
                 copy_span(v.text, sizeof(v.text), text + i, end - i);
                 unsigned parts[3] = {};
                 const char *p = text + i;
@@ -115,7 +115,7 @@ int host_parse_version(const char *text, struct host_version *ret) {
         return -EINVAL;
 }
 
-const char *host_version_format(const struct host_version *v, char *buf, size_t size) {
+const char *probe_version_format(const struct probe_version *v, char *buf, size_t size) {
         if (v->detail[0])
                 snprintf(buf, size, "%s (%s)", v->text, v->detail);
         else
@@ -123,7 +123,7 @@ const char *host_version_format(const struct host_version *v, char *buf, size_t 
         return buf;
 }
 
-bool host_accel_help_has(const char *text, const char *name) {
+bool probe_accel_help_has(const char *text, const char *name) {
         const char *line;
         size_t len;
         for (const char *p = text; (p = line_next(p, &line, &len));) {
@@ -134,7 +134,7 @@ bool host_accel_help_has(const char *text, const char *name) {
         return false;
 }
 
-int host_parse_bool_param(const char *text, bool *ret) {
+int probe_parse_bool_param(const char *text, bool *ret) {
         if (!text)
                 return -EINVAL;
         const char *s = text;
@@ -151,8 +151,8 @@ int host_parse_bool_param(const char *text, bool *ret) {
         return -EINVAL;
 }
 
-int host_parse_cpuinfo(const char *text, struct host_cpu_info *ret) {
-        struct host_cpu_info info = {};
+int probe_parse_cpuinfo(const char *text, struct probe_cpu_info *ret) {
+        struct probe_cpu_info info = {};
         bool seen_vendor = false, seen_flags = false, in_block = false;
         const char *line;
         size_t len;
@@ -202,7 +202,7 @@ int host_parse_cpuinfo(const char *text, struct host_cpu_info *ret) {
         return 0;
 }
 
-const char *host_kvm_vendor_module(const char *vendor) {
+const char *probe_kvm_vendor_module(const char *vendor) {
         if (!vendor)
                 return NULL;
         if (streq(vendor, "GenuineIntel"))
@@ -213,7 +213,7 @@ const char *host_kvm_vendor_module(const char *vendor) {
         return NULL;
 }
 
-int host_modprobe_find_option(const char *text, const char *module, const char *param,
+int probe_modprobe_find_option(const char *text, const char *module, const char *param,
                               char *value_buf, size_t value_size) {
         int found = 0;
         size_t plen = strlen(param);
@@ -279,7 +279,7 @@ static bool module_path_is(const char *s, size_t n, const char *module) {
         return module_name_eq(s, n, module);
 }
 
-bool host_modules_list_has(const char *text, const char *module) {
+bool probe_modules_list_has(const char *text, const char *module) {
         const char *line;
         size_t len;
         if (!text)
@@ -295,7 +295,7 @@ bool host_modules_list_has(const char *text, const char *module) {
         return false;
 }
 
-bool host_proc_modules_has(const char *text, const char *module) {
+bool probe_proc_modules_has(const char *text, const char *module) {
         const char *line;
         size_t len;
         if (!text)
@@ -310,7 +310,7 @@ bool host_proc_modules_has(const char *text, const char *module) {
         return false;
 }
 
-int host_kconfig_lookup(const char *text, const char *symbol) {
+int probe_kconfig_lookup(const char *text, const char *symbol) {
         const char *line;
         size_t len, slen = strlen(symbol);
         if (!text)
@@ -335,79 +335,79 @@ int host_kconfig_lookup(const char *text, const char *symbol) {
         return 0;
 }
 
-const char *host_kmod_state_to_string(enum host_kmod_state s) {
+const char *probe_kmod_state_to_string(enum probe_kmod_state s) {
         switch (s) {
-        case HOST_KMOD_ABSENT: return "not in kernel";
-        case HOST_KMOD_LOADABLE: return "module, not loaded";
-        case HOST_KMOD_PRESENT: return "present";
-        case HOST_KMOD_BUILTIN: return "built in";
-        case HOST_KMOD_LOADED: return "loaded";
-        case HOST_KMOD_UNKNOWN: break;
+        case PROBE_KMOD_ABSENT: return "not in kernel";
+        case PROBE_KMOD_LOADABLE: return "module, not loaded";
+        case PROBE_KMOD_PRESENT: return "present";
+        case PROBE_KMOD_BUILTIN: return "built in";
+        case PROBE_KMOD_LOADED: return "loaded";
+        case PROBE_KMOD_UNKNOWN: break;
         }
         return "unknown";
 }
 
-enum host_kmod_state host_kmod_resolve(const struct host_kernel_sources *src, const char *module,
+enum probe_kmod_state probe_kmod_resolve(const struct probe_kernel_sources *src, const char *module,
                                        const char *symbol, bool in_sysfs,
                                        char *how, size_t how_size) {
         const char *cfg = src->config_name ? src->config_name : "kernel config";
         const char *rel = src->release ? src->release : "this kernel";
-        int k = symbol && src->config ? host_kconfig_lookup(src->config, symbol) : 0;
+        int k = symbol && src->config ? probe_kconfig_lookup(src->config, symbol) : 0;
 
-        if (host_proc_modules_has(src->proc_modules, module)) {
+        if (probe_proc_modules_has(src->proc_modules, module)) {
                 snprintf(how, how_size, "%s is listed in /proc/modules", module);
-                return HOST_KMOD_LOADED;
+                return PROBE_KMOD_LOADED;
         }
-        if (host_modules_list_has(src->modules_builtin, module)) {
+        if (probe_modules_list_has(src->modules_builtin, module)) {
                 snprintf(how, how_size, "%s is in modules.builtin of %s", module, rel);
-                return HOST_KMOD_BUILTIN;
+                return PROBE_KMOD_BUILTIN;
         }
         if (k == 'y') {
                 snprintf(how, how_size, "CONFIG_%s=y in %s", symbol, cfg);
-                return HOST_KMOD_BUILTIN;
+                return PROBE_KMOD_BUILTIN;
         }
         if (in_sysfs) {
                 /* A module in /sys/module but not in /proc/modules is built
                  * in, and so is everything in a kernel without module
                  * support; otherwise we cannot tell loaded from built in. */
-                bool no_modules = src->config && host_kconfig_lookup(src->config, "MODULES") == 'n';
+                bool no_modules = src->config && probe_kconfig_lookup(src->config, "MODULES") == 'n';
                 snprintf(how, how_size, "/sys/module/%s exists%s", module,
                          no_modules ? " and the kernel has no module support" : "");
-                return src->proc_modules || no_modules ? HOST_KMOD_BUILTIN : HOST_KMOD_PRESENT;
+                return src->proc_modules || no_modules ? PROBE_KMOD_BUILTIN : PROBE_KMOD_PRESENT;
         }
         if (k == 'm') {
                 if (!src->modules_dep) {
                         snprintf(how, how_size, "CONFIG_%s=m in %s", symbol, cfg);
-                        return HOST_KMOD_LOADABLE;
+                        return PROBE_KMOD_LOADABLE;
                 }
-                if (host_modules_list_has(src->modules_dep, module)) {
+                if (probe_modules_list_has(src->modules_dep, module)) {
                         snprintf(how, how_size, "%s.ko is in modules.dep of %s (modprobe %s)", module, rel, module);
-                        return HOST_KMOD_LOADABLE;
+                        return PROBE_KMOD_LOADABLE;
                 }
                 snprintf(how, how_size, "CONFIG_%s=m but %s.ko is not installed for %s", symbol, module, rel);
-                return HOST_KMOD_ABSENT;
+                return PROBE_KMOD_ABSENT;
         }
         if (k == 'n') {
                 snprintf(how, how_size, "CONFIG_%s is not set in %s", symbol, cfg);
-                return HOST_KMOD_ABSENT;
+                return PROBE_KMOD_ABSENT;
         }
-        if (host_modules_list_has(src->modules_dep, module)) {
+        if (probe_modules_list_has(src->modules_dep, module)) {
                 snprintf(how, how_size, "%s.ko is in modules.dep of %s (modprobe %s)", module, rel, module);
-                return HOST_KMOD_LOADABLE;
+                return PROBE_KMOD_LOADABLE;
         }
         if (src->modules_builtin && src->modules_dep) {
                 snprintf(how, how_size, "%s is in neither modules.builtin nor modules.dep of %s", module, rel);
-                return HOST_KMOD_ABSENT;
+                return PROBE_KMOD_ABSENT;
         }
         if (src->config && symbol) {
                 snprintf(how, how_size, "CONFIG_%s does not appear in %s", symbol, cfg);
-                return HOST_KMOD_ABSENT;
+                return PROBE_KMOD_ABSENT;
         }
         snprintf(how, how_size, "no /proc/modules, modules.builtin, modules.dep or kernel config for %s", rel);
-        return HOST_KMOD_UNKNOWN;
+        return PROBE_KMOD_UNKNOWN;
 }
 
-const char *host_format_rate(double per_second, char *buf, size_t size) {
+const char *probe_format_rate(double per_second, char *buf, size_t size) {
         if (!(per_second >= 0))
                 snprintf(buf, size, "?");
         else if (per_second >= 1e9)

@@ -1,8 +1,8 @@
-/* host/doctor.c: the checks behind 'vmhost doctor'. Each check looks at one
+/* probe/doctor.c: the checks behind 'vmhost doctor'. Each check looks at one
  * thing vmhost relies on and records a status, a short value and a reason
  * that says why and what to do. The KVM probe runs in its own process while
  * the other checks are made, so the doctor costs about one probe budget.
- * The parsing is in host-parse.c; this file only gathers the inputs. */
+ * The parsing is in probe-parse.c; this file only gathers the inputs. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,13 +20,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/macro.h"
 #include "base/process.h"
 #include "base/strutil.h"
-#include "host/host-parse.h"
-#include "host/kvm-probe.h"
+#include "probe/probe-parse.h"
+#include "probe/kvm-probe.h"
 #include "vmhost/doctor.h"
 
 /* Limits on what the doctor reads. */
@@ -49,38 +50,38 @@ enum section {
 };
 
 struct doctor {
-        struct host_report *report;
-        enum section sections[HOST_REPORT_MAX_CHECKS];
+        struct probe_report *report;
+        enum section sections[PROBE_REPORT_MAX_CHECKS];
 
         struct utsname uts;
         char *proc_modules, *modules_builtin, *modules_dep, *config;
         char config_name[512];
-        struct host_kernel_sources kernel;
+        struct probe_kernel_sources kernel;
 
         bool qemu_present, qemu_has_tcg, qemu_has_kvm;
         char qemu_name[48];
-        struct host_cpu_info cpu;
+        struct probe_cpu_info cpu;
         bool cpu_known;
 
         const char *ovs_db, *ovs_rundir;
 };
 
-const char *host_check_status_to_string(enum host_check_status s) {
+const char *probe_check_status_to_string(enum probe_check_status s) {
         switch (s) {
-        case HOST_CHECK_OK: return "ok";
-        case HOST_CHECK_WARN: return "warn";
-        case HOST_CHECK_MISSING: return "missing";
-        case HOST_CHECK_UNUSABLE: break;
+        case PROBE_CHECK_OK: return "ok";
+        case PROBE_CHECK_WARN: return "warn";
+        case PROBE_CHECK_MISSING: return "missing";
+        case PROBE_CHECK_UNUSABLE: break;
         }
         return "unusable";
 }
 
-struct host_report *host_report_free(struct host_report *r) {
+struct probe_report *probe_report_free(struct probe_report *r) {
         free(r);
         return NULL;
 }
 
-const struct host_check *host_report_find(const struct host_report *r, const char *name) {
+const struct probe_check *probe_report_find(const struct probe_report *r, const char *name) {
         for (unsigned i = 0; r && i < r->n_checks; i++)
                 if (streq(r->checks[i].name, name))
                         return &r->checks[i];
@@ -88,16 +89,16 @@ const struct host_check *host_report_find(const struct host_report *r, const cha
 }
 
 _printf_(5, 6)
-static struct host_check *check_add(struct doctor *d, enum section section, const char *name,
-                                    enum host_check_status status, const char *reason_fmt, ...) {
-        struct host_report *r = d->report;
+static struct probe_check *check_add(struct doctor *d, enum section section, const char *name,
+                                    enum probe_check_status status, const char *reason_fmt, ...) {
+        struct probe_report *r = d->report;
         /* The table of checks is fixed; running out is a programming error
          * that must not overwrite memory. */
-        if (r->n_checks >= HOST_REPORT_MAX_CHECKS)
+        if (r->n_checks >= PROBE_REPORT_MAX_CHECKS)
                 return NULL;
         d->sections[r->n_checks] = section;
-        struct host_check *c = &r->checks[r->n_checks++];
-        *c = (struct host_check) { .status = status };
+        struct probe_check *c = &r->checks[r->n_checks++];
+        *c = (struct probe_check) { .status = status };
         snprintf(c->name, sizeof(c->name), "%s", name);
         va_list ap;
         va_start(ap, reason_fmt);
@@ -107,7 +108,7 @@ static struct host_check *check_add(struct doctor *d, enum section section, cons
 }
 
 _printf_(2, 3)
-static void check_value(struct host_check *c, const char *fmt, ...) {
+static void check_value(struct probe_check *c, const char *fmt, ...) {
         if (!c)
                 return;
         va_list ap;
@@ -119,7 +120,7 @@ static void check_value(struct host_check *c, const char *fmt, ...) {
 /* Runs "TOOL ARG" and parses the version from its first line. Returns 0,
  * -ENOENT when the tool is not installed, -EINVAL when it printed no
  * version, or another -errno. */
-static int tool_version(const char *tool, const char *arg, struct host_version *ret) {
+static int tool_version(const char *tool, const char *arg, struct probe_version *ret) {
         _cleanup_free_ char *out = NULL;
         char *argv[] = { (char *) tool, (char *) arg, NULL };
         int r = process_run(argv, TOOL_OUTPUT_MAX, &out);
@@ -127,7 +128,7 @@ static int tool_version(const char *tool, const char *arg, struct host_version *
                 return r;
         if (!out)
                 return -ENOMEM;
-        return host_parse_version(out, ret);
+        return probe_parse_version(out, ret);
 }
 
 /* Reads a file that may be gzip-compressed (/proc/config.gz) or plain
@@ -196,7 +197,7 @@ static void kernel_load(struct doctor *d) {
                         snprintf(d->config_name, sizeof(d->config_name), "%s", path);
         }
 
-        d->kernel = (struct host_kernel_sources) {
+        d->kernel = (struct probe_kernel_sources) {
                 .release = d->uts.release,
                 .proc_modules = d->proc_modules,
                 .modules_builtin = d->modules_builtin,
@@ -212,8 +213,8 @@ static bool sys_module_exists(const char *module) {
         return file_exists(path);
 }
 
-static enum host_kmod_state kmod(struct doctor *d, const char *module, const char *symbol, char *how, size_t size) {
-        return host_kmod_resolve(&d->kernel, module, symbol, sys_module_exists(module), how, size);
+static enum probe_kmod_state kmod(struct doctor *d, const char *module, const char *symbol, char *how, size_t size) {
+        return probe_kmod_resolve(&d->kernel, module, symbol, sys_module_exists(module), how, size);
 }
 
 /* ---- QEMU ---- */
@@ -240,29 +241,29 @@ static void check_qemu(struct doctor *d) {
 
         _cleanup_free_ char *path = find_executable(d->qemu_name);
         if (!path) {
-                struct host_check *c = check_add(d, SECTION_QEMU, d->qemu_name, HOST_CHECK_MISSING,
+                struct probe_check *c = check_add(d, SECTION_QEMU, d->qemu_name, PROBE_CHECK_MISSING,
                                                  "not in PATH; install %s", package);
                 check_value(c, "not found");
                 return;
         }
         d->qemu_present = true;
 
-        struct host_version v;
+        struct probe_version v;
         int r = tool_version(d->qemu_name, "--version", &v);
         if (r < 0) {
-                struct host_check *c = check_add(d, SECTION_QEMU, d->qemu_name, HOST_CHECK_WARN,
+                struct probe_check *c = check_add(d, SECTION_QEMU, d->qemu_name, PROBE_CHECK_WARN,
                                                  "%s --version printed no version (%s)", path, strerror(-r));
                 check_value(c, "unknown version");
         } else {
-                char vb[HOST_CHECK_VALUE_MAX];
+                char vb[PROBE_CHECK_VALUE_MAX];
                 /* Older QEMUs may lack options vmhost passes; 7.2 is what
                  * vmhost is tested with. */
                 bool old = v.major < 6;
-                struct host_check *c = check_add(d, SECTION_QEMU, d->qemu_name,
-                                                 old ? HOST_CHECK_WARN : HOST_CHECK_OK,
+                struct probe_check *c = check_add(d, SECTION_QEMU, d->qemu_name,
+                                                 old ? PROBE_CHECK_WARN : PROBE_CHECK_OK,
                                                  old ? "%s is older than 6.0; vmhost is tested with 7.2" : "%s runs the guests",
                                                  path);
-                check_value(c, "%s", host_version_format(&v, vb, sizeof(vb)));
+                check_value(c, "%s", probe_version_format(&v, vb, sizeof(vb)));
         }
 
         _cleanup_free_ char *out = NULL;
@@ -271,14 +272,14 @@ static void check_qemu(struct doctor *d) {
         if (r != 0 || !out) {
                 /* Every Debian build has TCG; assume it rather than refuse to run. */
                 d->qemu_has_tcg = true;
-                struct host_check *c = check_add(d, SECTION_QEMU, "qemu-accelerators", HOST_CHECK_WARN,
+                struct probe_check *c = check_add(d, SECTION_QEMU, "qemu-accelerators", PROBE_CHECK_WARN,
                                                  "'%s -accel help' failed; assuming TCG is built in", d->qemu_name);
                 check_value(c, "unknown");
         } else {
-                d->qemu_has_tcg = host_accel_help_has(out, "tcg");
-                d->qemu_has_kvm = host_accel_help_has(out, "kvm");
-                struct host_check *c = check_add(
-                        d, SECTION_QEMU, "qemu-accelerators", d->qemu_has_tcg ? HOST_CHECK_OK : HOST_CHECK_WARN,
+                d->qemu_has_tcg = probe_accel_help_has(out, "tcg");
+                d->qemu_has_kvm = probe_accel_help_has(out, "kvm");
+                struct probe_check *c = check_add(
+                        d, SECTION_QEMU, "qemu-accelerators", d->qemu_has_tcg ? PROBE_CHECK_OK : PROBE_CHECK_WARN,
                         d->qemu_has_tcg ? "built into %s (from -accel help)"
                                         : "%s has no TCG: guests can only run with KVM",
                         d->qemu_name);
@@ -332,7 +333,7 @@ static void check_qemu_targets(struct doctor *d) {
         }
         qsort(names, n, sizeof(names[0]), cmp_str);
 
-        char value[HOST_CHECK_VALUE_MAX] = "";
+        char value[PROBE_CHECK_VALUE_MAX] = "";
         size_t len = 0;
         for (size_t i = 0; i < n; i++) {
                 int k = snprintf(value + len, sizeof(value) - len, "%s%s", i ? ", " : "", names[i]);
@@ -345,7 +346,7 @@ static void check_qemu_targets(struct doctor *d) {
         for (size_t i = 0; i < n; i++)
                 free(names[i]);
 
-        struct host_check *c = check_add(d, SECTION_QEMU, "qemu-other-targets", HOST_CHECK_OK,
+        struct probe_check *c = check_add(d, SECTION_QEMU, "qemu-other-targets", PROBE_CHECK_OK,
                                          n ? "other qemu-system-* programs in PATH; vmhost uses %s"
                                            : "no other qemu-system-* programs in PATH; vmhost uses %s",
                                          d->qemu_name);
@@ -353,113 +354,113 @@ static void check_qemu_targets(struct doctor *d) {
 }
 
 static void check_qemu_img(struct doctor *d) {
-        struct host_version v;
+        struct probe_version v;
         int r = tool_version("qemu-img", "--version", &v);
         if (r == -ENOENT) {
-                struct host_check *c = check_add(d, SECTION_QEMU, "qemu-img", HOST_CHECK_MISSING,
+                struct probe_check *c = check_add(d, SECTION_QEMU, "qemu-img", PROBE_CHECK_MISSING,
                                                  "not in PATH; install qemu-utils for interoperability checks "
                                                  "of vmhost's images");
                 check_value(c, "not found");
                 return;
         }
         if (r < 0) {
-                struct host_check *c = check_add(d, SECTION_QEMU, "qemu-img", HOST_CHECK_WARN,
+                struct probe_check *c = check_add(d, SECTION_QEMU, "qemu-img", PROBE_CHECK_WARN,
                                                  "qemu-img --version printed no version (%s)", strerror(-r));
                 check_value(c, "unknown version");
                 return;
         }
-        char vb[HOST_CHECK_VALUE_MAX];
-        struct host_check *c = check_add(d, SECTION_QEMU, "qemu-img", HOST_CHECK_OK,
+        char vb[PROBE_CHECK_VALUE_MAX];
+        struct probe_check *c = check_add(d, SECTION_QEMU, "qemu-img", PROBE_CHECK_OK,
                                          "checks and converts images for interoperability with vmhost's own engine");
-        check_value(c, "%s", host_version_format(&v, vb, sizeof(vb)));
+        check_value(c, "%s", probe_version_format(&v, vb, sizeof(vb)));
 }
 
 /* ---- KVM ---- */
 
 static void check_kvm_module(struct doctor *d) {
-        const char *vendor_module = d->cpu_known ? host_kvm_vendor_module(d->cpu.vendor) : NULL;
+        const char *vendor_module = d->cpu_known ? probe_kvm_vendor_module(d->cpu.vendor) : NULL;
         static const char *const hw[] = { "kvm_intel", "kvm_amd" };
         for (size_t i = 0; i < ELEMENTSOF(hw); i++)
                 if (sys_module_exists(hw[i])) {
-                        struct host_check *c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_OK,
+                        struct probe_check *c = check_add(d, SECTION_KVM, "kvm-module", PROBE_CHECK_OK,
                                                          "hardware-assisted KVM (/sys/module/%s exists)", hw[i]);
                         check_value(c, "%s", hw[i]);
                         return;
                 }
         if (sys_module_exists("kvm_pvm")) {
-                struct host_check *c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_WARN,
+                struct probe_check *c = check_add(d, SECTION_KVM, "kvm-module", PROBE_CHECK_WARN,
                                                  "paravirtualized KVM (PVM): runs guests without hardware "
                                                  "virtualization, which is slow for unmodified guests");
                 check_value(c, "kvm_pvm");
                 return;
         }
         if (!vendor_module) {
-                struct host_check *c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_MISSING,
+                struct probe_check *c = check_add(d, SECTION_KVM, "kvm-module", PROBE_CHECK_MISSING,
                                                  "no KVM module is loaded and the CPU vendor '%s' has none vmhost knows",
                                                  d->cpu_known ? d->cpu.vendor : "unknown");
                 check_value(c, "none");
                 return;
         }
         char how[256];
-        enum host_kmod_state s = kmod(d, vendor_module, streq(vendor_module, "kvm_intel") ? "KVM_INTEL" : "KVM_AMD",
+        enum probe_kmod_state s = kmod(d, vendor_module, streq(vendor_module, "kvm_intel") ? "KVM_INTEL" : "KVM_AMD",
                                       how, sizeof(how));
-        struct host_check *c;
-        if (s == HOST_KMOD_LOADABLE)
-                c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_WARN, "not loaded: run 'modprobe %s' (%s)",
+        struct probe_check *c;
+        if (s == PROBE_KMOD_LOADABLE)
+                c = check_add(d, SECTION_KVM, "kvm-module", PROBE_CHECK_WARN, "not loaded: run 'modprobe %s' (%s)",
                               vendor_module, how);
         else
-                c = check_add(d, SECTION_KVM, "kvm-module", HOST_CHECK_MISSING, "%s cannot be used: %s",
+                c = check_add(d, SECTION_KVM, "kvm-module", PROBE_CHECK_MISSING, "%s cannot be used: %s",
                               vendor_module, how);
-        check_value(c, "%s %s", vendor_module, host_kmod_state_to_string(s));
+        check_value(c, "%s %s", vendor_module, probe_kmod_state_to_string(s));
 }
 
 static void check_kvm(struct doctor *d) {
-        const struct host_kvm_probe_result *k = &d->report->kvm;
-        struct host_check *c;
+        const struct probe_kvm_result *k = &d->report->kvm;
+        struct probe_check *c;
         char rate[32];
 
         if (!k->present) {
-                c = check_add(d, SECTION_KVM, "kvm-device", HOST_CHECK_MISSING,
+                c = check_add(d, SECTION_KVM, "kvm-device", PROBE_CHECK_MISSING,
                               "the device node does not exist (see 'kvm' for why)");
-                check_value(c, "no %s", HOST_KVM_DEVICE);
+                check_value(c, "no %s", PROBE_KVM_DEVICE);
         } else if (!k->openable) {
-                c = check_add(d, SECTION_KVM, "kvm-device", HOST_CHECK_UNUSABLE, "%s", k->reason);
-                check_value(c, "%s, not openable", HOST_KVM_DEVICE);
+                c = check_add(d, SECTION_KVM, "kvm-device", PROBE_CHECK_UNUSABLE, "%s", k->reason);
+                check_value(c, "%s, not openable", PROBE_KVM_DEVICE);
         } else {
-                c = check_add(d, SECTION_KVM, "kvm-device", HOST_CHECK_OK, "opens read-write");
-                check_value(c, "%s", HOST_KVM_DEVICE);
+                c = check_add(d, SECTION_KVM, "kvm-device", PROBE_CHECK_OK, "opens read-write");
+                check_value(c, "%s", PROBE_KVM_DEVICE);
                 if (k->api_version >= 0) {
-                        bool good = k->api_version == HOST_KVM_API_VERSION;
-                        c = check_add(d, SECTION_KVM, "kvm-api", good ? HOST_CHECK_OK : HOST_CHECK_UNUSABLE,
+                        bool good = k->api_version == PROBE_KVM_API_VERSION;
+                        c = check_add(d, SECTION_KVM, "kvm-api", good ? PROBE_CHECK_OK : PROBE_CHECK_UNUSABLE,
                                       good ? "KVM_GET_API_VERSION returns the stable API version %d"
                                            : "KVM_GET_API_VERSION must return %d",
-                                      HOST_KVM_API_VERSION);
+                                      PROBE_KVM_API_VERSION);
                         check_value(c, "%d", k->api_version);
                 }
         }
 
         /* The line that says whether KVM will be used. */
         switch (k->status) {
-        case HOST_KVM_USABLE:
-                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_OK,
+        case PROBE_KVM_USABLE:
+                c = check_add(d, SECTION_KVM, "kvm", PROBE_CHECK_OK,
                               "%s (%" PRIu64 " loop iterations in %.1f ms)", k->reason, k->iterations,
                               k->seconds * 1e3);
                 check_value(c, "usable, %s instr/s",
-                            host_format_rate(k->instructions_per_second, rate, sizeof(rate)));
+                            probe_format_rate(k->instructions_per_second, rate, sizeof(rate)));
                 break;
-        case HOST_KVM_MISSING:
-                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_MISSING, "%s", k->reason);
+        case PROBE_KVM_MISSING:
+                c = check_add(d, SECTION_KVM, "kvm", PROBE_CHECK_MISSING, "%s", k->reason);
                 check_value(c, "missing");
                 break;
-        case HOST_KVM_NO_ACCESS:
-                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_UNUSABLE, "%s", k->reason);
+        case PROBE_KVM_NO_ACCESS:
+                c = check_add(d, SECTION_KVM, "kvm", PROBE_CHECK_UNUSABLE, "%s", k->reason);
                 check_value(c, "present but not accessible");
                 break;
-        case HOST_KVM_UNUSABLE:
-                c = check_add(d, SECTION_KVM, "kvm", HOST_CHECK_UNUSABLE, "%s", k->reason);
+        case PROBE_KVM_UNUSABLE:
+                c = check_add(d, SECTION_KVM, "kvm", PROBE_CHECK_UNUSABLE, "%s", k->reason);
                 if (k->ran && k->seconds > 0 && !k->killed)
                         check_value(c, "present but unusable, %s instr/s",
-                                    host_format_rate(k->instructions_per_second, rate, sizeof(rate)));
+                                    probe_format_rate(k->instructions_per_second, rate, sizeof(rate)));
                 else
                         check_value(c, "present but unusable");
                 break;
@@ -467,35 +468,35 @@ static void check_kvm(struct doctor *d) {
 }
 
 static void decide_accel(struct doctor *d) {
-        struct host_report *r = d->report;
-        const struct host_kvm_probe_result *k = &r->kvm;
+        struct probe_report *r = d->report;
+        const struct probe_kvm_result *k = &r->kvm;
 
         if (!d->qemu_present) {
-                r->accel = HOST_ACCEL_NONE;
+                r->accel = PROBE_ACCEL_NONE;
                 snprintf(r->accel_reason, sizeof(r->accel_reason), "%s is not installed", d->qemu_name);
-        } else if (k->status == HOST_KVM_USABLE && d->qemu_has_kvm) {
-                r->accel = HOST_ACCEL_KVM;
+        } else if (k->status == PROBE_KVM_USABLE && d->qemu_has_kvm) {
+                r->accel = PROBE_ACCEL_KVM;
                 snprintf(r->accel_reason, sizeof(r->accel_reason), "%s", k->reason);
         } else if (d->qemu_has_tcg) {
-                r->accel = HOST_ACCEL_TCG;
+                r->accel = PROBE_ACCEL_TCG;
                 snprintf(r->accel_reason, sizeof(r->accel_reason), "%s; QEMU's TCG emulates the CPU, slower but able to boot any guest",
-                         k->status == HOST_KVM_USABLE ? "QEMU was built without KVM support"
-                         : k->status == HOST_KVM_MISSING ? "no KVM on this host"
-                         : k->status == HOST_KVM_NO_ACCESS ? "KVM is not accessible"
+                         k->status == PROBE_KVM_USABLE ? "QEMU was built without KVM support"
+                         : k->status == PROBE_KVM_MISSING ? "no KVM on this host"
+                         : k->status == PROBE_KVM_NO_ACCESS ? "KVM is not accessible"
                                                            : "KVM is present but unusable");
         } else {
-                r->accel = HOST_ACCEL_NONE;
+                r->accel = PROBE_ACCEL_NONE;
                 snprintf(r->accel_reason, sizeof(r->accel_reason),
                          "KVM is not usable and %s has no TCG", d->qemu_name);
         }
-        r->can_run_vms = r->accel != HOST_ACCEL_NONE;
+        r->can_run_vms = r->accel != PROBE_ACCEL_NONE;
 
-        struct host_check *c = check_add(d, SECTION_KVM, "accelerator",
-                                         r->accel == HOST_ACCEL_KVM ? HOST_CHECK_OK
-                                         : r->accel == HOST_ACCEL_TCG ? HOST_CHECK_WARN
-                                                                      : HOST_CHECK_UNUSABLE,
+        struct probe_check *c = check_add(d, SECTION_KVM, "accelerator",
+                                         r->accel == PROBE_ACCEL_KVM ? PROBE_CHECK_OK
+                                         : r->accel == PROBE_ACCEL_TCG ? PROBE_CHECK_WARN
+                                                                      : PROBE_CHECK_UNUSABLE,
                                          "%s", r->accel_reason);
-        check_value(c, "%s", host_accel_to_string(r->accel));
+        check_value(c, "%s", probe_accel_to_string(r->accel));
 }
 
 /* ---- CPU and nested virtualization ---- */
@@ -504,9 +505,9 @@ static void check_cpu(struct doctor *d) {
         _cleanup_free_ char *text = NULL;
         int r = read_full_file("/proc/cpuinfo", 16 * 1024 * 1024, &text, NULL);
         if (r >= 0)
-                r = host_parse_cpuinfo(text, &d->cpu);
+                r = probe_parse_cpuinfo(text, &d->cpu);
         if (r < 0) {
-                struct host_check *c = check_add(d, SECTION_CPU, "cpu", HOST_CHECK_WARN,
+                struct probe_check *c = check_add(d, SECTION_CPU, "cpu", PROBE_CHECK_WARN,
                                                  "cannot read /proc/cpuinfo: %s", strerror(-r));
                 check_value(c, "unknown");
                 return;
@@ -514,12 +515,12 @@ static void check_cpu(struct doctor *d) {
         d->cpu_known = true;
 
         const char *flag = d->cpu.vmx ? "vmx" : d->cpu.svm ? "svm" : NULL;
-        struct host_check *c;
+        struct probe_check *c;
         if (flag)
-                c = check_add(d, SECTION_CPU, "cpu", HOST_CHECK_OK,
+                c = check_add(d, SECTION_CPU, "cpu", PROBE_CHECK_OK,
                               "the CPU offers hardware virtualization (%s flag in /proc/cpuinfo)", flag);
         else
-                c = check_add(d, SECTION_CPU, "cpu", HOST_CHECK_WARN,
+                c = check_add(d, SECTION_CPU, "cpu", PROBE_CHECK_WARN,
                               "no vmx or svm flag in /proc/cpuinfo: no hardware virtualization%s",
                               d->cpu.hypervisor ? " (this host is itself a VM whose hypervisor does not pass it on)" : "");
         check_value(c, "%s%s%s, %s", d->cpu.vendor[0] ? d->cpu.vendor : "unknown vendor",
@@ -540,7 +541,7 @@ static int modprobe_nested(const char *module, char *value, size_t vsize, char *
                         snprintf(path, sizeof(path), "/etc/modprobe.d/%s", list[i]->d_name);
                         _cleanup_free_ char *text = NULL;
                         if (read_full_file(path, MODPROBE_FILE_MAX, &text, NULL) >= 0 &&
-                            host_modprobe_find_option(text, module, "nested", value, vsize) > 0) {
+                            probe_modprobe_find_option(text, module, "nested", value, vsize) > 0) {
                                 snprintf(file, fsize, "%s", path);
                                 found = 1;
                         }
@@ -552,10 +553,10 @@ static int modprobe_nested(const char *module, char *value, size_t vsize, char *
 }
 
 static void check_nested(struct doctor *d) {
-        const char *module = d->cpu_known ? host_kvm_vendor_module(d->cpu.vendor) : NULL;
-        struct host_check *c;
+        const char *module = d->cpu_known ? probe_kvm_vendor_module(d->cpu.vendor) : NULL;
+        struct probe_check *c;
         if (!module) {
-                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_MISSING,
+                c = check_add(d, SECTION_CPU, "nested", PROBE_CHECK_MISSING,
                               "unknown CPU vendor: no kvm_intel or kvm_amd nested parameter to read");
                 check_value(c, "unknown");
                 return;
@@ -564,7 +565,7 @@ static void check_nested(struct doctor *d) {
         char mp_value[32] = "", mp_file[512] = "", mp[600] = "";
         bool mp_on = false;
         if (modprobe_nested(module, mp_value, sizeof(mp_value), mp_file, sizeof(mp_file)) > 0) {
-                (void) host_parse_bool_param(mp_value, &mp_on);
+                (void) probe_parse_bool_param(mp_value, &mp_on);
                 snprintf(mp, sizeof(mp), "; %s sets nested=%s", mp_file, mp_value);
         } else
                 snprintf(mp, sizeof(mp), "; to enable: 'options %s nested=1' in /etc/modprobe.d/kvm-nested.conf", module);
@@ -573,9 +574,9 @@ static void check_nested(struct doctor *d) {
         snprintf(path, sizeof(path), "/sys/module/%s/parameters/nested", module);
         _cleanup_free_ char *param = NULL;
         bool on = false;
-        if (read_one_line_file(path, &param) < 0 || host_parse_bool_param(param, &on) < 0) {
+        if (read_one_line_file(path, &param) < 0 || probe_parse_bool_param(param, &on) < 0) {
                 bool pvm = sys_module_exists("kvm_pvm");
-                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_MISSING, "%s%s",
+                c = check_add(d, SECTION_CPU, "nested", PROBE_CHECK_MISSING, "%s%s",
                               pvm ? "KVM here is kvm_pvm, which has no nested parameter: guests get no KVM"
                                   : "no nested parameter: the module is not loaded",
                               pvm ? "" : mp);
@@ -583,11 +584,11 @@ static void check_nested(struct doctor *d) {
                 return;
         }
         if (on) {
-                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_OK, "%s = %s: guests can run KVM themselves",
+                c = check_add(d, SECTION_CPU, "nested", PROBE_CHECK_OK, "%s = %s: guests can run KVM themselves",
                               path, param);
                 check_value(c, "enabled");
         } else {
-                c = check_add(d, SECTION_CPU, "nested", HOST_CHECK_WARN, "%s = %s%s%s", path, param, mp,
+                c = check_add(d, SECTION_CPU, "nested", PROBE_CHECK_WARN, "%s = %s%s%s", path, param, mp,
                               mp_on ? " (reload the module, with no VM running, to apply)"
                                     : ", then reload the module with no VM running");
                 check_value(c, "disabled");
@@ -598,19 +599,19 @@ static void check_nested(struct doctor *d) {
  * KVM, 'vmhost vm create --cpu host' is refused (QEMU cannot pass the host
  * CPU through under TCG), which the user should learn here first. */
 static void nested_note_accel(struct doctor *d) {
-        const struct host_report *r = d->report;
-        if (r->accel == HOST_ACCEL_KVM)
+        const struct probe_report *r = d->report;
+        if (r->accel == PROBE_ACCEL_KVM)
                 return;
         for (unsigned i = 0; i < r->n_checks; i++) {
-                struct host_check *c = &d->report->checks[i];
+                struct probe_check *c = &d->report->checks[i];
                 if (!streq(c->name, "nested"))
                         continue;
                 size_t n = strlen(c->reason);
                 snprintf(c->reason + n, sizeof(c->reason) - n,
                          "; the accelerator is %s, so '--cpu host' (which needs KVM) is refused: use --cpu max",
-                         r->accel == HOST_ACCEL_TCG ? "TCG" : "none");
-                if (c->status == HOST_CHECK_OK)
-                        c->status = HOST_CHECK_WARN;
+                         r->accel == PROBE_ACCEL_TCG ? "TCG" : "none");
+                if (c->status == PROBE_CHECK_OK)
+                        c->status = PROBE_CHECK_WARN;
         }
 }
 
@@ -618,25 +619,25 @@ static void nested_note_accel(struct doctor *d) {
 
 static void check_tun(struct doctor *d) {
         char how[256];
-        enum host_kmod_state s = kmod(d, "tun", "TUN", how, sizeof(how));
+        enum probe_kmod_state s = kmod(d, "tun", "TUN", how, sizeof(how));
         int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
         int e = errno;
-        struct host_check *c;
+        struct probe_check *c;
         if (fd >= 0) {
                 close(fd);
-                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_OK,
+                c = check_add(d, SECTION_NET, "tun", PROBE_CHECK_OK,
                               "/dev/net/tun opens read-write: tap devices for VM NICs (%s)", how);
                 check_value(c, "usable");
         } else if (e == EACCES || e == EPERM) {
-                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_UNUSABLE,
+                c = check_add(d, SECTION_NET, "tun", PROBE_CHECK_UNUSABLE,
                               "cannot open /dev/net/tun: %s; taps need root or CAP_NET_ADMIN", strerror(e));
                 check_value(c, "no access");
-        } else if (s == HOST_KMOD_LOADABLE) {
-                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_WARN, "/dev/net/tun: %s; run 'modprobe tun' (%s)",
+        } else if (s == PROBE_KMOD_LOADABLE) {
+                c = check_add(d, SECTION_NET, "tun", PROBE_CHECK_WARN, "/dev/net/tun: %s; run 'modprobe tun' (%s)",
                               strerror(e), how);
                 check_value(c, "module not loaded");
         } else {
-                c = check_add(d, SECTION_NET, "tun", HOST_CHECK_MISSING,
+                c = check_add(d, SECTION_NET, "tun", PROBE_CHECK_MISSING,
                               "/dev/net/tun: %s; VMs can only use user-mode networking (%s)", strerror(e), how);
                 check_value(c, "missing");
         }
@@ -657,34 +658,34 @@ static const struct {
 static void check_modules(struct doctor *d) {
         for (size_t i = 0; i < ELEMENTSOF(module_checks); i++) {
                 char how[256];
-                enum host_kmod_state s = kmod(d, module_checks[i].module, module_checks[i].symbol, how, sizeof(how));
-                struct host_check *c = check_add(d, SECTION_NET, module_checks[i].name,
-                                                 host_kmod_available(s) ? HOST_CHECK_OK
-                                                 : s == HOST_KMOD_UNKNOWN ? HOST_CHECK_WARN
-                                                                          : HOST_CHECK_MISSING,
+                enum probe_kmod_state s = kmod(d, module_checks[i].module, module_checks[i].symbol, how, sizeof(how));
+                struct probe_check *c = check_add(d, SECTION_NET, module_checks[i].name,
+                                                 probe_kmod_available(s) ? PROBE_CHECK_OK
+                                                 : s == PROBE_KMOD_UNKNOWN ? PROBE_CHECK_WARN
+                                                                          : PROBE_CHECK_MISSING,
                                                  "%s; %s", module_checks[i].purpose, how);
-                check_value(c, "%s", host_kmod_state_to_string(s));
+                check_value(c, "%s", probe_kmod_state_to_string(s));
         }
 }
 
 static void check_netns(struct doctor *d) {
-        int k = d->config ? host_kconfig_lookup(d->config, "NET_NS") : 0;
+        int k = d->config ? probe_kconfig_lookup(d->config, "NET_NS") : 0;
         bool have = file_exists("/proc/self/ns/net");
-        struct host_check *c;
+        struct probe_check *c;
         if (have)
-                c = check_add(d, SECTION_NET, "netns", HOST_CHECK_OK,
+                c = check_add(d, SECTION_NET, "netns", PROBE_CHECK_OK,
                               "/proc/self/ns/net exists%s: tests and tunnels use network namespaces",
                               k == 'y' ? " and CONFIG_NET_NS=y" : "");
         else
-                c = check_add(d, SECTION_NET, "netns", HOST_CHECK_MISSING, "no /proc/self/ns/net%s",
+                c = check_add(d, SECTION_NET, "netns", PROBE_CHECK_MISSING, "no /proc/self/ns/net%s",
                               k == 'n' ? " (CONFIG_NET_NS is not set)" : "");
         check_value(c, have ? "supported" : "missing");
 }
 
 static void check_nftables(struct doctor *d) {
         char how[256], vb[64] = "";
-        enum host_kmod_state s = kmod(d, "nf_tables", "NF_TABLES", how, sizeof(how));
-        struct host_version v;
+        enum probe_kmod_state s = kmod(d, "nf_tables", "NF_TABLES", how, sizeof(how));
+        struct probe_version v;
         int r = tool_version("nft", "--version", &v);
         if (r >= 0)
                 snprintf(vb, sizeof(vb), "nft %s", v.text);
@@ -693,17 +694,17 @@ static void check_nftables(struct doctor *d) {
         else
                 snprintf(vb, sizeof(vb), "nft (unknown version)");
 
-        struct host_check *c;
-        if (!host_kmod_available(s) && s != HOST_KMOD_UNKNOWN)
-                c = check_add(d, SECTION_NET, "nftables", HOST_CHECK_MISSING,
+        struct probe_check *c;
+        if (!probe_kmod_available(s) && s != PROBE_KMOD_UNKNOWN)
+                c = check_add(d, SECTION_NET, "nftables", PROBE_CHECK_MISSING,
                               "no nf_tables in the kernel: no NAT for VM networks (%s)", how);
         else if (r == -ENOENT)
-                c = check_add(d, SECTION_NET, "nftables", HOST_CHECK_MISSING,
+                c = check_add(d, SECTION_NET, "nftables", PROBE_CHECK_MISSING,
                               "nft is not installed (install nftables); NAT for VM networks needs it (%s)", how);
         else
-                c = check_add(d, SECTION_NET, "nftables", s == HOST_KMOD_UNKNOWN ? HOST_CHECK_WARN : HOST_CHECK_OK,
+                c = check_add(d, SECTION_NET, "nftables", s == PROBE_KMOD_UNKNOWN ? PROBE_CHECK_WARN : PROBE_CHECK_OK,
                               "NAT for VM networks (%s)", how);
-        check_value(c, "%s, nf_tables %s", vb, host_kmod_state_to_string(s));
+        check_value(c, "%s, nf_tables %s", vb, probe_kmod_state_to_string(s));
 }
 
 static void check_ovs(struct doctor *d) {
@@ -718,30 +719,30 @@ static void check_ovs(struct doctor *d) {
                         n_missing++;
                 }
         }
-        struct host_check *c;
+        struct probe_check *c;
         if (n_missing == ELEMENTSOF(tools)) {
-                c = check_add(d, SECTION_NET, "openvswitch", HOST_CHECK_MISSING,
+                c = check_add(d, SECTION_NET, "openvswitch", PROBE_CHECK_MISSING,
                               "not installed (install openvswitch-switch); Linux bridges still work");
                 check_value(c, "not found");
         } else if (n_missing > 0) {
-                c = check_add(d, SECTION_NET, "openvswitch", HOST_CHECK_UNUSABLE, "missing %s", missing);
+                c = check_add(d, SECTION_NET, "openvswitch", PROBE_CHECK_UNUSABLE, "missing %s", missing);
                 check_value(c, "incomplete");
         } else {
-                struct host_version v;
+                struct probe_version v;
                 int r = tool_version("ovs-vsctl", "--version", &v);
-                c = check_add(d, SECTION_NET, "openvswitch", HOST_CHECK_OK,
+                c = check_add(d, SECTION_NET, "openvswitch", PROBE_CHECK_OK,
                               "ovs-vsctl, ovs-vswitchd and ovsdb-server are installed");
                 check_value(c, "%s", r >= 0 ? v.text : "unknown version");
         }
 
         char how[256];
-        enum host_kmod_state s = kmod(d, "openvswitch", "OPENVSWITCH", how, sizeof(how));
-        if (host_kmod_available(s)) {
-                c = check_add(d, SECTION_NET, "ovs-datapath", HOST_CHECK_OK,
+        enum probe_kmod_state s = kmod(d, "openvswitch", "OPENVSWITCH", how, sizeof(how));
+        if (probe_kmod_available(s)) {
+                c = check_add(d, SECTION_NET, "ovs-datapath", PROBE_CHECK_OK,
                               "the kernel datapath is available (%s)", how);
                 check_value(c, "kernel (system)");
         } else {
-                c = check_add(d, SECTION_NET, "ovs-datapath", HOST_CHECK_WARN,
+                c = check_add(d, SECTION_NET, "ovs-datapath", PROBE_CHECK_WARN,
                               "no openvswitch kernel module: bridges need datapath_type=netdev (%s)", how);
                 check_value(c, "userspace (netdev) only");
         }
@@ -763,7 +764,7 @@ static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_m
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return negative_errno();
-        uint64_t deadline = host_now_ns() + (uint64_t) timeout_ms * 1000000u;
+        uint64_t deadline = vh_clock_ns() + (uint64_t) timeout_ms * 1000000u;
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 if (errno != EINPROGRESS && errno != EAGAIN)
                         return negative_errno();
@@ -772,7 +773,7 @@ static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_m
         char reply[512];
         size_t got = 0;
         for (;;) {
-                uint64_t now = host_now_ns();
+                uint64_t now = vh_clock_ns();
                 if (now >= deadline)
                         return -ETIMEDOUT;
                 struct pollfd p = { .fd = fd, .events = sent < len ? POLLOUT : POLLIN };
@@ -809,17 +810,17 @@ static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_m
         }
 }
 
-void host_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct host_ovs_daemons *ret) {
-        struct host_ovs_daemons s = {};
+void probe_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct probe_ovs_daemons *ret) {
+        struct probe_ovs_daemons s = {};
         if (!timeout_ms)
-                timeout_ms = HOST_OVS_TIMEOUT_MS;
-        snprintf(s.rundir, sizeof(s.rundir), "%s", rundir ? rundir : HOST_OVS_RUNDIR);
+                timeout_ms = PROBE_OVS_TIMEOUT_MS;
+        snprintf(s.rundir, sizeof(s.rundir), "%s", rundir ? rundir : PROBE_OVS_RUNDIR);
         if (db)
                 snprintf(s.db, sizeof(s.db), "%s%s", startswith(db, "unix:") || strchr(db, ':') ? "" : "unix:", db);
         else
                 snprintf(s.db, sizeof(s.db), "unix:%s/db.sock", s.rundir);
 
-        s.default_paths = streq(s.rundir, HOST_OVS_RUNDIR) && streq(s.db, "unix:" HOST_OVS_RUNDIR "/db.sock");
+        s.default_paths = streq(s.rundir, PROBE_OVS_RUNDIR) && streq(s.db, "unix:" PROBE_OVS_RUNDIR "/db.sock");
 
         _cleanup_free_ char *server = find_executable("ovsdb-server"), *vswitchd = find_executable("ovs-vswitchd");
         s.installed = server && vswitchd;
@@ -870,11 +871,11 @@ static const char *daemon_error_string(int e, char *buf, size_t len) {
         return buf;
 }
 
-void host_ovs_daemons_judge(const struct host_ovs_daemons *s, struct host_check *ret) {
-        struct host_check c = { .status = HOST_CHECK_OK };
+void probe_ovs_daemons_judge(const struct probe_ovs_daemons *s, struct probe_check *ret) {
+        struct probe_check c = { .status = PROBE_CHECK_OK };
         snprintf(c.name, sizeof(c.name), "ovs-daemons");
         if (!s->installed) {
-                c.status = HOST_CHECK_MISSING;
+                c.status = PROBE_CHECK_MISSING;
                 snprintf(c.value, sizeof(c.value), "not installed");
                 snprintf(c.reason, sizeof(c.reason),
                          "ovsdb-server and ovs-vswitchd are not installed (install openvswitch-switch)");
@@ -908,13 +909,13 @@ void host_ovs_daemons_judge(const struct host_ovs_daemons *s, struct host_check 
                          s->vswitchd_ctl, daemon_error_string(s->vswitchd_error, b2, sizeof(b2)));
 
         if ((db_ok || db_unknown) && sw_ok) {
-                c.status = db_ok ? HOST_CHECK_OK : HOST_CHECK_WARN;
+                c.status = db_ok ? PROBE_CHECK_OK : PROBE_CHECK_WARN;
                 snprintf(c.value, sizeof(c.value), "running");
                 snprintf(c.reason, sizeof(c.reason), "%.120s; %.120s", db_part, sw_part);
                 *ret = c;
                 return;
         }
-        c.status = HOST_CHECK_UNUSABLE;
+        c.status = PROBE_CHECK_UNUSABLE;
         snprintf(c.value, sizeof(c.value), "%s",
                  !db_ok && !db_unknown && !sw_ok ? "not running"
                  : !sw_ok                        ? "ovs-vswitchd not running"
@@ -922,32 +923,32 @@ void host_ovs_daemons_judge(const struct host_ovs_daemons *s, struct host_check 
         /* The system's daemons have a start command; an override (a test's
          * private database) is whoever started it. */
         snprintf(c.reason, sizeof(c.reason), "%.120s; %.120s; OVS networks fail until %s", db_part, sw_part,
-                 s->default_paths ? "they run: " HOST_OVS_START_HINT : "the daemons for this database run");
+                 s->default_paths ? "they run: " PROBE_OVS_START_HINT : "the daemons for this database run");
         *ret = c;
 }
 
 static void check_ovs_daemons(struct doctor *d) {
-        struct host_ovs_daemons s;
-        host_ovs_daemons_probe(d->ovs_db, d->ovs_rundir, 0, &s);
-        struct host_check *c = check_add(d, SECTION_NET, "ovs-daemons", HOST_CHECK_OK, "%s", "");
+        struct probe_ovs_daemons s;
+        probe_ovs_daemons_probe(d->ovs_db, d->ovs_rundir, 0, &s);
+        struct probe_check *c = check_add(d, SECTION_NET, "ovs-daemons", PROBE_CHECK_OK, "%s", "");
         if (c)
-                host_ovs_daemons_judge(&s, c);
+                probe_ovs_daemons_judge(&s, c);
 }
 
 static void check_tool(struct doctor *d, const char *name, const char *tool, const char *arg,
                        const char *purpose, const char *package) {
-        struct host_version v;
+        struct probe_version v;
         int r = tool_version(tool, arg, &v);
-        struct host_check *c;
+        struct probe_check *c;
         if (r == -ENOENT) {
-                c = check_add(d, SECTION_TOOLS, name, HOST_CHECK_MISSING, "not installed (install %s); %s",
+                c = check_add(d, SECTION_TOOLS, name, PROBE_CHECK_MISSING, "not installed (install %s); %s",
                               package, purpose);
                 check_value(c, "not found");
         } else if (r < 0) {
-                c = check_add(d, SECTION_TOOLS, name, HOST_CHECK_OK, "%s (version not recognized)", purpose);
+                c = check_add(d, SECTION_TOOLS, name, PROBE_CHECK_OK, "%s (version not recognized)", purpose);
                 check_value(c, "installed");
         } else {
-                c = check_add(d, SECTION_TOOLS, name, HOST_CHECK_OK, "%s", purpose);
+                c = check_add(d, SECTION_TOOLS, name, PROBE_CHECK_OK, "%s", purpose);
                 check_value(c, "%s", v.text);
         }
 }
@@ -957,13 +958,13 @@ static void check_tools(struct doctor *d) {
         check_tool(d, "ssh", "ssh", "-V", "reaches remote hosts and drives migration between them",
                    "openssh-client");
         _cleanup_free_ char *sshd = find_executable("sshd");
-        struct host_check *c;
+        struct probe_check *c;
         if (sshd) {
-                c = check_add(d, SECTION_TOOLS, "sshd", HOST_CHECK_OK,
+                c = check_add(d, SECTION_TOOLS, "sshd", PROBE_CHECK_OK,
                               "lets other vmhost hosts reach this one over ssh");
                 check_value(c, "%s", sshd);
         } else {
-                c = check_add(d, SECTION_TOOLS, "sshd", HOST_CHECK_MISSING,
+                c = check_add(d, SECTION_TOOLS, "sshd", PROBE_CHECK_MISSING,
                               "optional: only needed for other hosts to reach this one (install openssh-server)");
                 check_value(c, "not found");
         }
@@ -971,9 +972,9 @@ static void check_tools(struct doctor *d) {
 
 /* Stable sort of the rows by section, keeping each section's order. */
 static void sort_sections(struct doctor *d) {
-        struct host_report *r = d->report;
+        struct probe_report *r = d->report;
         for (unsigned i = 1; i < r->n_checks; i++) {
-                struct host_check c = r->checks[i];
+                struct probe_check c = r->checks[i];
                 enum section s = d->sections[i];
                 unsigned j = i;
                 for (; j > 0 && d->sections[j - 1] > s; j--) {
@@ -985,8 +986,8 @@ static void sort_sections(struct doctor *d) {
         }
 }
 
-int host_doctor_run(const struct host_doctor_options *opts, struct host_report **ret_report, struct vh_error *err) {
-        uint64_t t0 = host_now_ns();
+int probe_doctor_run(const struct probe_doctor_options *opts, struct probe_report **ret_report, struct vh_error *err) {
+        uint64_t t0 = vh_clock_ns();
         struct doctor d = {
                 .ovs_db = opts ? opts->ovs_db : NULL,
                 .ovs_rundir = opts ? opts->ovs_rundir : NULL,
@@ -996,10 +997,10 @@ int host_doctor_run(const struct host_doctor_options *opts, struct host_report *
                 return vh_error_set(err, -ENOMEM, "Out of memory");
 
         /* The probe runs first, in its own process, while we look at the rest. */
-        struct host_kvm_probe_job job;
-        int r = host_kvm_probe_start(opts ? &opts->kvm : NULL, NULL, &job, err);
+        struct probe_kvm_job job;
+        int r = probe_kvm_start(opts ? &opts->kvm : NULL, NULL, &job, err);
         if (r < 0) {
-                host_report_free(d.report);
+                probe_report_free(d.report);
                 return r;
         }
 
@@ -1018,14 +1019,14 @@ int host_doctor_run(const struct host_doctor_options *opts, struct host_report *
         check_ovs_daemons(&d);
         check_tools(&d);
 
-        r = host_kvm_probe_finish(&job, &d.report->kvm, err);
+        r = probe_kvm_finish(&job, &d.report->kvm, err);
         if (r >= 0) {
                 check_kvm(&d);
                 decide_accel(&d);
                 nested_note_accel(&d);
                 sort_sections(&d);
                 if (opts && opts->store_kvm_cache)
-                        (void) host_kvm_probe_cache_store(&d.report->kvm, NULL);
+                        (void) probe_kvm_cache_store(&d.report->kvm, NULL);
         }
 
         free(d.proc_modules);
@@ -1033,38 +1034,38 @@ int host_doctor_run(const struct host_doctor_options *opts, struct host_report *
         free(d.modules_dep);
         free(d.config);
         if (r < 0) {
-                host_report_free(d.report);
+                probe_report_free(d.report);
                 return r;
         }
-        d.report->seconds = (double) (host_now_ns() - t0) / 1e9;
+        d.report->seconds = (double) (vh_clock_ns() - t0) / 1e9;
         *ret_report = d.report;
         return 0;
 }
 
-int host_report_to_json(const struct host_report *r, bool pretty, char **ret_json) {
+int probe_report_to_json(const struct probe_report *r, bool pretty, char **ret_json) {
         struct json_writer w;
         json_writer_init(&w, pretty);
         json_object_begin(&w);
         json_key(&w, "checks");
         json_array_begin(&w);
         for (unsigned i = 0; i < r->n_checks; i++) {
-                const struct host_check *c = &r->checks[i];
+                const struct probe_check *c = &r->checks[i];
                 json_object_begin(&w);
                 json_kv_string(&w, "name", c->name);
-                json_kv_string(&w, "status", host_check_status_to_string(c->status));
+                json_kv_string(&w, "status", probe_check_status_to_string(c->status));
                 json_kv_string(&w, "value", c->value);
                 json_kv_string(&w, "reason", c->reason);
                 json_object_end(&w);
         }
         json_array_end(&w);
-        json_kv_string(&w, "accelerator", host_accel_to_string(r->accel));
+        json_kv_string(&w, "accelerator", probe_accel_to_string(r->accel));
         json_kv_string(&w, "accelerator-reason", r->accel_reason);
         json_kv_bool(&w, "can-run-vms", r->can_run_vms);
 
-        const struct host_kvm_probe_result *k = &r->kvm;
+        const struct probe_kvm_result *k = &r->kvm;
         json_key(&w, "kvm-probe");
         json_object_begin(&w);
-        json_kv_string(&w, "status", host_kvm_status_to_string(k->status));
+        json_kv_string(&w, "status", probe_kvm_status_to_string(k->status));
         json_kv_bool(&w, "present", k->present);
         json_kv_bool(&w, "openable", k->openable);
         json_key(&w, "api-version");

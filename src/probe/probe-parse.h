@@ -1,4 +1,4 @@
-/* host/host-parse.h: the text parsers behind 'vmhost doctor'.
+/* probe/probe-parse.h: the text parsers behind 'vmhost doctor'.
  *
  * Every function here is pure: it reads text that the caller got from a
  * program (qemu --version), procfs (/proc/cpuinfo, /proc/modules), sysfs (a
@@ -11,9 +11,9 @@
 #include <stddef.h>
 
 /* Longest first line of a program's version output we look at. */
-#define HOST_VERSION_LINE_MAX 512
+#define PROBE_VERSION_LINE_MAX 512
 
-struct host_version {
+struct probe_version {
         unsigned major, minor, micro;
         char text[32];    /* the version token as printed: "7.2.22", "9.2p1" */
         char detail[96];  /* what follows in parentheses, e.g. the Debian
@@ -29,19 +29,19 @@ struct host_version {
  * The version is the first token of the form DIGITS.DIGITS[...] that does not
  * sit inside a word (so the "86_64" of "x86_64" never counts). -EINVAL when
  * there is none. */
-int host_parse_version(const char *text, struct host_version *ret);
+int probe_parse_version(const char *text, struct probe_version *ret);
 
 /* Formats "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)" or just "7.2.22". */
-const char *host_version_format(const struct host_version *v, char *buf, size_t size);
+const char *probe_version_format(const struct probe_version *v, char *buf, size_t size);
 
 /* Whether 'qemu-system-* -accel help' lists the accelerator 'name'. */
-bool host_accel_help_has(const char *text, const char *name);
+bool probe_accel_help_has(const char *text, const char *name);
 
 /* A boolean module parameter as sysfs shows it: "Y", "N", "1", "0" (with
  * optional white space). -EINVAL for anything else. */
-int host_parse_bool_param(const char *text, bool *ret);
+int probe_parse_bool_param(const char *text, bool *ret);
 
-struct host_cpu_info {
+struct probe_cpu_info {
         char vendor[32];       /* "GenuineIntel", "AuthenticAMD", "" */
         char model[64];        /* "AMD EPYC", "" */
         bool vmx;              /* Intel VT-x */
@@ -51,16 +51,16 @@ struct host_cpu_info {
 
 /* Reads the first processor block of /proc/cpuinfo. -EINVAL when it has
  * neither a vendor_id nor a flags line. */
-int host_parse_cpuinfo(const char *text, struct host_cpu_info *ret);
+int probe_parse_cpuinfo(const char *text, struct probe_cpu_info *ret);
 
 /* The KVM module for a CPU vendor: "kvm_intel", "kvm_amd", or NULL. */
-const char *host_kvm_vendor_module(const char *vendor);
+const char *probe_kvm_vendor_module(const char *vendor);
 
 /* Looks for "options MODULE ... PARAM=VALUE" in modprobe.d text (comments
  * and other modules skipped; '-' and '_' are the same in module names, as
  * modprobe treats them). Returns 1 and the last value in 'value_buf' when
  * found, 0 when not. */
-int host_modprobe_find_option(const char *text, const char *module, const char *param,
+int probe_modprobe_find_option(const char *text, const char *module, const char *param,
                               char *value_buf, size_t value_size);
 
 /* Module names in lists: "kernel/net/bridge/bridge.ko" in modules.builtin,
@@ -68,34 +68,34 @@ int host_modprobe_find_option(const char *text, const char *module, const char *
  * modules.dep (only the target before ':' counts, not the dependencies),
  * "bridge 311296 0 - Live 0x..." in /proc/modules. Names compare with '-'
  * and '_' equal. */
-bool host_modules_list_has(const char *text, const char *module);
-bool host_proc_modules_has(const char *text, const char *module);
+bool probe_modules_list_has(const char *text, const char *module);
+bool probe_proc_modules_has(const char *text, const char *module);
 
 /* Looks up CONFIG_SYMBOL in kernel config text (/proc/config.gz, /boot/config-*).
  * Returns 'y', 'm', 'n' ("# CONFIG_X is not set"), or 0 when the symbol does
  * not appear at all. 'symbol' is given without the CONFIG_ prefix. */
-int host_kconfig_lookup(const char *text, const char *symbol);
+int probe_kconfig_lookup(const char *text, const char *symbol);
 
-enum host_kmod_state {
-        HOST_KMOD_UNKNOWN,   /* nothing to tell from */
-        HOST_KMOD_ABSENT,    /* not in this kernel, cannot be loaded */
-        HOST_KMOD_LOADABLE,  /* a module that is installed but not loaded */
-        HOST_KMOD_PRESENT,   /* in /sys/module: loaded or built in */
-        HOST_KMOD_BUILTIN,
-        HOST_KMOD_LOADED,
+enum probe_kmod_state {
+        PROBE_KMOD_UNKNOWN,   /* nothing to tell from */
+        PROBE_KMOD_ABSENT,    /* not in this kernel, cannot be loaded */
+        PROBE_KMOD_LOADABLE,  /* a module that is installed but not loaded */
+        PROBE_KMOD_PRESENT,   /* in /sys/module: loaded or built in */
+        PROBE_KMOD_BUILTIN,
+        PROBE_KMOD_LOADED,
 };
 
 /* True for the states where the feature can be used now or on demand. */
-static inline bool host_kmod_available(enum host_kmod_state s) {
-        return s == HOST_KMOD_LOADABLE || s == HOST_KMOD_PRESENT ||
-               s == HOST_KMOD_BUILTIN || s == HOST_KMOD_LOADED;
+static inline bool probe_kmod_available(enum probe_kmod_state s) {
+        return s == PROBE_KMOD_LOADABLE || s == PROBE_KMOD_PRESENT ||
+               s == PROBE_KMOD_BUILTIN || s == PROBE_KMOD_LOADED;
 }
 
-const char *host_kmod_state_to_string(enum host_kmod_state s);
+const char *probe_kmod_state_to_string(enum probe_kmod_state s);
 
 /* What is known about the running kernel. Any text may be NULL when its file
  * could not be read; the names are used in the explanations. */
-struct host_kernel_sources {
+struct probe_kernel_sources {
         const char *release;           /* uname -r */
         const char *proc_modules;      /* /proc/modules */
         const char *modules_builtin;   /* /lib/modules/R/modules.builtin */
@@ -109,9 +109,9 @@ struct host_kernel_sources {
  * /proc/modules, modules.builtin, the kernel config, /sys/module/NAME
  * ('in_sysfs'), modules.dep. Writes how it knows into 'how' ("CONFIG_BRIDGE=y
  * in /proc/config.gz"). */
-enum host_kmod_state host_kmod_resolve(const struct host_kernel_sources *src, const char *module,
+enum probe_kmod_state probe_kmod_resolve(const struct probe_kernel_sources *src, const char *module,
                                        const char *symbol, bool in_sysfs,
                                        char *how, size_t how_size);
 
 /* "1.1 M", "3.2 G", "850 k", "12": a rate for "... instructions/s". */
-const char *host_format_rate(double per_second, char *buf, size_t size);
+const char *probe_format_rate(double per_second, char *buf, size_t size);
