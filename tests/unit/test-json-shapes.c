@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "base/fileio.h"
+#include "base/json.h"
 #include "base/json-writer.h"
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -25,6 +26,38 @@ static char *finish(struct json_writer *w) {
         if (!s)
                 test_fail(__FILE__, __LINE__, "json_writer_finish: %d", r);
         return s;
+}
+
+/* Every key of the document 's' (at any depth) must be in docs/json.md, as
+ * `key`: a field added to a builder without its documentation fails. */
+static void walk_keys(const struct json_value *v, const char *doc) {
+        if (v->type == JSON_OBJECT)
+                for (size_t i = 0; i < v->object.n; i++) {
+                        char quoted[80];
+                        snprintf(quoted, sizeof(quoted), "`%s`", v->object.members[i].key);
+                        if (!strstr(doc, quoted))
+                                test_fail(__FILE__, __LINE__, "field %s is not in docs/json.md", quoted);
+                        walk_keys(v->object.members[i].value, doc);
+                }
+        else if (v->type == JSON_ARRAY)
+                for (size_t i = 0; i < v->array.n; i++)
+                        walk_keys(v->array.items[i], doc);
+}
+
+static void check_documented(const char *s) {
+        _cleanup_free_ char *doc = NULL;
+        if (!s || read_full_file(VMHOST_SOURCE_ROOT "/docs/json.md", 1 << 20, &doc, NULL) < 0) {
+                test_fail(__FILE__, __LINE__, "cannot read docs/json.md");
+                return;
+        }
+        _cleanup_(json_value_freep) struct json_value *v = NULL;
+        struct vh_error err = {};
+        int r = json_parse(s, strlen(s), NULL, &v, &err);
+        if (r < 0) {
+                test_fail(__FILE__, __LINE__, "not JSON: %s", vh_error_message(&err, r));
+                return;
+        }
+        walk_keys(v, doc);
 }
 
 static struct vm_def *golden_vm(void) {
@@ -74,6 +107,7 @@ TEST(json_vm_status_running_golden) {
                     "{\"proto\":\"udp\",\"host\":\"127.0.0.1\",\"host-port\":5353,\"guest-port\":53}],"
                     "\"addresses\":[{\"nic\":0,\"network\":\"user\",\"mac\":\"52:54:00:00:07:00\",\"ip\":\"10.0.2.15\","
                     "\"source\":\"user-nat\"}]}");
+        check_documented(s);
 }
 
 TEST(json_vm_status_stopped_golden) {
@@ -98,6 +132,7 @@ TEST(json_vm_status_stopped_golden) {
                     "\"forwards\":[{\"proto\":\"tcp\",\"host\":\"127.0.0.1\",\"guest-port\":22},"
                     "{\"proto\":\"udp\",\"host\":\"127.0.0.1\",\"host-port\":5353,\"guest-port\":53}],"
                     "\"addresses\":[],\"exit-reason\":\"qemu: terminating on signal 9\"}");
+        check_documented(s);
         def->vnc = VM_VNC_NONE;
         json_writer_init(&w, false);
         vm_status_to_json(&w, def, &st, NULL, 0, NULL);
@@ -146,6 +181,7 @@ TEST(json_net_show_golden) {
                 "{\"vm\":\"db\",\"index\":0,\"tap\":\"vh-db-0\",\"mac\":null,\"ip\":null,\"vlan\":null,\"trunks\":null}]}",
                 domain);
         CHECK_STREQ(s, want);
+        check_documented(s);
 
         /* A list entry: the same fields, the VMs in place of the ports. */
         char *vms[] = { "db", "web", NULL };
@@ -156,6 +192,7 @@ TEST(json_net_show_golden) {
         CHECK(l && startswith(l, "{\"version\":1,\"name\":\"lan\",\"type\":\"bridge\",\"state\":\"stopped\","));
         CHECK(l && strstr(l, ",\"uplink\":null,\"vms\":[\"db\",\"web\"]}"));
         CHECK(l && !strstr(l, "dnsmasq_pid"));
+        check_documented(l);
 }
 
 TEST(json_net_attach_golden) {
@@ -166,6 +203,7 @@ TEST(json_net_attach_golden) {
         _cleanup_free_ char *s = finish(&w);
         CHECK_STREQ(s, "{\"version\":1,\"network\":\"lan\",\"type\":\"bridge\",\"tap\":\"vh-web-1\","
                        "\"disable_offload\":false,\"mtu\":1500,\"netns\":null,\"user_subnet\":null,\"warning\":null}");
+        check_documented(s);
 }
 
 /* ---- one scan of STATE/vms ---- */
