@@ -860,7 +860,11 @@ int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opt
         job->pid = qpid;
         /* Before anything else can reap it and free its pid: QEMU is not
          * our child (the middle one was), so nothing waits for it here. */
-        job->pid_fd = process_pidfd_open(qpid);
+        int pid_fd = process_pidfd_open(qpid);
+        if (pid_fd >= 0)
+                job->pid_fd = pid_fd;
+        else if (pid_fd == -ESRCH)
+                job->qemu_gone = true; /* a failed exec, already reaped: its pid may be another's now */
 
         struct launch_failure f = {};
         got = read_bounded(err_rd, &f, sizeof(f), LAUNCH_FORK_TIMEOUT_MS);
