@@ -200,5 +200,7 @@ struct probe_report *probe_report_free(struct probe_report *r);
 const struct probe_check *probe_report_find(const struct probe_report *r, const char *name);
 
 /* The report as JSON: {"checks": [{name, status, value, reason}...],
- * "accelerator", "accelerator-reason", "can-run-vms", "kvm-probe": {...}}. */
+ * "accelerator", "accelerator-reason", "can-run-vms", "kvm-probe": {...},
+ * "seconds", "version"}; docs/json.md describes it. */
+#define PROBE_REPORT_JSON_VERSION 1
 int probe_report_to_json(const struct probe_report *r, bool pretty, char **ret_json);

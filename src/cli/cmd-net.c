@@ -13,6 +13,7 @@
 #include "base/strutil.h"
 #include "base/strv.h"
 #include "cli/cli.h"
+#include "net/net-json.h"
 #include "net/net.h"
 
 /* The options of 'net create', in both the group's usage and create's own. */
@@ -354,96 +355,6 @@ static int net_create_cmd(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ show / list */
 
-static const char *state_string(const struct net_def *def, const struct net_status *st) {
-        if (def->type == NET_TYPE_USER)
-                return "available";
-        if (st->degraded)
-                return "degraded";
-        return st->running ? "running" : "stopped";
-}
-
-static void def_json(struct json_writer *w, const struct net_def *def, const struct net_status *st) {
-        char a[NET_IPV4_STRLEN], p[NET_PREFIX_STRLEN];
-        json_kv_string(w, "name", def->name);
-        json_kv_string(w, "type", net_type_to_string(def->type));
-        json_kv_string(w, "state", state_string(def, st));
-        json_kv_string(w, "subnet", def->has_subnet ? net_prefix_format(&def->subnet, p) : NULL);
-        json_kv_string(w, "gateway", def->gateway ? net_ipv4_format(def->gateway, a) : NULL);
-        json_key(w, "dhcp");
-        if (def->dhcp && def->dhcp_first) {
-                json_object_begin(w);
-                json_kv_string(w, "first", net_ipv4_format(def->dhcp_first, a));
-                json_kv_string(w, "last", net_ipv4_format(def->dhcp_last, a));
-                json_object_end(w);
-        } else
-                json_bool(w, def->dhcp);
-        json_kv_bool(w, "nat", def->nat);
-        json_kv_string(w, "nat_interface", def->nat_interface);
-        json_kv_uint(w, "mtu", net_def_mtu(def));
-        json_kv_uint(w, "effective_mtu", st->mtu ? st->mtu : net_def_mtu(def));
-        if (st->running && st->mtu_why[0])
-                json_kv_string(w, "mtu_note", st->mtu_why);
-        json_kv_string(w, "bridge", def->type == NET_TYPE_USER ? NULL : st->bridge);
-        if (def->type == NET_TYPE_OVS) {
-                /* "datapath" is the definition's while stopped (auto, say);
-                 * "datapath_effective" is what runs, or what start would choose. */
-                const char *why = st->datapath_why;
-                enum net_datapath eff = st->running ? st->datapath : net_datapath_choose(def->datapath, &why);
-                json_kv_string(w, "datapath", st->running ? net_datapath_to_string(st->datapath)
-                                                          : net_datapath_to_string(def->datapath));
-                json_kv_string(w, "datapath_effective", net_datapath_to_string(eff));
-                json_kv_string(w, "datapath_note", why);
-                json_kv_bool(w, "disable_offload", st->running && st->datapath == NET_DATAPATH_NETDEV);
-        }
-        json_kv_string(w, "domain", net_def_domain(def));
-        if (st->running)
-                json_kv_int(w, "dnsmasq_pid", st->dnsmasq_pid);
-        json_key(w, "tunnels");
-        json_array_begin(w);
-        for (unsigned i = 0; i < def->n_tunnels; i++) {
-                const struct net_tunnel *t = &def->tunnels[i];
-                char ifname[NET_IFNAME_MAX + 1] = "";
-                (void) net_tunnel_ifname(def, t, ifname);
-                json_object_begin(w);
-                json_kv_string(w, "type", net_tunnel_type_to_string(t->type));
-                json_kv_string(w, "remote", net_ipv4_format(t->remote, a));
-                if (t->has_key)
-                        json_kv_uint(w, "key", t->key);
-                json_kv_string(w, "interface", ifname);
-                json_object_end(w);
-        }
-        json_array_end(w);
-        json_key(w, "uplink");
-        if (def->uplink_port) {
-                json_object_begin(w);
-                json_kv_string(w, "port", def->uplink_port);
-                json_kv_string(w, "host_ip", net_prefix_format(&def->uplink_host_ip, p));
-                json_kv_string(w, "gateway", def->uplink_gateway ? net_ipv4_format(def->uplink_gateway, a) : NULL);
-                json_object_end(w);
-        } else
-                json_null(w);
-}
-
-static void ports_json(struct json_writer *w, const struct net_port *ports, int n) {
-        json_array_begin(w);
-        for (int i = 0; i < n; i++) {
-                json_object_begin(w);
-                json_kv_string(w, "vm", ports[i].vm);
-                json_kv_uint(w, "index", ports[i].index);
-                json_kv_string(w, "tap", ports[i].tap);
-                json_kv_string(w, "mac", ports[i].mac[0] ? ports[i].mac : NULL);
-                json_kv_string(w, "ip", ports[i].ip[0] ? ports[i].ip : NULL);
-                json_key(w, "vlan");
-                if (ports[i].vlan >= 0)
-                        json_int(w, ports[i].vlan);
-                else
-                        json_null(w);
-                json_kv_string(w, "trunks", ports[i].trunks[0] ? ports[i].trunks : NULL);
-                json_object_end(w);
-        }
-        json_array_end(w);
-}
-
 static int net_show_cmd(const char *name, bool json) {
         struct vh_error err = {};
         _cleanup_(net_def_freep) struct net_def *def = NULL;
@@ -461,17 +372,13 @@ static int net_show_cmd(const char *name, bool json) {
         if (json) {
                 struct json_writer w;
                 json_writer_init(&w, true);
-                json_object_begin(&w);
-                def_json(&w, def, &st);
-                json_key(&w, "ports");
-                ports_json(&w, ports, np);
-                json_object_end(&w);
+                net_show_to_json(&w, def, &st, ports, (size_t) np);
                 return print_json(&w);
         }
         char a[NET_IPV4_STRLEN], p[NET_PREFIX_STRLEN];
         printf("name:      %s\n", def->name);
         printf("type:      %s\n", net_type_to_string(def->type));
-        printf("state:     %s\n", state_string(def, &st));
+        printf("state:     %s\n", net_state_to_string(def, &st));
         if (def->has_subnet)
                 printf("subnet:    %s\n", net_prefix_format(&def->subnet, p));
         if (def->gateway)
@@ -551,21 +458,14 @@ static int net_list_cmd(bool json) {
                 char **vms = NULL;
                 int nv = net_in_use_by(names[i], &vms, &err);
                 if (json) {
-                        json_object_begin(&w);
-                        def_json(&w, def, &st);
-                        json_key(&w, "vms");
-                        json_array_begin(&w);
-                        for (int k = 0; k < nv; k++)
-                                json_string(&w, vms[k]);
-                        json_array_end(&w);
-                        json_object_end(&w);
+                        net_list_entry_to_json(&w, def, &st, vms, nv > 0 ? (size_t) nv : 0);
                 } else {
                         char p[NET_PREFIX_STRLEN] = "-";
                         if (def->has_subnet)
                                 net_prefix_format(&def->subnet, p);
                         _cleanup_free_ char *list = nv > 0 ? strv_join(vms, ",") : NULL;
                         printf("%-16s %-7s %-10s %-18s %-15s %s\n", def->name, net_type_to_string(def->type),
-                               state_string(def, &st), p, def->type == NET_TYPE_USER ? "-" : st.bridge,
+                               net_state_to_string(def, &st), p, def->type == NET_TYPE_USER ? "-" : st.bridge,
                                list ? list : "-");
                 }
                 net_strv_free(vms);
@@ -817,16 +717,7 @@ static int net_attach_cmd(int argc, char **argv, bool attach) {
         if (json) {
                 struct json_writer w;
                 json_writer_init(&w, true);
-                json_object_begin(&w);
-                json_kv_string(&w, "network", name);
-                json_kv_string(&w, "type", net_type_to_string(att.type));
-                json_kv_string(&w, "tap", att.tap[0] ? att.tap : NULL);
-                json_kv_bool(&w, "disable_offload", att.disable_offload);
-                json_kv_uint(&w, "mtu", att.mtu);
-                json_kv_string(&w, "netns", att.netns[0] ? att.netns : NULL);
-                json_kv_string(&w, "user_subnet", att.user_subnet[0] ? att.user_subnet : NULL);
-                json_kv_string(&w, "warning", att.warning[0] ? att.warning : NULL);
-                json_object_end(&w);
+                net_attachment_to_json(&w, name, &att);
                 return print_json(&w);
         }
         if (att.type == NET_TYPE_USER)
@@ -850,7 +741,7 @@ static int net_ports_cmd(const char *name, bool json) {
         if (json) {
                 struct json_writer w;
                 json_writer_init(&w, true);
-                ports_json(&w, ports, n);
+                net_ports_to_json(&w, ports, (size_t) n);
                 return print_json(&w);
         }
         printf("%-20s %-5s %-15s %-17s %-15s %s\n", "VM", "NIC", "TAP", "MAC", "IP", "VLAN");

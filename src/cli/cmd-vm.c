@@ -24,6 +24,8 @@
 #include "vm/vm-alloc.h"
 #include "vm/vm-control.h"
 #include "vm/vm-image.h"
+#include "vm/vm-json.h"
+#include "vm/vm-list.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
 
@@ -957,82 +959,11 @@ static int get_addresses(const struct vm_def *def, const struct vm_status *st, s
         return n;
 }
 
+/* The status object of vm/vm-json.h, with the guest's addresses. */
 static void status_json(struct json_writer *w, const struct vm_def *def, const struct vm_status *st) {
-        json_object_begin(w);
-        json_kv_string(w, "name", def->name);
-        json_kv_string(w, "state", vm_state_to_string(st->state));
-        if (st->state == VM_STATE_RUNNING) {
-                json_kv_int(w, "pid", st->pid);
-                json_kv_string(w, "accel", st->accel);
-        }
-        json_kv_uint(w, "cpus", def->cpus);
-        json_kv_uint(w, "memory", def->memory);
-        json_kv_uint(w, "id", def->id);
-        json_kv_string(w, "boot", vm_boot_to_string(def->boot));
-        json_kv_string(w, "cdrom", def->cdrom);
-        json_kv_string(w, "disk", def->disk);
-        json_kv_string(w, "base", def->base);
-        json_key(w, "vnc");
-        if (def->vnc == VM_VNC_TCP) {
-                json_object_begin(w);
-                json_kv_string(w, "type", "tcp");
-                json_kv_string(w, "host", def->vnc_host);
-                json_kv_uint(w, "display", def->vnc_display);
-                json_kv_uint(w, "port", 5900 + def->vnc_display);
-                json_kv_bool(w, "password", true);
-                json_object_end(w);
-        } else if (def->vnc == VM_VNC_UNIX) {
-                json_object_begin(w);
-                json_kv_string(w, "type", "unix");
-                json_kv_string(w, "socket", vnc_socket_path(def->name));
-                json_object_end(w);
-        } else
-                json_null(w);
-        json_key(w, "nics");
-        json_array_begin(w);
-        for (unsigned i = 0; i < def->n_nics; i++) {
-                json_object_begin(w);
-                json_kv_string(w, "network", def->nics[i].network);
-                json_kv_string(w, "mac", def->nics[i].mac);
-                if (def->nics[i].vlan >= 0)
-                        json_kv_int(w, "vlan", def->nics[i].vlan);
-                json_kv_string(w, "model", def->nics[i].model == VM_NIC_E1000 ? "e1000" : "virtio");
-                if (def->nics[i].ip)
-                        json_kv_string(w, "ip", def->nics[i].ip);
-                json_object_end(w);
-        }
-        json_array_end(w);
-        json_key(w, "forwards");
-        json_array_begin(w);
-        for (unsigned i = 0; i < def->n_forwards; i++) {
-                json_object_begin(w);
-                json_kv_string(w, "proto", def->forwards[i].proto == VM_FWD_UDP ? "udp" : "tcp");
-                json_kv_string(w, "host", "127.0.0.1");
-                if (st->state == VM_STATE_RUNNING)
-                        json_kv_uint(w, "host-port", st->host_ports[i]);
-                else if (def->forwards[i].host_port)
-                        json_kv_uint(w, "host-port", def->forwards[i].host_port);
-                json_kv_uint(w, "guest-port", def->forwards[i].guest_port);
-                json_object_end(w);
-        }
-        json_array_end(w);
-        json_key(w, "addresses");
-        json_array_begin(w);
         _cleanup_free_ struct vm_address *addrs = NULL;
         int n_addrs = get_addresses(def, st, &addrs);
-        for (int i = 0; i < n_addrs; i++) {
-                json_object_begin(w);
-                json_kv_uint(w, "nic", addrs[i].nic);
-                json_kv_string(w, "network", addrs[i].network);
-                json_kv_string(w, "mac", addrs[i].mac);
-                json_kv_string(w, "ip", addrs[i].ip);
-                json_kv_string(w, "source", vm_addr_source_to_string(addrs[i].source));
-                json_object_end(w);
-        }
-        json_array_end(w);
-        if (st->exit_reason[0])
-                json_kv_string(w, "exit-reason", st->exit_reason);
-        json_object_end(w);
+        vm_status_to_json(w, def, st, addrs, (size_t) n_addrs, vnc_socket_path(def->name));
 }
 
 static int print_json(struct json_writer *w) {
@@ -1061,17 +992,10 @@ static int vm_status_cmd(int argc, char **argv) {
                 return log_error("vm status: missing VM name"), 2;
         struct vh_error err = {};
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, &err);
-        if (r < 0)
-                return report(r, &err);
         struct vm_status st;
-        r = vm_get_status(name, &st, &err);
+        int r = vm_describe(name, &def, &st, &err);
         if (r < 0)
                 return report(r, &err);
-        if (st.state == VM_STATE_STOPPED) {
-                /* A crash seen by an earlier command is remembered until the next start. */
-                vm_last_exit(name, st.exit_reason, sizeof(st.exit_reason));
-        }
         if (json) {
                 struct json_writer w;
                 json_writer_init(&w, true);
@@ -1109,34 +1033,6 @@ static int vm_status_cmd(int argc, char **argv) {
         return 0;
 }
 
-/* Names of all defined VMs, sorted. */
-static int list_names(char ***ret, size_t *ret_n) {
-        _cleanup_free_ char *state = vh_state_dir();
-        _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
-        if (!dir)
-                return -ENOMEM;
-        struct dirent **entries = NULL;
-        int n = scandir(dir, &entries, NULL, alphasort);
-        if (n < 0) {
-                *ret = NULL;
-                *ret_n = 0;
-                return errno == ENOENT ? 0 : negative_errno();
-        }
-        char **names = calloc((size_t) n + 1, sizeof(char *));
-        size_t k = 0;
-        for (int i = 0; i < n; i++) {
-                if (names && name_is_valid(entries[i]->d_name) && vm_exists(entries[i]->d_name))
-                        names[k++] = strdup(entries[i]->d_name);
-                free(entries[i]);
-        }
-        free(entries);
-        if (!names)
-                return -ENOMEM;
-        *ret = names;
-        *ret_n = k;
-        return 0;
-}
-
 static int vm_list_cmd(int argc, char **argv) {
         bool json = false;
         for (int i = 1; i < argc; i++) {
@@ -1147,11 +1043,11 @@ static int vm_list_cmd(int argc, char **argv) {
                 else
                         return log_error("vm list: unexpected argument '%s'", argv[i]), 2;
         }
-        char **names;
-        size_t n;
-        int r = list_names(&names, &n);
-        if (r < 0)
-                return log_error_errno(r, "Cannot list VMs: %m"), 1;
+        struct vh_error lerr = {};
+        _cleanup_(vm_names_freep) char **names = NULL;
+        int n = vm_list_names(&names, &lerr);
+        if (n < 0)
+                return report(n, &lerr);
 
         struct json_writer w;
         json_writer_init(&w, true);
@@ -1161,15 +1057,15 @@ static int vm_list_cmd(int argc, char **argv) {
                 printf("%-20s %-9s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS",
                        "ADDRESSES");
         int rc = 0;
-        for (size_t i = 0; i < n; i++) {
+        for (int i = 0; i < n; i++) {
                 struct vh_error err = {};
                 _cleanup_(vm_def_freep) struct vm_def *def = NULL;
                 struct vm_status st;
-                if (vm_load(names[i], &def, &err) < 0 || vm_get_status(names[i], &st, &err) < 0) {
+                int r = vm_describe(names[i], &def, &st, &err);
+                if (r < 0) {
                         /* One broken definition must not hide the others. */
-                        log_warning("%s", err.msg);
+                        log_warning("%s", vh_error_message(&err, r));
                         rc = 1;
-                        free(names[i]);
                         continue;
                 }
                 if (json)
@@ -1194,10 +1090,12 @@ static int vm_list_cmd(int argc, char **argv) {
                         printf("%-20s %-9s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
                                def->cpus, format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-",
                                ips[0] ? ips : "-");
+                        /* As 'vm status' says it: why the VM is no longer
+                         * running, on a line of its own under its row. */
+                        if (st.exit_reason[0])
+                                printf("    last exit: %s\n", st.exit_reason);
                 }
-                free(names[i]);
         }
-        free(names);
         if (json) {
                 json_array_end(&w);
                 if (print_json(&w))

@@ -1089,6 +1089,9 @@ int probe_report_to_json(const struct probe_report *r, bool pretty, char **ret_j
 
         json_key(&w, "seconds");
         json_double(&w, r->seconds);
+        /* The shape version (docs/json.md); last, so that the report
+         * still opens with its checks. */
+        json_kv_uint(&w, "version", PROBE_REPORT_JSON_VERSION);
         json_object_end(&w);
 
         int e = 0;

@@ -1,6 +1,7 @@
 /* vm/vm.c: VM lifecycle: load/save definitions, start QEMU, status,
  * wait for the guest, stop, console. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,7 @@
 #include "qmp/qmp.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-net.h"
+#include "vm/vm-start.h"
 #include "vm/vm-user.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
@@ -531,7 +533,6 @@ static int launch_files_open(const struct vm_def *def, struct vm_launch_files *f
         return r < 0 ? r : 0;
 }
 
-/* Undoes a start that failed after the NICs were attached. */
 /* SIGKILL, and a bounded wait until QEMU is gone with its descriptors
  * (disks, taps, sockets), so that nothing is undone under it. A QEMU that
  * outlives the wait (stuck in the kernel) is reported as still there. */
@@ -541,20 +542,55 @@ static bool qemu_kill_wait(int pid) {
         return process_wait_gone(pid, 5000);
 }
 
-static void start_undo(const char *name, const struct vm_paths *p, struct vm_status *st) {
-        (void) vm_net_detach(name, st->nic_networks, VM_MAX_NICS, NULL);
-        runtime_clean(p);
+/* ------------------------------------------------------------ vm start */
+
+/* Kills the QEMU of a start that failed and waits (bounded) until it is
+ * gone with its descriptors, through the pidfd taken at launch, so that
+ * the signal cannot reach a process that reused the pid. */
+static void job_kill_qemu(struct vm_start_job *job) {
+        if (job->pid <= 0 || job->qemu_gone)
+                return;
+        if (job->pid_fd >= 0)
+                (void) process_pidfd_terminate(job->pid_fd, 0, 5000);
+        else
+                (void) qemu_kill_wait(job->pid);
+        job->qemu_gone = true;
 }
 
-int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
-        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, err);
+struct vm_start_job *vm_start_job_free(struct vm_start_job *job) {
+        if (!job)
+                return NULL;
+        if (!job->recorded) {
+                /* The one undo path of a failed start, in the reverse order
+                 * of the making: QEMU first (it holds the taps and files),
+                 * then the taps, then the runtime files. */
+                job_kill_qemu(job);
+                if (job->nets_attached)
+                        (void) vm_net_detach(job->def->name, job->status.nic_networks, VM_MAX_NICS, NULL);
+                if (job->runtime_made)
+                        runtime_clean(&job->paths);
+        }
+        launch_files_close(&job->files);
+        safe_close(job->pid_fd);
+        vm_paths_done(&job->paths);
+        vm_def_free(job->def);
+        free(job);
+        return NULL;
+}
+
+int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_error *err) {
+        _cleanup_(vm_start_job_freep) struct vm_start_job *job = calloc(1, sizeof(*job));
+        if (!job)
+                return -ENOMEM;
+        job->pid_fd = -1;
+        int r = vm_load(name, &job->def, err);
         if (r < 0)
                 return r;
-        _cleanup_paths_ struct vm_paths p = {};
-        r = vm_paths_get(name, &p, err);
+        const struct vm_def *def = job->def;
+        r = vm_paths_get(name, &job->paths, err);
         if (r < 0)
                 return r;
+        const struct vm_paths *p = &job->paths;
 
         struct vm_status cur;
         r = vm_get_status(name, &cur, err);
@@ -568,22 +604,22 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         if (def->cdrom && !file_exists(def->cdrom))
                 return vh_error_set(err, -ENOENT, "CD-ROM image %s of VM %s does not exist", def->cdrom, name);
 
-        struct vm_status st = { .state = VM_STATE_RUNNING };
-        const char *accel;
-        r = vm_accel_resolve(def->accel, &accel, err);
+        struct vm_status *st = &job->status;
+        st->state = VM_STATE_RUNNING;
+        r = vm_accel_resolve(def->accel, &job->accel, err);
         if (r < 0)
                 return r;
         /* Before anything is attached: a definition edited by hand may ask
          * for a CPU model this accelerator cannot run. */
-        r = vm_accel_check_cpu(name, def->cpu_model, accel, err);
+        r = vm_accel_check_cpu(name, def->cpu_model, job->accel, err);
         if (r < 0)
                 return r;
-        snprintf(st.accel, sizeof(st.accel), "%s", accel);
+        snprintf(st->accel, sizeof(st->accel), "%s", job->accel);
 
         for (unsigned i = 0; i < def->n_forwards; i++) {
-                st.host_ports[i] = def->forwards[i].host_port;
-                if (st.host_ports[i] == 0) {
-                        r = vm_allocate_port(def->forwards[i].proto == VM_FWD_UDP, &st.host_ports[i]);
+                st->host_ports[i] = def->forwards[i].host_port;
+                if (st->host_ports[i] == 0) {
+                        r = vm_allocate_port(def->forwards[i].proto == VM_FWD_UDP, &st->host_ports[i]);
                         if (r < 0)
                                 return vh_error_set(err, r, "Cannot allocate a host port for VM %s: %s", name,
                                                     strerror(-r));
@@ -592,113 +628,200 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
         /* MACs are allocated at create; a hand-written NIC without one gets
          * the derived MAC, which is the same at every start. */
         for (unsigned i = 0; i < def->n_nics; i++)
-                if (!def->nics[i].mac[0] && (r = vm_derive_mac(def->id, i, def->nics[i].mac)) < 0)
+                if (!def->nics[i].mac[0] && (r = vm_derive_mac(def->id, i, job->def->nics[i].mac)) < 0)
                         return vh_error_set(err, r, "VM %s has no id to derive the MAC of NIC %u from; set 'mac=' or 'id ='",
                                             name, i);
 
-        /* Opened before anything is set up, so that a file the caller may
-         * not open fails the start with nothing to undo. */
-        _cleanup_(launch_files_close) struct vm_launch_files files = {};
-        r = launch_files_open(def, &files, err);
-        if (r < 0)
-                return r;
-
-        r = mkdir_p(p.runtime_dir, 0700);
-        if (r < 0)
-                return vh_error_set(err, r, "Cannot create %s: %s", p.runtime_dir, strerror(-r));
-        r = mkdir_p(p.state_dir, 0700);
-        if (r < 0)
-                return vh_error_set(err, r, "Cannot create %s: %s", p.state_dir, strerror(-r));
-        runtime_clean(&p);
-        (void) mkdir_p(p.runtime_dir, 0700);
-
-        /* Taps exist only while the VM runs: made now, removed at stop, at
-         * the first command after a crash, or below if the start fails. */
-        struct vm_net_attachments nets;
-        r = vm_net_attach(def, &nets, err);
-        if (r < 0) {
-                runtime_clean(&p);
-                return r;
-        }
-        memcpy(st.nic_networks, nets.network, sizeof(st.nic_networks));
-        snprintf(st.netns, sizeof(st.netns), "%s", nets.netns);
-        snprintf(st.warning, sizeof(st.warning), "%s", nets.warning);
-
         /* QEMU drops to an unprivileged user once it has opened its
          * sockets and taps; its disks, CD and kernel are descriptors opened
-         * above, and files it needs later (screenshots, a new CD) are
+         * below, and files it needs later (screenshots, a new CD) are
          * opened by vmhost and passed to it too (see vm-control.c). */
-        const char *qemu_user;
-        r = vm_qemu_user(&qemu_user, NULL, NULL, err);
-        if (r < 0) {
-                start_undo(name, &p, &st);
+        r = vm_qemu_user(&job->qemu_user, NULL, NULL, err);
+        if (r < 0)
                 return r;
+
+        /* Opened before anything is set up, so that a file the caller may
+         * not open fails the start with nothing to undo. */
+        r = launch_files_open(def, &job->files, err);
+        if (r < 0)
+                return r;
+
+        r = mkdir_p(p->state_dir, 0700);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create %s: %s", p->state_dir, strerror(-r));
+        r = mkdir_p(p->runtime_dir, 0700);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create %s: %s", p->runtime_dir, strerror(-r));
+        /* What a QEMU that is gone left behind. */
+        job->runtime_made = true;
+        runtime_clean(p);
+        r = mkdir_p(p->runtime_dir, 0700);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create %s: %s", p->runtime_dir, strerror(-r));
+
+        /* Taps exist only while the VM runs: made now, removed at stop, at
+         * the first command after a crash, or by the undo if the start
+         * fails. */
+        r = vm_net_attach(def, &job->nets, err);
+        if (r < 0)
+                return r;
+        job->nets_attached = true;
+        memcpy(st->nic_networks, job->nets.network, sizeof(st->nic_networks));
+        snprintf(st->netns, sizeof(st->netns), "%s", job->nets.netns);
+        snprintf(st->warning, sizeof(st->warning), "%s", job->nets.warning);
+
+        *ret = TAKE_PTR(job);
+        return 0;
+}
+
+/* What the QEMU child reports through its error pipe when it cannot exec:
+ * the step and errno; the parent, which may format, makes the message. */
+enum launch_step { LAUNCH_STEP_NETNS = 1, LAUNCH_STEP_EXEC };
+struct launch_failure {
+        int32_t step;
+        int32_t error;
+};
+
+/* write(2) of a message formatted before the fork; in the child, where
+ * nothing may be formatted. */
+static void child_say(const char *msg, size_t len) {
+        while (len > 0) {
+                ssize_t k = write(STDERR_FILENO, msg, len);
+                if (k <= 0)
+                        return;
+                msg += k;
+                len -= (size_t) k;
         }
+}
+
+static _noreturn_ void child_fail(int errpipe, enum launch_step step, const char *msg, size_t len) {
+        struct launch_failure f = { .step = step, .error = errno };
+        child_say(msg, len);
+        (void) !write(errpipe, &f, sizeof(f));
+        _exit(127);
+}
+
+/* Reads exactly 'len' bytes or up to end of file, waiting at most
+ * 'timeout_ms' in all; returns the count, or -ETIMEDOUT. */
+static ssize_t read_bounded(int fd, void *buf, size_t len, unsigned timeout_ms) {
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
+        size_t got = 0;
+        while (got < len) {
+                uint64_t now = vh_clock_ms();
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                int n = poll(&pfd, 1, (int) (deadline - now));
+                if (n < 0 && errno != EINTR)
+                        return negative_errno();
+                if (n <= 0)
+                        continue;
+                ssize_t k = read(fd, (char *) buf + got, len - got);
+                if (k < 0 && errno != EINTR)
+                        return negative_errno();
+                if (k == 0)
+                        break;
+                if (k > 0)
+                        got += (size_t) k;
+        }
+        return (ssize_t) got;
+}
+
+/* How long the parent waits for the middle child's report and for QEMU's
+ * exec: both are a few system calls away. */
+#define LAUNCH_FORK_TIMEOUT_MS 10000
+
+int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opts, struct vh_error *err) {
+        assert(job && job->pid == 0 && !job->recorded);
+        const struct vm_def *def = job->def;
+        const struct vm_paths *p = &job->paths;
+        const char *name = def->name;
 
         struct vm_launch launch = {
-                .run_as = qemu_user,
+                .run_as = job->qemu_user,
                 .qemu_binary = opts && opts->qemu_binary ? opts->qemu_binary : "qemu-system-x86_64",
-                .accel = accel,
-                .qmp_socket = p.qmp_socket,
-                .serial_socket = p.serial_socket,
-                .serial_log = p.serial_log,
-                .vnc_socket = p.vnc_socket,
-                .pidfile = p.pidfile,
+                .accel = job->accel,
+                .qmp_socket = p->qmp_socket,
+                .serial_socket = p->serial_socket,
+                .serial_log = p->serial_log,
+                .vnc_socket = p->vnc_socket,
+                .pidfile = p->pidfile,
                 .daemonize = false,
         };
-        memcpy(launch.host_ports, st.host_ports, sizeof(launch.host_ports));
-        vm_net_fill_launch(&nets, &launch);
-        /* A copy of the descriptors; 'files' owns them and closes them when
-         * this function returns, after QEMU has its own. */
-        launch.files = files;
-        int qemu_fds[2 * VM_MAX_DISK_LAYERS + 3];
-        size_t n_qemu_fds = launch_files_fds(&files, qemu_fds, ELEMENTSOF(qemu_fds));
+        memcpy(launch.host_ports, job->status.host_ports, sizeof(launch.host_ports));
+        vm_net_fill_launch(&job->nets, &launch);
+        /* A copy of the descriptors; the job owns them. */
+        launch.files = job->files;
 
-        struct strv argv = {};
-        r = vm_cmdline_build(def, &launch, &argv, err);
-        if (r < 0) {
-                strv_done(&argv);
-                start_undo(name, &p, &st);
+        /* Everything the child needs is made here, before the fork: in a
+         * threaded process the child may only make async-signal-safe calls
+         * (no malloc, no stdio, no formatting) until it execs. */
+        _cleanup_(strv_done) struct strv argv = {};
+        int r = vm_cmdline_build(def, &launch, &argv, err);
+        if (r < 0)
                 return r;
+        if (opts && opts->incoming_defer) {
+                /* Paused, and waiting for 'migrate-incoming' on QMP. */
+                strv_add(&argv, "-S");
+                strv_add(&argv, "-incoming");
+                strv_add(&argv, "defer");
         }
-
-        st.serial_log_offset = file_size_or_zero(p.serial_log);
+        if (argv.error < 0)
+                return argv.error;
         _cleanup_free_ char *exe = find_executable(launch.qemu_binary);
-        if (!exe) {
-                strv_done(&argv);
-                start_undo(name, &p, &st);
+        if (!exe)
                 return vh_error_set(err, -ENOENT, "%s not found; install qemu-system-x86 (see 'vmhost doctor')",
                                     launch.qemu_binary);
-        }
+        int qemu_fds[2 * VM_MAX_DISK_LAYERS + 3];
+        size_t n_qemu_fds = launch_files_fds(&job->files, qemu_fds, ELEMENTSOF(qemu_fds));
+        char nspath[128] = "";
+        if (job->nets.netns[0] && (size_t) snprintf(nspath, sizeof(nspath), "/run/netns/%s", job->nets.netns) >=
+                                          sizeof(nspath))
+                return vh_error_set(err, -ENAMETOOLONG, "Network namespace name %s of VM %s is too long",
+                                    job->nets.netns, name);
+        _cleanup_free_ char *netns_msg = strdup_printf("vmhost: cannot enter network namespace %s\n", job->nets.netns);
+        _cleanup_free_ char *exec_msg = strdup_printf("vmhost: cannot execute %s\n", exe);
+        if (!netns_msg || !exec_msg)
+                return -ENOMEM;
+        size_t netns_msg_len = strlen(netns_msg), exec_msg_len = strlen(exec_msg);
+
+        job->status.serial_log_offset = file_size_or_zero(p->serial_log);
 
         /* QEMU runs in the foreground of its own session, double-forked so
          * it is nobody's zombie: -daemonize would need fork() and setsid()
          * after the sandbox is in place, which spawn=deny and
-         * elevateprivileges=deny forbid. */
-        int pidpipe[2];
-        if (pipe2(pidpipe, O_CLOEXEC) < 0) {
+         * elevateprivileges=deny forbid. The middle child reports QEMU's
+         * pid on 'pidpipe'; QEMU's child reports a failure to exec on
+         * 'errpipe', which closes without a word when exec succeeds. */
+        _cleanup_close_ int pid_rd = -1, err_rd = -1;
+        int pidpipe[2], errpipe[2];
+        if (pipe2(pidpipe, O_CLOEXEC) < 0)
+                return vh_error_set(err, negative_errno(), "Cannot start QEMU for VM %s: pipe: %m", name);
+        pid_rd = pidpipe[0];
+        if (pipe2(errpipe, O_CLOEXEC) < 0) {
                 r = negative_errno();
-                strv_done(&argv);
-                start_undo(name, &p, &st);
-                return r;
+                close(pidpipe[1]);
+                return vh_error_set(err, r, "Cannot start QEMU for VM %s: pipe: %s", name, strerror(-r));
         }
-        pid_t middle = fork();
+        err_rd = errpipe[0];
+        /* _Fork(): no atfork handlers, so the children of a threaded
+         * process run none of other code's locks or allocations. */
+        pid_t middle = _Fork();
         if (middle < 0) {
                 r = negative_errno();
-                close(pidpipe[0]);
                 close(pidpipe[1]);
-                strv_done(&argv);
-                start_undo(name, &p, &st);
-                return r;
+                close(errpipe[1]);
+                return vh_error_set(err, r, "Cannot start QEMU for VM %s: fork: %s", name, strerror(-r));
         }
         if (middle == 0) {
+                /* Async-signal-safe calls only from here to execv(). */
                 setsid();
-                pid_t qemu = fork();
+                pid_t qemu = _Fork();
                 if (qemu == 0) {
                         /* Sockets and logs QEMU creates are for us alone: 0600. */
                         umask(0177);
                         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                        int log = open(p.qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                        int log = open(p->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
                         if (null >= 0) {
                                 dup2(null, STDIN_FILENO);
                                 dup2(null, STDOUT_FILENO);
@@ -706,79 +829,111 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                         if (log >= 0)
                                 dup2(log, STDERR_FILENO);
                         /* QEMU must run in the namespace that owns its taps. */
-                        if (nets.netns[0]) {
-                                char ns[128];
-                                snprintf(ns, sizeof(ns), "/run/netns/%s", nets.netns);
-                                int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
-                                if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
-                                        dprintf(STDERR_FILENO, "cannot enter network namespace %s: %s\n", nets.netns,
-                                                strerror(errno));
-                                        _exit(127);
-                                }
+                        if (nspath[0]) {
+                                int nsfd = open(nspath, O_RDONLY | O_CLOEXEC);
+                                if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0)
+                                        child_fail(errpipe[1], LAUNCH_STEP_NETNS, netns_msg, netns_msg_len);
                         }
                         /* QEMU inherits the files vmhost opened for it. */
                         for (size_t i = 0; i < n_qemu_fds; i++)
                                 fcntl(qemu_fds[i], F_SETFD, 0);
                         execv(exe, argv.v);
-                        dprintf(STDERR_FILENO, "exec %s: %s\n", exe, strerror(errno));
-                        _exit(127);
+                        child_fail(errpipe[1], LAUNCH_STEP_EXEC, exec_msg, exec_msg_len);
                 }
                 int32_t v = qemu;
                 _exit(write(pidpipe[1], &v, sizeof(v)) == sizeof(v) && qemu > 0 ? 0 : 1);
         }
         close(pidpipe[1]);
-        strv_done(&argv);
+        close(errpipe[1]);
         int32_t qpid = 0;
-        ssize_t got = read(pidpipe[0], &qpid, sizeof(qpid));
-        close(pidpipe[0]);
+        ssize_t got = read_bounded(pid_rd, &qpid, sizeof(qpid), LAUNCH_FORK_TIMEOUT_MS);
+        /* The middle child exits right after its report (or a failed fork). */
+        if (got == -ETIMEDOUT)
+                (void) kill(middle, SIGKILL);
         int status;
         while (waitpid(middle, &status, 0) < 0)
                 if (errno != EINTR)
                         break;
-        if (got != sizeof(qpid) || qpid <= 0) {
-                start_undo(name, &p, &st);
-                return vh_error_set(err, -EIO, "Could not start QEMU for VM %s", name);
+        if (got != sizeof(qpid) || qpid <= 0)
+                return vh_error_set(err, -EIO, "Could not start QEMU for VM %s: %s", name,
+                                    got == -ETIMEDOUT ? "no report from the forked process" : "fork failed");
+        job->pid = qpid;
+        /* Before anything else can reap it and free its pid: QEMU is not
+         * our child (the middle one was), so nothing waits for it here. */
+        int pid_fd = process_pidfd_open(qpid);
+        if (pid_fd >= 0)
+                job->pid_fd = pid_fd;
+        else if (pid_fd == -ESRCH)
+                job->qemu_gone = true; /* a failed exec, already reaped: its pid may be another's now */
+
+        struct launch_failure f = {};
+        got = read_bounded(err_rd, &f, sizeof(f), LAUNCH_FORK_TIMEOUT_MS);
+        if (got == -ETIMEDOUT)
+                return vh_error_set(err, -ETIMEDOUT, "QEMU for VM %s did not start within %u s", name,
+                                    LAUNCH_FORK_TIMEOUT_MS / 1000);
+        if (got == sizeof(f)) {
+                int e = f.error > 0 ? f.error : EIO;
+                if (f.step == LAUNCH_STEP_NETNS)
+                        return vh_error_set(err, -e, "Cannot start QEMU for VM %s: cannot enter network namespace %s: %s",
+                                            name, job->nets.netns, strerror(e));
+                return vh_error_set(err, -e, "Cannot start QEMU for VM %s: cannot execute %s: %s", name, exe,
+                                    strerror(e));
         }
+        /* End of file: QEMU runs (its exec closed the pipe). */
+        return 0;
+}
+
+int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_status *ret, struct vh_error *err) {
+        assert(job && job->pid > 0 && !job->recorded);
+        const struct vm_paths *p = &job->paths;
+        const char *name = job->def->name;
 
         /* QEMU is initialized once its QMP socket accepts connections; if it
          * dies first, its log says why. */
-        r = wait_for_qmp_greeting(p.qmp_socket, qpid, 30 * 1000);
+        int r = wait_for_qmp_greeting(p->qmp_socket, job->pid, timeout_ms);
         if (r < 0) {
                 char why[256];
-                if (process_alive(qpid))
-                        (void) qemu_kill_wait(qpid);
-                last_log_line(p.qemu_log, why, sizeof(why));
-                start_undo(name, &p, &st);
+                /* Gone with its descriptors before the log is read and the
+                 * undo runs. */
+                job_kill_qemu(job);
+                last_log_line(p->qemu_log, why, sizeof(why));
                 return vh_error_set(err, -EIO, "QEMU failed to start VM %s: %s (full log: %s)", name,
-                                    why[0] ? why : r == -ETIMEDOUT ? "QMP socket did not appear within 30 s" : "no message",
-                                    p.qemu_log);
+                                    why[0]                 ? why
+                                    : r == -ETIMEDOUT      ? "QMP socket did not answer in time"
+                                                           : "no message",
+                                    p->qemu_log);
         }
 
         /* A TCP display gets this start's password now; until then its
          * password=on let nobody in. */
-        r = vm_vnc_start(def, &p, err);
-        if (r < 0) {
-                (void) qemu_kill_wait(qpid);
-                start_undo(name, &p, &st);
+        r = vm_vnc_start(job->def, p, err);
+        if (r < 0)
                 return r;
-        }
 
-        st.pid = qpid;
-        r = runtime_state_write(p.runtime_state, &st, def->n_forwards);
-        if (r < 0) {
-                (void) qemu_kill_wait(st.pid);
-                start_undo(name, &p, &st);
-                return vh_error_set(err, r, "Cannot record the state of VM %s in %s: %s", name, p.runtime_state,
+        job->status.pid = job->pid;
+        r = runtime_state_write(p->runtime_state, &job->status, job->def->n_forwards);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot record the state of VM %s in %s: %s", name, p->runtime_state,
                                     strerror(-r));
-        }
-        _cleanup_free_ char *crash = strdup_printf("%s/last-exit", p.state_dir);
+        job->recorded = true;
+        _cleanup_free_ char *crash = strdup_printf("%s/last-exit", p->state_dir);
         if (crash)
                 unlink(crash);
         if (ret)
-                *ret = st;
+                *ret = job->status;
         return 0;
 }
 
+int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
+        _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
+        int r = vm_start_prepare(name, &job, err);
+        if (r < 0)
+                return r;
+        r = vm_start_launch(job, opts, err);
+        if (r < 0)
+                return r;
+        return vm_start_record(job, 30 * 1000, ret, err);
+}
 
 /* Sleeps until the serial log changes (inotify on 'log'; '*inotify_fd'
  * is set up on first use, once the log exists) or QEMU exits ('pid_fd', a

@@ -63,10 +63,16 @@ void vm_last_exit(const char *name, char *buf, size_t len);
 
 struct vm_start_options {
         const char *qemu_binary;  /* NULL: qemu-system-x86_64 */
+        /* Start QEMU paused (-S) and waiting for a migration stream
+         * (-incoming defer), as the destination of a live migration:
+         * QMP 'query-status' says "inmigrate" until a 'migrate-incoming'
+         * brings the state in. */
+        bool incoming_defer;
 };
 
-/* Starts QEMU daemonized and records its pid. A start that fails half-way
- * removes what it made. */
+/* Starts QEMU in its own session and records its pid: vm_start_prepare(),
+ * vm_start_launch() and vm_start_record() of vm/vm-start.h in a row. A
+ * start that fails half-way removes what it made. */
 int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
 
 /* Waits until the guest prints VM_READY_MARKER on its console (after this

@@ -84,6 +84,12 @@ st=$(vm_json k1 state)
 [ ! -e "$rt/qmp.sock" ] && [ ! -e "$rt/state" ] && pass stale-runtime-cleaned || fail stale-runtime-cleaned "$(ls -la "$rt")"
 [ "$(vm_json k1 state)" = stopped ] && "$VMHOST" vm status k1 | grep -q "last exit" && pass crash-remembered ||
 	fail crash-remembered "$("$VMHOST" vm status k1)"
+# 'vm list' says it as 'vm status' does, in its table and its JSON.
+reason=$(vm_json k1 exit-reason)
+[ -n "$reason" ] && "$VMHOST" vm list | grep -qxF "    last exit: $reason" &&
+	[ "$("$VMHOST" vm list --json | python3 -c 'import json,sys
+print([v.get("exit-reason") for v in json.load(sys.stdin) if v["name"] == "k1"][0])')" = "$reason" ] &&
+	pass list-shows-crash "$reason" || fail list-shows-crash "status: '$reason'; list: $("$VMHOST" vm list; "$VMHOST" vm list --json)"
 
 out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1) && pass restart-after-crash || fail restart-after-crash "$out"
 t0=$(e2e_now)
