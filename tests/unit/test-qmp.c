@@ -36,12 +36,7 @@ struct qemu {
 };
 
 static bool have_qemu(void) {
-        char *p = find_executable(QEMU_BINARY);
-        bool ok = p != NULL;
-        free(p);
-        if (!ok)
-                fprintf(stderr, "  SKIP: %s is not installed (apt-get install qemu-system-x86)\n", QEMU_BINARY);
-        return ok;
+        return test_need_program(QEMU_BINARY, "qemu-system-x86");
 }
 
 /* Starts QEMU with no machine at all (-M none: nothing to emulate, so it is
