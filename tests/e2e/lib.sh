@@ -18,6 +18,37 @@ e2e_elapsed() { awk -v a="$1" -v b="$(e2e_now)" 'BEGIN { printf "%.2f", b - a }'
 pass() { E2E_PASS=$((E2E_PASS + 1)); echo "PASS $1${2:+ ($2)}"; }
 fail() { E2E_FAIL=$((E2E_FAIL + 1)); E2E_FAILED+=("$1"); echo "FAIL $1${2:+: $2}"; }
 
+# wait_until TIMEOUT_S DESCRIPTION CMD...: run CMD every 50 ms until it
+# succeeds, for at most TIMEOUT_S seconds (fractions allowed). On timeout the
+# test fails with a check "wait" naming DESCRIPTION, and this returns 1, so
+# the checks that follow still run (and say what they found). Polling, not
+# sleeping: a loaded machine only makes the wait longer, never the test wrong.
+wait_until() {
+	local to=$1 what=$2 deadline
+	shift 2
+	deadline=$(awk -v t="$to" -v n="$(e2e_now)" 'BEGIN { printf "%.3f", n + t }')
+	while :; do
+		"$@" && return 0
+		if awk -v d="$deadline" -v n="$(e2e_now)" 'BEGIN { exit !(n >= d) }'; then
+			fail wait "no $what within ${to} s"
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# pid_dead PID: true once PID has exited: gone, or a zombie its parent has
+# not reaped yet (dead all the same; vmhost's process_alive says so too).
+pid_dead() {
+	local st
+	st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 0
+	[ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
+}
+
+# lock_held PID: true once process PID holds a POSIX or OFD lock on some file
+# (as QEMU and qemu-io do on an open image).
+lock_held() { grep -qs '^lock:' /proc/"$1"/fdinfo/*; }
+
 # track_pid PID: stop PID on exit.
 track_pid() { E2E_PIDS+=("$1"); }
 

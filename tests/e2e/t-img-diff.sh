@@ -331,7 +331,7 @@ qemu-img create -q -f qcow2 held.qcow2 8M
 qemu-io -c "sleep 20000" held.qcow2 >/dev/null 2>&1 &
 holder=$!
 track_pid "$holder"
-for _ in $(seq 50); do grep -qs "^lock:" /proc/"$holder"/fdinfo/* && break; sleep 0.1; done
+wait_until 20 "lock on held.qcow2 by qemu-io $holder" lock_held "$holder"
 cp held.qcow2 before.qcow2
 if out=$("$VMHOST" img resize held.qcow2 +1M 2>&1); then
 	fail locked-image "resize of an image qemu-io holds succeeded"

@@ -348,10 +348,12 @@ bad_header data-file 79 '\x04' 'external data file'
 bad_header backing_file_size 8 '\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x04\x00' 'backing_file_size 1024'
 
 # ------------------------------------------------------------------ locks
-qemu-io -c 'sleep 4000' top.qcow2 >/dev/null 2>&1 &
+# qemu-io's own 'sleep' keeps the image open (and locked) until stop_pid
+# below; it is the lock holder, not a wait.
+qemu-io -c 'sleep 60000' top.qcow2 >/dev/null 2>&1 &
 holder=$!
 track_pid "$holder"
-sleep 1
+wait_until 20 "lock on top.qcow2 by qemu-io $holder" lock_held "$holder"
 set +e
 out=$("$VMHOST" img convert -O raw top.qcow2 locked.raw 2>&1); rc=$?
 set -e

@@ -159,10 +159,8 @@ track_pid "$holder"
 qemu-io -c "sleep 20000" held-empty.qcow2 >/dev/null 2>&1 &
 holder2=$!
 track_pid "$holder2"
-for _ in $(seq 50); do
-	grep -qs "^lock:" /proc/"$holder"/fdinfo/* && grep -qs "^lock:" /proc/"$holder2"/fdinfo/* && break
-	sleep 0.1
-done
+wait_until 20 "lock on held.qcow2 by qemu-io $holder" lock_held "$holder"
+wait_until 20 "lock on held-empty.qcow2 by qemu-io $holder2" lock_held "$holder2"
 cp held.qcow2 held.before
 cp held-empty.qcow2 held-empty.before
 refused locked-create-force "held.qcow2|in use by process $holder (qemu-io)" \

@@ -220,16 +220,14 @@ print("bound", flush=True)
 time.sleep(60)' >"$E2E_TMP/block.out" 2>&1 &
 	BLOCK_PID=$!
 	track_pid "$BLOCK_PID"
-	for _ in $(seq 50); do grep -q bound "$E2E_TMP/block.out" && return 0; sleep 0.1; done
-	return 1
+	wait_until 20 "bind of 10.204.0.1:53 by the blocker" grep -q bound "$E2E_TMP/block.out"
 }
 unblock_dns() { stop_pid "$BLOCK_PID"; }
 kill_dnsmasq() {
 	local p
 	p=$(cat "$VMHOST_HOME/run/networks/par/dnsmasq.pid" 2>/dev/null)
 	[ -n "$p" ] && kill "$p" || return 1
-	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.05; done
-	fail kill-dnsmasq "dnsmasq $p still there 5 s after SIGTERM"
+	wait_until 20 "exit of dnsmasq $p after SIGTERM" pid_dead "$p"
 }
 kill_dnsmasq
 block_dns || fail block-dns "$(cat "$E2E_TMP/block.out")"

@@ -116,8 +116,9 @@ cross() {
 		fail "$label-tcp" "$from -> $to: '${out:-}'"
 	fi
 	# The sender runs per connection (nc -e), so the receiver's half-close
-	# (its stdin is /dev/null) cannot cut the stream short.
-	serial_cmd "$E2E_TMP/$to.sock" 10 "printf '#!/bin/sh\\ndd if=/dev/zero bs=1024 count=512 2>/dev/null\\n' >/tmp/bulk; chmod +x /tmp/bulk; (nc -l -p 9000 -e /tmp/bulk >/dev/null 2>&1 &); sleep 0.3" >/dev/null
+	# (its stdin is /dev/null) cannot cut the stream short. The guest polls
+	# its /proc/net/tcp until nc listens on 9000 (0x2328), at most 10 s.
+	serial_cmd "$E2E_TMP/$to.sock" 20 "printf '#!/bin/sh\\ndd if=/dev/zero bs=1024 count=512 2>/dev/null\\n' >/tmp/bulk; chmod +x /tmp/bulk; (nc -l -p 9000 -e /tmp/bulk >/dev/null 2>&1 &); n=0; until grep -qsE ':2328 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 || [ \$n -ge 200 ]; do usleep 50000; n=\$((n+1)); done" >/dev/null
 	t=$(e2e_now)
 	if out=$(serial_cmd "$E2E_TMP/$from.sock" 40 "timeout 30 nc $ip 9000 </dev/null | wc -c") && [ "$out" = 524288 ]; then
 		pass "$label-bulk" "524288 bytes $to -> $from in $(e2e_elapsed "$t") s (MTU $(serial_cmd "$E2E_TMP/$from.sock" 5 'cat /sys/class/net/eth0/mtu'))"

@@ -106,7 +106,7 @@ c, _ = s.accept()
 while c.recv(1 << 20):
     pass' "$port" "$E2E_TMP/sink-listens" &
 track_pid $!
-for _ in $(seq 100); do [ -e "$E2E_TMP/sink-listens" ] && break; sleep 0.1; done
+wait_until 20 "migration sink listening on port $port" test -e "$E2E_TMP/sink-listens"
 "$VMHOST" vm qmp f1 "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"tcp:127.0.0.1:$port\"}}" >/dev/null
 mig=
 for _ in $(seq 300); do

@@ -78,7 +78,7 @@ expect_error delete-running "is running" "$VMHOST" vm delete k1
 # A QEMU killed behind vmhost's back shows up as crashed, with the reason,
 # and the stale runtime files are gone.
 kill -9 "$pid"
-sleep 0.5
+wait_until 10 "exit of QEMU $pid after kill -9" pid_dead "$pid"
 st=$(vm_json k1 state)
 [ "$st" = crashed ] && pass kill9-noticed "state $st, reason: $(vm_json k1 exit-reason)" || fail kill9-noticed "state $st"
 [ ! -e "$rt/qmp.sock" ] && [ ! -e "$rt/state" ] && pass stale-runtime-cleaned || fail stale-runtime-cleaned "$(ls -la "$rt")"

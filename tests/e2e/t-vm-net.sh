@@ -62,7 +62,8 @@ elif grep -q 'in use by' <<<"$out"; then pass delete-refused-in-use "$out"; else
 vh vm stop a1 >/dev/null
 ip -n "$H" link show vh-a1-0 >/dev/null 2>&1 && fail stop-removes-tap || pass stop-removes-tap
 pid2=$(vh vm status a2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
-kill -9 "$pid2"; sleep 0.3
+kill -9 "$pid2"
+wait_until 10 "exit of QEMU $pid2 after kill -9" pid_dead "$pid2"
 [ "$(vh vm status a2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')" = crashed ] &&
 	! ip -n "$H" link show vh-a2-0 >/dev/null 2>&1 && pass crash-removes-tap || fail crash-removes-tap "$(ip -n "$H" -o link)"
 vh net delete lan >/dev/null && pass net-delete || fail net-delete

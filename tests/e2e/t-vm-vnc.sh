@@ -57,14 +57,13 @@ session_start() {
 	ip netns exec "$NS" "$VMHOST" vm vnc v1 "$@" >"$out" 2>"$out.err" &
 	SESSION_PID=$!
 	track_pid "$SESSION_PID"
-	for i in $(seq 100); do grep -q '^password: ' "$out" && break; sleep 0.1; done
+	wait_until 20 "password line from 'vm vnc v1'" grep -q '^password: ' "$out"
 	PORT=$(sed -n 's/^endpoint: 127\.0\.0\.1://p' "$out")
 	PW=$(sed -n 's/^password: //p' "$out")
 }
 # session_wait: the session's exit status (it must end by itself).
 session_wait() {
-	local i
-	for i in $(seq 100); do kill -0 "$SESSION_PID" 2>/dev/null || break; sleep 0.1; done
+	wait_until 20 "end of the 'vm vnc' session $SESSION_PID" pid_dead "$SESSION_PID" || kill "$SESSION_PID"
 	wait "$SESSION_PID"
 }
 

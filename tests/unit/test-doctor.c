@@ -492,7 +492,7 @@ TEST(doctor_kvm_probe_not_kvm) {
         CHECK(r.status == PROBE_KVM_UNUSABLE);
         CHECK(r.present && r.openable && !r.ran && !r.killed);
         CHECK(strstr(r.reason, "KVM_GET_API_VERSION failed") != NULL);
-        CHECK(r.probe_seconds < 1.0);
+        CHECK(r.probe_seconds > 0);
 }
 
 static void child_hangs(const struct probe_kvm_options *opts, struct probe_kvm_report *report,
@@ -515,33 +515,61 @@ static void child_crashes(const struct probe_kvm_options *opts, struct probe_kvm
         kill(getpid(), SIGKILL);
 }
 
+/* True once 'pid' has exited (a zombie until reaped), waiting at most
+ * 'timeout_ms'; the status is left for the code under test to reap. */
+static bool child_exited(pid_t pid, unsigned timeout_ms) {
+        uint64_t deadline = vh_clock_ns() + (uint64_t) timeout_ms * 1000000u;
+        for (;;) {
+                siginfo_t si = {};
+                if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+                        return true;
+                if (vh_clock_ns() >= deadline)
+                        return false;
+                usleep(1000);
+        }
+}
+
+/* The state, not the clock: the hung probe was killed, not before its
+ * deadline (the same monotonic clock, so load can only make it later), and
+ * reaped. No upper bound on the time: a loaded machine may take any time. */
 TEST(doctor_kvm_probe_hard_timeout) {
         struct probe_kvm_options o = { .device = "/dev/null", .hard_timeout_ms = 300 };
         struct probe_kvm_job job;
         struct probe_kvm_result r;
-        uint64_t t0 = vh_clock_ns();
         CHECK(probe_kvm_start(&o, child_hangs, &job, NULL) == 0);
+        pid_t pid = job.pid;
         CHECK(probe_kvm_finish(&job, &r, NULL) == 0);
-        double took = (double) (vh_clock_ns() - t0) / 1e9;
-        CHECK(took >= 0.29 && took < 1.5);
         CHECK(r.killed);
+        CHECK(r.ran);
+        CHECK(r.probe_seconds >= 0.3);
         CHECK(r.status == PROBE_KVM_UNUSABLE);
         CHECK(strstr(r.reason, "KVM_RUN did not return within 300 ms") != NULL);
+        /* Reaped: no longer our child. */
+        siginfo_t si = {};
+        CHECK(waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) < 0 && errno == ECHILD);
 }
 
 /* The doctor collects the probe after its other checks, maybe after the
- * hard timeout: a probe that had finished must not count as hung. */
+ * hard timeout: a probe that had finished must not count as hung. Late is
+ * made sure of, not slept for: the probe process has exited and its
+ * deadline has passed before we ask. */
 TEST(doctor_kvm_probe_collected_late) {
-        struct probe_kvm_options o = { .device = "/dev/null", .hard_timeout_ms = 200 };
+        struct probe_kvm_options o = { .device = "/dev/null", .hard_timeout_ms = 50 };
         struct probe_kvm_job job;
         struct probe_kvm_result r;
         CHECK(probe_kvm_start(&o, NULL, &job, NULL) == 0);
-        usleep(400 * 1000);
+        CHECK(child_exited(job.pid, 30000));
+        uint64_t deadline = job.start_ns + (uint64_t) o.hard_timeout_ms * 1000000u;
+        while (vh_clock_ns() < deadline)
+                usleep(1000);
+        double asked = (double) (vh_clock_ns() - job.start_ns) / 1e9;
         CHECK(probe_kvm_finish(&job, &r, NULL) == 0);
         CHECK(!r.killed);
         CHECK(strstr(r.reason, "KVM_GET_API_VERSION failed") != NULL);
-        /* Its own duration, not the time until we asked. */
-        CHECK(r.probe_seconds < 0.2);
+        /* Its own duration, stamped before it exited, not the time until
+         * we asked. */
+        CHECK(r.probe_seconds > 0);
+        CHECK(r.probe_seconds < asked);
 }
 
 TEST(doctor_kvm_probe_child_dies) {
@@ -559,24 +587,22 @@ TEST(doctor_kvm_probe_child_dies) {
 /* The real thing: this machine's /dev/kvm. */
 TEST(doctor_kvm_probe_real) {
         struct probe_kvm_result r;
-        uint64_t t0 = vh_clock_ns();
         CHECK(probe_kvm_probe(NULL, &r, NULL) == 0);
-        double took = (double) (vh_clock_ns() - t0) / 1e9;
-        CHECK(took < 2.5);
         CHECK(r.reason[0] != '\0');
 
         if (!file_exists(PROBE_KVM_DEVICE)) {
                 CHECK(r.status == PROBE_KVM_MISSING);
                 CHECK(strstr(r.reason, "no /dev/kvm") != NULL);
-                fprintf(stderr, "  SKIP doctor_kvm_probe_real: no %s on this machine (%s)\n", PROBE_KVM_DEVICE, r.reason);
+                test_skip("no %s on this machine (%s)", PROBE_KVM_DEVICE, r.reason);
                 return;
         }
         CHECK(r.present);
         CHECK(r.status != PROBE_KVM_MISSING);
         if (r.ran && !r.killed) {
+                /* How long KVM_RUN took depends on the machine's load; that
+                 * the budget stops it is what the judge's table tests. */
                 CHECK(r.seconds > 0);
-                /* The budget plus scheduling slack. */
-                CHECK(r.seconds < (PROBE_KVM_BUDGET_MS + 500) / 1000.0);
+                CHECK(r.probe_seconds >= r.seconds);
                 CHECK(r.iterations <= r.iterations_target);
                 CHECK(r.finished || r.iterations < r.iterations_target);
         }
@@ -623,7 +649,8 @@ static void doctor_body(void) {
         if (!r)
                 return;
         CHECK(r->n_checks > 10);
-        CHECK(r->seconds < 5);
+        /* The doctor's time includes the probe's, which ran meanwhile. */
+        CHECK(r->seconds > 0 && r->seconds >= r->kvm.probe_seconds);
         CHECK(probe_report_find(r, "kvm") != NULL);
         CHECK(probe_report_find(r, "accelerator") != NULL);
         CHECK(probe_report_find(r, "tun") != NULL);
@@ -812,14 +839,16 @@ TEST(doctor_ovs_daemons_probe) {
                 unlink(db);
         }
 
-        /* Listening, never answering: bounded by the timeout. */
+        /* Listening, never answering: -ETIMEDOUT, and not before the
+         * timeout (a lower bound only: load makes waits longer, never
+         * shorter). */
         pid_t child;
         int fd = ovs_fake_listen(db, NULL, &child);
         uint64_t t0 = vh_clock_ns();
         probe_ovs_daemons_probe(NULL, dir, 200, &s);
         uint64_t ms = (vh_clock_ns() - t0) / 1000000;
         CHECK_EQ_INT(s.db_error, -ETIMEDOUT);
-        CHECK(ms >= 150 && ms < 2000);
+        CHECK(ms >= 190);
         if (fd >= 0)
                 close(fd);
         unlink(db);

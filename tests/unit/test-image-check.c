@@ -197,11 +197,10 @@ static int check(const char *path, unsigned repair, struct vh_image_check_result
         return r;
 }
 
+/* Without qemu-img the test still checks our own verdict, and says that
+ * QEMU's was left out. */
 static bool have_qemu_img(void) {
-        char *p = find_executable("qemu-img");
-        bool ok = p != NULL;
-        free(p);
-        return ok;
+        return test_need_program("qemu-img", "qemu-utils");
 }
 
 static int qemu_img_check(const char *path) {

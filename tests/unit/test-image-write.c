@@ -41,14 +41,11 @@ static const char *P(unsigned slot, const char *name) {
         return paths[slot];
 }
 
+/* Both asked, so that the skip names each missing tool. */
 static bool have_qemu(void) {
-        char *a = find_executable("qemu-img"), *b = find_executable("qemu-io");
-        bool ok = a && b;
-        free(a);
-        free(b);
-        if (!ok)
-                fprintf(stderr, "  SKIP: qemu-img/qemu-io are not installed (apt-get install qemu-utils)\n");
-        return ok;
+        bool img = test_need_program("qemu-img", "qemu-utils");
+        bool io = test_need_program("qemu-io", "qemu-utils");
+        return img && io;
 }
 
 /* Runs a program (argv from the arguments, NULL-terminated); returns its

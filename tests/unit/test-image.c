@@ -41,12 +41,7 @@ static const char *P(unsigned slot, const char *name) {
 }
 
 static bool have(const char *prog) {
-        char *p = find_executable(prog);
-        bool ok = p != NULL;
-        free(p);
-        if (!ok)
-                fprintf(stderr, "  SKIP: %s is not installed (apt-get install qemu-utils)\n", prog);
-        return ok;
+        return test_need_program(prog, "qemu-utils");
 }
 
 /* Runs a program; returns its exit status and keeps its output in

@@ -36,12 +36,7 @@ struct qemu {
 };
 
 static bool have_qemu(void) {
-        char *p = find_executable(QEMU_BINARY);
-        bool ok = p != NULL;
-        free(p);
-        if (!ok)
-                fprintf(stderr, "  SKIP: %s is not installed (apt-get install qemu-system-x86)\n", QEMU_BINARY);
-        return ok;
+        return test_need_program(QEMU_BINARY, "qemu-system-x86");
 }
 
 /* Starts QEMU with no machine at all (-M none: nothing to emulate, so it is
@@ -275,8 +270,8 @@ TEST(qmp_real_events_are_queued) {
 
         long long t0 = clock_ms();
         CHECK_EQ_INT(qmp_next_event(q, 200, &e, &err), -ETIMEDOUT);
-        long long dt = clock_ms() - t0;
-        CHECK(dt >= 190 && dt < 2000);
+        /* Not before the timeout; no upper bound (load makes waits longer). */
+        CHECK(clock_ms() - t0 >= 190);
         CHECK(e == NULL);
         CHECK_EQ_INT(qmp_next_event(q, 0, &e, &err), -ETIMEDOUT);
 
@@ -382,9 +377,7 @@ TEST(qmp_real_killed_or_stuck_qemu) {
         /* QEMU serves one client per socket: a second one gets no greeting
          * and is told why. */
         struct qmp_client *second = NULL;
-        long long t0 = clock_ms();
         CHECK_EQ_INT(qmp_connect(qm.sock[0], 300, &second, &err), -ETIMEDOUT);
-        CHECK(clock_ms() - t0 < 3000);
         CHECK(strstr(err.msg, "is another one connected?") != NULL);
         CHECK(second == NULL);
 
@@ -393,11 +386,10 @@ TEST(qmp_real_killed_or_stuck_qemu) {
          * its own. */
         qmp_set_timeout(q, 300);
         kill(qm.pid, SIGSTOP);
-        t0 = clock_ms();
+        long long t0 = clock_ms();
         int r = qmp_execute(q, "query-version", NULL, NULL, &err);
-        long long dt = clock_ms() - t0;
         CHECK_EQ_INT(r, -ETIMEDOUT);
-        CHECK(dt >= 290 && dt < 3000);
+        CHECK(clock_ms() - t0 >= 290);
         CHECK(strstr(err.msg, "QMP command 'query-version' got no reply from ") == err.msg);
         kill(qm.pid, SIGCONT);
         qmp_set_timeout(q, 0);
@@ -406,12 +398,11 @@ TEST(qmp_real_killed_or_stuck_qemu) {
         CHECK(json_object_get(v, "status") != NULL); /* not query-version's reply */
         v = json_value_free(v);
 
-        /* A killed QEMU: a clean error, the same on every later call. */
+        /* A killed QEMU: a clean error, the same on every later call. The
+         * error itself, not a timeout, shows it was noticed at once. */
         qemu_kill(&qm);
-        t0 = clock_ms();
         r = qmp_execute(q, "query-status", NULL, NULL, &err);
         CHECK(r == -ECONNRESET || r == -EPIPE);
-        CHECK(clock_ms() - t0 < 2000);
         CHECK(strstr(err.msg, "QEMU closed the QMP connection") == err.msg);
         struct vh_error err2 = {};
         CHECK_EQ_INT(qmp_execute(q, "query-status", NULL, NULL, &err2), r);
@@ -699,8 +690,7 @@ TEST(qmp_fake_timeout_and_hangup) {
                 qmp_set_timeout(q, 150);
                 long long t0 = clock_ms();
                 CHECK_EQ_INT(qmp_execute(q, "query-status", NULL, NULL, &err), -ETIMEDOUT);
-                long long dt = clock_ms() - t0;
-                CHECK(dt >= 140 && dt < 2000);
+                CHECK(clock_ms() - t0 >= 140);
                 CHECK_STREQ(err.msg, "QMP command 'query-status' got no reply from fake within 150 ms");
                 CHECK_EQ_INT(qmp_wait_event(q, "STOP", 100, NULL, &err), -ETIMEDOUT);
                 CHECK_STREQ(err.msg, "No QMP event STOP from fake within 100 ms");

@@ -8,7 +8,14 @@
  * Each TEST registers itself at load time; the runner (tests/unit/main.c)
  * runs them all (or those whose name contains argv[1]). A failing CHECK
  * prints file:line and the test goes on, so one run shows every failure.
- * The last line is "N passed, N failed". */
+ *
+ * A test that cannot run here (a tool that is not installed) calls
+ * test_skip() with the reason and returns; it counts as skipped, not as
+ * passed, unless it also failed. With E2E_NO_SKIP=1 or CI=true a skip
+ * counts as a failure, as in the e2e runner: CI installs everything, so a
+ * skip there hides a missing part.
+ *
+ * The last line is "N passed, N failed, N skipped". */
 #pragma once
 
 #include <inttypes.h>
@@ -26,6 +33,12 @@ struct test_case {
 
 void test_register(struct test_case *t);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Marks the running test as skipped, with the reason; the caller returns
+ * (or leaves out the part it cannot run). */
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* True if 'prog' is found in PATH; if not, skips the running test saying
+ * so, with 'package' as the hint. */
+bool test_need_program(const char *prog, const char *package);
 /* A temporary directory for the running test, removed after it. */
 const char *test_tmpdir(void);
 
