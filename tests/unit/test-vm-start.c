@@ -22,12 +22,7 @@
 #define QEMU_BINARY "qemu-system-x86_64"
 
 static bool have_qemu(void) {
-        char *p = find_executable(QEMU_BINARY);
-        bool ok = p != NULL;
-        free(p);
-        if (!ok)
-                fprintf(stderr, "  SKIP: %s is not installed (apt-get install qemu-system-x86)\n", QEMU_BINARY);
-        return ok;
+        return test_need_program(QEMU_BINARY, "qemu-system-x86");
 }
 
 /* The environment a vmhost home in the test's directory needs; restored by
