@@ -74,12 +74,12 @@ int vh_lockfile_take(const char *path, const char *what, const char *op, unsigne
                 struct timespec ts = { 0, LOCK_POLL_MS * 1000 * 1000 };
                 nanosleep(&ts, NULL);
         }
-        /* Ours now: replace the previous holder's name with ours. */
+        /* Ours now: replace the previous holder's name with ours. A failed
+         * write costs only the waiters' message, not the lock. */
         char buf[96];
-        int n = snprintf(buf, sizeof(buf), "%d %s\n", (int) getpid(), op ? op : "used");
-        if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t) n, 0) != n) {
-                /* Only the waiters' message suffers; the lock holds. */
-        }
+        int n = snprintf(buf, sizeof(buf), "%d %.47s\n", (int) getpid(), op ? op : "used");
+        if (ftruncate(fd, 0) == 0)
+                (void) !pwrite(fd, buf, (size_t) n, 0);
         return fd;
 }
 
