@@ -264,11 +264,18 @@ struct vm_lock *vm_lock_release(struct vm_lock *l) {
 /* What another process that holds VM 'name's lock is doing, as a state
  * for vm_get_status; 'fallback' when nobody holds it or it does something
  * else. Never waits. */
-static enum vm_state state_of_holder(const char *name, enum vm_state fallback, bool *ret_held) {
-        _cleanup_free_ char *path = NULL;
+static enum vm_state state_of_holder(const struct vm_paths *p, const char *name, enum vm_state fallback,
+                                     bool *ret_held) {
         struct vh_lock_holder h = {};
         *ret_held = false;
-        if (held_lock(name) || vm_lock_path(name, &path) < 0 || vh_lockfile_holder(path, &h) <= 0)
+        if (held_lock(name))
+                return fallback;
+        /* RUN/vms/NAME.lock, as vm_lock_path() names it, without its mkdir:
+         * 'vm list' asks this for every stopped VM. vm_paths_get() keeps
+         * the runtime directory shorter than a socket path. */
+        char path[sizeof(((struct sockaddr_un *) 0)->sun_path) + sizeof(".lock")];
+        if ((size_t) snprintf(path, sizeof(path), "%s.lock", p->runtime_dir) >= sizeof(path) ||
+            vh_lockfile_holder(path, &h) <= 0)
                 return fallback;
         *ret_held = true;
         if (streq(h.op, "started") || streq(h.op, "restarted"))
@@ -383,7 +390,7 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
         if (r == -ENOENT) {
                 /* No QEMU recorded: stopped, or a start is under way. */
                 bool held;
-                st.state = state_of_holder(name, VM_STATE_STOPPED, &held);
+                st.state = state_of_holder(&p, name, VM_STATE_STOPPED, &held);
                 *ret = st;
                 return 0;
         }
@@ -415,7 +422,7 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
                 /* Someone else works on the VM now: say what it does and
                  * leave its files to it. */
                 bool held;
-                st.state = state_of_holder(name, VM_STATE_CRASHED, &held);
+                st.state = state_of_holder(&p, name, VM_STATE_CRASHED, &held);
                 if (st.state == VM_STATE_CRASHED)
                         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
                 st.pid = 0;
