@@ -21,11 +21,11 @@
 #include "cli/cli.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-addr.h"
-#include "vm/vm-alloc.h"
 #include "vm/vm-control.h"
 #include "vm/vm-image.h"
 #include "vm/vm-json.h"
 #include "vm/vm-list.h"
+#include "vm/vm-ops.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
 
@@ -124,7 +124,11 @@ static const struct command_help command_helps[] = {
           "Usage: vmhost vm start NAME [--wait] [--timeout SEC]\n"
           "\n"
           "Starts QEMU for VM NAME (attaching its NICs, allocating auto forwards) and\n"
-          "prints the accelerator, forwards and how to reach it.\n"
+          "prints the accelerator, forwards and how to reach it. A VM that runs already\n"
+          "is not started twice: 'VM NAME is already running (pid N)' and exit 0 (with\n"
+          "--wait, it is still waited for). While another vmhost command works on the\n"
+          "VM (a start, a stop), this one waits for it up to 45 s, then fails with\n"
+          "'VM NAME is busy: being started by pid N'.\n"
           "\n"
           "  --wait          wait for the guest's ready line on the serial console\n"
           "  --timeout SEC   how long --wait waits (default 300)\n"
@@ -314,26 +318,22 @@ static int set_key(struct vm_def *def, const char *key, const char *value) {
         return 0;
 }
 
-/* Applies a --vnc or vnc= value: "auto" is the unix socket, "HOST:auto"
- * a TCP display whose number is allocated later, under the home's lock
- * (*ret_alloc set). The error names 'what' ("--vnc", "vm set vnc="). */
+/* Applies a --vnc value (see vm_def_set_vnc()); the error names 'what'. */
 static int apply_vnc(struct vm_def *def, const char *value, const char *what, bool *ret_alloc) {
         struct vh_error err = {};
-        _cleanup_free_ char *v = NULL;
-        *ret_alloc = false;
-        if (streq(value, "auto"))
-                value = "unix";
-        else if (endswith(value, ":auto")) {
-                /* Checked as display 0, replaced by the allocated one. */
-                v = strdup_printf("%.*s0", (int) (strlen(value) - strlen("auto")), value);
-                if (!v)
-                        return log_error_errno(-ENOMEM, "Out of memory");
-                *ret_alloc = true;
-        }
-        int r = vm_def_set(def, "vnc", v ? v : value, &err);
+        int r = vm_def_set_vnc(def, value, ret_alloc, &err);
         if (r < 0)
                 return log_error_errno(r, "%s%s: %s", what, value, vh_error_message(&err, r));
         return 0;
+}
+
+/* The caller's working directory, which relative paths of a definition
+ * are taken from (the library reads no working directory). */
+static char *working_dir(void) {
+        char *cwd = getcwd(NULL, 0);
+        if (!cwd)
+                log_error_errno(negative_errno(), "Cannot find the current directory: %m");
+        return cwd;
 }
 
 /* What a TCP display means, said where one is configured. */
@@ -438,6 +438,8 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("vm create: unexpected argument '%s'", argv[optind]);
                 return 2;
         }
+        /* Option combinations are usage errors (exit 2); vm_create()
+         * checks them again for callers other than this one. */
         if (base && def->disk) {
                 log_error("vm create: --disk and --base exclude each other");
                 return 2;
@@ -450,12 +452,6 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("vm create: --disk-format needs --disk (an overlay made with --base is always qcow2)");
                 return 2;
         }
-        for (const char *f = def->disk; f; f = NULL)
-                if (!file_exists(f))
-                        return log_error("Disk %s does not exist", f), 1;
-        if (def->cdrom && !file_exists(def->cdrom))
-                return log_error("CD-ROM image %s does not exist", def->cdrom), 1;
-
         if (no_net && n_nets > 0)
                 return log_error("vm create: --net none excludes other --net options"), 2;
         if (!no_net && n_nets == 0)
@@ -467,57 +463,28 @@ static int vm_create_cmd(int argc, char **argv) {
         if (apply_vnc(def, vnc, "--vnc ", &vnc_alloc) < 0)
                 return 2;
 
-        struct vh_error err = {};
         uint64_t size = 0;
         if (disk_size && parse_size(disk_size, &size) < 0) {
                 log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
                 return 2;
         }
-        /* With --base the disk is made below; the rest is checked now. */
-        int r = base ? 0 : vm_def_validate(def, &err);
-        if (r < 0)
-                return report(r, &err);
-        /* Before the lock: resolving the accelerator may run the KVM probe. */
-        r = vm_accel_check_def(def, &err);
-        if (r < 0)
-                return report(r, &err);
-
-        /* Allocation and saving happen under the home's lock, so parallel
-         * creates never share an id, a MAC or a VNC display. */
-        _cleanup_close_ int lock = -1;
-        r = vm_home_lock(&lock, &err);
-        if (r < 0)
-                return report(r, &err);
-        if (vm_exists(name)) {
-                log_error("VM %s already exists. Use 'vmhost vm delete %s' first, or another name.", name, name);
+        _cleanup_free_ char *cwd = working_dir();
+        if (!cwd)
                 return 1;
-        }
-        /* The format QEMU is told is the one the file has: probed here,
-         * so a wrong one is refused now rather than by QEMU at start. */
-        if (def->disk && (r = vm_image_record_disk_format(def, disk_format, &err)) < 0)
-                return report(r, &err);
-        r = vm_alloc_id(&def->id, &err);
+        struct vm_create_options opts = {
+                .def = TAKE_PTR(def),
+                .base = base,
+                .disk_size = size,
+                .disk_format = disk_format,
+                .alloc_vnc_display = vnc_alloc,
+                .base_dir = cwd,
+        };
+        struct vh_error err = {};
+        _cleanup_(vm_create_result_done) struct vm_create_result res = {};
+        int r = vm_create(&opts, &res, &err);
         if (r < 0)
                 return report(r, &err);
-        for (unsigned i = 0; i < def->n_nics; i++)
-                if (!def->nics[i].mac[0])
-                        (void) vm_derive_mac(def->id, i, def->nics[i].mac);
-        if (vnc_alloc) {
-                r = vm_alloc_vnc_display(def->vnc_host, &def->vnc_display, &err);
-                if (r < 0)
-                        return report(r, &err);
-        }
-        if (base) {
-                r = vm_image_create_overlay(def, base, size, &err);
-                if (r < 0)
-                        return report(r, &err);
-        }
-        r = vm_save(def, &err);
-        if (r < 0) {
-                if (base)
-                        vm_image_remove_own_disk(def);
-                return report(r, &err);
-        }
+        def = TAKE_PTR(res.def);
         printf("Created VM %s", name);
         if (base)
                 printf(" with overlay %s on %s", def->disk, def->base);
@@ -559,23 +526,29 @@ static int vm_start_cmd(int argc, char **argv) {
                         break;
                 default: return 2;
                 }
+        bool restart = streq(argv[0], "restart");
         if (argc < 2 || argv[1][0] == '-')
-                return log_error("vm start: missing VM name"), 2;
+                return log_error("vm %s: missing VM name", argv[0]), 2;
         const char *name = argv[1];
 
         struct vh_error err = {};
         struct vm_status st;
-        int r = vm_start(name, NULL, &st, &err);
-        if (r < 0)
+        int r = restart ? vm_restart(name, 30 * 1000, NULL, &st, &err) : vm_start(name, NULL, &st, &err);
+        if (r == -EALREADY) {
+                /* What the user wanted is true already: not an error. */
+                printf("%s.\n", vh_error_message(&err, r));
+        } else if (r < 0)
                 return report(r, &err);
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, &err);
-        if (r < 0)
-                return report(r, &err);
+        int r2 = vm_load(name, &def, &err);
+        if (r2 < 0)
+                return report(r2, &err);
 
-        printf("VM %s started (pid %d, accelerator %s).\n", name, st.pid, st.accel);
-        if (st.warning[0])
-                log_warning("%s.", st.warning);
+        if (r >= 0) {
+                printf("VM %s started (pid %d, accelerator %s).\n", name, st.pid, st.accel);
+                if (st.warning[0])
+                        log_warning("%s.", st.warning);
+        }
         print_forwards(def, &st);
         print_vnc_line(def);
         if (wait) {
@@ -629,12 +602,7 @@ static int vm_stop_cmd(int argc, char **argv) {
 static int vm_restart_cmd(int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
-        if (argc < 2)
-                return log_error("vm restart: missing VM name"), 2;
-        struct vh_error err = {};
-        int r = vm_stop_graceful(argv[1], 30 * 1000, NULL, &err);
-        if (r < 0)
-                return report(r, &err);
+        /* vm_start_cmd() sees "restart" in argv[0] and restarts. */
         return vm_start_cmd(argc, argv);
 }
 
@@ -1126,25 +1094,11 @@ static int vm_delete_cmd(int argc, char **argv) {
                 return usage(stdout), 0;
         if (argc != 2)
                 return log_error("vm delete: expected exactly one VM name"), 2;
-        const char *name = argv[1];
         struct vh_error err = {};
-        struct vm_status st;
-        int r = vm_get_status(name, &st, &err);
+        int r = vm_delete(argv[1], &err);
         if (r < 0)
                 return report(r, &err);
-        if (st.state == VM_STATE_RUNNING)
-                return log_error("VM %s is running (pid %d); stop it first with 'vmhost vm stop %s'.", name, st.pid,
-                                 name), 1;
-        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, &err);
-        if (r < 0)
-                return report(r, &err);
-        if (def->disk && (r = vm_image_check_not_base(def->disk, "delete", &err)) < 0)
-                return report(r, &err);
-        r = vm_delete(name, &err);
-        if (r < 0)
-                return report(r, &err);
-        printf("Deleted VM %s.\n", name);
+        printf("Deleted VM %s.\n", argv[1]);
         return 0;
 }
 
@@ -1153,73 +1107,26 @@ static int vm_set_cmd(int argc, char **argv) {
                 return usage(stdout), 0;
         if (argc < 3)
                 return log_error("vm set: expected a VM name and KEY=VALUE, e.g. vmhost vm set web boot=disk"), 2;
-        const char *name = argv[1];
+        _cleanup_free_ char *cwd = working_dir();
+        if (!cwd)
+                return 1;
+        struct vm_set_options opts = {
+                .assignments = argv + 2,
+                .n_assignments = (size_t) (argc - 2),
+                .base_dir = cwd,
+        };
         struct vh_error err = {};
-        _cleanup_close_ int lock = -1;
-        int r = vm_home_lock(&lock, &err);
-        if (r < 0)
-                return report(r, &err);
-        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, &err);
-        if (r < 0)
-                return report(r, &err);
-
-        bool vnc_set = false;
-        const char *disk_format = NULL;
-        bool disk_changed = false, cpu_changed = false;
-        for (int i = 2; i < argc; i++) {
-                char *eq = strchr(argv[i], '=');
-                if (!eq || eq == argv[i])
-                        return log_error("vm set: expected KEY=VALUE, not '%s'", argv[i]), 2;
-                *eq = '\0';
-                const char *key = argv[i], *value = eq + 1;
-                /* Identity and what vmhost allocated stay as they are. */
-                if (streq(key, "name") || streq(key, "id"))
-                        return log_error("vm set: '%s' cannot be changed", key), 2;
-                if (streq(key, "nic") || streq(key, "forward")) {
-                        return log_error("vm set: '%s' adds to a list; edit %s in the definition file instead", key,
-                                         key), 2;
-                }
-                if (streq(key, "cdrom") && (streq(value, "none") || !value[0])) {
-                        def->cdrom = mfree(def->cdrom);
-                        continue;
-                }
-                if ((streq(key, "disk") || streq(key, "cdrom") || streq(key, "kernel") || streq(key, "initrd")) &&
-                    !file_exists(value))
-                        return log_error("vm set: %s %s does not exist", key, value), 1;
-                if (streq(key, "vnc")) {
-                        bool alloc;
-                        if (apply_vnc(def, value, "vm set vnc=", &alloc) < 0)
-                                return 2;
-                        /* The home lock is held: nobody takes the display meanwhile. */
-                        if (alloc && (r = vm_alloc_vnc_display(def->vnc_host, &def->vnc_display, &err)) < 0)
-                                return report(r, &err);
-                        vnc_set = true;
-                        continue;
-                }
-                r = vm_def_set(def, key, value, &err);
-                if (r < 0)
-                        return log_error("vm set %s=%s: %s", key, value, vh_error_message(&err, r)), 2;
-                if (streq(key, "disk-format"))
-                        disk_format = value;
-                disk_changed = disk_changed || streq(key, "disk");
-                cpu_changed = cpu_changed || streq(key, "cpu") || streq(key, "accel");
+        _cleanup_(vm_set_result_done) struct vm_set_result res = {};
+        int r = vm_set(argv[1], &opts, &res, &err);
+        if (r < 0) {
+                report(r, &err);
+                /* A KEY=VALUE the definition refuses is a usage error. */
+                return r == -EINVAL ? 2 : 1;
         }
-        /* The same checks as at create: the disk's format is probed (a
-         * format given here must agree), and the CPU model must suit the
-         * accelerator. */
-        if ((disk_changed || disk_format) && def->disk && (r = vm_image_record_disk_format(def, disk_format, &err)) < 0)
-                return report(r, &err);
-        if (cpu_changed && (r = vm_accel_check_def(def, &err)) < 0)
-                return report(r, &err);
-        r = vm_save(def, &err);
-        if (r < 0)
-                return report(r, &err);
-        if (vnc_set)
-                vnc_tcp_notice(def);
-        struct vm_status st;
-        if (vm_get_status(name, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING)
-                printf("Saved; VM %s is running, so the change applies at its next start.\n", name);
+        if (res.vnc_changed)
+                vnc_tcp_notice(res.def);
+        if (res.running)
+                printf("Saved; VM %s is running, so the change applies at its next start.\n", argv[1]);
         else
                 printf("Saved.\n");
         return 0;

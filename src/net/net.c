@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/lockfile.h"
 #include "base/macro.h"
 #include "base/paths.h"
 #include "base/strutil.h"
@@ -89,20 +90,8 @@ int net_lock_take(struct vh_error *err) {
         _cleanup_free_ char *path = strdup_printf("%s/lock", dir);
         if (!path)
                 return -ENOMEM;
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return vh_error_set(err, negative_errno(), "cannot open %s: %m", path);
         /* Bounded wait: a stuck holder must not hang every VM start forever. */
-        for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
-                if (errno != EWOULDBLOCK || i >= 1200) {
-                        r = errno == EWOULDBLOCK ? -ETIMEDOUT : negative_errno();
-                        close(fd);
-                        return vh_error_set(err, r, "another vmhost holds the network lock %s for over 60 s", path);
-                }
-                struct timespec ts = { 0, 50 * 1000 * 1000 };
-                nanosleep(&ts, NULL);
-        }
-        return fd;
+        return vh_lockfile_take(path, "The network configuration of this vmhost home", "changed", 60 * 1000, err);
 }
 
 bool net_fault_inject(const char *what, unsigned step) {

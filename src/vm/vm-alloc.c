@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/lockfile.h"
 #include "base/macro.h"
 #include "base/paths.h"
 #include "base/strutil.h"
@@ -26,15 +27,12 @@ int vm_home_lock(int *ret_fd, struct vh_error *err) {
         _cleanup_free_ char *path = strdup_printf("%s/.lock", dir);
         if (!path)
                 return -ENOMEM;
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        /* Held only while ids, MACs and displays are chosen and saved: a
+         * holder for longer than this is stuck. */
+        int fd = vh_lockfile_take(path, "The VM allocation (ids, MACs, VNC displays) of this vmhost home", "used",
+                                  VM_HOME_LOCK_TIMEOUT_MS, err);
         if (fd < 0)
-                return vh_error_set(err, negative_errno(), "Cannot open %s: %m", path);
-        while (flock(fd, LOCK_EX) < 0)
-                if (errno != EINTR) {
-                        r = vh_error_set(err, negative_errno(), "Cannot lock %s: %m", path);
-                        close(fd);
-                        return r;
-                }
+                return fd;
         *ret_fd = fd;
         return 0;
 }

@@ -8,7 +8,10 @@
 #include "vm/vm-def.h"
 
 /* Takes the exclusive lock of this vmhost home (STATE/vms/.lock), waiting
- * for other vmhost processes; returns the fd to close to release it. */
+ * at most VM_HOME_LOCK_TIMEOUT_MS for other vmhost processes (then -EBUSY,
+ * naming the holder); returns the fd to close to release it. Taken after
+ * a VM's own lock, never before (see vm_lock_take()). */
+#define VM_HOME_LOCK_TIMEOUT_MS (30 * 1000)
 int vm_home_lock(int *ret_fd, struct vh_error *err);
 
 /* With the home lock held: the lowest VM id and VNC display no definition

@@ -55,7 +55,8 @@ static int open_qmp(const char *name, struct qmp_client **ret, struct vh_error *
         return r;
 }
 
-int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how, struct vh_error *err) {
+static int stop_graceful_locked(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
+                                struct vh_error *err) {
         struct vm_status st;
         int r = vm_get_status(name, &st, err);
         if (r < 0)
@@ -86,6 +87,14 @@ int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *re
         if (ret_how)
                 *ret_how = how;
         return 0;
+}
+
+int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how, struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, timeout_ms > 0 ? "stopped" : "killed", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
+        return stop_graceful_locked(name, timeout_ms, ret_how, err);
 }
 
 int vm_monitor(const char *name, const char *command, char **ret_text, struct vh_error *err) {
@@ -180,8 +189,12 @@ int vm_cdrom_change(const char *name, const char *iso, struct vh_error *err) {
         char abs[PATH_MAX];
         if (iso && !realpath(iso, abs))
                 return vh_error_set(err, negative_errno(), "ISO image %s: %m", iso);
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "changed", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, err);
+        r = vm_load(name, &def, err);
         if (r < 0)
                 return r;
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
@@ -251,8 +264,12 @@ int vm_snapshot(const char *name, enum vm_snapshot_op op, const char *snap, bool
         if (isempty(snap) || strlen(snap) > 128 || strpbrk(snap, " \t\n\"'\\"))
                 return vh_error_set(err, -EINVAL, "Invalid snapshot name '%s': 1-128 characters, no spaces or quotes",
                                     snap ? snap : "");
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "snapshotted", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, err);
+        r = vm_load(name, &def, err);
         if (r < 0)
                 return r;
         struct vm_status st;

@@ -237,8 +237,12 @@ int vm_image_check_not_in_use(const char *path, const char *action, struct vh_er
 
 int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint64_t, uint64_t, void *),
                     struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "committed", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, err);
+        r = vm_load(name, &def, err);
         if (r < 0)
                 return r;
         if (!def->base || !def->disk)

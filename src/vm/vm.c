@@ -25,6 +25,7 @@
 
 #include "base/clock.h"
 #include "base/fileio.h"
+#include "base/lockfile.h"
 #include "base/macro.h"
 #include "base/paths.h"
 #include "base/process.h"
@@ -32,8 +33,10 @@
 #include "base/strv.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-alloc.h"
+#include "vm/vm-control.h"
 #include "qmp/qmp.h"
 #include "vm/vm-cmdline.h"
+#include "vm/vm-image.h"
 #include "vm/vm-net.h"
 #include "vm/vm-start.h"
 #include "vm/vm-user.h"
@@ -177,8 +180,111 @@ const char *vm_state_to_string(enum vm_state s) {
         case VM_STATE_STOPPED: return "stopped";
         case VM_STATE_RUNNING: return "running";
         case VM_STATE_CRASHED: return "crashed";
+        case VM_STATE_STARTING: return "starting";
         }
         return "unknown";
+}
+
+/* ------------------------------------------------------------ the VM lock */
+
+/* The locks this thread holds, for re-entry: a function that holds a VM's
+ * lock calls others that take it too (restart calls stop and start; stop
+ * asks vm_get_status, whose crash clean-up takes it). A second descriptor
+ * would conflict with the first, so re-entry counts instead. Few at once:
+ * an operation locks its own VM. */
+#define VM_LOCKS_PER_THREAD 8
+
+struct vm_lock {
+        char name[VH_NAME_MAX + 1];
+        int fd;
+        unsigned depth; /* 0: slot free */
+};
+
+static _Thread_local struct vm_lock held_locks[VM_LOCKS_PER_THREAD];
+
+static struct vm_lock *held_lock(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(held_locks); i++)
+                if (held_locks[i].depth > 0 && streq(held_locks[i].name, name))
+                        return &held_locks[i];
+        return NULL;
+}
+
+int vm_lock_path(const char *name, char **ret) {
+        if (!name_is_valid(name))
+                return -EINVAL;
+        _cleanup_free_ char *dir = NULL;
+        int r = vh_runtime_subdir("vms", &dir);
+        if (r < 0)
+                return r;
+        char *path = strdup_printf("%s/%s.lock", dir, name);
+        if (!path)
+                return -ENOMEM;
+        *ret = path;
+        return 0;
+}
+
+int vm_lock_take(const char *name, const char *op, unsigned timeout_ms, struct vm_lock **ret, struct vh_error *err) {
+        if (!name_is_valid(name))
+                return vh_error_set(err, -EINVAL,
+                                    "Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', starting with a letter or digit",
+                                    name, VH_NAME_MAX);
+        struct vm_lock *l = held_lock(name);
+        if (l) {
+                l->depth++;
+                *ret = l;
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(held_locks) && !l; i++)
+                if (held_locks[i].depth == 0)
+                        l = &held_locks[i];
+        if (!l)
+                return vh_error_set(err, -ENOLCK, "Cannot lock VM %s: this thread holds %zu VM locks already", name,
+                                    ELEMENTSOF(held_locks));
+        _cleanup_free_ char *path = NULL;
+        int r = vm_lock_path(name, &path);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create the runtime directory for the lock of VM %s: %s", name,
+                                    strerror(-r));
+        char what[VH_NAME_MAX + 8];
+        snprintf(what, sizeof(what), "VM %s", name);
+        int fd = vh_lockfile_take(path, what, op, timeout_ms, err);
+        if (fd < 0)
+                return fd;
+        snprintf(l->name, sizeof(l->name), "%s", name);
+        l->fd = fd;
+        l->depth = 1;
+        *ret = l;
+        return 0;
+}
+
+struct vm_lock *vm_lock_release(struct vm_lock *l) {
+        if (l && l->depth > 0 && --l->depth == 0)
+                l->fd = safe_close(l->fd);
+        return NULL;
+}
+
+/* What another process that holds VM 'name's lock is doing, as a state
+ * for vm_get_status; 'fallback' when nobody holds it or it does something
+ * else. Never waits. */
+static enum vm_state state_of_holder(const struct vm_paths *p, const char *name, enum vm_state fallback,
+                                     bool *ret_held) {
+        struct vh_lock_holder h = {};
+        *ret_held = false;
+        if (held_lock(name))
+                return fallback;
+        /* RUN/vms/NAME.lock, as vm_lock_path() names it, without its mkdir:
+         * 'vm list' asks this for every stopped VM. vm_paths_get() keeps
+         * the runtime directory shorter than a socket path. */
+        char path[sizeof(((struct sockaddr_un *) 0)->sun_path) + sizeof(".lock")];
+        if ((size_t) snprintf(path, sizeof(path), "%s.lock", p->runtime_dir) >= sizeof(path) ||
+            vh_lockfile_holder(path, &h) <= 0)
+                return fallback;
+        *ret_held = true;
+        if (streq(h.op, "started") || streq(h.op, "restarted"))
+                return VM_STATE_STARTING;
+        if (streq(h.op, "stopped") || streq(h.op, "killed") || streq(h.op, "deleted"))
+                return VM_STATE_STOPPED;
+        return fallback;
 }
 
 /* Whether 'pid' is the QEMU we started: its command line names our QMP
@@ -284,6 +390,9 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
         struct vm_status st = { .state = VM_STATE_STOPPED };
         r = runtime_state_read(p.runtime_state, &st);
         if (r == -ENOENT) {
+                /* No QEMU recorded: stopped, or a start is under way. */
+                bool held;
+                st.state = state_of_holder(&p, name, VM_STATE_STOPPED, &held);
                 *ret = st;
                 return 0;
         }
@@ -298,7 +407,30 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
 
         /* Recorded as running but gone: QEMU died or the host rebooted.
          * Report why and clean the stale runtime files. A clean stop removes
-         * the state file first, so reaching here means it was not one. */
+         * the state file first, so reaching here means it was not one.
+         * The clean-up changes the VM: it runs under the VM's lock, with the
+         * state read again there (a start or stop may have finished since). */
+        if (!held_lock(name)) {
+                struct vm_lock *lock = NULL;
+                struct vh_error lock_err = {};
+                r = vm_lock_take(name, "checked", VM_STATUS_LOCK_TIMEOUT_MS, &lock, &lock_err);
+                if (r >= 0) {
+                        r = vm_get_status(name, ret, err);
+                        vm_lock_release(lock);
+                        return r;
+                }
+                if (r != -EBUSY)
+                        return vh_error_set(err, r, "%s", vh_error_message(&lock_err, r));
+                /* Someone else works on the VM now: say what it does and
+                 * leave its files to it. */
+                bool held;
+                st.state = state_of_holder(&p, name, VM_STATE_CRASHED, &held);
+                if (st.state == VM_STATE_CRASHED)
+                        last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
+                st.pid = 0;
+                *ret = st;
+                return 0;
+        }
         st.state = VM_STATE_CRASHED;
         /* Its taps and switch ports go with it. */
         (void) vm_net_detach(name, st.nic_networks, VM_MAX_NICS, NULL);
@@ -597,7 +729,7 @@ int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_erro
         if (r < 0)
                 return r;
         if (cur.state == VM_STATE_RUNNING)
-                return vh_error_set(err, -EBUSY, "VM %s is already running (pid %d)", name, cur.pid);
+                return vh_error_set(err, -EALREADY, "VM %s is already running (pid %d)", name, cur.pid);
 
         if (def->disk && !file_exists(def->disk))
                 return vh_error_set(err, -ENOENT, "Disk %s of VM %s does not exist", def->disk, name);
@@ -925,14 +1057,32 @@ int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_sta
 }
 
 int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
-        int r = vm_start_prepare(name, &job, err);
+        r = vm_start_prepare(name, &job, err);
+        if (r == -EALREADY && ret)
+                (void) vm_get_status(name, ret, NULL);
         if (r < 0)
                 return r;
         r = vm_start_launch(job, opts, err);
         if (r < 0)
                 return r;
         return vm_start_record(job, 30 * 1000, ret, err);
+}
+
+int vm_restart(const char *name, unsigned stop_timeout_ms, const struct vm_start_options *opts, struct vm_status *ret,
+               struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
+        r = vm_stop_graceful(name, stop_timeout_ms, NULL, err);
+        if (r < 0)
+                return r;
+        return vm_start(name, opts, ret, err);
 }
 
 /* Sleeps until the serial log changes (inotify on 'log'; '*inotify_fd'
@@ -1038,7 +1188,7 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
         }
 }
 
-int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
+static int vm_stop_locked(const char *name, unsigned timeout_ms, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
         int r = vm_paths_get(name, &p, err);
         if (r < 0)
@@ -1061,6 +1211,14 @@ int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
         r = vm_net_detach(name, st.nic_networks, VM_MAX_NICS, err);
         runtime_clean(&p);
         return r;
+}
+
+int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "stopped", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
+        return vm_stop_locked(name, timeout_ms, err);
 }
 
 static void drain_output(int fd, int out_fd) {
@@ -1147,8 +1305,12 @@ int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err) {
 }
 
 int vm_delete(const char *name, struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(name, "deleted", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
+        r = vm_paths_get(name, &p, err);
         if (r < 0)
                 return r;
         struct vm_status st;
@@ -1156,7 +1318,21 @@ int vm_delete(const char *name, struct vh_error *err) {
         if (r < 0)
                 return r;
         if (st.state == VM_STATE_RUNNING)
-                return vh_error_set(err, -EBUSY, "VM %s is running (pid %d)", name, st.pid);
+                return vh_error_set(err, -EBUSY, "VM %s is running (pid %d); stop it first with 'vmhost vm stop %s'",
+                                    name, st.pid, name);
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(name, &def, err);
+        if (r < 0)
+                return r;
+        /* Under the home's lock, which 'vm create --base' holds while it
+         * makes an overlay: no VM can get this disk as its base between
+         * the check and the removal. */
+        _cleanup_close_ int home = -1;
+        r = vm_home_lock(&home, err);
+        if (r < 0)
+                return r;
+        if (def->disk && (r = vm_image_check_not_base(def->disk, "delete", err)) < 0)
+                return r;
 
         /* Only files vmhost made for this VM live in its state directory;
          * a disk elsewhere (a shared base, a user's image) stays. The
@@ -1185,6 +1361,10 @@ int vm_delete(const char *name, struct vh_error *err) {
 int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, struct vh_error *err) {
         struct vm_forward f;
         int r = vm_forward_parse(spec, &f, err);
+        if (r < 0)
+                return r;
+        _cleanup_(vm_lock_releasep) struct vm_lock *vm_lock = NULL;
+        r = vm_lock_take(name, "changed", VM_LOCK_TIMEOUT_MS, &vm_lock, err);
         if (r < 0)
                 return r;
         _cleanup_close_ int lock = -1;

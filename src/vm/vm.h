@@ -35,7 +35,8 @@ int vm_load(const char *name, struct vm_def **ret, struct vh_error *err);
 int vm_save(const struct vm_def *def, struct vh_error *err);
 bool vm_exists(const char *name);
 
-enum vm_state { VM_STATE_STOPPED, VM_STATE_RUNNING, VM_STATE_CRASHED };
+/* STARTING: no QEMU is recorded yet, but a 'vm start' holds the VM's lock. */
+enum vm_state { VM_STATE_STOPPED, VM_STATE_RUNNING, VM_STATE_CRASHED, VM_STATE_STARTING };
 
 struct vm_status {
         enum vm_state state;
@@ -54,12 +55,56 @@ const char *vm_state_to_string(enum vm_state s);
 
 /* Reads the runtime state; a recorded pid that is no longer our QEMU
  * means the VM died (CRASHED, with the reason from its log) or was stopped
- * before a host reboot; stale sockets are removed either way. */
+ * before a host reboot; stale sockets are removed either way. That clean-up
+ * happens under the VM's lock, waited for at most VM_STATUS_LOCK_TIMEOUT_MS:
+ * when another process holds it (a start or stop under way), nothing is
+ * removed and the state says what that process does (STARTING while a
+ * start runs, STOPPED while a stop or delete runs, else CRASHED). */
 int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err);
 
 /* The exit reason of a crash noticed earlier, kept until the next start;
  * buf is emptied when there is none. */
 void vm_last_exit(const char *name, char *buf, size_t len);
+
+/* The per-VM lock: every operation that changes a VM or acts on its QEMU
+ * (create, start, stop, kill, restart, delete, set, commit, snapshot, cdrom,
+ * forward, the crash clean-up of vm_get_status) holds it across its whole
+ * check-then-act, so two of them never interleave: exactly one QEMU per VM,
+ * and what one reports stays true. It is an OFD lock on RUN/vms/NAME.lock
+ * (base/lockfile.h), so a holder that crashes frees it.
+ *
+ * Why there: RUN/vms exists before a VM does, so 'vm create' can lock a
+ * name without a directory yet, and two creates of one name serialize on
+ * one file; the file is beside, not inside, the VM's directories, which
+ * delete removes, so a delete can hold the lock while it removes them and a
+ * waiting create then finds the name free. Lock files are never removed
+ * (removing one while another process waits on it would give two holders);
+ * they are a few bytes each, and RUN is emptied at boot.
+ *
+ * A second caller waits a bounded time and then fails with -EBUSY and
+ * "VM r1 is busy: being started by pid N". The lock is re-entrant within
+ * one thread (vm_restart() holds it and calls vm_stop_graceful() and
+ * vm_start(), which take it again); two threads exclude each other. Order:
+ * a VM's lock before the home's allocation lock and the network lock. */
+#define VM_LOCK_TIMEOUT_MS (10 * 1000)
+/* start, stop, kill, restart wait longer: the holder may be a start
+ * (QEMU gets 30 s to come up) or a stop (the guest gets its shutdown time). */
+#define VM_LOCK_LIFECYCLE_TIMEOUT_MS (45 * 1000)
+/* vm_get_status never blocks for long: it is asked for every VM by 'list'. */
+#define VM_STATUS_LOCK_TIMEOUT_MS 1000
+
+struct vm_lock;
+
+/* Takes VM 'name's lock for 'op' (a past participle for the waiters'
+ * message: "started", "deleted"), waiting at most 'timeout_ms'. */
+int vm_lock_take(const char *name, const char *op, unsigned timeout_ms, struct vm_lock **ret, struct vh_error *err);
+/* Releases one level of the lock (NULL is fine); returns NULL. */
+struct vm_lock *vm_lock_release(struct vm_lock *lock);
+static inline void vm_lock_releasep(struct vm_lock **l) {
+        vm_lock_release(*l);
+}
+/* RUN/vms/NAME.lock, newly allocated (for tests and messages). */
+int vm_lock_path(const char *name, char **ret);
 
 struct vm_start_options {
         const char *qemu_binary;  /* NULL: qemu-system-x86_64 */
@@ -71,8 +116,10 @@ struct vm_start_options {
 };
 
 /* Starts QEMU in its own session and records its pid: vm_start_prepare(),
- * vm_start_launch() and vm_start_record() of vm/vm-start.h in a row. A
- * start that fails half-way removes what it made. */
+ * vm_start_launch() and vm_start_record() of vm/vm-start.h in a row, under
+ * the VM's lock. A start that fails half-way removes what it made. A VM
+ * that runs already: -EALREADY with *ret its status and the message
+ * "VM NAME is already running (pid N)". */
 int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
 
 /* Waits until the guest prints VM_READY_MARKER on its console (after this
@@ -82,6 +129,11 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
 
 /* Stops QEMU: SIGTERM (QEMU shuts down cleanly), SIGKILL after 'timeout_ms'. */
 int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err);
+
+/* vm_stop_graceful() with 'stop_timeout_ms', then vm_start(), under one hold
+ * of the VM's lock so that no other start or stop comes between. */
+int vm_restart(const char *name, unsigned stop_timeout_ms, const struct vm_start_options *opts, struct vm_status *ret,
+               struct vh_error *err);
 
 /* Relays the terminal (in_fd/out_fd) to the serial console until the
  * detach key (Ctrl-]) or the VM goes away. */
@@ -94,7 +146,8 @@ int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err);
 int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, struct vh_error *err);
 
 /* Removes a stopped VM: its definition, logs and its own disk (a disk
- * under its state directory); a shared base is never touched. */
+ * under its state directory); a shared base is never touched. Refused
+ * (-EBUSY) while it runs or while its disk is the base of another VM. */
 int vm_delete(const char *name, struct vh_error *err);
 
 /* Allocates a free TCP or UDP port on 127.0.0.1 (asks the kernel). */

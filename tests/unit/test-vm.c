@@ -1,14 +1,22 @@
 /* tests/unit/test-vm.c: unit tests for src/vm/: definitions, the QEMU
  * command line, MAC derivation. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "base/fileio.h"
+#include "base/lockfile.h"
+#include "base/macro.h"
+#include "base/strutil.h"
 #include "base/strv.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-addr.h"
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
+#include "vm/vm-ops.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
 #include "test.h"
@@ -501,4 +509,165 @@ TEST(vm_user_nat_address) {
         CHECK_EQ_INT(vm_addresses(def, &st, 0, &a, &err), 0);
         CHECK(a == NULL);
         vm_def_free(def);
+}
+
+/* A child that takes 'path' (op "started"), says so on a pipe and waits
+ * to be killed: another process than the test, as a real holder is. */
+static pid_t spawn_lock_holder(const char *path) {
+        int pfd[2];
+        if (pipe(pfd) < 0)
+                return -1;
+        pid_t pid = fork();
+        if (pid == 0) {
+                close(pfd[0]);
+                int fd = vh_lockfile_take(path, "VM t1", "started", 0, NULL);
+                char c = fd >= 0 ? 'y' : 'n';
+                if (write(pfd[1], &c, 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        close(pfd[1]);
+        char c = 0;
+        if (pid < 0 || read(pfd[0], &c, 1) != 1 || c != 'y') {
+                if (pid > 0) {
+                        kill(pid, SIGKILL);
+                        waitpid(pid, NULL, 0);
+                }
+                pid = -1;
+        }
+        close(pfd[0]);
+        return pid;
+}
+
+TEST(lockfile_waiter_times_out_naming_holder_and_death_frees_it) {
+        _cleanup_free_ char *path = strdup_printf("%s/t1.lock", test_tmpdir());
+        pid_t holder = spawn_lock_holder(path);
+        CHECK(holder > 0);
+        if (holder <= 0)
+                return;
+
+        struct vh_lock_holder h = {};
+        CHECK_EQ_INT(vh_lockfile_holder(path, &h), 1);
+        CHECK_EQ_INT(h.pid, holder);
+        CHECK_STREQ(h.op, "started");
+
+        struct vh_error err = {};
+        int fd = vh_lockfile_take(path, "VM t1", "stopped", 200, &err);
+        CHECK_EQ_INT(fd, -EBUSY);
+        char want[96];
+        snprintf(want, sizeof(want), "VM t1 is busy: being started by pid %d", (int) holder);
+        CHECK(strstr(err.msg, want) != NULL);
+        if (!strstr(err.msg, want))
+                fprintf(stderr, "  message: %s\n", err.msg);
+
+        /* The holder dies without unlocking: the kernel frees the lock. */
+        kill(holder, SIGKILL);
+        waitpid(holder, NULL, 0);
+        CHECK_EQ_INT(vh_lockfile_holder(path, NULL), 0);
+        fd = vh_lockfile_take(path, "VM t1", "stopped", 0, &err);
+        CHECK(fd >= 0);
+        /* Now we are the holder on record. */
+        _cleanup_free_ char *text = NULL;
+        CHECK(read_one_line_file(path, &text) >= 0);
+        snprintf(want, sizeof(want), "%d stopped", (int) getpid());
+        CHECK_STREQ(text, want);
+        safe_close(fd);
+}
+
+TEST(lockfile_two_descriptors_of_one_process_conflict) {
+        _cleanup_free_ char *path = strdup_printf("%s/x.lock", test_tmpdir());
+        struct vh_error err = {};
+        int a = vh_lockfile_take(path, "thing x", "changed", 0, &err);
+        CHECK(a >= 0);
+        /* Two threads of a server would hold two descriptors: they exclude
+         * each other as two processes do. */
+        CHECK_EQ_INT(vh_lockfile_take(path, "thing x", "changed", 50, &err), -EBUSY);
+        CHECK(strstr(err.msg, "thing x is busy: being changed by pid") != NULL);
+        safe_close(a);
+        int b = vh_lockfile_take(path, "thing x", "changed", 0, &err);
+        CHECK(b >= 0);
+        safe_close(b);
+}
+
+static void vm_lock_status_body(void) {
+        /* A definition on disk for vm_get_status to find. */
+        struct vm_def *def = vm_def_new("t1");
+        struct vh_error err = {};
+        CHECK(def && vm_def_set(def, "disk", "/dev/null", &err) == 0);
+        CHECK(def && vm_save(def, &err) == 0);
+        vm_def_free(def);
+
+        /* Re-entrant within this thread. */
+        struct vm_lock *a = NULL, *b = NULL;
+        CHECK_EQ_INT(vm_lock_take("t1", "changed", 0, &a, &err), 0);
+        CHECK_EQ_INT(vm_lock_take("t1", "changed", 0, &b, &err), 0);
+        struct vm_status st;
+        CHECK_EQ_INT(vm_get_status("t1", &st, &err), 0);
+        CHECK_EQ_INT(st.state, VM_STATE_STOPPED);
+        vm_lock_release(b);
+        vm_lock_release(a);
+
+        /* A start under way in another process: status says "starting"
+         * and does not wait for it; another start is told who is busy. */
+        _cleanup_free_ char *path = NULL;
+        CHECK_EQ_INT(vm_lock_path("t1", &path), 0);
+        pid_t holder = path ? spawn_lock_holder(path) : -1;
+        CHECK(holder > 0);
+        if (holder <= 0)
+                return;
+        CHECK_EQ_INT(vm_get_status("t1", &st, &err), 0);
+        CHECK_EQ_INT(st.state, VM_STATE_STARTING);
+        CHECK_STREQ(vm_state_to_string(st.state), "starting");
+        CHECK_EQ_INT(vm_lock_take("t1", "started", 100, &a, &err), -EBUSY);
+        char want[64];
+        snprintf(want, sizeof(want), "VM t1 is busy: being started by pid %d", (int) holder);
+        CHECK(strstr(err.msg, want) != NULL);
+        CHECK_EQ_INT(vm_delete("t1", &err), -EBUSY);
+        CHECK(vm_exists("t1"));
+        kill(holder, SIGKILL);
+        waitpid(holder, NULL, 0);
+        CHECK_EQ_INT(vm_get_status("t1", &st, &err), 0);
+        CHECK_EQ_INT(st.state, VM_STATE_STOPPED);
+        CHECK_EQ_INT(vm_delete("t1", &err), 0);
+        CHECK(!vm_exists("t1"));
+}
+
+TEST(vm_lock_reentrant_status_starting_delete_busy) {
+        const char *old = getenv("VMHOST_HOME");
+        char *saved = old ? strdup(old) : NULL;
+        setenv("VMHOST_HOME", test_tmpdir(), 1);
+        vm_lock_status_body();
+        if (saved)
+                setenv("VMHOST_HOME", saved, 1);
+        else
+                unsetenv("VMHOST_HOME");
+        free(saved);
+}
+
+TEST(vm_path_absolute_table) {
+        static const struct {
+                const char *path, *base_dir, *want; /* want NULL: refused */
+        } cases[] = {
+                { "rel.qcow2", "/home/u", "/home/u/rel.qcow2" },
+                { "sub/rel.qcow2", "/home/u/", "/home/u/sub/rel.qcow2" },
+                { "/abs/d.qcow2", "/home/u", "/abs/d.qcow2" },
+                { "/abs/d.qcow2", NULL, "/abs/d.qcow2" },
+                { "rel.qcow2", NULL, NULL },
+                { "rel.qcow2", "not/absolute", NULL },
+                { "", "/home/u", NULL },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *abs = NULL;
+                struct vh_error err = {};
+                int r = vm_path_absolute(cases[i].path, cases[i].base_dir, "Disk", &abs, &err);
+                if (cases[i].want) {
+                        CHECK_EQ_INT(r, 0);
+                        CHECK_STREQ(abs, cases[i].want);
+                } else {
+                        CHECK_EQ_INT(r, -EINVAL);
+                        CHECK(err.msg[0]);
+                }
+                free(abs);
+        }
 }
