@@ -32,6 +32,9 @@
 
 /* Limits on what the doctor reads. */
 #define TOOL_OUTPUT_MAX (16 * 1024)
+/* "TOOL --version", "qemu -accel help": instant, but the doctor must not
+ * hang on a tool that does. */
+#define TOOL_RUN_TIMEOUT_MS (10 * 1000u)
 #define PROC_FILE_MAX (4 * 1024 * 1024)
 #define MODULES_DEP_MAX (16 * 1024 * 1024)
 #define KCONFIG_MAX (8 * 1024 * 1024)
@@ -123,7 +126,7 @@ static void check_value(struct probe_check *c, const char *fmt, ...) {
 static int tool_version(const char *tool, const char *arg, struct probe_version *ret) {
         _cleanup_free_ char *out = NULL;
         char *argv[] = { (char *) tool, (char *) arg, NULL };
-        int r = process_run(argv, TOOL_OUTPUT_MAX, &out);
+        int r = process_run(argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
         if (r < 0)
                 return r;
         if (!out)
@@ -268,7 +271,7 @@ static void check_qemu(struct doctor *d) {
 
         _cleanup_free_ char *out = NULL;
         char *argv[] = { d->qemu_name, (char *) "-accel", (char *) "help", NULL };
-        r = process_run(argv, TOOL_OUTPUT_MAX, &out);
+        r = process_run(argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
         if (r != 0 || !out) {
                 /* Every Debian build has TCG; assume it rather than refuse to run. */
                 d->qemu_has_tcg = true;
