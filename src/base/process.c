@@ -250,7 +250,9 @@ static int run_child(struct run *run, char *const argv[], unsigned timeout_ms, b
                         run_kill(run);
                         return r;
                 }
-                if (k == 0) {
+                /* The clock too, not only poll's 0: a descriptor that stays
+                 * ready must not keep the loop from its deadline. */
+                if (k == 0 || vh_clock_ms() >= deadline) {
                         r = vh_error_set(err, -ETIMEDOUT, "'%s' %s %u.%03u s; it was stopped", argv[0],
                                          idle_timeout ? "gave no output for" : "did not finish within",
                                          timeout_ms / 1000, timeout_ms % 1000);
