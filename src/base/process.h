@@ -1,23 +1,63 @@
 /* base/process.h: running other programs with an argv (never a shell),
- * capturing their output with a size limit. */
+ * with a time limit, capturing their output with a size limit or handing
+ * it to a callback as it comes. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* Runs argv[0] (searched in PATH) with stdin from /dev/null, collecting
- * stdout and stderr together (at most 'max_output' bytes are kept; the
- * rest is drained). Returns the exit status (0..255), 128+N for death by
- * signal N, or -errno when it could not be started (-ENOENT when the
- * program does not exist). 'ret_output' may be NULL. */
-int process_run(char *const argv[], size_t max_output, char **ret_output);
+#include "vmhost/error.h"
+
+/* How long a killed child gets: SIGTERM, then SIGKILL after
+ * PROCESS_TERM_GRACE_MS, then up to PROCESS_KILL_WAIT_MS for it to be
+ * gone (a process in uninterruptible sleep can outlast SIGKILL; it is then
+ * left behind rather than waited for without end). */
+#define PROCESS_TERM_GRACE_MS 2000u
+#define PROCESS_KILL_WAIT_MS 5000u
+
+/* What process_run_stream() keeps of the child's stderr. */
+#define PROCESS_STDERR_MAX (64u * 1024)
+
+/* Runs argv[0] (searched in PATH, before forking) with stdin from
+ * /dev/null, collecting stdout and stderr together, and waits at most
+ * 'timeout_ms' (> 0) for it. Returns the exit status (0..255), 128+N for
+ * death by signal N, or -errno with 'err' (may be NULL) naming the
+ * command:
+ *   -ENOENT     the program does not exist;
+ *   -ETIMEDOUT  it did not finish in time: it was killed (SIGTERM, then
+ *               SIGKILL, see above);
+ *   -E2BIG      its output exceeded 'max_output' bytes: it was killed
+ *               (only when 'ret_output' is non-NULL; without it the output
+ *               is read and dropped, whatever its size);
+ *   others      it could not be started (exec failed: its errno).
+ * On a return >= 0, *ret_output (if non-NULL) gets the NUL-terminated
+ * output, owned by the caller.
+ *
+ * Only async-signal-safe calls happen between fork and exec (dup2,
+ * execve, write, _exit): everything is allocated and resolved before the
+ * fork, so this is safe in a multi-threaded process. */
+int process_run(char *const argv[], unsigned timeout_ms, size_t max_output, char **ret_output,
+                struct vh_error *err);
+
+/* Receives the next 'size' bytes (> 0) of a streamed child's stdout.
+ * Returning non-zero cancels: the child is killed and process_run_stream()
+ * returns that value if it is negative, -ECANCELED otherwise. */
+typedef int (*process_output_fn)(const void *data, size_t size, void *userdata);
+
+/* Like process_run(), for outputs too long to hold in memory (an image
+ * sent over ssh): the child's stdout goes to 'on_stdout' chunk by chunk as
+ * it arrives; its stderr is collected apart (the first PROCESS_STDERR_MAX
+ * bytes, the rest dropped: it is for messages) into *ret_stderr (may be
+ * NULL), on a return >= 0 too. 'idle_timeout_ms' (> 0) bounds the time
+ * without any output, not the whole run, since a long transfer is
+ * legitimately long; 'on_stdout' can cancel on its own deadline. */
+int process_run_stream(char *const argv[], unsigned idle_timeout_ms, process_output_fn on_stdout, void *userdata,
+                       char **ret_stderr, struct vh_error *err);
 
 /* Finds 'name' in PATH (or checks it, when it contains a '/'). Returns a new
  * string or NULL. */
 char *find_executable(const char *name);
-
-/* Milliseconds on the monotonic clock, for deadlines. */
 
 /* Waits until 'pid' has fully exited (a pidfd, so its file descriptors
  * are closed too; polling its state where pidfds are missing) or

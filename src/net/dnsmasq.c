@@ -13,6 +13,10 @@
 #include "base/strutil.h"
 #include "net/dnsmasq.h"
 
+/* dnsmasq checks its configuration, binds and forks into the background
+ * before the command returns: seconds, even on a loaded machine. */
+#define DNSMASQ_START_TIMEOUT_MS (20 * 1000u)
+
 char *dnsmasq_config_format(const struct dnsmasq_config *c) {
         char *buf = NULL;
         size_t len = 0;
@@ -108,11 +112,11 @@ int dnsmasq_start(const char *conf_path, const char *log_path, struct vh_error *
                 return -ENOMEM;
         char *argv[] = { (char *) "dnsmasq", arg, NULL };
         _cleanup_free_ char *out = NULL;
-        int r = process_run(argv, 8192, &out);
+        int r = process_run(argv, DNSMASQ_START_TIMEOUT_MS, 8192, &out, err);
         if (r == -ENOENT)
                 return vh_error_set(err, r, "dnsmasq is not installed: apt-get install dnsmasq-base");
         if (r < 0)
-                return vh_error_set(err, r, "cannot run dnsmasq: %s", strerror(-r));
+                return r; /* 'err' names dnsmasq and the cause */
         if (r != 0) {
                 char tail[256];
                 log_tail(log_path, tail, sizeof(tail));

@@ -9,6 +9,10 @@
 #include "base/process.h"
 #include "net/nft.h"
 
+/* nft loads or lists one small table: well under a second; the margin is
+ * for a loaded machine. */
+#define NFT_RUN_TIMEOUT_MS (20 * 1000u)
+
 char *nft_ruleset_format(const struct nft_masquerade *m, size_t n) {
         char *buf = NULL;
         size_t len = 0;
@@ -49,11 +53,11 @@ int nft_apply(const char *path, const char *ruleset, struct vh_error *err) {
                 return vh_error_set(err, r, "cannot write %s: %s", path, strerror(-r));
         char *argv[] = { (char *) "nft", (char *) "-f", (char *) path, NULL };
         _cleanup_free_ char *out = NULL;
-        r = process_run(argv, 16 * 1024, &out);
+        r = process_run(argv, NFT_RUN_TIMEOUT_MS, 16 * 1024, &out, err);
         if (r == -ENOENT)
                 return vh_error_set(err, r, "nft is not installed: apt-get install nftables");
         if (r < 0)
-                return vh_error_set(err, r, "cannot run nft: %s", strerror(-r));
+                return r; /* 'err' names nft and the cause */
         if (r != 0) {
                 if (out) {
                         size_t l = strlen(out);
@@ -68,7 +72,7 @@ int nft_apply(const char *path, const char *ruleset, struct vh_error *err) {
 int nft_table_exists(void) {
         char *argv[] = { (char *) "nft", (char *) "list", (char *) "table", (char *) NFT_TABLE_FAMILY,
                          (char *) NFT_TABLE_NAME, NULL };
-        int r = process_run(argv, 64 * 1024, NULL);
+        int r = process_run(argv, NFT_RUN_TIMEOUT_MS, 64 * 1024, NULL, NULL);
         if (r < 0)
                 return r;
         return r == 0;

@@ -11,6 +11,10 @@
 #include "net/ovs.h"
 
 #define OVS_MAX_OUTPUT (64 * 1024)
+/* ovs-vsctl gives up by itself after --timeout=OVS_TIMEOUT_SEC; this bounds
+ * an ovs-vsctl that hangs before or after that timer (a stuck exec, a
+ * blocked write of its output). */
+#define OVS_VSCTL_RUN_TIMEOUT_MS ((OVS_TIMEOUT_SEC + 5) * 1000u)
 
 const char *ovs_db_for(const struct net_def *def) {
         if (def && def->ovs_db)
@@ -148,12 +152,12 @@ static const char *first_line(char *out, char *buf, size_t len) {
 int ovs_vsctl(char *const *argv, char **ret_output, struct vh_error *err) {
         _cleanup_free_ char *out = NULL;
         char line[300];
-        int r = process_run(argv, OVS_MAX_OUTPUT, &out);
+        int r = process_run(argv, OVS_VSCTL_RUN_TIMEOUT_MS, OVS_MAX_OUTPUT, &out, err);
         if (r == -ENOENT)
                 return vh_error_set(err, -ENOENT,
                                     "Open vSwitch is not installed (no ovs-vsctl in PATH): apt-get install openvswitch-switch");
         if (r < 0)
-                return vh_error_set(err, r, "cannot run ovs-vsctl: %s", strerror(-r));
+                return r; /* 'err' names ovs-vsctl and the cause */
         if (r != 0) {
                 const char *l = first_line(out, line, sizeof(line));
                 if (out && (strstr(out, "timed out") || strstr(out, "Alarm clock") || r == 128 + 14))
@@ -224,7 +228,7 @@ int ovs_bridge_exists(const char *db, const char *bridge) {
                 return -ENOMEM;
         }
         /* br-exists answers with its exit status: 0 yes, 2 no. */
-        int r = process_run(argv.v, 4096, NULL);
+        int r = process_run(argv.v, OVS_VSCTL_RUN_TIMEOUT_MS, 4096, NULL, NULL);
         strv_done(&argv);
         if (r < 0)
                 return r;

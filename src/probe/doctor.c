@@ -24,6 +24,7 @@
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/macro.h"
+#include "base/poll.h"
 #include "base/process.h"
 #include "base/strutil.h"
 #include "probe/probe-parse.h"
@@ -32,6 +33,9 @@
 
 /* Limits on what the doctor reads. */
 #define TOOL_OUTPUT_MAX (16 * 1024)
+/* "TOOL --version", "qemu -accel help": instant, but the doctor must not
+ * hang on a tool that does. */
+#define TOOL_RUN_TIMEOUT_MS (10 * 1000u)
 #define PROC_FILE_MAX (4 * 1024 * 1024)
 #define MODULES_DEP_MAX (16 * 1024 * 1024)
 #define KCONFIG_MAX (8 * 1024 * 1024)
@@ -123,7 +127,7 @@ static void check_value(struct probe_check *c, const char *fmt, ...) {
 static int tool_version(const char *tool, const char *arg, struct probe_version *ret) {
         _cleanup_free_ char *out = NULL;
         char *argv[] = { (char *) tool, (char *) arg, NULL };
-        int r = process_run(argv, TOOL_OUTPUT_MAX, &out);
+        int r = process_run(argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
         if (r < 0)
                 return r;
         if (!out)
@@ -268,7 +272,7 @@ static void check_qemu(struct doctor *d) {
 
         _cleanup_free_ char *out = NULL;
         char *argv[] = { d->qemu_name, (char *) "-accel", (char *) "help", NULL };
-        r = process_run(argv, TOOL_OUTPUT_MAX, &out);
+        r = process_run(argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
         if (r != 0 || !out) {
                 /* Every Debian build has TCG; assume it rather than refuse to run. */
                 d->qemu_has_tcg = true;
@@ -764,24 +768,27 @@ static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_m
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return negative_errno();
-        uint64_t deadline = vh_clock_ns() + (uint64_t) timeout_ms * 1000000u;
-        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-                if (errno != EINPROGRESS && errno != EAGAIN)
+        uint64_t deadline = vh_deadline_after(timeout_ms);
+        /* A unix socket connects at once or not at all: EAGAIN is a full
+         * listen backlog (a daemon that does not accept), not a connect in
+         * progress, and the socket stays unconnected (a send would say
+         * ENOTCONN). It cannot be polled for; retry until the deadline. */
+        while (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                if (errno == EINTR)
+                        continue;
+                if (errno != EAGAIN)
                         return negative_errno();
+                if (vh_clock_ms() >= deadline)
+                        return -ETIMEDOUT;
+                usleep(10 * 1000);
         }
         size_t len = strlen(request), sent = 0;
         char reply[512];
         size_t got = 0;
         for (;;) {
-                uint64_t now = vh_clock_ns();
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                struct pollfd p = { .fd = fd, .events = sent < len ? POLLOUT : POLLIN };
-                int k = poll(&p, 1, (int) ((deadline - now + 999999) / 1000000));
-                if (k < 0 && errno == EINTR)
-                        continue;
+                int k = vh_poll_until(fd, sent < len ? POLLOUT : POLLIN, deadline);
                 if (k < 0)
-                        return negative_errno();
+                        return k;
                 if (k == 0)
                         return -ETIMEDOUT;
                 if (sent < len) {

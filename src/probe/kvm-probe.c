@@ -414,6 +414,13 @@ int probe_kvm_start(const struct probe_kvm_options *opts, probe_kvm_child_func c
                 return vh_error_set(err, r, "Cannot start the KVM probe process: %s", strerror(-r));
         }
         if (pid == 0) {
+                /* This process never execs, so all of it is "between fork
+                 * and exec": a parent with threads may have left a lock
+                 * (malloc's, stdio's) held. Only system calls and
+                 * async-signal-safe functions from here on: the probe uses
+                 * open, ioctl, mmap, memset, sigaction, setitimer,
+                 * clock_gettime and write, and formats nothing; the report
+                 * is a fixed struct the parent turns into text. */
                 close(fds[0]);
                 /* Die with the parent, so a probe can never outlive vmhost. */
                 prctl(PR_SET_PDEATHSIG, SIGKILL);

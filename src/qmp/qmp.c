@@ -46,6 +46,17 @@ struct qmp_client {
         /* Sticky failure of the connection: its -errno and message. */
         int broken;
         char broken_msg[VH_ERROR_MAX];
+
+        /* Non-blocking use (qmp_connect_async). Commands wait in
+         * out[out_start..out_len) until the greeting came, then go out
+         * behind qmp_capabilities, which QEMU thus handles first. */
+        bool async;
+        enum { ASYNC_GREETING, ASYNC_NEGOTIATING, ASYNC_READY } phase;
+        uint64_t caps_id;
+        char *out;
+        size_t out_start, out_len;
+        struct qmp_reply *reply_head, *reply_tail;
+        size_t n_replies, n_pending; /* pending: sent, reply not yet popped */
 };
 
 static int64_t now_ms(void) {
@@ -185,8 +196,9 @@ static int fill(struct qmp_client *q, int64_t deadline, struct vh_error *err) {
         }
 }
 
-/* Reads the next JSON message, an object, waiting until 'deadline'. */
-static int read_message(struct qmp_client *q, int64_t deadline, struct json_value **ret, struct vh_error *err) {
+/* Takes the next JSON message, an object, out of what was received:
+ * returns 1 with it in *ret, 0 when no whole line is there yet, or -errno. */
+static int next_message(struct qmp_client *q, struct json_value **ret, struct vh_error *err) {
         for (;;) {
                 int r = check_usable(q, err);
                 if (r < 0)
@@ -196,12 +208,8 @@ static int read_message(struct qmp_client *q, int64_t deadline, struct json_valu
                 r = take_line(q, &line, &len, &consumed, err);
                 if (r < 0)
                         return r;
-                if (!line) {
-                        r = fill(q, deadline, err);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
+                if (!line)
+                        return 0;
                 if (strspn(line, " \t") == len) { /* blank line: nothing to parse */
                         consume(q, consumed);
                         continue;
@@ -220,7 +228,19 @@ static int read_message(struct qmp_client *q, int64_t deadline, struct json_valu
                         return set_broken(q, err, -EPROTO, "QMP message from %s is not a JSON object", q->name);
                 }
                 *ret = v;
-                return 0;
+                return 1;
+        }
+}
+
+/* Reads the next JSON message, an object, waiting until 'deadline'. */
+static int read_message(struct qmp_client *q, int64_t deadline, struct json_value **ret, struct vh_error *err) {
+        for (;;) {
+                int r = next_message(q, ret, err);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+                r = fill(q, deadline, err);
+                if (r < 0)
+                        return r;
         }
 }
 
@@ -402,11 +422,11 @@ int qmp_execute(struct qmp_client *q, const char *command, const char *args_json
         return qmp_execute_fd(q, command, args_json, -1, ret_value, err);
 }
 
-int qmp_execute_fd(struct qmp_client *q, const char *command, const char *args_json, int pass_fd,
-                   struct json_value **ret_value, struct vh_error *err) {
-        int r = check_usable(q, err);
-        if (r < 0)
-                return r;
+/* The text of one command with a new id: checks the name and that the
+ * arguments are one JSON object. */
+static int command_format(struct qmp_client *q, const char *command, const char *args_json, uint64_t *ret_id,
+                          char **ret_msg, struct vh_error *err) {
+        int r;
         if (!command || !command_name_is_valid(command))
                 return vh_error_set(err, -EINVAL, "Invalid QMP command name '%s'", command ? command : "(null)");
         if (args_json) {
@@ -426,11 +446,28 @@ int qmp_execute_fd(struct qmp_client *q, const char *command, const char *args_j
         }
 
         uint64_t id = ++q->last_id;
-        _cleanup_free_ char *msg = args_json
+        char *msg = args_json
                 ? strdup_printf("{\"execute\":\"%s\",\"arguments\":%s,\"id\":%" PRIu64 "}\n", command, args_json, id)
                 : strdup_printf("{\"execute\":\"%s\",\"id\":%" PRIu64 "}\n", command, id);
         if (!msg)
                 return vh_error_set(err, -ENOMEM, "Out of memory");
+        *ret_id = id;
+        *ret_msg = msg;
+        return 0;
+}
+
+int qmp_execute_fd(struct qmp_client *q, const char *command, const char *args_json, int pass_fd,
+                   struct json_value **ret_value, struct vh_error *err) {
+        int r = check_usable(q, err);
+        if (r < 0)
+                return r;
+        if (q->async)
+                return vh_error_set(err, -EBUSY, "QMP connection to %s is non-blocking: use qmp_send()", q->name);
+        uint64_t id;
+        _cleanup_free_ char *msg = NULL;
+        r = command_format(q, command, args_json, &id, &msg, err);
+        if (r < 0)
+                return r;
 
         q->error_class[0] = '\0';
         int64_t deadline = deadline_after(q->timeout_ms);
@@ -518,6 +555,9 @@ int qmp_human_command(struct qmp_client *q, const char *command_line, char **ret
  * events are queued, stray replies dropped. */
 static int read_event(struct qmp_client *q, const char *name, int timeout_ms, struct qmp_event **ret,
                       struct vh_error *err) {
+        if (q->async)
+                return vh_error_set(err, -EBUSY, "QMP connection to %s is non-blocking: use qmp_pop_event()",
+                                    q->name);
         int64_t deadline = deadline_after(timeout_ms);
         for (;;) {
                 _cleanup_(json_value_freep) struct json_value *msg = NULL;
@@ -600,12 +640,18 @@ struct qmp_client *qmp_free(struct qmp_client *q) {
         struct qmp_event *e;
         while ((e = unqueue_event(q, NULL)))
                 qmp_event_free(e);
+        struct qmp_reply *reply;
+        while (qmp_pop_reply(q, &reply) > 0)
+                qmp_reply_free(reply);
+        free(q->out);
         free(q->buf);
         free(q->name);
         free(q->version.package);
         free(q);
         return NULL;
 }
+
+static int greeting_parse(struct qmp_client *q, const struct json_value *msg, struct vh_error *err);
 
 /* Reads the greeting, {"QMP": {"version": {"qemu": {...}, "package": ...},
  * "capabilities": [...]}}, and records the version. */
@@ -634,6 +680,11 @@ static int read_greeting(struct qmp_client *q, int64_t deadline, struct vh_error
                 queue_event(q, e);
                 msg = json_value_free(msg);
         }
+        return greeting_parse(q, msg, err);
+}
+
+/* Records the version from a greeting message (any other message: -EPROTO). */
+static int greeting_parse(struct qmp_client *q, const struct json_value *msg, struct vh_error *err) {
         struct json_value *qmp = json_object_get(msg, "QMP");
         if (!qmp || qmp->type != JSON_OBJECT) {
                 _cleanup_free_ char *text = NULL;
@@ -651,6 +702,7 @@ static int read_greeting(struct qmp_client *q, int64_t deadline, struct vh_error
                 return vh_error_set(err, -EPROTO, "QMP greeting from %s has no valid QEMU version", q->name);
         const char *package = "";
         (void) json_get_string(json_object_get(version, "package"), &package);
+        free(q->version.package);
         q->version = (struct qmp_version) { .major = (int) major, .minor = (int) minor, .micro = (int) micro };
         q->version.package = strdup(package);
         if (!q->version.package)
@@ -736,4 +788,305 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp_client **ret, struc
                 return vh_error_set(err, e, "Cannot connect to QMP socket %s: %s", path, strerror(-e));
         }
         return client_setup(TAKE_FD(fd), path, timeout_ms, deadline, 0, ret, err);
+}
+
+/* ---- non-blocking use ---- */
+
+/* What may wait to be sent: commands are small, and at most
+ * QMP_MAX_PENDING_COMMANDS of them are outstanding. */
+#define ASYNC_OUT_MAX (1u << 20)
+/* Bytes read per qmp_process() call, so that one chatty QEMU cannot keep an
+ * event loop from the others; the rest is read at the next poll. */
+#define ASYNC_READ_MAX (1u << 20)
+
+struct qmp_reply *qmp_reply_free(struct qmp_reply *r) {
+        if (!r)
+                return NULL;
+        json_value_free(r->value);
+        free(r);
+        return NULL;
+}
+
+int qmp_connect_async_fd(int fd, const char *name, size_t max_line, struct qmp_client **ret, struct vh_error *err) {
+        _cleanup_close_ int owned = fd;
+        if (fd < 0)
+                return vh_error_set(err, -EBADF, "No QMP socket");
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return vh_error_set(err, negative_errno(), "Cannot set up the QMP socket: %m");
+        _cleanup_(qmp_freep) struct qmp_client *q = calloc(1, sizeof(*q));
+        if (!q)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        q->fd = TAKE_FD(owned);
+        q->name = strdup(name ? name : "QMP peer");
+        if (!q->name)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        q->max_line = max_line ? max_line : QMP_MAX_LINE_DEFAULT;
+        q->limits = (struct json_limits) { .max_bytes = q->max_line, .max_string = q->max_line };
+        q->timeout_ms = QMP_TIMEOUT_DEFAULT_MS;
+        q->async = true;
+        q->phase = ASYNC_GREETING;
+        q->version.package = strdup("");
+        if (!q->version.package)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        *ret = TAKE_PTR(q);
+        return 0;
+}
+
+int qmp_connect_async(const char *path, struct qmp_client **ret, struct vh_error *err) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (!path || strlen(path) >= sizeof(sa.sun_path))
+                return vh_error_set(err, -ENAMETOOLONG, "QMP socket path %s is too long for a unix socket",
+                                    path ? path : "(null)");
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "Cannot create a unix socket: %m");
+        /* A unix socket connects at once or fails; nothing to wait for. */
+        while (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                int e = negative_errno();
+                if (e == -EINTR)
+                        continue;
+                if (e == -ENOENT)
+                        return vh_error_set(err, e, "No QMP socket at %s: is the VM running?", path);
+                if (e == -ECONNREFUSED)
+                        return vh_error_set(err, e, "Nothing listens on QMP socket %s: has QEMU exited?", path);
+                if (e == -EAGAIN)
+                        return vh_error_set(err, e, "QMP socket %s accepts no connection now (backlog full)", path);
+                return vh_error_set(err, e, "Cannot connect to QMP socket %s: %s", path, strerror(-e));
+        }
+        return qmp_connect_async_fd(TAKE_FD(fd), path, 0, ret, err);
+}
+
+int qmp_get_fd(const struct qmp_client *q) {
+        return q->fd;
+}
+
+short qmp_poll_events(const struct qmp_client *q) {
+        if (q->fd < 0)
+                return 0;
+        bool out = q->async && q->phase != ASYNC_GREETING && q->out_len > q->out_start;
+        return (short) (POLLIN | (out ? POLLOUT : 0));
+}
+
+bool qmp_is_ready(const struct qmp_client *q) {
+        return !q->async || q->phase == ASYNC_READY;
+}
+
+/* Appends (or, 'front', prepends) 'msg' to what waits to be sent. */
+static int out_add(struct qmp_client *q, const char *msg, bool front, struct vh_error *err) {
+        size_t n = strlen(msg), waiting = q->out_len - q->out_start;
+        if (waiting + n > ASYNC_OUT_MAX)
+                return vh_error_set(err, -ENOBUFS, "More than %u bytes wait to be sent to QMP socket %s",
+                                    ASYNC_OUT_MAX, q->name);
+        char *b = malloc(waiting + n + 1);
+        if (!b)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        const char *old = q->out ? q->out + q->out_start : "";
+        if (front) {
+                memcpy(b, msg, n);
+                memcpy(b + n, old, waiting);
+        } else {
+                memcpy(b, old, waiting);
+                memcpy(b + waiting, msg, n);
+        }
+        b[waiting + n] = '\0';
+        free(q->out);
+        q->out = b;
+        q->out_start = 0;
+        q->out_len = waiting + n;
+        return 0;
+}
+
+/* Writes what waits, as far as the socket takes it now. */
+static int out_flush(struct qmp_client *q, struct vh_error *err) {
+        if (q->phase == ASYNC_GREETING)
+                return 0;
+        while (q->out_start < q->out_len) {
+                ssize_t n = send(q->fd, q->out + q->out_start, q->out_len - q->out_start, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return 0;
+                        int e = negative_errno();
+                        return set_broken(q, err, e, "Cannot write to QMP socket %s: %s", q->name, strerror(-e));
+                }
+                q->out_start += (size_t) n;
+        }
+        q->out_start = q->out_len = 0;
+        return 0;
+}
+
+static void queue_reply(struct qmp_client *q, struct qmp_reply *r) {
+        r->next = NULL;
+        if (q->reply_tail)
+                q->reply_tail->next = r;
+        else
+                q->reply_head = r;
+        q->reply_tail = r;
+        q->n_replies++;
+}
+
+/* Handles one message of a non-blocking client. */
+static int async_dispatch(struct qmp_client *q, struct json_value *msg, struct vh_error *err) {
+        struct vh_error inner = {};
+        int r;
+        if (json_object_get(msg, "event")) {
+                struct qmp_event *e;
+                r = event_from_message(q, msg, &e, err);
+                if (r < 0)
+                        return r;
+                queue_event(q, e);
+                return 0;
+        }
+        if (q->phase == ASYNC_GREETING) {
+                r = greeting_parse(q, msg, &inner);
+                if (r < 0)
+                        return set_broken(q, err, r, "%s", inner.msg);
+                char caps[64];
+                q->caps_id = ++q->last_id;
+                snprintf(caps, sizeof(caps), "{\"execute\":\"qmp_capabilities\",\"id\":%" PRIu64 "}\n", q->caps_id);
+                r = out_add(q, caps, true, err);
+                if (r < 0)
+                        return r;
+                q->phase = ASYNC_NEGOTIATING;
+                return 0;
+        }
+
+        uint64_t id = 0;
+        struct json_value *error = json_object_get(msg, "error");
+        bool has_id = json_get_uint(json_object_get(msg, "id"), &id) >= 0;
+        if (q->phase == ASYNC_NEGOTIATING && (!has_id || id == q->caps_id)) {
+                if (error) {
+                        reply_error(q, "qmp_capabilities", error, has_id, &inner);
+                        return set_broken(q, err, -EPROTO, "%s refused the QMP negotiation: %s", q->name, inner.msg);
+                }
+                q->phase = ASYNC_READY;
+                return 0;
+        }
+        /* Never more replies than commands outstanding: a peer that sends
+         * more is not QEMU. */
+        if (q->n_replies >= QMP_MAX_PENDING_COMMANDS)
+                return set_broken(q, err, -EPROTO, "%s sent more QMP replies than commands", q->name);
+        struct qmp_reply *reply = calloc(1, sizeof(*reply));
+        if (!reply)
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        reply->id = id;
+        if (error) {
+                const char *class = "GenericError", *desc = "(no description)";
+                (void) json_get_string(json_object_get(error, "class"), &class);
+                (void) json_get_string(json_object_get(error, "desc"), &desc);
+                snprintf(reply->error_class, sizeof(reply->error_class), "%s", class);
+                snprintf(reply->error_desc, sizeof(reply->error_desc), "%s", desc);
+                reply->error = errno_for_class(class);
+        } else {
+                reply->value = json_object_steal(msg, "return");
+                if (!reply->value) {
+                        reply->error = -EPROTO;
+                        snprintf(reply->error_desc, sizeof(reply->error_desc), "reply has neither 'return' nor 'error'");
+                }
+        }
+        queue_reply(q, reply);
+        return 0;
+}
+
+/* Handles every whole message received so far. */
+static int async_dispatch_all(struct qmp_client *q, struct vh_error *err) {
+        for (;;) {
+                _cleanup_(json_value_freep) struct json_value *msg = NULL;
+                int r = next_message(q, &msg, err);
+                if (r <= 0)
+                        return r;
+                r = async_dispatch(q, msg, err);
+                if (r < 0)
+                        return r;
+        }
+}
+
+int qmp_process(struct qmp_client *q, struct vh_error *err) {
+        int r = check_usable(q, err);
+        if (r < 0)
+                return r;
+        if (!q->async)
+                return vh_error_set(err, -EINVAL, "QMP connection to %s is blocking: qmp_process() is for "
+                                    "qmp_connect_async()", q->name);
+        for (size_t total = 0; total < ASYNC_READ_MAX;) {
+                r = async_dispatch_all(q, err);
+                if (r < 0)
+                        return r;
+                size_t want = make_room(q);
+                if (want == 0)
+                        return vh_error_set(err, -ENOMEM, "Out of memory reading from %s", q->name);
+                ssize_t n = recv(q->fd, q->buf + q->len, want, MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                break;
+                        int e = negative_errno();
+                        return set_broken(q, err, e, "Cannot read from QMP socket %s: %s", q->name, strerror(-e));
+                }
+                if (n == 0) {
+                        /* What came before the end (a SHUTDOWN event) counts. */
+                        (void) async_dispatch_all(q, NULL);
+                        if (q->broken)
+                                return check_usable(q, err);
+                        return set_broken(q, err, -ECONNRESET, "QEMU closed the QMP connection %s%s", q->name,
+                                          q->len > q->start ? " in the middle of a message" : "");
+                }
+                q->len += (size_t) n;
+                total += (size_t) n;
+        }
+        r = async_dispatch_all(q, err);
+        if (r < 0)
+                return r;
+        return out_flush(q, err);
+}
+
+int qmp_send(struct qmp_client *q, const char *command, const char *args_json, uint64_t *ret_id,
+             struct vh_error *err) {
+        int r = check_usable(q, err);
+        if (r < 0)
+                return r;
+        if (!q->async)
+                return vh_error_set(err, -EINVAL, "QMP connection to %s is blocking: use qmp_execute()", q->name);
+        if (q->n_pending >= QMP_MAX_PENDING_COMMANDS)
+                return vh_error_set(err, -EBUSY, "%d QMP commands to %s still wait for their replies",
+                                    QMP_MAX_PENDING_COMMANDS, q->name);
+        uint64_t id;
+        _cleanup_free_ char *msg = NULL;
+        r = command_format(q, command, args_json, &id, &msg, err);
+        if (r < 0)
+                return r;
+        r = out_add(q, msg, false, err);
+        if (r < 0)
+                return r;
+        q->n_pending++;
+        if (ret_id)
+                *ret_id = id;
+        return out_flush(q, err);
+}
+
+int qmp_pop_event(struct qmp_client *q, struct qmp_event **ret) {
+        struct qmp_event *e = unqueue_event(q, NULL);
+        if (!e)
+                return 0;
+        *ret = e;
+        return 1;
+}
+
+int qmp_pop_reply(struct qmp_client *q, struct qmp_reply **ret) {
+        struct qmp_reply *r = q->reply_head;
+        if (!r)
+                return 0;
+        q->reply_head = r->next;
+        if (!q->reply_head)
+                q->reply_tail = NULL;
+        r->next = NULL;
+        q->n_replies--;
+        if (q->n_pending > 0)
+                q->n_pending--;
+        *ret = r;
+        return 1;
 }

@@ -124,5 +124,81 @@ void qmp_close(struct qmp_client *q);
 struct qmp_client *qmp_free(struct qmp_client *q);
 DEFINE_FREE_FUNC(struct qmp_client, qmp_free);
 
+/* ---- Non-blocking use, for an event loop watching many QEMUs ----
+ *
+ * QEMU serves one client per QMP socket; a long-lived watcher (the web
+ * server, a migration) connects to the VM's second monitor socket (see
+ * vm_paths: qmp-watch.sock) with this API, so that the CLI keeps the main
+ * one. Nothing here blocks: the caller polls qmp_get_fd() for
+ * qmp_poll_events() and calls qmp_process() when the descriptor is ready;
+ * qmp_process() reads and writes what it can, does the greeting and
+ * capabilities negotiation by itself, and queues events and replies.
+ *
+ *     r = qmp_connect_async(path, &q, &err);
+ *     r = qmp_send(q, "query-status", NULL, &id, &err);  (queued until negotiated)
+ *     loop: poll({ qmp_get_fd(q), qmp_poll_events(q) }), then
+ *           r = qmp_process(q, &err);  (< 0: the connection is gone)
+ *           while (qmp_pop_event(q, &e) > 0) ...
+ *           while (qmp_pop_reply(q, &reply) > 0) ...
+ *
+ * A client is either blocking (qmp_connect) or non-blocking
+ * (qmp_connect_async): the blocking calls qmp_execute(), qmp_next_event()
+ * and qmp_wait_event() refuse a non-blocking client with -EBUSY. Timeouts
+ * are the caller's: it knows when it sent what. The event queue is the same
+ * bounded one (QMP_MAX_QUEUED_EVENTS, oldest dropped and counted); at most
+ * QMP_MAX_PENDING_COMMANDS commands wait for their replies, so the reply
+ * queue is bounded too. */
+
+#define QMP_MAX_PENDING_COMMANDS 64
+
+/* The reply to a command sent with qmp_send(). */
+struct qmp_reply {
+        uint64_t id;                /* qmp_send()'s *ret_id */
+        int error;                  /* 0, or the -errno of the error class (see qmp_execute) */
+        struct json_value *value;   /* the "return" member when error is 0 */
+        char error_class[64];       /* "GenericError", ... when error is set */
+        char error_desc[256];
+        struct qmp_reply *next;     /* queue link, NULL once returned */
+};
+
+struct qmp_reply *qmp_reply_free(struct qmp_reply *r);
+DEFINE_FREE_FUNC(struct qmp_reply, qmp_reply_free);
+
+/* Connects to the QMP socket at 'path' without waiting for anything: the
+ * greeting and negotiation happen in qmp_process(). -ENOENT or
+ * -ECONNREFUSED when no QEMU listens there, -EAGAIN when its listen backlog
+ * is full (try again later). */
+int qmp_connect_async(const char *path, struct qmp_client **ret, struct vh_error *err);
+
+/* The same over a connected stream socket; takes ownership of 'fd', even
+ * on failure. 'name' (may be NULL) names the peer in messages. */
+int qmp_connect_async_fd(int fd, const char *name, size_t max_line, struct qmp_client **ret, struct vh_error *err);
+
+/* The descriptor to poll (-1 once the connection is closed or broken) and
+ * the events to poll it for: POLLIN, and POLLOUT while output waits. */
+int qmp_get_fd(const struct qmp_client *q);
+short qmp_poll_events(const struct qmp_client *q);
+
+/* Whether the greeting came and qmp_capabilities was accepted. */
+bool qmp_is_ready(const struct qmp_client *q);
+
+/* Reads what the socket has, queues the events and replies it holds,
+ * writes what waits to be sent; never blocks. Returns 0, or the sticky
+ * -errno of a broken connection (queued events and replies stay
+ * readable). */
+int qmp_process(struct qmp_client *q, struct vh_error *err);
+
+/* Queues 'command' (arguments as for qmp_execute) to be sent, at once if
+ * the socket takes it; its reply comes from qmp_pop_reply() with the id
+ * stored in *ret_id (may be NULL). -EBUSY when QMP_MAX_PENDING_COMMANDS
+ * replies are outstanding. */
+int qmp_send(struct qmp_client *q, const char *command, const char *args_json, uint64_t *ret_id,
+             struct vh_error *err);
+
+/* Take the oldest queued event or reply (owned by the caller). Return 1,
+ * or 0 when there is none; they never read from the socket. */
+int qmp_pop_event(struct qmp_client *q, struct qmp_event **ret);
+int qmp_pop_reply(struct qmp_client *q, struct qmp_reply **ret);
+
 struct qmp_event *qmp_event_free(struct qmp_event *e);
 DEFINE_FREE_FUNC(struct qmp_event, qmp_event_free);

@@ -117,7 +117,8 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
         _cleanup_free_ char *qmp = qemu_opt_escape(l->qmp_socket);
         _cleanup_free_ char *serial = qemu_opt_escape(l->serial_socket);
         _cleanup_free_ char *serial_log = qemu_opt_escape(l->serial_log);
-        if (!qmp || !serial || !serial_log)
+        _cleanup_free_ char *qmp_watch = l->qmp_watch_socket ? qemu_opt_escape(l->qmp_watch_socket) : NULL;
+        if (!qmp || !serial || !serial_log || (l->qmp_watch_socket && !qmp_watch))
                 return -ENOMEM;
         /* Sets are numbered from 0 in the order they appear; QMP add-fd
          * later takes the lowest number not in use. */
@@ -257,6 +258,15 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
         strv_addf(a, "socket,id=qmp0,path=%s,server=on,wait=off", qmp);
         strv_add(a, "-mon");
         strv_add(a, "chardev=qmp0,mode=control");
+        /* QEMU serves one client per monitor socket and sends events to
+         * every monitor: a watcher that stays connected takes this one,
+         * and the CLI still gets qmp0. */
+        if (qmp_watch) {
+                strv_add(a, "-chardev");
+                strv_addf(a, "socket,id=qmp1,path=%s,server=on,wait=off", qmp_watch);
+                strv_add(a, "-mon");
+                strv_add(a, "chardev=qmp1,mode=control");
+        }
 
         /* The disk's device comes after every other -device, where -drive
          * if=virtio put it: the guest keeps the PCI addresses it had (an

@@ -57,6 +57,7 @@ struct vm_launch {
         const char *qemu_binary;   /* e.g. "qemu-system-x86_64" */
         const char *accel;         /* "kvm" or "tcg": already resolved */
         const char *qmp_socket;
+        const char *qmp_watch_socket; /* a second QMP monitor for a watcher; NULL: none */
         const char *serial_socket;
         const char *serial_log;
         const char *vnc_socket;    /* for vnc = unix */

@@ -15,10 +15,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/macro.h"
+#include "base/poll.h"
 #include "base/process.h"
 #include "base/strutil.h"
 #include "qmp/qmp.h"
@@ -278,21 +278,13 @@ static int relay(struct vm_vnc_session *s, int client, int server, int cancel_fd
 int vm_vnc_session_run(struct vm_vnc_session *s, int accept_timeout_ms, int cancel_fd, struct vh_error *err) {
         if (s->listen_fd < 0)
                 return vh_error_set(err, -EALREADY, "This VNC session of VM %s has had its client", s->name);
-        uint64_t deadline = accept_timeout_ms >= 0 ? vh_clock_ms() + (uint64_t) accept_timeout_ms : 0;
+        uint64_t deadline = accept_timeout_ms >= 0 ? vh_deadline_after((uint64_t) accept_timeout_ms) : UINT64_MAX;
         _cleanup_close_ int client = -1;
         while (client < 0) {
                 struct pollfd fds[2] = { { .fd = s->listen_fd, .events = POLLIN }, { .fd = cancel_fd, .events = POLLIN } };
-                int timeout = -1;
-                if (accept_timeout_ms >= 0) {
-                        uint64_t now = vh_clock_ms();
-                        timeout = now >= deadline ? 0 : (int) MIN(deadline - now, (uint64_t) INT32_MAX);
-                }
-                int n = poll(fds, cancel_fd >= 0 ? 2 : 1, timeout);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return vh_error_set(err, negative_errno(), "poll: %m");
-                }
+                int n = vh_poll_fds_until(fds, cancel_fd >= 0 ? 2 : 1, deadline);
+                if (n < 0)
+                        return vh_error_set(err, n, "poll: %s", strerror(-n));
                 if (cancel_fd >= 0 && fds[1].revents)
                         return -ECANCELED;
                 if (n == 0)

@@ -77,6 +77,7 @@ int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
                 .conf = vm_path(state, name, "vm.conf"),
                 .runtime_dir = vm_path(run, name, NULL),
                 .qmp_socket = vm_path(run, name, "qmp.sock"),
+                .qmp_watch_socket = vm_path(run, name, "qmp-watch.sock"),
                 .serial_socket = vm_path(run, name, "serial.sock"),
                 .serial_log = vm_path(state, name, "serial.log"),
                 .pidfile = vm_path(run, name, "qemu.pid"),
@@ -85,13 +86,14 @@ int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
                 .vnc_socket = vm_path(run, name, "vnc.sock"),
                 .vnc_password = vm_path(run, name, "vnc.password"),
         };
-        if (!p.state_dir || !p.conf || !p.runtime_dir || !p.qmp_socket || !p.serial_socket || !p.serial_log ||
-            !p.pidfile || !p.qemu_log || !p.runtime_state || !p.vnc_socket || !p.vnc_password) {
+        if (!p.state_dir || !p.conf || !p.runtime_dir || !p.qmp_socket || !p.qmp_watch_socket || !p.serial_socket ||
+            !p.serial_log || !p.pidfile || !p.qemu_log || !p.runtime_state || !p.vnc_socket || !p.vnc_password) {
                 vm_paths_done(&p);
                 return -ENOMEM;
         }
         /* sun_path holds 108 bytes; say so instead of letting QEMU fail. */
         if (strlen(p.qmp_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path) ||
+            strlen(p.qmp_watch_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path) ||
             strlen(p.serial_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path) ||
             strlen(p.vnc_socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
                 int r = vh_error_set(err, -ENAMETOOLONG, "Runtime directory %s is too long for unix socket paths",
@@ -108,6 +110,7 @@ void vm_paths_done(struct vm_paths *p) {
         free(p->conf);
         free(p->runtime_dir);
         free(p->qmp_socket);
+        free(p->qmp_watch_socket);
         free(p->serial_socket);
         free(p->serial_log);
         free(p->pidfile);
@@ -358,6 +361,7 @@ static int runtime_state_write(const char *path, const struct vm_status *st, uns
 /* Removes what a running QEMU leaves in the runtime directory. */
 static void runtime_clean(const struct vm_paths *p) {
         unlink(p->qmp_socket);
+        unlink(p->qmp_watch_socket);
         unlink(p->serial_socket);
         unlink(p->vnc_socket);
         unlink(p->vnc_password);
@@ -874,6 +878,7 @@ int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opt
                 .qemu_binary = opts && opts->qemu_binary ? opts->qemu_binary : "qemu-system-x86_64",
                 .accel = job->accel,
                 .qmp_socket = p->qmp_socket,
+                .qmp_watch_socket = p->qmp_watch_socket,
                 .serial_socket = p->serial_socket,
                 .serial_log = p->serial_log,
                 .vnc_socket = p->vnc_socket,

@@ -18,6 +18,8 @@ struct vm_paths {
         char *conf;           /* STATE/vms/NAME/vm.conf */
         char *runtime_dir;    /* RUN/vms/NAME */
         char *qmp_socket;
+        char *qmp_watch_socket; /* a second QMP monitor for one long-lived watcher (web, migration),
+                                 * so that it never locks the CLI out of qmp_socket */
         char *serial_socket;
         char *serial_log;
         char *pidfile;

@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/keyfile.h"
+#include "base/poll.h"
 #include "base/process.h"
 #include "base/strutil.h"
 #include "test.h"
@@ -129,20 +131,144 @@ TEST(file_roundtrip_and_limit) {
         CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 }
 
+#define RUN_MS (60 * 1000) /* generous: these commands take milliseconds */
+
 TEST(process_run_captures) {
         char *out = NULL;
+        struct vh_error err = {};
         char *argv[] = { "sh", "-c", "echo hi; echo err >&2; exit 3", NULL };
-        CHECK_EQ_INT(process_run(argv, 1024, &out), 3);
+        CHECK_EQ_INT(process_run(argv, RUN_MS, 1024, &out, &err), 3);
         CHECK_STREQ(out, "hi\nerr\n");
         free(out);
         char *argv2[] = { "vmhost-no-such-program", NULL };
-        CHECK_EQ_INT(process_run(argv2, 1024, NULL), -ENOENT);
-        /* Output past the limit is drained, not kept. */
+        CHECK_EQ_INT(process_run(argv2, RUN_MS, 1024, NULL, &err), -ENOENT);
+        CHECK(strstr(err.msg, "vmhost-no-such-program"));
+        /* Output past the limit is an error that names the command... */
         char *argv3[] = { "sh", "-c", "yes | head -c 100000", NULL };
         out = NULL;
-        CHECK_EQ_INT(process_run(argv3, 10, &out), 0);
-        CHECK_EQ_INT(strlen(out), 10);
+        CHECK_EQ_INT(process_run(argv3, RUN_MS, 10, &out, &err), -E2BIG);
+        CHECK(out == NULL);
+        CHECK(strstr(err.msg, "'sh'") && strstr(err.msg, "10 bytes"));
+        /* ...but nothing is kept when the caller does not want the output. */
+        CHECK_EQ_INT(process_run(argv3, RUN_MS, 10, NULL, &err), 0);
+        CHECK_EQ_INT(process_run(argv3, RUN_MS, 100000, &out, &err), 0);
+        CHECK_EQ_INT(out ? strlen(out) : 0, 100000);
         free(out);
+        out = NULL;
+        /* No output at all is an empty string, not NULL. */
+        char *argv4[] = { "true", NULL };
+        CHECK_EQ_INT(process_run(argv4, RUN_MS, 10, &out, &err), 0);
+        CHECK_STREQ(out, "");
+        free(out);
+        CHECK_EQ_INT(process_run(argv4, 0, 10, NULL, &err), -EINVAL);
+}
+
+/* The pid a test's shell wrote to 'path', or -1. */
+static int read_pid_file(const char *path) {
+        char *line = NULL;
+        long pid = -1;
+        if (read_one_line_file(path, &line) == 0)
+                pid = strtol(line, NULL, 10);
+        free(line);
+        return pid > 0 ? (int) pid : -1;
+}
+
+TEST(process_run_timeout_kills) {
+        char pidfile[512], script[700];
+        struct vh_error err = {};
+        snprintf(pidfile, sizeof(pidfile), "%s/pid", test_tmpdir());
+        /* Ignores SIGTERM (an ignored signal stays ignored across exec), so
+         * only the SIGKILL that follows ends it. */
+        snprintf(script, sizeof(script), "echo $$ > %s; trap '' TERM; exec sleep 600", pidfile);
+        char *argv[] = { "sh", "-c", script, NULL };
+        CHECK_EQ_INT(process_run(argv, 300, 1024, NULL, &err), -ETIMEDOUT);
+        CHECK(strstr(err.msg, "'sh'") && strstr(err.msg, "0.300 s"));
+        int pid = read_pid_file(pidfile);
+        CHECK(pid > 0);
+        /* Killed and reaped: nothing of it is left. */
+        CHECK(!process_alive(pid));
+}
+
+TEST(process_run_does_not_wait_for_daemons) {
+        /* The child exits at once but leaves a process holding its output
+         * pipe, as a daemonizing tool can: the run ends with the child. */
+        char *out = NULL;
+        struct vh_error err = {};
+        char *argv[] = { "sh", "-c", "sleep 600 & echo $!", NULL };
+        CHECK_EQ_INT(process_run(argv, 20 * 1000, 1024, &out, &err), 0);
+        long pid = out ? strtol(out, NULL, 10) : 0;
+        CHECK(pid > 0);
+        if (pid > 0)
+                kill((pid_t) pid, SIGKILL);
+        free(out);
+}
+
+TEST(process_run_exec_failure) {
+        /* Executable, but no format the kernel knows: execve() fails in the
+         * child, which reports its errno instead of exiting 127. */
+        char path[512];
+        struct vh_error err = {};
+        snprintf(path, sizeof(path), "%s/not-a-program", test_tmpdir());
+        CHECK(write_file_atomic(path, "\x01\x02garbage", 9, 0755) == 0);
+        char *argv[] = { path, NULL };
+        CHECK_EQ_INT(process_run(argv, RUN_MS, 1024, NULL, &err), -ENOEXEC);
+        CHECK(strstr(err.msg, path));
+}
+
+struct stream_count {
+        size_t bytes, chunks;
+        size_t cancel_after;  /* bytes; 0: never */
+        int cancel_with;
+};
+
+static int count_output(const void *data, size_t size, void *userdata) {
+        struct stream_count *c = userdata;
+        const char *p = data;
+        for (size_t i = 0; i < size; i++)
+                if (p[i] != 'y' && p[i] != '\n' && p[i] != '\0')
+                        return -EBADMSG; /* stderr must never arrive here */
+        c->bytes += size;
+        c->chunks++;
+        return c->cancel_after && c->bytes >= c->cancel_after ? c->cancel_with : 0;
+}
+
+TEST(process_run_stream_passes_stdout_keeps_stderr_apart) {
+        struct stream_count c = {};
+        struct vh_error err = {};
+        char *errtext = NULL;
+        /* More than a pipe holds, so it arrives in many chunks. */
+        char *argv[] = { "sh", "-c", "echo warning >&2; head -c 3000000 /dev/zero; echo done >&2", NULL };
+        CHECK_EQ_INT(process_run_stream(argv, RUN_MS, count_output, &c, &errtext, &err), 0);
+        CHECK_EQ_U64(c.bytes, 3000000);
+        CHECK(c.chunks > 1);
+        CHECK_STREQ(errtext, "warning\ndone\n");
+        free(errtext);
+}
+
+TEST(process_run_stream_cancel_and_idle_timeout) {
+        char pidfile[512], script[700];
+        struct vh_error err = {};
+        snprintf(pidfile, sizeof(pidfile), "%s/pid", test_tmpdir());
+        snprintf(script, sizeof(script), "echo $$ > %s; exec yes", pidfile);
+        char *argv[] = { "sh", "-c", script, NULL };
+
+        /* 'yes' never ends: only the cancel does. */
+        struct stream_count c = { .cancel_after = 1 << 20, .cancel_with = 1 };
+        CHECK_EQ_INT(process_run_stream(argv, RUN_MS, count_output, &c, NULL, &err), -ECANCELED);
+        CHECK(c.bytes >= (size_t) 1 << 20);
+        int pid = read_pid_file(pidfile);
+        CHECK(pid > 0 && !process_alive(pid));
+
+        /* A negative return is passed on as it is. */
+        c = (struct stream_count) { .cancel_after = 1, .cancel_with = -EIO };
+        CHECK_EQ_INT(process_run_stream(argv, RUN_MS, count_output, &c, NULL, &err), -EIO);
+
+        /* Silence longer than the idle limit ends the run. */
+        c = (struct stream_count) {};
+        char *argv2[] = { "sh", "-c", "echo y; exec sleep 600", NULL };
+        CHECK_EQ_INT(process_run_stream(argv2, 300, count_output, &c, NULL, &err), -ETIMEDOUT);
+        CHECK(strstr(err.msg, "no output"));
+        CHECK_EQ_U64(c.bytes, 2);
 }
 
 TEST(process_alive_sees_zombies_as_dead) {
@@ -372,4 +498,34 @@ TEST(keyfile_value_helpers) {
         CHECK_EQ_INT(keyfile_set_string(&s, "two"), 0);
         CHECK_STREQ(s, "two");
         free(s);
+}
+
+static void ignore_alarm(int sig) {
+        (void) sig;
+}
+
+TEST(poll_until_deadline) {
+        int p[2];
+        CHECK(pipe(p) == 0);
+        /* Nothing to read: 0 once the deadline has passed. */
+        CHECK_EQ_INT(vh_poll_until(p[0], POLLIN, vh_deadline_after(20)), 0);
+        CHECK_EQ_INT(vh_poll_until(p[0], POLLIN, 0), 0);
+        /* A signal in the middle (no SA_RESTART: poll fails with EINTR)
+         * neither ends the wait nor becomes an error. */
+        struct sigaction sa = { .sa_handler = ignore_alarm }, old;
+        sigemptyset(&sa.sa_mask);
+        CHECK(sigaction(SIGALRM, &sa, &old) == 0);
+        struct itimerval t = { .it_value = { .tv_usec = 20 * 1000 } }, off = {};
+        CHECK(setitimer(ITIMER_REAL, &t, NULL) == 0);
+        CHECK_EQ_INT(vh_poll_until(p[0], POLLIN, vh_deadline_after(300)), 0);
+        setitimer(ITIMER_REAL, &off, NULL);
+        sigaction(SIGALRM, &old, NULL);
+        /* Readable: its revents. */
+        CHECK(write(p[1], "x", 1) == 1);
+        CHECK_EQ_INT(vh_poll_until(p[0], POLLIN, vh_deadline_after(10 * 1000)), POLLIN);
+        struct pollfd fds[2] = { { .fd = p[0], .events = POLLIN }, { .fd = p[1], .events = POLLOUT } };
+        CHECK_EQ_INT(vh_poll_fds_until(fds, 2, vh_deadline_after(10 * 1000)), 2);
+        close(p[0]);
+        close(p[1]);
+        CHECK_EQ_INT(vh_poll_until(p[0], POLLIN, 0), POLLNVAL);
 }

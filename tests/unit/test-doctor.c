@@ -911,3 +911,34 @@ TEST(doctor_ovs_daemons_probe) {
         CHECK(s.default_paths);
         CHECK_STREQ(s.db, "unix:/var/run/openvswitch/db.sock");
 }
+
+TEST(doctor_ovs_daemons_probe_full_backlog) {
+        /* A daemon that stopped accepting: its listen backlog fills and a
+         * connect fails with EAGAIN. That is a daemon that does not
+         * answer (-ETIMEDOUT), not an unconnected socket (-ENOTCONN). */
+        char dir[256], db[300];
+        snprintf(dir, sizeof(dir), "%s/ovs-busy", test_tmpdir());
+        CHECK(mkdir(dir, 0700) == 0);
+        snprintf(db, sizeof(db), "%s/db.sock", dir);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        CHECK(strlen(db) < sizeof(sa.sun_path));
+        memcpy(sa.sun_path, db, strlen(db) < sizeof(sa.sun_path) ? strlen(db) + 1 : 0);
+        int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        CHECK(l >= 0 && bind(l, (struct sockaddr *) &sa, sizeof(sa)) == 0 && listen(l, 0) == 0);
+        /* Fill the backlog until a connect is refused with EAGAIN. */
+        int filler[8], n = 0;
+        bool full = false;
+        while (n < 8 && !full) {
+                filler[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (connect(filler[n], (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno == EAGAIN)
+                        full = true;
+                n++;
+        }
+        CHECK(full);
+        struct probe_ovs_daemons s;
+        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        CHECK_EQ_INT(s.db_error, -ETIMEDOUT);
+        for (int i = 0; i < n; i++)
+                close(filler[i]);
+        close(l);
+}

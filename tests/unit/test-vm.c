@@ -161,6 +161,7 @@ TEST(vm_cmdline_golden) {
                 .qemu_binary = "qemu-system-x86_64",
                 .accel = "tcg",
                 .qmp_socket = "/run/vmhost/vms/demo/qmp.sock",
+                .qmp_watch_socket = "/run/vmhost/vms/demo/qmp-watch.sock",
                 .serial_socket = "/run/vmhost/vms/demo/serial.sock",
                 .serial_log = "/var/lib/vmhost/vms/demo/serial.log",
                 .pidfile = "/run/vmhost/vms/demo/qemu.pid",
@@ -203,6 +204,8 @@ TEST(vm_cmdline_golden) {
                     "logfile=/var/lib/vmhost/vms/demo/serial.log,logappend=on -serial chardev:serial0 "
                     "-chardev socket,id=qmp0,path=/run/vmhost/vms/demo/qmp.sock,server=on,wait=off "
                     "-mon chardev=qmp0,mode=control "
+                    "-chardev socket,id=qmp1,path=/run/vmhost/vms/demo/qmp-watch.sock,server=on,wait=off "
+                    "-mon chardev=qmp1,mode=control "
                     "-device virtio-blk-pci,drive=disk0-layer0,id=disk0,write-cache=on -rtc base=localtime "
                     "-pidfile /run/vmhost/vms/demo/qemu.pid -daemonize");
         free(s);
