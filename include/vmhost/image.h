@@ -76,6 +76,10 @@ int vh_image_open(const char *path, const struct vh_image_open_options *opts,
 
 /* Closes the image and its backing chain; accepts NULL, returns NULL. */
 struct vh_image *vh_image_free(struct vh_image *img);
+/* For _cleanup_(vh_image_freep) on a local 'struct vh_image *'. */
+static inline void vh_image_freep(struct vh_image **p) {
+        vh_image_free(*p);
+}
 
 /* The name the image was opened by (for a backing file: the path built
  * from the overlay's directory and the backing name). */

@@ -56,8 +56,6 @@
 /* Source depth that never matches. */
 #define NO_DEPTH UINT32_MAX
 
-DEFINE_FREE_FUNC(struct vh_image, vh_image_free)
-
 struct convert_target {
         uint64_t unit; /* zero detection granularity; divides CONVERT_CHUNK */
         /* Takes 'len' bytes of guest data at 'offset' (unit aligned); 'buf'
@@ -182,24 +180,11 @@ static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *bu
         return r;
 }
 
-/* Reads what 'b' shows at [off, off + len), zeros past its end. */
-static int read_view(struct vh_image *b, uint64_t off, uint8_t *buf, uint64_t len, struct vh_error *err) {
-        uint64_t n = 0;
-        if (off < b->virtual_size) {
-                n = MIN(len, b->virtual_size - off);
-                int r = vh_image_read(b, off, buf, (size_t) n, err);
-                if (r < 0)
-                        return r;
-        }
-        memset(buf + n, 0, (size_t) (len - n));
-        return 0;
-}
-
 static int emit_qcow2(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
                       struct vh_error *err) {
         int r;
         if (t->backing) {
-                r = read_view(t->backing, offset, t->bbuf, ALIGN_UP(len, t->unit), err);
+                r = image_read_view(t->backing, offset, t->bbuf, ALIGN_UP(len, t->unit), err);
                 if (r < 0)
                         return r;
         }
@@ -245,24 +230,6 @@ static int emit_qcow2(struct convert_target *t, uint64_t offset, const uint8_t *
         return 0;
 }
 
-/* Whether 'b' reads as zeros over [off, off + len) (past its end it does). */
-static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *ret, struct vh_error *err) {
-        *ret = true;
-        while (len > 0 && off < b->virtual_size) {
-                struct vh_image_extent e;
-                int r = vh_image_map(b, off, MIN(len, b->virtual_size - off), &e, err);
-                if (r < 0)
-                        return r;
-                if (!e.zero || e.length == 0) {
-                        *ret = false;
-                        return 0;
-                }
-                off += e.length;
-                len -= e.length;
-        }
-        return 0;
-}
-
 /* Finds the next range at or after '*off' that the output must hold,
  * reads it into 'buf' (CONVERT_CHUNK bytes) and sets '*off' to its start
  * and '*ret_n' to its length; 0 at the end of the disk. */
@@ -288,7 +255,7 @@ static int next_chunk(struct vh_image *src, struct convert_target *t, uint64_t *
                 else if (e.zero && !t->backing)
                         skip = true;
                 else if (e.zero) {
-                        r = view_is_zero(t->backing, *off, e.length, &skip, err);
+                        r = image_view_is_zero(t->backing, *off, e.length, &skip, err);
                         if (r < 0)
                                 return r;
                 }

@@ -79,6 +79,8 @@ extern const struct image_driver image_driver_qcow2;
 /* Reads exactly 'len' bytes at 'offset'; what lies past the end of the
  * file reads as zeros (a qcow2 file may end inside its last cluster). */
 int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err);
+/* The same on any file open at 'fd' ('filename' for messages). */
+int image_pread_fd(int fd, const char *filename, void *buf, size_t len, uint64_t offset, struct vh_error *err);
 
 /* True if [offset, offset + len) does not lie within the file. The size
  * is looked up again before saying so: an image opened with force-share
@@ -96,6 +98,15 @@ int image_open_one(const char *path, enum vh_image_format format, unsigned flags
  * (within img's virtual size): zeros past the backing file's end or
  * without one. */
 int image_read_backing(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
+
+/* Reads what 'img' (NULL: an empty disk) shows at [offset, offset + len),
+ * zeros past its end: for comparing what two chains of different sizes
+ * show (convert -B, rebase). */
+int image_read_view(struct vh_image *img, uint64_t offset, void *buf, uint64_t len, struct vh_error *err);
+/* Whether 'img' (NULL: an empty disk) reads as zeros over [offset, offset
+ * + len), past its end included, as far as vh_image_map() tells without
+ * reading data. */
+int image_view_is_zero(struct vh_image *img, uint64_t offset, uint64_t len, bool *ret, struct vh_error *err);
 
 /* Makes an image opened read-only (a backing file, say) writable: reopens
  * the file for writing and swaps QEMU's read lock for the write lock. */
@@ -151,6 +162,11 @@ int image_output_commit(struct image_output *out, bool flush, struct vh_error *e
  * IMAGE_OUTPUT_INIT. */
 #define IMAGE_OUTPUT_INIT { .fd = -1, .old_fd = -1 }
 void image_output_done(struct image_output *out);
+
+/* What vh_image_replace_check() decides, keeping the existing file open
+ * and write-locked in '*ret_fd' (-1 when there is none, '*ret_mode' then
+ * 0) for the caller that goes on to replace it (output.c). */
+int image_replace_open(const char *path, bool replace_data, int *ret_fd, mode_t *ret_mode, struct vh_error *err);
 
 /* -EEXIST, with the file and what it holds named in 'err', when the
  * existing file open as 'fd' (write-locked by the caller) holds data:

@@ -90,14 +90,18 @@ int image_error_prefix(struct vh_error *err, int code, const char *prefix) {
 }
 
 int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err) {
+        return image_pread_fd(img->fd, img->filename, buf, len, offset, err);
+}
+
+int image_pread_fd(int fd, const char *filename, void *buf, size_t len, uint64_t offset, struct vh_error *err) {
         uint8_t *p = buf;
         while (len > 0) {
-                ssize_t n = pread(img->fd, p, MIN(len, (size_t) 1 << 30), (off_t) offset);
+                ssize_t n = pread(fd, p, MIN(len, (size_t) 1 << 30), (off_t) offset);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
                         return vh_error_set(err, negative_errno(), "%s: read of %zu bytes at %" PRIu64 " failed: %m",
-                                            img->filename, len, offset);
+                                            filename, len, offset);
                 if (n == 0) {
                         memset(p, 0, len); /* past the end of the file */
                         break;
@@ -269,8 +273,6 @@ struct vh_image *vh_image_free(struct vh_image *img) {
         }
         return NULL;
 }
-DEFINE_FREE_FUNC(struct vh_image, vh_image_free)
-
 int image_open_one(const char *path, enum vh_image_format format, unsigned flags, unsigned depth,
                    const struct vh_image *chain_top, struct vh_image **ret, struct vh_error *err) {
         bool rw = flags & VH_IMAGE_OPEN_READ_WRITE;
@@ -513,6 +515,35 @@ int vh_image_map(struct vh_image *img, uint64_t offset, uint64_t max_len, struct
                 break;
         }
         *ret_extent = x;
+        return 0;
+}
+
+int image_read_view(struct vh_image *img, uint64_t offset, void *buf, uint64_t len, struct vh_error *err) {
+        uint64_t n = 0;
+        if (img && offset < img->virtual_size) {
+                n = MIN(len, img->virtual_size - offset);
+                int r = vh_image_read(img, offset, buf, (size_t) n, err);
+                if (r < 0)
+                        return r;
+        }
+        memset((uint8_t *) buf + n, 0, (size_t) (len - n));
+        return 0;
+}
+
+int image_view_is_zero(struct vh_image *img, uint64_t offset, uint64_t len, bool *ret, struct vh_error *err) {
+        while (img && len > 0 && offset < img->virtual_size) {
+                struct vh_image_extent e;
+                int r = vh_image_map(img, offset, MIN(len, img->virtual_size - offset), &e, err);
+                if (r < 0)
+                        return r;
+                if (!e.zero || e.length == 0) {
+                        *ret = false;
+                        return 0;
+                }
+                offset += e.length;
+                len -= e.length;
+        }
+        *ret = true;
         return 0;
 }
 

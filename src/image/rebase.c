@@ -121,38 +121,6 @@ static int open_new_backing(struct vh_image *img, const struct vh_image_rebase_o
         return 0;
 }
 
-/* Reads what 'b' (may be NULL: nothing) shows at [off, off + len), zeros
- * past its end. */
-static int read_view(struct vh_image *b, uint64_t off, uint8_t *buf, uint64_t len, struct vh_error *err) {
-        uint64_t n = 0;
-        if (b && off < b->virtual_size) {
-                n = MIN(len, b->virtual_size - off);
-                int r = vh_image_read(b, off, buf, (size_t) n, err);
-                if (r < 0)
-                        return r;
-        }
-        memset(buf + n, 0, (size_t) (len - n));
-        return 0;
-}
-
-/* Whether 'b' (may be NULL) reads as zeros over [off, off + len). */
-static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *ret, struct vh_error *err) {
-        *ret = true;
-        while (b && len > 0 && off < b->virtual_size) {
-                struct vh_image_extent e;
-                int r = vh_image_map(b, off, MIN(len, b->virtual_size - off), &e, err);
-                if (r < 0)
-                        return r;
-                if (!e.zero || e.length == 0) {
-                        *ret = false;
-                        return 0;
-                }
-                off += e.length;
-                len -= e.length;
-        }
-        return 0;
-}
-
 static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                             const struct vh_image_rebase_options *opts, struct vh_error *err) {
         const uint64_t size = img->virtual_size;
@@ -184,9 +152,9 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                         continue;
                 }
                 bool old_zero, new_zero;
-                r = view_is_zero(img, off, len, &old_zero, err);
+                r = image_view_is_zero(img, off, len, &old_zero, err);
                 if (r >= 0 && old_zero)
-                        r = view_is_zero(new_backing, off, len, &new_zero, err);
+                        r = image_view_is_zero(new_backing, off, len, &new_zero, err);
                 if (r < 0)
                         return r;
                 if (old_zero && new_zero) {
@@ -196,7 +164,7 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 r = vh_image_read(img, off, a, (size_t) len, err);
                 if (r < 0)
                         return r;
-                r = read_view(new_backing, off, b, len, err);
+                r = image_read_view(new_backing, off, b, len, err);
                 if (r < 0)
                         return r;
                 /* Cluster by cluster (ranges the image does not hold start
