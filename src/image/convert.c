@@ -382,9 +382,9 @@ static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
                         }
                         break;
                 }
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
-                r = t->emit(t, off, q.slot[i].buf, n, err);
+                r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r >= 0)
+                        r = t->emit(t, off, q.slot[i].buf, n, err);
 
                 pthread_mutex_lock(&q.lock);
                 q.head = (q.head + 1) % CONVERT_RING;
@@ -404,8 +404,8 @@ static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
         }
         for (unsigned i = 0; i < CONVERT_RING; i++)
                 free(q.slot[i].buf);
-        if (r >= 0 && opts->progress)
-                opts->progress(size, size, opts->userdata);
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, size, size);
         return r;
 }
 
@@ -875,9 +875,12 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
                 while (p.done < size && !p.stop) {
                         uint64_t done = p.done;
                         pthread_mutex_unlock(&p.lock);
-                        if (opts->progress)
-                                opts->progress(done, size, opts->userdata);
+                        /* A cancel stops the workers at their next
+                         * window (par_fail() below). */
+                        r = image_progress(opts->progress, opts->userdata, done, size);
                         pthread_mutex_lock(&p.lock);
+                        if (r < 0)
+                                break;
                         if (p.done == done && !p.stop)
                                 pthread_cond_wait(&p.changed, &p.lock);
                 }
@@ -898,8 +901,9 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
                                 r = w->error;
                                 break;
                         }
-                        if (opts->progress)
-                                opts->progress(j * CONVERT_WINDOW, size, opts->userdata);
+                        r = image_progress(opts->progress, opts->userdata, j * CONVERT_WINDOW, size);
+                        if (r < 0)
+                                break;
                         r = plan_window(t, w, err);
                         if (r < 0)
                                 break;
@@ -940,8 +944,8 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
         }
         for (unsigned i = 0; i < CONVERT_WORKERS; i++)
                 vh_image_free(k[i].src);
-        if (r >= 0 && opts->progress)
-                opts->progress(size, size, opts->userdata);
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, size, size);
         return r;
 }
 
@@ -966,8 +970,9 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                 return vh_error_set(err, -ENOMEM, "out of memory");
         uint64_t off = 0;
         for (;;) {
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
+                r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r < 0)
+                        return r;
                 uint64_t n;
                 r = next_chunk(src, t, &off, buf, &n, err);
                 if (r < 0)
@@ -979,9 +984,7 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                         return r;
                 off += n;
         }
-        if (opts->progress)
-                opts->progress(size, size, opts->userdata);
-        return 0;
+        return image_progress(opts->progress, opts->userdata, size, size);
 }
 
 /* Opens the -B backing file as the new image will see it (relative to the
@@ -1111,6 +1114,9 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         if (r >= 0)
                 r = image_output_commit(&out, t.flush, err);
         qcow2_writer_free(t.qcow2);
+        /* Removes the temporary output unless it was renamed into place. */
         image_output_done(&out);
+        if (r == -ECANCELED)
+                vh_error_set(err, r, "cancelled; %s was left as it was", dst_path);
         return r;
 }

@@ -174,16 +174,11 @@ int image_replace_open(const char *path, bool replace_data, int *ret_fd, mode_t 
  * (replace.c). */
 int image_replace_check_locked(int fd, const char *path, struct vh_error *err);
 
-/* Writes all of 'buf' at 'offset'.
- *
- * Test knob: with VMHOST_FAULT_KILL_AFTER_WRITES=N in the environment the
- * process raises SIGKILL right after its Nth call returns, so that the
- * crash-safety tests (tests/e2e/t-img-crash.sh) can stop a writer between
- * any two of its writes. Unset, it costs one getenv() per process. */
+/* Writes all of 'buf' at 'offset'. Each call counts as one write for the
+ * fault switch (vh_image_fault_set_kill_after_writes()). */
 int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
-/* The same knob set from code (unit tests, in a forked child): 0 turns it
- * off; the count restarts. */
-void image_fault_set_kill_after(uint64_t n);
+/* The writes counted since the fault switch was last set (for tests). */
+uint64_t image_fault_writes(void);
 
 /* True if all 'len' bytes are zero. */
 bool image_buffer_is_zero(const void *buf, size_t len);
@@ -197,6 +192,12 @@ int image_preallocate(int fd, uint64_t offset, uint64_t len, enum vh_image_preal
 
 /* Format-specific create into an open file (qcow2-write.c). */
 int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t size, struct vh_error *err);
+
+/* Calls an operation's progress callback (if any): -ECANCELED when it
+ * asks to cancel (see "Progress and cancelling" in vmhost/image.h), else 0.
+ * The caller sets the message, which says what was left behind. */
+int image_progress(int (*progress)(uint64_t done, uint64_t total, void *userdata), void *userdata, uint64_t done,
+                   uint64_t total);
 
 /* Copies the message of 'err' behind "PREFIX: ", keeping the code. */
 int image_error_prefix(struct vh_error *err, int code, const char *prefix);

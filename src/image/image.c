@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -89,6 +91,13 @@ int image_error_prefix(struct vh_error *err, int code, const char *prefix) {
         return code;
 }
 
+int image_progress(int (*progress)(uint64_t done, uint64_t total, void *userdata), void *userdata, uint64_t done,
+                   uint64_t total) {
+        if (progress && progress(done, total, userdata) != 0)
+                return -ECANCELED;
+        return 0;
+}
+
 int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err) {
         return image_pread_fd(img->fd, img->filename, buf, len, offset, err);
 }
@@ -123,38 +132,51 @@ bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len) {
         return offset > img->file_size || len > img->file_size - offset;
 }
 
-/* The fault-injection knob described in image-internal.h: the number of
- * writes after which to die, read once; 0 when unset. */
-static int fault_loaded;
-static uint64_t fault_after, fault_writes;
+/* The fault switch (vh_image_fault_set_kill_after_writes()): the number
+ * of writes after which to die, 0 for never, and the writes counted so
+ * far. Atomic, because convert's worker threads write in parallel and
+ * the Nth write of the process, whichever thread makes it, must be the
+ * last. */
+static _Atomic uint64_t fault_after, fault_writes;
+static atomic_bool fault_set;
+static pthread_once_t fault_env_once = PTHREAD_ONCE_INIT;
 
-void image_fault_set_kill_after(uint64_t n) {
-        fault_loaded = 1;
-        fault_after = n;
-        fault_writes = 0;
+void vh_image_fault_set_kill_after_writes(uint64_t n) {
+        atomic_store(&fault_writes, 0);
+        atomic_store(&fault_after, n);
+        atomic_store(&fault_set, true);
 }
 
-static uint64_t fault_kill_after(void) {
-        int loaded = fault_loaded;
-        uint64_t after = fault_after;
-        if (!loaded) {
-                const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
+int vh_image_fault_load_env(void) {
+        const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
+        uint64_t n = 0;
+        if (e && *e) {
                 char *end;
-                if (e && *e) {
-                        errno = 0;
-                        unsigned long long v = strtoull(e, &end, 10);
-                        if (errno == 0 && *end == '\0')
-                                after = v;
-                }
-                fault_after = after;
-                fault_loaded = 1;
+                errno = 0;
+                unsigned long long v = strtoull(e, &end, 10);
+                if (errno != 0 || *end != '\0' || e[0] == '-')
+                        return -EINVAL;
+                n = v;
         }
-        return after;
+        vh_image_fault_set_kill_after_writes(n);
+        return 0;
+}
+
+uint64_t image_fault_writes(void) {
+        return atomic_load(&fault_writes);
+}
+
+static void fault_load_env_once(void) {
+        /* A switch set from code wins over the environment. */
+        if (!atomic_load(&fault_set))
+                (void) vh_image_fault_load_env();
 }
 
 static void fault_count_write(void) {
-        uint64_t after = fault_kill_after();
-        if (after > 0 && ++fault_writes >= after)
+        if (!atomic_load_explicit(&fault_set, memory_order_acquire))
+                pthread_once(&fault_env_once, fault_load_env_once);
+        uint64_t after = atomic_load_explicit(&fault_after, memory_order_relaxed);
+        if (after > 0 && atomic_fetch_add(&fault_writes, 1) + 1 >= after)
                 raise(SIGKILL);
 }
 

@@ -133,13 +133,14 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
 
         uint64_t off = 0;
         while (off < size) {
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
+                int r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r < 0)
+                        return r;
                 /* The image's own layer, not the chain: a range past the
                  * end of a short backing file reads as zeros "at depth 0"
                  * in vh_image_map(), yet the image does not hold it. */
                 struct image_layer_extent le;
-                int r = img->driver->map(img, off, MIN(size - off, REBASE_CHUNK), &le, err);
+                r = img->driver->map(img, off, MIN(size - off, REBASE_CHUNK), &le, err);
                 if (r < 0)
                         return image_error_prefix(err, r, img->filename);
                 if (le.length == 0)
@@ -215,10 +216,27 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
                 }
                 r = copy_differences(img, new_backing, opts, err);
                 if (r >= 0)
-                        r = vh_image_flush(img, err);
+                        r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
+                if (r >= 0 || r == -ECANCELED) {
+                        /* Cancelled too: what was copied holds what the
+                         * old chain shows, on stable storage before the
+                         * call returns. */
+                        int q = vh_image_flush(img, err);
+                        if (q < 0)
+                                r = q;
+                }
+                if (r == -ECANCELED)
+                        r = vh_error_set(err, r, "cancelled; %s still names its old backing file and reads the same",
+                                         img->filename);
                 if (r < 0) {
                         vh_image_free(new_backing);
                         return r;
+                }
+        } else {
+                r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
+                if (r < 0) {
+                        vh_image_free(new_backing);
+                        return vh_error_set(err, r, "cancelled; %s still names its old backing file", img->filename);
                 }
         }
 
@@ -243,7 +261,5 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
         img->backing_format = name ? opts->backing_format : VH_IMAGE_FORMAT_PROBE;
         for (struct vh_image *x = img->backing; x; x = x->backing)
                 x->depth++;
-        if (opts->progress)
-                opts->progress(img->virtual_size, img->virtual_size, opts->userdata);
         return 0;
 }

@@ -235,8 +235,8 @@ int vm_image_check_not_in_use(const char *path, const char *action, struct vh_er
                             list ? list : "?");
 }
 
-int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint64_t, uint64_t, void *),
-                    struct vh_error *err) {
+int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64_t, uint64_t, void *),
+                    void *userdata, struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
         int r = vm_load(name, &def, err);
         if (r < 0)
@@ -277,6 +277,7 @@ int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint6
         }
         struct vh_image_commit_options co = {
                 .progress = progress,
+                .userdata = userdata,
         };
         r = vh_image_commit(top, &co, err);
         vh_image_free(top);
