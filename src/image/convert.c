@@ -1117,6 +1117,6 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         /* Removes the temporary output unless it was renamed into place. */
         image_output_done(&out);
         if (r == -ECANCELED)
-                vh_error_set(err, r, "cancelled; %s was left as it was", dst_path);
+                vh_error_set(err, r, "cancelled; nothing was written to %s", dst_path);
         return r;
 }
