@@ -76,6 +76,10 @@ int vh_image_open(const char *path, const struct vh_image_open_options *opts,
 
 /* Closes the image and its backing chain; accepts NULL, returns NULL. */
 struct vh_image *vh_image_free(struct vh_image *img);
+/* For _cleanup_(vh_image_freep) on a local 'struct vh_image *'. */
+static inline void vh_image_freep(struct vh_image **p) {
+        vh_image_free(*p);
+}
 
 /* The name the image was opened by (for a backing file: the path built
  * from the overlay's directory and the backing name). */
@@ -97,6 +101,27 @@ int vh_image_read(struct vh_image *img, uint64_t offset, void *buf, size_t len, 
  * [offset, offset + len) will need from each file of the chain (only the
  * data, not holes or zero clusters). A hint: errors are ignored. */
 void vh_image_prefetch(struct vh_image *img, uint64_t offset, uint64_t len);
+
+/* ---- Progress and cancelling ----
+ *
+ * The long operations (convert, commit, rebase, compare) take a callback
+ * 'progress' with 'userdata'. It is called in the caller's thread (never
+ * in one of convert's workers), now and then, with the bytes of the
+ * virtual disk done so far and the total, and last with done == total
+ * once the work is done but before the result is committed (the rename
+ * of convert's output, the emptying of commit's top image, the header of
+ * rebase). It returns 0 to go on; anything else cancels: the operation
+ * stops within a few MiB of work (one chunk or window; convert's workers
+ * finish the window they hold), cleans up and returns -ECANCELED, with a
+ * message that says what was left:
+ *   convert  the temporary output is removed, the destination untouched;
+ *   commit   the top image is not emptied and reads the same; the base
+ *            holds, flushed, what was copied so far (data the top shows),
+ *            and both are consistent images;
+ *   rebase   the header still names the old backing file; clusters
+ *            already copied into the image hold what the old chain showed,
+ *            so the guest sees the same disk;
+ *   compare  no result. */
 
 /* ---- Writing (images opened with VH_IMAGE_OPEN_READ_WRITE) ----
  *
@@ -138,7 +163,7 @@ struct vh_image_commit_options {
          * as in qemu-img: the images between top and base would otherwise
          * no longer read right. */
         bool keep_top;
-        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
 };
 
@@ -158,7 +183,7 @@ struct vh_image_rebase_options {
         /* Only rewrite the header (qemu-img's -u): no data is compared or
          * copied, and the backing files need not exist. */
         bool unsafe;
-        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
 };
 
@@ -338,8 +363,7 @@ struct vh_image_convert_options {
         /* Replace an existing 'dst_path' that holds data (--force); see
          * vh_image_replace_check(). */
         bool replace_data;
-        /* Called now and then with the bytes of the virtual disk done so far. */
-        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
 };
 
@@ -441,7 +465,7 @@ int vh_image_map_walk(struct vh_image *img, uint64_t start, uint64_t length, boo
 
 struct vh_image_compare_options {
         bool strict;                    /* -s: sizes and allocation must match too */
-        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
 };
 
@@ -488,3 +512,19 @@ struct vh_image_measure_result {
  * (or, with src NULL, of opts->size bytes) would be. */
 int vh_image_measure(struct vh_image *src, const struct vh_image_measure_options *opts,
                      struct vh_image_measure_result *ret, struct vh_error *err);
+
+/* ---- Fault injection, for the crash-safety tests ----
+ *
+ * With the switch at N > 0, the process raises SIGKILL right after its
+ * Nth write to an image file (data or metadata, counted across all
+ * threads), so that a test can stop a writer between any two of its
+ * writes (tests/e2e/t-img-crash.sh). 0 turns it off. Setting it restarts
+ * the count. */
+void vh_image_fault_set_kill_after_writes(uint64_t n);
+
+/* Sets the switch from VMHOST_FAULT_KILL_AFTER_WRITES (unset or empty: off;
+ * -EINVAL, switch unchanged, if it is not a number). The only place the
+ * image library reads the environment: meant for the constructor of the
+ * program's context. Until a program calls it or sets the switch, the
+ * first write of the process calls it. */
+int vh_image_fault_load_env(void);

@@ -265,8 +265,9 @@ static void usage_compare(FILE *f) {
                 "  vmhost img compare base.qcow2 copy.raw\n");
 }
 
-static void compare_progress(uint64_t done, uint64_t total, void *userdata) {
+static int compare_progress(uint64_t done, uint64_t total, void *userdata) {
         fprintf(stderr, "    (%.2f/100%%)\r", total ? (double) done * 100.0 / (double) total : 100.0);
+        return 0;
 }
 
 int cmd_img_compare(int argc, char **argv) {

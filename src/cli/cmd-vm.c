@@ -1149,9 +1149,10 @@ static int vm_forward_cmd(int argc, char **argv) {
         return 0;
 }
 
-static void commit_progress(uint64_t done, uint64_t total, void *userdata) {
+static int commit_progress(uint64_t done, uint64_t total, void *userdata) {
         if (isatty(STDERR_FILENO) && total > 0)
                 fprintf(stderr, "\r    (%.2f/100%%)", 100.0 * (double) done / (double) total);
+        return 0;
 }
 
 static int vm_commit_cmd(int argc, char **argv) {
@@ -1161,7 +1162,7 @@ static int vm_commit_cmd(int argc, char **argv) {
                 return 2;
         struct vh_error err = {};
         char **others = NULL;
-        int r = vm_image_commit(argv[1], &others, commit_progress, &err);
+        int r = vm_image_commit(argv[1], &others, commit_progress, NULL, &err);
         if (isatty(STDERR_FILENO))
                 fputc('\n', stderr);
         if (r < 0)

@@ -2,6 +2,7 @@
  * share (see img-common.h). Messages are kept word for word as the verbs
  * printed them, since scripts match them. */
 #include <errno.h>
+#include <signal.h>
 
 #include "base/log.h"
 #include "base/strutil.h"
@@ -89,8 +90,7 @@ bool img_cli_shows_progress(const struct img_cli *cli) {
         return cli->progress && !cli->quiet;
 }
 
-static void progress_print(uint64_t done, uint64_t total, void *userdata) {
-        struct img_cli *cli = userdata;
+static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
         int now = total ? (int) ((double) done * 10000.0 / (double) total) : 10000;
         /* Every whole percent, and the end. */
         if (cli->progress_last >= 0 && now / 100 == cli->progress_last / 100 && now != 10000)
@@ -102,11 +102,40 @@ static void progress_print(uint64_t done, uint64_t total, void *userdata) {
         fflush(stderr);
 }
 
-void img_cli_progress_hook(struct img_cli *cli, void (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
-                           void **ret_userdata) {
-        if (!img_cli_shows_progress(cli))
+/* Set by the signal handler, read by the progress callback: the
+ * operation itself must do the cleaning up, which a handler cannot. */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+        (void) sig;
+        interrupted = 1;
+}
+
+static int progress_cb(uint64_t done, uint64_t total, void *userdata) {
+        struct img_cli *cli = userdata;
+        if (img_cli_shows_progress(cli))
+                progress_print(cli, done, total);
+        return interrupted ? 1 : 0;
+}
+
+static void catch_interrupt(int sig) {
+        struct sigaction old;
+        /* An ignored signal stays ignored (a background job of a shell
+         * without job control must not stop on the terminal's Ctrl-C). */
+        if (sigaction(sig, NULL, &old) < 0 || old.sa_handler == SIG_IGN)
                 return;
-        *ret_progress = progress_print;
+        /* SA_RESTART: the signal may land in any thread, which then goes
+         * on with its read or write. SA_RESETHAND: a second one kills. */
+        struct sigaction sa = { .sa_handler = on_interrupt, .sa_flags = SA_RESTART | SA_RESETHAND };
+        sigemptyset(&sa.sa_mask);
+        (void) sigaction(sig, &sa, NULL);
+}
+
+void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
+                           void **ret_userdata) {
+        catch_interrupt(SIGINT);
+        catch_interrupt(SIGTERM);
+        *ret_progress = progress_cb;
         *ret_userdata = cli;
 }
 

@@ -75,10 +75,13 @@ int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_form
 /* True if the verb shows progress: -p without -q. */
 bool img_cli_shows_progress(const struct img_cli *cli);
 
-/* If the verb shows progress, points an operation's 'progress' and
- * 'userdata' options at the shared printer (whole percents on stderr),
- * whose state lives in 'cli'. */
-void img_cli_progress_hook(struct img_cli *cli, void (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
+/* Points a long operation's 'progress' and 'userdata' options at the
+ * shared callback, whose state lives in 'cli': it prints whole percents
+ * on stderr if the verb shows progress, and cancels the operation once
+ * SIGINT or SIGTERM came (Ctrl-C), which it catches from now on unless
+ * they are ignored. The operation then cleans up and fails with
+ * -ECANCELED; a second Ctrl-C ends the process at once. */
+void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
                            void **ret_userdata);
 
 /* Ends the progress line, if the verb shows progress. */

@@ -411,13 +411,13 @@ static int calculate_refcounts(struct check_ctx *c) {
         int r = check_l1(c, h->l1_table_offset, h->l1_size, CHECK_FRAG_INFO);
         if (r < 0)
                 return r;
-        for (uint32_t i = 0; i < m->n_snapshots; i++) {
-                const struct qcow2_snapshot_entry *s = &m->snapshots[i];
-                if (s->l1_table_offset & (h->cluster_size - 1)) {
+        for (size_t i = 0; i < m->n_snapshots; i++) {
+                const struct qcow2_snapshot *s = &m->snapshots[i];
+                if (s->l1_offset & (h->cluster_size - 1)) {
                         report(c,
                                "ERROR snapshot %s (%s) l1_offset=%#" PRIx64
                                ": L1 table is not cluster aligned; snapshot table entry corrupted",
-                               s->id, s->name, s->l1_table_offset);
+                               s->id, s->name, s->l1_offset);
                         c->res->corruptions++;
                         continue;
                 }
@@ -429,7 +429,7 @@ static int calculate_refcounts(struct check_ctx *c) {
                         c->res->corruptions++;
                         continue;
                 }
-                r = check_l1(c, s->l1_table_offset, s->l1_size, 0);
+                r = check_l1(c, s->l1_offset, s->l1_size, 0);
                 if (r < 0)
                         return r;
         }

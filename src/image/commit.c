@@ -71,10 +71,11 @@ static int copy_down(struct vh_image *top, struct vh_image *base, const struct v
 
         uint64_t off = 0;
         while (off < size) {
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
+                int r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r < 0)
+                        return r;
                 struct vh_image_extent e;
-                int r = vh_image_map(top, off, MIN(size - off, COMMIT_CHUNK), &e, err);
+                r = vh_image_map(top, off, MIN(size - off, COMMIT_CHUNK), &e, err);
                 if (r < 0)
                         return r;
                 if (e.length == 0)
@@ -202,6 +203,20 @@ int vh_image_commit(struct vh_image *top, const struct vh_image_commit_options *
         }
 
         r = copy_down(top, base, opts, err);
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, top->virtual_size, top->virtual_size);
+        if (r == -ECANCELED) {
+                /* What was copied is what the top shows there, so the top
+                 * reads the same; on stable storage it is a consistent
+                 * part of the commit that a later commit completes. */
+                r = vh_image_flush(base, err);
+                if (r < 0)
+                        return r;
+                return vh_error_set(err, -ECANCELED,
+                                    "cancelled; %s holds part of the data of %s, which is unchanged and reads "
+                                    "the same",
+                                    base->filename, top->filename);
+        }
         if (r < 0)
                 return r;
         /* The base holds everything on stable storage before the top
@@ -217,7 +232,5 @@ int vh_image_commit(struct vh_image *top, const struct vh_image_commit_options *
                 if (r < 0)
                         return image_error_prefix(err, r, top->filename);
         }
-        if (opts->progress)
-                opts->progress(top->virtual_size, top->virtual_size, opts->userdata);
         return 0;
 }

@@ -88,8 +88,9 @@ static int compare_loop(struct compare_state *s, struct vh_image *a, struct vh_i
         }
         uint64_t offset = 0;
         while (offset < size) {
-                if (opts->progress)
-                        opts->progress(offset, size, opts->userdata);
+                r = image_progress(opts->progress, opts->userdata, offset, size);
+                if (r < 0)
+                        return vh_error_set(err, r, "cancelled");
                 struct bstat s1, s2;
                 r = bstat_above(s->ca, a, offset, size_a - offset, &s1, err);
                 if (r < 0)
@@ -180,8 +181,8 @@ int vh_image_compare(struct vh_image *a, struct vh_image *b, const struct vh_ima
         }
         if (r >= 0)
                 r = compare_loop(&s, a, b, opts, err);
-        if (r >= 0 && opts->progress)
-                opts->progress(1, 1, opts->userdata);
+        if (r >= 0 && image_progress(opts->progress, opts->userdata, 1, 1) < 0)
+                r = vh_error_set(err, -ECANCELED, "cancelled");
         bstat_chain_free(s.ca);
         bstat_chain_free(s.cb);
         free(s.buf1);

@@ -56,8 +56,6 @@
 /* Source depth that never matches. */
 #define NO_DEPTH UINT32_MAX
 
-DEFINE_FREE_FUNC(struct vh_image, vh_image_free)
-
 struct convert_target {
         uint64_t unit; /* zero detection granularity; divides CONVERT_CHUNK */
         /* Takes 'len' bytes of guest data at 'offset' (unit aligned); 'buf'
@@ -182,24 +180,11 @@ static int emit_raw(struct convert_target *t, uint64_t offset, const uint8_t *bu
         return r;
 }
 
-/* Reads what 'b' shows at [off, off + len), zeros past its end. */
-static int read_view(struct vh_image *b, uint64_t off, uint8_t *buf, uint64_t len, struct vh_error *err) {
-        uint64_t n = 0;
-        if (off < b->virtual_size) {
-                n = MIN(len, b->virtual_size - off);
-                int r = vh_image_read(b, off, buf, (size_t) n, err);
-                if (r < 0)
-                        return r;
-        }
-        memset(buf + n, 0, (size_t) (len - n));
-        return 0;
-}
-
 static int emit_qcow2(struct convert_target *t, uint64_t offset, const uint8_t *buf, uint64_t len,
                       struct vh_error *err) {
         int r;
         if (t->backing) {
-                r = read_view(t->backing, offset, t->bbuf, ALIGN_UP(len, t->unit), err);
+                r = image_read_view(t->backing, offset, t->bbuf, ALIGN_UP(len, t->unit), err);
                 if (r < 0)
                         return r;
         }
@@ -245,24 +230,6 @@ static int emit_qcow2(struct convert_target *t, uint64_t offset, const uint8_t *
         return 0;
 }
 
-/* Whether 'b' reads as zeros over [off, off + len) (past its end it does). */
-static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *ret, struct vh_error *err) {
-        *ret = true;
-        while (len > 0 && off < b->virtual_size) {
-                struct vh_image_extent e;
-                int r = vh_image_map(b, off, MIN(len, b->virtual_size - off), &e, err);
-                if (r < 0)
-                        return r;
-                if (!e.zero || e.length == 0) {
-                        *ret = false;
-                        return 0;
-                }
-                off += e.length;
-                len -= e.length;
-        }
-        return 0;
-}
-
 /* Finds the next range at or after '*off' that the output must hold,
  * reads it into 'buf' (CONVERT_CHUNK bytes) and sets '*off' to its start
  * and '*ret_n' to its length; 0 at the end of the disk. */
@@ -288,7 +255,7 @@ static int next_chunk(struct vh_image *src, struct convert_target *t, uint64_t *
                 else if (e.zero && !t->backing)
                         skip = true;
                 else if (e.zero) {
-                        r = view_is_zero(t->backing, *off, e.length, &skip, err);
+                        r = image_view_is_zero(t->backing, *off, e.length, &skip, err);
                         if (r < 0)
                                 return r;
                 }
@@ -415,9 +382,9 @@ static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
                         }
                         break;
                 }
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
-                r = t->emit(t, off, q.slot[i].buf, n, err);
+                r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r >= 0)
+                        r = t->emit(t, off, q.slot[i].buf, n, err);
 
                 pthread_mutex_lock(&q.lock);
                 q.head = (q.head + 1) % CONVERT_RING;
@@ -437,8 +404,8 @@ static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
         }
         for (unsigned i = 0; i < CONVERT_RING; i++)
                 free(q.slot[i].buf);
-        if (r >= 0 && opts->progress)
-                opts->progress(size, size, opts->userdata);
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, size, size);
         return r;
 }
 
@@ -908,9 +875,12 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
                 while (p.done < size && !p.stop) {
                         uint64_t done = p.done;
                         pthread_mutex_unlock(&p.lock);
-                        if (opts->progress)
-                                opts->progress(done, size, opts->userdata);
+                        /* A cancel stops the workers at their next
+                         * window (par_fail() below). */
+                        r = image_progress(opts->progress, opts->userdata, done, size);
                         pthread_mutex_lock(&p.lock);
+                        if (r < 0)
+                                break;
                         if (p.done == done && !p.stop)
                                 pthread_cond_wait(&p.changed, &p.lock);
                 }
@@ -931,8 +901,9 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
                                 r = w->error;
                                 break;
                         }
-                        if (opts->progress)
-                                opts->progress(j * CONVERT_WINDOW, size, opts->userdata);
+                        r = image_progress(opts->progress, opts->userdata, j * CONVERT_WINDOW, size);
+                        if (r < 0)
+                                break;
                         r = plan_window(t, w, err);
                         if (r < 0)
                                 break;
@@ -973,8 +944,8 @@ static int convert_loop_parallel(struct vh_image *src, struct convert_target *t,
         }
         for (unsigned i = 0; i < CONVERT_WORKERS; i++)
                 vh_image_free(k[i].src);
-        if (r >= 0 && opts->progress)
-                opts->progress(size, size, opts->userdata);
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, size, size);
         return r;
 }
 
@@ -999,8 +970,9 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                 return vh_error_set(err, -ENOMEM, "out of memory");
         uint64_t off = 0;
         for (;;) {
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
+                r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r < 0)
+                        return r;
                 uint64_t n;
                 r = next_chunk(src, t, &off, buf, &n, err);
                 if (r < 0)
@@ -1012,9 +984,7 @@ static int convert_loop(struct vh_image *src, struct convert_target *t, const st
                         return r;
                 off += n;
         }
-        if (opts->progress)
-                opts->progress(size, size, opts->userdata);
-        return 0;
+        return image_progress(opts->progress, opts->userdata, size, size);
 }
 
 /* Opens the -B backing file as the new image will see it (relative to the
@@ -1144,6 +1114,9 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         if (r >= 0)
                 r = image_output_commit(&out, t.flush, err);
         qcow2_writer_free(t.qcow2);
+        /* Removes the temporary output unless it was renamed into place. */
         image_output_done(&out);
+        if (r == -ECANCELED)
+                vh_error_set(err, r, "cancelled; nothing was written to %s", dst_path);
         return r;
 }

@@ -79,6 +79,8 @@ extern const struct image_driver image_driver_qcow2;
 /* Reads exactly 'len' bytes at 'offset'; what lies past the end of the
  * file reads as zeros (a qcow2 file may end inside its last cluster). */
 int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err);
+/* The same on any file open at 'fd' ('filename' for messages). */
+int image_pread_fd(int fd, const char *filename, void *buf, size_t len, uint64_t offset, struct vh_error *err);
 
 /* True if [offset, offset + len) does not lie within the file. The size
  * is looked up again before saying so: an image opened with force-share
@@ -96,6 +98,15 @@ int image_open_one(const char *path, enum vh_image_format format, unsigned flags
  * (within img's virtual size): zeros past the backing file's end or
  * without one. */
 int image_read_backing(struct vh_image *img, uint64_t offset, void *buf, size_t len, struct vh_error *err);
+
+/* Reads what 'img' (NULL: an empty disk) shows at [offset, offset + len),
+ * zeros past its end: for comparing what two chains of different sizes
+ * show (convert -B, rebase). */
+int image_read_view(struct vh_image *img, uint64_t offset, void *buf, uint64_t len, struct vh_error *err);
+/* Whether 'img' (NULL: an empty disk) reads as zeros over [offset, offset
+ * + len), past its end included, as far as vh_image_map() tells without
+ * reading data. */
+int image_view_is_zero(struct vh_image *img, uint64_t offset, uint64_t len, bool *ret, struct vh_error *err);
 
 /* Makes an image opened read-only (a backing file, say) writable: reopens
  * the file for writing and swaps QEMU's read lock for the write lock. */
@@ -152,22 +163,22 @@ int image_output_commit(struct image_output *out, bool flush, struct vh_error *e
 #define IMAGE_OUTPUT_INIT { .fd = -1, .old_fd = -1 }
 void image_output_done(struct image_output *out);
 
+/* What vh_image_replace_check() decides, keeping the existing file open
+ * and write-locked in '*ret_fd' (-1 when there is none, '*ret_mode' then
+ * 0) for the caller that goes on to replace it (output.c). */
+int image_replace_open(const char *path, bool replace_data, int *ret_fd, mode_t *ret_mode, struct vh_error *err);
+
 /* -EEXIST, with the file and what it holds named in 'err', when the
  * existing file open as 'fd' (write-locked by the caller) holds data:
  * anything but a zero-length file or an image without data of its own
  * (replace.c). */
 int image_replace_check_locked(int fd, const char *path, struct vh_error *err);
 
-/* Writes all of 'buf' at 'offset'.
- *
- * Test knob: with VMHOST_FAULT_KILL_AFTER_WRITES=N in the environment the
- * process raises SIGKILL right after its Nth call returns, so that the
- * crash-safety tests (tests/e2e/t-img-crash.sh) can stop a writer between
- * any two of its writes. Unset, it costs one getenv() per process. */
+/* Writes all of 'buf' at 'offset'. Each call counts as one write for the
+ * fault switch (vh_image_fault_set_kill_after_writes()). */
 int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
-/* The same knob set from code (unit tests, in a forked child): 0 turns it
- * off; the count restarts. */
-void image_fault_set_kill_after(uint64_t n);
+/* The writes counted since the fault switch was last set (for tests). */
+uint64_t image_fault_writes(void);
 
 /* True if all 'len' bytes are zero. */
 bool image_buffer_is_zero(const void *buf, size_t len);
@@ -181,6 +192,12 @@ int image_preallocate(int fd, uint64_t offset, uint64_t len, enum vh_image_preal
 
 /* Format-specific create into an open file (qcow2-write.c). */
 int qcow2_create(int fd, const struct vh_image_create_options *opts, uint64_t size, struct vh_error *err);
+
+/* Calls an operation's progress callback (if any): -ECANCELED when it
+ * asks to cancel (see "Progress and cancelling" in vmhost/image.h), else 0.
+ * The caller sets the message, which says what was left behind. */
+int image_progress(int (*progress)(uint64_t done, uint64_t total, void *userdata), void *userdata, uint64_t done,
+                   uint64_t total);
 
 /* Copies the message of 'err' behind "PREFIX: ", keeping the code. */
 int image_error_prefix(struct vh_error *err, int code, const char *prefix);

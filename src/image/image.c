@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -89,15 +91,26 @@ int image_error_prefix(struct vh_error *err, int code, const char *prefix) {
         return code;
 }
 
+int image_progress(int (*progress)(uint64_t done, uint64_t total, void *userdata), void *userdata, uint64_t done,
+                   uint64_t total) {
+        if (progress && progress(done, total, userdata) != 0)
+                return -ECANCELED;
+        return 0;
+}
+
 int image_pread(struct vh_image *img, void *buf, size_t len, uint64_t offset, struct vh_error *err) {
+        return image_pread_fd(img->fd, img->filename, buf, len, offset, err);
+}
+
+int image_pread_fd(int fd, const char *filename, void *buf, size_t len, uint64_t offset, struct vh_error *err) {
         uint8_t *p = buf;
         while (len > 0) {
-                ssize_t n = pread(img->fd, p, MIN(len, (size_t) 1 << 30), (off_t) offset);
+                ssize_t n = pread(fd, p, MIN(len, (size_t) 1 << 30), (off_t) offset);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
                         return vh_error_set(err, negative_errno(), "%s: read of %zu bytes at %" PRIu64 " failed: %m",
-                                            img->filename, len, offset);
+                                            filename, len, offset);
                 if (n == 0) {
                         memset(p, 0, len); /* past the end of the file */
                         break;
@@ -119,38 +132,51 @@ bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len) {
         return offset > img->file_size || len > img->file_size - offset;
 }
 
-/* The fault-injection knob described in image-internal.h: the number of
- * writes after which to die, read once; 0 when unset. */
-static int fault_loaded;
-static uint64_t fault_after, fault_writes;
+/* The fault switch (vh_image_fault_set_kill_after_writes()): the number
+ * of writes after which to die, 0 for never, and the writes counted so
+ * far. Atomic, because convert's worker threads write in parallel and
+ * the Nth write of the process, whichever thread makes it, must be the
+ * last. */
+static _Atomic uint64_t fault_after, fault_writes;
+static atomic_bool fault_set;
+static pthread_once_t fault_env_once = PTHREAD_ONCE_INIT;
 
-void image_fault_set_kill_after(uint64_t n) {
-        fault_loaded = 1;
-        fault_after = n;
-        fault_writes = 0;
+void vh_image_fault_set_kill_after_writes(uint64_t n) {
+        atomic_store(&fault_writes, 0);
+        atomic_store(&fault_after, n);
+        atomic_store(&fault_set, true);
 }
 
-static uint64_t fault_kill_after(void) {
-        int loaded = fault_loaded;
-        uint64_t after = fault_after;
-        if (!loaded) {
-                const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
+int vh_image_fault_load_env(void) {
+        const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
+        uint64_t n = 0;
+        if (e && *e) {
                 char *end;
-                if (e && *e) {
-                        errno = 0;
-                        unsigned long long v = strtoull(e, &end, 10);
-                        if (errno == 0 && *end == '\0')
-                                after = v;
-                }
-                fault_after = after;
-                fault_loaded = 1;
+                errno = 0;
+                unsigned long long v = strtoull(e, &end, 10);
+                if (errno != 0 || *end != '\0' || e[0] == '-')
+                        return -EINVAL;
+                n = v;
         }
-        return after;
+        vh_image_fault_set_kill_after_writes(n);
+        return 0;
+}
+
+uint64_t image_fault_writes(void) {
+        return atomic_load(&fault_writes);
+}
+
+static void fault_load_env_once(void) {
+        /* A switch set from code wins over the environment. */
+        if (!atomic_load(&fault_set))
+                (void) vh_image_fault_load_env();
 }
 
 static void fault_count_write(void) {
-        uint64_t after = fault_kill_after();
-        if (after > 0 && ++fault_writes >= after)
+        if (!atomic_load_explicit(&fault_set, memory_order_acquire))
+                pthread_once(&fault_env_once, fault_load_env_once);
+        uint64_t after = atomic_load_explicit(&fault_after, memory_order_relaxed);
+        if (after > 0 && atomic_fetch_add(&fault_writes, 1) + 1 >= after)
                 raise(SIGKILL);
 }
 
@@ -269,8 +295,6 @@ struct vh_image *vh_image_free(struct vh_image *img) {
         }
         return NULL;
 }
-DEFINE_FREE_FUNC(struct vh_image, vh_image_free)
-
 int image_open_one(const char *path, enum vh_image_format format, unsigned flags, unsigned depth,
                    const struct vh_image *chain_top, struct vh_image **ret, struct vh_error *err) {
         bool rw = flags & VH_IMAGE_OPEN_READ_WRITE;
@@ -513,6 +537,35 @@ int vh_image_map(struct vh_image *img, uint64_t offset, uint64_t max_len, struct
                 break;
         }
         *ret_extent = x;
+        return 0;
+}
+
+int image_read_view(struct vh_image *img, uint64_t offset, void *buf, uint64_t len, struct vh_error *err) {
+        uint64_t n = 0;
+        if (img && offset < img->virtual_size) {
+                n = MIN(len, img->virtual_size - offset);
+                int r = vh_image_read(img, offset, buf, (size_t) n, err);
+                if (r < 0)
+                        return r;
+        }
+        memset((uint8_t *) buf + n, 0, (size_t) (len - n));
+        return 0;
+}
+
+int image_view_is_zero(struct vh_image *img, uint64_t offset, uint64_t len, bool *ret, struct vh_error *err) {
+        while (img && len > 0 && offset < img->virtual_size) {
+                struct vh_image_extent e;
+                int r = vh_image_map(img, offset, MIN(len, img->virtual_size - offset), &e, err);
+                if (r < 0)
+                        return r;
+                if (!e.zero || e.length == 0) {
+                        *ret = false;
+                        return 0;
+                }
+                offset += e.length;
+                len -= e.length;
+        }
+        *ret = true;
         return 0;
 }
 

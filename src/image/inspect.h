@@ -24,21 +24,9 @@
 #define QCOW2_L2_BITMAP_ALL_ZERO UINT64_C(0xffffffff00000000)
 
 /* Limits on tables that only check and measure read. */
-#define QCOW2_MAX_SNAPSHOT_ID 1024
-#define QCOW2_MAX_SNAPSHOT_NAME 65535
-#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
-#define QCOW2_MAX_SNAPSHOT_TABLE (UINT64_C(64) << 20)
 #define QCOW2_MAX_BITMAPS 65535
 #define QCOW2_MAX_BITMAP_DIRECTORY (UINT64_C(64) << 20)
 #define QCOW2_MAX_BITMAP_TABLE_ENTRIES (UINT64_C(1) << 24)
-
-struct qcow2_snapshot_entry {
-        uint64_t l1_table_offset;
-        uint32_t l1_size;
-        uint64_t virtual_size; /* from the extra data; 0 when not recorded */
-        char *id;
-        char *name;
-};
 
 struct qcow2_bitmap_entry {
         uint64_t table_offset;
@@ -63,8 +51,8 @@ struct qcow2_meta {
         uint8_t **refblocks;  /* on-disk refcount blocks, loaded on demand, per reftable index */
         unsigned refblock_bits; /* log2 of the entries in one refcount block */
 
-        struct qcow2_snapshot_entry *snapshots;
-        uint32_t n_snapshots;
+        struct qcow2_snapshot *snapshots;
+        size_t n_snapshots;
         uint64_t snapshots_size; /* bytes of the snapshot table */
 
         bool has_bitmaps;     /* bitmaps extension present and its autoclear bit set */

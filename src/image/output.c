@@ -45,33 +45,13 @@ int image_output_begin(const char *path, bool replace_data, struct image_output 
         if (!o.path)
                 return vh_error_set(err, -ENOMEM, "out of memory");
 
-        mode_t old_mode = 0;
-        if (stat(o.path, &st) == 0) {
-                if (!S_ISREG(st.st_mode)) {
-                        r = vh_error_set(err, -EINVAL, "%s: exists and is not a regular file; not replacing it", path);
-                        goto fail;
-                }
-                o.old_fd = open(o.path, O_RDWR | O_CLOEXEC | O_NOCTTY);
-                if (o.old_fd < 0) {
-                        r = vh_error_set(err, negative_errno(), "%s: cannot open the existing file: %m", path);
-                        goto fail;
-                }
-                r = image_lock(o.old_fd, IMAGE_LOCK_WRITE, path, err);
-                if (r < 0)
-                        goto fail;
-                /* Under the lock, which is kept until the rename: nobody
-                 * that honours it can put data into the file between this
-                 * look and the replacement. */
-                if (!replace_data) {
-                        r = image_replace_check_locked(o.old_fd, path, err);
-                        if (r < 0)
-                                goto fail;
-                }
-                old_mode = st.st_mode & 07777;
-        } else if (errno != ENOENT) {
-                r = vh_error_set(err, negative_errno(), "%s: cannot stat: %m", path);
+        /* The old file stays open, write-locked, until the rename: nobody
+         * that honours the lock can put data into it between the check
+         * and the replacement. */
+        mode_t old_mode;
+        r = image_replace_open(path, replace_data, &o.old_fd, &old_mode, err);
+        if (r < 0)
                 goto fail;
-        }
 
         const char *slash = strrchr(o.path, '/');
         const char *base = slash ? slash + 1 : o.path;

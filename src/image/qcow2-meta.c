@@ -69,23 +69,7 @@ uint64_t qcow2_refcount_metadata_size(uint64_t clusters, uint64_t cluster_size, 
 }
 
 int qcow2_meta_pread(struct qcow2_meta *m, void *buf, size_t len, uint64_t offset, struct vh_error *err) {
-        uint8_t *p = buf;
-        while (len > 0) {
-                ssize_t n = pread(m->fd, p, MIN(len, (size_t) 1 << 30), (off_t) offset);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return vh_error_set(err, negative_errno(), "%s: read of %zu bytes at %" PRIu64 " failed: %m",
-                                            m->filename, len, offset);
-                if (n == 0) {
-                        memset(p, 0, len);
-                        break;
-                }
-                p += n;
-                len -= (size_t) n;
-                offset += (uint64_t) n;
-        }
-        return 0;
+        return image_pread_fd(m->fd, m->filename, buf, len, offset, err);
 }
 
 struct qcow2_meta *qcow2_meta_free(struct qcow2_meta *m) {
@@ -97,11 +81,7 @@ struct qcow2_meta *qcow2_meta_free(struct qcow2_meta *m) {
                         free(m->refblocks[i]);
         free(m->refblocks);
         free(m->reftable);
-        for (uint32_t i = 0; i < m->n_snapshots; i++) {
-                free(m->snapshots[i].id);
-                free(m->snapshots[i].name);
-        }
-        free(m->snapshots);
+        qcow2_snapshot_table_free(m->snapshots, m->n_snapshots);
         for (uint32_t i = 0; i < m->n_bitmaps; i++)
                 free(m->bitmaps[i].name);
         free(m->bitmaps);
@@ -196,58 +176,101 @@ int qcow2_meta_detect_metadata_preallocation(struct qcow2_meta *m, bool *ret) {
         return 0;
 }
 
-/* The snapshot table (spec: "Snapshots"). Each entry is 40 bytes, extra
- * data, id, name, padded to 8. */
-static int load_snapshots(struct qcow2_meta *m, struct vh_error *err) {
-        const struct qcow2_header *h = &m->h;
-        if (h->nb_snapshots == 0)
-                return 0;
-        m->snapshots = calloc(h->nb_snapshots, sizeof(*m->snapshots));
-        if (!m->snapshots)
-                return vh_error_set(err, -ENOMEM, "out of memory");
-
-        uint64_t off = h->snapshots_offset;
-        uint8_t fixed[40];
-        _cleanup_free_ uint8_t *var = NULL;
-        for (uint32_t i = 0; i < h->nb_snapshots; i++) {
-                if (off - h->snapshots_offset > QCOW2_MAX_SNAPSHOT_TABLE)
-                        return vh_error_set(err, -EFBIG, "snapshot table is larger than %" PRIu64 " bytes",
-                                            QCOW2_MAX_SNAPSHOT_TABLE);
-                if (off + sizeof(fixed) > m->file_len)
-                        return vh_error_set(err, -EINVAL, "snapshot table entry %" PRIu32 " goes past the end of the file",
-                                            i);
-                int r = qcow2_meta_pread(m, fixed, sizeof(fixed), off, err);
-                if (r < 0)
-                        return r;
-                struct qcow2_snapshot_entry *s = &m->snapshots[i];
-                m->n_snapshots = i + 1;
-                s->l1_table_offset = be64_load(fixed);
-                s->l1_size = be32_load(fixed + 8);
-                uint16_t id_len = be16_load(fixed + 12), name_len = be16_load(fixed + 14);
-                uint32_t extra = be32_load(fixed + 36);
-                if (extra > QCOW2_MAX_SNAPSHOT_EXTRA)
-                        return vh_error_set(err, -EINVAL, "snapshot %" PRIu32 ": extra data of %" PRIu32 " bytes is too large",
-                                            i, extra);
-                if (id_len > QCOW2_MAX_SNAPSHOT_ID)
-                        return vh_error_set(err, -EINVAL, "snapshot %" PRIu32 ": id of %u bytes is too long", i, id_len);
-                size_t var_len = (size_t) extra + id_len + name_len;
-                var = mfree(var);
-                var = malloc(MAX(var_len, (size_t) 1));
-                if (!var)
-                        return vh_error_set(err, -ENOMEM, "out of memory");
-                r = qcow2_meta_pread(m, var, var_len, off + sizeof(fixed), err);
-                if (r < 0)
-                        return r;
-                if (extra >= 16)
-                        s->virtual_size = be64_load(var + 8);
-                s->id = strndup((const char *) var + extra, id_len);
-                s->name = strndup((const char *) var + extra + id_len, name_len);
-                if (!s->id || !s->name)
-                        return vh_error_set(err, -ENOMEM, "out of memory");
-                off += ALIGN_UP(sizeof(fixed) + var_len, (uint64_t) 8);
+void qcow2_snapshot_table_free(struct qcow2_snapshot *t, size_t n) {
+        for (size_t i = 0; t && i < n; i++) {
+                free(t[i].id);
+                free(t[i].name);
+                free(t[i].extra);
         }
-        m->snapshots_size = off - h->snapshots_offset;
+        free(t);
+}
+
+/* Each entry is 40 bytes, then the extra data, the id and the name,
+ * padded to 8. The padding of the last entry may lie past the end of the
+ * file (QEMU does not write it). */
+int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, uint64_t offset, uint32_t nb,
+                              struct qcow2_snapshot **ret, size_t *ret_n, uint64_t *ret_bytes, struct vh_error *err) {
+        struct qcow2_snapshot *t = NULL;
+        size_t n = 0;
+        uint64_t pos = offset;
+        int r = 0;
+
+        if (nb > 0) {
+                t = calloc(nb, sizeof(*t));
+                if (!t)
+                        return vh_error_set(err, -ENOMEM, "out of memory");
+        }
+        for (; n < nb; n++) {
+                struct qcow2_snapshot *sn = &t[n];
+                uint8_t fixed[40];
+                if (pos - offset + sizeof(fixed) > QCOW2_MAX_SNAPSHOT_TABLE) {
+                        r = vh_error_set(err, -EFBIG, "snapshot table is larger than %" PRIu64 " bytes",
+                                         QCOW2_MAX_SNAPSHOT_TABLE);
+                        goto fail;
+                }
+                if (pos > file_len || sizeof(fixed) > file_len - pos) {
+                        r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end of the file",
+                                         n, pos);
+                        goto fail;
+                }
+                r = image_pread_fd(fd, filename, fixed, sizeof(fixed), pos, err);
+                if (r < 0)
+                        goto fail;
+                sn->l1_offset = be64_load(fixed);
+                sn->l1_size = be32_load(fixed + 8);
+                sn->id_len = be16_load(fixed + 12);
+                sn->name_len = be16_load(fixed + 14);
+                sn->date_sec = be32_load(fixed + 16);
+                sn->date_nsec = be32_load(fixed + 20);
+                sn->vm_clock_nsec = be64_load(fixed + 24);
+                sn->vm_state_size32 = be32_load(fixed + 32);
+                sn->extra_size = be32_load(fixed + 36);
+                if (sn->extra_size > QCOW2_MAX_SNAPSHOT_EXTRA) {
+                        r = vh_error_set(err, -EINVAL, "snapshot %zu: extra data of %" PRIu32 " bytes (limit %d)", n,
+                                         sn->extra_size, QCOW2_MAX_SNAPSHOT_EXTRA);
+                        goto fail;
+                }
+                if (sn->id_len > QCOW2_MAX_SNAPSHOT_ID) {
+                        r = vh_error_set(err, -EINVAL, "snapshot %zu: id of %u bytes (limit %d)", n,
+                                         (unsigned) sn->id_len, QCOW2_MAX_SNAPSHOT_ID);
+                        goto fail;
+                }
+                uint64_t var = (uint64_t) sn->extra_size + sn->id_len + sn->name_len;
+                uint64_t entry = ALIGN_UP(sizeof(fixed) + var, (uint64_t) 8);
+                if (pos - offset + entry > QCOW2_MAX_SNAPSHOT_TABLE) {
+                        r = vh_error_set(err, -EFBIG, "snapshot table is larger than %" PRIu64 " bytes",
+                                         QCOW2_MAX_SNAPSHOT_TABLE);
+                        goto fail;
+                }
+                if (sizeof(fixed) + var > file_len - pos) {
+                        r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end of the file",
+                                         n, pos);
+                        goto fail;
+                }
+                _cleanup_free_ uint8_t *v = malloc((size_t) var + 1);
+                sn->id = calloc(1, (size_t) sn->id_len + 1);
+                sn->name = calloc(1, (size_t) sn->name_len + 1);
+                sn->extra = calloc(1, MAX((size_t) sn->extra_size, (size_t) 1));
+                if (!v || !sn->id || !sn->name || !sn->extra) {
+                        r = vh_error_set(err, -ENOMEM, "out of memory");
+                        goto fail;
+                }
+                r = image_pread_fd(fd, filename, v, (size_t) var, pos + sizeof(fixed), err);
+                if (r < 0)
+                        goto fail;
+                memcpy(sn->extra, v, sn->extra_size);
+                memcpy(sn->id, v + sn->extra_size, sn->id_len);
+                memcpy(sn->name, v + sn->extra_size + sn->id_len, sn->name_len);
+                pos += entry;
+        }
+        *ret = t;
+        *ret_n = n;
+        if (ret_bytes)
+                *ret_bytes = pos - offset;
         return 0;
+fail:
+        qcow2_snapshot_table_free(t, n + 1);
+        return r;
 }
 
 /* Finds the bitmaps extension in the header area, and reads the bitmap
@@ -378,7 +401,9 @@ int qcow2_meta_load(int fd, const char *filename, unsigned what, struct qcow2_me
         m->refblock_bits = h->cluster_bits + 3 - h->refcount_order;
 
         if (what & QCOW2_META_SNAPSHOTS) {
-                r = load_snapshots(m, err);
+                r = qcow2_snapshot_table_read(m->fd, m->filename, m->file_len, m->h.snapshots_offset,
+                                              m->h.nb_snapshots, &m->snapshots, &m->n_snapshots,
+                                              &m->snapshots_size, err);
                 if (r < 0)
                         return r;
         }

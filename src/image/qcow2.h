@@ -304,6 +304,39 @@ int qcow2_fix_copied_flags(struct vh_image *img, struct vh_error *err);
  * allocated past it, shrinks it. */
 int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err);
 
+/* ---- The snapshot table (spec: "Snapshots"), read by one parser
+ * (qcow2-meta.c) for both the snapshot operations (snapshot.c) and the
+ * inspection (check.c). ---- */
+
+/* QEMU's limits: the whole table, one entry's extra data, its id. */
+#define QCOW2_MAX_SNAPSHOT_TABLE (UINT64_C(64) << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
+#define QCOW2_MAX_SNAPSHOT_ID 1024
+
+/* One entry as stored. Only the layout is checked when it is read: the
+ * L1 offsets and the id and name bytes are the caller's to judge, since
+ * 'check' reports what the snapshot operations refuse. */
+struct qcow2_snapshot {
+        uint64_t l1_offset;
+        uint32_t l1_size;
+        char *id;   /* the stored bytes, NUL-terminated */
+        char *name;
+        uint16_t id_len, name_len; /* as stored: a NUL byte inside makes strlen() shorter */
+        uint32_t date_sec, date_nsec;
+        uint64_t vm_clock_nsec;
+        uint32_t vm_state_size32;
+        uint8_t *extra; /* kept as read, so that unknown fields survive a rewrite */
+        uint32_t extra_size;
+};
+
+/* Reads the 'nb' entries of the table at 'offset' of the qcow2 file open
+ * at 'fd' ('file_len' bytes; 'filename' for messages). Entries must lie
+ * within the file and the table within QCOW2_MAX_SNAPSHOT_TABLE. Sets
+ * '*ret_bytes' to the table's size, the last entry's padding included. */
+int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, uint64_t offset, uint32_t nb,
+                              struct qcow2_snapshot **ret, size_t *ret_n, uint64_t *ret_bytes, struct vh_error *err);
+void qcow2_snapshot_table_free(struct qcow2_snapshot *t, size_t n);
+
 /* The snapshot table as the public API describes it (snapshot.c). */
 int qcow2_snapshots_describe(struct vh_image *img, struct vh_image_snapshot **ret, size_t *ret_n,
                              struct vh_error *err);

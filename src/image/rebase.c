@@ -121,38 +121,6 @@ static int open_new_backing(struct vh_image *img, const struct vh_image_rebase_o
         return 0;
 }
 
-/* Reads what 'b' (may be NULL: nothing) shows at [off, off + len), zeros
- * past its end. */
-static int read_view(struct vh_image *b, uint64_t off, uint8_t *buf, uint64_t len, struct vh_error *err) {
-        uint64_t n = 0;
-        if (b && off < b->virtual_size) {
-                n = MIN(len, b->virtual_size - off);
-                int r = vh_image_read(b, off, buf, (size_t) n, err);
-                if (r < 0)
-                        return r;
-        }
-        memset(buf + n, 0, (size_t) (len - n));
-        return 0;
-}
-
-/* Whether 'b' (may be NULL) reads as zeros over [off, off + len). */
-static int view_is_zero(struct vh_image *b, uint64_t off, uint64_t len, bool *ret, struct vh_error *err) {
-        *ret = true;
-        while (b && len > 0 && off < b->virtual_size) {
-                struct vh_image_extent e;
-                int r = vh_image_map(b, off, MIN(len, b->virtual_size - off), &e, err);
-                if (r < 0)
-                        return r;
-                if (!e.zero || e.length == 0) {
-                        *ret = false;
-                        return 0;
-                }
-                off += e.length;
-                len -= e.length;
-        }
-        return 0;
-}
-
 static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                             const struct vh_image_rebase_options *opts, struct vh_error *err) {
         const uint64_t size = img->virtual_size;
@@ -165,13 +133,14 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
 
         uint64_t off = 0;
         while (off < size) {
-                if (opts->progress)
-                        opts->progress(off, size, opts->userdata);
+                int r = image_progress(opts->progress, opts->userdata, off, size);
+                if (r < 0)
+                        return r;
                 /* The image's own layer, not the chain: a range past the
                  * end of a short backing file reads as zeros "at depth 0"
                  * in vh_image_map(), yet the image does not hold it. */
                 struct image_layer_extent le;
-                int r = img->driver->map(img, off, MIN(size - off, REBASE_CHUNK), &le, err);
+                r = img->driver->map(img, off, MIN(size - off, REBASE_CHUNK), &le, err);
                 if (r < 0)
                         return image_error_prefix(err, r, img->filename);
                 if (le.length == 0)
@@ -184,9 +153,9 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                         continue;
                 }
                 bool old_zero, new_zero;
-                r = view_is_zero(img, off, len, &old_zero, err);
+                r = image_view_is_zero(img, off, len, &old_zero, err);
                 if (r >= 0 && old_zero)
-                        r = view_is_zero(new_backing, off, len, &new_zero, err);
+                        r = image_view_is_zero(new_backing, off, len, &new_zero, err);
                 if (r < 0)
                         return r;
                 if (old_zero && new_zero) {
@@ -196,7 +165,7 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 r = vh_image_read(img, off, a, (size_t) len, err);
                 if (r < 0)
                         return r;
-                r = read_view(new_backing, off, b, len, err);
+                r = image_read_view(new_backing, off, b, len, err);
                 if (r < 0)
                         return r;
                 /* Cluster by cluster (ranges the image does not hold start
@@ -247,10 +216,27 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
                 }
                 r = copy_differences(img, new_backing, opts, err);
                 if (r >= 0)
-                        r = vh_image_flush(img, err);
+                        r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
+                if (r >= 0 || r == -ECANCELED) {
+                        /* Cancelled too: what was copied holds what the
+                         * old chain shows, on stable storage before the
+                         * call returns. */
+                        int q = vh_image_flush(img, err);
+                        if (q < 0)
+                                r = q;
+                }
+                if (r == -ECANCELED)
+                        r = vh_error_set(err, r, "cancelled; %s still names its old backing file and reads the same",
+                                         img->filename);
                 if (r < 0) {
                         vh_image_free(new_backing);
                         return r;
+                }
+        } else {
+                r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
+                if (r < 0) {
+                        vh_image_free(new_backing);
+                        return vh_error_set(err, r, "cancelled; %s still names its old backing file", img->filename);
                 }
         }
 
@@ -275,7 +261,5 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
         img->backing_format = name ? opts->backing_format : VH_IMAGE_FORMAT_PROBE;
         for (struct vh_image *x = img->backing; x; x = x->backing)
                 x->depth++;
-        if (opts->progress)
-                opts->progress(img->virtual_size, img->virtual_size, opts->userdata);
         return 0;
 }

@@ -31,8 +31,6 @@
 #include "base/strutil.h"
 #include "image/image-internal.h"
 
-DEFINE_FREE_FUNC(struct vh_image, vh_image_free)
-
 static int add_own_data(const struct vh_image_map_entry *e, const struct vh_image_map_entry *next, void *userdata) {
         uint64_t *bytes = userdata;
         (void) next;
@@ -124,27 +122,42 @@ int image_replace_check_locked(int fd, const char *path, struct vh_error *err) {
                             path, what, snapshots, snapshots == 1 ? "" : "s");
 }
 
-int vh_image_replace_check(const char *path, bool replace_data, struct vh_error *err) {
+int image_replace_open(const char *path, bool replace_data, int *ret_fd, mode_t *ret_mode, struct vh_error *err) {
         if (isempty(path))
                 return vh_error_set(err, -EINVAL, "no file name given");
         struct stat st;
         if (stat(path, &st) < 0) {
-                if (errno == ENOENT)
-                        return 0;
-                return vh_error_set(err, negative_errno(), "%s: cannot stat: %m", path);
+                if (errno != ENOENT)
+                        return vh_error_set(err, negative_errno(), "%s: cannot stat: %m", path);
+                *ret_fd = -1;
+                *ret_mode = 0;
+                return 0;
         }
         if (!S_ISREG(st.st_mode))
                 return vh_error_set(err, -EINVAL, "%s: exists and is not a regular file; not replacing it", path);
 
-        /* The same steps as image_output_begin(): the write lock first,
-         * which no VM or qemu-io holding the file lets us have. */
+        /* The write lock first, which no VM or qemu-io holding the file
+         * lets us have; the look at its data happens under it. */
         _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return vh_error_set(err, negative_errno(), "%s: cannot open the existing file: %m", path);
         int r = image_lock(fd, IMAGE_LOCK_WRITE, path, err);
         if (r < 0)
                 return r;
-        if (replace_data)
-                return 0;
-        return image_replace_check_locked(fd, path, err);
+        if (!replace_data) {
+                r = image_replace_check_locked(fd, path, err);
+                if (r < 0)
+                        return r;
+        }
+        *ret_fd = TAKE_FD(fd);
+        *ret_mode = st.st_mode & 07777;
+        return 0;
+}
+
+int vh_image_replace_check(const char *path, bool replace_data, struct vh_error *err) {
+        int fd = -1;
+        mode_t mode;
+        int r = image_replace_open(path, replace_data, &fd, &mode, err);
+        safe_close(fd);
+        return r;
 }

@@ -24,136 +24,67 @@
 #include "image/image-internal.h"
 #include "image/qcow2.h"
 
-/* QEMU's limits: the whole table, and the extra data of one entry. */
-#define SNAPSHOT_TABLE_MAX_BYTES (UINT64_C(64) << 20)
-#define SNAPSHOT_EXTRA_MAX 1024
+/* The longest name a new snapshot may have. */
 #define SNAPSHOT_NAME_MAX 1024
 /* Extra data we write: vm_state_size_large, disk_size, icount. */
 #define SNAPSHOT_EXTRA_SIZE 24
 
-struct snapshot {
-        uint64_t l1_offset;
-        uint32_t l1_size;
-        char *id;
-        char *name;
-        uint32_t date_sec, date_nsec;
-        uint64_t vm_clock_nsec;
-        uint32_t vm_state_size32;
-        uint8_t *extra; /* kept as read, so that unknown fields survive */
-        uint32_t extra_size;
-};
-
-static void snapshots_free(struct snapshot *t, size_t n) {
-        for (size_t i = 0; t && i < n; i++) {
-                free(t[i].id);
-                free(t[i].name);
-                free(t[i].extra);
-        }
-        free(t);
-}
-
-static uint64_t sn_vm_state_size(const struct snapshot *sn) {
+static uint64_t sn_vm_state_size(const struct qcow2_snapshot *sn) {
         return sn->extra_size >= 8 ? be64_load(sn->extra) : sn->vm_state_size32;
 }
 
-static bool sn_disk_size(const struct snapshot *sn, uint64_t *ret) {
+static bool sn_disk_size(const struct qcow2_snapshot *sn, uint64_t *ret) {
         if (sn->extra_size < 16)
                 return false;
         *ret = be64_load(sn->extra + 8);
         return true;
 }
 
-static uint64_t sn_icount(const struct snapshot *sn) {
+static uint64_t sn_icount(const struct qcow2_snapshot *sn) {
         return sn->extra_size >= 24 ? be64_load(sn->extra + 16) : UINT64_MAX;
 }
 
-/* Reads and checks the snapshot table. */
-static int table_read(struct vh_image *img, struct snapshot **ret, size_t *ret_n, struct vh_error *err) {
+/* Reads the snapshot table and checks what the operations below rely
+ * on: L1 tables within the file, ids and names without NUL bytes. */
+static int table_read(struct vh_image *img, struct qcow2_snapshot **ret, size_t *ret_n, struct vh_error *err) {
         struct qcow2_state *s = img->priv;
         const struct qcow2_header *h = &s->h;
-        uint64_t off = h->snapshots_offset;
-        int r;
 
-        *ret = NULL;
-        *ret_n = 0;
-        if (h->nb_snapshots == 0)
-                return 0;
-        struct snapshot *t = calloc(h->nb_snapshots, sizeof(*t));
-        if (!t)
-                return vh_error_set(err, -ENOMEM, "out of memory");
+        /* The size as it is now: an image opened with force-share may be
+         * growing under a running VM. */
+        (void) image_past_eof(img, 0, UINT64_MAX);
+        struct qcow2_snapshot *t = NULL;
         size_t n = 0;
-        for (; n < h->nb_snapshots; n++) {
-                struct snapshot *sn = &t[n];
-                uint8_t fixed[40];
-                if (off - h->snapshots_offset + 40 > SNAPSHOT_TABLE_MAX_BYTES || image_past_eof(img, off, 40)) {
-                        r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end",
-                                         n, off);
-                        goto fail;
-                }
-                r = image_pread(img, fixed, sizeof(fixed), off, err);
-                if (r < 0)
-                        goto fail;
-                sn->l1_offset = be64_load(fixed);
-                sn->l1_size = be32_load(fixed + 8);
-                uint16_t id_len = be16_load(fixed + 12), name_len = be16_load(fixed + 14);
-                sn->date_sec = be32_load(fixed + 16);
-                sn->date_nsec = be32_load(fixed + 20);
-                sn->vm_clock_nsec = be64_load(fixed + 24);
-                sn->vm_state_size32 = be32_load(fixed + 32);
-                sn->extra_size = be32_load(fixed + 36);
-                if (sn->extra_size > SNAPSHOT_EXTRA_MAX) {
-                        r = vh_error_set(err, -EINVAL, "snapshot %zu: extra data of %" PRIu32 " bytes (limit %d)", n,
-                                         sn->extra_size, SNAPSHOT_EXTRA_MAX);
-                        goto fail;
-                }
+        int r = qcow2_snapshot_table_read(img->fd, img->filename, img->file_size, h->snapshots_offset,
+                                          h->nb_snapshots, &t, &n, NULL, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                const struct qcow2_snapshot *sn = &t[i];
                 if ((sn->l1_offset & (h->cluster_size - 1)) || sn->l1_offset == 0 ||
                     (uint64_t) sn->l1_size * 8 > QCOW2_MAX_L1_BYTES ||
                     image_past_eof(img, sn->l1_offset, (uint64_t) sn->l1_size * 8)) {
                         r = vh_error_set(err, -EINVAL,
                                          "snapshot %zu: L1 table at %#" PRIx64 " with %" PRIu32
                                          " entries is not aligned, too large or past the end of the file",
-                                         n, sn->l1_offset, sn->l1_size);
-                        goto fail;
+                                         i, sn->l1_offset, sn->l1_size);
+                        break;
                 }
-                uint64_t var = (uint64_t) sn->extra_size + id_len + name_len;
-                uint64_t entry = ALIGN_UP(40 + var, (uint64_t) 8);
-                /* The padding of the last entry may lie past the end of
-                 * the file (QEMU does not write it). */
-                if (off - h->snapshots_offset + entry > SNAPSHOT_TABLE_MAX_BYTES ||
-                    image_past_eof(img, off, 40 + var)) {
-                        r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end",
-                                         n, off);
-                        goto fail;
+                if (strlen(sn->id) != sn->id_len || strlen(sn->name) != sn->name_len) {
+                        r = vh_error_set(err, -EINVAL, "snapshot %zu: id or name contains a NUL byte", i);
+                        break;
                 }
-                _cleanup_free_ uint8_t *v = malloc(var + 1);
-                sn->id = calloc(1, (size_t) id_len + 1);
-                sn->name = calloc(1, (size_t) name_len + 1);
-                sn->extra = calloc(1, MAX((size_t) sn->extra_size, (size_t) 1));
-                if (!v || !sn->id || !sn->name || !sn->extra) {
-                        r = vh_error_set(err, -ENOMEM, "out of memory");
-                        goto fail;
-                }
-                r = image_pread(img, v, (size_t) var, off + 40, err);
-                if (r < 0)
-                        goto fail;
-                memcpy(sn->extra, v, sn->extra_size);
-                memcpy(sn->id, v + sn->extra_size, id_len);
-                memcpy(sn->name, v + sn->extra_size + id_len, name_len);
-                if (strlen(sn->id) != id_len || strlen(sn->name) != name_len) {
-                        r = vh_error_set(err, -EINVAL, "snapshot %zu: id or name contains a NUL byte", n);
-                        goto fail;
-                }
-                off += entry;
+        }
+        if (r < 0) {
+                qcow2_snapshot_table_free(t, n);
+                return r;
         }
         *ret = t;
         *ret_n = n;
         return 0;
-fail:
-        snapshots_free(t, n + 1);
-        return r;
 }
 
-static int find(const struct snapshot *t, size_t n, const char *name, size_t *ret) {
+static int find(const struct qcow2_snapshot *t, size_t n, const char *name, size_t *ret) {
         /* By name first, then by id, as 'qemu-img snapshot -a' does. */
         for (size_t i = 0; i < n; i++)
                 if (streq(t[i].name, name)) {
@@ -181,14 +112,14 @@ int qcow2_snapshots_describe(struct vh_image *img, struct vh_image_snapshot **re
                              struct vh_error *err) {
         *ret = NULL;
         *ret_n = 0;
-        struct snapshot *t;
+        struct qcow2_snapshot *t;
         size_t n;
         int r = table_read(img, &t, &n, err);
         if (r < 0)
                 return r;
         struct vh_image_snapshot *list = calloc(MAX(n, (size_t) 1), sizeof(*list));
         if (!list) {
-                snapshots_free(t, n);
+                qcow2_snapshot_table_free(t, n);
                 return vh_error_set(err, -ENOMEM, "out of memory");
         }
         for (size_t i = 0; i < n; i++) {
@@ -203,7 +134,7 @@ int qcow2_snapshots_describe(struct vh_image *img, struct vh_image_snapshot **re
                 if (!sn_disk_size(&t[i], &x->disk_size))
                         x->disk_size = img->virtual_size;
         }
-        snapshots_free(t, n);
+        qcow2_snapshot_table_free(t, n);
         *ret = list;
         *ret_n = n;
         return 0;
@@ -220,7 +151,7 @@ int vh_image_snapshot_list(struct vh_image *img, struct vh_image_snapshot **ret,
 }
 
 /* Serializes the table and writes it to new clusters; returns where. */
-static int table_write(struct vh_image *img, const struct snapshot *t, size_t n, uint64_t *ret_offset,
+static int table_write(struct vh_image *img, const struct qcow2_snapshot *t, size_t n, uint64_t *ret_offset,
                        struct vh_error *err) {
         struct qcow2_state *s = img->priv;
         uint64_t bytes = 0;
@@ -230,16 +161,16 @@ static int table_write(struct vh_image *img, const struct snapshot *t, size_t n,
                 *ret_offset = 0;
                 return 0;
         }
-        if (bytes > SNAPSHOT_TABLE_MAX_BYTES)
+        if (bytes > QCOW2_MAX_SNAPSHOT_TABLE)
                 return vh_error_set(err, -EFBIG, "the snapshot table would exceed %" PRIu64 " bytes",
-                                    SNAPSHOT_TABLE_MAX_BYTES);
+                                    QCOW2_MAX_SNAPSHOT_TABLE);
         uint64_t clusters = DIV_ROUND_UP(bytes, (uint64_t) s->h.cluster_size);
         _cleanup_free_ uint8_t *buf = calloc(1, clusters * s->h.cluster_size);
         if (!buf)
                 return vh_error_set(err, -ENOMEM, "out of memory");
         uint8_t *p = buf;
         for (size_t i = 0; i < n; i++) {
-                const struct snapshot *sn = &t[i];
+                const struct qcow2_snapshot *sn = &t[i];
                 size_t id_len = strlen(sn->id), name_len = strlen(sn->name);
                 be64_store(p, sn->l1_offset);
                 be32_store(p + 8, sn->l1_size);
@@ -288,7 +219,7 @@ static int table_switch(struct vh_image *img, uint64_t new_offset, size_t new_n,
         return 0;
 }
 
-static uint64_t table_bytes(const struct snapshot *t, size_t n) {
+static uint64_t table_bytes(const struct qcow2_snapshot *t, size_t n) {
         uint64_t bytes = 0;
         for (size_t i = 0; i < n; i++)
                 bytes += ALIGN_UP(40 + (uint64_t) t[i].extra_size + strlen(t[i].id) + strlen(t[i].name), (uint64_t) 8);
@@ -374,7 +305,7 @@ static int l1_write_new(struct vh_image *img, const uint64_t *l1, uint64_t size,
 }
 
 /* Common start of the changing operations. */
-static int begin(struct vh_image *img, const char *what, struct snapshot **ret_t, size_t *ret_n,
+static int begin(struct vh_image *img, const char *what, struct qcow2_snapshot **ret_t, size_t *ret_n,
                  struct vh_error *err) {
         if (img->format != VH_IMAGE_FORMAT_QCOW2)
                 return vh_error_set(err, -EOPNOTSUPP, "%s: internal snapshots need a qcow2 image", img->filename);
@@ -390,15 +321,15 @@ static int begin(struct vh_image *img, const char *what, struct snapshot **ret_t
 }
 
 /* begin(), then finds the snapshot 'name' (-ENOENT if there is none). */
-static int begin_named(struct vh_image *img, const char *what, const char *name, struct snapshot **ret_t,
+static int begin_named(struct vh_image *img, const char *what, const char *name, struct qcow2_snapshot **ret_t,
                        size_t *ret_n, size_t *ret_i, struct vh_error *err) {
-        struct snapshot *t = NULL;
+        struct qcow2_snapshot *t = NULL;
         size_t n = 0;
         int r = begin(img, what, &t, &n, err);
         if (r < 0)
                 return r;
         if (find(t, n, name, ret_i) < 0) {
-                snapshots_free(t, n);
+                qcow2_snapshot_table_free(t, n);
                 return vh_error_set(err, -ENOENT, "%s: no snapshot named '%s'", img->filename, name);
         }
         *ret_t = t;
@@ -408,7 +339,7 @@ static int begin_named(struct vh_image *img, const char *what, const char *name,
 
 int vh_image_snapshot_create(struct vh_image *img, const char *name, struct vh_error *err) {
         _cleanup_free_ uint64_t *copy = NULL;
-        struct snapshot *t = NULL;
+        struct qcow2_snapshot *t = NULL;
         size_t n = 0;
         int r;
 
@@ -438,14 +369,14 @@ int vh_image_snapshot_create(struct vh_image *img, const char *name, struct vh_e
         unsigned long max_id = 0;
         for (size_t i = 0; i < n; i++)
                 max_id = MAX(max_id, strtoul(t[i].id, NULL, 10));
-        struct snapshot *nt = realloc(t, (n + 1) * sizeof(*t));
+        struct qcow2_snapshot *nt = realloc(t, (n + 1) * sizeof(*t));
         if (!nt) {
                 r = vh_error_set(err, -ENOMEM, "out of memory");
                 goto out;
         }
         t = nt;
-        struct snapshot *sn = &t[n];
-        *sn = (struct snapshot) {};
+        struct qcow2_snapshot *sn = &t[n];
+        *sn = (struct qcow2_snapshot) {};
         n++;
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
@@ -494,19 +425,19 @@ fail:
         if (r < 0)
                 r = image_error_prefix(err, r, img->filename);
 out:
-        snapshots_free(t, n);
+        qcow2_snapshot_table_free(t, n);
         return r;
 }
 
 int vh_image_snapshot_apply(struct vh_image *img, const char *name, struct vh_error *err) {
         _cleanup_free_ uint64_t *sn_l1 = NULL;
-        struct snapshot *t = NULL;
+        struct qcow2_snapshot *t = NULL;
         size_t n = 0, i;
         int r = begin_named(img, "apply", name, &t, &n, &i, err);
         if (r < 0)
                 return r;
         struct qcow2_state *s = img->priv;
-        const struct snapshot *sn = &t[i];
+        const struct qcow2_snapshot *sn = &t[i];
         uint64_t size = s->h.size;
         (void) sn_disk_size(sn, &size);
         if (size > VH_IMAGE_MAX_VIRTUAL_SIZE || size > (UINT64_C(1) << 62)) {
@@ -578,19 +509,19 @@ fail:
         if (r < 0)
                 r = image_error_prefix(err, r, img->filename);
 out:
-        snapshots_free(t, n);
+        qcow2_snapshot_table_free(t, n);
         return r;
 }
 
 int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_error *err) {
         _cleanup_free_ uint64_t *sn_l1 = NULL;
-        struct snapshot *t = NULL;
+        struct qcow2_snapshot *t = NULL;
         size_t n = 0, i;
         int r = begin_named(img, "delete", name, &t, &n, &i, err);
         if (r < 0)
                 return r;
         struct qcow2_state *s = img->priv;
-        struct snapshot gone = t[i];
+        struct qcow2_snapshot gone = t[i];
         uint64_t old_offset = s->h.snapshots_offset, old_bytes = table_bytes(t, n);
         memmove(&t[i], &t[i + 1], (n - i - 1) * sizeof(*t));
         n--;
@@ -621,6 +552,6 @@ int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_e
         free(gone.extra);
         if (r < 0)
                 r = image_error_prefix(err, r, img->filename);
-        snapshots_free(t, n);
+        qcow2_snapshot_table_free(t, n);
         return r;
 }

@@ -22,10 +22,6 @@
 #include "vm/vm.h"
 #include "vmhost/image.h"
 
-static void vh_image_freep(struct vh_image **p) {
-        vh_image_free(*p);
-}
-
 /* QMP serves one client at a time; a command waits this long for it. */
 #define VM_QMP_CONNECT_MS 5000
 

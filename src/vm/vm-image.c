@@ -235,8 +235,8 @@ int vm_image_check_not_in_use(const char *path, const char *action, struct vh_er
                             list ? list : "?");
 }
 
-int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint64_t, uint64_t, void *),
-                    struct vh_error *err) {
+int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64_t, uint64_t, void *),
+                    void *userdata, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         int r = vm_lock_take(name, "committed", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
@@ -281,6 +281,7 @@ int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint6
         }
         struct vh_image_commit_options co = {
                 .progress = progress,
+                .userdata = userdata,
         };
         r = vh_image_commit(top, &co, err);
         vh_image_free(top);

@@ -38,5 +38,5 @@ int vm_image_check_not_in_use(const char *path, const char *action, struct vh_er
 /* Merges VM 'name's overlay into its base (vmhost vm commit). Refused while
  * this VM or any VM on the same base runs; the others are listed in
  * *ret_others (may be NULL), since they see the changed base from now on. */
-int vm_image_commit(const char *name, char ***ret_others, void (*progress)(uint64_t, uint64_t, void *),
-                    struct vh_error *err);
+int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64_t, uint64_t, void *),
+                    void *userdata, struct vh_error *err);

@@ -526,10 +526,6 @@ static uint64_t file_size_or_zero(const char *path) {
         return stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
 }
 
-static void vh_image_freep(struct vh_image **p) {
-        vh_image_free(*p);
-}
-
 /* Opens 'path' for QEMU to inherit: close-on-exec until the child that
  * becomes QEMU clears the flag, and above 0-2, which that child replaces
  * with /dev/null and its log. */

@@ -431,7 +431,7 @@ TEST(image_write_killed_leaves_no_leak_past_the_end) {
                 CHECK_EQ_INT(copy_file(pristine, top), 0);
                 pid_t pid = fork();
                 if (pid == 0) {
-                        image_fault_set_kill_after(n);
+                        vh_image_fault_set_kill_after_writes(n);
                         struct vh_image *w = open_img(top, VH_IMAGE_OPEN_READ_WRITE);
                         struct vh_error e = {};
                         int r = w ? vh_image_write_zeroes(w, 0, 65536, &e) : -EIO;
@@ -1195,7 +1195,7 @@ TEST(image_write_killed_after_nth_write) {
                 CHECK_EQ_INT(copy_file(pristine, path), 0);
                 pid_t pid = fork();
                 if (pid == 0) {
-                        image_fault_set_kill_after(n);
+                        vh_image_fault_set_kill_after_writes(n);
                         _exit(crash_writes(path) < 0 ? 1 : 0);
                 }
                 int status = 0;
@@ -1232,7 +1232,7 @@ TEST(image_write_killed_after_nth_write) {
 }
 
 /* Truncates the file at *userdata once, at the first progress report. */
-static void truncate_at_first_progress(uint64_t done, uint64_t total, void *userdata) {
+static int truncate_at_first_progress(uint64_t done, uint64_t total, void *userdata) {
         (void) done;
         (void) total;
         const char **path = userdata;
@@ -1240,6 +1240,7 @@ static void truncate_at_first_progress(uint64_t done, uint64_t total, void *user
                 CHECK_EQ_INT(truncate(*path, 0), 0);
                 *path = NULL;
         }
+        return 0;
 }
 
 TEST(image_convert_source_truncated_is_an_error) {
