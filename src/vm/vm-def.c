@@ -146,6 +146,8 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
         if (!copy)
                 return -ENOMEM;
         struct vm_nic nic = { .vlan = -1, .model = VM_NIC_VIRTIO };
+        /* Owned here until the NIC is complete: every refusal frees it. */
+        _cleanup_free_ char *ip = NULL;
         char *save = NULL;
         char *network = strtok_r(copy, ",", &save);
         if (!network || (!streq(network, VM_NET_USER) && !name_is_valid(network)))
@@ -179,9 +181,9 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
                 } else if (streq(k, "ip")) {
                         if (!ipv4_is_valid(v))
                                 return vh_error_set(err, -EINVAL, "Invalid NIC '%s': ip must be an IPv4 address", s);
-                        free(nic.ip);
-                        nic.ip = strdup(v);
-                        if (!nic.ip)
+                        free(ip);
+                        ip = strdup(v);
+                        if (!ip)
                                 return -ENOMEM;
                 } else {
                         *eq = '=';
@@ -189,18 +191,14 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
                 }
                 continue;
         bad_opt:
-                free(nic.ip);
                 return vh_error_set(err, -EINVAL, "Invalid NIC '%s': unknown option '%s' (mac, vlan, model, ip)", s, opt);
         }
-        if (streq(network, VM_NET_USER) && (nic.vlan >= 0 || nic.ip)) {
-                free(nic.ip);
+        if (streq(network, VM_NET_USER) && (nic.vlan >= 0 || ip))
                 return vh_error_set(err, -EINVAL, "Invalid NIC '%s': vlan and ip need a vmhost network, not user-mode NAT", s);
-        }
         nic.network = strdup(network);
-        if (!nic.network) {
-                free(nic.ip);
+        if (!nic.network)
                 return -ENOMEM;
-        }
+        nic.ip = TAKE_PTR(ip);
         *ret = nic;
         return 0;
 }
