@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/defs.h"
 #include "base/keyfile.h"
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -19,19 +20,6 @@ struct net_def *net_def_new(const char *name) {
                 return net_def_free(def);
         def->type = NET_TYPE_BRIDGE;
         return def;
-}
-
-struct net_def *net_def_free(struct net_def *def) {
-        if (!def)
-                return NULL;
-        free(def->name);
-        free(def->nat_interface);
-        free(def->bridge);
-        free(def->ovs_db);
-        free(def->domain);
-        free(def->uplink_port);
-        free(def);
-        return NULL;
 }
 
 static const char *const type_names[] = {
@@ -163,188 +151,6 @@ static bool ovs_db_is_valid(const char *s) {
                 if ((unsigned char) *p < 0x21 || *p == 0x7f)
                         return false;
         return true;
-}
-
-/* Every key a network definition may hold: net_def_set() refuses any
- * other, and the unit tests compare this list with docs/networks.md. */
-static const char *const net_def_key_names[] = {
-        "name", "type", "subnet", "gateway", "dhcp", "nat", "nat-interface", "mtu", "bridge", "ovs-db",
-        "datapath", "domain", "tunnel", "uplink-port", "uplink-host-ip", "uplink-gateway",
-};
-
-const char *const *net_def_keys(size_t *ret_n) {
-        *ret_n = ELEMENTSOF(net_def_key_names);
-        return net_def_key_names;
-}
-
-static bool net_def_key_known(const char *key) {
-        for (size_t i = 0; i < ELEMENTSOF(net_def_key_names); i++)
-                if (streq(key, net_def_key_names[i]))
-                        return true;
-        return false;
-}
-
-static int apply_key(struct net_def *def, const char *key, const char *value, char *why, size_t why_len) {
-        if (streq(key, "name")) {
-                if (!name_is_valid(value)) {
-                        snprintf(why, why_len, "name must be 1..%d characters of [a-zA-Z0-9_-], not '%s'", VH_NAME_MAX,
-                                 value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->name, value);
-        }
-        if (streq(key, "type")) {
-                if (net_type_from_string(value, &def->type) < 0) {
-                        snprintf(why, why_len, "type must be user, bridge or ovs, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        if (streq(key, "subnet")) {
-                int r = net_prefix_parse(value, false, &def->subnet);
-                if (r == -EDOM) {
-                        struct net_prefix p;
-                        char b[NET_PREFIX_STRLEN];
-                        (void) net_prefix_parse(value, true, &p);
-                        p.addr = net_prefix_network(&p);
-                        snprintf(why, why_len, "subnet '%s' has host bits set: did you mean %s?", value,
-                                 net_prefix_format(&p, b));
-                        return -EINVAL;
-                }
-                if (r < 0 || def->subnet.len < 8 || def->subnet.len > 30) {
-                        snprintf(why, why_len, "subnet must be an IPv4 prefix /8../30 like 10.10.0.0/24, not '%s'", value);
-                        return -EINVAL;
-                }
-                def->has_subnet = true;
-                return 0;
-        }
-        if (streq(key, "gateway")) {
-                if (streq(value, "none")) {
-                        def->gateway = 0;
-                        return 0;
-                }
-                if (net_ipv4_parse(value, &def->gateway) < 0 || def->gateway == 0) {
-                        snprintf(why, why_len, "gateway must be an IPv4 address or none, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        if (streq(key, "dhcp")) {
-                if (keyfile_parse_bool(value, &def->dhcp) == 0) {
-                        def->dhcp_first = def->dhcp_last = 0;
-                        return 0;
-                }
-                if (net_range_parse(value, &def->dhcp_first, &def->dhcp_last) < 0) {
-                        snprintf(why, why_len, "dhcp must be yes, no or a range FIRST-LAST like 10.0.0.100-10.0.0.150, not '%s'",
-                                 value);
-                        return -EINVAL;
-                }
-                def->dhcp = true;
-                return 0;
-        }
-        if (streq(key, "nat")) {
-                if (keyfile_parse_bool(value, &def->nat) < 0) {
-                        snprintf(why, why_len, "nat must be yes or no, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        if (streq(key, "nat-interface")) {
-                if (!net_ifname_is_valid(value)) {
-                        snprintf(why, why_len, "nat-interface must be an interface name (1..15 characters), not '%s'", value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->nat_interface, value);
-        }
-        if (streq(key, "mtu")) {
-                long v;
-                if (parse_int_range(value, NET_MTU_MIN, NET_MTU_MAX, &v) < 0) {
-                        snprintf(why, why_len, "mtu must be a number %d..%d, not '%s'", NET_MTU_MIN, NET_MTU_MAX, value);
-                        return -EINVAL;
-                }
-                def->mtu = (unsigned) v;
-                return 0;
-        }
-        if (streq(key, "bridge")) {
-                if (!net_ifname_is_valid(value)) {
-                        snprintf(why, why_len, "bridge must be an interface name (1..15 characters), not '%s'", value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->bridge, value);
-        }
-        if (streq(key, "ovs-db")) {
-                if (!ovs_db_is_valid(value)) {
-                        snprintf(why, why_len, "ovs-db must be an OVSDB remote like unix:/run/openvswitch/db.sock, not '%.200s'",
-                                 value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->ovs_db, value);
-        }
-        if (streq(key, "datapath")) {
-                int i = keyfile_parse_choice(value, datapath_names, ELEMENTSOF(datapath_names));
-                if (i < 0) {
-                        snprintf(why, why_len, "datapath must be auto, system or netdev, not '%s'", value);
-                        return -EINVAL;
-                }
-                def->datapath = (enum net_datapath) i;
-                return 0;
-        }
-        if (streq(key, "domain")) {
-                if (!domain_is_valid(value)) {
-                        snprintf(why, why_len, "domain must be DNS labels like lan or vms.example, not '%s'", value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->domain, value);
-        }
-        if (streq(key, "tunnel")) {
-                struct vh_error e = {};
-                if (def->n_tunnels >= NET_MAX_TUNNELS) {
-                        snprintf(why, why_len, "at most %d tunnels", NET_MAX_TUNNELS);
-                        return -EINVAL;
-                }
-                if (net_tunnel_parse(value, &def->tunnels[def->n_tunnels], &e) < 0) {
-                        snprintf(why, why_len, "%.400s", e.msg);
-                        return -EINVAL;
-                }
-                def->n_tunnels++;
-                return 0;
-        }
-        if (streq(key, "uplink-port")) {
-                if (!net_ifname_is_valid(value)) {
-                        snprintf(why, why_len, "uplink-port must be an interface name (1..15 characters), not '%s'", value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->uplink_port, value);
-        }
-        if (streq(key, "uplink-host-ip")) {
-                if (net_prefix_parse(value, true, &def->uplink_host_ip) < 0 || def->uplink_host_ip.len == 0) {
-                        snprintf(why, why_len, "uplink-host-ip must be ADDRESS/PREFIX like 192.168.1.10/24, not '%s'", value);
-                        return -EINVAL;
-                }
-                def->has_uplink_host_ip = true;
-                return 0;
-        }
-        if (streq(key, "uplink-gateway")) {
-                if (net_ipv4_parse(value, &def->uplink_gateway) < 0 || def->uplink_gateway == 0) {
-                        snprintf(why, why_len, "uplink-gateway must be an IPv4 address, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        snprintf(why, why_len, "unknown key '%s'", key);
-        return -ENOKEY;
-}
-
-int net_def_set(struct net_def *def, const char *key, const char *value, struct vh_error *err) {
-        if (!net_def_key_known(key))
-                return vh_error_set(err, -EINVAL, "unknown key '%.100s'", key);
-        char why[VH_ERROR_MAX - 64] = "";
-        int r = apply_key(def, key, value, why, sizeof(why));
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0)
-                return vh_error_set(err, -EINVAL, "%s", why);
-        return 0;
 }
 
 unsigned net_def_mtu(const struct net_def *def) {
@@ -480,6 +286,182 @@ int net_def_validate(const struct net_def *def, struct vh_error *err) {
         return 0;
 }
 
+/* The keys whose values need more than a row of the table. */
+
+static int set_subnet(void *obj, const char *value, struct vh_error *err) {
+        struct net_def *def = obj;
+        struct net_prefix p;
+        int r = net_prefix_parse(value, false, &p);
+        if (r == -EDOM) {
+                char b[NET_PREFIX_STRLEN];
+                (void) net_prefix_parse(value, true, &p);
+                p.addr = net_prefix_network(&p);
+                return vh_error_set(err, -EINVAL, "subnet '%s' has host bits set: did you mean %s?", value,
+                                    net_prefix_format(&p, b));
+        }
+        if (r < 0 || p.len < 8 || p.len > 30)
+                return vh_error_set(err, -EINVAL, "subnet must be an IPv4 prefix /8../30 like 10.10.0.0/24, not '%s'",
+                                    value);
+        def->subnet = p;
+        def->has_subnet = true;
+        return 0;
+}
+
+static int format_subnet(const void *obj, FILE *f) {
+        const struct net_def *def = obj;
+        char p[NET_PREFIX_STRLEN];
+        if (def->has_subnet)
+                fprintf(f, "subnet = %s\n", net_prefix_format(&def->subnet, p));
+        return 0;
+}
+
+static int set_gateway(void *obj, const char *value, struct vh_error *err) {
+        struct net_def *def = obj;
+        uint32_t a;
+        if (streq(value, "none")) {
+                def->gateway = 0;
+                return 0;
+        }
+        if (net_ipv4_parse(value, &a) < 0 || a == 0)
+                return vh_error_set(err, -EINVAL, "gateway must be an IPv4 address or none, not '%s'", value);
+        def->gateway = a;
+        return 0;
+}
+
+static int format_gateway(const void *obj, FILE *f) {
+        const struct net_def *def = obj;
+        char a[NET_IPV4_STRLEN];
+        if (def->gateway)
+                fprintf(f, "gateway = %s\n", net_ipv4_format(def->gateway, a));
+        return 0;
+}
+
+static int set_dhcp(void *obj, const char *value, struct vh_error *err) {
+        struct net_def *def = obj;
+        uint32_t first, last;
+        if (keyfile_parse_bool(value, &def->dhcp) == 0) {
+                def->dhcp_first = def->dhcp_last = 0;
+                return 0;
+        }
+        if (net_range_parse(value, &first, &last) < 0)
+                return vh_error_set(err, -EINVAL,
+                                    "dhcp must be yes, no or a range FIRST-LAST like 10.0.0.100-10.0.0.150, not '%s'",
+                                    value);
+        def->dhcp = true;
+        def->dhcp_first = first;
+        def->dhcp_last = last;
+        return 0;
+}
+
+static int format_dhcp(const void *obj, FILE *f) {
+        const struct net_def *def = obj;
+        char a[NET_IPV4_STRLEN], b[NET_IPV4_STRLEN];
+        if (def->dhcp && def->dhcp_first)
+                fprintf(f, "dhcp = %s-%s\n", net_ipv4_format(def->dhcp_first, a), net_ipv4_format(def->dhcp_last, b));
+        else
+                fprintf(f, "dhcp = %s\n", def->dhcp ? "yes" : "no");
+        return 0;
+}
+
+/* User networks are QEMU's NAT: 'nat' does not apply, so it is not written. */
+static int format_nat(const void *obj, FILE *f) {
+        const struct net_def *def = obj;
+        if (def->type != NET_TYPE_USER)
+                fprintf(f, "nat = %s\n", def->nat ? "yes" : "no");
+        return 0;
+}
+
+static int set_uplink_host_ip(void *obj, const char *value, struct vh_error *err) {
+        struct net_def *def = obj;
+        struct net_prefix p;
+        if (net_prefix_parse(value, true, &p) < 0 || p.len == 0)
+                return vh_error_set(err, -EINVAL, "uplink-host-ip must be ADDRESS/PREFIX like 192.168.1.10/24, not '%s'",
+                                    value);
+        def->uplink_host_ip = p;
+        def->has_uplink_host_ip = true;
+        return 0;
+}
+
+static int format_uplink_host_ip(const void *obj, FILE *f) {
+        const struct net_def *def = obj;
+        char p[NET_PREFIX_STRLEN];
+        if (def->has_uplink_host_ip)
+                fprintf(f, "uplink-host-ip = %s\n", net_prefix_format(&def->uplink_host_ip, p));
+        return 0;
+}
+
+static int set_uplink_gateway(void *obj, const char *value, struct vh_error *err) {
+        struct net_def *def = obj;
+        uint32_t a;
+        if (net_ipv4_parse(value, &a) < 0 || a == 0)
+                return vh_error_set(err, -EINVAL, "uplink-gateway must be an IPv4 address, not '%s'", value);
+        def->uplink_gateway = a;
+        return 0;
+}
+
+static int format_uplink_gateway(const void *obj, FILE *f) {
+        const struct net_def *def = obj;
+        char a[NET_IPV4_STRLEN];
+        if (def->uplink_gateway)
+                fprintf(f, "uplink-gateway = %s\n", net_ipv4_format(def->uplink_gateway, a));
+        return 0;
+}
+
+static int tunnel_parse(const char *value, void *elem, struct vh_error *err) {
+        return net_tunnel_parse(value, elem, err);
+}
+
+static char *tunnel_format(const void *elem) {
+        return net_tunnel_format(elem);
+}
+
+static const struct def_list tunnel_list = {
+        .count_offset = offsetof(struct net_def, n_tunnels),
+        .elem_size = sizeof(struct net_tunnel),
+        .max = NET_MAX_TUNNELS,
+        .plural = "tunnels",
+        .parse = tunnel_parse,
+        .format = tunnel_format,
+};
+
+/* Choices are stored through an unsigned. */
+_Static_assert(sizeof(enum net_type) == sizeof(unsigned) && sizeof(enum net_datapath) == sizeof(unsigned),
+               "DEF_CHOICE fields are unsigned-sized");
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define F(field) offsetof(struct net_def, field)
+#define IFNAME_EXPECT "an interface name (1..15 characters)"
+
+/* Every key a network definition may hold, in the order net_def_format()
+ * writes them: any other is refused, and the unit tests compare this
+ * table with docs/networks.md. */
+static const struct def_key net_keys[] = {
+        { "name", DEF_STRING, F(name), DEF_REQUIRED | DEF_IMMUTABLE, .missing = "missing 'name = ...'",
+          .valid = name_is_valid, .expect = "1.." STR(VH_NAME_MAX) " characters of [a-zA-Z0-9_-]" },
+        { "type", DEF_CHOICE, F(type), DEF_REQUIRED | DEF_ALWAYS, .missing = "missing 'type = user|bridge|ovs'",
+          .choices = type_names, .n_choices = ELEMENTSOF(type_names) },
+        { "subnet", DEF_CUSTOM, F(subnet), .set = set_subnet, .format = format_subnet },
+        { "gateway", DEF_CUSTOM, F(gateway), .set = set_gateway, .format = format_gateway },
+        { "dhcp", DEF_CUSTOM, F(dhcp), .set = set_dhcp, .format = format_dhcp },
+        { "nat", DEF_BOOL, F(nat), .format = format_nat },
+        { "nat-interface", DEF_STRING, F(nat_interface), .valid = net_ifname_is_valid, .expect = IFNAME_EXPECT },
+        { "mtu", DEF_UINT, F(mtu), .min = NET_MTU_MIN, .max = NET_MTU_MAX,
+          .expect = "a number " STR(NET_MTU_MIN) ".." STR(NET_MTU_MAX) },
+        { "bridge", DEF_STRING, F(bridge), .valid = net_ifname_is_valid, .expect = IFNAME_EXPECT },
+        { "ovs-db", DEF_STRING, F(ovs_db), .valid = ovs_db_is_valid,
+          .expect = "an OVSDB remote like unix:/run/openvswitch/db.sock" },
+        { "datapath", DEF_CHOICE, F(datapath), .choices = datapath_names, .n_choices = ELEMENTSOF(datapath_names) },
+        { "domain", DEF_STRING, F(domain), .valid = domain_is_valid, .expect = "DNS labels like lan or vms.example" },
+        { "tunnel", DEF_LIST, F(tunnels), .list = &tunnel_list },
+        { "uplink-port", DEF_STRING, F(uplink_port), .valid = net_ifname_is_valid, .expect = IFNAME_EXPECT },
+        { "uplink-host-ip", DEF_CUSTOM, F(uplink_host_ip), .set = set_uplink_host_ip, .format = format_uplink_host_ip },
+        { "uplink-gateway", DEF_CUSTOM, F(uplink_gateway), .set = set_uplink_gateway, .format = format_uplink_gateway },
+};
+
+#undef IFNAME_EXPECT
+#undef F
+
 /* The file format: 'tunnel' is the one key given once per tunnel. */
 static const char *const repeatable_keys[] = { "tunnel", NULL };
 static const struct keyfile_syntax net_conf_syntax = {
@@ -490,35 +472,36 @@ static const struct keyfile_syntax net_conf_syntax = {
         .quote_key_max = 100,
 };
 
+static const struct def_schema net_schema = {
+        .header = "# vmhost network definition (see docs/networks.md); validated when loaded.\n",
+        .keys = net_keys,
+        .n_keys = ELEMENTSOF(net_keys),
+        .syntax = &net_conf_syntax,
+};
+
+const struct def_schema *net_def_schema(void) {
+        return &net_schema;
+}
+
+struct net_def *net_def_free(struct net_def *def) {
+        if (!def)
+                return NULL;
+        def_free_fields(&net_schema, def);
+        free(def);
+        return NULL;
+}
+
+int net_def_set(struct net_def *def, const char *key, const char *value, struct vh_error *err) {
+        return def_set(&net_schema, def, key, value, err);
+}
+
 int net_def_parse(const char *text, const char *origin, struct net_def **ret, struct vh_error *err) {
-        _cleanup_(keyfile_freep) struct keyfile *kf = NULL;
-        int r = keyfile_new(text, origin, &net_conf_syntax, &kf, err);
-        if (r < 0)
-                return r;
         _cleanup_(net_def_freep) struct net_def *def = net_def_new("unnamed");
         if (!def)
                 return -ENOMEM;
-        bool have_name = false, have_type = false;
-        const char *key, *value;
-        while ((r = keyfile_next(kf, &key, &value, err)) > 0) {
-                struct vh_error e = {};
-                r = net_def_set(def, key, value, &e);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0)
-                        return keyfile_error(kf, err, -EINVAL, "%s", e.msg);
-                if (streq(key, "name"))
-                        have_name = true;
-                if (streq(key, "type"))
-                        have_type = true;
-        }
+        int r = def_parse(&net_schema, def, text, origin, 0, err);
         if (r < 0)
                 return r;
-        if (!have_name)
-                return vh_error_set(err, -EINVAL, "%s: missing 'name = ...'", origin);
-        if (!have_type)
-                return vh_error_set(err, -EINVAL, "%s: missing 'type = user|bridge|ovs'", origin);
-
         struct vh_error e = {};
         r = net_def_validate(def, &e);
         if (r < 0)
@@ -528,59 +511,5 @@ int net_def_parse(const char *text, const char *origin, struct net_def **ret, st
 }
 
 char *net_def_format(const struct net_def *def) {
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
-        if (!f)
-                return NULL;
-        char a[NET_IPV4_STRLEN], b[NET_IPV4_STRLEN], p[NET_PREFIX_STRLEN];
-
-        fprintf(f, "# vmhost network definition (see docs/networks.md); validated when loaded.\n");
-        fprintf(f, "name = %s\n", def->name);
-        fprintf(f, "type = %s\n", net_type_to_string(def->type));
-        if (def->has_subnet)
-                fprintf(f, "subnet = %s\n", net_prefix_format(&def->subnet, p));
-        if (def->gateway)
-                fprintf(f, "gateway = %s\n", net_ipv4_format(def->gateway, a));
-        if (def->dhcp && def->dhcp_first)
-                fprintf(f, "dhcp = %s-%s\n", net_ipv4_format(def->dhcp_first, a), net_ipv4_format(def->dhcp_last, b));
-        else
-                fprintf(f, "dhcp = %s\n", def->dhcp ? "yes" : "no");
-        if (def->type != NET_TYPE_USER)
-                fprintf(f, "nat = %s\n", def->nat ? "yes" : "no");
-        if (def->nat_interface)
-                fprintf(f, "nat-interface = %s\n", def->nat_interface);
-        if (def->mtu)
-                fprintf(f, "mtu = %u\n", def->mtu);
-        if (def->bridge)
-                fprintf(f, "bridge = %s\n", def->bridge);
-        if (def->ovs_db)
-                fprintf(f, "ovs-db = %s\n", def->ovs_db);
-        if (def->datapath != NET_DATAPATH_AUTO)
-                fprintf(f, "datapath = %s\n", net_datapath_to_string(def->datapath));
-        if (def->domain)
-                fprintf(f, "domain = %s\n", def->domain);
-        for (unsigned i = 0; i < def->n_tunnels; i++) {
-                char *t = net_tunnel_format(&def->tunnels[i]);
-                if (!t) {
-                        fclose(f);
-                        free(buf);
-                        return NULL;
-                }
-                fprintf(f, "tunnel = %s\n", t);
-                free(t);
-        }
-        if (def->uplink_port)
-                fprintf(f, "uplink-port = %s\n", def->uplink_port);
-        if (def->has_uplink_host_ip) {
-                char hp[NET_PREFIX_STRLEN];
-                fprintf(f, "uplink-host-ip = %s\n", net_prefix_format(&def->uplink_host_ip, hp));
-        }
-        if (def->uplink_gateway)
-                fprintf(f, "uplink-gateway = %s\n", net_ipv4_format(def->uplink_gateway, a));
-        if (fclose(f) != 0) {
-                free(buf);
-                return NULL;
-        }
-        return buf;
+        return def_format(&net_schema, def);
 }

@@ -77,8 +77,10 @@ int net_range_parse(const char *s, uint32_t *ret_first, uint32_t *ret_last);
  * says what is wrong with the value. */
 int net_def_set(struct net_def *def, const char *key, const char *value, struct vh_error *err);
 
-/* The keys a definition may hold (what net_def_set() accepts), 'ret_n' of them. */
-const char *const *net_def_keys(size_t *ret_n);
+/* The schema of a network definition (base/defs.h): the keys net_def_set()
+ * accepts and their flags. */
+struct def_schema;
+const struct def_schema *net_def_schema(void);
 
 /* Parses a definition; 'origin' names it in errors ("lan.conf:3: ..."). The
  * result is validated. */

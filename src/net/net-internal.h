@@ -89,8 +89,12 @@ int net_uplink_apply(struct nl_conn *nl, const struct net_def *def, struct net_r
                      bool dry_run, struct vh_error *err);
 int net_uplink_revert(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt);
 
-/* Port records (RUN/networks/NAME/ports/VM.INDEX). */
-int net_ports_read(const char *name, struct net_port **ret);
+/* Port records (RUN/networks/NAME/ports/VM.INDEX): the count and *ret (a
+ * calloc'ed array, never NULL on success). A record that cannot be read or
+ * parsed fails the call with its file named in 'err': reading it as "no
+ * port" would hide a tap, a VLAN or a reserved address. Only the temporary
+ * file of a write that never finished is skipped. */
+int net_ports_read(const char *name, struct net_port **ret, struct vh_error *err);
 
 /* Test hook: VMHOST_NET_FAULT=WHAT:N makes the Nth step of WHAT fail
  * (e.g. "uplink:3"), to prove rollback. Returns true when this step fails. */

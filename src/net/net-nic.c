@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,26 +139,35 @@ static void port_remove(const char *net, const char *vm, unsigned index) {
                 (void) unlink(path);
 }
 
-int net_ports_read(const char *name, struct net_port **ret) {
+/* write_file_atomic()'s temporary: PATH.tmp.PID. */
+static bool is_unfinished_write(const char *file) {
+        const char *t = strstr(file, ".tmp.");
+        long pid;
+        return t && parse_int_range(t + 5, 1, INT_MAX, &pid) == 0;
+}
+
+int net_ports_read(const char *name, struct net_port **ret, struct vh_error *err) {
         _cleanup_free_ char *dir = NULL;
         int r = net_run_path(name, "ports", &dir);
         if (r < 0)
-                return r;
+                return vh_error_set(err, r, "cannot find the ports of network '%s': %s", name, strerror(-r));
         struct net_port *v = NULL;
         size_t n = 0;
         DIR *d = opendir(dir);
         if (!d) {
                 if (errno != ENOENT)
-                        return negative_errno();
+                        return vh_error_set(err, negative_errno(), "cannot read the ports of network '%s' (%s): %m", name,
+                                            dir);
                 *ret = calloc(1, sizeof(struct net_port));
                 return *ret ? 0 : -ENOMEM;
         }
         struct dirent *de;
         while ((de = readdir(d))) {
-                if (de->d_name[0] == '.')
+                if (de->d_name[0] == '.' || is_unfinished_write(de->d_name))
                         continue;
                 if (n >= NET_MAX_PORTS) {
-                        r = -E2BIG;
+                        r = vh_error_set(err, -E2BIG, "network '%s' has more than %d port records in %s", name,
+                                         NET_MAX_PORTS, dir);
                         break;
                 }
                 _cleanup_free_ char *path = strdup_printf("%s/%s", dir, de->d_name), *text = NULL;
@@ -166,8 +176,17 @@ int net_ports_read(const char *name, struct net_port **ret) {
                         break;
                 }
                 struct net_port p;
-                if (read_full_file(path, NET_PORT_MAX_BYTES, &text, NULL) < 0 || port_parse(text, &p) < 0)
-                        continue; /* a half-written or foreign file: not a port */
+                r = read_full_file(path, NET_PORT_MAX_BYTES, &text, NULL);
+                if (r < 0) {
+                        r = vh_error_set(err, r, "cannot read port record %s of network '%s': %s", path, name,
+                                         strerror(-r));
+                        break;
+                }
+                r = port_parse(text, &p);
+                if (r < 0) {
+                        r = vh_error_set(err, r, "port record %s of network '%s' is corrupt (no vm= or tap=)", path, name);
+                        break;
+                }
                 struct net_port *nv = realloc(v, (n + 1) * sizeof(*v));
                 if (!nv) {
                         r = -ENOMEM;
@@ -190,10 +209,7 @@ int net_ports_read(const char *name, struct net_port **ret) {
 int net_list_ports(const char *net_name, struct net_port **ret, struct vh_error *err) {
         if (!name_is_valid(net_name))
                 return vh_error_set(err, -EINVAL, "invalid network name '%s'", net_name);
-        int r = net_ports_read(net_name, ret);
-        if (r < 0)
-                return vh_error_set(err, r, "cannot read the ports of '%s': %s", net_name, strerror(-r));
-        return r;
+        return net_ports_read(net_name, ret, err);
 }
 
 int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err) {
@@ -327,9 +343,16 @@ int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
         int count = 0, first = 0;
         for (int i = 0; i < n; i++) {
                 struct net_port *ports = NULL;
-                int np = net_ports_read(names[i], &ports);
-                struct net_def *def = NULL;
                 struct vh_error e = {};
+                int np = net_ports_read(names[i], &ports, &e);
+                if (np < 0) {
+                        /* Which NICs of this VM the network holds is unknown:
+                         * the others are still detached, and this is said. */
+                        if (first == 0)
+                                first = vh_error_set(err, np, "%s", vh_error_message(&e, np));
+                        continue;
+                }
+                struct net_def *def = NULL;
                 if (np > 0 && net_load(names[i], &def, &e) >= 0)
                         for (int k = 0; k < np; k++)
                                 if (streq(ports[k].vm, vm_name)) {
@@ -394,7 +417,10 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
                         return vh_error_set(err, -EINVAL, "address %s is not a free host address of network '%s'%s", ipbuf,
                                             def->name, ip == def->gateway ? " (it is the gateway)" : "");
                 struct net_port *ports = NULL;
-                int np = net_ports_read(def->name, &ports);
+                /* An unreadable record might hold this very address. */
+                int np = net_ports_read(def->name, &ports, err);
+                if (np < 0)
+                        return np;
                 for (int i = 0; i < np; i++)
                         if (streq(ports[i].ip, ipbuf) &&
                             !(streq(ports[i].vm, req->vm_name) && ports[i].index == req->index)) {

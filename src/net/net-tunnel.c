@@ -162,9 +162,13 @@ static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_
         snprintf(rt->mtu_why, sizeof(rt->mtu_why), "%s", why);
         if (mtu == rt->mtu)
                 return net_runtime_write(def->name, rt);
-        rt->mtu = mtu;
+        /* A tap left at the old MTU would drop the larger frames: every
+         * port must be known before anything changes. */
         struct net_port *ports = NULL;
-        int np = net_ports_read(def->name, &ports);
+        int np = net_ports_read(def->name, &ports, err);
+        if (np < 0)
+                return np;
+        rt->mtu = mtu;
         /* Taps first: a Linux bridge cannot be larger than its ports. */
         for (int i = 0; i < np; i++) {
                 struct nl_link l;

@@ -533,9 +533,9 @@ static void dnsmasq_reservations_done(struct dnsmasq_reservations *r) {
         free(r->names);
 }
 
-static int dnsmasq_reservations_load(const char *net_name, struct dnsmasq_reservations *ret) {
+static int dnsmasq_reservations_load(const char *net_name, struct dnsmasq_reservations *ret, struct vh_error *err) {
         struct dnsmasq_reservations res = {};
-        int np = net_ports_read(net_name, &res.ports);
+        int np = net_ports_read(net_name, &res.ports, err);
         if (np < 0)
                 return np;
         res.hosts = calloc((size_t) np + 1, sizeof(*res.hosts));
@@ -576,9 +576,9 @@ int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, st
                 return vh_error_set(err, r, "cannot make the runtime directory of '%s': %s", def->name, strerror(-r));
 
         struct dnsmasq_reservations res = {};
-        r = dnsmasq_reservations_load(def->name, &res);
+        r = dnsmasq_reservations_load(def->name, &res, err);
         if (r < 0)
-                return vh_error_set(err, r, "cannot read the ports of '%s': %s", def->name, strerror(-r));
+                return r;
         _cleanup_free_ char *hosts = dnsmasq_hosts_format(res.hosts, res.n), *old_hosts = NULL;
         bool hosts_same = hosts && read_full_file(hostsfile, 1 << 20, &old_hosts, NULL) >= 0 && streq(old_hosts, hosts);
         if (hosts && !hosts_same)
@@ -997,7 +997,9 @@ int net_get_status(const char *name, struct net_status *ret, struct vh_error *er
         struct net_runtime rt;
         if (def->type != NET_TYPE_USER && net_runtime_read(name, &rt) >= 0) {
                 struct net_port *ports = NULL;
-                int np = net_ports_read(name, &ports);
+                int np = net_ports_read(name, &ports, err);
+                if (np < 0)
+                        return np;
                 free(ports);
                 st.running = true;
                 status_from_runtime(&rt, np, &st);

@@ -37,49 +37,116 @@ int vm_home_lock(int *ret_fd, struct vh_error *err) {
         return 0;
 }
 
-/* Calls 'fn' for every definition in this home that loads. */
-static int for_each_def(void (*fn)(const struct vm_def *def, void *userdata), void *userdata) {
+/* Reads VM 'name's definition as far as it goes (vm_def_parse_lenient()):
+ * a typo in one key must not hand that VM's id, MACs or display to
+ * another. Returns 1 with '*ret', 0 when the directory holds no definition,
+ * or -errno with 'err' naming the file when what it holds cannot be told. */
+static int load_reserved(const char *name, struct vm_def **ret, struct vh_error *err) {
+        struct vm_paths p;
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *text = NULL;
+        r = read_full_file(p.conf, VM_CONF_MAX_BYTES, &text, NULL);
+        if (r == -ENOENT)
+                r = 0;
+        else if (r < 0)
+                r = vh_error_set(err, r, "VM %s's definition %s cannot be read (%s); fix it first", name, p.conf,
+                                 strerror(-r));
+        else {
+                struct vh_error e = {};
+                r = vm_def_parse_lenient(text, p.conf, ret, &e);
+                if (r >= 0)
+                        r = 1;
+                else if (r != -ENOMEM)
+                        r = vh_error_set(err, r,
+                                         "VM %s's definition does not parse (%s), so what it reserves is unknown; fix it first",
+                                         name, e.msg);
+        }
+        vm_paths_done(&p);
+        return r;
+}
+
+/* Calls 'fn' for every definition in this home, broken ones with what
+ * could be read of them; fails, naming the file, for one that cannot be
+ * read that far. */
+static int for_each_def(void (*fn)(const struct vm_def *def, void *userdata), void *userdata, struct vh_error *err) {
         _cleanup_free_ char *state = vh_state_dir();
         _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
         if (!dir)
                 return -ENOMEM;
         DIR *d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? 0 : negative_errno();
+        if (!d) {
+                if (errno == ENOENT)
+                        return 0;
+                return vh_error_set(err, negative_errno(), "Cannot read %s: %m", dir);
+        }
+        int r = 0;
         struct dirent *de;
         while ((de = readdir(d))) {
                 if (!name_is_valid(de->d_name))
                         continue;
                 struct vm_def *def = NULL;
-                if (vm_load(de->d_name, &def, NULL) >= 0) {
+                r = load_reserved(de->d_name, &def, err);
+                if (r < 0)
+                        break;
+                if (r > 0) {
                         fn(def, userdata);
                         vm_def_free(def);
                 }
+                r = 0;
         }
         closedir(d);
-        return 0;
+        return r;
 }
 
 struct used {
+        uint32_t host; /* vm_host_id(), for MACs derived from an id */
         uint8_t ids[65536 / 8];
         uint8_t displays[VM_VNC_DISPLAY_MAX + 1];
 };
 
-static void mark_used(const struct vm_def *def, void *userdata) {
-        struct used *u = userdata;
-        if (def->id)
-                u->ids[def->id / 8] |= (uint8_t) (1u << (def->id % 8));
-        if (def->vnc == VM_VNC_TCP && def->vnc_display <= VM_VNC_DISPLAY_MAX)
-                u->displays[def->vnc_display] = 1;
+static void mark_id(struct used *u, unsigned id) {
+        if (id > 0 && id < 65536)
+                u->ids[id / 8] |= (uint8_t) (1u << (id % 8));
 }
 
-int vm_alloc_id(unsigned *ret, struct vh_error *err) {
+static void mark_used(const struct vm_def *def, void *userdata) {
+        struct used *u = userdata;
+        mark_id(u, def->id);
+        if (def->vnc == VM_VNC_TCP && def->vnc_display <= VM_VNC_DISPLAY_MAX)
+                u->displays[def->vnc_display] = 1;
+        /* A MAC written by hand (or copied from another VM) that is the one
+         * vm_derive_mac() gives some id here takes that id too, so the next
+         * VM's derived MAC cannot collide with it. */
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                unsigned b[6];
+                if (sscanf(def->nics[i].mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+                        continue;
+                if ((b[0] & 0x0f) == 0x02 && ((uint32_t) b[1] << 16 | (uint32_t) b[2] << 8 | b[3]) == u->host)
+                        mark_id(u, b[4] << 8 | b[5]);
+        }
+}
+
+/* What the definitions of this home use; fails where one cannot be read. */
+static int used_collect(struct used **ret, const char *what, struct vh_error *err) {
         _cleanup_free_ struct used *u = calloc(1, sizeof(*u));
         if (!u)
                 return -ENOMEM;
-        int r = for_each_def(mark_used, u);
+        u->host = vm_host_id();
+        struct vh_error e = {};
+        int r = for_each_def(mark_used, u, &e);
         if (r < 0)
-                return vh_error_set(err, r, "Cannot read the VM definitions: %s", strerror(-r));
+                return vh_error_set(err, r, "Cannot allocate %s: %s", what, vh_error_message(&e, r));
+        *ret = TAKE_PTR(u);
+        return 0;
+}
+
+int vm_alloc_id(unsigned *ret, struct vh_error *err) {
+        _cleanup_free_ struct used *u = NULL;
+        int r = used_collect(&u, "a VM id", err);
+        if (r < 0)
+                return r;
         for (unsigned id = 1; id < 65536; id++)
                 if (!(u->ids[id / 8] & (1u << (id % 8)))) {
                         *ret = id;
@@ -99,12 +166,10 @@ static bool tcp_port_free(const char *host, unsigned port) {
 }
 
 int vm_alloc_vnc_display(const char *host, unsigned *ret, struct vh_error *err) {
-        _cleanup_free_ struct used *u = calloc(1, sizeof(*u));
-        if (!u)
-                return -ENOMEM;
-        int r = for_each_def(mark_used, u);
+        _cleanup_free_ struct used *u = NULL;
+        int r = used_collect(&u, "a VNC display", err);
         if (r < 0)
-                return vh_error_set(err, r, "Cannot read the VM definitions: %s", strerror(-r));
+                return r;
         for (unsigned d = VM_VNC_DISPLAY_MIN; d <= VM_VNC_DISPLAY_MAX; d++)
                 if (!u->displays[d] && tcp_port_free(host, 5900 + d)) {
                         *ret = d;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/defs.h"
 #include "base/keyfile.h"
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -25,25 +26,6 @@ struct vm_def *vm_def_new(const char *name) {
         def->boot = VM_BOOT_DISK;
         def->accel = VM_ACCEL_AUTO;
         return def;
-}
-
-struct vm_def *vm_def_free(struct vm_def *def) {
-        if (!def)
-                return NULL;
-        free(def->name);
-        free(def->disk);
-        free(def->disk_format);
-        free(def->base);
-        free(def->cdrom);
-        free(def->kernel);
-        free(def->initrd);
-        free(def->append);
-        free(def->cpu_model);
-        free(def->vnc_host);
-        for (unsigned i = 0; i < def->n_nics; i++)
-                vm_nic_done(&def->nics[i]);
-        free(def);
-        return NULL;
 }
 
 static const char *const boot_names[] = {
@@ -164,6 +146,8 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
         if (!copy)
                 return -ENOMEM;
         struct vm_nic nic = { .vlan = -1, .model = VM_NIC_VIRTIO };
+        /* Owned here until the NIC is complete: every refusal frees it. */
+        _cleanup_free_ char *ip = NULL;
         char *save = NULL;
         char *network = strtok_r(copy, ",", &save);
         if (!network || (!streq(network, VM_NET_USER) && !name_is_valid(network)))
@@ -197,9 +181,9 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
                 } else if (streq(k, "ip")) {
                         if (!ipv4_is_valid(v))
                                 return vh_error_set(err, -EINVAL, "Invalid NIC '%s': ip must be an IPv4 address", s);
-                        free(nic.ip);
-                        nic.ip = strdup(v);
-                        if (!nic.ip)
+                        free(ip);
+                        ip = strdup(v);
+                        if (!ip)
                                 return -ENOMEM;
                 } else {
                         *eq = '=';
@@ -207,18 +191,14 @@ int vm_nic_parse(const char *s, struct vm_nic *ret, struct vh_error *err) {
                 }
                 continue;
         bad_opt:
-                free(nic.ip);
                 return vh_error_set(err, -EINVAL, "Invalid NIC '%s': unknown option '%s' (mac, vlan, model, ip)", s, opt);
         }
-        if (streq(network, VM_NET_USER) && (nic.vlan >= 0 || nic.ip)) {
-                free(nic.ip);
+        if (streq(network, VM_NET_USER) && (nic.vlan >= 0 || ip))
                 return vh_error_set(err, -EINVAL, "Invalid NIC '%s': vlan and ip need a vmhost network, not user-mode NAT", s);
-        }
         nic.network = strdup(network);
-        if (!nic.network) {
-                free(nic.ip);
+        if (!nic.network)
                 return -ENOMEM;
-        }
+        nic.ip = TAKE_PTR(ip);
         *ret = nic;
         return 0;
 }
@@ -260,189 +240,167 @@ bool vm_vnc_host_is_loopback(const char *host) {
         return (startswith(host, "127.") && ipv4_is_valid(host)) || streq(host, "localhost") || streq(host, "[::1]");
 }
 
-/* Every key vm.conf may hold: vm_def_set() refuses any other, so a key
- * handled in apply_key() but missing here cannot be used, and the unit
- * tests compare this list with docs/vm-definition.md (both ways). */
-static const char *const vm_def_key_names[] = {
-        "name", "cpus", "memory", "accel", "cpu", "boot", "disk", "disk-format", "base", "cdrom",
-        "kernel", "initrd", "append", "id", "nic", "vnc", "forward", "localtime",
-};
+/* The keys whose values need more than a row of the table. */
 
-const char *const *vm_def_keys(size_t *ret_n) {
-        *ret_n = ELEMENTSOF(vm_def_key_names);
-        return vm_def_key_names;
+static int set_name(void *obj, const char *value, struct vh_error *err) {
+        struct vm_def *def = obj;
+        if (!name_is_valid(value))
+                return vh_error_set(err, -EINVAL, "invalid name '%s' (1-%d letters, digits, '-' or '_')", value,
+                                    VH_NAME_MAX);
+        return keyfile_set_string(&def->name, value);
 }
 
-static bool vm_def_key_known(const char *key) {
-        for (size_t i = 0; i < ELEMENTSOF(vm_def_key_names); i++)
-                if (streq(key, vm_def_key_names[i]))
-                        return true;
-        return false;
-}
-
-/* Applies one key; on a bad value returns -EINVAL with the reason in 'why'. */
-static int apply_key(struct vm_def *def, const char *key, const char *value, char *why, size_t why_len) {
-        if (streq(key, "name")) {
-                if (!name_is_valid(value)) {
-                        snprintf(why, why_len, "invalid name '%s' (1-%d letters, digits, '-' or '_')", value, VH_NAME_MAX);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->name, value);
-        }
-        if (streq(key, "cpus")) {
-                long v;
-                if (parse_int_range(value, 1, 256, &v) < 0) {
-                        snprintf(why, why_len, "cpus must be 1..256, not '%s'", value);
-                        return -EINVAL;
-                }
-                def->cpus = (unsigned) v;
-                return 0;
-        }
-        if (streq(key, "memory")) {
-                uint64_t v;
-                /* A bare number means MiB, as in qemu's -m. */
-                uint64_t mib;
-                if (parse_u64(value, &mib) == 0)
-                        v = mib << 20;
-                else if (parse_size(value, &v) < 0) {
-                        snprintf(why, why_len, "memory must be a size like 512M or 2G, not '%s'", value);
-                        return -EINVAL;
-                }
-                if (v < (16ULL << 20) || v > (1ULL << 40)) {
-                        snprintf(why, why_len, "memory must be between 16M and 1T, not '%s'", value);
-                        return -EINVAL;
-                }
-                def->memory = v;
-                return 0;
-        }
-        if (streq(key, "disk"))
-                return keyfile_set_string(&def->disk, value);
-        if (streq(key, "disk-format")) {
-                if (!streq(value, "qcow2") && !streq(value, "raw")) {
-                        snprintf(why, why_len, "disk-format must be qcow2 or raw, not '%s'", value);
-                        return -EINVAL;
-                }
-                return keyfile_set_string(&def->disk_format, value);
-        }
-        if (streq(key, "base"))
-                return keyfile_set_string(&def->base, value);
-        if (streq(key, "cdrom"))
-                return keyfile_set_string(&def->cdrom, value);
-        if (streq(key, "kernel"))
-                return keyfile_set_string(&def->kernel, value);
-        if (streq(key, "initrd"))
-                return keyfile_set_string(&def->initrd, value);
-        if (streq(key, "append"))
-                return keyfile_set_string(&def->append, value);
-        if (streq(key, "cpu"))
-                return keyfile_set_string(&def->cpu_model, value);
-        if (streq(key, "boot")) {
-                if (vm_boot_from_string(value, &def->boot) < 0) {
-                        snprintf(why, why_len, "boot must be disk, cdrom or kernel, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        if (streq(key, "accel")) {
-                if (vm_accel_from_string(value, &def->accel) < 0) {
-                        snprintf(why, why_len, "accel must be auto, kvm or tcg, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        if (streq(key, "id")) {
-                long v;
-                if (parse_int_range(value, 1, 65535, &v) < 0) {
-                        snprintf(why, why_len, "id must be 1..65535, not '%s'", value);
-                        return -EINVAL;
-                }
-                def->id = (unsigned) v;
-                return 0;
-        }
-        if (streq(key, "nic")) {
-                struct vh_error e = {};
-                if (def->n_nics >= VM_MAX_NICS) {
-                        snprintf(why, why_len, "at most %d NICs", VM_MAX_NICS);
-                        return -EINVAL;
-                }
-                int r = vm_nic_parse(value, &def->nics[def->n_nics], &e);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0) {
-                        snprintf(why, why_len, "%.400s", e.msg);
-                        return -EINVAL;
-                }
-                def->n_nics++;
-                return 0;
-        }
-        if (streq(key, "vnc")) {
-                if (streq(value, "none")) {
-                        def->vnc = VM_VNC_NONE;
-                        return 0;
-                }
-                if (streq(value, "unix")) {
-                        def->vnc = VM_VNC_UNIX;
-                        return 0;
-                }
-                /* HOST goes into QEMU's -vnc option as it is: only the
-                 * characters of a host name or an address, so no ',' can add
-                 * an option (",password=off") to it. */
-                const char *colon = strrchr(value, ':');
-                long d;
-                if (!colon || !vnc_host_is_valid(value, (size_t) (colon - value)) ||
-                    parse_int_range(colon + 1, 0, 99, &d) < 0) {
-                        snprintf(why, why_len,
-                                 "vnc must be unix, none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '%s'",
-                                 value);
-                        return -EINVAL;
-                }
-                char *host = strndup(value, (size_t) (colon - value));
-                if (!host)
-                        return -ENOMEM;
-                free(def->vnc_host);
-                def->vnc_host = host;
-                def->vnc_display = (unsigned) d;
-                def->vnc = VM_VNC_TCP;
-                return 0;
-        }
-        if (streq(key, "forward")) {
-                struct vh_error e = {};
-                if (def->n_forwards >= VM_MAX_FORWARDS) {
-                        snprintf(why, why_len, "at most %d forwards", VM_MAX_FORWARDS);
-                        return -EINVAL;
-                }
-                if (vm_forward_parse(value, &def->forwards[def->n_forwards], &e) < 0) {
-                        snprintf(why, why_len, "%.400s", e.msg);
-                        return -EINVAL;
-                }
-                def->n_forwards++;
-                return 0;
-        }
-        if (streq(key, "localtime")) {
-                if (keyfile_parse_bool(value, &def->localtime) < 0) {
-                        snprintf(why, why_len, "localtime must be yes or no, not '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
-        snprintf(why, why_len, "unknown key '%s'", key);
-        return -ENOKEY;
-}
-
-int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err) {
-        if (!vm_def_key_known(key))
-                return vh_error_set(err, -EINVAL, "unknown key '%.100s'", key);
-        char why[VH_ERROR_MAX - 64] = "";
-        int r = apply_key(def, key, value, why, sizeof(why));
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0)
-                return vh_error_set(err, -EINVAL, "%s", why);
+static int set_memory(void *obj, const char *value, struct vh_error *err) {
+        struct vm_def *def = obj;
+        uint64_t v, mib;
+        /* A bare number means MiB, as in qemu's -m; one past 1T in MiB
+         * must not wrap around when shifted. */
+        if (parse_u64(value, &mib) == 0)
+                v = mib <= (1ULL << 20) ? mib << 20 : UINT64_MAX;
+        else if (parse_size(value, &v) < 0)
+                return vh_error_set(err, -EINVAL, "memory must be a size like 512M or 2G, not '%s'", value);
+        if (v < (16ULL << 20) || v > (1ULL << 40))
+                return vh_error_set(err, -EINVAL, "memory must be between 16M and 1T, not '%s'", value);
+        def->memory = v;
         return 0;
 }
 
+static int format_memory(const void *obj, FILE *f) {
+        const struct vm_def *def = obj;
+        fprintf(f, "memory = %" PRIu64 "M\n", def->memory >> 20);
+        return 0;
+}
+
+/* The format belongs to the disk: without one there is nothing to say. */
+static int format_disk_format(const void *obj, FILE *f) {
+        const struct vm_def *def = obj;
+        if (def->disk && def->disk_format)
+                fprintf(f, "disk-format = %s\n", def->disk_format);
+        return 0;
+}
+
+static int set_vnc(void *obj, const char *value, struct vh_error *err) {
+        struct vm_def *def = obj;
+        if (streq(value, "none")) {
+                def->vnc = VM_VNC_NONE;
+                return 0;
+        }
+        if (streq(value, "unix")) {
+                def->vnc = VM_VNC_UNIX;
+                return 0;
+        }
+        /* HOST goes into QEMU's -vnc option as it is: only the characters
+         * of a host name or an address, so no ',' can add an option
+         * (",password=off") to it. */
+        const char *colon = strrchr(value, ':');
+        long d;
+        if (!colon || !vnc_host_is_valid(value, (size_t) (colon - value)) || parse_int_range(colon + 1, 0, 99, &d) < 0)
+                return vh_error_set(err, -EINVAL,
+                                    "vnc must be unix, none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '%s'",
+                                    value);
+        char *host = strndup(value, (size_t) (colon - value));
+        if (!host)
+                return -ENOMEM;
+        free(def->vnc_host);
+        def->vnc_host = host;
+        def->vnc_display = (unsigned) d;
+        def->vnc = VM_VNC_TCP;
+        return 0;
+}
+
+static int format_vnc(const void *obj, FILE *f) {
+        const struct vm_def *def = obj;
+        if (def->vnc == VM_VNC_UNIX)
+                fprintf(f, "vnc = unix\n");
+        else if (def->vnc == VM_VNC_TCP)
+                fprintf(f, "vnc = %s:%u\n", def->vnc_host, def->vnc_display);
+        return 0;
+}
+
+static void done_vnc(void *obj) {
+        struct vm_def *def = obj;
+        def->vnc_host = mfree(def->vnc_host);
+}
+
+static int nic_parse(const char *value, void *elem, struct vh_error *err) {
+        return vm_nic_parse(value, elem, err);
+}
+
+static char *nic_format(const void *elem) {
+        return vm_nic_format(elem);
+}
+
+static void nic_done(void *elem) {
+        vm_nic_done(elem);
+}
+
+static int forward_parse(const char *value, void *elem, struct vh_error *err) {
+        return vm_forward_parse(value, elem, err);
+}
+
+static char *forward_format(const void *elem) {
+        char b[64];
+        return strdup(vm_forward_format(elem, b, sizeof(b)));
+}
+
+static const struct def_list nic_list = {
+        .count_offset = offsetof(struct vm_def, n_nics),
+        .elem_size = sizeof(struct vm_nic),
+        .max = VM_MAX_NICS,
+        .plural = "NICs",
+        .parse = nic_parse,
+        .format = nic_format,
+        .done = nic_done,
+};
+
+static const struct def_list forward_list = {
+        .count_offset = offsetof(struct vm_def, n_forwards),
+        .elem_size = sizeof(struct vm_forward),
+        .max = VM_MAX_FORWARDS,
+        .plural = "forwards",
+        .parse = forward_parse,
+        .format = forward_format,
+};
+
+static const char *const disk_formats[] = { "qcow2", "raw" };
+
+/* Choices are stored through an unsigned. */
+_Static_assert(sizeof(enum vm_boot) == sizeof(unsigned) && sizeof(enum vm_accel) == sizeof(unsigned),
+               "DEF_CHOICE fields are unsigned-sized");
+
+#define F(field) offsetof(struct vm_def, field)
+
+/* Every key vm.conf may hold, in the order vm_def_format() writes them: any
+ * other is refused, and the unit tests compare this table with
+ * docs/vm-definition.md (both ways). */
+static const struct def_key vm_keys[] = {
+        { "name", DEF_STRING, F(name), DEF_REQUIRED | DEF_IMMUTABLE, .missing = "missing key 'name'", .set = set_name },
+        { "cpus", DEF_UINT, F(cpus), DEF_ALWAYS, .min = 1, .max = 256 },
+        { "memory", DEF_CUSTOM, F(memory), .set = set_memory, .format = format_memory },
+        { "accel", DEF_CHOICE, F(accel), DEF_ALWAYS, .choices = accel_names, .n_choices = ELEMENTSOF(accel_names) },
+        { "cpu", DEF_STRING, F(cpu_model) },
+        { "boot", DEF_CHOICE, F(boot), DEF_ALWAYS, .choices = boot_names, .n_choices = ELEMENTSOF(boot_names) },
+        { "disk", DEF_STRING, F(disk) },
+        { "disk-format", DEF_STRING, F(disk_format), .choices = disk_formats, .n_choices = ELEMENTSOF(disk_formats),
+          .format = format_disk_format },
+        { "base", DEF_STRING, F(base) },
+        { "cdrom", DEF_STRING, F(cdrom) },
+        { "kernel", DEF_STRING, F(kernel) },
+        { "initrd", DEF_STRING, F(initrd) },
+        { "append", DEF_STRING, F(append) },
+        /* The id is what MACs are derived from: with the NICs' MACs, the
+         * display and the forwards' host ports, what allocation hands out. */
+        { "id", DEF_UINT, F(id), DEF_IMMUTABLE | DEF_ALLOCATED, .min = 1, .max = 65535 },
+        { "nic", DEF_LIST, F(nics), DEF_ALLOCATED, .list = &nic_list },
+        { "vnc", DEF_CUSTOM, F(vnc), DEF_ALLOCATED, .set = set_vnc, .format = format_vnc, .done = done_vnc },
+        { "forward", DEF_LIST, F(forwards), DEF_ALLOCATED, .list = &forward_list },
+        { "localtime", DEF_BOOL, F(localtime) },
+};
+
+#undef F
+
 /* The file format: nic and forward repeat, and a repeated single key has
- * always let the later line win. An empty key reaches vm_def_set(), which
+ * always let the later line win. An empty key reaches def_set(), which
  * names it as an unknown key. */
 static const struct keyfile_syntax vm_conf_syntax = {
         .max_bytes = VM_CONF_MAX_BYTES,
@@ -451,37 +409,60 @@ static const struct keyfile_syntax vm_conf_syntax = {
         .allow_empty_key = true,
 };
 
+static const struct def_schema vm_schema = {
+        .header = "# vmhost VM definition (see docs/vm-definition.md). Edit with care:\n"
+                  "# it is validated when loaded.\n",
+        .keys = vm_keys,
+        .n_keys = ELEMENTSOF(vm_keys),
+        .syntax = &vm_conf_syntax,
+};
+
+const struct def_schema *vm_def_schema(void) {
+        return &vm_schema;
+}
+
+struct vm_def *vm_def_free(struct vm_def *def) {
+        if (!def)
+                return NULL;
+        def_free_fields(&vm_schema, def);
+        free(def);
+        return NULL;
+}
+
+int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err) {
+        return def_set(&vm_schema, def, key, value, err);
+}
+
 int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err) {
-        _cleanup_(keyfile_freep) struct keyfile *kf = NULL;
-        int r = keyfile_new(text, origin, &vm_conf_syntax, &kf, err);
-        if (r < 0)
-                return r;
         _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new("unnamed");
         if (!def)
                 return -ENOMEM;
-
-        bool have_name = false;
-        const char *key, *value;
-        while ((r = keyfile_next(kf, &key, &value, err)) > 0) {
-                struct vh_error e = {};
-                r = vm_def_set(def, key, value, &e);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0)
-                        return keyfile_error(kf, err, r, "%.400s", e.msg);
-                if (streq(key, "name"))
-                        have_name = true;
-        }
+        int r = def_parse(&vm_schema, def, text, origin, 0, err);
         if (r < 0)
                 return r;
-        if (!have_name)
-                return vh_error_set(err, -EINVAL, "%s: missing key 'name'", origin);
-
         r = vm_def_validate(def, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(def);
         return 0;
+}
+
+int vm_def_parse_lenient(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err) {
+        _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new("unnamed");
+        if (!def)
+                return -ENOMEM;
+        int r = def_parse(&vm_schema, def, text, origin, DEF_PARSE_LENIENT, err);
+        if (r < 0)
+                return r;
+        /* Every line was read: what is left is a problem of the whole. */
+        if (r == 0 && vm_def_validate(def, err) < 0)
+                r = 1;
+        *ret = TAKE_PTR(def);
+        return r;
+}
+
+char *vm_def_format(const struct vm_def *def) {
+        return def_format(&vm_schema, def);
 }
 
 int vm_disk_format_choose(const char *disk, const char *probed, const char *explicit_format, const char **ret,
@@ -541,60 +522,4 @@ int vm_def_validate(const struct vm_def *def, struct vh_error *err) {
                                 return vh_error_set(err, -EINVAL, "VM %s: NICs %u and %u have the same MAC %s", def->name,
                                                     j, i, def->nics[i].mac);
         return 0;
-}
-
-char *vm_def_format(const struct vm_def *def) {
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
-        if (!f)
-                return NULL;
-
-        fprintf(f, "# vmhost VM definition (see docs/vm-definition.md). Edit with care:\n"
-                   "# it is validated when loaded.\n");
-        fprintf(f, "name = %s\n", def->name);
-        fprintf(f, "cpus = %u\n", def->cpus);
-        fprintf(f, "memory = %" PRIu64 "M\n", def->memory >> 20);
-        fprintf(f, "accel = %s\n", vm_accel_to_string(def->accel));
-        if (def->cpu_model)
-                fprintf(f, "cpu = %s\n", def->cpu_model);
-        fprintf(f, "boot = %s\n", vm_boot_to_string(def->boot));
-        if (def->disk)
-                fprintf(f, "disk = %s\ndisk-format = %s\n", def->disk, def->disk_format);
-        if (def->base)
-                fprintf(f, "base = %s\n", def->base);
-        if (def->cdrom)
-                fprintf(f, "cdrom = %s\n", def->cdrom);
-        if (def->kernel)
-                fprintf(f, "kernel = %s\n", def->kernel);
-        if (def->initrd)
-                fprintf(f, "initrd = %s\n", def->initrd);
-        if (def->append)
-                fprintf(f, "append = %s\n", def->append);
-        if (def->id)
-                fprintf(f, "id = %u\n", def->id);
-        for (unsigned i = 0; i < def->n_nics; i++) {
-                _cleanup_free_ char *n = vm_nic_format(&def->nics[i]);
-                if (!n) {
-                        fclose(f);
-                        free(buf);
-                        return NULL;
-                }
-                fprintf(f, "nic = %s\n", n);
-        }
-        if (def->vnc == VM_VNC_UNIX)
-                fprintf(f, "vnc = unix\n");
-        else if (def->vnc == VM_VNC_TCP)
-                fprintf(f, "vnc = %s:%u\n", def->vnc_host, def->vnc_display);
-        for (unsigned i = 0; i < def->n_forwards; i++) {
-                char b[64];
-                fprintf(f, "forward = %s\n", vm_forward_format(&def->forwards[i], b, sizeof(b)));
-        }
-        if (def->localtime)
-                fprintf(f, "localtime = yes\n");
-        if (fclose(f) != 0) {
-                free(buf);
-                return NULL;
-        }
-        return buf;
 }

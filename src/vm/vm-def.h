@@ -109,8 +109,19 @@ int vm_def_parse(const char *text, const char *origin, struct vm_def **ret, stru
  * says what is wrong with the value. Whole-definition checks are left to
  * vm_def_validate(). */
 int vm_def_set(struct vm_def *def, const char *key, const char *value, struct vh_error *err);
-/* The keys vm.conf may hold (what vm_def_set() accepts), 'ret_n' of them. */
-const char *const *vm_def_keys(size_t *ret_n);
+/* The schema of vm.conf (base/defs.h): the keys vm_def_set() accepts, their
+ * flags (DEF_IMMUTABLE: 'name' and 'id'; DEF_ALLOCATED: what allocation
+ * hands out). */
+struct def_schema;
+const struct def_schema *vm_def_schema(void);
+/* Reads what it can of a definition that may be broken, for the allocator
+ * and the scans that must not skip a VM whose file has a typo: a line whose
+ * value is refused is skipped, and 'ret' holds the rest. Returns the number
+ * of problems (0: the definition is valid) with the first in 'err', or
+ * -errno where even that fails: a line the reader cannot split, or a refused
+ * line of an allocated key (id, nic, vnc, forward), whose value is then
+ * unknown. */
+int vm_def_parse_lenient(const char *text, const char *origin, struct vm_def **ret, struct vh_error *err);
 /* Formats a definition as the text vm_def_parse() reads back. */
 char *vm_def_format(const struct vm_def *def);
 /* The disk format a VM records: 'probed' (what the image engine read from

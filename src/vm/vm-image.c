@@ -143,43 +143,75 @@ static bool vm_has_relation(const struct vm_def *def, const struct stat *target,
         return same_file(b, target);
 }
 
-static int find_vms(const char *path, enum vm_image_relation rel, char ***ret_names, struct vh_error *err) {
-        struct stat target;
-        if (stat(path, &target) < 0)
-                return 0; /* nothing there: nothing depends on it */
+/* Appends a copy of 'name' to the NULL-terminated '*names' (n entries). */
+static int names_add(char ***names, size_t *n, const char *name) {
+        char **nn = realloc(*names, (*n + 2) * sizeof(char *));
+        if (!nn)
+                return -ENOMEM;
+        *names = nn;
+        nn[*n] = strdup(name);
+        if (!nn[*n])
+                return -ENOMEM;
+        nn[++*n] = NULL;
+        return 0;
+}
+
+/* Adds to '*names' the VMs whose disk has relation 'rel' to 'target'. A
+ * definition that does not load fails the scan, naming its file: it might
+ * use any image, and a base it uses must not lose its protection by a
+ * typo. */
+static int scan_vms(const struct stat *target, enum vm_image_relation rel, char ***names, size_t *n,
+                    struct vh_error *err) {
         _cleanup_free_ char *state = vh_state_dir();
         _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
         if (!dir)
                 return -ENOMEM;
         DIR *d = opendir(dir);
-        if (!d) {
-                if (ret_names)
-                        *ret_names = calloc(1, sizeof(char *));
+        if (!d)
                 return errno == ENOENT ? 0 : vh_error_set(err, negative_errno(), "Cannot read %s: %m", dir);
-        }
-        char **names = calloc(1, sizeof(char *));
-        size_t n = 0;
+        int r = 0;
         struct dirent *de;
-        while (names && (de = readdir(d))) {
+        while ((de = readdir(d))) {
                 if (!name_is_valid(de->d_name))
                         continue;
                 struct vm_def *def = NULL;
-                if (vm_load(de->d_name, &def, NULL) < 0)
-                        continue;
-                if (vm_has_relation(def, &target, rel)) {
-                        char **nn = realloc(names, (n + 2) * sizeof(char *));
-                        if (nn) {
-                                names = nn;
-                                names[n] = strdup(def->name);
-                                if (names[n])
-                                        names[++n] = NULL;
+                struct vh_error e = {};
+                r = vm_load(de->d_name, &def, &e);
+                if (r < 0) {
+                        /* A directory without a definition is no VM (vm_exists()). */
+                        if (!vm_exists(de->d_name)) {
+                                r = 0;
+                                continue;
                         }
+                        if (r != -ENOMEM)
+                                r = vh_error_set(err, r, "VM %s's definition does not parse (%s); fix it first",
+                                                 de->d_name, vh_error_message(&e, r));
+                        break;
                 }
+                if (vm_has_relation(def, target, rel))
+                        r = names_add(names, n, def->name);
                 vm_def_free(def);
+                if (r < 0)
+                        break;
         }
         closedir(d);
+        return r;
+}
+
+/* The VMs whose disk has relation 'rel' to 'path', sorted; *ret_names
+ * (may be NULL) only on success. */
+static int find_vms(const char *path, enum vm_image_relation rel, char ***ret_names, struct vh_error *err) {
+        char **names = calloc(1, sizeof(char *));
         if (!names)
                 return -ENOMEM;
+        size_t n = 0;
+        struct stat target;
+        /* Nothing there: nothing depends on it. */
+        int r = stat(path, &target) < 0 ? 0 : scan_vms(&target, rel, &names, &n, err);
+        if (r < 0) {
+                vm_names_free(names);
+                return r;
+        }
         qsort(names, n, sizeof(char *), compare_names);
         if (ret_names)
                 *ret_names = names;
@@ -207,10 +239,13 @@ static char *join_names(char **names) {
 
 int vm_image_check_not_base(const char *path, const char *action, struct vh_error *err) {
         char **names = NULL;
-        int n = vm_image_dependents(path, &names, err);
-        if (n <= 0) {
+        struct vh_error e = {};
+        int n = vm_image_dependents(path, &names, &e);
+        if (n < 0)
+                return vh_error_set(err, n, "Refusing to %s %s: %s", action, path, vh_error_message(&e, n));
+        if (n == 0) {
                 vm_names_free(names);
-                return n;
+                return 0;
         }
         _cleanup_free_ char *list = join_names(names);
         vm_names_free(names);
@@ -220,11 +255,10 @@ int vm_image_check_not_base(const char *path, const char *action, struct vh_erro
 
 int vm_image_check_not_in_use(const char *path, const char *action, struct vh_error *err) {
         char **names = NULL;
-        int n = find_vms(path, VM_IMAGE_DISK_OF, &names, err);
-        if (n < 0) {
-                vm_names_free(names);
-                return n;
-        }
+        struct vh_error e = {};
+        int n = find_vms(path, VM_IMAGE_DISK_OF, &names, &e);
+        if (n < 0)
+                return vh_error_set(err, n, "Refusing to %s %s: %s", action, path, vh_error_message(&e, n));
         if (n == 0) {
                 vm_names_free(names);
                 return vm_image_check_not_base(path, action, err);
@@ -250,13 +284,15 @@ int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64
                                     def->disk ? def->disk : "none");
 
         char **users = NULL;
-        r = vm_image_dependents(def->base, &users, err);
+        struct vh_error e = {};
+        r = vm_image_dependents(def->base, &users, &e);
         if (r < 0)
-                return r;
+                return vh_error_set(err, r, "Refusing to commit VM %s into %s: %s", name, def->base,
+                                    vh_error_message(&e, r));
         /* Nobody may run on the base while it changes under them. */
         char **others = calloc((size_t) r + 1, sizeof(char *));
         size_t n_others = 0;
-        for (char **u = users; others && u && *u; u++) {
+        for (char **u = users; others && *u; u++) {
                 struct vm_status st;
                 if (vm_get_status(*u, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING) {
                         r = vh_error_set(err, -EBUSY, "Refusing to commit VM %s into %s while VM %s (on the same base) runs",
@@ -265,8 +301,10 @@ int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64
                         vm_names_free(others);
                         return r;
                 }
-                if (!streq(*u, name))
-                        others[n_others++] = strdup(*u);
+                /* A copy that fails would end the list early and drop a VM
+                 * the caller must name. */
+                if (!streq(*u, name) && !(others[n_others++] = strdup(*u)))
+                        others = vm_names_free(others);
         }
         vm_names_free(users);
         if (!others)

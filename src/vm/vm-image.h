@@ -22,7 +22,9 @@ void vm_image_remove_own_disk(const struct vm_def *def);
 /* The VMs of this home whose disk is backed by 'path' (directly: a vmhost
  * overlay's base, or the backing file recorded in the disk's header),
  * compared by file identity. Returns the count; *ret_names (may be NULL)
- * gets a NULL-terminated list to free with vm_names_free(). */
+ * gets a NULL-terminated list to free with vm_names_free(). A definition
+ * that does not load fails the scan with its file named: that VM might
+ * use any image. */
 int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *err);
 char **vm_names_free(char **names);
 

@@ -1,14 +1,15 @@
 /* tests/unit/test-docs.c: the definition files' documentation and their
  * parsers agree. The key column of the "| key | ..." table in
- * docs/vm-definition.md (docs/networks.md) must list exactly the keys that
- * vm_def_set() (net_def_set()) accepts, every one of those keys must reach
- * a handler, and every key that vm_def_format() (net_def_format()) writes
- * must be among them. The docs are read from the source tree, whose path
+ * docs/vm-definition.md (docs/networks.md) must list exactly the keys of
+ * the schema that vm_def_set() (net_def_set()) reads, every one of those
+ * keys must reach a handler, and every key that vm_def_format()
+ * (net_def_format()) writes must be among them. The docs are read from the source tree, whose path
  * meson passes as VMHOST_SOURCE_ROOT. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/defs.h"
 #include "base/fileio.h"
 #include "net/net-def.h"
 #include "test.h"
@@ -104,19 +105,56 @@ static char *read_doc(const char *rel) {
 }
 
 /* Both directions, each difference named. */
-static void compare(const char *doc, const struct key_list *documented, const char *const *keys, size_t n,
-                    const char *parser) {
+static void compare(const char *doc, const struct key_list *documented, const struct def_schema *schema) {
         struct key_list known = {};
-        for (size_t i = 0; i < n; i++) {
-                (void) key_list_add(&known, keys[i], strlen(keys[i]));
-                if (!key_list_has(documented, keys[i]))
-                        test_fail(__FILE__, __LINE__, "%s accepts key '%s' but %s does not document it", parser, keys[i],
-                                  doc);
+        for (size_t i = 0; i < schema->n_keys; i++) {
+                const char *key = schema->keys[i].name;
+                (void) key_list_add(&known, key, strlen(key));
+                if (!key_list_has(documented, key))
+                        test_fail(__FILE__, __LINE__, "the parser accepts key '%s' but %s does not document it", key, doc);
         }
         for (size_t i = 0; i < documented->n; i++)
                 if (!key_list_has(&known, documented->keys[i]))
-                        test_fail(__FILE__, __LINE__, "%s documents key '%s' but %s does not accept it", doc,
-                                  documented->keys[i], parser);
+                        test_fail(__FILE__, __LINE__, "%s documents key '%s' but the parser does not accept it", doc,
+                                  documented->keys[i]);
+}
+
+/* The checks for one kind of definition: 'obj' is a new one, which the
+ * sample key = value pairs fill before it is formatted. */
+static void check_definition_keys(const char *doc_path, const struct def_schema *schema, void *obj,
+                                  const char *const (*sample)[2], size_t n_sample) {
+        _cleanup_free_ char *doc = read_doc(doc_path);
+        if (!doc)
+                return;
+        struct key_list documented;
+        int r = doc_keys(doc, &documented);
+        CHECK(r > 0);
+        compare(doc_path, &documented, schema);
+
+        /* Each listed key reaches its handler (a value may be refused, the
+         * key not), and every key written is listed. */
+        for (size_t i = 0; i < schema->n_keys; i++) {
+                struct vh_error e = {};
+                if (def_set(schema, obj, schema->keys[i].name, "not a valid value", &e) < 0 &&
+                    strstr(e.msg, "unknown key"))
+                        test_fail(__FILE__, __LINE__, "key '%s' is listed but not handled: %s", schema->keys[i].name,
+                                  e.msg);
+        }
+        struct vh_error e = {};
+        CHECK(def_set(schema, obj, "net", "user", &e) < 0 && strstr(e.msg, "unknown key 'net'"));
+        for (size_t i = 0; i < n_sample; i++) {
+                e = (struct vh_error) {};
+                if (def_set(schema, obj, sample[i][0], sample[i][1], &e) < 0)
+                        test_fail(__FILE__, __LINE__, "%s = %s: %s", sample[i][0], sample[i][1], e.msg);
+        }
+        _cleanup_free_ char *text = def_format(schema, obj);
+        CHECK(text != NULL);
+        struct key_list written;
+        written_keys(text, &written);
+        CHECK(written.n >= 10);
+        for (size_t i = 0; i < written.n; i++)
+                if (!key_list_has(&documented, written.keys[i]))
+                        test_fail(__FILE__, __LINE__, "%s writes '%s', undocumented", doc_path, written.keys[i]);
 }
 
 TEST(docs_doc_keys_parser) {
@@ -138,29 +176,6 @@ TEST(docs_doc_keys_parser) {
 }
 
 TEST(docs_vm_definition_keys) {
-        _cleanup_free_ char *doc = read_doc("docs/vm-definition.md");
-        if (!doc)
-                return;
-        struct key_list documented;
-        int r = doc_keys(doc, &documented);
-        CHECK(r > 0);
-        size_t n;
-        const char *const *keys = vm_def_keys(&n);
-        compare("docs/vm-definition.md", &documented, keys, n, "vm_def_set()");
-
-        /* Each listed key reaches its handler (a value may be refused, the
-         * key not), and every key written is listed. */
-        struct vm_def *def = vm_def_new("t");
-        CHECK(def != NULL);
-        if (!def)
-                return;
-        for (size_t i = 0; i < n; i++) {
-                struct vh_error e = {};
-                if (vm_def_set(def, keys[i], "not-a-valid-value", &e) < 0 && strstr(e.msg, "unknown key"))
-                        test_fail(__FILE__, __LINE__, "key '%s' is listed but not handled: %s", keys[i], e.msg);
-        }
-        struct vh_error e = {};
-        CHECK(vm_def_set(def, "net", "user", &e) < 0 && strstr(e.msg, "unknown key 'net'"));
         static const char *const sample[][2] = {
                 { "cpus", "2" }, { "memory", "512M" }, { "accel", "tcg" }, { "cpu", "host" }, { "boot", "disk" },
                 { "disk", "/d.qcow2" }, { "disk-format", "qcow2" }, { "base", "/b.qcow2" }, { "cdrom", "/c.iso" },
@@ -168,42 +183,14 @@ TEST(docs_vm_definition_keys) {
                 { "nic", "user,mac=52:54:00:12:34:56" }, { "vnc", "127.0.0.1:5" }, { "forward", "tcp:auto:22" },
                 { "localtime", "yes" },
         };
-        for (size_t i = 0; i < sizeof(sample) / sizeof(sample[0]); i++) {
-                e = (struct vh_error) {};
-                if (vm_def_set(def, sample[i][0], sample[i][1], &e) < 0)
-                        test_fail(__FILE__, __LINE__, "%s = %s: %s", sample[i][0], sample[i][1], e.msg);
-        }
-        _cleanup_free_ char *text = vm_def_format(def);
+        struct vm_def *def = vm_def_new("t");
+        CHECK(def != NULL);
+        if (def)
+                check_definition_keys("docs/vm-definition.md", vm_def_schema(), def, sample, ELEMENTSOF(sample));
         vm_def_free(def);
-        CHECK(text != NULL);
-        struct key_list written;
-        written_keys(text, &written);
-        CHECK(written.n >= 10);
-        for (size_t i = 0; i < written.n; i++)
-                if (!key_list_has(&documented, written.keys[i]))
-                        test_fail(__FILE__, __LINE__, "vm_def_format() writes '%s', undocumented", written.keys[i]);
 }
 
 TEST(docs_network_keys) {
-        _cleanup_free_ char *doc = read_doc("docs/networks.md");
-        if (!doc)
-                return;
-        struct key_list documented;
-        int r = doc_keys(doc, &documented);
-        CHECK(r > 0);
-        size_t n;
-        const char *const *keys = net_def_keys(&n);
-        compare("docs/networks.md", &documented, keys, n, "net_def_set()");
-
-        struct net_def *def = net_def_new("t");
-        CHECK(def != NULL);
-        if (!def)
-                return;
-        for (size_t i = 0; i < n; i++) {
-                struct vh_error e = {};
-                if (net_def_set(def, keys[i], "not a valid value", &e) < 0 && strstr(e.msg, "unknown key"))
-                        test_fail(__FILE__, __LINE__, "key '%s' is listed but not handled: %s", keys[i], e.msg);
-        }
         static const char *const sample[][2] = {
                 { "type", "ovs" }, { "subnet", "10.1.0.0/24" }, { "gateway", "10.1.0.1" }, { "dhcp", "yes" },
                 { "nat", "yes" }, { "nat-interface", "eth0" }, { "mtu", "1400" }, { "bridge", "vb-x" },
@@ -211,18 +198,9 @@ TEST(docs_network_keys) {
                 { "tunnel", "gre:172.16.0.2" }, { "uplink-port", "eth1" }, { "uplink-host-ip", "192.168.1.10/24" },
                 { "uplink-gateway", "192.168.1.1" },
         };
-        for (size_t i = 0; i < sizeof(sample) / sizeof(sample[0]); i++) {
-                struct vh_error e = {};
-                if (net_def_set(def, sample[i][0], sample[i][1], &e) < 0)
-                        test_fail(__FILE__, __LINE__, "%s = %s: %s", sample[i][0], sample[i][1], e.msg);
-        }
-        _cleanup_free_ char *text = net_def_format(def);
+        struct net_def *def = net_def_new("t");
+        CHECK(def != NULL);
+        if (def)
+                check_definition_keys("docs/networks.md", net_def_schema(), def, sample, ELEMENTSOF(sample));
         net_def_free(def);
-        CHECK(text != NULL);
-        struct key_list written;
-        written_keys(text, &written);
-        CHECK(written.n >= 10);
-        for (size_t i = 0; i < written.n; i++)
-                if (!key_list_has(&documented, written.keys[i]))
-                        test_fail(__FILE__, __LINE__, "net_def_format() writes '%s', undocumented", written.keys[i]);
 }

@@ -674,3 +674,49 @@ TEST(vm_path_absolute_table) {
                 free(abs);
         }
 }
+
+/* A broken definition read for the allocator: what parses counts, a bad
+ * value of another key is skipped (and reported), and a line that may hide
+ * an allocated value fails with its line named. */
+TEST(vm_def_parse_lenient_keeps_what_parses) {
+        const char *text = "name = qa\nmemory = 12x\ndisk = /d\nid = 4\nnic = user,mac=02:00:00:00:00:04\n"
+                           "vnc = 127.0.0.1:3\nforward = tcp:2222:22\ncpus = lots\n";
+        struct vm_def *def = NULL;
+        struct vh_error err = {};
+        CHECK(vm_def_parse(text, "t.conf", &def, &err) < 0);
+        CHECK_STREQ(err.msg, "t.conf:2: memory must be a size like 512M or 2G, not '12x'");
+        err = (struct vh_error) {};
+        CHECK_EQ_INT(vm_def_parse_lenient(text, "t.conf", &def, &err), 2);
+        CHECK_STREQ(err.msg, "t.conf:2: memory must be a size like 512M or 2G, not '12x'");
+        if (def) {
+                CHECK_EQ_INT(def->id, 4);
+                CHECK_EQ_INT(def->n_nics, 1);
+                CHECK_STREQ(def->nics[0].mac, "02:00:00:00:00:04");
+                CHECK_EQ_INT(def->vnc_display, 3);
+                CHECK_EQ_INT(def->forwards[0].host_port, 2222);
+                def = vm_def_free(def);
+        }
+        static const struct {
+                const char *text, *msg;
+        } fatal[] = {
+                { "name = qa\ndisk = /d\nid = 1x\n", "t.conf:3: id must be 1..65535, not '1x'" },
+                { "name = qa\nmemory 12x\n", "t.conf:2: expected 'key = value', got 'memory 12x'" },
+                { "name = qa\nvnc = 0.0.0.0\n",
+                  "t.conf:2: vnc must be unix, none or HOST:DISPLAY (display 0..99), e.g. 127.0.0.1:5, not '0.0.0.0'" },
+                { "name = qa\n = 3\n", "t.conf:2: unknown key ''" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(fatal); i++) {
+                err = (struct vh_error) {};
+                def = NULL;
+                CHECK(vm_def_parse_lenient(fatal[i].text, "t.conf", &def, &err) < 0);
+                CHECK(def == NULL);
+                CHECK_STREQ(err.msg, fatal[i].msg);
+        }
+        /* Valid as a whole: 0; parsed but invalid as a whole: 1. */
+        err = (struct vh_error) {};
+        CHECK_EQ_INT(vm_def_parse_lenient("name = a\ndisk = /d\n", "t.conf", &def, &err), 0);
+        def = vm_def_free(def);
+        CHECK_EQ_INT(vm_def_parse_lenient("name = a\n", "t.conf", &def, &err), 1);
+        CHECK_STREQ(err.msg, "VM a boots from disk but has no 'disk'");
+        vm_def_free(def);
+}
