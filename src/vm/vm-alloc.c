@@ -17,6 +17,7 @@
 #include "base/paths.h"
 #include "base/strutil.h"
 #include "vm/vm-alloc.h"
+#include "vm/vm-list.h"
 #include "vm/vm.h"
 
 int vm_home_lock(int *ret_fd, struct vh_error *err) {
@@ -71,33 +72,21 @@ static int load_reserved(const char *name, struct vm_def **ret, struct vh_error 
  * could be read of them; fails, naming the file, for one that cannot be
  * read that far. */
 static int for_each_def(void (*fn)(const struct vm_def *def, void *userdata), void *userdata, struct vh_error *err) {
-        _cleanup_free_ char *state = vh_state_dir();
-        _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
-        if (!dir)
-                return -ENOMEM;
-        DIR *d = opendir(dir);
-        if (!d) {
-                if (errno == ENOENT)
-                        return 0;
-                return vh_error_set(err, negative_errno(), "Cannot read %s: %m", dir);
-        }
-        int r = 0;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                if (!name_is_valid(de->d_name))
-                        continue;
+        _cleanup_(vm_names_freep) char **names = NULL;
+        int r = vm_list_names(&names, err);
+        if (r < 0)
+                return r;
+        for (char **n = names; *n; n++) {
                 struct vm_def *def = NULL;
-                r = load_reserved(de->d_name, &def, err);
+                r = load_reserved(*n, &def, err);
                 if (r < 0)
-                        break;
+                        return r;
                 if (r > 0) {
                         fn(def, userdata);
                         vm_def_free(def);
                 }
-                r = 0;
         }
-        closedir(d);
-        return r;
+        return 0;
 }
 
 struct used {

@@ -12,6 +12,7 @@
 #include "base/paths.h"
 #include "base/strutil.h"
 #include "vm/vm-image.h"
+#include "vm/vm-list.h"
 #include "vm/vm.h"
 #include "vmhost/image.h"
 
@@ -162,40 +163,28 @@ static int names_add(char ***names, size_t *n, const char *name) {
  * typo. */
 static int scan_vms(const struct stat *target, enum vm_image_relation rel, char ***names, size_t *n,
                     struct vh_error *err) {
-        _cleanup_free_ char *state = vh_state_dir();
-        _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
-        if (!dir)
-                return -ENOMEM;
-        DIR *d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? 0 : vh_error_set(err, negative_errno(), "Cannot read %s: %m", dir);
-        int r = 0;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                if (!name_is_valid(de->d_name))
-                        continue;
-                struct vm_def *def = NULL;
+        _cleanup_(vm_names_freep) char **all = NULL;
+        int r = vm_list_names(&all, err);
+        if (r < 0)
+                return r;
+        for (char **name = all; *name; name++) {
+                _cleanup_(vm_def_freep) struct vm_def *def = NULL;
                 struct vh_error e = {};
-                r = vm_load(de->d_name, &def, &e);
-                if (r < 0) {
-                        /* A directory without a definition is no VM (vm_exists()). */
-                        if (!vm_exists(de->d_name)) {
-                                r = 0;
-                                continue;
-                        }
-                        if (r != -ENOMEM)
-                                r = vh_error_set(err, r, "VM %s's definition does not parse (%s); fix it first",
-                                                 de->d_name, vh_error_message(&e, r));
-                        break;
-                }
-                if (vm_has_relation(def, target, rel))
-                        r = names_add(names, n, def->name);
-                vm_def_free(def);
+                r = vm_load(*name, &def, &e);
+                if (r == -ENOENT && !vm_exists(*name))
+                        continue; /* deleted since the scan */
+                if (r == -ENOMEM)
+                        return r;
                 if (r < 0)
-                        break;
+                        return vh_error_set(err, r, "VM %s's definition does not parse (%s); fix it first", *name,
+                                            vh_error_message(&e, r));
+                if (vm_has_relation(def, target, rel)) {
+                        r = names_add(names, n, def->name);
+                        if (r < 0)
+                                return r;
+                }
         }
-        closedir(d);
-        return r;
+        return 0;
 }
 
 /* The VMs whose disk has relation 'rel' to 'path', sorted; *ret_names

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/defs.h"
 #include "base/fileio.h"
 #include "base/macro.h"
 #include "base/strutil.h"
@@ -201,10 +202,12 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
                 char key[65];
                 snprintf(key, sizeof(key), "%.*s", (int) (eq - a), a);
                 const char *value = eq + 1;
-                /* Identity and what vmhost allocated stay as they are. */
-                if (streq(key, "name") || streq(key, "id"))
+                /* Identity and what vmhost allocated stay as they are: the
+                 * schema marks them (vm-def.c's table, DEF_IMMUTABLE). */
+                const struct def_key *k = def_key_find(vm_def_schema(), key);
+                if (k && (k->flags & DEF_IMMUTABLE))
                         return vh_error_set(err, -EINVAL, "vm set: '%s' cannot be changed", key);
-                if (streq(key, "nic") || streq(key, "forward"))
+                if (k && k->type == DEF_LIST)
                         return vh_error_set(err, -EINVAL,
                                             "vm set: '%s' adds to a list; edit %s in the definition file instead", key, key);
                 if (streq(key, "cdrom") && (streq(value, "none") || !value[0])) {
