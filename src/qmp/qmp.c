@@ -710,29 +710,41 @@ static int greeting_parse(struct qmp_client *q, const struct json_value *msg, st
         return 0;
 }
 
-/* Sets up a client on connected 'fd' (taking it over, even on failure):
- * greeting and negotiation before 'deadline', then 'timeout_ms' per
- * command. */
-static int client_setup(int fd, const char *name, int timeout_ms, int64_t deadline, size_t max_line,
-                        struct qmp_client **ret, struct vh_error *err) {
+/* A client on connected 'fd' (taken over, even on failure), made
+ * non-blocking, with nothing read yet: the start of both the blocking and
+ * the non-blocking connect. */
+static int client_new(int fd, const char *name, size_t max_line, struct qmp_client **ret, struct vh_error *err) {
         _cleanup_close_ int owned = fd;
         if (fd < 0)
                 return vh_error_set(err, -EBADF, "No QMP socket");
         int flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
                 return vh_error_set(err, negative_errno(), "Cannot set up the QMP socket: %m");
-
-        _cleanup_(qmp_freep) struct qmp_client *q = calloc(1, sizeof(*q));
+        struct qmp_client *q = calloc(1, sizeof(*q));
         if (!q)
                 return vh_error_set(err, -ENOMEM, "Out of memory");
         q->fd = TAKE_FD(owned);
         q->name = strdup(name ? name : "QMP peer");
-        if (!q->name)
-                return vh_error_set(err, -ENOMEM, "Out of memory");
         q->max_line = max_line ? max_line : QMP_MAX_LINE_DEFAULT;
         q->limits = (struct json_limits) { .max_bytes = q->max_line, .max_string = q->max_line };
+        if (!q->name) {
+                qmp_free(q);
+                return vh_error_set(err, -ENOMEM, "Out of memory");
+        }
+        *ret = q;
+        return 0;
+}
 
-        int r = read_greeting(q, deadline, err);
+/* Sets up a client on connected 'fd' (taking it over, even on failure):
+ * greeting and negotiation before 'deadline', then 'timeout_ms' per
+ * command. */
+static int client_setup(int fd, const char *name, int timeout_ms, int64_t deadline, size_t max_line,
+                        struct qmp_client **ret, struct vh_error *err) {
+        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+        int r = client_new(fd, name, max_line, &q, err);
+        if (r < 0)
+                return r;
+        r = read_greeting(q, deadline, err);
         if (r < 0)
                 return r;
 
@@ -808,21 +820,10 @@ struct qmp_reply *qmp_reply_free(struct qmp_reply *r) {
 }
 
 int qmp_connect_async_fd(int fd, const char *name, size_t max_line, struct qmp_client **ret, struct vh_error *err) {
-        _cleanup_close_ int owned = fd;
-        if (fd < 0)
-                return vh_error_set(err, -EBADF, "No QMP socket");
-        int flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-                return vh_error_set(err, negative_errno(), "Cannot set up the QMP socket: %m");
-        _cleanup_(qmp_freep) struct qmp_client *q = calloc(1, sizeof(*q));
-        if (!q)
-                return vh_error_set(err, -ENOMEM, "Out of memory");
-        q->fd = TAKE_FD(owned);
-        q->name = strdup(name ? name : "QMP peer");
-        if (!q->name)
-                return vh_error_set(err, -ENOMEM, "Out of memory");
-        q->max_line = max_line ? max_line : QMP_MAX_LINE_DEFAULT;
-        q->limits = (struct json_limits) { .max_bytes = q->max_line, .max_string = q->max_line };
+        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+        int r = client_new(fd, name, max_line, &q, err);
+        if (r < 0)
+                return r;
         q->timeout_ms = QMP_TIMEOUT_DEFAULT_MS;
         q->async = true;
         q->phase = ASYNC_GREETING;
