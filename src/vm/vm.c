@@ -201,6 +201,7 @@ struct vm_lock {
         char name[VH_NAME_MAX + 1];
         int fd;
         unsigned depth; /* 0: slot free */
+        bool stopping;  /* this thread stops the VM: a QEMU found gone is a stop, not a crash */
 };
 
 static _Thread_local struct vm_lock held_locks[VM_LOCKS_PER_THREAD];
@@ -261,8 +262,10 @@ int vm_lock_take(const char *name, const char *op, unsigned timeout_ms, struct v
 }
 
 struct vm_lock *vm_lock_release(struct vm_lock *l) {
-        if (l && l->depth > 0 && --l->depth == 0)
+        if (l && l->depth > 0 && --l->depth == 0) {
                 l->fd = safe_close(l->fd);
+                l->stopping = false;
+        }
         return NULL;
 }
 
@@ -433,6 +436,15 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
                         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
                 st.pid = 0;
                 *ret = st;
+                return 0;
+        }
+        struct vm_lock *mine = held_lock(name);
+        if (mine && mine->stopping) {
+                /* Our own stop made it go (a guest power-off, 'quit', the
+                 * signal): clean up as a stop, with no crash to remember. */
+                (void) vm_net_detach(name, st.nic_networks, VM_MAX_NICS, NULL);
+                runtime_clean(&p);
+                *ret = (struct vm_status) { .state = VM_STATE_STOPPED };
                 return 0;
         }
         st.state = VM_STATE_CRASHED;
@@ -1189,28 +1201,41 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
         }
 }
 
-static int vm_stop_locked(const char *name, unsigned timeout_ms, struct vh_error *err) {
-        _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
-        if (r < 0)
-                return r;
+static int stop_qemu(const char *name, const struct vm_paths *p, unsigned timeout_ms, struct vh_error *err) {
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        int r = vm_get_status(name, &st, err);
         if (r < 0)
                 return r;
         if (st.state != VM_STATE_RUNNING)
                 return 0;
-
-        /* Forget the state first: from here on a vanished QEMU is a stop,
-         * not a crash. */
-        unlink(p.runtime_state);
         if (kill(st.pid, SIGTERM) < 0 && errno != ESRCH)
                 return vh_error_set(err, negative_errno(), "Cannot signal QEMU (pid %d) of VM %s: %m", st.pid, name);
         if (!process_wait_gone(st.pid, timeout_ms) && !qemu_kill_wait(st.pid))
                 return vh_error_set(err, -ETIMEDOUT, "QEMU (pid %d) of VM %s is still there 5 s after SIGKILL", st.pid,
                                     name);
         r = vm_net_detach(name, st.nic_networks, VM_MAX_NICS, err);
-        runtime_clean(&p);
+        runtime_clean(p);
+        return r;
+}
+
+static int vm_stop_locked(const char *name, unsigned timeout_ms, struct vh_error *err) {
+        _cleanup_paths_ struct vm_paths p = {};
+        int r = vm_paths_get(name, &p, err);
+        if (r < 0)
+                return r;
+        /* From here on a QEMU found gone is a stop, not a crash: our
+         * status check below (and one of a graceful stop that waited for
+         * the guest to power off) cleans up without recording a crash. The
+         * state file stays until QEMU is gone, so a stop that fails leaves
+         * the VM known as running, which it still is. Other processes see
+         * the lock held by a stop and report the VM stopped. */
+        struct vm_lock *mine = held_lock(name);
+        bool was_stopping = mine && mine->stopping;
+        if (mine)
+                mine->stopping = true;
+        r = stop_qemu(name, &p, timeout_ms, err);
+        if (mine)
+                mine->stopping = was_stopping;
         return r;
 }
 

@@ -82,6 +82,8 @@ serial_cmd "$S" 10 "echo disk-v1 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/de
 out=$(serial_cmd "$S" 10 "echo disk-v2 | dd of=/dev/vda bs=1M seek=40 conv=fsync 2>/dev/null; dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | head -1")
 [ "$out" = disk-v2 ] && pass disk-written-after-snapshot || fail disk-written-after-snapshot "$out"
 "$VMHOST" vm kill c1 | grep -q "QEMU quit" && pass kill || fail kill
+[ "$(vm_json c1 state)" = stopped ] && [ -z "$(vm_json c1 exit-reason)" ] && pass kill-not-a-crash ||
+	fail kill-not-a-crash "$("$VMHOST" vm status c1)"
 "$VMHOST" vm snapshot revert c1 disk1 >/dev/null && pass snapshot-revert-stopped || fail snapshot-revert-stopped
 qemu-img check "$DISK" >/dev/null 2>&1 && pass disk-check-clean || fail disk-check-clean "$(qemu-img check "$DISK" 2>&1 | tail -3)"
 "$VMHOST" vm start c1 --wait >/dev/null

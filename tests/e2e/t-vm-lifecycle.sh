@@ -97,6 +97,9 @@ out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1) && pass restart-after-cra
 t0=$(e2e_now)
 "$VMHOST" vm stop k1 >/dev/null && [ "$(vm_json k1 state)" = stopped ] && [ ! -e "$rt/serial.sock" ] &&
 	pass stop "$(e2e_elapsed "$t0") s" || fail stop
+# A clean stop is no crash: nothing for status or list to remember.
+[ -z "$(vm_json k1 exit-reason)" ] && ! "$VMHOST" vm list | grep -q "last exit" &&
+	pass stop-not-a-crash || fail stop-not-a-crash "$("$VMHOST" vm status k1; "$VMHOST" vm list)"
 
 # An overlay VM: delete removes its own disk, never the base.
 "$VMHOST" vm create o1 --base "$GUEST_DIR/disk.qcow2" >/dev/null && pass create-overlay || fail create-overlay
