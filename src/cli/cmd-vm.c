@@ -1121,7 +1121,7 @@ static int vm_set_cmd(int argc, char **argv) {
         if (r < 0) {
                 report(r, &err);
                 /* A KEY=VALUE the definition refuses is a usage error. */
-                return r == -EINVAL ? 2 : 1;
+                return res.usage_error ? 2 : 1;
         }
         if (res.vnc_changed)
                 vnc_tcp_notice(res.def);

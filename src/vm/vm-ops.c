@@ -176,6 +176,14 @@ static bool key_is_path(const char *key) {
                streq(key, "initrd");
 }
 
+/* A KEY=VALUE the definition refuses: the caller's usage error, as the
+ * CLI's exit status 2 says; all else (the VM, its files, the checks of
+ * create) fails with usage_error unset. */
+static int usage_error(struct vm_set_result *ret, int r) {
+        ret->usage_error = true;
+        return r;
+}
+
 int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_result *ret, struct vh_error *err) {
         if (opts->n_assignments == 0)
                 return vh_error_set(err, -EINVAL, "vm set: expected KEY=VALUE, e.g. boot=disk");
@@ -198,7 +206,7 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
         for (size_t i = 0; i < opts->n_assignments; i++) {
                 const char *a = opts->assignments[i], *eq = strchr(a, '=');
                 if (!eq || eq == a || (size_t) (eq - a) > 64)
-                        return vh_error_set(err, -EINVAL, "vm set: expected KEY=VALUE, not '%s'", a);
+                        return usage_error(ret, vh_error_set(err, -EINVAL, "vm set: expected KEY=VALUE, not '%s'", a));
                 char key[65];
                 snprintf(key, sizeof(key), "%.*s", (int) (eq - a), a);
                 const char *value = eq + 1;
@@ -206,10 +214,11 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
                  * schema marks them (vm-def.c's table, DEF_IMMUTABLE). */
                 const struct def_key *k = def_key_find(vm_def_schema(), key);
                 if (k && (k->flags & DEF_IMMUTABLE))
-                        return vh_error_set(err, -EINVAL, "vm set: '%s' cannot be changed", key);
+                        return usage_error(ret, vh_error_set(err, -EINVAL, "vm set: '%s' cannot be changed", key));
                 if (k && k->type == DEF_LIST)
-                        return vh_error_set(err, -EINVAL,
-                                            "vm set: '%s' adds to a list; edit %s in the definition file instead", key, key);
+                        return usage_error(ret, vh_error_set(err, -EINVAL,
+                                                             "vm set: '%s' adds to a list; edit %s in the definition file instead",
+                                                             key, key));
                 if (streq(key, "cdrom") && (streq(value, "none") || !value[0])) {
                         def->cdrom = mfree(def->cdrom);
                         continue;
@@ -228,7 +237,8 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
                         struct vh_error why = {};
                         r = vm_def_set_vnc(def, value, &alloc, &why);
                         if (r < 0)
-                                return vh_error_set(err, r, "vm set vnc=%s: %s", value, vh_error_message(&why, r));
+                                return usage_error(ret, vh_error_set(err, r, "vm set vnc=%s: %s", value,
+                                                                     vh_error_message(&why, r)));
                         /* The home lock is held: nobody takes the display meanwhile. */
                         if (alloc && (r = vm_alloc_vnc_display(def->vnc_host, &def->vnc_display, err)) < 0)
                                 return r;
@@ -238,7 +248,8 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
                 struct vh_error why = {};
                 r = vm_def_set(def, key, value, &why);
                 if (r < 0)
-                        return vh_error_set(err, r, "vm set %s=%s: %s", key, value, vh_error_message(&why, r));
+                        return usage_error(ret, vh_error_set(err, r, "vm set %s=%s: %s", key, value,
+                                                             vh_error_message(&why, r)));
                 if (streq(key, "disk-format") && !(disk_format = strdup(value)))
                         return -ENOMEM;
                 disk_changed = disk_changed || streq(key, "disk");

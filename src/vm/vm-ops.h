@@ -51,6 +51,9 @@ struct vm_set_result {
         struct vm_def *def;          /* as saved */
         bool vnc_changed;
         bool running;                /* the change applies at the next start */
+        /* On failure the only field set: the error is in a KEY=VALUE
+         * itself (its syntax, a key that cannot change, a refused value). */
+        bool usage_error;
 };
 
 /* Changes keys of a definition with the checks of create: name and id

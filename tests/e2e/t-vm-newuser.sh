@@ -161,6 +161,13 @@ expect_error cpu-host-refused-at-create "CPU model 'host' needs KVM" "TCG" "--cp
 "$VMHOST" vm create c1 "${KARGS[@]}" "${TCG[@]}" --cpu max >/dev/null && pass cpu-max-accepted || fail cpu-max-accepted
 expect_error cpu-host-refused-at-set "CPU model 'host' needs KVM" "TCG" "--cpu max" -- "$VMHOST" vm set c1 cpu=host
 [ "$(conf_key c1 cpu)" = max ] && pass cpu-refused-set-keeps-definition || fail cpu-refused-set-keeps-definition
+# Exit status of 'vm set': 2 for a KEY=VALUE that is wrong in itself, 1
+# for a change the VM or this host refuses (as before the move into the
+# library).
+"$VMHOST" vm set c1 cpu=host >/dev/null 2>&1; e1=$?
+"$VMHOST" vm set c1 id=7 >/dev/null 2>&1; e2=$?
+"$VMHOST" vm set c1 memory=lots >/dev/null 2>&1; e3=$?
+[ "$e1/$e2/$e3" = 1/2/2 ] && pass set-exit-status "$e1/$e2/$e3" || fail set-exit-status "cpu=host $e1, id=7 $e2, memory=lots $e3 (want 1/2/2)"
 sed -i 's/^cpu = max$/cpu = host/' "$VMHOST_HOME/vms/c1/vm.conf"
 expect_error cpu-host-refused-at-start "CPU model 'host' needs KVM" "TCG" "--cpu max" -- "$VMHOST" vm start c1
 st=$(vm_json c1 state)
