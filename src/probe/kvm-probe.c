@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -422,6 +423,13 @@ int probe_kvm_start(const struct probe_kvm_options *opts, probe_kvm_child_func c
                  * clock_gettime and write, and formats nothing; the report
                  * is a fixed struct the parent turns into text. */
                 close(fds[0]);
+                /* Nothing of the parent's but the report pipe: O_CLOEXEC
+                 * does not help a child that never execs, and a probe stuck
+                 * in the kernel must not keep a VM's or the home's lock, or
+                 * another thread's pipe, open. */
+                if (fds[1] > 3)
+                        (void) syscall(SYS_close_range, 3u, (unsigned) fds[1] - 1, 0u);
+                (void) syscall(SYS_close_range, (unsigned) fds[1] + 1, ~0u, 0u);
                 /* Die with the parent, so a probe can never outlive vmhost. */
                 prctl(PR_SET_PDEATHSIG, SIGKILL);
                 signal(SIGPIPE, SIG_DFL);

@@ -2,6 +2,8 @@
  * the KVM probe's verdicts, its per-boot cache, the probe process harness
  * and one real probe of this machine's /dev/kvm). The parser inputs are
  * real outputs of the programs and files they read. */
+#include <fcntl.h>
+#include <poll.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -547,6 +549,28 @@ TEST(doctor_kvm_probe_hard_timeout) {
         /* Reaped: no longer our child. */
         siginfo_t si = {};
         CHECK(waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) < 0 && errno == ECHILD);
+}
+
+/* The probe process never execs, so O_CLOEXEC does not close what it
+ * inherits: it must close the parent's descriptors itself, or a probe stuck
+ * in the kernel would hold a VM's lock (or another thread's pipe) open. A
+ * pipe's read end sees POLLHUP once no write end is open anywhere; the probe
+ * has reported (so it is past its clean-up) before we look. */
+TEST(doctor_kvm_probe_child_keeps_no_parent_fds) {
+        int p[2];
+        CHECK(pipe2(p, O_CLOEXEC) == 0);
+        struct probe_kvm_options o = { .device = "/dev/null", .hard_timeout_ms = 60 * 1000 };
+        struct probe_kvm_job job;
+        struct probe_kvm_result r;
+        CHECK(probe_kvm_start(&o, child_hangs, &job, NULL) == 0);
+        struct pollfd report = { .fd = job.fd, .events = POLLIN };
+        CHECK(poll(&report, 1, 30 * 1000) == 1);
+        close(p[1]);
+        struct pollfd hup = { .fd = p[0], .events = POLLIN };
+        CHECK(poll(&hup, 1, 0) == 1 && (hup.revents & POLLHUP));
+        close(p[0]);
+        kill(job.pid, SIGKILL);
+        CHECK(probe_kvm_finish(&job, &r, NULL) == 0);
 }
 
 /* The doctor collects the probe after its other checks, maybe after the
