@@ -283,7 +283,9 @@ int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64
         size_t n_others = 0;
         for (char **u = users; others && *u; u++) {
                 struct vm_status st;
-                if (vm_get_status(*u, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING) {
+                /* A VM being started counts: its QEMU is about to open the base. */
+                if (vm_get_status(*u, &st, NULL) >= 0 &&
+                    (st.state == VM_STATE_RUNNING || st.state == VM_STATE_STARTING)) {
                         r = vh_error_set(err, -EBUSY, "Refusing to commit VM %s into %s while VM %s (on the same base) runs",
                                          name, def->base, *u);
                         vm_names_free(users);

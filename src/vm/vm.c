@@ -1003,20 +1003,14 @@ int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opt
                 return vh_error_set(err, -EIO, "Could not start QEMU for VM %s: %s", name,
                                     got == -ETIMEDOUT ? "no report from the forked process" : "fork failed");
         job->pid = qpid;
-        /* Before anything else can reap it and free its pid: QEMU is not
-         * our child (the middle one was), so nothing waits for it here. */
-        int pid_fd = process_pidfd_open(qpid);
-        if (pid_fd >= 0)
-                job->pid_fd = pid_fd;
-        else if (pid_fd == -ESRCH)
-                job->qemu_gone = true; /* a failed exec, already reaped: its pid may be another's now */
 
+        /* The exec's report first: a failed exec has already ended the
+         * process, and with it reparented and reaped its pid may be
+         * another's, so it is never signalled or opened as a pidfd. */
         struct launch_failure f = {};
         got = read_bounded(err_rd, &f, sizeof(f), LAUNCH_FORK_TIMEOUT_MS);
-        if (got == -ETIMEDOUT)
-                return vh_error_set(err, -ETIMEDOUT, "QEMU for VM %s did not start within %u s", name,
-                                    LAUNCH_FORK_TIMEOUT_MS / 1000);
         if (got == sizeof(f)) {
+                job->qemu_gone = true;
                 int e = f.error > 0 ? f.error : EIO;
                 if (f.step == LAUNCH_STEP_NETNS)
                         return vh_error_set(err, -e, "Cannot start QEMU for VM %s: cannot enter network namespace %s: %s",
@@ -1024,6 +1018,18 @@ int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opt
                 return vh_error_set(err, -e, "Cannot start QEMU for VM %s: cannot execute %s: %s", name, exe,
                                     strerror(e));
         }
+        /* A pidfd as soon as QEMU is known to run: QEMU is not our child
+         * (the middle one was), so the undo of a later step signals it
+         * through the pidfd, which cannot reach a process that reused the
+         * pid. */
+        int pid_fd = process_pidfd_open(qpid);
+        if (pid_fd >= 0)
+                job->pid_fd = pid_fd;
+        else if (pid_fd == -ESRCH)
+                job->qemu_gone = true; /* exited at once; vm_start_record() reads its log */
+        if (got == -ETIMEDOUT)
+                return vh_error_set(err, -ETIMEDOUT, "QEMU for VM %s did not start within %u s", name,
+                                    LAUNCH_FORK_TIMEOUT_MS / 1000);
         /* End of file: QEMU runs (its exec closed the pipe). */
         return 0;
 }
@@ -1076,8 +1082,8 @@ int vm_start(const char *name, const struct vm_start_options *opts, struct vm_st
                 return r;
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
         r = vm_start_prepare(name, &job, err);
-        if (r == -EALREADY && ret)
-                (void) vm_get_status(name, ret, NULL);
+        if (r == -EALREADY && ret && vm_get_status(name, ret, NULL) < 0)
+                *ret = (struct vm_status) { .state = VM_STATE_RUNNING };
         if (r < 0)
                 return r;
         r = vm_start_launch(job, opts, err);
