@@ -92,7 +92,7 @@ int probe_kvm_probe(const struct probe_kvm_options *opts, struct probe_kvm_resul
  * else probed with the defaults and stored there. A cache that cannot be
  * read or written only costs a probe. 'ret_from_cache' may be NULL. */
 int probe_kvm_cached(const struct vh_context *ctx, struct probe_kvm_result *ret_result, bool *ret_from_cache,
-                          struct vh_error *err);
+                     struct vh_error *err);
 
 /* Stores a fresh result as the answer for this boot ('vmhost doctor' calls
  * this after each probe, so a changed host is seen at once). */
@@ -194,8 +194,7 @@ void probe_ovs_daemons_judge(const struct probe_ovs_daemons *s, struct probe_che
  * caller, free with probe_report_free) even when the host can run nothing;
  * -errno only when the checks could not be made at all. */
 int probe_doctor_run(const struct vh_context *ctx, const struct probe_doctor_options *opts,
-                     struct probe_report **ret_report,
-                    struct vh_error *err);
+                     struct probe_report **ret_report, struct vh_error *err);
 
 struct probe_report *probe_report_free(struct probe_report *r);
 

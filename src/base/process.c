@@ -321,8 +321,7 @@ static int run_child(const struct vh_context *ctx, struct run *run, char *const 
 }
 
 int process_run(const struct vh_context *ctx, char *const argv[], unsigned timeout_ms, size_t max_output,
-                char **ret_output,
-                struct vh_error *err) {
+                char **ret_output, struct vh_error *err) {
         struct run run = { .pid = -1, .pid_fd = -1, .keep = ret_output != NULL, .max = max_output };
         int r = run_child(ctx, &run, argv, timeout_ms, false, err);
         if (r >= 0 && ret_output) {
@@ -338,8 +337,7 @@ int process_run(const struct vh_context *ctx, char *const argv[], unsigned timeo
 }
 
 int process_run_stream(const struct vh_context *ctx, char *const argv[], unsigned idle_timeout_ms,
-                       process_output_fn on_stdout, void *userdata,
-                       char **ret_stderr, struct vh_error *err) {
+                       process_output_fn on_stdout, void *userdata, char **ret_stderr, struct vh_error *err) {
         if (!on_stdout)
                 return vh_error_set(err, -EINVAL, "No output callback for '%s'", argv && argv[0] ? argv[0] : "?");
         struct run run = { .pid = -1, .pid_fd = -1, .on_stdout = on_stdout, .userdata = userdata };

@@ -40,8 +40,7 @@
  * execve, write, _exit): everything is allocated and resolved before the
  * fork, so this is safe in a multi-threaded process. */
 int process_run(const struct vh_context *ctx, char *const argv[], unsigned timeout_ms, size_t max_output,
-                char **ret_output,
-                struct vh_error *err);
+                char **ret_output, struct vh_error *err);
 
 /* Receives the next 'size' bytes (> 0) of a streamed child's stdout.
  * Returning non-zero cancels: the child is killed and process_run_stream()
@@ -56,8 +55,7 @@ typedef int (*process_output_fn)(const void *data, size_t size, void *userdata);
  * without any output, not the whole run, since a long transfer is
  * legitimately long; 'on_stdout' can cancel on its own deadline. */
 int process_run_stream(const struct vh_context *ctx, char *const argv[], unsigned idle_timeout_ms,
-                       process_output_fn on_stdout, void *userdata,
-                       char **ret_stderr, struct vh_error *err);
+                       process_output_fn on_stdout, void *userdata, char **ret_stderr, struct vh_error *err);
 
 /* Finds 'name' in the context's exec_path (ctx NULL:
  * VH_CONTEXT_DEFAULT_PATH), then in /usr/sbin and /sbin, or checks it when

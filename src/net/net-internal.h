@@ -83,17 +83,14 @@ int net_effective_mtu(struct nl_conn *nl, const struct net_def *def, unsigned *r
 /* Tunnels on the host for a running network (bridge: kernel VXLAN/gretap
  * links enslaved to the bridge; ovs: tunnel ports). */
 int net_tunnel_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                     const struct net_runtime *rt,
-                     const struct net_tunnel *t, struct vh_error *err);
+                     const struct net_runtime *rt, const struct net_tunnel *t, struct vh_error *err);
 int net_tunnel_teardown(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                        const struct net_runtime *rt,
-                        const struct net_tunnel *t);
+                        const struct net_runtime *rt, const struct net_tunnel *t);
 
 /* Uplink steps for start/stop (the def's uplink-* keys). Apply records
  * what it did in rt. */
 int net_uplink_apply(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                     struct net_runtime *rt, char ***ret_plan,
-                     bool dry_run, struct vh_error *err);
+                     struct net_runtime *rt, char ***ret_plan, bool dry_run, struct vh_error *err);
 int net_uplink_revert(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
                       struct net_runtime *rt);
 

@@ -247,8 +247,8 @@ int net_in_use_by(const struct vh_context *ctx, const char *net_name, char ***re
  * port fails the call before the tap is touched, so that nothing is half
  * removed; otherwise that is best effort (the switch may be gone). */
 static int tap_remove(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                      const struct net_runtime *rt, const char *bridge,
-                      const char *tap, bool strict, struct vh_error *err) {
+                      const struct net_runtime *rt, const char *bridge, const char *tap, bool strict,
+                      struct vh_error *err) {
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
                 ovs_argv_del_port(&argv, net_runtime_ovs_db(ctx, def, rt), bridge, tap);
@@ -265,8 +265,7 @@ static int tap_remove(const struct vh_context *ctx, struct nl_conn *nl, const st
 }
 
 static int detach_locked(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def, const char *vm,
-                         unsigned index,
-                         struct vh_error *err) {
+                         unsigned index, struct vh_error *err) {
         struct net_port p;
         char tap[NET_IFNAME_MAX + 1];
         bool had_record = port_read(ctx, def->name, vm, index, &p) >= 0;
@@ -374,8 +373,7 @@ int net_nic_detach_all(const struct vh_context *ctx, const char *vm_name, struct
 }
 
 int net_nic_attach(const struct vh_context *ctx, const char *net_name, const struct net_nic_request *req,
-                   struct net_nic_attachment *ret,
-                   struct vh_error *err) {
+                   struct net_nic_attachment *ret, struct vh_error *err) {
         char mac[18] = "", ipbuf[NET_IPV4_STRLEN] = "";
         uint32_t ip = 0;
         if (!req || !name_is_valid(req->vm_name))

@@ -28,8 +28,7 @@
 /* What must hold before a tunnel can work: a route to the peer, and with
  * the OVS userspace datapath, that route leaving through an OVS bridge. */
 static int tunnel_check(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                        const struct net_runtime *rt,
-                        const struct net_tunnel *t, struct vh_error *err) {
+                        const struct net_runtime *rt, const struct net_tunnel *t, struct vh_error *err) {
         char a[NET_IPV4_STRLEN];
         net_ipv4_format(t->remote, a);
         struct nl_route route;
@@ -52,8 +51,8 @@ static int tunnel_check(const struct vh_context *ctx, struct nl_conn *nl, const 
 }
 
 static int ovs_tunnel_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                            const struct net_runtime *rt,
-                            const struct net_tunnel *t, const char *ifname, struct vh_error *err) {
+                            const struct net_runtime *rt, const struct net_tunnel *t, const char *ifname,
+                            struct vh_error *err) {
         const char *db = net_runtime_ovs_db(ctx, def, rt);
         int r = tunnel_check(ctx, nl, def, rt, t, err);
         if (r < 0)
@@ -124,8 +123,7 @@ static int kernel_tunnel_setup(struct nl_conn *nl, const struct net_def *def, co
 }
 
 int net_tunnel_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                     const struct net_runtime *rt,
-                     const struct net_tunnel *t, struct vh_error *err) {
+                     const struct net_runtime *rt, const struct net_tunnel *t, struct vh_error *err) {
         char ifname[NET_IFNAME_MAX + 1];
         int r = net_tunnel_ifname(def, t, ifname);
         if (r < 0)
@@ -136,8 +134,7 @@ int net_tunnel_setup(const struct vh_context *ctx, struct nl_conn *nl, const str
 }
 
 int net_tunnel_teardown(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                        const struct net_runtime *rt,
-                        const struct net_tunnel *t) {
+                        const struct net_runtime *rt, const struct net_tunnel *t) {
         char ifname[NET_IFNAME_MAX + 1];
         int r = net_tunnel_ifname(def, t, ifname);
         if (r < 0)

@@ -279,8 +279,7 @@ static int uplink_prepare(struct uplink *u, struct vh_error *err) {
 }
 
 int net_uplink_apply(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                     struct net_runtime *rt, char ***ret_plan,
-                     bool dry_run, struct vh_error *err) {
+                     struct net_runtime *rt, char ***ret_plan, bool dry_run, struct vh_error *err) {
         struct uplink u = {
                 .nl = nl,
                 .def = def,

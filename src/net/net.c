@@ -726,8 +726,7 @@ enum net_datapath net_datapath_choose(enum net_datapath configured, const char *
 }
 
 static int ovs_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
-                     struct net_runtime *rt, struct nl_link *ret_link,
-                     struct vh_error *err) {
+                     struct net_runtime *rt, struct nl_link *ret_link, struct vh_error *err) {
         const char *db = net_runtime_ovs_db(ctx, def, rt);
         snprintf(rt->ovs_db, sizeof(rt->ovs_db), "%s", db ? db : "");
         int r = ovs_check_available(ctx, db, err);

@@ -54,8 +54,7 @@ struct net_nic_attachment {
  * it is not running. Attaching a NIC that is still attached (the VM crashed
  * and nobody detached it) replaces the old tap. */
 int net_nic_attach(const struct vh_context *ctx, const char *net_name, const struct net_nic_request *req,
-                   struct net_nic_attachment *ret,
-                   struct vh_error *err);
+                   struct net_nic_attachment *ret, struct vh_error *err);
 
 /* Removes the tap, its switch port and its reservation. Idempotent: fine to
  * call twice, for a NIC never attached, and after QEMU crashed. */

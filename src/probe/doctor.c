@@ -945,8 +945,7 @@ static void check_ovs_daemons(const struct vh_context *ctx, struct doctor *d) {
 }
 
 static void check_tool(const struct vh_context *ctx, struct doctor *d, const char *name, const char *tool,
-                       const char *arg,
-                       const char *purpose, const char *package) {
+                       const char *arg, const char *purpose, const char *package) {
         struct probe_version v;
         int r = tool_version(ctx, tool, arg, &v);
         struct probe_check *c;

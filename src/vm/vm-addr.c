@@ -58,8 +58,7 @@ static const struct net_lease *lease_lookup(const struct vh_context *ctx, struct
 }
 
 int vm_addresses(const struct vh_context *ctx, const struct vm_def *def, const struct vm_status *st, int64_t now,
-                 struct vm_address **ret,
-                 struct vh_error *err) {
+                 struct vm_address **ret, struct vh_error *err) {
         *ret = NULL;
         if (st->state != VM_STATE_RUNNING || def->n_nics == 0)
                 return 0;

@@ -43,5 +43,4 @@ uint32_t vm_user_nat_guest_address(const struct net_prefix *subnet);
  * status. 'now' (seconds since the epoch) decides which leases have
  * expired. Returns the count; *ret (free()) has one entry per address. */
 int vm_addresses(const struct vh_context *ctx, const struct vm_def *def, const struct vm_status *st, int64_t now,
-                 struct vm_address **ret,
-                 struct vh_error *err);
+                 struct vm_address **ret, struct vh_error *err);

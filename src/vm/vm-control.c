@@ -52,8 +52,7 @@ static int open_qmp(const struct vh_context *ctx, const char *name, struct qmp_c
 }
 
 static int stop_graceful_locked(const struct vh_context *ctx, const char *name, unsigned timeout_ms,
-                                enum vm_stop_how *ret_how,
-                                struct vh_error *err) {
+                                enum vm_stop_how *ret_how, struct vh_error *err) {
         struct vm_status st;
         int r = vm_get_status(ctx, name, &st, err);
         if (r < 0)

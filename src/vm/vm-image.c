@@ -163,8 +163,7 @@ static int names_add(char ***names, size_t *n, const char *name) {
  * use any image, and a base it uses must not lose its protection by a
  * typo. */
 static int scan_vms(const struct vh_context *ctx, const struct stat *target, enum vm_image_relation rel, char ***names,
-                    size_t *n,
-                    struct vh_error *err) {
+                    size_t *n, struct vh_error *err) {
         _cleanup_(vm_names_freep) char **all = NULL;
         int r = vm_list_names(ctx, &all, err);
         if (r < 0)
@@ -263,8 +262,7 @@ int vm_image_check_not_in_use(const struct vh_context *ctx, const char *path, co
 }
 
 int vm_image_commit(const struct vh_context *ctx, const char *name, char ***ret_others,
-                    int (*progress)(uint64_t, uint64_t, void *),
-                    void *userdata, struct vh_error *err) {
+                    int (*progress)(uint64_t, uint64_t, void *), void *userdata, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         int r = vm_lock_take(ctx, name, "committed", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)

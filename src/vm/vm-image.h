@@ -43,5 +43,4 @@ int vm_image_check_not_in_use(const struct vh_context *ctx, const char *path, co
  * this VM or any VM on the same base runs; the others are listed in
  * *ret_others (may be NULL), since they see the changed base from now on. */
 int vm_image_commit(const struct vh_context *ctx, const char *name, char ***ret_others,
-                    int (*progress)(uint64_t, uint64_t, void *),
-                    void *userdata, struct vh_error *err);
+                    int (*progress)(uint64_t, uint64_t, void *), void *userdata, struct vh_error *err);

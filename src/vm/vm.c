@@ -271,8 +271,7 @@ struct vm_lock *vm_lock_release(struct vm_lock *l) {
  * for vm_get_status; 'fallback' when nobody holds it or it does something
  * else. Never waits. */
 static enum vm_state state_of_holder(const struct vh_context *ctx, const struct vm_paths *p, const char *name,
-                                     enum vm_state fallback,
-                                     bool *ret_held) {
+                                     enum vm_state fallback, bool *ret_held) {
         struct vh_lock_holder h = {};
         *ret_held = false;
         if (held_lock(name))
@@ -1081,8 +1080,7 @@ int vm_start(const struct vh_context *ctx, const char *name, const struct vm_sta
 }
 
 int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
-               const struct vm_start_options *opts, struct vm_status *ret,
-               struct vh_error *err) {
+               const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         int r = vm_lock_take(ctx, name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
         if (r < 0)

@@ -139,8 +139,7 @@ int vm_stop(const struct vh_context *ctx, const char *name, unsigned timeout_ms,
 /* vm_stop_graceful() with 'stop_timeout_ms', then vm_start(), under one hold
  * of the VM's lock so that no other start or stop comes between. */
 int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
-               const struct vm_start_options *opts, struct vm_status *ret,
-               struct vh_error *err);
+               const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
 
 /* Relays the terminal (in_fd/out_fd) to the serial console until the
  * detach key (Ctrl-]) or the VM goes away. */
