@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 enum probe_accel {
@@ -90,12 +91,12 @@ int probe_kvm_probe(const struct probe_kvm_options *opts, struct probe_kvm_resul
  * written during the current boot (keyed by /proc/sys/kernel/random/boot_id),
  * else probed with the defaults and stored there. A cache that cannot be
  * read or written only costs a probe. 'ret_from_cache' may be NULL. */
-int probe_kvm_cached(struct probe_kvm_result *ret_result, bool *ret_from_cache,
-                          struct vh_error *err);
+int probe_kvm_cached(const struct vh_context *ctx, struct probe_kvm_result *ret_result, bool *ret_from_cache,
+                     struct vh_error *err);
 
 /* Stores a fresh result as the answer for this boot ('vmhost doctor' calls
  * this after each probe, so a changed host is seen at once). */
-int probe_kvm_cache_store(const struct probe_kvm_result *r, struct vh_error *err);
+int probe_kvm_cache_store(const struct vh_context *ctx, const struct probe_kvm_result *r, struct vh_error *err);
 
 /* Serializes a result as "key=value" lines keyed by 'boot_id', and reads it
  * back: -ESTALE when the boot id differs, -EINVAL when malformed. */
@@ -181,7 +182,8 @@ struct probe_ovs_daemons {
  * directory 'rundir' (NULL: PROBE_OVS_RUNDIR), waiting at most 'timeout_ms'
  * (0: PROBE_OVS_TIMEOUT_MS) per daemon. Never fails: what could not be asked
  * is recorded as an error in 'ret'. */
-void probe_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct probe_ovs_daemons *ret);
+void probe_ovs_daemons_probe(const struct vh_context *ctx, const char *db, const char *rundir, unsigned timeout_ms,
+                             struct probe_ovs_daemons *ret);
 
 /* The doctor's "ovs-daemons" row from a probe: which daemon is not running,
  * why, and the command that starts them. */
@@ -191,8 +193,8 @@ void probe_ovs_daemons_judge(const struct probe_ovs_daemons *s, struct probe_che
  * process while the other checks run. Returns 0 with a report (owned by the
  * caller, free with probe_report_free) even when the host can run nothing;
  * -errno only when the checks could not be made at all. */
-int probe_doctor_run(const struct probe_doctor_options *opts, struct probe_report **ret_report,
-                    struct vh_error *err);
+int probe_doctor_run(const struct vh_context *ctx, const struct probe_doctor_options *opts,
+                     struct probe_report **ret_report, struct vh_error *err);
 
 struct probe_report *probe_report_free(struct probe_report *r);
 

@@ -522,9 +522,3 @@ int vh_image_measure(struct vh_image *src, const struct vh_image_measure_options
  * the count. */
 void vh_image_fault_set_kill_after_writes(uint64_t n);
 
-/* Sets the switch from VMHOST_FAULT_KILL_AFTER_WRITES (unset or empty: off;
- * -EINVAL, switch unchanged, if it is not a number). The only place the
- * image library reads the environment: meant for the constructor of the
- * program's context. Until a program calls it or sets the switch, the
- * first write of the process calls it. */
-int vh_image_fault_load_env(void);

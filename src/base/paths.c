@@ -1,37 +1,19 @@
-/* base/paths.c: state and runtime directories. */
+/* base/paths.c: state and runtime directories of a context. */
 #include <errno.h>
 #include <stdlib.h>
-#include <unistd.h>
+#include <string.h>
 
 #include "base/fileio.h"
 #include "base/macro.h"
 #include "base/paths.h"
 #include "base/strutil.h"
 
-char *vh_state_dir(void) {
-        const char *home = getenv("VMHOST_HOME");
-        if (!isempty(home))
-                return strdup(home);
-        if (geteuid() == 0)
-                return strdup("/var/lib/vmhost");
-        const char *xdg = getenv("XDG_DATA_HOME");
-        if (!isempty(xdg))
-                return strdup_printf("%s/vmhost", xdg);
-        const char *h = getenv("HOME");
-        return strdup_printf("%s/.local/share/vmhost", isempty(h) ? "/tmp" : h);
+char *vh_state_dir(const struct vh_context *ctx) {
+        return strdup(ctx->state_dir);
 }
 
-char *vh_runtime_dir(void) {
-        const char *home = getenv("VMHOST_HOME");
-        if (!isempty(home))
-                return strdup_printf("%s/run", home);
-        if (geteuid() == 0)
-                return strdup("/run/vmhost");
-        const char *xdg = getenv("XDG_RUNTIME_DIR");
-        if (!isempty(xdg))
-                return strdup_printf("%s/vmhost", xdg);
-        _cleanup_free_ char *state = vh_state_dir();
-        return state ? strdup_printf("%s/run", state) : NULL;
+char *vh_runtime_dir(const struct vh_context *ctx) {
+        return strdup(ctx->runtime_dir);
 }
 
 static int subdir(char *base, const char *sub, char **ret_path) {
@@ -50,10 +32,10 @@ static int subdir(char *base, const char *sub, char **ret_path) {
         return 0;
 }
 
-int vh_state_subdir(const char *sub, char **ret_path) {
-        return subdir(vh_state_dir(), sub, ret_path);
+int vh_state_subdir(const struct vh_context *ctx, const char *sub, char **ret_path) {
+        return subdir(vh_state_dir(ctx), sub, ret_path);
 }
 
-int vh_runtime_subdir(const char *sub, char **ret_path) {
-        return subdir(vh_runtime_dir(), sub, ret_path);
+int vh_runtime_subdir(const struct vh_context *ctx, const char *sub, char **ret_path) {
+        return subdir(vh_runtime_dir(ctx), sub, ret_path);
 }

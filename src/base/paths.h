@@ -1,18 +1,16 @@
-/* base/paths.h: where vmhost keeps things.
- *
- * State (definitions, images, the guest cache) lives in one directory:
- *   $VMHOST_HOME                     when set (tests, several homes per machine)
- *   /var/lib/vmhost                  for root
- *   $XDG_DATA_HOME/vmhost            otherwise (~/.local/share/vmhost)
- * Runtime files (sockets, pid files) live beside it:
- *   $VMHOST_HOME/run, /run/vmhost, $XDG_RUNTIME_DIR/vmhost (or state/run).
- * Two homes never share a file, so independent homes cannot see each other. */
+/* base/paths.h: where vmhost keeps things: the state directory
+ * (definitions, images, the guest cache) and the runtime directory
+ * (sockets, pid files, locks) of a context; vh_context_from_env() says
+ * how a program's are chosen. Two homes never share a file, so
+ * independent homes cannot see each other. */
 #pragma once
 
-/* Both return a new string, or NULL when out of memory. */
-char *vh_state_dir(void);
-char *vh_runtime_dir(void);
+#include "vmhost/context.h"
 
-/* vh_state_dir()/sub, created (mode 0700 for new directories). */
-int vh_state_subdir(const char *sub, char **ret_path);
-int vh_runtime_subdir(const char *sub, char **ret_path);
+/* Both return a new string, or NULL when out of memory. */
+char *vh_state_dir(const struct vh_context *ctx);
+char *vh_runtime_dir(const struct vh_context *ctx);
+
+/* STATE/sub or RUN/sub, created (mode 0700 for new directories). */
+int vh_state_subdir(const struct vh_context *ctx, const char *sub, char **ret_path);
+int vh_runtime_subdir(const struct vh_context *ctx, const char *sub, char **ret_path);

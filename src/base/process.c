@@ -18,13 +18,13 @@
 #include "base/process.h"
 #include "base/strutil.h"
 
-char *find_executable(const char *name) {
+char *find_executable(const struct vh_context *ctx, const char *name) {
         if (strchr(name, '/'))
                 return access(name, X_OK) == 0 ? strdup(name) : NULL;
 
-        const char *path = getenv("PATH");
+        const char *path = ctx ? ctx->exec_path : NULL;
         if (isempty(path))
-                path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+                path = VH_CONTEXT_DEFAULT_PATH;
         _cleanup_free_ char *copy = strdup(path);
         if (!copy)
                 return NULL;
@@ -175,7 +175,8 @@ static int run_read(struct run *run, int fd, bool is_stderr, struct vh_error *er
 }
 
 /* Runs the child to its end; see process_run() and process_run_stream(). */
-static int run_child(struct run *run, char *const argv[], unsigned timeout_ms, bool idle_timeout, struct vh_error *err) {
+static int run_child(const struct vh_context *ctx, struct run *run, char *const argv[], unsigned timeout_ms,
+                     bool idle_timeout, struct vh_error *err) {
         if (!argv || isempty(argv[0]))
                 return vh_error_set(err, -EINVAL, "No program to run");
         if (timeout_ms == 0)
@@ -185,7 +186,7 @@ static int run_child(struct run *run, char *const argv[], unsigned timeout_ms, b
         /* Everything the child needs exists before the fork: the resolved
          * path (no PATH lookup in the child), the environment, the
          * descriptors. */
-        _cleanup_free_ char *exe = find_executable(argv[0]);
+        _cleanup_free_ char *exe = find_executable(ctx, argv[0]);
         if (!exe)
                 return vh_error_set(err, -ENOENT, "'%s' is not installed (not found in PATH)", argv[0]);
         char *const *envp = environ;
@@ -319,10 +320,10 @@ static int run_child(struct run *run, char *const argv[], unsigned timeout_ms, b
         return vh_error_set(err, -EIO, "'%s' ended in an unknown way (status 0x%x)", argv[0], (unsigned) status);
 }
 
-int process_run(char *const argv[], unsigned timeout_ms, size_t max_output, char **ret_output,
-                struct vh_error *err) {
+int process_run(const struct vh_context *ctx, char *const argv[], unsigned timeout_ms, size_t max_output,
+                char **ret_output, struct vh_error *err) {
         struct run run = { .pid = -1, .pid_fd = -1, .keep = ret_output != NULL, .max = max_output };
-        int r = run_child(&run, argv, timeout_ms, false, err);
+        int r = run_child(ctx, &run, argv, timeout_ms, false, err);
         if (r >= 0 && ret_output) {
                 if (!run.buf) {
                         run.buf = strdup("");
@@ -335,12 +336,12 @@ int process_run(char *const argv[], unsigned timeout_ms, size_t max_output, char
         return r;
 }
 
-int process_run_stream(char *const argv[], unsigned idle_timeout_ms, process_output_fn on_stdout, void *userdata,
-                       char **ret_stderr, struct vh_error *err) {
+int process_run_stream(const struct vh_context *ctx, char *const argv[], unsigned idle_timeout_ms,
+                       process_output_fn on_stdout, void *userdata, char **ret_stderr, struct vh_error *err) {
         if (!on_stdout)
                 return vh_error_set(err, -EINVAL, "No output callback for '%s'", argv && argv[0] ? argv[0] : "?");
         struct run run = { .pid = -1, .pid_fd = -1, .on_stdout = on_stdout, .userdata = userdata };
-        int r = run_child(&run, argv, idle_timeout_ms, true, err);
+        int r = run_child(ctx, &run, argv, idle_timeout_ms, true, err);
         if (r >= 0 && ret_stderr) {
                 if (!run.err_buf) {
                         run.err_buf = strdup("");

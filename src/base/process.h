@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 /* How long a killed child gets: SIGTERM, then SIGKILL after
@@ -19,7 +20,8 @@
 /* What process_run_stream() keeps of the child's stderr. */
 #define PROCESS_STDERR_MAX (64u * 1024)
 
-/* Runs argv[0] (searched in PATH, before forking) with stdin from
+/* Runs argv[0] (searched in the context's exec_path, before forking; ctx
+ * may be NULL for VH_CONTEXT_DEFAULT_PATH) with stdin from
  * /dev/null, collecting stdout and stderr together, and waits at most
  * 'timeout_ms' (> 0) for it. Returns the exit status (0..255), 128+N for
  * death by signal N, or -errno with 'err' (may be NULL) naming the
@@ -37,8 +39,8 @@
  * Only async-signal-safe calls happen between fork and exec (dup2,
  * execve, write, _exit): everything is allocated and resolved before the
  * fork, so this is safe in a multi-threaded process. */
-int process_run(char *const argv[], unsigned timeout_ms, size_t max_output, char **ret_output,
-                struct vh_error *err);
+int process_run(const struct vh_context *ctx, char *const argv[], unsigned timeout_ms, size_t max_output,
+                char **ret_output, struct vh_error *err);
 
 /* Receives the next 'size' bytes (> 0) of a streamed child's stdout.
  * Returning non-zero cancels: the child is killed and process_run_stream()
@@ -52,12 +54,13 @@ typedef int (*process_output_fn)(const void *data, size_t size, void *userdata);
  * NULL), on a return >= 0 too. 'idle_timeout_ms' (> 0) bounds the time
  * without any output, not the whole run, since a long transfer is
  * legitimately long; 'on_stdout' can cancel on its own deadline. */
-int process_run_stream(char *const argv[], unsigned idle_timeout_ms, process_output_fn on_stdout, void *userdata,
-                       char **ret_stderr, struct vh_error *err);
+int process_run_stream(const struct vh_context *ctx, char *const argv[], unsigned idle_timeout_ms,
+                       process_output_fn on_stdout, void *userdata, char **ret_stderr, struct vh_error *err);
 
-/* Finds 'name' in PATH (or checks it, when it contains a '/'). Returns a new
- * string or NULL. */
-char *find_executable(const char *name);
+/* Finds 'name' in the context's exec_path (ctx NULL:
+ * VH_CONTEXT_DEFAULT_PATH), then in /usr/sbin and /sbin, or checks it when
+ * it contains a '/'. Returns a new string or NULL. */
+char *find_executable(const struct vh_context *ctx, const char *name);
 
 /* Waits until 'pid' has fully exited (a pidfd, so its file descriptors
  * are closed too; polling its state where pidfds are missing) or

@@ -71,7 +71,7 @@ static void print_table(const struct probe_report *r) {
         printf("VMs can run here: %s\n", r->can_run_vms ? "yes" : "no");
 }
 
-int cmd_doctor(int argc, char **argv) {
+int cmd_doctor(const struct vh_context *ctx, int argc, char **argv) {
         bool json = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "-h") || streq(argv[i], "--help")) {
@@ -88,7 +88,7 @@ int cmd_doctor(int argc, char **argv) {
 
         /* The same variables the rest of vmhost and OVS's own tools read:
          * a private database (tests) is checked instead of the system's. */
-        const char *ovs_db = getenv("VMHOST_OVS_DB"), *ovs_rundir = getenv("OVS_RUNDIR");
+        const char *ovs_db = ctx->ovs_db, *ovs_rundir = ctx->ovs_rundir;
         struct probe_doctor_options opts = {
                 .store_kvm_cache = true,
                 .ovs_db = isempty(ovs_db) ? NULL : ovs_db,
@@ -96,7 +96,7 @@ int cmd_doctor(int argc, char **argv) {
         };
         struct probe_report *report = NULL;
         struct vh_error err = {};
-        int r = probe_doctor_run(&opts, &report, &err);
+        int r = probe_doctor_run(ctx, &opts, &report, &err);
         if (r < 0) {
                 log_error_errno(r, "Cannot check this host: %s", vh_error_message(&err, r));
                 return 1;

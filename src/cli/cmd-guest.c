@@ -31,10 +31,9 @@ static void usage(FILE *f) {
                 "  vmhost guest build && ls $(vmhost guest path)\n");
 }
 
-static char *mkguest_path(void) {
-        const char *env = getenv("VMHOST_MKGUEST");
-        if (!isempty(env))
-                return strdup(env);
+static char *mkguest_path(const struct vh_context *ctx) {
+        if (!isempty(ctx->mkguest))
+                return strdup(ctx->mkguest);
         char *p = strdup_printf("%s/tools/mkguest", VMHOST_SOURCE_DIR);
         if (p && access(p, X_OK) == 0)
                 return p;
@@ -42,13 +41,13 @@ static char *mkguest_path(void) {
         return strdup_printf("%s/mkguest", VMHOST_DATADIR);
 }
 
-int cmd_guest(int argc, char **argv) {
+int cmd_guest(const struct vh_context *ctx, int argc, char **argv) {
         if (argc < 2 || cli_wants_help(argc, argv)) {
                 usage(argc < 2 ? stderr : stdout);
                 return argc < 2 ? 2 : 0;
         }
         _cleanup_free_ char *dir = NULL;
-        int r = vh_state_subdir("guest", &dir);
+        int r = vh_state_subdir(ctx, "guest", &dir);
         if (r < 0)
                 return log_error_errno(r, "Cannot create the guest cache directory: %m"), 1;
 
@@ -68,7 +67,7 @@ int cmd_guest(int argc, char **argv) {
                         return log_error("guest build: unexpected argument '%s'", argv[i]), 2;
         }
 
-        _cleanup_free_ char *tool = mkguest_path();
+        _cleanup_free_ char *tool = mkguest_path(ctx);
         if (!tool || access(tool, X_OK) < 0)
                 return log_error("The guest builder %s is missing or not executable", tool ? tool : "mkguest"), 1;
 

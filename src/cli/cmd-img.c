@@ -217,9 +217,9 @@ static bool img_options_qcow2_only(const struct img_options *o) {
 
 /* A VM's disk, or an image that backs one, is never replaced, --force or
  * not. */
-static int check_not_vm_image(const char *file) {
+static int check_not_vm_image(const struct vh_context *ctx, const char *file) {
         struct vh_error err = {};
-        int r = vm_image_check_not_in_use(file, "overwrite", &err);
+        int r = vm_image_check_not_in_use(ctx, file, "overwrite", &err);
         if (r < 0)
                 log_error("%s", vh_error_message(&err, r));
         return r;
@@ -241,7 +241,7 @@ static bool looks_negative(const char *s) {
         return s[0] == '-' && s[1] >= '0' && s[1] <= '9';
 }
 
-static int img_create(int argc, char **argv) {
+static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         enum { ARG_FORCE = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
                 IMG_CLI_OPTION_HELP,
@@ -326,7 +326,7 @@ static int img_create(int argc, char **argv) {
         co.refcount_bits = o.refcount_bits;
         co.preallocation = o.preallocation;
 
-        if (check_not_vm_image(file) < 0)
+        if (check_not_vm_image(ctx, file) < 0)
                 return 1;
         struct vh_error err = {};
         int r = vh_image_create(file, &co, &err);
@@ -417,7 +417,7 @@ static int img_info(int argc, char **argv) {
         return 0;
 }
 
-static int img_convert(int argc, char **argv) {
+static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         enum { ARG_FORCE = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
                 IMG_CLI_OPTION_HELP,
@@ -497,7 +497,7 @@ static int img_convert(int argc, char **argv) {
         co.refcount_bits = o.refcount_bits;
         img_cli_progress_hook(&cli, &co.progress, &co.userdata);
 
-        if (check_not_vm_image(dst) < 0)
+        if (check_not_vm_image(ctx, dst) < 0)
                 return 1;
         struct vh_image *img = NULL;
         if (img_cli_open(&cli, src, cli.format, 0, &img) < 0)
@@ -514,14 +514,17 @@ static int img_convert(int argc, char **argv) {
         return 0;
 }
 
-int cmd_img(int argc, char **argv) {
+int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
+        /* The image commands need no context, except the two that make an
+         * image and refuse to overwrite a VM's disk (they look at the VMs). */
         static const struct {
                 const char *name;
                 int (*run)(int argc, char **argv);
+                int (*run_ctx)(const struct vh_context *ctx, int argc, char **argv);
         } commands[] = {
-                { "create", img_create },
+                { "create", NULL, img_create },
                 { "info", img_info },
-                { "convert", img_convert },
+                { "convert", NULL, img_convert },
                 { "check", cmd_img_check },
                 { "map", cmd_img_map },
                 { "compare", cmd_img_compare },
@@ -542,7 +545,8 @@ int cmd_img(int argc, char **argv) {
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (streq(argv[1], commands[i].name))
-                        return commands[i].run(argc - 1, argv + 1);
+                        return commands[i].run_ctx ? commands[i].run_ctx(ctx, argc - 1, argv + 1)
+                                                   : commands[i].run(argc - 1, argv + 1);
 
         log_error("Unknown command 'img %s'. See 'vmhost img --help'.", argv[1]);
         return 2;

@@ -256,7 +256,7 @@ static int fail(int r, const struct vh_error *err, const char *what) {
 
 /* ------------------------------------------------------------------ create */
 
-static int net_create_cmd(int argc, char **argv) {
+static int net_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
         const char *name = NULL;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
         bool have_type = false;
@@ -343,7 +343,7 @@ static int net_create_cmd(int argc, char **argv) {
                 if (r < 0)
                         return fail(r, &err, "Invalid network definition"), 2;
         }
-        int r = net_create(def, &err);
+        int r = net_create(ctx, def, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot create network");
         char s[NET_PREFIX_STRLEN] = "-";
@@ -355,18 +355,18 @@ static int net_create_cmd(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ show / list */
 
-static int net_show_cmd(const char *name, bool json) {
+static int net_show_cmd(const struct vh_context *ctx, const char *name, bool json) {
         struct vh_error err = {};
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, &err);
+        int r = net_load(ctx, name, &def, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot load network");
         struct net_status st;
-        r = net_get_status(name, &st, &err);
+        r = net_get_status(ctx, name, &st, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot read the state of the network");
         _cleanup_free_ struct net_port *ports = NULL;
-        int np = net_list_ports(name, &ports, &err);
+        int np = net_list_ports(ctx, name, &ports, &err);
         if (np < 0)
                 return fail(np, &err, "Cannot read the ports");
         if (json) {
@@ -433,10 +433,10 @@ static int net_show_cmd(const char *name, bool json) {
         return 0;
 }
 
-static int net_list_cmd(bool json) {
+static int net_list_cmd(const struct vh_context *ctx, bool json) {
         struct vh_error err = {};
         char **names = NULL;
-        int n = net_list_names(&names, &err);
+        int n = net_list_names(ctx, &names, &err);
         if (n < 0)
                 return fail(n, &err, "Cannot list networks");
         struct json_writer w;
@@ -449,14 +449,14 @@ static int net_list_cmd(bool json) {
         for (int i = 0; i < n; i++) {
                 struct net_def *def = NULL;
                 struct net_status st;
-                if (net_load(names[i], &def, &err) < 0 || net_get_status(names[i], &st, &err) < 0) {
+                if (net_load(ctx, names[i], &def, &err) < 0 || net_get_status(ctx, names[i], &st, &err) < 0) {
                         log_error("%s", err.msg);
                         net_def_free(def);
                         rc = 1;
                         continue;
                 }
                 char **vms = NULL;
-                int nv = net_in_use_by(names[i], &vms, &err);
+                int nv = net_in_use_by(ctx, names[i], &vms, &err);
                 if (json) {
                         net_list_entry_to_json(&w, def, &st, vms, nv > 0 ? (size_t) nv : 0);
                 } else {
@@ -483,10 +483,10 @@ static int net_list_cmd(bool json) {
 
 /* ------------------------------------------------------------------ start / stop / delete */
 
-static int net_start_cmd(const char *name) {
+static int net_start_cmd(const struct vh_context *ctx, const char *name) {
         struct vh_error err = {};
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, &err);
+        int r = net_load(ctx, name, &def, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot load network");
         if (def->type == NET_TYPE_USER) {
@@ -494,7 +494,7 @@ static int net_start_cmd(const char *name) {
                 return 0;
         }
         struct net_status st;
-        r = net_start(name, &st, &err);
+        r = net_start(ctx, name, &st, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot start network");
         printf("network %s running: bridge %s, MTU %u\n", name, st.bridge, st.mtu);
@@ -505,13 +505,13 @@ static int net_start_cmd(const char *name) {
         return 0;
 }
 
-static int net_simple_cmd(const char *verb, const char *name) {
+static int net_simple_cmd(const struct vh_context *ctx, const char *verb, const char *name) {
         struct vh_error err = {};
         int r;
         if (streq(verb, "stop"))
-                r = net_stop(name, &err);
+                r = net_stop(ctx, name, &err);
         else
-                r = net_delete(name, &err);
+                r = net_delete(ctx, name, &err);
         if (r < 0) {
                 char what[64];
                 snprintf(what, sizeof(what), "Cannot %s network %s", verb, name);
@@ -523,7 +523,7 @@ static int net_simple_cmd(const char *verb, const char *name) {
 
 /* ------------------------------------------------------------------ tunnel */
 
-static int net_tunnel_cmd(int argc, char **argv) {
+static int net_tunnel_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (argc < 4) {
                 log_error("Usage: vmhost net tunnel add|remove NAME --remote IP [--type gre|vxlan] [--key N]");
                 return 2;
@@ -560,11 +560,11 @@ static int net_tunnel_cmd(int argc, char **argv) {
                 int r = net_tunnel_parse(spec, &t, &err);
                 if (r < 0)
                         return fail(r, &err, "Invalid tunnel"), 2;
-                r = net_tunnel_add(name, &t, &err);
+                r = net_tunnel_add(ctx, name, &t, &err);
                 if (r < 0)
                         return fail(r, &err, "Cannot add the tunnel");
                 struct net_status st;
-                if (net_get_status(name, &st, &err) >= 0 && st.running) {
+                if (net_get_status(ctx, name, &st, &err) >= 0 && st.running) {
                         printf("tunnel %s to %s added to running network %s (MTU %u)\n", type, remote, name, st.mtu);
                         if (st.mtu_why[0])
                                 printf("MTU %s\n", st.mtu_why);
@@ -578,7 +578,7 @@ static int net_tunnel_cmd(int argc, char **argv) {
                         log_error("Invalid IPv4 address '%s'.", remote);
                         return 2;
                 }
-                int r = net_tunnel_remove(name, ip, &err);
+                int r = net_tunnel_remove(ctx, name, ip, &err);
                 if (r < 0)
                         return fail(r, &err, "Cannot remove the tunnel");
                 printf("tunnel to %s removed from network %s\n", remote, name);
@@ -595,7 +595,7 @@ static void print_plan(char **plan) {
                 printf("%s\n", *p);
 }
 
-static int net_uplink_cmd(int argc, char **argv) {
+static int net_uplink_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (argc < 3) {
                 log_error("Usage: vmhost net uplink NAME --port IF --host-ip ADDR/PREFIX [--gateway IP] [--dry-run]");
                 return 2;
@@ -626,7 +626,7 @@ static int net_uplink_cmd(int argc, char **argv) {
         struct vh_error err = {};
         char **plan = NULL;
         if (remove) {
-                int r = net_uplink_remove(name, &plan, &err);
+                int r = net_uplink_remove(ctx, name, &plan, &err);
                 print_plan(plan);
                 net_strv_free(plan);
                 if (r < 0)
@@ -646,7 +646,7 @@ static int net_uplink_cmd(int argc, char **argv) {
                 log_error("Invalid --gateway '%s'.", gateway);
                 return 2;
         }
-        int r = net_uplink(name, &req, &plan, &err);
+        int r = net_uplink(ctx, name, &req, &plan, &err);
         print_plan(plan);
         net_strv_free(plan);
         if (r < 0)
@@ -656,7 +656,7 @@ static int net_uplink_cmd(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ attach / detach / ports */
 
-static int net_attach_cmd(int argc, char **argv, bool attach) {
+static int net_attach_cmd(const struct vh_context *ctx, int argc, char **argv, bool attach) {
         if (argc < 4) {
                 log_error("Usage: vmhost net %s NAME VM [--index N] ...", attach ? "attach" : "detach");
                 return 2;
@@ -702,14 +702,14 @@ static int net_attach_cmd(int argc, char **argv, bool attach) {
         }
         struct vh_error err = {};
         if (!attach) {
-                int r = net_nic_detach(name, req.vm_name, req.index, &err);
+                int r = net_nic_detach(ctx, name, req.vm_name, req.index, &err);
                 if (r < 0)
                         return fail(r, &err, "Cannot detach");
                 printf("detached %s NIC %u from %s\n", req.vm_name, req.index, name);
                 return 0;
         }
         struct net_nic_attachment att;
-        int r = net_nic_attach(name, &req, &att, &err);
+        int r = net_nic_attach(ctx, name, &req, &att, &err);
         if (r < 0)
                 return fail(r, &err, "Cannot attach");
         if (att.warning[0])
@@ -728,14 +728,14 @@ static int net_attach_cmd(int argc, char **argv, bool attach) {
         return 0;
 }
 
-static int net_ports_cmd(const char *name, bool json) {
+static int net_ports_cmd(const struct vh_context *ctx, const char *name, bool json) {
         struct vh_error err = {};
-        if (!net_exists(name)) {
+        if (!net_exists(ctx, name)) {
                 log_error("No network '%s' (see 'vmhost net list').", name);
                 return 1;
         }
         _cleanup_free_ struct net_port *ports = NULL;
-        int n = net_list_ports(name, &ports, &err);
+        int n = net_list_ports(ctx, name, &ports, &err);
         if (n < 0)
                 return fail(n, &err, "Cannot read the ports");
         if (json) {
@@ -755,7 +755,7 @@ static int net_ports_cmd(const char *name, bool json) {
         return 0;
 }
 
-int cmd_net(int argc, char **argv) {
+int cmd_net(const struct vh_context *ctx, int argc, char **argv) {
         static const char *const commands[] = { "list",   "show",   "ports",   "create", "start",  "stop",
                                                 "delete", "tunnel", "uplink",  "release", "attach", "detach" };
         if (argc < 2) {
@@ -793,40 +793,40 @@ int cmd_net(int argc, char **argv) {
                         }
                 }
                 if (streq(cmd, "list"))
-                        return name ? (log_error("net list takes no NAME."), 2) : net_list_cmd(json);
+                        return name ? (log_error("net list takes no NAME."), 2) : net_list_cmd(ctx, json);
                 if (!name) {
                         log_error("net %s: missing NAME.", cmd);
                         return 2;
                 }
-                return streq(cmd, "show") ? net_show_cmd(name, json) : net_ports_cmd(name, json);
+                return streq(cmd, "show") ? net_show_cmd(ctx, name, json) : net_ports_cmd(ctx, name, json);
         }
         if (streq(cmd, "create"))
-                return net_create_cmd(argc, argv);
+                return net_create_cmd(ctx, argc, argv);
         if (streq(cmd, "start") || streq(cmd, "stop") || streq(cmd, "delete")) {
                 if (argc != 3) {
                         log_error("Usage: vmhost net %s NAME", cmd);
                         return 2;
                 }
-                return streq(cmd, "start") ? net_start_cmd(argv[2]) : net_simple_cmd(cmd, argv[2]);
+                return streq(cmd, "start") ? net_start_cmd(ctx, argv[2]) : net_simple_cmd(ctx, cmd, argv[2]);
         }
         if (streq(cmd, "tunnel"))
-                return net_tunnel_cmd(argc, argv);
+                return net_tunnel_cmd(ctx, argc, argv);
         if (streq(cmd, "uplink"))
-                return net_uplink_cmd(argc, argv);
+                return net_uplink_cmd(ctx, argc, argv);
         if (streq(cmd, "release")) {
                 if (argc != 3) {
                         log_error("Usage: vmhost net release VM");
                         return 2;
                 }
                 struct vh_error err = {};
-                int r = net_nic_detach_all(argv[2], &err);
+                int r = net_nic_detach_all(ctx, argv[2], &err);
                 if (r < 0)
                         return fail(r, &err, "Cannot release the NICs");
                 printf("released %d NIC%s of %s\n", r, r == 1 ? "" : "s", argv[2]);
                 return 0;
         }
         if (streq(cmd, "attach") || streq(cmd, "detach"))
-                return net_attach_cmd(argc, argv, streq(cmd, "attach"));
+                return net_attach_cmd(ctx, argc, argv, streq(cmd, "attach"));
         log_error("Unknown command 'net %s'. See 'vmhost net --help'.", cmd);
         return 2;
 }

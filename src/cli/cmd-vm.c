@@ -329,10 +329,14 @@ static int apply_vnc(struct vm_def *def, const char *value, const char *what, bo
 
 /* The caller's working directory, which relative paths of a definition
  * are taken from (the library reads no working directory). */
-static char *working_dir(void) {
-        char *cwd = getcwd(NULL, 0);
+static char *working_dir(const struct vh_context *ctx) {
+        if (!ctx->cwd) {
+                log_error("Cannot find the current directory (it may have been removed).");
+                return NULL;
+        }
+        char *cwd = strdup(ctx->cwd);
         if (!cwd)
-                log_error_errno(negative_errno(), "Cannot find the current directory: %m");
+                log_error("Out of memory.");
         return cwd;
 }
 
@@ -359,7 +363,7 @@ static void print_vnc_line(const struct vm_def *def) {
                 printf("vnc:         unix socket (session: vmhost vm vnc %s)\n", def->name);
 }
 
-static int vm_create_cmd(int argc, char **argv) {
+static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "cpus", required_argument, NULL, OPT_CPUS },
                 { "memory", required_argument, NULL, OPT_MEMORY },
@@ -468,7 +472,7 @@ static int vm_create_cmd(int argc, char **argv) {
                 log_error("--disk-size %s: not a size (e.g. 10G)", disk_size);
                 return 2;
         }
-        _cleanup_free_ char *cwd = working_dir();
+        _cleanup_free_ char *cwd = working_dir(ctx);
         if (!cwd)
                 return 1;
         struct vm_create_options opts = {
@@ -481,7 +485,7 @@ static int vm_create_cmd(int argc, char **argv) {
         };
         struct vh_error err = {};
         _cleanup_(vm_create_result_done) struct vm_create_result res = {};
-        int r = vm_create(&opts, &res, &err);
+        int r = vm_create(ctx, &opts, &res, &err);
         if (r < 0)
                 return report(r, &err);
         def = TAKE_PTR(res.def);
@@ -505,7 +509,7 @@ static void print_forwards(const struct vm_def *def, const struct vm_status *st)
                        def->forwards[i].guest_port);
 }
 
-static int vm_start_cmd(int argc, char **argv) {
+static int vm_start_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "wait", no_argument, NULL, OPT_WAIT },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
@@ -533,14 +537,14 @@ static int vm_start_cmd(int argc, char **argv) {
 
         struct vh_error err = {};
         struct vm_status st;
-        int r = restart ? vm_restart(name, 30 * 1000, NULL, &st, &err) : vm_start(name, NULL, &st, &err);
+        int r = restart ? vm_restart(ctx, name, 30 * 1000, NULL, &st, &err) : vm_start(ctx, name, NULL, &st, &err);
         if (r == -EALREADY) {
                 /* What the user wanted is true already: not an error. */
                 printf("%s.\n", vh_error_message(&err, r));
         } else if (r < 0)
                 return report(r, &err);
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r2 = vm_load(name, &def, &err);
+        int r2 = vm_load(ctx, name, &def, &err);
         if (r2 < 0)
                 return report(r2, &err);
 
@@ -553,7 +557,7 @@ static int vm_start_cmd(int argc, char **argv) {
         print_vnc_line(def);
         if (wait) {
                 _cleanup_free_ char *line = NULL;
-                r = vm_wait_ready(name, (unsigned) timeout * 1000, &line, &err);
+                r = vm_wait_ready(ctx, name, (unsigned) timeout * 1000, &line, &err);
                 if (r < 0)
                         return report(r, &err);
                 printf("ready:       %s\n", line);
@@ -563,7 +567,7 @@ static int vm_start_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_stop_cmd(int argc, char **argv) {
+static int vm_stop_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "help", no_argument, NULL, 'h' },
@@ -586,7 +590,7 @@ static int vm_stop_cmd(int argc, char **argv) {
                 return log_error("vm %s: missing VM name", argv[0]), 2;
         struct vh_error err = {};
         enum vm_stop_how how;
-        int r = vm_stop_graceful(argv[1], kill_now ? 0 : (unsigned) timeout * 1000, &how, &err);
+        int r = vm_stop_graceful(ctx, argv[1], kill_now ? 0 : (unsigned) timeout * 1000, &how, &err);
         if (r < 0)
                 return report(r, &err);
         static const char *const what[] = {
@@ -599,11 +603,11 @@ static int vm_stop_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_restart_cmd(int argc, char **argv) {
+static int vm_restart_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         /* vm_start_cmd() sees "restart" in argv[0] and restarts. */
-        return vm_start_cmd(argc, argv);
+        return vm_start_cmd(ctx, argc, argv);
 }
 
 /* For commands of the form 'vm VERB NAME ARG': checks the count. */
@@ -652,11 +656,11 @@ static bool monitor_is_quit(const char *line) {
                line[n + strspn(line + n, " \t")] == '\0';
 }
 
-static int monitor_interactive(const char *name) {
+static int monitor_interactive(const struct vh_context *ctx, const char *name) {
         bool tty = isatty(STDIN_FILENO);
         struct vh_error err = {};
         struct vm_status st;
-        int r = vm_get_status(name, &st, &err);
+        int r = vm_get_status(ctx, name, &st, &err);
         if (r < 0)
                 return report(r, &err);
         if (st.state != VM_STATE_RUNNING)
@@ -685,7 +689,7 @@ static int monitor_interactive(const char *name) {
                         break;
                 _cleanup_free_ char *out = NULL;
                 err = (struct vh_error) {};
-                r = vm_monitor(name, cmd, &out, &err);
+                r = vm_monitor(ctx, name, cmd, &out, &err);
                 if (r == -ESRCH)
                         return report(r, &err);
                 if (r < 0) {
@@ -701,11 +705,11 @@ static int monitor_interactive(const char *name) {
         return 0;
 }
 
-static int vm_monitor_cmd(int argc, char **argv) {
+static int vm_monitor_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (argc == 2 && argv[1][0] != '-')
-                return monitor_interactive(argv[1]);
+                return monitor_interactive(ctx, argv[1]);
         if (want_args(argc, argv, 2, "vmhost vm monitor web 'info status'") < 0)
                 return 2;
         if (monitor_is_quit(argv[2]))
@@ -714,21 +718,21 @@ static int vm_monitor_cmd(int argc, char **argv) {
                        2;
         struct vh_error err = {};
         _cleanup_free_ char *out = NULL;
-        int r = vm_monitor(argv[1], argv[2], &out, &err);
+        int r = vm_monitor(ctx, argv[1], argv[2], &out, &err);
         if (r < 0)
                 return report(r, &err);
         print_monitor_answer(out);
         return 0;
 }
 
-static int vm_qmp_cmd(int argc, char **argv) {
+static int vm_qmp_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (want_args(argc, argv, 2, "vmhost vm qmp web '{\"execute\":\"query-status\"}'") < 0)
                 return 2;
         struct vh_error err = {};
         _cleanup_free_ char *out = NULL;
-        int r = vm_qmp_raw(argv[1], argv[2], &out, &err);
+        int r = vm_qmp_raw(ctx, argv[1], argv[2], &out, &err);
         if (r < 0)
                 return report(r, &err);
         fputs(out, stdout);
@@ -751,7 +755,7 @@ static int session_signals(sigset_t *ret_old) {
         return fd < 0 ? negative_errno() : fd;
 }
 
-static int vm_vnc_cmd(int argc, char **argv) {
+static int vm_vnc_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "print", no_argument, NULL, OPT_PRINT },
@@ -777,7 +781,7 @@ static int vm_vnc_cmd(int argc, char **argv) {
         const char *name = argv[1];
         struct vh_error err = {};
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, &err);
+        int r = vm_load(ctx, name, &def, &err);
         if (r < 0)
                 return report(r, &err);
         if (!def->vnc)
@@ -789,7 +793,7 @@ static int vm_vnc_cmd(int argc, char **argv) {
                         printf("%s:%u\n", def->vnc_host, 5900 + def->vnc_display);
                         return 0;
                 }
-                r = vm_paths_get(name, &p, &err);
+                r = vm_paths_get(ctx, name, &p, &err);
                 if (r < 0)
                         return report(r, &err);
                 printf("%s\n", p.vnc_socket);
@@ -798,7 +802,7 @@ static int vm_vnc_cmd(int argc, char **argv) {
         }
         if (def->vnc == VM_VNC_TCP) {
                 _cleanup_free_ char *pw = NULL;
-                r = vm_vnc_get_password(name, &pw, &err);
+                r = vm_vnc_get_password(ctx, name, &pw, &err);
                 if (r < 0)
                         return report(r, &err);
                 printf("endpoint: %s:%u\npassword: %s\n", def->vnc_host, 5900 + def->vnc_display, pw);
@@ -810,7 +814,7 @@ static int vm_vnc_cmd(int argc, char **argv) {
         if (sigfd < 0)
                 return log_error_errno(sigfd, "Cannot watch for Ctrl-C: %m"), 1;
         _cleanup_(vm_vnc_session_freep) struct vm_vnc_session *s = NULL;
-        r = vm_vnc_session_open(name, &s, &err);
+        r = vm_vnc_session_open(ctx, name, &s, &err);
         if (r < 0)
                 return report(r, &err);
         /* The password goes to the caller's stdout only, never to a log. */
@@ -832,28 +836,28 @@ static int vm_vnc_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_screenshot_cmd(int argc, char **argv) {
+static int vm_screenshot_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (want_args(argc, argv, 2, "vmhost vm screenshot web screen.png") < 0)
                 return 2;
         struct vh_error err = {};
-        int r = vm_screenshot(argv[1], argv[2], &err);
+        int r = vm_screenshot(ctx, argv[1], argv[2], &err);
         if (r < 0)
                 return report(r, &err);
         printf("Wrote %s.\n", argv[2]);
         return 0;
 }
 
-static int vm_cdrom_cmd(int argc, char **argv) {
+static int vm_cdrom_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         struct vh_error err = {};
         int r;
         if (argc == 3 && streq(argv[2], "eject"))
-                r = vm_cdrom_change(argv[1], NULL, &err);
+                r = vm_cdrom_change(ctx, argv[1], NULL, &err);
         else if (argc == 4 && streq(argv[2], "insert"))
-                r = vm_cdrom_change(argv[1], argv[3], &err);
+                r = vm_cdrom_change(ctx, argv[1], argv[3], &err);
         else
                 return log_error("vm cdrom: expected 'vmhost vm cdrom NAME eject' or 'vmhost vm cdrom NAME insert ISO'"), 2;
         if (r < 0)
@@ -862,7 +866,7 @@ static int vm_cdrom_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_snapshot_cmd(int argc, char **argv) {
+static int vm_snapshot_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         /* vm snapshot create|list|revert|delete NAME [SNAP] */
@@ -875,7 +879,7 @@ static int vm_snapshot_cmd(int argc, char **argv) {
                 if (argc != 3)
                         return log_error("vm snapshot list: expected only the VM name"), 2;
                 _cleanup_free_ char *text = NULL;
-                r = vm_snapshot_list(name, &text, &err);
+                r = vm_snapshot_list(ctx, name, &text, &err);
                 if (r < 0)
                         return report(r, &err);
                 fputs(text, stdout);
@@ -893,7 +897,7 @@ static int vm_snapshot_cmd(int argc, char **argv) {
         if (argc != 4)
                 return log_error("vm snapshot %s: expected NAME SNAPSHOT", op), 2;
         bool running;
-        r = vm_snapshot(name, o, argv[3], &running, &err);
+        r = vm_snapshot(ctx, name, o, argv[3], &running, &err);
         if (r < 0)
                 return report(r, &err);
         printf("Snapshot %s of VM %s: %s (%s).\n", argv[3], name,
@@ -905,10 +909,10 @@ static int vm_snapshot_cmd(int argc, char **argv) {
 /* RUN/vms/NAME/vnc.sock, as vm_paths_get() names it, into a static buffer:
  * 'vm list --json' asks for it per VM, where a whole vm_paths_get() cost
  * 4% more instructions with 500 VMs (callgrind: 30.8 M against 29.6 M). */
-static const char *vnc_socket_path(const char *name) {
+static const char *vnc_socket_path(const struct vh_context *ctx, const char *name) {
         static char *run;
         static char buf[sizeof(((struct sockaddr_un *) 0)->sun_path)];
-        if (!run && !(run = vh_runtime_dir()))
+        if (!run && !(run = vh_runtime_dir(ctx)))
                 return NULL;
         int n = snprintf(buf, sizeof(buf), "%s/vms/%s/vnc.sock", run, name);
         return n > 0 && (size_t) n < sizeof(buf) ? buf : NULL;
@@ -916,9 +920,10 @@ static const char *vnc_socket_path(const char *name) {
 
 /* The guest's addresses (none while it does not run); a failure to find
  * them is only logged, as status has more to say. Returns the count. */
-static int get_addresses(const struct vm_def *def, const struct vm_status *st, struct vm_address **ret) {
+static int get_addresses(const struct vh_context *ctx, const struct vm_def *def, const struct vm_status *st,
+                         struct vm_address **ret) {
         struct vh_error err = {};
-        int n = vm_addresses(def, st, (int64_t) time(NULL), ret, &err);
+        int n = vm_addresses(ctx, def, st, (int64_t) time(NULL), ret, &err);
         if (n < 0) {
                 log_warning("VM %s: cannot tell its addresses: %s", def->name, vh_error_message(&err, n));
                 *ret = NULL;
@@ -928,10 +933,11 @@ static int get_addresses(const struct vm_def *def, const struct vm_status *st, s
 }
 
 /* The status object of vm/vm-json.h, with the guest's addresses. */
-static void status_json(struct json_writer *w, const struct vm_def *def, const struct vm_status *st) {
+static void status_json(const struct vh_context *ctx, struct json_writer *w, const struct vm_def *def,
+                        const struct vm_status *st) {
         _cleanup_free_ struct vm_address *addrs = NULL;
-        int n_addrs = get_addresses(def, st, &addrs);
-        vm_status_to_json(w, def, st, addrs, (size_t) n_addrs, vnc_socket_path(def->name));
+        int n_addrs = get_addresses(ctx, def, st, &addrs);
+        vm_status_to_json(w, def, st, addrs, (size_t) n_addrs, vnc_socket_path(ctx, def->name));
 }
 
 static int print_json(struct json_writer *w) {
@@ -943,7 +949,7 @@ static int print_json(struct json_writer *w) {
         return 0;
 }
 
-static int vm_status_cmd(int argc, char **argv) {
+static int vm_status_cmd(const struct vh_context *ctx, int argc, char **argv) {
         bool json = false;
         const char *name = NULL;
         for (int i = 1; i < argc; i++) {
@@ -961,13 +967,13 @@ static int vm_status_cmd(int argc, char **argv) {
         struct vh_error err = {};
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
         struct vm_status st;
-        int r = vm_describe(name, &def, &st, &err);
+        int r = vm_describe(ctx, name, &def, &st, &err);
         if (r < 0)
                 return report(r, &err);
         if (json) {
                 struct json_writer w;
                 json_writer_init(&w, true);
-                status_json(&w, def, &st);
+                status_json(ctx, &w, def, &st);
                 return print_json(&w);
         }
         printf("name:        %s\n", name);
@@ -977,7 +983,7 @@ static int vm_status_cmd(int argc, char **argv) {
                 printf("accelerator: %s\n", st.accel);
                 print_forwards(def, &st);
                 _cleanup_free_ struct vm_address *addrs = NULL;
-                int n = get_addresses(def, &st, &addrs);
+                int n = get_addresses(ctx, def, &st, &addrs);
                 for (int i = 0; i < n; i++)
                         printf("address:     %s on nic %u (%s, %s)\n", addrs[i].ip, addrs[i].nic, addrs[i].network,
                                vm_addr_source_to_string(addrs[i].source));
@@ -1001,7 +1007,7 @@ static int vm_status_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_list_cmd(int argc, char **argv) {
+static int vm_list_cmd(const struct vh_context *ctx, int argc, char **argv) {
         bool json = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--json"))
@@ -1013,7 +1019,7 @@ static int vm_list_cmd(int argc, char **argv) {
         }
         struct vh_error lerr = {};
         _cleanup_(vm_names_freep) char **names = NULL;
-        int n = vm_list_names(&names, &lerr);
+        int n = vm_list_names(ctx, &names, &lerr);
         if (n < 0)
                 return report(n, &lerr);
 
@@ -1029,7 +1035,7 @@ static int vm_list_cmd(int argc, char **argv) {
                 struct vh_error err = {};
                 _cleanup_(vm_def_freep) struct vm_def *def = NULL;
                 struct vm_status st;
-                int r = vm_describe(names[i], &def, &st, &err);
+                int r = vm_describe(ctx, names[i], &def, &st, &err);
                 if (r < 0) {
                         /* One broken definition must not hide the others. */
                         log_warning("%s", vh_error_message(&err, r));
@@ -1037,7 +1043,7 @@ static int vm_list_cmd(int argc, char **argv) {
                         continue;
                 }
                 if (json)
-                        status_json(&w, def, &st);
+                        status_json(ctx, &w, def, &st);
                 else {
                         char mem[32], fwd[256] = "", pid[16] = "-";
                         size_t used = 0;
@@ -1052,7 +1058,7 @@ static int vm_list_cmd(int argc, char **argv) {
                                 snprintf(pid, sizeof(pid), "%d", st.pid);
                         char ips[VM_MAX_NICS * NET_IPV4_STRLEN] = "";
                         _cleanup_free_ struct vm_address *addrs = NULL;
-                        int n_addrs = get_addresses(def, &st, &addrs);
+                        int n_addrs = get_addresses(ctx, def, &st, &addrs);
                         for (int a = 0, u = 0; a < n_addrs; a++)
                                 u += snprintf(ips + u, sizeof(ips) - (size_t) u, "%s%s", a ? "," : "", addrs[a].ip);
                         printf("%-20s %-9s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
@@ -1073,7 +1079,7 @@ static int vm_list_cmd(int argc, char **argv) {
         return rc;
 }
 
-static int vm_console_cmd(int argc, char **argv) {
+static int vm_console_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (argc != 2)
@@ -1081,7 +1087,7 @@ static int vm_console_cmd(int argc, char **argv) {
         if (isatty(STDIN_FILENO))
                 fprintf(stderr, "Connected to the console of %s. Detach with Ctrl-].\r\n", argv[1]);
         struct vh_error err = {};
-        int r = vm_console(argv[1], STDIN_FILENO, STDOUT_FILENO, &err);
+        int r = vm_console(ctx, argv[1], STDIN_FILENO, STDOUT_FILENO, &err);
         if (r < 0)
                 return report(r, &err);
         if (isatty(STDIN_FILENO))
@@ -1089,25 +1095,25 @@ static int vm_console_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_delete_cmd(int argc, char **argv) {
+static int vm_delete_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (argc != 2)
                 return log_error("vm delete: expected exactly one VM name"), 2;
         struct vh_error err = {};
-        int r = vm_delete(argv[1], &err);
+        int r = vm_delete(ctx, argv[1], &err);
         if (r < 0)
                 return report(r, &err);
         printf("Deleted VM %s.\n", argv[1]);
         return 0;
 }
 
-static int vm_set_cmd(int argc, char **argv) {
+static int vm_set_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (argc < 3)
                 return log_error("vm set: expected a VM name and KEY=VALUE, e.g. vmhost vm set web boot=disk"), 2;
-        _cleanup_free_ char *cwd = working_dir();
+        _cleanup_free_ char *cwd = working_dir(ctx);
         if (!cwd)
                 return 1;
         struct vm_set_options opts = {
@@ -1117,7 +1123,7 @@ static int vm_set_cmd(int argc, char **argv) {
         };
         struct vh_error err = {};
         _cleanup_(vm_set_result_done) struct vm_set_result res = {};
-        int r = vm_set(argv[1], &opts, &res, &err);
+        int r = vm_set(ctx, argv[1], &opts, &res, &err);
         if (r < 0) {
                 report(r, &err);
                 /* A KEY=VALUE the definition refuses is a usage error. */
@@ -1132,14 +1138,14 @@ static int vm_set_cmd(int argc, char **argv) {
         return 0;
 }
 
-static int vm_forward_cmd(int argc, char **argv) {
+static int vm_forward_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (argc != 4 || !streq(argv[2], "add"))
                 return log_error("vm forward: expected 'vmhost vm forward NAME add PROTO:HOSTPORT|auto:GUESTPORT'"), 2;
         struct vh_error err = {};
         uint16_t port = 0;
-        int r = vm_forward_add(argv[1], argv[3], &port, &err);
+        int r = vm_forward_add(ctx, argv[1], argv[3], &port, &err);
         if (r < 0)
                 return report(r, &err);
         if (port)
@@ -1155,14 +1161,14 @@ static int commit_progress(uint64_t done, uint64_t total, void *userdata) {
         return 0;
 }
 
-static int vm_commit_cmd(int argc, char **argv) {
+static int vm_commit_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (cli_wants_help(argc, argv))
                 return usage(stdout), 0;
         if (want_args(argc, argv, 1, "vmhost vm commit web") < 0)
                 return 2;
         struct vh_error err = {};
         char **others = NULL;
-        int r = vm_image_commit(argv[1], &others, commit_progress, NULL, &err);
+        int r = vm_image_commit(ctx, argv[1], &others, commit_progress, NULL, &err);
         if (isatty(STDERR_FILENO))
                 fputc('\n', stderr);
         if (r < 0)
@@ -1174,10 +1180,10 @@ static int vm_commit_cmd(int argc, char **argv) {
         return 0;
 }
 
-int cmd_vm(int argc, char **argv) {
+int cmd_vm(const struct vh_context *ctx, int argc, char **argv) {
         static const struct {
                 const char *name;
-                int (*run)(int argc, char **argv);
+                int (*run)(const struct vh_context *ctx, int argc, char **argv);
         } commands[] = {
                 { "create", vm_create_cmd },   { "start", vm_start_cmd },     { "stop", vm_stop_cmd },
                 { "status", vm_status_cmd },   { "list", vm_list_cmd },       { "console", vm_console_cmd },
@@ -1196,7 +1202,7 @@ int cmd_vm(int argc, char **argv) {
                         /* 'vmhost vm COMMAND ... --help': that command's own usage. */
                         if (cli_wants_help(argc - 1, argv + 1))
                                 return command_usage(commands[i].name);
-                        return commands[i].run(argc - 1, argv + 1);
+                        return commands[i].run(ctx, argc - 1, argv + 1);
                 }
         log_error("Unknown command 'vm %s'. See 'vmhost vm --help'.", argv[1]);
         return 2;

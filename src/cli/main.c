@@ -5,10 +5,11 @@
 #include "base/log.h"
 #include "base/macro.h"
 #include "cli/cli.h"
+#include "vmhost/context.h"
 
 static const struct {
         const char *verb;
-        int (*run)(int argc, char **argv);
+        int (*run)(const struct vh_context *ctx, int argc, char **argv);
         const char *summary;
 } verbs[] = {
         { "doctor", cmd_doctor, "what this host can do (QEMU, KVM, networking) and why" },
@@ -70,8 +71,17 @@ int main(int argc, char **argv) {
                 return 2;
         }
         for (size_t v = 0; v < ELEMENTSOF(verbs); v++)
-                if (streq(argv[i], verbs[v].verb))
-                        return verbs[v].run(argc - i, argv + i);
+                if (streq(argv[i], verbs[v].verb)) {
+                        /* Filled once, here: the libraries read no environment. */
+                        _cleanup_(vh_context_freep) struct vh_context *ctx = NULL;
+                        struct vh_error err = {};
+                        int r = vh_context_from_env(&ctx, &err);
+                        if (r < 0) {
+                                log_error_errno(r, "Cannot set up vmhost: %s", vh_error_message(&err, r));
+                                return 1;
+                        }
+                        return verbs[v].run(ctx, argc - i, argv + i);
+                }
 
         log_error("Unknown verb '%s'. See 'vmhost --help'.", argv[i]);
         return 2;

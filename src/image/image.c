@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -138,43 +137,17 @@ bool image_past_eof(struct vh_image *img, uint64_t offset, uint64_t len) {
  * the Nth write of the process, whichever thread makes it, must be the
  * last. */
 static _Atomic uint64_t fault_after, fault_writes;
-static atomic_bool fault_set;
-static pthread_once_t fault_env_once = PTHREAD_ONCE_INIT;
 
 void vh_image_fault_set_kill_after_writes(uint64_t n) {
         atomic_store(&fault_writes, 0);
         atomic_store(&fault_after, n);
-        atomic_store(&fault_set, true);
-}
-
-int vh_image_fault_load_env(void) {
-        const char *e = getenv("VMHOST_FAULT_KILL_AFTER_WRITES");
-        uint64_t n = 0;
-        if (e && *e) {
-                char *end;
-                errno = 0;
-                unsigned long long v = strtoull(e, &end, 10);
-                if (errno != 0 || *end != '\0' || e[0] == '-')
-                        return -EINVAL;
-                n = v;
-        }
-        vh_image_fault_set_kill_after_writes(n);
-        return 0;
 }
 
 uint64_t image_fault_writes(void) {
         return atomic_load(&fault_writes);
 }
 
-static void fault_load_env_once(void) {
-        /* A switch set from code wins over the environment. */
-        if (!atomic_load(&fault_set))
-                (void) vh_image_fault_load_env();
-}
-
 static void fault_count_write(void) {
-        if (!atomic_load_explicit(&fault_set, memory_order_acquire))
-                pthread_once(&fault_env_once, fault_load_env_once);
         uint64_t after = atomic_load_explicit(&fault_after, memory_order_relaxed);
         if (after > 0 && atomic_fetch_add(&fault_writes, 1) + 1 >= after)
                 raise(SIGKILL);

@@ -106,13 +106,13 @@ static void log_tail(const char *path, char *buf, size_t len) {
         snprintf(buf, len, "%s", start + (*start == '\n'));
 }
 
-int dnsmasq_start(const char *conf_path, const char *log_path, struct vh_error *err) {
+int dnsmasq_start(const struct vh_context *ctx, const char *conf_path, const char *log_path, struct vh_error *err) {
         _cleanup_free_ char *arg = strdup_printf("--conf-file=%s", conf_path);
         if (!arg)
                 return -ENOMEM;
         char *argv[] = { (char *) "dnsmasq", arg, NULL };
         _cleanup_free_ char *out = NULL;
-        int r = process_run(argv, DNSMASQ_START_TIMEOUT_MS, 8192, &out, err);
+        int r = process_run(ctx, argv, DNSMASQ_START_TIMEOUT_MS, 8192, &out, err);
         if (r == -ENOENT)
                 return vh_error_set(err, r, "dnsmasq is not installed: apt-get install dnsmasq-base");
         if (r < 0)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "net/net-addr.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 struct dnsmasq_host {
@@ -54,7 +55,7 @@ int dnsmasq_reload(const char *pid_path, const char *conf_path);
 
 /* Starts dnsmasq with this config file (it daemonizes and writes its pid
  * file; its exit status reports config and bind errors). */
-int dnsmasq_start(const char *conf_path, const char *log_path, struct vh_error *err);
+int dnsmasq_start(const struct vh_context *ctx, const char *conf_path, const char *log_path, struct vh_error *err);
 
 /* The pid of the dnsmasq that runs this config (checked through /proc, so a
  * recycled pid is never mistaken for it), or 0. */

@@ -43,7 +43,7 @@ struct net_def {
         char *nat_interface;     /* masquerade only out of this interface; NULL: any */
         unsigned mtu;            /* 0: NET_MTU_DEFAULT */
         char *bridge;            /* the bridge's interface name; NULL: derived */
-        char *ovs_db;            /* ovs-vsctl --db=; NULL: $VMHOST_OVS_DB or OVS's default */
+        char *ovs_db;            /* ovs-vsctl --db=; NULL: the context's or OVS's default */
         enum net_datapath datapath;
         char *domain;            /* DNS domain dnsmasq answers for; NULL: the network's name */
         struct net_tunnel tunnels[NET_MAX_TUNNELS];

@@ -125,9 +125,10 @@ const struct net_lease *net_leases_find(const struct net_lease *leases, size_t n
         return best;
 }
 
-int net_leases_read(const char *net_name, struct net_lease **ret, size_t *ret_n, struct vh_error *err) {
+int net_leases_read(const struct vh_context *ctx, const char *net_name, struct net_lease **ret, size_t *ret_n,
+                    struct vh_error *err) {
         _cleanup_free_ char *path = NULL;
-        int r = net_run_path(net_name, "dnsmasq.leases", &path);
+        int r = net_run_path(ctx, net_name, "dnsmasq.leases", &path);
         if (r < 0)
                 return vh_error_set(err, r, "Network %s: cannot name its lease file", net_name);
         _cleanup_free_ char *text = NULL;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "net/net-addr.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 #define NET_LEASES_MAX_BYTES (1024 * 1024)
@@ -40,4 +41,5 @@ const struct net_lease *net_leases_find(const struct net_lease *leases, size_t n
 
 /* Reads and parses network NAME's lease file; no file (the network does
  * not run, or no guest asked yet) is no lease, not an error. */
-int net_leases_read(const char *net_name, struct net_lease **ret, size_t *ret_n, struct vh_error *err);
+int net_leases_read(const struct vh_context *ctx, const char *net_name, struct net_lease **ret, size_t *ret_n,
+                    struct vh_error *err);

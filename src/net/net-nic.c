@@ -59,10 +59,10 @@ static bool trunks_valid(const char *s) {
         }
 }
 
-static int port_path(const char *net, const char *vm, unsigned index, char **ret) {
+static int port_path(const struct vh_context *ctx, const char *net, const char *vm, unsigned index, char **ret) {
         char file[VH_NAME_MAX + 16];
         snprintf(file, sizeof(file), "ports/%s.%u", vm, index);
-        return net_run_path(net, file, ret);
+        return net_run_path(ctx, net, file, ret);
 }
 
 static int port_parse(const char *text, struct net_port *ret) {
@@ -104,12 +104,12 @@ static int port_parse(const char *text, struct net_port *ret) {
         return 0;
 }
 
-static int port_write(const char *net, const struct net_port *p) {
-        int r = net_run_dir_make(net, "ports");
+static int port_write(const struct vh_context *ctx, const char *net, const struct net_port *p) {
+        int r = net_run_dir_make(ctx, net, "ports");
         if (r < 0)
                 return r;
         _cleanup_free_ char *path = NULL;
-        r = port_path(net, p->vm, p->index, &path);
+        r = port_path(ctx, net, p->vm, p->index, &path);
         if (r < 0)
                 return r;
         char vlan[12] = ""; /* empty: untagged */
@@ -122,9 +122,10 @@ static int port_write(const char *net, const struct net_port *p) {
         return write_file_atomic(path, text, strlen(text), 0600);
 }
 
-static int port_read(const char *net, const char *vm, unsigned index, struct net_port *ret) {
+static int port_read(const struct vh_context *ctx, const char *net, const char *vm, unsigned index,
+                     struct net_port *ret) {
         _cleanup_free_ char *path = NULL, *text = NULL;
-        int r = port_path(net, vm, index, &path);
+        int r = port_path(ctx, net, vm, index, &path);
         if (r < 0)
                 return r;
         r = read_full_file(path, NET_PORT_MAX_BYTES, &text, NULL);
@@ -133,9 +134,9 @@ static int port_read(const char *net, const char *vm, unsigned index, struct net
         return port_parse(text, ret);
 }
 
-static void port_remove(const char *net, const char *vm, unsigned index) {
+static void port_remove(const struct vh_context *ctx, const char *net, const char *vm, unsigned index) {
         _cleanup_free_ char *path = NULL;
-        if (port_path(net, vm, index, &path) >= 0)
+        if (port_path(ctx, net, vm, index, &path) >= 0)
                 (void) unlink(path);
 }
 
@@ -146,9 +147,9 @@ static bool is_unfinished_write(const char *file) {
         return t && parse_int_range(t + 5, 1, INT_MAX, &pid) == 0;
 }
 
-int net_ports_read(const char *name, struct net_port **ret, struct vh_error *err) {
+int net_ports_read(const struct vh_context *ctx, const char *name, struct net_port **ret, struct vh_error *err) {
         _cleanup_free_ char *dir = NULL;
-        int r = net_run_path(name, "ports", &dir);
+        int r = net_run_path(ctx, name, "ports", &dir);
         if (r < 0)
                 return vh_error_set(err, r, "cannot find the ports of network '%s': %s", name, strerror(-r));
         struct net_port *v = NULL;
@@ -206,15 +207,15 @@ int net_ports_read(const char *name, struct net_port **ret, struct vh_error *err
         return (int) n;
 }
 
-int net_list_ports(const char *net_name, struct net_port **ret, struct vh_error *err) {
+int net_list_ports(const struct vh_context *ctx, const char *net_name, struct net_port **ret, struct vh_error *err) {
         if (!name_is_valid(net_name))
                 return vh_error_set(err, -EINVAL, "invalid network name '%s'", net_name);
-        return net_ports_read(net_name, ret, err);
+        return net_ports_read(ctx, net_name, ret, err);
 }
 
-int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err) {
+int net_in_use_by(const struct vh_context *ctx, const char *net_name, char ***ret_vms, struct vh_error *err) {
         struct net_port *ports = NULL;
-        int n = net_list_ports(net_name, &ports, err);
+        int n = net_list_ports(ctx, net_name, &ports, err);
         if (n < 0)
                 return n;
         struct strv vms = {};
@@ -245,12 +246,13 @@ int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err) {
  * With 'strict' (the switch is running), a switch that refuses to drop the
  * port fails the call before the tap is touched, so that nothing is half
  * removed; otherwise that is best effort (the switch may be gone). */
-static int tap_remove(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt, const char *bridge,
-                      const char *tap, bool strict, struct vh_error *err) {
+static int tap_remove(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                      const struct net_runtime *rt, const char *bridge, const char *tap, bool strict,
+                      struct vh_error *err) {
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_port(&argv, net_runtime_ovs_db(def, rt), bridge, tap);
-                int r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, strict ? err : NULL);
+                ovs_argv_del_port(&argv, net_runtime_ovs_db(ctx, def, rt), bridge, tap);
+                int r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, strict ? err : NULL);
                 strv_done(&argv);
                 if (r < 0 && strict)
                         return r;
@@ -262,35 +264,35 @@ static int tap_remove(struct nl_conn *nl, const struct net_def *def, const struc
         return 0;
 }
 
-static int detach_locked(struct nl_conn *nl, const struct net_def *def, const char *vm, unsigned index,
-                         struct vh_error *err) {
+static int detach_locked(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def, const char *vm,
+                         unsigned index, struct vh_error *err) {
         struct net_port p;
         char tap[NET_IFNAME_MAX + 1];
-        bool had_record = port_read(def->name, vm, index, &p) >= 0;
+        bool had_record = port_read(ctx, def->name, vm, index, &p) >= 0;
         if (had_record)
                 snprintf(tap, sizeof(tap), "%s", p.tap);
         else if (net_tap_name(vm, index, tap) < 0)
                 return 0;
         char bridge[NET_IFNAME_MAX + 1] = "";
         struct net_runtime rt;
-        bool running = net_runtime_read(def->name, &rt) >= 0;
+        bool running = net_runtime_read(ctx, def->name, &rt) >= 0;
         if (running)
                 snprintf(bridge, sizeof(bridge), "%s", rt.bridge);
         else
                 (void) net_def_bridge_name(def, bridge);
-        int r = tap_remove(nl, def, running ? &rt : NULL, bridge, tap, running, err);
+        int r = tap_remove(ctx, nl, def, running ? &rt : NULL, bridge, tap, running, err);
         if (r < 0) {
                 char msg[VH_ERROR_MAX];
                 snprintf(msg, sizeof(msg), "%s", vh_error_message(err, r));
                 return vh_error_set(err, r, "%.400s (NIC %u of VM %s stays attached to '%s': nothing was removed)", msg,
                                     index, vm, def->name);
         }
-        port_remove(def->name, vm, index);
+        port_remove(ctx, def->name, vm, index);
         /* The NIC is gone whatever dnsmasq does next: a failure here is
          * reported, and the detach stays done (never half a port). */
         if (had_record && p.ip[0] && def->dhcp && running) {
                 struct vh_error e = {};
-                r = net_dnsmasq_sync(def, &rt, &e);
+                r = net_dnsmasq_sync(ctx, def, &rt, &e);
                 if (r < 0)
                         return vh_error_set(err, r,
                                             "NIC %u of VM %s is detached from '%s' (tap, port and reservation removed), "
@@ -300,15 +302,16 @@ static int detach_locked(struct nl_conn *nl, const struct net_def *def, const ch
         return 0;
 }
 
-int net_nic_detach(const char *net_name, const char *vm_name, unsigned index, struct vh_error *err) {
+int net_nic_detach(const struct vh_context *ctx, const char *net_name, const char *vm_name, unsigned index,
+                   struct vh_error *err) {
         if (!name_is_valid(vm_name))
                 return vh_error_set(err, -EINVAL, "invalid VM name '%s'", vm_name);
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
         struct vh_error e = {};
-        int r = net_load(net_name, &def, &e);
+        int r = net_load(ctx, net_name, &def, &e);
         if (r == -ENOENT)
                 return 0; /* the network is gone, and with it anything attached */
         if (r < 0)
@@ -319,17 +322,17 @@ int net_nic_detach(const char *net_name, const char *vm_name, unsigned index, st
         r = nl_open(&nl);
         if (r < 0)
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
-        return detach_locked(nl, def, vm_name, index, err);
+        return detach_locked(ctx, nl, def, vm_name, index, err);
 }
 
-int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
+int net_nic_detach_all(const struct vh_context *ctx, const char *vm_name, struct vh_error *err) {
         if (!name_is_valid(vm_name))
                 return vh_error_set(err, -EINVAL, "invalid VM name '%s'", vm_name);
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         char **names = NULL;
-        int n = net_list_names(&names, err);
+        int n = net_list_names(ctx, &names, err);
         if (n < 0)
                 return n;
         _cleanup_(nl_closep) struct nl_conn *nl = NULL;
@@ -344,7 +347,7 @@ int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
         for (int i = 0; i < n; i++) {
                 struct net_port *ports = NULL;
                 struct vh_error e = {};
-                int np = net_ports_read(names[i], &ports, &e);
+                int np = net_ports_read(ctx, names[i], &ports, &e);
                 if (np < 0) {
                         /* Which NICs of this VM the network holds is unknown:
                          * the others are still detached, and this is said. */
@@ -353,10 +356,11 @@ int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
                         continue;
                 }
                 struct net_def *def = NULL;
-                if (np > 0 && net_load(names[i], &def, &e) >= 0)
+                if (np > 0 && net_load(ctx, names[i], &def, &e) >= 0)
                         for (int k = 0; k < np; k++)
                                 if (streq(ports[k].vm, vm_name)) {
-                                        r = detach_locked(nl, def, vm_name, ports[k].index, first < 0 ? NULL : err);
+                                        r = detach_locked(ctx, nl, def, vm_name, ports[k].index,
+                                                          first < 0 ? NULL : err);
                                         count++;
                                         if (r < 0 && first == 0)
                                                 first = r;
@@ -368,8 +372,8 @@ int net_nic_detach_all(const char *vm_name, struct vh_error *err) {
         return first < 0 ? first : count;
 }
 
-int net_nic_attach(const char *net_name, const struct net_nic_request *req, struct net_nic_attachment *ret,
-                   struct vh_error *err) {
+int net_nic_attach(const struct vh_context *ctx, const char *net_name, const struct net_nic_request *req,
+                   struct net_nic_attachment *ret, struct vh_error *err) {
         char mac[18] = "", ipbuf[NET_IPV4_STRLEN] = "";
         uint32_t ip = 0;
         if (!req || !name_is_valid(req->vm_name))
@@ -391,11 +395,11 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
                 net_ipv4_format(ip, ipbuf);
         }
 
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(net_name, &def, err);
+        int r = net_load(ctx, net_name, &def, err);
         if (r < 0)
                 return r;
 
@@ -418,7 +422,7 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
                                             def->name, ip == def->gateway ? " (it is the gateway)" : "");
                 struct net_port *ports = NULL;
                 /* An unreadable record might hold this very address. */
-                int np = net_ports_read(def->name, &ports, err);
+                int np = net_ports_read(ctx, def->name, &ports, err);
                 if (np < 0)
                         return np;
                 for (int i = 0; i < np; i++)
@@ -438,14 +442,14 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
 
         struct net_runtime rt;
-        if (net_runtime_read(def->name, &rt) < 0) {
-                r = net_start_locked(def, &rt, err);
+        if (net_runtime_read(ctx, def->name, &rt) < 0) {
+                r = net_start_locked(ctx, def, &rt, err);
                 if (r < 0)
                         return r;
         }
         /* A NIC still attached from an earlier run (QEMU crashed, nobody
          * detached): replace it. */
-        r = detach_locked(nl, def, req->vm_name, req->index, err);
+        r = detach_locked(ctx, nl, def, req->vm_name, req->index, err);
         if (r < 0)
                 return r;
 
@@ -485,27 +489,27 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
         }
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                const char *db = net_runtime_ovs_db(def, &rt);
+                const char *db = net_runtime_ovs_db(ctx, def, &rt);
                 ovs_argv_add_vm_port(&argv, db, rt.bridge, p.tap, req->vlan, req->trunks, def->name, req->vm_name);
-                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+                r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, err);
                 strv_done(&argv);
                 if (r >= 0)
-                        r = ovs_check_interface(db, p.tap, err);
+                        r = ovs_check_interface(ctx, db, p.tap, err);
                 if (r < 0)
                         goto fail;
         }
-        r = port_write(def->name, &p);
+        r = port_write(ctx, def->name, &p);
         if (r < 0) {
                 vh_error_set(err, r, "cannot record port %s: %s", p.tap, strerror(-r));
                 goto fail;
         }
         if (ip && def->dhcp) {
-                r = net_dnsmasq_sync(def, &rt, err);
+                r = net_dnsmasq_sync(ctx, def, &rt, err);
                 if (r < 0) {
-                        port_remove(def->name, p.vm, p.index);
+                        port_remove(ctx, def->name, p.vm, p.index);
                         /* Takes the reservation out of dnsmasq's hosts file
                          * again (written before dnsmasq failed). */
-                        (void) net_dnsmasq_sync(def, &rt, NULL);
+                        (void) net_dnsmasq_sync(ctx, def, &rt, NULL);
                         goto fail;
                 }
         }
@@ -526,7 +530,7 @@ int net_nic_attach(const char *net_name, const struct net_nic_request *req, stru
 fail:
         /* Rolled back: no tap, switch port, port record or reservation is
          * left, and the error says so. */
-        (void) tap_remove(nl, def, &rt, rt.bridge, p.tap, false, NULL);
+        (void) tap_remove(ctx, nl, def, &rt, rt.bridge, p.tap, false, NULL);
         if (err) {
                 char msg[VH_ERROR_MAX];
                 snprintf(msg, sizeof(msg), "%s", vh_error_message(err, r));

@@ -27,8 +27,8 @@
 
 /* What must hold before a tunnel can work: a route to the peer, and with
  * the OVS userspace datapath, that route leaving through an OVS bridge. */
-static int tunnel_check(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
-                        const struct net_tunnel *t, struct vh_error *err) {
+static int tunnel_check(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                        const struct net_runtime *rt, const struct net_tunnel *t, struct vh_error *err) {
         char a[NET_IPV4_STRLEN];
         net_ipv4_format(t->remote, a);
         struct nl_route route;
@@ -40,7 +40,7 @@ static int tunnel_check(struct nl_conn *nl, const struct net_def *def, const str
         if (r < 0)
                 return vh_error_set(err, r, "cannot read the route's interface to %s", a);
         if (def->type == NET_TYPE_OVS && rt->datapath == NET_DATAPATH_NETDEV &&
-            ovs_bridge_exists(net_runtime_ovs_db(def, rt), l.name) != 1)
+            ovs_bridge_exists(ctx, net_runtime_ovs_db(ctx, def, rt), l.name) != 1)
                 return vh_error_set(err, -ENETUNREACH,
                                     "the route to tunnel endpoint %s leaves through %s, which is not an Open vSwitch "
                                     "bridge; the userspace datapath can only send tunnel packets through an OVS "
@@ -50,19 +50,20 @@ static int tunnel_check(struct nl_conn *nl, const struct net_def *def, const str
         return 0;
 }
 
-static int ovs_tunnel_setup(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
-                            const struct net_tunnel *t, const char *ifname, struct vh_error *err) {
-        const char *db = net_runtime_ovs_db(def, rt);
-        int r = tunnel_check(nl, def, rt, t, err);
+static int ovs_tunnel_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                            const struct net_runtime *rt, const struct net_tunnel *t, const char *ifname,
+                            struct vh_error *err) {
+        const char *db = net_runtime_ovs_db(ctx, def, rt);
+        int r = tunnel_check(ctx, nl, def, rt, t, err);
         if (r < 0)
                 return r;
         struct strv argv = {};
         ovs_argv_add_tunnel_port(&argv, db, rt->bridge, ifname, t, def->name);
-        r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+        r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, err);
         strv_done(&argv);
         if (r < 0)
                 return r;
-        return ovs_check_interface(db, ifname, err);
+        return ovs_check_interface(ctx, db, ifname, err);
 }
 
 static int kernel_tunnel_setup(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
@@ -121,27 +122,27 @@ static int kernel_tunnel_setup(struct nl_conn *nl, const struct net_def *def, co
         return 0;
 }
 
-int net_tunnel_setup(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
-                     const struct net_tunnel *t, struct vh_error *err) {
+int net_tunnel_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                     const struct net_runtime *rt, const struct net_tunnel *t, struct vh_error *err) {
         char ifname[NET_IFNAME_MAX + 1];
         int r = net_tunnel_ifname(def, t, ifname);
         if (r < 0)
                 return vh_error_set(err, r, "cannot derive a tunnel name for '%s'", def->name);
         if (def->type == NET_TYPE_OVS)
-                return ovs_tunnel_setup(nl, def, rt, t, ifname, err);
+                return ovs_tunnel_setup(ctx, nl, def, rt, t, ifname, err);
         return kernel_tunnel_setup(nl, def, rt, t, ifname, err);
 }
 
-int net_tunnel_teardown(struct nl_conn *nl, const struct net_def *def, const struct net_runtime *rt,
-                        const struct net_tunnel *t) {
+int net_tunnel_teardown(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                        const struct net_runtime *rt, const struct net_tunnel *t) {
         char ifname[NET_IFNAME_MAX + 1];
         int r = net_tunnel_ifname(def, t, ifname);
         if (r < 0)
                 return r;
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_port(&argv, net_runtime_ovs_db(def, rt), rt->bridge, ifname);
-                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, NULL);
+                ovs_argv_del_port(&argv, net_runtime_ovs_db(ctx, def, rt), rt->bridge, ifname);
+                r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, NULL);
                 strv_done(&argv);
                 return r;
         }
@@ -153,7 +154,8 @@ int net_tunnel_teardown(struct nl_conn *nl, const struct net_def *def, const str
 
 /* After the tunnel set changed on a running network: the new effective MTU
  * on the bridge and the taps, and in DHCP. */
-static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, struct vh_error *err) {
+static int mtu_update(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                      struct net_runtime *rt, struct vh_error *err) {
         unsigned mtu;
         char why[sizeof(rt->mtu_why)];
         int r = net_effective_mtu(nl, def, &mtu, why, sizeof(why), err);
@@ -161,11 +163,11 @@ static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_
                 return r;
         snprintf(rt->mtu_why, sizeof(rt->mtu_why), "%s", why);
         if (mtu == rt->mtu)
-                return net_runtime_write(def->name, rt);
+                return net_runtime_write(ctx, def->name, rt);
         /* A tap left at the old MTU would drop the larger frames: every
          * port must be known before anything changes. */
         struct net_port *ports = NULL;
-        int np = net_ports_read(def->name, &ports, err);
+        int np = net_ports_read(ctx, def->name, &ports, err);
         if (np < 0)
                 return np;
         rt->mtu = mtu;
@@ -178,12 +180,12 @@ static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_
         free(ports);
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_begin(&argv, net_runtime_ovs_db(def, rt));
+                ovs_argv_begin(&argv, net_runtime_ovs_db(ctx, def, rt));
                 strv_add(&argv, "set");
                 strv_add(&argv, "Interface");
                 strv_add(&argv, rt->bridge);
                 strv_addf(&argv, "mtu_request=%u", mtu);
-                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+                r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, err);
                 strv_done(&argv);
         } else {
                 struct nl_link br;
@@ -195,18 +197,18 @@ static int mtu_update(struct nl_conn *nl, const struct net_def *def, struct net_
         }
         if (r < 0)
                 return r;
-        r = net_runtime_write(def->name, rt);
+        r = net_runtime_write(ctx, def->name, rt);
         if (r < 0)
                 return r;
-        return net_dnsmasq_sync(def, rt, err);
+        return net_dnsmasq_sync(ctx, def, rt, err);
 }
 
-int net_tunnel_add(const char *name, const struct net_tunnel *t, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_tunnel_add(const struct vh_context *ctx, const char *name, const struct net_tunnel *t, struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         char a[NET_IPV4_STRLEN];
@@ -228,34 +230,34 @@ int net_tunnel_add(const char *name, const struct net_tunnel *t, struct vh_error
         if (r < 0)
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
         struct net_runtime rt;
-        if (net_runtime_read(name, &rt) < 0) {
+        if (net_runtime_read(ctx, name, &rt) < 0) {
                 /* Not running: check now what start would trip over. */
                 struct net_runtime planned = { .datapath = NET_DATAPATH_AUTO };
                 if (def->type == NET_TYPE_OVS)
                         planned.datapath = ovs_choose_datapath(def->datapath, NULL);
-                r = tunnel_check(nl, def, &planned, t, err);
+                r = tunnel_check(ctx, nl, def, &planned, t, err);
                 if (r < 0)
                         return r;
         } else {
-                r = mtu_update(nl, def, &rt, err);
+                r = mtu_update(ctx, nl, def, &rt, err);
                 if (r >= 0)
-                        r = net_tunnel_setup(nl, def, &rt, t, err);
+                        r = net_tunnel_setup(ctx, nl, def, &rt, t, err);
                 if (r < 0) {
                         def->n_tunnels--;
                         struct vh_error e = {};
-                        (void) mtu_update(nl, def, &rt, &e);
+                        (void) mtu_update(ctx, nl, def, &rt, &e);
                         return r;
                 }
         }
-        return net_save(def, err);
+        return net_save(ctx, def, err);
 }
 
-int net_tunnel_remove(const char *name, uint32_t remote, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_tunnel_remove(const struct vh_context *ctx, const char *name, uint32_t remote, struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         char a[NET_IPV4_STRLEN];
@@ -270,14 +272,14 @@ int net_tunnel_remove(const char *name, uint32_t remote, struct vh_error *err) {
         def->n_tunnels--;
 
         struct net_runtime rt;
-        if (net_runtime_read(name, &rt) >= 0) {
+        if (net_runtime_read(ctx, name, &rt) >= 0) {
                 _cleanup_(nl_closep) struct nl_conn *nl = NULL;
                 r = nl_open(&nl);
                 if (r < 0)
                         return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
-                (void) net_tunnel_teardown(nl, def, &rt, &t);
+                (void) net_tunnel_teardown(ctx, nl, def, &rt, &t);
                 struct vh_error e = {};
-                (void) mtu_update(nl, def, &rt, &e);
+                (void) mtu_update(ctx, nl, def, &rt, &e);
         }
-        return net_save(def, err);
+        return net_save(ctx, def, err);
 }

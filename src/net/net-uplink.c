@@ -50,7 +50,7 @@ static int link_index(struct nl_conn *nl, const char *name) {
         return r < 0 ? r : l.ifindex;
 }
 
-static int port_attach(struct uplink *u, struct vh_error *err) {
+static int port_attach(const struct vh_context *ctx, struct uplink *u, struct vh_error *err) {
         int pi = link_index(u->nl, u->port);
         if (pi < 0)
                 return vh_error_set(err, pi, "interface %s is gone", u->port);
@@ -59,15 +59,15 @@ static int port_attach(struct uplink *u, struct vh_error *err) {
                 struct strv argv = {};
                 const char *db = u->db;
                 ovs_argv_add_uplink_port(&argv, db, u->bridge, u->port, u->def->name, u->mtu != u->orig_mtu ? u->mtu : 0);
-                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+                r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, err);
                 strv_done(&argv);
                 if (r >= 0)
-                        r = ovs_check_interface(db, u->port, err);
+                        r = ovs_check_interface(ctx, db, u->port, err);
                 if (r < 0) {
                         struct strv del = {};
                         ovs_argv_del_port(&del, db, u->bridge, u->port);
                         if (!del.error)
-                                (void) ovs_vsctl(del.v, NULL, NULL);
+                                (void) ovs_vsctl(ctx, del.v, NULL, NULL);
                         strv_done(&del);
                         return r;
                 }
@@ -89,12 +89,12 @@ static int port_attach(struct uplink *u, struct vh_error *err) {
         return 0;
 }
 
-static int port_detach(struct uplink *u) {
+static int port_detach(const struct vh_context *ctx, struct uplink *u) {
         int r = 0, pi = link_index(u->nl, u->port);
         if (u->def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
                 ovs_argv_del_port(&argv, u->db, u->bridge, u->port);
-                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, NULL);
+                r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, NULL);
                 strv_done(&argv);
         } else if (pi > 0)
                 r = nl_link_set_master(u->nl, pi, 0);
@@ -109,14 +109,14 @@ static struct nl_route default_route(uint32_t gateway, int oif) {
         return (struct nl_route) { .gateway = gateway, .oif = oif, .protocol = RTPROT_BOOT };
 }
 
-static int step_do(struct uplink *u, enum uplink_step s, struct vh_error *err) {
+static int step_do(const struct vh_context *ctx, struct uplink *u, enum uplink_step s, struct vh_error *err) {
         char p[NET_PREFIX_STRLEN], g[NET_IPV4_STRLEN];
         net_prefix_format(&u->host_ip, p);
         net_ipv4_format(u->gateway, g);
         int r, bi;
         switch (s) {
         case STEP_PORT_TO_BRIDGE:
-                return port_attach(u, err);
+                return port_attach(ctx, u, err);
         case STEP_ROUTE_OFF_PORT:
                 r = nl_route_del(u->nl, &u->route);
                 return r < 0 ? vh_error_set(err, r, "cannot remove the default route from %s: %s", u->port, strerror(-r)) : 0;
@@ -146,11 +146,11 @@ static int step_do(struct uplink *u, enum uplink_step s, struct vh_error *err) {
         }
 }
 
-static int step_undo(struct uplink *u, enum uplink_step s) {
+static int step_undo(const struct vh_context *ctx, struct uplink *u, enum uplink_step s) {
         int i;
         switch (s) {
         case STEP_PORT_TO_BRIDGE:
-                return port_detach(u);
+                return port_detach(ctx, u);
         case STEP_ROUTE_OFF_PORT: {
                 i = link_index(u->nl, u->port);
                 if (i < 0)
@@ -278,12 +278,12 @@ static int uplink_prepare(struct uplink *u, struct vh_error *err) {
         return 0;
 }
 
-int net_uplink_apply(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, char ***ret_plan,
-                     bool dry_run, struct vh_error *err) {
+int net_uplink_apply(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                     struct net_runtime *rt, char ***ret_plan, bool dry_run, struct vh_error *err) {
         struct uplink u = {
                 .nl = nl,
                 .def = def,
-                .db = net_runtime_ovs_db(def, rt),
+                .db = net_runtime_ovs_db(ctx, def, rt),
                 .bridge = rt->bridge,
                 .port = def->uplink_port,
                 .host_ip = def->uplink_host_ip,
@@ -314,10 +314,10 @@ int net_uplink_apply(struct nl_conn *nl, const struct net_def *def, struct net_r
                 if (!u.active[s])
                         continue;
                 n++;
-                if (net_fault_inject("uplink", n))
+                if (net_fault_inject(ctx, "uplink", n))
                         r = vh_error_set(err, -EIO, "step %u failed (fault injected by VMHOST_NET_FAULT)", n);
                 else
-                        r = step_do(&u, (enum uplink_step) s, err);
+                        r = step_do(ctx, &u, (enum uplink_step) s, err);
                 if (r >= 0)
                         done[s] = true;
                 else {
@@ -331,7 +331,7 @@ int net_uplink_apply(struct nl_conn *nl, const struct net_def *def, struct net_r
                         if (!done[s])
                                 continue;
                         step_describe(&u, (enum uplink_step) s, desc, sizeof(desc));
-                        int k = step_undo(&u, (enum uplink_step) s);
+                        int k = step_undo(ctx, &u, (enum uplink_step) s);
                         strv_addf(&plan, "rollback: undo '%s': %s", desc, k < 0 ? strerror(-k) : "ok");
                 }
                 goto out;
@@ -351,13 +351,14 @@ out:
         return r;
 }
 
-int net_uplink_revert(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt) {
+int net_uplink_revert(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                      struct net_runtime *rt) {
         if (!rt->uplink_port[0])
                 return 0;
         struct uplink u = {
                 .nl = nl,
                 .def = def,
-                .db = net_runtime_ovs_db(def, rt),
+                .db = net_runtime_ovs_db(ctx, def, rt),
                 .bridge = rt->bridge,
                 .port = rt->uplink_port,
                 .host_ip = def->uplink_host_ip,
@@ -370,26 +371,26 @@ int net_uplink_revert(struct nl_conn *nl, const struct net_def *def, struct net_
         /* The apply steps undone in reverse; the route goes back onto the
          * NIC with the gateway it had. */
         if (u.gateway) {
-                k = step_undo(&u, STEP_ROUTE_ON_BRIDGE);
+                k = step_undo(ctx, &u, STEP_ROUTE_ON_BRIDGE);
                 if (k < 0 && k != -ESRCH && r >= 0)
                         r = k;
         }
         if (def->has_uplink_host_ip) {
-                k = step_undo(&u, STEP_ADDR_ON_BRIDGE);
+                k = step_undo(ctx, &u, STEP_ADDR_ON_BRIDGE);
                 if (k < 0 && k != -EADDRNOTAVAIL && r >= 0)
                         r = k;
         }
-        k = step_undo(&u, STEP_PORT_TO_BRIDGE);
+        k = step_undo(ctx, &u, STEP_PORT_TO_BRIDGE);
         if (k < 0 && r >= 0)
                 r = k;
         if (u.had_ip && def->has_uplink_host_ip) {
-                k = step_undo(&u, STEP_ADDR_OFF_PORT);
+                k = step_undo(ctx, &u, STEP_ADDR_OFF_PORT);
                 if (k < 0 && k != -EEXIST && r >= 0)
                         r = k;
         }
         if (u.gateway) {
                 u.route = default_route(u.gateway, 0);
-                k = step_undo(&u, STEP_ROUTE_OFF_PORT);
+                k = step_undo(ctx, &u, STEP_ROUTE_OFF_PORT);
                 if (k < 0 && k != -EEXIST && r >= 0)
                         r = k;
         }
@@ -397,12 +398,13 @@ int net_uplink_revert(struct nl_conn *nl, const struct net_def *def, struct net_
         return r;
 }
 
-int net_uplink(const char *name, const struct net_uplink_request *req, char ***ret_plan, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_uplink(const struct vh_context *ctx, const char *name, const struct net_uplink_request *req, char ***ret_plan,
+               struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         if (def->type == NET_TYPE_USER)
@@ -427,7 +429,7 @@ int net_uplink(const char *name, const struct net_uplink_request *req, char ***r
         if (r < 0)
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
         struct net_runtime rt;
-        bool running = net_runtime_read(name, &rt) >= 0;
+        bool running = net_runtime_read(ctx, name, &rt) >= 0;
         if (!running) {
                 if (req->dry_run) {
                         /* Plan against the bridge the network will have. */
@@ -439,7 +441,7 @@ int net_uplink(const char *name, const struct net_uplink_request *req, char ***r
                         char *port = TAKE_PTR(def->uplink_port);
                         def->has_uplink_host_ip = false;
                         def->uplink_gateway = 0;
-                        r = net_start_locked(def, &rt, err);
+                        r = net_start_locked(ctx, def, &rt, err);
                         def->uplink_port = port;
                         def->has_uplink_host_ip = true;
                         def->uplink_gateway = req->gateway;
@@ -447,35 +449,35 @@ int net_uplink(const char *name, const struct net_uplink_request *req, char ***r
                                 return r;
                 }
         }
-        r = net_uplink_apply(nl, def, &rt, ret_plan, req->dry_run, err);
+        r = net_uplink_apply(ctx, nl, def, &rt, ret_plan, req->dry_run, err);
         if (r < 0 || req->dry_run)
                 return r;
         /* The default route found on the NIC is part of the uplink now. */
         def->uplink_gateway = rt.uplink_gateway;
-        r = net_runtime_write(name, &rt);
+        r = net_runtime_write(ctx, name, &rt);
         if (r >= 0)
-                r = net_save(def, err);
+                r = net_save(ctx, def, err);
         if (r < 0) {
-                (void) net_uplink_revert(nl, def, &rt);
-                (void) net_runtime_write(name, &rt);
+                (void) net_uplink_revert(ctx, nl, def, &rt);
+                (void) net_runtime_write(ctx, name, &rt);
                 return r;
         }
         return 0;
 }
 
-int net_uplink_remove(const char *name, char ***ret_plan, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_uplink_remove(const struct vh_context *ctx, const char *name, char ***ret_plan, struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         if (!def->uplink_port)
                 return vh_error_set(err, -ENOENT, "network '%s' has no uplink", name);
         struct strv plan = {};
         struct net_runtime rt;
-        if (net_runtime_read(name, &rt) >= 0 && rt.uplink_port[0]) {
+        if (net_runtime_read(ctx, name, &rt) >= 0 && rt.uplink_port[0]) {
                 _cleanup_(nl_closep) struct nl_conn *nl = NULL;
                 r = nl_open(&nl);
                 if (r < 0)
@@ -483,15 +485,15 @@ int net_uplink_remove(const char *name, char ***ret_plan, struct vh_error *err) 
                 char p[NET_PREFIX_STRLEN];
                 strv_addf(&plan, "move %s out of %s and %s back onto it", rt.uplink_port, rt.bridge,
                           net_prefix_format(&def->uplink_host_ip, p));
-                r = net_uplink_revert(nl, def, &rt);
-                (void) net_runtime_write(name, &rt);
+                r = net_uplink_revert(ctx, nl, def, &rt);
+                (void) net_runtime_write(ctx, name, &rt);
                 strv_add(&plan, r < 0 ? "not everything could be restored" : "done");
         }
         free(def->uplink_port);
         def->uplink_port = NULL;
         def->has_uplink_host_ip = false;
         def->uplink_gateway = 0;
-        int k = net_save(def, err);
+        int k = net_save(ctx, def, err);
         if (ret_plan && !plan.error)
                 *ret_plan = plan.v;
         else

@@ -29,11 +29,11 @@
 
 /* ------------------------------------------------------------------ paths, lock */
 
-int net_conf_path(const char *name, char **ret) {
+int net_conf_path(const struct vh_context *ctx, const char *name, char **ret) {
         if (!name_is_valid(name))
                 return -EINVAL;
         _cleanup_free_ char *dir = NULL;
-        int r = vh_state_subdir("networks", &dir);
+        int r = vh_state_subdir(ctx, "networks", &dir);
         if (r < 0)
                 return r;
         char *p = strdup_printf("%s/%s.conf", dir, name);
@@ -43,12 +43,12 @@ int net_conf_path(const char *name, char **ret) {
         return 0;
 }
 
-int net_run_path(const char *name, const char *file, char **ret) {
+int net_run_path(const struct vh_context *ctx, const char *name, const char *file, char **ret) {
         if (!name_is_valid(name))
                 return -EINVAL;
         /* Only the path: reading the state of a stopped network must not
          * leave directories behind (net_run_dir_make() creates). */
-        _cleanup_free_ char *run = vh_runtime_dir();
+        _cleanup_free_ char *run = vh_runtime_dir(ctx);
         if (!run)
                 return -ENOMEM;
         char *p = file ? strdup_printf("%s/networks/%s/%s", run, name, file) : strdup_printf("%s/networks/%s", run, name);
@@ -58,11 +58,11 @@ int net_run_path(const char *name, const char *file, char **ret) {
         return 0;
 }
 
-int net_run_dir_make(const char *name, const char *sub) {
-        _cleanup_free_ char *dir = NULL, *top = NULL, *run = vh_runtime_dir();
-        int r = net_run_path(name, sub, &dir);
+int net_run_dir_make(const struct vh_context *ctx, const char *name, const char *sub) {
+        _cleanup_free_ char *dir = NULL, *top = NULL, *run = vh_runtime_dir(ctx);
+        int r = net_run_path(ctx, name, sub, &dir);
         if (r >= 0)
-                r = net_run_path(name, NULL, &top);
+                r = net_run_path(ctx, name, NULL, &top);
         if (r < 0 || !run)
                 return r < 0 ? r : -ENOMEM;
         r = mkdir_p(dir, 0700);
@@ -82,9 +82,9 @@ int net_run_dir_make(const char *name, const char *sub) {
         return 0;
 }
 
-int net_lock_take(struct vh_error *err) {
+int net_lock_take(const struct vh_context *ctx, struct vh_error *err) {
         _cleanup_free_ char *dir = NULL;
-        int r = vh_runtime_subdir("networks", &dir);
+        int r = vh_runtime_subdir(ctx, "networks", &dir);
         if (r < 0)
                 return vh_error_set(err, r, "cannot create the runtime directory: %s", strerror(-r));
         _cleanup_free_ char *path = strdup_printf("%s/lock", dir);
@@ -94,13 +94,12 @@ int net_lock_take(struct vh_error *err) {
         return vh_lockfile_take(path, "The network configuration of this vmhost home", "changed", 60 * 1000, err);
 }
 
-bool net_fault_inject(const char *what, unsigned step) {
-        const char *env = getenv("VMHOST_NET_FAULT");
-        if (isempty(env))
+bool net_fault_inject(const struct vh_context *ctx, const char *what, unsigned step) {
+        if (isempty(ctx->net_fault))
                 return false;
         char want[64];
         snprintf(want, sizeof(want), "%s:%u", what, step);
-        return streq(env, want);
+        return streq(ctx->net_fault, want);
 }
 
 char **net_strv_free(char **v) {
@@ -112,12 +111,12 @@ char **net_strv_free(char **v) {
 
 /* ------------------------------------------------------------------ definitions */
 
-int net_load(const char *name, struct net_def **ret, struct vh_error *err) {
+int net_load(const struct vh_context *ctx, const char *name, struct net_def **ret, struct vh_error *err) {
         if (!name_is_valid(name))
                 return vh_error_set(err, -EINVAL, "invalid network name '%s': use 1..%d characters of [a-zA-Z0-9_-]",
                                     name, VH_NAME_MAX);
         _cleanup_free_ char *path = NULL;
-        int r = net_conf_path(name, &path);
+        int r = net_conf_path(ctx, name, &path);
         if (r < 0)
                 return vh_error_set(err, r, "cannot find the state directory: %s", strerror(-r));
         _cleanup_free_ char *text = NULL;
@@ -141,11 +140,11 @@ int net_load(const char *name, struct net_def **ret, struct vh_error *err) {
         return 0;
 }
 
-int net_save(const struct net_def *def, struct vh_error *err) {
+int net_save(const struct vh_context *ctx, const struct net_def *def, struct vh_error *err) {
         _cleanup_free_ char *path = NULL, *text = net_def_format(def);
         if (!text)
                 return -ENOMEM;
-        int r = net_conf_path(def->name, &path);
+        int r = net_conf_path(ctx, def->name, &path);
         if (r < 0)
                 return vh_error_set(err, r, "cannot find the state directory: %s", strerror(-r));
         r = write_file_atomic(path, text, strlen(text), 0644);
@@ -154,18 +153,18 @@ int net_save(const struct net_def *def, struct vh_error *err) {
         return 0;
 }
 
-bool net_exists(const char *name) {
+bool net_exists(const struct vh_context *ctx, const char *name) {
         _cleanup_free_ char *path = NULL;
-        return net_conf_path(name, &path) >= 0 && file_exists(path);
+        return net_conf_path(ctx, name, &path) >= 0 && file_exists(path);
 }
 
 static int cmp_str(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-int net_list_names(char ***ret, struct vh_error *err) {
+int net_list_names(const struct vh_context *ctx, char ***ret, struct vh_error *err) {
         _cleanup_free_ char *dir = NULL;
-        int r = vh_state_subdir("networks", &dir);
+        int r = vh_state_subdir(ctx, "networks", &dir);
         if (r < 0)
                 return vh_error_set(err, r, "cannot find the state directory: %s", strerror(-r));
         DIR *d = opendir(dir);
@@ -264,9 +263,9 @@ char *net_runtime_format(const struct net_runtime *rt) {
                              rt->uplink_had_ip ? "yes" : "no", rt->ovs_db);
 }
 
-int net_runtime_read(const char *name, struct net_runtime *ret) {
+int net_runtime_read(const struct vh_context *ctx, const char *name, struct net_runtime *ret) {
         _cleanup_free_ char *path = NULL, *text = NULL;
-        int r = net_run_path(name, "state", &path);
+        int r = net_run_path(ctx, name, "state", &path);
         if (r < 0)
                 return r;
         r = read_full_file(path, NET_RUNTIME_MAX_BYTES, &text, NULL);
@@ -275,22 +274,22 @@ int net_runtime_read(const char *name, struct net_runtime *ret) {
         return net_runtime_parse(text, ret);
 }
 
-int net_runtime_write(const char *name, const struct net_runtime *rt) {
+int net_runtime_write(const struct vh_context *ctx, const char *name, const struct net_runtime *rt) {
         _cleanup_free_ char *path = NULL, *text = net_runtime_format(rt);
         if (!text)
                 return -ENOMEM;
-        int r = net_run_dir_make(name, NULL);
+        int r = net_run_dir_make(ctx, name, NULL);
         if (r >= 0)
-                r = net_run_path(name, "state", &path);
+                r = net_run_path(ctx, name, "state", &path);
         if (r < 0)
                 return r;
         return write_file_atomic(path, text, strlen(text), 0600);
 }
 
 /* Removes the network's runtime directory (files only vmhost wrote there). */
-static void run_dir_remove(const char *name) {
+static void run_dir_remove(const struct vh_context *ctx, const char *name) {
         _cleanup_free_ char *dir = NULL;
-        if (net_run_path(name, NULL, &dir) < 0)
+        if (net_run_path(ctx, name, NULL, &dir) < 0)
                 return;
         static const char *const files[] = { "state", "dnsmasq.conf", "dnsmasq.pid", "dnsmasq.leases", "dnsmasq.log",
                                               "dnsmasq.hosts" };
@@ -311,14 +310,15 @@ static void run_dir_remove(const char *name) {
  * unreachable in part) nor a route the host already has (its LAN, a VPN):
  * the bridge's connected route would hijack that traffic. Routes through
  * the network's own bridge ('own_ifindex') are its own. */
-static int check_overlap(struct nl_conn *nl, const struct net_def *def, int own_ifindex, struct vh_error *err) {
+static int check_overlap(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def, int own_ifindex,
+                         struct vh_error *err) {
         if (def->type == NET_TYPE_USER || !def->has_subnet)
                 return 0;
         char s[NET_PREFIX_STRLEN], o[NET_PREFIX_STRLEN];
         net_prefix_format(&def->subnet, s);
 
         char **names = NULL;
-        int n = net_list_names(&names, err);
+        int n = net_list_names(ctx, &names, err);
         if (n < 0)
                 return n;
         for (int i = 0; i < n; i++) {
@@ -326,7 +326,7 @@ static int check_overlap(struct nl_conn *nl, const struct net_def *def, int own_
                         continue;
                 struct net_def *other = NULL;
                 struct vh_error e = {};
-                if (net_load(names[i], &other, &e) < 0)
+                if (net_load(ctx, names[i], &other, &e) < 0)
                         continue; /* a broken definition is reported when it is used */
                 bool clash = other->type != NET_TYPE_USER && other->has_subnet &&
                              net_prefix_overlap(&def->subnet, &other->subnet);
@@ -371,17 +371,17 @@ static int check_overlap(struct nl_conn *nl, const struct net_def *def, int own_
         return r;
 }
 
-int net_create(struct net_def *def, struct vh_error *err) {
+int net_create(const struct vh_context *ctx, struct net_def *def, struct vh_error *err) {
         int r = net_def_complete(def, err);
         if (r < 0)
                 return r;
         r = net_def_validate(def, err);
         if (r < 0)
                 return r;
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
-        if (net_exists(def->name))
+        if (net_exists(ctx, def->name))
                 return vh_error_set(err, -EEXIST, "network '%s' exists already", def->name);
 
         if (def->type != NET_TYPE_USER) {
@@ -397,7 +397,7 @@ int net_create(struct net_def *def, struct vh_error *err) {
                 if (nl_link_get(nl, br, &l) == 0)
                         return vh_error_set(err, -EEXIST,
                                             "interface %s exists already: remove it or choose another name (bridge = ...)", br);
-                r = check_overlap(nl, def, 0, err);
+                r = check_overlap(ctx, nl, def, 0, err);
                 if (r < 0)
                         return r;
                 if (def->nat_interface && nl_link_get(nl, def->nat_interface, &l) < 0)
@@ -407,24 +407,24 @@ int net_create(struct net_def *def, struct vh_error *err) {
         if (def->type == NET_TYPE_OVS) {
                 /* The database in use now becomes part of the definition:
                  * every later command must reach the same switch. */
-                const char *db = ovs_db_for(def);
+                const char *db = ovs_db_for(ctx, def);
                 if (db && !def->ovs_db) {
                         r = net_def_set(def, "ovs-db", db, err);
                         if (r < 0)
                                 return r;
                 }
-                r = ovs_check_available(db, err);
+                r = ovs_check_available(ctx, db, err);
                 if (r < 0)
                         return r;
         }
-        return net_save(def, err);
+        return net_save(ctx, def, err);
 }
 
 /* ------------------------------------------------------------------ NAT */
 
-static int ip_forward_marker(char **ret) {
+static int ip_forward_marker(const struct vh_context *ctx, char **ret) {
         _cleanup_free_ char *dir = NULL;
-        int r = vh_runtime_subdir("networks", &dir);
+        int r = vh_runtime_subdir(ctx, "networks", &dir);
         if (r < 0)
                 return r;
         *ret = strdup_printf("%s/ip_forward.enabled-by-vmhost", dir);
@@ -433,10 +433,10 @@ static int ip_forward_marker(char **ret) {
 
 /* IP forwarding on while a NAT network runs; back off afterwards only if
  * it was vmhost that turned it on (a marker file remembers). */
-static int ip_forward_update(bool want, struct vh_error *err) {
+static int ip_forward_update(const struct vh_context *ctx, bool want, struct vh_error *err) {
         static const char *const sysctl = "/proc/sys/net/ipv4/ip_forward";
         _cleanup_free_ char *marker = NULL, *cur = NULL;
-        int r = ip_forward_marker(&marker);
+        int r = ip_forward_marker(ctx, &marker);
         if (r < 0)
                 return r;
         r = read_one_line_file(sysctl, &cur);
@@ -463,9 +463,9 @@ static int ip_forward_update(bool want, struct vh_error *err) {
 
 /* Regenerates vmhost's nft table from the NAT networks that run, counting
  * 'starting' as running and 'stopping' as stopped. */
-static int nat_sync(const char *starting, const char *stopping, struct vh_error *err) {
+static int nat_sync(const struct vh_context *ctx, const char *starting, const char *stopping, struct vh_error *err) {
         char **names = NULL;
-        int n = net_list_names(&names, err);
+        int n = net_list_names(ctx, &names, err);
         if (n < 0)
                 return n;
         struct nft_masquerade m[NET_MAX_NETWORKS];
@@ -479,13 +479,13 @@ static int nat_sync(const char *starting, const char *stopping, struct vh_error 
                         running = false;
                 else {
                         struct net_runtime rt;
-                        running = net_runtime_read(names[i], &rt) >= 0;
+                        running = net_runtime_read(ctx, names[i], &rt) >= 0;
                 }
                 if (!running)
                         continue;
                 struct net_def *d = NULL;
                 struct vh_error e = {};
-                if (net_load(names[i], &d, &e) < 0)
+                if (net_load(ctx, names[i], &d, &e) < 0)
                         continue;
                 if (!d->nat || !d->has_subnet) {
                         net_def_free(d);
@@ -500,17 +500,17 @@ static int nat_sync(const char *starting, const char *stopping, struct vh_error 
         int r = 0;
         /* Without NAT networks and without a table of ours, leave nftables
          * alone: a host without nft must still run plain bridges. */
-        if (nm > 0 || nft_table_exists() > 0) {
+        if (nm > 0 || nft_table_exists(ctx) > 0) {
                 _cleanup_free_ char *text = nft_ruleset_format(m, nm), *path = NULL;
                 _cleanup_free_ char *dir = NULL;
-                r = text ? vh_runtime_subdir("networks", &dir) : -ENOMEM;
+                r = text ? vh_runtime_subdir(ctx, "networks", &dir) : -ENOMEM;
                 if (r >= 0) {
                         path = strdup_printf("%s/nft-vmhost.rules", dir);
-                        r = path ? nft_apply(path, text, err) : -ENOMEM;
+                        r = path ? nft_apply(ctx, path, text, err) : -ENOMEM;
                 }
         }
         if (r >= 0)
-                r = ip_forward_update(nm > 0, err);
+                r = ip_forward_update(ctx, nm > 0, err);
         for (size_t i = 0; i < nm; i++)
                 net_def_free(defs[i]);
         return r;
@@ -533,9 +533,10 @@ static void dnsmasq_reservations_done(struct dnsmasq_reservations *r) {
         free(r->names);
 }
 
-static int dnsmasq_reservations_load(const char *net_name, struct dnsmasq_reservations *ret, struct vh_error *err) {
+static int dnsmasq_reservations_load(const struct vh_context *ctx, const char *net_name,
+                                     struct dnsmasq_reservations *ret, struct vh_error *err) {
         struct dnsmasq_reservations res = {};
-        int np = net_ports_read(net_name, &res.ports, err);
+        int np = net_ports_read(ctx, net_name, &res.ports, err);
         if (np < 0)
                 return np;
         res.hosts = calloc((size_t) np + 1, sizeof(*res.hosts));
@@ -557,26 +558,27 @@ static int dnsmasq_reservations_load(const char *net_name, struct dnsmasq_reserv
         return 0;
 }
 
-int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, struct vh_error *err) {
+int net_dnsmasq_sync(const struct vh_context *ctx, const struct net_def *def, const struct net_runtime *rt,
+                     struct vh_error *err) {
         if (!def->dhcp || def->type == NET_TYPE_USER)
                 return 0;
         _cleanup_free_ char *conf = NULL, *pid = NULL, *leases = NULL, *log = NULL, *hostsfile = NULL;
-        int r = net_run_dir_make(def->name, NULL);
+        int r = net_run_dir_make(ctx, def->name, NULL);
         if (r >= 0)
-                r = net_run_path(def->name, "dnsmasq.conf", &conf);
+                r = net_run_path(ctx, def->name, "dnsmasq.conf", &conf);
         if (r >= 0)
-                r = net_run_path(def->name, "dnsmasq.pid", &pid);
+                r = net_run_path(ctx, def->name, "dnsmasq.pid", &pid);
         if (r >= 0)
-                r = net_run_path(def->name, "dnsmasq.leases", &leases);
+                r = net_run_path(ctx, def->name, "dnsmasq.leases", &leases);
         if (r >= 0)
-                r = net_run_path(def->name, "dnsmasq.log", &log);
+                r = net_run_path(ctx, def->name, "dnsmasq.log", &log);
         if (r >= 0)
-                r = net_run_path(def->name, "dnsmasq.hosts", &hostsfile);
+                r = net_run_path(ctx, def->name, "dnsmasq.hosts", &hostsfile);
         if (r < 0)
                 return vh_error_set(err, r, "cannot make the runtime directory of '%s': %s", def->name, strerror(-r));
 
         struct dnsmasq_reservations res = {};
-        r = dnsmasq_reservations_load(def->name, &res, err);
+        r = dnsmasq_reservations_load(ctx, def->name, &res, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *hosts = dnsmasq_hosts_format(res.hosts, res.n), *old_hosts = NULL;
@@ -629,7 +631,7 @@ int net_dnsmasq_sync(const struct net_def *def, const struct net_runtime *rt, st
         r = write_file_atomic(conf, text, strlen(text), 0644);
         if (r < 0)
                 return vh_error_set(err, r, "cannot write %s: %s", conf, strerror(-r));
-        return dnsmasq_start(conf, log, err);
+        return dnsmasq_start(ctx, conf, log, err);
 }
 
 /* ------------------------------------------------------------------ MTU */
@@ -723,11 +725,11 @@ enum net_datapath net_datapath_choose(enum net_datapath configured, const char *
         return ovs_choose_datapath(configured, ret_why);
 }
 
-static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, struct nl_link *ret_link,
-                     struct vh_error *err) {
-        const char *db = net_runtime_ovs_db(def, rt);
+static int ovs_setup(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def,
+                     struct net_runtime *rt, struct nl_link *ret_link, struct vh_error *err) {
+        const char *db = net_runtime_ovs_db(ctx, def, rt);
         snprintf(rt->ovs_db, sizeof(rt->ovs_db), "%s", db ? db : "");
-        int r = ovs_check_available(db, err);
+        int r = ovs_check_available(ctx, db, err);
         if (r < 0)
                 return r;
         const char *why = NULL;
@@ -736,11 +738,11 @@ static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_r
 
         struct strv argv = {};
         ovs_argv_add_bridge(&argv, db, rt->bridge, rt->datapath, def->name, rt->mtu);
-        r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+        r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, err);
         strv_done(&argv);
         if (r < 0)
                 return r;
-        r = ovs_check_interface(db, rt->bridge, err);
+        r = ovs_check_interface(ctx, db, rt->bridge, err);
         if (r < 0) {
                 if (rt->datapath == NET_DATAPATH_SYSTEM) {
                         char msg[VH_ERROR_MAX];
@@ -758,19 +760,21 @@ static int ovs_setup(struct nl_conn *nl, const struct net_def *def, struct net_r
 
 /* Removes what start made; returns the first failure of removing the
  * bridge itself (the rest is best effort, and quiet when already gone). */
-static int teardown(struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt, struct vh_error *err) {
+static int teardown(const struct vh_context *ctx, struct nl_conn *nl, const struct net_def *def, struct net_runtime *rt,
+                    struct vh_error *err) {
         int r = 0;
         _cleanup_free_ char *conf = NULL, *pid = NULL;
-        if (net_run_path(def->name, "dnsmasq.conf", &conf) >= 0 && net_run_path(def->name, "dnsmasq.pid", &pid) >= 0)
+        if (net_run_path(ctx, def->name, "dnsmasq.conf",
+                         &conf) >= 0 && net_run_path(ctx, def->name, "dnsmasq.pid", &pid) >= 0)
                 (void) dnsmasq_stop(pid, conf);
         if (rt->uplink_port[0])
-                (void) net_uplink_revert(nl, def, rt);
+                (void) net_uplink_revert(ctx, nl, def, rt);
         for (unsigned i = 0; i < def->n_tunnels; i++)
-                (void) net_tunnel_teardown(nl, def, rt, &def->tunnels[i]);
+                (void) net_tunnel_teardown(ctx, nl, def, rt, &def->tunnels[i]);
         if (def->type == NET_TYPE_OVS) {
                 struct strv argv = {};
-                ovs_argv_del_bridge(&argv, net_runtime_ovs_db(def, rt), rt->bridge);
-                r = argv.error ? argv.error : ovs_vsctl(argv.v, NULL, err);
+                ovs_argv_del_bridge(&argv, net_runtime_ovs_db(ctx, def, rt), rt->bridge);
+                r = argv.error ? argv.error : ovs_vsctl(ctx, argv.v, NULL, err);
                 strv_done(&argv);
         } else {
                 struct nl_link l;
@@ -785,7 +789,8 @@ static int teardown(struct nl_conn *nl, const struct net_def *def, struct net_ru
         return r;
 }
 
-int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, struct vh_error *err) {
+int net_start_locked(const struct vh_context *ctx, const struct net_def *def, struct net_runtime *ret_rt,
+                     struct vh_error *err) {
         if (def->type == NET_TYPE_USER)
                 return vh_error_set(err, -EOPNOTSUPP, "network '%s' is user-mode: it runs inside each VM's QEMU", def->name);
         _cleanup_(nl_closep) struct nl_conn *nl = NULL;
@@ -794,7 +799,7 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
 
         struct net_runtime old;
-        bool was_running = net_runtime_read(def->name, &old) >= 0;
+        bool was_running = net_runtime_read(ctx, def->name, &old) >= 0;
         struct net_runtime rt = {};
         r = net_def_bridge_name(def, rt.bridge);
         if (r < 0)
@@ -807,7 +812,7 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
 
         struct nl_link br;
         int own = nl_link_get(nl, rt.bridge, &br) == 0 ? br.ifindex : 0;
-        r = check_overlap(nl, def, own, err);
+        r = check_overlap(ctx, nl, def, own, err);
         if (r < 0)
                 return r;
         r = net_effective_mtu(nl, def, &rt.mtu, rt.mtu_why, sizeof(rt.mtu_why), err);
@@ -816,17 +821,17 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
 
         /* Recorded before anything is made, so that 'stop' can clean up
          * after a start that died half-way. */
-        r = net_runtime_write(def->name, &rt);
+        r = net_runtime_write(ctx, def->name, &rt);
         if (r < 0)
                 return vh_error_set(err, r, "cannot record the state of '%s': %s", def->name, strerror(-r));
 
         if (def->type == NET_TYPE_OVS)
-                r = ovs_setup(nl, def, &rt, &br, err);
+                r = ovs_setup(ctx, nl, def, &rt, &br, err);
         else
                 r = bridge_setup(nl, def, &rt, &br, err);
         if (r < 0)
                 goto fail;
-        (void) net_runtime_write(def->name, &rt);
+        (void) net_runtime_write(ctx, def->name, &rt);
 
         if (def->gateway) {
                 struct net_prefix gw = { .addr = def->gateway, .len = def->subnet.len };
@@ -846,27 +851,27 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
                 goto fail;
         }
         for (unsigned i = 0; i < def->n_tunnels; i++) {
-                r = net_tunnel_setup(nl, def, &rt, &def->tunnels[i], err);
+                r = net_tunnel_setup(ctx, nl, def, &rt, &def->tunnels[i], err);
                 if (r < 0)
                         goto fail;
         }
         if (def->uplink_port && !rt.uplink_port[0]) {
                 char **plan = NULL;
-                r = net_uplink_apply(nl, def, &rt, &plan, false, err);
+                r = net_uplink_apply(ctx, nl, def, &rt, &plan, false, err);
                 net_strv_free(plan);
                 if (r < 0)
                         goto fail;
-                (void) net_runtime_write(def->name, &rt);
+                (void) net_runtime_write(ctx, def->name, &rt);
         }
-        r = net_dnsmasq_sync(def, &rt, err);
+        r = net_dnsmasq_sync(ctx, def, &rt, err);
         if (r < 0)
                 goto fail;
         if (def->nat) {
-                r = nat_sync(def->name, NULL, err);
+                r = nat_sync(ctx, def->name, NULL, err);
                 if (r < 0)
                         goto fail;
         }
-        r = net_runtime_write(def->name, &rt);
+        r = net_runtime_write(ctx, def->name, &rt);
         if (r < 0) {
                 vh_error_set(err, r, "cannot record the state of '%s': %s", def->name, strerror(-r));
                 goto fail;
@@ -877,10 +882,10 @@ int net_start_locked(const struct net_def *def, struct net_runtime *ret_rt, stru
 
 fail:
         if (!was_running) {
-                (void) teardown(nl, def, &rt, NULL);
+                (void) teardown(ctx, nl, def, &rt, NULL);
                 if (def->nat)
-                        (void) nat_sync(NULL, def->name, NULL);
-                run_dir_remove(def->name);
+                        (void) nat_sync(ctx, NULL, def->name, NULL);
+                run_dir_remove(ctx, def->name);
         }
         return r;
 }
@@ -894,16 +899,16 @@ static void status_from_runtime(const struct net_runtime *rt, int nports, struct
         ret->n_ports = nports > 0 ? (unsigned) nports : 0;
 }
 
-int net_start(const char *name, struct net_status *ret, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_start(const struct vh_context *ctx, const char *name, struct net_status *ret, struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         struct net_runtime rt;
-        r = net_start_locked(def, &rt, err);
+        r = net_start_locked(ctx, def, &rt, err);
         if (r < 0)
                 return r;
         if (ret) {
@@ -913,11 +918,11 @@ int net_start(const char *name, struct net_status *ret, struct vh_error *err) {
         return 0;
 }
 
-static int stop_locked(const struct net_def *def, struct vh_error *err) {
+static int stop_locked(const struct vh_context *ctx, const struct net_def *def, struct vh_error *err) {
         if (def->type == NET_TYPE_USER)
                 return 0;
         char **vms = NULL;
-        int n = net_in_use_by(def->name, &vms, err);
+        int n = net_in_use_by(ctx, def->name, &vms, err);
         if (n < 0)
                 return n;
         if (n > 0) {
@@ -929,7 +934,7 @@ static int stop_locked(const struct net_def *def, struct vh_error *err) {
         net_strv_free(vms);
 
         struct net_runtime rt;
-        if (net_runtime_read(def->name, &rt) < 0) {
+        if (net_runtime_read(ctx, def->name, &rt) < 0) {
                 /* Not recorded as running: still remove what a crashed start
                  * may have left, by name. */
                 rt = (struct net_runtime) { .nat = def->nat };
@@ -942,7 +947,7 @@ static int stop_locked(const struct net_def *def, struct vh_error *err) {
                 return vh_error_set(err, r, "cannot open netlink: %s", strerror(-r));
         if (def->type == NET_TYPE_OVS && rt.datapath == NET_DATAPATH_AUTO)
                 rt.datapath = ovs_choose_datapath(def->datapath, NULL);
-        r = teardown(nl, def, &rt, err);
+        r = teardown(ctx, nl, def, &rt, err);
         if (r < 0) {
                 /* Keep the record: 'stop' again once the cause is fixed. */
                 char msg[VH_ERROR_MAX];
@@ -950,35 +955,35 @@ static int stop_locked(const struct net_def *def, struct vh_error *err) {
                 return vh_error_set(err, r, "%.400s (network '%s' is still recorded as running)", msg, def->name);
         }
         if (def->nat || rt.nat)
-                r = nat_sync(NULL, def->name, err);
-        run_dir_remove(def->name);
+                r = nat_sync(ctx, NULL, def->name, err);
+        run_dir_remove(ctx, def->name);
         return r;
 }
 
-int net_stop(const char *name, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_stop(const struct vh_context *ctx, const char *name, struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
-        return stop_locked(def, err);
+        return stop_locked(ctx, def, err);
 }
 
-int net_delete(const char *name, struct vh_error *err) {
-        _cleanup_net_lock_ int lock = net_lock_take(err);
+int net_delete(const struct vh_context *ctx, const char *name, struct vh_error *err) {
+        _cleanup_net_lock_ int lock = net_lock_take(ctx, err);
         if (lock < 0)
                 return lock;
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
-        r = stop_locked(def, err);
+        r = stop_locked(ctx, def, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *path = NULL;
-        r = net_conf_path(name, &path);
+        r = net_conf_path(ctx, name, &path);
         if (r >= 0 && unlink(path) < 0)
                 r = negative_errno();
         if (r < 0)
@@ -986,18 +991,18 @@ int net_delete(const char *name, struct vh_error *err) {
         return 0;
 }
 
-int net_get_status(const char *name, struct net_status *ret, struct vh_error *err) {
+int net_get_status(const struct vh_context *ctx, const char *name, struct net_status *ret, struct vh_error *err) {
         _cleanup_(net_def_freep) struct net_def *def = NULL;
-        int r = net_load(name, &def, err);
+        int r = net_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         struct net_status st = { .mtu = net_def_mtu(def) };
         if (def->type != NET_TYPE_USER)
                 (void) net_def_bridge_name(def, st.bridge);
         struct net_runtime rt;
-        if (def->type != NET_TYPE_USER && net_runtime_read(name, &rt) >= 0) {
+        if (def->type != NET_TYPE_USER && net_runtime_read(ctx, name, &rt) >= 0) {
                 struct net_port *ports = NULL;
-                int np = net_ports_read(name, &ports, err);
+                int np = net_ports_read(ctx, name, &ports, err);
                 if (np < 0)
                         return np;
                 free(ports);
@@ -1008,7 +1013,8 @@ int net_get_status(const char *name, struct net_status *ret, struct vh_error *er
                 if (nl_open(&nl) >= 0 && nl_link_get(nl, rt.bridge, &l) == -ENODEV)
                         st.degraded = true;
                 _cleanup_free_ char *conf = NULL, *pid = NULL;
-                if (net_run_path(name, "dnsmasq.conf", &conf) >= 0 && net_run_path(name, "dnsmasq.pid", &pid) >= 0)
+                if (net_run_path(ctx, name, "dnsmasq.conf",
+                                 &conf) >= 0 && net_run_path(ctx, name, "dnsmasq.pid", &pid) >= 0)
                         st.dnsmasq_pid = dnsmasq_pid(pid, conf);
         }
         *ret = st;

@@ -23,6 +23,7 @@
 #include "base/strutil.h"
 #include "net/net-addr.h"
 #include "net/net-def.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 /* ------------------------------------------------------------------ VM NICs */
@@ -52,21 +53,22 @@ struct net_nic_attachment {
  * the DHCP reservation when req->ip is set and starts the network first if
  * it is not running. Attaching a NIC that is still attached (the VM crashed
  * and nobody detached it) replaces the old tap. */
-int net_nic_attach(const char *net_name, const struct net_nic_request *req, struct net_nic_attachment *ret,
-                   struct vh_error *err);
+int net_nic_attach(const struct vh_context *ctx, const char *net_name, const struct net_nic_request *req,
+                   struct net_nic_attachment *ret, struct vh_error *err);
 
 /* Removes the tap, its switch port and its reservation. Idempotent: fine to
  * call twice, for a NIC never attached, and after QEMU crashed. */
-int net_nic_detach(const char *net_name, const char *vm_name, unsigned index, struct vh_error *err);
+int net_nic_detach(const struct vh_context *ctx, const char *net_name, const char *vm_name, unsigned index,
+                   struct vh_error *err);
 
 /* Detaches every NIC of the VM from every network (cleanup after a crash
  * when the caller no longer knows which networks it used). Returns the
  * number of NICs detached. */
-int net_nic_detach_all(const char *vm_name, struct vh_error *err);
+int net_nic_detach_all(const struct vh_context *ctx, const char *vm_name, struct vh_error *err);
 
 /* The VMs with NICs attached to the network: returns their number and, when
  * ret_vms is not NULL, a NULL-terminated array of names (net_strv_free()). */
-int net_in_use_by(const char *net_name, char ***ret_vms, struct vh_error *err);
+int net_in_use_by(const struct vh_context *ctx, const char *net_name, char ***ret_vms, struct vh_error *err);
 char **net_strv_free(char **v);
 
 struct net_port {
@@ -79,21 +81,21 @@ struct net_port {
         char trunks[64];
 };
 /* The attached NICs; returns the count, *ret a new array (free()). */
-int net_list_ports(const char *net_name, struct net_port **ret, struct vh_error *err);
+int net_list_ports(const struct vh_context *ctx, const char *net_name, struct net_port **ret, struct vh_error *err);
 
 /* ------------------------------------------------------------------ networks */
 
 /* Definitions on disk. */
-int net_load(const char *name, struct net_def **ret, struct vh_error *err);
-int net_save(const struct net_def *def, struct vh_error *err);
-bool net_exists(const char *name);
+int net_load(const struct vh_context *ctx, const char *name, struct net_def **ret, struct vh_error *err);
+int net_save(const struct vh_context *ctx, const struct net_def *def, struct vh_error *err);
+bool net_exists(const struct vh_context *ctx, const char *name);
 /* Sorted names; NULL-terminated (net_strv_free()). Returns the count. */
-int net_list_names(char ***ret, struct vh_error *err);
+int net_list_names(const struct vh_context *ctx, char ***ret, struct vh_error *err);
 
 /* Completes and validates 'def', checks it against the host (subnet overlap
  * with host routes and other vmhost networks, Open vSwitch present, the NAT
  * interface exists) and saves it. -EEXIST if the name is taken. */
-int net_create(struct net_def *def, struct vh_error *err);
+int net_create(const struct vh_context *ctx, struct net_def *def, struct vh_error *err);
 
 struct net_status {
         bool running;
@@ -106,7 +108,7 @@ struct net_status {
         int dnsmasq_pid;
         unsigned n_ports;
 };
-int net_get_status(const char *name, struct net_status *ret, struct vh_error *err);
+int net_get_status(const struct vh_context *ctx, const char *name, struct net_status *ret, struct vh_error *err);
 
 /* The datapath an OVS network gets when it starts on this host now: the
  * configured one ("as configured"), or for auto what start would choose
@@ -117,17 +119,17 @@ enum net_datapath net_datapath_choose(enum net_datapath configured, const char *
 
 /* Brings the network up (idempotent). A start that fails half-way removes
  * what it made. ret may be NULL. */
-int net_start(const char *name, struct net_status *ret, struct vh_error *err);
+int net_start(const struct vh_context *ctx, const char *name, struct net_status *ret, struct vh_error *err);
 /* Takes it down; refuses (-EBUSY) while VMs are attached. */
-int net_stop(const char *name, struct vh_error *err);
+int net_stop(const struct vh_context *ctx, const char *name, struct vh_error *err);
 /* Stops it and removes the definition; refuses (-EBUSY) while VMs are attached. */
-int net_delete(const char *name, struct vh_error *err);
+int net_delete(const struct vh_context *ctx, const char *name, struct vh_error *err);
 
 /* ------------------------------------------------------------------ tunnels */
 
 /* Adds a tunnel to the definition and, if the network runs, to the host. */
-int net_tunnel_add(const char *name, const struct net_tunnel *t, struct vh_error *err);
-int net_tunnel_remove(const char *name, uint32_t remote, struct vh_error *err);
+int net_tunnel_add(const struct vh_context *ctx, const char *name, const struct net_tunnel *t, struct vh_error *err);
+int net_tunnel_remove(const struct vh_context *ctx, const char *name, uint32_t remote, struct vh_error *err);
 
 /* ------------------------------------------------------------------ uplink */
 
@@ -143,6 +145,7 @@ struct net_uplink_request {
  * done are undone in reverse order so the host keeps its address. The plan
  * (one line per step, then what happened) goes to *ret_plan
  * (net_strv_free()) even on failure. */
-int net_uplink(const char *name, const struct net_uplink_request *req, char ***ret_plan, struct vh_error *err);
+int net_uplink(const struct vh_context *ctx, const char *name, const struct net_uplink_request *req, char ***ret_plan,
+               struct vh_error *err);
 /* Moves the NIC and the address back and forgets the uplink. */
-int net_uplink_remove(const char *name, char ***ret_plan, struct vh_error *err);
+int net_uplink_remove(const struct vh_context *ctx, const char *name, char ***ret_plan, struct vh_error *err);

@@ -47,13 +47,13 @@ char *nft_ruleset_format(const struct nft_masquerade *m, size_t n) {
         return buf;
 }
 
-int nft_apply(const char *path, const char *ruleset, struct vh_error *err) {
+int nft_apply(const struct vh_context *ctx, const char *path, const char *ruleset, struct vh_error *err) {
         int r = write_file_atomic(path, ruleset, strlen(ruleset), 0600);
         if (r < 0)
                 return vh_error_set(err, r, "cannot write %s: %s", path, strerror(-r));
         char *argv[] = { (char *) "nft", (char *) "-f", (char *) path, NULL };
         _cleanup_free_ char *out = NULL;
-        r = process_run(argv, NFT_RUN_TIMEOUT_MS, 16 * 1024, &out, err);
+        r = process_run(ctx, argv, NFT_RUN_TIMEOUT_MS, 16 * 1024, &out, err);
         if (r == -ENOENT)
                 return vh_error_set(err, r, "nft is not installed: apt-get install nftables");
         if (r < 0)
@@ -69,10 +69,10 @@ int nft_apply(const char *path, const char *ruleset, struct vh_error *err) {
         return 0;
 }
 
-int nft_table_exists(void) {
+int nft_table_exists(const struct vh_context *ctx) {
         char *argv[] = { (char *) "nft", (char *) "list", (char *) "table", (char *) NFT_TABLE_FAMILY,
                          (char *) NFT_TABLE_NAME, NULL };
-        int r = process_run(argv, NFT_RUN_TIMEOUT_MS, 64 * 1024, NULL, NULL);
+        int r = process_run(ctx, argv, NFT_RUN_TIMEOUT_MS, 64 * 1024, NULL, NULL);
         if (r < 0)
                 return r;
         return r == 0;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "net/net-addr.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 #define NFT_TABLE_FAMILY "ip"
@@ -26,7 +27,7 @@ struct nft_masquerade {
 char *nft_ruleset_format(const struct nft_masquerade *m, size_t n);
 
 /* Writes 'ruleset' to 'path' and runs nft -f path. */
-int nft_apply(const char *path, const char *ruleset, struct vh_error *err);
+int nft_apply(const struct vh_context *ctx, const char *path, const char *ruleset, struct vh_error *err);
 
 /* Whether vmhost's table exists (nft list table ip vmhost): 1, 0 or -errno. */
-int nft_table_exists(void);
+int nft_table_exists(const struct vh_context *ctx);

@@ -16,11 +16,10 @@
  * blocked write of its output). */
 #define OVS_VSCTL_RUN_TIMEOUT_MS ((OVS_TIMEOUT_SEC + 5) * 1000u)
 
-const char *ovs_db_for(const struct net_def *def) {
+const char *ovs_db_for(const struct vh_context *ctx, const struct net_def *def) {
         if (def && def->ovs_db)
                 return def->ovs_db;
-        const char *env = getenv("VMHOST_OVS_DB");
-        return isempty(env) ? NULL : env;
+        return isempty(ctx->ovs_db) ? NULL : ctx->ovs_db;
 }
 
 void ovs_argv_begin(struct strv *argv, const char *db) {
@@ -149,10 +148,10 @@ static const char *first_line(char *out, char *buf, size_t len) {
         return buf;
 }
 
-int ovs_vsctl(char *const *argv, char **ret_output, struct vh_error *err) {
+int ovs_vsctl(const struct vh_context *ctx, char *const *argv, char **ret_output, struct vh_error *err) {
         _cleanup_free_ char *out = NULL;
         char line[300];
-        int r = process_run(argv, OVS_VSCTL_RUN_TIMEOUT_MS, OVS_MAX_OUTPUT, &out, err);
+        int r = process_run(ctx, argv, OVS_VSCTL_RUN_TIMEOUT_MS, OVS_MAX_OUTPUT, &out, err);
         if (r == -ENOENT)
                 return vh_error_set(err, -ENOENT,
                                     "Open vSwitch is not installed (no ovs-vsctl in PATH): apt-get install openvswitch-switch");
@@ -177,19 +176,19 @@ int ovs_vsctl(char *const *argv, char **ret_output, struct vh_error *err) {
         return 0;
 }
 
-int ovs_check_available(const char *db, struct vh_error *err) {
+int ovs_check_available(const struct vh_context *ctx, const char *db, struct vh_error *err) {
         struct strv argv = {};
         ovs_argv_begin(&argv, db);
         strv_add(&argv, "--no-wait");
         strv_add(&argv, "list-br");
         int r = argv.error;
         if (r >= 0)
-                r = ovs_vsctl(argv.v, NULL, err);
+                r = ovs_vsctl(ctx, argv.v, NULL, err);
         strv_done(&argv);
         return r;
 }
 
-int ovs_check_interface(const char *db, const char *name, struct vh_error *err) {
+int ovs_check_interface(const struct vh_context *ctx, const char *db, const char *name, struct vh_error *err) {
         struct strv argv = {};
         ovs_argv_begin(&argv, db);
         strv_add(&argv, "--");
@@ -201,7 +200,7 @@ int ovs_check_interface(const char *db, const char *name, struct vh_error *err) 
         _cleanup_free_ char *out = NULL;
         int r = argv.error;
         if (r >= 0)
-                r = ovs_vsctl(argv.v, &out, err);
+                r = ovs_vsctl(ctx, argv.v, &out, err);
         strv_done(&argv);
         if (r < 0)
                 return r;
@@ -218,7 +217,7 @@ int ovs_check_interface(const char *db, const char *name, struct vh_error *err) 
         return 0;
 }
 
-int ovs_bridge_exists(const char *db, const char *bridge) {
+int ovs_bridge_exists(const struct vh_context *ctx, const char *db, const char *bridge) {
         struct strv argv = {};
         ovs_argv_begin(&argv, db);
         strv_add(&argv, "br-exists");
@@ -228,7 +227,7 @@ int ovs_bridge_exists(const char *db, const char *bridge) {
                 return -ENOMEM;
         }
         /* br-exists answers with its exit status: 0 yes, 2 no. */
-        int r = process_run(argv.v, OVS_VSCTL_RUN_TIMEOUT_MS, 4096, NULL, NULL);
+        int r = process_run(ctx, argv.v, OVS_VSCTL_RUN_TIMEOUT_MS, 4096, NULL, NULL);
         strv_done(&argv);
         if (r < 0)
                 return r;

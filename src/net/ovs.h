@@ -13,14 +13,16 @@
 
 #include "base/strv.h"
 #include "net/net-def.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 /* Seconds ovs-vsctl waits for the database and for ovs-vswitchd. */
 #define OVS_TIMEOUT_SEC 10
 
-/* The database remote: def->ovs_db, else $VMHOST_OVS_DB, else NULL (OVS's
- * default unix:/var/run/openvswitch/db.sock). */
-const char *ovs_db_for(const struct net_def *def);
+/* The database remote: def->ovs_db, else the context's ovs_db
+ * ($VMHOST_OVS_DB), else NULL (OVS's default
+ * unix:/var/run/openvswitch/db.sock). */
+const char *ovs_db_for(const struct vh_context *ctx, const struct net_def *def);
 
 /* argv = ovs-vsctl [--db=DB] --timeout=N; commands follow. */
 void ovs_argv_begin(struct strv *argv, const char *db);
@@ -48,17 +50,17 @@ void ovs_argv_del_port(struct strv *argv, const char *db, const char *bridge, co
  * ret_output when not NULL. Errors: -ENOENT ovs-vsctl missing (message says
  * to install openvswitch-switch), -ETIMEDOUT database or ovs-vswitchd not
  * answering, -EIO other failures with ovs-vsctl's message. */
-int ovs_vsctl(char *const *argv, char **ret_output, struct vh_error *err);
+int ovs_vsctl(const struct vh_context *ctx, char *const *argv, char **ret_output, struct vh_error *err);
 
 /* Whether ovs-vsctl exists and the database answers. */
-int ovs_check_available(const char *db, struct vh_error *err);
+int ovs_check_available(const struct vh_context *ctx, const char *db, struct vh_error *err);
 
 /* Reads Interface 'name': -EIO with OVS's error text when the error column
  * is set or ofport is -1. */
-int ovs_check_interface(const char *db, const char *name, struct vh_error *err);
+int ovs_check_interface(const struct vh_context *ctx, const char *db, const char *name, struct vh_error *err);
 
 /* 1 if 'bridge' is an OVS bridge in this database, 0 if not. */
-int ovs_bridge_exists(const char *db, const char *bridge);
+int ovs_bridge_exists(const struct vh_context *ctx, const char *db, const char *bridge);
 
 /* The datapath to use: 'requested' unless auto; auto picks system when the
  * kernel module (generic netlink family ovs_datapath) is there, else netdev.

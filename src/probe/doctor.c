@@ -124,10 +124,10 @@ static void check_value(struct probe_check *c, const char *fmt, ...) {
 /* Runs "TOOL ARG" and parses the version from its first line. Returns 0,
  * -ENOENT when the tool is not installed, -EINVAL when it printed no
  * version, or another -errno. */
-static int tool_version(const char *tool, const char *arg, struct probe_version *ret) {
+static int tool_version(const struct vh_context *ctx, const char *tool, const char *arg, struct probe_version *ret) {
         _cleanup_free_ char *out = NULL;
         char *argv[] = { (char *) tool, (char *) arg, NULL };
-        int r = process_run(argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
+        int r = process_run(ctx, argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
         if (r < 0)
                 return r;
         if (!out)
@@ -234,7 +234,7 @@ static const struct {
         { "riscv64", "riscv64", "qemu-system-misc" },
 };
 
-static void check_qemu(struct doctor *d) {
+static void check_qemu(const struct vh_context *ctx, struct doctor *d) {
         const char *target = "x86_64", *package = "qemu-system-x86";
         for (size_t i = 0; i < ELEMENTSOF(qemu_targets); i++)
                 if (streq(d->uts.machine, qemu_targets[i].machine)) {
@@ -243,7 +243,7 @@ static void check_qemu(struct doctor *d) {
                 }
         snprintf(d->qemu_name, sizeof(d->qemu_name), "qemu-system-%s", target);
 
-        _cleanup_free_ char *path = find_executable(d->qemu_name);
+        _cleanup_free_ char *path = find_executable(ctx, d->qemu_name);
         if (!path) {
                 struct probe_check *c = check_add(d, SECTION_QEMU, d->qemu_name, PROBE_CHECK_MISSING,
                                                  "not in PATH; install %s", package);
@@ -253,7 +253,7 @@ static void check_qemu(struct doctor *d) {
         d->qemu_present = true;
 
         struct probe_version v;
-        int r = tool_version(d->qemu_name, "--version", &v);
+        int r = tool_version(ctx, d->qemu_name, "--version", &v);
         if (r < 0) {
                 struct probe_check *c = check_add(d, SECTION_QEMU, d->qemu_name, PROBE_CHECK_WARN,
                                                  "%s --version printed no version (%s)", path, strerror(-r));
@@ -272,7 +272,7 @@ static void check_qemu(struct doctor *d) {
 
         _cleanup_free_ char *out = NULL;
         char *argv[] = { d->qemu_name, (char *) "-accel", (char *) "help", NULL };
-        r = process_run(argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
+        r = process_run(ctx, argv, TOOL_RUN_TIMEOUT_MS, TOOL_OUTPUT_MAX, &out, NULL);
         if (r != 0 || !out) {
                 /* Every Debian build has TCG; assume it rather than refuse to run. */
                 d->qemu_has_tcg = true;
@@ -300,11 +300,11 @@ static int cmp_str(const void *a, const void *b) {
 
 /* Other qemu-system-* binaries in PATH: listed, not run, since a machine with
  * every target installed would spend seconds on --version alone. */
-static void check_qemu_targets(struct doctor *d) {
+static void check_qemu_targets(const struct vh_context *ctx, struct doctor *d) {
         char *names[OTHER_TARGETS_MAX];
         size_t n = 0;
         bool more = false;
-        const char *pathenv = getenv("PATH");
+        const char *pathenv = ctx->exec_path;
         _cleanup_free_ char *copy = strdup(isempty(pathenv) ? "/usr/local/bin:/usr/bin:/bin" : pathenv);
         if (!copy)
                 return;
@@ -357,9 +357,9 @@ static void check_qemu_targets(struct doctor *d) {
         check_value(c, "%s%s", n ? value : "none", more ? ", ..." : "");
 }
 
-static void check_qemu_img(struct doctor *d) {
+static void check_qemu_img(const struct vh_context *ctx, struct doctor *d) {
         struct probe_version v;
-        int r = tool_version("qemu-img", "--version", &v);
+        int r = tool_version(ctx, "qemu-img", "--version", &v);
         if (r == -ENOENT) {
                 struct probe_check *c = check_add(d, SECTION_QEMU, "qemu-img", PROBE_CHECK_MISSING,
                                                  "not in PATH; install qemu-utils for interoperability checks "
@@ -686,11 +686,11 @@ static void check_netns(struct doctor *d) {
         check_value(c, have ? "supported" : "missing");
 }
 
-static void check_nftables(struct doctor *d) {
+static void check_nftables(const struct vh_context *ctx, struct doctor *d) {
         char how[256], vb[64] = "";
         enum probe_kmod_state s = kmod(d, "nf_tables", "NF_TABLES", how, sizeof(how));
         struct probe_version v;
-        int r = tool_version("nft", "--version", &v);
+        int r = tool_version(ctx, "nft", "--version", &v);
         if (r >= 0)
                 snprintf(vb, sizeof(vb), "nft %s", v.text);
         else if (r == -ENOENT)
@@ -711,12 +711,12 @@ static void check_nftables(struct doctor *d) {
         check_value(c, "%s, nf_tables %s", vb, probe_kmod_state_to_string(s));
 }
 
-static void check_ovs(struct doctor *d) {
+static void check_ovs(const struct vh_context *ctx, struct doctor *d) {
         static const char *const tools[] = { "ovs-vsctl", "ovs-vswitchd", "ovsdb-server" };
         char missing[128] = "";
         size_t n_missing = 0;
         for (size_t i = 0; i < ELEMENTSOF(tools); i++) {
-                _cleanup_free_ char *p = find_executable(tools[i]);
+                _cleanup_free_ char *p = find_executable(ctx, tools[i]);
                 if (!p) {
                         size_t l = strlen(missing);
                         snprintf(missing + l, sizeof(missing) - l, "%s%s", n_missing ? ", " : "", tools[i]);
@@ -733,7 +733,7 @@ static void check_ovs(struct doctor *d) {
                 check_value(c, "incomplete");
         } else {
                 struct probe_version v;
-                int r = tool_version("ovs-vsctl", "--version", &v);
+                int r = tool_version(ctx, "ovs-vsctl", "--version", &v);
                 c = check_add(d, SECTION_NET, "openvswitch", PROBE_CHECK_OK,
                               "ovs-vsctl, ovs-vswitchd and ovsdb-server are installed");
                 check_value(c, "%s", r >= 0 ? v.text : "unknown version");
@@ -817,7 +817,8 @@ static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_m
         }
 }
 
-void probe_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeout_ms, struct probe_ovs_daemons *ret) {
+void probe_ovs_daemons_probe(const struct vh_context *ctx, const char *db, const char *rundir, unsigned timeout_ms,
+                             struct probe_ovs_daemons *ret) {
         struct probe_ovs_daemons s = {};
         if (!timeout_ms)
                 timeout_ms = PROBE_OVS_TIMEOUT_MS;
@@ -829,7 +830,8 @@ void probe_ovs_daemons_probe(const char *db, const char *rundir, unsigned timeou
 
         s.default_paths = streq(s.rundir, PROBE_OVS_RUNDIR) && streq(s.db, "unix:" PROBE_OVS_RUNDIR "/db.sock");
 
-        _cleanup_free_ char *server = find_executable("ovsdb-server"), *vswitchd = find_executable("ovs-vswitchd");
+        _cleanup_free_ char *server = find_executable(ctx,
+                                                      "ovsdb-server"), *vswitchd = find_executable(ctx, "ovs-vswitchd");
         s.installed = server && vswitchd;
 
         if (startswith(s.db, "unix:"))
@@ -934,18 +936,18 @@ void probe_ovs_daemons_judge(const struct probe_ovs_daemons *s, struct probe_che
         *ret = c;
 }
 
-static void check_ovs_daemons(struct doctor *d) {
+static void check_ovs_daemons(const struct vh_context *ctx, struct doctor *d) {
         struct probe_ovs_daemons s;
-        probe_ovs_daemons_probe(d->ovs_db, d->ovs_rundir, 0, &s);
+        probe_ovs_daemons_probe(ctx, d->ovs_db, d->ovs_rundir, 0, &s);
         struct probe_check *c = check_add(d, SECTION_NET, "ovs-daemons", PROBE_CHECK_OK, "%s", "");
         if (c)
                 probe_ovs_daemons_judge(&s, c);
 }
 
-static void check_tool(struct doctor *d, const char *name, const char *tool, const char *arg,
-                       const char *purpose, const char *package) {
+static void check_tool(const struct vh_context *ctx, struct doctor *d, const char *name, const char *tool,
+                       const char *arg, const char *purpose, const char *package) {
         struct probe_version v;
-        int r = tool_version(tool, arg, &v);
+        int r = tool_version(ctx, tool, arg, &v);
         struct probe_check *c;
         if (r == -ENOENT) {
                 c = check_add(d, SECTION_TOOLS, name, PROBE_CHECK_MISSING, "not installed (install %s); %s",
@@ -960,11 +962,11 @@ static void check_tool(struct doctor *d, const char *name, const char *tool, con
         }
 }
 
-static void check_tools(struct doctor *d) {
-        check_tool(d, "dnsmasq", "dnsmasq", "--version", "DHCP and DNS for VM networks", "dnsmasq-base");
-        check_tool(d, "ssh", "ssh", "-V", "reaches remote hosts and drives migration between them",
+static void check_tools(const struct vh_context *ctx, struct doctor *d) {
+        check_tool(ctx, d, "dnsmasq", "dnsmasq", "--version", "DHCP and DNS for VM networks", "dnsmasq-base");
+        check_tool(ctx, d, "ssh", "ssh", "-V", "reaches remote hosts and drives migration between them",
                    "openssh-client");
-        _cleanup_free_ char *sshd = find_executable("sshd");
+        _cleanup_free_ char *sshd = find_executable(ctx, "sshd");
         struct probe_check *c;
         if (sshd) {
                 c = check_add(d, SECTION_TOOLS, "sshd", PROBE_CHECK_OK,
@@ -993,7 +995,8 @@ static void sort_sections(struct doctor *d) {
         }
 }
 
-int probe_doctor_run(const struct probe_doctor_options *opts, struct probe_report **ret_report, struct vh_error *err) {
+int probe_doctor_run(const struct vh_context *ctx, const struct probe_doctor_options *opts,
+                     struct probe_report **ret_report, struct vh_error *err) {
         uint64_t t0 = vh_clock_ns();
         struct doctor d = {
                 .ovs_db = opts ? opts->ovs_db : NULL,
@@ -1012,19 +1015,19 @@ int probe_doctor_run(const struct probe_doctor_options *opts, struct probe_repor
         }
 
         kernel_load(&d);
-        check_qemu(&d);
-        check_qemu_targets(&d);
-        check_qemu_img(&d);
+        check_qemu(ctx, &d);
+        check_qemu_targets(ctx, &d);
+        check_qemu_img(ctx, &d);
         check_cpu(&d);
         check_kvm_module(&d);
         check_nested(&d);
         check_tun(&d);
         check_modules(&d);
         check_netns(&d);
-        check_nftables(&d);
-        check_ovs(&d);
-        check_ovs_daemons(&d);
-        check_tools(&d);
+        check_nftables(ctx, &d);
+        check_ovs(ctx, &d);
+        check_ovs_daemons(ctx, &d);
+        check_tools(ctx, &d);
 
         r = probe_kvm_finish(&job, &d.report->kvm, err);
         if (r >= 0) {
@@ -1033,7 +1036,7 @@ int probe_doctor_run(const struct probe_doctor_options *opts, struct probe_repor
                 nested_note_accel(&d);
                 sort_sections(&d);
                 if (opts && opts->store_kvm_cache)
-                        (void) probe_kvm_cache_store(&d.report->kvm, NULL);
+                        (void) probe_kvm_cache_store(ctx, &d.report->kvm, NULL);
         }
 
         free(d.proc_modules);

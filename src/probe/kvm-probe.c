@@ -782,9 +782,9 @@ static int read_boot_id(char **ret) {
         return 0;
 }
 
-static int cache_path(char **ret) {
+static int cache_path(const struct vh_context *ctx, char **ret) {
         _cleanup_free_ char *dir = NULL;
-        int r = vh_runtime_subdir(NULL, &dir);
+        int r = vh_runtime_subdir(ctx, NULL, &dir);
         if (r < 0)
                 return r;
         char *p = strdup_printf("%s/kvm-probe", dir);
@@ -794,12 +794,12 @@ static int cache_path(char **ret) {
         return 0;
 }
 
-int probe_kvm_cache_store(const struct probe_kvm_result *res, struct vh_error *err) {
+int probe_kvm_cache_store(const struct vh_context *ctx, const struct probe_kvm_result *res, struct vh_error *err) {
         _cleanup_free_ char *boot_id = NULL, *path = NULL, *text = NULL;
         int r = read_boot_id(&boot_id);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot read the boot id: %s", strerror(-r));
-        r = cache_path(&path);
+        r = cache_path(ctx, &path);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create the runtime directory: %s", strerror(-r));
         r = probe_kvm_cache_format(res, boot_id, &text);
@@ -811,9 +811,10 @@ int probe_kvm_cache_store(const struct probe_kvm_result *res, struct vh_error *e
         return 0;
 }
 
-int probe_kvm_cached(struct probe_kvm_result *ret_result, bool *ret_from_cache, struct vh_error *err) {
+int probe_kvm_cached(const struct vh_context *ctx, struct probe_kvm_result *ret_result, bool *ret_from_cache,
+                     struct vh_error *err) {
         _cleanup_free_ char *boot_id = NULL, *path = NULL, *text = NULL;
-        if (read_boot_id(&boot_id) >= 0 && cache_path(&path) >= 0 &&
+        if (read_boot_id(&boot_id) >= 0 && cache_path(ctx, &path) >= 0 &&
             read_full_file(path, CACHE_MAX, &text, NULL) >= 0) {
                 struct probe_kvm_result cached;
                 if (probe_kvm_cache_parse(text, boot_id, &cached) >= 0) {
@@ -829,7 +830,7 @@ int probe_kvm_cached(struct probe_kvm_result *ret_result, bool *ret_from_cache, 
         if (r < 0)
                 return r;
         /* A cache we cannot write costs the next caller a probe, nothing more. */
-        (void) probe_kvm_cache_store(&fresh, NULL);
+        (void) probe_kvm_cache_store(ctx, &fresh, NULL);
         *ret_result = fresh;
         if (ret_from_cache)
                 *ret_from_cache = false;

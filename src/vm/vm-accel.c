@@ -7,7 +7,7 @@
 #include "vm/vm-accel.h"
 #include "vmhost/doctor.h"
 
-int vm_accel_resolve(enum vm_accel want, const char **ret, struct vh_error *err) {
+int vm_accel_resolve(const struct vh_context *ctx, enum vm_accel want, const char **ret, struct vh_error *err) {
         if (want == VM_ACCEL_TCG) {
                 *ret = "tcg";
                 return 0;
@@ -15,7 +15,7 @@ int vm_accel_resolve(enum vm_accel want, const char **ret, struct vh_error *err)
 
         struct probe_kvm_result probe;
         bool cached;
-        int r = probe_kvm_cached(&probe, &cached, err);
+        int r = probe_kvm_cached(ctx, &probe, &cached, err);
         if (r < 0)
                 return r;
         bool kvm = probe.status == PROBE_KVM_USABLE;
@@ -37,11 +37,11 @@ int vm_accel_check_cpu(const char *vm_name, const char *cpu_model, const char *a
                             vm_name, strcmp(accel, "tcg") == 0 ? "TCG" : accel, vm_name);
 }
 
-int vm_accel_check_def(const struct vm_def *def, struct vh_error *err) {
+int vm_accel_check_def(const struct vh_context *ctx, const struct vm_def *def, struct vh_error *err) {
         if (!def->cpu_model)
                 return 0;
         const char *accel;
-        int r = vm_accel_resolve(def->accel, &accel, err);
+        int r = vm_accel_resolve(ctx, def->accel, &accel, err);
         if (r < 0)
                 return r;
         return vm_accel_check_cpu(def->name, def->cpu_model, accel, err);

@@ -42,7 +42,8 @@ static void lease_cache_done(struct lease_cache *c) {
                 free(c->leases[i]);
 }
 
-static const struct net_lease *lease_lookup(struct lease_cache *c, const char *network, const char *mac, int64_t now) {
+static const struct net_lease *lease_lookup(const struct vh_context *ctx, struct lease_cache *c, const char *network,
+                                            const char *mac, int64_t now) {
         unsigned i = 0;
         while (i < c->used && !streq(c->network[i], network))
                 i++;
@@ -50,14 +51,14 @@ static const struct net_lease *lease_lookup(struct lease_cache *c, const char *n
                 if (c->used >= VM_MAX_NICS)
                         return NULL;
                 snprintf(c->network[i], sizeof(c->network[i]), "%s", network);
-                c->ok[i] = net_leases_read(network, &c->leases[i], &c->n[i], NULL) >= 0;
+                c->ok[i] = net_leases_read(ctx, network, &c->leases[i], &c->n[i], NULL) >= 0;
                 c->used++;
         }
         return c->ok[i] ? net_leases_find(c->leases[i], c->n[i], mac, now) : NULL;
 }
 
-int vm_addresses(const struct vm_def *def, const struct vm_status *st, int64_t now, struct vm_address **ret,
-                 struct vh_error *err) {
+int vm_addresses(const struct vh_context *ctx, const struct vm_def *def, const struct vm_status *st, int64_t now,
+                 struct vm_address **ret, struct vh_error *err) {
         *ret = NULL;
         if (st->state != VM_STATE_RUNNING || def->n_nics == 0)
                 return 0;
@@ -75,13 +76,13 @@ int vm_addresses(const struct vm_def *def, const struct vm_status *st, int64_t n
                 if (nic->mac[0])
                         snprintf(x->mac, sizeof(x->mac), "%s", nic->mac);
                 else
-                        (void) vm_derive_mac(def->id, i, x->mac);
+                        (void) vm_derive_mac(ctx, def->id, i, x->mac);
 
                 struct net_prefix subnet = user_default_subnet;
                 bool user = streq(nic->network, VM_NET_USER);
                 if (!user) {
                         struct net_def *nd = NULL;
-                        if (net_load(nic->network, &nd, NULL) < 0)
+                        if (net_load(ctx, nic->network, &nd, NULL) < 0)
                                 continue; /* the network is gone: nothing to say */
                         user = nd->type == NET_TYPE_USER;
                         if (user && nd->has_subnet)
@@ -94,7 +95,7 @@ int vm_addresses(const struct vm_def *def, const struct vm_status *st, int64_t n
                         n++;
                         continue;
                 }
-                const struct net_lease *l = x->mac[0] ? lease_lookup(&cache, nic->network, x->mac, now) : NULL;
+                const struct net_lease *l = x->mac[0] ? lease_lookup(ctx, &cache, nic->network, x->mac, now) : NULL;
                 if (l) {
                         snprintf(x->ip, sizeof(x->ip), "%s", l->ip);
                         x->source = VM_ADDR_DHCP_LEASE;

@@ -11,6 +11,7 @@
 #include "net/net-addr.h"
 #include "vm/vm-def.h"
 #include "vm/vm.h"
+#include "vmhost/context.h"
 
 enum vm_addr_source {
         VM_ADDR_DHCP_LEASE, /* in the network's dnsmasq lease file */
@@ -41,5 +42,5 @@ uint32_t vm_user_nat_guest_address(const struct net_prefix *subnet);
  * addresses are information, and one unreadable file must not fail the
  * status. 'now' (seconds since the epoch) decides which leases have
  * expired. Returns the count; *ret (free()) has one entry per address. */
-int vm_addresses(const struct vm_def *def, const struct vm_status *st, int64_t now, struct vm_address **ret,
-                 struct vh_error *err);
+int vm_addresses(const struct vh_context *ctx, const struct vm_def *def, const struct vm_status *st, int64_t now,
+                 struct vm_address **ret, struct vh_error *err);

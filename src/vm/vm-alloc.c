@@ -20,9 +20,9 @@
 #include "vm/vm-list.h"
 #include "vm/vm.h"
 
-int vm_home_lock(int *ret_fd, struct vh_error *err) {
+int vm_home_lock(const struct vh_context *ctx, int *ret_fd, struct vh_error *err) {
         _cleanup_free_ char *dir = NULL;
-        int r = vh_state_subdir("vms", &dir);
+        int r = vh_state_subdir(ctx, "vms", &dir);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create the VM directory: %s", strerror(-r));
         _cleanup_free_ char *path = strdup_printf("%s/.lock", dir);
@@ -42,9 +42,9 @@ int vm_home_lock(int *ret_fd, struct vh_error *err) {
  * a typo in one key must not hand that VM's id, MACs or display to
  * another. Returns 1 with '*ret', 0 when the directory holds no definition,
  * or -errno with 'err' naming the file when what it holds cannot be told. */
-static int load_reserved(const char *name, struct vm_def **ret, struct vh_error *err) {
+static int load_reserved(const struct vh_context *ctx, const char *name, struct vm_def **ret, struct vh_error *err) {
         struct vm_paths p;
-        int r = vm_paths_get(name, &p, err);
+        int r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *text = NULL;
@@ -71,14 +71,15 @@ static int load_reserved(const char *name, struct vm_def **ret, struct vh_error 
 /* Calls 'fn' for every definition in this home, broken ones with what
  * could be read of them; fails, naming the file, for one that cannot be
  * read that far. */
-static int for_each_def(void (*fn)(const struct vm_def *def, void *userdata), void *userdata, struct vh_error *err) {
+static int for_each_def(const struct vh_context *ctx, void (*fn)(const struct vm_def *def, void *userdata),
+                        void *userdata, struct vh_error *err) {
         _cleanup_(vm_names_freep) char **names = NULL;
-        int r = vm_list_names(&names, err);
+        int r = vm_list_names(ctx, &names, err);
         if (r < 0)
                 return r;
         for (char **n = names; *n; n++) {
                 struct vm_def *def = NULL;
-                r = load_reserved(*n, &def, err);
+                r = load_reserved(ctx, *n, &def, err);
                 if (r < 0)
                         return r;
                 if (r > 0) {
@@ -118,22 +119,22 @@ static void mark_used(const struct vm_def *def, void *userdata) {
 }
 
 /* What the definitions of this home use; fails where one cannot be read. */
-static int used_collect(struct used **ret, const char *what, struct vh_error *err) {
+static int used_collect(const struct vh_context *ctx, struct used **ret, const char *what, struct vh_error *err) {
         _cleanup_free_ struct used *u = calloc(1, sizeof(*u));
         if (!u)
                 return -ENOMEM;
-        u->host = vm_host_id();
+        u->host = vm_host_id(ctx);
         struct vh_error e = {};
-        int r = for_each_def(mark_used, u, &e);
+        int r = for_each_def(ctx, mark_used, u, &e);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot allocate %s: %s", what, vh_error_message(&e, r));
         *ret = TAKE_PTR(u);
         return 0;
 }
 
-int vm_alloc_id(unsigned *ret, struct vh_error *err) {
+int vm_alloc_id(const struct vh_context *ctx, unsigned *ret, struct vh_error *err) {
         _cleanup_free_ struct used *u = NULL;
-        int r = used_collect(&u, "a VM id", err);
+        int r = used_collect(ctx, &u, "a VM id", err);
         if (r < 0)
                 return r;
         for (unsigned id = 1; id < 65536; id++)
@@ -154,9 +155,9 @@ static bool tcp_port_free(const char *host, unsigned port) {
         return bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
 }
 
-int vm_alloc_vnc_display(const char *host, unsigned *ret, struct vh_error *err) {
+int vm_alloc_vnc_display(const struct vh_context *ctx, const char *host, unsigned *ret, struct vh_error *err) {
         _cleanup_free_ struct used *u = NULL;
-        int r = used_collect(&u, "a VNC display", err);
+        int r = used_collect(ctx, &u, "a VNC display", err);
         if (r < 0)
                 return r;
         for (unsigned d = VM_VNC_DISPLAY_MIN; d <= VM_VNC_DISPLAY_MAX; d++)
@@ -168,8 +169,8 @@ int vm_alloc_vnc_display(const char *host, unsigned *ret, struct vh_error *err) 
                             VM_VNC_DISPLAY_MAX, 5900 + VM_VNC_DISPLAY_MIN, 5900 + VM_VNC_DISPLAY_MAX);
 }
 
-uint32_t vm_host_id(void) {
-        _cleanup_free_ char *machine_id = NULL, *state = vh_state_dir();
+uint32_t vm_host_id(const struct vh_context *ctx) {
+        _cleanup_free_ char *machine_id = NULL, *state = vh_state_dir(ctx);
         if (read_one_line_file("/etc/machine-id", &machine_id) < 0)
                 machine_id = NULL;
         /* FNV-1a over "machine-id\0state-dir": stable for a home, different
@@ -183,10 +184,10 @@ uint32_t vm_host_id(void) {
         return (uint32_t) ((h >> 40) ^ (h >> 16) ^ h) & 0xffffff;
 }
 
-int vm_derive_mac(unsigned id, unsigned index, char ret[18]) {
+int vm_derive_mac(const struct vh_context *ctx, unsigned id, unsigned index, char ret[18]) {
         if (id == 0 || id > 65535 || index >= 16)
                 return -EINVAL;
-        uint32_t host = vm_host_id();
+        uint32_t host = vm_host_id(ctx);
         snprintf(ret, 18, "%02x:%02x:%02x:%02x:%02x:%02x", (index << 4) | 0x02, (host >> 16) & 0xff, (host >> 8) & 0xff,
                  host & 0xff, (id >> 8) & 0xff, id & 0xff);
         return 0;

@@ -25,8 +25,8 @@
 /* QMP serves one client at a time; a command waits this long for it. */
 #define VM_QMP_CONNECT_MS 5000
 
-static int running_status(const char *name, struct vm_status *st, struct vh_error *err) {
-        int r = vm_get_status(name, st, err);
+static int running_status(const struct vh_context *ctx, const char *name, struct vm_status *st, struct vh_error *err) {
+        int r = vm_get_status(ctx, name, st, err);
         if (r < 0)
                 return r;
         if (st->state != VM_STATE_RUNNING)
@@ -34,13 +34,13 @@ static int running_status(const char *name, struct vm_status *st, struct vh_erro
         return 0;
 }
 
-static int open_qmp(const char *name, struct qmp_client **ret, struct vh_error *err) {
+static int open_qmp(const struct vh_context *ctx, const char *name, struct qmp_client **ret, struct vh_error *err) {
         struct vm_status st;
-        int r = running_status(name, &st, err);
+        int r = running_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         struct vm_paths p;
-        r = vm_paths_get(name, &p, err);
+        r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         r = qmp_connect(p.qmp_socket, VM_QMP_CONNECT_MS, ret, err);
@@ -51,10 +51,10 @@ static int open_qmp(const char *name, struct qmp_client **ret, struct vh_error *
         return r;
 }
 
-static int stop_graceful_locked(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
-                                struct vh_error *err) {
+static int stop_graceful_locked(const struct vh_context *ctx, const char *name, unsigned timeout_ms,
+                                enum vm_stop_how *ret_how, struct vh_error *err) {
         struct vm_status st;
-        int r = vm_get_status(name, &st, err);
+        int r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (st.state != VM_STATE_RUNNING) {
@@ -66,7 +66,7 @@ static int stop_graceful_locked(const char *name, unsigned timeout_ms, enum vm_s
         enum vm_stop_how how = VM_STOP_KILLED;
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
         struct vh_error qerr = {};
-        if (open_qmp(name, &q, &qerr) >= 0) {
+        if (open_qmp(ctx, name, &q, &qerr) >= 0) {
                 if (timeout_ms > 0 && qmp_execute(q, "system_powerdown", NULL, NULL, &qerr) >= 0 &&
                     process_wait_gone(st.pid, timeout_ms))
                         how = VM_STOP_GUEST;
@@ -77,7 +77,7 @@ static int stop_graceful_locked(const char *name, unsigned timeout_ms, enum vm_s
         }
         /* Whatever happened above, vm_stop() finishes the job: SIGTERM and
          * SIGKILL for a QEMU still there, then the taps and runtime files. */
-        r = vm_stop(name, 2000, err);
+        r = vm_stop(ctx, name, 2000, err);
         if (r < 0)
                 return r;
         if (ret_how)
@@ -85,23 +85,27 @@ static int stop_graceful_locked(const char *name, unsigned timeout_ms, enum vm_s
         return 0;
 }
 
-int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how, struct vh_error *err) {
+int vm_stop_graceful(const struct vh_context *ctx, const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
+                     struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, timeout_ms > 0 ? "stopped" : "killed", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, timeout_ms > 0 ? "stopped" : "killed", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock,
+                             err);
         if (r < 0)
                 return r;
-        return stop_graceful_locked(name, timeout_ms, ret_how, err);
+        return stop_graceful_locked(ctx, name, timeout_ms, ret_how, err);
 }
 
-int vm_monitor(const char *name, const char *command, char **ret_text, struct vh_error *err) {
+int vm_monitor(const struct vh_context *ctx, const char *name, const char *command, char **ret_text,
+               struct vh_error *err) {
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-        int r = open_qmp(name, &q, err);
+        int r = open_qmp(ctx, name, &q, err);
         if (r < 0)
                 return r;
         return qmp_human_command(q, command, ret_text, err);
 }
 
-int vm_qmp_raw(const char *name, const char *json_text, char **ret_json, struct vh_error *err) {
+int vm_qmp_raw(const struct vh_context *ctx, const char *name, const char *json_text, char **ret_json,
+               struct vh_error *err) {
         struct json_value *cmd = NULL;
         int r = json_parse(json_text, strlen(json_text), NULL, &cmd, err);
         if (r < 0)
@@ -123,7 +127,7 @@ int vm_qmp_raw(const char *name, const char *json_text, char **ret_json, struct 
                 return -ENOMEM;
 
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-        r = open_qmp(name, &q, err);
+        r = open_qmp(ctx, name, &q, err);
         if (r < 0)
                 return r;
         struct json_value *ret = NULL;
@@ -158,9 +162,9 @@ static void drop_fdset(struct qmp_client *q, int64_t fdset) {
         (void) qmp_execute(q, "remove-fd", args, NULL, NULL);
 }
 
-int vm_screenshot(const char *name, const char *path, struct vh_error *err) {
+int vm_screenshot(const struct vh_context *ctx, const char *name, const char *path, struct vh_error *err) {
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-        int r = open_qmp(name, &q, err);
+        int r = open_qmp(ctx, name, &q, err);
         if (r < 0)
                 return r;
         /* vmhost opens the file (with the caller's rights and umask); QEMU
@@ -181,20 +185,20 @@ int vm_screenshot(const char *name, const char *path, struct vh_error *err) {
         return r;
 }
 
-int vm_cdrom_change(const char *name, const char *iso, struct vh_error *err) {
+int vm_cdrom_change(const struct vh_context *ctx, const char *name, const char *iso, struct vh_error *err) {
         char abs[PATH_MAX];
         if (iso && !realpath(iso, abs))
                 return vh_error_set(err, negative_errno(), "ISO image %s: %m", iso);
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "changed", VM_LOCK_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "changed", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-        r = open_qmp(name, &q, err);
+        r = open_qmp(ctx, name, &q, err);
         if (r < 0)
                 return r;
 
@@ -239,7 +243,7 @@ int vm_cdrom_change(const char *name, const char *iso, struct vh_error *err) {
                 return -ENOMEM;
         if (!iso && def->boot == VM_BOOT_CDROM)
                 def->boot = VM_BOOT_DISK;
-        return vm_save(def, err);
+        return vm_save(ctx, def, err);
 }
 
 static int open_disk(const struct vm_def *def, bool write, struct vh_image **ret, struct vh_error *err) {
@@ -256,20 +260,21 @@ static int open_disk(const struct vm_def *def, bool write, struct vh_image **ret
         return vh_image_open(def->disk, &o, ret, err);
 }
 
-int vm_snapshot(const char *name, enum vm_snapshot_op op, const char *snap, bool *ret_running, struct vh_error *err) {
+int vm_snapshot(const struct vh_context *ctx, const char *name, enum vm_snapshot_op op, const char *snap,
+                bool *ret_running, struct vh_error *err) {
         if (isempty(snap) || strlen(snap) > 128 || strpbrk(snap, " \t\n\"'\\"))
                 return vh_error_set(err, -EINVAL, "Invalid snapshot name '%s': 1-128 characters, no spaces or quotes",
                                     snap ? snap : "");
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "snapshotted", VM_LOCK_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "snapshotted", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (ret_running)
@@ -284,7 +289,7 @@ int vm_snapshot(const char *name, enum vm_snapshot_op op, const char *snap, bool
                         [VM_SNAPSHOT_DELETE] = "delvm",
                 };
                 _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-                r = open_qmp(name, &q, err);
+                r = open_qmp(ctx, name, &q, err);
                 if (r < 0)
                         return r;
                 qmp_set_timeout(q, 300 * 1000);
@@ -314,9 +319,9 @@ int vm_snapshot(const char *name, enum vm_snapshot_op op, const char *snap, bool
         return vh_image_flush(img, err);
 }
 
-int vm_snapshot_list(const char *name, char **ret_text, struct vh_error *err) {
+int vm_snapshot_list(const struct vh_context *ctx, const char *name, char **ret_text, struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, err);
+        int r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         _cleanup_(vh_image_freep) struct vh_image *img = NULL;

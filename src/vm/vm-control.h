@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 enum vm_stop_how {
@@ -19,27 +20,31 @@ enum vm_stop_how {
 /* Presses the ACPI power button and waits up to 'timeout_ms' for the guest
  * to power off; then asks QEMU to quit; then kills it. 'timeout_ms' 0 skips
  * the guest and quits at once (vm kill). Taps are detached afterwards. */
-int vm_stop_graceful(const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how, struct vh_error *err);
+int vm_stop_graceful(const struct vh_context *ctx, const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
+                     struct vh_error *err);
 
 /* Runs a human monitor command ("info status"); the answer in *ret_text. */
-int vm_monitor(const char *name, const char *command, char **ret_text, struct vh_error *err);
+int vm_monitor(const struct vh_context *ctx, const char *name, const char *command, char **ret_text,
+               struct vh_error *err);
 
 /* Sends one raw QMP command given as JSON text ({"execute": ..., "arguments":
  * {...}}) and returns the reply's "return" value as JSON text. */
-int vm_qmp_raw(const char *name, const char *json_text, char **ret_json, struct vh_error *err);
+int vm_qmp_raw(const struct vh_context *ctx, const char *name, const char *json_text, char **ret_json,
+               struct vh_error *err);
 
 /* Writes a PNG of the VM's screen to 'path'. QEMU draws into the VM's
  * runtime directory; vmhost moves the file to 'path'. */
-int vm_screenshot(const char *name, const char *path, struct vh_error *err);
+int vm_screenshot(const struct vh_context *ctx, const char *name, const char *path, struct vh_error *err);
 
 /* Ejects the CD (iso NULL) or inserts 'iso' into the running VM's CD-ROM
  * drive, and records the change in the definition. */
-int vm_cdrom_change(const char *name, const char *iso, struct vh_error *err);
+int vm_cdrom_change(const struct vh_context *ctx, const char *name, const char *iso, struct vh_error *err);
 
 enum vm_snapshot_op { VM_SNAPSHOT_CREATE, VM_SNAPSHOT_REVERT, VM_SNAPSHOT_DELETE };
 
 /* Running VM: the full machine state (savevm/loadvm/delvm). Stopped VM:
  * the disk's internal snapshot. *ret_running says which it was. */
-int vm_snapshot(const char *name, enum vm_snapshot_op op, const char *snap, bool *ret_running, struct vh_error *err);
+int vm_snapshot(const struct vh_context *ctx, const char *name, enum vm_snapshot_op op, const char *snap,
+                bool *ret_running, struct vh_error *err);
 /* The snapshot table of the VM's disk, as text ("Snapshot list: ..."). */
-int vm_snapshot_list(const char *name, char **ret_text, struct vh_error *err);
+int vm_snapshot_list(const struct vh_context *ctx, const char *name, char **ret_text, struct vh_error *err);

@@ -16,7 +16,8 @@
 #include "vm/vm.h"
 #include "vmhost/image.h"
 
-int vm_image_create_overlay(struct vm_def *def, const char *base, uint64_t size, struct vh_error *err) {
+int vm_image_create_overlay(const struct vh_context *ctx, struct vm_def *def, const char *base, uint64_t size,
+                            struct vh_error *err) {
         char abs_base[PATH_MAX];
         if (!realpath(base, abs_base))
                 return vh_error_set(err, negative_errno(), "Base image %s: %m", base);
@@ -27,7 +28,7 @@ int vm_image_create_overlay(struct vm_def *def, const char *base, uint64_t size,
                 return r;
 
         struct vm_paths p;
-        r = vm_paths_get(def->name, &p, err);
+        r = vm_paths_get(ctx, def->name, &p, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *disk = strdup_printf("%s/disk.qcow2", p.state_dir);
@@ -84,9 +85,9 @@ int vm_image_record_disk_format(struct vm_def *def, const char *explicit_format,
         return 0;
 }
 
-void vm_image_remove_own_disk(const struct vm_def *def) {
+void vm_image_remove_own_disk(const struct vh_context *ctx, const struct vm_def *def) {
         struct vm_paths p;
-        if (!def->disk || vm_paths_get(def->name, &p, NULL) < 0)
+        if (!def->disk || vm_paths_get(ctx, def->name, &p, NULL) < 0)
                 return;
         if (startswith(def->disk, p.state_dir))
                 unlink(def->disk);
@@ -161,17 +162,17 @@ static int names_add(char ***names, size_t *n, const char *name) {
  * definition that does not load fails the scan, naming its file: it might
  * use any image, and a base it uses must not lose its protection by a
  * typo. */
-static int scan_vms(const struct stat *target, enum vm_image_relation rel, char ***names, size_t *n,
-                    struct vh_error *err) {
+static int scan_vms(const struct vh_context *ctx, const struct stat *target, enum vm_image_relation rel, char ***names,
+                    size_t *n, struct vh_error *err) {
         _cleanup_(vm_names_freep) char **all = NULL;
-        int r = vm_list_names(&all, err);
+        int r = vm_list_names(ctx, &all, err);
         if (r < 0)
                 return r;
         for (char **name = all; *name; name++) {
                 _cleanup_(vm_def_freep) struct vm_def *def = NULL;
                 struct vh_error e = {};
-                r = vm_load(*name, &def, &e);
-                if (r == -ENOENT && !vm_exists(*name))
+                r = vm_load(ctx, *name, &def, &e);
+                if (r == -ENOENT && !vm_exists(ctx, *name))
                         continue; /* deleted since the scan */
                 if (r == -ENOMEM)
                         return r;
@@ -189,14 +190,15 @@ static int scan_vms(const struct stat *target, enum vm_image_relation rel, char 
 
 /* The VMs whose disk has relation 'rel' to 'path', sorted; *ret_names
  * (may be NULL) only on success. */
-static int find_vms(const char *path, enum vm_image_relation rel, char ***ret_names, struct vh_error *err) {
+static int find_vms(const struct vh_context *ctx, const char *path, enum vm_image_relation rel, char ***ret_names,
+                    struct vh_error *err) {
         char **names = calloc(1, sizeof(char *));
         if (!names)
                 return -ENOMEM;
         size_t n = 0;
         struct stat target;
         /* Nothing there: nothing depends on it. */
-        int r = stat(path, &target) < 0 ? 0 : scan_vms(&target, rel, &names, &n, err);
+        int r = stat(path, &target) < 0 ? 0 : scan_vms(ctx, &target, rel, &names, &n, err);
         if (r < 0) {
                 vm_names_free(names);
                 return r;
@@ -209,8 +211,8 @@ static int find_vms(const char *path, enum vm_image_relation rel, char ***ret_na
         return (int) n;
 }
 
-int vm_image_dependents(const char *path, char ***ret_names, struct vh_error *err) {
-        return find_vms(path, VM_IMAGE_BASE_OF, ret_names, err);
+int vm_image_dependents(const struct vh_context *ctx, const char *path, char ***ret_names, struct vh_error *err) {
+        return find_vms(ctx, path, VM_IMAGE_BASE_OF, ret_names, err);
 }
 
 static char *join_names(char **names) {
@@ -226,10 +228,10 @@ static char *join_names(char **names) {
         return out;
 }
 
-int vm_image_check_not_base(const char *path, const char *action, struct vh_error *err) {
+int vm_image_check_not_base(const struct vh_context *ctx, const char *path, const char *action, struct vh_error *err) {
         char **names = NULL;
         struct vh_error e = {};
-        int n = vm_image_dependents(path, &names, &e);
+        int n = vm_image_dependents(ctx, path, &names, &e);
         if (n < 0)
                 return vh_error_set(err, n, "Refusing to %s %s: %s", action, path, vh_error_message(&e, n));
         if (n == 0) {
@@ -242,15 +244,16 @@ int vm_image_check_not_base(const char *path, const char *action, struct vh_erro
                             list ? list : "?");
 }
 
-int vm_image_check_not_in_use(const char *path, const char *action, struct vh_error *err) {
+int vm_image_check_not_in_use(const struct vh_context *ctx, const char *path, const char *action,
+                              struct vh_error *err) {
         char **names = NULL;
         struct vh_error e = {};
-        int n = find_vms(path, VM_IMAGE_DISK_OF, &names, &e);
+        int n = find_vms(ctx, path, VM_IMAGE_DISK_OF, &names, &e);
         if (n < 0)
                 return vh_error_set(err, n, "Refusing to %s %s: %s", action, path, vh_error_message(&e, n));
         if (n == 0) {
                 vm_names_free(names);
-                return vm_image_check_not_base(path, action, err);
+                return vm_image_check_not_base(ctx, path, action, err);
         }
         _cleanup_free_ char *list = join_names(names);
         vm_names_free(names);
@@ -258,14 +261,14 @@ int vm_image_check_not_in_use(const char *path, const char *action, struct vh_er
                             list ? list : "?");
 }
 
-int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64_t, uint64_t, void *),
-                    void *userdata, struct vh_error *err) {
+int vm_image_commit(const struct vh_context *ctx, const char *name, char ***ret_others,
+                    int (*progress)(uint64_t, uint64_t, void *), void *userdata, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "committed", VM_LOCK_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "committed", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         if (!def->base || !def->disk)
@@ -274,7 +277,7 @@ int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64
 
         char **users = NULL;
         struct vh_error e = {};
-        r = vm_image_dependents(def->base, &users, &e);
+        r = vm_image_dependents(ctx, def->base, &users, &e);
         if (r < 0)
                 return vh_error_set(err, r, "Refusing to commit VM %s into %s: %s", name, def->base,
                                     vh_error_message(&e, r));
@@ -284,7 +287,7 @@ int vm_image_commit(const char *name, char ***ret_others, int (*progress)(uint64
         for (char **u = users; others && *u; u++) {
                 struct vm_status st;
                 /* A VM being started counts: its QEMU is about to open the base. */
-                if (vm_get_status(*u, &st, NULL) >= 0 &&
+                if (vm_get_status(ctx, *u, &st, NULL) >= 0 &&
                     (st.state == VM_STATE_RUNNING || st.state == VM_STATE_STARTING)) {
                         r = vh_error_set(err, -EBUSY, "Refusing to commit VM %s into %s while VM %s (on the same base) runs",
                                          name, def->base, *u);

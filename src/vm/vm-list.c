@@ -14,8 +14,8 @@ static int name_cmp(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-int vm_list_names(char ***ret, struct vh_error *err) {
-        _cleanup_free_ char *state = vh_state_dir();
+int vm_list_names(const struct vh_context *ctx, char ***ret, struct vh_error *err) {
+        _cleanup_free_ char *state = vh_state_dir(ctx);
         _cleanup_free_ char *dir = state ? strdup_printf("%s/vms", state) : NULL;
         if (!dir)
                 return -ENOMEM;
@@ -26,7 +26,7 @@ int vm_list_names(char ***ret, struct vh_error *err) {
         size_t n = 0, cap = 0;
         int r = names ? 0 : -ENOMEM;
         for (struct dirent *de; r >= 0 && d && (errno = 0, de = readdir(d));) {
-                if (!name_is_valid(de->d_name) || !vm_exists(de->d_name))
+                if (!name_is_valid(de->d_name) || !vm_exists(ctx, de->d_name))
                         continue;
                 if (n >= VM_LIST_MAX) {
                         r = vh_error_set(err, -E2BIG, "%s holds more than %d VMs", dir, VM_LIST_MAX);
@@ -60,19 +60,20 @@ int vm_list_names(char ***ret, struct vh_error *err) {
         return (int) n;
 }
 
-int vm_describe(const char *name, struct vm_def **ret_def, struct vm_status *ret_status, struct vh_error *err) {
+int vm_describe(const struct vh_context *ctx, const char *name, struct vm_def **ret_def, struct vm_status *ret_status,
+                struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(name, &def, err);
+        int r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         /* A crash seen by an earlier command is remembered until the next
          * start; vm_get_status() reports it only the first time. */
         if (st.state == VM_STATE_STOPPED)
-                vm_last_exit(name, st.exit_reason, sizeof(st.exit_reason));
+                vm_last_exit(ctx, name, st.exit_reason, sizeof(st.exit_reason));
         *ret_def = TAKE_PTR(def);
         *ret_status = st;
         return 0;

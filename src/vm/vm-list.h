@@ -9,6 +9,7 @@
 #include "vm/vm-def.h"
 #include "vm/vm-image.h" /* vm_names_free() */
 #include "vm/vm.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 /* Upper bound on the VMs one scan returns: a state directory with more
@@ -20,11 +21,12 @@
  * or not (callers that must not overlook a broken one, such as the
  * allocator, load each and decide). *ret is NULL-terminated; free it with
  * vm_names_free(). Returns the count. A missing STATE/vms is no VM. */
-int vm_list_names(char ***ret, struct vh_error *err);
+int vm_list_names(const struct vh_context *ctx, char ***ret, struct vh_error *err);
 static inline void vm_names_freep(char ***p) { vm_names_free(*p); }
 
 /* The definition and status of one VM, as 'vm status' and 'vm list'
  * show them: vm_load() and vm_get_status(), and for a VM that is stopped
  * the exit reason of a crash an earlier command noticed (kept until the
  * next start). */
-int vm_describe(const char *name, struct vm_def **ret_def, struct vm_status *ret_status, struct vh_error *err);
+int vm_describe(const struct vh_context *ctx, const char *name, struct vm_def **ret_def, struct vm_status *ret_status,
+                struct vh_error *err);

@@ -7,7 +7,8 @@
 #include "net/net.h"
 #include "vm/vm-net.h"
 
-int vm_net_attach(const struct vm_def *def, struct vm_net_attachments *ret, struct vh_error *err) {
+int vm_net_attach(const struct vh_context *ctx, const struct vm_def *def, struct vm_net_attachments *ret,
+                  struct vh_error *err) {
         struct vm_net_attachments a = { .n = def->n_nics };
         int r = 0;
         for (unsigned i = 0; i < def->n_nics; i++) {
@@ -22,7 +23,7 @@ int vm_net_attach(const struct vm_def *def, struct vm_net_attachments *ret, stru
                         .ip = nic->ip,
                 };
                 struct net_nic_attachment at;
-                r = net_nic_attach(nic->network, &req, &at, err);
+                r = net_nic_attach(ctx, nic->network, &req, &at, err);
                 if (r < 0)
                         goto fail;
                 snprintf(a.network[i], sizeof(a.network[i]), "%s", nic->network);
@@ -48,17 +49,18 @@ int vm_net_attach(const struct vm_def *def, struct vm_net_attachments *ret, stru
         return 0;
 
 fail:
-        (void) vm_net_detach(def->name, a.network, def->n_nics, NULL);
+        (void) vm_net_detach(ctx, def->name, a.network, def->n_nics, NULL);
         return r;
 }
 
-int vm_net_detach(const char *vm_name, char networks[][VH_NAME_MAX + 1], unsigned n, struct vh_error *err) {
+int vm_net_detach(const struct vh_context *ctx, const char *vm_name, char networks[][VH_NAME_MAX + 1], unsigned n,
+                  struct vh_error *err) {
         int first = 0;
         for (unsigned i = 0; i < n && i < VM_MAX_NICS; i++) {
                 if (!networks[i][0])
                         continue;
                 struct vh_error e = {};
-                int r = net_nic_detach(networks[i], vm_name, i, &e);
+                int r = net_nic_detach(ctx, networks[i], vm_name, i, &e);
                 if (r < 0 && first == 0) {
                         first = r;
                         if (err)

@@ -6,6 +6,7 @@
 
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
+#include "vmhost/context.h"
 
 struct vm_net_attachments {
         char network[VM_MAX_NICS][VH_NAME_MAX + 1]; /* "" for the built-in user NIC */
@@ -19,12 +20,14 @@ struct vm_net_attachments {
 
 /* Attaches every NIC that is on a vmhost network. On failure nothing stays
  * attached. */
-int vm_net_attach(const struct vm_def *def, struct vm_net_attachments *ret, struct vh_error *err);
+int vm_net_attach(const struct vh_context *ctx, const struct vm_def *def, struct vm_net_attachments *ret,
+                  struct vh_error *err);
 
 /* Detaches the NICs recorded in 'networks' (index = NIC number; empty
  * entries skipped). Best effort and idempotent; the first error is
  * returned after trying all. */
-int vm_net_detach(const char *vm_name, char networks[][VH_NAME_MAX + 1], unsigned n, struct vh_error *err);
+int vm_net_detach(const struct vh_context *ctx, const char *vm_name, char networks[][VH_NAME_MAX + 1], unsigned n,
+                  struct vh_error *err);
 
 /* Fills the launch's per-NIC taps from the attachments. */
 void vm_net_fill_launch(const struct vm_net_attachments *a, struct vm_launch *l);

@@ -86,7 +86,8 @@ void vm_create_result_done(struct vm_create_result *res) {
         res->def = vm_def_free(res->def);
 }
 
-int vm_create(struct vm_create_options *opts, struct vm_create_result *ret, struct vh_error *err) {
+int vm_create(const struct vh_context *ctx, struct vm_create_options *opts, struct vm_create_result *ret,
+              struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = TAKE_PTR(opts->def);
         if (!def)
                 return -EINVAL;
@@ -118,49 +119,49 @@ int vm_create(struct vm_create_options *opts, struct vm_create_result *ret, stru
         if (r < 0)
                 return r;
         /* Before the locks: resolving the accelerator may run the KVM probe. */
-        r = vm_accel_check_def(def, err);
+        r = vm_accel_check_def(ctx, def, err);
         if (r < 0)
                 return r;
 
         /* The name's lock makes the exists-check and the save one step
          * against another create, a delete or a start of the same name. */
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        r = vm_lock_take(name, "created", VM_LOCK_TIMEOUT_MS, &lock, err);
+        r = vm_lock_take(ctx, name, "created", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         /* Allocation and saving happen under the home's lock, so parallel
          * creates never share an id, a MAC or a VNC display. */
         _cleanup_close_ int home = -1;
-        r = vm_home_lock(&home, err);
+        r = vm_home_lock(ctx, &home, err);
         if (r < 0)
                 return r;
-        if (vm_exists(name))
+        if (vm_exists(ctx, name))
                 return vh_error_set(err, -EEXIST, "VM %s already exists. Use 'vmhost vm delete %s' first, or another name.",
                                     name, name);
         /* The format QEMU is told is the one the file has: probed here,
          * so a wrong one is refused now rather than by QEMU at start. */
         if (def->disk && (r = vm_image_record_disk_format(def, opts->disk_format, err)) < 0)
                 return r;
-        r = vm_alloc_id(&def->id, err);
+        r = vm_alloc_id(ctx, &def->id, err);
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < def->n_nics; i++)
                 if (!def->nics[i].mac[0])
-                        (void) vm_derive_mac(def->id, i, def->nics[i].mac);
+                        (void) vm_derive_mac(ctx, def->id, i, def->nics[i].mac);
         if (opts->alloc_vnc_display) {
-                r = vm_alloc_vnc_display(def->vnc_host, &def->vnc_display, err);
+                r = vm_alloc_vnc_display(ctx, def->vnc_host, &def->vnc_display, err);
                 if (r < 0)
                         return r;
         }
         if (base) {
-                r = vm_image_create_overlay(def, base, opts->disk_size, err);
+                r = vm_image_create_overlay(ctx, def, base, opts->disk_size, err);
                 if (r < 0)
                         return r;
         }
-        r = vm_save(def, err);
+        r = vm_save(ctx, def, err);
         if (r < 0) {
                 if (base)
-                        vm_image_remove_own_disk(def);
+                        vm_image_remove_own_disk(ctx, def);
                 return r;
         }
         ret->def = TAKE_PTR(def);
@@ -184,20 +185,21 @@ static int usage_error(struct vm_set_result *ret, int r) {
         return r;
 }
 
-int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_result *ret, struct vh_error *err) {
+int vm_set(const struct vh_context *ctx, const char *name, const struct vm_set_options *opts, struct vm_set_result *ret,
+           struct vh_error *err) {
         if (opts->n_assignments == 0)
                 return vh_error_set(err, -EINVAL, "vm set: expected KEY=VALUE, e.g. boot=disk");
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "changed", VM_LOCK_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "changed", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         /* A new TCP display is allocated: under the home's lock. */
         _cleanup_close_ int home = -1;
-        r = vm_home_lock(&home, err);
+        r = vm_home_lock(ctx, &home, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
 
@@ -240,7 +242,7 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
                                 return usage_error(ret, vh_error_set(err, r, "vm set vnc=%s: %s", value,
                                                                      vh_error_message(&why, r)));
                         /* The home lock is held: nobody takes the display meanwhile. */
-                        if (alloc && (r = vm_alloc_vnc_display(def->vnc_host, &def->vnc_display, err)) < 0)
+                        if (alloc && (r = vm_alloc_vnc_display(ctx, def->vnc_host, &def->vnc_display, err)) < 0)
                                 return r;
                         vnc_set = true;
                         continue;
@@ -261,15 +263,15 @@ int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_re
         if ((disk_changed || disk_format) && def->disk &&
             (r = vm_image_record_disk_format(def, disk_format, err)) < 0)
                 return r;
-        if (cpu_changed && (r = vm_accel_check_def(def, err)) < 0)
+        if (cpu_changed && (r = vm_accel_check_def(ctx, def, err)) < 0)
                 return r;
-        r = vm_save(def, err);
+        r = vm_save(ctx, def, err);
         if (r < 0)
                 return r;
         struct vm_status st;
         *ret = (struct vm_set_result) {
                 .vnc_changed = vnc_set,
-                .running = vm_get_status(name, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING,
+                .running = vm_get_status(ctx, name, &st, NULL) >= 0 && st.state == VM_STATE_RUNNING,
                 .def = TAKE_PTR(def),
         };
         return 0;

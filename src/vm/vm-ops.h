@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "vm/vm-def.h"
+#include "vmhost/context.h"
 
 /* Applies a vnc value as 'vm create --vnc' and 'vm set vnc=' take it:
  * "auto" is the unix socket; "HOST:auto" a TCP display whose number is to
@@ -38,7 +39,8 @@ struct vm_create_result {
 /* Checks and saves a new VM. Fails with -EEXIST if one of that name
  * exists, -EINVAL for contradicting options, -ENOENT for a missing file;
  * nothing is left behind on failure. */
-int vm_create(struct vm_create_options *opts, struct vm_create_result *ret, struct vh_error *err);
+int vm_create(const struct vh_context *ctx, struct vm_create_options *opts, struct vm_create_result *ret,
+              struct vh_error *err);
 void vm_create_result_done(struct vm_create_result *res);
 
 struct vm_set_options {
@@ -59,5 +61,6 @@ struct vm_set_result {
 /* Changes keys of a definition with the checks of create: name and id
  * never change, nic and forward are lists (-EINVAL); a new disk's format
  * is probed, a CPU model must suit the accelerator; cdrom=none removes it. */
-int vm_set(const char *name, const struct vm_set_options *opts, struct vm_set_result *ret, struct vh_error *err);
+int vm_set(const struct vh_context *ctx, const char *name, const struct vm_set_options *opts, struct vm_set_result *ret,
+           struct vh_error *err);
 void vm_set_result_done(struct vm_set_result *res);

@@ -24,10 +24,12 @@
 #include "vm/vm-cmdline.h"
 #include "vm/vm-net.h"
 #include "vm/vm.h"
+#include "vmhost/context.h"
 
 /* What vm_start_prepare() made and the later steps use. Read-only for the
  * caller, except as documented. */
 struct vm_start_job {
+        const struct vh_context *ctx;  /* of vm_start_prepare(): outlives the job */
         struct vm_def *def;
         struct vm_paths paths;
         /* The state to record: RUNNING, accelerator, resolved host ports,
@@ -49,12 +51,13 @@ struct vm_start_job {
  * exist, its CPU model suits the accelerator), resolves host ports and
  * MACs, opens the files QEMU gets and attaches its NICs. On failure
  * nothing is left behind and *ret is untouched. */
-int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_error *err);
+int vm_start_prepare(const struct vh_context *ctx, const char *name, struct vm_start_job **ret, struct vh_error *err);
 
 /* Builds QEMU's command line and starts it in its own session (the pid
  * is in job->pid). QEMU is not yet known to be up: see
  * vm_start_record(). */
-int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opts, struct vh_error *err);
+int vm_start_launch(const struct vh_context *ctx, struct vm_start_job *job, const struct vm_start_options *opts,
+                    struct vh_error *err);
 
 /* Waits (bounded) for QEMU's QMP greeting, gives a TCP display its
  * password and records the runtime state, after which the VM counts as

@@ -49,15 +49,10 @@ static int lookup_user(const char *user, uid_t *ret_uid, gid_t *ret_gid) {
         }
 }
 
-int vm_qemu_user(const char **ret_user, uid_t *ret_uid, gid_t *ret_gid, struct vh_error *err) {
-        if (geteuid() != 0) {
-                *ret_user = NULL;
-                return 0;
-        }
-        const char *user = getenv("VMHOST_QEMU_USER");
-        if (isempty(user))
-                user = VM_QEMU_USER;
-        if (streq(user, "root")) {
+int vm_qemu_user(const struct vh_context *ctx, const char **ret_user, uid_t *ret_uid, gid_t *ret_gid,
+                 struct vh_error *err) {
+        const char *user = ctx->qemu_user;
+        if (!ctx->is_root || isempty(user) || streq(user, "root")) {
                 *ret_user = NULL;
                 return 0;
         }
@@ -73,7 +68,7 @@ int vm_qemu_user(const char **ret_user, uid_t *ret_uid, gid_t *ret_gid, struct v
                                  (char *) VM_QEMU_USER, NULL };
                 _cleanup_free_ char *out = NULL;
                 struct vh_error perr = {};
-                int r = process_run(argv, USERADD_TIMEOUT_MS, 4096, &out, &perr);
+                int r = process_run(ctx, argv, USERADD_TIMEOUT_MS, 4096, &out, &perr);
                 /* A parallel vmhost may have made it first (exit 9: exists). */
                 if (r != 0 && r != 9)
                         return vh_error_set(err, r < 0 ? r : -EIO, "Cannot create the user %s for QEMU: %s", user,

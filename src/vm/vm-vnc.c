@@ -100,27 +100,28 @@ int vm_vnc_start(const struct vm_def *def, const struct vm_paths *paths, struct 
 }
 
 /* The VM's definition and paths, checked to be running. */
-static int running_vm(const char *name, struct vm_def **ret_def, struct vm_paths *ret_paths, struct vh_error *err) {
+static int running_vm(const struct vh_context *ctx, const char *name, struct vm_def **ret_def,
+                      struct vm_paths *ret_paths, struct vh_error *err) {
         struct vm_status st;
-        int r = vm_get_status(name, &st, err);
+        int r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (st.state != VM_STATE_RUNNING)
                 return vh_error_set(err, -ESRCH, "VM %s is not running; its VNC display exists only while it runs",
                                     name);
-        r = vm_load(name, ret_def, err);
+        r = vm_load(ctx, name, ret_def, err);
         if (r < 0)
                 return r;
-        r = vm_paths_get(name, ret_paths, err);
+        r = vm_paths_get(ctx, name, ret_paths, err);
         if (r < 0)
                 *ret_def = vm_def_free(*ret_def);
         return r;
 }
 
-int vm_vnc_get_password(const char *name, char **ret, struct vh_error *err) {
+int vm_vnc_get_password(const struct vh_context *ctx, const char *name, char **ret, struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
         struct vm_paths p = {};
-        int r = running_vm(name, &def, &p, err);
+        int r = running_vm(ctx, name, &def, &p, err);
         if (r < 0)
                 return r;
         if (def->vnc != VM_VNC_TCP)
@@ -143,10 +144,11 @@ struct vm_vnc_session {
         char password[VM_VNC_PASSWORD_LEN + 1];
 };
 
-int vm_vnc_session_open(const char *name, struct vm_vnc_session **ret, struct vh_error *err) {
+int vm_vnc_session_open(const struct vh_context *ctx, const char *name, struct vm_vnc_session **ret,
+                        struct vh_error *err) {
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
         struct vm_paths p = {};
-        int r = running_vm(name, &def, &p, err);
+        int r = running_vm(ctx, name, &def, &p, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_vnc_session_freep) struct vm_vnc_session *s = calloc(1, sizeof(*s));

@@ -18,6 +18,7 @@
 
 #include "vm/vm-def.h"
 #include "vm/vm.h"
+#include "vmhost/context.h"
 #include "vmhost/error.h"
 
 /* VNC authentication uses the first 8 characters of a password, no more. */
@@ -34,14 +35,15 @@ int vm_vnc_password_new(char ret[VM_VNC_PASSWORD_LEN + 1]);
 int vm_vnc_start(const struct vm_def *def, const struct vm_paths *paths, struct vh_error *err);
 
 /* The password of the running VM's TCP display; owned by the caller. */
-int vm_vnc_get_password(const char *name, char **ret, struct vh_error *err);
+int vm_vnc_get_password(const struct vh_context *ctx, const char *name, char **ret, struct vh_error *err);
 
 struct vm_vnc_session;
 
 /* Opens a session on a running VM with vnc = unix: a TCP listener on
  * 127.0.0.1 (a free port the kernel picks) and a new one-time password,
  * which QEMU requires from now on. */
-int vm_vnc_session_open(const char *name, struct vm_vnc_session **ret, struct vh_error *err);
+int vm_vnc_session_open(const struct vh_context *ctx, const char *name, struct vm_vnc_session **ret,
+                        struct vh_error *err);
 uint16_t vm_vnc_session_port(const struct vm_vnc_session *s);
 const char *vm_vnc_session_password(const struct vm_vnc_session *s);
 

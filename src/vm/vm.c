@@ -63,12 +63,12 @@ static char *vm_path(const char *dir, const char *name, const char *leaf) {
         return s;
 }
 
-int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err) {
+int vm_paths_get(const struct vh_context *ctx, const char *name, struct vm_paths *ret, struct vh_error *err) {
         if (!name_is_valid(name))
                 return vh_error_set(err, -EINVAL,
                                     "Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', starting with a letter or digit",
                                     name, VH_NAME_MAX);
-        _cleanup_free_ char *state = vh_state_dir(), *run = vh_runtime_dir();
+        _cleanup_free_ char *state = vh_state_dir(ctx), *run = vh_runtime_dir(ctx);
         if (!state || !run)
                 return -ENOMEM;
 
@@ -126,14 +126,14 @@ static void vm_paths_donep(struct vm_paths *p) {
 }
 #define _cleanup_paths_ _cleanup_(vm_paths_donep)
 
-bool vm_exists(const char *name) {
+bool vm_exists(const struct vh_context *ctx, const char *name) {
         _cleanup_paths_ struct vm_paths p = {};
-        return vm_paths_get(name, &p, NULL) >= 0 && file_exists(p.conf);
+        return vm_paths_get(ctx, name, &p, NULL) >= 0 && file_exists(p.conf);
 }
 
-int vm_load(const char *name, struct vm_def **ret, struct vh_error *err) {
+int vm_load(const struct vh_context *ctx, const char *name, struct vm_def **ret, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
+        int r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *text = NULL;
@@ -158,9 +158,9 @@ int vm_load(const char *name, struct vm_def **ret, struct vh_error *err) {
         return 0;
 }
 
-int vm_save(const struct vm_def *def, struct vh_error *err) {
+int vm_save(const struct vh_context *ctx, const struct vm_def *def, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(def->name, &p, err);
+        int r = vm_paths_get(ctx, def->name, &p, err);
         if (r < 0)
                 return r;
         r = vm_def_validate(def, err);
@@ -213,11 +213,11 @@ static struct vm_lock *held_lock(const char *name) {
         return NULL;
 }
 
-int vm_lock_path(const char *name, char **ret) {
+int vm_lock_path(const struct vh_context *ctx, const char *name, char **ret) {
         if (!name_is_valid(name))
                 return -EINVAL;
         _cleanup_free_ char *dir = NULL;
-        int r = vh_runtime_subdir("vms", &dir);
+        int r = vh_runtime_subdir(ctx, "vms", &dir);
         if (r < 0)
                 return r;
         char *path = strdup_printf("%s/%s.lock", dir, name);
@@ -227,7 +227,8 @@ int vm_lock_path(const char *name, char **ret) {
         return 0;
 }
 
-int vm_lock_take(const char *name, const char *op, unsigned timeout_ms, struct vm_lock **ret, struct vh_error *err) {
+int vm_lock_take(const struct vh_context *ctx, const char *name, const char *op, unsigned timeout_ms,
+                 struct vm_lock **ret, struct vh_error *err) {
         if (!name_is_valid(name))
                 return vh_error_set(err, -EINVAL,
                                     "Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', starting with a letter or digit",
@@ -245,7 +246,7 @@ int vm_lock_take(const char *name, const char *op, unsigned timeout_ms, struct v
                 return vh_error_set(err, -ENOLCK, "Cannot lock VM %s: this thread holds %zu VM locks already", name,
                                     ELEMENTSOF(held_locks));
         _cleanup_free_ char *path = NULL;
-        int r = vm_lock_path(name, &path);
+        int r = vm_lock_path(ctx, name, &path);
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create the runtime directory for the lock of VM %s: %s", name,
                                     strerror(-r));
@@ -272,8 +273,8 @@ struct vm_lock *vm_lock_release(struct vm_lock *l) {
 /* What another process that holds VM 'name's lock is doing, as a state
  * for vm_get_status; 'fallback' when nobody holds it or it does something
  * else. Never waits. */
-static enum vm_state state_of_holder(const struct vm_paths *p, const char *name, enum vm_state fallback,
-                                     bool *ret_held) {
+static enum vm_state state_of_holder(const struct vh_context *ctx, const struct vm_paths *p, const char *name,
+                                     enum vm_state fallback, bool *ret_held) {
         struct vh_lock_holder h = {};
         *ret_held = false;
         if (held_lock(name))
@@ -386,9 +387,9 @@ static void last_log_line(const char *path, char *buf, size_t len) {
         snprintf(buf, len, "%s", start ? start + 1 : text);
 }
 
-int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err) {
+int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_status *ret, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
+        int r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         if (!file_exists(p.conf))
@@ -399,7 +400,7 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
         if (r == -ENOENT) {
                 /* No QEMU recorded: stopped, or a start is under way. */
                 bool held;
-                st.state = state_of_holder(&p, name, VM_STATE_STOPPED, &held);
+                st.state = state_of_holder(ctx, &p, name, VM_STATE_STOPPED, &held);
                 *ret = st;
                 return 0;
         }
@@ -420,9 +421,9 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
         if (!held_lock(name)) {
                 struct vm_lock *lock = NULL;
                 struct vh_error lock_err = {};
-                r = vm_lock_take(name, "checked", VM_STATUS_LOCK_TIMEOUT_MS, &lock, &lock_err);
+                r = vm_lock_take(ctx, name, "checked", VM_STATUS_LOCK_TIMEOUT_MS, &lock, &lock_err);
                 if (r >= 0) {
-                        r = vm_get_status(name, ret, err);
+                        r = vm_get_status(ctx, name, ret, err);
                         vm_lock_release(lock);
                         return r;
                 }
@@ -431,7 +432,7 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
                 /* Someone else works on the VM now: say what it does and
                  * leave its files to it. */
                 bool held;
-                st.state = state_of_holder(&p, name, VM_STATE_CRASHED, &held);
+                st.state = state_of_holder(ctx, &p, name, VM_STATE_CRASHED, &held);
                 if (st.state == VM_STATE_CRASHED)
                         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
                 st.pid = 0;
@@ -442,14 +443,14 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
         if (mine && mine->stopping) {
                 /* Our own stop made it go (a guest power-off, 'quit', the
                  * signal): clean up as a stop, with no crash to remember. */
-                (void) vm_net_detach(name, st.nic_networks, VM_MAX_NICS, NULL);
+                (void) vm_net_detach(ctx, name, st.nic_networks, VM_MAX_NICS, NULL);
                 runtime_clean(&p);
                 *ret = (struct vm_status) { .state = VM_STATE_STOPPED };
                 return 0;
         }
         st.state = VM_STATE_CRASHED;
         /* Its taps and switch ports go with it. */
-        (void) vm_net_detach(name, st.nic_networks, VM_MAX_NICS, NULL);
+        (void) vm_net_detach(ctx, name, st.nic_networks, VM_MAX_NICS, NULL);
         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
         if (!st.exit_reason[0])
                 snprintf(st.exit_reason, sizeof(st.exit_reason), "QEMU (pid %d) is gone; its log is empty", st.pid);
@@ -463,10 +464,10 @@ int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err)
         return 0;
 }
 
-void vm_last_exit(const char *name, char *buf, size_t len) {
+void vm_last_exit(const struct vh_context *ctx, const char *name, char *buf, size_t len) {
         buf[0] = '\0';
         _cleanup_paths_ struct vm_paths p = {};
-        if (vm_paths_get(name, &p, NULL) < 0)
+        if (vm_paths_get(ctx, name, &p, NULL) < 0)
                 return;
         _cleanup_free_ char *path = strdup_printf("%s/last-exit", p.state_dir), *text = NULL;
         if (path && read_one_line_file(path, &text) >= 0)
@@ -704,13 +705,14 @@ static void job_kill_qemu(struct vm_start_job *job) {
 struct vm_start_job *vm_start_job_free(struct vm_start_job *job) {
         if (!job)
                 return NULL;
+        const struct vh_context *ctx = job->ctx;
         if (!job->recorded) {
                 /* The one undo path of a failed start, in the reverse order
                  * of the making: QEMU first (it holds the taps and files),
                  * then the taps, then the runtime files. */
                 job_kill_qemu(job);
                 if (job->nets_attached)
-                        (void) vm_net_detach(job->def->name, job->status.nic_networks, VM_MAX_NICS, NULL);
+                        (void) vm_net_detach(ctx, job->def->name, job->status.nic_networks, VM_MAX_NICS, NULL);
                 if (job->runtime_made)
                         runtime_clean(&job->paths);
         }
@@ -722,22 +724,23 @@ struct vm_start_job *vm_start_job_free(struct vm_start_job *job) {
         return NULL;
 }
 
-int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_error *err) {
+int vm_start_prepare(const struct vh_context *ctx, const char *name, struct vm_start_job **ret, struct vh_error *err) {
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = calloc(1, sizeof(*job));
         if (!job)
                 return -ENOMEM;
         job->pid_fd = -1;
-        int r = vm_load(name, &job->def, err);
+        job->ctx = ctx;
+        int r = vm_load(ctx, name, &job->def, err);
         if (r < 0)
                 return r;
         const struct vm_def *def = job->def;
-        r = vm_paths_get(name, &job->paths, err);
+        r = vm_paths_get(ctx, name, &job->paths, err);
         if (r < 0)
                 return r;
         const struct vm_paths *p = &job->paths;
 
         struct vm_status cur;
-        r = vm_get_status(name, &cur, err);
+        r = vm_get_status(ctx, name, &cur, err);
         if (r < 0)
                 return r;
         if (cur.state == VM_STATE_RUNNING)
@@ -750,7 +753,7 @@ int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_erro
 
         struct vm_status *st = &job->status;
         st->state = VM_STATE_RUNNING;
-        r = vm_accel_resolve(def->accel, &job->accel, err);
+        r = vm_accel_resolve(ctx, def->accel, &job->accel, err);
         if (r < 0)
                 return r;
         /* Before anything is attached: a definition edited by hand may ask
@@ -772,7 +775,7 @@ int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_erro
         /* MACs are allocated at create; a hand-written NIC without one gets
          * the derived MAC, which is the same at every start. */
         for (unsigned i = 0; i < def->n_nics; i++)
-                if (!def->nics[i].mac[0] && (r = vm_derive_mac(def->id, i, job->def->nics[i].mac)) < 0)
+                if (!def->nics[i].mac[0] && (r = vm_derive_mac(ctx, def->id, i, job->def->nics[i].mac)) < 0)
                         return vh_error_set(err, r, "VM %s has no id to derive the MAC of NIC %u from; set 'mac=' or 'id ='",
                                             name, i);
 
@@ -780,7 +783,7 @@ int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_erro
          * sockets and taps; its disks, CD and kernel are descriptors opened
          * below, and files it needs later (screenshots, a new CD) are
          * opened by vmhost and passed to it too (see vm-control.c). */
-        r = vm_qemu_user(&job->qemu_user, NULL, NULL, err);
+        r = vm_qemu_user(ctx, &job->qemu_user, NULL, NULL, err);
         if (r < 0)
                 return r;
 
@@ -806,7 +809,7 @@ int vm_start_prepare(const char *name, struct vm_start_job **ret, struct vh_erro
         /* Taps exist only while the VM runs: made now, removed at stop, at
          * the first command after a crash, or by the undo if the start
          * fails. */
-        r = vm_net_attach(def, &job->nets, err);
+        r = vm_net_attach(ctx, def, &job->nets, err);
         if (r < 0)
                 return r;
         job->nets_attached = true;
@@ -875,7 +878,8 @@ static ssize_t read_bounded(int fd, void *buf, size_t len, unsigned timeout_ms) 
  * exec: both are a few system calls away. */
 #define LAUNCH_FORK_TIMEOUT_MS 10000
 
-int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opts, struct vh_error *err) {
+int vm_start_launch(const struct vh_context *ctx, struct vm_start_job *job, const struct vm_start_options *opts,
+                    struct vh_error *err) {
         assert(job && job->pid == 0 && !job->recorded);
         const struct vm_def *def = job->def;
         const struct vm_paths *p = &job->paths;
@@ -913,7 +917,7 @@ int vm_start_launch(struct vm_start_job *job, const struct vm_start_options *opt
         }
         if (argv.error < 0)
                 return argv.error;
-        _cleanup_free_ char *exe = find_executable(launch.qemu_binary);
+        _cleanup_free_ char *exe = find_executable(ctx, launch.qemu_binary);
         if (!exe)
                 return vh_error_set(err, -ENOENT, "%s not found; install qemu-system-x86 (see 'vmhost doctor')",
                                     launch.qemu_binary);
@@ -1075,33 +1079,34 @@ int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_sta
         return 0;
 }
 
-int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
+int vm_start(const struct vh_context *ctx, const char *name, const struct vm_start_options *opts, struct vm_status *ret,
+             struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
-        r = vm_start_prepare(name, &job, err);
-        if (r == -EALREADY && ret && vm_get_status(name, ret, NULL) < 0)
+        r = vm_start_prepare(ctx, name, &job, err);
+        if (r == -EALREADY && ret && vm_get_status(ctx, name, ret, NULL) < 0)
                 *ret = (struct vm_status) { .state = VM_STATE_RUNNING };
         if (r < 0)
                 return r;
-        r = vm_start_launch(job, opts, err);
+        r = vm_start_launch(ctx, job, opts, err);
         if (r < 0)
                 return r;
         return vm_start_record(job, 30 * 1000, ret, err);
 }
 
-int vm_restart(const char *name, unsigned stop_timeout_ms, const struct vm_start_options *opts, struct vm_status *ret,
-               struct vh_error *err) {
+int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
+               const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
-        r = vm_stop_graceful(name, stop_timeout_ms, NULL, err);
+        r = vm_stop_graceful(ctx, name, stop_timeout_ms, NULL, err);
         if (r < 0)
                 return r;
-        return vm_start(name, opts, ret, err);
+        return vm_start(ctx, name, opts, ret, err);
 }
 
 /* Sleeps until the serial log changes (inotify on 'log'; '*inotify_fd'
@@ -1127,13 +1132,14 @@ static void wait_for_log(const char *log, int *inotify_fd, int pid_fd, uint64_t 
         }
 }
 
-int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct vh_error *err) {
+int vm_wait_ready(const struct vh_context *ctx, const char *name, unsigned timeout_ms, char **ret_line,
+                  struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
+        int r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (st.state != VM_STATE_RUNNING)
@@ -1193,7 +1199,7 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
                         *ret_line = NULL;
                 }
                 struct vm_status now;
-                r = vm_get_status(name, &now, err);
+                r = vm_get_status(ctx, name, &now, err);
                 if (r < 0)
                         return r;
                 if (now.state != VM_STATE_RUNNING)
@@ -1207,9 +1213,9 @@ int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct
         }
 }
 
-static int stop_qemu(const char *name, const struct vm_paths *p, unsigned timeout_ms, struct vh_error *err) {
+static int stop_qemu(const struct vh_context *ctx, const char *name, const struct vm_paths *p, unsigned timeout_ms, struct vh_error *err) {
         struct vm_status st;
-        int r = vm_get_status(name, &st, err);
+        int r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (st.state != VM_STATE_RUNNING)
@@ -1219,14 +1225,14 @@ static int stop_qemu(const char *name, const struct vm_paths *p, unsigned timeou
         if (!process_wait_gone(st.pid, timeout_ms) && !qemu_kill_wait(st.pid))
                 return vh_error_set(err, -ETIMEDOUT, "QEMU (pid %d) of VM %s is still there 5 s after SIGKILL", st.pid,
                                     name);
-        r = vm_net_detach(name, st.nic_networks, VM_MAX_NICS, err);
+        r = vm_net_detach(ctx, name, st.nic_networks, VM_MAX_NICS, err);
         runtime_clean(p);
         return r;
 }
 
-static int vm_stop_locked(const char *name, unsigned timeout_ms, struct vh_error *err) {
+static int vm_stop_locked(const struct vh_context *ctx, const char *name, unsigned timeout_ms, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
+        int r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         /* From here on a QEMU found gone is a stop, not a crash: our
@@ -1239,18 +1245,18 @@ static int vm_stop_locked(const char *name, unsigned timeout_ms, struct vh_error
         bool was_stopping = mine && mine->stopping;
         if (mine)
                 mine->stopping = true;
-        r = stop_qemu(name, &p, timeout_ms, err);
+        r = stop_qemu(ctx, name, &p, timeout_ms, err);
         if (mine)
                 mine->stopping = was_stopping;
         return r;
 }
 
-int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err) {
+int vm_stop(const struct vh_context *ctx, const char *name, unsigned timeout_ms, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "stopped", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "stopped", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
-        return vm_stop_locked(name, timeout_ms, err);
+        return vm_stop_locked(ctx, name, timeout_ms, err);
 }
 
 static void drain_output(int fd, int out_fd) {
@@ -1264,13 +1270,13 @@ static void drain_output(int fd, int out_fd) {
         }
 }
 
-int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err) {
+int vm_console(const struct vh_context *ctx, const char *name, int in_fd, int out_fd, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(name, &p, err);
+        int r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (st.state != VM_STATE_RUNNING)
@@ -1336,34 +1342,34 @@ int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err) {
         return r;
 }
 
-int vm_delete(const char *name, struct vh_error *err) {
+int vm_delete(const struct vh_context *ctx, const char *name, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(name, "deleted", VM_LOCK_TIMEOUT_MS, &lock, err);
+        int r = vm_lock_take(ctx, name, "deleted", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_paths_ struct vm_paths p = {};
-        r = vm_paths_get(name, &p, err);
+        r = vm_paths_get(ctx, name, &p, err);
         if (r < 0)
                 return r;
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         if (st.state == VM_STATE_RUNNING)
                 return vh_error_set(err, -EBUSY, "VM %s is running (pid %d); stop it first with 'vmhost vm stop %s'",
                                     name, st.pid, name);
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         /* Under the home's lock, which 'vm create --base' holds while it
          * makes an overlay: no VM can get this disk as its base between
          * the check and the removal. */
         _cleanup_close_ int home = -1;
-        r = vm_home_lock(&home, err);
+        r = vm_home_lock(ctx, &home, err);
         if (r < 0)
                 return r;
-        if (def->disk && (r = vm_image_check_not_base(def->disk, "delete", err)) < 0)
+        if (def->disk && (r = vm_image_check_not_base(ctx, def->disk, "delete", err)) < 0)
                 return r;
 
         /* Only files vmhost made for this VM live in its state directory;
@@ -1390,21 +1396,22 @@ int vm_delete(const char *name, struct vh_error *err) {
         return 0;
 }
 
-int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, struct vh_error *err) {
+int vm_forward_add(const struct vh_context *ctx, const char *name, const char *spec, uint16_t *ret_host_port,
+                   struct vh_error *err) {
         struct vm_forward f;
         int r = vm_forward_parse(spec, &f, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_lock_releasep) struct vm_lock *vm_lock = NULL;
-        r = vm_lock_take(name, "changed", VM_LOCK_TIMEOUT_MS, &vm_lock, err);
+        r = vm_lock_take(ctx, name, "changed", VM_LOCK_TIMEOUT_MS, &vm_lock, err);
         if (r < 0)
                 return r;
         _cleanup_close_ int lock = -1;
-        r = vm_home_lock(&lock, err);
+        r = vm_home_lock(ctx, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         const struct vm_nic *nic = vm_def_user_nic(def);
@@ -1418,7 +1425,7 @@ int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, 
                         return vh_error_set(err, -EEXIST, "VM %s already forwards to guest port %u", name, f.guest_port);
 
         struct vm_status st;
-        r = vm_get_status(name, &st, err);
+        r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
                 return r;
         uint16_t host = f.host_port;
@@ -1426,7 +1433,7 @@ int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, 
                 if (host == 0 && (r = vm_allocate_port(f.proto == VM_FWD_UDP, &host)) < 0)
                         return vh_error_set(err, r, "Cannot allocate a host port: %s", strerror(-r));
                 _cleanup_paths_ struct vm_paths p = {};
-                r = vm_paths_get(name, &p, err);
+                r = vm_paths_get(ctx, name, &p, err);
                 if (r < 0)
                         return r;
                 _cleanup_(qmp_freep) struct qmp_client *q = NULL;
@@ -1453,7 +1460,7 @@ int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, 
         /* Kept in the definition: the next start has it too ('auto' gets a
          * new port then). */
         def->forwards[def->n_forwards++] = f;
-        r = vm_save(def, err);
+        r = vm_save(ctx, def, err);
         if (r < 0)
                 return r;
         if (ret_host_port)

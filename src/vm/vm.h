@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "vm/vm-def.h"
+#include "vmhost/context.h"
 
 /* The fixed line the vmhost test guest prints on its serial console once it
  * is up; see tools/guest/init.sh. */
@@ -29,13 +30,13 @@ struct vm_paths {
         char *vnc_password;   /* this start's password of a TCP display (0600) */
 };
 
-int vm_paths_get(const char *name, struct vm_paths *ret, struct vh_error *err);
+int vm_paths_get(const struct vh_context *ctx, const char *name, struct vm_paths *ret, struct vh_error *err);
 void vm_paths_done(struct vm_paths *p);
 
-int vm_load(const char *name, struct vm_def **ret, struct vh_error *err);
+int vm_load(const struct vh_context *ctx, const char *name, struct vm_def **ret, struct vh_error *err);
 /* Writes the definition atomically. */
-int vm_save(const struct vm_def *def, struct vh_error *err);
-bool vm_exists(const char *name);
+int vm_save(const struct vh_context *ctx, const struct vm_def *def, struct vh_error *err);
+bool vm_exists(const struct vh_context *ctx, const char *name);
 
 /* STARTING: no QEMU is recorded yet, but a 'vm start' holds the VM's lock. */
 enum vm_state { VM_STATE_STOPPED, VM_STATE_RUNNING, VM_STATE_CRASHED, VM_STATE_STARTING };
@@ -62,11 +63,11 @@ const char *vm_state_to_string(enum vm_state s);
  * when another process holds it (a start or stop under way), nothing is
  * removed and the state says what that process does (STARTING while a
  * start runs, STOPPED while a stop or delete runs, else CRASHED). */
-int vm_get_status(const char *name, struct vm_status *ret, struct vh_error *err);
+int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_status *ret, struct vh_error *err);
 
 /* The exit reason of a crash noticed earlier, kept until the next start;
  * buf is emptied when there is none. */
-void vm_last_exit(const char *name, char *buf, size_t len);
+void vm_last_exit(const struct vh_context *ctx, const char *name, char *buf, size_t len);
 
 /* The per-VM lock: every operation that changes a VM or acts on its QEMU
  * (create, start, stop, kill, restart, delete, set, commit, snapshot, cdrom,
@@ -99,14 +100,15 @@ struct vm_lock;
 
 /* Takes VM 'name's lock for 'op' (a past participle for the waiters'
  * message: "started", "deleted"), waiting at most 'timeout_ms'. */
-int vm_lock_take(const char *name, const char *op, unsigned timeout_ms, struct vm_lock **ret, struct vh_error *err);
+int vm_lock_take(const struct vh_context *ctx, const char *name, const char *op, unsigned timeout_ms,
+                 struct vm_lock **ret, struct vh_error *err);
 /* Releases one level of the lock (NULL is fine); returns NULL. */
 struct vm_lock *vm_lock_release(struct vm_lock *lock);
 static inline void vm_lock_releasep(struct vm_lock **l) {
         vm_lock_release(*l);
 }
 /* RUN/vms/NAME.lock, newly allocated (for tests and messages). */
-int vm_lock_path(const char *name, char **ret);
+int vm_lock_path(const struct vh_context *ctx, const char *name, char **ret);
 
 struct vm_start_options {
         const char *qemu_binary;  /* NULL: qemu-system-x86_64 */
@@ -122,35 +124,38 @@ struct vm_start_options {
  * the VM's lock. A start that fails half-way removes what it made. A VM
  * that runs already: -EALREADY with *ret its status and the message
  * "VM NAME is already running (pid N)". */
-int vm_start(const char *name, const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
+int vm_start(const struct vh_context *ctx, const char *name, const struct vm_start_options *opts, struct vm_status *ret,
+             struct vh_error *err);
 
 /* Waits until the guest prints VM_READY_MARKER on its console (after this
  * boot's start), QEMU dies (-ESRCH) or 'timeout_ms' passes (-ETIMEDOUT).
  * The ready line (without newline) goes to ret_line when not NULL. */
-int vm_wait_ready(const char *name, unsigned timeout_ms, char **ret_line, struct vh_error *err);
+int vm_wait_ready(const struct vh_context *ctx, const char *name, unsigned timeout_ms, char **ret_line,
+                  struct vh_error *err);
 
 /* Stops QEMU: SIGTERM (QEMU shuts down cleanly), SIGKILL after 'timeout_ms'. */
-int vm_stop(const char *name, unsigned timeout_ms, struct vh_error *err);
+int vm_stop(const struct vh_context *ctx, const char *name, unsigned timeout_ms, struct vh_error *err);
 
 /* vm_stop_graceful() with 'stop_timeout_ms', then vm_start(), under one hold
  * of the VM's lock so that no other start or stop comes between. */
-int vm_restart(const char *name, unsigned stop_timeout_ms, const struct vm_start_options *opts, struct vm_status *ret,
-               struct vh_error *err);
+int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
+               const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
 
 /* Relays the terminal (in_fd/out_fd) to the serial console until the
  * detach key (Ctrl-]) or the VM goes away. */
 #define VM_CONSOLE_DETACH_KEY 0x1d
-int vm_console(const char *name, int in_fd, int out_fd, struct vh_error *err);
+int vm_console(const struct vh_context *ctx, const char *name, int in_fd, int out_fd, struct vh_error *err);
 
 /* Adds a user-mode forward ("tcp:auto:22") to the definition and, when
  * the VM runs, to QEMU at once. *ret_host_port: the host port (0 when the
  * VM is stopped and the port is 'auto'). */
-int vm_forward_add(const char *name, const char *spec, uint16_t *ret_host_port, struct vh_error *err);
+int vm_forward_add(const struct vh_context *ctx, const char *name, const char *spec, uint16_t *ret_host_port,
+                   struct vh_error *err);
 
 /* Removes a stopped VM: its definition, logs and its own disk (a disk
  * under its state directory); a shared base is never touched. Refused
  * (-EBUSY) while it runs or while its disk is the base of another VM. */
-int vm_delete(const char *name, struct vh_error *err);
+int vm_delete(const struct vh_context *ctx, const char *name, struct vh_error *err);
 
 /* Allocates a free TCP or UDP port on 127.0.0.1 (asks the kernel). */
 int vm_allocate_port(bool udp, uint16_t *ret);

@@ -22,6 +22,7 @@
 
 #include "base/macro.h"
 #include "base/strutil.h"
+#include "vmhost/context.h"
 #include "vmhost/image.h"
 
 #define MAX_COMMANDS 100000
@@ -137,6 +138,16 @@ int main(int argc, char **argv) {
 
         if (!cmds)
                 return 1;
+        /* The fault switch (VMHOST_FAULT_KILL_AFTER_WRITES) is set by the
+         * program's context, as in vmhost itself. */
+        struct vh_context *ctx = NULL;
+        struct vh_error cerr = {};
+        int cr = vh_context_from_env(&ctx, &cerr);
+        if (cr < 0) {
+                fprintf(stderr, "image-io: %s\n", vh_error_message(&cerr, cr));
+                return 2;
+        }
+        ctx = vh_context_free(ctx);
         while ((c = getopt(argc, argv, "f:c:q")) >= 0)
                 switch (c) {
                 case 'f':

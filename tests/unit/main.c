@@ -52,7 +52,7 @@ void test_skip(const char *fmt, ...) {
 }
 
 bool test_need_program(const char *prog, const char *package) {
-        char *p = find_executable(prog);
+        char *p = find_executable(test_ctx(), prog);
         bool ok = p != NULL;
         free(p);
         if (!ok)
@@ -88,12 +88,35 @@ const char *test_tmpdir(void) {
         return tmpdir;
 }
 
+static struct vh_context *ctx;
+
+const struct vh_context *test_ctx(void) {
+        if (!ctx) {
+                struct vh_context_params p = {
+                        .state_dir = test_tmpdir(),
+                        .is_root = geteuid() == 0,
+                        .ovs_db = getenv("VMHOST_OVS_DB"),
+                        .ovs_rundir = getenv("OVS_RUNDIR"),
+                        .exec_path = getenv("PATH"),
+                        .net_fault = getenv("VMHOST_NET_FAULT"),
+                };
+                struct vh_error err = {};
+                int r = vh_context_new(&p, &ctx, &err);
+                if (r < 0) {
+                        fprintf(stderr, "vh_context_new: %s\n", vh_error_message(&err, r));
+                        abort();
+                }
+        }
+        return ctx;
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
         (void) st, (void) flag, (void) ftw;
         return remove(path);
 }
 
 static void tmpdir_cleanup(void) {
+        ctx = vh_context_free(ctx);
         if (tmpdir[0]) {
                 nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
                 tmpdir[0] = '\0';

@@ -137,30 +137,30 @@ TEST(process_run_captures) {
         char *out = NULL;
         struct vh_error err = {};
         char *argv[] = { "sh", "-c", "echo hi; echo err >&2; exit 3", NULL };
-        CHECK_EQ_INT(process_run(argv, RUN_MS, 1024, &out, &err), 3);
+        CHECK_EQ_INT(process_run(test_ctx(), argv, RUN_MS, 1024, &out, &err), 3);
         CHECK_STREQ(out, "hi\nerr\n");
         free(out);
         char *argv2[] = { "vmhost-no-such-program", NULL };
-        CHECK_EQ_INT(process_run(argv2, RUN_MS, 1024, NULL, &err), -ENOENT);
+        CHECK_EQ_INT(process_run(test_ctx(), argv2, RUN_MS, 1024, NULL, &err), -ENOENT);
         CHECK(strstr(err.msg, "vmhost-no-such-program"));
         /* Output past the limit is an error that names the command... */
         char *argv3[] = { "sh", "-c", "yes | head -c 100000", NULL };
         out = NULL;
-        CHECK_EQ_INT(process_run(argv3, RUN_MS, 10, &out, &err), -E2BIG);
+        CHECK_EQ_INT(process_run(test_ctx(), argv3, RUN_MS, 10, &out, &err), -E2BIG);
         CHECK(out == NULL);
         CHECK(strstr(err.msg, "'sh'") && strstr(err.msg, "10 bytes"));
         /* ...but nothing is kept when the caller does not want the output. */
-        CHECK_EQ_INT(process_run(argv3, RUN_MS, 10, NULL, &err), 0);
-        CHECK_EQ_INT(process_run(argv3, RUN_MS, 100000, &out, &err), 0);
+        CHECK_EQ_INT(process_run(test_ctx(), argv3, RUN_MS, 10, NULL, &err), 0);
+        CHECK_EQ_INT(process_run(test_ctx(), argv3, RUN_MS, 100000, &out, &err), 0);
         CHECK_EQ_INT(out ? strlen(out) : 0, 100000);
         free(out);
         out = NULL;
         /* No output at all is an empty string, not NULL. */
         char *argv4[] = { "true", NULL };
-        CHECK_EQ_INT(process_run(argv4, RUN_MS, 10, &out, &err), 0);
+        CHECK_EQ_INT(process_run(test_ctx(), argv4, RUN_MS, 10, &out, &err), 0);
         CHECK_STREQ(out, "");
         free(out);
-        CHECK_EQ_INT(process_run(argv4, 0, 10, NULL, &err), -EINVAL);
+        CHECK_EQ_INT(process_run(test_ctx(), argv4, 0, 10, NULL, &err), -EINVAL);
 }
 
 /* The pid a test's shell wrote to 'path', or -1. */
@@ -181,7 +181,7 @@ TEST(process_run_timeout_kills) {
          * only the SIGKILL that follows ends it. */
         snprintf(script, sizeof(script), "echo $$ > %s; trap '' TERM; exec sleep 600", pidfile);
         char *argv[] = { "sh", "-c", script, NULL };
-        CHECK_EQ_INT(process_run(argv, 300, 1024, NULL, &err), -ETIMEDOUT);
+        CHECK_EQ_INT(process_run(test_ctx(), argv, 300, 1024, NULL, &err), -ETIMEDOUT);
         CHECK(strstr(err.msg, "'sh'") && strstr(err.msg, "0.300 s"));
         int pid = read_pid_file(pidfile);
         CHECK(pid > 0);
@@ -195,7 +195,7 @@ TEST(process_run_does_not_wait_for_daemons) {
         char *out = NULL;
         struct vh_error err = {};
         char *argv[] = { "sh", "-c", "sleep 600 & echo $!", NULL };
-        CHECK_EQ_INT(process_run(argv, 20 * 1000, 1024, &out, &err), 0);
+        CHECK_EQ_INT(process_run(test_ctx(), argv, 20 * 1000, 1024, &out, &err), 0);
         long pid = out ? strtol(out, NULL, 10) : 0;
         CHECK(pid > 0);
         if (pid > 0)
@@ -211,7 +211,7 @@ TEST(process_run_exec_failure) {
         snprintf(path, sizeof(path), "%s/not-a-program", test_tmpdir());
         CHECK(write_file_atomic(path, "\x01\x02garbage", 9, 0755) == 0);
         char *argv[] = { path, NULL };
-        CHECK_EQ_INT(process_run(argv, RUN_MS, 1024, NULL, &err), -ENOEXEC);
+        CHECK_EQ_INT(process_run(test_ctx(), argv, RUN_MS, 1024, NULL, &err), -ENOEXEC);
         CHECK(strstr(err.msg, path));
 }
 
@@ -238,7 +238,7 @@ TEST(process_run_stream_passes_stdout_keeps_stderr_apart) {
         char *errtext = NULL;
         /* More than a pipe holds, so it arrives in many chunks. */
         char *argv[] = { "sh", "-c", "echo warning >&2; head -c 3000000 /dev/zero; echo done >&2", NULL };
-        CHECK_EQ_INT(process_run_stream(argv, RUN_MS, count_output, &c, &errtext, &err), 0);
+        CHECK_EQ_INT(process_run_stream(test_ctx(), argv, RUN_MS, count_output, &c, &errtext, &err), 0);
         CHECK_EQ_U64(c.bytes, 3000000);
         CHECK(c.chunks > 1);
         CHECK_STREQ(errtext, "warning\ndone\n");
@@ -254,19 +254,19 @@ TEST(process_run_stream_cancel_and_idle_timeout) {
 
         /* 'yes' never ends: only the cancel does. */
         struct stream_count c = { .cancel_after = 1 << 20, .cancel_with = 1 };
-        CHECK_EQ_INT(process_run_stream(argv, RUN_MS, count_output, &c, NULL, &err), -ECANCELED);
+        CHECK_EQ_INT(process_run_stream(test_ctx(), argv, RUN_MS, count_output, &c, NULL, &err), -ECANCELED);
         CHECK(c.bytes >= (size_t) 1 << 20);
         int pid = read_pid_file(pidfile);
         CHECK(pid > 0 && !process_alive(pid));
 
         /* A negative return is passed on as it is. */
         c = (struct stream_count) { .cancel_after = 1, .cancel_with = -EIO };
-        CHECK_EQ_INT(process_run_stream(argv, RUN_MS, count_output, &c, NULL, &err), -EIO);
+        CHECK_EQ_INT(process_run_stream(test_ctx(), argv, RUN_MS, count_output, &c, NULL, &err), -EIO);
 
         /* Silence longer than the idle limit ends the run. */
         c = (struct stream_count) {};
         char *argv2[] = { "sh", "-c", "echo y; exec sleep 600", NULL };
-        CHECK_EQ_INT(process_run_stream(argv2, 300, count_output, &c, NULL, &err), -ETIMEDOUT);
+        CHECK_EQ_INT(process_run_stream(test_ctx(), argv2, 300, count_output, &c, NULL, &err), -ETIMEDOUT);
         CHECK(strstr(err.msg, "no output"));
         CHECK_EQ_U64(c.bytes, 2);
 }

@@ -635,26 +635,18 @@ TEST(doctor_kvm_probe_real) {
                 r.instructions_per_second, r.probe_seconds * 1e3);
 }
 
-/* Runs 'f' with VMHOST_HOME in the test's temporary directory, so the probe
- * cache lands there. */
+/* Runs 'f'; the probe cache lands in test_ctx()'s home, the test's
+ * temporary directory. */
 static void with_tmp_home(void (*f)(void)) {
-        const char *old = getenv("VMHOST_HOME");
-        char *saved = old ? strdup(old) : NULL;
-        setenv("VMHOST_HOME", test_tmpdir(), 1);
         f();
-        if (saved)
-                setenv("VMHOST_HOME", saved, 1);
-        else
-                unsetenv("VMHOST_HOME");
-        free(saved);
 }
 
 static void cached_body(void) {
         struct probe_kvm_result a, b;
         bool from_cache = true;
-        CHECK(probe_kvm_cached(&a, &from_cache, NULL) == 0);
+        CHECK(probe_kvm_cached(test_ctx(), &a, &from_cache, NULL) == 0);
         CHECK(!from_cache);
-        CHECK(probe_kvm_cached(&b, &from_cache, NULL) == 0);
+        CHECK(probe_kvm_cached(test_ctx(), &b, &from_cache, NULL) == 0);
         CHECK(from_cache);
         CHECK(a.status == b.status);
         CHECK_STREQ(a.reason, b.reason);
@@ -669,7 +661,7 @@ static void doctor_body(void) {
         struct probe_doctor_options o = { .store_kvm_cache = true };
         struct probe_report *r = NULL;
         struct vh_error err = {};
-        CHECK(probe_doctor_run(&o, &r, &err) == 0);
+        CHECK(probe_doctor_run(test_ctx(), &o, &r, &err) == 0);
         if (!r)
                 return;
         CHECK(r->n_checks > 10);
@@ -846,7 +838,7 @@ TEST(doctor_ovs_daemons_probe) {
         struct probe_ovs_daemons s;
 
         /* Nothing there. */
-        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
         CHECK_EQ_INT(s.db_error, -ENOENT);
         CHECK_EQ_INT(s.vswitchd_error, -ENOENT);
         CHECK(!s.default_paths);
@@ -858,7 +850,7 @@ TEST(doctor_ovs_daemons_probe) {
                 int fd = ovs_fake_listen(db, NULL, &none);
                 if (fd >= 0)
                         close(fd);
-                probe_ovs_daemons_probe(NULL, dir, 200, &s);
+                probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
                 CHECK_EQ_INT(s.db_error, -ECONNREFUSED);
                 unlink(db);
         }
@@ -869,7 +861,7 @@ TEST(doctor_ovs_daemons_probe) {
         pid_t child;
         int fd = ovs_fake_listen(db, NULL, &child);
         uint64_t t0 = vh_clock_ns();
-        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
         uint64_t ms = (vh_clock_ns() - t0) / 1000000;
         CHECK_EQ_INT(s.db_error, -ETIMEDOUT);
         CHECK(ms >= 190);
@@ -879,7 +871,7 @@ TEST(doctor_ovs_daemons_probe) {
 
         /* An answer that is not JSON-RPC. */
         fd = ovs_fake_listen(db, "HTTP/1.0 400 Bad Request\r\n\r\n", &child);
-        probe_ovs_daemons_probe(NULL, dir, 1000, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 1000, &s);
         CHECK_EQ_INT(s.db_error, -EPROTO);
         if (child > 0)
                 waitpid(child, NULL, 0);
@@ -891,7 +883,7 @@ TEST(doctor_ovs_daemons_probe) {
         fd = ovs_fake_listen(db, "{\"id\":0,\"result\":[],\"error\":null}", &child);
         char remote[320];
         snprintf(remote, sizeof(remote), "unix:%s", db);
-        probe_ovs_daemons_probe(remote, dir, 1000, &s);
+        probe_ovs_daemons_probe(test_ctx(), remote, dir, 1000, &s);
         CHECK_EQ_INT(s.db_error, 0);
         CHECK_STREQ(s.db, remote);
         if (child > 0)
@@ -901,7 +893,7 @@ TEST(doctor_ovs_daemons_probe) {
 
         /* A pid file that is not a pid, then one naming a process that exited. */
         write_text(pidfile, "garbage\n");
-        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
         CHECK_EQ_INT(s.vswitchd_error, -EPROTO);
         pid_t gone = fork();
         if (gone == 0)
@@ -909,7 +901,7 @@ TEST(doctor_ovs_daemons_probe) {
         waitpid(gone, NULL, 0);
         snprintf(text, sizeof(text), "%d\n", (int) gone);
         write_text(pidfile, text);
-        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
         CHECK_EQ_INT(s.vswitchd_pid, gone);
         CHECK_EQ_INT(s.vswitchd_error, -ESRCH);
 
@@ -917,12 +909,12 @@ TEST(doctor_ovs_daemons_probe) {
          * socket OVS names after the pid, answering "version". */
         snprintf(text, sizeof(text), "%d\n", (int) getpid());
         write_text(pidfile, text);
-        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
         CHECK_EQ_INT(s.vswitchd_pid, getpid());
         CHECK_EQ_INT(s.vswitchd_error, -ENOENT);
         snprintf(ctl, sizeof(ctl), "%s/ovs-vswitchd.%d.ctl", dir, (int) getpid());
         fd = ovs_fake_listen(ctl, "{\"id\":0,\"result\":\"ovs-vswitchd (Open vSwitch) 3.1.0\\n\",\"error\":null}", &child);
-        probe_ovs_daemons_probe(NULL, dir, 1000, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 1000, &s);
         CHECK_EQ_INT(s.vswitchd_error, 0);
         CHECK_STREQ(s.vswitchd_ctl, ctl);
         if (child > 0)
@@ -931,7 +923,7 @@ TEST(doctor_ovs_daemons_probe) {
                 close(fd);
 
         /* The defaults are the system's paths. */
-        probe_ovs_daemons_probe(NULL, NULL, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, NULL, 200, &s);
         CHECK(s.default_paths);
         CHECK_STREQ(s.db, "unix:/var/run/openvswitch/db.sock");
 }
@@ -960,7 +952,7 @@ TEST(doctor_ovs_daemons_probe_full_backlog) {
         }
         CHECK(full);
         struct probe_ovs_daemons s;
-        probe_ovs_daemons_probe(NULL, dir, 200, &s);
+        probe_ovs_daemons_probe(test_ctx(), NULL, dir, 200, &s);
         CHECK_EQ_INT(s.db_error, -ETIMEDOUT);
         for (int i = 0; i < n; i++)
                 close(filler[i]);

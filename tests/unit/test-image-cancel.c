@@ -38,7 +38,7 @@ static bool have_qemu_img(void) {
 static int qemu_img(const char *a1, const char *a2, const char *a3, const char *a4) {
         const char *argv[] = { "qemu-img", a1, a2, a3, a4, NULL };
         char *out = NULL;
-        int r = process_run((char *const *) argv, 120 * 1000 /* qemu-img: seconds */, 1 << 20, &out, NULL);
+        int r = process_run(test_ctx(), (char *const *) argv, 120 * 1000 /* qemu-img: seconds */, 1 << 20, &out, NULL);
         if (r != 0)
                 fprintf(stderr, "  (qemu-img %s %s %s %s: %d: %s)\n", a1, a2, a3 ? a3 : "", a4 ? a4 : "", r,
                         out ? out : "");
@@ -407,15 +407,4 @@ TEST(image_fault_switch_counts_across_threads) {
         close(fd);
         CHECK_EQ_U64(n, (uint64_t) COUNT_THREADS * COUNT_WRITES);
         CHECK_EQ_U64(image_fault_writes(), 0);
-}
-
-TEST(image_fault_switch_from_the_environment) {
-        /* The one place that reads it; a bad value changes nothing. */
-        vh_image_fault_set_kill_after_writes(0);
-        CHECK_EQ_INT(setenv("VMHOST_FAULT_KILL_AFTER_WRITES", "12x", 1), 0);
-        CHECK_EQ_INT(vh_image_fault_load_env(), -EINVAL);
-        CHECK_EQ_INT(setenv("VMHOST_FAULT_KILL_AFTER_WRITES", "0", 1), 0);
-        CHECK_EQ_INT(vh_image_fault_load_env(), 0);
-        CHECK_EQ_INT(unsetenv("VMHOST_FAULT_KILL_AFTER_WRITES"), 0);
-        CHECK_EQ_INT(vh_image_fault_load_env(), 0);
 }

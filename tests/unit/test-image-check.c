@@ -206,7 +206,7 @@ static bool have_qemu_img(void) {
 static int qemu_img_check(const char *path) {
         const char *argv[] = { "qemu-img", "check", "-q", path, NULL };
         char *out = NULL;
-        int r = process_run((char *const *) argv, 120 * 1000 /* qemu-img: seconds */, 1 << 16, &out, NULL);
+        int r = process_run(test_ctx(), (char *const *) argv, 120 * 1000 /* qemu-img: seconds */, 1 << 16, &out, NULL);
         free(out);
         return r;
 }

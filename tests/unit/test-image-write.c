@@ -60,7 +60,8 @@ static int run(char **ret_out, const char *arg0, ...) {
         va_end(ap);
         argv[n] = NULL;
         char *out = NULL;
-        int r = process_run((char *const *) argv, 120 * 1000 /* qemu-img/qemu-io: seconds */, 1 << 20, &out, NULL);
+        int r = process_run(test_ctx(), (char *const *) argv, 120 * 1000 /* qemu-img/qemu-io: seconds */, 1 << 20, &out,
+                            NULL);
         if (r != 0 && getenv("VERBOSE"))
                 fprintf(stderr, "  (%s %s exited %d: %s)\n", arg0, n > 1 ? argv[1] : "", r, out ? out : "");
         if (ret_out)
@@ -72,7 +73,8 @@ static int run(char **ret_out, const char *arg0, ...) {
 
 static int run_argv(const char *const *argv) {
         char *out = NULL;
-        int r = process_run((char *const *) argv, 120 * 1000 /* qemu-img/qemu-io: seconds */, 1 << 20, &out, NULL);
+        int r = process_run(test_ctx(), (char *const *) argv, 120 * 1000 /* qemu-img/qemu-io: seconds */, 1 << 20, &out,
+                            NULL);
         if (r != 0 && getenv("VERBOSE"))
                 fprintf(stderr, "  (%s exited %d: %s)\n", argv[0], r, out ? out : "");
         free(out);

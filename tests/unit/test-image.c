@@ -56,7 +56,8 @@ static int run(char **ret_out, const char *arg0, ...) {
         va_end(ap);
         argv[n] = NULL;
         char *out = NULL;
-        int r = process_run((char *const *) argv, 120 * 1000 /* qemu-img/qemu-io: seconds */, 1 << 20, &out, NULL);
+        int r = process_run(test_ctx(), (char *const *) argv, 120 * 1000 /* qemu-img/qemu-io: seconds */, 1 << 20, &out,
+                            NULL);
         if (r != 0 && getenv("VERBOSE"))
                 fprintf(stderr, "  (%s exited %d: %s)\n", arg0, r, out ? out : "");
         if (ret_out)

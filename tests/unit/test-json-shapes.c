@@ -221,7 +221,7 @@ static void list_body(void) {
         struct vh_error err = {};
         char **names = NULL;
         /* No STATE/vms yet: no VM, no error. */
-        CHECK_EQ_INT(vm_list_names(&names, &err), 0);
+        CHECK_EQ_INT(vm_list_names(test_ctx(), &names, &err), 0);
         CHECK(names && !names[0]);
         names = vm_names_free(names);
 
@@ -231,7 +231,7 @@ static void list_body(void) {
         put(home, "broken", "name = broken\nmemory = 12x\n");
         put(home, "empty", NULL);     /* a directory without vm.conf */
         put(home, "bad.name", "name = bad.name\n");
-        CHECK_EQ_INT(vm_list_names(&names, &err), 3);
+        CHECK_EQ_INT(vm_list_names(test_ctx(), &names, &err), 3);
         if (names) {
                 CHECK_STREQ(names[0], "alpha");
                 CHECK_STREQ(names[1], "broken");
@@ -246,26 +246,18 @@ static void list_body(void) {
         CHECK(crash && write_file_atomic(crash, "qemu: killed", 12, 0600) == 0);
         struct vm_def *def = NULL;
         struct vm_status st;
-        CHECK_EQ_INT(vm_describe("alpha", &def, &st, &err), 0);
+        CHECK_EQ_INT(vm_describe(test_ctx(), "alpha", &def, &st, &err), 0);
         CHECK(st.state == VM_STATE_STOPPED);
         CHECK_STREQ(st.exit_reason, "qemu: killed");
         def = vm_def_free(def);
-        CHECK_EQ_INT(vm_describe("zeta", &def, &st, &err), 0);
+        CHECK_EQ_INT(vm_describe(test_ctx(), "zeta", &def, &st, &err), 0);
         CHECK_STREQ(st.exit_reason, "");
         def = vm_def_free(def);
-        CHECK(vm_describe("broken", &def, &st, &err) < 0);
+        CHECK(vm_describe(test_ctx(), "broken", &def, &st, &err) < 0);
         CHECK(!def);
         CHECK(strstr(err.msg, "broken/vm.conf") != NULL);
 }
 
 TEST(vm_list_names_one_scan) {
-        const char *old = getenv("VMHOST_HOME");
-        char *saved = old ? strdup(old) : NULL;
-        setenv("VMHOST_HOME", test_tmpdir(), 1);
-        list_body();
-        if (saved)
-                setenv("VMHOST_HOME", saved, 1);
-        else
-                unsetenv("VMHOST_HOME");
-        free(saved);
+        list_body(); /* in test_ctx()'s home, the test's directory */
 }

@@ -491,12 +491,9 @@ TEST(net_leases_parse_limits) {
  * file: taken as "no port" it would hide a tap or a reserved address. The
  * temporary file of a write that never finished is no record. */
 TEST(net_ports_read_refuses_corrupt_records) {
-        const char *saved = getenv("VMHOST_HOME");
-        _cleanup_free_ char *saved_copy = saved ? strdup(saved) : NULL;
-        setenv("VMHOST_HOME", test_tmpdir(), 1);
         _cleanup_free_ char *dir = NULL, *good = NULL, *tmp = NULL, *bad = NULL;
-        CHECK_EQ_INT(net_run_dir_make("plan", "ports"), 0);
-        CHECK_EQ_INT(net_run_path("plan", "ports", &dir), 0);
+        CHECK_EQ_INT(net_run_dir_make(test_ctx(), "plan", "ports"), 0);
+        CHECK_EQ_INT(net_run_path(test_ctx(), "plan", "ports", &dir), 0);
         good = dir ? strdup_printf("%s/v1.0", dir) : NULL;
         tmp = dir ? strdup_printf("%s/v1.1.tmp.4242", dir) : NULL;
         bad = dir ? strdup_printf("%s/v2.0", dir) : NULL;
@@ -506,13 +503,13 @@ TEST(net_ports_read_refuses_corrupt_records) {
                 CHECK_EQ_INT(write_file_atomic(tmp, "vm=v1\nind", 10, 0600), 0);
                 struct net_port *ports = NULL;
                 struct vh_error e = {};
-                CHECK_EQ_INT(net_ports_read("plan", &ports, &e), 1);
+                CHECK_EQ_INT(net_ports_read(test_ctx(), "plan", &ports, &e), 1);
                 if (ports)
                         CHECK_STREQ(ports[0].ip, "10.0.0.5");
                 ports = mfree(ports);
 
                 CHECK_EQ_INT(write_file_atomic(bad, "garbage\n", 8, 0600), 0);
-                CHECK(net_ports_read("plan", &ports, &e) < 0);
+                CHECK(net_ports_read(test_ctx(), "plan", &ports, &e) < 0);
                 CHECK(ports == NULL);
                 CHECK(strstr(e.msg, bad) && strstr(e.msg, "corrupt"));
                 unlink(bad);
@@ -520,12 +517,8 @@ TEST(net_ports_read_refuses_corrupt_records) {
                 /* Unreadable: a directory where a record should be. */
                 CHECK_EQ_INT(mkdir(bad, 0700), 0);
                 e = (struct vh_error) {};
-                CHECK(net_ports_read("plan", &ports, &e) < 0);
+                CHECK(net_ports_read(test_ctx(), "plan", &ports, &e) < 0);
                 CHECK(strstr(e.msg, bad) && strstr(e.msg, "cannot read"));
                 rmdir(bad);
         }
-        if (saved_copy)
-                setenv("VMHOST_HOME", saved_copy, 1);
-        else
-                unsetenv("VMHOST_HOME");
 }

@@ -87,7 +87,7 @@ static bool qemu_start(struct qemu *qm) {
                 snprintf(qm->sock[i], sizeof(qm->sock[i]), "%s/qmp%d.sock", test_tmpdir(), i);
                 snprintf(opt[i], sizeof(opt[i]), "unix:%s,server=on,wait=off", qm->sock[i]);
         }
-        char *exe = find_executable(QEMU_BINARY);
+        char *exe = find_executable(test_ctx(), QEMU_BINARY);
         if (!exe) {
                 fprintf(stderr, "  SKIP: %s is not installed (apt-get install qemu-system-x86)\n", QEMU_BINARY);
                 return false;

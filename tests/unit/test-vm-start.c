@@ -25,34 +25,6 @@ static bool have_qemu(void) {
         return test_need_program(QEMU_BINARY, "qemu-system-x86");
 }
 
-/* The environment a vmhost home in the test's directory needs; restored by
- * home_leave(). QEMU stays root: the test must not create system users. */
-struct home {
-        char *vmhost_home, *qemu_user;
-};
-
-static void home_enter(struct home *h) {
-        const char *a = getenv("VMHOST_HOME"), *b = getenv("VMHOST_QEMU_USER");
-        h->vmhost_home = a ? strdup(a) : NULL;
-        h->qemu_user = b ? strdup(b) : NULL;
-        setenv("VMHOST_HOME", test_tmpdir(), 1);
-        if (geteuid() == 0)
-                setenv("VMHOST_QEMU_USER", "root", 1);
-}
-
-static void home_leave(struct home *h) {
-        if (h->vmhost_home)
-                setenv("VMHOST_HOME", h->vmhost_home, 1);
-        else
-                unsetenv("VMHOST_HOME");
-        if (h->qemu_user)
-                setenv("VMHOST_QEMU_USER", h->qemu_user, 1);
-        else
-                unsetenv("VMHOST_QEMU_USER");
-        free(h->vmhost_home);
-        free(h->qemu_user);
-}
-
 /* A small VM with a 1 MiB raw disk, no NIC, no display, under TCG: the
  * cheapest thing QEMU starts. */
 static bool define_vm(const char *name) {
@@ -75,7 +47,7 @@ static bool define_vm(const char *name) {
         free(def->disk_format);
         def->disk_format = strdup("raw");
         struct vh_error err = {};
-        int r = vm_save(def, &err);
+        int r = vm_save(test_ctx(), def, &err);
         if (r < 0)
                 test_fail(__FILE__, __LINE__, "vm_save: %s", vh_error_message(&err, r));
         return r >= 0;
@@ -86,14 +58,14 @@ static void incoming_body(void) {
                 return;
         struct vh_error err = {};
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
-        int r = vm_start_prepare("mig1", &job, &err);
+        int r = vm_start_prepare(test_ctx(), "mig1", &job, &err);
         CHECK_EQ_INT(r, 0);
         if (r < 0) {
                 fprintf(stderr, "  prepare: %s\n", vh_error_message(&err, r));
                 return;
         }
         struct vm_start_options o = { .incoming_defer = true };
-        r = vm_start_launch(job, &o, &err);
+        r = vm_start_launch(test_ctx(), job, &o, &err);
         CHECK_EQ_INT(r, 0);
         if (r >= 0)
                 r = vm_start_record(job, 30 * 1000, NULL, &err);
@@ -104,7 +76,7 @@ static void incoming_body(void) {
         }
 
         struct vm_status st;
-        CHECK_EQ_INT(vm_get_status("mig1", &st, &err), 0);
+        CHECK_EQ_INT(vm_get_status(test_ctx(), "mig1", &st, &err), 0);
         CHECK(st.state == VM_STATE_RUNNING);
         CHECK_EQ_INT(st.pid, job->pid);
 
@@ -124,17 +96,14 @@ static void incoming_body(void) {
                 json_value_free(v);
                 q = qmp_free(q);
         }
-        CHECK_EQ_INT(vm_stop("mig1", 5000, &err), 0);
+        CHECK_EQ_INT(vm_stop(test_ctx(), "mig1", 5000, &err), 0);
         CHECK(!process_alive(job->pid));
 }
 
 TEST(vm_start_incoming_defer_is_inmigrate) {
         if (!have_qemu())
                 return;
-        struct home h;
-        home_enter(&h);
         incoming_body();
-        home_leave(&h);
 }
 
 /* A start that is launched but never recorded (a migration that gave up)
@@ -145,13 +114,13 @@ static void undo_body(void) {
                 return;
         struct vh_error err = {};
         struct vm_start_job *job = NULL;
-        int r = vm_start_prepare("mig2", &job, &err);
+        int r = vm_start_prepare(test_ctx(), "mig2", &job, &err);
         CHECK_EQ_INT(r, 0);
         if (r < 0)
                 return;
         _cleanup_free_ char *runtime_dir = strdup(job->paths.runtime_dir);
         struct vm_start_options o = { .incoming_defer = true };
-        CHECK_EQ_INT(vm_start_launch(job, &o, &err), 0);
+        CHECK_EQ_INT(vm_start_launch(test_ctx(), job, &o, &err), 0);
         int pid = job->pid;
         CHECK(pid > 0);
         CHECK(process_alive(pid));
@@ -159,17 +128,14 @@ static void undo_body(void) {
         CHECK(!process_alive(pid));
         CHECK(runtime_dir && !file_exists(runtime_dir));
         struct vm_status st;
-        CHECK_EQ_INT(vm_get_status("mig2", &st, &err), 0);
+        CHECK_EQ_INT(vm_get_status(test_ctx(), "mig2", &st, &err), 0);
         CHECK(st.state == VM_STATE_STOPPED);
 }
 
 TEST(vm_start_unrecorded_launch_is_undone) {
         if (!have_qemu())
                 return;
-        struct home h;
-        home_enter(&h);
         undo_body();
-        home_leave(&h);
 }
 
 /* An executable QEMU binary that exec refuses (no ELF, no #!): the child
@@ -182,11 +148,11 @@ static void exec_fail_body(void) {
         struct vh_error err = {};
         struct vm_status st;
         struct vm_start_options o = { .qemu_binary = bogus };
-        int r = vm_start("mig3", &o, &st, &err);
+        int r = vm_start(test_ctx(), "mig3", &o, &st, &err);
         CHECK_EQ_INT(r, -ENOEXEC);
         CHECK(strstr(err.msg, "Cannot start QEMU for VM mig3: cannot execute ") == err.msg);
         CHECK(strstr(err.msg, strerror(ENOEXEC)) != NULL);
-        CHECK_EQ_INT(vm_get_status("mig3", &st, &err), 0);
+        CHECK_EQ_INT(vm_get_status(test_ctx(), "mig3", &st, &err), 0);
         CHECK(st.state == VM_STATE_STOPPED);
         _cleanup_free_ char *rt = strdup_printf("%s/run/vms/mig3", test_tmpdir());
         CHECK(rt && !file_exists(rt));
@@ -197,8 +163,5 @@ static void exec_fail_body(void) {
 }
 
 TEST(vm_start_exec_failure_reported) {
-        struct home h;
-        home_enter(&h);
         exec_fail_body();
-        home_leave(&h);
 }

@@ -412,10 +412,10 @@ TEST(vm_cmdline_vnc) {
 
 TEST(vm_mac_is_stable_local_unicast) {
         char a[18], b[18], c[18], d[18];
-        CHECK_EQ_INT(vm_derive_mac(1, 0, a), 0);
-        CHECK_EQ_INT(vm_derive_mac(1, 0, b), 0);
-        CHECK_EQ_INT(vm_derive_mac(2, 0, c), 0);
-        CHECK_EQ_INT(vm_derive_mac(1, 1, d), 0);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 0, a), 0);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 0, b), 0);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 2, 0, c), 0);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 1, d), 0);
         CHECK_STREQ(a, b);
         CHECK(strcmp(a, c) != 0 && strcmp(a, d) != 0);
         CHECK(vm_mac_is_valid(a) && vm_mac_is_valid(d));
@@ -423,8 +423,8 @@ TEST(vm_mac_is_stable_local_unicast) {
          * VM id in the last two. */
         CHECK(strncmp(a, "02:", 3) == 0 && strncmp(d, "12:", 3) == 0);
         CHECK(strcmp(a + 12, "00:01") == 0);
-        CHECK_EQ_INT(vm_derive_mac(0, 0, a), -EINVAL);
-        CHECK_EQ_INT(vm_derive_mac(1, 16, a), -EINVAL);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 0, 0, a), -EINVAL);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 16, a), -EINVAL);
 }
 
 TEST(vm_forward_format_roundtrip) {
@@ -499,7 +499,7 @@ TEST(vm_user_nat_address) {
                 return;
         struct vm_status st = { .state = VM_STATE_RUNNING };
         struct vm_address *a = NULL;
-        CHECK_EQ_INT(vm_addresses(def, &st, 0, &a, &err), 1);
+        CHECK_EQ_INT(vm_addresses(test_ctx(), def, &st, 0, &a, &err), 1);
         if (a) {
                 CHECK_STREQ(a[0].ip, "10.0.2.15");
                 CHECK_STREQ(a[0].mac, "02:00:00:00:00:03");
@@ -509,7 +509,7 @@ TEST(vm_user_nat_address) {
         free(a);
         st.state = VM_STATE_STOPPED;
         a = (struct vm_address *) &st;
-        CHECK_EQ_INT(vm_addresses(def, &st, 0, &a, &err), 0);
+        CHECK_EQ_INT(vm_addresses(test_ctx(), def, &st, 0, &a, &err), 0);
         CHECK(a == NULL);
         vm_def_free(def);
 }
@@ -598,15 +598,15 @@ static void vm_lock_status_body(void) {
         struct vm_def *def = vm_def_new("t1");
         struct vh_error err = {};
         CHECK(def && vm_def_set(def, "disk", "/dev/null", &err) == 0);
-        CHECK(def && vm_save(def, &err) == 0);
+        CHECK(def && vm_save(test_ctx(), def, &err) == 0);
         vm_def_free(def);
 
         /* Re-entrant within this thread. */
         struct vm_lock *a = NULL, *b = NULL;
-        CHECK_EQ_INT(vm_lock_take("t1", "changed", 0, &a, &err), 0);
-        CHECK_EQ_INT(vm_lock_take("t1", "changed", 0, &b, &err), 0);
+        CHECK_EQ_INT(vm_lock_take(test_ctx(), "t1", "changed", 0, &a, &err), 0);
+        CHECK_EQ_INT(vm_lock_take(test_ctx(), "t1", "changed", 0, &b, &err), 0);
         struct vm_status st;
-        CHECK_EQ_INT(vm_get_status("t1", &st, &err), 0);
+        CHECK_EQ_INT(vm_get_status(test_ctx(), "t1", &st, &err), 0);
         CHECK_EQ_INT(st.state, VM_STATE_STOPPED);
         vm_lock_release(b);
         vm_lock_release(a);
@@ -614,38 +614,30 @@ static void vm_lock_status_body(void) {
         /* A start under way in another process: status says "starting"
          * and does not wait for it; another start is told who is busy. */
         _cleanup_free_ char *path = NULL;
-        CHECK_EQ_INT(vm_lock_path("t1", &path), 0);
+        CHECK_EQ_INT(vm_lock_path(test_ctx(), "t1", &path), 0);
         pid_t holder = path ? spawn_lock_holder(path) : -1;
         CHECK(holder > 0);
         if (holder <= 0)
                 return;
-        CHECK_EQ_INT(vm_get_status("t1", &st, &err), 0);
+        CHECK_EQ_INT(vm_get_status(test_ctx(), "t1", &st, &err), 0);
         CHECK_EQ_INT(st.state, VM_STATE_STARTING);
         CHECK_STREQ(vm_state_to_string(st.state), "starting");
-        CHECK_EQ_INT(vm_lock_take("t1", "started", 100, &a, &err), -EBUSY);
+        CHECK_EQ_INT(vm_lock_take(test_ctx(), "t1", "started", 100, &a, &err), -EBUSY);
         char want[64];
         snprintf(want, sizeof(want), "VM t1 is busy: being started by pid %d", (int) holder);
         CHECK(strstr(err.msg, want) != NULL);
-        CHECK_EQ_INT(vm_delete("t1", &err), -EBUSY);
-        CHECK(vm_exists("t1"));
+        CHECK_EQ_INT(vm_delete(test_ctx(), "t1", &err), -EBUSY);
+        CHECK(vm_exists(test_ctx(), "t1"));
         kill(holder, SIGKILL);
         waitpid(holder, NULL, 0);
-        CHECK_EQ_INT(vm_get_status("t1", &st, &err), 0);
+        CHECK_EQ_INT(vm_get_status(test_ctx(), "t1", &st, &err), 0);
         CHECK_EQ_INT(st.state, VM_STATE_STOPPED);
-        CHECK_EQ_INT(vm_delete("t1", &err), 0);
-        CHECK(!vm_exists("t1"));
+        CHECK_EQ_INT(vm_delete(test_ctx(), "t1", &err), 0);
+        CHECK(!vm_exists(test_ctx(), "t1"));
 }
 
 TEST(vm_lock_reentrant_status_starting_delete_busy) {
-        const char *old = getenv("VMHOST_HOME");
-        char *saved = old ? strdup(old) : NULL;
-        setenv("VMHOST_HOME", test_tmpdir(), 1);
-        vm_lock_status_body();
-        if (saved)
-                setenv("VMHOST_HOME", saved, 1);
-        else
-                unsetenv("VMHOST_HOME");
-        free(saved);
+        vm_lock_status_body(); /* in test_ctx()'s home, the test's directory */
 }
 
 TEST(vm_path_absolute_table) {

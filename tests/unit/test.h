@@ -41,6 +41,12 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool test_need_program(const char *prog, const char *package);
 /* A temporary directory for the running test, removed after it. */
 const char *test_tmpdir(void);
+/* The context library calls of the running test get: a vmhost home in
+ * test_tmpdir(), QEMU kept as the caller (a test must not create system
+ * users), programs searched in $PATH, OVS and fault switches from the
+ * environment as a program's would be. Freed after the test. */
+struct vh_context;
+const struct vh_context *test_ctx(void);
 
 #define TEST(name)                                                              \
         static void test_##name(void);                                          \
