@@ -197,8 +197,14 @@ const char *vm_state_to_string(enum vm_state s) {
  * an operation locks its own VM. */
 #define VM_LOCKS_PER_THREAD 8
 
+/* A lock is known by its file, not by the VM's name alone: a process may
+ * work with several contexts (homes), each with its own VMs. vm_paths_get()
+ * keeps a runtime directory short enough for a unix socket path, so the
+ * lock's path fits here too. */
+#define VM_LOCK_PATH_MAX 256
+
 struct vm_lock {
-        char name[VH_NAME_MAX + 1];
+        char path[VM_LOCK_PATH_MAX];
         int fd;
         unsigned depth; /* 0: slot free */
         bool stopping;  /* this thread stops the VM: a QEMU found gone is a stop, not a crash */
@@ -206,9 +212,18 @@ struct vm_lock {
 
 static _Thread_local struct vm_lock held_locks[VM_LOCKS_PER_THREAD];
 
-static struct vm_lock *held_lock(const char *name) {
+/* RUN/vms/NAME.lock into 'buf' (no directory made); false when too long. */
+static bool lock_path_format(const struct vh_context *ctx, const char *name, char buf[static VM_LOCK_PATH_MAX]) {
+        int n = snprintf(buf, VM_LOCK_PATH_MAX, "%s/vms/%s.lock", ctx->runtime_dir, name);
+        return n > 0 && n < VM_LOCK_PATH_MAX;
+}
+
+static struct vm_lock *held_lock(const struct vh_context *ctx, const char *name) {
+        char path[VM_LOCK_PATH_MAX];
+        if (!lock_path_format(ctx, name, path))
+                return NULL;
         for (size_t i = 0; i < ELEMENTSOF(held_locks); i++)
-                if (held_locks[i].depth > 0 && streq(held_locks[i].name, name))
+                if (held_locks[i].depth > 0 && streq(held_locks[i].path, path))
                         return &held_locks[i];
         return NULL;
 }
@@ -233,7 +248,7 @@ int vm_lock_take(const struct vh_context *ctx, const char *name, const char *op,
                 return vh_error_set(err, -EINVAL,
                                     "Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', starting with a letter or digit",
                                     name, VH_NAME_MAX);
-        struct vm_lock *l = held_lock(name);
+        struct vm_lock *l = held_lock(ctx, name);
         if (l) {
                 l->depth++;
                 *ret = l;
@@ -250,12 +265,14 @@ int vm_lock_take(const struct vh_context *ctx, const char *name, const char *op,
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create the runtime directory for the lock of VM %s: %s", name,
                                     strerror(-r));
+        if (strlen(path) >= VM_LOCK_PATH_MAX)
+                return vh_error_set(err, -ENAMETOOLONG, "The lock file of VM %s (%s) has too long a path", name, path);
         char what[VH_NAME_MAX + 8];
         snprintf(what, sizeof(what), "VM %s", name);
         int fd = vh_lockfile_take(path, what, op, timeout_ms, err);
         if (fd < 0)
                 return fd;
-        snprintf(l->name, sizeof(l->name), "%s", name);
+        snprintf(l->path, sizeof(l->path), "%s", path);
         l->fd = fd;
         l->depth = 1;
         *ret = l;
@@ -277,7 +294,7 @@ static enum vm_state state_of_holder(const struct vh_context *ctx, const struct 
                                      enum vm_state fallback, bool *ret_held) {
         struct vh_lock_holder h = {};
         *ret_held = false;
-        if (held_lock(name))
+        if (held_lock(ctx, name))
                 return fallback;
         /* RUN/vms/NAME.lock, as vm_lock_path() names it, without its mkdir:
          * 'vm list' asks this for every stopped VM. vm_paths_get() keeps
@@ -418,7 +435,7 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
          * the state file first, so reaching here means it was not one.
          * The clean-up changes the VM: it runs under the VM's lock, with the
          * state read again there (a start or stop may have finished since). */
-        if (!held_lock(name)) {
+        if (!held_lock(ctx, name)) {
                 struct vm_lock *lock = NULL;
                 struct vh_error lock_err = {};
                 r = vm_lock_take(ctx, name, "checked", VM_STATUS_LOCK_TIMEOUT_MS, &lock, &lock_err);
@@ -439,7 +456,7 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
                 *ret = st;
                 return 0;
         }
-        struct vm_lock *mine = held_lock(name);
+        struct vm_lock *mine = held_lock(ctx, name);
         if (mine && mine->stopping) {
                 /* Our own stop made it go (a guest power-off, 'quit', the
                  * signal): clean up as a stop, with no crash to remember. */
@@ -1241,7 +1258,7 @@ static int vm_stop_locked(const struct vh_context *ctx, const char *name, unsign
          * state file stays until QEMU is gone, so a stop that fails leaves
          * the VM known as running, which it still is. Other processes see
          * the lock held by a stop and report the VM stopped. */
-        struct vm_lock *mine = held_lock(name);
+        struct vm_lock *mine = held_lock(ctx, name);
         bool was_stopping = mine && mine->stopping;
         if (mine)
                 mine->stopping = true;

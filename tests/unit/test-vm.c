@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -711,4 +712,36 @@ TEST(vm_def_parse_lenient_keeps_what_parses) {
         CHECK_EQ_INT(vm_def_parse_lenient("name = a\n", "t.conf", &def, &err), 1);
         CHECK_STREQ(err.msg, "VM a boots from disk but has no 'disk'");
         vm_def_free(def);
+}
+
+/* A thread's re-entry is per lock file, not per VM name: the same name in
+ * two homes (two contexts in one process, as a server may hold) are two
+ * VMs, and each take locks its own file. */
+TEST(vm_lock_same_name_two_homes) {
+        char b_state[4096];
+        snprintf(b_state, sizeof(b_state), "%s/home-b", test_ctx()->state_dir);
+        CHECK(mkdir(b_state, 0700) == 0 || errno == EEXIST);
+        struct vh_context *b = NULL;
+        struct vh_context_params params = { .state_dir = b_state, .exec_path = test_ctx()->exec_path };
+        CHECK_EQ_INT(vh_context_new(&params, &b, NULL), 0);
+        if (!b)
+                return;
+        struct vm_lock *la = NULL, *lb = NULL;
+        CHECK_EQ_INT(vm_lock_take(test_ctx(), "twin", "started", 1000, &la, NULL), 0);
+        CHECK_EQ_INT(vm_lock_take(b, "twin", "started", 1000, &lb, NULL), 0);
+        char *pa = NULL, *pb = NULL;
+        CHECK_EQ_INT(vm_lock_path(test_ctx(), "twin", &pa), 0);
+        CHECK_EQ_INT(vm_lock_path(b, "twin", &pb), 0);
+        CHECK(pa && pb && strcmp(pa, pb) != 0);
+        /* Both files are locked (by this process: another description sees it). */
+        CHECK_EQ_INT(vh_lockfile_holder(pa, NULL), 1);
+        CHECK_EQ_INT(vh_lockfile_holder(pb, NULL), 1);
+        vm_lock_release(lb);
+        CHECK_EQ_INT(vh_lockfile_holder(pb, NULL), 0);
+        CHECK_EQ_INT(vh_lockfile_holder(pa, NULL), 1);
+        vm_lock_release(la);
+        CHECK_EQ_INT(vh_lockfile_holder(pa, NULL), 0);
+        free(pa);
+        free(pb);
+        vh_context_free(b);
 }
