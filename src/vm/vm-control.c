@@ -25,22 +25,9 @@
 /* QMP serves one client at a time; a command waits this long for it. */
 #define VM_QMP_CONNECT_MS 5000
 
-static int running_status(const struct vh_context *ctx, const char *name, struct vm_status *st, struct vh_error *err) {
-        int r = vm_get_status(ctx, name, st, err);
-        if (r < 0)
-                return r;
-        if (st->state != VM_STATE_RUNNING)
-                return vh_error_set(err, -ESRCH, "VM %s is not running", name);
-        return 0;
-}
-
 static int open_qmp(const struct vh_context *ctx, const char *name, struct qmp_client **ret, struct vh_error *err) {
-        struct vm_status st;
-        int r = running_status(ctx, name, &st, err);
-        if (r < 0)
-                return r;
         struct vm_paths p;
-        r = vm_paths_get(ctx, name, &p, err);
+        int r = vm_open_running(ctx, name, &p, NULL, err);
         if (r < 0)
                 return r;
         r = qmp_connect(p.qmp_socket, VM_QMP_CONNECT_MS, ret, err);

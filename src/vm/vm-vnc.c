@@ -102,19 +102,15 @@ int vm_vnc_start(const struct vm_def *def, const struct vm_paths *paths, struct 
 /* The VM's definition and paths, checked to be running. */
 static int running_vm(const struct vh_context *ctx, const char *name, struct vm_def **ret_def,
                       struct vm_paths *ret_paths, struct vh_error *err) {
-        struct vm_status st;
-        int r = vm_get_status(ctx, name, &st, err);
+        struct vh_error e = {};
+        int r = vm_open_running(ctx, name, ret_paths, NULL, &e);
+        if (r == -ESRCH)
+                return vh_error_set(err, r, "%s; its VNC display exists only while it runs", e.msg);
         if (r < 0)
-                return r;
-        if (st.state != VM_STATE_RUNNING)
-                return vh_error_set(err, -ESRCH, "VM %s is not running; its VNC display exists only while it runs",
-                                    name);
+                return vh_error_set(err, r, "%s", vh_error_message(&e, r));
         r = vm_load(ctx, name, ret_def, err);
         if (r < 0)
-                return r;
-        r = vm_paths_get(ctx, name, ret_paths, err);
-        if (r < 0)
-                *ret_def = vm_def_free(*ret_def);
+                vm_paths_done(ret_paths);
         return r;
 }
 

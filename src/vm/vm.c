@@ -481,6 +481,25 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
         return 0;
 }
 
+int vm_open_running(const struct vh_context *ctx, const char *name, struct vm_paths *ret_paths,
+                    struct vm_status *ret_status, struct vh_error *err) {
+        struct vm_status st;
+        int r = vm_get_status(ctx, name, &st, err);
+        if (r < 0)
+                return r;
+        if (st.state != VM_STATE_RUNNING)
+                return vh_error_set(err, -ESRCH, "VM %s is not running%s%s", name, st.exit_reason[0] ? ": " : "",
+                                    st.exit_reason);
+        if (ret_paths) {
+                r = vm_paths_get(ctx, name, ret_paths, err);
+                if (r < 0)
+                        return r;
+        }
+        if (ret_status)
+                *ret_status = st;
+        return 0;
+}
+
 void vm_last_exit(const struct vh_context *ctx, const char *name, char *buf, size_t len) {
         buf[0] = '\0';
         _cleanup_paths_ struct vm_paths p = {};
@@ -1152,16 +1171,10 @@ static void wait_for_log(const char *log, int *inotify_fd, int pid_fd, uint64_t 
 int vm_wait_ready(const struct vh_context *ctx, const char *name, unsigned timeout_ms, char **ret_line,
                   struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(ctx, name, &p, err);
-        if (r < 0)
-                return r;
         struct vm_status st;
-        r = vm_get_status(ctx, name, &st, err);
+        int r = vm_open_running(ctx, name, &p, &st, err);
         if (r < 0)
                 return r;
-        if (st.state != VM_STATE_RUNNING)
-                return vh_error_set(err, -ESRCH, "VM %s is not running%s%s", name,
-                                    st.exit_reason[0] ? ": " : "", st.exit_reason);
 
         uint64_t deadline = vh_clock_ms() + timeout_ms;
         uint64_t offset = st.serial_log_offset;
@@ -1289,15 +1302,10 @@ static void drain_output(int fd, int out_fd) {
 
 int vm_console(const struct vh_context *ctx, const char *name, int in_fd, int out_fd, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
-        int r = vm_paths_get(ctx, name, &p, err);
-        if (r < 0)
-                return r;
         struct vm_status st;
-        r = vm_get_status(ctx, name, &st, err);
+        int r = vm_open_running(ctx, name, &p, &st, err);
         if (r < 0)
                 return r;
-        if (st.state != VM_STATE_RUNNING)
-                return vh_error_set(err, -ESRCH, "VM %s is not running", name);
 
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)

@@ -65,6 +65,12 @@ const char *vm_state_to_string(enum vm_state s);
  * start runs, STOPPED while a stop or delete runs, else CRASHED). */
 int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_status *ret, struct vh_error *err);
 
+/* The opening of every operation on a running VM: its status and (when
+ * 'ret_paths' is not NULL) its paths, or -ESRCH and "VM NAME is not
+ * running" (with the reason when QEMU was just found gone). */
+int vm_open_running(const struct vh_context *ctx, const char *name, struct vm_paths *ret_paths,
+                    struct vm_status *ret_status, struct vh_error *err);
+
 /* The exit reason of a crash noticed earlier, kept until the next start;
  * buf is emptied when there is none. */
 void vm_last_exit(const struct vh_context *ctx, const char *name, char *buf, size_t len);
