@@ -212,7 +212,15 @@ static int run_child(const struct vh_context *ctx, struct run *run, char *const 
                     dup2(errp[1] >= 0 ? errp[1] : out[1], STDERR_FILENO) >= 0)
                         execve(exe, argv, envp);
                 int e = errno;
-                ssize_t k = write(execp[1], &e, sizeof(e));
+                /* A failed exec closed nothing: let go of what is shared
+                 * with the caller (an OFD lock it holds lives as long as
+                 * any copy of its descriptor) before the caller hears of
+                 * the failure. */
+                int keep = execp[1];
+                if (keep > 3)
+                        (void) syscall(SYS_close_range, 3u, (unsigned) keep - 1, 0u);
+                (void) syscall(SYS_close_range, (unsigned) keep + 1, ~0u, 0u);
+                ssize_t k = write(keep, &e, sizeof(e));
                 (void) k;
                 _exit(127);
         }

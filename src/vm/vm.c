@@ -880,6 +880,14 @@ static void child_say(const char *msg, size_t len) {
 static _noreturn_ void child_fail(int errpipe, enum launch_step step, const char *msg, size_t len) {
         struct launch_failure f = { .step = step, .error = errno };
         child_say(msg, len);
+        /* Close what this child shares with vmhost before reporting: an
+         * exec that failed closed nothing, and the VM's lock is an OFD
+         * lock on a description this child still references, so until it
+         * exits the lock would stay held after vm_start() returned (a
+         * status right after the failed start then says "starting"). */
+        if (errpipe > 3)
+                (void) syscall(SYS_close_range, 3u, (unsigned) errpipe - 1, 0u);
+        (void) syscall(SYS_close_range, (unsigned) errpipe + 1, ~0u, 0u);
         (void) !write(errpipe, &f, sizeof(f));
         _exit(127);
 }
