@@ -1,0 +1,263 @@
+/* tests/unit/test-host.c: the host registry (names, the file format) and
+ * the ssh transport's argv and quoting for the remote shell, the quoting
+ * proven by a real POSIX shell. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/macro.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "base/strv.h"
+#include "host/host-def.h"
+#include "host/ssh.h"
+#include "test.h"
+#include "vmhost/context.h"
+
+TEST(host_name_rules) {
+        static const struct {
+                const char *name;
+                bool ok;
+        } cases[] = {
+                { "b", true }, { "node-2", true }, { "a_b", true }, { "local", false }, { "", false },
+                { "-x", false }, { "x;touch /tmp/owned", false }, { "$(id)", false }, { "a b", false },
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false }, /* 33 */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                if (host_name_is_valid(cases[i].name) != cases[i].ok)
+                        test_fail(__FILE__, __LINE__, "name '%s'", cases[i].name);
+}
+
+TEST(host_ssh_target_rules) {
+        static const struct {
+                const char *s;
+                bool ok;
+        } cases[] = {
+                { "10.0.0.2", true }, { "root@10.0.0.2", true }, { "op.er@host-b.example", true }, { "fe80::1", true },
+                { "-oProxyCommand=x", false }, { "root@-oProxyCommand=x", false }, { "@host", false },
+                { "a@b@c", false }, { "host b", false }, { "h;id", false }, { "h$(id)", false }, { "", false },
+                { "-x@h", false }, { "h\n", false },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                if (host_ssh_target_is_valid(cases[i].s) != cases[i].ok)
+                        test_fail(__FILE__, __LINE__, "target '%s'", cases[i].s);
+}
+
+TEST(host_def_roundtrip) {
+        const char *text = "name = b\nssh = root@10.0.0.2\nport = 2222\nidentity = /root/.ssh/id_b\n"
+                           "vmhost = /opt/vmhost/bin/vmhost\nhost-key = SHA256:abc+/def=\n";
+        struct host_def *d = NULL;
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_def_parse(text, "b.conf", &d, &e), 0);
+        if (!d)
+                return;
+        CHECK_STREQ(d->ssh, "root@10.0.0.2");
+        CHECK_EQ_INT(host_def_port(d), 2222);
+        CHECK_STREQ(host_def_vmhost(d), "/opt/vmhost/bin/vmhost");
+        _cleanup_free_ char *out = host_def_format(d);
+        struct host_def *d2 = NULL;
+        CHECK_EQ_INT(host_def_parse(out, "b2.conf", &d2, &e), 0);
+        if (d2) {
+                _cleanup_free_ char *out2 = host_def_format(d2);
+                CHECK_STREQ(out, out2);
+        }
+        host_def_free(d2);
+        host_def_free(d);
+}
+
+TEST(host_def_refuses) {
+        static const struct {
+                const char *text, *msg;
+        } cases[] = {
+                { "name = local\nssh = h\n", "not 'local'" },
+                { "name = b\n", "missing 'ssh" },
+                { "name = b\nssh = -oProxyCommand=touch\n", "[USER@]ADDRESS" },
+                { "name = b\nssh = h\nport = 0\n", "port" },
+                { "name = b\nssh = h\nport = 65536\n", "port" },
+                { "name = b\nssh = h\nidentity = key\n", "absolute" },
+                { "name = b\nssh = h\nhost-key = MD5:aa\n", "SHA256" },
+                { "name = b\nssh = h\nfoo = 1\n", "foo" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct host_def *d = NULL;
+                struct vh_error e = {};
+                int r = host_def_parse(cases[i].text, "t.conf", &d, &e);
+                CHECK(r < 0);
+                if (!strstr(e.msg, cases[i].msg))
+                        test_fail(__FILE__, __LINE__, "case %zu: '%s' lacks '%s'", i, e.msg, cases[i].msg);
+                host_def_free(d);
+        }
+}
+
+TEST(host_registry_files) {
+        const struct vh_context *ctx = test_ctx();
+        struct host_def *d = host_def_new("b");
+        d->ssh = strdup("root@10.0.0.2");
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_save(ctx, d, &e), 0);
+        CHECK(host_exists(ctx, "b"));
+        struct host_def *l = NULL;
+        CHECK_EQ_INT(host_load(ctx, "b", &l, &e), 0);
+        if (l)
+                CHECK_STREQ(l->ssh, "root@10.0.0.2");
+        host_def_free(l);
+        char **names = NULL;
+        CHECK_EQ_INT(host_list_names(ctx, &names, &e), 1);
+        if (names)
+                CHECK_STREQ(names[0], "b");
+        host_names_free(names);
+        CHECK_EQ_INT(host_load(ctx, "c", &l, &e), -ENOENT);
+        CHECK(strstr(e.msg, "no host 'c'") != NULL);
+        CHECK_EQ_INT(host_load(ctx, "local", &l, &e), -EINVAL);
+        CHECK(strstr(e.msg, "'local' is this machine") != NULL);
+        CHECK_EQ_INT(host_remove(ctx, "b", &e), 0);
+        CHECK(!host_exists(ctx, "b"));
+        CHECK_EQ_INT(host_remove(ctx, "b", &e), -ENOENT);
+        host_def_free(d);
+}
+
+TEST(host_shell_quote_table) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "", "''" },
+                { "vm", "'vm'" },
+                { "x;touch /tmp/owned", "'x;touch /tmp/owned'" },
+                { "$(id)", "'$(id)'" },
+                { "`id`", "'`id`'" },
+                { "a b", "'a b'" },
+                { "it's", "'it'\\''s'" },
+                { "'", "''\\'''" },
+                { "\"q\"", "'\"q\"'" },
+                { "line1\nline2", "'line1\nline2'" },
+                { "back\\slash", "'back\\slash'" },
+                { "*?[a]~", "'*?[a]~'" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *q = host_shell_quote(cases[i].in);
+                CHECK_STREQ(q, cases[i].out);
+        }
+        char *argv[] = { (char *) "vmhost", (char *) "vm", (char *) "list", NULL };
+        _cleanup_free_ char *cmd = NULL;
+        CHECK_EQ_INT(host_remote_command(argv, &cmd), 0);
+        CHECK_STREQ(cmd, "'vmhost' 'vm' 'list'");
+        char *empty[] = { NULL };
+        CHECK_EQ_INT(host_remote_command(empty, &cmd), -EINVAL);
+        _cleanup_free_ char *big = malloc(HOST_REMOTE_COMMAND_MAX / 2);
+        memset(big, '\'', HOST_REMOTE_COMMAND_MAX / 2 - 1);
+        big[HOST_REMOTE_COMMAND_MAX / 2 - 1] = '\0';
+        char *bigv[] = { big, NULL };
+        char *bigcmd = NULL;
+        CHECK_EQ_INT(host_remote_command(bigv, &bigcmd), -E2BIG);
+        free(bigcmd);
+}
+
+/* What ssh does with the command line, done by a real shell here: each
+ * argument must come back as one word, unchanged, and run nothing. */
+TEST(host_shell_quote_roundtrip_sh) {
+        if (!test_need_program("sh", "dash"))
+                return;
+        const char *dir = test_tmpdir();
+        _cleanup_free_ char *owned1 = strdup_printf("%s/owned1", dir), *owned2 = strdup_printf("%s/owned2", dir);
+        _cleanup_free_ char *evil1 = strdup_printf("x;touch %s", owned1);
+        _cleanup_free_ char *evil2 = strdup_printf("$(touch %s)", owned2);
+        _cleanup_free_ char *evil3 = strdup_printf("'; touch %s; '", owned1);
+        _cleanup_free_ char *evil4 = strdup_printf("`touch %s`", owned2);
+        const char *args[] = { evil1, evil2, evil3, evil4, "$(id)", "a b", "it's", "", "\"dq\"", "two\nlines",
+                               "tab\there", "*", "~", "$HOME", "back\\slash", "-n", "|&<>" };
+        char *argv[ELEMENTSOF(args) + 3];
+        argv[0] = (char *) "printf";
+        argv[1] = (char *) "%s\\001";
+        for (size_t i = 0; i < ELEMENTSOF(args); i++)
+                argv[i + 2] = (char *) args[i];
+        argv[ELEMENTSOF(args) + 2] = NULL;
+        _cleanup_free_ char *cmd = NULL;
+        CHECK_EQ_INT(host_remote_command(argv, &cmd), 0);
+        char *sh[] = { (char *) "sh", (char *) "-c", cmd, NULL };
+        _cleanup_free_ char *out = NULL;
+        struct vh_error e = {};
+        CHECK_EQ_INT(process_run(test_ctx(), sh, 10000, 64 * 1024, &out, &e), 0);
+        if (!out)
+                return;
+        const char *p = out;
+        for (size_t i = 0; i < ELEMENTSOF(args); i++) {
+                const char *end = strchr(p, '\001');
+                CHECK(end != NULL);
+                if (!end)
+                        break;
+                if (strlen(args[i]) != (size_t) (end - p) || memcmp(p, args[i], end - p) != 0)
+                        test_fail(__FILE__, __LINE__, "arg %zu: '%s' came back as '%.*s'", i, args[i],
+                                                      (int) (end - p), p);
+                p = end + 1;
+        }
+        CHECK_STREQ(p, "");
+        CHECK(access(owned1, F_OK) < 0);
+        CHECK(access(owned2, F_OK) < 0);
+        /* The check has teeth: unquoted, the same words do run. */
+        _cleanup_free_ char *raw = strdup_printf("echo %s", evil1);
+        char *sh2[] = { (char *) "sh", (char *) "-c", raw, NULL };
+        _cleanup_free_ char *out2 = NULL;
+        CHECK_EQ_INT(process_run(test_ctx(), sh2, 10000, 4096, &out2, &e), 0);
+        CHECK(access(owned1, F_OK) == 0);
+}
+
+TEST(host_ssh_argv_options) {
+        struct host_def *d = host_def_new("b");
+        d->ssh = strdup("root@10.0.0.2");
+        d->port = 2222;
+        d->identity = strdup("/k/id");
+        d->vmhost = strdup("/opt/my vmhost");
+        char *remote[] = { d->vmhost, (char *) "vm", (char *) "list", NULL };
+        char **argv = NULL;
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_ssh_argv(test_ctx(), d, 0, remote, &argv, &e), 0);
+        if (!argv) {
+                host_def_free(d);
+                return;
+        }
+        _cleanup_free_ char *joined = strv_join(argv, "|");
+        const char *want[] = { "ssh|", "|BatchMode=yes|", "|ConnectTimeout=5|", "|StrictHostKeyChecking=yes|",
+                               "/hosts/b.known_hosts|", "|ControlMaster=auto|", "|ControlPersist=60|",
+                               "/ssh/%C|", "|-p|2222|", "|-i|/k/id|", "|--|root@10.0.0.2|'/opt/my vmhost' 'vm' 'list'" };
+        for (size_t i = 0; i < ELEMENTSOF(want); i++)
+                if (!strstr(joined, want[i]))
+                        test_fail(__FILE__, __LINE__, "'%s' lacks '%s'", joined, want[i]);
+        CHECK(endswith(joined, "'/opt/my vmhost' 'vm' 'list'"));
+        host_names_free(argv);
+        CHECK_EQ_INT(host_ssh_argv(test_ctx(), d, HOST_SSH_ACCEPT_NEW, remote, &argv, &e), 0);
+        _cleanup_free_ char *j2 = argv ? strv_join(argv, "|") : NULL;
+        CHECK(j2 && strstr(j2, "StrictHostKeyChecking=accept-new"));
+        host_names_free(argv);
+        free(d->ssh);
+        d->ssh = strdup("-oProxyCommand=touch /tmp/x");
+        CHECK_EQ_INT(host_ssh_argv(test_ctx(), d, 0, remote, &argv, &e), -EINVAL);
+        host_def_free(d);
+}
+
+TEST(host_ssh_classify_messages) {
+        struct host_def *d = host_def_new("b");
+        d->ssh = strdup("root@10.0.0.2");
+        static const struct {
+                const char *ssh_says;
+                int code;
+                const char *msg;
+        } cases[] = {
+                { "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.\n",
+                  -EKEYREJECTED, "different host key" },
+                { "No ED25519 host key is known for 10.0.0.2 and you have requested strict checking.\n"
+                  "Host key verification failed.\n", -EKEYREJECTED, "not the one recorded" },
+                { "ssh: connect to host 10.0.0.2 port 22: Connection refused", -ECONNREFUSED, "nothing listens" },
+                { "ssh: connect to host 10.0.0.2 port 22: Connection timed out", -ETIMEDOUT, "within 5 s" },
+                { "ssh: connect to host 10.0.0.2 port 22: No route to host", -EHOSTUNREACH, "no route" },
+                { "root@10.0.0.2: Permission denied (publickey).", -EACCES, "refused the login" },
+                { "something odd", -ECOMM, "something odd" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct vh_error e = {};
+                CHECK_EQ_INT(host_ssh_classify(d, cases[i].ssh_says, &e), cases[i].code);
+                if (!strstr(e.msg, cases[i].msg) || !strstr(e.msg, "'b'"))
+                        test_fail(__FILE__, __LINE__, "case %zu: '%s'", i, e.msg);
+        }
+        host_def_free(d);
+}
