@@ -1,10 +1,16 @@
 /* cli/main.c: the vmhost program: dispatches to one verb group. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/macro.h"
+#include "base/strutil.h"
 #include "cli/cli.h"
+#include "host/host-def.h"
+#include "host/ssh.h"
 #include "vmhost/context.h"
 
 static const struct {
@@ -17,11 +23,17 @@ static const struct {
         { "vm", cmd_vm, "define, start, stop and reach virtual machines" },
         { "net", cmd_net, "networks: user-mode, Linux bridge, Open vSwitch; tunnels, uplinks" },
         { "guest", cmd_guest, "build the small test guest (kernel, disk image, ISO)" },
+        { "host", cmd_host, "other machines driven over ssh: add, list, show, remove" },
 };
+
+/* The verbs whose commands run on another host with --host NAME. */
+static bool verb_runs_remotely(const char *verb) {
+        return streq(verb, "vm") || streq(verb, "img") || streq(verb, "net") || streq(verb, "doctor");
+}
 
 static void usage(FILE *f) {
         fprintf(f,
-                "Usage: vmhost [-v] VERB [ARGS...]\n"
+                "Usage: vmhost [-v] [--host NAME] VERB [ARGS...]\n"
                 "\n"
                 "Turns this Linux machine into a QEMU/KVM virtualization host.\n"
                 "\n"
@@ -31,13 +43,16 @@ static void usage(FILE *f) {
         fprintf(f,
                 "\n"
                 "Options:\n"
-                "  -v, --verbose  print debug messages\n"
-                "  --version      print the version\n"
-                "  -h, --help     this help; 'vmhost VERB --help' for a verb\n"
+                "  -v, --verbose    print debug messages\n"
+                "  -H, --host NAME  run the vm, img, net or doctor command on host NAME over ssh\n"
+                "                   (see 'vmhost host --help'); also accepted among its options\n"
+                "  --version        print the version\n"
+                "  -h, --help       this help; 'vmhost VERB --help' for a verb\n"
                 "\n"
                 "Example:\n"
                 "  vmhost doctor\n"
-                "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 vm1.qcow2\n");
+                "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 vm1.qcow2\n"
+                "  vmhost --host b vm list\n");
 }
 
 bool cli_wants_help(int argc, char **argv) {
@@ -50,12 +65,65 @@ bool cli_wants_help(int argc, char **argv) {
         return false;
 }
 
+/* Whether argv[*i] is --host/-H; its value goes to *ret_name (NULL when
+ * missing) and *i moves past it. */
+static bool host_option(int argc, char **argv, int *i, const char **ret_name) {
+        const char *a = argv[*i];
+        if (startswith(a, "--host=")) {
+                *ret_name = a + strlen("--host=");
+                return true;
+        }
+        if (!streq(a, "--host") && !streq(a, "-H"))
+                return false;
+        *ret_name = *i + 1 < argc ? argv[++*i] : NULL;
+        return true;
+}
+
+/* 'vmhost --host NAME VERB ARGS...': the same command run there by its
+ * vmhost, each argument quoted for its shell (host/ssh.h), output
+ * streaming, its exit status ours. A failure of ssh itself is 255 with a
+ * message naming the host. */
+static int run_on_host(const struct vh_context *ctx, const char *host, bool verbose, int argc, char **argv) {
+        _cleanup_(host_def_freep) struct host_def *def = NULL;
+        struct vh_error err = {};
+        int r = host_load(ctx, host, &def, &err);
+        if (r < 0) {
+                log_error("Host %s: %s.", host, vh_error_message(&err, r));
+                return 2;
+        }
+        _cleanup_free_ char **remote = calloc((size_t) argc + 3, sizeof(char *));
+        if (!remote)
+                return log_error_errno(-ENOMEM, "Out of memory."), 1;
+        size_t n = 0;
+        remote[n++] = (char *) host_def_vmhost(def);
+        if (verbose)
+                remote[n++] = (char *) "-v";
+        for (int k = 0; k < argc; k++)
+                remote[n++] = argv[k];
+        remote[n] = NULL;
+        fflush(stdout);
+        r = host_ssh_exec(ctx, def, remote, STDERR_FILENO, &err);
+        if (r < 0) {
+                log_error("On host %s: %s.", host, vh_error_message(&err, r));
+                return 255;
+        }
+        return r;
+}
+
 int main(int argc, char **argv) {
         int i = 1;
+        const char *host = NULL;
+        bool verbose = false;
         for (; i < argc && argv[i][0] == '-'; i++) {
-                if (streq(argv[i], "-v") || streq(argv[i], "--verbose"))
+                if (streq(argv[i], "-v") || streq(argv[i], "--verbose")) {
                         log_set_max_level(LOG_LEVEL_DEBUG);
-                else if (streq(argv[i], "--version")) {
+                        verbose = true;
+                } else if (host_option(argc, argv, &i, &host)) {
+                        if (!host) {
+                                log_error("Option --host needs a host name. See 'vmhost host list'.");
+                                return 2;
+                        }
+                } else if (streq(argv[i], "--version")) {
                         printf("vmhost %s\n", VMHOST_VERSION);
                         return 0;
                 } else if (streq(argv[i], "-h") || streq(argv[i], "--help")) {
@@ -70,6 +138,33 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return 2;
         }
+        /* --host among the command's options (before any "--"), taken
+         * out so that neither side sees it. */
+        if (verb_runs_remotely(argv[i]))
+                for (int k = i + 1; k < argc && !streq(argv[k], "--"); k++) {
+                        int at = k;
+                        const char *name = NULL;
+                        if (!host_option(argc, argv, &k, &name))
+                                continue;
+                        if (!name) {
+                                log_error("Option --host needs a host name. See 'vmhost host list'.");
+                                return 2;
+                        }
+                        if (host && !streq(host, name)) {
+                                log_error("Two hosts given: '%s' and '%s'.", host, name);
+                                return 2;
+                        }
+                        host = name;
+                        int drop = k - at + 1;
+                        memmove(argv + at, argv + k + 1, (size_t) (argc - k - 1) * sizeof(char *));
+                        argc -= drop;
+                        argv[argc] = NULL;
+                        k = at - 1;
+                }
+        if (host && !verb_runs_remotely(argv[i])) {
+                log_error("--host works with the vm, img, net and doctor commands, not with '%s'.", argv[i]);
+                return 2;
+        }
         for (size_t v = 0; v < ELEMENTSOF(verbs); v++)
                 if (streq(argv[i], verbs[v].verb)) {
                         /* Filled once, here: the libraries read no environment. */
@@ -80,6 +175,9 @@ int main(int argc, char **argv) {
                                 log_error_errno(r, "Cannot set up vmhost: %s", vh_error_message(&err, r));
                                 return 1;
                         }
+                        /* The machine we are on is the host "local". */
+                        if (host && !streq(host, HOST_LOCAL))
+                                return run_on_host(ctx, host, verbose, argc - i, argv + i);
                         return verbs[v].run(ctx, argc - i, argv + i);
                 }
 

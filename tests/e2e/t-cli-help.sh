@@ -141,11 +141,11 @@ commands() {
 }
 
 has_help
-for verb in doctor img vm net guest; do
+for verb in doctor img vm net guest host; do
 	has_help "$verb"
 done
 n=0
-for verb in img vm net; do
+for verb in img vm net host; do
 	list=$(commands "$verb")
 	if [ -z "$list" ]; then
 		fail "commands $verb" "no commands found in 'vmhost $verb --help'"
@@ -177,7 +177,7 @@ done
 has_help guest build
 has_help guest path
 # Help for a command that does not exist must not pretend it does.
-for verb in img vm net; do
+for verb in img vm net host; do
 	rc=0
 	"$VMHOST" $verb no-such-command --help >out.txt 2>err.txt || rc=$?
 	if [ $rc -eq 2 ] && grep -q "Unknown command '$verb no-such-command'" err.txt && [ ! -s out.txt ]; then
@@ -186,6 +186,6 @@ for verb in img vm net; do
 		fail "help $verb unknown-command" "exit $rc, stdout $(head -c 100 out.txt), stderr $(head -c 200 err.txt)"
 	fi
 done
-[ $n -ge 30 ] && pass "command count" "$n commands of img, vm and net checked" ||
+[ $n -ge 30 ] && pass "command count" "$n commands of img, vm, net and host checked" ||
 	fail "command count" "only $n commands found"
 e2e_finish
