@@ -176,10 +176,10 @@ int host_ssh_classify(const struct host_def *def, const char *out, struct vh_err
             (strstr(out, "Host key verification failed") && strstr(out, "differs from the key")))
                 return vh_error_set(err, -EKEYREJECTED,
                                     "host '%s' (%s port %u) now presents a different host key than the one recorded "
-                                    "by 'vmhost host add'%s%s: refused. If the host was reinstalled and you trust "
+                                    "by 'vmhost host add'%s%s%s: refused. If the host was reinstalled and you trust "
                                     "its new key, run 'vmhost host remove %s' and 'vmhost host add %s ...' again",
                                     name, addr, port, def->host_key ? " (" : "", def->host_key ? def->host_key : "",
-                                    name, name);
+                                    def->host_key ? ")" : "", name, name);
         if (strstr(out, "Host key verification failed") || strstr(out, "No ED25519 host key is known") ||
             strstr(out, "host key is known"))
                 return vh_error_set(err, -EKEYREJECTED,
