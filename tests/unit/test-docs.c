@@ -1,6 +1,6 @@
 /* tests/unit/test-docs.c: the definition files' documentation and their
  * parsers agree. The key column of the "| key | ..." table in
- * docs/vm-definition.md (docs/networks.md) must list exactly the keys of
+ * docs/vm-definition.md (docs/networks.md, docs/hosts.md) must list exactly the keys of
  * the schema that vm_def_set() (net_def_set()) reads, every one of those
  * keys must reach a handler, and every key that vm_def_format()
  * (net_def_format()) writes must be among them. The docs are read from the source tree, whose path
@@ -11,6 +11,7 @@
 
 #include "base/defs.h"
 #include "base/fileio.h"
+#include "host/host-def.h"
 #include "net/net-def.h"
 #include "test.h"
 #include "vm/vm-def.h"
@@ -151,7 +152,7 @@ static void check_definition_keys(const char *doc_path, const struct def_schema 
         CHECK(text != NULL);
         struct key_list written;
         written_keys(text, &written);
-        CHECK(written.n >= 10);
+        CHECK(written.n >= MIN(n_sample, (size_t) 10));
         for (size_t i = 0; i < written.n; i++)
                 if (!key_list_has(&documented, written.keys[i]))
                         test_fail(__FILE__, __LINE__, "%s writes '%s', undocumented", doc_path, written.keys[i]);
@@ -203,4 +204,16 @@ TEST(docs_network_keys) {
         if (def)
                 check_definition_keys("docs/networks.md", net_def_schema(), def, sample, ELEMENTSOF(sample));
         net_def_free(def);
+}
+
+TEST(docs_host_keys) {
+        static const char *const sample[][2] = {
+                { "ssh", "root@10.0.0.2" }, { "port", "2222" }, { "identity", "/root/.ssh/id_b" },
+                { "vmhost", "/usr/local/bin/vmhost" }, { "host-key", "SHA256:abc" },
+        };
+        struct host_def *def = host_def_new("t");
+        CHECK(def != NULL);
+        if (def)
+                check_definition_keys("docs/hosts.md", host_def_schema(), def, sample, ELEMENTSOF(sample));
+        host_def_free(def);
 }
