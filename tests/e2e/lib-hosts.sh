@@ -1,0 +1,143 @@
+# shellcheck shell=bash
+# tests/e2e/lib-hosts.sh: test hosts for the remote-host tests (sourced
+# after lib.sh and e2e_init). A test host is a network namespace with its
+# own sshd (own config, host key, the test's authorized key) running inside
+# its own mount namespace, where /var/lib/vmhost, /run/vmhost and /root are
+# the host's private directories (and /run/openvswitch, with its own
+# ovsdb-server and ovs-vswitchd, when asked): what that host's vmhost
+# holds, it got over ssh. The hosts hang off one Linux bridge in this
+# namespace, which holds this side's address (host "a", the machine the
+# test drives from, with its own VMHOST_HOME).
+#
+#   hosts_init                 this side: VMHOST_HOME, the key, the switch
+#   host_new NAME [ovs]        make host NAME and start it
+#   host_start NAME / host_stop NAME
+#                              its daemons (sshd, OVS; every process in its
+#                              namespace goes at stop, QEMU included)
+#   host_add NAME              'vmhost host add NAME' with the test key
+#   host_ip NAME, host_dir NAME, host_ns NAME
+#   HOSTS_NOBODY               an address on the switch where nothing answers
+#
+# Everything goes on exit through hosts_cleanup (call it from the trap,
+# before e2e_cleanup). Traps seen on these machines (../shared/lab/
+# l-ssh-hosts.sh): ssh joins the remote words with spaces (vmhost quotes
+# each), and a login shell's rc files cost time on every command (root's
+# home is the host's own, empty, directory).
+
+HOSTS_ID=$(($$ % 200 + 20)) # unique per run: another run may be going on
+HOSTS_NET=10.246.$HOSTS_ID
+HOSTS_SWITCH=vhhb$$
+HOSTS_NOBODY=$HOSTS_NET.250
+HOSTS_KEY=
+HOSTS_NAMES=()
+declare -A HOSTS_INDEX=()
+
+hosts_init() {
+	need ip unshare ssh ssh-keygen
+	[ -x /usr/sbin/sshd ] || { fail need-sshd "/usr/sbin/sshd missing (Debian: openssh-server)"; e2e_finish; }
+	[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (network and mount namespaces)"; exit 77; }
+	# This side's home; short, since ssh's control socket paths are limited.
+	export VMHOST_HOME=$E2E_TMP/a
+	mkdir -p "$VMHOST_HOME"
+	HOSTS_KEY=$E2E_TMP/key
+	ssh-keygen -q -t ed25519 -N '' -f "$HOSTS_KEY"
+	ip link add "$HOSTS_SWITCH" type bridge || { fail hosts-switch "cannot make bridge $HOSTS_SWITCH"; e2e_finish; }
+	ip addr add "$HOSTS_NET.1/24" dev "$HOSTS_SWITCH"
+	ip link set "$HOSTS_SWITCH" up
+	mkdir -p /run/sshd /var/lib/vmhost /run/vmhost /run/openvswitch
+}
+
+host_ns() { echo "vhh$$${1}"; }
+host_dir() { echo "$E2E_TMP/h-$1"; }
+host_ip() { echo "$HOSTS_NET.$((HOSTS_INDEX[$1] + 2))"; }
+
+# host_new NAME [ovs]
+host_new() {
+	local name=$1 ovs=${2:-} ns w ip i=${#HOSTS_NAMES[@]}
+	HOSTS_INDEX[$name]=$i
+	HOSTS_NAMES+=("$name")
+	ns=$(host_ns "$name") w=$(host_dir "$name") ip=$(host_ip "$name")
+	mkdir -p -m 700 "$w"/{state,run,root,ssh,ovs}
+	[ "$ovs" = ovs ] && touch "$w/ovs/wanted"
+	ssh-keygen -q -t ed25519 -N '' -f "$w/ssh/hostkey"
+	cp "$HOSTS_KEY.pub" "$w/ssh/authorized_keys"
+	cat >"$w/ssh/sshd_config" <<-EOC
+		ListenAddress $ip
+		HostKey $w/ssh/hostkey
+		AuthorizedKeysFile $w/ssh/authorized_keys
+		PermitRootLogin prohibit-password
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		UsePAM no
+		StrictModes no
+		PidFile $w/ssh/sshd.pid
+	EOC
+	ip netns add "$ns" || { fail "host $name" "cannot make namespace $ns"; return 1; }
+	ip link add "vhh$$-$i" type veth peer name eth0 netns "$ns"
+	ip link set "vhh$$-$i" master "$HOSTS_SWITCH" up
+	ip -n "$ns" addr add "$ip/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" link set lo up
+	host_start "$name"
+}
+
+# host_start NAME: the host's daemons in one new private mount namespace
+# (sshd's sessions, and with them the host's vmhost and QEMU, inherit it).
+host_start() {
+	local name=$1 ns w ip ovs=
+	ns=$(host_ns "$name") w=$(host_dir "$name") ip=$(host_ip "$name")
+	rm -f "$w/ssh/sshd.pid"
+	if [ -e "$w/ovs/wanted" ]; then
+		# The userspace datapath (no openvswitch module here), its own
+		# database and sockets under the host's /run/openvswitch.
+		ovs="mount --bind $w/ovs /run/openvswitch &&
+		{ [ -f $w/ovs/conf.db ] || ovsdb-tool create $w/ovs/conf.db /usr/share/openvswitch/vswitch.ovsschema; } &&
+		ovsdb-server $w/ovs/conf.db --remote=punix:/run/openvswitch/db.sock --pidfile=/run/openvswitch/ovsdb-server.pid \
+			--unixctl=/run/openvswitch/ovsdb-server.ctl --log-file=$w/ovs/ovsdb-server.log --detach 2>/dev/null &&
+		ovs-vsctl --no-wait init &&
+		ovs-vswitchd unix:/run/openvswitch/db.sock --pidfile=/run/openvswitch/ovs-vswitchd.pid \
+			--unixctl=/run/openvswitch/ovs-vswitchd.ctl --log-file=$w/ovs/ovs-vswitchd.log --detach 2>/dev/null &&
+		ovs-vsctl --timeout=10 set Open_vSwitch . external_ids:system-id=$name &&"
+	fi
+	ip netns exec "$ns" unshare --mount --propagation private sh -c "
+		mount --bind $w/state /var/lib/vmhost &&
+		mount --bind $w/run /run/vmhost &&
+		mount --bind $w/root /root && $ovs
+		exec /usr/sbin/sshd -f $w/ssh/sshd_config" ||
+		{ fail "host $name start" "see $w/ovs/*.log"; return 1; }
+	wait_until 10 "host $name's sshd listening" bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null
+}
+
+# host_stop NAME: every process of the host's namespace (sshd, its
+# sessions, OVS, QEMU started there), TERM then KILL.
+host_stop() {
+	local ns p
+	ns=$(host_ns "$1")
+	ip netns list | grep -qw "$ns" || return 0
+	for p in $(ip netns pids "$ns"); do kill "$p" 2>/dev/null; done
+	wait_until 10 "host $1's processes gone" bash -c "[ -z \"\$(ip netns pids $ns)\" ]" ||
+		for p in $(ip netns pids "$ns"); do kill -9 "$p" 2>/dev/null; done
+	# vmhost's ssh master to the host ends with its connection.
+	return 0
+}
+
+# host_add NAME [ARGS...]: register it here with the test key.
+host_add() {
+	local name=$1
+	shift
+	"$VMHOST" host add "$name" --ssh "root@$(host_ip "$name")" --identity "$HOSTS_KEY" --vmhost "$VMHOST" "$@"
+}
+
+hosts_cleanup() {
+	local s n
+	set +e
+	for s in "$VMHOST_HOME"/run/ssh/*; do
+		[ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
+	done
+	for n in "${HOSTS_NAMES[@]}"; do
+		host_stop "$n" >/dev/null 2>&1
+		ip netns del "$(host_ns "$n")" 2>/dev/null
+	done
+	ip link del "$HOSTS_SWITCH" 2>/dev/null
+	return 0
+}
