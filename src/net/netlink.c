@@ -81,28 +81,48 @@ static int nl_transact(struct nl_conn *nl, struct nlmsghdr *nlh, mnl_cb_t cb, vo
 
 /* ------------------------------------------------------------------ links */
 
+/* The attribute table of one message: mnl_attr_parse() fills tb[0..max]
+ * through attr_table_cb(), skipping types it does not know. */
+struct attr_table {
+        const struct nlattr **tb;
+        int max;
+};
+
+static int attr_table_cb(const struct nlattr *attr, void *data) {
+        const struct attr_table *t = data;
+        if (mnl_attr_type_valid(attr, (uint16_t) t->max) < 0)
+                return MNL_CB_OK;
+        t->tb[mnl_attr_get_type(attr)] = attr;
+        return MNL_CB_OK;
+}
+
+/* Room for one more element in a query's growing array 'v' ('n' used,
+ * '*cap' allocated, 'size' bytes each), at most NL_MAX_OBJECTS: the array,
+ * perhaps moved, or NULL with '*error' set when the dump is too large or
+ * memory runs out (the callback then goes on, so that the dump is read to
+ * its end). */
+static void *query_grow(void *v, size_t n, size_t *cap, size_t size, int *error) {
+        if (n >= NL_MAX_OBJECTS) {
+                *error = -E2BIG;
+                return NULL;
+        }
+        if (n < *cap)
+                return v;
+        size_t c = *cap ? *cap * 2 : 16;
+        void *nv = realloc(v, c * size);
+        if (!nv) {
+                *error = -ENOMEM;
+                return NULL;
+        }
+        *cap = c;
+        return nv;
+}
+
 struct link_query {
         struct nl_link *links;
         size_t n, cap;
         int error;
 };
-
-static int link_attr_cb(const struct nlattr *attr, void *data) {
-        const struct nlattr **tb = data;
-        int type = mnl_attr_get_type(attr);
-        if (mnl_attr_type_valid(attr, IFLA_MAX) < 0)
-                return MNL_CB_OK;
-        tb[type] = attr;
-        return MNL_CB_OK;
-}
-
-static int linkinfo_attr_cb(const struct nlattr *attr, void *data) {
-        const struct nlattr **tb = data;
-        if (mnl_attr_type_valid(attr, IFLA_INFO_MAX) < 0)
-                return MNL_CB_OK;
-        tb[mnl_attr_get_type(attr)] = attr;
-        return MNL_CB_OK;
-}
 
 static int link_cb(const struct nlmsghdr *nlh, void *data) {
         struct link_query *q = data;
@@ -110,23 +130,14 @@ static int link_cb(const struct nlmsghdr *nlh, void *data) {
                 return MNL_CB_OK;
         const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
         const struct nlattr *tb[IFLA_MAX + 1] = {};
-        if (mnl_attr_parse(nlh, sizeof(*ifi), link_attr_cb, tb) < 0)
+        if (mnl_attr_parse(nlh, sizeof(*ifi), attr_table_cb, &(struct attr_table) { tb, IFLA_MAX }) < 0)
                 return MNL_CB_ERROR;
-        if (q->n >= NL_MAX_OBJECTS) {
-                q->error = -E2BIG;
+        struct nl_link *grown = query_grow(q->links, q->n, &q->cap, sizeof(*grown), &q->error);
+        if (!grown)
                 return MNL_CB_OK;
-        }
-        if (q->n == q->cap) {
-                size_t cap = q->cap ? q->cap * 2 : 16;
-                struct nl_link *nv = realloc(q->links, cap * sizeof(*nv));
-                if (!nv) {
-                        q->error = -ENOMEM;
-                        return MNL_CB_OK;
-                }
-                q->links = nv;
-                q->cap = cap;
-        }
-        struct nl_link *l = &q->links[q->n++];
+        q->links = grown;
+        struct nl_link *slot = &grown[q->n++];
+        struct nl_link *l = slot;
         *l = (struct nl_link) { .ifindex = ifi->ifi_index, .flags = ifi->ifi_flags };
         if (tb[IFLA_IFNAME])
                 snprintf(l->name, sizeof(l->name), "%s", mnl_attr_get_str(tb[IFLA_IFNAME]));
@@ -140,7 +151,7 @@ static int link_cb(const struct nlmsghdr *nlh, void *data) {
         }
         if (tb[IFLA_LINKINFO]) {
                 const struct nlattr *info[IFLA_INFO_MAX + 1] = {};
-                if (mnl_attr_parse_nested(tb[IFLA_LINKINFO], linkinfo_attr_cb, info) >= 0 && info[IFLA_INFO_KIND])
+                if (mnl_attr_parse_nested(tb[IFLA_LINKINFO], attr_table_cb, &(struct attr_table) { info, IFLA_INFO_MAX }) >= 0 && info[IFLA_INFO_KIND])
                         snprintf(l->kind, sizeof(l->kind), "%s", mnl_attr_get_str(info[IFLA_INFO_KIND]));
         }
         return MNL_CB_OK;
@@ -316,14 +327,6 @@ struct addr_query {
         int error;
 };
 
-static int addr_attr_cb(const struct nlattr *attr, void *data) {
-        const struct nlattr **tb = data;
-        if (mnl_attr_type_valid(attr, IFA_MAX) < 0)
-                return MNL_CB_OK;
-        tb[mnl_attr_get_type(attr)] = attr;
-        return MNL_CB_OK;
-}
-
 static int addr_cb(const struct nlmsghdr *nlh, void *data) {
         struct addr_query *q = data;
         if (nlh->nlmsg_type != RTM_NEWADDR)
@@ -332,26 +335,17 @@ static int addr_cb(const struct nlmsghdr *nlh, void *data) {
         if (ifa->ifa_family != AF_INET || (q->ifindex > 0 && (int) ifa->ifa_index != q->ifindex))
                 return MNL_CB_OK;
         const struct nlattr *tb[IFA_MAX + 1] = {};
-        if (mnl_attr_parse(nlh, sizeof(*ifa), addr_attr_cb, tb) < 0)
+        if (mnl_attr_parse(nlh, sizeof(*ifa), attr_table_cb, &(struct attr_table) { tb, IFA_MAX }) < 0)
                 return MNL_CB_ERROR;
         const struct nlattr *a = tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
         if (!a || mnl_attr_get_payload_len(a) != 4)
                 return MNL_CB_OK;
-        if (q->n >= NL_MAX_OBJECTS) {
-                q->error = -E2BIG;
+        struct nl_addr *grown = query_grow(q->v, q->n, &q->cap, sizeof(*grown), &q->error);
+        if (!grown)
                 return MNL_CB_OK;
-        }
-        if (q->n == q->cap) {
-                size_t cap = q->cap ? q->cap * 2 : 16;
-                struct nl_addr *nv = realloc(q->v, cap * sizeof(*nv));
-                if (!nv) {
-                        q->error = -ENOMEM;
-                        return MNL_CB_OK;
-                }
-                q->v = nv;
-                q->cap = cap;
-        }
-        q->v[q->n++] = (struct nl_addr) {
+        q->v = grown;
+        struct nl_addr *slot = &grown[q->n++];
+        *slot = (struct nl_addr) {
                 .ifindex = (int) ifa->ifa_index,
                 .prefix = { .addr = ntohl(mnl_attr_get_u32(a)), .len = ifa->ifa_prefixlen },
         };
@@ -384,14 +378,6 @@ struct route_query {
         int error;
 };
 
-static int route_attr_cb(const struct nlattr *attr, void *data) {
-        const struct nlattr **tb = data;
-        if (mnl_attr_type_valid(attr, RTA_MAX) < 0)
-                return MNL_CB_OK;
-        tb[mnl_attr_get_type(attr)] = attr;
-        return MNL_CB_OK;
-}
-
 static uint32_t attr_ipv4(const struct nlattr *a) {
         return a && mnl_attr_get_payload_len(a) == 4 ? ntohl(mnl_attr_get_u32(a)) : 0;
 }
@@ -404,23 +390,14 @@ static int route_cb(const struct nlmsghdr *nlh, void *data) {
         if (rtm->rtm_family != AF_INET)
                 return MNL_CB_OK;
         const struct nlattr *tb[RTA_MAX + 1] = {};
-        if (mnl_attr_parse(nlh, sizeof(*rtm), route_attr_cb, tb) < 0)
+        if (mnl_attr_parse(nlh, sizeof(*rtm), attr_table_cb, &(struct attr_table) { tb, RTA_MAX }) < 0)
                 return MNL_CB_ERROR;
-        if (q->n >= NL_MAX_OBJECTS) {
-                q->error = -E2BIG;
+        struct nl_route *grown = query_grow(q->v, q->n, &q->cap, sizeof(*grown), &q->error);
+        if (!grown)
                 return MNL_CB_OK;
-        }
-        if (q->n == q->cap) {
-                size_t cap = q->cap ? q->cap * 2 : 16;
-                struct nl_route *nv = realloc(q->v, cap * sizeof(*nv));
-                if (!nv) {
-                        q->error = -ENOMEM;
-                        return MNL_CB_OK;
-                }
-                q->v = nv;
-                q->cap = cap;
-        }
-        q->v[q->n++] = (struct nl_route) {
+        q->v = grown;
+        struct nl_route *slot = &grown[q->n++];
+        *slot = (struct nl_route) {
                 .dst = { .addr = attr_ipv4(tb[RTA_DST]), .len = rtm->rtm_dst_len },
                 .gateway = attr_ipv4(tb[RTA_GATEWAY]),
                 .oif = tb[RTA_OIF] ? (int) mnl_attr_get_u32(tb[RTA_OIF]) : 0,

@@ -125,14 +125,11 @@ int vm_create(const struct vh_context *ctx, struct vm_create_options *opts, stru
 
         /* The name's lock makes the exists-check and the save one step
          * against another create, a delete or a start of the same name. */
-        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        r = vm_lock_take(ctx, name, "created", VM_LOCK_TIMEOUT_MS, &lock, err);
-        if (r < 0)
-                return r;
         /* Allocation and saving happen under the home's lock, so parallel
          * creates never share an id, a MAC or a VNC display. */
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         _cleanup_close_ int home = -1;
-        r = vm_home_lock(ctx, &home, err);
+        r = vm_lock_take_with_home(ctx, name, "created", &lock, &home, err);
         if (r < 0)
                 return r;
         if (vm_exists(ctx, name))
@@ -189,13 +186,10 @@ int vm_set(const struct vh_context *ctx, const char *name, const struct vm_set_o
            struct vh_error *err) {
         if (opts->n_assignments == 0)
                 return vh_error_set(err, -EINVAL, "vm set: expected KEY=VALUE, e.g. boot=disk");
-        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(ctx, name, "changed", VM_LOCK_TIMEOUT_MS, &lock, err);
-        if (r < 0)
-                return r;
         /* A new TCP display is allocated: under the home's lock. */
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         _cleanup_close_ int home = -1;
-        r = vm_home_lock(ctx, &home, err);
+        int r = vm_lock_take_with_home(ctx, name, "changed", &lock, &home, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;

@@ -279,6 +279,21 @@ int vm_lock_take(const struct vh_context *ctx, const char *name, const char *op,
         return 0;
 }
 
+int vm_lock_take_with_home(const struct vh_context *ctx, const char *name, const char *op, struct vm_lock **ret,
+                           int *ret_home_fd, struct vh_error *err) {
+        struct vm_lock *lock = NULL;
+        int r = vm_lock_take(ctx, name, op, VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
+        r = vm_home_lock(ctx, ret_home_fd, err);
+        if (r < 0) {
+                vm_lock_release(lock);
+                return r;
+        }
+        *ret = lock;
+        return 0;
+}
+
 struct vm_lock *vm_lock_release(struct vm_lock *l) {
         if (l && l->depth > 0 && --l->depth == 0) {
                 l->fd = safe_close(l->fd);
@@ -1436,11 +1451,8 @@ int vm_forward_add(const struct vh_context *ctx, const char *name, const char *s
         if (r < 0)
                 return r;
         _cleanup_(vm_lock_releasep) struct vm_lock *vm_lock = NULL;
-        r = vm_lock_take(ctx, name, "changed", VM_LOCK_TIMEOUT_MS, &vm_lock, err);
-        if (r < 0)
-                return r;
         _cleanup_close_ int lock = -1;
-        r = vm_home_lock(ctx, &lock, err);
+        r = vm_lock_take_with_home(ctx, name, "changed", &vm_lock, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;

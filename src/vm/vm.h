@@ -113,6 +113,12 @@ struct vm_lock *vm_lock_release(struct vm_lock *lock);
 static inline void vm_lock_releasep(struct vm_lock **l) {
         vm_lock_release(*l);
 }
+/* VM 'name's lock for 'op' (VM_LOCK_TIMEOUT_MS), then the home's lock
+ * (vm_home_lock()), in that order, which is the only order: for changes
+ * that allocate (an id, a MAC, a display, a port) or save beside other
+ * VMs' allocations. '*ret_home_fd' is the home lock's descriptor. */
+int vm_lock_take_with_home(const struct vh_context *ctx, const char *name, const char *op, struct vm_lock **ret,
+                           int *ret_home_fd, struct vh_error *err);
 /* RUN/vms/NAME.lock, newly allocated (for tests and messages). */
 int vm_lock_path(const struct vh_context *ctx, const char *name, char **ret);
 

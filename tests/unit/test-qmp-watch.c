@@ -18,9 +18,9 @@
 #include "base/poll.h"
 #include "base/process.h"
 #include "qmp/qmp.h"
+#include "qemu-fixture.h"
 #include "test.h"
 
-#define QEMU_BINARY "qemu-system-x86_64"
 #define WAIT_MS (20 * 1000) /* bound of every wait below; QEMU answers in milliseconds */
 
 /* Runs the event loop of one client until 'done' says so or the deadline.
@@ -73,79 +73,12 @@ static bool reply_queued(struct qmp_client *q, void *userdata) {
 
 /* ---- a real QEMU with two QMP sockets ---- */
 
-struct qemu {
-        pid_t pid;
-        char sock[2][256];
-};
-
-/* Starts QEMU paused (-S), with no machine (-M none): up at once, no RESUME
- * at start-up; both sockets are there once this returns true. */
-static bool qemu_start(struct qemu *qm) {
-        *qm = (struct qemu) { .pid = -1 };
-        char opt[2][300];
-        for (int i = 0; i < 2; i++) {
-                snprintf(qm->sock[i], sizeof(qm->sock[i]), "%s/qmp%d.sock", test_tmpdir(), i);
-                snprintf(opt[i], sizeof(opt[i]), "unix:%s,server=on,wait=off", qm->sock[i]);
-        }
-        char *exe = find_executable(test_ctx(), QEMU_BINARY);
-        if (!exe) {
-                fprintf(stderr, "  SKIP: %s is not installed (apt-get install qemu-system-x86)\n", QEMU_BINARY);
-                return false;
-        }
-        char *argv[] = { exe, "-accel", "tcg", "-M", "none", "-nodefaults", "-S", "-display", "none",
-                         "-qmp", opt[0], "-qmp", opt[1], NULL };
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        pid_t pid = fork();
-        if (pid == 0) {
-                dup2(null, 0);
-                dup2(null, 1);
-                execv(exe, argv);
-                _exit(127);
-        }
-        close(null);
-        free(exe);
-        if (pid < 0)
-                return false;
-        qm->pid = pid;
-        uint64_t deadline = vh_deadline_after(WAIT_MS);
-        while (vh_clock_ms() < deadline) {
-                if (access(qm->sock[0], F_OK) == 0 && access(qm->sock[1], F_OK) == 0)
-                        return true;
-                if (waitpid(pid, NULL, WNOHANG) == pid) {
-                        qm->pid = -1;
-                        test_fail(__FILE__, __LINE__, "QEMU exited at start");
-                        return false;
-                }
-                usleep(10 * 1000);
-        }
-        test_fail(__FILE__, __LINE__, "QEMU's QMP sockets did not appear in time");
-        return false;
-}
-
-static void qemu_kill(struct qemu *qm) {
-        if (qm->pid > 0) {
-                kill(qm->pid, SIGKILL);
-                waitpid(qm->pid, NULL, 0);
-                qm->pid = -1;
-        }
-}
-
 /* QEMU creates a socket file a moment before it listens on it. */
 static int connect_async_retry(const char *path, struct qmp_client **ret, struct vh_error *err) {
         uint64_t deadline = vh_deadline_after(WAIT_MS);
         for (;;) {
                 int r = qmp_connect_async(path, ret, err);
                 if ((r != -ECONNREFUSED && r != -ENOENT && r != -EAGAIN) || vh_clock_ms() >= deadline)
-                        return r;
-                usleep(10 * 1000);
-        }
-}
-
-static int connect_retry(const char *path, struct qmp_client **ret, struct vh_error *err) {
-        uint64_t deadline = vh_deadline_after(WAIT_MS);
-        for (;;) {
-                int r = qmp_connect(path, WAIT_MS, ret, err);
-                if ((r != -ECONNREFUSED && r != -ENOENT) || vh_clock_ms() >= deadline)
                         return r;
                 usleep(10 * 1000);
         }
@@ -159,8 +92,8 @@ static const char *status_of(struct json_value *v) {
 }
 
 TEST(qmp_watch_real_qemu) {
-        struct qemu qm;
-        if (!qemu_start(&qm))
+        struct test_qemu qm;
+        if (!test_qemu_available() || !test_qemu_start(&qm, 2))
                 return;
         struct vh_error err = {};
         struct qmp_client *watch = NULL, *cli = NULL;
@@ -186,7 +119,7 @@ TEST(qmp_watch_real_qemu) {
         CHECK_EQ_INT(qmp_execute(watch, "query-status", NULL, NULL, &err), -EBUSY);
 
         /* The CLI's socket still answers while the watcher holds its own. */
-        r = connect_retry(qm.sock[0], &cli, &err);
+        r = test_qmp_connect_retry(qm.sock[0], &cli, &err);
         CHECK_EQ_INT(r, 0);
         if (r < 0)
                 goto out;
@@ -231,7 +164,7 @@ TEST(qmp_watch_real_qemu) {
 out:
         qmp_free(watch);
         qmp_free(cli);
-        qemu_kill(&qm);
+        test_qemu_kill(&qm);
 }
 
 /* ---- a fake QEMU on a socketpair ---- */

@@ -20,9 +20,8 @@
 #include "base/process.h"
 #include "base/strutil.h"
 #include "qmp/qmp.h"
+#include "qemu-fixture.h"
 #include "test.h"
-
-#define QEMU_BINARY "qemu-system-x86_64"
 
 static long long clock_ms(void) {
         return (long long) vh_clock_ms();
@@ -30,117 +29,20 @@ static long long clock_ms(void) {
 
 /* ---- a real QEMU ---- */
 
-struct qemu {
-        pid_t pid;
-        char sock[2][256]; /* QMP sockets; the second is optional */
-};
-
-static bool have_qemu(void) {
-        return test_need_program(QEMU_BINARY, "qemu-system-x86");
-}
-
-/* Starts QEMU with no machine at all (-M none: nothing to emulate, so it is
- * up in a fraction of a second) and 'n_monitors' QMP sockets, paused (-S).
- * Paused, because a machine that starts running by itself emits RESUME at
- * start-up, and QEMU 7.2 was seen, about once in 400 starts, to send that
- * event ahead of the greeting to a client connecting at that instant (the
- * client queues it, see qmp_fake_event_before_greeting) and, about as
- * rarely, to never answer that client's qmp_capabilities. Tests that need
- * a running machine send "cont". */
-static bool qemu_start(struct qemu *qm, int n_monitors) {
-        *qm = (struct qemu) { .pid = -1 };
-        const char *dir = test_tmpdir();
-        char *argv[16];
-        char opt[2][300];
-        int argc = 0;
-        argv[argc++] = (char *) QEMU_BINARY;
-        argv[argc++] = (char *) "-accel";
-        argv[argc++] = (char *) "tcg";
-        argv[argc++] = (char *) "-M";
-        argv[argc++] = (char *) "none";
-        argv[argc++] = (char *) "-nodefaults";
-        argv[argc++] = (char *) "-S";
-        argv[argc++] = (char *) "-display";
-        argv[argc++] = (char *) "none";
-        for (int i = 0; i < n_monitors; i++) {
-                snprintf(qm->sock[i], sizeof(qm->sock[i]), "%s/qmp%d.sock", dir, i);
-                snprintf(opt[i], sizeof(opt[i]), "unix:%s,server=on,wait=off", qm->sock[i]);
-                argv[argc++] = (char *) "-qmp";
-                argv[argc++] = opt[i];
-        }
-        argv[argc] = NULL;
-
-        char log[300];
-        snprintf(log, sizeof(log), "%s/qemu.log", dir);
-        pid_t pid = fork();
-        if (pid < 0)
-                return false;
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDONLY);
-                int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-                if (null < 0 || out < 0)
-                        _exit(127);
-                dup2(null, 0);
-                dup2(out, 1);
-                dup2(out, 2);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
-        qm->pid = pid;
-
-        /* Ready once every socket exists. */
-        for (int tries = 0; tries < 1000; tries++) {
-                bool all = true;
-                for (int i = 0; i < n_monitors; i++)
-                        if (access(qm->sock[i], F_OK) < 0)
-                                all = false;
-                if (all)
-                        return true;
-                int status;
-                if (waitpid(pid, &status, WNOHANG) == pid) {
-                        qm->pid = -1;
-                        test_fail(__FILE__, __LINE__, "QEMU exited at start (status 0x%x), see its log", status);
-                        return false;
-                }
-                usleep(10 * 1000);
-        }
-        test_fail(__FILE__, __LINE__, "QEMU's QMP socket did not appear within 10 s");
-        return false;
-}
-
-static void qemu_kill(struct qemu *qm) {
-        if (qm->pid > 0) {
-                kill(qm->pid, SIGKILL);
-                waitpid(qm->pid, NULL, 0);
-                qm->pid = -1;
-        }
-}
-
-/* QEMU creates the socket file a moment before it listens on it. */
-static int connect_retry(const char *path, struct qmp_client **ret, struct vh_error *err) {
-        int r = -ETIMEDOUT;
-        for (int tries = 0; tries < 200; tries++) {
-                r = qmp_connect(path, 10000, ret, err);
-                if (r != -ECONNREFUSED && r != -ENOENT)
-                        return r;
-                usleep(10 * 1000);
-        }
-        return r;
-}
 
 TEST(qmp_real_greeting_and_commands) {
-        if (!have_qemu())
+        if (!test_qemu_available())
                 return;
-        struct qemu qm;
-        if (!qemu_start(&qm, 1))
+        struct test_qemu qm;
+        if (!test_qemu_start(&qm, 1))
                 return;
         struct qmp_client *q = NULL;
         struct vh_error err = {};
-        int r = connect_retry(qm.sock[0], &q, &err);
+        int r = test_qmp_connect_retry(qm.sock[0], &q, &err);
         CHECK_EQ_INT(r, 0);
         if (r < 0) {
                 fprintf(stderr, "  connect: %s\n", err.msg);
-                qemu_kill(&qm);
+                test_qemu_kill(&qm);
                 return;
         }
 
@@ -226,7 +128,7 @@ TEST(qmp_real_greeting_and_commands) {
         v = json_value_free(v);
 
         CHECK(qmp_free(q) == NULL);
-        qemu_kill(&qm);
+        test_qemu_kill(&qm);
 }
 
 static bool event_is(struct qmp_event *e, const char *name) {
@@ -234,16 +136,16 @@ static bool event_is(struct qmp_event *e, const char *name) {
 }
 
 TEST(qmp_real_events_are_queued) {
-        if (!have_qemu())
+        if (!test_qemu_available())
                 return;
-        struct qemu qm;
-        if (!qemu_start(&qm, 1))
+        struct test_qemu qm;
+        if (!test_qemu_start(&qm, 1))
                 return;
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
         struct vh_error err = {};
-        if (connect_retry(qm.sock[0], &q, &err) < 0) {
+        if (test_qmp_connect_retry(qm.sock[0], &q, &err) < 0) {
                 test_fail(__FILE__, __LINE__, "connect: %s", err.msg);
-                qemu_kill(&qm);
+                test_qemu_kill(&qm);
                 return;
         }
 
@@ -311,16 +213,16 @@ TEST(qmp_real_events_between_commands) {
         /* Events that come while the client is idle: a second monitor
          * stops and resumes the machine; QEMU broadcasts the events to
          * both monitors. */
-        if (!have_qemu())
+        if (!test_qemu_available())
                 return;
-        struct qemu qm;
-        if (!qemu_start(&qm, 2))
+        struct test_qemu qm;
+        if (!test_qemu_start(&qm, 2))
                 return;
         _cleanup_(qmp_freep) struct qmp_client *a = NULL, *b = NULL;
         struct vh_error err = {};
-        if (connect_retry(qm.sock[0], &a, &err) < 0 || connect_retry(qm.sock[1], &b, &err) < 0) {
+        if (test_qmp_connect_retry(qm.sock[0], &a, &err) < 0 || test_qmp_connect_retry(qm.sock[1], &b, &err) < 0) {
                 test_fail(__FILE__, __LINE__, "connect: %s", err.msg);
-                qemu_kill(&qm);
+                test_qemu_kill(&qm);
                 return;
         }
 
@@ -357,20 +259,20 @@ TEST(qmp_real_events_between_commands) {
         CHECK(event_is(e, "RESET"));
         e = qmp_event_free(e);
 
-        qemu_kill(&qm);
+        test_qemu_kill(&qm);
 }
 
 TEST(qmp_real_killed_or_stuck_qemu) {
-        if (!have_qemu())
+        if (!test_qemu_available())
                 return;
-        struct qemu qm;
-        if (!qemu_start(&qm, 1))
+        struct test_qemu qm;
+        if (!test_qemu_start(&qm, 1))
                 return;
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
         struct vh_error err = {};
-        if (connect_retry(qm.sock[0], &q, &err) < 0) {
+        if (test_qmp_connect_retry(qm.sock[0], &q, &err) < 0) {
                 test_fail(__FILE__, __LINE__, "connect: %s", err.msg);
-                qemu_kill(&qm);
+                test_qemu_kill(&qm);
                 return;
         }
 
@@ -400,7 +302,7 @@ TEST(qmp_real_killed_or_stuck_qemu) {
 
         /* A killed QEMU: a clean error, the same on every later call. The
          * error itself, not a timeout, shows it was noticed at once. */
-        qemu_kill(&qm);
+        test_qemu_kill(&qm);
         r = qmp_execute(q, "query-status", NULL, NULL, &err);
         CHECK(r == -ECONNRESET || r == -EPIPE);
         CHECK(strstr(err.msg, "QEMU closed the QMP connection") == err.msg);
