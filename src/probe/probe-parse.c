@@ -134,6 +134,38 @@ bool probe_accel_help_has(const char *text, const char *name) {
         return false;
 }
 
+bool probe_machine_name_is_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || n > PROBE_MACHINE_NAME_MAX || !isalnum((unsigned char) s[0]))
+                return false;
+        return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+int probe_machine_alias(const char *text, const char *alias, char *buf, size_t size) {
+        static const char marker[] = "(alias of ";
+        const char *line;
+        size_t len;
+        size_t alen = strlen(alias);
+        for (const char *p = text; (p = line_next(p, &line, &len));) {
+                /* "pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)" */
+                if (len <= alen || !strneq(line, alias, alen) || !isspace((unsigned char) line[alen]))
+                        continue;
+                const char *m = NULL;
+                for (size_t i = alen; i + sizeof(marker) - 1 <= len; i++)
+                        if (strneq(line + i, marker, sizeof(marker) - 1))
+                                m = line + i + sizeof(marker) - 1;
+                if (!m)
+                        return -ENOENT;
+                size_t n = (size_t) (line + len - m);
+                const char *close = memchr(m, ')', n);
+                if (!close || (size_t) (close - m) > PROBE_MACHINE_NAME_MAX || (size_t) (close - m) >= size)
+                        return -EINVAL;
+                copy_span(buf, size, m, (size_t) (close - m));
+                return probe_machine_name_is_valid(buf) ? 0 : -EINVAL;
+        }
+        return -ENOENT;
+}
+
 int probe_parse_bool_param(const char *text, bool *ret) {
         if (!text)
                 return -EINVAL;

@@ -37,6 +37,16 @@ const char *probe_version_format(const struct probe_version *v, char *buf, size_
 /* Whether 'qemu-system-* -accel help' lists the accelerator 'name'. */
 bool probe_accel_help_has(const char *text, const char *name);
 
+/* A QEMU machine type name ("pc-i440fx-7.2", "q35"): [A-Za-z0-9._-],
+ * starting with a letter or digit, at most PROBE_MACHINE_NAME_MAX. */
+#define PROBE_MACHINE_NAME_MAX 64
+bool probe_machine_name_is_valid(const char *s);
+/* In the output of 'qemu-system-x86_64 -machine help': the versioned
+ * machine type that 'alias' ("pc") stands for, from its line's "(alias of
+ * NAME)", into buf. -ENOENT when there is no such line or it names no
+ * alias; -EINVAL when the name is not a machine type name or does not fit. */
+int probe_machine_alias(const char *text, const char *alias, char *buf, size_t size);
+
 /* A boolean module parameter as sysfs shows it: "Y", "N", "1", "0" (with
  * optional white space). -EINVAL for anything else. */
 int probe_parse_bool_param(const char *text, bool *ret);

@@ -2,10 +2,19 @@
  * saw it run guest code at full speed; the probe's answer is cached for the
  * boot, so a start does not pay for it twice. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/macro.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "probe/probe-parse.h"
 #include "vm/vm-accel.h"
 #include "vmhost/doctor.h"
+
+/* 'qemu-system-x86_64 -machine help' lists some 40 types in 3 KiB. */
+#define MACHINE_HELP_MAX_OUTPUT (64 * 1024)
+#define MACHINE_HELP_TIMEOUT_MS 10000
 
 int vm_accel_resolve(const struct vh_context *ctx, enum vm_accel want, const char **ret, struct vh_error *err) {
         if (want == VM_ACCEL_TCG) {
@@ -45,4 +54,39 @@ int vm_accel_check_def(const struct vh_context *ctx, const struct vm_def *def, s
         if (r < 0)
                 return r;
         return vm_accel_check_cpu(def->name, def->cpu_model, accel, err);
+}
+
+int vm_machine_resolve(const struct vh_context *ctx, const char *qemu_binary, char **ret, struct vh_error *err) {
+        _cleanup_free_ char *exe = find_executable(ctx, qemu_binary);
+        if (!exe)
+                return vh_error_set(err, -ENOENT, "%s not found; install qemu-system-x86 (see 'vmhost doctor')",
+                                    qemu_binary);
+        char *argv[] = { exe, (char *) "-machine", (char *) "help", NULL };
+        _cleanup_free_ char *out = NULL;
+        int r = process_run(ctx, argv, MACHINE_HELP_TIMEOUT_MS, MACHINE_HELP_MAX_OUTPUT, &out, err);
+        if (r < 0)
+                return r;
+        if (r != 0)
+                return vh_error_set(err, -EIO, "%s -machine help failed (exit %d)", exe, r);
+        char name[PROBE_MACHINE_NAME_MAX + 1];
+        r = probe_machine_alias(out, VM_MACHINE_ALIAS, name, sizeof(name));
+        if (r < 0)
+                return vh_error_set(err, r, "%s -machine help names no versioned type for '%s'", exe,
+                                    VM_MACHINE_ALIAS);
+        *ret = strdup(name);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int vm_machine_pin(const struct vh_context *ctx, struct vm_def *def, bool *ret_pinned) {
+        if (ret_pinned)
+                *ret_pinned = false;
+        if (def->machine)
+                return 0;
+        struct vh_error ignored = {};
+        int r = vm_machine_resolve(ctx, VM_QEMU_BINARY, &def->machine, &ignored);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0 && ret_pinned)
+                *ret_pinned = true;
+        return 0;
 }

@@ -16,6 +16,7 @@
 
 #include "base/macro.h"
 #include "base/strutil.h"
+#include "vm/vm-accel.h"
 #include "vm/vm-cmdline.h"
 
 char *qemu_opt_escape(const char *value) {
@@ -130,7 +131,7 @@ int vm_cmdline_build(const struct vm_def *def, const struct vm_launch *l, struct
         strv_add(a, "-nodefaults");
         strv_add(a, "-no-user-config");
         strv_add(a, "-machine");
-        strv_addf(a, "pc,accel=%s", l->accel);
+        strv_addf(a, "%s,accel=%s", def->machine ? def->machine : VM_MACHINE_ALIAS, l->accel);
         if (def->cpu_model) {
                 strv_add(a, "-cpu");
                 strv_add(a, def->cpu_model);

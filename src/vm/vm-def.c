@@ -11,6 +11,7 @@
 #include "base/keyfile.h"
 #include "base/macro.h"
 #include "base/strutil.h"
+#include "probe/probe-parse.h"
 #include "vm/vm-def.h"
 
 struct vm_def *vm_def_new(const char *name) {
@@ -379,6 +380,11 @@ static const struct def_key vm_keys[] = {
         { "memory", DEF_CUSTOM, F(memory), .set = set_memory, .format = format_memory },
         { "accel", DEF_CHOICE, F(accel), DEF_ALWAYS, .choices = accel_names, .n_choices = ELEMENTSOF(accel_names) },
         { "cpu", DEF_STRING, F(cpu_model) },
+        /* The versioned type ("pc-i440fx-7.2"), pinned at create or first
+         * start, so that a QEMU upgrade cannot change the VM's hardware
+         * and a migration asks the destination for the same machine. */
+        { "machine", DEF_STRING, F(machine), .valid = probe_machine_name_is_valid,
+          .expect = "a QEMU machine type like pc-i440fx-7.2" },
         { "boot", DEF_CHOICE, F(boot), DEF_ALWAYS, .choices = boot_names, .n_choices = ELEMENTSOF(boot_names) },
         { "disk", DEF_STRING, F(disk) },
         { "disk-format", DEF_STRING, F(disk_format), .choices = disk_formats, .n_choices = ELEMENTSOF(disk_formats),

@@ -64,6 +64,7 @@ struct vm_def {
         char *kernel, *initrd, *append;
         enum vm_accel accel;
         char *cpu_model;     /* NULL: QEMU's default for the accelerator */
+        char *machine;       /* versioned QEMU machine type; NULL: not pinned yet ("pc") */
         unsigned id;         /* 1..65535, unique in this vmhost home; 0: none yet */
         struct vm_nic nics[VM_MAX_NICS];
         unsigned n_nics;

@@ -123,10 +123,14 @@ int vm_create(const struct vh_context *ctx, struct vm_create_options *opts, stru
         if (r < 0)
                 return r;
 
+        r = vm_machine_pin(ctx, def, NULL);
+        if (r < 0)
+                return r;
+
         /* The name's lock makes the exists-check and the save one step
-         * against another create, a delete or a start of the same name. */
-        /* Allocation and saving happen under the home's lock, so parallel
-         * creates never share an id, a MAC or a VNC display. */
+         * against another create, a delete or a start of the same name;
+         * allocation and saving happen under the home's lock too, so
+         * parallel creates never share an id, a MAC or a VNC display. */
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         _cleanup_close_ int home = -1;
         r = vm_lock_take_with_home(ctx, name, "created", &lock, &home, err);

@@ -804,6 +804,14 @@ int vm_start_prepare(const struct vh_context *ctx, const char *name, struct vm_s
 
         struct vm_status *st = &job->status;
         st->state = VM_STATE_RUNNING;
+        /* A VM defined before machine types were pinned (or where QEMU
+         * could not tell at create) is pinned now, by the caller's lock. */
+        bool pinned;
+        r = vm_machine_pin(ctx, job->def, &pinned);
+        if (r < 0)
+                return r;
+        if (pinned && (r = vm_save(ctx, def, err)) < 0)
+                return r;
         r = vm_accel_resolve(ctx, def->accel, &job->accel, err);
         if (r < 0)
                 return r;

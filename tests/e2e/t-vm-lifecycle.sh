@@ -28,6 +28,11 @@ expect_error() {
 "$VMHOST" vm create k1 --boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" \
 	--append "console=ttyS0 quiet panic=-1 no_timer_check vmhost.name=k1 vmhost.net=dhcp vmhost.tcp=7777" \
 	--forward tcp:auto:7777 --memory 256M >/dev/null && pass create || fail create
+# The machine type is pinned to what "pc" stands for in this QEMU.
+want_machine=$(qemu-system-x86_64 -machine help | sed -n 's/^pc .*(alias of \(pc-i440fx-[0-9.]*\))$/\1/p')
+got_machine=$(sed -n 's/^machine = //p' "$VMHOST_HOME/vms/k1/vm.conf")
+[ -n "$want_machine" ] && [ "$got_machine" = "$want_machine" ] && pass machine-pinned "$got_machine" ||
+	fail machine-pinned "vm.conf has '$got_machine', QEMU's pc is '$want_machine'"
 
 t0=$(e2e_now)
 if out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1); then
@@ -58,6 +63,9 @@ line=$(tcp_read_line 127.0.0.1 "$port" 20) && [[ $line == *"k1 hello"* ]] && pas
 # -sandbox on is in force.
 tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE -- '-sandbox on,obsolete=deny,elevateprivileges=(deny|allow),spawn=deny,resourcecontrol=deny' &&
 	grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status" && pass sandboxed "seccomp filter mode" || fail sandboxed
+
+tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-machine $want_machine,accel=" && pass machine-used ||
+	fail machine-used "$(tr '\0' ' ' <"/proc/$pid/cmdline")"
 
 # A forward added to the running VM works at once and is shown by status.
 p2=$(free_port)
@@ -93,7 +101,12 @@ reason=$(vm_json k1 exit-reason)
 print([v.get("exit-reason") for v in json.load(sys.stdin) if v["name"] == "k1"][0])')" = "$reason" ] &&
 	pass list-shows-crash "$reason" || fail list-shows-crash "status: '$reason'; list: $("$VMHOST" vm list; "$VMHOST" vm list --json)"
 
+# A definition from before machine types were pinned gets pinned at start.
+sed -i '/^machine = /d' "$VMHOST_HOME/vms/k1/vm.conf"
 out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1) && pass restart-after-crash || fail restart-after-crash "$out"
+got_machine=$(sed -n 's/^machine = //p' "$VMHOST_HOME/vms/k1/vm.conf")
+[ "$got_machine" = "$want_machine" ] && pass machine-pinned-at-start "$got_machine" ||
+	fail machine-pinned-at-start "vm.conf has '$got_machine'"
 t0=$(e2e_now)
 "$VMHOST" vm stop k1 >/dev/null && [ "$(vm_json k1 state)" = stopped ] && [ ! -e "$rt/serial.sock" ] &&
 	pass stop "$(e2e_elapsed "$t0") s" || fail stop

@@ -958,3 +958,34 @@ TEST(doctor_ovs_daemons_probe_full_backlog) {
                 close(filler[i]);
         close(l);
 }
+
+/* QEMU 7.2's '-machine help', cut: the line of "pc" names its versioned type. */
+TEST(probe_machine_alias_of_pc) {
+        static const char help[] =
+                "Supported machines are:\n"
+                "microvm              microvm (i386)\n"
+                "pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n"
+                "pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)\n"
+                "q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\n"
+                "pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)\n";
+        char buf[PROBE_MACHINE_NAME_MAX + 1];
+        CHECK(probe_machine_alias(help, "pc", buf, sizeof(buf)) == 0);
+        CHECK(strcmp(buf, "pc-i440fx-7.2") == 0);
+        CHECK(probe_machine_alias(help, "q35", buf, sizeof(buf)) == 0);
+        CHECK(strcmp(buf, "pc-q35-7.2") == 0);
+        /* "pc-i440fx-7.2" starts with "pc" but is another line's name. */
+        CHECK(probe_machine_alias("pc-i440fx-7.2 Standard PC (default)\n", "pc", buf, sizeof(buf)) == -ENOENT);
+        CHECK(probe_machine_alias("microvm  microvm (i386)\n", "pc", buf, sizeof(buf)) == -ENOENT);
+        CHECK(probe_machine_alias("", "pc", buf, sizeof(buf)) == -ENOENT);
+        CHECK(probe_machine_alias("pc   Standard PC\n", "pc", buf, sizeof(buf)) == -ENOENT);
+        /* What is not a machine type name is refused, not stored. */
+        CHECK(probe_machine_alias("pc  x (alias of pc;rm -rf)\n", "pc", buf, sizeof(buf)) == -EINVAL);
+        CHECK(probe_machine_alias("pc  x (alias of )\n", "pc", buf, sizeof(buf)) == -EINVAL);
+        CHECK(probe_machine_alias("pc  x (alias of pc-i440fx-7.2\n", "pc", buf, sizeof(buf)) == -EINVAL);
+        char tiny[5];
+        CHECK(probe_machine_alias(help, "pc", tiny, sizeof(tiny)) == -EINVAL);
+        CHECK(probe_machine_name_is_valid("pc-i440fx-7.2"));
+        CHECK(!probe_machine_name_is_valid("-pc"));
+        CHECK(!probe_machine_name_is_valid("pc,accel=kvm"));
+        CHECK(!probe_machine_name_is_valid(""));
+}
