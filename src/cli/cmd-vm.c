@@ -15,10 +15,13 @@
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/paths.h"
 #include "base/strutil.h"
+#include "base/strv.h"
 #include "cli/cli.h"
+#include "host/host.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-addr.h"
 #include "vm/vm-control.h"
@@ -69,7 +72,7 @@ static void usage(FILE *f) {
                 "  kill NAME               stop at once (QEMU quits, no guest shutdown)\n"
                 "  restart NAME [--wait]   stop, then start\n"
                 "  status NAME [--json]    state, pid, accelerator, forwarded ports, guest addresses\n"
-                "  list [--json]           all VMs of this vmhost home\n"
+                "  list [--json]           all VMs of this vmhost home (--all-hosts: of every host)\n"
                 "  console NAME            attach to the serial console (detach: Ctrl-])\n"
                 "  monitor NAME ['CMD']    a human monitor command, e.g. 'info status';\n"
                 "                          without CMD an interactive prompt (leave with Ctrl-D)\n"
@@ -175,12 +178,15 @@ static const struct command_help command_helps[] = {
           "Example:\n"
           "  vmhost vm status web --json\n" },
         { "list",
-          "Usage: vmhost vm list [--json]\n"
+          "Usage: vmhost vm list [--json] [--all-hosts]\n"
           "\n"
           "All VMs of this vmhost home: state, pid, CPUs, memory, forwards and guest\n"
           "addresses.\n"
           "\n"
-          "  --json   an array of the objects 'vm status --json' prints\n"
+          "  --json        an array of the objects 'vm status --json' prints\n"
+          "  --all-hosts   the VMs of this machine (host 'local') and of every registered\n"
+          "                host (asked in parallel) in one table with a HOST column; a host\n"
+          "                that does not answer is listed as down, with the reason\n"
           "\n"
           "Example:\n"
           "  vmhost vm list\n" },
@@ -306,7 +312,7 @@ static int report(int r, const struct vh_error *err) {
 enum {
         OPT_CPUS = 0x100, OPT_MEMORY, OPT_DISK, OPT_BASE, OPT_DISK_SIZE, OPT_CDROM, OPT_BOOT, OPT_KERNEL,
         OPT_INITRD, OPT_APPEND, OPT_NET, OPT_FORWARD, OPT_ACCEL, OPT_CPU, OPT_LOCALTIME, OPT_WAIT, OPT_TIMEOUT,
-        OPT_JSON, OPT_VNC, OPT_PRINT, OPT_DISK_FORMAT,
+        OPT_JSON, OPT_VNC, OPT_PRINT, OPT_DISK_FORMAT, OPT_AVOID_MAC,
 };
 
 static int set_key(struct vm_def *def, const char *key, const char *value) {
@@ -363,6 +369,52 @@ static void print_vnc_line(const struct vm_def *def) {
                 printf("vnc:         unix socket (session: vmhost vm vnc %s)\n", def->name);
 }
 
+/* "M1,M2,..." of --avoid-mac into 'v'; each must be a MAC. */
+static int add_avoid_macs(struct strv *v, const char *list) {
+        /* 65536 VMs of 8 NICs on a few hosts; past it the list is not ours. */
+        if (v->n + strlen(list) / 18 > 4u * 65536 * 8)
+                return log_error("--avoid-mac: too many MACs"), -E2BIG;
+        for (const char *p = list; *p;) {
+                size_t n = strcspn(p, ",");
+                char mac[18];
+                if (n != 17) {
+                        log_error("--avoid-mac: '%.*s' is not a MAC (aa:bb:cc:dd:ee:ff)", (int) MIN(n, 40), p);
+                        return -EINVAL;
+                }
+                memcpy(mac, p, n);
+                mac[n] = '\0';
+                if (!vm_mac_is_valid(mac)) {
+                        log_error("--avoid-mac: '%s' is not a MAC (aa:bb:cc:dd:ee:ff)", mac);
+                        return -EINVAL;
+                }
+                strv_add(v, mac);
+                p += n;
+                if (*p == ',')
+                        p++;
+        }
+        return v->error;
+}
+
+/* The MACs the registered hosts' VMs use, asked in parallel; a host that
+ * cannot be asked is named in a warning and the create goes on. */
+static int gather_avoid_macs(const struct vh_context *ctx, struct strv *v) {
+        char **macs = NULL, **unasked = NULL;
+        struct vh_error err = {};
+        int r = host_cluster_macs(ctx, NULL, false, &macs, &unasked, &err);
+        if (r < 0) {
+                log_warning("Cannot ask the registered hosts which MACs they use (%s): only this host's are checked.",
+                            vh_error_message(&err, r));
+                return r == -ENOMEM ? r : 0;
+        }
+        for (char **u = unasked; *u; u++)
+                log_warning("%s: its VMs' MACs are not checked.", *u);
+        for (char **m = macs; *m; m++)
+                strv_add(v, *m);
+        host_names_free(macs);
+        host_names_free(unasked);
+        return v->error;
+}
+
 static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "cpus", required_argument, NULL, OPT_CPUS },
@@ -382,6 +434,9 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 { "accel", required_argument, NULL, OPT_ACCEL },
                 { "cpu", required_argument, NULL, OPT_CPU },
                 { "localtime", no_argument, NULL, OPT_LOCALTIME },
+                /* Not in the usage: the MACs another vmhost found in use on
+                 * the other hosts, when it runs this create over ssh. */
+                { "avoid-mac", required_argument, NULL, OPT_AVOID_MAC },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -401,7 +456,8 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
         const char *base = NULL, *disk_size = NULL, *vnc = "auto", *disk_format = NULL;
         const char *nets[VM_MAX_NICS];
         unsigned n_nets = 0;
-        bool no_net = false;
+        bool no_net = false, avoid_given = false;
+        _cleanup_(strv_done) struct strv avoid = {};
 
         optind = 2;
         int c;
@@ -433,6 +489,11 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 case OPT_ACCEL: key = "accel"; break;
                 case OPT_CPU: key = "cpu"; break;
                 case OPT_LOCALTIME: key = "localtime"; break;
+                case OPT_AVOID_MAC:
+                        avoid_given = true;
+                        if (add_avoid_macs(&avoid, optarg) < 0)
+                                return 2;
+                        break;
                 default: return 2;
                 }
                 if (key && set_key(def, key, c == OPT_LOCALTIME ? "yes" : optarg) < 0)
@@ -475,6 +536,11 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
         _cleanup_free_ char *cwd = working_dir(ctx);
         if (!cwd)
                 return 1;
+        /* MACs are unique across the cluster: a create here asks the
+         * registered hosts which they use (a create forwarded by another
+         * vmhost brings that list along instead). */
+        if (!avoid_given && gather_avoid_macs(ctx, &avoid) < 0)
+                return log_error_errno(-ENOMEM, "Out of memory"), 1;
         struct vm_create_options opts = {
                 .def = TAKE_PTR(def),
                 .base = base,
@@ -482,6 +548,7 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 .disk_format = disk_format,
                 .alloc_vnc_display = vnc_alloc,
                 .base_dir = cwd,
+                .avoid_macs = avoid.v,
         };
         struct vh_error err = {};
         _cleanup_(vm_create_result_done) struct vm_create_result res = {};
@@ -1007,16 +1074,131 @@ static int vm_status_cmd(const struct vh_context *ctx, int argc, char **argv) {
         return 0;
 }
 
+/* One row of 'vm list --all-hosts' from a VM status object (vm-json.h),
+ * as a host replied it. */
+static void print_host_vm_row(const char *host, const struct json_value *vm) {
+        const char *name = "?", *state = "?";
+        (void) json_get_string(json_object_get(vm, "name"), &name);
+        (void) json_get_string(json_object_get(vm, "state"), &state);
+        uint64_t cpus = 0, memory = 0;
+        int64_t pid = 0;
+        (void) json_get_uint(json_object_get(vm, "cpus"), &cpus);
+        (void) json_get_uint(json_object_get(vm, "memory"), &memory);
+        char pids[24] = "-", mem[32], ips[VM_MAX_NICS * NET_IPV4_STRLEN] = "";
+        if (json_get_int(json_object_get(vm, "pid"), &pid) >= 0)
+                snprintf(pids, sizeof(pids), "%" PRId64, pid);
+        const struct json_value *addrs = json_object_get(vm, "addresses");
+        for (size_t a = 0, u = 0; a < json_array_len(addrs) && a < VM_MAX_NICS && u < sizeof(ips); a++) {
+                const char *ip;
+                if (json_get_string(json_object_get(json_array_at(addrs, a), "ip"), &ip) >= 0)
+                        u += (size_t) snprintf(ips + u, sizeof(ips) - u, "%s%.15s", u ? "," : "", ip);
+        }
+        printf("%-12s %-20s %-9s %-7s %-5" PRIu64 " %-8s %s\n", host, name, state, pids, cpus,
+               format_size(memory, mem, sizeof(mem)), ips[0] ? ips : "-");
+}
+
+/* 'vm list --all-hosts': this machine's VMs, then every registered
+ * host's (asked in parallel, each one reply of 'host self --vms'). A host
+ * that does not answer is listed as down with the reason; the listing
+ * still succeeds. */
+static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
+        struct host_def **defs = NULL;
+        char **skipped = NULL;
+        size_t n = 0;
+        struct vh_error err = {};
+        int r = host_load_all(ctx, &defs, &n, &skipped, &err);
+        if (r < 0)
+                return report(r, &err);
+        for (char **k = skipped; *k; k++)
+                log_warning("Skipping host %s.", *k);
+        host_names_free(skipped);
+        /* Slot 0 is this machine. */
+        _cleanup_free_ struct host_status *st = calloc(n + 1, sizeof(*st));
+        if (!st) {
+                host_defs_free(defs);
+                return log_error_errno(-ENOMEM, "Out of memory"), 1;
+        }
+        r = host_probe_all(ctx, defs, n, HOST_PROBE_VMS, st + 1);
+        if (r < 0) {
+                host_defs_free(defs);
+                return log_error_errno(r, "Cannot ask the hosts: %m"), 1;
+        }
+        int rc = 0;
+        _cleanup_free_ char *self = NULL;
+        r = host_self_json(ctx, HOST_PROBE_VMS, &self, &err);
+        if (r >= 0)
+                r = host_self_parse(self, &st[0], &err);
+        if (r < 0) {
+                log_error("Cannot list this host's VMs: %s", vh_error_message(&err, r));
+                snprintf(st[0].why, sizeof(st[0].why), "%s", vh_error_message(&err, r));
+                rc = 1;
+        } else
+                st[0].reachable = true;
+
+        struct json_writer w;
+        json_writer_init(&w, true);
+        if (json)
+                json_array_begin(&w);
+        else
+                printf("%-12s %-20s %-9s %-7s %-5s %-8s %s\n", "HOST", "NAME", "STATE", "PID", "CPUS", "MEMORY",
+                       "ADDRESSES");
+        for (size_t i = 0; i <= n; i++) {
+                const char *host = i == 0 ? "local" : defs[i - 1]->name;
+                const struct host_status *h = &st[i];
+                for (char **m = h->warnings; m && *m; m++) {
+                        log_warning("Host %s: %s", host, *m);
+                        rc = i == 0 ? 1 : rc;
+                }
+                if (json) {
+                        json_object_begin(&w);
+                        json_kv_uint(&w, "version", 1);
+                        json_kv_string(&w, "host", host);
+                        json_kv_bool(&w, "reachable", h->reachable);
+                        json_key(&w, "error");
+                        json_string(&w, h->reachable ? NULL : h->why);
+                        json_key(&w, "vms");
+                        if (h->vm_list)
+                                json_value_write(&w, h->vm_list);
+                        else {
+                                json_array_begin(&w);
+                                json_array_end(&w);
+                        }
+                        json_object_end(&w);
+                        continue;
+                }
+                if (!h->reachable) {
+                        printf("%-12s %-20s %-9s %s\n", host, "-", "down", h->why);
+                        continue;
+                }
+                for (size_t k = 0; k < json_array_len(h->vm_list); k++)
+                        print_host_vm_row(host, json_array_at(h->vm_list, k));
+        }
+        if (json) {
+                json_array_end(&w);
+                if (print_json(&w))
+                        rc = 1;
+        } else
+                json_writer_free(&w);
+        for (size_t i = 0; i <= n; i++)
+                host_status_done(&st[i]);
+        host_defs_free(defs);
+        return rc;
+}
+
 static int vm_list_cmd(const struct vh_context *ctx, int argc, char **argv) {
-        bool json = false;
+        bool json = false, all_hosts = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--json"))
                         json = true;
+                else if (streq(argv[i], "--all-hosts"))
+                        all_hosts = true;
                 else if (streq(argv[i], "-h") || streq(argv[i], "--help"))
                         return usage(stdout), 0;
                 else
                         return log_error("vm list: unexpected argument '%s'", argv[i]), 2;
         }
+        if (all_hosts)
+                return vm_list_all_hosts(ctx, json);
         struct vh_error lerr = {};
         _cleanup_(vm_names_freep) char **names = NULL;
         int n = vm_list_names(ctx, &names, &lerr);

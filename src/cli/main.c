@@ -9,7 +9,9 @@
 #include "base/macro.h"
 #include "base/strutil.h"
 #include "cli/cli.h"
+#include "base/strv.h"
 #include "host/host-def.h"
+#include "host/host.h"
 #include "host/ssh.h"
 #include "vmhost/context.h"
 
@@ -83,6 +85,38 @@ static bool host_option(int argc, char **argv, int *i, const char **ret_name) {
  * vmhost, each argument quoted for its shell (host/ssh.h), output
  * streaming, its exit status ours. A failure of ssh itself is 255 with a
  * message naming the host. */
+/* Whether host_ssh_exec()'s error is ssh's own failure (its exit 255,
+ * host_ssh_classify()), which we pass on as 255, rather than ours. */
+static bool ssh_failed(int r) {
+        return r == -EKEYREJECTED || r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EHOSTUNREACH || r == -EACCES ||
+               r == -ECOMM;
+}
+
+/* 'vm create' for another host: the MACs in use on this machine and on
+ * every other registered host, for its create to avoid (it checks its
+ * own), as "--avoid-mac M1,M2,..." (empty when there are none: given at
+ * all, it tells that host's create that the asking was done here). */
+static char *avoid_mac_list(const struct vh_context *ctx, const char *host) {
+        char **macs = NULL, **unasked = NULL;
+        struct vh_error err = {};
+        int r = host_cluster_macs(ctx, host, true, &macs, &unasked, &err);
+        if (r < 0) {
+                log_warning("Cannot gather the MACs in use on the other hosts (%s): host %s checks only its own.",
+                            vh_error_message(&err, r), host);
+                return strdup("");
+        }
+        for (char **u = unasked; *u; u++)
+                log_warning("%s: its VMs' MACs are not checked.", *u);
+        char *list = strv_join(macs, ",");
+        host_names_free(macs);
+        host_names_free(unasked);
+        return list;
+}
+
+static bool is_vm_create(int argc, char **argv) {
+        return argc >= 2 && streq(argv[0], "vm") && streq(argv[1], "create") && !cli_wants_help(argc, argv);
+}
+
 static int run_on_host(const struct vh_context *ctx, const char *host, bool verbose, int argc, char **argv) {
         _cleanup_(host_def_freep) struct host_def *def = NULL;
         struct vh_error err = {};
@@ -91,7 +125,7 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
                 log_error("Host %s: %s.", host, vh_error_message(&err, r));
                 return 2;
         }
-        _cleanup_free_ char **remote = calloc((size_t) argc + 3, sizeof(char *));
+        _cleanup_free_ char **remote = calloc((size_t) argc + 5, sizeof(char *));
         if (!remote)
                 return log_error_errno(-ENOMEM, "Out of memory."), 1;
         size_t n = 0;
@@ -100,14 +134,32 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
                 remote[n++] = (char *) "-v";
         for (int k = 0; k < argc; k++)
                 remote[n++] = argv[k];
+        /* MACs are unique across the cluster: the host that creates knows
+         * its own VMs, this side asks the others. */
+        _cleanup_free_ char *avoid = NULL;
+        if (is_vm_create(argc, argv)) {
+                avoid = avoid_mac_list(ctx, host);
+                if (!avoid)
+                        return log_error_errno(-ENOMEM, "Out of memory."), 1;
+                remote[n++] = (char *) "--avoid-mac";
+                remote[n++] = avoid;
+        }
         remote[n] = NULL;
         fflush(stdout);
         r = host_ssh_exec(ctx, def, remote, STDERR_FILENO, &err);
         if (r < 0) {
                 log_error("On host %s: %s.", host, vh_error_message(&err, r));
-                return 255;
+                /* 255 says that ssh failed, as ssh's own status does. */
+                return ssh_failed(r) ? 255 : 1;
         }
         return r;
+}
+
+/* A command's status as our exit status: 255 is kept for ssh's failures
+ * (a caller of 'vmhost --host' tells them apart by it), and a negative
+ * -errno returned by mistake must not wrap to 255 or more. */
+static int exit_status(int r) {
+        return r < 0 || r >= 255 ? 1 : r;
 }
 
 int main(int argc, char **argv) {
@@ -178,7 +230,7 @@ int main(int argc, char **argv) {
                         /* The machine we are on is the host "local". */
                         if (host && !streq(host, HOST_LOCAL))
                                 return run_on_host(ctx, host, verbose, argc - i, argv + i);
-                        return verbs[v].run(ctx, argc - i, argv + i);
+                        return exit_status(verbs[v].run(ctx, argc - i, argv + i));
                 }
 
         log_error("Unknown verb '%s'. See 'vmhost --help'.", argv[i]);

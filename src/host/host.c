@@ -1,65 +1,421 @@
 /* host/host.c: adding and asking remote hosts. */
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/fileio.h"
 #include "base/macro.h"
 #include "base/strutil.h"
+#include "base/strv.h"
 #include "host/host.h"
 #include "host/ssh.h"
+#include "vm/vm-addr.h"
+#include "vm/vm-alloc.h"
+#include "vm/vm-json.h"
+#include "vm/vm-list.h"
+#include "vmhost/doctor.h"
 
-/* The connect, the login and the command's own start. */
-#define HOST_PROBE_TIMEOUT_MS ((HOST_SSH_CONNECT_TIMEOUT_S + 5) * 1000u)
+/* The connect, the login and the command's own start (with the doctor's
+ * checks there, a few hundred ms). */
+#define HOST_PROBE_TIMEOUT_MS ((HOST_SSH_CONNECT_TIMEOUT_S + 10) * 1000u)
+/* A reply with every VM's status object: 65536 VMs at ~1 KiB. */
+#define HOST_SELF_MAX_OUTPUT (64u << 20)
+#define HOST_SELF_JSON_VERSION 1
+
+static int version_major_minor(const char *v, unsigned long *maj, unsigned long *min) {
+        char *end;
+        if (!v || !isdigit((unsigned char) v[0]))
+                return -EINVAL;
+        *maj = strtoul(v, &end, 10);
+        if (*end != '.' || !isdigit((unsigned char) end[1]))
+                return -EINVAL;
+        *min = strtoul(end + 1, &end, 10);
+        return *end == '\0' || *end == '.' || *end == '-' || *end == '+' ? 0 : -EINVAL;
+}
+
+bool host_version_compatible(const char *a, const char *b) {
+        unsigned long amaj, amin, bmaj, bmin;
+        return version_major_minor(a, &amaj, &amin) >= 0 && version_major_minor(b, &bmaj, &bmin) >= 0 &&
+               amaj == bmaj && amin == bmin;
+}
+
+void host_status_done(struct host_status *st) {
+        if (!st)
+                return;
+        host_names_free(st->macs);
+        host_names_free(st->warnings);
+        json_value_free(st->vm_list);
+        *st = (struct host_status) {};
+}
+
+/* MemTotal and MemAvailable of /proc/meminfo, in bytes (0 when unread). */
+static void meminfo(uint64_t *total, uint64_t *avail) {
+        *total = *avail = 0;
+        _cleanup_free_ char *text = NULL;
+        if (read_full_file("/proc/meminfo", 64 * 1024, &text, NULL) < 0)
+                return;
+        for (char *line = text; line && *line;) {
+                unsigned long long kb;
+                if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+                        *total = (uint64_t) kb * 1024;
+                else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+                        *avail = (uint64_t) kb * 1024;
+                line = strchr(line, '\n');
+                if (line)
+                        line++;
+        }
+}
+
+/* The first word of a doctor check's value ("7.2.22 (Debian ...)" ->
+ * "7.2.22"), when the check is ok or warn. */
+static void check_word(const struct probe_report *r, const char *name, char *buf, size_t size) {
+        buf[0] = '\0';
+        const struct probe_check *c = probe_report_find(r, name);
+        if (!c || (c->status != PROBE_CHECK_OK && c->status != PROBE_CHECK_WARN))
+                return;
+        size_t n = MIN(strcspn(c->value, " "), size - 1);
+        memcpy(buf, c->value, n);
+        buf[n] = '\0';
+}
+
+static void write_doctor(const struct vh_context *ctx, struct json_writer *w, struct strv *warnings) {
+        struct probe_doctor_options opts = {
+                .ovs_db = isempty(ctx->ovs_db) ? NULL : ctx->ovs_db,
+                .ovs_rundir = isempty(ctx->ovs_rundir) ? NULL : ctx->ovs_rundir,
+        };
+        struct probe_report *report = NULL;
+        struct vh_error e = {};
+        int r = probe_doctor_run(ctx, &opts, &report, &e);
+        if (r < 0) {
+                strv_addf(warnings, "cannot run the doctor's checks: %s", vh_error_message(&e, r));
+                return;
+        }
+        char qemu[64], ovs[64];
+        check_word(report, "qemu-system-x86_64", qemu, sizeof(qemu));
+        check_word(report, "openvswitch", ovs, sizeof(ovs));
+        const struct probe_check *d = probe_report_find(report, "ovs-daemons");
+        json_kv_string(w, "qemu-version", qemu[0] ? qemu : NULL);
+        json_kv_string(w, "accelerator", report->can_run_vms ? probe_accel_to_string(report->accel) : "none");
+        json_kv_bool(w, "can-run-vms", report->can_run_vms);
+        json_kv_string(w, "ovs-version", ovs[0] ? ovs : NULL);
+        json_kv_bool(w, "ovs-running", ovs[0] && d && d->status == PROBE_CHECK_OK);
+        probe_report_free(report);
+}
+
+int host_self_json(const struct vh_context *ctx, unsigned flags, char **ret, struct vh_error *err) {
+        char host_id[VM_HOST_ID_LEN + 1];
+        int r = vm_host_id_get(ctx, host_id, err);
+        if (r < 0)
+                return r;
+        _cleanup_(vm_names_freep) char **names = NULL;
+        int n = vm_list_names(ctx, &names, err);
+        if (n < 0)
+                return n;
+        _cleanup_(vm_names_freep) char **macs = NULL;
+        struct vh_error e = {};
+        struct strv warnings = {};
+        if (vm_alloc_macs_in_use(ctx, &macs, &e) < 0)
+                strv_addf(&warnings, "cannot tell the VMs' MACs: %s", e.msg);
+
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_uint(&w, "version", HOST_SELF_JSON_VERSION);
+        json_kv_string(&w, "vmhost-version", VMHOST_VERSION);
+        json_kv_string(&w, "host-id", host_id);
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        json_kv_uint(&w, "cpus", cpus > 0 ? (uint64_t) cpus : 0);
+        uint64_t total, avail;
+        meminfo(&total, &avail);
+        json_kv_uint(&w, "memory-total", total);
+        json_kv_uint(&w, "memory-free", avail);
+        if (flags & HOST_PROBE_DOCTOR)
+                write_doctor(ctx, &w, &warnings);
+
+        /* One description per VM: counted here, and with HOST_PROBE_VMS
+         * its status object, as 'vm list --json' writes it. */
+        unsigned running = 0;
+        if (flags & HOST_PROBE_VMS) {
+                json_key(&w, "vm-list");
+                json_array_begin(&w);
+        }
+        for (int i = 0; i < n; i++) {
+                _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+                struct vm_status st;
+                e = (struct vh_error) {};
+                r = vm_describe(ctx, names[i], &def, &st, &e);
+                if (r < 0) {
+                        strv_addf(&warnings, "%s", vh_error_message(&e, r));
+                        continue;
+                }
+                if (st.state == VM_STATE_RUNNING)
+                        running++;
+                if (!(flags & HOST_PROBE_VMS))
+                        continue;
+                _cleanup_free_ struct vm_address *addrs = NULL;
+                int n_addrs = vm_addresses(ctx, def, &st, (int64_t) time(NULL), &addrs, &e);
+                if (n_addrs < 0) {
+                        strv_addf(&warnings, "VM %s: cannot tell its addresses: %s", def->name,
+                                  vh_error_message(&e, n_addrs));
+                        n_addrs = 0;
+                }
+                struct vm_paths p;
+                bool have_paths = vm_paths_get(ctx, def->name, &p, NULL) >= 0;
+                vm_status_to_json(&w, def, &st, addrs, (size_t) n_addrs, have_paths ? p.vnc_socket : NULL);
+                if (have_paths)
+                        vm_paths_done(&p);
+        }
+        if (flags & HOST_PROBE_VMS)
+                json_array_end(&w);
+        json_kv_uint(&w, "vms", (uint64_t) n);
+        json_kv_uint(&w, "vms-running", running);
+        json_key(&w, "macs");
+        json_array_begin(&w);
+        for (char **m = macs; m && *m; m++)
+                json_string(&w, *m);
+        json_array_end(&w);
+        json_key(&w, "warnings");
+        json_array_begin(&w);
+        for (size_t i = 0; i < warnings.n; i++)
+                json_string(&w, warnings.v[i]);
+        json_array_end(&w);
+        json_object_end(&w);
+        r = warnings.error;
+        strv_done(&warnings);
+        char *text = json_writer_finish(&w, &r);
+        if (!text)
+                return r < 0 ? r : -ENOMEM;
+        *ret = text;
+        return 0;
+}
+
+static void copy_string(const struct json_value *o, const char *key, char *buf, size_t size) {
+        const char *s;
+        buf[0] = '\0';
+        if (json_get_string(json_object_get(o, key), &s) >= 0)
+                snprintf(buf, size, "%s", s);
+}
+
+static uint64_t get_uint(const struct json_value *o, const char *key) {
+        uint64_t v = 0;
+        (void) json_get_uint(json_object_get(o, key), &v);
+        return v;
+}
+
+static int string_array(const struct json_value *a, size_t max, char ***ret) {
+        struct strv v = {};
+        for (size_t i = 0; i < json_array_len(a) && i < max; i++) {
+                const char *s;
+                if (json_get_string(json_array_at(a, i), &s) >= 0)
+                        strv_add(&v, s);
+        }
+        if (!v.v && !v.error && !(v.v = calloc(1, sizeof(char *))))
+                v.error = -ENOMEM;
+        if (v.error) {
+                strv_done(&v);
+                return -ENOMEM;
+        }
+        *ret = v.v;
+        return 0;
+}
+
+int host_self_parse(const char *text, struct host_status *ret, struct vh_error *err) {
+        /* The document starts on a line of its own; what comes before it
+         * is the remote stderr. */
+        const char *start = text;
+        while (start && *start != '{') {
+                start = strchr(start, '\n');
+                if (start)
+                        start++;
+        }
+        if (!start)
+                return vh_error_set(err, -EPROTO, "no JSON document in the reply");
+        size_t len = strlen(start);
+        while (len > 0 && strchr(" \t\r\n", start[len - 1]))
+                len--;
+        _cleanup_(json_value_freep) struct json_value *v = NULL;
+        struct vh_error e = {};
+        int r = json_parse(start, len, NULL, &v, &e);
+        if (r < 0)
+                return vh_error_set(err, -EPROTO, "the reply is not JSON: %s", e.msg);
+        uint64_t version = 0;
+        if (v->type != JSON_OBJECT || json_get_uint(json_object_get(v, "version"), &version) < 0 ||
+            !json_object_get(v, "vmhost-version"))
+                return vh_error_set(err, -EPROTO, "the reply is not a 'host self' document");
+        copy_string(v, "vmhost-version", ret->version, sizeof(ret->version));
+        copy_string(v, "host-id", ret->host_id, sizeof(ret->host_id));
+        ret->cpus = (unsigned) MIN(get_uint(v, "cpus"), UINT32_MAX);
+        ret->memory_total = get_uint(v, "memory-total");
+        ret->memory_free = get_uint(v, "memory-free");
+        ret->vms = (unsigned) MIN(get_uint(v, "vms"), UINT32_MAX);
+        ret->vms_running = (unsigned) MIN(get_uint(v, "vms-running"), UINT32_MAX);
+        ret->has_doctor = json_object_get(v, "accelerator") != NULL;
+        copy_string(v, "qemu-version", ret->qemu_version, sizeof(ret->qemu_version));
+        copy_string(v, "accelerator", ret->accel, sizeof(ret->accel));
+        copy_string(v, "ovs-version", ret->ovs_version, sizeof(ret->ovs_version));
+        (void) json_get_bool(json_object_get(v, "ovs-running"), &ret->ovs_running);
+        r = string_array(json_object_get(v, "macs"), (size_t) VM_LIST_MAX * VM_MAX_NICS, &ret->macs);
+        if (r >= 0)
+                r = string_array(json_object_get(v, "warnings"), 1024, &ret->warnings);
+        if (r < 0)
+                return r;
+        struct json_value *list = json_object_steal(v, "vm-list");
+        if (list && list->type != JSON_ARRAY)
+                list = json_value_free(list);
+        ret->vm_list = list;
+        return 0;
+}
+
+void host_status_summary(const struct host_status *st, char *buf, size_t size) {
+        char total[32], avail[32], ovs[96];
+        if (!st->ovs_version[0])
+                snprintf(ovs, sizeof(ovs), "no OVS");
+        else
+                snprintf(ovs, sizeof(ovs), "OVS %s%s", st->ovs_version, st->ovs_running ? "" : " (not running)");
+        snprintf(buf, size, "QEMU %s, accelerator %s, %s, %s of %s memory free, %u CPU%s, %u VM%s (%u running)",
+                 st->qemu_version[0] ? st->qemu_version : "missing", st->accel[0] ? st->accel : "?", ovs,
+                 format_size(st->memory_free, avail, sizeof(avail)), format_size(st->memory_total, total, sizeof(total)),
+                 st->cpus, st->cpus == 1 ? "" : "s", st->vms, st->vms == 1 ? "" : "s", st->vms_running);
+}
+
+void host_status_to_json(struct json_writer *w, const struct host_def *def, const struct host_status *st) {
+        json_object_begin(w);
+        json_kv_uint(w, "version", 1);
+        json_kv_string(w, "name", def->name);
+        json_kv_string(w, "ssh", def->ssh);
+        json_kv_uint(w, "port", host_def_port(def));
+        json_kv_bool(w, "reachable", st->reachable);
+        json_kv_string(w, "state", st->reachable ? "reachable" : st->incompatible ? "incompatible" : "down");
+        json_key(w, "error");
+        json_string(w, st->reachable ? NULL : st->why);
+        json_kv_uint(w, "rtt-ms", st->rtt_ms);
+        json_key(w, "vmhost-version");
+        json_string(w, st->version[0] ? st->version : NULL);
+        bool r = st->reachable;
+        json_kv_string(w, "host-id", r && st->host_id[0] ? st->host_id : NULL);
+        json_kv_string(w, "qemu-version", r && st->qemu_version[0] ? st->qemu_version : NULL);
+        json_kv_string(w, "accelerator", r && st->accel[0] ? st->accel : NULL);
+        json_kv_string(w, "ovs-version", r && st->ovs_version[0] ? st->ovs_version : NULL);
+        json_key(w, "ovs-running");
+        if (r && st->has_doctor)
+                json_bool(w, st->ovs_running);
+        else
+                json_null(w);
+        const struct { const char *key; uint64_t v; } nums[] = {
+                { "cpus", st->cpus }, { "memory-total", st->memory_total }, { "memory-free", st->memory_free },
+                { "vms", st->vms }, { "vms-running", st->vms_running },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(nums); i++) {
+                json_key(w, nums[i].key);
+                if (r)
+                        json_uint(w, nums[i].v);
+                else
+                        json_null(w);
+        }
+        json_object_end(w);
+}
+
+static void status_fail(struct host_status *ret, int r, const struct vh_error *e) {
+        ret->reachable = false;
+        ret->error = r;
+        snprintf(ret->why, sizeof(ret->why), "%s", vh_error_message(e, r));
+}
 
 int host_probe(const struct vh_context *ctx, const struct host_def *def, unsigned flags, struct host_status *ret) {
         *ret = (struct host_status) {};
-        char *argv[] = { (char *) host_def_vmhost(def), (char *) "--version", NULL };
+        struct strv a = {};
+        strv_add(&a, host_def_vmhost(def));
+        strv_add(&a, "host");
+        strv_add(&a, "self");
+        strv_add(&a, "--json");
+        if (flags & HOST_PROBE_DOCTOR)
+                strv_add(&a, "--doctor");
+        if (flags & HOST_PROBE_VMS)
+                strv_add(&a, "--vms");
+        if (a.error) {
+                strv_done(&a);
+                struct vh_error e = {};
+                status_fail(ret, vh_error_set(&e, -ENOMEM, "Out of memory"), &e);
+                return ret->error;
+        }
+        unsigned ssh_flags = flags & (HOST_SSH_ACCEPT_NEW);
         _cleanup_free_ char *out = NULL;
         struct vh_error e = {};
         uint64_t t0 = vh_clock_ms();
-        int r = host_ssh_run(ctx, def, flags, argv, HOST_PROBE_TIMEOUT_MS, 4096, &out, &e);
+        int r = host_ssh_run(ctx, def, ssh_flags, a.v, HOST_PROBE_TIMEOUT_MS, HOST_SELF_MAX_OUTPUT, &out, &e);
+        strv_done(&a);
+        if (r == 0)
+                r = host_self_parse(out, ret, &e);
         ret->rtt_ms = vh_clock_ms() - t0;
-        if (r >= 0 && out)
-                strstrip(out);
-        if (r == 0 && out && startswith(out, "vmhost ")) {
-                snprintf(ret->version, sizeof(ret->version), "%s", out + strlen("vmhost "));
-                ret->reachable = true;
-                return 0;
-        }
-        if (r == 127)
+        if (r == 127 || r == 126) {
                 r = vh_error_set(&e, -ENOENT,
-                                 "host '%s' answers, but has no vmhost program '%s': install vmhost there "
-                                 "(or give its path with --vmhost)",
-                                 def->name, host_def_vmhost(def));
-        else if (r >= 0) {
-                char line[200];
-                snprintf(line, sizeof(line), "%s", out ? out : "");
-                line[strcspn(line, "\n")] = '\0';
-                r = vh_error_set(&e, -EPROTO, "host '%s': '%s --version' did not answer as vmhost does (exit %d: %s)",
-                                 def->name, host_def_vmhost(def), r, line);
+                                 "host '%s' answers, but has no vmhost program '%s' (the shell there says: exit %d): "
+                                 "install vmhost on that machine ('make install' in its source tree), or give "
+                                 "the program's path with 'vmhost host add %s ... --vmhost PATH'",
+                                 def->name, host_def_vmhost(def), r, def->name);
+                status_fail(ret, r, &e);
+                return r;
         }
-        ret->error = r;
-        snprintf(ret->why, sizeof(ret->why), "%s", vh_error_message(&e, r));
-        return r;
+        if (r < 0 && r != -EPROTO) {
+                status_fail(ret, r, &e);
+                return r;
+        }
+        if (r != 0) {
+                /* No 'host self' answer: a vmhost too old (or too new) to
+                 * have it, or not vmhost at all. Its --version says which. */
+                char line[200];
+                snprintf(line, sizeof(line), "%.199s", r > 0 && out ? strstrip(out) : e.msg);
+                line[strcspn(line, "\n")] = '\0';
+                int exit_status = r;
+                char *vargv[] = { (char *) host_def_vmhost(def), (char *) "--version", NULL };
+                _cleanup_free_ char *vout = NULL;
+                r = host_ssh_run(ctx, def, ssh_flags, vargv, HOST_PROBE_TIMEOUT_MS, 4096, &vout, &e);
+                if (r == 0 && vout && startswith(strstrip(vout), "vmhost ")) {
+                        snprintf(ret->version, sizeof(ret->version), "%s", vout + strlen("vmhost "));
+                        ret->version[strcspn(ret->version, "\n")] = '\0';
+                } else {
+                        r = vh_error_set(&e, -EPROTO,
+                                         "host '%s': '%s host self --json' did not answer as vmhost does (%s%d: %s)",
+                                         def->name, host_def_vmhost(def), exit_status > 0 ? "exit " : "error ",
+                                         exit_status, line);
+                        status_fail(ret, r, &e);
+                        return r;
+                }
+        }
+        if (!host_version_compatible(ret->version, VMHOST_VERSION)) {
+                ret->incompatible = true;
+                r = vh_error_set(&e, -EPROTONOSUPPORT,
+                                 "host '%s' runs vmhost %s, this machine %s: incompatible (vmhost drives hosts of "
+                                 "its own major.minor version); install vmhost %s there ('make install' in its "
+                                 "source tree)",
+                                 def->name, ret->version, VMHOST_VERSION, VMHOST_VERSION);
+                status_fail(ret, r, &e);
+                return r;
+        }
+        ret->reachable = true;
+        return 0;
 }
 
 struct probe_job {
         const struct vh_context *ctx;
+        unsigned flags;
         const struct host_def *def;
         struct host_status *status;
 };
 
 static void *probe_thread(void *p) {
         struct probe_job *job = p;
-        host_probe(job->ctx, job->def, 0, job->status);
+        host_probe(job->ctx, job->def, job->flags, job->status);
         return NULL;
 }
 
-int host_probe_all(const struct vh_context *ctx, struct host_def *const defs[], size_t n,
+int host_probe_all(const struct vh_context *ctx, struct host_def *const defs[], size_t n, unsigned flags,
                    struct host_status ret[]) {
         if (n == 0)
                 return 0;
@@ -71,7 +427,7 @@ int host_probe_all(const struct vh_context *ctx, struct host_def *const defs[], 
         if (!jobs || !threads || !started)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                jobs[i] = (struct probe_job) { ctx, defs[i], &ret[i] };
+                jobs[i] = (struct probe_job) { ctx, flags, defs[i], &ret[i] };
                 started[i] = pthread_create(&threads[i], NULL, probe_thread, &jobs[i]) == 0;
                 /* No thread: ask it here, in turn, rather than not at all. */
                 if (!started[i])
@@ -106,14 +462,21 @@ int host_add(const struct vh_context *ctx, struct host_def *def, struct host_sta
         host_disconnect(ctx, def);
 
         struct host_status st;
-        r = host_probe(ctx, def, HOST_SSH_ACCEPT_NEW, &st);
-        if (ret_status)
-                *ret_status = st;
+        r = host_probe(ctx, def, HOST_SSH_ACCEPT_NEW | HOST_PROBE_DOCTOR, &st);
         if (r < 0) {
                 unlink(known);
                 host_disconnect(ctx, def);
-                return vh_error_set(err, r, "%s", st.why);
+                r = vh_error_set(err, r, "%s", st.why);
+                if (ret_status)
+                        *ret_status = st;
+                else
+                        host_status_done(&st);
+                return r;
         }
+        if (ret_status)
+                *ret_status = st;
+        else
+                host_status_done(&st);
         _cleanup_free_ char *fp = NULL;
         r = host_known_hosts_fingerprint(ctx, known, &fp, err);
         if (r >= 0) {
@@ -132,4 +495,105 @@ int host_add(const struct vh_context *ctx, struct host_def *def, struct host_sta
 void host_disconnect(const struct vh_context *ctx, const struct host_def *def) {
         /* Fails harmlessly when no master runs. */
         (void) host_ssh_run(ctx, def, HOST_SSH_CLOSE_MASTER, NULL, 5000, 4096, NULL, NULL);
+}
+
+struct host_def **host_defs_free(struct host_def **defs) {
+        for (struct host_def **d = defs; d && *d; d++)
+                host_def_free(*d);
+        free(defs);
+        return NULL;
+}
+
+int host_load_all(const struct vh_context *ctx, struct host_def ***ret, size_t *ret_n, char ***ret_skipped,
+                  struct vh_error *err) {
+        char **names = NULL;
+        int n = host_list_names(ctx, &names, err);
+        if (n < 0)
+                return n;
+        struct host_def **defs = calloc((size_t) n + 1, sizeof(*defs));
+        struct strv skipped = {};
+        if (!defs) {
+                host_names_free(names);
+                return -ENOMEM;
+        }
+        size_t k = 0;
+        for (int i = 0; i < n; i++) {
+                struct vh_error e = {};
+                int r = host_load(ctx, names[i], &defs[k], &e);
+                if (r < 0)
+                        strv_addf(&skipped, "%s: %s", names[i], vh_error_message(&e, r));
+                else
+                        k++;
+        }
+        host_names_free(names);
+        if (!skipped.v && !skipped.error && !(skipped.v = calloc(1, sizeof(char *))))
+                skipped.error = -ENOMEM;
+        if (skipped.error) {
+                strv_done(&skipped);
+                host_defs_free(defs);
+                return -ENOMEM;
+        }
+        *ret = defs;
+        *ret_n = k;
+        if (ret_skipped)
+                *ret_skipped = skipped.v;
+        else
+                strv_done(&skipped);
+        return 0;
+}
+
+int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
+                      char ***ret_unasked, struct vh_error *err) {
+        struct host_def **all = NULL;
+        char **skipped = NULL;
+        size_t n = 0;
+        int r = host_load_all(ctx, &all, &n, &skipped, err);
+        if (r < 0)
+                return r;
+        struct strv macs = {}, unasked = {};
+        for (char **s = skipped; s && *s; s++)
+                strv_addf(&unasked, "host %s", *s);
+        host_names_free(skipped);
+        /* The hosts to ask: all but 'except' (the one the create runs on
+         * checks its own). */
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+                if (!except || !streq(all[i]->name, except))
+                        all[m++] = all[i];
+                else
+                        host_def_free(all[i]);
+        all[m] = NULL;
+        struct host_status *st = calloc(m + 1, sizeof(*st));
+        r = st ? host_probe_all(ctx, all, m, 0, st) : -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < m; i++) {
+                if (!st[i].reachable)
+                        strv_add(&unasked, st[i].why);
+                for (char **mac = st[i].macs; mac && *mac; mac++)
+                        strv_add(&macs, *mac);
+        }
+        for (size_t i = 0; st && i < m; i++)
+                host_status_done(&st[i]);
+        free(st);
+        host_defs_free(all);
+        if (r >= 0 && include_local) {
+                char **local = NULL;
+                r = vm_alloc_macs_in_use(ctx, &local, err);
+                for (char **mac = local; r >= 0 && *mac; mac++)
+                        strv_add(&macs, *mac);
+                host_names_free(local);
+        }
+        if (r >= 0 && (macs.error || unasked.error))
+                r = -ENOMEM;
+        if (r >= 0 && !macs.v && !(macs.v = calloc(1, sizeof(char *))))
+                r = -ENOMEM;
+        if (r >= 0 && !unasked.v && !(unasked.v = calloc(1, sizeof(char *))))
+                r = -ENOMEM;
+        if (r < 0) {
+                strv_done(&macs);
+                strv_done(&unasked);
+                return r;
+        }
+        *ret_macs = macs.v;
+        *ret_unasked = unasked.v;
+        return 0;
 }

@@ -6,29 +6,99 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/json.h"
 #include "host/host-def.h"
 #include "vmhost/context.h"
 #include "vmhost/error.h"
 
-/* What one ask of a host found. */
-struct host_status {
-        bool reachable;             /* ssh logged in and vmhost answered */
-        int error;                  /* -errno when not */
-        char why[VH_ERROR_MAX];     /* the reason when not, naming the host */
-        uint64_t rtt_ms;            /* the time of the whole ask */
-        char version[64];           /* "0.1.0" of 'vmhost --version' there */
+/* Which vmhost versions drive each other: the same major.minor ("0.1.0"
+ * and "0.1.7" do, "0.1.0" and "0.2.0" do not). The replies and options
+ * that pass between them (host self, --avoid-mac, the JSON shapes) may
+ * change between minor versions while vmhost is 0.x. Pure. */
+bool host_version_compatible(const char *a, const char *b);
+
+/* What 'host self' adds to an ask (host_probe()'s flags, with the
+ * HOST_SSH_* ones): the doctor's summary (QEMU, accelerator, OVS; it
+ * costs the doctor's checks there, a few hundred ms), and the VM status
+ * objects of 'vm list --json'. */
+enum host_probe_flags {
+        HOST_PROBE_DOCTOR = 1 << 8,
+        HOST_PROBE_VMS = 1 << 9,
 };
 
-/* Runs 'vmhost --version' on the host (bounded: the connect timeout plus a
- * few seconds for the command). Fills 'ret' either way; returns 0 when
- * reachable, else ret->error. */
+/* What one ask of a host found. */
+struct host_status {
+        bool reachable;             /* ssh logged in and a compatible vmhost answered */
+        bool incompatible;          /* vmhost answered, in a version this one does not drive */
+        int error;                  /* -errno when not reachable */
+        char why[VH_ERROR_MAX];     /* the reason when not, naming the host */
+        uint64_t rtt_ms;            /* the time of the whole ask */
+        char version[64];           /* "0.1.0", the vmhost version there; "" when unknown */
+        /* From 'vmhost host self --json' there, when reachable: */
+        char host_id[40];           /* its STATE/host-id */
+        unsigned cpus;
+        uint64_t memory_total, memory_free;  /* bytes; free is MemAvailable */
+        unsigned vms, vms_running;
+        char **macs;                /* MACs of its VMs' NICs, NULL-terminated */
+        bool has_doctor;            /* HOST_PROBE_DOCTOR: the next fields are set */
+        char qemu_version[64];      /* "" when QEMU is missing */
+        char accel[16];             /* "kvm", "tcg" or "none" */
+        char ovs_version[64];       /* "" when Open vSwitch is not installed */
+        bool ovs_running;
+        struct json_value *vm_list; /* HOST_PROBE_VMS: the array of VM status objects */
+        char **warnings;            /* HOST_PROBE_VMS: VMs that could not be described there */
+};
+/* Frees what a host_status holds (it stays zeroed); accepts NULL. */
+void host_status_done(struct host_status *st);
+
+/* The document of 'vmhost host self --json' (docs/json.md) for this
+ * machine: vmhost version, host id, CPUs, memory, VMs and their MACs, and
+ * with 'flags' the doctor's summary and the VMs' status objects. What
+ * cannot be described goes into its "warnings", never to stderr: the
+ * reply travels over ssh with stderr mixed in. */
+int host_self_json(const struct vh_context *ctx, unsigned flags, char **ret, struct vh_error *err);
+/* Reads such a document (after any lines before its opening '{': ssh
+ * mixes the remote stderr in) into 'ret' (host_status_done() it), but
+ * neither 'reachable' nor the version check: -EPROTO when it is not one. */
+int host_self_parse(const char *text, struct host_status *ret, struct vh_error *err);
+
+/* One line for people: "QEMU 7.2.22, accelerator tcg, OVS 3.1.0 (not
+ * running), 1.2G of 3.8G memory free, 2 CPUs, 1 VM (0 running)". */
+void host_status_summary(const struct host_status *st, char *buf, size_t size);
+
+/* Writes the object 'host list --json' prints for one host (docs/json.md). */
+void host_status_to_json(struct json_writer *w, const struct host_def *def, const struct host_status *st);
+
+/* Runs 'vmhost host self --json' on the host (bounded: the connect
+ * timeout plus a few seconds for the command) and checks that its version
+ * is compatible with this one. Fills 'ret' either way (host_status_done()
+ * it); returns 0 when reachable, else ret->error: -ENOENT when the host has
+ * no vmhost (saying how to install it), -EPROTONOSUPPORT when its version
+ * is incompatible (saying both), or ssh's error. 'flags': HOST_SSH_* and
+ * HOST_PROBE_*. */
 int host_probe(const struct vh_context *ctx, const struct host_def *def, unsigned flags, struct host_status *ret);
 
 /* host_probe() of 'n' hosts at once, one thread each: the whole costs the
  * slowest one, at most its timeout. Returns 0, or -errno when the threads
  * could not be started (then nothing was asked). */
-int host_probe_all(const struct vh_context *ctx, struct host_def *const defs[], size_t n,
+int host_probe_all(const struct vh_context *ctx, struct host_def *const defs[], size_t n, unsigned flags,
                    struct host_status ret[]);
+
+/* Every registered host that loads, sorted by name (NULL-terminated; free
+ * with host_defs_free()); the count in '*ret_n'. A host file that does not
+ * load is left out, its error added to '*ret_skipped' ("NAME: why"; the
+ * caller warns). */
+int host_load_all(const struct vh_context *ctx, struct host_def ***ret, size_t *ret_n, char ***ret_skipped,
+                  struct vh_error *err);
+struct host_def **host_defs_free(struct host_def **defs);
+
+/* The MACs in use on the registered hosts other than 'except' (NULL: all),
+ * asked in parallel, and with 'include_local' this home's: what a create
+ * must avoid. Hosts that could not be asked are in '*ret_unasked' ("why",
+ * naming the host) so that the caller can warn that their MACs were not
+ * checked. Both NULL-terminated (free with host_names_free()). */
+int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
+                      char ***ret_unasked, struct vh_error *err);
 
 /* Registers 'def' (its name must be free): connects once, recording the
  * host's key in its own known_hosts file (an unknown key is accepted this

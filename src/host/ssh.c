@@ -121,8 +121,16 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
         strv_addf(&a, "ControlPersist=%d", HOST_SSH_CONTROL_PERSIST_S);
         strv_add(&a, "-o");
         strv_addf(&a, "ControlPath=%s/%%C", cm_dir);
+        /* Without keepalives a link cut in the middle of a long command
+         * is noticed only when TCP gives up, after many minutes. */
+        strv_add(&a, "-o");
+        strv_addf(&a, "ServerAliveInterval=%d", HOST_SSH_ALIVE_INTERVAL_S);
+        strv_add(&a, "-o");
+        strv_addf(&a, "ServerAliveCountMax=%d", HOST_SSH_ALIVE_COUNT);
         strv_add(&a, "-o");
         strv_add(&a, "LogLevel=ERROR");
+        if (flags & HOST_SSH_TTY)
+                strv_add(&a, "-t");
         strv_add(&a, "-p");
         strv_addf(&a, "%u", host_def_port(def));
         if (def->identity) {
@@ -236,7 +244,8 @@ int host_ssh_run(const struct vh_context *ctx, const struct host_def *def, unsig
 int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char *const remote_argv[],
                   int relay_fd, struct vh_error *err) {
         char **argv = NULL;
-        int r = host_ssh_argv(ctx, def, 0, remote_argv, &argv, err);
+        unsigned flags = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO) ? HOST_SSH_TTY : 0;
+        int r = host_ssh_argv(ctx, def, flags, remote_argv, &argv, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *exe = find_executable(ctx, "ssh");

@@ -40,7 +40,14 @@ enum host_ssh_flags {
         /* Ask the multiplexing master to exit ('host remove'); 'remote_argv'
          * is then ignored. */
         HOST_SSH_CLOSE_MASTER = 1 << 1,
+        /* A terminal on the far side (ssh -t): the remote command gets a
+         * pty, so Ctrl-C typed here arrives there as SIGINT. */
+        HOST_SSH_TTY = 1 << 2,
 };
+/* A cut link is noticed after this many unanswered keepalives, one per
+ * interval: 15 s. */
+#define HOST_SSH_ALIVE_INTERVAL_S 5
+#define HOST_SSH_ALIVE_COUNT 3
 
 /* The full ssh argv for running 'remote_argv' on the host (argv[0] is
  * "ssh"). Creates RUN/ssh (0700). Free with host_names_free(). */
@@ -63,7 +70,12 @@ int host_ssh_run(const struct vh_context *ctx, const struct host_def *def, unsig
                  struct vh_error *err);
 
 /* Runs 'remote_argv' on the host with this process's stdin and stdout, as
- * a command run here would (output streams as it comes); ssh's stderr,
+ * a command run here would (output streams as it comes). When both are
+ * terminals the remote command gets one too (HOST_SSH_TTY): Ctrl-C
+ * reaches it as SIGINT and its stderr comes through that terminal.
+ * Otherwise it has no terminal: Ctrl-C ends the local ssh, and the
+ * remote command ends at its next write (SIGPIPE) or when it reads its
+ * closed stdin. ssh's stderr,
  * which carries the remote command's, is copied to 'relay_fd' as it comes
  * and its last part kept to explain a failure of ssh itself. Waits for the
  * remote command without a time limit (it may legitimately be long; the

@@ -143,12 +143,16 @@ int vm_create(const struct vh_context *ctx, struct vm_create_options *opts, stru
          * so a wrong one is refused now rather than by QEMU at start. */
         if (def->disk && (r = vm_image_record_disk_format(def, opts->disk_format, err)) < 0)
                 return r;
-        r = vm_alloc_id(ctx, &def->id, err);
+        r = vm_alloc_check_macs(def, opts->avoid_macs, err);
+        if (r < 0)
+                return r;
+        r = vm_alloc_id(ctx, opts->avoid_macs, &def->id, err);
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < def->n_nics; i++)
-                if (!def->nics[i].mac[0])
-                        (void) vm_derive_mac(ctx, def->id, i, def->nics[i].mac);
+                if (!def->nics[i].mac[0] && (r = vm_derive_mac(ctx, def->id, i, def->nics[i].mac)) < 0)
+                        return vh_error_set(err, r, "Cannot derive the MAC of NIC %u of VM %s: %s", i, def->name,
+                                            strerror(-r));
         if (opts->alloc_vnc_display) {
                 r = vm_alloc_vnc_display(ctx, def->vnc_host, &def->vnc_display, err);
                 if (r < 0)

@@ -30,6 +30,8 @@ struct vm_create_options {
         const char *disk_format;     /* the format def->disk must have; NULL: probed */
         bool alloc_vnc_display;      /* def's TCP display number is to be allocated */
         const char *base_dir;        /* where relative paths are taken from (the caller's cwd); NULL: refused */
+        char *const *avoid_macs;     /* MACs in use on other hosts (NULL-terminated; NULL: none): neither
+                                      * derived nor accepted by hand (vm_alloc_id(), vm_alloc_check_macs()) */
 };
 
 struct vm_create_result {

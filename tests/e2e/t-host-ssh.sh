@@ -97,7 +97,8 @@ rc=0
 "$VMHOST" host add b --ssh "root@$B" --identity "$KEY" --vmhost "$VMHOST" >add.txt 2>&1 || rc=$?
 fp=$(ssh-keygen -l -E sha256 -f "$W/ssh/hostkey.pub" | awk '{print $2}')
 if [ $rc -eq 0 ] && grep -qF "$fp" add.txt && grep -qxF "host-key = $fp" "$VMHOST_HOME/hosts/b.conf" &&
-	grep -q "vmhost *0.1.0" add.txt && [ -s "$VMHOST_HOME/hosts/b.known_hosts" ]; then
+	grep -q "vmhost *0.1.0" add.txt && [ -s "$VMHOST_HOME/hosts/b.known_hosts" ] &&
+	grep -qE "^  doctor +QEMU [0-9.]+, accelerator (kvm|tcg), (OVS [0-9.]+|no OVS).*, [0-9.]+ [KMGT]iB of [0-9.]+ [KMGT]iB memory free, [0-9]+ CPUs?, 0 VMs \(0 running\)$" add.txt; then
 	pass "host add" "$(tr '\n' ' ' <add.txt)"
 else
 	fail "host add" "exit $rc: $(cat add.txt); conf: $(cat "$VMHOST_HOME/hosts/b.conf" 2>/dev/null)"
@@ -118,15 +119,57 @@ rc=0
 [ $rc -eq 2 ] && [ ! -e "$OWNED" ] && grep -q "ssh must be" opt.txt && pass "ssh address as option refused" ||
 	fail "ssh address as option refused" "exit $rc: $(cat opt.txt)"
 
+# --- host add: vmhost missing, or of another major.minor, on the host
+printf '#!/bin/sh\n[ "$1" = --version ] && { echo "vmhost 9.1.0"; exit 0; }\necho "{\\"version\\":1,\\"vmhost-version\\":\\"9.1.0\\"}"\n' >"$W/state/vmhost-9"
+printf '#!/bin/sh\n[ "$1" = --version ] && { echo "vmhost 0.0.9"; exit 0; }\necho "Unknown command: host self" >&2; exit 2\n' >"$W/state/vmhost-old"
+chmod 755 "$W/state/vmhost-9" "$W/state/vmhost-old"
+for c in "v9|/var/lib/vmhost/vmhost-9|runs vmhost 9.1.0, this machine 0.1.0: incompatible" \
+	"vold|/var/lib/vmhost/vmhost-old|runs vmhost 0.0.9, this machine 0.1.0: incompatible" \
+	"vnone|/var/lib/vmhost/no-such-vmhost|has no vmhost program '/var/lib/vmhost/no-such-vmhost'.*make install.*--vmhost PATH"; do
+	IFS='|' read -r name prog want <<<"$c"
+	rc=0
+	"$VMHOST" host add "$name" --ssh "root@$B" --identity "$KEY" --vmhost "$prog" >ver.txt 2>&1 || rc=$?
+	if [ $rc -eq 1 ] && grep -q "host '$name'" ver.txt && grep -qE "$want" ver.txt &&
+		[ ! -e "$VMHOST_HOME/hosts/$name.conf" ]; then
+		pass "host add refuses: $name" "$(cat ver.txt)"
+	else
+		fail "host add refuses: $name" "exit $rc: $(cat ver.txt)"
+	fi
+done
+
+# --- host id: made once per home, B's differs from this machine's
+"$VMHOST" vm list >/dev/null
+ida=$(cat "$VMHOST_HOME/host-id" 2>/dev/null || true); idb=$(cat "$W/state/host-id" 2>/dev/null || true)
+if [[ $ida =~ ^[0-9a-f]{32}$ ]] && [[ $idb =~ ^[0-9a-f]{32}$ ]] && [ "$ida" != "$idb" ]; then
+	pass "host ids differ" "a $ida, b $idb"
+else
+	fail "host ids differ" "a '$ida', b '$idb'"
+fi
+
+# --- host check: B's doctor
+rc=0
+"$VMHOST" host check b >chk.txt 2>&1 || rc=$?
+"$VMHOST" host check b --json >chk.json 2>/dev/null || true
+if grep -q "^qemu-system-x86_64 " chk.txt && grep -q "^VMs can run here: " chk.txt &&
+	python3 -c 'import json; d = json.load(open("chk.json")); assert d["accelerator"] in ("kvm", "tcg")' 2>err.txt; then
+	pass "host check" "exit $rc: $(tail -1 chk.txt)"
+else
+	fail "host check" "exit $rc: $(cat chk.txt) $(cat err.txt)"
+fi
+
 # --- host list
 rc=0
 "$VMHOST" host list >list.txt 2>&1 || rc=$?
 "$VMHOST" host list --json >list.json 2>&1 || rc=$?
-if [ $rc -eq 0 ] && grep -qE "^b +root@$B:22 +reachable +[0-9]+ ms +0\.1\.0$" list.txt &&
+if [ $rc -eq 0 ] && head -1 list.txt | grep -qE "^NAME +SSH +STATE +RTT +VMHOST +QEMU +ACCEL +CPUS +MEM-FREE +VMS +WHY NOT$" &&
+	grep -qE "^b +root@$B:22 +reachable +[0-9]+ ms +0\.1\.0 +[0-9.]+ +(kvm|tcg) +[0-9]+ +[0-9.]+ [KMGT]iB +0/0 +-$" list.txt &&
 	python3 -c 'import json,sys
 h = {x["name"]: x for x in json.load(open("list.json"))}
 b = h["b"]
-assert b["reachable"] is True and b["vmhost-version"] == "0.1.0" and b["error"] is None and b["rtt-ms"] >= 0, b' 2>err.txt; then
+assert b["reachable"] is True and b["vmhost-version"] == "0.1.0" and b["error"] is None and b["rtt-ms"] >= 0, b
+assert b["version"] == 1 and b["state"] == "reachable" and b["accelerator"] in ("kvm", "tcg"), b
+assert b["qemu-version"] and b["cpus"] >= 1 and b["memory-free"] > 0 and b["memory-total"] >= b["memory-free"], b
+assert b["vms"] == 0 and b["vms-running"] == 0 and b["host-id"] == sys.argv[1] and isinstance(b["ovs-running"], bool), b' "$idb" 2>err.txt; then
 	pass "host list" "$(tail -1 list.txt)"
 else
 	fail "host list" "exit $rc: $(cat list.txt) $(cat list.json) $(cat err.txt)"
@@ -160,6 +203,53 @@ lrc=0; rrc=0
 "$VMHOST" --host b vm status nosuch >/dev/null 2>rerr.txt || rrc=$?
 [ $lrc -ne 0 ] && [ $rrc -eq $lrc ] && grep -q "No VM named 'nosuch' (no /var/lib/vmhost/vms/" rerr.txt && pass "remote exit status and stderr" "both $rrc: $(cat rerr.txt)" ||
 	fail "remote exit status and stderr" "local $lrc '$(cat lerr.txt)', remote $rrc '$(cat rerr.txt)'"
+# --- MACs unique across the hosts: a MAC of a VM here is not given to a VM
+# on B. B's next derived MAC is known from a VM made and deleted there;
+# a local VM takes it by hand, then B's create must pick another.
+mac_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["nics"][0]["mac"])'; }
+rc=0
+"$VMHOST" --host b vm create probe --disk /var/lib/vmhost/d.raw >/dev/null 2>&1 || rc=$?
+next=$("$VMHOST" --host b vm status probe --json | mac_of) || rc=$?
+"$VMHOST" --host b vm delete probe >/dev/null 2>&1 || rc=$?
+"$VMHOST" img create -f raw "$E2E_TMP/l.raw" 1M >/dev/null 2>&1 || rc=$?
+"$VMHOST" vm create here --disk "$E2E_TMP/l.raw" --net "user,mac=$next" >/dev/null 2>&1 || rc=$?
+"$VMHOST" --host b vm create y --disk /var/lib/vmhost/d.raw >my.txt 2>&1 || rc=$?
+ymac=$("$VMHOST" --host b vm status y --json | mac_of) || rc=$?
+if [ $rc -eq 0 ] && [ -n "$next" ] && [ "$("$VMHOST" vm status here --json | mac_of)" = "$next" ] &&
+	[ -n "$ymac" ] && [ "$ymac" != "$next" ]; then
+	pass "a VM on B does not reuse a MAC of this host" "here $next, y on B $ymac"
+else
+	fail "a VM on B does not reuse a MAC of this host" "exit $rc: next $next, y $ymac: $(cat my.txt)"
+fi
+# And a MAC given by hand that B's VM has is refused here.
+rc=0
+"$VMHOST" vm create dup --disk "$E2E_TMP/l.raw" --net "user,mac=$ymac" >dupmac.txt 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -q "MAC $ymac of NIC 0 of VM dup is in use by a VM on another host" dupmac.txt &&
+	pass "a hand-given MAC in use on B refused" || fail "a hand-given MAC in use on B refused" "exit $rc: $(cat dupmac.txt)"
+
+# --- vm list --all-hosts: this machine first, then B
+rc=0
+"$VMHOST" vm list --all-hosts >all.txt 2>&1 || rc=$?
+"$VMHOST" vm list --all-hosts --json >all.json 2>/dev/null || rc=$?
+if [ $rc -eq 0 ] && head -1 all.txt | grep -qE "^HOST +NAME +STATE" && grep -qE "^local +here +stopped" all.txt &&
+	grep -qE "^b +x +stopped" all.txt && grep -qE "^b +y +stopped" all.txt &&
+	[ "$(grep -nE '^local ' all.txt | head -1 | cut -d: -f1)" -lt "$(grep -nE '^b ' all.txt | head -1 | cut -d: -f1)" ] &&
+	python3 -c 'import json
+d = json.load(open("all.json"))
+assert [h["host"] for h in d] == ["local", "b"], d
+assert all(h["reachable"] and h["error"] is None and h["version"] == 1 for h in d), d
+assert [v["name"] for v in d[0]["vms"]] == ["here"] and [v["name"] for v in d[1]["vms"]] == ["x", "y"], d' 2>err.txt; then
+	pass "vm list --all-hosts" "$(tr '\n' '|' <all.txt)"
+else
+	fail "vm list --all-hosts" "exit $rc: $(cat all.txt) $(cat err.txt)"
+fi
+
+rc=0
+"$VMHOST" host remove b >rmb.txt 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "Cannot remove host b: it holds 2 VMs" rmb.txt && grep -q -- "--force" rmb.txt &&
+	[ -e "$VMHOST_HOME/hosts/b.conf" ] && pass "host remove refused while B holds VMs" "$(cat rmb.txt)" ||
+	fail "host remove refused while B holds VMs" "exit $rc: $(cat rmb.txt)"
+
 rc=0
 "$VMHOST" --host nosuch vm list >nh.txt 2>&1 || rc=$?
 [ $rc -eq 2 ] && grep -q "no host 'nosuch'" nh.txt && pass "unknown host named" "$(cat nh.txt)" ||
@@ -197,13 +287,32 @@ printf 'name = c\nssh = root@%s\nidentity = %s\n' "$NOBODY" "$KEY" >"$VMHOST_HOM
 t0=$(e2e_now); rc=0
 "$VMHOST" host list >list2.txt 2>&1 || rc=$?
 dt=$(e2e_elapsed "$t0")
-if [ $rc -eq 0 ] && grep -qE "^b .* reachable .* 0\.1\.0$" list2.txt && grep -qE "^c .* down .*host 'c'" list2.txt &&
+if [ $rc -eq 0 ] && grep -qE "^b .* reachable .* 0\.1\.0 " list2.txt && grep -qE "^c .* down .*host 'c'" list2.txt &&
 	awk -v d="$dt" 'BEGIN { exit !(d < 15) }'; then
 	pass "host list with a host down" "${dt} s: $(grep '^c ' list2.txt)"
 else
 	fail "host list with a host down" "exit $rc after ${dt} s: $(cat list2.txt)"
 fi
-"$VMHOST" host remove c >/dev/null
+t0=$(e2e_now); rc=0
+"$VMHOST" vm list --all-hosts >all2.txt 2>&1 || rc=$?
+"$VMHOST" vm list --all-hosts --json >all2.json 2>/dev/null || rc=$?
+dt=$(e2e_elapsed "$t0")
+if [ $rc -eq 0 ] && grep -qE "^b +y +stopped" all2.txt && grep -qE "^c +- +down +cannot reach host 'c'" all2.txt &&
+	awk -v d="$dt" 'BEGIN { exit !(d < 25) }' &&
+	python3 -c 'import json
+d = {h["host"]: h for h in json.load(open("all2.json"))}
+assert d["c"]["reachable"] is False and "host '"'"'c'"'"'" in d["c"]["error"] and d["c"]["vms"] == [], d
+assert d["b"]["reachable"] and len(d["b"]["vms"]) == 2, d' 2>err.txt; then
+	pass "vm list --all-hosts with a host down" "${dt} s: $(grep '^c ' all2.txt)"
+else
+	fail "vm list --all-hosts with a host down" "exit $rc after ${dt} s: $(cat all2.txt) $(cat err.txt)"
+fi
+rc=0
+"$VMHOST" host remove c >rmc.txt 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "cannot ask it whether it holds VMs" rmc.txt && grep -q -- "--force" rmc.txt &&
+	[ -e "$VMHOST_HOME/hosts/c.conf" ] && pass "host remove of a down host refused" ||
+	fail "host remove of a down host refused" "exit $rc: $(cat rmc.txt)"
+"$VMHOST" host remove c --force >/dev/null
 
 # --- a changed host key is refused
 cp "$VMHOST_HOME/hosts/b.known_hosts" known.before
@@ -227,9 +336,18 @@ rc=0
 [ $rc -eq 0 ] && grep -qE "^b .* down .*different host key" list3.txt && pass "host list: changed key" ||
 	fail "host list: changed key" "exit $rc: $(cat list3.txt)"
 
-# --- host remove
+# --- host remove: refused while B holds VMs, done with --force
 rc=0
-"$VMHOST" host remove b >rm.txt 2>&1 || rc=$?
+"$VMHOST" host remove b >rm0.txt 2>&1 || rc=$?
+# B's key changed above, so it cannot be asked.
+if [ $rc -eq 1 ] && grep -q "cannot ask it whether it holds VMs" rm0.txt && grep -q -- "--force" rm0.txt &&
+	[ -e "$VMHOST_HOME/hosts/b.conf" ]; then
+	pass "host remove of an unaskable host refused" "$(cat rm0.txt)"
+else
+	fail "host remove of an unaskable host refused" "exit $rc: $(cat rm0.txt)"
+fi
+rc=0
+"$VMHOST" host remove b --force >rm.txt 2>&1 || rc=$?
 if [ $rc -eq 0 ] && [ ! -e "$VMHOST_HOME/hosts/b.conf" ] && [ ! -e "$VMHOST_HOME/hosts/b.known_hosts" ] &&
 	! "$VMHOST" host show b >/dev/null 2>&1; then
 	pass "host remove"

@@ -11,7 +11,9 @@
 #include "base/strutil.h"
 #include "base/strv.h"
 #include "host/host-def.h"
+#include "host/host.h"
 #include "host/ssh.h"
+#include "vm/vm-alloc.h"
 #include "test.h"
 #include "vmhost/context.h"
 
@@ -219,11 +221,18 @@ TEST(host_ssh_argv_options) {
         _cleanup_free_ char *joined = strv_join(argv, "|");
         const char *want[] = { "ssh|", "|BatchMode=yes|", "|ConnectTimeout=5|", "|StrictHostKeyChecking=yes|",
                                "/hosts/b.known_hosts|", "|ControlMaster=auto|", "|ControlPersist=60|",
-                               "/ssh/%C|", "|-p|2222|", "|-i|/k/id|", "|--|root@10.0.0.2|'/opt/my vmhost' 'vm' 'list'" };
+                               "/ssh/%C|", "|-p|2222|", "|-i|/k/id|", "|--|root@10.0.0.2|'/opt/my vmhost' 'vm' 'list'",
+                               "|ServerAliveInterval=5|", "|ServerAliveCountMax=3|" };
         for (size_t i = 0; i < ELEMENTSOF(want); i++)
                 if (!strstr(joined, want[i]))
                         test_fail(__FILE__, __LINE__, "'%s' lacks '%s'", joined, want[i]);
         CHECK(endswith(joined, "'/opt/my vmhost' 'vm' 'list'"));
+        /* A remote terminal only when asked for. */
+        CHECK(!strstr(joined, "|-t|"));
+        host_names_free(argv);
+        CHECK_EQ_INT(host_ssh_argv(test_ctx(), d, HOST_SSH_TTY, remote, &argv, &e), 0);
+        _cleanup_free_ char *jt = argv ? strv_join(argv, "|") : NULL;
+        CHECK(jt && strstr(jt, "|-t|") && strstr(jt, "|-t|") < strstr(jt, "|--|"));
         host_names_free(argv);
         CHECK_EQ_INT(host_ssh_argv(test_ctx(), d, HOST_SSH_ACCEPT_NEW, remote, &argv, &e), 0);
         _cleanup_free_ char *j2 = argv ? strv_join(argv, "|") : NULL;
@@ -260,4 +269,46 @@ TEST(host_ssh_classify_messages) {
                         test_fail(__FILE__, __LINE__, "case %zu: '%s'", i, e.msg);
         }
         host_def_free(d);
+}
+
+TEST(host_version_compatible_rule) {
+        static const struct {
+                const char *a, *b;
+                bool ok;
+        } cases[] = {
+                { "0.1.0", "0.1.0", true },  { "0.1.0", "0.1.7", true },   { "1.2.3", "1.2.0-rc1", true },
+                { "0.1", "0.1.4", true },    { "0.1.0", "0.2.0", false },  { "1.1.0", "0.1.0", false },
+                { "0.10.0", "0.1.0", false }, { "", "0.1.0", false },      { "vmhost", "0.1.0", false },
+                { "0.1x", "0.1.0", false },  { "9.1.0", "0.1.0", false },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                if (host_version_compatible(cases[i].a, cases[i].b) != cases[i].ok)
+                        test_fail(__FILE__, __LINE__, "%s vs %s: want %s", cases[i].a, cases[i].b,
+                                  cases[i].ok ? "compatible" : "incompatible");
+}
+
+TEST(host_self_round_trip) {
+        _cleanup_free_ char *text = NULL;
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_json(test_ctx(), HOST_PROBE_VMS, &text, &e), 0);
+        if (!text)
+                return;
+        /* ssh mixes the remote stderr in before the document. */
+        _cleanup_free_ char *mixed = strdup_printf("warning: something\n%s\n", text);
+        struct host_status st = {};
+        CHECK_EQ_INT(host_self_parse(mixed, &st, &e), 0);
+        CHECK_STREQ(st.version, VMHOST_VERSION);
+        char id[VM_HOST_ID_LEN + 1];
+        CHECK_EQ_INT(vm_host_id_get(test_ctx(), id, &e), 0);
+        CHECK_STREQ(st.host_id, id);
+        CHECK(st.cpus >= 1 && st.memory_total > 0 && st.macs && !st.macs[0]);
+        CHECK(st.vm_list && json_array_len(st.vm_list) == 0 && !st.has_doctor);
+        host_status_done(&st);
+        CHECK(!st.macs && !st.vm_list);
+        static const char *const bad[] = { "", "vmhost 0.1.0\n", "{\"version\":1}", "[1]", "{\"version\":1," };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                e = (struct vh_error) {};
+                CHECK_EQ_INT(host_self_parse(bad[i], &st, &e), -EPROTO);
+                host_status_done(&st);
+        }
 }

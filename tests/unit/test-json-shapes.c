@@ -15,6 +15,7 @@
 #include "base/json-writer.h"
 #include "base/macro.h"
 #include "base/strutil.h"
+#include "host/host.h"
 #include "net/net-json.h"
 #include "vm/vm-json.h"
 #include "vm/vm-list.h"
@@ -260,4 +261,30 @@ static void list_body(void) {
 
 TEST(vm_list_names_one_scan) {
         list_body(); /* in test_ctx()'s home, the test's directory */
+}
+
+/* The host documents: 'host self' (with every part) and a 'host list'
+ * entry, reachable and not; each field documented. */
+TEST(json_host_documents_documented) {
+        _cleanup_free_ char *self = NULL;
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_json(test_ctx(), HOST_PROBE_DOCTOR | HOST_PROBE_VMS, &self, &e), 0);
+        check_documented(self);
+        struct host_def *def = host_def_new("b");
+        if (!def)
+                return;
+        def->ssh = strdup("root@10.0.0.2");
+        struct host_status st = {};
+        CHECK_EQ_INT(host_self_parse(self, &st, &e), 0);
+        st.reachable = true;
+        for (int i = 0; i < 2; i++) {
+                struct json_writer w;
+                json_writer_init(&w, false);
+                host_status_to_json(&w, def, &st);
+                _cleanup_free_ char *s = finish(&w);
+                check_documented(s);
+                st.reachable = false;
+        }
+        host_status_done(&st);
+        host_def_free(def);
 }

@@ -1,5 +1,6 @@
 /* tests/unit/test-vm.c: unit tests for src/vm/: definitions, the QEMU
  * command line, MAC derivation. */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -426,6 +427,114 @@ TEST(vm_mac_is_stable_local_unicast) {
         CHECK(strcmp(a + 12, "00:01") == 0);
         CHECK_EQ_INT(vm_derive_mac(test_ctx(), 0, 0, a), -EINVAL);
         CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 16, a), -EINVAL);
+}
+
+/* A second home in the test's directory (its own state dir). */
+static struct vh_context *other_home(const char *sub) {
+        _cleanup_free_ char *dir = strdup_printf("%s/%s", test_tmpdir(), sub);
+        struct vh_context_params p = { .state_dir = dir };
+        struct vh_context *c = NULL;
+        if (!dir || mkdir_p(dir, 0700) < 0 || vh_context_new(&p, &c, NULL) < 0)
+                return NULL;
+        return c;
+}
+
+TEST(vm_host_id_made_once_random_per_home) {
+        char a[VM_HOST_ID_LEN + 1], a2[VM_HOST_ID_LEN + 1], b[VM_HOST_ID_LEN + 1];
+        struct vh_error err = {};
+        CHECK_EQ_INT(vm_host_id_get(test_ctx(), a, &err), 0);
+        CHECK_EQ_INT(strlen(a), VM_HOST_ID_LEN);
+        CHECK_EQ_INT(strspn(a, "0123456789abcdef"), VM_HOST_ID_LEN);
+        /* Kept: the second read is the file's. */
+        CHECK_EQ_INT(vm_host_id_get(test_ctx(), a2, &err), 0);
+        CHECK_STREQ(a, a2);
+        _cleanup_free_ char *path = strdup_printf("%s/host-id", test_tmpdir()), *text = NULL;
+        CHECK(path && read_one_line_file(path, &text) >= 0 && text && streq(text, a));
+        /* Another home on the same machine (same /etc/machine-id) differs. */
+        struct vh_context *o = other_home("other");
+        CHECK(o != NULL);
+        if (!o)
+                return;
+        CHECK_EQ_INT(vm_host_id_get(o, b, &err), 0);
+        CHECK(strcmp(a, b) != 0);
+        char ma[18], mb[18];
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 0, ma), 0);
+        CHECK_EQ_INT(vm_derive_mac(o, 1, 0, mb), 0);
+        CHECK(strcmp(ma, mb) != 0);
+        /* A file that holds something else is refused, naming it. */
+        _cleanup_free_ char *opath = strdup_printf("%s/other/host-id", test_tmpdir());
+        CHECK(opath && write_file_atomic(opath, "not-an-id\n", 10, 0644) >= 0);
+        err = (struct vh_error) {};
+        CHECK_EQ_INT(vm_host_id_get(o, b, &err), -EINVAL);
+        CHECK(strstr(err.msg, "host-id is not a host id") != NULL);
+        CHECK_EQ_INT(vm_derive_mac(o, 1, 0, mb), -EINVAL);
+        vh_context_free(o);
+}
+
+TEST(vm_mac_derive_carries_the_host_id) {
+        static const struct {
+                const char *host_id;
+                unsigned id, index; /* out of range: -EINVAL */
+        } cases[] = {
+                { "00000000000000000000000000000000", 1, 0 },
+                { "00000000000000000000000000000000", 258, 3 },
+                { "ffffffffffffffffffffffffffffffff", 65535, 15 },
+                { "00000000000000000000000000000000", 0, 0 },
+                { "00000000000000000000000000000000", 65536, 0 },
+                { "00000000000000000000000000000000", 1, 16 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char m[18], want[32];
+                uint32_t h = vm_host_id_mix(cases[i].host_id);
+                CHECK(h <= 0xffffff);
+                int r = vm_mac_derive(h, cases[i].id, cases[i].index, m);
+                if (cases[i].id == 0 || cases[i].id > 65535 || cases[i].index >= 16) {
+                        CHECK_EQ_INT(r, -EINVAL);
+                        continue;
+                }
+                CHECK_EQ_INT(r, 0);
+                snprintf(want, sizeof(want), "%02x:%02x:%02x:%02x:%02x:%02x", cases[i].index << 4 | 2, h >> 16,
+                         (h >> 8) & 0xff, h & 0xff, cases[i].id >> 8, cases[i].id & 0xff);
+                CHECK_STREQ(m, want);
+                CHECK(vm_mac_is_valid(m));
+        }
+        /* Two host ids that differ in one digit give other MACs for the same VM id. */
+        char a[18], b[18];
+        CHECK_EQ_INT(vm_mac_derive(vm_host_id_mix("0123456789abcdef0123456789abcdef"), 7, 0, a), 0);
+        CHECK_EQ_INT(vm_mac_derive(vm_host_id_mix("0123456789abcdef0123456789abcdee"), 7, 0, b), 0);
+        CHECK(strcmp(a, b) != 0);
+        CHECK_EQ_INT(vm_host_id_mix("0123456789abcdef0123456789abcdef"),
+                     vm_host_id_mix("0123456789abcdef0123456789abcdef"));
+}
+
+TEST(vm_alloc_id_avoids_other_hosts_macs) {
+        struct vh_error err = {};
+        unsigned id = 0;
+        CHECK_EQ_INT(vm_alloc_id(test_ctx(), NULL, &id, &err), 0);
+        CHECK_EQ_INT(id, 1);
+        /* Another host holds the MACs this home would derive for ids 1
+         * (NIC 0) and 2 (NIC 1): the next id is 3. */
+        char m1[18], m2[18], m3[18];
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 1, 0, m1), 0);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 2, 1, m2), 0);
+        for (char *p = m2; *p; p++)
+                *p = (char) toupper((unsigned char) *p);
+        char *avoid[] = { (char *) "52:54:00:12:34:56", m1, m2, NULL };
+        CHECK_EQ_INT(vm_alloc_id(test_ctx(), avoid, &id, &err), 0);
+        CHECK_EQ_INT(id, 3);
+        CHECK_EQ_INT(vm_derive_mac(test_ctx(), 3, 0, m3), 0);
+        /* A MAC given by hand that another host uses is refused, naming it. */
+        struct vm_def *def = NULL;
+        _cleanup_free_ char *conf = strdup_printf("name = v\ndisk = /d\nnic = user,mac=%s\n", m1);
+        CHECK_EQ_INT(vm_def_parse(conf, "t", &def, &err), 0);
+        if (def) {
+                CHECK_EQ_INT(vm_alloc_check_macs(def, avoid, &err), -EADDRINUSE);
+                CHECK(strstr(err.msg, m1) != NULL && strstr(err.msg, "VM v") != NULL);
+                char *none[] = { m3, NULL };
+                CHECK_EQ_INT(vm_alloc_check_macs(def, none, &err), 0);
+                CHECK_EQ_INT(vm_alloc_check_macs(def, NULL, &err), 0);
+        }
+        vm_def_free(def);
 }
 
 TEST(vm_forward_format_roundtrip) {
