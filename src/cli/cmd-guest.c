@@ -31,13 +31,41 @@ static void usage(FILE *f) {
                 "  vmhost guest build && ls $(vmhost guest path)\n");
 }
 
+/* The directory this binary was started from, or NULL. */
+static char *self_dir(void) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0)
+                return NULL;
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (!slash || slash == self)
+                return NULL;
+        *slash = '\0';
+        return strdup(self);
+}
+
+/* The guest builder: $VMHOST_MKGUEST if set; else DATA/mkguest, where DATA
+ * is the directory named by the file vmhost.datadir beside this binary (the
+ * build tree has one, naming its source's tools/), else the installed data
+ * directory found relative to this binary (so a tree installed with DESTDIR
+ * or moved elsewhere runs its own builder), else the configured one. */
 static char *mkguest_path(const struct vh_context *ctx) {
         if (!isempty(ctx->mkguest))
                 return strdup(ctx->mkguest);
-        char *p = strdup_printf("%s/tools/mkguest", VMHOST_SOURCE_DIR);
-        if (p && access(p, X_OK) == 0)
-                return p;
-        free(p);
+        _cleanup_free_ char *dir = self_dir();
+        if (dir) {
+                _cleanup_free_ char *marker = strdup_printf("%s/vmhost.datadir", dir);
+                _cleanup_free_ char *data = NULL;
+                if (marker && read_one_line_file(marker, &data) >= 0 && data[0] == '/')
+                        return strdup_printf("%s/mkguest", data);
+#ifdef VMHOST_DATADIR_FROM_BINDIR
+                char *p = strdup_printf("%s/%s/mkguest", dir, VMHOST_DATADIR_FROM_BINDIR);
+                if (p && access(p, X_OK) == 0)
+                        return p;
+                free(p);
+#endif
+        }
         return strdup_printf("%s/mkguest", VMHOST_DATADIR);
 }
 
