@@ -1015,6 +1015,9 @@ static void last_line_of(const char *s, char *buf, size_t size) {
         size_t start = len;
         while (start > 0 && s[start - 1] != '\n')
                 start--;
+        /* The far side's own "vmhost: error: " is ours to say. */
+        if (strneq(s + start, "vmhost: error: ", 15) && start + 15 <= len)
+                start += 15;
         size_t n = MIN(len - start, size - 1);
         memcpy(buf, s + start, n);
         buf[n] = '\0';
@@ -1099,6 +1102,13 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
         _cleanup_free_ char *out = NULL;
         struct vh_error fe = {};
         r = host_ssh_pipe_finish(def, &p, sr < 0 ? 10000 : PUSH_FINISH_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, &fe);
+        if (r == -ECOMM && strstr(fe.msg, "no reason given"))
+                /* ssh's 255 with nothing said: the remote command died of a
+                 * signal, or the connection went. */
+                return vh_error_set(err, -ECONNRESET,
+                                    "the receiving vmhost on host '%s' died or the link was cut while %s was sent; "
+                                    "nothing was kept under its name there: push again",
+                                    def->name, L->local_path);
         if (r < 0)
                 return vh_error_set(err, r, "push of %s: %s", L->local_path, vh_error_message(&fe, r));
         if (r != 0) {
