@@ -97,17 +97,21 @@ static int push_progress(size_t layer, size_t n_layers, uint64_t done, uint64_t 
 }
 
 int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
-        enum { ARG_TO = 0x100, ARG_JSON, ARG_NO_COMPRESS };
+        enum { ARG_TO = 0x100, ARG_JSON, ARG_NO_COMPRESS, ARG_TEST_CORRUPT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "to", required_argument, NULL, ARG_TO },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "no-compress", no_argument, NULL, ARG_NO_COMPRESS },
                 { "quiet", no_argument, NULL, 'q' },
+                /* Tests only (tests/e2e/t-host-push.sh), not in --help:
+                 * damage one record in transit, which nothing else here
+                 * can do inside ssh, for the far side's hash to catch. */
+                { "test-corrupt-in-transit", no_argument, NULL, ARG_TEST_CORRUPT },
                 {},
         };
         const char *dir = NULL;
-        bool json = false, no_compress = false, quiet = false;
+        bool json = false, no_compress = false, quiet = false, test_corrupt = false;
         int c;
         optind = 0;
         while ((c = getopt_long(argc, argv, "+hq", options, NULL)) >= 0) {
@@ -126,6 +130,9 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                         break;
                 case 'q':
                         quiet = true;
+                        break;
+                case ARG_TEST_CORRUPT:
+                        test_corrupt = true;
                         break;
                 default:
                         fprintf(stderr, "See 'vmhost img push --help'.\n");
@@ -164,9 +171,7 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
         struct push_options po = {
                 .dir = dir,
                 .no_compress = no_compress,
-                /* Tests only (tests/e2e/t-host-push.sh): damage one record
-                 * in transit, which nothing else here can do. */
-                .test_corrupt = getenv("VMHOST_TEST_PUSH_CORRUPT") != NULL,
+                .test_corrupt = test_corrupt,
                 .progress = push_progress,
                 .userdata = &p,
         };

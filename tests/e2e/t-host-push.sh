@@ -11,7 +11,7 @@
 # under a taken name is refused; a push killed on either end leaves
 # nothing under the name and the next one completes (and removes the
 # stale temporary file); a record damaged in transit (through the
-# test-only VMHOST_TEST_PUSH_CORRUPT hook: nothing else here can damage
+# test-only --test-corrupt-in-transit hook: nothing else here can damage
 # bytes inside ssh) is caught by the hash; a qcow2 chain arrives backing
 # first, its backing name rewritten as B sees it, and B's qemu-img
 # resolves the chain.
@@ -80,8 +80,8 @@ ip netns exec "$NS" unshare --mount --propagation private sh -c "
 	mount --bind $W/root /root &&
 	exec /usr/sbin/sshd -f $W/ssh/sshd_config"
 wait_until 10 "B's sshd listening" bash -c "exec 3<>/dev/tcp/$B/22" 2>/dev/null
-"$VMHOST" host add b --ssh "root@$B" --identity "$KEY" --vmhost "$VMHOST" >add.txt 2>&1 ||
-	{ fail "host add" "$(cat add.txt)"; e2e_finish; }
+"$VMHOST" host add b --ssh "root@$B" --identity "$KEY" --vmhost "$VMHOST" >"$E2E_TMP/add.txt" 2>&1 ||
+	{ fail "host add" "$(cat "$E2E_TMP/add.txt")"; e2e_finish; }
 # on_b CMD...: CMD run on B, over a plain ssh (not vmhost's transport).
 on_b() {
 	ssh -o BatchMode=yes -o UserKnownHostsFile="$VMHOST_HOME/hosts/b.known_hosts" -o StrictHostKeyChecking=yes \
@@ -230,7 +230,7 @@ fi
 # --- damaged in transit (test hook): the far side's hash check catches it
 head -c 3M /dev/urandom >img/dmg.raw
 rc=0
-VMHOST_TEST_PUSH_CORRUPT=1 "$VMHOST" img push img/dmg.raw b >dmg.txt 2>&1 || rc=$?
+"$VMHOST" img push --test-corrupt-in-transit img/dmg.raw b >dmg.txt 2>&1 || rc=$?
 if [ $rc -ne 0 ] && grep -q "damaged in transit" dmg.txt && [ ! -e "$BI/dmg.raw" ] &&
 	! ls "$BI"/.dmg.raw.push-* >/dev/null 2>&1; then
 	pass "hash mismatch detected, nothing kept" "$(tail -1 dmg.txt)"
