@@ -47,7 +47,17 @@ static void usage_receive(FILE *f) {
                 "Internal: the far side of 'vmhost img push', run over ssh. Reads an image\n"
                 "stream on stdin (or, with --lookup, only says whether the content is here).\n"
                 "Prints 'received PATH', 'present PATH' or 'absent PATH'. Exit status 3: the\n"
-                "name holds another image; 4: the data arrived damaged.\n");
+                "name holds another image; 4: the data arrived damaged.\n"
+                "\n"
+                "  --lookup          only look for the content (by hash, under any name)\n"
+                "  --name NAME       the file name in DIR\n"
+                "  --sha256 HASH     what the content must hash to\n"
+                "  --to DIR          the directory (absolute); default: STATE/images\n"
+                "  --backing FILE    qcow2: the backing name to write into the copy\n"
+                "  --backing-format FMT  raw or qcow2, with --backing\n"
+                "\n"
+                "Example:\n"
+                "  vmhost img receive --lookup --name base.qcow2 --sha256 HASH\n");
 }
 
 static volatile sig_atomic_t interrupted;
