@@ -35,6 +35,8 @@ static void usage(FILE *f) {
                 "  rebase   change the backing file, keeping what the guest sees\n"
                 "  resize   grow or shrink the virtual disk\n"
                 "  snapshot list, create, apply or delete internal qcow2 snapshots\n"
+                "  push     copy an image and its backing files to a host once (by hash)\n"
+                "  receive  internal: the far side of push\n"
                 "\n"
                 "'vmhost img COMMAND --help' for one command.\n"
                 "\n"
@@ -533,6 +535,8 @@ int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
                 { "rebase", cmd_img_rebase },
                 { "resize", cmd_img_resize },
                 { "snapshot", cmd_img_snapshot },
+                { "push", NULL, cmd_img_push },
+                { "receive", NULL, cmd_img_receive },
         };
 
         if (argc < 2) {

@@ -14,3 +14,8 @@ int cmd_img_commit(int argc, char **argv);
 int cmd_img_rebase(int argc, char **argv);
 int cmd_img_resize(int argc, char **argv);
 int cmd_img_snapshot(int argc, char **argv);
+
+/* cmd-img-push.c: push to a host, and its internal far side. */
+struct vh_context;
+int cmd_img_push(const struct vh_context *ctx, int argc, char **argv);
+int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv);

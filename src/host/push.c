@@ -1,0 +1,1243 @@
+/* host/push.c: 'img push': hashes and sidecars, the stream's framing
+ * (encoder and decoder), the far side's receive and lookup, and the near
+ * side walking a chain backing first. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#ifdef HAVE_ZSTD
+#include <zstd.h>
+#endif
+
+#include "base/fileio.h"
+#include "base/macro.h"
+#include "base/paths.h"
+#include "base/strutil.h"
+#include "host/push.h"
+#include "host/ssh-pipe.h"
+#include "host/ssh.h"
+#include "vmhost/image.h"
+
+/* Zero-block granularity of the encoder: a 64 KiB block of zeros inside
+ * an allocated extent is left out like a hole. */
+#define PUSH_ZERO_BLOCK (64u * 1024)
+/* After a record that did not shrink, this many go raw untried: random or
+ * already compressed data costs a compression attempt per MiB otherwise. */
+#define PUSH_COMPRESS_BACKOFF 16
+/* The far side's answers are a line or an error message. */
+#define PUSH_ANSWER_MAX (16u * 1024)
+/* A lookup may hash an image that has no sidecar there yet. */
+#define PUSH_LOOKUP_TIMEOUT_MS (600u * 1000)
+/* A receive hashes and fsyncs after the last byte arrived. */
+#define PUSH_FINISH_TIMEOUT_MS (600u * 1000)
+/* The byte the temporary file's writer locks (OFD), far past any data and
+ * away from the bytes QEMU's (and the image library's) locks use. */
+#define PUSH_LOCK_OFFSET (1ll << 62)
+
+/* Never written: the zeros that holes and gaps hash as. */
+static uint8_t zeros[PUSH_RECORD_MAX];
+
+static void put_be32(uint8_t *p, uint32_t v) {
+        for (int i = 3; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t) v;
+}
+static void put_be64(uint8_t *p, uint64_t v) {
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t) v;
+}
+static uint32_t get_be32(const uint8_t *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+static uint64_t get_be64(const uint8_t *p) {
+        return (uint64_t) get_be32(p) << 32 | get_be32(p + 4);
+}
+
+void push_header_encode(uint64_t size, uint8_t out[PUSH_HEADER_SIZE]) {
+        memcpy(out, PUSH_MAGIC, 8);
+        put_be64(out + 8, size);
+}
+
+void push_record_encode(const struct push_record *rec, uint8_t out[PUSH_RECORD_HEADER_SIZE]) {
+        out[0] = (uint8_t) rec->kind;
+        out[1] = out[2] = out[3] = 0;
+        put_be32(out + 4, rec->payload_len);
+        put_be64(out + 8, rec->offset);
+        put_be32(out + 16, rec->data_len);
+}
+
+static size_t payload_max(void) {
+#ifdef HAVE_ZSTD
+        return MAX((size_t) PUSH_RECORD_MAX, ZSTD_compressBound(PUSH_RECORD_MAX));
+#else
+        return PUSH_RECORD_MAX;
+#endif
+}
+
+/* 1: got all 'len' bytes; 0: the input ended before the first; -EPIPE:
+ * it ended in between; other -errno from the reader. */
+static int read_exact(push_read_fn read_fn, void *userdata, void *buf, size_t len, uint64_t *wire) {
+        size_t got = 0;
+        while (got < len) {
+                ssize_t n = read_fn((char *) buf + got, len - got, userdata);
+                if (n < 0)
+                        return (int) n;
+                if (n == 0)
+                        return got == 0 ? 0 : -EPIPE;
+                if ((size_t) n > len - got)
+                        return -EIO;
+                got += (size_t) n;
+                *wire += (uint64_t) n;
+        }
+        return 1;
+}
+
+int push_decode(push_read_fn read_fn, push_size_fn size_fn, push_data_fn data_fn, void *userdata,
+                uint64_t size_max, struct push_decode_stats *ret_stats, struct vh_error *err) {
+        struct push_decode_stats st = {};
+        uint8_t hdr[PUSH_RECORD_HEADER_SIZE];
+        int r = read_exact(read_fn, userdata, hdr, PUSH_HEADER_SIZE, &st.wire_bytes);
+        if (r == 0 || r == -EPIPE)
+                return vh_error_set(err, -EPIPE, "the image stream ended before its header (the sender went away)");
+        if (r < 0)
+                return vh_error_set(err, r, "cannot read the image stream: %s", strerror(-r));
+        if (memcmp(hdr, PUSH_MAGIC, 8) != 0)
+                return vh_error_set(err, -EBADMSG, "not a vmhost image stream (bad magic)");
+        st.size = get_be64(hdr + 8);
+        if (st.size > size_max)
+                return vh_error_set(err, -EBADMSG, "image stream: size %" PRIu64 " is past the limit of %" PRIu64,
+                                    st.size, size_max);
+        if (size_fn && (r = size_fn(st.size, userdata)) != 0)
+                return vh_error_set(err, r < 0 ? r : -ECANCELED, "cannot make room for %" PRIu64 " bytes: %s",
+                                    st.size, strerror(r < 0 ? -r : ECANCELED));
+
+        size_t pmax = payload_max();
+        _cleanup_free_ uint8_t *payload = malloc(pmax);
+        _cleanup_free_ uint8_t *data = malloc(PUSH_RECORD_MAX);
+        if (!payload || !data)
+                return -ENOMEM;
+#ifdef HAVE_ZSTD
+        ZSTD_DCtx *dctx = NULL;
+#endif
+        uint64_t next = 0; /* records come in order and never overlap */
+        for (;;) {
+                r = read_exact(read_fn, userdata, hdr, PUSH_RECORD_HEADER_SIZE, &st.wire_bytes);
+                if (r == 0 || r == -EPIPE) {
+                        r = vh_error_set(err, -EPIPE,
+                                         "the image stream ended after %" PRIu64 " records, before its end record "
+                                         "(the sender went away)",
+                                         st.records);
+                        goto out;
+                }
+                if (r < 0) {
+                        r = vh_error_set(err, r, "cannot read the image stream: %s", strerror(-r));
+                        goto out;
+                }
+                struct push_record rec = {
+                        .kind = hdr[0],
+                        .payload_len = get_be32(hdr + 4),
+                        .offset = get_be64(hdr + 8),
+                        .data_len = get_be32(hdr + 16),
+                };
+                if (hdr[1] || hdr[2] || hdr[3]) {
+                        r = vh_error_set(err, -EBADMSG, "image stream: record %" PRIu64 ": reserved bytes set",
+                                         st.records);
+                        goto out;
+                }
+                if (rec.kind == PUSH_RECORD_END) {
+                        if (rec.payload_len || rec.data_len || rec.offset != st.size) {
+                                r = vh_error_set(err, -EBADMSG, "image stream: malformed end record");
+                                goto out;
+                        }
+                        uint8_t extra;
+                        r = read_exact(read_fn, userdata, &extra, 1, &st.wire_bytes);
+                        if (r != 0) {
+                                r = vh_error_set(err, -EBADMSG, "image stream: bytes after the end record");
+                                goto out;
+                        }
+                        break;
+                }
+                if (rec.kind != PUSH_RECORD_RAW && rec.kind != PUSH_RECORD_ZSTD) {
+                        r = vh_error_set(err, -EBADMSG, "image stream: record %" PRIu64 ": unknown kind %u",
+                                         st.records, (unsigned) hdr[0]);
+                        goto out;
+                }
+                if (rec.data_len == 0 || rec.data_len > PUSH_RECORD_MAX) {
+                        r = vh_error_set(err, -EBADMSG,
+                                         "image stream: record %" PRIu64 ": data length %" PRIu32
+                                         " is not within 1..%u",
+                                         st.records, rec.data_len, PUSH_RECORD_MAX);
+                        goto out;
+                }
+                if (rec.offset < next || rec.offset > st.size || rec.data_len > st.size - rec.offset) {
+                        r = vh_error_set(err, -EBADMSG,
+                                         "image stream: record %" PRIu64 " at %" PRIu64 "+%" PRIu32
+                                         " is not after %" PRIu64 " and within the size %" PRIu64,
+                                         st.records, rec.offset, rec.data_len, next, st.size);
+                        goto out;
+                }
+                if ((rec.kind == PUSH_RECORD_RAW && rec.payload_len != rec.data_len) ||
+                    (rec.kind == PUSH_RECORD_ZSTD && (rec.payload_len == 0 || rec.payload_len > pmax))) {
+                        r = vh_error_set(err, -EBADMSG,
+                                         "image stream: record %" PRIu64 ": payload length %" PRIu32
+                                         " does not fit its data length %" PRIu32,
+                                         st.records, rec.payload_len, rec.data_len);
+                        goto out;
+                }
+                r = read_exact(read_fn, userdata, payload, rec.payload_len, &st.wire_bytes);
+                if (r <= 0) {
+                        r = vh_error_set(err, r == 0 || r == -EPIPE ? -EPIPE : r,
+                                         "the image stream ended inside record %" PRIu64 " (the sender went away)",
+                                         st.records);
+                        goto out;
+                }
+                const uint8_t *d = payload;
+                if (rec.kind == PUSH_RECORD_ZSTD) {
+#ifdef HAVE_ZSTD
+                        if (!dctx && !(dctx = ZSTD_createDCtx())) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        size_t n = ZSTD_decompressDCtx(dctx, data, rec.data_len, payload, rec.payload_len);
+                        if (ZSTD_isError(n) || n != rec.data_len) {
+                                r = vh_error_set(err, -EBADMSG,
+                                                 "image stream: record %" PRIu64 ": compressed data is damaged%s%s",
+                                                 st.records, ZSTD_isError(n) ? ": " : " (wrong length)",
+                                                 ZSTD_isError(n) ? ZSTD_getErrorName(n) : "");
+                                goto out;
+                        }
+                        d = data;
+#else
+                        r = vh_error_set(err, -EOPNOTSUPP, "image stream: compressed records need zstd, "
+                                                           "which this vmhost was built without");
+                        goto out;
+#endif
+                }
+                r = data_fn(rec.offset, d, rec.data_len, userdata);
+                if (r != 0) {
+                        r = vh_error_set(err, r < 0 ? r : -ECANCELED, "cannot store record %" PRIu64 ": %s",
+                                         st.records, strerror(r < 0 ? -r : ECANCELED));
+                        goto out;
+                }
+                next = rec.offset + rec.data_len;
+                st.data_bytes += rec.data_len;
+                st.records++;
+        }
+        r = 0;
+        if (ret_stats)
+                *ret_stats = st;
+out:
+#ifdef HAVE_ZSTD
+        ZSTD_freeDCtx(dctx);
+#endif
+        return r;
+}
+
+/* ---- SHA-256 ---- */
+
+struct hasher {
+        EVP_MD_CTX *md;
+};
+
+static int hasher_init(struct hasher *h) {
+        h->md = EVP_MD_CTX_new();
+        if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1) {
+                EVP_MD_CTX_free(h->md);
+                h->md = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static void hasher_update(struct hasher *h, const void *p, size_t n) {
+        EVP_DigestUpdate(h->md, p, n);
+}
+
+static void hasher_zeros(struct hasher *h, uint64_t n) {
+        while (n > 0) {
+                size_t k = (size_t) MIN(n, (uint64_t) sizeof(zeros));
+                EVP_DigestUpdate(h->md, zeros, k);
+                n -= k;
+        }
+}
+
+static void hasher_final(struct hasher *h, char hex[PUSH_SHA256_HEX + 1]) {
+        uint8_t md[32];
+        unsigned n = 0;
+        EVP_DigestFinal_ex(h->md, md, &n);
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        EVP_MD_CTX_free(h->md);
+        h->md = NULL;
+}
+
+static void hasher_done(struct hasher *h) {
+        EVP_MD_CTX_free(h->md);
+        h->md = NULL;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
+        size_t got = 0;
+        while (got < len) {
+                ssize_t n = pread(fd, (char *) buf + got, len - got, (off_t) (off + got));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        return -EIO; /* the file shrank under us */
+                got += (size_t) n;
+        }
+        return 0;
+}
+
+/* The next data extent at or after 'off': 1 and [*ret_start, *ret_end),
+ * or 0 when only a hole is left. */
+static int next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_start, uint64_t *ret_end) {
+        off_t d = lseek(fd, (off_t) off, SEEK_DATA);
+        if (d < 0)
+                return errno == ENXIO ? 0 : negative_errno();
+        off_t h = lseek(fd, d, SEEK_HOLE);
+        if (h < 0)
+                return negative_errno();
+        *ret_start = (uint64_t) d;
+        *ret_end = MIN((uint64_t) h, size);
+        return *ret_start < size;
+}
+
+int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err) {
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return vh_error_set(err, negative_errno(), "cannot stat the image: %m");
+        uint64_t size = (uint64_t) st.st_size, off = 0;
+        _cleanup_free_ uint8_t *buf = malloc(PUSH_RECORD_MAX);
+        struct hasher h;
+        if (!buf || hasher_init(&h) < 0)
+                return -ENOMEM;
+        int r;
+        while (off < size) {
+                uint64_t start, end;
+                r = next_extent(fd, off, size, &start, &end);
+                if (r < 0)
+                        goto fail;
+                if (r == 0)
+                        break;
+                hasher_zeros(&h, start - off);
+                for (uint64_t p = start; p < end;) {
+                        size_t n = (size_t) MIN(end - p, (uint64_t) PUSH_RECORD_MAX);
+                        if ((r = pread_full(fd, buf, n, p)) < 0)
+                                goto fail;
+                        hasher_update(&h, buf, n);
+                        p += n;
+                }
+                off = end;
+        }
+        hasher_zeros(&h, size - off);
+        hasher_final(&h, ret_hex);
+        return 0;
+fail:
+        hasher_done(&h);
+        return vh_error_set(err, r, "cannot read the image to hash it: %s", strerror(-r));
+}
+
+/* ---- Names and sidecars ---- */
+
+bool push_name_is_valid(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+        if (n == 0 || n > PUSH_NAME_MAX || name[0] == '.' || name[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                      c == '_' || c == '-' || c == '+'))
+                        return false;
+        }
+        /* Sidecars have that name: an image must not. */
+        return !endswith(name, PUSH_SIDECAR_SUFFIX);
+}
+
+bool push_sha256_is_valid(const char *hex) {
+        if (!hex || strlen(hex) != PUSH_SHA256_HEX)
+                return false;
+        for (size_t i = 0; i < PUSH_SHA256_HEX; i++)
+                if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+                        return false;
+        return true;
+}
+
+char *push_sidecar_format(const struct push_sidecar *sc, const char *name) {
+        char *s = NULL;
+        /* The first line is sha256sum's; '#' lines are comments to it. */
+        if (asprintf(&s, "%s  %s\n# vmhost-push: size=%" PRIu64 " mtime-ns=%" PRIu64 " inode=%" PRIu64 "%s%s\n",
+                     sc->sha256, name, sc->size, sc->mtime_ns, sc->inode, sc->origin[0] ? " origin=" : "",
+                     sc->origin) < 0)
+                return NULL;
+        return s;
+}
+
+int push_sidecar_parse(const char *text, struct push_sidecar *ret) {
+        struct push_sidecar sc = {};
+        if (strlen(text) > PUSH_SIDECAR_MAX)
+                return -EBADMSG;
+        /* "HASH  NAME\n" */
+        if (strlen(text) < PUSH_SHA256_HEX + 3 || text[PUSH_SHA256_HEX] != ' ' || text[PUSH_SHA256_HEX + 1] != ' ')
+                return -EBADMSG;
+        memcpy(sc.sha256, text, PUSH_SHA256_HEX);
+        if (!push_sha256_is_valid(sc.sha256))
+                return -EBADMSG;
+        const char *nl = strchr(text, '\n');
+        if (!nl)
+                return -EBADMSG;
+        const char *meta = nl + 1;
+        if (!startswith(meta, "# vmhost-push: "))
+                return -EBADMSG;
+        meta += strlen("# vmhost-push: ");
+        char origin[PUSH_SHA256_HEX + 2] = "";
+        int used = 0;
+        int k = sscanf(meta, "size=%" SCNu64 " mtime-ns=%" SCNu64 " inode=%" SCNu64 "%n", &sc.size, &sc.mtime_ns,
+                       &sc.inode, &used);
+        if (k != 3)
+                return -EBADMSG;
+        meta += used;
+        if (startswith(meta, " origin=")) {
+                meta += strlen(" origin=");
+                if (strlen(meta) < PUSH_SHA256_HEX)
+                        return -EBADMSG;
+                memcpy(origin, meta, PUSH_SHA256_HEX);
+                origin[PUSH_SHA256_HEX] = '\0';
+                if (!push_sha256_is_valid(origin))
+                        return -EBADMSG;
+                memcpy(sc.origin, origin, PUSH_SHA256_HEX + 1);
+                meta += PUSH_SHA256_HEX;
+        }
+        if (!streq(meta, "\n") && !streq(meta, ""))
+                return -EBADMSG;
+        *ret = sc;
+        return 0;
+}
+
+static uint64_t stat_mtime_ns(const struct stat *st) {
+        return (uint64_t) st->st_mtim.tv_sec * 1000000000ull + (uint64_t) st->st_mtim.tv_nsec;
+}
+
+static bool sidecar_matches(const struct push_sidecar *sc, const struct stat *st) {
+        return sc->size == (uint64_t) st->st_size && sc->mtime_ns == stat_mtime_ns(st) &&
+               sc->inode == (uint64_t) st->st_ino;
+}
+
+/* The sidecar of 'path' if it still describes the file 'st'. */
+static int sidecar_load(const char *path, const struct stat *st, struct push_sidecar *ret) {
+        _cleanup_free_ char *sc_path = NULL, *text = NULL;
+        if (asprintf(&sc_path, "%s%s", path, PUSH_SIDECAR_SUFFIX) < 0)
+                return -ENOMEM;
+        int r = read_full_file(sc_path, PUSH_SIDECAR_MAX, &text, NULL);
+        if (r < 0)
+                return r;
+        struct push_sidecar sc;
+        if ((r = push_sidecar_parse(text, &sc)) < 0)
+                return r;
+        if (!sidecar_matches(&sc, st))
+                return -ESTALE;
+        *ret = sc;
+        return 0;
+}
+
+static int sidecar_save(const char *path, const struct push_sidecar *sc) {
+        _cleanup_free_ char *sc_path = NULL, *text = NULL;
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        if (asprintf(&sc_path, "%s%s", path, PUSH_SIDECAR_SUFFIX) < 0 || !(text = push_sidecar_format(sc, base)))
+                return -ENOMEM;
+        return write_file_atomic(sc_path, text, strlen(text), 0444);
+}
+
+static int image_hash_fd(const char *path, int fd, char ret_hex[PUSH_SHA256_HEX + 1],
+                         char ret_origin[PUSH_SHA256_HEX + 1], struct vh_error *err) {
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return vh_error_set(err, negative_errno(), "cannot stat %s: %m", path);
+        if (!S_ISREG(st.st_mode))
+                return vh_error_set(err, -EINVAL, "%s is not a regular file", path);
+        struct push_sidecar sc = {};
+        if (sidecar_load(path, &st, &sc) == 0) {
+                memcpy(ret_hex, sc.sha256, PUSH_SHA256_HEX + 1);
+                if (ret_origin)
+                        memcpy(ret_origin, sc.origin, PUSH_SHA256_HEX + 1);
+                return 0;
+        }
+        struct vh_error e = {};
+        int r = push_hash_fd(fd, sc.sha256, &e);
+        if (r < 0)
+                return vh_error_set(err, r, "%s: %s", path, vh_error_message(&e, r));
+        struct stat after;
+        if (fstat(fd, &after) < 0)
+                return vh_error_set(err, negative_errno(), "cannot stat %s: %m", path);
+        /* Recorded only if the file held still while it was read. */
+        if (stat_mtime_ns(&after) == stat_mtime_ns(&st) && after.st_size == st.st_size) {
+                sc.size = (uint64_t) st.st_size;
+                sc.mtime_ns = stat_mtime_ns(&st);
+                sc.inode = (uint64_t) st.st_ino;
+                sc.origin[0] = '\0';
+                /* A directory we cannot write costs the hash next time, no more. */
+                (void) sidecar_save(path, &sc);
+        }
+        memcpy(ret_hex, sc.sha256, PUSH_SHA256_HEX + 1);
+        if (ret_origin)
+                ret_origin[0] = '\0';
+        return 0;
+}
+
+int push_image_hash(const char *path, char ret_hex[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1],
+                    struct vh_error *err) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "cannot open %s: %m", path);
+        return image_hash_fd(path, fd, ret_hex, ret_origin, err);
+}
+
+/* ---- The far side ---- */
+
+static int resolve_dir(const struct vh_context *ctx, const char *dir, char **ret, struct vh_error *err) {
+        if (!dir) {
+                int r = vh_state_subdir(ctx, "images", ret);
+                if (r < 0)
+                        return vh_error_set(err, r, "cannot make the images directory: %s", strerror(-r));
+                return 0;
+        }
+        if (dir[0] != '/' || strlen(dir) > 4096)
+                return vh_error_set(err, -EINVAL, "the target directory '%s' must be an absolute path", dir);
+        int r = mkdir_p(dir, 0755);
+        if (r < 0)
+                return vh_error_set(err, r, "cannot make the directory %s: %s", dir, strerror(-r));
+        char *d = strdup(dir);
+        if (!d)
+                return -ENOMEM;
+        *ret = d;
+        return 0;
+}
+
+/* Whether anyone holds the writer's lock of the temporary file 'fd'. */
+static bool temp_is_locked(int fd) {
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
+        if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+                return true; /* cannot tell: leave it */
+        return fl.l_type != F_UNLCK;
+}
+
+/* Removes DIR/.NAME.push-XXXXXX files whose writer is gone (its lock went
+ * with it, however it died). */
+static void clean_stale_temps(const char *dir) {
+        DIR *d = opendir(dir);
+        if (!d)
+                return;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] != '.' || !strstr(de->d_name, ".push-"))
+                        continue;
+                int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+                if (fd < 0)
+                        continue;
+                struct stat st;
+                if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && !temp_is_locked(fd))
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+                close(fd);
+        }
+        closedir(d);
+}
+
+/* The hash of DIR/NAME when it exists: 1; 0 when it does not. */
+static int existing_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], char origin[PUSH_SHA256_HEX + 1],
+                         struct vh_error *err) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 && errno == ENOENT)
+                return 0;
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "cannot open %s: %m", path);
+        int r = image_hash_fd(path, fd, hex, origin, err);
+        close(fd);
+        return r < 0 ? r : 1;
+}
+
+static int lookup_in(const char *dir, const char *name, const char *sha256, enum push_lookup_status *ret_status,
+                     char **ret_path, struct vh_error *err) {
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
+        int r = existing_hash(path, hex, origin, err);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (!streq(hex, sha256) && !streq(origin, sha256))
+                        return vh_error_set(err, -EEXIST,
+                                            "%s exists and holds another image (SHA-256 %s, not %s): refused, "
+                                            "not overwritten; push under another name or remove it there",
+                                            path, hex, sha256);
+                *ret_status = PUSH_PRESENT;
+                *ret_path = TAKE_PTR(path);
+                return 0;
+        }
+        /* The same content under another name: any valid sidecar says so. */
+        DIR *d = opendir(dir);
+        if (d) {
+                struct dirent *de;
+                while ((de = readdir(d))) {
+                        const char *n = de->d_name;
+                        size_t len = strlen(n);
+                        if (n[0] == '.' || !endswith(n, PUSH_SIDECAR_SUFFIX))
+                                continue;
+                        _cleanup_free_ char *img = NULL, *text = NULL;
+                        if (asprintf(&img, "%s/%.*s", dir, (int) (len - strlen(PUSH_SIDECAR_SUFFIX)), n) < 0)
+                                break;
+                        struct stat st;
+                        struct push_sidecar sc;
+                        if (stat(img, &st) < 0 || !S_ISREG(st.st_mode) || sidecar_load(img, &st, &sc) < 0)
+                                continue;
+                        if (streq(sc.sha256, sha256) || streq(sc.origin, sha256)) {
+                                closedir(d);
+                                *ret_status = PUSH_PRESENT;
+                                *ret_path = TAKE_PTR(img);
+                                return 0;
+                        }
+                }
+                closedir(d);
+        }
+        *ret_status = PUSH_ABSENT;
+        *ret_path = TAKE_PTR(path);
+        return 0;
+}
+
+int push_lookup(const struct vh_context *ctx, const char *dir, const char *name, const char *sha256,
+                enum push_lookup_status *ret_status, char **ret_path, struct vh_error *err) {
+        if (!push_name_is_valid(name))
+                return vh_error_set(err, -EINVAL, "invalid image name '%s' (1..%d of [A-Za-z0-9._+-], not "
+                                                  "starting with '.' or '-')", name, PUSH_NAME_MAX);
+        if (!push_sha256_is_valid(sha256))
+                return vh_error_set(err, -EINVAL, "invalid SHA-256 '%s'", sha256);
+        _cleanup_free_ char *d = NULL;
+        int r = resolve_dir(ctx, dir, &d, err);
+        if (r < 0)
+                return r;
+        return lookup_in(d, name, sha256, ret_status, ret_path, err);
+}
+
+struct receive_state {
+        push_read_fn read_fn;
+        void *userdata;
+        int fd;
+        struct hasher h;
+        uint64_t hashed;   /* the hash covers [0, hashed) */
+};
+
+static ssize_t receive_read(void *buf, size_t len, void *userdata) {
+        struct receive_state *s = userdata;
+        return s->read_fn(buf, len, s->userdata);
+}
+
+static int receive_size(uint64_t size, void *userdata) {
+        struct receive_state *s = userdata;
+        /* Sparse: the declared size costs no blocks. */
+        return ftruncate(s->fd, (off_t) size) < 0 ? negative_errno() : 0;
+}
+
+static int receive_data(uint64_t offset, const void *data, size_t len, void *userdata) {
+        struct receive_state *s = userdata;
+        /* Records come in order: what lies between them is zeros. */
+        hasher_zeros(&s->h, offset - s->hashed);
+        hasher_update(&s->h, data, len);
+        s->hashed = offset + len;
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = pwrite(s->fd, (const char *) data + done, len - done, (off_t) (offset + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+/* Writes 'backing' into the qcow2 copy at 'path' unless it names that
+ * already: 1 when it changed the file. */
+static int rewrite_backing(const char *path, const char *backing, const char *backing_format,
+                           struct vh_error *err) {
+        enum vh_image_format fmt;
+        int r = vh_image_probe(path, &fmt, err);
+        if (r < 0)
+                return r;
+        if (fmt != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EINVAL, "the image has a backing file but is not qcow2");
+        enum vh_image_format bfmt = streq(backing_format, "raw")     ? VH_IMAGE_FORMAT_RAW
+                                    : streq(backing_format, "qcow2") ? VH_IMAGE_FORMAT_QCOW2
+                                                                     : VH_IMAGE_FORMAT_PROBE;
+        if (bfmt == VH_IMAGE_FORMAT_PROBE)
+                return vh_error_set(err, -EINVAL, "unknown backing format '%s'", backing_format);
+        struct vh_image_open_options o = { .format = VH_IMAGE_FORMAT_QCOW2,
+                                           .flags = VH_IMAGE_OPEN_READ_WRITE | VH_IMAGE_OPEN_NO_BACKING };
+        _cleanup_(vh_image_freep) struct vh_image *img = NULL;
+        if ((r = vh_image_open(path, &o, &img, err)) < 0)
+                return r;
+        struct vh_image_info *info = NULL;
+        if ((r = vh_image_get_info(img, &info, err)) < 0)
+                return r;
+        bool same = info->backing_filename && streq(info->backing_filename, backing) &&
+                    info->backing_filename_format && streq(info->backing_filename_format, backing_format);
+        vh_image_info_free(info);
+        if (same)
+                return 0;
+        struct vh_image_rebase_options ro = { .backing_file = backing, .backing_format = bfmt, .unsafe = true };
+        if ((r = vh_image_rebase(img, &ro, err)) < 0 || (r = vh_image_flush(img, err)) < 0)
+                return r;
+        return 1;
+}
+
+int push_receive(const struct vh_context *ctx, const struct push_receive_options *opts, push_read_fn read_fn,
+                 void *userdata, char **ret_path, struct push_decode_stats *ret_stats, struct vh_error *err) {
+        if (!push_name_is_valid(opts->name))
+                return vh_error_set(err, -EINVAL, "invalid image name '%s'", opts->name ? opts->name : "");
+        if (!push_sha256_is_valid(opts->sha256))
+                return vh_error_set(err, -EINVAL, "invalid SHA-256 '%s'", opts->sha256 ? opts->sha256 : "");
+        if (opts->backing && (strlen(opts->backing) == 0 || strlen(opts->backing) > VH_IMAGE_MAX_BACKING_NAME ||
+                              !opts->backing_format))
+                return vh_error_set(err, -EINVAL, "invalid backing file name for %s", opts->name);
+        _cleanup_free_ char *dir = NULL, *final = NULL, *tmp = NULL;
+        int r = resolve_dir(ctx, opts->dir, &dir, err);
+        if (r < 0)
+                return r;
+        clean_stale_temps(dir);
+        if (asprintf(&final, "%s/%s", dir, opts->name) < 0 || asprintf(&tmp, "%s/.%s.push-XXXXXX", dir, opts->name) < 0)
+                return -ENOMEM;
+        char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
+        r = existing_hash(final, hex, origin, err);
+        if (r < 0)
+                return r;
+        if (r > 0 && !streq(hex, opts->sha256) && !streq(origin, opts->sha256))
+                return vh_error_set(err, -EEXIST, "%s exists and holds another image (SHA-256 %s): refused", final,
+                                    hex);
+        /* Present already (a push that died after the rename, or a race
+         * with another push of it): the stream is not needed. */
+        if (r > 0) {
+                *ret_path = TAKE_PTR(final);
+                return 0;
+        }
+
+        struct receive_state s = { .read_fn = read_fn, .userdata = userdata };
+        s.fd = mkostemp(tmp, O_CLOEXEC);
+        if (s.fd < 0)
+                return vh_error_set(err, negative_errno(), "cannot make a temporary file in %s: %m", dir);
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
+        if (fcntl(s.fd, F_OFD_SETLK, &fl) < 0 || hasher_init(&s.h) < 0) {
+                r = vh_error_set(err, negative_errno(), "cannot lock %s: %m", tmp);
+                goto fail;
+        }
+        struct push_decode_stats st = {};
+        r = push_decode(receive_read, receive_size, receive_data, &s, PUSH_SIZE_MAX, &st, err);
+        if (r < 0)
+                goto fail;
+        hasher_zeros(&s.h, st.size - s.hashed);
+        char got[PUSH_SHA256_HEX + 1];
+        hasher_final(&s.h, got);
+        if (!streq(got, opts->sha256)) {
+                r = vh_error_set(err, -EBADMSG,
+                                 "the copy of %s hashes to SHA-256 %s, not %s: damaged in transit, nothing kept",
+                                 opts->name, got, opts->sha256);
+                goto fail;
+        }
+        struct push_sidecar sc = {};
+        memcpy(sc.sha256, got, sizeof(got));
+        if (opts->backing) {
+                r = rewrite_backing(tmp, opts->backing, opts->backing_format, err);
+                if (r < 0)
+                        goto fail;
+                if (r > 0) {
+                        /* The file is no longer the bytes that were pushed:
+                         * its sidecar says both (docs/hosts.md). */
+                        memcpy(sc.origin, got, sizeof(got));
+                        if ((r = push_hash_fd(s.fd, sc.sha256, err)) < 0)
+                                goto fail;
+                }
+        }
+        struct stat fst;
+        if (fsync(s.fd) < 0 || fchmod(s.fd, 0444) < 0 || fstat(s.fd, &fst) < 0) {
+                r = vh_error_set(err, negative_errno(), "cannot store %s: %m", tmp);
+                goto fail;
+        }
+        sc.size = (uint64_t) fst.st_size;
+        sc.mtime_ns = stat_mtime_ns(&fst);
+        sc.inode = (uint64_t) fst.st_ino;
+        /* Never over another file: a push of the same name that won the race keeps its place. */
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
+                r = negative_errno();
+                r = vh_error_set(err, r, "cannot rename %s to %s: %s", tmp, final, strerror(-r));
+                goto fail;
+        }
+        /* From here the image is complete; a sidecar that fails to appear
+         * is computed again by the next lookup. */
+        (void) sidecar_save(final, &sc);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                (void) fsync(dfd);
+                close(dfd);
+        }
+        close(s.fd);
+        if (ret_stats)
+                *ret_stats = st;
+        *ret_path = TAKE_PTR(final);
+        return 0;
+fail:
+        hasher_done(&s.h);
+        (void) unlink(tmp);
+        close(s.fd);
+        return r;
+}
+
+/* ---- The near side: encoding ---- */
+
+static bool all_zero(const uint8_t *p, size_t n) {
+        /* A zero prefix, then the buffer compared with itself shifted. */
+        for (size_t i = 0; i < MIN(n, (size_t) 16); i++)
+                if (p[i])
+                        return false;
+        return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
+}
+
+struct encoder {
+        push_write_fn write_fn;
+        void *userdata;
+        const struct push_encode_options *opts;
+        struct push_encode_stats st;
+        uint8_t *cbuf;
+        size_t cbuf_size;
+        unsigned backoff;
+        bool corrupted;
+#ifdef HAVE_ZSTD
+        ZSTD_CCtx *cctx;
+#endif
+};
+
+static int emit(struct encoder *e, const void *p, size_t n) {
+        int r = e->write_fn(p, n, e->userdata);
+        if (r < 0)
+                return r;
+        e->st.wire_bytes += n;
+        return 0;
+}
+
+static int emit_record(struct encoder *e, uint64_t offset, uint8_t *data, size_t len) {
+        if (e->opts->test_corrupt && !e->corrupted) {
+                data[0] ^= 0xff;
+                e->corrupted = true;
+        }
+        struct push_record rec = { .kind = PUSH_RECORD_RAW, .payload_len = (uint32_t) len, .offset = offset,
+                                   .data_len = (uint32_t) len };
+        const uint8_t *payload = data;
+#ifdef HAVE_ZSTD
+        if (!e->opts->no_compress && e->cctx) {
+                if (e->backoff > 0)
+                        e->backoff--;
+                else {
+                        size_t c = ZSTD_compressCCtx(e->cctx, e->cbuf, e->cbuf_size, data, len, 1);
+                        /* Kept when it saves more than 10%: less is not worth
+                         * the far side's time to decompress. */
+                        if (!ZSTD_isError(c) && c < len - len / 10) {
+                                rec.kind = PUSH_RECORD_ZSTD;
+                                rec.payload_len = (uint32_t) c;
+                                payload = e->cbuf;
+                                e->st.compressed_records++;
+                        } else
+                                e->backoff = PUSH_COMPRESS_BACKOFF;
+                }
+        }
+#endif
+        uint8_t hdr[PUSH_RECORD_HEADER_SIZE];
+        push_record_encode(&rec, hdr);
+        int r = emit(e, hdr, sizeof(hdr));
+        if (r < 0 || (r = emit(e, payload, rec.payload_len)) < 0)
+                return r;
+        e->st.records++;
+        e->st.data_bytes += len;
+        return 0;
+}
+
+int push_encode(int fd, push_write_fn write_fn, void *write_userdata, const struct push_encode_options *opts,
+                struct push_encode_stats *ret_stats, struct vh_error *err) {
+        static const struct push_encode_options no_opts = {};
+        if (!opts)
+                opts = &no_opts;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return vh_error_set(err, negative_errno(), "cannot stat the image: %m");
+        uint64_t size = (uint64_t) st.st_size;
+        if (size > PUSH_SIZE_MAX)
+                return vh_error_set(err, -EFBIG, "the image is larger than %" PRIu64 " bytes", PUSH_SIZE_MAX);
+        struct encoder e = { .write_fn = write_fn, .userdata = write_userdata, .opts = opts };
+        e.st.size = size;
+        int r;
+        /* The allocated total first, for the progress line's "of". */
+        for (uint64_t off = 0; off < size;) {
+                uint64_t start, end;
+                if ((r = next_extent(fd, off, size, &start, &end)) < 0)
+                        return vh_error_set(err, r, "cannot map the image's extents: %s", strerror(-r));
+                if (r == 0)
+                        break;
+                e.st.allocated += end - start;
+                off = end;
+        }
+        _cleanup_free_ uint8_t *buf = malloc(PUSH_RECORD_MAX);
+        e.cbuf_size = payload_max();
+        e.cbuf = malloc(e.cbuf_size);
+        if (!buf || !e.cbuf) {
+                free(e.cbuf);
+                return -ENOMEM;
+        }
+#ifdef HAVE_ZSTD
+        if (!opts->no_compress)
+                e.cctx = ZSTD_createCCtx();
+#endif
+        uint8_t hdr[PUSH_HEADER_SIZE];
+        push_header_encode(size, hdr);
+        if ((r = emit(&e, hdr, sizeof(hdr))) < 0)
+                goto write_failed;
+        uint64_t done = 0;
+        for (uint64_t off = 0; off < size;) {
+                uint64_t start, end;
+                r = next_extent(fd, off, size, &start, &end);
+                if (r < 0) {
+                        r = vh_error_set(err, r, "cannot map the image's extents: %s", strerror(-r));
+                        goto out;
+                }
+                if (r == 0)
+                        break;
+                for (uint64_t p = start; p < end;) {
+                        size_t n = (size_t) MIN(end - p, (uint64_t) PUSH_RECORD_MAX);
+                        if ((r = pread_full(fd, buf, n, p)) < 0) {
+                                r = vh_error_set(err, r, "cannot read the image at %" PRIu64 ": %s", p,
+                                                 strerror(-r));
+                                goto out;
+                        }
+                        /* Runs of non-zero blocks become records; zero blocks are left out. */
+                        size_t i = 0;
+                        while (i < n) {
+                                size_t b = MIN((size_t) PUSH_ZERO_BLOCK, n - i);
+                                if (all_zero(buf + i, b)) {
+                                        i += b;
+                                        continue;
+                                }
+                                size_t j = i + b;
+                                while (j < n) {
+                                        size_t bj = MIN((size_t) PUSH_ZERO_BLOCK, n - j);
+                                        if (all_zero(buf + j, bj))
+                                                break;
+                                        j += bj;
+                                }
+                                if ((r = emit_record(&e, p + i, buf + i, j - i)) < 0)
+                                        goto write_failed;
+                                i = j;
+                        }
+                        p += n;
+                        done += n;
+                        if (opts->progress && opts->progress(done, e.st.allocated, e.st.wire_bytes, opts->userdata)) {
+                                r = vh_error_set(err, -ECANCELED, "cancelled");
+                                goto out;
+                        }
+                }
+                off = end;
+        }
+        struct push_record end_rec = { .kind = PUSH_RECORD_END, .offset = size };
+        uint8_t rh[PUSH_RECORD_HEADER_SIZE];
+        push_record_encode(&end_rec, rh);
+        if ((r = emit(&e, rh, sizeof(rh))) < 0)
+                goto write_failed;
+        if (ret_stats)
+                *ret_stats = e.st;
+        r = 0;
+        goto out;
+write_failed:
+        r = vh_error_set(err, r, "cannot send the image: %s", strerror(-r));
+out:
+        if (ret_stats && r < 0)
+                *ret_stats = e.st;
+#ifdef HAVE_ZSTD
+        ZSTD_freeCCtx(e.cctx);
+#endif
+        free(e.cbuf);
+        return r;
+}
+
+/* ---- The near side: a chain to a host ---- */
+
+void push_result_done(struct push_result *res) {
+        for (size_t i = 0; i < res->n_layers; i++) {
+                free(res->layers[i].local_path);
+                free(res->layers[i].remote_path);
+        }
+        free(res->layers);
+        *res = (struct push_result) {};
+}
+
+/* "WORD PATH\n" from the far side: the word and a new copy of PATH
+ * (absolute, one line). */
+static int parse_answer(const char *out, const char *word, char **ret_path) {
+        size_t w = strlen(word);
+        const char *line = out;
+        /* The answer is the last line that starts with a known word. */
+        const char *found = NULL;
+        while (line && *line) {
+                if (strneq(line, word, w) && line[w] == ' ')
+                        found = line + w + 1;
+                line = strchr(line, '\n');
+                if (line)
+                        line++;
+        }
+        if (!found || found[0] != '/')
+                return -EBADMSG;
+        size_t n = strcspn(found, "\n");
+        if (n > 4096)
+                return -EBADMSG;
+        char *p = strndup(found, n);
+        if (!p)
+                return -ENOMEM;
+        *ret_path = p;
+        return 0;
+}
+
+static void last_line_of(const char *s, char *buf, size_t size) {
+        size_t len = strlen(s);
+        while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+                len--;
+        size_t start = len;
+        while (start > 0 && s[start - 1] != '\n')
+                start--;
+        /* The far side's own "vmhost: error: " is ours to say. */
+        if (strneq(s + start, "vmhost: error: ", 15) && start + 15 <= len)
+                start += 15;
+        size_t n = MIN(len - start, size - 1);
+        memcpy(buf, s + start, n);
+        buf[n] = '\0';
+}
+
+static const char *base_name(const char *path) {
+        const char *s = strrchr(path, '/');
+        return s ? s + 1 : path;
+}
+
+/* The remote 'vmhost img receive' argv, NULL-terminated in 'a' (16 slots). */
+static void receive_argv(const struct host_def *def, const struct push_options *opts, bool lookup, const char *name,
+                         const char *sha256, const char *backing, const char *backing_format, char *a[16]) {
+        size_t n = 0;
+        a[n++] = (char *) host_def_vmhost(def);
+        a[n++] = (char *) "img";
+        a[n++] = (char *) "receive";
+        if (lookup)
+                a[n++] = (char *) "--lookup";
+        a[n++] = (char *) "--name";
+        a[n++] = (char *) name;
+        a[n++] = (char *) "--sha256";
+        a[n++] = (char *) sha256;
+        if (opts->dir) {
+                a[n++] = (char *) "--to";
+                a[n++] = (char *) opts->dir;
+        }
+        if (backing) {
+                a[n++] = (char *) "--backing";
+                a[n++] = (char *) backing;
+                a[n++] = (char *) "--backing-format";
+                a[n++] = (char *) backing_format;
+        }
+        a[n] = NULL;
+}
+
+struct layer_progress {
+        const struct push_options *opts;
+        size_t layer, n_layers;
+};
+
+static int layer_progress(uint64_t done, uint64_t total, uint64_t wire, void *userdata) {
+        struct layer_progress *lp = userdata;
+        return lp->opts->progress(lp->layer, lp->n_layers, done, total, wire, lp->opts->userdata);
+}
+
+static int pipe_write(const void *buf, size_t len, void *userdata) {
+        return host_ssh_pipe_write(userdata, buf, len);
+}
+
+/* Sends one layer: 'fd' open on it. */
+static int send_layer(const struct vh_context *ctx, const struct host_def *def, const struct push_options *opts,
+                      int fd, struct push_layer_result *L, size_t layer, size_t n_layers, const char *backing,
+                      const char *backing_format, struct vh_error *err) {
+        char *argv[16];
+        receive_argv(def, opts, false, base_name(L->local_path), L->sha256, backing, backing_format, argv);
+        struct host_ssh_pipe p = { .in_fd = -1, .out_fd = -1 };
+        int r = host_ssh_pipe_start(ctx, def, argv, &p, err);
+        if (r < 0)
+                return r;
+        struct layer_progress lp = { opts, layer, n_layers };
+        struct push_encode_options eo = {
+                .no_compress = opts->no_compress,
+                .test_corrupt = opts->test_corrupt,
+                .progress = opts->progress ? layer_progress : NULL,
+                .userdata = &lp,
+        };
+        struct vh_error e = {};
+        int sr = push_encode(fd, pipe_write, &p, &eo, &L->stats, &e);
+        if (sr == -ECANCELED) {
+                /* The far side sees its input end early and keeps nothing. */
+                host_ssh_pipe_abort(&p);
+                return vh_error_set(err, sr, "push of %s to host '%s' cancelled: nothing kept there", L->local_path,
+                                    def->name);
+        }
+        if (sr < 0 && sr != -EPIPE && sr != -ECONNRESET && sr != -ETIMEDOUT) {
+                host_ssh_pipe_abort(&p);
+                return vh_error_set(err, sr, "push of %s to host '%s': %s", L->local_path, def->name,
+                                    vh_error_message(&e, sr));
+        }
+        /* Even after a failed write: the far side's answer says why. */
+        _cleanup_free_ char *out = NULL;
+        struct vh_error fe = {};
+        r = host_ssh_pipe_finish(def, &p, sr < 0 ? 10000 : PUSH_FINISH_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, &fe);
+        if (r == -ECOMM && strstr(fe.msg, "no reason given"))
+                /* ssh's 255 with nothing said: the remote command died of a
+                 * signal, or the connection went. */
+                return vh_error_set(err, -ECONNRESET,
+                                    "the receiving vmhost on host '%s' died or the link was cut while %s was sent; "
+                                    "nothing was kept under its name there: push again",
+                                    def->name, L->local_path);
+        if (r < 0)
+                return vh_error_set(err, r, "push of %s: %s", L->local_path, vh_error_message(&fe, r));
+        if (r != 0) {
+                char line[512];
+                last_line_of(out ? out : "", line, sizeof(line));
+                return vh_error_set(err, r == 3 ? -EEXIST : r == 4 ? -EBADMSG : -EIO,
+                                    "host '%s' did not take %s: %s", def->name, L->local_path,
+                                    line[0] ? line : "no reason given");
+        }
+        if (sr < 0)
+                return vh_error_set(err, sr, "push of %s to host '%s': %s", L->local_path, def->name,
+                                    vh_error_message(&e, sr));
+        if (parse_answer(out, "received", &L->remote_path) < 0 && parse_answer(out, "present", &L->remote_path) < 0)
+                return vh_error_set(err, -EBADMSG, "host '%s' gave no path for %s: %s", def->name, L->local_path,
+                                    out);
+        L->sent = true;
+        return 0;
+}
+
+static int lookup_layer(const struct vh_context *ctx, const struct host_def *def, const struct push_options *opts,
+                        struct push_layer_result *L, bool *ret_present, struct vh_error *err) {
+        char *argv[16];
+        receive_argv(def, opts, true, base_name(L->local_path), L->sha256, NULL, NULL, argv);
+        _cleanup_free_ char *out = NULL;
+        int r = host_ssh_run(ctx, def, 0, argv, PUSH_LOOKUP_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, err);
+        if (r < 0)
+                return r;
+        if (r != 0) {
+                char line[512];
+                last_line_of(out ? out : "", line, sizeof(line));
+                return vh_error_set(err, r == 3 ? -EEXIST : -EIO, "host '%s': %s", def->name,
+                                    line[0] ? line : "the lookup failed");
+        }
+        if (parse_answer(out, "present", &L->remote_path) == 0) {
+                *ret_present = true;
+                return 0;
+        }
+        if (parse_answer(out, "absent", &L->remote_path) == 0) {
+                *ret_present = false;
+                return 0;
+        }
+        return vh_error_set(err, -EBADMSG, "host '%s' gave an unexpected answer to a lookup: %s", def->name, out);
+}
+
+/* The backing name to write into a copy at 'path' for a backing file at
+ * 'backing': its name alone when both are in one directory (a relative
+ * name is resolved against the overlay's directory), else absolute. */
+static char *backing_name_for(const char *path, const char *backing) {
+        size_t dl = (size_t) (base_name(path) - path), bl = (size_t) (base_name(backing) - backing);
+        if (dl == bl && strneq(path, backing, dl))
+                return strdup(base_name(backing));
+        return strdup(backing);
+}
+
+int push_image(const struct vh_context *ctx, const struct host_def *def, const char *path,
+               const struct push_options *opts, struct push_result *ret, struct vh_error *err) {
+        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
+        _cleanup_(vh_image_freep) struct vh_image *img = NULL;
+        int r = vh_image_open(path, &oo, &img, err);
+        if (r < 0)
+                return r;
+        struct push_result res = {};
+        size_t n = 0;
+        for (struct vh_image *i = img; i; i = vh_image_backing(i))
+                n++;
+        res.layers = calloc(n, sizeof(*res.layers));
+        if (!res.layers)
+                return -ENOMEM;
+        res.n_layers = n;
+        /* Backing first: an overlay arrives only after what it names. */
+        size_t k = n;
+        for (struct vh_image *i = img; i; i = vh_image_backing(i)) {
+                struct push_layer_result *L = &res.layers[--k];
+                L->local_path = strdup(vh_image_filename(i));
+                if (!L->local_path) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
+        k = n;
+        const struct vh_image *layer_img[VH_IMAGE_MAX_CHAIN_DEPTH + 2];
+        for (struct vh_image *i = img; i && k > 0; i = vh_image_backing(i))
+                layer_img[--k] = i;
+
+        for (size_t li = 0; li < n; li++) {
+                struct push_layer_result *L = &res.layers[li];
+                const char *name = base_name(L->local_path);
+                if (!push_name_is_valid(name)) {
+                        r = vh_error_set(err, -EINVAL,
+                                         "cannot push %s: its name '%s' is not a valid image name there (1..%d of "
+                                         "[A-Za-z0-9._+-], not starting with '.' or '-'); copy or rename it",
+                                         L->local_path, name, PUSH_NAME_MAX);
+                        goto fail;
+                }
+                _cleanup_close_ int fd = open(L->local_path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) {
+                        r = vh_error_set(err, negative_errno(), "cannot open %s: %m", L->local_path);
+                        goto fail;
+                }
+                if (!vh_image_is_file(layer_img[li], fd)) {
+                        r = vh_error_set(err, -ESTALE, "%s was replaced while it was being pushed", L->local_path);
+                        goto fail;
+                }
+                if ((r = image_hash_fd(L->local_path, fd, L->sha256, NULL, err)) < 0)
+                        goto fail;
+                bool present = false;
+                if ((r = lookup_layer(ctx, def, opts, L, &present, err)) < 0)
+                        goto fail;
+                if (present)
+                        continue;
+                _cleanup_free_ char *backing = NULL;
+                const char *bfmt = NULL;
+                if (li > 0) {
+                        /* Where the far side has the layer below, as the copy will see it. */
+                        backing = backing_name_for(L->remote_path, res.layers[li - 1].remote_path);
+                        if (!backing) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        bfmt = vh_image_format_to_string(vh_image_get_format(layer_img[li - 1]));
+                }
+                free(L->remote_path);
+                L->remote_path = NULL;
+                if ((r = send_layer(ctx, def, opts, fd, L, li, n, backing, bfmt, err)) < 0)
+                        goto fail;
+        }
+        *ret = res;
+        return 0;
+fail:
+        push_result_done(&res);
+        return r;
+}

@@ -1,0 +1,267 @@
+#!/bin/bash
+# tests/e2e/t-host-push.sh: 'vmhost img push' to host B over real OpenSSH.
+# B is a network namespace with its own sshd in a private mount namespace
+# (/var/lib/vmhost, /run/vmhost and /root are B's own): what B holds, it
+# got over ssh, and this side reads it only through $W/state, the bind
+# source of B's /var/lib/vmhost. Checks: a 2 GiB raw image with ~30% data
+# sends about its allocated size (the stream's own count, and the veth's
+# transmitted bytes measured independently), arrives byte-identical,
+# sparse, read-only, with a sidecar 'sha256sum -c' accepts; a second push,
+# also under another name, is a no-op in under a second; another image
+# under a taken name is refused; a push killed on either end leaves
+# nothing under the name and the next one completes (and removes the
+# stale temporary file); a record damaged in transit (through the
+# test-only --test-corrupt-in-transit hook: nothing else here can damage
+# bytes inside ssh) is caught by the hash; a qcow2 chain arrives backing
+# first, its backing name rewritten as B sees it, and B's qemu-img
+# resolves the chain.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$HERE/lib.sh"
+e2e_init host-push
+need ip unshare ssh ssh-keygen python3 qemu-img qemu-io sha256sum
+[ -x /usr/sbin/sshd ] || { fail need-sshd "/usr/sbin/sshd missing (Debian: openssh-server)"; e2e_finish; }
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (network and mount namespaces)"; exit 77; }
+VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
+[ -x "$VMHOST" ] || { fail vmhost-built "$VMHOST is not built"; e2e_finish; }
+VMHOST=$(readlink -f "$VMHOST")
+
+# ==== host B set-up (as in t-host-ssh.sh; to move to lib-hosts.sh) ====
+export VMHOST_HOME=$E2E_TMP/a
+mkdir -p "$VMHOST_HOME"
+W=$E2E_TMP/b
+mkdir -p -m 700 "$W"/{state,run,root,ssh}
+id=$(($$ % 200 + 20))
+NS=vhhp$$; VA=vhhp$$a
+A=10.247.$id.1; B=10.247.$id.2
+KEY=$E2E_TMP/key
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/hostkey"
+ssh-keygen -q -t ed25519 -N '' -f "$KEY"
+cp "$KEY.pub" "$W/ssh/authorized_keys"
+cat >"$W/ssh/sshd_config" <<EOC
+ListenAddress $B
+HostKey $W/ssh/hostkey
+AuthorizedKeysFile $W/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $W/ssh/sshd.pid
+EOC
+hp_cleanup() {
+	local rc=$? s p
+	set +e
+	for s in "$VMHOST_HOME"/run/ssh/*; do
+		[ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
+	done
+	if ip netns list | grep -qw "$NS"; then
+		for p in $(ip netns pids "$NS"); do kill "$p" 2>/dev/null; done
+		for p in $(ip netns pids "$NS"); do kill -9 "$p" 2>/dev/null; done
+		ip netns del "$NS"
+	fi
+	ip link del "$VA" 2>/dev/null
+	return $rc
+}
+trap 'hp_cleanup; e2e_cleanup' EXIT
+ip netns add "$NS"
+ip link add "$VA" type veth peer name eth0 netns "$NS"
+ip addr add "$A/24" dev "$VA"
+ip link set "$VA" up
+ip -n "$NS" addr add "$B/24" dev eth0
+ip -n "$NS" link set eth0 up
+ip -n "$NS" link set lo up
+mkdir -p /run/sshd /var/lib/vmhost /run/vmhost
+ip netns exec "$NS" unshare --mount --propagation private sh -c "
+	mount --bind $W/state /var/lib/vmhost &&
+	mount --bind $W/run /run/vmhost &&
+	mount --bind $W/root /root &&
+	exec /usr/sbin/sshd -f $W/ssh/sshd_config"
+wait_until 10 "B's sshd listening" bash -c "exec 3<>/dev/tcp/$B/22" 2>/dev/null
+"$VMHOST" host add b --ssh "root@$B" --identity "$KEY" --vmhost "$VMHOST" >"$E2E_TMP/add.txt" 2>&1 ||
+	{ fail "host add" "$(cat "$E2E_TMP/add.txt")"; e2e_finish; }
+# on_b CMD...: CMD run on B, over a plain ssh (not vmhost's transport).
+on_b() {
+	ssh -o BatchMode=yes -o UserKnownHostsFile="$VMHOST_HOME/hosts/b.known_hosts" -o StrictHostKeyChecking=yes \
+		-i "$KEY" "root@$B" "$@"
+}
+# ==== end of host B set-up ====
+
+cd "$E2E_TMP"
+BI=$W/state/images          # B's /var/lib/vmhost/images, read from here
+tx() { cat "/sys/class/net/$VA/statistics/tx_bytes"; }
+alloc() { echo $(($(stat -c %b "$1") * 512)); }
+jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+
+# --- a 2 GiB raw image, ~30% data: 38 extents of 16 MiB, half random, half text
+mkdir -p img
+python3 - img/big.raw <<'EOP'
+import os, sys
+f = open(sys.argv[1], "wb"); f.truncate(2 << 30)
+text = (b"vmhost pushes base images to hosts, once.\n" * 400000)[: 16 << 20]
+for i in range(38):
+    f.seek(i * 53 << 20)
+    f.write(os.urandom(16 << 20) if i % 2 else text)
+f.close()
+EOP
+ALLOC=$(alloc img/big.raw)
+tx0=$(tx)
+rc=0
+"$VMHOST" img push --json img/big.raw b >push1.json 2>push1.err || rc=$?
+tx1=$(tx)
+if [ $rc -eq 0 ]; then
+	wire=$(jget push1.json 'd["wire-bytes"]')
+	data=$(jget push1.json 'd["data-bytes"]')
+	rpath=$(jget push1.json 'd["files"][0]["remote-path"]')
+	secs=$(jget push1.json 'd["seconds"]')
+	# Close to the allocated size: never more (plus framing), and the
+	# random half alone is incompressible.
+	if [ "$data" -le "$ALLOC" ] && [ "$wire" -le $((ALLOC + ALLOC / 50)) ] && [ "$wire" -ge $((ALLOC * 45 / 100)) ] &&
+		[ "$rpath" = /var/lib/vmhost/images/big.raw ]; then
+		pass "push of 2 GiB / 30% allocated: stream close to allocated" \
+			"allocated $ALLOC, data $data, stream $wire bytes, $secs s"
+	else
+		fail "push of 2 GiB: stream close to allocated" "allocated $ALLOC data $data wire $wire path $rpath"
+	fi
+	# Measured apart from vmhost: what left this side's veth (ssh and TCP overhead included).
+	veth=$((tx1 - tx0))
+	if [ "$veth" -le $((ALLOC + ALLOC / 10)) ] && [ "$veth" -ge $((wire * 95 / 100)) ]; then
+		pass "bytes on the veth close to the stream" "veth tx $veth bytes, stream $wire, allocated $ALLOC"
+	else
+		fail "bytes on the veth close to the stream" "veth tx $veth, stream $wire, allocated $ALLOC"
+	fi
+else
+	fail "push of 2 GiB" "exit $rc: $(cat push1.err)"
+fi
+lsum=$(sha256sum <img/big.raw | cut -d' ' -f1)
+rsum=$(sha256sum <"$BI/big.raw" 2>/dev/null | cut -d' ' -f1 || true)
+ralloc=$(alloc "$BI/big.raw" 2>/dev/null || echo 0)
+mode=$(stat -c %a "$BI/big.raw" 2>/dev/null || echo none)
+if [ "$lsum" = "$rsum" ] && [ "$ralloc" -le $((ALLOC + ALLOC / 20)) ] && [ "$mode" = 444 ] &&
+	(cd "$BI" && sha256sum -c --quiet big.raw.sha256) && grep -q "^$lsum  big.raw$" img/big.raw.sha256; then
+	pass "B's copy byte-identical, sparse, read-only, sidecar checks" "allocated there $ralloc"
+else
+	fail "B's copy byte-identical" "sha $lsum vs $rsum, allocated $ralloc vs $ALLOC, mode $mode"
+fi
+[ -z "$(ls -A "$BI" | grep push- || true)" ] && pass "no temporary file left" || fail "no temporary file left" "$(ls -a "$BI")"
+
+# --- second push: nothing to do, in under a second; under another name too
+t0=$(e2e_now)
+rc=0
+"$VMHOST" img push --json img/big.raw b >push2.json 2>push2.err || rc=$?
+t1=$(e2e_now)
+dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+if [ $rc -eq 0 ] && [ "$(jget push2.json 'd["files"][0]["sent"]')" = False ] &&
+	[ "$(jget push2.json 'd["wire-bytes"]')" = 0 ] && awk -v d="$dt" 'BEGIN { exit !(d < 1.0) }'; then
+	pass "second push a no-op" "$dt s"
+else
+	fail "second push a no-op" "exit $rc, $dt s: $(cat push2.json push2.err)"
+fi
+ln img/big.raw img/same-bytes.raw
+"$VMHOST" img push img/same-bytes.raw b >/dev/null 2>push3.err || true   # computes its sidecar here
+t0=$(e2e_now)
+rc=0
+"$VMHOST" img push img/same-bytes.raw b >push3.txt 2>&1 || rc=$?
+t1=$(e2e_now)
+dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+if [ $rc -eq 0 ] && grep -q "already: /var/lib/vmhost/images/big.raw" push3.txt && [ ! -e "$BI/same-bytes.raw" ] &&
+	awk -v d="$dt" 'BEGIN { exit !(d < 1.0) }'; then
+	pass "same content under another name found by hash" "$dt s: $(cat push3.txt)"
+else
+	fail "same content under another name found by hash" "exit $rc, $dt s: $(cat push3.err push3.txt)"
+fi
+
+# --- the same name with other content: refused, B's file untouched
+mkdir -p other
+head -c 1M /dev/urandom >other/big.raw
+rc=0
+"$VMHOST" img push other/big.raw b >refuse.txt 2>&1 || rc=$?
+rsum2=$(sha256sum <"$BI/big.raw" | cut -d' ' -f1)
+[ $rc -eq 3 ] && grep -q "holds another image" refuse.txt && [ "$rsum2" = "$lsum" ] &&
+	pass "another image under a taken name refused" "$(tail -1 refuse.txt)" ||
+	fail "another image under a taken name refused" "exit $rc: $(cat refuse.txt)"
+
+# --- interrupted pushes. A slow link makes a push last long enough to be
+# killed in the middle (the kills wait for the temporary file to grow,
+# not for a time).
+slow=0
+tc qdisc add dev "$VA" root tbf rate 160mbit burst 64kb latency 500ms 2>/dev/null && slow=1
+head -c $((slow ? 192 : 1024))M /dev/urandom >img/mid.raw
+grow() { local f; for f in "$BI"/.mid.raw.push-*; do [ -f "$f" ] && [ "$(alloc "$f")" -gt $((8 << 20)) ] && return 0; done; return 1; }
+"$VMHOST" img push --no-compress img/mid.raw b >kill1.txt 2>&1 &
+pid=$!
+wait_until 60 "a growing temporary file on B" grow
+kill -9 $pid
+wait $pid 2>/dev/null || true
+# The receiver sees its stdin end and removes its file.
+wait_until 20 "B's receiver to clean up" bash -c "! ls '$BI'/.mid.raw.push-* >/dev/null 2>&1"
+[ ! -e "$BI/mid.raw" ] && pass "local vmhost killed mid-push: nothing under the name" ||
+	fail "local vmhost killed mid-push" "$(ls -la "$BI")"
+
+"$VMHOST" img push --no-compress img/mid.raw b >kill2.txt 2>&1 &
+pid=$!
+wait_until 60 "a growing temporary file on B" grow
+rpid=
+for p in $(ip netns pids "$NS"); do
+	tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "img receive" && rpid=$p
+done
+[ -n "$rpid" ] && kill -9 "$rpid"
+rc=0
+wait $pid || rc=$?
+stale=$(ls "$BI"/.mid.raw.push-* 2>/dev/null | wc -l)
+if [ -n "$rpid" ] && [ $rc -ne 0 ] && [ ! -e "$BI/mid.raw" ] && [ "$stale" -eq 1 ] && grep -q "died or the link was cut" kill2.txt; then
+	pass "remote receiver killed: the push fails naming the host, nothing under the name" "$(tail -1 kill2.txt)"
+else
+	fail "remote receiver killed" "receiver pid '$rpid', exit $rc, stale temps $stale: $(cat kill2.txt)"
+fi
+[ $slow -eq 1 ] && tc qdisc del dev "$VA" root
+rc=0
+"$VMHOST" img push img/mid.raw b >again.txt 2>&1 || rc=$?
+msum=$(sha256sum <img/mid.raw | cut -d' ' -f1)
+if [ $rc -eq 0 ] && [ "$(sha256sum <"$BI/mid.raw" | cut -d' ' -f1)" = "$msum" ] &&
+	! ls "$BI"/.mid.raw.push-* >/dev/null 2>&1; then
+	pass "the next push completes and removes the stale temporary file"
+else
+	fail "the next push completes" "exit $rc: $(cat again.txt); $(ls -a "$BI")"
+fi
+
+# --- damaged in transit (test hook): the far side's hash check catches it
+head -c 3M /dev/urandom >img/dmg.raw
+rc=0
+"$VMHOST" img push --test-corrupt-in-transit img/dmg.raw b >dmg.txt 2>&1 || rc=$?
+if [ $rc -ne 0 ] && grep -q "damaged in transit" dmg.txt && [ ! -e "$BI/dmg.raw" ] &&
+	! ls "$BI"/.dmg.raw.push-* >/dev/null 2>&1; then
+	pass "hash mismatch detected, nothing kept" "$(tail -1 dmg.txt)"
+else
+	fail "hash mismatch detected" "exit $rc: $(cat dmg.txt); $(ls -a "$BI")"
+fi
+
+# --- a qcow2 chain: backing first, its name rewritten as B sees it
+mkdir -p chain/lower
+qemu-img create -q -f qcow2 chain/lower/base.qcow2 256M
+qemu-io -f qcow2 -c "write -P 0x5a 0 8M" -c "write -P 0x33 100M 4M" chain/lower/base.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b "$E2E_TMP/chain/lower/base.qcow2" -F qcow2 chain/ov.qcow2
+qemu-io -f qcow2 -c "write -P 0x77 4M 2M" chain/ov.qcow2 >/dev/null
+rc=0
+"$VMHOST" img push --json chain/ov.qcow2 b >chain.json 2>chain.err || rc=$?
+info=$(on_b qemu-img info --backing-chain --output=json /var/lib/vmhost/images/ov.qcow2 2>&1 || true)
+if [ $rc -eq 0 ] && [ "$(jget chain.json '[f["remote-path"] for f in d["files"]]')" = \
+	"['/var/lib/vmhost/images/base.qcow2', '/var/lib/vmhost/images/ov.qcow2']" ] &&
+	python3 -c 'import json,sys
+c = json.loads(sys.argv[1])
+assert len(c) == 2 and c[0]["backing-filename"] == "base.qcow2", c
+assert c[0]["full-backing-filename"] == "/var/lib/vmhost/images/base.qcow2", c' "$info" &&
+	qemu-img compare -q chain/ov.qcow2 "$BI/ov.qcow2" &&
+	grep -q "origin=" "$BI/ov.qcow2.sha256" && (cd "$BI" && sha256sum -c --quiet ov.qcow2.sha256 base.qcow2.sha256); then
+	pass "qcow2 chain pushed backing first, B's qemu-img resolves it" "backing name base.qcow2"
+else
+	fail "qcow2 chain" "exit $rc: $(cat chain.json chain.err); B: $info"
+fi
+rc=0
+"$VMHOST" img push --json chain/ov.qcow2 b >chain2.json 2>&1 || rc=$?
+[ $rc -eq 0 ] && [ "$(jget chain2.json '[f["sent"] for f in d["files"]]')" = "[False, False]" ] &&
+	pass "second push of the chain a no-op (the overlay found by its origin hash)" ||
+	fail "second push of the chain a no-op" "exit $rc: $(cat chain2.json)"
+e2e_finish
