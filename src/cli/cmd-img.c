@@ -80,7 +80,9 @@ static void usage_info(FILE *f) {
                 "  -f FMT            do not probe: the image is FMT (raw or qcow2)\n"
                 "  -U, --force-share take no lock (look at an image a running VM uses)\n"
                 "  --output=json     qemu-img's JSON (same field names)\n"
-                "  --backing-chain   also every backing file (a JSON array with --output=json)\n"
+                "  --backing-chain   also every backing file (a JSON array with --output=json);\n"
+                "                    fails if one of them cannot be opened. Without it the\n"
+                "                    backing file is not opened: a missing one is no error\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img info --output=json --backing-chain vm1.qcow2\n");
@@ -398,10 +400,15 @@ static int img_info(int argc, char **argv) {
                 return cli.usage_status;
         const char *file = argv[optind];
 
-        /* Without --backing-chain the chain is not needed; qemu-img still
-         * opens it, and so do we, so that a broken chain shows up here. */
+        /* Without --backing-chain info describes the image it was given
+         * and does not open its backing file, which may be missing, be
+         * /dev/null or have a format vmhost has no driver for: qemu-img
+         * shows such an image too (exit 0, the backing file's name). With
+         * --backing-chain every link must open; a broken one fails the
+         * whole command with nothing on stdout, as in qemu-img. */
         struct vh_image *img = NULL;
-        if (img_cli_open(&cli, file, cli.format, 0, &img) < 0)
+        cli.qemu_img_messages = chain;
+        if (img_cli_open(&cli, file, cli.format, chain ? 0 : VH_IMAGE_OPEN_NO_BACKING, &img) < 0)
                 return 1;
         struct vh_error err = {};
         _cleanup_free_ char *text = NULL;

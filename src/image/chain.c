@@ -80,6 +80,10 @@ int image_chain_open(struct vh_image *top, unsigned flags, struct vh_error *err)
                                             "%s: backing file name '%s' uses a protocol or json: syntax, which is not "
                                             "supported",
                                             cur->filename, cur->backing_name);
+                if (cur->backing_format_unknown)
+                        return vh_error_set(err, -EOPNOTSUPP,
+                                            "%s: backing file '%s': format '%s' (header extension) is not supported",
+                                            cur->filename, cur->backing_name, cur->backing_format_unknown);
                 if (cur->depth + 1 > VH_IMAGE_MAX_CHAIN_DEPTH)
                         return vh_error_set(err, -ELOOP, "%s: backing chain is deeper than %d images", top->filename,
                                             VH_IMAGE_MAX_CHAIN_DEPTH);

@@ -1,0 +1,123 @@
+#!/bin/bash
+# tests/e2e/t-img-compat.sh: the qemu-img behaviours scripts rely on
+# (issue 15), each run through qemu-img and vmhost on the same input and
+# compared: exit status, stdout (text, or JSON field by field), the image
+# written (qemu-img info / check / compare on it).
+#   info      the backing file missing, /dev/null, an unknown backing
+#             format: info shows the image (exit 0, same text and JSON);
+#             --backing-chain fails on a missing link (exit 1, no stdout)
+# Prints PASS/FAIL per check; exit 0 only if all pass.
+# Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$HERE/lib.sh"
+e2e_init img-compat
+need qemu-img qemu-io python3 cmp
+
+VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
+if [ ! -x "$VMHOST" ]; then
+	fail vmhost-built "$VMHOST is not built (ninja -C build)"
+	e2e_finish
+fi
+cd "$E2E_TMP"
+
+# json_same A.json B.json: the same JSON value (key order aside), the
+# differences on stdout.
+json_same() {
+	python3 - "$1" "$2" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+if a != b:
+    print("    vmhost:   %s\n    qemu-img: %s" % (json.dumps(a, sort_keys=True), json.dumps(b, sort_keys=True)))
+    sys.exit(1)
+EOF
+}
+
+# both NAME ARGS...: runs 'qemu-img ARGS' and 'vmhost img ARGS' in the
+# current directory; sets Q_RC Q_OUT Q_ERR and V_RC V_OUT V_ERR (the
+# outputs are in the files q.out q.err v.out v.err as well).
+both() {
+	set +e
+	qemu-img "$@" >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img "$@" >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+}
+
+# same_rc CHECK: passes if both exit statuses are the same, else fails
+# with both outputs; returns 1 on failure.
+same_rc() {
+	if [ "$Q_RC" = "$V_RC" ]; then
+		return 0
+	fi
+	fail "$1" "exit qemu-img $Q_RC, vmhost $V_RC; qemu-img: $Q_OUT $Q_ERR; vmhost: $V_OUT $V_ERR"
+	return 1
+}
+
+# ------------------------------------------------------------------ info
+qemu-img create -q -f qcow2 base.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 missing.qcow2
+qemu-img create -q -f qcow2 -u -b /dev/null -F raw devnull.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 unknown.qcow2
+mv base.qcow2 moved.qcow2
+# The backing format extension of unknown.qcow2 says "qcowX" instead.
+python3 - <<'EOF'
+d = bytearray(open("unknown.qcow2", "rb").read())
+i = d.find(b"qcow2", 0x68)  # past the header: the backing format extension
+assert 0 < i < 0x200, i
+d[i:i + 5] = b"qcowX"
+open("unknown.qcow2", "wb").write(d)
+EOF
+for img in missing.qcow2 devnull.qcow2 unknown.qcow2; do
+	both info "$img"
+	if same_rc "info $img"; then
+		if [ "$V_RC" = 0 ] && [ "$Q_OUT" = "$V_OUT" ]; then
+			pass "info $img" "exit 0, same text: $(grep '^backing file' v.out | tr '\n' ' ')"
+		else
+			fail "info $img" "$(diff q.out v.out)"
+		fi
+	fi
+	both info --output=json "$img"
+	if same_rc "info-json $img"; then
+		if [ "$V_RC" = 0 ] && d=$(json_same v.out q.out); then
+			pass "info-json $img" "same JSON"
+		else
+			fail "info-json $img" "$d"
+		fi
+	fi
+done
+# --backing-chain: /dev/null is an empty raw image to both; a missing file
+# or a format without a driver fails the whole command.
+both info --output=json --backing-chain devnull.qcow2
+if same_rc "info-chain devnull.qcow2"; then
+	if [ "$V_RC" = 0 ] && d=$(json_same v.out q.out); then
+		pass "info-chain devnull.qcow2" "2 images, same JSON"
+	else
+		fail "info-chain devnull.qcow2" "$d"
+	fi
+fi
+both info --backing-chain devnull.qcow2
+if same_rc "info-chain-human devnull.qcow2" && [ "$V_RC" = 0 ] && [ "$Q_OUT" = "$V_OUT" ]; then
+	pass "info-chain-human devnull.qcow2" "same text"
+else
+	fail "info-chain-human devnull.qcow2" "$(diff q.out v.out)"
+fi
+for img in missing.qcow2 unknown.qcow2; do
+	for out in human json; do
+		both info --backing-chain --output=$out "$img"
+		same_rc "info-chain $img $out" || continue
+		if [ "$V_RC" = 1 ] && [ -z "$V_OUT" ] && [ -z "$Q_OUT" ] &&
+		   grep -q "^vmhost: error: Could not open '.*base.qcow2" v.err; then
+			pass "info-chain $img $out" "exit 1, no stdout: $V_ERR"
+		else
+			fail "info-chain $img $out" "stdout '$V_OUT', stderr '$V_ERR'"
+		fi
+	done
+done
+mv moved.qcow2 base.qcow2
+
+e2e_finish
