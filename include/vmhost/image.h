@@ -311,6 +311,10 @@ struct vh_image_create_options {
         /* Replace an existing file that holds data (the CLI's --force); see
          * vh_image_replace_check(). */
         bool replace_data;
+        /* qemu-img's -u: the backing file is not opened (it may not exist
+         * yet, as for an overlay made before its base arrives); size and
+         * backing_format must then be given. */
+        bool unsafe_backing;
 };
 
 /* Creates the image at 'path'. The new file appears whole or not at all:

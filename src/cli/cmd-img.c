@@ -44,8 +44,8 @@ static void usage(FILE *f) {
 
 static void usage_create(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img create [-q] [--force] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS]\n"
-                "                         FILE [SIZE]\n"
+                "Usage: vmhost img create [-q] [--force] [-f FMT] [-b BACKING -F BACKING_FMT [-u]]\n"
+                "                         [-o OPTIONS] FILE [SIZE]\n"
                 "\n"
                 "Creates FILE. SIZE takes k, M, G, T suffixes and is rounded up to 512 bytes;\n"
                 "with -b it may be omitted and is then the backing file's virtual size.\n"
@@ -57,6 +57,8 @@ static void usage_create(FILE *f) {
                 "  -b BACKING     backing file, stored as given: a relative name is relative\n"
                 "                 to the directory of FILE\n"
                 "  -F FMT         format of the backing file (required with -b, must match)\n"
+                "  -u             do not open the backing file (it need not exist yet);\n"
+                "                 SIZE and -F are then required\n"
                 "  -o OPTIONS     qcow2: cluster_size=SIZE (64k), compat=1.1|0.10,\n"
                 "                 lazy_refcounts=on|off, refcount_bits=1..64 (16);\n"
                 "                 both: preallocation=off (default, sparse) | falloc\n"
@@ -70,7 +72,8 @@ static void usage_create(FILE *f) {
                 "  vmhost img create -f qcow2 disk.qcow2 10G\n"
                 "  vmhost img create --force -f qcow2 scratch.qcow2 10G\n"
                 "  vmhost img create -f qcow2 -o preallocation=metadata fast.qcow2 20G\n"
-                "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n");
+                "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n"
+                "  vmhost img create -f qcow2 -u -b later.qcow2 -F qcow2 overlay.qcow2 10G\n");
 }
 
 static void usage_info(FILE *f) {
@@ -271,10 +274,13 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
 
         cli.format = VH_IMAGE_FORMAT_RAW; /* -f is the new image's format, raw unless given */
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:b:F:o:q", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:b:F:o:qu", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
+                        break;
+                case 'u':
+                        co.unsafe_backing = true;
                         break;
                 case 'b':
                         backing = optarg;
@@ -315,6 +321,11 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         } else if (!backing) {
                 log_error("Size missing: give SIZE, or a backing file with -b.");
                 return cli.usage_status;
+        } else if (co.unsafe_backing) {
+                /* qemu-img's words and exit status: the size cannot come
+                 * from a backing file that is not opened. */
+                log_error("%s: Image creation needs a size parameter", file);
+                return 1;
         }
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 only.");

@@ -1,7 +1,8 @@
 /* image/create.c: 'img create': new empty raw or qcow2 images, optionally
  * as an overlay on a backing file. The backing file must exist and open
  * (with its whole chain) and its real format must be the one given, so
- * that a typo does not produce an overlay QEMU cannot start from. */
+ * that a typo does not produce an overlay QEMU cannot start from; unless
+ * the caller says not to open it (qemu-img's -u). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -52,7 +53,13 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
                                     VH_IMAGE_MAX_BACKING_NAME);
 
         uint64_t size = opts->size;
-        if (opts->backing_file) {
+        if (opts->backing_file && opts->unsafe_backing) {
+                /* Nothing can be checked, so nothing may be guessed. */
+                if (size == 0)
+                        return vh_error_set(err, -EINVAL, "Image creation needs a size parameter");
+                if (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX)
+                        return vh_error_set(err, -EINVAL, "Backing file specified without backing format");
+        } else if (opts->backing_file) {
                 uint64_t backing_size = 0;
                 r = check_backing(path, opts, &backing_size, err);
                 if (r < 0)

@@ -6,6 +6,8 @@
 #   info      the backing file missing, /dev/null, an unknown backing
 #             format: info shows the image (exit 0, same text and JSON);
 #             --backing-chain fails on a missing link (exit 1, no stdout)
+#   create-u  -u: the backing file is not opened (it need not exist); the
+#             same image as qemu-img's; no size, no -F: refused as qemu-img
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -119,5 +121,67 @@ for img in missing.qcow2 unknown.qcow2; do
 	done
 done
 mv moved.qcow2 base.qcow2
+
+# info_same A B: 'qemu-img info --output=json' of A and B agree but for the
+# file's name and size on disk (vmhost lays out a new qcow2 file otherwise).
+info_same() {
+	python3 - "$1" "$2" <<'EOF'
+import json, subprocess, sys
+def info(p):
+    d = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", p], check=True,
+                                  capture_output=True, text=True).stdout)
+    for k in ("filename", "actual-size"):
+        d.pop(k, None)
+    return d
+a, b = info(sys.argv[1]), info(sys.argv[2])
+if a != b:
+    print("    %s: %s\n    %s: %s" % (sys.argv[1], json.dumps(a, sort_keys=True), sys.argv[2], json.dumps(b, sort_keys=True)))
+    sys.exit(1)
+EOF
+}
+
+# both_create NAME FILE ARGS...: 'create ARGS' with qemu-img, the word FILE
+# in ARGS standing for q-FILE, and with vmhost, for v-FILE: the same exit
+# status, and after 0, the same image.
+both_create() {
+	local name=$1 file=$2 a
+	shift 2
+	local -a qa=() va=()
+	for a in "$@"; do
+		if [ "$a" = FILE ]; then qa+=("q-$file"); va+=("v-$file"); else qa+=("$a"); va+=("$a"); fi
+	done
+	rm -f "q-$file" "v-$file"
+	set +e
+	qemu-img create "${qa[@]}" >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img create "${va[@]}" >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "$name" || return 0
+	if [ "$V_RC" != 0 ]; then
+		pass "$name" "both exit $V_RC: qemu-img '$Q_ERR', vmhost '$V_ERR'"
+	elif d=$(info_same "q-$file" "v-$file"); then
+		pass "$name" "exit 0, same image"
+	else
+		fail "$name" "$d"
+	fi
+}
+
+# ------------------------------------------------------------------ create -u
+rm -f later.qcow2
+both_create create-u u.qcow2 -f qcow2 -u -b later.qcow2 -F qcow2 FILE 1M
+both_create create-u-no-size u2.qcow2 -f qcow2 -u -b later.qcow2 -F qcow2 FILE
+both_create create-u-no-F u3.qcow2 -f qcow2 -u -b later.qcow2 FILE 1M
+both_create create-u-raw u4.raw -f raw -u -b later.qcow2 -F qcow2 FILE 1M
+both_create create-no-u-missing u5.qcow2 -f qcow2 -b later.qcow2 -F qcow2 FILE 1M
+# Once the base arrives, the overlay is a sound one.
+qemu-img create -q -f qcow2 later.qcow2 1M
+qemu-io -c 'write -P 0x5a 0 64k' later.qcow2 >/dev/null
+if out=$(qemu-img check v-u.qcow2 2>&1) && qemu-img compare -q v-u.qcow2 later.qcow2; then
+	pass create-u-base-arrives "qemu-img check clean, reads the base's data"
+else
+	fail create-u-base-arrives "$out"
+fi
 
 e2e_finish
