@@ -8,6 +8,8 @@
 #             --backing-chain fails on a missing link (exit 1, no stdout)
 #   create-u  -u: the backing file is not opened (it need not exist); the
 #             same image as qemu-img's; no size, no -F: refused as qemu-img
+#   commit-b  -b BASE found as qemu-img finds it (relative to each image,
+#             not to the working directory), else exit 1, "Did not find"
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -183,5 +185,43 @@ if out=$(qemu-img check v-u.qcow2 2>&1) && qemu-img compare -q v-u.qcow2 later.q
 else
 	fail create-u-base-arrives "$out"
 fi
+
+# ------------------------------------------------------------------ commit -b
+# A chain in sub/, committed from the directory above: a BASE relative to
+# the working directory is not in the chain as written (names are taken
+# relative to each image), an absolute one or one relative to the image is.
+mkdir -p cq/sub
+qemu-img create -q -f qcow2 cq/sub/base.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 cq/sub/mid.qcow2
+qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 cq/sub/top.qcow2
+qemu-io -c 'write -P 0x11 0 128k' cq/sub/mid.qcow2 >/dev/null
+qemu-io -c 'write -P 0x22 64k 128k' cq/sub/top.qcow2 >/dev/null
+for base in sub/base.qcow2 base.qcow2 mid.qcow2 "$E2E_TMP/cv/sub/base.qcow2" sub/../sub/base.qcow2 \
+	    nonexist.qcow2 sub/top.qcow2 top.qcow2; do
+	rm -rf cv cw && cp -a cq cv && cp -a cq cw
+	qbase=${base/\/cv\//\/cw\/}
+	set +e
+	(cd cw && qemu-img commit -b "$qbase" sub/top.qcow2) >q.out 2>q.err
+	Q_RC=$?
+	(cd cv && "$VMHOST" img commit -b "$base" sub/top.qcow2) >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	what="commit-b ${base#"$E2E_TMP"/}"
+	same_rc "$what" || continue
+	if [ "$V_RC" != 0 ]; then
+		if grep -qF "Did not find '$base' in the backing chain of 'sub/top.qcow2'" v.err; then
+			pass "$what" "both exit $V_RC: $V_ERR"
+		else
+			fail "$what" "vmhost's message: $V_ERR"
+		fi
+	elif qemu-img compare -q cv/sub/base.qcow2 cw/sub/base.qcow2 &&
+	     qemu-img compare -q cv/sub/mid.qcow2 cw/sub/mid.qcow2 &&
+	     qemu-img compare -q cv/sub/top.qcow2 cw/sub/top.qcow2; then
+		pass "$what" "exit 0, every layer the same as qemu-img's"
+	else
+		fail "$what" "the layers differ from qemu-img's"
+	fi
+done
 
 e2e_finish
