@@ -50,6 +50,11 @@ int vh_image_format_from_string(const char *s);
  * qed, luks) give -EOPNOTSUPP rather than being taken for raw. */
 int vh_image_probe(const char *path, enum vh_image_format *ret_format, struct vh_error *err);
 
+/* Probes the backing file 'backing_name' as the image at 'overlay_path'
+ * would open it (a relative name is relative to the overlay's directory). */
+int vh_image_backing_probe(const char *overlay_path, const char *backing_name, enum vh_image_format *ret_format,
+                           struct vh_error *err);
+
 enum {
         /* Open for writing: takes QEMU's write lock and refuses images
          * marked corrupt. Backing files are always opened read-only. */
@@ -298,8 +303,10 @@ struct vh_image_create_options {
         uint64_t size;
         /* qcow2 only: */
         const char *backing_file;       /* stored as given; resolved relative to the new image */
-        /* Must be given with backing_file, and must be the backing file's
-         * real format (qemu-img refuses a missing one since QEMU 6.1). */
+        /* Must be given with backing_file (qemu-img refuses a missing one
+         * since QEMU 6.1); recorded as given, and the backing file opened
+         * as this format, even if it looks like another one (as qemu-img
+         * does; see vh_image_backing_probe() to warn). */
         enum vh_image_format backing_format;
         uint32_t cluster_size;          /* 0: 64 KiB; a power of two in 512..2 MiB */
         unsigned version;               /* 0: 3 (compat=1.1); or 2 (compat=0.10) */

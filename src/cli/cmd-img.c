@@ -56,7 +56,9 @@ static void usage_create(FILE *f) {
                 "  -f FMT         raw (default) or qcow2\n"
                 "  -b BACKING     backing file, stored as given: a relative name is relative\n"
                 "                 to the directory of FILE\n"
-                "  -F FMT         format of the backing file (required with -b, must match)\n"
+                "  -F FMT         format of the backing file (required with -b); recorded as\n"
+                "                 given, as in qemu-img, with a warning if the file looks\n"
+                "                 like another format\n"
                 "  -u             do not open the backing file (it need not exist yet);\n"
                 "                 SIZE and -F are then required\n"
                 "  -o OPTIONS     qcow2: cluster_size=SIZE (64k), compat=1.1|0.10,\n"
@@ -342,12 +344,27 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         if (check_not_vm_image(ctx, file) < 0)
                 return 1;
         struct vh_error err = {};
+        /* qemu-img records the backing format it is told, and so do we
+         * (scripts rely on the exit status), but a format that is not the
+         * file's is most likely a mistake QEMU will not catch either: say
+         * so. */
+        enum vh_image_format detected;
+        bool other_format = backing && backing_fmt && !co.unsafe_backing &&
+                            vh_image_backing_probe(file, backing, &detected, NULL) >= 0 &&
+                            detected != co.backing_format;
         int r = vh_image_create(file, &co, &err);
         if (r < 0) {
                 if (!report_holds_data(&err, r))
                         log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
                 return 1;
         }
+        if (other_format)
+                log_warning("The backing file %s looks like a %s image, not %s (-F); recording %s as told. "
+                            "QEMU will read it as %s.",
+                            backing, vh_image_format_to_string(detected),
+                            vh_image_format_to_string(co.backing_format),
+                            vh_image_format_to_string(co.backing_format),
+                            vh_image_format_to_string(co.backing_format));
         if (!cli.quiet) {
                 struct vh_image *img = NULL;
                 struct vh_image_open_options oo = { .format = co.format, .flags = VH_IMAGE_OPEN_NO_BACKING };

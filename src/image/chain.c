@@ -54,6 +54,18 @@ int image_open_backing_file(const char *overlay_path, const char *backing_name, 
         return 0;
 }
 
+int vh_image_backing_probe(const char *overlay_path, const char *backing_name, enum vh_image_format *ret_format,
+                           struct vh_error *err) {
+        _cleanup_free_ char *path = NULL;
+        int r = image_backing_path(overlay_path, backing_name, &path);
+        if (r == -EOPNOTSUPP)
+                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
+                                    backing_name);
+        if (r < 0)
+                return vh_error_set(err, r, "out of memory");
+        return vh_image_probe(path, ret_format, err);
+}
+
 int image_backing_path(const char *overlay_path, const char *backing_name, char **ret_path) {
         if (isempty(backing_name) || has_protocol(backing_name))
                 return -EOPNOTSUPP;

@@ -10,6 +10,8 @@
 #             same image as qemu-img's; no size, no -F: refused as qemu-img
 #   commit-b  -b BASE found as qemu-img finds it (relative to each image,
 #             not to the working directory), else exit 1, "Did not find"
+#   create-F  a wrong -F is recorded as given (exit 0, the same image as
+#             qemu-img's), with a warning on stderr
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -223,5 +225,23 @@ for base in sub/base.qcow2 base.qcow2 mid.qcow2 "$E2E_TMP/cv/sub/base.qcow2" sub
 		fail "$what" "the layers differ from qemu-img's"
 	fi
 done
+
+# ------------------------------------------------------------------ create -F wrong
+# The stated backing format is recorded and the file opened as that format
+# (a qcow2 file read as raw: the size is its file size), as qemu-img does;
+# vmhost warns. A raw file stated to be qcow2 cannot be opened: both fail.
+qemu-img create -q -f qcow2 fbase.qcow2 1M
+qemu-img create -q -f raw fbase.raw 1M
+both_create create-F-raw-for-qcow2 f1.qcow2 -f qcow2 -b fbase.qcow2 -F raw FILE
+if [ "$V_RC" = 0 ] && grep -q "^vmhost: warning: .*fbase.qcow2 looks like a qcow2 image, not raw" v.err &&
+   [ "$(qemu-img info --output=json v-f1.qcow2 | grep -c '"backing-filename-format": "raw"')" = 1 ]; then
+	pass create-F-raw-for-qcow2-warns "$(cat v.err)"
+else
+	fail create-F-raw-for-qcow2-warns "stderr: $(cat v.err)"
+fi
+both_create create-F-raw-for-qcow2-size f2.qcow2 -f qcow2 -b fbase.qcow2 -F raw FILE 2M
+both_create create-F-qcow2-for-raw f3.qcow2 -f qcow2 -b fbase.raw -F qcow2 FILE 1M
+both_create create-F-right f4.qcow2 -f qcow2 -b fbase.qcow2 -F qcow2 FILE
+if [ ! -s v.err ]; then pass create-F-right-no-warning; else fail create-F-right-no-warning "$(cat v.err)"; fi
 
 e2e_finish
