@@ -910,9 +910,33 @@ TEST(image_create_overlay_checks_backing) {
         CHECK(img && vh_image_backing(img));
         vh_image_free(img);
 
+        /* A wrong format is recorded as given and the file opened as it,
+         * as qemu-img does: the qcow2 file read as raw gives its length,
+         * in whole sectors. The caller's probe tells the real format. */
         o.backing_format = VH_IMAGE_FORMAT_RAW;
-        CHECK(vh_image_create(P(1, "vms/ov2.qcow2"), &o, &err) < 0);
-        CHECK(strstr(err.msg, "not raw"));
+        CHECK_EQ_INT(vh_image_create(P(1, "vms/ovraw.qcow2"), &o, &err), 0);
+        struct stat st;
+        CHECK_EQ_INT(stat(P(1, "base.qcow2"), &st), 0);
+        img = open_image(P(1, "vms/ovraw.qcow2"), VH_IMAGE_OPEN_NO_BACKING, &err);
+        CHECK(img && vh_image_virtual_size(img) == ALIGN_UP((uint64_t) st.st_size, (uint64_t) 512));
+        vh_image_free(img);
+        enum vh_image_format detected = VH_IMAGE_FORMAT_RAW;
+        CHECK_EQ_INT(vh_image_backing_probe(P(1, "vms/ovraw.qcow2"), "../base.qcow2", &detected, &err), 0);
+        CHECK_EQ_INT(detected, VH_IMAGE_FORMAT_QCOW2);
+        /* -u: nothing opened, so the size and the format must be given. */
+        struct vh_image_create_options u = {
+                .format = VH_IMAGE_FORMAT_QCOW2,
+                .backing_file = "later.qcow2",
+                .backing_format = VH_IMAGE_FORMAT_QCOW2,
+                .unsafe_backing = true,
+        };
+        CHECK(vh_image_create(P(1, "vms/ovu.qcow2"), &u, &err) < 0);
+        CHECK(strstr(err.msg, "needs a size"));
+        u.size = 1 << 20;
+        CHECK_EQ_INT(vh_image_create(P(1, "vms/ovu.qcow2"), &u, &err), 0);
+        u.backing_format = VH_IMAGE_FORMAT_PROBE;
+        CHECK(vh_image_create(P(1, "vms/ovu2.qcow2"), &u, &err) < 0);
+        CHECK(strstr(err.msg, "without backing format"));
         o.backing_format = VH_IMAGE_FORMAT_PROBE;
         CHECK(vh_image_create(P(1, "vms/ov2.qcow2"), &o, &err) < 0);
         CHECK(strstr(err.msg, "-F qcow2"));
