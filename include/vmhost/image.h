@@ -28,8 +28,10 @@
 
 /* Longest backing chain that is followed (the image itself is depth 0). */
 #define VH_IMAGE_MAX_CHAIN_DEPTH 64
-/* Largest virtual size accepted by create and convert (256 TiB). */
-#define VH_IMAGE_MAX_VIRTUAL_SIZE (UINT64_C(256) << 40)
+/* Largest virtual size of any image: qemu-img's (INT64_MAX), in whole
+ * sectors. A qcow2 image is limited further by its cluster size: its L1
+ * table may not exceed 32 MiB, as in QEMU (2 PiB with 64 KiB clusters). */
+#define VH_IMAGE_MAX_VIRTUAL_SIZE ((UINT64_C(1) << 63) - 512)
 /* Longest backing file name in a qcow2 header (the spec's limit). */
 #define VH_IMAGE_MAX_BACKING_NAME 1023
 

@@ -251,7 +251,7 @@ int cmd_img_resize(int argc, char **argv) {
         const char *file = argv[optind];
         int sign = size_arg[0] == '+' ? 1 : size_arg[0] == '-' ? -1 : 0;
         uint64_t amount;
-        if (parse_size(size_arg + (sign != 0), &amount) < 0) {
+        if (img_cli_parse_size(size_arg + (sign != 0), &amount) < 0) {
                 log_error("Invalid size '%s': use [+|-]NUMBER with an optional k, M, G, T suffix.", size_arg);
                 return cli.usage_status;
         }

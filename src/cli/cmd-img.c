@@ -47,7 +47,8 @@ static void usage_create(FILE *f) {
                 "Usage: vmhost img create [-q] [--force] [-f FMT] [-b BACKING -F BACKING_FMT [-u]]\n"
                 "                         [-o OPTIONS] FILE [SIZE]\n"
                 "\n"
-                "Creates FILE. SIZE takes k, M, G, T suffixes and is rounded up to 512 bytes;\n"
+                "Creates FILE. SIZE takes k, M, G, T, P, E suffixes, fractions (1.5G) and hex\n"
+                "(0x10000) as in qemu-img, and is rounded up to 512 bytes;\n"
                 "with -b it may be omitted and is then the backing file's virtual size.\n"
                 "An existing FILE is replaced only if it holds no data (empty, or an image\n"
                 "with no data of its own), or with --force; unlike qemu-img. Never one a VM\n"
@@ -62,7 +63,11 @@ static void usage_create(FILE *f) {
                 "  -u             do not open the backing file (it need not exist yet);\n"
                 "                 SIZE and -F are then required\n"
                 "  -o OPTIONS     qcow2: cluster_size=SIZE (64k), compat=1.1|0.10,\n"
-                "                 lazy_refcounts=on|off, refcount_bits=1..64 (16);\n"
+                "                 lazy_refcounts=on|off, refcount_bits=1..64 (16),\n"
+                "                 compression_type=zlib (zstd is refused: vmhost writes\n"
+                "                 zlib only), size=SIZE (not with SIZE as well); the\n"
+                "                 largest qcow2 SIZE follows from cluster_size as in\n"
+                "                 qemu-img (2 PiB with 64k clusters);\n"
                 "                 both: preallocation=off (default, sparse) | falloc\n"
                 "                 (blocks reserved) | full (zeros written), and for\n"
                 "                 qcow2 metadata (every cluster mapped, file sparse);\n"
@@ -108,7 +113,7 @@ static void usage_convert(FILE *f) {
                 "  -f FMT         source format (default: probe)\n"
                 "  -O FMT         output format: raw (default) or qcow2\n"
                 "  -o OPTIONS     qcow2 output: cluster_size=SIZE, compat=1.1|0.10,\n"
-                "                 lazy_refcounts=on|off, refcount_bits=N\n"
+                "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib\n"
                 "  -c             qcow2 output: zlib-compressed clusters\n"
                 "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
                 "                 directory) holding only what differs from it; needs -F\n"
@@ -158,6 +163,7 @@ struct img_options {
         const char *backing_fmt;
         const char *size;
         enum vh_image_prealloc preallocation;
+        bool compression_zlib; /* compression_type=zlib: the default, said out loud */
 };
 
 /* Parses "k=v,k=v" in place. */
@@ -172,7 +178,7 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                 *v++ = '\0';
                 if (streq(kv, "cluster_size")) {
                         uint64_t cs;
-                        if (parse_size(v, &cs) < 0 || cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
+                        if (img_cli_parse_size(v, &cs) < 0 || cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
                                 log_error("cluster_size must be a power of two between 512 and 2M, not '%s'.", v);
                                 return -EINVAL;
                         }
@@ -186,6 +192,20 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                                 log_error("compat must be 1.1 or 0.10, not '%s'.", v);
                                 return -EINVAL;
                         }
+                } else if (streq(kv, "compression_type")) {
+                        /* zlib is what vmhost writes (convert -c); reading
+                         * zstd images works, writing zstd clusters does not,
+                         * so an image that promises them is not made. */
+                        if (streq(v, "zstd")) {
+                                log_error("compression_type=zstd is not supported for new images: vmhost "
+                                          "compresses with zlib only.");
+                                return -EINVAL;
+                        }
+                        if (!streq(v, "zlib")) {
+                                log_error("compression_type must be zlib, not '%s'.", v);
+                                return -EINVAL;
+                        }
+                        o->compression_zlib = true;
                 } else if (streq(kv, "lazy_refcounts")) {
                         if (parse_on_off(kv, v, &o->lazy_refcounts) < 0)
                                 return -EINVAL;
@@ -209,7 +229,7 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                         }
                 } else {
                         log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
-                                  "refcount_bits%s.",
+                                  "refcount_bits, compression_type%s.",
                                   kv, allow_create_keys ? ", backing_file, backing_fmt, size, preallocation" : "");
                         return -EINVAL;
                 }
@@ -219,7 +239,7 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
 
 /* True if 'o' has options that only a qcow2 image can take. */
 static bool img_options_qcow2_only(const struct img_options *o) {
-        return o->cluster_size || o->version || o->lazy_refcounts || o->refcount_bits;
+        return o->cluster_size || o->version || o->lazy_refcounts || o->refcount_bits || o->compression_zlib;
 }
 
 /* A VM's disk, or an image that backs one, is never replaced, --force or
@@ -313,12 +333,18 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         if (img_cli_check_args(&cli, n_args, 1, 2, "FILE [SIZE]") < 0)
                 return cli.usage_status;
         const char *file = argv[optind];
+        if (o.size && (negative_size || n_args == 2)) {
+                /* qemu-img's words and exit status. */
+                log_error("%s: The image size must be specified only once", file);
+                return 1;
+        }
         const char *size_arg = negative_size ? negative_size : n_args == 2 ? argv[optind + 1] : o.size;
         if (size_arg) {
-                if (parse_size(size_arg, &co.size) < 0) {
-                        log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T suffix.",
+                if (img_cli_parse_size(size_arg, &co.size) < 0) {
+                        log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T, P, E "
+                                  "suffix.",
                                   size_arg);
-                        return cli.usage_status;
+                        return 1; /* qemu-img's exit status */
                 }
         } else if (!backing) {
                 log_error("Size missing: give SIZE, or a backing file with -b.");
@@ -330,7 +356,8 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 return 1;
         }
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
-                log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 only.");
+                log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
+                          "qcow2 only.");
                 return cli.usage_status;
         }
 
@@ -491,7 +518,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         backing_fmt = optarg;
                         break;
                 case 'S':
-                        if (parse_size(optarg, &co.sparse_size) < 0 || co.sparse_size % 512) {
+                        if (img_cli_parse_size(optarg, &co.sparse_size) < 0 || co.sparse_size % 512) {
                                 log_error("-S takes a size that is a multiple of 512, not '%s'.", optarg);
                                 return cli.usage_status;
                         }
@@ -522,7 +549,8 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         if (img_cli_check_args(&cli, argc - optind, 2, 2, "SRC DST") < 0)
                 return cli.usage_status;
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
-                log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 output only.");
+                log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
+                          "qcow2 output only.");
                 return cli.usage_status;
         }
         const char *src = argv[optind], *dst = argv[optind + 1];

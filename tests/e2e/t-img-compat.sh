@@ -12,6 +12,9 @@
 #             not to the working directory), else exit 1, "Did not find"
 #   create-F  a wrong -F is recorded as given (exit 0, the same image as
 #             qemu-img's), with a warning on stderr
+#   options   sizes 1024.0, 1024.0b, 0x10000; -o cluster_size=0x10000,
+#             compression_type=zlib; -o size=... and SIZE both: refused;
+#             the largest size per cluster size, as qemu-img computes it
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -243,5 +246,30 @@ both_create create-F-raw-for-qcow2-size f2.qcow2 -f qcow2 -b fbase.qcow2 -F raw 
 both_create create-F-qcow2-for-raw f3.qcow2 -f qcow2 -b fbase.raw -F qcow2 FILE 1M
 both_create create-F-right f4.qcow2 -f qcow2 -b fbase.qcow2 -F qcow2 FILE
 if [ ! -s v.err ]; then pass create-F-right-no-warning; else fail create-F-right-no-warning "$(cat v.err)"; fi
+
+# ------------------------------------------------------------------ options and sizes
+both_create size-1024.0 s1.raw -f raw FILE 1024.0
+both_create size-1024.0b s2.raw -f raw FILE 1024.0b
+both_create size-hex s3.raw -f raw FILE 0x10000
+both_create size-blank s4.raw -f raw FILE " 1024"
+for f in s1 s2 s3 s4; do
+	[ -e "q-$f.raw" ] && [ "$(stat -c %s "q-$f.raw")" = "$(stat -c %s "v-$f.raw")" ] ||
+		fail "size-$f-bytes" "qemu-img $(stat -c %s "q-$f.raw" 2>&1), vmhost $(stat -c %s "v-$f.raw" 2>&1)"
+done
+both_create size-fraction-of-bytes s5.raw -f raw FILE 1024.5
+both_create cluster-size-hex o1.qcow2 -f qcow2 -o cluster_size=0x10000 FILE 1M
+both_create compression-zlib o2.qcow2 -f qcow2 -o compression_type=zlib FILE 1M
+both_create size-twice o3.qcow2 -f qcow2 -o size=10M FILE 20M
+both_create size-in-o o4.qcow2 -f qcow2 -o size=10M FILE
+# The largest size follows from the cluster size (32 MiB of L1 table):
+# 2^22 * cluster_size^2 / 8, and a sector more is refused.
+for cs in 4096 65536 262144 2097152; do
+	max=$((2 ** 22 * cs / 8 * cs))
+	both_create "max-size-$cs" m.qcow2 -f qcow2 -o cluster_size=$cs FILE $max
+	[ "$V_RC" = 0 ] && "$VMHOST" img info v-m.qcow2 >/dev/null || fail "max-size-$cs-vmhost-reads" "$(cat v.err)"
+	both_create "max-size-$cs+512" m.qcow2 -f qcow2 -o cluster_size=$cs FILE $((max + 512))
+done
+both_create cluster-256k-32P m.qcow2 -f qcow2 -o cluster_size=256k FILE 32P
+rm -f q-m.qcow2 v-m.qcow2
 
 e2e_finish

@@ -467,9 +467,20 @@ TEST(image_create_reopen_read) {
 
 TEST(image_create_refuses) {
         struct vh_error err = {};
-        struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = 1ULL << 50 };
+        /* The largest qcow2 size follows from the cluster size, as in
+         * qemu-img: 2^22 L1 entries of cluster_size / 8 clusters each
+         * (2 PiB with 64 KiB clusters); a sector more is refused. */
+        struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = (1ULL << 51) + 512 };
         CHECK_EQ_INT(vh_image_create(P(1, "big.qcow2"), &o, &err), -EFBIG);
+        CHECK(strstr(err.msg, "too large for file format 'qcow2'"));
         CHECK(!file_exists(P(1, "big.qcow2")));
+        o.size = 1ULL << 51;
+        CHECK_EQ_INT(vh_image_create(P(1, "big.qcow2"), &o, &err), 0);
+        struct vh_image *img = open_image(P(1, "big.qcow2"), 0, &err);
+        CHECK(img && vh_image_virtual_size(img) == 1ULL << 51);
+        vh_image_free(img);
+        o.size = VH_IMAGE_MAX_VIRTUAL_SIZE + 1;
+        CHECK_EQ_INT(vh_image_create(P(1, "big2.qcow2"), &o, &err), -EFBIG);
 
         o = (struct vh_image_create_options) { .format = VH_IMAGE_FORMAT_QCOW2, .size = 1 << 20, .cluster_size = 3000 };
         CHECK(vh_image_create(P(1, "x.qcow2"), &o, &err) < 0);
