@@ -199,7 +199,8 @@ static void usage_resize(FILE *f) {
                 "data is allocated past the new end. The guest's partitions and file systems\n"
                 "are not touched: grow them inside the guest, shrink them first.\n"
                 "\n"
-                "  --shrink    allow a smaller size\n"
+                "  --shrink    allow a smaller size; data past the new end is deleted\n"
+                "              (discarded), with a warning, as in qemu-img\n"
                 "  -f FMT      format of FILE (default: probe)\n"
                 "  -q          quiet\n"
                 "\n"
@@ -270,6 +271,11 @@ int cmd_img_resize(int argc, char **argv) {
                 }
                 size = cur - amount;
         }
+        if (shrink && size < cur)
+                /* qemu-img's warning: the user asked for it, and gets it. */
+                log_warning("Shrinking %s deletes everything past its new end (%" PRIu64 " bytes); make sure "
+                            "nothing important is there.",
+                            file, size);
         struct vh_error err = {};
         int r = vh_image_resize(img, size, shrink, &err);
         if (r < 0) {

@@ -15,6 +15,7 @@
 #   options   sizes 1024.0, 1024.0b, 0x10000; -o cluster_size=0x10000,
 #             compression_type=zlib; -o size=... and SIZE both: refused;
 #             the largest size per cluster size, as qemu-img computes it
+#   shrink    resize --shrink over data: done with a warning, as qemu-img
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -271,5 +272,42 @@ for cs in 4096 65536 262144 2097152; do
 done
 both_create cluster-256k-32P m.qcow2 -f qcow2 -o cluster_size=256k FILE 32P
 rm -f q-m.qcow2 v-m.qcow2
+
+# ------------------------------------------------------------------ resize --shrink
+# Over data (plain, compressed, a straddling cluster, shared with a
+# snapshot): the same guest view as qemu-img's after shrinking and
+# growing back, qemu-img check clean, and qemu-img's warning.
+for kind in plain snapshot raw; do
+	for t in q v; do
+		if [ "$kind" = raw ]; then
+			qemu-img create -q -f raw "sh-$t.img" 4M
+			qemu-io -f raw -c 'write -P 0x33 1M 2M' "sh-$t.img" >/dev/null
+		else
+			qemu-img create -q -f qcow2 "sh-$t.img" 4M
+			qemu-io -c 'write -P 0x33 1M 2M' -c 'write -c -P 0x44 3M 64k' -c 'write -P 0x55 3200k 64k' \
+				"sh-$t.img" >/dev/null
+			[ "$kind" = plain ] || qemu-img snapshot -c s1 "sh-$t.img"
+		fi
+	done
+	set +e
+	qemu-img resize --shrink "sh-q.img" 1500k >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img resize --shrink "sh-v.img" 1500k >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "shrink-$kind" || continue
+	qemu-img resize -q "sh-q.img" 4M && "$VMHOST" img resize -q "sh-v.img" 4M
+	if [ "$V_RC" = 0 ] && grep -q "^vmhost: warning: Shrinking" v.err &&
+	   { [ "$kind" = raw ] || qemu-img check -q "sh-v.img"; } && qemu-img compare -q "sh-q.img" "sh-v.img"; then
+		pass "shrink-$kind" "exit 0, warned, check clean, same data as qemu-img's"
+	else
+		fail "shrink-$kind" "stderr $(cat v.err); $(qemu-img check "sh-v.img" 2>&1 | head -3)"
+	fi
+done
+# Without --shrink both refuse.
+qemu-img create -q -f qcow2 sh-v.img 4M
+both resize sh-v.img 1M
+if same_rc shrink-needs-flag && [ "$V_RC" = 1 ]; then pass shrink-needs-flag "both exit 1"; fi
 
 e2e_finish
