@@ -28,8 +28,10 @@
 
 /* Longest backing chain that is followed (the image itself is depth 0). */
 #define VH_IMAGE_MAX_CHAIN_DEPTH 64
-/* Largest virtual size accepted by create and convert (256 TiB). */
-#define VH_IMAGE_MAX_VIRTUAL_SIZE (UINT64_C(256) << 40)
+/* Largest virtual size of any image: qemu-img's (INT64_MAX), in whole
+ * sectors. A qcow2 image is limited further by its cluster size: its L1
+ * table may not exceed 32 MiB, as in QEMU (2 PiB with 64 KiB clusters). */
+#define VH_IMAGE_MAX_VIRTUAL_SIZE ((UINT64_C(1) << 63) - 512)
 /* Longest backing file name in a qcow2 header (the spec's limit). */
 #define VH_IMAGE_MAX_BACKING_NAME 1023
 
@@ -49,6 +51,11 @@ int vh_image_format_from_string(const char *s);
  * like a format vmhost does not handle (qcow version 1, vmdk, vdi, vhdx,
  * qed, luks) give -EOPNOTSUPP rather than being taken for raw. */
 int vh_image_probe(const char *path, enum vh_image_format *ret_format, struct vh_error *err);
+
+/* Probes the backing file 'backing_name' as the image at 'overlay_path'
+ * would open it (a relative name is relative to the overlay's directory). */
+int vh_image_backing_probe(const char *overlay_path, const char *backing_name, enum vh_image_format *ret_format,
+                           struct vh_error *err);
 
 enum {
         /* Open for writing: takes QEMU's write lock and refuses images
@@ -298,8 +305,10 @@ struct vh_image_create_options {
         uint64_t size;
         /* qcow2 only: */
         const char *backing_file;       /* stored as given; resolved relative to the new image */
-        /* Must be given with backing_file, and must be the backing file's
-         * real format (qemu-img refuses a missing one since QEMU 6.1). */
+        /* Must be given with backing_file (qemu-img refuses a missing one
+         * since QEMU 6.1); recorded as given, and the backing file opened
+         * as this format, even if it looks like another one (as qemu-img
+         * does; see vh_image_backing_probe() to warn). */
         enum vh_image_format backing_format;
         uint32_t cluster_size;          /* 0: 64 KiB; a power of two in 512..2 MiB */
         unsigned version;               /* 0: 3 (compat=1.1); or 2 (compat=0.10) */
@@ -311,6 +320,10 @@ struct vh_image_create_options {
         /* Replace an existing file that holds data (the CLI's --force); see
          * vh_image_replace_check(). */
         bool replace_data;
+        /* qemu-img's -u: the backing file is not opened (it may not exist
+         * yet, as for an overlay made before its base arrives); size and
+         * backing_format must then be given. */
+        bool unsafe_backing;
 };
 
 /* Creates the image at 'path'. The new file appears whole or not at all:

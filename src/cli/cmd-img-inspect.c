@@ -203,7 +203,7 @@ int cmd_img_map(int argc, char **argv) {
                 case ARG_START_OFFSET:
                 case ARG_MAX_LENGTH: {
                         uint64_t v;
-                        if (parse_size(optarg, &v) < 0) {
+                        if (img_cli_parse_size(optarg, &v) < 0) {
                                 log_error("Invalid %s '%s'.", c == ARG_START_OFFSET ? "start offset" : "max length",
                                           optarg);
                                 return cli.usage_status;
@@ -377,7 +377,7 @@ static int measure_o(char *s, struct vh_image_measure_options *mo) {
                 *v++ = '\0';
                 if (streq(kv, "cluster_size")) {
                         uint64_t cs;
-                        if (parse_size(v, &cs) < 0 || cs > UINT32_MAX) {
+                        if (img_cli_parse_size(v, &cs) < 0 || cs > UINT32_MAX) {
                                 log_error("Invalid cluster_size '%s'.", v);
                                 return -EINVAL;
                         }
@@ -456,7 +456,7 @@ int cmd_img_measure(int argc, char **argv) {
                                 return cli.usage_status;
                         break;
                 case ARG_SIZE:
-                        if (parse_size(optarg, &mo.size) < 0) {
+                        if (img_cli_parse_size(optarg, &mo.size) < 0) {
                                 log_error("Invalid image size specified. Must be between 0 and %" PRIu64 ".",
                                           VH_IMAGE_MAX_VIRTUAL_SIZE);
                                 return cli.usage_status;

@@ -40,7 +40,9 @@ static void usage_commit(FILE *f) {
                 "FILE's size. Refused while a VM uses FILE or the base.\n"
                 "\n"
                 "  -b BASE     commit into BASE (must be in FILE's backing chain); implies -d,\n"
-                "              as the images between FILE and BASE no longer read right after\n"
+                "              as the images between FILE and BASE no longer read right after.\n"
+                "              As in qemu-img, a relative BASE is relative to the directory\n"
+                "              of the image that names it, not to the working directory\n"
                 "  -d          do not empty FILE\n"
                 "  -f FMT      format of FILE (default: probe)\n"
                 "  -p          show progress on stderr\n"
@@ -197,7 +199,8 @@ static void usage_resize(FILE *f) {
                 "data is allocated past the new end. The guest's partitions and file systems\n"
                 "are not touched: grow them inside the guest, shrink them first.\n"
                 "\n"
-                "  --shrink    allow a smaller size\n"
+                "  --shrink    allow a smaller size; data past the new end is deleted\n"
+                "              (discarded), with a warning, as in qemu-img\n"
                 "  -f FMT      format of FILE (default: probe)\n"
                 "  -q          quiet\n"
                 "\n"
@@ -249,7 +252,7 @@ int cmd_img_resize(int argc, char **argv) {
         const char *file = argv[optind];
         int sign = size_arg[0] == '+' ? 1 : size_arg[0] == '-' ? -1 : 0;
         uint64_t amount;
-        if (parse_size(size_arg + (sign != 0), &amount) < 0) {
+        if (img_cli_parse_size(size_arg + (sign != 0), &amount) < 0) {
                 log_error("Invalid size '%s': use [+|-]NUMBER with an optional k, M, G, T suffix.", size_arg);
                 return cli.usage_status;
         }
@@ -268,6 +271,11 @@ int cmd_img_resize(int argc, char **argv) {
                 }
                 size = cur - amount;
         }
+        if (shrink && size < cur)
+                /* qemu-img's warning: the user asked for it, and gets it. */
+                log_warning("Shrinking %s deletes everything past its new end (%" PRIu64 " bytes); make sure "
+                            "nothing important is there.",
+                            file, size);
         struct vh_error err = {};
         int r = vh_image_resize(img, size, shrink, &err);
         if (r < 0) {

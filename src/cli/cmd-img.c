@@ -46,10 +46,11 @@ static void usage(FILE *f) {
 
 static void usage_create(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img create [-q] [--force] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS]\n"
-                "                         FILE [SIZE]\n"
+                "Usage: vmhost img create [-q] [--force] [-f FMT] [-b BACKING -F BACKING_FMT [-u]]\n"
+                "                         [-o OPTIONS] FILE [SIZE]\n"
                 "\n"
-                "Creates FILE. SIZE takes k, M, G, T suffixes and is rounded up to 512 bytes;\n"
+                "Creates FILE. SIZE takes k, M, G, T, P, E suffixes, fractions (1.5G) and hex\n"
+                "(0x10000) as in qemu-img, and is rounded up to 512 bytes;\n"
                 "with -b it may be omitted and is then the backing file's virtual size.\n"
                 "An existing FILE is replaced only if it holds no data (empty, or an image\n"
                 "with no data of its own), or with --force; unlike qemu-img. Never one a VM\n"
@@ -58,9 +59,17 @@ static void usage_create(FILE *f) {
                 "  -f FMT         raw (default) or qcow2\n"
                 "  -b BACKING     backing file, stored as given: a relative name is relative\n"
                 "                 to the directory of FILE\n"
-                "  -F FMT         format of the backing file (required with -b, must match)\n"
+                "  -F FMT         format of the backing file (required with -b); recorded as\n"
+                "                 given, as in qemu-img, with a warning if the file looks\n"
+                "                 like another format\n"
+                "  -u             do not open the backing file (it need not exist yet);\n"
+                "                 SIZE and -F are then required\n"
                 "  -o OPTIONS     qcow2: cluster_size=SIZE (64k), compat=1.1|0.10,\n"
-                "                 lazy_refcounts=on|off, refcount_bits=1..64 (16);\n"
+                "                 lazy_refcounts=on|off, refcount_bits=1..64 (16),\n"
+                "                 compression_type=zlib (zstd is refused: vmhost writes\n"
+                "                 zlib only), size=SIZE (not with SIZE as well); the\n"
+                "                 largest qcow2 SIZE follows from cluster_size as in\n"
+                "                 qemu-img (2 PiB with 64k clusters);\n"
                 "                 both: preallocation=off (default, sparse) | falloc\n"
                 "                 (blocks reserved) | full (zeros written), and for\n"
                 "                 qcow2 metadata (every cluster mapped, file sparse);\n"
@@ -72,7 +81,8 @@ static void usage_create(FILE *f) {
                 "  vmhost img create -f qcow2 disk.qcow2 10G\n"
                 "  vmhost img create --force -f qcow2 scratch.qcow2 10G\n"
                 "  vmhost img create -f qcow2 -o preallocation=metadata fast.qcow2 20G\n"
-                "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n");
+                "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n"
+                "  vmhost img create -f qcow2 -u -b later.qcow2 -F qcow2 overlay.qcow2 10G\n");
 }
 
 static void usage_info(FILE *f) {
@@ -82,7 +92,9 @@ static void usage_info(FILE *f) {
                 "  -f FMT            do not probe: the image is FMT (raw or qcow2)\n"
                 "  -U, --force-share take no lock (look at an image a running VM uses)\n"
                 "  --output=json     qemu-img's JSON (same field names)\n"
-                "  --backing-chain   also every backing file (a JSON array with --output=json)\n"
+                "  --backing-chain   also every backing file (a JSON array with --output=json);\n"
+                "                    fails if one of them cannot be opened. Without it the\n"
+                "                    backing file is not opened: a missing one is no error\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img info --output=json --backing-chain vm1.qcow2\n");
@@ -103,7 +115,7 @@ static void usage_convert(FILE *f) {
                 "  -f FMT         source format (default: probe)\n"
                 "  -O FMT         output format: raw (default) or qcow2\n"
                 "  -o OPTIONS     qcow2 output: cluster_size=SIZE, compat=1.1|0.10,\n"
-                "                 lazy_refcounts=on|off, refcount_bits=N\n"
+                "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib\n"
                 "  -c             qcow2 output: zlib-compressed clusters\n"
                 "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
                 "                 directory) holding only what differs from it; needs -F\n"
@@ -153,6 +165,7 @@ struct img_options {
         const char *backing_fmt;
         const char *size;
         enum vh_image_prealloc preallocation;
+        bool compression_zlib; /* compression_type=zlib: the default, said out loud */
 };
 
 /* Parses "k=v,k=v" in place. */
@@ -167,7 +180,7 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                 *v++ = '\0';
                 if (streq(kv, "cluster_size")) {
                         uint64_t cs;
-                        if (parse_size(v, &cs) < 0 || cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
+                        if (img_cli_parse_size(v, &cs) < 0 || cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
                                 log_error("cluster_size must be a power of two between 512 and 2M, not '%s'.", v);
                                 return -EINVAL;
                         }
@@ -181,6 +194,20 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                                 log_error("compat must be 1.1 or 0.10, not '%s'.", v);
                                 return -EINVAL;
                         }
+                } else if (streq(kv, "compression_type")) {
+                        /* zlib is what vmhost writes (convert -c); reading
+                         * zstd images works, writing zstd clusters does not,
+                         * so an image that promises them is not made. */
+                        if (streq(v, "zstd")) {
+                                log_error("compression_type=zstd is not supported for new images: vmhost "
+                                          "compresses with zlib only.");
+                                return -EINVAL;
+                        }
+                        if (!streq(v, "zlib")) {
+                                log_error("compression_type must be zlib, not '%s'.", v);
+                                return -EINVAL;
+                        }
+                        o->compression_zlib = true;
                 } else if (streq(kv, "lazy_refcounts")) {
                         if (parse_on_off(kv, v, &o->lazy_refcounts) < 0)
                                 return -EINVAL;
@@ -204,7 +231,7 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                         }
                 } else {
                         log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
-                                  "refcount_bits%s.",
+                                  "refcount_bits, compression_type%s.",
                                   kv, allow_create_keys ? ", backing_file, backing_fmt, size, preallocation" : "");
                         return -EINVAL;
                 }
@@ -214,7 +241,7 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
 
 /* True if 'o' has options that only a qcow2 image can take. */
 static bool img_options_qcow2_only(const struct img_options *o) {
-        return o->cluster_size || o->version || o->lazy_refcounts || o->refcount_bits;
+        return o->cluster_size || o->version || o->lazy_refcounts || o->refcount_bits || o->compression_zlib;
 }
 
 /* A VM's disk, or an image that backs one, is never replaced, --force or
@@ -271,10 +298,13 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
 
         cli.format = VH_IMAGE_FORMAT_RAW; /* -f is the new image's format, raw unless given */
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:b:F:o:q", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:b:F:o:qu", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
+                        break;
+                case 'u':
+                        co.unsafe_backing = true;
                         break;
                 case 'b':
                         backing = optarg;
@@ -305,19 +335,31 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         if (img_cli_check_args(&cli, n_args, 1, 2, "FILE [SIZE]") < 0)
                 return cli.usage_status;
         const char *file = argv[optind];
+        if (o.size && (negative_size || n_args == 2)) {
+                /* qemu-img's words and exit status. */
+                log_error("%s: The image size must be specified only once", file);
+                return 1;
+        }
         const char *size_arg = negative_size ? negative_size : n_args == 2 ? argv[optind + 1] : o.size;
         if (size_arg) {
-                if (parse_size(size_arg, &co.size) < 0) {
-                        log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T suffix.",
+                if (img_cli_parse_size(size_arg, &co.size) < 0) {
+                        log_error("Invalid size '%s': use a number of bytes with an optional k, M, G, T, P, E "
+                                  "suffix.",
                                   size_arg);
-                        return cli.usage_status;
+                        return 1; /* qemu-img's exit status */
                 }
         } else if (!backing) {
                 log_error("Size missing: give SIZE, or a backing file with -b.");
                 return cli.usage_status;
+        } else if (co.unsafe_backing) {
+                /* qemu-img's words and exit status: the size cannot come
+                 * from a backing file that is not opened. */
+                log_error("%s: Image creation needs a size parameter", file);
+                return 1;
         }
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
-                log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 only.");
+                log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
+                          "qcow2 only.");
                 return cli.usage_status;
         }
 
@@ -331,12 +373,27 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         if (check_not_vm_image(ctx, file) < 0)
                 return 1;
         struct vh_error err = {};
+        /* qemu-img records the backing format it is told, and so do we
+         * (scripts rely on the exit status), but a format that is not the
+         * file's is most likely a mistake QEMU will not catch either: say
+         * so. */
+        enum vh_image_format detected;
+        bool other_format = backing && backing_fmt && !co.unsafe_backing &&
+                            vh_image_backing_probe(file, backing, &detected, NULL) >= 0 &&
+                            detected != co.backing_format;
         int r = vh_image_create(file, &co, &err);
         if (r < 0) {
                 if (!report_holds_data(&err, r))
                         log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
                 return 1;
         }
+        if (other_format)
+                log_warning("The backing file %s looks like a %s image, not %s (-F); recording %s as told. "
+                            "QEMU will read it as %s.",
+                            backing, vh_image_format_to_string(detected),
+                            vh_image_format_to_string(co.backing_format),
+                            vh_image_format_to_string(co.backing_format),
+                            vh_image_format_to_string(co.backing_format));
         if (!cli.quiet) {
                 struct vh_image *img = NULL;
                 struct vh_image_open_options oo = { .format = co.format, .flags = VH_IMAGE_OPEN_NO_BACKING };
@@ -400,10 +457,15 @@ static int img_info(int argc, char **argv) {
                 return cli.usage_status;
         const char *file = argv[optind];
 
-        /* Without --backing-chain the chain is not needed; qemu-img still
-         * opens it, and so do we, so that a broken chain shows up here. */
+        /* Without --backing-chain info describes the image it was given
+         * and does not open its backing file, which may be missing, be
+         * /dev/null or have a format vmhost has no driver for: qemu-img
+         * shows such an image too (exit 0, the backing file's name). With
+         * --backing-chain every link must open; a broken one fails the
+         * whole command with nothing on stdout, as in qemu-img. */
         struct vh_image *img = NULL;
-        if (img_cli_open(&cli, file, cli.format, 0, &img) < 0)
+        cli.qemu_img_messages = chain;
+        if (img_cli_open(&cli, file, cli.format, chain ? 0 : VH_IMAGE_OPEN_NO_BACKING, &img) < 0)
                 return 1;
         struct vh_error err = {};
         _cleanup_free_ char *text = NULL;
@@ -458,7 +520,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         backing_fmt = optarg;
                         break;
                 case 'S':
-                        if (parse_size(optarg, &co.sparse_size) < 0 || co.sparse_size % 512) {
+                        if (img_cli_parse_size(optarg, &co.sparse_size) < 0 || co.sparse_size % 512) {
                                 log_error("-S takes a size that is a multiple of 512, not '%s'.", optarg);
                                 return cli.usage_status;
                         }
@@ -489,7 +551,8 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         if (img_cli_check_args(&cli, argc - optind, 2, 2, "SRC DST") < 0)
                 return cli.usage_status;
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
-                log_error("-o cluster_size, compat, lazy_refcounts and refcount_bits apply to qcow2 output only.");
+                log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
+                          "qcow2 output only.");
                 return cli.usage_status;
         }
         const char *src = argv[optind], *dst = argv[optind + 1];

@@ -1,8 +1,11 @@
 /* cli/img-common.c: the flags, checks and output the 'vmhost img' verbs
  * share (see img-common.h). Messages are kept word for word as the verbs
  * printed them, since scripts match them. */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "base/log.h"
 #include "base/strutil.h"
@@ -16,6 +19,55 @@ int img_cli_parse_format(const char *s, const char *flag, enum vh_image_format *
         }
         *ret = f;
         return 0;
+}
+
+int img_cli_parse_size(const char *s, uint64_t *ret) {
+        if (!s)
+                return -EINVAL;
+        while (*s == ' ' || *s == '\t')
+                s++;
+
+        if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+                /* qemu takes hex for whole numbers only; a unit may follow. */
+                if (!isxdigit((unsigned char) s[2]))
+                        return -EINVAL;
+                errno = 0;
+                char *end;
+                unsigned long long v = strtoull(s + 2, &end, 16);
+                if (errno == ERANGE)
+                        return -ERANGE;
+                static const char units[] = "BKMGTPE";
+                uint64_t unit = 1;
+                if (*end) {
+                        const char *u = strchr(units, toupper((unsigned char) *end));
+                        if (!u || end[1] != '\0')
+                                return -EINVAL;
+                        unit = UINT64_C(1) << (10 * (u - units));
+                }
+                if (unit > 1 && v > UINT64_MAX / unit)
+                        return -ERANGE;
+                *ret = (uint64_t) v * unit;
+                return 0;
+        }
+
+        /* "1024.0" and "1024.0b": a fraction of zeros on bytes is a whole
+         * number of bytes, which parse_size() refuses as a fraction. */
+        const char *dot = strchr(s, '.');
+        if (dot) {
+                const char *p = dot + 1;
+                while (*p == '0')
+                        p++;
+                if (p > dot + 1 && (*p == '\0' || ((p[0] == 'b' || p[0] == 'B') && p[1] == '\0'))) {
+                        char whole[32];
+                        size_t n = (size_t) (dot - s);
+                        if (n == 0 || n >= sizeof(whole))
+                                return -EINVAL;
+                        memcpy(whole, s, n);
+                        whole[n] = '\0';
+                        return parse_size(whole, ret);
+                }
+        }
+        return parse_size(s, ret);
 }
 
 static int parse_output(const char *s, enum vh_image_info_output *ret) {

@@ -53,6 +53,13 @@ struct img_cli {
  * one and returns -EINVAL. */
 int img_cli_parse_format(const char *s, const char *flag, enum vh_image_format *ret);
 
+/* Parses a size as qemu-img reads one, on top of parse_size() (a number
+ * with an optional B, k, M, G, T, P, E suffix, and fractions such as
+ * "1.5G"): leading blanks, a hexadecimal number ("0x10000", no fraction)
+ * and a fraction of zeros on bytes ("1024.0", "1024.0b") are taken too.
+ * Returns -EINVAL or -ERANGE for anything else, and prints nothing. */
+int img_cli_parse_size(const char *s, uint64_t *ret);
+
 /* For the 'default:' of a verb's getopt_long() switch, so that the verb
  * handles only its own flags: takes -f, -U, -q, -p and --output into 'cli'
  * (the verb's option string decides which of them it accepts); -h prints

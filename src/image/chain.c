@@ -54,6 +54,18 @@ int image_open_backing_file(const char *overlay_path, const char *backing_name, 
         return 0;
 }
 
+int vh_image_backing_probe(const char *overlay_path, const char *backing_name, enum vh_image_format *ret_format,
+                           struct vh_error *err) {
+        _cleanup_free_ char *path = NULL;
+        int r = image_backing_path(overlay_path, backing_name, &path);
+        if (r == -EOPNOTSUPP)
+                return vh_error_set(err, r, "backing file '%s': protocol and json: names are not supported",
+                                    backing_name);
+        if (r < 0)
+                return vh_error_set(err, r, "out of memory");
+        return vh_image_probe(path, ret_format, err);
+}
+
 int image_backing_path(const char *overlay_path, const char *backing_name, char **ret_path) {
         if (isempty(backing_name) || has_protocol(backing_name))
                 return -EOPNOTSUPP;
@@ -80,6 +92,10 @@ int image_chain_open(struct vh_image *top, unsigned flags, struct vh_error *err)
                                             "%s: backing file name '%s' uses a protocol or json: syntax, which is not "
                                             "supported",
                                             cur->filename, cur->backing_name);
+                if (cur->backing_format_unknown)
+                        return vh_error_set(err, -EOPNOTSUPP,
+                                            "%s: backing file '%s': format '%s' (header extension) is not supported",
+                                            cur->filename, cur->backing_name, cur->backing_format_unknown);
                 if (cur->depth + 1 > VH_IMAGE_MAX_CHAIN_DEPTH)
                         return vh_error_set(err, -ELOOP, "%s: backing chain is deeper than %d images", top->filename,
                                             VH_IMAGE_MAX_CHAIN_DEPTH);

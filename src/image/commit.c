@@ -23,22 +23,27 @@
 /* Bytes read and written at a time (a multiple of every cluster size). */
 #define COMMIT_CHUNK (UINT64_C(4) << 20)
 
+/* Finds the layer 'base' names, as qemu-img does: for each layer L that
+ * has a backing file, a relative 'base' is taken relative to L's
+ * directory (not the working directory) and an absolute one as it is;
+ * it names L's backing file if both are the same file. A name relative to
+ * the working directory therefore matches only where it happens to be the
+ * same path, and scripts that rely on qemu-img refusing it keep working. */
 static int find_base(struct vh_image *top, const char *base, struct vh_image **ret, struct vh_error *err) {
-        struct stat st;
-        _cleanup_free_ char *rel = NULL;
-        if (stat(base, &st) < 0) {
-                /* As qemu-img: the name may also be relative to the top image. */
-                if (image_backing_path(top->filename, base, &rel) < 0 || stat(rel, &st) < 0)
-                        return vh_error_set(err, -ENOENT, "base image '%s' does not exist", base);
-        }
-        for (struct vh_image *x = top->backing; x; x = x->backing)
-                if (x->dev == st.st_dev && x->ino == st.st_ino) {
-                        *ret = x;
+        for (struct vh_image *x = top; x->backing; x = x->backing) {
+                _cleanup_free_ char *path = NULL;
+                struct stat st;
+                int r = image_backing_path(x->filename, base, &path);
+                if (r == -ENOMEM)
+                        return vh_error_set(err, r, "out of memory");
+                if (r < 0 || stat(path, &st) < 0)
+                        continue;
+                if (x->backing->dev == st.st_dev && x->backing->ino == st.st_ino) {
+                        *ret = x->backing;
                         return 0;
                 }
-        if (top->dev == st.st_dev && top->ino == st.st_ino)
-                return vh_error_set(err, -EINVAL, "base image '%s' is the image itself", base);
-        return vh_error_set(err, -EINVAL, "'%s' is not in the backing chain of %s", base, top->filename);
+        }
+        return vh_error_set(err, -ENOENT, "Did not find '%s' in the backing chain of '%s'", base, top->filename);
 }
 
 /* Writes zeros into 'base' over [off, off + len) where it does not read as

@@ -1,7 +1,9 @@
 /* image/create.c: 'img create': new empty raw or qcow2 images, optionally
  * as an overlay on a backing file. The backing file must exist and open
- * (with its whole chain) and its real format must be the one given, so
- * that a typo does not produce an overlay QEMU cannot start from. */
+ * (with its whole chain) as the format given, unless the caller says not
+ * to open it (qemu-img's -u). That the format given is the file's real
+ * one is for the caller to check (vh_image_backing_probe()): qemu-img
+ * records what it is told, and scripts rely on that. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -24,7 +26,24 @@ static int check_backing(const char *path, const struct vh_image_create_options 
                 return vh_error_set(err, -ELOOP, "%s: an image cannot be its own backing file", path);
 
         struct vh_image *img = NULL;
-        r = image_open_backing_file(path, opts->backing_file, opts->backing_format, "backing file", NULL, &img, err);
+        if (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX)
+                /* Fails, saying which format the file looks like. */
+                r = image_open_backing_file(path, opts->backing_file, opts->backing_format, "backing file", NULL,
+                                            &img, err);
+        else {
+                /* As the format the caller states, which is what the new
+                 * image records and QEMU will open it as, even where the
+                 * file looks like another format (a qcow2 file read as
+                 * raw): qemu-img does the same, and the caller may warn
+                 * (vh_image_backing_probe()). */
+                struct vh_image_open_options o = { .format = opts->backing_format };
+                r = resolved ? vh_image_open(resolved, &o, &img, err)
+                             : vh_error_set(err, -EOPNOTSUPP,
+                                            "backing file '%s': protocol and json: names are not supported",
+                                            opts->backing_file);
+                if (r < 0)
+                        r = image_error_prefix(err, r, "cannot use the backing file");
+        }
         if (r < 0)
                 return r;
         *ret_size = vh_image_virtual_size(img);
@@ -52,7 +71,13 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
                                     VH_IMAGE_MAX_BACKING_NAME);
 
         uint64_t size = opts->size;
-        if (opts->backing_file) {
+        if (opts->backing_file && opts->unsafe_backing) {
+                /* Nothing can be checked, so nothing may be guessed. */
+                if (size == 0)
+                        return vh_error_set(err, -EINVAL, "Image creation needs a size parameter");
+                if (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX)
+                        return vh_error_set(err, -EINVAL, "Backing file specified without backing format");
+        } else if (opts->backing_file) {
                 uint64_t backing_size = 0;
                 r = check_backing(path, opts, &backing_size, err);
                 if (r < 0)

@@ -69,6 +69,10 @@ struct vh_image {
         /* From the image's header (qcow2); NULL when there is none. */
         char *backing_name;
         enum vh_image_format backing_format; /* VH_IMAGE_FORMAT_PROBE when not recorded */
+        /* A recorded backing format vmhost has no driver for: the image
+         * itself opens (info shows it, as qemu-img does); opening its
+         * backing file fails with this name. NULL otherwise. */
+        char *backing_format_unknown;
         char *backing_path;                  /* backing_name resolved against our directory */
         struct vh_image *backing;
 };

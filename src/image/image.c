@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "base/macro.h"
@@ -263,11 +264,17 @@ struct vh_image *vh_image_free(struct vh_image *img) {
                 free(img->filename);
                 free(img->backing_name);
                 free(img->backing_path);
+                free(img->backing_format_unknown);
                 free(img);
                 img = backing;
         }
         return NULL;
 }
+/* /dev/null, or any other node of the same character device. */
+static bool is_null_device(const struct stat *st) {
+        return S_ISCHR(st->st_mode) && major(st->st_rdev) == 1 && minor(st->st_rdev) == 3;
+}
+
 int image_open_one(const char *path, enum vh_image_format format, unsigned flags, unsigned depth,
                    const struct vh_image *chain_top, struct vh_image **ret, struct vh_error *err) {
         bool rw = flags & VH_IMAGE_OPEN_READ_WRITE;
@@ -298,7 +305,12 @@ int image_open_one(const char *path, enum vh_image_format format, unsigned flags
                 if (ioctl(img->fd, BLKGETSIZE64, &size) < 0)
                         return vh_error_set(err, negative_errno(), "%s: cannot get the block device size: %m", path);
                 img->file_size = size;
-        } else
+        } else if (is_null_device(&st) && !rw)
+                /* QEMU reads /dev/null as an empty raw image; scripts name
+                 * it as the backing file of an overlay that must read as
+                 * zeros. */
+                img->file_size = 0;
+        else
                 return vh_error_set(err, -EINVAL, "%s: not a regular file or block device", path);
         int fl = fcntl(img->fd, F_GETFL);
         if (fl < 0 || fcntl(img->fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
@@ -311,7 +323,9 @@ int image_open_one(const char *path, enum vh_image_format format, unsigned flags
                         return vh_error_set(err, -ELOOP, "%s: backing chain loop: this file is already in the chain as %s",
                                             path, x->filename);
 
-        if (!(flags & VH_IMAGE_OPEN_FORCE_SHARE)) {
+        /* The null device holds nothing to protect, and a lock on it
+         * would be one every process on the machine shares. */
+        if (!(flags & VH_IMAGE_OPEN_FORCE_SHARE) && !is_null_device(&st)) {
                 int r = image_lock(img->fd, rw ? IMAGE_LOCK_WRITE : IMAGE_LOCK_READ, path, err);
                 if (r < 0)
                         return r;

@@ -142,9 +142,13 @@ int qcow2_writer_params_check(const struct qcow2_writer_params *p, struct vh_err
                 return vh_error_set(err, -EFBIG, "size %" PRIu64 " is larger than the limit of %" PRIu64 " bytes",
                                     p->virtual_size, VH_IMAGE_MAX_VIRTUAL_SIZE);
         if (qcow2_l1_entries_for(p->virtual_size, p->cluster_bits, 8) * 8 > QCOW2_MAX_L1_BYTES)
+                /* qemu-img's words, and its limit: with 32 MiB of L1
+                 * entries, each mapping an L2 table of cluster_size / 8
+                 * clusters, the largest size is 2^22 * cluster_size^2 / 8. */
                 return vh_error_set(err, -EFBIG,
-                                    "size %" PRIu64 " needs an L1 table larger than 32 MiB with %u-byte clusters; "
-                                    "use a larger cluster_size",
+                                    "The image size is too large for file format 'qcow2' (try using a larger "
+                                    "cluster size): %" PRIu64 " bytes need an L1 table larger than 32 MiB with "
+                                    "%u-byte clusters",
                                     p->virtual_size, 1u << p->cluster_bits);
         if (p->backing_file && (p->backing_file[0] == '\0' || strlen(p->backing_file) > VH_IMAGE_MAX_BACKING_NAME))
                 return vh_error_set(err, -ENAMETOOLONG, "backing file name must have 1 to %d bytes",

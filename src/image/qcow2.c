@@ -381,11 +381,15 @@ static int qcow2_open(struct vh_image *img, struct vh_error *err) {
                 img->backing_format = VH_IMAGE_FORMAT_PROBE;
                 if (h->backing_format[0]) {
                         int f = vh_image_format_from_string(h->backing_format);
-                        if (f < 0)
-                                return vh_error_set(err, -EOPNOTSUPP,
-                                                    "backing file format '%s' (header extension) is not supported",
-                                                    h->backing_format);
-                        img->backing_format = f;
+                        if (f >= 0)
+                                img->backing_format = f;
+                        else {
+                                /* Fatal only for the backing file, as in QEMU:
+                                 * the image itself is still described. */
+                                img->backing_format_unknown = strdup(h->backing_format);
+                                if (!img->backing_format_unknown)
+                                        return vh_error_set(err, -ENOMEM, "out of memory");
+                        }
                 }
         }
         if (img->read_write)

@@ -57,7 +57,15 @@ static int qcow2_shrink(struct vh_image *img, uint64_t new_size, struct vh_error
         uint64_t end = DIV_ROUND_UP(h->size, (uint64_t) h->cluster_size);
         int r;
 
-        /* Refuse before changing anything. */
+        /* Data past the new end is discarded first, as qemu-img does on
+         * an explicit shrink: the clusters go through the write path's
+         * discard (its ordering: L2 entries, then refcounts), so a crash
+         * half-way leaves a consistent image of the old size whose tail
+         * reads as zeros, never one that lost anything before the new
+         * end. Only a version 2 image with a backing file keeps its data
+         * there (a discard would show the backing file); it is refused. */
+        bool discarded = false;
+again:
         for (uint64_t c = first; c < end; c++) {
                 if (c % h->l2_entries == 0 && !(s->l1[c / h->l2_entries] & QCOW2_L1E_OFFSET_MASK)) {
                         c += h->l2_entries - 1;
@@ -67,6 +75,16 @@ static int qcow2_shrink(struct vh_image *img, uint64_t new_size, struct vh_error
                 r = entry_at(img, c, &e, err);
                 if (r < 0)
                         return r;
+                if (((e & QCOW2_OFLAG_COMPRESSED) || (e & QCOW2_L2E_OFFSET_MASK)) && !discarded) {
+                        r = qcow2_discard(img, first << cb, h->size - (first << cb), err);
+                        if (r < 0)
+                                return r;
+                        r = qcow2_flush(img, err);
+                        if (r < 0)
+                                return r;
+                        discarded = true;
+                        goto again;
+                }
                 if ((e & QCOW2_OFLAG_COMPRESSED) || (e & QCOW2_L2E_OFFSET_MASK))
                         return vh_error_set(err, -ENOTEMPTY,
                                             "guest offset %" PRIu64 " past the new size %" PRIu64

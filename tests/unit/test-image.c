@@ -467,9 +467,20 @@ TEST(image_create_reopen_read) {
 
 TEST(image_create_refuses) {
         struct vh_error err = {};
-        struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = 1ULL << 50 };
+        /* The largest qcow2 size follows from the cluster size, as in
+         * qemu-img: 2^22 L1 entries of cluster_size / 8 clusters each
+         * (2 PiB with 64 KiB clusters); a sector more is refused. */
+        struct vh_image_create_options o = { .format = VH_IMAGE_FORMAT_QCOW2, .size = (1ULL << 51) + 512 };
         CHECK_EQ_INT(vh_image_create(P(1, "big.qcow2"), &o, &err), -EFBIG);
+        CHECK(strstr(err.msg, "too large for file format 'qcow2'"));
         CHECK(!file_exists(P(1, "big.qcow2")));
+        o.size = 1ULL << 51;
+        CHECK_EQ_INT(vh_image_create(P(1, "big.qcow2"), &o, &err), 0);
+        struct vh_image *img = open_image(P(1, "big.qcow2"), 0, &err);
+        CHECK(img && vh_image_virtual_size(img) == 1ULL << 51);
+        vh_image_free(img);
+        o.size = VH_IMAGE_MAX_VIRTUAL_SIZE + 1;
+        CHECK_EQ_INT(vh_image_create(P(1, "big2.qcow2"), &o, &err), -EFBIG);
 
         o = (struct vh_image_create_options) { .format = VH_IMAGE_FORMAT_QCOW2, .size = 1 << 20, .cluster_size = 3000 };
         CHECK(vh_image_create(P(1, "x.qcow2"), &o, &err) < 0);
@@ -910,9 +921,33 @@ TEST(image_create_overlay_checks_backing) {
         CHECK(img && vh_image_backing(img));
         vh_image_free(img);
 
+        /* A wrong format is recorded as given and the file opened as it,
+         * as qemu-img does: the qcow2 file read as raw gives its length,
+         * in whole sectors. The caller's probe tells the real format. */
         o.backing_format = VH_IMAGE_FORMAT_RAW;
-        CHECK(vh_image_create(P(1, "vms/ov2.qcow2"), &o, &err) < 0);
-        CHECK(strstr(err.msg, "not raw"));
+        CHECK_EQ_INT(vh_image_create(P(1, "vms/ovraw.qcow2"), &o, &err), 0);
+        struct stat st;
+        CHECK_EQ_INT(stat(P(1, "base.qcow2"), &st), 0);
+        img = open_image(P(1, "vms/ovraw.qcow2"), VH_IMAGE_OPEN_NO_BACKING, &err);
+        CHECK(img && vh_image_virtual_size(img) == ALIGN_UP((uint64_t) st.st_size, (uint64_t) 512));
+        vh_image_free(img);
+        enum vh_image_format detected = VH_IMAGE_FORMAT_RAW;
+        CHECK_EQ_INT(vh_image_backing_probe(P(1, "vms/ovraw.qcow2"), "../base.qcow2", &detected, &err), 0);
+        CHECK_EQ_INT(detected, VH_IMAGE_FORMAT_QCOW2);
+        /* -u: nothing opened, so the size and the format must be given. */
+        struct vh_image_create_options u = {
+                .format = VH_IMAGE_FORMAT_QCOW2,
+                .backing_file = "later.qcow2",
+                .backing_format = VH_IMAGE_FORMAT_QCOW2,
+                .unsafe_backing = true,
+        };
+        CHECK(vh_image_create(P(1, "vms/ovu.qcow2"), &u, &err) < 0);
+        CHECK(strstr(err.msg, "needs a size"));
+        u.size = 1 << 20;
+        CHECK_EQ_INT(vh_image_create(P(1, "vms/ovu.qcow2"), &u, &err), 0);
+        u.backing_format = VH_IMAGE_FORMAT_PROBE;
+        CHECK(vh_image_create(P(1, "vms/ovu2.qcow2"), &u, &err) < 0);
+        CHECK(strstr(err.msg, "without backing format"));
         o.backing_format = VH_IMAGE_FORMAT_PROBE;
         CHECK(vh_image_create(P(1, "vms/ov2.qcow2"), &o, &err) < 0);
         CHECK(strstr(err.msg, "-F qcow2"));

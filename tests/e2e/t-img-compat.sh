@@ -1,0 +1,313 @@
+#!/bin/bash
+# tests/e2e/t-img-compat.sh: the qemu-img behaviours scripts rely on
+# (issue 15), each run through qemu-img and vmhost on the same input and
+# compared: exit status, stdout (text, or JSON field by field), the image
+# written (qemu-img info / check / compare on it).
+#   info      the backing file missing, /dev/null, an unknown backing
+#             format: info shows the image (exit 0, same text and JSON);
+#             --backing-chain fails on a missing link (exit 1, no stdout)
+#   create-u  -u: the backing file is not opened (it need not exist); the
+#             same image as qemu-img's; no size, no -F: refused as qemu-img
+#   commit-b  -b BASE found as qemu-img finds it (relative to each image,
+#             not to the working directory), else exit 1, "Did not find"
+#   create-F  a wrong -F is recorded as given (exit 0, the same image as
+#             qemu-img's), with a warning on stderr
+#   options   sizes 1024.0, 1024.0b, 0x10000; -o cluster_size=0x10000,
+#             compression_type=zlib; -o size=... and SIZE both: refused;
+#             the largest size per cluster size, as qemu-img computes it
+#   shrink    resize --shrink over data: done with a warning, as qemu-img
+# Prints PASS/FAIL per check; exit 0 only if all pass.
+# Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$HERE/lib.sh"
+e2e_init img-compat
+need qemu-img qemu-io python3 cmp
+
+VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
+if [ ! -x "$VMHOST" ]; then
+	fail vmhost-built "$VMHOST is not built (ninja -C build)"
+	e2e_finish
+fi
+cd "$E2E_TMP"
+
+# json_same A.json B.json: the same JSON value (key order aside), the
+# differences on stdout.
+json_same() {
+	python3 - "$1" "$2" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+if a != b:
+    print("    vmhost:   %s\n    qemu-img: %s" % (json.dumps(a, sort_keys=True), json.dumps(b, sort_keys=True)))
+    sys.exit(1)
+EOF
+}
+
+# both NAME ARGS...: runs 'qemu-img ARGS' and 'vmhost img ARGS' in the
+# current directory; sets Q_RC Q_OUT Q_ERR and V_RC V_OUT V_ERR (the
+# outputs are in the files q.out q.err v.out v.err as well).
+both() {
+	set +e
+	qemu-img "$@" >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img "$@" >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+}
+
+# same_rc CHECK: passes if both exit statuses are the same, else fails
+# with both outputs; returns 1 on failure.
+same_rc() {
+	if [ "$Q_RC" = "$V_RC" ]; then
+		return 0
+	fi
+	fail "$1" "exit qemu-img $Q_RC, vmhost $V_RC; qemu-img: $Q_OUT $Q_ERR; vmhost: $V_OUT $V_ERR"
+	return 1
+}
+
+# ------------------------------------------------------------------ info
+qemu-img create -q -f qcow2 base.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 missing.qcow2
+qemu-img create -q -f qcow2 -u -b /dev/null -F raw devnull.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 unknown.qcow2
+mv base.qcow2 moved.qcow2
+# The backing format extension of unknown.qcow2 says "qcowX" instead.
+python3 - <<'EOF'
+d = bytearray(open("unknown.qcow2", "rb").read())
+i = d.find(b"qcow2", 0x68)  # past the header: the backing format extension
+assert 0 < i < 0x200, i
+d[i:i + 5] = b"qcowX"
+open("unknown.qcow2", "wb").write(d)
+EOF
+for img in missing.qcow2 devnull.qcow2 unknown.qcow2; do
+	both info "$img"
+	if same_rc "info $img"; then
+		if [ "$V_RC" = 0 ] && [ "$Q_OUT" = "$V_OUT" ]; then
+			pass "info $img" "exit 0, same text: $(grep '^backing file' v.out | tr '\n' ' ')"
+		else
+			fail "info $img" "$(diff q.out v.out)"
+		fi
+	fi
+	both info --output=json "$img"
+	if same_rc "info-json $img"; then
+		if [ "$V_RC" = 0 ] && d=$(json_same v.out q.out); then
+			pass "info-json $img" "same JSON"
+		else
+			fail "info-json $img" "$d"
+		fi
+	fi
+done
+# --backing-chain: /dev/null is an empty raw image to both; a missing file
+# or a format without a driver fails the whole command.
+both info --output=json --backing-chain devnull.qcow2
+if same_rc "info-chain devnull.qcow2"; then
+	if [ "$V_RC" = 0 ] && d=$(json_same v.out q.out); then
+		pass "info-chain devnull.qcow2" "2 images, same JSON"
+	else
+		fail "info-chain devnull.qcow2" "$d"
+	fi
+fi
+both info --backing-chain devnull.qcow2
+if same_rc "info-chain-human devnull.qcow2" && [ "$V_RC" = 0 ] && [ "$Q_OUT" = "$V_OUT" ]; then
+	pass "info-chain-human devnull.qcow2" "same text"
+else
+	fail "info-chain-human devnull.qcow2" "$(diff q.out v.out)"
+fi
+for img in missing.qcow2 unknown.qcow2; do
+	for out in human json; do
+		both info --backing-chain --output=$out "$img"
+		same_rc "info-chain $img $out" || continue
+		if [ "$V_RC" = 1 ] && [ -z "$V_OUT" ] && [ -z "$Q_OUT" ] &&
+		   grep -q "^vmhost: error: Could not open '.*base.qcow2" v.err; then
+			pass "info-chain $img $out" "exit 1, no stdout: $V_ERR"
+		else
+			fail "info-chain $img $out" "stdout '$V_OUT', stderr '$V_ERR'"
+		fi
+	done
+done
+mv moved.qcow2 base.qcow2
+
+# info_same A B: 'qemu-img info --output=json' of A and B agree but for the
+# file's name and size on disk (vmhost lays out a new qcow2 file otherwise).
+info_same() {
+	python3 - "$1" "$2" <<'EOF'
+import json, subprocess, sys
+def info(p):
+    d = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", p], check=True,
+                                  capture_output=True, text=True).stdout)
+    for k in ("filename", "actual-size"):
+        d.pop(k, None)
+    return d
+a, b = info(sys.argv[1]), info(sys.argv[2])
+if a != b:
+    print("    %s: %s\n    %s: %s" % (sys.argv[1], json.dumps(a, sort_keys=True), sys.argv[2], json.dumps(b, sort_keys=True)))
+    sys.exit(1)
+EOF
+}
+
+# both_create NAME FILE ARGS...: 'create ARGS' with qemu-img, the word FILE
+# in ARGS standing for q-FILE, and with vmhost, for v-FILE: the same exit
+# status, and after 0, the same image.
+both_create() {
+	local name=$1 file=$2 a
+	shift 2
+	local -a qa=() va=()
+	for a in "$@"; do
+		if [ "$a" = FILE ]; then qa+=("q-$file"); va+=("v-$file"); else qa+=("$a"); va+=("$a"); fi
+	done
+	rm -f "q-$file" "v-$file"
+	set +e
+	qemu-img create "${qa[@]}" >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img create "${va[@]}" >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "$name" || return 0
+	if [ "$V_RC" != 0 ]; then
+		pass "$name" "both exit $V_RC: qemu-img '$Q_ERR', vmhost '$V_ERR'"
+	elif d=$(info_same "q-$file" "v-$file"); then
+		pass "$name" "exit 0, same image"
+	else
+		fail "$name" "$d"
+	fi
+}
+
+# ------------------------------------------------------------------ create -u
+rm -f later.qcow2
+both_create create-u u.qcow2 -f qcow2 -u -b later.qcow2 -F qcow2 FILE 1M
+both_create create-u-no-size u2.qcow2 -f qcow2 -u -b later.qcow2 -F qcow2 FILE
+both_create create-u-no-F u3.qcow2 -f qcow2 -u -b later.qcow2 FILE 1M
+both_create create-u-raw u4.raw -f raw -u -b later.qcow2 -F qcow2 FILE 1M
+both_create create-no-u-missing u5.qcow2 -f qcow2 -b later.qcow2 -F qcow2 FILE 1M
+# Once the base arrives, the overlay is a sound one.
+qemu-img create -q -f qcow2 later.qcow2 1M
+qemu-io -c 'write -P 0x5a 0 64k' later.qcow2 >/dev/null
+if out=$(qemu-img check v-u.qcow2 2>&1) && qemu-img compare -q v-u.qcow2 later.qcow2; then
+	pass create-u-base-arrives "qemu-img check clean, reads the base's data"
+else
+	fail create-u-base-arrives "$out"
+fi
+
+# ------------------------------------------------------------------ commit -b
+# A chain in sub/, committed from the directory above: a BASE relative to
+# the working directory is not in the chain as written (names are taken
+# relative to each image), an absolute one or one relative to the image is.
+mkdir -p cq/sub
+qemu-img create -q -f qcow2 cq/sub/base.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 cq/sub/mid.qcow2
+qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 cq/sub/top.qcow2
+qemu-io -c 'write -P 0x11 0 128k' cq/sub/mid.qcow2 >/dev/null
+qemu-io -c 'write -P 0x22 64k 128k' cq/sub/top.qcow2 >/dev/null
+for base in sub/base.qcow2 base.qcow2 mid.qcow2 "$E2E_TMP/cv/sub/base.qcow2" sub/../sub/base.qcow2 \
+	    nonexist.qcow2 sub/top.qcow2 top.qcow2; do
+	rm -rf cv cw && cp -a cq cv && cp -a cq cw
+	qbase=${base/\/cv\//\/cw\/}
+	set +e
+	(cd cw && qemu-img commit -b "$qbase" sub/top.qcow2) >q.out 2>q.err
+	Q_RC=$?
+	(cd cv && "$VMHOST" img commit -b "$base" sub/top.qcow2) >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	what="commit-b ${base#"$E2E_TMP"/}"
+	same_rc "$what" || continue
+	if [ "$V_RC" != 0 ]; then
+		if grep -qF "Did not find '$base' in the backing chain of 'sub/top.qcow2'" v.err; then
+			pass "$what" "both exit $V_RC: $V_ERR"
+		else
+			fail "$what" "vmhost's message: $V_ERR"
+		fi
+	elif qemu-img compare -q cv/sub/base.qcow2 cw/sub/base.qcow2 &&
+	     qemu-img compare -q cv/sub/mid.qcow2 cw/sub/mid.qcow2 &&
+	     qemu-img compare -q cv/sub/top.qcow2 cw/sub/top.qcow2; then
+		pass "$what" "exit 0, every layer the same as qemu-img's"
+	else
+		fail "$what" "the layers differ from qemu-img's"
+	fi
+done
+
+# ------------------------------------------------------------------ create -F wrong
+# The stated backing format is recorded and the file opened as that format
+# (a qcow2 file read as raw: the size is its file size), as qemu-img does;
+# vmhost warns. A raw file stated to be qcow2 cannot be opened: both fail.
+qemu-img create -q -f qcow2 fbase.qcow2 1M
+qemu-img create -q -f raw fbase.raw 1M
+both_create create-F-raw-for-qcow2 f1.qcow2 -f qcow2 -b fbase.qcow2 -F raw FILE
+if [ "$V_RC" = 0 ] && grep -q "^vmhost: warning: .*fbase.qcow2 looks like a qcow2 image, not raw" v.err &&
+   [ "$(qemu-img info --output=json v-f1.qcow2 | grep -c '"backing-filename-format": "raw"')" = 1 ]; then
+	pass create-F-raw-for-qcow2-warns "$(cat v.err)"
+else
+	fail create-F-raw-for-qcow2-warns "stderr: $(cat v.err)"
+fi
+both_create create-F-raw-for-qcow2-size f2.qcow2 -f qcow2 -b fbase.qcow2 -F raw FILE 2M
+both_create create-F-qcow2-for-raw f3.qcow2 -f qcow2 -b fbase.raw -F qcow2 FILE 1M
+both_create create-F-right f4.qcow2 -f qcow2 -b fbase.qcow2 -F qcow2 FILE
+if [ ! -s v.err ]; then pass create-F-right-no-warning; else fail create-F-right-no-warning "$(cat v.err)"; fi
+
+# ------------------------------------------------------------------ options and sizes
+both_create size-1024.0 s1.raw -f raw FILE 1024.0
+both_create size-1024.0b s2.raw -f raw FILE 1024.0b
+both_create size-hex s3.raw -f raw FILE 0x10000
+both_create size-blank s4.raw -f raw FILE " 1024"
+for f in s1 s2 s3 s4; do
+	[ -e "q-$f.raw" ] && [ "$(stat -c %s "q-$f.raw")" = "$(stat -c %s "v-$f.raw")" ] ||
+		fail "size-$f-bytes" "qemu-img $(stat -c %s "q-$f.raw" 2>&1), vmhost $(stat -c %s "v-$f.raw" 2>&1)"
+done
+both_create size-fraction-of-bytes s5.raw -f raw FILE 1024.5
+both_create cluster-size-hex o1.qcow2 -f qcow2 -o cluster_size=0x10000 FILE 1M
+both_create compression-zlib o2.qcow2 -f qcow2 -o compression_type=zlib FILE 1M
+both_create size-twice o3.qcow2 -f qcow2 -o size=10M FILE 20M
+both_create size-in-o o4.qcow2 -f qcow2 -o size=10M FILE
+# The largest size follows from the cluster size (32 MiB of L1 table):
+# 2^22 * cluster_size^2 / 8, and a sector more is refused.
+for cs in 4096 65536 262144 2097152; do
+	max=$((2 ** 22 * cs / 8 * cs))
+	both_create "max-size-$cs" m.qcow2 -f qcow2 -o cluster_size=$cs FILE $max
+	[ "$V_RC" = 0 ] && "$VMHOST" img info v-m.qcow2 >/dev/null || fail "max-size-$cs-vmhost-reads" "$(cat v.err)"
+	both_create "max-size-$cs+512" m.qcow2 -f qcow2 -o cluster_size=$cs FILE $((max + 512))
+done
+both_create cluster-256k-32P m.qcow2 -f qcow2 -o cluster_size=256k FILE 32P
+rm -f q-m.qcow2 v-m.qcow2
+
+# ------------------------------------------------------------------ resize --shrink
+# Over data (plain, compressed, a straddling cluster, shared with a
+# snapshot): the same guest view as qemu-img's after shrinking and
+# growing back, qemu-img check clean, and qemu-img's warning.
+for kind in plain snapshot raw; do
+	for t in q v; do
+		if [ "$kind" = raw ]; then
+			qemu-img create -q -f raw "sh-$t.img" 4M
+			qemu-io -f raw -c 'write -P 0x33 1M 2M' "sh-$t.img" >/dev/null
+		else
+			qemu-img create -q -f qcow2 "sh-$t.img" 4M
+			qemu-io -c 'write -P 0x33 1M 2M' -c 'write -c -P 0x44 3M 64k' -c 'write -P 0x55 3200k 64k' \
+				"sh-$t.img" >/dev/null
+			[ "$kind" = plain ] || qemu-img snapshot -c s1 "sh-$t.img"
+		fi
+	done
+	set +e
+	qemu-img resize --shrink "sh-q.img" 1500k >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img resize --shrink "sh-v.img" 1500k >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "shrink-$kind" || continue
+	qemu-img resize -q "sh-q.img" 4M && "$VMHOST" img resize -q "sh-v.img" 4M
+	if [ "$V_RC" = 0 ] && grep -q "^vmhost: warning: Shrinking" v.err &&
+	   { [ "$kind" = raw ] || qemu-img check -q "sh-v.img"; } && qemu-img compare -q "sh-q.img" "sh-v.img"; then
+		pass "shrink-$kind" "exit 0, warned, check clean, same data as qemu-img's"
+	else
+		fail "shrink-$kind" "stderr $(cat v.err); $(qemu-img check "sh-v.img" 2>&1 | head -3)"
+	fi
+done
+# Without --shrink both refuse.
+qemu-img create -q -f qcow2 sh-v.img 4M
+both resize sh-v.img 1M
+if same_rc shrink-needs-flag && [ "$V_RC" = 1 ]; then pass shrink-needs-flag "both exit 1"; fi
+
+e2e_finish
