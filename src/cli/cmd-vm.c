@@ -38,7 +38,11 @@
                 "  --memory SIZE           memory, e.g. 512M or 2G (default 256M)\n" \
                 "  --disk FILE             use this disk image as it is (its format is probed)\n" \
                 "  --disk-format raw|qcow2 the format --disk must have (refused if the file differs)\n" \
-                "  --base IMAGE            make the VM its own qcow2 overlay on this base\n" \
+                "  --base IMAGE            make the VM its own qcow2 overlay on this base; with\n" \
+                "                          --host H, an IMAGE that is a file here stands for H's copy\n" \
+                "                          of it (found by content, see 'vmhost img push')\n" \
+                "  --push                  with --host H and --base: push the base to H first if\n" \
+                "                          H has no copy of it\n" \
                 "  --disk-size SIZE        virtual size of the overlay (default: the base's)\n" \
                 "  --cdrom ISO             attach an ISO image\n" \
                 "  --boot disk|cdrom|kernel  boot device (default disk)\n" \
@@ -122,7 +126,8 @@ static const struct command_help command_helps[] = {
           "\n"
           "Examples:\n"
           "  vmhost vm create web --base /var/lib/vmhost/guest/disk.qcow2 --forward tcp:auto:7777\n"
-          "  vmhost vm create db --disk db.raw --cpus 2 --memory 1G --net lan\n" },
+          "  vmhost vm create db --disk db.raw --cpus 2 --memory 1G --net lan\n"
+          "  vmhost --host b vm create web --base /var/lib/vmhost/guest/disk.qcow2 --push\n" },
         { "start",
           "Usage: vmhost vm start NAME [--wait] [--timeout SEC]\n"
           "\n"
@@ -312,7 +317,7 @@ static int report(int r, const struct vh_error *err) {
 enum {
         OPT_CPUS = 0x100, OPT_MEMORY, OPT_DISK, OPT_BASE, OPT_DISK_SIZE, OPT_CDROM, OPT_BOOT, OPT_KERNEL,
         OPT_INITRD, OPT_APPEND, OPT_NET, OPT_FORWARD, OPT_ACCEL, OPT_CPU, OPT_LOCALTIME, OPT_WAIT, OPT_TIMEOUT,
-        OPT_JSON, OPT_VNC, OPT_PRINT, OPT_DISK_FORMAT, OPT_AVOID_MAC,
+        OPT_JSON, OPT_VNC, OPT_PRINT, OPT_DISK_FORMAT, OPT_AVOID_MAC, OPT_PUSH,
 };
 
 static int set_key(struct vm_def *def, const char *key, const char *value) {
@@ -437,6 +442,9 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 /* Not in the usage: the MACs another vmhost found in use on
                  * the other hosts, when it runs this create over ssh. */
                 { "avoid-mac", required_argument, NULL, OPT_AVOID_MAC },
+                /* Read by 'vmhost --host H' on the calling side, which
+                 * takes it out; here it can only be a mistake. */
+                { "push", no_argument, NULL, OPT_PUSH },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -489,6 +497,9 @@ static int vm_create_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 case OPT_ACCEL: key = "accel"; break;
                 case OPT_CPU: key = "cpu"; break;
                 case OPT_LOCALTIME: key = "localtime"; break;
+                case OPT_PUSH:
+                        log_error("vm create: --push copies the base image to another host; use it with --host NAME");
+                        return 2;
                 case OPT_AVOID_MAC:
                         avoid_given = true;
                         if (add_avoid_macs(&avoid, optarg) < 0)

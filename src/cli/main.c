@@ -12,6 +12,9 @@
 #include "base/strv.h"
 #include "host/host-def.h"
 #include "host/host.h"
+#include "host/push.h"
+#include "base/fileio.h"
+#include "cli/cmd-img.h"
 #include "host/ssh.h"
 #include "vmhost/context.h"
 
@@ -117,6 +120,73 @@ static bool is_vm_create(int argc, char **argv) {
         return argc >= 2 && streq(argv[0], "vm") && streq(argv[1], "create") && !cli_wants_help(argc, argv);
 }
 
+/* 'vm create NAME --base IMAGE' for another host, where IMAGE is a file
+ * here: that host's own copy of it, found by content (img push), takes
+ * its place in the command; with '--push' (which only this side reads,
+ * and takes out) a missing copy is pushed first. An IMAGE that is no file
+ * here is taken as a path on that host and left alone. Returns 0 with
+ * argv[k] replaced (the new string in *ret_owned), or an exit status. */
+static int base_for_host(const struct vh_context *ctx, const struct host_def *def, char **argv, size_t *n,
+                         char **ret_owned) {
+        bool push = false;
+        size_t base_at = 0;
+        for (size_t k = 3; k < *n && !streq(argv[k], "--"); k++) {
+                if (streq(argv[k], "--push")) {
+                        memmove(argv + k, argv + k + 1, (*n - k) * sizeof(char *));
+                        (*n)--;
+                        push = true;
+                        k--;
+                } else if (streq(argv[k], "--base") && k + 1 < *n)
+                        base_at = ++k;
+                else if (startswith(argv[k], "--base="))
+                        base_at = k;
+        }
+        const char *base = !base_at ? NULL : startswith(argv[base_at], "--base=") ? argv[base_at] + strlen("--base=")
+                                                                                 : argv[base_at];
+        if (!base || !file_exists(base)) {
+                if (push) {
+                        log_error("vm create --push: %s", base ? "the base image must be a file here, to push it"
+                                                               : "--push needs --base IMAGE");
+                        return 2;
+                }
+                return 0;
+        }
+        _cleanup_free_ char *local = realpath(base, NULL);
+        if (!local)
+                return log_error_errno(-errno, "Cannot resolve %s: %m", base), 1;
+        struct vh_error err = {};
+        _cleanup_free_ char *remote = NULL;
+        int r = push_find(ctx, def, local, NULL, &remote, &err);
+        if (r < 0) {
+                log_error("Host %s: %s.", def->name, vh_error_message(&err, r));
+                return r == -EEXIST ? 1 : 255;
+        }
+        if (!remote && !push) {
+                log_error("Host %s has no copy of base image %s. Push it first with 'vmhost img push %s %s', or "
+                          "add --push.",
+                          def->name, local, local, def->name);
+                return 1;
+        }
+        if (!remote) {
+                char *pa[] = { (char *) "push", local, def->name, NULL };
+                r = cmd_img_push(ctx, 3, pa);
+                if (r != 0)
+                        return r;
+                r = push_find(ctx, def, local, NULL, &remote, &err);
+                if (r < 0 || !remote) {
+                        log_error("Host %s: the pushed copy of %s is not found there%s%s.", def->name, local,
+                                  r < 0 ? ": " : "", r < 0 ? vh_error_message(&err, r) : "");
+                        return 1;
+                }
+        }
+        log_info("Base image %s is %s on host %s.", local, remote, def->name);
+        char *arg = startswith(argv[base_at], "--base=") ? strdup_printf("--base=%s", remote) : TAKE_PTR(remote);
+        if (!arg)
+                return log_error_errno(-ENOMEM, "Out of memory."), 1;
+        argv[base_at] = *ret_owned = arg;
+        return 0;
+}
+
 static int run_on_host(const struct vh_context *ctx, const char *host, bool verbose, int argc, char **argv) {
         _cleanup_(host_def_freep) struct host_def *def = NULL;
         struct vh_error err = {};
@@ -136,8 +206,11 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
                 remote[n++] = argv[k];
         /* MACs are unique across the cluster: the host that creates knows
          * its own VMs, this side asks the others. */
-        _cleanup_free_ char *avoid = NULL;
+        _cleanup_free_ char *avoid = NULL, *base = NULL;
         if (is_vm_create(argc, argv)) {
+                r = base_for_host(ctx, def, remote, &n, &base);
+                if (r != 0)
+                        return r;
                 avoid = avoid_mac_list(ctx, host);
                 if (!avoid)
                         return log_error_errno(-ENOMEM, "Out of memory."), 1;

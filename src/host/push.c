@@ -1153,6 +1153,30 @@ static int lookup_layer(const struct vh_context *ctx, const struct host_def *def
         return vh_error_set(err, -EBADMSG, "host '%s' gave an unexpected answer to a lookup: %s", def->name, out);
 }
 
+int push_find(const struct vh_context *ctx, const struct host_def *def, const char *path, const char *dir,
+              char **ret_remote_path, struct vh_error *err) {
+        struct push_layer_result L = { .local_path = (char *) path };
+        char origin[PUSH_SHA256_HEX + 1];
+        int r = push_image_hash(path, L.sha256, origin, err);
+        if (r < 0)
+                return r;
+        const char *name = base_name(path);
+        if (!push_name_is_valid(name))
+                return vh_error_set(err, -EINVAL, "image name '%s' cannot be pushed (a file name of [A-Za-z0-9._+-])",
+                                    name);
+        struct push_options opts = { .dir = dir };
+        bool present = false;
+        r = lookup_layer(ctx, def, &opts, &L, &present, err);
+        if (r < 0)
+                return r;
+        if (!present) {
+                free(L.remote_path);
+                L.remote_path = NULL;
+        }
+        *ret_remote_path = L.remote_path;
+        return 0;
+}
+
 /* The backing name to write into a copy at 'path' for a backing file at
  * 'backing': its name alone when both are in one directory (a relative
  * name is resolved against the overlay's directory), else absolute. */

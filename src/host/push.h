@@ -207,6 +207,13 @@ struct push_options {
         void *userdata;
 };
 
+/* Where the host holds the content of the local image file 'path' (found
+ * by its hash, under its own name or any other, in 'dir' there, NULL: its
+ * STATE/images): '*ret_remote_path', or NULL when it has no copy. -EEXIST
+ * when that name there holds something else. */
+int push_find(const struct vh_context *ctx, const struct host_def *def, const char *path, const char *dir,
+              char **ret_remote_path, struct vh_error *err);
+
 /* Pushes the image at 'path' with its backing chain to the host, backing
  * files first, each found there by hash or sent. */
 int push_image(const struct vh_context *ctx, const struct host_def *def, const char *path,

@@ -264,4 +264,35 @@ rc=0
 [ $rc -eq 0 ] && [ "$(jget chain2.json '[f["sent"] for f in d["files"]]')" = "[False, False]" ] &&
 	pass "second push of the chain a no-op (the overlay found by its origin hash)" ||
 	fail "second push of the chain a no-op" "exit $rc: $(cat chain2.json)"
+
+# --- vm create --host b --base LOCAL: B's own copy of the base, by content
+qemu-img create -q -f qcow2 vbase.qcow2 64M
+qemu-io -f qcow2 -c "write -P 0x42 0 1M" vbase.qcow2 >/dev/null
+rc=0
+"$VMHOST" --host b vm create v1 --base "$E2E_TMP/vbase.qcow2" >vc1.txt 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "Host b has no copy of base image $E2E_TMP/vbase.qcow2" vc1.txt && grep -q -- "--push" vc1.txt &&
+	[ ! -e "$W/state/vms/v1" ] && pass "vm create --host b: a base B lacks is named" "$(cat vc1.txt)" ||
+	fail "vm create --host b: a base B lacks is named" "exit $rc: $(cat vc1.txt)"
+rc=0
+"$VMHOST" --host b vm create v1 --base "$E2E_TMP/vbase.qcow2" --push >vc2.txt 2>&1 || rc=$?
+vbase_b=$(sed -n 's/^base = //p' "$W/state/vms/v1/vm.conf" 2>/dev/null)
+disk_b=$(sed -n 's/^disk = //p' "$W/state/vms/v1/vm.conf" 2>/dev/null)
+if [ $rc -eq 0 ] && [ "$vbase_b" = /var/lib/vmhost/images/vbase.qcow2 ] && [ -f "$BI/vbase.qcow2" ] &&
+	cmp -s vbase.qcow2 "$BI/vbase.qcow2" && [ -n "$disk_b" ] &&
+	on_b qemu-img info --output=json "$disk_b" | grep -q '"backing-filename": "/var/lib/vmhost/images/vbase.qcow2"'; then
+	pass "vm create --host b --push: base pushed, overlay on B's copy" "base $vbase_b"
+else
+	fail "vm create --host b --push" "exit $rc: $(cat vc2.txt); conf: $(cat "$W/state/vms/v1/vm.conf" 2>&1)"
+fi
+# Another name here, the same content: found by its hash, nothing sent.
+cp vbase.qcow2 vbase-copy.qcow2
+rc=0
+"$VMHOST" --host b vm create v2 --base "$E2E_TMP/vbase-copy.qcow2" >vc3.txt 2>&1 || rc=$?
+[ $rc -eq 0 ] && [ "$(sed -n 's/^base = //p' "$W/state/vms/v2/vm.conf" 2>/dev/null)" = /var/lib/vmhost/images/vbase.qcow2 ] &&
+	[ ! -e "$BI/vbase-copy.qcow2" ] && pass "vm create --host b: a copy under another name is found by content" ||
+	fail "vm create --host b by content" "exit $rc: $(cat vc3.txt); $(ls "$BI")"
+rc=0
+"$VMHOST" vm create v3 --base "$E2E_TMP/vbase.qcow2" --push >vc4.txt 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q -- "--push copies the base image to another host" vc4.txt && pass "--push without --host refused" ||
+	fail "--push without --host refused" "exit $rc: $(cat vc4.txt)"
 e2e_finish
