@@ -124,7 +124,7 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
         bool json = false, no_compress = false, quiet = false, test_corrupt = false;
         int c;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "+hq", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "hq", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':
                         usage_push(stdout);
