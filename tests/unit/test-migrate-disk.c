@@ -609,3 +609,55 @@ out:
         side_kill(&src);
         side_kill(&dst);
 }
+
+/* A VM without a base: the whole disk is mirrored (sync=full). Only the
+ * mirror, with both QEMUs paused: the memory part is the test above. */
+TEST(migrate_disk_no_base_full) {
+        struct side src = { .pid = -1 }, dst = { .pid = -1 };
+        struct vh_error err = {};
+        struct vm_migrate_disk_mirror *m = NULL;
+        char nbd[256];
+        path_in_tmp(nbd, sizeof(nbd), "nbd.sock");
+        if (!need_tools())
+                return;
+        const char *names[] = { "solo-src.qcow2", "solo-dst.qcow2" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                char path[256];
+                path_in_tmp(path, sizeof(path), names[i]);
+                char *mk[] = { "qemu-img", "create", "-q", "-f", "qcow2", path, DISK_SIZE, NULL };
+                if (!run(mk))
+                        return;
+        }
+        if (!side_start(&src, "src", NULL, "solo-src.qcow2", false) ||
+            !side_start(&dst, "dst", NULL, "solo-dst.qcow2", true))
+                goto out;
+        if (!qemu_io(&src, "write -P 0x5a 1M 3M"))
+                goto out;
+        struct vm_migrate_disk_top top = {};
+        CHECK_EQ_INT(vm_migrate_disk_find_top(src.q, NULL, &top, &err), 0);
+        CHECK(!top.has_backing);
+        CHECK_EQ_INT(vm_migrate_disk_export_start(dst.q, nbd, top.node, &err), 0);
+        CHECK_EQ_INT(vm_migrate_disk_mirror_start(src.q, &top, nbd, 0, &m, &err), 0);
+        if (!m)
+                goto out;
+        CHECK_EQ_INT(vm_migrate_disk_mirror_wait_ready(m, WAIT_MS, NULL, NULL, &err), 0);
+        CHECK_EQ_INT(vm_migrate_disk_mirror_finish(m, &err), 0);
+        struct vm_migrate_disk_progress p = {};
+        CHECK_EQ_INT(vm_migrate_disk_mirror_progress(m, &p, &err), 0);
+        /* sync=full covers the whole disk, not only what is allocated. */
+        printf("  no base: mirror %" PRIu64 " bytes of a 64 MiB disk\n", p.done);
+        CHECK_EQ_U64(p.total, 64 * MIB);
+        CHECK_EQ_INT(vm_migrate_disk_export_stop(dst.q, &err), 0);
+        side_quit(&src);
+        side_quit(&dst);
+        char a[256], b[256];
+        path_in_tmp(a, sizeof(a), names[0]);
+        path_in_tmp(b, sizeof(b), names[1]);
+        char *cmp[] = { "qemu-img", "compare", "-q", a, b, NULL };
+        CHECK(run(cmp));
+        CHECK(image_has(NULL, names[1], 0x5a, 1, 3));
+out:
+        m = vm_migrate_disk_mirror_free(m);
+        side_kill(&src);
+        side_kill(&dst);
+}
