@@ -123,7 +123,8 @@ int vm_migrate_disk_mirror_start(struct qmp_client *src, const struct vm_migrate
  * reporting progress to 'cb' (may be NULL). Returns 0 when ready. On a
  * failed job (-EIO, the destination gone), a timeout (-ETIMEDOUT), a cancel
  * (-ECANCELED) or a lost QMP connection it aborts the mirror first and
- * returns that error, with the job's own message in 'err'. */
+ * returns that error, with the job's own message in 'err'. -ESTALE for
+ * a mirror that has ended already. */
 int vm_migrate_disk_mirror_wait_ready(struct vm_migrate_disk_mirror *m, unsigned timeout_ms,
                                       vm_migrate_disk_progress_fn cb, void *userdata, struct vh_error *err);
 
