@@ -303,6 +303,13 @@ int qcow2_fix_copied_flags(struct vh_image *img, struct vh_error *err);
 /* Grows the guest-visible size (L1 table included) or, when nothing is
  * allocated past it, shrinks it. */
 int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err);
+/* Gives every guest cluster in [offset, offset + len) that has no host
+ * cluster one, as 'resize --preallocation' does: metadata maps it onto
+ * a hole, falloc also reserves it in the file, full
+ * writes zeros there. Host clusters read as zeros before an L2 entry
+ * names them; then the tables are flushed in the usual order. */
+int qcow2_preallocate(struct vh_image *img, uint64_t offset, uint64_t len, enum vh_image_prealloc mode,
+                      struct vh_error *err);
 
 /* ---- The snapshot table (spec: "Snapshots"), read by one parser
  * (qcow2-meta.c) for both the snapshot operations (snapshot.c) and the

@@ -20,6 +20,8 @@
 #             extra data past 1 KiB, a table past the end of the file or
 #             past 64 MiB: the same report, exit status and repaired file
 #             (check -r all) as qemu-img
+#   prealloc  resize --preallocation=off|metadata|falloc|full, raw and
+#             qcow2: the same map, data and blocks on disk as qemu-img's
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -398,5 +400,47 @@ for mode in extra0 extra8 extra-big past-eof big; do
 	fi
 done
 rm -f sn.qcow2 snq.qcow2 snv.qcow2
+
+# ------------------------------------------------------------------ resize --preallocation
+# 1 MiB with 64 KiB of data, grown to 4 MiB with each mode: the same exit
+# status, the same qemu-img map (host offsets aside), the same data, the
+# blocks on disk within two clusters of qemu-img's, check clean.
+for fmt in raw qcow2; do
+	for mode in off metadata falloc full; do
+		for t in q v; do
+			rm -f "pa-$t.img"
+			qemu-img create -q -f $fmt "pa-$t.img" 1M
+			qemu-io -f $fmt -c 'write -P 0x11 0 64k' "pa-$t.img" >/dev/null
+		done
+		set +e
+		qemu-img resize -f $fmt --preallocation=$mode pa-q.img 4M >q.out 2>q.err
+		Q_RC=$?
+		"$VMHOST" img resize -f $fmt --preallocation=$mode pa-v.img 4M >v.out 2>v.err
+		V_RC=$?
+		set -e
+		Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+		same_rc "prealloc $fmt $mode" || continue
+		qd=$(du -B1 pa-q.img | cut -f1) vd=$(du -B1 pa-v.img | cut -f1)
+		if [ "$V_RC" != 0 ]; then
+			pass "prealloc $fmt $mode" "both exit $V_RC: $V_ERR"
+		elif diff <(qemu-img map --output=json -f $fmt pa-q.img | sed 's/, "offset.*//') \
+			  <(qemu-img map --output=json -f $fmt pa-v.img | sed 's/, "offset.*//') >/dev/null &&
+		     qemu-img compare -q -f $fmt -F $fmt pa-q.img pa-v.img &&
+		     [ "$vd" -le $((qd + 131072)) ] && [ "$vd" -ge $((qd - 131072)) ] &&
+		     { [ $fmt = raw ] || qemu-img check -q pa-v.img; }; then
+			pass "prealloc $fmt $mode" "same map and data, $vd bytes on disk (qemu-img $qd)"
+		else
+			fail "prealloc $fmt $mode" "on disk $vd (qemu-img $qd); $(diff <(qemu-img map -f $fmt pa-q.img) <(qemu-img map -f $fmt pa-v.img))"
+		fi
+	done
+done
+qemu-img create -q -f qcow2 pa-v.img 4M
+both resize --shrink --preallocation=full pa-v.img 1M
+if same_rc prealloc-shrink && [ "$V_RC" = 1 ] && grep -q "Preallocation can only be used for growing images" v.err; then
+	pass prealloc-shrink "both exit 1: $(tail -1 v.err)"
+else
+	fail prealloc-shrink "$(cat v.err)"
+fi
+rm -f pa-q.img pa-v.img
 
 e2e_finish
