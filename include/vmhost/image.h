@@ -298,6 +298,12 @@ int vh_image_prealloc_from_string(const char *s, enum vh_image_prealloc *ret);
 /* The name of a mode; NULL if out of range. */
 const char *vh_image_prealloc_to_string(enum vh_image_prealloc mode);
 
+/* vh_image_resize(), and the new area preallocated as 'resize
+ * --preallocation' does (qemu-img's modes): raw takes falloc and full,
+ * qcow2 all three; a mode other than off is refused for a shrink. */
+int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrink, enum vh_image_prealloc prealloc,
+                             struct vh_error *err);
+
 struct vh_image_create_options {
         enum vh_image_format format;
         /* Virtual size in bytes, rounded up to 512 like qemu-img does. May be

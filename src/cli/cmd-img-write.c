@@ -201,6 +201,9 @@ static void usage_resize(FILE *f) {
                 "\n"
                 "  --shrink    allow a smaller size; data past the new end is deleted\n"
                 "              (discarded), with a warning, as in qemu-img\n"
+                "  --preallocation=MODE  allocate the new area: off (default), falloc\n"
+                "              (reserve blocks), full (write zeros); qcow2 also metadata\n"
+                "              (map clusters only). Growing only; raw refuses metadata\n"
                 "  -f FMT      format of FILE (default: probe)\n"
                 "  -q          quiet\n"
                 "\n"
@@ -219,6 +222,7 @@ int cmd_img_resize(int argc, char **argv) {
         };
         struct img_cli cli = IMG_CLI_INIT("resize", usage_resize, 2);
         bool shrink = false;
+        enum vh_image_prealloc prealloc = VH_IMAGE_PREALLOC_OFF;
         int c, status;
 
         if (cli_wants_help(argc, argv)) {
@@ -238,8 +242,8 @@ int cmd_img_resize(int argc, char **argv) {
                         shrink = true;
                         break;
                 case ARG_PREALLOC:
-                        if (!streq(optarg, "off")) {
-                                log_error("Only --preallocation=off is supported.");
+                        if (vh_image_prealloc_from_string(optarg, &prealloc) < 0) {
+                                log_error("Invalid preallocation mode: '%s' (off, metadata, falloc or full).", optarg);
                                 return cli.usage_status;
                         }
                         break;
@@ -277,7 +281,7 @@ int cmd_img_resize(int argc, char **argv) {
                             "nothing important is there.",
                             file, size);
         struct vh_error err = {};
-        int r = vh_image_resize(img, size, shrink, &err);
+        int r = vh_image_resize_prealloc(img, size, shrink, prealloc, &err);
         if (r < 0) {
                 log_error("Cannot resize %s: %s", file, vh_error_message(&err, r));
                 vh_image_free(img);

@@ -64,11 +64,12 @@ struct check_ctx {
         uint8_t *l2buf;       /* one L2 table */
         bool rebuild;         /* the refcount structure itself is broken */
         bool wrote;           /* a repair changed the file */
+        bool quiet;           /* a counting pass whose findings are not reported */
         uint64_t highest;     /* highest cluster in use */
 };
 
 _printf_(2, 3) static void report(struct check_ctx *c, const char *fmt, ...) {
-        if (!c->opts->report)
+        if (!c->opts->report || c->quiet)
                 return;
         char line[512];
         va_list ap;
@@ -753,6 +754,211 @@ static int load_meta(struct check_ctx *c, int fd, const char *path) {
         return 0;
 }
 
+/* True if a refcount block exists for host cluster 'k'. */
+static bool refblock_covers(const struct qcow2_meta *m, uint64_t k) {
+        uint64_t index = k >> m->refblock_bits;
+        if (index >= m->reftable_entries)
+                return false;
+        uint64_t block = m->reftable[index] & QCOW2_REFT_OFFSET_MASK;
+        return block != 0 && !(block & (m->h.cluster_size - 1));
+}
+
+/* Finds 'count' consecutive clusters that nothing references and whose
+ * recorded refcount is 0, inside existing refcount blocks (c->refs must
+ * hold the references), as QEMU's allocator picks the first free ones. */
+static int find_free_clusters(struct check_ctx *c, uint64_t count, uint64_t *ret) {
+        struct qcow2_meta *m = c->m;
+        uint64_t limit = c->nb_clusters + count + ((uint64_t) 1 << m->refblock_bits);
+        uint64_t run = 0;
+        for (uint64_t k = 1; k < limit; k++) {
+                uint64_t rc;
+                bool free_ = refblock_covers(m, k) && (k >= c->nb_clusters || c->refs[k] == 0) &&
+                             qcow2_meta_get_refcount(m, k, &rc) >= 0 && rc == 0;
+                run = free_ ? run + 1 : 0;
+                if (run == count) {
+                        *ret = k + 1 - count;
+                        return 0;
+                }
+        }
+        return -ENOSPC;
+}
+
+/* Gives an incomplete version 3 entry the extra data it lacks, the
+ * 24 bytes QEMU writes: vm_state_size_large (from the 32-bit field when
+ * absent), disk_size (the image's size: the spec's meaning for an entry
+ * that does not record it) and icount (-1: unknown). */
+static int complete_entry(struct qcow2_snapshot *sn, uint64_t disk_size) {
+        uint8_t *x = calloc(1, 24);
+        if (!x)
+                return -ENOMEM;
+        memcpy(x, sn->extra, MIN(sn->extra_size, (uint32_t) 16));
+        if (sn->extra_size < 8)
+                be64_store(x, sn->vm_state_size32);
+        if (sn->extra_size < 16)
+                be64_store(x + 8, disk_size);
+        be64_store(x + 16, UINT64_MAX);
+        free(sn->extra);
+        sn->extra = x;
+        sn->extra_size = 24;
+        return 0;
+}
+
+/* Writes the repaired snapshot table, in an order that leaves a
+ * consistent image (a leak at worst) if it stops half-way: the table to
+ * free clusters, their refcounts, the header naming it (one 12-byte write
+ * within a sector), then the old table's refcounts. */
+static int rewrite_snapshot_table(struct check_ctx *c) {
+        struct qcow2_meta *m = c->m;
+        const struct qcow2_header *h = &m->h;
+        struct vh_image_check_result *res = c->res, scratch = {};
+
+        /* The references as they are now, to know which clusters are free. */
+        c->res = &scratch;
+        c->quiet = true;
+        int r = calculate_refcounts(c);
+        c->quiet = false;
+        c->res = res;
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < m->n_snapshots; i++)
+                if (m->snapshots[i].extra_size < 16 && complete_entry(&m->snapshots[i], h->size) < 0)
+                        return vh_error_set(c->err, -ENOMEM, "out of memory");
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint64_t bytes;
+        r = qcow2_snapshot_table_serialize(m->snapshots, m->n_snapshots, h->cluster_size, &buf, &bytes, c->err);
+        if (r < 0)
+                return r;
+        uint64_t at = 0, count = DIV_ROUND_UP(bytes, (uint64_t) h->cluster_size);
+        _cleanup_free_ bool *dirty = calloc(MAX(m->reftable_entries, (uint64_t) 1), sizeof(bool));
+        if (!dirty)
+                return vh_error_set(c->err, -ENOMEM, "out of memory");
+        if (count > 0) {
+                r = find_free_clusters(c, count, &at);
+                if (r < 0)
+                        return vh_error_set(c->err, r,
+                                            "%s: no room for the repaired snapshot table (%" PRIu64
+                                            " clusters) within the refcount blocks",
+                                            m->filename, count);
+                r = write_sync(c, buf, (size_t) bytes, at << h->cluster_bits, "snapshot table");
+                if (r < 0)
+                        return vh_error_set(c->err, r, "%s: writing the snapshot table failed: %s", m->filename,
+                                            strerror(-r));
+                for (uint64_t k = at; k < at + count; k++) {
+                        (void) qcow2_meta_set_refcount(m, k, 1);
+                        dirty[k >> m->refblock_bits] = true;
+                }
+                r = sync_refblocks(c, dirty);
+                if (r < 0)
+                        return r;
+        }
+
+        uint8_t hdr[12];
+        be32_store(hdr, (uint32_t) m->n_snapshots);
+        be64_store(hdr + 4, at << h->cluster_bits);
+        r = write_sync(c, hdr, sizeof(hdr), 60, "header");
+        if (r < 0)
+                return vh_error_set(c->err, r, "%s: writing the header failed: %s", m->filename, strerror(-r));
+
+        /* The old table's clusters, where their refcount matches what
+         * referenced them (anything else is left to the check's report). */
+        memset(dirty, 0, MAX(m->reftable_entries, (uint64_t) 1) * sizeof(bool));
+        uint64_t file_clusters = DIV_ROUND_UP(m->file_len, (uint64_t) h->cluster_size);
+        if (h->snapshots_offset && m->snapshots_size) {
+                uint64_t first = h->snapshots_offset >> h->cluster_bits;
+                uint64_t last = (h->snapshots_offset + m->snapshots_size - 1) >> h->cluster_bits;
+                for (uint64_t k = first; k <= last && k < file_clusters && k < c->nb_clusters; k++) {
+                        uint64_t rc;
+                        if (qcow2_meta_get_refcount(m, k, &rc) < 0 || rc == 0 || rc != c->refs[k])
+                                continue;
+                        if (qcow2_meta_set_refcount(m, k, rc - 1) >= 0)
+                                dirty[k >> m->refblock_bits] = true;
+                }
+        }
+        r = sync_refblocks(c, dirty);
+        if (r < 0)
+                return r;
+        /* Freed clusters go back to the file system, as QEMU discards
+         * them; only once the refcounts saying so are on disk. */
+        if (h->snapshots_offset && m->snapshots_size) {
+                uint64_t first = h->snapshots_offset >> h->cluster_bits;
+                uint64_t last = (h->snapshots_offset + m->snapshots_size - 1) >> h->cluster_bits;
+                for (uint64_t k = first; k <= last && k < file_clusters; k++) {
+                        uint64_t rc;
+                        if (qcow2_meta_get_refcount(m, k, &rc) >= 0 && rc == 0)
+                                (void) fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                                 (off_t) (k << h->cluster_bits), (off_t) h->cluster_size);
+                }
+        }
+        return 0;
+}
+
+/* The snapshot table as QEMU's check judges it: a version 3 entry needs
+ * 16 bytes of extra data at least (vm_state_size_large and disk_size;
+ * spec, "Snapshot table entry"), and QEMU reads no more than 1 KiB of
+ * extra data per entry and 64 MiB of table. Each is a corruption that
+ * -r all repairs by rewriting the table; without it, the extra data or
+ * table QEMU will not read fails the check, as in qemu-img. */
+static int check_snapshot_table(struct check_ctx *c) {
+        struct qcow2_meta *m = c->m;
+        struct vh_image_check_result *res = c->res;
+        bool fix = fix_errors(c);
+        uint64_t found = 0, overhang = 0;
+
+        if (m->n_snapshots < m->h.nb_snapshots) {
+                if (!fix)
+                        return vh_error_set(c->err, -EFBIG,
+                                            "%s: the snapshot table is larger than %" PRIu64
+                                            " bytes; 'check -r all' discards the snapshots past that",
+                                            m->filename, QCOW2_MAX_SNAPSHOT_TABLE);
+                report(c, "Discarding %" PRIu64 " overhanging snapshots (snapshot table is too big)",
+                       (uint64_t) m->h.nb_snapshots - m->n_snapshots);
+                overhang = m->h.nb_snapshots - m->n_snapshots;
+                found += overhang;
+        }
+        for (size_t i = 0; i < m->n_snapshots; i++) {
+                const struct qcow2_snapshot *sn = &m->snapshots[i];
+                if (sn->extra_stored <= sn->extra_size)
+                        continue;
+                if (!fix)
+                        return vh_error_set(c->err, -EFBIG,
+                                            "%s: Too much extra metadata in snapshot table entry %zu (%" PRIu32
+                                            " > %d bytes); 'check -r all' removes what is past the limit",
+                                            m->filename, i, sn->extra_stored, QCOW2_MAX_SNAPSHOT_EXTRA);
+                report(c, "Discarding too much extra metadata in snapshot table entry %zu (%" PRIu32 " > %d)", i,
+                       sn->extra_stored, QCOW2_MAX_SNAPSHOT_EXTRA);
+                found++;
+        }
+        if (m->h.version >= 3)
+                for (size_t i = 0; i < m->n_snapshots; i++)
+                        if (m->snapshots[i].extra_size < 16) {
+                                report(c, "%s snapshot table entry %zu is incomplete", fix ? "Repairing" : "ERROR", i);
+                                found++;
+                        }
+        res->corruptions += found;
+        if (!fix || found == 0)
+                return 0;
+        int r;
+        if (found == overhang) {
+                /* Only entries to drop: the table stays where it is, with
+                 * fewer entries (one write; the clusters past its new end
+                 * are leaks, which the refcount pass frees), as QEMU does. */
+                uint8_t nb[4];
+                be32_store(nb, (uint32_t) m->n_snapshots);
+                r = write_sync(c, nb, sizeof(nb), 60, "header");
+                if (r < 0)
+                        return vh_error_set(c->err, r, "%s: writing the header failed: %s", m->filename,
+                                            strerror(-r));
+        } else {
+                r = rewrite_snapshot_table(c);
+                if (r < 0)
+                        return r;
+        }
+        res->corruptions -= found;
+        res->corruptions_fixed += found;
+        return 1;
+}
+
 /* One pass over the image, as qemu-img's qcow2 check does it. Returns
  * < 0 when the check could not be completed. */
 static int check_pass(struct check_ctx *c, int fd, const char *path, unsigned fix,
@@ -766,6 +972,15 @@ static int check_pass(struct check_ctx *c, int fd, const char *path, unsigned fi
         int r = load_meta(c, fd, path);
         if (r < 0)
                 return r;
+        r = check_snapshot_table(c);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                /* Rewritten: count against the new table. */
+                r = load_meta(c, fd, path);
+                if (r < 0)
+                        return r;
+        }
         res->total_clusters = DIV_ROUND_UP(ALIGN_UP(c->m->h.size, (uint64_t) 512), c->m->h.cluster_size);
 
         r = calculate_refcounts(c);

@@ -30,6 +30,7 @@
  * counts itself; the refcount table grows into new clusters at the end of
  * the file and replaces the old one through the header. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1341,4 +1342,71 @@ int qcow2_fix_copied_flags(struct vh_image *img, struct vh_error *err) {
                 }
         }
         return 0;
+}
+
+int qcow2_preallocate(struct vh_image *img, uint64_t offset, uint64_t len, enum vh_image_prealloc mode,
+                      struct vh_error *err) {
+        struct qcow2_state *s = st(img);
+        const struct qcow2_header *h = &s->h;
+        const uint64_t cs = h->cluster_size;
+        if (mode == VH_IMAGE_PREALLOC_OFF || len == 0)
+                return 0;
+        uint64_t c = offset >> h->cluster_bits, end = DIV_ROUND_UP(offset + len, cs);
+        while (c < end) {
+                uint8_t *table;
+                uint64_t index;
+                int r = l2_writable(img, c, &table, &index, err);
+                if (r < 0)
+                        return r;
+                /* A run of clusters with nothing of their own (unallocated,
+                 * or a zero flag without a host cluster), within this table. */
+                uint64_t e = be64_load(table + index * 8);
+                if (e != 0 && e != QCOW2_OFLAG_ZERO) {
+                        c++;
+                        continue;
+                }
+                uint64_t n = 1;
+                while (c + n < end && index + n < h->l2_entries) {
+                        uint64_t x = be64_load(table + (index + n) * 8);
+                        if (x != 0 && x != QCOW2_OFLAG_ZERO)
+                                break;
+                        n++;
+                }
+                uint64_t host;
+                r = qcow2_alloc_contiguous(img, n, &host, err);
+                if (r < 0)
+                        return r;
+                /* The host clusters must read as zeros before any entry
+                 * names them: falloc reserves them (zeros), full writes
+                 * zeros, metadata makes them holes, as QEMU does (no zero
+                 * flag: the mapping is what is preallocated). The file is
+                 * extended over them, as 'qemu-img check' expects of
+                 * allocated clusters. */
+                if (mode == VH_IMAGE_PREALLOC_METADATA) {
+                        struct stat sb;
+                        if (fstat(img->fd, &sb) < 0)
+                                return vh_error_set(err, negative_errno(), "cannot stat: %m");
+                        if (host < (uint64_t) sb.st_size)
+                                (void) fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) host,
+                                                 (off_t) MIN(n * cs, (uint64_t) sb.st_size - host));
+                        if (host + n * cs > (uint64_t) sb.st_size && ftruncate(img->fd, (off_t) (host + n * cs)) < 0)
+                                return vh_error_set(err, negative_errno(), "cannot extend the file to %" PRIu64 " bytes: %m",
+                                                    host + n * cs);
+                } else {
+                        r = image_preallocate(img->fd, host, n * cs, mode, err);
+                        if (r < 0)
+                                return r;
+                }
+                r = qcow2_sync(img, "preallocated clusters", err);
+                if (r < 0)
+                        return r;
+                r = l2_again(img, c, &table, err);
+                if (r < 0)
+                        return r;
+                for (uint64_t i = 0; i < n; i++)
+                        be64_store(table + (index + i) * 8, (host + i * cs) | QCOW2_OFLAG_COPIED);
+                qcow2_cache_mark_dirty(s->l2_cache, table);
+                c += n;
+        }
+        return qcow2_flush(img, err);
 }

@@ -189,7 +189,9 @@ void qcow2_snapshot_table_free(struct qcow2_snapshot *t, size_t n) {
  * padded to 8. The padding of the last entry may lie past the end of the
  * file (QEMU does not write it). */
 int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, uint64_t offset, uint32_t nb,
-                              struct qcow2_snapshot **ret, size_t *ret_n, uint64_t *ret_bytes, struct vh_error *err) {
+                              unsigned flags, struct qcow2_snapshot **ret, size_t *ret_n, uint64_t *ret_bytes,
+                              struct vh_error *err) {
+        bool lenient = flags & QCOW2_SNAPSHOT_READ_LENIENT;
         struct qcow2_snapshot *t = NULL;
         size_t n = 0;
         uint64_t pos = offset;
@@ -204,15 +206,18 @@ int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, u
                 struct qcow2_snapshot *sn = &t[n];
                 uint8_t fixed[40];
                 if (pos - offset + sizeof(fixed) > QCOW2_MAX_SNAPSHOT_TABLE) {
+                        if (lenient)
+                                break;
                         r = vh_error_set(err, -EFBIG, "snapshot table is larger than %" PRIu64 " bytes",
                                          QCOW2_MAX_SNAPSHOT_TABLE);
                         goto fail;
                 }
-                if (pos > file_len || sizeof(fixed) > file_len - pos) {
+                if (!lenient && (pos > file_len || sizeof(fixed) > file_len - pos)) {
                         r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end of the file",
                                          n, pos);
                         goto fail;
                 }
+                /* image_pread_fd() reads zeros past the end of the file. */
                 r = image_pread_fd(fd, filename, fixed, sizeof(fixed), pos, err);
                 if (r < 0)
                         goto fail;
@@ -224,43 +229,52 @@ int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, u
                 sn->date_nsec = be32_load(fixed + 20);
                 sn->vm_clock_nsec = be64_load(fixed + 24);
                 sn->vm_state_size32 = be32_load(fixed + 32);
-                sn->extra_size = be32_load(fixed + 36);
+                sn->extra_stored = sn->extra_size = be32_load(fixed + 36);
                 if (sn->extra_size > QCOW2_MAX_SNAPSHOT_EXTRA) {
-                        r = vh_error_set(err, -EINVAL, "snapshot %zu: extra data of %" PRIu32 " bytes (limit %d)", n,
-                                         sn->extra_size, QCOW2_MAX_SNAPSHOT_EXTRA);
-                        goto fail;
+                        if (!lenient) {
+                                r = vh_error_set(err, -EFBIG,
+                                                 "Too much extra metadata in snapshot table entry %zu (%" PRIu32
+                                                 " > %d bytes)",
+                                                 n, sn->extra_size, QCOW2_MAX_SNAPSHOT_EXTRA);
+                                goto fail;
+                        }
+                        sn->extra_size = QCOW2_MAX_SNAPSHOT_EXTRA;
                 }
                 if (sn->id_len > QCOW2_MAX_SNAPSHOT_ID) {
                         r = vh_error_set(err, -EINVAL, "snapshot %zu: id of %u bytes (limit %d)", n,
                                          (unsigned) sn->id_len, QCOW2_MAX_SNAPSHOT_ID);
                         goto fail;
                 }
-                uint64_t var = (uint64_t) sn->extra_size + sn->id_len + sn->name_len;
+                uint64_t var = (uint64_t) sn->extra_stored + sn->id_len + sn->name_len;
                 uint64_t entry = ALIGN_UP(sizeof(fixed) + var, (uint64_t) 8);
                 if (pos - offset + entry > QCOW2_MAX_SNAPSHOT_TABLE) {
+                        if (lenient)
+                                break;
                         r = vh_error_set(err, -EFBIG, "snapshot table is larger than %" PRIu64 " bytes",
                                          QCOW2_MAX_SNAPSHOT_TABLE);
                         goto fail;
                 }
-                if (sizeof(fixed) + var > file_len - pos) {
+                if (!lenient && sizeof(fixed) + var > file_len - pos) {
                         r = vh_error_set(err, -EINVAL, "snapshot table entry %zu at %#" PRIx64 " is past the end of the file",
                                          n, pos);
                         goto fail;
                 }
-                _cleanup_free_ uint8_t *v = malloc((size_t) var + 1);
                 sn->id = calloc(1, (size_t) sn->id_len + 1);
                 sn->name = calloc(1, (size_t) sn->name_len + 1);
                 sn->extra = calloc(1, MAX((size_t) sn->extra_size, (size_t) 1));
-                if (!v || !sn->id || !sn->name || !sn->extra) {
+                if (!sn->id || !sn->name || !sn->extra) {
                         r = vh_error_set(err, -ENOMEM, "out of memory");
                         goto fail;
                 }
-                r = image_pread_fd(fd, filename, v, (size_t) var, pos + sizeof(fixed), err);
+                uint64_t p = pos + sizeof(fixed);
+                r = image_pread_fd(fd, filename, sn->extra, sn->extra_size, p, err);
+                if (r >= 0)
+                        r = image_pread_fd(fd, filename, sn->id, sn->id_len, p + sn->extra_stored, err);
+                if (r >= 0)
+                        r = image_pread_fd(fd, filename, sn->name, sn->name_len, p + sn->extra_stored + sn->id_len,
+                                           err);
                 if (r < 0)
                         goto fail;
-                memcpy(sn->extra, v, sn->extra_size);
-                memcpy(sn->id, v + sn->extra_size, sn->id_len);
-                memcpy(sn->name, v + sn->extra_size + sn->id_len, sn->name_len);
                 pos += entry;
         }
         *ret = t;
@@ -271,6 +285,45 @@ int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, u
 fail:
         qcow2_snapshot_table_free(t, n + 1);
         return r;
+}
+
+static uint64_t entry_bytes(const struct qcow2_snapshot *sn) {
+        return ALIGN_UP(40 + (uint64_t) sn->extra_size + strlen(sn->id) + strlen(sn->name), (uint64_t) 8);
+}
+
+int qcow2_snapshot_table_serialize(const struct qcow2_snapshot *t, size_t n, uint32_t cluster_size,
+                                   uint8_t **ret_buf, uint64_t *ret_bytes, struct vh_error *err) {
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < n; i++)
+                bytes += entry_bytes(&t[i]);
+        if (bytes > QCOW2_MAX_SNAPSHOT_TABLE)
+                return vh_error_set(err, -EFBIG, "the snapshot table would exceed %" PRIu64 " bytes",
+                                    QCOW2_MAX_SNAPSHOT_TABLE);
+        uint64_t clusters = MAX(DIV_ROUND_UP(bytes, (uint64_t) cluster_size), (uint64_t) 1);
+        uint8_t *buf = calloc(1, clusters * cluster_size);
+        if (!buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        uint8_t *p = buf;
+        for (size_t i = 0; i < n; i++) {
+                const struct qcow2_snapshot *sn = &t[i];
+                size_t id_len = strlen(sn->id), name_len = strlen(sn->name);
+                be64_store(p, sn->l1_offset);
+                be32_store(p + 8, sn->l1_size);
+                be16_store(p + 12, (uint16_t) id_len);
+                be16_store(p + 14, (uint16_t) name_len);
+                be32_store(p + 16, sn->date_sec);
+                be32_store(p + 20, sn->date_nsec);
+                be64_store(p + 24, sn->vm_clock_nsec);
+                be32_store(p + 32, sn->vm_state_size32);
+                be32_store(p + 36, sn->extra_size);
+                memcpy(p + 40, sn->extra, sn->extra_size);
+                memcpy(p + 40 + sn->extra_size, sn->id, id_len);
+                memcpy(p + 40 + sn->extra_size + id_len, sn->name, name_len);
+                p += entry_bytes(sn);
+        }
+        *ret_buf = buf;
+        *ret_bytes = bytes;
+        return 0;
 }
 
 /* Finds the bitmaps extension in the header area, and reads the bitmap
@@ -402,7 +455,7 @@ int qcow2_meta_load(int fd, const char *filename, unsigned what, struct qcow2_me
 
         if (what & QCOW2_META_SNAPSHOTS) {
                 r = qcow2_snapshot_table_read(m->fd, m->filename, m->file_len, m->h.snapshots_offset,
-                                              m->h.nb_snapshots, &m->snapshots, &m->n_snapshots,
+                                              m->h.nb_snapshots, QCOW2_SNAPSHOT_READ_LENIENT, &m->snapshots, &m->n_snapshots,
                                               &m->snapshots_size, err);
                 if (r < 0)
                         return r;

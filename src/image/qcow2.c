@@ -289,9 +289,11 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size, struc
                 return vh_error_set(err, -EINVAL, "nb_snapshots %" PRIu32 " is larger than %d", h.nb_snapshots,
                                     QCOW2_MAX_SNAPSHOTS);
         if (h.nb_snapshots > 0) {
-                /* Each snapshot table entry has at least 40 bytes. */
-                r = check_table(&h, "snapshots_offset", h.snapshots_offset, (uint64_t) h.nb_snapshots * 40,
-                                file_size, err);
+                /* The first entry (40 bytes at least) must be in the file.
+                 * Entries past the end read as zeros to QEMU, which 'check
+                 * -r all' repairs; the snapshot operations refuse them when
+                 * they read the table (qcow2_snapshot_table_read()). */
+                r = check_table(&h, "snapshots_offset", h.snapshots_offset, 40, file_size, err);
                 if (r < 0)
                         return r;
         }

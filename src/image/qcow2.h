@@ -303,6 +303,13 @@ int qcow2_fix_copied_flags(struct vh_image *img, struct vh_error *err);
 /* Grows the guest-visible size (L1 table included) or, when nothing is
  * allocated past it, shrinks it. */
 int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err);
+/* Gives every guest cluster in [offset, offset + len) that has no host
+ * cluster one, as 'resize --preallocation' does: metadata maps it onto
+ * a hole, falloc also reserves it in the file, full
+ * writes zeros there. Host clusters read as zeros before an L2 entry
+ * names them; then the tables are flushed in the usual order. */
+int qcow2_preallocate(struct vh_image *img, uint64_t offset, uint64_t len, enum vh_image_prealloc mode,
+                      struct vh_error *err);
 
 /* ---- The snapshot table (spec: "Snapshots"), read by one parser
  * (qcow2-meta.c) for both the snapshot operations (snapshot.c) and the
@@ -327,14 +334,29 @@ struct qcow2_snapshot {
         uint32_t vm_state_size32;
         uint8_t *extra; /* kept as read, so that unknown fields survive a rewrite */
         uint32_t extra_size;
+        uint32_t extra_stored; /* extra_size as stored: larger when a lenient read dropped the excess */
 };
+
+/* What a lenient read of a damaged table does instead of failing, as
+ * QEMU reads it for 'check': an entry past the end of the file reads as
+ * zeros, extra data past QCOW2_MAX_SNAPSHOT_EXTRA is dropped (extra_stored
+ * says how much there was), and the entries past QCOW2_MAX_SNAPSHOT_TABLE
+ * are left out ('*ret_n' is then less than 'nb'). */
+enum { QCOW2_SNAPSHOT_READ_LENIENT = 1 << 0 };
 
 /* Reads the 'nb' entries of the table at 'offset' of the qcow2 file open
  * at 'fd' ('file_len' bytes; 'filename' for messages). Entries must lie
- * within the file and the table within QCOW2_MAX_SNAPSHOT_TABLE. Sets
- * '*ret_bytes' to the table's size, the last entry's padding included. */
+ * within the file and the table within QCOW2_MAX_SNAPSHOT_TABLE, unless
+ * 'flags' has QCOW2_SNAPSHOT_READ_LENIENT. Sets '*ret_bytes' to the
+ * table's size as stored, the last entry's padding included. */
 int qcow2_snapshot_table_read(int fd, const char *filename, uint64_t file_len, uint64_t offset, uint32_t nb,
-                              struct qcow2_snapshot **ret, size_t *ret_n, uint64_t *ret_bytes, struct vh_error *err);
+                              unsigned flags, struct qcow2_snapshot **ret, size_t *ret_n, uint64_t *ret_bytes,
+                              struct vh_error *err);
+/* Lays out the 'n' entries of 't' as the table stores them, into a new
+ * buffer of whole clusters of 'cluster_size' bytes ('*ret_bytes': the
+ * table's own size). Fails past QCOW2_MAX_SNAPSHOT_TABLE. */
+int qcow2_snapshot_table_serialize(const struct qcow2_snapshot *t, size_t n, uint32_t cluster_size,
+                                   uint8_t **ret_buf, uint64_t *ret_bytes, struct vh_error *err);
 void qcow2_snapshot_table_free(struct qcow2_snapshot *t, size_t n);
 
 /* The snapshot table as the public API describes it (snapshot.c). */

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/macro.h"
 #include "image/image-internal.h"
@@ -237,6 +238,11 @@ int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err) 
 }
 
 int vh_image_resize(struct vh_image *img, uint64_t new_size, bool shrink, struct vh_error *err) {
+        return vh_image_resize_prealloc(img, new_size, shrink, VH_IMAGE_PREALLOC_OFF, err);
+}
+
+int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrink, enum vh_image_prealloc prealloc,
+                             struct vh_error *err) {
         if (!img->read_write)
                 return vh_error_set(err, -EROFS, "%s: cannot resize: the image is open read-only", img->filename);
         if (new_size > VH_IMAGE_MAX_VIRTUAL_SIZE)
@@ -249,6 +255,26 @@ int vh_image_resize(struct vh_image *img, uint64_t new_size, bool shrink, struct
                                     img->filename, new_size, img->virtual_size);
         if (!img->driver->resize)
                 return vh_error_set(err, -EOPNOTSUPP, "%s: resizing is not supported for this format", img->filename);
+        uint64_t old = img->virtual_size;
+        if (prealloc != VH_IMAGE_PREALLOC_OFF) {
+                /* qemu-img's refusals, in its words. */
+                if (new_size < old)
+                        return vh_error_set(err, -ENOTSUP, "Preallocation can only be used for growing images");
+                if (img->format == VH_IMAGE_FORMAT_RAW && prealloc == VH_IMAGE_PREALLOC_METADATA)
+                        return vh_error_set(err, -ENOTSUP, "Unsupported preallocation mode: metadata");
+        }
         int r = img->driver->resize(img, new_size, err);
-        return r < 0 ? image_error_prefix(err, r, img->filename) : r;
+        if (r < 0 || prealloc == VH_IMAGE_PREALLOC_OFF || new_size <= old)
+                return r < 0 ? image_error_prefix(err, r, img->filename) : r;
+        /* The new size is recorded first: a crash while preallocating
+         * leaves the grown image with part of its new area allocated,
+         * which reads as zeros like the rest. */
+        if (img->format == VH_IMAGE_FORMAT_QCOW2)
+                r = qcow2_preallocate(img, old, new_size - old, prealloc, err);
+        else {
+                r = image_preallocate(img->fd, old, new_size - old, prealloc, err);
+                if (r >= 0 && fsync(img->fd) < 0)
+                        r = vh_error_set(err, negative_errno(), "fsync failed: %m");
+        }
+        return r < 0 ? image_error_prefix(err, r, img->filename) : 0;
 }

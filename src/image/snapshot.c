@@ -56,7 +56,7 @@ static int table_read(struct vh_image *img, struct qcow2_snapshot **ret, size_t 
         struct qcow2_snapshot *t = NULL;
         size_t n = 0;
         int r = qcow2_snapshot_table_read(img->fd, img->filename, img->file_size, h->snapshots_offset,
-                                          h->nb_snapshots, &t, &n, NULL, err);
+                                          h->nb_snapshots, 0, &t, &n, NULL, err);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
@@ -154,40 +154,18 @@ int vh_image_snapshot_list(struct vh_image *img, struct vh_image_snapshot **ret,
 static int table_write(struct vh_image *img, const struct qcow2_snapshot *t, size_t n, uint64_t *ret_offset,
                        struct vh_error *err) {
         struct qcow2_state *s = img->priv;
-        uint64_t bytes = 0;
-        for (size_t i = 0; i < n; i++)
-                bytes += ALIGN_UP(40 + (uint64_t) t[i].extra_size + strlen(t[i].id) + strlen(t[i].name), (uint64_t) 8);
         if (n == 0) {
                 *ret_offset = 0;
                 return 0;
         }
-        if (bytes > QCOW2_MAX_SNAPSHOT_TABLE)
-                return vh_error_set(err, -EFBIG, "the snapshot table would exceed %" PRIu64 " bytes",
-                                    QCOW2_MAX_SNAPSHOT_TABLE);
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint64_t bytes;
+        int r = qcow2_snapshot_table_serialize(t, n, s->h.cluster_size, &buf, &bytes, err);
+        if (r < 0)
+                return r;
         uint64_t clusters = DIV_ROUND_UP(bytes, (uint64_t) s->h.cluster_size);
-        _cleanup_free_ uint8_t *buf = calloc(1, clusters * s->h.cluster_size);
-        if (!buf)
-                return vh_error_set(err, -ENOMEM, "out of memory");
-        uint8_t *p = buf;
-        for (size_t i = 0; i < n; i++) {
-                const struct qcow2_snapshot *sn = &t[i];
-                size_t id_len = strlen(sn->id), name_len = strlen(sn->name);
-                be64_store(p, sn->l1_offset);
-                be32_store(p + 8, sn->l1_size);
-                be16_store(p + 12, (uint16_t) id_len);
-                be16_store(p + 14, (uint16_t) name_len);
-                be32_store(p + 16, sn->date_sec);
-                be32_store(p + 20, sn->date_nsec);
-                be64_store(p + 24, sn->vm_clock_nsec);
-                be32_store(p + 32, sn->vm_state_size32);
-                be32_store(p + 36, sn->extra_size);
-                memcpy(p + 40, sn->extra, sn->extra_size);
-                memcpy(p + 40 + sn->extra_size, sn->id, id_len);
-                memcpy(p + 40 + sn->extra_size + id_len, sn->name, name_len);
-                p += ALIGN_UP(40 + (uint64_t) sn->extra_size + id_len + name_len, (uint64_t) 8);
-        }
         uint64_t off;
-        int r = qcow2_alloc_contiguous(img, clusters, &off, err);
+        r = qcow2_alloc_contiguous(img, clusters, &off, err);
         if (r < 0)
                 return r;
         r = image_pwrite_all(img->fd, buf, (size_t) bytes, off);

@@ -16,6 +16,12 @@
 #             compression_type=zlib; -o size=... and SIZE both: refused;
 #             the largest size per cluster size, as qemu-img computes it
 #   shrink    resize --shrink over data: done with a warning, as qemu-img
+#   check-snapshots  v3 snapshot entries with 0 or 8 bytes of extra data,
+#             extra data past 1 KiB, a table past the end of the file or
+#             past 64 MiB: the same report, exit status and repaired file
+#             (check -r all) as qemu-img
+#   prealloc  resize --preallocation=off|metadata|falloc|full, raw and
+#             qcow2: the same map, data and blocks on disk as qemu-img's
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -309,5 +315,132 @@ done
 qemu-img create -q -f qcow2 sh-v.img 4M
 both resize sh-v.img 1M
 if same_rc shrink-needs-flag && [ "$V_RC" = 1 ]; then pass shrink-needs-flag "both exit 1"; fi
+
+
+# ------------------------------------------------------------------ check: snapshot tables
+# A qcow2 image with two snapshots (the table is the last thing in the
+# file), its table then damaged by craft.py; qemu-img check and vmhost img
+# check on the same file, and -r all on two copies: the same exit status,
+# the same stdout and snapshot lines on stderr, byte-identical repaired
+# files, each clean to the other tool.
+cat >craft.py <<'EOF'
+import struct, sys
+img, mode = sys.argv[1], sys.argv[2]
+d = bytearray(open(img, "rb").read())
+nb, off = struct.unpack(">IQ", d[60:72])
+if mode == "past-eof":
+    # Two entries more than the file holds: QEMU reads them as zeros.
+    d[60:64] = struct.pack(">I", nb + 2)
+elif mode == "big":
+    # 1050 entries of 65 KiB (past QEMU's 64 MiB), refcounted, after the rest.
+    cs = 65536
+    at = (len(d) + cs - 1) // cs * cs
+    e = struct.pack(">QIHHIIQII", 0, 0, 1, 65535, 0, 0, 0, 0, 24) + struct.pack(">QQq", 0, 4 << 20, -1)
+    t = b"".join(e + b"%d" % (i % 10) + b"n" * 65535 for i in range(1050))  # 65600 bytes: no padding
+    d += b"\0" * (at - len(d)) + t
+    d[60:72] = struct.pack(">IQ", 1050, at)
+    rt = struct.unpack(">Q", d[48:56])[0]
+    rb = struct.unpack(">Q", d[rt:rt + 8])[0]
+    for k in range(at // cs, (len(d) + cs - 1) // cs):
+        d[rb + 2 * k:rb + 2 * k + 2] = struct.pack(">H", 1)
+else:
+    ents, p = [], off
+    for i in range(nb):
+        f = list(struct.unpack(">QIHHIIQII", d[p:p + 40]))
+        ex, idl, nl = f[8], f[2], f[3]
+        extra, rest = d[p + 40:p + 40 + ex], d[p + 40 + ex:p + 40 + ex + idl + nl]
+        ents.append((f, bytes(extra), bytes(rest)))
+        p += (40 + ex + idl + nl + 7) & ~7
+    out = b""
+    for i, (f, extra, rest) in enumerate(ents):
+        if mode == "extra0":
+            extra = b""
+        elif mode == "extra8":
+            extra = extra[:8]
+        elif mode == "extra-big" and i == 0:
+            extra = extra + b"\xab" * (2048 - len(extra))
+        f[8] = len(extra)
+        x = struct.pack(">QIHHIIQII", *f) + extra + rest
+        out += x + b"\0" * (-len(x) % 8)
+    d[off:] = out  # the table is the file's last part
+open(img, "wb").write(d)
+EOF
+for mode in extra0 extra8 extra-big past-eof big; do
+	rm -f sn.qcow2
+	qemu-img create -q -f qcow2 sn.qcow2 4M
+	if [ "$mode" != big ]; then
+		qemu-io -c 'write -P 0x33 0 128k' sn.qcow2 >/dev/null
+		qemu-img snapshot -c s1 sn.qcow2
+		qemu-io -c 'write -P 0x44 0 64k' sn.qcow2 >/dev/null
+		qemu-img snapshot -c s2 sn.qcow2
+	fi
+	python3 craft.py sn.qcow2 $mode
+	both check sn.qcow2
+	if same_rc "check-snapshots $mode" && [ "$Q_OUT" = "$V_OUT" ] &&
+	   diff <(grep '^ERROR' q.err) <(grep '^ERROR' v.err) >/dev/null; then
+		pass "check-snapshots $mode" "both exit $V_RC: $(head -1 v.err)"
+	else
+		fail "check-snapshots $mode" "qemu-img: $Q_OUT $Q_ERR; vmhost: $V_OUT $V_ERR"
+	fi
+	cp sn.qcow2 snq.qcow2
+	cp sn.qcow2 snv.qcow2
+	set +e
+	qemu-img check -r all snq.qcow2 >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img check -r all snv.qcow2 >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	if same_rc "check-snapshots-repair $mode" && [ "$Q_OUT" = "$V_OUT" ] &&
+	   diff <(grep -i 'snapshot' q.err) <(grep -i 'snapshot' v.err) >/dev/null &&
+	   cmp -s snq.qcow2 snv.qcow2 && qemu-img check -q snv.qcow2 && "$VMHOST" img check -q snq.qcow2; then
+		pass "check-snapshots-repair $mode" "exit $V_RC, the same report and file as qemu-img's, clean to both"
+	else
+		fail "check-snapshots-repair $mode" "$(diff q.out v.out; diff <(grep -i snapshot q.err) <(grep -i snapshot v.err); cmp snq.qcow2 snv.qcow2 2>&1)"
+	fi
+done
+rm -f sn.qcow2 snq.qcow2 snv.qcow2
+
+# ------------------------------------------------------------------ resize --preallocation
+# 1 MiB with 64 KiB of data, grown to 4 MiB with each mode: the same exit
+# status, the same qemu-img map (host offsets aside), the same data, the
+# blocks on disk within two clusters of qemu-img's, check clean.
+for fmt in raw qcow2; do
+	for mode in off metadata falloc full; do
+		for t in q v; do
+			rm -f "pa-$t.img"
+			qemu-img create -q -f $fmt "pa-$t.img" 1M
+			qemu-io -f $fmt -c 'write -P 0x11 0 64k' "pa-$t.img" >/dev/null
+		done
+		set +e
+		qemu-img resize -f $fmt --preallocation=$mode pa-q.img 4M >q.out 2>q.err
+		Q_RC=$?
+		"$VMHOST" img resize -f $fmt --preallocation=$mode pa-v.img 4M >v.out 2>v.err
+		V_RC=$?
+		set -e
+		Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+		same_rc "prealloc $fmt $mode" || continue
+		qd=$(du -B1 pa-q.img | cut -f1) vd=$(du -B1 pa-v.img | cut -f1)
+		if [ "$V_RC" != 0 ]; then
+			pass "prealloc $fmt $mode" "both exit $V_RC: $V_ERR"
+		elif diff <(qemu-img map --output=json -f $fmt pa-q.img | sed 's/, "offset.*//') \
+			  <(qemu-img map --output=json -f $fmt pa-v.img | sed 's/, "offset.*//') >/dev/null &&
+		     qemu-img compare -q -f $fmt -F $fmt pa-q.img pa-v.img &&
+		     [ "$vd" -le $((qd + 131072)) ] && [ "$vd" -ge $((qd - 131072)) ] &&
+		     { [ $fmt = raw ] || qemu-img check -q pa-v.img; }; then
+			pass "prealloc $fmt $mode" "same map and data, $vd bytes on disk (qemu-img $qd)"
+		else
+			fail "prealloc $fmt $mode" "on disk $vd (qemu-img $qd); $(diff <(qemu-img map -f $fmt pa-q.img) <(qemu-img map -f $fmt pa-v.img))"
+		fi
+	done
+done
+qemu-img create -q -f qcow2 pa-v.img 4M
+both resize --shrink --preallocation=full pa-v.img 1M
+if same_rc prealloc-shrink && [ "$V_RC" = 1 ] && grep -q "Preallocation can only be used for growing images" v.err; then
+	pass prealloc-shrink "both exit 1: $(tail -1 v.err)"
+else
+	fail prealloc-shrink "$(cat v.err)"
+fi
+rm -f pa-q.img pa-v.img
 
 e2e_finish
