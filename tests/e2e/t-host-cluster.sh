@@ -111,7 +111,7 @@ EOF
 }
 
 # ------------------------------------------------------------------ hosts
-host_new b ovs && host_new c ovs || e2e_finish
+if ! host_new b ovs || ! host_new c ovs; then e2e_finish; fi
 for h in b c; do
 	if out=$(host_add "$h" 2>&1); then pass "host add $h" "$(head -1 <<<"$out")"; else fail "host add $h" "$out"; e2e_finish; fi
 done
