@@ -116,17 +116,15 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
         strv_add(&a, "-o");
         strv_add(&a, "UpdateHostKeys=no");
         strv_add(&a, "-o");
+        strv_addf(&a, "ServerAliveInterval=%d", HOST_SSH_ALIVE_INTERVAL_S);
+        strv_add(&a, "-o");
+        strv_addf(&a, "ServerAliveCountMax=%d", HOST_SSH_ALIVE_COUNT);
+        strv_add(&a, "-o");
         strv_add(&a, "ControlMaster=auto");
         strv_add(&a, "-o");
         strv_addf(&a, "ControlPersist=%d", HOST_SSH_CONTROL_PERSIST_S);
         strv_add(&a, "-o");
         strv_addf(&a, "ControlPath=%s/%%C", cm_dir);
-        /* Without keepalives a link cut in the middle of a long command
-         * is noticed only when TCP gives up, after many minutes. */
-        strv_add(&a, "-o");
-        strv_addf(&a, "ServerAliveInterval=%d", HOST_SSH_ALIVE_INTERVAL_S);
-        strv_add(&a, "-o");
-        strv_addf(&a, "ServerAliveCountMax=%d", HOST_SSH_ALIVE_COUNT);
         strv_add(&a, "-o");
         strv_add(&a, "LogLevel=ERROR");
         if (flags & HOST_SSH_TTY)

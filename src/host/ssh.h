@@ -20,6 +20,13 @@
 
 #define HOST_SSH_CONNECT_TIMEOUT_S 5
 #define HOST_SSH_CONTROL_PERSIST_S 60
+/* A host that dies without closing its connection (powered off, its link
+ * cut) sends no FIN: the master would keep a dead connection, and every
+ * command through it would wait forever. ssh asks for a sign of life
+ * after this many silent seconds and gives up after that many unanswered
+ * asks: a dead connection is noticed within about 2 x 2 s. */
+#define HOST_SSH_ALIVE_INTERVAL_S 2
+#define HOST_SSH_ALIVE_COUNT 2
 /* The longest remote command line vmhost sends (ARG_MAX there is larger;
  * this bounds what one command may hold). */
 #define HOST_REMOTE_COMMAND_MAX (64u * 1024)
@@ -44,10 +51,6 @@ enum host_ssh_flags {
          * pty, so Ctrl-C typed here arrives there as SIGINT. */
         HOST_SSH_TTY = 1 << 2,
 };
-/* A cut link is noticed after this many unanswered keepalives, one per
- * interval: 15 s. */
-#define HOST_SSH_ALIVE_INTERVAL_S 5
-#define HOST_SSH_ALIVE_COUNT 3
 
 /* The full ssh argv for running 'remote_argv' on the host (argv[0] is
  * "ssh"). Creates RUN/ssh (0700). Free with host_names_free(). */

@@ -4,10 +4,11 @@
 # own sshd (own config, host key, the test's authorized key) running inside
 # its own mount namespace, where /var/lib/vmhost, /run/vmhost and /root are
 # the host's private directories (and /run/openvswitch, with its own
-# ovsdb-server and ovs-vswitchd, when asked): what that host's vmhost
-# holds, it got over ssh. The hosts hang off one Linux bridge in this
-# namespace, which holds this side's address (host "a", the machine the
-# test drives from, with its own VMHOST_HOME).
+# ovsdb-server and ovs-vswitchd, when asked), and /etc/machine-id is the
+# host's own, as on a machine of its own (vmhost derives MACs from it):
+# what that host's vmhost holds, it got over ssh. The hosts hang off one
+# Linux bridge in this namespace, which holds this side's address (host
+# "a", the machine the test drives from, with its own VMHOST_HOME).
 #
 #   hosts_init                 this side: VMHOST_HOME, the key, the switch
 #   host_new NAME [ovs]        make host NAME and start it
@@ -17,6 +18,9 @@
 #   host_add NAME              'vmhost host add NAME' with the test key
 #   host_ip NAME, host_dir NAME, host_ns NAME
 #   HOSTS_NOBODY               an address on the switch where nothing answers
+#   HOSTS_MTU                  the switch's MTU (set before hosts_init; default
+#                              1500): above 1500 leaves room for a tunnel's
+#                              headers around full-size frames
 #
 # Everything goes on exit through hosts_cleanup (call it from the trap,
 # before e2e_cleanup). Traps seen on these machines (../shared/lab/
@@ -28,6 +32,7 @@ HOSTS_ID=$(($$ % 200 + 20)) # unique per run: another run may be going on
 HOSTS_NET=10.246.$HOSTS_ID
 HOSTS_SWITCH=vhhb$$
 HOSTS_NOBODY=$HOSTS_NET.250
+HOSTS_MTU=${HOSTS_MTU:-1500}
 HOSTS_KEY=
 HOSTS_NAMES=()
 declare -A HOSTS_INDEX=()
@@ -41,7 +46,7 @@ hosts_init() {
 	mkdir -p "$VMHOST_HOME"
 	HOSTS_KEY=$E2E_TMP/key
 	ssh-keygen -q -t ed25519 -N '' -f "$HOSTS_KEY"
-	ip link add "$HOSTS_SWITCH" type bridge || { fail hosts-switch "cannot make bridge $HOSTS_SWITCH"; e2e_finish; }
+	ip link add "$HOSTS_SWITCH" mtu "$HOSTS_MTU" type bridge || { fail hosts-switch "cannot make bridge $HOSTS_SWITCH"; e2e_finish; }
 	ip addr add "$HOSTS_NET.1/24" dev "$HOSTS_SWITCH"
 	ip link set "$HOSTS_SWITCH" up
 	mkdir -p /run/sshd /var/lib/vmhost /run/vmhost /run/openvswitch
@@ -60,6 +65,7 @@ host_new() {
 	mkdir -p -m 700 "$w"/{state,run,root,ssh,ovs}
 	[ "$ovs" = ovs ] && touch "$w/ovs/wanted"
 	ssh-keygen -q -t ed25519 -N '' -f "$w/ssh/hostkey"
+	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$w/machine-id" && echo >>"$w/machine-id"
 	cp "$HOSTS_KEY.pub" "$w/ssh/authorized_keys"
 	cat >"$w/ssh/sshd_config" <<-EOC
 		ListenAddress $ip
@@ -71,10 +77,23 @@ host_new() {
 		UsePAM no
 		StrictModes no
 		PidFile $w/ssh/sshd.pid
+		Subsystem sftp internal-sftp
 	EOC
 	ip netns add "$ns" || { fail "host $name" "cannot make namespace $ns"; return 1; }
-	ip link add "vhh$$-$i" type veth peer name eth0 netns "$ns"
+	ip link add "vhh$$-$i" mtu "$HOSTS_MTU" type veth peer name eth0 netns "$ns" mtu "$HOSTS_MTU"
 	ip link set "vhh$$-$i" master "$HOSTS_SWITCH" up
+	# A veth hands TCP packets on with checksums still to be filled in; a
+	# host's OVS userspace datapath reads them raw off eth0 (AF_PACKET)
+	# and its kernel would drop them behind the internal port: no TCP (ssh
+	# included) once 'vmhost net uplink' moved eth0 into OVS. A real NIC
+	# delivers complete checksums: make the switch's end do so (ethtool -K
+	# tx off, through the ioctl, as there may be no ethtool).
+	python3 -c '
+import array, fcntl, socket, struct, sys
+cmd = array.array("B", struct.pack("II", 0x17, 0))  # ETHTOOL_STXCSUM, off
+ifr = struct.pack("16sQ8x", sys.argv[1].encode(), cmd.buffer_info()[0])
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)  # SIOCETHTOOL' "vhh$$-$i" ||
+		{ fail "host $name" "cannot turn off checksum offload on vhh$$-$i"; return 1; }
 	ip -n "$ns" addr add "$ip/24" dev eth0
 	ip -n "$ns" link set eth0 up
 	ip -n "$ns" link set lo up
@@ -102,7 +121,8 @@ host_start() {
 	ip netns exec "$ns" unshare --mount --propagation private sh -c "
 		mount --bind $w/state /var/lib/vmhost &&
 		mount --bind $w/run /run/vmhost &&
-		mount --bind $w/root /root && $ovs
+		mount --bind $w/root /root &&
+		mount --bind $w/machine-id /etc/machine-id && $ovs
 		exec /usr/sbin/sshd -f $w/ssh/sshd_config" ||
 		{ fail "host $name start" "see $w/ovs/*.log"; return 1; }
 	wait_until 10 "host $name's sshd listening" bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null
@@ -129,14 +149,19 @@ host_add() {
 }
 
 hosts_cleanup() {
-	local s n
+	local s n p
 	set +e
 	for s in "$VMHOST_HOME"/run/ssh/*; do
-		[ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
+		[ -S "$s" ] && timeout 5 ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
 	done
+	# A master that did not answer: ours, by its control path.
+	for p in $(pgrep -f "^ssh: $VMHOST_HOME/run/ssh/"); do kill "$p" 2>/dev/null; done
 	for n in "${HOSTS_NAMES[@]}"; do
 		host_stop "$n" >/dev/null 2>&1
 		ip netns del "$(host_ns "$n")" 2>/dev/null
+		# Gone with the namespace, unless a lingering socket keeps that
+		# alive a while; its switch end takes the pair along now.
+		ip link del "vhh$$-${HOSTS_INDEX[$n]}" 2>/dev/null
 	done
 	ip link del "$HOSTS_SWITCH" 2>/dev/null
 	return 0

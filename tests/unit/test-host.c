@@ -221,8 +221,8 @@ TEST(host_ssh_argv_options) {
         _cleanup_free_ char *joined = strv_join(argv, "|");
         const char *want[] = { "ssh|", "|BatchMode=yes|", "|ConnectTimeout=5|", "|StrictHostKeyChecking=yes|",
                                "/hosts/b.known_hosts|", "|ControlMaster=auto|", "|ControlPersist=60|",
-                               "/ssh/%C|", "|-p|2222|", "|-i|/k/id|", "|--|root@10.0.0.2|'/opt/my vmhost' 'vm' 'list'",
-                               "|ServerAliveInterval=5|", "|ServerAliveCountMax=3|" };
+                               "|ServerAliveInterval=2|", "|ServerAliveCountMax=2|",
+                               "/ssh/%C|", "|-p|2222|", "|-i|/k/id|", "|--|root@10.0.0.2|'/opt/my vmhost' 'vm' 'list'" };
         for (size_t i = 0; i < ELEMENTSOF(want); i++)
                 if (!strstr(joined, want[i]))
                         test_fail(__FILE__, __LINE__, "'%s' lacks '%s'", joined, want[i]);
