@@ -134,9 +134,10 @@ host_stop() {
 	local ns p
 	ns=$(host_ns "$1")
 	ip netns list | grep -qw "$ns" || return 0
-	for p in $(ip netns pids "$ns"); do kill "$p" 2>/dev/null; done
+	# A process may end between the listing and the kill (set -e callers).
+	for p in $(ip netns pids "$ns"); do kill "$p" 2>/dev/null || true; done
 	wait_until 10 "host $1's processes gone" bash -c "[ -z \"\$(ip netns pids $ns)\" ]" ||
-		for p in $(ip netns pids "$ns"); do kill -9 "$p" 2>/dev/null; done
+		for p in $(ip netns pids "$ns"); do kill -9 "$p" 2>/dev/null || true; done
 	# vmhost's ssh master to the host ends with its connection.
 	return 0
 }
@@ -148,8 +149,9 @@ host_add() {
 	"$VMHOST" host add "$name" --ssh "root@$(host_ip "$name")" --identity "$HOSTS_KEY" --vmhost "$VMHOST" "$@"
 }
 
+# Keeps the status it was called with, for e2e_cleanup after it in the trap.
 hosts_cleanup() {
-	local s n p
+	local rc=$? s n p
 	set +e
 	for s in "$VMHOST_HOME"/run/ssh/*; do
 		[ -S "$s" ] && timeout 5 ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
@@ -164,5 +166,5 @@ hosts_cleanup() {
 		ip link del "vhh$$-${HOSTS_INDEX[$n]}" 2>/dev/null
 	done
 	ip link del "$HOSTS_SWITCH" 2>/dev/null
-	return 0
+	return $rc
 }

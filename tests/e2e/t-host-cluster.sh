@@ -49,15 +49,10 @@ fi
 BASE=/var/lib/vmhost/images/disk.qcow2
 SUBNET=10.93.0
 
-# push_base HOST: the guest's base onto HOST, at $BASE. Until 'vmhost img
-# push' is there: scp, with the test key and the host key 'host add'
-# recorded.
+# push_base HOST: the guest's base onto HOST, at $BASE (its STATE/images),
+# by 'vmhost img push'; both hosts at once, from the one local file.
 push_base() {
-	local h=$1 o
-	o=(-q -i "$HOSTS_KEY" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes
-		-o UserKnownHostsFile="$VMHOST_HOME/hosts/$h.known_hosts" -o GlobalKnownHostsFile=/dev/null)
-	ssh "${o[@]}" "root@$(host_ip "$h")" mkdir -p "${BASE%/*}" &&
-		scp "${o[@]}" "$GUEST_DIR/disk.qcow2" "root@$(host_ip "$h"):$BASE"
+	"$VMHOST" img push -q "$GUEST_DIR/disk.qcow2" "$1"
 }
 
 # on HOST ARGS...: vmhost ARGS on HOST, over ssh.
@@ -124,7 +119,7 @@ if [ $rb = 0 ] && [ $rc = 0 ] && cmp -s "$GUEST_DIR/disk.qcow2" "$(host_dir b)/s
 	cmp -s "$GUEST_DIR/disk.qcow2" "$(host_dir c)/state/images/disk.qcow2"; then
 	pass base-pushed "$BASE on b and c in $(e2e_elapsed "$t") s"
 else
-	fail base-pushed "scp: b $rb, c $rc"; e2e_finish
+	fail base-pushed "img push: b $rb, c $rc"; e2e_finish
 fi
 
 # ------------------------------------------------------------------ networks
@@ -263,6 +258,32 @@ for evil in "x;touch $OWNED" "\$(id)"; do
 	fi
 done
 
+# ------------------------------------------------------------------ one view
+# all_hosts_check WANT: 'vm list --all-hosts --json' has gb running on b
+# and, WANT=up, gc running on c, or, WANT=down, c listed as down.
+all_hosts_check() {
+	python3 -c 'import json, sys
+want = sys.argv[1]
+d = {h["host"]: h for h in json.load(open(sys.argv[2]))}
+assert set(d) >= {"local", "b", "c"}, d.keys()
+def vms(h): return {v["name"]: v["state"] for v in d[h]["vms"]}
+assert d["b"]["reachable"] and vms("b") == {"gb": "running"}, d["b"]
+assert "gb" not in vms("local") and "gc" not in vms("local"), d["local"]
+if want == "up":
+    assert d["c"]["reachable"] and vms("c") == {"gc": "running"}, d["c"]
+else:
+    assert not d["c"]["reachable"] and "c" in (d["c"]["error"] or ""), d["c"]' "$1" "$E2E_TMP/all.json"
+}
+rc=0
+"$VMHOST" vm list --all-hosts --json >"$E2E_TMP/all.json" 2>"$E2E_TMP/all.err" || rc=$?
+"$VMHOST" vm list --all-hosts >"$E2E_TMP/all.txt" 2>&1 || rc=$?
+if [ $rc = 0 ] && all_hosts_check up 2>"$E2E_TMP/all.py" && grep -qE "^b +gb +running" "$E2E_TMP/all.txt" &&
+	grep -qE "^c +gc +running" "$E2E_TMP/all.txt"; then
+	pass "vm list --all-hosts" "$(grep -E '^(b|c) ' "$E2E_TMP/all.txt" | tr -s ' ' | tr '\n' ';')"
+else
+	fail "vm list --all-hosts" "exit $rc: $(cat "$E2E_TMP/all.txt" "$E2E_TMP/all.err" "$E2E_TMP/all.py")"
+fi
+
 # ------------------------------------------------------------------ a host down
 host_stop c
 t=$(e2e_now)
@@ -290,6 +311,17 @@ if [ $rc = 0 ] && grep -qE "^b .* reachable " <<<"$out" && grep -qE "^c .* down 
 	pass "host list with c down" "$dt s: $(grep '^c ' <<<"$out")"
 else
 	fail "host list with c down" "exit $rc after $dt s: $out"
+fi
+t=$(e2e_now)
+rc=0
+timeout -k 5 60 "$VMHOST" vm list --all-hosts --json >"$E2E_TMP/all.json" 2>"$E2E_TMP/all.err" || rc=$?
+dt=$(e2e_elapsed "$t")
+timeout -k 5 60 "$VMHOST" vm list --all-hosts >"$E2E_TMP/all.txt" 2>&1 || rc=$?
+if [ $rc = 0 ] && all_hosts_check down 2>"$E2E_TMP/all.py" && grep -qE "^c .*down" "$E2E_TMP/all.txt" &&
+	awk -v d="$dt" 'BEGIN { exit !(d < 15) }'; then
+	pass "vm list --all-hosts with c down" "$dt s: $(grep -E '^c ' "$E2E_TMP/all.txt")"
+else
+	fail "vm list --all-hosts with c down" "exit $rc after $dt s: $(cat "$E2E_TMP/all.txt" "$E2E_TMP/all.err" "$E2E_TMP/all.py")"
 fi
 # b is unaffected.
 if out=$(on b vm status gb --json 2>&1) && grep -q '"state": *"running"' <<<"$out"; then
