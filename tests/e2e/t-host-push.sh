@@ -22,72 +22,23 @@ ROOT=$(cd "$HERE/../.." && pwd)
 source "$HERE/lib.sh"
 e2e_init host-push
 need ip unshare ssh ssh-keygen python3 qemu-img qemu-io sha256sum
-[ -x /usr/sbin/sshd ] || { fail need-sshd "/usr/sbin/sshd missing (Debian: openssh-server)"; e2e_finish; }
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (network and mount namespaces)"; exit 77; }
 VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
 [ -x "$VMHOST" ] || { fail vmhost-built "$VMHOST is not built"; e2e_finish; }
 VMHOST=$(readlink -f "$VMHOST")
 
-# ==== host B set-up (as in t-host-ssh.sh; to move to lib-hosts.sh) ====
-export VMHOST_HOME=$E2E_TMP/a
-mkdir -p "$VMHOST_HOME"
-W=$E2E_TMP/b
-mkdir -p -m 700 "$W"/{state,run,root,ssh}
-id=$(($$ % 200 + 20))
-NS=vhhp$$; VA=vhhp$$a
-A=10.247.$id.1; B=10.247.$id.2
-KEY=$E2E_TMP/key
-ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/hostkey"
-ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-cp "$KEY.pub" "$W/ssh/authorized_keys"
-cat >"$W/ssh/sshd_config" <<EOC
-ListenAddress $B
-HostKey $W/ssh/hostkey
-AuthorizedKeysFile $W/ssh/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile $W/ssh/sshd.pid
-EOC
-hp_cleanup() {
-	local rc=$? s p
-	set +e
-	for s in "$VMHOST_HOME"/run/ssh/*; do
-		[ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
-	done
-	if ip netns list | grep -qw "$NS"; then
-		for p in $(ip netns pids "$NS"); do kill "$p" 2>/dev/null; done
-		for p in $(ip netns pids "$NS"); do kill -9 "$p" 2>/dev/null; done
-		ip netns del "$NS"
-	fi
-	ip link del "$VA" 2>/dev/null
-	return $rc
-}
-trap 'hp_cleanup; e2e_cleanup' EXIT
-ip netns add "$NS"
-ip link add "$VA" type veth peer name eth0 netns "$NS"
-ip addr add "$A/24" dev "$VA"
-ip link set "$VA" up
-ip -n "$NS" addr add "$B/24" dev eth0
-ip -n "$NS" link set eth0 up
-ip -n "$NS" link set lo up
-mkdir -p /run/sshd /var/lib/vmhost /run/vmhost
-ip netns exec "$NS" unshare --mount --propagation private sh -c "
-	mount --bind $W/state /var/lib/vmhost &&
-	mount --bind $W/run /run/vmhost &&
-	mount --bind $W/root /root &&
-	exec /usr/sbin/sshd -f $W/ssh/sshd_config"
-wait_until 10 "B's sshd listening" bash -c "exec 3<>/dev/tcp/$B/22" 2>/dev/null
-"$VMHOST" host add b --ssh "root@$B" --identity "$KEY" --vmhost "$VMHOST" >"$E2E_TMP/add.txt" 2>&1 ||
-	{ fail "host add" "$(cat "$E2E_TMP/add.txt")"; e2e_finish; }
+# Host B (tests/e2e/lib-hosts.sh): its own namespace, sshd and state.
+source "$HERE/lib-hosts.sh"
+trap 'hosts_cleanup; e2e_cleanup' EXIT
+hosts_init
+host_new b || e2e_finish
+host_add b >"$E2E_TMP/add.txt" 2>&1 || { fail "host add" "$(cat "$E2E_TMP/add.txt")"; e2e_finish; }
+W=$(host_dir b) B=$(host_ip b) NS=$(host_ns b) KEY=$HOSTS_KEY
+VA=vhh$$-${HOSTS_INDEX[b]}  # B's veth, this side's end
 # on_b CMD...: CMD run on B, over a plain ssh (not vmhost's transport).
 on_b() {
 	ssh -o BatchMode=yes -o UserKnownHostsFile="$VMHOST_HOME/hosts/b.known_hosts" -o StrictHostKeyChecking=yes \
 		-i "$KEY" "root@$B" "$@"
 }
-# ==== end of host B set-up ====
 
 cd "$E2E_TMP"
 BI=$W/state/images          # B's /var/lib/vmhost/images, read from here
@@ -216,6 +167,32 @@ if [ -n "$rpid" ] && [ $rc -ne 0 ] && [ ! -e "$BI/mid.raw" ] && [ "$stale" -eq 1
 else
 	fail "remote receiver killed" "receiver pid '$rpid', exit $rc, stale temps $stale: $(cat kill2.txt)"
 fi
+# The link cut mid-push (B's veth down: no FIN, no RST): the keepalives
+# end the push, naming the host; nothing is under the name on B, and once
+# the link is back the next push completes. (B's receiver may outlive the
+# cut until its side of the connection notices; its temporary file is
+# never the final name.)
+head -c $((slow ? 192 : 1024))M /dev/urandom >img/cut.raw
+growc() { local f; for f in "$BI"/.cut.raw.push-*; do [ -f "$f" ] && [ "$(alloc "$f")" -gt $((8 << 20)) ] && return 0; done; return 1; }
+"$VMHOST" img push --no-compress img/cut.raw b >cut.txt 2>&1 &
+pid=$!
+wait_until 60 "a growing temporary file on B" growc
+ip link set "$VA" down
+t0=$(e2e_now)
+rc=0
+wait $pid || rc=$?
+dt=$(e2e_elapsed "$t0")
+ip link set "$VA" up
+if [ $rc -ne 0 ] && [ ! -e "$BI/cut.raw" ] && grep -q "host 'b'\|host b" cut.txt && awk -v d="$dt" 'BEGIN { exit !(d < 20) }'; then
+	pass "link cut mid-push: the push fails naming the host, nothing under the name" "$dt s: $(tail -1 cut.txt)"
+else
+	fail "link cut mid-push" "exit $rc after $dt s: $(cat cut.txt); $(ls -a "$BI")"
+fi
+wait_until 10 "B reachable again" bash -c "exec 3<>/dev/tcp/$B/22" 2>/dev/null
+rc=0
+"$VMHOST" img push -q img/cut.raw b >cut2.txt 2>&1 || rc=$?
+[ $rc -eq 0 ] && [ "$(sha256sum <"$BI/cut.raw" | cut -d' ' -f1)" = "$(sha256sum <img/cut.raw | cut -d' ' -f1)" ] &&
+	pass "after the cut, the next push completes" || fail "after the cut, the next push completes" "exit $rc: $(cat cut2.txt)"
 [ $slow -eq 1 ] && tc qdisc del dev "$VA" root
 rc=0
 "$VMHOST" img push img/mid.raw b >again.txt 2>&1 || rc=$?

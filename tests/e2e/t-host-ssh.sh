@@ -19,77 +19,17 @@ ROOT=$(cd "$HERE/../.." && pwd)
 source "$HERE/lib.sh"
 e2e_init host-ssh
 need ip unshare ssh ssh-keygen python3
-[ -x /usr/sbin/sshd ] || { fail need-sshd "/usr/sbin/sshd missing (Debian: openssh-server)"; e2e_finish; }
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (network and mount namespaces)"; exit 77; }
 VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
 [ -x "$VMHOST" ] || { fail vmhost-built "$VMHOST is not built"; e2e_finish; }
 VMHOST=$(readlink -f "$VMHOST")
 
-# This side's home; short, since ssh's control socket paths are limited.
-export VMHOST_HOME=$E2E_TMP/a
-mkdir -p "$VMHOST_HOME"
-W=$E2E_TMP/b
-mkdir -p -m 700 "$W"/{state,run,root,ssh}
-# Unique per run: another run of this test may be going on.
-id=$(($$ % 200 + 20))
-NS=vhhs$$; VA=vhhs$$a
-A=10.246.$id.1; B=10.246.$id.2; NOBODY=10.246.$id.3
-KEY=$E2E_TMP/key
+# Host B (tests/e2e/lib-hosts.sh): its own namespace, sshd and state.
+source "$HERE/lib-hosts.sh"
 OWNED=/tmp/vmhost-owned-$$
-ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/hostkey"
-ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-cp "$KEY.pub" "$W/ssh/authorized_keys"
-cat >"$W/ssh/sshd_config" <<EOC
-ListenAddress $B
-HostKey $W/ssh/hostkey
-AuthorizedKeysFile $W/ssh/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile $W/ssh/sshd.pid
-EOC
-
-hs_cleanup() {
-	local rc=$? s p
-	set +e
-	# ssh masters vmhost started on this side: ask each to exit.
-	for s in "$VMHOST_HOME"/run/ssh/*; do
-		[ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy >/dev/null 2>&1
-	done
-	# Everything in B's network namespace is ours: sshd and its sessions.
-	if ip netns list | grep -qw "$NS"; then
-		for p in $(ip netns pids "$NS"); do kill "$p" 2>/dev/null; done
-		for p in $(ip netns pids "$NS"); do kill -9 "$p" 2>/dev/null; done
-		ip netns del "$NS"
-	fi
-	ip link del "$VA" 2>/dev/null
-	rm -f "$OWNED" "$OWNED"-2
-	return $rc
-}
-trap 'hs_cleanup; e2e_cleanup' EXIT
-
-ip netns add "$NS"
-ip link add "$VA" type veth peer name eth0 netns "$NS"
-ip addr add "$A/24" dev "$VA"
-ip link set "$VA" up
-ip -n "$NS" addr add "$B/24" dev eth0
-ip -n "$NS" link set eth0 up
-ip -n "$NS" link set lo up
-mkdir -p /run/sshd /var/lib/vmhost /run/vmhost
-
-# start_b: B's sshd in a new private mount namespace (its sessions inherit it).
-start_b() {
-	rm -f "$W/ssh/sshd.pid"
-	ip netns exec "$NS" unshare --mount --propagation private sh -c "
-		mount --bind $W/state /var/lib/vmhost &&
-		mount --bind $W/run /run/vmhost &&
-		mount --bind $W/root /root &&
-		exec /usr/sbin/sshd -f $W/ssh/sshd_config"
-	wait_until 10 "B's sshd listening" bash -c "exec 3<>/dev/tcp/$B/22" 2>/dev/null
-}
-start_b
+trap 'rc=$?; hosts_cleanup; rm -f "$OWNED" "$OWNED"-2; (exit $rc); e2e_cleanup' EXIT
+hosts_init
+host_new b || e2e_finish
+W=$(host_dir b) B=$(host_ip b) NS=$(host_ns b) KEY=$HOSTS_KEY NOBODY=$HOSTS_NOBODY
 cd "$E2E_TMP"
 
 # --- host add
@@ -316,13 +256,12 @@ rc=0
 
 # --- a changed host key is refused
 cp "$VMHOST_HOME/hosts/b.known_hosts" known.before
-for p in $(ip netns pids "$NS"); do kill "$p" 2>/dev/null || true; done
-wait_until 10 "B's sshd and sessions gone" bash -c "[ -z \"\$(ip netns pids $NS)\" ]"
+host_stop b
 # The master ends with its connection; a new command must not find it.
 wait_until 10 "the ssh master gone" bash -c "! ls $VMHOST_HOME/run/ssh/* >/dev/null 2>&1"
 rm -f "$W/ssh/hostkey" "$W/ssh/hostkey.pub"
 ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/hostkey"
-start_b
+host_start b
 rc=0
 "$VMHOST" --host b vm list >ck.txt 2>&1 || rc=$?
 if [ $rc -eq 255 ] && grep -q "host 'b'" ck.txt && grep -q "different host key" ck.txt &&
