@@ -17,6 +17,9 @@
 #   host_add NAME              'vmhost host add NAME' with the test key
 #   host_ip NAME, host_dir NAME, host_ns NAME
 #   HOSTS_NOBODY               an address on the switch where nothing answers
+#   HOSTS_SHARED=SRC:PATH      (set before host_new, optional) directory SRC
+#                              bind-mounted at PATH inside every host: storage
+#                              the hosts share at one path (live migration)
 #
 # Everything goes on exit through hosts_cleanup (call it from the trap,
 # before e2e_cleanup). Traps seen on these machines (../shared/lab/
@@ -102,7 +105,8 @@ host_start() {
 	ip netns exec "$ns" unshare --mount --propagation private sh -c "
 		mount --bind $w/state /var/lib/vmhost &&
 		mount --bind $w/run /run/vmhost &&
-		mount --bind $w/root /root && $ovs
+		mount --bind $w/root /root && ${HOSTS_SHARED:+mkdir -p ${HOSTS_SHARED#*:} &&
+		mount --bind ${HOSTS_SHARED%%:*} ${HOSTS_SHARED#*:} &&} $ovs
 		exec /usr/sbin/sshd -f $w/ssh/sshd_config" ||
 		{ fail "host $name start" "see $w/ovs/*.log"; return 1; }
 	wait_until 10 "host $name's sshd listening" bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null
