@@ -253,16 +253,22 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
         o.progress = on_progress;
         o.userdata = &ps;
 
-        struct sigaction sa = { .sa_handler = on_sigint }, old_int, old_term;
+        /* Ctrl-C, a kill or the end of the session that runs us (with
+         * --host) cancel in order: the VM stays here. A reader of our
+         * output that went away must not end us mid-way either. */
+        struct sigaction sa = { .sa_handler = on_sigint }, old_int, old_term, old_hup;
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
+        sigaction(SIGHUP, &sa, &old_hup);
+        signal(SIGPIPE, SIG_IGN);
         struct vm_migrate_result *res = calloc(1, sizeof(*res));
         if (!res)
                 return log_error("Out of memory."), 1;
         r = vm_migrate(ctx, &o, res, &err);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGHUP, &old_hup, NULL);
         if (ps.tty && ps.last_phase >= 0)
                 fputc('\n', stderr);
         if (json)

@@ -698,7 +698,19 @@ fail:
         if (sock)
                 unlink(sock);
         if (!keep) {
-                (void) write_line(out_fd, "FAILED %s", vh_error_message(err, r));
+                /* QEMU's own last word says more than a closed socket. */
+                char why[300] = "";
+                struct vm_paths lp = {};
+                _cleanup_free_ char *log = NULL;
+                size_t ln = 0;
+                if (vm_paths_get(ctx, name, &lp, NULL) >= 0 && read_full_file(lp.qemu_log, 1u << 20, &log, &ln) >= 0) {
+                        while (ln > 0 && (log[ln - 1] == '\n' || log[ln - 1] == '\r'))
+                                log[--ln] = '\0';
+                        const char *last = strrchr(log, '\n');
+                        snprintf(why, sizeof(why), "%s", last ? last + 1 : log);
+                }
+                vm_paths_done(&lp);
+                (void) write_line(out_fd, "FAILED %s%s%s", vh_error_message(err, r), why[0] ? "; QEMU: " : "", why);
                 (void) vm_stop(ctx, name, 2000, NULL);
                 forget_vm(ctx, name);
         }
