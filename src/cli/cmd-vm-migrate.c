@@ -275,6 +275,7 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 print_json(name, &o, res, r, &err);
         else
                 print_text(name, &o, res);
+        fflush(stdout);
         if (r < 0 && !json) {
                 if (interrupted && r == -ECANCELED)
                         log_error("Migration of VM %s interrupted: it %s.", name,

@@ -1104,6 +1104,11 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                         return vh_error_set(err, -EIO, "the migration of VM %s %s%s%s", m->name, p.status,
                                             why ? ": " : "", why ? why : "");
                 }
+                if (streq(p.status, "pre-switchover") && m->switchover) {
+                        /* migrate-continue sent; QEMU has not moved on yet. */
+                        usleep(10000);
+                        continue;
+                }
                 if (streq(p.status, "pre-switchover")) {
                         /* The source is paused with nearly all memory sent:
                          * only now does the switch-over begin. */
