@@ -32,6 +32,12 @@
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
 
+/* cmd-vm-migrate.c: 'vm migrate' and its hidden far-side commands. */
+int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv);
+int vm_migrate_check_cmd(const struct vh_context *ctx, int argc, char **argv);
+int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv);
+extern const char vm_migrate_help[];
+
 /* The options of 'vm create', in both the group's usage and create's own. */
 #define VM_CREATE_OPTIONS \
                 "  --cpus N                virtual CPUs (default 1)\n" \
@@ -93,6 +99,9 @@ static void usage(FILE *f) {
                 "                          running: full machine state; stopped: the disk's snapshot\n"
                 "  commit NAME             merge the VM's overlay into its base (all VMs on it stopped)\n"
                 "  forward NAME add PROTO:HOST|auto:GUEST  add a user-mode forward, also while it runs\n"
+                "  migrate NAME HOST [--storage shared] [--transport ssh|direct] [--bandwidth RATE]\n"
+                "          [--max-downtime MS] [--timeout SEC] [--dry-run] [--json]\n"
+                "                          move it to HOST while it runs (see 'vm migrate --help')\n"
                 "  delete NAME             remove a stopped VM and its own disk (never a shared base)\n"
                 "  set NAME KEY=VALUE...   change the definition, e.g. boot=disk after installing,\n"
                 "                          cdrom=none, memory=1G (keys: docs/vm-definition.md)\n"
@@ -286,6 +295,7 @@ static const struct command_help command_helps[] = {
           "\n"
           "Example:\n"
           "  vmhost vm delete web\n" },
+        { "migrate", vm_migrate_help },
         { "set",
           "Usage: vmhost vm set NAME KEY=VALUE...\n"
           "\n"
@@ -1385,6 +1395,8 @@ int cmd_vm(const struct vh_context *ctx, int argc, char **argv) {
                 { "vnc", vm_vnc_cmd },         { "screenshot", vm_screenshot_cmd },
                 { "cdrom", vm_cdrom_cmd },     { "snapshot", vm_snapshot_cmd }, { "commit", vm_commit_cmd },
                 { "forward", vm_forward_cmd },
+                { "migrate", vm_migrate_cmd }, { "migrate-check", vm_migrate_check_cmd },
+                { "migrate-incoming", vm_migrate_incoming_cmd },
         };
         if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
                 usage(argc < 2 ? stderr : stdout);

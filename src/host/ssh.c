@@ -72,8 +72,12 @@ int host_remote_command(char *const argv[], char **ret) {
         return 0;
 }
 
-int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsigned flags,
-                  char *const remote_argv[], char ***ret, struct vh_error *err) {
+/* host_ssh_argv(), with 'extra' options before the target and, for a
+ * forward ('own_connection'), ssh's own connection instead of the shared
+ * master and no remote command. */
+static int ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsigned flags,
+                    char *const remote_argv[], char *const extra[], bool own_connection, char ***ret,
+                    struct vh_error *err) {
         if (!host_ssh_target_is_valid(def->ssh))
                 return vh_error_set(err, -EINVAL, "host '%s': invalid ssh address '%s'", def->name,
                                     def->ssh ? def->ssh : "");
@@ -89,7 +93,7 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
         if (r < 0)
                 return vh_error_set(err, r, "host '%s': cannot make the runtime directory for ssh: %s", def->name,
                                     strerror(-r));
-        if (!(flags & HOST_SSH_CLOSE_MASTER)) {
+        if (!(flags & HOST_SSH_CLOSE_MASTER) && !own_connection) {
                 r = host_remote_command(remote_argv, &cmd);
                 if (r == -E2BIG)
                         return vh_error_set(err, r, "host '%s': the command is longer than %u bytes", def->name,
@@ -115,16 +119,23 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
         strv_add(&a, "HashKnownHosts=no");
         strv_add(&a, "-o");
         strv_add(&a, "UpdateHostKeys=no");
+        if (own_connection) {
+                strv_add(&a, "-o");
+                strv_add(&a, "ControlMaster=no");
+                strv_add(&a, "-o");
+                strv_add(&a, "ControlPath=none");
+        } else {
+                strv_add(&a, "-o");
+                strv_add(&a, "ControlMaster=auto");
+                strv_add(&a, "-o");
+                strv_addf(&a, "ControlPersist=%d", HOST_SSH_CONTROL_PERSIST_S);
+                strv_add(&a, "-o");
+                strv_addf(&a, "ControlPath=%s/%%C", cm_dir);
+        }
         strv_add(&a, "-o");
         strv_addf(&a, "ServerAliveInterval=%d", HOST_SSH_ALIVE_INTERVAL_S);
         strv_add(&a, "-o");
         strv_addf(&a, "ServerAliveCountMax=%d", HOST_SSH_ALIVE_COUNT);
-        strv_add(&a, "-o");
-        strv_add(&a, "ControlMaster=auto");
-        strv_add(&a, "-o");
-        strv_addf(&a, "ControlPersist=%d", HOST_SSH_CONTROL_PERSIST_S);
-        strv_add(&a, "-o");
-        strv_addf(&a, "ControlPath=%s/%%C", cm_dir);
         strv_add(&a, "-o");
         strv_add(&a, "LogLevel=ERROR");
         if (flags & HOST_SSH_TTY)
@@ -141,6 +152,8 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
                 strv_add(&a, "-O");
                 strv_add(&a, "exit");
         }
+        for (size_t i = 0; extra && extra[i]; i++)
+                strv_add(&a, extra[i]);
         /* The target was checked not to start with '-'; "--" says so to ssh too. */
         strv_add(&a, "--");
         strv_add(&a, def->ssh);
@@ -152,6 +165,24 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
         }
         *ret = a.v;
         return 0;
+}
+
+int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsigned flags,
+                  char *const remote_argv[], char ***ret, struct vh_error *err) {
+        return ssh_argv(ctx, def, flags, remote_argv, NULL, false, ret, err);
+}
+
+int host_ssh_forward_argv(const struct vh_context *ctx, const struct host_def *def, const char *local_socket,
+                          const char *remote_socket, char ***ret, struct vh_error *err) {
+        _cleanup_free_ char *spec = strdup_printf("%s:%s", local_socket, remote_socket);
+        if (!spec)
+                return -ENOMEM;
+        /* No command (-N); a forward that cannot be set up ends ssh
+         * instead of leaving it connected and useless; a stale local
+         * socket of an earlier run is replaced. */
+        char *extra[] = { (char *) "-N", (char *) "-o", (char *) "ExitOnForwardFailure=yes", (char *) "-o",
+                          (char *) "StreamLocalBindUnlink=yes", (char *) "-L", spec, NULL };
+        return ssh_argv(ctx, def, 0, NULL, extra, true, ret, err);
 }
 
 static const char *ssh_address(const struct host_def *def) {

@@ -57,6 +57,14 @@ enum host_ssh_flags {
 int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsigned flags,
                   char *const remote_argv[], char ***ret, struct vh_error *err);
 
+/* The ssh argv of a unix-socket forward to the host on ssh's own
+ * connection (not the shared master, so that the forward is one process
+ * whose end is the forward's end): 'local_socket' here leads to
+ * 'remote_socket' there (ssh -N -L, ExitOnForwardFailure). For a live
+ * migration's stream. Free with host_names_free(). */
+int host_ssh_forward_argv(const struct vh_context *ctx, const struct host_def *def, const char *local_socket,
+                          const char *remote_socket, char ***ret, struct vh_error *err);
+
 /* What ssh's own failure (its exit status 255, its stderr) means, as an
  * error naming the host and what to do: -EKEYREJECTED (host key changed or
  * unknown), -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -EACCES (our key

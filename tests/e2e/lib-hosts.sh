@@ -21,6 +21,9 @@
 #   HOSTS_MTU                  the switch's MTU (set before hosts_init; default
 #                              1500): above 1500 leaves room for a tunnel's
 #                              headers around full-size frames
+#   HOSTS_SHARED=SRC:PATH      (set before host_new, optional) directory SRC
+#                              bind-mounted at PATH inside every host: storage
+#                              the hosts share at one path (live migration)
 #
 # Everything goes on exit through hosts_cleanup (call it from the trap,
 # before e2e_cleanup). Traps seen on these machines (../shared/lab/
@@ -122,7 +125,8 @@ host_start() {
 		mount --bind $w/state /var/lib/vmhost &&
 		mount --bind $w/run /run/vmhost &&
 		mount --bind $w/root /root &&
-		mount --bind $w/machine-id /etc/machine-id && $ovs
+		mount --bind $w/machine-id /etc/machine-id && ${HOSTS_SHARED:+mkdir -p ${HOSTS_SHARED#*:} &&
+		mount --bind ${HOSTS_SHARED%%:*} ${HOSTS_SHARED#*:} &&} $ovs
 		exec /usr/sbin/sshd -f $w/ssh/sshd_config" ||
 		{ fail "host $name start" "see $w/ovs/*.log"; return 1; }
 	wait_until 10 "host $name's sshd listening" bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null

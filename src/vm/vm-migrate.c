@@ -1,0 +1,1347 @@
+/* vm/vm-migrate.c: live migration to another host, shared storage (see
+ * vm-migrate.h for the sequence and what each side owns). */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <libgen.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "base/clock.h"
+#include "base/fileio.h"
+#include "base/json-writer.h"
+#include "base/json.h"
+#include "base/macro.h"
+#include "base/paths.h"
+#include "base/poll.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "host/host.h"
+#include "host/ssh-pipe.h"
+#include "host/ssh.h"
+#include "net/net.h"
+#include "qmp/qmp.h"
+#include "vm/vm-accel.h"
+#include "vm/vm-alloc.h"
+#include "vm/vm-migrate.h"
+#include "vm/vm-start.h"
+#include "vm/vm.h"
+
+extern char **environ;
+
+/* QMP commands of a migration answer at once; a QEMU that does not in
+ * this long is treated as gone. */
+#define MIGRATE_QMP_TIMEOUT_MS 5000
+/* The destination's READY comes after its QEMU started (30 s at most). */
+#define MIGRATE_READY_TIMEOUT_MS 60000
+/* The far side's answer to CONT, and its check command. */
+#define MIGRATE_REPLY_TIMEOUT_MS 20000
+/* The ssh forward's local socket appears within the connect timeout. */
+#define MIGRATE_FORWARD_TIMEOUT_MS ((HOST_SSH_CONNECT_TIMEOUT_S + 5) * 1000)
+/* The passes remaining memory may fail to shrink before the downtime
+ * allowed is raised. */
+#define MIGRATE_STALL_PASSES 2
+#define MIGRATE_FD_NAME "vmhost-migrate"
+
+const char *vm_migrate_phase_to_string(enum vm_migrate_phase p) {
+        switch (p) {
+        case VM_MIGRATE_PHASE_CHECKS: return "checks";
+        case VM_MIGRATE_PHASE_PREPARE: return "prepare";
+        case VM_MIGRATE_PHASE_MEMORY: return "memory";
+        case VM_MIGRATE_PHASE_SWITCHOVER: return "switch-over";
+        case VM_MIGRATE_PHASE_DONE: return "done";
+        }
+        return "?";
+}
+
+int vm_migrate_parse_rate(const char *s, uint64_t *ret) {
+        if (!s || !*s || strlen(s) > 32)
+                return -EINVAL;
+        char buf[40];
+        snprintf(buf, sizeof(buf), "%s", s);
+        size_t n = strlen(buf);
+        if (n > 2 && streq(buf + n - 2, "/s"))
+                buf[n - 2] = '\0';
+        uint64_t v;
+        int r = parse_size(buf, &v);
+        if (r < 0)
+                return r;
+        if (v == 0)
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+unsigned vm_migrate_next_downtime(unsigned cur_ms, unsigned max_ms, unsigned stalled_passes) {
+        if (stalled_passes < MIGRATE_STALL_PASSES || cur_ms >= max_ms)
+                return MIN(cur_ms, max_ms);
+        uint64_t next = (uint64_t) cur_ms * 2;
+        return (unsigned) MIN(next, (uint64_t) max_ms);
+}
+
+static uint64_t get_u64(const struct json_value *v, const char *key) {
+        uint64_t u = 0;
+        if (json_get_uint(json_object_get(v, key), &u) < 0)
+                return 0;
+        return u;
+}
+
+int vm_migrate_progress_from_json(const struct json_value *v, struct vm_migrate_progress *ret) {
+        const char *status;
+        if (!v || v->type != JSON_OBJECT || json_get_string(json_object_get(v, "status"), &status) < 0)
+                return -EPROTO;
+        struct vm_migrate_progress p = *ret;
+        snprintf(p.status, sizeof(p.status), "%s", status);
+        const struct json_value *ram = json_object_get(v, "ram");
+        p.transferred = get_u64(ram, "transferred");
+        p.remaining = get_u64(ram, "remaining");
+        p.total = get_u64(ram, "total");
+        double mbps = 0;
+        if (json_get_double(json_object_get(ram, "mbps"), &mbps) == 0 && mbps > 0)
+                p.rate_bps = (uint64_t) (mbps * 1e6 / 8);
+        else
+                p.rate_bps = 0;
+        uint64_t page = get_u64(ram, "page-size");
+        p.dirty_rate = get_u64(ram, "dirty-pages-rate") * (page ? page : 4096);
+        p.pass = (unsigned) MIN(get_u64(ram, "dirty-sync-count"), (uint64_t) UINT32_MAX);
+        p.expected_downtime_ms = get_u64(v, "expected-downtime");
+        /* Remaining grows again when the guest dirties pages already sent:
+         * the percent shown is the best so far, so it never runs backwards. */
+        if (p.total > 0) {
+                double pc = 100.0 * (double) (p.total - MIN(p.remaining, p.total)) / (double) p.total;
+                if (pc > p.percent)
+                        p.percent = pc;
+        }
+        if (streq(status, "completed"))
+                p.percent = 100.0;
+        *ret = p;
+        return 0;
+}
+
+/* ---- checks ---- */
+
+static void add_check(struct vm_migrate_result *res, const char *name, bool ok, const char *fmt, ...)
+        _printf_(4, 5);
+static void add_check(struct vm_migrate_result *res, const char *name, bool ok, const char *fmt, ...) {
+        if (res->n_checks >= VM_MIGRATE_MAX_CHECKS)
+                return;
+        struct vm_migrate_check *c = &res->checks[res->n_checks++];
+        snprintf(c->name, sizeof(c->name), "%s", name);
+        c->ok = ok;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->message, sizeof(c->message), fmt, ap);
+        va_end(ap);
+}
+
+int vm_migrate_checks_parse(const char *text, struct vm_migrate_result *res, struct vh_error *err) {
+        const char *start = text ? strchr(text, '{') : NULL;
+        /* ssh mixes the remote stderr in: the object starts on its own line. */
+        while (start && start != text && start[-1] != '\n')
+                start = strchr(start + 1, '{');
+        if (!start)
+                return vh_error_set(err, -EPROTO, "the destination's check gave no answer: %.200s", text ? text : "");
+        struct json_limits lim = { .max_depth = 4, .max_bytes = VM_MIGRATE_REPLY_MAX, .max_string = 1024,
+                                   .max_elements = 64, .max_values = 1024 };
+        _cleanup_(json_value_freep) struct json_value *v = NULL;
+        struct vh_error e = {};
+        int r = json_parse(start, strlen(start), &lim, &v, &e);
+        if (r < 0)
+                return vh_error_set(err, -EPROTO, "the destination's check answer is not valid: %s",
+                                    vh_error_message(&e, r));
+        const struct json_value *checks = json_object_get(v, "checks");
+        if (!checks || checks->type != JSON_ARRAY)
+                return vh_error_set(err, -EPROTO, "the destination's check answer has no list of checks");
+        for (size_t i = 0; i < json_array_len(checks); i++) {
+                const struct json_value *c = json_array_at(checks, i);
+                const char *name, *msg;
+                bool ok;
+                if (json_get_string(json_object_get(c, "name"), &name) < 0 ||
+                    json_get_bool(json_object_get(c, "ok"), &ok) < 0 ||
+                    json_get_string(json_object_get(c, "message"), &msg) < 0)
+                        return vh_error_set(err, -EPROTO, "check %zu of the destination's answer is malformed", i);
+                add_check(res, name, ok, "%s", msg);
+        }
+        return 0;
+}
+
+/* "model name : ..." of /proc/cpuinfo, the CPU a 'host' model exposes. */
+static void cpu_model_name(char *buf, size_t len) {
+        _cleanup_free_ char *text = NULL;
+        size_t n;
+        snprintf(buf, len, "unknown");
+        if (read_full_file("/proc/cpuinfo", 4u << 20, &text, &n) < 0)
+                return;
+        const char *p = strstr(text, "model name");
+        if (!p || !(p = strchr(p, ':')))
+                return;
+        p++;
+        while (*p == ' ' || *p == '\t')
+                p++;
+        size_t k = strcspn(p, "\n");
+        snprintf(buf, len, "%.*s", (int) MIN(k, len - 1), p);
+}
+
+/* "7.2.22" < "8.0.0": -1, 0, 1. */
+static int version_compare(const char *a, const char *b) {
+        for (int i = 0; i < 3; i++) {
+                unsigned long x = strtoul(a, (char **) &a, 10), y = strtoul(b, (char **) &b, 10);
+                if (x != y)
+                        return x < y ? -1 : 1;
+                if (*a == '.')
+                        a++;
+                if (*b == '.')
+                        b++;
+        }
+        return 0;
+}
+
+static uint64_t mem_available(void) {
+        _cleanup_free_ char *text = NULL;
+        size_t n;
+        if (read_full_file("/proc/meminfo", 1u << 20, &text, &n) < 0)
+                return 0;
+        const char *p = strstr(text, "MemAvailable:");
+        return p ? strtoull(p + strlen("MemAvailable:"), NULL, 10) * 1024 : 0;
+}
+
+int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
+                           const struct vm_migrate_check_request *req, char **ret, struct vh_error *err) {
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        int r = vm_def_parse(def_text, "the source's definition", &def, err);
+        if (r < 0)
+                return r;
+        struct vm_migrate_result res = {};
+
+        /* QEMU here: at least the source's, and it has the pinned machine. */
+        char *vargv[] = { (char *) VM_QEMU_BINARY, (char *) "--version", NULL };
+        _cleanup_free_ char *vout = NULL;
+        char qver[64] = "";
+        if (process_run(ctx, vargv, 10000, 64 * 1024, &vout, NULL) == 0) {
+                const char *p = strstr(vout, "version ");
+                if (p)
+                        snprintf(qver, sizeof(qver), "%.*s", (int) strcspn(p + 8, " \n"), p + 8);
+        }
+        if (!qver[0])
+                add_check(&res, "qemu", false, "QEMU (%s) is not installed or does not answer here: install "
+                          "qemu-system-x86 (see 'vmhost doctor')", VM_QEMU_BINARY);
+        else if (req->qemu_version && version_compare(qver, req->qemu_version) < 0)
+                add_check(&res, "qemu", false, "QEMU %s here is older than the source's %s: a VM moves only to the "
+                          "same or a newer QEMU; upgrade QEMU here", qver, req->qemu_version);
+        else
+                add_check(&res, "qemu", true, "QEMU %s (source %s)", qver, req->qemu_version ? req->qemu_version : "?");
+
+        if (qver[0] && def->machine) {
+                char *margv[] = { (char *) VM_QEMU_BINARY, (char *) "-machine", (char *) "help", NULL };
+                _cleanup_free_ char *mout = NULL;
+                bool found = false;
+                if (process_run(ctx, margv, 10000, 1u << 20, &mout, NULL) == 0)
+                        for (char *line = mout; line && *line;) {
+                                size_t k = strcspn(line, " \n");
+                                if (k == strlen(def->machine) && !strncmp(line, def->machine, k))
+                                        found = true;
+                                line = strchr(line, '\n');
+                                if (line)
+                                        line++;
+                        }
+                if (found)
+                        add_check(&res, "machine", true, "machine type %s", def->machine);
+                else
+                        add_check(&res, "machine", false, "QEMU %s here has no machine type %s, which VM %s is "
+                                  "pinned to: install a QEMU that has it", qver, def->machine, def->name);
+        } else if (qver[0])
+                add_check(&res, "machine", true, "machine type not pinned (pc)");
+
+        if (def->cpu_model && streq(def->cpu_model, "host")) {
+                char here[256];
+                cpu_model_name(here, sizeof(here));
+                bool same = req->cpu && streq(req->cpu, here);
+                add_check(&res, "cpu", same,
+                          same ? "CPU model host: the same CPU (%s) on both hosts"
+                               : "CPU model host passes the CPU through, and this host's CPU (%s) differs from the "
+                                 "source's: set a common model, e.g. 'vmhost vm set NAME cpu=max', and restart it",
+                          here);
+        } else
+                add_check(&res, "cpu", true, "CPU model %s", def->cpu_model ? def->cpu_model : "default");
+
+        uint64_t avail = mem_available(), want = def->memory + (64u << 20);
+        char a[32], w[32];
+        format_size(avail, a, sizeof(a));
+        format_size(def->memory, w, sizeof(w));
+        add_check(&res, "memory", avail >= want,
+                  avail >= want ? "%s free for %s of guest memory"
+                                : "only %s free for %s of guest memory (and QEMU's own): free memory there first",
+                  a, w);
+
+        bool nets_ok = true;
+        char missing[256] = "";
+        for (unsigned i = 0; i < def->n_nics; i++) {
+                const char *n = def->nics[i].network;
+                if (streq(n, VM_NET_USER) || net_exists(ctx, n))
+                        continue;
+                nets_ok = false;
+                size_t l = strlen(missing);
+                snprintf(missing + l, sizeof(missing) - l, "%s%s", l ? ", " : "", n);
+        }
+        add_check(&res, "networks", nets_ok,
+                  nets_ok ? "every network of its NICs exists here%s"
+                          : "network %s does not exist here: create it with the same name first ('vmhost net create')",
+                  nets_ok ? "" : missing);
+
+        bool taken = vm_exists(ctx, def->name);
+        add_check(&res, "name", !taken,
+                  taken ? "a VM named %s exists here already: delete or rename it there first"
+                        : "the name %s is free here",
+                  def->name);
+
+        /* Shared storage: the file the source wrote beside the disk is
+         * read here at the same path with the same contents, and the disk
+         * has the same size. */
+        _cleanup_free_ char *token = NULL;
+        size_t tn = 0;
+        struct stat sb;
+        if (!def->disk)
+                add_check(&res, "storage", true, "no disk");
+        else if (!req->token_path || !req->token_value ||
+                 read_full_file(req->token_path, 4096, &token, &tn) < 0 || !streq(strstrip(token), req->token_value))
+                add_check(&res, "storage", false, "disk %s is not on storage shared with the source (a file written "
+                          "beside it there is not seen here): share its directory at the same path, or wait for "
+                          "--storage copy", def->disk);
+        else if (stat(def->disk, &sb) < 0 || (uint64_t) sb.st_size != req->disk_size)
+                add_check(&res, "storage", false, "disk %s here is not the source's (%s): check the shared mount",
+                          def->disk, errno ? strerror(errno) : "another size");
+        else if (def->base && !file_exists(def->base))
+                add_check(&res, "storage", false, "the base %s of disk %s is missing here: share it at the same path",
+                          def->base, def->disk);
+        else
+                add_check(&res, "storage", true, "disk %s is shared (verified)", def->disk);
+
+        struct json_writer w2;
+        json_writer_init(&w2, false);
+        json_object_begin(&w2);
+        json_kv_string(&w2, "vmhost", VMHOST_VERSION);
+        json_key(&w2, "checks");
+        json_array_begin(&w2);
+        for (size_t i = 0; i < res.n_checks; i++) {
+                json_object_begin(&w2);
+                json_kv_string(&w2, "name", res.checks[i].name);
+                json_kv_bool(&w2, "ok", res.checks[i].ok);
+                json_kv_string(&w2, "message", res.checks[i].message);
+                json_object_end(&w2);
+        }
+        json_array_end(&w2);
+        json_object_end(&w2);
+        int werr = 0;
+        char *out = json_writer_finish(&w2, &werr);
+        if (!out)
+                return werr < 0 ? werr : -ENOMEM;
+        *ret = out;
+        return 0;
+}
+
+/* ---- line I/O with the far side ---- */
+
+struct line_reader {
+        int fd;
+        char buf[VM_MIGRATE_LINE_MAX];
+        size_t len;
+        bool eof;
+};
+
+/* The next line (without its newline, NUL-terminated in 'line') until
+ * 'deadline_ms': 1, 0 at end of file, -ETIMEDOUT, -E2BIG for a line too
+ * long. */
+static int line_read(struct line_reader *lr, char *line, size_t size, uint64_t deadline_ms) {
+        for (;;) {
+                char *nl = memchr(lr->buf, '\n', lr->len);
+                if (nl) {
+                        size_t k = (size_t) (nl - lr->buf);
+                        snprintf(line, size, "%.*s", (int) MIN(k, size - 1), lr->buf);
+                        memmove(lr->buf, nl + 1, lr->len - k - 1);
+                        lr->len -= k + 1;
+                        return 1;
+                }
+                if (lr->len == sizeof(lr->buf))
+                        return -E2BIG;
+                if (lr->eof)
+                        return 0;
+                struct pollfd pfd = { .fd = lr->fd, .events = POLLIN };
+                uint64_t now = vh_clock_ms();
+                if (now >= deadline_ms)
+                        return -ETIMEDOUT;
+                int n = poll(&pfd, 1, (int) MIN(deadline_ms - now, 1000u));
+                if (n < 0 && errno != EINTR)
+                        return negative_errno();
+                if (n <= 0)
+                        continue;
+                ssize_t k = read(lr->fd, lr->buf + lr->len, sizeof(lr->buf) - lr->len);
+                if (k < 0 && errno != EINTR && errno != EAGAIN)
+                        return negative_errno();
+                if (k == 0)
+                        lr->eof = true;
+                if (k > 0)
+                        lr->len += (size_t) k;
+        }
+}
+
+static int write_all(int fd, const char *s, size_t n) {
+        while (n > 0) {
+                ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+                if (k < 0 && errno == ENOTSOCK)
+                        k = write(fd, s, n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return k < 0 ? negative_errno() : -EPIPE;
+                s += k;
+                n -= (size_t) k;
+        }
+        return 0;
+}
+
+static int write_line(int fd, const char *fmt, ...) _printf_(2, 3);
+static int write_line(int fd, const char *fmt, ...) {
+        char buf[VM_MIGRATE_LINE_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return -EINVAL;
+        size_t k = MIN((size_t) n, sizeof(buf) - 2);
+        buf[k++] = '\n';
+        return write_all(fd, buf, k);
+}
+
+/* ---- the destination's session ---- */
+
+/* Removes the definition of a VM that is not running and the files
+ * vmhost made beside it, never a disk: with shared storage the disk is
+ * the other host's now. The caller holds the VM's lock. */
+static void forget_vm(const struct vh_context *ctx, const char *name) {
+        struct vm_paths p = {};
+        if (vm_paths_get(ctx, name, &p, NULL) < 0)
+                return;
+        unlink(p.conf);
+        unlink(p.serial_log);
+        unlink(p.qemu_log);
+        _cleanup_free_ char *crash = strdup_printf("%s/last-exit", p.state_dir);
+        if (crash)
+                unlink(crash);
+        /* Fails, rightly, when a disk or anything else lives there. */
+        rmdir(p.state_dir);
+        vm_paths_done(&p);
+}
+
+static int read_exact(int fd, char *buf, size_t n, uint64_t deadline_ms) {
+        size_t got = 0;
+        while (got < n) {
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                uint64_t now = vh_clock_ms();
+                if (now >= deadline_ms)
+                        return -ETIMEDOUT;
+                int k = poll(&pfd, 1, (int) (deadline_ms - now));
+                if (k < 0 && errno != EINTR)
+                        return negative_errno();
+                if (k <= 0)
+                        continue;
+                ssize_t m = read(fd, buf + got, n - got);
+                if (m < 0 && errno != EINTR)
+                        return negative_errno();
+                if (m == 0)
+                        return -EPIPE;
+                if (m > 0)
+                        got += (size_t) m;
+        }
+        return 0;
+}
+
+static int listen_unix(const char *path, int *ret) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        unlink(path);
+        mode_t old = umask(0177);
+        int r = bind(fd, (struct sockaddr *) &sa, sizeof(sa));
+        umask(old);
+        if (r < 0 || listen(fd, 1) < 0) {
+                r = negative_errno();
+                close(fd);
+                return r;
+        }
+        *ret = fd;
+        return 0;
+}
+
+static int listen_tcp(const char *addr, uint16_t *ret_port, int *ret) {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST },
+                        *ai = NULL;
+        if (getaddrinfo(addr, "0", &hints, &ai) != 0 || !ai)
+                return -EADDRNOTAVAIL;
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int r = fd < 0 ? negative_errno() : 0;
+        if (r == 0 && (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1) < 0))
+                r = negative_errno();
+        freeaddrinfo(ai);
+        if (r < 0) {
+                safe_close(fd);
+                return r;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        getsockname(fd, (struct sockaddr *) &ss, &sl);
+        *ret_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &ss)->sin6_port
+                                                   : ((struct sockaddr_in *) &ss)->sin_port);
+        *ret = fd;
+        return 0;
+}
+
+/* The destination's definition: the source's, with this host's own id
+ * and TCP display; MACs, disk and machine type stay. Under the VM's and
+ * the home's lock. */
+static int incoming_define(const struct vh_context *ctx, struct vm_def *def, struct vh_error *err) {
+        if (vm_exists(ctx, def->name))
+                return vh_error_set(err, -EEXIST, "a VM named %s exists here already", def->name);
+        for (unsigned i = 0; i < def->n_nics; i++)
+                if (!def->nics[i].mac[0])
+                        return vh_error_set(err, -EINVAL, "NIC %u of VM %s came without its MAC", i, def->name);
+        _cleanup_close_ int home = -1;
+        int r = vm_home_lock(ctx, &home, err);
+        if (r < 0)
+                return r;
+        r = vm_alloc_id(ctx, NULL, &def->id, err);
+        if (r < 0)
+                return r;
+        if (def->vnc == VM_VNC_TCP && (r = vm_alloc_vnc_display(ctx, def->vnc_host, &def->vnc_display, err)) < 0)
+                return r;
+        return vm_save(ctx, def, err);
+}
+
+int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_migrate_transport transport,
+                        const char *listen_addr, int in_fd, int out_fd, struct vh_error *err) {
+        /* The definition: its length on one line, then its bytes. */
+        struct line_reader lr = { .fd = in_fd };
+        char line[VM_MIGRATE_LINE_MAX];
+        uint64_t deadline = vh_deadline_after(MIGRATE_READY_TIMEOUT_MS);
+        int r = line_read(&lr, line, sizeof(line), deadline);
+        long len = 0;
+        if (r <= 0 || parse_int_range(line, 1, VM_CONF_MAX_BYTES, &len) < 0)
+                return vh_error_set(err, -EPROTO, "VM %s: no definition came from the source", name);
+        _cleanup_free_ char *text = malloc((size_t) len + 1);
+        if (!text)
+                return -ENOMEM;
+        size_t have = MIN(lr.len, (size_t) len);
+        memcpy(text, lr.buf, have);
+        memmove(lr.buf, lr.buf + have, lr.len - have);
+        lr.len -= have;
+        if (have < (size_t) len && (r = read_exact(in_fd, text + have, (size_t) len - have, deadline)) < 0)
+                return vh_error_set(err, r, "VM %s: the definition from the source was cut short", name);
+        text[len] = '\0';
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_def_parse(text, "the source's definition", &def, err);
+        if (r < 0)
+                return r;
+        if (!streq(def->name, name))
+                return vh_error_set(err, -EINVAL, "the source sent VM %s for VM %s", def->name, name);
+
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        r = vm_lock_take(ctx, name, "migrated here", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
+        r = incoming_define(ctx, def, err);
+        if (r < 0)
+                return r;
+        /* From here on, every failure removes the definition again. */
+        bool keep = false;
+        int listen_fd = -1, stream_fd = -1;
+        struct qmp_client *q = NULL;
+        _cleanup_free_ char *sock = NULL;
+        struct vm_start_job *job = NULL;
+        struct vm_status st = {};
+        struct vm_start_options sopts = { .incoming_defer = true };
+        r = vm_start_prepare(ctx, name, &job, err);
+        if (r >= 0)
+                r = vm_start_launch(ctx, job, &sopts, err);
+        if (r >= 0)
+                r = vm_start_record(job, 30 * 1000, &st, err);
+        job = vm_start_job_free(job);
+        if (r < 0)
+                goto fail;
+
+        struct vm_paths p = {};
+        r = vm_paths_get(ctx, name, &p, err);
+        if (r < 0)
+                goto fail;
+        r = qmp_connect(p.qmp_watch_socket, MIGRATE_QMP_TIMEOUT_MS, &q, err);
+        uint16_t port = 0;
+        if (r >= 0)
+                r = qmp_execute(q, "migrate-set-capabilities",
+                                "{\"capabilities\":[{\"capability\":\"events\",\"state\":true}]}", NULL, err);
+        if (r >= 0 && transport == VM_MIGRATE_TRANSPORT_SSH) {
+                sock = strdup_printf("%s/migrate-in.sock", p.runtime_dir);
+                r = sock ? listen_unix(sock, &listen_fd) : -ENOMEM;
+                if (r < 0)
+                        vh_error_set(err, r, "Cannot listen on %s: %s", sock ? sock : "", strerror(-r));
+        } else if (r >= 0) {
+                r = listen_tcp(listen_addr ? listen_addr : "0.0.0.0", &port, &listen_fd);
+                if (r < 0)
+                        vh_error_set(err, r, "Cannot listen for the migration on %s: %s",
+                                     listen_addr ? listen_addr : "0.0.0.0", strerror(-r));
+        }
+        vm_paths_done(&p);
+        if (r < 0)
+                goto fail;
+
+        {
+                struct json_writer w;
+                json_writer_init(&w, false);
+                json_object_begin(&w);
+                json_kv_string(&w, "socket", sock);
+                json_kv_uint(&w, "port", port);
+                char vnc[96] = "";
+                if (def->vnc == VM_VNC_TCP)
+                        snprintf(vnc, sizeof(vnc), "%s:%u", def->vnc_host, def->vnc_display);
+                else if (def->vnc == VM_VNC_UNIX)
+                        snprintf(vnc, sizeof(vnc), "unix");
+                json_kv_string(&w, "vnc", vnc);
+                json_key(&w, "host_ports");
+                json_array_begin(&w);
+                for (unsigned i = 0; i < def->n_forwards; i++)
+                        json_uint(&w, st.host_ports[i]);
+                json_array_end(&w);
+                json_object_end(&w);
+                int werr = 0;
+                _cleanup_free_ char *js = json_writer_finish(&w, &werr);
+                r = js ? write_line(out_fd, "READY %s", js) : -ENOMEM;
+                if (r < 0)
+                        goto fail;
+        }
+
+        /* The stream, then commands; the end of stdin before CONT is an
+         * abort, so a source that vanished leaves nothing here. */
+        bool completed_cont = false;
+        for (;;) {
+                struct pollfd pfd[2] = { { .fd = in_fd, .events = POLLIN }, { .fd = listen_fd, .events = POLLIN } };
+                int n = poll(pfd, listen_fd >= 0 ? 2 : 1, 200);
+                if (n < 0 && errno != EINTR) {
+                        r = vh_error_set(err, negative_errno(), "poll: %m");
+                        goto fail;
+                }
+                if (listen_fd >= 0 && n > 0 && (pfd[1].revents & POLLIN)) {
+                        stream_fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                        if (stream_fd >= 0) {
+                                listen_fd = safe_close(listen_fd);
+                                if (sock)
+                                        unlink(sock);
+                                r = qmp_execute_fd(q, "getfd", "{\"fdname\":\"" MIGRATE_FD_NAME "\"}", stream_fd,
+                                                   NULL, err);
+                                stream_fd = safe_close(stream_fd);
+                                if (r >= 0)
+                                        r = qmp_execute(q, "migrate-incoming",
+                                                        "{\"uri\":\"fd:" MIGRATE_FD_NAME "\"}", NULL, err);
+                                if (r < 0)
+                                        goto fail;
+                        }
+                }
+                if (n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+                        r = line_read(&lr, line, sizeof(line), vh_deadline_after(1000));
+                        if (r == -ETIMEDOUT)
+                                continue;
+                        if (r <= 0 || streq(line, "ABORT")) {
+                                r = vh_error_set(err, -ECANCELED, "VM %s: the source %s", name,
+                                                 r <= 0 ? "went away" : "aborted the migration");
+                                goto fail;
+                        }
+                        if (streq(line, "CONT")) {
+                                r = qmp_execute(q, "cont", NULL, NULL, err);
+                                if (r < 0)
+                                        goto fail;
+                                completed_cont = true;
+                                break;
+                        }
+                }
+                /* QEMU killed or failed the incoming stream: it is gone. */
+                _cleanup_(json_value_freep) struct json_value *s = NULL;
+                r = qmp_execute(q, "query-status", NULL, &s, err);
+                if (r < 0) {
+                        vh_error_set(err, r, "VM %s: the destination QEMU is gone", name);
+                        goto fail;
+                }
+        }
+        if (completed_cont) {
+                keep = true;
+                (void) write_line(out_fd, "RUNNING");
+        }
+        r = 0;
+fail:
+        safe_close(listen_fd);
+        safe_close(stream_fd);
+        q = qmp_free(q);
+        if (sock)
+                unlink(sock);
+        if (!keep) {
+                /* QEMU's own last word says more than a closed socket. */
+                char why[300] = "";
+                struct vm_paths lp = {};
+                _cleanup_free_ char *log = NULL;
+                size_t ln = 0;
+                if (vm_paths_get(ctx, name, &lp, NULL) >= 0 && read_full_file(lp.qemu_log, 1u << 20, &log, &ln) >= 0) {
+                        while (ln > 0 && (log[ln - 1] == '\n' || log[ln - 1] == '\r'))
+                                log[--ln] = '\0';
+                        const char *last = strrchr(log, '\n');
+                        snprintf(why, sizeof(why), "%s", last ? last + 1 : log);
+                }
+                vm_paths_done(&lp);
+                (void) write_line(out_fd, "FAILED %s%s%s", vh_error_message(err, r), why[0] ? "; QEMU: " : "", why);
+                (void) vm_stop(ctx, name, 2000, NULL);
+                forget_vm(ctx, name);
+        }
+        return r;
+}
+
+/* ---- the source ---- */
+
+struct migration {
+        const struct vh_context *ctx;
+        const struct vm_migrate_options *opts;
+        struct vm_migrate_result *res;
+        const char *name;
+        struct vm_def *def;
+        struct vm_paths paths;
+        struct qmp_client *q;
+        bool was_running;
+        struct host_ssh_pipe far;
+        bool far_started;
+        struct line_reader far_lr;
+        int fwd_pid;                 /* the ssh of the forward, 0 if none */
+        char *fwd_socket;
+        bool migrate_started;
+        bool switchover;             /* migrate-continue sent: no cancel from here */
+        uint64_t t0;
+};
+
+static int progress(struct migration *m, struct vm_migrate_progress *p) {
+        p->elapsed_ms = vh_clock_ms() - m->t0;
+        m->res->last = *p;
+        if (m->opts->progress && m->opts->progress(p, m->opts->userdata) != 0)
+                return -ECANCELED;
+        return 0;
+}
+
+static void forward_stop(struct migration *m) {
+        if (m->fwd_pid > 0) {
+                kill(m->fwd_pid, SIGTERM);
+                int st;
+                uint64_t dl = vh_deadline_after(2000);
+                while (waitpid(m->fwd_pid, &st, WNOHANG) == 0 && vh_clock_ms() < dl)
+                        usleep(20000);
+                if (waitpid(m->fwd_pid, &st, WNOHANG) == 0) {
+                        kill(m->fwd_pid, SIGKILL);
+                        waitpid(m->fwd_pid, &st, 0);
+                }
+                m->fwd_pid = 0;
+        }
+        if (m->fwd_socket)
+                unlink(m->fwd_socket);
+}
+
+static int connect_unix(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                int r = negative_errno();
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static int connect_tcp(const char *host, uint16_t port) {
+        char ps[8];
+        snprintf(ps, sizeof(ps), "%u", port);
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+        if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai)
+                return -EHOSTUNREACH;
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int r = fd < 0 ? negative_errno() : 0;
+        if (r == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0)
+                r = negative_errno();
+        freeaddrinfo(ai);
+        if (r < 0) {
+                safe_close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* The stream's socket through its own ssh connection (not the shared
+ * master, so that it is one process to watch, and a forward that fails is
+ * an error: ExitOnForwardFailure). */
+static int forward_start(struct migration *m, const char *remote_socket, int *ret_fd, struct vh_error *err) {
+        m->fwd_socket = strdup_printf("%s/migrate-fwd.sock", m->paths.runtime_dir);
+        if (!m->fwd_socket)
+                return -ENOMEM;
+        unlink(m->fwd_socket);
+        char **argv = NULL;
+        int r = host_ssh_forward_argv(m->ctx, m->opts->dest, m->fwd_socket, remote_socket, &argv, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *exe = find_executable(m->ctx, "ssh");
+        if (!exe) {
+                host_names_free(argv);
+                return vh_error_set(err, -ENOENT, "ssh is not installed here (Debian: openssh-client)");
+        }
+        char *const *envp = environ;
+        pid_t pid = fork();
+        if (pid == 0) {
+                /* Async-signal-safe only. Its own process group: a Ctrl-C
+                 * at the terminal is vmhost's to handle, in order. */
+                setpgid(0, 0);
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (null >= 0)
+                        dup2(null, STDIN_FILENO);
+                execve(exe, argv, envp);
+                _exit(127);
+        }
+        int e = errno;
+        host_names_free(argv);
+        if (pid < 0)
+                return vh_error_set(err, -e, "Cannot start ssh: %s", strerror(e));
+        m->fwd_pid = pid;
+        uint64_t dl = vh_deadline_after(MIGRATE_FORWARD_TIMEOUT_MS);
+        for (;;) {
+                int st;
+                if (waitpid(pid, &st, WNOHANG) == pid) {
+                        m->fwd_pid = 0;
+                        return vh_error_set(err, -ECOMM, "the ssh forward of the migration stream to host %s failed "
+                                            "(exit %d)", m->opts->dest->name, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                }
+                int fd = file_exists(m->fwd_socket) ? connect_unix(m->fwd_socket) : -ENOENT;
+                if (fd >= 0) {
+                        *ret_fd = fd;
+                        return 0;
+                }
+                if (vh_clock_ms() >= dl)
+                        return vh_error_set(err, -ETIMEDOUT, "the ssh forward to host %s did not come up in %u s",
+                                            m->opts->dest->name, MIGRATE_FORWARD_TIMEOUT_MS / 1000);
+                usleep(20000);
+        }
+}
+
+static const char *ssh_host_address(const struct host_def *def) {
+        const char *at = strchr(def->ssh, '@');
+        return at ? at + 1 : def->ssh;
+}
+
+/* The far side's next line that says something (READY, RUNNING, FAILED),
+ * other lines (its stderr) kept as the reason when it says nothing. */
+static int far_read(struct migration *m, char *line, size_t size, unsigned timeout_ms) {
+        uint64_t dl = vh_deadline_after(timeout_ms);
+        char other[512] = "";
+        for (;;) {
+                int r = line_read(&m->far_lr, line, size, dl);
+                if (r <= 0) {
+                        snprintf(line, size, "%s", other[0] ? other : r == 0 ? "the session ended" : "no answer");
+                        return r == 0 ? -EPIPE : r;
+                }
+                if (startswith(line, "READY ") || streq(line, "RUNNING") || startswith(line, "FAILED "))
+                        return 0;
+                snprintf(other, sizeof(other), "%s", line);
+        }
+}
+
+static int qmp_query_migrate(struct migration *m, struct vm_migrate_progress *p, struct json_value **ret,
+                             struct vh_error *err) {
+        struct json_value *v = NULL;
+        int r = qmp_execute(m->q, "query-migrate", NULL, &v, err);
+        if (r < 0)
+                return r;
+        r = vm_migrate_progress_from_json(v, p);
+        if (r < 0) {
+                json_value_free(v);
+                return vh_error_set(err, r, "query-migrate answered without a status");
+        }
+        if (ret)
+                *ret = v;
+        else
+                json_value_free(v);
+        return 0;
+}
+
+static int set_downtime(struct migration *m, unsigned ms, struct vh_error *err) {
+        char args[96];
+        snprintf(args, sizeof(args), "{\"downtime-limit\":%u}", ms);
+        m->res->downtime_limit_ms = ms;
+        return qmp_execute(m->q, "migrate-set-parameters", args, NULL, err);
+}
+
+/* Before the switch-over: the VM goes on running here, as it was. */
+static void rollback(struct migration *m) {
+        if (m->migrate_started) {
+                (void) qmp_execute(m->q, "migrate_cancel", NULL, NULL, NULL);
+                uint64_t dl = vh_deadline_after(5000);
+                struct vm_migrate_progress p = {};
+                while (vh_clock_ms() < dl && qmp_query_migrate(m, &p, NULL, NULL) == 0 &&
+                       (streq(p.status, "cancelling") || streq(p.status, "active") || streq(p.status, "setup") ||
+                        streq(p.status, "pre-switchover") || streq(p.status, "device")))
+                        usleep(50000);
+        }
+        if (m->was_running && m->q) {
+                _cleanup_(json_value_freep) struct json_value *s = NULL;
+                const char *status = NULL;
+                if (qmp_execute(m->q, "query-status", NULL, &s, NULL) == 0 &&
+                    json_get_string(json_object_get(s, "status"), &status) == 0 && !streq(status, "running"))
+                        (void) qmp_execute(m->q, "cont", NULL, NULL, NULL);
+        }
+        forward_stop(m);
+        if (m->far_started) {
+                (void) host_ssh_pipe_write(&m->far, "ABORT\n", 6);
+                /* The far side removes its VM; its answer is not needed. */
+                (void) host_ssh_pipe_finish(m->opts->dest, &m->far, 15000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
+                m->far_started = false;
+        }
+}
+
+static int run_checks(struct migration *m, struct vh_error *err) {
+        const struct vm_migrate_options *o = m->opts;
+        struct vm_migrate_result *res = m->res;
+        const struct vm_def *def = m->def;
+
+        if (o->storage == VM_MIGRATE_STORAGE_COPY)
+                add_check(res, "storage", false, "--storage copy is not yet implemented: put the disk on storage "
+                          "shared at the same path and use --storage shared");
+        struct host_status hs = {};
+        int r = host_probe(m->ctx, o->dest, 0, &hs);
+        if (r < 0) {
+                add_check(res, "reachable", false, "%s", hs.why[0] ? hs.why : strerror(-r));
+                host_status_done(&hs);
+                return 0;
+        }
+        add_check(res, "reachable", true, "host %s answers, vmhost %s, %s free", o->dest->name, hs.version,
+                  format_size(hs.memory_free, (char[32]) {}, 32));
+        host_status_done(&hs);
+        if (o->storage == VM_MIGRATE_STORAGE_COPY)
+                return 0;
+
+        /* The token beside the disk, read there through ssh. */
+        _cleanup_free_ char *token_path = NULL, *disk_copy = NULL;
+        char token[33] = "";
+        uint64_t disk_size = 0;
+        if (def->disk) {
+                uint8_t rnd[16];
+                if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+                        return vh_error_set(err, -EIO, "no random bytes for the shared-storage check");
+                for (int i = 0; i < 16; i++)
+                        snprintf(token + 2 * i, 3, "%02x", rnd[i]);
+                disk_copy = strdup(def->disk);
+                if (!disk_copy)
+                        return -ENOMEM;
+                token_path = strdup_printf("%s/.vmhost-migrate-%s", dirname(disk_copy), token);
+                if (!token_path)
+                        return -ENOMEM;
+                struct stat sb;
+                if (stat(def->disk, &sb) == 0)
+                        disk_size = (uint64_t) sb.st_size;
+                r = write_file_atomic(token_path, token, strlen(token), 0644);
+                if (r < 0) {
+                        add_check(res, "storage", false, "cannot write beside disk %s to prove it is shared (%s)",
+                                  def->disk, strerror(-r));
+                        token_path = mfree(token_path);
+                }
+        }
+        char cpu[256], qver[64] = "";
+        cpu_model_name(cpu, sizeof(cpu));
+        const struct qmp_version *qv = qmp_get_version(m->q);
+        if (qv)
+                snprintf(qver, sizeof(qver), "%d.%d.%d", qv->major, qv->minor, qv->micro);
+        char size_s[32];
+        snprintf(size_s, sizeof(size_s), "%" PRIu64, disk_size);
+        char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-check", (char *) m->name,
+                         (char *) "--qemu-version", qver, (char *) "--cpu", cpu,
+                         (char *) "--disk-size", size_s,
+                         token_path ? (char *) "--token" : NULL, token_path, (char *) "--token-value", token, NULL };
+        _cleanup_free_ char *text = vm_def_format(def), *out = NULL;
+        if (!text)
+                return -ENOMEM;
+        struct host_ssh_pipe pipe = {};
+        r = host_ssh_pipe_start(m->ctx, o->dest, argv, &pipe, err);
+        if (r >= 0)
+                r = host_ssh_pipe_write(&pipe, text, strlen(text));
+        if (r >= 0)
+                r = host_ssh_pipe_finish(o->dest, &pipe, MIGRATE_REPLY_TIMEOUT_MS, VM_MIGRATE_REPLY_MAX, &out, err);
+        else
+                host_ssh_pipe_abort(&pipe);
+        if (token_path)
+                unlink(token_path);
+        if (r < 0)
+                return r;
+        if (r != 0 && !strchr(out ? out : "", '{'))
+                return vh_error_set(err, -EPROTO, "host %s could not check VM %s: %.300s", o->dest->name, m->name,
+                                    out ? strstrip(out) : "");
+        return vm_migrate_checks_parse(out, res, err);
+}
+
+/* Reads the destination's READY object. */
+static int parse_ready(struct migration *m, const char *js, char **ret_socket, uint16_t *ret_port,
+                       struct vh_error *err) {
+        struct json_limits lim = { .max_depth = 3, .max_bytes = VM_MIGRATE_LINE_MAX, .max_string = 512,
+                                   .max_elements = VM_MAX_FORWARDS + 8, .max_values = 64 };
+        _cleanup_(json_value_freep) struct json_value *v = NULL;
+        int r = json_parse(js, strlen(js), &lim, &v, err);
+        if (r < 0)
+                return vh_error_set(err, -EPROTO, "the destination's READY is not valid: %s", vh_error_message(err, r));
+        const char *s = NULL, *vnc = NULL;
+        uint64_t port = 0;
+        (void) json_get_string(json_object_get(v, "socket"), &s);
+        (void) json_get_uint(json_object_get(v, "port"), &port);
+        if (json_get_string(json_object_get(v, "vnc"), &vnc) == 0)
+                snprintf(m->res->vnc, sizeof(m->res->vnc), "%s", vnc);
+        const struct json_value *hp = json_object_get(v, "host_ports");
+        m->res->n_forwards = MIN(m->def->n_forwards, (unsigned) json_array_len(hp));
+        for (unsigned i = 0; i < m->res->n_forwards; i++) {
+                uint64_t u = 0;
+                if (json_get_uint(json_array_at(hp, i), &u) == 0 && u <= 65535)
+                        m->res->host_ports[i] = (uint16_t) u;
+                m->res->forwards[i] = m->def->forwards[i];
+        }
+        if (port > 65535)
+                return vh_error_set(err, -EPROTO, "the destination named port %" PRIu64, port);
+        if (s && !(*ret_socket = strdup(s)))
+                return -ENOMEM;
+        *ret_port = (uint16_t) port;
+        return 0;
+}
+
+/* The far side's session, until its READY. */
+static int prepare_destination(struct migration *m, int *ret_stream, struct vh_error *err) {
+        const struct vm_migrate_options *o = m->opts;
+        const char *addr = ssh_host_address(o->dest);
+        char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-incoming", (char *) m->name,
+                         (char *) "--transport", o->transport == VM_MIGRATE_TRANSPORT_SSH ? (char *) "ssh" : (char *) "direct",
+                         (char *) "--listen", (char *) addr, NULL };
+        _cleanup_free_ char *text = vm_def_format(m->def);
+        if (!text)
+                return -ENOMEM;
+        int r = host_ssh_pipe_start(m->ctx, o->dest, argv, &m->far, err);
+        if (r < 0)
+                return r;
+        m->far_started = true;
+        m->far_lr = (struct line_reader) { .fd = m->far.out_fd };
+        char head[32];
+        snprintf(head, sizeof(head), "%zu\n", strlen(text));
+        r = host_ssh_pipe_write(&m->far, head, strlen(head));
+        if (r >= 0)
+                r = host_ssh_pipe_write(&m->far, text, strlen(text));
+        if (r < 0)
+                return vh_error_set(err, r, "cannot send VM %s's definition to host %s: %s", m->name, o->dest->name,
+                                    strerror(-r));
+        char line[VM_MIGRATE_LINE_MAX];
+        r = far_read(m, line, sizeof(line), MIGRATE_READY_TIMEOUT_MS);
+        if (r < 0 || !startswith(line, "READY "))
+                return vh_error_set(err, r < 0 ? r : -EIO, "host %s could not prepare VM %s: %s", o->dest->name,
+                                    m->name, startswith(line, "FAILED ") ? line + 7 : line);
+        _cleanup_free_ char *sock = NULL;
+        uint16_t port = 0;
+        r = parse_ready(m, line + 6, &sock, &port, err);
+        if (r < 0)
+                return r;
+        if (o->transport == VM_MIGRATE_TRANSPORT_SSH) {
+                if (!sock || sock[0] != '/')
+                        return vh_error_set(err, -EPROTO, "host %s named no socket for the stream", o->dest->name);
+                return forward_start(m, sock, ret_stream, err);
+        }
+        if (port == 0)
+                return vh_error_set(err, -EPROTO, "host %s named no port for the stream", o->dest->name);
+        int fd = connect_tcp(addr, port);
+        if (fd < 0)
+                return vh_error_set(err, fd, "cannot connect to host %s port %u for the migration: %s", o->dest->name,
+                                    port, strerror(-fd));
+        *ret_stream = fd;
+        return 0;
+}
+
+/* query-migrate until the end, raising the downtime allowed when
+ * remaining memory stops shrinking. Returns 0 at 'completed'. */
+static int watch_migration(struct migration *m, struct vh_error *err) {
+        const struct vm_migrate_options *o = m->opts;
+        unsigned max_dt = o->max_downtime_ms ? o->max_downtime_ms : VM_MIGRATE_MAX_DOWNTIME_DEFAULT_MS;
+        uint64_t deadline = o->timeout_s ? m->t0 + (uint64_t) o->timeout_s * 1000 : UINT64_MAX;
+        struct vm_migrate_progress p = { .phase = VM_MIGRATE_PHASE_MEMORY, .downtime_limit_ms = m->res->downtime_limit_ms };
+        uint64_t best_remaining = UINT64_MAX;
+        unsigned best_pass = 0, last_pass = 0;
+        for (;;) {
+                _cleanup_(json_value_freep) struct json_value *v = NULL;
+                int r = qmp_query_migrate(m, &p, &v, err);
+                if (r < 0)
+                        return r;
+                p.downtime_limit_ms = m->res->downtime_limit_ms;
+                if (streq(p.status, "failed") || streq(p.status, "cancelled")) {
+                        const char *why = NULL;
+                        (void) json_get_string(json_object_get(v, "error-desc"), &why);
+                        return vh_error_set(err, -EIO, "the migration of VM %s %s%s%s", m->name, p.status,
+                                            why ? ": " : "", why ? why : "");
+                }
+                if (streq(p.status, "pre-switchover") && m->switchover) {
+                        /* migrate-continue sent; QEMU has not moved on yet. */
+                        usleep(10000);
+                        continue;
+                }
+                if (streq(p.status, "pre-switchover")) {
+                        /* The source is paused with nearly all memory sent:
+                         * only now does the switch-over begin. */
+                        p.phase = VM_MIGRATE_PHASE_SWITCHOVER;
+                        if ((r = progress(m, &p)) < 0)
+                                return vh_error_set(err, r, "cancelled");
+                        m->switchover = true;
+                        r = qmp_execute(m->q, "migrate-continue", "{\"state\":\"pre-switchover\"}", NULL, err);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (streq(p.status, "completed")) {
+                        p.phase = VM_MIGRATE_PHASE_SWITCHOVER;
+                        /* QEMU's figures can read 0 just as it completes. */
+                        uint64_t dt = get_u64(v, "downtime"), tt = get_u64(v, "total-time");
+                        for (int i = 0; i < 10 && (dt == 0 || tt == 0); i++) {
+                                usleep(50000);
+                                json_value_free(v);
+                                v = NULL;
+                                if (qmp_query_migrate(m, &p, &v, NULL) < 0)
+                                        break;
+                                dt = get_u64(v, "downtime");
+                                tt = get_u64(v, "total-time");
+                        }
+                        m->res->downtime_ms = dt;
+                        m->res->migration_ms = tt;
+                        m->res->setup_ms = get_u64(v, "setup-time");
+                        m->res->ram_transferred = p.transferred;
+                        m->res->ram_total = p.total;
+                        m->res->passes = p.pass;
+                        m->res->last = p;
+                        return 0;
+                }
+                if (!m->switchover) {
+                        if (p.pass != last_pass) {
+                                last_pass = p.pass;
+                                if (p.remaining < best_remaining) {
+                                        best_remaining = p.remaining;
+                                        best_pass = p.pass;
+                                }
+                                unsigned next = vm_migrate_next_downtime(m->res->downtime_limit_ms, max_dt,
+                                                                         p.pass - best_pass);
+                                if (next != m->res->downtime_limit_ms) {
+                                        if ((r = set_downtime(m, next, err)) < 0)
+                                                return r;
+                                        best_pass = p.pass; /* give the new limit its passes */
+                                }
+                        }
+                        if ((r = progress(m, &p)) < 0)
+                                return vh_error_set(err, r, "cancelled");
+                        if (vh_clock_ms() >= deadline) {
+                                char a[32], b[32];
+                                return vh_error_set(err, -ETIMEDOUT,
+                                                    "the migration of VM %s did not converge in %u s: pass %u, %s "
+                                                    "remaining, guest dirtying %s/s, expected downtime %" PRIu64
+                                                    " ms over the %u ms allowed; raise --max-downtime or --bandwidth",
+                                                    m->name, o->timeout_s, p.pass,
+                                                    format_size(p.remaining, a, sizeof(a)),
+                                                    format_size(p.dirty_rate, b, sizeof(b)), p.expected_downtime_ms,
+                                                    m->res->downtime_limit_ms);
+                        }
+                }
+                /* The far side ending early (its QEMU died, it aborted) shows
+                 * as a failed stream soon; a FAILED line says why at once. */
+                struct pollfd pfd = { .fd = m->far.out_fd, .events = POLLIN };
+                if (!m->switchover && poll(&pfd, 1, 0) > 0) {
+                        char line[VM_MIGRATE_LINE_MAX];
+                        if (line_read(&m->far_lr, line, sizeof(line), vh_deadline_after(200)) == 1 &&
+                            startswith(line, "FAILED "))
+                                return vh_error_set(err, -EIO, "host %s: %s", o->dest->name, line + 7);
+                }
+                usleep(VM_MIGRATE_POLL_MS * 1000);
+        }
+}
+
+/* After 'completed': the destination resumes, the source goes. */
+static int finish(struct migration *m, struct vh_error *err) {
+        const struct vm_migrate_options *o = m->opts;
+        int r = host_ssh_pipe_write(&m->far, "CONT\n", 5);
+        char line[VM_MIGRATE_LINE_MAX] = "";
+        if (r >= 0)
+                r = far_read(m, line, sizeof(line), MIGRATE_REPLY_TIMEOUT_MS);
+        if (r >= 0 && streq(line, "RUNNING")) {
+                (void) host_ssh_pipe_finish(o->dest, &m->far, 10000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
+                m->far_started = false;
+                m->res->migrated = true;
+                snprintf(m->res->where, sizeof(m->res->where), "%s", o->dest->name);
+                /* The VM lives on one host: this QEMU, its taps, runtime
+                 * files and definition go (never the shared disk). */
+                struct vh_error e = {};
+                if (vm_stop(m->ctx, m->name, 10000, &e) < 0)
+                        snprintf(m->res->warning, sizeof(m->res->warning), "the source QEMU did not quit: %s",
+                                 vh_error_message(&e, -EIO));
+                forget_vm(m->ctx, m->name);
+                return 0;
+        }
+        /* The destination said it failed (and removed its QEMU): the state
+         * is still complete here, so the source resumes. Without an answer
+         * nobody knows whether the destination runs: the source stays
+         * paused rather than risk two running copies on one disk. */
+        if (r >= 0 && startswith(line, "FAILED ")) {
+                (void) qmp_execute(m->q, "cont", NULL, NULL, NULL);
+                (void) host_ssh_pipe_finish(o->dest, &m->far, 10000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
+                m->far_started = false;
+                return vh_error_set(err, -EIO, "host %s could not resume VM %s (%s); it runs here again",
+                                    o->dest->name, m->name, line + 7);
+        }
+        host_ssh_pipe_abort(&m->far);
+        m->far_started = false;
+        m->res->source_paused = true;
+        snprintf(m->res->warning, sizeof(m->res->warning),
+                 "VM %s is paused here and its state is on host %s, which did not confirm it resumed it: check "
+                 "'vmhost --host %s vm status %s'; if it does not run there, 'vmhost vm qmp %s "
+                 "'{\"execute\":\"cont\"}'' resumes it here",
+                 m->name, o->dest->name, o->dest->name, m->name, m->name);
+        return vh_error_set(err, -EIO, "no confirmation from host %s after the switch-over: %s", o->dest->name,
+                            line);
+}
+
+int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *opts, struct vm_migrate_result *ret,
+               struct vh_error *err) {
+        struct vm_migrate_result *res = ret;
+        *res = (struct vm_migrate_result) { .checks_ok = false };
+        snprintf(res->where, sizeof(res->where), "%s", HOST_LOCAL);
+        struct migration m = { .ctx = ctx, .opts = opts, .res = res, .name = opts->name, .t0 = vh_clock_ms() };
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        int r = vm_lock_take(ctx, opts->name, "migrated", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                return r;
+        struct vm_status st;
+        r = vm_open_running(ctx, opts->name, &m.paths, &st, err);
+        if (r < 0)
+                return r;
+        r = vm_load(ctx, opts->name, &m.def, err);
+        if (r < 0)
+                goto out;
+        /* MACs travel in the definition: one derived at start is written out. */
+        for (unsigned i = 0; i < m.def->n_nics; i++)
+                if (!m.def->nics[i].mac[0] && (r = vm_derive_mac(ctx, m.def->id, i, m.def->nics[i].mac)) < 0)
+                        goto out;
+        r = qmp_connect(m.paths.qmp_watch_socket, MIGRATE_QMP_TIMEOUT_MS, &m.q, err);
+        if (r < 0)
+                goto out;
+        {
+                _cleanup_(json_value_freep) struct json_value *s = NULL;
+                const char *status = NULL;
+                r = qmp_execute(m.q, "query-status", NULL, &s, err);
+                if (r < 0)
+                        goto out;
+                m.was_running = json_get_string(json_object_get(s, "status"), &status) == 0 && streq(status, "running");
+        }
+
+        struct vm_migrate_progress p = { .phase = VM_MIGRATE_PHASE_CHECKS };
+        if ((r = progress(&m, &p)) < 0) {
+                vh_error_set(err, r, "cancelled");
+                goto out;
+        }
+        r = run_checks(&m, err);
+        if (r < 0)
+                goto out;
+        size_t failed = 0;
+        for (size_t i = 0; i < res->n_checks; i++)
+                failed += !res->checks[i].ok;
+        res->checks_ok = failed == 0;
+        if (failed) {
+                r = vh_error_set(err, -EINVAL, "%zu check%s failed: VM %s stays on this host", failed,
+                                 failed == 1 ? "" : "s", opts->name);
+                goto out;
+        }
+        if (opts->dry_run)
+                goto out;
+
+        p.phase = VM_MIGRATE_PHASE_PREPARE;
+        if ((r = progress(&m, &p)) < 0) {
+                vh_error_set(err, r, "cancelled");
+                goto out;
+        }
+        int stream = -1;
+        r = prepare_destination(&m, &stream, err);
+        if (r >= 0) {
+                char args[256];
+                snprintf(args, sizeof(args),
+                         "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
+                         "{\"capability\":\"pause-before-switchover\",\"state\":true},"
+                         "{\"capability\":\"auto-converge\",\"state\":true}]}");
+                r = qmp_execute(m.q, "migrate-set-capabilities", args, NULL, err);
+                unsigned max_dt = opts->max_downtime_ms ? opts->max_downtime_ms : VM_MIGRATE_MAX_DOWNTIME_DEFAULT_MS;
+                if (r >= 0) {
+                        snprintf(args, sizeof(args), "{\"max-bandwidth\":%" PRIu64 "}",
+                                 opts->bandwidth ? opts->bandwidth : (uint64_t) VM_MIGRATE_BANDWIDTH_DEFAULT);
+                        r = qmp_execute(m.q, "migrate-set-parameters", args, NULL, err);
+                }
+                if (r >= 0)
+                        r = set_downtime(&m, MIN(VM_MIGRATE_DOWNTIME_START_MS, max_dt), err);
+                if (r >= 0)
+                        r = qmp_execute_fd(m.q, "getfd", "{\"fdname\":\"" MIGRATE_FD_NAME "\"}", stream, NULL, err);
+                safe_close(stream);
+                if (r >= 0) {
+                        m.migrate_started = true;
+                        r = qmp_execute(m.q, "migrate", "{\"uri\":\"fd:" MIGRATE_FD_NAME "\"}", NULL, err);
+                }
+        }
+        if (r >= 0)
+                r = watch_migration(&m, err);
+        if (r < 0 && !m.switchover) {
+                rollback(&m);
+                goto out;
+        }
+        if (r < 0) {
+                /* Failed during the switch-over: did the destination get it? */
+                struct vm_migrate_progress q = {};
+                if (qmp_query_migrate(&m, &q, NULL, NULL) == 0 && !streq(q.status, "completed")) {
+                        m.switchover = false;
+                        rollback(&m);
+                        goto out;
+                }
+        }
+        forward_stop(&m);
+        r = finish(&m, err);
+        if (r >= 0) {
+                p = res->last;
+                p.phase = VM_MIGRATE_PHASE_DONE;
+                (void) progress(&m, &p);
+        }
+out:
+        if (m.far_started)
+                host_ssh_pipe_abort(&m.far);
+        forward_stop(&m);
+        free(m.fwd_socket);
+        m.q = qmp_free(m.q);
+        res->total_ms = vh_clock_ms() - m.t0;
+        vm_def_free(m.def);
+        vm_paths_done(&m.paths);
+        return r;
+}
