@@ -50,6 +50,10 @@ extern char **environ;
 #define MIGRATE_READY_TIMEOUT_MS 60000
 /* The far side's answer to CONT, and its check command. */
 #define MIGRATE_REPLY_TIMEOUT_MS 20000
+/* When the source says 'completed', what is still in transit (socket and
+ * ssh buffers, a few MiB) reaches the destination and is loaded within
+ * this; it answers CONT within MIGRATE_REPLY_TIMEOUT_MS either way. */
+#define MIGRATE_INCOMING_LOAD_TIMEOUT_MS 15000
 /* The ssh forward's local socket appears within the connect timeout. */
 #define MIGRATE_FORWARD_TIMEOUT_MS ((HOST_SSH_CONNECT_TIMEOUT_S + 5) * 1000)
 /* The passes remaining memory may fail to shrink before the downtime
@@ -514,6 +518,33 @@ static int listen_tcp(const char *addr, uint16_t *ret_port, int *ret) {
         return 0;
 }
 
+/* Until the destination's own query-migrate says its incoming stream was
+ * loaded ('completed'); 'failed' or 'cancelled' (with QEMU's reason) and
+ * the time running out are errors. */
+static int incoming_wait_loaded(struct qmp_client *q, const char *name, struct vh_error *err) {
+        uint64_t deadline = vh_deadline_after(MIGRATE_INCOMING_LOAD_TIMEOUT_MS);
+        for (;;) {
+                _cleanup_(json_value_freep) struct json_value *s = NULL;
+                int r = qmp_execute(q, "query-migrate", NULL, &s, err);
+                if (r < 0)
+                        return r;
+                const char *st = NULL, *why = NULL;
+                (void) json_get_string(json_object_get(s, "status"), &st);
+                if (st && streq(st, "completed"))
+                        return 0;
+                if (st && (streq(st, "failed") || streq(st, "cancelled"))) {
+                        (void) json_get_string(json_object_get(s, "error-desc"), &why);
+                        return vh_error_set(err, -EIO, "VM %s: the incoming migration %s%s%.200s", name, st,
+                                            why ? ": " : "", why ? why : "");
+                }
+                if (vh_clock_ms() >= deadline)
+                        return vh_error_set(err, -ETIMEDOUT,
+                                            "VM %s: the incoming state was not loaded within %u s (status %.40s)", name,
+                                            MIGRATE_INCOMING_LOAD_TIMEOUT_MS / 1000, st ? st : "none");
+                usleep(20 * 1000);
+        }
+}
+
 /* The destination's definition: the source's, with this host's own id
  * and TCP display; MACs, disk and machine type stay. Under the VM's and
  * the home's lock. */
@@ -671,7 +702,14 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_
                                 goto fail;
                         }
                         if (streq(line, "CONT")) {
-                                r = qmp_execute(q, "cont", NULL, NULL, err);
+                                /* The source has sent everything, which is
+                                 * not yet all here and loaded: 'cont' now
+                                 * would only mark the VM to start after a
+                                 * load that may still fail, and RUNNING
+                                 * would be a guess. */
+                                r = incoming_wait_loaded(q, name, err);
+                                if (r >= 0)
+                                        r = qmp_execute(q, "cont", NULL, NULL, err);
                                 if (r < 0)
                                         goto fail;
                                 completed_cont = true;
@@ -1193,6 +1231,9 @@ static int finish(struct migration *m, struct vh_error *err) {
         if (r >= 0)
                 r = far_read(m, line, sizeof(line), MIGRATE_REPLY_TIMEOUT_MS);
         if (r >= 0 && streq(line, "RUNNING")) {
+                /* Now the stream is no longer needed; its socket lives in
+                 * the runtime directory that goes below. */
+                forward_stop(m);
                 (void) host_ssh_pipe_finish(o->dest, &m->far, 10000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
                 m->far_started = false;
                 m->res->migrated = true;
@@ -1327,7 +1368,9 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
                         goto out;
                 }
         }
-        forward_stop(&m);
+        /* The forward stays until the destination says it has loaded the
+         * state and runs: the source's 'completed' means only that all of
+         * it was written into the forward, and ssh may still hold some. */
         r = finish(&m, err);
         if (r >= 0) {
                 p = res->last;

@@ -131,7 +131,7 @@ fc=$(first_cnt "$(log_of c)")
 [ -n "$fc" ] && [ "$fc" -gt "$before" ] && pass counter-continues-on-c "b had $before before, c starts at $fc" ||
 	fail counter-continues-on-c "b had $before, c starts at '${fc}'"
 [ "$(state_of c)" = running ] && [ ! -e "$(host_dir b)/state/vms/m1/vm.conf" ] && [ ! -e "$(host_dir b)/run/vms/m1" ] &&
-	pass one-host-after "running on c; b has no definition or runtime files" || fail one-host-after "c: $(state_of c)"
+	pass one-host-after "running on c; b has no definition or runtime files" || fail one-host-after "c: $(state_of c); b: $(ls -R "$(host_dir b)/state/vms/m1" "$(host_dir b)/run/vms/m1" 2>&1 | tr "\n" " ")"
 [ -e "$E2E_TMP/shared/m1.qcow2" ] && pass disk-kept || fail disk-kept
 
 # ---- c -> b over direct TCP ----
