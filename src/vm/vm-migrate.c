@@ -65,6 +65,7 @@ extern char **environ;
  * allowed is raised. */
 #define MIGRATE_STALL_PASSES 2
 #define MIGRATE_FD_NAME "vmhost-migrate"
+#define MIGRATE_NBD_FD_NAME "vmhost-migrate-nbd"
 
 const char *vm_migrate_phase_to_string(enum vm_migrate_phase p) {
         switch (p) {
@@ -707,11 +708,20 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 if (r >= 0 && top.virtual_size != o->disk_size)
                         r = vh_error_set(err, -EINVAL, "VM %s: the disk made here has %" PRIu64 " bytes, not the "
                                          "source's %" PRIu64, name, top.virtual_size, o->disk_size);
+                /* vmhost listens and QEMU gets the socket: QEMU runs as
+                 * its own user and may not create files in the runtime
+                 * directory. */
                 nbd_sock = r >= 0 ? strdup_printf("%s/migrate-nbd.sock", p.runtime_dir) : NULL;
                 if (r >= 0 && !nbd_sock)
                         r = -ENOMEM;
+                int nbd_fd = -1;
+                if (r >= 0 && (r = listen_unix(nbd_sock, &nbd_fd)) < 0)
+                        vh_error_set(err, r, "Cannot listen on %s: %s", nbd_sock, strerror(-r));
                 if (r >= 0)
-                        r = vm_migrate_disk_export_start(q, nbd_sock, top.node, err);
+                        r = qmp_execute_fd(q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", nbd_fd, NULL, err);
+                safe_close(nbd_fd);
+                if (r >= 0)
+                        r = vm_migrate_disk_export_start(q, "fd:" MIGRATE_NBD_FD_NAME, top.node, err);
         }
         if (r >= 0 && transport == VM_MIGRATE_TRANSPORT_SSH) {
                 sock = strdup_printf("%s/migrate-in.sock", p.runtime_dir);
@@ -1357,11 +1367,19 @@ static int on_disk_progress(const struct vm_migrate_disk_progress *d, void *user
 /* Copied storage: the NBD export of the destination through its own ssh
  * forward, and the mirror of the top layer into it until in sync. */
 static int start_disk_copy(struct migration *m, const char *remote_nbd, struct vh_error *err) {
-        int r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd, NULL, err);
+        /* vmhost connects and hands QEMU the connection (QEMU runs as its
+         * own user and may not reach ssh's socket). */
+        int fd = -1;
+        int r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd, &fd, err);
+        if (r < 0)
+                return r;
+        r = qmp_execute_fd(m->q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", fd, NULL, err);
+        safe_close(fd);
         if (r < 0)
                 return r;
         m->disk_t0 = vh_clock_ms();
-        r = vm_migrate_disk_mirror_start(m->q, &m->top, m->nbd_fwd.socket, m->opts->bandwidth, &m->mirror, err);
+        r = vm_migrate_disk_mirror_start(m->q, &m->top, "fd:" MIGRATE_NBD_FD_NAME, m->opts->bandwidth, &m->mirror,
+                                         err);
         if (r < 0)
                 return r;
         /* The migration's own timeout bounds this phase too. */
