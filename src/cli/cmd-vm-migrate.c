@@ -23,7 +23,7 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
 extern const char vm_migrate_help[];
 
 const char vm_migrate_help[] =
-        "Usage: vmhost vm migrate NAME HOST [--storage shared] [--transport ssh|direct]\n"
+        "Usage: vmhost vm migrate NAME HOST [--storage auto|shared|copy] [--transport ssh|direct]\n"
         "                         [--bandwidth RATE] [--max-downtime MS] [--timeout SEC] [--dry-run] [--json]\n"
         "\n"
         "Moves running VM NAME to registered host HOST while it runs (docs/migration.md).\n"
@@ -31,14 +31,19 @@ const char vm_migrate_help[] =
         "at least this one's and has the VM's machine type, CPU model host only between\n"
         "equal CPUs, enough free memory, the VM's networks exist there, the name is free\n"
         "there, and the disk is on storage shared at the same path (verified with a file\n"
-        "written beside it). Then HOST starts the VM paused, memory and device state\n"
-        "move, HOST resumes it and this host's QEMU and definition go: the VM runs on one\n"
-        "host. Any failure before the switch-over (or Ctrl-C) leaves it running here and\n"
+        "written beside it) or, for a copy, its base is on HOST with the same content.\n"
+        "Then HOST starts the VM paused, (for a copy) the disk's top layer is mirrored\n"
+        "into HOST's own overlay, memory and device state move, HOST resumes it and this\n"
+        "host's QEMU and definition (and copied overlay) go: the VM runs on one host.\n"
+        "Any failure before the switch-over (or Ctrl-C) leaves it running here and\n"
         "nothing on HOST.\n"
         "\n"
         "Options:\n"
-        "  --storage shared        the disk is the same file on both hosts (the only mode yet;\n"
-        "                          'copy' is not yet implemented)\n"
+        "  --storage auto          (default) shared when the disk is verified shared, else copy\n"
+        "  --storage shared        the disk is the same file on both hosts; only memory moves\n"
+        "  --storage copy          HOST gets its own overlay over its copy of the base (pushed\n"
+        "                          with 'img push' when missing) and the top layer is mirrored\n"
+        "                          into it while the guest runs (ssh transport only)\n"
         "  --transport ssh|direct  ssh (default): the stream goes through ssh, encrypted, and\n"
         "                          nothing listens on TCP. direct: plain TCP to HOST's address,\n"
         "                          faster but UNENCRYPTED: trusted networks only\n"
@@ -78,6 +83,13 @@ static int on_progress(const struct vm_migrate_progress *p, void *userdata) {
                 return 0;
         }
         char sent[32], left[32], rate[32], dirty[32];
+        if (p->phase == VM_MIGRATE_PHASE_DISK || p->phase == VM_MIGRATE_PHASE_PUSH) {
+                fprintf(stderr, "\r\033[K%-11s %5.1f%%  sent %s  left %s  %s/s", phase, p->percent,
+                        format_size(p->transferred, sent, sizeof(sent)), format_size(p->remaining, left, sizeof(left)),
+                        format_size(p->rate_bps, rate, sizeof(rate)));
+                s->last_phase = (int) p->phase;
+                return 0;
+        }
         fprintf(stderr, "\r\033[K%-11s %5.1f%%  sent %s  left %s  %s/s  dirty %s/s  pass %u  downtime ~%" PRIu64
                         "/%u ms",
                 phase, p->percent, format_size(p->transferred, sent, sizeof(sent)),
@@ -96,6 +108,7 @@ static void print_json(const char *name, const struct vm_migrate_options *o, con
         json_kv_string(&w, "name", name);
         json_kv_string(&w, "destination", o->dest->name);
         json_kv_string(&w, "transport", o->transport == VM_MIGRATE_TRANSPORT_SSH ? "ssh" : "direct");
+        json_kv_string(&w, "storage", vm_migrate_storage_to_string(res->storage));
         json_kv_bool(&w, "dry_run", o->dry_run);
         json_kv_bool(&w, "checks_ok", res->checks_ok);
         json_key(&w, "checks");
@@ -117,6 +130,9 @@ static void print_json(const char *name, const struct vm_migrate_options *o, con
         json_kv_uint(&w, "setup_ms", res->setup_ms);
         json_kv_uint(&w, "ram_transferred", res->ram_transferred);
         json_kv_uint(&w, "ram_total", res->ram_total);
+        json_kv_uint(&w, "disk_transferred", res->disk_transferred);
+        json_kv_uint(&w, "disk_total", res->disk_total);
+        json_kv_uint(&w, "push_wire_bytes", res->push_wire_bytes);
         json_kv_uint(&w, "passes", res->passes);
         json_kv_uint(&w, "downtime_limit_ms", res->downtime_limit_ms);
         json_kv_string(&w, "vnc", res->vnc);
@@ -162,6 +178,13 @@ static void print_text(const char *name, const struct vm_migrate_options *o, con
                name, o->dest->name, (double) res->total_ms / 1000, res->migration_ms, res->downtime_ms,
                format_size(res->ram_transferred, sent, sizeof(sent)), format_size(res->ram_total, total, sizeof(total)),
                res->passes, o->transport == VM_MIGRATE_TRANSPORT_SSH ? "through ssh" : "direct TCP, unencrypted");
+        if (res->storage == VM_MIGRATE_STORAGE_COPY) {
+                char d[32], pw[32];
+                printf("disk:        copied, %s mirrored (top layer)%s%s%s\n",
+                       format_size(res->disk_transferred, d, sizeof(d)), res->push_wire_bytes ? "; base pushed, " : "",
+                       res->push_wire_bytes ? format_size(res->push_wire_bytes, pw, sizeof(pw)) : "",
+                       res->push_wire_bytes ? " on the wire" : "");
+        }
         printf("where:       host %s\n", res->where);
         if (res->vnc[0])
                 printf("vnc:         %s on host %s\n", res->vnc, o->dest->name);
@@ -192,12 +215,14 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1)
                 switch (c) {
                 case OPT_STORAGE:
-                        if (streq(optarg, "shared") || streq(optarg, "auto"))
+                        if (streq(optarg, "auto"))
+                                o.storage = VM_MIGRATE_STORAGE_AUTO;
+                        else if (streq(optarg, "shared"))
                                 o.storage = VM_MIGRATE_STORAGE_SHARED;
                         else if (streq(optarg, "copy"))
                                 o.storage = VM_MIGRATE_STORAGE_COPY;
                         else
-                                return log_error("--storage: expected shared or copy, not '%s'", optarg), 2;
+                                return log_error("--storage: expected auto, shared or copy, not '%s'", optarg), 2;
                         break;
                 case OPT_TRANSPORT:
                         if (streq(optarg, "ssh"))
@@ -302,6 +327,7 @@ int vm_migrate_check_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 { "disk-size", required_argument, NULL, 's' },
                 { "token", required_argument, NULL, 't' },
                 { "token-value", required_argument, NULL, 'v' },
+                { "copy", no_argument, NULL, 'C' },
                 {},
         };
         struct vm_migrate_check_request req = {};
@@ -317,6 +343,7 @@ int vm_migrate_check_cmd(const struct vh_context *ctx, int argc, char **argv) {
                         break;
                 case 't': req.token_path = optarg; break;
                 case 'v': req.token_value = optarg; break;
+                case 'C': req.copy = true; break;
                 default: return 2;
                 }
         if (argc - optind != 1)
@@ -351,21 +378,28 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
         static const struct option options[] = {
                 { "transport", required_argument, NULL, 't' },
                 { "listen", required_argument, NULL, 'l' },
+                { "copy-disk-size", required_argument, NULL, 's' },
+                { "copy-base", required_argument, NULL, 'b' },
                 {},
         };
-        enum vm_migrate_transport t = VM_MIGRATE_TRANSPORT_SSH;
-        const char *listen_addr = NULL;
+        struct vm_migrate_incoming_options io = { .transport = VM_MIGRATE_TRANSPORT_SSH };
         int c;
         optind = 1;
         while ((c = getopt_long(argc, argv, "", options, NULL)) != -1)
                 switch (c) {
                 case 't':
                         if (streq(optarg, "direct"))
-                                t = VM_MIGRATE_TRANSPORT_DIRECT;
+                                io.transport = VM_MIGRATE_TRANSPORT_DIRECT;
                         else if (!streq(optarg, "ssh"))
                                 return log_error("--transport: expected ssh or direct"), 2;
                         break;
-                case 'l': listen_addr = optarg; break;
+                case 'l': io.listen_addr = optarg; break;
+                case 's':
+                        if (parse_u64(optarg, &io.disk_size) < 0 || io.disk_size == 0)
+                                return log_error("--copy-disk-size: not a size in bytes"), 2;
+                        io.copy = true;
+                        break;
+                case 'b': io.base = optarg; break;
                 default: return 2;
                 }
         if (argc - optind != 1)
@@ -375,7 +409,9 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
         signal(SIGHUP, SIG_IGN);
         setvbuf(stdout, NULL, _IONBF, 0);
         struct vh_error err = {};
-        int r = vm_migrate_incoming(ctx, argv[optind], t, listen_addr, STDIN_FILENO, STDOUT_FILENO, &err);
+        if (io.base && !io.copy)
+                return log_error("--copy-base needs --copy-disk-size"), 2;
+        int r = vm_migrate_incoming(ctx, argv[optind], &io, STDIN_FILENO, STDOUT_FILENO, &err);
         if (r < 0)
                 return log_error("%s", vh_error_message(&err, r)), 1;
         return 0;

@@ -37,7 +37,17 @@ struct job_state {
         char error[256];  /* "" when none */
 };
 
+/* "fd:NAME": a socket QEMU got by getfd (see vm-migrate-disk.h). */
+static const char *fd_name(const char *socket_path) {
+        return socket_path && startswith(socket_path, "fd:") ? socket_path + 3 : NULL;
+}
+
 static int check_path(const char *socket_path, struct vh_error *err) {
+        const char *fdn = fd_name(socket_path);
+        if (fdn && (isempty(fdn) || strlen(fdn) >= VM_MIGRATE_DISK_MAX_NODE))
+                return vh_error_set(err, -EINVAL, "NBD socket fd name '%s' is empty or too long", fdn);
+        if (fdn)
+                return 0;
         if (isempty(socket_path))
                 return vh_error_set(err, -EINVAL, "No NBD socket path given for the disk migration");
         if (strlen(socket_path) > VM_MIGRATE_DISK_MAX_PATH)
@@ -131,10 +141,13 @@ int vm_migrate_disk_export_start(struct qmp_client *dst, const char *socket_path
         json_object_begin(&w);
         json_key(&w, "addr");
         json_object_begin(&w);
-        json_kv_string(&w, "type", "unix");
+        json_kv_string(&w, "type", fd_name(socket_path) ? "fd" : "unix");
         json_key(&w, "data");
         json_object_begin(&w);
-        json_kv_string(&w, "path", socket_path);
+        if (fd_name(socket_path))
+                json_kv_string(&w, "str", fd_name(socket_path));
+        else
+                json_kv_string(&w, "path", socket_path);
         json_object_end(&w);
         json_object_end(&w);
         json_object_end(&w);
@@ -312,8 +325,13 @@ int vm_migrate_disk_mirror_start(struct qmp_client *src, const struct vm_migrate
         json_kv_string(&w, "node-name", VM_MIGRATE_DISK_NBD_NODE);
         json_key(&w, "server");
         json_object_begin(&w);
-        json_kv_string(&w, "type", "unix");
-        json_kv_string(&w, "path", socket_path);
+        if (fd_name(socket_path)) {
+                json_kv_string(&w, "type", "fd");
+                json_kv_string(&w, "str", fd_name(socket_path));
+        } else {
+                json_kv_string(&w, "type", "unix");
+                json_kv_string(&w, "path", socket_path);
+        }
         json_object_end(&w);
         json_kv_string(&w, "export", top->node);
         json_object_end(&w);

@@ -45,7 +45,10 @@
  *
  * The socket paths are unix socket paths of this machine (an ssh forward
  * of the other host's socket works the same), at most
- * VM_MIGRATE_DISK_MAX_PATH bytes. One mirror per source QEMU at a time
+ * VM_MIGRATE_DISK_MAX_PATH bytes, or "fd:NAME": a socket the caller gave
+ * QEMU with getfd under NAME (listening for export_start, connected for
+ * mirror_start), for a QEMU that may not create or reach sockets where
+ * vmhost keeps them (it runs as its own user). One mirror per source QEMU at a time
  * (fixed job and node names); a mirror object is not thread-safe. */
 #pragma once
 

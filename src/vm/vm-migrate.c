@@ -1,5 +1,5 @@
-/* vm/vm-migrate.c: live migration to another host, shared storage (see
- * vm-migrate.h for the sequence and what each side owns). */
+/* vm/vm-migrate.c: live migration to another host, shared or copied
+ * storage (see vm-migrate.h for the sequence and what each side owns). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <libgen.h>
+#include <limits.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -31,13 +32,17 @@
 #include "base/process.h"
 #include "base/strutil.h"
 #include "host/host.h"
+#include "host/push.h"
 #include "host/ssh-pipe.h"
 #include "host/ssh.h"
 #include "net/net.h"
 #include "qmp/qmp.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-alloc.h"
+#include "vm/vm-image.h"
+#include "vm/vm-migrate-disk.h"
 #include "vm/vm-migrate.h"
+#include "vmhost/image.h"
 #include "vm/vm-start.h"
 #include "vm/vm.h"
 
@@ -60,14 +65,26 @@ extern char **environ;
  * allowed is raised. */
 #define MIGRATE_STALL_PASSES 2
 #define MIGRATE_FD_NAME "vmhost-migrate"
+#define MIGRATE_NBD_FD_NAME "vmhost-migrate-nbd"
 
 const char *vm_migrate_phase_to_string(enum vm_migrate_phase p) {
         switch (p) {
         case VM_MIGRATE_PHASE_CHECKS: return "checks";
+        case VM_MIGRATE_PHASE_PUSH: return "push";
         case VM_MIGRATE_PHASE_PREPARE: return "prepare";
+        case VM_MIGRATE_PHASE_DISK: return "disk";
         case VM_MIGRATE_PHASE_MEMORY: return "memory";
         case VM_MIGRATE_PHASE_SWITCHOVER: return "switch-over";
         case VM_MIGRATE_PHASE_DONE: return "done";
+        }
+        return "?";
+}
+
+const char *vm_migrate_storage_to_string(enum vm_migrate_storage s) {
+        switch (s) {
+        case VM_MIGRATE_STORAGE_AUTO: return "auto";
+        case VM_MIGRATE_STORAGE_SHARED: return "shared";
+        case VM_MIGRATE_STORAGE_COPY: return "copy";
         }
         return "?";
 }
@@ -320,10 +337,13 @@ int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
         struct stat sb;
         if (!def->disk)
                 add_check(&res, "storage", true, "no disk");
+        else if (req->copy)
+                add_check(&res, "storage", true, "disk %s is copied: VM %s gets its own disk here", def->disk,
+                          def->name);
         else if (!req->token_path || !req->token_value ||
                  read_full_file(req->token_path, 4096, &token, &tn) < 0 || !streq(strstrip(token), req->token_value))
                 add_check(&res, "storage", false, "disk %s is not on storage shared with the source (a file written "
-                          "beside it there is not seen here): share its directory at the same path, or wait for "
+                          "beside it there is not seen here): share its directory at the same path, or use "
                           "--storage copy", def->disk);
         else if (stat(def->disk, &sb) < 0 || (uint64_t) sb.st_size != req->disk_size)
                 add_check(&res, "storage", false, "disk %s here is not the source's (%s): check the shared mount",
@@ -545,10 +565,52 @@ static int incoming_wait_loaded(struct qmp_client *q, const char *name, struct v
         }
 }
 
+/* Copied storage: the destination's own disk, STATE/vms/NAME/disk.qcow2,
+ * empty, over this host's copy of the base (or without one: the mirror
+ * then writes all of it), with the size the guest sees on the source. */
+static int incoming_make_disk(const struct vh_context *ctx, struct vm_def *def,
+                              const struct vm_migrate_incoming_options *o, struct vh_error *err) {
+        if (o->disk_size == 0 || o->disk_size > PUSH_SIZE_MAX)
+                return vh_error_set(err, -EINVAL, "VM %s: the source gave no valid disk size", def->name);
+        def->disk = mfree(def->disk);
+        def->base = mfree(def->base);
+        if (o->base) {
+                if (o->base[0] != '/' || !file_exists(o->base))
+                        return vh_error_set(err, -ENOENT, "VM %s: its base %s is not on this host", def->name,
+                                            o->base);
+                return vm_image_create_overlay(ctx, def, o->base, o->disk_size, err);
+        }
+        struct vm_paths p;
+        int r = vm_paths_get(ctx, def->name, &p, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *disk = strdup_printf("%s/disk.qcow2", p.state_dir);
+        r = disk ? mkdir_p(p.state_dir, 0700) : -ENOMEM;
+        vm_paths_done(&p);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create the directory of VM %s: %s", def->name, strerror(-r));
+        if (file_exists(disk))
+                return vh_error_set(err, -EEXIST, "%s exists already; refusing to replace it", disk);
+        struct vh_image_create_options co = { .format = VH_IMAGE_FORMAT_QCOW2, .size = o->disk_size };
+        r = vh_image_create(disk, &co, err);
+        if (r < 0)
+                return r;
+        char *f = strdup("qcow2");
+        if (!f) {
+                unlink(disk);
+                return -ENOMEM;
+        }
+        free(def->disk_format);
+        def->disk_format = f;
+        def->disk = TAKE_PTR(disk);
+        return 0;
+}
+
 /* The destination's definition: the source's, with this host's own id
- * and TCP display; MACs, disk and machine type stay. Under the VM's and
- * the home's lock. */
-static int incoming_define(const struct vh_context *ctx, struct vm_def *def, struct vh_error *err) {
+ * and TCP display; MACs and machine type stay, and the disk too unless it
+ * is copied (then it is made here). Under the VM's and the home's lock. */
+static int incoming_define(const struct vh_context *ctx, struct vm_def *def,
+                           const struct vm_migrate_incoming_options *o, struct vh_error *err) {
         if (vm_exists(ctx, def->name))
                 return vh_error_set(err, -EEXIST, "a VM named %s exists here already", def->name);
         for (unsigned i = 0; i < def->n_nics; i++)
@@ -563,11 +625,18 @@ static int incoming_define(const struct vh_context *ctx, struct vm_def *def, str
                 return r;
         if (def->vnc == VM_VNC_TCP && (r = vm_alloc_vnc_display(ctx, def->vnc_host, &def->vnc_display, err)) < 0)
                 return r;
-        return vm_save(ctx, def, err);
+        if (o->copy && def->disk && (r = incoming_make_disk(ctx, def, o, err)) < 0)
+                return r;
+        r = vm_save(ctx, def, err);
+        if (r < 0 && o->copy)
+                vm_image_remove_own_disk(ctx, def);
+        return r;
 }
 
-int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_migrate_transport transport,
-                        const char *listen_addr, int in_fd, int out_fd, struct vh_error *err) {
+int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const struct vm_migrate_incoming_options *o,
+                        int in_fd, int out_fd, struct vh_error *err) {
+        enum vm_migrate_transport transport = o->transport;
+        const char *listen_addr = o->listen_addr;
         /* The definition: its length on one line, then its bytes. */
         struct line_reader lr = { .fd = in_fd };
         char line[VM_MIGRATE_LINE_MAX];
@@ -597,14 +666,16 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_
         r = vm_lock_take(ctx, name, "migrated here", VM_LOCK_TIMEOUT_MS, &lock, err);
         if (r < 0)
                 return r;
-        r = incoming_define(ctx, def, err);
+        bool copy = o->copy && def->disk;
+        r = incoming_define(ctx, def, o, err);
         if (r < 0)
                 return r;
-        /* From here on, every failure removes the definition again. */
+        /* From here on, every failure removes the definition again (and a
+         * copied disk made here). */
         bool keep = false;
         int listen_fd = -1, stream_fd = -1;
         struct qmp_client *q = NULL;
-        _cleanup_free_ char *sock = NULL;
+        _cleanup_free_ char *sock = NULL, *nbd_sock = NULL;
         struct vm_start_job *job = NULL;
         struct vm_status st = {};
         struct vm_start_options sopts = { .incoming_defer = true };
@@ -623,9 +694,35 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_
                 goto fail;
         r = qmp_connect(p.qmp_watch_socket, MIGRATE_QMP_TIMEOUT_MS, &q, err);
         uint16_t port = 0;
+        /* Copied storage: the disk stays inactive until 'cont' (the NBD
+         * export writes it before), as in the sequence of vm-migrate-disk.h. */
         if (r >= 0)
                 r = qmp_execute(q, "migrate-set-capabilities",
-                                "{\"capabilities\":[{\"capability\":\"events\",\"state\":true}]}", NULL, err);
+                                copy ? "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
+                                       "{\"capability\":\"late-block-activate\",\"state\":true}]}"
+                                     : "{\"capabilities\":[{\"capability\":\"events\",\"state\":true}]}",
+                                NULL, err);
+        if (r >= 0 && copy) {
+                struct vm_migrate_disk_top top = {};
+                r = vm_migrate_disk_find_top(q, NULL, &top, err);
+                if (r >= 0 && top.virtual_size != o->disk_size)
+                        r = vh_error_set(err, -EINVAL, "VM %s: the disk made here has %" PRIu64 " bytes, not the "
+                                         "source's %" PRIu64, name, top.virtual_size, o->disk_size);
+                /* vmhost listens and QEMU gets the socket: QEMU runs as
+                 * its own user and may not create files in the runtime
+                 * directory. */
+                nbd_sock = r >= 0 ? strdup_printf("%s/migrate-nbd.sock", p.runtime_dir) : NULL;
+                if (r >= 0 && !nbd_sock)
+                        r = -ENOMEM;
+                int nbd_fd = -1;
+                if (r >= 0 && (r = listen_unix(nbd_sock, &nbd_fd)) < 0)
+                        vh_error_set(err, r, "Cannot listen on %s: %s", nbd_sock, strerror(-r));
+                if (r >= 0)
+                        r = qmp_execute_fd(q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", nbd_fd, NULL, err);
+                safe_close(nbd_fd);
+                if (r >= 0)
+                        r = vm_migrate_disk_export_start(q, "fd:" MIGRATE_NBD_FD_NAME, top.node, err);
+        }
         if (r >= 0 && transport == VM_MIGRATE_TRANSPORT_SSH) {
                 sock = strdup_printf("%s/migrate-in.sock", p.runtime_dir);
                 r = sock ? listen_unix(sock, &listen_fd) : -ENOMEM;
@@ -647,6 +744,8 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_
                 json_object_begin(&w);
                 json_kv_string(&w, "socket", sock);
                 json_kv_uint(&w, "port", port);
+                if (nbd_sock)
+                        json_kv_string(&w, "nbd", nbd_sock);
                 char vnc[96] = "";
                 if (def->vnc == VM_VNC_TCP)
                         snprintf(vnc, sizeof(vnc), "%s:%u", def->vnc_host, def->vnc_display);
@@ -708,6 +807,10 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_
                                  * load that may still fail, and RUNNING
                                  * would be a guess. */
                                 r = incoming_wait_loaded(q, name, err);
+                                /* The mirror ended before the switch-over;
+                                 * the export goes before the VM runs. */
+                                if (r >= 0 && nbd_sock)
+                                        r = vm_migrate_disk_export_stop(q, err);
                                 if (r >= 0)
                                         r = qmp_execute(q, "cont", NULL, NULL, err);
                                 if (r < 0)
@@ -732,9 +835,13 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_
 fail:
         safe_close(listen_fd);
         safe_close(stream_fd);
+        if (q && nbd_sock && !keep)
+                (void) vm_migrate_disk_export_stop(q, NULL);
         q = qmp_free(q);
         if (sock)
                 unlink(sock);
+        if (nbd_sock)
+                unlink(nbd_sock);
         if (!keep) {
                 /* QEMU's own last word says more than a closed socket. */
                 char why[300] = "";
@@ -750,12 +857,22 @@ fail:
                 vm_paths_done(&lp);
                 (void) write_line(out_fd, "FAILED %s%s%s", vh_error_message(err, r), why[0] ? "; QEMU: " : "", why);
                 (void) vm_stop(ctx, name, 2000, NULL);
+                /* Only a disk made here for this migration (never a base,
+                 * never a shared disk). */
+                if (copy)
+                        vm_image_remove_own_disk(ctx, def);
                 forget_vm(ctx, name);
         }
         return r;
 }
 
 /* ---- the source ---- */
+
+/* An ssh process forwarding a local unix socket to one on the far side. */
+struct forward {
+        int pid;                     /* 0 if none */
+        char *socket;                /* the local end */
+};
 
 struct migration {
         const struct vh_context *ctx;
@@ -769,8 +886,14 @@ struct migration {
         struct host_ssh_pipe far;
         bool far_started;
         struct line_reader far_lr;
-        int fwd_pid;                 /* the ssh of the forward, 0 if none */
-        char *fwd_socket;
+        struct forward fwd;          /* the migration stream's */
+        struct forward nbd_fwd;      /* copy: the NBD connection's */
+        enum vm_migrate_storage storage; /* resolved by the checks */
+        struct vm_migrate_disk_top top;  /* copy: the disk's top node here */
+        char *base;                  /* copy: the local base of the disk, NULL: none */
+        char *remote_base;           /* copy: the destination's copy of it */
+        struct vm_migrate_disk_mirror *mirror;
+        uint64_t disk_t0;
         bool migrate_started;
         bool switchover;             /* migrate-continue sent: no cancel from here */
         uint64_t t0;
@@ -784,21 +907,21 @@ static int progress(struct migration *m, struct vm_migrate_progress *p) {
         return 0;
 }
 
-static void forward_stop(struct migration *m) {
-        if (m->fwd_pid > 0) {
-                kill(m->fwd_pid, SIGTERM);
+static void forward_stop(struct forward *f) {
+        if (f->pid > 0) {
+                kill(f->pid, SIGTERM);
                 int st;
                 uint64_t dl = vh_deadline_after(2000);
-                while (waitpid(m->fwd_pid, &st, WNOHANG) == 0 && vh_clock_ms() < dl)
+                while (waitpid(f->pid, &st, WNOHANG) == 0 && vh_clock_ms() < dl)
                         usleep(20000);
-                if (waitpid(m->fwd_pid, &st, WNOHANG) == 0) {
-                        kill(m->fwd_pid, SIGKILL);
-                        waitpid(m->fwd_pid, &st, 0);
+                if (waitpid(f->pid, &st, WNOHANG) == 0) {
+                        kill(f->pid, SIGKILL);
+                        waitpid(f->pid, &st, 0);
                 }
-                m->fwd_pid = 0;
+                f->pid = 0;
         }
-        if (m->fwd_socket)
-                unlink(m->fwd_socket);
+        if (f->socket)
+                unlink(f->socket);
 }
 
 static int connect_unix(const char *path) {
@@ -835,16 +958,20 @@ static int connect_tcp(const char *host, uint16_t port) {
         return fd;
 }
 
-/* The stream's socket through its own ssh connection (not the shared
- * master, so that it is one process to watch, and a forward that fails is
- * an error: ExitOnForwardFailure). */
-static int forward_start(struct migration *m, const char *remote_socket, int *ret_fd, struct vh_error *err) {
-        m->fwd_socket = strdup_printf("%s/migrate-fwd.sock", m->paths.runtime_dir);
-        if (!m->fwd_socket)
+/* A socket of the far side through its own ssh connection (not the
+ * shared master, so that it is one process to watch, and a forward that
+ * fails is an error: ExitOnForwardFailure), at RUNTIME/'local_name'.
+ * '*ret_fd' gets the first connection through it; NULL: that connection
+ * only proves the forward works and is closed (the NBD server sees a
+ * client that leaves before its handshake, which it allows). */
+static int forward_start(struct migration *m, struct forward *f, const char *local_name, const char *what,
+                         const char *remote_socket, int *ret_fd, struct vh_error *err) {
+        f->socket = strdup_printf("%s/%s", m->paths.runtime_dir, local_name);
+        if (!f->socket)
                 return -ENOMEM;
-        unlink(m->fwd_socket);
+        unlink(f->socket);
         char **argv = NULL;
-        int r = host_ssh_forward_argv(m->ctx, m->opts->dest, m->fwd_socket, remote_socket, &argv, err);
+        int r = host_ssh_forward_argv(m->ctx, m->opts->dest, f->socket, remote_socket, &argv, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *exe = find_executable(m->ctx, "ssh");
@@ -868,23 +995,26 @@ static int forward_start(struct migration *m, const char *remote_socket, int *re
         host_names_free(argv);
         if (pid < 0)
                 return vh_error_set(err, -e, "Cannot start ssh: %s", strerror(e));
-        m->fwd_pid = pid;
+        f->pid = pid;
         uint64_t dl = vh_deadline_after(MIGRATE_FORWARD_TIMEOUT_MS);
         for (;;) {
                 int st;
                 if (waitpid(pid, &st, WNOHANG) == pid) {
-                        m->fwd_pid = 0;
-                        return vh_error_set(err, -ECOMM, "the ssh forward of the migration stream to host %s failed "
-                                            "(exit %d)", m->opts->dest->name, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                        f->pid = 0;
+                        return vh_error_set(err, -ECOMM, "the ssh forward of the %s to host %s failed (exit %d)", what,
+                                            m->opts->dest->name, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
                 }
-                int fd = file_exists(m->fwd_socket) ? connect_unix(m->fwd_socket) : -ENOENT;
+                int fd = file_exists(f->socket) ? connect_unix(f->socket) : -ENOENT;
                 if (fd >= 0) {
-                        *ret_fd = fd;
+                        if (ret_fd)
+                                *ret_fd = fd;
+                        else
+                                close(fd);
                         return 0;
                 }
                 if (vh_clock_ms() >= dl)
-                        return vh_error_set(err, -ETIMEDOUT, "the ssh forward to host %s did not come up in %u s",
-                                            m->opts->dest->name, MIGRATE_FORWARD_TIMEOUT_MS / 1000);
+                        return vh_error_set(err, -ETIMEDOUT, "the ssh forward of the %s to host %s did not come up "
+                                            "in %u s", what, m->opts->dest->name, MIGRATE_FORWARD_TIMEOUT_MS / 1000);
                 usleep(20000);
         }
 }
@@ -947,6 +1077,11 @@ static void rollback(struct migration *m) {
                         streq(p.status, "pre-switchover") || streq(p.status, "device")))
                         usleep(50000);
         }
+        /* The mirror only read this disk: once it is gone (no job, no NBD
+         * node) the source is as it was. */
+        if (m->mirror)
+                (void) vm_migrate_disk_mirror_abort(m->mirror, NULL);
+        m->mirror = vm_migrate_disk_mirror_free(m->mirror);
         if (m->was_running && m->q) {
                 _cleanup_(json_value_freep) struct json_value *s = NULL;
                 const char *status = NULL;
@@ -954,7 +1089,8 @@ static void rollback(struct migration *m) {
                     json_get_string(json_object_get(s, "status"), &status) == 0 && !streq(status, "running"))
                         (void) qmp_execute(m->q, "cont", NULL, NULL, NULL);
         }
-        forward_stop(m);
+        forward_stop(&m->fwd);
+        forward_stop(&m->nbd_fwd);
         if (m->far_started) {
                 (void) host_ssh_pipe_write(&m->far, "ABORT\n", 6);
                 /* The far side removes its VM; its answer is not needed. */
@@ -963,14 +1099,84 @@ static void rollback(struct migration *m) {
         }
 }
 
+/* The backing file recorded in 'disk's header, resolved, or NULL. */
+static int disk_backing(const char *disk, char **ret, struct vh_error *err) {
+        struct vh_image_open_options oo = {
+                .format = VH_IMAGE_FORMAT_PROBE,
+                .flags = VH_IMAGE_OPEN_NO_BACKING | VH_IMAGE_OPEN_FORCE_SHARE,
+        };
+        _cleanup_(vh_image_freep) struct vh_image *img = NULL;
+        int r = vh_image_open(disk, &oo, &img, err);
+        if (r < 0)
+                return r;
+        struct vh_image_info *info = NULL;
+        r = vh_image_get_info(img, &info, err);
+        if (r < 0)
+                return r;
+        char *b = NULL;
+        if (info->full_backing_filename && !(b = strdup(info->full_backing_filename)))
+                r = -ENOMEM;
+        vh_image_info_free(info);
+        if (r >= 0)
+                *ret = b;
+        return r;
+}
+
+/* Copied storage, checked here: the disk's top node in QEMU, and its base
+ * on the destination by content (push_find), which 'vm migrate' pushes
+ * there first when it is missing. Touches nothing. */
+static int copy_checks(struct migration *m, struct vh_error *err) {
+        const struct vm_migrate_options *o = m->opts;
+        struct vm_migrate_result *res = m->res;
+        const struct vm_def *def = m->def;
+        struct vh_error e = {};
+        int r = vm_migrate_disk_find_top(m->q, NULL, &m->top, &e);
+        if (r < 0) {
+                add_check(res, "disk", false, "cannot find the disk of VM %s in its QEMU: %s", m->name,
+                          vh_error_message(&e, r));
+                return 0;
+        }
+        char vs[32];
+        format_size(m->top.virtual_size, vs, sizeof(vs));
+        if (!m->top.has_backing) {
+                add_check(res, "base", true, "disk %s has no base: it is mirrored whole (%s) into a new empty disk "
+                          "there", def->disk, vs);
+                return 0;
+        }
+        r = disk_backing(def->disk, &m->base, &e);
+        if (r < 0 || !m->base) {
+                add_check(res, "base", false, "cannot read the base of disk %s: %s", def->disk,
+                          r < 0 ? vh_error_message(&e, r) : "QEMU sees one, its header names none");
+                return 0;
+        }
+        r = push_find(m->ctx, o->dest, m->base, NULL, &m->remote_base, &e);
+        if (r == -EEXIST)
+                add_check(res, "base", false, "host %s holds another image under the name of base %s (%s): remove "
+                          "or rename it there, then run again (the base is pushed with 'vmhost img push')",
+                          o->dest->name, m->base, vh_error_message(&e, r));
+        else if (r < 0)
+                add_check(res, "base", false, "cannot look for base %s on host %s: %s", m->base, o->dest->name,
+                          vh_error_message(&e, r));
+        else if (m->remote_base)
+                add_check(res, "base", true, "base %s is on host %s as %s (same content); only the overlay (%s "
+                          "virtual) is copied", m->base, o->dest->name, m->remote_base, vs);
+        else
+                add_check(res, "base", true, "base %s is not on host %s: it is pushed there first ('vmhost img "
+                          "push'), then only the overlay (%s virtual) is copied", m->base, o->dest->name, vs);
+        (void) err;
+        return 0;
+}
+
 static int run_checks(struct migration *m, struct vh_error *err) {
         const struct vm_migrate_options *o = m->opts;
         struct vm_migrate_result *res = m->res;
         const struct vm_def *def = m->def;
 
-        if (o->storage == VM_MIGRATE_STORAGE_COPY)
-                add_check(res, "storage", false, "--storage copy is not yet implemented: put the disk on storage "
-                          "shared at the same path and use --storage shared");
+        m->storage = o->storage;
+        bool ssh = o->transport == VM_MIGRATE_TRANSPORT_SSH;
+        if (o->storage == VM_MIGRATE_STORAGE_COPY && !ssh)
+                add_check(res, "transport", false, "--storage copy goes through ssh only (the NBD connection is "
+                          "forwarded by ssh): drop --transport direct, or share the disk and use --storage shared");
         struct host_status hs = {};
         int r = host_probe(m->ctx, o->dest, 0, &hs);
         if (r < 0) {
@@ -981,14 +1187,14 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         add_check(res, "reachable", true, "host %s answers, vmhost %s, %s free", o->dest->name, hs.version,
                   format_size(hs.memory_free, (char[32]) {}, 32));
         host_status_done(&hs);
-        if (o->storage == VM_MIGRATE_STORAGE_COPY)
-                return 0;
+        bool copy = o->storage == VM_MIGRATE_STORAGE_COPY;
 
-        /* The token beside the disk, read there through ssh. */
+        /* The token beside the disk, read there through ssh (not for copy:
+         * there the destination makes a disk of its own). */
         _cleanup_free_ char *token_path = NULL, *disk_copy = NULL;
         char token[33] = "";
         uint64_t disk_size = 0;
-        if (def->disk) {
+        if (def->disk && !copy) {
                 uint8_t rnd[16];
                 if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
                         return vh_error_set(err, -EIO, "no random bytes for the shared-storage check");
@@ -1020,7 +1226,8 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-check", (char *) m->name,
                          (char *) "--qemu-version", qver, (char *) "--cpu", cpu,
                          (char *) "--disk-size", size_s,
-                         token_path ? (char *) "--token" : NULL, token_path, (char *) "--token-value", token, NULL };
+                         copy ? (char *) "--copy" : token_path ? (char *) "--token" : NULL,
+                         copy ? NULL : token_path, (char *) "--token-value", token, NULL };
         _cleanup_free_ char *text = vm_def_format(def), *out = NULL;
         if (!text)
                 return -ENOMEM;
@@ -1039,11 +1246,35 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         if (r != 0 && !strchr(out ? out : "", '{'))
                 return vh_error_set(err, -EPROTO, "host %s could not check VM %s: %.300s", o->dest->name, m->name,
                                     out ? strstrip(out) : "");
-        return vm_migrate_checks_parse(out, res, err);
+        size_t first = res->n_checks;
+        r = vm_migrate_checks_parse(out, res, err);
+        if (r < 0)
+                return r;
+        if (m->storage == VM_MIGRATE_STORAGE_AUTO) {
+                /* auto: shared when the destination saw the token, else a copy. */
+                m->storage = VM_MIGRATE_STORAGE_SHARED;
+                for (size_t i = first; i < res->n_checks; i++) {
+                        struct vm_migrate_check *c = &res->checks[i];
+                        if (!streq(c->name, "storage") || c->ok || !def->disk)
+                                continue;
+                        if (ssh) {
+                                m->storage = VM_MIGRATE_STORAGE_COPY;
+                                c->ok = true;
+                                snprintf(c->message, sizeof(c->message), "disk %s is not shared with host %s: it is "
+                                         "copied (--storage auto)", def->disk, o->dest->name);
+                        } else {
+                                size_t l = strlen(c->message);
+                                snprintf(c->message + l, sizeof(c->message) - l, " (a copy needs --transport ssh)");
+                        }
+                }
+        }
+        if (m->storage == VM_MIGRATE_STORAGE_COPY && def->disk && ssh)
+                return copy_checks(m, err);
+        return 0;
 }
 
 /* Reads the destination's READY object. */
-static int parse_ready(struct migration *m, const char *js, char **ret_socket, uint16_t *ret_port,
+static int parse_ready(struct migration *m, const char *js, char **ret_socket, uint16_t *ret_port, char **ret_nbd,
                        struct vh_error *err) {
         struct json_limits lim = { .max_depth = 3, .max_bytes = VM_MIGRATE_LINE_MAX, .max_string = 512,
                                    .max_elements = VM_MAX_FORWARDS + 8, .max_values = 64 };
@@ -1051,9 +1282,10 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
         int r = json_parse(js, strlen(js), &lim, &v, err);
         if (r < 0)
                 return vh_error_set(err, -EPROTO, "the destination's READY is not valid: %s", vh_error_message(err, r));
-        const char *s = NULL, *vnc = NULL;
+        const char *s = NULL, *vnc = NULL, *nbd = NULL;
         uint64_t port = 0;
         (void) json_get_string(json_object_get(v, "socket"), &s);
+        (void) json_get_string(json_object_get(v, "nbd"), &nbd);
         (void) json_get_uint(json_object_get(v, "port"), &port);
         if (json_get_string(json_object_get(v, "vnc"), &vnc) == 0)
                 snprintf(m->res->vnc, sizeof(m->res->vnc), "%s", vnc);
@@ -1069,7 +1301,99 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
                 return vh_error_set(err, -EPROTO, "the destination named port %" PRIu64, port);
         if (s && !(*ret_socket = strdup(s)))
                 return -ENOMEM;
+        if (nbd && !(*ret_nbd = strdup(nbd)))
+                return -ENOMEM;
         *ret_port = (uint16_t) port;
+        return 0;
+}
+
+static int on_push_progress(size_t layer, size_t n_layers, uint64_t done, uint64_t total, uint64_t wire,
+                            void *userdata) {
+        struct migration *m = userdata;
+        (void) layer;
+        (void) n_layers;
+        struct vm_migrate_progress p = { .phase = VM_MIGRATE_PHASE_PUSH, .transferred = done, .total = total,
+                                         .remaining = total - MIN(done, total) };
+        snprintf(p.status, sizeof(p.status), "push");
+        p.percent = total ? 100.0 * (double) done / (double) total : 0;
+        uint64_t el = vh_clock_ms() - m->t0;
+        p.rate_bps = el ? wire * 1000 / el : 0;
+        return progress(m, &p) < 0 ? 1 : 0;
+}
+
+/* Copied storage: the base goes to the destination first, found there
+ * by content or sent, as 'vmhost img push' does. */
+static int push_base(struct migration *m, struct vh_error *err) {
+        struct push_options po = { .progress = on_push_progress, .userdata = m };
+        struct push_result pr = {};
+        int r = push_image(m->ctx, m->opts->dest, m->base, &po, &pr, err);
+        if (r >= 0 && pr.n_layers > 0) {
+                const struct push_layer_result *top = &pr.layers[pr.n_layers - 1];
+                for (size_t i = 0; i < pr.n_layers; i++)
+                        if (pr.layers[i].sent)
+                                m->res->push_wire_bytes += pr.layers[i].stats.wire_bytes;
+                m->remote_base = top->remote_path ? strdup(top->remote_path) : NULL;
+                if (!m->remote_base)
+                        r = -ENOMEM;
+        } else if (r >= 0)
+                r = -EPROTO;
+        push_result_done(&pr);
+        if (r < 0)
+                return vh_error_set(err, r, "cannot push base %s of VM %s to host %s: %s", m->base, m->name,
+                                    m->opts->dest->name, vh_error_message(err, r));
+        return 0;
+}
+
+static int on_disk_progress(const struct vm_migrate_disk_progress *d, void *userdata) {
+        struct migration *m = userdata;
+        struct vm_migrate_progress p = m->res->last;
+        p.phase = VM_MIGRATE_PHASE_DISK;
+        snprintf(p.status, sizeof(p.status), "%s", d->ready ? "ready" : "mirror");
+        p.transferred = d->done;
+        p.total = d->total;
+        p.remaining = d->total - MIN(d->done, d->total);
+        if (m->res->last.phase != VM_MIGRATE_PHASE_DISK)
+                p.percent = 0;
+        if (d->total && 100.0 * (double) d->done / (double) d->total > p.percent)
+                p.percent = 100.0 * (double) d->done / (double) d->total;
+        uint64_t el = vh_clock_ms() - m->disk_t0;
+        p.rate_bps = el ? d->done * 1000 / el : 0;
+        p.pass = 0;
+        p.dirty_rate = 0;
+        p.expected_downtime_ms = 0;
+        return progress(m, &p) < 0 ? 1 : 0;
+}
+
+/* Copied storage: the NBD export of the destination through its own ssh
+ * forward, and the mirror of the top layer into it until in sync. */
+static int start_disk_copy(struct migration *m, const char *remote_nbd, struct vh_error *err) {
+        /* vmhost connects and hands QEMU the connection (QEMU runs as its
+         * own user and may not reach ssh's socket). */
+        int fd = -1;
+        int r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd, &fd, err);
+        if (r < 0)
+                return r;
+        r = qmp_execute_fd(m->q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", fd, NULL, err);
+        safe_close(fd);
+        if (r < 0)
+                return r;
+        m->disk_t0 = vh_clock_ms();
+        r = vm_migrate_disk_mirror_start(m->q, &m->top, "fd:" MIGRATE_NBD_FD_NAME, m->opts->bandwidth, &m->mirror,
+                                         err);
+        if (r < 0)
+                return r;
+        /* The migration's own timeout bounds this phase too. */
+        unsigned timeout_ms = UINT_MAX;
+        if (m->opts->timeout_s) {
+                uint64_t end = m->t0 + (uint64_t) m->opts->timeout_s * 1000, now = vh_clock_ms();
+                timeout_ms = end > now ? (unsigned) MIN(end - now, (uint64_t) UINT_MAX) : 1;
+        }
+        r = vm_migrate_disk_mirror_wait_ready(m->mirror, timeout_ms, on_disk_progress, m, err);
+        if (r == -ECANCELED)
+                return vh_error_set(err, r, "cancelled");
+        if (r < 0)
+                /* The destination's own word first: its QEMU died, it failed. */
+                return r;
         return 0;
 }
 
@@ -1077,9 +1401,14 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
 static int prepare_destination(struct migration *m, int *ret_stream, struct vh_error *err) {
         const struct vm_migrate_options *o = m->opts;
         const char *addr = ssh_host_address(o->dest);
+        char size_s[32];
+        snprintf(size_s, sizeof(size_s), "%" PRIu64, m->top.virtual_size);
+        bool copy = m->storage == VM_MIGRATE_STORAGE_COPY && m->def->disk;
         char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-incoming", (char *) m->name,
                          (char *) "--transport", o->transport == VM_MIGRATE_TRANSPORT_SSH ? (char *) "ssh" : (char *) "direct",
-                         (char *) "--listen", (char *) addr, NULL };
+                         (char *) "--listen", (char *) addr,
+                         copy ? (char *) "--copy-disk-size" : NULL, size_s,
+                         m->remote_base ? (char *) "--copy-base" : NULL, m->remote_base, NULL };
         _cleanup_free_ char *text = vm_def_format(m->def);
         if (!text)
                 return -ENOMEM;
@@ -1101,15 +1430,22 @@ static int prepare_destination(struct migration *m, int *ret_stream, struct vh_e
         if (r < 0 || !startswith(line, "READY "))
                 return vh_error_set(err, r < 0 ? r : -EIO, "host %s could not prepare VM %s: %s", o->dest->name,
                                     m->name, startswith(line, "FAILED ") ? line + 7 : line);
-        _cleanup_free_ char *sock = NULL;
+        _cleanup_free_ char *sock = NULL, *nbd = NULL;
         uint16_t port = 0;
-        r = parse_ready(m, line + 6, &sock, &port, err);
+        r = parse_ready(m, line + 6, &sock, &port, &nbd, err);
         if (r < 0)
                 return r;
+        if (copy) {
+                if (!nbd || nbd[0] != '/')
+                        return vh_error_set(err, -EPROTO, "host %s named no NBD socket for the disk", o->dest->name);
+                r = start_disk_copy(m, nbd, err);
+                if (r < 0)
+                        return r;
+        }
         if (o->transport == VM_MIGRATE_TRANSPORT_SSH) {
                 if (!sock || sock[0] != '/')
                         return vh_error_set(err, -EPROTO, "host %s named no socket for the stream", o->dest->name);
-                return forward_start(m, sock, ret_stream, err);
+                return forward_start(m, &m->fwd, "migrate-fwd.sock", "migration stream", sock, ret_stream, err);
         }
         if (port == 0)
                 return vh_error_set(err, -EPROTO, "host %s named no port for the stream", o->dest->name);
@@ -1153,6 +1489,19 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                         p.phase = VM_MIGRATE_PHASE_SWITCHOVER;
                         if ((r = progress(m, &p)) < 0)
                                 return vh_error_set(err, r, "cancelled");
+                        /* The guest is paused: the mirror copies what is
+                         * still dirty and ends without pivoting, so the
+                         * destination's disk is complete before its memory. */
+                        if (m->mirror) {
+                                r = vm_migrate_disk_mirror_finish(m->mirror, err);
+                                struct vm_migrate_disk_progress d = {};
+                                if (vm_migrate_disk_mirror_progress(m->mirror, &d, NULL) == 0) {
+                                        m->res->disk_transferred = d.done;
+                                        m->res->disk_total = d.total;
+                                }
+                                if (r < 0)
+                                        return r;
+                        }
                         m->switchover = true;
                         r = qmp_execute(m->q, "migrate-continue", "{\"state\":\"pre-switchover\"}", NULL, err);
                         if (r < 0)
@@ -1233,7 +1582,8 @@ static int finish(struct migration *m, struct vh_error *err) {
         if (r >= 0 && streq(line, "RUNNING")) {
                 /* Now the stream is no longer needed; its socket lives in
                  * the runtime directory that goes below. */
-                forward_stop(m);
+                forward_stop(&m->fwd);
+                forward_stop(&m->nbd_fwd);
                 (void) host_ssh_pipe_finish(o->dest, &m->far, 10000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
                 m->far_started = false;
                 m->res->migrated = true;
@@ -1244,6 +1594,21 @@ static int finish(struct migration *m, struct vh_error *err) {
                 if (vm_stop(m->ctx, m->name, 10000, &e) < 0)
                         snprintf(m->res->warning, sizeof(m->res->warning), "the source QEMU did not quit: %s",
                                  vh_error_message(&e, -EIO));
+                /* Copied: the destination has its own disk now; this
+                 * one's overlay goes with the definition if vmhost made it
+                 * (in the VM's directory), never the base. */
+                if (m->storage == VM_MIGRATE_STORAGE_COPY && m->def->disk) {
+                        struct vm_paths vp = {};
+                        bool own = vm_paths_get(m->ctx, m->name, &vp, NULL) >= 0 &&
+                                   startswith(m->def->disk, vp.state_dir);
+                        vm_paths_done(&vp);
+                        if (own)
+                                vm_image_remove_own_disk(m->ctx, m->def);
+                        else if (!m->res->warning[0])
+                                snprintf(m->res->warning, sizeof(m->res->warning),
+                                         "disk %s is not in VM %s's directory and was left here; host %s has its own "
+                                         "copy now", m->def->disk, m->name, o->dest->name);
+                }
                 forget_vm(m->ctx, m->name);
                 return 0;
         }
@@ -1309,6 +1674,7 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
                 goto out;
         }
         r = run_checks(&m, err);
+        res->storage = m.storage;
         if (r < 0)
                 goto out;
         size_t failed = 0;
@@ -1323,6 +1689,16 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
         if (opts->dry_run)
                 goto out;
 
+        if (m.storage == VM_MIGRATE_STORAGE_COPY && m.base && !m.remote_base) {
+                p.phase = VM_MIGRATE_PHASE_PUSH;
+                if ((r = progress(&m, &p)) < 0) {
+                        vh_error_set(err, r, "cancelled");
+                        goto out;
+                }
+                r = push_base(&m, err);
+                if (r < 0)
+                        goto out;
+        }
         p.phase = VM_MIGRATE_PHASE_PREPARE;
         if ((r = progress(&m, &p)) < 0) {
                 vh_error_set(err, r, "cancelled");
@@ -1378,10 +1754,15 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
                 (void) progress(&m, &p);
         }
 out:
+        m.mirror = vm_migrate_disk_mirror_free(m.mirror);
         if (m.far_started)
                 host_ssh_pipe_abort(&m.far);
-        forward_stop(&m);
-        free(m.fwd_socket);
+        forward_stop(&m.fwd);
+        forward_stop(&m.nbd_fwd);
+        free(m.fwd.socket);
+        free(m.nbd_fwd.socket);
+        free(m.base);
+        free(m.remote_base);
         m.q = qmp_free(m.q);
         res->total_ms = vh_clock_ms() - m.t0;
         vm_def_free(m.def);

@@ -1,17 +1,25 @@
 /* vm/vm-migrate.h: live migration of a running VM to another host over
- * the ssh transport (host/ssh.h), shared storage only for now: the disk is
- * the same file on both hosts (verified, not trusted) and only memory and
- * device state move.
+ * the ssh transport (host/ssh.h). Storage 'shared': the disk is the same
+ * file on both hosts (verified, not trusted) and only memory and device
+ * state move. Storage 'copy': the destination makes its own overlay over
+ * its own copy of the base (pushed with img push when missing) and the
+ * source mirrors its top layer into it (vm-migrate-disk.h) before memory
+ * follows; the mirror completes at the switch-over.
  *
  *     source (vm_migrate)                       destination (hidden commands)
  *     checks: host_probe, token beside disk --> 'vm migrate-check NAME' (definition on stdin)
  *     'vm migrate-incoming NAME' session    --> defines the VM, QEMU -incoming defer,
  *                                          <--   "READY {socket|port, vnc, forwards}"
+ *     copy: the destination's own overlay, and an NBD export of it
+ *           ("nbd" in READY); ssh -L nbd-fwd.sock:nbd.sock; mirror until
+ *           in sync (phase "disk")
  *     stream: ssh -L fwd.sock:in.sock, or TCP (direct); QEMU gets it as fd:
  *     QMP: capabilities, parameters, migrate, poll query-migrate
- *     pre-switchover: migrate-continue (the switch-over starts)
- *     completed                             --> "CONT"; destination 'cont' <-- "RUNNING"
- *     source QEMU quits, definition removed
+ *     pre-switchover: copy: the mirror finishes (in sync, no pivot);
+ *                     migrate-continue (the switch-over starts)
+ *     completed                             --> "CONT"; destination stops the
+ *                                               export, 'cont'        <-- "RUNNING"
+ *     source QEMU quits, definition (and for copy its own overlay) removed
  *
  * The session's stdin is the destination's lifeline: when it ends before
  * "CONT" (ssh killed, the source vmhost gone, the link cut), the destination
@@ -31,7 +39,9 @@
 #include "base/json.h"
 #include "vmhost/error.h"
 
-enum vm_migrate_storage { VM_MIGRATE_STORAGE_SHARED, VM_MIGRATE_STORAGE_COPY };
+/* AUTO: shared when the disk is verified shared, else copy. */
+enum vm_migrate_storage { VM_MIGRATE_STORAGE_AUTO, VM_MIGRATE_STORAGE_SHARED, VM_MIGRATE_STORAGE_COPY };
+const char *vm_migrate_storage_to_string(enum vm_migrate_storage s);
 enum vm_migrate_transport { VM_MIGRATE_TRANSPORT_SSH, VM_MIGRATE_TRANSPORT_DIRECT };
 
 /* Default and bounds of --max-downtime, and the first downtime-limit
@@ -59,7 +69,9 @@ struct vm_migrate_check {
 
 enum vm_migrate_phase {
         VM_MIGRATE_PHASE_CHECKS,
+        VM_MIGRATE_PHASE_PUSH,       /* copy: the base sent with img push (bytes of it) */
         VM_MIGRATE_PHASE_PREPARE,    /* destination QEMU starting, stream connecting */
+        VM_MIGRATE_PHASE_DISK,       /* copy: the mirror, until in sync (disk bytes) */
         VM_MIGRATE_PHASE_MEMORY,
         VM_MIGRATE_PHASE_SWITCHOVER, /* source stopped, last pages and device state */
         VM_MIGRATE_PHASE_DONE,
@@ -69,7 +81,7 @@ const char *vm_migrate_phase_to_string(enum vm_migrate_phase p);
 struct vm_migrate_progress {
         enum vm_migrate_phase phase;
         char status[32];             /* QEMU's migration status */
-        uint64_t transferred, remaining, total;  /* RAM bytes */
+        uint64_t transferred, remaining, total;  /* RAM bytes (disk: the mirror's, push: the base's) */
         double percent;              /* of total, never going backwards */
         uint64_t rate_bps;           /* bytes per second QEMU reports sending */
         uint64_t dirty_rate;         /* bytes the guest dirties per second */
@@ -107,6 +119,10 @@ struct vm_migrate_result {
         uint64_t downtime_ms;        /* QEMU's figure */
         uint64_t setup_ms;
         uint64_t ram_transferred, ram_total;
+        enum vm_migrate_storage storage; /* the mode used (AUTO resolved) */
+        uint64_t disk_transferred;   /* copy: bytes the mirror wrote to the destination */
+        uint64_t disk_total;         /* copy: the mirror's own total (its estimate of the work) */
+        uint64_t push_wire_bytes;    /* copy: bytes of the base pushed (0: it was there) */
         unsigned passes;
         unsigned downtime_limit_ms;  /* the last one asked */
         struct vm_migrate_progress last; /* the last progress seen (figures of a timeout) */
@@ -135,6 +151,7 @@ struct vm_migrate_check_request {
         const char *token_path;      /* a file the source wrote beside the disk */
         const char *token_value;     /* what it holds */
         uint64_t disk_size;          /* the disk's size as the source sees it */
+        bool copy;                   /* storage copy: no token; the disk is made here */
 };
 int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
                            const struct vm_migrate_check_request *req, char **ret, struct vh_error *err);
@@ -143,6 +160,14 @@ int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
  * its '{'), appending its checks to 'res'. Bounded. Pure. */
 int vm_migrate_checks_parse(const char *text, struct vm_migrate_result *res, struct vh_error *err);
 
+struct vm_migrate_incoming_options {
+        enum vm_migrate_transport transport;
+        const char *listen_addr;     /* direct: where to listen */
+        bool copy;                   /* storage copy: a disk of its own here */
+        const char *base;            /* copy: this host's copy of the base, NULL: no base (an empty disk) */
+        uint64_t disk_size;          /* copy: the virtual size the guest sees */
+};
+
 /* The destination's session ('vm migrate-incoming'): reads the length-
  * prefixed definition from 'in_fd', defines and starts the VM paused with
  * -incoming defer, listens (transport ssh: a unix socket in its runtime
@@ -150,9 +175,13 @@ int vm_migrate_checks_parse(const char *text, struct vm_migrate_result *res, str
  * writes "READY {json}" to 'out_fd', feeds the stream it accepts to QEMU,
  * and on "CONT" resumes the VM and writes "RUNNING". "ABORT", the end of
  * 'in_fd', or QEMU's death before that: QEMU, definition and runtime
- * files are removed ("FAILED why" when it can still say so). */
-int vm_migrate_incoming(const struct vh_context *ctx, const char *name, enum vm_migrate_transport transport,
-                        const char *listen_addr, int in_fd, int out_fd, struct vh_error *err);
+ * files are removed ("FAILED why" when it can still say so).
+ * With 'copy' the disk is STATE/vms/NAME/disk.qcow2, made here empty over
+ * 'base' (or without one) at 'disk_size', and exported by QEMU's NBD
+ * server on migrate-nbd.sock in the runtime directory ("nbd" in READY)
+ * until CONT; a failure removes that disk too (never the base). */
+int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const struct vm_migrate_incoming_options *o,
+                        int in_fd, int out_fd, struct vh_error *err);
 
 /* Progress figures from a query-migrate reply ('ret' keeps its phase and
  * its percent as the floor). Pure. */

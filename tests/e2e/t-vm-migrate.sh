@@ -5,7 +5,8 @@
 # its console ("CNT n" every 100 ms) is migrated b -> c through ssh and
 # back c -> b over direct TCP; the counter goes on where it was (no reset),
 # the VM is on exactly one host after each move. Refusals of --dry-run:
-# unknown host, name taken there, disk not shared. Faults, each leaving
+# unknown host, name taken there, disk not shared, copy over direct TCP.
+# (Copied storage: t-vm-migrate-copy.sh.) Faults, each leaving
 # the VM running on the source and nothing on the destination: the
 # destination QEMU killed mid-way, the ssh forward killed, SIGINT to the
 # migrating vmhost.
@@ -80,12 +81,12 @@ vb vm create p1 --disk /var/lib/vmhost/p1.qcow2 --boot kernel --kernel "$GUEST_D
 	--initrd "$GUEST_DIR/initrd.img" --memory 64M --net none \
 	--append "console=ttyS0 quiet panic=-1 vmhost.name=p1 vmhost.net=none" >/dev/null &&
 	vb vm start p1 >/dev/null 2>&1
-out=$(vb vm migrate p1 c --dry-run 2>&1) && fail refuse-not-shared "succeeded: $out" ||
+out=$(vb vm migrate p1 c --storage shared --dry-run 2>&1) && fail refuse-not-shared "succeeded: $out" ||
 	{ grep -q "FAIL storage .*not on storage shared" <<<"$out" && pass refuse-not-shared "$(grep FAIL <<<"$out")" ||
 		fail refuse-not-shared "$out"; }
 vb vm kill p1 >/dev/null 2>&1
-out=$(vb vm migrate m1 c --storage copy --dry-run 2>&1) && fail refuse-copy "succeeded" ||
-	{ grep -q "not yet" <<<"$out" && pass refuse-copy || fail refuse-copy "$out"; }
+out=$(vb vm migrate m1 c --storage copy --transport direct --dry-run 2>&1) && fail refuse-direct-copy "succeeded" ||
+	{ grep -q "FAIL transport .*ssh only" <<<"$out" && pass refuse-direct-copy || fail refuse-direct-copy "$out"; }
 
 # ---- faults: each leaves m1 running on b and nothing on c ----
 # fault_case NAME ACTION: a slow migration (1 MiB/s), ACTION run once the
