@@ -24,8 +24,6 @@
 /* The connect, the login and the command's own start (with the doctor's
  * checks there, a few hundred ms). */
 #define HOST_PROBE_TIMEOUT_MS ((HOST_SSH_CONNECT_TIMEOUT_S + 10) * 1000u)
-/* A reply with every VM's status object: 65536 VMs at ~1 KiB. */
-#define HOST_SELF_MAX_OUTPUT (64u << 20)
 #define HOST_SELF_JSON_VERSION 1
 
 static int version_major_minor(const char *v, unsigned long *maj, unsigned long *min) {
@@ -241,7 +239,14 @@ int host_self_parse(const char *text, struct host_status *ret, struct vh_error *
                 len--;
         _cleanup_(json_value_freep) struct json_value *v = NULL;
         struct vh_error e = {};
-        int r = json_parse(start, len, NULL, &v, &e);
+        /* The reader takes what host_probe() lets ssh bring (the JSON
+         * defaults are smaller: a host of some 16000 VMs looked down). */
+        const struct json_limits limits = {
+                .max_bytes = HOST_SELF_MAX_OUTPUT,
+                .max_elements = HOST_SELF_MAX_MACS,
+                .max_values = HOST_SELF_MAX_VALUES,
+        };
+        int r = json_parse(start, len, &limits, &v, &e);
         if (r < 0)
                 return vh_error_set(err, -EPROTO, "the reply is not JSON: %s", e.msg);
         uint64_t version = 0;
@@ -260,7 +265,7 @@ int host_self_parse(const char *text, struct host_status *ret, struct vh_error *
         copy_string(v, "accelerator", ret->accel, sizeof(ret->accel));
         copy_string(v, "ovs-version", ret->ovs_version, sizeof(ret->ovs_version));
         (void) json_get_bool(json_object_get(v, "ovs-running"), &ret->ovs_running);
-        r = string_array(json_object_get(v, "macs"), (size_t) VM_LIST_MAX * VM_MAX_NICS, &ret->macs);
+        r = string_array(json_object_get(v, "macs"), HOST_SELF_MAX_MACS, &ret->macs);
         if (r >= 0)
                 r = string_array(json_object_get(v, "warnings"), 1024, &ret->warnings);
         if (r < 0)

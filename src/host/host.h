@@ -11,6 +11,14 @@
 #include "vmhost/context.h"
 #include "vmhost/error.h"
 
+/* What host_probe() takes of a 'host self' reply: every VM's status
+ * object (up to VM_LIST_MAX VMs of about 1 KiB and 128 JSON values each)
+ * and their NICs' MACs. ssh's output and the JSON reader have the same
+ * limits, so that a host within them is never "down" for its size. */
+#define HOST_SELF_MAX_OUTPUT (64u << 20)
+#define HOST_SELF_MAX_VALUES (128u * 65536)
+#define HOST_SELF_MAX_MACS (65536u * 8)
+
 /* Which vmhost versions drive each other: the same major.minor ("0.1.0"
  * and "0.1.7" do, "0.1.0" and "0.2.0" do not). The replies and options
  * that pass between them (host self, --avoid-mac, the JSON shapes) may

@@ -312,3 +312,54 @@ TEST(host_self_round_trip) {
                 host_status_done(&st);
         }
 }
+
+/* A reply as large as a host of 20000 VMs sends (over a million JSON
+ * values, the reader's default limit) is read, not taken for "not JSON". */
+TEST(host_self_parse_large_reply) {
+        enum { VMS = 20000 };
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_uint(&w, "version", 1);
+        json_kv_string(&w, "vmhost-version", VMHOST_VERSION);
+        json_key(&w, "vm-list");
+        json_array_begin(&w);
+        for (unsigned i = 0; i < VMS; i++) {
+                json_object_begin(&w);
+                char name[32];
+                snprintf(name, sizeof(name), "vm%u", i);
+                json_kv_string(&w, "name", name);
+                for (unsigned k = 0; k < 60; k++) {
+                        char key[8];
+                        snprintf(key, sizeof(key), "k%u", k);
+                        json_kv_uint(&w, key, k);
+                }
+                json_object_end(&w);
+        }
+        json_array_end(&w);
+        json_kv_uint(&w, "vms", VMS);
+        json_key(&w, "macs");
+        json_array_begin(&w);
+        for (unsigned i = 0; i < VMS; i++) {
+                char mac[18];
+                snprintf(mac, sizeof(mac), "02:00:00:00:%02x:%02x", (i >> 8) & 0xff, i & 0xff);
+                json_string(&w, mac);
+        }
+        json_array_end(&w);
+        json_object_end(&w);
+        int r = 0;
+        _cleanup_free_ char *text = json_writer_finish(&w, &r);
+        CHECK(text != NULL);
+        if (!text)
+                return;
+        CHECK(strlen(text) < HOST_SELF_MAX_OUTPUT);
+        struct host_status st = {};
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_parse(text, &st, &e), 0);
+        if (e.msg[0])
+                fprintf(stderr, "host_self_parse: %s\n", e.msg);
+        CHECK_EQ_INT(st.vms, VMS);
+        CHECK(st.vm_list && json_array_len(st.vm_list) == VMS);
+        CHECK(st.macs && st.macs[VMS - 1] && !st.macs[VMS]);
+        host_status_done(&st);
+}
