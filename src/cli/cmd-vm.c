@@ -413,20 +413,20 @@ static int add_avoid_macs(struct strv *v, const char *list) {
 /* The MACs the registered hosts' VMs use, asked in parallel; a host that
  * cannot be asked is named in a warning and the create goes on. */
 static int gather_avoid_macs(const struct vh_context *ctx, struct strv *v) {
-        char **macs = NULL, **unasked = NULL;
+        char **macs = NULL, **warnings = NULL;
         struct vh_error err = {};
-        int r = host_cluster_macs(ctx, NULL, false, &macs, &unasked, &err);
+        int r = host_cluster_macs(ctx, NULL, false, &macs, &warnings, &err);
         if (r < 0) {
                 log_warning("Cannot ask the registered hosts which MACs they use (%s): only this host's are checked.",
                             vh_error_message(&err, r));
                 return r == -ENOMEM ? r : 0;
         }
-        for (char **u = unasked; *u; u++)
-                log_warning("%s: its VMs' MACs are not checked.", *u);
+        for (char **u = warnings; *u; u++)
+                log_warning("%s.", *u);
         for (char **m = macs; *m; m++)
                 strv_add(v, *m);
         host_names_free(macs);
-        host_names_free(unasked);
+        host_names_free(warnings);
         return v->error;
 }
 

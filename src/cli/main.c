@@ -100,19 +100,19 @@ static bool ssh_failed(int r) {
  * own), as "--avoid-mac M1,M2,..." (empty when there are none: given at
  * all, it tells that host's create that the asking was done here). */
 static char *avoid_mac_list(const struct vh_context *ctx, const char *host) {
-        char **macs = NULL, **unasked = NULL;
+        char **macs = NULL, **warnings = NULL;
         struct vh_error err = {};
-        int r = host_cluster_macs(ctx, host, true, &macs, &unasked, &err);
+        int r = host_cluster_macs(ctx, host, true, &macs, &warnings, &err);
         if (r < 0) {
                 log_warning("Cannot gather the MACs in use on the other hosts (%s): host %s checks only its own.",
                             vh_error_message(&err, r), host);
                 return strdup("");
         }
-        for (char **u = unasked; *u; u++)
-                log_warning("%s: its VMs' MACs are not checked.", *u);
+        for (char **u = warnings; *u; u++)
+                log_warning("%s.", *u);
         char *list = strv_join(macs, ",");
         host_names_free(macs);
-        host_names_free(unasked);
+        host_names_free(warnings);
         return list;
 }
 

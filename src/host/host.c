@@ -47,6 +47,7 @@ void host_status_done(struct host_status *st) {
         if (!st)
                 return;
         host_names_free(st->macs);
+        host_names_free(st->bad_macs);
         host_names_free(st->warnings);
         json_value_free(st->vm_list);
         *st = (struct host_status) {};
@@ -223,6 +224,40 @@ static int string_array(const struct json_value *a, size_t max, char ***ret) {
         return 0;
 }
 
+/* The "macs" of a reply into ret->macs, lower case. What is not a MAC
+ * is left out (into ret->bad_macs): joined into one --avoid-mac list, one
+ * bad string of one host made every forwarded create refuse the list. */
+static int mac_array(const struct json_value *a, struct host_status *ret) {
+        struct strv v = {}, bad = {};
+        for (size_t i = 0; i < json_array_len(a) && i < HOST_SELF_MAX_MACS; i++) {
+                const char *s = NULL;
+                (void) json_get_string(json_array_at(a, i), &s);
+                char mac[18];
+                if (s && strlen(s) == 17) {
+                        for (size_t k = 0; k <= 17; k++)
+                                mac[k] = (char) tolower((unsigned char) s[k]);
+                        if (vm_mac_is_valid(mac)) {
+                                strv_add(&v, mac);
+                                continue;
+                        }
+                }
+                if (bad.n < 8)
+                        strv_addf(&bad, "%.40s", s ? s : "(not a string)");
+        }
+        if (!v.v && !v.error && !(v.v = calloc(1, sizeof(char *))))
+                v.error = -ENOMEM;
+        if (!bad.v && !bad.error && !(bad.v = calloc(1, sizeof(char *))))
+                bad.error = -ENOMEM;
+        if (v.error || bad.error) {
+                strv_done(&v);
+                strv_done(&bad);
+                return -ENOMEM;
+        }
+        ret->macs = v.v;
+        ret->bad_macs = bad.v;
+        return 0;
+}
+
 int host_self_parse(const char *text, struct host_status *ret, struct vh_error *err) {
         /* The document starts on a line of its own; what comes before it
          * is the remote stderr. */
@@ -265,9 +300,9 @@ int host_self_parse(const char *text, struct host_status *ret, struct vh_error *
         copy_string(v, "accelerator", ret->accel, sizeof(ret->accel));
         copy_string(v, "ovs-version", ret->ovs_version, sizeof(ret->ovs_version));
         (void) json_get_bool(json_object_get(v, "ovs-running"), &ret->ovs_running);
-        r = string_array(json_object_get(v, "macs"), HOST_SELF_MAX_MACS, &ret->macs);
+        r = string_array(json_object_get(v, "warnings"), 1024, &ret->warnings);
         if (r >= 0)
-                r = string_array(json_object_get(v, "warnings"), 1024, &ret->warnings);
+                r = mac_array(json_object_get(v, "macs"), ret);
         if (r < 0)
                 return r;
         struct json_value *list = json_object_steal(v, "vm-list");
@@ -548,16 +583,16 @@ int host_load_all(const struct vh_context *ctx, struct host_def ***ret, size_t *
 }
 
 int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
-                      char ***ret_unasked, struct vh_error *err) {
+                      char ***ret_warnings, struct vh_error *err) {
         struct host_def **all = NULL;
         char **skipped = NULL;
         size_t n = 0;
         int r = host_load_all(ctx, &all, &n, &skipped, err);
         if (r < 0)
                 return r;
-        struct strv macs = {}, unasked = {};
+        struct strv macs = {}, warnings = {};
         for (char **s = skipped; s && *s; s++)
-                strv_addf(&unasked, "host %s", *s);
+                strv_addf(&warnings, "host %s: its VMs' MACs are not checked", *s);
         host_names_free(skipped);
         /* The hosts to ask: all but 'except' (the one the create runs on
          * checks its own). */
@@ -572,7 +607,10 @@ int host_cluster_macs(const struct vh_context *ctx, const char *except, bool inc
         r = st ? host_probe_all(ctx, all, m, 0, st) : -ENOMEM;
         for (size_t i = 0; r >= 0 && i < m; i++) {
                 if (!st[i].reachable)
-                        strv_add(&unasked, st[i].why);
+                        strv_addf(&warnings, "%s: its VMs' MACs are not checked", st[i].why);
+                for (char **bad = st[i].bad_macs; bad && *bad; bad++)
+                        strv_addf(&warnings, "host %s gave '%s' as a MAC of its VMs: not a MAC, ignored", all[i]->name,
+                                  *bad);
                 for (char **mac = st[i].macs; mac && *mac; mac++)
                         strv_add(&macs, *mac);
         }
@@ -587,18 +625,18 @@ int host_cluster_macs(const struct vh_context *ctx, const char *except, bool inc
                         strv_add(&macs, *mac);
                 host_names_free(local);
         }
-        if (r >= 0 && (macs.error || unasked.error))
+        if (r >= 0 && (macs.error || warnings.error))
                 r = -ENOMEM;
         if (r >= 0 && !macs.v && !(macs.v = calloc(1, sizeof(char *))))
                 r = -ENOMEM;
-        if (r >= 0 && !unasked.v && !(unasked.v = calloc(1, sizeof(char *))))
+        if (r >= 0 && !warnings.v && !(warnings.v = calloc(1, sizeof(char *))))
                 r = -ENOMEM;
         if (r < 0) {
                 strv_done(&macs);
-                strv_done(&unasked);
+                strv_done(&warnings);
                 return r;
         }
         *ret_macs = macs.v;
-        *ret_unasked = unasked.v;
+        *ret_warnings = warnings.v;
         return 0;
 }

@@ -47,7 +47,9 @@ struct host_status {
         unsigned cpus;
         uint64_t memory_total, memory_free;  /* bytes; free is MemAvailable */
         unsigned vms, vms_running;
-        char **macs;                /* MACs of its VMs' NICs, NULL-terminated */
+        char **macs;                /* MACs of its VMs' NICs, lower case, NULL-terminated */
+        char **bad_macs;            /* what its reply gave as MACs that are not (the first few,
+                                     * cut short), left out of 'macs'; NULL-terminated */
         bool has_doctor;            /* HOST_PROBE_DOCTOR: the next fields are set */
         char qemu_version[64];      /* "" when QEMU is missing */
         char accel[16];             /* "kvm", "tcg" or "none" */
@@ -102,11 +104,12 @@ struct host_def **host_defs_free(struct host_def **defs);
 
 /* The MACs in use on the registered hosts other than 'except' (NULL: all),
  * asked in parallel, and with 'include_local' this home's: what a create
- * must avoid. Hosts that could not be asked are in '*ret_unasked' ("why",
- * naming the host) so that the caller can warn that their MACs were not
- * checked. Both NULL-terminated (free with host_names_free()). */
+ * must avoid. '*ret_warnings' holds sentences for the caller to warn with,
+ * each naming its host: hosts that could not be asked (their MACs are not
+ * checked) and strings a host gave as MACs that are not (left out). Both
+ * NULL-terminated (free with host_names_free()). */
 int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
-                      char ***ret_unasked, struct vh_error *err);
+                      char ***ret_warnings, struct vh_error *err);
 
 /* Registers 'def' (its name must be free): connects once, recording the
  * host's key in its own known_hosts file (an unknown key is accepted this

@@ -313,6 +313,35 @@ TEST(host_self_round_trip) {
         }
 }
 
+/* A reply whose "macs" hold strings that are not MACs: those are left
+ * out (named in bad_macs for the warning), the good ones kept in lower
+ * case, so that one host's odd string cannot spoil a forwarded create. */
+TEST(host_self_parse_drops_bad_macs) {
+        static const char reply[] =
+                "{\"version\":1,\"vmhost-version\":\"" VMHOST_VERSION "\",\"host-id\":\"x\","
+                "\"macs\":[\"02:00:00:00:00:01\",\"zz\",\"02:AB:00:00:00:02\",\"03:00:00:00:00:03\","
+                "\"02:00:00:00:00:0g\",7,\"02:00:00:00:00:04,02:00:00:00:00:05\",\"\\u001b[31m\"],"
+                "\"warnings\":[]}";
+        struct host_status st = {};
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_parse(reply, &st, &e), 0);
+        CHECK(st.macs && st.bad_macs);
+        if (!st.macs || !st.bad_macs)
+                return;
+        CHECK_STREQ(st.macs[0], "02:00:00:00:00:01");
+        CHECK(st.macs[1] && streq(st.macs[1], "02:ab:00:00:00:02"));
+        CHECK(st.macs[1] && !st.macs[2]);
+        size_t n_bad = 0;
+        while (st.bad_macs[n_bad])
+                n_bad++;
+        CHECK_EQ_INT(n_bad, 6);
+        CHECK_STREQ(st.bad_macs[0], "zz");
+        /* Joined as this side does for --avoid-mac, the list is all MACs. */
+        _cleanup_free_ char *joined = strv_join(st.macs, ",");
+        CHECK(joined && streq(joined, "02:00:00:00:00:01,02:ab:00:00:00:02"));
+        host_status_done(&st);
+}
+
 /* A reply as large as a host of 20000 VMs sends (over a million JSON
  * values, the reader's default limit) is read, not taken for "not JSON". */
 TEST(host_self_parse_large_reply) {
