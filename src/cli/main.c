@@ -159,7 +159,9 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
         int r = push_find(ctx, def, local, NULL, &remote, &err);
         if (r < 0) {
                 log_error("Host %s: %s.", def->name, vh_error_message(&err, r));
-                return r == -EEXIST ? 1 : 255;
+                /* 255 is kept for ssh's own failure: a base that cannot be
+                 * pushed (its name, say) is found out here, without ssh. */
+                return ssh_failed(r) ? 255 : 1;
         }
         if (!remote && !push) {
                 log_error("Host %s has no copy of base image %s. Push it first with 'vmhost img push %s %s', or "

@@ -143,6 +143,14 @@ lrc=0; rrc=0
 "$VMHOST" --host b vm status nosuch >/dev/null 2>rerr.txt || rrc=$?
 [ $lrc -ne 0 ] && [ $rrc -eq $lrc ] && grep -q "No VM named 'nosuch' (no /var/lib/vmhost/vms/" rerr.txt && pass "remote exit status and stderr" "both $rrc: $(cat rerr.txt)" ||
 	fail "remote exit status and stderr" "local $lrc '$(cat lerr.txt)', remote $rrc '$(cat rerr.txt)'"
+# A base image that cannot be pushed (its name) is an error of this side,
+# found without ssh: exit 1, not ssh's 255.
+"$VMHOST" img create -f qcow2 "$E2E_TMP/bad name.qcow2" 1M >/dev/null 2>&1
+rc=0
+"$VMHOST" --host b vm create z --base "$E2E_TMP/bad name.qcow2" >bn.txt 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "Host b: image name 'bad name.qcow2' cannot be pushed" bn.txt && [ ! -e "$W/state/vms/z" ] &&
+	pass "a base name that cannot be pushed: exit 1" "$(cat bn.txt)" ||
+	fail "a base name that cannot be pushed: exit 1" "exit $rc: $(cat bn.txt)"
 # --- MACs unique across the hosts: a MAC of a VM here is not given to a VM
 # on B. B's next derived MAC is known from a VM made and deleted there;
 # a local VM takes it by hand, then B's create must pick another.
