@@ -22,6 +22,7 @@
 #include "base/strv.h"
 #include "cli/cli.h"
 #include "host/host.h"
+#include "host/ssh.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-addr.h"
 #include "vm/vm-control.h"
@@ -386,8 +387,9 @@ static void print_vnc_line(const struct vm_def *def) {
 
 /* "M1,M2,..." of --avoid-mac into 'v'; each must be a MAC. */
 static int add_avoid_macs(struct strv *v, const char *list) {
-        /* 65536 VMs of 8 NICs on a few hosts; past it the list is not ours. */
-        if (v->n + strlen(list) / 18 > 4u * 65536 * 8)
+        /* What one remote command line carries (the caller sends only the
+         * MACs that matter here); past it the list is not ours. */
+        if (v->n + strlen(list) / 18 > HOST_REMOTE_COMMAND_MAX / 18 + 1)
                 return log_error("--avoid-mac: too many MACs"), -E2BIG;
         for (const char *p = list; *p;) {
                 size_t n = strcspn(p, ",");

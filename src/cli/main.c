@@ -95,24 +95,39 @@ static bool ssh_failed(int r) {
                r == -ECOMM;
 }
 
-/* 'vm create' for another host: the MACs in use on this machine and on
- * every other registered host, for its create to avoid (it checks its
- * own), as "--avoid-mac M1,M2,..." (empty when there are none: given at
- * all, it tells that host's create that the asking was done here). */
-static char *avoid_mac_list(const struct vh_context *ctx, const char *host) {
+/* 'vm create' for another host: of the MACs in use on this machine and on
+ * every other registered host, those that host's create must avoid
+ * (host_macs_for_create(): the ones carrying its host id's bits, and the
+ * ones written in 'argv'; it checks its own VMs), as "--avoid-mac
+ * M1,M2,..." (empty when there are none: given at all, it tells that
+ * host's create that the asking was done here). */
+static char *avoid_mac_list(const struct vh_context *ctx, const struct host_def *def, char *const *argv) {
         char **macs = NULL, **warnings = NULL;
         struct vh_error err = {};
-        int r = host_cluster_macs(ctx, host, true, &macs, &warnings, &err);
+        int r = host_cluster_macs(ctx, def->name, true, &macs, &warnings, &err);
         if (r < 0) {
                 log_warning("Cannot gather the MACs in use on the other hosts (%s): host %s checks only its own.",
-                            vh_error_message(&err, r), host);
+                            vh_error_message(&err, r), def->name);
                 return strdup("");
         }
         for (char **u = warnings; *u; u++)
                 log_warning("%s.", *u);
-        char *list = strv_join(macs, ",");
-        host_names_free(macs);
         host_names_free(warnings);
+        /* Its host id, for what its derivation makes (the connection is
+         * the one the create then uses). Unknown: all of them go. */
+        struct host_status st;
+        if (macs[0])
+                (void) host_probe(ctx, def, 0, &st);
+        else
+                st = (struct host_status) {};
+        char **send = NULL;
+        r = host_macs_for_create(macs, st.reachable ? st.host_id : NULL, argv, &send);
+        host_status_done(&st);
+        host_names_free(macs);
+        if (r < 0)
+                return NULL;
+        char *list = strv_join(send, ",");
+        host_names_free(send);
         return list;
 }
 
@@ -213,7 +228,8 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
                 r = base_for_host(ctx, def, remote, &n, &base);
                 if (r != 0)
                         return r;
-                avoid = avoid_mac_list(ctx, host);
+                remote[n] = NULL;
+                avoid = avoid_mac_list(ctx, def, remote);
                 if (!avoid)
                         return log_error_errno(-ENOMEM, "Out of memory."), 1;
                 remote[n++] = (char *) "--avoid-mac";

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -639,4 +640,44 @@ int host_cluster_macs(const struct vh_context *ctx, const char *except, bool inc
         *ret_macs = macs.v;
         *ret_warnings = warnings.v;
         return 0;
+}
+
+int host_macs_for_create(char *const *macs, const char *host_id, char *const *argv, char ***ret) {
+        /* The MACs written in the create's arguments (mac=... of --net),
+         * lower case: few, as the arguments are bounded. */
+        struct strv given = {};
+        for (char *const *a = argv; a && *a; a++)
+                for (size_t i = 0, len = strlen(*a); i + 17 <= len; i++) {
+                        char mac[18];
+                        for (size_t k = 0; k < 17; k++)
+                                mac[k] = (char) tolower((unsigned char) (*a)[i + k]);
+                        mac[17] = '\0';
+                        if (vm_mac_is_valid(mac))
+                                strv_add(&given, mac);
+                }
+        bool all = !host_id || !host_id[0];
+        uint32_t bits = all ? 0 : vm_host_id_mix(host_id);
+        struct strv v = {};
+        for (char *const *m = macs; m && *m; m++) {
+                unsigned b[6];
+                bool keep = all;
+                /* What vm_mac_derive() gives there: only such a MAC can
+                 * take an id from that host's allocation. */
+                if (!keep && sscanf(*m, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) == 6)
+                        keep = (b[0] & 0x0f) == 0x02 && ((uint32_t) b[1] << 16 | (uint32_t) b[2] << 8 | b[3]) == bits;
+                for (size_t g = 0; !keep && g < given.n; g++)
+                        keep = strcasecmp(*m, given.v[g]) == 0;
+                if (keep)
+                        strv_add(&v, *m);
+        }
+        int r = given.error;
+        strv_done(&given);
+        if (!r && !v.error && !v.v && !(v.v = calloc(1, sizeof(char *))))
+                v.error = -ENOMEM;
+        if (r < 0 || v.error < 0) {
+                strv_done(&v);
+                return -ENOMEM;
+        }
+        *ret = v.v;
+        return (int) MIN(v.n, (size_t) INT32_MAX);
 }

@@ -111,6 +111,15 @@ struct host_def **host_defs_free(struct host_def **defs);
 int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
                       char ***ret_warnings, struct vh_error *err);
 
+/* Of the cluster's 'macs', those a create on the host with 'host_id'
+ * must be told of (--avoid-mac): the ones its own derivation could make
+ * (they carry that host id's bits: they take an id there) and the ones
+ * written in the create's 'argv' (a hand-given MAC it must refuse). The
+ * others cannot collide there, and sending all of a large cluster's
+ * would not fit on the command line. An empty 'host_id' (unknown) keeps
+ * them all. A new NULL-terminated vector, its count returned. */
+int host_macs_for_create(char *const *macs, const char *host_id, char *const *argv, char ***ret);
+
 /* Registers 'def' (its name must be free): connects once, recording the
  * host's key in its own known_hosts file (an unknown key is accepted this
  * once; ssh never accepts a changed one), checks that vmhost runs there

@@ -44,13 +44,17 @@ char *host_shell_quote(const char *s) {
 int host_remote_command(char *const argv[], char **ret) {
         if (!argv || !argv[0])
                 return -EINVAL;
+        /* The exact length of the line (what host_shell_quote() makes,
+         * a space between words), not a worst case: a guess of 4 bytes per
+         * byte refused lines of a quarter of the limit. */
         size_t cap = 0;
         for (size_t i = 0; argv[i]; i++) {
-                size_t len = strlen(argv[i]);
-                /* Worst case: every byte a quote (4 bytes), 2 quotes, a space. */
-                if (len > HOST_REMOTE_COMMAND_MAX || cap + 4 * len + 3 > HOST_REMOTE_COMMAND_MAX + 1)
+                size_t len = 2 + (i > 0);
+                for (const char *c = argv[i]; *c && len <= HOST_REMOTE_COMMAND_MAX; c++)
+                        len += *c == '\'' ? 4 : 1;
+                if (len > HOST_REMOTE_COMMAND_MAX || cap + len > HOST_REMOTE_COMMAND_MAX)
                         return -E2BIG;
-                cap += 4 * len + 3;
+                cap += len;
         }
         char *cmd = malloc(cap + 1), *p = cmd;
         if (!cmd)

@@ -1,7 +1,9 @@
 /* tests/unit/test-host.c: the host registry (names, the file format) and
  * the ssh transport's argv and quoting for the remote shell, the quoting
  * proven by a real POSIX shell. */
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -391,4 +393,83 @@ TEST(host_self_parse_large_reply) {
         CHECK(st.vm_list && json_array_len(st.vm_list) == VMS);
         CHECK(st.macs && st.macs[VMS - 1] && !st.macs[VMS]);
         host_status_done(&st);
+}
+
+/* A create forwarded to host B in a cluster of thousands of NICs: the
+ * command line is measured exactly (3000 MACs, 54 KB, fit in 64 KiB), and
+ * of 5000 MACs only those B's derivation could make and those the create
+ * names by hand go to B. */
+TEST(host_avoid_macs_many) {
+        enum { MACS = 5000 };
+        const char *b_id = "0123456789abcdef0123456789abcdef";
+        uint32_t bits = vm_host_id_mix(b_id);
+        struct strv macs = {};
+        for (unsigned i = 0; i < MACS; i++) {
+                char mac[18];
+                uint32_t h = i % 1000 == 7 ? bits : (bits ^ 0x5a5a5a) + i / 256;
+                CHECK_EQ_INT(vm_mac_derive(h, (i % 60000) + 1, i % 8, mac), 0);
+                strv_add(&macs, mac);
+        }
+        CHECK(!macs.error);
+        /* The line as it was sent before: every MAC, exactly sized. */
+        char **first = calloc(3001, sizeof(char *));
+        CHECK(first != NULL);
+        if (!first || macs.error)
+                return;
+        memcpy(first, macs.v, 3000 * sizeof(char *));
+        _cleanup_free_ char *list3000 = strv_join(first, ",");
+        free(first);
+        char *argv[] = { (char *) "vmhost", (char *) "vm", (char *) "create", (char *) "w", (char *) "--avoid-mac",
+                         list3000, NULL };
+        _cleanup_free_ char *cmd = NULL;
+        CHECK_EQ_INT(host_remote_command(argv, &cmd), 0);
+        CHECK(cmd && strlen(cmd) == strlen("'vmhost' 'vm' 'create' 'w' '--avoid-mac' ''") + strlen(list3000));
+        /* Exactly at the limit and one past it. */
+        size_t room = HOST_REMOTE_COMMAND_MAX - strlen("'x' ''");
+        _cleanup_free_ char *big = malloc(room + 2);
+        CHECK(big != NULL);
+        if (big) {
+                memset(big, 'a', room + 1);
+                big[room] = '\0';
+                char *a2[] = { (char *) "x", big, NULL };
+                char *c2 = NULL;
+                CHECK_EQ_INT(host_remote_command(a2, &c2), 0);
+                CHECK(c2 && strlen(c2) == HOST_REMOTE_COMMAND_MAX);
+                free(c2);
+                big[room] = 'a';
+                big[room + 1] = '\0';
+                CHECK_EQ_INT(host_remote_command(a2, &c2), -E2BIG);
+        }
+
+        /* All 5000 do not fit; what B needs does. A MAC of another host
+         * given by hand (upper case, inside --net) is kept for B to refuse. */
+        char hand[64];
+        snprintf(hand, sizeof(hand), "user,mac=%s", macs.v[1234]);
+        for (char *p = hand; *p; p++)
+                *p = (char) toupper((unsigned char) *p);
+        char *cargv[] = { (char *) "vmhost", (char *) "vm", (char *) "create", (char *) "w", (char *) "--net", hand,
+                          NULL };
+        char **send = NULL;
+        CHECK_EQ_INT(host_macs_for_create(macs.v, b_id, cargv, &send), 6);
+        size_t kept_b = 0;
+        bool kept_hand = false;
+        for (char **m = send; m && *m; m++) {
+                unsigned x[6];
+                CHECK(sscanf(*m, "%2x:%2x:%2x:%2x:%2x:%2x", &x[0], &x[1], &x[2], &x[3], &x[4], &x[5]) == 6);
+                if (((uint32_t) x[1] << 16 | (uint32_t) x[2] << 8 | x[3]) == bits)
+                        kept_b++;
+                kept_hand = kept_hand || streq(*m, macs.v[1234]);
+        }
+        CHECK_EQ_INT(kept_b, 5);
+        CHECK(kept_hand);
+        _cleanup_free_ char *list = strv_join(send, ",");
+        char *sargv[] = { (char *) "vmhost", (char *) "vm", (char *) "create", (char *) "w", (char *) "--avoid-mac",
+                          list, NULL };
+        _cleanup_free_ char *scmd = NULL;
+        CHECK_EQ_INT(host_remote_command(sargv, &scmd), 0);
+        host_names_free(send);
+        /* B's host id unknown: all of them. */
+        CHECK_EQ_INT(host_macs_for_create(macs.v, NULL, cargv, &send), MACS);
+        host_names_free(send);
+        strv_done(&macs);
 }
