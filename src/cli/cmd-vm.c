@@ -1116,8 +1116,11 @@ static void print_host_vm_row(const char *host, const struct json_value *vm) {
                 if (json_get_string(json_object_get(json_array_at(addrs, a), "ip"), &ip) >= 0)
                         u += (size_t) snprintf(ips + u, sizeof(ips) - u, "%s%.15s", u ? "," : "", ip);
         }
-        printf("%-12s %-20s %-9s %-7s %-5" PRIu64 " %-8s %s\n", host, name, state, pids, cpus,
-               format_size(memory, mem, sizeof(mem)), ips[0] ? ips : "-");
+        /* The far side's strings, not escapes for this terminal. */
+        _cleanup_free_ char *pname = str_printable_dup(name, 0), *pstate = str_printable_dup(state, 0);
+        str_make_printable(ips, 0);
+        printf("%-12s %-20s %-9s %-7s %-5" PRIu64 " %-8s %s\n", host, pname ? pname : "?", pstate ? pstate : "?", pids,
+               cpus, format_size(memory, mem, sizeof(mem)), ips[0] ? ips : "-");
 }
 
 /* 'vm list --all-hosts': this machine's VMs, then every registered

@@ -173,6 +173,8 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
         _cleanup_free_ char *remote = NULL;
         int r = push_find(ctx, def, local, NULL, &remote, &err);
         if (r < 0) {
+                /* It may quote the far side's stderr. */
+                str_make_printable(err.msg, 0);
                 log_error("Host %s: %s.", def->name, vh_error_message(&err, r));
                 /* 255 is kept for ssh's own failure: a base that cannot be
                  * pushed (its name, say) is found out here, without ssh. */
@@ -191,6 +193,7 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
                         return r;
                 r = push_find(ctx, def, local, NULL, &remote, &err);
                 if (r < 0 || !remote) {
+                        str_make_printable(err.msg, 0);
                         log_error("Host %s: the pushed copy of %s is not found there%s%s.", def->name, local,
                                   r < 0 ? ": " : "", r < 0 ? vh_error_message(&err, r) : "");
                         return 1;
@@ -239,6 +242,7 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
         fflush(stdout);
         r = host_ssh_exec(ctx, def, remote, STDERR_FILENO, &err);
         if (r < 0) {
+                str_make_printable(err.msg, 0);
                 log_error("On host %s: %s.", host, vh_error_message(&err, r));
                 /* 255 says that ssh failed, as ssh's own status does. */
                 return ssh_failed(r) ? 255 : 1;

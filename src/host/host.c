@@ -199,7 +199,10 @@ static void copy_string(const struct json_value *o, const char *key, char *buf, 
         const char *s;
         buf[0] = '\0';
         if (json_get_string(json_object_get(o, key), &s) >= 0)
+                {
                 snprintf(buf, size, "%s", s);
+                str_make_printable(buf, 0);
+        }
 }
 
 static uint64_t get_uint(const struct json_value *o, const char *key) {
@@ -212,8 +215,12 @@ static int string_array(const struct json_value *a, size_t max, char ***ret) {
         struct strv v = {};
         for (size_t i = 0; i < json_array_len(a) && i < max; i++) {
                 const char *s;
-                if (json_get_string(json_array_at(a, i), &s) >= 0)
+                if (json_get_string(json_array_at(a, i), &s) >= 0) {
                         strv_add(&v, s);
+                        /* Printed as they come: another host's text. */
+                        if (!v.error)
+                                str_make_printable(v.v[v.n - 1], 0);
+                }
         }
         if (!v.v && !v.error && !(v.v = calloc(1, sizeof(char *))))
                 v.error = -ENOMEM;
@@ -242,8 +249,11 @@ static int mac_array(const struct json_value *a, struct host_status *ret) {
                                 continue;
                         }
                 }
-                if (bad.n < 8)
+                if (bad.n < 8) {
                         strv_addf(&bad, "%.40s", s ? s : "(not a string)");
+                        if (!bad.error)
+                                str_make_printable(bad.v[bad.n - 1], 0);
+                }
         }
         if (!v.v && !v.error && !(v.v = calloc(1, sizeof(char *))))
                 v.error = -ENOMEM;
@@ -366,6 +376,8 @@ static void status_fail(struct host_status *ret, int r, const struct vh_error *e
         ret->reachable = false;
         ret->error = r;
         snprintf(ret->why, sizeof(ret->why), "%s", vh_error_message(e, r));
+        /* It may quote the far side (its stderr, its reply). */
+        str_make_printable(ret->why, 0);
 }
 
 int host_probe(const struct vh_context *ctx, const struct host_def *def, unsigned flags, struct host_status *ret) {
@@ -420,6 +432,7 @@ int host_probe(const struct vh_context *ctx, const struct host_def *def, unsigne
                 if (r == 0 && vout && startswith(strstrip(vout), "vmhost ")) {
                         snprintf(ret->version, sizeof(ret->version), "%s", vout + strlen("vmhost "));
                         ret->version[strcspn(ret->version, "\n")] = '\0';
+                        str_make_printable(ret->version, 0);
                 } else {
                         r = vh_error_set(&e, -EPROTO,
                                          "host '%s': '%s host self --json' did not answer as vmhost does (%s%d: %s)",

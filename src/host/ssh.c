@@ -206,6 +206,8 @@ static void last_line(const char *s, char *buf, size_t size) {
         size_t n = MIN((size_t) (end - start), size - 1);
         memcpy(buf, start, n);
         buf[n] = '\0';
+        /* Quoted in our messages: the far side's bytes, not escapes. */
+        str_make_printable(buf, 0);
 }
 
 int host_ssh_classify(const struct host_def *def, const char *out, struct vh_error *err) {

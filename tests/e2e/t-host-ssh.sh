@@ -192,6 +192,28 @@ else
 	fail "vm list --all-hosts" "exit $rc: $(cat all.txt) $(cat err.txt)"
 fi
 
+# --- the far side's strings reach this terminal without their escapes: a
+# "vmhost" on B that answers with a VM name, a state and a warning full of
+# terminal control sequences.
+cat >"$W/state/vmhost-evil" <<'EOS'
+#!/bin/sh
+[ "$1" = --version ] && { echo "vmhost 0.1.0"; exit 0; }
+printf '%s\n' '{"version":1,"vmhost-version":"0.1.0","host-id":"e","vms":1,"macs":["\u001b[31m"],"warnings":["\u001b]0;owned\u0007w"],"vm-list":[{"name":"\u001b[2Jevil\u0007","state":"\u009b31m","cpus":1,"memory":1}]}'
+EOS
+chmod 755 "$W/state/vmhost-evil"
+rc=0
+"$VMHOST" host add evil --ssh "root@$B" --identity "$KEY" --vmhost /var/lib/vmhost/vmhost-evil >ev0.txt 2>&1 || rc=$?
+"$VMHOST" vm list --all-hosts >ev1.txt 2>&1 || rc=$?
+"$VMHOST" host list >ev2.txt 2>&1 || rc=$?
+if [ $rc -eq 0 ] && grep -qE '^evil +\?\[2Jevil\? +\?\?31m' ev1.txt && grep -q 'Host evil: ?\]0;owned?w' ev1.txt &&
+	! LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' ev0.txt ev1.txt ev2.txt &&
+	! LC_ALL=C grep -q $'\xc2[\x80-\x9f]' ev0.txt ev1.txt ev2.txt; then
+	pass "the far side's escapes are not printed" "$(grep '^evil' ev1.txt)"
+else
+	fail "the far side's escapes are not printed" "exit $rc: $(cat -v ev0.txt ev1.txt ev2.txt)"
+fi
+"$VMHOST" host remove evil --force >/dev/null
+
 rc=0
 "$VMHOST" host remove b >rmb.txt 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "Cannot remove host b: it holds 2 VMs" rmb.txt && grep -q -- "--force" rmb.txt &&

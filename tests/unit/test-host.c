@@ -473,3 +473,22 @@ TEST(host_avoid_macs_many) {
         host_names_free(send);
         strv_done(&macs);
 }
+
+/* A reply whose strings carry terminal escapes: what is kept of it is
+ * printable (host list and messages print these fields as they are). */
+TEST(host_self_parse_escapes) {
+        static const char reply[] =
+                "{\"version\":1,\"vmhost-version\":\"" VMHOST_VERSION "\",\"host-id\":\"\\u001b[2J\","
+                "\"qemu-version\":\"7.2\\u001b]0;owned\\u0007\",\"accelerator\":\"tcg\\r\",\"ovs-version\":\"\\u009b1m\","
+                "\"macs\":[\"\\u001b[31m\"],\"warnings\":[\"VM x: \\u001b[H\\u001b[2Jgone\"]}";
+        struct host_status st = {};
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_parse(reply, &st, &e), 0);
+        CHECK_STREQ(st.host_id, "?[2J");
+        CHECK_STREQ(st.qemu_version, "7.2?]0;owned?");
+        CHECK_STREQ(st.accel, "tcg?");
+        CHECK_STREQ(st.ovs_version, "??1m");
+        CHECK(st.warnings && st.warnings[0] && streq(st.warnings[0], "VM x: ?[H?[2Jgone"));
+        CHECK(st.bad_macs && st.bad_macs[0] && streq(st.bad_macs[0], "?[31m"));
+        host_status_done(&st);
+}
