@@ -3,11 +3,13 @@
  * proven by a real POSIX shell. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
 #include "base/macro.h"
 #include "base/process.h"
 #include "base/strutil.h"
@@ -491,4 +493,46 @@ TEST(host_self_parse_escapes) {
         CHECK(st.warnings && st.warnings[0] && streq(st.warnings[0], "VM x: ?[H?[2Jgone"));
         CHECK(st.bad_macs && st.bad_macs[0] && streq(st.bad_macs[0], "?[31m"));
         host_status_done(&st);
+}
+
+/* ssh (here a stand-in on the context's PATH) that prints the remote
+ * command's stderr, then its own mux noise and fails: the remote lines
+ * are relayed whole (one split across writes too), the noise is not, and
+ * the error says that the connection broke, naming the host. */
+TEST(host_ssh_exec_drops_mux_noise) {
+        _cleanup_free_ char *dir = strdup_printf("%s/fake-ssh", test_tmpdir());
+        _cleanup_free_ char *ssh = strdup_printf("%s/fake-ssh/ssh", test_tmpdir());
+        _cleanup_free_ char *state = strdup_printf("%s/fake-ssh/state", test_tmpdir());
+        CHECK(dir && ssh && state && mkdir_p(state, 0700) >= 0);
+        static const char script[] =
+                "#!/bin/sh\n"
+                "printf 'remote: one\\nmu' >&2\n"
+                "printf 'st stay\\nCreated VM x\\n' >&2\n"
+                "printf 'mux_client_request_session: read from master failed: Broken pipe\\r\\n' >&2\n"
+                "printf 'ControlSocket /x already exists, disabling multiplexing\\n' >&2\n"
+                "printf 'm' >&2\n"
+                "exit 255\n";
+        CHECK(write_file_atomic(ssh, script, strlen(script), 0755) >= 0);
+        struct vh_context_params p = { .state_dir = state, .exec_path = dir };
+        struct vh_context *c = NULL;
+        CHECK_EQ_INT(vh_context_new(&p, &c, NULL), 0);
+        if (!c)
+                return;
+        struct host_def *d = host_def_new("c");
+        d->ssh = strdup("root@10.0.0.3");
+        _cleanup_free_ char *out = strdup_printf("%s/fake-ssh/stderr", test_tmpdir());
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        CHECK(fd >= 0);
+        char *remote[] = { (char *) "vmhost", (char *) "vm", (char *) "list", NULL };
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_ssh_exec(c, d, remote, fd, &e), -ECOMM);
+        close(fd);
+        CHECK(strstr(e.msg, "connection to host 'c'") && strstr(e.msg, "broke"));
+        _cleanup_free_ char *text = NULL;
+        CHECK(read_full_file(out, 4096, &text, NULL) >= 0);
+        CHECK(text && streq(text, "remote: one\nmust stay\nCreated VM x\nm"));
+        if (text && !streq(text, "remote: one\nmust stay\nCreated VM x\nm"))
+                fprintf(stderr, "relayed: '%s'\n", text);
+        host_def_free(d);
+        vh_context_free(c);
 }
