@@ -167,3 +167,53 @@ bool name_is_valid(const char *name) {
         }
         return true;
 }
+
+/* The length of the valid UTF-8 sequence at 's' (no overlong forms, no
+ * surrogates, at most U+10FFFF), 0 when there is none. */
+static size_t utf8_sequence(const unsigned char *s, uint32_t *ret_cp) {
+        size_t n;
+        uint32_t cp, min;
+        if (s[0] < 0x80)
+                return *ret_cp = s[0], 1;
+        if (s[0] >= 0xc2 && s[0] <= 0xdf)
+                n = 2, cp = s[0] & 0x1f, min = 0x80;
+        else if (s[0] >= 0xe0 && s[0] <= 0xef)
+                n = 3, cp = s[0] & 0x0f, min = 0x800;
+        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+                n = 4, cp = s[0] & 0x07, min = 0x10000;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (s[i] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        *ret_cp = cp;
+        return n;
+}
+
+char *str_make_printable(char *s, unsigned flags) {
+        unsigned char *p = (unsigned char *) s;
+        while (p && *p) {
+                uint32_t cp;
+                size_t n = utf8_sequence(p, &cp);
+                bool keep = n > 0 && cp >= 0x20 && cp != 0x7f && !(cp >= 0x80 && cp <= 0x9f);
+                if (n == 1 && (flags & STR_PRINTABLE_LINES) && (cp == '\n' || cp == '\t'))
+                        keep = true;
+                if (keep) {
+                        p += n;
+                        continue;
+                }
+                /* A bad sequence: its bytes each become '?'. */
+                for (size_t i = 0; i < MAX(n, (size_t) 1); i++)
+                        *p++ = '?';
+        }
+        return s;
+}
+
+char *str_printable_dup(const char *s, unsigned flags) {
+        char *c = strdup(s ? s : "");
+        return c ? str_make_printable(c, flags) : NULL;
+}

@@ -33,3 +33,14 @@ const char *format_size(uint64_t bytes, char *buf, size_t len);
  * QEMU ids, so nothing else is allowed. */
 #define VH_NAME_MAX 32
 bool name_is_valid(const char *name);
+
+/* Text that came from elsewhere (another host's reply or stderr, a name
+ * it gave) made safe to print to a terminal, in place: every control
+ * character (below 0x20, 0x7f, and the C1 controls U+0080..U+009F, which
+ * terminals read as escapes too) and every byte that is not part of valid
+ * UTF-8 becomes '?'. With STR_PRINTABLE_LINES, '\n' and '\t' stay. The
+ * length never changes; returns 's'. */
+enum { STR_PRINTABLE_LINES = 1 << 0 };
+char *str_make_printable(char *s, unsigned flags);
+/* The same on a copy (NULL when out of memory). */
+char *str_printable_dup(const char *s, unsigned flags);

@@ -22,6 +22,7 @@
 #include "base/strv.h"
 #include "cli/cli.h"
 #include "host/host.h"
+#include "host/ssh.h"
 #include "vm/vm-accel.h"
 #include "vm/vm-addr.h"
 #include "vm/vm-control.h"
@@ -386,8 +387,9 @@ static void print_vnc_line(const struct vm_def *def) {
 
 /* "M1,M2,..." of --avoid-mac into 'v'; each must be a MAC. */
 static int add_avoid_macs(struct strv *v, const char *list) {
-        /* 65536 VMs of 8 NICs on a few hosts; past it the list is not ours. */
-        if (v->n + strlen(list) / 18 > 4u * 65536 * 8)
+        /* What one remote command line carries (the caller sends only the
+         * MACs that matter here); past it the list is not ours. */
+        if (v->n + strlen(list) / 18 > HOST_REMOTE_COMMAND_MAX / 18 + 1)
                 return log_error("--avoid-mac: too many MACs"), -E2BIG;
         for (const char *p = list; *p;) {
                 size_t n = strcspn(p, ",");
@@ -413,20 +415,20 @@ static int add_avoid_macs(struct strv *v, const char *list) {
 /* The MACs the registered hosts' VMs use, asked in parallel; a host that
  * cannot be asked is named in a warning and the create goes on. */
 static int gather_avoid_macs(const struct vh_context *ctx, struct strv *v) {
-        char **macs = NULL, **unasked = NULL;
+        char **macs = NULL, **warnings = NULL;
         struct vh_error err = {};
-        int r = host_cluster_macs(ctx, NULL, false, &macs, &unasked, &err);
+        int r = host_cluster_macs(ctx, NULL, false, &macs, &warnings, &err);
         if (r < 0) {
                 log_warning("Cannot ask the registered hosts which MACs they use (%s): only this host's are checked.",
                             vh_error_message(&err, r));
                 return r == -ENOMEM ? r : 0;
         }
-        for (char **u = unasked; *u; u++)
-                log_warning("%s: its VMs' MACs are not checked.", *u);
+        for (char **u = warnings; *u; u++)
+                log_warning("%s.", *u);
         for (char **m = macs; *m; m++)
                 strv_add(v, *m);
         host_names_free(macs);
-        host_names_free(unasked);
+        host_names_free(warnings);
         return v->error;
 }
 
@@ -1114,8 +1116,11 @@ static void print_host_vm_row(const char *host, const struct json_value *vm) {
                 if (json_get_string(json_object_get(json_array_at(addrs, a), "ip"), &ip) >= 0)
                         u += (size_t) snprintf(ips + u, sizeof(ips) - u, "%s%.15s", u ? "," : "", ip);
         }
-        printf("%-12s %-20s %-9s %-7s %-5" PRIu64 " %-8s %s\n", host, name, state, pids, cpus,
-               format_size(memory, mem, sizeof(mem)), ips[0] ? ips : "-");
+        /* The far side's strings, not escapes for this terminal. */
+        _cleanup_free_ char *pname = str_printable_dup(name, 0), *pstate = str_printable_dup(state, 0);
+        str_make_printable(ips, 0);
+        printf("%-12s %-20s %-9s %-7s %-5" PRIu64 " %-8s %s\n", host, pname ? pname : "?", pstate ? pstate : "?", pids,
+               cpus, format_size(memory, mem, sizeof(mem)), ips[0] ? ips : "-");
 }
 
 /* 'vm list --all-hosts': this machine's VMs, then every registered

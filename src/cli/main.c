@@ -95,24 +95,39 @@ static bool ssh_failed(int r) {
                r == -ECOMM;
 }
 
-/* 'vm create' for another host: the MACs in use on this machine and on
- * every other registered host, for its create to avoid (it checks its
- * own), as "--avoid-mac M1,M2,..." (empty when there are none: given at
- * all, it tells that host's create that the asking was done here). */
-static char *avoid_mac_list(const struct vh_context *ctx, const char *host) {
-        char **macs = NULL, **unasked = NULL;
+/* 'vm create' for another host: of the MACs in use on this machine and on
+ * every other registered host, those that host's create must avoid
+ * (host_macs_for_create(): the ones carrying its host id's bits, and the
+ * ones written in 'argv'; it checks its own VMs), as "--avoid-mac
+ * M1,M2,..." (empty when there are none: given at all, it tells that
+ * host's create that the asking was done here). */
+static char *avoid_mac_list(const struct vh_context *ctx, const struct host_def *def, char *const *argv) {
+        char **macs = NULL, **warnings = NULL;
         struct vh_error err = {};
-        int r = host_cluster_macs(ctx, host, true, &macs, &unasked, &err);
+        int r = host_cluster_macs(ctx, def->name, true, &macs, &warnings, &err);
         if (r < 0) {
                 log_warning("Cannot gather the MACs in use on the other hosts (%s): host %s checks only its own.",
-                            vh_error_message(&err, r), host);
+                            vh_error_message(&err, r), def->name);
                 return strdup("");
         }
-        for (char **u = unasked; *u; u++)
-                log_warning("%s: its VMs' MACs are not checked.", *u);
-        char *list = strv_join(macs, ",");
+        for (char **u = warnings; *u; u++)
+                log_warning("%s.", *u);
+        host_names_free(warnings);
+        /* Its host id, for what its derivation makes (the connection is
+         * the one the create then uses). Unknown: all of them go. */
+        struct host_status st;
+        if (macs[0])
+                (void) host_probe(ctx, def, 0, &st);
+        else
+                st = (struct host_status) {};
+        char **send = NULL;
+        r = host_macs_for_create(macs, st.reachable ? st.host_id : NULL, argv, &send);
+        host_status_done(&st);
         host_names_free(macs);
-        host_names_free(unasked);
+        if (r < 0)
+                return NULL;
+        char *list = strv_join(send, ",");
+        host_names_free(send);
         return list;
 }
 
@@ -158,8 +173,12 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
         _cleanup_free_ char *remote = NULL;
         int r = push_find(ctx, def, local, NULL, &remote, &err);
         if (r < 0) {
+                /* It may quote the far side's stderr. */
+                str_make_printable(err.msg, 0);
                 log_error("Host %s: %s.", def->name, vh_error_message(&err, r));
-                return r == -EEXIST ? 1 : 255;
+                /* 255 is kept for ssh's own failure: a base that cannot be
+                 * pushed (its name, say) is found out here, without ssh. */
+                return ssh_failed(r) ? 255 : 1;
         }
         if (!remote && !push) {
                 log_error("Host %s has no copy of base image %s. Push it first with 'vmhost img push %s %s', or "
@@ -174,6 +193,7 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
                         return r;
                 r = push_find(ctx, def, local, NULL, &remote, &err);
                 if (r < 0 || !remote) {
+                        str_make_printable(err.msg, 0);
                         log_error("Host %s: the pushed copy of %s is not found there%s%s.", def->name, local,
                                   r < 0 ? ": " : "", r < 0 ? vh_error_message(&err, r) : "");
                         return 1;
@@ -211,7 +231,8 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
                 r = base_for_host(ctx, def, remote, &n, &base);
                 if (r != 0)
                         return r;
-                avoid = avoid_mac_list(ctx, host);
+                remote[n] = NULL;
+                avoid = avoid_mac_list(ctx, def, remote);
                 if (!avoid)
                         return log_error_errno(-ENOMEM, "Out of memory."), 1;
                 remote[n++] = (char *) "--avoid-mac";
@@ -221,6 +242,7 @@ static int run_on_host(const struct vh_context *ctx, const char *host, bool verb
         fflush(stdout);
         r = host_ssh_exec(ctx, def, remote, STDERR_FILENO, &err);
         if (r < 0) {
+                str_make_printable(err.msg, 0);
                 log_error("On host %s: %s.", host, vh_error_message(&err, r));
                 /* 255 says that ssh failed, as ssh's own status does. */
                 return ssh_failed(r) ? 255 : 1;

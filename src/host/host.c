@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,8 +25,6 @@
 /* The connect, the login and the command's own start (with the doctor's
  * checks there, a few hundred ms). */
 #define HOST_PROBE_TIMEOUT_MS ((HOST_SSH_CONNECT_TIMEOUT_S + 10) * 1000u)
-/* A reply with every VM's status object: 65536 VMs at ~1 KiB. */
-#define HOST_SELF_MAX_OUTPUT (64u << 20)
 #define HOST_SELF_JSON_VERSION 1
 
 static int version_major_minor(const char *v, unsigned long *maj, unsigned long *min) {
@@ -49,6 +48,7 @@ void host_status_done(struct host_status *st) {
         if (!st)
                 return;
         host_names_free(st->macs);
+        host_names_free(st->bad_macs);
         host_names_free(st->warnings);
         json_value_free(st->vm_list);
         *st = (struct host_status) {};
@@ -199,7 +199,10 @@ static void copy_string(const struct json_value *o, const char *key, char *buf, 
         const char *s;
         buf[0] = '\0';
         if (json_get_string(json_object_get(o, key), &s) >= 0)
+                {
                 snprintf(buf, size, "%s", s);
+                str_make_printable(buf, 0);
+        }
 }
 
 static uint64_t get_uint(const struct json_value *o, const char *key) {
@@ -212,8 +215,12 @@ static int string_array(const struct json_value *a, size_t max, char ***ret) {
         struct strv v = {};
         for (size_t i = 0; i < json_array_len(a) && i < max; i++) {
                 const char *s;
-                if (json_get_string(json_array_at(a, i), &s) >= 0)
+                if (json_get_string(json_array_at(a, i), &s) >= 0) {
                         strv_add(&v, s);
+                        /* Printed as they come: another host's text. */
+                        if (!v.error)
+                                str_make_printable(v.v[v.n - 1], 0);
+                }
         }
         if (!v.v && !v.error && !(v.v = calloc(1, sizeof(char *))))
                 v.error = -ENOMEM;
@@ -222,6 +229,43 @@ static int string_array(const struct json_value *a, size_t max, char ***ret) {
                 return -ENOMEM;
         }
         *ret = v.v;
+        return 0;
+}
+
+/* The "macs" of a reply into ret->macs, lower case. What is not a MAC
+ * is left out (into ret->bad_macs): joined into one --avoid-mac list, one
+ * bad string of one host made every forwarded create refuse the list. */
+static int mac_array(const struct json_value *a, struct host_status *ret) {
+        struct strv v = {}, bad = {};
+        for (size_t i = 0; i < json_array_len(a) && i < HOST_SELF_MAX_MACS; i++) {
+                const char *s = NULL;
+                (void) json_get_string(json_array_at(a, i), &s);
+                char mac[18];
+                if (s && strlen(s) == 17) {
+                        for (size_t k = 0; k <= 17; k++)
+                                mac[k] = (char) tolower((unsigned char) s[k]);
+                        if (vm_mac_is_valid(mac)) {
+                                strv_add(&v, mac);
+                                continue;
+                        }
+                }
+                if (bad.n < 8) {
+                        strv_addf(&bad, "%.40s", s ? s : "(not a string)");
+                        if (!bad.error)
+                                str_make_printable(bad.v[bad.n - 1], 0);
+                }
+        }
+        if (!v.v && !v.error && !(v.v = calloc(1, sizeof(char *))))
+                v.error = -ENOMEM;
+        if (!bad.v && !bad.error && !(bad.v = calloc(1, sizeof(char *))))
+                bad.error = -ENOMEM;
+        if (v.error || bad.error) {
+                strv_done(&v);
+                strv_done(&bad);
+                return -ENOMEM;
+        }
+        ret->macs = v.v;
+        ret->bad_macs = bad.v;
         return 0;
 }
 
@@ -241,7 +285,14 @@ int host_self_parse(const char *text, struct host_status *ret, struct vh_error *
                 len--;
         _cleanup_(json_value_freep) struct json_value *v = NULL;
         struct vh_error e = {};
-        int r = json_parse(start, len, NULL, &v, &e);
+        /* The reader takes what host_probe() lets ssh bring (the JSON
+         * defaults are smaller: a host of some 16000 VMs looked down). */
+        const struct json_limits limits = {
+                .max_bytes = HOST_SELF_MAX_OUTPUT,
+                .max_elements = HOST_SELF_MAX_MACS,
+                .max_values = HOST_SELF_MAX_VALUES,
+        };
+        int r = json_parse(start, len, &limits, &v, &e);
         if (r < 0)
                 return vh_error_set(err, -EPROTO, "the reply is not JSON: %s", e.msg);
         uint64_t version = 0;
@@ -260,9 +311,9 @@ int host_self_parse(const char *text, struct host_status *ret, struct vh_error *
         copy_string(v, "accelerator", ret->accel, sizeof(ret->accel));
         copy_string(v, "ovs-version", ret->ovs_version, sizeof(ret->ovs_version));
         (void) json_get_bool(json_object_get(v, "ovs-running"), &ret->ovs_running);
-        r = string_array(json_object_get(v, "macs"), (size_t) VM_LIST_MAX * VM_MAX_NICS, &ret->macs);
+        r = string_array(json_object_get(v, "warnings"), 1024, &ret->warnings);
         if (r >= 0)
-                r = string_array(json_object_get(v, "warnings"), 1024, &ret->warnings);
+                r = mac_array(json_object_get(v, "macs"), ret);
         if (r < 0)
                 return r;
         struct json_value *list = json_object_steal(v, "vm-list");
@@ -325,6 +376,8 @@ static void status_fail(struct host_status *ret, int r, const struct vh_error *e
         ret->reachable = false;
         ret->error = r;
         snprintf(ret->why, sizeof(ret->why), "%s", vh_error_message(e, r));
+        /* It may quote the far side (its stderr, its reply). */
+        str_make_printable(ret->why, 0);
 }
 
 int host_probe(const struct vh_context *ctx, const struct host_def *def, unsigned flags, struct host_status *ret) {
@@ -379,6 +432,7 @@ int host_probe(const struct vh_context *ctx, const struct host_def *def, unsigne
                 if (r == 0 && vout && startswith(strstrip(vout), "vmhost ")) {
                         snprintf(ret->version, sizeof(ret->version), "%s", vout + strlen("vmhost "));
                         ret->version[strcspn(ret->version, "\n")] = '\0';
+                        str_make_printable(ret->version, 0);
                 } else {
                         r = vh_error_set(&e, -EPROTO,
                                          "host '%s': '%s host self --json' did not answer as vmhost does (%s%d: %s)",
@@ -543,16 +597,16 @@ int host_load_all(const struct vh_context *ctx, struct host_def ***ret, size_t *
 }
 
 int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
-                      char ***ret_unasked, struct vh_error *err) {
+                      char ***ret_warnings, struct vh_error *err) {
         struct host_def **all = NULL;
         char **skipped = NULL;
         size_t n = 0;
         int r = host_load_all(ctx, &all, &n, &skipped, err);
         if (r < 0)
                 return r;
-        struct strv macs = {}, unasked = {};
+        struct strv macs = {}, warnings = {};
         for (char **s = skipped; s && *s; s++)
-                strv_addf(&unasked, "host %s", *s);
+                strv_addf(&warnings, "host %s: its VMs' MACs are not checked", *s);
         host_names_free(skipped);
         /* The hosts to ask: all but 'except' (the one the create runs on
          * checks its own). */
@@ -567,7 +621,10 @@ int host_cluster_macs(const struct vh_context *ctx, const char *except, bool inc
         r = st ? host_probe_all(ctx, all, m, 0, st) : -ENOMEM;
         for (size_t i = 0; r >= 0 && i < m; i++) {
                 if (!st[i].reachable)
-                        strv_add(&unasked, st[i].why);
+                        strv_addf(&warnings, "%s: its VMs' MACs are not checked", st[i].why);
+                for (char **bad = st[i].bad_macs; bad && *bad; bad++)
+                        strv_addf(&warnings, "host %s gave '%s' as a MAC of its VMs: not a MAC, ignored", all[i]->name,
+                                  *bad);
                 for (char **mac = st[i].macs; mac && *mac; mac++)
                         strv_add(&macs, *mac);
         }
@@ -582,18 +639,58 @@ int host_cluster_macs(const struct vh_context *ctx, const char *except, bool inc
                         strv_add(&macs, *mac);
                 host_names_free(local);
         }
-        if (r >= 0 && (macs.error || unasked.error))
+        if (r >= 0 && (macs.error || warnings.error))
                 r = -ENOMEM;
         if (r >= 0 && !macs.v && !(macs.v = calloc(1, sizeof(char *))))
                 r = -ENOMEM;
-        if (r >= 0 && !unasked.v && !(unasked.v = calloc(1, sizeof(char *))))
+        if (r >= 0 && !warnings.v && !(warnings.v = calloc(1, sizeof(char *))))
                 r = -ENOMEM;
         if (r < 0) {
                 strv_done(&macs);
-                strv_done(&unasked);
+                strv_done(&warnings);
                 return r;
         }
         *ret_macs = macs.v;
-        *ret_unasked = unasked.v;
+        *ret_warnings = warnings.v;
         return 0;
+}
+
+int host_macs_for_create(char *const *macs, const char *host_id, char *const *argv, char ***ret) {
+        /* The MACs written in the create's arguments (mac=... of --net),
+         * lower case: few, as the arguments are bounded. */
+        struct strv given = {};
+        for (char *const *a = argv; a && *a; a++)
+                for (size_t i = 0, len = strlen(*a); i + 17 <= len; i++) {
+                        char mac[18];
+                        for (size_t k = 0; k < 17; k++)
+                                mac[k] = (char) tolower((unsigned char) (*a)[i + k]);
+                        mac[17] = '\0';
+                        if (vm_mac_is_valid(mac))
+                                strv_add(&given, mac);
+                }
+        bool all = !host_id || !host_id[0];
+        uint32_t bits = all ? 0 : vm_host_id_mix(host_id);
+        struct strv v = {};
+        for (char *const *m = macs; m && *m; m++) {
+                unsigned b[6];
+                bool keep = all;
+                /* What vm_mac_derive() gives there: only such a MAC can
+                 * take an id from that host's allocation. */
+                if (!keep && sscanf(*m, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) == 6)
+                        keep = (b[0] & 0x0f) == 0x02 && ((uint32_t) b[1] << 16 | (uint32_t) b[2] << 8 | b[3]) == bits;
+                for (size_t g = 0; !keep && g < given.n; g++)
+                        keep = strcasecmp(*m, given.v[g]) == 0;
+                if (keep)
+                        strv_add(&v, *m);
+        }
+        int r = given.error;
+        strv_done(&given);
+        if (!r && !v.error && !v.v && !(v.v = calloc(1, sizeof(char *))))
+                v.error = -ENOMEM;
+        if (r < 0 || v.error < 0) {
+                strv_done(&v);
+                return -ENOMEM;
+        }
+        *ret = v.v;
+        return (int) MIN(v.n, (size_t) INT32_MAX);
 }

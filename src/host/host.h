@@ -11,6 +11,14 @@
 #include "vmhost/context.h"
 #include "vmhost/error.h"
 
+/* What host_probe() takes of a 'host self' reply: every VM's status
+ * object (up to VM_LIST_MAX VMs of about 1 KiB and 128 JSON values each)
+ * and their NICs' MACs. ssh's output and the JSON reader have the same
+ * limits, so that a host within them is never "down" for its size. */
+#define HOST_SELF_MAX_OUTPUT (64u << 20)
+#define HOST_SELF_MAX_VALUES (128u * 65536)
+#define HOST_SELF_MAX_MACS (65536u * 8)
+
 /* Which vmhost versions drive each other: the same major.minor ("0.1.0"
  * and "0.1.7" do, "0.1.0" and "0.2.0" do not). The replies and options
  * that pass between them (host self, --avoid-mac, the JSON shapes) may
@@ -39,7 +47,9 @@ struct host_status {
         unsigned cpus;
         uint64_t memory_total, memory_free;  /* bytes; free is MemAvailable */
         unsigned vms, vms_running;
-        char **macs;                /* MACs of its VMs' NICs, NULL-terminated */
+        char **macs;                /* MACs of its VMs' NICs, lower case, NULL-terminated */
+        char **bad_macs;            /* what its reply gave as MACs that are not (the first few,
+                                     * cut short), left out of 'macs'; NULL-terminated */
         bool has_doctor;            /* HOST_PROBE_DOCTOR: the next fields are set */
         char qemu_version[64];      /* "" when QEMU is missing */
         char accel[16];             /* "kvm", "tcg" or "none" */
@@ -94,11 +104,21 @@ struct host_def **host_defs_free(struct host_def **defs);
 
 /* The MACs in use on the registered hosts other than 'except' (NULL: all),
  * asked in parallel, and with 'include_local' this home's: what a create
- * must avoid. Hosts that could not be asked are in '*ret_unasked' ("why",
- * naming the host) so that the caller can warn that their MACs were not
- * checked. Both NULL-terminated (free with host_names_free()). */
+ * must avoid. '*ret_warnings' holds sentences for the caller to warn with,
+ * each naming its host: hosts that could not be asked (their MACs are not
+ * checked) and strings a host gave as MACs that are not (left out). Both
+ * NULL-terminated (free with host_names_free()). */
 int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
-                      char ***ret_unasked, struct vh_error *err);
+                      char ***ret_warnings, struct vh_error *err);
+
+/* Of the cluster's 'macs', those a create on the host with 'host_id'
+ * must be told of (--avoid-mac): the ones its own derivation could make
+ * (they carry that host id's bits: they take an id there) and the ones
+ * written in the create's 'argv' (a hand-given MAC it must refuse). The
+ * others cannot collide there, and sending all of a large cluster's
+ * would not fit on the command line. An empty 'host_id' (unknown) keeps
+ * them all. A new NULL-terminated vector, its count returned. */
+int host_macs_for_create(char *const *macs, const char *host_id, char *const *argv, char ***ret);
 
 /* Registers 'def' (its name must be free): connects once, recording the
  * host's key in its own known_hosts file (an unknown key is accepted this

@@ -44,13 +44,17 @@ char *host_shell_quote(const char *s) {
 int host_remote_command(char *const argv[], char **ret) {
         if (!argv || !argv[0])
                 return -EINVAL;
+        /* The exact length of the line (what host_shell_quote() makes,
+         * a space between words), not a worst case: a guess of 4 bytes per
+         * byte refused lines of a quarter of the limit. */
         size_t cap = 0;
         for (size_t i = 0; argv[i]; i++) {
-                size_t len = strlen(argv[i]);
-                /* Worst case: every byte a quote (4 bytes), 2 quotes, a space. */
-                if (len > HOST_REMOTE_COMMAND_MAX || cap + 4 * len + 3 > HOST_REMOTE_COMMAND_MAX + 1)
+                size_t len = 2 + (i > 0);
+                for (const char *c = argv[i]; *c && len <= HOST_REMOTE_COMMAND_MAX; c++)
+                        len += *c == '\'' ? 4 : 1;
+                if (len > HOST_REMOTE_COMMAND_MAX || cap + len > HOST_REMOTE_COMMAND_MAX)
                         return -E2BIG;
-                cap += 4 * len + 3;
+                cap += len;
         }
         char *cmd = malloc(cap + 1), *p = cmd;
         if (!cmd)
@@ -202,6 +206,8 @@ static void last_line(const char *s, char *buf, size_t size) {
         size_t n = MIN((size_t) (end - start), size - 1);
         memcpy(buf, start, n);
         buf[n] = '\0';
+        /* Quoted in our messages: the far side's bytes, not escapes. */
+        str_make_printable(buf, 0);
 }
 
 int host_ssh_classify(const struct host_def *def, const char *out, struct vh_error *err) {
@@ -239,6 +245,11 @@ int host_ssh_classify(const struct host_def *def, const char *out, struct vh_err
                                     "host '%s' refused the login as %s (no key of ours is authorized there): add "
                                     "your public key to its authorized_keys, or give the key with --identity",
                                     name, def->ssh);
+        if (strstr(out, "read from master failed") || strstr(out, "mux_client_"))
+                return vh_error_set(err, -ECOMM,
+                                    "the connection to host '%s' (%s port %u) broke: is the host up? (the next "
+                                    "command connects anew)",
+                                    name, addr, port);
         char line[256];
         last_line(out, line, sizeof(line));
         return vh_error_set(err, -ECOMM, "ssh to host '%s' (%s port %u) failed: %s", name, addr, port,
@@ -268,6 +279,73 @@ int host_ssh_run(const struct vh_context *ctx, const struct host_def *def, unsig
         if (ret_output)
                 *ret_output = TAKE_PTR(out);
         return r;
+}
+
+/* ssh's own lines about the shared connection (a master that died with
+ * its host, a stale socket): vmhost says what failed in its own words, so
+ * these are not relayed. The remote command's stderr never starts so. */
+static const char *const mux_noise[] = { "mux_client_", "Control socket connect(", "ControlSocket " };
+
+/* Relays stderr to 'fd' line by line as far as the noise goes: the start
+ * of a line is held only while it could still be one of mux_noise. */
+struct relay {
+        int fd;
+        bool mid_line, dropping;
+        char held[32];
+        size_t n_held;
+};
+
+static void relay_write(struct relay *rl, const char *p, size_t n) {
+        while (rl->fd >= 0 && n > 0) {
+                ssize_t w = write(rl->fd, p, n);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0)
+                        return;
+                p += w;
+                n -= (size_t) w;
+        }
+}
+
+static void relay_bytes(struct relay *rl, const char *buf, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                char c = buf[i];
+                if (rl->dropping) {
+                        rl->dropping = c != '\n';
+                        continue;
+                }
+                if (rl->mid_line) {
+                        /* Pass the rest of the line on in one write. */
+                        size_t k = i;
+                        while (k < n && buf[k] != '\n')
+                                k++;
+                        relay_write(rl, buf + i, k - i + (k < n));
+                        rl->mid_line = k >= n;
+                        i = k;
+                        continue;
+                }
+                rl->held[rl->n_held++] = c;
+                bool maybe = false;
+                for (size_t m = 0; m < ELEMENTSOF(mux_noise); m++) {
+                        size_t len = strlen(mux_noise[m]);
+                        if (memcmp(rl->held, mux_noise[m], MIN(len, rl->n_held)) != 0)
+                                continue;
+                        if (rl->n_held >= len) {
+                                rl->dropping = c != '\n';
+                                rl->n_held = 0;
+                                maybe = true;
+                                break;
+                        }
+                        maybe = true;
+                }
+                if (rl->dropping || (maybe && rl->n_held == 0))
+                        continue;
+                if (!maybe || rl->n_held == sizeof(rl->held)) {
+                        relay_write(rl, rl->held, rl->n_held);
+                        rl->mid_line = c != '\n';
+                        rl->n_held = 0;
+                }
+        }
 }
 
 int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char *const remote_argv[],
@@ -307,6 +385,7 @@ int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char
         /* Relay stderr as it comes; keep its tail to explain a failure. */
         char tail[4096];
         size_t tail_len = 0;
+        struct relay rl = { .fd = relay_fd };
         for (;;) {
                 char buf[4096];
                 ssize_t n = read(fd, buf, sizeof(buf));
@@ -314,14 +393,7 @@ int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char
                         continue;
                 if (n <= 0)
                         break;
-                for (ssize_t off = 0; relay_fd >= 0 && off < n;) {
-                        ssize_t w = write(relay_fd, buf + off, (size_t) (n - off));
-                        if (w < 0 && errno == EINTR)
-                                continue;
-                        if (w <= 0)
-                                break;
-                        off += w;
-                }
+                relay_bytes(&rl, buf, (size_t) n);
                 size_t k = (size_t) n;
                 if (k >= sizeof(tail) - 1) {
                         memcpy(tail, buf + k - (sizeof(tail) - 1), sizeof(tail) - 1);
@@ -336,6 +408,7 @@ int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char
                         tail_len += k;
                 }
         }
+        relay_write(&rl, rl.held, rl.n_held);
         tail[tail_len] = '\0';
         int status;
         while (waitpid(pid, &status, 0) < 0)

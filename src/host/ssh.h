@@ -36,8 +36,9 @@
 char *host_shell_quote(const char *s);
 
 /* The words of 'argv' each quoted and joined by spaces: the command line
- * that the remote shell splits back into exactly 'argv'. -E2BIG past
- * HOST_REMOTE_COMMAND_MAX, -EINVAL for an empty argv. */
+ * that the remote shell splits back into exactly 'argv'. -E2BIG when that
+ * line is longer than HOST_REMOTE_COMMAND_MAX bytes, -EINVAL for an empty
+ * argv. */
 int host_remote_command(char *const argv[], char **ret);
 
 enum host_ssh_flags {

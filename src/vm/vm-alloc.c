@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -226,7 +227,9 @@ int vm_host_id_get(const struct vh_context *ctx, char ret[VM_HOST_ID_LEN + 1], s
         if (r < 0)
                 return vh_error_set(err, r, "Cannot create the state directory %s: %s", state, strerror(-r));
         _cleanup_free_ char *path = strdup_printf("%s/host-id", state);
-        _cleanup_free_ char *tmp = strdup_printf("%s/.host-id.%d", state, (int) getpid());
+        /* A name of its own per caller (mkstemp): threads of one daemon
+         * share the pid, and one's unlink() must not take another's file. */
+        _cleanup_free_ char *tmp = strdup_printf("%s/.host-id.XXXXXX", state);
         if (!path || !tmp)
                 return -ENOMEM;
         r = host_id_read(path, ret, err);
@@ -250,11 +253,21 @@ int vm_host_id_get(const struct vh_context *ctx, char ret[VM_HOST_ID_LEN + 1], s
         text[VM_HOST_ID_LEN] = '\n';
         text[VM_HOST_ID_LEN + 1] = '\0';
         /* Written whole under a temporary name, then linked: link() never
-         * replaces, so of two processes making it at once the first wins
-         * and the second reads the winner's id. */
-        r = write_file_atomic(tmp, text, VM_HOST_ID_LEN + 1, 0644);
-        if (r < 0)
+         * replaces, so of two callers (processes or threads) making it at
+         * once the first wins and the second reads the winner's id. */
+        int fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return vh_error_set(err, negative_errno(), "Cannot write the host id in %s: %m", state);
+        r = 0;
+        errno = 0; /* a short write sets none */
+        if (fchmod(fd, 0644) < 0 || write(fd, text, VM_HOST_ID_LEN + 1) != VM_HOST_ID_LEN + 1 || fsync(fd) < 0)
+                r = errno > 0 ? negative_errno() : -EIO;
+        if (close(fd) < 0 && r == 0)
+                r = negative_errno();
+        if (r < 0) {
+                unlink(tmp);
                 return vh_error_set(err, r, "Cannot write the host id %s: %s", tmp, strerror(-r));
+        }
         if (link(tmp, path) < 0 && errno != EEXIST) {
                 r = negative_errno();
                 unlink(tmp);

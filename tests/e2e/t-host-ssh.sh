@@ -143,6 +143,14 @@ lrc=0; rrc=0
 "$VMHOST" --host b vm status nosuch >/dev/null 2>rerr.txt || rrc=$?
 [ $lrc -ne 0 ] && [ $rrc -eq $lrc ] && grep -q "No VM named 'nosuch' (no /var/lib/vmhost/vms/" rerr.txt && pass "remote exit status and stderr" "both $rrc: $(cat rerr.txt)" ||
 	fail "remote exit status and stderr" "local $lrc '$(cat lerr.txt)', remote $rrc '$(cat rerr.txt)'"
+# A base image that cannot be pushed (its name) is an error of this side,
+# found without ssh: exit 1, not ssh's 255.
+"$VMHOST" img create -f qcow2 "$E2E_TMP/bad name.qcow2" 1M >/dev/null 2>&1
+rc=0
+"$VMHOST" --host b vm create z --base "$E2E_TMP/bad name.qcow2" >bn.txt 2>&1 || rc=$?
+[ $rc -eq 1 ] && grep -q "Host b: image name 'bad name.qcow2' cannot be pushed" bn.txt && [ ! -e "$W/state/vms/z" ] &&
+	pass "a base name that cannot be pushed: exit 1" "$(cat bn.txt)" ||
+	fail "a base name that cannot be pushed: exit 1" "exit $rc: $(cat bn.txt)"
 # --- MACs unique across the hosts: a MAC of a VM here is not given to a VM
 # on B. B's next derived MAC is known from a VM made and deleted there;
 # a local VM takes it by hand, then B's create must pick another.
@@ -183,6 +191,28 @@ assert [v["name"] for v in d[0]["vms"]] == ["here"] and [v["name"] for v in d[1]
 else
 	fail "vm list --all-hosts" "exit $rc: $(cat all.txt) $(cat err.txt)"
 fi
+
+# --- the far side's strings reach this terminal without their escapes: a
+# "vmhost" on B that answers with a VM name, a state and a warning full of
+# terminal control sequences.
+cat >"$W/state/vmhost-evil" <<'EOS'
+#!/bin/sh
+[ "$1" = --version ] && { echo "vmhost 0.1.0"; exit 0; }
+printf '%s\n' '{"version":1,"vmhost-version":"0.1.0","host-id":"e","vms":1,"macs":["\u001b[31m"],"warnings":["\u001b]0;owned\u0007w"],"vm-list":[{"name":"\u001b[2Jevil\u0007","state":"\u009b31m","cpus":1,"memory":1}]}'
+EOS
+chmod 755 "$W/state/vmhost-evil"
+rc=0
+"$VMHOST" host add evil --ssh "root@$B" --identity "$KEY" --vmhost /var/lib/vmhost/vmhost-evil >ev0.txt 2>&1 || rc=$?
+"$VMHOST" vm list --all-hosts >ev1.txt 2>&1 || rc=$?
+"$VMHOST" host list >ev2.txt 2>&1 || rc=$?
+if [ $rc -eq 0 ] && grep -qE '^evil +\?\[2Jevil\? +\?\?31m' ev1.txt && grep -q 'Host evil: ?\]0;owned?w' ev1.txt &&
+	! LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' ev0.txt ev1.txt ev2.txt &&
+	! LC_ALL=C grep -q $'\xc2[\x80-\x9f]' ev0.txt ev1.txt ev2.txt; then
+	pass "the far side's escapes are not printed" "$(grep '^evil' ev1.txt)"
+else
+	fail "the far side's escapes are not printed" "exit $rc: $(cat -v ev0.txt ev1.txt ev2.txt)"
+fi
+"$VMHOST" host remove evil --force >/dev/null
 
 rc=0
 "$VMHOST" host remove b >rmb.txt 2>&1 || rc=$?

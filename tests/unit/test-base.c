@@ -529,3 +529,36 @@ TEST(poll_until_deadline) {
         close(p[1]);
         CHECK_EQ_INT(vh_poll_until(p[0], POLLIN, 0), POLLNVAL);
 }
+
+/* Another host's text made safe for a terminal: controls, DEL, C1
+ * controls and bytes that are not UTF-8 each become '?', the rest stays,
+ * the length never changes. */
+TEST(str_make_printable_table) {
+        static const struct { const char *in; unsigned flags; const char *out; } cases[] = {
+                { "plain text", 0, "plain text" },
+                { "", 0, "" },
+                { "\x1b[31mred\x1b[0m", 0, "?[31mred?[0m" },
+                { "\x1b]0;title\x07", 0, "?]0;title?" },
+                { "a\rb\bc\x7f", 0, "a?b?c?" },
+                { "l1\nl2\tx", 0, "l1?l2?x" },
+                { "l1\nl2\tx\r", STR_PRINTABLE_LINES, "l1\nl2\tx?" },
+                { "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 0, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+                { "\xc2\x9b" "2J", 0, "??2J" },             /* C1 CSI as UTF-8 */
+                { "\x9b" "2J", 0, "?2J" },                  /* C1 CSI as one byte */
+                { "\xc3(", 0, "?(" },                       /* truncated sequence */
+                { "\xc0\xaf", 0, "??" },                    /* overlong */
+                { "\xed\xa0\x80", 0, "???" },               /* surrogate */
+                { "\xf5\x80\x80\x80", 0, "????" },          /* past U+10FFFF */
+                { "end\xe2\x82", 0, "end??" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char buf[64];
+                snprintf(buf, sizeof(buf), "%s", cases[i].in);
+                str_make_printable(buf, cases[i].flags);
+                if (!streq(buf, cases[i].out))
+                        test_fail(__FILE__, __LINE__, "case %zu: got '%s', want '%s'", i, buf, cases[i].out);
+                _cleanup_free_ char *d = str_printable_dup(cases[i].in, cases[i].flags);
+                CHECK(d && streq(d, cases[i].out));
+        }
+        CHECK(str_make_printable(NULL, 0) == NULL);
+}

@@ -1,11 +1,15 @@
 /* tests/unit/test-host.c: the host registry (names, the file format) and
  * the ssh transport's argv and quoting for the remote shell, the quoting
  * proven by a real POSIX shell. */
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
 #include "base/macro.h"
 #include "base/process.h"
 #include "base/strutil.h"
@@ -311,4 +315,224 @@ TEST(host_self_round_trip) {
                 CHECK_EQ_INT(host_self_parse(bad[i], &st, &e), -EPROTO);
                 host_status_done(&st);
         }
+}
+
+/* A reply whose "macs" hold strings that are not MACs: those are left
+ * out (named in bad_macs for the warning), the good ones kept in lower
+ * case, so that one host's odd string cannot spoil a forwarded create. */
+TEST(host_self_parse_drops_bad_macs) {
+        static const char reply[] =
+                "{\"version\":1,\"vmhost-version\":\"" VMHOST_VERSION "\",\"host-id\":\"x\","
+                "\"macs\":[\"02:00:00:00:00:01\",\"zz\",\"02:AB:00:00:00:02\",\"03:00:00:00:00:03\","
+                "\"02:00:00:00:00:0g\",7,\"02:00:00:00:00:04,02:00:00:00:00:05\",\"\\u001b[31m\"],"
+                "\"warnings\":[]}";
+        struct host_status st = {};
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_parse(reply, &st, &e), 0);
+        CHECK(st.macs && st.bad_macs);
+        if (!st.macs || !st.bad_macs)
+                return;
+        CHECK_STREQ(st.macs[0], "02:00:00:00:00:01");
+        CHECK(st.macs[1] && streq(st.macs[1], "02:ab:00:00:00:02"));
+        CHECK(st.macs[1] && !st.macs[2]);
+        size_t n_bad = 0;
+        while (st.bad_macs[n_bad])
+                n_bad++;
+        CHECK_EQ_INT(n_bad, 6);
+        CHECK_STREQ(st.bad_macs[0], "zz");
+        /* Joined as this side does for --avoid-mac, the list is all MACs. */
+        _cleanup_free_ char *joined = strv_join(st.macs, ",");
+        CHECK(joined && streq(joined, "02:00:00:00:00:01,02:ab:00:00:00:02"));
+        host_status_done(&st);
+}
+
+/* A reply as large as a host of 20000 VMs sends (over a million JSON
+ * values, the reader's default limit) is read, not taken for "not JSON". */
+TEST(host_self_parse_large_reply) {
+        enum { VMS = 20000 };
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_uint(&w, "version", 1);
+        json_kv_string(&w, "vmhost-version", VMHOST_VERSION);
+        json_key(&w, "vm-list");
+        json_array_begin(&w);
+        for (unsigned i = 0; i < VMS; i++) {
+                json_object_begin(&w);
+                char name[32];
+                snprintf(name, sizeof(name), "vm%u", i);
+                json_kv_string(&w, "name", name);
+                for (unsigned k = 0; k < 60; k++) {
+                        char key[8];
+                        snprintf(key, sizeof(key), "k%u", k);
+                        json_kv_uint(&w, key, k);
+                }
+                json_object_end(&w);
+        }
+        json_array_end(&w);
+        json_kv_uint(&w, "vms", VMS);
+        json_key(&w, "macs");
+        json_array_begin(&w);
+        for (unsigned i = 0; i < VMS; i++) {
+                char mac[18];
+                snprintf(mac, sizeof(mac), "02:00:00:00:%02x:%02x", (i >> 8) & 0xff, i & 0xff);
+                json_string(&w, mac);
+        }
+        json_array_end(&w);
+        json_object_end(&w);
+        int r = 0;
+        _cleanup_free_ char *text = json_writer_finish(&w, &r);
+        CHECK(text != NULL);
+        if (!text)
+                return;
+        CHECK(strlen(text) < HOST_SELF_MAX_OUTPUT);
+        struct host_status st = {};
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_parse(text, &st, &e), 0);
+        if (e.msg[0])
+                fprintf(stderr, "host_self_parse: %s\n", e.msg);
+        CHECK_EQ_INT(st.vms, VMS);
+        CHECK(st.vm_list && json_array_len(st.vm_list) == VMS);
+        CHECK(st.macs && st.macs[VMS - 1] && !st.macs[VMS]);
+        host_status_done(&st);
+}
+
+/* A create forwarded to host B in a cluster of thousands of NICs: the
+ * command line is measured exactly (3000 MACs, 54 KB, fit in 64 KiB), and
+ * of 5000 MACs only those B's derivation could make and those the create
+ * names by hand go to B. */
+TEST(host_avoid_macs_many) {
+        enum { MACS = 5000 };
+        const char *b_id = "0123456789abcdef0123456789abcdef";
+        uint32_t bits = vm_host_id_mix(b_id);
+        struct strv macs = {};
+        for (unsigned i = 0; i < MACS; i++) {
+                char mac[18];
+                uint32_t h = i % 1000 == 7 ? bits : (bits ^ 0x5a5a5a) + i / 256;
+                CHECK_EQ_INT(vm_mac_derive(h, (i % 60000) + 1, i % 8, mac), 0);
+                strv_add(&macs, mac);
+        }
+        CHECK(!macs.error);
+        /* The line as it was sent before: every MAC, exactly sized. */
+        char **first = calloc(3001, sizeof(char *));
+        CHECK(first != NULL);
+        if (!first || macs.error)
+                return;
+        memcpy(first, macs.v, 3000 * sizeof(char *));
+        _cleanup_free_ char *list3000 = strv_join(first, ",");
+        free(first);
+        char *argv[] = { (char *) "vmhost", (char *) "vm", (char *) "create", (char *) "w", (char *) "--avoid-mac",
+                         list3000, NULL };
+        _cleanup_free_ char *cmd = NULL;
+        CHECK_EQ_INT(host_remote_command(argv, &cmd), 0);
+        CHECK(cmd && strlen(cmd) == strlen("'vmhost' 'vm' 'create' 'w' '--avoid-mac' ''") + strlen(list3000));
+        /* Exactly at the limit and one past it. */
+        size_t room = HOST_REMOTE_COMMAND_MAX - strlen("'x' ''");
+        _cleanup_free_ char *big = malloc(room + 2);
+        CHECK(big != NULL);
+        if (big) {
+                memset(big, 'a', room + 1);
+                big[room] = '\0';
+                char *a2[] = { (char *) "x", big, NULL };
+                char *c2 = NULL;
+                CHECK_EQ_INT(host_remote_command(a2, &c2), 0);
+                CHECK(c2 && strlen(c2) == HOST_REMOTE_COMMAND_MAX);
+                free(c2);
+                big[room] = 'a';
+                big[room + 1] = '\0';
+                CHECK_EQ_INT(host_remote_command(a2, &c2), -E2BIG);
+        }
+
+        /* All 5000 do not fit; what B needs does. A MAC of another host
+         * given by hand (upper case, inside --net) is kept for B to refuse. */
+        char hand[64];
+        snprintf(hand, sizeof(hand), "user,mac=%s", macs.v[1234]);
+        for (char *p = hand; *p; p++)
+                *p = (char) toupper((unsigned char) *p);
+        char *cargv[] = { (char *) "vmhost", (char *) "vm", (char *) "create", (char *) "w", (char *) "--net", hand,
+                          NULL };
+        char **send = NULL;
+        CHECK_EQ_INT(host_macs_for_create(macs.v, b_id, cargv, &send), 6);
+        size_t kept_b = 0;
+        bool kept_hand = false;
+        for (char **m = send; m && *m; m++) {
+                unsigned x[6];
+                CHECK(sscanf(*m, "%2x:%2x:%2x:%2x:%2x:%2x", &x[0], &x[1], &x[2], &x[3], &x[4], &x[5]) == 6);
+                if (((uint32_t) x[1] << 16 | (uint32_t) x[2] << 8 | x[3]) == bits)
+                        kept_b++;
+                kept_hand = kept_hand || streq(*m, macs.v[1234]);
+        }
+        CHECK_EQ_INT(kept_b, 5);
+        CHECK(kept_hand);
+        _cleanup_free_ char *list = strv_join(send, ",");
+        char *sargv[] = { (char *) "vmhost", (char *) "vm", (char *) "create", (char *) "w", (char *) "--avoid-mac",
+                          list, NULL };
+        _cleanup_free_ char *scmd = NULL;
+        CHECK_EQ_INT(host_remote_command(sargv, &scmd), 0);
+        host_names_free(send);
+        /* B's host id unknown: all of them. */
+        CHECK_EQ_INT(host_macs_for_create(macs.v, NULL, cargv, &send), MACS);
+        host_names_free(send);
+        strv_done(&macs);
+}
+
+/* A reply whose strings carry terminal escapes: what is kept of it is
+ * printable (host list and messages print these fields as they are). */
+TEST(host_self_parse_escapes) {
+        static const char reply[] =
+                "{\"version\":1,\"vmhost-version\":\"" VMHOST_VERSION "\",\"host-id\":\"\\u001b[2J\","
+                "\"qemu-version\":\"7.2\\u001b]0;owned\\u0007\",\"accelerator\":\"tcg\\r\",\"ovs-version\":\"\\u009b1m\","
+                "\"macs\":[\"\\u001b[31m\"],\"warnings\":[\"VM x: \\u001b[H\\u001b[2Jgone\"]}";
+        struct host_status st = {};
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_self_parse(reply, &st, &e), 0);
+        CHECK_STREQ(st.host_id, "?[2J");
+        CHECK_STREQ(st.qemu_version, "7.2?]0;owned?");
+        CHECK_STREQ(st.accel, "tcg?");
+        CHECK_STREQ(st.ovs_version, "??1m");
+        CHECK(st.warnings && st.warnings[0] && streq(st.warnings[0], "VM x: ?[H?[2Jgone"));
+        CHECK(st.bad_macs && st.bad_macs[0] && streq(st.bad_macs[0], "?[31m"));
+        host_status_done(&st);
+}
+
+/* ssh (here a stand-in on the context's PATH) that prints the remote
+ * command's stderr, then its own mux noise and fails: the remote lines
+ * are relayed whole (one split across writes too), the noise is not, and
+ * the error says that the connection broke, naming the host. */
+TEST(host_ssh_exec_drops_mux_noise) {
+        _cleanup_free_ char *dir = strdup_printf("%s/fake-ssh", test_tmpdir());
+        _cleanup_free_ char *ssh = strdup_printf("%s/fake-ssh/ssh", test_tmpdir());
+        _cleanup_free_ char *state = strdup_printf("%s/fake-ssh/state", test_tmpdir());
+        CHECK(dir && ssh && state && mkdir_p(state, 0700) >= 0);
+        static const char script[] =
+                "#!/bin/sh\n"
+                "printf 'remote: one\\nmu' >&2\n"
+                "printf 'st stay\\nCreated VM x\\n' >&2\n"
+                "printf 'mux_client_request_session: read from master failed: Broken pipe\\r\\n' >&2\n"
+                "printf 'ControlSocket /x already exists, disabling multiplexing\\n' >&2\n"
+                "printf 'm' >&2\n"
+                "exit 255\n";
+        CHECK(write_file_atomic(ssh, script, strlen(script), 0755) >= 0);
+        struct vh_context_params p = { .state_dir = state, .exec_path = dir };
+        struct vh_context *c = NULL;
+        CHECK_EQ_INT(vh_context_new(&p, &c, NULL), 0);
+        if (!c)
+                return;
+        struct host_def *d = host_def_new("c");
+        d->ssh = strdup("root@10.0.0.3");
+        _cleanup_free_ char *out = strdup_printf("%s/fake-ssh/stderr", test_tmpdir());
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        CHECK(fd >= 0);
+        char *remote[] = { (char *) "vmhost", (char *) "vm", (char *) "list", NULL };
+        struct vh_error e = {};
+        CHECK_EQ_INT(host_ssh_exec(c, d, remote, fd, &e), -ECOMM);
+        close(fd);
+        CHECK(strstr(e.msg, "connection to host 'c'") && strstr(e.msg, "broke"));
+        _cleanup_free_ char *text = NULL;
+        CHECK(read_full_file(out, 4096, &text, NULL) >= 0);
+        CHECK(text && streq(text, "remote: one\nmust stay\nCreated VM x\nm"));
+        if (text && !streq(text, "remote: one\nmust stay\nCreated VM x\nm"))
+                fprintf(stderr, "relayed: '%s'\n", text);
+        host_def_free(d);
+        vh_context_free(c);
 }

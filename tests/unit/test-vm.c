@@ -1,8 +1,11 @@
 /* tests/unit/test-vm.c: unit tests for src/vm/: definitions, the QEMU
  * command line, MAC derivation. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -469,6 +472,67 @@ TEST(vm_host_id_made_once_random_per_home) {
         CHECK(strstr(err.msg, "host-id is not a host id") != NULL);
         CHECK_EQ_INT(vm_derive_mac(o, 1, 0, mb), -EINVAL);
         vh_context_free(o);
+}
+
+struct host_id_race {
+        const struct vh_context *ctx;
+        pthread_barrier_t *start;
+        char id[VM_HOST_ID_LEN + 1];
+        int r;
+        char msg[VH_ERROR_MAX];
+};
+
+static void *host_id_race_thread(void *p) {
+        struct host_id_race *t = p;
+        struct vh_error e = {};
+        pthread_barrier_wait(t->start);
+        t->r = vm_host_id_get(t->ctx, t->id, &e);
+        snprintf(t->msg, sizeof(t->msg), "%s", e.msg);
+        return NULL;
+}
+
+/* Threads of one process (a daemon) making the host id at once: each
+ * gets it, all the same one (the first link wins), no temporary left. */
+TEST(vm_host_id_threads_race) {
+        enum { THREADS = 8, ROUNDS = 40 };
+        for (int round = 0; round < ROUNDS; round++) {
+                char sub[32];
+                snprintf(sub, sizeof(sub), "idrace%d", round);
+                struct vh_context *c = other_home(sub);
+                CHECK(c != NULL);
+                if (!c)
+                        return;
+                pthread_barrier_t start;
+                pthread_barrier_init(&start, NULL, THREADS);
+                struct host_id_race t[THREADS] = {};
+                pthread_t th[THREADS];
+                for (int i = 0; i < THREADS; i++) {
+                        t[i] = (struct host_id_race) { .ctx = c, .start = &start };
+                        CHECK_EQ_INT(pthread_create(&th[i], NULL, host_id_race_thread, &t[i]), 0);
+                }
+                for (int i = 0; i < THREADS; i++)
+                        pthread_join(th[i], NULL);
+                pthread_barrier_destroy(&start);
+                bool ok = true;
+                for (int i = 0; i < THREADS; i++) {
+                        if (t[i].r != 0 || !streq(t[i].id, t[0].id)) {
+                                fprintf(stderr, "round %d thread %d: %d %s (%s vs %s)\n", round, i, t[i].r, t[i].msg,
+                                        t[i].id, t[0].id);
+                                ok = false;
+                        }
+                }
+                CHECK(ok);
+                _cleanup_free_ char *dir = strdup_printf("%s/%s", test_tmpdir(), sub);
+                DIR *d = dir ? opendir(dir) : NULL;
+                CHECK(d != NULL);
+                for (struct dirent *de; d && (de = readdir(d));)
+                        CHECK(!startswith(de->d_name, ".host-id"));
+                if (d)
+                        closedir(d);
+                vh_context_free(c);
+                if (!ok)
+                        break;
+        }
 }
 
 TEST(vm_mac_derive_carries_the_host_id) {
