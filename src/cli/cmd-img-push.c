@@ -24,7 +24,7 @@ static void usage_push(FILE *f) {
                 "\n"
                 "Copies IMAGE, with its backing files (backing first), to the registered HOST\n"
                 "once. Each file is known by the SHA-256 of its bytes, kept beside it in\n"
-                "IMAGE.sha256: one the host holds already, under any name, is not sent again.\n"
+                "a sidecar: one the host holds already, under any name, is not sent again.\n"
                 "A different image under the same name there is refused, never overwritten.\n"
                 "Only allocated, non-zero data travels, zstd-compressed where that pays. The\n"
                 "copy is written under a temporary name, checked by hash there, then renamed\n"

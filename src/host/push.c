@@ -1,6 +1,7 @@
 /* host/push.c: 'img push': hashes and sidecars, the stream's framing
  * (encoder and decoder), the far side's receive and lookup, and the near
  * side walking a chain backing first. */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,12 +38,14 @@
 #define PUSH_LOOKUP_TIMEOUT_MS (600u * 1000)
 /* A receive hashes and fsyncs after the last byte arrived. */
 #define PUSH_FINISH_TIMEOUT_MS (600u * 1000)
+/* After a failed write, how long the far side's answer may take. */
+#define PUSH_STALL_ANSWER_MS 10000u
 /* The byte the temporary file's writer locks (OFD), far past any data and
  * away from the bytes QEMU's (and the image library's) locks use. */
 #define PUSH_LOCK_OFFSET (1ll << 62)
 
-/* Never written: the zeros that holes and gaps hash as. */
-static uint8_t zeros[PUSH_RECORD_MAX];
+/* Never written: the zeros that partial blocks of holes and gaps hash as. */
+static const uint8_t zeros[PUSH_HASH_BLOCK];
 
 static void put_be32(uint8_t *p, uint32_t v) {
         for (int i = 3; i >= 0; i--, v >>= 8)
@@ -239,47 +242,111 @@ out:
         return r;
 }
 
-/* ---- SHA-256 ---- */
+/* ---- The tree hash ---- */
+
+/* An image's identity (PUSH_HASH_ALGORITHM, docs/hosts.md): SHA-256 over
+ * a tag, the size (u64 big endian) and the SHA-256 of each 1 MiB block in
+ * order (the last one may be short). Not the SHA-256 of the bytes: a hole
+ * or a gap between records is a run of whole blocks whose digest is the
+ * constant digest of a zero block, so it costs 32 bytes of hashing per
+ * MiB, not a pass over its zeros (a TiB-sized hole would take ten minutes
+ * at SHA-256's speed, far past what the sender waits for). */
+#define TREE_BLOCK PUSH_HASH_BLOCK
+#define TREE_TAG "vmhost-sha256-tree-1m\n"
+/* Zero-block digests fed to the outer hash at once. */
+#define TREE_ZERO_BATCH 1024
 
 struct hasher {
-        EVP_MD_CTX *md;
+        EVP_MD_CTX *outer, *leaf;
+        uint64_t size, pos;        /* the image's size; bytes hashed so far */
+        uint8_t *zero_leaves;      /* TREE_ZERO_BATCH copies of the zero block's digest */
 };
 
-static int hasher_init(struct hasher *h) {
-        h->md = EVP_MD_CTX_new();
-        if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1) {
-                EVP_MD_CTX_free(h->md);
-                h->md = NULL;
-                return -ENOMEM;
-        }
+static void hasher_done(struct hasher *h) {
+        EVP_MD_CTX_free(h->outer);
+        EVP_MD_CTX_free(h->leaf);
+        free(h->zero_leaves);
+        *h = (struct hasher) {};
+}
+
+static int hasher_init(struct hasher *h, uint64_t size) {
+        *h = (struct hasher) { .size = size };
+        h->outer = EVP_MD_CTX_new();
+        h->leaf = EVP_MD_CTX_new();
+        h->zero_leaves = malloc(32 * TREE_ZERO_BATCH);
+        uint8_t be[8];
+        put_be64(be, size);
+        if (!h->outer || !h->leaf || !h->zero_leaves || EVP_DigestInit_ex(h->outer, EVP_sha256(), NULL) != 1 ||
+            EVP_DigestUpdate(h->outer, TREE_TAG, strlen(TREE_TAG)) != 1 || EVP_DigestUpdate(h->outer, be, 8) != 1 ||
+            EVP_DigestInit_ex(h->leaf, EVP_sha256(), NULL) != 1)
+                goto fail;
+        /* The zero block's digest, once per hash (half a millisecond). */
+        unsigned n = 0;
+        if (EVP_DigestUpdate(h->leaf, zeros, TREE_BLOCK) != 1 || EVP_DigestFinal_ex(h->leaf, h->zero_leaves, &n) != 1 ||
+            EVP_DigestInit_ex(h->leaf, EVP_sha256(), NULL) != 1)
+                goto fail;
+        for (size_t i = 1; i < TREE_ZERO_BATCH; i++)
+                memcpy(h->zero_leaves + 32 * i, h->zero_leaves, 32);
         return 0;
+fail:
+        hasher_done(h);
+        return -ENOMEM;
 }
 
-static void hasher_update(struct hasher *h, const void *p, size_t n) {
-        EVP_DigestUpdate(h->md, p, n);
-}
-
-static void hasher_zeros(struct hasher *h, uint64_t n) {
-        while (n > 0) {
-                size_t k = (size_t) MIN(n, (uint64_t) sizeof(zeros));
-                EVP_DigestUpdate(h->md, zeros, k);
-                n -= k;
-        }
-}
-
-static void hasher_final(struct hasher *h, char hex[PUSH_SHA256_HEX + 1]) {
+/* Ends the current block: its digest goes into the outer hash. */
+static void hasher_end_block(struct hasher *h) {
         uint8_t md[32];
         unsigned n = 0;
-        EVP_DigestFinal_ex(h->md, md, &n);
-        for (unsigned i = 0; i < 32; i++)
-                snprintf(hex + 2 * i, 3, "%02x", md[i]);
-        EVP_MD_CTX_free(h->md);
-        h->md = NULL;
+        EVP_DigestFinal_ex(h->leaf, md, &n);
+        EVP_DigestUpdate(h->outer, md, 32);
+        EVP_DigestInit_ex(h->leaf, EVP_sha256(), NULL);
 }
 
-static void hasher_done(struct hasher *h) {
-        EVP_MD_CTX_free(h->md);
-        h->md = NULL;
+/* The next 'n' bytes of the image (never past its size). */
+static void hasher_update(struct hasher *h, const void *p, size_t n) {
+        const uint8_t *b = p;
+        assert(n <= h->size - h->pos);
+        while (n > 0) {
+                size_t k = (size_t) MIN((uint64_t) n, TREE_BLOCK - h->pos % TREE_BLOCK);
+                EVP_DigestUpdate(h->leaf, b, k);
+                h->pos += k;
+                b += k;
+                n -= k;
+                if (h->pos % TREE_BLOCK == 0)
+                        hasher_end_block(h);
+        }
+}
+
+/* The next 'n' bytes are zeros: whole blocks by their constant digest. */
+static void hasher_zeros(struct hasher *h, uint64_t n) {
+        assert(n <= h->size - h->pos);
+        if (n > 0 && h->pos % TREE_BLOCK) {
+                size_t k = (size_t) MIN(n, TREE_BLOCK - h->pos % TREE_BLOCK);
+                hasher_update(h, zeros, k);
+                n -= k;
+        }
+        uint64_t blocks = n / TREE_BLOCK;
+        while (blocks > 0) {
+                size_t k = (size_t) MIN(blocks, (uint64_t) TREE_ZERO_BATCH);
+                EVP_DigestUpdate(h->outer, h->zero_leaves, 32 * k);
+                blocks -= k;
+        }
+        h->pos += n / TREE_BLOCK * TREE_BLOCK;
+        if (n % TREE_BLOCK)
+                hasher_update(h, zeros, (size_t) (n % TREE_BLOCK));
+}
+
+/* The rest of the image up to its size is zeros; the hex digest. */
+static void hasher_final(struct hasher *h, char hex[PUSH_SHA256_HEX + 1]) {
+        hasher_zeros(h, h->size - h->pos);
+        if (h->pos % TREE_BLOCK)
+                hasher_end_block(h);
+        uint8_t md[32];
+        unsigned n = 0;
+        EVP_DigestFinal_ex(h->outer, md, &n);
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        hasher_done(h);
 }
 
 static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
@@ -318,7 +385,7 @@ int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err
         uint64_t size = (uint64_t) st.st_size, off = 0;
         _cleanup_free_ uint8_t *buf = malloc(PUSH_RECORD_MAX);
         struct hasher h;
-        if (!buf || hasher_init(&h) < 0)
+        if (!buf || hasher_init(&h, size) < 0)
                 return -ENOMEM;
         int r;
         while (off < size) {
@@ -338,7 +405,6 @@ int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err
                 }
                 off = end;
         }
-        hasher_zeros(&h, size - off);
         hasher_final(&h, ret_hex);
         return 0;
 fail:
@@ -373,50 +439,64 @@ bool push_sha256_is_valid(const char *hex) {
 
 char *push_sidecar_format(const struct push_sidecar *sc, const char *name) {
         char *s = NULL;
-        /* The first line is sha256sum's; '#' lines are comments to it. */
-        if (asprintf(&s, "%s  %s\n# vmhost-push: size=%" PRIu64 " mtime-ns=%" PRIu64 " inode=%" PRIu64 "%s%s\n",
-                     sc->sha256, name, sc->size, sc->mtime_ns, sc->inode, sc->origin[0] ? " origin=" : "",
-                     sc->origin) < 0)
+        if (asprintf(&s,
+                     PUSH_SIDECAR_MAGIC " " PUSH_SIDECAR_VERSION "\n"
+                     "algorithm=" PUSH_HASH_ALGORITHM "\n"
+                     "hash=%s\n"
+                     "file=%s size=%" PRIu64 " mtime-ns=%" PRIu64 " inode=%" PRIu64 "\n"
+                     "%s%s%s",
+                     sc->sha256, name, sc->size, sc->mtime_ns, sc->inode, sc->origin[0] ? "origin=" : "",
+                     sc->origin, sc->origin[0] ? "\n" : "") < 0)
                 return NULL;
         return s;
+}
+
+/* "KEY=HEX\n" at '*p': the hash, and '*p' past the line. */
+static int parse_hash_line(const char **p, const char *key, char ret[PUSH_SHA256_HEX + 1]) {
+        size_t k = strlen(key);
+        if (!strneq(*p, key, k) || strlen(*p + k) < PUSH_SHA256_HEX + 1 || (*p)[k + PUSH_SHA256_HEX] != '\n')
+                return -EBADMSG;
+        char h[PUSH_SHA256_HEX + 1];
+        memcpy(h, *p + k, PUSH_SHA256_HEX);
+        h[PUSH_SHA256_HEX] = '\0';
+        if (!push_sha256_is_valid(h))
+                return -EBADMSG;
+        memcpy(ret, h, sizeof(h));
+        *p += k + PUSH_SHA256_HEX + 1;
+        return 0;
 }
 
 int push_sidecar_parse(const char *text, struct push_sidecar *ret) {
         struct push_sidecar sc = {};
         if (strlen(text) > PUSH_SIDECAR_MAX)
                 return -EBADMSG;
-        /* "HASH  NAME\n" */
-        if (strlen(text) < PUSH_SHA256_HEX + 3 || text[PUSH_SHA256_HEX] != ' ' || text[PUSH_SHA256_HEX + 1] != ' ')
+        /* Ours at all? Another version or algorithm of ours is recomputed
+         * (and may be replaced); anything else is someone else's file. */
+        if (!startswith(text, PUSH_SIDECAR_MAGIC " "))
+                return startswith(text, PUSH_SIDECAR_OLD_MARK) || strstr(text, "\n" PUSH_SIDECAR_OLD_MARK)
+                               ? -EPROTONOSUPPORT
+                               : -EBADMSG;
+        const char *p = text + strlen(PUSH_SIDECAR_MAGIC " ");
+        if (!startswith(p, PUSH_SIDECAR_VERSION "\nalgorithm=" PUSH_HASH_ALGORITHM "\n"))
+                return -EPROTONOSUPPORT;
+        p += strlen(PUSH_SIDECAR_VERSION "\nalgorithm=" PUSH_HASH_ALGORITHM "\n");
+        if (parse_hash_line(&p, "hash=", sc.sha256) < 0)
                 return -EBADMSG;
-        memcpy(sc.sha256, text, PUSH_SHA256_HEX);
-        if (!push_sha256_is_valid(sc.sha256))
+        /* The file name is informative (the sidecar sits beside its file). */
+        if (!startswith(p, "file="))
                 return -EBADMSG;
-        const char *nl = strchr(text, '\n');
-        if (!nl)
+        p = strchr(p, ' ');
+        if (!p)
                 return -EBADMSG;
-        const char *meta = nl + 1;
-        if (!startswith(meta, "# vmhost-push: "))
-                return -EBADMSG;
-        meta += strlen("# vmhost-push: ");
-        char origin[PUSH_SHA256_HEX + 2] = "";
         int used = 0;
-        int k = sscanf(meta, "size=%" SCNu64 " mtime-ns=%" SCNu64 " inode=%" SCNu64 "%n", &sc.size, &sc.mtime_ns,
-                       &sc.inode, &used);
-        if (k != 3)
+        if (sscanf(p, " size=%" SCNu64 " mtime-ns=%" SCNu64 " inode=%" SCNu64 "%n", &sc.size, &sc.mtime_ns,
+                   &sc.inode, &used) != 3 ||
+            p[used] != '\n')
                 return -EBADMSG;
-        meta += used;
-        if (startswith(meta, " origin=")) {
-                meta += strlen(" origin=");
-                if (strlen(meta) < PUSH_SHA256_HEX)
-                        return -EBADMSG;
-                memcpy(origin, meta, PUSH_SHA256_HEX);
-                origin[PUSH_SHA256_HEX] = '\0';
-                if (!push_sha256_is_valid(origin))
-                        return -EBADMSG;
-                memcpy(sc.origin, origin, PUSH_SHA256_HEX + 1);
-                meta += PUSH_SHA256_HEX;
-        }
-        if (!streq(meta, "\n") && !streq(meta, ""))
+        p += used + 1;
+        if (startswith(p, "origin=") && parse_hash_line(&p, "origin=", sc.origin) < 0)
+                return -EBADMSG;
+        if (*p)
                 return -EBADMSG;
         *ret = sc;
         return 0;
@@ -564,6 +644,37 @@ static int existing_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], char o
         return r < 0 ? r : 1;
 }
 
+/* What a stat tells of DIR/NAME: 0 absent; 1 present, its valid sidecar's
+ * hash and origin in 'hex' and 'origin'; 2 present without one. */
+static int existing_known_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], char origin[PUSH_SHA256_HEX + 1],
+                               struct vh_error *err) {
+        struct stat st;
+        if (lstat(path, &st) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return vh_error_set(err, negative_errno(), "cannot stat %s: %m", path);
+        }
+        struct push_sidecar sc;
+        if (!S_ISREG(st.st_mode) || sidecar_load(path, &st, &sc) < 0)
+                return 2;
+        memcpy(hex, sc.sha256, PUSH_SHA256_HEX + 1);
+        memcpy(origin, sc.origin, PUSH_SHA256_HEX + 1);
+        return 1;
+}
+
+/* Whether DIR/NAME holds the content 'want' (its hash or origin): 1; 0
+ * when it does not exist; -EEXIST with a message when it holds another. */
+static int existing_holds(const char *path, const char *want, struct vh_error *err) {
+        char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
+        int r = existing_hash(path, hex, origin, err);
+        if (r <= 0)
+                return r;
+        if (!streq(hex, want) && !streq(origin, want))
+                return vh_error_set(err, -EEXIST, "%s exists and holds another image (hash %s): refused", path,
+                                    hex);
+        return 1;
+}
+
 static int lookup_in(const char *dir, const char *name, const char *sha256, enum push_lookup_status *ret_status,
                      char **ret_path, struct vh_error *err) {
         _cleanup_free_ char *path = NULL;
@@ -631,8 +742,7 @@ struct receive_state {
         push_read_fn read_fn;
         void *userdata;
         int fd;
-        struct hasher h;
-        uint64_t hashed;   /* the hash covers [0, hashed) */
+        struct hasher h;   /* from the header on; covers [0, h.pos) */
 };
 
 static ssize_t receive_read(void *buf, size_t len, void *userdata) {
@@ -643,15 +753,16 @@ static ssize_t receive_read(void *buf, size_t len, void *userdata) {
 static int receive_size(uint64_t size, void *userdata) {
         struct receive_state *s = userdata;
         /* Sparse: the declared size costs no blocks. */
-        return ftruncate(s->fd, (off_t) size) < 0 ? negative_errno() : 0;
+        if (ftruncate(s->fd, (off_t) size) < 0)
+                return negative_errno();
+        return hasher_init(&s->h, size);
 }
 
 static int receive_data(uint64_t offset, const void *data, size_t len, void *userdata) {
         struct receive_state *s = userdata;
         /* Records come in order: what lies between them is zeros. */
-        hasher_zeros(&s->h, offset - s->hashed);
+        hasher_zeros(&s->h, offset - s->h.pos);
         hasher_update(&s->h, data, len);
-        s->hashed = offset + len;
         size_t done = 0;
         while (done < len) {
                 ssize_t n = pwrite(s->fd, (const char *) data + done, len - done, (off_t) (offset + done));
@@ -714,26 +825,32 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         clean_stale_temps(dir);
         if (asprintf(&final, "%s/%s", dir, opts->name) < 0 || asprintf(&tmp, "%s/.%s.push-XXXXXX", dir, opts->name) < 0)
                 return -ENOMEM;
+        /* Only what costs a stat before the stream: a receiver that hashes
+         * a big file here reads nothing meanwhile, and the sender gives up
+         * on a far side that takes no data (HOST_SSH_PIPE_IDLE_MS). A file
+         * under NAME without a valid sidecar is hashed after the stream. */
         char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
-        r = existing_hash(final, hex, origin, err);
+        bool name_taken = false;
+        r = existing_known_hash(final, hex, origin, err);
         if (r < 0)
                 return r;
-        if (r > 0 && !streq(hex, opts->sha256) && !streq(origin, opts->sha256))
-                return vh_error_set(err, -EEXIST, "%s exists and holds another image (SHA-256 %s): refused", final,
+        if (r == 1 && !streq(hex, opts->sha256) && !streq(origin, opts->sha256))
+                return vh_error_set(err, -EEXIST, "%s exists and holds another image (hash %s): refused", final,
                                     hex);
         /* Present already (a push that died after the rename, or a race
          * with another push of it): the stream is not needed. */
-        if (r > 0) {
+        if (r == 1) {
                 *ret_path = TAKE_PTR(final);
                 return 0;
         }
+        name_taken = r == 2;
 
         struct receive_state s = { .read_fn = read_fn, .userdata = userdata };
         s.fd = mkostemp(tmp, O_CLOEXEC);
         if (s.fd < 0)
                 return vh_error_set(err, negative_errno(), "cannot make a temporary file in %s: %m", dir);
         struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
-        if (fcntl(s.fd, F_OFD_SETLK, &fl) < 0 || hasher_init(&s.h) < 0) {
+        if (fcntl(s.fd, F_OFD_SETLK, &fl) < 0) {
                 r = vh_error_set(err, negative_errno(), "cannot lock %s: %m", tmp);
                 goto fail;
         }
@@ -741,7 +858,6 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         r = push_decode(receive_read, receive_size, receive_data, &s, PUSH_SIZE_MAX, &st, err);
         if (r < 0)
                 goto fail;
-        hasher_zeros(&s.h, st.size - s.hashed);
         char got[PUSH_SHA256_HEX + 1];
         hasher_final(&s.h, got);
         if (!streq(got, opts->sha256)) {
@@ -749,6 +865,16 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
                                  "the copy of %s hashes to SHA-256 %s, not %s: damaged in transit, nothing kept",
                                  opts->name, got, opts->sha256);
                 goto fail;
+        }
+        if (name_taken) {
+                /* Hashed now that the sender has nothing left to send. */
+                r = existing_holds(final, opts->sha256, err);
+                if (r < 0)
+                        goto fail;
+                if (r > 0) {
+                        r = 0;
+                        goto present;
+                }
         }
         struct push_sidecar sc = {};
         memcpy(sc.sha256, got, sizeof(got));
@@ -786,6 +912,15 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
                 (void) fsync(dfd);
                 close(dfd);
         }
+        close(s.fd);
+        if (ret_stats)
+                *ret_stats = st;
+        *ret_path = TAKE_PTR(final);
+        return 0;
+present:
+        /* Another push put the same content under the name meanwhile. */
+        hasher_done(&s.h);
+        (void) unlink(tmp);
         close(s.fd);
         if (ret_stats)
                 *ret_stats = st;
@@ -1101,7 +1236,7 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
         /* Even after a failed write: the far side's answer says why. */
         _cleanup_free_ char *out = NULL;
         struct vh_error fe = {};
-        r = host_ssh_pipe_finish(def, &p, sr < 0 ? 10000 : PUSH_FINISH_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, &fe);
+        r = host_ssh_pipe_finish(def, &p, sr < 0 ? PUSH_STALL_ANSWER_MS : PUSH_FINISH_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, &fe);
         if (r == -ECOMM && strstr(fe.msg, "no reason given"))
                 /* ssh's 255 with nothing said: the remote command died of a
                  * signal, or the connection went. */
@@ -1109,6 +1244,13 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
                                     "the receiving vmhost on host '%s' died or the link was cut while %s was sent; "
                                     "nothing was kept under its name there: push again",
                                     def->name, L->local_path);
+        if (r < 0 && sr == -ETIMEDOUT)
+                /* The cause is the stall, not the short wait for an answer after it. */
+                return vh_error_set(err, -ETIMEDOUT,
+                                    "push of %s to host '%s' stalled: the far side took no data for %u s (a "
+                                    "receiver that stopped reading, or a link that stopped moving), and gave no "
+                                    "answer within %u s; nothing was kept under its name there",
+                                    L->local_path, def->name, HOST_SSH_PIPE_IDLE_MS / 1000, PUSH_STALL_ANSWER_MS / 1000);
         if (r < 0)
                 return vh_error_set(err, r, "push of %s: %s", L->local_path, vh_error_message(&fe, r));
         if (r != 0) {

@@ -1,8 +1,8 @@
 /* host/push.h: copying an image to a remote host once ('vmhost img
- * push'). An image's identity is its content: the SHA-256 of the file's
- * bytes, kept beside it in a sidecar (IMAGE.sha256, which 'sha256sum -c'
- * reads) with the size, mtime and inode it was computed for, so that a
- * changed file is hashed again and an unchanged one costs a stat.
+ * push'). An image's identity is its content: a tree hash of the file's
+ * bytes (PUSH_HASH_ALGORITHM, which costs nothing for holes), kept beside
+ * it in a sidecar with the size, mtime and inode it was computed for, so
+ * that a changed file is hashed again and an unchanged one costs a stat.
  *
  * What crosses the wire is a framed stream (docs/hosts.md, "Pushing
  * images"): a header with the file's size, then records (offset, length,
@@ -35,6 +35,16 @@
 #define PUSH_NAME_MAX 200
 #define PUSH_SIDECAR_SUFFIX ".sha256"
 #define PUSH_SIDECAR_MAX 4096
+/* The sidecar's first line: "vmhost-hash VERSION". A sidecar of another
+ * version (or the old "# vmhost-push:" one) is computed again, never read
+ * as this one. */
+#define PUSH_SIDECAR_MAGIC "vmhost-hash"
+#define PUSH_SIDECAR_VERSION "2"
+#define PUSH_SIDECAR_OLD_MARK "# vmhost-push: "
+/* The identity: SHA-256 over a tag, the size and each 1 MiB block's
+ * SHA-256 (push_hash_fd()). */
+#define PUSH_HASH_ALGORITHM "vmhost-sha256-tree-1m"
+#define PUSH_HASH_BLOCK (UINT64_C(1) << 20)
 
 /* ---- Framing ---- */
 
@@ -122,8 +132,11 @@ int push_encode(int fd, push_write_fn write_fn, void *write_userdata, const stru
 
 /* ---- Hashes and sidecars ---- */
 
-/* SHA-256 of all of 'fd' (holes hashed as the zeros they read as,
- * without reading them) as lowercase hex. */
+/* The PUSH_HASH_ALGORITHM hash of all of 'fd' as lowercase hex: the
+ * SHA-256 of "vmhost-sha256-tree-1m\n", the size as u64 big endian, and
+ * the SHA-256 of each PUSH_HASH_BLOCK block in order (the last one may be
+ * short). Holes are neither read nor hashed byte by byte: a whole zero
+ * block is a constant digest. */
 int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err);
 
 struct push_sidecar {
@@ -134,9 +147,15 @@ struct push_sidecar {
         uint64_t inode;
 };
 
-/* The sidecar text: "HASH  NAME\n# vmhost-push: size=N mtime-ns=N inode=N[ origin=HASH]\n". */
+/* The sidecar text:
+ *   vmhost-hash 2
+ *   algorithm=vmhost-sha256-tree-1m
+ *   hash=HEX
+ *   file=NAME size=N mtime-ns=N inode=N
+ *   [origin=HEX] */
 char *push_sidecar_format(const struct push_sidecar *sc, const char *name);
-/* Parses one; -EBADMSG for anything else (the text is bounded by the caller). */
+/* Parses one: 0; -EPROTONOSUPPORT for a vmhost sidecar of another version
+ * or algorithm; -EBADMSG for anything else (not vmhost's). */
 int push_sidecar_parse(const char *text, struct push_sidecar *ret);
 
 /* The hash of the image at 'path': from PATH.sha256 when it still matches
