@@ -331,9 +331,10 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
         } else {
                 /* The sender going away is EOF on stdin, handled as such. */
                 signal(SIGPIPE, SIG_IGN);
-                r = push_receive(ctx, &o, stdin_read, NULL, &path, NULL, &err);
+                bool present = false;
+                r = push_receive(ctx, &o, stdin_read, NULL, &path, &present, NULL, &err);
                 if (r >= 0) {
-                        printf("received %s\n", path);
+                        printf("%s %s\n", present ? "present" : "received", path);
                         return 0;
                 }
         }

@@ -810,7 +810,8 @@ static int rewrite_backing(const char *path, const char *backing, const char *ba
 }
 
 int push_receive(const struct vh_context *ctx, const struct push_receive_options *opts, push_read_fn read_fn,
-                 void *userdata, char **ret_path, struct push_decode_stats *ret_stats, struct vh_error *err) {
+                 void *userdata, char **ret_path, bool *ret_present, struct push_decode_stats *ret_stats,
+                 struct vh_error *err) {
         if (!push_name_is_valid(opts->name))
                 return vh_error_set(err, -EINVAL, "invalid image name '%s'", opts->name ? opts->name : "");
         if (!push_sha256_is_valid(opts->sha256))
@@ -841,6 +842,8 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
          * with another push of it): the stream is not needed. */
         if (r == 1) {
                 *ret_path = TAKE_PTR(final);
+                if (ret_present)
+                        *ret_present = true;
                 return 0;
         }
         name_taken = r == 2;
@@ -901,6 +904,20 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         /* Never over another file: a push of the same name that won the race keeps its place. */
         if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
                 r = negative_errno();
+                if (r == -EEXIST) {
+                        /* Another push of the name got there first: the same
+                         * content is a success (two pushes of one image at
+                         * once), another is refused. */
+                        r = existing_holds(final, opts->sha256, err);
+                        if (r > 0) {
+                                r = 0;
+                                goto present;
+                        }
+                        if (r == 0)
+                                r = vh_error_set(err, -EAGAIN, "%s came and went while %s was renamed to it: "
+                                                               "push again", final, tmp);
+                        goto fail;
+                }
                 r = vh_error_set(err, r, "cannot rename %s to %s: %s", tmp, final, strerror(-r));
                 goto fail;
         }
@@ -916,6 +933,8 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         if (ret_stats)
                 *ret_stats = st;
         *ret_path = TAKE_PTR(final);
+        if (ret_present)
+                *ret_present = false;
         return 0;
 present:
         /* Another push put the same content under the name meanwhile. */
@@ -925,6 +944,8 @@ present:
         if (ret_stats)
                 *ret_stats = st;
         *ret_path = TAKE_PTR(final);
+        if (ret_present)
+                *ret_present = true;
         return 0;
 fail:
         hasher_done(&s.h);
@@ -1260,13 +1281,17 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
                                     "host '%s' did not take %s: %s", def->name, L->local_path,
                                     line[0] ? line : "no reason given");
         }
-        if (sr < 0)
+        /* A far side that found the content there (under the name before
+         * the stream, or put there by another push meanwhile) answers
+         * without reading the rest: a write that failed then is no error. */
+        bool present = parse_answer(out, "present", &L->remote_path) == 0;
+        if (!present && sr < 0)
                 return vh_error_set(err, sr, "push of %s to host '%s': %s", L->local_path, def->name,
                                     vh_error_message(&e, sr));
-        if (parse_answer(out, "received", &L->remote_path) < 0 && parse_answer(out, "present", &L->remote_path) < 0)
+        if (!present && parse_answer(out, "received", &L->remote_path) < 0)
                 return vh_error_set(err, -EBADMSG, "host '%s' gave no path for %s: %s", def->name, L->local_path,
                                     out);
-        L->sent = true;
+        L->sent = !present;
         return 0;
 }
 

@@ -196,9 +196,13 @@ struct push_receive_options {
  * told, fsyncs, writes its sidecar, renames it to DIR/NAME and makes it
  * read-only (0444). Stale temporary files of dead writers are removed
  * first. On any failure nothing is left under NAME nor the temporary
- * name. '*ret_path' gets the final path. */
+ * name. '*ret_path' gets the final path; '*ret_present' (may be NULL)
+ * true when NAME held the content already (then the stream may be left
+ * unread) or got it from another push meanwhile (the rename found it
+ * taken and its hash is the one wanted: the copy is dropped). */
 int push_receive(const struct vh_context *ctx, const struct push_receive_options *opts, push_read_fn read_fn,
-                 void *userdata, char **ret_path, struct push_decode_stats *ret_stats, struct vh_error *err);
+                 void *userdata, char **ret_path, bool *ret_present, struct push_decode_stats *ret_stats,
+                 struct vh_error *err);
 
 /* ---- The near side ---- */
 

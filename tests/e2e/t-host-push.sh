@@ -14,7 +14,8 @@
 # nothing under the name and the next one completes (and removes the
 # stale temporary file); a record damaged in transit (through the
 # test-only --test-corrupt-in-transit hook: nothing else here can damage
-# bytes inside ssh) is caught by the hash; a qcow2 chain arrives backing
+# bytes inside ssh) is caught by the hash; two pushes of one image at
+# once both succeed; a qcow2 chain arrives backing
 # first, its backing name rewritten as B sees it, and B's qemu-img
 # resolves the chain.
 set -euo pipefail
@@ -262,6 +263,22 @@ if [ $rc -ne 0 ] && grep -q "damaged in transit" dmg.txt && [ ! -e "$BI/dmg.raw"
 	pass "hash mismatch detected, nothing kept" "$(tail -1 dmg.txt)"
 else
 	fail "hash mismatch detected" "exit $rc: $(cat dmg.txt); $(ls -a "$BI")"
+fi
+
+# --- two pushes of one image to one host at once: both succeed (the one
+# that renames second finds the same content under the name; the one whose
+# far side answers 'present' without reading on takes that answer).
+head -c 256M /dev/urandom >img/twice.raw
+"$VMHOST" img push -q img/twice.raw b >twice1.txt 2>&1 & p1=$!
+"$VMHOST" img push -q img/twice.raw b >twice2.txt 2>&1 & p2=$!
+r1=0 r2=0
+wait $p1 || r1=$?
+wait $p2 || r2=$?
+if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ "$(sidecar_hash "$BI/twice.raw")" = "$(tree_hash img/twice.raw)" ] &&
+	cmp -s img/twice.raw "$BI/twice.raw" && ! ls "$BI"/.twice.raw.push-* >/dev/null 2>&1; then
+	pass "two pushes of one image at once both succeed"
+else
+	fail "two pushes of one image at once" "exit $r1 and $r2: $(cat twice1.txt twice2.txt); $(ls -a "$BI")"
 fi
 
 # --- a qcow2 chain: backing first, its name rewritten as B sees it

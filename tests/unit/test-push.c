@@ -385,7 +385,7 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(push_encode(fd, mem_write, &m, &bad, NULL, &err), 0);
         struct push_receive_options ro = { .dir = dir, .name = "img.raw", .sha256 = hex };
         char *out = NULL;
-        int r = push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err);
+        int r = push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err);
         CHECK_EQ_INT(r, -EBADMSG);
         CHECK(strstr(err.msg, "damaged in transit") != NULL);
         CHECK(access(final, F_OK) < 0);
@@ -397,7 +397,7 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(push_encode(fd, mem_write, &m, NULL, NULL, &err), 0);
         size_t full = m.len;
         m.len = full / 2;
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err), -EPIPE);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), -EPIPE);
         CHECK(access(final, F_OK) < 0);
         CHECK_EQ_INT(count_temps(dir), 0);
 
@@ -405,7 +405,7 @@ TEST(push_receive_into_dir) {
         m.len = full;
         m.pos = 0;
         struct push_decode_stats ds = {};
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, &ds, &err), 0);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &ds, &err), 0);
         CHECK(out && streq(out, final));
         free(out);
         out = NULL;
@@ -432,7 +432,7 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(push_lookup(test_ctx(), dir, "img.raw", other, &ls, &out, &err), -EEXIST);
         ro.sha256 = other;
         m.pos = 0;
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err), -EEXIST);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), -EEXIST);
         CHECK(stat(final, &st) == 0 && st.st_size == IMG_SIZE);
         CHECK_EQ_INT(push_lookup(test_ctx(), dir, "new.raw", other, &ls, &out, &err), 0);
         CHECK(ls == PUSH_ABSENT);
@@ -471,7 +471,7 @@ TEST(push_sparse_tib_image) {
         CHECK_EQ_INT(push_encode(fd, mem_write, &m, NULL, NULL, &err), 0);
         struct push_receive_options ro = { .dir = dir, .name = "tib.raw", .sha256 = hex };
         char *out = NULL;
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err), 0);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), 0);
         struct stat st;
         CHECK(out && stat(out, &st) == 0 && (uint64_t) st.st_size == size);
         char got[PUSH_SHA256_HEX + 1];
@@ -482,4 +482,75 @@ TEST(push_sparse_tib_image) {
         free(m.data);
         close(fd);
         unlink(src);
+}
+
+/* A reader that, halfway through the stream, puts the same content under
+ * the name (as a second push of the same image that renamed first). */
+struct racing_read {
+        struct membuf *m;
+        const char *done_copy, *final;
+        bool raced;
+};
+
+static ssize_t racing_read(void *buf, size_t len, void *userdata) {
+        struct racing_read *rr = userdata;
+        if (!rr->raced && rr->m->pos > rr->m->len / 2) {
+                rr->raced = true;
+                if (link(rr->done_copy, rr->final) < 0)
+                        return -errno;
+        }
+        return mem_read(buf, len, rr->m);
+}
+
+TEST(push_receive_same_image_twice_at_once) {
+        char src[512], d1[512], d2[512], f1[600], f2[600];
+        snprintf(src, sizeof(src), "%s/twice.raw", test_tmpdir());
+        snprintf(d1, sizeof(d1), "%s/first", test_tmpdir());
+        snprintf(d2, sizeof(d2), "%s/second", test_tmpdir());
+        snprintf(f1, sizeof(f1), "%s/img.raw", d1);
+        snprintf(f2, sizeof(f2), "%s/img.raw", d2);
+        uint8_t *content = NULL;
+        int fd = make_image(src, &content);
+        CHECK(fd >= 0);
+        if (fd < 0)
+                return;
+        char hex[PUSH_SHA256_HEX + 1];
+        struct vh_error err = {};
+        CHECK_EQ_INT(push_hash_fd(fd, hex, &err), 0);
+        struct membuf m = {};
+        CHECK_EQ_INT(push_encode(fd, mem_write, &m, NULL, NULL, &err), 0);
+        struct push_receive_options ro = { .dir = d1, .name = "img.raw", .sha256 = hex };
+        char *out = NULL;
+        bool present = true;
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, &present, NULL, &err), 0);
+        CHECK(!present);
+        free(out);
+        out = NULL;
+        /* The second one finds the name taken at its rename: same content, a success. */
+        mkdir(d2, 0755);
+        m.pos = 0;
+        struct racing_read rr = { .m = &m, .done_copy = f1, .final = f2 };
+        ro.dir = d2;
+        int r = push_receive(test_ctx(), &ro, racing_read, &rr, &out, &present, NULL, &err);
+        if (r != 0)
+                test_fail(__FILE__, __LINE__, "second receive: %d (%s)", r, err.msg);
+        CHECK(rr.raced && present && out && streq(out, f2));
+        CHECK_EQ_INT(count_temps(d2), 0);
+        free(out);
+        out = NULL;
+        /* Another image put there meanwhile is still refused. */
+        unlink(f2);
+        char other[600];
+        snprintf(other, sizeof(other), "%s/other", test_tmpdir());
+        int ofd = open(other, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(ofd >= 0 && write(ofd, "other", 5) == 5);
+        close(ofd);
+        m.pos = 0;
+        rr = (struct racing_read) { .m = &m, .done_copy = other, .final = f2 };
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, racing_read, &rr, &out, &present, NULL, &err), -EEXIST);
+        CHECK(strstr(err.msg, "holds another image") != NULL);
+        CHECK_EQ_INT(count_temps(d2), 0);
+        free(m.data);
+        close(fd);
+        free(content);
 }
