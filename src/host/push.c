@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -602,33 +603,87 @@ static int resolve_dir(const struct vh_context *ctx, const char *dir, char **ret
         return 0;
 }
 
-/* Whether anyone holds the writer's lock of the temporary file 'fd'. */
-static bool temp_is_locked(int fd) {
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
-        if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
-                return true; /* cannot tell: leave it */
-        return fl.l_type != F_UNLCK;
+/* Whether 'n' is exactly ".NAME.push-XXXXXX" as push_receive() makes it
+ * (mkostemp's six characters), with NAME a valid image name: nothing
+ * else in DIR is ours to remove (".git.push-options" is not). */
+static bool is_temp_name(const char *n) {
+        size_t len = strlen(n), sfx = strlen(".push-XXXXXX");
+        if (len < 1 + 1 + sfx || n[0] != '.' || len - 1 - sfx > PUSH_NAME_MAX)
+                return false;
+        const char *tail = n + len - sfx;
+        if (!startswith(tail, ".push-"))
+                return false;
+        for (size_t i = strlen(".push-"); i < sfx; i++)
+                if (!((tail[i] >= 'a' && tail[i] <= 'z') || (tail[i] >= 'A' && tail[i] <= 'Z') ||
+                      (tail[i] >= '0' && tail[i] <= '9')))
+                        return false;
+        char name[PUSH_NAME_MAX + 1];
+        memcpy(name, n + 1, len - 1 - sfx);
+        name[len - 1 - sfx] = '\0';
+        return push_name_is_valid(name);
 }
 
-/* Removes DIR/.NAME.push-XXXXXX files whose writer is gone (its lock went
- * with it, however it died). */
+static int temp_lock(int fd) {
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
+        return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? negative_errno() : 0;
+}
+
+/* Marks a temporary file as push_receive()'s: a name alone cannot tell
+ * (".bashrc.push-backup" has the shape of an image "bashrc"'s). */
+#define PUSH_TEMP_XATTR "user.vmhost.push-temp"
+
+/* Removes DIR/.NAME.push-XXXXXX files that carry PUSH_TEMP_XATTR and whose
+ * writer is gone (its lock went with it, however it died); on a
+ * filesystem without user xattrs none are removed. The lock is taken here, not only looked at,
+ * and held across the unlink: a writer cannot take it meanwhile, and one
+ * that made its file but had not locked it yet finds its name gone after
+ * locking and makes another (make_temp()). */
 static void clean_stale_temps(const char *dir) {
         DIR *d = opendir(dir);
         if (!d)
                 return;
         struct dirent *de;
         while ((de = readdir(d))) {
-                if (de->d_name[0] != '.' || !strstr(de->d_name, ".push-"))
+                if (!is_temp_name(de->d_name))
                         continue;
-                int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+                int fd = openat(dirfd(d), de->d_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
                 if (fd < 0)
                         continue;
-                struct stat st;
-                if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && !temp_is_locked(fd))
+                struct stat st, now;
+                char mark;
+                if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                    fgetxattr(fd, PUSH_TEMP_XATTR, &mark, 1) == 1 && temp_lock(fd) == 0 &&
+                    fstatat(dirfd(d), de->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
+                    now.st_dev == st.st_dev)
                         (void) unlinkat(dirfd(d), de->d_name, 0);
                 close(fd);
         }
         closedir(d);
+}
+
+/* Makes and locks DIR/.NAME.push-XXXXXX ('tmp' the template, filled in):
+ * the fd. Between mkostemp and the lock another receive's cleanup may see
+ * the file unlocked and remove it; then the name no longer leads to this
+ * file, and another is made. */
+static int make_temp(char *tmp, size_t tmp_len) {
+        for (int attempt = 0; attempt < 16; attempt++) {
+                memcpy(tmp + tmp_len - 6, "XXXXXX", 6);
+                int fd = mkostemp(tmp, O_CLOEXEC);
+                if (fd < 0)
+                        return negative_errno();
+                int r = temp_lock(fd);
+                struct stat st, now;
+                if (r == 0 && fstat(fd, &st) == 0 && stat(tmp, &now) == 0 && now.st_ino == st.st_ino &&
+                    now.st_dev == st.st_dev && st.st_nlink > 0) {
+                        /* Marked only once locked: an unmarked file is never removed. */
+                        (void) fsetxattr(fd, PUSH_TEMP_XATTR, "1", 1, 0);
+                        return fd;
+                }
+                close(fd);
+                if (r < 0 && r != -EAGAIN && r != -EACCES)
+                        return r;
+        }
+        return -EAGAIN;
 }
 
 /* The hash of DIR/NAME when it exists: 1; 0 when it does not. */
@@ -849,14 +904,10 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         name_taken = r == 2;
 
         struct receive_state s = { .read_fn = read_fn, .userdata = userdata };
-        s.fd = mkostemp(tmp, O_CLOEXEC);
+        s.fd = make_temp(tmp, strlen(tmp));
         if (s.fd < 0)
-                return vh_error_set(err, negative_errno(), "cannot make a temporary file in %s: %m", dir);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
-        if (fcntl(s.fd, F_OFD_SETLK, &fl) < 0) {
-                r = vh_error_set(err, negative_errno(), "cannot lock %s: %m", tmp);
-                goto fail;
-        }
+                return vh_error_set(err, s.fd, "cannot make and lock a temporary file in %s: %s", dir,
+                                    strerror(-s.fd));
         struct push_decode_stats st = {};
         r = push_decode(receive_read, receive_size, receive_data, &s, PUSH_SIZE_MAX, &st, err);
         if (r < 0)

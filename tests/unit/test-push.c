@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -379,7 +380,17 @@ TEST(push_receive_into_dir) {
         mkdir(dir, 0755);
         char stale[700];
         snprintf(stale, sizeof(stale), "%s/.img.raw.push-dead00", dir);
-        close(open(stale, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        int sfd = open(stale, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        CHECK(sfd >= 0 && fsetxattr(sfd, "user.vmhost.push-temp", "1", 1, 0) == 0);
+        close(sfd);
+        /* Files of others that merely look alike stay. */
+        static const char *const theirs[] = { ".git.push-options", ".bashrc.push-backup", ".img.raw.push-abc",
+                                              ".img.raw.push-abcdefg", "..push-abcdef", ".a b.push-abcdef" };
+        for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++) {
+                char p[800];
+                snprintf(p, sizeof(p), "%s/%s", dir, theirs[i]);
+                close(open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        }
         struct membuf m = {};
         struct push_encode_options bad = { .test_corrupt = true };
         CHECK_EQ_INT(push_encode(fd, mem_write, &m, &bad, NULL, &err), 0);
@@ -389,6 +400,14 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(r, -EBADMSG);
         CHECK(strstr(err.msg, "damaged in transit") != NULL);
         CHECK(access(final, F_OK) < 0);
+        CHECK(access(stale, F_OK) < 0);
+        for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++) {
+                char p[800];
+                snprintf(p, sizeof(p), "%s/%s", dir, theirs[i]);
+                if (access(p, F_OK) < 0)
+                        test_fail(__FILE__, __LINE__, "%s was removed", theirs[i]);
+                unlink(p);
+        }
         CHECK_EQ_INT(count_temps(dir), 0);
         free(m.data);
 
