@@ -23,8 +23,9 @@ static void usage_push(FILE *f) {
                 "Usage: vmhost img push [--to DIR] [--json] [--no-compress] [-q] IMAGE HOST\n"
                 "\n"
                 "Copies IMAGE, with its backing files (backing first), to the registered HOST\n"
-                "once. Each file is known by the SHA-256 of its bytes, kept beside it in\n"
-                "a sidecar: one the host holds already, under any name, is not sent again.\n"
+                "once. Each file is known by a hash of its bytes (vmhost-sha256-tree-1m), kept\n"
+                "beside it in IMAGE.vmhost-hash: one the host holds already, under any name,\n"
+                "is not sent again.\n"
                 "A different image under the same name there is refused, never overwritten.\n"
                 "Only allocated, non-zero data travels, zstd-compressed where that pays. The\n"
                 "copy is written under a temporary name, checked by hash there, then renamed\n"
@@ -41,7 +42,7 @@ static void usage_push(FILE *f) {
 
 static void usage_receive(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img receive [--lookup] --name NAME --sha256 HASH [--to DIR]\n"
+                "Usage: vmhost img receive [--lookup] --name NAME --hash HASH [--to DIR]\n"
                 "                          [--backing FILE --backing-format FMT]\n"
                 "\n"
                 "Internal: the far side of 'vmhost img push', run over ssh. Reads an image\n"
@@ -51,13 +52,13 @@ static void usage_receive(FILE *f) {
                 "\n"
                 "  --lookup          only look for the content (by hash, under any name)\n"
                 "  --name NAME       the file name in DIR\n"
-                "  --sha256 HASH     what the content must hash to\n"
+                "  --hash HASH       what the content must hash to (vmhost-sha256-tree-1m)\n"
                 "  --to DIR          the directory (absolute); default: STATE/images\n"
                 "  --backing FILE    qcow2: the backing name to write into the copy\n"
                 "  --backing-format FMT  raw or qcow2, with --backing\n"
                 "\n"
                 "Example:\n"
-                "  vmhost img receive --lookup --name base.qcow2 --sha256 HASH\n");
+                "  vmhost img receive --lookup --name base.qcow2 --hash HASH\n");
 }
 
 static volatile sig_atomic_t interrupted;
@@ -224,7 +225,8 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                         json_object_begin(&w);
                         json_kv_string(&w, "path", L->local_path);
                         json_kv_string(&w, "remote-path", L->remote_path);
-                        json_kv_string(&w, "sha256", L->sha256);
+                        json_kv_string(&w, "hash", L->sha256);
+                        json_kv_string(&w, "hash-algorithm", PUSH_HASH_ALGORITHM);
                         json_kv_bool(&w, "sent", L->sent);
                         json_kv_uint(&w, "size", L->stats.size);
                         json_kv_uint(&w, "allocated-bytes", L->stats.allocated);
@@ -251,7 +253,7 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                 human_bytes(wire, w, sizeof(w));
                 human_bytes(data, d, sizeof(d));
                 if (sent == 0)
-                        fprintf(stderr, "Host %s has %s already: %s (SHA-256 %s).\n", host, image, top->remote_path,
+                        fprintf(stderr, "Host %s has %s already: %s (hash %s).\n", host, image, top->remote_path,
                                 top->sha256);
                 else
                         fprintf(stderr, "Pushed %s to host %s: %s (%" PRIu64 " of %zu files sent, %s data, %s on "
@@ -276,7 +278,7 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "name", required_argument, NULL, ARG_NAME },
-                { "sha256", required_argument, NULL, ARG_SHA },
+                { "hash", required_argument, NULL, ARG_SHA },
                 { "to", required_argument, NULL, ARG_TO },
                 { "backing", required_argument, NULL, ARG_BACKING },
                 { "backing-format", required_argument, NULL, ARG_BACKING_FMT },
@@ -315,7 +317,7 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
                 }
         }
         if (optind != argc || !o.name || !o.sha256 || (!o.backing != !o.backing_format)) {
-                log_error("img receive needs --name and --sha256 (and --backing with --backing-format).");
+                log_error("img receive needs --name and --hash (and --backing with --backing-format).");
                 return 2;
         }
         struct vh_error err = {};

@@ -530,11 +530,23 @@ static int sidecar_load(const char *path, const struct stat *st, struct push_sid
 }
 
 static int sidecar_save(const char *path, const struct push_sidecar *sc) {
-        _cleanup_free_ char *sc_path = NULL, *text = NULL;
+        _cleanup_free_ char *sc_path = NULL, *text = NULL, *old = NULL;
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;
         if (asprintf(&sc_path, "%s%s", path, PUSH_SIDECAR_SUFFIX) < 0 || !(text = push_sidecar_format(sc, base)))
                 return -ENOMEM;
+        /* Only over a sidecar of ours (any version) or nothing: a file of
+         * the user's under that name stays, and costs the hash each time. */
+        struct stat st;
+        if (lstat(sc_path, &st) == 0) {
+                struct push_sidecar prev;
+                if (!S_ISREG(st.st_mode))
+                        return -EEXIST;
+                int r = read_full_file(sc_path, PUSH_SIDECAR_MAX, &old, NULL);
+                if (r < 0 || push_sidecar_parse(old, &prev) == -EBADMSG)
+                        return -EEXIST;
+        } else if (errno != ENOENT)
+                return negative_errno();
         return write_file_atomic(sc_path, text, strlen(text), 0444);
 }
 
@@ -742,7 +754,7 @@ static int lookup_in(const char *dir, const char *name, const char *sha256, enum
         if (r > 0) {
                 if (!streq(hex, sha256) && !streq(origin, sha256))
                         return vh_error_set(err, -EEXIST,
-                                            "%s exists and holds another image (SHA-256 %s, not %s): refused, "
+                                            "%s exists and holds another image (hash %s, not %s): refused, "
                                             "not overwritten; push under another name or remove it there",
                                             path, hex, sha256);
                 *ret_status = PUSH_PRESENT;
@@ -785,7 +797,7 @@ int push_lookup(const struct vh_context *ctx, const char *dir, const char *name,
                 return vh_error_set(err, -EINVAL, "invalid image name '%s' (1..%d of [A-Za-z0-9._+-], not "
                                                   "starting with '.' or '-')", name, PUSH_NAME_MAX);
         if (!push_sha256_is_valid(sha256))
-                return vh_error_set(err, -EINVAL, "invalid SHA-256 '%s'", sha256);
+                return vh_error_set(err, -EINVAL, "invalid hash '%s'", sha256);
         _cleanup_free_ char *d = NULL;
         int r = resolve_dir(ctx, dir, &d, err);
         if (r < 0)
@@ -870,7 +882,7 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         if (!push_name_is_valid(opts->name))
                 return vh_error_set(err, -EINVAL, "invalid image name '%s'", opts->name ? opts->name : "");
         if (!push_sha256_is_valid(opts->sha256))
-                return vh_error_set(err, -EINVAL, "invalid SHA-256 '%s'", opts->sha256 ? opts->sha256 : "");
+                return vh_error_set(err, -EINVAL, "invalid hash '%s'", opts->sha256 ? opts->sha256 : "");
         if (opts->backing && (strlen(opts->backing) == 0 || strlen(opts->backing) > VH_IMAGE_MAX_BACKING_NAME ||
                               !opts->backing_format))
                 return vh_error_set(err, -EINVAL, "invalid backing file name for %s", opts->name);
@@ -916,7 +928,7 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         hasher_final(&s.h, got);
         if (!streq(got, opts->sha256)) {
                 r = vh_error_set(err, -EBADMSG,
-                                 "the copy of %s hashes to SHA-256 %s, not %s: damaged in transit, nothing kept",
+                                 "the copy of %s hashes to %s, not %s: damaged in transit, nothing kept",
                                  opts->name, got, opts->sha256);
                 goto fail;
         }
@@ -1246,7 +1258,7 @@ static void receive_argv(const struct host_def *def, const struct push_options *
                 a[n++] = (char *) "--lookup";
         a[n++] = (char *) "--name";
         a[n++] = (char *) name;
-        a[n++] = (char *) "--sha256";
+        a[n++] = (char *) "--hash";
         a[n++] = (char *) sha256;
         if (opts->dir) {
                 a[n++] = (char *) "--to";

@@ -33,7 +33,9 @@
 #define PUSH_RECORD_MAX (1u << 20)
 /* A remote name: a file name of [A-Za-z0-9._+-], not starting with '.'. */
 #define PUSH_NAME_MAX 200
-#define PUSH_SIDECAR_SUFFIX ".sha256"
+/* Beside IMAGE: IMAGE.vmhost-hash, a name of vmhost's own (IMAGE.sha256
+ * may be the user's sha256sum file). */
+#define PUSH_SIDECAR_SUFFIX ".vmhost-hash"
 #define PUSH_SIDECAR_MAX 4096
 /* The sidecar's first line: "vmhost-hash VERSION". A sidecar of another
  * version (or the old "# vmhost-push:" one) is computed again, never read
@@ -158,10 +160,11 @@ char *push_sidecar_format(const struct push_sidecar *sc, const char *name);
  * or algorithm; -EBADMSG for anything else (not vmhost's). */
 int push_sidecar_parse(const char *text, struct push_sidecar *ret);
 
-/* The hash of the image at 'path': from PATH.sha256 when it still matches
- * the file (size, mtime, inode), else computed and written there (when
- * the directory is writable; a read-only directory just costs the hash
- * each time). 'ret_origin' (may be NULL) gets the sidecar's origin. */
+/* The hash of the image at 'path': from PATH.vmhost-hash when it still
+ * matches the file (size, mtime, inode), else computed and written there
+ * (when the directory is writable, and never over a file there that is
+ * not a vmhost sidecar: then, as in a read-only directory, the hash is
+ * computed each time). 'ret_origin' (may be NULL) gets the sidecar's origin. */
 int push_image_hash(const char *path, char ret_hex[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1],
                     struct vh_error *err);
 

@@ -70,7 +70,7 @@ print(h.hexdigest())
 EOP
 }
 # sidecar_hash FILE: the hash= of FILE's sidecar.
-sidecar_hash() { sed -n 's/^hash=//p' "$1.sha256" 2>/dev/null; }
+sidecar_hash() { sed -n 's/^hash=//p' "$1.vmhost-hash" 2>/dev/null; }
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
 
 # --- a 2 GiB raw image, ~30% data: 38 extents of 16 MiB, half random, half text
@@ -120,7 +120,7 @@ mode=$(stat -c %a "$BI/big.raw" 2>/dev/null || echo none)
 ltree=$(tree_hash img/big.raw)
 if [ "$lsum" = "$rsum" ] && [ "$ralloc" -le $((ALLOC + ALLOC / 20)) ] && [ "$mode" = 444 ] &&
 	[ "$(sidecar_hash img/big.raw)" = "$ltree" ] && [ "$(sidecar_hash "$BI/big.raw")" = "$ltree" ] &&
-	grep -q "^algorithm=vmhost-sha256-tree-1m$" "$BI/big.raw.sha256"; then
+	grep -q "^algorithm=vmhost-sha256-tree-1m$" "$BI/big.raw.vmhost-hash"; then
 	pass "B's copy byte-identical, sparse, read-only, sidecar checks" "allocated there $ralloc"
 else
 	fail "B's copy byte-identical" "sha $lsum vs $rsum, allocated $ralloc vs $ALLOC, mode $mode"
@@ -182,7 +182,7 @@ if [ $rc -eq 0 ] && [ "$(jget holey.json 'd["wire-bytes"]')" -lt $((2 << 20)) ] 
 else
 	fail "128 GiB sparse image with a big hole" "exit $rc: $(cat holey.err)"
 fi
-rm -f img/holey.raw img/holey.raw.sha256
+rm -f img/holey.raw img/holey.raw.vmhost-hash
 
 # --- interrupted pushes. A slow link makes a push last long enough to be
 # killed in the middle (the kills wait for the temporary file to grow,
@@ -297,7 +297,7 @@ c = json.loads(sys.argv[1])
 assert len(c) == 2 and c[0]["backing-filename"] == "base.qcow2", c
 assert c[0]["full-backing-filename"] == "/var/lib/vmhost/images/base.qcow2", c' "$info" &&
 	qemu-img compare -q chain/ov.qcow2 "$BI/ov.qcow2" &&
-	[ "$(sed -n 's/^origin=//p' "$BI/ov.qcow2.sha256")" = "$(tree_hash chain/ov.qcow2)" ] &&
+	[ "$(sed -n 's/^origin=//p' "$BI/ov.qcow2.vmhost-hash")" = "$(tree_hash chain/ov.qcow2)" ] &&
 	[ "$(sidecar_hash "$BI/ov.qcow2")" = "$(tree_hash "$BI/ov.qcow2")" ] &&
 	[ "$(sidecar_hash "$BI/base.qcow2")" = "$(tree_hash chain/lower/base.qcow2)" ]; then
 	pass "qcow2 chain pushed backing first, B's qemu-img resolves it" "backing name base.qcow2"

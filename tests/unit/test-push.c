@@ -342,7 +342,8 @@ TEST(push_sidecar_and_names) {
         CHECK(!push_name_is_valid("a/b"));
         CHECK(!push_name_is_valid("x;touch y"));
         CHECK(!push_name_is_valid("$(id)"));
-        CHECK(!push_name_is_valid("a.sha256"));
+        CHECK(!push_name_is_valid("a.vmhost-hash"));
+        CHECK(push_name_is_valid("a.sha256"));
         CHECK(!push_name_is_valid(""));
 }
 
@@ -373,7 +374,7 @@ TEST(push_receive_into_dir) {
         /* The sidecar is written and then trusted: a bogus hash in it is
          * believed while the file's size, mtime and inode match. */
         char sc_path[600];
-        snprintf(sc_path, sizeof(sc_path), "%s.sha256", src);
+        snprintf(sc_path, sizeof(sc_path), "%s.vmhost-hash", src);
         CHECK(access(sc_path, F_OK) == 0);
 
         /* A stale temp of a dead writer goes; the damaged stream leaves nothing. */
@@ -572,4 +573,41 @@ TEST(push_receive_same_image_twice_at_once) {
         free(m.data);
         close(fd);
         free(content);
+}
+
+/* IMAGE.sha256 is the user's (a sha256sum file): never touched; and a file
+ * of the user's under the sidecar's own name is not replaced either. */
+TEST(push_sidecar_spares_user_files) {
+        char img[512], sum[600], sc[600];
+        snprintf(img, sizeof(img), "%s/mine.raw", test_tmpdir());
+        snprintf(sum, sizeof(sum), "%s.sha256", img);
+        snprintf(sc, sizeof(sc), "%s.vmhost-hash", img);
+        int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(fd >= 0 && write(fd, "disk", 4) == 4);
+        close(fd);
+        static const char user_sum[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  mine.raw\n";
+        int sfd = open(sum, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(sfd >= 0 && write(sfd, user_sum, strlen(user_sum)) == (ssize_t) strlen(user_sum));
+        close(sfd);
+        char hex[PUSH_SHA256_HEX + 1], buf[512] = "";
+        struct vh_error err = {};
+        CHECK_EQ_INT(push_image_hash(img, hex, NULL, &err), 0);
+        sfd = open(sum, O_RDONLY | O_CLOEXEC);
+        CHECK(sfd >= 0 && read(sfd, buf, sizeof(buf) - 1) > 0);
+        close(sfd);
+        CHECK_STREQ(buf, user_sum);
+        CHECK(access(sc, F_OK) == 0);
+        /* A user's file under IMAGE.vmhost-hash: left as it is. */
+        unlink(sc);
+        sfd = open(sc, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(sfd >= 0 && write(sfd, "my notes\n", 9) == 9);
+        close(sfd);
+        char again[PUSH_SHA256_HEX + 1];
+        CHECK_EQ_INT(push_image_hash(img, again, NULL, &err), 0);
+        CHECK_STREQ(again, hex);
+        memset(buf, 0, sizeof(buf));
+        sfd = open(sc, O_RDONLY | O_CLOEXEC);
+        CHECK(sfd >= 0 && read(sfd, buf, sizeof(buf) - 1) == 9);
+        close(sfd);
+        CHECK_STREQ(buf, "my notes\n");
 }
