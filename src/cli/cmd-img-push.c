@@ -17,10 +17,12 @@
 #include "cli/cmd-img.h"
 #include "host/host-def.h"
 #include "host/push.h"
+#include "vmhost/image.h"
 
 static void usage_push(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img push [--to DIR] [--json] [--no-compress] [-q] IMAGE HOST\n"
+                "Usage: vmhost img push [-f raw|qcow2] [--to DIR] [--json] [--no-compress] [-q]\n"
+                "                       IMAGE HOST\n"
                 "\n"
                 "Copies IMAGE, with its backing files (backing first), to the registered HOST\n"
                 "once. Each file is known by a hash of its bytes (vmhost-sha256-tree-1m), kept\n"
@@ -31,6 +33,9 @@ static void usage_push(FILE *f) {
                 "copy is written under a temporary name, checked by hash there, then renamed\n"
                 "and made read-only; an interrupted push leaves nothing under the name.\n"
                 "\n"
+                "  -f, --format F IMAGE's format, raw or qcow2; default: probed, and then a\n"
+                "                 backing file outside IMAGE's directory is refused (a raw\n"
+                "                 disk may hold a qcow2 header its guest wrote)\n"
                 "  --to DIR       the directory on HOST (absolute); default: its STATE/images\n"
                 "  --json         the result as JSON: each file's path there, hash, bytes sent\n"
                 "  --no-compress  send records uncompressed\n"
@@ -112,6 +117,7 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "to", required_argument, NULL, ARG_TO },
+                { "format", required_argument, NULL, 'f' },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "no-compress", no_argument, NULL, ARG_NO_COMPRESS },
                 { "quiet", no_argument, NULL, 'q' },
@@ -122,14 +128,25 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                 {},
         };
         const char *dir = NULL;
+        enum vh_image_format format = VH_IMAGE_FORMAT_PROBE;
         bool json = false, no_compress = false, quiet = false, test_corrupt = false;
         int c;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hq", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "hqf:", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':
                         usage_push(stdout);
                         return 0;
+                case 'f':
+                        if (streq(optarg, "raw"))
+                                format = VH_IMAGE_FORMAT_RAW;
+                        else if (streq(optarg, "qcow2"))
+                                format = VH_IMAGE_FORMAT_QCOW2;
+                        else {
+                                log_error("-f takes raw or qcow2, not '%s'.", optarg);
+                                return 2;
+                        }
+                        break;
                 case ARG_TO:
                         dir = optarg;
                         break;
@@ -181,6 +198,8 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
         struct progress p = { .tty = !quiet && !json && isatty(STDERR_FILENO), .image = image };
         struct push_options po = {
                 .dir = dir,
+                .format_given = format != VH_IMAGE_FORMAT_PROBE,
+                .format = format,
                 .no_compress = no_compress,
                 .test_corrupt = test_corrupt,
                 .progress = push_progress,
@@ -259,6 +278,10 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                         fprintf(stderr, "Pushed %s to host %s: %s (%" PRIu64 " of %zu files sent, %s data, %s on "
                                         "the wire, %.1f s).\n",
                                 image, host, top->remote_path, sent, res.n_layers, d, w, secs);
+                /* A chain: which local files went, so that none is a surprise. */
+                for (size_t i = 0; res.n_layers > 1 && i < res.n_layers; i++)
+                        fprintf(stderr, "  %s %s -> %s\n", res.layers[i].sent ? "sent " : "there", res.layers[i].local_path,
+                                res.layers[i].remote_path);
         }
         push_result_done(&res);
         return 0;

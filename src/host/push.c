@@ -1417,9 +1417,49 @@ static char *backing_name_for(const char *path, const char *backing) {
         return strdup(backing);
 }
 
+/* Whether 'path' lies in the directory 'dir' or below it (both real paths). */
+static bool path_is_below(const char *dir, const char *path) {
+        size_t n = strlen(dir);
+        return strneq(path, dir, n) && (path[n] == '/' || (n > 0 && dir[n - 1] == '/'));
+}
+
+/* The rule of push_options.format for layer 'li' (>= 1, backing first)
+ * and its backing file 'li - 1'. */
+static int check_probed_backing(const struct vh_image *const *layer_img, size_t n, size_t li,
+                                bool top_probed, struct vh_error *err) {
+        bool probed;
+        if (li == n - 1)
+                probed = top_probed;
+        else {
+                struct vh_image_info *info = NULL;
+                int r = vh_image_get_info((struct vh_image *) layer_img[li + 1], &info, err);
+                if (r < 0)
+                        return r;
+                probed = !info->backing_filename_format;
+                vh_image_info_free(info);
+        }
+        if (!probed)
+                return 0;
+        const char *path = vh_image_filename(layer_img[li]), *backing = vh_image_filename(layer_img[li - 1]);
+        _cleanup_free_ char *rp = realpath(path, NULL), *rb = realpath(backing, NULL);
+        if (!rp || !rb)
+                return vh_error_set(err, negative_errno(), "cannot resolve %s or its backing file %s: %m", path,
+                                    backing);
+        char *slash = strrchr(rp, '/');
+        *slash = '\0';
+        if (path_is_below(rp[0] ? rp : "/", rb))
+                return 0;
+        return vh_error_set(err, -EPERM,
+                            "%s looks like qcow2 (its format was only probed) and names the backing file %s, "
+                            "outside its directory: not sent. A raw disk whose guest wrote a qcow2 header "
+                            "looks like that; say -f raw to push it as the raw file it is, or -f qcow2 if it "
+                            "is a qcow2 image whose chain you mean to push",
+                            path, backing);
+}
+
 int push_image(const struct vh_context *ctx, const struct host_def *def, const char *path,
                const struct push_options *opts, struct push_result *ret, struct vh_error *err) {
-        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
+        struct vh_image_open_options oo = { .format = opts->format_given ? opts->format : VH_IMAGE_FORMAT_PROBE };
         _cleanup_(vh_image_freep) struct vh_image *img = NULL;
         int r = vh_image_open(path, &oo, &img, err);
         if (r < 0)
@@ -1446,6 +1486,10 @@ int push_image(const struct vh_context *ctx, const struct host_def *def, const c
         const struct vh_image *layer_img[VH_IMAGE_MAX_CHAIN_DEPTH + 2];
         for (struct vh_image *i = img; i && k > 0; i = vh_image_backing(i))
                 layer_img[--k] = i;
+
+        for (size_t li = 1; li < n; li++)
+                if ((r = check_probed_backing(layer_img, n, li, !opts->format_given, err)) < 0)
+                        goto fail;
 
         for (size_t li = 0; li < n; li++) {
                 struct push_layer_result *L = &res.layers[li];

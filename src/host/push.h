@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "host/host-def.h"
+#include "vmhost/image.h"
 #include "vmhost/context.h"
 #include "vmhost/error.h"
 
@@ -225,6 +226,13 @@ void push_result_done(struct push_result *res);
 
 struct push_options {
         const char *dir;                /* on the far side; NULL: its STATE/images */
+        /* The top file's format (-f) when 'format_given', else probed. A layer whose format was only probed
+         * (the top without -f, a backing file its overlay names without a
+         * format) has its backing file followed only when that lies in
+         * its own directory or below: a raw disk whose guest wrote a qcow2
+         * header must not make this side send a file of its choosing. */
+        bool format_given;
+        enum vh_image_format format;
         bool no_compress;
         bool test_corrupt;              /* see push_encode_options */
         /* Progress of each layer sent: 'layer' counts from 0, backing first. */

@@ -310,6 +310,28 @@ rc=0
 	pass "second push of the chain a no-op (the overlay found by its origin hash)" ||
 	fail "second push of the chain a no-op" "exit $rc: $(cat chain2.json)"
 
+# --- a raw disk whose guest wrote a qcow2 header naming a local file: not
+# followed without -f (it would send that file), pushed as raw with -f raw
+mkdir -p secret sneaky
+echo "a local secret" >secret/key.txt
+qemu-img create -q -f qcow2 -b "$E2E_TMP/secret/key.txt" -F raw sneaky/disk.raw 64M
+rc=0
+"$VMHOST" img push sneaky/disk.raw b >sneaky.txt 2>&1 || rc=$?
+if [ $rc -ne 0 ] && grep -q "only probed" sneaky.txt && grep -q -- "-f raw" sneaky.txt && [ ! -e "$BI/key.txt" ] &&
+	[ ! -e "$BI/disk.raw" ]; then
+	pass "a probed qcow2 header naming a file outside its directory: refused" "$(tail -1 sneaky.txt)"
+else
+	fail "a probed qcow2 header naming a file outside its directory" "exit $rc: $(cat sneaky.txt); $(ls "$BI")"
+fi
+rc=0
+"$VMHOST" img push --json -f raw sneaky/disk.raw b >sneaky.json 2>&1 || rc=$?
+if [ $rc -eq 0 ] && [ "$(jget sneaky.json 'len(d["files"])')" = 1 ] && cmp -s sneaky/disk.raw "$BI/disk.raw" &&
+	[ ! -e "$BI/key.txt" ]; then
+	pass "-f raw pushes it as the one raw file it is"
+else
+	fail "-f raw pushes it as raw" "exit $rc: $(cat sneaky.json); $(ls "$BI")"
+fi
+
 # --- vm create --host b --base LOCAL: B's own copy of the base, by content
 qemu-img create -q -f qcow2 vbase.qcow2 64M
 qemu-io -f qcow2 -c "write -P 0x42 0 1M" vbase.qcow2 >/dev/null
