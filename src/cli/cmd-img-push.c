@@ -21,8 +21,8 @@
 
 static void usage_push(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img push [-f raw|qcow2] [--to DIR] [--json] [--no-compress] [-q]\n"
-                "                       IMAGE HOST\n"
+                "Usage: vmhost img push [-f raw|qcow2] [--name NAME] [--to DIR] [--json]\n"
+                "                       [--no-compress] [-q] IMAGE HOST\n"
                 "\n"
                 "Copies IMAGE, with its backing files (backing first), to the registered HOST\n"
                 "once. Each file is known by a hash of its bytes (vmhost-sha256-tree-1m), kept\n"
@@ -36,6 +36,8 @@ static void usage_push(FILE *f) {
                 "  -f, --format F IMAGE's format, raw or qcow2; default: probed, and then a\n"
                 "                 backing file outside IMAGE's directory is refused (a raw\n"
                 "                 disk may hold a qcow2 header its guest wrote)\n"
+                "  --name NAME    IMAGE's file name on HOST; default: its own. A backing file\n"
+                "                 whose name a layer above takes gets NAME.HASH8.EXT there\n"
                 "  --to DIR       the directory on HOST (absolute); default: its STATE/images\n"
                 "  --json         the result as JSON: each file's path there, hash, bytes sent\n"
                 "  --no-compress  send records uncompressed\n"
@@ -113,11 +115,12 @@ static int push_progress(size_t layer, size_t n_layers, uint64_t done, uint64_t 
 }
 
 int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
-        enum { ARG_TO = 0x100, ARG_JSON, ARG_NO_COMPRESS, ARG_TEST_CORRUPT };
+        enum { ARG_TO = 0x100, ARG_JSON, ARG_NO_COMPRESS, ARG_TEST_CORRUPT, ARG_NAME };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "to", required_argument, NULL, ARG_TO },
                 { "format", required_argument, NULL, 'f' },
+                { "name", required_argument, NULL, ARG_NAME },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "no-compress", no_argument, NULL, ARG_NO_COMPRESS },
                 { "quiet", no_argument, NULL, 'q' },
@@ -127,7 +130,7 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                 { "test-corrupt-in-transit", no_argument, NULL, ARG_TEST_CORRUPT },
                 {},
         };
-        const char *dir = NULL;
+        const char *dir = NULL, *name = NULL;
         enum vh_image_format format = VH_IMAGE_FORMAT_PROBE;
         bool json = false, no_compress = false, quiet = false, test_corrupt = false;
         int c;
@@ -149,6 +152,14 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                         break;
                 case ARG_TO:
                         dir = optarg;
+                        break;
+                case ARG_NAME:
+                        if (!push_name_is_valid(optarg)) {
+                                log_error("--name takes a file name of 1..%d of [A-Za-z0-9._+-], not starting with "
+                                          "'.' or '-', not '%s'.", PUSH_NAME_MAX, optarg);
+                                return 2;
+                        }
+                        name = optarg;
                         break;
                 case ARG_JSON:
                         json = true;
@@ -198,6 +209,7 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
         struct progress p = { .tty = !quiet && !json && isatty(STDERR_FILENO), .image = image };
         struct push_options po = {
                 .dir = dir,
+                .name = name,
                 .format_given = format != VH_IMAGE_FORMAT_PROBE,
                 .format = format,
                 .no_compress = no_compress,

@@ -1195,6 +1195,7 @@ out:
 void push_result_done(struct push_result *res) {
         for (size_t i = 0; i < res->n_layers; i++) {
                 free(res->layers[i].local_path);
+                free(res->layers[i].name);
                 free(res->layers[i].remote_path);
         }
         free(res->layers);
@@ -1292,7 +1293,7 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
                       int fd, struct push_layer_result *L, size_t layer, size_t n_layers, const char *backing,
                       const char *backing_format, struct vh_error *err) {
         char *argv[16];
-        receive_argv(def, opts, false, base_name(L->local_path), L->sha256, backing, backing_format, argv);
+        receive_argv(def, opts, false, L->name, L->sha256, backing, backing_format, argv);
         struct host_ssh_pipe p = { .in_fd = -1, .out_fd = -1 };
         int r = host_ssh_pipe_start(ctx, def, argv, &p, err);
         if (r < 0)
@@ -1361,7 +1362,7 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
 static int lookup_layer(const struct vh_context *ctx, const struct host_def *def, const struct push_options *opts,
                         struct push_layer_result *L, bool *ret_present, struct vh_error *err) {
         char *argv[16];
-        receive_argv(def, opts, true, base_name(L->local_path), L->sha256, NULL, NULL, argv);
+        receive_argv(def, opts, true, L->name ? L->name : base_name(L->local_path), L->sha256, NULL, NULL, argv);
         _cleanup_free_ char *out = NULL;
         int r = host_ssh_run(ctx, def, 0, argv, PUSH_LOOKUP_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, err);
         if (r < 0)
@@ -1457,6 +1458,34 @@ static int check_probed_backing(const struct vh_image *const *layer_img, size_t 
                             path, backing);
 }
 
+/* The name there of layer 'li' (backing first; its hash known): 'name',
+ * unless a layer above it (the top under 'top_name' if given) or one
+ * below takes that already: then NAME.HASH8.EXT (before the last '.'). */
+static int layer_name(const struct push_result *res, size_t li, const char *name, const char *top_name,
+                      char **ret) {
+        size_t n = res->n_layers;
+        bool taken = false;
+        for (size_t j = li + 1; j < n && !taken; j++) {
+                const char *above = j == n - 1 && top_name ? top_name : base_name(res->layers[j].local_path);
+                taken = streq(above, name);
+        }
+        for (size_t j = 0; j < li && !taken; j++)
+                taken = streq(res->layers[j].name, name);
+        char *p;
+        if (!taken)
+                p = strdup(name);
+        else {
+                const char *dot = strrchr(name, '.');
+                size_t stem = dot && dot != name ? (size_t) (dot - name) : strlen(name);
+                if (asprintf(&p, "%.*s.%.8s%s", (int) stem, name, res->layers[li].sha256, name + stem) < 0)
+                        p = NULL;
+        }
+        if (!p)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
+}
+
 int push_image(const struct vh_context *ctx, const struct host_def *def, const char *path,
                const struct push_options *opts, struct push_result *ret, struct vh_error *err) {
         struct vh_image_open_options oo = { .format = opts->format_given ? opts->format : VH_IMAGE_FORMAT_PROBE };
@@ -1493,7 +1522,7 @@ int push_image(const struct vh_context *ctx, const struct host_def *def, const c
 
         for (size_t li = 0; li < n; li++) {
                 struct push_layer_result *L = &res.layers[li];
-                const char *name = base_name(L->local_path);
+                const char *name = li == n - 1 && opts->name ? opts->name : base_name(L->local_path);
                 if (!push_name_is_valid(name)) {
                         r = vh_error_set(err, -EINVAL,
                                          "cannot push %s: its name '%s' is not a valid image name there (1..%d of "
@@ -1511,6 +1540,8 @@ int push_image(const struct vh_context *ctx, const struct host_def *def, const c
                         goto fail;
                 }
                 if ((r = image_hash_fd(L->local_path, fd, L->sha256, NULL, err)) < 0)
+                        goto fail;
+                if ((r = layer_name(&res, li, name, opts->name, &L->name)) < 0)
                         goto fail;
                 bool present = false;
                 if ((r = lookup_layer(ctx, def, opts, L, &present, err)) < 0)

@@ -212,6 +212,7 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
 
 struct push_layer_result {
         char *local_path;
+        char *name;                     /* the file name there */
         char *remote_path;
         char sha256[PUSH_SHA256_HEX + 1];
         bool sent;                      /* false: found there already */
@@ -231,6 +232,10 @@ struct push_options {
          * format) has its backing file followed only when that lies in
          * its own directory or below: a raw disk whose guest wrote a qcow2
          * header must not make this side send a file of its choosing. */
+        /* The top file's name there; NULL: its own. A backing file whose
+         * name a layer above it takes gets NAME.HASH8.EXT there (its
+         * overlay's backing name is rewritten to it anyway). */
+        const char *name;
         bool format_given;
         enum vh_image_format format;
         bool no_compress;

@@ -332,6 +332,31 @@ else
 	fail "-f raw pushes it as raw" "exit $rc: $(cat sneaky.json); $(ls "$BI")"
 fi
 
+# --- a chain whose layers share a file name: the backing one gets a hash
+# suffix there (its overlay's backing name is rewritten to it); --name
+# names the top
+mkdir -p c1 c2
+qemu-img create -q -f qcow2 c1/disk.qcow2 32M
+qemu-io -f qcow2 -c "write -P 0x21 0 1M" c1/disk.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b "$E2E_TMP/c1/disk.qcow2" -F qcow2 c2/disk.qcow2
+qemu-io -f qcow2 -c "write -P 0x22 1M 1M" c2/disk.qcow2 >/dev/null
+rc=0
+"$VMHOST" img push --json -f qcow2 --to /var/lib/vmhost/dup c2/disk.qcow2 b >dup.json 2>&1 || rc=$?
+low=$(sed -n 's/^hash=//p' c1/disk.qcow2.vmhost-hash | cut -c1-8)
+if [ $rc -eq 0 ] && [ "$(jget dup.json '[f["remote-path"] for f in d["files"]]')" = \
+	"['/var/lib/vmhost/dup/disk.$low.qcow2', '/var/lib/vmhost/dup/disk.qcow2']" ] &&
+	qemu-img compare -q c2/disk.qcow2 "$W/state/dup/disk.qcow2"; then
+	pass "layers sharing a file name: the backing one renamed with its hash" "disk.$low.qcow2"
+else
+	fail "layers sharing a file name" "exit $rc: $(cat dup.json); $(ls "$W/state/dup" 2>&1)"
+fi
+rc=0
+"$VMHOST" img push --json -f qcow2 --name top.qcow2 --to /var/lib/vmhost/dup2 c2/disk.qcow2 b >dup2.json 2>&1 || rc=$?
+[ $rc -eq 0 ] && [ "$(jget dup2.json '[f["remote-path"] for f in d["files"]]')" = \
+	"['/var/lib/vmhost/dup2/disk.qcow2', '/var/lib/vmhost/dup2/top.qcow2']" ] &&
+	qemu-img compare -q c2/disk.qcow2 "$W/state/dup2/top.qcow2" && pass "--name names the top there" ||
+	fail "--name names the top there" "exit $rc: $(cat dup2.json)"
+
 # --- vm create --host b --base LOCAL: B's own copy of the base, by content
 qemu-img create -q -f qcow2 vbase.qcow2 64M
 qemu-io -f qcow2 -c "write -P 0x42 0 1M" vbase.qcow2 >/dev/null
