@@ -17,19 +17,27 @@
 #include "cli/cmd-img.h"
 #include "host/host-def.h"
 #include "host/push.h"
+#include "vmhost/image.h"
 
 static void usage_push(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img push [--to DIR] [--json] [--no-compress] [-q] IMAGE HOST\n"
+                "Usage: vmhost img push [-f raw|qcow2] [--name NAME] [--to DIR] [--json]\n"
+                "                       [--no-compress] [-q] IMAGE HOST\n"
                 "\n"
                 "Copies IMAGE, with its backing files (backing first), to the registered HOST\n"
-                "once. Each file is known by the SHA-256 of its bytes, kept beside it in\n"
-                "IMAGE.sha256: one the host holds already, under any name, is not sent again.\n"
+                "once. Each file is known by a hash of its bytes (vmhost-sha256-tree-1m), kept\n"
+                "beside it in IMAGE.vmhost-hash: one the host holds already, under any name,\n"
+                "is not sent again.\n"
                 "A different image under the same name there is refused, never overwritten.\n"
                 "Only allocated, non-zero data travels, zstd-compressed where that pays. The\n"
                 "copy is written under a temporary name, checked by hash there, then renamed\n"
                 "and made read-only; an interrupted push leaves nothing under the name.\n"
                 "\n"
+                "  -f, --format F IMAGE's format, raw or qcow2; default: probed, and then a\n"
+                "                 backing file outside IMAGE's directory is refused (a raw\n"
+                "                 disk may hold a qcow2 header its guest wrote)\n"
+                "  --name NAME    IMAGE's file name on HOST; default: its own. A backing file\n"
+                "                 whose name a layer above takes gets NAME.HASH8.EXT there\n"
                 "  --to DIR       the directory on HOST (absolute); default: its STATE/images\n"
                 "  --json         the result as JSON: each file's path there, hash, bytes sent\n"
                 "  --no-compress  send records uncompressed\n"
@@ -41,7 +49,7 @@ static void usage_push(FILE *f) {
 
 static void usage_receive(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img receive [--lookup] --name NAME --sha256 HASH [--to DIR]\n"
+                "Usage: vmhost img receive [--lookup] --name NAME --hash HASH [--to DIR]\n"
                 "                          [--backing FILE --backing-format FMT]\n"
                 "\n"
                 "Internal: the far side of 'vmhost img push', run over ssh. Reads an image\n"
@@ -51,13 +59,13 @@ static void usage_receive(FILE *f) {
                 "\n"
                 "  --lookup          only look for the content (by hash, under any name)\n"
                 "  --name NAME       the file name in DIR\n"
-                "  --sha256 HASH     what the content must hash to\n"
+                "  --hash HASH       what the content must hash to (vmhost-sha256-tree-1m)\n"
                 "  --to DIR          the directory (absolute); default: STATE/images\n"
                 "  --backing FILE    qcow2: the backing name to write into the copy\n"
                 "  --backing-format FMT  raw or qcow2, with --backing\n"
                 "\n"
                 "Example:\n"
-                "  vmhost img receive --lookup --name base.qcow2 --sha256 HASH\n");
+                "  vmhost img receive --lookup --name base.qcow2 --hash HASH\n");
 }
 
 static volatile sig_atomic_t interrupted;
@@ -107,10 +115,12 @@ static int push_progress(size_t layer, size_t n_layers, uint64_t done, uint64_t 
 }
 
 int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
-        enum { ARG_TO = 0x100, ARG_JSON, ARG_NO_COMPRESS, ARG_TEST_CORRUPT };
+        enum { ARG_TO = 0x100, ARG_JSON, ARG_NO_COMPRESS, ARG_TEST_CORRUPT, ARG_NAME };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "to", required_argument, NULL, ARG_TO },
+                { "format", required_argument, NULL, 'f' },
+                { "name", required_argument, NULL, ARG_NAME },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "no-compress", no_argument, NULL, ARG_NO_COMPRESS },
                 { "quiet", no_argument, NULL, 'q' },
@@ -120,17 +130,36 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                 { "test-corrupt-in-transit", no_argument, NULL, ARG_TEST_CORRUPT },
                 {},
         };
-        const char *dir = NULL;
+        const char *dir = NULL, *name = NULL;
+        enum vh_image_format format = VH_IMAGE_FORMAT_PROBE;
         bool json = false, no_compress = false, quiet = false, test_corrupt = false;
         int c;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hq", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "hqf:", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':
                         usage_push(stdout);
                         return 0;
+                case 'f':
+                        if (streq(optarg, "raw"))
+                                format = VH_IMAGE_FORMAT_RAW;
+                        else if (streq(optarg, "qcow2"))
+                                format = VH_IMAGE_FORMAT_QCOW2;
+                        else {
+                                log_error("-f takes raw or qcow2, not '%s'.", optarg);
+                                return 2;
+                        }
+                        break;
                 case ARG_TO:
                         dir = optarg;
+                        break;
+                case ARG_NAME:
+                        if (!push_name_is_valid(optarg)) {
+                                log_error("--name takes a file name of 1..%d of [A-Za-z0-9._+-], not starting with "
+                                          "'.' or '-', not '%s'.", PUSH_NAME_MAX, optarg);
+                                return 2;
+                        }
+                        name = optarg;
                         break;
                 case ARG_JSON:
                         json = true;
@@ -180,6 +209,9 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
         struct progress p = { .tty = !quiet && !json && isatty(STDERR_FILENO), .image = image };
         struct push_options po = {
                 .dir = dir,
+                .name = name,
+                .format_given = format != VH_IMAGE_FORMAT_PROBE,
+                .format = format,
                 .no_compress = no_compress,
                 .test_corrupt = test_corrupt,
                 .progress = push_progress,
@@ -224,7 +256,8 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                         json_object_begin(&w);
                         json_kv_string(&w, "path", L->local_path);
                         json_kv_string(&w, "remote-path", L->remote_path);
-                        json_kv_string(&w, "sha256", L->sha256);
+                        json_kv_string(&w, "hash", L->sha256);
+                        json_kv_string(&w, "hash-algorithm", PUSH_HASH_ALGORITHM);
                         json_kv_bool(&w, "sent", L->sent);
                         json_kv_uint(&w, "size", L->stats.size);
                         json_kv_uint(&w, "allocated-bytes", L->stats.allocated);
@@ -251,12 +284,16 @@ int cmd_img_push(const struct vh_context *ctx, int argc, char **argv) {
                 human_bytes(wire, w, sizeof(w));
                 human_bytes(data, d, sizeof(d));
                 if (sent == 0)
-                        fprintf(stderr, "Host %s has %s already: %s (SHA-256 %s).\n", host, image, top->remote_path,
+                        fprintf(stderr, "Host %s has %s already: %s (hash %s).\n", host, image, top->remote_path,
                                 top->sha256);
                 else
                         fprintf(stderr, "Pushed %s to host %s: %s (%" PRIu64 " of %zu files sent, %s data, %s on "
                                         "the wire, %.1f s).\n",
                                 image, host, top->remote_path, sent, res.n_layers, d, w, secs);
+                /* A chain: which local files went, so that none is a surprise. */
+                for (size_t i = 0; res.n_layers > 1 && i < res.n_layers; i++)
+                        fprintf(stderr, "  %s %s -> %s\n", res.layers[i].sent ? "sent " : "there", res.layers[i].local_path,
+                                res.layers[i].remote_path);
         }
         push_result_done(&res);
         return 0;
@@ -276,7 +313,7 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "name", required_argument, NULL, ARG_NAME },
-                { "sha256", required_argument, NULL, ARG_SHA },
+                { "hash", required_argument, NULL, ARG_SHA },
                 { "to", required_argument, NULL, ARG_TO },
                 { "backing", required_argument, NULL, ARG_BACKING },
                 { "backing-format", required_argument, NULL, ARG_BACKING_FMT },
@@ -315,7 +352,7 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
                 }
         }
         if (optind != argc || !o.name || !o.sha256 || (!o.backing != !o.backing_format)) {
-                log_error("img receive needs --name and --sha256 (and --backing with --backing-format).");
+                log_error("img receive needs --name and --hash (and --backing with --backing-format).");
                 return 2;
         }
         struct vh_error err = {};
@@ -331,9 +368,10 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
         } else {
                 /* The sender going away is EOF on stdin, handled as such. */
                 signal(SIGPIPE, SIG_IGN);
-                r = push_receive(ctx, &o, stdin_read, NULL, &path, NULL, &err);
+                bool present = false;
+                r = push_receive(ctx, &o, stdin_read, NULL, &path, &present, NULL, &err);
                 if (r >= 0) {
-                        printf("received %s\n", path);
+                        printf("%s %s\n", present ? "present" : "received", path);
                         return 0;
                 }
         }

@@ -1,6 +1,7 @@
 /* host/push.c: 'img push': hashes and sidecars, the stream's framing
  * (encoder and decoder), the far side's receive and lookup, and the near
  * side walking a chain backing first. */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -37,12 +39,14 @@
 #define PUSH_LOOKUP_TIMEOUT_MS (600u * 1000)
 /* A receive hashes and fsyncs after the last byte arrived. */
 #define PUSH_FINISH_TIMEOUT_MS (600u * 1000)
+/* After a failed write, how long the far side's answer may take. */
+#define PUSH_STALL_ANSWER_MS 10000u
 /* The byte the temporary file's writer locks (OFD), far past any data and
  * away from the bytes QEMU's (and the image library's) locks use. */
 #define PUSH_LOCK_OFFSET (1ll << 62)
 
-/* Never written: the zeros that holes and gaps hash as. */
-static uint8_t zeros[PUSH_RECORD_MAX];
+/* Never written: the zeros that partial blocks of holes and gaps hash as. */
+static const uint8_t zeros[PUSH_HASH_BLOCK];
 
 static void put_be32(uint8_t *p, uint32_t v) {
         for (int i = 3; i >= 0; i--, v >>= 8)
@@ -239,47 +243,111 @@ out:
         return r;
 }
 
-/* ---- SHA-256 ---- */
+/* ---- The tree hash ---- */
+
+/* An image's identity (PUSH_HASH_ALGORITHM, docs/hosts.md): SHA-256 over
+ * a tag, the size (u64 big endian) and the SHA-256 of each 1 MiB block in
+ * order (the last one may be short). Not the SHA-256 of the bytes: a hole
+ * or a gap between records is a run of whole blocks whose digest is the
+ * constant digest of a zero block, so it costs 32 bytes of hashing per
+ * MiB, not a pass over its zeros (a TiB-sized hole would take ten minutes
+ * at SHA-256's speed, far past what the sender waits for). */
+#define TREE_BLOCK PUSH_HASH_BLOCK
+#define TREE_TAG "vmhost-sha256-tree-1m\n"
+/* Zero-block digests fed to the outer hash at once. */
+#define TREE_ZERO_BATCH 1024
 
 struct hasher {
-        EVP_MD_CTX *md;
+        EVP_MD_CTX *outer, *leaf;
+        uint64_t size, pos;        /* the image's size; bytes hashed so far */
+        uint8_t *zero_leaves;      /* TREE_ZERO_BATCH copies of the zero block's digest */
 };
 
-static int hasher_init(struct hasher *h) {
-        h->md = EVP_MD_CTX_new();
-        if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1) {
-                EVP_MD_CTX_free(h->md);
-                h->md = NULL;
-                return -ENOMEM;
-        }
+static void hasher_done(struct hasher *h) {
+        EVP_MD_CTX_free(h->outer);
+        EVP_MD_CTX_free(h->leaf);
+        free(h->zero_leaves);
+        *h = (struct hasher) {};
+}
+
+static int hasher_init(struct hasher *h, uint64_t size) {
+        *h = (struct hasher) { .size = size };
+        h->outer = EVP_MD_CTX_new();
+        h->leaf = EVP_MD_CTX_new();
+        h->zero_leaves = malloc(32 * TREE_ZERO_BATCH);
+        uint8_t be[8];
+        put_be64(be, size);
+        if (!h->outer || !h->leaf || !h->zero_leaves || EVP_DigestInit_ex(h->outer, EVP_sha256(), NULL) != 1 ||
+            EVP_DigestUpdate(h->outer, TREE_TAG, strlen(TREE_TAG)) != 1 || EVP_DigestUpdate(h->outer, be, 8) != 1 ||
+            EVP_DigestInit_ex(h->leaf, EVP_sha256(), NULL) != 1)
+                goto fail;
+        /* The zero block's digest, once per hash (half a millisecond). */
+        unsigned n = 0;
+        if (EVP_DigestUpdate(h->leaf, zeros, TREE_BLOCK) != 1 || EVP_DigestFinal_ex(h->leaf, h->zero_leaves, &n) != 1 ||
+            EVP_DigestInit_ex(h->leaf, EVP_sha256(), NULL) != 1)
+                goto fail;
+        for (size_t i = 1; i < TREE_ZERO_BATCH; i++)
+                memcpy(h->zero_leaves + 32 * i, h->zero_leaves, 32);
         return 0;
+fail:
+        hasher_done(h);
+        return -ENOMEM;
 }
 
-static void hasher_update(struct hasher *h, const void *p, size_t n) {
-        EVP_DigestUpdate(h->md, p, n);
-}
-
-static void hasher_zeros(struct hasher *h, uint64_t n) {
-        while (n > 0) {
-                size_t k = (size_t) MIN(n, (uint64_t) sizeof(zeros));
-                EVP_DigestUpdate(h->md, zeros, k);
-                n -= k;
-        }
-}
-
-static void hasher_final(struct hasher *h, char hex[PUSH_SHA256_HEX + 1]) {
+/* Ends the current block: its digest goes into the outer hash. */
+static void hasher_end_block(struct hasher *h) {
         uint8_t md[32];
         unsigned n = 0;
-        EVP_DigestFinal_ex(h->md, md, &n);
-        for (unsigned i = 0; i < 32; i++)
-                snprintf(hex + 2 * i, 3, "%02x", md[i]);
-        EVP_MD_CTX_free(h->md);
-        h->md = NULL;
+        EVP_DigestFinal_ex(h->leaf, md, &n);
+        EVP_DigestUpdate(h->outer, md, 32);
+        EVP_DigestInit_ex(h->leaf, EVP_sha256(), NULL);
 }
 
-static void hasher_done(struct hasher *h) {
-        EVP_MD_CTX_free(h->md);
-        h->md = NULL;
+/* The next 'n' bytes of the image (never past its size). */
+static void hasher_update(struct hasher *h, const void *p, size_t n) {
+        const uint8_t *b = p;
+        assert(n <= h->size - h->pos);
+        while (n > 0) {
+                size_t k = (size_t) MIN((uint64_t) n, TREE_BLOCK - h->pos % TREE_BLOCK);
+                EVP_DigestUpdate(h->leaf, b, k);
+                h->pos += k;
+                b += k;
+                n -= k;
+                if (h->pos % TREE_BLOCK == 0)
+                        hasher_end_block(h);
+        }
+}
+
+/* The next 'n' bytes are zeros: whole blocks by their constant digest. */
+static void hasher_zeros(struct hasher *h, uint64_t n) {
+        assert(n <= h->size - h->pos);
+        if (n > 0 && h->pos % TREE_BLOCK) {
+                size_t k = (size_t) MIN(n, TREE_BLOCK - h->pos % TREE_BLOCK);
+                hasher_update(h, zeros, k);
+                n -= k;
+        }
+        uint64_t blocks = n / TREE_BLOCK;
+        while (blocks > 0) {
+                size_t k = (size_t) MIN(blocks, (uint64_t) TREE_ZERO_BATCH);
+                EVP_DigestUpdate(h->outer, h->zero_leaves, 32 * k);
+                blocks -= k;
+        }
+        h->pos += n / TREE_BLOCK * TREE_BLOCK;
+        if (n % TREE_BLOCK)
+                hasher_update(h, zeros, (size_t) (n % TREE_BLOCK));
+}
+
+/* The rest of the image up to its size is zeros; the hex digest. */
+static void hasher_final(struct hasher *h, char hex[PUSH_SHA256_HEX + 1]) {
+        hasher_zeros(h, h->size - h->pos);
+        if (h->pos % TREE_BLOCK)
+                hasher_end_block(h);
+        uint8_t md[32];
+        unsigned n = 0;
+        EVP_DigestFinal_ex(h->outer, md, &n);
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        hasher_done(h);
 }
 
 static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
@@ -318,7 +386,7 @@ int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err
         uint64_t size = (uint64_t) st.st_size, off = 0;
         _cleanup_free_ uint8_t *buf = malloc(PUSH_RECORD_MAX);
         struct hasher h;
-        if (!buf || hasher_init(&h) < 0)
+        if (!buf || hasher_init(&h, size) < 0)
                 return -ENOMEM;
         int r;
         while (off < size) {
@@ -338,7 +406,6 @@ int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err
                 }
                 off = end;
         }
-        hasher_zeros(&h, size - off);
         hasher_final(&h, ret_hex);
         return 0;
 fail:
@@ -373,50 +440,64 @@ bool push_sha256_is_valid(const char *hex) {
 
 char *push_sidecar_format(const struct push_sidecar *sc, const char *name) {
         char *s = NULL;
-        /* The first line is sha256sum's; '#' lines are comments to it. */
-        if (asprintf(&s, "%s  %s\n# vmhost-push: size=%" PRIu64 " mtime-ns=%" PRIu64 " inode=%" PRIu64 "%s%s\n",
-                     sc->sha256, name, sc->size, sc->mtime_ns, sc->inode, sc->origin[0] ? " origin=" : "",
-                     sc->origin) < 0)
+        if (asprintf(&s,
+                     PUSH_SIDECAR_MAGIC " " PUSH_SIDECAR_VERSION "\n"
+                     "algorithm=" PUSH_HASH_ALGORITHM "\n"
+                     "hash=%s\n"
+                     "file=%s size=%" PRIu64 " mtime-ns=%" PRIu64 " inode=%" PRIu64 "\n"
+                     "%s%s%s",
+                     sc->sha256, name, sc->size, sc->mtime_ns, sc->inode, sc->origin[0] ? "origin=" : "",
+                     sc->origin, sc->origin[0] ? "\n" : "") < 0)
                 return NULL;
         return s;
+}
+
+/* "KEY=HEX\n" at '*p': the hash, and '*p' past the line. */
+static int parse_hash_line(const char **p, const char *key, char ret[PUSH_SHA256_HEX + 1]) {
+        size_t k = strlen(key);
+        if (!strneq(*p, key, k) || strlen(*p + k) < PUSH_SHA256_HEX + 1 || (*p)[k + PUSH_SHA256_HEX] != '\n')
+                return -EBADMSG;
+        char h[PUSH_SHA256_HEX + 1];
+        memcpy(h, *p + k, PUSH_SHA256_HEX);
+        h[PUSH_SHA256_HEX] = '\0';
+        if (!push_sha256_is_valid(h))
+                return -EBADMSG;
+        memcpy(ret, h, sizeof(h));
+        *p += k + PUSH_SHA256_HEX + 1;
+        return 0;
 }
 
 int push_sidecar_parse(const char *text, struct push_sidecar *ret) {
         struct push_sidecar sc = {};
         if (strlen(text) > PUSH_SIDECAR_MAX)
                 return -EBADMSG;
-        /* "HASH  NAME\n" */
-        if (strlen(text) < PUSH_SHA256_HEX + 3 || text[PUSH_SHA256_HEX] != ' ' || text[PUSH_SHA256_HEX + 1] != ' ')
+        /* Ours at all? Another version or algorithm of ours is recomputed
+         * (and may be replaced); anything else is someone else's file. */
+        if (!startswith(text, PUSH_SIDECAR_MAGIC " "))
+                return startswith(text, PUSH_SIDECAR_OLD_MARK) || strstr(text, "\n" PUSH_SIDECAR_OLD_MARK)
+                               ? -EPROTONOSUPPORT
+                               : -EBADMSG;
+        const char *p = text + strlen(PUSH_SIDECAR_MAGIC " ");
+        if (!startswith(p, PUSH_SIDECAR_VERSION "\nalgorithm=" PUSH_HASH_ALGORITHM "\n"))
+                return -EPROTONOSUPPORT;
+        p += strlen(PUSH_SIDECAR_VERSION "\nalgorithm=" PUSH_HASH_ALGORITHM "\n");
+        if (parse_hash_line(&p, "hash=", sc.sha256) < 0)
                 return -EBADMSG;
-        memcpy(sc.sha256, text, PUSH_SHA256_HEX);
-        if (!push_sha256_is_valid(sc.sha256))
+        /* The file name is informative (the sidecar sits beside its file). */
+        if (!startswith(p, "file="))
                 return -EBADMSG;
-        const char *nl = strchr(text, '\n');
-        if (!nl)
+        p = strchr(p, ' ');
+        if (!p)
                 return -EBADMSG;
-        const char *meta = nl + 1;
-        if (!startswith(meta, "# vmhost-push: "))
-                return -EBADMSG;
-        meta += strlen("# vmhost-push: ");
-        char origin[PUSH_SHA256_HEX + 2] = "";
         int used = 0;
-        int k = sscanf(meta, "size=%" SCNu64 " mtime-ns=%" SCNu64 " inode=%" SCNu64 "%n", &sc.size, &sc.mtime_ns,
-                       &sc.inode, &used);
-        if (k != 3)
+        if (sscanf(p, " size=%" SCNu64 " mtime-ns=%" SCNu64 " inode=%" SCNu64 "%n", &sc.size, &sc.mtime_ns,
+                   &sc.inode, &used) != 3 ||
+            p[used] != '\n')
                 return -EBADMSG;
-        meta += used;
-        if (startswith(meta, " origin=")) {
-                meta += strlen(" origin=");
-                if (strlen(meta) < PUSH_SHA256_HEX)
-                        return -EBADMSG;
-                memcpy(origin, meta, PUSH_SHA256_HEX);
-                origin[PUSH_SHA256_HEX] = '\0';
-                if (!push_sha256_is_valid(origin))
-                        return -EBADMSG;
-                memcpy(sc.origin, origin, PUSH_SHA256_HEX + 1);
-                meta += PUSH_SHA256_HEX;
-        }
-        if (!streq(meta, "\n") && !streq(meta, ""))
+        p += used + 1;
+        if (startswith(p, "origin=") && parse_hash_line(&p, "origin=", sc.origin) < 0)
+                return -EBADMSG;
+        if (*p)
                 return -EBADMSG;
         *ret = sc;
         return 0;
@@ -449,11 +530,23 @@ static int sidecar_load(const char *path, const struct stat *st, struct push_sid
 }
 
 static int sidecar_save(const char *path, const struct push_sidecar *sc) {
-        _cleanup_free_ char *sc_path = NULL, *text = NULL;
+        _cleanup_free_ char *sc_path = NULL, *text = NULL, *old = NULL;
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;
         if (asprintf(&sc_path, "%s%s", path, PUSH_SIDECAR_SUFFIX) < 0 || !(text = push_sidecar_format(sc, base)))
                 return -ENOMEM;
+        /* Only over a sidecar of ours (any version) or nothing: a file of
+         * the user's under that name stays, and costs the hash each time. */
+        struct stat st;
+        if (lstat(sc_path, &st) == 0) {
+                struct push_sidecar prev;
+                if (!S_ISREG(st.st_mode))
+                        return -EEXIST;
+                int r = read_full_file(sc_path, PUSH_SIDECAR_MAX, &old, NULL);
+                if (r < 0 || push_sidecar_parse(old, &prev) == -EBADMSG)
+                        return -EEXIST;
+        } else if (errno != ENOENT)
+                return negative_errno();
         return write_file_atomic(sc_path, text, strlen(text), 0444);
 }
 
@@ -522,33 +615,87 @@ static int resolve_dir(const struct vh_context *ctx, const char *dir, char **ret
         return 0;
 }
 
-/* Whether anyone holds the writer's lock of the temporary file 'fd'. */
-static bool temp_is_locked(int fd) {
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
-        if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
-                return true; /* cannot tell: leave it */
-        return fl.l_type != F_UNLCK;
+/* Whether 'n' is exactly ".NAME.push-XXXXXX" as push_receive() makes it
+ * (mkostemp's six characters), with NAME a valid image name: nothing
+ * else in DIR is ours to remove (".git.push-options" is not). */
+static bool is_temp_name(const char *n) {
+        size_t len = strlen(n), sfx = strlen(".push-XXXXXX");
+        if (len < 1 + 1 + sfx || n[0] != '.' || len - 1 - sfx > PUSH_NAME_MAX)
+                return false;
+        const char *tail = n + len - sfx;
+        if (!startswith(tail, ".push-"))
+                return false;
+        for (size_t i = strlen(".push-"); i < sfx; i++)
+                if (!((tail[i] >= 'a' && tail[i] <= 'z') || (tail[i] >= 'A' && tail[i] <= 'Z') ||
+                      (tail[i] >= '0' && tail[i] <= '9')))
+                        return false;
+        char name[PUSH_NAME_MAX + 1];
+        memcpy(name, n + 1, len - 1 - sfx);
+        name[len - 1 - sfx] = '\0';
+        return push_name_is_valid(name);
 }
 
-/* Removes DIR/.NAME.push-XXXXXX files whose writer is gone (its lock went
- * with it, however it died). */
+static int temp_lock(int fd) {
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
+        return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? negative_errno() : 0;
+}
+
+/* Marks a temporary file as push_receive()'s: a name alone cannot tell
+ * (".bashrc.push-backup" has the shape of an image "bashrc"'s). */
+#define PUSH_TEMP_XATTR "user.vmhost.push-temp"
+
+/* Removes DIR/.NAME.push-XXXXXX files that carry PUSH_TEMP_XATTR and whose
+ * writer is gone (its lock went with it, however it died); on a
+ * filesystem without user xattrs none are removed. The lock is taken here, not only looked at,
+ * and held across the unlink: a writer cannot take it meanwhile, and one
+ * that made its file but had not locked it yet finds its name gone after
+ * locking and makes another (make_temp()). */
 static void clean_stale_temps(const char *dir) {
         DIR *d = opendir(dir);
         if (!d)
                 return;
         struct dirent *de;
         while ((de = readdir(d))) {
-                if (de->d_name[0] != '.' || !strstr(de->d_name, ".push-"))
+                if (!is_temp_name(de->d_name))
                         continue;
-                int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+                int fd = openat(dirfd(d), de->d_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
                 if (fd < 0)
                         continue;
-                struct stat st;
-                if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && !temp_is_locked(fd))
+                struct stat st, now;
+                char mark;
+                if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                    fgetxattr(fd, PUSH_TEMP_XATTR, &mark, 1) == 1 && temp_lock(fd) == 0 &&
+                    fstatat(dirfd(d), de->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
+                    now.st_dev == st.st_dev)
                         (void) unlinkat(dirfd(d), de->d_name, 0);
                 close(fd);
         }
         closedir(d);
+}
+
+/* Makes and locks DIR/.NAME.push-XXXXXX ('tmp' the template, filled in):
+ * the fd. Between mkostemp and the lock another receive's cleanup may see
+ * the file unlocked and remove it; then the name no longer leads to this
+ * file, and another is made. */
+static int make_temp(char *tmp, size_t tmp_len) {
+        for (int attempt = 0; attempt < 16; attempt++) {
+                memcpy(tmp + tmp_len - 6, "XXXXXX", 6);
+                int fd = mkostemp(tmp, O_CLOEXEC);
+                if (fd < 0)
+                        return negative_errno();
+                int r = temp_lock(fd);
+                struct stat st, now;
+                if (r == 0 && fstat(fd, &st) == 0 && stat(tmp, &now) == 0 && now.st_ino == st.st_ino &&
+                    now.st_dev == st.st_dev && st.st_nlink > 0) {
+                        /* Marked only once locked: an unmarked file is never removed. */
+                        (void) fsetxattr(fd, PUSH_TEMP_XATTR, "1", 1, 0);
+                        return fd;
+                }
+                close(fd);
+                if (r < 0 && r != -EAGAIN && r != -EACCES)
+                        return r;
+        }
+        return -EAGAIN;
 }
 
 /* The hash of DIR/NAME when it exists: 1; 0 when it does not. */
@@ -564,6 +711,37 @@ static int existing_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], char o
         return r < 0 ? r : 1;
 }
 
+/* What a stat tells of DIR/NAME: 0 absent; 1 present, its valid sidecar's
+ * hash and origin in 'hex' and 'origin'; 2 present without one. */
+static int existing_known_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], char origin[PUSH_SHA256_HEX + 1],
+                               struct vh_error *err) {
+        struct stat st;
+        if (lstat(path, &st) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return vh_error_set(err, negative_errno(), "cannot stat %s: %m", path);
+        }
+        struct push_sidecar sc;
+        if (!S_ISREG(st.st_mode) || sidecar_load(path, &st, &sc) < 0)
+                return 2;
+        memcpy(hex, sc.sha256, PUSH_SHA256_HEX + 1);
+        memcpy(origin, sc.origin, PUSH_SHA256_HEX + 1);
+        return 1;
+}
+
+/* Whether DIR/NAME holds the content 'want' (its hash or origin): 1; 0
+ * when it does not exist; -EEXIST with a message when it holds another. */
+static int existing_holds(const char *path, const char *want, struct vh_error *err) {
+        char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
+        int r = existing_hash(path, hex, origin, err);
+        if (r <= 0)
+                return r;
+        if (!streq(hex, want) && !streq(origin, want))
+                return vh_error_set(err, -EEXIST, "%s exists and holds another image (hash %s): refused", path,
+                                    hex);
+        return 1;
+}
+
 static int lookup_in(const char *dir, const char *name, const char *sha256, enum push_lookup_status *ret_status,
                      char **ret_path, struct vh_error *err) {
         _cleanup_free_ char *path = NULL;
@@ -576,7 +754,7 @@ static int lookup_in(const char *dir, const char *name, const char *sha256, enum
         if (r > 0) {
                 if (!streq(hex, sha256) && !streq(origin, sha256))
                         return vh_error_set(err, -EEXIST,
-                                            "%s exists and holds another image (SHA-256 %s, not %s): refused, "
+                                            "%s exists and holds another image (hash %s, not %s): refused, "
                                             "not overwritten; push under another name or remove it there",
                                             path, hex, sha256);
                 *ret_status = PUSH_PRESENT;
@@ -619,7 +797,7 @@ int push_lookup(const struct vh_context *ctx, const char *dir, const char *name,
                 return vh_error_set(err, -EINVAL, "invalid image name '%s' (1..%d of [A-Za-z0-9._+-], not "
                                                   "starting with '.' or '-')", name, PUSH_NAME_MAX);
         if (!push_sha256_is_valid(sha256))
-                return vh_error_set(err, -EINVAL, "invalid SHA-256 '%s'", sha256);
+                return vh_error_set(err, -EINVAL, "invalid hash '%s'", sha256);
         _cleanup_free_ char *d = NULL;
         int r = resolve_dir(ctx, dir, &d, err);
         if (r < 0)
@@ -631,8 +809,7 @@ struct receive_state {
         push_read_fn read_fn;
         void *userdata;
         int fd;
-        struct hasher h;
-        uint64_t hashed;   /* the hash covers [0, hashed) */
+        struct hasher h;   /* from the header on; covers [0, h.pos) */
 };
 
 static ssize_t receive_read(void *buf, size_t len, void *userdata) {
@@ -643,15 +820,16 @@ static ssize_t receive_read(void *buf, size_t len, void *userdata) {
 static int receive_size(uint64_t size, void *userdata) {
         struct receive_state *s = userdata;
         /* Sparse: the declared size costs no blocks. */
-        return ftruncate(s->fd, (off_t) size) < 0 ? negative_errno() : 0;
+        if (ftruncate(s->fd, (off_t) size) < 0)
+                return negative_errno();
+        return hasher_init(&s->h, size);
 }
 
 static int receive_data(uint64_t offset, const void *data, size_t len, void *userdata) {
         struct receive_state *s = userdata;
         /* Records come in order: what lies between them is zeros. */
-        hasher_zeros(&s->h, offset - s->hashed);
+        hasher_zeros(&s->h, offset - s->h.pos);
         hasher_update(&s->h, data, len);
-        s->hashed = offset + len;
         size_t done = 0;
         while (done < len) {
                 ssize_t n = pwrite(s->fd, (const char *) data + done, len - done, (off_t) (offset + done));
@@ -699,11 +877,12 @@ static int rewrite_backing(const char *path, const char *backing, const char *ba
 }
 
 int push_receive(const struct vh_context *ctx, const struct push_receive_options *opts, push_read_fn read_fn,
-                 void *userdata, char **ret_path, struct push_decode_stats *ret_stats, struct vh_error *err) {
+                 void *userdata, char **ret_path, bool *ret_present, struct push_decode_stats *ret_stats,
+                 struct vh_error *err) {
         if (!push_name_is_valid(opts->name))
                 return vh_error_set(err, -EINVAL, "invalid image name '%s'", opts->name ? opts->name : "");
         if (!push_sha256_is_valid(opts->sha256))
-                return vh_error_set(err, -EINVAL, "invalid SHA-256 '%s'", opts->sha256 ? opts->sha256 : "");
+                return vh_error_set(err, -EINVAL, "invalid hash '%s'", opts->sha256 ? opts->sha256 : "");
         if (opts->backing && (strlen(opts->backing) == 0 || strlen(opts->backing) > VH_IMAGE_MAX_BACKING_NAME ||
                               !opts->backing_format))
                 return vh_error_set(err, -EINVAL, "invalid backing file name for %s", opts->name);
@@ -714,41 +893,54 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         clean_stale_temps(dir);
         if (asprintf(&final, "%s/%s", dir, opts->name) < 0 || asprintf(&tmp, "%s/.%s.push-XXXXXX", dir, opts->name) < 0)
                 return -ENOMEM;
+        /* Only what costs a stat before the stream: a receiver that hashes
+         * a big file here reads nothing meanwhile, and the sender gives up
+         * on a far side that takes no data (HOST_SSH_PIPE_IDLE_MS). A file
+         * under NAME without a valid sidecar is hashed after the stream. */
         char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
-        r = existing_hash(final, hex, origin, err);
+        bool name_taken = false;
+        r = existing_known_hash(final, hex, origin, err);
         if (r < 0)
                 return r;
-        if (r > 0 && !streq(hex, opts->sha256) && !streq(origin, opts->sha256))
-                return vh_error_set(err, -EEXIST, "%s exists and holds another image (SHA-256 %s): refused", final,
+        if (r == 1 && !streq(hex, opts->sha256) && !streq(origin, opts->sha256))
+                return vh_error_set(err, -EEXIST, "%s exists and holds another image (hash %s): refused", final,
                                     hex);
         /* Present already (a push that died after the rename, or a race
          * with another push of it): the stream is not needed. */
-        if (r > 0) {
+        if (r == 1) {
                 *ret_path = TAKE_PTR(final);
+                if (ret_present)
+                        *ret_present = true;
                 return 0;
         }
+        name_taken = r == 2;
 
         struct receive_state s = { .read_fn = read_fn, .userdata = userdata };
-        s.fd = mkostemp(tmp, O_CLOEXEC);
+        s.fd = make_temp(tmp, strlen(tmp));
         if (s.fd < 0)
-                return vh_error_set(err, negative_errno(), "cannot make a temporary file in %s: %m", dir);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = PUSH_LOCK_OFFSET, .l_len = 1 };
-        if (fcntl(s.fd, F_OFD_SETLK, &fl) < 0 || hasher_init(&s.h) < 0) {
-                r = vh_error_set(err, negative_errno(), "cannot lock %s: %m", tmp);
-                goto fail;
-        }
+                return vh_error_set(err, s.fd, "cannot make and lock a temporary file in %s: %s", dir,
+                                    strerror(-s.fd));
         struct push_decode_stats st = {};
         r = push_decode(receive_read, receive_size, receive_data, &s, PUSH_SIZE_MAX, &st, err);
         if (r < 0)
                 goto fail;
-        hasher_zeros(&s.h, st.size - s.hashed);
         char got[PUSH_SHA256_HEX + 1];
         hasher_final(&s.h, got);
         if (!streq(got, opts->sha256)) {
                 r = vh_error_set(err, -EBADMSG,
-                                 "the copy of %s hashes to SHA-256 %s, not %s: damaged in transit, nothing kept",
+                                 "the copy of %s hashes to %s, not %s: damaged in transit, nothing kept",
                                  opts->name, got, opts->sha256);
                 goto fail;
+        }
+        if (name_taken) {
+                /* Hashed now that the sender has nothing left to send. */
+                r = existing_holds(final, opts->sha256, err);
+                if (r < 0)
+                        goto fail;
+                if (r > 0) {
+                        r = 0;
+                        goto present;
+                }
         }
         struct push_sidecar sc = {};
         memcpy(sc.sha256, got, sizeof(got));
@@ -775,6 +967,20 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         /* Never over another file: a push of the same name that won the race keeps its place. */
         if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
                 r = negative_errno();
+                if (r == -EEXIST) {
+                        /* Another push of the name got there first: the same
+                         * content is a success (two pushes of one image at
+                         * once), another is refused. */
+                        r = existing_holds(final, opts->sha256, err);
+                        if (r > 0) {
+                                r = 0;
+                                goto present;
+                        }
+                        if (r == 0)
+                                r = vh_error_set(err, -EAGAIN, "%s came and went while %s was renamed to it: "
+                                                               "push again", final, tmp);
+                        goto fail;
+                }
                 r = vh_error_set(err, r, "cannot rename %s to %s: %s", tmp, final, strerror(-r));
                 goto fail;
         }
@@ -790,6 +996,19 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
         if (ret_stats)
                 *ret_stats = st;
         *ret_path = TAKE_PTR(final);
+        if (ret_present)
+                *ret_present = false;
+        return 0;
+present:
+        /* Another push put the same content under the name meanwhile. */
+        hasher_done(&s.h);
+        (void) unlink(tmp);
+        close(s.fd);
+        if (ret_stats)
+                *ret_stats = st;
+        *ret_path = TAKE_PTR(final);
+        if (ret_present)
+                *ret_present = true;
         return 0;
 fail:
         hasher_done(&s.h);
@@ -976,6 +1195,7 @@ out:
 void push_result_done(struct push_result *res) {
         for (size_t i = 0; i < res->n_layers; i++) {
                 free(res->layers[i].local_path);
+                free(res->layers[i].name);
                 free(res->layers[i].remote_path);
         }
         free(res->layers);
@@ -1039,7 +1259,7 @@ static void receive_argv(const struct host_def *def, const struct push_options *
                 a[n++] = (char *) "--lookup";
         a[n++] = (char *) "--name";
         a[n++] = (char *) name;
-        a[n++] = (char *) "--sha256";
+        a[n++] = (char *) "--hash";
         a[n++] = (char *) sha256;
         if (opts->dir) {
                 a[n++] = (char *) "--to";
@@ -1073,7 +1293,7 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
                       int fd, struct push_layer_result *L, size_t layer, size_t n_layers, const char *backing,
                       const char *backing_format, struct vh_error *err) {
         char *argv[16];
-        receive_argv(def, opts, false, base_name(L->local_path), L->sha256, backing, backing_format, argv);
+        receive_argv(def, opts, false, L->name, L->sha256, backing, backing_format, argv);
         struct host_ssh_pipe p = { .in_fd = -1, .out_fd = -1 };
         int r = host_ssh_pipe_start(ctx, def, argv, &p, err);
         if (r < 0)
@@ -1101,7 +1321,7 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
         /* Even after a failed write: the far side's answer says why. */
         _cleanup_free_ char *out = NULL;
         struct vh_error fe = {};
-        r = host_ssh_pipe_finish(def, &p, sr < 0 ? 10000 : PUSH_FINISH_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, &fe);
+        r = host_ssh_pipe_finish(def, &p, sr < 0 ? PUSH_STALL_ANSWER_MS : PUSH_FINISH_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, &fe);
         if (r == -ECOMM && strstr(fe.msg, "no reason given"))
                 /* ssh's 255 with nothing said: the remote command died of a
                  * signal, or the connection went. */
@@ -1109,6 +1329,13 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
                                     "the receiving vmhost on host '%s' died or the link was cut while %s was sent; "
                                     "nothing was kept under its name there: push again",
                                     def->name, L->local_path);
+        if (r < 0 && sr == -ETIMEDOUT)
+                /* The cause is the stall, not the short wait for an answer after it. */
+                return vh_error_set(err, -ETIMEDOUT,
+                                    "push of %s to host '%s' stalled: the far side took no data for %u s (a "
+                                    "receiver that stopped reading, or a link that stopped moving), and gave no "
+                                    "answer within %u s; nothing was kept under its name there",
+                                    L->local_path, def->name, HOST_SSH_PIPE_IDLE_MS / 1000, PUSH_STALL_ANSWER_MS / 1000);
         if (r < 0)
                 return vh_error_set(err, r, "push of %s: %s", L->local_path, vh_error_message(&fe, r));
         if (r != 0) {
@@ -1118,20 +1345,24 @@ static int send_layer(const struct vh_context *ctx, const struct host_def *def, 
                                     "host '%s' did not take %s: %s", def->name, L->local_path,
                                     line[0] ? line : "no reason given");
         }
-        if (sr < 0)
+        /* A far side that found the content there (under the name before
+         * the stream, or put there by another push meanwhile) answers
+         * without reading the rest: a write that failed then is no error. */
+        bool present = parse_answer(out, "present", &L->remote_path) == 0;
+        if (!present && sr < 0)
                 return vh_error_set(err, sr, "push of %s to host '%s': %s", L->local_path, def->name,
                                     vh_error_message(&e, sr));
-        if (parse_answer(out, "received", &L->remote_path) < 0 && parse_answer(out, "present", &L->remote_path) < 0)
+        if (!present && parse_answer(out, "received", &L->remote_path) < 0)
                 return vh_error_set(err, -EBADMSG, "host '%s' gave no path for %s: %s", def->name, L->local_path,
                                     out);
-        L->sent = true;
+        L->sent = !present;
         return 0;
 }
 
 static int lookup_layer(const struct vh_context *ctx, const struct host_def *def, const struct push_options *opts,
                         struct push_layer_result *L, bool *ret_present, struct vh_error *err) {
         char *argv[16];
-        receive_argv(def, opts, true, base_name(L->local_path), L->sha256, NULL, NULL, argv);
+        receive_argv(def, opts, true, L->name ? L->name : base_name(L->local_path), L->sha256, NULL, NULL, argv);
         _cleanup_free_ char *out = NULL;
         int r = host_ssh_run(ctx, def, 0, argv, PUSH_LOOKUP_TIMEOUT_MS, PUSH_ANSWER_MAX, &out, err);
         if (r < 0)
@@ -1187,9 +1418,77 @@ static char *backing_name_for(const char *path, const char *backing) {
         return strdup(backing);
 }
 
+/* Whether 'path' lies in the directory 'dir' or below it (both real paths). */
+static bool path_is_below(const char *dir, const char *path) {
+        size_t n = strlen(dir);
+        return strneq(path, dir, n) && (path[n] == '/' || (n > 0 && dir[n - 1] == '/'));
+}
+
+/* The rule of push_options.format for layer 'li' (>= 1, backing first)
+ * and its backing file 'li - 1'. */
+static int check_probed_backing(const struct vh_image *const *layer_img, size_t n, size_t li,
+                                bool top_probed, struct vh_error *err) {
+        bool probed;
+        if (li == n - 1)
+                probed = top_probed;
+        else {
+                struct vh_image_info *info = NULL;
+                int r = vh_image_get_info((struct vh_image *) layer_img[li + 1], &info, err);
+                if (r < 0)
+                        return r;
+                probed = !info->backing_filename_format;
+                vh_image_info_free(info);
+        }
+        if (!probed)
+                return 0;
+        const char *path = vh_image_filename(layer_img[li]), *backing = vh_image_filename(layer_img[li - 1]);
+        _cleanup_free_ char *rp = realpath(path, NULL), *rb = realpath(backing, NULL);
+        if (!rp || !rb)
+                return vh_error_set(err, negative_errno(), "cannot resolve %s or its backing file %s: %m", path,
+                                    backing);
+        char *slash = strrchr(rp, '/');
+        *slash = '\0';
+        if (path_is_below(rp[0] ? rp : "/", rb))
+                return 0;
+        return vh_error_set(err, -EPERM,
+                            "%s looks like qcow2 (its format was only probed) and names the backing file %s, "
+                            "outside its directory: not sent. A raw disk whose guest wrote a qcow2 header "
+                            "looks like that; say -f raw to push it as the raw file it is, or -f qcow2 if it "
+                            "is a qcow2 image whose chain you mean to push",
+                            path, backing);
+}
+
+/* The name there of layer 'li' (backing first; its hash known): 'name',
+ * unless a layer above it (the top under 'top_name' if given) or one
+ * below takes that already: then NAME.HASH8.EXT (before the last '.'). */
+static int layer_name(const struct push_result *res, size_t li, const char *name, const char *top_name,
+                      char **ret) {
+        size_t n = res->n_layers;
+        bool taken = false;
+        for (size_t j = li + 1; j < n && !taken; j++) {
+                const char *above = j == n - 1 && top_name ? top_name : base_name(res->layers[j].local_path);
+                taken = streq(above, name);
+        }
+        for (size_t j = 0; j < li && !taken; j++)
+                taken = streq(res->layers[j].name, name);
+        char *p;
+        if (!taken)
+                p = strdup(name);
+        else {
+                const char *dot = strrchr(name, '.');
+                size_t stem = dot && dot != name ? (size_t) (dot - name) : strlen(name);
+                if (asprintf(&p, "%.*s.%.8s%s", (int) stem, name, res->layers[li].sha256, name + stem) < 0)
+                        p = NULL;
+        }
+        if (!p)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
+}
+
 int push_image(const struct vh_context *ctx, const struct host_def *def, const char *path,
                const struct push_options *opts, struct push_result *ret, struct vh_error *err) {
-        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_PROBE };
+        struct vh_image_open_options oo = { .format = opts->format_given ? opts->format : VH_IMAGE_FORMAT_PROBE };
         _cleanup_(vh_image_freep) struct vh_image *img = NULL;
         int r = vh_image_open(path, &oo, &img, err);
         if (r < 0)
@@ -1217,9 +1516,13 @@ int push_image(const struct vh_context *ctx, const struct host_def *def, const c
         for (struct vh_image *i = img; i && k > 0; i = vh_image_backing(i))
                 layer_img[--k] = i;
 
+        for (size_t li = 1; li < n; li++)
+                if ((r = check_probed_backing(layer_img, n, li, !opts->format_given, err)) < 0)
+                        goto fail;
+
         for (size_t li = 0; li < n; li++) {
                 struct push_layer_result *L = &res.layers[li];
-                const char *name = base_name(L->local_path);
+                const char *name = li == n - 1 && opts->name ? opts->name : base_name(L->local_path);
                 if (!push_name_is_valid(name)) {
                         r = vh_error_set(err, -EINVAL,
                                          "cannot push %s: its name '%s' is not a valid image name there (1..%d of "
@@ -1237,6 +1540,8 @@ int push_image(const struct vh_context *ctx, const struct host_def *def, const c
                         goto fail;
                 }
                 if ((r = image_hash_fd(L->local_path, fd, L->sha256, NULL, err)) < 0)
+                        goto fail;
+                if ((r = layer_name(&res, li, name, opts->name, &L->name)) < 0)
                         goto fail;
                 bool present = false;
                 if ((r = lookup_layer(ctx, def, opts, L, &present, err)) < 0)

@@ -1,8 +1,8 @@
 /* host/push.h: copying an image to a remote host once ('vmhost img
- * push'). An image's identity is its content: the SHA-256 of the file's
- * bytes, kept beside it in a sidecar (IMAGE.sha256, which 'sha256sum -c'
- * reads) with the size, mtime and inode it was computed for, so that a
- * changed file is hashed again and an unchanged one costs a stat.
+ * push'). An image's identity is its content: a tree hash of the file's
+ * bytes (PUSH_HASH_ALGORITHM, which costs nothing for holes), kept beside
+ * it in a sidecar with the size, mtime and inode it was computed for, so
+ * that a changed file is hashed again and an unchanged one costs a stat.
  *
  * What crosses the wire is a framed stream (docs/hosts.md, "Pushing
  * images"): a header with the file's size, then records (offset, length,
@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "host/host-def.h"
+#include "vmhost/image.h"
 #include "vmhost/context.h"
 #include "vmhost/error.h"
 
@@ -33,8 +34,20 @@
 #define PUSH_RECORD_MAX (1u << 20)
 /* A remote name: a file name of [A-Za-z0-9._+-], not starting with '.'. */
 #define PUSH_NAME_MAX 200
-#define PUSH_SIDECAR_SUFFIX ".sha256"
+/* Beside IMAGE: IMAGE.vmhost-hash, a name of vmhost's own (IMAGE.sha256
+ * may be the user's sha256sum file). */
+#define PUSH_SIDECAR_SUFFIX ".vmhost-hash"
 #define PUSH_SIDECAR_MAX 4096
+/* The sidecar's first line: "vmhost-hash VERSION". A sidecar of another
+ * version (or the old "# vmhost-push:" one) is computed again, never read
+ * as this one. */
+#define PUSH_SIDECAR_MAGIC "vmhost-hash"
+#define PUSH_SIDECAR_VERSION "2"
+#define PUSH_SIDECAR_OLD_MARK "# vmhost-push: "
+/* The identity: SHA-256 over a tag, the size and each 1 MiB block's
+ * SHA-256 (push_hash_fd()). */
+#define PUSH_HASH_ALGORITHM "vmhost-sha256-tree-1m"
+#define PUSH_HASH_BLOCK (UINT64_C(1) << 20)
 
 /* ---- Framing ---- */
 
@@ -122,8 +135,11 @@ int push_encode(int fd, push_write_fn write_fn, void *write_userdata, const stru
 
 /* ---- Hashes and sidecars ---- */
 
-/* SHA-256 of all of 'fd' (holes hashed as the zeros they read as,
- * without reading them) as lowercase hex. */
+/* The PUSH_HASH_ALGORITHM hash of all of 'fd' as lowercase hex: the
+ * SHA-256 of "vmhost-sha256-tree-1m\n", the size as u64 big endian, and
+ * the SHA-256 of each PUSH_HASH_BLOCK block in order (the last one may be
+ * short). Holes are neither read nor hashed byte by byte: a whole zero
+ * block is a constant digest. */
 int push_hash_fd(int fd, char ret_hex[PUSH_SHA256_HEX + 1], struct vh_error *err);
 
 struct push_sidecar {
@@ -134,15 +150,22 @@ struct push_sidecar {
         uint64_t inode;
 };
 
-/* The sidecar text: "HASH  NAME\n# vmhost-push: size=N mtime-ns=N inode=N[ origin=HASH]\n". */
+/* The sidecar text:
+ *   vmhost-hash 2
+ *   algorithm=vmhost-sha256-tree-1m
+ *   hash=HEX
+ *   file=NAME size=N mtime-ns=N inode=N
+ *   [origin=HEX] */
 char *push_sidecar_format(const struct push_sidecar *sc, const char *name);
-/* Parses one; -EBADMSG for anything else (the text is bounded by the caller). */
+/* Parses one: 0; -EPROTONOSUPPORT for a vmhost sidecar of another version
+ * or algorithm; -EBADMSG for anything else (not vmhost's). */
 int push_sidecar_parse(const char *text, struct push_sidecar *ret);
 
-/* The hash of the image at 'path': from PATH.sha256 when it still matches
- * the file (size, mtime, inode), else computed and written there (when
- * the directory is writable; a read-only directory just costs the hash
- * each time). 'ret_origin' (may be NULL) gets the sidecar's origin. */
+/* The hash of the image at 'path': from PATH.vmhost-hash when it still
+ * matches the file (size, mtime, inode), else computed and written there
+ * (when the directory is writable, and never over a file there that is
+ * not a vmhost sidecar: then, as in a read-only directory, the hash is
+ * computed each time). 'ret_origin' (may be NULL) gets the sidecar's origin. */
 int push_image_hash(const char *path, char ret_hex[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1],
                     struct vh_error *err);
 
@@ -177,14 +200,19 @@ struct push_receive_options {
  * told, fsyncs, writes its sidecar, renames it to DIR/NAME and makes it
  * read-only (0444). Stale temporary files of dead writers are removed
  * first. On any failure nothing is left under NAME nor the temporary
- * name. '*ret_path' gets the final path. */
+ * name. '*ret_path' gets the final path; '*ret_present' (may be NULL)
+ * true when NAME held the content already (then the stream may be left
+ * unread) or got it from another push meanwhile (the rename found it
+ * taken and its hash is the one wanted: the copy is dropped). */
 int push_receive(const struct vh_context *ctx, const struct push_receive_options *opts, push_read_fn read_fn,
-                 void *userdata, char **ret_path, struct push_decode_stats *ret_stats, struct vh_error *err);
+                 void *userdata, char **ret_path, bool *ret_present, struct push_decode_stats *ret_stats,
+                 struct vh_error *err);
 
 /* ---- The near side ---- */
 
 struct push_layer_result {
         char *local_path;
+        char *name;                     /* the file name there */
         char *remote_path;
         char sha256[PUSH_SHA256_HEX + 1];
         bool sent;                      /* false: found there already */
@@ -199,6 +227,17 @@ void push_result_done(struct push_result *res);
 
 struct push_options {
         const char *dir;                /* on the far side; NULL: its STATE/images */
+        /* The top file's format (-f) when 'format_given', else probed. A layer whose format was only probed
+         * (the top without -f, a backing file its overlay names without a
+         * format) has its backing file followed only when that lies in
+         * its own directory or below: a raw disk whose guest wrote a qcow2
+         * header must not make this side send a file of its choosing. */
+        /* The top file's name there; NULL: its own. A backing file whose
+         * name a layer above it takes gets NAME.HASH8.EXT there (its
+         * overlay's backing name is rewritten to it anyway). */
+        const char *name;
+        bool format_given;
+        enum vh_image_format format;
         bool no_compress;
         bool test_corrupt;              /* see push_encode_options */
         /* Progress of each layer sent: 'layer' counts from 0, backing first. */

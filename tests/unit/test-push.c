@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "host/push.h"
 #include "test.h"
@@ -98,6 +101,32 @@ static int make_image(const char *path, uint8_t **ret_content) {
         return fd;
 }
 
+/* The tree hash from its definition (docs/hosts.md, "Pushing images"):
+ * SHA-256 of the tag, the size as u64 big endian, and each 1 MiB block's
+ * SHA-256. */
+static void tree_hash_reference(const uint8_t *data, uint64_t size, char hex[PUSH_SHA256_HEX + 1]) {
+        EVP_MD_CTX *outer = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(outer, EVP_sha256(), NULL);
+        EVP_DigestUpdate(outer, "vmhost-sha256-tree-1m\n", 22);
+        uint8_t be[8];
+        for (int i = 0; i < 8; i++)
+                be[i] = (uint8_t) (size >> (56 - 8 * i));
+        EVP_DigestUpdate(outer, be, 8);
+        for (uint64_t off = 0; off < size; off += 1u << 20) {
+                uint8_t md[32];
+                unsigned n = 0;
+                size_t len = size - off < (1u << 20) ? (size_t) (size - off) : 1u << 20;
+                EVP_Digest(data + off, len, md, &n, EVP_sha256(), NULL);
+                EVP_DigestUpdate(outer, md, 32);
+        }
+        uint8_t md[32];
+        unsigned n = 0;
+        EVP_DigestFinal_ex(outer, md, &n);
+        EVP_MD_CTX_free(outer);
+        for (int i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
 TEST(push_encode_decode_roundtrip) {
         char path[512];
         snprintf(path, sizeof(path), "%s/img.raw", test_tmpdir());
@@ -134,7 +163,8 @@ TEST(push_encode_decode_roundtrip) {
                 free(s.img);
                 free(m.data);
         }
-        /* The hash of the sparse file equals the hash of its bytes. */
+        /* The hash of the sparse file equals the hash of its bytes, and is
+         * the tree hash of docs/hosts.md, computed here from its definition. */
         char h1[PUSH_SHA256_HEX + 1], h2[PUSH_SHA256_HEX + 1];
         struct vh_error err = {};
         CHECK_EQ_INT(push_hash_fd(fd, h1, &err), 0);
@@ -144,6 +174,14 @@ TEST(push_encode_decode_roundtrip) {
         CHECK(dfd >= 0 && write(dfd, content, IMG_SIZE) == IMG_SIZE);
         CHECK_EQ_INT(push_hash_fd(dfd, h2, &err), 0);
         CHECK_STREQ(h1, h2);
+        char ref[PUSH_SHA256_HEX + 1];
+        tree_hash_reference(content, IMG_SIZE, ref);
+        CHECK_STREQ(h1, ref);
+        /* A size that ends inside a block: the last block is short. */
+        CHECK(ftruncate(dfd, IMG_SIZE - 1000) == 0);
+        CHECK_EQ_INT(push_hash_fd(dfd, h2, &err), 0);
+        tree_hash_reference(content, IMG_SIZE - 1000, ref);
+        CHECK_STREQ(h2, ref);
         close(dfd);
         close(fd);
         free(content);
@@ -272,17 +310,31 @@ TEST(push_sidecar_and_names) {
         t = push_sidecar_format(&sc, "o.qcow2");
         CHECK(t && push_sidecar_parse(t, &back) == 0 && streq(back.origin, sc.origin));
         free(t);
-        static const char *const bad[] = {
-                "",
-                "zz  x\n",
-                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  x\n",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA  x\n# vmhost-push: size=1 mtime-ns=1 inode=1\n",
-                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  x\n# vmhost-push: size=1 mtime-ns=1\n",
-                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  x\n# vmhost-push: size=1 mtime-ns=1 inode=1 junk\n",
+        static const struct {
+                const char *text;
+                int expect;
+        } bad[] = {
+                { "", -EBADMSG },
+                { "zz  x\n", -EBADMSG },
+                /* A sha256sum file: someone else's. */
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  x\n", -EBADMSG },
+                /* The old plain SHA-256 sidecar: ours, recomputed. */
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  x\n# vmhost-push: size=1 mtime-ns=1 "
+                  "inode=1\n", -EPROTONOSUPPORT },
+                { "vmhost-hash 1\nalgorithm=sha256\n", -EPROTONOSUPPORT },
+                { "vmhost-hash 2\nalgorithm=sha256\nhash=x\n", -EPROTONOSUPPORT },
+                { "vmhost-hash 2\nalgorithm=vmhost-sha256-tree-1m\nhash=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                  "AAAAAAAAAAAA\nfile=x size=1 mtime-ns=1 inode=1\n", -EBADMSG },
+                { "vmhost-hash 2\nalgorithm=vmhost-sha256-tree-1m\nhash=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                  "aaaaaaaaaaaa\nfile=x size=1 mtime-ns=1\n", -EBADMSG },
+                { "vmhost-hash 2\nalgorithm=vmhost-sha256-tree-1m\nhash=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                  "aaaaaaaaaaaa\nfile=x size=1 mtime-ns=1 inode=1 junk\n", -EBADMSG },
+                { "vmhost-hash 2\nalgorithm=vmhost-sha256-tree-1m\nhash=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                  "aaaaaaaaaaaa\nfile=x size=1 mtime-ns=1 inode=1\norigin=zz\n", -EBADMSG },
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-                if (push_sidecar_parse(bad[i], &back) != -EBADMSG)
-                        test_fail(__FILE__, __LINE__, "sidecar %zu accepted", i);
+                if (push_sidecar_parse(bad[i].text, &back) != bad[i].expect)
+                        test_fail(__FILE__, __LINE__, "sidecar %zu: not %d", i, bad[i].expect);
         CHECK(push_name_is_valid("base.qcow2"));
         CHECK(push_name_is_valid("debian-12+x_1.raw"));
         CHECK(!push_name_is_valid(".hidden"));
@@ -290,7 +342,8 @@ TEST(push_sidecar_and_names) {
         CHECK(!push_name_is_valid("a/b"));
         CHECK(!push_name_is_valid("x;touch y"));
         CHECK(!push_name_is_valid("$(id)"));
-        CHECK(!push_name_is_valid("a.sha256"));
+        CHECK(!push_name_is_valid("a.vmhost-hash"));
+        CHECK(push_name_is_valid("a.sha256"));
         CHECK(!push_name_is_valid(""));
 }
 
@@ -321,23 +374,41 @@ TEST(push_receive_into_dir) {
         /* The sidecar is written and then trusted: a bogus hash in it is
          * believed while the file's size, mtime and inode match. */
         char sc_path[600];
-        snprintf(sc_path, sizeof(sc_path), "%s.sha256", src);
+        snprintf(sc_path, sizeof(sc_path), "%s.vmhost-hash", src);
         CHECK(access(sc_path, F_OK) == 0);
 
         /* A stale temp of a dead writer goes; the damaged stream leaves nothing. */
         mkdir(dir, 0755);
         char stale[700];
         snprintf(stale, sizeof(stale), "%s/.img.raw.push-dead00", dir);
-        close(open(stale, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        int sfd = open(stale, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        CHECK(sfd >= 0 && fsetxattr(sfd, "user.vmhost.push-temp", "1", 1, 0) == 0);
+        close(sfd);
+        /* Files of others that merely look alike stay. */
+        static const char *const theirs[] = { ".git.push-options", ".bashrc.push-backup", ".img.raw.push-abc",
+                                              ".img.raw.push-abcdefg", "..push-abcdef", ".a b.push-abcdef" };
+        for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++) {
+                char p[800];
+                snprintf(p, sizeof(p), "%s/%s", dir, theirs[i]);
+                close(open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        }
         struct membuf m = {};
         struct push_encode_options bad = { .test_corrupt = true };
         CHECK_EQ_INT(push_encode(fd, mem_write, &m, &bad, NULL, &err), 0);
         struct push_receive_options ro = { .dir = dir, .name = "img.raw", .sha256 = hex };
         char *out = NULL;
-        int r = push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err);
+        int r = push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err);
         CHECK_EQ_INT(r, -EBADMSG);
         CHECK(strstr(err.msg, "damaged in transit") != NULL);
         CHECK(access(final, F_OK) < 0);
+        CHECK(access(stale, F_OK) < 0);
+        for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++) {
+                char p[800];
+                snprintf(p, sizeof(p), "%s/%s", dir, theirs[i]);
+                if (access(p, F_OK) < 0)
+                        test_fail(__FILE__, __LINE__, "%s was removed", theirs[i]);
+                unlink(p);
+        }
         CHECK_EQ_INT(count_temps(dir), 0);
         free(m.data);
 
@@ -346,7 +417,7 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(push_encode(fd, mem_write, &m, NULL, NULL, &err), 0);
         size_t full = m.len;
         m.len = full / 2;
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err), -EPIPE);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), -EPIPE);
         CHECK(access(final, F_OK) < 0);
         CHECK_EQ_INT(count_temps(dir), 0);
 
@@ -354,7 +425,7 @@ TEST(push_receive_into_dir) {
         m.len = full;
         m.pos = 0;
         struct push_decode_stats ds = {};
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, &ds, &err), 0);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &ds, &err), 0);
         CHECK(out && streq(out, final));
         free(out);
         out = NULL;
@@ -381,7 +452,7 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(push_lookup(test_ctx(), dir, "img.raw", other, &ls, &out, &err), -EEXIST);
         ro.sha256 = other;
         m.pos = 0;
-        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, &err), -EEXIST);
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), -EEXIST);
         CHECK(stat(final, &st) == 0 && st.st_size == IMG_SIZE);
         CHECK_EQ_INT(push_lookup(test_ctx(), dir, "new.raw", other, &ls, &out, &err), 0);
         CHECK(ls == PUSH_ABSENT);
@@ -389,4 +460,154 @@ TEST(push_receive_into_dir) {
         free(m.data);
         close(fd);
         free(content);
+}
+
+/* A hole of a TiB, then data, then a hole to the end: hashed here and
+ * received there without hashing the hole's zeros (plain SHA-256 took
+ * ten minutes for it; the sender gives up on a receiver that reads
+ * nothing for 30 s). */
+TEST(push_sparse_tib_image) {
+        char src[512], dir[512];
+        snprintf(src, sizeof(src), "%s/tib.raw", test_tmpdir());
+        snprintf(dir, sizeof(dir), "%s/far-tib", test_tmpdir());
+        const uint64_t size = UINT64_C(1) << 40, at = (UINT64_C(1) << 40) - (UINT64_C(3) << 30) + 12345;
+        int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(fd >= 0);
+        if (fd < 0)
+                return;
+        if (ftruncate(fd, (off_t) size) < 0) {
+                close(fd);
+                test_skip("this filesystem takes no 1 TiB sparse file");
+                return;
+        }
+        static uint8_t data[3 << 20];
+        for (size_t i = 0; i < sizeof(data); i++)
+                data[i] = (uint8_t) (i * 7 + 1);
+        CHECK(pwrite(fd, data, sizeof(data), (off_t) at) == (ssize_t) sizeof(data));
+        char hex[PUSH_SHA256_HEX + 1];
+        struct vh_error err = {};
+        CHECK_EQ_INT(push_hash_fd(fd, hex, &err), 0);
+        struct membuf m = {};
+        CHECK_EQ_INT(push_encode(fd, mem_write, &m, NULL, NULL, &err), 0);
+        struct push_receive_options ro = { .dir = dir, .name = "tib.raw", .sha256 = hex };
+        char *out = NULL;
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), 0);
+        struct stat st;
+        CHECK(out && stat(out, &st) == 0 && (uint64_t) st.st_size == size);
+        char got[PUSH_SHA256_HEX + 1];
+        CHECK(out && push_image_hash(out, got, NULL, &err) == 0 && streq(got, hex));
+        if (out)
+                unlink(out);
+        free(out);
+        free(m.data);
+        close(fd);
+        unlink(src);
+}
+
+/* A reader that, halfway through the stream, puts the same content under
+ * the name (as a second push of the same image that renamed first). */
+struct racing_read {
+        struct membuf *m;
+        const char *done_copy, *final;
+        bool raced;
+};
+
+static ssize_t racing_read(void *buf, size_t len, void *userdata) {
+        struct racing_read *rr = userdata;
+        if (!rr->raced && rr->m->pos > rr->m->len / 2) {
+                rr->raced = true;
+                if (link(rr->done_copy, rr->final) < 0)
+                        return -errno;
+        }
+        return mem_read(buf, len, rr->m);
+}
+
+TEST(push_receive_same_image_twice_at_once) {
+        char src[512], d1[512], d2[512], f1[600], f2[600];
+        snprintf(src, sizeof(src), "%s/twice.raw", test_tmpdir());
+        snprintf(d1, sizeof(d1), "%s/first", test_tmpdir());
+        snprintf(d2, sizeof(d2), "%s/second", test_tmpdir());
+        snprintf(f1, sizeof(f1), "%s/img.raw", d1);
+        snprintf(f2, sizeof(f2), "%s/img.raw", d2);
+        uint8_t *content = NULL;
+        int fd = make_image(src, &content);
+        CHECK(fd >= 0);
+        if (fd < 0)
+                return;
+        char hex[PUSH_SHA256_HEX + 1];
+        struct vh_error err = {};
+        CHECK_EQ_INT(push_hash_fd(fd, hex, &err), 0);
+        struct membuf m = {};
+        CHECK_EQ_INT(push_encode(fd, mem_write, &m, NULL, NULL, &err), 0);
+        struct push_receive_options ro = { .dir = d1, .name = "img.raw", .sha256 = hex };
+        char *out = NULL;
+        bool present = true;
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, &present, NULL, &err), 0);
+        CHECK(!present);
+        free(out);
+        out = NULL;
+        /* The second one finds the name taken at its rename: same content, a success. */
+        mkdir(d2, 0755);
+        m.pos = 0;
+        struct racing_read rr = { .m = &m, .done_copy = f1, .final = f2 };
+        ro.dir = d2;
+        int r = push_receive(test_ctx(), &ro, racing_read, &rr, &out, &present, NULL, &err);
+        if (r != 0)
+                test_fail(__FILE__, __LINE__, "second receive: %d (%s)", r, err.msg);
+        CHECK(rr.raced && present && out && streq(out, f2));
+        CHECK_EQ_INT(count_temps(d2), 0);
+        free(out);
+        out = NULL;
+        /* Another image put there meanwhile is still refused. */
+        unlink(f2);
+        char other[600];
+        snprintf(other, sizeof(other), "%s/other", test_tmpdir());
+        int ofd = open(other, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(ofd >= 0 && write(ofd, "other", 5) == 5);
+        close(ofd);
+        m.pos = 0;
+        rr = (struct racing_read) { .m = &m, .done_copy = other, .final = f2 };
+        CHECK_EQ_INT(push_receive(test_ctx(), &ro, racing_read, &rr, &out, &present, NULL, &err), -EEXIST);
+        CHECK(strstr(err.msg, "holds another image") != NULL);
+        CHECK_EQ_INT(count_temps(d2), 0);
+        free(m.data);
+        close(fd);
+        free(content);
+}
+
+/* IMAGE.sha256 is the user's (a sha256sum file): never touched; and a file
+ * of the user's under the sidecar's own name is not replaced either. */
+TEST(push_sidecar_spares_user_files) {
+        char img[512], sum[600], sc[600];
+        snprintf(img, sizeof(img), "%s/mine.raw", test_tmpdir());
+        snprintf(sum, sizeof(sum), "%s.sha256", img);
+        snprintf(sc, sizeof(sc), "%s.vmhost-hash", img);
+        int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(fd >= 0 && write(fd, "disk", 4) == 4);
+        close(fd);
+        static const char user_sum[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  mine.raw\n";
+        int sfd = open(sum, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(sfd >= 0 && write(sfd, user_sum, strlen(user_sum)) == (ssize_t) strlen(user_sum));
+        close(sfd);
+        char hex[PUSH_SHA256_HEX + 1], buf[512] = "";
+        struct vh_error err = {};
+        CHECK_EQ_INT(push_image_hash(img, hex, NULL, &err), 0);
+        sfd = open(sum, O_RDONLY | O_CLOEXEC);
+        CHECK(sfd >= 0 && read(sfd, buf, sizeof(buf) - 1) > 0);
+        close(sfd);
+        CHECK_STREQ(buf, user_sum);
+        CHECK(access(sc, F_OK) == 0);
+        /* A user's file under IMAGE.vmhost-hash: left as it is. */
+        unlink(sc);
+        sfd = open(sc, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(sfd >= 0 && write(sfd, "my notes\n", 9) == 9);
+        close(sfd);
+        char again[PUSH_SHA256_HEX + 1];
+        CHECK_EQ_INT(push_image_hash(img, again, NULL, &err), 0);
+        CHECK_STREQ(again, hex);
+        memset(buf, 0, sizeof(buf));
+        sfd = open(sc, O_RDONLY | O_CLOEXEC);
+        CHECK(sfd >= 0 && read(sfd, buf, sizeof(buf) - 1) == 9);
+        close(sfd);
+        CHECK_STREQ(buf, "my notes\n");
 }
