@@ -770,7 +770,7 @@ static int lookup_in(const char *dir, const char *name, const char *sha256, enum
                         size_t len = strlen(n);
                         if (n[0] == '.' || !endswith(n, PUSH_SIDECAR_SUFFIX))
                                 continue;
-                        _cleanup_free_ char *img = NULL, *text = NULL;
+                        _cleanup_free_ char *img = NULL;
                         if (asprintf(&img, "%s/%.*s", dir, (int) (len - strlen(PUSH_SIDECAR_SUFFIX)), n) < 0)
                                 break;
                         struct stat st;

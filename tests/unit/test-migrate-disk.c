@@ -534,6 +534,8 @@ TEST(migrate_disk_abort) {
         struct side src = { .pid = -1 }, dst = { .pid = -1 };
         char nbd[256];
         _cleanup_free_ char *before = NULL;
+        /* Before the first goto: clang refuses a jump over a cleanup. */
+        _cleanup_(json_value_freep) struct json_value *ex = NULL;
         struct vh_error err = {};
         struct vm_migrate_disk_mirror *m = NULL;
         if (!need_tools() || !fault_setup(&src, &dst, FAULT_MIB, nbd, sizeof(nbd), &before))
@@ -570,7 +572,6 @@ TEST(migrate_disk_abort) {
 
         /* The destination can take another attempt, then stops cleanly. */
         CHECK_EQ_INT(vm_migrate_disk_export_stop(dst.q, &err), 0);
-        _cleanup_(json_value_freep) struct json_value *ex = NULL;
         CHECK_EQ_INT(qmp_execute(dst.q, "query-block-exports", NULL, &ex, &err), 0);
         CHECK_EQ_INT(json_array_len(ex), 0);
 out:
