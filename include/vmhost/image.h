@@ -394,6 +394,17 @@ struct vh_image_convert_options {
 int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                      struct vh_error *err);
 
+/* Writes the guest-visible content of 'srcs', one after another, into
+ * 'dst' (opened read-write) from its start, through its write path: the
+ * output of 'convert -n' and of several sources. 'dst' must be at least as
+ * large as the sources together (-ENOSPC otherwise) and is not resized.
+ * Zeros of the sources are written as zeros (zero clusters, holes) unless
+ * 'dst_is_zero' says 'dst' reads as zeros already. Of 'opts' only
+ * sparse_size, fully_allocated, cache (a flush unless unsafe) and progress
+ * apply. A failure or cancel leaves 'dst' holding part of the data. */
+int vh_image_convert_into(struct vh_image *const *srcs, size_t n_srcs, struct vh_image *dst, bool dst_is_zero,
+                          const struct vh_image_convert_options *opts, struct vh_error *err);
+
 /* Whether a new image may replace the file at 'path', as create and
  * convert decide it (they check again under the file's lock):
  *   0        nothing there, a zero-length file, an image with no data of

@@ -103,7 +103,7 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC DST\n"
+                "                          [-n] [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
                 "standalone image. Zeros are not written: raw output is sparse, qcow2 output\n"
@@ -120,6 +120,9 @@ static void usage_convert(FILE *f) {
                 "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
                 "                 directory) holding only what differs from it; needs -F\n"
                 "  -F FMT         format of BACKING\n"
+                "  -n             write into the existing image DST (opened as -O says, raw\n"
+                "                 by default; at least as large as SRC) instead of creating\n"
+                "                 it: in place, zeros included; no -o or -c; -B is ignored\n"
                 "  -S SIZE        leave out only runs of zeros at least SIZE long (4k);\n"
                 "                 0 writes everything (a fully allocated output)\n"
                 "  -t CACHE       how the output reaches the disk, as in qemu-img:\n"
@@ -494,10 +497,11 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .cache = VH_IMAGE_CACHE_UNSAFE };
         struct img_options o = {};
         const char *backing_fmt = NULL;
+        bool skip_create = false, have_o = false;
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:n", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
@@ -509,6 +513,10 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                 case 'o':
                         if (parse_o(optarg, &o, false) < 0)
                                 return cli.usage_status;
+                        have_o = true;
+                        break;
+                case 'n':
+                        skip_create = true;
                         break;
                 case 'c':
                         co.compress = true;
@@ -540,6 +548,25 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         co.backing_format = VH_IMAGE_FORMAT_PROBE;
         if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
                 return cli.usage_status;
+        if (skip_create) {
+                /* The output exists: nothing about its creation can be
+                 * chosen. qemu-img's words and exit status for -o. */
+                if (have_o) {
+                        log_error("-o has no effect when skipping image creation");
+                        return 1;
+                }
+                if (co.compress) {
+                        log_error("-c cannot be used with -n: compressed clusters are written only into a new "
+                                  "image.");
+                        return 1;
+                }
+                if (co.backing_file) {
+                        /* As in qemu-img, which copies everything then. */
+                        log_warning("-B has no effect with -n: %s keeps its backing file and gets all the data.",
+                                    argv[argc - 1]);
+                        co.backing_file = NULL;
+                }
+        }
         if ((co.compress || co.backing_file) && co.format != VH_IMAGE_FORMAT_QCOW2) {
                 log_error("-c and -B need qcow2 output (-O qcow2).");
                 return cli.usage_status;
@@ -568,7 +595,21 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         if (img_cli_open(&cli, src, cli.format, 0, &img) < 0)
                 return 1;
         struct vh_error err = {};
-        int r = vh_image_convert(img, dst, &co, &err);
+        int r;
+        if (skip_create) {
+                /* -n: the output is opened as -O says (raw by default), as
+                 * qemu-img opens it. */
+                _cleanup_(vh_image_freep) struct vh_image *out = NULL;
+                struct img_cli out_cli = cli;
+                out_cli.force_share = false;
+                if (img_cli_open(&out_cli, dst, co.format, VH_IMAGE_OPEN_READ_WRITE, &out) < 0) {
+                        vh_image_free(img);
+                        img_cli_progress_end(&cli);
+                        return 1;
+                }
+                r = vh_image_convert_into(&img, 1, out, false, &co, &err);
+        } else
+                r = vh_image_convert(img, dst, &co, &err);
         vh_image_free(img);
         img_cli_progress_end(&cli);
         if (r < 0) {

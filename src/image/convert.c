@@ -1120,3 +1120,98 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
                 vh_error_set(err, r, "cancelled; nothing was written to %s", dst_path);
         return r;
 }
+
+/* ---- Writing into an open image (-n, several sources) ----
+ *
+ * Off the fast paths above: the output is an image opened read-write and
+ * written through its write path (vh_image_write, vh_image_write_zeroes),
+ * which allocates clusters in place. Unless the output is known to read
+ * as zeros, zeros of the sources are written as zeros too: an existing
+ * output (-n) may hold anything there. */
+
+/* Writes 'len' bytes of 'buf' (source data) at 'offset' of 'dst': runs of
+ * zero units at least 'sparse' long as zeros (skipped when 'dst_is_zero'),
+ * the rest as data. */
+static int into_emit(struct vh_image *dst, uint64_t offset, const uint8_t *buf, uint64_t len, uint64_t sparse,
+                     bool dst_is_zero, struct vh_error *err) {
+        const uint64_t unit = 4096;
+        uint64_t pos = 0;
+        while (pos < len) {
+                uint64_t start = pos;
+                bool zero = sparse && image_buffer_is_zero(buf + pos, (size_t) MIN(unit, len - pos));
+                while (pos < len && zero == (sparse && image_buffer_is_zero(buf + pos, (size_t) MIN(unit, len - pos))))
+                        pos += MIN(unit, len - pos);
+                /* A short run of zeros is written as data, as qemu-img
+                 * leaves out only runs of the sparse size. */
+                if (zero && pos - start < sparse && pos < len)
+                        zero = false;
+                int r;
+                if (!zero)
+                        r = vh_image_write(dst, offset + start, buf + start, (size_t) (pos - start), err);
+                else if (!dst_is_zero)
+                        r = vh_image_write_zeroes(dst, offset + start, pos - start, err);
+                else
+                        r = 0;
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int vh_image_convert_into(struct vh_image *const *srcs, size_t n_srcs, struct vh_image *dst, bool dst_is_zero,
+                          const struct vh_image_convert_options *opts, struct vh_error *err) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < n_srcs; i++) {
+                if (vh_image_virtual_size(srcs[i]) > VH_IMAGE_MAX_VIRTUAL_SIZE - total)
+                        return vh_error_set(err, -EFBIG, "the sources are larger together than the limit");
+                total += vh_image_virtual_size(srcs[i]);
+        }
+        if (total > vh_image_virtual_size(dst))
+                /* qemu-img's words. */
+                return vh_error_set(err, -ENOSPC, "output file is smaller than input file");
+        for (size_t i = 0; i < n_srcs; i++)
+                for (struct vh_image *x = srcs[i]; x; x = vh_image_backing(x))
+                        if (x->dev == dst->dev && x->ino == dst->ino)
+                                return vh_error_set(err, -EINVAL, "%s: is %s, which the source image reads from",
+                                                    dst->filename, x->filename);
+        if (opts->sparse_size % 512)
+                return vh_error_set(err, -EINVAL, "the sparse size must be a multiple of 512 bytes");
+        const uint64_t sparse = opts->fully_allocated ? 0 : opts->sparse_size ? opts->sparse_size : DEFAULT_SPARSE_SIZE;
+
+        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, (size_t) CONVERT_CHUNK);
+        if (!buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        uint64_t base = 0;
+        int r = 0;
+        for (size_t i = 0; i < n_srcs && r >= 0; i++) {
+                struct vh_image *src = srcs[i];
+                const uint64_t size = vh_image_virtual_size(src);
+                for (uint64_t off = 0; off < size && r >= 0;) {
+                        r = image_progress(opts->progress, opts->userdata, base + off, total);
+                        if (r < 0)
+                                break;
+                        struct vh_image_extent e;
+                        r = vh_image_map(src, off, MIN(size - off, CONVERT_CHUNK), &e, err);
+                        if (r < 0)
+                                break;
+                        uint64_t n = MIN(e.length, size - off);
+                        if (e.zero && sparse) {
+                                if (!dst_is_zero)
+                                        r = vh_image_write_zeroes(dst, base + off, n, err);
+                        } else {
+                                r = vh_image_read(src, off, buf, (size_t) n, err);
+                                if (r >= 0)
+                                        r = into_emit(dst, base + off, buf, n, sparse, dst_is_zero, err);
+                        }
+                        off += n;
+                }
+                base += size;
+        }
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, total, total);
+        if (r >= 0 && opts->cache != VH_IMAGE_CACHE_UNSAFE)
+                r = vh_image_flush(dst, err);
+        if (r == -ECANCELED)
+                vh_error_set(err, r, "cancelled; %s holds part of the sources' data", dst->filename);
+        return r;
+}

@@ -22,6 +22,9 @@
 #             (check -r all) as qemu-img
 #   prealloc  resize --preallocation=off|metadata|falloc|full, raw and
 #             qcow2: the same map, data and blocks on disk as qemu-img's
+#   convert-n into an existing raw, qcow2 v3 or v2 target holding other
+#             data: the same data and map; a missing or small target, -o,
+#             -c refused as by qemu-img; -B ignored as by qemu-img
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -442,5 +445,78 @@ else
 	fail prealloc-shrink "$(cat v.err)"
 fi
 rm -f pa-q.img pa-v.img
+
+# ------------------------------------------------------------------ convert -n
+# The source: 1 MiB, data at 0 and 512k. Each target is made twice (one
+# for each tool) holding other data, also past the source's end; after
+# 'convert -n' both must have the same exit status, the same content
+# (byte for byte for raw, 'qemu-img compare' for qcow2) and the same map.
+qemu-img create -q -f qcow2 cn-src.qcow2 1M
+qemu-io -c 'write -P 0x11 0 64k' -c 'write -P 0x22 512k 64k' cn-src.qcow2 >/dev/null
+# cn_target FILE KIND: a target of KIND raw (2 MiB), v3 or v2 (qcow2, 1 MiB)
+cn_target() {
+	rm -f "$1"
+	case $2 in
+	raw) truncate -s 2M "$1"
+	     qemu-io -f raw -c 'write -P 0x33 256k 128k' -c 'write -P 0x44 1536k 64k' "$1" >/dev/null ;;
+	v3) qemu-img create -q -f qcow2 "$1" 1M
+	    qemu-io -c 'write -P 0x33 0 1M' "$1" >/dev/null ;;
+	v2) qemu-img create -q -f qcow2 -o compat=0.10 "$1" 1M
+	    qemu-io -c 'write -P 0x33 256k 128k' "$1" >/dev/null ;;
+	esac
+}
+# cn_run CHECK KIND ARGS...: 'convert -n ARGS cn-src.qcow2 TARGET' on a
+# fresh target of KIND for each tool; compares as said above, reading the
+# target as -O says (raw unless -O qcow2), as both tools write it.
+cn_run() {
+	local check=$1 kind=$2 fmt=raw
+	shift 2
+	case " $* " in *" -O qcow2 "*) fmt=qcow2 ;; esac
+	cn_target cnq.img "$kind"
+	cn_target cnv.img "$kind"
+	set +e
+	qemu-img convert -n "$@" cn-src.qcow2 cnq.img >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -n "$@" cn-src.qcow2 cnv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "$check" || return 0
+	if [ "$V_RC" != 0 ]; then
+		pass "$check" "both exit $V_RC: $(head -1 v.err)"
+	elif { [ $fmt = qcow2 ] || cmp -s cnq.img cnv.img; } &&
+	     qemu-img compare -q -f $fmt -F $fmt cnq.img cnv.img &&
+	     diff <(qemu-img map --output=json -f $fmt cnq.img | sed 's/, "offset.*//') \
+		  <(qemu-img map --output=json -f $fmt cnv.img | sed 's/, "offset.*//') >/dev/null &&
+	     { [ $fmt = raw ] || qemu-img check -q cnv.img; }; then
+		pass "$check" "exit 0, the same data and map as qemu-img's"
+	else
+		fail "$check" "$(qemu-img compare -f $fmt -F $fmt cnq.img cnv.img 2>&1; diff <(qemu-img map --output=json -f $fmt cnq.img | sed 's/, "offset.*//') <(qemu-img map --output=json -f $fmt cnv.img | sed 's/, "offset.*//'); cat v.err)"
+	fi
+}
+cn_run "convert-n raw" raw -O raw
+cn_run "convert-n raw (no -O)" raw
+cn_run "convert-n qcow2 v3" v3 -O qcow2
+cn_run "convert-n qcow2 v2" v2 -O qcow2
+cn_run "convert-n qcow2 -S 0" v3 -O qcow2 -S 0
+cn_run "convert-n qcow2 as raw" v3 -O raw
+cn_run "convert-n -o" raw -O raw -o cluster_size=4k
+cn_run "convert-n -c" v3 -O qcow2 -c
+cn_run "convert-n -B" v3 -O qcow2 -B cn-src.qcow2 -F qcow2
+truncate -s 512k cn-small.raw
+both convert -n cn-src.qcow2 cn-small.raw
+if same_rc convert-n-smaller && [ "$V_RC" = 1 ] && grep -q "output file is smaller than input file" v.err; then
+	pass convert-n-smaller "both exit 1: $V_ERR"
+else
+	fail convert-n-smaller "$V_ERR"
+fi
+rm -f cn-missing.raw
+both convert -n cn-src.qcow2 cn-missing.raw
+if same_rc convert-n-missing && [ "$V_RC" = 1 ] && [ ! -e cn-missing.raw ]; then
+	pass convert-n-missing "both exit 1, nothing created: $V_ERR"
+else
+	fail convert-n-missing "$V_ERR"
+fi
+rm -f cnq.img cnv.img cn-small.raw
 
 e2e_finish
