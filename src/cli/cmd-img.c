@@ -115,10 +115,13 @@ static void usage_convert(FILE *f) {
                 "  -f FMT         source format (default: probe)\n"
                 "  -O FMT         output format: raw (default) or qcow2\n"
                 "  -o OPTIONS     qcow2 output: cluster_size=SIZE, compat=1.1|0.10,\n"
-                "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib\n"
+                "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib,\n"
+                "                 backing_file=BACKING and backing_fmt=FMT (as -B and -F,\n"
+                "                 which win over them)\n"
                 "  -c             qcow2 output: zlib-compressed clusters\n"
                 "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
-                "                 directory) holding only what differs from it; needs -F\n"
+                "                 directory) holding only what differs from it (less than\n"
+                "                 qemu-img, which also writes data equal to BACKING); needs -F\n"
                 "  -F FMT         format of BACKING\n"
                 "  -n             write into the existing image DST (opened as -O says, raw\n"
                 "                 by default; at least as large as SRC) instead of creating\n"
@@ -171,8 +174,14 @@ struct img_options {
         bool compression_zlib; /* compression_type=zlib: the default, said out loud */
 };
 
-/* Parses "k=v,k=v" in place. */
-static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
+/* Which keys beyond the qcow2 layout ones a verb's -o takes. */
+enum {
+        IMG_O_BACKING = 1 << 0, /* backing_file, backing_fmt (create, convert) */
+        IMG_O_CREATE = 1 << 1,  /* size, preallocation (create) */
+};
+
+/* Parses "k=v,k=v" in place; 'keys' is a set of IMG_O_*. */
+static int parse_o(char *s, struct img_options *o, unsigned keys) {
         char *save = NULL;
         for (char *kv = strtok_r(s, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
                 char *v = strchr(kv, '=');
@@ -221,21 +230,22 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                                 return -EINVAL;
                         }
                         o->refcount_bits = (unsigned) n;
-                } else if (allow_create_keys && streq(kv, "backing_file"))
+                } else if ((keys & IMG_O_BACKING) && streq(kv, "backing_file"))
                         o->backing_file = v;
-                else if (allow_create_keys && streq(kv, "backing_fmt"))
+                else if ((keys & IMG_O_BACKING) && streq(kv, "backing_fmt"))
                         o->backing_fmt = v;
-                else if (allow_create_keys && streq(kv, "size"))
+                else if ((keys & IMG_O_CREATE) && streq(kv, "size"))
                         o->size = v;
-                else if (allow_create_keys && streq(kv, "preallocation")) {
+                else if ((keys & IMG_O_CREATE) && streq(kv, "preallocation")) {
                         if (vh_image_prealloc_from_string(v, &o->preallocation) < 0) {
                                 log_error("preallocation must be off, metadata, falloc or full, not '%s'.", v);
                                 return -EINVAL;
                         }
                 } else {
                         log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
-                                  "refcount_bits, compression_type%s.",
-                                  kv, allow_create_keys ? ", backing_file, backing_fmt, size, preallocation" : "");
+                                  "refcount_bits, compression_type%s%s.",
+                                  kv, (keys & IMG_O_BACKING) ? ", backing_file, backing_fmt" : "",
+                                  (keys & IMG_O_CREATE) ? ", size, preallocation" : "");
                         return -EINVAL;
                 }
         }
@@ -316,7 +326,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                         backing_fmt = optarg;
                         break;
                 case 'o':
-                        if (parse_o(optarg, &o, true) < 0)
+                        if (parse_o(optarg, &o, IMG_O_BACKING | IMG_O_CREATE) < 0)
                                 return cli.usage_status;
                         break;
                 default:
@@ -511,7 +521,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                                 return cli.usage_status;
                         break;
                 case 'o':
-                        if (parse_o(optarg, &o, false) < 0)
+                        if (parse_o(optarg, &o, IMG_O_BACKING) < 0)
                                 return cli.usage_status;
                         have_o = true;
                         break;
@@ -545,6 +555,20 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
                                 return status;
                 }
+        /* -B and -F take precedence over -o backing_file and backing_fmt,
+         * as in qemu-img. */
+        if (!co.backing_file)
+                co.backing_file = o.backing_file;
+        if (!backing_fmt)
+                backing_fmt = o.backing_fmt;
+        if (co.format == VH_IMAGE_FORMAT_RAW && (o.backing_file || o.backing_fmt) && !skip_create) {
+                log_error("Invalid parameter '%s'", o.backing_file ? "backing_file" : "backing_fmt");
+                return 1;
+        }
+        if (backing_fmt && !co.backing_file && !skip_create) {
+                log_error("Backing format cannot be used without backing file");
+                return 1;
+        }
         co.backing_format = VH_IMAGE_FORMAT_PROBE;
         if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
                 return cli.usage_status;
@@ -567,13 +591,14 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         co.backing_file = NULL;
                 }
         }
+        /* Exit 1 for these, as qemu-img. */
         if ((co.compress || co.backing_file) && co.format != VH_IMAGE_FORMAT_QCOW2) {
                 log_error("-c and -B need qcow2 output (-O qcow2).");
-                return cli.usage_status;
+                return 1;
         }
         if (co.backing_file && co.backing_format == VH_IMAGE_FORMAT_PROBE) {
                 log_error("-B needs the backing file's format: add -F qcow2 or -F raw.");
-                return cli.usage_status;
+                return 1;
         }
         if (img_cli_check_args(&cli, argc - optind, 2, 2, "SRC DST") < 0)
                 return cli.usage_status;

@@ -25,6 +25,9 @@
 #   convert-n into an existing raw, qcow2 v3 or v2 target holding other
 #             data: the same data and map; a missing or small target, -o,
 #             -c refused as by qemu-img; -B ignored as by qemu-img
+#   convert-B -B, -o backing_file=,backing_fmt= and -F: the same backing
+#             file recorded, the same data, no more data than qemu-img's;
+#             no -F, raw output, a missing file: exit 1 as qemu-img
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -518,5 +521,84 @@ else
 	fail convert-n-missing "$V_ERR"
 fi
 rm -f cnq.img cnv.img cn-small.raw
+
+# ------------------------------------------------------------------ convert -B
+# cb-base: 0x11 over 256k. cb-src (standalone): 0x11 at 0-128k (as the
+# base), 0x22 at 128k, zeros at 192k (where the base has data), 0x33 at
+# 512k. cb-top: an overlay of cb-base with 0x44 at 64k and 0x55 at 640k.
+# Both tools must exit alike, record the same backing file and format,
+# and give a clean overlay that reads as the source. qemu-img writes what
+# the source allocates; vmhost leaves out what equals the backing file
+# too, so its overlay holds no more data than qemu-img's, and for the
+# overlay of the same base (cb-top) the same map.
+qemu-img create -q -f qcow2 cb-base.qcow2 1M
+qemu-io -c 'write -P 0x11 0 256k' cb-base.qcow2 >/dev/null
+qemu-img create -q -f qcow2 cb-src.qcow2 1M
+qemu-io -c 'write -P 0x11 0 128k' -c 'write -P 0x22 128k 64k' -c 'write -P 0x33 512k 64k' cb-src.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b cb-base.qcow2 -F qcow2 cb-top.qcow2
+qemu-io -c 'write -P 0x44 64k 64k' -c 'write -P 0x55 640k 64k' cb-top.qcow2 >/dev/null
+# depth0_data FILE: bytes of data the file itself holds, as qemu-img maps it
+depth0_data() {
+	qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'
+}
+# cb_run CHECK SRC ARGS...: 'convert -O qcow2 ARGS SRC OUT' by both tools
+cb_run() {
+	local check=$1 src=$2
+	shift 2
+	rm -f cbq.qcow2 cbv.qcow2
+	set +e
+	qemu-img convert -O qcow2 "$@" "$src" cbq.qcow2 >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -O qcow2 "$@" "$src" cbv.qcow2 >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "$check" || return 0
+	if [ "$V_RC" != 0 ]; then
+		if [ ! -e cbv.qcow2 ]; then
+			pass "$check" "both exit $V_RC: $(head -1 v.err)"
+		else
+			fail "$check" "exit $V_RC but cbv.qcow2 was written"
+		fi
+		return 0
+	fi
+	local bq bv qd vd
+	bq=$(qemu-img info --output=json cbq.qcow2 | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("backing-filename"), j.get("backing-filename-format"))')
+	bv=$(qemu-img info --output=json cbv.qcow2 | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("backing-filename"), j.get("backing-filename-format"))')
+	qd=$(depth0_data cbq.qcow2) vd=$(depth0_data cbv.qcow2)
+	if [ "$bq" = "$bv" ] && qemu-img check -q cbv.qcow2 && qemu-img compare -q "$src" cbv.qcow2 &&
+	   [ "$vd" -le "$qd" ] &&
+	   { [ "$src" != cb-top.qcow2 ] ||
+	     diff <(qemu-img map --output=json cbq.qcow2 | sed 's/, "offset.*//') \
+		  <(qemu-img map --output=json cbv.qcow2 | sed 's/, "offset.*//') >/dev/null; }; then
+		pass "$check" "backing $bv, reads as the source, $vd bytes of data (qemu-img $qd)"
+	else
+		fail "$check" "backing qemu-img '$bq' vmhost '$bv'; data $vd (qemu-img $qd); $(qemu-img compare "$src" cbv.qcow2 2>&1); $(diff <(qemu-img map cbq.qcow2) <(qemu-img map cbv.qcow2))"
+	fi
+}
+cb_run "convert-B standalone" cb-src.qcow2 -B cb-base.qcow2 -F qcow2
+cb_run "convert-B overlay" cb-top.qcow2 -B cb-base.qcow2 -F qcow2
+cb_run "convert-B -c" cb-top.qcow2 -c -B cb-base.qcow2 -F qcow2
+cb_run "convert-B -o backing_file,backing_fmt" cb-src.qcow2 -o backing_file=cb-base.qcow2,backing_fmt=qcow2
+cb_run "convert-B -o backing_file -F" cb-top.qcow2 -o backing_file=cb-base.qcow2 -F qcow2
+cp cb-base.qcow2 cb-base2.qcow2
+cb_run "convert-B -B over -o backing_file" cb-src.qcow2 -B cb-base.qcow2 -o backing_file=cb-base2.qcow2 -F qcow2
+cb_run "convert-B -F over -o backing_fmt" cb-src.qcow2 -o backing_file=cb-base.qcow2,backing_fmt=raw -F qcow2
+cb_run "convert-B no -F" cb-src.qcow2 -B cb-base.qcow2
+cb_run "convert-B -o backing_fmt alone" cb-src.qcow2 -o backing_fmt=qcow2
+cb_run "convert-B missing" cb-src.qcow2 -B cb-nope.qcow2 -F qcow2
+for a in "-B cb-base.qcow2 -F qcow2" "-o backing_file=cb-base.qcow2,backing_fmt=qcow2"; do
+	rm -f cbq.raw cbv.raw
+	# shellcheck disable=SC2086 # $a holds several arguments
+	both convert -O raw $a cb-src.qcow2 cbv.raw
+	if same_rc "convert-B raw output ($a)" && [ "$V_RC" = 1 ] && [ ! -e cbv.raw ]; then
+		pass "convert-B raw output ($a)" "both exit 1: $V_ERR"
+	else
+		fail "convert-B raw output ($a)" "$V_ERR"
+	fi
+done
+rm -f cbq.qcow2 cbv.qcow2 cb-base2.qcow2
 
 e2e_finish
