@@ -394,6 +394,13 @@ struct vh_image_convert_options {
 int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                      struct vh_error *err);
 
+/* Writes the guest-visible content of 'srcs', one after another, as a new
+ * image at 'dst_path' whose size is their sum (qemu-img convert with
+ * several sources), put in place as vh_image_convert() does. One source
+ * is vh_image_convert(). Not with a backing file or compression. */
+int vh_image_convert_concat(struct vh_image *const *srcs, size_t n_srcs, const char *dst_path,
+                            const struct vh_image_convert_options *opts, struct vh_error *err);
+
 /* Writes the guest-visible content of 'srcs', one after another, into
  * 'dst' (opened read-write) from its start, through its write path: the
  * output of 'convert -n' and of several sources. 'dst' must be at least as

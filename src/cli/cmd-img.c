@@ -103,10 +103,11 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-n] [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC DST\n"
+                "                          [-n] [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC... DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
-                "standalone image. Zeros are not written: raw output is sparse, qcow2 output\n"
+                "standalone image; several SRCs (up to 64) one after another, DST's size\n"
+                "being their sum (not with -B or -c). Zeros are not written: raw output is sparse, qcow2 output\n"
                 "leaves zero clusters unallocated. The output is written beside DST and\n"
                 "renamed to DST once complete, so DST is never a half-written image.\n"
                 "An existing DST is replaced only if it holds no data, or with --force\n"
@@ -494,6 +495,9 @@ static int img_info(int argc, char **argv) {
         return 0;
 }
 
+/* The most sources one convert concatenates. */
+#define CONVERT_MAX_SOURCES 64
+
 static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         enum { ARG_FORCE = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
@@ -600,14 +604,17 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                 log_error("-B needs the backing file's format: add -F qcow2 or -F raw.");
                 return 1;
         }
-        if (img_cli_check_args(&cli, argc - optind, 2, 2, "SRC DST") < 0)
+        /* Each source holds a chain of open files: a bound well past any
+         * real use keeps that within the limit on descriptors. */
+        if (img_cli_check_args(&cli, argc - optind, 2, CONVERT_MAX_SOURCES + 1, "SRC... DST") < 0)
                 return cli.usage_status;
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
                           "qcow2 output only.");
                 return cli.usage_status;
         }
-        const char *src = argv[optind], *dst = argv[optind + 1];
+        size_t n_srcs = (size_t) (argc - optind - 1);
+        const char *dst = argv[argc - 1];
         co.cluster_size = o.cluster_size;
         co.version = o.version;
         co.lazy_refcounts = o.lazy_refcounts;
@@ -616,33 +623,34 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
 
         if (check_not_vm_image(ctx, dst) < 0)
                 return 1;
-        struct vh_image *img = NULL;
-        if (img_cli_open(&cli, src, cli.format, 0, &img) < 0)
-                return 1;
+        struct vh_image *srcs[CONVERT_MAX_SOURCES] = {};
         struct vh_error err = {};
-        int r;
-        if (skip_create) {
+        int r = 0;
+        for (size_t i = 0; i < n_srcs && r >= 0; i++)
+                r = img_cli_open(&cli, argv[optind + i], cli.format, 0, &srcs[i]);
+        if (r >= 0 && skip_create) {
                 /* -n: the output is opened as -O says (raw by default), as
                  * qemu-img opens it. */
                 _cleanup_(vh_image_freep) struct vh_image *out = NULL;
                 struct img_cli out_cli = cli;
                 out_cli.force_share = false;
-                if (img_cli_open(&out_cli, dst, co.format, VH_IMAGE_OPEN_READ_WRITE, &out) < 0) {
-                        vh_image_free(img);
-                        img_cli_progress_end(&cli);
-                        return 1;
+                r = img_cli_open(&out_cli, dst, co.format, VH_IMAGE_OPEN_READ_WRITE, &out);
+                if (r >= 0) {
+                        r = vh_image_convert_into(srcs, n_srcs, out, false, &co, &err);
+                        if (r < 0)
+                                log_error("Cannot convert %s to %s: %s", n_srcs == 1 ? argv[optind] : "the sources",
+                                          dst, vh_error_message(&err, r));
                 }
-                r = vh_image_convert_into(&img, 1, out, false, &co, &err);
-        } else
-                r = vh_image_convert(img, dst, &co, &err);
-        vh_image_free(img);
-        img_cli_progress_end(&cli);
-        if (r < 0) {
-                if (!report_holds_data(&err, r))
-                        log_error("Cannot convert %s to %s: %s", src, dst, vh_error_message(&err, r));
-                return 1;
+        } else if (r >= 0) {
+                r = vh_image_convert_concat(srcs, n_srcs, dst, &co, &err);
+                if (r < 0 && !report_holds_data(&err, r))
+                        log_error("Cannot convert %s to %s: %s", n_srcs == 1 ? argv[optind] : "the sources", dst,
+                                  vh_error_message(&err, r));
         }
-        return 0;
+        for (size_t i = 0; i < n_srcs; i++)
+                vh_image_free(srcs[i]);
+        img_cli_progress_end(&cli);
+        return r < 0 ? 1 : 0;
 }
 
 int cmd_img(const struct vh_context *ctx, int argc, char **argv) {

@@ -1215,3 +1215,72 @@ int vh_image_convert_into(struct vh_image *const *srcs, size_t n_srcs, struct vh
                 vh_error_set(err, r, "cancelled; %s holds part of the sources' data", dst->filename);
         return r;
 }
+
+int vh_image_convert_concat(struct vh_image *const *srcs, size_t n_srcs, const char *dst_path,
+                            const struct vh_image_convert_options *opts, struct vh_error *err) {
+        if (n_srcs == 0)
+                return vh_error_set(err, -EINVAL, "no source image given");
+        if (n_srcs == 1)
+                return vh_image_convert(srcs[0], dst_path, opts, err);
+        if (opts->format != VH_IMAGE_FORMAT_RAW && opts->format != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EINVAL, "unknown output format");
+        if (opts->backing_file)
+                /* qemu-img's words. */
+                return vh_error_set(err, -EINVAL, "Having a backing file for the target makes no sense when "
+                                                  "concatenating multiple input images");
+        if (opts->compress)
+                return vh_error_set(err, -EOPNOTSUPP, "compressed output (-c) is written from one source only");
+        uint64_t total = 0;
+        for (size_t i = 0; i < n_srcs; i++) {
+                if (vh_image_virtual_size(srcs[i]) > VH_IMAGE_MAX_VIRTUAL_SIZE - total)
+                        return vh_error_set(err, -EFBIG, "the sources are larger together than the limit");
+                total += vh_image_virtual_size(srcs[i]);
+                int r = check_not_in_chain(srcs[i], dst_path, err);
+                if (r < 0)
+                        return r;
+        }
+
+        struct image_output out = IMAGE_OUTPUT_INIT;
+        int r = image_output_begin(dst_path, opts->replace_data, &out, err);
+        if (r < 0)
+                return r;
+        if (opts->format == VH_IMAGE_FORMAT_RAW)
+                r = raw_create(out.fd, total, err);
+        else {
+                struct vh_image_create_options co = {
+                        .format = VH_IMAGE_FORMAT_QCOW2,
+                        .size = total,
+                        .cluster_size = opts->cluster_size,
+                        .version = opts->version,
+                        .lazy_refcounts = opts->lazy_refcounts,
+                        .refcount_bits = opts->refcount_bits,
+                };
+                r = qcow2_create(out.fd, &co, total, err);
+        }
+        if (r < 0)
+                r = image_error_prefix(err, r, dst_path);
+        /* The new file reads as zeros: the sources' zeros need no writes.
+         * It is opened by its temporary name, which only this process
+         * knows, and written through the write path: the sources need not
+         * end on cluster boundaries. */
+        struct vh_image *img = NULL;
+        if (r >= 0) {
+                struct vh_image_open_options oo = { .format = opts->format,
+                                                    .flags = VH_IMAGE_OPEN_READ_WRITE | VH_IMAGE_OPEN_NO_BACKING };
+                r = vh_image_open(out.tmp_path, &oo, &img, err);
+        }
+        if (r >= 0) {
+                struct vh_image_convert_options o = *opts;
+                o.cache = VH_IMAGE_CACHE_UNSAFE; /* flushed below, with the rename */
+                r = vh_image_convert_into(srcs, n_srcs, img, true, &o, err);
+                if (r == -ECANCELED)
+                        vh_error_set(err, r, "cancelled; nothing was written to %s", dst_path);
+        }
+        if (r >= 0)
+                r = vh_image_flush(img, err);
+        vh_image_free(img);
+        if (r >= 0)
+                r = image_output_commit(&out, opts->cache != VH_IMAGE_CACHE_UNSAFE, err);
+        image_output_done(&out);
+        return r;
+}

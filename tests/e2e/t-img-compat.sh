@@ -28,6 +28,8 @@
 #   convert-B -B, -o backing_file=,backing_fmt= and -F: the same backing
 #             file recorded, the same data, no more data than qemu-img's;
 #             no -F, raw output, a missing file: exit 1 as qemu-img
+#   convert-several  three sources (not cluster aligned) into raw and
+#             qcow2, new and -n: the same size, data and map; -B exit 1
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -600,5 +602,91 @@ for a in "-B cb-base.qcow2 -F qcow2" "-o backing_file=cb-base.qcow2,backing_fmt=
 	fi
 done
 rm -f cbq.qcow2 cbv.qcow2 cb-base2.qcow2
+
+# ------------------------------------------------------------------ convert of several sources
+# A 1 MiB qcow2 with data at both ends, a 300 KiB raw file with 8 KiB of
+# data at 4k and a 100 KiB raw file with one sector: not cluster aligned,
+# so clusters of the output take data of two sources. Raw and qcow2
+# output (a new file, and -n into an existing one): the same size, bytes
+# or data, map and exit status as qemu-img's. -B with several sources:
+# both exit 1; -c: vmhost refuses (exit 1) where qemu-img writes.
+qemu-img create -q -f qcow2 cm1.qcow2 1M
+qemu-io -c 'write -P 0x11 0 64k' -c 'write -P 0x12 960k 64k' cm1.qcow2 >/dev/null
+truncate -s 300k cm2.raw
+qemu-io -f raw -c 'write -P 0x22 4k 8k' cm2.raw >/dev/null
+truncate -s 100k cm3.raw
+qemu-io -f raw -c 'write -P 0x33 0 512' cm3.raw >/dev/null
+# map_merged FMT FILE: qemu-img's map as (start length zero data), next
+# entries of one kind merged; host offsets and "present" left out (an image
+# without backing reads zeros alike from zero and unallocated clusters).
+map_merged() {
+	qemu-img map --output=json -f "$1" "$2" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    k = [e["zero"], e["data"]]
+    if out and out[-1][2:] == k and out[-1][0] + out[-1][1] == e["start"]:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"], *k])
+for o in out:
+    print(*o)'
+}
+for fmt in raw qcow2; do
+	rm -f cmq.img cmv.img
+	set +e
+	qemu-img convert -O $fmt cm1.qcow2 cm2.raw cm3.raw cmq.img >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -O $fmt cm1.qcow2 cm2.raw cm3.raw cmv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	if same_rc "convert-several $fmt" && [ "$V_RC" = 0 ] &&
+	   [ "$(qemu-img info -f $fmt cmv.img | grep 'virtual size')" = "$(qemu-img info -f $fmt cmq.img | grep 'virtual size')" ] &&
+	   qemu-img compare -q -f $fmt -F $fmt cmq.img cmv.img && { [ $fmt = qcow2 ] || cmp -s cmq.img cmv.img; } &&
+	   diff <(qemu-img map --output=json -f $fmt cmq.img | sed 's/, "offset.*//') \
+		<(qemu-img map --output=json -f $fmt cmv.img | sed 's/, "offset.*//') >/dev/null &&
+	   { [ $fmt = raw ] || qemu-img check -q cmv.img; }; then
+		pass "convert-several $fmt" "exit 0, $(qemu-img info -f $fmt cmv.img | grep 'virtual size'), the same data and map as qemu-img's"
+	else
+		fail "convert-several $fmt" "$V_ERR; $(qemu-img info -f $fmt cmv.img 2>&1 | grep 'virtual size'); $(qemu-img compare -f $fmt -F $fmt cmq.img cmv.img 2>&1)"
+	fi
+done
+for kind in raw v3; do
+	fmt=raw
+	[ $kind = v3 ] && fmt=qcow2
+	cn_target cmq.img $kind
+	cn_target cmv.img $kind
+	[ $kind = v3 ] && qemu-img resize -q cmq.img 2M && qemu-img resize -q cmv.img 2M
+	set +e
+	qemu-img convert -n -O $fmt cm1.qcow2 cm2.raw cm3.raw cmq.img >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -n -O $fmt cm1.qcow2 cm2.raw cm3.raw cmv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	if same_rc "convert-several -n $kind" && [ "$V_RC" = 0 ] &&
+	   qemu-img compare -q -f $fmt -F $fmt cmq.img cmv.img && { [ $fmt = qcow2 ] || cmp -s cmq.img cmv.img; } &&
+	   diff <(map_merged $fmt cmq.img) <(map_merged $fmt cmv.img) >/dev/null; then
+		pass "convert-several -n $kind" "exit 0, the same data and map as qemu-img's"
+	else
+		fail "convert-several -n $kind" "$V_ERR; $(qemu-img compare -f $fmt -F $fmt cmq.img cmv.img 2>&1); $(diff <(map_merged $fmt cmq.img) <(map_merged $fmt cmv.img))"
+	fi
+done
+rm -f cmv.img
+both convert -O qcow2 -B cm1.qcow2 -F qcow2 cm1.qcow2 cm2.raw cmv.img
+if same_rc "convert-several -B" && [ "$V_RC" = 1 ] && [ ! -e cmv.img ] &&
+   grep -q "Having a backing file for the target makes no sense" v.err; then
+	pass "convert-several -B" "both exit 1: $V_ERR"
+else
+	fail "convert-several -B" "$V_ERR"
+fi
+"$VMHOST" img convert -O qcow2 -c cm1.qcow2 cm2.raw cmv.img >v.out 2>v.err && V_RC=0 || V_RC=$?
+if [ "$V_RC" = 1 ] && [ ! -e cmv.img ] && grep -q "one source only" v.err; then
+	pass "convert-several -c" "refused (qemu-img writes it): $(cat v.err)"
+else
+	fail "convert-several -c" "exit $V_RC: $(cat v.err)"
+fi
+rm -f cmq.img cmv.img
 
 e2e_finish
