@@ -227,6 +227,13 @@ int vh_image_snapshot_create(struct vh_image *img, const char *name, struct vh_e
 /* Makes the snapshot with this name (or id) the current state; what was
  * written since is lost. */
 int vh_image_snapshot_apply(struct vh_image *img, const char *name, struct vh_error *err);
+/* Makes 'img' (qcow2, opened read-only) show the state of the snapshot
+ * with this id and this name (either may be NULL, not both) instead of
+ * its active state, as 'qemu-img convert -l' does: in the image's current
+ * virtual size (not the snapshot's), zeros past what the snapshot maps.
+ * The file is not changed. -ENOENT ("Can't find snapshot") when none
+ * matches; -EOPNOTSUPP for raw. */
+int vh_image_snapshot_load(struct vh_image *img, const char *id, const char *name, struct vh_error *err);
 /* Removes the snapshot with this name (or id) and frees what only it used. */
 int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_error *err);
 

@@ -103,7 +103,8 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-n] [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC... DST\n"
+                "                          [-l SNAPSHOT] [-n] [-S SIZE] [-t CACHE] [-p] [-U] [-q]\n"
+                "                          [--force] SRC... DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
                 "standalone image; several SRCs (up to 64) one after another, DST's size\n"
@@ -124,6 +125,9 @@ static void usage_convert(FILE *f) {
                 "                 directory) holding only what differs from it (less than\n"
                 "                 qemu-img, which also writes data equal to BACKING); needs -F\n"
                 "  -F FMT         format of BACKING\n"
+                "  -l SNAPSHOT    convert the state of SRC's internal snapshot (qcow2):\n"
+                "                 snapshot.id=ID, snapshot.name=NAME (or both, which must\n"
+                "                 match one snapshot) or ID-OR-NAME; one SRC only\n"
                 "  -n             write into the existing image DST (opened as -O says, raw\n"
                 "                 by default; at least as large as SRC) instead of creating\n"
                 "                 it: in place, zeros included; no -o or -c; -B is ignored\n"
@@ -495,6 +499,39 @@ static int img_info(int argc, char **argv) {
         return 0;
 }
 
+/* convert -l: "snapshot.id=ID,snapshot.name=NAME" (either or both), or
+ * a bare ID or NAME, tried as an id first, as qemu-img does. Modifies
+ * 'spec'. Reports failures in qemu-img's words. */
+static int load_snapshot(struct vh_image *img, char *spec) {
+        struct vh_error err = {};
+        int r;
+        if (startswith(spec, "snapshot.")) {
+                const char *id = NULL, *name = NULL;
+                char *save = NULL;
+                for (char *kv = strtok_r(spec, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                        if (startswith(kv, "snapshot.id="))
+                                id = kv + strlen("snapshot.id=");
+                        else if (startswith(kv, "snapshot.name="))
+                                name = kv + strlen("snapshot.name=");
+                        else {
+                                char *eq = strchr(kv, '=');
+                                if (eq)
+                                        *eq = '\0';
+                                log_error("Invalid parameter '%s'", kv);
+                                return -EINVAL;
+                        }
+                }
+                r = vh_image_snapshot_load(img, id, name, &err);
+        } else {
+                r = vh_image_snapshot_load(img, spec, NULL, &err);
+                if (r == -ENOENT)
+                        r = vh_image_snapshot_load(img, NULL, spec, &err);
+        }
+        if (r < 0)
+                log_error("Failed to load snapshot: %s", vh_error_message(&err, r));
+        return r;
+}
+
 /* The most sources one convert concatenates. */
 #define CONVERT_MAX_SOURCES 64
 
@@ -512,10 +549,11 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         struct img_options o = {};
         const char *backing_fmt = NULL;
         bool skip_create = false, have_o = false;
+        char *snapshot = NULL;
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:n", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:nl:", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
@@ -531,6 +569,9 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         break;
                 case 'n':
                         skip_create = true;
+                        break;
+                case 'l':
+                        snapshot = optarg;
                         break;
                 case 'c':
                         co.compress = true;
@@ -628,6 +669,13 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         int r = 0;
         for (size_t i = 0; i < n_srcs && r >= 0; i++)
                 r = img_cli_open(&cli, argv[optind + i], cli.format, 0, &srcs[i]);
+        if (r >= 0 && snapshot) {
+                if (n_srcs > 1) {
+                        log_error("No support for concatenating multiple snapshot");
+                        r = -EINVAL;
+                } else
+                        r = load_snapshot(srcs[0], snapshot);
+        }
         if (r >= 0 && skip_create) {
                 /* -n: the output is opened as -O says (raw by default), as
                  * qemu-img opens it. */

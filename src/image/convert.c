@@ -795,6 +795,14 @@ static int reopen_chain(struct vh_image *src, struct vh_image **ret) {
         int r = vh_image_open(src->filename, &o, &img, NULL);
         if (r < 0)
                 return r;
+        /* -l: the worker reads the same snapshot. */
+        if (src->snapshot_id) {
+                r = vh_image_snapshot_load(img, src->snapshot_id, NULL, NULL);
+                if (r < 0) {
+                        vh_image_free(img);
+                        return r;
+                }
+        }
         struct vh_image *x = src, *y = img;
         for (; x && y; x = x->backing, y = y->backing)
                 if (x->dev != y->dev || x->ino != y->ino || x->virtual_size != y->virtual_size ||

@@ -30,6 +30,8 @@
 #             no -F, raw output, a missing file: exit 1 as qemu-img
 #   convert-several  three sources (not cluster aligned) into raw and
 #             qcow2, new and -n: the same size, data and map; -B exit 1
+#   convert-l -l NAME, ID, snapshot.name=, snapshot.id= and both: the same
+#             bytes (the snapshot's size), map and exit status as qemu-img
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -688,5 +690,71 @@ else
 	fail "convert-several -c" "exit $V_RC: $(cat v.err)"
 fi
 rm -f cmq.img cmv.img
+
+# ------------------------------------------------------------------ convert -l
+# sl.qcow2: 1 MiB; 0x11 at 0 when 'one' (id 1) was taken by qemu-img;
+# 0x22 at 0 and 0x23 at 512k when 'two' (id 2) was; then grown to 2 MiB,
+# 0x33 at 0 and 1536k when 'three' (id 3) was taken by vmhost; then 0x44
+# at 0. Each -l form: the same exit status and, converted to raw, the
+# same bytes as qemu-img's (the image's current size, 2 MiB, also for the
+# snapshots taken at 1 MiB); to qcow2, the same data and map.
+qemu-img create -q -f qcow2 sl.qcow2 1M
+qemu-io -c 'write -P 0x11 0 64k' sl.qcow2 >/dev/null
+qemu-img snapshot -c one sl.qcow2
+qemu-io -c 'write -P 0x22 0 64k' -c 'write -P 0x23 512k 64k' sl.qcow2 >/dev/null
+qemu-img snapshot -c two sl.qcow2
+qemu-img resize -q sl.qcow2 2M
+qemu-io -c 'write -P 0x33 0 64k' -c 'write -P 0x33 1536k 64k' sl.qcow2 >/dev/null
+"$VMHOST" img snapshot -c three sl.qcow2
+qemu-io -c 'write -P 0x44 0 64k' sl.qcow2 >/dev/null
+for spec in one 2 three 3 snapshot.name=one snapshot.id=2 snapshot.name=three \
+	    snapshot.id=1,snapshot.name=one snapshot.id=1,snapshot.name=two nope snapshot.name=nope \
+	    snapshot.id=one snapshot.foo=1; do
+	for fmt in raw qcow2; do
+		rm -f slq.img slv.img
+		set +e
+		qemu-img convert -O $fmt -l "$spec" sl.qcow2 slq.img >q.out 2>q.err
+		Q_RC=$?
+		"$VMHOST" img convert -O $fmt -l "$spec" sl.qcow2 slv.img >v.out 2>v.err
+		V_RC=$?
+		set -e
+		Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+		same_rc "convert-l $spec $fmt" || continue
+		if [ "$V_RC" != 0 ]; then
+			if [ ! -e slv.img ]; then
+				pass "convert-l $spec $fmt" "both exit $V_RC: $V_ERR"
+			else
+				fail "convert-l $spec $fmt" "exit $V_RC, but slv.img was written"
+			fi
+		elif { [ $fmt = qcow2 ] || cmp -s slq.img slv.img; } &&
+		     qemu-img compare -q -s -f $fmt -F $fmt slq.img slv.img &&
+		     diff <(qemu-img map --output=json -f $fmt slq.img | sed 's/, "offset.*//') \
+			  <(qemu-img map --output=json -f $fmt slv.img | sed 's/, "offset.*//') >/dev/null; then
+			pass "convert-l $spec $fmt" "exit 0, the same data and map as qemu-img's ($(stat -c %s slv.img) bytes)"
+		else
+			fail "convert-l $spec $fmt" "$(qemu-img compare -s -f $fmt -F $fmt slq.img slv.img 2>&1)"
+		fi
+	done
+done
+both convert -l one sl.qcow2 sl.qcow2 slv.img
+if same_rc "convert-l several sources" && [ "$V_RC" = 1 ] && grep -q "No support for concatenating multiple snapshot" v.err; then
+	pass "convert-l several sources" "both exit 1: $V_ERR"
+else
+	fail "convert-l several sources" "$V_ERR"
+fi
+qemu-img create -q -f raw slr.raw 1M
+both convert -l one -f raw slr.raw slv.img
+if same_rc "convert-l raw source" && [ "$V_RC" = 1 ]; then
+	pass "convert-l raw source" "both exit 1: $V_ERR"
+else
+	fail "convert-l raw source" "$V_ERR"
+fi
+"$VMHOST" img snapshot -l sl.qcow2 >v.out
+if qemu-img check -q sl.qcow2 && [ "$(grep -c '^[0-9]' v.out)" = 3 ]; then
+	pass "convert-l source unchanged" "sl.qcow2 clean, 3 snapshots"
+else
+	fail "convert-l source unchanged" "$(qemu-img check sl.qcow2 2>&1; cat v.out)"
+fi
+rm -f slq.img slv.img slr.raw
 
 e2e_finish
