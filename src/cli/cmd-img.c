@@ -103,8 +103,8 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-l SNAPSHOT] [-n] [-S SIZE] [-t CACHE] [-p] [-U] [-q]\n"
-                "                          [--force] SRC... DST\n"
+                "                          [-l SNAPSHOT] [-n] [-C] [-S SIZE] [-t CACHE] [-p] [-U]\n"
+                "                          [-q] [--force] SRC... DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
                 "standalone image; several SRCs (up to 64) one after another, DST's size\n"
@@ -131,6 +131,8 @@ static void usage_convert(FILE *f) {
                 "  -n             write into the existing image DST (opened as -O says, raw\n"
                 "                 by default; at least as large as SRC) instead of creating\n"
                 "                 it: in place, zeros included; no -o or -c; -B is ignored\n"
+                "  -C             accepted as in qemu-img (not with -c or -S); vmhost copies\n"
+                "                 as it always does: mapped source data, zeros left out\n"
                 "  -S SIZE        leave out only runs of zeros at least SIZE long (4k);\n"
                 "                 0 writes everything (a fully allocated output)\n"
                 "  -t CACHE       how the output reaches the disk, as in qemu-img:\n"
@@ -548,12 +550,12 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .cache = VH_IMAGE_CACHE_UNSAFE };
         struct img_options o = {};
         const char *backing_fmt = NULL;
-        bool skip_create = false, have_o = false;
+        bool skip_create = false, have_o = false, copy_offload = false, have_sparse = false;
         char *snapshot = NULL;
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:nl:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:nl:C", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
@@ -573,6 +575,9 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                 case 'l':
                         snapshot = optarg;
                         break;
+                case 'C':
+                        copy_offload = true;
+                        break;
                 case 'c':
                         co.compress = true;
                         break;
@@ -588,6 +593,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                                 return cli.usage_status;
                         }
                         co.fully_allocated = co.sparse_size == 0;
+                        have_sparse = true;
                         break;
                 case 't':
                         if (vh_image_cache_from_string(optarg, &co.cache) < 0) {
@@ -600,6 +606,16 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
                                 return status;
                 }
+        /* -C: taken where qemu-img takes it; the copy is vmhost's own
+         * either way (see docs/qemu-img-compat.md). */
+        if (copy_offload && co.compress) {
+                log_error("Cannot enable copy offloading when -c is used");
+                return 1;
+        }
+        if (copy_offload && have_sparse) {
+                log_error("Cannot enable copy offloading when -S is used");
+                return 1;
+        }
         /* -B and -F take precedence over -o backing_file and backing_fmt,
          * as in qemu-img. */
         if (!co.backing_file)

@@ -31,7 +31,9 @@
 #   convert-several  three sources (not cluster aligned) into raw and
 #             qcow2, new and -n: the same size, data and map; -B exit 1
 #   convert-l -l NAME, ID, snapshot.name=, snapshot.id= and both: the same
-#             bytes (the snapshot's size), map and exit status as qemu-img
+#             bytes, map and exit status as qemu-img
+#   convert-C -C refused with -c and -S in qemu-img's words, taken with the
+#             rest: the same data as qemu-img's
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -524,7 +526,7 @@ if same_rc convert-n-missing && [ "$V_RC" = 1 ] && [ ! -e cn-missing.raw ]; then
 else
 	fail convert-n-missing "$V_ERR"
 fi
-rm -f cnq.img cnv.img cn-small.raw
+rm -f cnq.img cnv.img cn-small.raw  # cn-src.qcow2 stays for convert -C
 
 # ------------------------------------------------------------------ convert -B
 # cb-base: 0x11 over 256k. cb-src (standalone): 0x11 at 0-128k (as the
@@ -755,6 +757,40 @@ if qemu-img check -q sl.qcow2 && [ "$(grep -c '^[0-9]' v.out)" = 3 ]; then
 else
 	fail "convert-l source unchanged" "$(qemu-img check sl.qcow2 2>&1; cat v.out)"
 fi
-rm -f slq.img slv.img slr.raw
+rm -f slq.img slv.img slr.raw  # sl.qcow2 stays for convert -C
+
+# ------------------------------------------------------------------ convert -C
+# Copy offloading: refused with -c and -S (exit 1, qemu-img's words),
+# taken with everything else; the output reads as qemu-img's.
+for a in "" "-O qcow2" "-c -O qcow2" "-S 4k" "-S 0" "-B cn-src.qcow2 -F qcow2 -O qcow2" "-n" "-t none" \
+	 "-l snapshot.name=one"; do
+	rm -f ccq.img ccv.img
+	fmt=raw src=cn-src.qcow2
+	case " $a " in *" -O qcow2 "*) fmt=qcow2 ;; esac
+	case " $a " in *" -n "*) truncate -s 1M ccq.img ccv.img ;; esac
+	case " $a " in *" -l "*) src=sl.qcow2 ;; esac
+	set +e
+	# shellcheck disable=SC2086 # $a holds several arguments
+	qemu-img convert -C $a "$src" ccq.img >q.out 2>q.err
+	Q_RC=$?
+	# shellcheck disable=SC2086
+	"$VMHOST" img convert -C $a "$src" ccv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "convert-C $a" || continue
+	if [ "$V_RC" != 0 ]; then
+		if [ "$V_ERR" = "vmhost: error: ${Q_ERR#qemu-img: }" ]; then
+			pass "convert-C $a" "both exit $V_RC: $V_ERR"
+		else
+			fail "convert-C $a" "qemu-img: $Q_ERR; vmhost: $V_ERR"
+		fi
+	elif qemu-img compare -q -f $fmt -F $fmt ccq.img ccv.img; then
+		pass "convert-C $a" "exit 0, reads as qemu-img's output"
+	else
+		fail "convert-C $a" "$(qemu-img compare -f $fmt -F $fmt ccq.img ccv.img 2>&1)"
+	fi
+done
+rm -f ccq.img ccv.img sl.qcow2 cn-src.qcow2
 
 e2e_finish
