@@ -73,7 +73,7 @@ static void usage_create(FILE *f) {
                 "                 both: preallocation=off (default, sparse) | falloc\n"
                 "                 (blocks reserved) | full (zeros written), and for\n"
                 "                 qcow2 metadata (every cluster mapped, file sparse);\n"
-                "                 not with a backing file\n"
+                "                 not with a backing file; -o help lists them\n"
                 "  --force        replace an existing FILE that holds data (it is lost)\n"
                 "  -q             quiet\n"
                 "\n"
@@ -119,7 +119,7 @@ static void usage_convert(FILE *f) {
                 "  -o OPTIONS     qcow2 output: cluster_size=SIZE, compat=1.1|0.10,\n"
                 "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib,\n"
                 "                 backing_file=BACKING and backing_fmt=FMT (as -B and -F,\n"
-                "                 which win over them)\n"
+                "                 which win over them); -o help lists them for -O FMT\n"
                 "  -c             qcow2 output: zlib-compressed clusters\n"
                 "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
                 "                 directory) holding only what differs from it (less than\n"
@@ -179,6 +179,7 @@ struct img_options {
         const char *size;
         enum vh_image_prealloc preallocation;
         bool compression_zlib; /* compression_type=zlib: the default, said out loud */
+        bool help;             /* -o help (or ?): list the options instead */
 };
 
 /* Which keys beyond the qcow2 layout ones a verb's -o takes. */
@@ -191,6 +192,10 @@ enum {
 static int parse_o(char *s, struct img_options *o, unsigned keys) {
         char *save = NULL;
         for (char *kv = strtok_r(s, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                if (streq(kv, "help") || streq(kv, "?")) {
+                        o->help = true;
+                        continue;
+                }
                 char *v = strchr(kv, '=');
                 if (!v) {
                         log_error("Option '%s' needs a value (key=value).", kv);
@@ -257,6 +262,48 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                 }
         }
         return 0;
+}
+
+/* -o help: the options a verb takes for 'format', in qemu-img's words and
+ * layout. Only those vmhost takes are listed; qemu-img lists more (see
+ * docs/qemu-img-compat.md). 'files': the verb was given its files, after
+ * which qemu-img says "Supported options:" without the format. */
+static void print_o_help(enum vh_image_format format, unsigned keys, bool files) {
+        /* FILES: an option of qemu-img's file protocol, listed once the
+         * files are given. */
+        enum { RAW = 1 << 0, QCOW2 = 1 << 1, FILES = 1 << 2 };
+        static const struct {
+                const char *key, *type, *text;
+                unsigned keys;    /* IMG_O_* it needs; 0 for any */
+                unsigned formats; /* RAW, QCOW2, FILES */
+        } table[] = {
+                /* In qemu-img's order: by name. */
+                { "backing_file", "str", "File name of a base image", IMG_O_BACKING, QCOW2 },
+                { "backing_fmt", "str", "Image format of the base image", IMG_O_BACKING, QCOW2 },
+                { "cluster_size", "size", "qcow2 cluster size", 0, QCOW2 },
+                { "compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])", 0, QCOW2 },
+                { "compression_type", "str", "Compression method used for image cluster compression", 0, QCOW2 },
+                { "lazy_refcounts", "bool (on/off)", "Postpone refcount updates", 0, QCOW2 },
+                { "preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)",
+                  IMG_O_CREATE, QCOW2 },
+                { "preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)", IMG_O_CREATE,
+                  RAW | FILES },
+                { "refcount_bits", "num", "Width of a reference count entry in bits", 0, QCOW2 },
+                { "size", "size", "Virtual disk size", IMG_O_CREATE, RAW | QCOW2 },
+        };
+        unsigned f = format == VH_IMAGE_FORMAT_QCOW2 ? QCOW2 : RAW;
+        if (files)
+                printf("Supported options:\n");
+        else
+                printf("Supported %s options:\n", vh_image_format_to_string(format));
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                if (!(table[i].formats & f) || (table[i].keys && !(keys & table[i].keys)) ||
+                    ((table[i].formats & FILES) && !files))
+                        continue;
+                _cleanup_free_ char *name = strdup_printf("%s=<%s>", table[i].key, table[i].type);
+                if (name)
+                        printf("  %-22s - %s\n", name, table[i].text);
+        }
 }
 
 /* True if 'o' has options that only a qcow2 image can take. */
@@ -342,6 +389,10 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 }
 
         co.format = cli.format;
+        if (o.help) {
+                print_o_help(co.format, IMG_O_BACKING | IMG_O_CREATE, optind < argc);
+                return 0;
+        }
         if (!backing)
                 backing = o.backing_file;
         if (!backing_fmt)
@@ -606,6 +657,10 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
                                 return status;
                 }
+        if (o.help) {
+                print_o_help(co.format, IMG_O_BACKING, optind < argc);
+                return 0;
+        }
         /* -C: taken where qemu-img takes it; the copy is vmhost's own
          * either way (see docs/qemu-img-compat.md). */
         if (copy_offload && co.compress) {

@@ -34,6 +34,8 @@
 #             bytes, map and exit status as qemu-img
 #   convert-C -C refused with -c and -S in qemu-img's words, taken with the
 #             rest: the same data as qemu-img's
+#   o-help    convert and create -o help: qemu-img's heading, a subset of
+#             its lines (the options vmhost takes), exit 0, no file
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -792,5 +794,28 @@ for a in "" "-O qcow2" "-c -O qcow2" "-S 4k" "-S 0" "-B cn-src.qcow2 -F qcow2 -O
 	fi
 done
 rm -f ccq.img ccv.img sl.qcow2 cn-src.qcow2
+
+# ------------------------------------------------------------------ -o help
+# The same first line and exit status as qemu-img; every option line
+# vmhost prints is one of qemu-img's, word for word (vmhost lists only
+# the options it takes); no file written.
+qemu-img create -q -f qcow2 oh-src.qcow2 1M
+for a in "convert -O qcow2 -o help oh-src.qcow2 oh-dst.img" "convert -O qcow2 -o ? oh-src.qcow2 oh-dst.img" \
+	 "convert -O qcow2 -o cluster_size=4k,help oh-src.qcow2 oh-dst.img" \
+	 "convert -O raw -o help oh-src.qcow2 oh-dst.img" "convert -O qcow2 -o help" "convert -o help" \
+	 "create -f qcow2 -o help" "create -f raw -o help" "create -f qcow2 -o help oh-dst.img 1M"; do
+	rm -f oh-dst.img
+	# shellcheck disable=SC2086 # $a holds several arguments
+	both $a
+	extra=$(grep -vxF -f q.out v.out | grep -v '^$' || true)
+	if same_rc "o-help $a" && [ "$V_RC" = 0 ] && [ "$(head -1 q.out)" = "$(head -1 v.out)" ] &&
+	   [ -z "$extra" ] && { [ "$(wc -l <v.out)" -gt 1 ] || [[ "$a" != *"-O qcow2"* && "$a" != *"-f qcow2"* ]]; } &&
+	   [ ! -e oh-dst.img ]; then
+		pass "o-help $a" "exit 0, '$(head -1 v.out)' and $(($(wc -l <v.out) - 1)) of qemu-img's lines"
+	else
+		fail "o-help $a" "not in qemu-img's list: $extra; vmhost: $V_OUT $V_ERR"
+	fi
+done
+rm -f oh-src.qcow2 oh-dst.img
 
 e2e_finish
