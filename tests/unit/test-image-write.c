@@ -8,8 +8,8 @@
  * snapshots in both directions with qemu-img, commit / rebase / resize
  * compared with qemu-img doing the same on a copy, convert -c / -B / -S,
  * convert of several sources, -n and -l, and a writer killed after its
- * Nth write. Tests that need qemu-img or
- * qemu-io say SKIP when they are missing. */
+ * Nth write. Tests that need qemu-img or qemu-io say SKIP when they are
+ * missing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
