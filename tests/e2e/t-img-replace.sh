@@ -210,12 +210,13 @@ else
 fi
 
 # ---------------------------------------------------------------- size
+# A bad SIZE exits 1, as in qemu-img (issue 15 item 5).
 rc=0
 want=$("$VMHOST" img create -f qcow2 n.qcow2 12x 2>&1) || rc=$?
 for size in -1 -5M; do
 	rc2=0
 	out=$("$VMHOST" img create -f qcow2 n.qcow2 "$size" 2>&1) || rc2=$?
-	if [ "$rc2" = "$rc" ] && [ "$rc" = 2 ] && [ "$out" = "${want//12x/$size}" ] && [ ! -e n.qcow2 ]; then
+	if [ "$rc2" = "$rc" ] && [ "$rc" = 1 ] && [ "$out" = "${want//12x/$size}" ] && [ ! -e n.qcow2 ]; then
 		pass "negative-size$size" "$out"
 	else
 		fail "negative-size$size" "exit $rc2 (12x: $rc): $out; expected: ${want//12x/$size}"
@@ -223,7 +224,7 @@ for size in -1 -5M; do
 done
 rc2=0
 out=$("$VMHOST" img create -f qcow2 -o size=-1 n.qcow2 2>&1) || rc2=$?
-[ "$rc2" = 2 ] && [ "$out" = "${want//12x/-1}" ] && pass negative-size-o "$out" || fail negative-size-o "exit $rc2: $out"
+[ "$rc2" = 1 ] && [ "$out" = "${want//12x/-1}" ] && pass negative-size-o "$out" || fail negative-size-o "exit $rc2: $out"
 "$VMHOST" img create -q -f qcow2 shrink.qcow2 64M
 if "$VMHOST" img resize -q --shrink shrink.qcow2 -16M && [ "$(vsize shrink.qcow2)" = $((48 << 20)) ]; then
 	pass resize-relative-shrink "-16M: 48 MiB"
