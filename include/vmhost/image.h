@@ -404,7 +404,9 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
 /* Writes the guest-visible content of 'srcs', one after another, as a new
  * image at 'dst_path' whose size is their sum (qemu-img convert with
  * several sources), put in place as vh_image_convert() does. One source
- * is vh_image_convert(). Not with a backing file or compression. */
+ * is vh_image_convert(). Not with a backing file or compression; the
+ * cache mode only decides the flush (none writes through the page cache
+ * here too). */
 int vh_image_convert_concat(struct vh_image *const *srcs, size_t n_srcs, const char *dst_path,
                             const struct vh_image_convert_options *opts, struct vh_error *err);
 
