@@ -227,6 +227,13 @@ int vh_image_snapshot_create(struct vh_image *img, const char *name, struct vh_e
 /* Makes the snapshot with this name (or id) the current state; what was
  * written since is lost. */
 int vh_image_snapshot_apply(struct vh_image *img, const char *name, struct vh_error *err);
+/* Makes 'img' (qcow2, opened read-only) show the state of the snapshot
+ * with this id and this name (either may be NULL, not both) instead of
+ * its active state, as 'qemu-img convert -l' does: in the image's current
+ * virtual size (not the snapshot's), zeros past what the snapshot maps.
+ * The file is not changed. -ENOENT ("Can't find snapshot") when none
+ * matches; -EOPNOTSUPP for raw. */
+int vh_image_snapshot_load(struct vh_image *img, const char *id, const char *name, struct vh_error *err);
 /* Removes the snapshot with this name (or id) and frees what only it used. */
 int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_error *err);
 
@@ -393,6 +400,26 @@ struct vh_image_convert_options {
  * as vh_image_replace_check() allows. */
 int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                      struct vh_error *err);
+
+/* Writes the guest-visible content of 'srcs', one after another, as a new
+ * image at 'dst_path' whose size is their sum (qemu-img convert with
+ * several sources), put in place as vh_image_convert() does. One source
+ * is vh_image_convert(). Not with a backing file or compression; the
+ * cache mode only decides the flush (none writes through the page cache
+ * here too). */
+int vh_image_convert_concat(struct vh_image *const *srcs, size_t n_srcs, const char *dst_path,
+                            const struct vh_image_convert_options *opts, struct vh_error *err);
+
+/* Writes the guest-visible content of 'srcs', one after another, into
+ * 'dst' (opened read-write) from its start, through its write path: the
+ * output of 'convert -n' and of several sources. 'dst' must be at least as
+ * large as the sources together (-ENOSPC otherwise) and is not resized.
+ * Zeros of the sources are written as zeros (zero clusters, holes) unless
+ * 'dst_is_zero' says 'dst' reads as zeros already. Of 'opts' only
+ * sparse_size, fully_allocated, cache (a flush unless unsafe) and progress
+ * apply. A failure or cancel leaves 'dst' holding part of the data. */
+int vh_image_convert_into(struct vh_image *const *srcs, size_t n_srcs, struct vh_image *dst, bool dst_is_zero,
+                          const struct vh_image_convert_options *opts, struct vh_error *err);
 
 /* Whether a new image may replace the file at 'path', as create and
  * convert decide it (they check again under the file's lock):

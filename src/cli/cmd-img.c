@@ -73,7 +73,7 @@ static void usage_create(FILE *f) {
                 "                 both: preallocation=off (default, sparse) | falloc\n"
                 "                 (blocks reserved) | full (zeros written), and for\n"
                 "                 qcow2 metadata (every cluster mapped, file sparse);\n"
-                "                 not with a backing file\n"
+                "                 not with a backing file; -o help lists them\n"
                 "  --force        replace an existing FILE that holds data (it is lost)\n"
                 "  -q             quiet\n"
                 "\n"
@@ -103,10 +103,12 @@ static void usage_info(FILE *f) {
 static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
-                "                          [-S SIZE] [-t CACHE] [-p] [-U] [-q] [--force] SRC DST\n"
+                "                          [-l SNAPSHOT] [-n] [-C] [-S SIZE] [-t CACHE] [-p] [-U]\n"
+                "                          [-q] [--force] SRC... DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
-                "standalone image. Zeros are not written: raw output is sparse, qcow2 output\n"
+                "standalone image; several SRCs (up to 64) one after another, DST's size\n"
+                "being their sum (not with -B or -c). Zeros are not written: raw output is sparse, qcow2 output\n"
                 "leaves zero clusters unallocated. The output is written beside DST and\n"
                 "renamed to DST once complete, so DST is never a half-written image.\n"
                 "An existing DST is replaced only if it holds no data, or with --force\n"
@@ -115,11 +117,22 @@ static void usage_convert(FILE *f) {
                 "  -f FMT         source format (default: probe)\n"
                 "  -O FMT         output format: raw (default) or qcow2\n"
                 "  -o OPTIONS     qcow2 output: cluster_size=SIZE, compat=1.1|0.10,\n"
-                "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib\n"
+                "                 lazy_refcounts=on|off, refcount_bits=N, compression_type=zlib,\n"
+                "                 backing_file=BACKING and backing_fmt=FMT (as -B and -F,\n"
+                "                 which win over them); -o help lists them for -O FMT\n"
                 "  -c             qcow2 output: zlib-compressed clusters\n"
                 "  -B BACKING     qcow2 output: an overlay of BACKING (relative to DST's\n"
-                "                 directory) holding only what differs from it; needs -F\n"
+                "                 directory) holding only what differs from it (less than\n"
+                "                 qemu-img, which also writes data equal to BACKING); needs -F\n"
                 "  -F FMT         format of BACKING\n"
+                "  -l SNAPSHOT    convert the state of SRC's internal snapshot (qcow2):\n"
+                "                 snapshot.id=ID, snapshot.name=NAME (or both, which must\n"
+                "                 match one snapshot) or ID-OR-NAME; one SRC only\n"
+                "  -n             write into the existing image DST (opened as -O says, raw\n"
+                "                 by default; at least as large as SRC) instead of creating\n"
+                "                 it: in place, zeros included; no -o or -c; -B is ignored\n"
+                "  -C             accepted as in qemu-img (not with -c or -S); vmhost copies\n"
+                "                 as it always does: mapped source data, zeros left out\n"
                 "  -S SIZE        leave out only runs of zeros at least SIZE long (4k);\n"
                 "                 0 writes everything (a fully allocated output)\n"
                 "  -t CACHE       how the output reaches the disk, as in qemu-img:\n"
@@ -166,12 +179,23 @@ struct img_options {
         const char *size;
         enum vh_image_prealloc preallocation;
         bool compression_zlib; /* compression_type=zlib: the default, said out loud */
+        bool help;             /* -o help (or ?): list the options instead */
 };
 
-/* Parses "k=v,k=v" in place. */
-static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
+/* Which keys beyond the qcow2 layout ones a verb's -o takes. */
+enum {
+        IMG_O_BACKING = 1 << 0, /* backing_file, backing_fmt (create, convert) */
+        IMG_O_CREATE = 1 << 1,  /* size, preallocation (create) */
+};
+
+/* Parses "k=v,k=v" in place; 'keys' is a set of IMG_O_*. */
+static int parse_o(char *s, struct img_options *o, unsigned keys) {
         char *save = NULL;
         for (char *kv = strtok_r(s, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                if (streq(kv, "help") || streq(kv, "?")) {
+                        o->help = true;
+                        continue;
+                }
                 char *v = strchr(kv, '=');
                 if (!v) {
                         log_error("Option '%s' needs a value (key=value).", kv);
@@ -218,25 +242,68 @@ static int parse_o(char *s, struct img_options *o, bool allow_create_keys) {
                                 return -EINVAL;
                         }
                         o->refcount_bits = (unsigned) n;
-                } else if (allow_create_keys && streq(kv, "backing_file"))
+                } else if ((keys & IMG_O_BACKING) && streq(kv, "backing_file"))
                         o->backing_file = v;
-                else if (allow_create_keys && streq(kv, "backing_fmt"))
+                else if ((keys & IMG_O_BACKING) && streq(kv, "backing_fmt"))
                         o->backing_fmt = v;
-                else if (allow_create_keys && streq(kv, "size"))
+                else if ((keys & IMG_O_CREATE) && streq(kv, "size"))
                         o->size = v;
-                else if (allow_create_keys && streq(kv, "preallocation")) {
+                else if ((keys & IMG_O_CREATE) && streq(kv, "preallocation")) {
                         if (vh_image_prealloc_from_string(v, &o->preallocation) < 0) {
                                 log_error("preallocation must be off, metadata, falloc or full, not '%s'.", v);
                                 return -EINVAL;
                         }
                 } else {
                         log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
-                                  "refcount_bits, compression_type%s.",
-                                  kv, allow_create_keys ? ", backing_file, backing_fmt, size, preallocation" : "");
+                                  "refcount_bits, compression_type%s%s.",
+                                  kv, (keys & IMG_O_BACKING) ? ", backing_file, backing_fmt" : "",
+                                  (keys & IMG_O_CREATE) ? ", size, preallocation" : "");
                         return -EINVAL;
                 }
         }
         return 0;
+}
+
+/* -o help: the options a verb takes for 'format', in qemu-img's words and
+ * layout. Only those vmhost takes are listed; qemu-img lists more (see
+ * docs/qemu-img-compat.md). 'files': the verb was given its files, after
+ * which qemu-img says "Supported options:" without the format. */
+static void print_o_help(enum vh_image_format format, unsigned keys, bool files) {
+        /* FILES: an option of qemu-img's file protocol, listed once the
+         * files are given. */
+        enum { RAW = 1 << 0, QCOW2 = 1 << 1, FILES = 1 << 2 };
+        static const struct {
+                const char *key, *type, *text;
+                unsigned keys;    /* IMG_O_* it needs; 0 for any */
+                unsigned formats; /* RAW, QCOW2, FILES */
+        } table[] = {
+                /* In qemu-img's order: by name. */
+                { "backing_file", "str", "File name of a base image", IMG_O_BACKING, QCOW2 },
+                { "backing_fmt", "str", "Image format of the base image", IMG_O_BACKING, QCOW2 },
+                { "cluster_size", "size", "qcow2 cluster size", 0, QCOW2 },
+                { "compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])", 0, QCOW2 },
+                { "compression_type", "str", "Compression method used for image cluster compression", 0, QCOW2 },
+                { "lazy_refcounts", "bool (on/off)", "Postpone refcount updates", 0, QCOW2 },
+                { "preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)",
+                  IMG_O_CREATE, QCOW2 },
+                { "preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)", IMG_O_CREATE,
+                  RAW | FILES },
+                { "refcount_bits", "num", "Width of a reference count entry in bits", 0, QCOW2 },
+                { "size", "size", "Virtual disk size", IMG_O_CREATE, RAW | QCOW2 },
+        };
+        unsigned f = format == VH_IMAGE_FORMAT_QCOW2 ? QCOW2 : RAW;
+        if (files)
+                printf("Supported options:\n");
+        else
+                printf("Supported %s options:\n", vh_image_format_to_string(format));
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                if (!(table[i].formats & f) || (table[i].keys && !(keys & table[i].keys)) ||
+                    ((table[i].formats & FILES) && !files))
+                        continue;
+                _cleanup_free_ char *name = strdup_printf("%s=<%s>", table[i].key, table[i].type);
+                if (name)
+                        printf("  %-22s - %s\n", name, table[i].text);
+        }
 }
 
 /* True if 'o' has options that only a qcow2 image can take. */
@@ -313,7 +380,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                         backing_fmt = optarg;
                         break;
                 case 'o':
-                        if (parse_o(optarg, &o, true) < 0)
+                        if (parse_o(optarg, &o, IMG_O_BACKING | IMG_O_CREATE) < 0)
                                 return cli.usage_status;
                         break;
                 default:
@@ -322,6 +389,10 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 }
 
         co.format = cli.format;
+        if (o.help) {
+                print_o_help(co.format, IMG_O_BACKING | IMG_O_CREATE, optind < argc);
+                return 0;
+        }
         if (!backing)
                 backing = o.backing_file;
         if (!backing_fmt)
@@ -481,6 +552,42 @@ static int img_info(int argc, char **argv) {
         return 0;
 }
 
+/* convert -l: "snapshot.id=ID,snapshot.name=NAME" (either or both), or
+ * a bare ID or NAME, tried as an id first, as qemu-img does. Modifies
+ * 'spec'. Reports failures in qemu-img's words. */
+static int load_snapshot(struct vh_image *img, char *spec) {
+        struct vh_error err = {};
+        int r;
+        if (startswith(spec, "snapshot.")) {
+                const char *id = NULL, *name = NULL;
+                char *save = NULL;
+                for (char *kv = strtok_r(spec, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                        if (startswith(kv, "snapshot.id="))
+                                id = kv + strlen("snapshot.id=");
+                        else if (startswith(kv, "snapshot.name="))
+                                name = kv + strlen("snapshot.name=");
+                        else {
+                                char *eq = strchr(kv, '=');
+                                if (eq)
+                                        *eq = '\0';
+                                log_error("Invalid parameter '%s'", kv);
+                                return -EINVAL;
+                        }
+                }
+                r = vh_image_snapshot_load(img, id, name, &err);
+        } else {
+                r = vh_image_snapshot_load(img, spec, NULL, &err);
+                if (r == -ENOENT)
+                        r = vh_image_snapshot_load(img, NULL, spec, &err);
+        }
+        if (r < 0)
+                log_error("Failed to load snapshot: %s", vh_error_message(&err, r));
+        return r;
+}
+
+/* The most sources one convert concatenates. */
+#define CONVERT_MAX_SOURCES 64
+
 static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         enum { ARG_FORCE = IMG_CLI_ARG_VERB };
         static const struct option options[] = {
@@ -494,10 +601,12 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .cache = VH_IMAGE_CACHE_UNSAFE };
         struct img_options o = {};
         const char *backing_fmt = NULL;
+        bool skip_create = false, have_o = false, copy_offload = false, have_sparse = false;
+        char *snapshot = NULL;
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:nl:C", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
@@ -507,8 +616,18 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                                 return cli.usage_status;
                         break;
                 case 'o':
-                        if (parse_o(optarg, &o, false) < 0)
+                        if (parse_o(optarg, &o, IMG_O_BACKING) < 0)
                                 return cli.usage_status;
+                        have_o = true;
+                        break;
+                case 'n':
+                        skip_create = true;
+                        break;
+                case 'l':
+                        snapshot = optarg;
+                        break;
+                case 'C':
+                        copy_offload = true;
                         break;
                 case 'c':
                         co.compress = true;
@@ -525,6 +644,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                                 return cli.usage_status;
                         }
                         co.fully_allocated = co.sparse_size == 0;
+                        have_sparse = true;
                         break;
                 case 't':
                         if (vh_image_cache_from_string(optarg, &co.cache) < 0) {
@@ -537,25 +657,76 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
                                 return status;
                 }
+        if (o.help) {
+                print_o_help(co.format, IMG_O_BACKING, optind < argc);
+                return 0;
+        }
+        /* -C: taken where qemu-img takes it; the copy is vmhost's own
+         * either way (see docs/qemu-img-compat.md). */
+        if (copy_offload && co.compress) {
+                log_error("Cannot enable copy offloading when -c is used");
+                return 1;
+        }
+        if (copy_offload && have_sparse) {
+                log_error("Cannot enable copy offloading when -S is used");
+                return 1;
+        }
+        /* -B and -F take precedence over -o backing_file and backing_fmt,
+         * as in qemu-img. */
+        if (!co.backing_file)
+                co.backing_file = o.backing_file;
+        if (!backing_fmt)
+                backing_fmt = o.backing_fmt;
+        if (co.format == VH_IMAGE_FORMAT_RAW && (o.backing_file || o.backing_fmt) && !skip_create) {
+                log_error("Invalid parameter '%s'", o.backing_file ? "backing_file" : "backing_fmt");
+                return 1;
+        }
+        if (backing_fmt && !co.backing_file && !skip_create) {
+                log_error("Backing format cannot be used without backing file");
+                return 1;
+        }
         co.backing_format = VH_IMAGE_FORMAT_PROBE;
         if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
                 return cli.usage_status;
+        if (skip_create) {
+                /* The output exists: nothing about its creation can be
+                 * chosen. qemu-img's words and exit status for -o. */
+                if (have_o) {
+                        log_error("-o has no effect when skipping image creation");
+                        return 1;
+                }
+                if (co.compress) {
+                        log_error("-c cannot be used with -n: compressed clusters are written only into a new "
+                                  "image.");
+                        return 1;
+                }
+                if (co.backing_file) {
+                        /* As in qemu-img, which copies everything then. */
+                        log_warning("-B has no effect with -n: %s keeps its backing file and gets all the data.",
+                                    argv[argc - 1]);
+                        co.backing_file = NULL;
+                }
+        }
+        /* Exit 1 for these, as qemu-img. */
         if ((co.compress || co.backing_file) && co.format != VH_IMAGE_FORMAT_QCOW2) {
                 log_error("-c and -B need qcow2 output (-O qcow2).");
-                return cli.usage_status;
+                return 1;
         }
         if (co.backing_file && co.backing_format == VH_IMAGE_FORMAT_PROBE) {
                 log_error("-B needs the backing file's format: add -F qcow2 or -F raw.");
-                return cli.usage_status;
+                return 1;
         }
-        if (img_cli_check_args(&cli, argc - optind, 2, 2, "SRC DST") < 0)
+        /* Each source holds a chain of open files: a bound well past any
+         * real use keeps that within the limit on descriptors. */
+        if (img_cli_check_args(&cli, argc - optind, 2, CONVERT_MAX_SOURCES + 1, "SRC... DST") < 0)
                 return cli.usage_status;
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
                           "qcow2 output only.");
                 return cli.usage_status;
         }
-        const char *src = argv[optind], *dst = argv[optind + 1];
+        size_t n_srcs = (size_t) (argc - optind - 1);
+        const char *dst = argv[argc - 1];
         co.cluster_size = o.cluster_size;
         co.version = o.version;
         co.lazy_refcounts = o.lazy_refcounts;
@@ -564,19 +735,41 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
 
         if (check_not_vm_image(ctx, dst) < 0)
                 return 1;
-        struct vh_image *img = NULL;
-        if (img_cli_open(&cli, src, cli.format, 0, &img) < 0)
-                return 1;
+        struct vh_image *srcs[CONVERT_MAX_SOURCES] = {};
         struct vh_error err = {};
-        int r = vh_image_convert(img, dst, &co, &err);
-        vh_image_free(img);
-        img_cli_progress_end(&cli);
-        if (r < 0) {
-                if (!report_holds_data(&err, r))
-                        log_error("Cannot convert %s to %s: %s", src, dst, vh_error_message(&err, r));
-                return 1;
+        int r = 0;
+        for (size_t i = 0; i < n_srcs && r >= 0; i++)
+                r = img_cli_open(&cli, argv[optind + i], cli.format, 0, &srcs[i]);
+        if (r >= 0 && snapshot) {
+                if (n_srcs > 1) {
+                        log_error("No support for concatenating multiple snapshot");
+                        r = -EINVAL;
+                } else
+                        r = load_snapshot(srcs[0], snapshot);
         }
-        return 0;
+        if (r >= 0 && skip_create) {
+                /* -n: the output is opened as -O says (raw by default), as
+                 * qemu-img opens it. */
+                _cleanup_(vh_image_freep) struct vh_image *out = NULL;
+                struct img_cli out_cli = cli;
+                out_cli.force_share = false;
+                r = img_cli_open(&out_cli, dst, co.format, VH_IMAGE_OPEN_READ_WRITE, &out);
+                if (r >= 0) {
+                        r = vh_image_convert_into(srcs, n_srcs, out, false, &co, &err);
+                        if (r < 0)
+                                log_error("Cannot convert %s to %s: %s", n_srcs == 1 ? argv[optind] : "the sources",
+                                          dst, vh_error_message(&err, r));
+                }
+        } else if (r >= 0) {
+                r = vh_image_convert_concat(srcs, n_srcs, dst, &co, &err);
+                if (r < 0 && !report_holds_data(&err, r))
+                        log_error("Cannot convert %s to %s: %s", n_srcs == 1 ? argv[optind] : "the sources", dst,
+                                  vh_error_message(&err, r));
+        }
+        for (size_t i = 0; i < n_srcs; i++)
+                vh_image_free(srcs[i]);
+        img_cli_progress_end(&cli);
+        return r < 0 ? 1 : 0;
 }
 
 int cmd_img(const struct vh_context *ctx, int argc, char **argv) {

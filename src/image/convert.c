@@ -795,6 +795,14 @@ static int reopen_chain(struct vh_image *src, struct vh_image **ret) {
         int r = vh_image_open(src->filename, &o, &img, NULL);
         if (r < 0)
                 return r;
+        /* -l: the worker reads the same snapshot. */
+        if (src->snapshot_id) {
+                r = vh_image_snapshot_load(img, src->snapshot_id, NULL, NULL);
+                if (r < 0) {
+                        vh_image_free(img);
+                        return r;
+                }
+        }
         struct vh_image *x = src, *y = img;
         for (; x && y; x = x->backing, y = y->backing)
                 if (x->dev != y->dev || x->ino != y->ino || x->virtual_size != y->virtual_size ||
@@ -1118,5 +1126,169 @@ int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh
         image_output_done(&out);
         if (r == -ECANCELED)
                 vh_error_set(err, r, "cancelled; nothing was written to %s", dst_path);
+        return r;
+}
+
+/* ---- Writing into an open image (-n, several sources) ----
+ *
+ * Off the fast paths above: the output is an image opened read-write and
+ * written through its write path (vh_image_write, vh_image_write_zeroes),
+ * which allocates clusters in place. Unless the output is known to read
+ * as zeros, zeros of the sources are written as zeros too: an existing
+ * output (-n) may hold anything there. */
+
+/* Writes 'len' bytes of 'buf' (source data) at 'offset' of 'dst': runs of
+ * zero units at least 'sparse' long as zeros (skipped when 'dst_is_zero'),
+ * the rest as data. */
+static int into_emit(struct vh_image *dst, uint64_t offset, const uint8_t *buf, uint64_t len, uint64_t sparse,
+                     bool dst_is_zero, struct vh_error *err) {
+        const uint64_t unit = 4096;
+        uint64_t pos = 0;
+        while (pos < len) {
+                uint64_t start = pos;
+                bool zero = sparse && image_buffer_is_zero(buf + pos, (size_t) MIN(unit, len - pos));
+                while (pos < len && zero == (sparse && image_buffer_is_zero(buf + pos, (size_t) MIN(unit, len - pos))))
+                        pos += MIN(unit, len - pos);
+                /* A short run of zeros is written as data, as qemu-img
+                 * leaves out only runs of the sparse size. */
+                if (zero && pos - start < sparse && pos < len)
+                        zero = false;
+                int r;
+                if (!zero)
+                        r = vh_image_write(dst, offset + start, buf + start, (size_t) (pos - start), err);
+                else if (!dst_is_zero)
+                        r = vh_image_write_zeroes(dst, offset + start, pos - start, err);
+                else
+                        r = 0;
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int vh_image_convert_into(struct vh_image *const *srcs, size_t n_srcs, struct vh_image *dst, bool dst_is_zero,
+                          const struct vh_image_convert_options *opts, struct vh_error *err) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < n_srcs; i++) {
+                if (vh_image_virtual_size(srcs[i]) > VH_IMAGE_MAX_VIRTUAL_SIZE - total)
+                        return vh_error_set(err, -EFBIG, "the sources are larger together than the limit");
+                total += vh_image_virtual_size(srcs[i]);
+        }
+        if (total > vh_image_virtual_size(dst))
+                /* qemu-img's words. */
+                return vh_error_set(err, -ENOSPC, "output file is smaller than input file");
+        for (size_t i = 0; i < n_srcs; i++)
+                for (struct vh_image *x = srcs[i]; x; x = vh_image_backing(x))
+                        if (x->dev == dst->dev && x->ino == dst->ino)
+                                return vh_error_set(err, -EINVAL, "%s: is %s, which the source image reads from",
+                                                    dst->filename, x->filename);
+        if (opts->sparse_size % 512)
+                return vh_error_set(err, -EINVAL, "the sparse size must be a multiple of 512 bytes");
+        const uint64_t sparse = opts->fully_allocated ? 0 : opts->sparse_size ? opts->sparse_size : DEFAULT_SPARSE_SIZE;
+
+        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, (size_t) CONVERT_CHUNK);
+        if (!buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        uint64_t base = 0;
+        int r = 0;
+        for (size_t i = 0; i < n_srcs && r >= 0; i++) {
+                struct vh_image *src = srcs[i];
+                const uint64_t size = vh_image_virtual_size(src);
+                for (uint64_t off = 0; off < size && r >= 0;) {
+                        r = image_progress(opts->progress, opts->userdata, base + off, total);
+                        if (r < 0)
+                                break;
+                        struct vh_image_extent e;
+                        r = vh_image_map(src, off, MIN(size - off, CONVERT_CHUNK), &e, err);
+                        if (r < 0)
+                                break;
+                        uint64_t n = MIN(e.length, size - off);
+                        if (e.zero && sparse) {
+                                if (!dst_is_zero)
+                                        r = vh_image_write_zeroes(dst, base + off, n, err);
+                        } else {
+                                r = vh_image_read(src, off, buf, (size_t) n, err);
+                                if (r >= 0)
+                                        r = into_emit(dst, base + off, buf, n, sparse, dst_is_zero, err);
+                        }
+                        off += n;
+                }
+                base += size;
+        }
+        if (r >= 0)
+                r = image_progress(opts->progress, opts->userdata, total, total);
+        if (r >= 0 && opts->cache != VH_IMAGE_CACHE_UNSAFE)
+                r = vh_image_flush(dst, err);
+        if (r == -ECANCELED)
+                vh_error_set(err, r, "cancelled; %s holds part of the sources' data", dst->filename);
+        return r;
+}
+
+int vh_image_convert_concat(struct vh_image *const *srcs, size_t n_srcs, const char *dst_path,
+                            const struct vh_image_convert_options *opts, struct vh_error *err) {
+        if (n_srcs == 0)
+                return vh_error_set(err, -EINVAL, "no source image given");
+        if (n_srcs == 1)
+                return vh_image_convert(srcs[0], dst_path, opts, err);
+        if (opts->format != VH_IMAGE_FORMAT_RAW && opts->format != VH_IMAGE_FORMAT_QCOW2)
+                return vh_error_set(err, -EINVAL, "unknown output format");
+        if (opts->backing_file)
+                /* qemu-img's words. */
+                return vh_error_set(err, -EINVAL, "Having a backing file for the target makes no sense when "
+                                                  "concatenating multiple input images");
+        if (opts->compress)
+                return vh_error_set(err, -EOPNOTSUPP, "compressed output (-c) is written from one source only");
+        uint64_t total = 0;
+        for (size_t i = 0; i < n_srcs; i++) {
+                if (vh_image_virtual_size(srcs[i]) > VH_IMAGE_MAX_VIRTUAL_SIZE - total)
+                        return vh_error_set(err, -EFBIG, "the sources are larger together than the limit");
+                total += vh_image_virtual_size(srcs[i]);
+                int r = check_not_in_chain(srcs[i], dst_path, err);
+                if (r < 0)
+                        return r;
+        }
+
+        struct image_output out = IMAGE_OUTPUT_INIT;
+        int r = image_output_begin(dst_path, opts->replace_data, &out, err);
+        if (r < 0)
+                return r;
+        if (opts->format == VH_IMAGE_FORMAT_RAW)
+                r = raw_create(out.fd, total, err);
+        else {
+                struct vh_image_create_options co = {
+                        .format = VH_IMAGE_FORMAT_QCOW2,
+                        .size = total,
+                        .cluster_size = opts->cluster_size,
+                        .version = opts->version,
+                        .lazy_refcounts = opts->lazy_refcounts,
+                        .refcount_bits = opts->refcount_bits,
+                };
+                r = qcow2_create(out.fd, &co, total, err);
+        }
+        if (r < 0)
+                r = image_error_prefix(err, r, dst_path);
+        /* The new file reads as zeros: the sources' zeros need no writes.
+         * It is opened by its temporary name, which only this process
+         * knows, and written through the write path: the sources need not
+         * end on cluster boundaries. */
+        struct vh_image *img = NULL;
+        if (r >= 0) {
+                struct vh_image_open_options oo = { .format = opts->format,
+                                                    .flags = VH_IMAGE_OPEN_READ_WRITE | VH_IMAGE_OPEN_NO_BACKING };
+                r = vh_image_open(out.tmp_path, &oo, &img, err);
+        }
+        if (r >= 0) {
+                struct vh_image_convert_options o = *opts;
+                o.cache = VH_IMAGE_CACHE_UNSAFE; /* flushed below, with the rename */
+                r = vh_image_convert_into(srcs, n_srcs, img, true, &o, err);
+                if (r == -ECANCELED)
+                        vh_error_set(err, r, "cancelled; nothing was written to %s", dst_path);
+        }
+        if (r >= 0)
+                r = vh_image_flush(img, err);
+        vh_image_free(img);
+        if (r >= 0)
+                r = image_output_commit(&out, opts->cache != VH_IMAGE_CACHE_UNSAFE, err);
+        image_output_done(&out);
         return r;
 }

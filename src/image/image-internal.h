@@ -75,6 +75,9 @@ struct vh_image {
         char *backing_format_unknown;
         char *backing_path;                  /* backing_name resolved against our directory */
         struct vh_image *backing;
+        /* The id of the internal snapshot whose state this (read-only)
+         * image shows instead of its active one (convert -l), else NULL. */
+        char *snapshot_id;
 };
 
 extern const struct image_driver image_driver_raw;

@@ -264,6 +264,7 @@ struct vh_image *vh_image_free(struct vh_image *img) {
                 free(img->filename);
                 free(img->backing_name);
                 free(img->backing_path);
+                free(img->snapshot_id);
                 free(img->backing_format_unknown);
                 free(img);
                 img = backing;

@@ -22,6 +22,20 @@
 #             (check -r all) as qemu-img
 #   prealloc  resize --preallocation=off|metadata|falloc|full, raw and
 #             qcow2: the same map, data and blocks on disk as qemu-img's
+#   convert-n into an existing raw, qcow2 v3 or v2 target holding other
+#             data: the same data and map; a missing or small target, -o,
+#             -c refused as by qemu-img; -B ignored as by qemu-img
+#   convert-B -B, -o backing_file=,backing_fmt= and -F: the same backing
+#             file recorded, the same data, no more data than qemu-img's;
+#             no -F, raw output, a missing file: exit 1 as qemu-img
+#   convert-several  three sources (not cluster aligned) into raw and
+#             qcow2, new and -n: the same size, data and map; -B exit 1
+#   convert-l -l NAME, ID, snapshot.name=, snapshot.id= and both: the same
+#             bytes, map and exit status as qemu-img
+#   convert-C -C refused with -c and -S in qemu-img's words, taken with the
+#             rest: the same data as qemu-img's
+#   o-help    convert and create -o help: qemu-img's heading, a subset of
+#             its lines (the options vmhost takes), exit 0, no file
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -442,5 +456,366 @@ else
 	fail prealloc-shrink "$(cat v.err)"
 fi
 rm -f pa-q.img pa-v.img
+
+# ------------------------------------------------------------------ convert -n
+# The source: 1 MiB, data at 0 and 512k. Each target is made twice (one
+# for each tool) holding other data, also past the source's end; after
+# 'convert -n' both must have the same exit status, the same content
+# (byte for byte for raw, 'qemu-img compare' for qcow2) and the same map.
+qemu-img create -q -f qcow2 cn-src.qcow2 1M
+qemu-io -c 'write -P 0x11 0 64k' -c 'write -P 0x22 512k 64k' cn-src.qcow2 >/dev/null
+# cn_target FILE KIND: a target of KIND raw (2 MiB), v3 or v2 (qcow2, 1 MiB)
+cn_target() {
+	rm -f "$1"
+	case $2 in
+	raw) truncate -s 2M "$1"
+	     qemu-io -f raw -c 'write -P 0x33 256k 128k' -c 'write -P 0x44 1536k 64k' "$1" >/dev/null ;;
+	v3) qemu-img create -q -f qcow2 "$1" 1M
+	    qemu-io -c 'write -P 0x33 0 1M' "$1" >/dev/null ;;
+	v2) qemu-img create -q -f qcow2 -o compat=0.10 "$1" 1M
+	    qemu-io -c 'write -P 0x33 256k 128k' "$1" >/dev/null ;;
+	esac
+}
+# cn_run CHECK KIND ARGS...: 'convert -n ARGS cn-src.qcow2 TARGET' on a
+# fresh target of KIND for each tool; compares as said above, reading the
+# target as -O says (raw unless -O qcow2), as both tools write it.
+cn_run() {
+	local check=$1 kind=$2 fmt=raw
+	shift 2
+	case " $* " in *" -O qcow2 "*) fmt=qcow2 ;; esac
+	cn_target cnq.img "$kind"
+	cn_target cnv.img "$kind"
+	set +e
+	qemu-img convert -n "$@" cn-src.qcow2 cnq.img >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -n "$@" cn-src.qcow2 cnv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "$check" || return 0
+	if [ "$V_RC" != 0 ]; then
+		pass "$check" "both exit $V_RC: $(head -1 v.err)"
+	elif { [ $fmt = qcow2 ] || cmp -s cnq.img cnv.img; } &&
+	     qemu-img compare -q -f $fmt -F $fmt cnq.img cnv.img &&
+	     diff <(qemu-img map --output=json -f $fmt cnq.img | sed 's/, "offset.*//') \
+		  <(qemu-img map --output=json -f $fmt cnv.img | sed 's/, "offset.*//') >/dev/null &&
+	     { [ $fmt = raw ] || qemu-img check -q cnv.img; }; then
+		pass "$check" "exit 0, the same data and map as qemu-img's"
+	else
+		fail "$check" "$(qemu-img compare -f $fmt -F $fmt cnq.img cnv.img 2>&1; diff <(qemu-img map --output=json -f $fmt cnq.img | sed 's/, "offset.*//') <(qemu-img map --output=json -f $fmt cnv.img | sed 's/, "offset.*//'); cat v.err)"
+	fi
+}
+cn_run "convert-n raw" raw -O raw
+cn_run "convert-n raw (no -O)" raw
+cn_run "convert-n qcow2 v3" v3 -O qcow2
+cn_run "convert-n qcow2 v2" v2 -O qcow2
+cn_run "convert-n qcow2 -S 0" v3 -O qcow2 -S 0
+cn_run "convert-n qcow2 as raw" v3 -O raw
+cn_run "convert-n -o" raw -O raw -o cluster_size=4k
+cn_run "convert-n -c" v3 -O qcow2 -c
+cn_run "convert-n -B" v3 -O qcow2 -B cn-src.qcow2 -F qcow2
+truncate -s 512k cn-small.raw
+both convert -n cn-src.qcow2 cn-small.raw
+if same_rc convert-n-smaller && [ "$V_RC" = 1 ] && grep -q "output file is smaller than input file" v.err; then
+	pass convert-n-smaller "both exit 1: $V_ERR"
+else
+	fail convert-n-smaller "$V_ERR"
+fi
+rm -f cn-missing.raw
+both convert -n cn-src.qcow2 cn-missing.raw
+if same_rc convert-n-missing && [ "$V_RC" = 1 ] && [ ! -e cn-missing.raw ]; then
+	pass convert-n-missing "both exit 1, nothing created: $V_ERR"
+else
+	fail convert-n-missing "$V_ERR"
+fi
+rm -f cnq.img cnv.img cn-small.raw  # cn-src.qcow2 stays for convert -C
+
+# ------------------------------------------------------------------ convert -B
+# cb-base: 0x11 over 256k. cb-src (standalone): 0x11 at 0-128k (as the
+# base), 0x22 at 128k, zeros at 192k (where the base has data), 0x33 at
+# 512k. cb-top: an overlay of cb-base with 0x44 at 64k and 0x55 at 640k.
+# Both tools must exit alike, record the same backing file and format,
+# and give a clean overlay that reads as the source. qemu-img writes what
+# the source allocates; vmhost leaves out what equals the backing file
+# too, so its overlay holds no more data than qemu-img's, and for the
+# overlay of the same base (cb-top) the same map.
+qemu-img create -q -f qcow2 cb-base.qcow2 1M
+qemu-io -c 'write -P 0x11 0 256k' cb-base.qcow2 >/dev/null
+qemu-img create -q -f qcow2 cb-src.qcow2 1M
+qemu-io -c 'write -P 0x11 0 128k' -c 'write -P 0x22 128k 64k' -c 'write -P 0x33 512k 64k' cb-src.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b cb-base.qcow2 -F qcow2 cb-top.qcow2
+qemu-io -c 'write -P 0x44 64k 64k' -c 'write -P 0x55 640k 64k' cb-top.qcow2 >/dev/null
+# depth0_data FILE: bytes of data the file itself holds, as qemu-img maps it
+depth0_data() {
+	qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'
+}
+# cb_run CHECK SRC ARGS...: 'convert -O qcow2 ARGS SRC OUT' by both tools
+cb_run() {
+	local check=$1 src=$2
+	shift 2
+	rm -f cbq.qcow2 cbv.qcow2
+	set +e
+	qemu-img convert -O qcow2 "$@" "$src" cbq.qcow2 >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -O qcow2 "$@" "$src" cbv.qcow2 >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "$check" || return 0
+	if [ "$V_RC" != 0 ]; then
+		if [ ! -e cbv.qcow2 ]; then
+			pass "$check" "both exit $V_RC: $(head -1 v.err)"
+		else
+			fail "$check" "exit $V_RC but cbv.qcow2 was written"
+		fi
+		return 0
+	fi
+	local bq bv qd vd
+	bq=$(qemu-img info --output=json cbq.qcow2 | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("backing-filename"), j.get("backing-filename-format"))')
+	bv=$(qemu-img info --output=json cbv.qcow2 | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("backing-filename"), j.get("backing-filename-format"))')
+	qd=$(depth0_data cbq.qcow2) vd=$(depth0_data cbv.qcow2)
+	if [ "$bq" = "$bv" ] && qemu-img check -q cbv.qcow2 && qemu-img compare -q "$src" cbv.qcow2 &&
+	   [ "$vd" -le "$qd" ] &&
+	   { [ "$src" != cb-top.qcow2 ] ||
+	     diff <(qemu-img map --output=json cbq.qcow2 | sed 's/, "offset.*//') \
+		  <(qemu-img map --output=json cbv.qcow2 | sed 's/, "offset.*//') >/dev/null; }; then
+		pass "$check" "backing $bv, reads as the source, $vd bytes of data (qemu-img $qd)"
+	else
+		fail "$check" "backing qemu-img '$bq' vmhost '$bv'; data $vd (qemu-img $qd); $(qemu-img compare "$src" cbv.qcow2 2>&1); $(diff <(qemu-img map cbq.qcow2) <(qemu-img map cbv.qcow2))"
+	fi
+}
+cb_run "convert-B standalone" cb-src.qcow2 -B cb-base.qcow2 -F qcow2
+cb_run "convert-B overlay" cb-top.qcow2 -B cb-base.qcow2 -F qcow2
+cb_run "convert-B -c" cb-top.qcow2 -c -B cb-base.qcow2 -F qcow2
+cb_run "convert-B -o backing_file,backing_fmt" cb-src.qcow2 -o backing_file=cb-base.qcow2,backing_fmt=qcow2
+cb_run "convert-B -o backing_file -F" cb-top.qcow2 -o backing_file=cb-base.qcow2 -F qcow2
+cp cb-base.qcow2 cb-base2.qcow2
+cb_run "convert-B -B over -o backing_file" cb-src.qcow2 -B cb-base.qcow2 -o backing_file=cb-base2.qcow2 -F qcow2
+cb_run "convert-B -F over -o backing_fmt" cb-src.qcow2 -o backing_file=cb-base.qcow2,backing_fmt=raw -F qcow2
+cb_run "convert-B no -F" cb-src.qcow2 -B cb-base.qcow2
+cb_run "convert-B -o backing_fmt alone" cb-src.qcow2 -o backing_fmt=qcow2
+cb_run "convert-B missing" cb-src.qcow2 -B cb-nope.qcow2 -F qcow2
+for a in "-B cb-base.qcow2 -F qcow2" "-o backing_file=cb-base.qcow2,backing_fmt=qcow2"; do
+	rm -f cbq.raw cbv.raw
+	# shellcheck disable=SC2086 # $a holds several arguments
+	both convert -O raw $a cb-src.qcow2 cbv.raw
+	if same_rc "convert-B raw output ($a)" && [ "$V_RC" = 1 ] && [ ! -e cbv.raw ]; then
+		pass "convert-B raw output ($a)" "both exit 1: $V_ERR"
+	else
+		fail "convert-B raw output ($a)" "$V_ERR"
+	fi
+done
+rm -f cbq.qcow2 cbv.qcow2 cb-base2.qcow2
+
+# ------------------------------------------------------------------ convert of several sources
+# A 1 MiB qcow2 with data at both ends, a 300 KiB raw file with 8 KiB of
+# data at 4k and a 100 KiB raw file with one sector: not cluster aligned,
+# so clusters of the output take data of two sources. Raw and qcow2
+# output (a new file, and -n into an existing one): the same size, bytes
+# or data, map and exit status as qemu-img's. -B with several sources:
+# both exit 1; -c: vmhost refuses (exit 1) where qemu-img writes.
+qemu-img create -q -f qcow2 cm1.qcow2 1M
+qemu-io -c 'write -P 0x11 0 64k' -c 'write -P 0x12 960k 64k' cm1.qcow2 >/dev/null
+truncate -s 300k cm2.raw
+qemu-io -f raw -c 'write -P 0x22 4k 8k' cm2.raw >/dev/null
+truncate -s 100k cm3.raw
+qemu-io -f raw -c 'write -P 0x33 0 512' cm3.raw >/dev/null
+# map_merged FMT FILE: qemu-img's map as (start length zero data), next
+# entries of one kind merged; host offsets and "present" left out (an image
+# without backing reads zeros alike from zero and unallocated clusters).
+map_merged() {
+	qemu-img map --output=json -f "$1" "$2" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    k = [e["zero"], e["data"]]
+    if out and out[-1][2:] == k and out[-1][0] + out[-1][1] == e["start"]:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"], *k])
+for o in out:
+    print(*o)'
+}
+for fmt in raw qcow2; do
+	rm -f cmq.img cmv.img
+	set +e
+	qemu-img convert -O $fmt cm1.qcow2 cm2.raw cm3.raw cmq.img >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -O $fmt cm1.qcow2 cm2.raw cm3.raw cmv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	if same_rc "convert-several $fmt" && [ "$V_RC" = 0 ] &&
+	   [ "$(qemu-img info -f $fmt cmv.img | grep 'virtual size')" = "$(qemu-img info -f $fmt cmq.img | grep 'virtual size')" ] &&
+	   qemu-img compare -q -f $fmt -F $fmt cmq.img cmv.img && { [ $fmt = qcow2 ] || cmp -s cmq.img cmv.img; } &&
+	   diff <(qemu-img map --output=json -f $fmt cmq.img | sed 's/, "offset.*//') \
+		<(qemu-img map --output=json -f $fmt cmv.img | sed 's/, "offset.*//') >/dev/null &&
+	   { [ $fmt = raw ] || qemu-img check -q cmv.img; }; then
+		pass "convert-several $fmt" "exit 0, $(qemu-img info -f $fmt cmv.img | grep 'virtual size'), the same data and map as qemu-img's"
+	else
+		fail "convert-several $fmt" "$V_ERR; $(qemu-img info -f $fmt cmv.img 2>&1 | grep 'virtual size'); $(qemu-img compare -f $fmt -F $fmt cmq.img cmv.img 2>&1)"
+	fi
+done
+for kind in raw v3; do
+	fmt=raw
+	[ $kind = v3 ] && fmt=qcow2
+	cn_target cmq.img $kind
+	cn_target cmv.img $kind
+	[ $kind = v3 ] && qemu-img resize -q cmq.img 2M && qemu-img resize -q cmv.img 2M
+	set +e
+	qemu-img convert -n -O $fmt cm1.qcow2 cm2.raw cm3.raw cmq.img >q.out 2>q.err
+	Q_RC=$?
+	"$VMHOST" img convert -n -O $fmt cm1.qcow2 cm2.raw cm3.raw cmv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	if same_rc "convert-several -n $kind" && [ "$V_RC" = 0 ] &&
+	   qemu-img compare -q -f $fmt -F $fmt cmq.img cmv.img && { [ $fmt = qcow2 ] || cmp -s cmq.img cmv.img; } &&
+	   diff <(map_merged $fmt cmq.img) <(map_merged $fmt cmv.img) >/dev/null; then
+		pass "convert-several -n $kind" "exit 0, the same data and map as qemu-img's"
+	else
+		fail "convert-several -n $kind" "$V_ERR; $(qemu-img compare -f $fmt -F $fmt cmq.img cmv.img 2>&1); $(diff <(map_merged $fmt cmq.img) <(map_merged $fmt cmv.img))"
+	fi
+done
+rm -f cmv.img
+both convert -O qcow2 -B cm1.qcow2 -F qcow2 cm1.qcow2 cm2.raw cmv.img
+if same_rc "convert-several -B" && [ "$V_RC" = 1 ] && [ ! -e cmv.img ] &&
+   grep -q "Having a backing file for the target makes no sense" v.err; then
+	pass "convert-several -B" "both exit 1: $V_ERR"
+else
+	fail "convert-several -B" "$V_ERR"
+fi
+"$VMHOST" img convert -O qcow2 -c cm1.qcow2 cm2.raw cmv.img >v.out 2>v.err && V_RC=0 || V_RC=$?
+if [ "$V_RC" = 1 ] && [ ! -e cmv.img ] && grep -q "one source only" v.err; then
+	pass "convert-several -c" "refused (qemu-img writes it): $(cat v.err)"
+else
+	fail "convert-several -c" "exit $V_RC: $(cat v.err)"
+fi
+rm -f cmq.img cmv.img
+
+# ------------------------------------------------------------------ convert -l
+# sl.qcow2: 1 MiB; 0x11 at 0 when 'one' (id 1) was taken by qemu-img;
+# 0x22 at 0 and 0x23 at 512k when 'two' (id 2) was; then grown to 2 MiB,
+# 0x33 at 0 and 1536k when 'three' (id 3) was taken by vmhost; then 0x44
+# at 0. Each -l form: the same exit status and, converted to raw, the
+# same bytes as qemu-img's (the image's current size, 2 MiB, also for the
+# snapshots taken at 1 MiB); to qcow2, the same data and map.
+qemu-img create -q -f qcow2 sl.qcow2 1M
+qemu-io -c 'write -P 0x11 0 64k' sl.qcow2 >/dev/null
+qemu-img snapshot -c one sl.qcow2
+qemu-io -c 'write -P 0x22 0 64k' -c 'write -P 0x23 512k 64k' sl.qcow2 >/dev/null
+qemu-img snapshot -c two sl.qcow2
+qemu-img resize -q sl.qcow2 2M
+qemu-io -c 'write -P 0x33 0 64k' -c 'write -P 0x33 1536k 64k' sl.qcow2 >/dev/null
+"$VMHOST" img snapshot -c three sl.qcow2
+qemu-io -c 'write -P 0x44 0 64k' sl.qcow2 >/dev/null
+for spec in one 2 three 3 snapshot.name=one snapshot.id=2 snapshot.name=three \
+	    snapshot.id=1,snapshot.name=one snapshot.id=1,snapshot.name=two nope snapshot.name=nope \
+	    snapshot.id=one snapshot.foo=1; do
+	for fmt in raw qcow2; do
+		rm -f slq.img slv.img
+		set +e
+		qemu-img convert -O $fmt -l "$spec" sl.qcow2 slq.img >q.out 2>q.err
+		Q_RC=$?
+		"$VMHOST" img convert -O $fmt -l "$spec" sl.qcow2 slv.img >v.out 2>v.err
+		V_RC=$?
+		set -e
+		Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+		same_rc "convert-l $spec $fmt" || continue
+		if [ "$V_RC" != 0 ]; then
+			if [ ! -e slv.img ]; then
+				pass "convert-l $spec $fmt" "both exit $V_RC: $V_ERR"
+			else
+				fail "convert-l $spec $fmt" "exit $V_RC, but slv.img was written"
+			fi
+		elif { [ $fmt = qcow2 ] || cmp -s slq.img slv.img; } &&
+		     qemu-img compare -q -s -f $fmt -F $fmt slq.img slv.img &&
+		     diff <(qemu-img map --output=json -f $fmt slq.img | sed 's/, "offset.*//') \
+			  <(qemu-img map --output=json -f $fmt slv.img | sed 's/, "offset.*//') >/dev/null; then
+			pass "convert-l $spec $fmt" "exit 0, the same data and map as qemu-img's ($(stat -c %s slv.img) bytes)"
+		else
+			fail "convert-l $spec $fmt" "$(qemu-img compare -s -f $fmt -F $fmt slq.img slv.img 2>&1)"
+		fi
+	done
+done
+both convert -l one sl.qcow2 sl.qcow2 slv.img
+if same_rc "convert-l several sources" && [ "$V_RC" = 1 ] && grep -q "No support for concatenating multiple snapshot" v.err; then
+	pass "convert-l several sources" "both exit 1: $V_ERR"
+else
+	fail "convert-l several sources" "$V_ERR"
+fi
+qemu-img create -q -f raw slr.raw 1M
+both convert -l one -f raw slr.raw slv.img
+if same_rc "convert-l raw source" && [ "$V_RC" = 1 ]; then
+	pass "convert-l raw source" "both exit 1: $V_ERR"
+else
+	fail "convert-l raw source" "$V_ERR"
+fi
+"$VMHOST" img snapshot -l sl.qcow2 >v.out
+if qemu-img check -q sl.qcow2 && [ "$(grep -c '^[0-9]' v.out)" = 3 ]; then
+	pass "convert-l source unchanged" "sl.qcow2 clean, 3 snapshots"
+else
+	fail "convert-l source unchanged" "$(qemu-img check sl.qcow2 2>&1; cat v.out)"
+fi
+rm -f slq.img slv.img slr.raw  # sl.qcow2 stays for convert -C
+
+# ------------------------------------------------------------------ convert -C
+# Copy offloading: refused with -c and -S (exit 1, qemu-img's words),
+# taken with everything else; the output reads as qemu-img's.
+for a in "" "-O qcow2" "-c -O qcow2" "-S 4k" "-S 0" "-B cn-src.qcow2 -F qcow2 -O qcow2" "-n" "-t none" \
+	 "-l snapshot.name=one"; do
+	rm -f ccq.img ccv.img
+	fmt=raw src=cn-src.qcow2
+	case " $a " in *" -O qcow2 "*) fmt=qcow2 ;; esac
+	case " $a " in *" -n "*) truncate -s 1M ccq.img ccv.img ;; esac
+	case " $a " in *" -l "*) src=sl.qcow2 ;; esac
+	set +e
+	# shellcheck disable=SC2086 # $a holds several arguments
+	qemu-img convert -C $a "$src" ccq.img >q.out 2>q.err
+	Q_RC=$?
+	# shellcheck disable=SC2086
+	"$VMHOST" img convert -C $a "$src" ccv.img >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+	same_rc "convert-C $a" || continue
+	if [ "$V_RC" != 0 ]; then
+		if [ "$V_ERR" = "vmhost: error: ${Q_ERR#qemu-img: }" ]; then
+			pass "convert-C $a" "both exit $V_RC: $V_ERR"
+		else
+			fail "convert-C $a" "qemu-img: $Q_ERR; vmhost: $V_ERR"
+		fi
+	elif qemu-img compare -q -f $fmt -F $fmt ccq.img ccv.img; then
+		pass "convert-C $a" "exit 0, reads as qemu-img's output"
+	else
+		fail "convert-C $a" "$(qemu-img compare -f $fmt -F $fmt ccq.img ccv.img 2>&1)"
+	fi
+done
+rm -f ccq.img ccv.img sl.qcow2 cn-src.qcow2
+
+# ------------------------------------------------------------------ -o help
+# The same first line and exit status as qemu-img; every option line
+# vmhost prints is one of qemu-img's, word for word (vmhost lists only
+# the options it takes); no file written.
+qemu-img create -q -f qcow2 oh-src.qcow2 1M
+for a in "convert -O qcow2 -o help oh-src.qcow2 oh-dst.img" "convert -O qcow2 -o ? oh-src.qcow2 oh-dst.img" \
+	 "convert -O qcow2 -o cluster_size=4k,help oh-src.qcow2 oh-dst.img" \
+	 "convert -O raw -o help oh-src.qcow2 oh-dst.img" "convert -O qcow2 -o help" "convert -o help" \
+	 "create -f qcow2 -o help" "create -f raw -o help" "create -f qcow2 -o help oh-dst.img 1M"; do
+	rm -f oh-dst.img
+	# shellcheck disable=SC2086 # $a holds several arguments
+	both $a
+	extra=$(grep -vxF -f q.out v.out | grep -v '^$' || true)
+	if same_rc "o-help $a" && [ "$V_RC" = 0 ] && [ "$(head -1 q.out)" = "$(head -1 v.out)" ] &&
+	   [ -z "$extra" ] && { [ "$(wc -l <v.out)" -gt 1 ] || [[ "$a" != *"-O qcow2"* && "$a" != *"-f qcow2"* ]]; } &&
+	   [ ! -e oh-dst.img ]; then
+		pass "o-help $a" "exit 0, '$(head -1 v.out)' and $(($(wc -l <v.out) - 1)) of qemu-img's lines"
+	else
+		fail "o-help $a" "not in qemu-img's list: $extra; vmhost: $V_OUT $V_ERR"
+	fi
+done
+rm -f oh-src.qcow2 oh-dst.img
 
 e2e_finish

@@ -7,8 +7,9 @@
  * corrupt, dirty, unknown features, extended L2, locks), internal
  * snapshots in both directions with qemu-img, commit / rebase / resize
  * compared with qemu-img doing the same on a copy, convert -c / -B / -S,
- * and a writer killed after its Nth write. Tests that need qemu-img or
- * qemu-io say SKIP when they are missing. */
+ * convert of several sources, -n and -l, and a writer killed after its
+ * Nth write. Tests that need qemu-img or qemu-io say SKIP when they are
+ * missing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -1294,4 +1295,156 @@ TEST(image_convert_source_truncated_is_an_error) {
                 CHECK(access(out, F_OK) < 0); /* no output left behind */
         }
         unlink(out);
+}
+
+/* Writes 'len' bytes of 'byte' at 'offset' of the image at 'path'. */
+static int fill(const char *path, uint64_t offset, uint64_t len, int byte) {
+        struct vh_image *img = open_img(path, VH_IMAGE_OPEN_READ_WRITE);
+        if (!img)
+                return -EIO;
+        uint8_t *buf = malloc((size_t) len);
+        struct vh_error err = {};
+        int r = buf ? 0 : -ENOMEM;
+        if (buf) {
+                memset(buf, byte, (size_t) len);
+                r = vh_image_write(img, offset, buf, (size_t) len, &err);
+        }
+        if (r >= 0)
+                r = vh_image_flush(img, &err);
+        free(buf);
+        vh_image_free(img);
+        return r;
+}
+
+/* Whether [offset, offset + len) of 'img' reads as 'byte' throughout. */
+static bool reads_as(struct vh_image *img, uint64_t offset, uint64_t len, int byte) {
+        uint8_t *buf = malloc((size_t) len);
+        struct vh_error err = {};
+        bool ok = buf && vh_image_read(img, offset, buf, (size_t) len, &err) == 0;
+        for (uint64_t i = 0; ok && i < len; i++)
+                ok = buf[i] == (uint8_t) byte;
+        free(buf);
+        return ok;
+}
+
+/* convert of several sources and -n (vh_image_convert_concat,
+ * vh_image_convert_into): each source's data at its place in the sum,
+ * not cluster aligned; zeros written into an existing output; an output
+ * smaller than the sources refused. */
+TEST(image_convert_concat_and_into) {
+        if (!have_qemu())
+                return;
+        struct vh_error err = {};
+        CHECK_EQ_INT(create_qcow2(P(0, "c1.qcow2"), 1 << 20, 0, 0, 0, false, NULL), 0);
+        CHECK_EQ_INT(fill(P(0, "c1.qcow2"), 0, 65536, 0x11), 0);
+        CHECK_EQ_INT(fill(P(0, "c1.qcow2"), 1015808, 32768, 0x12), 0);
+        struct vh_image_create_options ro = { .format = VH_IMAGE_FORMAT_RAW, .size = 307200, .replace_data = true };
+        CHECK_EQ_INT(vh_image_create(P(1, "c2.raw"), &ro, &err), 0);
+        CHECK_EQ_INT(fill(P(1, "c2.raw"), 4096, 8192, 0x22), 0);
+        struct vh_image *srcs[2] = { open_img(P(0, "c1.qcow2"), 0), open_img(P(1, "c2.raw"), 0) };
+        CHECK(srcs[0] && srcs[1]);
+        if (!srcs[0] || !srcs[1])
+                goto out;
+
+        struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_QCOW2, .replace_data = true };
+        CHECK_EQ_INT(vh_image_convert_concat(srcs, 2, P(2, "cat.qcow2"), &co, &err), 0);
+        CHECK_EQ_INT(qcheck(P(2, "cat.qcow2")), 0);
+        struct vh_image *cat = open_img(P(2, "cat.qcow2"), 0);
+        CHECK(cat);
+        if (cat) {
+                CHECK_EQ_U64(vh_image_virtual_size(cat), (1 << 20) + 307200);
+                CHECK(reads_as(cat, 0, 65536, 0x11));
+                CHECK(reads_as(cat, 65536, 1015808 - 65536, 0));
+                CHECK(reads_as(cat, 1015808, 32768, 0x12));
+                CHECK(reads_as(cat, (1 << 20), 4096, 0));
+                CHECK(reads_as(cat, (1 << 20) + 4096, 8192, 0x22));
+                CHECK(reads_as(cat, (1 << 20) + 12288, 307200 - 12288, 0));
+        }
+        vh_image_free(cat);
+        co.backing_file = "c1.qcow2";
+        co.backing_format = VH_IMAGE_FORMAT_QCOW2;
+        CHECK_EQ_INT(vh_image_convert_concat(srcs, 2, P(3, "catb.qcow2"), &co, &err), -EINVAL);
+        co.backing_file = NULL;
+
+        /* -n: into a raw file full of 0x55, larger than both. */
+        ro.size = 2 << 20;
+        CHECK_EQ_INT(vh_image_create(P(3, "into.raw"), &ro, &err), 0);
+        CHECK_EQ_INT(fill(P(3, "into.raw"), 0, 2 << 20, 0x55), 0);
+        struct vh_image *into = open_img(P(3, "into.raw"), VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(into);
+        if (into) {
+                CHECK_EQ_INT(vh_image_convert_into(srcs, 2, into, false, &co, &err), 0);
+                CHECK(reads_as(into, 0, 65536, 0x11));
+                CHECK(reads_as(into, 65536, 1015808 - 65536, 0));
+                CHECK(reads_as(into, (1 << 20) + 4096, 8192, 0x22));
+                CHECK(reads_as(into, (1 << 20) + 12288, 307200 - 12288, 0));
+                /* Past the sources: left alone. */
+                CHECK(reads_as(into, (1 << 20) + 307200, (1 << 20) - 307200, 0x55));
+        }
+        vh_image_free(into);
+        ro.size = 1 << 20;
+        CHECK_EQ_INT(vh_image_create(P(3, "small.raw"), &ro, &err), 0);
+        into = open_img(P(3, "small.raw"), VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(into);
+        if (into)
+                CHECK_EQ_INT(vh_image_convert_into(srcs, 2, into, false, &co, &err), -ENOSPC);
+        vh_image_free(into);
+out:
+        vh_image_free(srcs[0]);
+        vh_image_free(srcs[1]);
+}
+
+/* convert -l (vh_image_snapshot_load): the snapshot's state by name, by
+ * id, by both; no match, raw and read-write images refused; converting
+ * the loaded image gives the snapshot's data (also on the parallel path,
+ * whose workers load it too). */
+TEST(image_snapshot_load) {
+        if (!have_qemu())
+                return;
+        struct vh_error err = {};
+        CHECK_EQ_INT(create_qcow2(P(0, "sn.qcow2"), 4 << 20, 0, 0, 0, false, NULL), 0);
+        CHECK_EQ_INT(fill(P(0, "sn.qcow2"), 0, 1 << 20, 0x11), 0);
+        struct vh_image *img = open_img(P(0, "sn.qcow2"), VH_IMAGE_OPEN_READ_WRITE);
+        CHECK(img);
+        if (!img)
+                return;
+        CHECK_EQ_INT(vh_image_snapshot_create(img, "first", &err), 0);
+        CHECK_EQ_INT(vh_image_snapshot_load(img, NULL, "first", &err), -EINVAL); /* read-write */
+        vh_image_free(img);
+        CHECK_EQ_INT(fill(P(0, "sn.qcow2"), 0, 3 << 20, 0x22), 0);
+
+        static const struct {
+                const char *id, *name;
+                int r;
+        } cases[] = {
+                { NULL, "first", 0 }, { "1", NULL, 0 },      { "1", "first", 0 },
+                { "2", "first", -ENOENT }, { NULL, "1", -ENOENT }, { NULL, "nope", -ENOENT },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                img = open_img(P(0, "sn.qcow2"), 0);
+                CHECK(img);
+                if (!img)
+                        continue;
+                CHECK_EQ_INT(vh_image_snapshot_load(img, cases[i].id, cases[i].name, &err), cases[i].r);
+                bool loaded = cases[i].r == 0;
+                CHECK(reads_as(img, 0, 1 << 20, loaded ? 0x11 : 0x22));
+                CHECK(reads_as(img, 1 << 20, 2 << 20, loaded ? 0 : 0x22));
+                CHECK_EQ_U64(vh_image_virtual_size(img), 4 << 20);
+                if (loaded && i == 0) {
+                        struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .replace_data = true };
+                        CHECK_EQ_INT(vh_image_convert(img, P(1, "sn.raw"), &co, &err), 0);
+                        struct vh_image *out = open_img(P(1, "sn.raw"), 0);
+                        CHECK(out && reads_as(out, 0, 1 << 20, 0x11) && reads_as(out, 1 << 20, 3 << 20, 0));
+                        vh_image_free(out);
+                }
+                vh_image_free(img);
+        }
+        struct vh_image_create_options ro = { .format = VH_IMAGE_FORMAT_RAW, .size = 1 << 20, .replace_data = true };
+        CHECK_EQ_INT(vh_image_create(P(2, "r.raw"), &ro, &err), 0);
+        img = open_img(P(2, "r.raw"), 0);
+        CHECK(img);
+        if (img)
+                CHECK_EQ_INT(vh_image_snapshot_load(img, NULL, "first", &err), -EOPNOTSUPP);
+        vh_image_free(img);
+        CHECK_EQ_INT(qcheck(P(0, "sn.qcow2")), 0);
 }
