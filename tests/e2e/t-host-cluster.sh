@@ -58,53 +58,6 @@ push_base() {
 # on HOST ARGS...: vmhost ARGS on HOST, over ssh.
 on() { local h=$1; shift; "$VMHOST" --host "$h" "$@"; }
 
-# console_cmd HOST VM TIMEOUT CMD: CMD in the guest VM of HOST through
-# 'vmhost --host HOST vm console VM' (piped); prints its output, returns
-# its exit status, 124 on timeout. The console's input stays open until
-# the end marker came back, so that a slow command is not cut short.
-console_cmd() {
-	python3 - "$VMHOST" "$@" <<'EOF'
-import os, re, select, subprocess, sys, time
-vmhost, host, vm, timeout, cmd = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
-tag = os.urandom(4).hex()
-p = subprocess.Popen([vmhost, '--host', host, 'vm', 'console', vm], stdin=subprocess.PIPE,
-                     stdout=subprocess.PIPE)
-# The markers are written split so that the echoed line cannot fake them.
-p.stdin.write(('echo "@@B""%s"; ( %s ); echo "@@E""%s rc=$?"\n' % (tag, cmd, tag)).encode())
-p.stdin.flush()
-begin = ('@@B' + tag).encode()
-end = re.compile(rb'@@E' + tag.encode() + rb' rc=(\d+)')
-buf, rc = b'', 124
-deadline = time.time() + timeout
-while time.time() < deadline and len(buf) < (1 << 20):
-    r, _, _ = select.select([p.stdout], [], [], 0.2)
-    if r:
-        d = os.read(p.stdout.fileno(), 65536)
-        if not d:
-            break
-        buf += d
-    m = end.search(buf)
-    if m:
-        start = buf.find(begin)
-        out = buf[start + len(begin):m.start()] if start >= 0 else buf[:m.start()]
-        text = out.decode(errors='replace').replace('\r', '').strip('\n')
-        if text:
-            print(text)
-        rc = int(m.group(1))
-        break
-p.stdin.close()
-try:
-    p.wait(10)
-except subprocess.TimeoutExpired:
-    p.kill()
-    p.wait()
-if rc == 124:
-    sys.stdout.write(buf.decode(errors='replace').replace('\r', ''))
-    print('console_cmd: no answer from %s on %s within %.0f s to %r' % (vm, host, timeout, cmd), file=sys.stderr)
-sys.exit(rc)
-EOF
-}
-
 # ------------------------------------------------------------------ hosts
 if ! host_new b ovs || ! host_new c ovs; then e2e_finish; fi
 for h in b c; do

@@ -29,19 +29,11 @@ trap 'hosts_cleanup; e2e_cleanup' EXIT
 hosts_init
 host_new b && host_new c || e2e_finish
 host_add b >/dev/null && host_add c >/dev/null || { fail hosts-add; e2e_finish; }
-on() { ssh -i "$HOSTS_KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-	"root@$(host_ip "$1")" "${@:2}"; }
-on b "$VMHOST" host add c --ssh "root@$(host_ip c)" --identity "$HOSTS_KEY" --vmhost "$VMHOST" >/dev/null &&
-	on c "$VMHOST" host add b --ssh "root@$(host_ip b)" --identity "$HOSTS_KEY" --vmhost "$VMHOST" >/dev/null ||
-	{ fail hosts-add-peers; e2e_finish; }
+hosts_know_each_other b c || { fail hosts-add-peers; e2e_finish; }
+MIG_VM=m2
+# shellcheck source=tests/e2e/lib-migrate.sh
+source "$HERE/lib-migrate.sh"
 
-vb() { "$VMHOST" --host b "$@"; }
-vc() { "$VMHOST" --host c "$@"; }
-log_of() { echo "$(host_dir "$1")/state/vms/m2/serial.log"; }
-last_cnt() { grep -ao 'CNT [0-9]*' "$1" 2>/dev/null | tail -1 | cut -d' ' -f2; }
-first_cnt() { grep -ao 'CNT [0-9]*' "$1" 2>/dev/null | head -1 | cut -d' ' -f2; }
-state_of() { "$VMHOST" --host "$1" vm status m2 --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null; }
-jfield() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]))' "$1"; }
 nothing_on() { # nothing_on HOST: no definition, disk or runtime files of m2
 	local d; d=$(host_dir "$1")
 	[ ! -e "$d/state/vms/m2" ] && [ ! -e "$d/run/vms/m2" ]
@@ -56,41 +48,6 @@ ovl_spec() {
 top_alloc() {
 	qemu-img map -U --output=json "$(ovl_spec "$1")" | python3 -c 'import json,sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'
 }
-# console_cmd HOST TIMEOUT CMD: CMD in guest m2 through 'vm console' on
-# HOST; prints its output (the counter's CNT lines mixed in), 124 on timeout.
-console_cmd() {
-	python3 - "$VMHOST" "$@" <<'EOF'
-import os, re, select, subprocess, sys, time
-vmhost, host, timeout, cmd = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-tag = os.urandom(4).hex()
-p = subprocess.Popen([vmhost, '--host', host, 'vm', 'console', 'm2'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-p.stdin.write(('echo "@@B""%s"; ( %s ); echo "@@E""%s rc=$?"\n' % (tag, cmd, tag)).encode())
-p.stdin.flush()
-end = re.compile(rb'@@E' + tag.encode() + rb' rc=(\d+)')
-buf, rc = b'', 124
-deadline = time.time() + timeout
-while time.time() < deadline and len(buf) < (1 << 20):
-    r, _, _ = select.select([p.stdout], [], [], 0.2)
-    if r:
-        d = os.read(p.stdout.fileno(), 65536)
-        if not d:
-            break
-        buf += d
-    m = end.search(buf)
-    if m:
-        start = buf.find(('@@B' + tag).encode())
-        print(buf[start + 11 if start >= 0 else 0:m.start()].decode(errors='replace').replace('\r', ''))
-        rc = int(m.group(1))
-        break
-p.stdin.close()
-try:
-    p.wait(10)
-except subprocess.TimeoutExpired:
-    p.kill()
-sys.exit(rc)
-EOF
-}
-
 # The base: 24 MiB of data in a 64 MiB raw image, pushed to b.
 BASE=$E2E_TMP/mcbase.raw
 qemu-img create -q -f raw "$BASE" 64M && qemu-io -f raw -c 'write -P 0x77 0 24M' "$BASE" >/dev/null || fail base-make
@@ -106,9 +63,9 @@ OVL_B=$(host_dir b)/state/vms/m2/disk.qcow2
 
 # 8 MiB of 'Q' at 32 MiB, then the writer of the sequence numbers ('SEQ'
 # and 8 digits at 48 MiB, each fsynced before it is recorded in /tmp/seq).
-out=$(console_cmd b 60 "dd if=/dev/zero bs=1M count=8 2>/dev/null | tr '\\000' Q | dd of=/dev/vda bs=1M seek=32 conv=fsync 2>/dev/null; echo WROTE=\$?")
+out=$(console_cmd b m2 60 "dd if=/dev/zero bs=1M count=8 2>/dev/null | tr '\\000' Q | dd of=/dev/vda bs=1M seek=32 conv=fsync 2>/dev/null; echo WROTE=\$?")
 grep -q 'WROTE=0' <<<"$out" && pass guest-writes-8M || fail guest-writes-8M "$out"
-console_cmd b 20 "rm -f /tmp/stop /tmp/done; (i=0; while [ ! -e /tmp/stop ]; do i=\$((i+1)); printf 'SEQ%08d' \$i | dd of=/dev/vda bs=512 seek=98304 conv=notrunc,fsync 2>/dev/null && echo \$i >/tmp/seq; usleep 50000; done; touch /tmp/done) </dev/null >/dev/null 2>&1 & echo STARTED" >/dev/null
+console_cmd b m2 20 "rm -f /tmp/stop /tmp/done; (i=0; while [ ! -e /tmp/stop ]; do i=\$((i+1)); printf 'SEQ%08d' \$i | dd of=/dev/vda bs=512 seek=98304 conv=notrunc,fsync 2>/dev/null && echo \$i >/tmp/seq; usleep 50000; done; touch /tmp/done) </dev/null >/dev/null 2>&1 & echo STARTED" >/dev/null
 wait_until 20 "the guest's writer on b's overlay" bash -c "qemu-io -U -r -c 'read -v 50331648 3' '$(ovl_spec b)' | grep -q SEQ"
 
 # ---- dry runs ----
@@ -182,7 +139,7 @@ qemu-img info -U "$OVL_C" 2>/dev/null | grep -q "backing file: /var/lib/vmhost/i
 	pass c-overlay-on-c-base || fail c-overlay-on-c-base "$(qemu-img info -U "$OVL_C" 2>&1)"
 
 # The writer stops on c; what it wrote last must be in c's overlay.
-out=$(console_cmd c 30 "touch /tmp/stop; n=0; while [ ! -e /tmp/done ] && [ \$n -lt 100 ]; do usleep 50000; n=\$((n+1)); done; echo LAST=\$(cat /tmp/seq)")
+out=$(console_cmd c m2 30 "touch /tmp/stop; n=0; while [ ! -e /tmp/done ] && [ \$n -lt 100 ]; do usleep 50000; n=\$((n+1)); done; echo LAST=\$(cat /tmp/seq)")
 last=$(grep -ao 'LAST=[0-9]*' <<<"$out" | cut -d= -f2)
 vc vm kill m2 >/dev/null 2>&1
 wait_until 20 "m2 stopped on c" bash -c "[ ! -e $(host_dir c)/run/vms/m2/qemu.pid ]"

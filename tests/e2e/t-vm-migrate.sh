@@ -33,23 +33,15 @@ host_new b && host_new c || e2e_finish
 host_add b >/dev/null && host_add c >/dev/null || { fail hosts-add; e2e_finish; }
 # Each host knows the other (the source drives the destination itself).
 # ('vmhost --host' forwards no 'host' commands: plain ssh does it.)
-on() { ssh -i "$HOSTS_KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-	"root@$(host_ip "$1")" "${@:2}"; }
-on b "$VMHOST" host add c --ssh "root@$(host_ip c)" --identity "$HOSTS_KEY" --vmhost "$VMHOST" >/dev/null &&
-	on c "$VMHOST" host add b --ssh "root@$(host_ip b)" --identity "$HOSTS_KEY" --vmhost "$VMHOST" >/dev/null ||
-	{ fail hosts-add-peers; e2e_finish; }
+hosts_know_each_other b c || { fail hosts-add-peers; e2e_finish; }
+MIG_VM=m1
+# shellcheck source=tests/e2e/lib-migrate.sh
+source "$HERE/lib-migrate.sh"
 
-vb() { "$VMHOST" --host b "$@"; }
-vc() { "$VMHOST" --host c "$@"; }
-log_of() { echo "$(host_dir "$1")/state/vms/m1/serial.log"; }
-last_cnt() { grep -ao 'CNT [0-9]*' "$1" 2>/dev/null | tail -1 | cut -d' ' -f2; }
-first_cnt() { grep -ao 'CNT [0-9]*' "$1" 2>/dev/null | head -1 | cut -d' ' -f2; }
-state_of() { "$VMHOST" --host "$1" vm status m1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null; }
 nothing_on() { # nothing_on HOST: no definition, no runtime files of m1
 	local d; d=$(host_dir "$1")
 	[ ! -e "$d/state/vms/m1/vm.conf" ] && [ ! -e "$d/run/vms/m1" ]
 }
-jfield() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]))' "$1"; }
 
 # The disk: an overlay on the test guest's image, in the shared directory.
 qemu-img create -q -f qcow2 -b "$GUEST_DIR/disk.qcow2" -F qcow2 "$E2E_TMP/shared/m1.qcow2"

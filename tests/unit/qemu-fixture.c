@@ -15,6 +15,22 @@
 #define START_WAIT_MS (10 * 1000)
 #define CONNECT_WAIT_MS (20 * 1000)
 
+pid_t test_qemu_spawn(char *const argv[], const char *log) {
+        pid_t pid = fork();
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDONLY);
+                int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                if (null < 0 || out < 0)
+                        _exit(127);
+                dup2(null, 0);
+                dup2(out, 1);
+                dup2(out, 2);
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        return pid;
+}
+
 bool test_qemu_available(void) {
         return test_need_program(TEST_QEMU_BINARY, "qemu-system-x86");
 }
@@ -52,20 +68,9 @@ bool test_qemu_start(struct test_qemu *qm, int n_monitors) {
 
         char log[300];
         snprintf(log, sizeof(log), "%s/qemu.log", dir);
-        pid_t pid = fork();
+        pid_t pid = test_qemu_spawn(argv, log);
         if (pid < 0)
                 return false;
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDONLY);
-                int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-                if (null < 0 || out < 0)
-                        _exit(127);
-                dup2(null, 0);
-                dup2(out, 1);
-                dup2(out, 2);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
         qm->pid = pid;
 
         uint64_t deadline = vh_deadline_after(START_WAIT_MS);

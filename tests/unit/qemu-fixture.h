@@ -16,6 +16,10 @@ struct test_qemu {
         char sock[TEST_QEMU_MAX_MONITORS][256]; /* QMP sockets, sock[0] always */
 };
 
+/* Forks 'argv' (argv[0] looked up in PATH) with stdin from /dev/null and
+ * stdout and stderr into the file 'log'; the pid, or -1. */
+pid_t test_qemu_spawn(char *const argv[], const char *log);
+
 /* QEMU is installed; else the test is counted as skipped. */
 bool test_qemu_available(void);
 

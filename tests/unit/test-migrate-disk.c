@@ -130,20 +130,9 @@ static bool side_start(struct side *s, const char *tag, const char *overlay, con
         }
         argv[argc] = NULL;
 
-        pid_t pid = fork();
+        pid_t pid = test_qemu_spawn(argv, log);
         if (pid < 0)
                 return false;
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDONLY);
-                int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-                if (null < 0 || out < 0)
-                        _exit(127);
-                dup2(null, 0);
-                dup2(out, 1);
-                dup2(out, 2);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
         s->pid = pid;
         struct vh_error err = {};
         int r = test_qmp_connect_retry(s->qmp, &s->q, &err);
