@@ -20,14 +20,10 @@ extern char **environ;
 int host_ssh_pipe_start(const struct vh_context *ctx, const struct host_def *def, char *const remote_argv[],
                         struct host_ssh_pipe *ret, struct vh_error *err) {
         char **argv = NULL;
-        int r = host_ssh_argv(ctx, def, 0, remote_argv, &argv, err);
+        _cleanup_free_ char *exe = NULL;
+        int r = host_ssh_command(ctx, def, 0, remote_argv, &argv, &exe, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *exe = find_executable(ctx, "ssh");
-        if (!exe) {
-                host_names_free(argv);
-                return vh_error_set(err, -ENOENT, "ssh is not installed here (Debian: openssh-client)");
-        }
         /* A socket rather than a pipe for stdin: send() with MSG_NOSIGNAL
          * turns a vanished reader into -EPIPE without touching this
          * process's signal dispositions (a library must not). */

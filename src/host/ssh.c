@@ -348,18 +348,30 @@ static void relay_bytes(struct relay *rl, const char *buf, size_t n) {
         }
 }
 
-int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char *const remote_argv[],
-                  int relay_fd, struct vh_error *err) {
+int host_ssh_command(const struct vh_context *ctx, const struct host_def *def, unsigned flags,
+                     char *const remote_argv[], char ***ret_argv, char **ret_exe, struct vh_error *err) {
         char **argv = NULL;
-        unsigned flags = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO) ? HOST_SSH_TTY : 0;
         int r = host_ssh_argv(ctx, def, flags, remote_argv, &argv, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *exe = find_executable(ctx, "ssh");
+        char *exe = find_executable(ctx, "ssh");
         if (!exe) {
                 host_names_free(argv);
                 return vh_error_set(err, -ENOENT, "ssh is not installed here (Debian: openssh-client)");
         }
+        *ret_argv = argv;
+        *ret_exe = exe;
+        return 0;
+}
+
+int host_ssh_exec(const struct vh_context *ctx, const struct host_def *def, char *const remote_argv[],
+                  int relay_fd, struct vh_error *err) {
+        char **argv = NULL;
+        _cleanup_free_ char *exe = NULL;
+        unsigned flags = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO) ? HOST_SSH_TTY : 0;
+        int r = host_ssh_command(ctx, def, flags, remote_argv, &argv, &exe, err);
+        if (r < 0)
+                return r;
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0) {
                 r = negative_errno();

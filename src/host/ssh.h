@@ -66,6 +66,12 @@ int host_ssh_argv(const struct vh_context *ctx, const struct host_def *def, unsi
 int host_ssh_forward_argv(const struct vh_context *ctx, const struct host_def *def, const char *local_socket,
                           const char *remote_socket, char ***ret, struct vh_error *err);
 
+/* host_ssh_argv() and the ssh program to run it with (found in the
+ * context's PATH; -ENOENT naming the package when missing). Free the argv
+ * with host_names_free(), the path with free(). */
+int host_ssh_command(const struct vh_context *ctx, const struct host_def *def, unsigned flags,
+                     char *const remote_argv[], char ***ret_argv, char **ret_exe, struct vh_error *err);
+
 /* What ssh's own failure (its exit status 255, its stderr) means, as an
  * error naming the host and what to do: -EKEYREJECTED (host key changed or
  * unknown), -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -EACCES (our key

@@ -16,6 +16,23 @@
 #include "vm/vm.h"
 #include "vmhost/image.h"
 
+int vm_image_own_disk_path(const struct vh_context *ctx, const char *name, char **ret, struct vh_error *err) {
+        struct vm_paths p;
+        int r = vm_paths_get(ctx, name, &p, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *disk = strdup_printf("%s/disk.qcow2", p.state_dir);
+        r = disk ? mkdir_p(p.state_dir, 0700) : -ENOMEM;
+        vm_paths_done(&p);
+        if (r < 0)
+                return vh_error_set(err, r, "Cannot create the directory of VM %s: %s", name, strerror(-r));
+        if (file_exists(disk))
+                return vh_error_set(err, -EEXIST, "%s exists already; refusing to replace the disk of VM %s", disk,
+                                    name);
+        *ret = TAKE_PTR(disk);
+        return 0;
+}
+
 int vm_image_create_overlay(const struct vh_context *ctx, struct vm_def *def, const char *base, uint64_t size,
                             struct vh_error *err) {
         char abs_base[PATH_MAX];
@@ -27,18 +44,10 @@ int vm_image_create_overlay(const struct vh_context *ctx, struct vm_def *def, co
         if (r < 0)
                 return r;
 
-        struct vm_paths p;
-        r = vm_paths_get(ctx, def->name, &p, err);
+        _cleanup_free_ char *disk = NULL;
+        r = vm_image_own_disk_path(ctx, def->name, &disk, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *disk = strdup_printf("%s/disk.qcow2", p.state_dir);
-        r = disk ? mkdir_p(p.state_dir, 0700) : -ENOMEM;
-        vm_paths_done(&p);
-        if (r < 0)
-                return vh_error_set(err, r, "Cannot create the directory of VM %s: %s", def->name, strerror(-r));
-        if (file_exists(disk))
-                return vh_error_set(err, -EEXIST, "%s exists already; refusing to replace the disk of VM %s", disk,
-                                    def->name);
 
         /* The absolute base path is recorded, so the overlay does not depend
          * on where vmhost runs from. */

@@ -7,6 +7,11 @@
 #include "vm/vm-def.h"
 #include "vmhost/context.h"
 
+/* STATE/vms/NAME/disk.qcow2, the disk vmhost makes for VM 'name' (an
+ * overlay, or a migration's copy), its directory made (0700); -EEXIST with
+ * a message when a file is there already: it is never replaced. */
+int vm_image_own_disk_path(const struct vh_context *ctx, const char *name, char **ret, struct vh_error *err);
+
 /* Creates STATE/vms/NAME/disk.qcow2 backed by 'base' (its absolute path
  * and probed format are recorded) and sets def->disk, def->disk_format and
  * def->base. 'size' 0 means the base's virtual size. */

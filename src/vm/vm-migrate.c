@@ -580,17 +580,10 @@ static int incoming_make_disk(const struct vh_context *ctx, struct vm_def *def,
                                             o->base);
                 return vm_image_create_overlay(ctx, def, o->base, o->disk_size, err);
         }
-        struct vm_paths p;
-        int r = vm_paths_get(ctx, def->name, &p, err);
+        _cleanup_free_ char *disk = NULL;
+        int r = vm_image_own_disk_path(ctx, def->name, &disk, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *disk = strdup_printf("%s/disk.qcow2", p.state_dir);
-        r = disk ? mkdir_p(p.state_dir, 0700) : -ENOMEM;
-        vm_paths_done(&p);
-        if (r < 0)
-                return vh_error_set(err, r, "Cannot create the directory of VM %s: %s", def->name, strerror(-r));
-        if (file_exists(disk))
-                return vh_error_set(err, -EEXIST, "%s exists already; refusing to replace it", disk);
         struct vh_image_create_options co = { .format = VH_IMAGE_FORMAT_QCOW2, .size = o->disk_size };
         r = vh_image_create(disk, &co, err);
         if (r < 0)
