@@ -252,6 +252,14 @@ for c in "c|root@$NOBODY|22|no route|no answer" "d|root@$B|2|nothing listens"; d
 		fail "host add $target:$port fails clearly" "exit $rc after ${dt} s: $(cat un.txt)"
 	fi
 done
+# A key B does not authorize: refused, naming the host and what to do.
+ssh-keygen -q -t ed25519 -N '' -f "$E2E_TMP/otherkey"
+rc=0
+"$VMHOST" host add w --ssh "root@$B" --identity "$E2E_TMP/otherkey" >wk.txt 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -q "host 'w' refused the login" wk.txt && grep -q "authorized_keys" wk.txt &&
+	[ ! -e "$VMHOST_HOME/hosts/w.conf" ] && [ ! -e "$VMHOST_HOME/hosts/w.known_hosts" ] &&
+	pass "host add with a key B does not take fails clearly" "$(cat wk.txt)" ||
+	fail "host add with a key B does not take" "exit $rc: $(cat wk.txt)"
 # A registered host that is down is listed as such; the listing succeeds.
 printf 'name = c\nssh = root@%s\nidentity = %s\n' "$NOBODY" "$KEY" >"$VMHOST_HOME/hosts/c.conf"
 t0=$(e2e_now); rc=0
