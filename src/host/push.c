@@ -550,6 +550,32 @@ static int sidecar_save(const char *path, const struct push_sidecar *sc) {
         return write_file_atomic(sc_path, text, strlen(text), 0444);
 }
 
+/* A copy whose backing name the far side rewrote is no longer the bytes
+ * that were pushed; what was pushed (its origin) is in its sidecar, and
+ * also here, on the file itself, with the hash the file had then: a lost
+ * or stale sidecar is computed again without losing the origin, which is
+ * kept only while the file still has that hash. */
+#define PUSH_ORIGIN_XATTR "user.vmhost.push-origin"
+
+static void origin_mark(int fd, const char origin[PUSH_SHA256_HEX + 1], const char own[PUSH_SHA256_HEX + 1]) {
+        char v[2 * PUSH_SHA256_HEX + 2];
+        snprintf(v, sizeof(v), "%s %s", origin, own);
+        /* Best effort: without user xattrs the sidecar alone keeps it. */
+        (void) fsetxattr(fd, PUSH_ORIGIN_XATTR, v, strlen(v), 0);
+}
+
+static void origin_of(int fd, const char own[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1]) {
+        char v[2 * PUSH_SHA256_HEX + 2] = "";
+        ret_origin[0] = '\0';
+        ssize_t n = fgetxattr(fd, PUSH_ORIGIN_XATTR, v, sizeof(v) - 1);
+        if (n != 2 * PUSH_SHA256_HEX + 1 || v[PUSH_SHA256_HEX] != ' ')
+                return;
+        v[n] = '\0';
+        v[PUSH_SHA256_HEX] = '\0';
+        if (push_sha256_is_valid(v) && streq(v + PUSH_SHA256_HEX + 1, own))
+                memcpy(ret_origin, v, PUSH_SHA256_HEX + 1);
+}
+
 static int image_hash_fd(const char *path, int fd, char ret_hex[PUSH_SHA256_HEX + 1],
                          char ret_origin[PUSH_SHA256_HEX + 1], struct vh_error *err) {
         struct stat st;
@@ -576,13 +602,14 @@ static int image_hash_fd(const char *path, int fd, char ret_hex[PUSH_SHA256_HEX 
                 sc.size = (uint64_t) st.st_size;
                 sc.mtime_ns = stat_mtime_ns(&st);
                 sc.inode = (uint64_t) st.st_ino;
-                sc.origin[0] = '\0';
+                origin_of(fd, sc.sha256, sc.origin);
                 /* A directory we cannot write costs the hash next time, no more. */
                 (void) sidecar_save(path, &sc);
-        }
+        } else
+                origin_of(fd, sc.sha256, sc.origin);
         memcpy(ret_hex, sc.sha256, PUSH_SHA256_HEX + 1);
         if (ret_origin)
-                ret_origin[0] = '\0';
+                memcpy(ret_origin, sc.origin, PUSH_SHA256_HEX + 1);
         return 0;
 }
 
@@ -954,6 +981,7 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
                         memcpy(sc.origin, got, sizeof(got));
                         if ((r = push_hash_fd(s.fd, sc.sha256, err)) < 0)
                                 goto fail;
+                        origin_mark(s.fd, sc.origin, sc.sha256);
                 }
         }
         struct stat fst;

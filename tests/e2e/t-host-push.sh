@@ -309,6 +309,16 @@ rc=0
 [ $rc -eq 0 ] && [ "$(jget chain2.json '[f["sent"] for f in d["files"]]')" = "[False, False]" ] &&
 	pass "second push of the chain a no-op (the overlay found by its origin hash)" ||
 	fail "second push of the chain a no-op" "exit $rc: $(cat chain2.json)"
+# B's copy of the overlay is not the bytes pushed (its backing name was
+# rewritten): with its sidecar lost, the origin kept on the file still
+# makes the next push a no-op rather than "another image under that name".
+rm -f "$BI/ov.qcow2.vmhost-hash"
+rc=0
+"$VMHOST" img push --json chain/ov.qcow2 b >chain3.json 2>&1 || rc=$?
+[ $rc -eq 0 ] && [ "$(jget chain3.json '[f["sent"] for f in d["files"]]')" = "[False, False]" ] &&
+	grep -q '^origin=' "$BI/ov.qcow2.vmhost-hash" &&
+	pass "the overlay's sidecar lost on B: still found by its origin" ||
+	fail "the overlay's sidecar lost on B" "exit $rc: $(cat chain3.json); $(cat "$BI/ov.qcow2.vmhost-hash" 2>&1)"
 
 # --- a raw disk whose guest wrote a qcow2 header naming a local file: not
 # followed without -f (it would send that file), pushed as raw with -f raw
