@@ -151,6 +151,64 @@ rc=0
 [ $rc -eq 1 ] && grep -q "Host b: image name 'bad name.qcow2' cannot be pushed" bn.txt && [ ! -e "$W/state/vms/z" ] &&
 	pass "a base name that cannot be pushed: exit 1" "$(cat bn.txt)" ||
 	fail "a base name that cannot be pushed: exit 1" "exit $rc: $(cat bn.txt)"
+# --- Ctrl-C reaches the remote command: on a terminal ssh gets one (-t),
+# so ^C is B's SIGINT. 'vm start --wait' of a VM whose disk boots nothing
+# waits on B for its ready line until stopped; after ^C here the waiting
+# vmhost on B must be gone (without the terminal it would wait 120 s).
+rc=0
+python3 - "$VMHOST" "$NS" >ctrlc.txt 2>&1 <<'PY' || rc=$?
+import os, pty, select, subprocess, sys, time
+vmhost, ns = sys.argv[1], sys.argv[2]
+def waiting_on_b():
+    out = subprocess.run(['ip', 'netns', 'pids', ns], capture_output=True, text=True).stdout.split()
+    for p in out:
+        try:
+            cmd = open('/proc/%s/cmdline' % p, 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if b'vmhost' in os.path.basename(cmd[0]) and b'start' in cmd and b'--wait' in cmd:
+            return True
+    return False
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(vmhost, [vmhost, '--host', 'b', 'vm', 'start', 'x', '--wait', '--timeout', '120'])
+def drain(t):
+    end = time.time() + t
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                os.read(fd, 4096)
+            except OSError:
+                return
+deadline = time.time() + 30
+while time.time() < deadline and not waiting_on_b():
+    drain(0.1)
+if not waiting_on_b():
+    sys.exit('the remote vm start --wait never ran on B')
+drain(0.5)
+os.write(fd, b'\x03')
+t0 = time.time()
+while time.time() < t0 + 15 and waiting_on_b():
+    drain(0.1)
+gone = not waiting_on_b()
+end = time.time() + 15
+st = None
+while time.time() < end:
+    w, st = os.waitpid(pid, os.WNOHANG)
+    if w == pid:
+        break
+    drain(0.1)
+else:
+    os.kill(pid, 9)
+    sys.exit('the local vmhost did not end after ^C')
+print('remote gone after %.1f s, local status %d' % (time.time() - t0, st))
+sys.exit(0 if gone else 'the remote vm start --wait still runs on B after ^C')
+PY
+[ $rc -eq 0 ] && pass "Ctrl-C reaches the remote command" "$(tail -1 ctrlc.txt)" ||
+	fail "Ctrl-C reaches the remote command" "$(cat ctrlc.txt)"
+"$VMHOST" --host b vm kill x >/dev/null 2>&1 || true
+
 # --- MACs unique across the hosts: a MAC of a VM here is not given to a VM
 # on B. B's next derived MAC is known from a VM made and deleted there;
 # a local VM takes it by hand, then B's create must pick another.
