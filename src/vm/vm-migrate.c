@@ -561,7 +561,8 @@ static int incoming_wait_loaded(struct qmp_client *q, const char *name, struct v
                         return vh_error_set(err, -ETIMEDOUT,
                                             "VM %s: the incoming state was not loaded within %u s (status %.40s)", name,
                                             MIGRATE_INCOMING_LOAD_TIMEOUT_MS / 1000, st ? st : "none");
-                usleep(20 * 1000);
+                /* The guest is stopped until this returns. */
+                usleep(VM_MIGRATE_POLL_MS * 1000);
         }
 }
 
@@ -1457,7 +1458,7 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
         unsigned max_dt = o->max_downtime_ms ? o->max_downtime_ms : VM_MIGRATE_MAX_DOWNTIME_DEFAULT_MS;
         uint64_t deadline = o->timeout_s ? m->t0 + (uint64_t) o->timeout_s * 1000 : UINT64_MAX;
         struct vm_migrate_progress p = { .phase = VM_MIGRATE_PHASE_MEMORY, .downtime_limit_ms = m->res->downtime_limit_ms };
-        uint64_t best_remaining = UINT64_MAX;
+        uint64_t best_remaining = UINT64_MAX, last_progress = 0;
         unsigned best_pass = 0, last_pass = 0;
         for (;;) {
                 _cleanup_(json_value_freep) struct json_value *v = NULL;
@@ -1473,7 +1474,7 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                 }
                 if (streq(p.status, "pre-switchover") && m->switchover) {
                         /* migrate-continue sent; QEMU has not moved on yet. */
-                        usleep(10000);
+                        usleep(VM_MIGRATE_POLL_MS * 1000);
                         continue;
                 }
                 if (streq(p.status, "pre-switchover")) {
@@ -1538,8 +1539,11 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                                         best_pass = p.pass; /* give the new limit its passes */
                                 }
                         }
-                        if ((r = progress(m, &p)) < 0)
-                                return vh_error_set(err, r, "cancelled");
+                        if (vh_clock_ms() >= last_progress + VM_MIGRATE_PROGRESS_MS) {
+                                last_progress = vh_clock_ms();
+                                if ((r = progress(m, &p)) < 0)
+                                        return vh_error_set(err, r, "cancelled");
+                        }
                         if (vh_clock_ms() >= deadline) {
                                 char a[32], b[32];
                                 return vh_error_set(err, -ETIMEDOUT,

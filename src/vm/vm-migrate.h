@@ -53,8 +53,13 @@ enum vm_migrate_transport { VM_MIGRATE_TRANSPORT_SSH, VM_MIGRATE_TRANSPORT_DIREC
 /* QEMU's own default of 128 MiB/s is what makes a migration slow; this
  * one means "as fast as the link goes". */
 #define VM_MIGRATE_BANDWIDTH_DEFAULT (8ull << 30)
-/* How often query-migrate is asked. */
-#define VM_MIGRATE_POLL_MS 100u
+/* How often query-migrate is asked. Often: with pause-before-switchover
+ * the source waits paused in 'pre-switchover' for vmhost to see it and
+ * answer, and that wait is downtime (at 100 ms it added up to 100 ms to
+ * every downtime: tools/bench/bench-migrate). */
+#define VM_MIGRATE_POLL_MS 5u
+/* How often the progress callback is told, at most (phase changes always). */
+#define VM_MIGRATE_PROGRESS_MS 100u
 
 #define VM_MIGRATE_MAX_CHECKS 16
 /* The far side's answers: a bounded JSON object, bounded lines. */
