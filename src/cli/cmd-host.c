@@ -418,24 +418,9 @@ static int host_remove_cmd(const struct vh_context *ctx, const char *name, bool 
 
 int cmd_host(const struct vh_context *ctx, int argc, char **argv) {
         static const char *const commands[] = { "add", "list", "show", "check", "remove", "self" };
-        if (argc < 2) {
-                usage(stderr);
-                return 2;
-        }
-        bool known = streq(argv[1], "-h") || streq(argv[1], "--help");
-        for (size_t i = 0; !known && i < ELEMENTSOF(commands); i++)
-                known = streq(argv[1], commands[i]);
-        if (!known) {
-                log_error("Unknown command 'host %s'. See 'vmhost host --help'.", argv[1]);
-                return 2;
-        }
-        if (cli_wants_help(argc, argv)) {
-                if (streq(argv[1], "-h") || streq(argv[1], "--help"))
-                        usage(stdout);
-                else
-                        command_usage(argv[1]);
-                return 0;
-        }
+        int r = cli_group_start(argc, argv, "host", commands, ELEMENTSOF(commands), usage, command_usage);
+        if (r >= 0)
+                return r;
         const char *cmd = argv[1];
         if (streq(cmd, "add"))
                 return host_add_cmd(ctx, argc, argv);

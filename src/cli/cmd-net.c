@@ -758,26 +758,9 @@ static int net_ports_cmd(const struct vh_context *ctx, const char *name, bool js
 int cmd_net(const struct vh_context *ctx, int argc, char **argv) {
         static const char *const commands[] = { "list",   "show",   "ports",   "create", "start",  "stop",
                                                 "delete", "tunnel", "uplink",  "release", "attach", "detach" };
-        if (argc < 2) {
-                usage(stderr);
-                return 2;
-        }
-        bool known = streq(argv[1], "-h") || streq(argv[1], "--help");
-        for (size_t i = 0; !known && i < ELEMENTSOF(commands); i++)
-                known = streq(argv[1], commands[i]);
-        if (!known) {
-                /* Also with --help: help for a command that does not exist
-                 * would tell the user it does. */
-                log_error("Unknown command 'net %s'. See 'vmhost net --help'.", argv[1]);
-                return 2;
-        }
-        if (cli_wants_help(argc, argv)) {
-                if (streq(argv[1], "-h") || streq(argv[1], "--help"))
-                        usage(stdout);
-                else
-                        command_usage(argv[1]);
-                return 0;
-        }
+        int r = cli_group_start(argc, argv, "net", commands, ELEMENTSOF(commands), usage, command_usage);
+        if (r >= 0)
+                return r;
         const char *cmd = argv[1];
         bool json = false;
         if (streq(cmd, "list") || streq(cmd, "show") || streq(cmd, "ports")) {
@@ -819,7 +802,7 @@ int cmd_net(const struct vh_context *ctx, int argc, char **argv) {
                         return 2;
                 }
                 struct vh_error err = {};
-                int r = net_nic_detach_all(ctx, argv[2], &err);
+                r = net_nic_detach_all(ctx, argv[2], &err);
                 if (r < 0)
                         return fail(r, &err, "Cannot release the NICs");
                 printf("released %d NIC%s of %s\n", r, r == 1 ? "" : "s", argv[2]);

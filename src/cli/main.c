@@ -70,6 +70,29 @@ bool cli_wants_help(int argc, char **argv) {
         return false;
 }
 
+int cli_group_start(int argc, char **argv, const char *group, const char *const commands[], size_t n_commands,
+                    void (*group_usage)(FILE *), void (*command_usage)(const char *)) {
+        if (argc < 2) {
+                group_usage(stderr);
+                return 2;
+        }
+        bool known = streq(argv[1], "-h") || streq(argv[1], "--help");
+        for (size_t i = 0; !known && i < n_commands; i++)
+                known = streq(argv[1], commands[i]);
+        if (!known) {
+                log_error("Unknown command '%s %s'. See 'vmhost %s --help'.", group, argv[1], group);
+                return 2;
+        }
+        if (cli_wants_help(argc, argv)) {
+                if (streq(argv[1], "-h") || streq(argv[1], "--help"))
+                        group_usage(stdout);
+                else
+                        command_usage(argv[1]);
+                return 0;
+        }
+        return -1;
+}
+
 /* Whether argv[*i] is --host/-H; its value goes to *ret_name (NULL when
  * missing) and *i moves past it. */
 static bool host_option(int argc, char **argv, int *i, const char **ret_name) {
