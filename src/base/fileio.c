@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -113,4 +115,12 @@ int mkdir_p(const char *path, mode_t mode) {
 
 bool file_exists(const char *path) {
         return access(path, F_OK) == 0;
+}
+
+int unix_address(const char *path, struct sockaddr_un *ret) {
+        *ret = (struct sockaddr_un) { .sun_family = AF_UNIX };
+        if (!path || strlen(path) >= sizeof(ret->sun_path))
+                return -ENAMETOOLONG;
+        memcpy(ret->sun_path, path, strlen(path) + 1);
+        return 0;
 }

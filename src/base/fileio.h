@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct sockaddr_un;
+
 /* Reads all of 'path' (at most 'max' bytes, else -EFBIG) into a new
  * NUL-terminated buffer. */
 int read_full_file(const char *path, size_t max, char **ret_data, size_t *ret_len);
@@ -21,3 +23,7 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 int mkdir_p(const char *path, mode_t mode);
 
 bool file_exists(const char *path);
+
+/* 'path' as a unix socket address in *ret; -ENAMETOOLONG when it is NULL or
+ * does not fit in sun_path (108 bytes with its NUL). */
+int unix_address(const char *path, struct sockaddr_un *ret);

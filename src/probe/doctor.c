@@ -761,10 +761,9 @@ static void check_ovs(const struct vh_context *ctx, struct doctor *d) {
  * answer such a request; a listener that accepts but never answers (a hung
  * daemon) is -ETIMEDOUT, not running. */
 static int jsonrpc_ask(const char *path, const char *request, unsigned timeout_ms) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof(sa.sun_path))
+        struct sockaddr_un sa;
+        if (unix_address(path, &sa) < 0)
                 return -ENAMETOOLONG;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return negative_errno();

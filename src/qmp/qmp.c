@@ -17,6 +17,7 @@
 #include "base/json-writer.h"
 #include "base/macro.h"
 #include "base/strutil.h"
+#include "base/fileio.h"
 #include "qmp/qmp.h"
 
 #define READ_CHUNK (64u * 1024)
@@ -767,11 +768,10 @@ int qmp_connect_fd(int fd, const char *name, int timeout_ms, size_t max_line, st
 }
 
 int qmp_connect(const char *path, int timeout_ms, struct qmp_client **ret, struct vh_error *err) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (!path || strlen(path) >= sizeof(sa.sun_path))
+        struct sockaddr_un sa;
+        if (unix_address(path, &sa) < 0)
                 return vh_error_set(err, -ENAMETOOLONG, "QMP socket path %s is too long for a unix socket",
                                     path ? path : "(null)");
-        memcpy(sa.sun_path, path, strlen(path) + 1);
         if (timeout_ms <= 0)
                 timeout_ms = QMP_TIMEOUT_DEFAULT_MS;
         int64_t deadline = deadline_after(timeout_ms);
@@ -835,11 +835,10 @@ int qmp_connect_async_fd(int fd, const char *name, size_t max_line, struct qmp_c
 }
 
 int qmp_connect_async(const char *path, struct qmp_client **ret, struct vh_error *err) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (!path || strlen(path) >= sizeof(sa.sun_path))
+        struct sockaddr_un sa;
+        if (unix_address(path, &sa) < 0)
                 return vh_error_set(err, -ENAMETOOLONG, "QMP socket path %s is too long for a unix socket",
                                     path ? path : "(null)");
-        memcpy(sa.sun_path, path, strlen(path) + 1);
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return vh_error_set(err, negative_errno(), "Cannot create a unix socket: %m");

@@ -495,10 +495,9 @@ static int read_exact(int fd, char *buf, size_t n, uint64_t deadline_ms) {
 }
 
 static int listen_unix(const char *path, int *ret) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof(sa.sun_path))
+        struct sockaddr_un sa;
+        if (unix_address(path, &sa) < 0)
                 return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return negative_errno();
@@ -919,10 +918,9 @@ static void forward_stop(struct forward *f) {
 }
 
 static int connect_unix(const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof(sa.sun_path))
+        struct sockaddr_un sa;
+        if (unix_address(path, &sa) < 0)
                 return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return negative_errno();
