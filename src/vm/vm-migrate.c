@@ -41,6 +41,7 @@
 #include "vm/vm-alloc.h"
 #include "vm/vm-image.h"
 #include "vm/vm-migrate-disk.h"
+#include "vm/vm-migrate-internal.h"
 #include "vm/vm-migrate.h"
 #include "vmhost/image.h"
 #include "vm/vm-start.h"
@@ -150,230 +151,6 @@ int vm_migrate_progress_from_json(const struct json_value *v, struct vm_migrate_
         if (streq(status, "completed"))
                 p.percent = 100.0;
         *ret = p;
-        return 0;
-}
-
-/* ---- checks ---- */
-
-static void add_check(struct vm_migrate_result *res, const char *name, bool ok, const char *fmt, ...)
-        _printf_(4, 5);
-static void add_check(struct vm_migrate_result *res, const char *name, bool ok, const char *fmt, ...) {
-        if (res->n_checks >= VM_MIGRATE_MAX_CHECKS)
-                return;
-        struct vm_migrate_check *c = &res->checks[res->n_checks++];
-        snprintf(c->name, sizeof(c->name), "%s", name);
-        c->ok = ok;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->message, sizeof(c->message), fmt, ap);
-        va_end(ap);
-}
-
-int vm_migrate_checks_parse(const char *text, struct vm_migrate_result *res, struct vh_error *err) {
-        const char *start = text ? strchr(text, '{') : NULL;
-        /* ssh mixes the remote stderr in: the object starts on its own line. */
-        while (start && start != text && start[-1] != '\n')
-                start = strchr(start + 1, '{');
-        if (!start)
-                return vh_error_set(err, -EPROTO, "the destination's check gave no answer: %.200s", text ? text : "");
-        struct json_limits lim = { .max_depth = 4, .max_bytes = VM_MIGRATE_REPLY_MAX, .max_string = 1024,
-                                   .max_elements = 64, .max_values = 1024 };
-        _cleanup_(json_value_freep) struct json_value *v = NULL;
-        struct vh_error e = {};
-        int r = json_parse(start, strlen(start), &lim, &v, &e);
-        if (r < 0)
-                return vh_error_set(err, -EPROTO, "the destination's check answer is not valid: %s",
-                                    vh_error_message(&e, r));
-        const struct json_value *checks = json_object_get(v, "checks");
-        if (!checks || checks->type != JSON_ARRAY)
-                return vh_error_set(err, -EPROTO, "the destination's check answer has no list of checks");
-        for (size_t i = 0; i < json_array_len(checks); i++) {
-                const struct json_value *c = json_array_at(checks, i);
-                const char *name, *msg;
-                bool ok;
-                if (json_get_string(json_object_get(c, "name"), &name) < 0 ||
-                    json_get_bool(json_object_get(c, "ok"), &ok) < 0 ||
-                    json_get_string(json_object_get(c, "message"), &msg) < 0)
-                        return vh_error_set(err, -EPROTO, "check %zu of the destination's answer is malformed", i);
-                add_check(res, name, ok, "%s", msg);
-        }
-        return 0;
-}
-
-/* "model name : ..." of /proc/cpuinfo, the CPU a 'host' model exposes. */
-static void cpu_model_name(char *buf, size_t len) {
-        _cleanup_free_ char *text = NULL;
-        size_t n;
-        snprintf(buf, len, "unknown");
-        if (read_full_file("/proc/cpuinfo", 4u << 20, &text, &n) < 0)
-                return;
-        const char *p = strstr(text, "model name");
-        if (!p || !(p = strchr(p, ':')))
-                return;
-        p++;
-        while (*p == ' ' || *p == '\t')
-                p++;
-        size_t k = strcspn(p, "\n");
-        snprintf(buf, len, "%.*s", (int) MIN(k, len - 1), p);
-}
-
-/* "7.2.22" < "8.0.0": -1, 0, 1. */
-static int version_compare(const char *a, const char *b) {
-        for (int i = 0; i < 3; i++) {
-                unsigned long x = strtoul(a, (char **) &a, 10), y = strtoul(b, (char **) &b, 10);
-                if (x != y)
-                        return x < y ? -1 : 1;
-                if (*a == '.')
-                        a++;
-                if (*b == '.')
-                        b++;
-        }
-        return 0;
-}
-
-static uint64_t mem_available(void) {
-        _cleanup_free_ char *text = NULL;
-        size_t n;
-        if (read_full_file("/proc/meminfo", 1u << 20, &text, &n) < 0)
-                return 0;
-        const char *p = strstr(text, "MemAvailable:");
-        return p ? strtoull(p + strlen("MemAvailable:"), NULL, 10) * 1024 : 0;
-}
-
-int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
-                           const struct vm_migrate_check_request *req, char **ret, struct vh_error *err) {
-        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_def_parse(def_text, "the source's definition", &def, err);
-        if (r < 0)
-                return r;
-        struct vm_migrate_result res = {};
-
-        /* QEMU here: at least the source's, and it has the pinned machine. */
-        char *vargv[] = { (char *) VM_QEMU_BINARY, (char *) "--version", NULL };
-        _cleanup_free_ char *vout = NULL;
-        char qver[64] = "";
-        if (process_run(ctx, vargv, 10000, 64 * 1024, &vout, NULL) == 0) {
-                const char *p = strstr(vout, "version ");
-                if (p)
-                        snprintf(qver, sizeof(qver), "%.*s", (int) strcspn(p + 8, " \n"), p + 8);
-        }
-        if (!qver[0])
-                add_check(&res, "qemu", false, "QEMU (%s) is not installed or does not answer here: install "
-                          "qemu-system-x86 (see 'vmhost doctor')", VM_QEMU_BINARY);
-        else if (req->qemu_version && version_compare(qver, req->qemu_version) < 0)
-                add_check(&res, "qemu", false, "QEMU %s here is older than the source's %s: a VM moves only to the "
-                          "same or a newer QEMU; upgrade QEMU here", qver, req->qemu_version);
-        else
-                add_check(&res, "qemu", true, "QEMU %s (source %s)", qver, req->qemu_version ? req->qemu_version : "?");
-
-        if (qver[0] && def->machine) {
-                char *margv[] = { (char *) VM_QEMU_BINARY, (char *) "-machine", (char *) "help", NULL };
-                _cleanup_free_ char *mout = NULL;
-                bool found = false;
-                if (process_run(ctx, margv, 10000, 1u << 20, &mout, NULL) == 0)
-                        for (char *line = mout; line && *line;) {
-                                size_t k = strcspn(line, " \n");
-                                if (k == strlen(def->machine) && !strncmp(line, def->machine, k))
-                                        found = true;
-                                line = strchr(line, '\n');
-                                if (line)
-                                        line++;
-                        }
-                if (found)
-                        add_check(&res, "machine", true, "machine type %s", def->machine);
-                else
-                        add_check(&res, "machine", false, "QEMU %s here has no machine type %s, which VM %s is "
-                                  "pinned to: install a QEMU that has it", qver, def->machine, def->name);
-        } else if (qver[0])
-                add_check(&res, "machine", true, "machine type not pinned (pc)");
-
-        if (def->cpu_model && streq(def->cpu_model, "host")) {
-                char here[256];
-                cpu_model_name(here, sizeof(here));
-                bool same = req->cpu && streq(req->cpu, here);
-                add_check(&res, "cpu", same,
-                          same ? "CPU model host: the same CPU (%s) on both hosts"
-                               : "CPU model host passes the CPU through, and this host's CPU (%s) differs from the "
-                                 "source's: set a common model, e.g. 'vmhost vm set NAME cpu=max', and restart it",
-                          here);
-        } else
-                add_check(&res, "cpu", true, "CPU model %s", def->cpu_model ? def->cpu_model : "default");
-
-        uint64_t avail = mem_available(), want = def->memory + (64u << 20);
-        char a[32], w[32];
-        format_size(avail, a, sizeof(a));
-        format_size(def->memory, w, sizeof(w));
-        add_check(&res, "memory", avail >= want,
-                  avail >= want ? "%s free for %s of guest memory"
-                                : "only %s free for %s of guest memory (and QEMU's own): free memory there first",
-                  a, w);
-
-        bool nets_ok = true;
-        char missing[256] = "";
-        for (unsigned i = 0; i < def->n_nics; i++) {
-                const char *n = def->nics[i].network;
-                if (streq(n, VM_NET_USER) || net_exists(ctx, n))
-                        continue;
-                nets_ok = false;
-                size_t l = strlen(missing);
-                snprintf(missing + l, sizeof(missing) - l, "%s%s", l ? ", " : "", n);
-        }
-        add_check(&res, "networks", nets_ok,
-                  nets_ok ? "every network of its NICs exists here%s"
-                          : "network %s does not exist here: create it with the same name first ('vmhost net create')",
-                  nets_ok ? "" : missing);
-
-        bool taken = vm_exists(ctx, def->name);
-        add_check(&res, "name", !taken,
-                  taken ? "a VM named %s exists here already: delete or rename it there first"
-                        : "the name %s is free here",
-                  def->name);
-
-        /* Shared storage: the file the source wrote beside the disk is
-         * read here at the same path with the same contents, and the disk
-         * has the same size. */
-        _cleanup_free_ char *token = NULL;
-        size_t tn = 0;
-        struct stat sb;
-        if (!def->disk)
-                add_check(&res, "storage", true, "no disk");
-        else if (req->copy)
-                add_check(&res, "storage", true, "disk %s is copied: VM %s gets its own disk here", def->disk,
-                          def->name);
-        else if (!req->token_path || !req->token_value ||
-                 read_full_file(req->token_path, 4096, &token, &tn) < 0 || !streq(strstrip(token), req->token_value))
-                add_check(&res, "storage", false, "disk %s is not on storage shared with the source (a file written "
-                          "beside it there is not seen here): share its directory at the same path, or use "
-                          "--storage copy", def->disk);
-        else if (stat(def->disk, &sb) < 0 || (uint64_t) sb.st_size != req->disk_size)
-                add_check(&res, "storage", false, "disk %s here is not the source's (%s): check the shared mount",
-                          def->disk, errno ? strerror(errno) : "another size");
-        else if (def->base && !file_exists(def->base))
-                add_check(&res, "storage", false, "the base %s of disk %s is missing here: share it at the same path",
-                          def->base, def->disk);
-        else
-                add_check(&res, "storage", true, "disk %s is shared (verified)", def->disk);
-
-        struct json_writer w2;
-        json_writer_init(&w2, false);
-        json_object_begin(&w2);
-        json_kv_string(&w2, "vmhost", VMHOST_VERSION);
-        json_key(&w2, "checks");
-        json_array_begin(&w2);
-        for (size_t i = 0; i < res.n_checks; i++) {
-                json_object_begin(&w2);
-                json_kv_string(&w2, "name", res.checks[i].name);
-                json_kv_bool(&w2, "ok", res.checks[i].ok);
-                json_kv_string(&w2, "message", res.checks[i].message);
-                json_object_end(&w2);
-        }
-        json_array_end(&w2);
-        json_object_end(&w2);
-        int werr = 0;
-        char *out = json_writer_finish(&w2, &werr);
-        if (!out)
-                return werr < 0 ? werr : -ENOMEM;
-        *ret = out;
         return 0;
 }
 
@@ -1124,36 +901,36 @@ static int copy_checks(struct migration *m, struct vh_error *err) {
         struct vh_error e = {};
         int r = vm_migrate_disk_find_top(m->q, NULL, &m->top, &e);
         if (r < 0) {
-                add_check(res, "disk", false, "cannot find the disk of VM %s in its QEMU: %s", m->name,
+                vm_migrate_add_check(res, "disk", false, "cannot find the disk of VM %s in its QEMU: %s", m->name,
                           vh_error_message(&e, r));
                 return 0;
         }
         char vs[32];
         format_size(m->top.virtual_size, vs, sizeof(vs));
         if (!m->top.has_backing) {
-                add_check(res, "base", true, "disk %s has no base: it is mirrored whole (%s) into a new empty disk "
+                vm_migrate_add_check(res, "base", true, "disk %s has no base: it is mirrored whole (%s) into a new empty disk "
                           "there", def->disk, vs);
                 return 0;
         }
         r = disk_backing(def->disk, &m->base, &e);
         if (r < 0 || !m->base) {
-                add_check(res, "base", false, "cannot read the base of disk %s: %s", def->disk,
+                vm_migrate_add_check(res, "base", false, "cannot read the base of disk %s: %s", def->disk,
                           r < 0 ? vh_error_message(&e, r) : "QEMU sees one, its header names none");
                 return 0;
         }
         r = push_find(m->ctx, o->dest, m->base, NULL, &m->remote_base, &e);
         if (r == -EEXIST)
-                add_check(res, "base", false, "host %s holds another image under the name of base %s (%s): remove "
+                vm_migrate_add_check(res, "base", false, "host %s holds another image under the name of base %s (%s): remove "
                           "or rename it there, then run again (the base is pushed with 'vmhost img push')",
                           o->dest->name, m->base, vh_error_message(&e, r));
         else if (r < 0)
-                add_check(res, "base", false, "cannot look for base %s on host %s: %s", m->base, o->dest->name,
+                vm_migrate_add_check(res, "base", false, "cannot look for base %s on host %s: %s", m->base, o->dest->name,
                           vh_error_message(&e, r));
         else if (m->remote_base)
-                add_check(res, "base", true, "base %s is on host %s as %s (same content); only the overlay (%s "
+                vm_migrate_add_check(res, "base", true, "base %s is on host %s as %s (same content); only the overlay (%s "
                           "virtual) is copied", m->base, o->dest->name, m->remote_base, vs);
         else
-                add_check(res, "base", true, "base %s is not on host %s: it is pushed there first ('vmhost img "
+                vm_migrate_add_check(res, "base", true, "base %s is not on host %s: it is pushed there first ('vmhost img "
                           "push'), then only the overlay (%s virtual) is copied", m->base, o->dest->name, vs);
         (void) err;
         return 0;
@@ -1167,16 +944,16 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         m->storage = o->storage;
         bool ssh = o->transport == VM_MIGRATE_TRANSPORT_SSH;
         if (o->storage == VM_MIGRATE_STORAGE_COPY && !ssh)
-                add_check(res, "transport", false, "--storage copy goes through ssh only (the NBD connection is "
+                vm_migrate_add_check(res, "transport", false, "--storage copy goes through ssh only (the NBD connection is "
                           "forwarded by ssh): drop --transport direct, or share the disk and use --storage shared");
         struct host_status hs = {};
         int r = host_probe(m->ctx, o->dest, 0, &hs);
         if (r < 0) {
-                add_check(res, "reachable", false, "%s", hs.why[0] ? hs.why : strerror(-r));
+                vm_migrate_add_check(res, "reachable", false, "%s", hs.why[0] ? hs.why : strerror(-r));
                 host_status_done(&hs);
                 return 0;
         }
-        add_check(res, "reachable", true, "host %s answers, vmhost %s, %s free", o->dest->name, hs.version,
+        vm_migrate_add_check(res, "reachable", true, "host %s answers, vmhost %s, %s free", o->dest->name, hs.version,
                   format_size(hs.memory_free, (char[32]) {}, 32));
         host_status_done(&hs);
         bool copy = o->storage == VM_MIGRATE_STORAGE_COPY;
@@ -1203,13 +980,13 @@ static int run_checks(struct migration *m, struct vh_error *err) {
                         disk_size = (uint64_t) sb.st_size;
                 r = write_file_atomic(token_path, token, strlen(token), 0644);
                 if (r < 0) {
-                        add_check(res, "storage", false, "cannot write beside disk %s to prove it is shared (%s)",
+                        vm_migrate_add_check(res, "storage", false, "cannot write beside disk %s to prove it is shared (%s)",
                                   def->disk, strerror(-r));
                         token_path = mfree(token_path);
                 }
         }
         char cpu[256], qver[64] = "";
-        cpu_model_name(cpu, sizeof(cpu));
+        vm_migrate_cpu_model_name(cpu, sizeof(cpu));
         const struct qmp_version *qv = qmp_get_version(m->q);
         if (qv)
                 snprintf(qver, sizeof(qver), "%d.%d.%d", qv->major, qv->minor, qv->micro);
