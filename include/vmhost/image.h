@@ -568,3 +568,30 @@ int vh_image_measure(struct vh_image *src, const struct vh_image_measure_options
  * the count. */
 void vh_image_fault_set_kill_after_writes(uint64_t n);
 
+
+/* ---- amend (image/amend.c): 'qemu-img amend' for qcow2 ---- */
+
+struct vh_image_amend_options {
+        unsigned version;       /* 0: unchanged; 2 (compat=0.10) or 3 (compat=1.1) */
+        int lazy_refcounts;     /* -1: unchanged (dropped by a downgrade); 0: off; 1: on (version 3) */
+        unsigned refcount_bits; /* 0: unchanged; a power of two in 1..64 (not 16: version 3 only) */
+        /* 0: unchanged; else the new virtual size, not below the current
+         * one (a shrink is 'resize --shrink', which says what it discards). */
+        uint64_t size;
+        /* See "Progress" above: called while the refcounts are read; a
+         * cancel leaves the image unchanged. */
+        int (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+};
+
+/* Changes the format options of the qcow2 image 'img' (opened read-write,
+ * so QEMU's write lock keeps a running VM's image out) in place, as
+ * 'qemu-img amend' does, with its refusals and messages: lazy refcounts or
+ * other refcount widths than 16 on version 2, a downgrade of an image with
+ * incompatible features (extended L2, external data file), persistent
+ * bitmaps, or zstd-compressed clusters, and a refcount too large for a
+ * narrower width. A downgrade writes zero clusters out (zeros written, or
+ * an unallocated cluster where no backing file shows through). Every
+ * refusal comes before the first write, and the file is the old or the
+ * new image at every moment (leaked clusters at worst); see amend.c. */
+int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *opts, struct vh_error *err);

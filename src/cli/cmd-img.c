@@ -34,6 +34,7 @@ static void usage(FILE *f) {
                 "  commit   write an overlay's data into its backing file and empty it\n"
                 "  rebase   change the backing file, keeping what the guest sees\n"
                 "  resize   grow or shrink the virtual disk\n"
+                "  amend    change a qcow2 image's options (compat, lazy_refcounts, refcount_bits)\n"
                 "  snapshot list, create, apply or delete internal qcow2 snapshots\n"
                 "  push     copy an image and its backing files to a host once (by hash)\n"
                 "  receive  internal: the far side of push\n"
@@ -790,6 +791,7 @@ int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
                 { "commit", cmd_img_commit },
                 { "rebase", cmd_img_rebase },
                 { "resize", cmd_img_resize },
+                { "amend", cmd_img_amend },
                 { "snapshot", cmd_img_snapshot },
                 { "push", NULL, cmd_img_push },
                 { "receive", NULL, cmd_img_receive },

@@ -9,6 +9,9 @@ int cmd_img_map(int argc, char **argv);
 int cmd_img_compare(int argc, char **argv);
 int cmd_img_measure(int argc, char **argv);
 
+/* cmd-img-amend.c */
+int cmd_img_amend(int argc, char **argv);
+
 /* cmd-img-write.c */
 int cmd_img_commit(int argc, char **argv);
 int cmd_img_rebase(int argc, char **argv);
