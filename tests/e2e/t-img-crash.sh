@@ -27,6 +27,15 @@
 #               destination is the old file or the complete new one, clean
 #               (the converter makes few, large writes: every one is a kill
 #               point then)
+#   amend-*     'vmhost img amend -o refcount_bits=64' (512-byte clusters, a
+#               snapshot: hundreds of refcount blocks), '-o compat=0.10' on
+#               an overlay with unallocated and preallocated zero clusters
+#               (written out first): after every kill
+#               the header is the old or the new one, check finds at most
+#               leaks, and the data is unchanged; '-o compat=1.1' is one write
+#   shrink      'vmhost img resize --shrink' over data: the old size or the
+#               new one, the data old or new byte by byte (the tail of an
+#               image still at the old size reads as zeros, or as before)
 # Env: VMHOST, IMAGE_IO (see t-img-diff.sh); SEED=N replays; POINTS=30.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -408,6 +417,123 @@ convert_case() {
 }
 convert_case convert-qcow2
 convert_case convert-compressed -c
+
+# ---- amend and resize --shrink: the file is the old image or the new one ----
+# in_place_case NAME EXPECT CMD...: img.qcow2 (made by the caller, with
+# pristine.qcow2, old.raw and new.raw beside it) changed in place by CMD,
+# killed at every point; after each kill the image opens, check finds at
+# most leaks (repaired by -r leaks), its header is the old or the new one
+# (EXPECT: a sed expression on 'qemu-img info' that must give "old" or
+# "new"), and the guest data is old or new, byte by byte (a shrunk image
+# is compared over the old size: past its end it reads as zeros).
+in_place_case() {
+	local name=$1 expect=$2 w n p problems=0 olds=0 news=0 st size
+	shift 2
+	restore() { cp pristine.qcow2 img.qcow2; }
+	size=$(stat -c %s old.raw)
+	restore
+	"$@" >/dev/null 2>&1 || { fail "$name-complete" "a run without the kill knob failed"; return; }
+	p=$(unclean img.qcow2)
+	[ -z "$p" ] || { fail "$name-complete" "a run without the kill knob left the image unclean: $p"; problems=1; }
+	qemu-img convert -O raw img.qcow2 done.raw
+	truncate -s "$size" done.raw
+	cmp -s done.raw new.raw || { fail "$name-complete" "a complete run did not give the new data"; problems=1; }
+	w=$(count_writes "$@")
+	local got=() k0=$KILLS o0=$ODD
+	for n in $(kill_points "$w"); do
+		restore
+		run_killed "$n" "$@"
+		p=$(after_crash img.qcow2)
+		[ -z "$p" ] || { fail "$name-kill-$n" "$p"; problems=$((problems + 1)); }
+		st=$(qemu-img info img.qcow2 | sed -n "$expect")
+		case $st in
+		old) olds=$((olds + 1)) ;;
+		new) news=$((news + 1)) ;;
+		*) fail "$name-kill-$n-header" "neither the old nor the new header: $(qemu-img info img.qcow2 | tr '\n' ' ')"
+		   problems=$((problems + 1)) ;;
+		esac
+		qemu-img convert -O raw img.qcow2 "got-$n.raw"
+		truncate -s "$size" "got-$n.raw"
+		got+=("got-$n.raw")
+	done
+	judge "$name" "$w" "$k0" "$o0" "${got[@]}"
+	problems=$((problems + PROBLEMS))
+	[ "$olds" -gt 0 ] && [ "$news" -gt 0 ] || { fail "$name-points" "kills left $olds old and $news new headers: the switch was not between two kill points"; problems=$((problems + 1)); }
+	[ "$problems" = 0 ] && pass "$name" "${#got[@]} kill points over $w writes, $olds old and $news new, $(e2e_elapsed "$T0") s"
+	return 0
+}
+
+amend_refcount_case() {
+	mkdir -p amend-refcount && cd amend-refcount
+	# 512-byte clusters: hundreds of refcount blocks to rewrite.
+	qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 8M
+	local -a ops
+	mapfile -t ops < <(disjoint_ops $((8 << 20)) 11)
+	qemu-io "${ops[@]}" img.qcow2 >/dev/null
+	qemu-img snapshot -c s1 img.qcow2
+	cp img.qcow2 pristine.qcow2
+	qemu-img convert -O raw img.qcow2 old.raw
+	cp old.raw new.raw
+	in_place_case amend-refcount-64 's/^    refcount bits: 16$/old/p; s/^    refcount bits: 64$/new/p' \
+		"$VMHOST" img amend -o refcount_bits=64 img.qcow2
+	cd ..
+	rm -rf amend-refcount
+}
+amend_refcount_case
+
+amend_compat_case() {
+	mkdir -p amend-compat && cd amend-compat
+	qemu-img create -q -f qcow2 -o cluster_size=4k base.qcow2 8M
+	qemu-io -c "write -P 0x5b 0 8M" base.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 img.qcow2
+	# Zero clusters both unallocated and preallocated, which a downgrade
+	# must write out, between data.
+	qemu-io -c "write -P 0x3c 0 1M" -c "write -z 1M 512k" -c "write -P 0x3d 2M 512k" -c "write -z 2M 512k" \
+		-c "write -P 0x3e 4M 64k" img.qcow2 >/dev/null
+	cp img.qcow2 pristine.qcow2
+	qemu-img convert -O raw img.qcow2 old.raw
+	cp old.raw new.raw
+	in_place_case amend-compat-0.10 's/^    compat: 1.1$/old/p; s/^    compat: 0.10$/new/p' \
+		"$VMHOST" img amend -o compat=0.10 img.qcow2
+	# And back up (one write of the first cluster).
+	cp img.qcow2 pristine.qcow2
+	qemu-img amend -o compat=0.10 pristine.qcow2
+	# The upgrade is the one write of the first cluster: no point to kill
+	# it between two writes, which is the proof; the result is clean.
+	local w
+	w=$(count_writes "$VMHOST" img amend -o compat=1.1 img.qcow2)
+	restore() { cp pristine.qcow2 img.qcow2; }
+	restore
+	"$VMHOST" img amend -o compat=1.1 img.qcow2
+	if [ "$w" = 1 ] && [ -z "$(unclean img.qcow2)" ] && qemu-img info img.qcow2 | grep -qx "    compat: 1.1" &&
+	   qemu-img compare -q img.qcow2 pristine.qcow2; then
+		pass amend-compat-1.1 "one engine write (the first cluster), clean, same data"
+	else
+		fail amend-compat-1.1 "$w writes; $(unclean img.qcow2)"
+	fi
+	cd ..
+	rm -rf amend-compat
+}
+amend_compat_case
+
+shrink_case() {
+	mkdir -p shrink && cd shrink
+	qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 8M
+	local -a ops
+	mapfile -t ops < <(disjoint_ops $((8 << 20)) 12)
+	qemu-io -c "write -P 0x21 0 8M" "${ops[@]}" img.qcow2 >/dev/null
+	cp img.qcow2 pristine.qcow2
+	qemu-img convert -O raw img.qcow2 old.raw
+	# The new image: the first 3 MiB, zeros after (what a shrunk image
+	# reads as over the old size).
+	head -c 3M old.raw >new.raw
+	truncate -s 8M new.raw
+	in_place_case shrink 's/^virtual size: 8 MiB.*/old/p; s/^virtual size: 3 MiB.*/new/p' \
+		"$VMHOST" img resize -q --shrink img.qcow2 3M
+	cd ..
+	rm -rf shrink
+}
+shrink_case
 
 echo "seed $SEED: $KILLS runs killed, $COMPLETED ran to completion at their kill point, $(e2e_elapsed "$T0") s"
 e2e_finish
