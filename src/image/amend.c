@@ -573,6 +573,11 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
         }
         if (version < old_version) {
                 r = expand_all_zeros(img, err);
+                /* With lazy refcounts (a resize above set the dirty bit)
+                 * the flush did not sync the refcounts; the header that
+                 * drops the dirty bit must come after them. */
+                if (r >= 0)
+                        r = qcow2_sync(img, "refcounts", err);
                 if (r < 0)
                         return r;
                 r = header_set_version(img, version, err);
