@@ -153,7 +153,7 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                                  "consoles unencrypted; it needs --tls-cert FILE and --tls-key FILE, which this "
                                  "version does not have yet. Listen on 127.0.0.1 and use ssh -L %ld:127.0.0.1:%ld "
                                  "HOST from the other machine.",
-                                 listen_arg, port, port),
+                                 listen_arg, port ? port : WEB_DEFAULT_PORT, port ? port : WEB_DEFAULT_PORT),
                        2;
 
         _cleanup_free_ char *dir = web_dir();

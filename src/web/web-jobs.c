@@ -247,7 +247,11 @@ static void run_action(struct web_job *job) {
                 vh_error_set(&err, r, "unknown action");
         }
         if (r < 0)
-                set_result(job, status_of(r), "error", vh_error_message(&err, r));
+                /* -ENOENT is 404 when the VM is missing; a file of an
+                 * existing VM that is missing (its kernel) is a conflict
+                 * with its definition. */
+                set_result(job, r == -ENOENT && vm_exists(job->ctx, name) ? 409 : status_of(r), "error",
+                           vh_error_message(&err, r));
         else
                 set_result(job, 200, "message", msg);
 }

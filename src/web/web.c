@@ -26,6 +26,9 @@
 
 #define TOPIC_VMS 1
 #define KEEPALIVE_MS (15 * 1000)
+#define PING ": ping\n\n"
+/* The browser reconnects after a second when the stream breaks. */
+#define RETRY "retry: 1000\n\n"
 
 struct session {
         char id[WEB_SECRET_HEX + 1];
@@ -320,7 +323,7 @@ static void tick(void *userdata, uint64_t now) {
         if (now >= app->last_ping_ms + KEEPALIVE_MS) {
                 /* A comment line keeps proxies and the browser from
                  * taking a quiet stream for a dead one. */
-                web_server_broadcast(app->srv, TOPIC_VMS, ": ping\n\n", 9);
+                web_server_broadcast(app->srv, TOPIC_VMS, PING, sizeof(PING) - 1);
                 app->last_ping_ms = now;
         }
 }
@@ -373,8 +376,7 @@ static void api_session(struct web_conn *c, const struct session *s) {
 static void api_events(struct web_app *app, struct web_conn *c) {
         if (web_conn_stream_begin(c, TOPIC_VMS, "text/event-stream") < 0)
                 return;
-        /* The browser reconnects after a second when the stream breaks. */
-        (void) web_conn_stream_write(c, "retry: 1000\n\n", 13);
+        (void) web_conn_stream_write(c, RETRY, sizeof(RETRY) - 1);
         if (app->list_json) {
                 _cleanup_free_ char *event = strdup_printf("event: vms\ndata: %s\n\n", app->list_json);
                 if (event)
@@ -395,13 +397,17 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                         respond_error(c, 503, "Too many requests wait for the list.");
                         return;
                 }
-                app->waiting[app->n_waiting++] = web_conn_id(c);
                 start_local_list(app);
+                if (!app->local_running) {
+                        respond_error(c, 503, "Cannot start a thread to list the VMs.");
+                        return;
+                }
+                app->waiting[app->n_waiting++] = web_conn_id(c);
                 if (!app->remote_done)
                         start_remote_list(app);
                 return;
         }
-        if (streq(path, "/api/events") && get)
+        if (streq(path, "/api/events") && streq(req->method, "GET"))
                 return api_events(app, c);
         const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
         if (rest) {
