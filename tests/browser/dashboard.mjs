@@ -80,6 +80,13 @@ try {
   // through the event stream.
   await page.evaluate(() => { window.vmhostTestMark = 'no reload'; });
   await waitState(page, vmA, 'stopped', 10000, 'list-shows-vm');
+  const down = page.locator('p.down[data-host="down1"]');
+  try {
+    await down.waitFor({ timeout: 10000 });
+    pass('down-host-shown', (await down.textContent()).trim());
+  } catch {
+    fail('down-host-shown', 'no line for the registered host down1');
+  }
 
   // A VM created from the CLI meanwhile appears by itself.
   cli('vm', 'create', vmB, ...JSON.parse(process.env.VM_CREATE_ARGS || '[]'));

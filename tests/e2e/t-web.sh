@@ -5,13 +5,15 @@
 # without or with a wrong CSRF header (403), '..' and %2e%2e paths (404), a
 # huge header (431), a huge body (413); a client sending a header byte a
 # second is dropped after the request deadline while a second client is
-# served at once; more idle clients than the cap do not lock others out.
-# Then the API: /api/vms has 'vm list --json's objects, the event stream
+# served at once; more idle clients than the cap do not lock others out;
+# pipelined requests are answered in order. Then the API: /api/vms has
+# 'vm list --json's objects and the hosts of 'vm list --all-hosts --json'
+# (a registered host that does not answer is down there), the event stream
 # shows a VM the CLI creates within a second, actions return the CLI's
 # messages (404 for a VM that does not exist, 409 for deleting a running
-# one), a long action does not hold up other requests; then the page in
-# headless chromium (tests/browser/dashboard.mjs); Ctrl-C stops the server
-# and leaves the VMs running.
+# one), an action waiting for a VM's lock does not hold up other requests;
+# then the page in headless chromium (tests/browser/dashboard.mjs); Ctrl-C
+# stops the server and leaves the VMs running.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -38,6 +40,11 @@ out=$("$VMHOST" web --listen 0.0.0.0:0 2>&1); rc=$?
 	fail non-loopback-refused "exit $rc: $out"
 out=$("$VMHOST" web --listen nonsense 2>&1); rc=$?
 [ $rc -eq 2 ] && grep -q 'ADDRESS:PORT' <<<"$out" && pass bad-listen-refused || fail bad-listen-refused "exit $rc: $out"
+
+# A registered host that does not answer: asked in the background, listed
+# as down with the CLI's reason.
+mkdir -p "$VMHOST_HOME/hosts"
+printf 'name = down1\nssh = root@127.0.0.1\nport = %s\n' "$(free_port)" >"$VMHOST_HOME/hosts/down1.conf"
 
 # --- the server
 "$VMHOST" web --listen 127.0.0.1:0 >web.out 2>web.err &
@@ -115,6 +122,28 @@ c=$(curl -s -o /dev/null -w '%{http_code}' -b jar -X POST -H "X-VMHost-CSRF: $cs
 	--data-binary @<(head -c 100000 /dev/zero) "$base/api/vms/w-cli/kill")
 [ "$c" = 413 ] && pass huge-body-413 || fail huge-body-413 "status $c"
 
+# Keep-alive with pipelining: two requests in one write, answered in order
+# on one connection; HEAD gets the headers only.
+cat >pipe.py <<'EOF'
+import socket, sys
+port, cookie = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+req = "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n\r\n"
+s.sendall((req % ("GET", "/api/session", port, cookie) + req % ("HEAD", "/app.css", port, cookie)).encode())
+data = b""
+while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"\r\n\r\n"):
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+first, _, rest = data.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
+ok = b'"csrf"' in first and rest.startswith(b"200") and b"text/css" in rest and rest.endswith(b"\r\n\r\n")
+print("two answers in order, HEAD without body" if ok else "got: %r" % data[:600])
+sys.exit(0 if ok else 1)
+EOF
+cookie=$(awk '$6 ~ /^vmhost_session_/ { print $6 "=" $7 }' jar)
+out=$(python3 pipe.py "${hostport#*:}" "$cookie" 2>&1) && pass pipelined-keep-alive "$out" || fail pipelined-keep-alive "$out"
+
 # A slowloris client (one header byte a second) is dropped at the request
 # deadline (10 s), and meanwhile another client is answered at once; so
 # are clients past the cap of 64 when idle ones hold every slot.
@@ -189,6 +218,21 @@ if vms != cli:
     print("differ: %s vs %s" % (vms, cli))
     sys.exit(1)
 print("%d VMs, keys %s" % (len(vms), ",".join(sorted(vms[0])) if vms else "-"))
+EOF
+
+# The cluster view: the same hosts, reachability and reasons as
+# 'vm list --all-hosts --json', the down host included.
+wait_until 10 "down1 in /api/vms" sh -c "curl -s -b jar '$base/api/vms' | grep -q '\"host\":\"down1\"'"
+curl -s -b jar "$base/api/vms" >api.json
+"$VMHOST" vm list --all-hosts --json >cli-all.json
+python3 - api.json cli-all.json <<'EOF' >cmp.out 2>&1 && pass api-vms-all-hosts "$(cat cmp.out)" || fail api-vms-all-hosts "$(cat cmp.out)"
+import json, sys
+pick = lambda l: [(h["host"], h["reachable"], h["error"], [v["name"] for v in h["vms"]]) for h in l]
+api, cli = pick(json.load(open(sys.argv[1]))), pick(json.load(open(sys.argv[2])))
+if api != cli:
+    print("differ: %s vs %s" % (api, cli))
+    sys.exit(1)
+print("; ".join("%s %s" % (h[0], "up" if h[1] else "down: " + h[2]) for h in api))
 EOF
 
 # The event stream shows a VM the CLI creates, within a second.
