@@ -168,10 +168,21 @@ function listen() {
     list = JSON.parse(ev.data);
     render();
   });
-  es.addEventListener('error', () => {
-    // EventSource reconnects by itself (the server asks for 1 s).
+  es.addEventListener('error', async () => {
+    // EventSource reconnects by itself (the server asks for 1 s), which
+    // is right while the server restarts; but a restarted server knows no
+    // session of ours, and then only the newly printed URL helps.
     live.dataset.state = 'down';
     live.textContent = 'reconnecting…';
+    try {
+      const res = await fetch('/api/session', { credentials: 'same-origin' });
+      if (res.status === 401) {
+        es.close();
+        live.textContent = 'signed out';
+        showError("The server no longer knows this page's session (was it restarted?). " +
+                  "Open the address 'vmhost web' printed.");
+      }
+    } catch { /* the server is down: EventSource keeps trying */ }
   });
 }
 
