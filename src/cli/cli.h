@@ -16,6 +16,7 @@ int cmd_vm(const struct vh_context *ctx, int argc, char **argv);
 int cmd_guest(const struct vh_context *ctx, int argc, char **argv);
 int cmd_net(const struct vh_context *ctx, int argc, char **argv);
 int cmd_host(const struct vh_context *ctx, int argc, char **argv);
+int cmd_web(const struct vh_context *ctx, int argc, char **argv);
 
 /* True if argv has -h or --help before any "--". */
 bool cli_wants_help(int argc, char **argv);

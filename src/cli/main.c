@@ -29,6 +29,7 @@ static const struct {
         { "net", cmd_net, "networks: user-mode, Linux bridge, Open vSwitch; tunnels, uplinks" },
         { "guest", cmd_guest, "build the small test guest (kernel, disk image, ISO)" },
         { "host", cmd_host, "other machines driven over ssh: add, list, show, remove" },
+        { "web", cmd_web, "the web dashboard: every VM of every host in a browser tab" },
 };
 
 /* The verbs whose commands run on another host with --host NAME. */

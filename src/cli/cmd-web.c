@@ -1,0 +1,237 @@
+/* cli/cmd-web.c: 'vmhost web': the web dashboard (src/web/) in the
+ * foreground, until Ctrl-C or SIGTERM; the VMs keep running. */
+#include <errno.h>
+#include <pthread.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/log.h"
+#include "base/macro.h"
+#include "base/process.h"
+#include "base/strutil.h"
+#include "cli/cli.h"
+#include "config.h"
+#include "web/server.h"
+#include "web/web.h"
+
+#define WEB_DEFAULT_ADDRESS "127.0.0.1"
+#define WEB_DEFAULT_PORT 8470
+/* Without --listen, a taken 8470 moves on to the next free port of these
+ * few; with --listen the port given is the port or an error. */
+#define WEB_PORT_TRIES 10
+
+static void usage(FILE *f) {
+        fputs("Usage: vmhost web [--listen ADDRESS:PORT] [--open]\n"
+              "\n"
+              "Serves the web dashboard: every VM of this host and of the registered hosts\n"
+              "('vmhost host list'), with their state, updating by itself, and buttons to start,\n"
+              "stop, kill, restart and delete them. Runs in the foreground until Ctrl-C; the\n"
+              "VMs keep running. Prints one URL with a random token: open it in a browser.\n"
+              "The token becomes a session cookie and leaves the address bar.\n"
+              "\n"
+              "Options:\n"
+              "  --listen ADDRESS:PORT  where to listen (default 127.0.0.1:8470, or the next free\n"
+              "                         port up to 8479 when it is taken; PORT 0: any free port).\n"
+              "                         An address other than loopback needs TLS (--tls-cert and\n"
+              "                         --tls-key), which this version does not have: refused.\n"
+              "  --open                 also open the URL in the desktop's browser (xdg-open)\n"
+              "  --tls-cert FILE        (not yet available) the certificate for a non-loopback address\n"
+              "  --tls-key FILE         (not yet available) its private key\n"
+              "  -h, --help             this help\n"
+              "\n"
+              "From another machine, reach it through ssh instead:\n"
+              "  ssh -L 8470:127.0.0.1:8470 HOST, then open the printed URL there.\n"
+              "\n"
+              "Example:\n"
+              "  vmhost web\n"
+              "  vmhost web --listen 127.0.0.1:9000 --open\n",
+              f);
+}
+
+/* The directory of this binary, or NULL. */
+static char *self_dir(void) {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0)
+                return NULL;
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (!slash || slash == self)
+                return NULL;
+        *slash = '\0';
+        return strdup(self);
+}
+
+/* The page's files: the directory named by the file vmhost.webdir beside
+ * this binary (the build tree's, naming its source's web/), else the
+ * installed DATA/web found relative to this binary, else the configured
+ * one; as the guest builder is found (cmd-guest.c). */
+static char *web_dir(void) {
+        _cleanup_free_ char *dir = self_dir();
+        if (dir) {
+                _cleanup_free_ char *marker = strdup_printf("%s/vmhost.webdir", dir);
+                _cleanup_free_ char *data = NULL;
+                if (marker && read_one_line_file(marker, &data) >= 0 && data[0] == '/')
+                        return TAKE_PTR(data);
+#ifdef VMHOST_DATADIR_FROM_BINDIR
+                char *p = strdup_printf("%s/%s/web", dir, VMHOST_DATADIR_FROM_BINDIR);
+                if (p && access(p, R_OK | X_OK) == 0)
+                        return p;
+                free(p);
+#endif
+        }
+        return strdup_printf("%s/web", VMHOST_DATADIR);
+}
+
+/* "ADDRESS:PORT", "[IPV6]:PORT". */
+static int parse_listen(const char *s, char *addr, size_t size, long *ret_port) {
+        const char *colon = strrchr(s, ':');
+        if (!colon || colon == s)
+                return -EINVAL;
+        const char *a = s, *e = colon;
+        if (s[0] == '[') {
+                if (colon[-1] != ']')
+                        return -EINVAL;
+                a++;
+                e--;
+        }
+        if ((size_t) (e - a) >= size || e == a)
+                return -EINVAL;
+        memcpy(addr, a, (size_t) (e - a));
+        addr[e - a] = '\0';
+        return parse_int_range(colon + 1, 0, 65535, ret_port);
+}
+
+static bool is_loopback(const char *addr) {
+        return startswith(addr, "127.") || streq(addr, "::1");
+}
+
+int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
+        enum { OPT_LISTEN = 0x100, OPT_OPEN, OPT_TLS_CERT, OPT_TLS_KEY };
+        static const struct option options[] = {
+                { "listen", required_argument, NULL, OPT_LISTEN },
+                { "open", no_argument, NULL, OPT_OPEN },
+                { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+                { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        const char *listen_arg = NULL, *tls_cert = NULL, *tls_key = NULL;
+        bool open_browser = false;
+        int c;
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h': usage(stdout); return 0;
+                case OPT_LISTEN: listen_arg = optarg; break;
+                case OPT_OPEN: open_browser = true; break;
+                case OPT_TLS_CERT: tls_cert = optarg; break;
+                case OPT_TLS_KEY: tls_key = optarg; break;
+                default: return 2;
+                }
+        if (optind < argc)
+                return log_error("web: unexpected argument '%s'. See 'vmhost web --help'.", argv[optind]), 2;
+
+        char addr[64] = WEB_DEFAULT_ADDRESS;
+        long port = WEB_DEFAULT_PORT;
+        if (listen_arg && parse_listen(listen_arg, addr, sizeof(addr), &port) < 0)
+                return log_error("--listen %s: expected ADDRESS:PORT, e.g. 127.0.0.1:8470 or [::1]:8470", listen_arg),
+                       2;
+        if (tls_cert || tls_key)
+                return log_error("--tls-cert/--tls-key: TLS is not in this version of vmhost web yet. Listen on "
+                                 "127.0.0.1 and reach it through ssh: ssh -L %ld:127.0.0.1:%ld HOST",
+                                 port, port),
+                       2;
+        if (!is_loopback(addr))
+                return log_error("--listen %s: an address other than loopback would send the session and the "
+                                 "consoles unencrypted; it needs --tls-cert FILE and --tls-key FILE, which this "
+                                 "version does not have yet. Listen on 127.0.0.1 and use ssh -L %ld:127.0.0.1:%ld "
+                                 "HOST from the other machine.",
+                                 listen_arg, port ? port : WEB_DEFAULT_PORT, port ? port : WEB_DEFAULT_PORT),
+                       2;
+
+        _cleanup_free_ char *dir = web_dir();
+        if (!dir || access(dir, R_OK | X_OK) < 0)
+                return log_error("The page's files (%s) are missing: is vmhost installed completely?",
+                                 dir ? dir : "web/"),
+                       1;
+
+        int fd = -1;
+        uint16_t bound = 0;
+        struct vh_error err = {};
+        int tries = listen_arg ? 1 : WEB_PORT_TRIES;
+        int r = -EADDRINUSE;
+        for (int t = 0; t < tries; t++) {
+                err = (struct vh_error) {};
+                r = web_listen(addr, (uint16_t) (port + t), &fd, &bound, &err);
+                if (r != -EADDRINUSE)
+                        break;
+                if (t + 1 < tries)
+                        log_info("Port %ld is in use; trying %ld.", port + t, port + t + 1);
+        }
+        if (r < 0)
+                return log_error("%s%s", vh_error_message(&err, r),
+                                 r == -EADDRINUSE ? ". Choose another with --listen 127.0.0.1:PORT." : "."),
+                       1;
+
+        /* SIGINT and SIGTERM arrive on a descriptor the loop polls. They
+         * are blocked before any thread starts, so every worker inherits
+         * the mask and the signal is never delivered to one of them. */
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigset_t old;
+        pthread_sigmask(SIG_BLOCK, &mask, &old);
+        _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (sfd < 0) {
+                close(fd);
+                return log_error_errno(-errno, "signalfd: %m"), 1;
+        }
+        char host_port[96];
+        snprintf(host_port, sizeof(host_port), strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr, bound);
+        struct web_app_options opts = {
+                .listen_fd = fd,
+                .host_port = host_port,
+                .port = bound,
+                .static_dir = dir,
+                .stop_fd = sfd,
+        };
+        struct web_app *app = NULL;
+        r = web_app_new(ctx, &opts, &app, &err);
+        if (r < 0)
+                return log_error("Cannot start the web server: %s", vh_error_message(&err, r)), 1;
+
+        _cleanup_free_ char *url = strdup_printf("http://%s/?token=%s", host_port, web_app_token(app));
+        printf("%s\n", url ? url : "(out of memory)");
+        fflush(stdout);
+        fprintf(stderr, "Serving the vmhost dashboard on %s (files from %s). Stop with Ctrl-C; VMs keep running.\n",
+                host_port, dir);
+        if (open_browser && url) {
+                /* Before the loop runs: the browser's first request waits
+                 * in the listen queue meanwhile. xdg-open returns once it
+                 * has handed the URL on. */
+                _cleanup_free_ char *xdg = find_executable(ctx, "xdg-open");
+                char *xa[] = { xdg, url, NULL };
+                struct vh_error oerr = {};
+                if (!xdg)
+                        log_warning("xdg-open is not installed (apt-get install xdg-utils); open the URL above by "
+                                    "hand.");
+                else if ((r = process_run(ctx, xa, 5000, 0, NULL, &oerr)) != 0)
+                        log_warning("xdg-open failed (%s); open the URL above by hand.",
+                                    r < 0 ? vh_error_message(&oerr, r) : "it said why above");
+        }
+        r = web_app_run(app, &err);
+        web_app_free(app);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r < 0)
+                return log_error("%s", vh_error_message(&err, r)), 1;
+        fprintf(stderr, "Stopped; the VMs keep running.\n");
+        return 0;
+}

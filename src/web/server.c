@@ -1,0 +1,558 @@
+/* web/server.c: the event loop of web/server.h. Every socket is
+ * non-blocking and every wait is poll() with the nearest client deadline as
+ * its timeout, so one client can only ever cost the others the time of one
+ * recv() or send() of a buffer. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/macro.h"
+#include "web/server.h"
+
+/* Room for one whole request; more waits until the previous is answered. */
+#define WEB_IN_MAX (HTTP_MAX_HEAD + HTTP_MAX_BODY)
+#define WEB_READ_CHUNK 16384
+
+struct web_buf {
+        char *data;
+        size_t len, cap;
+        size_t off;   /* bytes at the start already consumed (sent, or parsed) */
+};
+
+enum conn_state {
+        CONN_READING,   /* waiting for (the rest of) a request */
+        CONN_HANDLING,  /* the application has the request and answers later */
+        CONN_WRITING,   /* a response is being sent */
+        CONN_STREAM,    /* a stream head was sent; broadcasts follow until the client leaves */
+        /* Next round: CONN_RAW, a connection handed over after an Upgrade
+         * (websocket), whose bytes go to callbacks the application gives;
+         * http_request.upgrade_websocket already tells such requests. */
+};
+
+struct web_conn {
+        struct web_server *srv;
+        uint64_t id;
+        int fd;
+        enum conn_state state;
+        struct web_buf in, out;
+        uint64_t deadline_ms;     /* when it is dropped unless something happens */
+        bool request_started;     /* bytes of a request arrived: its deadline runs */
+        bool head_method;         /* the request being answered is HEAD */
+        bool close_after_write;
+        int topic;                /* CONN_STREAM: its topic */
+};
+
+struct watch {
+        int fd;
+        void (*ready)(void *userdata, int fd);
+        void *userdata;
+};
+
+struct web_server {
+        int listen_fd;
+        const struct web_server_ops *ops;
+        void *userdata;
+        unsigned tick_ms;
+        struct web_conn *conns[WEB_MAX_CONNS];
+        size_t n_conns;
+        uint64_t next_id;
+        struct watch watches[WEB_MAX_WATCHES];
+        size_t n_watches;
+        bool stop;
+};
+
+static int buf_reserve(struct web_buf *b, size_t more) {
+        if (b->off > 0 && b->off == b->len)
+                b->off = b->len = 0;
+        if (b->len + more <= b->cap)
+                return 0;
+        /* Consumed bytes at the front are dropped before growing. */
+        if (b->off > 0) {
+                memmove(b->data, b->data + b->off, b->len - b->off);
+                b->len -= b->off;
+                b->off = 0;
+                if (b->len + more <= b->cap)
+                        return 0;
+        }
+        size_t cap = MAX(b->cap * 2, b->len + more);
+        cap = MAX(cap, (size_t) 4096);
+        char *d = realloc(b->data, cap);
+        if (!d)
+                return -ENOMEM;
+        b->data = d;
+        b->cap = cap;
+        return 0;
+}
+
+static int buf_append(struct web_buf *b, const void *data, size_t len) {
+        int r = buf_reserve(b, len);
+        if (r < 0)
+                return r;
+        memcpy(b->data + b->len, data, len);
+        b->len += len;
+        return 0;
+}
+
+static size_t buf_pending(const struct web_buf *b) {
+        return b->len - b->off;
+}
+
+int web_listen(const char *address, uint16_t port, int *ret_fd, uint16_t *ret_port, struct vh_error *err) {
+        struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+                                  .ai_socktype = SOCK_STREAM },
+                        *ai = NULL;
+        char ports[8];
+        snprintf(ports, sizeof(ports), "%u", port);
+        int g = getaddrinfo(address, ports, &hints, &ai);
+        if (g != 0)
+                return vh_error_set(err, -EINVAL, "'%s' is not a numeric IPv4 or IPv6 address", address);
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+                int r = negative_errno();
+                freeaddrinfo(ai);
+                return vh_error_set(err, r, "Cannot make a socket for %s: %s", address, strerror(-r));
+        }
+        int one = 1;
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+                int r = negative_errno();
+                freeaddrinfo(ai);
+                close(fd);
+                return vh_error_set(err, r, "Cannot listen on %s port %u: %s", address, port, strerror(-r));
+        }
+        freeaddrinfo(ai);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *) &ss, &sl) < 0) {
+                int r = negative_errno();
+                close(fd);
+                return vh_error_set(err, r, "getsockname: %s", strerror(-r));
+        }
+        *ret_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &ss)->sin6_port
+                                                   : ((struct sockaddr_in *) &ss)->sin_port);
+        *ret_fd = fd;
+        return 0;
+}
+
+int web_server_new(int listen_fd, const struct web_server_ops *ops, void *userdata, unsigned tick_ms,
+                   struct web_server **ret) {
+        struct web_server *srv = calloc(1, sizeof(*srv));
+        if (!srv) {
+                close(listen_fd);
+                return -ENOMEM;
+        }
+        srv->listen_fd = listen_fd;
+        srv->ops = ops;
+        srv->userdata = userdata;
+        srv->tick_ms = tick_ms ? tick_ms : 1000;
+        srv->next_id = 1;
+        *ret = srv;
+        return 0;
+}
+
+static void conn_free(struct web_conn *c) {
+        safe_close(c->fd);
+        free(c->in.data);
+        free(c->out.data);
+        free(c);
+}
+
+static void conn_close(struct web_server *srv, size_t i) {
+        conn_free(srv->conns[i]);
+        srv->conns[i] = srv->conns[--srv->n_conns];
+}
+
+struct web_server *web_server_free(struct web_server *srv) {
+        if (!srv)
+                return NULL;
+        while (srv->n_conns)
+                conn_close(srv, 0);
+        safe_close(srv->listen_fd);
+        free(srv);
+        return NULL;
+}
+
+int web_server_watch(struct web_server *srv, int fd, void (*ready)(void *userdata, int fd), void *userdata) {
+        if (srv->n_watches >= WEB_MAX_WATCHES)
+                return -ENOSPC;
+        srv->watches[srv->n_watches++] = (struct watch) { fd, ready, userdata };
+        return 0;
+}
+
+void web_server_stop(struct web_server *srv) {
+        srv->stop = true;
+}
+
+struct web_conn *web_server_conn(struct web_server *srv, uint64_t id) {
+        for (size_t i = 0; i < srv->n_conns; i++)
+                if (srv->conns[i]->id == id)
+                        return srv->conns[i];
+        return NULL;
+}
+
+uint64_t web_conn_id(const struct web_conn *c) {
+        return c->id;
+}
+
+/* The one place bytes leave: TLS (next round) wraps these two. */
+static ssize_t conn_send(struct web_conn *c, const void *data, size_t len) {
+        return send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static ssize_t conn_recv(struct web_conn *c, void *data, size_t len) {
+        return recv(c->fd, data, len, MSG_DONTWAIT);
+}
+
+static void conn_idle(struct web_conn *c, uint64_t now) {
+        c->state = CONN_READING;
+        c->request_started = false;
+        c->deadline_ms = now + WEB_IDLE_TIMEOUT_MS;
+}
+
+static int respond_head(struct web_conn *c, int status, const char *content_type, const char *extra, bool has_length,
+                        size_t body_len, bool close) {
+        char head[2048];
+        char length[48] = "";
+        if (has_length)
+                snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
+        int n = snprintf(head, sizeof(head),
+                         "HTTP/1.1 %d %s\r\n"
+                         "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                         "form-action 'self'\r\n"
+                         "X-Content-Type-Options: nosniff\r\n"
+                         "Referrer-Policy: no-referrer\r\n"
+                         "X-Frame-Options: DENY\r\n"
+                         "Cross-Origin-Opener-Policy: same-origin\r\n"
+                         "Cross-Origin-Resource-Policy: same-origin\r\n"
+                         "%s%s%s"
+                         "%s"
+                         "%s",
+                         status, http_status_reason(status), content_type ? "Content-Type: " : "",
+                         content_type ? content_type : "", content_type ? "\r\n" : "", length,
+                         close ? "Connection: close\r\n" : "");
+        if (n < 0 || (size_t) n >= sizeof(head))
+                return -ENOBUFS;
+        int r = buf_append(&c->out, head, (size_t) n);
+        if (r >= 0 && extra)
+                r = buf_append(&c->out, extra, strlen(extra));
+        if (r >= 0)
+                r = buf_append(&c->out, "\r\n", 2);
+        return r;
+}
+
+int web_conn_respond(struct web_conn *c, int status, const char *content_type, const char *extra_headers,
+                     const char *body, size_t body_len, bool close) {
+        c->close_after_write = c->close_after_write || close;
+        int r = respond_head(c, status, content_type, extra_headers, true, body_len, c->close_after_write);
+        if (r >= 0 && body_len && !c->head_method)
+                r = buf_append(&c->out, body, body_len);
+        c->state = CONN_WRITING;
+        c->deadline_ms = vh_clock_ms() + WEB_WRITE_TIMEOUT_MS;
+        if (r < 0) {
+                /* What went out so far would be a torn response. */
+                c->out.len = c->out.off = 0;
+                c->close_after_write = true;
+        }
+        return r;
+}
+
+int web_conn_stream_begin(struct web_conn *c, int topic, const char *content_type) {
+        int r = respond_head(c, 200, content_type, "Cache-Control: no-store\r\n", false, 0, false);
+        if (r < 0) {
+                c->close_after_write = true;
+                c->state = CONN_WRITING;
+                return r;
+        }
+        c->state = CONN_STREAM;
+        c->topic = topic;
+        return 0;
+}
+
+int web_conn_stream_write(struct web_conn *c, const char *data, size_t len) {
+        if (c->state != CONN_STREAM)
+                return -EINVAL;
+        if (buf_pending(&c->out) + len > WEB_STREAM_MAX_BACKLOG) {
+                /* A client that does not read: drop it rather than buffer
+                 * without end. */
+                c->close_after_write = true;
+                c->out.len = c->out.off = 0;
+                c->state = CONN_WRITING;
+                return -ENOBUFS;
+        }
+        return buf_append(&c->out, data, len);
+}
+
+void web_server_broadcast(struct web_server *srv, int topic, const char *data, size_t len) {
+        for (size_t i = 0; i < srv->n_conns; i++)
+                if (srv->conns[i]->state == CONN_STREAM && srv->conns[i]->topic == topic)
+                        (void) web_conn_stream_write(srv->conns[i], data, len);
+}
+
+size_t web_server_stream_count(const struct web_server *srv, int topic) {
+        size_t n = 0;
+        for (size_t i = 0; i < srv->n_conns; i++)
+                n += srv->conns[i]->state == CONN_STREAM && srv->conns[i]->topic == topic;
+        return n;
+}
+
+/* A request the parser refused: its status, and the connection closes
+ * (what follows in the stream cannot be trusted to start a request). */
+static void refuse(struct web_conn *c, int status) {
+        char body[128];
+        int n = snprintf(body, sizeof(body), "{\"error\": \"%s\"}\n", http_status_reason(status));
+        c->in.len = c->in.off = 0;
+        (void) web_conn_respond(c, status, "application/json", NULL, body, (size_t) n, true);
+}
+
+/* Hands every whole request in the input to the application, one at a
+ * time: the next only once the previous is answered (in order, as
+ * HTTP/1.1 pipelining requires). */
+static void conn_process(struct web_server *srv, struct web_conn *c) {
+        while (c->state == CONN_READING && buf_pending(&c->in) > 0) {
+                struct http_request req;
+                int status = 0;
+                const char *data = c->in.data + c->in.off;
+                size_t len = buf_pending(&c->in);
+                int r = http_request_parse(data, len, &req, &status);
+                if (r == -EAGAIN)
+                        return;
+                if (r < 0) {
+                        refuse(c, status);
+                        return;
+                }
+                if (len < req.head_len + req.content_length) {
+                        http_request_done(&req);
+                        return;
+                }
+                /* The body as a string for the handler (bodies are JSON). */
+                _cleanup_free_ char *body = strndup(data + req.head_len, req.content_length);
+                if (!body) {
+                        http_request_done(&req);
+                        refuse(c, 500);
+                        return;
+                }
+                c->in.off += req.head_len + req.content_length;
+                c->head_method = streq(req.method, "HEAD");
+                c->close_after_write = !req.keep_alive;
+                c->state = CONN_HANDLING;
+                srv->ops->request(srv->userdata, c, &req, body);
+                http_request_done(&req);
+        }
+}
+
+static void conn_read(struct web_server *srv, struct web_conn *c, uint64_t now) {
+        if (buf_reserve(&c->in, WEB_READ_CHUNK) < 0) {
+                refuse(c, 500);
+                return;
+        }
+        size_t room = MIN((size_t) WEB_READ_CHUNK, (size_t) WEB_IN_MAX - MIN(buf_pending(&c->in), (size_t) WEB_IN_MAX));
+        if (room == 0) {
+                /* The parser refuses a head past its limit, so only a
+                 * body can fill this: the handler's turn has not come. */
+                return;
+        }
+        ssize_t n = conn_recv(c, c->in.data + c->in.len, room);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n <= 0) {
+                /* The client left (or reset). */
+                c->close_after_write = true;
+                c->out.len = c->out.off = 0;
+                c->state = CONN_WRITING;
+                return;
+        }
+        c->in.len += (size_t) n;
+        if (c->state == CONN_STREAM) {
+                /* A stream's client has nothing to say. */
+                c->in.len = c->in.off = 0;
+                return;
+        }
+        if (c->state == CONN_READING && !c->request_started) {
+                /* From the first byte of a request, the whole of it has a
+                 * fixed time: more bytes do not extend it (slowloris). */
+                c->request_started = true;
+                c->deadline_ms = now + WEB_REQUEST_TIMEOUT_MS;
+        }
+        conn_process(srv, c);
+}
+
+/* Returns false when the connection is to be closed. */
+static bool conn_write(struct web_server *srv, struct web_conn *c, uint64_t now) {
+        while (buf_pending(&c->out) > 0) {
+                ssize_t n = conn_send(c, c->out.data + c->out.off, buf_pending(&c->out));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return true;
+                if (n <= 0)
+                        return false;
+                c->out.off += (size_t) n;
+                /* Progress: the write deadline starts again. */
+                if (c->state == CONN_WRITING)
+                        c->deadline_ms = now + WEB_WRITE_TIMEOUT_MS;
+        }
+        c->out.off = c->out.len = 0;
+        if (c->state != CONN_WRITING)
+                return true;
+        if (c->close_after_write)
+                return false;
+        conn_idle(c, now);
+        if (buf_pending(&c->in) > 0) {
+                /* A pipelined request already here: its clock runs now. */
+                c->request_started = true;
+                c->deadline_ms = now + WEB_REQUEST_TIMEOUT_MS;
+                conn_process(srv, c);
+        }
+        return true;
+}
+
+/* Makes room for a new client by closing the idle one that waited
+ * longest (no request under way); false when there is none. */
+static bool evict_idle(struct web_server *srv) {
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < srv->n_conns; i++) {
+                struct web_conn *c = srv->conns[i];
+                if (c->state == CONN_READING && buf_pending(&c->in) == 0 &&
+                    (best == SIZE_MAX || c->deadline_ms < srv->conns[best]->deadline_ms))
+                        best = i;
+        }
+        if (best == SIZE_MAX)
+                return false;
+        conn_close(srv, best);
+        return true;
+}
+
+static void accept_clients(struct web_server *srv, uint64_t now) {
+        for (int k = 0; k < 16; k++) {
+                int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0)
+                        return;
+                if (srv->n_conns >= WEB_MAX_CONNS && !evict_idle(srv)) {
+                        /* Every slot has a request under way or a stream:
+                         * a short refusal, never a wait. */
+                        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                                   "Connection: close\r\n\r\n";
+                        (void) !send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        close(fd);
+                        continue;
+                }
+                struct web_conn *c = calloc(1, sizeof(*c));
+                if (!c) {
+                        close(fd);
+                        return;
+                }
+                c->srv = srv;
+                c->fd = fd;
+                c->id = srv->next_id++;
+                /* A new client gets the request time for its first
+                 * request, not the idle time: it connected to send one. */
+                conn_idle(c, now);
+                c->deadline_ms = now + WEB_REQUEST_TIMEOUT_MS;
+                srv->conns[srv->n_conns++] = c;
+        }
+}
+
+/* Deadlines passed: a request that did not arrive in time gets 408 (and
+ * the connection closes); an idle or stuck one closes. */
+static void expire(struct web_server *srv, uint64_t now) {
+        for (size_t i = 0; i < srv->n_conns;) {
+                struct web_conn *c = srv->conns[i];
+                bool timed = c->state != CONN_HANDLING && c->state != CONN_STREAM && now >= c->deadline_ms;
+                if (timed && c->state == CONN_READING && c->request_started) {
+                        refuse(c, 408);
+                        /* One try to send it; its own deadline closes it next. */
+                        c->deadline_ms = now + 1000;
+                        c->state = CONN_WRITING;
+                        if (!conn_write(srv, c, now)) {
+                                conn_close(srv, i);
+                                continue;
+                        }
+                } else if (timed) {
+                        conn_close(srv, i);
+                        continue;
+                }
+                i++;
+        }
+}
+
+int web_server_run(struct web_server *srv) {
+        struct pollfd pfds[1 + WEB_MAX_WATCHES + WEB_MAX_CONNS];
+        struct web_conn *polled[WEB_MAX_CONNS];
+        uint64_t next_tick = 0;
+        while (!srv->stop) {
+                uint64_t now = vh_clock_ms();
+                if (now >= next_tick) {
+                        if (srv->ops->tick)
+                                srv->ops->tick(srv->userdata, now);
+                        next_tick = now + srv->tick_ms;
+                }
+                expire(srv, now);
+                size_t n = 0;
+                pfds[n++] = (struct pollfd) { .fd = srv->listen_fd, .events = POLLIN };
+                for (size_t i = 0; i < srv->n_watches; i++)
+                        pfds[n++] = (struct pollfd) { .fd = srv->watches[i].fd, .events = POLLIN };
+                uint64_t wake = next_tick;
+                size_t first_conn = n;
+                for (size_t i = 0; i < srv->n_conns; i++) {
+                        struct web_conn *c = srv->conns[i];
+                        short ev = 0;
+                        /* A connection whose request is with the handler
+                         * reads nothing more (no unbounded buffering);
+                         * a stream reads to see its client leave. */
+                        if (c->state == CONN_READING || c->state == CONN_STREAM)
+                                ev |= POLLIN;
+                        if (buf_pending(&c->out) > 0)
+                                ev |= POLLOUT;
+                        if (c->state != CONN_HANDLING && c->state != CONN_STREAM)
+                                wake = MIN(wake, c->deadline_ms);
+                        polled[n - first_conn] = c;
+                        pfds[n++] = (struct pollfd) { .fd = c->fd, .events = ev };
+                }
+                int timeout = wake > now ? (int) MIN(wake - now, (uint64_t) 60000) : 0;
+                int k = poll(pfds, n, timeout);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                now = vh_clock_ms();
+                for (size_t i = 0; i < srv->n_watches; i++)
+                        if (pfds[1 + i].revents)
+                                srv->watches[i].ready(srv->watches[i].userdata, srv->watches[i].fd);
+                /* Connections by pointer: a handler may close none, but
+                 * conn_close() reorders the array. */
+                for (size_t p = first_conn; p < n; p++) {
+                        struct web_conn *c = polled[p - first_conn];
+                        short re = pfds[p].revents;
+                        if (!re)
+                                continue;
+                        size_t idx = SIZE_MAX;
+                        for (size_t i = 0; i < srv->n_conns; i++)
+                                if (srv->conns[i] == c)
+                                        idx = i;
+                        if (idx == SIZE_MAX)
+                                continue;
+                        if (re & (POLLIN | POLLHUP | POLLERR))
+                                conn_read(srv, c, now);
+                        if ((buf_pending(&c->out) > 0 || c->state == CONN_WRITING) && !conn_write(srv, c, now)) {
+                                conn_close(srv, idx);
+                                continue;
+                        }
+                }
+                /* Answers given outside a connection's own event (a worker
+                 * finished, a broadcast) go out on the next turn's POLLOUT. */
+                if (pfds[0].revents & POLLIN)
+                        accept_clients(srv, now);
+        }
+        return 0;
+}

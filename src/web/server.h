@@ -1,0 +1,86 @@
+/* web/server.h: the event loop of vmhost's web server: one thread, poll()
+ * over non-blocking sockets, a read and a write buffer per client, and a
+ * deadline per client so that a slow or abusive one is dropped without
+ * stalling the others. It knows HTTP framing (web/http.h) but no routes:
+ * the application (web/web.c) answers each whole request, at once or
+ * later (a worker finished), or turns the connection into a stream
+ * (server-sent events) or hands it over raw (a websocket, next round).
+ *
+ * Limits: WEB_MAX_CONNS clients (past it the oldest idle one is closed to
+ * make room, or the new one is refused), a request's head and body must
+ * arrive within WEB_REQUEST_TIMEOUT_MS of its first byte, a kept-alive
+ * connection may idle WEB_IDLE_TIMEOUT_MS, a response must drain within
+ * WEB_WRITE_TIMEOUT_MS of its last progress, and a stream's backlog is at
+ * most WEB_STREAM_MAX_BACKLOG bytes. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmhost/error.h"
+#include "web/http.h"
+
+#define WEB_MAX_CONNS 64
+#define WEB_REQUEST_TIMEOUT_MS (10 * 1000)
+#define WEB_IDLE_TIMEOUT_MS (30 * 1000)
+#define WEB_WRITE_TIMEOUT_MS (30 * 1000)
+#define WEB_STREAM_MAX_BACKLOG (1u << 20)
+#define WEB_MAX_WATCHES 8
+
+struct web_server;
+struct web_conn;
+
+struct web_server_ops {
+        /* One whole request ('body' is 'req->content_length' bytes). The
+         * handler answers with web_conn_respond() or web_conn_stream_begin(),
+         * or does neither and answers later, looking the connection up by
+         * web_conn_id() (it may be gone by then). Until it answers, the
+         * connection reads no further request. */
+        void (*request)(void *userdata, struct web_conn *c, const struct http_request *req, const char *body);
+        /* Called on every turn of the loop, at least every 'tick_ms'. */
+        void (*tick)(void *userdata, uint64_t now_ms);
+};
+
+/* A socket bound and listening on 'address' (numeric IPv4 or IPv6, no
+ * name lookups) and 'port' (0: the kernel picks; *ret_port says which).
+ * Non-blocking, close-on-exec: QEMU started by a worker must not inherit
+ * it. */
+int web_listen(const char *address, uint16_t port, int *ret_fd, uint16_t *ret_port, struct vh_error *err);
+
+/* Takes ownership of 'listen_fd'. */
+int web_server_new(int listen_fd, const struct web_server_ops *ops, void *userdata, unsigned tick_ms,
+                   struct web_server **ret);
+struct web_server *web_server_free(struct web_server *srv);
+
+/* Polls 'fd' for POLLIN with the loop and calls 'ready' when it is
+ * readable (the application's worker pipe, inotify, a signalfd). */
+int web_server_watch(struct web_server *srv, int fd, void (*ready)(void *userdata, int fd), void *userdata);
+
+/* Runs the loop until web_server_stop(); returns 0 or -errno of poll(). */
+int web_server_run(struct web_server *srv);
+void web_server_stop(struct web_server *srv);
+
+/* The connection with 'id' (web_conn_id()), NULL when it has closed. */
+struct web_conn *web_server_conn(struct web_server *srv, uint64_t id);
+uint64_t web_conn_id(const struct web_conn *c);
+
+/* Answers the connection's request: the status line, the security headers
+ * every response carries (Content-Security-Policy, nosniff, no referrer,
+ * no framing), 'content_type' (NULL: no body expected), Content-Length,
+ * 'extra_headers' (complete "Name: value\r\n" lines or NULL), and 'body'
+ * unless the request was HEAD. 'close' ends the connection after it.
+ * Returns -ENOMEM when it cannot, and then closes the connection. */
+int web_conn_respond(struct web_conn *c, int status, const char *content_type, const char *extra_headers,
+                     const char *body, size_t body_len, bool close);
+
+/* Turns the connection into a stream on 'topic' (> 0): a 200 head with
+ * 'content_type' and no length, then whatever web_server_broadcast()
+ * sends to that topic. A stream whose client does not read is closed once
+ * its backlog passes WEB_STREAM_MAX_BACKLOG. */
+int web_conn_stream_begin(struct web_conn *c, int topic, const char *content_type);
+/* Appends 'data' to one stream, or to every stream on 'topic'. */
+int web_conn_stream_write(struct web_conn *c, const char *data, size_t len);
+void web_server_broadcast(struct web_server *srv, int topic, const char *data, size_t len);
+/* The number of open streams on 'topic'. */
+size_t web_server_stream_count(const struct web_server *srv, int topic);

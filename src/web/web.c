@@ -1,0 +1,630 @@
+/* web/web.c: the application of web/web.h over the event loop of
+ * web/server.h: sessions and the checks every request passes, the API,
+ * the VM list kept current for the event streams, and the jobs
+ * (web/web-jobs.h) that do the slow work off the loop. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/json-writer.h"
+#include "base/macro.h"
+#include "base/paths.h"
+#include "base/poll.h"
+#include "base/strutil.h"
+#include "web/server.h"
+#include "web/web-jobs.h"
+#include "web/web-static.h"
+#include "web/web.h"
+
+#define TOPIC_VMS 1
+#define KEEPALIVE_MS (15 * 1000)
+#define PING ": ping\n\n"
+/* The browser reconnects after a second when the stream breaks. */
+#define RETRY "retry: 1000\n\n"
+
+struct session {
+        char id[WEB_SECRET_HEX + 1];
+        char csrf[WEB_SECRET_HEX + 1];
+        uint64_t last_used_ms;
+};
+
+struct web_app {
+        const struct vh_context *ctx;
+        struct web_server *srv;
+        char token[WEB_SECRET_HEX + 1];
+        char cookie_name[32];              /* per port: cookies do not tell ports apart */
+        char *allowed_hosts[3];            /* what Host may say */
+        int static_fd;
+        int stop_fd;
+        int notify[2];                     /* jobs write their pointer to [1], the loop reads [0] */
+        int inotify_fd;
+        struct session sessions[WEB_MAX_SESSIONS];
+        size_t n_sessions;
+
+        char *local_json, *remote_json;    /* latest host objects ("" remote: no hosts) */
+        char *list_json;                   /* the last list sent ("[...]") */
+        bool local_running, remote_running, local_dirty;
+        uint64_t last_local_ms, last_remote_ms, last_ping_ms;
+        bool remote_done;                  /* asked the hosts at least once */
+        uint64_t waiting[WEB_MAX_CONNS];   /* GET /api/vms that wait for the next local list */
+        size_t n_waiting;
+        unsigned n_jobs, n_actions;        /* threads under way; actions among them */
+        bool stopping;
+};
+
+static int random_hex(char out[WEB_SECRET_HEX + 1]) {
+        uint8_t b[WEB_SECRET_HEX / 2];
+        size_t got = 0;
+        while (got < sizeof(b)) {
+                ssize_t k = getrandom(b + got, sizeof(b) - got, 0);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return negative_errno();
+                got += (size_t) k;
+        }
+        for (size_t i = 0; i < sizeof(b); i++)
+                snprintf(out + 2 * i, 3, "%02x", b[i]);
+        return 0;
+}
+
+/* Compares secrets in a time that does not depend on where they differ. */
+static bool secret_equal(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b);
+        unsigned char d = la != lb;
+        for (size_t i = 0; i < la && i < lb; i++)
+                d |= (unsigned char) (a[i] ^ b[i]);
+        return d == 0 && la == WEB_SECRET_HEX;
+}
+
+const char *web_app_token(const struct web_app *app) {
+        return app->token;
+}
+
+/* ---- responses ---- */
+
+static void respond_json(struct web_conn *c, int status, const char *json) {
+        (void) web_conn_respond(c, status, "application/json", "Cache-Control: no-store\r\n", json, strlen(json),
+                                false);
+}
+
+static void respond_error(struct web_conn *c, int status, const char *msg) {
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_string(&w, "error", msg);
+        json_object_end(&w);
+        int r;
+        _cleanup_free_ char *s = json_writer_finish(&w, &r);
+        respond_json(c, status, s ? s : "{\"error\": \"out of memory\"}");
+}
+
+/* 401 for the page: an HTML page that says how to get in. */
+static void respond_unauthorized(struct web_conn *c, bool api) {
+        static const char html[] =
+                "<!doctype html><meta charset=utf-8><title>vmhost: sign in</title>"
+                "<p>This vmhost web server needs the address it printed when it started "
+                "(<code>http://127.0.0.1:PORT/?token=...</code>). Open that address again.</p>\n";
+        if (api)
+                respond_error(c, 401, "No valid session: open the URL that 'vmhost web' printed.");
+        else
+                (void) web_conn_respond(c, 401, "text/html; charset=utf-8", "Cache-Control: no-store\r\n", html,
+                                        sizeof(html) - 1, false);
+}
+
+/* ---- sessions ---- */
+
+static struct session *session_find(struct web_app *app, const struct http_request *req) {
+        char id[WEB_SECRET_HEX + 1];
+        if (http_cookie_get(http_request_header(req, "Cookie"), app->cookie_name, id, sizeof(id)) < 0)
+                return NULL;
+        struct session *found = NULL;
+        for (size_t i = 0; i < app->n_sessions; i++)
+                if (secret_equal(app->sessions[i].id, id))
+                        found = &app->sessions[i];
+        return found;
+}
+
+static struct session *session_new(struct web_app *app) {
+        struct session *s;
+        if (app->n_sessions < WEB_MAX_SESSIONS)
+                s = &app->sessions[app->n_sessions++];
+        else {
+                /* The least recently used one makes room. */
+                s = &app->sessions[0];
+                for (size_t i = 1; i < app->n_sessions; i++)
+                        if (app->sessions[i].last_used_ms < s->last_used_ms)
+                                s = &app->sessions[i];
+        }
+        if (random_hex(s->id) < 0 || random_hex(s->csrf) < 0)
+                return NULL;
+        s->last_used_ms = vh_clock_ms();
+        return s;
+}
+
+/* ---- the VM list ---- */
+
+static void start_job(struct web_app *app, struct web_job *job) {
+        job->ctx = app->ctx;
+        job->notify_fd = app->notify[1];
+        if (web_job_start(job) < 0) {
+                web_job_free(job);
+                return;
+        }
+        app->n_jobs++;
+}
+
+static void start_local_list(struct web_app *app) {
+        if (app->local_running)
+                return;
+        struct web_job *job = calloc(1, sizeof(*job));
+        if (!job)
+                return;
+        job->kind = WEB_JOB_LIST_LOCAL;
+        unsigned before = app->n_jobs;
+        app->local_running = true;
+        app->local_dirty = false;
+        start_job(app, job);
+        if (app->n_jobs == before)
+                app->local_running = false;
+}
+
+static void start_remote_list(struct web_app *app) {
+        if (app->remote_running)
+                return;
+        struct web_job *job = calloc(1, sizeof(*job));
+        if (!job)
+                return;
+        job->kind = WEB_JOB_LIST_REMOTE;
+        unsigned before = app->n_jobs;
+        app->remote_running = true;
+        start_job(app, job);
+        if (app->n_jobs == before)
+                app->remote_running = false;
+}
+
+/* The list as 'vm list --all-hosts --json' has it: this host first. */
+static char *compose_list(struct web_app *app) {
+        const char *remote = app->remote_json ? app->remote_json : "";
+        return strdup_printf("[%s%s%s]", app->local_json, remote[0] ? "," : "", remote);
+}
+
+static void list_changed(struct web_app *app) {
+        if (!app->local_json)
+                return;
+        _cleanup_free_ char *list = compose_list(app);
+        if (!list)
+                return;
+        for (size_t i = 0; i < app->n_waiting; i++) {
+                struct web_conn *c = web_server_conn(app->srv, app->waiting[i]);
+                if (c)
+                        respond_json(c, 200, list);
+        }
+        app->n_waiting = 0;
+        if (app->list_json && streq(app->list_json, list))
+                return;
+        _cleanup_free_ char *event = strdup_printf("event: vms\ndata: %s\n\n", list);
+        if (event)
+                web_server_broadcast(app->srv, TOPIC_VMS, event, strlen(event));
+        free(app->list_json);
+        app->list_json = TAKE_PTR(list);
+}
+
+/* Adds inotify watches on STATE/vms, RUN/vms and each VM's directory in
+ * them (inotify gives the same watch for a path added twice, so this
+ * runs after every listing and picks up new VMs). Only entries appearing,
+ * going and being renamed into place: vm.conf and the runtime state are
+ * written by rename, QMP sockets and pid files appear and go. Not opens or
+ * closes, which the listing itself does (its locks). */
+static void watch_dirs(struct web_app *app) {
+        if (app->inotify_fd < 0)
+                return;
+        const uint32_t mask = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ONLYDIR;
+        const char *tops[] = { app->ctx->state_dir, app->ctx->runtime_dir };
+        for (size_t t = 0; t < ELEMENTSOF(tops); t++) {
+                _cleanup_free_ char *vms = strdup_printf("%s/vms", tops[t]);
+                if (!vms || inotify_add_watch(app->inotify_fd, vms, mask) < 0)
+                        continue;
+                DIR *d = opendir(vms);
+                if (!d)
+                        continue;
+                struct dirent *de;
+                unsigned n = 0;
+                while ((de = readdir(d)) && n++ < 4096) {
+                        if (de->d_type != DT_DIR || !name_is_valid(de->d_name))
+                                continue;
+                        _cleanup_free_ char *sub = strdup_printf("%s/%s", vms, de->d_name);
+                        if (sub)
+                                (void) inotify_add_watch(app->inotify_fd, sub, mask);
+                }
+                closedir(d);
+        }
+}
+
+static void inotify_ready(void *userdata, int fd) {
+        struct web_app *app = userdata;
+        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        while (read(fd, buf, sizeof(buf)) > 0)
+                ;
+        app->local_dirty = true;
+}
+
+static void job_done(struct web_app *app, struct web_job *job) {
+        app->n_jobs--;
+        switch (job->kind) {
+        case WEB_JOB_LIST_LOCAL:
+                app->local_running = false;
+                app->last_local_ms = vh_clock_ms();
+                if (job->result) {
+                        free(app->local_json);
+                        app->local_json = TAKE_PTR(job->result);
+                }
+                watch_dirs(app);
+                list_changed(app);
+                break;
+        case WEB_JOB_LIST_REMOTE:
+                app->remote_running = false;
+                app->remote_done = true;
+                app->last_remote_ms = vh_clock_ms();
+                if (job->result) {
+                        free(app->remote_json);
+                        app->remote_json = TAKE_PTR(job->result);
+                }
+                list_changed(app);
+                break;
+        case WEB_JOB_ACTION: {
+                app->n_actions--;
+                struct web_conn *c = web_server_conn(app->srv, job->conn_id);
+                if (c)
+                        respond_json(c, job->status ? job->status : 500,
+                                     job->result ? job->result : "{\"error\": \"out of memory\"}");
+                /* What it changed shows at once. */
+                app->local_dirty = true;
+                break;
+        }
+        }
+        web_job_free(job);
+}
+
+static void notify_ready(void *userdata, int fd) {
+        struct web_app *app = userdata;
+        struct web_job *job;
+        while (read(fd, &job, sizeof(job)) == (ssize_t) sizeof(job))
+                job_done(app, job);
+}
+
+static void stop_ready(void *userdata, int fd) {
+        struct web_app *app = userdata;
+        /* Consumed, so that it is not delivered again when the program
+         * unblocks it (a signalfd's record is 128 bytes). */
+        char buf[128];
+        (void) !read(fd, buf, sizeof(buf));
+        app->stopping = true;
+        web_server_stop(app->srv);
+}
+
+static void tick(void *userdata, uint64_t now) {
+        struct web_app *app = userdata;
+        bool watched = web_server_stream_count(app->srv, TOPIC_VMS) > 0 || app->n_waiting > 0;
+        if (!watched)
+                return;
+        if (app->local_dirty || now >= app->last_local_ms + WEB_LOCAL_INTERVAL_MS)
+                start_local_list(app);
+        if (!app->remote_done || now >= app->last_remote_ms + WEB_REMOTE_INTERVAL_MS)
+                start_remote_list(app);
+        if (now >= app->last_ping_ms + KEEPALIVE_MS) {
+                /* A comment line keeps proxies and the browser from
+                 * taking a quiet stream for a dead one. */
+                web_server_broadcast(app->srv, TOPIC_VMS, PING, sizeof(PING) - 1);
+                app->last_ping_ms = now;
+        }
+}
+
+/* ---- routes ---- */
+
+static void api_action(struct web_app *app, struct web_conn *c, const char name[VH_NAME_MAX + 1], const char *verb) {
+        enum web_action action;
+        if (web_action_from_string(verb, &action) < 0 || action == WEB_ACTION_DELETE) {
+                respond_error(c, 404, "Unknown action: expected start, stop, kill or restart.");
+                return;
+        }
+        if (!name_is_valid(name)) {
+                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                return;
+        }
+        if (app->n_actions >= WEB_MAX_ACTIONS) {
+                respond_error(c, 503, "Too many actions under way; try again when one has finished.");
+                return;
+        }
+        struct web_job *job = calloc(1, sizeof(*job));
+        if (!job) {
+                respond_error(c, 500, "Out of memory.");
+                return;
+        }
+        job->kind = WEB_JOB_ACTION;
+        job->action = action;
+        snprintf(job->name, sizeof(job->name), "%s", name);
+        job->conn_id = web_conn_id(c);
+        unsigned before = app->n_jobs;
+        start_job(app, job);
+        if (app->n_jobs == before)
+                respond_error(c, 500, "Cannot start a thread for the action.");
+        else
+                app->n_actions++;
+}
+
+static void api_session(struct web_conn *c, const struct session *s) {
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_string(&w, "csrf", s->csrf);
+        json_kv_string(&w, "version", VMHOST_VERSION);
+        json_object_end(&w);
+        int r;
+        _cleanup_free_ char *body = json_writer_finish(&w, &r);
+        respond_json(c, 200, body ? body : "{}");
+}
+
+static void api_events(struct web_app *app, struct web_conn *c) {
+        if (web_conn_stream_begin(c, TOPIC_VMS, "text/event-stream") < 0)
+                return;
+        (void) web_conn_stream_write(c, RETRY, sizeof(RETRY) - 1);
+        if (app->list_json) {
+                _cleanup_free_ char *event = strdup_printf("event: vms\ndata: %s\n\n", app->list_json);
+                if (event)
+                        (void) web_conn_stream_write(c, event, strlen(event));
+        }
+        start_local_list(app);
+}
+
+static void api(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *path,
+                const struct session *s) {
+        bool get = streq(req->method, "GET") || streq(req->method, "HEAD");
+        if (streq(path, "/api/session") && get)
+                return api_session(c, s);
+        if (streq(path, "/api/vms") && get) {
+                /* The answer is the next listing: what the CLI did a
+                 * moment ago must show. */
+                if (app->n_waiting >= ELEMENTSOF(app->waiting)) {
+                        respond_error(c, 503, "Too many requests wait for the list.");
+                        return;
+                }
+                start_local_list(app);
+                if (!app->local_running) {
+                        respond_error(c, 503, "Cannot start a thread to list the VMs.");
+                        return;
+                }
+                app->waiting[app->n_waiting++] = web_conn_id(c);
+                if (!app->remote_done)
+                        start_remote_list(app);
+                return;
+        }
+        if (streq(path, "/api/events") && streq(req->method, "GET"))
+                return api_events(app, c);
+        const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
+        if (rest) {
+                char name[VH_NAME_MAX + 1];
+                const char *slash = strchr(rest, '/');
+                size_t n = slash ? (size_t) (slash - rest) : strlen(rest);
+                if (n == 0 || n >= sizeof(name)) {
+                        respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                        return;
+                }
+                memcpy(name, rest, n);
+                name[n] = '\0';
+                if (!slash && streq(req->method, "DELETE")) {
+                        if (!name_is_valid(name)) {
+                                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                                return;
+                        }
+                        struct web_job *job = calloc(1, sizeof(*job));
+                        if (!job || app->n_actions >= WEB_MAX_ACTIONS) {
+                                free(job);
+                                respond_error(c, 503, "Too many actions under way; try again when one has finished.");
+                                return;
+                        }
+                        job->kind = WEB_JOB_ACTION;
+                        job->action = WEB_ACTION_DELETE;
+                        snprintf(job->name, sizeof(job->name), "%s", name);
+                        job->conn_id = web_conn_id(c);
+                        unsigned before = app->n_jobs;
+                        start_job(app, job);
+                        if (app->n_jobs == before)
+                                respond_error(c, 500, "Cannot start a thread for the action.");
+                        else
+                                app->n_actions++;
+                        return;
+                }
+                if (slash && streq(req->method, "POST") && !strchr(slash + 1, '/'))
+                        return api_action(app, c, name, slash + 1);
+        }
+        if (streq(path, "/api/vms") || rest)
+                respond_error(c, 405, "Method not allowed here.");
+        else
+                respond_error(c, 404, "No such API path.");
+}
+
+static bool host_allowed(const struct web_app *app, const char *host) {
+        for (size_t i = 0; host && i < ELEMENTSOF(app->allowed_hosts); i++)
+                if (app->allowed_hosts[i] && streq(app->allowed_hosts[i], host))
+                        return true;
+        return false;
+}
+
+static void handle_request(void *userdata, struct web_conn *c, const struct http_request *req, const char *body) {
+        struct web_app *app = userdata;
+        /* DNS rebinding: a page of another site whose name now points
+         * here sends its own name as Host. */
+        const char *host = http_request_header(req, "Host");
+        if (!host_allowed(app, host)) {
+                respond_error(c, 403, "The Host header does not name this server.");
+                return;
+        }
+        /* Cross-site requests: browsers send Origin on every POST and on
+         * cross-origin GETs; when sent it must be ours. */
+        const char *origin = http_request_header(req, "Origin");
+        if (origin) {
+                const char *o = startswith(origin, "http://") ? origin + strlen("http://") : NULL;
+                if (!o || !host_allowed(app, o)) {
+                        respond_error(c, 403, "Cross-origin requests are refused.");
+                        return;
+                }
+        }
+        _cleanup_free_ char *path = NULL;
+        int r = http_path_decode(req->path_raw, &path);
+        if (r == -EACCES) {
+                respond_error(c, 404, "No such file.");
+                return;
+        }
+        if (r < 0) {
+                respond_error(c, 400, "Malformed path.");
+                return;
+        }
+        bool api_path = streq(path, "/api") || startswith(path, "/api/");
+
+        /* The printed URL: its token becomes a session cookie, and the
+         * redirect takes the token out of the address bar and history. */
+        _cleanup_free_ char *token = NULL;
+        if (streq(path, "/") && http_query_get(req->query, "token", &token) >= 0) {
+                if (!secret_equal(token, app->token)) {
+                        respond_unauthorized(c, false);
+                        return;
+                }
+                struct session *s = session_new(app);
+                if (!s) {
+                        respond_error(c, 500, "Cannot make a session.");
+                        return;
+                }
+                char headers[256];
+                snprintf(headers, sizeof(headers),
+                         "Location: /\r\nCache-Control: no-store\r\n"
+                         "Set-Cookie: %s=%s; HttpOnly; SameSite=Strict; Path=/\r\n",
+                         app->cookie_name, s->id);
+                (void) web_conn_respond(c, 303, NULL, headers, NULL, 0, false);
+                return;
+        }
+        struct session *s = session_find(app, req);
+        if (!s) {
+                respond_unauthorized(c, api_path);
+                return;
+        }
+        s->last_used_ms = vh_clock_ms();
+        bool changes = !streq(req->method, "GET") && !streq(req->method, "HEAD");
+        if (changes) {
+                const char *csrf = http_request_header(req, "X-VMHost-CSRF");
+                if (!csrf || !secret_equal(csrf, s->csrf)) {
+                        respond_error(c, 403, "Missing or wrong X-VMHost-CSRF header (GET /api/session has it).");
+                        return;
+                }
+        }
+        if (req->upgrade_websocket) {
+                respond_error(c, 404, "No websocket at this path.");
+                return;
+        }
+        if (api_path)
+                return api(app, c, req, path, s);
+        if (changes) {
+                respond_error(c, 405, "Static files are read only.");
+                return;
+        }
+        web_static_serve(c, app->static_fd, path);
+}
+
+static const struct web_server_ops server_ops = {
+        .request = handle_request,
+        .tick = tick,
+};
+
+int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts, struct web_app **ret,
+                struct vh_error *err) {
+        struct web_app *app = calloc(1, sizeof(*app));
+        if (!app) {
+                close(opts->listen_fd);
+                return -ENOMEM;
+        }
+        app->ctx = ctx;
+        app->static_fd = app->notify[0] = app->notify[1] = app->inotify_fd = -1;
+        app->stop_fd = opts->stop_fd;
+        int r = web_server_new(opts->listen_fd, &server_ops, app, 250, &app->srv);
+        if (r < 0) {
+                web_app_free(app);
+                return vh_error_set(err, r, "Cannot set up the server: %s", strerror(-r));
+        }
+        r = random_hex(app->token);
+        if (r < 0) {
+                web_app_free(app);
+                return vh_error_set(err, r, "Cannot get random bytes for the token: %s", strerror(-r));
+        }
+        snprintf(app->cookie_name, sizeof(app->cookie_name), "vmhost_session_%u", opts->port);
+        app->allowed_hosts[0] = strdup(opts->host_port);
+        /* The same server by its other loopback name. */
+        if (startswith(opts->host_port, "127.0.0.1:"))
+                app->allowed_hosts[1] = strdup_printf("localhost:%u", opts->port);
+        app->static_fd = open(opts->static_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (app->static_fd < 0) {
+                r = negative_errno();
+                web_app_free(app);
+                return vh_error_set(err, r, "Cannot open the page's directory %s: %s", opts->static_dir, strerror(-r));
+        }
+        if (pipe2(app->notify, O_CLOEXEC) < 0 || fcntl(app->notify[0], F_SETFL, O_NONBLOCK) < 0) {
+                r = negative_errno();
+                web_app_free(app);
+                return vh_error_set(err, r, "pipe: %s", strerror(-r));
+        }
+        /* Without inotify the one-second listing still sees every change. */
+        app->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        (void) web_server_watch(app->srv, app->notify[0], notify_ready, app);
+        if (app->inotify_fd >= 0)
+                (void) web_server_watch(app->srv, app->inotify_fd, inotify_ready, app);
+        if (opts->stop_fd >= 0)
+                (void) web_server_watch(app->srv, opts->stop_fd, stop_ready, app);
+        *ret = app;
+        return 0;
+}
+
+int web_app_run(struct web_app *app, struct vh_error *err) {
+        int r = web_server_run(app->srv);
+        if (r < 0)
+                return vh_error_set(err, r, "The server's poll failed: %s", strerror(-r));
+        /* Threads under way hold pointers into nothing of ours but the
+         * context and the pipe: wait for them, so that no start is cut
+         * off half-way (each is bounded by the library's own timeouts). */
+        while (app->n_jobs > 0) {
+                struct web_job *job;
+                ssize_t n = read(app->notify[0], &job, sizeof(job));
+                if (n == (ssize_t) sizeof(job)) {
+                        app->n_jobs--;
+                        if (job->kind == WEB_JOB_ACTION)
+                                app->n_actions--;
+                        web_job_free(job);
+                } else
+                        (void) vh_poll_until(app->notify[0], POLLIN, vh_deadline_after(1000));
+        }
+        return 0;
+}
+
+struct web_app *web_app_free(struct web_app *app) {
+        if (!app)
+                return NULL;
+        web_server_free(app->srv);
+        for (size_t i = 0; i < ELEMENTSOF(app->allowed_hosts); i++)
+                free(app->allowed_hosts[i]);
+        safe_close(app->static_fd);
+        safe_close(app->inotify_fd);
+        /* n_jobs is 0 after web_app_run(): no thread writes any more. */
+        safe_close(app->notify[0]);
+        safe_close(app->notify[1]);
+        free(app->local_json);
+        free(app->remote_json);
+        free(app->list_json);
+        free(app);
+        return NULL;
+}

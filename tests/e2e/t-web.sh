@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# tests/e2e/t-web.sh: 'vmhost web' against real curl, real QEMU and a real
+# browser. The refusals: a non-loopback --listen without TLS at start, no
+# session (401), a wrong token (401), a wrong Host or Origin (403), a POST
+# without or with a wrong CSRF header (403), '..' and %2e%2e paths (404), a
+# huge header (431), a huge body (413); a client sending a header byte a
+# second is dropped after the request deadline while a second client is
+# served at once; more idle clients than the cap do not lock others out;
+# pipelined requests are answered in order. Then the API: /api/vms has
+# 'vm list --json's objects and the hosts of 'vm list --all-hosts --json'
+# (a registered host that does not answer is down there), the event stream
+# shows a VM the CLI creates within a second, actions return the CLI's
+# messages (404 for a VM that does not exist, 409 for deleting a running
+# one), an action waiting for a VM's lock does not hold up other requests;
+# then the page in headless chromium (tests/browser/dashboard.mjs); Ctrl-C
+# stops the server and leaves the VMs running.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+source "$here/lib.sh"
+e2e_init web
+source "$here/vmhost-env.sh"
+trap 'vmhost_cleanup_vms; e2e_cleanup' EXIT
+need curl python3 node /usr/bin/chromium
+if [ ! -d "$top/tests/browser/node_modules/playwright-core" ]; then
+	fail need-playwright "tests/browser/node_modules is not installed (tools/install-deps runs npm ci there)"
+	e2e_finish
+fi
+cd "$E2E_TMP"
+
+create_args() { # create_args NAME: the test guest, as JSON for dashboard.mjs or lines for the shell
+	printf '%s\n' --boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" \
+		--append "console=ttyS0 quiet panic=-1 vmhost.name=$1" --memory 128M
+}
+vm_create() { mapfile -t a < <(create_args "$1"); "$VMHOST" vm create "$1" "${a[@]}" >/dev/null; }
+
+# --- refused at start
+out=$("$VMHOST" web --listen 0.0.0.0:0 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q -- '--tls-cert' <<<"$out" && pass non-loopback-refused "$out" ||
+	fail non-loopback-refused "exit $rc: $out"
+out=$("$VMHOST" web --listen nonsense 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q 'ADDRESS:PORT' <<<"$out" && pass bad-listen-refused || fail bad-listen-refused "exit $rc: $out"
+
+# A registered host that does not answer: asked in the background, listed
+# as down with the CLI's reason.
+mkdir -p "$VMHOST_HOME/hosts"
+printf 'name = down1\nssh = root@127.0.0.1\nport = %s\n' "$(free_port)" >"$VMHOST_HOME/hosts/down1.conf"
+
+# --- the server
+"$VMHOST" web --listen 127.0.0.1:0 >web.out 2>web.err &
+server=$!
+track_pid "$server"
+wait_until 10 "printed URL" grep -q '^http://127.0.0.1:[0-9]*/?token=[0-9a-f]\{64\}$' web.out || {
+	cat web.err
+	e2e_finish
+}
+url=$(head -1 web.out)
+base=${url%%/\?*}
+hostport=${base#http://}
+pass url-printed "$url"
+
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+# --- no session
+[ "$(status "$base/")" = 401 ] && pass no-cookie-401-page || fail no-cookie-401-page
+[ "$(status "$base/api/vms")" = 401 ] && pass no-cookie-401-api || fail no-cookie-401-api
+[ "$(status "$base/?token=$(printf '%064d' 0)")" = 401 ] && pass wrong-token-401 || fail wrong-token-401
+
+# --- the token exchange
+curl -s -D login.h -o /dev/null -c jar "$url"
+grep -q '^HTTP/1.1 303' login.h && grep -qi '^Location: /\s*$' login.h &&
+	grep -qi '^Set-Cookie: vmhost_session_[0-9]*=[0-9a-f]\{64\}; HttpOnly; SameSite=Strict; Path=/' login.h &&
+	pass token-exchange "$(grep -i '^Set-Cookie' login.h | sed 's/=[0-9a-f]\{64\}/=.../' | tr -d '\r')" ||
+	fail token-exchange "$(cat login.h)"
+csrf=$(curl -s -b jar "$base/api/session" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf"])')
+[ ${#csrf} -eq 64 ] && pass csrf-from-session || fail csrf-from-session "'$csrf'"
+
+# --- static files, their types and the security headers
+curl -s -D index.h -o index.html -b jar "$base/"
+grep -qi '^Content-Type: text/html' index.h && grep -q 'app.js' index.html && pass index-html || fail index-html
+for f in "app.js text/javascript" "app.css text/css" "favicon.svg image/svg+xml"; do
+	set -- $f
+	t=$(curl -s -o /dev/null -w '%{content_type}' -b jar "$base/$1")
+	[ "${t%%;*}" = "$2" ] && pass "mime-$1" "$t" || fail "mime-$1" "'$t'"
+done
+for h in "Content-Security-Policy: default-src 'self'" "frame-ancestors 'none'" "X-Content-Type-Options: nosniff" \
+	"Referrer-Policy: no-referrer"; do
+	grep -qiF "$h" index.h || fail security-headers "no '$h' in: $(cat index.h)"
+done
+pass security-headers
+
+# --- paths that leave the folder
+for p in "/../../../../etc/passwd" "/%2e%2e/%2e%2e/etc/passwd" "/%2E%2e%2fetc%2fpasswd" "/.%2e/app.js" \
+	"//etc/passwd" "/api/../app.js"; do
+	c=$(status --path-as-is -b jar "$base$p")
+	[ "$c" = 404 ] && pass "path-404 $p" || fail "path-404 $p" "status $c"
+done
+[ "$(status --path-as-is -b jar "$base/a%00b.js")" = 400 ] && pass encoded-nul-400 || fail encoded-nul-400
+[ "$(status -b jar "$base/README.md")" = 404 ] && pass unknown-type-404 || fail unknown-type-404
+
+# --- Host, Origin, CSRF
+vm_create w-cli
+post() { curl -s -o post.out -w '%{http_code}' -b jar -X POST "$@"; }
+c=$(post -H "X-VMHost-CSRF: $csrf" -H "Origin: http://evil.example" "$base/api/vms/w-cli/kill")
+[ "$c" = 403 ] && pass wrong-origin-403 "$(cat post.out)" || fail wrong-origin-403 "status $c"
+c=$(post -H "X-VMHost-CSRF: $csrf" -H "Host: evil.example:${hostport#*:}" "$base/api/vms/w-cli/kill")
+[ "$c" = 403 ] && pass wrong-host-403 "$(cat post.out)" || fail wrong-host-403 "status $c"
+c=$(status -b jar -H "Host: rebound.example" "$base/api/vms")
+[ "$c" = 403 ] && pass rebinding-get-403 || fail rebinding-get-403 "status $c"
+c=$(post "$base/api/vms/w-cli/kill")
+[ "$c" = 403 ] && pass post-without-csrf-403 "$(cat post.out)" || fail post-without-csrf-403 "status $c"
+c=$(post -H "X-VMHost-CSRF: $(printf '%064d' 0)" "$base/api/vms/w-cli/kill")
+[ "$c" = 403 ] && pass post-wrong-csrf-403 || fail post-wrong-csrf-403 "status $c"
+c=$(post -H "X-VMHost-CSRF: $csrf" -H "Origin: http://$hostport" "$base/api/vms/w-cli/kill")
+[ "$c" = 200 ] && pass post-same-origin-ok "$(cat post.out)" || fail post-same-origin-ok "status $c: $(cat post.out)"
+
+# --- limits
+big=$(head -c 20000 /dev/zero | tr '\0' a)
+c=$(status -b jar -H "X-Big: $big" "$base/api/vms")
+[ "$c" = 431 ] && pass huge-header-431 || fail huge-header-431 "status $c"
+c=$(curl -s -o /dev/null -w '%{http_code}' -b jar -X POST -H "X-VMHost-CSRF: $csrf" -H 'Content-Type: text/plain' \
+	--data-binary @<(head -c 100000 /dev/zero) "$base/api/vms/w-cli/kill")
+[ "$c" = 413 ] && pass huge-body-413 || fail huge-body-413 "status $c"
+
+# Keep-alive with pipelining: two requests in one write, answered in order
+# on one connection; HEAD gets the headers only.
+cat >pipe.py <<'EOF'
+import socket, sys
+port, cookie = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+req = "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n\r\n"
+s.sendall((req % ("GET", "/api/session", port, cookie) + req % ("HEAD", "/app.css", port, cookie)).encode())
+data = b""
+while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"\r\n\r\n"):
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+first, _, rest = data.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
+ok = b'"csrf"' in first and rest.startswith(b"200") and b"text/css" in rest and rest.endswith(b"\r\n\r\n")
+print("two answers in order, HEAD without body" if ok else "got: %r" % data[:600])
+sys.exit(0 if ok else 1)
+EOF
+cookie=$(awk '$6 ~ /^vmhost_session_/ { print $6 "=" $7 }' jar)
+out=$(python3 pipe.py "${hostport#*:}" "$cookie" 2>&1) && pass pipelined-keep-alive "$out" || fail pipelined-keep-alive "$out"
+
+# A slowloris client (one header byte a second) is dropped at the request
+# deadline (10 s), and meanwhile another client is answered at once; so
+# are clients past the cap of 64 when idle ones hold every slot.
+cat >slow.py <<'EOF'
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET /api/vms HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+t0 = time.monotonic()
+s.settimeout(0.5)
+try:
+    while time.monotonic() - t0 < 30:
+        try:
+            s.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            d = s.recv(100)
+            if d == b"" or d:
+                print("closed %.1f %s" % (time.monotonic() - t0, d.split(b"\r\n")[0].decode(errors="replace")))
+                sys.exit(0)
+        except socket.timeout:
+            pass
+        time.sleep(0.5)
+except ConnectionResetError:
+    pass
+print("closed %.1f reset" % (time.monotonic() - t0))
+EOF
+python3 slow.py "${hostport#*:}" >slow.out &
+slow=$!
+track_pid "$slow"
+sleep 2
+t0=$(e2e_now)
+c=$(status -m 5 -b jar "$base/api/session")
+dt=$(e2e_elapsed "$t0")
+[ "$c" = 200 ] && awk -v d="$dt" 'BEGIN { exit !(d < 1) }' && pass slow-client-does-not-stall "$dt s" ||
+	fail slow-client-does-not-stall "status $c after $dt s"
+wait "$slow"
+read -r _ at what <slow.out
+awk -v a="$at" 'BEGIN { exit !(a >= 9 && a <= 13) }' && pass slowloris-dropped "after $at s: $what" ||
+	fail slowloris-dropped "$(cat slow.out)"
+
+cat >idle.py <<'EOF'
+import socket, sys, time
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(80)]
+print("open", flush=True)
+time.sleep(float(sys.argv[2]))
+EOF
+python3 idle.py "${hostport#*:}" 8 >idle.out &
+idle=$!
+track_pid "$idle"
+wait_until 5 "idle clients" grep -q open idle.out
+c=$(status -m 5 -b jar "$base/api/session")
+[ "$c" = 200 ] && pass idle-clients-capped "80 idle connections open" || fail idle-clients-capped "status $c"
+stop_pid "$idle"
+
+# --- the API: the same objects as 'vm list --json'
+curl -s -b jar "$base/api/vms" >api.json
+"$VMHOST" vm list --json >cli.json
+python3 - api.json cli.json <<'EOF' >cmp.out 2>&1 && pass api-vms-is-vm-list "$(cat cmp.out)" || fail api-vms-is-vm-list "$(cat cmp.out)"
+import json, sys
+api = json.load(open(sys.argv[1]))
+cli = json.load(open(sys.argv[2]))
+local = [h for h in api if h["host"] == "local"]
+if len(local) != 1 or not local[0]["reachable"]:
+    print("no reachable local host in %s" % api)
+    sys.exit(1)
+vms = local[0]["vms"]
+for v in vms:
+    v.pop("started", None)
+if vms != cli:
+    print("differ: %s vs %s" % (vms, cli))
+    sys.exit(1)
+print("%d VMs, keys %s" % (len(vms), ",".join(sorted(vms[0])) if vms else "-"))
+EOF
+
+# The cluster view: the same hosts, reachability and reasons as
+# 'vm list --all-hosts --json', the down host included.
+wait_until 10 "down1 in /api/vms" sh -c "curl -s -b jar '$base/api/vms' | grep -q '\"host\":\"down1\"'"
+curl -s -b jar "$base/api/vms" >api.json
+"$VMHOST" vm list --all-hosts --json >cli-all.json
+python3 - api.json cli-all.json <<'EOF' >cmp.out 2>&1 && pass api-vms-all-hosts "$(cat cmp.out)" || fail api-vms-all-hosts "$(cat cmp.out)"
+import json, sys
+pick = lambda l: [(h["host"], h["reachable"], h["error"], [v["name"] for v in h["vms"]]) for h in l]
+api, cli = pick(json.load(open(sys.argv[1]))), pick(json.load(open(sys.argv[2])))
+if api != cli:
+    print("differ: %s vs %s" % (api, cli))
+    sys.exit(1)
+print("; ".join("%s %s" % (h[0], "up" if h[1] else "down: " + h[2]) for h in api))
+EOF
+
+# The event stream shows a VM the CLI creates, within a second.
+curl -s -N -b jar "$base/api/events" >events.txt &
+events=$!
+track_pid "$events"
+wait_until 5 "first event" grep -q '^event: vms' events.txt
+t0=$(e2e_now)
+vm_create w-new
+wait_until 1 "w-new in the event stream" grep -q '"name":"w-new"' events.txt &&
+	pass event-after-cli-create "$(e2e_elapsed "$t0") s after the create returned"
+stop_pid "$events"
+
+# Errors are the CLI's messages.
+c=$(post -H "X-VMHost-CSRF: $csrf" "$base/api/vms/nosuch/start")
+cli_err=$("$VMHOST" vm start nosuch 2>&1)
+api_err=$(python3 -c 'import json,sys; print(json.load(open("post.out"))["error"])')
+[ "$c" = 404 ] && grep -qF "$api_err" <<<"$cli_err" && pass missing-vm-404 "$api_err" ||
+	fail missing-vm-404 "status $c: '$api_err' vs CLI '$cli_err'"
+c=$(post -H "X-VMHost-CSRF: $csrf" "$base/api/vms/bad.name/start")
+[ "$c" = 400 ] && pass bad-name-400 || fail bad-name-400 "status $c"
+c=$(post -H "X-VMHost-CSRF: $csrf" "$base/api/vms/w-new/start")
+[ "$c" = 200 ] && pass api-start "$(cat post.out)" || fail api-start "status $c: $(cat post.out)"
+c=$(curl -s -o post.out -w '%{http_code}' -b jar -X DELETE -H "X-VMHost-CSRF: $csrf" "$base/api/vms/w-new")
+cli_err=$("$VMHOST" vm delete w-new 2>&1)
+api_err=$(python3 -c 'import json,sys; print(json.load(open("post.out"))["error"])')
+[ "$c" = 409 ] && grep -qF "$api_err" <<<"$cli_err" && pass delete-running-409 "$api_err" ||
+	fail delete-running-409 "status $c: '$api_err' vs CLI '$cli_err'"
+
+# An action that waits does not hold up others: another process holds
+# the VM's lock (as a CLI command under way does), so the page's stop
+# waits for it; meanwhile the server answers, and once the lock is free
+# the stop goes through.
+"$VMHOST" vm start w-new --wait --timeout 120 >/dev/null 2>&1 || fail w-new-ready
+python3 - "$VMHOST_HOME/run/vms/w-new.lock" <<'EOF' >lock.out &
+import fcntl, sys, time
+f = open(sys.argv[1], "a")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(3)
+EOF
+locker=$!
+track_pid "$locker"
+wait_until 5 "lock held" grep -q locked lock.out
+curl -s -o stop.out -b jar -X POST -H "X-VMHost-CSRF: $csrf" "$base/api/vms/w-new/stop" &
+stopper=$!
+sleep 0.5
+t0=$(e2e_now)
+c=$(status -m 5 -b jar "$base/api/session")
+dt=$(e2e_elapsed "$t0")
+if kill -0 "$stopper" 2>/dev/null && [ "$c" = 200 ]; then
+	pass action-does-not-block "session answered in $dt s while the stop waited for the lock"
+else
+	fail action-does-not-block "status $c in $dt s; the stop finished already: $(cat stop.out)"
+fi
+wait "$stopper"
+grep -q 'stopped (the guest powered off)' stop.out && pass api-stop-after-lock "$(cat stop.out)" ||
+	fail api-stop-after-lock "$(cat stop.out)"
+
+# --- the page in a real browser
+vm_create b-a
+# Its kernel goes away after the create: its start fails.
+cp "$GUEST_DIR/vmlinuz" kernel.copy
+mapfile -t a < <(create_args b-broken)
+a[3]=$E2E_TMP/kernel.copy
+"$VMHOST" vm create b-broken "${a[@]}" >/dev/null
+rm kernel.copy
+vm_create b-doomed
+export VM_CREATE_ARGS
+VM_CREATE_ARGS=$(create_args b-b | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')
+NODE_PATH=$top/tests/browser/node_modules node "$top/tests/browser/dashboard.mjs" "$url" "$VMHOST" b-a b-b b-broken \
+	b-doomed >browser.out 2>&1
+rc=$?
+while read -r line; do
+	case $line in
+	PASS\ *) n=${line#PASS }; pass "browser ${n%% *}" "$(sed -n 's/^[^(]*(\(.*\))$/\1/p' <<<"$n")" ;;
+	FAIL\ *) n=${line#FAIL }; fail "browser ${n%%:*}" "${n#*: }" ;;
+	esac
+done <browser.out
+[ $rc -eq 0 ] || grep -q '^FAIL' browser.out || fail browser "exit $rc: $(tail -20 browser.out)"
+
+# --- Ctrl-C stops the server; the VMs keep running
+"$VMHOST" vm start w-cli >/dev/null 2>&1
+kill -INT "$server"
+t0=$(e2e_now)
+wait_until 5 "server exit" pid_dead "$server" && pass ctrl-c-stops "$(e2e_elapsed "$t0") s: $(tail -1 web.err)"
+wait "$server"
+rc=$?
+[ $rc -eq 0 ] && pass ctrl-c-exit-0 || fail ctrl-c-exit-0 "exit $rc"
+[ "$(vm_json w-cli state)" = running ] && pass vms-keep-running || fail vms-keep-running "$(vm_json w-cli state)"
+
+e2e_finish
