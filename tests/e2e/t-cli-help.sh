@@ -141,7 +141,7 @@ commands() {
 }
 
 has_help
-for verb in doctor img vm net guest host; do
+for verb in doctor img vm net guest host web; do
 	has_help "$verb"
 done
 n=0
