@@ -381,7 +381,9 @@ static int incoming_postcopy_refused(const char *name, int r, struct vh_error *e
         _cleanup_free_ char *v = NULL;
         size_t n = 0;
         bool off = read_full_file("/proc/sys/vm/unprivileged_userfaultfd", 16, &v, &n) >= 0 && v[0] == '0';
-        return vh_error_set(err, r, "VM %s: QEMU here refused post-copy (%s)%s", name, vh_error_message(err, r),
+        char why[256];
+        snprintf(why, sizeof(why), "%s", vh_error_message(err, r));
+        return vh_error_set(err, r, "VM %s: QEMU here refused post-copy (%s)%s", name, why,
                             off ? ": it needs userfaultfd, which QEMU running as its own user gets only with sysctl "
                                   "vm.unprivileged_userfaultfd=1 on this host; or migrate without --postcopy"
                                 : "");
