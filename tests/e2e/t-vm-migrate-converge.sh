@@ -18,7 +18,10 @@
 #      sysctl); then to b with QEMU as root there (host "bpc": the same
 #      machine, vmhost run with VMHOST_QEMU_USER=root): it switches to
 #      post-copy (phase "postcopy"), completes, and the VM runs on b only
-#      with its counter continued.
+#      with its counter continued;
+#  (d) --postcopy --storage copy b -> c (QEMU as root there, host "cpc"):
+#      the mirror ends at the switch-over before c runs the guest; 2 MiB
+#      the guest wrote to its disk read back the same on c.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -48,6 +51,8 @@ printf '#!/bin/sh\nVMHOST_QEMU_USER=root exec %s "$@"\n' "$VMHOST" >"$WRAP"
 chmod 0755 "$WRAP"
 host_ssh c "$VMHOST" host add bpc --ssh "root@$(host_ip b)" --identity "$HOSTS_KEY" --vmhost "$WRAP" >/dev/null ||
 	{ fail hosts-add-bpc; e2e_finish; }
+host_ssh b "$VMHOST" host add cpc --ssh "root@$(host_ip c)" --identity "$HOSTS_KEY" --vmhost "$WRAP" >/dev/null ||
+	{ fail hosts-add-cpc; e2e_finish; }
 MIG_VM=m3
 # shellcheck source=tests/e2e/lib-migrate.sh
 source "$HERE/lib-migrate.sh"
@@ -156,4 +161,29 @@ counter_goes_on b "${fb:-0}"
 [ -n "$fb" ] && [ "$fb" -gt "$before" ] && [ "$(state_of b)" = running ] && nothing_on c &&
 	pass postcopy-on-b-only "c had $before, b starts at $fb and goes on; nothing on c" ||
 	fail postcopy-on-b-only "c had $before, b starts at '$fb', b: $(state_of b); c: $(ls -R "$(host_dir c)/run/vms" 2>&1 | tr '\n' ' ')"
+
+# ---- (d) post-copy with copied storage, b -> c ("cpc": QEMU as root) ----
+# The mirror is in sync before memory moves and ends at the switch-over,
+# with the guest paused, before the destination runs: post-copy only
+# changes how memory follows.
+# 2 MiB the guest writes to its disk (a region no file system uses) must
+# reach c's own overlay.
+sum_b=$(console_cmd b m3 60 'dd if=/tmp/src of=/dev/vda bs=1M seek=20 count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=20 count=2 2>/dev/null | md5sum' | grep -o '^[0-9a-f]\{32\}')
+[ -n "$sum_b" ] && pass disk-written-on-b "$sum_b" || fail disk-written-on-b
+before=$(last_cnt "$(log_of b)")
+if out=$(vb vm migrate m3 cpc --storage copy --postcopy --bandwidth 16M --max-downtime 100 --timeout 90 --json 2>"$E2E_TMP/d.err"); then
+	pass postcopy-copy-completes "disk $(jfield disk_transferred <<<"$out") bytes, switched at pass $(jfield postcopy_pass <<<"$out"), total $(jfield total_ms <<<"$out") ms"
+else fail postcopy-copy-completes "$out $(cat "$E2E_TMP/d.err")"; fi
+[ "$(jfield postcopy <<<"$out")" = True ] && [ "$(jfield storage <<<"$out")" = copy ] &&
+	[ "$(jfield disk_transferred <<<"$out")" -ge 2097152 ] 2>/dev/null && pass postcopy-copy-reported || fail postcopy-copy-reported "$out"
+wait_until 20 "counter on c again" bash -c "[ \"\$(grep -ac 'CNT ' $(log_of c))\" -ge 5 ]"
+fc=$(first_cnt "$(log_of c)")
+counter_goes_on c "${fc:-0}"
+[ -n "$fc" ] && [ "$fc" -gt "$before" ] && [ "$(state_of c)" = running ] && nothing_on b &&
+	[ -e "$(host_dir c)/state/vms/m3/disk.qcow2" ] &&
+	pass postcopy-copy-on-c-only "b had $before, c starts at $fc on its own overlay; nothing on b" ||
+	fail postcopy-copy-on-c-only "b had $before, c starts at '$fc', c: $(state_of c)"
+sum_c=$(console_cmd c m3 60 'dd if=/dev/vda bs=1M skip=20 count=2 2>/dev/null | md5sum' | grep -o '^[0-9a-f]\{32\}')
+[ -n "$sum_c" ] && [ "$sum_c" = "$sum_b" ] && pass postcopy-copy-disk-data "$sum_c" ||
+	fail postcopy-copy-disk-data "b $sum_b, c '$sum_c'"
 e2e_finish
