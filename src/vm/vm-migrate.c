@@ -489,7 +489,10 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 return r;
         /* From here on, every failure removes the definition again (and a
          * copied disk made here). */
-        bool keep = false, exported = false;
+        /* 'exported': the NBD export is up; 'nbd_tried': its start was
+         * attempted (a failed start may leave the server to stop). */
+        bool keep = false, exported = false, nbd_tried = false;
+        uint16_t nbd_port = 0;
         int listen_fd = -1, stream_fd = -1;
         struct qmp_client *q = NULL;
         _cleanup_free_ char *sock = NULL, *nbd_sock = NULL;
@@ -534,16 +537,25 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                          "source's %" PRIu64, name, top.virtual_size, o->disk_size);
                 /* vmhost listens and QEMU gets the socket: QEMU runs as
                  * its own user and may not create files in the runtime
-                 * directory. */
-                nbd_sock = r >= 0 ? strdup_printf("%s/migrate-nbd.sock", p.runtime_dir) : NULL;
-                if (r >= 0 && !nbd_sock)
-                        r = -ENOMEM;
+                 * directory. Direct: TCP on the stream's address (as
+                 * unencrypted as the stream), the port chosen by the kernel. */
                 int nbd_fd = -1;
-                if (r >= 0 && (r = listen_unix(nbd_sock, &nbd_fd)) < 0)
-                        vh_error_set(err, r, "Cannot listen on %s: %s", nbd_sock, strerror(-r));
+                if (r >= 0 && transport == VM_MIGRATE_TRANSPORT_DIRECT) {
+                        const char *a = listen_addr ? listen_addr : "0.0.0.0";
+                        if ((r = listen_tcp(a, &nbd_port, &nbd_fd)) < 0)
+                                vh_error_set(err, r, "Cannot listen for the disk's NBD connection on %s: %s", a,
+                                             strerror(-r));
+                } else if (r >= 0) {
+                        nbd_sock = strdup_printf("%s/migrate-nbd.sock", p.runtime_dir);
+                        if (!nbd_sock)
+                                r = -ENOMEM;
+                        else if ((r = listen_unix(nbd_sock, &nbd_fd)) < 0)
+                                vh_error_set(err, r, "Cannot listen on %s: %s", nbd_sock, strerror(-r));
+                }
                 if (r >= 0)
                         r = qmp_execute_fd(q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", nbd_fd, NULL, err);
                 safe_close(nbd_fd);
+                nbd_tried = r >= 0;
                 if (r >= 0)
                         r = vm_migrate_disk_export_start(q, "fd:" MIGRATE_NBD_FD_NAME, top.node, err);
                 exported = r >= 0;
@@ -571,6 +583,8 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 json_kv_uint(&w, "port", port);
                 if (nbd_sock)
                         json_kv_string(&w, "nbd", nbd_sock);
+                if (nbd_port)
+                        json_kv_uint(&w, "nbd_port", nbd_port);
                 char vnc[96] = "";
                 if (def->vnc == VM_VNC_TCP)
                         snprintf(vnc, sizeof(vnc), "%s:%u", def->vnc_host, def->vnc_display);
@@ -683,7 +697,7 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
 fail:
         safe_close(listen_fd);
         safe_close(stream_fd);
-        if (q && nbd_sock && (exported || !keep))
+        if (q && (exported || (nbd_tried && !keep)))
                 (void) vm_migrate_disk_export_stop(q, NULL);
         q = qmp_free(q);
         if (sock)
@@ -1029,10 +1043,6 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         const struct vm_def *def = m->def;
 
         m->storage = o->storage;
-        bool ssh = o->transport == VM_MIGRATE_TRANSPORT_SSH;
-        if (o->storage == VM_MIGRATE_STORAGE_COPY && !ssh)
-                vm_migrate_add_check(res, "transport", false, "--storage copy goes through ssh only (the NBD connection is "
-                          "forwarded by ssh): drop --transport direct, or share the disk and use --storage shared");
         struct host_status hs = {};
         int r = host_probe(m->ctx, o->dest, 0, &hs);
         if (r < 0) {
@@ -1113,25 +1123,20 @@ static int run_checks(struct migration *m, struct vh_error *err) {
                         struct vm_migrate_check *c = &res->checks[i];
                         if (!streq(c->name, "storage") || c->ok || !def->disk)
                                 continue;
-                        if (ssh) {
-                                m->storage = VM_MIGRATE_STORAGE_COPY;
-                                c->ok = true;
-                                snprintf(c->message, sizeof(c->message), "disk %s is not shared with host %s: it is "
-                                         "copied (--storage auto)", def->disk, o->dest->name);
-                        } else {
-                                size_t l = strlen(c->message);
-                                snprintf(c->message + l, sizeof(c->message) - l, " (a copy needs --transport ssh)");
-                        }
+                        m->storage = VM_MIGRATE_STORAGE_COPY;
+                        c->ok = true;
+                        snprintf(c->message, sizeof(c->message), "disk %s is not shared with host %s: it is "
+                                 "copied (--storage auto)", def->disk, o->dest->name);
                 }
         }
-        if (m->storage == VM_MIGRATE_STORAGE_COPY && def->disk && ssh)
+        if (m->storage == VM_MIGRATE_STORAGE_COPY && def->disk)
                 return copy_checks(m, err);
         return 0;
 }
 
 /* Reads the destination's READY object. */
 static int parse_ready(struct migration *m, const char *js, char **ret_socket, uint16_t *ret_port, char **ret_nbd,
-                       struct vh_error *err) {
+                       uint16_t *ret_nbd_port, struct vh_error *err) {
         struct json_limits lim = { .max_depth = 3, .max_bytes = VM_MIGRATE_LINE_MAX, .max_string = 512,
                                    .max_elements = VM_MAX_FORWARDS + 8, .max_values = 64 };
         _cleanup_(json_value_freep) struct json_value *v = NULL;
@@ -1139,7 +1144,8 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
         if (r < 0)
                 return vh_error_set(err, -EPROTO, "the destination's READY is not valid: %s", vh_error_message(err, r));
         const char *s = NULL, *vnc = NULL, *nbd = NULL;
-        uint64_t port = 0;
+        uint64_t port = 0, nbd_port = 0;
+        (void) json_get_uint(json_object_get(v, "nbd_port"), &nbd_port);
         (void) json_get_string(json_object_get(v, "socket"), &s);
         (void) json_get_string(json_object_get(v, "nbd"), &nbd);
         (void) json_get_uint(json_object_get(v, "port"), &port);
@@ -1153,13 +1159,15 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
                         m->res->host_ports[i] = (uint16_t) u;
                 m->res->forwards[i] = m->def->forwards[i];
         }
-        if (port > 65535)
-                return vh_error_set(err, -EPROTO, "the destination named port %" PRIu64, port);
+        if (port > 65535 || nbd_port > 65535)
+                return vh_error_set(err, -EPROTO, "the destination named port %" PRIu64,
+                                    port > 65535 ? port : nbd_port);
         if (s && !(*ret_socket = strdup(s)))
                 return -ENOMEM;
         if (nbd && !(*ret_nbd = strdup(nbd)))
                 return -ENOMEM;
         *ret_port = (uint16_t) port;
+        *ret_nbd_port = (uint16_t) nbd_port;
         return 0;
 }
 
@@ -1221,13 +1229,19 @@ static int on_disk_progress(const struct vm_migrate_disk_progress *d, void *user
 }
 
 /* Copied storage: the NBD export of the destination through its own ssh
- * forward, and the mirror of the top layer into it until in sync. */
-static int start_disk_copy(struct migration *m, const char *remote_nbd, struct vh_error *err) {
+ * forward (or, direct, TCP to 'nbd_port'), and the mirror of the top
+ * layer into it until in sync. */
+static int start_disk_copy(struct migration *m, const char *remote_nbd, uint16_t nbd_port, struct vh_error *err) {
         /* vmhost connects and hands QEMU the connection (QEMU runs as its
          * own user and may not reach ssh's socket). */
-        int fd = -1;
-        int r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd, &fd, err);
-        if (r < 0)
+        int fd = -1, r;
+        if (m->opts->transport == VM_MIGRATE_TRANSPORT_DIRECT) {
+                fd = connect_tcp(ssh_host_address(m->opts->dest), nbd_port);
+                if (fd < 0)
+                        return vh_error_set(err, fd, "cannot connect to host %s port %u for the disk: %s",
+                                            m->opts->dest->name, nbd_port, strerror(-fd));
+        } else if ((r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd,
+                                      &fd, err)) < 0)
                 return r;
         r = qmp_execute_fd(m->q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", fd, NULL, err);
         safe_close(fd);
@@ -1298,14 +1312,15 @@ static int prepare_destination(struct migration *m, int *ret_stream, struct vh_e
                 return vh_error_set(err, r < 0 ? r : -EIO, "host %s could not prepare VM %s: %s", o->dest->name,
                                     m->name, startswith(line, "FAILED ") ? line + 7 : line);
         _cleanup_free_ char *sock = NULL, *nbd = NULL;
-        uint16_t port = 0;
-        r = parse_ready(m, line + 6, &sock, &port, &nbd, err);
+        uint16_t port = 0, nbd_port = 0;
+        r = parse_ready(m, line + 6, &sock, &port, &nbd, &nbd_port, err);
         if (r < 0)
                 return r;
         if (copy) {
-                if (!nbd || nbd[0] != '/')
-                        return vh_error_set(err, -EPROTO, "host %s named no NBD socket for the disk", o->dest->name);
-                r = start_disk_copy(m, nbd, err);
+                if (o->transport == VM_MIGRATE_TRANSPORT_DIRECT ? nbd_port == 0 : !nbd || nbd[0] != '/')
+                        return vh_error_set(err, -EPROTO, "host %s named no NBD %s for the disk", o->dest->name,
+                                            o->transport == VM_MIGRATE_TRANSPORT_DIRECT ? "port" : "socket");
+                r = start_disk_copy(m, nbd, nbd_port, err);
                 if (r < 0)
                         return r;
         }
@@ -1631,12 +1646,17 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
         int stream = -1;
         r = prepare_destination(&m, &stream, err);
         if (r >= 0) {
-                char args[256];
+                /* Every capability a migration uses is set either way: a
+                 * QEMU that arrived here by post-copy still has
+                 * postcopy-ram on, and a stream with post-copy commands
+                 * to a destination without it fails to load. */
+                char args[320];
                 snprintf(args, sizeof(args),
                          "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
                          "{\"capability\":\"pause-before-switchover\",\"state\":true},"
-                         "{\"capability\":\"auto-converge\",\"state\":true}%s]}",
-                         opts->postcopy ? ",{\"capability\":\"postcopy-ram\",\"state\":true}" : "");
+                         "{\"capability\":\"auto-converge\",\"state\":true},"
+                         "{\"capability\":\"postcopy-ram\",\"state\":%s}]}",
+                         opts->postcopy ? "true" : "false");
                 r = qmp_execute(m.q, "migrate-set-capabilities", args, NULL, err);
                 unsigned max_dt = opts->max_downtime_ms ? opts->max_downtime_ms : VM_MIGRATE_MAX_DOWNTIME_DEFAULT_MS;
                 if (r >= 0) {

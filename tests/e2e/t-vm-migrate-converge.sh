@@ -6,8 +6,9 @@
 # from its console, rewrites an 8 MiB file in its RAM-backed /tmp in a
 # loop (as tools/bench/bench-migrate's dirty load, smaller; no new guest
 # option was needed): at 16 MiB/s each pass leaves those 8 MiB dirty
-# again, half a second of sending, more than a short downtime allows:
-#  (a) --max-downtime 100 --timeout 8: gives up at the timeout with the
+# again, half a second of sending (a quarter at the 32 MiB/s of the
+# post-copy cases), more than a short downtime allows:
+#  (a) --max-downtime 100 --timeout 10: gives up at the timeout with the
 #      figures (remaining, dirty rate, rate, pass); the VM goes on on b
 #      (counter), nothing of it on c;
 #  (b) --max-downtime 4000: the downtime limit is raised step by step (the
@@ -21,7 +22,10 @@
 #      with its counter continued;
 #  (d) --postcopy --storage copy b -> c (QEMU as root there, host "cpc"):
 #      the mirror ends at the switch-over before c runs the guest; 2 MiB
-#      the guest wrote to its disk read back the same on c.
+#      the guest wrote to its disk read back the same on c;
+#  (e) --storage copy --transport direct c -> b: the NBD connection over
+#      plain TCP (no ssh forward for it), the same 2 MiB on b, c's
+#      overlay gone.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -88,11 +92,11 @@ sleep 1
 # ---- (a) no convergence: the timeout, the VM stays on b ----
 before=$(last_cnt "$(log_of b)")
 t0=$(e2e_now)
-out=$(vb vm migrate m3 c --bandwidth 16M --max-downtime 100 --timeout 8 --json 2>"$E2E_TMP/a.err")
+out=$(vb vm migrate m3 c --bandwidth 16M --max-downtime 100 --timeout 10 --json 2>"$E2E_TMP/a.err")
 rc=$?
 took=$(e2e_elapsed "$t0")
 err=$(jfield error <<<"$out")
-if [ $rc -ne 0 ] && grep -q "did not converge in 8 s: pass [0-9]*, .* remaining, guest dirtying .*/s, sending .*/s" <<<"$err"; then
+if [ $rc -ne 0 ] && grep -q "did not converge in 10 s: pass [0-9]*, .* remaining, guest dirtying .*/s, sending .*/s" <<<"$err"; then
 	pass timeout-gives-up "after $took s: $err"
 else fail timeout-gives-up "rc $rc: $out $(cat "$E2E_TMP/a.err")"; fi
 # The figures say why: what the guest dirties again within each pass (the
@@ -101,9 +105,12 @@ else fail timeout-gives-up "rc $rc: $out $(cat "$E2E_TMP/a.err")"; fi
 python3 - "$out" <<'EOF' && pass timeout-figures || fail timeout-figures "$out"
 import json, sys
 d = json.loads(sys.argv[1]); lp = d["last_progress"]
-ok = (d["migrated"] is False and d["where"] == "local" and lp["remaining"] > (1 << 20) and lp["dirty_rate"] > 0
-      and lp["rate"] > 0 and lp["pass"] >= 2 and lp["expected_downtime_ms"] > d["downtime_limit_ms"]
-      and d["downtime_limit_ms"] <= 100)
+# On a machine loaded enough that the first pass (the bulk) is not done
+# by the timeout, QEMU has no dirty rate or expected downtime yet: then the
+# figures are the pass and what remains.
+ok = (d["migrated"] is False and d["where"] == "local" and lp["remaining"] > (1 << 20) and lp["rate"] > 0
+      and lp["pass"] >= 1 and d["downtime_limit_ms"] <= 100
+      and (lp["pass"] < 2 or (lp["dirty_rate"] > 0 and lp["expected_downtime_ms"] > d["downtime_limit_ms"])))
 print("remaining %d, dirty %d B/s, rate %d B/s, pass %d, expected downtime %d ms" % (
       lp["remaining"], lp["dirty_rate"], lp["rate"], lp["pass"], lp["expected_downtime_ms"]))
 sys.exit(0 if ok else 1)
@@ -148,7 +155,7 @@ else
 fi
 # The progress lines (not a terminal): one per phase.
 before=$(last_cnt "$(log_of c)")
-if out=$(vc vm migrate m3 bpc --postcopy --bandwidth 16M --max-downtime 100 --timeout 60 --json 2>"$E2E_TMP/c.err"); then
+if out=$(vc vm migrate m3 bpc --postcopy --bandwidth 32M --max-downtime 100 --timeout 60 --json 2>"$E2E_TMP/c.err"); then
 	pass postcopy-completes "switched at pass $(jfield postcopy_pass <<<"$out"), total $(jfield total_ms <<<"$out") ms, downtime $(jfield downtime_ms <<<"$out") ms"
 else fail postcopy-completes "$out $(cat "$E2E_TMP/c.err")"; fi
 [ "$(jfield postcopy <<<"$out")" = True ] && [ "$(jfield where <<<"$out")" = bpc ] &&
@@ -171,7 +178,7 @@ counter_goes_on b "${fb:-0}"
 sum_b=$(console_cmd b m3 60 'dd if=/tmp/src of=/dev/vda bs=1M seek=20 count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=20 count=2 2>/dev/null | md5sum' | grep -o '^[0-9a-f]\{32\}')
 [ -n "$sum_b" ] && pass disk-written-on-b "$sum_b" || fail disk-written-on-b
 before=$(last_cnt "$(log_of b)")
-if out=$(vb vm migrate m3 cpc --storage copy --postcopy --bandwidth 16M --max-downtime 100 --timeout 90 --json 2>"$E2E_TMP/d.err"); then
+if out=$(vb vm migrate m3 cpc --storage copy --postcopy --bandwidth 32M --max-downtime 100 --timeout 90 --json 2>"$E2E_TMP/d.err"); then
 	pass postcopy-copy-completes "disk $(jfield disk_transferred <<<"$out") bytes, switched at pass $(jfield postcopy_pass <<<"$out"), total $(jfield total_ms <<<"$out") ms"
 else fail postcopy-copy-completes "$out $(cat "$E2E_TMP/d.err")"; fi
 [ "$(jfield postcopy <<<"$out")" = True ] && [ "$(jfield storage <<<"$out")" = copy ] &&
@@ -186,4 +193,31 @@ counter_goes_on c "${fc:-0}"
 sum_c=$(console_cmd c m3 60 'dd if=/dev/vda bs=1M skip=20 count=2 2>/dev/null | md5sum' | grep -o '^[0-9a-f]\{32\}')
 [ -n "$sum_c" ] && [ "$sum_c" = "$sum_b" ] && pass postcopy-copy-disk-data "$sum_c" ||
 	fail postcopy-copy-disk-data "b $sum_b, c '$sum_c'"
+
+# ---- (e) copied storage over direct TCP, c -> b ----
+# The disk's NBD connection goes over plain TCP like the stream: no ssh
+# forward is started for it (the argv of every ssh -L is watched).
+before=$(last_cnt "$(log_of c)")
+vc vm migrate m3 b --storage copy --transport direct --json >"$E2E_TMP/e.out" 2>"$E2E_TMP/e.err" &
+mpid=$!
+fwds=
+while kill -0 $mpid 2>/dev/null; do
+	# (this test's only: other tests' hosts may run a VM m3 too)
+	fwds+=$(pgrep -af -- "-i $HOSTS_KEY .*-L .*migrate-nbd" 2>/dev/null)
+	sleep 0.1
+done
+wait $mpid && rc=0 || rc=$?
+out=$(cat "$E2E_TMP/e.out")
+[ $rc -eq 0 ] && [ "$(jfield migrated <<<"$out")" = True ] && [ "$(jfield storage <<<"$out")" = copy ] &&
+	[ "$(jfield disk_transferred <<<"$out")" -ge 2097152 ] 2>/dev/null &&
+	pass copy-direct "disk $(jfield disk_transferred <<<"$out") bytes, base pushed $(jfield push_wire_bytes <<<"$out") bytes, total $(jfield total_ms <<<"$out") ms, downtime $(jfield downtime_ms <<<"$out") ms" ||
+	fail copy-direct "rc $rc: $out $(cat "$E2E_TMP/e.err")"
+[ -z "$fwds" ] && pass copy-direct-no-ssh-forward || fail copy-direct-no-ssh-forward "$fwds"
+wait_until 20 "counter on b again" bash -c "[ \"\$(grep -ac 'CNT ' $(log_of b))\" -ge 5 ]"
+fb=$(first_cnt "$(log_of b)")
+sum_e=$(console_cmd b m3 60 'dd if=/dev/vda bs=1M skip=20 count=2 2>/dev/null | md5sum' | grep -o '^[0-9a-f]\{32\}')
+[ -n "$fb" ] && [ "$fb" -gt "$before" ] && [ "$(state_of b)" = running ] && nothing_on c &&
+	[ ! -e "$(host_dir c)/state/vms/m3" ] && [ "$sum_e" = "$sum_b" ] &&
+	pass copy-direct-on-b-only "c had $before, b starts at $fb, disk data $sum_e; c's overlay gone" ||
+	fail copy-direct-on-b-only "c had $before, b starts at '$fb', disk '$sum_e' (want $sum_b); c: $(ls -R "$(host_dir c)/state/vms" 2>&1 | tr '\n' ' ')"
 e2e_finish
