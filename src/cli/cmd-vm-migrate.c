@@ -24,7 +24,8 @@ extern const char vm_migrate_help[];
 
 const char vm_migrate_help[] =
         "Usage: vmhost vm migrate NAME HOST [--storage auto|shared|copy] [--transport ssh|direct]\n"
-        "                         [--bandwidth RATE] [--max-downtime MS] [--timeout SEC] [--dry-run] [--json]\n"
+        "                         [--bandwidth RATE] [--max-downtime MS] [--timeout SEC] [--postcopy]\n"
+        "                         [--dry-run] [--json]\n"
         "\n"
         "Moves running VM NAME to registered host HOST while it runs (docs/migration.md).\n"
         "Checks first, touching nothing: HOST answers with a compatible vmhost, its QEMU is\n"
@@ -43,15 +44,25 @@ const char vm_migrate_help[] =
         "  --storage shared        the disk is the same file on both hosts; only memory moves\n"
         "  --storage copy          HOST gets its own overlay over its copy of the base (pushed\n"
         "                          with 'img push' when missing) and the top layer is mirrored\n"
-        "                          into it while the guest runs (ssh transport only)\n"
-        "  --transport ssh|direct  ssh (default): the stream goes through ssh, encrypted, and\n"
-        "                          nothing listens on TCP. direct: plain TCP to HOST's address,\n"
-        "                          faster but UNENCRYPTED: trusted networks only\n"
+        "                          into it while the guest runs\n"
+        "  --transport ssh|direct  ssh (default): the stream (and a copied disk) goes through\n"
+        "                          ssh, encrypted, and nothing listens on TCP. direct: plain TCP\n"
+        "                          to HOST's address, memory and disk UNENCRYPTED and the disk's\n"
+        "                          NBD export open to the network while it is copied: trusted\n"
+        "                          networks only\n"
         "  --bandwidth RATE        at most RATE bytes/s, e.g. 500M (default: no practical limit)\n"
         "  --max-downtime MS       the longest pause allowed (default 500); the limit starts\n"
         "                          low and is raised step by step up to MS when the guest\n"
         "                          dirties memory as fast as it is sent\n"
-        "  --timeout SEC           give up after SEC seconds (the VM stays here)\n"
+        "  --timeout SEC           give up after SEC seconds (the VM stays here; not once\n"
+        "                          post-copy has started)\n"
+        "  --postcopy              when memory stops shrinking, switch to post-copy instead of\n"
+        "                          raising the downtime: the VM runs on HOST at once and pulls\n"
+        "                          the rest of its memory from here. After that switch a failure\n"
+        "                          CANNOT be rolled back (the guest state is split between the\n"
+        "                          hosts): the report says which host holds the VM, and this\n"
+        "                          host's QEMU stays paused. HOST's QEMU needs userfaultfd\n"
+        "                          (as its own user: sysctl vm.unprivileged_userfaultfd=1 there)\n"
         "  --dry-run               the checks only\n"
         "  --json                  the report as JSON\n"
         "\n"
@@ -135,6 +146,13 @@ static void print_json(const char *name, const struct vm_migrate_options *o, con
         json_kv_uint(&w, "push_wire_bytes", res->push_wire_bytes);
         json_kv_uint(&w, "passes", res->passes);
         json_kv_uint(&w, "downtime_limit_ms", res->downtime_limit_ms);
+        json_key(&w, "downtime_steps_ms");
+        json_array_begin(&w);
+        for (unsigned i = 0; i < res->n_downtime_steps; i++)
+                json_uint(&w, res->downtime_steps_ms[i]);
+        json_array_end(&w);
+        json_kv_bool(&w, "postcopy", res->postcopy);
+        json_kv_uint(&w, "postcopy_pass", res->postcopy_pass);
         json_kv_string(&w, "vnc", res->vnc);
         json_key(&w, "forwards");
         json_array_begin(&w);
@@ -148,9 +166,11 @@ static void print_json(const char *name, const struct vm_migrate_options *o, con
         json_array_end(&w);
         json_key(&w, "last_progress");
         json_object_begin(&w);
+        json_kv_string(&w, "phase", vm_migrate_phase_to_string(res->last.phase));
         json_kv_string(&w, "status", res->last.status);
         json_kv_uint(&w, "remaining", res->last.remaining);
         json_kv_uint(&w, "dirty_rate", res->last.dirty_rate);
+        json_kv_uint(&w, "rate", res->last.rate_bps);
         json_kv_uint(&w, "pass", res->last.pass);
         json_kv_uint(&w, "expected_downtime_ms", res->last.expected_downtime_ms);
         json_object_end(&w);
@@ -185,6 +205,9 @@ static void print_text(const char *name, const struct vm_migrate_options *o, con
                        res->push_wire_bytes ? format_size(res->push_wire_bytes, pw, sizeof(pw)) : "",
                        res->push_wire_bytes ? " on the wire" : "");
         }
+        if (res->postcopy)
+                printf("post-copy:   switched after pass %u; the rest of memory was pulled by host %s\n",
+                       res->postcopy_pass, o->dest->name);
         printf("where:       host %s\n", res->where);
         if (res->vnc[0])
                 printf("vnc:         %s on host %s\n", res->vnc, o->dest->name);
@@ -193,7 +216,8 @@ static void print_text(const char *name, const struct vm_migrate_options *o, con
                        res->forwards[i].guest_port);
 }
 
-enum { OPT_STORAGE = 0x100, OPT_TRANSPORT, OPT_BANDWIDTH, OPT_MAX_DOWNTIME, OPT_TIMEOUT, OPT_DRY_RUN, OPT_JSON };
+enum { OPT_STORAGE = 0x100, OPT_TRANSPORT, OPT_BANDWIDTH, OPT_MAX_DOWNTIME, OPT_TIMEOUT, OPT_POSTCOPY, OPT_DRY_RUN,
+       OPT_JSON };
 
 int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
@@ -202,6 +226,7 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 { "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
                 { "max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "postcopy", no_argument, NULL, OPT_POSTCOPY },
                 { "dry-run", no_argument, NULL, OPT_DRY_RUN },
                 { "json", no_argument, NULL, OPT_JSON },
                 { "help", no_argument, NULL, 'h' },
@@ -246,6 +271,9 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                         if (parse_int_range(optarg, 1, 7 * 24 * 3600, &v) < 0)
                                 return log_error("--timeout: expected seconds, not '%s'", optarg), 2;
                         o.timeout_s = (unsigned) v;
+                        break;
+                case OPT_POSTCOPY:
+                        o.postcopy = true;
                         break;
                 case OPT_DRY_RUN:
                         o.dry_run = true;
@@ -380,6 +408,7 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
                 { "listen", required_argument, NULL, 'l' },
                 { "copy-disk-size", required_argument, NULL, 's' },
                 { "copy-base", required_argument, NULL, 'b' },
+                { "postcopy", no_argument, NULL, 'P' },
                 {},
         };
         struct vm_migrate_incoming_options io = { .transport = VM_MIGRATE_TRANSPORT_SSH };
@@ -400,6 +429,7 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
                         io.copy = true;
                         break;
                 case 'b': io.base = optarg; break;
+                case 'P': io.postcopy = true; break;
                 default: return 2;
                 }
         if (argc - optind != 1)

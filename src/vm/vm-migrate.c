@@ -76,6 +76,7 @@ const char *vm_migrate_phase_to_string(enum vm_migrate_phase p) {
         case VM_MIGRATE_PHASE_DISK: return "disk";
         case VM_MIGRATE_PHASE_MEMORY: return "memory";
         case VM_MIGRATE_PHASE_SWITCHOVER: return "switch-over";
+        case VM_MIGRATE_PHASE_POSTCOPY: return "postcopy";
         case VM_MIGRATE_PHASE_DONE: return "done";
         }
         return "?";
@@ -113,6 +114,10 @@ unsigned vm_migrate_next_downtime(unsigned cur_ms, unsigned max_ms, unsigned sta
                 return MIN(cur_ms, max_ms);
         uint64_t next = (uint64_t) cur_ms * 2;
         return (unsigned) MIN(next, (uint64_t) max_ms);
+}
+
+bool vm_migrate_want_postcopy(bool postcopy, bool requested, unsigned stalled_passes) {
+        return postcopy && !requested && stalled_passes >= MIGRATE_STALL_PASSES;
 }
 
 static uint64_t get_u64(const struct json_value *v, const char *key) {
@@ -342,6 +347,48 @@ static int incoming_wait_loaded(struct qmp_client *q, const char *name, struct v
         }
 }
 
+/* Post-copy: until the destination's query-migrate says the device
+ * state is here and the rest of memory comes on demand ('postcopy-active',
+ * or already 'completed'). */
+static int incoming_wait_postcopy(struct qmp_client *q, const char *name, struct vh_error *err) {
+        uint64_t deadline = vh_deadline_after(MIGRATE_INCOMING_LOAD_TIMEOUT_MS);
+        for (;;) {
+                _cleanup_(json_value_freep) struct json_value *s = NULL;
+                int r = qmp_execute(q, "query-migrate", NULL, &s, err);
+                if (r < 0)
+                        return r;
+                const char *st = NULL, *why = NULL;
+                (void) json_get_string(json_object_get(s, "status"), &st);
+                if (st && (streq(st, "postcopy-active") || streq(st, "completed")))
+                        return 0;
+                if (st && (streq(st, "failed") || streq(st, "cancelled") || startswith(st, "postcopy-"))) {
+                        (void) json_get_string(json_object_get(s, "error-desc"), &why);
+                        return vh_error_set(err, -EIO, "VM %s: the incoming post-copy is %s%s%.200s", name, st,
+                                            why ? ": " : "", why ? why : "");
+                }
+                if (vh_clock_ms() >= deadline)
+                        return vh_error_set(err, -ETIMEDOUT, "VM %s: post-copy did not start here within %u s "
+                                            "(status %.40s)", name, MIGRATE_INCOMING_LOAD_TIMEOUT_MS / 1000,
+                                            st ? st : "none");
+                usleep(VM_MIGRATE_POLL_MS * 1000);
+        }
+}
+
+/* Post-copy needs userfaultfd in the destination QEMU, which an
+ * unprivileged QEMU (-runas) gets only with vm.unprivileged_userfaultfd=1
+ * (QEMU 7.2 does not use /dev/userfaultfd). Says so when that is why. */
+static int incoming_postcopy_refused(const char *name, int r, struct vh_error *err) {
+        _cleanup_free_ char *v = NULL;
+        size_t n = 0;
+        bool off = read_full_file("/proc/sys/vm/unprivileged_userfaultfd", 16, &v, &n) >= 0 && v[0] == '0';
+        char why[256];
+        snprintf(why, sizeof(why), "%s", vh_error_message(err, r));
+        return vh_error_set(err, r, "VM %s: QEMU here refused post-copy (%s)%s", name, why,
+                            off ? ": it needs userfaultfd, which QEMU running as its own user gets only with sysctl "
+                                  "vm.unprivileged_userfaultfd=1 on this host; or migrate without --postcopy"
+                                : "");
+}
+
 /* Copied storage: the destination's own disk, STATE/vms/NAME/disk.qcow2,
  * empty, over this host's copy of the base (or without one: the mirror
  * then writes all of it), with the size the guest sees on the source. */
@@ -442,7 +489,10 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 return r;
         /* From here on, every failure removes the definition again (and a
          * copied disk made here). */
-        bool keep = false;
+        /* 'exported': the NBD export is up; 'nbd_tried': its start was
+         * attempted (a failed start may leave the server to stop). */
+        bool keep = false, exported = false, nbd_tried = false;
+        uint16_t nbd_port = 0;
         int listen_fd = -1, stream_fd = -1;
         struct qmp_client *q = NULL;
         _cleanup_free_ char *sock = NULL, *nbd_sock = NULL;
@@ -472,6 +522,13 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                        "{\"capability\":\"late-block-activate\",\"state\":true}]}"
                                      : "{\"capabilities\":[{\"capability\":\"events\",\"state\":true}]}",
                                 NULL, err);
+        /* Post-copy is set on both sides before the stream starts; QEMU
+         * checks here that it can take faults on the guest's memory. */
+        if (r >= 0 && o->postcopy &&
+            (r = qmp_execute(q, "migrate-set-capabilities",
+                             "{\"capabilities\":[{\"capability\":\"postcopy-ram\",\"state\":true}]}", NULL,
+                             err)) < 0)
+                r = incoming_postcopy_refused(name, r, err);
         if (r >= 0 && copy) {
                 struct vm_migrate_disk_top top = {};
                 r = vm_migrate_disk_find_top(q, NULL, &top, err);
@@ -480,18 +537,28 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                          "source's %" PRIu64, name, top.virtual_size, o->disk_size);
                 /* vmhost listens and QEMU gets the socket: QEMU runs as
                  * its own user and may not create files in the runtime
-                 * directory. */
-                nbd_sock = r >= 0 ? strdup_printf("%s/migrate-nbd.sock", p.runtime_dir) : NULL;
-                if (r >= 0 && !nbd_sock)
-                        r = -ENOMEM;
+                 * directory. Direct: TCP on the stream's address (as
+                 * unencrypted as the stream), the port chosen by the kernel. */
                 int nbd_fd = -1;
-                if (r >= 0 && (r = listen_unix(nbd_sock, &nbd_fd)) < 0)
-                        vh_error_set(err, r, "Cannot listen on %s: %s", nbd_sock, strerror(-r));
+                if (r >= 0 && transport == VM_MIGRATE_TRANSPORT_DIRECT) {
+                        const char *a = listen_addr ? listen_addr : "0.0.0.0";
+                        if ((r = listen_tcp(a, &nbd_port, &nbd_fd)) < 0)
+                                vh_error_set(err, r, "Cannot listen for the disk's NBD connection on %s: %s", a,
+                                             strerror(-r));
+                } else if (r >= 0) {
+                        nbd_sock = strdup_printf("%s/migrate-nbd.sock", p.runtime_dir);
+                        if (!nbd_sock)
+                                r = -ENOMEM;
+                        else if ((r = listen_unix(nbd_sock, &nbd_fd)) < 0)
+                                vh_error_set(err, r, "Cannot listen on %s: %s", nbd_sock, strerror(-r));
+                }
                 if (r >= 0)
                         r = qmp_execute_fd(q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", nbd_fd, NULL, err);
                 safe_close(nbd_fd);
+                nbd_tried = r >= 0;
                 if (r >= 0)
                         r = vm_migrate_disk_export_start(q, "fd:" MIGRATE_NBD_FD_NAME, top.node, err);
+                exported = r >= 0;
         }
         if (r >= 0 && transport == VM_MIGRATE_TRANSPORT_SSH) {
                 sock = strdup_printf("%s/migrate-in.sock", p.runtime_dir);
@@ -516,6 +583,8 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 json_kv_uint(&w, "port", port);
                 if (nbd_sock)
                         json_kv_string(&w, "nbd", nbd_sock);
+                if (nbd_port)
+                        json_kv_uint(&w, "nbd_port", nbd_port);
                 char vnc[96] = "";
                 if (def->vnc == VM_VNC_TCP)
                         snprintf(vnc, sizeof(vnc), "%s:%u", def->vnc_host, def->vnc_display);
@@ -565,10 +634,33 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                         r = line_read(&lr, line, sizeof(line), vh_deadline_after(1000));
                         if (r == -ETIMEDOUT)
                                 continue;
-                        if (r <= 0 || streq(line, "ABORT")) {
+                        if (keep && r <= 0) {
+                                /* Post-copy: the rest of the memory is on
+                                 * the source, which can no longer run it. */
+                                r = vh_error_set(err, -EPIPE, "VM %s: the source went away during post-copy; the "
+                                                 "VM stays here", name);
+                                goto fail;
+                        }
+                        if (r <= 0 || (streq(line, "ABORT") && !keep)) {
                                 r = vh_error_set(err, -ECANCELED, "VM %s: the source %s", name,
                                                  r <= 0 ? "went away" : "aborted the migration");
                                 goto fail;
+                        }
+                        if (streq(line, "POSTCOPY") && o->postcopy) {
+                                /* The source stopped for good: whatever
+                                 * happens now, the VM is not removed here. */
+                                keep = true;
+                                r = incoming_wait_postcopy(q, name, err);
+                                if (r >= 0 && exported && (r = vm_migrate_disk_export_stop(q, err)) >= 0)
+                                        exported = false;
+                                if (r >= 0)
+                                        r = qmp_execute(q, "cont", NULL, NULL, err);
+                                /* A failed 'cont' is tried again at CONT. */
+                                if (r < 0)
+                                        (void) write_line(out_fd, "FAILED %s", vh_error_message(err, r));
+                                else
+                                        (void) write_line(out_fd, "RUNNING");
+                                continue;
                         }
                         if (streq(line, "CONT")) {
                                 /* The source has sent everything, which is
@@ -579,7 +671,7 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                 r = incoming_wait_loaded(q, name, err);
                                 /* The mirror ended before the switch-over;
                                  * the export goes before the VM runs. */
-                                if (r >= 0 && nbd_sock)
+                                if (r >= 0 && exported)
                                         r = vm_migrate_disk_export_stop(q, err);
                                 if (r >= 0)
                                         r = qmp_execute(q, "cont", NULL, NULL, err);
@@ -605,7 +697,7 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
 fail:
         safe_close(listen_fd);
         safe_close(stream_fd);
-        if (q && nbd_sock && !keep)
+        if (q && (exported || (nbd_tried && !keep)))
                 (void) vm_migrate_disk_export_stop(q, NULL);
         q = qmp_free(q);
         if (sock)
@@ -632,7 +724,9 @@ fail:
                 if (copy)
                         vm_image_remove_own_disk(ctx, def);
                 forget_vm(ctx, name);
-        }
+        } else if (r < 0)
+                /* Post-copy: the VM stays here, in whatever state it is. */
+                (void) write_line(out_fd, "FAILED %s", vh_error_message(err, r));
         return r;
 }
 
@@ -666,6 +760,11 @@ struct migration {
         uint64_t disk_t0;
         bool migrate_started;
         bool switchover;             /* migrate-continue sent: no cancel from here */
+        bool postcopy_requested;     /* migrate-start-postcopy sent */
+        /* migrate-continue sent after post-copy was asked: the destination
+         * may run the guest from here on, so the source never resumes. */
+        bool postcopy_split;
+        bool dest_running;           /* the destination answered RUNNING to POSTCOPY */
         uint64_t t0;
 };
 
@@ -832,6 +931,8 @@ static int set_downtime(struct migration *m, unsigned ms, struct vh_error *err) 
         char args[96];
         snprintf(args, sizeof(args), "{\"downtime-limit\":%u}", ms);
         m->res->downtime_limit_ms = ms;
+        if (m->res->n_downtime_steps < VM_MIGRATE_MAX_DOWNTIME_STEPS)
+                m->res->downtime_steps_ms[m->res->n_downtime_steps++] = ms;
         return qmp_execute(m->q, "migrate-set-parameters", args, NULL, err);
 }
 
@@ -942,10 +1043,6 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         const struct vm_def *def = m->def;
 
         m->storage = o->storage;
-        bool ssh = o->transport == VM_MIGRATE_TRANSPORT_SSH;
-        if (o->storage == VM_MIGRATE_STORAGE_COPY && !ssh)
-                vm_migrate_add_check(res, "transport", false, "--storage copy goes through ssh only (the NBD connection is "
-                          "forwarded by ssh): drop --transport direct, or share the disk and use --storage shared");
         struct host_status hs = {};
         int r = host_probe(m->ctx, o->dest, 0, &hs);
         if (r < 0) {
@@ -1026,25 +1123,20 @@ static int run_checks(struct migration *m, struct vh_error *err) {
                         struct vm_migrate_check *c = &res->checks[i];
                         if (!streq(c->name, "storage") || c->ok || !def->disk)
                                 continue;
-                        if (ssh) {
-                                m->storage = VM_MIGRATE_STORAGE_COPY;
-                                c->ok = true;
-                                snprintf(c->message, sizeof(c->message), "disk %s is not shared with host %s: it is "
-                                         "copied (--storage auto)", def->disk, o->dest->name);
-                        } else {
-                                size_t l = strlen(c->message);
-                                snprintf(c->message + l, sizeof(c->message) - l, " (a copy needs --transport ssh)");
-                        }
+                        m->storage = VM_MIGRATE_STORAGE_COPY;
+                        c->ok = true;
+                        snprintf(c->message, sizeof(c->message), "disk %s is not shared with host %s: it is "
+                                 "copied (--storage auto)", def->disk, o->dest->name);
                 }
         }
-        if (m->storage == VM_MIGRATE_STORAGE_COPY && def->disk && ssh)
+        if (m->storage == VM_MIGRATE_STORAGE_COPY && def->disk)
                 return copy_checks(m, err);
         return 0;
 }
 
 /* Reads the destination's READY object. */
 static int parse_ready(struct migration *m, const char *js, char **ret_socket, uint16_t *ret_port, char **ret_nbd,
-                       struct vh_error *err) {
+                       uint16_t *ret_nbd_port, struct vh_error *err) {
         struct json_limits lim = { .max_depth = 3, .max_bytes = VM_MIGRATE_LINE_MAX, .max_string = 512,
                                    .max_elements = VM_MAX_FORWARDS + 8, .max_values = 64 };
         _cleanup_(json_value_freep) struct json_value *v = NULL;
@@ -1052,7 +1144,8 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
         if (r < 0)
                 return vh_error_set(err, -EPROTO, "the destination's READY is not valid: %s", vh_error_message(err, r));
         const char *s = NULL, *vnc = NULL, *nbd = NULL;
-        uint64_t port = 0;
+        uint64_t port = 0, nbd_port = 0;
+        (void) json_get_uint(json_object_get(v, "nbd_port"), &nbd_port);
         (void) json_get_string(json_object_get(v, "socket"), &s);
         (void) json_get_string(json_object_get(v, "nbd"), &nbd);
         (void) json_get_uint(json_object_get(v, "port"), &port);
@@ -1066,13 +1159,15 @@ static int parse_ready(struct migration *m, const char *js, char **ret_socket, u
                         m->res->host_ports[i] = (uint16_t) u;
                 m->res->forwards[i] = m->def->forwards[i];
         }
-        if (port > 65535)
-                return vh_error_set(err, -EPROTO, "the destination named port %" PRIu64, port);
+        if (port > 65535 || nbd_port > 65535)
+                return vh_error_set(err, -EPROTO, "the destination named port %" PRIu64,
+                                    port > 65535 ? port : nbd_port);
         if (s && !(*ret_socket = strdup(s)))
                 return -ENOMEM;
         if (nbd && !(*ret_nbd = strdup(nbd)))
                 return -ENOMEM;
         *ret_port = (uint16_t) port;
+        *ret_nbd_port = (uint16_t) nbd_port;
         return 0;
 }
 
@@ -1134,13 +1229,19 @@ static int on_disk_progress(const struct vm_migrate_disk_progress *d, void *user
 }
 
 /* Copied storage: the NBD export of the destination through its own ssh
- * forward, and the mirror of the top layer into it until in sync. */
-static int start_disk_copy(struct migration *m, const char *remote_nbd, struct vh_error *err) {
+ * forward (or, direct, TCP to 'nbd_port'), and the mirror of the top
+ * layer into it until in sync. */
+static int start_disk_copy(struct migration *m, const char *remote_nbd, uint16_t nbd_port, struct vh_error *err) {
         /* vmhost connects and hands QEMU the connection (QEMU runs as its
          * own user and may not reach ssh's socket). */
-        int fd = -1;
-        int r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd, &fd, err);
-        if (r < 0)
+        int fd = -1, r;
+        if (m->opts->transport == VM_MIGRATE_TRANSPORT_DIRECT) {
+                fd = connect_tcp(ssh_host_address(m->opts->dest), nbd_port);
+                if (fd < 0)
+                        return vh_error_set(err, fd, "cannot connect to host %s port %u for the disk: %s",
+                                            m->opts->dest->name, nbd_port, strerror(-fd));
+        } else if ((r = forward_start(m, &m->nbd_fwd, "migrate-nbd-fwd.sock", "disk's NBD connection", remote_nbd,
+                                      &fd, err)) < 0)
                 return r;
         r = qmp_execute_fd(m->q, "getfd", "{\"fdname\":\"" MIGRATE_NBD_FD_NAME "\"}", fd, NULL, err);
         safe_close(fd);
@@ -1173,11 +1274,22 @@ static int prepare_destination(struct migration *m, int *ret_stream, struct vh_e
         char size_s[32];
         snprintf(size_s, sizeof(size_s), "%" PRIu64, m->top.virtual_size);
         bool copy = m->storage == VM_MIGRATE_STORAGE_COPY && m->def->disk;
-        char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-incoming", (char *) m->name,
-                         (char *) "--transport", o->transport == VM_MIGRATE_TRANSPORT_SSH ? (char *) "ssh" : (char *) "direct",
-                         (char *) "--listen", (char *) addr,
-                         copy ? (char *) "--copy-disk-size" : NULL, size_s,
-                         m->remote_base ? (char *) "--copy-base" : NULL, m->remote_base, NULL };
+        char *argv[16] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-incoming",
+                           (char *) m->name, (char *) "--transport",
+                           o->transport == VM_MIGRATE_TRANSPORT_SSH ? (char *) "ssh" : (char *) "direct",
+                           (char *) "--listen", (char *) addr };
+        size_t n = 8;
+        if (o->postcopy)
+                argv[n++] = (char *) "--postcopy";
+        if (copy) {
+                argv[n++] = (char *) "--copy-disk-size";
+                argv[n++] = size_s;
+        }
+        if (m->remote_base) {
+                argv[n++] = (char *) "--copy-base";
+                argv[n++] = m->remote_base;
+        }
+        argv[n] = NULL;
         _cleanup_free_ char *text = vm_def_format(m->def);
         if (!text)
                 return -ENOMEM;
@@ -1200,14 +1312,15 @@ static int prepare_destination(struct migration *m, int *ret_stream, struct vh_e
                 return vh_error_set(err, r < 0 ? r : -EIO, "host %s could not prepare VM %s: %s", o->dest->name,
                                     m->name, startswith(line, "FAILED ") ? line + 7 : line);
         _cleanup_free_ char *sock = NULL, *nbd = NULL;
-        uint16_t port = 0;
-        r = parse_ready(m, line + 6, &sock, &port, &nbd, err);
+        uint16_t port = 0, nbd_port = 0;
+        r = parse_ready(m, line + 6, &sock, &port, &nbd, &nbd_port, err);
         if (r < 0)
                 return r;
         if (copy) {
-                if (!nbd || nbd[0] != '/')
-                        return vh_error_set(err, -EPROTO, "host %s named no NBD socket for the disk", o->dest->name);
-                r = start_disk_copy(m, nbd, err);
+                if (o->transport == VM_MIGRATE_TRANSPORT_DIRECT ? nbd_port == 0 : !nbd || nbd[0] != '/')
+                        return vh_error_set(err, -EPROTO, "host %s named no NBD %s for the disk", o->dest->name,
+                                            o->transport == VM_MIGRATE_TRANSPORT_DIRECT ? "port" : "socket");
+                r = start_disk_copy(m, nbd, nbd_port, err);
                 if (r < 0)
                         return r;
         }
@@ -1241,10 +1354,12 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                 if (r < 0)
                         return r;
                 p.downtime_limit_ms = m->res->downtime_limit_ms;
-                if (streq(p.status, "failed") || streq(p.status, "cancelled")) {
+                if (streq(p.status, "failed") || streq(p.status, "cancelled") ||
+                    streq(p.status, "postcopy-paused") || streq(p.status, "postcopy-recover")) {
                         const char *why = NULL;
                         (void) json_get_string(json_object_get(v, "error-desc"), &why);
-                        return vh_error_set(err, -EIO, "the migration of VM %s %s%s%s", m->name, p.status,
+                        return vh_error_set(err, -EIO, "the %smigration of VM %s %s%s%s",
+                                            m->postcopy_split ? "post-copy " : "", m->name, p.status,
                                             why ? ": " : "", why ? why : "");
                 }
                 if (streq(p.status, "pre-switchover") && m->switchover) {
@@ -1272,6 +1387,9 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                                         return r;
                         }
                         m->switchover = true;
+                        /* From the continue on, a post-copy destination
+                         * may run the guest: this side never resumes. */
+                        m->postcopy_split = m->postcopy_requested;
                         r = qmp_execute(m->q, "migrate-continue", "{\"state\":\"pre-switchover\"}", NULL, err);
                         if (r < 0)
                                 return r;
@@ -1299,6 +1417,32 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                         m->res->last = p;
                         return 0;
                 }
+                if (streq(p.status, "postcopy-active")) {
+                        p.phase = VM_MIGRATE_PHASE_POSTCOPY;
+                        if (!m->res->postcopy) {
+                                m->res->postcopy = true;
+                                /* The device state is there: the destination
+                                 * runs the guest and pulls what it lacks. */
+                                snprintf(m->res->where, sizeof(m->res->where), "%s", o->dest->name);
+                                (void) progress(m, &p);
+                                char line[VM_MIGRATE_LINE_MAX] = "";
+                                r = host_ssh_pipe_write(&m->far, "POSTCOPY\n", 9);
+                                if (r >= 0)
+                                        r = far_read(m, line, sizeof(line), MIGRATE_REPLY_TIMEOUT_MS);
+                                m->dest_running = r >= 0 && streq(line, "RUNNING");
+                                /* Not an error yet: the pages keep flowing,
+                                 * and CONT at the end asks again. */
+                                if (!m->dest_running)
+                                        snprintf(m->res->warning, sizeof(m->res->warning),
+                                                 "host %s did not resume VM %s at the switch to post-copy: %.300s",
+                                                 o->dest->name, m->name, startswith(line, "FAILED ") ? line + 7 : line);
+                                last_progress = vh_clock_ms();
+                        } else if (vh_clock_ms() >= last_progress + VM_MIGRATE_PROGRESS_MS) {
+                                last_progress = vh_clock_ms();
+                                /* No cancel from here: nothing could take it back. */
+                                (void) progress(m, &p);
+                        }
+                }
                 if (!m->switchover) {
                         if (p.pass != last_pass) {
                                 last_pass = p.pass;
@@ -1308,7 +1452,15 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                                 }
                                 unsigned next = vm_migrate_next_downtime(m->res->downtime_limit_ms, max_dt,
                                                                          p.pass - best_pass);
-                                if (next != m->res->downtime_limit_ms) {
+                                if (vm_migrate_want_postcopy(o->postcopy, m->postcopy_requested,
+                                                             p.pass - best_pass)) {
+                                        /* Instead of a longer pause: the
+                                         * destination runs and pulls the rest. */
+                                        if ((r = qmp_execute(m->q, "migrate-start-postcopy", NULL, NULL, err)) < 0)
+                                                return r;
+                                        m->postcopy_requested = true;
+                                        m->res->postcopy_pass = p.pass;
+                                } else if (!o->postcopy && next != m->res->downtime_limit_ms) {
                                         if ((r = set_downtime(m, next, err)) < 0)
                                                 return r;
                                         best_pass = p.pass; /* give the new limit its passes */
@@ -1321,14 +1473,17 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                         }
                         if (vh_clock_ms() >= deadline) {
                                 char a[32], b[32];
+                                char c[32];
                                 return vh_error_set(err, -ETIMEDOUT,
                                                     "the migration of VM %s did not converge in %u s: pass %u, %s "
-                                                    "remaining, guest dirtying %s/s, expected downtime %" PRIu64
-                                                    " ms over the %u ms allowed; raise --max-downtime or --bandwidth",
+                                                    "remaining, guest dirtying %s/s, sending %s/s, expected "
+                                                    "downtime %" PRIu64 " ms over the %u ms allowed; raise "
+                                                    "--max-downtime or --bandwidth%s",
                                                     m->name, o->timeout_s, p.pass,
                                                     format_size(p.remaining, a, sizeof(a)),
-                                                    format_size(p.dirty_rate, b, sizeof(b)), p.expected_downtime_ms,
-                                                    m->res->downtime_limit_ms);
+                                                    format_size(p.dirty_rate, b, sizeof(b)),
+                                                    format_size(p.rate_bps, c, sizeof(c)), p.expected_downtime_ms,
+                                                    m->res->downtime_limit_ms, o->postcopy ? "" : ", or use --postcopy");
                         }
                 }
                 /* The far side ending early (its QEMU died, it aborted) shows
@@ -1388,6 +1543,18 @@ static int finish(struct migration *m, struct vh_error *err) {
          * is still complete here, so the source resumes. Without an answer
          * nobody knows whether the destination runs: the source stays
          * paused rather than risk two running copies on one disk. */
+        if (r >= 0 && startswith(line, "FAILED ") && m->postcopy_split) {
+                (void) host_ssh_pipe_finish(o->dest, &m->far, 10000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
+                m->far_started = false;
+                m->res->source_paused = true;
+                snprintf(m->res->where, sizeof(m->res->where), "%s", o->dest->name);
+                snprintf(m->res->warning, sizeof(m->res->warning),
+                         "VM %s is on host %s, which has all of its memory but could not resume it: see "
+                         "'vmhost --host %s vm status %s'; the source QEMU here stays paused and must not be resumed "
+                         "(post-copy)", m->name, o->dest->name, o->dest->name, m->name);
+                return vh_error_set(err, -EIO, "host %s could not resume VM %s after post-copy (%s)", o->dest->name,
+                                    m->name, line + 7);
+        }
         if (r >= 0 && startswith(line, "FAILED ")) {
                 (void) qmp_execute(m->q, "cont", NULL, NULL, NULL);
                 (void) host_ssh_pipe_finish(o->dest, &m->far, 10000, VM_MIGRATE_REPLY_MAX, NULL, NULL);
@@ -1479,11 +1646,17 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
         int stream = -1;
         r = prepare_destination(&m, &stream, err);
         if (r >= 0) {
-                char args[256];
+                /* Every capability a migration uses is set either way: a
+                 * QEMU that arrived here by post-copy still has
+                 * postcopy-ram on, and a stream with post-copy commands
+                 * to a destination without it fails to load. */
+                char args[320];
                 snprintf(args, sizeof(args),
                          "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
                          "{\"capability\":\"pause-before-switchover\",\"state\":true},"
-                         "{\"capability\":\"auto-converge\",\"state\":true}]}");
+                         "{\"capability\":\"auto-converge\",\"state\":true},"
+                         "{\"capability\":\"postcopy-ram\",\"state\":%s}]}",
+                         opts->postcopy ? "true" : "false");
                 r = qmp_execute(m.q, "migrate-set-capabilities", args, NULL, err);
                 unsigned max_dt = opts->max_downtime_ms ? opts->max_downtime_ms : VM_MIGRATE_MAX_DOWNTIME_DEFAULT_MS;
                 if (r >= 0) {
@@ -1503,6 +1676,18 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
         }
         if (r >= 0)
                 r = watch_migration(&m, err);
+        if (r < 0 && m.postcopy_split) {
+                /* The guest state is split between the hosts: nothing here
+                 * may run it again, and the destination keeps what it has. */
+                res->source_paused = true;
+                snprintf(res->where, sizeof(res->where), "%s", opts->dest->name);
+                snprintf(res->warning, sizeof(res->warning),
+                         "post-copy failed after the switch: VM %s %s on host %s and part of its memory is only in "
+                         "the paused QEMU here, which must not be resumed; it cannot be rolled back (see 'vmhost "
+                         "--host %s vm status %s')", opts->name, m.dest_running ? "runs" : "is paused",
+                         opts->dest->name, opts->dest->name, opts->name);
+                goto out;
+        }
         if (r < 0 && !m.switchover) {
                 rollback(&m);
                 goto out;

@@ -17,6 +17,9 @@
  *     QMP: capabilities, parameters, migrate, poll query-migrate
  *     pre-switchover: copy: the mirror finishes (in sync, no pivot);
  *                     migrate-continue (the switch-over starts)
+ *     --postcopy, memory stalled: migrate-start-postcopy; at pre-switchover as
+ *     above; postcopy-active                --> "POSTCOPY"; destination 'cont' <-- "RUNNING"
+ *           (from here the guest state is split: no rollback, no resume here)
  *     completed                             --> "CONT"; destination stops the
  *                                               export, 'cont'        <-- "RUNNING"
  *     source QEMU quits, definition (and for copy its own overlay) removed
@@ -62,6 +65,8 @@ enum vm_migrate_transport { VM_MIGRATE_TRANSPORT_SSH, VM_MIGRATE_TRANSPORT_DIREC
 #define VM_MIGRATE_PROGRESS_MS 100u
 
 #define VM_MIGRATE_MAX_CHECKS 16
+/* 50 ms doubled up to VM_MIGRATE_MAX_DOWNTIME_MAX_MS takes 12 steps. */
+#define VM_MIGRATE_MAX_DOWNTIME_STEPS 16
 /* The far side's answers: a bounded JSON object, bounded lines. */
 #define VM_MIGRATE_REPLY_MAX (64u * 1024)
 #define VM_MIGRATE_LINE_MAX 4096u
@@ -79,6 +84,7 @@ enum vm_migrate_phase {
         VM_MIGRATE_PHASE_DISK,       /* copy: the mirror, until in sync (disk bytes) */
         VM_MIGRATE_PHASE_MEMORY,
         VM_MIGRATE_PHASE_SWITCHOVER, /* source stopped, last pages and device state */
+        VM_MIGRATE_PHASE_POSTCOPY,   /* runs on the destination, which pulls the rest */
         VM_MIGRATE_PHASE_DONE,
 };
 const char *vm_migrate_phase_to_string(enum vm_migrate_phase p);
@@ -107,6 +113,10 @@ struct vm_migrate_options {
         uint64_t bandwidth;          /* bytes/s; 0: VM_MIGRATE_BANDWIDTH_DEFAULT */
         unsigned max_downtime_ms;    /* 0: VM_MIGRATE_MAX_DOWNTIME_DEFAULT_MS */
         unsigned timeout_s;          /* 0: none */
+        /* When memory stops shrinking, switch to post-copy (capability
+         * postcopy-ram on both sides) instead of raising the downtime.
+         * After the switch a failure cannot be rolled back. */
+        bool postcopy;
         bool dry_run;                /* the checks only */
         vm_migrate_progress_fn progress;
         void *userdata;
@@ -130,6 +140,11 @@ struct vm_migrate_result {
         uint64_t push_wire_bytes;    /* copy: bytes of the base pushed (0: it was there) */
         unsigned passes;
         unsigned downtime_limit_ms;  /* the last one asked */
+        /* Every downtime-limit asked, in order (the steps of convergence). */
+        unsigned downtime_steps_ms[VM_MIGRATE_MAX_DOWNTIME_STEPS];
+        unsigned n_downtime_steps;
+        bool postcopy;               /* switched to post-copy (reached postcopy-active) */
+        unsigned postcopy_pass;      /* the pass at which it was asked */
         struct vm_migrate_progress last; /* the last progress seen (figures of a timeout) */
         /* The destination's allocations (never assumed from the source). */
         char vnc[96];                /* "unix", "HOST:DISPLAY" or "" */
@@ -171,6 +186,7 @@ struct vm_migrate_incoming_options {
         bool copy;                   /* storage copy: a disk of its own here */
         const char *base;            /* copy: this host's copy of the base, NULL: no base (an empty disk) */
         uint64_t disk_size;          /* copy: the virtual size the guest sees */
+        bool postcopy;               /* capability postcopy-ram here too */
 };
 
 /* The destination's session ('vm migrate-incoming'): reads the length-
@@ -184,7 +200,11 @@ struct vm_migrate_incoming_options {
  * With 'copy' the disk is STATE/vms/NAME/disk.qcow2, made here empty over
  * 'base' (or without one) at 'disk_size', and exported by QEMU's NBD
  * server on migrate-nbd.sock in the runtime directory ("nbd" in READY)
- * until CONT; a failure removes that disk too (never the base). */
+ * until CONT; a failure removes that disk too (never the base).
+ * With 'postcopy', "POSTCOPY" (the source is in postcopy-active) resumes
+ * the VM here before its memory is complete and answers "RUNNING"; from
+ * then on nothing here is removed, whatever happens: the source cannot
+ * take the VM back. */
 int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const struct vm_migrate_incoming_options *o,
                         int in_fd, int out_fd, struct vh_error *err);
 
@@ -196,6 +216,10 @@ int vm_migrate_progress_from_json(const struct json_value *v, struct vm_migrate_
  * memory has not shrunk below its best for 'stalled_passes' >= 2 passes,
  * else 'cur_ms'. Pure. */
 unsigned vm_migrate_next_downtime(unsigned cur_ms, unsigned max_ms, unsigned stalled_passes);
+
+/* Whether to switch to post-copy now: allowed ('postcopy'), not asked
+ * before, and the remaining memory stalled as for a downtime step. Pure. */
+bool vm_migrate_want_postcopy(bool postcopy, bool requested, unsigned stalled_passes);
 
 /* "1G", "500M", "100M/s", "1000000" (bytes per second) into *ret. */
 int vm_migrate_parse_rate(const char *s, uint64_t *ret);

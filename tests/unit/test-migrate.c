@@ -114,6 +114,18 @@ TEST(migrate_downtime_steps) {
         CHECK_EQ_INT(vm_migrate_next_downtime(50, 30, 0), 30);
 }
 
+TEST(migrate_postcopy_switch) {
+        /* Only when asked for, once, and on the same stall as a downtime step. */
+        CHECK(!vm_migrate_want_postcopy(false, false, 5));
+        CHECK(!vm_migrate_want_postcopy(true, false, 0));
+        CHECK(!vm_migrate_want_postcopy(true, false, 1));
+        CHECK(vm_migrate_want_postcopy(true, false, 2));
+        CHECK(vm_migrate_want_postcopy(true, false, 7));
+        CHECK(!vm_migrate_want_postcopy(true, true, 7));
+        CHECK_STREQ(vm_migrate_phase_to_string(VM_MIGRATE_PHASE_POSTCOPY), "postcopy");
+        CHECK_STREQ(vm_migrate_phase_to_string(VM_MIGRATE_PHASE_DONE), "done");
+}
+
 TEST(migrate_parse_rate) {
         uint64_t v = 0;
         CHECK_EQ_INT(vm_migrate_parse_rate("1G", &v), 0);
