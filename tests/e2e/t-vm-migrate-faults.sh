@@ -183,17 +183,22 @@ host_link c up
 
 # ---- fault: c's QEMU killed while b waits paused in pre-switchover ----
 before=$(last_cnt "$(log_of b)")
-vb vm migrate m3 c --bandwidth 20M --timeout 120 >"$E2E_TMP/pre.out" 2>&1 &
+vb vm migrate m3 c --bandwidth 50M --timeout 120 >"$E2E_TMP/pre.out" 2>&1 &
 pid=$!
 if wait_until 60 "pre-switchover: memory phase" grep -q 'migrate: memory' "$E2E_TMP/pre.out"; then
 	# The migrating vmhost on b (the one 'vmhost --host b' started).
 	mpid=$(procs_on b "vmhost vm migrate m3 c " | awk '{print $1}' | head -1)
 	kill -STOP "$mpid"
-	if wait_until 30 "b's QEMU in pre-switchover" mig_status_is b pre-switchover; then
+	t0=$(e2e_now)
+	# Within c's 10 s patience for a silent source (the stopped vmhost
+	# sends no heartbeat): c's QEMU must still be there to be killed.
+	if wait_until 8 "b's QEMU in pre-switchover" mig_status_is b pre-switchover &&
+		qpid=$(procs_on c 'process=vmhost-m3' | awk '{print $1}') && [ -n "$qpid" ]; then
 		# QEMU's run state while it waits there: 'finish-migrate' (the
 		# guest stopped, as 'paused').
 		st_paused=$(run_status b)
-		kill -9 "$(procs_on c 'process=vmhost-m3' | awk '{print $1}')"
+		kill -9 "$qpid"
+		echo "pre-switchover: b's QEMU waited there $(awk -v a="$t0" -v b="$(e2e_now)" 'BEGIN { printf "%.1f", b - a }') s after vmhost was stopped; c's QEMU $qpid killed"
 		kill -CONT "$mpid"
 		wait $pid; rc=$?
 		counter_goes_on "$before"
@@ -207,7 +212,7 @@ if wait_until 60 "pre-switchover: memory phase" grep -q 'migrate: memory' "$E2E_
 		fi
 	else
 		kill -CONT "$mpid"
-		fail fault-pre-switchover "b's QEMU did not reach pre-switchover: $(mig_status b); $(cat "$E2E_TMP/pre.out")"
+		fail fault-pre-switchover "b's QEMU did not reach pre-switchover in time ($(mig_status b)) or c's QEMU was gone ('${qpid:-}'); $(cat "$E2E_TMP/pre.out")"
 		wait $pid
 	fi
 else
@@ -222,9 +227,10 @@ pid=$!
 if wait_until 60 "before-cont: memory phase" grep -q 'migrate: memory' "$E2E_TMP/cont.out"; then
 	ipid=$(procs_on c "vm migrate-incoming m3 " | awk '{print $1}' | head -1)
 	kill -STOP "$ipid"
-	if wait_until 15 "b's migration completed" mig_status_is b completed; then
+	if wait_until 15 "b's migration completed" mig_status_is b completed &&
+		qpid=$(procs_on c 'process=vmhost-m3' | awk '{print $1}') && [ -n "$qpid" ]; then
 		st_paused=$(run_status b)
-		kill -9 "$(procs_on c 'process=vmhost-m3' | awk '{print $1}')"
+		kill -9 "$qpid"
 		kill -CONT "$ipid"
 		wait $pid; rc=$?
 		counter_goes_on "$before"
@@ -238,7 +244,7 @@ if wait_until 60 "before-cont: memory phase" grep -q 'migrate: memory' "$E2E_TMP
 		fi
 	else
 		kill -CONT "$ipid"
-		fail fault-before-cont "b's migration did not complete: $(mig_status b); $(cat "$E2E_TMP/cont.out")"
+		fail fault-before-cont "b's migration did not complete ($(mig_status b)) or c's QEMU was gone ('${qpid:-}'); $(cat "$E2E_TMP/cont.out")"
 		wait $pid
 	fi
 else
