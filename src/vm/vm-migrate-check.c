@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
@@ -94,6 +95,9 @@ static int version_compare(const char *a, const char *b) {
         return 0;
 }
 
+/* What a copied disk needs free here beyond the source's allocation. */
+#define MIGRATE_CHECK_SPACE_MARGIN (64ull << 20)
+
 static uint64_t mem_available(void) {
         _cleanup_free_ char *text = NULL;
         size_t n;
@@ -101,6 +105,40 @@ static uint64_t mem_available(void) {
                 return 0;
         const char *p = strstr(text, "MemAvailable:");
         return p ? strtoull(p + strlen("MemAvailable:"), NULL, 10) * 1024 : 0;
+}
+
+/* Bytes free for an unprivileged writer under 'dir', or -errno. */
+static int64_t space_available(const char *dir) {
+        struct statvfs sv;
+        if (statvfs(dir, &sv) < 0)
+                return negative_errno();
+        uint64_t b = (uint64_t) sv.f_bavail * (sv.f_frsize ? sv.f_frsize : sv.f_bsize);
+        return (int64_t) MIN(b, (uint64_t) INT64_MAX);
+}
+
+/* A copied disk: this host makes the VM's own overlay under
+ * STATE/vms/NAME and the mirror fills it with what the source's top layer
+ * holds. 'disk_size' is the size of the source's disk file: for a qcow2
+ * overlay that is what it allocates (clusters and metadata), for a raw
+ * disk (mirrored whole) an upper bound. The margin keeps room for the
+ * guest's writes during the copy and for the definition and logs. */
+static void check_space(const struct vh_context *ctx, const struct vm_def *def, uint64_t disk_size,
+                        struct vm_migrate_result *res) {
+        int64_t avail = space_available(ctx->state_dir);
+        uint64_t want = disk_size + MIGRATE_CHECK_SPACE_MARGIN;
+        char a[32], w[32], d[32];
+        format_size(disk_size, d, sizeof(d));
+        format_size(want, w, sizeof(w));
+        if (avail < 0)
+                vm_migrate_add_check(res, "space", false, "cannot see the free space of %s here (%s): check that "
+                                     "it is mounted", ctx->state_dir, strerror((int) -avail));
+        else if ((uint64_t) avail < want)
+                vm_migrate_add_check(res, "space", false, "only %s free in %s here for the copy of disk %s (%s "
+                                     "allocated on the source, %s needed with the margin): free space there first",
+                                     format_size((uint64_t) avail, a, sizeof(a)), ctx->state_dir, def->disk, d, w);
+        else
+                vm_migrate_add_check(res, "space", true, "%s free in %s for the copy of disk %s (%s allocated)",
+                                     format_size((uint64_t) avail, a, sizeof(a)), ctx->state_dir, def->disk, d);
 }
 
 int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
@@ -200,14 +238,18 @@ int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
         struct stat sb;
         if (!def->disk)
                 vm_migrate_add_check(&res, "storage", true, "no disk");
-        else if (req->copy)
+        else if (req->copy) {
                 vm_migrate_add_check(&res, "storage", true, "disk %s is copied: VM %s gets its own disk here", def->disk,
                           def->name);
-        else if (!req->token_path || !req->token_value ||
-                 read_full_file(req->token_path, 4096, &token, &tn) < 0 || !streq(strstrip(token), req->token_value))
+                check_space(ctx, def, req->disk_size, &res);
+        } else if (!req->token_path || !req->token_value ||
+                 read_full_file(req->token_path, 4096, &token, &tn) < 0 || !streq(strstrip(token), req->token_value)) {
                 vm_migrate_add_check(&res, "storage", false, "disk %s is not on storage shared with the source (a file written "
                           "beside it there is not seen here): share its directory at the same path, or use "
                           "--storage copy", def->disk);
+                /* Not shared: 'auto' copies it, and then it needs room here. */
+                check_space(ctx, def, req->disk_size, &res);
+        }
         else if (stat(def->disk, &sb) < 0 || (uint64_t) sb.st_size != req->disk_size)
                 vm_migrate_add_check(&res, "storage", false, "disk %s here is not the source's (%s): check the shared mount",
                           def->disk, errno ? strerror(errno) : "another size");
