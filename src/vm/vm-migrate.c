@@ -65,6 +65,16 @@ extern char **environ;
 /* The passes remaining memory may fail to shrink before the downtime
  * allowed is raised. */
 #define MIGRATE_STALL_PASSES 2
+/* The source's heartbeat on the session: an "ALIVE" line at least every
+ * MIGRATE_ALIVE_MS until CONT. A cut link ends nothing on the
+ * destination: the TCP connection only goes quiet, and sshd there (not
+ * vmhost's to configure with ClientAliveInterval) may wait hours. A
+ * destination that has heard one ALIVE takes MIGRATE_SILENCE_MS without
+ * a line as the source gone and cleans up; one from a source that sends
+ * none (older) waits for the end of its stdin as before, and an older
+ * destination ignores the lines. */
+#define MIGRATE_ALIVE_MS 1000
+#define MIGRATE_SILENCE_MS 10000
 #define MIGRATE_FD_NAME "vmhost-migrate"
 #define MIGRATE_NBD_FD_NAME "vmhost-migrate-nbd"
 
@@ -605,11 +615,16 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
         }
 
         /* The stream, then commands; the end of stdin before CONT is an
-         * abort, so a source that vanished leaves nothing here. */
-        bool completed_cont = false;
+         * abort, so a source that vanished leaves nothing here, and so is
+         * its silence once it has sent a heartbeat (a cut link). */
+        bool completed_cont = false, beats = false;
+        uint64_t heard = vh_clock_ms();
         for (;;) {
                 struct pollfd pfd[2] = { { .fd = in_fd, .events = POLLIN }, { .fd = listen_fd, .events = POLLIN } };
-                int n = poll(pfd, listen_fd >= 0 ? 2 : 1, 200);
+                /* Lines already read (with the definition, or several in
+                 * one read) are not announced by poll again. */
+                bool buffered = memchr(lr.buf, '\n', lr.len) != NULL;
+                int n = poll(pfd, listen_fd >= 0 ? 2 : 1, buffered ? 0 : 200);
                 if (n < 0 && errno != EINTR) {
                         r = vh_error_set(err, negative_errno(), "poll: %m");
                         goto fail;
@@ -630,10 +645,11 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                         goto fail;
                         }
                 }
-                if (n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+                bool readable = n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR));
+                while (readable || buffered) {
                         r = line_read(&lr, line, sizeof(line), vh_deadline_after(1000));
                         if (r == -ETIMEDOUT)
-                                continue;
+                                break;
                         if (keep && r <= 0) {
                                 /* Post-copy: the rest of the memory is on
                                  * the source, which can no longer run it. */
@@ -646,6 +662,9 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                                  r <= 0 ? "went away" : "aborted the migration");
                                 goto fail;
                         }
+                        heard = vh_clock_ms();
+                        if (streq(line, "ALIVE"))
+                                beats = true;
                         if (streq(line, "POSTCOPY") && o->postcopy) {
                                 /* The source stopped for good: whatever
                                  * happens now, the VM is not removed here. */
@@ -660,9 +679,7 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                         (void) write_line(out_fd, "FAILED %s", vh_error_message(err, r));
                                 else
                                         (void) write_line(out_fd, "RUNNING");
-                                continue;
-                        }
-                        if (streq(line, "CONT")) {
+                        } else if (streq(line, "CONT")) {
                                 /* The source has sent everything, which is
                                  * not yet all here and loaded: 'cont' now
                                  * would only mark the VM to start after a
@@ -680,6 +697,16 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                 completed_cont = true;
                                 break;
                         }
+                        readable = false;
+                        buffered = memchr(lr.buf, '\n', lr.len) != NULL;
+                }
+                if (completed_cont)
+                        break;
+                /* In post-copy the VM stays here whatever the source does. */
+                if (beats && !keep && vh_clock_ms() - heard >= MIGRATE_SILENCE_MS) {
+                        r = vh_error_set(err, -ETIMEDOUT, "VM %s: no word from the source for %u s (the link cut?)",
+                                         name, MIGRATE_SILENCE_MS / 1000);
+                        goto fail;
                 }
                 /* QEMU killed or failed the incoming stream: it is gone. */
                 _cleanup_(json_value_freep) struct json_value *s = NULL;
@@ -765,10 +792,23 @@ struct migration {
          * may run the guest from here on, so the source never resumes. */
         bool postcopy_split;
         bool dest_running;           /* the destination answered RUNNING to POSTCOPY */
+        uint64_t last_alive;         /* the last heartbeat sent to the far side */
         uint64_t t0;
 };
 
+/* The heartbeat (MIGRATE_ALIVE_MS): called from every wait of the source
+ * between READY and CONT. A failed write is not an error here: the
+ * stream's or the session's own failure says more, and says it next. */
+static void far_alive(struct migration *m) {
+        uint64_t now = vh_clock_ms();
+        if (!m->far_started || now < m->last_alive + MIGRATE_ALIVE_MS)
+                return;
+        m->last_alive = now;
+        (void) host_ssh_pipe_write(&m->far, "ALIVE\n", 6);
+}
+
 static int progress(struct migration *m, struct vm_migrate_progress *p) {
+        far_alive(m);
         p->elapsed_ms = vh_clock_ms() - m->t0;
         m->res->last = *p;
         if (m->opts->progress && m->opts->progress(p, m->opts->userdata) != 0)
@@ -880,6 +920,7 @@ static int forward_start(struct migration *m, struct forward *f, const char *loc
                                 close(fd);
                         return 0;
                 }
+                far_alive(m);
                 if (vh_clock_ms() >= dl)
                         return vh_error_set(err, -ETIMEDOUT, "the ssh forward of the %s to host %s did not come up "
                                             "in %u s", what, m->opts->dest->name, MIGRATE_FORWARD_TIMEOUT_MS / 1000);
@@ -1072,9 +1113,6 @@ static int run_checks(struct migration *m, struct vh_error *err) {
                 token_path = strdup_printf("%s/.vmhost-migrate-%s", dirname(disk_copy), token);
                 if (!token_path)
                         return -ENOMEM;
-                struct stat sb;
-                if (stat(def->disk, &sb) == 0)
-                        disk_size = (uint64_t) sb.st_size;
                 r = write_file_atomic(token_path, token, strlen(token), 0644);
                 if (r < 0) {
                         vm_migrate_add_check(res, "storage", false, "cannot write beside disk %s to prove it is shared (%s)",
@@ -1082,6 +1120,11 @@ static int run_checks(struct migration *m, struct vh_error *err) {
                         token_path = mfree(token_path);
                 }
         }
+        /* Shared: the destination compares the size; copied: it needs
+         * room for it (a qcow2 overlay's file is what it allocates). */
+        struct stat sb;
+        if (def->disk && stat(def->disk, &sb) == 0)
+                disk_size = (uint64_t) sb.st_size;
         char cpu[256], qver[64] = "";
         vm_migrate_cpu_model_name(cpu, sizeof(cpu));
         const struct qmp_version *qv = qmp_get_version(m->q);
@@ -1303,6 +1346,10 @@ static int prepare_destination(struct migration *m, int *ret_stream, struct vh_e
         r = host_ssh_pipe_write(&m->far, head, strlen(head));
         if (r >= 0)
                 r = host_ssh_pipe_write(&m->far, text, strlen(text));
+        /* The first heartbeat: from here on the far side may count our
+         * silence (MIGRATE_ALIVE_MS). */
+        if (r >= 0 && (r = host_ssh_pipe_write(&m->far, "ALIVE\n", 6)) >= 0)
+                m->last_alive = vh_clock_ms();
         if (r < 0)
                 return vh_error_set(err, r, "cannot send VM %s's definition to host %s: %s", m->name, o->dest->name,
                                     strerror(-r));
@@ -1364,6 +1411,7 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                 }
                 if (streq(p.status, "pre-switchover") && m->switchover) {
                         /* migrate-continue sent; QEMU has not moved on yet. */
+                        far_alive(m);
                         usleep(VM_MIGRATE_POLL_MS * 1000);
                         continue;
                 }
@@ -1486,6 +1534,7 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                                                     m->res->downtime_limit_ms, o->postcopy ? "" : ", or use --postcopy");
                         }
                 }
+                far_alive(m);
                 /* The far side ending early (its QEMU died, it aborted) shows
                  * as a failed stream soon; a FAILED line says why at once. */
                 struct pollfd pfd = { .fd = m->far.out_fd, .events = POLLIN };

@@ -25,8 +25,10 @@
  *     source QEMU quits, definition (and for copy its own overlay) removed
  *
  * The session's stdin is the destination's lifeline: when it ends before
- * "CONT" (ssh killed, the source vmhost gone, the link cut), the destination
- * removes its QEMU, definition and runtime files by itself. Before the
+ * "CONT" (ssh killed, the source vmhost gone), or goes silent for 10 s
+ * after a first "ALIVE" (the source's heartbeat, every second: a cut link
+ * ends nothing), the destination removes its QEMU, definition and runtime
+ * files by itself. Before the
  * switch-over any failure cancels the migration and leaves the VM running
  * on the source. Nothing here prints: progress comes through a callback
  * that can cancel. */
