@@ -25,7 +25,15 @@ struct vm_migrate_disk_mirror {
         bool finished;         /* mirror_finish succeeded */
         bool ended;            /* finished, aborted or failed and cleaned up */
         struct vm_migrate_disk_progress last;
+        void (*tick)(void *userdata);  /* called at every wait step, may be NULL */
+        void *tick_userdata;
 };
+
+void vm_migrate_disk_mirror_set_tick(struct vm_migrate_disk_mirror *m, void (*tick)(void *userdata),
+                                     void *userdata) {
+        m->tick = tick;
+        m->tick_userdata = userdata;
+}
 
 /* What query-block-jobs says of our job. */
 struct job_state {
@@ -286,6 +294,8 @@ static int wait_end_and_clean(struct vm_migrate_disk_mirror *m, char *job_error,
                 if (vh_clock_ms() >= deadline)
                         return vh_error_set(err, -ETIMEDOUT, "Mirror job %s did not end within %d ms (state %s)",
                                             VM_MIGRATE_DISK_JOB_ID, VM_MIGRATE_DISK_END_TIMEOUT_MS, s.status);
+                if (m->tick)
+                        m->tick(m->tick_userdata);
                 sleep_ms(VM_MIGRATE_DISK_POLL_MS);
         }
         if (m->node_added) {
@@ -410,6 +420,8 @@ int vm_migrate_disk_mirror_wait_ready(struct vm_migrate_disk_mirror *m, unsigned
                                                            "(%" PRIu64 " of %" PRIu64 " bytes)",
                                                            m->node, timeout_ms, m->last.done, m->last.total),
                                               err);
+                if (m->tick)
+                        m->tick(m->tick_userdata);
                 sleep_ms(VM_MIGRATE_DISK_POLL_MS);
         }
 }

@@ -122,6 +122,12 @@ int vm_migrate_disk_mirror_start(struct qmp_client *src, const struct vm_migrate
                                  const char *socket_path, uint64_t bytes_per_sec,
                                  struct vm_migrate_disk_mirror **ret, struct vh_error *err);
 
+/* 'tick' is called at every step of the mirror's waits (wait_ready,
+ * finish, abort): the caller's heartbeat to the far side goes on while
+ * this side waits for QEMU. NULL: none. */
+void vm_migrate_disk_mirror_set_tick(struct vm_migrate_disk_mirror *m, void (*tick)(void *userdata),
+                                     void *userdata);
+
 /* Waits until the mirror is ready (in sync), at most 'timeout_ms',
  * reporting progress to 'cb' (may be NULL). Returns 0 when ready. On a
  * failed job (-EIO, the destination gone), a timeout (-ETIMEDOUT), a cancel

@@ -807,6 +807,13 @@ static void far_alive(struct migration *m) {
         (void) host_ssh_pipe_write(&m->far, "ALIVE\n", 6);
 }
 
+/* The same, for the waits of the disk mirror (vm-migrate-disk.c), which
+ * can outlast MIGRATE_SILENCE_MS while the mirror ends at the switch-over
+ * (bounded by VM_MIGRATE_DISK_END_TIMEOUT_MS). */
+static void far_alive_tick(void *userdata) {
+        far_alive(userdata);
+}
+
 static int progress(struct migration *m, struct vm_migrate_progress *p) {
         far_alive(m);
         p->elapsed_ms = vh_clock_ms() - m->t0;
@@ -1295,6 +1302,7 @@ static int start_disk_copy(struct migration *m, const char *remote_nbd, uint16_t
                                          err);
         if (r < 0)
                 return r;
+        vm_migrate_disk_mirror_set_tick(m->mirror, far_alive_tick, m);
         /* The migration's own timeout bounds this phase too. */
         unsigned timeout_ms = UINT_MAX;
         if (m->opts->timeout_s) {
