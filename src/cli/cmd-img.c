@@ -155,11 +155,12 @@ static void usage_convert(FILE *f) {
 }
 
 static int parse_on_off(const char *key, const char *v, bool *ret) {
-        if (streq(v, "on") || streq(v, "true")) {
+        /* The words QEMU's option parser takes for a boolean. */
+        if (streq(v, "on") || streq(v, "true") || streq(v, "yes") || streq(v, "y")) {
                 *ret = true;
                 return 0;
         }
-        if (streq(v, "off") || streq(v, "false")) {
+        if (streq(v, "off") || streq(v, "false") || streq(v, "no") || streq(v, "n")) {
                 *ret = false;
                 return 0;
         }
@@ -179,6 +180,9 @@ struct img_options {
         const char *size;
         enum vh_image_prealloc preallocation;
         bool compression_zlib; /* compression_type=zlib: the default, said out loud */
+        /* compat, lazy_refcounts and preallocation as written, for create's
+         * "Formatting" line, which shows them so in qemu-img. */
+        const char *compat_text, *lazy_refcounts_text, *preallocation_text;
         bool help;             /* -o help (or ?): list the options instead */
 };
 
@@ -210,6 +214,7 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                         }
                         o->cluster_size = (uint32_t) cs;
                 } else if (streq(kv, "compat")) {
+                        o->compat_text = v;
                         if (streq(v, "1.1") || streq(v, "v3"))
                                 o->version = 3;
                         else if (streq(v, "0.10") || streq(v, "v2"))
@@ -235,6 +240,7 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                 } else if (streq(kv, "lazy_refcounts")) {
                         if (parse_on_off(kv, v, &o->lazy_refcounts) < 0)
                                 return -EINVAL;
+                        o->lazy_refcounts_text = v;
                 } else if (streq(kv, "refcount_bits")) {
                         long n;
                         if (parse_int_range(v, 1, 64, &n) < 0 || (n & (n - 1))) {
@@ -253,6 +259,7 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                                 log_error("preallocation must be off, metadata, falloc or full, not '%s'.", v);
                                 return -EINVAL;
                         }
+                        o->preallocation_text = v;
                 } else {
                         log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
                                   "refcount_bits, compression_type%s%s.",
@@ -335,6 +342,49 @@ static bool report_holds_data(const struct vh_error *err, int r) {
  * negative number ("-1", "-5M"): no verb has a digit option. */
 static bool looks_negative(const char *s) {
         return s[0] == '-' && s[1] >= '0' && s[1] <= '9';
+}
+
+/* A string option as qemu-img shows it: a comma doubled, as its option
+ * syntax escapes it. */
+static void print_opt_string(const char *key, const char *v) {
+        printf(" %s=", key);
+        for (; *v; v++) {
+                if (*v == ',')
+                        putchar(',');
+                putchar(*v);
+        }
+}
+
+/* create's first line as qemu-img prints it, which scripts match: the
+ * driver's options in qemu-img's order, each one given or that has a
+ * default (cluster_size, extended_l2, compression_type, lazy_refcounts,
+ * refcount_bits for qcow2), the given ones as written except the numbers,
+ * which are in bytes. */
+static void print_formatting(const char *file, const struct vh_image_create_options *co,
+                             const struct img_options *o, uint64_t size, const char *backing,
+                             const char *backing_fmt) {
+        bool qcow2 = co->format == VH_IMAGE_FORMAT_QCOW2;
+        printf("Formatting '%s', fmt=%s", file, vh_image_format_to_string(co->format));
+        if (qcow2) {
+                printf(" cluster_size=%" PRIu32 " extended_l2=off", co->cluster_size ? co->cluster_size : 65536);
+                if (o->preallocation_text)
+                        print_opt_string("preallocation", o->preallocation_text);
+                printf(" compression_type=zlib");
+        }
+        printf(" size=%" PRIu64, size);
+        if (qcow2) {
+                if (o->compat_text)
+                        print_opt_string("compat", o->compat_text);
+                if (backing)
+                        print_opt_string("backing_file", backing);
+                if (backing_fmt)
+                        print_opt_string("backing_fmt", backing_fmt);
+                printf(" lazy_refcounts=%s refcount_bits=%u",
+                       o->lazy_refcounts_text ? o->lazy_refcounts_text : "off",
+                       co->refcount_bits ? co->refcount_bits : 16);
+        } else if (o->preallocation_text)
+                print_opt_string("preallocation", o->preallocation_text);
+        printf("\n");
 }
 
 static int img_create(const struct vh_context *ctx, int argc, char **argv) {
@@ -472,18 +522,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 if (vh_image_open(file, &oo, &img, NULL) >= 0)
                         size = vh_image_virtual_size(img);
                 vh_image_free(img);
-                printf("Formatting '%s', fmt=%s", file, vh_image_format_to_string(co.format));
-                if (co.format == VH_IMAGE_FORMAT_QCOW2)
-                        printf(" cluster_size=%" PRIu32, co.cluster_size ? co.cluster_size : 65536);
-                printf(" size=%" PRIu64, size);
-                if (backing)
-                        printf(" backing_file=%s backing_fmt=%s", backing,
-                               vh_image_format_to_string(co.backing_format));
-                if (co.format == VH_IMAGE_FORMAT_QCOW2)
-                        printf(" compat=%s lazy_refcounts=%s refcount_bits=%u", co.version == 2 ? "0.10" : "1.1",
-                               co.lazy_refcounts ? "on" : "off", co.refcount_bits ? co.refcount_bits : 16);
-                if (co.preallocation != VH_IMAGE_PREALLOC_OFF)
-                        printf(" preallocation=%s", vh_image_prealloc_to_string(co.preallocation));
+                print_formatting(file, &co, &o, size, backing, backing_fmt);
                 printf("\n");
         }
         return 0;
