@@ -142,7 +142,7 @@ static void usage_convert(FILE *f) {
                 "                 writeback (or writethrough): flushed before DST appears;\n"
                 "                 none (or directsync): written past the page cache\n"
                 "                 (O_DIRECT), then flushed\n"
-                "  -p             show progress on stderr\n"
+                "  -p             show progress (stdout, as qemu-img)\n"
                 "  -U             take no lock on the source\n"
                 "  --force        replace an existing DST that holds data (it is lost)\n"
                 "  -q             quiet\n"
