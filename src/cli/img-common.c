@@ -209,6 +209,11 @@ void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total) {
 
 void img_cli_progress_end(const struct img_cli *cli) {
         if (img_cli_shows_progress(cli)) {
+                /* qemu-img's convert and rebase print 100% at the end of
+                 * their copy loop and once more as they finish; vmhost's
+                 * engine reports the end once. */
+                if (cli->progress_last == 100.0f && (streq(cli->verb, "convert") || streq(cli->verb, "rebase")))
+                        printf("    (100.00/100%%)\r");
                 putchar('\n');
                 fflush(stdout);
         }
