@@ -17,6 +17,10 @@
 #include "vm/vm-image.h"
 #include "vmhost/image.h"
 
+/* The qemu-img release whose behaviour and output the img verbs follow
+ * (docs/qemu-img-compat.md, tests/e2e/t-img-compat.sh). */
+#define QEMU_IMG_COMPAT_VERSION "7.2"
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img COMMAND [ARGS...]\n"
@@ -38,7 +42,8 @@ static void usage(FILE *f) {
                 "  push     copy an image and its backing files to a host once (by hash)\n"
                 "  receive  internal: the far side of push\n"
                 "\n"
-                "'vmhost img COMMAND --help' for one command.\n"
+                "'vmhost img COMMAND --help' for one command; 'vmhost img --version' (or -V)\n"
+                "prints \"vmhost img version X.Y.Z (qemu-img 7.2 compatible)\".\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 vm1.qcow2\n");
@@ -811,6 +816,15 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         return r < 0 ? 1 : 0;
 }
 
+/* 'img --version', which scripts written for qemu-img run first: the
+ * first line in qemu-img's shape ("NAME version X.Y.Z (...)", the number
+ * third), with vmhost's own version, since that is what decides what it
+ * does; the parenthesis names the qemu-img whose behaviour it follows. */
+static int img_version(void) {
+        printf("vmhost img version %s (qemu-img %s compatible)\n", VMHOST_VERSION, QEMU_IMG_COMPAT_VERSION);
+        return 0;
+}
+
 int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
         /* The image commands need no context, except the two that make an
          * image and refuse to overwrite a VM's disk (they look at the VMs). */
@@ -842,6 +856,8 @@ int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
                 usage(stdout);
                 return 0;
         }
+        if (streq(argv[1], "--version") || streq(argv[1], "-V"))
+                return img_version();
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (streq(argv[1], commands[i].name))
                         return commands[i].run_ctx ? commands[i].run_ctx(ctx, argc - 1, argv + 1)
