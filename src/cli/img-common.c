@@ -158,6 +158,13 @@ static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
         float step = progress_min_step(cli);
         if (now > 100.0f)
                 now = 100.0f;
+        /* qemu-img shows 0% as the work starts, whatever is reported
+         * first. */
+        if (!cli->progress_started) {
+                cli->progress_started = true;
+                if (now != 0.0f)
+                        printf("    (0.00/100%%)\r");
+        }
         if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 0.0f || now == 100.0f))
                 return;
         cli->progress_last = now;

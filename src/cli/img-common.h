@@ -40,7 +40,8 @@ struct img_cli {
         bool progress;                    /* -p */
         enum vh_image_info_output output; /* --output=human|json */
 
-        float progress_last; /* percent last printed, as qemu-img keeps it (a float) */
+        float progress_last;   /* percent last printed, as qemu-img keeps it (a float) */
+        bool progress_started; /* the 0% line is out */
 };
 
 #define IMG_CLI_INIT(verb_name, usage_fn, bad_usage_status)                                                    \
