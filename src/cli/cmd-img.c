@@ -43,7 +43,7 @@ static void usage(FILE *f) {
                 "  receive  internal: the far side of push\n"
                 "\n"
                 "'vmhost img COMMAND --help' for one command; 'vmhost img --version' (or -V)\n"
-                "prints \"vmhost img version X.Y.Z (qemu-img 7.2 compatible)\".\n"
+                "prints \"vmhost-img version X.Y.Z (qemu-img 7.2 compatible)\".\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 vm1.qcow2\n");
@@ -817,11 +817,12 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
 }
 
 /* 'img --version', which scripts written for qemu-img run first: the
- * first line in qemu-img's shape ("NAME version X.Y.Z (...)", the number
- * third), with vmhost's own version, since that is what decides what it
- * does; the parenthesis names the qemu-img whose behaviour it follows. */
+ * first line in qemu-img's shape, "NAME version X.Y.Z (...)", one word
+ * before "version" so that the number is the third word, as scripts
+ * split it. The number is vmhost's own, since that is what decides what
+ * it does; the parenthesis names the qemu-img whose behaviour it follows. */
 static int img_version(void) {
-        printf("vmhost img version %s (qemu-img %s compatible)\n", VMHOST_VERSION, QEMU_IMG_COMPAT_VERSION);
+        printf("vmhost-img version %s (qemu-img %s compatible)\n", VMHOST_VERSION, QEMU_IMG_COMPAT_VERSION);
         return 0;
 }
 

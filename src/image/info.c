@@ -41,6 +41,7 @@ static void human_size(uint64_t bytes, char *buf, size_t len) {
 struct qj_member {
         const char *key;        /* static */
         char *value;            /* the member's JSON text, owned */
+        size_t index;           /* the order it was added in */
 };
 
 struct qj_object {
@@ -162,7 +163,8 @@ static void qj_add_text(struct qj_object *o, const char *key, char *value) {
                 o->oom = true;
                 return;
         }
-        o->members[o->n++] = (struct qj_member) { .key = key, .value = value };
+        o->members[o->n] = (struct qj_member) { .key = key, .value = value, .index = o->n };
+        o->n++;
 }
 
 static void qj_add_uint(struct qj_object *o, const char *key, uint64_t v) {
@@ -194,9 +196,8 @@ static int qj_member_cmp(const void *a, const void *b) {
         unsigned bx = qdict_bucket(x->key), by = qdict_bucket(y->key);
         if (bx != by)
                 return bx < by ? -1 : 1;
-        /* Within a bucket the member added later comes first: members are
-         * distinct, so their addresses in the array give that order. */
-        return x < y ? 1 : -1;
+        /* Within a bucket the member added later comes first. */
+        return x->index < y->index ? 1 : -1;
 }
 
 /* The object's text, as QEMU prints it at its depth; empties 'o'.
@@ -206,7 +207,8 @@ static char *qj_finish(struct qj_object *o) {
         size_t len = 0;
         FILE *f = o->oom ? NULL : open_memstream(&text, &len);
         if (f) {
-                /* qsort is not stable, but the comparison is total. */
+                /* qsort is not stable, but the order is total: indexes
+                 * differ. */
                 qsort(o->members, o->n, sizeof(o->members[0]), qj_member_cmp);
                 fputc('{', f);
                 for (size_t k = 0; k < o->n; k++) {
