@@ -257,7 +257,7 @@ static void usage_compare(FILE *f) {
                 "  -f FMT   format of FILE1 (default: probe)\n"
                 "  -F FMT   format of FILE2 (default: probe)\n"
                 "  -s       strict: different sizes or allocation also count as different\n"
-                "  -p       show progress on stderr\n"
+                "  -p       show progress (stdout, as qemu-img)\n"
                 "  -q       quiet: only the exit status\n"
                 "  -U       take no locks\n"
                 "\n"
@@ -266,8 +266,39 @@ static void usage_compare(FILE *f) {
 }
 
 static int compare_progress(uint64_t done, uint64_t total, void *userdata) {
-        fprintf(stderr, "    (%.2f/100%%)\r", total ? (double) done * 100.0 / (double) total : 100.0);
+        img_cli_progress_show(userdata, done, total);
         return 0;
+}
+
+/* Prints the outcome of compare in qemu-img's words; returns its exit
+ * status. */
+static int compare_report(const struct img_cli *cli, int r, const struct vh_image_compare_result *res,
+                          const struct vh_error *err) {
+        if (res->size_mismatch && !cli->quiet)
+                printf("Warning: Image size mismatch!\n");
+        if (r < 0) {
+                log_error("%s", vh_error_message(err, r));
+                return res->read_error ? 4 : 3;
+        }
+        switch (res->outcome) {
+        case VH_IMAGE_COMPARE_IDENTICAL:
+                if (!cli->quiet)
+                        printf("Images are identical.\n");
+                return 0;
+        case VH_IMAGE_COMPARE_CONTENT_MISMATCH:
+                if (!cli->quiet)
+                        printf("Content mismatch at offset %" PRIu64 "!\n", res->offset);
+                return 1;
+        case VH_IMAGE_COMPARE_SIZE_MISMATCH:
+                if (!cli->quiet)
+                        printf("Strict mode: Image size mismatch!\n");
+                return 1;
+        case VH_IMAGE_COMPARE_STATUS_MISMATCH:
+                if (!cli->quiet)
+                        printf("Strict mode: Offset %" PRIu64 " block status mismatch!\n", res->offset);
+                return 1;
+        }
+        return 1;
 }
 
 int cmd_img_compare(int argc, char **argv) {
@@ -299,8 +330,10 @@ int cmd_img_compare(int argc, char **argv) {
         if (img_cli_check_args(&cli, argc - optind, 2, 2, "FILE1 FILE2") < 0)
                 return cli.usage_status;
         const char *f1 = argv[optind], *f2 = argv[optind + 1];
-        if (img_cli_shows_progress(&cli))
+        if (img_cli_shows_progress(&cli)) {
                 co.progress = compare_progress;
+                co.userdata = &cli;
+        }
 
         /* 2 when an image cannot be opened, as qemu-img. */
         struct vh_image *a = NULL, *b = NULL;
@@ -315,32 +348,10 @@ int cmd_img_compare(int argc, char **argv) {
         int r = vh_image_compare(a, b, &co, &res, &err);
         vh_image_free(a);
         vh_image_free(b);
+        /* qemu-img ends the progress line after the outcome. */
+        status = compare_report(&cli, r, &res, &err);
         img_cli_progress_end(&cli);
-        if (res.size_mismatch && !cli.quiet)
-                printf("Warning: Image size mismatch!\n");
-        if (r < 0) {
-                log_error("%s", vh_error_message(&err, r));
-                return res.read_error ? 4 : 3;
-        }
-        switch (res.outcome) {
-        case VH_IMAGE_COMPARE_IDENTICAL:
-                if (!cli.quiet)
-                        printf("Images are identical.\n");
-                return 0;
-        case VH_IMAGE_COMPARE_CONTENT_MISMATCH:
-                if (!cli.quiet)
-                        printf("Content mismatch at offset %" PRIu64 "!\n", res.offset);
-                return 1;
-        case VH_IMAGE_COMPARE_SIZE_MISMATCH:
-                if (!cli.quiet)
-                        printf("Strict mode: Image size mismatch!\n");
-                return 1;
-        case VH_IMAGE_COMPARE_STATUS_MISMATCH:
-                if (!cli.quiet)
-                        printf("Strict mode: Offset %" PRIu64 " block status mismatch!\n", res.offset);
-                return 1;
-        }
-        return 1;
+        return status;
 }
 
 /* ---- measure ---- */

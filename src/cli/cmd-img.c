@@ -17,6 +17,10 @@
 #include "vm/vm-image.h"
 #include "vmhost/image.h"
 
+/* The qemu-img release whose behaviour and output the img verbs follow
+ * (docs/qemu-img-compat.md, tests/e2e/t-img-compat.sh). */
+#define QEMU_IMG_COMPAT_VERSION "7.2"
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img COMMAND [ARGS...]\n"
@@ -39,7 +43,8 @@ static void usage(FILE *f) {
                 "  push     copy an image and its backing files to a host once (by hash)\n"
                 "  receive  internal: the far side of push\n"
                 "\n"
-                "'vmhost img COMMAND --help' for one command.\n"
+                "'vmhost img COMMAND --help' for one command; 'vmhost img --version' (or -V)\n"
+                "prints \"vmhost-img version X.Y.Z (qemu-img 7.2 compatible)\".\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img create -f qcow2 -b base.qcow2 -F qcow2 vm1.qcow2\n");
@@ -143,7 +148,7 @@ static void usage_convert(FILE *f) {
                 "                 writeback (or writethrough): flushed before DST appears;\n"
                 "                 none (or directsync): written past the page cache\n"
                 "                 (O_DIRECT), then flushed\n"
-                "  -p             show progress on stderr\n"
+                "  -p             show progress (stdout, as qemu-img)\n"
                 "  -U             take no lock on the source\n"
                 "  --force        replace an existing DST that holds data (it is lost)\n"
                 "  -q             quiet\n"
@@ -156,11 +161,12 @@ static void usage_convert(FILE *f) {
 }
 
 static int parse_on_off(const char *key, const char *v, bool *ret) {
-        if (streq(v, "on") || streq(v, "true")) {
+        /* The words QEMU's option parser takes for a boolean. */
+        if (streq(v, "on") || streq(v, "true") || streq(v, "yes") || streq(v, "y")) {
                 *ret = true;
                 return 0;
         }
-        if (streq(v, "off") || streq(v, "false")) {
+        if (streq(v, "off") || streq(v, "false") || streq(v, "no") || streq(v, "n")) {
                 *ret = false;
                 return 0;
         }
@@ -180,6 +186,9 @@ struct img_options {
         const char *size;
         enum vh_image_prealloc preallocation;
         bool compression_zlib; /* compression_type=zlib: the default, said out loud */
+        /* compat, lazy_refcounts and preallocation as written, for create's
+         * "Formatting" line, which shows them so in qemu-img. */
+        const char *compat_text, *lazy_refcounts_text, *preallocation_text;
         bool help;             /* -o help (or ?): list the options instead */
 };
 
@@ -211,6 +220,7 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                         }
                         o->cluster_size = (uint32_t) cs;
                 } else if (streq(kv, "compat")) {
+                        o->compat_text = v;
                         if (streq(v, "1.1") || streq(v, "v3"))
                                 o->version = 3;
                         else if (streq(v, "0.10") || streq(v, "v2"))
@@ -236,6 +246,7 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                 } else if (streq(kv, "lazy_refcounts")) {
                         if (parse_on_off(kv, v, &o->lazy_refcounts) < 0)
                                 return -EINVAL;
+                        o->lazy_refcounts_text = v;
                 } else if (streq(kv, "refcount_bits")) {
                         long n;
                         if (parse_int_range(v, 1, 64, &n) < 0 || (n & (n - 1))) {
@@ -254,6 +265,7 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                                 log_error("preallocation must be off, metadata, falloc or full, not '%s'.", v);
                                 return -EINVAL;
                         }
+                        o->preallocation_text = v;
                 } else {
                         log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
                                   "refcount_bits, compression_type%s%s.",
@@ -336,6 +348,49 @@ static bool report_holds_data(const struct vh_error *err, int r) {
  * negative number ("-1", "-5M"): no verb has a digit option. */
 static bool looks_negative(const char *s) {
         return s[0] == '-' && s[1] >= '0' && s[1] <= '9';
+}
+
+/* A string option as qemu-img shows it: a comma doubled, as its option
+ * syntax escapes it. */
+static void print_opt_string(const char *key, const char *v) {
+        printf(" %s=", key);
+        for (; *v; v++) {
+                if (*v == ',')
+                        putchar(',');
+                putchar(*v);
+        }
+}
+
+/* create's first line as qemu-img prints it, which scripts match: the
+ * driver's options in qemu-img's order, each one given or that has a
+ * default (cluster_size, extended_l2, compression_type, lazy_refcounts,
+ * refcount_bits for qcow2), the given ones as written except the numbers,
+ * which are in bytes. */
+static void print_formatting(const char *file, const struct vh_image_create_options *co,
+                             const struct img_options *o, uint64_t size, const char *backing,
+                             const char *backing_fmt) {
+        bool qcow2 = co->format == VH_IMAGE_FORMAT_QCOW2;
+        printf("Formatting '%s', fmt=%s", file, vh_image_format_to_string(co->format));
+        if (qcow2) {
+                printf(" cluster_size=%" PRIu32 " extended_l2=off", co->cluster_size ? co->cluster_size : 65536);
+                if (o->preallocation_text)
+                        print_opt_string("preallocation", o->preallocation_text);
+                printf(" compression_type=zlib");
+        }
+        printf(" size=%" PRIu64, size);
+        if (qcow2) {
+                if (o->compat_text)
+                        print_opt_string("compat", o->compat_text);
+                if (backing)
+                        print_opt_string("backing_file", backing);
+                if (backing_fmt)
+                        print_opt_string("backing_fmt", backing_fmt);
+                printf(" lazy_refcounts=%s refcount_bits=%u",
+                       o->lazy_refcounts_text ? o->lazy_refcounts_text : "off",
+                       co->refcount_bits ? co->refcount_bits : 16);
+        } else if (o->preallocation_text)
+                print_opt_string("preallocation", o->preallocation_text);
+        printf("\n");
 }
 
 static int img_create(const struct vh_context *ctx, int argc, char **argv) {
@@ -473,18 +528,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 if (vh_image_open(file, &oo, &img, NULL) >= 0)
                         size = vh_image_virtual_size(img);
                 vh_image_free(img);
-                printf("Formatting '%s', fmt=%s", file, vh_image_format_to_string(co.format));
-                if (co.format == VH_IMAGE_FORMAT_QCOW2)
-                        printf(" cluster_size=%" PRIu32, co.cluster_size ? co.cluster_size : 65536);
-                printf(" size=%" PRIu64, size);
-                if (backing)
-                        printf(" backing_file=%s backing_fmt=%s", backing,
-                               vh_image_format_to_string(co.backing_format));
-                if (co.format == VH_IMAGE_FORMAT_QCOW2)
-                        printf(" compat=%s lazy_refcounts=%s refcount_bits=%u", co.version == 2 ? "0.10" : "1.1",
-                               co.lazy_refcounts ? "on" : "off", co.refcount_bits ? co.refcount_bits : 16);
-                if (co.preallocation != VH_IMAGE_PREALLOC_OFF)
-                        printf(" preallocation=%s", vh_image_prealloc_to_string(co.preallocation));
+                print_formatting(file, &co, &o, size, backing, backing_fmt);
                 printf("\n");
         }
         return 0;
@@ -773,6 +817,16 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         return r < 0 ? 1 : 0;
 }
 
+/* 'img --version', which scripts written for qemu-img run first: the
+ * first line in qemu-img's shape, "NAME version X.Y.Z (...)", one word
+ * before "version" so that the number is the third word, as scripts
+ * split it. The number is vmhost's own, since that is what decides what
+ * it does; the parenthesis names the qemu-img whose behaviour it follows. */
+static int img_version(void) {
+        printf("vmhost-img version %s (qemu-img %s compatible)\n", VMHOST_VERSION, QEMU_IMG_COMPAT_VERSION);
+        return 0;
+}
+
 int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
         /* The image commands need no context, except the two that make an
          * image and refuse to overwrite a VM's disk (they look at the VMs). */
@@ -805,6 +859,8 @@ int cmd_img(const struct vh_context *ctx, int argc, char **argv) {
                 usage(stdout);
                 return 0;
         }
+        if (streq(argv[1], "--version") || streq(argv[1], "-V"))
+                return img_version();
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (streq(argv[1], commands[i].name))
                         return commands[i].run_ctx ? commands[i].run_ctx(ctx, argc - 1, argv + 1)

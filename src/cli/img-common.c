@@ -142,16 +142,34 @@ bool img_cli_shows_progress(const struct img_cli *cli) {
         return cli->progress && !cli->quiet;
 }
 
+/* The smallest step qemu-img shows, in percent: 2 for rebase and compare,
+ * 1 for convert and commit. */
+static float progress_min_step(const struct img_cli *cli) {
+        return streq(cli->verb, "rebase") || streq(cli->verb, "compare") ? 2.0f : 1.0f;
+}
+
+/* Progress as qemu-img prints it, which scripts and front ends parse: on
+ * stdout, "    (P/100%)\r" with P to two decimals, at the start, each
+ * time it has moved by more than the verb's step since the last line,
+ * and at 100 (every time it is reported). The arithmetic is in float, as
+ * qemu-img's, so that the same steps give the same lines. */
 static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
-        int now = total ? (int) ((double) done * 10000.0 / (double) total) : 10000;
-        /* Every whole percent, and the end. */
-        if (cli->progress_last >= 0 && now / 100 == cli->progress_last / 100 && now != 10000)
-                return;
-        if (now == cli->progress_last)
+        float now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
+        float step = progress_min_step(cli);
+        if (now > 100.0f)
+                now = 100.0f;
+        /* qemu-img shows 0% as the work starts, whatever is reported
+         * first. */
+        if (!cli->progress_started) {
+                cli->progress_started = true;
+                if (now != 0.0f)
+                        printf("    (0.00/100%%)\r");
+        }
+        if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 0.0f || now == 100.0f))
                 return;
         cli->progress_last = now;
-        fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
-        fflush(stderr);
+        printf("    (%3.2f/100%%)\r", (double) now);
+        fflush(stdout);
 }
 
 /* Set by the signal handler, read by the progress callback: the
@@ -191,7 +209,19 @@ void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t do
         *ret_userdata = cli;
 }
 
-void img_cli_progress_end(const struct img_cli *cli) {
+void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total) {
         if (img_cli_shows_progress(cli))
-                fputc('\n', stderr);
+                progress_print(cli, done, total);
+}
+
+void img_cli_progress_end(const struct img_cli *cli) {
+        if (img_cli_shows_progress(cli)) {
+                /* qemu-img's convert and rebase print 100% at the end of
+                 * their copy loop and once more as they finish; vmhost's
+                 * engine reports the end once. */
+                if (cli->progress_last == 100.0f && (streq(cli->verb, "convert") || streq(cli->verb, "rebase")))
+                        printf("    (100.00/100%%)\r");
+                putchar('\n');
+                fflush(stdout);
+        }
 }

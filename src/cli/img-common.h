@@ -1,7 +1,7 @@
 /* cli/img-common.h: what the 'vmhost img' verbs (cmd-img.c,
  * cmd-img-inspect.c, cmd-img-write.c) share: the flags most of them take
  * (-h, -f FMT, -U, -q, -p, --output), the argument count check, opening an
- * image with the failure reported, and the progress line on stderr. The
+ * image with the failure reported, and the progress line (on stdout, as qemu-img). The
  * exit status of bad usage and the wording of some messages differ between
  * verbs, as they do in qemu-img, so 'struct img_cli' carries them. */
 #pragma once
@@ -40,13 +40,14 @@ struct img_cli {
         bool progress;                    /* -p */
         enum vh_image_info_output output; /* --output=human|json */
 
-        int progress_last; /* hundredths of a percent last printed, -1 for none */
+        float progress_last;   /* percent last printed, as qemu-img keeps it (a float) */
+        bool progress_started; /* the 0% line is out */
 };
 
 #define IMG_CLI_INIT(verb_name, usage_fn, bad_usage_status)                                                    \
         {                                                                                                      \
                 .verb = (verb_name), .usage = (usage_fn), .usage_status = (bad_usage_status),                 \
-                .format = VH_IMAGE_FORMAT_PROBE, .output = VH_IMAGE_INFO_HUMAN, .progress_last = -1,          \
+                .format = VH_IMAGE_FORMAT_PROBE, .output = VH_IMAGE_INFO_HUMAN,                            \
         }
 
 /* Parses a format name given with 'flag' ("-f", "-O", "-F"); reports a bad
@@ -90,6 +91,10 @@ bool img_cli_shows_progress(const struct img_cli *cli);
  * -ECANCELED; a second Ctrl-C ends the process at once. */
 void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t done, uint64_t total, void *userdata),
                            void **ret_userdata);
+
+/* Shows 'done' of 'total' as qemu-img's progress line does, if the verb
+ * shows progress (for a verb that cannot be interrupted). */
+void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total);
 
 /* Ends the progress line, if the verb shows progress. */
 void img_cli_progress_end(const struct img_cli *cli);

@@ -1,6 +1,7 @@
 /* image/info.c: 'img info' output, in the two shapes 'qemu-img info'
  * prints: human-readable text and JSON with qemu-img's field names, so
  * scripts written against qemu-img keep working. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,7 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "base/json-writer.h"
 #include "base/macro.h"
 #include "base/strutil.h"
 #include "image/image-internal.h"
@@ -27,24 +27,262 @@ static void human_size(uint64_t bytes, char *buf, size_t len) {
         snprintf(buf, len, "%0.3g %s", v, units[i]);
 }
 
-static void snapshots_json(struct json_writer *w, const struct vh_image_info *i) {
-        json_key(w, "snapshots");
-        json_array_begin(w);
-        for (size_t k = 0; k < i->n_snapshots; k++) {
-                const struct vh_image_snapshot *sn = &i->snapshots[k];
-                json_object_begin(w);
-                if (sn->icount != UINT64_MAX)
-                        json_kv_uint(w, "icount", sn->icount);
-                json_kv_uint(w, "vm-clock-nsec", sn->vm_clock_nsec % 1000000000);
-                json_kv_string(w, "name", sn->name);
-                json_kv_uint(w, "date-sec", (uint64_t) sn->date_sec);
-                json_kv_uint(w, "date-nsec", sn->date_nsec);
-                json_kv_uint(w, "vm-clock-sec", sn->vm_clock_nsec / 1000000000);
-                json_kv_string(w, "id", sn->id);
-                json_kv_uint(w, "vm-state-size", sn->vm_state_size);
-                json_object_end(w);
+/* qemu-img builds its JSON from QEMU's dictionary object, a hash table
+ * of 512 buckets, and prints each object's members bucket by bucket,
+ * the member added last first within a bucket. Scripts that grep, sed or
+ * diff the text see that order, so the members here are added in the
+ * order QEMU's schema adds them and printed in the dictionary's order;
+ * the text (four-space indentation, ": ", ",\n", \uXXXX escapes for
+ * everything outside printable ASCII) is QEMU's too. Objects nest to a
+ * fixed depth set by this file, never by the image. */
+#define QDICT_BUCKETS 512u
+#define QJ_MAX_MEMBERS 16
+
+struct qj_member {
+        const char *key;        /* static */
+        char *value;            /* the member's JSON text, owned */
+        size_t index;           /* the order it was added in */
+};
+
+struct qj_object {
+        struct qj_member members[QJ_MAX_MEMBERS];
+        size_t n;
+        unsigned depth;         /* 0 for the outermost value */
+        bool oom;
+};
+
+/* The hash QEMU's dictionary uses (gdbm's, by way of tdb). */
+static unsigned qdict_bucket(const char *key) {
+        uint32_t v = 0x238F13AFu * (uint32_t) strlen(key);
+        for (uint32_t i = 0; key[i]; i++)
+                v += (uint32_t) (unsigned char) key[i] << (i * 5 % 24);
+        return (1103515243u * v + 12345u) % QDICT_BUCKETS;
+}
+
+static void qj_indent(FILE *f, unsigned depth) {
+        for (unsigned k = 0; k < depth; k++)
+                fputs("    ", f);
+}
+
+/* One code point of QEMU's "modified UTF-8" at 'p': returns the bytes it
+ * takes and the code point in '*ret_cp', -1 for a malformed sequence
+ * (which QEMU prints as U+FFFD): a stray byte is one malformed unit, a
+ * sequence cut short ends before the byte that cuts it. */
+static size_t utf8_next(const unsigned char *p, int32_t *ret_cp) {
+        unsigned n;
+        uint32_t cp;
+        if (p[0] < 0x80) {
+                *ret_cp = p[0];
+                return 1;
+        } else if ((p[0] & 0xe0) == 0xc0) {
+                n = 2;
+                cp = p[0] & 0x1f;
+        } else if ((p[0] & 0xf0) == 0xe0) {
+                n = 3;
+                cp = p[0] & 0x0f;
+        } else if ((p[0] & 0xf8) == 0xf0) {
+                n = 4;
+                cp = p[0] & 0x07;
+        } else {
+                *ret_cp = -1;
+                return 1;
         }
-        json_array_end(w);
+        for (unsigned k = 1; k < n; k++) {
+                if ((p[k] & 0xc0) != 0x80) {
+                        *ret_cp = -1;
+                        return k;
+                }
+                cp = cp << 6 | (p[k] & 0x3f);
+        }
+        static const uint32_t min[] = { 0, 0, 0x80, 0x800, 0x10000 };
+        if (n == 2 && cp == 0)
+                *ret_cp = 0; /* "\xC0\x80", modified UTF-8's NUL */
+        else if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                *ret_cp = -1;
+        else
+                *ret_cp = (int32_t) cp;
+        return n;
+}
+
+static void qj_put_string(FILE *f, const char *s) {
+        fputc('"', f);
+        for (const unsigned char *p = (const unsigned char *) s; *p;) {
+                int32_t cp;
+                p += utf8_next(p, &cp);
+                switch (cp) {
+                case '"':
+                        fputs("\\\"", f);
+                        break;
+                case '\\':
+                        fputs("\\\\", f);
+                        break;
+                case '\b':
+                        fputs("\\b", f);
+                        break;
+                case '\f':
+                        fputs("\\f", f);
+                        break;
+                case '\n':
+                        fputs("\\n", f);
+                        break;
+                case '\r':
+                        fputs("\\r", f);
+                        break;
+                case '\t':
+                        fputs("\\t", f);
+                        break;
+                default:
+                        if (cp < 0)
+                                cp = 0xfffd;
+                        if (cp > 0xffff)
+                                fprintf(f, "\\u%04X\\u%04X", (unsigned) (0xd800 + ((cp - 0x10000) >> 10)),
+                                        (unsigned) (0xdc00 + ((cp - 0x10000) & 0x3ff)));
+                        else if (cp < 0x20 || cp >= 0x7f)
+                                fprintf(f, "\\u%04X", (unsigned) cp);
+                        else
+                                fputc(cp, f);
+                }
+        }
+        fputc('"', f);
+}
+
+static void qj_init(struct qj_object *o, unsigned depth) {
+        *o = (struct qj_object) { .depth = depth };
+}
+
+static void qj_done(struct qj_object *o) {
+        for (size_t k = 0; k < o->n; k++)
+                free(o->members[k].value);
+        o->n = 0;
+}
+
+/* Takes ownership of 'value' (NULL: out of memory). */
+static void qj_add_text(struct qj_object *o, const char *key, char *value) {
+        assert(o->n < QJ_MAX_MEMBERS);
+        if (!value) {
+                o->oom = true;
+                return;
+        }
+        o->members[o->n] = (struct qj_member) { .key = key, .value = value, .index = o->n };
+        o->n++;
+}
+
+static void qj_add_uint(struct qj_object *o, const char *key, uint64_t v) {
+        qj_add_text(o, key, strdup_printf("%" PRIu64, v));
+}
+
+static void qj_add_bool(struct qj_object *o, const char *key, bool v) {
+        qj_add_text(o, key, strdup(v ? "true" : "false"));
+}
+
+static void qj_add_string(struct qj_object *o, const char *key, const char *s) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (!f) {
+                o->oom = true;
+                return;
+        }
+        qj_put_string(f, s);
+        if (fclose(f) != 0) {
+                free(text);
+                text = NULL;
+        }
+        qj_add_text(o, key, text);
+}
+
+static int qj_member_cmp(const void *a, const void *b) {
+        const struct qj_member *x = a, *y = b;
+        unsigned bx = qdict_bucket(x->key), by = qdict_bucket(y->key);
+        if (bx != by)
+                return bx < by ? -1 : 1;
+        /* Within a bucket the member added later comes first. */
+        return x->index < y->index ? 1 : -1;
+}
+
+/* The object's text, as QEMU prints it at its depth; empties 'o'.
+ * NULL when out of memory. */
+static char *qj_finish(struct qj_object *o) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = o->oom ? NULL : open_memstream(&text, &len);
+        if (f) {
+                /* qsort is not stable, but the order is total: indexes
+                 * differ. */
+                qsort(o->members, o->n, sizeof(o->members[0]), qj_member_cmp);
+                fputc('{', f);
+                for (size_t k = 0; k < o->n; k++) {
+                        fputs(k ? ",\n" : "\n", f);
+                        qj_indent(f, o->depth + 1);
+                        qj_put_string(f, o->members[k].key);
+                        fprintf(f, ": %s", o->members[k].value);
+                }
+                fputc('\n', f);
+                qj_indent(f, o->depth);
+                fputc('}', f);
+                if (fclose(f) != 0) {
+                        free(text);
+                        text = NULL;
+                }
+        }
+        qj_done(o);
+        return text;
+}
+
+/* A list of texts as QEMU prints it at 'depth'. Takes ownership of the
+ * elements. NULL when out of memory (or an element is NULL). */
+static char *qj_list(char **elements, size_t n, unsigned depth) {
+        char *text = NULL;
+        size_t len = 0;
+        bool ok = true;
+        for (size_t k = 0; k < n; k++)
+                ok = ok && elements[k];
+        FILE *f = ok ? open_memstream(&text, &len) : NULL;
+        if (f) {
+                fputc('[', f);
+                for (size_t k = 0; k < n; k++) {
+                        fputs(k ? ",\n" : "\n", f);
+                        qj_indent(f, depth + 1);
+                        fputs(elements[k], f);
+                }
+                fputc('\n', f);
+                qj_indent(f, depth);
+                fputc(']', f);
+                if (fclose(f) != 0) {
+                        free(text);
+                        text = NULL;
+                }
+        }
+        for (size_t k = 0; k < n; k++)
+                free(elements[k]);
+        return text;
+}
+
+/* SnapshotInfo's members, in the schema's order. */
+static char *snapshot_json(const struct vh_image_snapshot *sn, unsigned depth) {
+        struct qj_object o;
+        qj_init(&o, depth);
+        qj_add_string(&o, "id", sn->id);
+        qj_add_string(&o, "name", sn->name);
+        qj_add_uint(&o, "vm-state-size", sn->vm_state_size);
+        qj_add_uint(&o, "date-sec", (uint64_t) sn->date_sec);
+        qj_add_uint(&o, "date-nsec", sn->date_nsec);
+        qj_add_uint(&o, "vm-clock-sec", sn->vm_clock_nsec / 1000000000);
+        qj_add_uint(&o, "vm-clock-nsec", sn->vm_clock_nsec % 1000000000);
+        if (sn->icount != UINT64_MAX)
+                qj_add_uint(&o, "icount", sn->icount);
+        return qj_finish(&o);
+}
+
+static char *snapshots_json(const struct vh_image_info *i, unsigned depth) {
+        char **elements = calloc(i->n_snapshots, sizeof(char *));
+        if (!elements)
+                return NULL;
+        for (size_t k = 0; k < i->n_snapshots; k++)
+                elements[k] = snapshot_json(&i->snapshots[k], depth + 1);
+        char *text = qj_list(elements, i->n_snapshots, depth);
+        free(elements);
+        return text;
 }
 
 /* The table 'qemu-img snapshot -l' and 'qemu-img info' print: fixed
@@ -85,43 +323,51 @@ int vh_image_snapshots_format(const struct vh_image_snapshot *list, size_t n, ch
         return 0;
 }
 
-static void info_json(struct json_writer *w, const struct vh_image_info *i) {
-        json_object_begin(w);
-        if (i->n_snapshots > 0)
-                snapshots_json(w, i);
-        json_kv_string(w, "filename", i->filename);
-        json_kv_string(w, "format", vh_image_format_to_string(i->format));
-        json_kv_uint(w, "virtual-size", i->virtual_size);
-        json_kv_uint(w, "actual-size", i->actual_size);
+/* ImageInfo's members in the schema's order (filename, format,
+ * dirty-flag, actual-size, virtual-size, cluster-size, ..., backing
+ * names, snapshots, format-specific); qemu-img prints them in its
+ * dictionary's order (see above). */
+static char *info_json(const struct vh_image_info *i, unsigned depth) {
+        struct qj_object o;
+        qj_init(&o, depth);
+        qj_add_string(&o, "filename", i->filename);
+        qj_add_string(&o, "format", vh_image_format_to_string(i->format));
+        qj_add_bool(&o, "dirty-flag", i->dirty_flag);
+        qj_add_uint(&o, "actual-size", i->actual_size);
+        qj_add_uint(&o, "virtual-size", i->virtual_size);
         if (i->cluster_size)
-                json_kv_uint(w, "cluster-size", i->cluster_size);
+                qj_add_uint(&o, "cluster-size", i->cluster_size);
         if (i->backing_filename) {
-                json_kv_string(w, "backing-filename", i->backing_filename);
+                qj_add_string(&o, "backing-filename", i->backing_filename);
                 if (i->full_backing_filename)
-                        json_kv_string(w, "full-backing-filename", i->full_backing_filename);
+                        qj_add_string(&o, "full-backing-filename", i->full_backing_filename);
                 if (i->backing_filename_format)
-                        json_kv_string(w, "backing-filename-format", i->backing_filename_format);
+                        qj_add_string(&o, "backing-filename-format", i->backing_filename_format);
         }
-        json_kv_bool(w, "dirty-flag", i->dirty_flag);
+        if (i->n_snapshots > 0)
+                qj_add_text(&o, "snapshots", snapshots_json(i, depth + 1));
         if (i->format == VH_IMAGE_FORMAT_QCOW2) {
-                json_key(w, "format-specific");
-                json_object_begin(w);
-                json_kv_string(w, "type", "qcow2");
-                json_key(w, "data");
-                json_object_begin(w);
-                json_kv_string(w, "compat", i->qcow2_version >= 3 ? "1.1" : "0.10");
-                json_kv_string(w, "compression-type", i->compression_type);
-                if (i->qcow2_version >= 3)
-                        json_kv_bool(w, "lazy-refcounts", i->lazy_refcounts);
-                json_kv_uint(w, "refcount-bits", i->refcount_bits);
+                /* ImageInfoSpecificQCow2: compat, extended-l2,
+                 * lazy-refcounts, corrupt, refcount-bits, compression-type;
+                 * a v2 image has no feature bits to show. */
+                struct qj_object data;
+                qj_init(&data, depth + 2);
+                qj_add_string(&data, "compat", i->qcow2_version >= 3 ? "1.1" : "0.10");
                 if (i->qcow2_version >= 3) {
-                        json_kv_bool(w, "corrupt", i->corrupt);
-                        json_kv_bool(w, "extended-l2", i->extended_l2);
+                        qj_add_bool(&data, "extended-l2", i->extended_l2);
+                        qj_add_bool(&data, "lazy-refcounts", i->lazy_refcounts);
+                        qj_add_bool(&data, "corrupt", i->corrupt);
                 }
-                json_object_end(w);
-                json_object_end(w);
+                qj_add_uint(&data, "refcount-bits", i->refcount_bits);
+                qj_add_string(&data, "compression-type", i->compression_type);
+
+                struct qj_object spec;
+                qj_init(&spec, depth + 1);
+                qj_add_string(&spec, "type", "qcow2");
+                qj_add_text(&spec, "data", qj_finish(&data));
+                qj_add_text(&o, "format-specific", qj_finish(&spec));
         }
-        json_object_end(w);
+        return qj_finish(&o);
 }
 
 static int info_human(FILE *f, const struct vh_image_info *i) {
@@ -166,50 +412,55 @@ static int info_human(FILE *f, const struct vh_image_info *i) {
 
 int vh_image_info_format(struct vh_image *img, enum vh_image_info_output output, bool backing_chain,
                          char **ret_text, struct vh_error *err) {
-        struct json_writer w;
         _cleanup_free_ char *text = NULL;
         size_t text_len = 0;
         _cleanup_fclose_ FILE *f = NULL;
+        char *elements[VH_IMAGE_MAX_CHAIN_DEPTH + 1] = {};
+        size_t n = 0;
         int r = 0;
 
-        if (output == VH_IMAGE_INFO_JSON) {
-                json_writer_init(&w, true);
-                if (backing_chain)
-                        json_array_begin(&w);
-        } else {
+        if (output != VH_IMAGE_INFO_JSON) {
                 f = open_memstream(&text, &text_len);
                 if (!f)
                         return vh_error_set(err, -ENOMEM, "out of memory");
         }
 
         for (struct vh_image *x = img; x; x = backing_chain ? x->backing : NULL) {
+                if (n == VH_IMAGE_MAX_CHAIN_DEPTH + 1) {
+                        r = vh_error_set(err, -ELOOP, "%s: the backing chain is deeper than %d images",
+                                         img->filename, VH_IMAGE_MAX_CHAIN_DEPTH);
+                        break;
+                }
                 struct vh_image_info *info;
                 r = vh_image_get_info(x, &info, err);
                 if (r < 0)
                         break;
-                if (output == VH_IMAGE_INFO_JSON)
-                        info_json(&w, info);
-                else {
+                if (output == VH_IMAGE_INFO_JSON) {
+                        /* In the array of --backing-chain each image is
+                         * one level deeper. */
+                        elements[n] = info_json(info, backing_chain ? 1 : 0);
+                        if (!elements[n])
+                                r = -ENOMEM;
+                } else {
                         if (x != img)
                                 fputc('\n', f);
                         r = info_human(f, info);
                 }
+                n++;
                 vh_image_info_free(info);
                 if (r < 0)
                         break;
         }
 
         if (output == VH_IMAGE_INFO_JSON) {
-                if (backing_chain)
-                        json_array_end(&w);
                 if (r < 0) {
-                        json_writer_free(&w);
-                        return r;
+                        for (size_t k = 0; k < n; k++)
+                                free(elements[k]);
+                        return r == -ENOMEM ? vh_error_set(err, r, "out of memory") : r;
                 }
-                int e;
-                char *s = json_writer_finish(&w, &e);
+                char *s = backing_chain ? qj_list(elements, n, 0) : elements[0];
                 if (!s)
-                        return vh_error_set(err, e, "cannot build the JSON text");
+                        return vh_error_set(err, -ENOMEM, "out of memory");
                 *ret_text = s;
                 return 0;
         }

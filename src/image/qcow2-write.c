@@ -457,11 +457,13 @@ static int build_header(struct qcow2_writer *w, uint8_t *buf, uint64_t l1_offset
                 memcpy(buf + off + 8, p->backing_format, n);
                 off += 8 + ALIGN_UP(n, (size_t) 8);
         }
-        /* The feature name table is optional; like QEMU, leave it out when
-         * it does not fit next to the backing file name (small clusters). */
+        /* The feature name table is optional. qemu-img 7.2 writes it only
+         * with clusters above 4 KiB (seen: none from 512 to 4096 bytes,
+         * one from 8192 up), and the same files are made here; it is left
+         * out too when it does not fit next to the backing file name. */
         size_t table = ELEMENTSOF(feature_names) * QCOW2_FEATURE_NAME_ENTRY;
         size_t name_len = p->backing_file ? strlen(p->backing_file) : 0;
-        if (p->version >= 3 && off + 8 + table + 8 + name_len <= w->cluster_size) {
+        if (p->version >= 3 && w->cluster_size > 4096 && off + 8 + table + 8 + name_len <= w->cluster_size) {
                 be32_store(buf + off, QCOW2_EXT_FEATURE_TABLE);
                 be32_store(buf + off + 4, (uint32_t) table);
                 uint8_t *e = buf + off + 8;
@@ -502,21 +504,37 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
         uint64_t fixed = 1 + data_clusters + w->n_l2 + l1_clusters;
         uint64_t refblock_entries = (cs * 8) >> w->p.refcount_order;
         uint64_t n_refblocks = 0, reftable_clusters = 0, total;
-        for (;;) {
-                total = fixed + n_refblocks + reftable_clusters;
-                uint64_t rb = DIV_ROUND_UP(total, refblock_entries);
-                uint64_t rt = DIV_ROUND_UP(rb * 8, cs);
-                if (rb == n_refblocks && rt == reftable_clusters)
-                        break;
-                n_refblocks = rb;
-                reftable_clusters = rt;
-        }
+        /* An image with nothing in it ('img create' without
+         * preallocation) gets qemu-img's layout, so that both make the
+         * same file byte for byte: the header, the refcount table, one
+         * refcount block, the L1 table, and the file ends with the L1
+         * table's last entry. That holds while the one refcount block
+         * covers all of them; past it qemu-img grows its tables as it
+         * allocates the L1 table, and the layout below is used. */
+        bool qemu_layout = data_clusters == 0 && w->n_l2 == 0 && 3 + l1_clusters <= refblock_entries;
+        if (qemu_layout) {
+                n_refblocks = reftable_clusters = 1;
+                total = fixed + 2;
+        } else
+                for (;;) {
+                        total = fixed + n_refblocks + reftable_clusters;
+                        uint64_t rb = DIV_ROUND_UP(total, refblock_entries);
+                        uint64_t rt = DIV_ROUND_UP(rb * 8, cs);
+                        if (rb == n_refblocks && rt == reftable_clusters)
+                                break;
+                        n_refblocks = rb;
+                        reftable_clusters = rt;
+                }
         if (reftable_clusters * cs > QCOW2_MAX_REFTABLE_BYTES)
                 return vh_error_set(err, -EFBIG, "the refcount table would exceed %" PRIu64 " bytes",
                                     QCOW2_MAX_REFTABLE_BYTES);
         uint64_t refblocks_at = 1 + data_clusters;
         uint64_t reftable_at = refblocks_at + n_refblocks;
-        uint64_t l2_at = reftable_at + reftable_clusters;
+        if (qemu_layout) {
+                reftable_at = 1;
+                refblocks_at = 2;
+        }
+        uint64_t l2_at = MAX(reftable_at + reftable_clusters, refblocks_at + n_refblocks);
         uint64_t l1_at = l2_at + w->n_l2;
 
         _cleanup_free_ uint8_t *block = malloc(cs);
@@ -581,7 +599,8 @@ int qcow2_writer_finish(struct qcow2_writer *w, struct vh_error *err) {
                 if (r < 0)
                         return r;
         }
-        if (ftruncate(w->fd, (off_t) (total << cb)) < 0)
+        uint64_t file_end = qemu_layout && w->l1_size ? (l1_at << cb) + w->l1_size * 8 : total << cb;
+        if (ftruncate(w->fd, (off_t) file_end) < 0)
                 return vh_error_set(err, negative_errno(), "cannot set the file size: %m");
 
         r = build_header(w, block, l1_clusters ? l1_at << cb : 0, reftable_at << cb, reftable_clusters);

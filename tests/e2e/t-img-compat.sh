@@ -36,6 +36,13 @@
 #             rest: the same data as qemu-img's
 #   o-help    convert and create -o help: qemu-img's heading, a subset of
 #             its lines (the options vmhost takes), exit 0, no file
+#   output    info (JSON, --backing-chain, human), check, map and measure
+#             --output=json: stdout byte for byte, for raw, v2, v3, small
+#             clusters, backing files, a missing one, snapshots, dirty and
+#             corrupt bits, a non-ASCII name; create: the "Formatting" line
+#             and the new file byte for byte (sizes 0 to 2T, cluster sizes,
+#             options, backing files); -p where the steps are the same;
+#             img --version
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
@@ -817,5 +824,164 @@ for a in "convert -O qcow2 -o help oh-src.qcow2 oh-dst.img" "convert -O qcow2 -o
 	fi
 done
 rm -f oh-src.qcow2 oh-dst.img
+
+# ------------------------------------------------------------------ output
+# Item 10 and 11: the text scripts parse and the files made, byte for byte.
+# The verbs that only read run both tools on the same files in q/; those
+# that write work in q/ (qemu-img) and in v/ (vmhost) on the same names,
+# so nothing needs normalising: the names in the outputs are the same.
+mkdir -p out/q out/v
+cd out
+
+# in_both CMD...: runs CMD (a shell command line, "IMG" standing for the
+# tool: qemu-img, or vmhost img; "@D" for the tool's own directory, q or
+# v) in q/, and with vmhost in v/ (in q/ too with READ_ONLY=1); stdout to
+# ../X.out, stderr to ../X.err, the status in Q_RC and V_RC.
+in_both() {
+	local cmd=$1 vdir=v
+	[ "${READ_ONLY:-0}" = 1 ] && vdir=q
+	set +e
+	local qcmd=${cmd//@D/q} vcmd=${cmd//@D/v}
+	(cd q && eval "${qcmd//IMG/qemu-img}") >q.out 2>q.err
+	Q_RC=$?
+	(cd $vdir && eval "${vcmd//IMG/\"\$VMHOST\" img}") >v.out 2>v.err
+	V_RC=$?
+	set -e
+	Q_OUT=$(cat q.out) Q_ERR=$(cat q.err) V_OUT=$(cat v.out) V_ERR=$(cat v.err)
+}
+
+# same_out CHECK WHAT: the same exit status and stdout, byte for byte.
+same_out() {
+	if same_rc "$1" && cmp -s q.out v.out; then
+		pass "$1" "$2"
+	else
+		fail "$1" "stdout differs: $(diff q.out v.out | head -20 | tr '\n' '|')"
+	fi
+}
+
+# The images: made by qemu-img (and qemu-io) in q/; v/ gets what the
+# writing verbs need, made there the same way.
+(
+	cd q
+	qemu-img create -q -f raw raw.img 3M
+	qemu-io -f raw -c 'write -P 7 64k 1M' raw.img >/dev/null
+	qemu-img create -q -f qcow2 v3.qcow2 64M
+	qemu-io -c 'write -P 1 0 1M' -c 'write -z 8M 1M' v3.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 1G
+	qemu-img create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on,refcount_bits=8,compression_type=zstd \
+		small.qcow2 100M
+	qemu-img create -q -f qcow2 -b v3.qcow2 -F qcow2 over.qcow2
+	qemu-img create -q -f qcow2 -b raw.img -F raw over-raw.qcow2
+	qemu-img create -q -f qcow2 -u -b gone.qcow2 -F qcow2 missing.qcow2 1M
+	qemu-img create -q -f qcow2 'name é "x\.qcow2' 1M
+	qemu-img create -q -f qcow2 snap.qcow2 16M
+	qemu-io -c 'write -P 2 0 64k' snap.qcow2 >/dev/null
+	qemu-img snapshot -c first snap.qcow2
+	qemu-img snapshot -c second snap.qcow2
+	# The dirty bit (incompatible feature bit 0) and the corrupt bit (1).
+	cp v3.qcow2 dirty.qcow2
+	printf '\001' | dd of=dirty.qcow2 bs=1 seek=79 conv=notrunc status=none
+	cp v3.qcow2 corrupt.qcow2
+	printf '\002' | dd of=corrupt.qcow2 bs=1 seek=79 conv=notrunc status=none
+)
+(cd v && qemu-img create -q -f qcow2 v3.qcow2 64M && qemu-img create -q -f raw raw.img 3M)
+
+READ_ONLY=1
+for f in raw.img v3.qcow2 v2.qcow2 small.qcow2 over.qcow2 over-raw.qcow2 missing.qcow2 \
+	 'name é "x\.qcow2' snap.qcow2 dirty.qcow2 corrupt.qcow2; do
+	qf=$(printf '%q' "$f")
+	in_both "IMG info --output=json $qf"
+	same_out "info-json $f" "byte for byte"
+	in_both "IMG info $qf"
+	same_out "info-human $f" "byte for byte"
+	if [ "$f" != missing.qcow2 ]; then
+		in_both "IMG info --output=json --backing-chain $qf"
+		same_out "info-json-chain $f" "a JSON array, byte for byte"
+		in_both "IMG info --backing-chain $qf"
+		same_out "info-human-chain $f" "byte for byte"
+	fi
+done
+
+for f in v3.qcow2 v2.qcow2 small.qcow2 over.qcow2 snap.qcow2; do
+	in_both "IMG check --output=json $f"
+	same_out "check-json $f" "byte for byte"
+	in_both "IMG map --output=json $f"
+	same_out "map-json $f" "byte for byte"
+	in_both "IMG measure --output=json -O qcow2 $f"
+	same_out "measure-json $f" "byte for byte"
+done
+in_both "IMG map --output=json raw.img"
+same_out "map-json raw.img" "byte for byte"
+in_both "IMG measure --output=json -O qcow2 --size 10G"
+same_out "measure-json --size" "byte for byte"
+READ_ONLY=0
+
+# create: the "Formatting" line, and (item 11) the file, byte for byte.
+for a in "-f raw" "-f raw -o preallocation=off" "-f raw -o preallocation=full" "-f qcow2" \
+	 "-f qcow2 -o compat=0.10" "-f qcow2 -o compat=v3" "-f qcow2 -o lazy_refcounts=on,compat=1.1" \
+	 "-f qcow2 -o lazy_refcounts=yes" "-f qcow2 -o preallocation=off" "-f qcow2 -o cluster_size=4k,refcount_bits=8" \
+	 "-f qcow2 -o cluster_size=2M" "-f qcow2 -o cluster_size=512" "-f qcow2 -o cluster_size=8k,refcount_bits=1" \
+	 "-f qcow2 -o refcount_bits=64" "-f qcow2 -o compression_type=zlib" "-f qcow2 -b v3.qcow2 -F qcow2" \
+	 "-f qcow2 -o backing_file=raw.img,backing_fmt=raw" "-f qcow2 -u -b 'no, such.qcow2' -F qcow2"; do
+	for size in 0 1M 64M 1000000000 100G 2T; do
+		case "$a $size" in
+		# 512-byte clusters: past one refcount block (see the docs); raw
+		# and full preallocation: cmp would read gigabytes.
+		*cluster_size=512*[GT] | *cluster_size=512*1000000000 | "-f raw"*[GT] | *preallocation=full*[GT]) continue ;;
+		*preallocation=full*1000000000) continue ;;
+		# An explicit size 0 with a backing file: qemu-img makes a 0-byte
+		# disk, vmhost takes the backing file's size (see the docs).
+		*-b*" 0" | *backing_file=*" 0") continue ;;
+		esac
+		rm -f q/new.img v/new.img
+		in_both "IMG create $a new.img $size"
+		if ! same_rc "create $a $size"; then
+			continue
+		fi
+		if [ "$(head -1 q.out)" != "$(head -1 v.out)" ]; then
+			fail "create-line $a $size" "qemu-img: $(head -1 q.out); vmhost: $(head -1 v.out)"
+		elif [ "$Q_RC" != 0 ]; then
+			pass "create-line $a $size" "both exit $Q_RC"
+		elif cmp -s q/new.img v/new.img; then
+			pass "create $a $size" "the same first line, the same $(stat -c %s v/new.img) bytes"
+		else
+			fail "create $a $size" "files differ: $(cmp q/new.img v/new.img | head -1), sizes $(stat -c %s q/new.img v/new.img | tr '\n' ' ')"
+		fi
+	done
+done
+rm -f q/new.img v/new.img
+
+# -p: progress where vmhost's engine reports at the same steps as qemu-img's
+# (docs/qemu-img-compat.md lists where it does not). Both on a pipe: stdout.
+(cd q && qemu-img create -q -f qcow2 half.qcow2 64M && qemu-io -c 'write -P 5 0 32M' half.qcow2 >/dev/null)
+(cd q && qemu-img create -q -f raw zero.raw 1M)
+for c in "convert -p -O qcow2 half.qcow2 ../@D/p.qcow2" "convert -p -O raw zero.raw ../@D/p.raw" \
+	 "compare -p v3.qcow2 v3.qcow2" "compare -p half.qcow2 half.qcow2"; do
+	rm -f q/p.qcow2 v/p.qcow2 q/p.raw v/p.raw
+	READ_ONLY=1 in_both "IMG $c"
+	same_out "progress $c" "$(tr '\r' '\n' <v.out | grep -c /100%) lines, byte for byte"
+done
+# rebase onto a new empty base of an overlay that holds nothing: a step per 2 MiB.
+for d in q v; do
+	(cd $d && qemu-img create -q -f qcow2 b1.qcow2 64M && qemu-img create -q -f qcow2 b2.qcow2 64M &&
+		qemu-img create -q -f qcow2 -b b1.qcow2 -F qcow2 ov.qcow2)
+done
+in_both "IMG rebase -p -b b2.qcow2 -F qcow2 ov.qcow2"
+same_out "progress rebase -p" "$(tr '\r' '\n' <v.out | grep -c /100%) lines, byte for byte"
+
+# --version: exit 0 and qemu-img's first-line shape, the version third.
+set +e
+ver=$("$VMHOST" img --version)
+rc=$?
+set -e
+own=$("$VMHOST" --version | awk '{print $2}')
+if [ "$rc" = 0 ] && [[ "$(head -1 <<<"$ver")" =~ ^vmhost-img\ version\ [0-9]+\.[0-9]+\.[0-9]+\ \(qemu-img\ 7\.2\ compatible\)$ ]] &&
+   [ "$(awk 'NR==1 {print $3}' <<<"$ver")" = "$own" ] && [ "$("$VMHOST" img -V)" = "$ver" ]; then
+	pass "version" "exit 0, '$ver'"
+else
+	fail "version" "exit $rc, '$ver' (vmhost $own)"
+fi
+cd ..
+rm -rf out
 
 e2e_finish
