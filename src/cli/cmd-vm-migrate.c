@@ -356,6 +356,7 @@ int vm_migrate_check_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 { "token", required_argument, NULL, 't' },
                 { "token-value", required_argument, NULL, 'v' },
                 { "copy", no_argument, NULL, 'C' },
+                { "postcopy", no_argument, NULL, 'P' },
                 {},
         };
         struct vm_migrate_check_request req = {};
@@ -372,6 +373,7 @@ int vm_migrate_check_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 case 't': req.token_path = optarg; break;
                 case 'v': req.token_value = optarg; break;
                 case 'C': req.copy = true; break;
+                case 'P': req.postcopy = true; break;
                 default: return 2;
                 }
         if (argc - optind != 1)

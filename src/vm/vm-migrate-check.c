@@ -224,6 +224,27 @@ int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
                           : "network %s does not exist here: create it with the same name first ('vmhost net create')",
                   nets_ok ? "" : missing);
 
+        /* Post-copy: the destination QEMU serves page faults through
+         * userfaultfd, which QEMU 7.2 opens as a system call (not
+         * /dev/userfaultfd): an unprivileged QEMU gets it only with
+         * vm.unprivileged_userfaultfd=1. Told now rather than when its
+         * QEMU refuses the capability. */
+        if (req->postcopy) {
+                bool privileged = ctx->is_root && (isempty(ctx->qemu_user) || streq(ctx->qemu_user, "root"));
+                _cleanup_free_ char *uf = NULL;
+                size_t ufn = 0;
+                bool allowed = read_full_file("/proc/sys/vm/unprivileged_userfaultfd", 16, &uf, &ufn) >= 0 &&
+                               uf[0] == '1';
+                if (privileged || allowed)
+                        vm_migrate_add_check(&res, "postcopy", true, "post-copy: QEMU here may use userfaultfd (%s)",
+                                             privileged ? "it runs as root" : "vm.unprivileged_userfaultfd=1");
+                else
+                        vm_migrate_add_check(&res, "postcopy", false, "post-copy needs userfaultfd, which QEMU here "
+                                             "(running as %s) gets only with sysctl vm.unprivileged_userfaultfd=1: "
+                                             "set it on this host, or migrate without --postcopy",
+                                             ctx->is_root ? ctx->qemu_user : "the calling user");
+        }
+
         bool taken = vm_exists(ctx, def->name);
         vm_migrate_add_check(&res, "name", !taken,
                   taken ? "a VM named %s exists here already: delete or rename it there first"

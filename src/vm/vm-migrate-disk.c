@@ -158,6 +158,10 @@ int vm_migrate_disk_export_start(struct qmp_client *dst, const char *socket_path
                 json_kv_string(&w, "path", socket_path);
         json_object_end(&w);
         json_object_end(&w);
+        /* The source's mirror is its one client: over direct TCP the
+         * writable export must not take a second connection from the
+         * network meanwhile (QEMU >= 5.2). */
+        json_kv_uint(&w, "max-connections", 1);
         json_object_end(&w);
         r = execute_w(dst, "nbd-server-start", &w, NULL, err);
         if (r < 0)

@@ -1,5 +1,6 @@
 /* vm/vm-migrate.c: live migration to another host, shared or copied
  * storage (see vm-migrate.h for the sequence and what each side owns). */
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1142,8 +1143,20 @@ static int run_checks(struct migration *m, struct vh_error *err) {
         char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-check", (char *) m->name,
                          (char *) "--qemu-version", qver, (char *) "--cpu", cpu,
                          (char *) "--disk-size", size_s,
-                         copy ? (char *) "--copy" : token_path ? (char *) "--token" : NULL,
-                         copy ? NULL : token_path, (char *) "--token-value", token, NULL };
+                         /* Filled below: --postcopy, then --copy or the token. */
+                         NULL, NULL, NULL, NULL, NULL, NULL };
+        size_t k = 10;
+        if (o->postcopy)
+                argv[k++] = (char *) "--postcopy";
+        if (copy)
+                argv[k++] = (char *) "--copy";
+        else if (token_path) {
+                argv[k++] = (char *) "--token";
+                argv[k++] = token_path;
+                argv[k++] = (char *) "--token-value";
+                argv[k++] = token;
+        }
+        assert(k < ELEMENTSOF(argv));
         _cleanup_free_ char *text = vm_def_format(def), *out = NULL;
         if (!text)
                 return -ENOMEM;

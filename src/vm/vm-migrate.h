@@ -174,6 +174,7 @@ struct vm_migrate_check_request {
         const char *token_value;     /* what it holds */
         uint64_t disk_size;          /* the disk's size as the source sees it */
         bool copy;                   /* storage copy: no token; the disk is made here */
+        bool postcopy;               /* --postcopy: QEMU here must be able to use userfaultfd */
 };
 int vm_migrate_check_local(const struct vh_context *ctx, const char *def_text,
                            const struct vm_migrate_check_request *req, char **ret, struct vh_error *err);

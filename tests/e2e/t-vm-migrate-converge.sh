@@ -142,8 +142,12 @@ fc=$(first_cnt "$(log_of c)")
 
 # ---- (c) post-copy, c -> b ----
 if [ "$(cat /proc/sys/vm/unprivileged_userfaultfd)" = 0 ]; then
+	# The destination's checks say it first, in a dry run too.
+	out=$(vc vm migrate m3 b --postcopy --dry-run 2>&1) && fail postcopy-refused-dry "passed: $out" ||
+		{ grep -q "FAIL postcopy .*vm.unprivileged_userfaultfd=1" <<<"$out" && pass postcopy-refused-dry ||
+			fail postcopy-refused-dry "$out"; }
 	out=$(vc vm migrate m3 b --postcopy --bandwidth 16M --timeout 60 2>&1) && fail postcopy-refused "succeeded: $out" ||
-		{ grep -q "refused post-copy.*vm.unprivileged_userfaultfd=1" <<<"$out" && pass postcopy-refused "$(grep -m1 error <<<"$out")" ||
+		{ grep -q "needs userfaultfd.*vm.unprivileged_userfaultfd=1" <<<"$out" && pass postcopy-refused "$(grep -m1 error <<<"$out")" ||
 			fail postcopy-refused "$out"; }
 	before=$(last_cnt "$(log_of c)")
 	wait_until 20 "b cleaned" bash -c "[ ! -e $(host_dir b)/state/vms/m3/vm.conf ] && [ ! -e $(host_dir b)/run/vms/m3 ]"
