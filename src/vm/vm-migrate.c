@@ -331,9 +331,12 @@ static int listen_tcp(const char *addr, uint16_t *ret_port, int *ret) {
 }
 
 /* Until the destination's own query-migrate says its incoming stream was
- * loaded ('completed'); 'failed' or 'cancelled' (with QEMU's reason) and
- * the time running out are errors. */
-static int incoming_wait_loaded(struct qmp_client *q, const char *name, struct vh_error *err) {
+ * loaded ('completed'), or, for 'postcopy', that the device state is here
+ * and the rest of memory comes on demand ('postcopy-active', or already
+ * 'completed'); 'failed' or 'cancelled' (with QEMU's reason) and the time
+ * running out are errors. The guest is stopped until this returns. */
+static int incoming_wait(struct qmp_client *q, const char *name, bool postcopy, struct vh_error *err) {
+        const char *what = postcopy ? "post-copy" : "migration";
         uint64_t deadline = vh_deadline_after(MIGRATE_INCOMING_LOAD_TIMEOUT_MS);
         for (;;) {
                 _cleanup_(json_value_freep) struct json_value *s = NULL;
@@ -342,45 +345,17 @@ static int incoming_wait_loaded(struct qmp_client *q, const char *name, struct v
                         return r;
                 const char *st = NULL, *why = NULL;
                 (void) json_get_string(json_object_get(s, "status"), &st);
-                if (st && streq(st, "completed"))
+                if (st && (streq(st, "completed") || (postcopy && streq(st, "postcopy-active"))))
                         return 0;
-                if (st && (streq(st, "failed") || streq(st, "cancelled"))) {
+                if (st && (streq(st, "failed") || streq(st, "cancelled") || (postcopy && startswith(st, "postcopy-")))) {
                         (void) json_get_string(json_object_get(s, "error-desc"), &why);
-                        return vh_error_set(err, -EIO, "VM %s: the incoming migration %s%s%.200s", name, st,
+                        return vh_error_set(err, -EIO, "VM %s: the incoming %s %s%s%.200s", name, what, st,
                                             why ? ": " : "", why ? why : "");
                 }
                 if (vh_clock_ms() >= deadline)
-                        return vh_error_set(err, -ETIMEDOUT,
-                                            "VM %s: the incoming state was not loaded within %u s (status %.40s)", name,
+                        return vh_error_set(err, -ETIMEDOUT, "VM %s: the incoming %s was not %s within %u s "
+                                            "(status %.40s)", name, what, postcopy ? "started" : "loaded",
                                             MIGRATE_INCOMING_LOAD_TIMEOUT_MS / 1000, st ? st : "none");
-                /* The guest is stopped until this returns. */
-                usleep(VM_MIGRATE_POLL_MS * 1000);
-        }
-}
-
-/* Post-copy: until the destination's query-migrate says the device
- * state is here and the rest of memory comes on demand ('postcopy-active',
- * or already 'completed'). */
-static int incoming_wait_postcopy(struct qmp_client *q, const char *name, struct vh_error *err) {
-        uint64_t deadline = vh_deadline_after(MIGRATE_INCOMING_LOAD_TIMEOUT_MS);
-        for (;;) {
-                _cleanup_(json_value_freep) struct json_value *s = NULL;
-                int r = qmp_execute(q, "query-migrate", NULL, &s, err);
-                if (r < 0)
-                        return r;
-                const char *st = NULL, *why = NULL;
-                (void) json_get_string(json_object_get(s, "status"), &st);
-                if (st && (streq(st, "postcopy-active") || streq(st, "completed")))
-                        return 0;
-                if (st && (streq(st, "failed") || streq(st, "cancelled") || startswith(st, "postcopy-"))) {
-                        (void) json_get_string(json_object_get(s, "error-desc"), &why);
-                        return vh_error_set(err, -EIO, "VM %s: the incoming post-copy is %s%s%.200s", name, st,
-                                            why ? ": " : "", why ? why : "");
-                }
-                if (vh_clock_ms() >= deadline)
-                        return vh_error_set(err, -ETIMEDOUT, "VM %s: post-copy did not start here within %u s "
-                                            "(status %.40s)", name, MIGRATE_INCOMING_LOAD_TIMEOUT_MS / 1000,
-                                            st ? st : "none");
                 usleep(VM_MIGRATE_POLL_MS * 1000);
         }
 }
@@ -670,7 +645,7 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                 /* The source stopped for good: whatever
                                  * happens now, the VM is not removed here. */
                                 keep = true;
-                                r = incoming_wait_postcopy(q, name, err);
+                                r = incoming_wait(q, name, true, err);
                                 if (r >= 0 && exported && (r = vm_migrate_disk_export_stop(q, err)) >= 0)
                                         exported = false;
                                 if (r >= 0)
@@ -686,7 +661,7 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                                  * would only mark the VM to start after a
                                  * load that may still fail, and RUNNING
                                  * would be a guess. */
-                                r = incoming_wait_loaded(q, name, err);
+                                r = incoming_wait(q, name, false, err);
                                 /* The mirror ended before the switch-over;
                                  * the export goes before the VM runs. */
                                 if (r >= 0 && exported)
