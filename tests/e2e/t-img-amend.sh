@@ -25,8 +25,9 @@
 # size= and img resize are refused (vmhost does not keep bitmaps; qemu-img
 # does), the file unchanged. -p on a downgrade goes from 0 to 100%.
 # qemu-img 7.2 itself leaves the snapshot image with OFLAG_COPIED errors
-# after compat=0.10 (its check reports 8); vmhost's result must be clean
-# and is compared with the input's data, not with qemu-img's.
+# after compat=0.10 (its check reports 8) and the snapshot's data zeroed
+# where the active image had zero clusters; vmhost's result must be clean
+# and is compared with the input's data (every snapshot), not qemu-img's.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
