@@ -159,6 +159,14 @@ int vh_image_flush(struct vh_image *img, struct vh_error *err);
  * is refused while data is allocated past the new end. */
 int vh_image_resize(struct vh_image *img, uint64_t new_size, bool shrink, struct vh_error *err);
 
+/* The refusals of vh_image_resize() that need no write, with messages that
+ * do not name the file (vh_image_resize() adds its name): read-only, past
+ * the size limit, a shrink without 'shrink', a format without resize, and
+ * for qcow2 a size not a multiple of 512, a version 2 image with internal
+ * snapshots, and an image with persistent bitmaps (vmhost does not keep
+ * them; qemu-img's resize does, so they are not thrown away here). */
+int vh_image_resize_check(struct vh_image *img, uint64_t new_size, bool shrink, struct vh_error *err);
+
 /* ---- Operations on chains: commit, rebase ---- */
 
 struct vh_image_commit_options {
@@ -578,8 +586,11 @@ struct vh_image_amend_options {
         /* 0: unchanged; else the new virtual size, not below the current
          * one (a shrink is 'resize --shrink', which says what it discards). */
         uint64_t size;
-        /* See "Progress" above: called while the refcounts are read; a
-         * cancel leaves the image unchanged. */
+        /* See "Progress" above: called while the refcounts are read (a
+         * cancel leaves the image unchanged) and for each L1 entry while a
+         * downgrade writes zero clusters out (a cancel leaves a version 3
+         * image that reads as before, flushed; the options applied before
+         * the downgrade, refcount width and size, stay applied). */
         int (*progress)(uint64_t done, uint64_t total, void *userdata);
         void *userdata;
 };
@@ -589,8 +600,10 @@ struct vh_image_amend_options {
  * 'qemu-img amend' does, with its refusals and messages: lazy refcounts or
  * other refcount widths than 16 on version 2, a downgrade of an image with
  * incompatible features (extended L2, external data file), persistent
- * bitmaps, or zstd-compressed clusters, and a refcount too large for a
- * narrower width. A downgrade writes zero clusters out (zeros written, or
+ * bitmaps, zstd-compressed clusters, or internal snapshots whose disk size
+ * differs from the (new) virtual size or whose VM state exceeds 4 GiB; a
+ * refcount too large for a narrower width; and a size change that
+ * vh_image_resize_check() refuses (persistent bitmaps among others). A downgrade writes zero clusters out (zeros written, or
  * an unallocated cluster where no backing file shows through). Every
  * refusal comes before the first write, and the file is the old or the
  * new image at every moment (leaked clusters at worst); see amend.c. */

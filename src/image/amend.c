@@ -19,7 +19,12 @@
  *                   that reads the same; then one write of the first
  *                   cluster drops the v3 fields.
  * A refusal (a downgrade that would lose something, a refcount too large
- * for the new width) is found before anything is written. */
+ * for the new width, a resize that would lose bitmaps) is found before
+ * anything is written: the refcounts are read, and the largest checked
+ * against the new width, before the first write.
+ *
+ * Progress: the refcount read and the zero cluster expansion are the long
+ * parts; each is one phase of the 0..total the callback sees. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -64,18 +69,47 @@ static int rw_restart(struct vh_image *img, struct vh_error *err) {
         return qcow2_rw_open(img, err);
 }
 
-/* Rewrites the refcount structures with entries of 2^order bits. */
-static int refcount_rewrite(struct vh_image *img, unsigned order, const struct vh_image_amend_options *opts,
-                            struct vh_error *err) {
+/* The phases of one amend (refcount read, zero expansion) mapped onto
+ * one 0..total range, so that -p goes from 0 to 100% once. */
+struct amend_progress {
+        int (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+        unsigned phase, phases;
+};
+
+#define AMEND_PROGRESS_SCALE (UINT64_C(1) << 20)
+
+static int amend_progress(const struct amend_progress *ap, uint64_t done, uint64_t total) {
+        if (!ap->progress || ap->phases == 0)
+                return 0;
+        uint64_t part = total == 0 || done >= total ? AMEND_PROGRESS_SCALE : done * AMEND_PROGRESS_SCALE / total;
+        return image_progress(ap->progress, ap->userdata, ap->phase * AMEND_PROGRESS_SCALE + part,
+                              ap->phases * AMEND_PROGRESS_SCALE);
+}
+
+/* A refcount rewrite, worked out before anything is written: where the
+ * new blocks and table go and every cluster's refcount. */
+struct refcount_plan {
+        unsigned order;
+        uint64_t start; /* first cluster past everything in use: the new structures go here */
+        uint64_t nb, nt; /* new refcount blocks, new table clusters */
+        uint64_t *counts; /* start + nb + nt entries */
+};
+
+static void refcount_plan_done(struct refcount_plan *plan) {
+        plan->counts = mfree(plan->counts);
+}
+
+/* Reads every refcount (read-only) into 'plan' and refuses a width too
+ * narrow for the largest, so that this refusal, like the others, comes
+ * before the first write. A cancel here leaves the image unchanged. */
+static int refcount_plan_make(struct vh_image *img, unsigned order, const struct amend_progress *ap,
+                              struct refcount_plan *plan, struct vh_error *err) {
         struct qcow2_state *s = img->priv;
         const uint64_t cs = s->h.cluster_size;
         const unsigned cb = s->h.cluster_bits;
         int r;
 
-        r = qcow2_flush(img, err);
-        if (r < 0)
-                return r;
-        uint64_t old_file_size = img->file_size;
         uint64_t start = MAX(s->end_cluster, DIV_ROUND_UP(img->file_size, cs));
         if (start > AMEND_MAX_CLUSTERS)
                 return vh_error_set(err, -EFBIG,
@@ -107,7 +141,7 @@ static int refcount_rewrite(struct vh_image *img, unsigned order, const struct v
         const uint64_t new_max = refcount_max_for(order);
         for (uint64_t c = 0; c < start; c++) {
                 if (c % 65536 == 0) {
-                        r = image_progress(opts->progress, opts->userdata, c, total);
+                        r = amend_progress(ap, c, start);
                         if (r < 0)
                                 return vh_error_set(err, r, "cancelled; the image is unchanged");
                 }
@@ -134,8 +168,34 @@ static int refcount_rewrite(struct vh_image *img, unsigned order, const struct v
         }
         for (uint64_t c = start; c < total; c++)
                 counts[c] = 1;
+        *plan = (struct refcount_plan) { .order = order, .start = start, .nb = nb, .nt = nt, .counts = TAKE_PTR(counts) };
+        return 0;
+}
+
+/* Rewrites the refcount structures as 'plan' says. Only header writes
+ * (version, lazy refcounts) may have come between the plan and this:
+ * they change no refcount and allocate nothing. 'written' says whether
+ * they did, for the message of a cancel. */
+static int refcount_rewrite(struct vh_image *img, const struct refcount_plan *plan, const struct amend_progress *ap,
+                            bool written, struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        const uint64_t cs = s->h.cluster_size;
+        const unsigned cb = s->h.cluster_bits;
+        const unsigned order = plan->order;
+        const uint64_t start = plan->start, nb = plan->nb, nt = plan->nt, total = start + nb + nt;
+        const uint64_t *counts = plan->counts;
+        int r;
+
+        r = qcow2_flush(img, err);
+        if (r < 0)
+                return r;
+        if (MAX(s->end_cluster, DIV_ROUND_UP(img->file_size, cs)) != start)
+                return vh_error_set(err, -EIO, "internal error: the file changed between reading and rewriting its "
+                                               "refcounts");
+        uint64_t old_file_size = img->file_size;
 
         /* Blocks, then the table, each block in its own write. */
+        const uint64_t per_block = (cs * 8) >> order;
         _cleanup_free_ uint8_t *buf = malloc(MAX(cs, nt * cs));
         if (!buf)
                 return vh_error_set(err, -ENOMEM, "out of memory");
@@ -160,9 +220,12 @@ static int refcount_rewrite(struct vh_image *img, unsigned order, const struct v
         r = qcow2_sync(img, "new refcount structures", err);
         if (r < 0)
                 goto undo;
-        r = image_progress(opts->progress, opts->userdata, total, total);
+        r = amend_progress(ap, start, start);
         if (r < 0) {
-                r = vh_error_set(err, r, "cancelled; the image is unchanged");
+                r = vh_error_set(err, r,
+                                 written ? "cancelled; the refcount width is unchanged (the compat or lazy_refcounts "
+                                           "change asked for with it was made)"
+                                         : "cancelled; the image is unchanged");
                 goto undo;
         }
 
@@ -195,14 +258,18 @@ undo:
 /* Removes the zero flag from every entry of the L2 tables 'l1' names,
  * keeping what each reads: without a backing file an unallocated entry
  * reads as zeros in version 2 too; otherwise the cluster gets zeros
- * written. */
-static int expand_zeros(struct vh_image *img, const uint64_t *l1, uint64_t l1_size, struct vh_error *err) {
+ * written. Progress goes by L1 entry: '*done' of 'total' over all tables. */
+static int expand_zeros(struct vh_image *img, const uint64_t *l1, uint64_t l1_size, const struct amend_progress *ap,
+                        uint64_t *done, uint64_t total, struct vh_error *err) {
         struct qcow2_state *s = img->priv;
         const struct qcow2_header *h = &s->h;
         const uint64_t cs = h->cluster_size;
         int r;
 
-        for (uint64_t i = 0; i < l1_size; i++) {
+        for (uint64_t i = 0; i < l1_size; i++, (*done)++) {
+                r = amend_progress(ap, *done, total);
+                if (r < 0)
+                        return r;
                 uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
                 if (!l2)
                         continue;
@@ -227,7 +294,8 @@ static int expand_zeros(struct vh_image *img, const uint64_t *l1, uint64_t l1_si
                                 if (r < 0)
                                         return r;
                         }
-                        if (host && host_refs == l2_refs) {
+                        bool in_place = host && host_refs == l2_refs;
+                        if (in_place) {
                                 /* Only this table's users name it: zeros
                                  * where it is. */
                                 r = image_pwrite_all(img->fd, s->zero_buf, cs, host);
@@ -236,31 +304,23 @@ static int expand_zeros(struct vh_image *img, const uint64_t *l1, uint64_t l1_si
                                                             host, strerror(-r));
                                 s->data_unsynced = true;
                                 ne = e & ~QCOW2_OFLAG_ZERO;
-                        } else {
-                                if (host)
-                                        for (uint64_t k = 0; k < l2_refs; k++) {
-                                                r = qcow2_free_later(img, host, cs, err);
-                                                if (r < 0)
-                                                        return r;
-                                        }
-                                if (!img->backing_name)
-                                        ne = 0;
-                                else {
-                                        uint64_t off;
-                                        r = qcow2_alloc_contiguous(img, 1, &off, err);
-                                        for (uint64_t k = 1; r >= 0 && k < l2_refs; k++)
-                                                r = qcow2_refcount_update(img, off, cs, +1, err);
-                                        if (r < 0)
-                                                return r;
-                                        r = image_pwrite_all(img->fd, s->zero_buf, cs, off);
-                                        if (r < 0)
-                                                return vh_error_set(err, r, "writing zeros at %#" PRIx64 " failed: %s",
-                                                                    off, strerror(-r));
-                                        if (off + cs > img->file_size)
-                                                img->file_size = off + cs;
-                                        s->data_unsynced = true;
-                                        ne = off | (l2_refs == 1 ? QCOW2_OFLAG_COPIED : 0);
-                                }
+                        } else if (!img->backing_name)
+                                ne = 0;
+                        else {
+                                uint64_t off;
+                                r = qcow2_alloc_contiguous(img, 1, &off, err);
+                                for (uint64_t k = 1; r >= 0 && k < l2_refs; k++)
+                                        r = qcow2_refcount_update(img, off, cs, +1, err);
+                                if (r < 0)
+                                        return r;
+                                r = image_pwrite_all(img->fd, s->zero_buf, cs, off);
+                                if (r < 0)
+                                        return vh_error_set(err, r, "writing zeros at %#" PRIx64 " failed: %s", off,
+                                                            strerror(-r));
+                                if (off + cs > img->file_size)
+                                        img->file_size = off + cs;
+                                s->data_unsynced = true;
+                                ne = off | (l2_refs == 1 ? QCOW2_OFLAG_COPIED : 0);
                         }
                         /* The allocation may have flushed: the table again. */
                         r = qcow2_l2_load(img, l2, &table, err);
@@ -268,6 +328,19 @@ static int expand_zeros(struct vh_image *img, const uint64_t *l1, uint64_t l1_si
                                 return r;
                         be64_store(table + j * 8, ne);
                         qcow2_cache_mark_dirty(s->l2_cache, table);
+                        /* Only now that the entry no longer names the old
+                         * cluster may its references go, as in the write
+                         * path: a flush (an allocation above may run one,
+                         * to make room in the refcount cache) writes the L2
+                         * table before it applies these. Queued before the
+                         * allocation, the decrement could reach the disk
+                         * while the table there still named the cluster. */
+                        if (host && !in_place)
+                                for (uint64_t k = 0; k < l2_refs; k++) {
+                                        r = qcow2_free_later(img, host, cs, err);
+                                        if (r < 0)
+                                                return r;
+                                }
                 }
         }
         return 0;
@@ -310,23 +383,42 @@ static int snapshots_read(struct vh_image *img, struct qcow2_snapshot **ret, siz
         return 0;
 }
 
-static int expand_all_zeros(struct vh_image *img, struct vh_error *err) {
+/* 'written': whether the options applied before (refcount width, size)
+ * changed the file, for the message of a cancel. */
+static int expand_all_zeros(struct vh_image *img, const struct amend_progress *ap, bool written,
+                            struct vh_error *err) {
         struct qcow2_state *s = img->priv;
-        int r = expand_zeros(img, s->l1, s->h.l1_size, err);
-        if (r < 0)
-                return r;
         struct qcow2_snapshot *t = NULL;
         size_t n = 0;
-        r = snapshots_read(img, &t, &n, err);
+        int r = snapshots_read(img, &t, &n, err);
         if (r < 0)
                 return r;
+        uint64_t total = s->h.l1_size, done = 0;
+        for (size_t i = 0; i < n; i++)
+                total += t[i].l1_size;
+        r = expand_zeros(img, s->l1, s->h.l1_size, ap, &done, total, err);
         for (size_t i = 0; i < n && r >= 0; i++) {
                 _cleanup_free_ uint64_t *l1 = NULL;
                 r = read_l1(img, t[i].l1_offset, t[i].l1_size, &l1, err);
                 if (r >= 0)
-                        r = expand_zeros(img, l1, t[i].l1_size, err);
+                        r = expand_zeros(img, l1, t[i].l1_size, ap, &done, total, err);
         }
         qcow2_snapshot_table_free(t, n);
+        /* The last call, before the header switch. */
+        if (r >= 0)
+                r = amend_progress(ap, total, total);
+        if (r == -ECANCELED) {
+                /* What was expanded reads as before: it stays, on disk. */
+                r = qcow2_flush(img, err);
+                if (r < 0)
+                        return r;
+                return vh_error_set(err, -ECANCELED,
+                                    written ? "cancelled; the image is still version 3 and reads as before (some "
+                                              "zero clusters were written out; the refcount width or size asked "
+                                              "for with the downgrade was changed)"
+                                            : "cancelled; the image is still version 3 and reads as before (some "
+                                              "zero clusters were written out)");
+        }
         if (r < 0)
                 return r;
         return qcow2_flush(img, err);
@@ -470,6 +562,36 @@ static int check_snapshots_for_v3(struct vh_image *img, struct vh_error *err) {
         return r;
 }
 
+/* Version 2 snapshot entries have no field for the disk size nor room for
+ * a VM state size above 4 GiB: as QEMU, a downgrade is refused when one
+ * would lose either. 'size' is the virtual size the image will have. */
+static int check_snapshots_for_v2(struct vh_image *img, uint64_t size, struct vh_error *err) {
+        struct qcow2_snapshot *t = NULL;
+        size_t n = 0;
+        int r = snapshots_read(img, &t, &n, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                /* As QEMU reads them: without the fields, the 32-bit VM
+                 * state size and the image's size when opened. */
+                uint64_t vm_state = t[i].extra_size >= 8 ? be64_load(t[i].extra) : t[i].vm_state_size32;
+                uint64_t disk = t[i].extra_size >= 16 ? be64_load(t[i].extra + 8) : img->virtual_size;
+                if (vm_state > UINT32_MAX)
+                        r = vh_error_set(err, -ENOTSUP,
+                                         "Internal snapshots prevent downgrade of image (snapshot '%s' has %" PRIu64
+                                         " bytes of VM state; version 2 records at most 4 GiB)",
+                                         t[i].name, vm_state);
+                else if (disk != size)
+                        r = vh_error_set(err, -ENOTSUP,
+                                         "Internal snapshots prevent downgrade of image (snapshot '%s' was taken at "
+                                         "a disk size of %" PRIu64 " bytes, the image %s %" PRIu64
+                                         "; version 2 cannot record a snapshot's own size)",
+                                         t[i].name, disk, size == img->virtual_size ? "has" : "would have", size);
+        }
+        qcow2_snapshot_table_free(t, n);
+        return r;
+}
+
 int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *opts, struct vh_error *err) {
         static const struct vh_image_amend_options none = { .lazy_refcounts = -1 };
         if (!opts)
@@ -487,6 +609,8 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
         bool old_lazy = old_version >= 3 && (h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS);
         /* A downgrade drops lazy refcounts unless they are asked for. */
         bool lazy = opts->lazy_refcounts >= 0 ? opts->lazy_refcounts : (old_lazy && version >= 3);
+        const bool grow = opts->size && opts->size > img->virtual_size;
+        const uint64_t final_size = grow ? opts->size : img->virtual_size;
         int r;
 
         if (version != 2 && version != 3)
@@ -500,10 +624,15 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
                 return vh_error_set(err, -EINVAL,
                                     "Lazy refcounts only supported with compatibility level 1.1 and above (use "
                                     "compat=1.1 or greater)");
-        if (bits != 16 && version < 3)
+        if (bits != 16 && version < 3) {
+                /* qemu-img's two messages: the width asked for, or the
+                 * image's own width kept by a downgrade. */
+                if (!opts->refcount_bits)
+                        return vh_error_set(err, -ENOTSUP, "compat=0.10 requires refcount_bits=16");
                 return vh_error_set(err, -EINVAL,
                                     "Refcount widths other than 16 bits require compatibility level 1.1 or above "
                                     "(use compat=1.1 or greater)");
+        }
         if (opts->size && opts->size < img->virtual_size)
                 return vh_error_set(err, -EOPNOTSUPP,
                                     "amend does not shrink images (size %" PRIu64 " is below %" PRIu64
@@ -511,6 +640,20 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
                                     opts->size, img->virtual_size);
         if (opts->size % 512)
                 return vh_error_set(err, -EINVAL, "The new size must be a multiple of 512");
+        if (grow) {
+                /* The resize comes after an upgrade: its version 2
+                 * refusal (snapshots) is for an image that stays so. */
+                if (old_version < 3 && version >= 3) {
+                        if (opts->size > VH_IMAGE_MAX_VIRTUAL_SIZE)
+                                return vh_error_set(err, -EFBIG,
+                                                    "size %" PRIu64 " is larger than the limit of %" PRIu64 " bytes",
+                                                    opts->size, VH_IMAGE_MAX_VIRTUAL_SIZE);
+                } else {
+                        r = vh_image_resize_check(img, opts->size, false, err);
+                        if (r < 0)
+                                return r;
+                }
+        }
         if (version < old_version) {
                 uint64_t incompat = h->incompatible_features & ~QCOW2_INCOMPAT_COMPRESSION;
                 if (incompat)
@@ -521,6 +664,11 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
                         return vh_error_set(err, -ENOTSUP,
                                             "Cannot downgrade an image with persistent bitmaps (version 2 has no "
                                             "place for them)");
+                if (h->nb_snapshots) {
+                        r = check_snapshots_for_v2(img, final_size, err);
+                        if (r < 0)
+                                return r;
+                }
                 if (h->compression_type != QCOW2_COMPRESSION_ZLIB) {
                         bool found = false;
                         r = any_compressed(img, &found, err);
@@ -541,11 +689,27 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
         r = qcow2_flush(img, err);
         if (r < 0)
                 return r;
+        struct amend_progress ap = {
+                .progress = opts->progress,
+                .userdata = opts->userdata,
+                .phases = (order != h->refcount_order) + (version < old_version),
+        };
+        /* The last refusal (a refcount too large for the new width) and
+         * the long read that finds it, before anything is written. */
+        _cleanup_(refcount_plan_done) struct refcount_plan plan = {};
+        if (order != h->refcount_order) {
+                r = refcount_plan_make(img, order, &ap, &plan, err);
+                if (r < 0)
+                        return r;
+        }
+
+        bool written = false;
         /* Upgrade first, so that what needs version 3 has it. */
         if (version > old_version) {
                 r = header_set_version(img, version, err);
                 if (r < 0)
                         return r;
+                written = true;
         }
         if (version >= 3 && lazy != (h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS ? true : false)) {
                 /* Refcounts are up to date (a dirty image does not open
@@ -557,22 +721,29 @@ int vh_image_amend(struct vh_image *img, const struct vh_image_amend_options *op
                 r = qcow2_header_update(img, err);
                 if (r < 0)
                         return r;
+                written = true;
         }
-        if (order != h->refcount_order) {
-                r = refcount_rewrite(img, order, opts, err);
+        if (plan.counts) {
+                r = refcount_rewrite(img, &plan, &ap, written, err);
                 if (r < 0)
                         return r;
+                refcount_plan_done(&plan);
+                written = true;
+                ap.phase++;
         }
-        if (opts->size && opts->size > img->virtual_size) {
-                r = vh_image_resize(img, opts->size, false, err);
+        if (grow) {
+                /* The driver's resize: vh_image_resize() would name the
+                 * file in its messages, which the caller does already. */
+                r = qcow2_resize(img, opts->size, err);
                 if (r < 0)
                         return r;
                 r = qcow2_flush(img, err);
                 if (r < 0)
                         return r;
+                written = true;
         }
         if (version < old_version) {
-                r = expand_all_zeros(img, err);
+                r = expand_all_zeros(img, &ap, written, err);
                 /* With lazy refcounts (a resize above set the dirty bit)
                  * the flush did not sync the refcounts; the header that
                  * drops the dirty bit must come after them. */

@@ -10,7 +10,12 @@
  *
  * Shrinking is refused while anything is allocated past the new end (data,
  * compressed or preallocated clusters): the caller asked for --shrink, but
- * losing data silently is never what a resize means here. */
+ * losing data silently is never what a resize means here.
+ *
+ * An image with persistent bitmaps is not resized at all: vmhost does not
+ * keep bitmaps (its first write clears their autoclear bit, which makes
+ * them invalid), and qemu-img's resize keeps them, so a resize here would
+ * throw away what the user expects to stay. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -190,17 +195,69 @@ static int qcow2_grow_l1(struct vh_image *img, uint64_t entries, struct vh_error
         return qcow2_flush(img, err);
 }
 
+/* The number of valid persistent bitmaps: those of the bitmaps extension
+ * while the autoclear bit says they are consistent (the spec's rule; QEMU
+ * ignores them otherwise). */
+static int qcow2_bitmap_count(struct vh_image *img, uint32_t *ret, struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        const struct qcow2_header *h = &s->h;
+        *ret = 0;
+        if (h->version < 3 || !(h->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
+                return 0;
+        uint64_t end = h->backing_file_offset ? MIN(h->backing_file_offset, (uint64_t) h->cluster_size)
+                                              : h->cluster_size;
+        end = MIN(end, img->file_size);
+        _cleanup_free_ uint8_t *buf = malloc(h->cluster_size);
+        if (!buf)
+                return vh_error_set(err, -ENOMEM, "out of memory");
+        int r = image_pread(img, buf, (size_t) end, 0, err);
+        if (r < 0)
+                return r;
+        uint64_t off = h->header_length;
+        for (unsigned n = 0; n < QCOW2_MAX_HEADER_EXTENSIONS && off + 8 <= end; n++) {
+                uint32_t type = be32_load(buf + off), len = be32_load(buf + off + 4);
+                if (type == QCOW2_EXT_END || len > end - off - 8)
+                        break;
+                if (type == QCOW2_EXT_BITMAPS && len >= 4) {
+                        *ret = be32_load(buf + off + 8);
+                        break;
+                }
+                off += 8 + ALIGN_UP((uint64_t) len, 8);
+        }
+        return 0;
+}
+
+static int qcow2_resize_check(struct vh_image *img, uint64_t new_size, struct vh_error *err) {
+        struct qcow2_state *s = img->priv;
+        if (new_size % 512)
+                return vh_error_set(err, -EINVAL, "the new size must be a multiple of 512 bytes");
+        if (new_size == s->h.size)
+                return 0;
+        if (s->h.nb_snapshots && s->h.version < 3)
+                return vh_error_set(err, -EOPNOTSUPP,
+                                    "a version 2 image with internal snapshots cannot be resized (its snapshot "
+                                    "table has no room for their sizes)");
+        uint32_t bitmaps;
+        int r = qcow2_bitmap_count(img, &bitmaps, err);
+        if (r < 0)
+                return r;
+        if (bitmaps)
+                return vh_error_set(err, -ENOTSUP,
+                                    "the image has %" PRIu32 " persistent bitmap%s, which vmhost does not keep: "
+                                    "resizing would discard %s (resize it with 'qemu-img resize', which keeps "
+                                    "them, or remove them first with 'qemu-img bitmap --remove')",
+                                    bitmaps, bitmaps == 1 ? "" : "s", bitmaps == 1 ? "it" : "them");
+        return 0;
+}
+
 int qcow2_resize(struct vh_image *img, uint64_t new_size, struct vh_error *err) {
         struct qcow2_state *s = img->priv;
         uint64_t old = s->h.size;
         int r;
 
-        if (new_size % 512)
-                return vh_error_set(err, -EINVAL, "the new size must be a multiple of 512 bytes");
-        if (s->h.nb_snapshots && s->h.version < 3)
-                return vh_error_set(err, -EOPNOTSUPP,
-                                    "a version 2 image with internal snapshots cannot be resized (its snapshot "
-                                    "table has no room for their sizes)");
+        r = qcow2_resize_check(img, new_size, err);
+        if (r < 0)
+                return r;
         r = qcow2_prepare_write(img, err);
         if (r < 0)
                 return r;
@@ -241,20 +298,29 @@ int vh_image_resize(struct vh_image *img, uint64_t new_size, bool shrink, struct
         return vh_image_resize_prealloc(img, new_size, shrink, VH_IMAGE_PREALLOC_OFF, err);
 }
 
-int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrink, enum vh_image_prealloc prealloc,
-                             struct vh_error *err) {
+int vh_image_resize_check(struct vh_image *img, uint64_t new_size, bool shrink, struct vh_error *err) {
         if (!img->read_write)
-                return vh_error_set(err, -EROFS, "%s: cannot resize: the image is open read-only", img->filename);
+                return vh_error_set(err, -EROFS, "cannot resize: the image is open read-only");
         if (new_size > VH_IMAGE_MAX_VIRTUAL_SIZE)
-                return vh_error_set(err, -EFBIG, "%s: size %" PRIu64 " is larger than the limit of %" PRIu64 " bytes",
-                                    img->filename, new_size, VH_IMAGE_MAX_VIRTUAL_SIZE);
+                return vh_error_set(err, -EFBIG, "size %" PRIu64 " is larger than the limit of %" PRIu64 " bytes",
+                                    new_size, VH_IMAGE_MAX_VIRTUAL_SIZE);
         if (new_size < img->virtual_size && !shrink)
                 return vh_error_set(err, -EINVAL,
-                                    "%s: the new size %" PRIu64 " is smaller than the current %" PRIu64
+                                    "the new size %" PRIu64 " is smaller than the current %" PRIu64
                                     "; shrinking can lose data, so it needs --shrink",
-                                    img->filename, new_size, img->virtual_size);
+                                    new_size, img->virtual_size);
         if (!img->driver->resize)
-                return vh_error_set(err, -EOPNOTSUPP, "%s: resizing is not supported for this format", img->filename);
+                return vh_error_set(err, -EOPNOTSUPP, "resizing is not supported for this format");
+        if (img->format == VH_IMAGE_FORMAT_QCOW2)
+                return qcow2_resize_check(img, new_size, err);
+        return 0;
+}
+
+int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrink, enum vh_image_prealloc prealloc,
+                             struct vh_error *err) {
+        int r = vh_image_resize_check(img, new_size, shrink, err);
+        if (r < 0)
+                return image_error_prefix(err, r, img->filename);
         uint64_t old = img->virtual_size;
         if (prealloc != VH_IMAGE_PREALLOC_OFF) {
                 /* qemu-img's refusals, in its words. */
@@ -263,7 +329,7 @@ int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrin
                 if (img->format == VH_IMAGE_FORMAT_RAW && prealloc == VH_IMAGE_PREALLOC_METADATA)
                         return vh_error_set(err, -ENOTSUP, "Unsupported preallocation mode: metadata");
         }
-        int r = img->driver->resize(img, new_size, err);
+        r = img->driver->resize(img, new_size, err);
         if (r < 0 || prealloc == VH_IMAGE_PREALLOC_OFF || new_size <= old)
                 return r < 0 ? image_error_prefix(err, r, img->filename) : r;
         /* The new size is recorded first: a crash while preallocating

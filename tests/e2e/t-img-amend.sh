@@ -16,10 +16,18 @@
 # snapshot taken before zero writes; a v2 image with a snapshot; lazy
 # refcounts; zstd with a compressed cluster; extended L2; a raw file.
 # Also: the image held by another process (qemu-io), unknown and
-# creation-only options, backing_file, -o help, no -o.
+# creation-only options, backing_file, -o help, no -o. Refusals that
+# qemu-img makes after it has written (a snapshot that prevents a
+# downgrade, found after the resize; a refcount too narrow, found after
+# the upgrade) must leave vmhost's file unchanged, and where marked
+# --same-message vmhost's error holds qemu-img's; amend's own errors name
+# the file once. Persistent bitmaps: amend
+# size= and img resize are refused (vmhost does not keep bitmaps; qemu-img
+# does), the file unchanged. -p on a downgrade goes from 0 to 100%.
 # qemu-img 7.2 itself leaves the snapshot image with OFLAG_COPIED errors
-# after compat=0.10 (its check reports 8); vmhost's result must be clean
-# and is compared with the input's data, not with qemu-img's.
+# after compat=0.10 (its check reports 8) and the snapshot's data zeroed
+# where the active image had zero clusters; vmhost's result must be clean
+# and is compared with the input's data (every snapshot), not qemu-img's.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -64,12 +72,13 @@ same_data() {
 	done
 }
 
-# amend_case NAME INPUT [--qemu-unclean] AMEND-ARGS...: both tools on copies
-# of INPUT, judged as the header says.
+# amend_case NAME INPUT [--qemu-unclean] [--same-message] AMEND-ARGS...:
+# both tools on copies of INPUT, judged as the header says.
 amend_case() {
-	local name=$1 input=$2 qemu_unclean=0 p out
+	local name=$1 input=$2 qemu_unclean=0 same_message=0 p out qmsg
 	shift 2
 	if [ "${1:-}" = --qemu-unclean ]; then qemu_unclean=1; shift; fi
+	if [ "${1:-}" = --same-message ]; then same_message=1; shift; fi
 	cp "$input" q.qcow2
 	cp "$input" v.qcow2
 	set +e
@@ -83,7 +92,12 @@ amend_case() {
 		return
 	fi
 	if [ "$v_rc" != 0 ]; then
-		if cmp -s "$input" v.qcow2; then
+		qmsg=$(sed -n '1s/^qemu-img: //p' q.err)
+		if [ "$same_message" = 1 ] && ! grep -qF -- "$qmsg" v.err; then
+			fail "$name-message" "vmhost's '$(cat v.err)' lacks qemu-img's '$qmsg'"
+		elif [ "$(grep '^vmhost: error: Cannot amend' v.err | grep -o 'v\.qcow2' | wc -l)" -gt 1 ]; then
+			fail "$name-message" "the file name is repeated: $(cat v.err)"
+		elif cmp -s "$input" v.qcow2; then
 			pass "$name" "refused by both (exit $v_rc), file unchanged: $(head -1 v.err)"
 		else
 			fail "$name" "vmhost refused but changed the file"
@@ -147,6 +161,18 @@ qemu-img create -q -f qcow2 -o refcount_bits=8 rc8.qcow2 4M
 qemu-io -c "write -P 0xaa 0 1M" rc8.qcow2 >/dev/null
 qemu-img create -q -f raw raw.img 1M
 
+# A snapshot taken at 64M, the image grown to 1G after: version 2 has no
+# place for the snapshot's own size.
+qemu-img create -q -f qcow2 grown.qcow2 64M
+qemu-io -c "write -P 0x1a 0 2M" grown.qcow2 >/dev/null
+qemu-img snapshot -c s1 grown.qcow2
+qemu-img resize -q grown.qcow2 1G
+qemu-img create -q -f qcow2 -o refcount_bits=64 rc64.qcow2 4M
+qemu-img create -q -f qcow2 bitmaps.qcow2 4M
+qemu-io -c "write -P 0xbb 0 1M" bitmaps.qcow2 >/dev/null
+qemu-img bitmap --add bitmaps.qcow2 b0
+qemu-img bitmap --add bitmaps.qcow2 b1
+
 # ---- options that change the image ----
 for img in plain overlay; do
 	amend_case "$img-compat-0.10" "$img.qcow2" -o compat=0.10
@@ -177,6 +203,14 @@ amend_case plain-compat-0.10-refcount-8 plain.qcow2 -o compat=0.10,refcount_bits
 amend_case rc8-compat-0.10 rc8.qcow2 -o compat=0.10
 amend_case zstd-compat-0.10 zstd.qcow2 -o compat=0.10
 amend_case extl2-compat-0.10 extl2.qcow2 -o compat=0.10
+# qemu-img refuses these after writing (it resizes, or upgrades, or sets
+# lazy refcounts first); vmhost before anything.
+amend_case grown-compat-0.10 grown.qcow2 --same-message -o compat=0.10
+amend_case snap-compat-0.10-size snap.qcow2 --same-message -o compat=0.10,size=3G
+amend_case v2-compat-1.1-refcount-1 v2.qcow2 --same-message -o compat=1.1,refcount_bits=1
+amend_case snap-lazy-refcount-1 snap.qcow2 --same-message -o lazy_refcounts=on,refcount_bits=1
+amend_case rc64-compat-0.10 rc64.qcow2 --same-message -o compat=0.10
+amend_case v2-size v2.qcow2 -o size=8M
 for o in refcount_bits=3 refcount_bits=128 refcount_bits=x compat=2 compat= compat lazy_refcounts=maybe foo=bar \
 	cluster_size=4k compression_type=zstd extended_l2=on encrypt.format=luks encrypt.new-secret=x data_file=x \
 	data_file_raw=on backing_file=x backing_fmt=qcow2 size=1000 size=4Q; do
@@ -250,6 +284,40 @@ if "$VMHOST" img amend -p -o refcount_bits=4 p.qcow2 2>p.err && grep -q "100.00/
 	pass progress "$(tr '\r' '\n' <p.err | grep -c '%') progress lines, ends at 100%"
 else
 	fail progress "$(cat p.err)"
+fi
+
+# Progress of a downgrade (the zero clusters written out): 0 to 100%.
+cp plain.qcow2 p.qcow2
+if "$VMHOST" img amend -p -o compat=0.10 p.qcow2 2>p.err && grep -q "(0.00/100%)" p.err &&
+   grep -q "(100.00/100%)" p.err && qemu-img check -q p.qcow2 && qemu-img compare -q plain.qcow2 p.qcow2; then
+	pass progress-compat-0.10 "$(tr '\r' '\n' <p.err | grep -c '%') progress lines, 0 to 100%"
+else
+	fail progress-compat-0.10 "$(cat p.err)"
+fi
+
+# Persistent bitmaps: qemu-img keeps them through a resize; vmhost, which
+# does not keep bitmaps, refuses (amend size= and img resize) and leaves
+# the file as it was.
+cp bitmaps.qcow2 q.qcow2
+if qemu-img amend -o size=8M q.qcow2 && [ "$(qemu-img info q.qcow2 | grep -c 'name: b[01]$')" = 2 ]; then
+	for cmd in amend resize; do
+		cp bitmaps.qcow2 v.qcow2
+		set +e
+		case $cmd in
+		amend) "$VMHOST" img amend -o size=8M v.qcow2 >v.out 2>v.err ;;
+		resize) "$VMHOST" img resize v.qcow2 8M >v.out 2>v.err ;;
+		esac
+		V=$?
+		set -e
+		if [ "$V" = 1 ] && cmp -s bitmaps.qcow2 v.qcow2 && grep -q "2 persistent bitmaps" v.err && grep -q "v.qcow2" v.err &&
+		   [ "$(qemu-img info v.qcow2 | grep -c 'name: b[01]$')" = 2 ]; then
+			pass "bitmaps-$cmd" "refused, file unchanged: $(cat v.err)"
+		else
+			fail "bitmaps-$cmd" "exit $V, $(cat v.err); bitmaps left: $(qemu-img info v.qcow2 | grep -c 'name: b[01]$')"
+		fi
+	done
+else
+	fail bitmaps-qemu "qemu-img amend -o size= did not keep the bitmaps"
 fi
 
 e2e_finish

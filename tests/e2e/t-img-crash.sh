@@ -32,7 +32,15 @@
 #               an overlay with unallocated and preallocated zero clusters
 #               (written out first): after every kill
 #               the header is the old or the new one, check finds at most
-#               leaks, and the data is unchanged; '-o compat=1.1' is one write
+#               leaks, and the data is unchanged; '-o compat=1.1' is one write;
+#               amend-compat-shared: '-o compat=0.10' over 16000 preallocated
+#               zero clusters that a snapshot shares (each gets a new
+#               cluster, the old one loses a reference) with 512-byte
+#               clusters, so that allocations run flushes to make room in the
+#               refcount cache: the reference must go only after the new L2
+#               entry is stored (a decrement queued before the allocation
+#               reached the disk while the table there still named the
+#               cluster: 'refcount=1 reference=2' after 19 of 43 kills)
 #   shrink      'vmhost img resize --shrink' over data: the old size or the
 #               new one, the data old or new byte by byte (the tail of an
 #               image still at the old size reads as zeros, or as before)
@@ -515,6 +523,30 @@ amend_compat_case() {
 	rm -rf amend-compat
 }
 amend_compat_case
+
+amend_compat_shared_case() {
+	mkdir -p amend-compat-shared && cd amend-compat-shared
+	qemu-img create -q -f qcow2 -o cluster_size=512 base.qcow2 8M
+	qemu-io -c "write -P 0x5b 0 8M" base.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -o cluster_size=512 -b base.qcow2 -F qcow2 img.qcow2
+	# Preallocated zero clusters everywhere, shared with a snapshot, then
+	# one cluster written in every L2 table (64 entries), which copies the
+	# active tables: their zero entries name clusters of refcount 2.
+	qemu-io -c "write -P 0x3c 0 8M" -c "write -z 0 8M" img.qcow2 >/dev/null
+	qemu-img snapshot -c s1 img.qcow2
+	local -a ops=()
+	local k
+	for k in $(seq 0 255); do ops+=(-c "write -P 0x3d $((k * 32768)) 512"); done
+	qemu-io "${ops[@]}" img.qcow2 >/dev/null
+	cp img.qcow2 pristine.qcow2
+	qemu-img convert -O raw img.qcow2 old.raw
+	cp old.raw new.raw
+	in_place_case amend-compat-shared 's/^    compat: 1.1$/old/p; s/^    compat: 0.10$/new/p' \
+		"$VMHOST" img amend -o compat=0.10 img.qcow2
+	cd ..
+	rm -rf amend-compat-shared
+}
+amend_compat_shared_case
 
 shrink_case() {
 	mkdir -p shrink && cd shrink

@@ -5,7 +5,11 @@
  * leaks, no corruptions), the data read back, and the header's fields;
  * a width too narrow for a refcount is refused before anything is
  * written; the version switch both ways keeps data and zero clusters;
- * the option checks refuse what qemu-img refuses. */
+ * the option checks refuse what qemu-img refuses; every refusal leaves the
+ * file byte for byte as it was (snapshots that prevent a downgrade, a
+ * refcount too narrow asked for with an upgrade or lazy refcounts); the
+ * zero cluster expansion of a downgrade reports progress from 0 to the
+ * total and a cancel leaves a clean version 3 image that reads the same. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +32,10 @@ static char *tpath(const char *name) {
 
 /* A qcow2 image of 'size' bytes with a recognisable pattern in every
  * third cluster and zeros written over a range; 'snapshot' adds one. */
-static int make_image(const char *path, uint32_t cluster_size, unsigned bits, bool snapshot) {
+static int make_image_v(const char *path, uint32_t cluster_size, unsigned bits, bool snapshot, unsigned version) {
         struct vh_image_create_options co = {
                 .format = VH_IMAGE_FORMAT_QCOW2, .size = 1 << 20, .cluster_size = cluster_size,
-                .refcount_bits = bits, .replace_data = true,
+                .refcount_bits = bits, .replace_data = true, .version = version,
         };
         struct vh_error err = {};
         int r = vh_image_create(path, &co, &err);
@@ -56,6 +60,10 @@ static int make_image(const char *path, uint32_t cluster_size, unsigned bits, bo
         if (r >= 0)
                 r = vh_image_flush(img, &err);
         return r;
+}
+
+static int make_image(const char *path, uint32_t cluster_size, unsigned bits, bool snapshot) {
+        return make_image_v(path, cluster_size, bits, snapshot, 0);
 }
 
 static uint8_t *read_all(const char *path) {
@@ -204,5 +212,130 @@ TEST(amend_refusals) {
                         test_fail(__FILE__, __LINE__, "case %zu: '%s' lacks '%s'", i, vh_error_message(&err, r),
                                   cases[i].message);
         }
+        CHECK(clean(p));
+}
+
+/* 'o' is refused with a message holding 'message', and the file is left
+ * byte for byte as it was. */
+static void refused_unchanged(const char *path, const struct vh_image_amend_options *o, int code, const char *message,
+                              int line) {
+        _cleanup_free_ char *before = NULL, *after = NULL;
+        size_t before_len = 0, after_len = 0;
+        if (read_full_file(path, 64 << 20, &before, &before_len) < 0) {
+                test_fail(__FILE__, line, "cannot read %s", path);
+                return;
+        }
+        struct vh_error err = {};
+        int r = amend(path, o, &err);
+        if (r != code || !strstr(vh_error_message(&err, r), message))
+                test_fail(__FILE__, line, "got %d '%s', expected %d '%s'", r, vh_error_message(&err, r), code,
+                          message);
+        if (read_full_file(path, 64 << 20, &after, &after_len) < 0 || before_len != after_len ||
+            memcmp(before, after, before_len) != 0)
+                test_fail(__FILE__, line, "the refusal changed the file");
+}
+
+static int resize_to(const char *path, uint64_t size) {
+        struct vh_image_open_options oo = { .format = VH_IMAGE_FORMAT_QCOW2, .flags = VH_IMAGE_OPEN_READ_WRITE };
+        _cleanup_(vh_image_freep) struct vh_image *img = NULL;
+        int r = vh_image_open(path, &oo, &img, NULL);
+        if (r >= 0)
+                r = vh_image_resize(img, size, false, NULL);
+        if (r >= 0)
+                r = vh_image_flush(img, NULL);
+        return r;
+}
+
+TEST(amend_refusals_before_any_write) {
+        _cleanup_free_ char *p = tpath("early.qcow2");
+        /* A snapshot of another disk size: version 2 cannot record it. */
+        CHECK(make_image(p, 65536, 16, true) == 0);
+        CHECK(resize_to(p, 2 << 20) == 0);
+        refused_unchanged(p, &(struct vh_image_amend_options) { .lazy_refcounts = -1, .version = 2 }, -ENOTSUP,
+                          "Internal snapshots prevent downgrade of image", __LINE__);
+        /* The same size now, but the downgrade asks for a larger one. */
+        CHECK(make_image(p, 65536, 16, true) == 0);
+        refused_unchanged(p, &(struct vh_image_amend_options) { .lazy_refcounts = -1, .version = 2, .size = 2 << 20 },
+                          -ENOTSUP, "Internal snapshots prevent downgrade of image", __LINE__);
+        /* A refcount of 2 (the snapshot) with an upgrade, or lazy refcounts,
+         * and one bit: the header writes must not come first. */
+        CHECK(make_image_v(p, 65536, 16, true, 2) == 0);
+        refused_unchanged(p, &(struct vh_image_amend_options) { .lazy_refcounts = -1, .version = 3, .refcount_bits = 1 },
+                          -EINVAL, "has a refcount of 2", __LINE__);
+        CHECK(make_image(p, 65536, 16, true) == 0);
+        refused_unchanged(p, &(struct vh_image_amend_options) { .lazy_refcounts = 1, .refcount_bits = 1 }, -EINVAL,
+                          "has a refcount of 2", __LINE__);
+        /* A downgrade keeping a width other than 16: qemu-img's message. */
+        CHECK(make_image(p, 65536, 64, false) == 0);
+        refused_unchanged(p, &(struct vh_image_amend_options) { .lazy_refcounts = -1, .version = 2 }, -ENOTSUP,
+                          "compat=0.10 requires refcount_bits=16", __LINE__);
+        /* A version 2 image with a snapshot cannot grow: said once, without
+         * the file name (the caller names it). */
+        CHECK(make_image_v(p, 65536, 16, true, 2) == 0);
+        refused_unchanged(p, &(struct vh_image_amend_options) { .lazy_refcounts = -1, .size = 2 << 20 }, -EOPNOTSUPP,
+                          "a version 2 image with internal snapshots cannot be resized", __LINE__);
+        struct vh_error err = {};
+        int r = amend(p, &(struct vh_image_amend_options) { .lazy_refcounts = -1, .size = 2 << 20 }, &err);
+        CHECK(r < 0 && !strstr(vh_error_message(&err, r), "early.qcow2"));
+        CHECK(clean(p));
+}
+
+struct progress_log {
+        uint64_t first, last, total, calls, cancel_at;
+        bool backwards;
+};
+
+static int log_progress(uint64_t done, uint64_t total, void *userdata) {
+        struct progress_log *l = userdata;
+        if (l->calls == 0)
+                l->first = done;
+        else if (done < l->last)
+                l->backwards = true;
+        l->last = done;
+        l->total = total;
+        l->calls++;
+        return l->cancel_at && l->calls >= l->cancel_at;
+}
+
+TEST(amend_downgrade_progress_and_cancel) {
+        _cleanup_free_ char *p = tpath("prog.qcow2");
+        /* 512-byte clusters: 1 MiB is 32 L1 entries. */
+        CHECK(make_image(p, 512, 16, true) == 0);
+        _cleanup_free_ uint8_t *before = read_all(p);
+
+        struct progress_log l = { .cancel_at = 5 };
+        struct vh_image_amend_options o = { .lazy_refcounts = -1, .version = 2, .progress = log_progress, .userdata = &l };
+        struct vh_error err = {};
+        int r = amend(p, &o, &err);
+        CHECK_EQ_INT(r, -ECANCELED);
+        CHECK(r < 0 && strstr(vh_error_message(&err, r), "still version 3") != NULL);
+        CHECK(clean(p));
+        struct vh_image_info *info;
+        info_of(p, &info);
+        CHECK(info && info->qcow2_version == 3);
+        vh_image_info_free(info);
+        _cleanup_free_ uint8_t *mid = read_all(p);
+        CHECK(before && mid && memcmp(before, mid, 1 << 20) == 0);
+
+        /* Uncancelled: from 0 to the total, never back. */
+        l = (struct progress_log) {};
+        r = amend(p, &o, &err);
+        if (r < 0)
+                test_fail(__FILE__, __LINE__, "downgrade: %s", vh_error_message(&err, r));
+        CHECK(l.calls > 32 && l.first == 0 && l.last == l.total && !l.backwards);
+        CHECK(clean(p));
+        info_of(p, &info);
+        CHECK(info && info->qcow2_version == 2);
+        vh_image_info_free(info);
+        _cleanup_free_ uint8_t *after = read_all(p);
+        CHECK(before && after && memcmp(before, after, 1 << 20) == 0);
+
+        /* With a refcount rewrite first: still once from 0 to the total. */
+        CHECK(make_image(p, 512, 8, true) == 0);
+        l = (struct progress_log) {};
+        o.refcount_bits = 16;
+        r = amend(p, &o, &err);
+        CHECK_EQ_INT(r, 0);
+        CHECK(l.calls > 32 && l.first == 0 && l.last == l.total && !l.backwards);
         CHECK(clean(p));
 }
