@@ -1128,38 +1128,18 @@ static void print_host_vm_row(const char *host, const struct json_value *vm) {
  * that does not answer is listed as down with the reason; the listing
  * still succeeds. */
 static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
-        struct host_def **defs = NULL;
-        char **skipped = NULL;
-        size_t n = 0;
         struct vh_error err = {};
-        int r = host_load_all(ctx, &defs, &n, &skipped, &err);
+        _cleanup_(host_cluster_done) struct host_cluster c = {};
+        int r = host_cluster_list(ctx, HOST_CLUSTER_LOCAL | HOST_CLUSTER_REMOTE, &c, &err);
         if (r < 0)
                 return report(r, &err);
-        for (char **k = skipped; *k; k++)
+        for (char **k = c.skipped; *k; k++)
                 log_warning("Skipping host %s.", *k);
-        host_names_free(skipped);
-        /* Slot 0 is this machine. */
-        _cleanup_free_ struct host_status *st = calloc(n + 1, sizeof(*st));
-        if (!st) {
-                host_defs_free(defs);
-                return log_error_errno(-ENOMEM, "Out of memory"), 1;
-        }
-        r = host_probe_all(ctx, defs, n, HOST_PROBE_VMS, st + 1);
-        if (r < 0) {
-                host_defs_free(defs);
-                return log_error_errno(r, "Cannot ask the hosts: %m"), 1;
-        }
         int rc = 0;
-        _cleanup_free_ char *self = NULL;
-        r = host_self_json(ctx, HOST_PROBE_VMS, &self, &err);
-        if (r >= 0)
-                r = host_self_parse(self, &st[0], &err);
-        if (r < 0) {
-                log_error("Cannot list this host's VMs: %s", vh_error_message(&err, r));
-                snprintf(st[0].why, sizeof(st[0].why), "%s", vh_error_message(&err, r));
+        if (!c.hosts[0].status.reachable) {
+                log_error("Cannot list this host's VMs: %s", c.hosts[0].status.why);
                 rc = 1;
-        } else
-                st[0].reachable = true;
+        }
 
         struct json_writer w;
         json_writer_init(&w, true);
@@ -1168,36 +1148,23 @@ static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
         else
                 printf("%-12s %-20s %-9s %-7s %-5s %-8s %s\n", "HOST", "NAME", "STATE", "PID", "CPUS", "MEMORY",
                        "ADDRESSES");
-        for (size_t i = 0; i <= n; i++) {
-                const char *host = i == 0 ? "local" : defs[i - 1]->name;
-                const struct host_status *h = &st[i];
+        for (size_t i = 0; i < c.n; i++) {
+                const struct host_cluster_entry *e = &c.hosts[i];
+                const struct host_status *h = &e->status;
                 for (char **m = h->warnings; m && *m; m++) {
-                        log_warning("Host %s: %s", host, *m);
-                        rc = i == 0 ? 1 : rc;
+                        log_warning("Host %s: %s", e->name, *m);
+                        rc = e->local ? 1 : rc;
                 }
                 if (json) {
-                        json_object_begin(&w);
-                        json_kv_uint(&w, "version", 1);
-                        json_kv_string(&w, "host", host);
-                        json_kv_bool(&w, "reachable", h->reachable);
-                        json_key(&w, "error");
-                        json_string(&w, h->reachable ? NULL : h->why);
-                        json_key(&w, "vms");
-                        if (h->vm_list)
-                                json_value_write(&w, h->vm_list);
-                        else {
-                                json_array_begin(&w);
-                                json_array_end(&w);
-                        }
-                        json_object_end(&w);
+                        host_cluster_entry_to_json(&w, e, false);
                         continue;
                 }
                 if (!h->reachable) {
-                        printf("%-12s %-20s %-9s %s\n", host, "-", "down", h->why);
+                        printf("%-12s %-20s %-9s %s\n", e->name, "-", "down", h->why);
                         continue;
                 }
                 for (size_t k = 0; k < json_array_len(h->vm_list); k++)
-                        print_host_vm_row(host, json_array_at(h->vm_list, k));
+                        print_host_vm_row(e->name, json_array_at(h->vm_list, k));
         }
         if (json) {
                 json_array_end(&w);
@@ -1205,9 +1172,6 @@ static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
                         rc = 1;
         } else
                 json_writer_free(&w);
-        for (size_t i = 0; i <= n; i++)
-                host_status_done(&st[i]);
-        host_defs_free(defs);
         return rc;
 }
 
