@@ -1022,6 +1022,27 @@ static int get_addresses(const struct vh_context *ctx, const struct vm_def *def,
         return n;
 }
 
+/* "45s", "12m05s", "3h07m", "2d04h": how long since 'started' (epoch
+ * seconds); "-" when unknown. */
+static const char *format_uptime(int64_t started, char *buf, size_t len) {
+        int64_t now = (int64_t) time(NULL);
+        if (started <= 0) {
+                snprintf(buf, len, "-");
+                return buf;
+        }
+        /* A clock stepped back since the start: no negative uptime. */
+        int64_t s = now > started ? now - started : 0;
+        if (s < 60)
+                snprintf(buf, len, "%" PRId64 "s", s);
+        else if (s < 3600)
+                snprintf(buf, len, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
+        else if (s < 86400)
+                snprintf(buf, len, "%" PRId64 "h%02" PRId64 "m", s / 3600, s % 3600 / 60);
+        else
+                snprintf(buf, len, "%" PRId64 "d%02" PRId64 "h", s / 86400, s % 86400 / 3600);
+        return buf;
+}
+
 /* The status object of vm/vm-json.h, with the guest's addresses. */
 static void status_json(const struct vh_context *ctx, struct json_writer *w, const struct vm_def *def,
                         const struct vm_status *st) {
@@ -1071,12 +1092,26 @@ static int vm_status_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (st.state == VM_STATE_RUNNING) {
                 printf("pid:         %d\n", st.pid);
                 printf("accelerator: %s\n", st.accel);
+                if (st.started_at > 0) {
+                        char up[32], when[32];
+                        time_t t = (time_t) st.started_at;
+                        struct tm tm;
+                        if (localtime_r(&t, &tm) && strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %z", &tm))
+                                printf("uptime:      %s (since %s)\n", format_uptime(st.started_at, up, sizeof(up)),
+                                       when);
+                }
                 print_forwards(def, &st);
                 _cleanup_free_ struct vm_address *addrs = NULL;
                 int n = get_addresses(ctx, def, &st, &addrs);
                 for (int i = 0; i < n; i++)
                         printf("address:     %s on nic %u (%s, %s)\n", addrs[i].ip, addrs[i].nic, addrs[i].network,
                                vm_addr_source_to_string(addrs[i].source));
+        }
+        if (st.busy[0]) {
+                if (st.busy_pid > 0)
+                        printf("busy:        being %s by pid %d\n", st.busy, st.busy_pid);
+                else
+                        printf("busy:        being %s\n", st.busy);
         }
         if (st.exit_reason[0])
                 printf("last exit:   %s\n", st.exit_reason);
@@ -1200,8 +1235,8 @@ static int vm_list_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (json)
                 json_array_begin(&w);
         else
-                printf("%-20s %-9s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS",
-                       "ADDRESSES");
+                printf("%-20s %-9s %-7s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "UPTIME", "CPUS", "MEMORY",
+                       "FORWARDS", "ADDRESSES");
         int rc = 0;
         for (int i = 0; i < n; i++) {
                 struct vh_error err = {};
@@ -1233,9 +1268,16 @@ static int vm_list_cmd(const struct vh_context *ctx, int argc, char **argv) {
                         int n_addrs = get_addresses(ctx, def, &st, &addrs);
                         for (int a = 0, u = 0; a < n_addrs; a++)
                                 u += snprintf(ips + u, sizeof(ips) - (size_t) u, "%s%s", a ? "," : "", addrs[a].ip);
-                        printf("%-20s %-9s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
+                        char up[32];
+                        printf("%-20s %-9s %-7s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
+                               format_uptime(st.state == VM_STATE_RUNNING ? st.started_at : 0, up, sizeof(up)),
                                def->cpus, format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-",
                                ips[0] ? ips : "-");
+                        /* An action under way, which the listing did not wait for. */
+                        if (st.busy[0] && st.busy_pid > 0)
+                                printf("    busy: being %s by pid %d\n", st.busy, st.busy_pid);
+                        else if (st.busy[0])
+                                printf("    busy: being %s\n", st.busy);
                         /* As 'vm status' says it: why the VM is no longer
                          * running, on a line of its own under its row. */
                         if (st.exit_reason[0])

@@ -52,17 +52,48 @@ struct vm_status {
         char netns[64];               /* network namespace QEMU runs in, "" for ours */
         char warning[512];            /* vm_start only: what will not work as the user may expect
                                        * (a tagged NIC cut off from its network's DHCP); "" if none */
+        /* RUNNING: when this host's QEMU of the VM was launched, wall-clock
+         * seconds since the epoch (0: unknown). Recorded by the start in the
+         * runtime state, so it survives a restart of vmhost (or of a server
+         * using the library) and stays the same between calls; a migrated
+         * VM's is when the destination's QEMU was launched, its start on
+         * this host. A VM started by a vmhost that did not record it gets
+         * its QEMU's start from /proc (vm_process_start_parse()). */
+        int64_t started_at;
+        /* Another thread or process holds the VM's lock: the action under
+         * way, as the holder named it ("started", "stopped", "changed"),
+         * and the holder's pid (0 if it did not say yet); "" when nobody
+         * else does. The state is what can be read without that lock. */
+        char busy[48];
+        int busy_pid;
 };
 
 const char *vm_state_to_string(enum vm_state s);
 
+/* The files vm_process_start_parse() reads are at most this long: a
+ * /proc/PID/stat line (the command name is at most 64 bytes), and
+ * /proc/stat with a line per CPU and interrupt counters. */
+#define VM_PROC_PID_STAT_MAX 4096
+#define VM_PROC_STAT_MAX (4u << 20)
+
+/* When a process started, in seconds since the epoch: its /proc/PID/stat
+ * text 'pid_stat' gives the start in clock ticks after boot (field 22,
+ * after the command name in parentheses, which may hold spaces and ')'),
+ * /proc/stat's text 'proc_stat' the boot time ("btime N"), 'hz' the ticks
+ * per second (sysconf(_SC_CLK_TCK)). Pure. -EINVAL for text that is not
+ * such a file or numbers out of range, -E2BIG for text beyond the limits. */
+int vm_process_start_parse(const char *pid_stat, const char *proc_stat, long hz, int64_t *ret);
+
 /* Reads the runtime state; a recorded pid that is no longer our QEMU
  * means the VM died (CRASHED, with the reason from its log) or was stopped
  * before a host reboot; stale sockets are removed either way. That clean-up
- * happens under the VM's lock, waited for at most VM_STATUS_LOCK_TIMEOUT_MS:
- * when another process holds it (a start or stop under way), nothing is
- * removed and the state says what that process does (STARTING while a
- * start runs, STOPPED while a stop or delete runs, else CRASHED). */
+ * happens under the VM's lock, which is only tried, never waited for: a
+ * listing must not slow down while actions run. When another thread or
+ * process holds it, nothing is removed, 'busy' names what the holder does,
+ * and the state says it too (STARTING while a start runs, STOPPED while a
+ * stop or delete runs, else CRASHED). Everything else is read without the
+ * lock: the definition and the runtime state are replaced atomically
+ * (rename), so a reader sees the old file or the new one. */
 int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_status *ret, struct vh_error *err);
 
 /* The opening of every operation on a running VM: its status and (when
@@ -99,8 +130,6 @@ void vm_last_exit(const struct vh_context *ctx, const char *name, char *buf, siz
 /* start, stop, kill, restart wait longer: the holder may be a start
  * (QEMU gets 30 s to come up) or a stop (the guest gets its shutdown time). */
 #define VM_LOCK_LIFECYCLE_TIMEOUT_MS (45 * 1000)
-/* vm_get_status never blocks for long: it is asked for every VM by 'list'. */
-#define VM_STATUS_LOCK_TIMEOUT_MS 1000
 
 struct vm_lock;
 
