@@ -294,6 +294,42 @@ int vm_lock_take_with_home(const struct vh_context *ctx, const char *name, const
         return 0;
 }
 
+bool vm_cancelled(const struct vm_cancel *cancel) {
+        return cancel && cancel->func && cancel->func(cancel->userdata);
+}
+
+int vm_lock_take_cancellable(const struct vh_context *ctx, const char *name, const char *op, unsigned timeout_ms,
+                             const struct vm_cancel *cancel, struct vm_lock **ret, struct vh_error *err) {
+        if (!cancel)
+                return vm_lock_take(ctx, name, op, timeout_ms, ret, err);
+        /* The wait in steps, each a bounded take of its own, with the
+         * question in between. */
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
+        for (;;) {
+                if (vm_cancelled(cancel))
+                        return vh_error_set(err, -ECANCELED, "VM %s was not %s: cancelled while waiting for its lock",
+                                            name, op);
+                uint64_t now = vh_clock_ms();
+                unsigned step = (unsigned) MIN(deadline > now ? deadline - now : 0, (uint64_t) VM_CANCEL_STEP_MS);
+                struct vh_error step_err = {};
+                int r = vm_lock_take(ctx, name, op, step, ret, &step_err);
+                if (r != -EBUSY)
+                        return r < 0 ? vh_error_set(err, r, "%s", vh_error_message(&step_err, r)) : r;
+                if (vh_clock_ms() < deadline)
+                        continue;
+                /* The step's message would name the step's wait, not this one. */
+                struct vh_lock_holder h = {};
+                char path[VM_LOCK_PATH_MAX];
+                if (lock_path_format(ctx, name, path) && vh_lockfile_holder(path, &h) > 0 && h.pid > 0)
+                        return vh_error_set(err, -EBUSY,
+                                            "VM %s is busy: being %s by pid %d (waited %u.%u s); try again when it is done",
+                                            name, h.op[0] ? h.op : "used", h.pid, timeout_ms / 1000,
+                                            timeout_ms % 1000 / 100);
+                return vh_error_set(err, -EBUSY, "VM %s is busy (waited %u.%u s); try again when it is done", name,
+                                    timeout_ms / 1000, timeout_ms % 1000 / 100);
+        }
+}
+
 struct vm_lock *vm_lock_release(struct vm_lock *l) {
         if (l && l->depth > 0 && --l->depth == 0) {
                 l->fd = safe_close(l->fd);
@@ -636,7 +672,7 @@ int vm_allocate_port(bool udp, uint16_t *ret) {
  * the time is up (-ETIMEDOUT). The socket listens before QEMU has opened
  * its disks; the greeting only comes from the main loop, once QEMU is fully
  * initialized. Only the greeting is read: no command is sent. */
-static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms) {
+static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms, const struct vm_cancel *cancel) {
         uint64_t deadline = vh_clock_ms() + timeout_ms;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -665,10 +701,14 @@ static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms)
                                 }
                                 if (!process_alive(pid))
                                         return -ESRCH;
+                                if (vm_cancelled(cancel))
+                                        return -ECANCELED;
                         }
                 }
                 if (!process_alive(pid))
                         return -ESRCH;
+                if (vm_cancelled(cancel))
+                        return -ECANCELED;
                 if (vh_clock_ms() >= deadline)
                         return -ETIMEDOUT;
                 /* QEMU takes 0.1-0.5 s to listen; polling every 1 ms (a few
@@ -1041,6 +1081,7 @@ static ssize_t read_bounded(int fd, void *buf, size_t len, unsigned timeout_ms) 
 int vm_start_launch(const struct vh_context *ctx, struct vm_start_job *job, const struct vm_start_options *opts,
                     struct vh_error *err) {
         assert(job && job->pid == 0 && !job->recorded);
+        job->cancel = opts ? opts->cancel : NULL;
         const struct vm_def *def = job->def;
         const struct vm_paths *p = &job->paths;
         const char *name = def->name;
@@ -1208,7 +1249,13 @@ int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_sta
 
         /* QEMU is initialized once its QMP socket accepts connections; if it
          * dies first, its log says why. */
-        int r = wait_for_qmp_greeting(p->qmp_socket, job->pid, timeout_ms);
+        int r = wait_for_qmp_greeting(p->qmp_socket, job->pid, timeout_ms, job->cancel);
+        if (r == -ECANCELED) {
+                /* Killed here, before the caller's undo, so that the VM is
+                 * stopped by the time the error is read. */
+                job_kill_qemu(job);
+                return vh_error_set(err, r, "The start of VM %s was cancelled before QEMU was up; QEMU was stopped", name);
+        }
         if (r < 0) {
                 char why[256];
                 /* Gone with its descriptors before the log is read and the
@@ -1245,7 +1292,8 @@ int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_sta
 int vm_start(const struct vh_context *ctx, const char *name, const struct vm_start_options *opts, struct vm_status *ret,
              struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(ctx, name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        const struct vm_cancel *cancel = opts ? opts->cancel : NULL;
+        int r = vm_lock_take_cancellable(ctx, name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, cancel, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
@@ -1263,12 +1311,16 @@ int vm_start(const struct vh_context *ctx, const char *name, const struct vm_sta
 int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
                const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(ctx, name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        const struct vm_cancel *cancel = opts ? opts->cancel : NULL;
+        int r = vm_lock_take_cancellable(ctx, name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, cancel, &lock, err);
         if (r < 0)
                 return r;
-        r = vm_stop_graceful(ctx, name, stop_timeout_ms, NULL, err);
+        r = vm_stop_graceful_cancellable(ctx, name, stop_timeout_ms, cancel, NULL, err);
         if (r < 0)
                 return r;
+        if (vm_cancelled(cancel))
+                return vh_error_set(err, -ECANCELED, "The restart of VM %s was cancelled after its stop; it is stopped",
+                                    name);
         return vm_start(ctx, name, opts, ret, err);
 }
 

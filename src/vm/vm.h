@@ -151,8 +151,30 @@ int vm_lock_take_with_home(const struct vh_context *ctx, const char *name, const
 /* RUN/vms/NAME.lock, newly allocated (for tests and messages). */
 int vm_lock_path(const struct vh_context *ctx, const char *name, char **ret);
 
+/* How a caller that goes away (a server shutting down) ends the waits of
+ * vm_start(), vm_restart() and vm_stop_graceful_cancellable() early:
+ * 'func' is asked at every step of their waits, at least every
+ * VM_CANCEL_STEP_MS, and returns true to cancel. It runs on the calling
+ * thread and must not block. What each leaves behind is said where it is
+ * declared; the VM is always in a state vm_get_status() tells right. */
+#define VM_CANCEL_STEP_MS 100
+struct vm_cancel {
+        bool (*func)(void *userdata);
+        void *userdata;
+};
+/* Whether 'cancel' (NULL: never) asks to cancel now. */
+bool vm_cancelled(const struct vm_cancel *cancel);
+
+/* vm_lock_take() whose wait ends with -ECANCELED ("... cancelled while
+ * waiting for VM NAME's lock") when 'cancel' says so. */
+int vm_lock_take_cancellable(const struct vh_context *ctx, const char *name, const char *op, unsigned timeout_ms,
+                             const struct vm_cancel *cancel, struct vm_lock **ret, struct vh_error *err);
+
 struct vm_start_options {
         const char *qemu_binary;  /* NULL: qemu-system-x86_64 */
+        /* NULL: not cancellable (the CLI: Ctrl-C ends the process). See
+         * vm_start() for what a cancelled start leaves. */
+        const struct vm_cancel *cancel;
         /* Start QEMU paused (-S) and waiting for a migration stream
          * (-incoming defer), as the destination of a live migration:
          * QMP 'query-status' says "inmigrate" until a 'migrate-incoming'
@@ -164,7 +186,14 @@ struct vm_start_options {
  * vm_start_launch() and vm_start_record() of vm/vm-start.h in a row, under
  * the VM's lock. A start that fails half-way removes what it made. A VM
  * that runs already: -EALREADY with *ret its status and the message
- * "VM NAME is already running (pid N)". */
+ * "VM NAME is already running (pid N)".
+ *
+ * opts->cancel ends the wait for the lock (nothing done) or for QEMU's QMP
+ * greeting with -ECANCELED. QEMU is then killed and the start undone like
+ * any start that fails: a QEMU that has not greeted is not known to work,
+ * its display has no password yet and its state is not recorded, and the
+ * caller, going away, could report neither a running VM nor a failure
+ * later; so the VM is left stopped, as before the start. */
 int vm_start(const struct vh_context *ctx, const char *name, const struct vm_start_options *opts, struct vm_status *ret,
              struct vh_error *err);
 
@@ -178,7 +207,11 @@ int vm_wait_ready(const struct vh_context *ctx, const char *name, unsigned timeo
 int vm_stop(const struct vh_context *ctx, const char *name, unsigned timeout_ms, struct vh_error *err);
 
 /* vm_stop_graceful() with 'stop_timeout_ms', then vm_start(), under one hold
- * of the VM's lock so that no other start or stop comes between. */
+ * of the VM's lock so that no other start or stop comes between.
+ * opts->cancel: a cancel during the stop ends the guest's grace time (the
+ * stop finishes at once, as vm_stop_graceful_cancellable() says) and the
+ * start is not begun (-ECANCELED, the VM stopped); during the start, as
+ * vm_start(). */
 int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
                const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
 
