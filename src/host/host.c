@@ -617,7 +617,8 @@ int host_cluster_list(const struct vh_context *ctx, unsigned flags, struct host_
         } else if (!(c.skipped = calloc(1, sizeof(char *))) || !(c.defs = calloc(1, sizeof(*c.defs))))
                 return -ENOMEM;
         bool local = flags & HOST_CLUSTER_LOCAL;
-        c.hosts = calloc(c.n_registered + local, sizeof(*c.hosts));
+        /* At least one, so that an empty registry is no allocation failure. */
+        c.hosts = calloc(MAX(c.n_registered + local, (size_t) 1), sizeof(*c.hosts));
         if (!c.hosts)
                 return -ENOMEM;
         c.n = c.n_registered + local;
