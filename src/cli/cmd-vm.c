@@ -1022,6 +1022,27 @@ static int get_addresses(const struct vh_context *ctx, const struct vm_def *def,
         return n;
 }
 
+/* "45s", "12m05s", "3h07m", "2d04h": how long since 'started' (epoch
+ * seconds); "-" when unknown. */
+static const char *format_uptime(int64_t started, char *buf, size_t len) {
+        int64_t now = (int64_t) time(NULL);
+        if (started <= 0) {
+                snprintf(buf, len, "-");
+                return buf;
+        }
+        /* A clock stepped back since the start: no negative uptime. */
+        int64_t s = now > started ? now - started : 0;
+        if (s < 60)
+                snprintf(buf, len, "%" PRId64 "s", s);
+        else if (s < 3600)
+                snprintf(buf, len, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
+        else if (s < 86400)
+                snprintf(buf, len, "%" PRId64 "h%02" PRId64 "m", s / 3600, s % 3600 / 60);
+        else
+                snprintf(buf, len, "%" PRId64 "d%02" PRId64 "h", s / 86400, s % 86400 / 3600);
+        return buf;
+}
+
 /* The status object of vm/vm-json.h, with the guest's addresses. */
 static void status_json(const struct vh_context *ctx, struct json_writer *w, const struct vm_def *def,
                         const struct vm_status *st) {
@@ -1071,12 +1092,26 @@ static int vm_status_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (st.state == VM_STATE_RUNNING) {
                 printf("pid:         %d\n", st.pid);
                 printf("accelerator: %s\n", st.accel);
+                if (st.started_at > 0) {
+                        char up[32], when[32];
+                        time_t t = (time_t) st.started_at;
+                        struct tm tm;
+                        if (localtime_r(&t, &tm) && strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %z", &tm))
+                                printf("uptime:      %s (since %s)\n", format_uptime(st.started_at, up, sizeof(up)),
+                                       when);
+                }
                 print_forwards(def, &st);
                 _cleanup_free_ struct vm_address *addrs = NULL;
                 int n = get_addresses(ctx, def, &st, &addrs);
                 for (int i = 0; i < n; i++)
                         printf("address:     %s on nic %u (%s, %s)\n", addrs[i].ip, addrs[i].nic, addrs[i].network,
                                vm_addr_source_to_string(addrs[i].source));
+        }
+        if (st.busy[0]) {
+                if (st.busy_pid > 0)
+                        printf("busy:        being %s by pid %d\n", st.busy, st.busy_pid);
+                else
+                        printf("busy:        being %s\n", st.busy);
         }
         if (st.exit_reason[0])
                 printf("last exit:   %s\n", st.exit_reason);
@@ -1128,38 +1163,18 @@ static void print_host_vm_row(const char *host, const struct json_value *vm) {
  * that does not answer is listed as down with the reason; the listing
  * still succeeds. */
 static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
-        struct host_def **defs = NULL;
-        char **skipped = NULL;
-        size_t n = 0;
         struct vh_error err = {};
-        int r = host_load_all(ctx, &defs, &n, &skipped, &err);
+        _cleanup_(host_cluster_done) struct host_cluster c = {};
+        int r = host_cluster_list(ctx, HOST_CLUSTER_LOCAL | HOST_CLUSTER_REMOTE, &c, &err);
         if (r < 0)
                 return report(r, &err);
-        for (char **k = skipped; *k; k++)
+        for (char **k = c.skipped; *k; k++)
                 log_warning("Skipping host %s.", *k);
-        host_names_free(skipped);
-        /* Slot 0 is this machine. */
-        _cleanup_free_ struct host_status *st = calloc(n + 1, sizeof(*st));
-        if (!st) {
-                host_defs_free(defs);
-                return log_error_errno(-ENOMEM, "Out of memory"), 1;
-        }
-        r = host_probe_all(ctx, defs, n, HOST_PROBE_VMS, st + 1);
-        if (r < 0) {
-                host_defs_free(defs);
-                return log_error_errno(r, "Cannot ask the hosts: %m"), 1;
-        }
         int rc = 0;
-        _cleanup_free_ char *self = NULL;
-        r = host_self_json(ctx, HOST_PROBE_VMS, &self, &err);
-        if (r >= 0)
-                r = host_self_parse(self, &st[0], &err);
-        if (r < 0) {
-                log_error("Cannot list this host's VMs: %s", vh_error_message(&err, r));
-                snprintf(st[0].why, sizeof(st[0].why), "%s", vh_error_message(&err, r));
+        if (!c.hosts[0].status.reachable) {
+                log_error("Cannot list this host's VMs: %s", c.hosts[0].status.why);
                 rc = 1;
-        } else
-                st[0].reachable = true;
+        }
 
         struct json_writer w;
         json_writer_init(&w, true);
@@ -1168,36 +1183,23 @@ static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
         else
                 printf("%-12s %-20s %-9s %-7s %-5s %-8s %s\n", "HOST", "NAME", "STATE", "PID", "CPUS", "MEMORY",
                        "ADDRESSES");
-        for (size_t i = 0; i <= n; i++) {
-                const char *host = i == 0 ? "local" : defs[i - 1]->name;
-                const struct host_status *h = &st[i];
+        for (size_t i = 0; i < c.n; i++) {
+                const struct host_cluster_entry *e = &c.hosts[i];
+                const struct host_status *h = &e->status;
                 for (char **m = h->warnings; m && *m; m++) {
-                        log_warning("Host %s: %s", host, *m);
-                        rc = i == 0 ? 1 : rc;
+                        log_warning("Host %s: %s", e->name, *m);
+                        rc = e->local ? 1 : rc;
                 }
                 if (json) {
-                        json_object_begin(&w);
-                        json_kv_uint(&w, "version", 1);
-                        json_kv_string(&w, "host", host);
-                        json_kv_bool(&w, "reachable", h->reachable);
-                        json_key(&w, "error");
-                        json_string(&w, h->reachable ? NULL : h->why);
-                        json_key(&w, "vms");
-                        if (h->vm_list)
-                                json_value_write(&w, h->vm_list);
-                        else {
-                                json_array_begin(&w);
-                                json_array_end(&w);
-                        }
-                        json_object_end(&w);
+                        host_cluster_entry_to_json(&w, e, false);
                         continue;
                 }
                 if (!h->reachable) {
-                        printf("%-12s %-20s %-9s %s\n", host, "-", "down", h->why);
+                        printf("%-12s %-20s %-9s %s\n", e->name, "-", "down", h->why);
                         continue;
                 }
                 for (size_t k = 0; k < json_array_len(h->vm_list); k++)
-                        print_host_vm_row(host, json_array_at(h->vm_list, k));
+                        print_host_vm_row(e->name, json_array_at(h->vm_list, k));
         }
         if (json) {
                 json_array_end(&w);
@@ -1205,9 +1207,6 @@ static int vm_list_all_hosts(const struct vh_context *ctx, bool json) {
                         rc = 1;
         } else
                 json_writer_free(&w);
-        for (size_t i = 0; i <= n; i++)
-                host_status_done(&st[i]);
-        host_defs_free(defs);
         return rc;
 }
 
@@ -1236,8 +1235,8 @@ static int vm_list_cmd(const struct vh_context *ctx, int argc, char **argv) {
         if (json)
                 json_array_begin(&w);
         else
-                printf("%-20s %-9s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "CPUS", "MEMORY", "FORWARDS",
-                       "ADDRESSES");
+                printf("%-20s %-9s %-7s %-7s %-5s %-8s %-24s %s\n", "NAME", "STATE", "PID", "UPTIME", "CPUS", "MEMORY",
+                       "FORWARDS", "ADDRESSES");
         int rc = 0;
         for (int i = 0; i < n; i++) {
                 struct vh_error err = {};
@@ -1269,9 +1268,16 @@ static int vm_list_cmd(const struct vh_context *ctx, int argc, char **argv) {
                         int n_addrs = get_addresses(ctx, def, &st, &addrs);
                         for (int a = 0, u = 0; a < n_addrs; a++)
                                 u += snprintf(ips + u, sizeof(ips) - (size_t) u, "%s%s", a ? "," : "", addrs[a].ip);
-                        printf("%-20s %-9s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
+                        char up[32];
+                        printf("%-20s %-9s %-7s %-7s %-5u %-8s %-24s %s\n", def->name, vm_state_to_string(st.state), pid,
+                               format_uptime(st.state == VM_STATE_RUNNING ? st.started_at : 0, up, sizeof(up)),
                                def->cpus, format_size(def->memory, mem, sizeof(mem)), fwd[0] ? fwd : "-",
                                ips[0] ? ips : "-");
+                        /* An action under way, which the listing did not wait for. */
+                        if (st.busy[0] && st.busy_pid > 0)
+                                printf("    busy: being %s by pid %d\n", st.busy, st.busy_pid);
+                        else if (st.busy[0])
+                                printf("    busy: being %s\n", st.busy);
                         /* As 'vm status' says it: why the VM is no longer
                          * running, on a line of its own under its row. */
                         if (st.exit_reason[0])

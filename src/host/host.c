@@ -596,6 +596,90 @@ int host_load_all(const struct vh_context *ctx, struct host_def ***ret, size_t *
         return 0;
 }
 
+void host_cluster_done(struct host_cluster *c) {
+        if (!c)
+                return;
+        for (size_t i = 0; i < c->n; i++)
+                host_status_done(&c->hosts[i].status);
+        free(c->hosts);
+        host_names_free(c->skipped);
+        host_defs_free(c->defs);
+        *c = (struct host_cluster) {};
+}
+
+int host_cluster_list(const struct vh_context *ctx, unsigned flags, struct host_cluster *ret, struct vh_error *err) {
+        _cleanup_(host_cluster_done) struct host_cluster c = {};
+        int r;
+        if (flags & HOST_CLUSTER_REMOTE) {
+                r = host_load_all(ctx, &c.defs, &c.n_registered, &c.skipped, err);
+                if (r < 0)
+                        return r;
+        } else if (!(c.skipped = calloc(1, sizeof(char *))) || !(c.defs = calloc(1, sizeof(*c.defs))))
+                return -ENOMEM;
+        bool local = flags & HOST_CLUSTER_LOCAL;
+        /* At least one, so that an empty registry is no allocation failure. */
+        c.hosts = calloc(MAX(c.n_registered + local, (size_t) 1), sizeof(*c.hosts));
+        if (!c.hosts)
+                return -ENOMEM;
+        c.n = c.n_registered + local;
+        struct host_status *remote = calloc(c.n_registered, sizeof(*remote));
+        if (!remote && c.n_registered > 0)
+                return -ENOMEM;
+        r = host_probe_all(ctx, c.defs, c.n_registered, HOST_PROBE_VMS, remote);
+        if (r < 0) {
+                free(remote);
+                return vh_error_set(err, r, "Cannot ask the hosts: %s", strerror(-r));
+        }
+        for (size_t i = 0; i < c.n_registered; i++) {
+                c.hosts[local + i].name = c.defs[i]->name;
+                c.hosts[local + i].status = remote[i];
+        }
+        free(remote);
+        if (local) {
+                struct host_cluster_entry *e = &c.hosts[0];
+                e->name = HOST_LOCAL;
+                e->local = true;
+                struct vh_error le = {};
+                _cleanup_free_ char *self = NULL;
+                r = host_self_json(ctx, HOST_PROBE_VMS, &self, &le);
+                if (r >= 0)
+                        r = host_self_parse(self, &e->status, &le);
+                if (r < 0) {
+                        e->status.error = r;
+                        snprintf(e->status.why, sizeof(e->status.why), "%s", vh_error_message(&le, r));
+                } else
+                        e->status.reachable = true;
+        }
+        *ret = c;
+        c = (struct host_cluster) {};
+        return 0;
+}
+
+void host_cluster_entry_to_json(struct json_writer *w, const struct host_cluster_entry *e, bool with_warnings) {
+        const struct host_status *h = &e->status;
+        json_object_begin(w);
+        json_kv_uint(w, "version", 1);
+        json_kv_string(w, "host", e->name);
+        json_kv_bool(w, "reachable", h->reachable);
+        json_key(w, "error");
+        json_string(w, h->reachable ? NULL : h->why);
+        json_key(w, "vms");
+        if (h->vm_list)
+                json_value_write(w, h->vm_list);
+        else {
+                json_array_begin(w);
+                json_array_end(w);
+        }
+        if (with_warnings) {
+                json_key(w, "warnings");
+                json_array_begin(w);
+                for (char **m = h->warnings; m && *m; m++)
+                        json_string(w, *m);
+                json_array_end(w);
+        }
+        json_object_end(w);
+}
+
 int host_cluster_macs(const struct vh_context *ctx, const char *except, bool include_local, char ***ret_macs,
                       char ***ret_warnings, struct vh_error *err) {
         struct host_def **all = NULL;

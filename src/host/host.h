@@ -129,5 +129,45 @@ int host_macs_for_create(char *const *macs, const char *host_id, char *const *ar
 int host_add(const struct vh_context *ctx, struct host_def *def, struct host_status *ret_status,
              struct vh_error *err);
 
+/* 'vm list --all-hosts': this machine and the registered hosts, each with
+ * its VM status objects, for every caller that shows the cluster (the CLI,
+ * the web API) to ask and describe it one way. */
+enum host_cluster_flags {
+        HOST_CLUSTER_LOCAL = 1 << 0,   /* this machine, as HOST_LOCAL, first */
+        HOST_CLUSTER_REMOTE = 1 << 1,  /* every registered host that loads, sorted by name */
+};
+
+struct host_cluster_entry {
+        const char *name;              /* HOST_LOCAL or the host's name (owned by the cluster) */
+        bool local;
+        /* HOST_PROBE_VMS's answer. This machine is "reachable" unless its
+         * own VMs could not be listed: then 'error' and 'why' say so
+         * (without a "Cannot list" prefix; the caller says what failed). */
+        struct host_status status;
+};
+
+struct host_cluster {
+        struct host_cluster_entry *hosts;
+        size_t n;
+        size_t n_registered;           /* registered hosts that loaded (asked with HOST_CLUSTER_REMOTE) */
+        char **skipped;                /* host files that did not load, "NAME: why" (NULL-terminated) */
+        struct host_def **defs;        /* the registered hosts, NULL-terminated */
+};
+
+/* Asks the hosts 'flags' selects (the registered ones in parallel, with
+ * host_probe_all(), then this machine with host_self_json()) for their
+ * VMs. A host that does not answer, or this machine failing to list its
+ * own, is an entry that is not reachable, not a failure: -errno only when
+ * the registry cannot be read or the asks cannot be started. Fills 'ret'
+ * (host_cluster_done() it) only on success. */
+int host_cluster_list(const struct vh_context *ctx, unsigned flags, struct host_cluster *ret, struct vh_error *err);
+void host_cluster_done(struct host_cluster *c);
+
+/* Writes the object 'vm list --all-hosts --json' prints for one host
+ * (docs/json.md): version, host, reachable, error, vms (the host's status
+ * objects as it replied them), and with 'with_warnings' a "warnings" array
+ * of what could not be described there (the CLI warns on stderr instead). */
+void host_cluster_entry_to_json(struct json_writer *w, const struct host_cluster_entry *e, bool with_warnings);
+
 /* Closes the host's multiplexed connection, if one is open (best effort). */
 void host_disconnect(const struct vh_context *ctx, const struct host_def *def);

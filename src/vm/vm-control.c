@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/json.h"
@@ -38,8 +39,25 @@ static int open_qmp(const struct vh_context *ctx, const char *name, struct qmp_c
         return r;
 }
 
+/* Waits up to 'timeout_ms' for 'pid' to go, in VM_CANCEL_STEP_MS steps
+ * that ask 'cancel'; whether it went. */
+static bool wait_gone_cancellable(int pid, unsigned timeout_ms, const struct vm_cancel *cancel) {
+        if (!cancel)
+                return process_wait_gone(pid, timeout_ms);
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
+        for (;;) {
+                uint64_t now = vh_clock_ms();
+                if (now >= deadline)
+                        return !process_alive(pid);
+                if (process_wait_gone(pid, (unsigned) MIN(deadline - now, (uint64_t) VM_CANCEL_STEP_MS)))
+                        return true;
+                if (vm_cancelled(cancel))
+                        return false;
+        }
+}
+
 static int stop_graceful_locked(const struct vh_context *ctx, const char *name, unsigned timeout_ms,
-                                enum vm_stop_how *ret_how, struct vh_error *err) {
+                                const struct vm_cancel *cancel, enum vm_stop_how *ret_how, struct vh_error *err) {
         struct vm_status st;
         int r = vm_get_status(ctx, name, &st, err);
         if (r < 0)
@@ -55,7 +73,7 @@ static int stop_graceful_locked(const struct vh_context *ctx, const char *name, 
         struct vh_error qerr = {};
         if (open_qmp(ctx, name, &q, &qerr) >= 0) {
                 if (timeout_ms > 0 && qmp_execute(q, "system_powerdown", NULL, NULL, &qerr) >= 0 &&
-                    process_wait_gone(st.pid, timeout_ms))
+                    wait_gone_cancellable(st.pid, timeout_ms, cancel))
                         how = VM_STOP_GUEST;
                 else if (qmp_execute(q, "quit", NULL, NULL, &qerr) >= 0 || process_alive(st.pid) == false) {
                         if (process_wait_gone(st.pid, 5000))
@@ -72,14 +90,19 @@ static int stop_graceful_locked(const struct vh_context *ctx, const char *name, 
         return 0;
 }
 
-int vm_stop_graceful(const struct vh_context *ctx, const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
-                     struct vh_error *err) {
+int vm_stop_graceful_cancellable(const struct vh_context *ctx, const char *name, unsigned timeout_ms,
+                                 const struct vm_cancel *cancel, enum vm_stop_how *ret_how, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(ctx, name, timeout_ms > 0 ? "stopped" : "killed", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock,
-                             err);
+        int r = vm_lock_take_cancellable(ctx, name, timeout_ms > 0 ? "stopped" : "killed",
+                                         VM_LOCK_LIFECYCLE_TIMEOUT_MS, cancel, &lock, err);
         if (r < 0)
                 return r;
-        return stop_graceful_locked(ctx, name, timeout_ms, ret_how, err);
+        return stop_graceful_locked(ctx, name, timeout_ms, cancel, ret_how, err);
+}
+
+int vm_stop_graceful(const struct vh_context *ctx, const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
+                     struct vh_error *err) {
+        return vm_stop_graceful_cancellable(ctx, name, timeout_ms, NULL, ret_how, err);
 }
 
 int vm_monitor(const struct vh_context *ctx, const char *name, const char *command, char **ret_text,

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "vm/vm.h"
 #include "vmhost/context.h"
 #include "vmhost/error.h"
 
@@ -22,6 +23,15 @@ enum vm_stop_how {
  * the guest and quits at once (vm kill). Taps are detached afterwards. */
 int vm_stop_graceful(const struct vh_context *ctx, const char *name, unsigned timeout_ms, enum vm_stop_how *ret_how,
                      struct vh_error *err);
+/* vm_stop_graceful() with a cancel hook (vm/vm.h; NULL: none). A cancel
+ * while waiting for the VM's lock: -ECANCELED, nothing done. A cancel while
+ * waiting for the guest ends its grace time: QEMU is told to quit (or
+ * killed) at once, a matter of milliseconds, and the stop completes
+ * (VM_STOP_QUIT or VM_STOP_KILLED): the stop was asked for, and a guest
+ * left shutting down with nobody watching would leave its runtime files to
+ * be taken for a crash. */
+int vm_stop_graceful_cancellable(const struct vh_context *ctx, const char *name, unsigned timeout_ms,
+                                 const struct vm_cancel *cancel, enum vm_stop_how *ret_how, struct vh_error *err);
 
 /* Runs a human monitor command ("info status"); the answer in *ret_text. */
 int vm_monitor(const struct vh_context *ctx, const char *name, const char *command, char **ret_text,

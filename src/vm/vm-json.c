@@ -14,6 +14,13 @@ void vm_status_to_json(struct json_writer *w, const struct vm_def *def, const st
         if (st->state == VM_STATE_RUNNING) {
                 json_kv_int(w, "pid", st->pid);
                 json_kv_string(w, "accel", st->accel);
+                if (st->started_at > 0)
+                        json_kv_int(w, "started", st->started_at);
+        }
+        if (st->busy[0]) {
+                json_kv_string(w, "busy", st->busy);
+                if (st->busy_pid > 0)
+                        json_kv_int(w, "busy-pid", st->busy_pid);
         }
         json_kv_uint(w, "cpus", def->cpus);
         json_kv_uint(w, "memory", def->memory);

@@ -45,6 +45,7 @@ struct vm_start_job {
         int pid;                       /* QEMU's pid once launched, else 0 */
         int pid_fd;                    /* a pidfd of that QEMU, -1 if none */
         bool qemu_gone;                /* the undo killed it already */
+        const struct vm_cancel *cancel; /* of vm_start_launch()'s options: vm_start_record()'s wait */
 };
 
 /* Loads the VM 'name', checks that it can start (not running, its files
@@ -61,7 +62,9 @@ int vm_start_launch(const struct vh_context *ctx, struct vm_start_job *job, cons
 
 /* Waits (bounded) for QEMU's QMP greeting, gives a TCP display its
  * password and records the runtime state, after which the VM counts as
- * running. ret (may be NULL) gets the recorded status. */
+ * running. ret (may be NULL) gets the recorded status. The launch's
+ * cancel hook ends the wait: -ECANCELED, QEMU killed (the undo of
+ * vm_start_job_free() does the rest). */
 int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_status *ret, struct vh_error *err);
 
 /* Undoes whatever a start that was not recorded made, then frees.

@@ -294,6 +294,42 @@ int vm_lock_take_with_home(const struct vh_context *ctx, const char *name, const
         return 0;
 }
 
+bool vm_cancelled(const struct vm_cancel *cancel) {
+        return cancel && cancel->func && cancel->func(cancel->userdata);
+}
+
+int vm_lock_take_cancellable(const struct vh_context *ctx, const char *name, const char *op, unsigned timeout_ms,
+                             const struct vm_cancel *cancel, struct vm_lock **ret, struct vh_error *err) {
+        if (!cancel)
+                return vm_lock_take(ctx, name, op, timeout_ms, ret, err);
+        /* The wait in steps, each a bounded take of its own, with the
+         * question in between. */
+        uint64_t deadline = vh_clock_ms() + timeout_ms;
+        for (;;) {
+                if (vm_cancelled(cancel))
+                        return vh_error_set(err, -ECANCELED, "VM %s was not %s: cancelled while waiting for its lock",
+                                            name, op);
+                uint64_t now = vh_clock_ms();
+                unsigned step = (unsigned) MIN(deadline > now ? deadline - now : 0, (uint64_t) VM_CANCEL_STEP_MS);
+                struct vh_error step_err = {};
+                int r = vm_lock_take(ctx, name, op, step, ret, &step_err);
+                if (r != -EBUSY)
+                        return r < 0 ? vh_error_set(err, r, "%s", vh_error_message(&step_err, r)) : r;
+                if (vh_clock_ms() < deadline)
+                        continue;
+                /* The step's message would name the step's wait, not this one. */
+                struct vh_lock_holder h = {};
+                char path[VM_LOCK_PATH_MAX];
+                if (lock_path_format(ctx, name, path) && vh_lockfile_holder(path, &h) > 0 && h.pid > 0)
+                        return vh_error_set(err, -EBUSY,
+                                            "VM %s is busy: being %s by pid %d (waited %u.%u s); try again when it is done",
+                                            name, h.op[0] ? h.op : "used", h.pid, timeout_ms / 1000,
+                                            timeout_ms % 1000 / 100);
+                return vh_error_set(err, -EBUSY, "VM %s is busy (waited %u.%u s); try again when it is done", name,
+                                    timeout_ms / 1000, timeout_ms % 1000 / 100);
+        }
+}
+
 struct vm_lock *vm_lock_release(struct vm_lock *l) {
         if (l && l->depth > 0 && --l->depth == 0) {
                 l->fd = safe_close(l->fd);
@@ -302,26 +338,37 @@ struct vm_lock *vm_lock_release(struct vm_lock *l) {
         return NULL;
 }
 
-/* What another process that holds VM 'name's lock is doing, as a state
- * for vm_get_status; 'fallback' when nobody holds it or it does something
- * else. Never waits. */
-static enum vm_state state_of_holder(const struct vh_context *ctx, const struct vm_paths *p, const char *name,
-                                     enum vm_state fallback, bool *ret_held) {
+/* Whether another thread or process holds VM 'name's lock; if so, its
+ * action goes to st->busy and st->busy_pid. Never waits: one open and one
+ * fcntl, asked for every VM by 'vm list'. */
+static bool holder_get(const struct vh_context *ctx, const struct vm_paths *p, const char *name,
+                       struct vm_status *st) {
         struct vh_lock_holder h = {};
-        *ret_held = false;
         if (held_lock(ctx, name))
-                return fallback;
-        /* RUN/vms/NAME.lock, as vm_lock_path() names it, without its mkdir:
-         * 'vm list' asks this for every stopped VM. vm_paths_get() keeps
-         * the runtime directory shorter than a socket path. */
+                return false;
+        /* RUN/vms/NAME.lock, as vm_lock_path() names it, without its mkdir.
+         * vm_paths_get() keeps the runtime directory shorter than a socket
+         * path. */
         char path[sizeof(((struct sockaddr_un *) 0)->sun_path) + sizeof(".lock")];
         if ((size_t) snprintf(path, sizeof(path), "%s.lock", p->runtime_dir) >= sizeof(path) ||
             vh_lockfile_holder(path, &h) <= 0)
+                return false;
+        /* A holder that has not written its name yet is still a holder. */
+        snprintf(st->busy, sizeof(st->busy), "%s", h.op[0] ? h.op : "locked");
+        st->busy_pid = h.pid;
+        return true;
+}
+
+/* What another process that holds VM 'name's lock is doing, as a state
+ * for vm_get_status (with st->busy filled); 'fallback' when nobody holds it
+ * or it does something else. Never waits. */
+static enum vm_state state_of_holder(const struct vh_context *ctx, const struct vm_paths *p, const char *name,
+                                     enum vm_state fallback, struct vm_status *st) {
+        if (!holder_get(ctx, p, name, st))
                 return fallback;
-        *ret_held = true;
-        if (streq(h.op, "started") || streq(h.op, "restarted"))
+        if (streq(st->busy, "started") || streq(st->busy, "restarted"))
                 return VM_STATE_STARTING;
-        if (streq(h.op, "stopped") || streq(h.op, "killed") || streq(h.op, "deleted"))
+        if (streq(st->busy, "stopped") || streq(st->busy, "killed") || streq(st->busy, "deleted"))
                 return VM_STATE_STOPPED;
         return fallback;
 }
@@ -364,6 +411,8 @@ static int runtime_state_read(const char *path, struct vm_status *st) {
                         st->serial_log_offset = u;
                 else if (streq(k, "netns"))
                         snprintf(st->netns, sizeof(st->netns), "%s", v);
+                else if (streq(k, "started") && parse_u64(v, &u) == 0 && u <= INT64_MAX)
+                        st->started_at = (int64_t) u;
                 else if (startswith(k, "nic.")) {
                         uint64_t idx;
                         if (parse_u64(k + strlen("nic."), &idx) == 0 && idx < VM_MAX_NICS && name_is_valid(v))
@@ -389,6 +438,8 @@ static int runtime_state_write(const char *path, const struct vm_status *st, uns
                         n += snprintf(buf + n, sizeof(buf) - (size_t) n, "nic.%u=%s\n", i, st->nic_networks[i]);
         if (st->netns[0] && n < (int) sizeof(buf))
                 n += snprintf(buf + n, sizeof(buf) - (size_t) n, "netns=%s\n", st->netns);
+        if (st->started_at > 0 && n < (int) sizeof(buf))
+                n += snprintf(buf + n, sizeof(buf) - (size_t) n, "started=%" PRId64 "\n", st->started_at);
         if (n >= (int) sizeof(buf))
                 return -ENOBUFS;
         return write_file_atomic(path, buf, (size_t) n, 0600);
@@ -419,6 +470,77 @@ static void last_log_line(const char *path, char *buf, size_t len) {
         snprintf(buf, len, "%s", start ? start + 1 : text);
 }
 
+/* An unsigned decimal of at most 18 digits (far below INT64_MAX) at *s, which
+ * is moved past it. */
+static int parse_decimal(const char **s, uint64_t *ret) {
+        uint64_t v = 0;
+        size_t n = 0;
+        for (; **s >= '0' && **s <= '9'; (*s)++, n++) {
+                if (n == 18)
+                        return -EINVAL;
+                v = v * 10 + (uint64_t) (**s - '0');
+        }
+        if (n == 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int vm_process_start_parse(const char *pid_stat, const char *proc_stat, long hz, int64_t *ret) {
+        if (strnlen(pid_stat, VM_PROC_PID_STAT_MAX + 1) > VM_PROC_PID_STAT_MAX ||
+            strnlen(proc_stat, VM_PROC_STAT_MAX + 1) > VM_PROC_STAT_MAX)
+                return -E2BIG;
+        if (hz <= 0 || hz > 1000000)
+                return -EINVAL;
+        /* "PID (COMM) S F4 F5 ...": the name may hold anything but a NUL,
+         * so the fields start after its last ')'. */
+        const char *f = strrchr(pid_stat, ')');
+        if (!f || f[1] != ' ' || !f[2] || f[3] != ' ')
+                return -EINVAL;
+        f += 4; /* at field 4 */
+        uint64_t ticks = 0;
+        for (int field = 4; field <= 22; field++) {
+                /* Fields 4-21 are numbers, some of them negative. */
+                if (*f == '-' && field != 22)
+                        f++;
+                if (parse_decimal(&f, &ticks) < 0)
+                        return -EINVAL;
+                if (field < 22 && *f++ != ' ')
+                        return -EINVAL;
+        }
+        if (*f != ' ' && *f != '\n' && *f != '\0')
+                return -EINVAL;
+
+        const char *b = proc_stat;
+        while (b && !startswith(b, "btime ")) {
+                b = strchr(b, '\n');
+                if (b)
+                        b++;
+        }
+        if (!b)
+                return -EINVAL;
+        b += strlen("btime ");
+        uint64_t btime;
+        if (parse_decimal(&b, &btime) < 0 || (*b != '\n' && *b != '\0') || btime == 0)
+                return -EINVAL;
+        *ret = (int64_t) (btime + ticks / (uint64_t) hz);
+        return 0;
+}
+
+/* The start of process 'pid' from /proc, 0 when it cannot be told (the
+ * process went, /proc is not mounted). */
+static int64_t process_started(int pid) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        _cleanup_free_ char *pid_stat = NULL, *proc_stat = NULL;
+        int64_t t;
+        if (read_full_file(path, VM_PROC_PID_STAT_MAX, &pid_stat, NULL) < 0 ||
+            read_full_file("/proc/stat", VM_PROC_STAT_MAX, &proc_stat, NULL) < 0 ||
+            vm_process_start_parse(pid_stat, proc_stat, sysconf(_SC_CLK_TCK), &t) < 0)
+                return 0;
+        return t;
+}
+
 int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_status *ret, struct vh_error *err) {
         _cleanup_paths_ struct vm_paths p = {};
         int r = vm_paths_get(ctx, name, &p, err);
@@ -431,8 +553,7 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
         r = runtime_state_read(p.runtime_state, &st);
         if (r == -ENOENT) {
                 /* No QEMU recorded: stopped, or a start is under way. */
-                bool held;
-                st.state = state_of_holder(ctx, &p, name, VM_STATE_STOPPED, &held);
+                st.state = state_of_holder(ctx, &p, name, VM_STATE_STOPPED, &st);
                 *ret = st;
                 return 0;
         }
@@ -441,6 +562,10 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
 
         if (pid_is_our_qemu(st.pid, p.qmp_socket)) {
                 st.state = VM_STATE_RUNNING;
+                /* Started by a vmhost that did not record the time. */
+                if (st.started_at == 0)
+                        st.started_at = process_started(st.pid);
+                (void) holder_get(ctx, &p, name, &st);
                 *ret = st;
                 return 0;
         }
@@ -451,9 +576,12 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
          * The clean-up changes the VM: it runs under the VM's lock, with the
          * state read again there (a start or stop may have finished since). */
         if (!held_lock(ctx, name)) {
+                /* Only tried: a holder may keep it for the whole of a
+                 * start or a guest's shutdown, and a listing of many VMs
+                 * must not wait for each. */
                 struct vm_lock *lock = NULL;
                 struct vh_error lock_err = {};
-                r = vm_lock_take(ctx, name, "checked", VM_STATUS_LOCK_TIMEOUT_MS, &lock, &lock_err);
+                r = vm_lock_take(ctx, name, "checked", 0, &lock, &lock_err);
                 if (r >= 0) {
                         r = vm_get_status(ctx, name, ret, err);
                         vm_lock_release(lock);
@@ -463,8 +591,8 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
                         return vh_error_set(err, r, "%s", vh_error_message(&lock_err, r));
                 /* Someone else works on the VM now: say what it does and
                  * leave its files to it. */
-                bool held;
-                st.state = state_of_holder(ctx, &p, name, VM_STATE_CRASHED, &held);
+                st.state = state_of_holder(ctx, &p, name, VM_STATE_CRASHED, &st);
+                st.started_at = 0;
                 if (st.state == VM_STATE_CRASHED)
                         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
                 st.pid = 0;
@@ -481,6 +609,7 @@ int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_stat
                 return 0;
         }
         st.state = VM_STATE_CRASHED;
+        st.started_at = 0;
         /* Its taps and switch ports go with it. */
         (void) vm_net_detach(ctx, name, st.nic_networks, VM_MAX_NICS, NULL);
         last_log_line(p.qemu_log, st.exit_reason, sizeof(st.exit_reason));
@@ -543,7 +672,7 @@ int vm_allocate_port(bool udp, uint16_t *ret) {
  * the time is up (-ETIMEDOUT). The socket listens before QEMU has opened
  * its disks; the greeting only comes from the main loop, once QEMU is fully
  * initialized. Only the greeting is read: no command is sent. */
-static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms) {
+static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms, const struct vm_cancel *cancel) {
         uint64_t deadline = vh_clock_ms() + timeout_ms;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -572,10 +701,14 @@ static int wait_for_qmp_greeting(const char *path, int pid, unsigned timeout_ms)
                                 }
                                 if (!process_alive(pid))
                                         return -ESRCH;
+                                if (vm_cancelled(cancel))
+                                        return -ECANCELED;
                         }
                 }
                 if (!process_alive(pid))
                         return -ESRCH;
+                if (vm_cancelled(cancel))
+                        return -ECANCELED;
                 if (vh_clock_ms() >= deadline)
                         return -ETIMEDOUT;
                 /* QEMU takes 0.1-0.5 s to listen; polling every 1 ms (a few
@@ -948,6 +1081,7 @@ static ssize_t read_bounded(int fd, void *buf, size_t len, unsigned timeout_ms) 
 int vm_start_launch(const struct vh_context *ctx, struct vm_start_job *job, const struct vm_start_options *opts,
                     struct vh_error *err) {
         assert(job && job->pid == 0 && !job->recorded);
+        job->cancel = opts ? opts->cancel : NULL;
         const struct vm_def *def = job->def;
         const struct vm_paths *p = &job->paths;
         const char *name = def->name;
@@ -1002,6 +1136,9 @@ int vm_start_launch(const struct vh_context *ctx, struct vm_start_job *job, cons
         size_t netns_msg_len = strlen(netns_msg), exec_msg_len = strlen(exec_msg);
 
         job->status.serial_log_offset = file_size_or_zero(p->serial_log);
+        /* The VM's start on this host, recorded with the state: the wall
+         * clock now, read once, so that every later status says the same. */
+        job->status.started_at = (int64_t) time(NULL);
 
         /* QEMU runs in the foreground of its own session, double-forked so
          * it is nobody's zombie: -daemonize would need fork() and setsid()
@@ -1112,7 +1249,13 @@ int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_sta
 
         /* QEMU is initialized once its QMP socket accepts connections; if it
          * dies first, its log says why. */
-        int r = wait_for_qmp_greeting(p->qmp_socket, job->pid, timeout_ms);
+        int r = wait_for_qmp_greeting(p->qmp_socket, job->pid, timeout_ms, job->cancel);
+        if (r == -ECANCELED) {
+                /* Killed here, before the caller's undo, so that the VM is
+                 * stopped by the time the error is read. */
+                job_kill_qemu(job);
+                return vh_error_set(err, r, "The start of VM %s was cancelled before QEMU was up; QEMU was stopped", name);
+        }
         if (r < 0) {
                 char why[256];
                 /* Gone with its descriptors before the log is read and the
@@ -1149,7 +1292,8 @@ int vm_start_record(struct vm_start_job *job, unsigned timeout_ms, struct vm_sta
 int vm_start(const struct vh_context *ctx, const char *name, const struct vm_start_options *opts, struct vm_status *ret,
              struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(ctx, name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        const struct vm_cancel *cancel = opts ? opts->cancel : NULL;
+        int r = vm_lock_take_cancellable(ctx, name, "started", VM_LOCK_LIFECYCLE_TIMEOUT_MS, cancel, &lock, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_start_job_freep) struct vm_start_job *job = NULL;
@@ -1167,12 +1311,16 @@ int vm_start(const struct vh_context *ctx, const char *name, const struct vm_sta
 int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
                const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
-        int r = vm_lock_take(ctx, name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, &lock, err);
+        const struct vm_cancel *cancel = opts ? opts->cancel : NULL;
+        int r = vm_lock_take_cancellable(ctx, name, "restarted", VM_LOCK_LIFECYCLE_TIMEOUT_MS, cancel, &lock, err);
         if (r < 0)
                 return r;
-        r = vm_stop_graceful(ctx, name, stop_timeout_ms, NULL, err);
+        r = vm_stop_graceful_cancellable(ctx, name, stop_timeout_ms, cancel, NULL, err);
         if (r < 0)
                 return r;
+        if (vm_cancelled(cancel))
+                return vh_error_set(err, -ECANCELED, "The restart of VM %s was cancelled after its stop; it is stopped",
+                                    name);
         return vm_start(ctx, name, opts, ret, err);
 }
 

@@ -52,17 +52,48 @@ struct vm_status {
         char netns[64];               /* network namespace QEMU runs in, "" for ours */
         char warning[512];            /* vm_start only: what will not work as the user may expect
                                        * (a tagged NIC cut off from its network's DHCP); "" if none */
+        /* RUNNING: when this host's QEMU of the VM was launched, wall-clock
+         * seconds since the epoch (0: unknown). Recorded by the start in the
+         * runtime state, so it survives a restart of vmhost (or of a server
+         * using the library) and stays the same between calls; a migrated
+         * VM's is when the destination's QEMU was launched, its start on
+         * this host. A VM started by a vmhost that did not record it gets
+         * its QEMU's start from /proc (vm_process_start_parse()). */
+        int64_t started_at;
+        /* Another thread or process holds the VM's lock: the action under
+         * way, as the holder named it ("started", "stopped", "changed"),
+         * and the holder's pid (0 if it did not say yet); "" when nobody
+         * else does. The state is what can be read without that lock. */
+        char busy[48];
+        int busy_pid;
 };
 
 const char *vm_state_to_string(enum vm_state s);
 
+/* The files vm_process_start_parse() reads are at most this long: a
+ * /proc/PID/stat line (the command name is at most 64 bytes), and
+ * /proc/stat with a line per CPU and interrupt counters. */
+#define VM_PROC_PID_STAT_MAX 4096
+#define VM_PROC_STAT_MAX (4u << 20)
+
+/* When a process started, in seconds since the epoch: its /proc/PID/stat
+ * text 'pid_stat' gives the start in clock ticks after boot (field 22,
+ * after the command name in parentheses, which may hold spaces and ')'),
+ * /proc/stat's text 'proc_stat' the boot time ("btime N"), 'hz' the ticks
+ * per second (sysconf(_SC_CLK_TCK)). Pure. -EINVAL for text that is not
+ * such a file or numbers out of range, -E2BIG for text beyond the limits. */
+int vm_process_start_parse(const char *pid_stat, const char *proc_stat, long hz, int64_t *ret);
+
 /* Reads the runtime state; a recorded pid that is no longer our QEMU
  * means the VM died (CRASHED, with the reason from its log) or was stopped
  * before a host reboot; stale sockets are removed either way. That clean-up
- * happens under the VM's lock, waited for at most VM_STATUS_LOCK_TIMEOUT_MS:
- * when another process holds it (a start or stop under way), nothing is
- * removed and the state says what that process does (STARTING while a
- * start runs, STOPPED while a stop or delete runs, else CRASHED). */
+ * happens under the VM's lock, which is only tried, never waited for: a
+ * listing must not slow down while actions run. When another thread or
+ * process holds it, nothing is removed, 'busy' names what the holder does,
+ * and the state says it too (STARTING while a start runs, STOPPED while a
+ * stop or delete runs, else CRASHED). Everything else is read without the
+ * lock: the definition and the runtime state are replaced atomically
+ * (rename), so a reader sees the old file or the new one. */
 int vm_get_status(const struct vh_context *ctx, const char *name, struct vm_status *ret, struct vh_error *err);
 
 /* The opening of every operation on a running VM: its status and (when
@@ -99,8 +130,6 @@ void vm_last_exit(const struct vh_context *ctx, const char *name, char *buf, siz
 /* start, stop, kill, restart wait longer: the holder may be a start
  * (QEMU gets 30 s to come up) or a stop (the guest gets its shutdown time). */
 #define VM_LOCK_LIFECYCLE_TIMEOUT_MS (45 * 1000)
-/* vm_get_status never blocks for long: it is asked for every VM by 'list'. */
-#define VM_STATUS_LOCK_TIMEOUT_MS 1000
 
 struct vm_lock;
 
@@ -122,8 +151,30 @@ int vm_lock_take_with_home(const struct vh_context *ctx, const char *name, const
 /* RUN/vms/NAME.lock, newly allocated (for tests and messages). */
 int vm_lock_path(const struct vh_context *ctx, const char *name, char **ret);
 
+/* How a caller that goes away (a server shutting down) ends the waits of
+ * vm_start(), vm_restart() and vm_stop_graceful_cancellable() early:
+ * 'func' is asked at every step of their waits, at least every
+ * VM_CANCEL_STEP_MS, and returns true to cancel. It runs on the calling
+ * thread and must not block. What each leaves behind is said where it is
+ * declared; the VM is always in a state vm_get_status() tells right. */
+#define VM_CANCEL_STEP_MS 100
+struct vm_cancel {
+        bool (*func)(void *userdata);
+        void *userdata;
+};
+/* Whether 'cancel' (NULL: never) asks to cancel now. */
+bool vm_cancelled(const struct vm_cancel *cancel);
+
+/* vm_lock_take() whose wait ends with -ECANCELED ("... cancelled while
+ * waiting for VM NAME's lock") when 'cancel' says so. */
+int vm_lock_take_cancellable(const struct vh_context *ctx, const char *name, const char *op, unsigned timeout_ms,
+                             const struct vm_cancel *cancel, struct vm_lock **ret, struct vh_error *err);
+
 struct vm_start_options {
         const char *qemu_binary;  /* NULL: qemu-system-x86_64 */
+        /* NULL: not cancellable (the CLI: Ctrl-C ends the process). See
+         * vm_start() for what a cancelled start leaves. */
+        const struct vm_cancel *cancel;
         /* Start QEMU paused (-S) and waiting for a migration stream
          * (-incoming defer), as the destination of a live migration:
          * QMP 'query-status' says "inmigrate" until a 'migrate-incoming'
@@ -135,7 +186,14 @@ struct vm_start_options {
  * vm_start_launch() and vm_start_record() of vm/vm-start.h in a row, under
  * the VM's lock. A start that fails half-way removes what it made. A VM
  * that runs already: -EALREADY with *ret its status and the message
- * "VM NAME is already running (pid N)". */
+ * "VM NAME is already running (pid N)".
+ *
+ * opts->cancel ends the wait for the lock (nothing done) or for QEMU's QMP
+ * greeting with -ECANCELED. QEMU is then killed and the start undone like
+ * any start that fails: a QEMU that has not greeted is not known to work,
+ * its display has no password yet and its state is not recorded, and the
+ * caller, going away, could report neither a running VM nor a failure
+ * later; so the VM is left stopped, as before the start. */
 int vm_start(const struct vh_context *ctx, const char *name, const struct vm_start_options *opts, struct vm_status *ret,
              struct vh_error *err);
 
@@ -149,7 +207,11 @@ int vm_wait_ready(const struct vh_context *ctx, const char *name, unsigned timeo
 int vm_stop(const struct vh_context *ctx, const char *name, unsigned timeout_ms, struct vh_error *err);
 
 /* vm_stop_graceful() with 'stop_timeout_ms', then vm_start(), under one hold
- * of the VM's lock so that no other start or stop comes between. */
+ * of the VM's lock so that no other start or stop comes between.
+ * opts->cancel: a cancel during the stop ends the guest's grace time (the
+ * stop finishes at once, as vm_stop_graceful_cancellable() says) and the
+ * start is not begun (-ECANCELED, the VM stopped); during the start, as
+ * vm_start(). */
 int vm_restart(const struct vh_context *ctx, const char *name, unsigned stop_timeout_ms,
                const struct vm_start_options *opts, struct vm_status *ret, struct vh_error *err);
 

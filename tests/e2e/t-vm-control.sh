@@ -92,6 +92,31 @@ out=$(serial_cmd "$S" 10 "dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | hea
 pid0=$(vm_json c1 pid)
 "$VMHOST" vm restart c1 --wait >/dev/null && [ "$(vm_json c1 state)" = running ] && [ -n "$pid0" ] &&
 	[ "$(vm_json c1 pid)" != "$pid0" ] && pass restart "QEMU pid $pid0 -> $(vm_json c1 pid)" || fail restart
+# A stop under way that waits out the guest's grace time (its acpid is
+# gone, so the button does nothing): status and list answer at once, say
+# the VM is busy being stopped and by which process, and still running.
+out=$(serial_cmd "$S" 10 "killall acpid; echo acpid-gone")
+"$VMHOST" vm stop c1 --timeout 4 >"$E2E_TMP/bstop.out" 2>&1 &
+bpid=$!
+c1_busy_stopping() { [ "$(vm_json c1 busy)" = stopped ]; }
+wait_until 5 "the stop to hold the lock of c1" c1_busy_stopping
+t0=$(e2e_now)
+"$VMHOST" vm list --json >"$E2E_TMP/busy.json"
+dt=$(e2e_elapsed "$t0")
+if [ "$out" = acpid-gone ] && python3 - "$E2E_TMP/busy.json" "$bpid" <<'EOF2' && awk -v t="$dt" 'BEGIN { exit !(t < 1) }' &&
+import json, sys
+v = [v for v in json.load(open(sys.argv[1])) if v["name"] == "c1"][0]
+assert v["state"] == "running" and v["busy"] == "stopped" and v["busy-pid"] == int(sys.argv[2]), v
+EOF2
+	"$VMHOST" vm status c1 | grep -qx "busy: *being stopped by pid $bpid"; then
+	pass busy-while-stopping "list in $dt s: running, busy being stopped by pid $bpid"
+else
+	fail busy-while-stopping "guest: '$out'; list in $dt s: $(cat "$E2E_TMP/busy.json"); status: $("$VMHOST" vm status c1)"
+fi
+wait "$bpid"
+grep -q "QEMU quit" "$E2E_TMP/bstop.out" && [ "$(vm_json c1 state)" = stopped ] && [ -z "$(vm_json c1 busy)" ] &&
+	pass busy-stop-done "$(cat "$E2E_TMP/bstop.out")" || fail busy-stop-done "$(cat "$E2E_TMP/bstop.out")"
+"$VMHOST" vm start c1 --wait >/dev/null || fail start-after-busy-stop
 # Deleted, as QEMU itself lists the snapshots of the running VM.
 "$VMHOST" vm snapshot delete c1 live1 >/dev/null && info=$("$VMHOST" vm monitor c1 'info snapshots') &&
 	! grep -q live1 <<<"$info" && pass snapshot-delete-running || fail snapshot-delete-running "$info"

@@ -43,6 +43,21 @@ fi
 pid=$(vm_json k1 pid)
 [ "$(vm_json k1 state)" = running ] && [ -n "$pid" ] && pass status-running "pid $pid" || fail status-running
 
+# The start time: this start's (QEMU is launched right after the command
+# began, before the boot the test waited for), the same at every ask as
+# the clock goes on, and the uptime shown by status and list.
+started=$(vm_json k1 started)
+sleep 1.2
+started2=$(vm_json k1 started)
+t0s=${t0%.*}
+if [ -n "$started" ] && [ "$started" -ge "$t0s" ] && [ "$started" -le $((t0s + 5)) ] && [ "$started2" = "$started" ] &&
+	"$VMHOST" vm status k1 | grep -qE '^uptime: +[0-9]+(s|m[0-9]{2}s) \(since ' &&
+	"$VMHOST" vm list | grep -qE "^k1 +running +$pid +[0-9]+(s|m[0-9]{2}s) "; then
+	pass start-time "started $started, test started the VM at $t0s; $("$VMHOST" vm status k1 | grep '^uptime')"
+else
+	fail start-time "started '$started' then '$started2', test start $t0s; $("$VMHOST" vm status k1; "$VMHOST" vm list)"
+fi
+
 # Console round trip: piped input, answers relayed until the console is quiet.
 out=$(printf 'echo $((6*7))\n' | timeout 20 "$VMHOST" vm console k1 2>&1)
 grep -qx '42' <<<"${out//$'\r'/}" && pass console-roundtrip || fail console-roundtrip "got: $out"
@@ -103,7 +118,12 @@ print([v.get("exit-reason") for v in json.load(sys.stdin) if v["name"] == "k1"][
 
 # A definition from before machine types were pinned gets pinned at start.
 sed -i '/^machine = /d' "$VMHOST_HOME/vms/k1/vm.conf"
+t1=$(e2e_now)
 out=$("$VMHOST" vm start k1 --wait --timeout 120 2>&1) && pass restart-after-crash || fail restart-after-crash "$out"
+# The new QEMU's start, not the first one's.
+started3=$(vm_json k1 started)
+[ -n "$started3" ] && [ "$started3" -ge "${t1%.*}" ] && [ "$started3" -le $((${t1%.*} + 5)) ] &&
+	pass start-time-new-start "$started3" || fail start-time-new-start "'$started3', started at ${t1%.*}"
 got_machine=$(sed -n 's/^machine = //p' "$VMHOST_HOME/vms/k1/vm.conf")
 [ "$got_machine" = "$want_machine" ] && pass machine-pinned-at-start "$got_machine" ||
 	fail machine-pinned-at-start "vm.conf has '$got_machine'"

@@ -536,3 +536,57 @@ TEST(host_ssh_exec_drops_mux_noise) {
         host_def_free(d);
         vh_context_free(c);
 }
+
+/* The cluster listing without a network: this machine (an empty home, so
+ * no VMs) and a registry holding one host file that does not load, which
+ * is skipped, not asked. The entry's JSON is the shape of 'vm list
+ * --all-hosts --json' (docs/json.md), with "warnings" only on request. */
+TEST(host_cluster_list_local_and_skipped) {
+        const struct vh_context *ctx = test_ctx();
+        _cleanup_free_ char *conf = NULL;
+        CHECK_EQ_INT(host_conf_path(ctx, "bad", &conf), 0);
+        const char *text = "name = bad\nssh = -x\n";
+        CHECK(conf && write_file_atomic(conf, text, strlen(text), 0600) == 0);
+
+        struct host_cluster c = {};
+        struct vh_error err = {};
+        CHECK_EQ_INT(host_cluster_list(ctx, HOST_CLUSTER_LOCAL | HOST_CLUSTER_REMOTE, &c, &err), 0);
+        CHECK_EQ_INT(c.n, 1);
+        CHECK_EQ_INT(c.n_registered, 0);
+        CHECK(c.skipped && c.skipped[0] && startswith(c.skipped[0], "bad: ") && !c.skipped[1]);
+        if (c.n != 1) {
+                host_cluster_done(&c);
+                return;
+        }
+        CHECK(c.hosts[0].local);
+        CHECK_STREQ(c.hosts[0].name, "local");
+        CHECK(c.hosts[0].status.reachable);
+        CHECK_EQ_INT(json_array_len(c.hosts[0].status.vm_list), 0);
+
+        for (int with = 0; with <= 1; with++) {
+                struct json_writer w;
+                json_writer_init(&w, false);
+                host_cluster_entry_to_json(&w, &c.hosts[0], with);
+                int r;
+                _cleanup_free_ char *s = json_writer_finish(&w, &r);
+                CHECK_STREQ(s, with ? "{\"version\":1,\"host\":\"local\",\"reachable\":true,\"error\":null,\"vms\":[],"
+                                      "\"warnings\":[]}"
+                                    : "{\"version\":1,\"host\":\"local\",\"reachable\":true,\"error\":null,\"vms\":[]}");
+        }
+        /* A host that did not answer: its reason, no VMs. */
+        struct host_cluster_entry down = { .name = "far" };
+        snprintf(down.status.why, sizeof(down.status.why), "cannot reach host 'far'");
+        struct json_writer w;
+        json_writer_init(&w, false);
+        host_cluster_entry_to_json(&w, &down, false);
+        int r;
+        _cleanup_free_ char *s = json_writer_finish(&w, &r);
+        CHECK_STREQ(s, "{\"version\":1,\"host\":\"far\",\"reachable\":false,\"error\":\"cannot reach host 'far'\",\"vms\":[]}");
+        host_cluster_done(&c);
+        CHECK(c.hosts == NULL && c.n == 0);
+
+        /* Only the registry: no local entry. */
+        CHECK_EQ_INT(host_cluster_list(ctx, HOST_CLUSTER_REMOTE, &c, &err), 0);
+        CHECK_EQ_INT(c.n, 0);
+        host_cluster_done(&c);
+}

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/fileio.h"
 #include "base/lockfile.h"
 #include "base/macro.h"
@@ -21,6 +22,8 @@
 #include "vm/vm-alloc.h"
 #include "vm/vm-cmdline.h"
 #include "vm/vm-def.h"
+#include "vm/vm-json.h"
+#include "vm/vm-list.h"
 #include "vm/vm-ops.h"
 #include "vm/vm-vnc.h"
 #include "vm/vm.h"
@@ -917,4 +920,207 @@ TEST(vm_lock_same_name_two_homes) {
         free(pa);
         free(pb);
         vh_context_free(b);
+}
+
+/* /proc/PID/stat and /proc/stat as the kernel writes them, and what is not. */
+TEST(vm_process_start_parse_table) {
+        /* Fields 4-21, then starttime (22) and the rest. */
+        static const char mid[] = "1 2 3 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0";
+        const char *btime = "cpu  1 2 3\ncpu0 1 2 3\nintr 5 0 0\nctxt 9\nbtime 1700000000\nprocesses 44\n";
+        static const struct {
+                const char *comm, *tail;
+                long hz;
+                int want;      /* 0 or -errno */
+                int64_t start; /* when 0 */
+        } cases[] = {
+                { "qemu-system-x86", " 250000 1000 10\n", 100, 0, 1700000000 + 2500 },
+                /* A name with spaces and ')': the fields follow the last ')'. */
+                { "a) b (c)", " 199 1000 10\n", 100, 0, 1700000001 },
+                { "x", " 0\n", 100, 0, 1700000000 },
+                { "x", " 1234567890123456789 1\n", 100, -EINVAL, 0 }, /* 19 digits: too many */
+                { "x", " 12345678901234567\n", 100, 0, 1700000000 + 123456789012345 },
+                { "x", " -5 1\n", 100, -EINVAL, 0 },                /* starttime is never negative */
+                { "x", " 12x 1\n", 100, -EINVAL, 0 },
+                { "x", "\n", 100, -EINVAL, 0 },                    /* cut short */
+                { "x", " 100\n", 0, -EINVAL, 0 },                  /* no tick rate */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *stat = strdup_printf("4242 (%s) S %s%s", cases[i].comm, mid, cases[i].tail);
+                int64_t t = -1;
+                int r = vm_process_start_parse(stat, btime, cases[i].hz, &t);
+                if (r != cases[i].want || (r == 0 && t != cases[i].start))
+                        test_fail(__FILE__, __LINE__, "case %zu: %d %" PRId64 ", want %d %" PRId64, i, r, t,
+                                  cases[i].want, cases[i].start);
+        }
+        _cleanup_free_ char *good = strdup_printf("1 (q) S %s 100 1\n", mid);
+        int64_t t;
+        CHECK_EQ_INT(vm_process_start_parse(good, "cpu 1\nbtime 0\n", 100, &t), -EINVAL);
+        CHECK_EQ_INT(vm_process_start_parse(good, "cpu 1\nxbtime 5\n", 100, &t), -EINVAL);
+        CHECK_EQ_INT(vm_process_start_parse(good, "btime 5", 100, &t), 0);
+        CHECK_EQ_INT(t, 6);
+        CHECK_EQ_INT(vm_process_start_parse("no parenthesis", btime, 100, &t), -EINVAL);
+        /* Past the limits: refused before any parsing. */
+        char *big = malloc(VM_PROC_PID_STAT_MAX + 2);
+        CHECK(big != NULL);
+        if (big) {
+                memset(big, 'a', VM_PROC_PID_STAT_MAX + 1);
+                big[VM_PROC_PID_STAT_MAX + 1] = '\0';
+                CHECK_EQ_INT(vm_process_start_parse(big, btime, 100, &t), -E2BIG);
+                free(big);
+        }
+        /* This very process, read from the real files: it started before
+         * now, and not before the test runner did (within its run time). */
+        _cleanup_free_ char *self = NULL, *sys = NULL;
+        CHECK(read_full_file("/proc/self/stat", VM_PROC_PID_STAT_MAX, &self, NULL) >= 0);
+        CHECK(read_full_file("/proc/stat", VM_PROC_STAT_MAX, &sys, NULL) >= 0);
+        if (self && sys) {
+                CHECK_EQ_INT(vm_process_start_parse(self, sys, sysconf(_SC_CLK_TCK), &t), 0);
+                int64_t now = (int64_t) time(NULL);
+                CHECK(t <= now + 1 && t > now - 3600);
+        }
+}
+
+/* "started" and "busy" in the status object: only when known. */
+TEST(vm_status_json_started_busy) {
+        struct vm_def *def = vm_def_new("s1");
+        struct vh_error err = {};
+        CHECK(def && vm_def_set(def, "disk", "/d.qcow2", &err) == 0);
+        if (!def)
+                return;
+        struct vm_status st = { .state = VM_STATE_RUNNING, .pid = 77, .accel = "tcg", .started_at = 1700000123 };
+        snprintf(st.busy, sizeof(st.busy), "stopped");
+        st.busy_pid = 9;
+        struct json_writer w;
+        json_writer_init(&w, false);
+        vm_status_to_json(&w, def, &st, NULL, 0, NULL);
+        int r;
+        _cleanup_free_ char *s = json_writer_finish(&w, &r);
+        CHECK(s && strstr(s, "\"pid\":77,\"accel\":\"tcg\",\"started\":1700000123,\"busy\":\"stopped\",\"busy-pid\":9,"));
+        st = (struct vm_status) { .state = VM_STATE_STOPPED, .started_at = 5 };
+        json_writer_init(&w, false);
+        vm_status_to_json(&w, def, &st, NULL, 0, NULL);
+        _cleanup_free_ char *s2 = json_writer_finish(&w, &r);
+        CHECK(s2 && !strstr(s2, "started") && !strstr(s2, "busy"));
+        vm_def_free(def);
+}
+
+/* A thread of this process holding VM 'name's lock, as a worker thread of
+ * 'vmhost web' does during an action, until told to let go. */
+struct lock_thread {
+        const char *name;
+        int took;       /* 1 taken, -1 failed */
+        int release_fd; /* read end: closed by the test to release */
+        int ready_fd;   /* write end: one byte once taken */
+};
+
+static void *lock_thread_main(void *arg) {
+        struct lock_thread *t = arg;
+        struct vm_lock *lock = NULL;
+        t->took = vm_lock_take(test_ctx(), t->name, "stopped", 0, &lock, NULL) == 0 ? 1 : -1;
+        char c = 'x';
+        (void) !write(t->ready_fd, &c, 1);
+        if (t->took > 0) {
+                (void) !read(t->release_fd, &c, 1); /* returns when the test closes its end */
+                vm_lock_release(lock);
+        }
+        return NULL;
+}
+
+/* Writes a runtime state that records a QEMU that is gone (a pid that was
+ * just reaped): the state in which vm_get_status() wants the lock for the
+ * crash clean-up. */
+static void record_gone_qemu(const char *name) {
+        struct vm_paths p = {};
+        CHECK_EQ_INT(vm_paths_get(test_ctx(), name, &p, NULL), 0);
+        pid_t dead = fork();
+        if (dead == 0)
+                _exit(0);
+        waitpid(dead, NULL, 0);
+        CHECK(mkdir_p(p.runtime_dir, 0700) == 0);
+        _cleanup_free_ char *text = strdup_printf("pid=%d\naccel=tcg\nstarted=1700000000\n", (int) dead);
+        CHECK(text && write_file_atomic(p.runtime_state, text, strlen(text), 0600) == 0);
+        vm_paths_done(&p);
+}
+
+/* A listing never waits for a VM's lock: 3 VMs, two of them with a gone
+ * QEMU on record whose clean-up needs the lock, which another process (a
+ * start) and another thread of this process (a stop) hold. Each used to
+ * cost a 1 s wait; now the listing is quick, names the actions, leaves
+ * the files to the holders, and cleans up once the locks are free. */
+TEST(vm_list_does_not_wait_for_busy_vms) {
+        static const char *const names[] = { "b1", "b2", "b3" };
+        struct vh_error err = {};
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                struct vm_def *def = vm_def_new(names[i]);
+                CHECK(def && vm_def_set(def, "disk", "/dev/null", &err) == 0);
+                CHECK(def && vm_save(test_ctx(), def, &err) == 0);
+                vm_def_free(def);
+        }
+        record_gone_qemu("b1");
+        record_gone_qemu("b2");
+
+        _cleanup_free_ char *path = NULL;
+        CHECK_EQ_INT(vm_lock_path(test_ctx(), "b1", &path), 0);
+        pid_t holder = path ? spawn_lock_holder(path) : -1;
+        CHECK(holder > 0);
+        int release[2], ready[2];
+        CHECK(pipe(release) == 0 && pipe(ready) == 0);
+        struct lock_thread lt = { .name = "b2", .release_fd = release[0], .ready_fd = ready[1] };
+        pthread_t thread;
+        CHECK(pthread_create(&thread, NULL, lock_thread_main, &lt) == 0);
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1);
+        CHECK_EQ_INT(lt.took, 1);
+
+        uint64_t t0 = vh_clock_ms();
+        char **list = NULL;
+        int n = vm_list_names(test_ctx(), &list, &err);
+        CHECK_EQ_INT(n, 3);
+        struct vm_status st[3] = {};
+        for (int i = 0; i < n && i < 3; i++) {
+                struct vm_def *def = NULL;
+                CHECK_EQ_INT(vm_describe(test_ctx(), list[i], &def, &st[i], &err), 0);
+                vm_def_free(def);
+        }
+        uint64_t dt = vh_clock_ms() - t0;
+        vm_names_free(list);
+        /* Well under the 1 s one wait used to take (two of them here). */
+        CHECK(dt < 300);
+        if (dt >= 300)
+                fprintf(stderr, "  listing took %" PRIu64 " ms\n", dt);
+        CHECK_EQ_INT(st[0].state, VM_STATE_STARTING);
+        CHECK_STREQ(st[0].busy, "started");
+        CHECK_EQ_INT(st[0].busy_pid, holder);
+        CHECK_EQ_INT(st[1].state, VM_STATE_STOPPED);
+        CHECK_STREQ(st[1].busy, "stopped");
+        CHECK_EQ_INT(st[1].busy_pid, getpid());
+        CHECK_EQ_INT(st[2].state, VM_STATE_STOPPED);
+        CHECK_STREQ(st[2].busy, "");
+        CHECK_EQ_INT(st[2].busy_pid, 0);
+        /* The holders' files were left alone. */
+        struct vm_paths p1 = {}, p2 = {};
+        CHECK_EQ_INT(vm_paths_get(test_ctx(), "b1", &p1, NULL), 0);
+        CHECK_EQ_INT(vm_paths_get(test_ctx(), "b2", &p2, NULL), 0);
+        CHECK(file_exists(p1.runtime_state) && file_exists(p2.runtime_state));
+
+        /* Free again: the next status does the clean-up, under the lock. */
+        if (holder > 0) {
+                kill(holder, SIGKILL);
+                waitpid(holder, NULL, 0);
+        }
+        close(release[1]);
+        pthread_join(thread, NULL);
+        close(release[0]);
+        close(ready[0]);
+        close(ready[1]);
+        for (int i = 0; i < 2; i++) {
+                struct vm_status s;
+                CHECK_EQ_INT(vm_get_status(test_ctx(), names[i], &s, &err), 0);
+                CHECK_EQ_INT(s.state, VM_STATE_CRASHED);
+                CHECK_STREQ(s.busy, "");
+                CHECK_EQ_INT(s.started_at, 0);
+        }
+        CHECK(!file_exists(p1.runtime_state) && !file_exists(p2.runtime_state));
+        vm_paths_done(&p1);
+        vm_paths_done(&p2);
 }

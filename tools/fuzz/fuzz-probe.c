@@ -3,12 +3,15 @@
  * modprobe's configuration, kernel config, and QEMU's '-machine help',
  * whose answer becomes part of a VM's definition. Besides memory safety it
  * checks the promises: a machine type found is a valid machine type name,
- * bounded; a version's text is bounded. */
+ * bounded; a version's text is bounded. Also /proc/PID/stat and /proc/stat
+ * as vm_process_start_parse() reads them (src/vm/vm.c): a start found is
+ * not before the boot. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "probe/probe-parse.h"
+#include "vm/vm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -39,6 +42,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (void) probe_modprobe_find_option(text, "kvm_intel", "nested", value, sizeof(value));
         (void) probe_kconfig_lookup(text, "CONFIG_KVM");
         (void) probe_accel_help_has(text, "kvm");
+        int64_t started;
+        if (vm_process_start_parse(text, "btime 1000\n", 100, &started) == 0 && started < 1000)
+                abort();
+        (void) vm_process_start_parse("1 (q) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 500 1\n", text, 100,
+                                      &started);
         free(text);
         return 0;
 }
