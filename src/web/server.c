@@ -262,8 +262,10 @@ static int respond_head(struct web_conn *c, int status, const char *content_type
                 snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
         int n = snprintf(head, sizeof(head),
                          "HTTP/1.1 %d %s\r\n"
-                         "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-                         "form-action 'self'\r\n"
+                         /* style-src allows inline styles: xterm.js sizes its rows
+                          * with a <style> element it writes; scripts stay 'self'. */
+                         "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'\r\n"
                          "X-Content-Type-Options: nosniff\r\n"
                          "Referrer-Policy: no-referrer\r\n"
                          "X-Frame-Options: DENY\r\n"
