@@ -49,6 +49,8 @@ struct serial_console {
         struct web_consoles *cs;
         char name[VH_NAME_MAX + 1];
         int fd;
+        char *log;                       /* the serial log, for every viewer's scrollback */
+        uint64_t log_offset;             /* where this QEMU's output starts in it */
         struct ws_client *viewers[WEB_MAX_CONNS];
         size_t n_viewers;
         uint8_t to_guest[WEB_CONSOLE_UP_MAX];
@@ -255,6 +257,7 @@ static void serial_free(struct serial_console *sc) {
         }
         for (size_t i = 0; i < sc->n_viewers; i++)
                 sc->viewers[i]->serial = NULL;
+        free(sc->log);
         free(sc);
 }
 
@@ -491,6 +494,8 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                 }
                 sc->cs = cs;
                 sc->fd = TAKE_FD(owned);
+                sc->log = serial_log ? strdup(serial_log) : NULL;
+                sc->log_offset = log_offset;
                 snprintf(sc->name, sizeof(sc->name), "%s", name);
                 sc->next = cs->serials;
                 cs->serials = sc;
@@ -525,7 +530,7 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                         serial_free(sc);
                         return 0;
                 }
-                serial_scrollback(cl, serial_log, log_offset);
+                serial_scrollback(cl, sc->log, sc->log_offset);
                 cl->serial = sc;
                 sc->viewers[sc->n_viewers++] = cl;
         }

@@ -457,16 +457,17 @@ static void run_screenshot(struct web_job *job) {
  * (getfd, then add_client): no listener anywhere, and no VNC password,
  * since this client was authenticated by the web server (skipauth). */
 static int open_vnc(struct web_job *job, struct vh_error *err) {
+        /* Not running says more than its display would. */
+        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+        int r = open_vm_qmp(job->ctx, job->name, NULL, &q, err);
+        if (r < 0)
+                return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        int r = vm_load(job->ctx, job->name, &def, err);
+        r = vm_load(job->ctx, job->name, &def, err);
         if (r < 0)
                 return r;
         if (def->vnc == VM_VNC_NONE)
                 return vh_error_set(err, -EINVAL, "VM %s has no VNC display (vnc = none)", job->name);
-        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-        r = open_vm_qmp(job->ctx, job->name, NULL, &q, err);
-        if (r < 0)
-                return r;
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
                 return vh_error_set(err, negative_errno(), "socketpair: %m");

@@ -85,10 +85,11 @@ const compareScript = async (name) => {
            canvas: `${canvas.width}x${canvas.height}`, dump: `${bmp.width}x${bmp.height}` };
 };
 
+const errorsSeen = [];
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const page = await context.newPage();
-  const errors = [];
+  const errors = errorsSeen;
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(url);
@@ -188,7 +189,7 @@ try {
   if (errors.length) fail('no-console-errors', errors.join(' | '));
   else pass('no-console-errors');
 } catch (e) {
-  fail('console-run', e.message.split('\n')[0]);
+  fail('console-run', `${e.message.split('\n')[0]}; page errors: ${errorsSeen.join(' | ') || 'none'}`);
 } finally {
   await browser.close();
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "test.h"
+#include "web/web-console.h"
+#include "web/web-jobs.h"
 #include "web/websocket.h"
 
 TEST(ws_accept_key_table) {
@@ -233,4 +235,72 @@ TEST(ws_utf8_table) {
                 if (ws_utf8_valid((const uint8_t *) cases[i].s, strlen(cases[i].s)) != cases[i].ok)
                         test_fail(__FILE__, __LINE__, "UTF-8 case %zu: expected %s", i,
                                   cases[i].ok ? "valid" : "invalid");
+}
+
+/* The console tickets (src/web/web-console.c): once, within 30 s, for the
+ * session, VM and console they were made for; the clock is a parameter. */
+TEST(ws_console_tickets) {
+        struct web_consoles *cs = NULL;
+        CHECK_EQ_INT(web_consoles_new(NULL, &cs), 0);
+        if (!cs)
+                return;
+        char sa[65], sb[65];
+        memset(sa, 'a', 64);
+        memset(sb, 'b', 64);
+        sa[64] = sb[64] = '\0';
+        static const struct {
+                const char *what;
+                bool other_session, other_vm, other_kind;
+                uint64_t after_ms;
+                int result;
+        } cases[] = {
+                { "fresh", false, false, false, 0, 0 },
+                { "at 29.999 s", false, false, false, WEB_TICKET_TTL_MS - 1, 0 },
+                { "at 30 s", false, false, false, WEB_TICKET_TTL_MS, -EACCES },
+                { "other session", true, false, false, 0, -EACCES },
+                { "other VM", false, true, false, 0, -EACCES },
+                { "other console", false, false, true, 0, -EACCES },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char t[WEB_TICKET_HEX + 1];
+                uint64_t now = 1000000;
+                CHECK_EQ_INT(web_console_ticket_new(cs, sa, "vm1", WEB_CONSOLE_VNC, now, t), 0);
+                CHECK_EQ_U64(strlen(t), WEB_TICKET_HEX);
+                int r = web_console_ticket_take(cs, t, cases[i].other_session ? sb : sa,
+                                                cases[i].other_vm ? "vm2" : "vm1",
+                                                cases[i].other_kind ? WEB_CONSOLE_SERIAL : WEB_CONSOLE_VNC,
+                                                now + cases[i].after_ms);
+                if (r != cases[i].result)
+                        test_fail(__FILE__, __LINE__, "ticket %s: %d, expected %d", cases[i].what, r,
+                                  cases[i].result);
+                /* Used up whatever the outcome. */
+                CHECK_EQ_INT(web_console_ticket_take(cs, t, sa, "vm1", WEB_CONSOLE_VNC, now), -EACCES);
+        }
+        CHECK_EQ_INT(web_console_ticket_take(cs, NULL, sa, "vm1", WEB_CONSOLE_VNC, 0), -EACCES);
+        CHECK_EQ_INT(web_console_ticket_take(cs, "", sa, "vm1", WEB_CONSOLE_VNC, 0), -EACCES);
+        /* More than the table holds: the oldest make room, the newest work. */
+        char last[WEB_TICKET_HEX + 1];
+        for (int i = 0; i < WEB_MAX_TICKETS + 5; i++)
+                CHECK_EQ_INT(web_console_ticket_new(cs, sa, "vm1", WEB_CONSOLE_SERIAL, 2000000 + (uint64_t) i, last), 0);
+        CHECK_EQ_INT(web_console_ticket_take(cs, last, sa, "vm1", WEB_CONSOLE_SERIAL, 2000100), 0);
+        web_consoles_free(cs);
+}
+
+/* Typing: every printable ASCII character has its keys, others none. */
+TEST(ws_type_keys) {
+        for (int ch = 1; ch < 128; ch++) {
+                const char *keys[2] = {};
+                int n = web_type_keys((char) ch, keys);
+                bool typable = (ch >= 0x20 && ch < 0x7f) || ch == '\n' || ch == '\t';
+                if (typable != (n > 0))
+                        test_fail(__FILE__, __LINE__, "character 0x%02x: %d keys", ch, n);
+                if (n == 2)
+                        CHECK_STREQ(keys[0], "shift");
+        }
+        const char *keys[2];
+        CHECK_EQ_INT(web_type_keys('A', keys), 2);
+        CHECK_STREQ(keys[1], "a");
+        CHECK_EQ_INT(web_type_keys('(', keys), 2);
+        CHECK_STREQ(keys[1], "9");
+        CHECK_EQ_INT(web_type_keys((char) 0xc3, keys), -EINVAL);
 }
