@@ -93,7 +93,13 @@ try {
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(url);
-  await page.waitForSelector(`tr[data-vm="${vm}"] button[data-action="console"]:not([disabled])`, { timeout: 15000 });
+  try {
+    await page.waitForSelector(`tr[data-vm="${vm}"] button[data-action="console"]:not([disabled])`, { timeout: 15000 });
+  } catch (e) {
+    // What the page showed instead, for the failure message.
+    const table = await page.textContent('#vms tbody').catch(() => '(no table)');
+    throw new Error(`no console button for ${vm} after 15 s; the table: "${table}"`);
+  }
   if (shots) await page.screenshot({ path: `${shots}/overview.png`, clip: { x: 0, y: 0, width: 1280, height: 220 } });
 
   await page.click(`tr[data-vm="${vm}"] button[data-action="console"]`);
