@@ -5,6 +5,8 @@
 // actions with the session's CSRF header. Every error the server returns
 // (the CLI's message) is shown in the banner.
 
+import { openConsole } from '/console.js';
+
 const $ = (sel) => document.querySelector(sel);
 let csrf = null;
 let list = [];
@@ -107,6 +109,13 @@ function buttons(td, host, vm) {
     b.addEventListener('click', () => act(host, vm.name, action));
     td.appendChild(b);
   }
+  const c = document.createElement('button');
+  c.type = 'button';
+  c.textContent = 'console';
+  c.dataset.action = 'console';
+  c.disabled = !running || !local;
+  c.addEventListener('click', () => openConsole(vm.name, csrf, showError));
+  td.appendChild(c);
 }
 
 function render() {

@@ -34,9 +34,7 @@ enum conn_state {
         CONN_HANDLING,  /* the application has the request and answers later */
         CONN_WRITING,   /* a response is being sent */
         CONN_STREAM,    /* a stream head was sent; broadcasts follow until the client leaves */
-        /* Next round: CONN_RAW, a connection handed over after an Upgrade
-         * (websocket), whose bytes go to callbacks the application gives;
-         * http_request.upgrade_websocket already tells such requests. */
+        CONN_RAW,       /* handed over after an Upgrade: bytes go to raw_ops */
 };
 
 struct web_conn {
@@ -50,11 +48,17 @@ struct web_conn {
         bool head_method;         /* the request being answered is HEAD */
         bool close_after_write;
         int topic;                /* CONN_STREAM: its topic */
+        const struct web_raw_ops *raw_ops;  /* CONN_RAW: */
+        void *raw_userdata;
+        bool raw_paused;          /* reads nothing from the client */
+        bool raw_kick;            /* resumed with input waiting: hand it over next turn */
 };
 
 struct watch {
         int fd;
-        void (*ready)(void *userdata, int fd);
+        short events;
+        void (*ready)(void *userdata, int fd);                 /* web_server_watch() */
+        void (*ready_io)(void *userdata, int fd, short revents); /* web_server_watch_io() */
         void *userdata;
 };
 
@@ -161,6 +165,8 @@ int web_server_new(int listen_fd, const struct web_server_ops *ops, void *userda
 }
 
 static void conn_free(struct web_conn *c) {
+        if (c->state == CONN_RAW && c->raw_ops->closed)
+                c->raw_ops->closed(c->raw_userdata, c);
         safe_close(c->fd);
         free(c->in.data);
         free(c->out.data);
@@ -170,6 +176,11 @@ static void conn_free(struct web_conn *c) {
 static void conn_close(struct web_server *srv, size_t i) {
         conn_free(srv->conns[i]);
         srv->conns[i] = srv->conns[--srv->n_conns];
+}
+
+void web_server_close_conns(struct web_server *srv) {
+        while (srv->n_conns)
+                conn_close(srv, 0);
 }
 
 struct web_server *web_server_free(struct web_server *srv) {
@@ -185,8 +196,32 @@ struct web_server *web_server_free(struct web_server *srv) {
 int web_server_watch(struct web_server *srv, int fd, void (*ready)(void *userdata, int fd), void *userdata) {
         if (srv->n_watches >= WEB_MAX_WATCHES)
                 return -ENOSPC;
-        srv->watches[srv->n_watches++] = (struct watch) { fd, ready, userdata };
+        srv->watches[srv->n_watches++] = (struct watch) { .fd = fd, .events = POLLIN, .ready = ready,
+                                                          .userdata = userdata };
         return 0;
+}
+
+int web_server_watch_io(struct web_server *srv, int fd, short events,
+                        void (*ready)(void *userdata, int fd, short revents), void *userdata) {
+        if (srv->n_watches >= WEB_MAX_WATCHES)
+                return -ENOSPC;
+        srv->watches[srv->n_watches++] = (struct watch) { .fd = fd, .events = events, .ready_io = ready,
+                                                          .userdata = userdata };
+        return 0;
+}
+
+void web_server_watch_events(struct web_server *srv, int fd, short events) {
+        for (size_t i = 0; i < srv->n_watches; i++)
+                if (srv->watches[i].fd == fd)
+                        srv->watches[i].events = events;
+}
+
+void web_server_unwatch(struct web_server *srv, int fd) {
+        for (size_t i = 0; i < srv->n_watches; i++)
+                if (srv->watches[i].fd == fd) {
+                        srv->watches[i] = srv->watches[--srv->n_watches];
+                        return;
+                }
 }
 
 void web_server_stop(struct web_server *srv) {
@@ -227,8 +262,10 @@ static int respond_head(struct web_conn *c, int status, const char *content_type
                 snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
         int n = snprintf(head, sizeof(head),
                          "HTTP/1.1 %d %s\r\n"
-                         "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-                         "form-action 'self'\r\n"
+                         /* style-src allows inline styles: xterm.js sizes its rows
+                          * with a <style> element it writes; scripts stay 'self'. */
+                         "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'\r\n"
                          "X-Content-Type-Options: nosniff\r\n"
                          "Referrer-Policy: no-referrer\r\n"
                          "X-Frame-Options: DENY\r\n"
@@ -305,6 +342,64 @@ size_t web_server_stream_count(const struct web_server *srv, int topic) {
         return n;
 }
 
+int web_conn_raw_begin(struct web_conn *c, const char *head, const struct web_raw_ops *ops, void *userdata) {
+        int r = buf_append(&c->out, head, strlen(head));
+        if (r < 0) {
+                c->close_after_write = true;
+                c->state = CONN_WRITING;
+                return r;
+        }
+        c->state = CONN_RAW;
+        c->raw_ops = ops;
+        c->raw_userdata = userdata;
+        c->close_after_write = false;
+        c->deadline_ms = vh_clock_ms() + WEB_WRITE_TIMEOUT_MS;
+        /* Bytes the client sent right after its handshake. */
+        c->raw_kick = buf_pending(&c->in) > 0;
+        return 0;
+}
+
+void *web_conn_raw_userdata(const struct web_conn *c) {
+        return c->raw_userdata;
+}
+
+int web_conn_raw_write(struct web_conn *c, const void *data, size_t len) {
+        if (c->state != CONN_RAW || c->close_after_write)
+                return -EPIPE;
+        if (buf_pending(&c->out) + len > WEB_RAW_MAX_BACKLOG)
+                return -ENOBUFS;
+        if (buf_pending(&c->out) == 0)
+                /* The write deadline runs from when output waits. */
+                c->deadline_ms = vh_clock_ms() + WEB_WRITE_TIMEOUT_MS;
+        return buf_append(&c->out, data, len);
+}
+
+size_t web_conn_out_pending(const struct web_conn *c) {
+        return buf_pending(&c->out);
+}
+
+void web_conn_raw_pause(struct web_conn *c, bool pause) {
+        if (c->raw_paused && !pause && buf_pending(&c->in) > 0)
+                c->raw_kick = true;
+        c->raw_paused = pause;
+}
+
+void web_conn_raw_end(struct web_conn *c) {
+        c->close_after_write = true;
+        c->raw_paused = true;
+}
+
+/* Hands the raw input to the application: what it consumes goes. */
+static void conn_raw_process(struct web_conn *c) {
+        while (!c->raw_paused && !c->close_after_write && buf_pending(&c->in) > 0) {
+                size_t len = buf_pending(&c->in);
+                size_t used = c->raw_ops->data(c->raw_userdata, c, (uint8_t *) c->in.data + c->in.off, len);
+                c->in.off += MIN(used, len);
+                if (used == 0)
+                        return;
+        }
+}
+
 /* A request the parser refused: its status, and the connection closes
  * (what follows in the stream cannot be trusted to start a request). */
 static void refuse(struct web_conn *c, int status) {
@@ -364,6 +459,15 @@ static void conn_read(struct web_server *srv, struct web_conn *c, uint64_t now) 
         ssize_t n = conn_recv(c, c->in.data + c->in.len, room);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
+        if (n <= 0 && c->state == CONN_RAW) {
+                /* Closed at once: the application learns it in closed(). */
+                c->close_after_write = true;
+                c->out.len = c->out.off = 0;
+                c->state = CONN_WRITING;
+                if (c->raw_ops->closed)
+                        c->raw_ops->closed(c->raw_userdata, c);
+                return;
+        }
         if (n <= 0) {
                 /* The client left (or reset). */
                 c->close_after_write = true;
@@ -372,6 +476,10 @@ static void conn_read(struct web_server *srv, struct web_conn *c, uint64_t now) 
                 return;
         }
         c->in.len += (size_t) n;
+        if (c->state == CONN_RAW) {
+                conn_raw_process(c);
+                return;
+        }
         if (c->state == CONN_STREAM) {
                 /* A stream's client has nothing to say. */
                 c->in.len = c->in.off = 0;
@@ -398,10 +506,17 @@ static bool conn_write(struct web_server *srv, struct web_conn *c, uint64_t now)
                         return false;
                 c->out.off += (size_t) n;
                 /* Progress: the write deadline starts again. */
-                if (c->state == CONN_WRITING)
+                if (c->state == CONN_WRITING || c->state == CONN_RAW)
                         c->deadline_ms = now + WEB_WRITE_TIMEOUT_MS;
         }
         c->out.off = c->out.len = 0;
+        if (c->state == CONN_RAW) {
+                if (c->close_after_write)
+                        return false;
+                if (c->raw_ops->writable)
+                        c->raw_ops->writable(c->raw_userdata, c);
+                return true;
+        }
         if (c->state != CONN_WRITING)
                 return true;
         if (c->close_after_write)
@@ -467,7 +582,9 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
 static void expire(struct web_server *srv, uint64_t now) {
         for (size_t i = 0; i < srv->n_conns;) {
                 struct web_conn *c = srv->conns[i];
-                bool timed = c->state != CONN_HANDLING && c->state != CONN_STREAM && now >= c->deadline_ms;
+                /* A raw connection times out only with output stuck. */
+                bool timed = c->state != CONN_HANDLING && c->state != CONN_STREAM &&
+                             (c->state != CONN_RAW || buf_pending(&c->out) > 0) && now >= c->deadline_ms;
                 if (timed && c->state == CONN_READING && c->request_started) {
                         refuse(c, 408);
                         /* One try to send it; its own deadline closes it next. */
@@ -497,10 +614,28 @@ int web_server_run(struct web_server *srv) {
                         next_tick = now + srv->tick_ms;
                 }
                 expire(srv, now);
+                for (size_t i = 0; i < srv->n_conns;) {
+                        struct web_conn *c = srv->conns[i];
+                        if (c->state == CONN_RAW && c->raw_kick) {
+                                c->raw_kick = false;
+                                conn_raw_process(c);
+                        }
+                        /* Ended with nothing left to send: no POLLOUT
+                         * would come to close it. */
+                        if (c->state == CONN_RAW && c->close_after_write && buf_pending(&c->out) == 0) {
+                                conn_close(srv, i);
+                                continue;
+                        }
+                        i++;
+                }
                 size_t n = 0;
+                int watch_fds[WEB_MAX_WATCHES];
+                size_t n_watched = srv->n_watches;
                 pfds[n++] = (struct pollfd) { .fd = srv->listen_fd, .events = POLLIN };
-                for (size_t i = 0; i < srv->n_watches; i++)
-                        pfds[n++] = (struct pollfd) { .fd = srv->watches[i].fd, .events = POLLIN };
+                for (size_t i = 0; i < n_watched; i++) {
+                        watch_fds[i] = srv->watches[i].fd;
+                        pfds[n++] = (struct pollfd) { .fd = srv->watches[i].fd, .events = srv->watches[i].events };
+                }
                 uint64_t wake = next_tick;
                 size_t first_conn = n;
                 for (size_t i = 0; i < srv->n_conns; i++) {
@@ -509,11 +644,13 @@ int web_server_run(struct web_server *srv) {
                         /* A connection whose request is with the handler
                          * reads nothing more (no unbounded buffering);
                          * a stream reads to see its client leave. */
-                        if (c->state == CONN_READING || c->state == CONN_STREAM)
+                        if (c->state == CONN_READING || c->state == CONN_STREAM ||
+                            (c->state == CONN_RAW && !c->raw_paused))
                                 ev |= POLLIN;
                         if (buf_pending(&c->out) > 0)
                                 ev |= POLLOUT;
-                        if (c->state != CONN_HANDLING && c->state != CONN_STREAM)
+                        if (c->state != CONN_HANDLING && c->state != CONN_STREAM &&
+                            (c->state != CONN_RAW || buf_pending(&c->out) > 0))
                                 wake = MIN(wake, c->deadline_ms);
                         polled[n - first_conn] = c;
                         pfds[n++] = (struct pollfd) { .fd = c->fd, .events = ev };
@@ -526,9 +663,22 @@ int web_server_run(struct web_server *srv) {
                         return negative_errno();
                 }
                 now = vh_clock_ms();
-                for (size_t i = 0; i < srv->n_watches; i++)
-                        if (pfds[1 + i].revents)
-                                srv->watches[i].ready(srv->watches[i].userdata, srv->watches[i].fd);
+                /* By fd: a callback may add or remove watches. */
+                for (size_t i = 0; i < n_watched; i++) {
+                        short re = pfds[1 + i].revents;
+                        if (!re)
+                                continue;
+                        for (size_t w = 0; w < srv->n_watches; w++) {
+                                struct watch wt = srv->watches[w];
+                                if (wt.fd != watch_fds[i])
+                                        continue;
+                                if (wt.ready_io)
+                                        wt.ready_io(wt.userdata, wt.fd, re);
+                                else
+                                        wt.ready(wt.userdata, wt.fd);
+                                break;
+                        }
+                }
                 /* Connections by pointer: a handler may close none, but
                  * conn_close() reorders the array. */
                 for (size_t p = first_conn; p < n; p++) {
@@ -542,7 +692,9 @@ int web_server_run(struct web_server *srv) {
                                         idx = i;
                         if (idx == SIZE_MAX)
                                 continue;
-                        if (re & (POLLIN | POLLHUP | POLLERR))
+                        /* A paused raw connection still learns that its
+                                 * client left (poll reports it regardless). */
+                        if ((re & (POLLHUP | POLLERR)) || ((re & POLLIN) && !(c->state == CONN_RAW && c->raw_paused)))
                                 conn_read(srv, c, now);
                         if ((buf_pending(&c->out) > 0 || c->state == CONN_WRITING) && !conn_write(srv, c, now)) {
                                 conn_close(srv, idx);

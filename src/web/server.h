@@ -4,7 +4,8 @@
  * stalling the others. It knows HTTP framing (web/http.h) but no routes:
  * the application (web/web.c) answers each whole request, at once or
  * later (a worker finished), or turns the connection into a stream
- * (server-sent events) or hands it over raw (a websocket, next round).
+ * (server-sent events) or hands it over raw after an Upgrade (the
+ * websockets of the consoles), whose bytes then go to callbacks.
  *
  * Limits: WEB_MAX_CONNS clients (past it the oldest idle one is closed to
  * make room, or the new one is refused), a request's head and body must
@@ -26,7 +27,13 @@
 #define WEB_IDLE_TIMEOUT_MS (30 * 1000)
 #define WEB_WRITE_TIMEOUT_MS (30 * 1000)
 #define WEB_STREAM_MAX_BACKLOG (1u << 20)
-#define WEB_MAX_WATCHES 8
+/* The application's own fds: a few of its own, and one backend (a VM's
+ * VNC or serial socket) per connection at most. */
+#define WEB_MAX_WATCHES (8 + WEB_MAX_CONNS)
+/* A raw connection's output past this is refused (web_conn_raw_write):
+ * the producer must pause at web_conn_out_pending() > its own mark and go
+ * on at the writable callback. */
+#define WEB_RAW_MAX_BACKLOG (4u << 20)
 
 struct web_server;
 struct web_conn;
@@ -52,10 +59,22 @@ int web_listen(const char *address, uint16_t port, int *ret_fd, uint16_t *ret_po
 int web_server_new(int listen_fd, const struct web_server_ops *ops, void *userdata, unsigned tick_ms,
                    struct web_server **ret);
 struct web_server *web_server_free(struct web_server *srv);
+/* Closes every connection (a raw one's closed() is called), so that the
+ * application can free what they point to before the server. */
+void web_server_close_conns(struct web_server *srv);
 
 /* Polls 'fd' for POLLIN with the loop and calls 'ready' when it is
  * readable (the application's worker pipe, inotify, a signalfd). */
 int web_server_watch(struct web_server *srv, int fd, void (*ready)(void *userdata, int fd), void *userdata);
+
+/* Polls 'fd' for 'events' (POLLIN, POLLOUT) and calls 'ready' with what
+ * happened; web_server_watch_events() changes them (0: none for now),
+ * web_server_unwatch() removes the fd (it is not closed). -ENOSPC past
+ * WEB_MAX_WATCHES. */
+int web_server_watch_io(struct web_server *srv, int fd, short events,
+                        void (*ready)(void *userdata, int fd, short revents), void *userdata);
+void web_server_watch_events(struct web_server *srv, int fd, short events);
+void web_server_unwatch(struct web_server *srv, int fd);
 
 /* Runs the loop until web_server_stop(); returns 0 or -errno of poll(). */
 int web_server_run(struct web_server *srv);
@@ -84,3 +103,32 @@ int web_conn_stream_write(struct web_conn *c, const char *data, size_t len);
 void web_server_broadcast(struct web_server *srv, int topic, const char *data, size_t len);
 /* The number of open streams on 'topic'. */
 size_t web_server_stream_count(const struct web_server *srv, int topic);
+
+/* A connection handed over after an Upgrade. */
+struct web_raw_ops {
+        /* Bytes arrived ('len' of them, at 'data', which the handler may
+         * change in place): it returns how many it consumed; the rest stays
+         * and comes again with more. Not called while paused. */
+        size_t (*data)(void *userdata, struct web_conn *c, uint8_t *data, size_t len);
+        /* Everything queued was sent: a producer that paused may go on. */
+        void (*writable)(void *userdata, struct web_conn *c);
+        /* The connection is closing (client gone, error, stuck output,
+         * server end): the last call; 'c' is freed after it. */
+        void (*closed)(void *userdata, struct web_conn *c);
+};
+
+/* Sends 'head' (a complete response head, "HTTP/1.1 101 ...\r\n\r\n")
+ * and turns the connection raw: from now on its bytes go to 'ops'. A raw
+ * connection has no idle limit (the application pings), only the write
+ * deadline: output that makes no progress for WEB_WRITE_TIMEOUT_MS closes
+ * it. */
+int web_conn_raw_begin(struct web_conn *c, const char *head, const struct web_raw_ops *ops, void *userdata);
+void *web_conn_raw_userdata(const struct web_conn *c);
+/* Queues bytes; -ENOBUFS past WEB_RAW_MAX_BACKLOG (nothing queued). */
+int web_conn_raw_write(struct web_conn *c, const void *data, size_t len);
+size_t web_conn_out_pending(const struct web_conn *c);
+/* Stops (true) or resumes reading the client: backpressure when what it
+ * sends cannot be passed on yet. Resuming hands over what waits. */
+void web_conn_raw_pause(struct web_conn *c, bool pause);
+/* Closes the connection once what is queued was sent. */
+void web_conn_raw_end(struct web_conn *c);

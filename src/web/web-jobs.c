@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -14,6 +19,7 @@
 #include "base/macro.h"
 #include "host/host-def.h"
 #include "host/host.h"
+#include "qmp/qmp.h"
 #include "vm/vm-control.h"
 #include "vm/vm.h"
 #include "web/web-jobs.h"
@@ -34,7 +40,11 @@ int web_action_from_string(const char *s, enum web_action *ret) {
 
 struct web_job *web_job_free(struct web_job *job) {
         if (job) {
+                if (job->kind == WEB_JOB_CONSOLE)
+                        safe_close(job->console_fd);
                 free(job->result);
+                free(job->text);
+                free(job->serial_log);
                 free(job);
         }
         return NULL;
@@ -256,6 +266,271 @@ static void run_action(struct web_job *job) {
                 set_result(job, 200, "message", msg);
 }
 
+/* The VM's own QMP socket, as the CLI's commands reach it (QEMU serves
+ * one client at a time: a CLI command under way makes this wait). */
+#define WEB_QMP_CONNECT_MS 5000
+
+static int open_vm_qmp(const struct vh_context *ctx, const char *name, struct vm_paths *ret_paths,
+                       struct qmp_client **ret, struct vh_error *err) {
+        struct vm_paths p = {};
+        struct vm_status st;
+        int r = vm_open_running(ctx, name, &p, &st, err);
+        if (r < 0)
+                return r;
+        r = qmp_connect(p.qmp_socket, WEB_QMP_CONNECT_MS, ret, err);
+        if (r == -ETIMEDOUT)
+                r = vh_error_set(err, r, "The QMP socket of VM %s (%s) did not answer: another client may hold it",
+                                 name, p.qmp_socket);
+        if (r >= 0 && ret_paths)
+                *ret_paths = p;
+        else
+                vm_paths_done(&p);
+        return r;
+}
+
+static void run_monitor(struct web_job *job) {
+        struct vh_error err = {};
+        _cleanup_free_ char *out = NULL;
+        int r = vm_monitor(job->ctx, job->name, job->text, &out, &err);
+        if (r < 0) {
+                set_result(job, r == -ENOENT && vm_exists(job->ctx, job->name) ? 409 : status_of(r), "error",
+                           vh_error_message(&err, r));
+                return;
+        }
+        bool cut = out && strlen(out) > WEB_MONITOR_MAX_OUTPUT;
+        if (cut)
+                out[WEB_MONITOR_MAX_OUTPUT] = '\0';
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_string(&w, "name", job->name);
+        json_kv_string(&w, "output", out ? out : "");
+        json_kv_bool(&w, "truncated", cut);
+        json_object_end(&w);
+        job->result = json_writer_finish(&w, &r);
+        job->status = 200;
+}
+
+static int send_keys(struct qmp_client *q, const char *const *keys, size_t n, struct vh_error *err) {
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_key(&w, "keys");
+        json_array_begin(&w);
+        for (size_t i = 0; i < n; i++) {
+                json_object_begin(&w);
+                json_kv_string(&w, "type", "qcode");
+                json_kv_string(&w, "data", keys[i]);
+                json_object_end(&w);
+        }
+        json_array_end(&w);
+        json_object_end(&w);
+        int r;
+        _cleanup_free_ char *args = json_writer_finish(&w, &r);
+        if (!args)
+                return r;
+        return qmp_execute(q, "send-key", args, NULL, err);
+}
+
+int web_type_keys(char ch, const char *ret[2]) {
+        static const char *const digits[] = { "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" };
+        static const char *const letters[] = { "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m",
+                                               "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z" };
+        /* Characters with a key of their own, and their shifted twin. */
+        static const struct {
+                char plain, shifted;
+                const char *key;
+        } keys[] = {
+                { ' ', 0, "spc" },          { '\n', 0, "ret" },        { '\t', 0, "tab" },
+                { '-', '_', "minus" },      { '=', '+', "equal" },     { '[', '{', "bracket_left" },
+                { ']', '}', "bracket_right" }, { '\\', '|', "backslash" }, { ';', ':', "semicolon" },
+                { '\'', '"', "apostrophe" }, { ',', '<', "comma" },     { '.', '>', "dot" },
+                { '/', '?', "slash" },      { '`', '~', "grave_accent" },
+        };
+        static const char shifted_digits[] = ")!@#$%^&*(";
+        if (ch >= 'a' && ch <= 'z') {
+                ret[0] = letters[ch - 'a'];
+                return 1;
+        }
+        if (ch >= 'A' && ch <= 'Z') {
+                ret[0] = "shift";
+                ret[1] = letters[ch - 'A'];
+                return 2;
+        }
+        if (ch >= '0' && ch <= '9') {
+                ret[0] = digits[ch - '0'];
+                return 1;
+        }
+        const char *d = ch ? strchr(shifted_digits, ch) : NULL;
+        if (d) {
+                ret[0] = "shift";
+                ret[1] = digits[d - shifted_digits];
+                return 2;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                if (ch == keys[i].plain) {
+                        ret[0] = keys[i].key;
+                        return 1;
+                }
+                if (ch && ch == keys[i].shifted) {
+                        ret[0] = "shift";
+                        ret[1] = keys[i].key;
+                        return 2;
+                }
+        }
+        return -EINVAL;
+}
+
+static void run_keys(struct web_job *job) {
+        struct vh_error err = {};
+        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+        int r = open_vm_qmp(job->ctx, job->name, NULL, &q, &err);
+        if (r >= 0 && job->kind == WEB_JOB_KEYS) {
+                const char *keys[WEB_MAX_KEYS];
+                for (size_t i = 0; i < job->n_keys; i++)
+                        keys[i] = job->keys[i];
+                r = send_keys(q, keys, job->n_keys, &err);
+        } else if (r >= 0) {
+                /* The page checked the characters; a key at a time, as a
+                 * person types (send-key holds each 100 ms). */
+                for (const char *p = job->text; r >= 0 && *p; p++) {
+                        const char *keys[2];
+                        int n = web_type_keys(*p, keys);
+                        if (n < 0)
+                                r = vh_error_set(&err, -EINVAL, "Cannot type character 0x%02x on a US keyboard",
+                                                 (unsigned char) *p);
+                        else
+                                r = send_keys(q, keys, (size_t) n, &err);
+                }
+        }
+        if (r < 0)
+                set_result(job, status_of(r), "error", vh_error_message(&err, r));
+        else
+                set_result(job, 200, "message", job->kind == WEB_JOB_KEYS ? "Keys sent." : "Text typed.");
+}
+
+static void run_screenshot(struct web_job *job) {
+        struct vh_error err = {};
+        /* An unnamed file in our runtime directory: nothing to clean up
+         * whatever happens; vm_screenshot() opens it by its /proc name,
+         * as 'vm screenshot' opens the path it is given. */
+        _cleanup_close_ int fd = open(job->ctx->runtime_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                char msg[256 + PATH_MAX];
+                snprintf(msg, sizeof(msg), "Cannot make a temporary file for the screenshot in %s: %s",
+                         job->ctx->runtime_dir, strerror(errno));
+                set_result(job, 500, "error", msg);
+                return;
+        }
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        int r = vm_screenshot(job->ctx, job->name, path, &err);
+        struct stat sb;
+        if (r >= 0 && (fstat(fd, &sb) < 0 || sb.st_size <= 0 || (uint64_t) sb.st_size > WEB_SCREENSHOT_MAX))
+                r = vh_error_set(&err, -EIO, "QEMU wrote no usable screenshot of VM %s", job->name);
+        if (r < 0) {
+                set_result(job, r == -ENOENT && vm_exists(job->ctx, job->name) ? 409 : status_of(r), "error",
+                           vh_error_message(&err, r));
+                return;
+        }
+        char *png = malloc((size_t) sb.st_size);
+        size_t got = 0;
+        while (png && got < (size_t) sb.st_size) {
+                ssize_t k = pread(fd, png + got, (size_t) sb.st_size - got, (off_t) got);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                got += (size_t) k;
+        }
+        if (!png || got != (size_t) sb.st_size) {
+                free(png);
+                set_result(job, 500, "error", "Cannot read the screenshot back");
+                return;
+        }
+        job->result = png;
+        job->result_len = got;
+        job->status = 200;
+}
+
+/* A socketpair whose other end QEMU's VNC server takes as a client
+ * (getfd, then add_client): no listener anywhere, and no VNC password,
+ * since this client was authenticated by the web server (skipauth). */
+static int open_vnc(struct web_job *job, struct vh_error *err) {
+        /* Not running says more than its display would. */
+        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+        int r = open_vm_qmp(job->ctx, job->name, NULL, &q, err);
+        if (r < 0)
+                return r;
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(job->ctx, job->name, &def, err);
+        if (r < 0)
+                return r;
+        if (def->vnc == VM_VNC_NONE)
+                return vh_error_set(err, -EINVAL, "VM %s has no VNC display (vnc = none)", job->name);
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return vh_error_set(err, negative_errno(), "socketpair: %m");
+        char fdname[64];
+        snprintf(fdname, sizeof(fdname), "vmhost-web-%d", sv[1]);
+        char args[160];
+        snprintf(args, sizeof(args), "{\"fdname\":\"%s\"}", fdname);
+        r = qmp_execute_fd(q, "getfd", args, sv[1], NULL, err);
+        close(sv[1]);
+        if (r >= 0) {
+                snprintf(args, sizeof(args), "{\"protocol\":\"vnc\",\"fdname\":\"%s\",\"skipauth\":true}", fdname);
+                r = qmp_execute(q, "add_client", args, NULL, err);
+        }
+        if (r < 0) {
+                close(sv[0]);
+                return r;
+        }
+        (void) fcntl(sv[0], F_SETFL, O_NONBLOCK);
+        job->console_fd = sv[0];
+        return 0;
+}
+
+/* The serial chardev's socket (one client at a time: the web server
+ * holds it for all its viewers) and the log for the scrollback. */
+static int open_serial(struct web_job *job, struct vh_error *err) {
+        struct vm_paths p = {};
+        struct vm_status st;
+        int r = vm_open_running(job->ctx, job->name, &p, &st, err);
+        if (r < 0)
+                return r;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(p.serial_socket) >= sizeof(sa.sun_path)) {
+                r = vh_error_set(err, -ENAMETOOLONG, "The serial socket path of VM %s is too long", job->name);
+                vm_paths_done(&p);
+                return r;
+        }
+        strcpy(sa.sun_path, p.serial_socket);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                r = vh_error_set(err, negative_errno(), "Cannot connect to the serial console of VM %s (%s): %m",
+                                 job->name, p.serial_socket);
+                safe_close(fd);
+                vm_paths_done(&p);
+                return r;
+        }
+        (void) fcntl(fd, F_SETFL, O_NONBLOCK);
+        job->console_fd = fd;
+        job->serial_log = TAKE_PTR(p.serial_log);
+        job->serial_log_offset = st.serial_log_offset;
+        vm_paths_done(&p);
+        return 0;
+}
+
+static void run_console(struct web_job *job) {
+        struct vh_error err = {};
+        int r = job->console_kind == WEB_CONSOLE_VNC ? open_vnc(job, &err) : open_serial(job, &err);
+        if (r < 0)
+                set_result(job, r == -ENOENT && vm_exists(job->ctx, job->name) ? 409 : status_of(r), "error",
+                           vh_error_message(&err, r));
+        else
+                job->status = 200;
+}
+
 static void *job_thread(void *arg) {
         struct web_job *job = arg;
         int r = 0;
@@ -263,6 +538,10 @@ static void *job_thread(void *arg) {
         case WEB_JOB_LIST_LOCAL: r = list_local(job); break;
         case WEB_JOB_LIST_REMOTE: r = list_remote(job); break;
         case WEB_JOB_ACTION: run_action(job); break;
+        case WEB_JOB_MONITOR: run_monitor(job); break;
+        case WEB_JOB_KEYS: case WEB_JOB_TYPE: run_keys(job); break;
+        case WEB_JOB_SCREENSHOT: run_screenshot(job); break;
+        case WEB_JOB_CONSOLE: run_console(job); break;
         }
         if (r < 0 && !job->result)
                 job->status = 500;

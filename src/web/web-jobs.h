@@ -21,7 +21,22 @@ enum web_job_kind {
         WEB_JOB_LIST_LOCAL,   /* result: the host object of this machine ('vm list --all-hosts --json') */
         WEB_JOB_LIST_REMOTE,  /* result: the host objects of every registered host, comma-separated */
         WEB_JOB_ACTION,       /* result: an HTTP status and a JSON body */
+        WEB_JOB_MONITOR,      /* 'text': a human monitor command; result as an action's, with "output" */
+        WEB_JOB_KEYS,         /* 'keys': QEMU key names pressed together (send-key) */
+        WEB_JOB_TYPE,         /* 'text': typed as key presses, one character after the other */
+        WEB_JOB_SCREENSHOT,   /* result: the PNG (result_len bytes), or an error body */
+        WEB_JOB_CONSOLE,      /* console_fd: a socket to the VM's VNC or serial console */
 };
+
+enum web_console_kind { WEB_CONSOLE_VNC, WEB_CONSOLE_SERIAL };
+
+/* Limits of what the page may send. */
+#define WEB_MONITOR_MAX_COMMAND 1024
+#define WEB_MONITOR_MAX_OUTPUT (256 * 1024)
+#define WEB_MAX_KEYS 8
+#define WEB_KEY_NAME_MAX 24
+#define WEB_TYPE_MAX 512
+#define WEB_SCREENSHOT_MAX (64u << 20)
 
 enum web_action { WEB_ACTION_START, WEB_ACTION_STOP, WEB_ACTION_KILL, WEB_ACTION_RESTART, WEB_ACTION_DELETE };
 
@@ -36,14 +51,32 @@ struct web_job {
         enum web_action action;
         char name[VH_NAME_MAX + 1];
         uint64_t conn_id;               /* who asked (it may have gone when the job ends) */
+        /* WEB_JOB_MONITOR, WEB_JOB_TYPE: */
+        char *text;                     /* owned */
+        /* WEB_JOB_KEYS: */
+        char keys[WEB_MAX_KEYS][WEB_KEY_NAME_MAX + 1];
+        size_t n_keys;
+        /* WEB_JOB_CONSOLE: */
+        enum web_console_kind console_kind;
+        int console_fd;                 /* result: connected, non-blocking (owned; -1 on failure) */
+        char *serial_log;               /* result, serial: the VM's serial log (owned) */
+        uint64_t serial_log_offset;     /* result, serial: where this boot's output starts in it */
+        char ws_accept[32];             /* the handshake's answer, for when the console is open */
+        bool ws_protocol_binary;        /* the client offered the "binary" subprotocol */
         /* Results: */
         int status;                     /* HTTP status of an action */
-        char *result;                   /* JSON text (owned) */
+        char *result;                   /* JSON text (owned), or the PNG of a screenshot */
+        size_t result_len;              /* WEB_JOB_SCREENSHOT: bytes of the PNG */
         bool hosts_registered;          /* WEB_JOB_LIST_REMOTE: there is at least one */
 };
 
 /* "start", ... as in the API's paths; -EINVAL for others. */
 int web_action_from_string(const char *s, enum web_action *ret);
+
+/* The QEMU key names ("qcodes") that type character 'ch' on a US
+ * keyboard, shift first when needed: 1 or 2 of them; -EINVAL for a
+ * character that has no key there. */
+int web_type_keys(char ch, const char *ret[2]);
 
 /* Starts 'job' in a detached thread; it owns itself until it writes its
  * pointer to job->notify_fd. On failure nothing was started. */

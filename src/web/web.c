@@ -15,14 +15,18 @@
 
 #include "base/clock.h"
 #include "base/json-writer.h"
+#include "base/json.h"
 #include "base/macro.h"
 #include "base/paths.h"
 #include "base/poll.h"
 #include "base/strutil.h"
+#include "vm/vm.h"
 #include "web/server.h"
+#include "web/web-console.h"
 #include "web/web-jobs.h"
 #include "web/web-static.h"
 #include "web/web.h"
+#include "web/websocket.h"
 
 #define TOPIC_VMS 1
 #define KEEPALIVE_MS (15 * 1000)
@@ -57,6 +61,7 @@ struct web_app {
         uint64_t waiting[WEB_MAX_CONNS];   /* GET /api/vms that wait for the next local list */
         size_t n_waiting;
         unsigned n_jobs, n_actions;        /* threads under way; actions among them */
+        struct web_consoles *consoles;
         bool stopping;
 };
 
@@ -280,6 +285,42 @@ static void job_done(struct web_app *app, struct web_job *job) {
                 }
                 list_changed(app);
                 break;
+        case WEB_JOB_MONITOR:
+        case WEB_JOB_KEYS:
+        case WEB_JOB_TYPE: {
+                app->n_actions--;
+                struct web_conn *c = web_server_conn(app->srv, job->conn_id);
+                if (c)
+                        respond_json(c, job->status ? job->status : 500,
+                                     job->result ? job->result : "{\"error\": \"out of memory\"}");
+                break;
+        }
+        case WEB_JOB_SCREENSHOT: {
+                app->n_actions--;
+                struct web_conn *c = web_server_conn(app->srv, job->conn_id);
+                if (c && job->status == 200)
+                        (void) web_conn_respond(c, 200, "image/png", "Cache-Control: no-store\r\n", job->result,
+                                                job->result_len, false);
+                else if (c)
+                        respond_json(c, job->status ? job->status : 500,
+                                     job->result ? job->result : "{\"error\": \"out of memory\"}");
+                break;
+        }
+        case WEB_JOB_CONSOLE: {
+                app->n_actions--;
+                struct web_conn *c = web_server_conn(app->srv, job->conn_id);
+                if (c && job->status == 200) {
+                        int fd = TAKE_FD(job->console_fd);
+                        int r = web_console_attach(app->consoles, c, job->ws_accept, job->ws_protocol_binary,
+                                                   job->console_kind, job->name, fd, job->serial_log,
+                                                   job->serial_log_offset);
+                        if (r < 0)
+                                respond_error(c, 503, "Cannot attach the console.");
+                } else if (c)
+                        respond_json(c, job->status ? job->status : 500,
+                                     job->result ? job->result : "{\"error\": \"out of memory\"}");
+                break;
+        }
         case WEB_JOB_ACTION: {
                 app->n_actions--;
                 struct web_conn *c = web_server_conn(app->srv, job->conn_id);
@@ -313,6 +354,7 @@ static void stop_ready(void *userdata, int fd) {
 
 static void tick(void *userdata, uint64_t now) {
         struct web_app *app = userdata;
+        web_consoles_tick(app->consoles, now);
         bool watched = web_server_stream_count(app->srv, TOPIC_VMS) > 0 || app->n_waiting > 0;
         if (!watched)
                 return;
@@ -385,8 +427,239 @@ static void api_events(struct web_app *app, struct web_conn *c) {
         start_local_list(app);
 }
 
+/* Starts a job that answers 'c' itself, counted with the actions. */
+static void start_conn_job(struct web_app *app, struct web_conn *c, struct web_job *job) {
+        if (app->n_actions >= WEB_MAX_ACTIONS) {
+                web_job_free(job);
+                respond_error(c, 503, "Too many actions under way; try again when one has finished.");
+                return;
+        }
+        job->conn_id = web_conn_id(c);
+        unsigned before = app->n_jobs;
+        start_job(app, job);
+        if (app->n_jobs == before)
+                respond_error(c, 500, "Cannot start a thread for the request.");
+        else
+                app->n_actions++;
+}
+
+static struct web_job *job_new(enum web_job_kind kind, const char *name) {
+        struct web_job *job = calloc(1, sizeof(*job));
+        if (!job)
+                return NULL;
+        job->kind = kind;
+        job->console_fd = -1;
+        snprintf(job->name, sizeof(job->name), "%s", name);
+        return job;
+}
+
+static int console_kind_from_string(const char *s, enum web_console_kind *ret) {
+        if (s && streq(s, "vnc"))
+                *ret = WEB_CONSOLE_VNC;
+        else if (s && streq(s, "serial"))
+                *ret = WEB_CONSOLE_SERIAL;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+/* The body as a JSON object, or an answer saying why not. */
+static struct json_value *body_object(struct web_conn *c, const char *body) {
+        struct json_value *v = NULL;
+        struct vh_error err = {};
+        if (json_parse(body, strlen(body), NULL, &v, &err) < 0 || v->type != JSON_OBJECT) {
+                json_value_free(v);
+                respond_error(c, 400, "The request body must be a JSON object.");
+                return NULL;
+        }
+        return v;
+}
+
+/* POST /api/vms/NAME/SUB: the consoles' requests. */
+static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *name, const char *sub,
+                           const char *body, const struct session *s) {
+        if (streq(sub, "console-ticket")) {
+                _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+                if (!v)
+                        return true;
+                const char *kind_s = NULL;
+                enum web_console_kind kind;
+                (void) json_get_string(json_object_get(v, "kind"), &kind_s);
+                if (console_kind_from_string(kind_s, &kind) < 0) {
+                        respond_error(c, 400, "Expected {\"kind\": \"vnc\"} or {\"kind\": \"serial\"}.");
+                        return true;
+                }
+                if (!vm_exists(app->ctx, name)) {
+                        _cleanup_free_ char *m = strdup_printf("VM %s does not exist.", name);
+                        respond_error(c, 404, m ? m : "No such VM.");
+                        return true;
+                }
+                char ticket[WEB_TICKET_HEX + 1];
+                if (web_console_ticket_new(app->consoles, s->id, name, kind, vh_clock_ms(), ticket) < 0) {
+                        respond_error(c, 500, "Cannot make a ticket.");
+                        return true;
+                }
+                _cleanup_free_ char *out = strdup_printf("{\"ticket\": \"%s\", \"expires_in\": %d}", ticket,
+                                                         WEB_TICKET_TTL_MS / 1000);
+                respond_json(c, 200, out ? out : "{}");
+                return true;
+        }
+        if (streq(sub, "monitor")) {
+                _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+                if (!v)
+                        return true;
+                const char *cmd = NULL;
+                if (json_get_string(json_object_get(v, "command"), &cmd) < 0 || !cmd[0] ||
+                    strlen(cmd) > WEB_MONITOR_MAX_COMMAND || strpbrk(cmd, "\n\r")) {
+                        respond_error(c, 400, "Expected {\"command\": \"info status\"}: one line of at most 1024 "
+                                              "characters.");
+                        return true;
+                }
+                struct web_job *job = job_new(WEB_JOB_MONITOR, name);
+                if (job && !(job->text = strdup(cmd)))
+                        job = web_job_free(job);
+                if (!job)
+                        respond_error(c, 500, "Out of memory.");
+                else
+                        start_conn_job(app, c, job);
+                return true;
+        }
+        if (streq(sub, "keys")) {
+                _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+                if (!v)
+                        return true;
+                struct json_value *keys = json_object_get(v, "keys");
+                size_t n = json_array_len(keys);
+                struct web_job *job = job_new(WEB_JOB_KEYS, name);
+                if (!job) {
+                        respond_error(c, 500, "Out of memory.");
+                        return true;
+                }
+                bool ok = keys && keys->type == JSON_ARRAY && n > 0 && n <= WEB_MAX_KEYS;
+                for (size_t i = 0; ok && i < n; i++) {
+                        const char *k = NULL;
+                        ok = json_get_string(json_array_at(keys, i), &k) >= 0 && k[0] &&
+                             strlen(k) <= WEB_KEY_NAME_MAX && strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789_") ==
+                                                                      strlen(k);
+                        if (ok)
+                                snprintf(job->keys[i], sizeof(job->keys[i]), "%s", k);
+                }
+                if (!ok) {
+                        web_job_free(job);
+                        respond_error(c, 400, "Expected {\"keys\": [\"ctrl\", \"alt\", \"delete\"]}: 1 to 8 QEMU "
+                                              "key names (lower case letters, digits, '_').");
+                        return true;
+                }
+                job->n_keys = n;
+                start_conn_job(app, c, job);
+                return true;
+        }
+        if (streq(sub, "type")) {
+                _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+                if (!v)
+                        return true;
+                const char *text = NULL;
+                if (json_get_string(json_object_get(v, "text"), &text) < 0 || !text[0] ||
+                    strlen(text) > WEB_TYPE_MAX) {
+                        respond_error(c, 400, "Expected {\"text\": \"...\"}: 1 to 512 characters.");
+                        return true;
+                }
+                for (const char *p = text; *p; p++) {
+                        const char *keys[2];
+                        if (web_type_keys(*p, keys) < 0) {
+                                char m[160];
+                                snprintf(m, sizeof(m), "Cannot type character %zu (byte 0x%02x): only printable "
+                                         "ASCII, tab and newline have keys on a US keyboard.",
+                                         (size_t) (p - text) + 1, (unsigned char) *p);
+                                respond_error(c, 400, m);
+                                return true;
+                        }
+                }
+                struct web_job *job = job_new(WEB_JOB_TYPE, name);
+                if (job && !(job->text = strdup(text)))
+                        job = web_job_free(job);
+                if (!job)
+                        respond_error(c, 500, "Out of memory.");
+                else
+                        start_conn_job(app, c, job);
+                return true;
+        }
+        return false;
+}
+
+/* A websocket to a console: GET /api/vms/NAME/console/{vnc,serial}?ticket=T
+ * with the session's cookie, from this server's own page (Origin), with a
+ * ticket of this session for this VM and console. */
+static void upgrade(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *path,
+                    const struct session *s) {
+        /* Browsers always send Origin on a websocket, and apply no
+         * same-origin rule to it: only our own page may come in. */
+        if (!http_request_header(req, "Origin")) {
+                respond_error(c, 403, "A websocket needs an Origin of this server.");
+                return;
+        }
+        const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
+        const char *slash = rest ? strchr(rest, '/') : NULL;
+        char name[VH_NAME_MAX + 1];
+        enum web_console_kind kind;
+        if (!slash || (size_t) (slash - rest) >= sizeof(name) || !startswith(slash, "/console/") ||
+            console_kind_from_string(slash + strlen("/console/"), &kind) < 0 || !streq(req->method, "GET")) {
+                respond_error(c, 404, "No websocket at this path.");
+                return;
+        }
+        memcpy(name, rest, (size_t) (slash - rest));
+        name[slash - rest] = '\0';
+        if (!name_is_valid(name)) {
+                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                return;
+        }
+        const char *version = http_request_header(req, "Sec-WebSocket-Version");
+        if (!version || !streq(version, "13")) {
+                static const char msg[] = "{\"error\": \"Only WebSocket version 13 is spoken here.\"}";
+                (void) web_conn_respond(c, 426, "application/json", "Sec-WebSocket-Version: 13\r\n", msg,
+                                        sizeof(msg) - 1, true);
+                return;
+        }
+        char accept[WS_ACCEPT_LEN + 1];
+        if (ws_accept_key(http_request_header(req, "Sec-WebSocket-Key"), accept) < 0) {
+                respond_error(c, 400, "Missing or malformed Sec-WebSocket-Key.");
+                return;
+        }
+        _cleanup_free_ char *ticket = NULL;
+        (void) http_query_get(req->query, "ticket", &ticket);
+        if (!ticket || web_console_ticket_take(app->consoles, ticket, s->id, name, kind, vh_clock_ms()) < 0) {
+                respond_error(c, 403, "Missing, used, expired or foreign console ticket (POST "
+                                      "/api/vms/NAME/console-ticket gives one).");
+                return;
+        }
+        bool binary = false;
+        const char *protos = http_request_header(req, "Sec-WebSocket-Protocol");
+        for (const char *p = protos; p && *p;) {
+                p += strspn(p, " ,");
+                size_t n = strcspn(p, " ,");
+                if (n == 6 && strncmp(p, "binary", 6) == 0)
+                        binary = true;
+                p += n;
+        }
+        if (kind == WEB_CONSOLE_SERIAL && web_console_serial_open(app->consoles, name)) {
+                /* Already open here: the viewer joins it. */
+                if (web_console_attach(app->consoles, c, accept, binary, kind, name, -1, NULL, 0) < 0)
+                        respond_error(c, 503, "Cannot attach the console.");
+                return;
+        }
+        struct web_job *job = job_new(WEB_JOB_CONSOLE, name);
+        if (!job) {
+                respond_error(c, 500, "Out of memory.");
+                return;
+        }
+        job->console_kind = kind;
+        memcpy(job->ws_accept, accept, sizeof(accept));
+        job->ws_protocol_binary = binary;
+        start_conn_job(app, c, job);
+}
+
 static void api(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *path,
-                const struct session *s) {
+                const struct session *s, const char *body) {
         bool get = streq(req->method, "GET") || streq(req->method, "HEAD");
         if (streq(path, "/api/session") && get)
                 return api_session(c, s);
@@ -443,8 +716,27 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                                 app->n_actions++;
                         return;
                 }
-                if (slash && streq(req->method, "POST") && !strchr(slash + 1, '/'))
+                if (slash && !strchr(slash + 1, '/') && get && streq(slash + 1, "screenshot.png")) {
+                        if (!name_is_valid(name)) {
+                                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                                return;
+                        }
+                        struct web_job *job = job_new(WEB_JOB_SCREENSHOT, name);
+                        if (!job)
+                                respond_error(c, 500, "Out of memory.");
+                        else
+                                start_conn_job(app, c, job);
+                        return;
+                }
+                if (slash && streq(req->method, "POST") && !strchr(slash + 1, '/')) {
+                        if (!name_is_valid(name)) {
+                                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                                return;
+                        }
+                        if (api_vm_console(app, c, name, slash + 1, body, s))
+                                return;
                         return api_action(app, c, name, slash + 1);
+                }
         }
         if (streq(path, "/api/vms") || rest)
                 respond_error(c, 405, "Method not allowed here.");
@@ -525,12 +817,10 @@ static void handle_request(void *userdata, struct web_conn *c, const struct http
                         return;
                 }
         }
-        if (req->upgrade_websocket) {
-                respond_error(c, 404, "No websocket at this path.");
-                return;
-        }
+        if (req->upgrade_websocket)
+                return upgrade(app, c, req, path, s);
         if (api_path)
-                return api(app, c, req, path, s);
+                return api(app, c, req, path, s, body);
         if (changes) {
                 respond_error(c, 405, "Static files are read only.");
                 return;
@@ -554,6 +844,8 @@ int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts
         app->static_fd = app->notify[0] = app->notify[1] = app->inotify_fd = -1;
         app->stop_fd = opts->stop_fd;
         int r = web_server_new(opts->listen_fd, &server_ops, app, 250, &app->srv);
+        if (r >= 0)
+                r = web_consoles_new(app->srv, &app->consoles);
         if (r < 0) {
                 web_app_free(app);
                 return vh_error_set(err, r, "Cannot set up the server: %s", strerror(-r));
@@ -602,7 +894,7 @@ int web_app_run(struct web_app *app, struct vh_error *err) {
                 ssize_t n = read(app->notify[0], &job, sizeof(job));
                 if (n == (ssize_t) sizeof(job)) {
                         app->n_jobs--;
-                        if (job->kind == WEB_JOB_ACTION)
+                        if (job->kind != WEB_JOB_LIST_LOCAL && job->kind != WEB_JOB_LIST_REMOTE)
                                 app->n_actions--;
                         web_job_free(job);
                 } else
@@ -614,6 +906,10 @@ int web_app_run(struct web_app *app, struct vh_error *err) {
 struct web_app *web_app_free(struct web_app *app) {
         if (!app)
                 return NULL;
+        /* The connections first: a console's closed() frees its relay. */
+        if (app->srv)
+                web_server_close_conns(app->srv);
+        web_consoles_free(app->consoles);
         web_server_free(app->srv);
         for (size_t i = 0; i < ELEMENTSOF(app->allowed_hosts); i++)
                 free(app->allowed_hosts[i]);

@@ -1,0 +1,66 @@
+/* web/web-console.h: the consoles of the web page: the tickets that admit
+ * a websocket, and the relays between websockets (web/websocket.h over
+ * the raw connections of web/server.h) and a VM's VNC or serial console.
+ *
+ * - VNC: one connection to QEMU's VNC server per viewer, a socketpair
+ *   handed to QEMU by the worker (web/web-jobs.h, WEB_JOB_CONSOLE); RFB
+ *   bytes go both ways in binary messages.
+ * - Serial: one connection per VM, owned here (the chardev serves one
+ *   client at a time) and fanned out to every viewer; a new viewer first
+ *   gets the end of the serial log (at most WEB_SERIAL_SCROLLBACK bytes of
+ *   this boot's output). What any viewer sends goes to the guest. The
+ *   connection closes with its last viewer, so 'vm console' can have it.
+ *
+ * Backpressure: a relay reads from QEMU only while the browser's backlog
+ * is below WEB_CONSOLE_HIGH_WATER, and from the browser only while what
+ * it sent can be buffered for QEMU (WEB_CONSOLE_UP_MAX); a serial viewer
+ * that falls WEB_SERIAL_SLOW_VIEWER behind the others is closed (1008),
+ * since holding back the guest's output for it would stall the others. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "web/server.h"
+#include "web/web-jobs.h"
+
+#define WEB_TICKET_HEX 64
+#define WEB_TICKET_TTL_MS (30 * 1000)
+#define WEB_MAX_TICKETS 64
+#define WEB_CONSOLE_HIGH_WATER (256 * 1024)
+#define WEB_CONSOLE_UP_MAX (256 * 1024)
+#define WEB_SERIAL_SCROLLBACK (64 * 1024)
+#define WEB_SERIAL_SLOW_VIEWER (1u << 20)
+#define WEB_CONSOLE_PING_MS (15 * 1000)
+
+struct web_consoles;
+
+int web_consoles_new(struct web_server *srv, struct web_consoles **ret);
+/* Closes every console (their websockets get 1001). */
+struct web_consoles *web_consoles_free(struct web_consoles *cs);
+
+/* A ticket for one websocket of 'session' to VM 'name''s console 'kind',
+ * valid WEB_TICKET_TTL_MS from 'now' and once. The oldest one makes room
+ * past WEB_MAX_TICKETS. */
+int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *name,
+                           enum web_console_kind kind, uint64_t now, char ret[WEB_TICKET_HEX + 1]);
+/* Uses the ticket up, whatever the outcome: 0 when it was issued for these
+ * and has not expired, -EACCES otherwise. */
+int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *name,
+                            enum web_console_kind kind, uint64_t now);
+
+/* True when VM 'name''s serial console is open here already, so a new
+ * viewer needs no worker. */
+bool web_console_serial_open(const struct web_consoles *cs, const char *name);
+
+/* Answers the upgrade of 'c' with 101 ('accept', 'binary': echo that
+ * subprotocol) and relays it to 'fd' (taken, even on failure; -1 for a
+ * serial console already open). 'serial_log' and 'log_offset': the
+ * scrollback's source for a serial console. */
+int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *accept, bool binary,
+                       enum web_console_kind kind, const char *name, int fd, const char *serial_log,
+                       uint64_t log_offset);
+
+/* Pings every websocket now and then (a proxy or the browser would take
+ * a quiet one for dead). */
+void web_consoles_tick(struct web_consoles *cs, uint64_t now);

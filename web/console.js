@@ -1,0 +1,155 @@
+// web/console.js: the consoles of one VM in the page: its screen (noVNC),
+// its serial console (xterm.js) and a box for human monitor commands.
+// Each websocket needs a ticket from POST /api/vms/NAME/console-ticket
+// (with the CSRF header; valid 30 s, once, for this session, VM and
+// console); the server relays the screen to QEMU's VNC and owns the one
+// serial connection it shares among viewers (docs/web.md).
+import RFB from '/vendor/novnc/core/rfb.js';
+import { Terminal } from '/vendor/xterm/xterm.mjs';
+import { FitAddon } from '/vendor/xterm/addon-fit.mjs';
+
+const $ = (sel) => document.querySelector(sel);
+
+let state = null; // { name, csrf, rfb, ws, term, fit, onError }
+
+async function post(path, body) {
+  const res = await fetch(path, {
+    method: 'POST',
+    headers: { 'X-VMHost-CSRF': state.csrf, 'Content-Type': 'application/json' },
+    credentials: 'same-origin',
+    body: JSON.stringify(body),
+  });
+  let json = {};
+  try { json = await res.json(); } catch { /* the status says it */ }
+  if (!res.ok) throw new Error(json.error || `HTTP ${res.status}`);
+  return json;
+}
+
+async function socketUrl(kind) {
+  const name = encodeURIComponent(state.name);
+  const { ticket } = await post(`/api/vms/${name}/console-ticket`, { kind });
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}/api/vms/${name}/console/${kind}?ticket=${ticket}`;
+}
+
+function status(id, text) {
+  $(id).textContent = text;
+}
+
+// ---- the screen
+
+async function openScreen() {
+  const url = await socketUrl('vnc');
+  const target = $('#screen');
+  target.replaceChildren();
+  // No password: the server's own VNC client was admitted by QEMU without
+  // one (add_client skipauth) after this page's ticket was checked.
+  const rfb = new RFB(target, url, { wsProtocols: ['binary'], shared: true });
+  rfb.scaleViewport = $('#scale').checked;
+  rfb.background = '#000';
+  rfb.addEventListener('connect', () => status('#screen-status', 'connected'));
+  rfb.addEventListener('disconnect', (e) => {
+    status('#screen-status', e.detail.clean ? 'disconnected' : 'connection lost');
+  });
+  rfb.addEventListener('desktopname', (e) => status('#screen-status', `connected: ${e.detail.name}`));
+  state.rfb = rfb;
+}
+
+async function keys(list) {
+  try {
+    await post(`/api/vms/${encodeURIComponent(state.name)}/keys`, { keys: list });
+  } catch (e) { state.onError(`keys to ${state.name}: ${e.message}`); }
+}
+
+async function typeText() {
+  const text = $('#type-text').value;
+  if (!text) return;
+  try {
+    await post(`/api/vms/${encodeURIComponent(state.name)}/type`, { text });
+    $('#type-text').value = '';
+  } catch (e) { state.onError(`type into ${state.name}: ${e.message}`); }
+}
+
+// ---- the serial console
+
+async function openSerial() {
+  const term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 13 });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  const box = $('#serial');
+  box.replaceChildren();
+  term.open(box);
+  fit.fit();
+  state.term = term;
+  state.fit = fit;
+  const ws = new WebSocket(await socketUrl('serial'), ['binary']);
+  ws.binaryType = 'arraybuffer';
+  ws.addEventListener('open', () => status('#serial-status', 'connected'));
+  ws.addEventListener('message', (e) => term.write(new Uint8Array(e.data)));
+  ws.addEventListener('close', (e) => {
+    status('#serial-status', `closed${e.reason ? ': ' + e.reason : ''}`);
+  });
+  const enc = new TextEncoder();
+  term.onData((s) => { if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(s)); });
+  state.ws = ws;
+}
+
+// ---- the monitor
+
+async function runMonitor(ev) {
+  ev.preventDefault();
+  const command = $('#monitor-command').value.trim();
+  if (!command) return;
+  const out = $('#monitor-output');
+  try {
+    const r = await post(`/api/vms/${encodeURIComponent(state.name)}/monitor`, { command });
+    out.textContent = `(qemu) ${command}\n${r.output}${r.truncated ? '\n[output truncated]' : ''}`;
+  } catch (e) {
+    out.textContent = `(qemu) ${command}\nerror: ${e.message}`;
+  }
+}
+
+export function closeConsole() {
+  if (!state) return;
+  if (state.rfb) state.rfb.disconnect();
+  if (state.ws) state.ws.close(1000);
+  if (state.term) state.term.dispose();
+  state = null;
+  $('#console').hidden = true;
+}
+
+let wired = false;
+function wire() {
+  if (wired) return;
+  wired = true;
+  $('#console-close').addEventListener('click', closeConsole);
+  $('#cad').addEventListener('click', () => keys(['ctrl', 'alt', 'delete']));
+  $('#keys').addEventListener('change', (e) => {
+    if (e.target.value) keys(e.target.value.split('-'));
+    e.target.value = '';
+  });
+  $('#type-form').addEventListener('submit', (e) => { e.preventDefault(); typeText(); });
+  $('#scale').addEventListener('change', (e) => { if (state && state.rfb) state.rfb.scaleViewport = e.target.checked; });
+  $('#fullscreen').addEventListener('click', () => $('#screen-box').requestFullscreen());
+  $('#monitor-form').addEventListener('submit', runMonitor);
+  window.addEventListener('resize', () => { if (state && state.fit) state.fit.fit(); });
+}
+
+// Opens the consoles of VM 'name' (this host's; a running one).
+export async function openConsole(name, csrf, onError) {
+  wire();
+  closeConsole();
+  state = { name, csrf, onError };
+  $('#console-name').textContent = name;
+  $('#screenshot').href = `/api/vms/${encodeURIComponent(name)}/screenshot.png`;
+  $('#monitor-output').textContent = '';
+  status('#screen-status', 'connecting…');
+  status('#serial-status', 'connecting…');
+  $('#console').hidden = false;
+  try {
+    await openScreen();
+  } catch (e) { status('#screen-status', e.message); onError(`screen of ${name}: ${e.message}`); }
+  try {
+    await openSerial();
+  } catch (e) { status('#serial-status', e.message); onError(`serial console of ${name}: ${e.message}`); }
+}
