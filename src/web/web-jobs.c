@@ -50,144 +50,49 @@ struct web_job *web_job_free(struct web_job *job) {
         return NULL;
 }
 
-/* When process 'pid' started, in seconds since the epoch; 0 when unknown.
- * /proc/PID/stat's 22nd field counts clock ticks since boot, /proc/stat's
- * btime is the boot in epoch seconds. */
-static int64_t process_started(int pid) {
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        _cleanup_free_ char *stat = NULL, *sys = NULL;
-        if (read_full_file(path, 4096, &stat, NULL) < 0 || read_full_file("/proc/stat", 1 << 20, &sys, NULL) < 0)
-                return 0;
-        /* The command name may hold spaces and ')': fields follow the last ')'. */
-        const char *p = strrchr(stat, ')');
-        if (!p)
-                return 0;
-        unsigned long long ticks = 0;
-        /* After ')': state is field 3, starttime field 22. */
-        const char *f = p + 1;
-        for (int field = 3; field < 22 && f; field++)
-                f = strchr(f + 1, ' ');
-        if (!f || sscanf(f, " %llu", &ticks) != 1)
-                return 0;
-        const char *b = strstr(sys, "\nbtime ");
-        long long btime = 0;
-        if (!b || sscanf(b, "\nbtime %lld", &btime) != 1)
-                return 0;
-        long hz = sysconf(_SC_CLK_TCK);
-        return hz > 0 ? (int64_t) (btime + (long long) (ticks / (unsigned long long) hz)) : 0;
-}
-
-/* One VM status object as host_self_json() wrote it, with "started"
- * (epoch seconds) added for a VM that runs here: the status object has no
- * start time yet, and the page shows uptime. */
-static void write_vm_object(struct json_writer *w, const struct json_value *vm) {
-        if (vm->type != JSON_OBJECT) {
-                json_value_write(w, vm);
-                return;
-        }
-        json_object_begin(w);
-        for (size_t i = 0; i < vm->object.n; i++) {
-                json_key(w, vm->object.members[i].key);
-                json_value_write(w, vm->object.members[i].value);
-        }
-        int64_t pid;
-        if (json_get_int(json_object_get(vm, "pid"), &pid) >= 0 && pid > 0 && pid < INT32_MAX) {
-                int64_t t = process_started((int) pid);
-                if (t > 0)
-                        json_kv_int(w, "started", t);
-        }
-        json_object_end(w);
-}
-
-/* The object 'vm list --all-hosts --json' prints for one host. */
-static void write_host_object(struct json_writer *w, const char *host, const struct host_status *h, bool local) {
-        json_object_begin(w);
-        json_kv_uint(w, "version", 1);
-        json_kv_string(w, "host", host);
-        json_kv_bool(w, "reachable", h->reachable);
-        json_key(w, "error");
-        json_string(w, h->reachable ? NULL : h->why);
-        json_key(w, "vms");
-        json_array_begin(w);
-        for (size_t k = 0; k < json_array_len(h->vm_list); k++) {
-                const struct json_value *vm = json_array_at(h->vm_list, k);
-                if (local)
-                        write_vm_object(w, vm);
-                else
-                        json_value_write(w, vm);
-        }
-        json_array_end(w);
-        /* What could not be described there: the CLI warns with it. */
-        json_key(w, "warnings");
-        json_array_begin(w);
-        for (char **m = h->warnings; m && *m; m++)
-                json_string(w, *m);
-        json_array_end(w);
-        json_object_end(w);
+/* The listing of this host, or of the registered hosts, as 'vm list
+ * --all-hosts --json' prints them (host_cluster_entry_to_json): for the
+ * remote hosts the objects separated by commas, for the event loop to put
+ * after this host's in one array ("" when no host is registered). */
+static int list_hosts(struct web_job *job, unsigned flags) {
+        struct vh_error err = {};
+        struct host_cluster c = {};
+        int r = host_cluster_list(job->ctx, flags, &c, &err);
+        if (r < 0)
+                return r;
+        if (flags & HOST_CLUSTER_REMOTE)
+                job->hosts_registered = c.n_registered > 0;
+        for (size_t i = 0; i < c.n; i++)
+                if (c.hosts[i].local && !c.hosts[i].status.reachable) {
+                        /* The page shows it as the CLI says it. */
+                        char why[sizeof(c.hosts[i].status.why)];
+                        snprintf(why, sizeof(why), "%s", c.hosts[i].status.why);
+                        static const char prefix[] = "Cannot list this host's VMs: ";
+                        snprintf(c.hosts[i].status.why, sizeof(c.hosts[i].status.why), "%s%.*s", prefix,
+                                 (int) (sizeof(why) - sizeof(prefix)), why);
+                }
+        /* Written as an array, whose brackets are then dropped. */
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_array_begin(&w);
+        for (size_t i = 0; i < c.n; i++)
+                host_cluster_entry_to_json(&w, &c.hosts[i], true);
+        json_array_end(&w);
+        host_cluster_done(&c);
+        _cleanup_free_ char *a = json_writer_finish(&w, &r);
+        if (!a)
+                return r;
+        size_t len = strlen(a);
+        job->result = strndup(a + 1, len - 2);
+        return job->result ? 0 : -ENOMEM;
 }
 
 static int list_local(struct web_job *job) {
-        struct vh_error err = {};
-        struct host_status st = {};
-        _cleanup_free_ char *self = NULL;
-        int r = host_self_json(job->ctx, HOST_PROBE_VMS, &self, &err);
-        if (r >= 0)
-                r = host_self_parse(self, &st, &err);
-        if (r < 0)
-                snprintf(st.why, sizeof(st.why), "Cannot list this host's VMs: %s", vh_error_message(&err, r));
-        else
-                st.reachable = true;
-        struct json_writer w;
-        json_writer_init(&w, false);
-        write_host_object(&w, HOST_LOCAL, &st, true);
-        host_status_done(&st);
-        job->result = json_writer_finish(&w, &r);
-        return job->result ? 0 : r;
+        return list_hosts(job, HOST_CLUSTER_LOCAL);
 }
 
 static int list_remote(struct web_job *job) {
-        struct host_def **defs = NULL;
-        char **skipped = NULL;
-        size_t n = 0;
-        struct vh_error err = {};
-        int r = host_load_all(job->ctx, &defs, &n, &skipped, &err);
-        if (r < 0)
-                return r;
-        host_names_free(skipped);
-        job->hosts_registered = n > 0;
-        if (n == 0) {
-                host_defs_free(defs);
-                job->result = strdup("");
-                return job->result ? 0 : -ENOMEM;
-        }
-        struct host_status *st = calloc(n, sizeof(*st));
-        if (!st) {
-                host_defs_free(defs);
-                return -ENOMEM;
-        }
-        r = host_probe_all(job->ctx, defs, n, HOST_PROBE_VMS, st);
-        if (r >= 0) {
-                /* Objects separated by commas, for the loop to put after
-                 * this host's in one array. */
-                struct json_writer w;
-                json_writer_init(&w, false);
-                json_array_begin(&w);
-                for (size_t i = 0; i < n; i++)
-                        write_host_object(&w, defs[i]->name, &st[i], false);
-                json_array_end(&w);
-                _cleanup_free_ char *a = json_writer_finish(&w, &r);
-                if (a) {
-                        size_t len = strlen(a);
-                        job->result = strndup(a + 1, len - 2);
-                        r = job->result ? 0 : -ENOMEM;
-                }
-        }
-        for (size_t i = 0; i < n; i++)
-                host_status_done(&st[i]);
-        free(st);
-        host_defs_free(defs);
-        return r;
+        return list_hosts(job, HOST_CLUSTER_REMOTE);
 }
 
 /* The HTTP status of a library error, by the kind of failure. */
@@ -212,8 +117,18 @@ static void set_result(struct web_job *job, int status, const char *key, const c
         job->status = status;
 }
 
+static bool job_stopping(void *userdata) {
+        const atomic_bool *stopping = userdata;
+        return stopping && atomic_load(stopping);
+}
+
 static void run_action(struct web_job *job) {
         struct vh_error err = {};
+        /* A server that stops ends the waits of a start (QEMU is then
+         * killed and the start undone), a restart or a stop (QEMU quits
+         * at once): see vm_start() and vm_stop_graceful_cancellable(). */
+        const struct vm_cancel cancel = { .func = job_stopping, .userdata = (void *) job->stopping };
+        const struct vm_start_options start_opts = { .cancel = &cancel };
         struct vm_status st;
         enum vm_stop_how how;
         char msg[VH_ERROR_MAX + 128];
@@ -222,8 +137,9 @@ static void run_action(struct web_job *job) {
         switch (job->action) {
         case WEB_ACTION_START:
         case WEB_ACTION_RESTART:
-                r = job->action == WEB_ACTION_RESTART ? vm_restart(job->ctx, name, WEB_STOP_TIMEOUT_MS, NULL, &st, &err)
-                                                      : vm_start(job->ctx, name, NULL, &st, &err);
+                r = job->action == WEB_ACTION_RESTART
+                            ? vm_restart(job->ctx, name, WEB_STOP_TIMEOUT_MS, &start_opts, &st, &err)
+                            : vm_start(job->ctx, name, &start_opts, &st, &err);
                 if (r == -EALREADY) {
                         /* As 'vm start' says it: what was asked is true. */
                         snprintf(msg, sizeof(msg), "%s.", vh_error_message(&err, r));
@@ -235,8 +151,8 @@ static void run_action(struct web_job *job) {
                 break;
         case WEB_ACTION_STOP:
         case WEB_ACTION_KILL:
-                r = vm_stop_graceful(job->ctx, name, job->action == WEB_ACTION_KILL ? 0 : WEB_STOP_TIMEOUT_MS, &how,
-                                     &err);
+                r = vm_stop_graceful_cancellable(job->ctx, name, job->action == WEB_ACTION_KILL ? 0 : WEB_STOP_TIMEOUT_MS,
+                                                 &cancel, &how, &err);
                 if (r >= 0) {
                         static const char *const what[] = {
                                 [VM_STOP_GUEST] = "the guest powered off",

@@ -11,6 +11,7 @@
  * polls); the loop reads it, uses the result and frees the job. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -47,6 +48,7 @@ struct web_job {
         enum web_job_kind kind;
         const struct vh_context *ctx;   /* shared, immutable (vmhost/context.h) */
         int notify_fd;
+        const atomic_bool *stopping;    /* the server is stopping: actions stop waiting (may be NULL) */
         /* WEB_JOB_ACTION: */
         enum web_action action;
         char name[VH_NAME_MAX + 1];

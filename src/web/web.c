@@ -4,6 +4,7 @@
  * (web/web-jobs.h) that do the slow work off the loop. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -62,7 +63,9 @@ struct web_app {
         size_t n_waiting;
         unsigned n_jobs, n_actions;        /* threads under way; actions among them */
         struct web_consoles *consoles;
-        bool stopping;
+        /* Set by the stop signal, read by the worker threads: their
+         * library calls (start, stop, restart) stop waiting when it is. */
+        atomic_bool stopping;
 };
 
 static int random_hex(char out[WEB_SECRET_HEX + 1]) {
@@ -160,6 +163,7 @@ static struct session *session_new(struct web_app *app) {
 static void start_job(struct web_app *app, struct web_job *job) {
         job->ctx = app->ctx;
         job->notify_fd = app->notify[1];
+        job->stopping = &app->stopping;
         if (web_job_start(job) < 0) {
                 web_job_free(job);
                 return;
@@ -348,7 +352,7 @@ static void stop_ready(void *userdata, int fd) {
          * unblocks it (a signalfd's record is 128 bytes). */
         char buf[128];
         (void) !read(fd, buf, sizeof(buf));
-        app->stopping = true;
+        atomic_store(&app->stopping, true);
         web_server_stop(app->srv);
 }
 
