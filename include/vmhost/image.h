@@ -314,7 +314,8 @@ int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrin
 struct vh_image_create_options {
         enum vh_image_format format;
         /* Virtual size in bytes, rounded up to 512 like qemu-img does. May be
-         * 0 with a backing file: the backing file's virtual size is taken. */
+         * 0 with a backing file: the backing file's virtual size is taken,
+         * unless size_given (below). */
         uint64_t size;
         /* qcow2 only: */
         const char *backing_file;       /* stored as given; resolved relative to the new image */
@@ -337,6 +338,10 @@ struct vh_image_create_options {
          * yet, as for an overlay made before its base arrives); size and
          * backing_format must then be given. */
         bool unsafe_backing;
+        /* 'size' was given, also as 0: a backing file's size is then not
+         * taken (qemu-img makes a disk of 0 bytes over a backing file when
+         * told "0"). Without it, 0 means "no size given". */
+        bool size_given;
 };
 
 /* Creates the image at 'path'. The new file appears whole or not at all:

@@ -38,6 +38,7 @@ static void usage_check(FILE *f) {
                 "                  COPIED flags\n"
                 "  --output=json   qemu-img's JSON (check-errors, leaks, corruptions, ...)\n"
                 "  -U              take no lock (not with -r)\n"
+                "  -T SRC_CACHE    taken for qemu-img's sake; reads use the page cache\n"
                 "  -q              quiet\n"
                 "\n"
                 "Examples:\n"
@@ -78,8 +79,12 @@ int cmd_img_check(int argc, char **argv) {
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:r:Uq", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:r:UqT:", options, NULL)) >= 0)
                 switch (c) {
+                case 'T':
+                        if (img_cli_parse_src_cache(optarg) < 0)
+                                return 1; /* qemu-img's exit status */
+                        break;
                 case 'r':
                         if (streq(optarg, "leaks"))
                                 o.repair = VH_IMAGE_CHECK_REPAIR_LEAKS;
@@ -260,6 +265,7 @@ static void usage_compare(FILE *f) {
                 "  -p       show progress (stdout, as qemu-img)\n"
                 "  -q       quiet: only the exit status\n"
                 "  -U       take no locks\n"
+                "  -T MODE  source cache mode: taken for qemu-img's sake; reads use the page cache\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img compare base.qcow2 copy.raw\n");
@@ -314,8 +320,12 @@ int cmd_img_compare(int argc, char **argv) {
 
         cli.qemu_img_messages = true;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:F:spqU", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:F:spqUT:", options, NULL)) >= 0)
                 switch (c) {
+                case 'T':
+                        if (img_cli_parse_src_cache(optarg) < 0)
+                                return 2; /* compare's exit status for errors, as qemu-img's */
+                        break;
                 case 'F':
                         if (img_cli_parse_format(optarg, "-F", &format2) < 0)
                                 return cli.usage_status;
@@ -359,7 +369,7 @@ int cmd_img_compare(int argc, char **argv) {
 static void usage_measure(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img measure [--output=human|json] [-O FMT] [-o OPTIONS]\n"
-                "                          [--size SIZE | [-f FMT] [-U] FILE]\n"
+                "                          [--size SIZE | [-f FMT] [-U] [-l SNAPSHOT] FILE]\n"
                 "\n"
                 "Prints the file size a new image needs: 'required' for what FILE holds (or\n"
                 "for an empty image of SIZE), 'fully allocated' once every cluster is written.\n"
@@ -370,6 +380,7 @@ static void usage_measure(FILE *f) {
                 "                 backing_file=NAME (then every cluster counts as required)\n"
                 "  --size SIZE    measure an empty image of SIZE bytes (k, M, G, T suffixes)\n"
                 "  -f FMT         format of FILE (default: probe)\n"
+                "  -l SNAPSHOT    measure FILE's internal snapshot (as convert -l takes it)\n"
                 "  --output=json  qemu-img's JSON (required, fully-allocated, bitmaps)\n"
                 "\n"
                 "Examples:\n"
@@ -452,12 +463,16 @@ int cmd_img_measure(int argc, char **argv) {
         struct img_cli cli = IMG_CLI_INIT("measure", usage_measure, 1);
         struct vh_image_measure_options mo = { .format = VH_IMAGE_FORMAT_RAW };
         bool have_size = false;
+        char *snapshot = NULL;
         int c, status;
 
         cli.qemu_img_messages = true;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:U", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:Ul:", options, NULL)) >= 0)
                 switch (c) {
+                case 'l':
+                        snapshot = optarg;
+                        break;
                 case 'O':
                         if (img_cli_parse_format(optarg, "-O", &mo.format) < 0)
                                 return cli.usage_status;
@@ -483,6 +498,11 @@ int cmd_img_measure(int argc, char **argv) {
                 log_error("Either --size N or one filename must be specified.");
                 return cli.usage_status;
         }
+        if (snapshot && left == 0) {
+                /* qemu-img's words and exit status. */
+                log_error("-l requires a filename argument.");
+                return 1;
+        }
         if (have_size && left == 1) {
                 log_error("--size N cannot be used together with a filename.");
                 return cli.usage_status;
@@ -491,6 +511,11 @@ int cmd_img_measure(int argc, char **argv) {
         struct vh_image *img = NULL;
         if (left == 1 && img_cli_open(&cli, argv[optind], cli.format, 0, &img) < 0)
                 return 1;
+        /* -l: measure what converting the snapshot's state would need. */
+        if (img && snapshot && img_cli_load_snapshot(img, snapshot) < 0) {
+                vh_image_free(img);
+                return 1;
+        }
         struct vh_error err = {};
         struct vh_image_measure_result res;
         int r = vh_image_measure(img, &mo, &res, &err);

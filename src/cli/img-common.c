@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/strutil.h"
@@ -68,6 +69,34 @@ int img_cli_parse_size(const char *s, uint64_t *ret) {
                 }
         }
         return parse_size(s, ret);
+}
+
+int img_cli_parse_src_cache(const char *s) {
+        enum vh_image_cache cache;
+        if (vh_image_cache_from_string(s, &cache) < 0) {
+                log_error("Invalid source cache option: %s (use writeback, writethrough, none, directsync or "
+                          "unsafe)",
+                          s);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int img_cli_parse_rate(struct img_cli *cli, const char *s) {
+        uint64_t rate;
+        if (img_cli_parse_size(s, &rate) < 0) {
+                log_error("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for "
+                          "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+                return -EINVAL;
+        }
+        cli->rate_limit = rate;
+        return 0;
+}
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
 }
 
 static int parse_output(const char *s, enum vh_image_info_output *ret) {
@@ -138,6 +167,39 @@ int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_form
         return r;
 }
 
+/* convert -l and measure -l: "snapshot.id=ID,snapshot.name=NAME" (either or both), or
+ * a bare ID or NAME, tried as an id first, as qemu-img does. Modifies
+ * 'spec'. Reports failures in qemu-img's words. */
+int img_cli_load_snapshot(struct vh_image *img, char *spec) {
+        struct vh_error err = {};
+        int r;
+        if (startswith(spec, "snapshot.")) {
+                const char *id = NULL, *name = NULL;
+                char *save = NULL;
+                for (char *kv = strtok_r(spec, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                        if (startswith(kv, "snapshot.id="))
+                                id = kv + strlen("snapshot.id=");
+                        else if (startswith(kv, "snapshot.name="))
+                                name = kv + strlen("snapshot.name=");
+                        else {
+                                char *eq = strchr(kv, '=');
+                                if (eq)
+                                        *eq = '\0';
+                                log_error("Invalid parameter '%s'", kv);
+                                return -EINVAL;
+                        }
+                }
+                r = vh_image_snapshot_load(img, id, name, &err);
+        } else {
+                r = vh_image_snapshot_load(img, spec, NULL, &err);
+                if (r == -ENOENT)
+                        r = vh_image_snapshot_load(img, NULL, spec, &err);
+        }
+        if (r < 0)
+                log_error("Failed to load snapshot: %s", vh_error_message(&err, r));
+        return r;
+}
+
 bool img_cli_shows_progress(const struct img_cli *cli) {
         return cli->progress && !cli->quiet;
 }
@@ -181,10 +243,31 @@ static void on_interrupt(int sig) {
         interrupted = 1;
 }
 
+/* -r RATE: waits until 'done' bytes have taken done / RATE seconds since
+ * the hook was set, just before the work starts. The engine reports every few MiB and has no more
+ * than that in flight, so the rate holds within that much. The wait is
+ * cut into slices short enough for Ctrl-C to cancel at once. */
+static void rate_wait(struct img_cli *cli, uint64_t done) {
+        if (!cli->rate_limit)
+                return;
+        /* done / rate in ns without overflow for any 64-bit 'done'. */
+        long double due = (long double) done * 1e9L / (long double) cli->rate_limit;
+        while (!interrupted) {
+                uint64_t elapsed = now_ns() - cli->rate_start_ns;
+                if ((long double) elapsed >= due)
+                        break;
+                long double left = due - (long double) elapsed;
+                uint64_t slice = left > 100e6L ? UINT64_C(100000000) : (uint64_t) left;
+                struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) slice };
+                (void) nanosleep(&ts, NULL);
+        }
+}
+
 static int progress_cb(uint64_t done, uint64_t total, void *userdata) {
         struct img_cli *cli = userdata;
         if (img_cli_shows_progress(cli))
                 progress_print(cli, done, total);
+        rate_wait(cli, done);
         return interrupted ? 1 : 0;
 }
 
@@ -207,6 +290,7 @@ void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t do
         catch_interrupt(SIGTERM);
         *ret_progress = progress_cb;
         *ret_userdata = cli;
+        cli->rate_start_ns = now_ns();
 }
 
 void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total) {
