@@ -539,8 +539,9 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 if (vh_image_open(file, &oo, &img, NULL) >= 0)
                         size = vh_image_virtual_size(img);
                 vh_image_free(img);
+                /* One line, as qemu-img prints it (a second, empty one
+                 * used to follow). */
                 print_formatting(file, &co, &o, size, backing, backing_fmt);
-                printf("\n");
         }
         return 0;
 }
