@@ -396,6 +396,12 @@ struct vh_image_convert_options {
         bool replace_data;
         int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
+        /* 'progress' counts as qemu-img convert's figure does (for 'img
+         * convert -p'): done and total are bytes of the data to copy, not
+         * of the virtual disk, reported in qemu-img's steps (pieces of at
+         * most 2 MiB; see image/convert-progress.c), then once more at the
+         * end. Takes one walk of the sources' block status before the copy. */
+        bool progress_data_steps;
 };
 
 /* Writes the guest-visible content of 'src' (through its backing chain) as

@@ -793,9 +793,15 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         co.lazy_refcounts = o.lazy_refcounts;
         co.refcount_bits = o.refcount_bits;
         img_cli_progress_hook(&cli, &co.progress, &co.userdata);
+        /* -p: qemu-img's figures (see docs/qemu-img-compat.md), its 0%
+         * before the sources are opened, so also before a failure. */
+        co.progress_data_steps = img_cli_shows_progress(&cli);
+        img_cli_progress_show(&cli, 0, 1);
 
-        if (check_not_vm_image(ctx, dst) < 0)
+        if (check_not_vm_image(ctx, dst) < 0) {
+                img_cli_progress_end(&cli);
                 return 1;
+        }
         struct vh_image *srcs[CONVERT_MAX_SOURCES] = {};
         struct vh_error err = {};
         int r = 0;

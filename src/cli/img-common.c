@@ -216,17 +216,26 @@ static float progress_min_step(const struct img_cli *cli) {
  * and at 100 (every time it is reported). The arithmetic is in float, as
  * qemu-img's, so that the same steps give the same lines. */
 static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
+        /* A report that repeats the last one is a chance to cancel, not a
+         * step (convert's data steps, see image/convert-progress.c). */
+        if (cli->progress_reported && done == cli->progress_done && total == cli->progress_total)
+                return;
+        cli->progress_reported = true;
+        cli->progress_done = done;
+        cli->progress_total = total;
         float now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
         float step = progress_min_step(cli);
         if (now > 100.0f)
                 now = 100.0f;
-        /* qemu-img shows 0% as the work starts, whatever is reported
-         * first. */
+        /* qemu-img shows 0% once, as the work starts, whatever is
+         * reported first; a later report of nothing done yet is a chance
+         * to cancel. */
         if (!cli->progress_started) {
                 cli->progress_started = true;
                 if (now != 0.0f)
                         printf("    (0.00/100%%)\r");
-        }
+        } else if (now == 0.0f)
+                return;
         if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 0.0f || now == 100.0f))
                 return;
         cli->progress_last = now;
@@ -302,8 +311,12 @@ void img_cli_progress_end(const struct img_cli *cli) {
         if (img_cli_shows_progress(cli)) {
                 /* qemu-img's convert and rebase print 100% at the end of
                  * their copy loop and once more as they finish; vmhost's
-                 * engine reports the end once. */
-                if (cli->progress_last == 100.0f && (streq(cli->verb, "convert") || streq(cli->verb, "rebase")))
+                 * engine reports the end once (convert's second report of
+                 * it repeats the first and is not shown). A convert with
+                 * nothing to count (0 of 0) shows 100% only once, as
+                 * qemu-img's, whose loop then prints nothing. */
+                bool again = streq(cli->verb, "rebase") || (streq(cli->verb, "convert") && cli->progress_total != 0);
+                if (cli->progress_last == 100.0f && again)
                         printf("    (100.00/100%%)\r");
                 putchar('\n');
                 fflush(stdout);

@@ -43,6 +43,8 @@ struct img_cli {
         uint64_t rate_limit;   /* -r RATE (convert, commit): bytes per second; 0 for none */
         uint64_t rate_start_ns; /* CLOCK_MONOTONIC when the progress hook was set */
         float progress_last;   /* percent last printed, as qemu-img keeps it (a float) */
+        uint64_t progress_done, progress_total; /* the last report, shown once however often it comes */
+        bool progress_reported; /* progress_done and progress_total hold one */
         bool progress_started; /* the 0% line is out */
 };
 
