@@ -271,16 +271,29 @@ static void usage_compare(FILE *f) {
                 "  vmhost img compare base.qcow2 copy.raw\n");
 }
 
+/* compare -p: the progress line, and the size warning where qemu-img
+ * prints it, between the lines: once the smaller size is done. */
+struct compare_cli {
+        struct img_cli *cli;
+        uint64_t size_a, size_b;
+        bool warned; /* "Image size mismatch" is out */
+};
+
 static int compare_progress(uint64_t done, uint64_t total, void *userdata) {
-        img_cli_progress_show(userdata, done, total);
+        struct compare_cli *cc = userdata;
+        img_cli_progress_show(cc->cli, done, total);
+        if (cc->size_a != cc->size_b && !cc->warned && done >= MIN(cc->size_a, cc->size_b)) {
+                printf("Warning: Image size mismatch!\n");
+                cc->warned = true;
+        }
         return 0;
 }
 
 /* Prints the outcome of compare in qemu-img's words; returns its exit
  * status. */
-static int compare_report(const struct img_cli *cli, int r, const struct vh_image_compare_result *res,
+static int compare_report(const struct img_cli *cli, bool warned, int r, const struct vh_image_compare_result *res,
                           const struct vh_error *err) {
-        if (res->size_mismatch && !cli->quiet)
+        if (res->size_mismatch && !cli->quiet && !warned)
                 printf("Warning: Image size mismatch!\n");
         if (r < 0) {
                 log_error("%s", vh_error_message(err, r));
@@ -340,11 +353,6 @@ int cmd_img_compare(int argc, char **argv) {
         if (img_cli_check_args(&cli, argc - optind, 2, 2, "FILE1 FILE2") < 0)
                 return cli.usage_status;
         const char *f1 = argv[optind], *f2 = argv[optind + 1];
-        if (img_cli_shows_progress(&cli)) {
-                co.progress = compare_progress;
-                co.userdata = &cli;
-        }
-
         /* 2 when an image cannot be opened, as qemu-img. */
         struct vh_image *a = NULL, *b = NULL;
         if (img_cli_open(&cli, f1, cli.format, 0, &a) < 0)
@@ -353,13 +361,19 @@ int cmd_img_compare(int argc, char **argv) {
                 vh_image_free(a);
                 return 2;
         }
+        struct compare_cli cc = { .cli = &cli, .size_a = vh_image_virtual_size(a), .size_b = vh_image_virtual_size(b) };
+        if (img_cli_shows_progress(&cli)) {
+                co.progress = compare_progress;
+                co.userdata = &cc;
+                cli.progress_sum = true;
+        }
         struct vh_error err = {};
         struct vh_image_compare_result res;
         int r = vh_image_compare(a, b, &co, &res, &err);
         vh_image_free(a);
         vh_image_free(b);
         /* qemu-img ends the progress line after the outcome. */
-        status = compare_report(&cli, r, &res, &err);
+        status = compare_report(&cli, cc.warned, r, &res, &err);
         img_cli_progress_end(&cli);
         return status;
 }

@@ -220,10 +220,19 @@ static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
          * step (convert's data steps, see image/convert-progress.c). */
         if (cli->progress_reported && done == cli->progress_done && total == cli->progress_total)
                 return;
+        uint64_t last_done = cli->progress_reported ? cli->progress_done : 0;
         cli->progress_reported = true;
         cli->progress_done = done;
         cli->progress_total = total;
-        float now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
+        float now;
+        if (cli->progress_sum) {
+                /* qemu-img's arithmetic, in float: the chunk's share in
+                 * percent, then added as a delta of 'max' 100. */
+                float delta = total && done > last_done ? (float) (done - last_done) / (float) total * 100 : 0.0f;
+                cli->progress_current = cli->progress_current + delta / 100 * 100;
+                now = cli->progress_current;
+        } else
+                now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
         float step = progress_min_step(cli);
         if (now > 100.0f)
                 now = 100.0f;

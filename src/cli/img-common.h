@@ -45,6 +45,11 @@ struct img_cli {
         float progress_last;   /* percent last printed, as qemu-img keeps it (a float) */
         uint64_t progress_done, progress_total; /* the last report, shown once however often it comes */
         bool progress_reported; /* progress_done and progress_total hold one */
+        /* The figure is a sum of steps, as qemu-img's compare adds up each
+         * chunk's share in float (not done / total): each report adds
+         * (done - last done) / total. */
+        bool progress_sum;
+        float progress_current; /* the sum so far */
         bool progress_started; /* the 0% line is out */
 };
 

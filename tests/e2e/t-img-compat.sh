@@ -949,12 +949,39 @@ for a in "-f raw" "-f raw -o preallocation=off" "-f raw -o preallocation=full" "
 done
 rm -f q/new.img v/new.img
 
-# -p: progress where vmhost's engine reports at the same steps as qemu-img's
-# (docs/qemu-img-compat.md lists where it does not). Both on a pipe: stdout.
+# -p: the same progress lines as qemu-img (docs/qemu-img-compat.md lists
+# where they still differ). Both on a pipe: stdout.
 (cd q && qemu-img create -q -f qcow2 half.qcow2 64M && qemu-io -c 'write -P 5 0 32M' half.qcow2 >/dev/null)
 (cd q && qemu-img create -q -f raw zero.raw 1M)
+(
+	cd q
+	qemu-img create -q -f qcow2 full.qcow2 64M
+	qemu-io -c 'write -P 1 0 64M' full.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 empty.qcow2 64M
+	qemu-img create -q -f raw r8.raw 8M
+	qemu-io -f raw -c 'write -P 1 0 64k' r8.raw >/dev/null
+	qemu-img create -q -f qcow2 mixed.qcow2 64M
+	qemu-io -c 'write -P 5 0 32M' -c 'write -P 6 40M 3M' -c 'write -z 50M 1M' -c 'write -P 7 61M 100k' mixed.qcow2 >/dev/null
+	qemu-img snapshot -c sn mixed.qcow2
+	qemu-io -c 'write -P 9 0 60M' mixed.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b mixed.qcow2 -F qcow2 pov.qcow2
+	qemu-io -c 'write -P 8 10M 5M' pov.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -o cluster_size=4k s4.qcow2 16M
+	qemu-io -c 'write -P 1 1k 3k' -c 'write -P 2 100k 1M' s4.qcow2 >/dev/null
+)
+for d in q v; do qemu-img create -q -f raw $d/n.raw 80M; done
 for c in "convert -p -O qcow2 half.qcow2 ../@D/p.qcow2" "convert -p -O raw zero.raw ../@D/p.raw" \
-	 "compare -p v3.qcow2 v3.qcow2" "compare -p half.qcow2 half.qcow2"; do
+	 "convert -p -O raw full.qcow2 ../@D/p.raw" "convert -p -O qcow2 full.qcow2 ../@D/p.qcow2" \
+	 "convert -p -O raw empty.qcow2 ../@D/p.raw" "convert -p -f raw -O raw r8.raw ../@D/p.raw" \
+	 "convert -p -f raw -O qcow2 r8.raw ../@D/p.qcow2" "convert -p -O raw mixed.qcow2 ../@D/p.raw" \
+	 "convert -p -S 0 -O raw mixed.qcow2 ../@D/p.raw" "convert -p -c -O qcow2 mixed.qcow2 ../@D/p.qcow2" \
+	 "convert -p -c -O qcow2 -o cluster_size=4k s4.qcow2 ../@D/p.qcow2" "convert -p -O raw s4.qcow2 ../@D/p.raw" \
+	 "convert -p -O raw pov.qcow2 ../@D/p.raw" "convert -p -l sn -O raw mixed.qcow2 ../@D/p.raw" \
+	 "convert -p -O raw mixed.qcow2 r8.raw full.qcow2 ../@D/p.raw" "convert -p -n -O raw s4.qcow2 mixed.qcow2 ../@D/n.raw" \
+	 "convert -p -O raw nx.qcow2 ../@D/p.raw" \
+	 "compare -p v3.qcow2 v3.qcow2" "compare -p half.qcow2 half.qcow2" "compare -p half.qcow2 full.qcow2" \
+	 "compare -p full.qcow2 mixed.qcow2" "compare -p empty.qcow2 zero.raw" "compare -p zero.raw empty.qcow2" \
+	 "compare -p -s empty.qcow2 zero.raw" "compare -p r8.raw empty.qcow2" "compare -p mixed.qcow2 mixed.qcow2"; do
 	rm -f q/p.qcow2 v/p.qcow2 q/p.raw v/p.raw
 	READ_ONLY=1 in_both "IMG $c"
 	same_out "progress $c" "$(tr '\r' '\n' <v.out | grep -c /100%) lines, byte for byte"
