@@ -192,6 +192,13 @@ struct vh_image_rebase_options {
         bool unsafe;
         int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
+        /* 'progress' steps as qemu-img rebase's figure does (for 'img
+         * rebase -p'): one report per range the image does not hold (at
+         * most 2 MiB, also split at the end of each backing file), done
+         * counting them in units of MIN(size, 2 MiB) and total being
+         * size / unit such units, so done may pass total. No report marks
+         * the end: the caller shows it once the call succeeded. */
+        bool progress_qemu_steps;
 };
 
 /* Changes the backing file of the qcow2 image 'img' (opened read-write;

@@ -365,7 +365,7 @@ int cmd_img_compare(int argc, char **argv) {
         if (img_cli_shows_progress(&cli)) {
                 co.progress = compare_progress;
                 co.userdata = &cc;
-                cli.progress_sum = true;
+                cli.progress_mode = IMG_CLI_PROGRESS_SUM_SHARES;
         }
         struct vh_error err = {};
         struct vh_image_compare_result res;

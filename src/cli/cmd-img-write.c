@@ -186,14 +186,22 @@ int cmd_img_rebase(int argc, char **argv) {
                 return cli.usage_status;
         }
         img_cli_progress_hook(&cli, &ro.progress, &ro.userdata);
+        /* -p: qemu-img's steps, and its 0% before the image is opened. */
+        ro.progress_qemu_steps = true;
+        cli.progress_mode = IMG_CLI_PROGRESS_SUM_STEPS;
+        img_cli_progress_show(&cli, 0, 1);
 
         /* Unsafe mode must work when the old backing file is gone. */
         unsigned flags = VH_IMAGE_OPEN_READ_WRITE | (ro.unsafe ? VH_IMAGE_OPEN_NO_BACKING : 0);
         struct vh_image *img = NULL;
-        if (img_cli_open(&cli, file, cli.format, flags, &img) < 0)
+        if (img_cli_open(&cli, file, cli.format, flags, &img) < 0) {
+                img_cli_progress_end(&cli);
                 return 1;
+        }
         struct vh_error err = {};
         int r = vh_image_rebase(img, &ro, &err);
+        if (r >= 0)
+                img_cli_progress_done(&cli);
         img_cli_progress_end(&cli);
         if (r < 0) {
                 log_error("Cannot rebase %s: %s", file, vh_error_message(&err, r));

@@ -215,6 +215,31 @@ static float progress_min_step(const struct img_cli *cli) {
  * time it has moved by more than the verb's step since the last line,
  * and at 100 (every time it is reported). The arithmetic is in float, as
  * qemu-img's, so that the same steps give the same lines. */
+/* Prints 'now' if qemu-img would: each time the figure moved by more
+ * than the verb's step since the last line, and at 100 every time. */
+static void progress_line(struct img_cli *cli, float now) {
+        float step = progress_min_step(cli);
+        if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 100.0f))
+                return;
+        cli->progress_last = now;
+        printf("    (%3.2f/100%%)\r", (double) now);
+        fflush(stdout);
+}
+
+/* qemu-img's progress_print() with a delta: its float arithmetic. */
+static void progress_add(struct img_cli *cli, float delta) {
+        float now = cli->progress_current + delta / 100 * 100;
+        if (now > 100.0f)
+                now = 100.0f;
+        cli->progress_current = now;
+        progress_line(cli, now);
+}
+
+/* Progress as qemu-img prints it, which scripts and front ends parse: on
+ * stdout, "    (P/100%)\r" with P to two decimals, 0 once at the start,
+ * then each time it has moved by more than the verb's step since the
+ * last line, and at 100 (every time it is reported). The arithmetic is
+ * in float, as qemu-img's, so that the same steps give the same lines. */
 static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
         /* A report that repeats the last one is a chance to cancel, not a
          * step (convert's data steps, see image/convert-progress.c). */
@@ -224,32 +249,39 @@ static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
         cli->progress_reported = true;
         cli->progress_done = done;
         cli->progress_total = total;
-        float now;
-        if (cli->progress_sum) {
-                /* qemu-img's arithmetic, in float: the chunk's share in
-                 * percent, then added as a delta of 'max' 100. */
-                float delta = total && done > last_done ? (float) (done - last_done) / (float) total * 100 : 0.0f;
-                cli->progress_current = cli->progress_current + delta / 100 * 100;
-                now = cli->progress_current;
-        } else
-                now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
-        float step = progress_min_step(cli);
-        if (now > 100.0f)
-                now = 100.0f;
         /* qemu-img shows 0% once, as the work starts, whatever is
-         * reported first; a later report of nothing done yet is a chance
-         * to cancel. */
+         * reported first. */
         if (!cli->progress_started) {
                 cli->progress_started = true;
-                if (now != 0.0f)
-                        printf("    (0.00/100%%)\r");
-        } else if (now == 0.0f)
+                printf("    (0.00/100%%)\r");
+                fflush(stdout);
+        }
+        switch (cli->progress_mode) {
+        case IMG_CLI_PROGRESS_SUM_SHARES:
+                /* compare: the chunk's share in percent, as a float. */
+                if (total && done > last_done)
+                        progress_add(cli, (float) (done - last_done) / (float) total * 100);
                 return;
-        if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 0.0f || now == 100.0f))
+        case IMG_CLI_PROGRESS_SUM_STEPS: {
+                /* rebase: 100 / (size / unit) per step, one step at a time
+                 * (each may print). */
+                uint64_t unit = MIN(total, UINT64_C(2) << 20);
+                if (!unit || done <= last_done)
+                        return;
+                float step = (float) 100 / (float) (total / unit);
+                for (uint64_t n = (done - last_done) / unit; n > 0; n--)
+                        progress_add(cli, step);
                 return;
-        cli->progress_last = now;
-        printf("    (%3.2f/100%%)\r", (double) now);
-        fflush(stdout);
+        }
+        case IMG_CLI_PROGRESS_RATIO:
+                break;
+        }
+        float now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
+        if (now > 100.0f)
+                now = 100.0f;
+        /* A later report of nothing done yet is a chance to cancel. */
+        if (now != 0.0f)
+                progress_line(cli, now);
 }
 
 /* Set by the signal handler, read by the progress callback: the
@@ -316,15 +348,27 @@ void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total) {
                 progress_print(cli, done, total);
 }
 
+void img_cli_progress_done(struct img_cli *cli) {
+        if (!img_cli_shows_progress(cli))
+                return;
+        if (!cli->progress_started) {
+                cli->progress_started = true;
+                printf("    (0.00/100%%)\r");
+        }
+        cli->progress_current = 100.0f;
+        progress_line(cli, 100.0f);
+}
+
 void img_cli_progress_end(const struct img_cli *cli) {
         if (img_cli_shows_progress(cli)) {
-                /* qemu-img's convert and rebase print 100% at the end of
-                 * their copy loop and once more as they finish; vmhost's
-                 * engine reports the end once (convert's second report of
-                 * it repeats the first and is not shown). A convert with
+                /* qemu-img's convert prints 100% at the end of its copy
+                 * loop and once more as it finishes; vmhost's engine
+                 * reports the end once (the second report of it repeats
+                 * the first and is not shown). Rebase prints its last
+                 * 100% itself (img_cli_progress_done()). A convert with
                  * nothing to count (0 of 0) shows 100% only once, as
                  * qemu-img's, whose loop then prints nothing. */
-                bool again = streq(cli->verb, "rebase") || (streq(cli->verb, "convert") && cli->progress_total != 0);
+                bool again = streq(cli->verb, "convert") && cli->progress_total != 0;
                 if (cli->progress_last == 100.0f && again)
                         printf("    (100.00/100%%)\r");
                 putchar('\n');

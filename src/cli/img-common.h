@@ -45,10 +45,13 @@ struct img_cli {
         float progress_last;   /* percent last printed, as qemu-img keeps it (a float) */
         uint64_t progress_done, progress_total; /* the last report, shown once however often it comes */
         bool progress_reported; /* progress_done and progress_total hold one */
-        /* The figure is a sum of steps, as qemu-img's compare adds up each
-         * chunk's share in float (not done / total): each report adds
-         * (done - last done) / total. */
-        bool progress_sum;
+        /* How a report makes the figure: done / total, or, as qemu-img
+         * adds up steps in float, a sum (see progress_print()). */
+        enum {
+                IMG_CLI_PROGRESS_RATIO,
+                IMG_CLI_PROGRESS_SUM_SHARES, /* compare: each report adds (done - last done) / total */
+                IMG_CLI_PROGRESS_SUM_STEPS,  /* rebase: each unit of done adds 100 / (total / unit) */
+        } progress_mode;
         float progress_current; /* the sum so far */
         bool progress_started; /* the 0% line is out */
 };
@@ -125,6 +128,9 @@ void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t do
 /* Shows 'done' of 'total' as qemu-img's progress line does, if the verb
  * shows progress (for a verb that cannot be interrupted). */
 void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total);
+
+/* Shows 100%, as qemu-img does once its verb succeeded (rebase). */
+void img_cli_progress_done(struct img_cli *cli);
 
 /* Ends the progress line, if the verb shows progress. */
 void img_cli_progress_end(const struct img_cli *cli);

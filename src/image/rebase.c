@@ -131,9 +131,18 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
         if (!a || !b)
                 return vh_error_set(err, -ENOMEM, "out of memory");
 
+        /* qemu-img's steps (opts->progress_qemu_steps): the unit and how
+         * many of them make 100%; where the backing files end. */
+        const uint64_t unit = MIN(size, REBASE_CHUNK), units = unit ? size / unit : 0;
+        const uint64_t old_end = img->backing ? img->backing->virtual_size : 0;
+        const uint64_t new_end = new_backing ? new_backing->virtual_size : 0;
+        uint64_t pieces = 0;
+
         uint64_t off = 0;
         while (off < size) {
-                int r = image_progress(opts->progress, opts->userdata, off, size);
+                int r = opts->progress_qemu_steps ? image_progress(opts->progress, opts->userdata, pieces * unit,
+                                                                   units * unit)
+                                                  : image_progress(opts->progress, opts->userdata, off, size);
                 if (r < 0)
                         return r;
                 /* The image's own layer, not the chain: a range past the
@@ -146,6 +155,12 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 if (le.length == 0)
                         return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, off);
                 uint64_t len = MIN(le.length, size - off);
+                if (le.kind == IMAGE_EXTENT_UNALLOCATED) {
+                        /* qemu-img takes the range in one step, or in
+                         * two or three where a backing file ends in it. */
+                        pieces += 1 + (old_end > off && old_end < off + len) +
+                                  (new_end > off && new_end < off + len && new_end != old_end);
+                }
                 if (le.kind != IMAGE_EXTENT_UNALLOCATED) {
                         /* The image answers itself; the backing file does
                          * not matter here. */
@@ -181,6 +196,8 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 }
                 off += len;
         }
+        if (opts->progress_qemu_steps)
+                return image_progress(opts->progress, opts->userdata, pieces * unit, units * unit);
         return 0;
 }
 
@@ -215,7 +232,7 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
                                             img->filename);
                 }
                 r = copy_differences(img, new_backing, opts, err);
-                if (r >= 0)
+                if (r >= 0 && !opts->progress_qemu_steps)
                         r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
                 if (r >= 0 || r == -ECANCELED) {
                         /* Cancelled too: what was copied holds what the
@@ -232,7 +249,7 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
                         vh_image_free(new_backing);
                         return r;
                 }
-        } else {
+        } else if (!opts->progress_qemu_steps) {
                 r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
                 if (r < 0) {
                         vh_image_free(new_backing);

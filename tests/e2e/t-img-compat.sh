@@ -993,6 +993,22 @@ for d in q v; do
 done
 in_both "IMG rebase -p -b b2.qcow2 -F qcow2 ov.qcow2"
 same_out "progress rebase -p" "$(tr '\r' '\n' <v.out | grep -c /100%) lines, byte for byte"
+# rebase over overlays that hold data (qemu-img takes no step there),
+# backing files shorter than the overlay, -u, a failure.
+for c in "-u -b b2.qcow2 -F qcow2|" "-b b2.qcow2 -F qcow2|write -P 2 4M 10M" \
+	 "-b b2.qcow2 -F qcow2|write -P 2 5M 1M;write -P 3 33M 100k" "-b b3.qcow2 -F qcow2|write -P 4 1M 1M" \
+	 "-b ''|write -P 5 60M 4M" "-b nx.qcow2 -F qcow2|"; do
+	args=${c%%|*} writes=${c#*|}
+	for d in q v; do
+		(cd $d && rm -f ov.qcow2 b3.qcow2 && qemu-io -c 'write -P 1 0 8M' b1.qcow2 >/dev/null &&
+			qemu-img create -q -f qcow2 b3.qcow2 20M &&
+			qemu-img create -q -f qcow2 -b b1.qcow2 -F qcow2 ov.qcow2 100M)
+		IFS=';' read -ra ws <<<"$writes"
+		for w in "${ws[@]}"; do [ -n "$w" ] && qemu-io -c "$w" $d/ov.qcow2 >/dev/null; done
+	done
+	in_both "IMG rebase -p $args ov.qcow2"
+	same_out "progress rebase -p $args ($writes)" "exit $V_RC, $(tr '\r' '\n' <v.out | grep -c /100%) lines, byte for byte"
+done
 
 # ------------------------------------------------------------ remaining
 # The options issue 15's first pass left different (docs: the table).
