@@ -121,6 +121,35 @@ static int open_new_backing(struct vh_image *img, const struct vh_image_rebase_o
         return 0;
 }
 
+/* qemu-img rebase's steps up to 'end', from '*qoff' where its loop
+ * stands: a range of up to 2 MiB of one allocation status in the image's
+ * own layer; one that the image does not hold is cut where a backing file
+ * ends (old_end, new_end) and counts as a step in '*steps'. Its loop goes
+ * on from where a step was cut, so the steps are counted in its order,
+ * not from vmhost's ranges. */
+static int qemu_steps_until(struct vh_image *img, uint64_t end, uint64_t old_end, uint64_t new_end, uint64_t *qoff,
+                            uint64_t *steps, struct vh_error *err) {
+        const uint64_t size = img->virtual_size;
+        while (*qoff < end && *qoff < size) {
+                struct image_layer_extent le;
+                int r = img->driver->map(img, *qoff, MIN(size - *qoff, REBASE_CHUNK), &le, err);
+                if (r < 0)
+                        return image_error_prefix(err, r, img->filename);
+                if (le.length == 0)
+                        return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, *qoff);
+                uint64_t n = MIN(le.length, size - *qoff);
+                if (le.kind == IMAGE_EXTENT_UNALLOCATED) {
+                        if (*qoff < old_end && old_end < *qoff + n)
+                                n = old_end - *qoff;
+                        if (*qoff < new_end && new_end < *qoff + n)
+                                n = new_end - *qoff;
+                        (*steps)++;
+                }
+                *qoff += n;
+        }
+        return 0;
+}
+
 static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                             const struct vh_image_rebase_options *opts, struct vh_error *err) {
         const uint64_t size = img->virtual_size;
@@ -136,7 +165,7 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
         const uint64_t unit = MIN(size, REBASE_CHUNK), units = unit ? size / unit : 0;
         const uint64_t old_end = img->backing ? img->backing->virtual_size : 0;
         const uint64_t new_end = new_backing ? new_backing->virtual_size : 0;
-        uint64_t pieces = 0;
+        uint64_t pieces = 0, qoff = 0;
 
         uint64_t off = 0;
         while (off < size) {
@@ -155,11 +184,10 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 if (le.length == 0)
                         return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, off);
                 uint64_t len = MIN(le.length, size - off);
-                if (le.kind == IMAGE_EXTENT_UNALLOCATED) {
-                        /* qemu-img takes the range in one step, or in
-                         * two or three where a backing file ends in it. */
-                        pieces += 1 + (old_end > off && old_end < off + len) +
-                                  (new_end > off && new_end < off + len && new_end != old_end);
+                if (opts->progress_qemu_steps) {
+                        r = qemu_steps_until(img, off + len, old_end, new_end, &qoff, &pieces, err);
+                        if (r < 0)
+                                return r;
                 }
                 if (le.kind != IMAGE_EXTENT_UNALLOCATED) {
                         /* The image answers itself; the backing file does
