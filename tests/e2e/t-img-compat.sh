@@ -41,8 +41,17 @@
 #             clusters, backing files, a missing one, snapshots, dirty and
 #             corrupt bits, a non-ASCII name; create: the "Formatting" line
 #             and the new file byte for byte (sizes 0 to 2T, cluster sizes,
-#             options, backing files); -p where the steps are the same;
-#             img --version
+#             options, backing files); -p of convert (raw, qcow2, empty,
+#             full, -c, -S 0, -l, an overlay, several sources, -n, a
+#             failure), compare (identical, different, other sizes,
+#             strict) and rebase (overlays holding data, short backing
+#             files, -u, a failure): the same lines; img --version
+#   remaining a bad -o (exit 1), snapshot without an action, rebase -U,
+#             -T SRC_CACHE on check/compare/convert/rebase, convert -m,
+#             -W, -r, --target-is-zero (with -n: the same data), -r RATE
+#             timed on convert and commit, measure -l: exit status and
+#             output as qemu-img's; create SIZE 0 over a backing file is
+#             in the create loop above
 # Prints PASS/FAIL per check; exit 0 only if all pass.
 # Env: VMHOST=path to the vmhost binary; E2E_KEEP=1 keeps the temp dir on failure.
 set -euo pipefail
