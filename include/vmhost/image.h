@@ -200,6 +200,13 @@ struct vh_image_rebase_options {
         bool unsafe;
         int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
+        /* 'progress' steps as qemu-img rebase's figure does (for 'img
+         * rebase -p'): one report per range the image does not hold (at
+         * most 2 MiB, also split at the end of each backing file), done
+         * counting them in units of MIN(size, 2 MiB) and total being
+         * size / unit such units, so done may pass total. No report marks
+         * the end: the caller shows it once the call succeeded. */
+        bool progress_qemu_steps;
 };
 
 /* Changes the backing file of the qcow2 image 'img' (opened read-write;
@@ -322,7 +329,8 @@ int vh_image_resize_prealloc(struct vh_image *img, uint64_t new_size, bool shrin
 struct vh_image_create_options {
         enum vh_image_format format;
         /* Virtual size in bytes, rounded up to 512 like qemu-img does. May be
-         * 0 with a backing file: the backing file's virtual size is taken. */
+         * 0 with a backing file: the backing file's virtual size is taken,
+         * unless size_given (below). */
         uint64_t size;
         /* qcow2 only: */
         const char *backing_file;       /* stored as given; resolved relative to the new image */
@@ -345,6 +353,10 @@ struct vh_image_create_options {
          * yet, as for an overlay made before its base arrives); size and
          * backing_format must then be given. */
         bool unsafe_backing;
+        /* 'size' was given, also as 0: a backing file's size is then not
+         * taken (qemu-img makes a disk of 0 bytes over a backing file when
+         * told "0"). Without it, 0 means "no size given". */
+        bool size_given;
 };
 
 /* Creates the image at 'path'. The new file appears whole or not at all:
@@ -399,6 +411,12 @@ struct vh_image_convert_options {
         bool replace_data;
         int (*progress)(uint64_t done, uint64_t total, void *userdata); /* see "Progress" above */
         void *userdata;
+        /* 'progress' counts as qemu-img convert's figure does (for 'img
+         * convert -p'): done and total are bytes of the data to copy, not
+         * of the virtual disk, reported in qemu-img's steps (pieces of at
+         * most 2 MiB; see image/convert-progress.c), then once more at the
+         * end. Takes one walk of the sources' block status before the copy. */
+        bool progress_data_steps;
 };
 
 /* Writes the guest-visible content of 'src' (through its backing chain) as

@@ -38,6 +38,7 @@ static void usage_check(FILE *f) {
                 "                  COPIED flags\n"
                 "  --output=json   qemu-img's JSON (check-errors, leaks, corruptions, ...)\n"
                 "  -U              take no lock (not with -r)\n"
+                "  -T SRC_CACHE    taken for qemu-img's sake; reads use the page cache\n"
                 "  -q              quiet\n"
                 "\n"
                 "Examples:\n"
@@ -78,8 +79,12 @@ int cmd_img_check(int argc, char **argv) {
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:r:Uq", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:r:UqT:", options, NULL)) >= 0)
                 switch (c) {
+                case 'T':
+                        if (img_cli_parse_src_cache(optarg) < 0)
+                                return 1; /* qemu-img's exit status */
+                        break;
                 case 'r':
                         if (streq(optarg, "leaks"))
                                 o.repair = VH_IMAGE_CHECK_REPAIR_LEAKS;
@@ -260,21 +265,35 @@ static void usage_compare(FILE *f) {
                 "  -p       show progress (stdout, as qemu-img)\n"
                 "  -q       quiet: only the exit status\n"
                 "  -U       take no locks\n"
+                "  -T MODE  source cache mode: taken for qemu-img's sake; reads use the page cache\n"
                 "\n"
                 "Example:\n"
                 "  vmhost img compare base.qcow2 copy.raw\n");
 }
 
+/* compare -p: the progress line, and the size warning where qemu-img
+ * prints it, between the lines: once the smaller size is done. */
+struct compare_cli {
+        struct img_cli *cli;
+        uint64_t size_a, size_b;
+        bool warned; /* "Image size mismatch" is out */
+};
+
 static int compare_progress(uint64_t done, uint64_t total, void *userdata) {
-        img_cli_progress_show(userdata, done, total);
+        struct compare_cli *cc = userdata;
+        img_cli_progress_show(cc->cli, done, total);
+        if (cc->size_a != cc->size_b && !cc->warned && done >= MIN(cc->size_a, cc->size_b)) {
+                printf("Warning: Image size mismatch!\n");
+                cc->warned = true;
+        }
         return 0;
 }
 
 /* Prints the outcome of compare in qemu-img's words; returns its exit
  * status. */
-static int compare_report(const struct img_cli *cli, int r, const struct vh_image_compare_result *res,
+static int compare_report(const struct img_cli *cli, bool warned, int r, const struct vh_image_compare_result *res,
                           const struct vh_error *err) {
-        if (res->size_mismatch && !cli->quiet)
+        if (res->size_mismatch && !cli->quiet && !warned)
                 printf("Warning: Image size mismatch!\n");
         if (r < 0) {
                 log_error("%s", vh_error_message(err, r));
@@ -314,8 +333,12 @@ int cmd_img_compare(int argc, char **argv) {
 
         cli.qemu_img_messages = true;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:F:spqU", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:F:spqUT:", options, NULL)) >= 0)
                 switch (c) {
+                case 'T':
+                        if (img_cli_parse_src_cache(optarg) < 0)
+                                return 2; /* compare's exit status for errors, as qemu-img's */
+                        break;
                 case 'F':
                         if (img_cli_parse_format(optarg, "-F", &format2) < 0)
                                 return cli.usage_status;
@@ -330,11 +353,6 @@ int cmd_img_compare(int argc, char **argv) {
         if (img_cli_check_args(&cli, argc - optind, 2, 2, "FILE1 FILE2") < 0)
                 return cli.usage_status;
         const char *f1 = argv[optind], *f2 = argv[optind + 1];
-        if (img_cli_shows_progress(&cli)) {
-                co.progress = compare_progress;
-                co.userdata = &cli;
-        }
-
         /* 2 when an image cannot be opened, as qemu-img. */
         struct vh_image *a = NULL, *b = NULL;
         if (img_cli_open(&cli, f1, cli.format, 0, &a) < 0)
@@ -343,13 +361,19 @@ int cmd_img_compare(int argc, char **argv) {
                 vh_image_free(a);
                 return 2;
         }
+        struct compare_cli cc = { .cli = &cli, .size_a = vh_image_virtual_size(a), .size_b = vh_image_virtual_size(b) };
+        if (img_cli_shows_progress(&cli)) {
+                co.progress = compare_progress;
+                co.userdata = &cc;
+                cli.progress_mode = IMG_CLI_PROGRESS_SUM_SHARES;
+        }
         struct vh_error err = {};
         struct vh_image_compare_result res;
         int r = vh_image_compare(a, b, &co, &res, &err);
         vh_image_free(a);
         vh_image_free(b);
         /* qemu-img ends the progress line after the outcome. */
-        status = compare_report(&cli, r, &res, &err);
+        status = compare_report(&cli, cc.warned, r, &res, &err);
         img_cli_progress_end(&cli);
         return status;
 }
@@ -359,7 +383,7 @@ int cmd_img_compare(int argc, char **argv) {
 static void usage_measure(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img measure [--output=human|json] [-O FMT] [-o OPTIONS]\n"
-                "                          [--size SIZE | [-f FMT] [-U] FILE]\n"
+                "                          [--size SIZE | [-f FMT] [-U] [-l SNAPSHOT] FILE]\n"
                 "\n"
                 "Prints the file size a new image needs: 'required' for what FILE holds (or\n"
                 "for an empty image of SIZE), 'fully allocated' once every cluster is written.\n"
@@ -370,6 +394,7 @@ static void usage_measure(FILE *f) {
                 "                 backing_file=NAME (then every cluster counts as required)\n"
                 "  --size SIZE    measure an empty image of SIZE bytes (k, M, G, T suffixes)\n"
                 "  -f FMT         format of FILE (default: probe)\n"
+                "  -l SNAPSHOT    measure FILE's internal snapshot (as convert -l takes it)\n"
                 "  --output=json  qemu-img's JSON (required, fully-allocated, bitmaps)\n"
                 "\n"
                 "Examples:\n"
@@ -452,12 +477,16 @@ int cmd_img_measure(int argc, char **argv) {
         struct img_cli cli = IMG_CLI_INIT("measure", usage_measure, 1);
         struct vh_image_measure_options mo = { .format = VH_IMAGE_FORMAT_RAW };
         bool have_size = false;
+        char *snapshot = NULL;
         int c, status;
 
         cli.qemu_img_messages = true;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:U", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:Ul:", options, NULL)) >= 0)
                 switch (c) {
+                case 'l':
+                        snapshot = optarg;
+                        break;
                 case 'O':
                         if (img_cli_parse_format(optarg, "-O", &mo.format) < 0)
                                 return cli.usage_status;
@@ -483,6 +512,11 @@ int cmd_img_measure(int argc, char **argv) {
                 log_error("Either --size N or one filename must be specified.");
                 return cli.usage_status;
         }
+        if (snapshot && left == 0) {
+                /* qemu-img's words and exit status. */
+                log_error("-l requires a filename argument.");
+                return 1;
+        }
         if (have_size && left == 1) {
                 log_error("--size N cannot be used together with a filename.");
                 return cli.usage_status;
@@ -491,6 +525,11 @@ int cmd_img_measure(int argc, char **argv) {
         struct vh_image *img = NULL;
         if (left == 1 && img_cli_open(&cli, argv[optind], cli.format, 0, &img) < 0)
                 return 1;
+        /* -l: measure what converting the snapshot's state would need. */
+        if (img && snapshot && img_cli_load_snapshot(img, snapshot) < 0) {
+                vh_image_free(img);
+                return 1;
+        }
         struct vh_error err = {};
         struct vh_image_measure_result res;
         int r = vh_image_measure(img, &mo, &res, &err);

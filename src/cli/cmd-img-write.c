@@ -32,7 +32,7 @@ static int close_image(struct vh_image *img, const char *file) {
 
 static void usage_commit(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img commit [-f FMT] [-b BASE] [-d] [-p] [-q] FILE\n"
+                "Usage: vmhost img commit [-f FMT] [-b BASE] [-d] [-r RATE] [-p] [-q] FILE\n"
                 "\n"
                 "Writes the data of FILE (and of the images between it and BASE) into its\n"
                 "backing file, or into BASE further down the chain, then empties FILE so that\n"
@@ -44,6 +44,7 @@ static void usage_commit(FILE *f) {
                 "              As in qemu-img, a relative BASE is relative to the directory\n"
                 "              of the image that names it, not to the working directory\n"
                 "  -d          do not empty FILE\n"
+                "  -r RATE     copy at most RATE bytes per second (k, M, G suffixes; 0: no limit)\n"
                 "  -f FMT      format of FILE (default: probe)\n"
                 "  -p          show progress (stdout, as qemu-img)\n"
                 "  -q          quiet\n"
@@ -62,8 +63,12 @@ int cmd_img_commit(int argc, char **argv) {
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:b:dpqt:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:b:dpqt:r:", options, NULL)) >= 0)
                 switch (c) {
+                case 'r':
+                        if (img_cli_parse_rate(&cli, optarg) < 0)
+                                return 1; /* qemu-img's exit status */
+                        break;
                 case 'b':
                         co.base = optarg;
                         break;
@@ -105,7 +110,7 @@ int cmd_img_commit(int argc, char **argv) {
 
 static void usage_rebase(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img rebase [-f FMT] [-u] -b BACKING [-F BACKING_FMT] [-p] [-q] FILE\n"
+                "Usage: vmhost img rebase [-f FMT] [-u] -b BACKING [-F BACKING_FMT] [-p] [-q] [-U] FILE\n"
                 "\n"
                 "Makes BACKING the backing file of FILE; -b \"\" makes FILE standalone. The\n"
                 "name is stored as given; a relative one is relative to FILE's directory.\n"
@@ -119,6 +124,8 @@ static void usage_rebase(FILE *f) {
                 "  -f FMT      format of FILE (default: probe)\n"
                 "  -p          show progress (stdout, as qemu-img)\n"
                 "  -q          quiet\n"
+                "  -U          taken for qemu-img's sake: FILE is always locked for writing, and\n"
+                "              the backing files are read under QEMU's shared read lock\n"
                 "\n"
                 "Examples:\n"
                 "  vmhost img rebase -b new-base.qcow2 -F qcow2 vm1.qcow2\n"
@@ -150,11 +157,19 @@ int cmd_img_rebase(int argc, char **argv) {
                         ro.unsafe = true;
                         break;
                 case 't':
-                case 'T':
                         break; /* cache modes: see commit */
+                case 'T':
+                        if (img_cli_parse_src_cache(optarg) < 0)
+                                return 1; /* qemu-img's exit status */
+                        break;
                 case 'U':
-                        log_error("-U (no locks) cannot be used to change an image.");
-                        return cli.usage_status;
+                        /* qemu-img's -U here shares only the backing files
+                         * (the image itself is always locked, as here).
+                         * vmhost reads them under QEMU's shared read lock
+                         * anyway, which no reader conflicts with, so -U is
+                         * taken and changes nothing: a backing file that
+                         * another process writes is still refused. */
+                        break;
                 default:
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
                                 return status;
@@ -171,14 +186,22 @@ int cmd_img_rebase(int argc, char **argv) {
                 return cli.usage_status;
         }
         img_cli_progress_hook(&cli, &ro.progress, &ro.userdata);
+        /* -p: qemu-img's steps, and its 0% before the image is opened. */
+        ro.progress_qemu_steps = true;
+        cli.progress_mode = IMG_CLI_PROGRESS_SUM_STEPS;
+        img_cli_progress_show(&cli, 0, 1);
 
         /* Unsafe mode must work when the old backing file is gone. */
         unsigned flags = VH_IMAGE_OPEN_READ_WRITE | (ro.unsafe ? VH_IMAGE_OPEN_NO_BACKING : 0);
         struct vh_image *img = NULL;
-        if (img_cli_open(&cli, file, cli.format, flags, &img) < 0)
+        if (img_cli_open(&cli, file, cli.format, flags, &img) < 0) {
+                img_cli_progress_end(&cli);
                 return 1;
+        }
         struct vh_error err = {};
         int r = vh_image_rebase(img, &ro, &err);
+        if (r >= 0)
+                img_cli_progress_done(&cli);
         img_cli_progress_end(&cli);
         if (r < 0) {
                 log_error("Cannot rebase %s: %s", file, vh_error_message(&err, r));
@@ -307,6 +330,7 @@ static void usage_snapshot(FILE *f) {
                 "  -c NAME     create a snapshot of the current state\n"
                 "  -a NAME     apply: go back to the snapshot (later writes are lost)\n"
                 "  -d NAME     delete the snapshot (NAME may also be its ID)\n"
+                "              none of these: open FILE for writing and do nothing, as qemu-img\n"
                 "  -U          -l only: take no lock (an image a running VM uses)\n"
                 "  -q          quiet\n"
                 "\n"
@@ -346,21 +370,27 @@ int cmd_img_snapshot(int argc, char **argv) {
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
                                 return status;
                 }
-        if (actions != 1) {
-                log_error("Give exactly one of -l, -c, -a, -d. See 'vmhost img snapshot --help'.");
-                return cli.usage_status;
+        /* Exit 1 for these, as qemu-img. */
+        if (actions > 1) {
+                log_error("Cannot mix '-l', '-a', '-c', '-d'. See 'vmhost img snapshot --help'.");
+                return 1;
         }
         if (img_cli_check_args(&cli, argc - optind, 1, 1, "one FILE") < 0)
                 return cli.usage_status;
-        if (cli.force_share && action != LIST) {
+        /* No action: qemu-img 7.2 opens the image for writing (its lock
+         * taken, so a missing or busy image fails) and does nothing. */
+        bool no_action = actions == 0;
+        if (cli.force_share && (action != LIST || no_action)) {
                 log_error("-U only goes with -l: a snapshot cannot be changed without the image's lock.");
-                return cli.usage_status;
+                return 1;
         }
         const char *file = argv[optind];
-        unsigned flags = (action == LIST ? 0 : VH_IMAGE_OPEN_READ_WRITE) | VH_IMAGE_OPEN_NO_BACKING;
+        unsigned flags = (action == LIST && !no_action ? 0 : VH_IMAGE_OPEN_READ_WRITE) | VH_IMAGE_OPEN_NO_BACKING;
         struct vh_image *img = NULL;
         if (img_cli_open(&cli, file, VH_IMAGE_FORMAT_PROBE, flags, &img) < 0)
                 return 1;
+        if (no_action)
+                return close_image(img, file) < 0 ? 1 : 0;
 
         struct vh_error err = {};
         int r;

@@ -110,6 +110,7 @@ static void usage_convert(FILE *f) {
         fprintf(f,
                 "Usage: vmhost img convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-B BACKING -F FMT]\n"
                 "                          [-l SNAPSHOT] [-n] [-C] [-S SIZE] [-t CACHE] [-p] [-U]\n"
+                "                          [-T SRC_CACHE] [-r RATE] [-m N] [-W] [--target-is-zero]\n"
                 "                          [-q] [--force] SRC... DST\n"
                 "\n"
                 "Writes what a guest sees in SRC (through its backing chain) to DST as a\n"
@@ -148,6 +149,14 @@ static void usage_convert(FILE *f) {
                 "                 writeback (or writethrough): flushed before DST appears;\n"
                 "                 none (or directsync): written past the page cache\n"
                 "                 (O_DIRECT), then flushed\n"
+                "  -T SRC_CACHE   source cache mode: taken as in qemu-img; sources are read\n"
+                "                 through the page cache whatever the mode\n"
+                "  -r RATE        copy at most RATE bytes of the virtual disk per second\n"
+                "                 (zeros included; k, M, G suffixes; 0: no limit)\n"
+                "  -m N, -W       taken as in qemu-img (N in 1..16); vmhost's copy keeps its\n"
+                "                 own workers and writes as they finish\n"
+                "  --target-is-zero  with -n: DST reads as zeros already, so zeros are not\n"
+                "                 written (taken on the caller's word, as in qemu-img)\n"
                 "  -p             show progress (stdout, as qemu-img)\n"
                 "  -U             take no lock on the source\n"
                 "  --force        replace an existing DST that holds data (it is lost)\n"
@@ -267,8 +276,8 @@ static int parse_o(char *s, struct img_options *o, unsigned keys) {
                         }
                         o->preallocation_text = v;
                 } else {
-                        log_error("Unknown option '%s'. Supported: cluster_size, compat, lazy_refcounts, "
-                                  "refcount_bits, compression_type%s%s.",
+                        log_error("Invalid parameter '%s' (-o takes cluster_size, compat, lazy_refcounts, "
+                                  "refcount_bits, compression_type%s%s).",
                                   kv, (keys & IMG_O_BACKING) ? ", backing_file, backing_fmt" : "",
                                   (keys & IMG_O_CREATE) ? ", size, preallocation" : "");
                         return -EINVAL;
@@ -436,8 +445,9 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                         backing_fmt = optarg;
                         break;
                 case 'o':
+                        /* Exit 1 for any bad -o, as qemu-img. */
                         if (parse_o(optarg, &o, IMG_O_BACKING | IMG_O_CREATE) < 0)
-                                return cli.usage_status;
+                                return 1;
                         break;
                 default:
                         if (!img_cli_parse_flag(&cli, c, optarg, &status))
@@ -475,6 +485,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                                   size_arg);
                         return 1; /* qemu-img's exit status */
                 }
+                co.size_given = true;
         } else if (!backing) {
                 log_error("Size missing: give SIZE, or a backing file with -b.");
                 return cli.usage_status;
@@ -487,7 +498,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
                           "qcow2 only.");
-                return cli.usage_status;
+                return 1; /* qemu-img: "Invalid parameter 'cluster_size'" */
         }
 
         co.backing_file = backing;
@@ -528,8 +539,9 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
                 if (vh_image_open(file, &oo, &img, NULL) >= 0)
                         size = vh_image_virtual_size(img);
                 vh_image_free(img);
+                /* One line, as qemu-img prints it (a second, empty one
+                 * used to follow). */
                 print_formatting(file, &co, &o, size, backing, backing_fmt);
-                printf("\n");
         }
         return 0;
 }
@@ -597,48 +609,17 @@ static int img_info(int argc, char **argv) {
         return 0;
 }
 
-/* convert -l: "snapshot.id=ID,snapshot.name=NAME" (either or both), or
- * a bare ID or NAME, tried as an id first, as qemu-img does. Modifies
- * 'spec'. Reports failures in qemu-img's words. */
-static int load_snapshot(struct vh_image *img, char *spec) {
-        struct vh_error err = {};
-        int r;
-        if (startswith(spec, "snapshot.")) {
-                const char *id = NULL, *name = NULL;
-                char *save = NULL;
-                for (char *kv = strtok_r(spec, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-                        if (startswith(kv, "snapshot.id="))
-                                id = kv + strlen("snapshot.id=");
-                        else if (startswith(kv, "snapshot.name="))
-                                name = kv + strlen("snapshot.name=");
-                        else {
-                                char *eq = strchr(kv, '=');
-                                if (eq)
-                                        *eq = '\0';
-                                log_error("Invalid parameter '%s'", kv);
-                                return -EINVAL;
-                        }
-                }
-                r = vh_image_snapshot_load(img, id, name, &err);
-        } else {
-                r = vh_image_snapshot_load(img, spec, NULL, &err);
-                if (r == -ENOENT)
-                        r = vh_image_snapshot_load(img, NULL, spec, &err);
-        }
-        if (r < 0)
-                log_error("Failed to load snapshot: %s", vh_error_message(&err, r));
-        return r;
-}
-
 /* The most sources one convert concatenates. */
 #define CONVERT_MAX_SOURCES 64
 
 static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
-        enum { ARG_FORCE = IMG_CLI_ARG_VERB };
+        enum { ARG_FORCE = IMG_CLI_ARG_VERB, ARG_TARGET_IS_ZERO, ARG_SALVAGE };
         static const struct option options[] = {
                 IMG_CLI_OPTION_HELP,
                 IMG_CLI_OPTION_FORCE_SHARE,
                 { "force", no_argument, NULL, ARG_FORCE },
+                { "target-is-zero", no_argument, NULL, ARG_TARGET_IS_ZERO },
+                { "salvage", no_argument, NULL, ARG_SALVAGE },
                 {},
         };
         struct img_cli cli = IMG_CLI_INIT("convert", usage_convert, 2);
@@ -646,23 +627,54 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         struct vh_image_convert_options co = { .format = VH_IMAGE_FORMAT_RAW, .cache = VH_IMAGE_CACHE_UNSAFE };
         struct img_options o = {};
         const char *backing_fmt = NULL;
-        bool skip_create = false, have_o = false, copy_offload = false, have_sparse = false;
+        bool skip_create = false, have_o = false, copy_offload = false, have_sparse = false, target_is_zero = false;
         char *snapshot = NULL;
         int c, status;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:nl:C", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hf:O:o:pUqcB:F:S:t:nl:CT:r:m:W", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_FORCE:
                         co.replace_data = true;
+                        break;
+                case ARG_TARGET_IS_ZERO:
+                        target_is_zero = true;
+                        break;
+                case ARG_SALVAGE:
+                        log_error("--salvage is not supported: vmhost stops at the first read error of a source "
+                                  "rather than write zeros for what it could not read.");
+                        return 1;
+                case 'T':
+                        if (img_cli_parse_src_cache(optarg) < 0)
+                                return 1; /* qemu-img's exit status */
+                        break;
+                case 'r':
+                        if (img_cli_parse_rate(&cli, optarg) < 0)
+                                return 1;
+                        break;
+                case 'm': {
+                        /* qemu-img's range and words. vmhost's copy has its
+                         * own fixed set of workers, so N changes nothing. */
+                        long n;
+                        if (parse_int_range(optarg, 1, 16, &n) < 0) {
+                                log_error("Invalid number of coroutines. Allowed number of coroutines is between "
+                                          "1 and 16");
+                                return 1;
+                        }
+                        break;
+                }
+                case 'W':
+                        /* Out-of-order writes allowed: vmhost's workers
+                         * write as they finish anyway. */
                         break;
                 case 'O':
                         if (img_cli_parse_format(optarg, "-O", &co.format) < 0)
                                 return cli.usage_status;
                         break;
                 case 'o':
+                        /* Exit 1 for any bad -o, as qemu-img. */
                         if (parse_o(optarg, &o, IMG_O_BACKING) < 0)
-                                return cli.usage_status;
+                                return 1;
                         have_o = true;
                         break;
                 case 'n':
@@ -733,6 +745,10 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         co.backing_format = VH_IMAGE_FORMAT_PROBE;
         if (backing_fmt && img_cli_parse_format(backing_fmt, "-F", &co.backing_format) < 0)
                 return cli.usage_status;
+        if (target_is_zero && !skip_create) {
+                log_error("--target-is-zero requires use of -n flag");
+                return 1;
+        }
         if (skip_create) {
                 /* The output exists: nothing about its creation can be
                  * chosen. qemu-img's words and exit status for -o. */
@@ -768,7 +784,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         if (co.format == VH_IMAGE_FORMAT_RAW && img_options_qcow2_only(&o)) {
                 log_error("-o cluster_size, compat, lazy_refcounts, refcount_bits and compression_type apply to "
                           "qcow2 output only.");
-                return cli.usage_status;
+                return 1; /* qemu-img: "Invalid parameter 'cluster_size'" */
         }
         size_t n_srcs = (size_t) (argc - optind - 1);
         const char *dst = argv[argc - 1];
@@ -777,9 +793,15 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
         co.lazy_refcounts = o.lazy_refcounts;
         co.refcount_bits = o.refcount_bits;
         img_cli_progress_hook(&cli, &co.progress, &co.userdata);
+        /* -p: qemu-img's figures (see docs/qemu-img-compat.md), its 0%
+         * before the sources are opened, so also before a failure. */
+        co.progress_data_steps = img_cli_shows_progress(&cli);
+        img_cli_progress_show(&cli, 0, 1);
 
-        if (check_not_vm_image(ctx, dst) < 0)
+        if (check_not_vm_image(ctx, dst) < 0) {
+                img_cli_progress_end(&cli);
                 return 1;
+        }
         struct vh_image *srcs[CONVERT_MAX_SOURCES] = {};
         struct vh_error err = {};
         int r = 0;
@@ -790,7 +812,7 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                         log_error("No support for concatenating multiple snapshot");
                         r = -EINVAL;
                 } else
-                        r = load_snapshot(srcs[0], snapshot);
+                        r = img_cli_load_snapshot(srcs[0], snapshot);
         }
         if (r >= 0 && skip_create) {
                 /* -n: the output is opened as -O says (raw by default), as
@@ -800,7 +822,10 @@ static int img_convert(const struct vh_context *ctx, int argc, char **argv) {
                 out_cli.force_share = false;
                 r = img_cli_open(&out_cli, dst, co.format, VH_IMAGE_OPEN_READ_WRITE, &out);
                 if (r >= 0) {
-                        r = vh_image_convert_into(srcs, n_srcs, out, false, &co, &err);
+                        /* --target-is-zero: the caller's word that DST
+                         * reads as zeros, so zeros are not written, as in
+                         * qemu-img (which takes the word too). */
+                        r = vh_image_convert_into(srcs, n_srcs, out, target_is_zero, &co, &err);
                         if (r < 0)
                                 log_error("Cannot convert %s to %s: %s", n_srcs == 1 ? argv[optind] : "the sources",
                                           dst, vh_error_message(&err, r));

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/strutil.h"
@@ -68,6 +69,34 @@ int img_cli_parse_size(const char *s, uint64_t *ret) {
                 }
         }
         return parse_size(s, ret);
+}
+
+int img_cli_parse_src_cache(const char *s) {
+        enum vh_image_cache cache;
+        if (vh_image_cache_from_string(s, &cache) < 0) {
+                log_error("Invalid source cache option: %s (use writeback, writethrough, none, directsync or "
+                          "unsafe)",
+                          s);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int img_cli_parse_rate(struct img_cli *cli, const char *s) {
+        uint64_t rate;
+        if (img_cli_parse_size(s, &rate) < 0) {
+                log_error("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for "
+                          "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+                return -EINVAL;
+        }
+        cli->rate_limit = rate;
+        return 0;
+}
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
 }
 
 static int parse_output(const char *s, enum vh_image_info_output *ret) {
@@ -138,6 +167,39 @@ int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_form
         return r;
 }
 
+/* convert -l and measure -l: "snapshot.id=ID,snapshot.name=NAME" (either or both), or
+ * a bare ID or NAME, tried as an id first, as qemu-img does. Modifies
+ * 'spec'. Reports failures in qemu-img's words. */
+int img_cli_load_snapshot(struct vh_image *img, char *spec) {
+        struct vh_error err = {};
+        int r;
+        if (startswith(spec, "snapshot.")) {
+                const char *id = NULL, *name = NULL;
+                char *save = NULL;
+                for (char *kv = strtok_r(spec, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                        if (startswith(kv, "snapshot.id="))
+                                id = kv + strlen("snapshot.id=");
+                        else if (startswith(kv, "snapshot.name="))
+                                name = kv + strlen("snapshot.name=");
+                        else {
+                                char *eq = strchr(kv, '=');
+                                if (eq)
+                                        *eq = '\0';
+                                log_error("Invalid parameter '%s'", kv);
+                                return -EINVAL;
+                        }
+                }
+                r = vh_image_snapshot_load(img, id, name, &err);
+        } else {
+                r = vh_image_snapshot_load(img, spec, NULL, &err);
+                if (r == -ENOENT)
+                        r = vh_image_snapshot_load(img, NULL, spec, &err);
+        }
+        if (r < 0)
+                log_error("Failed to load snapshot: %s", vh_error_message(&err, r));
+        return r;
+}
+
 bool img_cli_shows_progress(const struct img_cli *cli) {
         return cli->progress && !cli->quiet;
 }
@@ -153,23 +215,73 @@ static float progress_min_step(const struct img_cli *cli) {
  * time it has moved by more than the verb's step since the last line,
  * and at 100 (every time it is reported). The arithmetic is in float, as
  * qemu-img's, so that the same steps give the same lines. */
-static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
-        float now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
+/* Prints 'now' if qemu-img would: each time the figure moved by more
+ * than the verb's step since the last line, and at 100 every time. */
+static void progress_line(struct img_cli *cli, float now) {
         float step = progress_min_step(cli);
-        if (now > 100.0f)
-                now = 100.0f;
-        /* qemu-img shows 0% as the work starts, whatever is reported
-         * first. */
-        if (!cli->progress_started) {
-                cli->progress_started = true;
-                if (now != 0.0f)
-                        printf("    (0.00/100%%)\r");
-        }
-        if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 0.0f || now == 100.0f))
+        if (!(now > cli->progress_last + step || now < cli->progress_last - step || now == 100.0f))
                 return;
         cli->progress_last = now;
         printf("    (%3.2f/100%%)\r", (double) now);
         fflush(stdout);
+}
+
+/* qemu-img's progress_print() with a delta: its float arithmetic. */
+static void progress_add(struct img_cli *cli, float delta) {
+        float now = cli->progress_current + delta / 100 * 100;
+        if (now > 100.0f)
+                now = 100.0f;
+        cli->progress_current = now;
+        progress_line(cli, now);
+}
+
+/* Progress as qemu-img prints it, which scripts and front ends parse: on
+ * stdout, "    (P/100%)\r" with P to two decimals, 0 once at the start,
+ * then each time it has moved by more than the verb's step since the
+ * last line, and at 100 (every time it is reported). The arithmetic is
+ * in float, as qemu-img's, so that the same steps give the same lines. */
+static void progress_print(struct img_cli *cli, uint64_t done, uint64_t total) {
+        /* A report that repeats the last one is a chance to cancel, not a
+         * step (convert's data steps, see image/convert-progress.c). */
+        if (cli->progress_reported && done == cli->progress_done && total == cli->progress_total)
+                return;
+        uint64_t last_done = cli->progress_reported ? cli->progress_done : 0;
+        cli->progress_reported = true;
+        cli->progress_done = done;
+        cli->progress_total = total;
+        /* qemu-img shows 0% once, as the work starts, whatever is
+         * reported first. */
+        if (!cli->progress_started) {
+                cli->progress_started = true;
+                printf("    (0.00/100%%)\r");
+                fflush(stdout);
+        }
+        switch (cli->progress_mode) {
+        case IMG_CLI_PROGRESS_SUM_SHARES:
+                /* compare: the chunk's share in percent, as a float. */
+                if (total && done > last_done)
+                        progress_add(cli, (float) (done - last_done) / (float) total * 100);
+                return;
+        case IMG_CLI_PROGRESS_SUM_STEPS: {
+                /* rebase: 100 / (size / unit) per step, one step at a time
+                 * (each may print). */
+                uint64_t unit = MIN(total, UINT64_C(2) << 20);
+                if (!unit || done <= last_done)
+                        return;
+                float step = (float) 100 / (float) (total / unit);
+                for (uint64_t n = (done - last_done) / unit; n > 0; n--)
+                        progress_add(cli, step);
+                return;
+        }
+        case IMG_CLI_PROGRESS_RATIO:
+                break;
+        }
+        float now = total ? (float) (100.0 * (double) done / (double) total) : 100.0f;
+        if (now > 100.0f)
+                now = 100.0f;
+        /* A later report of nothing done yet is a chance to cancel. */
+        if (now != 0.0f)
+                progress_line(cli, now);
 }
 
 /* Set by the signal handler, read by the progress callback: the
@@ -181,10 +293,31 @@ static void on_interrupt(int sig) {
         interrupted = 1;
 }
 
+/* -r RATE: waits until 'done' bytes have taken done / RATE seconds since
+ * the hook was set, just before the work starts. The engine reports every few MiB and has no more
+ * than that in flight, so the rate holds within that much. The wait is
+ * cut into slices short enough for Ctrl-C to cancel at once. */
+static void rate_wait(struct img_cli *cli, uint64_t done) {
+        if (!cli->rate_limit)
+                return;
+        /* done / rate in ns without overflow for any 64-bit 'done'. */
+        long double due = (long double) done * 1e9L / (long double) cli->rate_limit;
+        while (!interrupted) {
+                uint64_t elapsed = now_ns() - cli->rate_start_ns;
+                if ((long double) elapsed >= due)
+                        break;
+                long double left = due - (long double) elapsed;
+                uint64_t slice = left > 100e6L ? UINT64_C(100000000) : (uint64_t) left;
+                struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) slice };
+                (void) nanosleep(&ts, NULL);
+        }
+}
+
 static int progress_cb(uint64_t done, uint64_t total, void *userdata) {
         struct img_cli *cli = userdata;
         if (img_cli_shows_progress(cli))
                 progress_print(cli, done, total);
+        rate_wait(cli, done);
         return interrupted ? 1 : 0;
 }
 
@@ -207,6 +340,7 @@ void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t do
         catch_interrupt(SIGTERM);
         *ret_progress = progress_cb;
         *ret_userdata = cli;
+        cli->rate_start_ns = now_ns();
 }
 
 void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total) {
@@ -214,12 +348,28 @@ void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total) {
                 progress_print(cli, done, total);
 }
 
+void img_cli_progress_done(struct img_cli *cli) {
+        if (!img_cli_shows_progress(cli))
+                return;
+        if (!cli->progress_started) {
+                cli->progress_started = true;
+                printf("    (0.00/100%%)\r");
+        }
+        cli->progress_current = 100.0f;
+        progress_line(cli, 100.0f);
+}
+
 void img_cli_progress_end(const struct img_cli *cli) {
         if (img_cli_shows_progress(cli)) {
-                /* qemu-img's convert and rebase print 100% at the end of
-                 * their copy loop and once more as they finish; vmhost's
-                 * engine reports the end once. */
-                if (cli->progress_last == 100.0f && (streq(cli->verb, "convert") || streq(cli->verb, "rebase")))
+                /* qemu-img's convert prints 100% at the end of its copy
+                 * loop and once more as it finishes; vmhost's engine
+                 * reports the end once (the second report of it repeats
+                 * the first and is not shown). Rebase prints its last
+                 * 100% itself (img_cli_progress_done()). A convert with
+                 * nothing to count (0 of 0) shows 100% only once, as
+                 * qemu-img's, whose loop then prints nothing. */
+                bool again = streq(cli->verb, "convert") && cli->progress_total != 0;
+                if (cli->progress_last == 100.0f && again)
                         printf("    (100.00/100%%)\r");
                 putchar('\n');
                 fflush(stdout);

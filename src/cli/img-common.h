@@ -40,7 +40,19 @@ struct img_cli {
         bool progress;                    /* -p */
         enum vh_image_info_output output; /* --output=human|json */
 
+        uint64_t rate_limit;   /* -r RATE (convert, commit): bytes per second; 0 for none */
+        uint64_t rate_start_ns; /* CLOCK_MONOTONIC when the progress hook was set */
         float progress_last;   /* percent last printed, as qemu-img keeps it (a float) */
+        uint64_t progress_done, progress_total; /* the last report, shown once however often it comes */
+        bool progress_reported; /* progress_done and progress_total hold one */
+        /* How a report makes the figure: done / total, or, as qemu-img
+         * adds up steps in float, a sum (see progress_print()). */
+        enum {
+                IMG_CLI_PROGRESS_RATIO,
+                IMG_CLI_PROGRESS_SUM_SHARES, /* compare: each report adds (done - last done) / total */
+                IMG_CLI_PROGRESS_SUM_STEPS,  /* rebase: each unit of done adds 100 / (total / unit) */
+        } progress_mode;
+        float progress_current; /* the sum so far */
         bool progress_started; /* the 0% line is out */
 };
 
@@ -61,6 +73,20 @@ int img_cli_parse_format(const char *s, const char *flag, enum vh_image_format *
  * Returns -EINVAL or -ERANGE for anything else, and prints nothing. */
 int img_cli_parse_size(const char *s, uint64_t *ret);
 
+/* -T SRC_CACHE (check, compare, convert, rebase): the five cache mode
+ * names qemu-img takes for the source. vmhost reads its sources through
+ * the page cache whatever the mode (a mode changes how a file is read,
+ * never what is read), so the mode is checked and then has no effect.
+ * Reports an unknown one in qemu-img's words and returns -EINVAL. */
+int img_cli_parse_src_cache(const char *s);
+
+/* -r RATE (convert, commit): a size per second, as qemu-img reads it;
+ * 0 is no limit. Reports a bad one in qemu-img's words and returns
+ * -EINVAL. The limit is kept by the progress callback (see
+ * img_cli_progress_hook()), which waits until the virtual disk done so far
+ * (zeros included) has taken at least done / RATE seconds. */
+int img_cli_parse_rate(struct img_cli *cli, const char *s);
+
 /* For the 'default:' of a verb's getopt_long() switch, so that the verb
  * handles only its own flags: takes -f, -U, -q, -p and --output into 'cli'
  * (the verb's option string decides which of them it accepts); -h prints
@@ -80,12 +106,19 @@ int img_cli_check_args(const struct img_cli *cli, int n, int min, int max, const
 int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_format format, unsigned flags,
                  struct vh_image **ret);
 
+/* -l SNAPSHOT (convert, measure): makes 'img' show the internal snapshot
+ * named by 'spec' ("snapshot.id=ID", "snapshot.name=NAME", both, or a
+ * bare ID or NAME tried as an id first, as qemu-img does); modifies
+ * 'spec'. Reports a failure in qemu-img's words and returns it. */
+int img_cli_load_snapshot(struct vh_image *img, char *spec);
+
 /* True if the verb shows progress: -p without -q. */
 bool img_cli_shows_progress(const struct img_cli *cli);
 
 /* Points a long operation's 'progress' and 'userdata' options at the
  * shared callback, whose state lives in 'cli': it prints whole percents
- * on stderr if the verb shows progress, and cancels the operation once
+ * on stdout if the verb shows progress, keeps cli->rate_limit, and
+ * cancels the operation once
  * SIGINT or SIGTERM came (Ctrl-C), which it catches from now on unless
  * they are ignored. The operation then cleans up and fails with
  * -ECANCELED; a second Ctrl-C ends the process at once. */
@@ -95,6 +128,9 @@ void img_cli_progress_hook(struct img_cli *cli, int (**ret_progress)(uint64_t do
 /* Shows 'done' of 'total' as qemu-img's progress line does, if the verb
  * shows progress (for a verb that cannot be interrupted). */
 void img_cli_progress_show(struct img_cli *cli, uint64_t done, uint64_t total);
+
+/* Shows 100%, as qemu-img does once its verb succeeded (rebase). */
+void img_cli_progress_done(struct img_cli *cli);
 
 /* Ends the progress line, if the verb shows progress. */
 void img_cli_progress_end(const struct img_cli *cli);

@@ -82,15 +82,18 @@ static int compare_loop(struct compare_state *s, struct vh_image *a, struct vh_i
         struct vh_image_compare_result *res = s->res;
         int r;
 
+        /* Progress as qemu-img counts it: after each chunk, out of the
+         * larger size (the part past the smaller one is checked too). */
+        const uint64_t base = MAX(size_a, size_b);
+        uint64_t offset = 0;
+        r = image_progress(opts->progress, opts->userdata, 0, base);
+        if (r < 0)
+                return vh_error_set(err, r, "cancelled");
         if (opts->strict && size_a != size_b) {
                 res->outcome = VH_IMAGE_COMPARE_SIZE_MISMATCH;
                 return 1;
         }
-        uint64_t offset = 0;
         while (offset < size) {
-                r = image_progress(opts->progress, opts->userdata, offset, size);
-                if (r < 0)
-                        return vh_error_set(err, r, "cancelled");
                 struct bstat s1, s2;
                 r = bstat_above(s->ca, a, offset, size_a - offset, &s1, err);
                 if (r < 0)
@@ -134,6 +137,9 @@ static int compare_loop(struct compare_state *s, struct vh_image *a, struct vh_i
                                 return r;
                 }
                 offset += chunk;
+                r = image_progress(opts->progress, opts->userdata, offset, base);
+                if (r < 0)
+                        return vh_error_set(err, r, "cancelled");
         }
 
         if (size_a != size_b) {
@@ -156,6 +162,9 @@ static int compare_loop(struct compare_state *s, struct vh_image *a, struct vh_i
                                         return r;
                         }
                         offset += chunk;
+                        r = image_progress(opts->progress, opts->userdata, offset, base);
+                        if (r < 0)
+                                return vh_error_set(err, r, "cancelled");
                 }
         }
         res->outcome = VH_IMAGE_COMPARE_IDENTICAL;
@@ -181,7 +190,11 @@ int vh_image_compare(struct vh_image *a, struct vh_image *b, const struct vh_ima
         }
         if (r >= 0)
                 r = compare_loop(&s, a, b, opts, err);
-        if (r >= 0 && image_progress(opts->progress, opts->userdata, 1, 1) < 0)
+        /* The end, only when there is no difference: qemu-img's figure
+         * stops where it found one. It repeats the last chunk's report. */
+        uint64_t base = MAX(a->virtual_size, b->virtual_size);
+        if (r >= 0 && res.outcome == VH_IMAGE_COMPARE_IDENTICAL &&
+            image_progress(opts->progress, opts->userdata, base, base) < 0)
                 r = vh_error_set(err, -ECANCELED, "cancelled");
         bstat_chain_free(s.ca);
         bstat_chain_free(s.cb);

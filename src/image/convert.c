@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "base/macro.h"
+#include "image/convert-progress.h"
 #include "image/image-internal.h"
 #include "image/qcow2.h"
 
@@ -1028,10 +1029,35 @@ static int check_not_in_chain(struct vh_image *src, const char *dst_path, struct
         return 0;
 }
 
+/* opts->progress_data_steps: the copy's reports go through a
+ * convert_progress made for 'srcs', which passes qemu-img's figures on to
+ * opts->progress. */
+static int wrap_data_steps(struct vh_image *const *srcs, size_t n_srcs, const struct vh_image_convert_options *opts,
+                           struct convert_progress **ret_plan, struct vh_image_convert_options *ret_opts,
+                           struct vh_error *err) {
+        uint64_t compress_cluster = opts->compress ? (opts->cluster_size ? opts->cluster_size : 65536) : 0;
+        int r = convert_progress_new(srcs, n_srcs, compress_cluster, opts->fully_allocated, opts->backing_file != NULL,
+                                     opts->progress, opts->userdata, ret_plan, err);
+        if (r < 0)
+                return r;
+        *ret_opts = *opts;
+        ret_opts->progress = convert_progress_report;
+        ret_opts->userdata = *ret_plan;
+        ret_opts->progress_data_steps = false;
+        return 0;
+}
+
 int vh_image_convert(struct vh_image *src, const char *dst_path, const struct vh_image_convert_options *opts,
                      struct vh_error *err) {
         const uint64_t size = vh_image_virtual_size(src);
         int r;
+
+        if (opts->progress && opts->progress_data_steps) {
+                _cleanup_(convert_progress_freep) struct convert_progress *plan = NULL;
+                struct vh_image_convert_options o;
+                r = wrap_data_steps(&src, 1, opts, &plan, &o, err);
+                return r < 0 ? r : vh_image_convert(src, dst_path, &o, err);
+        }
 
         if (opts->format != VH_IMAGE_FORMAT_RAW && opts->format != VH_IMAGE_FORMAT_QCOW2)
                 return vh_error_set(err, -EINVAL, "unknown output format");
@@ -1173,6 +1199,12 @@ int vh_image_convert_into(struct vh_image *const *srcs, size_t n_srcs, struct vh
                 if (vh_image_virtual_size(srcs[i]) > VH_IMAGE_MAX_VIRTUAL_SIZE - total)
                         return vh_error_set(err, -EFBIG, "the sources are larger together than the limit");
                 total += vh_image_virtual_size(srcs[i]);
+        }
+        if (opts->progress && opts->progress_data_steps) {
+                _cleanup_(convert_progress_freep) struct convert_progress *plan = NULL;
+                struct vh_image_convert_options o;
+                int r = wrap_data_steps(srcs, n_srcs, opts, &plan, &o, err);
+                return r < 0 ? r : vh_image_convert_into(srcs, n_srcs, dst, dst_is_zero, &o, err);
         }
         if (total > vh_image_virtual_size(dst))
                 /* qemu-img's words. */

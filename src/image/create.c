@@ -73,7 +73,7 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
         uint64_t size = opts->size;
         if (opts->backing_file && opts->unsafe_backing) {
                 /* Nothing can be checked, so nothing may be guessed. */
-                if (size == 0)
+                if (size == 0 && !opts->size_given)
                         return vh_error_set(err, -EINVAL, "Image creation needs a size parameter");
                 if (opts->backing_format < 0 || opts->backing_format >= _VH_IMAGE_FORMAT_MAX)
                         return vh_error_set(err, -EINVAL, "Backing file specified without backing format");
@@ -82,7 +82,7 @@ int vh_image_create(const char *path, const struct vh_image_create_options *opts
                 r = check_backing(path, opts, &backing_size, err);
                 if (r < 0)
                         return r;
-                if (size == 0)
+                if (size == 0 && !opts->size_given)
                         size = backing_size;
         }
         if (size > VH_IMAGE_MAX_VIRTUAL_SIZE)

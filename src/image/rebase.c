@@ -121,6 +121,35 @@ static int open_new_backing(struct vh_image *img, const struct vh_image_rebase_o
         return 0;
 }
 
+/* qemu-img rebase's steps up to 'end', from '*qoff' where its loop
+ * stands: a range of up to 2 MiB of one allocation status in the image's
+ * own layer; one that the image does not hold is cut where a backing file
+ * ends (old_end, new_end) and counts as a step in '*steps'. Its loop goes
+ * on from where a step was cut, so the steps are counted in its order,
+ * not from vmhost's ranges. */
+static int qemu_steps_until(struct vh_image *img, uint64_t end, uint64_t old_end, uint64_t new_end, uint64_t *qoff,
+                            uint64_t *steps, struct vh_error *err) {
+        const uint64_t size = img->virtual_size;
+        while (*qoff < end && *qoff < size) {
+                struct image_layer_extent le;
+                int r = img->driver->map(img, *qoff, MIN(size - *qoff, REBASE_CHUNK), &le, err);
+                if (r < 0)
+                        return image_error_prefix(err, r, img->filename);
+                if (le.length == 0)
+                        return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, *qoff);
+                uint64_t n = MIN(le.length, size - *qoff);
+                if (le.kind == IMAGE_EXTENT_UNALLOCATED) {
+                        if (*qoff < old_end && old_end < *qoff + n)
+                                n = old_end - *qoff;
+                        if (*qoff < new_end && new_end < *qoff + n)
+                                n = new_end - *qoff;
+                        (*steps)++;
+                }
+                *qoff += n;
+        }
+        return 0;
+}
+
 static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                             const struct vh_image_rebase_options *opts, struct vh_error *err) {
         const uint64_t size = img->virtual_size;
@@ -131,9 +160,18 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
         if (!a || !b)
                 return vh_error_set(err, -ENOMEM, "out of memory");
 
+        /* qemu-img's steps (opts->progress_qemu_steps): the unit and how
+         * many of them make 100%; where the backing files end. */
+        const uint64_t unit = MIN(size, REBASE_CHUNK), units = unit ? size / unit : 0;
+        const uint64_t old_end = img->backing ? img->backing->virtual_size : 0;
+        const uint64_t new_end = new_backing ? new_backing->virtual_size : 0;
+        uint64_t pieces = 0, qoff = 0;
+
         uint64_t off = 0;
         while (off < size) {
-                int r = image_progress(opts->progress, opts->userdata, off, size);
+                int r = opts->progress_qemu_steps ? image_progress(opts->progress, opts->userdata, pieces * unit,
+                                                                   units * unit)
+                                                  : image_progress(opts->progress, opts->userdata, off, size);
                 if (r < 0)
                         return r;
                 /* The image's own layer, not the chain: a range past the
@@ -146,6 +184,11 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 if (le.length == 0)
                         return vh_error_set(err, -EIO, "%s: empty extent at %" PRIu64, img->filename, off);
                 uint64_t len = MIN(le.length, size - off);
+                if (opts->progress_qemu_steps) {
+                        r = qemu_steps_until(img, off + len, old_end, new_end, &qoff, &pieces, err);
+                        if (r < 0)
+                                return r;
+                }
                 if (le.kind != IMAGE_EXTENT_UNALLOCATED) {
                         /* The image answers itself; the backing file does
                          * not matter here. */
@@ -181,6 +224,8 @@ static int copy_differences(struct vh_image *img, struct vh_image *new_backing,
                 }
                 off += len;
         }
+        if (opts->progress_qemu_steps)
+                return image_progress(opts->progress, opts->userdata, pieces * unit, units * unit);
         return 0;
 }
 
@@ -215,7 +260,7 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
                                             img->filename);
                 }
                 r = copy_differences(img, new_backing, opts, err);
-                if (r >= 0)
+                if (r >= 0 && !opts->progress_qemu_steps)
                         r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
                 if (r >= 0 || r == -ECANCELED) {
                         /* Cancelled too: what was copied holds what the
@@ -232,7 +277,7 @@ int vh_image_rebase(struct vh_image *img, const struct vh_image_rebase_options *
                         vh_image_free(new_backing);
                         return r;
                 }
-        } else {
+        } else if (!opts->progress_qemu_steps) {
                 r = image_progress(opts->progress, opts->userdata, img->virtual_size, img->virtual_size);
                 if (r < 0) {
                         vh_image_free(new_backing);

@@ -89,6 +89,19 @@ int bstat_chain_new(struct vh_image *top, struct bstat_chain **ret, struct vh_er
                         int r = qcow2_meta_load(x->fd, x->filename, 0, &l->q, err);
                         if (r < 0)
                                 return image_error_prefix(err, r, x->filename);
+                        if (x->snapshot_id) {
+                                /* A loaded snapshot (convert -l, measure -l):
+                                 * its L1 table, not the header's. */
+                                const struct qcow2_state *qs = x->priv;
+                                size_t bytes = (size_t) qs->h.l1_size * sizeof(uint64_t);
+                                uint64_t *l1 = malloc(bytes ? bytes : 1);
+                                if (!l1)
+                                        return vh_error_set(err, -ENOMEM, "out of memory");
+                                memcpy(l1, qs->l1, bytes);
+                                free(l->q->l1);
+                                l->q->l1 = l1;
+                                l->q->h.l1_size = qs->h.l1_size;
+                        }
                         l->l2 = malloc(l->q->h.cluster_size);
                         if (!l->l2)
                                 return vh_error_set(err, -ENOMEM, "out of memory");
