@@ -421,9 +421,7 @@ static int convert_loop_threaded(struct vh_image *src, struct convert_target *t,
  * the worker that read a window then writes it there. Both the reads
  * (from a cold cache) and the page-cache writes then run on every core,
  * as qemu-img's coroutines do. */
-#define CONVERT_WORKERS 4
-#define CONVERT_SLOTS (2 * CONVERT_WORKERS)
-#define CONVERT_WINDOW (UINT64_C(4) << 20) /* a multiple of every cluster size */
+/* CONVERT_WORKERS, CONVERT_SLOTS and CONVERT_WINDOW: image-internal.h. */
 
 struct convert_window {
         enum { WINDOW_EMPTY, WINDOW_READ, WINDOW_PLANNED } state;

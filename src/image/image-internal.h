@@ -232,3 +232,11 @@ static inline void be64_store(uint8_t *p, uint64_t v) {
         be32_store(p, (uint32_t) (v >> 32));
         be32_store(p + 4, (uint32_t) v);
 }
+
+/* convert.c's parallel copy: its workers, the windows that can be under
+ * way at once (read ahead of the writes), and a window's size (a
+ * multiple of every cluster size). A cancel stops it within the windows
+ * under way (tests/unit/test-image-cancel.c holds it to that). */
+#define CONVERT_WORKERS 4
+#define CONVERT_SLOTS (2 * CONVERT_WORKERS)
+#define CONVERT_WINDOW (UINT64_C(4) << 20)
