@@ -161,6 +161,7 @@ function wsConnect({ port = Number(base.port), path, cookie, protocol, onData })
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p / 100 * s.length) - 1)]; };
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const f1 = (x) => x.toFixed(1);
 const range = (xs) => `${f1(median(xs))} (${f1(Math.min(...xs))}-${f1(Math.max(...xs))})`;
 
@@ -179,6 +180,20 @@ function cpuTree(pid) {
     for (const k of kids ? kids.split(' ') : []) ms += cpuTree(k);
   }
   return ms;
+}
+// Nanoseconds a process tree spent runnable but waiting for a CPU
+// (/proc/PID/schedstat, second field): what a loaded machine costs it.
+function runqTree(pid) {
+  let ns = 0;
+  try {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[1]);
+      let kids = '';
+      try { kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim(); } catch { /* gone */ }
+      for (const k of kids ? kids.split(' ') : []) ns += runqTree(k);
+    }
+  } catch { /* gone */ }
+  return ns;
 }
 const selfCpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
 
@@ -294,7 +309,7 @@ async function fanout(sess) {
 // The RFB client: handshake (security None, or VNC authentication with
 // 'password'), Raw encoding only, then full-frame requests one after the
 // other for 'seconds'.
-async function rfbRun(connect, password, pid, seconds) {
+async function rfbRun(connect, password, pid, seconds, pipelined) {
   const q = new ByteQueue();
   const ws = await connect((b) => q.push(b));
   ws.onclose = () => q.fail(new Error('the websocket closed'));
@@ -356,18 +371,31 @@ async function rfbRun(connect, password, pid, seconds) {
   // One frame before the clock starts: the handshake is not measured.
   ws.send(2, request);
   await readFrame();
-  const b0 = ws.bytes, c0 = cpuTree(pid), s0 = selfCpu(), t0 = now();
+  const b0 = ws.bytes, c0 = cpuTree(pid), s0 = selfCpu(), r0 = runqTree(pid), t0 = now();
   let frames = 0;
+  const waits = [], transfers = [];
+  if (pipelined) ws.send(2, request);
   while (now() - t0 < seconds * 1000) {
-    ws.send(2, request);
+    // Serial: one request, then its whole frame. Pipelined: the next
+    // request goes out as the frame starts, so QEMU always has one.
+    const tr = now();
+    if (!pipelined) ws.send(2, request);
+    await q.need(1);
+    const tf = now();
+    if (pipelined) ws.send(2, request);
     await readFrame();
+    waits.push(tf - tr);
+    transfers.push(now() - tf);
     frames++;
   }
   const t = (now() - t0) / 1000, bytes = ws.bytes - b0, cpu = cpuTree(pid) - c0, client = selfCpu() - s0;
+  const runq = (runqTree(pid) - r0) / 1e6;
   ws.close();
   const mib = bytes / 1048576;
   return { size: `${w}x${h}x${bpp}`, mibs: mib / t, fps: frames / t, cpu_ms_per_mib: cpu / mib,
-           cpu_pct: cpu / t / 10, client_ms_per_mib: client / mib };
+           cpu_pct: cpu / t / 10, client_ms_per_mib: client / mib, wait_ms: mean(waits),
+           wait_p90_ms: pct(waits, 90), transfer_ms: mean(transfers), transfer_p90_ms: pct(transfers, 90),
+           runq_ms_per_frame: runq / frames };
 }
 
 async function vnc(sess) {
@@ -393,17 +421,20 @@ async function vnc(sess) {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  const res = { vmhost: [], websockify: [] };
+  const res = {};
   try {
-    for (let round = 0; round < 2; round++) {
-      res.vmhost.push(await rfbRun(async (onData) => wsConnect({
-        path: `/api/vms/${cfg.vm}/console/vnc?ticket=${await ticket(sess, 'vnc')}`, cookie: sess.cookie,
-        protocol: 'binary', onData }), null, cfg.server_pid, cfg.seconds));
-      log(`vnc vmhost round ${round + 1}: ${JSON.stringify(res.vmhost.at(-1))}`);
-      if (wsk) {
-        res.websockify.push(await rfbRun((onData) => wsConnect({ port: wskPort, path: '/', protocol: 'binary', onData }),
-                                         password, wsk.pid, cfg.seconds));
-        log(`vnc websockify round ${round + 1}: ${JSON.stringify(res.websockify.at(-1))}`);
+    for (const mode of ['serial', 'pipelined']) {
+      const V = res[`vmhost_${mode}`] = [], W = res[`websockify_${mode}`] = [];
+      for (let round = 0; round < 2; round++) {
+        V.push(await rfbRun(async (onData) => wsConnect({
+          path: `/api/vms/${cfg.vm}/console/vnc?ticket=${await ticket(sess, 'vnc')}`, cookie: sess.cookie,
+          protocol: 'binary', onData }), null, cfg.server_pid, cfg.seconds, mode === 'pipelined'));
+        log(`vnc ${mode} vmhost round ${round + 1}: ${JSON.stringify(V.at(-1))}`);
+        if (wsk) {
+          W.push(await rfbRun((onData) => wsConnect({ port: wskPort, path: '/', protocol: 'binary', onData }),
+                              password, wsk.pid, cfg.seconds, mode === 'pipelined'));
+          log(`vnc ${mode} websockify round ${round + 1}: ${JSON.stringify(W.at(-1))}`);
+        }
       }
     }
   } finally {
@@ -417,9 +448,14 @@ async function vnc(sess) {
 // ---- the run
 
 const out = {};
+const sess = await session();
+if (cfg.only === 'vnc') {
+  // For a profile of the relay alone (BENCH_WEB_ONLY=vnc): the raw figures.
+  console.log(JSON.stringify(await vnc(sess), null, 1));
+  process.exit(0);
+}
 log('1. first paint');
 out.paint = await firstPaint();
-const sess = await session();
 log('2. keystroke to echo');
 out.keys = await keystrokes(sess);
 log(`4. ${cfg.viewers} serial viewers`);
@@ -433,19 +469,26 @@ console.log(`| measurement | vmhost web | websockify ${cfg.websockify ? '' : '(n
 console.log('| --- | --- | --- | --- |');
 console.log(`| 1. first paint, ${cfg.vms} VMs (1 running, ${cfg.vms - 1} stopped): URL opened -> table has ${cfg.vms} rows, ${out.paint.length} cold contexts, ms median (min-max) | ${range(out.paint)} | | |`);
 console.log(`| 2. serial key -> echo, ${out.keys.length} keys, ms median / p95 / max | ${f1(median(out.keys))} / ${f1(pct(out.keys, 95))} / ${f1(Math.max(...out.keys))} | | |`);
-const V = out.vnc.vmhost, W = out.vnc.websockify;
-const size = V[0].size;
-const row = (name, k, fmt = f1) => {
-  const a = median(V.map((r) => r[k]));
-  const b = W.length ? median(W.map((r) => r[k])) : null;
-  console.log(`| 3. screen ${size}, full Raw frames: ${name} | ${fmt(a)} (${V.map((r) => fmt(r[k])).join(', ')}) | ` +
-              `${b === null ? 'n/a' : `${fmt(b)} (${W.map((r) => fmt(r[k])).join(', ')})`} | ${b ? (a / b).toFixed(2) : 'n/a'} |`);
-};
-row('MiB/s', 'mibs');
-row('frames/s', 'fps');
-row("relay's CPU ms per MiB", 'cpu_ms_per_mib', (x) => x.toFixed(2));
-row("relay's CPU, % of one core", 'cpu_pct');
-row("the client's own CPU ms per MiB (for scale)", 'client_ms_per_mib', (x) => x.toFixed(2));
+for (const mode of ['serial', 'pipelined']) {
+  const V = out.vnc[`vmhost_${mode}`], W = out.vnc[`websockify_${mode}`];
+  const what = mode === 'serial' ? 'one request at a time' : 'next request sent as a frame starts';
+  const row = (name, k, fmt = f1) => {
+    const a = median(V.map((r) => r[k]));
+    const b = W.length ? median(W.map((r) => r[k])) : null;
+    console.log(`| 3. screen ${V[0].size}, full Raw frames, ${what}: ${name} | ${fmt(a)} (${V.map((r) => fmt(r[k])).join(', ')}) | ` +
+                `${b === null ? 'n/a' : `${fmt(b)} (${W.map((r) => fmt(r[k])).join(', ')})`} | ${b ? (a / b).toFixed(2) : 'n/a'} |`);
+  };
+  row('MiB/s', 'mibs');
+  row('frames/s', 'fps');
+  row('ms from the request (pipelined: the previous frame) to the frame\'s first byte, mean', 'wait_ms');
+  row('the same, p90', 'wait_p90_ms');
+  row('ms from the first to the last byte of a frame, mean', 'transfer_ms');
+  row('the same, p90', 'transfer_p90_ms');
+  row("ms the relay waited for a CPU (runnable, /proc/PID/schedstat) per frame", 'runq_ms_per_frame', (x) => x.toFixed(2));
+  row("relay's CPU ms per MiB", 'cpu_ms_per_mib', (x) => x.toFixed(2));
+  row("relay's CPU, % of one core", 'cpu_pct');
+  row("the client's own CPU ms per MiB (for scale)", 'client_ms_per_mib', (x) => x.toFixed(2));
+}
 console.log(`| 4. ${cfg.viewers} viewers of one serial console, 20 lines: ms to the first / to the last viewer, median (max) | ` +
             `${f1(median(out.fanout.first))} (${f1(Math.max(...out.fanout.first))}) / ${f1(median(out.fanout.last))} (${f1(Math.max(...out.fanout.last))}) | | |`);
 process.exit(0);
