@@ -122,13 +122,24 @@ try {
     fail('error-shown', 'no error banner');
   }
 
-  // Snapshots and the CD of a running VM, in the page's panel.
-  await page.locator(`tr[data-vm="${vmA}"] button[data-action="manage"]`).click();
+  // Create from a base image in the page: the row comes by the event stream.
+  await page.fill('#create-name', 'b-page');
+  await page.fill('#create-base', process.env.BASE_IMAGE);
+  await page.fill('#create-memory', '256M');
+  await page.locator('#create-form button[type="submit"]').click();
+  if (await waitState(page, 'b-page', 'stopped', 10000, 'create-from-page')) {
+    const st = JSON.parse(cli('vm', 'status', 'b-page', '--json'));
+    if (st.memory === 256 << 20) pass('create-from-page-as-cli', `memory ${st.memory}`);
+    else fail('create-from-page-as-cli', JSON.stringify(st));
+  }
+
+  // Snapshots of the VM made in the page (stopped: the disk's), in the page's panel.
+  await page.locator(`tr[data-vm="b-page"] button[data-action="manage"]`).click();
   await page.fill('#snapshot-name', 'web-s1');
   await page.locator('#snapshot-form button[type="submit"]').click();
   try {
     await page.locator('#snapshots tr[data-snapshot="web-s1"]').waitFor({ timeout: 30000 });
-    const cliList = cli('vm', 'snapshot', 'list', vmA);
+    const cliList = cli('vm', 'snapshot', 'list', 'b-page');
     if (cliList.includes('web-s1')) pass('snapshot-create-from-page', (await page.textContent('#manage-note')).trim());
     else fail('snapshot-create-from-page', `CLI lists: ${cliList}`);
   } catch {
@@ -145,6 +156,8 @@ try {
   } catch {
     fail('snapshot-revert-from-page', `note "${await page.textContent('#manage-note')}"`);
   }
+  // The CD of the running VM.
+  await page.locator(`tr[data-vm="${vmA}"] button[data-action="manage"]`).click();
   const iso = process.env.GUEST_ISO;
   await page.fill('#cdrom-iso', iso);
   await page.locator('#cdrom-form button[type="submit"]').click();
@@ -162,17 +175,6 @@ try {
     pass('cdrom-eject-from-page', (await page.textContent('#manage-note')).trim());
   } catch {
     fail('cdrom-eject-from-page', `shows "${await page.textContent('#cdrom-now')}"`);
-  }
-
-  // Create from a base image in the page: the row comes by the event stream.
-  await page.fill('#create-name', 'b-page');
-  await page.fill('#create-base', process.env.BASE_IMAGE);
-  await page.fill('#create-memory', '256M');
-  await page.locator('#create-form button[type="submit"]').click();
-  if (await waitState(page, 'b-page', 'stopped', 10000, 'create-from-page')) {
-    const st = JSON.parse(cli('vm', 'status', 'b-page', '--json'));
-    if (st.memory === 256 << 20) pass('create-from-page-as-cli', `memory ${st.memory}`);
-    else fail('create-from-page-as-cli', JSON.stringify(st));
   }
 
   // Stop from the page (ACPI: the test guest powers off).
