@@ -56,34 +56,178 @@ function cell(tr, cls, text) {
   return td;
 }
 
+// Sends one request with the CSRF header; the answer's JSON, or throws
+// an Error with the server's message (the CLI's).
+async function request(method, url, body) {
+  const headers = { 'X-VMHost-CSRF': csrf };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(url, {
+    method, headers, credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let out = {};
+  try { out = await res.json(); } catch { /* no JSON: the status says it */ }
+  if (!res.ok) throw new Error(out.error || `${method} ${url}: HTTP ${res.status}`);
+  return out;
+}
+
+const vmUrl = (name) => `/api/vms/${encodeURIComponent(name)}`;
+
+// The confirmation of a delete names what goes and what stays, as the
+// server's library decides it (GET .../delete-plan: vm_delete_plan()).
+async function confirmDelete(name) {
+  const plan = await request('GET', `${vmUrl(name)}/delete-plan`);
+  const lines = (l) => (l.length ? l.map((x) => `  ${x}`).join('\n') : '  (nothing)');
+  return window.confirm(`Delete VM ${name}?\n\nDeleted:\n${lines(plan.removed)}\n\n` +
+                        `Kept:\n${lines(plan.kept)}`);
+}
+
 async function act(host, name, action) {
   const key = `${host}/${name}`;
   if (busy.has(key)) return;
-  if (action === 'delete' &&
-      !window.confirm(`Delete VM ${name}?\n\nThis removes its definition, its logs and its own disk ` +
-                      '(a disk under its state directory). A shared base image and any disk outside ' +
-                      'that directory are kept.')) {
-    return;
-  }
   busy.add(key);
   render();
   try {
-    const url = action === 'delete' ? `/api/vms/${encodeURIComponent(name)}`
-                                    : `/api/vms/${encodeURIComponent(name)}/${action}`;
-    const res = await fetch(url, {
-      method: action === 'delete' ? 'DELETE' : 'POST',
-      headers: { 'X-VMHost-CSRF': csrf },
-      credentials: 'same-origin',
-    });
-    let body = {};
-    try { body = await res.json(); } catch { /* no JSON: the status says it */ }
-    if (!res.ok) showError(body.error || `${action} ${name}: HTTP ${res.status}`);
+    if (action === 'delete') {
+      if (await confirmDelete(name)) await request('DELETE', vmUrl(name));
+    } else {
+      await request('POST', `${vmUrl(name)}/${action}`);
+    }
   } catch (e) {
-    showError(`${action} ${name}: ${e.message}`);
+    showError(e.message);
   } finally {
     busy.delete(key);
     render();
   }
+}
+
+// ---- snapshots and the CD of one VM (the "manage" panel)
+let managed = null;
+
+function formatDate(sec) {
+  return new Date(sec * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
+}
+
+async function loadSnapshots() {
+  if (!managed) return;
+  const name = managed;
+  const tbody = $('#snapshots tbody');
+  let d;
+  try {
+    d = await request('GET', `${vmUrl(name)}/snapshots`);
+  } catch (e) {
+    tbody.replaceChildren();
+    showError(e.message);
+    return;
+  }
+  if (managed !== name) return;
+  tbody.replaceChildren();
+  for (const s of d.snapshots) {
+    const tr = document.createElement('tr');
+    tr.dataset.snapshot = s.tag;
+    cell(tr, 'id', s.id);
+    cell(tr, 'tag', s.tag);
+    cell(tr, 'date', formatDate(s.date));
+    cell(tr, 'kind', s['vm-state-size'] ? 'machine state' : 'disk only');
+    const td = cell(tr, 'actions', '');
+    const rv = document.createElement('button');
+    rv.type = 'button';
+    rv.textContent = 'revert';
+    rv.dataset.action = 'revert';
+    rv.className = 'danger';
+    rv.addEventListener('click', () => snapshotOp(name, s.tag, 'revert'));
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.textContent = 'delete';
+    del.dataset.action = 'delete-snapshot';
+    del.addEventListener('click', () => snapshotOp(name, s.tag, 'delete'));
+    td.append(rv, del);
+    tbody.appendChild(tr);
+  }
+}
+
+async function snapshotOp(name, tag, op) {
+  const vm = findVm(name);
+  const running = vm && vm.state === 'running';
+  if (op === 'revert' &&
+      !window.confirm(`Revert VM ${name} to snapshot ${tag}?\n\nLost: everything written to its disk since ` +
+                      `the snapshot${running ? ', and the running guest\'s present memory and state (it ' +
+                      'continues from the snapshot\'s)' : ''}. Other snapshots are kept.`)) return;
+  if (op === 'delete' && !window.confirm(`Delete snapshot ${tag} of VM ${name}? The VM's present state is kept.`))
+    return;
+  try {
+    const url = `${vmUrl(name)}/snapshots/${encodeURIComponent(tag)}`;
+    const r = op === 'revert' ? await request('POST', `${url}/revert`) : await request('DELETE', url);
+    showNote(r.message);
+  } catch (e) {
+    showError(e.message);
+  }
+  loadSnapshots();
+}
+
+function findVm(name) {
+  for (const h of list) if (h.host === 'local') for (const vm of h.vms || []) if (vm.name === name) return vm;
+  return null;
+}
+
+function showNote(text) {
+  $('#manage-note').textContent = text || '';
+}
+
+function renderManage() {
+  if (!managed) return;
+  const vm = findVm(managed);
+  if (!vm) { $('#manage').hidden = true; managed = null; return; }
+  $('#cdrom-now').textContent = vm.cdrom ? `in: ${vm.cdrom}` : 'empty';
+  const running = vm.state === 'running';
+  for (const b of document.querySelectorAll('#cdrom-form button')) b.disabled = !running;
+  $('#cdrom-form').title = running ? '' : 'The CD changes while the VM runs (vm cdrom); vm set cdrom= otherwise';
+}
+
+function openManage(name) {
+  managed = name;
+  $('#manage-name').textContent = name;
+  $('#manage').hidden = false;
+  showNote('');
+  renderManage();
+  loadSnapshots();
+}
+
+function setupForms() {
+  $('#manage-close').addEventListener('click', () => { $('#manage').hidden = true; managed = null; });
+  $('#snapshot-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const name = managed;
+    try {
+      const r = await request('POST', `${vmUrl(name)}/snapshots`, { name: $('#snapshot-name').value });
+      showNote(r.message);
+      $('#snapshot-name').value = '';
+    } catch (e) { showError(e.message); }
+    loadSnapshots();
+  });
+  $('#cdrom-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      showNote((await request('POST', `${vmUrl(managed)}/cdrom`, { iso: $('#cdrom-iso').value })).message);
+    } catch (e) { showError(e.message); }
+  });
+  $('#cdrom-eject').addEventListener('click', async () => {
+    try {
+      showNote((await request('POST', `${vmUrl(managed)}/cdrom`, { eject: true })).message);
+    } catch (e) { showError(e.message); }
+  });
+  $('#create-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { name: $('#create-name').value, base: $('#create-base').value };
+    for (const k of ['memory', 'cpus', 'net']) {
+      const v = $(`#create-${k}`).value.trim();
+      if (v) body[k] = v;
+    }
+    try {
+      await request('POST', '/api/vms', body);
+      $('#create-name').value = '';
+    } catch (e) { showError(e.message); }
+  });
 }
 
 function buttons(td, host, vm) {
@@ -109,6 +253,13 @@ function buttons(td, host, vm) {
     b.addEventListener('click', () => act(host, vm.name, action));
     td.appendChild(b);
   }
+  const m = document.createElement('button');
+  m.type = 'button';
+  m.textContent = 'snapshots/CD';
+  m.dataset.action = 'manage';
+  m.disabled = !local;
+  m.addEventListener('click', () => openManage(vm.name));
+  td.appendChild(m);
   const c = document.createElement('button');
   c.type = 'button';
   c.textContent = 'console';
@@ -158,6 +309,7 @@ function render() {
     }
   }
   $('#empty').hidden = count > 0;
+  renderManage();
 }
 
 function tickUptime() {
@@ -197,6 +349,7 @@ function listen() {
 
 async function main() {
   $('#error-close').addEventListener('click', () => { $('#error').hidden = true; });
+  setupForms();
   const res = await fetch('/api/session', { credentials: 'same-origin' });
   if (res.status === 401) {
     showError("This page needs the address 'vmhost web' printed when it started. Open that address again.");

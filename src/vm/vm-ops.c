@@ -1,4 +1,5 @@
 /* vm/vm-ops.c: create and set: checks, allocation, overlay, rollback. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,4 +278,66 @@ int vm_set(const struct vh_context *ctx, const char *name, const struct vm_set_o
                 .def = TAKE_PTR(def),
         };
         return 0;
+}
+
+/* Whether 'path' lies in directory 'dir' (both absolute, as the
+ * definition keeps them). */
+static bool path_in_dir(const char *path, const char *dir) {
+        size_t n = strlen(dir);
+        return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+static void paths_donep(struct vm_paths *p) {
+        vm_paths_done(p);
+}
+
+int vm_delete_plan(const struct vh_context *ctx, const char *name, struct vm_delete_plan *ret, struct vh_error *err) {
+        _cleanup_(paths_donep) struct vm_paths p = {};
+        int r = vm_paths_get(ctx, name, &p, err);
+        if (r < 0)
+                return r;
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(ctx, name, &def, err);
+        if (r < 0)
+                return r;
+        struct vm_delete_plan plan = {};
+        strv_addf(&plan.removed, "definition: %s", p.conf);
+        /* The same walk as vm_delete(): everything in the state directory. */
+        DIR *d = opendir(p.state_dir);
+        if (d) {
+                struct dirent *de;
+                unsigned n = 0;
+                while ((de = readdir(d)) && n++ < 4096) {
+                        if (streq(de->d_name, ".") || streq(de->d_name, "..") || streq(de->d_name, "vm.conf"))
+                                continue;
+                        _cleanup_free_ char *f = strdup_printf("%s/%s", p.state_dir, de->d_name);
+                        if (!f)
+                                continue;
+                        bool disk = def->disk && streq(def->disk, f);
+                        strv_addf(&plan.removed, "%s: %s",
+                                  disk ? "its own disk" : endswith(f, ".log") ? "log" : "file", f);
+                }
+                closedir(d);
+        }
+        if (def->disk && !path_in_dir(def->disk, p.state_dir))
+                strv_addf(&plan.kept, "disk (not made by vmhost for this VM): %s", def->disk);
+        if (def->base)
+                strv_addf(&plan.kept, "base image: %s", def->base);
+        if (def->cdrom)
+                strv_addf(&plan.kept, "CD image: %s", def->cdrom);
+        if (def->kernel)
+                strv_addf(&plan.kept, "kernel: %s", def->kernel);
+        if (def->initrd)
+                strv_addf(&plan.kept, "initrd: %s", def->initrd);
+        if (plan.removed.error || plan.kept.error) {
+                vm_delete_plan_done(&plan);
+                return -ENOMEM;
+        }
+        *ret = plan;
+        return 0;
+}
+
+void vm_delete_plan_done(struct vm_delete_plan *plan) {
+        strv_done(&plan->removed);
+        strv_done(&plan->kept);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/strv.h"
 #include "vm/vm-def.h"
 #include "vmhost/context.h"
 
@@ -44,6 +45,19 @@ struct vm_create_result {
 int vm_create(const struct vh_context *ctx, struct vm_create_options *opts, struct vm_create_result *ret,
               struct vh_error *err);
 void vm_create_result_done(struct vm_create_result *res);
+
+/* What 'vm delete NAME' would remove and what it keeps, as it decides it
+ * (vm_delete(), vm.h): removed, the definition and every file in the VM's
+ * state directory (its logs, and its disk when vmhost made it there);
+ * kept, the files the definition names elsewhere (a base image, a disk of
+ * the user's, the CD, kernel and initrd). Each entry "what: path". Reads
+ * only; the delete itself checks again under the VM's lock. */
+struct vm_delete_plan {
+        struct strv removed;
+        struct strv kept;
+};
+int vm_delete_plan(const struct vh_context *ctx, const char *name, struct vm_delete_plan *ret, struct vh_error *err);
+void vm_delete_plan_done(struct vm_delete_plan *plan);
 
 struct vm_set_options {
         char *const *assignments;    /* "KEY=VALUE" */

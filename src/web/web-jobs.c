@@ -21,6 +21,8 @@
 #include "host/host.h"
 #include "qmp/qmp.h"
 #include "vm/vm-control.h"
+#include "vm/vm-ops.h"
+#include "vmhost/image.h"
 #include "vm/vm.h"
 #include "web/web-jobs.h"
 
@@ -122,6 +124,133 @@ static bool job_stopping(void *userdata) {
         return stopping && atomic_load(stopping);
 }
 
+/* The snapshots of the VM's disk: first as 'vm snapshot list' gets them
+ * (its errors, and its text), then each entry read from the image the
+ * same way (read only, shared), for the page's buttons. */
+static int snapshot_list(struct web_job *job, struct vh_error *err) {
+        _cleanup_free_ char *text = NULL;
+        int r = vm_snapshot_list(job->ctx, job->name, &text, err);
+        if (r < 0)
+                return r;
+        _cleanup_(vm_def_freep) struct vm_def *def = NULL;
+        r = vm_load(job->ctx, job->name, &def, err);
+        if (r < 0)
+                return r;
+        const struct vh_image_open_options o = {
+                .format = VH_IMAGE_FORMAT_QCOW2,
+                .flags = VH_IMAGE_OPEN_NO_BACKING | VH_IMAGE_OPEN_FORCE_SHARE,
+        };
+        _cleanup_(vh_image_freep) struct vh_image *img = NULL;
+        r = vh_image_open(def->disk, &o, &img, err);
+        if (r < 0)
+                return r;
+        struct vh_image_snapshot *list = NULL;
+        size_t n = 0;
+        r = vh_image_snapshot_list(img, &list, &n, err);
+        if (r < 0)
+                return r;
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_string(&w, "name", job->name);
+        json_key(&w, "snapshots");
+        json_array_begin(&w);
+        for (size_t i = 0; i < n; i++) {
+                json_object_begin(&w);
+                json_kv_string(&w, "id", list[i].id);
+                json_kv_string(&w, "tag", list[i].name);
+                json_kv_int(&w, "date", list[i].date_sec);
+                json_kv_uint(&w, "vm-state-size", list[i].vm_state_size);
+                json_object_end(&w);
+        }
+        json_array_end(&w);
+        json_kv_string(&w, "text", text);
+        json_object_end(&w);
+        vh_image_snapshots_free(list, n);
+        job->result = json_writer_finish(&w, &r);
+        job->status = 200;
+        return job->result ? 0 : r;
+}
+
+static void strv_to_json(struct json_writer *w, const char *key, char *const *v) {
+        json_key(w, key);
+        json_array_begin(w);
+        for (char *const *s = v; s && *s; s++)
+                json_string(w, *s);
+        json_array_end(w);
+}
+
+static int delete_plan(struct web_job *job, struct vh_error *err) {
+        struct vm_delete_plan plan = {};
+        int r = vm_delete_plan(job->ctx, job->name, &plan, err);
+        if (r < 0)
+                return r;
+        struct json_writer w;
+        json_writer_init(&w, false);
+        json_object_begin(&w);
+        json_kv_string(&w, "name", job->name);
+        strv_to_json(&w, "removed", plan.removed.v);
+        strv_to_json(&w, "kept", plan.kept.v);
+        json_object_end(&w);
+        vm_delete_plan_done(&plan);
+        job->result = json_writer_finish(&w, &r);
+        job->status = 200;
+        return job->result ? 0 : r;
+}
+
+/* 'vm create NAME --base BASE [--memory M] [--cpus N] [--net NET]' with
+ * the CLI's defaults (user networking, VNC on a private unix socket) and
+ * the same checks (vm_def_set(), vm_create()); relative paths are refused
+ * (the server has no working directory of the user's). Its messages are
+ * the CLI's: "--memory 3X: ...". */
+static int create_vm(struct web_job *job, char *msg, size_t msg_size, struct vh_error *err) {
+        _cleanup_(vm_def_freep) struct vm_def *def = vm_def_new(job->name);
+        if (!def)
+                return -ENOMEM;
+        const struct {
+                const char *key, *value;
+        } keys[] = {
+                { "memory", job->memory },
+                { "cpus", job->cpus },
+                { "nic", job->net[0] ? job->net : VM_NET_USER },
+        };
+        int r;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                if (!keys[i].value[0])
+                        continue;
+                struct vh_error e = {};
+                r = vm_def_set(def, keys[i].key, keys[i].value, &e);
+                if (r < 0)
+                        return vh_error_set(err, r, "--%s %s: %s", streq(keys[i].key, "nic") ? "net" : keys[i].key,
+                                            keys[i].value, vh_error_message(&e, r));
+        }
+        bool vnc_alloc;
+        r = vm_def_set_vnc(def, "auto", &vnc_alloc, err);
+        if (r < 0)
+                return r;
+        /* MACs are unique across the cluster, as 'vm create' sees to. */
+        char **macs = NULL, **warnings = NULL;
+        struct vh_error e = {};
+        if (host_cluster_macs(job->ctx, NULL, false, &macs, &warnings, &e) < 0)
+                macs = warnings = NULL;
+        struct vm_create_options opts = {
+                .def = TAKE_PTR(def),
+                .base = job->text,
+                .alloc_vnc_display = vnc_alloc,
+                .base_dir = NULL,
+                .avoid_macs = macs,
+        };
+        struct vm_create_result res = {};
+        r = vm_create(job->ctx, &opts, &res, err);
+        host_names_free(macs);
+        host_names_free(warnings);
+        if (r < 0)
+                return r;
+        snprintf(msg, msg_size, "Created VM %s with overlay %s on %s.", job->name, res.def->disk, res.def->base);
+        vm_create_result_done(&res);
+        return 0;
+}
+
 static void run_action(struct web_job *job) {
         struct vh_error err = {};
         /* A server that stops ends the waits of a start (QEMU is then
@@ -167,6 +296,51 @@ static void run_action(struct web_job *job) {
                 r = vm_delete(job->ctx, name, &err);
                 if (r >= 0)
                         snprintf(msg, sizeof(msg), "Deleted VM %s.", name);
+                break;
+        case WEB_ACTION_SNAPSHOT_CREATE:
+        case WEB_ACTION_SNAPSHOT_REVERT:
+        case WEB_ACTION_SNAPSHOT_DELETE: {
+                static const enum vm_snapshot_op ops[] = {
+                        [WEB_ACTION_SNAPSHOT_CREATE] = VM_SNAPSHOT_CREATE,
+                        [WEB_ACTION_SNAPSHOT_REVERT] = VM_SNAPSHOT_REVERT,
+                        [WEB_ACTION_SNAPSHOT_DELETE] = VM_SNAPSHOT_DELETE,
+                };
+                bool running;
+                r = vm_snapshot(job->ctx, name, ops[job->action], job->text, &running, &err);
+                if (r >= 0)
+                        snprintf(msg, sizeof(msg), "Snapshot %s of VM %s: %s (%s).", job->text, name,
+                                 job->action == WEB_ACTION_SNAPSHOT_CREATE   ? "created"
+                                 : job->action == WEB_ACTION_SNAPSHOT_REVERT ? "reverted to"
+                                                                             : "deleted",
+                                 running ? "full machine state, VM running" : "disk only, VM stopped");
+                break;
+        }
+        case WEB_ACTION_SNAPSHOT_LIST:
+        case WEB_ACTION_DELETE_PLAN:
+                r = job->action == WEB_ACTION_SNAPSHOT_LIST ? snapshot_list(job, &err) : delete_plan(job, &err);
+                if (r >= 0)
+                        return;
+                break;
+        case WEB_ACTION_CDROM_INSERT:
+        case WEB_ACTION_CDROM_EJECT: {
+                /* What 'vm cdrom' would hand QEMU, but a regular file
+                 * only: no device node (a disk of the host) through the
+                 * page. stat() follows symlinks, as the insert's
+                 * realpath() does. */
+                struct stat sb;
+                if (job->action == WEB_ACTION_CDROM_INSERT && stat(job->text, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+                        r = vh_error_set(&err, -EINVAL, "ISO image %s is not a regular file", job->text);
+                        break;
+                }
+                r = vm_cdrom_change(job->ctx, name, job->action == WEB_ACTION_CDROM_INSERT ? job->text : NULL, &err);
+                if (r >= 0)
+                        snprintf(msg, sizeof(msg), job->action == WEB_ACTION_CDROM_INSERT ? "Inserted the CD into %s."
+                                                                                        : "Ejected the CD of %s.",
+                                 name);
+                break;
+        }
+        case WEB_ACTION_CREATE:
+                r = create_vm(job, msg, sizeof(msg), &err);
                 break;
         default:
                 r = -EINVAL;

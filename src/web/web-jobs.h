@@ -39,7 +39,23 @@ enum web_console_kind { WEB_CONSOLE_VNC, WEB_CONSOLE_SERIAL };
 #define WEB_TYPE_MAX 512
 #define WEB_SCREENSHOT_MAX (64u << 20)
 
-enum web_action { WEB_ACTION_START, WEB_ACTION_STOP, WEB_ACTION_KILL, WEB_ACTION_RESTART, WEB_ACTION_DELETE };
+enum web_action {
+        WEB_ACTION_START, WEB_ACTION_STOP, WEB_ACTION_KILL, WEB_ACTION_RESTART, WEB_ACTION_DELETE,
+        /* Not in the paths of web_action_from_string(): their own routes. */
+        WEB_ACTION_SNAPSHOT_CREATE,   /* 'text': the snapshot's name, as 'vm snapshot create' */
+        WEB_ACTION_SNAPSHOT_REVERT,
+        WEB_ACTION_SNAPSHOT_DELETE,
+        WEB_ACTION_SNAPSHOT_LIST,     /* result: {"name", "snapshots": [{id, tag, date, vm-state-size}], "text"} */
+        WEB_ACTION_CDROM_INSERT,      /* 'text': an absolute path, as 'vm cdrom NAME insert' */
+        WEB_ACTION_CDROM_EJECT,
+        WEB_ACTION_CREATE,            /* 'text': the base image; memory, cpus, net: as 'vm create' */
+        WEB_ACTION_DELETE_PLAN,       /* result: {"name", "removed": [...], "kept": [...]} (vm_delete_plan()) */
+};
+
+/* Limits of a create's fields (the library checks their values). */
+#define WEB_CREATE_FIELD_MAX 64
+/* As vm_snapshot() takes them. */
+#define WEB_SNAPSHOT_NAME_MAX 128
 
 /* Stop waits this long for the guest to power off, as 'vm stop' does. */
 #define WEB_STOP_TIMEOUT_MS (30 * 1000)
@@ -53,8 +69,12 @@ struct web_job {
         enum web_action action;
         char name[VH_NAME_MAX + 1];
         uint64_t conn_id;               /* who asked (it may have gone when the job ends) */
-        /* WEB_JOB_MONITOR, WEB_JOB_TYPE: */
+        /* WEB_JOB_MONITOR, WEB_JOB_TYPE, actions with an argument: */
         char *text;                     /* owned */
+        /* WEB_ACTION_CREATE ("" when not given: the defaults of 'vm create'): */
+        char memory[WEB_CREATE_FIELD_MAX + 1];
+        char cpus[WEB_CREATE_FIELD_MAX + 1];
+        char net[WEB_CREATE_FIELD_MAX + 1];
         /* WEB_JOB_KEYS: */
         char keys[WEB_MAX_KEYS][WEB_KEY_NAME_MAX + 1];
         size_t n_keys;

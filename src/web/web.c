@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,16 +468,184 @@ static int console_kind_from_string(const char *s, enum web_console_kind *ret) {
         return 0;
 }
 
+/* What the page sends is a flat object of a few short members (a path
+ * at most, a list of 8 key names): more is refused before it is built. */
+static const struct json_limits body_limits = {
+        .max_depth = 2,
+        .max_bytes = 2 * PATH_MAX,
+        .max_string = PATH_MAX,
+        .max_elements = 16,
+        .max_values = 64,
+};
+
 /* The body as a JSON object, or an answer saying why not. */
 static struct json_value *body_object(struct web_conn *c, const char *body) {
         struct json_value *v = NULL;
         struct vh_error err = {};
-        if (json_parse(body, strlen(body), NULL, &v, &err) < 0 || v->type != JSON_OBJECT) {
+        int r = json_parse(body, strlen(body), &body_limits, &v, &err);
+        if (r < 0 || v->type != JSON_OBJECT) {
                 json_value_free(v);
-                respond_error(c, 400, "The request body must be a JSON object.");
+                _cleanup_free_ char *m = strdup_printf("The request body must be a JSON object%s%s.",
+                                                       r < 0 ? ": " : "", r < 0 ? vh_error_message(&err, r) : "");
+                respond_error(c, 400, m ? m : "The request body must be a JSON object.");
                 return NULL;
         }
         return v;
+}
+
+/* Starts action 'action' on VM 'name' with argument 'text' (copied; may
+ * be NULL), answered when it is done. */
+static void start_action(struct web_app *app, struct web_conn *c, const char *name, enum web_action action,
+                         const char *text) {
+        struct web_job *job = job_new(WEB_JOB_ACTION, name);
+        if (job && text && !(job->text = strdup(text)))
+                job = web_job_free(job);
+        if (!job) {
+                respond_error(c, 500, "Out of memory.");
+                return;
+        }
+        job->action = action;
+        start_conn_job(app, c, job);
+}
+
+/* A string member of at most 'max' bytes: 1 when given, 0 when absent or
+ * null, -EINVAL (answered) when it is something else. */
+static int body_string(struct web_conn *c, const struct json_value *v, const char *key, size_t max,
+                       const char **ret) {
+        const struct json_value *m = json_object_get(v, key);
+        if (!m || m->type == JSON_NULL)
+                return 0;
+        if (m->type != JSON_STRING || m->string.len == 0 || m->string.len > max) {
+                _cleanup_free_ char *e = strdup_printf("\"%s\" must be a string of 1 to %zu bytes.", key, max);
+                respond_error(c, 400, e ? e : "Bad member of the request body.");
+                return -EINVAL;
+        }
+        *ret = m->string.s;
+        return 1;
+}
+
+/* POST /api/vms {"name", "base", "memory", "cpus", "net"}: 'vm create
+ * NAME --base BASE ...' (web-jobs.c: create_vm()). */
+static void api_create(struct web_app *app, struct web_conn *c, const char *body) {
+        _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+        if (!v)
+                return;
+        const char *name = NULL, *base = NULL, *memory = "", *cpus = "", *net = "";
+        if (body_string(c, v, "name", VH_NAME_MAX, &name) < 0 || body_string(c, v, "base", PATH_MAX - 1, &base) < 0 ||
+            body_string(c, v, "memory", WEB_CREATE_FIELD_MAX, &memory) < 0 ||
+            body_string(c, v, "cpus", WEB_CREATE_FIELD_MAX, &cpus) < 0 ||
+            body_string(c, v, "net", WEB_CREATE_FIELD_MAX, &net) < 0)
+                return;
+        if (!name || !name_is_valid(name)) {
+                _cleanup_free_ char *m = strdup_printf("Invalid VM name '%s': use 1-%d letters, digits, '-' or '_', "
+                                                       "starting with a letter or digit.", name ? name : "", VH_NAME_MAX);
+                respond_error(c, 400, m ? m : "Invalid VM name.");
+                return;
+        }
+        if (!base) {
+                respond_error(c, 400, "Expected {\"name\": ..., \"base\": \"/path/to/base.qcow2\"}: the base image "
+                                      "the new VM's overlay sits on.");
+                return;
+        }
+        if (base[0] != '/') {
+                respond_error(c, 400, "The base image must be an absolute path: the server has no working directory of "
+                                      "yours.");
+                return;
+        }
+        for (const struct json_member *m = v->object.members; m < v->object.members + v->object.n; m++)
+                if (!streq(m->key, "name") && !streq(m->key, "base") && !streq(m->key, "memory") &&
+                    !streq(m->key, "cpus") && !streq(m->key, "net")) {
+                        _cleanup_free_ char *e = strdup_printf("Unknown member \"%s\" (name, base, memory, cpus, "
+                                                               "net).", m->key);
+                        respond_error(c, 400, e ? e : "Unknown member.");
+                        return;
+                }
+        struct web_job *job = job_new(WEB_JOB_ACTION, name);
+        if (job && !(job->text = strdup(base)))
+                job = web_job_free(job);
+        if (!job) {
+                respond_error(c, 500, "Out of memory.");
+                return;
+        }
+        job->action = WEB_ACTION_CREATE;
+        snprintf(job->memory, sizeof(job->memory), "%s", memory);
+        snprintf(job->cpus, sizeof(job->cpus), "%s", cpus);
+        snprintf(job->net, sizeof(job->net), "%s", net);
+        start_conn_job(app, c, job);
+}
+
+/* /api/vms/NAME/SUB: snapshots, the CD and the facts of a delete. True
+ * when answered. 'name' is valid. */
+static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *name,
+                        const char *sub, const char *body) {
+        bool get = streq(req->method, "GET") || streq(req->method, "HEAD");
+        bool post = streq(req->method, "POST");
+        if (streq(sub, "delete-plan") && get) {
+                start_action(app, c, name, WEB_ACTION_DELETE_PLAN, NULL);
+                return true;
+        }
+        if (streq(sub, "snapshots") && get) {
+                start_action(app, c, name, WEB_ACTION_SNAPSHOT_LIST, NULL);
+                return true;
+        }
+        if (streq(sub, "snapshots") && post) {
+                _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+                const char *snap = NULL;
+                if (!v || body_string(c, v, "name", WEB_SNAPSHOT_NAME_MAX, &snap) < 0)
+                        return true;
+                if (!snap) {
+                        respond_error(c, 400, "Expected {\"name\": \"before-upgrade\"}: the snapshot's name.");
+                        return true;
+                }
+                start_action(app, c, name, WEB_ACTION_SNAPSHOT_CREATE, snap);
+                return true;
+        }
+        const char *snap_path = startswith(sub, "snapshots/") ? sub + strlen("snapshots/") : NULL;
+        if (snap_path) {
+                /* SNAP or SNAP/revert; the library checks the name itself. */
+                const char *slash = strchr(snap_path, '/');
+                size_t n = slash ? (size_t) (slash - snap_path) : strlen(snap_path);
+                bool revert = slash && streq(slash, "/revert") && post;
+                bool del = !slash && streq(req->method, "DELETE");
+                if (!revert && !del)
+                        return false;
+                char snap[WEB_SNAPSHOT_NAME_MAX + 1];
+                if (n == 0 || n >= sizeof(snap)) {
+                        respond_error(c, 400, "Invalid snapshot name: 1-128 characters, no spaces or quotes.");
+                        return true;
+                }
+                memcpy(snap, snap_path, n);
+                snap[n] = '\0';
+                start_action(app, c, name, revert ? WEB_ACTION_SNAPSHOT_REVERT : WEB_ACTION_SNAPSHOT_DELETE, snap);
+                return true;
+        }
+        if (streq(sub, "cdrom") && post) {
+                _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
+                if (!v)
+                        return true;
+                const char *iso = NULL;
+                bool eject = false;
+                if (body_string(c, v, "iso", PATH_MAX - 1, &iso) < 0)
+                        return true;
+                (void) json_get_bool(json_object_get(v, "eject"), &eject);
+                if ((iso != NULL) == eject || v->object.n != 1) {
+                        respond_error(c, 400, "Expected {\"iso\": \"/path/to/image.iso\"} or {\"eject\": true}.");
+                        return true;
+                }
+                /* The rule of 'vm cdrom' run by this server's user (the
+                 * ISO is opened read-only and handed to QEMU; nothing of
+                 * it comes back here), with an absolute path, since the
+                 * server has no working directory of the user's; the
+                 * job also wants a regular file (web-jobs.c). */
+                if (iso && iso[0] != '/') {
+                        respond_error(c, 400, "The ISO image must be an absolute path: the server has no working "
+                                              "directory of yours.");
+                        return true;
+                }
+                start_action(app, c, name, iso ? WEB_ACTION_CDROM_INSERT : WEB_ACTION_CDROM_EJECT, iso);
+                return true;
+        }
+        return false;
 }
 
 /* POST /api/vms/NAME/SUB: the consoles' requests. */
@@ -686,6 +855,8 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
         }
         if (streq(path, "/api/events") && streq(req->method, "GET"))
                 return api_events(app, c);
+        if (streq(path, "/api/vms") && streq(req->method, "POST"))
+                return api_create(app, c, body);
         const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
         if (rest) {
                 char name[VH_NAME_MAX + 1];
@@ -732,6 +903,12 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                                 start_conn_job(app, c, job);
                         return;
                 }
+                if (slash && !name_is_valid(name)) {
+                        respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                        return;
+                }
+                if (slash && api_vm_more(app, c, req, name, slash + 1, body))
+                        return;
                 if (slash && streq(req->method, "POST") && !strchr(slash + 1, '/')) {
                         if (!name_is_valid(name)) {
                                 respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");

@@ -122,6 +122,61 @@ try {
     fail('error-shown', 'no error banner');
   }
 
+  // Create from a base image in the page: the row comes by the event stream.
+  await page.fill('#create-name', 'b-page');
+  await page.fill('#create-base', process.env.BASE_IMAGE);
+  await page.fill('#create-memory', '256M');
+  await page.locator('#create-form button[type="submit"]').click();
+  if (await waitState(page, 'b-page', 'stopped', 10000, 'create-from-page')) {
+    const st = JSON.parse(cli('vm', 'status', 'b-page', '--json'));
+    if (st.memory === 256 << 20) pass('create-from-page-as-cli', `memory ${st.memory}`);
+    else fail('create-from-page-as-cli', JSON.stringify(st));
+  }
+
+  // Snapshots of the VM made in the page (stopped: the disk's), in the page's panel.
+  await page.locator(`tr[data-vm="b-page"] button[data-action="manage"]`).click();
+  await page.fill('#snapshot-name', 'web-s1');
+  await page.locator('#snapshot-form button[type="submit"]').click();
+  try {
+    await page.locator('#snapshots tr[data-snapshot="web-s1"]').waitFor({ timeout: 30000 });
+    const cliList = cli('vm', 'snapshot', 'list', 'b-page');
+    if (cliList.includes('web-s1')) pass('snapshot-create-from-page', (await page.textContent('#manage-note')).trim());
+    else fail('snapshot-create-from-page', `CLI lists: ${cliList}`);
+  } catch {
+    fail('snapshot-create-from-page', `no row; note "${await page.textContent('#manage-note')}"`);
+  }
+  let revertText = '';
+  page.once('dialog', (d) => { revertText = d.message(); d.accept(); });
+  await page.locator('#snapshots tr[data-snapshot="web-s1"] button[data-action="revert"]').click();
+  try {
+    await page.waitForFunction(() => document.querySelector('#manage-note').textContent.includes('reverted to'),
+                               null, { timeout: 30000 });
+    if (revertText.includes('web-s1') && revertText.includes('Lost')) pass('snapshot-revert-from-page', revertText.split('\n')[0]);
+    else fail('snapshot-revert-from-page', `dialog "${revertText}"`);
+  } catch {
+    fail('snapshot-revert-from-page', `note "${await page.textContent('#manage-note')}"`);
+  }
+  // The CD of the running VM.
+  await page.locator(`tr[data-vm="${vmA}"] button[data-action="manage"]`).click();
+  const iso = process.env.GUEST_ISO;
+  await page.fill('#cdrom-iso', iso);
+  await page.locator('#cdrom-form button[type="submit"]').click();
+  try {
+    await page.waitForFunction((p) => document.querySelector('#cdrom-now').textContent.includes(p),
+                               process.env.GUEST_ISO_REAL, { timeout: 10000 });
+    pass('cdrom-insert-from-page', (await page.textContent('#cdrom-now')).trim());
+  } catch {
+    fail('cdrom-insert-from-page', `shows "${await page.textContent('#cdrom-now')}"`);
+  }
+  await page.locator('#cdrom-eject').click();
+  try {
+    await page.waitForFunction(() => document.querySelector('#cdrom-now').textContent === 'empty', null,
+                               { timeout: 10000 });
+    pass('cdrom-eject-from-page', (await page.textContent('#manage-note')).trim());
+  } catch {
+    fail('cdrom-eject-from-page', `shows "${await page.textContent('#cdrom-now')}"`);
+  }
+
   // Stop from the page (ACPI: the test guest powers off).
   await page.locator(`tr[data-vm="${vmB}"] button[data-action="stop"]`).click();
   await waitState(page, vmB, 'stopped', 40000, 'stop-from-page');
@@ -135,7 +190,8 @@ try {
   try {
     await page.locator(`tr[data-vm="${vmDoomed}"]`).waitFor({ state: 'detached', timeout: 20000 });
     const names = JSON.parse(cli('vm', 'list', '--json')).map((v) => v.name);
-    if (!names.includes(vmDoomed) && dialogText.includes(vmDoomed) && dialogText.includes('kept'))
+    if (!names.includes(vmDoomed) && dialogText.includes(vmDoomed) && /Deleted:\n  definition: /.test(dialogText) &&
+        dialogText.includes('Kept:'))
       pass('delete-from-page', dialogText.split('\n')[0]);
     else fail('delete-from-page', `list ${names}, dialog "${dialogText}"`);
   } catch {

@@ -292,6 +292,83 @@ wait "$stopper"
 grep -q 'stopped (the guest powered off)' stop.out && pass api-stop-after-lock "$(cat stop.out)" ||
 	fail api-stop-after-lock "$(cat stop.out)"
 
+# --- snapshots, the CD, create from a base, the facts of a delete
+jpost() { curl -s -o post.out -w '%{http_code}' -b jar -X POST -H "X-VMHost-CSRF: $csrf" -H 'Content-Type: application/json' "$@"; }
+field() { python3 -c 'import json,sys; print(json.load(open("post.out")).get(sys.argv[1], ""))' "$1"; }
+expect() { # expect NAME WANT_STATUS GOT_STATUS: pass with the body, or fail
+	[ "$3" = "$2" ] && pass "$1" "$(head -c 200 post.out)" || fail "$1" "status $3, want $2: $(head -c 300 post.out)"
+}
+cp "$GUEST_DIR/disk.qcow2" base.qcow2
+c=$(jpost --data '{"name":"w-base","base":"'"$E2E_TMP"'/base.qcow2","memory":"192M","cpus":"2"}' "$base/api/vms")
+expect api-create-from-base 200 "$c"
+[ "$(vm_json w-base memory)" = $((192 << 20)) ] && [ "$(vm_json w-base cpus)" = 2 ] &&
+	pass api-create-as-cli "$("$VMHOST" vm status w-base --json | head -c 200)" || fail api-create-as-cli
+c=$(jpost --data '{"name":"w-base","base":"'"$E2E_TMP"'/base.qcow2"}' "$base/api/vms")
+cli_err=$("$VMHOST" vm create w-base --base "$E2E_TMP/base.qcow2" 2>&1)
+[ "$c" = 409 ] && grep -qF "$(field error)" <<<"$cli_err" && pass api-create-exists-409 "$(field error)" ||
+	fail api-create-exists-409 "status $c: $(cat post.out) vs CLI $cli_err"
+c=$(jpost --data '{"name":"w-x","base":"'"$E2E_TMP"'/base.qcow2","memory":"lots"}' "$base/api/vms")
+expect api-create-bad-memory-400 400 "$c"
+c=$(jpost --data '{"name":"bad.name","base":"/x"}' "$base/api/vms"); expect api-create-bad-name-400 400 "$c"
+c=$(jpost --data '{"name":"w-x","base":"base.qcow2"}' "$base/api/vms"); expect api-create-relative-400 400 "$c"
+c=$(jpost --data '{"name":"w-x","base":"/nonexistent.qcow2"}' "$base/api/vms"); expect api-create-missing-base 404 "$c"
+c=$(jpost --data '[1,2' "$base/api/vms"); expect api-create-bad-json-400 400 "$c"
+c=$(jpost --data '{"a":{"b":{"c":1}}}' "$base/api/vms"); expect api-body-too-deep-400 400 "$c"
+c=$(curl -s -o post.out -w '%{http_code}' -b jar -X POST --data '{"name":"w-x","base":"/x"}' "$base/api/vms")
+expect api-create-no-csrf-403 403 "$c"
+
+# Snapshots of a stopped VM (the disk's): create, list, revert, delete.
+c=$(jpost --data '{"name":"s1"}' "$base/api/vms/w-base/snapshots"); expect api-snapshot-create 200 "$c"
+c=$(curl -s -o post.out -w '%{http_code}' -b jar "$base/api/vms/w-base/snapshots")
+python3 -c 'import json; d=json.load(open("post.out")); assert [s["tag"] for s in d["snapshots"]] == ["s1"], d' 2>/dev/null &&
+	"$VMHOST" vm snapshot list w-base | grep -q ' s1 ' && pass api-snapshot-list "$(head -c 200 post.out)" ||
+	fail api-snapshot-list "status $c: $(cat post.out)"
+c=$(jpost "$base/api/vms/w-base/snapshots/s1/revert"); expect api-snapshot-revert 200 "$c"
+c=$(jpost "$base/api/vms/w-base/snapshots/nosnap/revert")
+cli_err=$("$VMHOST" vm snapshot revert w-base nosnap 2>&1)
+[ "$c" != 200 ] && grep -qF "$(field error)" <<<"$cli_err" && pass api-snapshot-revert-missing "$c: $(field error)" ||
+	fail api-snapshot-revert-missing "status $c: $(cat post.out) vs CLI $cli_err"
+c=$(jpost --data '{"name":"has space"}' "$base/api/vms/w-base/snapshots"); expect api-snapshot-bad-name-400 400 "$c"
+c=$(jpost --data '{"nom":"x"}' "$base/api/vms/w-base/snapshots"); expect api-snapshot-bad-body-400 400 "$c"
+c=$(jpost --data '{"name":"s2"}' "$base/api/vms/nosuch/snapshots"); expect api-snapshot-missing-vm-404 404 "$c"
+c=$(jpost --data '{"name":"s2"}' "$base/api/vms/bad.name/snapshots"); expect api-snapshot-bad-vm-400 400 "$c"
+c=$(curl -s -o post.out -w '%{http_code}' -b jar -X POST --data '{"name":"s2"}' "$base/api/vms/w-base/snapshots")
+expect api-snapshot-no-csrf-403 403 "$c"
+c=$(curl -s -o post.out -w '%{http_code}' -b jar -X DELETE -H "X-VMHost-CSRF: $csrf" "$base/api/vms/w-base/snapshots/s1")
+expect api-snapshot-delete 200 "$c"
+
+# The CD of a running VM (QEMU up is enough: no --wait).
+"$VMHOST" vm start w-new >/dev/null || fail w-new-restart
+c=$(jpost --data '{"iso":"'"$GUEST_DIR"'/guest.iso"}' "$base/api/vms/w-new/cdrom"); expect api-cdrom-insert 200 "$c"
+[ "$(vm_json w-new cdrom)" = "$(readlink -f "$GUEST_DIR/guest.iso")" ] && pass api-cdrom-in-definition ||
+	fail api-cdrom-in-definition "$(vm_json w-new cdrom)"
+c=$(jpost --data '{"eject":true}' "$base/api/vms/w-new/cdrom"); expect api-cdrom-eject 200 "$c"
+"$VMHOST" vm monitor w-new 'info block cd0-media' | grep -q "not inserted" && pass api-cdrom-ejected ||
+	fail api-cdrom-ejected "$("$VMHOST" vm monitor w-new 'info block cd0-media')"
+c=$(jpost --data '{"iso":"guest.iso"}' "$base/api/vms/w-new/cdrom"); expect api-cdrom-relative-400 400 "$c"
+c=$(jpost --data '{"iso":"/dev/null"}' "$base/api/vms/w-new/cdrom"); expect api-cdrom-device-400 400 "$c"
+c=$(jpost --data '{"iso":"/nonexistent.iso"}' "$base/api/vms/w-new/cdrom")
+cli_err=$("$VMHOST" vm cdrom w-new insert /nonexistent.iso 2>&1)
+# 409, as for any file of an existing VM that is missing (web-jobs.c).
+[ "$c" = 409 ] && grep -qF "$(field error)" <<<"$cli_err" && pass api-cdrom-missing-iso-409 "$(field error)" ||
+	fail api-cdrom-missing-iso-409 "status $c: $(cat post.out) vs CLI $cli_err"
+c=$(jpost --data '{"iso":"/x","eject":true}' "$base/api/vms/w-new/cdrom"); expect api-cdrom-bad-body-400 400 "$c"
+c=$(jpost --data '{"eject":true}' "$base/api/vms/nosuch/cdrom"); expect api-cdrom-missing-vm-404 404 "$c"
+c=$(curl -s -o post.out -w '%{http_code}' -b jar -X POST --data '{"eject":true}' "$base/api/vms/w-new/cdrom")
+expect api-cdrom-no-csrf-403 403 "$c"
+
+# What a delete removes and keeps, from the library.
+c=$(curl -s -o post.out -w '%{http_code}' -b jar "$base/api/vms/w-base/delete-plan")
+python3 - "$E2E_TMP/base.qcow2" <<'EOF2' >cmp.out 2>&1 && pass api-delete-plan "$(cat cmp.out)" || fail api-delete-plan "status $c: $(cat cmp.out)"
+import json, sys
+d = json.load(open("post.out"))
+assert any(r.startswith("definition: ") for r in d["removed"]), d
+assert any(r.startswith("its own disk: ") for r in d["removed"]), d
+assert "base image: " + sys.argv[1] in d["kept"], d
+print("removed %d, kept %s" % (len(d["removed"]), d["kept"]))
+EOF2
+c=$(curl -s -o post.out -w '%{http_code}' -b jar "$base/api/vms/nosuch/delete-plan"); expect api-delete-plan-missing-404 404 "$c"
+
 # --- the page in a real browser
 vm_create b-a
 # Its kernel goes away after the create: its start fails.
@@ -303,6 +380,9 @@ rm kernel.copy
 vm_create b-doomed
 export VM_CREATE_ARGS
 VM_CREATE_ARGS=$(create_args b-b | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')
+export GUEST_ISO=$GUEST_DIR/guest.iso BASE_IMAGE=$E2E_TMP/base.qcow2
+GUEST_ISO_REAL=$(readlink -f "$GUEST_ISO")
+export GUEST_ISO_REAL
 NODE_PATH=$top/tests/browser/node_modules node "$top/tests/browser/dashboard.mjs" "$url" "$VMHOST" b-a b-b b-broken \
 	b-doomed >browser.out 2>&1
 rc=$?
