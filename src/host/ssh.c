@@ -192,7 +192,7 @@ int host_ssh_forward_argv(const struct vh_context *ctx, const struct host_def *d
          * whole migration stream on one core at each end: AES-GCM (AES-NI)
          * costs less CPU per byte there than OpenSSH's default
          * chacha20-poly1305 (measured 430-460 against 250-330 MiB per
-         * CPU-second of the client, docs/bench-migrate-notes.md), so it
+         * CPU-second of the client, docs/benchmarks.md, "Live migration"), so it
          * goes first; the rest of OpenSSH's default set follows, for a
          * server that lacks it. Only the forwards: the control session
          * carries a few lines. */

@@ -82,7 +82,7 @@ extern char **environ;
  * 208 KiB): with more room QEMU's migration thread and ssh take turns less
  * often on a busy machine. Idle 256 MiB guest, 9 runs each on a loaded
  * 2-core machine: QEMU's total-time median 664 ms against 729 ms
- * (docs/bench-migrate-notes.md). Not on direct TCP, where setting it
+ * (docs/benchmarks.md, "Live migration"). Not on direct TCP, where setting it
  * would turn the kernel's own sizing off. */
 #define MIGRATE_FORWARD_SNDBUF (4 << 20)
 #define MIGRATE_NBD_FD_NAME "vmhost-migrate-nbd"
