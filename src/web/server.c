@@ -631,7 +631,10 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
                          * a short refusal, never a wait. */
                         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                                    "Connection: close\r\n\r\n";
-                        (void) !send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        /* (A TLS client would read it as a broken record:
+                         * it just sees the close.) */
+                        if (!srv->tls)
+                                (void) !send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
                         close(fd);
                         continue;
                 }
