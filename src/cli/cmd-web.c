@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "config.h"
 #include "web/server.h"
+#include "web/tls.h"
 #include "web/web.h"
 
 #define WEB_DEFAULT_ADDRESS "127.0.0.1"
@@ -27,7 +28,7 @@
 #define WEB_PORT_TRIES 10
 
 static void usage(FILE *f) {
-        fputs("Usage: vmhost web [--listen ADDRESS:PORT] [--open]\n"
+        fputs("Usage: vmhost web [--listen ADDRESS:PORT] [--tls-cert FILE --tls-key FILE] [--open]\n"
               "\n"
               "Serves the web dashboard: every VM of this host and of the registered hosts\n"
               "('vmhost host list'), with their state, updating by itself, and buttons to start,\n"
@@ -40,11 +41,16 @@ static void usage(FILE *f) {
               "Options:\n"
               "  --listen ADDRESS:PORT  where to listen (default 127.0.0.1:8470, or the next free\n"
               "                         port up to 8479 when it is taken; PORT 0: any free port).\n"
-              "                         An address other than loopback needs TLS (--tls-cert and\n"
-              "                         --tls-key), which this version does not have: refused.\n"
+              "                         An address other than loopback is served over HTTPS only:\n"
+              "                         with --tls-cert/--tls-key, else with a self-signed\n"
+              "                         certificate made on first use (STATE/web/cert.pem, kept\n"
+              "                         and reused) whose SHA-256 fingerprint is printed with the\n"
+              "                         URL: compare it with what the browser shows. Not 0.0.0.0\n"
+              "                         or ::: name the address the clients connect to.\n"
               "  --open                 also open the URL in the desktop's browser (xdg-open)\n"
-              "  --tls-cert FILE        (not yet available) the certificate for a non-loopback address\n"
-              "  --tls-key FILE         (not yet available) its private key\n"
+              "  --tls-cert FILE        serve HTTPS (TLS 1.2 or later) with this certificate chain\n"
+              "                         (PEM), also on loopback\n"
+              "  --tls-key FILE         its private key (PEM, not encrypted; not readable by others)\n"
               "  -h, --help             this help\n"
               "\n"
               "From another machine, reach it through ssh instead:\n"
@@ -52,7 +58,8 @@ static void usage(FILE *f) {
               "\n"
               "Example:\n"
               "  vmhost web\n"
-              "  vmhost web --listen 127.0.0.1:9000 --open\n",
+              "  vmhost web --listen 127.0.0.1:9000 --open\n"
+              "  vmhost web --listen 192.168.1.10:8470\n",
               f);
 }
 
@@ -114,6 +121,44 @@ static bool is_loopback(const char *addr) {
         return startswith(addr, "127.") || streq(addr, "::1");
 }
 
+static bool is_wildcard(const char *addr) {
+        return streq(addr, "0.0.0.0") || streq(addr, "::") || streq(addr, "0");
+}
+
+/* The certificate: the one given, or for an address other than loopback
+ * the self-made one of STATE/web; NULL in *ret for plain HTTP. */
+static int web_tls_setup(const struct vh_context *ctx, const char *addr, const char *cert, const char *key,
+                         struct web_tls **ret) {
+        struct vh_error err = {};
+        int r;
+        *ret = NULL;
+        if (cert) {
+                r = web_tls_new(cert, key, ret, &err);
+                if (r < 0)
+                        return log_error("%s.", vh_error_message(&err, r)), r;
+                return 0;
+        }
+        if (is_loopback(addr))
+                return 0;
+        _cleanup_free_ char *dir = strdup_printf("%s/web", ctx->state_dir);
+        if (!dir)
+                return log_error("Out of memory."), -ENOMEM;
+        char host[256] = "";
+        if (gethostname(host, sizeof(host) - 1) < 0)
+                host[0] = '\0';
+        bool made = false;
+        r = web_tls_self_signed(dir, addr, host[0] ? host : NULL, ret, &made, &err);
+        if (r < 0)
+                return log_error("Cannot set up the self-signed certificate in %s: %s.", dir,
+                                 vh_error_message(&err, r)),
+                       r;
+        if (made)
+                log_info("Made a self-signed certificate for %s%s%s: %s/cert.pem (its key: key.pem, 0600). It is "
+                         "reused next time; give --tls-cert and --tls-key to use your own.",
+                         addr, host[0] ? " and " : "", host, dir);
+        return 0;
+}
+
 int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
         enum { OPT_LISTEN = 0x100, OPT_OPEN, OPT_TLS_CERT, OPT_TLS_KEY };
         static const struct option options[] = {
@@ -145,22 +190,27 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
         if (listen_arg && parse_listen(listen_arg, addr, sizeof(addr), &port) < 0)
                 return log_error("--listen %s: expected ADDRESS:PORT, e.g. 127.0.0.1:8470 or [::1]:8470", listen_arg),
                        2;
-        if (tls_cert || tls_key)
-                return log_error("--tls-cert/--tls-key: TLS is not in this version of vmhost web yet. Listen on "
-                                 "127.0.0.1 and reach it through ssh: ssh -L %ld:127.0.0.1:%ld HOST",
-                                 port, port),
+        if (!tls_cert != !tls_key)
+                return log_error("--tls-cert and --tls-key go together: give the certificate and its key."), 2;
+        /* The Host check and the certificate name one address: "every
+         * address" is neither (and would hand the page to networks the
+         * user did not think of). */
+        if (is_wildcard(addr))
+                return log_error("--listen %s: name the one address the clients connect to (e.g. this host's LAN "
+                                 "address), not every address: the Host check and the certificate (--tls-cert, "
+                                 "or the self-made one) name it.",
+                                 listen_arg),
                        2;
-        if (!is_loopback(addr))
-                return log_error("--listen %s: an address other than loopback would send the session and the "
-                                 "consoles unencrypted; it needs --tls-cert FILE and --tls-key FILE, which this "
-                                 "version does not have yet. Listen on 127.0.0.1 and use ssh -L %ld:127.0.0.1:%ld "
-                                 "HOST from the other machine.",
-                                 listen_arg, port ? port : WEB_DEFAULT_PORT, port ? port : WEB_DEFAULT_PORT),
-                       2;
+        struct web_tls *tls = NULL;
+        if (web_tls_setup(ctx, addr, tls_cert, tls_key, &tls) < 0)
+                return 1;
+        char fingerprint[WEB_TLS_FINGERPRINT_MAX] = "";
+        if (tls)
+                web_tls_fingerprint(tls, fingerprint);
 
         _cleanup_free_ char *dir = web_dir();
         if (!dir || access(dir, R_OK | X_OK) < 0)
-                return log_error("The page's files (%s) are missing: is vmhost installed completely?",
+                return web_tls_free(tls), log_error("The page's files (%s) are missing: is vmhost installed completely?",
                                  dir ? dir : "web/"),
                        1;
 
@@ -178,7 +228,7 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                         log_info("Port %ld is in use; trying %ld.", port + t, port + t + 1);
         }
         if (r < 0)
-                return log_error("%s%s", vh_error_message(&err, r),
+                return web_tls_free(tls), log_error("%s%s", vh_error_message(&err, r),
                                  r == -EADDRINUSE ? ". Choose another with --listen 127.0.0.1:PORT." : "."),
                        1;
 
@@ -194,6 +244,7 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
         _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         if (sfd < 0) {
                 close(fd);
+                web_tls_free(tls);
                 return log_error_errno(-errno, "signalfd: %m"), 1;
         }
         char host_port[96];
@@ -204,14 +255,20 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                 .port = bound,
                 .static_dir = dir,
                 .stop_fd = sfd,
+                .tls = tls,
         };
         struct web_app *app = NULL;
         r = web_app_new(ctx, &opts, &app, &err);
         if (r < 0)
                 return log_error("Cannot start the web server: %s", vh_error_message(&err, r)), 1;
 
-        _cleanup_free_ char *url = strdup_printf("http://%s/?token=%s", host_port, web_app_token(app));
+        _cleanup_free_ char *url = strdup_printf("%s://%s/?token=%s", tls ? "https" : "http", host_port,
+                                                 web_app_token(app));
         printf("%s\n", url ? url : "(out of memory)");
+        /* With the URL: the only way to know, on the first visit to a
+         * self-signed server, that the certificate is this one. */
+        if (tls)
+                printf("TLS certificate SHA-256 fingerprint: %s\n", fingerprint);
         fflush(stdout);
         fprintf(stderr, "Serving the vmhost dashboard on %s (files from %s). Stop with Ctrl-C; VMs keep running.\n",
                 host_port, dir);

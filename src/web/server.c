@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "base/macro.h"
 #include "web/server.h"
+#include "web/tls.h"
 
 /* Room for one whole request; more waits until the previous is answered. */
 #define WEB_IN_MAX (HTTP_MAX_HEAD + HTTP_MAX_BODY)
@@ -52,6 +53,13 @@ struct web_conn {
         void *raw_userdata;
         bool raw_paused;          /* reads nothing from the client */
         bool raw_kick;            /* resumed with input waiting: hand it over next turn */
+        struct ssl_st *ssl;       /* TLS (web_server_set_tls()), NULL: plain */
+        bool tls_ready;           /* its handshake is done */
+        /* What the last TLS read or write waits for (a read may need to
+         * write, during a handshake or a key update, and the other way
+         * round); 0: what a plain socket would. Kept apart so that a
+         * connection that reads nothing polls for nothing to read. */
+        short tls_read_want, tls_write_want;
 };
 
 struct watch {
@@ -73,6 +81,7 @@ struct web_server {
         struct watch watches[WEB_MAX_WATCHES];
         size_t n_watches;
         bool stop;
+        struct web_tls *tls;      /* NULL: plain HTTP */
 };
 
 static int buf_reserve(struct web_buf *b, size_t more) {
@@ -164,9 +173,19 @@ int web_server_new(int listen_fd, const struct web_server_ops *ops, void *userda
         return 0;
 }
 
+void web_server_set_tls(struct web_server *srv, struct web_tls *tls) {
+        web_tls_free(srv->tls);
+        srv->tls = tls;
+}
+
+bool web_conn_is_tls(const struct web_conn *c) {
+        return c->ssl;
+}
+
 static void conn_free(struct web_conn *c) {
         if (c->state == CONN_RAW && c->raw_ops->closed)
                 c->raw_ops->closed(c->raw_userdata, c);
+        web_tls_conn_free(c->ssl);
         safe_close(c->fd);
         free(c->in.data);
         free(c->out.data);
@@ -189,6 +208,7 @@ struct web_server *web_server_free(struct web_server *srv) {
         while (srv->n_conns)
                 conn_close(srv, 0);
         safe_close(srv->listen_fd);
+        web_tls_free(srv->tls);
         free(srv);
         return NULL;
 }
@@ -239,13 +259,28 @@ uint64_t web_conn_id(const struct web_conn *c) {
         return c->id;
 }
 
-/* The one place bytes leave: TLS (next round) wraps these two. */
+/* The one place bytes leave and come in: plain, or through TLS once its
+ * handshake is done (conn_handshake()). Both return at once; EAGAIN says
+ * to wait for what tls_read_want/tls_write_want name. */
 static ssize_t conn_send(struct web_conn *c, const void *data, size_t len) {
-        return send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (!c->ssl)
+                return send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        c->tls_write_want = 0;
+        return web_tls_write(c->ssl, data, len, &c->tls_write_want);
 }
 
 static ssize_t conn_recv(struct web_conn *c, void *data, size_t len) {
-        return recv(c->fd, data, len, MSG_DONTWAIT);
+        if (!c->ssl)
+                return recv(c->fd, data, len, MSG_DONTWAIT);
+        c->tls_read_want = 0;
+        return web_tls_read(c->ssl, data, len, &c->tls_read_want);
+}
+
+/* Whether the loop reads the client now. A connection whose request is
+ * with the handler reads nothing more (no unbounded buffering); a stream
+ * reads to see its client leave. */
+static bool conn_wants_read(const struct web_conn *c) {
+        return c->state == CONN_READING || c->state == CONN_STREAM || (c->state == CONN_RAW && !c->raw_paused);
 }
 
 static void conn_idle(struct web_conn *c, uint64_t now) {
@@ -531,6 +566,45 @@ static bool conn_write(struct web_server *srv, struct web_conn *c, uint64_t now)
         return true;
 }
 
+/* A client that sent plain HTTP to the TLS port learns why in plain
+ * HTTP: what it sent (already read in part by OpenSSL) is drained first
+ * so that the close does not reset the connection before it reads. */
+static void refuse_plain_http(int fd) {
+        static const char body[] = "This server speaks HTTPS only: use an https:// address.\n";
+        char resp[256];
+        int n = snprintf(resp, sizeof(resp),
+                         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                         "Connection: close\r\n\r\n%s",
+                         sizeof(body) - 1, body);
+        char drain[4096];
+        for (int k = 0; k < 16 && recv(fd, drain, sizeof(drain), MSG_DONTWAIT) > 0; k++)
+                ;
+        (void) !send(fd, resp, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void) shutdown(fd, SHUT_WR);
+}
+
+/* One step of a TLS handshake; false when the connection is to be closed.
+ * A handshake is bounded by the deadline a new client gets (the request
+ * time) and costs the loop one non-blocking step per event, so a client
+ * that sends half a ClientHello stalls nobody. */
+static bool conn_handshake(struct web_server *srv, struct web_conn *c, uint64_t now) {
+        c->tls_read_want = 0;
+        int r = web_tls_handshake(c->ssl, &c->tls_read_want);
+        if (r == 0)
+                return true;
+        if (r == -EBADMSG)
+                refuse_plain_http(c->fd);
+        if (r < 0)
+                return false;
+        c->tls_ready = true;
+        c->tls_read_want = 0;
+        /* Its first request has the whole request time from now. */
+        c->deadline_ms = now + WEB_REQUEST_TIMEOUT_MS;
+        /* The request may have come with the handshake's last flight. */
+        conn_read(srv, c, now);
+        return true;
+}
+
 /* Makes room for a new client by closing the idle one that waited
  * longest (no request under way); false when there is none. */
 static bool evict_idle(struct web_server *srv) {
@@ -557,7 +631,10 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
                          * a short refusal, never a wait. */
                         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                                    "Connection: close\r\n\r\n";
-                        (void) !send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        /* (A TLS client would read it as a broken record:
+                         * it just sees the close.) */
+                        if (!srv->tls)
+                                (void) !send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
                         close(fd);
                         continue;
                 }
@@ -568,6 +645,11 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
                 }
                 c->srv = srv;
                 c->fd = fd;
+                if (srv->tls && web_tls_conn_new(srv->tls, fd, &c->ssl) < 0) {
+                        close(fd);
+                        free(c);
+                        return;
+                }
                 c->id = srv->next_id++;
                 /* A new client gets the request time for its first
                  * request, not the idle time: it connected to send one. */
@@ -605,6 +687,8 @@ static void expire(struct web_server *srv, uint64_t now) {
 int web_server_run(struct web_server *srv) {
         struct pollfd pfds[1 + WEB_MAX_WATCHES + WEB_MAX_CONNS];
         struct web_conn *polled[WEB_MAX_CONNS];
+        /* TLS input OpenSSL already holds, which poll() cannot report. */
+        bool tls_pending[WEB_MAX_CONNS];
         uint64_t next_tick = 0;
         while (!srv->stop) {
                 uint64_t now = vh_clock_ms();
@@ -641,14 +725,14 @@ int web_server_run(struct web_server *srv) {
                 for (size_t i = 0; i < srv->n_conns; i++) {
                         struct web_conn *c = srv->conns[i];
                         short ev = 0;
-                        /* A connection whose request is with the handler
-                         * reads nothing more (no unbounded buffering);
-                         * a stream reads to see its client leave. */
-                        if (c->state == CONN_READING || c->state == CONN_STREAM ||
-                            (c->state == CONN_RAW && !c->raw_paused))
-                                ev |= POLLIN;
+                        bool reads = conn_wants_read(c);
+                        if (reads)
+                                ev |= c->tls_read_want ? c->tls_read_want : POLLIN;
                         if (buf_pending(&c->out) > 0)
-                                ev |= POLLOUT;
+                                ev |= c->tls_write_want ? c->tls_write_want : POLLOUT;
+                        tls_pending[n - first_conn] = reads && c->ssl && c->tls_ready && web_tls_pending(c->ssl) > 0;
+                        if (tls_pending[n - first_conn])
+                                wake = now;
                         if (c->state != CONN_HANDLING && c->state != CONN_STREAM &&
                             (c->state != CONN_RAW || buf_pending(&c->out) > 0))
                                 wake = MIN(wake, c->deadline_ms);
@@ -684,6 +768,8 @@ int web_server_run(struct web_server *srv) {
                 for (size_t p = first_conn; p < n; p++) {
                         struct web_conn *c = polled[p - first_conn];
                         short re = pfds[p].revents;
+                        if (tls_pending[p - first_conn])
+                                re |= POLLIN;
                         if (!re)
                                 continue;
                         size_t idx = SIZE_MAX;
@@ -692,6 +778,17 @@ int web_server_run(struct web_server *srv) {
                                         idx = i;
                         if (idx == SIZE_MAX)
                                 continue;
+                        if (c->ssl && !c->tls_ready) {
+                                if (!conn_handshake(srv, c, now) ||
+                                    ((buf_pending(&c->out) > 0 || c->state == CONN_WRITING) && !conn_write(srv, c, now)))
+                                        conn_close(srv, idx);
+                                continue;
+                        }
+                        /* A TLS read may wait for POLLOUT (and then any
+                         * event is worth a try: a read that cannot go on
+                         * returns EAGAIN at once). */
+                        if (c->ssl && c->tls_read_want == POLLOUT && conn_wants_read(c))
+                                re |= POLLIN;
                         /* A paused raw connection still learns that its
                                  * client left (poll reports it regardless). */
                         if ((re & (POLLHUP | POLLERR)) || ((re & POLLIN) && !(c->state == CONN_RAW && c->raw_paused)))

@@ -12,7 +12,8 @@
  * arrive within WEB_REQUEST_TIMEOUT_MS of its first byte, a kept-alive
  * connection may idle WEB_IDLE_TIMEOUT_MS, a response must drain within
  * WEB_WRITE_TIMEOUT_MS of its last progress, and a stream's backlog is at
- * most WEB_STREAM_MAX_BACKLOG bytes. */
+ * most WEB_STREAM_MAX_BACKLOG bytes. With TLS (web_server_set_tls()) the
+ * handshake is one more non-blocking step of the same loop. */
 #pragma once
 
 #include <stdbool.h>
@@ -37,6 +38,7 @@
 
 struct web_server;
 struct web_conn;
+struct web_tls;
 
 struct web_server_ops {
         /* One whole request ('body' is 'req->content_length' bytes). The
@@ -59,6 +61,14 @@ int web_listen(const char *address, uint16_t port, int *ret_fd, uint16_t *ret_po
 int web_server_new(int listen_fd, const struct web_server_ops *ops, void *userdata, unsigned tick_ms,
                    struct web_server **ret);
 struct web_server *web_server_free(struct web_server *srv);
+/* Serves HTTPS from now on (web/tls.h): every new client must complete a
+ * TLS handshake, within WEB_REQUEST_TIMEOUT_MS of its connect, before its
+ * first request; one that sends plain HTTP gets a plain 400 and is
+ * closed. Takes ownership of 'tls'. */
+void web_server_set_tls(struct web_server *srv, struct web_tls *tls);
+/* Whether the connection came over TLS (the cookie is then Secure and the
+ * Origin https). */
+bool web_conn_is_tls(const struct web_conn *c);
 /* Closes every connection (a raw one's closed() is called), so that the
  * application can free what they point to before the server. */
 void web_server_close_conns(struct web_server *srv);

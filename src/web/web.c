@@ -28,6 +28,7 @@
 #include "web/web-jobs.h"
 #include "web/web-static.h"
 #include "web/web.h"
+#include "web/tls.h"
 #include "web/websocket.h"
 
 #define TOPIC_VMS 1
@@ -945,7 +946,10 @@ static void handle_request(void *userdata, struct web_conn *c, const struct http
          * cross-origin GETs; when sent it must be ours. */
         const char *origin = http_request_header(req, "Origin");
         if (origin) {
-                const char *o = startswith(origin, "http://") ? origin + strlen("http://") : NULL;
+                /* Under TLS only the https origin is ours: a page served
+                 * over plain HTTP elsewhere cannot claim it. */
+                const char *scheme = web_conn_is_tls(c) ? "https://" : "http://";
+                const char *o = startswith(origin, scheme) ? origin + strlen(scheme) : NULL;
                 if (!o || !host_allowed(app, o)) {
                         respond_error(c, 403, "Cross-origin requests are refused.");
                         return;
@@ -979,8 +983,8 @@ static void handle_request(void *userdata, struct web_conn *c, const struct http
                 char headers[256];
                 snprintf(headers, sizeof(headers),
                          "Location: /\r\nCache-Control: no-store\r\n"
-                         "Set-Cookie: %s=%s; HttpOnly; SameSite=Strict; Path=/\r\n",
-                         app->cookie_name, s->id);
+                         "Set-Cookie: %s=%s; HttpOnly; SameSite=Strict; Path=/%s\r\n",
+                         app->cookie_name, s->id, web_conn_is_tls(c) ? "; Secure" : "");
                 (void) web_conn_respond(c, 303, NULL, headers, NULL, 0, false);
                 return;
         }
@@ -1019,12 +1023,17 @@ int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts
         struct web_app *app = calloc(1, sizeof(*app));
         if (!app) {
                 close(opts->listen_fd);
+                web_tls_free(opts->tls);
                 return -ENOMEM;
         }
         app->ctx = ctx;
         app->static_fd = app->notify[0] = app->notify[1] = app->inotify_fd = -1;
         app->stop_fd = opts->stop_fd;
         int r = web_server_new(opts->listen_fd, &server_ops, app, 250, &app->srv);
+        if (r >= 0)
+                web_server_set_tls(app->srv, opts->tls);
+        else
+                web_tls_free(opts->tls);
         if (r >= 0)
                 r = web_consoles_new(app->srv, &app->consoles);
         if (r < 0) {

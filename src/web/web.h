@@ -36,6 +36,7 @@ struct web_app_options {
         uint16_t port;
         const char *static_dir;      /* absolute: index.html, app.js, app.css */
         int stop_fd;                 /* readable when to stop (a signalfd); not closed */
+        struct web_tls *tls;         /* taken over: serve HTTPS (web/tls.h); NULL: plain HTTP */
 };
 
 struct web_app;
