@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -60,6 +61,8 @@ struct web_conn {
          * round); 0: what a plain socket would. Kept apart so that a
          * connection that reads nothing polls for nothing to read. */
         short tls_read_want, tls_write_want;
+        bool trusted;             /* a request of it carried a valid session (web_conn_set_trusted) */
+        uint64_t accepted_ms;
 };
 
 struct watch {
@@ -605,20 +608,36 @@ static bool conn_handshake(struct web_server *srv, struct web_conn *c, uint64_t 
         return true;
 }
 
-/* Makes room for a new client by closing the idle one that waited
- * longest (no request under way); false when there is none. */
-static bool evict_idle(struct web_server *srv) {
-        size_t best = SIZE_MAX;
+/* Makes room for a new client, when every slot is taken: first by
+ * closing the idle connection that waited longest (no request under way;
+ * a browser opens another), else the oldest unfinished request of a
+ * client that never showed a session. Without the second, anyone who can
+ * connect could hold all slots by sending one byte on each and
+ * reconnecting every WEB_REQUEST_TIMEOUT_MS: the owner would get 503.
+ * Requests being answered, streams and consoles (all of a session) are
+ * never closed for room. False when nothing can go. */
+static bool evict_for_room(struct web_server *srv) {
+        size_t idle = SIZE_MAX, partial = SIZE_MAX;
         for (size_t i = 0; i < srv->n_conns; i++) {
                 struct web_conn *c = srv->conns[i];
-                if (c->state == CONN_READING && buf_pending(&c->in) == 0 &&
-                    (best == SIZE_MAX || c->deadline_ms < srv->conns[best]->deadline_ms))
-                        best = i;
+                if (c->state != CONN_READING)
+                        continue;
+                if (buf_pending(&c->in) == 0 && !c->request_started) {
+                        if (idle == SIZE_MAX || c->deadline_ms < srv->conns[idle]->deadline_ms)
+                                idle = i;
+                } else if (!c->trusted &&
+                           (partial == SIZE_MAX || c->accepted_ms < srv->conns[partial]->accepted_ms))
+                        partial = i;
         }
+        size_t best = idle != SIZE_MAX ? idle : partial;
         if (best == SIZE_MAX)
                 return false;
         conn_close(srv, best);
         return true;
+}
+
+void web_conn_set_trusted(struct web_conn *c) {
+        c->trusted = true;
 }
 
 static void accept_clients(struct web_server *srv, uint64_t now) {
@@ -626,7 +645,7 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
                 int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd < 0)
                         return;
-                if (srv->n_conns >= WEB_MAX_CONNS && !evict_idle(srv)) {
+                if (srv->n_conns >= WEB_MAX_CONNS && !evict_for_room(srv)) {
                         /* Every slot has a request under way or a stream:
                          * a short refusal, never a wait. */
                         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -645,6 +664,13 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
                 }
                 c->srv = srv;
                 c->fd = fd;
+                c->accepted_ms = now;
+                /* Nagle would hold the short tail of a response or a
+                 * console frame until the browser's delayed ACK, up to
+                 * 40 ms (tools/bench/bench-web: the VNC relay at 0.47 of
+                 * websockify's frame rate without this, 0.98 with it). */
+                int one = 1;
+                (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                 if (srv->tls && web_tls_conn_new(srv->tls, fd, &c->ssl) < 0) {
                         close(fd);
                         free(c);

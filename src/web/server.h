@@ -69,6 +69,10 @@ void web_server_set_tls(struct web_server *srv, struct web_tls *tls);
 /* Whether the connection came over TLS (the cookie is then Secure and the
  * Origin https). */
 bool web_conn_is_tls(const struct web_conn *c);
+/* Marks the connection as one of a session (it showed a valid cookie): it
+ * is not closed to make room for new clients while its request is under
+ * way (server.c, evict_for_room). */
+void web_conn_set_trusted(struct web_conn *c);
 /* Closes every connection (a raw one's closed() is called), so that the
  * application can free what they point to before the server. */
 void web_server_close_conns(struct web_server *srv);

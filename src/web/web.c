@@ -993,6 +993,7 @@ static void handle_request(void *userdata, struct web_conn *c, const struct http
                 respond_unauthorized(c, api_path);
                 return;
         }
+        web_conn_set_trusted(c);
         s->last_used_ms = vh_clock_ms();
         bool changes = !streq(req->method, "GET") && !streq(req->method, "HEAD");
         if (changes) {

@@ -283,8 +283,13 @@ fi
 stop_web && pass stops-on-ctrl-c || fail stops-on-ctrl-c
 
 # --- a real non-loopback address without TLS options: the self-made certificate
-# (A veth pair inside it: this kernel may lack the dummy module.)
-ip netns add "$ns" && ip -n "$ns" link set lo up && ip -n "$ns" link add w0 type veth peer name w1 &&
+# (A veth pair inside it: this kernel may lack the dummy module.) No IPv6
+# there: the link-local addresses its links would get change state
+# seconds later (duplicate address detection), and chromium, run in this
+# namespace below, takes that for a network change and fails its loads
+# with ERR_NETWORK_CHANGED (seen once).
+ip netns add "$ns" && ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+	net.ipv6.conf.default.disable_ipv6=1 && ip -n "$ns" link set lo up && ip -n "$ns" link add w0 type veth peer name w1 &&
 	ip -n "$ns" addr add "10.253.$(($$ % 200 + 20)).1/24" dev w0 && ip -n "$ns" link set w0 up &&
 	ip -n "$ns" link set w1 up || fail netns "cannot make a network namespace with a veth pair"
 addr=10.253.$(($$ % 200 + 20)).1
