@@ -499,24 +499,9 @@ static int header_set_version(struct vh_image *img, unsigned version, struct vh_
                 /* byte 104, compression_type: zlib */
                 out = QCOW2_V3_HEADER_LENGTH;
         }
-        uint64_t ext_end = h->backing_file_offset ? MIN(h->backing_file_offset, (uint64_t) cs) : cs;
-        uint64_t in = h->header_length;
-        for (unsigned n = 0; n < QCOW2_MAX_HEADER_EXTENSIONS && in + 8 <= ext_end; n++) {
-                uint32_t type = be32_load(old + in), len = be32_load(old + in + 4);
-                if (type == QCOW2_EXT_END)
-                        break;
-                size_t whole = 8 + ALIGN_UP((size_t) len, (size_t) 8);
-                if (len > ext_end - in - 8)
-                        return vh_error_set(err, -EINVAL, "header extension %#010" PRIx32 " is too long", type);
-                if (type != QCOW2_EXT_FEATURE_TABLE) {
-                        if (out + whole + 8 > cs)
-                                return vh_error_set(err, -ENAMETOOLONG, "the header extensions do not fit");
-                        memcpy(buf + out, old + in, MIN(whole, (size_t) (ext_end - in)));
-                        out += whole;
-                }
-                in += whole;
-        }
-        out += 8; /* end of the extensions: zeros */
+        r = qcow2_header_copy_extensions(old, h, cs, QCOW2_EXT_FEATURE_TABLE, buf, &out, err);
+        if (r < 0)
+                return r;
         if (out + name_len > cs)
                 return vh_error_set(err, -ENAMETOOLONG,
                                     "the backing file name does not fit in the first cluster (%" PRIu32 " bytes)", cs);

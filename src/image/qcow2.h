@@ -291,6 +291,11 @@ void qcow2_compressed_range(const struct qcow2_header *h, uint64_t entry, uint64
 /* Writes the fixed header fields from s->h (everything up to
  * header_length), then fsync. */
 int qcow2_header_update(struct vh_image *img, struct vh_error *err);
+/* Copies the header extensions of the first cluster 'old' (header 'h',
+ * 'cs' bytes) into the zeroed 'buf' at *out, all but those of type 'skip',
+ * then the end marker; *out ends past it (rebase.c). */
+int qcow2_header_copy_extensions(const uint8_t *old, const struct qcow2_header *h, uint32_t cs, uint32_t skip,
+                                 uint8_t *buf, size_t *out, struct vh_error *err);
 /* Rewrites the first cluster with a new backing file name and format (both
  * may be NULL: none), keeping the other header extensions. */
 int qcow2_header_set_backing(struct vh_image *img, const char *backing, const char *backing_format,

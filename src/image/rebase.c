@@ -18,6 +18,33 @@
 #include "image/image-internal.h"
 #include "image/qcow2.h"
 
+/* Copies the header extensions of 'old' (the image's first cluster as
+ * read, header 'h', 'cs' bytes) into 'buf' at *out, in their order, all
+ * but those of type 'skip' (the one the caller writes itself), then the
+ * end marker (zeros: 'buf' is zeroed); *out ends past it. */
+int qcow2_header_copy_extensions(const uint8_t *old, const struct qcow2_header *h, uint32_t cs, uint32_t skip,
+                                 uint8_t *buf, size_t *out, struct vh_error *err) {
+        uint64_t ext_end = h->backing_file_offset ? MIN(h->backing_file_offset, (uint64_t) cs) : cs;
+        uint64_t in = h->header_length;
+        for (unsigned n = 0; n < QCOW2_MAX_HEADER_EXTENSIONS && in + 8 <= ext_end; n++) {
+                uint32_t type = be32_load(old + in), len = be32_load(old + in + 4);
+                if (type == QCOW2_EXT_END)
+                        break;
+                size_t whole = 8 + ALIGN_UP((size_t) len, (size_t) 8);
+                if (len > ext_end - in - 8)
+                        return vh_error_set(err, -EINVAL, "header extension %#010" PRIx32 " is too long", type);
+                if (type != skip) {
+                        if (*out + whole + 8 > cs)
+                                return vh_error_set(err, -ENAMETOOLONG, "the header extensions do not fit");
+                        memcpy(buf + *out, old + in, MIN(whole, (size_t) (ext_end - in)));
+                        *out += whole;
+                }
+                in += whole;
+        }
+        *out += 8;
+        return 0;
+}
+
 /* Bytes compared at a time (a multiple of every cluster size). */
 #define REBASE_CHUNK (UINT64_C(2) << 20)
 
@@ -53,24 +80,9 @@ int qcow2_header_set_backing(struct vh_image *img, const char *backing, const ch
                 memcpy(buf + out + 8, backing_format, fmt_len);
                 out += 8 + ALIGN_UP(fmt_len, (size_t) 8);
         }
-        uint64_t ext_end = h->backing_file_offset ? MIN(h->backing_file_offset, (uint64_t) cs) : cs;
-        uint64_t in = h->header_length;
-        for (unsigned n = 0; n < QCOW2_MAX_HEADER_EXTENSIONS && in + 8 <= ext_end; n++) {
-                uint32_t type = be32_load(old + in), len = be32_load(old + in + 4);
-                if (type == QCOW2_EXT_END)
-                        break;
-                size_t whole = 8 + ALIGN_UP((size_t) len, (size_t) 8);
-                if (len > ext_end - in - 8)
-                        return vh_error_set(err, -EINVAL, "header extension %#010" PRIx32 " is too long", type);
-                if (type != QCOW2_EXT_BACKING_FORMAT) {
-                        if (out + whole + 8 > cs)
-                                return vh_error_set(err, -ENAMETOOLONG, "the header extensions do not fit");
-                        memcpy(buf + out, old + in, MIN(whole, (size_t) (ext_end - in)));
-                        out += whole;
-                }
-                in += whole;
-        }
-        out += 8; /* end of the extensions: zeros */
+        r = qcow2_header_copy_extensions(old, h, cs, QCOW2_EXT_BACKING_FORMAT, buf, &out, err);
+        if (r < 0)
+                return r;
         if (out + name_len > cs)
                 return vh_error_set(err, -ENAMETOOLONG,
                                     "the backing file name does not fit in the first cluster (%" PRIu32 " bytes)", cs);

@@ -173,6 +173,17 @@ static void start_job(struct web_app *app, struct web_job *job) {
         app->n_jobs++;
 }
 
+/* An action or request job: counted against WEB_MAX_ACTIONS while it
+ * runs; a thread that cannot start is the request's 500. */
+static void start_counted_job(struct web_app *app, struct web_conn *c, struct web_job *job) {
+        unsigned before = app->n_jobs;
+        start_job(app, job);
+        if (app->n_jobs == before)
+                respond_error(c, 500, "Cannot start a thread for the request.");
+        else
+                app->n_actions++;
+}
+
 static void start_local_list(struct web_app *app) {
         if (app->local_running)
                 return;
@@ -401,12 +412,7 @@ static void api_action(struct web_app *app, struct web_conn *c, const char name[
         job->action = action;
         snprintf(job->name, sizeof(job->name), "%s", name);
         job->conn_id = web_conn_id(c);
-        unsigned before = app->n_jobs;
-        start_job(app, job);
-        if (app->n_jobs == before)
-                respond_error(c, 500, "Cannot start a thread for the action.");
-        else
-                app->n_actions++;
+        start_counted_job(app, c, job);
 }
 
 static void api_session(struct web_conn *c, const struct session *s) {
@@ -441,12 +447,7 @@ static void start_conn_job(struct web_app *app, struct web_conn *c, struct web_j
                 return;
         }
         job->conn_id = web_conn_id(c);
-        unsigned before = app->n_jobs;
-        start_job(app, job);
-        if (app->n_jobs == before)
-                respond_error(c, 500, "Cannot start a thread for the request.");
-        else
-                app->n_actions++;
+        start_counted_job(app, c, job);
 }
 
 static struct web_job *job_new(enum web_job_kind kind, const char *name) {
@@ -884,12 +885,7 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                         job->action = WEB_ACTION_DELETE;
                         snprintf(job->name, sizeof(job->name), "%s", name);
                         job->conn_id = web_conn_id(c);
-                        unsigned before = app->n_jobs;
-                        start_job(app, job);
-                        if (app->n_jobs == before)
-                                respond_error(c, 500, "Cannot start a thread for the action.");
-                        else
-                                app->n_actions++;
+                        start_counted_job(app, c, job);
                         return;
                 }
                 if (slash && !strchr(slash + 1, '/') && get && streq(slash + 1, "screenshot.png")) {
