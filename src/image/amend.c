@@ -346,21 +346,6 @@ static int expand_zeros(struct vh_image *img, const uint64_t *l1, uint64_t l1_si
         return 0;
 }
 
-static int read_l1(struct vh_image *img, uint64_t offset, uint32_t size, uint64_t **ret, struct vh_error *err) {
-        uint64_t *l1 = calloc(MAX(size, 1u), sizeof(uint64_t));
-        if (!l1)
-                return vh_error_set(err, -ENOMEM, "out of memory");
-        int r = image_pread(img, l1, (size_t) size * 8, offset, err);
-        if (r < 0) {
-                free(l1);
-                return r;
-        }
-        for (uint32_t i = 0; i < size; i++)
-                l1[i] = be64_load((const uint8_t *) &l1[i]);
-        *ret = l1;
-        return 0;
-}
-
 /* The snapshot table, with the L1 tables checked to lie in the file. */
 static int snapshots_read(struct vh_image *img, struct qcow2_snapshot **ret, size_t *ret_n, struct vh_error *err) {
         struct qcow2_state *s = img->priv;
@@ -399,7 +384,7 @@ static int expand_all_zeros(struct vh_image *img, const struct amend_progress *a
         r = expand_zeros(img, s->l1, s->h.l1_size, ap, &done, total, err);
         for (size_t i = 0; i < n && r >= 0; i++) {
                 _cleanup_free_ uint64_t *l1 = NULL;
-                r = read_l1(img, t[i].l1_offset, t[i].l1_size, &l1, err);
+                r = qcow2_l1_read(img, t[i].l1_offset, t[i].l1_size, &l1, err);
                 if (r >= 0)
                         r = expand_zeros(img, l1, t[i].l1_size, ap, &done, total, err);
         }
@@ -459,7 +444,7 @@ static int any_compressed(struct vh_image *img, bool *ret, struct vh_error *err)
                 return r;
         for (size_t i = 0; i < n && r >= 0 && !found; i++) {
                 _cleanup_free_ uint64_t *l1 = NULL;
-                r = read_l1(img, t[i].l1_offset, t[i].l1_size, &l1, err);
+                r = qcow2_l1_read(img, t[i].l1_offset, t[i].l1_size, &l1, err);
                 if (r >= 0)
                         r = has_compressed(img, l1, t[i].l1_size, &found, err);
         }

@@ -291,6 +291,9 @@ void qcow2_compressed_range(const struct qcow2_header *h, uint64_t entry, uint64
 /* Writes the fixed header fields from s->h (everything up to
  * header_length), then fsync. */
 int qcow2_header_update(struct vh_image *img, struct vh_error *err);
+/* Reads an L1 table of 'size' entries at 'offset', in host order, into a
+ * new array (*ret, at least one entry; the caller frees it) (snapshot.c). */
+int qcow2_l1_read(struct vh_image *img, uint64_t offset, uint32_t size, uint64_t **ret, struct vh_error *err);
 /* Copies the header extensions of the first cluster 'old' (header 'h',
  * 'cs' bytes) into the zeroed 'buf' at *out, all but those of type 'skip',
  * then the end marker; *out ends past it (rebase.c). */

@@ -245,7 +245,7 @@ static int l1_references(struct vh_image *img, const uint64_t *l1, uint64_t l1_s
         return 0;
 }
 
-static int l1_read(struct vh_image *img, uint64_t offset, uint32_t size, uint64_t **ret, struct vh_error *err) {
+int qcow2_l1_read(struct vh_image *img, uint64_t offset, uint32_t size, uint64_t **ret, struct vh_error *err) {
         uint64_t *l1 = calloc(MAX(size, 1u), sizeof(uint64_t));
         if (!l1)
                 return vh_error_set(err, -ENOMEM, "out of memory");
@@ -429,7 +429,7 @@ int vh_image_snapshot_apply(struct vh_image *img, const char *name, struct vh_er
                 goto out;
         }
 
-        r = l1_read(img, sn->l1_offset, sn->l1_size, &sn_l1, err);
+        r = qcow2_l1_read(img, sn->l1_offset, sn->l1_size, &sn_l1, err);
         if (r < 0)
                 goto fail;
         uint64_t *new_l1 = calloc(MAX(ALIGN_UP(l1_size * 8, (uint64_t) s->h.cluster_size) / 8, (uint64_t) 1),
@@ -506,7 +506,7 @@ int vh_image_snapshot_delete(struct vh_image *img, const char *name, struct vh_e
 
         uint64_t new_offset;
         /* 1. The new table without it, then the header. */
-        r = l1_read(img, gone.l1_offset, gone.l1_size, &sn_l1, err);
+        r = qcow2_l1_read(img, gone.l1_offset, gone.l1_size, &sn_l1, err);
         if (r >= 0)
                 r = table_write(img, t, n, &new_offset, err);
         if (r >= 0)
@@ -564,7 +564,7 @@ int vh_image_snapshot_load(struct vh_image *img, const char *id, const char *nam
          * lies past the snapshot's L1 table reads as zeros, what lies past
          * the current size is not shown. */
         uint64_t *l1 = NULL;
-        r = l1_read(img, sn->l1_offset, sn->l1_size, &l1, err);
+        r = qcow2_l1_read(img, sn->l1_offset, sn->l1_size, &l1, err);
         if (r < 0)
                 goto out;
         char *loaded = strdup(sn->id);
