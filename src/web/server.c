@@ -62,7 +62,7 @@ struct web_conn {
          * connection that reads nothing polls for nothing to read. */
         short tls_read_want, tls_write_want;
         bool trusted;             /* a request of it carried a valid session (web_conn_set_trusted) */
-        uint64_t accepted_ms;
+        bool answered;            /* a request of it was answered: idle is a kept-alive wait, not a new client's */
 };
 
 struct watch {
@@ -559,6 +559,7 @@ static bool conn_write(struct web_server *srv, struct web_conn *c, uint64_t now)
                 return true;
         if (c->close_after_write)
                 return false;
+        c->answered = true;
         conn_idle(c, now);
         if (buf_pending(&c->in) > 0) {
                 /* A pipelined request already here: its clock runs now. */
@@ -609,11 +610,15 @@ static bool conn_handshake(struct web_server *srv, struct web_conn *c, uint64_t 
 }
 
 /* Makes room for a new client, when every slot is taken: first by
- * closing the idle connection that waited longest (no request under way;
- * a browser opens another), else the oldest unfinished request of a
- * client that never showed a session. Without the second, anyone who can
- * connect could hold all slots by sending one byte on each and
- * reconnecting every WEB_REQUEST_TIMEOUT_MS: the owner would get 503.
+ * closing the kept-alive connection that waited longest (its request was
+ * answered and no other is under way; a browser opens another), else the
+ * oldest of the clients that never showed a session and have no request
+ * answered: an unfinished request, or nothing sent yet. Without the
+ * second, anyone who can connect could hold all slots by sending one byte
+ * on each and reconnecting every WEB_REQUEST_TIMEOUT_MS: the owner would
+ * get 503. A client accepted but not yet read is not idle: counted so, it
+ * was the first to go when the next client came, before its request was
+ * read (t-web: the owner's request closed unanswered under such a flood).
  * Requests being answered, streams and consoles (all of a session) are
  * never closed for room. False when nothing can go. */
 static bool evict_for_room(struct web_server *srv) {
@@ -622,11 +627,11 @@ static bool evict_for_room(struct web_server *srv) {
                 struct web_conn *c = srv->conns[i];
                 if (c->state != CONN_READING)
                         continue;
-                if (buf_pending(&c->in) == 0 && !c->request_started) {
+                if (c->answered && buf_pending(&c->in) == 0 && !c->request_started) {
                         if (idle == SIZE_MAX || c->deadline_ms < srv->conns[idle]->deadline_ms)
                                 idle = i;
                 } else if (!c->trusted &&
-                           (partial == SIZE_MAX || c->accepted_ms < srv->conns[partial]->accepted_ms))
+                           (partial == SIZE_MAX || c->id < srv->conns[partial]->id))
                         partial = i;
         }
         size_t best = idle != SIZE_MAX ? idle : partial;
@@ -664,7 +669,6 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
                 }
                 c->srv = srv;
                 c->fd = fd;
-                c->accepted_ms = now;
                 /* Nagle would hold the short tail of a response or a
                  * console frame until the browser's delayed ACK, up to
                  * 40 ms (tools/bench/bench-web: the VNC relay at 0.47 of

@@ -243,6 +243,42 @@ done
 	fail unauthenticated-flood-does-not-lock-out "$ok of 3 answered 200 (last status $c)"
 stop_pid "$flood"
 
+# The same without timing: every slot held by a one-byte client, then
+# the owner connects and has sent nothing yet when one more one-byte
+# client comes. The owner's connection must not be the one closed for
+# room (it was: accepted but unread, it counted as idle and went first).
+cat >fresh.py <<'EOF'
+import socket, sys, time
+port, jar = int(sys.argv[1]), sys.argv[2]
+cookie = None
+for line in open(jar):
+    f = line.rstrip("\n").split("\t")
+    if len(f) == 7 and f[5].startswith("vmhost_session"):
+        cookie = "%s=%s" % (f[5], f[6])
+def one(data=b"G"):
+    s = socket.create_connection(("127.0.0.1", port))
+    if data:
+        s.sendall(data)
+    return s
+flood = [one() for _ in range(64)]
+time.sleep(0.3)
+owner = one(None)
+time.sleep(0.3)
+flood.append(one())
+time.sleep(0.3)
+owner.sendall(("GET /api/session HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s\r\n"
+               "Connection: close\r\n\r\n" % (port, cookie)).encode())
+owner.settimeout(5)
+try:
+    answer = owner.recv(4096).split(b"\r\n")[0].decode()
+except OSError as e:
+    answer = "no answer: %s" % e
+print(answer or "closed without an answer")
+EOF
+out=$(python3 fresh.py "${hostport#*:}" jar 2>&1)
+[ "$out" = "HTTP/1.1 200 OK" ] && pass new-client-not-evicted-before-read "$out" ||
+	fail new-client-not-evicted-before-read "$out"
+
 # --- the API: the same objects as 'vm list --json'
 curl -s -b jar "$base/api/vms" >api.json
 "$VMHOST" vm list --json >cli.json
