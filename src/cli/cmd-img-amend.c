@@ -249,7 +249,7 @@ int cmd_img_amend(int argc, char **argv) {
                 r = vh_image_flush(img, &err);
         img_cli_progress_end(&cli);
         if (r < 0) {
-                log_error("Cannot amend %s: %s", file, vh_error_message(&err, r));
+                log_error("Cannot amend %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
                 return 1;
         }
         return 0;

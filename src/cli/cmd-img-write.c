@@ -23,7 +23,7 @@ static int close_image(struct vh_image *img, const char *file) {
         struct vh_error err = {};
         int r = vh_image_flush(img, &err);
         if (r < 0)
-                log_error("Cannot flush %s: %s", file, vh_error_message(&err, r));
+                log_error("Cannot flush %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
         vh_image_free(img);
         return r;
 }
@@ -94,7 +94,7 @@ int cmd_img_commit(int argc, char **argv) {
         int r = vh_image_commit(img, &co, &err);
         img_cli_progress_end(&cli);
         if (r < 0) {
-                log_error("Cannot commit %s: %s", file, vh_error_message(&err, r));
+                log_error("Cannot commit %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
                 vh_image_free(img);
                 return 1;
         }
@@ -204,7 +204,7 @@ int cmd_img_rebase(int argc, char **argv) {
                 img_cli_progress_done(&cli);
         img_cli_progress_end(&cli);
         if (r < 0) {
-                log_error("Cannot rebase %s: %s", file, vh_error_message(&err, r));
+                log_error("Cannot rebase %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
                 vh_image_free(img);
                 return 1;
         }
@@ -306,7 +306,7 @@ int cmd_img_resize(int argc, char **argv) {
         struct vh_error err = {};
         int r = vh_image_resize_prealloc(img, size, shrink, prealloc, &err);
         if (r < 0) {
-                log_error("Cannot resize %s: %s", file, vh_error_message(&err, r));
+                log_error("Cannot resize %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
                 vh_image_free(img);
                 return 1;
         }

@@ -522,7 +522,7 @@ static int img_create(const struct vh_context *ctx, int argc, char **argv) {
         int r = vh_image_create(file, &co, &err);
         if (r < 0) {
                 if (!report_holds_data(&err, r))
-                        log_error("Cannot create %s: %s", file, vh_error_message(&err, r));
+                        log_error("Cannot create %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
                 return 1;
         }
         if (other_format)
@@ -600,7 +600,7 @@ static int img_info(int argc, char **argv) {
         int r = vh_image_info_format(img, cli.output, chain, &text, &err);
         vh_image_free(img);
         if (r < 0) {
-                log_error("Cannot describe %s: %s", file, vh_error_message(&err, r));
+                log_error("Cannot describe %s: %s", file, img_cli_without_name(file, vh_error_message(&err, r)));
                 return 1;
         }
         fputs(text, stdout);

@@ -161,10 +161,23 @@ int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_form
         if (r < 0) {
                 if (cli->qemu_img_messages)
                         log_error("Could not open '%s': %s", file, vh_error_message(&err, r));
-                else
-                        log_error("Cannot open %s: %s", file, vh_error_message(&err, r));
+                else {
+                        /* The engine's message names the file already. */
+                        const char *msg = vh_error_message(&err, r);
+                        if (img_cli_without_name(file, msg) != msg)
+                                log_error("%s", msg);
+                        else
+                                log_error("Cannot open %s: %s", file, msg);
+                }
         }
         return r;
+}
+
+const char *img_cli_without_name(const char *file, const char *msg) {
+        size_t n = strlen(file);
+        if (strncmp(msg, file, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+                return msg + n + 2;
+        return msg;
 }
 
 /* convert -l and measure -l: "snapshot.id=ID,snapshot.name=NAME" (either or both), or

@@ -105,6 +105,9 @@ int img_cli_check_args(const struct img_cli *cli, int n, int min, int max, const
  * words and returns it. */
 int img_cli_open(const struct img_cli *cli, const char *file, enum vh_image_format format, unsigned flags,
                  struct vh_image **ret);
+/* 'msg' past its leading "FILE: ", for a message that names the file in
+ * its own words ("Cannot resize FILE: ..."); 'msg' itself without one. */
+const char *img_cli_without_name(const char *file, const char *msg);
 
 /* -l SNAPSHOT (convert, measure): makes 'img' show the internal snapshot
  * named by 'spec' ("snapshot.id=ID", "snapshot.name=NAME", both, or a
