@@ -1,5 +1,4 @@
 /* vm/vm-ops.c: create and set: checks, allocation, overlay, rollback. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,23 +301,15 @@ int vm_delete_plan(const struct vh_context *ctx, const char *name, struct vm_del
                 return r;
         struct vm_delete_plan plan = {};
         strv_addf(&plan.removed, "definition: %s", p.conf);
-        /* The same walk as vm_delete(): everything in the state directory. */
-        DIR *d = opendir(p.state_dir);
-        if (d) {
-                struct dirent *de;
-                unsigned n = 0;
-                while ((de = readdir(d)) && n++ < 4096) {
-                        if (streq(de->d_name, ".") || streq(de->d_name, "..") || streq(de->d_name, "vm.conf"))
-                                continue;
-                        _cleanup_free_ char *f = strdup_printf("%s/%s", p.state_dir, de->d_name);
-                        if (!f)
-                                continue;
-                        bool disk = def->disk && streq(def->disk, f);
-                        strv_addf(&plan.removed, "%s: %s",
-                                  disk ? "its own disk" : endswith(f, ".log") ? "log" : "file", f);
-                }
-                closedir(d);
+        _cleanup_(strv_done) struct strv files = {};
+        vm_state_files(&p, &files);
+        for (size_t i = 0; i < files.n; i++) {
+                const char *f = files.v[i];
+                bool disk = def->disk && streq(def->disk, f);
+                strv_addf(&plan.removed, "%s: %s", disk ? "its own disk" : endswith(f, ".log") ? "log" : "file", f);
         }
+        if (files.error)
+                plan.removed.error = files.error;
         if (def->disk && !path_in_dir(def->disk, p.state_dir))
                 strv_addf(&plan.kept, "disk (not made by vmhost for this VM): %s", def->disk);
         if (def->base)

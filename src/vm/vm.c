@@ -1546,6 +1546,17 @@ int vm_console(const struct vh_context *ctx, const char *name, int in_fd, int ou
         return r;
 }
 
+void vm_state_files(const struct vm_paths *p, struct strv *ret) {
+        DIR *d = opendir(p->state_dir);
+        if (!d)
+                return;
+        struct dirent *de;
+        while ((de = readdir(d)) && ret->n < VM_STATE_FILES_MAX)
+                if (!streq(de->d_name, ".") && !streq(de->d_name, "..") && !streq(de->d_name, "vm.conf"))
+                        strv_addf(ret, "%s/%s", p->state_dir, de->d_name);
+        closedir(d);
+}
+
 int vm_delete(const struct vh_context *ctx, const char *name, struct vh_error *err) {
         _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
         int r = vm_lock_take(ctx, name, "deleted", VM_LOCK_TIMEOUT_MS, &lock, err);
@@ -1579,20 +1590,13 @@ int vm_delete(const struct vh_context *ctx, const char *name, struct vh_error *e
         /* Only files vmhost made for this VM live in its state directory;
          * a disk elsewhere (a shared base, a user's image) stays. The
          * definition goes last, so an interrupted delete can be repeated. */
-        DIR *d = opendir(p.state_dir);
-        if (d) {
-                struct dirent *de;
-                while ((de = readdir(d)))
-                        if (!streq(de->d_name, ".") && !streq(de->d_name, "..") && !streq(de->d_name, "vm.conf")) {
-                                _cleanup_free_ char *f = strdup_printf("%s/%s", p.state_dir, de->d_name);
-                                if (f && unlink(f) < 0 && errno != ENOENT) {
-                                        r = negative_errno();
-                                        closedir(d);
-                                        return vh_error_set(err, r, "Cannot remove %s: %s", f, strerror(-r));
-                                }
-                        }
-                closedir(d);
-        }
+        _cleanup_(strv_done) struct strv files = {};
+        vm_state_files(&p, &files);
+        if (files.error)
+                return vh_error_set(err, files.error, "Cannot list %s: %s", p.state_dir, strerror(-files.error));
+        for (size_t i = 0; i < files.n; i++)
+                if (unlink(files.v[i]) < 0 && errno != ENOENT)
+                        return vh_error_set(err, negative_errno(), "Cannot remove %s: %m", files.v[i]);
         if (unlink(p.conf) < 0 && errno != ENOENT)
                 return vh_error_set(err, negative_errno(), "Cannot remove %s: %m", p.conf);
         rmdir(p.state_dir);

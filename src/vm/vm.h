@@ -3,6 +3,8 @@
  * file, state) in RUN/vms/NAME/ (mode 0700). */
 #pragma once
 
+#include "base/strv.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +34,13 @@ struct vm_paths {
 
 int vm_paths_get(const struct vh_context *ctx, const char *name, struct vm_paths *ret, struct vh_error *err);
 void vm_paths_done(struct vm_paths *p);
+
+/* Every file in the VM's state directory but its definition, full paths,
+ * at most VM_STATE_FILES_MAX: what 'vm delete' removes besides vm.conf
+ * (vm_delete() removes them, vm_delete_plan() names them). Sticky -ENOMEM
+ * in ret->error; a missing directory gives none. */
+#define VM_STATE_FILES_MAX 4096
+void vm_state_files(const struct vm_paths *p, struct strv *ret);
 
 int vm_load(const struct vh_context *ctx, const char *name, struct vm_def **ret, struct vh_error *err);
 /* Writes the definition atomically. */
