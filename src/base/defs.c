@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/defs.h"
+#include "base/fileio.h"
 #include "base/macro.h"
 #include "base/strutil.h"
 
@@ -259,4 +260,21 @@ void def_free_fields(const struct def_schema *schema, void *obj) {
                         *n = 0;
                 }
         }
+}
+
+int def_file_read(const char *path, size_t max, char **ret, struct vh_error *err) {
+        int r = read_full_file(path, max, ret, NULL);
+        if (r == -ENOENT)
+                return r;
+        if (r == -EFBIG)
+                return vh_error_set(err, r, "%s: larger than %zu bytes", path, max);
+        if (r < 0)
+                return vh_error_set(err, r, "cannot read %s: %s", path, strerror(-r));
+        return 0;
+}
+
+int def_name_check(const char *path, const char *found, const char *name, struct vh_error *err) {
+        if (streq(found, name))
+                return 0;
+        return vh_error_set(err, -EINVAL, "%s: says name = %s, but the file is for '%s'", path, found, name);
 }

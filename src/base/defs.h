@@ -112,3 +112,13 @@ char *def_format(const struct def_schema *schema, const void *obj);
 
 /* Frees what the keys of 'obj' own (not 'obj' itself). */
 void def_free_fields(const struct def_schema *schema, void *obj);
+
+/* The text of the definition file 'path' (at most 'max' bytes): 0.
+ * -ENOENT without a message: the caller says what is missing in its own
+ * words ("no network 'x'"). Every other failure with one naming the file. */
+int def_file_read(const char *path, size_t max, char **ret, struct vh_error *err);
+
+/* The file 'path' for the object 'name' says its name is 'found': -EINVAL
+ * with a message naming both unless they are the same (a copied or renamed
+ * file must not act as another object). */
+int def_name_check(const char *path, const char *found, const char *name, struct vh_error *err);

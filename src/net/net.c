@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/defs.h"
 #include "base/fileio.h"
 #include "base/lockfile.h"
 #include "base/macro.h"
@@ -120,21 +121,18 @@ int net_load(const struct vh_context *ctx, const char *name, struct net_def **re
         if (r < 0)
                 return vh_error_set(err, r, "cannot find the state directory: %s", strerror(-r));
         _cleanup_free_ char *text = NULL;
-        r = read_full_file(path, NET_CONF_MAX_BYTES + 1, &text, NULL);
+        r = def_file_read(path, NET_CONF_MAX_BYTES, &text, err);
         if (r == -ENOENT)
                 return vh_error_set(err, -ENOENT, "no network '%s' (see 'vmhost net list')", name);
-        if (r == -EFBIG)
-                return vh_error_set(err, r, "%s: larger than %d bytes", path, NET_CONF_MAX_BYTES);
         if (r < 0)
-                return vh_error_set(err, r, "cannot read %s: %s", path, strerror(-r));
+                return r;
         struct net_def *def = NULL;
         r = net_def_parse(text, path, &def, err);
         if (r < 0)
                 return r;
-        if (!streq(def->name, name)) {
-                vh_error_set(err, -EINVAL, "%s: says name = %s, but the file is for '%s'", path, def->name, name);
+        if ((r = def_name_check(path, def->name, name, err)) < 0) {
                 net_def_free(def);
-                return -EINVAL;
+                return r;
         }
         *ret = def;
         return 0;

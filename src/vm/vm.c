@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/defs.h"
 #include "base/fileio.h"
 #include "base/lockfile.h"
 #include "base/macro.h"
@@ -137,20 +138,16 @@ int vm_load(const struct vh_context *ctx, const char *name, struct vm_def **ret,
         if (r < 0)
                 return r;
         _cleanup_free_ char *text = NULL;
-        r = read_full_file(p.conf, VM_CONF_MAX_BYTES, &text, NULL);
+        r = def_file_read(p.conf, VM_CONF_MAX_BYTES, &text, err);
         if (r == -ENOENT)
                 return vh_error_set(err, r, "No VM named '%s' (no %s). See 'vmhost vm list'.", name, p.conf);
-        if (r == -EFBIG)
-                return vh_error_set(err, r, "%s: larger than %d bytes", p.conf, VM_CONF_MAX_BYTES);
         if (r < 0)
-                return vh_error_set(err, r, "Cannot read %s: %s", p.conf, strerror(-r));
+                return r;
         struct vm_def *def;
         r = vm_def_parse(text, p.conf, &def, err);
         if (r < 0)
                 return r;
-        if (!streq(def->name, name)) {
-                r = vh_error_set(err, -EINVAL, "%s: name '%s' does not match its directory '%s'", p.conf, def->name,
-                                 name);
+        if ((r = def_name_check(p.conf, def->name, name, err)) < 0) {
                 vm_def_free(def);
                 return r;
         }

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/defs.h"
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/keyfile.h"
@@ -129,6 +130,31 @@ TEST(file_roundtrip_and_limit) {
         free(data);
         struct stat st;
         CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+}
+
+/* The reader the VM, network and host definitions share: a file of
+ * exactly the limit is read, one byte more is refused naming the file, a
+ * missing one is -ENOENT with no message (the caller words it). */
+TEST(def_file_read_limits_and_names) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/def.conf", test_tmpdir());
+        CHECK(write_file_atomic(path, "name = a\n", 9, 0600) == 0);
+        char *text = NULL;
+        struct vh_error err = {};
+        CHECK(def_file_read(path, 9, &text, &err) == 0);
+        CHECK_STREQ(text, "name = a\n");
+        free(text);
+        text = NULL;
+        CHECK(def_file_read(path, 8, &text, &err) == -EFBIG);
+        CHECK(text == NULL);
+        CHECK(strstr(vh_error_message(&err, -EFBIG), "def.conf: larger than 8 bytes") != NULL);
+        struct vh_error none = {};
+        snprintf(path, sizeof(path), "%s/nosuch.conf", test_tmpdir());
+        CHECK(def_file_read(path, 9, &text, &none) == -ENOENT);
+        CHECK(none.msg[0] == 0);
+        CHECK(def_name_check("x.conf", "a", "a", &none) == 0);
+        CHECK(def_name_check("x.conf", "b", "a", &err) == -EINVAL);
+        CHECK_STREQ(vh_error_message(&err, -EINVAL), "x.conf: says name = b, but the file is for 'a'");
 }
 
 #define RUN_MS (60 * 1000) /* generous: these commands take milliseconds */
