@@ -279,6 +279,45 @@ out=$(python3 fresh.py "${hostport#*:}" jar 2>&1)
 [ "$out" = "HTTP/1.1 200 OK" ] && pass new-client-not-evicted-before-read "$out" ||
 	fail new-client-not-evicted-before-read "$out"
 
+# --- sessions end: idle, lifetime, and at most 32 of them
+# A server whose sessions idle out after 2 s and live 5 s at most (the
+# defaults, 12 h and 7 days, are the same code with other numbers).
+for bad in "--session-idle 0" "--session-lifetime 2x" "--session-idle 400d" "--server-name evil.example" \
+	"--listen 127.0.0.1:0 --server-name a:1"; do
+	out=$("$VMHOST" web $bad 2>&1); rc=$?
+	[ $rc -eq 2 ] && pass "refused $bad" "$out" || fail "refused $bad" "exit $rc: $out"
+done
+"$VMHOST" web --listen 127.0.0.1:0 --session-idle 2 --session-lifetime 5 >web2.out 2>web2.err &
+server2=$!
+track_pid "$server2"
+wait_until 10 "printed URL" grep -q '^http://127.0.0.1:[0-9]*/?token=' web2.out || fail web2 "$(cat web2.err)"
+url2=$(head -1 web2.out)
+base2=${url2%%/\?*}
+nosession=$(curl -s "$base2/api/vms")
+login2() { curl -s -o /dev/null -c "$1" "$url2"; }
+login2 idle.jar
+t0=$(e2e_now)
+s1=$(status -b idle.jar "$base2/api/session")
+sleep 2.5
+body=$(curl -s -w ' %{http_code}' -b idle.jar "$base2/api/session")
+[ "$s1" = 200 ] && [ "$body" = "$nosession 401" ] && pass session-idle-expires "200, then after 2.5 s idle: $body" ||
+	fail session-idle-expires "first $s1, then $body (no session: $nosession)"
+[ "$(status -b idle.jar "$base2/api/session")" = 401 ] && pass session-idle-stays-expired || fail session-idle-stays-expired
+login2 life.jar
+t0=$(e2e_now)
+got=""
+for i in 1 2 3 4; do got+="$(status -b life.jar "$base2/api/session") "; sleep 1; done
+sleep 1.5
+body=$(curl -s -w ' %{http_code}' -b life.jar "$base2/api/session")
+[ "$got" = "200 200 200 200 " ] && [ "$body" = "$nosession 401" ] && pass session-lifetime-expires "used each second: $got; at 5.5 s: $body" ||
+	fail session-lifetime-expires "used each second: $got; at 5.5 s: $body"
+for i in $(seq 1 33); do login2 "many$i.jar"; done
+got="$(status -b many1.jar "$base2/api/session") $(status -b many2.jar "$base2/api/session") $(status -b many33.jar "$base2/api/session")"
+[ "$got" = "401 200 200" ] && pass sessions-bounded-oldest-goes "33 sign-ins: the first $got" ||
+	fail sessions-bounded-oldest-goes "first, second, 33rd: $got"
+kill -INT "$server2"
+wait "$server2"
+
 # --- the API: the same objects as 'vm list --json'
 curl -s -b jar "$base/api/vms" >api.json
 "$VMHOST" vm list --json >cli.json
