@@ -63,6 +63,8 @@ struct web_conn {
         short tls_read_want, tls_write_want;
         bool trusted;             /* a request of it carried a valid session (web_conn_set_trusted) */
         bool answered;            /* a request of it was answered: idle is a kept-alive wait, not a new client's */
+        bool held;                /* counted by web_conn_hold() for 'owner' */
+        uint64_t owner;
 };
 
 struct watch {
@@ -287,6 +289,9 @@ static bool conn_wants_read(const struct web_conn *c) {
 }
 
 static void conn_idle(struct web_conn *c, uint64_t now) {
+        /* A request that was to become a stream or console was answered
+         * (refused) instead: it holds nothing. */
+        c->held = false;
         c->state = CONN_READING;
         c->request_started = false;
         c->deadline_ms = now + WEB_IDLE_TIMEOUT_MS;
@@ -643,6 +648,24 @@ static bool evict_for_room(struct web_server *srv) {
 
 void web_conn_set_trusted(struct web_conn *c) {
         c->trusted = true;
+}
+
+int web_conn_hold(struct web_conn *c, uint64_t owner, size_t max_per_owner) {
+        if (c->held)
+                return 0;
+        size_t total = 0, mine = 0;
+        for (size_t i = 0; i < c->srv->n_conns; i++) {
+                const struct web_conn *o = c->srv->conns[i];
+                total += o->held;
+                mine += o->held && o->owner == owner;
+        }
+        if (mine >= max_per_owner)
+                return -EDQUOT;
+        if (total >= WEB_MAX_HELD)
+                return -EBUSY;
+        c->held = true;
+        c->owner = owner;
+        return 0;
 }
 
 static void accept_clients(struct web_server *srv, uint64_t now) {

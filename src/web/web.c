@@ -192,6 +192,25 @@ static struct session *session_new(struct web_app *app) {
         return s;
 }
 
+/* An event stream or a console holds its connection for as long as it is
+ * open and is never closed to make room: counted per session and in all
+ * (web_conn_hold()), so that one session, or a few, cannot take every
+ * slot and lock requests out. False when refused (answered here). */
+static bool session_hold(struct web_conn *c, const struct session *s) {
+        int r = web_conn_hold(c, s->serial, WEB_MAX_HELD_PER_SESSION);
+        if (r >= 0)
+                return true;
+        char m[192];
+        if (r == -EDQUOT)
+                snprintf(m, sizeof(m), "This session has %d event streams and consoles open already: close one "
+                         "(another tab, or a console) first.", WEB_MAX_HELD_PER_SESSION);
+        else
+                snprintf(m, sizeof(m), "The server has %d event streams and consoles open already: close one first.",
+                         WEB_MAX_HELD);
+        respond_error(c, r == -EDQUOT ? 429 : 503, m);
+        return false;
+}
+
 /* ---- the VM list ---- */
 
 static void start_job(struct web_app *app, struct web_job *job) {
@@ -1056,6 +1075,9 @@ static void handle_request(void *userdata, struct web_conn *c, const struct http
                         return;
                 }
         }
+        if ((req->upgrade_websocket || (streq(path, "/api/events") && streq(req->method, "GET"))) &&
+            !session_hold(c, s))
+                return;
         if (req->upgrade_websocket)
                 return upgrade(app, c, req, path, s);
         if (api_path)
