@@ -32,6 +32,13 @@
 #define WEB_IDLE_TIMEOUT_MS (30 * 1000)
 #define WEB_WRITE_TIMEOUT_MS (30 * 1000)
 #define WEB_STREAM_MAX_BACKLOG (1u << 20)
+/* A connection the server ends (a refusal, Connection: close) first sends
+ * its answer, then shuts its sending side and reads and drops what the
+ * client still sends, until the client closes, for this long and this
+ * many bytes at most: closing a socket with unread input sends a reset,
+ * which can destroy the answer before the client reads it. */
+#define WEB_DRAIN_MS 2000
+#define WEB_DRAIN_MAX (256u * 1024)
 /* The application's own fds: a few of its own, and one backend (a VM's
  * VNC or serial socket) per connection at most. */
 #define WEB_MAX_WATCHES (8 + WEB_MAX_CONNS)
