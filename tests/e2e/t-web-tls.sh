@@ -17,7 +17,9 @@
 # namespace) without TLS options: a self-made certificate in
 # STATE/web (dir 0700, key 0600) naming that address, which curl trusts
 # by --cacert and by its public key pin; a restart reuses it (same
-# fingerprint). Last, headless chromium trusts it by its SPKI hash and
+# fingerprint), and with --server-name Host and Origin may name those
+# names (without case, with the port, https only) and still no other.
+# Last, headless chromium trusts it by its SPKI hash and
 # opens the serial console over wss.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

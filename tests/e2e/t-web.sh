@@ -7,7 +7,12 @@
 # second is dropped after the request deadline while a second client is
 # served at once; more idle clients than the cap, or clients without a
 # session holding one byte each, do not lock others out;
-# pipelined requests are answered in order. Then the API: /api/vms has
+# pipelined requests are answered in order; a refusal is read, not reset
+# (a 100 KB header, 20 times); Host and Origin may say localhost (also on
+# [::1]) but no other name or port; event streams are bounded (16 a
+# session, 40 in all) and requests still get in; sessions end when idle
+# and at their lifetime (a server with 2 s and 5 s), and the 33rd sign-in
+# drops the oldest. Then the API: /api/vms has
 # 'vm list --json's objects and the hosts of 'vm list --all-hosts --json'
 # (a registered host that does not answer is down there), the event stream
 # shows a VM the CLI creates within a second, actions return the CLI's
