@@ -27,7 +27,7 @@
 /* Connections that stay open (event streams, consoles: web_conn_hold())
  * may take at most this many slots, so that the rest are left for
  * requests: a stream or console is never closed to make room. */
-#define WEB_MAX_HELD 40
+#define WEB_MAX_HELD 48
 #define WEB_REQUEST_TIMEOUT_MS (10 * 1000)
 #define WEB_IDLE_TIMEOUT_MS (30 * 1000)
 #define WEB_WRITE_TIMEOUT_MS (30 * 1000)

@@ -23,8 +23,9 @@
 #define WEB_SECRET_HEX 64
 #define WEB_MAX_SESSIONS 32
 /* Event streams and consoles one session may hold open at once (of
- * WEB_MAX_HELD in all): a few tabs, each with its stream and consoles. */
-#define WEB_MAX_HELD_PER_SESSION 16
+ * WEB_MAX_HELD in all): a few tabs, each with its stream and consoles,
+ * or tools/bench/bench-web's 20 viewers of one serial console. */
+#define WEB_MAX_HELD_PER_SESSION 24
 /* Names given with --server-name, at most. */
 #define WEB_MAX_SERVER_NAMES 8
 /* A session ends after this long without a request, and this long after
