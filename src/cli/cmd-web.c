@@ -28,7 +28,8 @@
 #define WEB_PORT_TRIES 10
 
 static void usage(FILE *f) {
-        fputs("Usage: vmhost web [--listen ADDRESS:PORT] [--tls-cert FILE --tls-key FILE] [--open]\n"
+        fputs("Usage: vmhost web [--listen ADDRESS:PORT] [--server-name NAME]... [--tls-cert FILE --tls-key FILE]\n"
+              "                  [--session-idle TIME] [--session-lifetime TIME] [--open]\n"
               "\n"
               "Serves the web dashboard: every VM of this host and of the registered hosts\n"
               "('vmhost host list'), with their state, updating by itself, and buttons to start,\n"
@@ -47,6 +48,14 @@ static void usage(FILE *f) {
               "                         and reused) whose SHA-256 fingerprint is printed with the\n"
               "                         URL: compare it with what the browser shows. Not 0.0.0.0\n"
               "                         or ::: name the address the clients connect to.\n"
+              "  --server-name NAME     a DNS name the clients use for a non-loopback --listen\n"
+              "                         address (repeatable): requests must name this server in\n"
+              "                         Host (and Origin), else 403; the address itself is\n"
+              "                         always accepted, and localhost on loopback\n"
+              "  --session-idle TIME    a session ends after this long without a request\n"
+              "                         (default 12h; TIME: N, Ns, Nm, Nh or Nd)\n"
+              "  --session-lifetime TIME\n"
+              "                         and this long after its sign-in in any case (default 7d)\n"
               "  --open                 also open the URL in the desktop's browser (xdg-open)\n"
               "  --tls-cert FILE        serve HTTPS (TLS 1.2 or later) with this certificate chain\n"
               "                         (PEM), also on loopback\n"
@@ -117,6 +126,42 @@ static int parse_listen(const char *s, char *addr, size_t size, long *ret_port) 
         return parse_int_range(colon + 1, 0, 65535, ret_port);
 }
 
+/* "90", "90s", "15m", "12h", "7d": milliseconds, at least a second and
+ * at most a year. */
+static int parse_duration_ms(const char *s, uint64_t *ret) {
+        static const struct {
+                char suffix;
+                long seconds;
+        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+        char num[16];
+        size_t n = strlen(s);
+        long unit = 1;
+        if (n > 0)
+                for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                        if (s[n - 1] == units[i].suffix) {
+                                unit = units[i].seconds;
+                                n--;
+                                break;
+                        }
+        if (n == 0 || n >= sizeof(num))
+                return -EINVAL;
+        memcpy(num, s, n);
+        num[n] = '\0';
+        long v;
+        int r = parse_int_range(num, 1, 366L * 86400 / unit, &v);
+        if (r < 0)
+                return r;
+        *ret = (uint64_t) v * (uint64_t) unit * 1000;
+        return 0;
+}
+
+/* A DNS name as Host carries it: letters, digits, '-' and '.', no port. */
+static bool server_name_is_valid(const char *s) {
+        size_t n = strlen(s);
+        return n > 0 && n <= 253 && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == n &&
+               s[0] != '.' && s[0] != '-';
+}
+
 static bool is_loopback(const char *addr) {
         return startswith(addr, "127.") || streq(addr, "::1");
 }
@@ -160,16 +205,23 @@ static int web_tls_setup(const struct vh_context *ctx, const char *addr, const c
 }
 
 int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
-        enum { OPT_LISTEN = 0x100, OPT_OPEN, OPT_TLS_CERT, OPT_TLS_KEY };
+        enum { OPT_LISTEN = 0x100, OPT_OPEN, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SERVER_NAME, OPT_SESSION_IDLE,
+               OPT_SESSION_LIFETIME };
         static const struct option options[] = {
                 { "listen", required_argument, NULL, OPT_LISTEN },
                 { "open", no_argument, NULL, OPT_OPEN },
                 { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
                 { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+                { "server-name", required_argument, NULL, OPT_SERVER_NAME },
+                { "session-idle", required_argument, NULL, OPT_SESSION_IDLE },
+                { "session-lifetime", required_argument, NULL, OPT_SESSION_LIFETIME },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         const char *listen_arg = NULL, *tls_cert = NULL, *tls_key = NULL;
+        const char *server_names[WEB_MAX_SERVER_NAMES + 1] = {};
+        size_t n_server_names = 0;
+        uint64_t session_idle_ms = 0, session_lifetime_ms = 0;
         bool open_browser = false;
         int c;
         optind = 1;
@@ -180,6 +232,25 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                 case OPT_OPEN: open_browser = true; break;
                 case OPT_TLS_CERT: tls_cert = optarg; break;
                 case OPT_TLS_KEY: tls_key = optarg; break;
+                case OPT_SERVER_NAME:
+                        if (!server_name_is_valid(optarg))
+                                return log_error("--server-name %s: expected a DNS name (letters, digits, '-' and "
+                                                 "'.'), without a port.",
+                                                 optarg),
+                                       2;
+                        if (n_server_names >= WEB_MAX_SERVER_NAMES)
+                                return log_error("--server-name: at most %d names.", WEB_MAX_SERVER_NAMES), 2;
+                        server_names[n_server_names++] = optarg;
+                        break;
+                case OPT_SESSION_IDLE:
+                case OPT_SESSION_LIFETIME:
+                        if (parse_duration_ms(optarg, c == OPT_SESSION_IDLE ? &session_idle_ms : &session_lifetime_ms) <
+                            0)
+                                return log_error("--%s %s: expected a time from 1s to 366d, e.g. 90s, 30m, 12h or "
+                                                 "7d.",
+                                                 c == OPT_SESSION_IDLE ? "session-idle" : "session-lifetime", optarg),
+                                       2;
+                        break;
                 default: return 2;
                 }
         if (optind < argc)
@@ -200,6 +271,14 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                                  "address), not every address: the Host check and the certificate (--tls-cert, "
                                  "or the self-made one) name it.",
                                  listen_arg),
+                       2;
+        /* On loopback the names are fixed (the address and localhost): a
+         * name of the user's that resolves to 127.0.0.1 is what a DNS
+         * rebinding attack would make too. */
+        if (n_server_names > 0 && is_loopback(addr))
+                return log_error("--server-name %s: only for an address other than loopback (on %s, Host may name "
+                                 "%s or localhost).",
+                                 server_names[0], addr, addr),
                        2;
         struct web_tls *tls = NULL;
         if (web_tls_setup(ctx, addr, tls_cert, tls_key, &tls) < 0)
@@ -256,6 +335,9 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                 .static_dir = dir,
                 .stop_fd = sfd,
                 .tls = tls,
+                .server_names = server_names,
+                .session_idle_ms = session_idle_ms,
+                .session_lifetime_ms = session_lifetime_ms,
         };
         struct web_app *app = NULL;
         r = web_app_new(ctx, &opts, &app, &err);

@@ -37,6 +37,7 @@ enum conn_state {
         CONN_WRITING,   /* a response is being sent */
         CONN_STREAM,    /* a stream head was sent; broadcasts follow until the client leaves */
         CONN_RAW,       /* handed over after an Upgrade: bytes go to raw_ops */
+        CONN_DRAINING,  /* answered and shut for writing: reads and drops input until the client closes */
 };
 
 struct web_conn {
@@ -63,6 +64,10 @@ struct web_conn {
         short tls_read_want, tls_write_want;
         bool trusted;             /* a request of it carried a valid session (web_conn_set_trusted) */
         bool answered;            /* a request of it was answered: idle is a kept-alive wait, not a new client's */
+        bool peer_gone;           /* the client closed or reset (or drained enough): close without draining */
+        size_t drained;           /* CONN_DRAINING: bytes dropped */
+        bool held;                /* counted by web_conn_hold() for 'owner' */
+        uint64_t owner;
 };
 
 struct watch {
@@ -283,10 +288,46 @@ static ssize_t conn_recv(struct web_conn *c, void *data, size_t len) {
  * with the handler reads nothing more (no unbounded buffering); a stream
  * reads to see its client leave. */
 static bool conn_wants_read(const struct web_conn *c) {
-        return c->state == CONN_READING || c->state == CONN_STREAM || (c->state == CONN_RAW && !c->raw_paused);
+        return c->state == CONN_READING || c->state == CONN_STREAM || c->state == CONN_DRAINING ||
+               (c->state == CONN_RAW && !c->raw_paused);
+}
+
+/* After the last byte of a connection the server ends (WEB_DRAIN_MS). */
+static void conn_drain_begin(struct web_conn *c, uint64_t now) {
+        if (c->ssl)
+                web_tls_close_notify(c->ssl);
+        (void) shutdown(c->fd, SHUT_WR);
+        c->state = CONN_DRAINING;
+        c->tls_read_want = c->tls_write_want = 0;
+        c->in.len = c->in.off = 0;
+        c->deadline_ms = now + WEB_DRAIN_MS;
+}
+
+/* Drops what the client sent; done (state WRITING with nothing to write,
+ * which closes it) at its end, an error or WEB_DRAIN_MAX. Under TLS too
+ * the bytes are dropped undecrypted: nothing in them matters any more. */
+static void conn_drain(struct web_conn *c) {
+        char buf[16384];
+        for (;;) {
+                ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return;
+                if (n > 0)
+                        c->drained += (size_t) n;
+                if (n <= 0 || c->drained > WEB_DRAIN_MAX) {
+                        c->peer_gone = true;
+                        c->state = CONN_WRITING;
+                        return;
+                }
+        }
 }
 
 static void conn_idle(struct web_conn *c, uint64_t now) {
+        /* A request that was to become a stream or console was answered
+         * (refused) instead: it holds nothing. */
+        c->held = false;
         c->state = CONN_READING;
         c->request_started = false;
         c->deadline_ms = now + WEB_IDLE_TIMEOUT_MS;
@@ -484,6 +525,10 @@ static void conn_process(struct web_server *srv, struct web_conn *c) {
 }
 
 static void conn_read(struct web_server *srv, struct web_conn *c, uint64_t now) {
+        if (c->state == CONN_DRAINING) {
+                conn_drain(c);
+                return;
+        }
         if (buf_reserve(&c->in, WEB_READ_CHUNK) < 0) {
                 refuse(c, 500);
                 return;
@@ -499,6 +544,7 @@ static void conn_read(struct web_server *srv, struct web_conn *c, uint64_t now) 
                 return;
         if (n <= 0 && c->state == CONN_RAW) {
                 /* Closed at once: the application learns it in closed(). */
+                c->peer_gone = true;
                 c->close_after_write = true;
                 c->out.len = c->out.off = 0;
                 c->state = CONN_WRITING;
@@ -508,6 +554,7 @@ static void conn_read(struct web_server *srv, struct web_conn *c, uint64_t now) 
         }
         if (n <= 0) {
                 /* The client left (or reset). */
+                c->peer_gone = true;
                 c->close_after_write = true;
                 c->out.len = c->out.off = 0;
                 c->state = CONN_WRITING;
@@ -557,8 +604,12 @@ static bool conn_write(struct web_server *srv, struct web_conn *c, uint64_t now)
         }
         if (c->state != CONN_WRITING)
                 return true;
-        if (c->close_after_write)
-                return false;
+        if (c->close_after_write) {
+                if (c->peer_gone)
+                        return false;
+                conn_drain_begin(c, now);
+                return true;
+        }
         c->answered = true;
         conn_idle(c, now);
         if (buf_pending(&c->in) > 0) {
@@ -623,6 +674,12 @@ static bool conn_handshake(struct web_server *srv, struct web_conn *c, uint64_t 
  * never closed for room. False when nothing can go. */
 static bool evict_for_room(struct web_server *srv) {
         size_t idle = SIZE_MAX, partial = SIZE_MAX;
+        /* A connection being drained was answered: the first to go. */
+        for (size_t i = 0; i < srv->n_conns; i++)
+                if (srv->conns[i]->state == CONN_DRAINING) {
+                        conn_close(srv, i);
+                        return true;
+                }
         for (size_t i = 0; i < srv->n_conns; i++) {
                 struct web_conn *c = srv->conns[i];
                 if (c->state != CONN_READING)
@@ -643,6 +700,24 @@ static bool evict_for_room(struct web_server *srv) {
 
 void web_conn_set_trusted(struct web_conn *c) {
         c->trusted = true;
+}
+
+int web_conn_hold(struct web_conn *c, uint64_t owner, size_t max_per_owner) {
+        if (c->held)
+                return 0;
+        size_t total = 0, mine = 0;
+        for (size_t i = 0; i < c->srv->n_conns; i++) {
+                const struct web_conn *o = c->srv->conns[i];
+                total += o->held;
+                mine += o->held && o->owner == owner;
+        }
+        if (mine >= max_per_owner)
+                return -EDQUOT;
+        if (total >= WEB_MAX_HELD)
+                return -EBUSY;
+        c->held = true;
+        c->owner = owner;
+        return 0;
 }
 
 static void accept_clients(struct web_server *srv, uint64_t now) {
@@ -760,7 +835,8 @@ int web_server_run(struct web_server *srv) {
                                 ev |= c->tls_read_want ? c->tls_read_want : POLLIN;
                         if (buf_pending(&c->out) > 0)
                                 ev |= c->tls_write_want ? c->tls_write_want : POLLOUT;
-                        tls_pending[n - first_conn] = reads && c->ssl && c->tls_ready && web_tls_pending(c->ssl) > 0;
+                        tls_pending[n - first_conn] = reads && c->state != CONN_DRAINING && c->ssl && c->tls_ready &&
+                                                      web_tls_pending(c->ssl) > 0;
                         if (tls_pending[n - first_conn])
                                 wake = now;
                         if (c->state != CONN_HANDLING && c->state != CONN_STREAM &&

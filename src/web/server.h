@@ -24,10 +24,21 @@
 #include "web/http.h"
 
 #define WEB_MAX_CONNS 64
+/* Connections that stay open (event streams, consoles: web_conn_hold())
+ * may take at most this many slots, so that the rest are left for
+ * requests: a stream or console is never closed to make room. */
+#define WEB_MAX_HELD 48
 #define WEB_REQUEST_TIMEOUT_MS (10 * 1000)
 #define WEB_IDLE_TIMEOUT_MS (30 * 1000)
 #define WEB_WRITE_TIMEOUT_MS (30 * 1000)
 #define WEB_STREAM_MAX_BACKLOG (1u << 20)
+/* A connection the server ends (a refusal, Connection: close) first sends
+ * its answer, then shuts its sending side and reads and drops what the
+ * client still sends, until the client closes, for this long and this
+ * many bytes at most: closing a socket with unread input sends a reset,
+ * which can destroy the answer before the client reads it. */
+#define WEB_DRAIN_MS 2000
+#define WEB_DRAIN_MAX (256u * 1024)
 /* The application's own fds: a few of its own, and one backend (a VM's
  * VNC or serial socket) per connection at most. */
 #define WEB_MAX_WATCHES (8 + WEB_MAX_CONNS)
@@ -73,6 +84,12 @@ bool web_conn_is_tls(const struct web_conn *c);
  * is not closed to make room for new clients while its request is under
  * way (server.c, evict_for_room). */
 void web_conn_set_trusted(struct web_conn *c);
+/* Counts the connection, from now until its request is answered (a
+ * refusal) or, once it is a stream or raw, until it closes, among those
+ * that stay open for 'owner' (a session): -EDQUOT when 'owner' has
+ * 'max_per_owner' of them already, -EBUSY when WEB_MAX_HELD are held in
+ * all. A connection counted already is not counted twice. */
+int web_conn_hold(struct web_conn *c, uint64_t owner, size_t max_per_owner);
 /* Closes every connection (a raw one's closed() is called), so that the
  * application can free what they point to before the server. */
 void web_server_close_conns(struct web_server *srv);

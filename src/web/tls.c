@@ -316,14 +316,19 @@ int web_tls_conn_new(struct web_tls *t, int fd, struct ssl_st **ret) {
         return 0;
 }
 
+void web_tls_close_notify(struct ssl_st *ssl) {
+        if (!SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+                return;
+        ERR_clear_error();
+        (void) SSL_shutdown(ssl);
+        ERR_clear_error();
+}
+
 void web_tls_conn_free(struct ssl_st *ssl) {
         if (!ssl)
                 return;
         /* A close_notify when the socket takes it at once; no wait. */
-        if (SSL_is_init_finished(ssl)) {
-                ERR_clear_error();
-                (void) SSL_shutdown(ssl);
-        }
+        web_tls_close_notify(ssl);
         SSL_free(ssl);
         ERR_clear_error();
 }

@@ -47,6 +47,9 @@ void web_tls_fingerprint(const struct web_tls *t, char ret[WEB_TLS_FINGERPRINT_M
  * over: the caller closes it after web_tls_conn_free()). */
 int web_tls_conn_new(struct web_tls *t, int fd, struct ssl_st **ret);
 void web_tls_conn_free(struct ssl_st *ssl);
+/* Sends the close_notify alert, once, when the socket takes it at once
+ * (web_tls_conn_free() does too). */
+void web_tls_close_notify(struct ssl_st *ssl);
 
 /* One step of the handshake: 1 done, 0 under way (wait for *ret_want),
  * -EBADMSG when the client spoke plain HTTP, -EPROTO another TLS failure,

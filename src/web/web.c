@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/inotify.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -40,7 +41,8 @@
 struct session {
         char id[WEB_SECRET_HEX + 1];
         char csrf[WEB_SECRET_HEX + 1];
-        uint64_t last_used_ms;
+        uint64_t created_ms, last_used_ms;
+        uint64_t serial;                   /* names it to the server (web_conn_set_owner): ids are secrets */
 };
 
 struct web_app {
@@ -48,13 +50,15 @@ struct web_app {
         struct web_server *srv;
         char token[WEB_SECRET_HEX + 1];
         char cookie_name[32];              /* per port: cookies do not tell ports apart */
-        char *allowed_hosts[3];            /* what Host may say */
+        char *allowed_hosts[2 + 2 * WEB_MAX_SERVER_NAMES]; /* what Host may say (host_allowed) */
         int static_fd;
         int stop_fd;
         int notify[2];                     /* jobs write their pointer to [1], the loop reads [0] */
         int inotify_fd;
         struct session sessions[WEB_MAX_SESSIONS];
         size_t n_sessions;
+        uint64_t next_session_serial;
+        uint64_t session_idle_ms, session_lifetime_ms;
 
         char *local_json, *remote_json;    /* latest host objects ("" remote: no hosts) */
         char *list_json;                   /* the last list sent ("[...]") */
@@ -132,18 +136,43 @@ static void respond_unauthorized(struct web_conn *c, bool api) {
 
 /* ---- sessions ---- */
 
+static bool session_expired(const struct web_app *app, const struct session *s, uint64_t now) {
+        return now - s->last_used_ms >= app->session_idle_ms || now - s->created_ms >= app->session_lifetime_ms;
+}
+
+static void session_drop(struct web_app *app, size_t i) {
+        /* The secrets do not linger in the freed slot. */
+        app->sessions[i] = app->sessions[--app->n_sessions];
+        memset(&app->sessions[app->n_sessions], 0, sizeof(app->sessions[0]));
+}
+
+/* The request's session, NULL when it has none or its session expired
+ * (idle too long, or older than its lifetime): that one is dropped, and
+ * the caller answers 401 as for no session at all. */
 static struct session *session_find(struct web_app *app, const struct http_request *req) {
         char id[WEB_SECRET_HEX + 1];
         if (http_cookie_get(http_request_header(req, "Cookie"), app->cookie_name, id, sizeof(id)) < 0)
                 return NULL;
-        struct session *found = NULL;
+        size_t found = SIZE_MAX;
         for (size_t i = 0; i < app->n_sessions; i++)
                 if (secret_equal(app->sessions[i].id, id))
-                        found = &app->sessions[i];
-        return found;
+                        found = i;
+        if (found == SIZE_MAX)
+                return NULL;
+        if (session_expired(app, &app->sessions[found], vh_clock_ms())) {
+                session_drop(app, found);
+                return NULL;
+        }
+        return &app->sessions[found];
 }
 
 static struct session *session_new(struct web_app *app) {
+        uint64_t now = vh_clock_ms();
+        for (size_t i = 0; i < app->n_sessions;)
+                if (session_expired(app, &app->sessions[i], now))
+                        session_drop(app, i);
+                else
+                        i++;
         struct session *s;
         if (app->n_sessions < WEB_MAX_SESSIONS)
                 s = &app->sessions[app->n_sessions++];
@@ -154,10 +183,32 @@ static struct session *session_new(struct web_app *app) {
                         if (app->sessions[i].last_used_ms < s->last_used_ms)
                                 s = &app->sessions[i];
         }
-        if (random_hex(s->id) < 0 || random_hex(s->csrf) < 0)
+        if (random_hex(s->id) < 0 || random_hex(s->csrf) < 0) {
+                session_drop(app, (size_t) (s - app->sessions));
                 return NULL;
-        s->last_used_ms = vh_clock_ms();
+        }
+        s->created_ms = s->last_used_ms = now;
+        s->serial = ++app->next_session_serial;
         return s;
+}
+
+/* An event stream or a console holds its connection for as long as it is
+ * open and is never closed to make room: counted per session and in all
+ * (web_conn_hold()), so that one session, or a few, cannot take every
+ * slot and lock requests out. False when refused (answered here). */
+static bool session_hold(struct web_conn *c, const struct session *s) {
+        int r = web_conn_hold(c, s->serial, WEB_MAX_HELD_PER_SESSION);
+        if (r >= 0)
+                return true;
+        char m[192];
+        if (r == -EDQUOT)
+                snprintf(m, sizeof(m), "This session has %d event streams and consoles open already: close one "
+                         "(another tab, or a console) first.", WEB_MAX_HELD_PER_SESSION);
+        else
+                snprintf(m, sizeof(m), "The server has %d event streams and consoles open already: close one first.",
+                         WEB_MAX_HELD);
+        respond_error(c, r == -EDQUOT ? 429 : 503, m);
+        return false;
 }
 
 /* ---- the VM list ---- */
@@ -922,11 +973,36 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                 respond_error(c, 404, "No such API path.");
 }
 
+/* Whether 'host' (a Host header, or an Origin without its scheme) names
+ * this server: the listen address, localhost on loopback, the names of
+ * --server-name; with the port, or without it when the port is the
+ * scheme's default (a browser then leaves it out). Names are compared
+ * without case, as DNS does. Nothing else: a page of another site whose
+ * name was rebound to this address sends its own name (DNS rebinding). */
 static bool host_allowed(const struct web_app *app, const char *host) {
         for (size_t i = 0; host && i < ELEMENTSOF(app->allowed_hosts); i++)
-                if (app->allowed_hosts[i] && streq(app->allowed_hosts[i], host))
+                if (app->allowed_hosts[i] && strcasecmp(app->allowed_hosts[i], host) == 0)
                         return true;
         return false;
+}
+
+static int allowed_hosts_fill(struct web_app *app, const struct web_app_options *opts) {
+        size_t n = 0;
+        char **a = app->allowed_hosts;
+        a[n++] = strdup(opts->host_port);
+        /* The same server by its loopback name. */
+        if (startswith(opts->host_port, "127.") || startswith(opts->host_port, "[::1]:"))
+                a[n++] = strdup_printf("localhost:%u", opts->port);
+        bool default_port = opts->port == (opts->tls ? 443 : 80);
+        for (size_t i = 0; opts->server_names && opts->server_names[i] && i < WEB_MAX_SERVER_NAMES; i++) {
+                a[n++] = strdup_printf("%s:%u", opts->server_names[i], opts->port);
+                if (default_port)
+                        a[n++] = strdup(opts->server_names[i]);
+        }
+        for (size_t i = 0; i < n; i++)
+                if (!a[i])
+                        return -ENOMEM;
+        return 0;
 }
 
 static void handle_request(void *userdata, struct web_conn *c, const struct http_request *req, const char *body) {
@@ -999,6 +1075,9 @@ static void handle_request(void *userdata, struct web_conn *c, const struct http
                         return;
                 }
         }
+        if ((req->upgrade_websocket || (streq(path, "/api/events") && streq(req->method, "GET"))) &&
+            !session_hold(c, s))
+                return;
         if (req->upgrade_websocket)
                 return upgrade(app, c, req, path, s);
         if (api_path)
@@ -1026,6 +1105,8 @@ int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts
         app->ctx = ctx;
         app->static_fd = app->notify[0] = app->notify[1] = app->inotify_fd = -1;
         app->stop_fd = opts->stop_fd;
+        app->session_idle_ms = opts->session_idle_ms ? opts->session_idle_ms : WEB_SESSION_IDLE_MS;
+        app->session_lifetime_ms = opts->session_lifetime_ms ? opts->session_lifetime_ms : WEB_SESSION_LIFETIME_MS;
         int r = web_server_new(opts->listen_fd, &server_ops, app, 250, &app->srv);
         if (r >= 0)
                 web_server_set_tls(app->srv, opts->tls);
@@ -1043,10 +1124,10 @@ int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts
                 return vh_error_set(err, r, "Cannot get random bytes for the token: %s", strerror(-r));
         }
         snprintf(app->cookie_name, sizeof(app->cookie_name), "vmhost_session_%u", opts->port);
-        app->allowed_hosts[0] = strdup(opts->host_port);
-        /* The same server by its other loopback name. */
-        if (startswith(opts->host_port, "127.0.0.1:"))
-                app->allowed_hosts[1] = strdup_printf("localhost:%u", opts->port);
+        if (allowed_hosts_fill(app, opts) < 0) {
+                web_app_free(app);
+                return vh_error_set(err, -ENOMEM, "Out of memory.");
+        }
         app->static_fd = open(opts->static_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (app->static_fd < 0) {
                 r = negative_errno();

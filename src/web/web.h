@@ -22,6 +22,16 @@
 /* The token, the session ids and the CSRF values: 256 random bits in hex. */
 #define WEB_SECRET_HEX 64
 #define WEB_MAX_SESSIONS 32
+/* Event streams and consoles one session may hold open at once (of
+ * WEB_MAX_HELD in all): a few tabs, each with its stream and consoles,
+ * or tools/bench/bench-web's 20 viewers of one serial console. */
+#define WEB_MAX_HELD_PER_SESSION 24
+/* Names given with --server-name, at most. */
+#define WEB_MAX_SERVER_NAMES 8
+/* A session ends after this long without a request, and this long after
+ * its sign-in however busy: a working day, and a week. */
+#define WEB_SESSION_IDLE_MS (12 * 3600 * 1000ull)
+#define WEB_SESSION_LIFETIME_MS (7 * 24 * 3600 * 1000ull)
 /* At most this many actions run at once; more get 503. */
 #define WEB_MAX_ACTIONS 16
 /* How often the registered hosts are asked while a page watches. */
@@ -37,6 +47,9 @@ struct web_app_options {
         const char *static_dir;      /* absolute: index.html, app.js, app.css */
         int stop_fd;                 /* readable when to stop (a signalfd); not closed */
         struct web_tls *tls;         /* taken over: serve HTTPS (web/tls.h); NULL: plain HTTP */
+        const char *const *server_names; /* NULL-terminated, or NULL: more names Host may say (with the port) */
+        uint64_t session_idle_ms;    /* 0: WEB_SESSION_IDLE_MS */
+        uint64_t session_lifetime_ms; /* 0: WEB_SESSION_LIFETIME_MS */
 };
 
 struct web_app;

@@ -17,7 +17,9 @@
 # namespace) without TLS options: a self-made certificate in
 # STATE/web (dir 0700, key 0600) naming that address, which curl trusts
 # by --cacert and by its public key pin; a restart reuses it (same
-# fingerprint). Last, headless chromium trusts it by its SPKI hash and
+# fingerprint), and with --server-name Host and Origin may name those
+# names (without case, with the port, https only) and still no other.
+# Last, headless chromium trusts it by its SPKI hash and
 # opens the serial console over wss.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -333,10 +335,22 @@ if [ -x /usr/bin/chromium ] && [ -d "$top/tests/browser/node_modules/playwright-
 fi
 stop_web
 
-start_web self2.out "${nsx[@]}" "$VMHOST" web --listen "$addr:$port" || e2e_finish
+start_web self2.out "${nsx[@]}" "$VMHOST" web --listen "$addr:$port" --server-name dash.example \
+	--server-name vm-host.lan || e2e_finish
 fp2=$(sed -n 's/^TLS certificate SHA-256 fingerprint: //p' self2.out)
 [ "$fp2" = "$fp1" ] && ! grep -q 'Made a' self2.out.err && pass self-cert-reused "$fp2" ||
 	fail self-cert-reused "first $fp1, then $fp2: $(cat self2.out.err)"
+# --server-name: Host and Origin may name these (with the port), and still
+# nothing else: a name rebound to this address is refused (DNS rebinding).
+nsx curl -s -k -c njar -o /dev/null "$(head -1 self2.out)"
+nck="Cookie: $(awk '$6 ~ /^vmhost_session_/ { print $6 "=" $7 }' njar)"
+ns() { nsx curl -s -k -o /dev/null -w '%{http_code}' -H "$nck" "$@" "$sbase/api/session"; }
+got="$(ns) $(ns -H "Host: dash.example:$port") $(ns -H "Host: VM-Host.lan:$port") $(ns -H "Host: evil.example:$port")"
+got+=" $(ns -H "Host: dash.example") $(ns -H "Host: dash.example.evil.example:$port")"
+got+=" $(ns -H "Origin: https://dash.example:$port") $(ns -H "Origin: http://dash.example:$port") $(ns -H "Origin: https://evil.example:$port")"
+want="200 200 200 403 403 403 200 403 403"
+[ "$got" = "$want" ] && pass server-name-host-origin "address, dash.example, VM-Host.lan, evil.example, no port, a longer name; Origin https dash, http dash, evil: $got" ||
+	fail server-name-host-origin "address, dash.example, VM-Host.lan, evil.example, no port, a longer name; Origin https dash, http dash, evil: $got (want $want)"
 stop_web
 
 # A key made readable by others since is refused, not silently replaced.
