@@ -20,6 +20,7 @@
 struct ticket {
         char secret[WEB_TICKET_HEX + 1];
         char session[WEB_TICKET_HEX + 1];
+        char host[VH_NAME_MAX + 1];      /* "" for this host */
         char name[VH_NAME_MAX + 1];
         enum web_console_kind kind;
         uint64_t expires_ms;
@@ -47,6 +48,7 @@ struct ws_client {
 
 struct serial_console {
         struct web_consoles *cs;
+        char host[VH_NAME_MAX + 1];      /* "" for this host; else fd is the relay's over ssh */
         char name[VH_NAME_MAX + 1];
         int fd;
         char *log;                       /* the serial log, for every viewer's scrollback */
@@ -85,7 +87,7 @@ int web_consoles_new(struct web_server *srv, struct web_consoles **ret) {
 
 /* ---- tickets ---- */
 
-int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *name,
+int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *host, const char *name,
                            enum web_console_kind kind, uint64_t now, char ret[WEB_TICKET_HEX + 1]) {
         struct ticket *t = &cs->tickets[0];
         for (size_t i = 0; i < WEB_MAX_TICKETS; i++) {
@@ -110,6 +112,7 @@ int web_console_ticket_new(struct web_consoles *cs, const char *session, const c
         for (size_t i = 0; i < sizeof(b); i++)
                 snprintf(t->secret + 2 * i, 3, "%02x", b[i]);
         snprintf(t->session, sizeof(t->session), "%s", session);
+        snprintf(t->host, sizeof(t->host), "%s", host);
         snprintf(t->name, sizeof(t->name), "%s", name);
         t->kind = kind;
         t->expires_ms = now + WEB_TICKET_TTL_MS;
@@ -118,13 +121,14 @@ int web_console_ticket_new(struct web_consoles *cs, const char *session, const c
         return 0;
 }
 
-int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *name,
-                            enum web_console_kind kind, uint64_t now) {
+int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *host,
+                            const char *name, enum web_console_kind kind, uint64_t now) {
         for (size_t i = 0; ticket && i < WEB_MAX_TICKETS; i++) {
                 struct ticket *t = &cs->tickets[i];
                 if (!t->secret[0] || !secret_equal(t->secret, ticket))
                         continue;
-                bool ok = !t->used && now < t->expires_ms && streq(t->session, session) && streq(t->name, name) &&
+                bool ok = !t->used && now < t->expires_ms && streq(t->session, session) && streq(t->host, host) &&
+                          streq(t->name, name) &&
                           t->kind == kind;
                 /* Once shown, never again: a ticket that leaked through a
                  * failed attempt is dead too. */
@@ -324,15 +328,15 @@ static void serial_ready(void *userdata, int fd, short revents) {
         serial_update_watch(sc);
 }
 
-static struct serial_console *serial_find(const struct web_consoles *cs, const char *name) {
+static struct serial_console *serial_find(const struct web_consoles *cs, const char *host, const char *name) {
         for (struct serial_console *sc = cs->serials; sc; sc = sc->next)
-                if (streq(sc->name, name))
+                if (streq(sc->host, host) && streq(sc->name, name))
                         return sc;
         return NULL;
 }
 
-bool web_console_serial_open(const struct web_consoles *cs, const char *name) {
-        return serial_find(cs, name) != NULL;
+bool web_console_serial_open(const struct web_consoles *cs, const char *host, const char *name) {
+        return serial_find(cs, host, name) != NULL;
 }
 
 /* The end of this boot's serial output, for a new viewer. */
@@ -460,10 +464,10 @@ static const struct web_raw_ops client_ops = {
 };
 
 int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *accept, bool binary,
-                       enum web_console_kind kind, const char *name, int fd, const char *serial_log,
-                       uint64_t log_offset) {
+                       enum web_console_kind kind, const char *host, const char *name, int fd,
+                       const char *serial_log, uint64_t log_offset) {
         _cleanup_close_ int owned = fd;
-        struct serial_console *sc = kind == WEB_CONSOLE_SERIAL ? serial_find(cs, name) : NULL;
+        struct serial_console *sc = kind == WEB_CONSOLE_SERIAL ? serial_find(cs, host, name) : NULL;
         if (kind == WEB_CONSOLE_SERIAL && sc && sc->n_viewers >= ELEMENTSOF(sc->viewers))
                 return -ENOSPC;
         if (kind == WEB_CONSOLE_VNC || !sc) {
@@ -496,6 +500,7 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                 sc->fd = TAKE_FD(owned);
                 sc->log = serial_log ? strdup(serial_log) : NULL;
                 sc->log_offset = log_offset;
+                snprintf(sc->host, sizeof(sc->host), "%s", host);
                 snprintf(sc->name, sizeof(sc->name), "%s", name);
                 sc->next = cs->serials;
                 cs->serials = sc;
