@@ -1,4 +1,5 @@
 /* web/web-console.c: the tickets and relays of web/web-console.h. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -53,6 +54,11 @@ struct serial_console {
         int fd;
         char *log;                       /* the serial log, for every viewer's scrollback */
         uint64_t log_offset;             /* where this QEMU's output starts in it */
+        /* A remote VM's: no log here, so the last WEB_SERIAL_SCROLLBACK
+         * bytes that came (the relay sends the log's end first) are kept
+         * for the next viewer's scrollback. */
+        uint8_t *recent;
+        size_t recent_len;
         struct ws_client *viewers[WEB_MAX_CONNS];
         size_t n_viewers;
         uint8_t to_guest[WEB_CONSOLE_UP_MAX];
@@ -262,6 +268,7 @@ static void serial_free(struct serial_console *sc) {
         for (size_t i = 0; i < sc->n_viewers; i++)
                 sc->viewers[i]->serial = NULL;
         free(sc->log);
+        free(sc->recent);
         free(sc);
 }
 
@@ -286,6 +293,18 @@ static void serial_close_all(struct serial_console *sc, const char *why) {
                 ws_close(sc->viewers[i], WS_CLOSE_GOING_AWAY, why);
 }
 
+static void serial_keep_recent(struct serial_console *sc, const uint8_t *data, size_t len) {
+        /* One read is smaller than what is kept (serial_drain()). */
+        assert(len <= WEB_SERIAL_SCROLLBACK);
+        if (sc->recent_len + len > WEB_SERIAL_SCROLLBACK) {
+                size_t drop = sc->recent_len + len - WEB_SERIAL_SCROLLBACK;
+                memmove(sc->recent, sc->recent + drop, sc->recent_len - drop);
+                sc->recent_len -= drop;
+        }
+        memcpy(sc->recent + sc->recent_len, data, len);
+        sc->recent_len += len;
+}
+
 /* Reads what the guest printed; false when the console closed (the VM
  * stopped). */
 static bool serial_drain(struct serial_console *sc) {
@@ -299,6 +318,8 @@ static bool serial_drain(struct serial_console *sc) {
                 if (k <= 0)
                         return false;
                 serial_fan_out(sc, buf, (size_t) k);
+                if (sc->recent)
+                        serial_keep_recent(sc, buf, (size_t) k);
         }
         return true;
 }
@@ -491,7 +512,11 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                 cl->fd = TAKE_FD(owned);
         } else if (!sc) {
                 sc = calloc(1, sizeof(*sc));
+                if (sc && host[0] && !(sc->recent = malloc(WEB_SERIAL_SCROLLBACK)))
+                        sc = mfree(sc);
                 if (!sc || web_server_watch_io(cs->srv, owned, POLLIN, serial_ready, sc) < 0) {
+                        if (sc)
+                                free(sc->recent);
                         free(sc);
                         free(cl);
                         return -ENOMEM;
@@ -536,6 +561,8 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                         return 0;
                 }
                 serial_scrollback(cl, sc->log, sc->log_offset);
+                if (sc->recent_len)
+                        (void) ws_send(cl, WS_OP_BINARY, sc->recent, sc->recent_len);
                 cl->serial = sc;
                 sc->viewers[sc->n_viewers++] = cl;
         }

@@ -10,6 +10,10 @@
  *   gets the end of the serial log (at most WEB_SERIAL_SCROLLBACK bytes of
  *   this boot's output). What any viewer sends goes to the guest. The
  *   connection closes with its last viewer, so 'vm console' can have it.
+ * - A remote VM's console: the same, over a relay that its host's vmhost
+ *   runs under ssh ('vm console-relay'; one relay per serial console here,
+ *   whatever the number of viewers). Its scrollback is the end of what
+ *   came through the relay (which starts with the end of the log there).
  *
  * Backpressure: a relay reads from QEMU only while the browser's backlog
  * is below WEB_CONSOLE_HIGH_WATER, and from the browser only while what

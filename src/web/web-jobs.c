@@ -655,7 +655,8 @@ static void trim_output(char *out) {
         size_t n = strlen(out);
         while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
                 out[--n] = '\0';
-        str_make_printable(out, 0);
+        /* The far side's bytes, shown as text: no escapes, lines kept. */
+        str_make_printable(out, STR_PRINTABLE_LINES);
 }
 
 /* 'vmhost --host HOST vm VERB NAME': the same command run by the host's
