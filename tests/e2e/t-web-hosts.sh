@@ -20,6 +20,9 @@
 #   no-listen     nothing of the consoles listens on TCP, here or on b
 #   stop          POST .../stop stops it; /api/vms says stopped; a console
 #                 of the stopped VM is the relay's error (409)
+#   the page      in headless chromium (tests/browser/hosts.mjs): r1's
+#                 buttons start it, open its serial console (the ready
+#                 line) and screen, stop it
 #   delete        DELETE /api/hosts/b/vms/r1 removes it from b
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,10 +30,14 @@ ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$HERE/lib.sh"
 e2e_init web-hosts
-need curl python3 ssh qemu-system-x86_64 ss
+need curl python3 ssh qemu-system-x86_64 ss node /usr/bin/chromium
 VMHOST=${VMHOST:-$ROOT/build/src/cli/vmhost}
 [ -x "$VMHOST" ] || { fail vmhost-built "$VMHOST is not built"; e2e_finish; }
 VMHOST=$(readlink -f "$VMHOST")
+if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ] || [ ! -f "$ROOT/web/vendor/novnc/core/rfb.js" ]; then
+	fail need-npm "tests/browser/node_modules or web/vendor is not installed (tools/install-deps)"
+	e2e_finish
+fi
 # shellcheck source=tests/e2e/lib-hosts.sh
 source "$HERE/lib-hosts.sh"
 trap 'rc=$?; "$VMHOST" --host b vm stop r1 --timeout 5 >/dev/null 2>&1; hosts_cleanup; (exit $rc); e2e_cleanup' EXIT
@@ -307,6 +314,18 @@ cli=$("$VMHOST" --host b vm console-relay r1 vnc 2>&1 </dev/null)
 msg=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ", 1)[1])["error"])' "$out" 2>/dev/null)
 [ "${out%% *}" = 409 ] && [ -n "$cli" ] && [ "$msg" = "$cli" ] && pass console-stopped-409 "$msg" ||
 	fail console-stopped-409 "$out / CLI: $cli"
+
+# ------------------------------------------------------------------ the page
+NODE_PATH=$ROOT/tests/browser/node_modules node "$ROOT/tests/browser/hosts.mjs" "$url" b r1 >browser.out 2>&1
+rc=$?
+while read -r line; do
+	case $line in
+	PASS\ *) n=${line#PASS }; pass "browser ${n%% *}" "$(sed -n 's/^[^(]*(\(.*\))$/\1/p' <<<"$n")" ;;
+	FAIL\ *) n=${line#FAIL }; fail "browser ${n%%:*}" "${n#*: }" ;;
+	esac
+done <browser.out
+[ $rc -eq 0 ] || grep -q '^FAIL' browser.out || fail browser "exit $rc: $(tail -20 browser.out)"
+state_is b r1 stopped && pass browser-stopped-on-b || fail browser-stopped-on-b "b/r1: $(state b r1)"
 
 # ------------------------------------------------------------------ delete
 c=$(req DELETE /api/hosts/b/vms/r1)
