@@ -24,6 +24,8 @@
 #                 buttons start it, open its serial console (the ready
 #                 line) and screen, stop it
 #   delete        DELETE /api/hosts/b/vms/r1 removes it from b
+#   ssh fails     a host where nothing listens: an action and a console are
+#                 502 with the CLI's message
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -337,6 +339,21 @@ c=$(req DELETE /api/hosts/b/vms/r1)
 [ "$c" = 200 ] && pass delete-200 "$(cat api.out)" || fail delete-200 "$c $(cat api.out)"
 wait_until 20 "r1 of b gone from /api/vms" state_is b r1 "" && [ ! -e "$(host_dir b)/state/vms/r1" ] &&
 	state_is local r1 stopped && pass delete-on-b "b's r1 gone, the local r1 kept"
+
+# ------------------------------------------------------------------ ssh fails
+# A registered host where nothing listens: ssh's own failure, as the CLI
+# says it after its program prefix; the console likewise.
+printf 'name = down1\nssh = root@127.0.0.1\nport = %s\n' "$(free_port)" >"$VMHOST_HOME/hosts/down1.conf"
+c=$(req POST /api/hosts/down1/vms/x/start)
+page=$(err_of)
+# (The CLI shows ssh's own stderr line first, then this message.)
+cli=$("$VMHOST" --host down1 vm start x 2>&1 >/dev/null | tail -1)
+[ "$c" = 502 ] && [ "vmhost: error: $page" = "$cli" ] && pass ssh-failure-502 "$page" ||
+	fail ssh-failure-502 "status $c, page '$page', CLI '$cli'"
+out=$(ws status "/api/hosts/down1/vms/x/console/serial?ticket=$(ticket down1 x serial)")
+msg=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ", 1)[1])["error"])' "$out" 2>/dev/null)
+[ "${out%% *}" = 502 ] && [ "vmhost: error: $msg" = "$cli" ] && pass ssh-failure-console-502 "$msg" ||
+	fail ssh-failure-console-502 "$out / CLI: $cli"
 
 kill -INT "$server"
 wait_until 10 "server exit" pid_dead "$server" && pass server-stops
