@@ -356,5 +356,10 @@ msg=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ", 1)[1]
 	fail ssh-failure-console-502 "$out / CLI: $cli"
 
 kill -INT "$server"
-wait_until 10 "server exit" pid_dead "$server" && pass server-stops
+wait_until 10 "server exit" pid_dead "$server"
+wait "$server"
+rc=$?
+# (A sanitizer build reports there, and exits non-zero on a leak.)
+[ $rc = 0 ] && ! grep -qE 'AddressSanitizer|runtime error|LeakSanitizer' web.err && pass server-stops "exit 0" ||
+	fail server-stops "exit $rc: $(tail -20 web.err)"
 e2e_finish
