@@ -830,6 +830,11 @@ static void api_host(struct web_app *app, struct web_conn *c, const struct http_
         const char *tail = NULL;
         if (host_route(app, c, path, host, &tail) < 0)
                 return;
+        /* "local": this host's routes, once (no /api/hosts/local/hosts/...). */
+        if (!host[0] && !startswith(tail, "/vms/")) {
+                respond_error(c, 404, "No such API path (expected /api/hosts/HOST/vms/NAME/...).");
+                return;
+        }
         if (!host[0]) {
                 _cleanup_free_ char *local = strdup_printf("/api%s", tail);
                 if (!local)

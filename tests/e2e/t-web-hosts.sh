@@ -128,6 +128,9 @@ c=$(req POST /api/hosts/zz/vms/r1/console-ticket '{"kind": "serial"}')
 	fail unknown-host-ticket-404 "$c $(cat api.out)"
 c=$(req POST /api/hosts/local/vms/nope/start)
 [ "$c" = 404 ] && grep -q 'nope' api.out && pass local-alias "$(cat api.out)" || fail local-alias "$c $(cat api.out)"
+c=$(req POST /api/hosts/local/hosts/local/vms/nope/start)
+[ "$c" = 404 ] && grep -q 'expected /api/hosts/HOST/vms/NAME' api.out && pass local-alias-once "$(cat api.out)" ||
+	fail local-alias-once "$c $(cat api.out)"
 c=$(req POST /api/hosts/b/vms/r1/monitor '{"command": "info status"}')
 [ "$c" = 404 ] && grep -q 'Not for VMs of other hosts' api.out && pass remote-monitor-404 "$(cat api.out)" ||
 	fail remote-monitor-404 "$c $(cat api.out)"
