@@ -71,11 +71,19 @@ async function request(method, url, body) {
   return out;
 }
 
-const vmUrl = (name) => `/api/vms/${encodeURIComponent(name)}`;
+// A VM's API path: this host's, or another's (its vmhost over ssh there).
+const vmUrl = (name, host = 'local') => (host === 'local'
+  ? `/api/vms/${encodeURIComponent(name)}`
+  : `/api/hosts/${encodeURIComponent(host)}/vms/${encodeURIComponent(name)}`);
 
 // The confirmation of a delete names what goes and what stays, as the
 // server's library decides it (GET .../delete-plan: vm_delete_plan()).
-async function confirmDelete(name) {
+async function confirmDelete(name, host) {
+  // Another host's plan is its own to make: 'vm delete' says there.
+  if (host !== 'local') {
+    return window.confirm(`Delete VM ${name} on host ${host}?\n\nIts definition, logs and own disk there go; ` +
+                          'a base image it shares stays (as vmhost vm delete decides there).');
+  }
   const plan = await request('GET', `${vmUrl(name)}/delete-plan`);
   const lines = (l) => (l.length ? l.map((x) => `  ${x}`).join('\n') : '  (nothing)');
   return window.confirm(`Delete VM ${name}?\n\nDeleted:\n${lines(plan.removed)}\n\n` +
@@ -89,9 +97,9 @@ async function act(host, name, action) {
   render();
   try {
     if (action === 'delete') {
-      if (await confirmDelete(name)) await request('DELETE', vmUrl(name));
+      if (await confirmDelete(name, host)) await request('DELETE', vmUrl(name, host));
     } else {
-      await request('POST', `${vmUrl(name)}/${action}`);
+      await request('POST', `${vmUrl(name, host)}/${action}`);
     }
   } catch (e) {
     showError(e.message);
@@ -247,9 +255,9 @@ function buttons(td, host, vm) {
     b.textContent = action;
     b.dataset.action = action;
     if (action === 'delete' || action === 'kill') b.className = 'danger';
-    // Actions on other hosts' VMs come with the next version of the page.
-    b.disabled = !enabled || !local || busy.has(key);
-    if (!local) b.title = 'Actions on other hosts: use vmhost --host ' + host;
+    // Another host's: its vmhost runs the action there over ssh; the
+    // server lists that host again when it is done.
+    b.disabled = !enabled || busy.has(key);
     b.addEventListener('click', () => act(host, vm.name, action));
     td.appendChild(b);
   }
@@ -258,14 +266,15 @@ function buttons(td, host, vm) {
   m.textContent = 'snapshots/CD';
   m.dataset.action = 'manage';
   m.disabled = !local;
+  if (!local) m.title = `Snapshots and the CD of host ${host}'s VMs: vmhost --host ${host} vm snapshot|cdrom`;
   m.addEventListener('click', () => openManage(vm.name));
   td.appendChild(m);
   const c = document.createElement('button');
   c.type = 'button';
   c.textContent = 'console';
   c.dataset.action = 'console';
-  c.disabled = !running || !local;
-  c.addEventListener('click', () => openConsole(vm.name, csrf, showError));
+  c.disabled = !running;
+  c.addEventListener('click', () => openConsole(vm.name, csrf, showError, host));
   td.appendChild(c);
 }
 

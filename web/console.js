@@ -3,14 +3,23 @@
 // Each websocket needs a ticket from POST /api/vms/NAME/console-ticket
 // (with the CSRF header; valid 30 s, once, for this session, VM and
 // console); the server relays the screen to QEMU's VNC and owns the one
-// serial connection it shares among viewers (docs/web.md).
+// serial connection it shares among viewers (docs/web.md). A VM of another
+// host comes through a relay over ssh (/api/hosts/HOST/vms/NAME/...): its
+// screen and serial console only; keys, typing, the monitor and the
+// screenshot are this host's QEMU's ('vmhost --host HOST vm ...' there).
 import RFB from '/vendor/novnc/core/rfb.js';
 import { Terminal } from '/vendor/xterm/xterm.mjs';
 import { FitAddon } from '/vendor/xterm/addon-fit.mjs';
 
 const $ = (sel) => document.querySelector(sel);
 
-let state = null; // { name, csrf, rfb, ws, term, fit, onError }
+let state = null; // { host, name, csrf, rfb, ws, term, fit, onError }
+
+// The API path of the VM: this host's, or another's.
+function vmPath() {
+  const name = encodeURIComponent(state.name);
+  return state.host === 'local' ? `/api/vms/${name}` : `/api/hosts/${encodeURIComponent(state.host)}/vms/${name}`;
+}
 
 async function post(path, body) {
   const res = await fetch(path, {
@@ -26,10 +35,10 @@ async function post(path, body) {
 }
 
 async function socketUrl(kind) {
-  const name = encodeURIComponent(state.name);
-  const { ticket } = await post(`/api/vms/${name}/console-ticket`, { kind });
+  const path = vmPath();
+  const { ticket } = await post(`${path}/console-ticket`, { kind });
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/api/vms/${name}/console/${kind}?ticket=${ticket}`;
+  return `${proto}//${location.host}${path}/console/${kind}?ticket=${ticket}`;
 }
 
 function status(id, text) {
@@ -135,13 +144,21 @@ function wire() {
   window.addEventListener('resize', () => { if (state && state.fit) state.fit.fit(); });
 }
 
-// Opens the consoles of VM 'name' (this host's; a running one).
-export async function openConsole(name, csrf, onError) {
+// Opens the consoles of running VM 'name' of 'host' ("local": this one).
+export async function openConsole(name, csrf, onError, host = 'local') {
   wire();
   closeConsole();
-  state = { name, csrf, onError };
-  $('#console-name').textContent = name;
-  $('#screenshot').href = `/api/vms/${encodeURIComponent(name)}/screenshot.png`;
+  state = { host, name, csrf, onError };
+  const local = host === 'local';
+  $('#console-name').textContent = local ? name : `${name} on ${host}`;
+  $('#screenshot').href = local ? `/api/vms/${encodeURIComponent(name)}/screenshot.png` : '';
+  $('#screenshot').hidden = !local;
+  // These talk to this host's QEMU directly: not relayed.
+  const why = local ? '' : `Only the screen and serial console come from host ${host}: use vmhost --host ${host} vm monitor`;
+  for (const sel of ['#cad', '#keys', '#type-form button', '#type-text', '#monitor-form button', '#monitor-command']) {
+    $(sel).disabled = !local;
+    $(sel).title = why;
+  }
   $('#monitor-output').textContent = '';
   status('#screen-status', 'connecting…');
   status('#serial-status', 'connecting…');

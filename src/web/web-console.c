@@ -1,4 +1,5 @@
 /* web/web-console.c: the tickets and relays of web/web-console.h. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -20,6 +21,7 @@
 struct ticket {
         char secret[WEB_TICKET_HEX + 1];
         char session[WEB_TICKET_HEX + 1];
+        char host[VH_NAME_MAX + 1];      /* "" for this host */
         char name[VH_NAME_MAX + 1];
         enum web_console_kind kind;
         uint64_t expires_ms;
@@ -47,10 +49,16 @@ struct ws_client {
 
 struct serial_console {
         struct web_consoles *cs;
+        char host[VH_NAME_MAX + 1];      /* "" for this host; else fd is the relay's over ssh */
         char name[VH_NAME_MAX + 1];
         int fd;
         char *log;                       /* the serial log, for every viewer's scrollback */
         uint64_t log_offset;             /* where this QEMU's output starts in it */
+        /* A remote VM's: no log here, so the last WEB_SERIAL_SCROLLBACK
+         * bytes that came (the relay sends the log's end first) are kept
+         * for the next viewer's scrollback. */
+        uint8_t *recent;
+        size_t recent_len;
         struct ws_client *viewers[WEB_MAX_CONNS];
         size_t n_viewers;
         uint8_t to_guest[WEB_CONSOLE_UP_MAX];
@@ -85,7 +93,7 @@ int web_consoles_new(struct web_server *srv, struct web_consoles **ret) {
 
 /* ---- tickets ---- */
 
-int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *name,
+int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *host, const char *name,
                            enum web_console_kind kind, uint64_t now, char ret[WEB_TICKET_HEX + 1]) {
         struct ticket *t = &cs->tickets[0];
         for (size_t i = 0; i < WEB_MAX_TICKETS; i++) {
@@ -110,6 +118,7 @@ int web_console_ticket_new(struct web_consoles *cs, const char *session, const c
         for (size_t i = 0; i < sizeof(b); i++)
                 snprintf(t->secret + 2 * i, 3, "%02x", b[i]);
         snprintf(t->session, sizeof(t->session), "%s", session);
+        snprintf(t->host, sizeof(t->host), "%s", host);
         snprintf(t->name, sizeof(t->name), "%s", name);
         t->kind = kind;
         t->expires_ms = now + WEB_TICKET_TTL_MS;
@@ -118,13 +127,14 @@ int web_console_ticket_new(struct web_consoles *cs, const char *session, const c
         return 0;
 }
 
-int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *name,
-                            enum web_console_kind kind, uint64_t now) {
+int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *host,
+                            const char *name, enum web_console_kind kind, uint64_t now) {
         for (size_t i = 0; ticket && i < WEB_MAX_TICKETS; i++) {
                 struct ticket *t = &cs->tickets[i];
                 if (!t->secret[0] || !secret_equal(t->secret, ticket))
                         continue;
-                bool ok = !t->used && now < t->expires_ms && streq(t->session, session) && streq(t->name, name) &&
+                bool ok = !t->used && now < t->expires_ms && streq(t->session, session) && streq(t->host, host) &&
+                          streq(t->name, name) &&
                           t->kind == kind;
                 /* Once shown, never again: a ticket that leaked through a
                  * failed attempt is dead too. */
@@ -258,6 +268,7 @@ static void serial_free(struct serial_console *sc) {
         for (size_t i = 0; i < sc->n_viewers; i++)
                 sc->viewers[i]->serial = NULL;
         free(sc->log);
+        free(sc->recent);
         free(sc);
 }
 
@@ -282,6 +293,18 @@ static void serial_close_all(struct serial_console *sc, const char *why) {
                 ws_close(sc->viewers[i], WS_CLOSE_GOING_AWAY, why);
 }
 
+static void serial_keep_recent(struct serial_console *sc, const uint8_t *data, size_t len) {
+        /* One read is smaller than what is kept (serial_drain()). */
+        assert(len <= WEB_SERIAL_SCROLLBACK);
+        if (sc->recent_len + len > WEB_SERIAL_SCROLLBACK) {
+                size_t drop = sc->recent_len + len - WEB_SERIAL_SCROLLBACK;
+                memmove(sc->recent, sc->recent + drop, sc->recent_len - drop);
+                sc->recent_len -= drop;
+        }
+        memcpy(sc->recent + sc->recent_len, data, len);
+        sc->recent_len += len;
+}
+
 /* Reads what the guest printed; false when the console closed (the VM
  * stopped). */
 static bool serial_drain(struct serial_console *sc) {
@@ -295,6 +318,8 @@ static bool serial_drain(struct serial_console *sc) {
                 if (k <= 0)
                         return false;
                 serial_fan_out(sc, buf, (size_t) k);
+                if (sc->recent)
+                        serial_keep_recent(sc, buf, (size_t) k);
         }
         return true;
 }
@@ -324,15 +349,15 @@ static void serial_ready(void *userdata, int fd, short revents) {
         serial_update_watch(sc);
 }
 
-static struct serial_console *serial_find(const struct web_consoles *cs, const char *name) {
+static struct serial_console *serial_find(const struct web_consoles *cs, const char *host, const char *name) {
         for (struct serial_console *sc = cs->serials; sc; sc = sc->next)
-                if (streq(sc->name, name))
+                if (streq(sc->host, host) && streq(sc->name, name))
                         return sc;
         return NULL;
 }
 
-bool web_console_serial_open(const struct web_consoles *cs, const char *name) {
-        return serial_find(cs, name) != NULL;
+bool web_console_serial_open(const struct web_consoles *cs, const char *host, const char *name) {
+        return serial_find(cs, host, name) != NULL;
 }
 
 /* The end of this boot's serial output, for a new viewer. */
@@ -460,10 +485,10 @@ static const struct web_raw_ops client_ops = {
 };
 
 int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *accept, bool binary,
-                       enum web_console_kind kind, const char *name, int fd, const char *serial_log,
-                       uint64_t log_offset) {
+                       enum web_console_kind kind, const char *host, const char *name, int fd,
+                       const char *serial_log, uint64_t log_offset) {
         _cleanup_close_ int owned = fd;
-        struct serial_console *sc = kind == WEB_CONSOLE_SERIAL ? serial_find(cs, name) : NULL;
+        struct serial_console *sc = kind == WEB_CONSOLE_SERIAL ? serial_find(cs, host, name) : NULL;
         if (kind == WEB_CONSOLE_SERIAL && sc && sc->n_viewers >= ELEMENTSOF(sc->viewers))
                 return -ENOSPC;
         if (kind == WEB_CONSOLE_VNC || !sc) {
@@ -487,7 +512,11 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                 cl->fd = TAKE_FD(owned);
         } else if (!sc) {
                 sc = calloc(1, sizeof(*sc));
+                if (sc && host[0] && !(sc->recent = malloc(WEB_SERIAL_SCROLLBACK)))
+                        sc = mfree(sc);
                 if (!sc || web_server_watch_io(cs->srv, owned, POLLIN, serial_ready, sc) < 0) {
+                        if (sc)
+                                free(sc->recent);
                         free(sc);
                         free(cl);
                         return -ENOMEM;
@@ -496,6 +525,7 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                 sc->fd = TAKE_FD(owned);
                 sc->log = serial_log ? strdup(serial_log) : NULL;
                 sc->log_offset = log_offset;
+                snprintf(sc->host, sizeof(sc->host), "%s", host);
                 snprintf(sc->name, sizeof(sc->name), "%s", name);
                 sc->next = cs->serials;
                 cs->serials = sc;
@@ -531,6 +561,8 @@ int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *
                         return 0;
                 }
                 serial_scrollback(cl, sc->log, sc->log_offset);
+                if (sc->recent_len)
+                        (void) ws_send(cl, WS_OP_BINARY, sc->recent, sc->recent_len);
                 cl->serial = sc;
                 sc->viewers[sc->n_viewers++] = cl;
         }

@@ -10,6 +10,10 @@
  *   gets the end of the serial log (at most WEB_SERIAL_SCROLLBACK bytes of
  *   this boot's output). What any viewer sends goes to the guest. The
  *   connection closes with its last viewer, so 'vm console' can have it.
+ * - A remote VM's console: the same, over a relay that its host's vmhost
+ *   runs under ssh ('vm console-relay'; one relay per serial console here,
+ *   whatever the number of viewers). Its scrollback is the end of what
+ *   came through the relay (which starts with the end of the log there).
  *
  * Backpressure: a relay reads from QEMU only while the browser's backlog
  * is below WEB_CONSOLE_HIGH_WATER, and from the browser only while what
@@ -39,27 +43,31 @@ int web_consoles_new(struct web_server *srv, struct web_consoles **ret);
 /* Closes every console (their websockets get 1001). */
 struct web_consoles *web_consoles_free(struct web_consoles *cs);
 
-/* A ticket for one websocket of 'session' to VM 'name''s console 'kind',
+/* 'host' names the VM's host everywhere below: "" for this one, else a
+ * registered host whose console comes through a relay over ssh (its fd is
+ * that relay's socket; web/web-jobs.h, WEB_RELAY_READY).
+ *
+ * A ticket for one websocket of 'session' to VM 'name''s console 'kind',
  * valid WEB_TICKET_TTL_MS from 'now' and once. The oldest one makes room
  * past WEB_MAX_TICKETS. */
-int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *name,
+int web_console_ticket_new(struct web_consoles *cs, const char *session, const char *host, const char *name,
                            enum web_console_kind kind, uint64_t now, char ret[WEB_TICKET_HEX + 1]);
 /* Uses the ticket up, whatever the outcome: 0 when it was issued for these
  * and has not expired, -EACCES otherwise. */
-int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *name,
-                            enum web_console_kind kind, uint64_t now);
+int web_console_ticket_take(struct web_consoles *cs, const char *ticket, const char *session, const char *host,
+                            const char *name, enum web_console_kind kind, uint64_t now);
 
 /* True when VM 'name''s serial console is open here already, so a new
  * viewer needs no worker. */
-bool web_console_serial_open(const struct web_consoles *cs, const char *name);
+bool web_console_serial_open(const struct web_consoles *cs, const char *host, const char *name);
 
 /* Answers the upgrade of 'c' with 101 ('accept', 'binary': echo that
  * subprotocol) and relays it to 'fd' (taken, even on failure; -1 for a
  * serial console already open). 'serial_log' and 'log_offset': the
  * scrollback's source for a serial console. */
 int web_console_attach(struct web_consoles *cs, struct web_conn *c, const char *accept, bool binary,
-                       enum web_console_kind kind, const char *name, int fd, const char *serial_log,
-                       uint64_t log_offset);
+                       enum web_console_kind kind, const char *host, const char *name, int fd,
+                       const char *serial_log, uint64_t log_offset);
 
 /* Pings every websocket now and then (a proxy or the browser would take
  * a quiet one for dead). */

@@ -11,20 +11,26 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
 #include "base/json-writer.h"
 #include "base/json.h"
 #include "base/macro.h"
+#include "base/poll.h"
+#include "base/strutil.h"
 #include "host/host-def.h"
 #include "host/host.h"
+#include "host/ssh.h"
 #include "qmp/qmp.h"
 #include "vm/vm-control.h"
 #include "vm/vm-ops.h"
 #include "vmhost/image.h"
 #include "vm/vm.h"
 #include "web/web-jobs.h"
+
+extern char **environ;
 
 int web_action_from_string(const char *s, enum web_action *ret) {
         static const char *const names[] = {
@@ -543,21 +549,18 @@ static void run_screenshot(struct web_job *job) {
         job->status = 200;
 }
 
-/* A socketpair whose other end QEMU's VNC server takes as a client
- * (getfd, then add_client): no listener anywhere, and no VNC password,
- * since this client was authenticated by the web server (skipauth). */
-static int open_vnc(struct web_job *job, struct vh_error *err) {
+int web_vnc_connect(const struct vh_context *ctx, const char *name, int *ret_fd, struct vh_error *err) {
         /* Not running says more than its display would. */
         _cleanup_(qmp_freep) struct qmp_client *q = NULL;
-        int r = open_vm_qmp(job->ctx, job->name, NULL, &q, err);
+        int r = open_vm_qmp(ctx, name, NULL, &q, err);
         if (r < 0)
                 return r;
         _cleanup_(vm_def_freep) struct vm_def *def = NULL;
-        r = vm_load(job->ctx, job->name, &def, err);
+        r = vm_load(ctx, name, &def, err);
         if (r < 0)
                 return r;
         if (def->vnc == VM_VNC_NONE)
-                return vh_error_set(err, -EINVAL, "VM %s has no VNC display (vnc = none)", job->name);
+                return vh_error_set(err, -EINVAL, "VM %s has no VNC display (vnc = none)", name);
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
                 return vh_error_set(err, negative_errno(), "socketpair: %m");
@@ -576,21 +579,20 @@ static int open_vnc(struct web_job *job, struct vh_error *err) {
                 return r;
         }
         (void) fcntl(sv[0], F_SETFL, O_NONBLOCK);
-        job->console_fd = sv[0];
+        *ret_fd = sv[0];
         return 0;
 }
 
-/* The serial chardev's socket (one client at a time: the web server
- * holds it for all its viewers) and the log for the scrollback. */
-static int open_serial(struct web_job *job, struct vh_error *err) {
+int web_serial_connect(const struct vh_context *ctx, const char *name, int *ret_fd, char **ret_log,
+                       uint64_t *ret_log_offset, struct vh_error *err) {
         struct vm_paths p = {};
         struct vm_status st;
-        int r = vm_open_running(job->ctx, job->name, &p, &st, err);
+        int r = vm_open_running(ctx, name, &p, &st, err);
         if (r < 0)
                 return r;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (strlen(p.serial_socket) >= sizeof(sa.sun_path)) {
-                r = vh_error_set(err, -ENAMETOOLONG, "The serial socket path of VM %s is too long", job->name);
+                r = vh_error_set(err, -ENAMETOOLONG, "The serial socket path of VM %s is too long", name);
                 vm_paths_done(&p);
                 return r;
         }
@@ -598,27 +600,270 @@ static int open_serial(struct web_job *job, struct vh_error *err) {
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 r = vh_error_set(err, negative_errno(), "Cannot connect to the serial console of VM %s (%s): %m",
-                                 job->name, p.serial_socket);
+                                 name, p.serial_socket);
                 safe_close(fd);
                 vm_paths_done(&p);
                 return r;
         }
         (void) fcntl(fd, F_SETFL, O_NONBLOCK);
-        job->console_fd = fd;
-        job->serial_log = TAKE_PTR(p.serial_log);
-        job->serial_log_offset = st.serial_log_offset;
+        *ret_fd = fd;
+        *ret_log = TAKE_PTR(p.serial_log);
+        *ret_log_offset = st.serial_log_offset;
         vm_paths_done(&p);
         return 0;
 }
 
 static void run_console(struct web_job *job) {
         struct vh_error err = {};
-        int r = job->console_kind == WEB_CONSOLE_VNC ? open_vnc(job, &err) : open_serial(job, &err);
+        int r = job->console_kind == WEB_CONSOLE_VNC
+                        ? web_vnc_connect(job->ctx, job->name, &job->console_fd, &err)
+                        : web_serial_connect(job->ctx, job->name, &job->console_fd, &job->serial_log,
+                                             &job->serial_log_offset, &err);
         if (r < 0)
                 set_result(job, r == -ENOENT && vm_exists(job->ctx, job->name) ? 409 : status_of(r), "error",
                            vh_error_message(&err, r));
         else
                 job->status = 200;
+}
+
+/* ---- VMs of other hosts: their vmhost over ssh ---- */
+
+/* The host's definition, or the job's 404 (a host removed since the
+ * request was routed). */
+static struct host_def *remote_host(struct web_job *job) {
+        struct host_def *def = NULL;
+        struct vh_error err = {};
+        int r = host_load(job->ctx, job->host, &def, &err);
+        if (r < 0) {
+                set_result(job, r == -ENOENT ? 404 : 500, "error", vh_error_message(&err, r));
+                return NULL;
+        }
+        return def;
+}
+
+/* What a failed ssh (not the remote command) says, as 'vmhost --host'
+ * prints it after its program prefix. */
+static void set_ssh_error(struct web_job *job, const char *host, struct vh_error *err, int r) {
+        str_make_printable(err->msg, 0);
+        _cleanup_free_ char *m = strdup_printf("On host %s: %s.", host, vh_error_message(err, r));
+        set_result(job, 502, "error", m ? m : vh_error_message(err, r));
+}
+
+/* What the remote vmhost printed, for the page: its own words, without
+ * the last newline (the CLI shows them as they come). */
+static void trim_output(char *out) {
+        size_t n = strlen(out);
+        while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+                out[--n] = '\0';
+        /* The far side's bytes, shown as text: no escapes, lines kept. */
+        str_make_printable(out, STR_PRINTABLE_LINES);
+}
+
+/* 'vmhost --host HOST vm VERB NAME': the same command run by the host's
+ * vmhost over ssh (host_ssh_run(): every argument quoted for its shell,
+ * no shell here). Its exit status says success; its output is the
+ * answer's message or error, as the CLI would print it. */
+static void run_remote_action(struct web_job *job) {
+        static const char *const verbs[] = {
+                [WEB_ACTION_START] = "start",     [WEB_ACTION_STOP] = "stop",     [WEB_ACTION_KILL] = "kill",
+                [WEB_ACTION_RESTART] = "restart", [WEB_ACTION_DELETE] = "delete",
+        };
+        if ((size_t) job->action >= ELEMENTSOF(verbs) || !verbs[job->action]) {
+                set_result(job, 400, "error", "This action is not available for VMs of other hosts.");
+                return;
+        }
+        _cleanup_(host_def_freep) struct host_def *def = remote_host(job);
+        if (!def)
+                return;
+        char *argv[] = { (char *) host_def_vmhost(def), (char *) "vm", (char *) verbs[job->action], job->name,
+                         NULL };
+        struct vh_error err = {};
+        _cleanup_free_ char *out = NULL;
+        int r = host_ssh_run(job->ctx, def, 0, argv, WEB_REMOTE_ACTION_TIMEOUT_MS, WEB_REMOTE_OUTPUT_MAX, &out,
+                             &err);
+        if (r < 0) {
+                set_ssh_error(job, def->name, &err, r);
+                return;
+        }
+        trim_output(out);
+        /* 1: the command failed (the VM is missing, not running, ...), 2:
+         * it was not understood (an older vmhost there). */
+        set_result(job, r == 0 ? 200 : r == 2 ? 400 : 409, r == 0 ? "message" : "error",
+                   out[0] ? out : r == 0 ? "Done." : "The remote vmhost failed and said nothing.");
+}
+
+/* A relay's ssh after its console was handed to the loop: its stderr is
+ * read (so that it never blocks on a full pipe) and dropped, and it is
+ * waited for when the console closes (the loop closed its end: ssh sees
+ * its stdin end, and so does the relay there). */
+struct relay_reaper {
+        pid_t pid;
+        int err_fd;
+};
+
+static void *reap_thread(void *arg) {
+        struct relay_reaper *rr = arg;
+        char buf[4096];
+        for (;;) {
+                ssize_t k = read(rr->err_fd, buf, sizeof(buf));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+        }
+        close(rr->err_fd);
+        while (waitpid(rr->pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        free(rr);
+        return NULL;
+}
+
+/* Reads what 'fd' has within 'deadline' into 'buf' (at most 'size' - 1
+ * bytes, NUL-terminated): a failed relay's stderr. */
+static void read_until(int fd, uint64_t deadline, char *buf, size_t size) {
+        size_t n = 0;
+        while (n < size - 1) {
+                if (vh_poll_until(fd, POLLIN, deadline) <= 0)
+                        break;
+                ssize_t k = read(fd, buf + n, size - 1 - n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                n += (size_t) k;
+        }
+        buf[n] = '\0';
+}
+
+/* Waits for the relay's ready line on 'fd', a byte at a time so that
+ * nothing of the console after it is taken: 0, -EPROTO (something else
+ * came: an older vmhost), -EPIPE (it ended first), -ETIMEDOUT. */
+static int await_ready(int fd, uint64_t deadline) {
+        static const char ready[] = WEB_RELAY_READY;
+        for (size_t i = 0; i < sizeof(ready) - 1;) {
+                int r = vh_poll_until(fd, POLLIN, deadline);
+                if (r == 0)
+                        return -ETIMEDOUT;
+                if (r < 0)
+                        return r;
+                char ch;
+                ssize_t k = read(fd, &ch, 1);
+                if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                        continue;
+                if (k <= 0)
+                        return -EPIPE;
+                if (ch != ready[i])
+                        return -EPROTO;
+                i++;
+        }
+        return 0;
+}
+
+/* A remote VM's console: 'vmhost vm console-relay NAME KIND' on its host,
+ * with one end of a socketpair as ssh's stdin and stdout; the other end is
+ * the console's socket for the loop, as a local VM's would be. Nothing
+ * listens anywhere: the bytes go through ssh's own channel. */
+static void run_remote_console(struct web_job *job) {
+        _cleanup_(host_def_freep) struct host_def *def = remote_host(job);
+        if (!def)
+                return;
+        char *remote[] = { (char *) host_def_vmhost(def), (char *) "vm", (char *) "console-relay", job->name,
+                           (char *) (job->console_kind == WEB_CONSOLE_VNC ? "vnc" : "serial"), NULL };
+        struct vh_error err = {};
+        char **argv = NULL;
+        _cleanup_free_ char *exe = NULL;
+        int r = host_ssh_command(job->ctx, def, 0, remote, &argv, &exe, &err);
+        if (r < 0) {
+                set_ssh_error(job, def->name, &err, r);
+                return;
+        }
+        int sv[2] = { -1, -1 }, ep[2] = { -1, -1 };
+        struct relay_reaper *rr = malloc(sizeof(*rr));
+        if (!rr || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
+                char m[128];
+                snprintf(m, sizeof(m), "Cannot set up the console's relay: %s", strerror(rr ? errno : ENOMEM));
+                safe_close(sv[0]);
+                safe_close(sv[1]);
+                free(rr);
+                host_names_free(argv);
+                set_result(job, 500, "error", m);
+                return;
+        }
+        /* The server blocks its stop signals (a signalfd takes them):
+         * ssh must not inherit that. Prepared before the fork. */
+        sigset_t none;
+        sigemptyset(&none);
+        char *const *envp = environ;
+        pid_t pid = fork();
+        if (pid == 0) {
+                /* Async-signal-safe calls only from here on. */
+                (void) sigprocmask(SIG_SETMASK, &none, NULL);
+                if (dup2(sv[1], STDIN_FILENO) >= 0 && dup2(sv[1], STDOUT_FILENO) >= 0 &&
+                    dup2(ep[1], STDERR_FILENO) >= 0)
+                        execve(exe, argv, envp);
+                _exit(127);
+        }
+        int fork_errno = errno;
+        host_names_free(argv);
+        close(sv[1]);
+        close(ep[1]);
+        if (pid < 0) {
+                close(sv[0]);
+                close(ep[0]);
+                free(rr);
+                char m[128];
+                snprintf(m, sizeof(m), "Cannot start ssh: %s", strerror(fork_errno));
+                set_result(job, 500, "error", m);
+                return;
+        }
+        r = await_ready(sv[0], vh_deadline_after(WEB_RELAY_READY_TIMEOUT_MS));
+        if (r >= 0) {
+                rr->pid = pid;
+                rr->err_fd = ep[0];
+                pthread_t t;
+                pthread_attr_t attr;
+                if (pthread_attr_init(&attr) == 0) {
+                        (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                        r = -pthread_create(&t, &attr, reap_thread, rr);
+                        pthread_attr_destroy(&attr);
+                } else
+                        r = -ENOMEM;
+                if (r >= 0) {
+                        (void) fcntl(sv[0], F_SETFL, O_NONBLOCK);
+                        job->console_fd = sv[0];
+                        job->status = 200;
+                        return;
+                }
+        }
+        /* Failed: what the relay (or ssh) said, and how it ended. */
+        if (r == -ETIMEDOUT || r == -EPROTO || r == -ENOMEM || r == -EAGAIN)
+                (void) kill(pid, SIGTERM);
+        close(sv[0]);
+        char out[4096];
+        read_until(ep[0], vh_deadline_after(5000), out, sizeof(out));
+        close(ep[0]);
+        free(rr);
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        if (r == -ETIMEDOUT) {
+                char m[160];
+                snprintf(m, sizeof(m), "On host %s: the console relay of VM %s did not answer within %d s.",
+                         def->name, job->name, WEB_RELAY_READY_TIMEOUT_MS / 1000);
+                set_result(job, 504, "error", m);
+                return;
+        }
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 255) {
+                r = host_ssh_classify(def, out, &err);
+                set_ssh_error(job, def->name, &err, r);
+                return;
+        }
+        trim_output(out);
+        if (r == -EPROTO && !out[0])
+                snprintf(out, sizeof(out), "On host %s: 'vmhost vm console-relay' is not understood there (an older "
+                         "vmhost?).", def->name);
+        set_result(job, WIFEXITED(status) && WEXITSTATUS(status) == 2 ? 400 : 409, "error",
+                   out[0] ? out : "The console relay ended without a word.");
 }
 
 static void *job_thread(void *arg) {
@@ -627,11 +872,11 @@ static void *job_thread(void *arg) {
         switch (job->kind) {
         case WEB_JOB_LIST_LOCAL: r = list_local(job); break;
         case WEB_JOB_LIST_REMOTE: r = list_remote(job); break;
-        case WEB_JOB_ACTION: run_action(job); break;
+        case WEB_JOB_ACTION: job->host[0] ? run_remote_action(job) : run_action(job); break;
         case WEB_JOB_MONITOR: run_monitor(job); break;
         case WEB_JOB_KEYS: case WEB_JOB_TYPE: run_keys(job); break;
         case WEB_JOB_SCREENSHOT: run_screenshot(job); break;
-        case WEB_JOB_CONSOLE: run_console(job); break;
+        case WEB_JOB_CONSOLE: job->host[0] ? run_remote_console(job) : run_console(job); break;
         }
         if (r < 0 && !job->result)
                 job->status = 500;

@@ -17,6 +17,7 @@
 
 #include "base/strutil.h"
 #include "vmhost/context.h"
+#include "vmhost/error.h"
 
 enum web_job_kind {
         WEB_JOB_LIST_LOCAL,   /* result: the host object of this machine ('vm list --all-hosts --json') */
@@ -60,6 +61,21 @@ enum web_action {
 /* Stop waits this long for the guest to power off, as 'vm stop' does. */
 #define WEB_STOP_TIMEOUT_MS (30 * 1000)
 
+/* A remote VM's action: its host's vmhost run over ssh, as 'vmhost --host
+ * HOST vm VERB NAME' runs it; bounded (a start waits for QEMU, a stop for
+ * the guest, WEB_STOP_TIMEOUT_MS), and what it prints is kept up to this. */
+#define WEB_REMOTE_ACTION_TIMEOUT_MS (120 * 1000)
+#define WEB_REMOTE_OUTPUT_MAX (64 * 1024)
+
+/* A remote VM's console: 'vmhost vm console-relay NAME vnc|serial' run on
+ * its host over ssh relays its stdin and stdout to the VM's VNC server (a
+ * client QEMU was handed there, as here) or serial console. It prints this
+ * line first once connected, so that the web server answers the websocket
+ * only then, and an error (the VM is not running) is the relay's message;
+ * the console's bytes follow. */
+#define WEB_RELAY_READY "vmhost console-relay ready\n"
+#define WEB_RELAY_READY_TIMEOUT_MS (20 * 1000)
+
 struct web_job {
         enum web_job_kind kind;
         const struct vh_context *ctx;   /* shared, immutable (vmhost/context.h) */
@@ -68,6 +84,7 @@ struct web_job {
         /* WEB_JOB_ACTION: */
         enum web_action action;
         char name[VH_NAME_MAX + 1];
+        char host[VH_NAME_MAX + 1];     /* a registered host's name: its VM, over ssh; "" here */
         uint64_t conn_id;               /* who asked (it may have gone when the job ends) */
         /* WEB_JOB_MONITOR, WEB_JOB_TYPE, actions with an argument: */
         char *text;                     /* owned */
@@ -99,6 +116,18 @@ int web_action_from_string(const char *s, enum web_action *ret);
  * keyboard, shift first when needed: 1 or 2 of them; -EINVAL for a
  * character that has no key there. */
 int web_type_keys(char ch, const char *ret[2]);
+
+/* A socket to running VM 'name''s VNC server: a socketpair whose other end
+ * QEMU took as a client (QMP getfd, then add_client, skipauth: whoever
+ * holds this end was let in by its caller). Nothing listens. Non-blocking,
+ * close-on-exec. For the web server's viewers and 'vm console-relay'. */
+int web_vnc_connect(const struct vh_context *ctx, const char *name, int *ret_fd, struct vh_error *err);
+
+/* A socket to running VM 'name''s serial console (the chardev serves one
+ * client at a time), its serial log and where this boot's output starts in
+ * it. Non-blocking, close-on-exec. */
+int web_serial_connect(const struct vh_context *ctx, const char *name, int *ret_fd, char **ret_log,
+                       uint64_t *ret_log_offset, struct vh_error *err);
 
 /* Starts 'job' in a detached thread; it owns itself until it writes its
  * pointer to job->notify_fd. On failure nothing was started. */

@@ -23,6 +23,7 @@
 #include "base/paths.h"
 #include "base/poll.h"
 #include "base/strutil.h"
+#include "host/host-def.h"
 #include "vm/vm.h"
 #include "web/server.h"
 #include "web/web-console.h"
@@ -63,6 +64,7 @@ struct web_app {
         char *local_json, *remote_json;    /* latest host objects ("" remote: no hosts) */
         char *list_json;                   /* the last list sent ("[...]") */
         bool local_running, remote_running, local_dirty;
+        bool remote_dirty;                 /* an action on a remote VM ended during a listing: list again */
         uint64_t last_local_ms, last_remote_ms, last_ping_ms;
         bool remote_done;                  /* asked the hosts at least once */
         uint64_t waiting[WEB_MAX_CONNS];   /* GET /api/vms that wait for the next local list */
@@ -259,6 +261,7 @@ static void start_remote_list(struct web_app *app) {
         job->kind = WEB_JOB_LIST_REMOTE;
         unsigned before = app->n_jobs;
         app->remote_running = true;
+        app->remote_dirty = false;
         start_job(app, job);
         if (app->n_jobs == before)
                 app->remote_running = false;
@@ -352,6 +355,10 @@ static void job_done(struct web_app *app, struct web_job *job) {
                         app->remote_json = TAKE_PTR(job->result);
                 }
                 list_changed(app);
+                /* This listing may have asked the host before the action
+                 * changed it. */
+                if (app->remote_dirty)
+                        start_remote_list(app);
                 break;
         case WEB_JOB_MONITOR:
         case WEB_JOB_KEYS:
@@ -380,7 +387,7 @@ static void job_done(struct web_app *app, struct web_job *job) {
                 if (c && job->status == 200) {
                         int fd = TAKE_FD(job->console_fd);
                         int r = web_console_attach(app->consoles, c, job->ws_accept, job->ws_protocol_binary,
-                                                   job->console_kind, job->name, fd, job->serial_log,
+                                                   job->console_kind, job->host, job->name, fd, job->serial_log,
                                                    job->serial_log_offset);
                         if (r < 0)
                                 respond_error(c, 503, "Cannot attach the console.");
@@ -395,8 +402,13 @@ static void job_done(struct web_app *app, struct web_job *job) {
                 if (c)
                         respond_json(c, job->status ? job->status : 500,
                                      job->result ? job->result : "{\"error\": \"out of memory\"}");
-                /* What it changed shows at once. */
-                app->local_dirty = true;
+                /* What it changed shows at once: a remote VM's host is
+                 * asked again (all registered hosts, in one listing). */
+                if (job->host[0]) {
+                        app->remote_dirty = true;
+                        start_remote_list(app);
+                } else
+                        app->local_dirty = true;
                 break;
         }
         }
@@ -702,8 +714,8 @@ static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct ht
 }
 
 /* POST /api/vms/NAME/SUB: the consoles' requests. */
-static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *name, const char *sub,
-                           const char *body, const struct session *s) {
+static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *host, const char *name,
+                           const char *sub, const char *body, const struct session *s) {
         if (streq(sub, "console-ticket")) {
                 _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
                 if (!v)
@@ -715,13 +727,15 @@ static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *
                         respond_error(c, 400, "Expected {\"kind\": \"vnc\"} or {\"kind\": \"serial\"}.");
                         return true;
                 }
-                if (!vm_exists(app->ctx, name)) {
+                /* A remote VM's existence is its relay's to say (asking
+                 * would take a round trip on the loop). */
+                if (!host[0] && !vm_exists(app->ctx, name)) {
                         _cleanup_free_ char *m = strdup_printf("VM %s does not exist.", name);
                         respond_error(c, 404, m ? m : "No such VM.");
                         return true;
                 }
                 char ticket[WEB_TICKET_HEX + 1];
-                if (web_console_ticket_new(app->consoles, s->id, name, kind, vh_clock_ms(), ticket) < 0) {
+                if (web_console_ticket_new(app->consoles, s->id, host, name, kind, vh_clock_ms(), ticket) < 0) {
                         respond_error(c, 500, "Cannot make a ticket.");
                         return true;
                 }
@@ -730,6 +744,9 @@ static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *
                 respond_json(c, 200, out ? out : "{}");
                 return true;
         }
+        /* The rest is this host's QEMU's: not relayed. */
+        if (host[0])
+                return false;
         if (streq(sub, "monitor")) {
                 _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
                 if (!v)
@@ -813,9 +830,113 @@ static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *
         return false;
 }
 
+/* ---- VMs of other hosts ---- */
+
+/* A path "/api/hosts/HOST/...": 1 with 'host' the registered host's name
+ * ("" for "local", this machine) and '*ret_tail' what follows HOST ("/vms/
+ * NAME/start"); 0 for another path; -1 when answered (a malformed or an
+ * unknown host). */
+static int host_route(struct web_app *app, struct web_conn *c, const char *path, char host[VH_NAME_MAX + 1],
+                      const char **ret_tail) {
+        if (!startswith(path, "/api/hosts/"))
+                return 0;
+        const char *h = path + strlen("/api/hosts/");
+        size_t n = strcspn(h, "/");
+        if (n == 0 || n > VH_NAME_MAX) {
+                respond_error(c, 400, "Invalid host name: 1 to 32 letters, digits, '-' or '_'.");
+                return -1;
+        }
+        memcpy(host, h, n);
+        host[n] = '\0';
+        *ret_tail = h + n;
+        if (streq(host, HOST_LOCAL)) {
+                host[0] = '\0';
+                return 1;
+        }
+        if (!host_name_is_valid(host)) {
+                _cleanup_free_ char *m = strdup_printf("Invalid host name '%s': 1 to 32 letters, digits, '-' or "
+                                                       "'_'.", host);
+                respond_error(c, 400, m ? m : "Invalid host name.");
+                return -1;
+        }
+        /* A stat of STATE/hosts/HOST.conf: cheap enough for the loop. */
+        if (!host_exists(app->ctx, host)) {
+                _cleanup_free_ char *m = strdup_printf("No host '%s' (see 'vmhost host list').", host);
+                respond_error(c, 404, m ? m : "No such host.");
+                return -1;
+        }
+        return 1;
+}
+
+static void api(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *path,
+                const struct session *s, const char *body);
+
+/* /api/hosts/HOST/vms/NAME[/SUB]: "local" is /api/vms/...; another host's
+ * VM gets the actions that 'vmhost --host HOST vm VERB NAME' runs there
+ * (web-jobs.c: run_remote_action()) and its consoles through a relay over
+ * ssh (run_remote_console()). */
+static void api_host(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *path,
+                     const struct session *s, const char *body) {
+        char host[VH_NAME_MAX + 1];
+        const char *tail = NULL;
+        if (host_route(app, c, path, host, &tail) < 0)
+                return;
+        /* "local": this host's routes, once (no /api/hosts/local/hosts/...). */
+        if (!host[0] && !startswith(tail, "/vms/")) {
+                respond_error(c, 404, "No such API path (expected /api/hosts/HOST/vms/NAME/...).");
+                return;
+        }
+        if (!host[0]) {
+                _cleanup_free_ char *local = strdup_printf("/api%s", tail);
+                if (!local)
+                        return respond_error(c, 500, "Out of memory.");
+                return api(app, c, req, local, s, body);
+        }
+        const char *rest = startswith(tail, "/vms/") ? tail + strlen("/vms/") : NULL;
+        if (!rest) {
+                respond_error(c, 404, "No such API path (expected /api/hosts/HOST/vms/NAME/...).");
+                return;
+        }
+        char name[VH_NAME_MAX + 1];
+        const char *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t) (slash - rest) : strlen(rest);
+        if (n == 0 || n >= sizeof(name)) {
+                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                return;
+        }
+        memcpy(name, rest, n);
+        name[n] = '\0';
+        if (!name_is_valid(name)) {
+                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                return;
+        }
+        enum web_action action;
+        bool post = streq(req->method, "POST");
+        const char *sub = slash ? slash + 1 : NULL;
+        if (!sub && streq(req->method, "DELETE"))
+                action = WEB_ACTION_DELETE;
+        else if (sub && post && streq(sub, "console-ticket")) {
+                (void) api_vm_console(app, c, host, name, sub, body, s);
+                return;
+        } else if (!sub || !post || web_action_from_string(sub, &action) < 0 || action == WEB_ACTION_DELETE) {
+                respond_error(c, 404, "Not for VMs of other hosts: POST .../start, stop, kill, restart or "
+                                      "console-ticket, or DELETE the VM (the rest with 'vmhost --host').");
+                return;
+        }
+        struct web_job *job = job_new(WEB_JOB_ACTION, name);
+        if (!job) {
+                respond_error(c, 500, "Out of memory.");
+                return;
+        }
+        snprintf(job->host, sizeof(job->host), "%s", host);
+        job->action = action;
+        start_conn_job(app, c, job);
+}
+
 /* A websocket to a console: GET /api/vms/NAME/console/{vnc,serial}?ticket=T
- * with the session's cookie, from this server's own page (Origin), with a
- * ticket of this session for this VM and console. */
+ * (or /api/hosts/HOST/vms/NAME/console/..., a remote VM's) with the
+ * session's cookie, from this server's own page (Origin), with a ticket of
+ * this session for this VM and console. */
 static void upgrade(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *path,
                     const struct session *s) {
         /* Browsers always send Origin on a websocket, and apply no
@@ -824,7 +945,14 @@ static void upgrade(struct web_app *app, struct web_conn *c, const struct http_r
                 respond_error(c, 403, "A websocket needs an Origin of this server.");
                 return;
         }
-        const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
+        char host[VH_NAME_MAX + 1] = "";
+        const char *tail = NULL;
+        int hr = host_route(app, c, path, host, &tail);
+        if (hr < 0)
+                return;
+        if (hr == 0)
+                tail = startswith(path, "/api/") ? path + strlen("/api") : NULL;
+        const char *rest = tail && startswith(tail, "/vms/") ? tail + strlen("/vms/") : NULL;
         const char *slash = rest ? strchr(rest, '/') : NULL;
         char name[VH_NAME_MAX + 1];
         enum web_console_kind kind;
@@ -853,7 +981,7 @@ static void upgrade(struct web_app *app, struct web_conn *c, const struct http_r
         }
         _cleanup_free_ char *ticket = NULL;
         (void) http_query_get(req->query, "ticket", &ticket);
-        if (!ticket || web_console_ticket_take(app->consoles, ticket, s->id, name, kind, vh_clock_ms()) < 0) {
+        if (!ticket || web_console_ticket_take(app->consoles, ticket, s->id, host, name, kind, vh_clock_ms()) < 0) {
                 respond_error(c, 403, "Missing, used, expired or foreign console ticket (POST "
                                       "/api/vms/NAME/console-ticket gives one).");
                 return;
@@ -867,9 +995,9 @@ static void upgrade(struct web_app *app, struct web_conn *c, const struct http_r
                         binary = true;
                 p += n;
         }
-        if (kind == WEB_CONSOLE_SERIAL && web_console_serial_open(app->consoles, name)) {
+        if (kind == WEB_CONSOLE_SERIAL && web_console_serial_open(app->consoles, host, name)) {
                 /* Already open here: the viewer joins it. */
-                if (web_console_attach(app->consoles, c, accept, binary, kind, name, -1, NULL, 0) < 0)
+                if (web_console_attach(app->consoles, c, accept, binary, kind, host, name, -1, NULL, 0) < 0)
                         respond_error(c, 503, "Cannot attach the console.");
                 return;
         }
@@ -879,6 +1007,7 @@ static void upgrade(struct web_app *app, struct web_conn *c, const struct http_r
                 return;
         }
         job->console_kind = kind;
+        snprintf(job->host, sizeof(job->host), "%s", host);
         memcpy(job->ws_accept, accept, sizeof(accept));
         job->ws_protocol_binary = binary;
         start_conn_job(app, c, job);
@@ -910,6 +1039,8 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                 return api_events(app, c);
         if (streq(path, "/api/vms") && streq(req->method, "POST"))
                 return api_create(app, c, body);
+        if (startswith(path, "/api/hosts/"))
+                return api_host(app, c, req, path, s, body);
         const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
         if (rest) {
                 char name[VH_NAME_MAX + 1];
@@ -962,7 +1093,7 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                                 respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
                                 return;
                         }
-                        if (api_vm_console(app, c, name, slash + 1, body, s))
+                        if (api_vm_console(app, c, "", name, slash + 1, body, s))
                                 return;
                         return api_action(app, c, name, slash + 1);
                 }

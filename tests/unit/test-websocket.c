@@ -253,36 +253,39 @@ TEST(ws_console_tickets) {
                 bool other_session, other_vm, other_kind;
                 uint64_t after_ms;
                 int result;
+                bool other_host;
         } cases[] = {
-                { "fresh", false, false, false, 0, 0 },
-                { "at 29.999 s", false, false, false, WEB_TICKET_TTL_MS - 1, 0 },
-                { "at 30 s", false, false, false, WEB_TICKET_TTL_MS, -EACCES },
-                { "other session", true, false, false, 0, -EACCES },
-                { "other VM", false, true, false, 0, -EACCES },
-                { "other console", false, false, true, 0, -EACCES },
+                { "fresh", false, false, false, 0, 0, false },
+                { "at 29.999 s", false, false, false, WEB_TICKET_TTL_MS - 1, 0, false },
+                { "at 30 s", false, false, false, WEB_TICKET_TTL_MS, -EACCES, false },
+                { "other session", true, false, false, 0, -EACCES, false },
+                { "other VM", false, true, false, 0, -EACCES, false },
+                { "other console", false, false, true, 0, -EACCES, false },
+                /* VM vm1 of host b is not this host's vm1. */
+                { "other host", false, false, false, 0, -EACCES, true },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char t[WEB_TICKET_HEX + 1];
                 uint64_t now = 1000000;
-                CHECK_EQ_INT(web_console_ticket_new(cs, sa, "vm1", WEB_CONSOLE_VNC, now, t), 0);
+                CHECK_EQ_INT(web_console_ticket_new(cs, sa, "", "vm1", WEB_CONSOLE_VNC, now, t), 0);
                 CHECK_EQ_U64(strlen(t), WEB_TICKET_HEX);
                 int r = web_console_ticket_take(cs, t, cases[i].other_session ? sb : sa,
-                                                cases[i].other_vm ? "vm2" : "vm1",
+                                                cases[i].other_host ? "b" : "", cases[i].other_vm ? "vm2" : "vm1",
                                                 cases[i].other_kind ? WEB_CONSOLE_SERIAL : WEB_CONSOLE_VNC,
                                                 now + cases[i].after_ms);
                 if (r != cases[i].result)
                         test_fail(__FILE__, __LINE__, "ticket %s: %d, expected %d", cases[i].what, r,
                                   cases[i].result);
                 /* Used up whatever the outcome. */
-                CHECK_EQ_INT(web_console_ticket_take(cs, t, sa, "vm1", WEB_CONSOLE_VNC, now), -EACCES);
+                CHECK_EQ_INT(web_console_ticket_take(cs, t, sa, "", "vm1", WEB_CONSOLE_VNC, now), -EACCES);
         }
-        CHECK_EQ_INT(web_console_ticket_take(cs, NULL, sa, "vm1", WEB_CONSOLE_VNC, 0), -EACCES);
-        CHECK_EQ_INT(web_console_ticket_take(cs, "", sa, "vm1", WEB_CONSOLE_VNC, 0), -EACCES);
+        CHECK_EQ_INT(web_console_ticket_take(cs, NULL, sa, "", "vm1", WEB_CONSOLE_VNC, 0), -EACCES);
+        CHECK_EQ_INT(web_console_ticket_take(cs, "", sa, "", "vm1", WEB_CONSOLE_VNC, 0), -EACCES);
         /* More than the table holds: the oldest make room, the newest work. */
         char last[WEB_TICKET_HEX + 1];
         for (int i = 0; i < WEB_MAX_TICKETS + 5; i++)
-                CHECK_EQ_INT(web_console_ticket_new(cs, sa, "vm1", WEB_CONSOLE_SERIAL, 2000000 + (uint64_t) i, last), 0);
-        CHECK_EQ_INT(web_console_ticket_take(cs, last, sa, "vm1", WEB_CONSOLE_SERIAL, 2000100), 0);
+                CHECK_EQ_INT(web_console_ticket_new(cs, sa, "b", "vm1", WEB_CONSOLE_SERIAL, 2000000 + (uint64_t) i, last), 0);
+        CHECK_EQ_INT(web_console_ticket_take(cs, last, sa, "b", "vm1", WEB_CONSOLE_SERIAL, 2000100), 0);
         web_consoles_free(cs);
 }
 
