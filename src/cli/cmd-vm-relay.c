@@ -48,26 +48,8 @@ static int write_all(int fd, const void *buf, size_t n) {
 /* The end of this boot's output from the serial log (what the console
  * said before we connected), as web-console.c gives a local viewer. */
 static int send_scrollback(const char *log, uint64_t offset) {
-        _cleanup_close_ int fd = log ? open(log, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-                return 0;
-        uint64_t size = (uint64_t) st.st_size;
-        uint64_t from = size > WEB_SERIAL_SCROLLBACK ? size - WEB_SERIAL_SCROLLBACK : 0;
-        if (offset <= size)
-                from = MAX(from, offset);
-        _cleanup_free_ char *buf = malloc(WEB_SERIAL_SCROLLBACK);
-        if (!buf)
-                return -ENOMEM;
-        size_t got = 0, want = (size_t) (size - from);
-        while (got < want) {
-                ssize_t k = pread(fd, buf + got, want - got, (off_t) (from + got));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        break;
-                got += (size_t) k;
-        }
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t got = web_serial_log_tail(log, offset, &buf);
         return write_all(STDOUT_FILENO, buf, got);
 }
 

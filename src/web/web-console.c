@@ -360,21 +360,19 @@ bool web_console_serial_open(const struct web_consoles *cs, const char *host, co
         return serial_find(cs, host, name) != NULL;
 }
 
-/* The end of this boot's serial output, for a new viewer. */
-static void serial_scrollback(struct ws_client *cl, const char *log, uint64_t offset) {
-        if (!log)
-                return;
-        _cleanup_close_ int fd = open(log, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+size_t web_serial_log_tail(const char *log, uint64_t offset, uint8_t **ret) {
+        *ret = NULL;
+        _cleanup_close_ int fd = log ? open(log, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
         struct stat st;
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-                return;
+                return 0;
         uint64_t size = (uint64_t) st.st_size;
         uint64_t from = size > WEB_SERIAL_SCROLLBACK ? size - WEB_SERIAL_SCROLLBACK : 0;
         if (offset <= size)
                 from = MAX(from, offset);
-        _cleanup_free_ uint8_t *buf = malloc(WEB_SERIAL_SCROLLBACK);
+        uint8_t *buf = malloc(WEB_SERIAL_SCROLLBACK);
         if (!buf)
-                return;
+                return 0;
         size_t got = 0, want = (size_t) (size - from);
         while (got < want) {
                 ssize_t k = pread(fd, buf + got, want - got, (off_t) (from + got));
@@ -384,6 +382,14 @@ static void serial_scrollback(struct ws_client *cl, const char *log, uint64_t of
                         break;
                 got += (size_t) k;
         }
+        *ret = buf;
+        return got;
+}
+
+/* The end of this boot's serial output, for a new viewer. */
+static void serial_scrollback(struct ws_client *cl, const char *log, uint64_t offset) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t got = web_serial_log_tail(log, offset, &buf);
         if (got)
                 (void) ws_send(cl, WS_OP_BINARY, buf, got);
 }

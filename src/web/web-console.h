@@ -34,6 +34,12 @@
 #define WEB_CONSOLE_HIGH_WATER (256 * 1024)
 #define WEB_CONSOLE_UP_MAX (256 * 1024)
 #define WEB_SERIAL_SCROLLBACK (64 * 1024)
+
+/* The end of this boot's output in the serial log 'log' (from 'offset',
+ * where this boot began, at most WEB_SERIAL_SCROLLBACK bytes): its length,
+ * the bytes in '*ret' (free()); 0 and NULL without a log. Shared by the
+ * server's viewers and 'vm console-relay' on another host. */
+size_t web_serial_log_tail(const char *log, uint64_t offset, uint8_t **ret);
 #define WEB_SERIAL_SLOW_VIEWER (1u << 20)
 #define WEB_CONSOLE_PING_MS (15 * 1000)
 

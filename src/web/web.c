@@ -452,14 +452,30 @@ static void tick(void *userdata, uint64_t now) {
 
 /* ---- routes ---- */
 
+/* The VM name that starts 'rest' (up to its next '/', in '*ret_slash', or
+ * NULL at the end) into 'name': true; a 400 answered when it is not a
+ * valid name. */
+static bool path_vm_name(struct web_conn *c, const char *rest, char name[VH_NAME_MAX + 1], const char **ret_slash) {
+        const char *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t) (slash - rest) : strlen(rest);
+        if (n == 0 || n > VH_NAME_MAX) {
+                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                return false;
+        }
+        memcpy(name, rest, n);
+        name[n] = '\0';
+        if (!name_is_valid(name)) {
+                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                return false;
+        }
+        *ret_slash = slash;
+        return true;
+}
+
 static void api_action(struct web_app *app, struct web_conn *c, const char name[VH_NAME_MAX + 1], const char *verb) {
         enum web_action action;
         if (web_action_from_string(verb, &action) < 0 || action == WEB_ACTION_DELETE) {
                 respond_error(c, 404, "Unknown action: expected start, stop, kill or restart.");
-                return;
-        }
-        if (!name_is_valid(name)) {
-                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
                 return;
         }
         if (app->n_actions >= WEB_MAX_ACTIONS) {
@@ -898,18 +914,9 @@ static void api_host(struct web_app *app, struct web_conn *c, const struct http_
                 return;
         }
         char name[VH_NAME_MAX + 1];
-        const char *slash = strchr(rest, '/');
-        size_t n = slash ? (size_t) (slash - rest) : strlen(rest);
-        if (n == 0 || n >= sizeof(name)) {
-                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+        const char *slash;
+        if (!path_vm_name(c, rest, name, &slash))
                 return;
-        }
-        memcpy(name, rest, n);
-        name[n] = '\0';
-        if (!name_is_valid(name)) {
-                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
-                return;
-        }
         enum web_action action;
         bool post = streq(req->method, "POST");
         const char *sub = slash ? slash + 1 : NULL;
@@ -1044,19 +1051,10 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
         const char *rest = startswith(path, "/api/vms/") ? path + strlen("/api/vms/") : NULL;
         if (rest) {
                 char name[VH_NAME_MAX + 1];
-                const char *slash = strchr(rest, '/');
-                size_t n = slash ? (size_t) (slash - rest) : strlen(rest);
-                if (n == 0 || n >= sizeof(name)) {
-                        respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
+                const char *slash;
+                if (!path_vm_name(c, rest, name, &slash))
                         return;
-                }
-                memcpy(name, rest, n);
-                name[n] = '\0';
                 if (!slash && streq(req->method, "DELETE")) {
-                        if (!name_is_valid(name)) {
-                                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
-                                return;
-                        }
                         struct web_job *job = calloc(1, sizeof(*job));
                         if (!job || app->n_actions >= WEB_MAX_ACTIONS) {
                                 free(job);
@@ -1071,10 +1069,6 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                         return;
                 }
                 if (slash && !strchr(slash + 1, '/') && get && streq(slash + 1, "screenshot.png")) {
-                        if (!name_is_valid(name)) {
-                                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
-                                return;
-                        }
                         struct web_job *job = job_new(WEB_JOB_SCREENSHOT, name);
                         if (!job)
                                 respond_error(c, 500, "Out of memory.");
@@ -1082,17 +1076,9 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                                 start_conn_job(app, c, job);
                         return;
                 }
-                if (slash && !name_is_valid(name)) {
-                        respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
-                        return;
-                }
                 if (slash && api_vm_more(app, c, req, name, slash + 1, body))
                         return;
                 if (slash && streq(req->method, "POST") && !strchr(slash + 1, '/')) {
-                        if (!name_is_valid(name)) {
-                                respond_error(c, 400, "Invalid VM name: 1 to 32 letters, digits, '-' or '_'.");
-                                return;
-                        }
                         if (api_vm_console(app, c, "", name, slash + 1, body, s))
                                 return;
                         return api_action(app, c, name, slash + 1);
