@@ -25,7 +25,7 @@ extern const char vm_migrate_help[];
 const char vm_migrate_help[] =
         "Usage: vmhost vm migrate NAME HOST [--storage auto|shared|copy] [--transport ssh|direct]\n"
         "                         [--bandwidth RATE] [--max-downtime MS] [--timeout SEC] [--postcopy]\n"
-        "                         [--dry-run] [--json]\n"
+        "                         [--postcopy-bandwidth RATE] [--dry-run] [--json]\n"
         "\n"
         "Moves running VM NAME to registered host HOST while it runs (docs/migration.md).\n"
         "Checks first, touching nothing: HOST answers with a compatible vmhost, its QEMU is\n"
@@ -63,6 +63,9 @@ const char vm_migrate_help[] =
         "                          hosts): the report says which host holds the VM, and this\n"
         "                          host's QEMU stays paused. HOST's QEMU needs userfaultfd\n"
         "                          (as its own user: sysctl vm.unprivileged_userfaultfd=1 there)\n"
+        "  --postcopy-bandwidth RATE  after the switch to post-copy, send the rest at most at\n"
+        "                          RATE bytes/s (default: unlimited; the guest's own page\n"
+        "                          faults are served first either way)\n"
         "  --dry-run               the checks only\n"
         "  --json                  the report as JSON\n"
         "\n"
@@ -216,8 +219,8 @@ static void print_text(const char *name, const struct vm_migrate_options *o, con
                        res->forwards[i].guest_port);
 }
 
-enum { OPT_STORAGE = 0x100, OPT_TRANSPORT, OPT_BANDWIDTH, OPT_MAX_DOWNTIME, OPT_TIMEOUT, OPT_POSTCOPY, OPT_DRY_RUN,
-       OPT_JSON };
+enum { OPT_STORAGE = 0x100, OPT_TRANSPORT, OPT_BANDWIDTH, OPT_MAX_DOWNTIME, OPT_TIMEOUT, OPT_POSTCOPY,
+       OPT_POSTCOPY_BANDWIDTH, OPT_DRY_RUN, OPT_JSON };
 
 int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
@@ -227,6 +230,7 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 { "max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "postcopy", no_argument, NULL, OPT_POSTCOPY },
+                { "postcopy-bandwidth", required_argument, NULL, OPT_POSTCOPY_BANDWIDTH },
                 { "dry-run", no_argument, NULL, OPT_DRY_RUN },
                 { "json", no_argument, NULL, OPT_JSON },
                 { "help", no_argument, NULL, 'h' },
@@ -275,6 +279,11 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 case OPT_POSTCOPY:
                         o.postcopy = true;
                         break;
+                case OPT_POSTCOPY_BANDWIDTH:
+                        if (vm_migrate_parse_rate(optarg, &o.postcopy_bandwidth) < 0)
+                                return log_error("--postcopy-bandwidth: '%s' is not a rate, e.g. 500M or 1G",
+                                                 optarg), 2;
+                        break;
                 case OPT_DRY_RUN:
                         o.dry_run = true;
                         break;
@@ -287,6 +296,8 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 default:
                         return 2;
                 }
+        if (o.postcopy_bandwidth && !o.postcopy)
+                return log_error("--postcopy-bandwidth needs --postcopy"), 2;
         if (argc - optind != 2)
                 return log_error("vm migrate: expected a VM name and a host, e.g. vmhost vm migrate web b"), 2;
         const char *name = argv[optind], *host = argv[optind + 1];

@@ -1720,6 +1720,11 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
                                  opts->bandwidth ? opts->bandwidth : (uint64_t) VM_MIGRATE_BANDWIDTH_DEFAULT);
                         r = qmp_execute(m.q, "migrate-set-parameters", args, NULL, err);
                 }
+                if (r >= 0 && opts->postcopy) {
+                        snprintf(args, sizeof(args), "{\"max-postcopy-bandwidth\":%" PRIu64 "}",
+                                 opts->postcopy_bandwidth);
+                        r = qmp_execute(m.q, "migrate-set-parameters", args, NULL, err);
+                }
                 if (r >= 0)
                         r = set_downtime(&m, MIN(VM_MIGRATE_DOWNTIME_START_MS, max_dt), err);
                 if (r >= 0)

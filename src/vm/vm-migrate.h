@@ -119,6 +119,10 @@ struct vm_migrate_options {
          * postcopy-ram on both sides) instead of raising the downtime.
          * After the switch a failure cannot be rolled back. */
         bool postcopy;
+        /* bytes/s of the background transfer after the switch to
+         * post-copy (QEMU's max-postcopy-bandwidth); 0: unlimited, QEMU's
+         * default (the guest's own page faults are served either way). */
+        uint64_t postcopy_bandwidth;
         bool dry_run;                /* the checks only */
         vm_migrate_progress_fn progress;
         void *userdata;
