@@ -713,8 +713,15 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 /* QEMU killed or failed the incoming stream: it is gone. */
                 _cleanup_(json_value_freep) struct json_value *s = NULL;
                 r = qmp_execute(q, "query-status", NULL, &s, err);
+                /* A monitor slow to answer (a loaded machine, QEMU's main
+                 * loop busy loading the stream) is not a dead QEMU; the
+                 * source's heartbeat and stdin still bound this wait. */
+                if (r == -ETIMEDOUT && st.pid > 0 && process_alive(st.pid))
+                        continue;
                 if (r < 0) {
-                        vh_error_set(err, r, "VM %s: the destination QEMU is gone", name);
+                        char why[256];
+                        snprintf(why, sizeof(why), "%s", vh_error_message(err, r));
+                        vh_error_set(err, r, "VM %s: the destination QEMU is gone (%s)", name, why);
                         /* After the switch to post-copy: the guest is lost
                          * (the source has only the pages not yet pulled). */
                         if (keep)
@@ -1589,8 +1596,11 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                     streq(p.status, "postcopy-paused") || streq(p.status, "postcopy-recover")) {
                         const char *why = NULL;
                         (void) json_get_string(json_object_get(v, "error-desc"), &why);
-                        return vh_error_set(err, -EIO, "the %smigration of VM %s %s%s%s",
-                                            m->postcopy_split ? "post-copy " : "", m->name, p.status,
+                        if (m->postcopy_split)
+                                return vh_error_set(err, -EIO, "the post-copy migration of VM %s broke (QEMU here: "
+                                                    "%s%s%.200s)", m->name, p.status, why ? ", " : "",
+                                                    why ? why : "");
+                        return vh_error_set(err, -EIO, "the migration of VM %s %s%s%s", m->name, p.status,
                                             why ? ": " : "", why ? why : "");
                 }
                 if (streq(p.status, "pre-switchover") && m->switchover) {

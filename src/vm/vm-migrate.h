@@ -19,7 +19,10 @@
  *                     migrate-continue (the switch-over starts)
  *     --postcopy, memory stalled: migrate-start-postcopy; at pre-switchover as
  *     above; postcopy-active                --> "POSTCOPY"; destination 'cont' <-- "RUNNING"
- *           (from here the guest state is split: no rollback, no resume here)
+ *           (from here the guest state is split: no rollback, no resume here;
+ *           a failure leaves both QEMUs paused, the report says which host
+ *           has what; 'resume' recovers: migrate-recover there, migrate
+ *           resume=true here, through 'vm migrate-incoming NAME --recover')
  *     completed                             --> "CONT"; destination stops the
  *                                               export, 'cont'        <-- "RUNNING"
  *     source QEMU quits, definition (and for copy its own overlay) removed

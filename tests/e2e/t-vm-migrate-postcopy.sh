@@ -196,10 +196,13 @@ if pc_start b; then
 		[ "$(mig_status c)" = completed ] && [ -z "$(leftovers_on b)" ] && [ "$(first_cnt "$(log_of c)")" -gt "$before" ] 2>/dev/null &&
 		pass b-resumed-on-c "c runs it ($(mig_status c)), its counter from $(first_cnt "$(log_of c)") on (b had $before); nothing on b" ||
 		fail b-resumed-on-c "c: $(run_status c) $(mig_status c); b: $(leftovers_on b | tr '\n' ' '); $out"
-	# Back to b for the next case.
+	# Back to b for the next case: the guest that was resumed runs on.
 	vc vm migrate m3 b >/dev/null 2>&1 && [ "$(run_status b)" = running ] && pass b-back-to-b ||
 		{ fail b-back-to-b; e2e_finish; }
-	start_load b || { fail load-on-b-again; e2e_finish; }
+	n0=$(last_cnt "$(log_of b)")
+	wait_until 15 "counter on b after the way back" cnt_past b $((${n0:-0} + 10)) &&
+		pass b-guest-alive-on-b "counter $n0 -> $(last_cnt "$(log_of b)")"
+	start_load b || { fail load-on-b-again "b: $(run_status b), counter $(last_cnt "$(log_of b)"), $(tail -c 300 "$(log_of b)" | tr -d '\r' | tail -3)"; e2e_finish; }
 	sleep 1
 else
 	wait "$MPID"
@@ -235,6 +238,11 @@ else
 	wait "$MPID"
 fi
 host_link c up
+
+# Nothing to resume: refused, the VM runs on as it was.
+out=$(vc vm migrate m3 b --resume 2>&1) && fail resume-nothing "succeeded: $out" ||
+	{ grep -q "no broken post-copy migration here to resume" <<<"$out" && [ "$(run_status c)" = running ] &&
+		[ -z "$(leftovers_on b)" ] && pass resume-nothing "$(grep -m1 error <<<"$out")" || fail resume-nothing "$out"; }
 
 list=$(vb vm list --all-hosts 2>&1)
 rows=$(awk '$1 != "cpc" && $2 == "m3" && $3 == "running"' <<<"$list")
