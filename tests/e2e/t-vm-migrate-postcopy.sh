@@ -204,9 +204,10 @@ if pc_start b; then
 		pass b-guest-alive-on-b "counter $n0 -> $(last_cnt "$(log_of b)")"
 	# The guest's load came along (it dirties memory on b as it did on c):
 	# case (c) stalls and switches to post-copy only if it does.
-	# (Not started again through the console: after this way back the
-	# console gave no byte in 60 s in 2 of 3 runs, the counter going on;
-	# not understood yet, see the report of this change.)
+	# (Not started again through the console: after this way back, with
+	# the first load still running in the guest, the console command got
+	# no answer in 60 s in 2 of 3 runs, the counter going on; not
+	# understood yet, perhaps the shell starved on a loaded machine.)
 else
 	wait "$MPID"
 fi
