@@ -25,7 +25,8 @@ extern const char vm_migrate_help[];
 const char vm_migrate_help[] =
         "Usage: vmhost vm migrate NAME HOST [--storage auto|shared|copy] [--transport ssh|direct]\n"
         "                         [--bandwidth RATE] [--max-downtime MS] [--timeout SEC] [--postcopy]\n"
-        "                         [--dry-run] [--json]\n"
+        "                         [--postcopy-bandwidth RATE] [--dry-run] [--json]\n"
+        "       vmhost vm migrate NAME HOST --resume [--transport ssh|direct] [--json]\n"
         "\n"
         "Moves running VM NAME to registered host HOST while it runs (docs/migration.md).\n"
         "Checks first, touching nothing: HOST answers with a compatible vmhost, its QEMU is\n"
@@ -63,6 +64,13 @@ const char vm_migrate_help[] =
         "                          hosts): the report says which host holds the VM, and this\n"
         "                          host's QEMU stays paused. HOST's QEMU needs userfaultfd\n"
         "                          (as its own user: sysctl vm.unprivileged_userfaultfd=1 there)\n"
+        "  --postcopy-bandwidth RATE  after the switch to post-copy, send the rest at most at\n"
+        "                          RATE bytes/s (default: unlimited; the guest's own page\n"
+        "                          faults are served first either way)\n"
+        "  --resume                finish a post-copy migration to HOST that broke (both QEMUs\n"
+        "                          paused in postcopy-paused, as the report of the failure\n"
+        "                          says): HOST's QEMU takes a new stream and this one sends\n"
+        "                          the rest (QEMU's post-copy recovery)\n"
         "  --dry-run               the checks only\n"
         "  --json                  the report as JSON\n"
         "\n"
@@ -134,7 +142,16 @@ static void print_json(const char *name, const struct vm_migrate_options *o, con
         json_array_end(&w);
         json_kv_bool(&w, "migrated", res->migrated);
         json_kv_string(&w, "where", res->where);
+        json_kv_string(&w, "outcome", res->outcome);
         json_kv_bool(&w, "source_paused", res->source_paused);
+        if (res->source_state[0])
+                json_kv_string(&w, "source_state", res->source_state);
+        if (res->destination_state[0])
+                json_kv_string(&w, "destination_state", res->destination_state);
+        if (res->definition[0])
+                json_kv_string(&w, "definition", res->definition);
+        if (res->recover[0])
+                json_kv_string(&w, "recover", res->recover);
         json_kv_uint(&w, "total_ms", res->total_ms);
         json_kv_uint(&w, "migration_ms", res->migration_ms);
         json_kv_uint(&w, "downtime_ms", res->downtime_ms);
@@ -216,8 +233,8 @@ static void print_text(const char *name, const struct vm_migrate_options *o, con
                        res->forwards[i].guest_port);
 }
 
-enum { OPT_STORAGE = 0x100, OPT_TRANSPORT, OPT_BANDWIDTH, OPT_MAX_DOWNTIME, OPT_TIMEOUT, OPT_POSTCOPY, OPT_DRY_RUN,
-       OPT_JSON };
+enum { OPT_STORAGE = 0x100, OPT_TRANSPORT, OPT_BANDWIDTH, OPT_MAX_DOWNTIME, OPT_TIMEOUT, OPT_POSTCOPY,
+       OPT_POSTCOPY_BANDWIDTH, OPT_RESUME, OPT_DRY_RUN, OPT_JSON };
 
 int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
         static const struct option options[] = {
@@ -227,6 +244,8 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 { "max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "postcopy", no_argument, NULL, OPT_POSTCOPY },
+                { "postcopy-bandwidth", required_argument, NULL, OPT_POSTCOPY_BANDWIDTH },
+                { "resume", no_argument, NULL, OPT_RESUME },
                 { "dry-run", no_argument, NULL, OPT_DRY_RUN },
                 { "json", no_argument, NULL, OPT_JSON },
                 { "help", no_argument, NULL, 'h' },
@@ -275,6 +294,14 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 case OPT_POSTCOPY:
                         o.postcopy = true;
                         break;
+                case OPT_POSTCOPY_BANDWIDTH:
+                        if (vm_migrate_parse_rate(optarg, &o.postcopy_bandwidth) < 0)
+                                return log_error("--postcopy-bandwidth: '%s' is not a rate, e.g. 500M or 1G",
+                                                 optarg), 2;
+                        break;
+                case OPT_RESUME:
+                        o.resume = true;
+                        break;
                 case OPT_DRY_RUN:
                         o.dry_run = true;
                         break;
@@ -287,6 +314,11 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                 default:
                         return 2;
                 }
+        if (o.resume && (o.postcopy || o.dry_run || o.storage != VM_MIGRATE_STORAGE_AUTO))
+                return log_error("--resume takes only --transport and --json: the rest was set by the migration "
+                                 "it resumes"), 2;
+        if (o.postcopy_bandwidth && !o.postcopy)
+                return log_error("--postcopy-bandwidth needs --postcopy"), 2;
         if (argc - optind != 2)
                 return log_error("vm migrate: expected a VM name and a host, e.g. vmhost vm migrate web b"), 2;
         const char *name = argv[optind], *host = argv[optind + 1];
@@ -337,6 +369,8 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv) {
                         log_error("%s", vh_error_message(&err, r));
                 if (res->warning[0])
                         log_warning("%s", res->warning);
+                if (res->recover[0])
+                        log_info("VM %s: %s; run: %s", name, res->outcome, res->recover);
                 if (!res->migrated && !res->source_paused && res->n_checks && res->checks_ok && !o.dry_run)
                         log_info("VM %s is still running on this host.", name);
         } else if (res->warning[0] && !json)
@@ -411,8 +445,10 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
                 { "copy-disk-size", required_argument, NULL, 's' },
                 { "copy-base", required_argument, NULL, 'b' },
                 { "postcopy", no_argument, NULL, 'P' },
+                { "recover", no_argument, NULL, 'R' },
                 {},
         };
+        bool recover = false;
         struct vm_migrate_incoming_options io = { .transport = VM_MIGRATE_TRANSPORT_SSH };
         int c;
         optind = 1;
@@ -432,6 +468,7 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
                         break;
                 case 'b': io.base = optarg; break;
                 case 'P': io.postcopy = true; break;
+                case 'R': recover = true; break;
                 default: return 2;
                 }
         if (argc - optind != 1)
@@ -443,7 +480,8 @@ int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv)
         struct vh_error err = {};
         if (io.base && !io.copy)
                 return log_error("--copy-base needs --copy-disk-size"), 2;
-        int r = vm_migrate_incoming(ctx, argv[optind], &io, STDIN_FILENO, STDOUT_FILENO, &err);
+        int r = recover ? vm_migrate_incoming_recover(ctx, argv[optind], &io, STDIN_FILENO, STDOUT_FILENO, &err)
+                        : vm_migrate_incoming(ctx, argv[optind], &io, STDIN_FILENO, STDOUT_FILENO, &err);
         if (r < 0)
                 return log_error("%s", vh_error_message(&err, r)), 1;
         return 0;

@@ -444,6 +444,21 @@ static int incoming_define(const struct vh_context *ctx, struct vm_def *def,
         return r;
 }
 
+/* The answer to the source's "STATUS" after a failure in post-copy:
+ * "STATUS MIGRATION RUN" (QEMU's migration status and run state here). */
+static int incoming_status(struct qmp_client *q, int out_fd, struct vh_error *err) {
+        _cleanup_(json_value_freep) struct json_value *mv = NULL, *sv = NULL;
+        const char *mig = NULL, *run = NULL;
+        int r = qmp_execute(q, "query-migrate", NULL, &mv, err);
+        if (r >= 0)
+                r = qmp_execute(q, "query-status", NULL, &sv, err);
+        if (r < 0)
+                return r;
+        (void) json_get_string(json_object_get(mv, "status"), &mig);
+        (void) json_get_string(json_object_get(sv, "status"), &run);
+        return write_line(out_fd, "STATUS %.40s %.40s", mig ? mig : "none", run ? run : "none");
+}
+
 int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const struct vm_migrate_incoming_options *o,
                         int in_fd, int out_fd, struct vh_error *err) {
         enum vm_migrate_transport transport = o->transport;
@@ -649,6 +664,9 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                         heard = vh_clock_ms();
                         if (streq(line, "ALIVE"))
                                 beats = true;
+                        /* A failed 'STATUS' (QEMU gone) is found below. */
+                        if (streq(line, "STATUS") && keep)
+                                (void) incoming_status(q, out_fd, NULL);
                         if (streq(line, "POSTCOPY") && o->postcopy) {
                                 /* The source stopped for good: whatever
                                  * happens now, the VM is not removed here. */
@@ -695,8 +713,20 @@ int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const st
                 /* QEMU killed or failed the incoming stream: it is gone. */
                 _cleanup_(json_value_freep) struct json_value *s = NULL;
                 r = qmp_execute(q, "query-status", NULL, &s, err);
+                /* A monitor slow to answer (a loaded machine, QEMU's main
+                 * loop busy loading the stream) is not a dead QEMU; the
+                 * source's heartbeat and stdin still bound this wait. */
+                if (r == -ETIMEDOUT && st.pid > 0 && process_alive(st.pid))
+                        continue;
                 if (r < 0) {
-                        vh_error_set(err, r, "VM %s: the destination QEMU is gone", name);
+                        char why[256];
+                        snprintf(why, sizeof(why), "%s", vh_error_message(err, r));
+                        vh_error_set(err, r, "VM %s: the destination QEMU is gone (%s)", name, why);
+                        /* After the switch to post-copy: the guest is lost
+                         * (the source has only the pages not yet pulled). */
+                        if (keep)
+                                (void) write_line(out_fd, "LOST the destination QEMU of VM %s died during post-copy",
+                                                  name);
                         goto fail;
                 }
         }
@@ -741,6 +771,146 @@ fail:
         return r;
 }
 
+/* The migration status of 'q' into 'buf' ("none" when QEMU says none). */
+static int incoming_mig_status(struct qmp_client *q, char *buf, size_t size, struct vh_error *err) {
+        _cleanup_(json_value_freep) struct json_value *v = NULL;
+        const char *st = NULL;
+        int r = qmp_execute(q, "query-migrate", NULL, &v, err);
+        if (r < 0)
+                return r;
+        (void) json_get_string(json_object_get(v, "status"), &st);
+        snprintf(buf, size, "%s", st ? st : "none");
+        return 0;
+}
+
+int vm_migrate_incoming_recover(const struct vh_context *ctx, const char *name,
+                                const struct vm_migrate_incoming_options *o, int in_fd, int out_fd,
+                                struct vh_error *err) {
+        _cleanup_(vm_lock_releasep) struct vm_lock *lock = NULL;
+        _cleanup_(qmp_freep) struct qmp_client *q = NULL;
+        _cleanup_free_ char *sock = NULL;
+        struct vm_paths p = {};
+        struct vm_status vs;
+        int listen_fd = -1;
+        uint16_t port = 0;
+        char st[48] = "";
+        int r = vm_lock_take(ctx, name, "post-copy recovered here", VM_LOCK_TIMEOUT_MS, &lock, err);
+        if (r < 0)
+                goto say;
+        r = vm_open_running(ctx, name, &p, &vs, err);
+        if (r < 0)
+                goto say;
+        r = qmp_connect(p.qmp_watch_socket, MIGRATE_QMP_TIMEOUT_MS, &q, err);
+        if (r >= 0)
+                r = incoming_mig_status(q, st, sizeof(st), err);
+        /* A stream that is gone without an error here (a cut link: the TCP
+         * connection only went quiet) leaves QEMU waiting in
+         * postcopy-active; migrate-recover needs postcopy-paused. */
+        if (r >= 0 && streq(st, "postcopy-active")) {
+                r = qmp_execute(q, "migrate-pause", NULL, NULL, err);
+                uint64_t dl = vh_deadline_after(MIGRATE_QMP_TIMEOUT_MS);
+                while (r >= 0 && streq(st, "postcopy-active") && vh_clock_ms() < dl) {
+                        usleep(20000);
+                        r = incoming_mig_status(q, st, sizeof(st), err);
+                }
+        }
+        if (r >= 0 && !streq(st, "postcopy-paused"))
+                r = vh_error_set(err, -EINVAL, "VM %s here is not in a paused post-copy migration (status %s): "
+                                 "nothing to resume", name, st);
+        if (r >= 0 && o->transport == VM_MIGRATE_TRANSPORT_SSH) {
+                sock = strdup_printf("%s/migrate-in.sock", p.runtime_dir);
+                r = sock ? listen_unix(sock, &listen_fd) : -ENOMEM;
+                if (r < 0)
+                        vh_error_set(err, r, "Cannot listen on %s: %s", sock ? sock : "", strerror(-r));
+        } else if (r >= 0) {
+                const char *a = o->listen_addr ? o->listen_addr : "0.0.0.0";
+                r = listen_tcp(a, &port, &listen_fd);
+                if (r < 0)
+                        vh_error_set(err, r, "Cannot listen for the migration on %s: %s", a, strerror(-r));
+        }
+        vm_paths_done(&p);
+        if (r >= 0) {
+                struct json_writer w;
+                json_writer_init(&w, false);
+                json_object_begin(&w);
+                json_kv_string(&w, "socket", sock);
+                json_kv_uint(&w, "port", port);
+                json_object_end(&w);
+                int werr = 0;
+                _cleanup_free_ char *js = json_writer_finish(&w, &werr);
+                r = js ? write_line(out_fd, "READY %s", js) : -ENOMEM;
+        }
+        struct line_reader lr = { .fd = in_fd };
+        char line[VM_MIGRATE_LINE_MAX];
+        bool done = false;
+        while (r >= 0 && !done) {
+                struct pollfd pfd[2] = { { .fd = in_fd, .events = POLLIN }, { .fd = listen_fd, .events = POLLIN } };
+                bool buffered = memchr(lr.buf, '\n', lr.len) != NULL;
+                int n = poll(pfd, listen_fd >= 0 ? 2 : 1, buffered ? 0 : 200);
+                if (n < 0 && errno != EINTR) {
+                        r = vh_error_set(err, negative_errno(), "poll: %m");
+                        break;
+                }
+                if (listen_fd >= 0 && n > 0 && (pfd[1].revents & POLLIN)) {
+                        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                        if (fd >= 0) {
+                                listen_fd = safe_close(listen_fd);
+                                if (sock)
+                                        unlink(sock);
+                                r = qmp_execute_fd(q, "getfd", "{\"fdname\":\"" MIGRATE_FD_NAME "\"}", fd, NULL, err);
+                                safe_close(fd);
+                                if (r >= 0)
+                                        r = qmp_execute(q, "migrate-recover", "{\"uri\":\"fd:" MIGRATE_FD_NAME "\"}",
+                                                        NULL, err);
+                                if (r < 0)
+                                        break;
+                        }
+                }
+                bool readable = n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR));
+                while (r >= 0 && (readable || buffered)) {
+                        int k = line_read(&lr, line, sizeof(line), vh_deadline_after(1000));
+                        if (k == -ETIMEDOUT)
+                                break;
+                        if (k <= 0 || streq(line, "ABORT")) {
+                                r = vh_error_set(err, -EPIPE, "VM %s: the source went away while post-copy was "
+                                                 "resumed; the VM stays here", name);
+                                break;
+                        }
+                        if (streq(line, "STATUS"))
+                                (void) incoming_status(q, out_fd, NULL);
+                        else if (streq(line, "CONT")) {
+                                r = incoming_wait(q, name, false, err);
+                                _cleanup_(json_value_freep) struct json_value *sv = NULL;
+                                const char *run = NULL;
+                                if (r >= 0)
+                                        r = qmp_execute(q, "query-status", NULL, &sv, err);
+                                (void) json_get_string(json_object_get(sv, "status"), &run);
+                                if (r >= 0 && (!run || !streq(run, "running")))
+                                        r = qmp_execute(q, "cont", NULL, NULL, err);
+                                done = r >= 0;
+                                break;
+                        }
+                        readable = false;
+                        buffered = memchr(lr.buf, '\n', lr.len) != NULL;
+                }
+                if (r < 0 || done)
+                        break;
+                _cleanup_(json_value_freep) struct json_value *sv = NULL;
+                if ((r = qmp_execute(q, "query-status", NULL, &sv, err)) < 0) {
+                        vh_error_set(err, r, "VM %s: the destination QEMU is gone", name);
+                        (void) write_line(out_fd, "LOST the destination QEMU of VM %s died during post-copy", name);
+                }
+        }
+        safe_close(listen_fd);
+        if (sock)
+                unlink(sock);
+        if (done)
+                return write_line(out_fd, "RUNNING");
+say:
+        (void) write_line(out_fd, "FAILED %s", vh_error_message(err, r));
+        return r;
+}
+
 /* ---- the source ---- */
 
 /* An ssh process forwarding a local unix socket to one on the far side. */
@@ -776,6 +946,11 @@ struct migration {
          * may run the guest from here on, so the source never resumes. */
         bool postcopy_split;
         bool dest_running;           /* the destination answered RUNNING to POSTCOPY */
+        /* --resume: this QEMU was postcopy-paused and was told to resume;
+         * until it is postcopy-active again (or the deadline) its
+         * postcopy-paused and postcopy-recover are steps, not failures. */
+        bool resuming;
+        uint64_t resume_deadline;
         uint64_t last_alive;         /* the last heartbeat sent to the far side */
         uint64_t t0;
 };
@@ -938,7 +1113,8 @@ static int far_read(struct migration *m, char *line, size_t size, unsigned timeo
                         snprintf(line, size, "%s", other[0] ? other : r == 0 ? "the session ended" : "no answer");
                         return r == 0 ? -EPIPE : r;
                 }
-                if (startswith(line, "READY ") || streq(line, "RUNNING") || startswith(line, "FAILED "))
+                if (startswith(line, "READY ") || streq(line, "RUNNING") || startswith(line, "FAILED ") ||
+                    startswith(line, "STATUS ") || startswith(line, "LOST "))
                         return 0;
                 snprintf(other, sizeof(other), "%s", line);
         }
@@ -1408,12 +1584,23 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
                 if (r < 0)
                         return r;
                 p.downtime_limit_ms = m->res->downtime_limit_ms;
+                if (m->resuming && streq(p.status, "postcopy-active"))
+                        m->resuming = false;
+                if (m->resuming && (streq(p.status, "postcopy-paused") || streq(p.status, "postcopy-recover")) &&
+                    vh_clock_ms() < m->resume_deadline) {
+                        far_alive(m);
+                        usleep(VM_MIGRATE_POLL_MS * 1000);
+                        continue;
+                }
                 if (streq(p.status, "failed") || streq(p.status, "cancelled") ||
                     streq(p.status, "postcopy-paused") || streq(p.status, "postcopy-recover")) {
                         const char *why = NULL;
                         (void) json_get_string(json_object_get(v, "error-desc"), &why);
-                        return vh_error_set(err, -EIO, "the %smigration of VM %s %s%s%s",
-                                            m->postcopy_split ? "post-copy " : "", m->name, p.status,
+                        if (m->postcopy_split)
+                                return vh_error_set(err, -EIO, "the post-copy migration of VM %s broke (QEMU here: "
+                                                    "%s%s%.200s)", m->name, p.status, why ? ", " : "",
+                                                    why ? why : "");
+                        return vh_error_set(err, -EIO, "the migration of VM %s %s%s%s", m->name, p.status,
                                             why ? ": " : "", why ? why : "");
                 }
                 if (streq(p.status, "pre-switchover") && m->switchover) {
@@ -1555,6 +1742,108 @@ static int watch_migration(struct migration *m, struct vh_error *err) {
         }
 }
 
+/* How long the destination is asked what it has after post-copy broke:
+ * its QEMU learns that the stream is gone a moment after this one. */
+#define MIGRATE_PROBE_TIMEOUT_MS 8000
+
+/* After post-copy broke: the destination's word on its QEMU, into
+ * res->destination_state: its migration status (asked with "STATUS"
+ * until it is no longer postcopy-active, or the time is up), "gone"
+ * when it said LOST, "unreachable" when it said nothing. */
+static void probe_destination(struct migration *m) {
+        struct vm_migrate_result *res = m->res;
+        snprintf(res->destination_state, sizeof(res->destination_state), "unreachable");
+        if (!m->far_started)
+                return;
+        uint64_t dl = vh_deadline_after(MIGRATE_PROBE_TIMEOUT_MS);
+        while (vh_clock_ms() < dl) {
+                /* What it said already (a LOST while the stream broke) first. */
+                char line[VM_MIGRATE_LINE_MAX] = "";
+                int r = far_read(m, line, sizeof(line), 300);
+                if (r == -ETIMEDOUT) {
+                        if (host_ssh_pipe_write(&m->far, "STATUS\n", 7) < 0)
+                                return;
+                        r = far_read(m, line, sizeof(line), 1000);
+                }
+                if (r == -ETIMEDOUT)
+                        continue;
+                if (r < 0)
+                        return;
+                if (startswith(line, "LOST ")) {
+                        snprintf(res->destination_state, sizeof(res->destination_state), "gone");
+                        return;
+                }
+                char mig[32] = "";
+                if (startswith(line, "STATUS ") && sscanf(line + 7, "%31s", mig) == 1) {
+                        snprintf(res->destination_state, sizeof(res->destination_state), "%s", mig);
+                        if (!streq(mig, "postcopy-active"))
+                                return;
+                        usleep(300 * 1000);
+                }
+        }
+}
+
+/* A failure after the switch to post-copy ('why' the error): nothing is
+ * rolled back or resumed; says where the VM is, which host's definition
+ * to keep and what to run, from the two QEMUs' states. */
+static void postcopy_failed(struct migration *m) {
+        struct vm_migrate_result *res = m->res;
+        const char *n = m->name, *d = m->opts->dest->name;
+        struct vm_migrate_progress q = {};
+        if (qmp_query_migrate(m, &q, NULL, NULL) == 0)
+                snprintf(res->source_state, sizeof(res->source_state), "%s", q.status);
+        else
+                snprintf(res->source_state, sizeof(res->source_state), "none");
+        probe_destination(m);
+        res->source_paused = true;
+        res->migrated = false;
+        /* The destination ran the guest last: its disk (its own overlay
+         * when copied) has the newest writes, so its definition is kept. */
+        snprintf(res->definition, sizeof(res->definition), "%s", d);
+        const char *ds = res->destination_state;
+        bool src_paused = streq(res->source_state, "postcopy-paused");
+        if (streq(ds, "gone") || (!src_paused && !streq(ds, "unreachable"))) {
+                bool dest_alive = !streq(ds, "gone");
+                snprintf(res->outcome, sizeof(res->outcome), "lost");
+                snprintf(res->where, sizeof(res->where), "none");
+                /* A destination QEMU still waiting for pages that will
+                 * never come is killed too before the cold boot. */
+                char kill_there[VH_NAME_MAX * 2 + 48] = "";
+                if (dest_alive)
+                        snprintf(kill_there, sizeof(kill_there), "vmhost --host %s vm kill %s && ", d, n);
+                snprintf(res->recover, sizeof(res->recover),
+                         "vmhost vm kill %s && vmhost vm delete %s && %svmhost --host %s vm start %s", n, n,
+                         kill_there, d, n);
+                snprintf(res->warning, sizeof(res->warning),
+                         "VM %s is lost: %s during post-copy, and the paused QEMU here (%s) holds an out-of-date "
+                         "copy that must not be resumed. Host %s keeps the definition (its disk has the guest's "
+                         "last writes); boot the VM again there from its disk: '%s'",
+                         n, dest_alive ? "this QEMU's stream failed for good (no post-copy recovery)"
+                                       : "the destination QEMU died", res->source_state, d, res->recover);
+                return;
+        }
+        snprintf(res->where, sizeof(res->where), "%s", d);
+        snprintf(res->recover, sizeof(res->recover), "vmhost vm migrate %s %s --resume", n, d);
+        if (streq(ds, "unreachable")) {
+                snprintf(res->outcome, sizeof(res->outcome), "unknown");
+                snprintf(res->warning, sizeof(res->warning),
+                         "post-copy of VM %s broke and host %s is unreachable: the VM is paused here (%s) and this "
+                         "copy must not be resumed; if its QEMU on host %s lives it waits there for the rest of the "
+                         "memory. Host %s keeps the definition. When host %s answers again, '%s' finishes the "
+                         "migration; if its QEMU there is gone the VM is lost: 'vmhost vm kill %s && vmhost vm "
+                         "delete %s' here, then 'vmhost --host %s vm start %s'",
+                         n, d, res->source_state, d, d, d, res->recover, n, n, d, n);
+                return;
+        }
+        snprintf(res->outcome, sizeof(res->outcome), "postcopy-paused");
+        snprintf(res->warning, sizeof(res->warning),
+                 "VM %s is paused on both hosts (here %s, host %s %s): host %s has its device state and the pages "
+                 "it pulled, this host the rest, so neither copy may run alone and the paused QEMU here must not "
+                 "be resumed. This is recoverable: '%s' sends the rest and finishes the migration; host %s keeps "
+                 "the definition",
+                 n, res->source_state, d, ds, d, res->recover, d);
+}
+
 /* After 'completed': the destination resumes, the source goes. */
 static int finish(struct migration *m, struct vh_error *err) {
         const struct vm_migrate_options *o = m->opts;
@@ -1630,6 +1919,86 @@ static int finish(struct migration *m, struct vh_error *err) {
                             line);
 }
 
+/* --resume: a post-copy migration that broke (this QEMU postcopy-paused)
+ * gets a new stream: the destination's QEMU takes it with migrate-recover
+ * ('vm migrate-incoming --recover'), this one sends the rest (migrate
+ * with resume), then the end is a migration's (finish). */
+static int resume_migration(struct migration *m, struct vh_error *err) {
+        const struct vm_migrate_options *o = m->opts;
+        struct vm_migrate_progress p = { .phase = VM_MIGRATE_PHASE_PREPARE };
+        int r = qmp_query_migrate(m, &p, NULL, err);
+        if (r < 0)
+                return r;
+        if (!streq(p.status, "postcopy-paused"))
+                return vh_error_set(err, -EINVAL, "VM %s has no broken post-copy migration here to resume (its "
+                                    "migration status is %s)", m->name, p.status);
+        /* From here on this side is as a failed post-copy left it. */
+        m->switchover = m->postcopy_requested = m->postcopy_split = true;
+        m->migrate_started = true;
+        m->res->postcopy = true;
+        snprintf(m->res->where, sizeof(m->res->where), "%s", o->dest->name);
+        if ((r = progress(m, &p)) < 0)
+                return vh_error_set(err, r, "cancelled");
+        const char *addr = ssh_host_address(o->dest);
+        char *argv[] = { (char *) host_def_vmhost(o->dest), (char *) "vm", (char *) "migrate-incoming",
+                         (char *) m->name, (char *) "--recover", (char *) "--transport",
+                         o->transport == VM_MIGRATE_TRANSPORT_SSH ? (char *) "ssh" : (char *) "direct",
+                         (char *) "--listen", (char *) addr, NULL };
+        r = host_ssh_pipe_start(m->ctx, o->dest, argv, &m->far, err);
+        if (r < 0)
+                return r;
+        m->far_started = true;
+        m->far_lr = (struct line_reader) { .fd = m->far.out_fd };
+        if ((r = host_ssh_pipe_write(&m->far, "ALIVE\n", 6)) >= 0)
+                m->last_alive = vh_clock_ms();
+        char line[VM_MIGRATE_LINE_MAX] = "";
+        if (r >= 0)
+                r = far_read(m, line, sizeof(line), MIGRATE_READY_TIMEOUT_MS);
+        if (r < 0 || !startswith(line, "READY "))
+                return vh_error_set(err, r < 0 ? r : -EIO, "host %s cannot resume the post-copy of VM %s: %s",
+                                    o->dest->name, m->name, startswith(line, "FAILED ") ? line + 7 : line);
+        _cleanup_free_ char *sock = NULL, *nbd = NULL;
+        uint16_t port = 0, nbd_port = 0;
+        r = parse_ready(m, line + 6, &sock, &port, &nbd, &nbd_port, err);
+        if (r < 0)
+                return r;
+        int fd = -1;
+        if (o->transport == VM_MIGRATE_TRANSPORT_SSH) {
+                if (!sock || sock[0] != '/')
+                        return vh_error_set(err, -EPROTO, "host %s named no socket for the stream", o->dest->name);
+                /* A forward of the first run may still have its socket. */
+                forward_stop(&m->fwd);
+                r = forward_start(m, &m->fwd, "migrate-fwd.sock", "migration stream", sock, &fd, err);
+                if (r < 0)
+                        return r;
+        } else {
+                fd = port ? connect_tcp(addr, port) : -EPROTO;
+                if (fd < 0)
+                        return vh_error_set(err, fd, "cannot connect to host %s port %u for the migration: %s",
+                                            o->dest->name, port, strerror(-fd));
+        }
+        r = qmp_execute_fd(m->q, "getfd", "{\"fdname\":\"" MIGRATE_FD_NAME "\"}", fd, NULL, err);
+        safe_close(fd);
+        if (r >= 0)
+                r = qmp_execute(m->q, "migrate", "{\"uri\":\"fd:" MIGRATE_FD_NAME "\",\"resume\":true}", NULL, err);
+        if (r < 0)
+                return r;
+        m->resuming = true;
+        m->resume_deadline = vh_deadline_after(MIGRATE_REPLY_TIMEOUT_MS);
+        r = watch_migration(m, err);
+        if (r < 0)
+                return r;
+        /* Which disk the first run copied is not known here: a disk in the
+         * VM's directory is left rather than risk removing a shared one. */
+        struct vm_paths vp = {};
+        if (m->def->disk && vm_paths_get(m->ctx, m->name, &vp, NULL) >= 0 && startswith(m->def->disk, vp.state_dir))
+                snprintf(m->res->warning, sizeof(m->res->warning),
+                         "disk %s was left here (after --resume vmhost cannot tell a copied disk from a shared one): "
+                         "remove it when host %s has its own copy", m->def->disk, o->dest->name);
+        vm_paths_done(&vp);
+        return finish(m, err);
+}
+
 int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *opts, struct vm_migrate_result *ret,
                struct vh_error *err) {
         struct vm_migrate_result *res = ret;
@@ -1664,6 +2033,19 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
         }
 
         struct vm_migrate_progress p = { .phase = VM_MIGRATE_PHASE_CHECKS };
+        if (opts->resume) {
+                r = resume_migration(&m, err);
+                if (r < 0 && m.postcopy_split)
+                        postcopy_failed(&m);
+                else if (r < 0)
+                        snprintf(res->outcome, sizeof(res->outcome), "unchanged");
+                if (r >= 0) {
+                        p = res->last;
+                        p.phase = VM_MIGRATE_PHASE_DONE;
+                        (void) progress(&m, &p);
+                }
+                goto out;
+        }
         if ((r = progress(&m, &p)) < 0) {
                 vh_error_set(err, r, "cancelled");
                 goto out;
@@ -1720,6 +2102,11 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
                                  opts->bandwidth ? opts->bandwidth : (uint64_t) VM_MIGRATE_BANDWIDTH_DEFAULT);
                         r = qmp_execute(m.q, "migrate-set-parameters", args, NULL, err);
                 }
+                if (r >= 0 && opts->postcopy) {
+                        snprintf(args, sizeof(args), "{\"max-postcopy-bandwidth\":%" PRIu64 "}",
+                                 opts->postcopy_bandwidth);
+                        r = qmp_execute(m.q, "migrate-set-parameters", args, NULL, err);
+                }
                 if (r >= 0)
                         r = set_downtime(&m, MIN(VM_MIGRATE_DOWNTIME_START_MS, max_dt), err);
                 if (r >= 0)
@@ -1735,13 +2122,7 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
         if (r < 0 && m.postcopy_split) {
                 /* The guest state is split between the hosts: nothing here
                  * may run it again, and the destination keeps what it has. */
-                res->source_paused = true;
-                snprintf(res->where, sizeof(res->where), "%s", opts->dest->name);
-                snprintf(res->warning, sizeof(res->warning),
-                         "post-copy failed after the switch: VM %s %s on host %s and part of its memory is only in "
-                         "the paused QEMU here, which must not be resumed; it cannot be rolled back (see 'vmhost "
-                         "--host %s vm status %s')", opts->name, m.dest_running ? "runs" : "is paused",
-                         opts->dest->name, opts->dest->name, opts->name);
+                postcopy_failed(&m);
                 goto out;
         }
         if (r < 0 && !m.switchover) {
@@ -1767,6 +2148,9 @@ int vm_migrate(const struct vh_context *ctx, const struct vm_migrate_options *op
                 (void) progress(&m, &p);
         }
 out:
+        if (!res->outcome[0])
+                snprintf(res->outcome, sizeof(res->outcome), "%s",
+                         res->migrated ? "migrated" : res->source_paused ? "unknown" : "stayed");
         m.mirror = vm_migrate_disk_mirror_free(m.mirror);
         if (m.far_started)
                 host_ssh_pipe_abort(&m.far);

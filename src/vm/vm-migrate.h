@@ -19,7 +19,10 @@
  *                     migrate-continue (the switch-over starts)
  *     --postcopy, memory stalled: migrate-start-postcopy; at pre-switchover as
  *     above; postcopy-active                --> "POSTCOPY"; destination 'cont' <-- "RUNNING"
- *           (from here the guest state is split: no rollback, no resume here)
+ *           (from here the guest state is split: no rollback, no resume here;
+ *           a failure leaves both QEMUs paused, the report says which host
+ *           has what; 'resume' recovers: migrate-recover there, migrate
+ *           resume=true here, through 'vm migrate-incoming NAME --recover')
  *     completed                             --> "CONT"; destination stops the
  *                                               export, 'cont'        <-- "RUNNING"
  *     source QEMU quits, definition (and for copy its own overlay) removed
@@ -119,7 +122,16 @@ struct vm_migrate_options {
          * postcopy-ram on both sides) instead of raising the downtime.
          * After the switch a failure cannot be rolled back. */
         bool postcopy;
+        /* bytes/s of the background transfer after the switch to
+         * post-copy (QEMU's max-postcopy-bandwidth); 0: unlimited, QEMU's
+         * default (the guest's own page faults are served either way). */
+        uint64_t postcopy_bandwidth;
         bool dry_run;                /* the checks only */
+        /* Finish a post-copy migration to 'dest' that broke (this QEMU in
+         * postcopy-paused): the destination's QEMU takes a new stream
+         * (migrate-recover), this one sends the rest (migrate resume). No
+         * checks, no new definition: both are there from the first run. */
+        bool resume;
         vm_migrate_progress_fn progress;
         void *userdata;
 };
@@ -153,7 +165,20 @@ struct vm_migrate_result {
         uint16_t host_ports[VM_MAX_FORWARDS];
         unsigned n_forwards;
         struct vm_forward forwards[VM_MAX_FORWARDS];
-        char warning[512];           /* "" or what went wrong after the switch-over */
+        char warning[1024];          /* "" or what went wrong after the switch-over */
+        /* What the user has, in one word: "migrated"; "stayed" (the VM
+         * runs here, nothing there); after a failure past the switch to
+         * post-copy "lost" (the destination's QEMU died: no QEMU holds the
+         * whole guest), "postcopy-paused" (both QEMUs paused, recoverable
+         * with 'resume') or "unknown" (the destination did not answer);
+         * "unknown" too when a pre-copy switch-over was not confirmed. */
+        char outcome[24];
+        char source_state[32];       /* this QEMU's migration status at the end ("none": no QEMU) */
+        /* The destination's, as its session said: its QEMU's migration
+         * status, "gone" (its QEMU died), "unreachable" (no answer). */
+        char destination_state[32];
+        char definition[VH_NAME_MAX + 8]; /* after a post-copy failure: the host whose definition to keep */
+        char recover[512];           /* the commands that recover or clean up, "" when none are needed */
 };
 
 /* Checks, then (unless dry_run) migrates. Returns 0 when the VM runs on
@@ -210,6 +235,18 @@ struct vm_migrate_incoming_options {
  * take the VM back. */
 int vm_migrate_incoming(const struct vh_context *ctx, const char *name, const struct vm_migrate_incoming_options *o,
                         int in_fd, int out_fd, struct vh_error *err);
+
+/* The destination's part of 'resume' ('vm migrate-incoming NAME
+ * --recover'): VM NAME's QEMU here must be in a post-copy migration that
+ * broke (postcopy-paused; postcopy-active, still waiting for a stream that
+ * is gone, is paused first with migrate-pause). Listens as
+ * vm_migrate_incoming() does, writes "READY {json}", hands the stream it
+ * accepts to QEMU with migrate-recover, and on "CONT" waits for the
+ * migration to complete and answers "RUNNING". Nothing here is removed,
+ * whatever happens: the VM's state is split between the hosts. */
+int vm_migrate_incoming_recover(const struct vh_context *ctx, const char *name,
+                                const struct vm_migrate_incoming_options *o, int in_fd, int out_fd,
+                                struct vh_error *err);
 
 /* Progress figures from a query-migrate reply ('ret' keeps its phase and
  * its percent as the floor). Pure. */
