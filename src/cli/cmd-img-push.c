@@ -49,7 +49,7 @@ static void usage_push(FILE *f) {
 
 static void usage_receive(FILE *f) {
         fprintf(f,
-                "Usage: vmhost img receive [--lookup] --name NAME --hash HASH [--to DIR]\n"
+                "Usage: vmhost img receive [--lookup [--no-record]] --name NAME --hash HASH [--to DIR]\n"
                 "                          [--backing FILE --backing-format FMT]\n"
                 "\n"
                 "Internal: the far side of 'vmhost img push', run over ssh. Reads an image\n"
@@ -58,6 +58,7 @@ static void usage_receive(FILE *f) {
                 "name holds another image; 4: the data arrived damaged.\n"
                 "\n"
                 "  --lookup          only look for the content (by hash, under any name)\n"
+                "  --no-record       with --lookup: write no hash sidecar (a dry run's lookup)\n"
                 "  --name NAME       the file name in DIR\n"
                 "  --hash HASH       what the content must hash to (vmhost-sha256-tree-1m)\n"
                 "  --to DIR          the directory (absolute); default: STATE/images\n"
@@ -309,7 +310,7 @@ static ssize_t stdin_read(void *buf, size_t len, void *userdata) {
 }
 
 int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
-        enum { ARG_NAME = 0x100, ARG_SHA, ARG_TO, ARG_BACKING, ARG_BACKING_FMT, ARG_LOOKUP };
+        enum { ARG_NAME = 0x100, ARG_SHA, ARG_TO, ARG_BACKING, ARG_BACKING_FMT, ARG_LOOKUP, ARG_NO_RECORD };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "name", required_argument, NULL, ARG_NAME },
@@ -318,10 +319,12 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
                 { "backing", required_argument, NULL, ARG_BACKING },
                 { "backing-format", required_argument, NULL, ARG_BACKING_FMT },
                 { "lookup", no_argument, NULL, ARG_LOOKUP },
+                { "no-record", no_argument, NULL, ARG_NO_RECORD },
                 {},
         };
         struct push_receive_options o = {};
         bool lookup = false;
+        unsigned lookup_flags = 0;
         int c;
         optind = 0;
         while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
@@ -347,6 +350,9 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
                 case ARG_LOOKUP:
                         lookup = true;
                         break;
+                case ARG_NO_RECORD:
+                        lookup_flags |= PUSH_READ_ONLY;
+                        break;
                 default:
                         return 2;
                 }
@@ -360,7 +366,7 @@ int cmd_img_receive(const struct vh_context *ctx, int argc, char **argv) {
         int r;
         if (lookup) {
                 enum push_lookup_status st;
-                r = push_lookup(ctx, o.dir, o.name, o.sha256, &st, &path, &err);
+                r = push_lookup(ctx, o.dir, o.name, o.sha256, lookup_flags, &st, &path, &err);
                 if (r >= 0) {
                         printf("%s %s\n", st == PUSH_PRESENT ? "present" : "absent", path);
                         return 0;

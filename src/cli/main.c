@@ -195,7 +195,7 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
                 return log_error_errno(-errno, "Cannot resolve %s: %m", base), 1;
         struct vh_error err = {};
         _cleanup_free_ char *remote = NULL;
-        int r = push_find(ctx, def, local, NULL, &remote, &err);
+        int r = push_find(ctx, def, local, NULL, 0, &remote, &err);
         if (r < 0) {
                 /* It may quote the far side's stderr. */
                 str_make_printable(err.msg, 0);
@@ -215,7 +215,7 @@ static int base_for_host(const struct vh_context *ctx, const struct host_def *de
                 r = cmd_img_push(ctx, 3, pa);
                 if (r != 0)
                         return r;
-                r = push_find(ctx, def, local, NULL, &remote, &err);
+                r = push_find(ctx, def, local, NULL, 0, &remote, &err);
                 if (r < 0 || !remote) {
                         str_make_printable(err.msg, 0);
                         log_error("Host %s: the pushed copy of %s is not found there%s%s.", def->name, local,

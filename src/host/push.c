@@ -576,8 +576,10 @@ static void origin_of(int fd, const char own[PUSH_SHA256_HEX + 1], char ret_orig
                 memcpy(ret_origin, v, PUSH_SHA256_HEX + 1);
 }
 
+/* 'record': save a hash computed here in the sidecar (a read-only use,
+ * a dry run's lookup, writes nothing beside the image). */
 static int image_hash_fd(const char *path, int fd, char ret_hex[PUSH_SHA256_HEX + 1],
-                         char ret_origin[PUSH_SHA256_HEX + 1], struct vh_error *err) {
+                         char ret_origin[PUSH_SHA256_HEX + 1], bool record, struct vh_error *err) {
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return vh_error_set(err, negative_errno(), "cannot stat %s: %m", path);
@@ -598,7 +600,7 @@ static int image_hash_fd(const char *path, int fd, char ret_hex[PUSH_SHA256_HEX 
         if (fstat(fd, &after) < 0)
                 return vh_error_set(err, negative_errno(), "cannot stat %s: %m", path);
         /* Recorded only if the file held still while it was read. */
-        if (stat_mtime_ns(&after) == stat_mtime_ns(&st) && after.st_size == st.st_size) {
+        if (record && stat_mtime_ns(&after) == stat_mtime_ns(&st) && after.st_size == st.st_size) {
                 sc.size = (uint64_t) st.st_size;
                 sc.mtime_ns = stat_mtime_ns(&st);
                 sc.inode = (uint64_t) st.st_ino;
@@ -613,17 +615,31 @@ static int image_hash_fd(const char *path, int fd, char ret_hex[PUSH_SHA256_HEX 
         return 0;
 }
 
-int push_image_hash(const char *path, char ret_hex[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1],
-                    struct vh_error *err) {
+static int image_hash_path(const char *path, char ret_hex[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1],
+                           bool record, struct vh_error *err) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return vh_error_set(err, negative_errno(), "cannot open %s: %m", path);
-        return image_hash_fd(path, fd, ret_hex, ret_origin, err);
+        return image_hash_fd(path, fd, ret_hex, ret_origin, record, err);
+}
+
+int push_image_hash(const char *path, char ret_hex[PUSH_SHA256_HEX + 1], char ret_origin[PUSH_SHA256_HEX + 1],
+                    struct vh_error *err) {
+        return image_hash_path(path, ret_hex, ret_origin, true, err);
 }
 
 /* ---- The far side ---- */
 
-static int resolve_dir(const struct vh_context *ctx, const char *dir, char **ret, struct vh_error *err) {
+/* 'dir', or STATE/images without one; made unless 'read_only' (a lookup
+ * of a dry run makes nothing: a missing directory holds no image). */
+static int resolve_dir(const struct vh_context *ctx, const char *dir, bool read_only, char **ret,
+                       struct vh_error *err) {
+        if (!dir && read_only) {
+                _cleanup_free_ char *state = vh_state_dir(ctx);
+                if (!state || !(*ret = strdup_printf("%s/images", state)))
+                        return -ENOMEM;
+                return 0;
+        }
         if (!dir) {
                 int r = vh_state_subdir(ctx, "images", ret);
                 if (r < 0)
@@ -632,7 +648,7 @@ static int resolve_dir(const struct vh_context *ctx, const char *dir, char **ret
         }
         if (dir[0] != '/' || strlen(dir) > 4096)
                 return vh_error_set(err, -EINVAL, "the target directory '%s' must be an absolute path", dir);
-        int r = mkdir_p(dir, 0755);
+        int r = read_only ? 0 : mkdir_p(dir, 0755);
         if (r < 0)
                 return vh_error_set(err, r, "cannot make the directory %s: %s", dir, strerror(-r));
         char *d = strdup(dir);
@@ -727,13 +743,13 @@ static int make_temp(char *tmp, size_t tmp_len) {
 
 /* The hash of DIR/NAME when it exists: 1; 0 when it does not. */
 static int existing_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], char origin[PUSH_SHA256_HEX + 1],
-                         struct vh_error *err) {
+                         bool record, struct vh_error *err) {
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0 && errno == ENOENT)
                 return 0;
         if (fd < 0)
                 return vh_error_set(err, negative_errno(), "cannot open %s: %m", path);
-        int r = image_hash_fd(path, fd, hex, origin, err);
+        int r = image_hash_fd(path, fd, hex, origin, record, err);
         close(fd);
         return r < 0 ? r : 1;
 }
@@ -760,7 +776,7 @@ static int existing_known_hash(const char *path, char hex[PUSH_SHA256_HEX + 1], 
  * when it does not exist; -EEXIST with a message when it holds another. */
 static int existing_holds(const char *path, const char *want, struct vh_error *err) {
         char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
-        int r = existing_hash(path, hex, origin, err);
+        int r = existing_hash(path, hex, origin, true, err);
         if (r <= 0)
                 return r;
         if (!streq(hex, want) && !streq(origin, want))
@@ -769,13 +785,13 @@ static int existing_holds(const char *path, const char *want, struct vh_error *e
         return 1;
 }
 
-static int lookup_in(const char *dir, const char *name, const char *sha256, enum push_lookup_status *ret_status,
-                     char **ret_path, struct vh_error *err) {
+static int lookup_in(const char *dir, const char *name, const char *sha256, unsigned flags,
+                     enum push_lookup_status *ret_status, char **ret_path, struct vh_error *err) {
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "%s/%s", dir, name) < 0)
                 return -ENOMEM;
         char hex[PUSH_SHA256_HEX + 1], origin[PUSH_SHA256_HEX + 1];
-        int r = existing_hash(path, hex, origin, err);
+        int r = existing_hash(path, hex, origin, !(flags & PUSH_READ_ONLY), err);
         if (r < 0)
                 return r;
         if (r > 0) {
@@ -818,7 +834,7 @@ static int lookup_in(const char *dir, const char *name, const char *sha256, enum
         return 0;
 }
 
-int push_lookup(const struct vh_context *ctx, const char *dir, const char *name, const char *sha256,
+int push_lookup(const struct vh_context *ctx, const char *dir, const char *name, const char *sha256, unsigned flags,
                 enum push_lookup_status *ret_status, char **ret_path, struct vh_error *err) {
         if (!push_name_is_valid(name))
                 return vh_error_set(err, -EINVAL, "invalid image name '%s' (1..%d of [A-Za-z0-9._+-], not "
@@ -826,10 +842,10 @@ int push_lookup(const struct vh_context *ctx, const char *dir, const char *name,
         if (!push_sha256_is_valid(sha256))
                 return vh_error_set(err, -EINVAL, "invalid hash '%s'", sha256);
         _cleanup_free_ char *d = NULL;
-        int r = resolve_dir(ctx, dir, &d, err);
+        int r = resolve_dir(ctx, dir, flags & PUSH_READ_ONLY, &d, err);
         if (r < 0)
                 return r;
-        return lookup_in(d, name, sha256, ret_status, ret_path, err);
+        return lookup_in(d, name, sha256, flags, ret_status, ret_path, err);
 }
 
 struct receive_state {
@@ -914,7 +930,7 @@ int push_receive(const struct vh_context *ctx, const struct push_receive_options
                               !opts->backing_format))
                 return vh_error_set(err, -EINVAL, "invalid backing file name for %s", opts->name);
         _cleanup_free_ char *dir = NULL, *final = NULL, *tmp = NULL;
-        int r = resolve_dir(ctx, opts->dir, &dir, err);
+        int r = resolve_dir(ctx, opts->dir, false, &dir, err);
         if (r < 0)
                 return r;
         clean_stale_temps(dir);
@@ -1285,6 +1301,8 @@ static void receive_argv(const struct host_def *def, const struct push_options *
         a[n++] = (char *) "receive";
         if (lookup)
                 a[n++] = (char *) "--lookup";
+        if (lookup && opts->read_only)
+                a[n++] = (char *) "--no-record";
         a[n++] = (char *) "--name";
         a[n++] = (char *) name;
         a[n++] = (char *) "--hash";
@@ -1413,17 +1431,17 @@ static int lookup_layer(const struct vh_context *ctx, const struct host_def *def
 }
 
 int push_find(const struct vh_context *ctx, const struct host_def *def, const char *path, const char *dir,
-              char **ret_remote_path, struct vh_error *err) {
+              unsigned flags, char **ret_remote_path, struct vh_error *err) {
         struct push_layer_result L = { .local_path = (char *) path };
         char origin[PUSH_SHA256_HEX + 1];
-        int r = push_image_hash(path, L.sha256, origin, err);
+        int r = image_hash_path(path, L.sha256, origin, !(flags & PUSH_READ_ONLY), err);
         if (r < 0)
                 return r;
         const char *name = base_name(path);
         if (!push_name_is_valid(name))
                 return vh_error_set(err, -EINVAL, "image name '%s' cannot be pushed (a file name of [A-Za-z0-9._+-])",
                                     name);
-        struct push_options opts = { .dir = dir };
+        struct push_options opts = { .dir = dir, .read_only = flags & PUSH_READ_ONLY };
         bool present = false;
         r = lookup_layer(ctx, def, &opts, &L, &present, err);
         if (r < 0)
@@ -1567,7 +1585,7 @@ int push_image(const struct vh_context *ctx, const struct host_def *def, const c
                         r = vh_error_set(err, -ESTALE, "%s was replaced while it was being pushed", L->local_path);
                         goto fail;
                 }
-                if ((r = image_hash_fd(L->local_path, fd, L->sha256, NULL, err)) < 0)
+                if ((r = image_hash_fd(L->local_path, fd, L->sha256, NULL, true, err)) < 0)
                         goto fail;
                 if ((r = layer_name(&res, li, name, opts->name, &L->name)) < 0)
                         goto fail;

@@ -183,8 +183,10 @@ enum push_lookup_status {
  * 'name' first (-EEXIST with a message when that name holds something
  * else), else any sidecar in the directory whose hash or origin is it.
  * '*ret_path' gets the path found (PRESENT) or the path it would take
- * (ABSENT). */
-int push_lookup(const struct vh_context *ctx, const char *dir, const char *name, const char *sha256,
+ * (ABSENT). With PUSH_READ_ONLY a hash computed on the way is not
+ * saved in a sidecar: nothing is written. */
+#define PUSH_READ_ONLY (1u << 0)
+int push_lookup(const struct vh_context *ctx, const char *dir, const char *name, const char *sha256, unsigned flags,
                 enum push_lookup_status *ret_status, char **ret_path, struct vh_error *err);
 
 struct push_receive_options {
@@ -227,6 +229,7 @@ void push_result_done(struct push_result *res);
 
 struct push_options {
         const char *dir;                /* on the far side; NULL: its STATE/images */
+        bool read_only;                 /* lookups only: no sidecar is written on either side (a dry run) */
         /* The top file's format (-f) when 'format_given', else probed. A layer whose format was only probed
          * (the top without -f, a backing file its overlay names without a
          * format) has its backing file followed only when that lies in
@@ -249,9 +252,11 @@ struct push_options {
 /* Where the host holds the content of the local image file 'path' (found
  * by its hash, under its own name or any other, in 'dir' there, NULL: its
  * STATE/images): '*ret_remote_path', or NULL when it has no copy. -EEXIST
- * when that name there holds something else. */
+ * when that name there holds something else. PUSH_READ_ONLY: no hash
+ * computed on the way is saved in a sidecar, here or there (a dry run
+ * touches nothing). */
 int push_find(const struct vh_context *ctx, const struct host_def *def, const char *path, const char *dir,
-              char **ret_remote_path, struct vh_error *err);
+              unsigned flags, char **ret_remote_path, struct vh_error *err);
 
 /* Pushes the image at 'path' with its backing chain to the host, backing
  * files first, each found there by hash or sent. */

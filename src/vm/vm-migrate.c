@@ -1230,7 +1230,7 @@ static int copy_checks(struct migration *m, struct vh_error *err) {
                           r < 0 ? vh_error_message(&e, r) : "QEMU sees one, its header names none");
                 return 0;
         }
-        r = push_find(m->ctx, o->dest, m->base, NULL, &m->remote_base, &e);
+        r = push_find(m->ctx, o->dest, m->base, NULL, o->dry_run ? PUSH_READ_ONLY : 0, &m->remote_base, &e);
         if (r == -EEXIST)
                 vm_migrate_add_check(res, "base", false, "host %s holds another image under the name of base %s (%s): remove "
                           "or rename it there, then run again (the base is pushed with 'vmhost img push')",

@@ -106,12 +106,15 @@ OVL_B=$(host_dir b)/state/vms/m3/disk.qcow2
 # refuse NAME REGEX [ARGS...]: both runs fail with a FAIL line matching
 # REGEX, b's VM runs on, c has nothing of it and no new image.
 refuse() {
-	local what=$1 re=$2 imgs out mode ok=1
+	local what=$1 re=$2 imgs all out mode ok=1
 	shift 2
 	imgs=$(images_of_c)
+	all=$(ls -a "$C_STATE/images" 2>/dev/null | tr '\n' ' ')
 	for mode in --dry-run ""; do
 		out=$(vb vm migrate m3 c $mode "$@" 2>&1) && { fail "refuse-$what${mode:+-dry}" "succeeded: $out"; ok=0; continue; }
-		if grep -qE "$re" <<<"$out" && [ "$(state_of b)" = running ] && nothing_on_c && [ "$(images_of_c)" = "$imgs" ]; then
+		# A dry run writes nothing at all, not even a hash sidecar.
+		if grep -qE "$re" <<<"$out" && [ "$(state_of b)" = running ] && nothing_on_c && [ "$(images_of_c)" = "$imgs" ] &&
+			{ [ -z "$mode" ] || [ "$(ls -a "$C_STATE/images" 2>/dev/null | tr '\n' ' ')" = "$all" ]; }; then
 			pass "refuse-$what${mode:+-dry}" "$(grep -E "$re" <<<"$out" | head -1)"
 		else
 			fail "refuse-$what${mode:+-dry}" "b: $(state_of b); c: $(leftovers_on c $BR | tr '\n' ' ') images '$(images_of_c)' (was '$imgs'); $out"

@@ -436,12 +436,12 @@ TEST(push_receive_into_dir) {
         CHECK_EQ_INT(push_image_hash(final, got, NULL, &err), 0);
         CHECK_STREQ(got, hex);
         enum push_lookup_status ls;
-        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "img.raw", hex, &ls, &out, &err), 0);
+        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "img.raw", hex, 0, &ls, &out, &err), 0);
         CHECK(ls == PUSH_PRESENT && out && streq(out, final));
         free(out);
         out = NULL;
         /* Under another name it is found by its hash. */
-        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "other.raw", hex, &ls, &out, &err), 0);
+        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "other.raw", hex, 0, &ls, &out, &err), 0);
         CHECK(ls == PUSH_PRESENT && out && streq(out, final));
         free(out);
         out = NULL;
@@ -449,12 +449,12 @@ TEST(push_receive_into_dir) {
         char other[PUSH_SHA256_HEX + 1];
         memset(other, 'c', PUSH_SHA256_HEX);
         other[PUSH_SHA256_HEX] = '\0';
-        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "img.raw", other, &ls, &out, &err), -EEXIST);
+        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "img.raw", other, 0, &ls, &out, &err), -EEXIST);
         ro.sha256 = other;
         m.pos = 0;
         CHECK_EQ_INT(push_receive(test_ctx(), &ro, mem_read, &m, &out, NULL, NULL, &err), -EEXIST);
         CHECK(stat(final, &st) == 0 && st.st_size == IMG_SIZE);
-        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "new.raw", other, &ls, &out, &err), 0);
+        CHECK_EQ_INT(push_lookup(test_ctx(), dir, "new.raw", other, 0, &ls, &out, &err), 0);
         CHECK(ls == PUSH_ABSENT);
         free(out);
         free(m.data);
