@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
 
@@ -455,6 +457,13 @@ int web_conn_raw_write(struct web_conn *c, const void *data, size_t len) {
 
 size_t web_conn_out_pending(const struct web_conn *c) {
         return buf_pending(&c->out);
+}
+
+size_t web_conn_kernel_pending(const struct web_conn *c) {
+        int n = 0;
+        if (ioctl(c->fd, SIOCOUTQ, &n) < 0 || n < 0)
+                return 0;
+        return (size_t) n;
 }
 
 void web_conn_raw_pause(struct web_conn *c, bool pause) {

@@ -158,6 +158,11 @@ void *web_conn_raw_userdata(const struct web_conn *c);
 /* Queues bytes; -ENOBUFS past WEB_RAW_MAX_BACKLOG (nothing queued). */
 int web_conn_raw_write(struct web_conn *c, const void *data, size_t len);
 size_t web_conn_out_pending(const struct web_conn *c);
+/* What the kernel holds of the connection's output, not yet taken by the
+ * client (SIOCOUTQ: unsent and unacknowledged bytes; 0 when it cannot
+ * say). A client that does not read has the send buffer fill, which
+ * grows to megabytes before a write would block. */
+size_t web_conn_kernel_pending(const struct web_conn *c);
 /* Stops (true) or resumes reading the client: backpressure when what it
  * sends cannot be passed on yet. Resuming hands over what waits. */
 void web_conn_raw_pause(struct web_conn *c, bool pause);

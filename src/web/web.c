@@ -1240,6 +1240,8 @@ int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts
                 web_tls_free(opts->tls);
         if (r >= 0)
                 r = web_consoles_new(app->srv, &app->consoles);
+        if (r >= 0)
+                web_consoles_set_slow_viewer(app->consoles, opts->serial_slow_viewer);
         if (r < 0) {
                 web_app_free(app);
                 return vh_error_set(err, r, "Cannot set up the server: %s", strerror(-r));
