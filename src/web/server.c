@@ -70,6 +70,7 @@ struct web_conn {
         size_t drained;           /* CONN_DRAINING: bytes dropped */
         bool held;                /* counted by web_conn_hold() for 'owner' */
         uint64_t owner;
+        bool ended;               /* web_server_end_owner(): closed on the next turn */
 };
 
 struct watch {
@@ -711,6 +712,12 @@ void web_conn_set_trusted(struct web_conn *c) {
         c->trusted = true;
 }
 
+void web_server_end_owner(struct web_server *srv, uint64_t owner) {
+        for (size_t i = 0; i < srv->n_conns; i++)
+                if (srv->conns[i]->held && srv->conns[i]->owner == owner)
+                        srv->conns[i]->ended = true;
+}
+
 int web_conn_hold(struct web_conn *c, uint64_t owner, size_t max_per_owner) {
         if (c->held)
                 return 0;
@@ -778,6 +785,10 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
 static void expire(struct web_server *srv, uint64_t now) {
         for (size_t i = 0; i < srv->n_conns;) {
                 struct web_conn *c = srv->conns[i];
+                if (c->ended) {
+                        conn_close(srv, i);
+                        continue;
+                }
                 /* A raw connection times out only with output stuck. */
                 bool timed = c->state != CONN_HANDLING && c->state != CONN_STREAM &&
                              (c->state != CONN_RAW || buf_pending(&c->out) > 0) && now >= c->deadline_ms;

@@ -143,6 +143,10 @@ static bool session_expired(const struct web_app *app, const struct session *s, 
 }
 
 static void session_drop(struct web_app *app, size_t i) {
+        /* What it holds open ends with it: an event stream would go on
+         * telling a signed-out browser about the VMs, a console go on
+         * showing and taking keys. */
+        web_server_end_owner(app->srv, app->sessions[i].serial);
         /* The secrets do not linger in the freed slot. */
         app->sessions[i] = app->sessions[--app->n_sessions];
         memset(&app->sessions[app->n_sessions], 0, sizeof(app->sessions[0]));
@@ -184,6 +188,7 @@ static struct session *session_new(struct web_app *app) {
                 for (size_t i = 1; i < app->n_sessions; i++)
                         if (app->sessions[i].last_used_ms < s->last_used_ms)
                                 s = &app->sessions[i];
+                web_server_end_owner(app->srv, s->serial);
         }
         if (random_hex(s->id) < 0 || random_hex(s->csrf) < 0) {
                 session_drop(app, (size_t) (s - app->sessions));
@@ -434,6 +439,13 @@ static void stop_ready(void *userdata, int fd) {
 
 static void tick(void *userdata, uint64_t now) {
         struct web_app *app = userdata;
+        /* A session ends on time, not at its next request: its streams
+         * and consoles with it. */
+        for (size_t i = 0; i < app->n_sessions;)
+                if (session_expired(app, &app->sessions[i], now))
+                        session_drop(app, i);
+                else
+                        i++;
         web_consoles_tick(app->consoles, now);
         bool watched = web_server_stream_count(app->srv, TOPIC_VMS) > 0 || app->n_waiting > 0;
         if (!watched)
