@@ -77,16 +77,13 @@ const vmUrl = (name, host = 'local') => (host === 'local'
   : `/api/hosts/${encodeURIComponent(host)}/vms/${encodeURIComponent(name)}`);
 
 // The confirmation of a delete names what goes and what stays, as the
-// server's library decides it (GET .../delete-plan: vm_delete_plan()).
+// server's library decides it (GET .../delete-plan: vm_delete_plan(); for
+// another host's VM that host's own, through its vmhost over ssh).
 async function confirmDelete(name, host) {
-  // Another host's plan is its own to make: 'vm delete' says there.
-  if (host !== 'local') {
-    return window.confirm(`Delete VM ${name} on host ${host}?\n\nIts definition, logs and own disk there go; ` +
-                          'a base image it shares stays (as vmhost vm delete decides there).');
-  }
-  const plan = await request('GET', `${vmUrl(name)}/delete-plan`);
+  const plan = await request('GET', `${vmUrl(name, host)}/delete-plan`);
   const lines = (l) => (l.length ? l.map((x) => `  ${x}`).join('\n') : '  (nothing)');
-  return window.confirm(`Delete VM ${name}?\n\nDeleted:\n${lines(plan.removed)}\n\n` +
+  const where = host === 'local' ? '' : ` on host ${host}`;
+  return window.confirm(`Delete VM ${name}${where}?\n\nDeleted${where}:\n${lines(plan.removed)}\n\n` +
                         `Kept:\n${lines(plan.kept)}`);
 }
 
@@ -109,8 +106,10 @@ async function act(host, name, action) {
   }
 }
 
-// ---- snapshots and the CD of one VM (the "manage" panel)
+// ---- snapshots and the CD of one VM (the "manage" panel); another
+// host's VM's through its vmhost there (the ISO is a path on that host)
 let managed = null;
+let managedHost = 'local';
 
 function formatDate(sec) {
   return new Date(sec * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
@@ -119,16 +118,17 @@ function formatDate(sec) {
 async function loadSnapshots() {
   if (!managed) return;
   const name = managed;
+  const host = managedHost;
   const tbody = $('#snapshots tbody');
   let d;
   try {
-    d = await request('GET', `${vmUrl(name)}/snapshots`);
+    d = await request('GET', `${vmUrl(name, host)}/snapshots`);
   } catch (e) {
     tbody.replaceChildren();
     showError(e.message);
     return;
   }
-  if (managed !== name) return;
+  if (managed !== name || managedHost !== host) return;
   tbody.replaceChildren();
   for (const s of d.snapshots) {
     const tr = document.createElement('tr');
@@ -143,19 +143,19 @@ async function loadSnapshots() {
     rv.textContent = 'revert';
     rv.dataset.action = 'revert';
     rv.className = 'danger';
-    rv.addEventListener('click', () => snapshotOp(name, s.tag, 'revert'));
+    rv.addEventListener('click', () => snapshotOp(name, s.tag, 'revert', host));
     const del = document.createElement('button');
     del.type = 'button';
     del.textContent = 'delete';
     del.dataset.action = 'delete-snapshot';
-    del.addEventListener('click', () => snapshotOp(name, s.tag, 'delete'));
+    del.addEventListener('click', () => snapshotOp(name, s.tag, 'delete', host));
     td.append(rv, del);
     tbody.appendChild(tr);
   }
 }
 
-async function snapshotOp(name, tag, op) {
-  const vm = findVm(name);
+async function snapshotOp(name, tag, op, host) {
+  const vm = findVm(name, host);
   const running = vm && vm.state === 'running';
   if (op === 'revert' &&
       !window.confirm(`Revert VM ${name} to snapshot ${tag}?\n\nLost: everything written to its disk since ` +
@@ -164,7 +164,7 @@ async function snapshotOp(name, tag, op) {
   if (op === 'delete' && !window.confirm(`Delete snapshot ${tag} of VM ${name}? The VM's present state is kept.`))
     return;
   try {
-    const url = `${vmUrl(name)}/snapshots/${encodeURIComponent(tag)}`;
+    const url = `${vmUrl(name, host)}/snapshots/${encodeURIComponent(tag)}`;
     const r = op === 'revert' ? await request('POST', `${url}/revert`) : await request('DELETE', url);
     showNote(r.message);
   } catch (e) {
@@ -173,8 +173,8 @@ async function snapshotOp(name, tag, op) {
   loadSnapshots();
 }
 
-function findVm(name) {
-  for (const h of list) if (h.host === 'local') for (const vm of h.vms || []) if (vm.name === name) return vm;
+function findVm(name, host = 'local') {
+  for (const h of list) if (h.host === host) for (const vm of h.vms || []) if (vm.name === name) return vm;
   return null;
 }
 
@@ -184,7 +184,7 @@ function showNote(text) {
 
 function renderManage() {
   if (!managed) return;
-  const vm = findVm(managed);
+  const vm = findVm(managed, managedHost);
   if (!vm) { $('#manage').hidden = true; managed = null; return; }
   $('#cdrom-now').textContent = vm.cdrom ? `in: ${vm.cdrom}` : 'empty';
   const running = vm.state === 'running';
@@ -192,9 +192,12 @@ function renderManage() {
   $('#cdrom-form').title = running ? '' : 'The CD changes while the VM runs (vm cdrom); vm set cdrom= otherwise';
 }
 
-function openManage(name) {
+function openManage(name, host = 'local') {
   managed = name;
-  $('#manage-name').textContent = name;
+  managedHost = host;
+  $('#manage-name').textContent = host === 'local' ? name : `${name} on host ${host}`;
+  $('#cdrom-iso').placeholder = host === 'local' ? 'ISO image (absolute path)'
+    : `ISO image (absolute path on host ${host})`;
   $('#manage').hidden = false;
   showNote('');
   renderManage();
@@ -207,7 +210,7 @@ function setupForms() {
     ev.preventDefault();
     const name = managed;
     try {
-      const r = await request('POST', `${vmUrl(name)}/snapshots`, { name: $('#snapshot-name').value });
+      const r = await request('POST', `${vmUrl(name, managedHost)}/snapshots`, { name: $('#snapshot-name').value });
       showNote(r.message);
       $('#snapshot-name').value = '';
     } catch (e) { showError(e.message); }
@@ -216,12 +219,12 @@ function setupForms() {
   $('#cdrom-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {
-      showNote((await request('POST', `${vmUrl(managed)}/cdrom`, { iso: $('#cdrom-iso').value })).message);
+      showNote((await request('POST', `${vmUrl(managed, managedHost)}/cdrom`, { iso: $('#cdrom-iso').value })).message);
     } catch (e) { showError(e.message); }
   });
   $('#cdrom-eject').addEventListener('click', async () => {
     try {
-      showNote((await request('POST', `${vmUrl(managed)}/cdrom`, { eject: true })).message);
+      showNote((await request('POST', `${vmUrl(managed, managedHost)}/cdrom`, { eject: true })).message);
     } catch (e) { showError(e.message); }
   });
   $('#create-form').addEventListener('submit', async (ev) => {
@@ -265,9 +268,8 @@ function buttons(td, host, vm) {
   m.type = 'button';
   m.textContent = 'snapshots/CD';
   m.dataset.action = 'manage';
-  m.disabled = !local;
-  if (!local) m.title = `Snapshots and the CD of host ${host}'s VMs: vmhost --host ${host} vm snapshot|cdrom`;
-  m.addEventListener('click', () => openManage(vm.name));
+  if (!local) m.title = `Snapshots and the CD of VM ${vm.name} on host ${host}, by its vmhost there`;
+  m.addEventListener('click', () => openManage(vm.name, host));
   td.appendChild(m);
   const c = document.createElement('button');
   c.type = 'button';

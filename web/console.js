@@ -5,8 +5,9 @@
 // console); the server relays the screen to QEMU's VNC and owns the one
 // serial connection it shares among viewers (docs/web.md). A VM of another
 // host comes through a relay over ssh (/api/hosts/HOST/vms/NAME/...): its
-// screen and serial console only; keys, typing, the monitor and the
-// screenshot are this host's QEMU's ('vmhost --host HOST vm ...' there).
+// screen, its serial console and its monitor (that host's vmhost runs the
+// command); keys and typing go as RFB key events over its relayed screen;
+// no screenshot ('vmhost --host HOST vm screenshot' writes one there).
 import RFB from '/vendor/novnc/core/rfb.js';
 import { Terminal } from '/vendor/xterm/xterm.mjs';
 import { FitAddon } from '/vendor/xterm/addon-fit.mjs';
@@ -64,7 +65,33 @@ async function openScreen() {
   state.rfb = rfb;
 }
 
+// QEMU key names (as the page's buttons and /keys take them) as X keysyms,
+// for a remote VM's keys over its relayed VNC screen.
+const KEYSYMS = {
+  ctrl: 0xffe3, alt: 0xffe9, shift: 0xffe1, delete: 0xffff, tab: 0xff09, esc: 0xff1b, meta_l: 0xffeb,
+  print: 0xff61, ret: 0xff0d, spc: 0x20,
+};
+for (let i = 1; i <= 12; i++) KEYSYMS[`f${i}`] = 0xffbd + i;
+
+// Presses 'syms' together and lets go in the opposite order.
+function rfbChord(syms) {
+  for (const k of syms) state.rfb.sendKey(k, null, true);
+  for (const k of [...syms].reverse()) state.rfb.sendKey(k, null, false);
+}
+
+function rfbReady() {
+  if (state.rfb && state.rfb._rfbConnectionState === 'connected') return true;
+  state.onError(`keys to ${state.name}: its screen is not connected (keys go over it)`);
+  return false;
+}
+
 async function keys(list) {
+  if (state.host !== 'local') {
+    const syms = list.map((k) => KEYSYMS[k]);
+    if (syms.includes(undefined)) return state.onError(`keys to ${state.name}: no keysym for ${list.join('-')}`);
+    if (rfbReady()) rfbChord(syms);
+    return;
+  }
   try {
     await post(`/api/vms/${encodeURIComponent(state.name)}/keys`, { keys: list });
   } catch (e) { state.onError(`keys to ${state.name}: ${e.message}`); }
@@ -73,6 +100,19 @@ async function keys(list) {
 async function typeText() {
   const text = $('#type-text').value;
   if (!text) return;
+  if (state.host !== 'local') {
+    // ASCII printable characters are their own keysyms; the VNC server
+    // adds the shift a character needs.
+    if (!rfbReady()) return;
+    for (const ch of text) {
+      const code = ch.codePointAt(0);
+      const sym = ch === '\n' ? KEYSYMS.ret : ch === '\t' ? KEYSYMS.tab : code >= 0x20 && code < 0x7f ? code : null;
+      if (sym === null) return state.onError(`type into ${state.name}: only printable ASCII, tab and newline`);
+      rfbChord([sym]);
+    }
+    $('#type-text').value = '';
+    return;
+  }
   try {
     await post(`/api/vms/${encodeURIComponent(state.name)}/type`, { text });
     $('#type-text').value = '';
@@ -111,7 +151,7 @@ async function runMonitor(ev) {
   if (!command) return;
   const out = $('#monitor-output');
   try {
-    const r = await post(`/api/vms/${encodeURIComponent(state.name)}/monitor`, { command });
+    const r = await post(`${vmPath()}/monitor`, { command });
     out.textContent = `(qemu) ${command}\n${r.output}${r.truncated ? '\n[output truncated]' : ''}`;
   } catch (e) {
     out.textContent = `(qemu) ${command}\nerror: ${e.message}`;
@@ -153,12 +193,10 @@ export async function openConsole(name, csrf, onError, host = 'local') {
   $('#console-name').textContent = local ? name : `${name} on ${host}`;
   $('#screenshot').href = local ? `/api/vms/${encodeURIComponent(name)}/screenshot.png` : '';
   $('#screenshot').hidden = !local;
-  // These talk to this host's QEMU directly: not relayed.
-  const why = local ? '' : `Only the screen and serial console come from host ${host}: use vmhost --host ${host} vm monitor`;
-  for (const sel of ['#cad', '#keys', '#type-form button', '#type-text', '#monitor-form button', '#monitor-command']) {
-    $(sel).disabled = !local;
-    $(sel).title = why;
-  }
+  // Another host's: keys over the relayed screen, the monitor by its vmhost.
+  const why = local ? '' : `Keys go over the screen relayed from host ${host}`;
+  for (const sel of ['#cad', '#keys', '#type-form button', '#type-text']) $(sel).title = why;
+  $('#monitor-command').title = local ? '' : `Run by vmhost vm monitor on host ${host}`;
   $('#monitor-output').textContent = '';
   status('#screen-status', 'connecting…');
   status('#serial-status', 'connecting…');

@@ -112,3 +112,30 @@ int vm_console_relay_cmd(const struct vh_context *ctx, int argc, char **argv) {
         }
         return 0;
 }
+
+/* 'vm web-query NAME snapshots|delete-plan', another internal command of
+ * 'vmhost web' (not in the help): the JSON the web server gives its page
+ * for a VM of its own (web_vm_query()), printed here for the web server
+ * of another machine, which runs it over ssh for this host's VMs: the
+ * snapshot list with each entry's fields (what 'vm snapshot list' prints
+ * is its "text"), and what a delete would remove and keep
+ * (vm_delete_plan()). */
+int vm_web_query_cmd(const struct vh_context *ctx, int argc, char **argv);
+
+int vm_web_query_cmd(const struct vh_context *ctx, int argc, char **argv) {
+        if (argc != 3 || (!streq(argv[2], "snapshots") && !streq(argv[2], "delete-plan")))
+                return log_error("vm web-query: expected a VM name and 'snapshots' or 'delete-plan' (an internal "
+                                 "command of 'vmhost web')"),
+                       2;
+        struct vh_error err = {};
+        _cleanup_free_ char *json = NULL;
+        int r = web_vm_query(ctx, argv[1],
+                             streq(argv[2], "snapshots") ? WEB_ACTION_SNAPSHOT_LIST : WEB_ACTION_DELETE_PLAN, &json,
+                             &err);
+        if (r < 0) {
+                log_error("%s", vh_error_message(&err, r));
+                return 1;
+        }
+        printf("%s\n", json);
+        return fflush(stdout) == 0 ? 0 : 1;
+}

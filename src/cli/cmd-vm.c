@@ -38,6 +38,7 @@ int vm_migrate_cmd(const struct vh_context *ctx, int argc, char **argv);
 int vm_migrate_check_cmd(const struct vh_context *ctx, int argc, char **argv);
 int vm_migrate_incoming_cmd(const struct vh_context *ctx, int argc, char **argv);
 int vm_console_relay_cmd(const struct vh_context *ctx, int argc, char **argv);
+int vm_web_query_cmd(const struct vh_context *ctx, int argc, char **argv);
 extern const char vm_migrate_help[];
 
 /* The options of 'vm create', in both the group's usage and create's own. */
@@ -1410,7 +1411,7 @@ int cmd_vm(const struct vh_context *ctx, int argc, char **argv) {
                 { "migrate", vm_migrate_cmd }, { "migrate-check", vm_migrate_check_cmd },
                 { "migrate-incoming", vm_migrate_incoming_cmd },
                 /* Internal, of 'vmhost web' on another host (cmd-vm-relay.c). */
-                { "console-relay", vm_console_relay_cmd },
+                { "console-relay", vm_console_relay_cmd }, { "web-query", vm_web_query_cmd },
         };
         if (argc < 2 || streq(argv[1], "-h") || streq(argv[1], "--help")) {
                 usage(argc < 2 ? stderr : stdout);

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "web/server.h"
 #include "web/tls.h"
+#include "web/web-console.h"
 #include "web/web.h"
 
 #define WEB_DEFAULT_ADDRESS "127.0.0.1"
@@ -29,7 +30,8 @@
 
 static void usage(FILE *f) {
         fputs("Usage: vmhost web [--listen ADDRESS:PORT] [--server-name NAME]... [--tls-cert FILE --tls-key FILE]\n"
-              "                  [--session-idle TIME] [--session-lifetime TIME] [--open]\n"
+              "                  [--session-idle TIME] [--session-lifetime TIME]\n"
+              "                  [--serial-slow-viewer SIZE] [--open]\n"
               "\n"
               "Serves the web dashboard: every VM of this host and of the registered hosts\n"
               "('vmhost host list'), with their state, updating by itself, and buttons to start,\n"
@@ -56,6 +58,10 @@ static void usage(FILE *f) {
               "                         (default 12h; TIME: N, Ns, Nm, Nh or Nd)\n"
               "  --session-lifetime TIME\n"
               "                         and this long after its sign-in in any case (default 7d)\n"
+              "  --serial-slow-viewer SIZE\n"
+              "                         a serial console viewer (a browser tab) that falls this far\n"
+              "                         behind the guest's output is disconnected, so that the\n"
+              "                         others need not wait for it (default 1M; 64K to 4M)\n"
               "  --open                 also open the URL in the desktop's browser (xdg-open)\n"
               "  --tls-cert FILE        serve HTTPS (TLS 1.2 or later) with this certificate chain\n"
               "                         (PEM), also on loopback\n"
@@ -206,7 +212,7 @@ static int web_tls_setup(const struct vh_context *ctx, const char *addr, const c
 
 int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
         enum { OPT_LISTEN = 0x100, OPT_OPEN, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SERVER_NAME, OPT_SESSION_IDLE,
-               OPT_SESSION_LIFETIME };
+               OPT_SESSION_LIFETIME, OPT_SERIAL_SLOW_VIEWER };
         static const struct option options[] = {
                 { "listen", required_argument, NULL, OPT_LISTEN },
                 { "open", no_argument, NULL, OPT_OPEN },
@@ -215,13 +221,14 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                 { "server-name", required_argument, NULL, OPT_SERVER_NAME },
                 { "session-idle", required_argument, NULL, OPT_SESSION_IDLE },
                 { "session-lifetime", required_argument, NULL, OPT_SESSION_LIFETIME },
+                { "serial-slow-viewer", required_argument, NULL, OPT_SERIAL_SLOW_VIEWER },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         const char *listen_arg = NULL, *tls_cert = NULL, *tls_key = NULL;
         const char *server_names[WEB_MAX_SERVER_NAMES + 1] = {};
         size_t n_server_names = 0;
-        uint64_t session_idle_ms = 0, session_lifetime_ms = 0;
+        uint64_t session_idle_ms = 0, session_lifetime_ms = 0, slow_viewer = 0;
         bool open_browser = false;
         int c;
         optind = 1;
@@ -249,6 +256,14 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                                 return log_error("--%s %s: expected a time from 1s to 366d, e.g. 90s, 30m, 12h or "
                                                  "7d.",
                                                  c == OPT_SESSION_IDLE ? "session-idle" : "session-lifetime", optarg),
+                                       2;
+                        break;
+                case OPT_SERIAL_SLOW_VIEWER:
+                        if (parse_size(optarg, &slow_viewer) < 0 || slow_viewer < WEB_SERIAL_SLOW_VIEWER_MIN ||
+                            slow_viewer > WEB_RAW_MAX_BACKLOG)
+                                return log_error("--serial-slow-viewer %s: expected a size from 64K to 4M, e.g. "
+                                                 "256K.",
+                                                 optarg),
                                        2;
                         break;
                 default: return 2;
@@ -338,6 +353,7 @@ int cmd_web(const struct vh_context *ctx, int argc, char **argv) {
                 .server_names = server_names,
                 .session_idle_ms = session_idle_ms,
                 .session_lifetime_ms = session_lifetime_ms,
+                .serial_slow_viewer = (size_t) slow_viewer,
         };
         struct web_app *app = NULL;
         r = web_app_new(ctx, &opts, &app, &err);

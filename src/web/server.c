@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
 
@@ -68,6 +70,7 @@ struct web_conn {
         size_t drained;           /* CONN_DRAINING: bytes dropped */
         bool held;                /* counted by web_conn_hold() for 'owner' */
         uint64_t owner;
+        bool ended;               /* web_server_end_owner(): closed on the next turn */
 };
 
 struct watch {
@@ -457,6 +460,13 @@ size_t web_conn_out_pending(const struct web_conn *c) {
         return buf_pending(&c->out);
 }
 
+size_t web_conn_kernel_pending(const struct web_conn *c) {
+        int n = 0;
+        if (ioctl(c->fd, SIOCOUTQ, &n) < 0 || n < 0)
+                return 0;
+        return (size_t) n;
+}
+
 void web_conn_raw_pause(struct web_conn *c, bool pause) {
         if (c->raw_paused && !pause && buf_pending(&c->in) > 0)
                 c->raw_kick = true;
@@ -702,6 +712,12 @@ void web_conn_set_trusted(struct web_conn *c) {
         c->trusted = true;
 }
 
+void web_server_end_owner(struct web_server *srv, uint64_t owner) {
+        for (size_t i = 0; i < srv->n_conns; i++)
+                if (srv->conns[i]->held && srv->conns[i]->owner == owner)
+                        srv->conns[i]->ended = true;
+}
+
 int web_conn_hold(struct web_conn *c, uint64_t owner, size_t max_per_owner) {
         if (c->held)
                 return 0;
@@ -769,6 +785,10 @@ static void accept_clients(struct web_server *srv, uint64_t now) {
 static void expire(struct web_server *srv, uint64_t now) {
         for (size_t i = 0; i < srv->n_conns;) {
                 struct web_conn *c = srv->conns[i];
+                if (c->ended) {
+                        conn_close(srv, i);
+                        continue;
+                }
                 /* A raw connection times out only with output stuck. */
                 bool timed = c->state != CONN_HANDLING && c->state != CONN_STREAM &&
                              (c->state != CONN_RAW || buf_pending(&c->out) > 0) && now >= c->deadline_ms;

@@ -90,6 +90,11 @@ void web_conn_set_trusted(struct web_conn *c);
  * 'max_per_owner' of them already, -EBUSY when WEB_MAX_HELD are held in
  * all. A connection counted already is not counted twice. */
 int web_conn_hold(struct web_conn *c, uint64_t owner, size_t max_per_owner);
+/* Closes the connections held for 'owner' (its session ended) on the
+ * loop's next turn, at most a tick from now: not at once, since the
+ * caller may be in the middle of one of them. A raw one's closed() is
+ * called. */
+void web_server_end_owner(struct web_server *srv, uint64_t owner);
 /* Closes every connection (a raw one's closed() is called), so that the
  * application can free what they point to before the server. */
 void web_server_close_conns(struct web_server *srv);
@@ -158,6 +163,11 @@ void *web_conn_raw_userdata(const struct web_conn *c);
 /* Queues bytes; -ENOBUFS past WEB_RAW_MAX_BACKLOG (nothing queued). */
 int web_conn_raw_write(struct web_conn *c, const void *data, size_t len);
 size_t web_conn_out_pending(const struct web_conn *c);
+/* What the kernel holds of the connection's output, not yet taken by the
+ * client (SIOCOUTQ: unsent and unacknowledged bytes; 0 when it cannot
+ * say). A client that does not read has the send buffer fill, which
+ * grows to megabytes before a write would block. */
+size_t web_conn_kernel_pending(const struct web_conn *c);
 /* Stops (true) or resumes reading the client: backpressure when what it
  * sends cannot be passed on yet. Resuming hands over what waits. */
 void web_conn_raw_pause(struct web_conn *c, bool pause);

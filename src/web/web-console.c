@@ -72,6 +72,7 @@ struct web_consoles {
         struct ws_client *clients;
         struct serial_console *serials;
         uint64_t last_ping_ms;
+        size_t slow_viewer;        /* web_consoles_set_slow_viewer() */
 };
 
 static bool secret_equal(const char *a, const char *b) {
@@ -87,6 +88,7 @@ int web_consoles_new(struct web_server *srv, struct web_consoles **ret) {
         if (!cs)
                 return -ENOMEM;
         cs->srv = srv;
+        cs->slow_viewer = WEB_SERIAL_SLOW_VIEWER;
         *ret = cs;
         return 0;
 }
@@ -272,6 +274,11 @@ static void serial_free(struct serial_console *sc) {
         free(sc);
 }
 
+void web_consoles_set_slow_viewer(struct web_consoles *cs, size_t bytes) {
+        cs->slow_viewer = bytes == 0 ? WEB_SERIAL_SLOW_VIEWER : MIN(MAX(bytes, WEB_SERIAL_SLOW_VIEWER_MIN),
+                                                                     WEB_RAW_MAX_BACKLOG);
+}
+
 static void serial_update_watch(struct serial_console *sc) {
         web_server_watch_events(sc->cs->srv, sc->fd, (short) (POLLIN | (sc->to_guest_len ? POLLOUT : 0)));
 }
@@ -282,7 +289,11 @@ static void serial_fan_out(struct serial_console *sc, const uint8_t *data, size_
                 struct ws_client *v = sc->viewers[i];
                 if (!v->conn || v->closing)
                         continue;
-                if (web_conn_out_pending(v->conn) + len > WEB_SERIAL_SLOW_VIEWER ||
+                /* Behind: what waits here and in the kernel's send
+                 * buffer (which grows to megabytes for a client that
+                 * does not read). */
+                size_t behind = web_conn_out_pending(v->conn) + web_conn_kernel_pending(v->conn);
+                if (behind + len > sc->cs->slow_viewer ||
                     ws_send(v, WS_OP_BINARY, data, len) < 0)
                         ws_close(v, WS_CLOSE_POLICY, "This viewer fell too far behind the serial console");
         }

@@ -41,6 +41,11 @@
  * server's viewers and 'vm console-relay' on another host. */
 size_t web_serial_log_tail(const char *log, uint64_t offset, uint8_t **ret);
 #define WEB_SERIAL_SLOW_VIEWER (1u << 20)
+/* 'vmhost web --serial-slow-viewer': how far behind the others a serial
+ * viewer may fall (bytes queued for it here) before it is closed (1008).
+ * Bounds: a new viewer gets its scrollback at once, and a viewer may not
+ * take more memory than WEB_RAW_MAX_BACKLOG lets a connection queue. */
+#define WEB_SERIAL_SLOW_VIEWER_MIN WEB_SERIAL_SCROLLBACK
 #define WEB_CONSOLE_PING_MS (15 * 1000)
 
 struct web_consoles;
@@ -48,6 +53,9 @@ struct web_consoles;
 int web_consoles_new(struct web_server *srv, struct web_consoles **ret);
 /* Closes every console (their websockets get 1001). */
 struct web_consoles *web_consoles_free(struct web_consoles *cs);
+/* The limit of a serial viewer's backlog (WEB_SERIAL_SLOW_VIEWER when 0),
+ * within WEB_SERIAL_SLOW_VIEWER_MIN and WEB_RAW_MAX_BACKLOG. */
+void web_consoles_set_slow_viewer(struct web_consoles *cs, size_t bytes);
 
 /* 'host' names the VM's host everywhere below: "" for this one, else a
  * registered host whose console comes through a relay over ssh (its fd is

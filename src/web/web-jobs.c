@@ -659,30 +659,127 @@ static void trim_output(char *out) {
         str_make_printable(out, STR_PRINTABLE_LINES);
 }
 
-/* 'vmhost --host HOST vm VERB NAME': the same command run by the host's
- * vmhost over ssh (host_ssh_run(): every argument quoted for its shell,
- * no shell here). Its exit status says success; its output is the
- * answer's message or error, as the CLI would print it. */
-static void run_remote_action(struct web_job *job) {
+int web_vm_query(const struct vh_context *ctx, const char *name, enum web_action action, char **ret_json,
+                 struct vh_error *err) {
+        if (action != WEB_ACTION_SNAPSHOT_LIST && action != WEB_ACTION_DELETE_PLAN)
+                return -EINVAL;
+        struct web_job job = { .kind = WEB_JOB_ACTION, .ctx = ctx, .action = action, .console_fd = -1 };
+        snprintf(job.name, sizeof(job.name), "%s", name);
+        int r = action == WEB_ACTION_SNAPSHOT_LIST ? snapshot_list(&job, err) : delete_plan(&job, err);
+        if (r < 0)
+                return r;
+        *ret_json = TAKE_PTR(job.result);
+        return 0;
+}
+
+/* What the remote vmhost's 'vm web-query' printed: one JSON object, read
+ * with limits (it comes from another machine), passed on as it came. */
+static const struct json_limits remote_json_limits = {
+        .max_depth = 4,
+        .max_bytes = WEB_REMOTE_OUTPUT_MAX,
+        .max_string = WEB_REMOTE_OUTPUT_MAX,
+        .max_elements = 4096,
+        .max_values = 32768,
+};
+
+/* The remote command of 'job' (its host's vmhost first, NULL-terminated)
+ * into 'argv' (at most 7 entries): false for an action that has none. */
+static bool remote_argv(struct web_job *job, const char *vmhost, char *argv[7]) {
         static const char *const verbs[] = {
                 [WEB_ACTION_START] = "start",     [WEB_ACTION_STOP] = "stop",     [WEB_ACTION_KILL] = "kill",
                 [WEB_ACTION_RESTART] = "restart", [WEB_ACTION_DELETE] = "delete",
         };
-        if ((size_t) job->action >= ELEMENTSOF(verbs) || !verbs[job->action]) {
+        static const char *const snap_ops[] = {
+                [WEB_ACTION_SNAPSHOT_CREATE] = "create",
+                [WEB_ACTION_SNAPSHOT_REVERT] = "revert",
+                [WEB_ACTION_SNAPSHOT_DELETE] = "delete",
+        };
+        size_t n = 0;
+        argv[n++] = (char *) vmhost;
+        argv[n++] = (char *) "vm";
+        if (job->kind == WEB_JOB_MONITOR) {
+                argv[n++] = (char *) "monitor";
+                argv[n++] = job->name;
+                argv[n++] = job->text;
+        } else if (job->kind != WEB_JOB_ACTION)
+                return false;
+        else if ((size_t) job->action < ELEMENTSOF(verbs) && verbs[job->action]) {
+                argv[n++] = (char *) verbs[job->action];
+                argv[n++] = job->name;
+        } else if ((size_t) job->action < ELEMENTSOF(snap_ops) && snap_ops[job->action]) {
+                argv[n++] = (char *) "snapshot";
+                argv[n++] = (char *) snap_ops[job->action];
+                argv[n++] = job->name;
+                argv[n++] = job->text;
+        } else if (job->action == WEB_ACTION_SNAPSHOT_LIST || job->action == WEB_ACTION_DELETE_PLAN) {
+                argv[n++] = (char *) "web-query";
+                argv[n++] = job->name;
+                argv[n++] = (char *) (job->action == WEB_ACTION_SNAPSHOT_LIST ? "snapshots" : "delete-plan");
+        } else if (job->action == WEB_ACTION_CDROM_INSERT || job->action == WEB_ACTION_CDROM_EJECT) {
+                argv[n++] = (char *) "cdrom";
+                argv[n++] = job->name;
+                argv[n++] = (char *) (job->action == WEB_ACTION_CDROM_INSERT ? "insert" : "eject");
+                if (job->action == WEB_ACTION_CDROM_INSERT)
+                        argv[n++] = job->text;
+        } else
+                return false;
+        argv[n] = NULL;
+        return true;
+}
+
+/* 'vmhost --host HOST vm VERB NAME ...': the same command run by the
+ * host's vmhost over ssh (host_ssh_run(): every argument quoted for its
+ * shell, no shell here). Its exit status says success; its output is the
+ * answer's message or error, as the CLI would print it; a snapshot list
+ * and a delete's plan are the JSON of the hidden 'vm web-query' there
+ * (web_vm_query()), a monitor command's answer its "output". */
+static void run_remote_action(struct web_job *job) {
+        char *argv[7];
+        if (!remote_argv(job, "", argv)) {
                 set_result(job, 400, "error", "This action is not available for VMs of other hosts.");
                 return;
         }
         _cleanup_(host_def_freep) struct host_def *def = remote_host(job);
         if (!def)
                 return;
-        char *argv[] = { (char *) host_def_vmhost(def), (char *) "vm", (char *) verbs[job->action], job->name,
-                         NULL };
+        argv[0] = (char *) host_def_vmhost(def);
         struct vh_error err = {};
         _cleanup_free_ char *out = NULL;
         int r = host_ssh_run(job->ctx, def, 0, argv, WEB_REMOTE_ACTION_TIMEOUT_MS, WEB_REMOTE_OUTPUT_MAX, &out,
                              &err);
         if (r < 0) {
                 set_ssh_error(job, def->name, &err, r);
+                return;
+        }
+        bool query = job->kind == WEB_JOB_ACTION &&
+                     (job->action == WEB_ACTION_SNAPSHOT_LIST || job->action == WEB_ACTION_DELETE_PLAN);
+        if (r == 0 && query) {
+                _cleanup_(json_value_freep) struct json_value *v = NULL;
+                struct vh_error perr = {};
+                int pr = json_parse(out, strlen(out), &remote_json_limits, &v, &perr);
+                if (pr < 0 || v->type != JSON_OBJECT) {
+                        char m[VH_ERROR_MAX + 128];
+                        snprintf(m, sizeof(m), "On host %s: 'vm web-query' printed no JSON object%s%s", def->name,
+                                 pr < 0 ? ": " : "", pr < 0 ? vh_error_message(&perr, pr) : "");
+                        set_result(job, 502, "error", m);
+                        return;
+                }
+                job->result = TAKE_PTR(out);
+                job->status = 200;
+                return;
+        }
+        if (r == 0 && job->kind == WEB_JOB_MONITOR) {
+                /* The answer as the CLI prints it: QEMU's text. */
+                struct json_writer w;
+                json_writer_init(&w, false);
+                json_object_begin(&w);
+                json_kv_string(&w, "name", job->name);
+                str_make_printable(out, STR_PRINTABLE_LINES);
+                json_kv_string(&w, "output", out);
+                json_kv_bool(&w, "truncated", strlen(out) >= WEB_REMOTE_OUTPUT_MAX);
+                json_object_end(&w);
+                job->result = json_writer_finish(&w, &r);
+                job->status = 200;
                 return;
         }
         trim_output(out);
@@ -873,7 +970,7 @@ static void *job_thread(void *arg) {
         case WEB_JOB_LIST_LOCAL: r = list_local(job); break;
         case WEB_JOB_LIST_REMOTE: r = list_remote(job); break;
         case WEB_JOB_ACTION: job->host[0] ? run_remote_action(job) : run_action(job); break;
-        case WEB_JOB_MONITOR: run_monitor(job); break;
+        case WEB_JOB_MONITOR: job->host[0] ? run_remote_action(job) : run_monitor(job); break;
         case WEB_JOB_KEYS: case WEB_JOB_TYPE: run_keys(job); break;
         case WEB_JOB_SCREENSHOT: run_screenshot(job); break;
         case WEB_JOB_CONSOLE: job->host[0] ? run_remote_console(job) : run_console(job); break;

@@ -129,6 +129,13 @@ int web_vnc_connect(const struct vh_context *ctx, const char *name, int *ret_fd,
 int web_serial_connect(const struct vh_context *ctx, const char *name, int *ret_fd, char **ret_log,
                        uint64_t *ret_log_offset, struct vh_error *err);
 
+/* The JSON answer of this host's VM 'name' to a WEB_ACTION_SNAPSHOT_LIST
+ * or WEB_ACTION_DELETE_PLAN, as the web server gives its page: for the
+ * hidden 'vm web-query' that another host's web server runs here over
+ * ssh. '*ret_json' is free()d by the caller. */
+int web_vm_query(const struct vh_context *ctx, const char *name, enum web_action action, char **ret_json,
+                 struct vh_error *err);
+
 /* Starts 'job' in a detached thread; it owns itself until it writes its
  * pointer to job->notify_fd. On failure nothing was started. */
 int web_job_start(struct web_job *job);

@@ -143,6 +143,10 @@ static bool session_expired(const struct web_app *app, const struct session *s, 
 }
 
 static void session_drop(struct web_app *app, size_t i) {
+        /* What it holds open ends with it: an event stream would go on
+         * telling a signed-out browser about the VMs, a console go on
+         * showing and taking keys. */
+        web_server_end_owner(app->srv, app->sessions[i].serial);
         /* The secrets do not linger in the freed slot. */
         app->sessions[i] = app->sessions[--app->n_sessions];
         memset(&app->sessions[app->n_sessions], 0, sizeof(app->sessions[0]));
@@ -184,6 +188,7 @@ static struct session *session_new(struct web_app *app) {
                 for (size_t i = 1; i < app->n_sessions; i++)
                         if (app->sessions[i].last_used_ms < s->last_used_ms)
                                 s = &app->sessions[i];
+                web_server_end_owner(app->srv, s->serial);
         }
         if (random_hex(s->id) < 0 || random_hex(s->csrf) < 0) {
                 session_drop(app, (size_t) (s - app->sessions));
@@ -434,6 +439,13 @@ static void stop_ready(void *userdata, int fd) {
 
 static void tick(void *userdata, uint64_t now) {
         struct web_app *app = userdata;
+        /* A session ends on time, not at its next request: its streams
+         * and consoles with it. */
+        for (size_t i = 0; i < app->n_sessions;)
+                if (session_expired(app, &app->sessions[i], now))
+                        session_drop(app, i);
+                else
+                        i++;
         web_consoles_tick(app->consoles, now);
         bool watched = web_server_stream_count(app->srv, TOPIC_VMS) > 0 || app->n_waiting > 0;
         if (!watched)
@@ -574,11 +586,13 @@ static struct json_value *body_object(struct web_conn *c, const char *body) {
         return v;
 }
 
-/* Starts action 'action' on VM 'name' with argument 'text' (copied; may
- * be NULL), answered when it is done. */
-static void start_action(struct web_app *app, struct web_conn *c, const char *name, enum web_action action,
-                         const char *text) {
+/* Starts action 'action' on VM 'name' of 'host' ("" this one) with
+ * argument 'text' (copied; may be NULL), answered when it is done. */
+static void start_action(struct web_app *app, struct web_conn *c, const char *host, const char *name,
+                         enum web_action action, const char *text) {
         struct web_job *job = job_new(WEB_JOB_ACTION, name);
+        if (job)
+                snprintf(job->host, sizeof(job->host), "%s", host);
         if (job && text && !(job->text = strdup(text)))
                 job = web_job_free(job);
         if (!job) {
@@ -655,18 +669,19 @@ static void api_create(struct web_app *app, struct web_conn *c, const char *body
         start_conn_job(app, c, job);
 }
 
-/* /api/vms/NAME/SUB: snapshots, the CD and the facts of a delete. True
- * when answered. 'name' is valid. */
-static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *name,
-                        const char *sub, const char *body) {
+/* /api/vms/NAME/SUB (or /api/hosts/HOST/...: 'host' not "", that host's
+ * vmhost does it over ssh): snapshots, the CD and the facts of a delete.
+ * True when answered. 'name' is valid. */
+static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct http_request *req, const char *host,
+                        const char *name, const char *sub, const char *body) {
         bool get = streq(req->method, "GET") || streq(req->method, "HEAD");
         bool post = streq(req->method, "POST");
         if (streq(sub, "delete-plan") && get) {
-                start_action(app, c, name, WEB_ACTION_DELETE_PLAN, NULL);
+                start_action(app, c, host, name, WEB_ACTION_DELETE_PLAN, NULL);
                 return true;
         }
         if (streq(sub, "snapshots") && get) {
-                start_action(app, c, name, WEB_ACTION_SNAPSHOT_LIST, NULL);
+                start_action(app, c, host, name, WEB_ACTION_SNAPSHOT_LIST, NULL);
                 return true;
         }
         if (streq(sub, "snapshots") && post) {
@@ -678,7 +693,7 @@ static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct ht
                         respond_error(c, 400, "Expected {\"name\": \"before-upgrade\"}: the snapshot's name.");
                         return true;
                 }
-                start_action(app, c, name, WEB_ACTION_SNAPSHOT_CREATE, snap);
+                start_action(app, c, host, name, WEB_ACTION_SNAPSHOT_CREATE, snap);
                 return true;
         }
         const char *snap_path = startswith(sub, "snapshots/") ? sub + strlen("snapshots/") : NULL;
@@ -697,7 +712,7 @@ static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct ht
                 }
                 memcpy(snap, snap_path, n);
                 snap[n] = '\0';
-                start_action(app, c, name, revert ? WEB_ACTION_SNAPSHOT_REVERT : WEB_ACTION_SNAPSHOT_DELETE, snap);
+                start_action(app, c, host, name, revert ? WEB_ACTION_SNAPSHOT_REVERT : WEB_ACTION_SNAPSHOT_DELETE, snap);
                 return true;
         }
         if (streq(sub, "cdrom") && post) {
@@ -717,13 +732,14 @@ static bool api_vm_more(struct web_app *app, struct web_conn *c, const struct ht
                  * ISO is opened read-only and handed to QEMU; nothing of
                  * it comes back here), with an absolute path, since the
                  * server has no working directory of the user's; the
-                 * job also wants a regular file (web-jobs.c). */
+                 * job also wants a regular file (web-jobs.c). Another
+                 * host's VM: a path on that host, 'vm cdrom' there. */
                 if (iso && iso[0] != '/') {
                         respond_error(c, 400, "The ISO image must be an absolute path: the server has no working "
                                               "directory of yours.");
                         return true;
                 }
-                start_action(app, c, name, iso ? WEB_ACTION_CDROM_INSERT : WEB_ACTION_CDROM_EJECT, iso);
+                start_action(app, c, host, name, iso ? WEB_ACTION_CDROM_INSERT : WEB_ACTION_CDROM_EJECT, iso);
                 return true;
         }
         return false;
@@ -760,8 +776,9 @@ static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *
                 respond_json(c, 200, out ? out : "{}");
                 return true;
         }
-        /* The rest is this host's QEMU's: not relayed. */
-        if (host[0])
+        /* Keys, typing and the screenshot are this host's QEMU's: a
+         * remote VM's page sends keys over its relayed VNC screen. */
+        if (host[0] && !streq(sub, "monitor"))
                 return false;
         if (streq(sub, "monitor")) {
                 _cleanup_(json_value_freep) struct json_value *v = body_object(c, body);
@@ -777,6 +794,8 @@ static bool api_vm_console(struct web_app *app, struct web_conn *c, const char *
                 struct web_job *job = job_new(WEB_JOB_MONITOR, name);
                 if (job && !(job->text = strdup(cmd)))
                         job = web_job_free(job);
+                if (job)
+                        snprintf(job->host, sizeof(job->host), "%s", host);
                 if (!job)
                         respond_error(c, 500, "Out of memory.");
                 else
@@ -922,12 +941,14 @@ static void api_host(struct web_app *app, struct web_conn *c, const struct http_
         const char *sub = slash ? slash + 1 : NULL;
         if (!sub && streq(req->method, "DELETE"))
                 action = WEB_ACTION_DELETE;
-        else if (sub && post && streq(sub, "console-ticket")) {
-                (void) api_vm_console(app, c, host, name, sub, body, s);
+        else if (sub && api_vm_more(app, c, req, host, name, sub, body))
                 return;
-        } else if (!sub || !post || web_action_from_string(sub, &action) < 0 || action == WEB_ACTION_DELETE) {
-                respond_error(c, 404, "Not for VMs of other hosts: POST .../start, stop, kill, restart or "
-                                      "console-ticket, or DELETE the VM (the rest with 'vmhost --host').");
+        else if (sub && post && !strchr(sub, '/') && api_vm_console(app, c, host, name, sub, body, s))
+                return;
+        else if (!sub || !post || web_action_from_string(sub, &action) < 0 || action == WEB_ACTION_DELETE) {
+                respond_error(c, 404, "Not for VMs of other hosts: start, stop, kill, restart, snapshots, cdrom, "
+                                      "monitor, delete-plan, console-ticket or DELETE (keys and typing go over "
+                                      "the relayed VNC screen; no screenshot: 'vmhost --host HOST vm screenshot').");
                 return;
         }
         struct web_job *job = job_new(WEB_JOB_ACTION, name);
@@ -1076,7 +1097,7 @@ static void api(struct web_app *app, struct web_conn *c, const struct http_reque
                                 start_conn_job(app, c, job);
                         return;
                 }
-                if (slash && api_vm_more(app, c, req, name, slash + 1, body))
+                if (slash && api_vm_more(app, c, req, "", name, slash + 1, body))
                         return;
                 if (slash && streq(req->method, "POST") && !strchr(slash + 1, '/')) {
                         if (api_vm_console(app, c, "", name, slash + 1, body, s))
@@ -1231,6 +1252,8 @@ int web_app_new(const struct vh_context *ctx, const struct web_app_options *opts
                 web_tls_free(opts->tls);
         if (r >= 0)
                 r = web_consoles_new(app->srv, &app->consoles);
+        if (r >= 0)
+                web_consoles_set_slow_viewer(app->consoles, opts->serial_slow_viewer);
         if (r < 0) {
                 web_app_free(app);
                 return vh_error_set(err, r, "Cannot set up the server: %s", strerror(-r));

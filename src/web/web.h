@@ -50,6 +50,7 @@ struct web_app_options {
         const char *const *server_names; /* NULL-terminated, or NULL: more names Host may say (with the port) */
         uint64_t session_idle_ms;    /* 0: WEB_SESSION_IDLE_MS */
         uint64_t session_lifetime_ms; /* 0: WEB_SESSION_LIFETIME_MS */
+        size_t serial_slow_viewer;   /* 0: WEB_SERIAL_SLOW_VIEWER (web/web-console.h) */
 };
 
 struct web_app;

@@ -11,6 +11,9 @@
 # their refusals; then the page in headless chromium
 # (tests/browser/console.mjs): the screen drawn and matching a screendump,
 # the serial console, two viewers, Ctrl-Alt-Del rebooting the guest.
+# Last, a second server with --serial-slow-viewer 64K: a serial viewer
+# that never reads is closed (1008) while another gets all of the guest's
+# output and goes on.
 # VMHOST_WEB_SHOTS=DIR saves the docs' screenshots there.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -180,6 +183,53 @@ elif cmd == "serial":        # serial TICKET1 TICKET2: scrollback, a command, a 
     send(s1, 8, struct.pack(">H", 1000))
     print(json.dumps({"scrollback": "VMHOST-READY name=c1" in back, "first": f"web{n + 1}" in out1,
                       "both": True, "close": r1.until_close()[0]}))
+elif cmd == "slow":          # slow TICKET1 TICKET2 LINES: viewer 1 never reads while the guest prints
+                             # LINES numbered lines for viewer 2; then how viewer 1 ended
+    import time
+    # A small receive buffer: the kernel holds little of what viewer 1
+    # is sent, so the server's own queue for it grows.
+    h, p = HOSTPORT.split(":")
+    real = socket.create_connection
+    def small(addr, timeout=None):
+        so = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        so.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        so.settimeout(timeout)
+        so.connect(addr)
+        return so
+    socket.create_connection = small
+    s1, st1, r1 = handshake(f"/api/vms/c1/console/serial?ticket={sys.argv[4]}")
+    socket.create_connection = real
+    s2, st2, r2 = handshake(f"/api/vms/c1/console/serial?ticket={sys.argv[5]}")
+    s2.settimeout(120)
+    serial_until(r2, "VMHOST-READY")
+    lines, n = int(sys.argv[6]), int.from_bytes(os.urandom(2), "big")
+    t0 = time.time()
+    send(s2, 2, (f"yes slow-viewer-check-xxxxxxxxxxxxxxxxxxxxxxxxxx | head -n {lines} | cat -n; "
+                 f"echo done$(({n}+1))\n").encode())
+    out = serial_until(r2, f"done{n + 1}")
+    secs = time.time() - t0
+    nums = [int(l.split()[0]) for l in out.replace("\r", "").split("\n")
+            if l.strip().endswith("slow-viewer-check-" + "x" * 26) and l.split()[0].isdigit()]
+    # Viewer 1 now: what was queued for it, then a close frame or the end.
+    s1.settimeout(10)
+    how, got = "open", 0
+    try:
+        while True:
+            op, d = r1.frame()
+            if op == 8:
+                how = "close %d: %s" % (struct.unpack(">H", d[:2])[0], d[2:].decode())
+                break
+            got += len(d)
+    except EOFError:
+        how = "closed without a close frame"
+    except socket.timeout:
+        how = "still open"
+    # The console after it: viewer 2 still talks to the guest.
+    send(s2, 2, f"echo after$(({n}+2))\n".encode())
+    after = f"after{n + 2}" in serial_until(r2, f"after{n + 2}")
+    send(s2, 8, struct.pack(">H", 1000))
+    print(json.dumps({"all": nums == list(range(1, lines + 1)), "lines": len(nums), "secs": round(secs, 1),
+                      "slow": how, "slow_bytes": got, "after": after}))
 EOF
 ws() { timeout 30 python3 ws.py "$hostport" "$cookie" "$@" 2>&1; }
 
@@ -282,4 +332,31 @@ EOF
 
 kill -INT "$server"
 wait_until 5 "server exit" pid_dead "$server" && pass ctrl-c-stops
+
+# --- a slow serial viewer is cut off, the others are not. QEMU's serial
+# gives some 10 KB/s, so this server cuts a viewer off at the smallest
+# backlog --serial-slow-viewer takes (64 KiB; the default, 1 MiB, would
+# take minutes): viewer 1 never reads (and has a small receive buffer)
+# while the guest prints 6000 numbered lines (some 350 KB) for viewer 2,
+# which gets every one in order; viewer 1 finds what was queued for it
+# and then the server's close frame, 1008; viewer 2's console goes on.
+"$VMHOST" web --listen 127.0.0.1:0 --serial-slow-viewer 64K >web2.out 2>web2.err &
+server=$!
+track_pid "$server"
+wait_until 10 "printed URL" grep -q '^http://127.0.0.1:[0-9]*/?token=' web2.out || { cat web2.err; e2e_finish; }
+url=$(head -1 web2.out)
+base=${url%%/\?*}
+hostport=${base#http://}
+curl -s -c jar2 -o /dev/null "$url"
+cookie=$(awk '/vmhost_session/ {print $6 "=" $7}' jar2)
+csrf=$(curl -s -b jar2 "$base/api/session" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf"])')
+api() {
+	curl -s -o api.out -w '%{http_code}' -b jar2 -H "X-VMHost-CSRF: $csrf" -H 'Content-Type: application/json' \
+		-d "$2" "$base$1"
+}
+out=$(timeout 150 python3 ws.py "$hostport" "$cookie" slow "$(ticket c1 serial)" "$(ticket c1 serial)" 6000 2>&1)
+python3 -c 'import json,sys; v=json.loads(sys.argv[1]); sys.exit(not (v["all"] and v["after"] and v["slow"].startswith("close 1008")))' "$out" 2>/dev/null &&
+	pass serial-slow-viewer-cut "$out" || fail serial-slow-viewer-cut "$out"
+kill -INT "$server"
+wait_until 5 "server exit" pid_dead "$server"
 e2e_finish

@@ -10,7 +10,10 @@
 #   errors        a delete of the running r1 and a start of a missing VM fail
 #                 with exactly what 'vmhost --host b vm start' prints; an
 #                 unknown host is 404, a malformed one 400, "local" is this
-#                 host, a verb the remote routes lack is 404
+#                 host, keys and a screenshot of a remote VM are 404 (the
+#                 page sends keys over the relayed VNC screen)
+#   more          monitor, snapshot create/list/revert/delete and the CD of
+#                 b's r1 by b's vmhost: answers and errors as the CLI's
 #   serial        the serial console over the websocket: the guest's boot
 #                 output (scrollback), a command's output; a second viewer
 #                 shares the one relay on b; a ticket of b's r1 opens
@@ -23,7 +26,8 @@
 #   the page      in headless chromium (tests/browser/hosts.mjs): r1's
 #                 buttons start it, open its serial console (the ready
 #                 line) and screen, stop it
-#   delete        DELETE /api/hosts/b/vms/r1 removes it from b
+#   delete        .../delete-plan names what goes on b; DELETE
+#                 /api/hosts/b/vms/r1 removes it from b
 #   ssh fails     a host where nothing listens: an action and a console are
 #                 502 with the CLI's message
 set -uo pipefail
@@ -56,7 +60,9 @@ host_new b || e2e_finish
 out=$(host_add b 2>&1) && pass "host add b" || { fail "host add b" "$out"; e2e_finish; }
 # The kernel and initrd are at the same path on b (only its vmhost
 # directories are its own).
-out=$("$VMHOST" --host b vm create r1 --boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" \
+# A disk for its snapshots (the guest does not use it).
+qemu-img create -q -f qcow2 "$E2E_TMP/r1.qcow2" 16M || { fail "qemu-img create"; e2e_finish; }
+out=$("$VMHOST" --host b vm create r1 --disk "$E2E_TMP/r1.qcow2" --boot kernel --kernel "$GUEST_DIR/vmlinuz" --initrd "$GUEST_DIR/initrd.img" \
 	--append "console=ttyS0 quiet panic=-1 vmhost.name=r1" --memory 128M 2>&1) ||
 	{ fail "vm create r1 on b" "$out"; e2e_finish; }
 # A local VM of the same name, to tell the two apart.
@@ -131,9 +137,71 @@ c=$(req POST /api/hosts/local/vms/nope/start)
 c=$(req POST /api/hosts/local/hosts/local/vms/nope/start)
 [ "$c" = 404 ] && grep -q 'expected /api/hosts/HOST/vms/NAME' api.out && pass local-alias-once "$(cat api.out)" ||
 	fail local-alias-once "$c $(cat api.out)"
+c=$(req POST /api/hosts/b/vms/r1/keys '{"keys": ["ctrl", "alt", "delete"]}')
+[ "$c" = 404 ] && grep -q 'relayed VNC screen' api.out && pass remote-keys-404 "$(cat api.out)" ||
+	fail remote-keys-404 "$c $(cat api.out)"
+c=$(curl -s -o api.out -w '%{http_code}' -b jar "$base/api/hosts/b/vms/r1/screenshot.png")
+[ "$c" = 404 ] && grep -q 'no screenshot' api.out && pass remote-screenshot-404 "$(cat api.out)" ||
+	fail remote-screenshot-404 "$c $(cat api.out)"
+
+# ------------------------------------------------------------------ more
+# The rest of a VM's controls, by b's vmhost over ssh: each answer is what
+# 'vmhost --host b vm ...' prints, the snapshot list and a delete's plan
+# the JSON of b's 'vm web-query' (the fields a local VM's page gets).
+out_of() { python3 -c 'import json,sys; print(json.load(open("api.out")).get(sys.argv[1], ""))' "$1"; }
 c=$(req POST /api/hosts/b/vms/r1/monitor '{"command": "info status"}')
-[ "$c" = 404 ] && grep -q 'Not for VMs of other hosts' api.out && pass remote-monitor-404 "$(cat api.out)" ||
-	fail remote-monitor-404 "$c $(cat api.out)"
+page=$(out_of output)
+cli=$("$VMHOST" --host b vm monitor r1 'info status' 2>&1)
+[ "$c" = 200 ] && [ -n "$cli" ] && [ "$page" = "$cli" ] && pass monitor-remote "$page" ||
+	fail monitor-remote "status $c, page '$page', CLI '$cli'"
+c=$(req POST /api/hosts/b/vms/r1/monitor '{"command": "quit"}')
+page=$(err_of)
+cli=$("$VMHOST" --host b vm monitor r1 quit 2>&1 >/dev/null)
+[ "$c" = 400 ] && [ -n "$cli" ] && [ "$page" = "$cli" ] && state_is b r1 running && pass monitor-remote-error "$page" ||
+	fail monitor-remote-error "status $c, page '$page', CLI '$cli'"
+c=$(req POST /api/hosts/b/vms/r1/snapshots '{"name": "web-s1"}')
+page=$(out_of message)
+[ "$c" = 200 ] && [ "$page" = "Snapshot web-s1 of VM r1: created (full machine state, VM running)." ] &&
+	pass snapshot-create-remote "$page" || fail snapshot-create-remote "status $c $(cat api.out)"
+c=$(req GET /api/hosts/b/vms/r1/snapshots)
+cli=$("$VMHOST" --host b vm snapshot list r1 2>&1)
+python3 - "$cli" <<'PY' && pass snapshot-list-remote "$(cat api.out)" || fail snapshot-list-remote "status $c $(cat api.out) / CLI: $cli"
+import json, sys
+d = json.load(open("api.out"))
+s = [x for x in d["snapshots"] if x["tag"] == "web-s1"]
+sys.exit(not (d["name"] == "r1" and len(s) == 1 and s[0]["vm-state-size"] > 0 and s[0]["date"] > 0
+              and d["text"].rstrip("\n") == sys.argv[1]))
+PY
+# (Not a revert to a missing snapshot: QEMU's loadvm then leaves the
+# guest paused, which vm_snapshot() does not undo.)
+c=$(req POST /api/hosts/b/vms/r1/snapshots/web-s1/revert)
+page=$(out_of message)
+st=$("$VMHOST" --host b vm monitor r1 'info status' 2>&1)
+[ "$c" = 200 ] && [ "$page" = "Snapshot web-s1 of VM r1: reverted to (full machine state, VM running)." ] &&
+	[ "$st" = "VM status: running" ] && pass snapshot-revert-remote "$page" ||
+	fail snapshot-revert-remote "status $c $(cat api.out); $st"
+c=$(req DELETE /api/hosts/b/vms/r1/snapshots/nosuch)
+# (QEMU's delvm of a missing snapshot succeeds: so does 'vm snapshot delete'.)
+page=$(out_of message)$(err_of)
+cli=$("$VMHOST" --host b vm snapshot delete r1 nosuch 2>&1)
+[ -n "$cli" ] && [ "$page" = "$cli" ] && pass snapshot-delete-remote-missing "$c: $page" ||
+	fail snapshot-delete-remote-missing "status $c, page '$page', CLI '$cli'"
+c=$(req DELETE /api/hosts/b/vms/r1/snapshots/web-s1)
+page=$(out_of message)
+[ "$c" = 200 ] && [ "$page" = "Snapshot web-s1 of VM r1: deleted (full machine state, VM running)." ] &&
+	! "$VMHOST" --host b vm snapshot list r1 2>&1 | grep -q web-s1 && pass snapshot-delete-remote "$page" ||
+	fail snapshot-delete-remote "status $c $(cat api.out)"
+# The ISO's path is on b: one that b lacks is b's error, word for word.
+c=$(req POST /api/hosts/b/vms/r1/cdrom '{"iso": "/nonexistent/web.iso"}')
+page=$(err_of)
+cli=$("$VMHOST" --host b vm cdrom r1 insert /nonexistent/web.iso 2>&1 >/dev/null)
+[ "$c" = 409 ] && [ -n "$cli" ] && [ "$page" = "$cli" ] && pass cdrom-remote-error "$page" ||
+	fail cdrom-remote-error "status $c, page '$page', CLI '$cli'"
+c=$(req POST /api/hosts/b/vms/r1/cdrom '{"eject": true}')
+page=$(out_of message)$(err_of)
+cli=$("$VMHOST" --host b vm cdrom r1 eject 2>&1)
+[ -n "$cli" ] && [ "$page" = "$cli" ] && pass cdrom-eject-remote "$c: $page" ||
+	fail cdrom-eject-remote "status $c, page '$page', CLI '$cli'"
 c=$(curl -s -o api.out -w '%{http_code}' -X POST -b jar "$base/api/hosts/b/vms/r1/stop")
 [ "$c" = 403 ] && state_is b r1 running && pass remote-needs-csrf || fail remote-needs-csrf "$c $(cat api.out)"
 
@@ -338,6 +406,19 @@ grep -q '^PASS remote-stop' browser.out && state_is b r1 stopped && pass browser
 	fail browser-stopped-on-b "b/r1: $(state b r1)"
 
 # ------------------------------------------------------------------ delete
+# What a delete removes and keeps, as b's vm_delete_plan() says: r1's
+# definition there goes, the disk it was given stays.
+c=$(req GET /api/hosts/b/vms/r1/delete-plan)
+python3 - "$E2E_TMP/r1.qcow2" <<'PY' && pass delete-plan-remote "$(cat api.out)" || fail delete-plan-remote "status $c $(cat api.out)"
+import json, sys
+d = json.load(open("api.out"))
+sys.exit(not (d["name"] == "r1" and any(p.startswith("definition: ") and p.endswith("/vms/r1/vm.conf")
+                                        for p in d["removed"]) and any(sys.argv[1] in p for p in d["kept"])))
+PY
+c=$(req GET /api/hosts/b/vms/nope/delete-plan)
+page=$(err_of)
+[ "$c" = 404 ] || [ "$c" = 409 ] && [[ $page == "vmhost: error: No VM named 'nope'"* ]] && pass delete-plan-remote-error "$c $page" ||
+	fail delete-plan-remote-error "status $c, page '$page'"
 c=$(req DELETE /api/hosts/b/vms/r1)
 [ "$c" = 200 ] && pass delete-200 "$(cat api.out)" || fail delete-200 "$c $(cat api.out)"
 wait_until 20 "r1 of b gone from /api/vms" state_is b r1 "" && [ ! -e "$(host_dir b)/state/vms/r1" ] &&

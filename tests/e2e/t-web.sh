@@ -12,7 +12,8 @@
 # [::1]) but no other name or port; event streams are bounded (24 a
 # session, 48 in all) and requests still get in; sessions end when idle
 # and at their lifetime (a server with 2 s and 5 s), and the 33rd sign-in
-# drops the oldest. Then the API: /api/vms has
+# drops the oldest; an ended session's event stream and console close
+# with it (evicted: at once; idle: on time). Then the API: /api/vms has
 # 'vm list --json's objects and the hosts of 'vm list --all-hosts --json'
 # (a registered host that does not answer is down there), the event stream
 # shows a VM the CLI creates within a second, actions return the CLI's
@@ -623,6 +624,85 @@ assert "base image: " + sys.argv[1] in d["kept"], d
 print("removed %d, kept %s" % (len(d["removed"]), d["kept"]))
 EOF2
 c=$(curl -s -o post.out -w '%{http_code}' -b jar "$base/api/vms/nosuch/delete-plan"); expect api-delete-plan-missing-404 404 "$c"
+
+# --- a session's streams and consoles end with it
+# A server whose sessions idle out after 3 s. Session E opens an event
+# stream, then 32 more sign in: E, the least recently used, is evicted
+# and its stream closes at once. Session S opens an event stream and a
+# console (the running w-new's screen) and then sends nothing: both close
+# when it idles out (3 s after its last request; the server looks every
+# 250 ms), not before.
+"$VMHOST" web --listen 127.0.0.1:0 --session-idle 3 >web3.out 2>web3.err &
+server3=$!
+track_pid "$server3"
+wait_until 10 "printed URL" grep -q '^http://127.0.0.1:[0-9]*/?token=' web3.out || fail web3 "$(cat web3.err)"
+url3=$(head -1 web3.out)
+base3=${url3%%/\?*}
+cat >held-end.py <<'EOF2'
+import base64, json, os, socket, sys, time, urllib.request
+hostport, vm = sys.argv[1], sys.argv[2]
+def sign_in():
+    h, p = hostport.split(":")
+    s = socket.create_connection((h, int(p)), timeout=10)
+    s.sendall(f"GET /?token={sys.argv[3]} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n".encode())
+    head = s.recv(65536).decode()
+    s.close()
+    return [l.split(":", 1)[1].strip().split(";")[0] for l in head.split("\r\n") if l.lower().startswith("set-cookie:")][0]
+def request(cookie, method, path, body=None, csrf=None):
+    r = urllib.request.Request(f"http://{hostport}{path}", method=method, data=body,
+                               headers={"Cookie": cookie, **({"X-VMHost-CSRF": csrf} if csrf else {})})
+    return json.load(urllib.request.urlopen(r, timeout=10))
+def open_raw(cookie, path, extra=""):
+    h, p = hostport.split(":")
+    s = socket.create_connection((h, int(p)), timeout=10)
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nCookie: {cookie}\r\n" + extra + "\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(4096)
+        if not d:
+            break
+        head += d
+    return s, head.split(b" ")[1].decode() if head else "none"
+def ends_after(socks, t0, limit):
+    """Seconds from t0 until each socket's end (EOF or reset), or None."""
+    out = []
+    for s in socks:
+        s.settimeout(max(0.01, t0 + limit - time.time()))
+        try:
+            while s.recv(65536):
+                s.settimeout(max(0.01, t0 + limit - time.time()))
+            out.append(round(time.time() - t0, 2))
+        except ConnectionResetError:
+            out.append(round(time.time() - t0, 2))
+        except socket.timeout:
+            out.append(None)
+    return out
+res = {}
+e = sign_in()
+es, st = open_raw(e, "/api/events")
+res["evict_stream"] = st
+t0 = time.time()
+for i in range(32):
+    sign_in()
+res["evicted_after"] = ends_after([es], t0, 2.5)[0]
+c = sign_in()
+csrf = request(c, "GET", "/api/session")["csrf"]
+ss, st1 = open_raw(c, "/api/events")
+ticket = request(c, "POST", f"/api/vms/{vm}/console-ticket", b'{"kind": "vnc"}', csrf)["ticket"]
+key = base64.b64encode(os.urandom(16)).decode()
+ws, st2 = open_raw(c, f"/api/vms/{vm}/console/vnc?ticket={ticket}",
+                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   f"Sec-WebSocket-Version: 13\r\nOrigin: http://{hostport}\r\n")
+t0 = time.time()
+res.update({"stream": st1, "console": st2})
+res["stream_closed_after"], res["console_closed_after"] = ends_after([ss, ws], t0, 8)
+print(json.dumps(res))
+EOF2
+out=$(timeout 40 python3 held-end.py "${base3#http://}" w-new "${url3##*token=}" 2>&1)
+python3 -c 'import json,sys; v=json.loads(sys.argv[1]); sys.exit(not (v["evict_stream"] == "200" and v["evicted_after"] is not None and v["evicted_after"] < 1.5 and v["stream"] == "200" and v["console"] == "101" and all(x is not None and 2.5 <= x < 4.5 for x in (v["stream_closed_after"], v["console_closed_after"]))))' "$out" 2>/dev/null &&
+	pass session-end-closes-held "$out" || fail session-end-closes-held "$out"
+kill -INT "$server3"
+wait "$server3"
 
 # --- the page in a real browser
 vm_create b-a
