@@ -270,6 +270,33 @@ static int open_disk(const struct vm_def *def, bool write, struct vh_image **ret
         return vh_image_open(def->disk, &o, ret, err);
 }
 
+/* Whether a disk of the running VM holds the internal snapshot 'snap'
+ * (query-block: each drive's image and its snapshots). HMP's loadvm stops
+ * the guest before it looks and leaves it paused when the snapshot is
+ * missing, and delvm of a missing one says nothing: both are asked first. */
+static int running_snapshot_exists(struct qmp_client *q, const char *snap, bool *ret, struct vh_error *err) {
+        struct json_value *v = NULL;
+        int r = qmp_execute(q, "query-block", NULL, &v, err);
+        if (r < 0)
+                return r;
+        *ret = false;
+        for (size_t i = 0; i < json_array_len(v) && !*ret; i++) {
+                const struct json_value *image =
+                        json_object_get(json_object_get(json_array_at(v, i), "inserted"), "image");
+                const struct json_value *snaps = json_object_get(image, "snapshots");
+                for (size_t k = 0; k < json_array_len(snaps); k++) {
+                        const char *tag;
+                        if (json_get_string(json_object_get(json_array_at(snaps, k), "name"), &tag) == 0 &&
+                            streq(tag, snap)) {
+                                *ret = true;
+                                break;
+                        }
+                }
+        }
+        json_value_free(v);
+        return 0;
+}
+
 int vm_snapshot(const struct vh_context *ctx, const char *name, enum vm_snapshot_op op, const char *snap,
                 bool *ret_running, struct vh_error *err) {
         if (isempty(snap) || strlen(snap) > 128 || strpbrk(snap, " \t\n\"'\\"))
@@ -302,6 +329,17 @@ int vm_snapshot(const struct vh_context *ctx, const char *name, enum vm_snapshot
                 r = open_qmp(ctx, name, &q, err);
                 if (r < 0)
                         return r;
+                if (op != VM_SNAPSHOT_CREATE) {
+                        bool exists;
+                        r = running_snapshot_exists(q, snap, &exists, err);
+                        if (r < 0)
+                                return r;
+                        if (!exists)
+                                return vh_error_set(err, -ENOENT,
+                                                    "VM %s has no snapshot named '%s' (see 'vmhost vm snapshot "
+                                                    "list %s')",
+                                                    name, snap, name);
+                }
                 qmp_set_timeout(q, 300 * 1000);
                 _cleanup_free_ char *cmd = strdup_printf("%s %s", verbs[op], snap), *out = NULL;
                 if (!cmd)

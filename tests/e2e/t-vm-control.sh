@@ -66,6 +66,16 @@ out=$(serial_cmd "$S" 10 "cat /tmp/marker; test -e /tmp/written-after && echo ST
 [ "$out" = before ] && pass revert-undoes-file "$out" || fail revert-undoes-file "$out"
 "$VMHOST" vm snapshot list c1 | grep -q live1 && "$VMHOST" vm monitor c1 'info snapshots' | grep -q live1 &&
 	pass snapshot-list "vmhost and QEMU's 'info snapshots' list it" || fail snapshot-list
+# A snapshot that does not exist: refused before QEMU is asked (HMP's
+# loadvm pauses the guest first and leaves it paused when the snapshot
+# is missing; delvm of a missing one says nothing), the guest runs on.
+out=$("$VMHOST" vm snapshot revert c1 nosuch 2>&1); rc=$?
+st=$("$VMHOST" vm qmp c1 '{"execute":"query-status"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+[ $rc -eq 1 ] && grep -q "no snapshot named 'nosuch'" <<<"$out" && [ "$st" = running ] &&
+	pass snapshot-revert-missing-runs-on "$out" || fail snapshot-revert-missing-runs-on "exit $rc, guest $st: $out"
+out=$("$VMHOST" vm snapshot delete c1 nosuch 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "no snapshot named 'nosuch'" <<<"$out" && pass snapshot-delete-missing-refused "$out" ||
+	fail snapshot-delete-missing-refused "exit $rc: $out"
 
 # Graceful stop: the guest sees the ACPI button and powers off.
 t0=$(e2e_now)
